@@ -1,0 +1,12 @@
+module github.com/mailshim/mailshim
+
+go 1.26.0
+
+require (
+	github.com/BurntSushi/toml v1.6.0
+	github.com/emersion/go-message v0.18.2
+	github.com/emersion/go-sasl v0.0.0-20241020182733-b788ff22d5a6
+	github.com/emersion/go-smtp v0.25.1
+	github.com/spf13/pflag v1.1.0
+	golang.org/x/sys v0.49.0
+)

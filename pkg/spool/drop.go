@@ -1,0 +1,221 @@
+package spool
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"hash"
+	"hash/crc32"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrTooLarge is returned by Drop.Write when the message exceeds the limit
+// given to NewDrop. The temporary file is gone by then.
+var ErrTooLarge = errors.New("spool: message too large")
+
+// IsFull reports whether err means the spool file system (or the caller's
+// RLIMIT_FSIZE or quota) has no room: the caller should exit EX_CANTCREAT
+// and say "the spool is full".
+func IsFull(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) || errors.Is(err, syscall.EFBIG)
+}
+
+// OpenDir opens dir (relative to root, no symbolic link followed at either
+// step) as a directory file descriptor for NewDrop.
+func OpenDir(root, dir string) (*os.File, error) {
+	rfd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: root, Err: err}
+	}
+	defer unix.Close(rfd)
+	fd, err := unix.Openat(rfd, dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: filepath.Join(root, dir), Err: err}
+	}
+	return os.NewFile(uintptr(fd), filepath.Join(root, dir)), nil
+}
+
+// Drop is a message being written into a spool directory (maildrop/, or
+// relayd's queue for socket submissions). It implements io.Writer for the
+// message bytes; Commit makes it durable under its final name, Abort throws
+// it away. Nothing is ever visible under the final name before Commit
+// returns nil.
+type Drop struct {
+	dir     *os.File
+	f       *os.File
+	w       *bufio.Writer
+	tmpName string // "" when the file is an unnamed O_TMPFILE
+	meta    Meta
+	sizeOff int64
+	crc     hash.Hash32
+	n       int64
+	max     int64
+	err     error
+
+	mu   sync.Mutex
+	done bool
+}
+
+// NewDrop starts a message file in dir for m (m.ID must be set; Size and
+// CRC are filled in by Commit). max > 0 limits the number of message bytes.
+//
+// It prefers an O_TMPFILE file, which has no name until Commit links it in,
+// so a writer killed with SIGKILL leaves nothing behind; on file systems
+// without O_TMPFILE (or without /proc to link it through) it falls back to a
+// named file "tmp.<id>" created with O_EXCL|O_NOFOLLOW, which relayd sweeps
+// after a grace period.
+func NewDrop(dir *os.File, m *Meta, max int64) (*Drop, error) {
+	if !ValidID(m.ID) {
+		return nil, fmt.Errorf("spool: bad queue id %q", m.ID)
+	}
+	d := &Drop{dir: dir, meta: *m, crc: crc32.New(CRC), max: max}
+	dfd := int(dir.Fd())
+	fd, err := unix.Openat(dfd, ".", unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, uint32(ModeDropFile.Perm()))
+	if err == nil {
+		if _, serr := os.Stat("/proc/self/fd/" + strconv.Itoa(fd)); serr != nil {
+			unix.Close(fd)
+			err = serr
+		}
+	}
+	if err != nil {
+		d.tmpName = TempPrefix + m.ID
+		fd, err = unix.Openat(dfd, d.tmpName, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, uint32(ModeDropFile.Perm()))
+		if err != nil {
+			return nil, &os.PathError{Op: "create", Path: filepath.Join(dir.Name(), d.tmpName), Err: err}
+		}
+	}
+	// The umask may have taken bits away; the mode is part of the contract
+	// (relayd reads through the group), so set it explicitly.
+	if err := unix.Fchmod(fd, uint32(ModeDropFile.Perm())); err != nil {
+		unix.Close(fd)
+		d.removeTemp()
+		return nil, &os.PathError{Op: "chmod", Path: dir.Name(), Err: err}
+	}
+	d.f = os.NewFile(uintptr(fd), filepath.Join(dir.Name(), m.ID))
+	hdr, off := EncodeHeader(&d.meta)
+	d.sizeOff = off
+	d.w = bufio.NewWriterSize(d.f, 64<<10)
+	if _, err := d.w.Write(hdr); err != nil {
+		d.Abort()
+		return nil, err
+	}
+	return d, nil
+}
+
+// Write appends message bytes. Past the size limit it aborts the drop and
+// returns ErrTooLarge.
+func (d *Drop) Write(p []byte) (int, error) {
+	if d.err != nil {
+		return 0, d.err
+	}
+	if d.max > 0 && d.n+int64(len(p)) > d.max {
+		d.err = ErrTooLarge
+		d.Abort()
+		return 0, d.err
+	}
+	n, err := d.w.Write(p)
+	d.crc.Write(p[:n])
+	d.n += int64(n)
+	if err != nil {
+		d.err = err
+		d.Abort()
+	}
+	return n, err
+}
+
+// Size is the number of message bytes written so far.
+func (d *Drop) Size() int64 { return d.n }
+
+// Meta returns the header as it will be (or was) committed.
+func (d *Drop) Meta() Meta {
+	m := d.meta
+	m.Size, m.CRC = d.n, d.crc.Sum32()
+	return m
+}
+
+// Commit records the size and checksum, fsyncs the file, gives it its final
+// name (the queue ID) in the directory without ever replacing an existing
+// name, and fsyncs the directory. When it returns nil the message is safe;
+// on error nothing is left under the final name.
+func (d *Drop) Commit() error {
+	if d.err != nil {
+		return d.err
+	}
+	fail := func(err error) error {
+		d.err = err
+		d.Abort()
+		return err
+	}
+	if err := d.w.Flush(); err != nil {
+		return fail(err)
+	}
+	if _, err := d.f.WriteAt(PatchSize(d.n, d.crc.Sum32()), d.sizeOff); err != nil {
+		return fail(err)
+	}
+	if err := d.f.Sync(); err != nil {
+		return fail(err)
+	}
+	dfd := int(d.dir.Fd())
+	d.mu.Lock()
+	if d.done {
+		d.mu.Unlock()
+		return fail(errors.New("spool: drop aborted"))
+	}
+	var err error
+	if d.tmpName == "" {
+		err = unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(int(d.f.Fd())), dfd, d.meta.ID, unix.AT_SYMLINK_FOLLOW)
+	} else {
+		err = unix.Renameat2(dfd, d.tmpName, dfd, d.meta.ID, unix.RENAME_NOREPLACE)
+		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) {
+			// No RENAME_NOREPLACE here: link+unlink never replaces either.
+			if err = unix.Linkat(dfd, d.tmpName, dfd, d.meta.ID, 0); err == nil {
+				unix.Unlinkat(dfd, d.tmpName, 0)
+			}
+		}
+	}
+	if err != nil {
+		d.mu.Unlock()
+		return fail(&os.PathError{Op: "link", Path: filepath.Join(d.dir.Name(), d.meta.ID), Err: err})
+	}
+	d.done = true
+	d.tmpName = ""
+	d.mu.Unlock()
+	d.f.Close()
+	if err := d.dir.Sync(); err != nil {
+		// The name may not survive a power loss: take it back so that the
+		// caller's failure report is true.
+		unix.Unlinkat(dfd, d.meta.ID, 0)
+		d.err = err
+		return err
+	}
+	// From here on the mail is safe.
+	return nil
+}
+
+// Abort discards the message. It is safe to call more than once, after a
+// failed Commit, and concurrently from a signal handler goroutine.
+func (d *Drop) Abort() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.done {
+		return
+	}
+	d.done = true
+	d.removeTemp()
+	if d.f != nil {
+		d.f.Close()
+	}
+}
+
+func (d *Drop) removeTemp() {
+	if d.tmpName != "" {
+		unix.Unlinkat(int(d.dir.Fd()), d.tmpName, 0)
+		d.tmpName = ""
+	}
+}

@@ -1,0 +1,104 @@
+// Package spool is mailshim's on-disk format and every state transition of a
+// message at rest. It uses only the standard library and x/sys.
+//
+// # Layout
+//
+//	<spool>/                 0711 mailshim:mailshim
+//	  maildrop/              1730 mailshim:mailshim-drop  sendmail writes, relayd reads and removes
+//	  queue/                 0700 mailshim:mailshim      relayd only, from here on
+//	    msg/<id>             immutable message files (same format as maildrop files)
+//	    incoming|active|deferred|held|failed|quarantine/<id>
+//	                         one small state file per message; its directory IS its state
+//	    tmp/                 relayd's temp files, swept at start
+//	  relayd.lock            flock'd by the one running relayd
+//
+// # The durability promise
+//
+// A message file appears under its final name only when it is complete and
+// fsync'd, and the directory holding the name has been fsync'd too (see
+// Drop.Commit). sendmail exits 0 only after that. From there on, every
+// transition is a rename (plus a directory fsync), so a crash at any point
+// leaves each message in exactly one state, or — at worst, between "copied
+// into queue/" and "removed from maildrop/" — in two places under the same
+// queue ID, which relayd's pickup recognises and resolves without sending
+// twice.
+//
+// # Identity
+//
+// The UID recorded in a file is advisory; relayd takes the caller's UID from
+// the maildrop file's owner (fstat), which only the kernel sets.
+package spool
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"strings"
+	"time"
+)
+
+// Directory names under the spool root, and their modes.
+const (
+	DirMaildrop   = "maildrop"
+	DirQueue      = "queue"
+	DirMsg        = "queue/msg"
+	DirIncoming   = "queue/incoming"
+	DirActive     = "queue/active"
+	DirDeferred   = "queue/deferred"
+	DirHeld       = "queue/held"
+	DirFailed     = "queue/failed"
+	DirQuarantine = "queue/quarantine"
+	DirTmp        = "queue/tmp"
+	LockFile      = "relayd.lock"
+
+	ModeRoot     os.FileMode = 0o711
+	ModeMaildrop os.FileMode = 0o730 | os.ModeSticky
+	ModePrivate  os.FileMode = 0o700
+
+	// ModeDropFile is the mode of a maildrop file: owned by the caller's
+	// UID, group mailshim-drop (sendmail's effective group), which relayd's
+	// user is a member of. Other users cannot even list maildrop/.
+	ModeDropFile os.FileMode = 0o440
+
+	// TempPrefix starts the name of a named temporary file in maildrop/
+	// (used only where O_TMPFILE is unavailable). relayd removes such files
+	// once they are older than a grace period; it never picks them up.
+	TempPrefix = "tmp."
+)
+
+// PrivateDirs are relayd's directories, in the order they are created.
+var PrivateDirs = []string{DirQueue, DirMsg, DirIncoming, DirActive, DirDeferred, DirHeld, DirFailed, DirQuarantine, DirTmp}
+
+// NewID returns a fresh queue ID: 13 upper-case hex digits of the time in
+// microseconds, then 7 random ones. IDs sort by arrival time, are safe as
+// file names, and are unique without coordination between processes.
+func NewID(now time.Time) string {
+	var r [4]byte
+	if _, err := rand.Read(r[:]); err != nil {
+		panic("spool: no randomness: " + err.Error())
+	}
+	us := uint64(now.UnixMicro())
+	const digits = "0123456789ABCDEF"
+	var b [20]byte
+	for i := 12; i >= 0; i-- {
+		b[i] = digits[us&0xf]
+		us >>= 4
+	}
+	copy(b[13:], strings.ToUpper(hex.EncodeToString(r[:]))[:7])
+	return string(b[:])
+}
+
+// ValidID reports whether s has the shape of a queue ID (and so is safe to
+// use as a file name).
+func ValidID(s string) bool {
+	if len(s) != 20 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= '0' && c <= '9' || c >= 'A' && c <= 'F') {
+			return false
+		}
+	}
+	return true
+}
