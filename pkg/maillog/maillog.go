@@ -1,0 +1,79 @@
+// Package maillog writes the mail log: one stable key=value line per event,
+// meant to be grepped for years (chasquid's maillog, Postfix's
+// "postfix/smtp[123]: ID: to=<...>, status=sent" in spirit).
+//
+// A line is
+//
+//	ts=2026-11-23T14:40:00.123Z event=pickup id=0006270A1B2C3D4E5F60 uid=1001 user=smtest ...
+//
+// Keys are fixed lower-case words chosen by the caller; values are written
+// bare when they consist only of safe characters, else as a Go-quoted string
+// (so CR, LF, '"' and non-printable bytes can never break a line or forge
+// another event). The order of keys is the caller's order. The format of
+// each event is pinned by tests in the packages that emit them.
+package maillog
+
+import (
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Logger writes mail log lines to w. It is safe for concurrent use.
+type Logger struct {
+	mu  sync.Mutex
+	w   io.Writer
+	now func() time.Time
+}
+
+// New returns a Logger writing to w. now may be nil for time.Now.
+func New(w io.Writer, now func() time.Time) *Logger {
+	if now == nil {
+		now = time.Now
+	}
+	return &Logger{w: w, now: now}
+}
+
+// Event writes one line: ts, event, then the key/value pairs in kv
+// (alternating key string, value of any type; a trailing odd key gets an
+// empty value).
+func (l *Logger) Event(event string, kv ...any) {
+	if l == nil {
+		return
+	}
+	var b strings.Builder
+	b.WriteString("ts=")
+	b.WriteString(l.now().UTC().Format("2006-01-02T15:04:05.000Z"))
+	b.WriteString(" event=")
+	b.WriteString(Value(event))
+	for i := 0; i < len(kv); i += 2 {
+		b.WriteByte(' ')
+		b.WriteString(fmt.Sprint(kv[i]))
+		b.WriteByte('=')
+		if i+1 < len(kv) {
+			b.WriteString(Value(fmt.Sprint(kv[i+1])))
+		}
+	}
+	b.WriteByte('\n')
+	l.mu.Lock()
+	io.WriteString(l.w, b.String())
+	l.mu.Unlock()
+}
+
+// Value formats one value: bare if every byte is a safe printable ASCII
+// character, else Go-quoted. The empty string is written as "".
+func Value(s string) string {
+	if s == "" {
+		return `""`
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f || c == '"' || c == '=' || c == '\\' {
+			return strconv.Quote(s)
+		}
+	}
+	return s
+}
