@@ -1,0 +1,113 @@
+// Package control is relayd's control socket: a Unix stream socket on which
+// a client sends one request (a verb and its arguments) and receives one
+// answer (the verb's text output, or an error).
+//
+// The peer is identified by SO_PEERCRED, never by anything it sends. The
+// verbs "mailq" and "flush" are open to every local user (mailq shows a user
+// who is neither root nor the daemon user only the messages of their own
+// UID); "list", "show", "hold", "release" and "delete" are for root and the
+// daemon user only.
+//
+// The wire format is one JSON object each way:
+//
+//	-> {"verb":"hold","args":["0006270A1B2C3D4E5F60"]}\n   (then the client shuts down its write side)
+//	<- {"output":"...","error":""}\n
+//
+// This file is the client; it is linked into the setgid sendmail, so it
+// imports nothing beyond the standard library's encoding and net packages
+// (no crypto/tls, net/http, os/exec).
+package control
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+)
+
+// Verbs understood by relayd.
+const (
+	VerbMailq   = "mailq"   // Postfix mailq layout; non-admins see their own UID only
+	VerbFlush   = "flush"   // retry every deferred message now
+	VerbList    = "list"    // admin: one line per message with its state
+	VerbShow    = "show"    // admin: one message's envelope, origin and delivery state
+	VerbHold    = "hold"    // admin: move messages to held/
+	VerbRelease = "release" // admin: move held messages back to the queue
+	VerbDelete  = "delete"  // admin: remove messages
+)
+
+// ErrUnavailable is returned (wrapped) by Request when the socket cannot be
+// reached: relayd is not running, or the socket path is wrong.
+var ErrUnavailable = errors.New("relayd is not running or its control socket is unreachable")
+
+// ErrDenied is returned (wrapped) when relayd refuses the verb for this
+// peer.
+var ErrDenied = errors.New("permission denied")
+
+// Timeout bounds a whole request.
+const Timeout = 60 * time.Second
+
+// maxAnswer bounds the answer the client accepts.
+const maxAnswer = 256 << 20
+
+type request struct {
+	Verb string   `json:"verb"`
+	Args []string `json:"args,omitempty"`
+}
+
+type answer struct {
+	Output string `json:"output,omitempty"`
+	Error  string `json:"error,omitempty"`
+	Denied bool   `json:"denied,omitempty"`
+}
+
+// Request sends verb with args to the relayd listening on sockPath and
+// copies the answer's output to out. An error from relayd is returned as an
+// error (wrapping ErrDenied when the peer may not use the verb); a socket
+// that cannot be reached is reported wrapping ErrUnavailable.
+func Request(sockPath, verb string, args []string, out io.Writer) error {
+	d := net.Dialer{Timeout: 10 * time.Second}
+	c, err := d.Dial("unix", sockPath)
+	if err != nil {
+		return fmt.Errorf("%w (%s: %v)", ErrUnavailable, sockPath, unwrapOp(err))
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(Timeout))
+	b, err := json.Marshal(request{Verb: verb, Args: args})
+	if err != nil {
+		return err
+	}
+	b = append(b, '\n')
+	if _, err := c.Write(b); err != nil {
+		return fmt.Errorf("control: sending %s to %s: %w", verb, sockPath, err)
+	}
+	if uc, ok := c.(*net.UnixConn); ok {
+		uc.CloseWrite()
+	}
+	var a answer
+	if err := json.NewDecoder(io.LimitReader(c, maxAnswer)).Decode(&a); err != nil {
+		return fmt.Errorf("control: reading the answer to %s from %s: %w", verb, sockPath, err)
+	}
+	if a.Output != "" {
+		if _, err := io.WriteString(out, a.Output); err != nil {
+			return err
+		}
+	}
+	switch {
+	case a.Denied:
+		return fmt.Errorf("%s: %w: %s", verb, ErrDenied, a.Error)
+	case a.Error != "":
+		return fmt.Errorf("%s: %s", verb, a.Error)
+	}
+	return nil
+}
+
+func unwrapOp(err error) error {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Err != nil {
+		return op.Err
+	}
+	return err
+}

@@ -1,0 +1,75 @@
+package control
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestRequestRoundTrip(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "control.sock")
+	ln, err := Listen(sock, 0o666)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o666 {
+		t.Errorf("socket mode %v, want 0666", fi.Mode().Perm())
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() {
+		done <- Serve(ctx, ln, func(p Peer, verb string, args []string, out io.Writer) error {
+			if p.UID != os.Getuid() || !p.Admin {
+				return fmt.Errorf("peer %+v", p)
+			}
+			if verb == "fail" {
+				return errors.New("no such message")
+			}
+			fmt.Fprintf(out, "%s %s\n", verb, strings.Join(args, ","))
+			return nil
+		})
+	}()
+	var out bytes.Buffer
+	if err := Request(sock, VerbHold, []string{"A", "B C"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	if got := out.String(); got != "hold A,B C\n" {
+		t.Errorf("output %q", got)
+	}
+	if err := Request(sock, "fail", nil, io.Discard); err == nil || !strings.Contains(err.Error(), "no such message") {
+		t.Errorf("error %v", err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := Request(sock, VerbMailq, nil, io.Discard); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("after close: %v, want ErrUnavailable", err)
+	}
+}
+
+func TestListenRefusesNonSocket(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "f")
+	os.WriteFile(p, nil, 0o600)
+	if _, err := Listen(p, 0o666); err == nil {
+		t.Fatal("Listen over a regular file succeeded")
+	}
+}
+
+func TestAdminOnly(t *testing.T) {
+	for verb, want := range map[string]bool{VerbMailq: false, VerbFlush: false, VerbList: true, VerbShow: true, VerbHold: true, VerbRelease: true, VerbDelete: true, "other": true} {
+		if AdminOnly(verb) != want {
+			t.Errorf("AdminOnly(%q) = %v", verb, !want)
+		}
+	}
+}

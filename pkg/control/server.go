@@ -1,0 +1,146 @@
+package control
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Peer is the process at the other end of a control connection, as the
+// kernel reports it (SO_PEERCRED).
+type Peer struct {
+	PID, UID, GID int
+	// Admin is true for root and the daemon's own user: they may use every
+	// verb and see every message.
+	Admin bool
+}
+
+// Handler answers one request, writing its output to out. An error is
+// reported to the client.
+type Handler func(p Peer, verb string, args []string, out io.Writer) error
+
+// AdminOnly reports whether verb needs an admin peer.
+func AdminOnly(verb string) bool {
+	switch verb {
+	case VerbMailq, VerbFlush:
+		return false
+	}
+	return true
+}
+
+// Listen creates a Unix socket at path with the given mode (0666 for the
+// control and submission sockets: the peer is checked per connection). A
+// stale socket at path is replaced; any other kind of file there is an
+// error.
+func Listen(path string, mode os.FileMode) (*net.UnixListener, error) {
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode().Type() != os.ModeSocket {
+			return nil, fmt.Errorf("socket %s: exists and is not a socket", path)
+		}
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("socket %s: another process is listening on it", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("socket %s: removing the stale socket: %w", path, err)
+		}
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("socket %s: %w", path, err)
+	}
+	ln.SetUnlinkOnClose(true)
+	if err := os.Chmod(path, mode); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("socket %s: %w", path, err)
+	}
+	return ln, nil
+}
+
+// PeerOf returns the credentials of c's peer.
+func PeerOf(c *net.UnixConn) (Peer, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return Peer{}, err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := rc.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return Peer{}, err
+	}
+	if cerr != nil {
+		return Peer{}, fmt.Errorf("SO_PEERCRED: %w", cerr)
+	}
+	uid := int(cred.Uid)
+	return Peer{PID: int(cred.Pid), UID: uid, GID: int(cred.Gid), Admin: uid == 0 || uid == os.Getuid()}, nil
+}
+
+// Serve accepts connections on ln until ctx is done or ln is closed, and
+// answers each with h. It returns nil after ctx is done.
+func Serve(ctx context.Context, ln *net.UnixListener, h Handler) error {
+	go func() {
+		<-ctx.Done()
+		ln.Close()
+	}()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		c, err := ln.AcceptUnix()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return fmt.Errorf("control: accept: %w", err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer c.Close()
+			serveConn(c, h)
+		}()
+	}
+}
+
+func serveConn(c *net.UnixConn, h Handler) {
+	c.SetDeadline(time.Now().Add(Timeout))
+	var a answer
+	defer func() {
+		b, _ := json.Marshal(a)
+		c.Write(append(b, '\n'))
+	}()
+	p, err := PeerOf(c)
+	if err != nil {
+		a.Error = err.Error()
+		return
+	}
+	var req request
+	if err := json.NewDecoder(io.LimitReader(c, 1<<20)).Decode(&req); err != nil {
+		a.Error = "bad request: " + err.Error()
+		return
+	}
+	if AdminOnly(req.Verb) && !p.Admin {
+		a.Denied = true
+		a.Error = fmt.Sprintf("only root and the mailshim user may use %q (you are uid %d)", req.Verb, p.UID)
+		return
+	}
+	var out bytes.Buffer
+	if err := h(p, req.Verb, req.Args, &out); err != nil {
+		a.Error = err.Error()
+	}
+	a.Output = out.String()
+}
