@@ -1,0 +1,318 @@
+package relay
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"syscall"
+
+	"github.com/emersion/go-smtp"
+)
+
+// Class says what the queue should do with a failure.
+type Class int
+
+const (
+	// Temporary: try again later (4xx, network, TLS, timeouts, anything
+	// unknown).
+	Temporary Class = iota
+	// Permanent: do not retry; bounce (5xx, or a message the upstream can
+	// never take).
+	Permanent
+	// AuthFailure: the upstream refused our credentials, or we refused to
+	// send them. Temporary — a rotated password must not bounce the whole
+	// queue — but loud: log it at error level on every attempt.
+	AuthFailure
+)
+
+func (c Class) String() string {
+	switch c {
+	case Permanent:
+		return "permanent"
+	case AuthFailure:
+		return "auth-failure"
+	default:
+		return "temporary"
+	}
+}
+
+// Temporary reports whether a message failing with this class stays queued.
+func (c Class) Temporary() bool { return c != Permanent }
+
+// Stages of a session, as found in Error.Stage.
+const (
+	StageConnect = "connect"
+	StageTLS     = "tls"
+	StageEHLO    = "ehlo"
+	StageAuth    = "auth"
+	StageMail    = "mail"
+	StageRcpt    = "rcpt"
+	StageData    = "data"     // the DATA command and the message transfer
+	StageDataEnd = "data-end" // the reply after the final dot
+	StageMessage = "message"  // our own checks (size, 8-bit) or reading the file
+)
+
+// Error is a classified delivery failure.
+type Error struct {
+	Class Class
+	// Stage is where it happened (the Stage* constants).
+	Stage string
+	// Code, Enhanced and Text are the upstream's reply, when there was one
+	// (Code 0 otherwise). Text has its lines joined by "; ".
+	Code     int
+	Enhanced string
+	Text     string
+	// Cause says in plain words what went wrong, Fix what to change; both
+	// may be "" when nothing better than the reply is known.
+	Cause string
+	Fix   string
+	// Err is the underlying error, if any.
+	Err error
+}
+
+// Error returns one line: stage, reply or error, and the cause.
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString(e.Stage)
+	b.WriteString(": ")
+	switch {
+	case e.Code != 0:
+		fmt.Fprintf(&b, "%d", e.Code)
+		if e.Enhanced != "" {
+			b.WriteString(" " + e.Enhanced)
+		}
+		if e.Text != "" {
+			b.WriteString(" " + e.Text)
+		}
+	case e.Err != nil:
+		b.WriteString(e.Err.Error())
+	default:
+		b.WriteString(e.Text)
+	}
+	if e.Cause != "" {
+		b.WriteString(" (" + e.Cause + ")")
+	}
+	return b.String()
+}
+
+// Unwrap returns the underlying error.
+func (e *Error) Unwrap() error { return e.Err }
+
+// Reply returns the upstream reply as "550 5.1.1 text", or "" if none.
+func (e *Error) Reply() string {
+	if e.Code == 0 {
+		return ""
+	}
+	s := fmt.Sprint(e.Code)
+	if e.Enhanced != "" {
+		s += " " + e.Enhanced
+	}
+	if e.Text != "" {
+		s += " " + e.Text
+	}
+	return s
+}
+
+// classify turns anything returned by go-smtp, net or crypto/tls at stage
+// into an *Error. An error it does not recognise is Temporary.
+func classify(stage string, err error) *Error {
+	if err == nil {
+		return nil
+	}
+	var re *Error
+	if errors.As(err, &re) {
+		return re
+	}
+	var se *smtp.SMTPError
+	if errors.As(err, &se) {
+		return replyError(stage, se.Code, enhanced(se), se.Message, err)
+	}
+	e := &Error{Class: Temporary, Stage: stage, Err: err}
+	var (
+		ne        net.Error
+		certErr   *tls.CertificateVerificationError
+		unknownCA x509.UnknownAuthorityError
+		hostErr   x509.HostnameError
+		invalid   x509.CertificateInvalidError
+		alert     tls.AlertError
+		recErr    tls.RecordHeaderError
+	)
+	switch {
+	case errors.Is(err, context.Canceled):
+		e.Cause = "the delivery was cancelled (relayd is stopping)"
+	case errors.As(err, &ne) && ne.Timeout(), errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, context.DeadlineExceeded):
+		e.Cause = "the upstream did not answer in time (timeout at " + stage + ")"
+		e.Fix = "check that the upstream is reachable and not overloaded; the timeouts are queue.connect_timeout, command_timeout, data_timeout"
+	case errors.As(err, &hostErr):
+		e.Stage = StageTLS
+		e.Cause = "the upstream's TLS certificate is not valid for the name we connected to"
+		e.Fix = "set host (or server_name) to a name the certificate covers"
+	case errors.As(err, &unknownCA), errors.As(err, &invalid), errors.As(err, &certErr):
+		e.Stage = StageTLS
+		e.Cause = "the upstream's TLS certificate could not be verified"
+		e.Fix = "if the upstream uses a private CA, set ca_file to its certificate; check the certificate has not expired"
+	case errors.As(err, &alert), errors.As(err, &recErr):
+		e.Stage = StageTLS
+		e.Cause = "the TLS handshake with the upstream failed"
+		e.Fix = "check tls (\"starttls\" on port 587, \"tls\" on port 465) and that the upstream supports TLS 1.2 or later"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		e.Cause = "the upstream refused the connection"
+		e.Fix = "check host and port, and that the upstream is running"
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE), errors.Is(err, net.ErrClosed), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		e.Cause = "the upstream closed the connection at " + stage
+	case isDNS(err):
+		e.Cause = "the upstream's host name could not be resolved"
+		e.Fix = "check host, and the resolver"
+	}
+	return e
+}
+
+func isDNS(err error) bool {
+	var de *net.DNSError
+	return errors.As(err, &de)
+}
+
+func enhanced(se *smtp.SMTPError) string {
+	if se.EnhancedCode == smtp.NoEnhancedCode || se.EnhancedCode == (smtp.EnhancedCode{}) {
+		return ""
+	}
+	c := se.EnhancedCode
+	return fmt.Sprintf("%d.%d.%d", c[0], c[1], c[2])
+}
+
+// replyError classifies an upstream reply at stage.
+func replyError(stage string, code int, enh, text string, err error) *Error {
+	text = strings.Join(strings.Fields(strings.ReplaceAll(text, "\n", "; ")), " ")
+	e := &Error{Stage: stage, Code: code, Enhanced: enh, Text: text, Err: err}
+	switch {
+	case code >= 500 && code < 600:
+		e.Class = Permanent
+	default:
+		e.Class = Temporary
+	}
+	if stage == StageAuth && code != 0 {
+		// RFC 4954: 535 bad credentials, 534 mechanism too weak, 454
+		// temporary failure, 530 required: all are ours to fix, none a
+		// reason to bounce.
+		e.Class = AuthFailure
+	}
+	e.Cause, e.Fix = Explain(code, enh, text, stage)
+	if e.Class == Permanent && isAuthRefusal(code, enh, text) {
+		// The upstream wants (other) credentials: fix the config, don't
+		// bounce the queue.
+		e.Class = AuthFailure
+	}
+	return e
+}
+
+// isAuthRefusal reports replies that mean "you are not (properly)
+// authenticated", whatever the stage.
+func isAuthRefusal(code int, enh, text string) bool {
+	t := strings.ToLower(text)
+	return code == 530 || code == 535 || enh == "5.7.8" ||
+		strings.Contains(t, "authentication required") ||
+		strings.Contains(t, "authentication failed") ||
+		strings.Contains(t, "please authenticate") ||
+		strings.Contains(t, "must issue a starttls")
+}
+
+type explanation struct {
+	match func(code int, enh, t, stage string) bool
+	cause string
+	fix   string
+}
+
+func has(t string, subs ...string) bool {
+	for _, s := range subs {
+		if strings.Contains(t, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// explanations, first match wins. t is the lower-cased reply text.
+var explanations = []explanation{
+	{
+		match: func(code int, enh, t, stage string) bool {
+			return has(t, "must issue a starttls", "starttls first", "encryption required", "tls required", "must use tls", "requires tls")
+		},
+		cause: "the upstream requires TLS before this command",
+		fix:   `set tls = "starttls" for this upstream (or tls = "tls" on port 465)`,
+	},
+	{
+		match: func(code int, enh, t, stage string) bool {
+			return code == 535 || enh == "5.7.8" || has(t, "authentication failed", "authentication credentials invalid", "invalid credentials", "bad username or password", "username and password not accepted")
+		},
+		cause: "the upstream refused our credentials",
+		fix:   "check username and the password in password_file for this upstream (a rotated password?); mail stays queued meanwhile",
+	},
+	{
+		match: func(code int, enh, t, stage string) bool {
+			return code == 530 || has(t, "authentication required", "please authenticate", "must authenticate", "authentication is required")
+		},
+		cause: "the upstream requires authentication",
+		fix:   `set username and password_file for this upstream (and keep tls = "starttls" or "tls": relayd never authenticates in clear)`,
+	},
+	{
+		match: func(code int, enh, t, stage string) bool {
+			return has(t, "relay access denied", "relaying denied", "relay not permitted", "relaying not allowed", "not permitted to relay", "unable to relay", "relay denied")
+		},
+		cause: "the upstream refuses to relay for us: we are not authenticated, or this sender is not allowed to relay",
+		fix:   `check username and password_file, that tls is not "none" (no AUTH without TLS), and the upstream's relay settings (Postfix: smtpd_relay_restrictions, permit_sasl_authenticated)`,
+	},
+	{
+		match: func(code int, enh, t, stage string) bool {
+			return has(t, "not owned by", "sender address rejected", "not allowed to send as", "sender not allowed", "sender mismatch", "from address not verified", "sender rejected") ||
+				(stage == StageMail && enh == "5.7.1")
+		},
+		cause: "the upstream does not let us use this envelope sender (not owned by the authenticated user, or not allowed)",
+		fix:   "map the local user to an address the upstream account may send as, in [senders] (or pass -f with such an address)",
+	},
+	{
+		match: func(code int, enh, t, stage string) bool {
+			return code == 552 || enh == "5.3.4" || enh == "5.2.3" || enh == "4.3.4" || has(t, "too large", "size exceeds", "exceeds size limit", "message size", "too big")
+		},
+		cause: "the message is too large for the upstream",
+		fix:   "lower max_message_size to the upstream's limit, or send large files another way",
+	},
+	{
+		match: func(code int, enh, t, stage string) bool {
+			return enh == "5.1.1" || has(t, "user unknown", "unknown user", "no such user", "mailbox unavailable", "does not exist", "mailbox not found", "recipient not found", "invalid recipient", "unknown recipient")
+		},
+		cause: "the recipient address does not exist at its destination",
+		fix:   "check the recipient address (local names go through [aliases] and /etc/aliases)",
+	},
+	{
+		match: func(code int, enh, t, stage string) bool {
+			return enh == "5.1.2" || enh == "4.1.2" || has(t, "host or domain name not found", "domain not found")
+		},
+		cause: "the domain of an address could not be found",
+		fix:   "check the address's domain (a typo, or an unqualified name: set hostname and [aliases])",
+	},
+	{
+		match: func(code int, enh, t, stage string) bool {
+			return has(t, "too many connections", "too many concurrent", "rate limit", "too many messages", "try again later", "greylist")
+		},
+		cause: "the upstream is limiting us for now",
+		fix:   "nothing, the message stays queued; if it repeats, lower queue.concurrency or ask the upstream for a higher limit",
+	},
+}
+
+// Explain returns, for an upstream reply at stage, the known cause in plain
+// words and what to change. Both are "" when the reply is not a known one.
+func Explain(code int, enhanced, text string, stage string) (cause, fix string) {
+	t := strings.ToLower(text)
+	for _, x := range explanations {
+		if x.match(code, enhanced, t, stage) {
+			return x.cause, x.fix
+		}
+	}
+	return "", ""
+}

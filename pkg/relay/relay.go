@@ -1,0 +1,181 @@
+// Package relay is relayd's SMTP client: one session to one upstream
+// smarthost, over verified TLS, with SASL AUTH, per-recipient results and
+// classified, explained errors. It has no shared mutable state: several
+// Sessions may be used at once, one goroutine each.
+//
+// # Using it
+//
+//	s, err := relay.Dial(ctx, up, opts)      // connect, TLS, EHLO, AUTH
+//	if err != nil { ... err is a *relay.Error (Class, Cause, Fix) ... }
+//	defer s.Close()
+//	res := s.Send(ctx, msg)                   // one message; repeat while s.Alive()
+//
+// or relay.Deliver(ctx, upstreams, opts, msg) for one message with failover
+// across the upstreams (chosen by sender domain with Candidates).
+//
+// # Session
+//
+// Dial connects with a timeout, then either STARTTLS (tls = "starttls", the
+// default: a server that does not offer STARTTLS is refused — it may have
+// been stripped by an attacker) or implicit TLS (tls = "tls"). tls = "none"
+// is accepted only for a loopback upstream, and never with credentials. The
+// certificate is verified against the system roots or ca_file (TLS 1.2 or
+// later; an optional client certificate). After the handshake we say EHLO
+// with Options.Hostname (go-smtp's own pre-TLS EHLO says "localhost"), check
+// that the TLS handshake has completed, and only then AUTH (PLAIN or LOGIN,
+// in the order of config.Upstream.Auth, among those the server offers).
+//
+// Send runs one transaction: MAIL FROM (SIZE, BODY=8BITMIME, SMTPUTF8, DSN
+// RET/ENVID when offered), one RCPT TO per recipient (NOTIFY when offered),
+// DATA, the message through the wire transformer (NewWireReader), and the
+// final reply, whose "queued as ID" is returned as Result.QueueID. After a
+// failed transaction the session sends RSET, so it can be reused; after a
+// successful one the SMTP state is already reset (RFC 5321 4.1.1.4). After a
+// network error or a timeout the session is dead (Alive reports false).
+//
+// # Wire safety
+//
+// The stored message has LF line ends and may contain bare CR, NUL, 8-bit
+// bytes and lines longer than 998 octets. NewWireReader turns it into what
+// may go on the wire: every line end is CRLF; no bare CR, no bare LF, no NUL
+// (so nothing can form "\r\n.\r\n" except go-smtp's own end of data — the
+// SMTP-smuggling class); no line longer than 998 octets. A text or other
+// identity-encoded MIME leaf part that has long lines, bare CR or NUL — or
+// 8-bit bytes when the upstream does not offer 8BITMIME — is re-encoded
+// quoted-printable (its Content-Transfer-Encoding header rewritten), so its
+// content survives exactly, as OpenSMTPD does. Quoted-printable and base64
+// parts are repaired in place (soft line breaks, escapes, re-wrapping). Long
+// header lines are folded. The transformer streams: it reads the message
+// twice (a scan to decide which parts to re-encode, then the rewrite), and
+// buffers at most one entity header (bounded). Dot-stuffing is go-smtp's
+// DATA writer's job (net/textproto's DotWriter).
+//
+// 8-bit to a 7-bit upstream: converted as above. What cannot be converted —
+// 8-bit bytes in a header, or an SMTPUTF8 message to an upstream without
+// SMTPUTF8 — is refused with a permanent error that says so.
+//
+// # Errors
+//
+// Every failure is an *Error with a Class (mox's smtpclient.Error style):
+// 5xx is Permanent; 4xx, network, TLS and timeouts are Temporary; an unknown
+// error is Temporary; an authentication failure is AuthFailure, temporary
+// but loud (a rotated password must not bounce the whole queue). Explain
+// puts the known upstream refusals in plain words with the fix.
+package relay
+
+import (
+	"context"
+	"crypto/x509"
+	"io"
+	"net"
+	"time"
+
+	"github.com/mailshim/mailshim/pkg/config"
+)
+
+// Message is one message to deliver.
+type Message struct {
+	// ID is our queue id (for logs and the trace only).
+	ID string
+	// From is the envelope sender; "" is the null sender <> (bounces).
+	From string
+	// To are the envelope recipients, fully qualified.
+	To []string
+	// Size is the number of stored message bytes.
+	Size int64
+	// Body returns a fresh reader of the stored message bytes (LF line
+	// ends as stored; may contain bare CR, NUL, 8-bit bytes, long lines).
+	// It is called more than once per Send (a scan, then the transfer),
+	// and again for each upstream tried; readers that are io.Closers are
+	// closed.
+	Body func() (io.Reader, error)
+	// BodyType is "8BITMIME", "7BIT" or "" (unknown: the message is
+	// scanned anyway).
+	BodyType string
+	// SMTPUTF8 asks for SMTPUTF8 (non-ASCII addresses).
+	SMTPUTF8 bool
+	// DSN parameters (RFC 3461), passed only when the upstream offers DSN.
+	Notify string // "NEVER" or a comma list of SUCCESS, FAILURE, DELAY
+	Ret    string // "FULL" or "HDRS"
+	EnvID  string
+}
+
+// RcptResult is the outcome for one recipient.
+type RcptResult struct {
+	Rcpt string
+	// Err is nil when the upstream accepted the message for Rcpt (after
+	// the end of DATA); else why not (refused at RCPT, or the whole
+	// message failed).
+	Err *Error
+}
+
+// Result is the outcome of one Send.
+type Result struct {
+	// Upstream is host:port of the upstream used (or last tried).
+	Upstream string
+	// Rcpts has one entry per Message.To, in order.
+	Rcpts []RcptResult
+	// QueueID is the upstream's queue id parsed from the final 250 reply
+	// (Postfix "queued as 4Xyz"), "" if none.
+	QueueID string
+	// Reply is the upstream's final reply text ("" if never reached).
+	Reply string
+	// Err is the whole-message failure, nil if the message went through
+	// for at least one recipient. When set it is also in every
+	// RcptResult that was not refused on its own.
+	Err *Error
+}
+
+// Accepted reports how many recipients the upstream accepted.
+func (r *Result) Accepted() int {
+	n := 0
+	for _, rr := range r.Rcpts {
+		if rr.Err == nil {
+			n++
+		}
+	}
+	return n
+}
+
+// Options are the local settings of a session.
+type Options struct {
+	// Hostname is the name we give in EHLO (config.Config.Hostname).
+	Hostname string
+	// Timeouts; zero means the default (30s, 5m, 10m). DataTimeout bounds
+	// each write of message data and the wait for the final reply.
+	ConnectTimeout time.Duration
+	CommandTimeout time.Duration
+	DataTimeout    time.Duration
+	// Trace, when not nil, receives the protocol trace, one line per
+	// protocol line, with AUTH payloads redacted and message data
+	// summarised. It must be safe for concurrent use if shared.
+	Trace io.Writer
+	// DialContext replaces the TCP dialer (tests). nil: net.Dialer.
+	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+	// RootCAs, when not nil, replaces the system roots and ca_file (tests).
+	RootCAs *x509.CertPool
+}
+
+// OptionsFrom returns the Options for cfg.
+func OptionsFrom(cfg *config.Config) Options {
+	return Options{
+		Hostname:       cfg.Hostname,
+		ConnectTimeout: cfg.Queue.ConnectTimeout,
+		CommandTimeout: cfg.Queue.CommandTimeout,
+		DataTimeout:    cfg.Queue.DataTimeout,
+	}
+}
+
+func (o *Options) timeouts() (connect, command, data time.Duration) {
+	connect, command, data = o.ConnectTimeout, o.CommandTimeout, o.DataTimeout
+	if connect <= 0 {
+		connect = 30 * time.Second
+	}
+	if command <= 0 {
+		command = 5 * time.Minute
+	}
+	if data <= 0 {
+		data = 10 * time.Minute
+	}
+	return
+}
