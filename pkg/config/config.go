@@ -45,6 +45,9 @@ type Config struct {
 
 	// Source is the file this was loaded from ("" for defaults).
 	Source string
+
+	loc     *locator            // key → line, for errors found after Load
+	aliases map[string][]string // Aliases merged with AliasesFile (LoadAliases)
 }
 
 // Upstream is one smarthost.
@@ -95,8 +98,17 @@ type Log struct {
 	Protocol bool
 }
 
-// Default returns the configuration with every default filled in.
+// Default returns the configuration with every default filled in,
+// including the host name (DefaultHostname).
 func Default() *Config {
+	c := defaults()
+	c.Hostname = DefaultHostname()
+	return c
+}
+
+// defaults is Default without the host name, which Load fills in only when
+// the file does not set it.
+func defaults() *Config {
 	return &Config{
 		Spool:          "/var/spool/mailshim",
 		MaxMessageSize: 50 << 20,

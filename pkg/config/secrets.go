@@ -1,0 +1,131 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrNoUpstream is returned by LoadSecrets when no [[upstream]] is
+// configured: sendmail does not need one, relayd does.
+var ErrNoUpstream = errors.New("no [[upstream]] configured: relayd has nowhere to send mail")
+
+// maxSecret bounds a password file.
+const maxSecret = 64 << 10
+
+// LoadSecrets prepares the configuration for relayd (and only relayd:
+// sendmail never calls it). It reads every upstream's password_file into
+// Password, refusing a file that is not a regular file (symbolic links are
+// not followed) or that the group or others may read (mode & 0o077), and
+// trims one trailing newline. It also checks that ca_file, client_cert and
+// client_key can be opened. It fails with ErrNoUpstream when there is no
+// upstream. Errors have Load's "<file>:<line>: <key>: <what>" form.
+func (c *Config) LoadSecrets() error {
+	if len(c.Upstreams) == 0 {
+		return &Error{File: c.source(), Key: "upstream", Msg: ErrNoUpstream.Error()}
+	}
+	var errs []error
+	for i := range c.Upstreams {
+		u := &c.Upstreams[i]
+		at := func(key string) []string { return []string{"upstream", strconv.Itoa(i), key} }
+		for _, f := range []struct{ key, path string }{
+			{"ca_file", u.CAFile}, {"client_cert", u.ClientCert}, {"client_key", u.ClientKey},
+		} {
+			if f.path == "" {
+				continue
+			}
+			if err := checkReadable(f.path); err != nil {
+				errs = append(errs, c.errAt(at(f.key), "%v", err))
+			}
+		}
+		if u.PasswordFile == "" {
+			continue
+		}
+		pw, err := ReadSecret(u.PasswordFile)
+		if err != nil {
+			errs = append(errs, c.errAt(at("password_file"), "%v", err))
+			continue
+		}
+		u.Password = pw
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) source() string {
+	if c.Source == "" {
+		return "(defaults)"
+	}
+	return c.Source
+}
+
+func (c *Config) errAt(path []string, format string, args ...any) *Error {
+	return &Error{File: c.source(), Line: c.loc.line(path...), Key: displayKey(path), Msg: fmt.Sprintf(format, args...)}
+}
+
+// ReadSecret reads a secret file: a regular file, not a symbolic link, not
+// readable by group or others; one trailing newline ("\n" or "\r\n") is
+// removed. The secret must not be empty nor contain NUL, CR or LF.
+func ReadSecret(path string) (string, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
+	if err != nil {
+		if err == unix.ELOOP {
+			return "", fmt.Errorf("%s: is a symbolic link; name the file itself", path)
+		}
+		return "", &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), path)
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return "", err
+	}
+	if !fi.Mode().IsRegular() {
+		return "", fmt.Errorf("%s: not a regular file", path)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return "", fmt.Errorf("%s: mode %04o lets group or others read it; run chmod 600 %s (owner: the mailshim user)", path, perm, path)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxSecret+1))
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	if len(b) > maxSecret {
+		return "", fmt.Errorf("%s: larger than %d bytes, not a password", path, maxSecret)
+	}
+	s := string(b)
+	if strings.HasSuffix(s, "\r\n") {
+		s = s[:len(s)-2]
+	} else {
+		s = strings.TrimSuffix(s, "\n")
+	}
+	if s == "" {
+		return "", fmt.Errorf("%s: empty", path)
+	}
+	if strings.ContainsAny(s, "\x00\r\n") {
+		return "", fmt.Errorf("%s: the secret contains a NUL or line break (only one trailing newline is allowed)", path)
+	}
+	return s, nil
+}
+
+// checkReadable opens path for reading (no following of symbolic links is
+// required here: certificates are public and often linked).
+func checkReadable(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("%s: not a regular file", path)
+	}
+	return nil
+}
