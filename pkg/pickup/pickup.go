@@ -1,0 +1,392 @@
+// Package pickup drains maildrop/ into relayd's private queue.
+//
+// Every file in maildrop/ is examined exactly like Postfix's pickup does:
+// opened without following links or blocking (O_NOFOLLOW|O_NONBLOCK),
+// fstat'd — it must be a regular file with one link — and its owner taken
+// as the caller's UID (the kernel wrote it; the header's uid is only
+// compared, and a mismatch logged). Anything else — symbolic links, FIFOs,
+// directories, hard links, files that do not decode, bad names — is moved
+// to queue/quarantine/ with a log line, never deleted, never fatal.
+// Temporary files of killed writers (spool.TempPrefix) are removed after
+// [queue] temp_grace.
+//
+// A good message is rewritten on its way into the queue (Enqueue): the
+// recipients are qualified and aliases expanded, the sender resolved
+// through [senders] (envelope and a bare local From: alike), and
+// Received: (naming the UID), the origin header, and a missing Date:,
+// Message-ID: and From: added. It is written as queue/msg/<id> with the
+// same queue ID plus the state file queue/incoming/<id>, both fsync'd, and
+// only then is the maildrop file unlinked. After a crash between the two,
+// the next pickup finds the queued copy and only unlinks the maildrop file;
+// a message file without a state file (an enqueue cut short) is redone.
+// Messages are streamed: only the header section is held in memory.
+//
+// Files appear through inotify (IN_CREATE, IN_MOVED_TO) and a periodic scan,
+// and everything already in maildrop/ is picked up at start.
+package pickup
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/mailshim/mailshim/pkg/maillog"
+	"github.com/mailshim/mailshim/pkg/spool"
+)
+
+// Pickup moves messages from maildrop/ into the queue.
+type Pickup struct {
+	Queue *spool.Queue
+	Log   *maillog.Logger
+	// Now is the clock (time.Now when nil).
+	Now func() time.Time
+	// Enqueued is called after each message is queued (the queue's Kick).
+	Enqueued func(id string)
+	// ScanInterval and TempGrace come from [queue].
+	ScanInterval time.Duration
+	TempGrace    time.Duration
+
+	rw       atomic.Pointer[Rewriter]
+	maildrop *os.File
+	mu       sync.Mutex // one pass over maildrop/ at a time
+}
+
+// New returns a Pickup for the spool whose queue is q.
+func New(q *spool.Queue, rw *Rewriter, log *maillog.Logger) (*Pickup, error) {
+	md, err := spool.OpenDir(q.Root, spool.DirMaildrop)
+	if err != nil {
+		return nil, err
+	}
+	p := &Pickup{Queue: q, Log: log, maildrop: md, ScanInterval: time.Minute, TempGrace: time.Hour}
+	p.rw.Store(rw)
+	return p, nil
+}
+
+// SetRewriter replaces the rewriting rules (config reload).
+func (p *Pickup) SetRewriter(rw *Rewriter) { p.rw.Store(rw) }
+
+// Close releases maildrop/.
+func (p *Pickup) Close() { p.maildrop.Close() }
+
+func (p *Pickup) now() time.Time {
+	if p.Now != nil {
+		return p.Now()
+	}
+	return time.Now()
+}
+
+// HasDrop reports whether maildrop/<id> exists (for spool.Queue.Recover).
+func (p *Pickup) HasDrop(id string) bool {
+	var st unix.Stat_t
+	return unix.Fstatat(int(p.maildrop.Fd()), id, &st, unix.AT_SYMLINK_NOFOLLOW) == nil
+}
+
+// Run picks up everything in maildrop/, then follows inotify events and
+// scans every ScanInterval, until ctx is done.
+func (p *Pickup) Run(ctx context.Context) error {
+	wake := make(chan struct{}, 1)
+	poke := func() {
+		select {
+		case wake <- struct{}{}:
+		default:
+		}
+	}
+	ino, err := p.watch(poke)
+	if err != nil {
+		p.Log.Event("warning", "reason", "inotify unavailable, scanning only", "error", err.Error())
+	} else {
+		defer ino.Close()
+	}
+	interval := p.ScanInterval
+	if interval <= 0 {
+		interval = time.Minute
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		p.Scan()
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-wake:
+		case <-t.C:
+		}
+	}
+}
+
+// watch starts an inotify watch on maildrop/ that calls poke on every
+// event (and on queue overflow).
+func (p *Pickup) watch(poke func()) (io.Closer, error) {
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	if err != nil {
+		return nil, fmt.Errorf("inotify_init1: %w", err)
+	}
+	path := filepath.Join(p.Queue.Root, spool.DirMaildrop)
+	if _, err := unix.InotifyAddWatch(fd, path, unix.IN_CREATE|unix.IN_MOVED_TO|unix.IN_ONLYDIR); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("inotify_add_watch %s: %w", path, err)
+	}
+	f := os.NewFile(uintptr(fd), "inotify")
+	go func() {
+		buf := make([]byte, 64<<10)
+		for {
+			if _, err := f.Read(buf); err != nil {
+				return
+			}
+			poke()
+		}
+	}()
+	return f, nil
+}
+
+// Scan makes one pass over maildrop/ and returns how many messages it
+// queued.
+func (p *Pickup) Scan() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	f, err := os.Open(filepath.Join(p.Queue.Root, spool.DirMaildrop))
+	if err != nil {
+		p.Log.Event("error", "reason", "cannot read maildrop", "error", err.Error())
+		return 0
+	}
+	n := 0
+	for {
+		names, err := f.Readdirnames(512)
+		for _, name := range names {
+			if p.file(name) {
+				n++
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
+	f.Close()
+	return n
+}
+
+// quarantine moves maildrop/<name> to queue/quarantine with a log line.
+func (p *Pickup) quarantine(name, reason string, kv ...any) {
+	to, err := p.Queue.QuarantineFile(p.maildrop, name, name)
+	if err != nil {
+		p.Log.Event("error", append([]any{"file", name, "reason", "cannot quarantine: " + reason, "error", err.Error()}, kv...)...)
+		return
+	}
+	p.Log.Event("quarantine", append([]any{"file", name, "reason", reason, "to", filepath.Join(spool.DirQuarantine, to)}, kv...)...)
+}
+
+// file handles one maildrop entry; it reports whether a message was queued.
+func (p *Pickup) file(name string) bool {
+	dfd := int(p.maildrop.Fd())
+	if strings.HasPrefix(name, spool.TempPrefix) {
+		var st unix.Stat_t
+		if unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) != nil {
+			return false
+		}
+		age := p.now().Sub(time.Unix(st.Mtim.Unix()))
+		if age >= p.TempGrace {
+			if err := unix.Unlinkat(dfd, name, 0); err == nil {
+				p.Log.Event("temp-removed", "file", name, "uid", st.Uid, "age", age.Round(time.Second).String())
+			}
+		}
+		return false
+	}
+	if !spool.ValidID(name) {
+		p.quarantine(name, "not a queue file name")
+		return false
+	}
+	fd, err := unix.Openat(dfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
+	if err != nil {
+		switch {
+		case errors.Is(err, unix.ENOENT):
+		case errors.Is(err, unix.ELOOP):
+			p.quarantine(name, "symbolic link")
+		default:
+			p.Log.Event("error", "file", name, "reason", "cannot open", "error", err.Error())
+		}
+		return false
+	}
+	f := os.NewFile(uintptr(fd), filepath.Join(p.maildrop.Name(), name))
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		p.Log.Event("error", "file", name, "reason", "fstat", "error", err.Error())
+		return false
+	}
+	switch {
+	case st.Mode&unix.S_IFMT != unix.S_IFREG:
+		p.quarantine(name, "not a regular file", "uid", st.Uid)
+		return false
+	case st.Nlink != 1:
+		p.quarantine(name, "hard link", "uid", st.Uid, "links", st.Nlink)
+		return false
+	}
+	m, err := spool.Decode(f, st.Size)
+	if err != nil {
+		p.quarantine(name, err.Error(), "uid", st.Uid)
+		return false
+	}
+	if m.ID != name {
+		p.quarantine(name, "queue id in the file differs from its name", "uid", st.Uid, "file_id", m.ID)
+		return false
+	}
+	owner := int(st.Uid)
+	if m.Origin.UID != owner {
+		p.Log.Event("uid-mismatch", "id", name, "file_uid", owner, "header_uid", m.Origin.UID, "used", owner)
+		m.Origin.UID = owner
+		m.Origin.User = ""
+	}
+	if u, err := user.LookupId(strconv.Itoa(owner)); err == nil {
+		m.Origin.User = u.Username
+	}
+	if m.Origin.Via == "" {
+		m.Origin.Via = "maildrop"
+	}
+
+	// A copy already queued (crash after enqueue, before the unlink).
+	if p.Queue.HasMessage(name) {
+		if st, err := p.Queue.Locate(name); err == nil {
+			p.unlinkDrop(name)
+			p.Log.Event("pickup-duplicate", "id", name, "state", st, "reason", "already queued; maildrop copy removed")
+			return false
+		}
+		// Message without state file: an enqueue cut short. Redo it.
+		if err := p.Queue.RemoveMessage(name); err != nil {
+			p.Log.Event("error", "id", name, "reason", "cannot remove a partial enqueue", "error", err.Error())
+			return false
+		}
+	}
+	if err := p.Enqueue(m, m.Body(f)); err != nil {
+		if errors.Is(err, spool.ErrCorrupt) || errors.Is(err, ErrHeaderTooLarge) {
+			p.quarantine(name, err.Error(), "uid", owner)
+			return false
+		}
+		p.Log.Event("error", "id", name, "reason", "cannot queue", "error", err.Error())
+		return false
+	}
+	p.unlinkDrop(name)
+	return true
+}
+
+func (p *Pickup) unlinkDrop(name string) {
+	if err := unix.Unlinkat(int(p.maildrop.Fd()), name, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+		p.Log.Event("error", "id", name, "reason", "cannot remove the maildrop file", "error", err.Error())
+		return
+	}
+	p.maildrop.Sync()
+}
+
+// Enqueue rewrites the message described by m (identity already verified:
+// m.Origin.UID is the kernel's) with its body in body, and writes it into
+// the queue under m.ID (a new ID when empty): queue/msg/<id> and the state
+// file queue/incoming/<id>, both durable when it returns nil. It is also
+// the store of the submission socket. It returns after logging the pickup
+// line.
+func (p *Pickup) Enqueue(m *spool.Meta, body io.Reader) error {
+	rw := p.rw.Load()
+	q := *m
+	if q.ID == "" {
+		q.ID = spool.NewID(p.now())
+	}
+	if q.Time.IsZero() {
+		q.Time = p.now()
+	}
+	q.Extra = append([][2]string(nil), m.Extra...)
+	if q.Env.Sender != "" && q.Env.Sender != "<>" {
+		q.Extra = append(q.Extra, [2]string{"orig-sender", q.Env.Sender})
+	}
+	q.Env.Sender = rw.Sender(m.Env.Sender, &q.Origin)
+	rw2 := *rw
+	rw2.Skipped = nil
+	q.Env.Recipients = rw2.Recipients(m.Env.Recipients)
+	for _, r := range m.Env.Recipients {
+		q.Extra = append(q.Extra, [2]string{"orig-rcpt", r})
+	}
+	for _, s := range rw2.Skipped {
+		p.Log.Event("alias-skipped", "id", q.ID, "alias", s, "reason", "pipes, files and includes are not delivered by a send-only MTA")
+	}
+	if len(q.Env.Recipients) == 0 {
+		return fmt.Errorf("%w: no recipients", spool.ErrCorrupt)
+	}
+
+	br := bufio.NewReaderSize(body, maxLineBytes)
+	h, err := readHeader(br)
+	if err != nil {
+		return err
+	}
+	if rw.TraceHeader != "" {
+		// A caller cannot forge the trace: its own copies are dropped.
+		h.remove(rw.TraceHeader)
+	}
+	if f, n := h.get("From"); f != nil && n == 1 {
+		v := f.value()
+		if nv := rw.RewriteFrom(v, &q.Origin); nv != v {
+			*f = newField(f.name, nv)
+		}
+	} else if f == nil {
+		from := q.Env.Sender
+		if from == "<>" {
+			from = "MAILER-DAEMON@" + rw.Hostname
+		}
+		h.fields = append(h.fields, newField("From", FromHeader(q.Env.FullName, from)))
+	}
+	if !h.has("Date") {
+		h.fields = append(h.fields, newField("Date", q.Time.Format(time.RFC1123Z)))
+	}
+	if !h.has("Message-ID") {
+		h.fields = append(h.fields, newField("Message-ID", "<"+q.ID+"@"+rw.Hostname+">"))
+	}
+	pre := []field{newField("Received", rw.Received(&q.Origin, q.ID, q.Time))}
+	if rw.TraceHeader != "" {
+		if v := rw.Origin(&q.Origin); v != "" {
+			pre = append(pre, newField(rw.TraceHeader, v))
+		}
+	}
+
+	d, err := spool.NewDrop(p.Queue.MsgDir(), &q, 0)
+	if err != nil {
+		return err
+	}
+	if err := h.write(d, pre); err != nil {
+		d.Abort()
+		return err
+	}
+	if _, err := io.Copy(d, br); err != nil {
+		d.Abort()
+		return err
+	}
+	size := d.Size()
+	if err := d.Commit(); err != nil {
+		return err
+	}
+	if err := p.Queue.WriteState(spool.Incoming, q.ID, &spool.Delivery{}); err != nil {
+		p.Queue.RemoveMessage(q.ID)
+		return err
+	}
+	// From here on the message is in relayd's queue.
+	kv := []any{"id", q.ID, "uid", q.Origin.UID, "user", q.Origin.User, "script", q.Origin.Script,
+		"from", q.Env.Sender, "nrcpt", len(q.Env.Recipients), "size", size, "via", q.Origin.Via}
+	if q.Origin.Caller != "" {
+		kv = append(kv, "caller", q.Origin.Caller)
+	}
+	if len(q.Origin.Ignored) > 0 {
+		kv = append(kv, "ignored", strings.Join(q.Origin.Ignored, " "))
+	}
+	p.Log.Event("pickup", kv...)
+	if p.Enqueued != nil {
+		p.Enqueued(q.ID)
+	}
+	return nil
+}

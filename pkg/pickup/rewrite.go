@@ -1,0 +1,369 @@
+package pickup
+
+import (
+	"bufio"
+	"fmt"
+	"net/mail"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mailshim/mailshim/pkg/config"
+	"github.com/mailshim/mailshim/pkg/spool"
+)
+
+// Rewriter holds what pickup needs from the configuration to qualify
+// addresses and add trace headers. It is immutable; a config reload builds
+// a new one.
+type Rewriter struct {
+	Hostname    string
+	Aliases     map[string][]string // lower-case local name -> targets
+	Senders     map[string]string   // user, "uid:N" or "*" -> address
+	TraceHeader string
+	TraceFields []string
+	// Skipped collects alias targets that cannot be delivered by a
+	// send-only MTA (pipes, files, includes), for the log.
+	Skipped []string
+}
+
+// NewRewriter builds a Rewriter from cfg, reading cfg.AliasesFile (a
+// missing file is not an error). [aliases] in the config override entries
+// of the same name in the file.
+func NewRewriter(cfg *config.Config) (*Rewriter, error) {
+	host := cfg.Hostname
+	if host == "" {
+		host = DefaultHostname()
+	}
+	r := &Rewriter{
+		Hostname:    host,
+		Aliases:     map[string][]string{},
+		Senders:     cfg.Senders,
+		TraceHeader: cfg.Trace.Header,
+		TraceFields: cfg.Trace.Fields,
+	}
+	if cfg.AliasesFile != "" {
+		a, err := ReadAliases(cfg.AliasesFile)
+		if err != nil && !os.IsNotExist(err) {
+			return nil, err
+		}
+		for k, v := range a {
+			r.Aliases[k] = v
+		}
+	}
+	for k, v := range cfg.Aliases {
+		r.Aliases[strings.ToLower(k)] = v
+	}
+	return r, nil
+}
+
+// DefaultHostname is /etc/mailname, else the system host name.
+func DefaultHostname() string {
+	if b, err := os.ReadFile("/etc/mailname"); err == nil {
+		if s := strings.TrimSpace(string(b)); s != "" {
+			return s
+		}
+	}
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "localhost"
+	}
+	return h
+}
+
+// ReadAliases parses an aliases(5) file: "name: target, target", with
+// continuation lines starting with white space and # comments.
+func ReadAliases(path string) (map[string][]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	out := map[string][]string{}
+	var entries []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		l := sc.Text()
+		if strings.HasPrefix(strings.TrimSpace(l), "#") || strings.TrimSpace(l) == "" {
+			continue
+		}
+		if (l[0] == ' ' || l[0] == '\t') && len(entries) > 0 {
+			entries[len(entries)-1] += " " + strings.TrimSpace(l)
+			continue
+		}
+		entries = append(entries, l)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	for _, e := range entries {
+		name, targets, ok := strings.Cut(e, ":")
+		if !ok {
+			continue
+		}
+		name = strings.ToLower(strings.TrimSpace(name))
+		var ts []string
+		for _, t := range strings.Split(targets, ",") {
+			if t = strings.TrimSpace(t); t != "" {
+				ts = append(ts, strings.Trim(t, `"`))
+			}
+		}
+		if name != "" {
+			out[name] = ts
+		}
+	}
+	return out, nil
+}
+
+// local returns the local part of addr when addr is local to this host (no
+// domain, or our host name), and whether it is.
+func (r *Rewriter) local(addr string) (string, bool) {
+	at := strings.LastIndexByte(addr, '@')
+	if at < 0 {
+		return addr, addr != ""
+	}
+	if strings.EqualFold(addr[at+1:], r.Hostname) {
+		return addr[:at], true
+	}
+	return "", false
+}
+
+// Recipients expands aliases (recursively, loops cut) and qualifies bare
+// local names with the host name; duplicates are dropped, order kept.
+func (r *Rewriter) Recipients(rcpts []string) []string {
+	var out []string
+	seen := map[string]bool{}
+	add := func(a string) {
+		if k := strings.ToLower(a); !seen[k] {
+			seen[k] = true
+			out = append(out, a)
+		}
+	}
+	var expand func(a string, depth int, visiting map[string]bool)
+	expand = func(a string, depth int, visiting map[string]bool) {
+		name, isLocal := r.local(a)
+		if !isLocal {
+			add(a)
+			return
+		}
+		key := strings.ToLower(name)
+		targets, ok := r.Aliases[key]
+		if !ok || depth > 10 || visiting[key] {
+			add(name + "@" + r.Hostname)
+			return
+		}
+		visiting[key] = true
+		defer delete(visiting, key)
+		n := len(out)
+		for _, t := range targets {
+			if strings.HasPrefix(t, "|") || strings.HasPrefix(t, "/") || strings.HasPrefix(t, ":include:") {
+				r.Skipped = append(r.Skipped, name+": "+t)
+				continue
+			}
+			if strings.EqualFold(t, name) {
+				add(name + "@" + r.Hostname)
+				continue
+			}
+			expand(t, depth+1, visiting)
+		}
+		if len(out) == n && !seen[strings.ToLower(name+"@"+r.Hostname)] {
+			// Nothing deliverable behind the alias: keep the name itself.
+			add(name + "@" + r.Hostname)
+		}
+	}
+	for _, a := range rcpts {
+		expand(strings.TrimSpace(a), 0, map[string]bool{})
+	}
+	return out
+}
+
+// senderFor maps the local name (a user, or the caller) to its address
+// through [senders]: the name, then "uid:N" when name is the caller's own
+// user, then "*"; else name@hostname.
+func (r *Rewriter) senderFor(name string, o *spool.Origin) string {
+	if a, ok := r.Senders[name]; ok && a != "" {
+		return a
+	}
+	if name == o.User || name == "" {
+		if a, ok := r.Senders["uid:"+strconv.Itoa(o.UID)]; ok && a != "" {
+			return a
+		}
+	}
+	if a, ok := r.Senders["*"]; ok && a != "" {
+		return a
+	}
+	if name == "" {
+		name = o.User
+		if name == "" {
+			name = "uid" + strconv.Itoa(o.UID)
+		}
+	}
+	return name + "@" + r.Hostname
+}
+
+// Sender resolves the envelope sender: "<>" stays, none given becomes the
+// caller's mapped address, and a bare local name or name@hostname goes
+// through the sender map; anything else is kept.
+func (r *Rewriter) Sender(sender string, o *spool.Origin) string {
+	switch {
+	case sender == "<>":
+		return sender
+	case sender == "":
+		return r.senderFor("", o)
+	}
+	if name, ok := r.local(sender); ok {
+		return r.senderFor(name, o)
+	}
+	return sender
+}
+
+// RewriteFrom rewrites a From: header value whose (single) address is a
+// bare local name or name@hostname through the sender map, keeping the
+// display name and comments. It returns the value unchanged otherwise.
+func (r *Rewriter) RewriteFrom(value string, o *spool.Origin) string {
+	start, end, ok := addrSpan(value)
+	if !ok {
+		return value
+	}
+	addr := value[start:end]
+	name, isLocal := r.local(addr)
+	if !isLocal || !localPartOK(name) {
+		return value
+	}
+	return value[:start] + r.senderFor(name, o) + value[end:]
+}
+
+// addrSpan finds the address in a one-mailbox header value: the content of
+// <...>, or the only token outside comments. It gives up (false) on groups
+// and lists.
+func addrSpan(v string) (int, int, bool) {
+	depth, quoted := 0, false
+	var tokStart, tokEnd = -1, -1
+	tokens := 0
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		switch {
+		case quoted:
+			if c == '\\' {
+				i++
+			} else if c == '"' {
+				quoted = false
+			}
+		case c == '(':
+			depth++
+		case c == ')' && depth > 0:
+			depth--
+		case depth > 0:
+			if c == '\\' {
+				i++
+			}
+		case c == '"':
+			quoted = true
+			tokens++
+		case c == '<':
+			j := strings.IndexByte(v[i:], '>')
+			if j < 0 {
+				return 0, 0, false
+			}
+			return i + 1, i + j, true
+		case c == ',' || c == ';' || c == ':':
+			return 0, 0, false
+		case c == ' ' || c == '\t' || c == '\r' || c == '\n':
+		default:
+			if tokStart < 0 || tokEnd != i {
+				tokens++
+				tokStart = i
+			}
+			tokEnd = i + 1
+		}
+	}
+	if tokens != 1 || tokStart < 0 {
+		return 0, 0, false
+	}
+	return tokStart, tokEnd, true
+}
+
+func localPartOK(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte(".-_+=!#$&'*/?^`{|}~", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// FromHeader builds a From: value for a message without one.
+func FromHeader(fullName, addr string) string {
+	if fullName == "" {
+		return addr
+	}
+	return (&mail.Address{Name: fullName, Address: addr}).String()
+}
+
+// Received returns the Received: value naming the UID.
+func (r *Rewriter) Received(o *spool.Origin, id string, t time.Time) string {
+	user := o.User
+	if user == "" {
+		user = "unknown"
+	}
+	return fmt.Sprintf("from uid %d (%s) by %s (mailshim) id %s; %s", o.UID, headerSafe(user), r.Hostname, id, t.Format(time.RFC1123Z))
+}
+
+// Origin returns the origin header's value ("" when no fields are
+// configured).
+func (r *Rewriter) Origin(o *spool.Origin) string {
+	var parts []string
+	for _, f := range r.TraceFields {
+		switch f {
+		case "uid":
+			parts = append(parts, "uid="+strconv.Itoa(o.UID))
+		case "user":
+			if o.User != "" {
+				parts = append(parts, "user="+traceValue(o.User))
+			}
+		case "gid":
+			parts = append(parts, "gid="+strconv.Itoa(o.GID))
+		case "script":
+			if o.Script != "" {
+				parts = append(parts, "script="+traceValue(o.Script))
+			}
+		case "caller":
+			if o.Caller != "" {
+				parts = append(parts, "caller="+traceValue(o.Caller))
+			}
+		}
+	}
+	return strings.Join(parts, " ")
+}
+
+// traceValue writes a value bare when it is plain printable ASCII without
+// spaces or quotes, else Go-quoted in ASCII; long values are cut so that
+// the header line stays short.
+func traceValue(s string) string {
+	if len(s) > 300 {
+		s = s[:300] + "..."
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c >= 0x7f || c == '"' || c == '\\' || c == ';' {
+			return strconv.QuoteToASCII(s)
+		}
+	}
+	return s
+}
+
+func headerSafe(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s) && i < 100; i++ {
+		if c := s[i]; c > ' ' && c < 0x7f && c != '(' && c != ')' && c != '\\' {
+			b.WriteByte(c)
+		} else {
+			b.WriteByte('?')
+		}
+	}
+	return b.String()
+}
