@@ -1,0 +1,546 @@
+// Package smtptest is an in-process SMTP upstream for tests (go-smtp's
+// server): STARTTLS or implicit TLS with a certificate from a CA generated
+// in-process, AUTH PLAIN and LOGIN, an advertised SIZE, optional
+// capabilities, an error hook per stage, and a record of every delivered
+// message (envelope and exact bytes). It answers the end of DATA with
+// Postfix's "250 2.0.0 Ok: queued as <ID>".
+//
+// It is imported only by tests (and the demo): New(t, opts) starts a server
+// on 127.0.0.1:0 and closes it at the end of the test; Start(opts) does the
+// same without a *testing.T.
+package smtptest
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+
+	"github.com/mailshim/mailshim/pkg/config"
+)
+
+// Stages passed to Options.Hook.
+const (
+	StageEHLO    = "ehlo"     // a new session (EHLO); arg is the EHLO name
+	StageAuth    = "auth"     // AUTH, before the credentials are checked; arg is the user name
+	StageMail    = "mail"     // MAIL FROM; arg is the sender
+	StageRcpt    = "rcpt"     // RCPT TO; arg is the recipient
+	StageData    = "data"     // the message data starts (after 354)
+	StageDataEnd = "data-end" // all data read, before the final reply; arg is the queue id
+)
+
+// ErrDrop, returned by a Hook, closes the connection without a reply; at
+// StageData it does so after reading the first bytes of the message.
+var ErrDrop = errors.New("smtptest: drop the connection")
+
+// Options configure a Server. The zero value is a STARTTLS server without
+// AUTH that accepts everything.
+type Options struct {
+	// Username and Password, when Username is set, enable AUTH PLAIN and
+	// LOGIN (offered only over TLS), and a client that has not
+	// authenticated gets Postfix's "554 5.7.1 <rcpt>: Relay access
+	// denied" at RCPT.
+	Username, Password string
+	// NoTLS: no STARTTLS offered (a plain-text server; AUTH is then never
+	// offered either).
+	NoTLS bool
+	// ImplicitTLS: TLS from the first byte (port-465 style).
+	ImplicitTLS bool
+	// MaxSize is advertised as "SIZE n" and enforced (552 5.3.4); 0
+	// advertises "SIZE" without a limit.
+	MaxSize int64
+	// No8BITMIME hides the 8BITMIME capability. go-smtp's server always
+	// offers it; hiding it works with NoTLS or ImplicitTLS only (New fails
+	// otherwise).
+	No8BITMIME bool
+	// SMTPUTF8 and DSN advertise those extensions.
+	SMTPUTF8, DSN bool
+	// Hook, when set, is called at each stage. It may return an
+	// *smtp.SMTPError (sent as the reply), ErrDrop, or nil to go on. It
+	// may block to simulate a stalled server: ctx is cancelled when the
+	// server closes. It is called from the server's goroutines.
+	Hook func(ctx context.Context, stage, arg string) error
+	// NoStore keeps only a count of delivered messages, not their bytes
+	// (benchmarks).
+	NoStore bool
+	// Domain is the name in the greeting (default "smtptest.invalid").
+	Domain string
+	// Debug receives go-smtp's server-side protocol trace.
+	Debug io.Writer
+}
+
+// Message is one delivered message.
+type Message struct {
+	QueueID  string
+	Helo     string
+	User     string // authenticated user, "" if none
+	TLS      bool   // the session was over TLS
+	From     string
+	MailOpts smtp.MailOptions
+	To       []string
+	RcptOpts []smtp.RcptOptions
+	// Data is the message exactly as received, CRLF line ends, with
+	// go-smtp's dot-unstuffing done.
+	Data []byte
+}
+
+// Server is a running test upstream.
+type Server struct {
+	// Addr is "127.0.0.1:port"; Host and Port are its parts.
+	Addr string
+	Host string
+	Port int
+	// CAPEM is the test CA's certificate, CAPool a pool holding it, and
+	// CAFile a file holding it (for config.Upstream.CAFile).
+	CAPEM  []byte
+	CAPool *x509.CertPool
+	CAFile string
+
+	opts    Options
+	srv     *smtp.Server
+	ln      net.Listener
+	ctx     context.Context
+	cancel  context.CancelFunc
+	tmpDir  string // removed at Close when Start made it
+	nextID  atomic.Uint64
+	count   atomic.Int64
+	authN   atomic.Int64
+	conns   atomic.Int64
+	mu      sync.Mutex
+	msgs    []Message
+	changed chan struct{} // closed and replaced when msgs or count change
+	closed  bool
+}
+
+// New starts a server for the test t and closes it when t ends. It fails
+// the test if the server cannot start.
+func New(t testing.TB, opts Options) *Server {
+	t.Helper()
+	s, err := start(opts, t.TempDir())
+	if err != nil {
+		t.Fatalf("smtptest: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// Start starts a server outside a test (the demo). Close it when done.
+func Start(opts Options) (*Server, error) {
+	dir, err := os.MkdirTemp("", "smtptest-")
+	if err != nil {
+		return nil, err
+	}
+	s, err := start(opts, dir)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	s.tmpDir = dir
+	return s, nil
+}
+
+func start(opts Options, dir string) (*Server, error) {
+	if opts.No8BITMIME && !opts.NoTLS && !opts.ImplicitTLS {
+		return nil, errors.New("No8BITMIME needs NoTLS or ImplicitTLS (go-smtp always offers 8BITMIME after STARTTLS)")
+	}
+	if opts.Domain == "" {
+		opts.Domain = "smtptest.invalid"
+	}
+	caPEM, tlsCert, err := makeCerts()
+	if err != nil {
+		return nil, fmt.Errorf("certificates: %w", err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	caFile := filepath.Join(dir, "smtptest-ca.pem")
+	if err := os.WriteFile(caFile, caPEM, 0o644); err != nil {
+		return nil, err
+	}
+	tlsConfig := &tls.Config{Certificates: []tls.Certificate{tlsCert}, MinVersion: tls.VersionTLS12}
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	addr := ln.Addr().(*net.TCPAddr)
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{
+		Addr: addr.String(), Host: "127.0.0.1", Port: addr.Port,
+		CAPEM: caPEM, CAPool: pool, CAFile: caFile,
+		opts: opts, ln: ln, ctx: ctx, cancel: cancel,
+		changed: make(chan struct{}),
+	}
+	srv := smtp.NewServer(s)
+	srv.Domain = opts.Domain
+	srv.MaxMessageBytes = opts.MaxSize
+	srv.MaxRecipients = 0
+	srv.EnableSMTPUTF8 = opts.SMTPUTF8
+	srv.EnableDSN = opts.DSN
+	srv.ReadTimeout = time.Minute
+	srv.WriteTimeout = time.Minute
+	srv.ErrorLog = log.New(io.Discard, "", 0)
+	if opts.Debug != nil {
+		srv.Debug = opts.Debug
+	}
+	var l net.Listener = ln
+	switch {
+	case opts.ImplicitTLS && opts.No8BITMIME:
+		// TLS below go-smtp, so that the capability filter sees clear
+		// text; go-smtp then cannot tell the session is encrypted, so
+		// allow AUTH explicitly (it is encrypted).
+		l = &filterListener{Listener: tls.NewListener(ln, tlsConfig)}
+		srv.AllowInsecureAuth = true
+	case opts.ImplicitTLS:
+		l = tls.NewListener(ln, tlsConfig)
+	case opts.NoTLS && opts.No8BITMIME:
+		l = &filterListener{Listener: ln}
+	case opts.NoTLS:
+	default:
+		srv.TLSConfig = tlsConfig
+	}
+	s.srv = srv
+	go srv.Serve(l)
+	return s, nil
+}
+
+// Close stops the server, cancels blocked hooks and drops open sessions.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	s.cancel()
+	err := s.srv.Close()
+	if s.tmpDir != "" {
+		os.RemoveAll(s.tmpDir)
+	}
+	return err
+}
+
+// Upstream returns a config.Upstream pointing at the server: host, port,
+// TLS mode, the CA file, and the credentials (Password filled in, as
+// LoadSecrets would).
+func (s *Server) Upstream() config.Upstream {
+	up := config.Upstream{
+		Host:     s.Host,
+		Port:     s.Port,
+		TLS:      "starttls",
+		CAFile:   s.CAFile,
+		Username: s.opts.Username,
+		Password: s.opts.Password,
+	}
+	switch {
+	case s.opts.ImplicitTLS:
+		up.TLS = "tls"
+	case s.opts.NoTLS:
+		up.TLS = "none"
+		up.CAFile = ""
+	}
+	return up
+}
+
+// Count returns the number of messages delivered so far.
+func (s *Server) Count() int { return int(s.count.Load()) }
+
+// AuthAttempts returns how many AUTH commands the server has seen.
+func (s *Server) AuthAttempts() int { return int(s.authN.Load()) }
+
+// Connections returns how many sessions (EHLOs) the server has seen.
+func (s *Server) Connections() int { return int(s.conns.Load()) }
+
+// Messages returns a copy of the delivered messages, in order.
+func (s *Server) Messages() []Message {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Message(nil), s.msgs...)
+}
+
+// WaitFor waits until at least n messages have been delivered, or until
+// timeout; it returns the messages (all of them) and an error on timeout.
+func (s *Server) WaitFor(n int, timeout time.Duration) ([]Message, error) {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		s.mu.Lock()
+		ch := s.changed
+		s.mu.Unlock()
+		if s.Count() >= n {
+			return s.Messages(), nil
+		}
+		select {
+		case <-ch:
+		case <-deadline.C:
+			return s.Messages(), fmt.Errorf("smtptest: %d messages after %v, want %d", s.Count(), timeout, n)
+		}
+	}
+}
+
+func (s *Server) record(m Message) {
+	s.mu.Lock()
+	if !s.opts.NoStore {
+		s.msgs = append(s.msgs, m)
+	}
+	s.count.Add(1)
+	close(s.changed)
+	s.changed = make(chan struct{})
+	s.mu.Unlock()
+}
+
+func (s *Server) hook(stage, arg string) error {
+	if s.opts.Hook == nil {
+		return nil
+	}
+	return s.opts.Hook(s.ctx, stage, arg)
+}
+
+// NewSession implements smtp.Backend.
+func (s *Server) NewSession(c *smtp.Conn) (smtp.Session, error) {
+	s.conns.Add(1)
+	if err := s.hook(StageEHLO, c.Hostname()); err != nil {
+		if errors.Is(err, ErrDrop) {
+			c.Conn().Close()
+		}
+		return nil, err
+	}
+	_, isTLS := c.TLSConnectionState()
+	if s.opts.ImplicitTLS && s.opts.No8BITMIME {
+		isTLS = true
+	}
+	return &session{s: s, c: c, helo: c.Hostname(), tls: isTLS}, nil
+}
+
+type session struct {
+	s    *Server
+	c    *smtp.Conn
+	helo string
+	tls  bool
+	user string
+	msg  Message
+}
+
+func (ss *session) Reset() { ss.msg = Message{} }
+
+func (ss *session) Logout() error { return nil }
+
+func (ss *session) check(stage, arg string) error {
+	err := ss.s.hook(stage, arg)
+	if errors.Is(err, ErrDrop) {
+		ss.c.Conn().Close()
+	}
+	return err
+}
+
+func (ss *session) AuthMechanisms() []string {
+	if ss.s.opts.Username == "" {
+		return nil
+	}
+	return []string{sasl.Plain, sasl.Login}
+}
+
+func (ss *session) Auth(mech string) (sasl.Server, error) {
+	ss.s.authN.Add(1)
+	verify := func(user, pass string) error {
+		if err := ss.check(StageAuth, user); err != nil {
+			return err
+		}
+		if user != ss.s.opts.Username || pass != ss.s.opts.Password {
+			return &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "Error: authentication failed: authentication failure"}
+		}
+		ss.user = user
+		return nil
+	}
+	switch mech {
+	case sasl.Plain:
+		return sasl.NewPlainServer(func(identity, user, pass string) error {
+			if identity != "" && identity != user {
+				return &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "Error: authentication failed: identity mismatch"}
+			}
+			return verify(user, pass)
+		}), nil
+	case sasl.Login:
+		return &loginServer{verify: verify}, nil
+	}
+	return nil, smtp.ErrAuthUnknownMechanism
+}
+
+func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
+	if err := ss.check(StageMail, from); err != nil {
+		return err
+	}
+	ss.msg = Message{From: from}
+	if opts != nil {
+		ss.msg.MailOpts = *opts
+	}
+	return nil
+}
+
+func (ss *session) Rcpt(to string, opts *smtp.RcptOptions) error {
+	if err := ss.check(StageRcpt, to); err != nil {
+		return err
+	}
+	if ss.s.opts.Username != "" && ss.user == "" {
+		return &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "<" + to + ">: Relay access denied"}
+	}
+	ss.msg.To = append(ss.msg.To, to)
+	var o smtp.RcptOptions
+	if opts != nil {
+		o = *opts
+	}
+	ss.msg.RcptOpts = append(ss.msg.RcptOpts, o)
+	return nil
+}
+
+func (ss *session) Data(r io.Reader) error {
+	if err := ss.s.hook(StageData, ""); err != nil {
+		if errors.Is(err, ErrDrop) {
+			// Read a little first, so the client is mid-transfer.
+			io.ReadFull(r, make([]byte, 16))
+			ss.c.Conn().Close()
+		}
+		return err
+	}
+	var data []byte
+	var err error
+	if ss.s.opts.NoStore {
+		_, err = io.Copy(io.Discard, r)
+	} else {
+		data, err = io.ReadAll(r)
+	}
+	if err != nil {
+		return err
+	}
+	id := strconv.FormatUint(ss.s.nextID.Add(1), 16)
+	id = fmt.Sprintf("4T%08s", id)
+	if err := ss.check(StageDataEnd, id); err != nil {
+		return err
+	}
+	m := ss.msg
+	m.QueueID = id
+	m.Helo = ss.helo
+	m.User = ss.user
+	m.TLS = ss.tls
+	m.Data = data
+	ss.s.record(m)
+	ss.msg = Message{}
+	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + id}
+}
+
+// loginServer is the server side of SASL LOGIN (go-sasl has only the
+// client): "Username:" (unless sent as the initial response), then
+// "Password:".
+type loginServer struct {
+	verify func(user, pass string) error
+	state  int
+	user   string
+}
+
+func (l *loginServer) Next(resp []byte) (challenge []byte, done bool, err error) {
+	switch l.state {
+	case 0:
+		l.state = 1
+		if resp == nil {
+			return []byte("Username:"), false, nil
+		}
+		fallthrough
+	case 1:
+		l.user = string(resp)
+		l.state = 2
+		return []byte("Password:"), false, nil
+	case 2:
+		l.state = 3
+		return nil, true, l.verify(l.user, string(resp))
+	}
+	return nil, true, sasl.ErrUnexpectedClientResponse
+}
+
+// filterListener hides the 8BITMIME capability: go-smtp writes each reply
+// line with one Write, so the line "250-8BITMIME" is simply not passed on.
+type filterListener struct{ net.Listener }
+
+func (l *filterListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &filterConn{Conn: c}, nil
+}
+
+type filterConn struct{ net.Conn }
+
+func (c *filterConn) Write(b []byte) (int, error) {
+	if string(b) == "250-8BITMIME\r\n" {
+		return len(b), nil
+	}
+	return c.Conn.Write(b)
+}
+
+// makeCerts returns a new CA (PEM) and a leaf certificate it signed for
+// 127.0.0.1, ::1 and localhost.
+func makeCerts() (caPEM []byte, leaf tls.Certificate, err error) {
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, leaf, err
+	}
+	now := time.Now()
+	caTmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "smtptest CA"},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		return nil, leaf, err
+	}
+	caCert, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		return nil, leaf, err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, leaf, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2),
+		Subject:      pkix.Name{CommonName: "localhost"},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		DNSNames:     []string{"localhost"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
+	if err != nil {
+		return nil, leaf, err
+	}
+	leaf = tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: nil}
+	caPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
+	return caPEM, leaf, nil
+}
