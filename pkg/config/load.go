@@ -273,13 +273,23 @@ func (l *loader) integer(p []string, v any, min, max int64) (int64, bool) {
 
 func (l *loader) unknown(path []string, k string) {
 	p := sub(path, k)
-	if len(path) == 0 {
-		if sec := sectionOf(k); sec != "" {
-			l.errf(p, "unknown key (it belongs in %s)", sec)
-			return
-		}
+	if sec := sectionOf(k); sec != "" && (len(path) == 0 || !strings.Contains(sec, "["+path[0]+"]")) {
+		l.errf(p, "unknown key (it belongs in %s)", sec)
+		return
+	}
+	if len(path) > 0 && topLevelKey(k) {
+		l.errf(p, "unknown key (it belongs at the top of the file, before any [section])")
+		return
 	}
 	l.errf(p, "unknown key")
+}
+
+func topLevelKey(k string) bool {
+	switch k {
+	case "hostname", "spool", "max_message_size", "control_socket", "submit_socket", "aliases_file":
+		return true
+	}
+	return false
 }
 
 // sectionOf names the section a misplaced top-level key belongs in.
@@ -299,19 +309,27 @@ func sectionOf(k string) string {
 	return ""
 }
 
-// sortedKeys makes error order (and so output) deterministic.
-func sortedKeys(m map[string]any) []string {
+// keys returns m's keys in the order they are written in the file (then by
+// name), so that "defined twice" is reported on the later line and the
+// result is deterministic.
+func (l *loader) keys(path []string, m map[string]any) []string {
 	keys := make([]string, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)
 	}
-	sort.Strings(keys)
+	sort.Slice(keys, func(i, j int) bool {
+		li, lj := l.loc.line(sub(path, keys[i])...), l.loc.line(sub(path, keys[j])...)
+		if li != lj {
+			return li < lj
+		}
+		return keys[i] < keys[j]
+	})
 	return keys
 }
 
 func (l *loader) top(raw map[string]any) {
 	c := l.c
-	for _, k := range sortedKeys(raw) {
+	for _, k := range l.keys(nil, raw) {
 		v := raw[k]
 		p := []string{k}
 		switch k {
@@ -344,8 +362,8 @@ func (l *loader) top(raw map[string]any) {
 			switch {
 			case err != nil:
 				l.errf(p, "%v", err)
-			case n < 1024:
-				l.errf(p, "%d bytes is too small (at least 1KB)", n)
+			case n <= 0:
+				l.errf(p, "must be larger than zero")
 			default:
 				c.MaxMessageSize = n
 			}
@@ -425,7 +443,7 @@ func (l *loader) upstream(p []string, m map[string]any) (Upstream, bool) {
 	u := Upstream{}
 	nerr := len(l.errs)
 	portSet := false
-	for _, k := range sortedKeys(m) {
+	for _, k := range l.keys(p, m) {
 		v := m[k]
 		kp := sub(p, k)
 		switch k {
@@ -523,14 +541,15 @@ func (l *loader) upstream(p []string, m map[string]any) (Upstream, bool) {
 	if u.TLS == "none" && u.Username != "" {
 		l.errf(sub(p, "username"), "credentials are never sent without TLS: remove username/password_file or use starttls or tls")
 	}
-	if u.Username != "" && u.PasswordFile == "" {
+	has := func(k string) bool { s, ok := m[k].(string); return ok && s != "" }
+	if has("username") && !has("password_file") {
 		l.errf(sub(p, "username"), "username without password_file")
 	}
-	if u.PasswordFile != "" && u.Username == "" {
+	if has("password_file") && !has("username") {
 		l.errf(sub(p, "password_file"), "password_file without username")
 	}
-	if (u.ClientCert == "") != (u.ClientKey == "") {
-		if u.ClientCert == "" {
+	if has("client_cert") != has("client_key") {
+		if !has("client_cert") {
 			l.errf(sub(p, "client_key"), "client_key without client_cert")
 		} else {
 			l.errf(sub(p, "client_cert"), "client_cert without client_key")
@@ -550,7 +569,7 @@ func (l *loader) upstream(p []string, m map[string]any) (Upstream, bool) {
 
 func (l *loader) queue(p []string, m map[string]any) {
 	q := &l.c.Queue
-	for _, k := range sortedKeys(m) {
+	for _, k := range l.keys(p, m) {
 		v := m[k]
 		kp := sub(p, k)
 		switch k {
@@ -620,7 +639,7 @@ var TraceFields = []string{"uid", "user", "script"}
 
 func (l *loader) trace(p []string, m map[string]any) {
 	t := &l.c.Trace
-	for _, k := range sortedKeys(m) {
+	for _, k := range l.keys(p, m) {
 		v := m[k]
 		kp := sub(p, k)
 		switch k {
@@ -656,7 +675,7 @@ func (l *loader) trace(p []string, m map[string]any) {
 }
 
 func (l *loader) log(p []string, m map[string]any) {
-	for _, k := range sortedKeys(m) {
+	for _, k := range l.keys(p, m) {
 		v := m[k]
 		kp := sub(p, k)
 		switch k {
@@ -675,7 +694,7 @@ func (l *loader) log(p []string, m map[string]any) {
 
 func (l *loader) aliases(p []string, m map[string]any) {
 	out := make(map[string][]string, len(m))
-	for _, k := range sortedKeys(m) {
+	for _, k := range l.keys(p, m) {
 		kp := sub(p, k)
 		name := strings.ToLower(k)
 		if err := checkAliasName(name); err != nil {
@@ -710,7 +729,7 @@ func (l *loader) aliases(p []string, m map[string]any) {
 
 func (l *loader) senders(p []string, m map[string]any) {
 	out := make(map[string]string, len(m))
-	for _, k := range sortedKeys(m) {
+	for _, k := range l.keys(p, m) {
 		kp := sub(p, k)
 		switch {
 		case k == "*":

@@ -1,0 +1,149 @@
+package config
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Redacted returns the effective configuration as TOML, every key with its
+// value after defaults (postconf -n style, for `relayd check-config`).
+// Secrets are never printed: a loaded password shows as "<redacted>" in a
+// comment; password_file, the path, is printed. The output parses with
+// Load back to the same configuration.
+func (c *Config) Redacted() string {
+	var b strings.Builder
+	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	src := c.Source
+	if src == "" {
+		src = "built-in defaults"
+	}
+	w("# mailshim effective configuration (from %s)\n", strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return '?'
+		}
+		return r
+	}, src))
+	w("hostname = %s\n", quote(c.Hostname))
+	w("spool = %s\n", quote(c.Spool))
+	w("max_message_size = %s\n", quote(FormatSize(c.MaxMessageSize)))
+	w("control_socket = %s\n", quote(c.ControlSocket))
+	w("submit_socket = %s\n", quote(c.SubmitSocket))
+	w("aliases_file = %s\n", quote(c.AliasesFile))
+	if len(c.Upstreams) == 0 {
+		w("\n# no [[upstream]]: relayd cannot deliver\n")
+	}
+	for _, u := range c.Upstreams {
+		w("\n[[upstream]]\n")
+		w("host = %s\n", quote(u.Host))
+		w("port = %d\n", u.Port)
+		w("tls = %s\n", quote(u.TLS))
+		w("ca_file = %s\n", quote(u.CAFile))
+		w("server_name = %s\n", quote(u.ServerName))
+		w("client_cert = %s\n", quote(u.ClientCert))
+		w("client_key = %s\n", quote(u.ClientKey))
+		w("username = %s\n", quote(u.Username))
+		w("password_file = %s\n", quote(u.PasswordFile))
+		if u.Password != "" {
+			w("# password = \"<redacted>\" (read from password_file)\n")
+		}
+		w("auth = %s\n", quoteList(u.Auth))
+		w("sender_domains = %s\n", quoteList(u.SenderDomains))
+	}
+	q := c.Queue
+	w("\n[queue]\n")
+	retry := make([]string, len(q.Retry))
+	for i, d := range q.Retry {
+		retry[i] = FormatDuration(d)
+	}
+	w("retry = %s\n", quoteList(retry))
+	w("lifetime = %s\n", quote(FormatDuration(q.Lifetime)))
+	w("concurrency = %d\n", q.Concurrency)
+	for _, kv := range []struct {
+		k string
+		d time.Duration
+	}{
+		{"scan_interval", q.ScanInterval}, {"temp_grace", q.TempGrace},
+		{"connect_timeout", q.ConnectTimeout}, {"command_timeout", q.CommandTimeout},
+		{"data_timeout", q.DataTimeout},
+	} {
+		w("%s = %s\n", kv.k, quote(FormatDuration(kv.d)))
+	}
+	w("\n[trace]\n")
+	w("header = %s\n", quote(c.Trace.Header))
+	w("fields = %s\n", quoteList(c.Trace.Fields))
+	w("\n[log]\n")
+	w("protocol = %t\n", c.Log.Protocol)
+	w("\n[aliases]\n")
+	for _, k := range sortedMapKeys(c.Aliases) {
+		v := c.Aliases[k]
+		if len(v) == 1 {
+			w("%s = %s\n", key(k), quote(v[0]))
+		} else {
+			w("%s = %s\n", key(k), quoteList(v))
+		}
+	}
+	w("\n[senders]\n")
+	for _, k := range sortedMapKeys(c.Senders) {
+		w("%s = %s\n", key(k), quote(c.Senders[k]))
+	}
+	return b.String()
+}
+
+func sortedMapKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// key writes a TOML key: bare when it can be, quoted otherwise.
+func key(k string) string {
+	if k == "" {
+		return `""`
+	}
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return quote(k)
+		}
+	}
+	return k
+}
+
+// quote writes a TOML basic string.
+func quote(s string) string {
+	var b strings.Builder
+	b.WriteByte('"')
+	for _, r := range s {
+		switch {
+		case r == '"':
+			b.WriteString(`\"`)
+		case r == '\\':
+			b.WriteString(`\\`)
+		case r == '\n':
+			b.WriteString(`\n`)
+		case r == '\t':
+			b.WriteString(`\t`)
+		case r == '\r':
+			b.WriteString(`\r`)
+		case r < 0x20 || r == 0x7f:
+			fmt.Fprintf(&b, `\u%04x`, r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
+}
+
+func quoteList(list []string) string {
+	q := make([]string, len(list))
+	for i, s := range list {
+		q[i] = quote(s)
+	}
+	return "[" + strings.Join(q, ", ") + "]"
+}
