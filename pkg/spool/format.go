@@ -44,10 +44,10 @@ import (
 const Version = 1
 
 const (
-	magic      = "MAILSHIM-SPOOL "
-	sizeWidth  = 20
-	crcWidth   = 8
-	maxHeader  = 16 << 20 // 10,000 recipients fit many times over
+	magic     = "MAILSHIM-SPOOL "
+	sizeWidth = 20
+	crcWidth  = 8
+	maxHeader = 16 << 20 // 10,000 recipients fit many times over
 )
 
 // CRC is the checksum table used for the message bytes (Castagnoli).

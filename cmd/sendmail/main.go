@@ -1,0 +1,569 @@
+// Command sendmail is mailshim's sendmail-compatible drop-in. Installed
+// setgid mailshim-drop, it writes each message atomically into the
+// maildrop with the caller's kernel-verified UID; not setgid, it hands the
+// message to relayd over the submission socket instead.
+//
+// SECURITY: this program runs setgid in hostile hands. In the order main
+// does them (each has a test in e2e_test.go):
+//
+//   - fds 0, 1 and 2 are opened on /dev/null when closed, before anything
+//     else can open a file that would land on them (the classic attack:
+//     stderr closed, so that error text is written into the spool file).
+//     The Go runtime does the same in secure mode; we do not rely on it.
+//   - umask 077; spool files get their mode explicitly (spool.NewDrop).
+//   - The environment is read once for the trace variables
+//     (origin.TraceVars) and, only when not running setgid,
+//     MAILSHIM_CONFIG; then it is cleared. TZ cannot name a file to read:
+//     time.Local is UTC. GOTRACEBACK is forced to "none" by the runtime in
+//     secure mode (AT_SECURE); GODEBUG's output-producing settings are
+//     tested not to fire (e2e_test.go). Built static, CGO_ENABLED=0: no
+//     dynamic loader and no LD_* variables.
+//   - No path comes from argv or the environment while setgid: -C, -X,
+//     -d, -D, -be, -bt, -bd, -O QueueDirectory=..., -oQ... are refused and
+//     logged with the UID; the configuration file is fixed at build time
+//     (configPath).
+//   - The message size is capped (max_message_size), the header section
+//     too; the body is streamed, never held in memory.
+//   - SIGXFSZ and SIGPIPE are ignored (RLIMIT_FSIZE becomes EFBIG, exit
+//     73); SIGTERM, SIGINT, SIGHUP and SIGQUIT abort the spool file (an
+//     O_TMPFILE: it never had a name) and exit 74 — or 0 if the message
+//     was already committed.
+//   - The clock is ours (time.Now), never the caller's headers.
+//   - chdir("/"). Never exec.
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/mailshim/mailshim/pkg/config"
+	"github.com/mailshim/mailshim/pkg/message"
+	"github.com/mailshim/mailshim/pkg/origin"
+	"github.com/mailshim/mailshim/pkg/spool"
+	"github.com/mailshim/mailshim/pkg/sysexits"
+	"golang.org/x/sys/unix"
+)
+
+// configPath is the configuration file read when MAILSHIM_CONFIG is not
+// honoured (always, when setgid). Tests that install a setgid copy set it
+// at link time: go build -ldflags "-X main.configPath=/tmp/.../mailshim.conf".
+// Release builds never set it.
+var configPath = config.DefaultPath
+
+func main() {
+	fixFDs()
+	unix.Umask(0o077)
+	env := captureEnv()
+	time.Local = time.UTC
+	signal.Ignore(syscall.SIGXFSZ, syscall.SIGPIPE)
+	catchSignals()
+	if err := os.Chdir("/"); err != nil {
+		fail(sysexits.OSErr, "cannot chdir to /: %v", err)
+	}
+	os.Exit(run(os.Args, env))
+}
+
+// fixFDs opens /dev/null on each of fds 0, 1 and 2 that is closed.
+func fixFDs() {
+	for fd := 0; fd <= 2; fd++ {
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != unix.EBADF {
+			continue
+		}
+		nfd, err := unix.Open("/dev/null", unix.O_RDWR, 0)
+		if err != nil {
+			os.Exit(sysexits.OSErr) // nowhere to say it
+		}
+		if nfd != fd {
+			if err := unix.Dup3(nfd, fd, 0); err != nil {
+				os.Exit(sysexits.OSErr)
+			}
+			unix.Close(nfd)
+		}
+	}
+}
+
+// captureEnv returns the variables sendmail uses and clears the
+// environment.
+func captureEnv() map[string]string {
+	env := make(map[string]string)
+	for _, k := range origin.TraceVars {
+		if v, ok := os.LookupEnv(k); ok {
+			env[k] = v
+		}
+	}
+	if v := os.Getenv("MAILSHIM_CONFIG"); v != "" && !config.Privileged() {
+		env["MAILSHIM_CONFIG"] = v
+	}
+	os.Clearenv()
+	return env
+}
+
+// current is the spool file being written, for the signal handler.
+var current struct {
+	sync.Mutex
+	abort     func()
+	committed bool
+}
+
+func setCurrent(abort func()) {
+	current.Lock()
+	current.abort = abort
+	current.Unlock()
+}
+
+func setCommitted() {
+	current.Lock()
+	current.committed = true
+	current.abort = nil
+	current.Unlock()
+}
+
+func catchSignals() {
+	c := make(chan os.Signal, 1)
+	signal.Notify(c, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT)
+	go func() {
+		sig := <-c
+		current.Lock() // held until exit: no commit can start now
+		if current.committed {
+			os.Exit(0)
+		}
+		if current.abort != nil {
+			current.abort()
+		}
+		msg := "sendmail: interrupted by " + sig.String() + ", message not sent\n"
+		os.Stderr.WriteString(msg)
+		syslogf("status=%d error=%s", sysexits.IOErr, quote("interrupted by "+sig.String()))
+		os.Exit(sysexits.IOErr)
+	}()
+}
+
+// exitError is a failure with its exit code, its one line, and an
+// optional hint.
+type exitError struct {
+	code int
+	msg  string
+	hint string
+}
+
+func (e *exitError) Error() string { return e.msg }
+
+func errorf(code int, format string, a ...any) *exitError {
+	return &exitError{code: code, msg: fmt.Sprintf(format, a...)}
+}
+
+func (e *exitError) withHint(h string) *exitError { e.hint = h; return e }
+
+// fail prints "sendmail: ..." and exits. It is the one exit path for
+// failures before run's own.
+func fail(code int, format string, a ...any) {
+	report(errorf(code, format, a...))
+	os.Exit(code)
+}
+
+// report prints a failure on stderr (one line, plus a hint line) and logs
+// it with the caller's UID.
+func report(e *exitError) {
+	msg := strings.Map(printable, e.msg)
+	fmt.Fprintf(os.Stderr, "sendmail: %s\n", msg)
+	if e.hint != "" {
+		fmt.Fprintf(os.Stderr, "sendmail: hint: %s\n", strings.Map(printable, e.hint))
+	}
+	syslogf("status=%d error=%s", e.code, quote(msg))
+}
+
+func printable(r rune) rune {
+	if r < 0x20 || r == 0x7f {
+		return '?'
+	}
+	return r
+}
+
+func quote(s string) string { return strconv.Quote(s) }
+
+// run is sendmail after the start-up hardening: it returns the exit code.
+func run(argv []string, env map[string]string) int {
+	a, err := parseArgs(argv[0], argv[1:])
+	if err != nil {
+		var ue *usageError
+		if errors.As(err, &ue) {
+			e := errorf(sysexits.Usage, "%s", ue.msg)
+			e.hint = ue.hint
+			report(e)
+			return sysexits.Usage
+		}
+		report(errorf(sysexits.Usage, "%v", err))
+		return sysexits.Usage
+	}
+	cfg, e := loadConfig(env)
+	if e != nil {
+		report(e)
+		return e.code
+	}
+	var code int
+	switch a.mode {
+	case modeDeliver:
+		e = deliver(cfg, a, env)
+	case modeSMTP:
+		code, e = smtpSession(cfg, a, env)
+	case modeQueue:
+		e = queueList(cfg)
+	case modeFlush:
+		e = flush(cfg)
+	case modeAliases:
+		e = aliases(cfg)
+	case modeVerify:
+		e = verify(a)
+	default:
+		e = errorf(sysexits.Software, "mode %q not implemented", a.mode)
+	}
+	if e != nil {
+		report(e)
+		return e.code
+	}
+	return code
+}
+
+func loadConfig(env map[string]string) (*config.Config, *exitError) {
+	path := configPath
+	if p := env["MAILSHIM_CONFIG"]; p != "" {
+		path = p
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) && path == config.DefaultPath {
+			cfg = config.Default()
+		} else {
+			return nil, errorf(sysexits.Config, "configuration error: %v", err).
+				withHint("check the file with: relayd check-config")
+		}
+	}
+	if cfg.Hostname == "" {
+		cfg.Hostname = hostname()
+	}
+	return cfg, nil
+}
+
+// hostname is /etc/mailname, else the system host name.
+func hostname() string {
+	if b, err := os.ReadFile("/etc/mailname"); err == nil {
+		if s := strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0]); s != "" && !message.HasControl(s) {
+			return s
+		}
+	}
+	if h, err := os.Hostname(); err == nil && h != "" {
+		return h
+	}
+	return "localhost"
+}
+
+// envelope validates the command line's sender, full name, DSN options
+// and recipients.
+func envelope(a *args) (spool.Envelope, *exitError) {
+	var env spool.Envelope
+	if a.senderSet {
+		s := strings.TrimSpace(a.sender)
+		switch {
+		case message.HasControl(a.sender):
+			return env, errorf(sysexits.Usage, "invalid sender address given with -f: it contains a control character (CR, LF, NUL)")
+		case s == "" || s == "<>":
+			env.Sender = "<>"
+		default:
+			addr, err := message.ParseAddress(s)
+			if err != nil {
+				return env, errorf(sysexits.Usage, "invalid sender address %q given with -f: %v", trunc(s), err)
+			}
+			env.Sender = addr
+		}
+	}
+	if a.fullSet {
+		if message.HasControl(a.fullName) {
+			return env, errorf(sysexits.Usage, "invalid full name given with -F: it contains a control character (CR, LF, NUL)")
+		}
+		if len(a.fullName) > 256 {
+			return env, errorf(sysexits.Usage, "full name given with -F is longer than 256 bytes")
+		}
+		env.FullName = strings.TrimSpace(a.fullName)
+	}
+	env.Notify = dsnNotify(a.notify, &a.ignored)
+	env.Ret = oneOf(a.ret, "-R", &a.ignored, "FULL", "HDRS")
+	env.BodyType = oneOf(a.bodyType, "-B", &a.ignored, "7BIT", "8BITMIME")
+	if a.envID != "" {
+		if validXtext(a.envID) {
+			env.EnvID = a.envID
+		} else {
+			a.ignored = append(a.ignored, "-V"+a.envID)
+		}
+	}
+	for _, r := range a.recipients {
+		list, err := message.ParseList(r)
+		if err != nil {
+			return env, errorf(sysexits.NoUser, "invalid recipient address %q: %v", trunc(r), err).
+				withHint("recipients follow the options; an option after the first recipient is taken as an address")
+		}
+		env.Recipients = append(env.Recipients, list...)
+	}
+	return env, nil
+}
+
+func trunc(s string) string {
+	if len(s) > 80 {
+		return s[:80] + "..."
+	}
+	return s
+}
+
+func oneOf(v, opt string, ignored *[]string, allowed ...string) string {
+	if v == "" {
+		return ""
+	}
+	for _, a := range allowed {
+		if strings.EqualFold(v, a) {
+			return a
+		}
+	}
+	*ignored = append(*ignored, opt+v)
+	return ""
+}
+
+func dsnNotify(v string, ignored *[]string) string {
+	if v == "" {
+		return ""
+	}
+	u := strings.ToUpper(strings.ReplaceAll(v, " ", ""))
+	if u == "NEVER" {
+		return u
+	}
+	for _, p := range strings.Split(u, ",") {
+		if p != "SUCCESS" && p != "FAILURE" && p != "DELAY" {
+			*ignored = append(*ignored, "-N"+v)
+			return ""
+		}
+	}
+	return u
+}
+
+// validXtext reports whether s is acceptable as an RFC 3461 ENVID: printable
+// ASCII without spaces or '=', at most 100 characters.
+func validXtext(s string) bool {
+	if len(s) > 100 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] >= 0x7f || s[i] == '=' || s[i] == '+' {
+			return false
+		}
+	}
+	return true
+}
+
+// deliver is the default mode: a message on stdin, recipients from argv
+// and (-t) the header.
+func deliver(cfg *config.Config, a *args, envVars map[string]string) *exitError {
+	env, e := envelope(a)
+	if e != nil {
+		return e
+	}
+	org := origin.Collect(envVars)
+	org.Mode = "bm"
+	if a.extract {
+		org.Mode = "t"
+	}
+	in := &errReader{r: os.Stdin}
+	br := bufio.NewReaderSize(message.NewReader(in, a.ignoreDots), 64<<10)
+	maxHdr := message.MaxHeader
+	if cfg.MaxMessageSize > 0 && cfg.MaxMessageSize < int64(maxHdr) {
+		maxHdr = int(cfg.MaxMessageSize)
+	}
+	h, err := message.ReadHeader(br, maxHdr)
+	if err != nil {
+		return inputError(err, in)
+	}
+	if a.extract {
+		rcpts, err := message.Recipients(h)
+		if err != nil {
+			return errorf(sysexits.NoUser, "%v", err)
+		}
+		env.Recipients = append(env.Recipients, rcpts...)
+		message.RemoveBcc(h)
+	}
+	env.Recipients = message.Dedup(env.Recipients)
+	if len(env.Recipients) == 0 {
+		if a.extract {
+			return errorf(sysexits.Usage, "no recipient addresses found in the message header").
+				withHint("with -t, the recipients come from To:, Cc: and Bcc:")
+		}
+		return errorf(sysexits.Usage, "no recipients given").
+			withHint("usage: sendmail [options] recipient... < message, or sendmail -t < message")
+	}
+	return store(cfg, &env, &org, h, br, in)
+}
+
+// store completes the envelope and origin from the header, then writes the
+// message into the maildrop (or through the submission socket) and
+// returns nil only once it is durable.
+func store(cfg *config.Config, env *spool.Envelope, org *spool.Origin, h *message.Header, body io.Reader, in *errReader) *exitError {
+	if v := h.Get("X-PHP-Originating-Script"); v != "" {
+		origin.ApplyPHPHeader(org, v)
+	}
+	message.EnsureFrom(h, env.FullName, fromAddress(cfg, env.Sender, org))
+	if !message.IsASCII(env.Sender) {
+		env.SMTPUTF8 = true
+	}
+	for _, r := range env.Recipients {
+		if !message.IsASCII(r) {
+			env.SMTPUTF8 = true
+		}
+	}
+	now := time.Now()
+	org.Via = "maildrop"
+	m := &spool.Meta{Version: spool.Version, ID: spool.NewID(now), Time: now, Env: *env, Origin: *org}
+	var hb strings.Builder
+	h.WriteTo(&hb, true)
+	hdr := hb.String()
+	_, err := writeMaildrop(cfg, m, hdr, body)
+	if err == nil {
+		return nil
+	}
+	var e *exitError
+	if errors.As(err, &e) {
+		return e
+	}
+	if !errors.Is(err, errNoMaildrop) {
+		return classify(err, in, cfg.MaxMessageSize)
+	}
+	// Not setgid and the maildrop is not ours to write: relayd's socket.
+	m.Origin.Via = "socket"
+	_, serr := sendSocket(cfg, m, hdr, body)
+	if serr == nil {
+		return nil
+	}
+	if errors.As(serr, &e) {
+		return e
+	}
+	return errorf(sysexits.Unavailable, "cannot submit the message: the maildrop %s is not writable (%v) and relayd's submission socket %s is unavailable (%v)",
+		cfg.Spool+"/"+spool.DirMaildrop, errors.Unwrap(err), cfg.SubmitSocket, serr).
+		withHint("install sendmail setgid mailshim-drop, or start relayd")
+}
+
+func fromAddress(cfg *config.Config, sender string, org *spool.Origin) string {
+	if sender != "" && sender != "<>" {
+		if strings.Contains(sender, "@") {
+			return sender
+		}
+		return sender + "@" + cfg.Hostname
+	}
+	user := org.User
+	if user == "" {
+		user = "uid" + strconv.Itoa(org.UID)
+	}
+	return user + "@" + cfg.Hostname
+}
+
+var errNoMaildrop = errors.New("maildrop not writable")
+
+// writeMaildrop writes the message into maildrop/. When the process is not
+// setgid and the maildrop is not writable it returns an error wrapping
+// errNoMaildrop (the caller falls back to the socket).
+func writeMaildrop(cfg *config.Config, m *spool.Meta, hdr string, body io.Reader) (string, error) {
+	fallback := func(err error) error {
+		if !config.Privileged() && (errors.Is(err, fs.ErrPermission) || errors.Is(err, unix.EROFS)) {
+			return fmt.Errorf("%w: %w", errNoMaildrop, err)
+		}
+		return err
+	}
+	dir, err := spool.OpenDir(cfg.Spool, spool.DirMaildrop)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return "", errorf(sysexits.CantCreat, "the spool directory %s does not exist", cfg.Spool+"/"+spool.DirMaildrop).
+				withHint("start relayd once (it creates the spool), or check spool= in the configuration")
+		}
+		return "", fallback(err)
+	}
+	defer dir.Close()
+	d, err := spool.NewDrop(dir, m, cfg.MaxMessageSize)
+	if err != nil {
+		return "", fallback(err)
+	}
+	setCurrent(d.Abort)
+	defer d.Abort() // no-op after a successful Commit
+	if _, err := io.WriteString(d, hdr); err != nil {
+		return "", err
+	}
+	if _, err := io.CopyBuffer(d, body, make([]byte, 64<<10)); err != nil {
+		return "", err
+	}
+	current.Lock()
+	err = d.Commit()
+	if err == nil {
+		current.committed = true
+	}
+	current.abort = nil
+	current.Unlock()
+	if err != nil {
+		return "", err
+	}
+	return m.ID, nil
+}
+
+func sendSocket(cfg *config.Config, m *spool.Meta, hdr string, body io.Reader) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	id, err := submitSend(ctx, cfg.SubmitSocket, m, io.MultiReader(strings.NewReader(hdr), body))
+	if err == nil {
+		setCommitted()
+	}
+	return id, err
+}
+
+// errReader remembers a read error of the caller's input, so that it is
+// not mistaken for a spool write error.
+type errReader struct {
+	r   io.Reader
+	err error
+}
+
+func (e *errReader) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && err != io.EOF {
+		e.err = err
+	}
+	return n, err
+}
+
+func inputError(err error, in *errReader) *exitError {
+	if in.err != nil {
+		return errorf(sysexits.IOErr, "cannot read the message from standard input: %v", in.err)
+	}
+	if errors.Is(err, message.ErrHeaderTooLarge) {
+		return errorf(sysexits.DataErr, "the message header is too large")
+	}
+	return errorf(sysexits.IOErr, "cannot read the message: %v", err)
+}
+
+// classify turns a failure to write the spool file into an exit error.
+func classify(err error, in *errReader, limit int64) *exitError {
+	switch {
+	case in.err != nil:
+		return errorf(sysexits.IOErr, "cannot read the message from standard input: %v; message not sent", in.err)
+	case errors.Is(err, spool.ErrTooLarge):
+		return errorf(sysexits.DataErr, "message too large: the limit is %s", sizeString(limit)).
+			withHint("max_message_size in the configuration")
+	case spool.IsFull(err):
+		return errorf(sysexits.CantCreat, "the spool is full: %v; message not sent", err).
+			withHint("free space on the spool's file system (or raise the file size limit)")
+	case errors.Is(err, message.ErrHeaderTooLarge):
+		return errorf(sysexits.DataErr, "the message header is too large")
+	}
+	return errorf(sysexits.CantCreat, "cannot write the spool file: %v; message not sent", err)
+}

@@ -1,0 +1,74 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+
+	"github.com/mailshim/mailshim/pkg/config"
+	"github.com/mailshim/mailshim/pkg/message"
+	"github.com/mailshim/mailshim/pkg/submit"
+	"github.com/mailshim/mailshim/pkg/sysexits"
+)
+
+var submitSend = submit.Send
+
+func sizeString(n int64) string {
+	switch {
+	case n <= 0:
+		return "unlimited"
+	case n%(1<<20) == 0:
+		return strconv.FormatInt(n>>20, 10) + " MB"
+	case n%(1<<10) == 0:
+		return strconv.FormatInt(n>>10, 10) + " KB"
+	}
+	return strconv.FormatInt(n, 10) + " bytes"
+}
+
+// queueList is -bp / mailq: relayd's queue, as far as this user may see it.
+func queueList(cfg *config.Config) *exitError {
+	return control(cfg, "mailq")
+}
+
+// flush is -q: ask relayd to try every deferred message now.
+func flush(cfg *config.Config) *exitError {
+	return control(cfg, "flush")
+}
+
+// aliases is -bi / newaliases: there is no database to rebuild (relayd
+// reads the aliases directly); validate them, exit 0 when they are usable.
+func aliases(cfg *config.Config) *exitError {
+	for name, targets := range cfg.Aliases {
+		for _, t := range targets {
+			if _, err := message.ParseList(t); err != nil {
+				return errorf(sysexits.DataErr, "alias %q: invalid address %q: %v", name, t, err)
+			}
+		}
+	}
+	return nil
+}
+
+// verify is -bv: validate the recipient addresses without sending; one
+// line per address on stdout (it is a query, like mailq), exit 67 when one
+// is invalid.
+func verify(a *args) *exitError {
+	if len(a.recipients) == 0 {
+		return errorf(sysexits.Usage, "no recipients given to verify")
+	}
+	bad := 0
+	for _, r := range a.recipients {
+		list, err := message.ParseList(r)
+		if err != nil {
+			fmt.Fprintf(os.Stdout, "%s... invalid address: %v\n", r, err)
+			bad++
+			continue
+		}
+		for _, addr := range list {
+			fmt.Fprintf(os.Stdout, "%s... deliverable: relayed through the upstream\n", addr)
+		}
+	}
+	if bad > 0 {
+		return errorf(sysexits.NoUser, "%d invalid address(es)", bad)
+	}
+	return nil
+}

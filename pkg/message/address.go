@@ -1,0 +1,220 @@
+package message
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/mail"
+	"strings"
+)
+
+// MaxAddress is the longest address accepted, in octets.
+const MaxAddress = 512
+
+// placeholder qualifies a bare local name so that net/mail can parse it.
+const placeholder = "@mailshim.invalid"
+
+var parser = mail.AddressParser{WordDecoder: &mime.WordDecoder{
+	// Display names are thrown away: any charset will do.
+	CharsetReader: func(_ string, r io.Reader) (io.Reader, error) { return r, nil },
+}}
+
+// ErrControl is returned for an address or name that holds CR, LF, NUL or
+// another control character.
+var ErrControl = errors.New("contains a control character (CR, LF, NUL, ...)")
+
+// HasControl reports whether s contains a byte below 0x20 or DEL.
+func HasControl(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] == 0x7f {
+			return true
+		}
+	}
+	return false
+}
+
+// ParseList parses a comma-separated address list (a To: value, a
+// command-line argument) and returns the bare addresses ("user@domain", or
+// an unqualified local name "root"). Group syntax is understood; display
+// names and comments are dropped. An empty list is not an error.
+func ParseList(s string) ([]string, error) {
+	if strings.Trim(s, " \t") == "" {
+		return nil, nil
+	}
+	if list, err := parser.ParseList(s); err == nil {
+		out := make([]string, 0, len(list))
+		for _, a := range list {
+			bare, err := check(a.Address)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, bare)
+		}
+		return out, nil
+	}
+	// net/mail refuses unqualified names: go item by item.
+	var out []string
+	for _, item := range splitList(s) {
+		if strings.Trim(item, " \t") == "" {
+			continue
+		}
+		a, err := ParseAddress(item)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+// ParseAddress parses one address, with or without angle brackets and
+// display name, qualified or a bare local name, and returns it bare.
+func ParseAddress(s string) (string, error) {
+	if HasControl(strings.ReplaceAll(s, "\t", " ")) {
+		return "", ErrControl
+	}
+	if len(s) > 4*MaxAddress {
+		return "", errors.New("too long")
+	}
+	a, err := parser.Parse(s)
+	if err == nil {
+		return check(a.Address)
+	}
+	if strings.Contains(s, "@") {
+		return "", simplify(err)
+	}
+	// A bare local name: qualify it for the parser, then take it back.
+	q := s + placeholder
+	if i := strings.LastIndexByte(s, '>'); i >= 0 {
+		q = s[:i] + placeholder + s[i:]
+	}
+	a, err2 := parser.Parse(q)
+	if err2 != nil || !strings.HasSuffix(a.Address, placeholder) {
+		return "", simplify(err)
+	}
+	local := strings.TrimSuffix(a.Address, placeholder)
+	if !localName(local) {
+		return "", fmt.Errorf("%q is not a local user or alias name", local)
+	}
+	return local, nil
+}
+
+func simplify(err error) error {
+	return errors.New(strings.TrimPrefix(err.Error(), "mail: "))
+}
+
+// check validates a parsed address and returns it in its bare form, with
+// the local part quoted when it needs to be.
+func check(addr string) (string, error) {
+	if HasControl(addr) {
+		return "", ErrControl
+	}
+	at := strings.LastIndexByte(addr, '@')
+	if at < 0 {
+		if !localName(addr) {
+			return "", fmt.Errorf("%q is not a local user or alias name", addr)
+		}
+		return addr, nil
+	}
+	if at == 0 || at == len(addr)-1 {
+		return "", errors.New("empty local part or domain")
+	}
+	// mail.Address.String quotes the local part where RFC 5322 needs it.
+	bare := (&mail.Address{Address: addr}).String()
+	bare = strings.TrimSuffix(strings.TrimPrefix(bare, "<"), ">")
+	if len(bare) > MaxAddress {
+		return "", fmt.Errorf("longer than %d octets", MaxAddress)
+	}
+	if bare[0] == '-' {
+		// Valid in RFC 5322, but a classic argument-injection vector for
+		// whatever reads it next: refuse.
+		return "", errors.New("an address may not start with '-'")
+	}
+	if strings.ContainsAny(addr, " \t") && !strings.HasPrefix(bare, "\"") {
+		return "", errors.New("white space in an address")
+	}
+	return bare, nil
+}
+
+// localName reports whether s is acceptable as an unqualified recipient: a
+// user or alias name, never a program ("|cmd"), a file ("/path") or an
+// include (":include:"), which some MTAs would act on.
+func localName(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '_':
+		case (c == '.' || c == '-' || c == '+' || c == '=') && i > 0:
+		case c >= 0x80:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// splitList splits an address list at commas outside quotes, angle
+// brackets, comments and domain literals.
+func splitList(s string) []string {
+	var out []string
+	depth, angle, square := 0, false, false
+	quoted, esc := false, false
+	start := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case esc:
+			esc = false
+		case c == '\\':
+			esc = true
+		case quoted:
+			quoted = c != '"'
+		case c == '"':
+			quoted = true
+		case c == '(':
+			depth++
+		case c == ')' && depth > 0:
+			depth--
+		case depth > 0:
+		case c == '<':
+			angle = true
+		case c == '>':
+			angle = false
+		case c == '[':
+			square = true
+		case c == ']':
+			square = false
+		case c == ',' && !angle && !square:
+			out = append(out, s[start:i])
+			start = i + 1
+		}
+	}
+	return append(out, s[start:])
+}
+
+// IsASCII reports whether s is all US-ASCII (else the message needs
+// SMTPUTF8 to be relayed).
+func IsASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
+// FormatFrom returns the value of a From: field for the address addr and
+// the full name name (may be empty), quoting or encoding the name as
+// needed.
+func FormatFrom(name, addr string) string {
+	if name == "" {
+		return addr
+	}
+	a := mail.Address{Name: name, Address: "x@x"}
+	s := a.String() // `"Name" <x@x>` or `=?utf-8?q?...?= <x@x>`
+	return strings.TrimSuffix(s, "<x@x>") + "<" + addr + ">"
+}

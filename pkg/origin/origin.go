@@ -1,0 +1,326 @@
+// Package origin finds out who sent a message: the caller's user and group
+// IDs (from the kernel: the real IDs of the process), the user name (from
+// the password database), and — advisory, as claimed by the caller's
+// environment and /proc — the script, the parent process, the systemd unit
+// and the kind of caller (cron, php, git, ...).
+//
+// Only UID, GID and User are trustworthy. Every other field of
+// spool.Origin is labelled advisory in the spool format and must never be
+// used for an access decision.
+package origin
+
+import (
+	"bufio"
+	"bytes"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+
+	"github.com/mailshim/mailshim/pkg/spool"
+	"golang.org/x/sys/unix"
+)
+
+// TraceVars are the environment variables sendmail keeps (all others are
+// dropped at start): they name the script that sent the message.
+var TraceVars = []string{"SCRIPT_FILENAME", "MAILSHIM_SCRIPT"}
+
+// Script sources, as recorded in spool.Origin.ScriptSource.
+const (
+	SourceScriptFilename = "SCRIPT_FILENAME"
+	SourceMailshimScript = "MAILSHIM_SCRIPT"
+	SourcePHPHeader      = "X-PHP-Originating-Script"
+	SourceParentCmdline  = "parent-cmdline"
+)
+
+// maxField bounds every advisory string recorded.
+const maxField = 1024
+
+// Caller returns the kernel-verified part of the origin: the real UID and
+// GID of this process and the user name of the UID.
+func Caller() spool.Origin {
+	uid, gid := unix.Getuid(), unix.Getgid()
+	return spool.Origin{UID: uid, GID: gid, User: UserName(uid)}
+}
+
+// Collect returns the whole origin record of this process's caller: Caller
+// plus the advisory fields from env (the trace variables, captured before
+// the environment was cleared) and /proc.
+func Collect(env map[string]string) spool.Origin {
+	o := Caller()
+	if v := clean(env["SCRIPT_FILENAME"]); v != "" {
+		o.Script, o.ScriptSource = v, SourceScriptFilename
+	} else if v := clean(env["MAILSHIM_SCRIPT"]); v != "" {
+		o.Script, o.ScriptSource = v, SourceMailshimScript
+	}
+	p := FindParent(os.Getppid())
+	o.ParentPID = p.PID
+	o.ParentExe = p.Exe
+	o.ParentCmdline = p.CmdlineString()
+	o.ParentCwd = p.Cwd
+	o.Caller = p.Kind()
+	if o.Script == "" {
+		if s := p.Script(); s != "" {
+			o.Script, o.ScriptSource = s, SourceParentCmdline
+		}
+	}
+	o.Cgroup = Cgroup("/proc/self/cgroup")
+	return o
+}
+
+// ApplyPHPHeader records the value of PHP's X-PHP-Originating-Script
+// header ("uid:script") in o. Its uid is checked against o.UID: a mismatch
+// is recorded (PHPUIDMismatch) and the script is then not believed. The
+// header's script is used only when no better source (SCRIPT_FILENAME,
+// MAILSHIM_SCRIPT) named one.
+func ApplyPHPHeader(o *spool.Origin, value string) {
+	value = clean(value)
+	if value == "" {
+		return
+	}
+	o.PHPHeader = value
+	uidStr, script, ok := strings.Cut(value, ":")
+	uid, err := strconv.Atoi(strings.TrimSpace(uidStr))
+	if !ok || err != nil || uid != o.UID {
+		o.PHPUIDMismatch = true
+		return
+	}
+	if o.ScriptSource == "" || o.ScriptSource == SourceParentCmdline {
+		o.Script, o.ScriptSource = strings.TrimSpace(script), SourcePHPHeader
+	}
+}
+
+// clean bounds an advisory value; control characters are kept (the spool
+// format escapes them).
+func clean(s string) string {
+	if len(s) > maxField {
+		s = s[:maxField]
+	}
+	return s
+}
+
+// UserName returns the name of uid in /etc/passwd, or "".
+func UserName(uid int) string {
+	f, err := os.Open("/etc/passwd")
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	want := strconv.Itoa(uid)
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.SplitN(sc.Text(), ":", 4)
+		if len(fields) == 4 && fields[2] == want && fields[0] != "" && !strings.HasPrefix(fields[0], "+") && !strings.HasPrefix(fields[0], "-") {
+			return fields[0]
+		}
+	}
+	return ""
+}
+
+// Process is an ancestor of sendmail as /proc describes it.
+type Process struct {
+	PID     int
+	PPID    int
+	UID     int
+	Comm    string
+	Cmdline []string
+	Exe     string // "" when unreadable
+	Cwd     string // "" when unreadable
+}
+
+// shells are the programs whose "sh -c '...'" wrappers are skipped on the
+// way up to the real caller (PHP's mail(), PHPMailer, Symfony and git all
+// run sendmail through one).
+var shells = map[string]bool{"sh": true, "dash": true, "bash": true, "ash": true, "zsh": true, "ksh": true, "mksh": true, "busybox": true}
+
+// FindParent returns the process pid, or, when it is a shell running
+// "-c", the nearest ancestor of the same user that is not: the real caller.
+func FindParent(pid int) Process {
+	p := readProcess(pid)
+	for depth := 0; depth < 8 && isShellWrapper(p) && p.PPID > 1; depth++ {
+		q := readProcess(p.PPID)
+		if q.Comm == "" || q.UID != p.UID {
+			break // a shell started by another user is the caller we can name
+		}
+		p = q
+	}
+	if p.PID > 0 {
+		p.Exe, p.Cwd = readLinks(p.PID)
+	}
+	return p
+}
+
+func isShellWrapper(p Process) bool {
+	if !shells[p.Comm] {
+		return false
+	}
+	for _, a := range p.Cmdline[min(1, len(p.Cmdline)):] {
+		if a == "-c" || strings.HasPrefix(a, "-") && !strings.HasPrefix(a, "--") && strings.Contains(a, "c") {
+			return true
+		}
+	}
+	return false
+}
+
+func readProcess(pid int) Process {
+	p := Process{PID: pid}
+	dir := "/proc/" + strconv.Itoa(pid) + "/"
+	if b, err := os.ReadFile(dir + "status"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			k, v, _ := strings.Cut(l, ":\t")
+			switch k {
+			case "Name":
+				p.Comm = v
+			case "PPid":
+				p.PPID, _ = strconv.Atoi(v)
+			case "Uid":
+				p.UID, _ = strconv.Atoi(strings.Fields(v + " x")[0])
+			}
+		}
+	}
+	if b, err := os.ReadFile(dir + "cmdline"); err == nil {
+		b = bytes.TrimRight(b, "\x00")
+		if len(b) > 0 {
+			for _, a := range bytes.Split(b, []byte{0}) {
+				p.Cmdline = append(p.Cmdline, string(a))
+			}
+		}
+	}
+	return p
+}
+
+// readLinks reads /proc/PID/exe and cwd.
+//
+// A setgid process cannot read them: the kernel's ptrace access check
+// compares the caller's fs gid with the target's gids, and sendmail's fs
+// gid is mailshim-drop. We chose to switch only the fs gid, and only on
+// one dedicated OS thread: that thread sets its fsgid to the real gid
+// (setfsgid(2) is per thread, and allowed for the real gid), reads the two
+// links, and the goroutine exits still locked to it, so the Go runtime
+// destroys the thread instead of reusing it. No other thread ever runs
+// with changed credentials, the effective and saved gids are never
+// touched, and the spool write that follows needs no switch back.
+func readLinks(pid int) (exe, cwd string) {
+	read := func() {
+		dir := "/proc/" + strconv.Itoa(pid) + "/"
+		exe, _ = os.Readlink(dir + "exe")
+		cwd, _ = os.Readlink(dir + "cwd")
+		exe, cwd = clean(exe), clean(cwd)
+	}
+	if unix.Getegid() == unix.Getgid() {
+		read()
+		return
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runtime.LockOSThread() // never unlocked: the thread dies with us
+		if err := unix.Setfsgid(unix.Getgid()); err != nil {
+			return
+		}
+		read()
+	}()
+	<-done
+	return
+}
+
+// CmdlineString returns the command line, arguments separated by spaces
+// and quoted shell-style when they need it, bounded in length.
+func (p Process) CmdlineString() string {
+	var b strings.Builder
+	for i, a := range p.Cmdline {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		if a == "" || strings.ContainsAny(a, " \t\n'\"\\$`") {
+			b.WriteString("'" + strings.ReplaceAll(a, "'", `'\''`) + "'")
+		} else {
+			b.WriteString(a)
+		}
+		if b.Len() > maxField {
+			break
+		}
+	}
+	return clean(b.String())
+}
+
+// Kind names the kind of caller: "cron", "php-fpm", "php", "git",
+// "mailx", "python", "perl", "sudo", or "".
+func (p Process) Kind() string {
+	names := []string{p.Comm, filepath.Base(p.Exe)}
+	if len(p.Cmdline) > 0 {
+		names = append(names, filepath.Base(p.Cmdline[0]))
+	}
+	for _, n := range names {
+		n = strings.ToLower(n)
+		switch {
+		case n == "cron" || n == "crond" || n == "anacron" || n == "systemd-cron":
+			return "cron"
+		case strings.HasPrefix(n, "php-fpm"):
+			return "php-fpm"
+		case strings.HasPrefix(n, "php"):
+			return "php"
+		case strings.HasPrefix(n, "git"):
+			return "git"
+		case n == "mail" || n == "mailx" || n == "bsd-mailx" || n == "s-nail" || n == "heirloom-mailx" || strings.HasPrefix(n, "bsd-mailx") || n == "mutt" || n == "neomutt":
+			return "mailx"
+		case strings.HasPrefix(n, "python"):
+			return "python"
+		case n == "perl":
+			return "perl"
+		case n == "sudo":
+			return "sudo"
+		}
+	}
+	return ""
+}
+
+// Script returns the script a PHP, Python or Perl interpreter was started
+// with (its first non-option argument), made absolute with its working
+// directory when known; "" for other callers.
+func (p Process) Script() string {
+	switch p.Kind() {
+	case "php", "python", "perl":
+	default:
+		return ""
+	}
+	for _, a := range p.Cmdline[min(1, len(p.Cmdline)):] {
+		if a == "" || strings.HasPrefix(a, "-") {
+			continue
+		}
+		if !filepath.IsAbs(a) && p.Cwd != "" {
+			a = filepath.Join(p.Cwd, a)
+		}
+		return clean(a)
+	}
+	return ""
+}
+
+// Cgroup returns the systemd unit or scope named in a /proc/PID/cgroup
+// file: the last path element of the unified (or name=systemd) hierarchy
+// that ends in ".service" or ".scope", e.g. "php8.2-fpm.service"; "" when
+// none does.
+func Cgroup(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	var best string
+	for _, l := range strings.Split(string(b), "\n") {
+		parts := strings.SplitN(l, ":", 3)
+		if len(parts) != 3 || !(parts[0] == "0" && parts[1] == "" || parts[1] == "name=systemd") {
+			continue
+		}
+		elems := strings.Split(parts[2], "/")
+		for i := len(elems) - 1; i >= 0; i-- {
+			if strings.HasSuffix(elems[i], ".service") || strings.HasSuffix(elems[i], ".scope") {
+				if parts[1] == "" || best == "" {
+					best = elems[i]
+				}
+				break
+			}
+		}
+	}
+	return clean(best)
+}
