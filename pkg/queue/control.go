@@ -1,0 +1,249 @@
+package queue
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/mailshim/mailshim/pkg/control"
+	"github.com/mailshim/mailshim/pkg/spool"
+)
+
+// Entry is one queued message as listed.
+type Entry struct {
+	ID    string
+	State string
+	Meta  *spool.Meta
+	Del   *spool.Delivery
+}
+
+// Entries lists every queued message (all states), oldest first.
+func (q *Queue) Entries() []Entry {
+	var out []Entry
+	for _, s := range spool.States {
+		ids, err := q.sp.List(s)
+		if err != nil {
+			continue
+		}
+		for _, id := range ids {
+			f, m, err := q.sp.OpenMessage(id)
+			if err != nil {
+				continue
+			}
+			f.Close()
+			d, err := q.sp.ReadState(s, id)
+			if err != nil {
+				d = &spool.Delivery{}
+			}
+			out = append(out, Entry{ID: id, State: s, Meta: m, Del: d})
+		}
+	}
+	sortEntries(out)
+	return out
+}
+
+func sortEntries(es []Entry) {
+	for i := 1; i < len(es); i++ {
+		for j := i; j > 0 && es[j].ID < es[j-1].ID; j-- {
+			es[j], es[j-1] = es[j-1], es[j]
+		}
+	}
+}
+
+// Handle answers a control request (see package control).
+func (q *Queue) Handle(p control.Peer, verb string, args []string, out io.Writer) error {
+	switch verb {
+	case control.VerbMailq:
+		return q.mailq(p, out)
+	case control.VerbFlush:
+		n := q.Flush()
+		q.log.Event("flush", "uid", p.UID, "deferred", n)
+		fmt.Fprintf(out, "flush: %d deferred message(s) scheduled now\n", n)
+		return nil
+	case control.VerbList:
+		return q.list(out)
+	case control.VerbShow:
+		if len(args) != 1 {
+			return errors.New("usage: show ID")
+		}
+		return q.show(args[0], out)
+	case control.VerbHold, control.VerbRelease, control.VerbDelete:
+		if len(args) == 0 {
+			return fmt.Errorf("usage: %s ID...", verb)
+		}
+		var errs []string
+		for _, id := range args {
+			if err := q.change(verb, id, p.UID); err != nil {
+				errs = append(errs, err.Error())
+				continue
+			}
+			fmt.Fprintf(out, "%s: %s\n", id, pastTense(verb))
+		}
+		if verb == control.VerbRelease {
+			q.Kick()
+		}
+		if len(errs) > 0 {
+			return errors.New(strings.Join(errs, "; "))
+		}
+		return nil
+	}
+	return fmt.Errorf("unknown verb %q", verb)
+}
+
+func pastTense(verb string) string {
+	switch verb {
+	case control.VerbHold:
+		return "held"
+	case control.VerbRelease:
+		return "released"
+	}
+	return "deleted"
+}
+
+func (q *Queue) change(verb, id string, uid int) error {
+	var err error
+	switch verb {
+	case control.VerbHold:
+		err = q.sp.Hold(id)
+	case control.VerbRelease:
+		err = q.sp.Release(id)
+	case control.VerbDelete:
+		_, err = q.sp.Delete(id)
+	}
+	if err != nil {
+		if errors.Is(err, spool.ErrNotFound) {
+			if st, lerr := q.sp.Locate(id); lerr == nil {
+				return fmt.Errorf("%s: is %s, cannot %s it now", id, st, verb)
+			}
+			return fmt.Errorf("%s: no such message", id)
+		}
+		return err
+	}
+	q.forget(id)
+	q.log.Event(verb, "id", id, "by_uid", uid)
+	return nil
+}
+
+// mailq writes the queue in Postfix's mailq layout. A peer that is not an
+// admin sees only its own UID's messages.
+func (q *Queue) mailq(p control.Peer, out io.Writer) error {
+	var es []Entry
+	for _, e := range q.Entries() {
+		if p.Admin || e.Meta.Origin.UID == p.UID {
+			es = append(es, e)
+		}
+	}
+	if len(es) == 0 {
+		fmt.Fprintln(out, "Mail queue is empty")
+		return nil
+	}
+	fmt.Fprintf(out, "%-20s  %8s %-20s  %s\n", "-Queue ID-", "--Size--", "----Arrival Time----", "-Sender/Recipient-------")
+	var total int64
+	for _, e := range es {
+		mark := " "
+		switch e.State {
+		case spool.Active:
+			mark = "*"
+		case spool.Held:
+			mark = "!"
+		}
+		sender := e.Meta.Env.Sender
+		if sender == "<>" || sender == "" {
+			sender = "MAILER-DAEMON"
+		}
+		total += e.Meta.Size
+		fmt.Fprintf(out, "%-20s%s %8d %20.20s  %s\n", e.ID, mark, e.Meta.Size, e.Meta.Time.Local().Format("Mon Jan _2 15:04:05"), sender)
+		switch {
+		case e.State == spool.Failed:
+			fmt.Fprintf(out, "%43s(%s)\n", "", oneLine(e.Del.Reason))
+		case e.Del.LastReply != "":
+			fmt.Fprintf(out, "%43s(%s)\n", "", oneLine(e.Del.LastReply))
+		}
+		for _, r := range remaining(e.Meta.Env.Recipients, e.Del) {
+			fmt.Fprintf(out, "%43s%s\n", "", r)
+		}
+		fmt.Fprintln(out)
+	}
+	fmt.Fprintf(out, "-- %d Kbytes in %d Request%s.\n", (total+1023)/1024, len(es), plural(len(es), "", "s"))
+	return nil
+}
+
+func (q *Queue) list(out io.Writer) error {
+	es := q.Entries()
+	fmt.Fprintf(out, "%-20s %-8s %9s %-20s %8s %-20s %s\n", "ID", "STATE", "SIZE", "ARRIVAL", "ATTEMPTS", "NEXT", "FROM -> RCPTS")
+	for _, e := range es {
+		next := "-"
+		if e.State == spool.Deferred && !e.Del.Next.IsZero() {
+			next = e.Del.Next.UTC().Format(time.RFC3339)
+		}
+		fmt.Fprintf(out, "%-20s %-8s %9d %-20s %8d %-20s %s -> %s\n", e.ID, e.State, e.Meta.Size,
+			e.Meta.Time.UTC().Format(time.RFC3339), e.Del.Attempts, next, e.Meta.Env.Sender,
+			strings.Join(remaining(e.Meta.Env.Recipients, e.Del), ","))
+	}
+	fmt.Fprintf(out, "%d message(s)\n", len(es))
+	return nil
+}
+
+func (q *Queue) show(id string, out io.Writer) error {
+	st, err := q.sp.Locate(id)
+	if err != nil {
+		return fmt.Errorf("%s: no such message", id)
+	}
+	f, m, err := q.sp.OpenMessage(id)
+	if err != nil {
+		return err
+	}
+	f.Close()
+	d, err := q.sp.ReadState(st, id)
+	if err != nil {
+		d = &spool.Delivery{}
+	}
+	o := m.Origin
+	kv := func(k string, v any) { fmt.Fprintf(out, "%-14s %v\n", k+":", v) }
+	kv("id", id)
+	kv("state", st)
+	kv("arrival", m.Time.UTC().Format(time.RFC3339))
+	kv("size", m.Size)
+	kv("from", m.Env.Sender)
+	for _, r := range m.Env.Recipients {
+		kv("rcpt", r)
+	}
+	kv("uid", o.UID)
+	kv("user", o.User)
+	kv("via", o.Via)
+	if o.Script != "" {
+		kv("script", o.Script+" (advisory, from "+o.ScriptSource+")")
+	}
+	if o.Caller != "" {
+		kv("caller", o.Caller)
+	}
+	kv("attempts", d.Attempts)
+	if !d.First.IsZero() {
+		kv("first", d.First.UTC().Format(time.RFC3339))
+		kv("last", d.Last.UTC().Format(time.RFC3339))
+	}
+	if st == spool.Deferred {
+		kv("next", d.Next.UTC().Format(time.RFC3339))
+	}
+	if d.Upstream != "" {
+		kv("upstream", d.Upstream)
+	}
+	if d.LastReply != "" {
+		kv("last reply", d.LastReply)
+	}
+	for _, r := range d.Sent {
+		kv("sent", r)
+	}
+	for _, fl := range d.Failed {
+		kv("failed", fl.Rcpt+": "+fl.Reply)
+	}
+	for _, b := range d.Bounces {
+		kv("bounce", b)
+	}
+	if d.Reason != "" {
+		kv("reason", d.Reason)
+	}
+	return nil
+}

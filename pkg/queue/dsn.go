@@ -1,0 +1,249 @@
+package queue
+
+// Delivery status notifications (RFC 3464) for permanent failures and
+// expired messages.
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"os/user"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-message"
+
+	"github.com/mailshim/mailshim/pkg/spool"
+)
+
+// maxDSNHeaders bounds the original headers copied into a DSN.
+const maxDSNHeaders = 64 << 10
+
+// bounce queues a DSN for the failed recipients of m and returns its ID.
+func (q *Queue) bounce(m *spool.Meta, failed []spool.RcptFailure, upstream string, now time.Time) (string, error) {
+	host := q.settings().Hostname
+	id := spool.NewID(now)
+	orig, err := q.originalHeaders(m.ID)
+	if err != nil {
+		orig = []byte(fmt.Sprintf("X-Mailshim-Note: the original headers could not be read: %v\n", err))
+	}
+	body, err := BuildDSN(DSN{
+		ID: id, Hostname: host, To: m.Env.Sender, Date: now, Original: m, Failed: failed,
+		Upstream: upstream, OriginalHeaders: orig,
+	})
+	if err != nil {
+		return "", err
+	}
+	dm := &spool.Meta{
+		Version: spool.Version, ID: id, Time: now,
+		Env:    spool.Envelope{Sender: "<>", Recipients: []string{m.Env.Sender}},
+		Origin: spool.Origin{UID: os.Getuid(), GID: os.Getgid(), Via: "dsn"},
+	}
+	if u, err := user.LookupId(strconv.Itoa(os.Getuid())); err == nil {
+		dm.Origin.User = u.Username
+	}
+	dm.Extra = [][2]string{{"dsn-for", m.ID}}
+	d, err := spool.NewDrop(q.sp.MsgDir(), dm, 0)
+	if err != nil {
+		return "", err
+	}
+	if _, err := d.Write(body); err != nil {
+		d.Abort()
+		return "", err
+	}
+	if err := d.Commit(); err != nil {
+		return "", err
+	}
+	if err := q.sp.WriteState(spool.Incoming, id, &spool.Delivery{}); err != nil {
+		q.sp.RemoveMessage(id)
+		return "", err
+	}
+	q.Kick()
+	return id, nil
+}
+
+// originalHeaders reads the header section of the queued message id
+// (bounded).
+func (q *Queue) originalHeaders(id string) ([]byte, error) {
+	f, m, err := q.sp.OpenMessage(id)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	br := bufio.NewReader(io.LimitReader(io.NewSectionReader(f, m.BodyOffset, m.Size), maxDSNHeaders))
+	var b bytes.Buffer
+	for {
+		line, err := br.ReadString('\n')
+		if line == "\n" || line == "\r\n" {
+			break
+		}
+		b.WriteString(line)
+		if err != nil {
+			break
+		}
+	}
+	return b.Bytes(), nil
+}
+
+// DSN describes one delivery status notification.
+type DSN struct {
+	ID              string // the DSN's own queue ID
+	Hostname        string
+	To              string // the original envelope sender
+	Date            time.Time
+	Original        *spool.Meta
+	Failed          []spool.RcptFailure
+	Upstream        string
+	OriginalHeaders []byte // the original message's header section
+}
+
+// BuildDSN returns the DSN message (LF line ends, as stored in the spool):
+// a multipart/report (RFC 3464) with a human explanation, a
+// message/delivery-status part and a text/rfc822-headers part.
+func BuildDSN(d DSN) ([]byte, error) {
+	var h message.Header
+	h.Set("From", fmt.Sprintf("Mail Delivery System <MAILER-DAEMON@%s>", d.Hostname))
+	h.Set("To", d.To)
+	h.Set("Subject", "Undelivered Mail Returned to Sender")
+	h.Set("Date", d.Date.Format(time.RFC1123Z))
+	h.Set("Message-ID", "<"+d.ID+"@"+d.Hostname+">")
+	h.Set("Auto-Submitted", "auto-replied")
+	h.Set("MIME-Version", "1.0")
+	h.SetContentType("multipart/report", map[string]string{"report-type": "delivery-status"})
+	var buf bytes.Buffer
+	w, err := message.CreateWriter(&buf, h)
+	if err != nil {
+		return nil, err
+	}
+
+	// 1. The explanation, in plain words.
+	var ph message.Header
+	ph.SetContentType("text/plain", map[string]string{"charset": "utf-8"})
+	ph.Set("Content-Description", "Notification")
+	pw, err := w.CreatePart(ph)
+	if err != nil {
+		return nil, err
+	}
+	var t strings.Builder
+	fmt.Fprintf(&t, "This is the mail system at host %s.\n\n", d.Hostname)
+	fmt.Fprintf(&t, "Your message could not be delivered to %s. It was not\n", plural(len(d.Failed), "one recipient", "some recipients"))
+	t.WriteString("retried further. The recipients and the reasons are below.\n\n")
+	if d.Original != nil {
+		fmt.Fprintf(&t, "Queue ID:  %s\nArrived:   %s\n", d.Original.ID, d.Original.Time.Format(time.RFC1123Z))
+		if d.Upstream != "" {
+			fmt.Fprintf(&t, "Upstream:  %s\n", d.Upstream)
+		}
+		t.WriteString("\n")
+	}
+	for _, f := range d.Failed {
+		fmt.Fprintf(&t, "<%s>:\n", f.Rcpt)
+		if f.Reply != "" {
+			fmt.Fprintf(&t, "    The upstream said: %s\n", oneLine(f.Reply))
+		}
+		if f.Cause != "" && f.Cause != f.Reply {
+			fmt.Fprintf(&t, "    What it means: %s\n", oneLine(f.Cause))
+		}
+		t.WriteString("\n")
+	}
+	if _, err := io.WriteString(pw, t.String()); err != nil {
+		return nil, err
+	}
+	pw.Close()
+
+	// 2. message/delivery-status (RFC 3464 2.2 and 2.3).
+	var sh message.Header
+	sh.SetContentType("message/delivery-status", nil)
+	sw, err := w.CreatePart(sh)
+	if err != nil {
+		return nil, err
+	}
+	var s strings.Builder
+	fmt.Fprintf(&s, "Reporting-MTA: dns; %s\n", d.Hostname)
+	if d.Original != nil {
+		fmt.Fprintf(&s, "X-Mailshim-Queue-ID: %s\n", d.Original.ID)
+		if d.Original.Env.EnvID != "" {
+			fmt.Fprintf(&s, "Original-Envelope-Id: %s\n", d.Original.Env.EnvID)
+		}
+		fmt.Fprintf(&s, "Arrival-Date: %s\n", d.Original.Time.Format(time.RFC1123Z))
+	}
+	for _, f := range d.Failed {
+		s.WriteString("\n")
+		fmt.Fprintf(&s, "Final-Recipient: rfc822; %s\n", f.Rcpt)
+		s.WriteString("Action: failed\n")
+		fmt.Fprintf(&s, "Status: %s\n", statusCode(f.Reply))
+		if d.Upstream != "" {
+			host := d.Upstream
+			if i := strings.LastIndexByte(host, ':'); i > 0 {
+				host = host[:i]
+			}
+			fmt.Fprintf(&s, "Remote-MTA: dns; %s\n", host)
+		}
+		if f.Reply != "" && f.Reply[0] >= '2' && f.Reply[0] <= '5' {
+			fmt.Fprintf(&s, "Diagnostic-Code: smtp; %s\n", oneLine(f.Reply))
+		} else if f.Reply != "" {
+			fmt.Fprintf(&s, "Diagnostic-Code: X-mailshim; %s\n", oneLine(f.Reply))
+		}
+		fmt.Fprintf(&s, "Last-Attempt-Date: %s\n", d.Date.Format(time.RFC1123Z))
+	}
+	if _, err := io.WriteString(sw, s.String()); err != nil {
+		return nil, err
+	}
+	sw.Close()
+
+	// 3. The original headers.
+	var oh message.Header
+	oh.SetContentType("text/rfc822-headers", nil)
+	oh.Set("Content-Description", "Undelivered Message Headers")
+	ow, err := w.CreatePart(oh)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := ow.Write(d.OriginalHeaders); err != nil {
+		return nil, err
+	}
+	ow.Close()
+	if err := w.Close(); err != nil {
+		return nil, err
+	}
+	return bytes.ReplaceAll(buf.Bytes(), []byte("\r\n"), []byte("\n")), nil
+}
+
+// statusCode extracts the enhanced status code of a reply ("550 5.1.1
+// ..."), else derives one from the basic code.
+func statusCode(reply string) string {
+	f := strings.Fields(reply)
+	if len(f) >= 2 && len(f[1]) >= 5 && (f[1][0] == '4' || f[1][0] == '5') && f[1][1] == '.' {
+		if f[1][0] == '4' {
+			// A temporary error that outlived the queue lifetime.
+			return "4" + f[1][1:]
+		}
+		return f[1]
+	}
+	if len(f) >= 1 && len(f[0]) == 3 {
+		switch f[0][0] {
+		case '5':
+			return "5.0.0"
+		case '4':
+			return "4.0.0"
+		}
+	}
+	return "4.4.7" // delivery time expired, or no reply
+}
+
+func oneLine(s string) string {
+	s = strings.NewReplacer("\r", " ", "\n", " ").Replace(s)
+	if len(s) > 900 {
+		s = s[:900] + "..."
+	}
+	return s
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}

@@ -1,0 +1,610 @@
+// Package queue is relayd's scheduler: it takes messages from the spool's
+// incoming/ and deferred/ states, delivers them through upstream sessions,
+// and moves each to its next state.
+//
+// # States and transitions
+//
+// The states are directories of the spool (see package spool): incoming →
+// active → deferred | done | failed; held and quarantine on the side. Each
+// transition is one rename plus a directory fsync (spool.Queue.Claim,
+// Defer, Fail, Done, Hold, Release, QuarantineMessage). The message file is
+// immutable; the delivery record (attempts, first/last/next attempt, last
+// reply, recipients sent and failed) is a small state file rewritten
+// atomically.
+//
+// # One attempt
+//
+// A worker claims a message (→ active) and records the attempt — attempts+1
+// and the next attempt time — in the state file BEFORE dialing, so a crash
+// mid-delivery is retried on its normal schedule, never in a hot loop
+// (startup recovery puts active/ back into deferred/ or incoming/). It
+// sends to the recipients not yet done, and handles each recipient's
+// outcome:
+//
+//   - accepted: recorded in the state file, never sent again;
+//   - permanent refusal (5xx, or a message the upstream can never take):
+//     bounced at once;
+//   - temporary (4xx, network, TLS, timeouts, anything unknown): retried
+//     after the [queue] retry schedule (then every last interval) until
+//     [queue] lifetime after arrival, when it is bounced;
+//   - authentication failure: temporary but loud (event=auth-failed with
+//     the fix on every attempt) and never bounced, so a rotated password
+//     does not bounce the whole queue.
+//
+// A bounce is an RFC 3464 DSN (multipart/report: an explanation with the
+// known cause and fix, message/delivery-status, the original headers)
+// queued as a new message from the null sender "<>" to the envelope
+// sender. A bounce is never bounced: a message from "<>" that fails is
+// logged and kept in failed/.
+//
+// # The durability promise
+//
+// A message leaves the spool only after the upstream accepted it for every
+// recipient (or it was bounced): at-least-once. A crash between the
+// upstream's acceptance and Done delivers it again: at worst one duplicate
+// per crash.
+//
+// Time comes from an injected clock and scheduling from explicit Kick
+// calls, so tests drive retries and lifetimes without sleeping.
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mailshim/mailshim/pkg/maillog"
+	"github.com/mailshim/mailshim/pkg/relay"
+	"github.com/mailshim/mailshim/pkg/spool"
+)
+
+// Session is an open, authenticated connection to an upstream
+// (*relay.Session in production).
+type Session interface {
+	Send(ctx context.Context, m *relay.Message) *relay.Result
+	Alive() bool
+	Upstream() string
+	Close() error
+}
+
+// Dialer opens a session for mail from sender (the null sender is "").
+// The error should be a *relay.Error (anything else counts as Temporary).
+type Dialer func(ctx context.Context, sender string) (Session, error)
+
+// Settings are the parts of the configuration the queue uses; they can be
+// replaced at run time (SIGHUP).
+type Settings struct {
+	Retry       []time.Duration
+	Lifetime    time.Duration
+	Concurrency int
+	Hostname    string
+	Dial        Dialer
+	// RouteKey groups senders that may share a session (those with the
+	// same upstream candidates); nil means all senders share.
+	RouteKey func(sender string) string
+}
+
+// Queue schedules and runs deliveries.
+type Queue struct {
+	sp  *spool.Queue
+	log *maillog.Logger
+	now func() time.Time
+
+	mu       sync.Mutex
+	set      Settings
+	deferred map[string]time.Time // next attempt of each deferred message
+	runMu    sync.Mutex           // one RunOnce at a time
+	kick     chan struct{}
+	stop     chan struct{} // closed by Stop: no new deliveries
+	stopOnce sync.Once
+}
+
+// New returns a Queue over the open spool queue sp. now is the clock
+// (time.Now when nil).
+func New(sp *spool.Queue, log *maillog.Logger, now func() time.Time, set Settings) *Queue {
+	if now == nil {
+		now = time.Now
+	}
+	return &Queue{sp: sp, log: log, now: now, set: set, kick: make(chan struct{}, 1), stop: make(chan struct{})}
+}
+
+// SetSettings replaces the settings (config reload); running deliveries
+// finish with the old ones.
+func (q *Queue) SetSettings(s Settings) {
+	q.mu.Lock()
+	q.set = s
+	q.mu.Unlock()
+}
+
+func (q *Queue) settings() Settings {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.set
+}
+
+// Kick asks Run for a pass now (new mail, flush). It never blocks.
+func (q *Queue) Kick() {
+	select {
+	case q.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Stop makes workers take no new message; deliveries in flight go on
+// until their context ends.
+func (q *Queue) Stop() { q.stopOnce.Do(func() { close(q.stop) }) }
+
+func (q *Queue) stopped() bool {
+	select {
+	case <-q.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// Load reads the deferred states' next attempt times into memory. Call it
+// once after spool recovery, before Run or RunOnce.
+func (q *Queue) Load() error {
+	ids, err := q.sp.List(spool.Deferred)
+	if err != nil {
+		return err
+	}
+	m := map[string]time.Time{}
+	for _, id := range ids {
+		d, err := q.sp.ReadState(spool.Deferred, id)
+		if err != nil {
+			q.log.Event("error", "id", id, "reason", "unreadable state file; retrying now", "error", err.Error())
+			m[id] = time.Time{}
+			continue
+		}
+		m[id] = d.Next
+	}
+	q.mu.Lock()
+	q.deferred = m
+	q.mu.Unlock()
+	return nil
+}
+
+// Flush makes every deferred message due now and kicks the queue.
+func (q *Queue) Flush() int {
+	q.mu.Lock()
+	n := len(q.deferred)
+	for id := range q.deferred {
+		q.deferred[id] = time.Time{}
+	}
+	q.mu.Unlock()
+	q.Kick()
+	return n
+}
+
+// Run runs passes until ctx is done: at start, on Kick, and when the next
+// deferred message is due. sendCtx bounds the deliveries in flight (cancel
+// it to abort them); Run returns when ctx is done and the last pass ended.
+func (q *Queue) Run(ctx, sendCtx context.Context) error {
+	if q.deferred == nil {
+		if err := q.Load(); err != nil {
+			return err
+		}
+	}
+	for {
+		next := q.RunOnce(sendCtx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		var timer <-chan time.Time
+		var t *time.Timer
+		if !next.IsZero() {
+			d := max(next.Sub(q.now()), 0)
+			t = time.NewTimer(d)
+			timer = t.C
+		}
+		select {
+		case <-ctx.Done():
+		case <-q.kick:
+		case <-timer:
+		}
+		if t != nil {
+			t.Stop()
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+	}
+}
+
+// due returns the messages to try now: incoming/ in arrival order, then
+// the deferred ones whose time has come; and the earliest later attempt.
+func (q *Queue) due() ([]string, time.Time) {
+	ids, err := q.sp.List(spool.Incoming)
+	if err != nil {
+		q.log.Event("error", "reason", "cannot list incoming", "error", err.Error())
+	}
+	now := q.now()
+	var next time.Time
+	q.mu.Lock()
+	var ds []string
+	for id, t := range q.deferred {
+		if !t.After(now) {
+			ds = append(ds, id)
+		} else if next.IsZero() || t.Before(next) {
+			next = t
+		}
+	}
+	q.mu.Unlock()
+	sort.Strings(ds)
+	return append(ids, ds...), next
+}
+
+// RunOnce delivers every message that is due now and returns when all are
+// done, with the time of the next deferred attempt (zero if none).
+func (q *Queue) RunOnce(ctx context.Context) time.Time {
+	q.runMu.Lock()
+	defer q.runMu.Unlock()
+	if q.deferred == nil {
+		if err := q.Load(); err != nil {
+			q.log.Event("error", "reason", "cannot load the deferred queue", "error", err.Error())
+		}
+	}
+	ids, _ := q.due()
+	if len(ids) > 0 && !q.stopped() {
+		set := q.settings()
+		n := set.Concurrency
+		if n <= 0 {
+			n = 1
+		}
+		n = min(n, len(ids))
+		ch := make(chan string)
+		var wg sync.WaitGroup
+		for i := 0; i < n; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				w := &worker{q: q, set: set}
+				defer w.close()
+				for id := range ch {
+					w.deliver(ctx, id)
+				}
+			}()
+		}
+	feed:
+		for _, id := range ids {
+			if q.stopped() || ctx.Err() != nil {
+				break
+			}
+			select {
+			case ch <- id:
+			case <-q.stop:
+				break feed
+			case <-ctx.Done():
+				break feed
+			}
+		}
+		close(ch)
+		wg.Wait()
+	}
+	_, next := q.due()
+	return next
+}
+
+// retryAfter is the wait after the given number of attempts.
+func retryAfter(retry []time.Duration, attempts int) time.Duration {
+	if len(retry) == 0 {
+		return time.Hour
+	}
+	i := attempts - 1
+	if i < 0 {
+		i = 0
+	}
+	if i >= len(retry) {
+		i = len(retry) - 1
+	}
+	return retry[i]
+}
+
+// worker is one delivery goroutine with its cached session.
+type worker struct {
+	q    *Queue
+	set  Settings
+	sess Session
+	key  string
+	// dialErr remembers a failed dial per route for the rest of the pass,
+	// so a dead upstream costs one connect timeout per worker, not one per
+	// message.
+	dialErr map[string]*relay.Error
+}
+
+func (w *worker) close() {
+	if w.sess != nil {
+		w.sess.Close()
+		w.sess = nil
+	}
+}
+
+func (w *worker) session(ctx context.Context, sender string) (Session, *relay.Error) {
+	key := ""
+	if w.set.RouteKey != nil {
+		key = w.set.RouteKey(sender)
+	}
+	if e := w.dialErr[key]; e != nil {
+		return nil, e
+	}
+	if w.sess != nil && w.key == key && w.sess.Alive() {
+		return w.sess, nil
+	}
+	w.close()
+	if w.set.Dial == nil {
+		return nil, &relay.Error{Class: relay.Temporary, Stage: relay.StageConnect, Cause: "no upstream is configured", Fix: "add an [[upstream]] section to the configuration"}
+	}
+	s, err := w.set.Dial(ctx, sender)
+	if err != nil {
+		re := asRelayError(err)
+		if w.dialErr == nil {
+			w.dialErr = map[string]*relay.Error{}
+		}
+		w.dialErr[key] = re
+		return nil, re
+	}
+	w.sess, w.key = s, key
+	return s, nil
+}
+
+func asRelayError(err error) *relay.Error {
+	var re *relay.Error
+	if errors.As(err, &re) {
+		return re
+	}
+	return &relay.Error{Class: relay.Temporary, Stage: relay.StageConnect, Err: err}
+}
+
+// errReply is the reply text (or error) of a failure, for logs and state.
+func errReply(e *relay.Error) string {
+	if r := e.Reply(); r != "" {
+		return r
+	}
+	if e.Err != nil {
+		return e.Err.Error()
+	}
+	return e.Error()
+}
+
+// remaining returns the recipients not yet sent or failed.
+func remaining(all []string, d *spool.Delivery) []string {
+	done := map[string]bool{}
+	for _, r := range d.Sent {
+		done[strings.ToLower(r)] = true
+	}
+	for _, f := range d.Failed {
+		done[strings.ToLower(f.Rcpt)] = true
+	}
+	var out []string
+	for _, r := range all {
+		if !done[strings.ToLower(r)] {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func (w *worker) deliver(ctx context.Context, id string) {
+	q := w.q
+	if _, err := q.sp.Claim(id); err != nil {
+		if !errors.Is(err, spool.ErrNotFound) {
+			q.log.Event("error", "id", id, "reason", "cannot claim", "error", err.Error())
+		}
+		q.forget(id)
+		return
+	}
+	q.forget(id)
+	f, m, err := q.sp.OpenMessage(id)
+	if err != nil {
+		if qerr := q.sp.QuarantineMessage(id); qerr != nil {
+			q.log.Event("error", "id", id, "reason", "unreadable message, cannot quarantine", "error", err.Error(), "quarantine_error", qerr.Error())
+			return
+		}
+		q.log.Event("quarantine", "id", id, "reason", err.Error(), "to", spool.DirQuarantine+"/"+id)
+		return
+	}
+	defer f.Close()
+	d, err := q.sp.ReadState(spool.Active, id)
+	if err != nil {
+		q.log.Event("error", "id", id, "reason", "unreadable state file; starting afresh", "error", err.Error())
+		d = &spool.Delivery{}
+	}
+	rcpts := remaining(m.Env.Recipients, d)
+	if len(rcpts) == 0 {
+		w.finish(id, m, d)
+		return
+	}
+
+	// Record the attempt before dialing.
+	now := q.now()
+	d.Attempts++
+	if d.First.IsZero() {
+		d.First = now
+	}
+	d.Last = now
+	d.Next = now.Add(retryAfter(w.set.Retry, d.Attempts))
+	if err := q.sp.WriteState(spool.Active, id, d); err != nil {
+		q.log.Event("error", "id", id, "reason", "cannot record the attempt; not sending", "error", err.Error())
+		q.sp.Requeue(id, true)
+		q.mu.Lock()
+		q.deferred[id] = d.Next
+		q.mu.Unlock()
+		return
+	}
+
+	from := m.Env.Sender
+	if from == "<>" {
+		from = ""
+	}
+	var res *relay.Result
+	upstream := ""
+	sess, derr := w.session(ctx, from)
+	if derr != nil {
+		res = &relay.Result{Err: derr}
+		for _, r := range rcpts {
+			res.Rcpts = append(res.Rcpts, relay.RcptResult{Rcpt: r, Err: derr})
+		}
+	} else {
+		upstream = sess.Upstream()
+		msg := &relay.Message{
+			ID: id, From: from, To: rcpts, Size: m.Size,
+			Body: func() (io.Reader, error) { return m.Body(f), nil },
+			BodyType: m.Env.BodyType, SMTPUTF8: m.Env.SMTPUTF8,
+			Notify: m.Env.Notify, Ret: m.Env.Ret, EnvID: m.Env.EnvID,
+		}
+		res = sess.Send(ctx, msg)
+		if res.Upstream != "" {
+			upstream = res.Upstream
+		}
+	}
+	if upstream == "" {
+		upstream = res.Upstream
+	}
+	d.Upstream = upstream
+	w.outcome(id, m, d, rcpts, res, upstream)
+}
+
+// outcome applies one Send's result.
+func (w *worker) outcome(id string, m *spool.Meta, d *spool.Delivery, rcpts []string, res *relay.Result, upstream string) {
+	q := w.q
+	now := q.now()
+	byRcpt := map[string]*relay.Error{}
+	seen := map[string]bool{}
+	for _, rr := range res.Rcpts {
+		byRcpt[strings.ToLower(rr.Rcpt)] = rr.Err
+		seen[strings.ToLower(rr.Rcpt)] = true
+	}
+	var newFailed []spool.RcptFailure
+	var temp []string
+	var lastTemp *relay.Error
+	authFailed := false
+	null := m.Env.Sender == "<>"
+	expired := now.Sub(m.Time) >= w.set.Lifetime && w.set.Lifetime > 0
+	for _, r := range rcpts {
+		e, ok := byRcpt[strings.ToLower(r)]
+		if !ok {
+			e = res.Err
+			if e == nil {
+				e = &relay.Error{Class: relay.Temporary, Stage: relay.StageData, Text: "no result for this recipient"}
+			}
+		}
+		if e == nil {
+			d.Sent = append(d.Sent, r)
+			q.log.Event("delivery", "id", id, "to", r, "upstream", upstream, "status", "sent", "reply", res.Reply, "upstream_id", res.QueueID)
+			continue
+		}
+		reply := errReply(e)
+		switch {
+		case e.Class == relay.Permanent:
+			status := "bounced"
+			if null {
+				status = "failed"
+			}
+			newFailed = append(newFailed, spool.RcptFailure{Rcpt: r, Reply: reply, Cause: explain(e)})
+			q.log.Event("delivery", "id", id, "to", r, "upstream", upstream, "status", status, "reply", reply, "stage", e.Stage, "cause", e.Cause, "fix", e.Fix)
+		case e.Class == relay.AuthFailure:
+			authFailed = true
+			temp = append(temp, r)
+			lastTemp = e
+			q.log.Event("delivery", "id", id, "to", r, "upstream", upstream, "status", "deferred", "reply", reply, "stage", e.Stage)
+		case expired:
+			status := "bounced"
+			if null {
+				status = "failed"
+			}
+			cause := fmt.Sprintf("the message could not be delivered within %s; last error: %s", w.set.Lifetime, explain(e))
+			newFailed = append(newFailed, spool.RcptFailure{Rcpt: r, Reply: reply, Cause: cause})
+			q.log.Event("delivery", "id", id, "to", r, "upstream", upstream, "status", status, "reply", reply, "reason", "lifetime exceeded")
+		default:
+			temp = append(temp, r)
+			lastTemp = e
+			q.log.Event("delivery", "id", id, "to", r, "upstream", upstream, "status", "deferred", "reply", reply, "stage", e.Stage, "cause", e.Cause)
+		}
+	}
+	if authFailed {
+		q.log.Event("auth-failed", "id", id, "upstream", upstream, "reply", errReply(lastTemp), "cause", lastTemp.Cause, "fix", lastTemp.Fix)
+	}
+	d.Failed = append(d.Failed, newFailed...)
+	if len(newFailed) > 0 && !null {
+		dsnID, err := q.bounce(m, newFailed, upstream, now)
+		if err != nil {
+			q.log.Event("error", "id", id, "reason", "cannot queue the bounce; will retry", "error", err.Error())
+			// Keep the failures out of the state so they are bounced on
+			// the next attempt.
+			d.Failed = d.Failed[:len(d.Failed)-len(newFailed)]
+			temp = append(temp, rcptsOf(newFailed)...)
+		} else {
+			d.Bounces = append(d.Bounces, dsnID)
+			q.log.Event("bounced", "id", id, "dsn", dsnID, "to", m.Env.Sender, "nrcpt", len(newFailed))
+		}
+	}
+	if len(temp) > 0 {
+		if lastTemp != nil {
+			d.LastReply = errReply(lastTemp)
+		}
+		if err := q.sp.WriteState(spool.Active, id, d); err != nil {
+			q.log.Event("error", "id", id, "reason", "cannot update the state file", "error", err.Error())
+		}
+		if err := q.sp.Defer(id); err != nil {
+			q.log.Event("error", "id", id, "reason", "cannot defer", "error", err.Error())
+			return
+		}
+		q.mu.Lock()
+		q.deferred[id] = d.Next
+		q.mu.Unlock()
+		q.log.Event("deferred", "id", id, "attempts", d.Attempts, "next", d.Next.UTC().Format(time.RFC3339), "nrcpt", len(temp), "reason", d.LastReply)
+		return
+	}
+	w.finish(id, m, d)
+}
+
+func rcptsOf(fs []spool.RcptFailure) []string {
+	var out []string
+	for _, f := range fs {
+		out = append(out, f.Rcpt)
+	}
+	return out
+}
+
+func explain(e *relay.Error) string {
+	if e.Cause != "" {
+		return e.Cause
+	}
+	return errReply(e)
+}
+
+// finish ends a message with no recipient left to try.
+func (w *worker) finish(id string, m *spool.Meta, d *spool.Delivery) {
+	q := w.q
+	if len(d.Failed) > 0 && m.Env.Sender == "<>" {
+		d.Reason = "a bounce that could not be delivered is never bounced; kept for inspection"
+		if err := q.sp.WriteState(spool.Active, id, d); err != nil {
+			q.log.Event("error", "id", id, "reason", "cannot update the state file", "error", err.Error())
+		}
+		if err := q.sp.Fail(id); err != nil {
+			q.log.Event("error", "id", id, "reason", "cannot move to failed", "error", err.Error())
+			return
+		}
+		q.log.Event("failed", "id", id, "from", "<>", "nrcpt", len(d.Failed), "reason", "undeliverable bounce kept in "+spool.DirFailed)
+		return
+	}
+	if err := q.sp.Done(id); err != nil {
+		q.log.Event("error", "id", id, "reason", "cannot remove a finished message", "error", err.Error())
+		return
+	}
+	q.log.Event("removed", "id", id, "sent", len(d.Sent), "bounced", len(d.Failed))
+}
+
+// forget drops id from the deferred index.
+func (q *Queue) forget(id string) {
+	q.mu.Lock()
+	delete(q.deferred, id)
+	q.mu.Unlock()
+}
