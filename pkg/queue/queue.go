@@ -455,7 +455,7 @@ func (w *worker) deliver(ctx context.Context, id string) {
 		upstream = sess.Upstream()
 		msg := &relay.Message{
 			ID: id, From: from, To: rcpts, Size: m.Size,
-			Body: func() (io.Reader, error) { return m.Body(f), nil },
+			Body:     func() (io.Reader, error) { return m.Body(f), nil },
 			BodyType: m.Env.BodyType, SMTPUTF8: m.Env.SMTPUTF8,
 			Notify: m.Env.Notify, Ret: m.Env.Ret, EnvID: m.Env.EnvID,
 		}
