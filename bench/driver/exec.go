@@ -25,6 +25,8 @@ type Proc struct {
 	Env   []string
 	Cred  *syscall.Credential // nil: run as ourselves
 	Stdin string              // file fed on stdin
+	// StdinData, when Stdin is "", is fed on stdin through a pipe.
+	StdinData []byte
 	// Stdout, when set, receives the program's standard output.
 	Stdout io.Writer
 }
@@ -32,17 +34,21 @@ type Proc struct {
 // Run starts p, waits for it, and returns its wall time (fork to reaped)
 // and resource usage. A non-zero exit is an error carrying stderr.
 func (p Proc) Run() (Sample, error) {
-	in, err := os.Open(p.Stdin)
-	if err != nil {
-		return Sample{}, err
-	}
-	defer in.Close()
 	cmd := exec.Command(p.Path, p.Args...)
+	if p.Stdin != "" {
+		in, err := os.Open(p.Stdin)
+		if err != nil {
+			return Sample{}, err
+		}
+		defer in.Close()
+		cmd.Stdin = in
+	} else {
+		cmd.Stdin = bytes.NewReader(p.StdinData)
+	}
 	cmd.Env = p.Env
 	if cmd.Env == nil {
 		cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
 	}
-	cmd.Stdin = in
 	cmd.Stdout = p.Stdout
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -51,7 +57,7 @@ func (p Proc) Run() (Sample, error) {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: p.Cred}
 	}
 	t0 := time.Now()
-	err = cmd.Run()
+	err := cmd.Run()
 	wall := time.Since(t0)
 	if err != nil {
 		return Sample{}, fmt.Errorf("%s: %v: %s", p.Path, err, firstLine(stderr.String()))

@@ -1,0 +1,358 @@
+package driver
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+
+	"github.com/mailshim/mailshim/pkg/control"
+	"github.com/mailshim/mailshim/pkg/smtptest"
+)
+
+const benchUser, benchPass = "bench", "bench-secret-4b1d"
+
+func relaydRows(o Options, sz sizes, work string, bins *Binaries) ([]Row, []string, error) {
+	var rows []Row
+	var notes []string
+	if bins.Relayd == "" {
+		why := "cmd/relayd does not build yet"
+		for _, c := range sz.drainConc {
+			rows = append(rows, notMeasured(fmt.Sprintf("drain %d × 2 KB, concurrency %d", sz.drainN, c), "bare go-smtp client, one connection", "≥ 0.7× at concurrency 1", why))
+		}
+		rows = append(rows,
+			notMeasured("enqueue + drain, parallel callers", "—", "sustained, bounded, nothing lost", why),
+			notMeasured(fmt.Sprintf("relayd RSS with %d queued", sz.memN), "—", "≤ 100 MB", why),
+			notMeasured(fmt.Sprintf("startup recovery scan of %d", sz.memN), "—", "≤ 5 s", why),
+			notMeasured("relayd CPU per delivered message", "—", "printed", why))
+		return rows, notes, nil
+	}
+	srv, err := smtptest.Start(smtptest.Options{Username: benchUser, Password: benchPass, NoStore: true, SMTPUTF8: true, DSN: true})
+	if err != nil {
+		return nil, nil, err
+	}
+	defer srv.Close()
+	up := srv.Upstream()
+
+	if o.want("drain") {
+		o.logf("reference: bare go-smtp client, %d runs × %d messages", o.Runs, sz.drainN)
+		var refRates []float64
+		for i := 0; i < o.Runs; i++ {
+			r, err := bareClient(up.Host, up.Port, up.CAFile, sz.drainN)
+			if err != nil {
+				return nil, nil, fmt.Errorf("reference client: %w", err)
+			}
+			refRates = append(refRates, r)
+		}
+		ref := Summarise(refRates)
+		var cpuPerMsg []float64
+		var c1 float64
+		for _, c := range sz.drainConc {
+			var rates []float64
+			var peakRSS int64
+			for i := 0; i < o.Runs; i++ {
+				o.logf("drain: concurrency %d, run %d, %d messages", c, i+1, sz.drainN)
+				rate, cpu, rss, err := drainOnce(o, filepath.Join(work, fmt.Sprintf("drain-%d-%d", c, i)), bins, srv, c, sz.drainN)
+				if err != nil {
+					return nil, nil, err
+				}
+				rates = append(rates, rate)
+				cpuPerMsg = append(cpuPerMsg, cpu)
+				peakRSS = max(peakRSS, rss)
+			}
+			s := Summarise(rates)
+			row := Row{Name: fmt.Sprintf("drain %d × 2 KB, STARTTLS+AUTH, concurrency %d", sz.drainN, c), RefFor: "bare go-smtp client, one connection",
+				Unit: "msg/s", Subj: s, Ref: &ref, Ratio: fmt.Sprintf("%.2f×", s.Median/ref.Median),
+				Note: fmt.Sprintf("relayd peak RSS %.1f MB", float64(peakRSS)/1024)}
+			if c == 1 {
+				c1 = s.Median
+				row.Target = "≥ 0.7× the reference"
+				if s.Median/ref.Median >= 0.7 {
+					row.Verdict = "met"
+				} else {
+					row.Verdict = fmt.Sprintf("MISSED: %.2f× < 0.7×", s.Median/ref.Median)
+				}
+			} else {
+				row.Target = "more than concurrency 1"
+				switch {
+				case c1 == 0:
+					row.Verdict = "info"
+				case s.Median > c1:
+					row.Verdict = fmt.Sprintf("met (%.2f× concurrency 1)", s.Median/c1)
+				default:
+					row.Verdict = fmt.Sprintf("MISSED: %.2f× concurrency 1", s.Median/c1)
+				}
+			}
+			rows = append(rows, row)
+		}
+		rows = append(rows, Row{Name: "relayd CPU (user+sys) per delivered message", RefFor: "—", Unit: "µs/msg",
+			Subj: Summarise(cpuPerMsg), Ratio: "—", Target: "printed", Verdict: "info", Note: "over every drain run"})
+	}
+	if o.want("load") {
+		row, err := loadRow(o, sz, work, bins, srv)
+		if err != nil {
+			return nil, nil, err
+		}
+		rows = append(rows, row)
+	}
+	if o.want("memory") {
+		r, err := memoryRows(o, sz, work, bins)
+		if err != nil {
+			return nil, nil, err
+		}
+		rows = append(rows, r...)
+	}
+	return rows, notes, nil
+}
+
+// drainOnce queues n messages into a fresh spool, starts relayd and times
+// it from exec until the upstream has them all; it returns messages/s, CPU
+// µs per message and relayd's peak RSS in KB.
+func drainOnce(o Options, dir string, bins *Binaries, srv *smtptest.Server, conc, n int) (rate, cpuUS float64, rssKB int64, err error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return 0, 0, 0, err
+	}
+	conf, err := upstreamTOML(dir, srv.Upstream())
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	site, err := NewSite(dir, &Binaries{}, conf+fmt.Sprintf("\n[queue]\nconcurrency = %d\n", conc))
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	defer os.RemoveAll(dir)
+	if err := FillMaildrop(site.Maildrop, n, 2<<10, 0); err != nil {
+		return 0, 0, 0, err
+	}
+	base := srv.Count()
+	r, err := StartRelayd(bins.Relayd, site)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	defer r.Stop(30 * time.Second)
+	if err := r.WaitFor(fmt.Sprintf("%d deliveries", n), 15*time.Minute, func() bool { return srv.Count()-base >= n }); err != nil {
+		return 0, 0, 0, err
+	}
+	elapsed := time.Since(r.Started)
+	if err := r.WaitFor("an empty spool", 2*time.Minute, func() bool { return queued(site) == 0 }); err != nil {
+		return 0, 0, 0, err
+	}
+	_, peak, _ := r.RSS()
+	ru, err := r.Stop(30 * time.Second)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	if got := srv.Count() - base; got != n {
+		return 0, 0, 0, fmt.Errorf("drain: %d messages queued, upstream got %d", n, got)
+	}
+	return float64(n) / elapsed.Seconds(), float64(cpu(ru).Microseconds()) / float64(n), peak, nil
+}
+
+// bareClient sends n 2 KB messages over one authenticated STARTTLS
+// connection and returns messages/s: the reference for relayd's drain.
+func bareClient(host string, port int, caFile string, n int) (float64, error) {
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return 0, err
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	msg := message(2<<10, 0)
+	t0 := time.Now()
+	c, err := smtp.DialStartTLS(net.JoinHostPort(host, fmt.Sprint(port)), &tls.Config{RootCAs: pool, ServerName: host})
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	if err := c.Hello("bench.example"); err != nil {
+		return 0, err
+	}
+	if err := c.Auth(sasl.NewPlainClient("", benchUser, benchPass)); err != nil {
+		return 0, err
+	}
+	for i := 0; i < n; i++ {
+		if err := c.Mail("sender@bench.example", nil); err != nil {
+			return 0, err
+		}
+		if err := c.Rcpt("rcpt@bench.example", nil); err != nil {
+			return 0, err
+		}
+		w, err := c.Data()
+		if err != nil {
+			return 0, err
+		}
+		if _, err := w.Write(msg); err != nil {
+			return 0, err
+		}
+		if err := w.Close(); err != nil {
+			return 0, err
+		}
+	}
+	if err := c.Quit(); err != nil {
+		return 0, err
+	}
+	return float64(n) / time.Since(t0).Seconds(), nil
+}
+
+// loadRow runs parallel sendmail callers while relayd drains, sampling the
+// queue depth, then checks that everything accepted arrived.
+func loadRow(o Options, sz sizes, work string, bins *Binaries, srv *smtptest.Server) (Row, error) {
+	name := fmt.Sprintf("enqueue + drain, %d parallel sendmail callers for %v", sz.loadCallers, sz.loadFor)
+	if bins.Sendmail == "" {
+		return notMeasured(name, "—", "sustained, bounded, nothing lost", "cmd/sendmail does not build yet"), nil
+	}
+	dir := filepath.Join(work, "load")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return Row{}, err
+	}
+	conf, err := upstreamTOML(dir, srv.Upstream())
+	if err != nil {
+		return Row{}, err
+	}
+	site, err := NewSite(dir, bins, conf)
+	if err != nil {
+		return Row{}, err
+	}
+	defer os.RemoveAll(dir)
+	base := srv.Count()
+	r, err := StartRelayd(bins.Relayd, site)
+	if err != nil {
+		return Row{}, err
+	}
+	defer r.Stop(30 * time.Second)
+	o.logf("load: %d callers for %v", sz.loadCallers, sz.loadFor)
+	var accepted, failed atomic.Int64
+	var firstErr atomic.Value
+	stop := time.Now().Add(sz.loadFor)
+	var wg sync.WaitGroup
+	for g := 0; g < sz.loadCallers; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := 0; time.Now().Before(stop); i++ {
+				p := site.sendmail("", "-t", "-i")
+				p.StdinData = message(2<<10, g*1_000_000+i)
+				if _, err := p.Run(); err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, err.Error())
+					continue
+				}
+				accepted.Add(1)
+			}
+		}(g)
+	}
+	var depths []float64
+	t0 := time.Now()
+	for time.Now().Before(stop) {
+		depths = append(depths, float64(queued(site)))
+		time.Sleep(100 * time.Millisecond) // sampling period, not synchronisation
+	}
+	wg.Wait()
+	enq := time.Since(t0)
+	n := int(accepted.Load())
+	deliveredDuring := srv.Count() - base
+	if err := r.WaitFor("the load's last deliveries", 10*time.Minute, func() bool { return srv.Count()-base >= n && queued(site) == 0 }); err != nil {
+		return Row{}, err
+	}
+	total := time.Since(t0)
+	d := Summarise(depths)
+	rate := float64(n) / total.Seconds()
+	row := Row{Name: name, RefFor: "—", Unit: "msg/s", Subj: Summarise([]float64{rate}), Ratio: "—",
+		Target: "sustained, queue bounded, nothing lost"}
+	row.Note = fmt.Sprintf("%d accepted (%.0f/s enqueued), %d delivered during the run, all %d delivered %.1f s after the callers stopped; queue depth median %.0f, max %.0f; %d sendmail failures",
+		n, float64(n)/enq.Seconds(), deliveredDuring, n, (total - enq).Seconds(), d.Median, d.Max, failed.Load())
+	lost := n - (srv.Count() - base)
+	switch {
+	case failed.Load() > 0:
+		row.Verdict = fmt.Sprintf("MISSED: %d sendmail calls failed (%v)", failed.Load(), firstErr.Load())
+	case lost != 0:
+		row.Verdict = fmt.Sprintf("MISSED: %d accepted, upstream got %d", n, srv.Count()-base)
+	default:
+		row.Verdict = "met (nothing lost)"
+	}
+	return row, nil
+}
+
+// memoryRows queues many messages behind an upstream that refuses
+// connections, lets relayd pick them all up, restarts it, and reports the
+// RSS and how long the restarted relayd takes to answer on its control
+// socket (its recovery scan).
+func memoryRows(o Options, sz sizes, work string, bins *Binaries) ([]Row, error) {
+	dir := filepath.Join(work, "memory")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close() // now refuses connections
+	conf := fmt.Sprintf("\n[[upstream]]\nhost = \"127.0.0.1\"\nport = %d\ntls = \"none\"\n", port)
+	site, err := NewSite(dir, &Binaries{}, conf)
+	if err != nil {
+		return nil, err
+	}
+	o.logf("memory: queueing %d messages", sz.memN)
+	if err := FillMaildrop(site.Maildrop, sz.memN, 2<<10, 0); err != nil {
+		return nil, err
+	}
+	r, err := StartRelayd(bins.Relayd, site)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.WaitFor("pickup of every maildrop file", 30*time.Minute, func() bool { return countFiles(site.Maildrop) == 0 }); err != nil {
+		r.Stop(30 * time.Second)
+		return nil, err
+	}
+	_, pickupPeak, _ := r.RSS()
+	if _, err := r.Stop(time.Minute); err != nil {
+		return nil, err
+	}
+	o.logf("memory: restarting relayd with %d queued", sz.memN)
+	sock := filepath.Join(dir, "control.sock")
+	os.Remove(sock)
+	r, err = StartRelayd(bins.Relayd, site)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Stop(time.Minute)
+	if err := r.WaitFor("the control socket", 10*time.Minute, func() bool {
+		return control.Request(sock, control.VerbList, nil, discard{}) == nil
+	}); err != nil {
+		return nil, err
+	}
+	scan := time.Since(r.Started)
+	cur, peak, err := r.RSS()
+	if err != nil {
+		return nil, err
+	}
+	rss := Row{Name: fmt.Sprintf("relayd RSS with %d queued (after restart)", sz.memN), RefFor: "—", Unit: "MB",
+		Subj: Summarise([]float64{float64(cur) / 1024}), Ratio: "—", Target: "≤ 100 MB",
+		Note: fmt.Sprintf("peak %.1f MB after restart, %.1f MB during first pickup", float64(peak)/1024, float64(pickupPeak)/1024)}
+	rss.Verdict = "met"
+	if mb := float64(max(cur, peak)) / 1024; mb > 100 {
+		rss.Verdict = fmt.Sprintf("MISSED: %.1f MB > 100 MB", mb)
+	}
+	sc := Row{Name: fmt.Sprintf("startup recovery scan of %d queued", sz.memN), RefFor: "—", Unit: "s",
+		Subj: Summarise([]float64{scan.Seconds()}), Ratio: "—", Target: "≤ 5 s",
+		Note: "exec until the control socket answers `list`"}
+	sc.Verdict = "met"
+	if scan > 5*time.Second {
+		sc.Verdict = fmt.Sprintf("MISSED: %.1f s > 5 s", scan.Seconds())
+	}
+	return []Row{rss, sc}, nil
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }
