@@ -1,0 +1,5 @@
+// Package inproc holds the in-process benchmarks of the paths every message
+// takes (spool writing and decoding, header scanning, line-end
+// normalisation, wire safety), run with Go's own harness so that `benchstat`
+// can compare runs: `make bench-inproc` writes bench/inproc.txt.
+package inproc
