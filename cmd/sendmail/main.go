@@ -51,6 +51,7 @@ import (
 	"github.com/mailshim/mailshim/pkg/message"
 	"github.com/mailshim/mailshim/pkg/origin"
 	"github.com/mailshim/mailshim/pkg/spool"
+	"github.com/mailshim/mailshim/pkg/submit"
 	"github.com/mailshim/mailshim/pkg/sysexits"
 	"golang.org/x/sys/unix"
 )
@@ -119,6 +120,7 @@ var current struct {
 func setCurrent(abort func()) {
 	current.Lock()
 	current.abort = abort
+	current.committed = false
 	current.Unlock()
 }
 
@@ -375,17 +377,14 @@ func deliver(cfg *config.Config, a *args, envVars map[string]string) *exitError 
 		return e
 	}
 	org := origin.Collect(envVars)
+	org.Ignored = a.ignored
 	org.Mode = "bm"
 	if a.extract {
 		org.Mode = "t"
 	}
 	in := &errReader{r: os.Stdin}
 	br := bufio.NewReaderSize(message.NewReader(in, a.ignoreDots), 64<<10)
-	maxHdr := message.MaxHeader
-	if cfg.MaxMessageSize > 0 && cfg.MaxMessageSize < int64(maxHdr) {
-		maxHdr = int(cfg.MaxMessageSize)
-	}
-	h, err := message.ReadHeader(br, maxHdr)
+	h, err := message.ReadHeader(br, headerLimit(cfg))
 	if err != nil {
 		return inputError(err, in)
 	}
@@ -406,13 +405,14 @@ func deliver(cfg *config.Config, a *args, envVars map[string]string) *exitError 
 		return errorf(sysexits.Usage, "no recipients given").
 			withHint("usage: sendmail [options] recipient... < message, or sendmail -t < message")
 	}
-	return store(cfg, &env, &org, h, br, in)
+	_, e = store(cfg, &env, &org, h, br, in)
+	return e
 }
 
 // store completes the envelope and origin from the header, then writes the
 // message into the maildrop (or through the submission socket) and
 // returns nil only once it is durable.
-func store(cfg *config.Config, env *spool.Envelope, org *spool.Origin, h *message.Header, body io.Reader, in *errReader) *exitError {
+func store(cfg *config.Config, env *spool.Envelope, org *spool.Origin, h *message.Header, body io.Reader, in *errReader) (string, *exitError) {
 	if v := h.Get("X-PHP-Originating-Script"); v != "" {
 		origin.ApplyPHPHeader(org, v)
 	}
@@ -428,30 +428,39 @@ func store(cfg *config.Config, env *spool.Envelope, org *spool.Origin, h *messag
 	now := time.Now()
 	org.Via = "maildrop"
 	m := &spool.Meta{Version: spool.Version, ID: spool.NewID(now), Time: now, Env: *env, Origin: *org}
+	bodyFollows := false
+	if p, ok := body.(interface{ Peek(int) ([]byte, error) }); ok {
+		_, err := p.Peek(1)
+		bodyFollows = err == nil
+	}
 	var hb strings.Builder
-	h.WriteTo(&hb, true)
+	h.WriteTo(&hb, bodyFollows)
 	hdr := hb.String()
-	_, err := writeMaildrop(cfg, m, hdr, body)
+	id, err := writeMaildrop(cfg, m, hdr, body)
 	if err == nil {
-		return nil
+		return id, nil
 	}
 	var e *exitError
 	if errors.As(err, &e) {
-		return e
+		return "", e
 	}
 	if !errors.Is(err, errNoMaildrop) {
-		return classify(err, in, cfg.MaxMessageSize)
+		return "", classify(err, in, cfg.MaxMessageSize)
 	}
 	// Not setgid and the maildrop is not ours to write: relayd's socket.
 	m.Origin.Via = "socket"
-	_, serr := sendSocket(cfg, m, hdr, body)
+	id, serr := sendSocket(cfg, m, hdr, body)
 	if serr == nil {
-		return nil
+		return id, nil
 	}
-	if errors.As(serr, &e) {
-		return e
+	var se *submit.Error
+	switch {
+	case errors.As(serr, &se):
+		return "", errorf(se.Code, "relayd refused the message: %s", se.Msg)
+	case submit.IsReadError(serr):
+		return "", classify(errors.Unwrap(serr), in, cfg.MaxMessageSize)
 	}
-	return errorf(sysexits.Unavailable, "cannot submit the message: the maildrop %s is not writable (%v) and relayd's submission socket %s is unavailable (%v)",
+	return "", errorf(sysexits.Unavailable, "cannot submit the message: the maildrop %s is not writable (%v) and relayd's submission socket %s is unavailable (%v)",
 		cfg.Spool+"/"+spool.DirMaildrop, errors.Unwrap(err), cfg.SubmitSocket, serr).
 		withHint("install sendmail setgid mailshim-drop, or start relayd")
 }

@@ -1,9 +1,79 @@
 package main
 
 import (
+	"bufio"
+	"errors"
+	"io"
+	"os"
+
 	"github.com/mailshim/mailshim/pkg/config"
+	"github.com/mailshim/mailshim/pkg/message"
+	"github.com/mailshim/mailshim/pkg/origin"
+	"github.com/mailshim/mailshim/pkg/spool"
+	"github.com/mailshim/mailshim/pkg/submit"
+	"github.com/mailshim/mailshim/pkg/sysexits"
 )
 
-func smtpSession(cfg *config.Config, a *args, env map[string]string) (int, *exitError) {
-	return 0, errorf(70, "-bs not implemented yet")
+// smtpSession is -bs: an SMTP dialogue on stdin/stdout. Replies go to
+// stdout (the only mode that writes there besides the queries); a message
+// that could not be stored is reported in the reply to DATA, and the exit
+// status is that of the last failure (0 when every message was stored).
+func smtpSession(cfg *config.Config, a *args, envVars map[string]string) (int, *exitError) {
+	org := origin.Collect(envVars)
+	org.Mode = "bs"
+	org.Ignored = a.ignored
+	in := &errReader{r: os.Stdin}
+	lastCode := 0
+	srv := &submit.SMTP{
+		Hostname: cfg.Hostname,
+		MaxSize:  cfg.MaxMessageSize,
+		Deliver: func(env spool.Envelope, data io.Reader) (string, error) {
+			o := org
+			br := bufio.NewReaderSize(data, 64<<10)
+			h, err := message.ReadHeader(br, headerLimit(cfg))
+			if err != nil {
+				e := inputError(err, in)
+				lastCode = e.code
+				return "", e
+			}
+			id, e := store(cfg, &env, &o, h, br, in)
+			if e != nil {
+				lastCode = e.code
+				report(e)
+				return "", e
+			}
+			return id, nil
+		},
+		Reply: func(err error) string {
+			var e *exitError
+			if errors.As(err, &e) {
+				switch e.code {
+				case sysexits.DataErr:
+					return "552 5.3.4 " + e.msg
+				case sysexits.CantCreat:
+					return "452 4.3.1 " + e.msg
+				case sysexits.NoUser:
+					return "550 5.1.3 " + e.msg
+				}
+				return "451 4.3.0 " + e.msg
+			}
+			return "451 4.3.0 Error: message not stored"
+		},
+	}
+	_, failed, err := srv.Serve(bufio.NewReaderSize(in, 64<<10), os.Stdout)
+	if err != nil {
+		return 0, errorf(sysexits.IOErr, "SMTP session: %v", err)
+	}
+	if failed > 0 && lastCode != 0 {
+		return lastCode, nil
+	}
+	return 0, nil
+}
+
+func headerLimit(cfg *config.Config) int {
+	maxHdr := message.MaxHeader
+	if cfg.MaxMessageSize > 0 && cfg.MaxMessageSize < int64(maxHdr) {
+		maxHdr = int(cfg.MaxMessageSize)
+	}
+	return maxHdr
 }

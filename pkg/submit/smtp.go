@@ -1,0 +1,316 @@
+package submit
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+
+	"github.com/mailshim/mailshim/pkg/message"
+	"github.com/mailshim/mailshim/pkg/spool"
+)
+
+// SMTP is the server side of "sendmail -bs": an SMTP dialogue (RFC 5321)
+// on the caller's stdin and stdout, as Symfony Mailer and Laravel use by
+// default. It is deliberately minimal — line-based commands, DATA with
+// dot-unstuffing — so that the setgid binary needs no SMTP library.
+type SMTP struct {
+	// Hostname is used in the greeting and the HELO/EHLO reply.
+	Hostname string
+	// MaxSize is advertised in EHLO (SIZE) and checked against MAIL
+	// FROM's SIZE=; the storage enforces it on the bytes.
+	MaxSize int64
+	// MaxRecipients bounds RCPT TO per message (default 10,000).
+	MaxRecipients int
+	// Deliver stores one message: env is the envelope of the
+	// transaction, data the message with line ends normalised to LF and
+	// dots unstuffed. It must read data to its end (io.EOF) before
+	// storing; an error reading data means the message is incomplete. Its
+	// error, if any, is turned into a reply with Reply.
+	Deliver func(env spool.Envelope, data io.Reader) (id string, err error)
+	// Reply returns the SMTP reply for a Deliver error (default: 451
+	// 4.3.0). It is called with data already drained.
+	Reply func(err error) string
+}
+
+// maxLine is the longest command line accepted (RFC 5321 says 512; some
+// clients send long parameter lists).
+const maxLine = 4096
+
+// Serve runs the dialogue until QUIT or the end of the input. It returns
+// the number of messages stored, the number refused at DATA, and an error
+// only for a failure to read or write the streams.
+func (s *SMTP) Serve(r io.Reader, w io.Writer) (stored, failed int, err error) {
+	br, ok := r.(*bufio.Reader)
+	if !ok || br.Size() < maxLine {
+		br = bufio.NewReaderSize(r, 64<<10)
+	}
+	bw := bufio.NewWriter(w)
+	maxRcpt := s.MaxRecipients
+	if maxRcpt <= 0 {
+		maxRcpt = 10000
+	}
+	reply := func(lines ...string) error {
+		for _, l := range lines {
+			bw.WriteString(l)
+			bw.WriteString("\r\n")
+		}
+		// Flush only when no further command is already waiting
+		// (PIPELINING, RFC 2920).
+		if br.Buffered() == 0 {
+			return bw.Flush()
+		}
+		return nil
+	}
+	flush := func() error { return bw.Flush() }
+	if err := reply("220 " + s.Hostname + " ESMTP mailshim"); err != nil {
+		return 0, 0, err
+	}
+	var env *spool.Envelope
+	reset := func() { env = nil }
+	for {
+		line, err := readCommand(br)
+		if errors.Is(err, errLineTooLong) {
+			if err := reply("500 5.5.2 Line too long"); err != nil {
+				return stored, failed, err
+			}
+			continue
+		}
+		if err != nil {
+			flush()
+			if err == io.EOF {
+				return stored, failed, nil
+			}
+			return stored, failed, err
+		}
+		verb, rest, _ := strings.Cut(line, " ")
+		verb = strings.ToUpper(verb)
+		var rerr error
+		switch verb {
+		case "HELO":
+			reset()
+			rerr = reply("250 " + s.Hostname)
+		case "EHLO":
+			reset()
+			size := "SIZE"
+			if s.MaxSize > 0 {
+				size += " " + strconv.FormatInt(s.MaxSize, 10)
+			}
+			ext := []string{s.Hostname, "PIPELINING", size, "8BITMIME", "SMTPUTF8", "DSN", "ENHANCEDSTATUSCODES"}
+			for i := range ext {
+				sep := "-"
+				if i == len(ext)-1 {
+					sep = " "
+				}
+				ext[i] = "250" + sep + ext[i]
+			}
+			rerr = reply(ext...)
+		case "MAIL":
+			if env != nil {
+				rerr = reply("503 5.5.1 Nested MAIL command")
+				break
+			}
+			e, code := s.mailFrom(rest)
+			if code != "" {
+				rerr = reply(code)
+				break
+			}
+			env = e
+			rerr = reply("250 2.1.0 Ok")
+		case "RCPT":
+			if env == nil {
+				rerr = reply("503 5.5.1 Need MAIL command")
+				break
+			}
+			if len(env.Recipients) >= maxRcpt {
+				rerr = reply("452 4.5.3 Too many recipients")
+				break
+			}
+			addr, code := rcptTo(rest)
+			if code != "" {
+				rerr = reply(code)
+				break
+			}
+			if !message.IsASCII(addr) {
+				env.SMTPUTF8 = true
+			}
+			env.Recipients = append(env.Recipients, addr)
+			rerr = reply("250 2.1.5 Ok")
+		case "DATA":
+			if env == nil || len(env.Recipients) == 0 {
+				rerr = reply("503 5.5.1 Need RCPT command")
+				break
+			}
+			if err := reply("354 End data with <CR><LF>.<CR><LF>"); err != nil {
+				return stored, failed, err
+			}
+			if err := flush(); err != nil {
+				return stored, failed, err
+			}
+			data := message.NewSMTPReader(br)
+			id, derr := s.Deliver(*env, data)
+			// Drain what Deliver did not read, to stay in step.
+			_, cerr := io.Copy(io.Discard, data)
+			reset()
+			if cerr != nil {
+				// The input ended inside DATA: nothing stored, nobody to
+				// tell.
+				return stored, failed + 1, nil
+			}
+			if derr != nil {
+				failed++
+				msg := "451 4.3.0 Error: message not stored"
+				if s.Reply != nil {
+					msg = s.Reply(derr)
+				}
+				rerr = reply(msg)
+				break
+			}
+			stored++
+			rerr = reply("250 2.0.0 Ok: queued as " + id)
+		case "RSET":
+			reset()
+			rerr = reply("250 2.0.0 Ok")
+		case "NOOP":
+			rerr = reply("250 2.0.0 Ok")
+		case "VRFY":
+			rerr = reply("252 2.5.2 Cannot VRFY user, but will accept message")
+		case "HELP":
+			rerr = reply("214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT")
+		case "QUIT":
+			reply("221 2.0.0 Bye")
+			return stored, failed, flush()
+		case "STARTTLS", "AUTH", "BDAT", "ETRN", "EXPN", "TURN":
+			rerr = reply("502 5.5.1 Command not implemented")
+		default:
+			rerr = reply("500 5.5.2 Error: command not recognized")
+		}
+		if rerr != nil {
+			return stored, failed, rerr
+		}
+	}
+}
+
+var errLineTooLong = errors.New("line too long")
+
+// readCommand reads one command line without its CRLF (or LF).
+func readCommand(br *bufio.Reader) (string, error) {
+	line, err := br.ReadSlice('\n')
+	if err == bufio.ErrBufferFull || err == nil && len(line) > maxLine {
+		for err == bufio.ErrBufferFull {
+			_, err = br.ReadSlice('\n')
+		}
+		if err != nil {
+			return "", err
+		}
+		return "", errLineTooLong
+	}
+	if err != nil {
+		if err == io.EOF && len(line) > 0 {
+			return strings.TrimRight(string(line), "\r"), nil
+		}
+		return "", err
+	}
+	return strings.TrimRight(string(line), "\r\n"), nil
+}
+
+// path parses "FROM:<addr> params" / "TO:<addr> params" after the verb.
+func path(rest, prefix string) (addr string, params []string, ok bool) {
+	if len(rest) < len(prefix) || !strings.EqualFold(rest[:len(prefix)], prefix) {
+		return "", nil, false
+	}
+	rest = strings.TrimLeft(rest[len(prefix):], " ")
+	if strings.HasPrefix(rest, "<") {
+		end := strings.IndexByte(rest, '>')
+		if end < 0 {
+			return "", nil, false
+		}
+		addr, rest = rest[1:end], rest[end+1:]
+	} else {
+		addr, rest, _ = strings.Cut(rest, " ")
+	}
+	return addr, strings.Fields(rest), true
+}
+
+func (s *SMTP) mailFrom(rest string) (*spool.Envelope, string) {
+	addr, params, ok := path(rest, "FROM:")
+	if !ok {
+		return nil, "501 5.5.4 Syntax: MAIL FROM:<address>"
+	}
+	env := &spool.Envelope{}
+	if addr == "" {
+		env.Sender = "<>"
+	} else {
+		a, err := message.ParseAddress(addr)
+		if err != nil {
+			return nil, "553 5.1.7 Bad sender address syntax"
+		}
+		env.Sender = a
+		if !message.IsASCII(a) {
+			env.SMTPUTF8 = true
+		}
+	}
+	for _, p := range params {
+		k, v, _ := strings.Cut(p, "=")
+		switch strings.ToUpper(k) {
+		case "SIZE":
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n < 0 {
+				return nil, "501 5.5.4 Bad SIZE parameter"
+			}
+			if s.MaxSize > 0 && n > s.MaxSize {
+				return nil, "552 5.3.4 Message size exceeds fixed limit"
+			}
+		case "BODY":
+			switch strings.ToUpper(v) {
+			case "7BIT", "8BITMIME":
+				env.BodyType = strings.ToUpper(v)
+			default:
+				return nil, "501 5.5.4 Bad BODY parameter"
+			}
+		case "SMTPUTF8":
+			env.SMTPUTF8 = true
+		case "RET":
+			switch strings.ToUpper(v) {
+			case "FULL", "HDRS":
+				env.Ret = strings.ToUpper(v)
+			default:
+				return nil, "501 5.5.4 Bad RET parameter"
+			}
+		case "ENVID":
+			if v == "" || len(v) > 100 || message.HasControl(v) || strings.ContainsAny(v, " ") {
+				return nil, "501 5.5.4 Bad ENVID parameter"
+			}
+			env.EnvID = v
+		case "AUTH":
+			// AUTH=<> and kin: accepted and ignored.
+		default:
+			return nil, fmt.Sprintf("555 5.5.4 Unsupported parameter %.40q", k)
+		}
+	}
+	return env, ""
+}
+
+func rcptTo(rest string) (string, string) {
+	addr, params, ok := path(rest, "TO:")
+	if !ok || addr == "" {
+		return "", "501 5.5.4 Syntax: RCPT TO:<address>"
+	}
+	a, err := message.ParseAddress(addr)
+	if err != nil {
+		return "", "553 5.1.3 Bad recipient address syntax"
+	}
+	for _, p := range params {
+		k, _, _ := strings.Cut(p, "=")
+		switch strings.ToUpper(k) {
+		case "NOTIFY", "ORCPT":
+			// Per-recipient DSN options: the spool keeps one NOTIFY for the
+			// whole message (from -N); these are accepted and ignored.
+		default:
+			return "", fmt.Sprintf("555 5.5.4 Unsupported parameter %.40q", k)
+		}
+	}
+	return a, ""
+}
