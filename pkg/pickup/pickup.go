@@ -116,7 +116,7 @@ func (p *Pickup) Run(ctx context.Context) error {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		p.Scan()
+		p.scan(ctx)
 		select {
 		case <-ctx.Done():
 			return nil
@@ -153,7 +153,9 @@ func (p *Pickup) watch(poke func()) (io.Closer, error) {
 
 // Scan makes one pass over maildrop/ and returns how many messages it
 // queued.
-func (p *Pickup) Scan() int {
+func (p *Pickup) Scan() int { return p.scan(context.Background()) }
+
+func (p *Pickup) scan(ctx context.Context) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	f, err := os.Open(filepath.Join(p.Queue.Root, spool.DirMaildrop))
@@ -165,11 +167,14 @@ func (p *Pickup) Scan() int {
 	for {
 		names, err := f.Readdirnames(512)
 		for _, name := range names {
+			if ctx.Err() != nil {
+				break
+			}
 			if p.file(name) {
 				n++
 			}
 		}
-		if err != nil {
+		if err != nil || ctx.Err() != nil {
 			break
 		}
 	}
@@ -268,7 +273,7 @@ func (p *Pickup) file(name string) bool {
 			return false
 		}
 	}
-	if err := p.Enqueue(m, m.Body(f)); err != nil {
+	if _, err := p.Enqueue(m, m.Body(f)); err != nil {
 		if errors.Is(err, spool.ErrCorrupt) || errors.Is(err, ErrHeaderTooLarge) {
 			p.quarantine(name, err.Error(), "uid", owner)
 			return false
@@ -294,7 +299,7 @@ func (p *Pickup) unlinkDrop(name string) {
 // file queue/incoming/<id>, both durable when it returns nil. It is also
 // the store of the submission socket. It returns after logging the pickup
 // line.
-func (p *Pickup) Enqueue(m *spool.Meta, body io.Reader) error {
+func (p *Pickup) Enqueue(m *spool.Meta, body io.Reader) (string, error) {
 	rw := p.rw.Load()
 	q := *m
 	if q.ID == "" {
@@ -308,23 +313,18 @@ func (p *Pickup) Enqueue(m *spool.Meta, body io.Reader) error {
 		q.Extra = append(q.Extra, [2]string{"orig-sender", q.Env.Sender})
 	}
 	q.Env.Sender = rw.Sender(m.Env.Sender, &q.Origin)
-	rw2 := *rw
-	rw2.Skipped = nil
-	q.Env.Recipients = rw2.Recipients(m.Env.Recipients)
+	q.Env.Recipients = rw.Recipients(m.Env.Recipients)
 	for _, r := range m.Env.Recipients {
 		q.Extra = append(q.Extra, [2]string{"orig-rcpt", r})
 	}
-	for _, s := range rw2.Skipped {
-		p.Log.Event("alias-skipped", "id", q.ID, "alias", s, "reason", "pipes, files and includes are not delivered by a send-only MTA")
-	}
 	if len(q.Env.Recipients) == 0 {
-		return fmt.Errorf("%w: no recipients", spool.ErrCorrupt)
+		return "", fmt.Errorf("%w: no recipients", spool.ErrCorrupt)
 	}
 
 	br := bufio.NewReaderSize(body, maxLineBytes)
 	h, err := readHeader(br)
 	if err != nil {
-		return err
+		return "", err
 	}
 	if rw.TraceHeader != "" {
 		// A caller cannot forge the trace: its own copies are dropped.
@@ -357,23 +357,23 @@ func (p *Pickup) Enqueue(m *spool.Meta, body io.Reader) error {
 
 	d, err := spool.NewDrop(p.Queue.MsgDir(), &q, 0)
 	if err != nil {
-		return err
+		return "", err
 	}
 	if err := h.write(d, pre); err != nil {
 		d.Abort()
-		return err
+		return "", err
 	}
 	if _, err := io.Copy(d, br); err != nil {
 		d.Abort()
-		return err
+		return "", err
 	}
 	size := d.Size()
 	if err := d.Commit(); err != nil {
-		return err
+		return "", err
 	}
 	if err := p.Queue.WriteState(spool.Incoming, q.ID, &spool.Delivery{}); err != nil {
 		p.Queue.RemoveMessage(q.ID)
-		return err
+		return "", err
 	}
 	// From here on the message is in relayd's queue.
 	kv := []any{"id", q.ID, "uid", q.Origin.UID, "user", q.Origin.User, "script", q.Origin.Script,
@@ -388,5 +388,35 @@ func (p *Pickup) Enqueue(m *spool.Meta, body io.Reader) error {
 	if p.Enqueued != nil {
 		p.Enqueued(q.ID)
 	}
-	return nil
+	return q.ID, nil
+}
+
+// Store is the submission socket's store (submit.Store): the message is
+// queued exactly as a maildrop file would be after pickup, under a fresh
+// queue ID, limited to maxSize bytes (0: no limit). It returns only once
+// the message is durable.
+func (p *Pickup) Store(maxSize int64) func(m *spool.Meta, body io.Reader) (string, error) {
+	return func(m *spool.Meta, body io.Reader) (string, error) {
+		mm := *m
+		mm.ID = spool.NewID(p.now())
+		mm.Time = p.now()
+		if maxSize > 0 {
+			body = &limitReader{r: body, left: maxSize}
+		}
+		return p.Enqueue(&mm, body)
+	}
+}
+
+type limitReader struct {
+	r    io.Reader
+	left int64
+}
+
+func (l *limitReader) Read(b []byte) (int, error) {
+	n, err := l.r.Read(b)
+	l.left -= int64(n)
+	if l.left < 0 {
+		return 0, spool.ErrTooLarge
+	}
+	return n, err
 }

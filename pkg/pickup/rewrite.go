@@ -1,10 +1,8 @@
 package pickup
 
 import (
-	"bufio"
 	"fmt"
 	"net/mail"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -18,102 +16,21 @@ import (
 // a new one.
 type Rewriter struct {
 	Hostname    string
-	Aliases     map[string][]string // lower-case local name -> targets
-	Senders     map[string]string   // user, "uid:N" or "*" -> address
 	TraceHeader string
 	TraceFields []string
-	// Skipped collects alias targets that cannot be delivered by a
-	// send-only MTA (pipes, files, includes), for the log.
-	Skipped []string
+	cfg         *config.Config
 }
 
-// NewRewriter builds a Rewriter from cfg, reading cfg.AliasesFile (a
-// missing file is not an error). [aliases] in the config override entries
-// of the same name in the file.
-func NewRewriter(cfg *config.Config) (*Rewriter, error) {
+// NewRewriter builds a Rewriter from cfg and loads the aliases file into
+// cfg (config.LoadAliases: [aliases] wins over /etc/aliases). The returned
+// errors are the aliases file's complaints, worth a log line each.
+func NewRewriter(cfg *config.Config) (*Rewriter, []error) {
 	host := cfg.Hostname
 	if host == "" {
-		host = DefaultHostname()
+		host = config.DefaultHostname()
 	}
-	r := &Rewriter{
-		Hostname:    host,
-		Aliases:     map[string][]string{},
-		Senders:     cfg.Senders,
-		TraceHeader: cfg.Trace.Header,
-		TraceFields: cfg.Trace.Fields,
-	}
-	if cfg.AliasesFile != "" {
-		a, err := ReadAliases(cfg.AliasesFile)
-		if err != nil && !os.IsNotExist(err) {
-			return nil, err
-		}
-		for k, v := range a {
-			r.Aliases[k] = v
-		}
-	}
-	for k, v := range cfg.Aliases {
-		r.Aliases[strings.ToLower(k)] = v
-	}
-	return r, nil
-}
-
-// DefaultHostname is /etc/mailname, else the system host name.
-func DefaultHostname() string {
-	if b, err := os.ReadFile("/etc/mailname"); err == nil {
-		if s := strings.TrimSpace(string(b)); s != "" {
-			return s
-		}
-	}
-	h, err := os.Hostname()
-	if err != nil || h == "" {
-		return "localhost"
-	}
-	return h
-}
-
-// ReadAliases parses an aliases(5) file: "name: target, target", with
-// continuation lines starting with white space and # comments.
-func ReadAliases(path string) (map[string][]string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	out := map[string][]string{}
-	var entries []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		l := sc.Text()
-		if strings.HasPrefix(strings.TrimSpace(l), "#") || strings.TrimSpace(l) == "" {
-			continue
-		}
-		if (l[0] == ' ' || l[0] == '\t') && len(entries) > 0 {
-			entries[len(entries)-1] += " " + strings.TrimSpace(l)
-			continue
-		}
-		entries = append(entries, l)
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	for _, e := range entries {
-		name, targets, ok := strings.Cut(e, ":")
-		if !ok {
-			continue
-		}
-		name = strings.ToLower(strings.TrimSpace(name))
-		var ts []string
-		for _, t := range strings.Split(targets, ",") {
-			if t = strings.TrimSpace(t); t != "" {
-				ts = append(ts, strings.Trim(t, `"`))
-			}
-		}
-		if name != "" {
-			out[name] = ts
-		}
-	}
-	return out, nil
+	errs := cfg.LoadAliases()
+	return &Rewriter{Hostname: host, TraceHeader: cfg.Trace.Header, TraceFields: cfg.Trace.Fields, cfg: cfg}, errs
 }
 
 // local returns the local part of addr when addr is local to this host (no
@@ -129,8 +46,9 @@ func (r *Rewriter) local(addr string) (string, bool) {
 	return "", false
 }
 
-// Recipients expands aliases (recursively, loops cut) and qualifies bare
-// local names with the host name; duplicates are dropped, order kept.
+// Recipients expands aliases (config.Resolve: recursive, loops cut) and
+// qualifies bare local names with the host name; duplicates are dropped,
+// order kept.
 func (r *Rewriter) Recipients(rcpts []string) []string {
 	var out []string
 	seen := map[string]bool{}
@@ -140,64 +58,40 @@ func (r *Rewriter) Recipients(rcpts []string) []string {
 			out = append(out, a)
 		}
 	}
-	var expand func(a string, depth int, visiting map[string]bool)
-	expand = func(a string, depth int, visiting map[string]bool) {
+	for _, a := range rcpts {
+		a = strings.TrimSpace(a)
 		name, isLocal := r.local(a)
 		if !isLocal {
 			add(a)
-			return
+			continue
 		}
-		key := strings.ToLower(name)
-		targets, ok := r.Aliases[key]
-		if !ok || depth > 10 || visiting[key] {
-			add(name + "@" + r.Hostname)
-			return
-		}
-		visiting[key] = true
-		defer delete(visiting, key)
-		n := len(out)
-		for _, t := range targets {
-			if strings.HasPrefix(t, "|") || strings.HasPrefix(t, "/") || strings.HasPrefix(t, ":include:") {
-				r.Skipped = append(r.Skipped, name+": "+t)
-				continue
+		for _, t := range r.cfg.Resolve(name) {
+			if strings.Contains(t, "@") {
+				add(t)
+			} else {
+				add(t + "@" + r.Hostname)
 			}
-			if strings.EqualFold(t, name) {
-				add(name + "@" + r.Hostname)
-				continue
-			}
-			expand(t, depth+1, visiting)
 		}
-		if len(out) == n && !seen[strings.ToLower(name+"@"+r.Hostname)] {
-			// Nothing deliverable behind the alias: keep the name itself.
-			add(name + "@" + r.Hostname)
-		}
-	}
-	for _, a := range rcpts {
-		expand(strings.TrimSpace(a), 0, map[string]bool{})
 	}
 	return out
 }
 
-// senderFor maps the local name (a user, or the caller) to its address
-// through [senders]: the name, then "uid:N" when name is the caller's own
-// user, then "*"; else name@hostname.
+// senderFor maps a local name to its address through [senders]
+// (config.SenderFor; "uid:N" applies only to the caller's own user name),
+// else name@hostname.
 func (r *Rewriter) senderFor(name string, o *spool.Origin) string {
-	if a, ok := r.Senders[name]; ok && a != "" {
-		return a
+	if name == "" {
+		name = o.User
 	}
-	if name == o.User || name == "" {
-		if a, ok := r.Senders["uid:"+strconv.Itoa(o.UID)]; ok && a != "" {
-			return a
-		}
+	uid := -1
+	if name == o.User {
+		uid = o.UID
 	}
-	if a, ok := r.Senders["*"]; ok && a != "" {
+	if a, ok := r.cfg.SenderFor(name, uid); ok {
 		return a
 	}
 	if name == "" {
-		name = o.User
-		if name == "" {
-			name = "uid" + strconv.Itoa(o.UID)
-		}
+		name = "uid" + strconv.Itoa(o.UID)
 	}
 	return name + "@" + r.Hostname
 }

@@ -1,0 +1,143 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"syscall"
+
+	"github.com/mailshim/mailshim/pkg/config"
+	"github.com/mailshim/mailshim/pkg/control"
+	"github.com/mailshim/mailshim/pkg/spool"
+	"github.com/mailshim/mailshim/pkg/sysexits"
+)
+
+// loadConfig loads path with its secrets, printing every error on stderr.
+func loadConfig(path string) (*config.Config, bool) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		printConfigErr(err)
+		return nil, false
+	}
+	if err := cfg.LoadSecrets(); err != nil {
+		printConfigErr(err)
+		return nil, false
+	}
+	return cfg, true
+}
+
+func printConfigErr(err error) {
+	if es := config.Errors(err); len(es) > 0 {
+		for _, e := range es {
+			fmt.Fprintf(os.Stderr, "relayd: %s\n", e)
+		}
+		return
+	}
+	fmt.Fprintf(os.Stderr, "relayd: %v\n", err)
+}
+
+// checkOwner is who the spool should belong to for check-config: the
+// current user, or — run as root against a spool that is (or will be)
+// the mailshim user's — that user.
+func checkOwner(root string) spool.Owner {
+	o := spool.CurrentOwner()
+	if os.Getuid() != 0 {
+		return o
+	}
+	u, err := user.Lookup("mailshim")
+	if err != nil {
+		return o
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	if fi, err := os.Stat(filepath.Join(root, spool.DirQueue)); err == nil && int(fi.Sys().(*syscall.Stat_t).Uid) != uid {
+		return o
+	}
+	mo := spool.Owner{UID: uid, GID: gid, DropGID: gid}
+	if g, err := user.LookupGroup(spool.DropGroup); err == nil {
+		mo.DropGID, _ = strconv.Atoi(g.Gid)
+	}
+	return mo
+}
+
+// checkConfig validates the configuration, its secrets and the spool, and
+// prints the effective configuration with secrets redacted.
+func checkConfig(path string) int {
+	cfg, ok := loadConfig(path)
+	if !ok {
+		return sysexits.Config
+	}
+	if err := spool.Check(cfg.Spool, checkOwner(cfg.Spool)); err != nil {
+		var le *spool.LayoutError
+		for _, e := range unjoin(err) {
+			if errors.As(e, &le) {
+				fmt.Fprintf(os.Stderr, "relayd: %s\n", le)
+			} else {
+				fmt.Fprintf(os.Stderr, "relayd: %v\n", e)
+			}
+		}
+		return sysexits.Config
+	}
+	for _, e := range cfg.LoadAliases() {
+		fmt.Fprintf(os.Stderr, "relayd: warning: %v\n", e)
+	}
+	fmt.Print(cfg.Redacted())
+	return sysexits.OK
+}
+
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+// queueCmd sends a queue command to the running relayd.
+func queueCmd(path string, args []string) int {
+	if len(args) == 0 {
+		usage()
+		return sysexits.Usage
+	}
+	verb, ids := args[0], args[1:]
+	switch verb {
+	case control.VerbList, control.VerbFlush:
+		if len(ids) != 0 {
+			usage()
+			return sysexits.Usage
+		}
+	case control.VerbShow:
+		if len(ids) != 1 {
+			usage()
+			return sysexits.Usage
+		}
+	case control.VerbHold, control.VerbRelease, control.VerbDelete:
+		if len(ids) == 0 {
+			usage()
+			return sysexits.Usage
+		}
+	case "mailq":
+	default:
+		fmt.Fprintf(os.Stderr, "relayd: unknown queue command %q\n", verb)
+		usage()
+		return sysexits.Usage
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		printConfigErr(err)
+		return sysexits.Config
+	}
+	if err := control.Request(cfg.ControlSocket, verb, ids, os.Stdout); err != nil {
+		fmt.Fprintf(os.Stderr, "relayd: queue %s: %v\n", verb, err)
+		switch {
+		case errors.Is(err, control.ErrUnavailable):
+			return sysexits.Unavailable
+		case errors.Is(err, control.ErrDenied):
+			return sysexits.NoPerm
+		}
+		return sysexits.Software
+	}
+	return sysexits.OK
+}

@@ -1,0 +1,70 @@
+// Command relayd is mailshim's delivery daemon: it drains the spool's
+// maildrop into its private queue and relays every message to the upstream
+// smarthost over verified TLS with SASL AUTH. It runs unprivileged, in the
+// foreground, logging one key=value line per event to stderr.
+//
+//	relayd [run] [--config F]          run the daemon
+//	relayd check-config [--config F]   validate config and spool; exit 0 or 78
+//	relayd queue list|show ID|hold ID...|release ID...|delete ID...|flush
+//
+// Signals: SIGTERM and SIGINT finish (or, after a bounded wait, abort) the
+// sessions in flight and exit 0; SIGHUP reloads the configuration (a bad one
+// is refused with a log line and the old one kept).
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/pflag"
+
+	"github.com/mailshim/mailshim/pkg/config"
+	"github.com/mailshim/mailshim/pkg/sysexits"
+)
+
+func usage() {
+	fmt.Fprint(os.Stderr, `usage: relayd [run] [--config FILE]
+       relayd check-config [--config FILE]
+       relayd queue list | show ID | hold ID... | release ID... | delete ID... | flush
+`)
+}
+
+func main() {
+	fs := pflag.NewFlagSet("relayd", pflag.ContinueOnError)
+	fs.Usage = usage
+	cfgPath := fs.StringP("config", "c", "", "configuration file (default "+config.DefaultPath+", or $MAILSHIM_CONFIG)")
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		if err == pflag.ErrHelp {
+			os.Exit(0)
+		}
+		fmt.Fprintf(os.Stderr, "relayd: %v\n", err)
+		os.Exit(sysexits.Usage)
+	}
+	path := *cfgPath
+	if path == "" {
+		path = config.Path()
+	}
+	args := fs.Args()
+	cmd := "run"
+	if len(args) > 0 {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "run":
+		if len(args) > 0 {
+			usage()
+			os.Exit(sysexits.Usage)
+		}
+		os.Exit(run(path))
+	case "check-config":
+		os.Exit(checkConfig(path))
+	case "queue":
+		os.Exit(queueCmd(path, args))
+	case "help":
+		usage()
+	default:
+		fmt.Fprintf(os.Stderr, "relayd: unknown command %q\n", cmd)
+		usage()
+		os.Exit(sysexits.Usage)
+	}
+}

@@ -1,0 +1,264 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/mailshim/mailshim/pkg/config"
+	"github.com/mailshim/mailshim/pkg/control"
+	"github.com/mailshim/mailshim/pkg/maillog"
+	"github.com/mailshim/mailshim/pkg/pickup"
+	"github.com/mailshim/mailshim/pkg/queue"
+	"github.com/mailshim/mailshim/pkg/relay"
+	"github.com/mailshim/mailshim/pkg/spool"
+	"github.com/mailshim/mailshim/pkg/submit"
+	"github.com/mailshim/mailshim/pkg/sysexits"
+)
+
+// drainTimeout bounds how long SIGTERM waits for sessions in flight before
+// aborting them.
+const drainTimeout = 20 * time.Second
+
+// fatal prints one line and returns the exit code.
+func fatal(code int, format string, args ...any) int {
+	fmt.Fprintf(os.Stderr, "relayd: "+format+"\n", args...)
+	return code
+}
+
+// lineWriter prefixes protocol trace lines so that they are told apart
+// from mail log lines.
+type lineWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lineWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, line := range strings.SplitAfter(string(p), "\n") {
+		if line == "" {
+			continue
+		}
+		if !strings.HasSuffix(line, "\n") {
+			line += "\n"
+		}
+		io.WriteString(l.w, "trace: "+line)
+	}
+	return len(p), nil
+}
+
+func relayOptions(cfg *config.Config, host string) relay.Options {
+	opts := relay.OptionsFrom(cfg)
+	opts.Hostname = host
+	if cfg.Log.Protocol {
+		opts.Trace = &lineWriter{w: os.Stderr}
+	}
+	return opts
+}
+
+func run(path string) int {
+	cfg, ok := loadConfig(path)
+	if !ok {
+		return sysexits.Config
+	}
+	log := maillog.New(os.Stderr, nil)
+	owner := spool.CurrentOwner()
+	if err := spool.Prepare(cfg.Spool, owner); err != nil {
+		for _, e := range unjoin(err) {
+			fmt.Fprintf(os.Stderr, "relayd: %v\n", e)
+		}
+		return sysexits.Config
+	}
+	lock, err := spool.Lock(cfg.Spool)
+	if err != nil {
+		return fatal(sysexits.TempFail, "%v", err)
+	}
+	defer lock.Close()
+	sq, err := spool.OpenQueue(cfg.Spool)
+	if err != nil {
+		return fatal(sysexits.OSErr, "%v", err)
+	}
+	defer sq.Close()
+
+	rw, aerrs := pickup.NewRewriter(cfg)
+	for _, e := range aerrs {
+		log.Event("config-warning", "error", e.Error())
+	}
+	pk, err := pickup.New(sq, rw, log)
+	if err != nil {
+		return fatal(sysexits.OSErr, "%v", err)
+	}
+	defer pk.Close()
+	pk.ScanInterval = cfg.Queue.ScanInterval
+	pk.TempGrace = cfg.Queue.TempGrace
+
+	actions, err := sq.Recover(pk.HasDrop)
+	for _, a := range actions {
+		log.Event("recover", "action", a)
+	}
+	if err != nil {
+		return fatal(sysexits.OSErr, "recovering the queue: %v", err)
+	}
+
+	qu := queue.New(sq, log, nil, queue.SettingsFrom(cfg, relayOptions(cfg, rw.Hostname)))
+	if err := qu.Load(); err != nil {
+		return fatal(sysexits.OSErr, "loading the queue: %v", err)
+	}
+	pk.Enqueued = func(string) { qu.Kick() }
+
+	ctlLn, err := listen(cfg.ControlSocket)
+	if err != nil {
+		return fatal(sysexits.OSErr, "control socket: %v", err)
+	}
+	subLn, err := listen(cfg.SubmitSocket)
+	if err != nil {
+		ctlLn.Close()
+		return fatal(sysexits.OSErr, "submission socket: %v", err)
+	}
+
+	ctx, stop := context.WithCancel(context.Background())
+	sendCtx, abort := context.WithCancel(context.Background())
+	defer abort()
+	var wg sync.WaitGroup
+	goRun := func(f func()) {
+		wg.Add(1)
+		go func() { defer wg.Done(); f() }()
+	}
+	goRun(func() {
+		if err := control.Serve(ctx, ctlLn, qu.Handle); err != nil {
+			log.Event("error", "reason", "control socket", "error", err.Error())
+		}
+	})
+	store := pk.Store(cfg.MaxMessageSize)
+	goRun(func() { serveSubmit(ctx, subLn, store, log) })
+	goRun(func() { pk.Run(ctx) })
+	queueDone := make(chan struct{})
+	go func() {
+		defer close(queueDone)
+		qu.Run(ctx, sendCtx)
+	}()
+	log.Event("start", "pid", os.Getpid(), "spool", cfg.Spool, "config", path, "upstreams", len(cfg.Upstreams), "hostname", rw.Hostname)
+
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	for sig := range sigs {
+		if sig == syscall.SIGHUP {
+			reload(path, cfg, pk, qu, log)
+			continue
+		}
+		log.Event("stop", "signal", sig.String(), "drain", drainTimeout.String())
+		break
+	}
+	signal.Stop(sigs)
+	qu.Stop()
+	stop()
+	t := time.NewTimer(drainTimeout)
+	select {
+	case <-queueDone:
+	case <-t.C:
+		log.Event("stop", "reason", "sessions still in flight after the drain timeout; aborting them")
+		abort()
+		<-queueDone
+	}
+	t.Stop()
+	wg.Wait()
+	log.Event("stopped", "pid", os.Getpid())
+	return sysexits.OK
+}
+
+// reload applies a new configuration on SIGHUP, or keeps the old one.
+func reload(path string, old *config.Config, pk *pickup.Pickup, qu *queue.Queue, log *maillog.Logger) {
+	cfg, err := config.Load(path)
+	if err == nil {
+		err = cfg.LoadSecrets()
+	}
+	if err != nil {
+		msg := err.Error()
+		if es := config.Errors(err); len(es) > 0 {
+			var s []string
+			for _, e := range es {
+				s = append(s, e.Error())
+			}
+			msg = strings.Join(s, "; ")
+		}
+		log.Event("reload", "status", "refused", "error", msg, "kept", old.Source)
+		return
+	}
+	rw, aerrs := pickup.NewRewriter(cfg)
+	for _, e := range aerrs {
+		log.Event("config-warning", "error", e.Error())
+	}
+	pk.SetRewriter(rw)
+	pk.ScanInterval = cfg.Queue.ScanInterval
+	pk.TempGrace = cfg.Queue.TempGrace
+	qu.SetSettings(queue.SettingsFrom(cfg, relayOptions(cfg, rw.Hostname)))
+	var restart []string
+	if cfg.Spool != old.Spool {
+		restart = append(restart, "spool")
+	}
+	if cfg.ControlSocket != old.ControlSocket {
+		restart = append(restart, "control_socket")
+	}
+	if cfg.SubmitSocket != old.SubmitSocket {
+		restart = append(restart, "submit_socket")
+	}
+	kv := []any{"status", "ok", "config", path, "upstreams", len(cfg.Upstreams)}
+	if len(restart) > 0 {
+		kv = append(kv, "needs_restart", strings.Join(restart, ","))
+	}
+	log.Event("reload", kv...)
+	qu.Kick()
+}
+
+// listen creates a world-connectable socket (peers are checked per
+// connection by SO_PEERCRED), creating its directory if missing.
+func listen(path string) (*net.UnixListener, error) {
+	if path == "" {
+		return nil, errors.New("no path configured")
+	}
+	if dir := filepath.Dir(path); dir != "" {
+		if _, err := os.Stat(dir); os.IsNotExist(err) {
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return control.Listen(path, 0o666)
+}
+
+func serveSubmit(ctx context.Context, ln *net.UnixListener, store func(*spool.Meta, io.Reader) (string, error), log *maillog.Logger) {
+	go func() {
+		<-ctx.Done()
+		ln.Close()
+	}()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		c, err := ln.AcceptUnix()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			log.Event("error", "reason", "submission socket accept", "error", err.Error())
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer c.Close()
+			if err := submit.Serve(c, store); err != nil {
+				log.Event("submit-error", "error", err.Error())
+			}
+		}()
+	}
+}
