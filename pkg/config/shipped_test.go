@@ -5,7 +5,6 @@ import (
 	"reflect"
 	"strings"
 	"testing"
-	"time"
 )
 
 const shipped = "../../packaging/mailshim.conf"
@@ -75,7 +74,6 @@ func TestShippedExample(t *testing.T) {
 			t.Errorf("key %q is not documented in %s", k, shipped)
 		}
 	}
-	_ = time.Second
 }
 
 // knownKeys lists every key Load accepts (for the documentation tests).
@@ -86,4 +84,17 @@ var knownKeys = []string{
 	"retry", "lifetime", "concurrency", "scan_interval", "temp_grace",
 	"connect_timeout", "command_timeout", "data_timeout",
 	"header", "fields", "protocol",
+}
+
+// Every key the loader knows has its entry in mailshim.conf(5).
+func TestManPageDocumentsEveryKey(t *testing.T) {
+	data, err := os.ReadFile("../../man/mailshim.conf.5.scd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range append(knownKeys, "[[upstream]]", "[queue]", "[trace]", "[log]", "[aliases]", "[senders]") {
+		if !strings.Contains(string(data), "*"+k+"*") {
+			t.Errorf("mailshim.conf.5.scd does not document *%s*", k)
+		}
+	}
 }
