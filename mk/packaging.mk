@@ -21,7 +21,8 @@ DEB_REVISION ?= 1
 DEB_VERSION ?= $(VERSION)-$(DEB_REVISION)
 DEB_ARCH    ?= $(shell dpkg --print-architecture 2>/dev/null || $(GO) env GOARCH)
 DEB_MAINTAINER ?= mailshim maintainers <maintainers@mailshim.example>
-DEB         := dist/mailshim_$(DEB_VERSION)_$(DEB_ARCH).deb
+DEB_DIR     ?= dist
+DEB         := $(DEB_DIR)/mailshim_$(DEB_VERSION)_$(DEB_ARCH).deb
 PREFIX      ?= /usr
 DESTDIR     ?=
 
@@ -68,7 +69,7 @@ pkg-files: $(PKG_BUILD)/mailshim.conf $(PKG_BUILD)/tmpfiles.conf
 # --- the Debian package --------------------------------------------------
 
 deb: build pkg-files
-	@rm -rf $(PKG_BUILD)/deb && mkdir -p $(PKG_BUILD)/deb/DEBIAN dist
+	@rm -rf $(PKG_BUILD)/deb && mkdir -p $(PKG_BUILD)/deb/DEBIAN $(DEB_DIR)
 	$(PKG_DEB_ENV) $(PKG_LAYOUT) stage $(PKG_BUILD)/deb
 	@set -e; d=$(PKG_BUILD)/deb; doc=$$d/usr/share/doc/mailshim; \
 	install -d -m 0755 $$doc; \

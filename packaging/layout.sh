@@ -233,7 +233,8 @@ cmd_rpm_files() {
 mode_of() { stat -c '%a' "$1" | awk '{ printf "%04d\n", $1 }'; }
 
 cmd_check() {
-	local root=${1:?usage: layout.sh check ROOT}
+	[ $# = 1 ] || die "usage: layout.sh check ROOT (\"\" for /)"
+	local root=$1
 	local type path owner group mode src bad=0 got
 	while read -r type path owner group mode src; do
 		local p=$root$path

@@ -1,0 +1,172 @@
+#!/usr/bin/env bash
+# packaging/test-deb.sh DEB — install mailshim's .deb on THIS system and
+# check what the package promises, then leave it purged:
+#
+#   install (accounts through systemd-sysusers), every path of layout.txt
+#   with its owner and mode, the statoverride, the links, the conffile;
+#   an upgrade keeps queued mail, the spool's modes and an admin's own
+#   statoverride; remove keeps spool and config; purge removes them and
+#   the statoverride, and keeps the accounts; a reinstall onto the kept
+#   accounts; an install with the accounts made by adduser (systemd-sysusers
+#   diverted away for the test).
+#
+# Root only. Changes the system: it installs and purges package mailshim
+# (replacing any installed mail-transport-agent). Refuses to run when
+# mailshim is already installed, so it never takes away someone's install.
+# Does not need systemd as PID 1 (it is written for containers and CI).
+set -euo pipefail
+
+deb=${1:?usage: test-deb.sh path/to/mailshim_VERSION_ARCH.deb}
+deb=$(realpath "$deb")
+here=$(cd "$(dirname "$0")" && pwd)
+fails=0
+checks=0
+
+if [ "$(id -u)" != 0 ]; then
+	echo "test-deb: SKIP: needs root (it installs and purges the package)"
+	exit 0
+fi
+if dpkg-query -W -f='${Status}' mailshim 2>/dev/null | grep -q 'installed'; then
+	echo "test-deb: SKIP: package mailshim is already installed; purge it first (apt-get purge mailshim)"
+	exit 0
+fi
+
+tmp=$(mktemp -d)
+diverted=
+ours=1
+cleanup() {
+	if [ -n "$diverted" ]; then
+		dpkg-divert --quiet --local --rename --remove /usr/bin/systemd-sysusers || true
+	fi
+	# Purge only what this script installed (another install is not ours).
+	if [ -n "$ours" ] && dpkg-query -W -f='${Status}' mailshim 2>/dev/null | grep -q 'installed'; then
+		apt_get purge -y mailshim || true
+	fi
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+ok() { checks=$((checks + 1)); echo "ok: $*"; }
+fail() { checks=$((checks + 1)); fails=$((fails + 1)); echo "FAIL: $*"; }
+check() { # description command...
+	local what=$1
+	shift
+	if "$@" >"$tmp/out" 2>&1; then ok "$what"; else fail "$what"; sed 's/^/    /' "$tmp/out"; fi
+}
+is() { [ "$1" = "$2" ] || { echo "got '$1', want '$2'"; return 1; }; }
+
+# apt_get retries while another engineer's apt or dpkg holds the lock.
+apt_get() {
+	local i
+	for i in $(seq 1 60); do
+		if apt-get -o DPkg::Lock::Timeout=60 "$@" >"$tmp/apt" 2>&1; then return 0; fi
+		grep -q 'lock' "$tmp/apt" || { cat "$tmp/apt"; return 1; }
+		sleep 5
+	done
+	cat "$tmp/apt"
+	return 1
+}
+
+# The .deb's paths (mk/packaging.mk's PKG_DEB_ENV).
+layout_ok() {
+	CHECK_RUN=1 PREFIX=/usr UNITDIR=/lib/systemd/system SYSUSERSDIR=/usr/lib/sysusers.d \
+		TMPFILESDIR=/usr/lib/tmpfiles.d "$here/layout.sh" check ""
+}
+member() { id -nG "$1" | tr ' ' '\n' | grep -qx "$2"; }
+override() { dpkg-statoverride --list /usr/sbin/sendmail; }
+
+check_installed() { # label
+	check "$1: accounts: mailshim user and group, mailshim-drop group" \
+		sh -c 'getent passwd mailshim && getent group mailshim && getent group mailshim-drop'
+	check "$1: mailshim is a member of mailshim-drop" member mailshim mailshim-drop
+	check "$1: mailshim has no login shell" is "$(getent passwd mailshim | cut -d: -f7)" /usr/sbin/nologin
+	check "$1: every path of layout.txt with its owner, group and mode" layout_ok
+	check "$1: statoverride root mailshim-drop 2755 on /usr/sbin/sendmail" \
+		is "$(override)" "root mailshim-drop 2755 /usr/sbin/sendmail"
+	check "$1: mailq, newaliases, /usr/lib/sendmail resolve to /usr/sbin/sendmail" sh -c \
+		'for l in /usr/bin/mailq /usr/bin/newaliases /usr/lib/sendmail; do [ "$(readlink -f $l)" = /usr/sbin/sendmail ] || exit 1; done'
+	check "$1: /etc/mailshim/mailshim.conf is a conffile" \
+		sh -c "dpkg-query -W -f='\${Conffiles}' mailshim | grep -q ' /etc/mailshim/mailshim.conf '"
+	check "$1: relayd.service enabled for the next boot" \
+		test -L /etc/systemd/system/multi-user.target.wants/relayd.service
+}
+
+# A queued message, as sendmail and relayd would leave it: one file in the
+# maildrop owned by a caller (nobody), one in relayd's private queue.
+plant_mail() {
+	install -d -o mailshim -g mailshim -m 0700 /var/spool/mailshim/queue /var/spool/mailshim/queue/msg
+	printf 'queued in queue/\n' >/var/spool/mailshim/queue/msg/0006270A1B2C3D4E5F60
+	chown mailshim:mailshim /var/spool/mailshim/queue/msg/0006270A1B2C3D4E5F60
+	printf 'queued in maildrop/\n' >/var/spool/mailshim/maildrop/0006270A1B2C3D4E5F61
+	chown nobody:mailshim-drop /var/spool/mailshim/maildrop/0006270A1B2C3D4E5F61
+	chmod 0440 /var/spool/mailshim/maildrop/0006270A1B2C3D4E5F61
+}
+mail_kept() {
+	is "$(cat /var/spool/mailshim/queue/msg/0006270A1B2C3D4E5F60)" "queued in queue/" &&
+		is "$(cat /var/spool/mailshim/maildrop/0006270A1B2C3D4E5F61)" "queued in maildrop/" &&
+		is "$(stat -c '%U:%G %a' /var/spool/mailshim/maildrop/0006270A1B2C3D4E5F61)" "nobody:mailshim-drop 440"
+}
+
+# The same package with a higher version, for the upgrade.
+dpkg-deb -R "$deb" "$tmp/up"
+sed -i 's/^Version: \(.*\)$/Version: \1+upgradetest/' "$tmp/up/DEBIAN/control"
+dpkg-deb --root-owner-group -b "$tmp/up" "$tmp/upgrade.deb" >/dev/null
+
+echo "== install $(basename "$deb")"
+check "install with apt-get" apt_get install -y --no-install-recommends "$deb"
+check_installed install
+if [ -x /usr/sbin/sendmail ] && /usr/sbin/sendmail -bi >/dev/null 2>&1 </dev/null; then
+	ok "newaliases (sendmail -bi) exits 0"
+else
+	echo "note: newaliases did not exit 0 (stand-in or unfinished binary?)"
+fi
+
+echo "== upgrade with queued mail and an admin's own statoverride"
+plant_mail
+dpkg-statoverride --remove /usr/sbin/sendmail >/dev/null
+dpkg-statoverride --update --add root mailshim-drop 2750 /usr/sbin/sendmail
+check "upgrade with apt-get" apt_get install -y --no-install-recommends "$tmp/upgrade.deb"
+check "upgrade: queued mail kept, byte for byte, with its owner and mode" mail_kept
+check "upgrade: the admin's statoverride (2750) kept" is "$(override)" "root mailshim-drop 2750 /usr/sbin/sendmail"
+check "upgrade: /usr/sbin/sendmail has the admin's mode" is "$(stat -c '%U:%G %a' /usr/sbin/sendmail)" "root:mailshim-drop 2750"
+dpkg-statoverride --remove /usr/sbin/sendmail >/dev/null
+dpkg-statoverride --update --add root mailshim-drop 2755 /usr/sbin/sendmail
+check "upgrade: spool modes still as layout.txt says" layout_ok
+
+echo "== remove"
+echo '# an admin edit' >>/etc/mailshim/mailshim.conf
+check "remove with apt-get" apt_get remove -y mailshim
+check "remove: programs gone" sh -c '! test -e /usr/sbin/sendmail && ! test -e /usr/sbin/relayd && ! test -L /usr/bin/mailq'
+check "remove: queued mail kept" mail_kept
+check "remove: edited configuration kept" grep -q '^# an admin edit' /etc/mailshim/mailshim.conf
+
+echo "== purge"
+check "purge with apt-get" apt_get purge -y mailshim
+check "purge: spool gone" test ! -e /var/spool/mailshim
+check "purge: /etc/mailshim gone" test ! -e /etc/mailshim
+check "purge: statoverride gone" sh -c '! dpkg-statoverride --list /usr/sbin/sendmail'
+check "purge: accounts kept (Debian practice)" sh -c 'getent passwd mailshim && getent group mailshim-drop'
+
+echo "== reinstall onto the kept accounts"
+check "reinstall with apt-get" apt_get install -y --no-install-recommends "$deb"
+check_installed reinstall
+check "purge again" apt_get purge -y mailshim
+
+echo "== install with adduser (no systemd-sysusers)"
+userdel mailshim >/dev/null 2>&1 || true
+groupdel mailshim-drop >/dev/null 2>&1 || true
+groupdel mailshim >/dev/null 2>&1 || true
+if [ -e /usr/bin/systemd-sysusers ]; then
+	dpkg-divert --quiet --local --rename --add /usr/bin/systemd-sysusers
+	diverted=1
+fi
+check "install with apt-get, accounts by adduser" apt_get install -y --no-install-recommends "$deb"
+check_installed adduser
+if [ -n "$diverted" ]; then
+	dpkg-divert --quiet --local --rename --remove /usr/bin/systemd-sysusers
+	diverted=
+fi
+check "final purge" apt_get purge -y mailshim
+
+echo "test-deb: $((checks - fails)) passed, $fails failed (mailshim left purged; accounts kept)"
+[ "$fails" = 0 ]
