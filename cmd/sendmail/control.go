@@ -1,14 +1,27 @@
 package main
 
 import (
+	"errors"
+	"os"
+
 	"github.com/mailshim/mailshim/pkg/config"
+	"github.com/mailshim/mailshim/pkg/control"
 	"github.com/mailshim/mailshim/pkg/sysexits"
 )
 
-// control sends verb to relayd's control socket and copies its answer to
-// stdout. Until pkg/control lands it says relayd cannot be reached.
-func control(cfg *config.Config, verb string) *exitError {
-	_ = verb
-	return errorf(sysexits.Unavailable, "relayd is not running (cannot reach %s)", cfg.ControlSocket).
-		withHint("start relayd (systemctl start relayd); queued mail is not lost")
+// control sends verb ("mailq" or "flush") to relayd's control socket and
+// copies its answer to stdout. relayd identifies the caller by SO_PEERCRED
+// and shows a user only their own messages.
+func controlRequest(cfg *config.Config, verb string) *exitError {
+	err := control.Request(cfg.ControlSocket, verb, nil, os.Stdout)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, control.ErrUnavailable):
+		return errorf(sysexits.Unavailable, "relayd is not running (cannot reach %s)", cfg.ControlSocket).
+			withHint("start relayd (systemctl start relayd); mail already queued is not lost")
+	case errors.Is(err, control.ErrDenied):
+		return errorf(sysexits.NoPerm, "relayd refused %s: %v", verb, err)
+	}
+	return errorf(sysexits.Unavailable, "relayd could not answer %s: %v", verb, err)
 }

@@ -27,12 +27,12 @@ func sizeString(n int64) string {
 
 // queueList is -bp / mailq: relayd's queue, as far as this user may see it.
 func queueList(cfg *config.Config) *exitError {
-	return control(cfg, "mailq")
+	return controlRequest(cfg, "mailq")
 }
 
 // flush is -q: ask relayd to try every deferred message now.
 func flush(cfg *config.Config) *exitError {
-	return control(cfg, "flush")
+	return controlRequest(cfg, "flush")
 }
 
 // aliases is -bi / newaliases: there is no database to rebuild (relayd

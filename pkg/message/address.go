@@ -214,6 +214,9 @@ func FormatFrom(name, addr string) string {
 	if name == "" {
 		return addr
 	}
+	if IsASCII(name) && !strings.ContainsAny(name, "()<>[]:;@\\,.\"") && strings.TrimSpace(name) == name && !strings.Contains(name, "=?") {
+		return name + " <" + addr + ">"
+	}
 	a := mail.Address{Name: name, Address: "x@x"}
 	s := a.String() // `"Name" <x@x>` or `=?utf-8?q?...?= <x@x>`
 	return strings.TrimSuffix(s, "<x@x>") + "<" + addr + ">"

@@ -1,0 +1,314 @@
+package message
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+	"testing/iotest"
+)
+
+func readAll(t *testing.T, r io.Reader) string {
+	t.Helper()
+	b, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	return string(b)
+}
+
+func TestReader(t *testing.T) {
+	long := strings.Repeat("x", 200<<10)
+	tests := []struct {
+		name, in, want string
+		ignoreDots     bool
+	}{
+		{"lf", "a\nb\n", "a\nb\n", true},
+		{"crlf", "a\r\nb\r\n", "a\nb\n", true},
+		{"mixed php", "To: x\r\nSubject: y\r\n\r\nbody\nline\n", "To: x\nSubject: y\n\nbody\nline\n", true},
+		{"bare cr stays", "a\rb\r\n\r", "a\rb\n\r", true},
+		{"no final newline", "a\nb", "a\nb", true},
+		{"empty", "", "", true},
+		{"dot ends without -i", "a\n.\nb\n", "a\n", false},
+		{"dot crlf ends", "a\r\n.\r\nb\r\n", "a\n", false},
+		{"dot at eof", "a\n.", "a\n", false},
+		{"dot first line", ".\nrest", "", false},
+		{"dot kept with -i", "a\n.\nb\n", "a\n.\nb\n", true},
+		{"dots not a terminator", "..\n. \n.x\n", "..\n. \n.x\n", false},
+		{"dot mid line", "a.\n", "a.\n", false},
+		{"nul and 8bit", "a\x00b\xff\n", "a\x00b\xff\n", true},
+		{"long line", long + "\r\n.\n", long + "\n", false},
+		{"cr at buffer boundary", strings.Repeat("y", 64<<10-1) + "\r\nz", strings.Repeat("y", 64<<10-1) + "\nz", true},
+		{"cr at buffer boundary bare", strings.Repeat("y", 64<<10-1) + "\rz", strings.Repeat("y", 64<<10-1) + "\rz", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, slow := range []bool{false, true} {
+				var in io.Reader = strings.NewReader(tt.in)
+				if slow {
+					in = iotest.OneByteReader(in)
+				}
+				got := readAll(t, NewReader(in, tt.ignoreDots))
+				if got != tt.want {
+					t.Errorf("slow=%v: got %q, want %q", slow, trunc(got), trunc(tt.want))
+				}
+			}
+		})
+	}
+}
+
+func trunc(s string) string {
+	if len(s) > 100 {
+		return s[:50] + "..." + s[len(s)-50:]
+	}
+	return s
+}
+
+func TestReaderError(t *testing.T) {
+	boom := errors.New("boom")
+	r := NewReader(io.MultiReader(strings.NewReader("abc"), iotest.ErrReader(boom)), true)
+	_, err := io.ReadAll(r)
+	if !errors.Is(err, boom) {
+		t.Fatalf("got %v, want boom", err)
+	}
+}
+
+func TestSMTPReader(t *testing.T) {
+	tests := []struct {
+		name, in, want, after string
+		err                   error
+	}{
+		{"basic", "a\r\n..b\r\n.\r\nQUIT\r\n", "a\n.b\n", "QUIT\r\n", nil},
+		{"lf only", "a\n.\nNOOP\n", "a\n", "NOOP\n", nil},
+		{"empty", ".\r\n", "", "", nil},
+		{"eof", "a\r\nb", "a\nb", "", io.ErrUnexpectedEOF},
+		{"dot space", ". \r\n.\r\n", " \n", "", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			br := bufio.NewReaderSize(strings.NewReader(tt.in), 4096)
+			got, err := io.ReadAll(NewSMTPReader(br))
+			if !errors.Is(err, tt.err) && err != tt.err {
+				t.Fatalf("err %v, want %v", err, tt.err)
+			}
+			if string(got) != tt.want {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+			rest, _ := io.ReadAll(br)
+			if string(rest) != tt.after {
+				t.Errorf("left %q, want %q", rest, tt.after)
+			}
+		})
+	}
+}
+
+func header(t *testing.T, in string) (*Header, string) {
+	t.Helper()
+	br := bufio.NewReader(strings.NewReader(in))
+	h, err := ReadHeader(br, 0)
+	if err != nil {
+		t.Fatalf("ReadHeader: %v", err)
+	}
+	rest, _ := io.ReadAll(br)
+	return h, string(rest)
+}
+
+func write(h *Header, bodyFollows bool) string {
+	var b bytes.Buffer
+	h.WriteTo(&b, bodyFollows)
+	return b.String()
+}
+
+func TestReadHeader(t *testing.T) {
+	h, rest := header(t, "To: a@x.org,\n b@x.org\nSubject: hi\nBcc: c@x.org\n\nbody\n")
+	if len(h.Fields) != 3 || !h.Separator || rest != "body\n" {
+		t.Fatalf("fields %d sep %v rest %q", len(h.Fields), h.Separator, rest)
+	}
+	if got := h.Get("to"); got != "a@x.org, b@x.org" {
+		t.Errorf("To %q", got)
+	}
+	rc, err := Recipients(h)
+	if err != nil || strings.Join(rc, " ") != "a@x.org b@x.org c@x.org" {
+		t.Errorf("recipients %v %v", rc, err)
+	}
+	RemoveBcc(h)
+	EnsureFrom(h, "Jörg Ü", "u@x.org")
+	want := "To: a@x.org,\n b@x.org\nSubject: hi\nFrom: =?utf-8?q?J=C3=B6rg_=C3=9C?= <u@x.org>\n\nbody\n"
+	if got := write(h, true) + rest; got != want {
+		t.Errorf("got %q\nwant %q", got, want)
+	}
+}
+
+func TestReadHeaderShapes(t *testing.T) {
+	tests := []struct {
+		name, in    string
+		fields      int
+		out         string // header written with From: added, then rest
+		bodyFollows bool
+	}{
+		{"no body no newline", "Subject: x", 1, "Subject: x\nFrom: u@h\n", false},
+		{"header only", "Subject: x\n", 1, "Subject: x\nFrom: u@h\n", false},
+		{"no header", "just text\nmore\n", 0, "From: u@h\n\njust text\nmore\n", true},
+		{"empty", "", 0, "From: u@h\n", false},
+		{"mbox from line dropped", "From someone Mon Jan 1\nSubject: x\n\nb\n", 1, "Subject: x\nFrom: u@h\n\nb\n", true},
+		{"body without blank line", "Subject: x\nnot a header\n", 1, "Subject: x\nFrom: u@h\n\nnot a header\n", false},
+		{"obsolete space before colon", "Subject : x\n\nb", 1, "Subject : x\nFrom: u@h\n\nb", true},
+		{"existing from kept", "from: a@b\n\nb", 1, "from: a@b\n\nb", true},
+		{"8bit and nul in value", "Subject: \xff\x00\n\nb", 1, "Subject: \xff\x00\nFrom: u@h\n\nb", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h, rest := header(t, tt.in)
+			if len(h.Fields) != tt.fields {
+				t.Fatalf("fields %d, want %d", len(h.Fields), tt.fields)
+			}
+			EnsureFrom(h, "", "u@h")
+			if got := write(h, rest != "") + rest; got != tt.out {
+				t.Errorf("got %q\nwant %q", got, tt.out)
+			}
+		})
+	}
+}
+
+func TestReadHeaderBounds(t *testing.T) {
+	big := "To: " + strings.Repeat("a@example.org, ", (MaxField/15)+1) + "\n\n"
+	if _, err := ReadHeader(bufio.NewReader(strings.NewReader(big)), 0); !errors.Is(err, ErrHeaderTooLarge) {
+		t.Errorf("long field: %v", err)
+	}
+	many := strings.Repeat("X-A: b\n", 1000) + "\n"
+	if _, err := ReadHeader(bufio.NewReader(strings.NewReader(many)), 5000); !errors.Is(err, ErrHeaderTooLarge) {
+		t.Errorf("long header: %v", err)
+	}
+	// 10,000 recipients in one To: fit.
+	var b strings.Builder
+	b.WriteString("To: ")
+	for i := 0; i < 10000; i++ {
+		if i > 0 {
+			b.WriteString(",\n ")
+		}
+		b.WriteString("user" + strings.Repeat("x", i%7) + "@example.org")
+	}
+	b.WriteString("\n\nbody\n")
+	h, err := ReadHeader(bufio.NewReader(strings.NewReader(b.String())), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := Recipients(h)
+	if err != nil || len(rc) != 10000 {
+		t.Fatalf("%d recipients, %v", len(rc), err)
+	}
+}
+
+func TestResentRecipients(t *testing.T) {
+	h, _ := header(t, "To: old@x.org\nResent-To: new@x.org\nResent-Bcc: hidden@x.org\n\n")
+	rc, err := Recipients(h)
+	if err != nil || strings.Join(rc, " ") != "new@x.org hidden@x.org" {
+		t.Fatalf("%v %v", rc, err)
+	}
+	RemoveBcc(h)
+	if h.Has("Resent-Bcc") {
+		t.Error("Resent-Bcc kept")
+	}
+}
+
+func TestParseList(t *testing.T) {
+	tests := []struct {
+		in   string
+		want string // space-separated; "ERR" for an error
+	}{
+		{"a@example.org", "a@example.org"},
+		{"root", "root"},
+		{"root, www-data", "root www-data"},
+		{"Name <root>", "root"},
+		{"Jörg <jörg@exämple.org>", "jörg@exämple.org"},
+		{"=?windows-1252?Q?J=F6rg?= <j@x.org>", "j@x.org"},
+		{"undisclosed-recipients:;", ""},
+		{"a@b.org, Grp: c@d.org, e@f.org;", "a@b.org c@d.org e@f.org"},
+		{`"a b"@x.org`, `"a b"@x.org`},
+		{"a@x.org (comment)", "a@x.org"},
+		{"", ""},
+		{"a@x.org,", "a@x.org"},
+		{"-X", "ERR"},
+		{"-X/var/www/x.php", "ERR"},
+		{"/tmp/x", "ERR"},
+		{"|/bin/sh", "ERR"},
+		{":include:/etc/passwd", "ERR"},
+		{"-oQ/tmp@x.org", "ERR"},
+		{"a@x.org\r\nBcc: evil@x.org", "ERR"},
+		{"a\x00@x.org", "ERR"},
+		{"$(id)@x.org", "ERR"},
+		{"a;rm -rf /@x.org", "ERR"},
+		{"`id`@x.org", "`id`@x.org"},
+		{"a@", "ERR"},
+		{"@x.org", "ERR"},
+		{strings.Repeat("a", 600) + "@x.org", "ERR"},
+	}
+	for _, tt := range tests {
+		got, err := ParseList(tt.in)
+		s := strings.Join(got, " ")
+		if err != nil {
+			s = "ERR"
+		}
+		if s != tt.want {
+			t.Errorf("ParseList(%q) = %q (%v), want %q", tt.in, s, err, tt.want)
+		}
+	}
+}
+
+func TestFormatFrom(t *testing.T) {
+	tests := []struct{ name, addr, want string }{
+		{"", "u@h", "u@h"},
+		{"CronDaemon", "root@h", "CronDaemon <root@h>"},
+		{"Doe, John", "j@h", `"Doe, John" <j@h>`},
+		{`a"b`, "j@h", `"a\"b" <j@h>`},
+	}
+	for _, tt := range tests {
+		if got := FormatFrom(tt.name, tt.addr); got != tt.want {
+			t.Errorf("FormatFrom(%q) = %q, want %q", tt.name, got, tt.want)
+		}
+	}
+}
+
+// FuzzHeader checks that header scanning never panics, that what it keeps
+// plus the rest of the input is the input (nothing lost, nothing added
+// besides the separator line), and that address parsing is total.
+func FuzzHeader(f *testing.F) {
+	for _, s := range []string{
+		"To: a@b\n\nbody", "Subject: x", "", "From x\nTo: y\n", "To: a,\n b\nCc: c\n\n",
+		"x\n", "A: \xff\x00\n\n", "To: <a@b>, \"q\\\"\" <c@d>, g:;\n\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		br := bufio.NewReader(bytes.NewReader(in))
+		h, err := ReadHeader(br, 1<<20)
+		if err != nil {
+			return
+		}
+		rest, _ := io.ReadAll(br)
+		out := write(h, len(rest) > 0) + string(rest)
+		orig := string(in)
+		if h.FromLine != "" {
+			if i := strings.IndexByte(orig, '\n'); i >= 0 {
+				orig = orig[i+1:]
+			} else {
+				orig = ""
+			}
+		}
+		if strings.ReplaceAll(out, "\n", "") != strings.ReplaceAll(orig, "\n", "") {
+			t.Fatalf("round trip changed bytes: %q -> %q", orig, out)
+		}
+		for _, fl := range h.Fields {
+			list, err := ParseList(fl.Value())
+			if err == nil {
+				for _, a := range list {
+					if HasControl(a) || a == "" || a[0] == '-' {
+						t.Fatalf("bad address accepted: %q", a)
+					}
+				}
+			}
+		}
+	})
+}
