@@ -159,8 +159,10 @@ systemd-verify: build
 	SYSTEMD_LOG_LEVEL=notice systemd-analyze verify --man=no $$tmp/relayd.service 2>&1 | grep -v 'nss-lookup.target\|network-online.target' | tee $$tmp/verify; \
 	if [ -s $$tmp/verify ]; then echo "systemd-verify: systemd-analyze verify complained"; exit 1; fi; \
 	systemd-analyze security --offline=true --no-pager $$tmp/relayd.service >$$tmp/security; \
-	tail -n1 $$tmp/security; \
-	echo "systemd-verify: relayd.service verified (score recorded in docs/SECURITY-SYSTEMD.md)"
+	score=$$(sed -n 's/.*Overall exposure level for relayd.service: \([0-9.]*\).*/\1/p' $$tmp/security); \
+	if ! grep -q "^\*\*Overall exposure level: $$score " docs/SECURITY-SYSTEMD.md; then \
+	  echo "systemd-verify: score is now $$score; update docs/SECURITY-SYSTEMD.md"; exit 1; fi; \
+	echo "systemd-verify: relayd.service verified; security exposure $$score, as docs/SECURITY-SYSTEMD.md records"
 
 packaging-test: man-check lintian systemd-verify
 
