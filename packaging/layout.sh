@@ -52,6 +52,14 @@ entries() {
 	done <"$LAYOUT"
 }
 
+# mkparent makes the directory holding path, 0755, when it is missing; it
+# never changes an existing directory's mode.
+mkparent() {
+	local dir
+	dir=$(dirname "$1")
+	[ -d "$dir" ] || install -d -m 0755 "$dir"
+}
+
 # source_of prints the repository file for src, or nothing when an optional
 # ("?") source is missing; a missing required source is an error.
 source_of() {
@@ -82,7 +90,7 @@ put() { # root type path mode src
 	local root=$1 type=$2 path=$3 mode=$4 src
 	src=$(source_of "$5")
 	[ -n "$src" ] || return 0
-	install -d -m 0755 "$root$(dirname "$path")"
+	mkparent "$root$path"
 	if [ "$type" = m ]; then
 		gzip -9n <"$src" >"$root$path"
 		chmod "$mode" "$root$path"
@@ -101,7 +109,7 @@ cmd_stage() {
 			put "$root" "$type" "$path" "$mode" "$src"
 			;;
 		l)
-			install -d -m 0755 "$root$(dirname "$path")"
+			mkparent "$root$path"
 			ln -sfn "$src" "$root$path"
 			;;
 		esac
@@ -123,7 +131,7 @@ cmd_install() {
 				continue
 			fi
 			if special "$owner" "$group" "$mode" && [ -z "$own" ]; then
-				echo "install: note: $path installed $(printf '0%s' "${mode:1}") root-owned; as root with the accounts present it gets $owner:$group $mode (make install-accounts)" >&2
+				echo "install: note: $path installed 0${mode:1} without its owner; it needs $owner:$group $mode (as root, after make install-accounts)" >&2
 				put "$DESTDIR" "$type" "$path" "0${mode:1}" "$src"
 				continue
 			fi
@@ -134,12 +142,12 @@ cmd_install() {
 			fi
 			;;
 		l)
-			install -d -m 0755 "$DESTDIR$(dirname "$path")"
+			mkparent "$dst"
 			ln -sfn "$src" "$dst"
 			;;
 		d)
 			[ ! -L "$dst" ] || die "$dst is a symbolic link, refusing"
-			install -d -m 0755 "$(dirname "$dst")"
+			mkparent "$dst"
 			[ -d "$dst" ] || mkdir -m 0700 "$dst"
 			if [ -n "$own" ]; then
 				chown -h "$owner:$group" "$dst"
