@@ -223,6 +223,17 @@ cmd_conffiles() {
 
 cmd_rpm_files() {
 	local type path owner group mode src
+	# The package's own directories (…/mailshim…) that hold installed files.
+	entries | while read -r type path owner group mode src; do
+		case $type in f | c | m) ;; *) continue ;; esac
+		[ -n "$(source_of "$src" 2>/dev/null)" ] || continue
+		while path=$(dirname "$path") && [ "$path" != / ]; do
+			case $path in */mailshim | */mailshim/*) echo "$path" ;; esac
+		done
+	done | sort -u | while read -r path; do
+		entries | awk -v p="$path" '$2 == p { found = 1 } END { exit !found }' ||
+			echo "%dir %attr(0755,root,root) $path"
+	done
 	entries | while read -r type path owner group mode src; do
 		case $type in
 		f | m)
