@@ -1,0 +1,354 @@
+package pickup
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mailshim/mailshim/pkg/config"
+	"github.com/mailshim/mailshim/pkg/maillog"
+	"github.com/mailshim/mailshim/pkg/spool"
+)
+
+var testNow = time.Date(2026, 11, 23, 14, 40, 0, 0, time.UTC)
+
+type env struct {
+	q   *spool.Queue
+	p   *Pickup
+	log *bytes.Buffer
+	md  *os.File
+}
+
+func testConfig() *config.Config {
+	cfg := config.Default()
+	cfg.Hostname = "web1.example.com"
+	cfg.AliasesFile = ""
+	cfg.Aliases = map[string][]string{"root": {"ops@example.com"}, "team": {"alice", "bob@example.org", "team"}}
+	cfg.Senders = map[string]string{"cronuser": "cron@example.com"}
+	return cfg
+}
+
+func newEnv(t *testing.T, cfg *config.Config) *env {
+	t.Helper()
+	root := filepath.Join(t.TempDir(), "spool")
+	if err := spool.Prepare(root, spool.CurrentOwner()); err != nil {
+		t.Fatal(err)
+	}
+	q, err := spool.OpenQueue(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(q.Close)
+	rw, errs := NewRewriter(cfg)
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	var log bytes.Buffer
+	clock := func() time.Time { return testNow }
+	p, err := New(q, rw, maillog.New(&log, clock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Now = clock
+	t.Cleanup(p.Close)
+	md, err := spool.OpenDir(root, spool.DirMaildrop)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { md.Close() })
+	return &env{q: q, p: p, log: &log, md: md}
+}
+
+// drop writes a maildrop file as sendmail would and returns its ID.
+func (e *env) drop(t *testing.T, m spool.Meta, body string) string {
+	t.Helper()
+	if m.ID == "" {
+		m.ID = spool.NewID(testNow)
+	}
+	if m.Time.IsZero() {
+		m.Time = testNow
+	}
+	m.Origin.UID, m.Origin.GID = os.Getuid(), os.Getgid()
+	d, err := spool.NewDrop(e.md, &m, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(d, body)
+	if err := d.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	return m.ID
+}
+
+func (e *env) queued(t *testing.T, id string) (*spool.Meta, string) {
+	t.Helper()
+	f, m, err := e.q.OpenMessage(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(m.Body(f))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, string(b)
+}
+
+func maildropNames(t *testing.T, e *env) []string {
+	ents, err := os.ReadDir(filepath.Join(e.q.Root, spool.DirMaildrop))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n []string
+	for _, x := range ents {
+		n = append(n, x.Name())
+	}
+	return n
+}
+
+func me(t *testing.T) (int, string) {
+	uid := os.Getuid()
+	u, err := user.LookupId(strconv.Itoa(uid))
+	if err != nil {
+		t.Skipf("uid %d has no passwd entry", uid)
+	}
+	return uid, u.Username
+}
+
+func TestPickupRewritesAndQueues(t *testing.T) {
+	e := newEnv(t, testConfig())
+	uid, name := me(t)
+	id := e.drop(t, spool.Meta{
+		Env:    spool.Envelope{Recipients: []string{"root", "team", "carol@example.net"}},
+		Origin: spool.Origin{User: name, Script: "/home/u/site/contact.php", ScriptSource: "SCRIPT_FILENAME", Caller: "php", Ignored: []string{"-oem"}},
+	}, "From: "+name+" (Cron Daemon)\nTo: root\nX-Mailshim-Origin: uid=0 forged\nSubject: hi\n\nbody line\n")
+	if n := e.p.Scan(); n != 1 {
+		t.Fatalf("Scan queued %d, log:\n%s", n, e.log)
+	}
+	if names := maildropNames(t, e); len(names) != 0 {
+		t.Fatalf("maildrop not emptied: %v", names)
+	}
+	if st, err := e.q.Locate(id); err != nil || st != spool.Incoming {
+		t.Fatalf("state %q %v", st, err)
+	}
+	m, body := e.queued(t, id)
+	if m.ID != id || m.Origin.UID != uid || m.Origin.User != name {
+		t.Errorf("meta %+v", m)
+	}
+	if want := name + "@web1.example.com"; m.Env.Sender != want {
+		t.Errorf("sender %q, want %q", m.Env.Sender, want)
+	}
+	wantRcpts := []string{"ops@example.com", "alice@web1.example.com", "bob@example.org", "team@web1.example.com", "carol@example.net"}
+	if strings.Join(m.Env.Recipients, ",") != strings.Join(wantRcpts, ",") {
+		t.Errorf("recipients %q, want %q", m.Env.Recipients, wantRcpts)
+	}
+	date := testNow.Format(time.RFC1123Z)
+	want := "Received: from uid " + strconv.Itoa(uid) + " (" + name + ") by web1.example.com (mailshim) id " + id + "; " + date + "\n" +
+		"X-Mailshim-Origin: uid=" + strconv.Itoa(uid) + " user=" + name + " script=/home/u/site/contact.php\n" +
+		"From: " + name + "@web1.example.com (Cron Daemon)\n" +
+		"To: root\n" +
+		"Subject: hi\n" +
+		"Date: " + date + "\n" +
+		"Message-ID: <" + id + "@web1.example.com>\n" +
+		"\nbody line\n"
+	if body != want {
+		t.Errorf("queued message:\n%s\nwant:\n%s", body, want)
+	}
+	wantLog := "ts=2026-11-23T14:40:00.000Z event=pickup id=" + id + " uid=" + strconv.Itoa(uid) + " user=" + name +
+		" script=/home/u/site/contact.php from=" + name + "@web1.example.com nrcpt=5 size=" + strconv.Itoa(len(want)) +
+		" via=maildrop caller=php ignored=-oem\n"
+	if e.log.String() != wantLog {
+		t.Errorf("log:\n%s\nwant:\n%s", e.log, wantLog)
+	}
+}
+
+func TestPickupSenderMap(t *testing.T) {
+	cfg := testConfig()
+	_, name := me(t)
+	cfg.Senders = map[string]string{name: "webmaster@example.com", "nobody-else": "other@example.com"}
+	e := newEnv(t, cfg)
+	id := e.drop(t, spool.Meta{Env: spool.Envelope{Recipients: []string{"x@example.org"}}, Origin: spool.Origin{User: name}},
+		"From: Site <nobody-else@web1.example.com>\nSubject: s\n\nb\n")
+	e.p.Scan()
+	m, body := e.queued(t, id)
+	if m.Env.Sender != "webmaster@example.com" {
+		t.Errorf("sender %q", m.Env.Sender)
+	}
+	if !strings.Contains(body, "\nFrom: Site <other@example.com>\n") {
+		t.Errorf("From not rewritten:\n%s", body)
+	}
+	// An explicit foreign sender and From are kept; a missing From is added.
+	id2 := e.drop(t, spool.Meta{Env: spool.Envelope{Sender: "me@example.org", FullName: "Me Myself", Recipients: []string{"x@example.org"}}, Origin: spool.Origin{User: name}},
+		"Subject: s\n\nb\n")
+	e.p.Scan()
+	m2, body2 := e.queued(t, id2)
+	if m2.Env.Sender != "me@example.org" || !strings.Contains(body2, "\nFrom: \"Me Myself\" <me@example.org>\n") {
+		t.Errorf("sender %q, body:\n%s", m2.Env.Sender, body2)
+	}
+}
+
+func TestPickupNoHeaderSeparator(t *testing.T) {
+	e := newEnv(t, testConfig())
+	id := e.drop(t, spool.Meta{Env: spool.Envelope{Sender: "a@example.org", Recipients: []string{"x@example.org"}}, Origin: spool.Origin{User: "u"}},
+		"just a body line without headers\nsecond\n")
+	e.p.Scan()
+	_, body := e.queued(t, id)
+	if !strings.HasSuffix(body, "Message-ID: <"+id+"@web1.example.com>\n\njust a body line without headers\nsecond\n") {
+		t.Errorf("body:\n%s", body)
+	}
+}
+
+func TestPickupQuarantine(t *testing.T) {
+	e := newEnv(t, testConfig())
+	md := filepath.Join(e.q.Root, spool.DirMaildrop)
+	good := e.drop(t, spool.Meta{Env: spool.Envelope{Sender: "a@example.org", Recipients: []string{"x@example.org"}}}, "Subject: s\n\nb\n")
+	// A second link to a good file: refused (the hard-link attack).
+	hl := spool.NewID(testNow)
+	if err := os.Link(filepath.Join(md, good), filepath.Join(md, hl)); err != nil {
+		t.Fatal(err)
+	}
+	sym := spool.NewID(testNow)
+	os.Symlink("/etc/passwd", filepath.Join(md, sym))
+	fifo := spool.NewID(testNow)
+	if err := syscall.Mkfifo(filepath.Join(md, fifo), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dir := spool.NewID(testNow)
+	os.Mkdir(filepath.Join(md, dir), 0o700)
+	corrupt := spool.NewID(testNow)
+	os.WriteFile(filepath.Join(md, corrupt), []byte("MAILSHIM-SPOOL 1\nid "+corrupt+"\n"), 0o440)
+	badname := "not-an-id"
+	os.WriteFile(filepath.Join(md, badname), []byte("x"), 0o440)
+	mismatch := spool.NewID(testNow)
+	other := e.drop(t, spool.Meta{Env: spool.Envelope{Recipients: []string{"x@example.org"}}}, "b\n")
+	os.Rename(filepath.Join(md, other), filepath.Join(md, mismatch))
+
+	if n := e.p.Scan(); n != 0 {
+		t.Fatalf("queued %d; log:\n%s", n, e.log)
+	}
+	if names := maildropNames(t, e); len(names) != 0 {
+		t.Fatalf("left in maildrop: %v", names)
+	}
+	qents, _ := os.ReadDir(filepath.Join(e.q.Root, spool.DirQuarantine))
+	if len(qents) != 8 {
+		t.Errorf("quarantine holds %d files, want 8", len(qents))
+	}
+	for _, want := range []string{"reason=\"hard link\"", "reason=\"symbolic link\"", "reason=\"not a regular file\"",
+		"truncated", "reason=\"not a queue file name\"", "reason=\"queue id in the file differs from its name\""} {
+		if !strings.Contains(e.log.String(), want) {
+			t.Errorf("log lacks %s:\n%s", want, e.log)
+		}
+	}
+	if c := strings.Count(e.log.String(), "event=quarantine"); c != 8 {
+		t.Errorf("%d quarantine lines, want 8:\n%s", c, e.log)
+	}
+	if ids, _ := e.q.List(spool.Incoming); len(ids) != 0 {
+		t.Errorf("queued: %v", ids)
+	}
+}
+
+func TestPickupTempFiles(t *testing.T) {
+	e := newEnv(t, testConfig())
+	md := filepath.Join(e.q.Root, spool.DirMaildrop)
+	old := filepath.Join(md, spool.TempPrefix+spool.NewID(testNow))
+	young := filepath.Join(md, spool.TempPrefix+spool.NewID(testNow))
+	os.WriteFile(old, []byte("partial"), 0o440)
+	os.WriteFile(young, []byte("partial"), 0o440)
+	os.Chtimes(old, testNow.Add(-2*time.Hour), testNow.Add(-2*time.Hour))
+	os.Chtimes(young, testNow.Add(-time.Minute), testNow.Add(-time.Minute))
+	e.p.Scan()
+	if _, err := os.Stat(old); !errors.Is(err, os.ErrNotExist) {
+		t.Error("stale temp file kept")
+	}
+	if _, err := os.Stat(young); err != nil {
+		t.Error("young temp file removed")
+	}
+	if !strings.Contains(e.log.String(), "event=temp-removed file="+filepath.Base(old)) || strings.Contains(e.log.String(), "quarantine") {
+		t.Errorf("log:\n%s", e.log)
+	}
+}
+
+func TestPickupUIDMismatch(t *testing.T) {
+	e := newEnv(t, testConfig())
+	uid, _ := me(t)
+	m := spool.Meta{ID: spool.NewID(testNow), Time: testNow, Env: spool.Envelope{Sender: "a@example.org", Recipients: []string{"x@example.org"}}, Origin: spool.Origin{UID: 4242, User: "forged"}}
+	d, _ := spool.NewDrop(e.md, &m, 0)
+	io.WriteString(d, "b\n")
+	if err := d.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	e.p.Scan()
+	qm, _ := e.queued(t, m.ID)
+	if qm.Origin.UID != uid || qm.Origin.User == "forged" {
+		t.Errorf("origin %+v: the file owner must win", qm.Origin)
+	}
+	if !strings.Contains(e.log.String(), "event=uid-mismatch id="+m.ID+" file_uid="+strconv.Itoa(uid)+" header_uid=4242 used="+strconv.Itoa(uid)) {
+		t.Errorf("log:\n%s", e.log)
+	}
+}
+
+// A crash after the queue copy was made but before the maildrop file was
+// removed: the next pickup removes the maildrop file and queues nothing
+// twice. A crash before the state file was written: the enqueue is redone.
+func TestPickupCrashBetween(t *testing.T) {
+	e := newEnv(t, testConfig())
+	md := filepath.Join(e.q.Root, spool.DirMaildrop)
+	id := e.drop(t, spool.Meta{Env: spool.Envelope{Sender: "a@example.org", Recipients: []string{"x@example.org"}}}, "Subject: s\n\nb\n")
+	saved, err := os.ReadFile(filepath.Join(md, id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.p.Scan()
+	_, first := e.queued(t, id)
+
+	// Crash after enqueue: the maildrop file is still there.
+	os.WriteFile(filepath.Join(md, id), saved, 0o440)
+	if n := e.p.Scan(); n != 0 {
+		t.Fatalf("queued again")
+	}
+	if !strings.Contains(e.log.String(), "event=pickup-duplicate id="+id) || len(maildropNames(t, e)) != 0 {
+		t.Fatalf("duplicate not resolved:\n%s", e.log)
+	}
+
+	// Crash between the message file and the state file.
+	os.Remove(filepath.Join(e.q.Root, spool.DirIncoming, id))
+	os.WriteFile(filepath.Join(md, id), saved, 0o440)
+	if n := e.p.Scan(); n != 1 {
+		t.Fatalf("interrupted enqueue not redone:\n%s", e.log)
+	}
+	_, again := e.queued(t, id)
+	if again != first {
+		t.Errorf("redone message differs:\n%s\nvs\n%s", again, first)
+	}
+	if ids, _ := e.q.List(spool.Incoming); len(ids) != 1 {
+		t.Errorf("incoming: %v", ids)
+	}
+}
+
+func TestStoreLimit(t *testing.T) {
+	e := newEnv(t, testConfig())
+	store := e.p.Store(100)
+	m := &spool.Meta{Env: spool.Envelope{Sender: "a@example.org", Recipients: []string{"x@example.org"}}, Origin: spool.Origin{UID: os.Getuid(), Via: "socket"}}
+	if _, err := store(m, strings.NewReader("Subject: big\n\n"+strings.Repeat("x", 200))); !errors.Is(err, spool.ErrTooLarge) {
+		t.Fatalf("too large: %v", err)
+	}
+	id, err := store(m, strings.NewReader("Subject: ok\n\nsmall\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	qm, body := e.queued(t, id)
+	if qm.Origin.Via != "socket" || !strings.Contains(body, "Subject: ok\n") || !strings.HasPrefix(body, "Received: from uid ") {
+		t.Errorf("meta %+v body:\n%s", qm.Origin, body)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(e.q.Root, spool.DirMsg)); len(ents) != 1 {
+		t.Errorf("msg dir holds %d files, want 1 (the refused one must leave nothing)", len(ents))
+	}
+}

@@ -1,0 +1,68 @@
+package pickup
+
+import (
+	"testing"
+
+	"github.com/mailshim/mailshim/pkg/spool"
+)
+
+func TestRewriteFrom(t *testing.T) {
+	cfg := testConfig()
+	cfg.Senders = map[string]string{"root": "root@example.com", "uid:1001": "site@example.com"}
+	rw, _ := NewRewriter(cfg)
+	o := &spool.Origin{UID: 1001, User: "smtest"}
+	for in, want := range map[string]string{
+		"root (Cron Daemon)":                 "root@example.com (Cron Daemon)",
+		"Cron Daemon <root>":                 "Cron Daemon <root@example.com>",
+		"root@web1.example.com":              "root@example.com",
+		"smtest":                             "site@example.com",
+		`"smtest" <smtest@WEB1.example.com>`: `"smtest" <site@example.com>`,
+		"www-data":                           "www-data@web1.example.com",
+		"someone@example.org":                "someone@example.org",
+		"a, b":                               "a, b",
+		"Group: a@b;":                        "Group: a@b;",
+		"(only a comment)":                   "(only a comment)",
+		"two words":                          "two words",
+		"x\"quoted\"":                        "x\"quoted\"",
+	} {
+		if got := rw.RewriteFrom(in, o); got != want {
+			t.Errorf("RewriteFrom(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestSender(t *testing.T) {
+	cfg := testConfig()
+	cfg.Senders = map[string]string{"uid:1001": "site@example.com"}
+	rw, _ := NewRewriter(cfg)
+	o := &spool.Origin{UID: 1001, User: "smtest"}
+	for in, want := range map[string]string{
+		"":                        "site@example.com",
+		"<>":                      "<>",
+		"smtest":                  "site@example.com",
+		"smtest@web1.example.com": "site@example.com",
+		"other":                   "other@web1.example.com",
+		"me@example.org":          "me@example.org",
+	} {
+		if got := rw.Sender(in, o); got != want {
+			t.Errorf("Sender(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if got := rw.Sender("", &spool.Origin{UID: 77}); got != "uid77@web1.example.com" {
+		t.Errorf("sender of a uid without name: %q", got)
+	}
+}
+
+func TestOriginHeader(t *testing.T) {
+	cfg := testConfig()
+	rw, _ := NewRewriter(cfg)
+	o := &spool.Origin{UID: 1001, User: "smtest", Script: "/srv/my site/x.php\r\nBcc: evil"}
+	if got, want := rw.Origin(o), `uid=1001 user=smtest script="/srv/my site/x.php\r\nBcc: evil"`; got != want {
+		t.Errorf("Origin = %s, want %s", got, want)
+	}
+	cfg.Trace.Fields = nil
+	rw, _ = NewRewriter(cfg)
+	if got := rw.Origin(o); got != "" {
+		t.Errorf("no fields: %q", got)
+	}
+}
