@@ -172,8 +172,12 @@ words:
 				// -q, -q30m, -qR..., -qI...: all mean "flush now" here.
 				a.mode = modeFlush
 				continue words
-			case 'Q':
-				a.ignored = append(a.ignored, w)
+			case 'Q', 'M':
+				// -Q[reason] (quarantine), -Mxvalue (macro): ignored.
+				if strings.Contains(w[j:], "/") {
+					return nil, refuse("-" + string(c))
+				}
+				a.ignored = append(a.ignored, "-"+w[j:])
 				continue words
 			case 'o':
 				v, err := value(w, j, c)
@@ -189,17 +193,14 @@ words:
 				if err != nil {
 					return nil, err
 				}
-				name, val, _ := strings.Cut(v, "=")
-				if pathOptions[strings.ToLower(strings.TrimSpace(name))] || strings.Contains(val, "/") {
+				name, _, _ := strings.Cut(v, "=")
+				if pathOptions[strings.ToLower(strings.TrimSpace(name))] || strings.Contains(v, "/") {
 					return nil, refuse("-O " + strings.TrimSpace(name))
 				}
 				a.ignored = append(a.ignored, "-O"+v)
 				continue words
 			case 'C', 'X', 'd', 'D':
 				return nil, refuse("-" + string(c))
-			case 'M':
-				a.ignored = append(a.ignored, w)
-				continue words
 			default:
 				// Unknown: ignored and recorded, never a failure that would
 				// lose a cron job's mail. An argument naming a path is

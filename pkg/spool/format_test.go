@@ -1,0 +1,165 @@
+package spool
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+
+// encode returns a whole message file for m and body, as Drop writes it.
+func encode(m *Meta, body string) []byte {
+	mm := *m
+	mm.Size, mm.CRC = int64(len(body)), crc32.Checksum([]byte(body), CRC)
+	hdr, _ := EncodeHeader(&mm)
+	return append(hdr, body...)
+}
+
+func goldenMeta() (*Meta, string) {
+	t := time.Date(2026, 11, 23, 14, 40, 0, 123456789, time.UTC)
+	m := &Meta{Version: Version, ID: "0006270A1B2C3D4E5F60", Time: t,
+		Env: Envelope{Sender: "webapp@example.org", FullName: "Web App", Recipients: []string{"a@example.org", "root", `"x y"@example.org`},
+			Notify: "SUCCESS,FAILURE", Ret: "HDRS", EnvID: "abc", BodyType: "8BITMIME", SMTPUTF8: true},
+		Origin: Origin{UID: 1001, GID: 1001, User: "smtest", Via: "maildrop", Mode: "t",
+			Script: "/home/smtest/site/contact%.php\nX", ScriptSource: "SCRIPT_FILENAME",
+			PHPHeader: "1002:x.php", PHPUIDMismatch: true, ParentPID: 4242, ParentExe: "/usr/lib/cgi-bin/php8.2",
+			ParentCmdline: "php -f 'a b.php'", ParentCwd: "/home/smtest/site", Cgroup: "php8.2-fpm.service",
+			Caller: "php", Ignored: []string{"-Zq", "-oL9"}},
+		Extra: [][2]string{{"x-future", "kept %\x00"}},
+	}
+	return m, "To: a@example.org\nSubject: golden\n\nbody \xff\x00\r bare CR\n"
+}
+
+// TestGolden pins version 1 of the format byte for byte: a change here is a
+// change of the contract between sendmail and relayd.
+func TestGolden(t *testing.T) {
+	m, body := goldenMeta()
+	got := encode(m, body)
+	path := filepath.Join("testdata", "v1.msg")
+	if *update {
+		os.WriteFile(path, got, 0o644)
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("encoding changed:\n%s\nwant:\n%s", got, want)
+	}
+	d, err := Decode(bytes.NewReader(want), int64(len(want)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Size, m.CRC, m.BodyOffset = int64(len(body)), crc32.Checksum([]byte(body), CRC), d.BodyOffset
+	if !reflect.DeepEqual(d, m) {
+		t.Errorf("decoded\n%+v\nwant\n%+v", d, m)
+	}
+	b, err := io.ReadAll(d.Body(bytes.NewReader(want)))
+	if err != nil || string(b) != body {
+		t.Errorf("body %q %v", b, err)
+	}
+}
+
+func TestDecodeRefuses(t *testing.T) {
+	m, body := goldenMeta()
+	good := encode(m, body)
+	hdrLen := bytes.Index(good, []byte("\n\n")) + 2
+	replace := func(old, new string) []byte {
+		return bytes.Replace(append([]byte(nil), good...), []byte(old), []byte(new), 1)
+	}
+	tests := []struct {
+		name string
+		file []byte
+		want error
+	}{
+		{"empty", nil, ErrTruncated},
+		{"version 2", replace("MAILSHIM-SPOOL 1", "MAILSHIM-SPOOL 2"), ErrVersion},
+		{"not spool", []byte("From: x\n\n"), ErrCorrupt},
+		{"header cut", good[:hdrLen-1], ErrTruncated},
+		{"body cut", good[:len(good)-1], ErrTruncated},
+		{"body longer", append(append([]byte(nil), good...), 'x'), ErrSize},
+		{"no id", replace("id 0006270A1B2C3D4E5F60\n", ""), ErrCorrupt},
+		{"bad id", replace("id 0006270A1B2C3D4E5F60", "id ../../etc/passwd"), ErrCorrupt},
+		{"bad uid", replace("uid 1001", "uid -1"), ErrCorrupt},
+		{"raw control", replace("user smtest", "user sm\rtest"), ErrCorrupt},
+		{"bad escape", replace("user smtest", "user sm%zz"), ErrCorrupt},
+		{"field after crc", replace("\n\nTo:", "\nx 1\n\nTo:"), ErrCorrupt},
+		{"short size", replace("size 000000000000000", "size 0"), ErrCorrupt},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Decode(bytes.NewReader(tt.file), int64(len(tt.file)))
+			if !errors.Is(err, tt.want) || !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("got %v, want %v", err, tt.want)
+			}
+		})
+	}
+	// A flipped body byte decodes, and Body reports the checksum.
+	bad := append([]byte(nil), good...)
+	bad[len(bad)-2] ^= 1
+	d, err := Decode(bytes.NewReader(bad), int64(len(bad)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadAll(d.Body(bytes.NewReader(bad))); !errors.Is(err, ErrChecksum) {
+		t.Fatalf("body read: %v", err)
+	}
+}
+
+func TestEscape(t *testing.T) {
+	for _, s := range []string{"", "plain", "a%b", "\r\n\x00\x7f\xff", strings.Repeat("%", 10)} {
+		e := Escape(s)
+		if strings.ContainsAny(e, "\r\n\x00") {
+			t.Errorf("Escape(%q) = %q", s, e)
+		}
+		u, err := Unescape(e)
+		if err != nil || u != s {
+			t.Errorf("Unescape(Escape(%q)) = %q, %v", s, u, err)
+		}
+	}
+}
+
+// FuzzDecode checks that Decode never panics or over-reads, that what it
+// accepts re-encodes to the same file (the format is canonical), and that
+// Body never returns more than Size bytes.
+func FuzzDecode(f *testing.F) {
+	m, body := goldenMeta()
+	f.Add(encode(m, body))
+	f.Add(encode(&Meta{ID: "0006270A1B2C3D4E5F60", Time: time.Unix(0, 0).UTC()}, ""))
+	f.Add([]byte("MAILSHIM-SPOOL 1\n\n"))
+	f.Add([]byte("MAILSHIM-SPOOL 9\nid x\n\n"))
+	f.Fuzz(func(t *testing.T, file []byte) {
+		d, err := Decode(bytes.NewReader(file), int64(len(file)))
+		if err != nil {
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("error not ErrCorrupt: %v", err)
+			}
+			return
+		}
+		if d.BodyOffset+d.Size != int64(len(file)) {
+			t.Fatalf("offset %d + size %d != %d", d.BodyOffset, d.Size, len(file))
+		}
+		b, _ := io.ReadAll(d.Body(bytes.NewReader(file)))
+		if int64(len(b)) != d.Size {
+			t.Fatalf("body %d bytes, size %d", len(b), d.Size)
+		}
+		hdr, _ := EncodeHeader(d)
+		d2, err := Decode(bytes.NewReader(append(hdr, b...)), int64(len(hdr)+len(b)))
+		if err != nil {
+			t.Fatalf("re-encoded file refused: %v", err)
+		}
+		d2.BodyOffset = d.BodyOffset
+		if !reflect.DeepEqual(d, d2) {
+			t.Fatalf("re-encoding changed the header:\n%+v\n%+v", d, d2)
+		}
+	})
+}
