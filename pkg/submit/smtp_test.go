@@ -1,0 +1,105 @@
+package submit
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/mailshim/mailshim/pkg/spool"
+)
+
+type stored struct {
+	env  spool.Envelope
+	data string
+}
+
+func session(t *testing.T, in string, deliver func(spool.Envelope, io.Reader) (string, error)) (string, []stored) {
+	t.Helper()
+	var got []stored
+	s := &SMTP{Hostname: "host.example", MaxSize: 1000, Deliver: func(env spool.Envelope, data io.Reader) (string, error) {
+		if deliver != nil {
+			return deliver(env, data)
+		}
+		b, err := io.ReadAll(data)
+		if err != nil {
+			return "", err
+		}
+		got = append(got, stored{env, string(b)})
+		return "0006270A1B2C3D4E5F60", nil
+	}}
+	var out bytes.Buffer
+	if _, _, err := s.Serve(strings.NewReader(in), &out); err != nil {
+		t.Fatal(err)
+	}
+	return out.String(), got
+}
+
+// The dialogue Symfony Mailer has (testdata in cmd/sendmail has the real
+// recording): HELO, several RCPT, DATA with a leading dot, QUIT.
+func TestSMTPSymfony(t *testing.T) {
+	in := "HELO [127.0.0.1]\r\nMAIL FROM:<webapp@example.org>\r\nRCPT TO:<rcpt1@example.org>\r\nRCPT TO:<hidden@example.org>\r\n" +
+		"DATA\r\nSubject: x\r\n\r\n..leading dot\r\nbody\r\n.\r\nQUIT\r\n"
+	out, got := session(t, in, nil)
+	want := "220 host.example ESMTP mailshim\r\n250 host.example\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n" +
+		"354 End data with <CR><LF>.<CR><LF>\r\n250 2.0.0 Ok: queued as 0006270A1B2C3D4E5F60\r\n221 2.0.0 Bye\r\n"
+	if out != want {
+		t.Errorf("dialogue:\n%q\nwant\n%q", out, want)
+	}
+	if len(got) != 1 || got[0].data != "Subject: x\n\n.leading dot\nbody\n" || got[0].env.Sender != "webapp@example.org" ||
+		strings.Join(got[0].env.Recipients, " ") != "rcpt1@example.org hidden@example.org" {
+		t.Errorf("stored %+v", got)
+	}
+}
+
+func TestSMTPSessionRules(t *testing.T) {
+	in := "EHLO c\r\nRCPT TO:<a@b.org>\r\nDATA\r\nMAIL FROM:<> BODY=8BITMIME SMTPUTF8 RET=HDRS ENVID=e1\r\nMAIL FROM:<x@y.org>\r\n" +
+		"RCPT TO:<bad address>\r\nRCPT TO:<root> NOTIFY=NEVER\r\nDATA\r\nm1\r\n.\r\nMAIL FROM:<a@b.org> SIZE=5000\r\n" +
+		"MAIL FROM:<a@b.org> FOO=1\r\nRSET\r\nNOOP\r\nVRFY x\r\nSTARTTLS\r\nBLAH\r\n" + strings.Repeat("x", 5000) + "\r\n" +
+		"MAIL FROM:<a@b.org>\r\nRCPT TO:<c@d.org>\r\nDATA\r\nm2\r\n.\r\nQUIT\r\n"
+	out, got := session(t, in, nil)
+	codes := []string{}
+	for _, l := range strings.Split(strings.TrimSpace(out), "\r\n") {
+		if len(l) >= 4 && l[3] == '-' {
+			continue
+		}
+		codes = append(codes, l[:3])
+	}
+	want := "220 250 503 503 250 503 553 250 354 250 552 555 250 250 252 502 500 500 250 250 354 250 221"
+	if strings.Join(codes, " ") != want {
+		t.Errorf("codes\n%s\nwant\n%s\n%s", strings.Join(codes, " "), want, out)
+	}
+	if !strings.Contains(out, "250-8BITMIME\r\n") || !strings.Contains(out, "250-SMTPUTF8\r\n") || !strings.Contains(out, "SIZE 1000") {
+		t.Errorf("EHLO reply %q", out)
+	}
+	if len(got) != 2 || got[0].env.Sender != "<>" || got[0].env.BodyType != "8BITMIME" || !got[0].env.SMTPUTF8 ||
+		got[0].env.Ret != "HDRS" || got[0].env.EnvID != "e1" || got[0].data != "m1\n" || got[1].data != "m2\n" {
+		t.Errorf("stored %+v", got)
+	}
+}
+
+func TestSMTPDeliverError(t *testing.T) {
+	in := "HELO c\r\nMAIL FROM:<a@b.org>\r\nRCPT TO:<c@d.org>\r\nDATA\r\nSubject: x\r\n\r\nbody\r\n.\r\nQUIT\r\n"
+	out, _ := session(t, in, func(spool.Envelope, io.Reader) (string, error) {
+		return "", errors.New("disk on fire") // returns without reading: the server drains
+	})
+	if !strings.Contains(out, "451 4.3.0 Error: message not stored\r\n221 ") {
+		t.Errorf("dialogue %q", out)
+	}
+}
+
+func TestSMTPEOFInData(t *testing.T) {
+	s := &SMTP{Hostname: "h", Deliver: func(_ spool.Envelope, data io.Reader) (string, error) {
+		_, err := io.ReadAll(data)
+		if !errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Errorf("data error %v", err)
+		}
+		return "", err
+	}}
+	var out bytes.Buffer
+	stored, failed, err := s.Serve(strings.NewReader("HELO c\r\nMAIL FROM:<>\r\nRCPT TO:<a@b.org>\r\nDATA\r\nhalf a mess"), &out)
+	if err != nil || stored != 0 || failed != 1 {
+		t.Errorf("stored %d failed %d err %v", stored, failed, err)
+	}
+}

@@ -1,0 +1,183 @@
+package submit
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mailshim/mailshim/pkg/spool"
+	"github.com/mailshim/mailshim/pkg/sysexits"
+)
+
+// server listens on a socket in a temp dir and stores into a real
+// spool.Drop in another, as relayd does.
+type server struct {
+	sock string
+	dir  string
+	errs chan error
+}
+
+func newServer(t *testing.T, max int64) *server {
+	t.Helper()
+	tmp := t.TempDir()
+	s := &server{sock: filepath.Join(tmp, "submit.sock"), dir: filepath.Join(tmp, "store"), errs: make(chan error, 16)}
+	os.Mkdir(s.dir, 0o700)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: s.sock, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.AcceptUnix()
+			if err != nil {
+				return
+			}
+			go func() {
+				s.errs <- Serve(c, func(m *spool.Meta, body io.Reader) (string, error) {
+					dir, err := spool.OpenDir(filepath.Dir(s.dir), filepath.Base(s.dir))
+					if err != nil {
+						return "", err
+					}
+					defer dir.Close()
+					d, err := spool.NewDrop(dir, m, max)
+					if err != nil {
+						return "", err
+					}
+					if _, err := io.Copy(d, body); err != nil {
+						d.Abort()
+						return "", err
+					}
+					return m.ID, d.Commit()
+				})
+			}()
+		}
+	}()
+	return s
+}
+
+func (s *server) files(t *testing.T) []string {
+	t.Helper()
+	ents, err := os.ReadDir(s.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+func TestSendServe(t *testing.T) {
+	s := newServer(t, 1<<20)
+	m := &spool.Meta{ID: spool.NewID(time.Now()), Time: time.Now(),
+		Env:    spool.Envelope{Sender: "a@example.org", Recipients: []string{"b@example.org"}},
+		Origin: spool.Origin{UID: 0, GID: 0, User: "forged-root", Via: "maildrop", Script: "/x.php", Mode: "t"},
+	}
+	body := strings.Repeat("line of body\n", 20000) // several chunks
+	id, err := Send(context.Background(), s.sock, m, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-s.errs; err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(filepath.Join(s.dir, id))
+	if err != nil {
+		t.Fatalf("stored file: %v (have %v)", err, s.files(t))
+	}
+	defer f.Close()
+	st, _ := f.Stat()
+	got, err := spool.Decode(f, st.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Identity from the kernel, not from the client.
+	if got.Origin.UID != os.Getuid() || got.Origin.GID != os.Getgid() || got.Origin.Via != "socket" || got.Origin.User == "forged-root" && os.Getuid() != 0 {
+		t.Errorf("origin %+v", got.Origin)
+	}
+	if got.Origin.Script != "/x.php" || got.Env.Sender != "a@example.org" || got.Env.Recipients[0] != "b@example.org" {
+		t.Errorf("meta %+v", got)
+	}
+	b, err := io.ReadAll(got.Body(f))
+	if err != nil || string(b) != body {
+		t.Errorf("body: %d bytes, %v", len(b), err)
+	}
+}
+
+func TestSendTooLarge(t *testing.T) {
+	s := newServer(t, 100)
+	m := &spool.Meta{ID: spool.NewID(time.Now()), Env: spool.Envelope{Recipients: []string{"b@x.org"}}}
+	_, err := Send(context.Background(), s.sock, m, strings.NewReader(strings.Repeat("x", 1000)))
+	var e *Error
+	if !errors.As(err, &e) || e.Code != sysexits.DataErr {
+		t.Fatalf("got %v, want EX_DATAERR", err)
+	}
+	<-s.errs
+	if f := s.files(t); len(f) != 0 {
+		t.Errorf("left %v", f)
+	}
+}
+
+// A client that disconnects before the final chunk stores nothing.
+func TestServeIncomplete(t *testing.T) {
+	s := newServer(t, 1<<20)
+	c, err := net.Dial("unix", s.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &spool.Meta{ID: spool.NewID(time.Now()), Env: spool.Envelope{Recipients: []string{"b@x.org"}}}
+	hdr, _ := spool.EncodeHeader(m)
+	io.WriteString(c, greeting)
+	c.Write(hdr)
+	io.WriteString(c, "5\nhello")
+	c.(*net.UnixConn).CloseWrite()
+	line, _ := bufio.NewReader(c).ReadString('\n')
+	c.Close()
+	if !strings.HasPrefix(line, "error 74 ") {
+		t.Errorf("answer %q", line)
+	}
+	if err := <-s.errs; err == nil {
+		t.Error("Serve reported success")
+	}
+	if f := s.files(t); len(f) != 0 {
+		t.Errorf("stored %v", f)
+	}
+}
+
+func TestServeGarbage(t *testing.T) {
+	s := newServer(t, 1<<20)
+	for _, in := range []string{"HELO x\r\n", greeting + "not a header\n\n", greeting + "MAILSHIM-SPOOL 1\nid 0006270A1B2C3D4E5F60\n\n"} {
+		c, err := net.Dial("unix", s.sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(c, in)
+		c.(*net.UnixConn).CloseWrite()
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		c.Close()
+		if !strings.HasPrefix(line, "error ") {
+			t.Errorf("%q: answer %q", in, line)
+		}
+		<-s.errs
+	}
+	if f := s.files(t); len(f) != 0 {
+		t.Errorf("stored %v", f)
+	}
+}
+
+func TestSendNoServer(t *testing.T) {
+	_, err := Send(context.Background(), filepath.Join(t.TempDir(), "none.sock"), &spool.Meta{}, strings.NewReader("x"))
+	var e *Error
+	if err == nil || errors.As(err, &e) {
+		t.Fatalf("got %v", err)
+	}
+}
