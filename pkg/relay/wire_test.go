@@ -1,0 +1,278 @@
+package relay
+
+import (
+	"bytes"
+	"io"
+	"mime/quotedprintable"
+	"strings"
+	"testing"
+
+	"github.com/emersion/go-message"
+)
+
+// wire runs the transformer over in.
+func wire(t testing.TB, in []byte, mode WireMode) ([]byte, error) {
+	t.Helper()
+	body := func() (io.Reader, error) { return bytes.NewReader(in), nil }
+	r, err := NewWireReader(body, mode)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	return io.ReadAll(r)
+}
+
+// checkWireSafe fails unless out has only CRLF line ends, no line over 998
+// octets, no NUL and no bare CR.
+func checkWireSafe(t testing.TB, in, out []byte) {
+	t.Helper()
+	col := 0
+	for i := 0; i < len(out); i++ {
+		switch c := out[i]; c {
+		case 0:
+			t.Fatalf("NUL at %d in output of %q", i, in)
+		case '\r':
+			if i+1 >= len(out) || out[i+1] != '\n' {
+				t.Fatalf("bare CR at %d in output of %q", i, in)
+			}
+			i++
+			col = 0
+		case '\n':
+			t.Fatalf("bare LF at %d in output of %q", i, in)
+		default:
+			col++
+			if col > maxLine {
+				t.Fatalf("line longer than %d at %d in output of %q", maxLine, i, in)
+			}
+		}
+	}
+}
+
+func TestWireSimple(t *testing.T) {
+	in := "From: a@example.org\nSubject: hi\n\nline 1\n.\n..x\nlast"
+	out, err := wire(t, []byte(in), WireMode{EightBit: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "From: a@example.org\r\nSubject: hi\r\n\r\nline 1\r\n.\r\n..x\r\nlast\r\n"
+	if string(out) != want {
+		t.Fatalf("got %q\nwant %q", out, want)
+	}
+}
+
+func TestWireCRLFStoredStaysOneLineEnd(t *testing.T) {
+	out, err := wire(t, []byte("Subject: x\r\n\r\nbody\r\nmore\n"), WireMode{EightBit: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(out) != "Subject: x\r\n\r\nbody\r\nmore\r\n" {
+		t.Fatalf("got %q", out)
+	}
+}
+
+// decodeText parses msg with go-message and returns the decoded text of
+// every leaf part, in order.
+func decodeText(t *testing.T, msg []byte) []string {
+	t.Helper()
+	e, err := message.Read(bytes.NewReader(msg))
+	if err != nil {
+		t.Fatalf("parse: %v\n%s", err, msg)
+	}
+	var out []string
+	var walk func(e *message.Entity)
+	walk = func(e *message.Entity) {
+		if mr := e.MultipartReader(); mr != nil {
+			for {
+				p, err := mr.NextPart()
+				if err == io.EOF {
+					return
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				walk(p)
+			}
+		}
+		b, err := io.ReadAll(e.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, string(b))
+	}
+	walk(e)
+	return out
+}
+
+func TestWireLongLineReencodedAndDecodesBack(t *testing.T) {
+	long := strings.Repeat("abcdefghij ", 300) + "end" // 3303 octets
+	in := "From: a@example.org\nSubject: long\n\nshort line\n" + long + "\ntrailing space \n"
+	out, err := wire(t, []byte(in), WireMode{EightBit: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkWireSafe(t, []byte(in), out)
+	if !bytes.Contains(out, []byte("Content-Transfer-Encoding: quoted-printable\r\n")) || !bytes.Contains(out, []byte("MIME-Version: 1.0\r\n")) {
+		t.Fatalf("headers not rewritten:\n%s", out)
+	}
+	got := decodeText(t, out)
+	want := "short line\r\n" + long + "\r\ntrailing space \r\n"
+	if len(got) != 1 || got[0] != want {
+		t.Fatalf("decoded %q\nwant %q", got, want)
+	}
+}
+
+func TestWireMultipartOnlyOffendingPartReencoded(t *testing.T) {
+	long := strings.Repeat("x", 2000)
+	in := "MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"BB\"\n\npreamble\n--BB\nContent-Type: text/plain\n\nfine part\n--BB\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\nh\xc3\xa9 \x00 nul and bare\rCR\n" + long + "\n--BB\nContent-Type: application/octet-stream\nContent-Transfer-Encoding: base64\n\n" + strings.Repeat("QUJD", 400) + "\n--BB--\nepilogue\n"
+	out, err := wire(t, []byte(in), WireMode{EightBit: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkWireSafe(t, []byte(in), out)
+	if n := bytes.Count(out, []byte("Content-Transfer-Encoding: quoted-printable")); n != 1 {
+		t.Fatalf("%d parts re-encoded, want 1:\n%s", n, out)
+	}
+	if bytes.Contains(out, []byte("Content-Transfer-Encoding: 8bit")) {
+		t.Fatal("old CTE kept")
+	}
+	got := decodeText(t, out)
+	want := []string{"fine part", "h\xc3\xa9 \x00 nul and bare\rCR\r\n" + long, strings.Repeat("ABC", 400)}
+	if len(got) != 3 || got[0] != want[0] || got[1] != want[1] || got[2] != want[2] {
+		t.Fatalf("decoded %q\nwant %q", got, want)
+	}
+}
+
+func TestWire8bitTo7bit(t *testing.T) {
+	in := "From: a@example.org\nSubject: caf\xc3\xa9?\n\nbody\n"
+	if _, err := wire(t, []byte(in), WireMode{EightBit: false}); err != ErrStuck8bit {
+		t.Fatalf("8-bit header to a 7-bit upstream: %v", err)
+	}
+	in = "From: a@example.org\nSubject: cafe\nContent-Type: text/plain; charset=utf-8\n\nd\xc3\xa9j\xc3\xa0 vu = ok\n"
+	out, err := wire(t, []byte(in), WireMode{EightBit: false})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range out {
+		if c >= 0x80 {
+			t.Fatalf("8-bit byte on a 7-bit wire: %q", out)
+		}
+	}
+	got := decodeText(t, out)
+	if len(got) != 1 || got[0] != "d\xc3\xa9j\xc3\xa0 vu = ok\r\n" {
+		t.Fatalf("decoded %q", got)
+	}
+	// The same message to an 8BITMIME upstream goes as it is.
+	out, err = wire(t, []byte(in), WireMode{EightBit: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(out, []byte("d\xc3\xa9j\xc3\xa0 vu = ok\r\n")) {
+		t.Fatalf("8-bit body changed: %q", out)
+	}
+}
+
+func TestWireQPPartRepaired(t *testing.T) {
+	qp := strings.Repeat("a=3Db", 400) // 2000 octets of already-encoded text
+	in := "Content-Type: text/plain\nContent-Transfer-Encoding: quoted-printable\n\n" + qp + "\nraw\xe9 and bare\rCR\n"
+	out, err := wire(t, []byte(in), WireMode{EightBit: false})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkWireSafe(t, []byte(in), out)
+	dec, err := io.ReadAll(quotedprintable.NewReader(bytes.NewReader(out[bytes.Index(out, []byte("\r\n\r\n"))+4:])))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := strings.Repeat("a=b", 400) + "\r\nraw\xe9 and bare\rCR\r\n"; string(dec) != want {
+		t.Fatalf("decoded %q\nwant %q", dec, want)
+	}
+}
+
+func TestWireLongHeaderFolded(t *testing.T) {
+	in := "Subject: " + strings.Repeat("word ", 500) + "\nX-Long: " + strings.Repeat("y", 3000) + "\n\nbody\n"
+	out, err := wire(t, []byte(in), WireMode{EightBit: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkWireSafe(t, []byte(in), out)
+	e, err := message.Read(bytes.NewReader(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := e.Header.Get("Subject"); strings.Join(strings.Fields(got), " ") != strings.TrimSpace(strings.Repeat("word ", 500)) {
+		t.Fatalf("Subject changed: %q", got)
+	}
+}
+
+func TestWireSmugglingNeverFormsEndOfData(t *testing.T) {
+	for _, in := range []string{
+		"Subject: x\n\nbody\n.\rMAIL FROM:<evil>\r\n",
+		"Subject: x\n\nbody\r.\r\nRCPT TO:<evil>\n",
+		"Subject: x\n\nbody\n\r.\r\n",
+		"Subject: x\n\nbody\x00\n.\x00\n",
+	} {
+		out, err := wire(t, []byte(in), WireMode{EightBit: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkWireSafe(t, []byte(in), out)
+	}
+}
+
+func TestWireHeaderOnlyAndEmpty(t *testing.T) {
+	for in, want := range map[string]string{
+		"":                   "",
+		"Subject: x":         "Subject: x\r\n",
+		"Subject: x\n":       "Subject: x\r\n",
+		"no header at all\n": "no header at all\r\n",
+		"\n\nbody":           "\r\n\r\nbody\r\n",
+	} {
+		out, err := wire(t, []byte(in), WireMode{EightBit: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(out) != want {
+			t.Errorf("%q: got %q, want %q", in, out, want)
+		}
+	}
+}
+
+func TestWireStreamsLargeMessage(t *testing.T) {
+	// 8 MB in one line: goes through in bounded buffers (the test would
+	// still pass if it did not, but checks correctness at size).
+	big := bytes.Repeat([]byte("z"), 8<<20)
+	in := append([]byte("Subject: big\n\n"), big...)
+	out, err := wire(t, in, WireMode{EightBit: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkWireSafe(t, in[:100], out)
+	got := decodeText(t, out)
+	if len(got) != 1 || got[0] != string(big)+"\r\n" {
+		t.Fatalf("big line did not survive (len %d)", len(got[0]))
+	}
+}
+
+func FuzzWireSafe(f *testing.F) {
+	f.Add([]byte("Subject: x\n\nbody\n.\n"), true)
+	f.Add([]byte("Content-Type: multipart/mixed; boundary=b\n\n--b\nContent-Transfer-Encoding: base64\n\nQUJD\n--b\n\n\xff\x00\r\n--b--\n"), false)
+	f.Add([]byte("Content-Type: message/rfc822\n\nSubject: inner\nContent-Transfer-Encoding: quoted-printable\n\n=3D=\n"), true)
+	f.Add([]byte(strings.Repeat("h: v\r", 300)+"\n\n"+strings.Repeat("x\r", 1200)), false)
+	f.Fuzz(func(t *testing.T, in []byte, eightBit bool) {
+		out, err := wire(t, in, WireMode{EightBit: eightBit})
+		if err == ErrStuck8bit && !eightBit {
+			return
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkWireSafe(t, in, out)
+		if !eightBit {
+			for _, c := range out {
+				if c >= 0x80 {
+					t.Fatalf("8-bit byte on a 7-bit wire: %q -> %q", in, out)
+				}
+			}
+		}
+	})
+}
