@@ -1,0 +1,559 @@
+package queue
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-message"
+
+	"github.com/mailshim/mailshim/pkg/control"
+	"github.com/mailshim/mailshim/pkg/maillog"
+	"github.com/mailshim/mailshim/pkg/relay"
+	"github.com/mailshim/mailshim/pkg/spool"
+)
+
+var t0 = time.Date(2026, 11, 23, 14, 40, 0, 0, time.UTC)
+
+// clock is the injected clock.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time  { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *clock) Set(t time.Time) { c.mu.Lock(); c.now = t; c.mu.Unlock() }
+
+// sent is one message as the fake upstream received it.
+type sent struct {
+	From string
+	To   []string
+	Body string
+}
+
+// fakeUp is a scripted upstream: respond decides each recipient's fate.
+type fakeUp struct {
+	mu      sync.Mutex
+	msgs    []sent
+	dials   int
+	dialErr error
+	// respond returns the error for rcpt (nil = accepted).
+	respond func(from, rcpt string) *relay.Error
+	onDial  func()
+}
+
+func (f *fakeUp) dial(ctx context.Context, sender string) (Session, error) {
+	f.mu.Lock()
+	f.dials++
+	err, hook := f.dialErr, f.onDial
+	f.mu.Unlock()
+	if hook != nil {
+		hook()
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &fakeSess{up: f}, nil
+}
+
+func (f *fakeUp) sent() []sent {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]sent(nil), f.msgs...)
+}
+
+type fakeSess struct{ up *fakeUp }
+
+func (s *fakeSess) Alive() bool      { return true }
+func (s *fakeSess) Upstream() string { return "fake.example:587" }
+func (s *fakeSess) Close() error     { return nil }
+func (s *fakeSess) Send(ctx context.Context, m *relay.Message) *relay.Result {
+	r, err := m.Body()
+	if err != nil {
+		return &relay.Result{Err: &relay.Error{Class: relay.Temporary, Stage: relay.StageMessage, Err: err}}
+	}
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return &relay.Result{Err: &relay.Error{Class: relay.Temporary, Stage: relay.StageMessage, Err: err}}
+	}
+	res := &relay.Result{Upstream: "fake.example:587"}
+	var ok []string
+	for _, rc := range m.To {
+		var e *relay.Error
+		if s.up.respond != nil {
+			e = s.up.respond(m.From, rc)
+		}
+		res.Rcpts = append(res.Rcpts, relay.RcptResult{Rcpt: rc, Err: e})
+		if e == nil {
+			ok = append(ok, rc)
+		}
+	}
+	if len(ok) > 0 {
+		s.up.mu.Lock()
+		s.up.msgs = append(s.up.msgs, sent{From: m.From, To: ok, Body: string(b)})
+		n := len(s.up.msgs)
+		s.up.mu.Unlock()
+		res.QueueID = fmt.Sprintf("UP%d", n)
+		res.Reply = "250 2.0.0 Ok: queued as " + res.QueueID
+	} else {
+		res.Err = res.Rcpts[0].Err
+	}
+	return res
+}
+
+type env struct {
+	sp  *spool.Queue
+	q   *Queue
+	up  *fakeUp
+	clk *clock
+	log *bytes.Buffer
+}
+
+func newEnv(t *testing.T, set Settings) *env {
+	t.Helper()
+	root := filepath.Join(t.TempDir(), "spool")
+	if err := spool.Prepare(root, spool.CurrentOwner()); err != nil {
+		t.Fatal(err)
+	}
+	sp, err := spool.OpenQueue(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sp.Close)
+	e := &env{sp: sp, up: &fakeUp{}, clk: &clock{now: t0}, log: &bytes.Buffer{}}
+	if set.Dial == nil {
+		set.Dial = e.up.dial
+	}
+	if set.Hostname == "" {
+		set.Hostname = "web1.example.com"
+	}
+	if set.Retry == nil {
+		set.Retry = []time.Duration{time.Minute, 5 * time.Minute}
+	}
+	if set.Lifetime == 0 {
+		set.Lifetime = time.Hour
+	}
+	if set.Concurrency == 0 {
+		set.Concurrency = 2
+	}
+	e.q = New(sp, maillog.New(&syncBuf{b: e.log}, e.clk.Now), e.clk.Now, set)
+	if err := e.q.Load(); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  *bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+
+// enqueue puts a message into incoming/ as pickup would.
+func (e *env) enqueue(t *testing.T, uid int, sender string, rcpts ...string) string {
+	t.Helper()
+	id := spool.NewID(e.clk.Now())
+	m := &spool.Meta{ID: id, Time: e.clk.Now(), Env: spool.Envelope{Sender: sender, Recipients: rcpts}, Origin: spool.Origin{UID: uid, User: "u"}}
+	d, err := spool.NewDrop(e.sp.MsgDir(), m, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(d, "From: %s\nTo: %s\nSubject: test %s\nMessage-ID: <%s@web1.example.com>\n\nHello.\n", sender, strings.Join(rcpts, ", "), id, id)
+	if err := d.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.sp.WriteState(spool.Incoming, id, &spool.Delivery{}); err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+func (e *env) state(t *testing.T, id string) string {
+	t.Helper()
+	st, err := e.sp.Locate(id)
+	if errors.Is(err, spool.ErrNotFound) {
+		return ""
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func (e *env) run() time.Time { return e.q.RunOnce(context.Background()) }
+
+func temp(text string) *relay.Error {
+	return &relay.Error{Class: relay.Temporary, Stage: relay.StageRcpt, Code: 451, Enhanced: "4.3.0", Text: text}
+}
+
+func perm(text string) *relay.Error {
+	return &relay.Error{Class: relay.Permanent, Stage: relay.StageRcpt, Code: 550, Enhanced: "5.1.1", Text: text,
+		Cause: "the recipient's address does not exist at the upstream", Fix: "check the address"}
+}
+
+func TestDeliverAll(t *testing.T) {
+	e := newEnv(t, Settings{})
+	var ids []string
+	for i := 0; i < 5; i++ {
+		ids = append(ids, e.enqueue(t, 1001, "a@example.org", "b@example.org", "c@example.org"))
+	}
+	if next := e.run(); !next.IsZero() {
+		t.Errorf("next attempt %v, want none", next)
+	}
+	if got := len(e.up.sent()); got != 5 {
+		t.Fatalf("upstream got %d messages, want 5", got)
+	}
+	for _, id := range ids {
+		if st := e.state(t, id); st != "" || e.sp.HasMessage(id) {
+			t.Errorf("%s left in %q", id, st)
+		}
+	}
+	// The per-recipient line's format is pinned.
+	line := "ts=2026-11-23T14:40:00.000Z event=delivery id=" + ids[0] + " to=b@example.org upstream=fake.example:587 status=sent reply=\"250 2.0.0 Ok: queued as UP"
+	if !strings.Contains(e.log.String(), line) {
+		t.Errorf("log lacks\n%s\nin:\n%s", line, e.log)
+	}
+	if !strings.Contains(e.log.String(), "event=removed id="+ids[0]+" sent=2 bounced=0\n") {
+		t.Errorf("log:\n%s", e.log)
+	}
+	// Five messages over at most two sessions (concurrency 2).
+	if e.up.dials > 2 {
+		t.Errorf("%d dials for 5 messages with concurrency 2", e.up.dials)
+	}
+}
+
+func TestAttemptRecordedBeforeDial(t *testing.T) {
+	e := newEnv(t, Settings{Concurrency: 1})
+	id := e.enqueue(t, 1001, "a@example.org", "b@example.org")
+	var seen *spool.Delivery
+	e.up.onDial = func() {
+		d, err := e.sp.ReadState(spool.Active, id)
+		if err != nil {
+			t.Errorf("no state in active at dial time: %v", err)
+			return
+		}
+		seen = d
+	}
+	e.run()
+	if seen == nil || seen.Attempts != 1 || !seen.Next.Equal(t0.Add(time.Minute)) || !seen.Last.Equal(t0) {
+		t.Fatalf("state at dial time: %+v", seen)
+	}
+}
+
+func TestRetryScheduleLifetimeAndDSN(t *testing.T) {
+	e := newEnv(t, Settings{Retry: []time.Duration{time.Minute, 5 * time.Minute}, Lifetime: 20 * time.Minute})
+	e.up.respond = func(from, rcpt string) *relay.Error {
+		if from == "" {
+			return nil // the bounce goes through
+		}
+		return temp("4.3.0 mailbox busy")
+	}
+	id := e.enqueue(t, 1001, "sender@example.org", "busy@example.net")
+	// attempt 1 at t0, then t0+1m, +5m, +5m... until 20m after arrival.
+	wantAttempts := []time.Duration{0, time.Minute, 6 * time.Minute, 11 * time.Minute, 16 * time.Minute}
+	for i, at := range wantAttempts {
+		e.clk.Set(t0.Add(at))
+		next := e.run()
+		d, err := e.sp.ReadState(spool.Deferred, id)
+		if err != nil {
+			t.Fatalf("attempt %d: %v", i+1, err)
+		}
+		if d.Attempts != i+1 {
+			t.Fatalf("at +%v: %d attempts, want %d", at, d.Attempts, i+1)
+		}
+		wait := 5 * time.Minute
+		if i == 0 {
+			wait = time.Minute
+		}
+		if !next.Equal(t0.Add(at+wait)) || !d.Next.Equal(next) {
+			t.Fatalf("at +%v: next %v (state %v), want %v", at, next, d.Next, t0.Add(at+wait))
+		}
+		// Nothing happens before the next attempt is due.
+		e.clk.Set(next.Add(-time.Second))
+		e.run()
+		if d2, _ := e.sp.ReadState(spool.Deferred, id); d2 == nil || d2.Attempts != i+1 {
+			t.Fatalf("attempted before it was due")
+		}
+	}
+	if !strings.Contains(e.log.String(), "event=deferred id="+id+" attempts=2 next=2026-11-23T14:46:00Z nrcpt=1 reason=\"451 4.3.0 4.3.0 mailbox busy\"") &&
+		!strings.Contains(e.log.String(), "event=deferred id="+id+" attempts=2 next=2026-11-23T14:46:00Z") {
+		t.Errorf("deferred line missing:\n%s", e.log)
+	}
+	// Past the lifetime: bounced, the original removed, the DSN queued.
+	e.clk.Set(t0.Add(21 * time.Minute))
+	e.run() // bounces and queues the DSN
+	e.run() // delivers the DSN
+	if st := e.state(t, id); st != "" {
+		t.Fatalf("expired message in %q", st)
+	}
+	msgs := e.up.sent()
+	if len(msgs) != 1 {
+		t.Fatalf("upstream got %d messages, want the DSN only", len(msgs))
+	}
+	dsn := msgs[0]
+	if dsn.From != "" || len(dsn.To) != 1 || dsn.To[0] != "sender@example.org" {
+		t.Fatalf("DSN envelope: from %q to %q", dsn.From, dsn.To)
+	}
+	checkDSN(t, dsn.Body, id, "busy@example.net", "4.3.0", "could not be delivered within 20m0s")
+	if !strings.Contains(e.log.String(), "status=bounced reply=\"451 4.3.0 4.3.0 mailbox busy\" reason=\"lifetime exceeded\"") &&
+		!strings.Contains(e.log.String(), "reason=\"lifetime exceeded\"") {
+		t.Errorf("log:\n%s", e.log)
+	}
+	if !strings.Contains(e.log.String(), "event=bounced id="+id+" dsn=") {
+		t.Errorf("no bounced line:\n%s", e.log)
+	}
+}
+
+// checkDSN parses a DSN and checks its RFC 3464 structure and content.
+func checkDSN(t *testing.T, body, origID, rcpt, status, explanation string) {
+	t.Helper()
+	ent, err := message.Read(strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("DSN does not parse: %v\n%s", err, body)
+	}
+	ct, params, _ := ent.Header.ContentType()
+	if ct != "multipart/report" || params["report-type"] != "delivery-status" {
+		t.Fatalf("DSN content type %q %v", ct, params)
+	}
+	if ent.Header.Get("Auto-Submitted") != "auto-replied" || !strings.Contains(ent.Header.Get("From"), "MAILER-DAEMON@") {
+		t.Errorf("DSN header: %v", ent.Header)
+	}
+	mr := ent.MultipartReader()
+	var types []string
+	var parts []string
+	for {
+		p, err := mr.NextPart()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		pt, _, _ := p.Header.ContentType()
+		types = append(types, pt)
+		b, _ := io.ReadAll(p.Body)
+		parts = append(parts, string(b))
+	}
+	if strings.Join(types, ",") != "text/plain,message/delivery-status,text/rfc822-headers" {
+		t.Fatalf("DSN parts %v", types)
+	}
+	if !strings.Contains(parts[0], "<"+rcpt+">") || !strings.Contains(parts[0], explanation) {
+		t.Errorf("explanation part lacks %q:\n%s", explanation, parts[0])
+	}
+	for _, want := range []string{"Reporting-MTA: dns; web1.example.com", "Final-Recipient: rfc822; " + rcpt, "Action: failed", "Status: " + status, "Diagnostic-Code: smtp; ", "Remote-MTA: dns; fake.example"} {
+		if !strings.Contains(parts[1], want) {
+			t.Errorf("delivery-status lacks %q:\n%s", want, parts[1])
+		}
+	}
+	if !strings.Contains(parts[2], "Message-ID: <"+origID+"@web1.example.com>") {
+		t.Errorf("original headers missing:\n%s", parts[2])
+	}
+}
+
+func TestPermanentMixedRecipients(t *testing.T) {
+	e := newEnv(t, Settings{})
+	e.up.respond = func(from, rcpt string) *relay.Error {
+		switch rcpt {
+		case "nouser@example.net":
+			return perm("5.1.1 <nouser@example.net>: Recipient address rejected: User unknown")
+		case "busy@example.net":
+			return temp("4.2.1 try later")
+		}
+		return nil
+	}
+	id := e.enqueue(t, 1001, "sender@example.org", "ok@example.net", "nouser@example.net", "busy@example.net")
+	e.run()
+	if st := e.state(t, id); st != spool.Deferred {
+		t.Fatalf("state %q", st)
+	}
+	d, _ := e.sp.ReadState(spool.Deferred, id)
+	if len(d.Sent) != 1 || d.Sent[0] != "ok@example.net" || len(d.Failed) != 1 || d.Failed[0].Rcpt != "nouser@example.net" || len(d.Bounces) != 1 {
+		t.Fatalf("state %+v", d)
+	}
+	if !strings.Contains(e.log.String(), "event=delivery id="+id+" to=nouser@example.net upstream=fake.example:587 status=bounced reply=\"550 5.1.1 5.1.1 <nouser@example.net>: Recipient address rejected: User unknown\" stage=rcpt cause=\"the recipient's address does not exist at the upstream\" fix=\"check the address\"") {
+		t.Errorf("bounced line:\n%s", e.log)
+	}
+	msgs := e.up.sent()
+	if len(msgs) != 1 {
+		t.Fatalf("sent %d", len(msgs))
+	}
+	// The DSN goes out on the next pass, with the cause in plain words.
+	e.up.respond = func(from, rcpt string) *relay.Error { return nil }
+	e.run() // the DSN (incoming); the deferred one is not due yet
+	msgs = e.up.sent()
+	if len(msgs) != 2 || msgs[1].From != "" {
+		t.Fatalf("DSN not sent: %+v", msgs)
+	}
+	checkDSN(t, msgs[1].Body, id, "nouser@example.net", "5.1.1", "the recipient's address does not exist at the upstream")
+	// The retry sends to busy@ only: ok@ is never sent twice.
+	e.clk.Set(t0.Add(time.Minute))
+	e.run()
+	msgs = e.up.sent()
+	if len(msgs) != 3 || strings.Join(msgs[2].To, ",") != "busy@example.net" {
+		t.Fatalf("retry sent to %+v", msgs[len(msgs)-1].To)
+	}
+	if st := e.state(t, id); st != "" {
+		t.Fatalf("finished message in %q", st)
+	}
+}
+
+func TestBounceIsNeverBounced(t *testing.T) {
+	e := newEnv(t, Settings{})
+	e.up.respond = func(from, rcpt string) *relay.Error { return perm("5.1.1 no such user") }
+	id := e.enqueue(t, 1001, "gone@example.org", "nouser@example.net")
+	e.run() // the original fails, a DSN to gone@ is queued
+	e.run() // the DSN fails: kept in failed/, not bounced
+	ids, _ := e.sp.List(spool.Failed)
+	if len(ids) != 1 || ids[0] == id {
+		t.Fatalf("failed/ holds %v", ids)
+	}
+	dsnID := ids[0]
+	d, _ := e.sp.ReadState(spool.Failed, dsnID)
+	if len(d.Bounces) != 0 || !strings.Contains(d.Reason, "never bounced") {
+		t.Errorf("state %+v", d)
+	}
+	if n := strings.Count(e.log.String(), "event=bounced"); n != 1 {
+		t.Errorf("%d bounced lines, want 1:\n%s", n, e.log)
+	}
+	if !strings.Contains(e.log.String(), "event=delivery id="+dsnID+" to=gone@example.org upstream=fake.example:587 status=failed") ||
+		!strings.Contains(e.log.String(), "event=failed id="+dsnID+" from=<> nrcpt=1") {
+		t.Errorf("log:\n%s", e.log)
+	}
+	for _, s := range []string{spool.Incoming, spool.Deferred, spool.Active} {
+		if ids, _ := e.sp.List(s); len(ids) != 0 {
+			t.Errorf("%s holds %v", s, ids)
+		}
+	}
+}
+
+func TestAuthFailureIsLoudAndNeverBounces(t *testing.T) {
+	e := newEnv(t, Settings{Lifetime: 10 * time.Minute})
+	e.up.dialErr = &relay.Error{Class: relay.AuthFailure, Stage: relay.StageAuth, Code: 535, Enhanced: "5.7.8", Text: "Error: authentication failed",
+		Cause: "the upstream refused the user name or password", Fix: "check username and password_file"}
+	id := e.enqueue(t, 1001, "sender@example.org", "x@example.net")
+	for _, at := range []time.Duration{0, time.Minute, 6 * time.Minute, 11 * time.Minute, 16 * time.Minute} {
+		e.clk.Set(t0.Add(at))
+		e.run()
+	}
+	if st := e.state(t, id); st != spool.Deferred {
+		t.Fatalf("state %q", st)
+	}
+	if n := strings.Count(e.log.String(), "event=auth-failed id="+id+" upstream=\"\" reply=\"535 5.7.8 Error: authentication failed\" cause=\"the upstream refused the user name or password\" fix=\"check username and password_file\""); n != 5 {
+		t.Errorf("%d auth-failed lines, want 5:\n%s", n, e.log)
+	}
+	if strings.Contains(e.log.String(), "bounced") {
+		t.Errorf("an auth failure bounced:\n%s", e.log)
+	}
+}
+
+func TestDeadUpstreamDialsOncePerWorker(t *testing.T) {
+	e := newEnv(t, Settings{Concurrency: 2})
+	e.up.dialErr = &relay.Error{Class: relay.Temporary, Stage: relay.StageConnect, Err: errors.New("connection refused")}
+	for i := 0; i < 10; i++ {
+		e.enqueue(t, 1001, "a@example.org", "b@example.org")
+	}
+	e.run()
+	if e.up.dials > 2 {
+		t.Errorf("%d dials", e.up.dials)
+	}
+	if ids, _ := e.sp.List(spool.Deferred); len(ids) != 10 {
+		t.Errorf("deferred: %d", len(ids))
+	}
+}
+
+func TestControlVerbs(t *testing.T) {
+	e := newEnv(t, Settings{})
+	e.up.respond = func(from, rcpt string) *relay.Error { return temp("4.3.0 later") }
+	mine := e.enqueue(t, 1001, "me@example.org", "x@example.net")
+	theirs := e.enqueue(t, 1002, "them@example.org", "y@example.net")
+	e.run()
+	var out bytes.Buffer
+	if err := e.q.Handle(control.Peer{UID: 1001}, control.VerbMailq, nil, &out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), mine) || strings.Contains(out.String(), theirs) || !strings.Contains(out.String(), "-- 1 Kbytes in 1 Request.") {
+		t.Errorf("mailq for uid 1001:\n%s", out.String())
+	}
+	if !strings.HasPrefix(out.String(), "-Queue ID-") || !strings.Contains(out.String(), "(451 4.3.0 4.3.0 later)") {
+		t.Errorf("mailq layout:\n%s", out.String())
+	}
+	out.Reset()
+	e.q.Handle(control.Peer{UID: 0, Admin: true}, control.VerbMailq, nil, &out)
+	if !strings.Contains(out.String(), mine) || !strings.Contains(out.String(), theirs) || !strings.Contains(out.String(), "in 2 Requests.") {
+		t.Errorf("mailq for root:\n%s", out.String())
+	}
+	admin := control.Peer{UID: 0, Admin: true}
+	out.Reset()
+	if err := e.q.Handle(admin, control.VerbHold, []string{mine}, &out); err != nil {
+		t.Fatal(err)
+	}
+	if e.state(t, mine) != spool.Held {
+		t.Fatal("not held")
+	}
+	out.Reset()
+	e.q.Handle(admin, control.VerbMailq, nil, &out)
+	if !strings.Contains(out.String(), mine+"!") {
+		t.Errorf("held mark missing:\n%s", out.String())
+	}
+	out.Reset()
+	e.q.Handle(admin, control.VerbShow, []string{mine}, &out)
+	for _, want := range []string{"state:         held", "uid:           1001", "attempts:      1", "last reply:    451 4.3.0 4.3.0 later"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("show lacks %q:\n%s", want, out.String())
+		}
+	}
+	if err := e.q.Handle(admin, control.VerbRelease, []string{mine}, io.Discard); err != nil || e.state(t, mine) != spool.Incoming {
+		t.Fatalf("release: %v, state %q", err, e.state(t, mine))
+	}
+	if err := e.q.Handle(admin, control.VerbDelete, []string{mine, "0000000000000000000F"}, io.Discard); err == nil || !strings.Contains(err.Error(), "no such message") {
+		t.Fatalf("delete with a missing id: %v", err)
+	}
+	if e.state(t, mine) != "" || e.sp.HasMessage(mine) {
+		t.Fatal("not deleted")
+	}
+	out.Reset()
+	e.q.Handle(admin, control.VerbList, nil, &out)
+	if !strings.Contains(out.String(), theirs+" deferred") || !strings.Contains(out.String(), "1 message(s)") {
+		t.Errorf("list:\n%s", out.String())
+	}
+	// flush makes the deferred message due now.
+	e.up.respond = nil
+	e.q.Handle(control.Peer{UID: 1002}, control.VerbFlush, nil, io.Discard)
+	e.run()
+	if e.state(t, theirs) != "" {
+		t.Fatal("flush did not deliver")
+	}
+	out.Reset()
+	e.q.Handle(admin, control.VerbMailq, nil, &out)
+	if out.String() != "Mail queue is empty\n" {
+		t.Errorf("mailq: %q", out.String())
+	}
+}
+
+func TestCorruptQueuedMessageIsQuarantined(t *testing.T) {
+	e := newEnv(t, Settings{})
+	id := e.enqueue(t, 1001, "a@example.org", "b@example.org")
+	p := filepath.Join(e.sp.Root, spool.DirMsg, id)
+	b, _ := os.ReadFile(p)
+	os.Remove(p)
+	os.WriteFile(p, b[:len(b)-3], 0o400)
+	e.run()
+	if st := e.state(t, id); st != "" {
+		t.Fatalf("state %q", st)
+	}
+	if _, err := os.Stat(filepath.Join(e.sp.Root, spool.DirQuarantine, id)); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(e.log.String(), "event=quarantine id="+id) {
+		t.Errorf("log:\n%s", e.log)
+	}
+}
