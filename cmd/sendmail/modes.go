@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 
 	"github.com/mailshim/mailshim/pkg/config"
 	"github.com/mailshim/mailshim/pkg/message"
@@ -36,12 +37,17 @@ func flush(cfg *config.Config) *exitError {
 }
 
 // aliases is -bi / newaliases: there is no database to rebuild (relayd
-// reads the aliases directly); validate them, exit 0 when they are usable.
+// reads [aliases] and the aliases file directly). It validates them: each
+// problem is one warning line on stderr; the exit status is 0 all the
+// same, since relayd skips the bad entries and uses the rest.
 func aliases(cfg *config.Config) *exitError {
+	for _, err := range cfg.LoadAliases() {
+		fmt.Fprintf(os.Stderr, "sendmail: warning: %s\n", strings.Map(printable, err.Error()))
+	}
 	for name, targets := range cfg.Aliases {
 		for _, t := range targets {
 			if _, err := message.ParseList(t); err != nil {
-				return errorf(sysexits.DataErr, "alias %q: invalid address %q: %v", name, t, err)
+				fmt.Fprintf(os.Stderr, "sendmail: warning: alias %q: invalid address %q: %v\n", name, t, err)
 			}
 		}
 	}
