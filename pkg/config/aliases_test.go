@@ -3,6 +3,7 @@ package config
 import (
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -130,10 +131,10 @@ func TestResolveDepth(t *testing.T) {
 	c := Default()
 	c.Aliases = map[string][]string{}
 	for i := 0; i < 50; i++ {
-		c.Aliases["a"+itoa(i)] = []string{"a" + itoa(i+1)}
+		c.Aliases["a"+strconv.Itoa(i)] = []string{"a" + strconv.Itoa(i+1)}
 	}
 	got := c.Resolve("a0")
-	if len(got) != 1 || got[0] != "a"+itoa(maxAliasDepth) {
+	if len(got) != 1 || got[0] != "a"+strconv.Itoa(maxAliasDepth) {
 		t.Errorf("deep chain: %v", got)
 	}
 }

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -102,7 +103,12 @@ func Parse(name string, data []byte) (*Config, error) {
 			if key == "" {
 				key = "syntax"
 			}
-			return nil, &Error{File: name, Line: pe.Position.Line, Key: key, Msg: pe.Message}
+			line := pe.Position.Line
+			if line <= 0 { // toml v1.6 leaves it 0 for some errors at the end of input
+				start := min(max(pe.Position.Start, 0), len(data))
+				line = 1 + bytes.Count(data[:start], []byte("\n"))
+			}
+			return nil, &Error{File: name, Line: line, Key: key, Msg: pe.Message}
 		}
 		return nil, &Error{File: name, Key: "syntax", Msg: err.Error()}
 	}
@@ -141,11 +147,11 @@ func (l *loader) errf(path []string, format string, args ...any) {
 	})
 }
 
-// displayKey drops array indices: "upstream.1.host" → "upstream.host".
+// displayKey drops array indices: "upstream.\x001.host" → "upstream.host".
 func displayKey(path []string) string {
 	var parts []string
 	for _, p := range path {
-		if p != "" && p[0] >= '0' && p[0] <= '9' && strings.Trim(p, "0123456789") == "" {
+		if strings.HasPrefix(p, "\x00") {
 			continue
 		}
 		parts = append(parts, p)
@@ -416,7 +422,7 @@ func (l *loader) upstreams(p []string, v any) {
 		for i, e := range x {
 			m, ok := e.(map[string]any)
 			if !ok {
-				l.errf(sub(p, strconv.Itoa(i)), "must be a table, not %s", typeName(e))
+				l.errf(sub(p, index(i)), "must be a table, not %s", typeName(e))
 				return
 			}
 			list = append(list, m)
@@ -429,7 +435,7 @@ func (l *loader) upstreams(p []string, v any) {
 		return
 	}
 	for i, m := range list {
-		u, ok := l.upstream(sub(p, strconv.Itoa(i)), m)
+		u, ok := l.upstream(sub(p, index(i)), m)
 		if ok {
 			l.c.Upstreams = append(l.c.Upstreams, u)
 		}
@@ -630,7 +636,11 @@ func (l *loader) queue(p []string, m map[string]any) {
 		}
 	}
 	if len(q.Retry) > 0 && q.Lifetime < q.Retry[0] {
-		l.errf(sub(p, "lifetime"), "lifetime %s is shorter than the first retry interval %s", FormatDuration(q.Lifetime), FormatDuration(q.Retry[0]))
+		if _, set := m["lifetime"]; set {
+			l.errf(sub(p, "lifetime"), "lifetime %s is shorter than the first retry interval %s", FormatDuration(q.Lifetime), FormatDuration(q.Retry[0]))
+		} else {
+			l.errf(sub(p, "retry"), "the first retry interval %s is longer than lifetime (default %s)", FormatDuration(q.Retry[0]), FormatDuration(q.Lifetime))
+		}
 	}
 }
 

@@ -6,9 +6,12 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/BurntSushi/toml"
 )
 
 func writeFile(t *testing.T, name, text string) string {
@@ -214,6 +217,7 @@ func TestLoadErrors(t *testing.T) {
 		{"retry table", "[queue]\nretry = {a = 1}\n", `2: queue.retry: must be an array of durations, e.g. ["1m", "5m", "1h"], not a table`},
 		{"lifetime zero", "[queue]\nlifetime = \"0s\"\n", `2: queue.lifetime: must be longer than zero`},
 		{"lifetime short", "[queue]\nretry = [\"1h\"]\nlifetime = \"30m\"\n", `3: queue.lifetime: lifetime 30m is shorter than the first retry interval 1h`},
+		{"retry over lifetime", "[queue]\nretry = [\"10d\"]\n", `2: queue.retry: the first retry interval 10d is longer than lifetime (default 5d)`},
 		{"lifetime huge", "[queue]\nlifetime = \"99999d\"\n", `2: queue.lifetime: "99999d" is too long (at most 10 years)`},
 		{"duration float", "[queue]\nlifetime = \"1.5h\"\n", `2: queue.lifetime: "1.5h" is not a duration (write e.g. "30s", "5m", "4h", "5d" or "1h30m")`},
 		{"concurrency 0", "[queue]\nconcurrency = 0\n", `2: queue.concurrency: 0 is out of range (1..64)`},
@@ -342,20 +346,20 @@ lifetime = "1d"
 	l := locate(text)
 	for path, want := range map[string]int{
 		"a": 2, "quoted.key": 6, `q"k`: 7, "dotted.key": 8, "arr": 9,
-		"upstream": 14, "upstream.0": 14, "upstream.0.host": 15,
-		"upstream.1": 17, "upstream.1.host": 18, "upstream.1.str": 19,
+		"upstream": 14, "upstream.\x000": 14, "upstream.\x000.host": 15,
+		"upstream.\x001": 17, "upstream.\x001.host": 18, "upstream.\x001.str": 19, "dotted": 8,
 		"queue": 21, "queue.retry": 22, "queue.lifetime": 23,
 	} {
 		if got := l.lines[path]; got != want {
 			t.Errorf("line of %q = %d, want %d", path, got, want)
 		}
 	}
-	for _, bogus := range []string{"b", "fake", "c", "y", "z"} {
+	for _, bogus := range []string{"b", "fake", "c", "y", "z", "upstream.0", "upstream.1"} {
 		if n, ok := l.lines[bogus]; ok {
 			t.Errorf("%q found at line %d; it is not a key", bogus, n)
 		}
 	}
-	if got := l.line("upstream", "1", "missing"); got != 17 {
+	if got := l.line("upstream", index(1), "missing"); got != 17 {
 		t.Errorf("fallback line = %d, want 17", got)
 	}
 }
@@ -398,6 +402,8 @@ func BenchmarkLoad(b *testing.B) {
 	}
 }
 
+var bareKey = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+
 func FuzzLoad(f *testing.F) {
 	f.Add([]byte("spool = \"/x\"\n[[upstream]]\nhost = \"127.0.0.1\"\ntls = \"none\"\n"))
 	f.Add([]byte("[queue]\nretry = [\"1m\", \"1d\"]\n[aliases]\nroot = [\"a@b.c\", \"x\"]\n[senders]\n\"*\" = \"@b.c\"\n"))
@@ -409,9 +415,17 @@ func FuzzLoad(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := Parse("fuzz.conf", data)
 		if err != nil {
+			var raw map[string]any
+			_, synErr := toml.Decode(string(data), &raw)
+			lines := strings.Split(string(data), "\n")
 			for _, e := range Errors(err) {
-				if e.File != "fuzz.conf" {
-					t.Fatalf("error without file: %v", e)
+				if e.File != "fuzz.conf" || e.Line <= 0 || e.Line > len(lines) {
+					t.Fatalf("error without file or line: %v\n%q", e, data)
+				}
+				// A semantic error points at a line that names its key.
+				k := e.Key[strings.LastIndexByte(e.Key, '.')+1:]
+				if synErr == nil && bareKey.MatchString(k) && !strings.Contains(lines[e.Line-1], k) {
+					t.Fatalf("error %v points at line %q\n%q", e, lines[e.Line-1], data)
 				}
 			}
 			return

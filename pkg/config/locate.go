@@ -1,6 +1,9 @@
 package config
 
-import "strings"
+import (
+	"strconv"
+	"strings"
+)
 
 // locator maps every key of a TOML document to the line it is written on.
 //
@@ -46,12 +49,9 @@ func locate(data string) *locator {
 				p := strings.Join(table, ".")
 				n := l.arrays[p]
 				l.arrays[p] = n + 1
-				if _, ok := l.lines[p]; !ok {
-					l.lines[p] = line
-				}
-				table = append(table, itoa(n))
+				table = append(table, index(n))
 			}
-			l.lines[strings.Join(table, ".")] = line
+			l.record(table, line)
 		default:
 			line := s.line
 			key := s.keyPath('=')
@@ -60,8 +60,7 @@ func locate(data string) *locator {
 				continue
 			}
 			s.advance() // '='
-			full := append(append([]string{}, table...), key...)
-			l.lines[strings.Join(full, ".")] = line
+			l.record(append(append([]string{}, table...), key...), line)
 			s.skipValue()
 		}
 	}
@@ -75,7 +74,7 @@ func (l *locator) resolve(raw []string) []string {
 	for _, k := range raw {
 		out = append(out, k)
 		if n, ok := l.arrays[strings.Join(out, ".")]; ok && n > 0 {
-			out = append(out, itoa(n-1))
+			out = append(out, index(n-1))
 		}
 	}
 	return out
@@ -94,11 +93,21 @@ func (l *locator) line(path ...string) int {
 	return 0
 }
 
-func itoa(n int) string {
-	if n < 10 {
-		return string(rune('0' + n))
+// index is the path element of the n-th array-of-tables element. The NUL
+// prefix keeps it apart from any key, even a numeric one ("0" = ...).
+func index(n int) string { return "\x00" + strconv.Itoa(n) }
+
+// record sets the line of path and, where not yet known, of its parents
+// (implicit tables such as "a" in [a.b] or a.b = 1), so that an error about
+// a parent finds the first line that mentions it.
+func (l *locator) record(path []string, line int) {
+	for n := 1; n < len(path); n++ {
+		p := strings.Join(path[:n], ".")
+		if _, ok := l.lines[p]; !ok {
+			l.lines[p] = line
+		}
 	}
-	return itoa(n/10) + string(rune('0'+n%10))
+	l.lines[strings.Join(path, ".")] = line
 }
 
 type scanner struct {
@@ -193,8 +202,7 @@ func (s *scanner) keyPath(end byte) []string {
 	return nil
 }
 
-// unquoteKey decodes a quoted key well enough to match what the TOML
-// decoder reports: escapes other than \" and \\ are rare in keys.
+// unquoteKey decodes a quoted key as the TOML decoder does.
 func unquoteKey(q string) string {
 	if len(q) < 2 {
 		return q
@@ -205,10 +213,38 @@ func unquoteKey(q string) string {
 	}
 	var b strings.Builder
 	for i := 0; i < len(body); i++ {
-		if body[i] == '\\' && i+1 < len(body) {
-			i++
+		c := body[i]
+		if c != '\\' || i+1 >= len(body) {
+			b.WriteByte(c)
+			continue
 		}
-		b.WriteByte(body[i])
+		i++
+		switch e := body[i]; e {
+		case 'b':
+			b.WriteByte('\b')
+		case 't':
+			b.WriteByte('\t')
+		case 'n':
+			b.WriteByte('\n')
+		case 'f':
+			b.WriteByte('\f')
+		case 'r':
+			b.WriteByte('\r')
+		case 'e':
+			b.WriteByte(0x1b)
+		case 'u', 'U', 'x':
+			n := map[byte]int{'u': 4, 'U': 8, 'x': 2}[e]
+			if i+n < len(body) {
+				if r, err := strconv.ParseUint(body[i+1:i+1+n], 16, 32); err == nil {
+					b.WriteRune(rune(r))
+					i += n
+					continue
+				}
+			}
+			b.WriteByte(e)
+		default:
+			b.WriteByte(e)
+		}
 	}
 	return b.String()
 }

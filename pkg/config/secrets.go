@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -32,7 +31,7 @@ func (c *Config) LoadSecrets() error {
 	var errs []error
 	for i := range c.Upstreams {
 		u := &c.Upstreams[i]
-		at := func(key string) []string { return []string{"upstream", strconv.Itoa(i), key} }
+		at := func(key string) []string { return []string{"upstream", index(i), key} }
 		for _, f := range []struct{ key, path string }{
 			{"ca_file", u.CAFile}, {"client_cert", u.ClientCert}, {"client_key", u.ClientKey},
 		} {
