@@ -349,6 +349,9 @@ var queuedAs = regexp.MustCompile(`(?i)\bqueued as ([A-Za-z0-9._@-]+)|\bid=([A-Z
 // "queued as 4Xyz", Exim "id=1abc-...", Exchange "<...> [InternalId".
 func parseQueueID(reply string) string {
 	m := queuedAs.FindStringSubmatch(reply)
+	if m == nil {
+		return ""
+	}
 	for _, g := range m[1:] {
 		if g != "" {
 			return strings.TrimRight(g, ".")

@@ -91,7 +91,10 @@ type Options struct {
 
 // Message is one delivered message.
 type Message struct {
-	QueueID  string
+	QueueID string
+	// Remote is the client's address: messages sent over one connection
+	// share it.
+	Remote   string
 	Helo     string
 	User     string // authenticated user, "" if none
 	TLS      bool   // the session was over TLS
@@ -329,16 +332,17 @@ func (s *Server) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	if s.opts.ImplicitTLS && s.opts.No8BITMIME {
 		isTLS = true
 	}
-	return &session{s: s, c: c, helo: c.Hostname(), tls: isTLS}, nil
+	return &session{s: s, c: c, helo: c.Hostname(), tls: isTLS, remote: c.Conn().RemoteAddr().String()}, nil
 }
 
 type session struct {
-	s    *Server
-	c    *smtp.Conn
-	helo string
-	tls  bool
-	user string
-	msg  Message
+	remote string
+	s      *Server
+	c      *smtp.Conn
+	helo   string
+	tls    bool
+	user   string
+	msg    Message
 }
 
 func (ss *session) Reset() { ss.msg = Message{} }
@@ -439,6 +443,7 @@ func (ss *session) Data(r io.Reader) error {
 	}
 	m := ss.msg
 	m.QueueID = id
+	m.Remote = ss.remote
 	m.Helo = ss.helo
 	m.User = ss.user
 	m.TLS = ss.tls
