@@ -1,0 +1,303 @@
+package main
+
+// Tests of the real relayd binary: a subprocess on a private spool
+// (MAILSHIM_CONFIG-style config in a temp dir) relaying to pkg/smtptest's
+// in-process STARTTLS+AUTH upstream.
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mailshim/mailshim/pkg/control"
+	"github.com/mailshim/mailshim/pkg/smtptest"
+	"github.com/mailshim/mailshim/pkg/spool"
+)
+
+var relaydBin, sendmailBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "relayd-test-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Chmod(dir, 0o755)
+	relaydBin = filepath.Join(dir, "relayd")
+	sendmailBin = filepath.Join(dir, "sendmail")
+	for bin, pkg := range map[string]string{relaydBin: ".", sendmailBin: "../sendmail"} {
+		cmd := exec.Command("go", "build", "-o", bin, pkg)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "building %s: %v\n%s", pkg, err, out)
+			os.RemoveAll(dir)
+			os.Exit(1)
+		}
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// waitFor polls cond until it holds or limit passes (chasquid's WaitFor).
+func waitFor(t *testing.T, what string, limit time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", limit, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+const testPassword = "s3cret-Pa55word-do-not-log"
+
+// site is a private spool, config and upstream for one test.
+type site struct {
+	t       *testing.T
+	dir     string
+	spool   string
+	cfgPath string
+	up      *smtptest.Server
+	logPath string
+	opts    siteOpts
+}
+
+type siteOpts struct {
+	concurrency int
+	protocol    bool
+	retry       string // TOML array
+	extra       string // appended
+	hostname    string
+}
+
+func newSite(t *testing.T, up *smtptest.Server, o siteOpts) *site {
+	t.Helper()
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755)
+	os.Chmod(filepath.Dir(dir), 0o755)
+	s := &site{t: t, dir: dir, spool: filepath.Join(dir, "spool"), cfgPath: filepath.Join(dir, "mailshim.conf"), up: up, logPath: filepath.Join(dir, "relayd.log"), opts: o}
+	if err := os.WriteFile(filepath.Join(dir, "secret"), []byte(testPassword+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.writeConfig("")
+	return s
+}
+
+func (s *site) writeConfig(appendix string) {
+	o := s.opts
+	if o.concurrency == 0 {
+		o.concurrency = 4
+	}
+	if o.retry == "" {
+		o.retry = `["1s"]`
+	}
+	if o.hostname == "" {
+		o.hostname = "web1.example.com"
+	}
+	u := s.up.Upstream()
+	cfg := fmt.Sprintf(`hostname = %q
+spool = %q
+control_socket = %q
+submit_socket = %q
+aliases_file = ""
+
+[[upstream]]
+host = %q
+port = %d
+tls = "starttls"
+ca_file = %q
+username = %q
+password_file = %q
+
+[queue]
+retry = %s
+concurrency = %d
+scan_interval = "1s"
+
+[log]
+protocol = %v
+
+[aliases]
+root = "ops@example.com"
+%s
+%s`, o.hostname, s.spool, filepath.Join(s.dir, "control.sock"), filepath.Join(s.dir, "submit.sock"),
+		u.Host, u.Port, u.CAFile, u.Username, filepath.Join(s.dir, "secret"), o.retry, o.concurrency, o.protocol, o.extra, appendix)
+	if err := os.WriteFile(s.cfgPath, []byte(cfg), 0o644); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+func (s *site) controlSock() string { return filepath.Join(s.dir, "control.sock") }
+func (s *site) submitSock() string  { return filepath.Join(s.dir, "submit.sock") }
+
+func (s *site) log() string {
+	b, _ := os.ReadFile(s.logPath)
+	return string(b)
+}
+
+// daemon is a running relayd.
+type daemon struct {
+	cmd  *exec.Cmd
+	done chan error
+}
+
+// start runs relayd and waits until its control socket answers.
+func (s *site) start() *daemon {
+	s.t.Helper()
+	lf, err := os.OpenFile(s.logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer lf.Close()
+	cmd := exec.Command(relaydBin, "--config", s.cfgPath)
+	cmd.Stderr = lf
+	cmd.Stdout = lf
+	if err := cmd.Start(); err != nil {
+		s.t.Fatal(err)
+	}
+	d := &daemon{cmd: cmd, done: make(chan error, 1)}
+	go func() { d.done <- cmd.Wait() }()
+	s.t.Cleanup(func() { d.cmd.Process.Kill(); <-d.done; d.done <- nil })
+	waitFor(s.t, "relayd's control socket", 20*time.Second, func() bool {
+		select {
+		case err := <-d.done:
+			d.done <- err
+			s.t.Fatalf("relayd exited at start: %v\n%s", err, s.log())
+		default:
+		}
+		return control.Request(s.controlSock(), control.VerbMailq, nil, io.Discard) == nil
+	})
+	return d
+}
+
+func (d *daemon) kill() {
+	d.cmd.Process.Signal(syscall.SIGKILL)
+	err := <-d.done
+	d.done <- err
+}
+
+// term sends SIGTERM and returns the exit code.
+func (d *daemon) term(t *testing.T) int {
+	t.Helper()
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-d.done:
+		d.done <- err
+		if err == nil {
+			return 0
+		}
+		if ee, ok := err.(*exec.ExitError); ok {
+			return ee.ExitCode()
+		}
+		t.Fatal(err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("relayd did not stop within 60s of SIGTERM")
+	}
+	return -1
+}
+
+// drop writes n messages into the maildrop as sendmail would, each with
+// Subject "<tag> <i>".
+func (s *site) drop(tag string, n int) []string {
+	s.t.Helper()
+	if err := spool.Prepare(s.spool, spool.CurrentOwner()); err != nil {
+		s.t.Fatal(err)
+	}
+	md, err := spool.OpenDir(s.spool, spool.DirMaildrop)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer md.Close()
+	var ids []string
+	for i := 0; i < n; i++ {
+		m := &spool.Meta{ID: spool.NewID(time.Now()), Time: time.Now(),
+			Env:    spool.Envelope{Sender: "app@example.org", Recipients: []string{"rcpt@example.net"}},
+			Origin: spool.Origin{UID: os.Getuid(), GID: os.Getgid(), Via: "maildrop", Mode: "t"}}
+		d, err := spool.NewDrop(md, m, 0)
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		fmt.Fprintf(d, "From: app@example.org\nTo: rcpt@example.net\nSubject: %s %d\n\nbody %d\n", tag, i, i)
+		if err := d.Commit(); err != nil {
+			s.t.Fatal(err)
+		}
+		ids = append(ids, m.ID)
+	}
+	return ids
+}
+
+// subjects counts the delivered messages by Subject.
+func (s *site) subjects() map[string]int {
+	out := map[string]int{}
+	for _, m := range s.up.Messages() {
+		for _, l := range strings.Split(string(m.Data), "\r\n") {
+			if v, ok := strings.CutPrefix(l, "Subject: "); ok {
+				out[v]++
+				break
+			}
+			if l == "" {
+				break
+			}
+		}
+	}
+	return out
+}
+
+// leftovers lists every file left in the spool's maildrop and queue.
+func (s *site) leftovers() []string {
+	var out []string
+	for _, d := range append([]string{spool.DirMaildrop}, spool.PrivateDirs...) {
+		if d == spool.DirQueue {
+			continue
+		}
+		ents, _ := os.ReadDir(filepath.Join(s.spool, d))
+		for _, e := range ents {
+			out = append(out, d+"/"+e.Name())
+		}
+	}
+	return out
+}
+
+func newUpstream(t *testing.T, o smtptest.Options) *smtptest.Server {
+	o.Username = "relay@example.com"
+	o.Password = testPassword
+	return smtptest.New(t, o)
+}
+
+// connectable reports whether a unix socket accepts connections.
+func connectable(p string) bool {
+	c, err := net.DialTimeout("unix", p, time.Second)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
+
+func runCmd(t *testing.T, env []string, name string, args ...string) (string, string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = append(os.Environ(), env...)
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return out.String(), errb.String(), code
+}

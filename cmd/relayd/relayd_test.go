@@ -1,0 +1,315 @@
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/mailshim/mailshim/pkg/smtptest"
+	"github.com/mailshim/mailshim/pkg/spool"
+	"github.com/mailshim/mailshim/pkg/submit"
+)
+
+func TestDeliverAndStop(t *testing.T) {
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{})
+	s.drop("hello", 3)
+	d := s.start()
+	if _, err := up.WaitFor(3, 30*time.Second); err != nil {
+		t.Fatalf("%v\n%s", err, s.log())
+	}
+	waitFor(t, "an empty spool", 20*time.Second, func() bool { return len(s.leftovers()) == 0 })
+	for _, m := range up.Messages() {
+		if !m.TLS || m.User != "relay@example.com" || m.Helo != "web1.example.com" {
+			t.Errorf("session: tls=%v user=%q helo=%q", m.TLS, m.User, m.Helo)
+		}
+	}
+	if code := d.term(t); code != 0 {
+		t.Fatalf("exit %d after SIGTERM\n%s", code, s.log())
+	}
+	log := s.log()
+	for _, ev := range []string{"event=start", "event=pickup", "event=delivery", "status=sent", "event=removed", "event=stop signal=terminated", "event=stopped"} {
+		if !strings.Contains(log, ev) {
+			t.Errorf("log lacks %q:\n%s", ev, log)
+		}
+	}
+	if connectable(s.controlSock()) || connectable(s.submitSock()) {
+		t.Error("sockets still answer after exit")
+	}
+}
+
+// restartCheck waits until every message tagged tag (n of them) arrived and
+// the spool is empty, and checks duplicates.
+func restartCheck(t *testing.T, s *site, tag string, n, kills int) {
+	t.Helper()
+	defer func() {
+		if t.Failed() {
+			got := s.subjects()
+			missing := 0
+			for i := 0; i < n; i++ {
+				if got[fmt.Sprintf("%s %d", tag, i)] == 0 {
+					missing++
+				}
+			}
+			l := s.log()
+			if len(l) > 6000 {
+				l = l[len(l)-6000:]
+			}
+			t.Logf("missing %d, leftovers %v\nlog tail:\n%s", missing, s.leftovers(), l)
+		}
+	}()
+	waitFor(t, fmt.Sprintf("%d messages delivered and an empty spool", n), 120*time.Second, func() bool {
+		got := s.subjects()
+		for i := 0; i < n; i++ {
+			if got[fmt.Sprintf("%s %d", tag, i)] == 0 {
+				return false
+			}
+		}
+		return len(s.leftovers()) == 0
+	})
+	dups := 0
+	for subj, c := range s.subjects() {
+		if c > 2 {
+			t.Errorf("%q delivered %d times", subj, c)
+		}
+		dups += c - 1
+	}
+	if dups > kills {
+		t.Errorf("%d duplicates for %d kills", dups, kills)
+	}
+	t.Logf("%d messages, %d kills, %d duplicates", n, kills, dups)
+}
+
+func TestRestartDuringPickup(t *testing.T) {
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{concurrency: 1})
+	const n = 300
+	s.drop("pickup", n)
+	kills := 0
+	for _, at := range []int{20, 120, 220} {
+		d := s.start()
+		waitFor(t, fmt.Sprintf("%d pickups", at), 60*time.Second, func() bool {
+			return strings.Count(s.log(), "event=pickup ") >= at
+		})
+		d.kill()
+		kills++
+	}
+	d := s.start()
+	restartCheck(t, s, "pickup", n, kills)
+	if code := d.term(t); code != 0 {
+		t.Errorf("exit %d", code)
+	}
+	if strings.Contains(s.log(), "event=quarantine") {
+		t.Errorf("a kill produced a quarantined file:\n%s", s.log())
+	}
+}
+
+func TestRestartDuringDelivery(t *testing.T) {
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{concurrency: 1})
+	const n = 300
+	s.drop("delivery", n)
+	kills := 0
+	for _, at := range []int{30, 130, 230} {
+		d := s.start()
+		waitFor(t, fmt.Sprintf("%d deliveries", at), 60*time.Second, func() bool { return up.Count() >= at })
+		d.kill()
+		kills++
+	}
+	d := s.start()
+	restartCheck(t, s, "delivery", n, kills)
+	if code := d.term(t); code != 0 {
+		t.Errorf("exit %d", code)
+	}
+	if !strings.Contains(s.log(), "event=recover") {
+		t.Logf("no recovery was needed (the kills fell between messages)")
+	}
+}
+
+func TestReloadOnSIGHUP(t *testing.T) {
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{})
+	d := s.start()
+	// A bad config is refused, the old one kept.
+	os.WriteFile(s.cfgPath, []byte("hostname = \"x\"\nno_such_key = 1\n"), 0o644)
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, "the refused reload", 10*time.Second, func() bool { return strings.Contains(s.log(), "event=reload status=refused") })
+	if !strings.Contains(s.log(), "no_such_key") {
+		t.Errorf("the refusal does not name the key:\n%s", s.log())
+	}
+	s.drop("after-bad-reload", 1)
+	if _, err := up.WaitFor(1, 30*time.Second); err != nil {
+		t.Fatalf("%v\n%s", err, s.log())
+	}
+	// A good one is applied.
+	s.opts.hostname = "web2.example.com"
+	s.writeConfig("")
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, "the reload", 10*time.Second, func() bool { return strings.Contains(s.log(), "event=reload status=ok") })
+	s.drop("after-good-reload", 1)
+	msgs, err := up.WaitFor(2, 30*time.Second)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, s.log())
+	}
+	if !strings.Contains(string(msgs[1].Data), "by web2.example.com (mailshim)") || msgs[1].Helo != "web2.example.com" {
+		t.Errorf("new hostname not used:\n%s", msgs[1].Data)
+	}
+	if code := d.term(t); code != 0 {
+		t.Errorf("exit %d", code)
+	}
+}
+
+func TestPasswordNeverLogged(t *testing.T) {
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{protocol: true})
+	s.drop("secret", 2)
+	d := s.start()
+	if _, err := up.WaitFor(2, 30*time.Second); err != nil {
+		t.Fatalf("%v\n%s", err, s.log())
+	}
+	// A wrong password too: AUTH fails, loudly, without echoing it.
+	d.term(t)
+	os.WriteFile(filepath.Join(s.dir, "secret"), []byte("wrong-"+testPassword+"\n"), 0o600)
+	d = s.start()
+	s.drop("secret-wrong", 1)
+	waitFor(t, "the auth failure", 30*time.Second, func() bool { return strings.Contains(s.log(), "event=auth-failed") })
+	d.term(t)
+	log := s.log()
+	if !strings.Contains(log, "trace: ") {
+		t.Errorf("protocol trace missing:\n%s", log)
+	}
+	plain := base64.StdEncoding.EncodeToString([]byte("\x00relay@example.com\x00" + testPassword))
+	login := base64.StdEncoding.EncodeToString([]byte(testPassword))
+	wrong := base64.StdEncoding.EncodeToString([]byte("\x00relay@example.com\x00wrong-" + testPassword))
+	for _, secret := range []string{testPassword, plain, login, wrong, base64.StdEncoding.EncodeToString([]byte("wrong-" + testPassword))} {
+		if strings.Contains(log, secret) {
+			t.Errorf("the log contains a secret (%q)", secret)
+		}
+	}
+}
+
+func TestSubmitSocket(t *testing.T) {
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{})
+	s.start()
+	m := &spool.Meta{Env: spool.Envelope{Sender: "", Recipients: []string{"root"}}, Origin: spool.Origin{UID: 4242, Script: "/srv/app/send.php"}}
+	id, err := submit.Send(context.Background(), s.submitSock(), m, strings.NewReader("Subject: via socket\n\nhello\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := up.WaitFor(1, 30*time.Second)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, s.log())
+	}
+	got := msgs[0]
+	uid := fmt.Sprint(os.Getuid())
+	if len(got.To) != 1 || got.To[0] != "ops@example.com" || !strings.Contains(string(got.Data), "Received: from uid "+uid+" ") ||
+		!strings.Contains(string(got.Data), "X-Mailshim-Origin: uid="+uid+" ") {
+		t.Errorf("delivered to %v:\n%s", got.To, got.Data)
+	}
+	if !strings.Contains(s.log(), "event=pickup id="+id+" uid="+uid+" ") || !strings.Contains(s.log(), "via=socket") {
+		t.Errorf("log:\n%s", s.log())
+	}
+}
+
+func TestOneRelaydPerSpool(t *testing.T) {
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{})
+	s.start()
+	_, stderr, code := runCmd(t, nil, relaydBin, "--config", s.cfgPath)
+	if code == 0 || !strings.Contains(stderr, "another relayd is running") {
+		t.Fatalf("second relayd: exit %d, %q", code, stderr)
+	}
+}
+
+func TestCheckConfig(t *testing.T) {
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{})
+	out, stderr, code := runCmd(t, nil, relaydBin, "check-config", "--config", s.cfgPath)
+	if code != 0 || !strings.Contains(out, "web1.example.com") || strings.Contains(out+stderr, testPassword) {
+		t.Fatalf("check-config: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, stderr)
+	}
+	// MAILSHIM_CONFIG is honoured.
+	if _, _, code := runCmd(t, []string{"MAILSHIM_CONFIG=" + s.cfgPath}, relaydBin, "check-config"); code != 0 {
+		t.Fatalf("check-config with MAILSHIM_CONFIG: exit %d", code)
+	}
+	// A bad key: 78 and the line.
+	bad := filepath.Join(s.dir, "bad.conf")
+	os.WriteFile(bad, []byte("hostname = \"x\"\n\n[queue]\nconcurency = 3\n"), 0o644)
+	_, stderr, code = runCmd(t, nil, relaydBin, "check-config", "--config", bad)
+	if code != 78 || !strings.Contains(stderr, ":4:") {
+		t.Fatalf("bad config: exit %d, %q", code, stderr)
+	}
+	// An unsafe spool: 78, naming the path; relayd refuses to start.
+	if err := spool.Prepare(s.spool, spool.CurrentOwner()); err != nil {
+		t.Fatal(err)
+	}
+	md := filepath.Join(s.spool, spool.DirMaildrop)
+	os.Chmod(md, 0o777|os.ModeSticky)
+	_, stderr, code = runCmd(t, nil, relaydBin, "check-config", "--config", s.cfgPath)
+	if code != 78 || !strings.Contains(stderr, md+": mode 1777") {
+		t.Fatalf("unsafe maildrop: exit %d, %q", code, stderr)
+	}
+	_, stderr, code = runCmd(t, nil, relaydBin, "--config", s.cfgPath)
+	if code != 78 || !strings.Contains(stderr, md) {
+		t.Fatalf("relayd on an unsafe spool: exit %d, %q", code, stderr)
+	}
+}
+
+func TestQueueCommands(t *testing.T) {
+	// An upstream that defers everything keeps the message queued.
+	up := newUpstream(t, smtptest.Options{Hook: func(ctx context.Context, stage, arg string) error {
+		if stage == smtptest.StageRcpt {
+			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try again later"}
+		}
+		return nil
+	}})
+	s := newSite(t, up, siteOpts{retry: `["1h"]`})
+	ids := s.drop("queued", 1)
+	id := ids[0]
+	s.start()
+	waitFor(t, "the deferral", 30*time.Second, func() bool { return strings.Contains(s.log(), "event=deferred id="+id) })
+	env := []string{"MAILSHIM_CONFIG=" + s.cfgPath}
+	out, stderr, code := runCmd(t, env, relaydBin, "queue", "list")
+	if code != 0 || !strings.Contains(out, id+" deferred") {
+		t.Fatalf("queue list: %d %q %q", code, out, stderr)
+	}
+	if out, _, code = runCmd(t, env, relaydBin, "queue", "show", id); code != 0 || !strings.Contains(out, "attempts:      1") {
+		t.Fatalf("queue show: %d %q", code, out)
+	}
+	if out, _, code = runCmd(t, env, relaydBin, "queue", "hold", id); code != 0 || out != id+": held\n" {
+		t.Fatalf("queue hold: %d %q", code, out)
+	}
+	if out, _, _ = runCmd(t, env, relaydBin, "queue", "mailq"); !strings.Contains(out, id+"!") {
+		t.Fatalf("mailq after hold:\n%s", out)
+	}
+	if _, _, code = runCmd(t, env, relaydBin, "queue", "release", id); code != 0 {
+		t.Fatalf("release: %d", code)
+	}
+	waitFor(t, "the second attempt", 30*time.Second, func() bool {
+		return strings.Count(s.log(), "event=deferred id="+id) >= 2
+	})
+	if _, _, code = runCmd(t, env, relaydBin, "queue", "flush"); code != 0 {
+		t.Fatalf("flush: %d", code)
+	}
+	if out, _, code = runCmd(t, env, relaydBin, "queue", "delete", id); code != 0 || out != id+": deleted\n" {
+		// It may be active for a moment after the flush.
+		waitFor(t, "the delete", 30*time.Second, func() bool {
+			out, _, code = runCmd(t, env, relaydBin, "queue", "delete", id)
+			return code == 0
+		})
+	}
+	waitFor(t, "an empty spool", 10*time.Second, func() bool { return len(s.leftovers()) == 0 })
+	_, stderr, code = runCmd(t, env, relaydBin, "queue", "show", id)
+	if code == 0 || !strings.Contains(stderr, "no such message") {
+		t.Fatalf("show of a deleted message: %d %q", code, stderr)
+	}
+}
