@@ -112,7 +112,8 @@ dpkg-deb -R "$deb" "$tmp/up"
 sed -i 's/^Version: \(.*\)$/Version: \1+upgradetest/' "$tmp/up/DEBIAN/control"
 dpkg-deb --root-owner-group -b "$tmp/up" "$tmp/upgrade.deb" >/dev/null
 
-echo "== install $(basename "$deb")"
+if command -v systemd-sysusers >/dev/null 2>&1; then how=systemd-sysusers; else how="adduser (no systemd-sysusers here)"; fi
+echo "== install $(basename "$deb"), accounts by $how"
 check "install with apt-get" apt_get install -y --no-install-recommends "$deb"
 check_installed install
 if [ -x /usr/sbin/sendmail ] && /usr/sbin/sendmail -bi >/dev/null 2>&1 </dev/null; then
