@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/BurntSushi/toml"
@@ -66,6 +67,9 @@ func Errors(err error) []*Error {
 // never reads secrets (see LoadSecrets), never touches the network and never
 // resolves names: sendmail runs it at every call.
 //
+// The file must not be writable by every user, and when the process runs
+// setuid/setgid it must belong to root.
+//
 // A missing file is returned as an error that satisfies
 // errors.Is(err, fs.ErrNotExist); callers decide whether Default() will do.
 // Every other error lists all problems found, one *Error per line (see
@@ -82,6 +86,13 @@ func Load(path string) (*Config, error) {
 	}
 	if !fi.Mode().IsRegular() {
 		return nil, &Error{File: path, Key: "file", Msg: "not a regular file"}
+	}
+	// Whoever can write this file chooses where every local message goes.
+	if fi.Mode().Perm()&0o002 != 0 {
+		return nil, &Error{File: path, Key: "file", Msg: fmt.Sprintf("mode %04o: writable by every user; run chmod o-w %s", fi.Mode().Perm(), path)}
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && Privileged() && st.Uid != 0 {
+		return nil, &Error{File: path, Key: "file", Msg: fmt.Sprintf("owned by uid %d, not root; run chown root %s", st.Uid, path)}
 	}
 	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
 	if err != nil {

@@ -96,6 +96,15 @@ func TestLoadNotRegular(t *testing.T) {
 	}
 }
 
+func TestLoadWorldWritable(t *testing.T) {
+	p := writeFile(t, "mailshim.conf", "")
+	os.Chmod(p, 0o646)
+	_, err := Load(p)
+	if err == nil || err.Error() != p+": file: mode 0646: writable by every user; run chmod o-w "+p {
+		t.Fatalf("err = %v", err)
+	}
+}
+
 func TestLoadValues(t *testing.T) {
 	c, err := Parse("t.conf", []byte(`
 max_message_size = 1000
