@@ -11,30 +11,30 @@ import (
 )
 
 // Candidates returns the upstreams that may carry mail from sender, in
-// order: those whose SenderDomains contain sender's domain, then those
-// without SenderDomains. The null sender "" (bounces) may use any
-// upstream without SenderDomains, else the first upstream.
+// their configured order: those without SenderDomains, and those whose
+// SenderDomains hold the sender's domain. The null sender "" (bounces) may
+// use every upstream if none is open to all. It is the same choice as
+// config.(*Config).UpstreamsFor, on a plain list.
 func Candidates(ups []config.Upstream, sender string) []config.Upstream {
 	domain := ""
 	if i := strings.LastIndexByte(sender, '@'); i >= 0 {
-		domain = strings.ToLower(sender[i+1:])
+		domain = strings.ToLower(strings.TrimSuffix(sender[i+1:], "."))
 	}
-	var matched, open []config.Upstream
+	var out []config.Upstream
 	for _, up := range ups {
 		if len(up.SenderDomains) == 0 {
-			open = append(open, up)
+			out = append(out, up)
 			continue
 		}
 		for _, d := range up.SenderDomains {
 			if domain != "" && strings.EqualFold(strings.TrimPrefix(d, "@"), domain) {
-				matched = append(matched, up)
+				out = append(out, up)
 				break
 			}
 		}
 	}
-	out := append(matched, open...)
-	if len(out) == 0 && len(ups) > 0 && sender == "" {
-		out = ups[:1]
+	if len(out) == 0 && sender == "" {
+		out = append(out, ups...)
 	}
 	return out
 }

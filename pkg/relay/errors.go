@@ -26,8 +26,11 @@ const (
 	// never take).
 	Permanent
 	// AuthFailure: the upstream refused our credentials, or we refused to
-	// send them. Temporary — a rotated password must not bounce the whole
-	// queue — but loud: log it at error level on every attempt.
+	// send them, or a refusal that means our AUTH/TLS settings are wrong
+	// (530 authentication required, "Must issue a STARTTLS command first",
+	// "Relay access denied"). Temporary — a rotated password must not
+	// bounce the whole queue — but loud: log it at error level on every
+	// attempt.
 	AuthFailure
 )
 
@@ -188,7 +191,7 @@ func enhanced(se *smtp.SMTPError) string {
 
 // replyError classifies an upstream reply at stage.
 func replyError(stage string, code int, enh, text string, err error) *Error {
-	text = strings.Join(strings.Fields(strings.ReplaceAll(text, "\n", "; ")), " ")
+	text = strings.Join(strings.Fields(text), " ")
 	e := &Error{Stage: stage, Code: code, Enhanced: enh, Text: text, Err: err}
 	switch {
 	case code >= 500 && code < 600:
@@ -202,30 +205,23 @@ func replyError(stage string, code int, enh, text string, err error) *Error {
 		// reason to bounce.
 		e.Class = AuthFailure
 	}
-	e.Cause, e.Fix = Explain(code, enh, text, stage)
-	if e.Class == Permanent && isAuthRefusal(code, enh, text) {
-		// The upstream wants (other) credentials: fix the config, don't
-		// bounce the queue.
+	var x *explanation
+	e.Cause, e.Fix, x = explain(code, enh, text, stage)
+	if x != nil && x.auth && e.Class == Permanent {
+		// The upstream wants (other) credentials or TLS: a configuration
+		// problem of ours, to fix without bouncing the queue.
 		e.Class = AuthFailure
 	}
 	return e
-}
-
-// isAuthRefusal reports replies that mean "you are not (properly)
-// authenticated", whatever the stage.
-func isAuthRefusal(code int, enh, text string) bool {
-	t := strings.ToLower(text)
-	return code == 530 || code == 535 || enh == "5.7.8" ||
-		strings.Contains(t, "authentication required") ||
-		strings.Contains(t, "authentication failed") ||
-		strings.Contains(t, "please authenticate") ||
-		strings.Contains(t, "must issue a starttls")
 }
 
 type explanation struct {
 	match func(code int, enh, t, stage string) bool
 	cause string
 	fix   string
+	// auth: the refusal means our credentials or TLS settings are wrong;
+	// a permanent reply of this kind is classed AuthFailure.
+	auth bool
 }
 
 func has(t string, subs ...string) bool {
@@ -245,6 +241,7 @@ var explanations = []explanation{
 		},
 		cause: "the upstream requires TLS before this command",
 		fix:   `set tls = "starttls" for this upstream (or tls = "tls" on port 465)`,
+		auth:  true,
 	},
 	{
 		match: func(code int, enh, t, stage string) bool {
@@ -252,13 +249,15 @@ var explanations = []explanation{
 		},
 		cause: "the upstream refused our credentials",
 		fix:   "check username and the password in password_file for this upstream (a rotated password?); mail stays queued meanwhile",
+		auth:  true,
 	},
 	{
 		match: func(code int, enh, t, stage string) bool {
-			return code == 530 || has(t, "authentication required", "please authenticate", "must authenticate", "authentication is required")
+			return code == 530 || enh == "5.7.57" || has(t, "authentication required", "please authenticate", "must authenticate", "authentication is required", "not authenticated", "not logged in")
 		},
 		cause: "the upstream requires authentication",
 		fix:   `set username and password_file for this upstream (and keep tls = "starttls" or "tls": relayd never authenticates in clear)`,
+		auth:  true,
 	},
 	{
 		match: func(code int, enh, t, stage string) bool {
@@ -266,10 +265,18 @@ var explanations = []explanation{
 		},
 		cause: "the upstream refuses to relay for us: we are not authenticated, or this sender is not allowed to relay",
 		fix:   `check username and password_file, that tls is not "none" (no AUTH without TLS), and the upstream's relay settings (Postfix: smtpd_relay_restrictions, permit_sasl_authenticated)`,
+		auth:  true,
 	},
 	{
 		match: func(code int, enh, t, stage string) bool {
-			return has(t, "not owned by", "sender address rejected", "not allowed to send as", "sender not allowed", "sender mismatch", "from address not verified", "sender rejected") ||
+			return has(t, "need fully-qualified", "fully qualified", "domain name required")
+		},
+		cause: "an address has no domain (an unqualified local name)",
+		fix:   "qualify local names: set hostname, map local users to real addresses in [senders] (senders) and [aliases] (recipients)",
+	},
+	{
+		match: func(code int, enh, t, stage string) bool {
+			return has(t, "not owned by", "sender address rejected", "not allowed to send as", "permissions to send as", "sender not allowed", "sender address not allowed", "sender mismatch", "from address not verified", "sender rejected") ||
 				(stage == StageMail && enh == "5.7.1")
 		},
 		cause: "the upstream does not let us use this envelope sender (not owned by the authenticated user, or not allowed)",
@@ -298,6 +305,13 @@ var explanations = []explanation{
 	},
 	{
 		match: func(code int, enh, t, stage string) bool {
+			return has(t, "blocked using", "listed at", "blocklist", "blacklist", "client host rejected")
+		},
+		cause: "the upstream refuses our IP address (a block list, or a host check)",
+		fix:   "use an upstream that accepts this host: authenticated submission (port 587) is usually exempt from such checks",
+	},
+	{
+		match: func(code int, enh, t, stage string) bool {
 			return has(t, "too many connections", "too many concurrent", "rate limit", "too many messages", "try again later", "greylist")
 		},
 		cause: "the upstream is limiting us for now",
@@ -308,11 +322,16 @@ var explanations = []explanation{
 // Explain returns, for an upstream reply at stage, the known cause in plain
 // words and what to change. Both are "" when the reply is not a known one.
 func Explain(code int, enhanced, text string, stage string) (cause, fix string) {
+	cause, fix, _ = explain(code, enhanced, text, stage)
+	return cause, fix
+}
+
+func explain(code int, enhanced, text string, stage string) (cause, fix string, x *explanation) {
 	t := strings.ToLower(text)
-	for _, x := range explanations {
-		if x.match(code, enhanced, t, stage) {
-			return x.cause, x.fix
+	for i := range explanations {
+		if x := &explanations[i]; x.match(code, enhanced, t, stage) {
+			return x.cause, x.fix, x
 		}
 	}
-	return "", ""
+	return "", "", nil
 }

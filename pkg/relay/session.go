@@ -276,6 +276,9 @@ func (s *Session) auth() *Error {
 			client = sasl.NewPlainClient("", s.up.Username, s.up.Password)
 		case sasl.Login:
 			client = sasl.NewLoginClient(s.up.Username, s.up.Password)
+		case sasl.OAuthBearer:
+			_, port := upstreamMode(s.up)
+			client = sasl.NewOAuthBearerClient(&sasl.OAuthBearerOptions{Username: s.up.Username, Token: s.up.Password, Host: s.up.Host, Port: port})
 		default:
 			continue
 		}
@@ -285,18 +288,21 @@ func (s *Session) auth() *Error {
 	if client == nil {
 		_, offered := s.c.Extension("AUTH")
 		e := configError(StageAuth, fmt.Sprintf("no common SASL mechanism (we allow %s, the upstream offers %s)", strings.Join(mechs, " "), offered),
-			"set auth in [[upstream]] to a mechanism the upstream offers (PLAIN or LOGIN)")
+			"set auth in [[upstream]] to a mechanism the upstream offers (PLAIN, LOGIN or OAUTHBEARER)")
 		e.Class = AuthFailure
 		return e
 	}
 	if err := s.c.Auth(client); err != nil {
 		e := classify(StageAuth, err)
 		var se *smtp.SMTPError
-		if errors.As(err, &se) {
+		switch {
+		case errors.As(err, &se):
 			e.Class = AuthFailure
-		} else if strings.HasPrefix(err.Error(), "sasl:") {
+		case e.Cause == "":
+			// Not a network failure: the SASL exchange itself failed.
 			e.Class = AuthFailure
-			e.Cause = "the SASL " + mech + " exchange failed: " + err.Error()
+			e.Cause = "the SASL " + mech + " exchange with the upstream failed"
+			e.Fix = "check username and password_file, and the mechanism (auth in [[upstream]])"
 		}
 		return e
 	}

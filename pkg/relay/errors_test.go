@@ -1,0 +1,109 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/emersion/go-smtp"
+)
+
+// Real upstream replies (Postfix unless noted), the class we give them and
+// words the cause and fix must contain.
+func TestExplainRealReplies(t *testing.T) {
+	for _, tc := range []struct {
+		stage      string
+		code       int
+		enh, text  string
+		class      Class
+		cause, fix string
+	}{
+		// Relay access denied: not authenticated, or this sender may not relay.
+		{StageRcpt, 554, "5.7.1", "<alice@example.net>: Relay access denied", AuthFailure, "refuses to relay", "password_file"},
+		{StageRcpt, 550, "5.7.1", "<alice@example.net>: Relay access denied", AuthFailure, "not authenticated", `tls is not "none"`},
+		{StageRcpt, 550, "5.7.1", "Unable to relay for alice@example.net", AuthFailure, "refuses to relay", "relay settings"}, // Exchange
+		// TLS required.
+		{StageMail, 530, "5.7.0", "Must issue a STARTTLS command first", AuthFailure, "requires TLS", `tls = "starttls"`},
+		{StageMail, 530, "5.7.0", "Must issue a STARTTLS command first. d2e1a72fcca58-7d5-gsmtp", AuthFailure, "requires TLS", `tls = "starttls"`}, // Gmail
+		// Authentication.
+		{StageAuth, 535, "5.7.8", "Error: authentication failed: authentication failure", AuthFailure, "refused our credentials", "password_file"},
+		{StageAuth, 535, "5.7.8", "Error: authentication failed: UGFzc3dvcmQ6", AuthFailure, "refused our credentials", "password_file"},
+		{StageAuth, 535, "5.7.8", "Username and Password not accepted. For more information, go to https://support.google.com/mail/?p=BadCredentials", AuthFailure, "refused our credentials", "username"},
+		{StageAuth, 454, "4.7.0", "Temporary authentication failure", AuthFailure, "", ""},
+		{StageMail, 530, "5.7.0", "Authentication required", AuthFailure, "requires authentication", "username and password_file"},
+		{StageMail, 530, "5.7.57", "Client not authenticated to send mail. [AM0PR02CA0001.eurprd02.prod.outlook.com]", AuthFailure, "requires authentication", "password_file"}, // Office 365
+		{StageMail, 553, "5.7.1", "<bob@example.org>: Sender address rejected: not logged in", AuthFailure, "requires authentication", "password_file"},
+		// The sender is not the authenticated user's.
+		{StageMail, 553, "5.7.1", "<root@web1.example.com>: Sender address rejected: not owned by user relay@example.com", Permanent, "not owned by the authenticated user", "[senders]"},
+		{StageMail, 550, "5.7.1", "<www-data@web1.example.com>: Sender address rejected: Access denied", Permanent, "envelope sender", "[senders]"},
+		{StageDataEnd, 550, "5.7.60", "SMTP; Client does not have permissions to send as this sender", Permanent, "envelope sender", "[senders]"}, // Office 365
+		{StageMail, 504, "5.5.2", "<www-data>: Sender address rejected: need fully-qualified address", Permanent, "no domain", "[senders]"},
+		// Too large.
+		{StageDataEnd, 552, "5.3.4", "Message size exceeds fixed limit", Permanent, "too large", "max_message_size"},
+		{StageMail, 552, "5.3.4", "Message size exceeds fixed maximum message size", Permanent, "too large", "max_message_size"},
+		{StageDataEnd, 552, "5.2.3", "Message exceeded 10485760 bytes size limit", Permanent, "too large", "max_message_size"},
+		// Unknown recipient.
+		{StageRcpt, 550, "5.1.1", "<nobody@example.net>: Recipient address rejected: User unknown in virtual mailbox table", Permanent, "does not exist", "recipient address"},
+		{StageRcpt, 550, "5.1.1", "<nobody@example.net>: Recipient address rejected: User unknown in local recipient table", Permanent, "does not exist", "[aliases]"},
+		{StageRcpt, 550, "5.1.1", "The email account that you tried to reach does not exist. Please try double-checking the recipient's email address for typos", Permanent, "does not exist", "recipient"}, // Gmail
+		{StageRcpt, 450, "4.1.2", "<a@nxdomain.invalid>: Recipient address rejected: Domain not found", Temporary, "domain", "typo"},
+		{StageRcpt, 504, "5.5.2", "<root>: Recipient address rejected: need fully-qualified address", Permanent, "no domain", "[aliases]"},
+		// Limits and blocks.
+		{StageConnect, 421, "4.7.0", "smtp.example.com Error: too many connections from 192.0.2.1", Temporary, "limiting us", "queue.concurrency"},
+		{StageRcpt, 450, "4.2.0", "<a@example.net>: Recipient address rejected: Greylisted, see http://postgrey.schweikert.ch/help/example.net.html", Temporary, "limiting us", ""},
+		{StageRcpt, 554, "5.7.1", "Service unavailable; Client host [192.0.2.1] blocked using zen.spamhaus.org", Permanent, "IP address", "587"},
+		// Unknown replies: class from the code, no invented cause.
+		{StageDataEnd, 451, "4.3.0", "Error: queue file write error", Temporary, "", ""},
+		{StageDataEnd, 554, "5.7.1", "Error: message content rejected", Permanent, "", ""},
+	} {
+		t.Run(fmt.Sprintf("%d %s %s", tc.code, tc.enh, tc.text), func(t *testing.T) {
+			e := replyError(tc.stage, tc.code, tc.enh, tc.text, nil)
+			if e.Class != tc.class {
+				t.Errorf("class %v, want %v", e.Class, tc.class)
+			}
+			if tc.cause == "" && tc.class != AuthFailure && e.Cause != "" {
+				t.Errorf("explained an unknown reply: %q", e.Cause)
+			}
+			if !strings.Contains(e.Cause, tc.cause) || !strings.Contains(e.Fix, tc.fix) {
+				t.Errorf("cause %q fix %q; want %q and %q", e.Cause, e.Fix, tc.cause, tc.fix)
+			}
+			if c, f := Explain(tc.code, tc.enh, tc.text, tc.stage); c != e.Cause || f != e.Fix {
+				t.Errorf("Explain disagrees: %q %q", c, f)
+			}
+		})
+	}
+}
+
+func TestClassifyLocalFailures(t *testing.T) {
+	timeout := &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}
+	for _, tc := range []struct {
+		err   error
+		class Class
+		cause string
+	}{
+		{timeout, Temporary, "did not answer in time"},
+		{io.EOF, Temporary, "closed the connection"},
+		{context.Canceled, Temporary, "cancelled"},
+		{errors.New("something odd"), Temporary, ""},
+		{&net.DNSError{Err: "no such host", Name: "smtp.invalid", IsNotFound: true}, Temporary, "could not be resolved"},
+		{&smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "User unknown"}, Permanent, "does not exist"},
+		{&smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 4, 2}, Message: "Idle timeout"}, Temporary, ""},
+	} {
+		e := classify(StageMail, tc.err)
+		if e.Class != tc.class || !strings.Contains(e.Cause, tc.cause) {
+			t.Errorf("%v: class %v cause %q", tc.err, e.Class, e.Cause)
+		}
+		if !errors.Is(e, tc.err) && !errors.As(e, new(*smtp.SMTPError)) {
+			t.Errorf("%v: not unwrappable", tc.err)
+		}
+	}
+	e := classify(StageRcpt, &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "<a@b>: Recipient address rejected:\nUser unknown"})
+	if e.Reply() != "550 5.1.1 <a@b>: Recipient address rejected: User unknown" || !strings.Contains(e.Error(), "rcpt: 550 5.1.1") {
+		t.Errorf("reply %q error %q", e.Reply(), e.Error())
+	}
+}
