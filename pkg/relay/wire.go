@@ -36,7 +36,7 @@ const (
 	qpLine          = 76        // quoted-printable line length, with the soft-break '='
 	maxEntityHeader = 256 << 10 // bytes of one entity header we buffer
 	maxDepth        = 32        // MIME nesting we follow; deeper is passed as is
-	readBuf         = 64 << 10
+	readBuf         = 16 << 10
 )
 
 // partInfo is what the scan learned about one identity-encoded leaf part.
