@@ -31,7 +31,9 @@
 // final reply, whose "queued as ID" is returned as Result.QueueID. After a
 // failed transaction the session sends RSET, so it can be reused; after a
 // successful one the SMTP state is already reset (RFC 5321 4.1.1.4). After a
-// network error or a timeout the session is dead (Alive reports false).
+// network error or a timeout the session is dead (Alive reports false). A
+// session that sat idle (Options.IdleProbe) is checked with NOOP first and
+// dialed again if the upstream closed it meanwhile.
 //
 // # Wire safety
 //
@@ -154,6 +156,10 @@ type Options struct {
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 	// RootCAs, when not nil, replaces the system roots and ca_file (tests).
 	RootCAs *x509.CertPool
+	// IdleProbe: a session idle for longer is checked with NOOP before
+	// the next message and, if the upstream has closed it meanwhile,
+	// dialed again (no message is lost to an idle timeout). 0 means 10s.
+	IdleProbe time.Duration
 }
 
 // OptionsFrom returns the Options for cfg.

@@ -35,6 +35,7 @@ type Session struct {
 	dirty bool
 
 	command, data time.Duration
+	lastUsed      time.Time
 }
 
 // Dial connects to up (its Password filled by config.LoadSecrets): TCP,
@@ -210,6 +211,7 @@ func dial(ctx context.Context, up config.Upstream, opts Options) (*Session, erro
 		}
 	}
 	s.raw.limit = 0 // go-smtp's timeouts are ours now; data writes set their own
+	s.lastUsed = time.Now()
 	return s, nil
 }
 
@@ -306,6 +308,24 @@ func (s *Session) auth() *Error {
 		}
 		return e
 	}
+	return nil
+}
+
+func (s *Session) noop(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() { s.raw.Close() })
+	defer stop()
+	return s.c.Noop()
+}
+
+// redial replaces a connection found closed with a new one to the same
+// upstream.
+func (s *Session) redial(ctx context.Context) *Error {
+	s.abort()
+	ns, err := Dial(ctx, s.up, s.opts)
+	if err != nil {
+		return err.(*Error)
+	}
+	*s = *ns
 	return nil
 }
 
@@ -411,6 +431,20 @@ func (s *Session) Send(ctx context.Context, m *Message) *Result {
 	if len(m.To) == 0 {
 		return fail(&Error{Class: Permanent, Stage: StageMessage, Err: errors.New("no recipients"), Cause: "the message has no recipients"})
 	}
+	probe := s.opts.IdleProbe
+	if probe <= 0 {
+		probe = 10 * time.Second
+	}
+	if time.Since(s.lastUsed) > probe {
+		// The upstream may have closed an idle connection (Postfix: 300s):
+		// find out now, and dial again, before the message is at stake.
+		if err := s.noop(ctx); err != nil {
+			if e := s.redial(ctx); e != nil {
+				return fail(e)
+			}
+		}
+	}
+	defer func() { s.lastUsed = time.Now() }()
 	stop := context.AfterFunc(ctx, func() { s.raw.Close() })
 	defer stop()
 	// netFail: the connection is unusable after this error.

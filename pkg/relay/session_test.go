@@ -675,3 +675,24 @@ func TestParseQueueID(t *testing.T) {
 		}
 	}
 }
+
+func TestIdleSessionClosedByUpstreamIsRedialed(t *testing.T) {
+	srv := authServer(t, smtptest.Options{})
+	opts := testOpts()
+	opts.IdleProbe = time.Nanosecond // probe before every message
+	s := dialOK(t, srv.Upstream(), opts)
+	if res := s.Send(context.Background(), testMsg(simple, "a@example.net")); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	srv.DropAll() // the upstream times the idle session out
+	if res := s.Send(context.Background(), testMsg(simple, "b@example.net")); res.Err != nil {
+		t.Fatalf("after the upstream closed the idle session: %v", res.Err)
+	}
+	msgs, err := srv.WaitFor(2, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if msgs[0].Remote == msgs[1].Remote || msgs[1].User != testUser {
+		t.Fatalf("not redialed: %s %s user %q", msgs[0].Remote, msgs[1].Remote, msgs[1].User)
+	}
+}

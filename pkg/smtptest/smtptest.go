@@ -133,6 +133,55 @@ type Server struct {
 	msgs    []Message
 	changed chan struct{} // closed and replaced when msgs or count change
 	closed  bool
+	track   *trackListener
+}
+
+// DropAll closes every open client connection at once, without a reply
+// (an upstream restarting, or timing out idle sessions).
+func (s *Server) DropAll() {
+	s.track.mu.Lock()
+	var conns []net.Conn
+	for c := range s.track.conns {
+		conns = append(conns, c)
+	}
+	s.track.mu.Unlock()
+	for _, c := range conns {
+		c.Close()
+	}
+}
+
+// trackListener remembers the open connections.
+type trackListener struct {
+	net.Listener
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+}
+
+func (l *trackListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	tc := &trackedConn{Conn: c, l: l}
+	l.mu.Lock()
+	l.conns[tc] = struct{}{}
+	l.mu.Unlock()
+	return tc, nil
+}
+
+type trackedConn struct {
+	net.Conn
+	l    *trackListener
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() {
+		c.l.mu.Lock()
+		delete(c.l.conns, c)
+		c.l.mu.Unlock()
+	})
+	return c.Conn.Close()
 }
 
 // New starts a server for the test t and closes it when t ends. It fails
@@ -205,18 +254,21 @@ func start(opts Options, dir string) (*Server, error) {
 	if opts.Debug != nil {
 		srv.Debug = opts.Debug
 	}
-	var l net.Listener = ln
+	// Every connection is tracked (DropAll) under TLS; the 8BITMIME
+	// filter sits above TLS.
+	s.track = &trackListener{Listener: ln, conns: map[net.Conn]struct{}{}}
+	var l net.Listener = s.track
 	switch {
 	case opts.ImplicitTLS && opts.No8BITMIME:
 		// TLS below go-smtp, so that the capability filter sees clear
 		// text; go-smtp then cannot tell the session is encrypted, so
 		// allow AUTH explicitly (it is encrypted).
-		l = &filterListener{Listener: tls.NewListener(ln, tlsConfig)}
+		l = &filterListener{Listener: tls.NewListener(l, tlsConfig)}
 		srv.AllowInsecureAuth = true
 	case opts.ImplicitTLS:
-		l = tls.NewListener(ln, tlsConfig)
+		l = tls.NewListener(l, tlsConfig)
 	case opts.NoTLS && opts.No8BITMIME:
-		l = &filterListener{Listener: ln}
+		l = &filterListener{Listener: l}
 	case opts.NoTLS:
 	default:
 		srv.TLSConfig = tlsConfig
