@@ -93,7 +93,7 @@ func NewSite(dir string, bins *Binaries, extraConf string) (*Site, error) {
 		if err := os.Chown(s.Sendmail, 0, DropGID); err != nil {
 			return nil, err
 		}
-		if err := os.Chmod(s.Sendmail, 0o2755); err != nil {
+		if err := os.Chmod(s.Sendmail, 0o755|os.ModeSetgid); err != nil {
 			return nil, err
 		}
 		if err := bindConfig(etc); err != nil {
