@@ -36,6 +36,7 @@ type Session struct {
 
 	command, data time.Duration
 	lastUsed      time.Time
+	hostname      string
 }
 
 // Dial connects to up (its Password filled by config.LoadSecrets): TCP,
@@ -142,7 +143,7 @@ func dial(ctx context.Context, up config.Upstream, opts Options) (*Session, erro
 	if err != nil {
 		return nil, classify(StageConnect, err)
 	}
-	s := &Session{addr: addr, opts: opts, up: up, command: command, data: data}
+	s := &Session{addr: addr, opts: opts, up: up, command: command, data: data, hostname: hostname}
 	s.raw = &clampConn{Conn: nc, limit: command}
 	if opts.Trace != nil {
 		s.tr = newTracer(opts.Trace, addr)
@@ -458,6 +459,11 @@ func (s *Session) Send(ctx context.Context, m *Message) *Result {
 			return netFail(StageMail, err)
 		}
 		s.dirty = false
+		// go-smtp says EHLO again after RSET; do it now, so that a
+		// failure is not mistaken below for missing extensions.
+		if err := s.c.Hello(s.hostname); err != nil {
+			return netFail(StageEHLO, err)
+		}
 	}
 
 	// Scan the message: what it needs and what the upstream takes.
