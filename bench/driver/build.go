@@ -14,7 +14,11 @@ type Binaries struct {
 	Sendmail string // "" when cmd/sendmail does not build (yet)
 	Relayd   string // "" when cmd/relayd does not build
 	Refwrite string
-	Missing  map[string]string // program -> why it is missing
+	// SendmailConf, when set, is the configuration path compiled into
+	// sendmail (-X main.configPath): NewSite writes its config there
+	// instead of bind-mounting /etc/mailshim (the robustness suite's way).
+	SendmailConf string
+	Missing      map[string]string // program -> why it is missing
 }
 
 // ModuleRoot returns the directory holding go.mod.
@@ -34,10 +38,24 @@ func ModuleRoot() (string, error) {
 // CGO_ENABLED=0 into dir. The reference must build; the others are
 // reported missing when they do not.
 func Build(root, dir string) (*Binaries, error) {
-	b := &Binaries{Dir: dir, Missing: map[string]string{}}
+	return build(root, dir, "")
+}
+
+// BuildWithConfig is Build with sendmail's configuration path compiled in
+// (see Binaries.SendmailConf), so that a setgid copy reads a private file.
+func BuildWithConfig(root, dir, conf string) (*Binaries, error) {
+	return build(root, dir, conf)
+}
+
+func build(root, dir, conf string) (*Binaries, error) {
+	b := &Binaries{Dir: dir, Missing: map[string]string{}, SendmailConf: conf}
 	build := func(pkg, name string) (string, error) {
 		out := filepath.Join(dir, name)
-		cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", out, pkg)
+		ld := "-s -w"
+		if conf != "" && name == "sendmail" {
+			ld += " -X main.configPath=" + conf
+		}
+		cmd := exec.Command("go", "build", "-trimpath", "-ldflags="+ld, "-o", out, pkg)
 		cmd.Dir = root
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if msg, err := cmd.CombinedOutput(); err != nil {

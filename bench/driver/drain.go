@@ -222,6 +222,9 @@ func loadRow(o Options, sz sizes, work string, bins *Binaries, srv *smtptest.Ser
 		return Row{}, err
 	}
 	defer os.RemoveAll(dir)
+	if _, err := site.Probe(); err != nil {
+		return Row{}, err
+	}
 	base := srv.Count()
 	r, err := StartRelayd(bins.Relayd, site)
 	if err != nil {

@@ -29,6 +29,9 @@ type Proc struct {
 	StdinData []byte
 	// Stdout, when set, receives the program's standard output.
 	Stdout io.Writer
+	// Stderr, when set, receives the program's standard error (also
+	// kept for the error text).
+	Stderr io.Writer
 }
 
 // Run starts p, waits for it, and returns its wall time (fork to reaped)
@@ -52,6 +55,9 @@ func (p Proc) Run() (Sample, error) {
 	cmd.Stdout = p.Stdout
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
+	if p.Stderr != nil {
+		cmd.Stderr = io.MultiWriter(&stderr, p.Stderr)
+	}
 	cmd.Dir = "/"
 	if p.Cred != nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: p.Cred}
@@ -60,7 +66,7 @@ func (p Proc) Run() (Sample, error) {
 	err := cmd.Run()
 	wall := time.Since(t0)
 	if err != nil {
-		return Sample{}, fmt.Errorf("%s: %v: %s", p.Path, err, firstLine(stderr.String()))
+		return Sample{}, fmt.Errorf("%s: %w: %s", p.Path, err, firstLine(stderr.String()))
 	}
 	ru, _ := cmd.ProcessState.SysUsage().(*syscall.Rusage)
 	s := Sample{Wall: wall}

@@ -9,7 +9,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 )
 
@@ -158,24 +157,13 @@ func sendmailRows(o Options, sz sizes, work string, bins *Binaries) ([]Row, []st
 	}
 	var rows []Row
 	// Warm the page cache and check that the thing works at all.
+	if note, err := site.Probe(); err != nil {
+		return nil, nil, err
+	} else if note != "" {
+		notes = append(notes, note)
+	}
 	if _, err := measurePair(site, 1, site.ref(f2k), site.sendmail(f2k, "-t", "-i"), 1); err != nil {
-		// A setgid sendmail must traverse the 0711 spool root without
-		// reading it; if it cannot, say so and measure with 0755 so the
-		// rest of the table still means something.
-		if !site.Setgid || !strings.Contains(err.Error(), "permission denied") {
-			return nil, nil, fmt.Errorf("sendmail does not work in the bench site: %w", err)
-		}
-		site.Clean()
-		if cerr := os.Chmod(site.Spool, 0o755); cerr != nil {
-			return nil, nil, cerr
-		}
-		if cerr := os.Chmod(site.Maildrop, 0o770|os.ModeSticky); cerr != nil {
-			return nil, nil, cerr
-		}
-		if _, err2 := measurePair(site, 1, site.ref(f2k), site.sendmail(f2k, "-t", "-i"), 1); err2 != nil {
-			return nil, nil, fmt.Errorf("sendmail does not work in the bench site: %w (and with a 0755 spool root: %v)", err, err2)
-		}
-		notes = append(notes, fmt.Sprintf("BUG: the setgid sendmail cannot use the spool with PRODUCT.md's modes (root 0711, maildrop/ 1730): %v; measured with root 0755 and maildrop/ 1770", err))
+		return nil, nil, fmt.Errorf("sendmail does not work in the bench site: %w", err)
 	}
 	o.logf("sendmail -t -i 2 KB: %d runs × %d", o.Runs, sz.small)
 	pair, runs, err := runs(o.Runs, func() (*Pair, error) {

@@ -96,7 +96,11 @@ func NewSite(dir string, bins *Binaries, extraConf string) (*Site, error) {
 		if err := os.Chmod(s.Sendmail, 0o755|os.ModeSetgid); err != nil {
 			return nil, err
 		}
-		if err := bindConfig(etc); err != nil {
+		if bins.SendmailConf != "" {
+			if err := os.WriteFile(bins.SendmailConf, []byte(conf), 0o644); err != nil {
+				return nil, err
+			}
+		} else if err := bindConfig(etc); err != nil {
 			return nil, err
 		}
 		s.Setgid = true
@@ -157,6 +161,28 @@ func (s *Site) sendmail(stdin string, args ...string) Proc {
 	return Proc{Path: s.Sendmail, Args: args, Env: s.Env, Cred: s.Cred, Stdin: stdin}
 }
 
+// SendmailProc is sendmail with args, fed data on stdin, as the site's
+// caller.
+func (s *Site) SendmailProc(data []byte, args ...string) Proc {
+	return Proc{Path: s.Sendmail, Args: args, Env: s.Env, Cred: s.Cred, StdinData: data}
+}
+
+// RelaxModes opens the spool root to 0755 and maildrop/ to 1770: the
+// fallback used when the setgid sendmail cannot open PRODUCT.md's 0711
+// root and 1730 maildrop/ (it needs to read them to fsync).
+func (s *Site) RelaxModes() error {
+	if err := os.Chmod(s.Spool, 0o755); err != nil {
+		return err
+	}
+	return os.Chmod(s.Maildrop, 0o770|os.ModeSticky)
+}
+
+// Queued counts message files in maildrop/ and queue/msg/.
+func (s *Site) Queued() int { return queued(s) }
+
+// CountFiles counts the entries of dir that are not temporary files.
+func CountFiles(dir string) int { return countFiles(dir) }
+
 // refPath is set by Run to the built reference binary.
 var refPath string
 
@@ -209,4 +235,30 @@ func maxRSS(ss []Sample) int64 {
 		m = max(m, s.MaxRSSKB)
 	}
 	return m
+}
+
+// Probe runs sendmail once. A setgid sendmail that cannot open PRODUCT.md's
+// 0711 spool root or 1730 maildrop/ (it must read a directory to fsync it)
+// gets the modes relaxed (RelaxModes) so that the rest can still be
+// measured; note then says so, to be reported as a bug.
+func (s *Site) Probe() (note string, err error) {
+	try := func() error {
+		_, err := s.SendmailProc(message(2<<10, -1), "-t", "-i").Run()
+		s.Clean()
+		return err
+	}
+	err = try()
+	if err == nil {
+		return "", nil
+	}
+	if !s.Setgid || !strings.Contains(err.Error(), "permission denied") {
+		return "", fmt.Errorf("sendmail does not work in the site: %w", err)
+	}
+	if rerr := s.RelaxModes(); rerr != nil {
+		return "", rerr
+	}
+	if err2 := try(); err2 != nil {
+		return "", fmt.Errorf("sendmail does not work in the site: %w (and with relaxed modes: %v)", err, err2)
+	}
+	return fmt.Sprintf("BUG: the setgid sendmail cannot use the spool with PRODUCT.md's modes (root 0711, maildrop/ 1730): %v; measured with root 0755 and maildrop/ 1770", err), nil
 }
