@@ -219,7 +219,8 @@ func (q *Queue) Run(ctx, sendCtx context.Context) error {
 }
 
 // due returns the messages to try now: incoming/ in arrival order, then
-// the deferred ones whose time has come; and the earliest later attempt.
+// the deferred ones whose time has come; and the earliest attempt time of
+// any deferred message (zero if none).
 func (q *Queue) due() ([]string, time.Time) {
 	ids, err := q.sp.List(spool.Incoming)
 	if err != nil {
@@ -232,8 +233,14 @@ func (q *Queue) due() ([]string, time.Time) {
 	for id, t := range q.deferred {
 		if !t.After(now) {
 			ds = append(ds, id)
-		} else if next.IsZero() || t.Before(next) {
+		}
+		// Messages that became due while the last pass ran count too:
+		// then the next pass starts at once.
+		if next.IsZero() || t.Before(next) {
 			next = t
+			if next.IsZero() {
+				next = now
+			}
 		}
 	}
 	q.mu.Unlock()
