@@ -276,3 +276,23 @@ func FuzzWireSafe(f *testing.F) {
 		}
 	})
 }
+
+// A CR at the very end of a read fragment: CRLF is one line end, CR before
+// anything else is a bare CR (kept, re-encoded).
+func TestWireCRAtFragmentEdge(t *testing.T) {
+	a := strings.Repeat("a", readBuf-1)
+	for _, tc := range []struct{ in, want string }{
+		{"Subject: x\n\n" + a + "\r\nnext\n", a + "\r\nnext\r\n"},
+		{"Subject: x\n\n" + a + "\rb\nnext\n", a + "\rb\r\nnext\r\n"},
+		{"Subject: x\n\n" + a + "\r", a + "\r\r\n"},
+	} {
+		out, err := wire(t, []byte(tc.in), WireMode{EightBit: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkWireSafe(t, nil, out)
+		if got := decodeText(t, out); len(got) != 1 || got[0] != tc.want {
+			t.Errorf("decoded %q\nwant %q", got, tc.want)
+		}
+	}
+}
