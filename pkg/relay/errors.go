@@ -160,6 +160,10 @@ func classify(stage string, err error) *Error {
 		e.Stage = StageTLS
 		e.Cause = "the upstream's TLS certificate could not be verified"
 		e.Fix = "if the upstream uses a private CA, set ca_file to its certificate; check the certificate has not expired"
+	case isRemoteAlert(err):
+		e.Stage = StageTLS
+		e.Cause = "the upstream aborted the TLS handshake (" + err.Error() + ")"
+		e.Fix = "if the upstream wants a client certificate, set client_cert and client_key; check tls (\"starttls\" on 587, \"tls\" on 465) and that it supports TLS 1.2 or later"
 	case errors.As(err, &alert), errors.As(err, &recErr):
 		e.Stage = StageTLS
 		e.Cause = "the TLS handshake with the upstream failed"
@@ -174,6 +178,13 @@ func classify(stage string, err error) *Error {
 		e.Fix = "check host, and the resolver"
 	}
 	return e
+}
+
+// isRemoteAlert reports a TLS alert sent by the peer (crypto/tls wraps it
+// in a net.OpError "remote error").
+func isRemoteAlert(err error) bool {
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "remote error"
 }
 
 func isDNS(err error) bool {

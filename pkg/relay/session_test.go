@@ -696,3 +696,26 @@ func TestIdleSessionClosedByUpstreamIsRedialed(t *testing.T) {
 		t.Fatalf("not redialed: %s %s user %q", msgs[0].Remote, msgs[1].Remote, msgs[1].User)
 	}
 }
+
+func TestClientCertificate(t *testing.T) {
+	for _, implicit := range []bool{false, true} {
+		srv := authServer(t, smtptest.Options{RequireClientCert: true, ImplicitTLS: implicit})
+		up := srv.Upstream()
+		if _, err := Dial(context.Background(), up, testOpts()); err == nil {
+			t.Fatal("Dial without the client certificate succeeded")
+		} else if e := asError(t, err); e.Class != Temporary || e.Stage != StageTLS {
+			t.Fatalf("without client certificate: %v (stage %s)", e, e.Stage)
+		}
+		up.ClientCert, up.ClientKey = srv.ClientCert, srv.ClientKey
+		if res := Deliver(context.Background(), []config.Upstream{up}, testOpts(), testMsg(simple, "a@example.net")); res.Err != nil {
+			t.Fatalf("with client certificate (implicit %v): %v", implicit, res.Err)
+		}
+		up.ClientKey = "/nonexistent/key.pem"
+		if _, err := Dial(context.Background(), up, testOpts()); err == nil || !strings.Contains(asError(t, err).Cause, "client certificate") {
+			t.Fatalf("missing key file: %v", err)
+		}
+		if srv.AuthAttempts() != 1 {
+			t.Fatalf("%d AUTH attempts, want 1 (only with the certificate)", srv.AuthAttempts())
+		}
+	}
+}

@@ -83,6 +83,9 @@ type Options struct {
 	// NoStore keeps only a count of delivered messages, not their bytes
 	// (benchmarks).
 	NoStore bool
+	// RequireClientCert: the TLS handshake demands a client certificate
+	// signed by the test CA (Server.ClientCert, Server.ClientKey).
+	RequireClientCert bool
 	// Domain is the name in the greeting (default "smtptest.invalid").
 	Domain string
 	// Debug receives go-smtp's server-side protocol trace.
@@ -118,6 +121,9 @@ type Server struct {
 	CAPEM  []byte
 	CAPool *x509.CertPool
 	CAFile string
+	// ClientCert and ClientKey are files holding a client certificate
+	// (and its key) signed by the test CA, for RequireClientCert.
+	ClientCert, ClientKey string
 
 	opts    Options
 	srv     *smtp.Server
@@ -218,9 +224,18 @@ func start(opts Options, dir string) (*Server, error) {
 	if opts.Domain == "" {
 		opts.Domain = "smtptest.invalid"
 	}
-	caPEM, tlsCert, err := makeCerts()
+	pki, err := makeCerts()
 	if err != nil {
 		return nil, fmt.Errorf("certificates: %w", err)
+	}
+	caPEM := pki.caPEM
+	clientCert := filepath.Join(dir, "smtptest-client.pem")
+	clientKey := filepath.Join(dir, "smtptest-client-key.pem")
+	if err := os.WriteFile(clientCert, pki.clientPEM, 0o644); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(clientKey, pki.keyPEM, 0o600); err != nil {
+		return nil, err
 	}
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(caPEM)
@@ -228,7 +243,11 @@ func start(opts Options, dir string) (*Server, error) {
 	if err := os.WriteFile(caFile, caPEM, 0o644); err != nil {
 		return nil, err
 	}
-	tlsConfig := &tls.Config{Certificates: []tls.Certificate{tlsCert}, MinVersion: tls.VersionTLS12}
+	tlsConfig := &tls.Config{Certificates: []tls.Certificate{pki.server}, MinVersion: tls.VersionTLS12}
+	if opts.RequireClientCert {
+		tlsConfig.ClientAuth = tls.RequireAndVerifyClientCert
+		tlsConfig.ClientCAs = pool
+	}
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -239,6 +258,7 @@ func start(opts Options, dir string) (*Server, error) {
 	s := &Server{
 		Addr: addr.String(), Host: "127.0.0.1", Port: addr.Port,
 		CAPEM: caPEM, CAPool: pool, CAFile: caFile,
+		ClientCert: clientCert, ClientKey: clientKey,
 		opts: opts, ln: ln, ctx: ctx, cancel: cancel,
 		changed: make(chan struct{}),
 	}
@@ -554,12 +574,18 @@ func (c *filterConn) Write(b []byte) (int, error) {
 	return c.Conn.Write(b)
 }
 
-// makeCerts returns a new CA (PEM) and a leaf certificate it signed for
-// 127.0.0.1, ::1 and localhost.
-func makeCerts() (caPEM []byte, leaf tls.Certificate, err error) {
+// certs is the test PKI: a CA, the server's certificate (127.0.0.1, ::1,
+// localhost) and a client certificate, all signed by the CA.
+type certs struct {
+	caPEM             []byte
+	server            tls.Certificate
+	clientPEM, keyPEM []byte
+}
+
+func makeCerts() (*certs, error) {
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, leaf, err
+		return nil, err
 	}
 	now := time.Now()
 	caTmpl := &x509.Certificate{
@@ -573,31 +599,47 @@ func makeCerts() (caPEM []byte, leaf tls.Certificate, err error) {
 	}
 	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
 	if err != nil {
-		return nil, leaf, err
+		return nil, err
 	}
 	caCert, err := x509.ParseCertificate(caDER)
 	if err != nil {
-		return nil, leaf, err
+		return nil, err
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	leaf := func(serial int64, cn string, usage x509.ExtKeyUsage, server bool) ([]byte, *ecdsa.PrivateKey, error) {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return nil, nil, err
+		}
+		tmpl := &x509.Certificate{
+			SerialNumber: big.NewInt(serial),
+			Subject:      pkix.Name{CommonName: cn},
+			NotBefore:    now.Add(-time.Hour),
+			NotAfter:     now.Add(24 * time.Hour),
+			KeyUsage:     x509.KeyUsageDigitalSignature,
+			ExtKeyUsage:  []x509.ExtKeyUsage{usage},
+		}
+		if server {
+			tmpl.DNSNames = []string{"localhost"}
+			tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
+		return der, key, err
+	}
+	c := &certs{caPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})}
+	der, key, err := leaf(2, "localhost", x509.ExtKeyUsageServerAuth, true)
 	if err != nil {
-		return nil, leaf, err
+		return nil, err
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2),
-		Subject:      pkix.Name{CommonName: "localhost"},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
+	c.server = tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	der, key, err = leaf(3, "smtptest client", x509.ExtKeyUsageClientAuth, false)
 	if err != nil {
-		return nil, leaf, err
+		return nil, err
 	}
-	leaf = tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: nil}
-	caPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
-	return caPEM, leaf, nil
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return nil, err
+	}
+	c.clientPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	c.keyPEM = pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
+	return c, nil
 }
