@@ -10,8 +10,12 @@
 #                        packaging/debian/lintian-overrides
 #   make systemd-verify  systemd-analyze verify and security --offline on the unit
 #   make packaging-test  man-check lintian systemd-verify (run by `make test`)
-#   make deb-test        root only: install, check, upgrade with queued mail,
-#                        remove, purge, reinstall, purge (changes this system)
+#   make deb-test        root only: in a Debian 12 chroot (debootstrap, cached
+#                        in /var/tmp/mailshim-deb-chroot): install, check every path, upgrade
+#                        with queued mail, remove, purge, reinstall, adduser
+#                        path; run by `make test` when root
+#   make deb-test-host   the same on THIS system (refuses if mailshim is
+#                        installed; leaves it purged)
 #
 # Every path's owner, group and mode comes from packaging/layout.txt,
 # through packaging/layout.sh.
@@ -42,9 +46,12 @@ MAN_SCD     := $(wildcard man/*.scd)
 MAN_ROFF    := $(MAN_SCD:.scd=)
 MAN_EPOCH   := $(shell date -d "$$(sed -n 's/^ -- .*>  //p' packaging/debian/changelog | head -n1)" +%s)
 
-.PHONY: deb install install-accounts man man-check lintian systemd-verify packaging-test deb-test pkg-files
+.PHONY: deb install install-accounts man man-check lintian systemd-verify packaging-test deb-test deb-test-host pkg-files
 
 TEST_TARGETS += packaging-test
+ifeq ($(shell id -u),0)
+TEST_TARGETS += deb-test
+endif
 
 # --- generated packaging files -------------------------------------------
 
@@ -169,4 +176,7 @@ packaging-test: man-check lintian systemd-verify
 # --- the package on this system -------------------------------------------
 
 deb-test: deb
+	packaging/test-deb-chroot.sh $(DEB)
+
+deb-test-host: deb
 	packaging/test-deb.sh $(DEB)

@@ -116,6 +116,20 @@ if command -v systemd-sysusers >/dev/null 2>&1; then how=systemd-sysusers; else 
 echo "== install $(basename "$deb"), accounts by $how"
 check "install with apt-get" apt_get install -y --no-install-recommends "$deb"
 check_installed install
+# The installed sendmail, run by an unprivileged user, stores the message in
+# the maildrop through its setgid bit: a file owned by that user, group
+# mailshim-drop, 0440 (relayd is not running: the message waits there).
+sendmail_as_nobody() {
+	printf 'To: alice@example.org\nSubject: test-deb\n\nhello\n' |
+		setpriv --reuid=65534 --regid=65534 --clear-groups /usr/sbin/sendmail -t -i || return 1
+	local f
+	f=$(find /var/spool/mailshim/maildrop -type f -user 65534 | head -n1)
+	[ -n "$f" ] || { echo "no file of uid 65534 in the maildrop"; return 1; }
+	is "$(stat -c '%g %a' "$f")" "$(getent group mailshim-drop | cut -d: -f3) 440" &&
+		grep -q '^hello' "$f" && rm -f "$f"
+}
+check "install: sendmail run by nobody stores the message in the maildrop (setgid)" sendmail_as_nobody
+
 if [ -x /usr/sbin/sendmail ] && /usr/sbin/sendmail -bi >/dev/null 2>&1 </dev/null; then
 	ok "newaliases (sendmail -bi) exits 0"
 else
