@@ -37,6 +37,7 @@ var (
 	binPath    string // plain build
 	sgPath     string // setgid copy ("" when not root)
 	sgConf     string // the setgid copy's configuration file
+	logSock    string // where the test binaries send their syslog lines
 	dropGroup  = -1   // the setgid group
 	nobodyUID  = 65534
 	buildError error
@@ -54,7 +55,8 @@ func TestMain(m *testing.M) {
 		binDir = dir
 		binPath = filepath.Join(dir, "sendmail")
 		sgConf = filepath.Join(dir, "setgid.conf")
-		cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-X main.configPath="+sgConf, "-o", binPath, ".")
+		logSock = filepath.Join(dir, "log.sock")
+		cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-X main.configPath="+sgConf+" -X main.syslogPath="+logSock, "-o", binPath, ".")
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildError = fmt.Errorf("go build: %v\n%s", err, out)

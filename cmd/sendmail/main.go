@@ -14,7 +14,8 @@
 //   - The environment is read once for the trace variables
 //     (origin.TraceVars) and, only when not running setgid,
 //     MAILSHIM_CONFIG; then it is cleared. TZ cannot name a file to read:
-//     time.Local is UTC. GOTRACEBACK is forced to "none" by the runtime in
+//     package earlyenv removes TZ, ZONEINFO and GOROOT before any package
+//     init can load the local zone, and time.Local is UTC. GOTRACEBACK is forced to "none" by the runtime in
 //     secure mode (AT_SECURE); GODEBUG's output-producing settings are
 //     tested not to fire (e2e_test.go). Built static, CGO_ENABLED=0: no
 //     dynamic loader and no LD_* variables.
@@ -47,6 +48,7 @@ import (
 	"syscall"
 	"time"
 
+	_ "github.com/mailshim/mailshim/cmd/sendmail/internal/earlyenv" // first: see its doc
 	"github.com/mailshim/mailshim/pkg/config"
 	"github.com/mailshim/mailshim/pkg/message"
 	"github.com/mailshim/mailshim/pkg/origin"

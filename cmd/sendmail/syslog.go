@@ -10,6 +10,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// syslogPath is the system log socket. Tests set it at link time (-X
+// main.syslogPath=...) to read what sendmail logs; release builds never do.
+var syslogPath = "/dev/log"
+
 // syslogf sends one line to the system log (/dev/log, RFC 3164 format,
 // facility mail, severity warning), prefixed with the caller's uid. It is
 // best effort: logging never makes sendmail fail, and it never blocks for
@@ -22,7 +26,7 @@ func syslogf(format string, a ...any) {
 	if len(line) > 2048 {
 		line = line[:2048]
 	}
-	c, err := net.DialTimeout("unixgram", "/dev/log", 100*time.Millisecond)
+	c, err := net.DialTimeout("unixgram", syslogPath, 100*time.Millisecond)
 	if err != nil {
 		return
 	}

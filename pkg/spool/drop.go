@@ -28,17 +28,33 @@ func IsFull(err error) bool {
 
 // OpenDir opens dir (relative to root, no symbolic link followed at either
 // step) as a directory file descriptor for NewDrop.
+//
+// The root is opened O_PATH (it is 0711: searchable, not readable, for
+// sendmail). The directory is opened for reading when the caller may read
+// it (relayd, root, tests); a setgid sendmail may only write and search
+// maildrop/ (1730), so it gets an O_PATH descriptor, which serves openat
+// and linkat but cannot be fsync'd: Commit then makes the new name durable
+// by an fsync of the file after the link (see Commit).
 func OpenDir(root, dir string) (*os.File, error) {
-	rfd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	rfd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, &os.PathError{Op: "open", Path: root, Err: err}
 	}
 	defer unix.Close(rfd)
 	fd, err := unix.Openat(rfd, dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err == unix.EACCES {
+		fd, err = unix.Openat(rfd, dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	}
 	if err != nil {
 		return nil, &os.PathError{Op: "open", Path: filepath.Join(root, dir), Err: err}
 	}
 	return os.NewFile(uintptr(fd), filepath.Join(root, dir)), nil
+}
+
+// isPathFD reports whether f was opened O_PATH.
+func isPathFD(f *os.File) bool {
+	fl, err := unix.FcntlInt(f.Fd(), unix.F_GETFL, 0)
+	return err == nil && fl&unix.O_PATH != 0
 }
 
 // Drop is a message being written into a spool directory (maildrop/, or
@@ -186,10 +202,21 @@ func (d *Drop) Commit() error {
 	d.done = true
 	d.tmpName = ""
 	d.mu.Unlock()
+	// Make the new name durable. With a readable directory: fsync it.
+	// With an O_PATH one (setgid sendmail, maildrop/ 1730) that is
+	// impossible; fsync the file again instead: the link changed the
+	// inode (its link count) in the same journal transaction as the
+	// directory entry, and fsync of the inode commits that transaction
+	// on the journaling file systems a spool lives on (ext4, xfs,
+	// btrfs). A failure unlinks the name, so that the caller's failure
+	// report is true.
+	if isPathFD(d.dir) {
+		err = d.f.Sync()
+	} else {
+		err = d.dir.Sync()
+	}
 	d.f.Close()
-	if err := d.dir.Sync(); err != nil {
-		// The name may not survive a power loss: take it back so that the
-		// caller's failure report is true.
+	if err != nil {
 		unix.Unlinkat(dfd, d.meta.ID, 0)
 		d.err = err
 		return err
