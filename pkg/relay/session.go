@@ -49,6 +49,12 @@ func Dial(ctx context.Context, up config.Upstream, opts Options) (*Session, erro
 		if !errors.As(err, &re) {
 			re = classify(StageConnect, err)
 		}
+		if re.Class == Permanent {
+			// A refusal before any message (a 554 greeting, a 5xx to
+			// EHLO or STARTTLS) is about the upstream or our settings,
+			// never about one message: it must not bounce the queue.
+			re.Class = Temporary
+		}
 		if ctx.Err() != nil && re.Code == 0 {
 			re.Class, re.Err = Temporary, ctx.Err()
 			re.Cause, re.Fix = "the delivery was cancelled (relayd is stopping)", ""
@@ -176,8 +182,8 @@ func dial(ctx context.Context, up config.Upstream, opts Options) (*Session, erro
 				return s, e
 			}
 			var se *smtp.SMTPError
-			if errors.As(err, &se) {
-				return s, classify(StageConnect, err)
+			if errors.As(err, &se) && se.Code != 454 && !strings.Contains(strings.ToUpper(se.Message), "TLS") {
+				return s, classify(StageConnect, err) // the greeting or EHLO
 			}
 			return s, classify(StageTLS, err)
 		}

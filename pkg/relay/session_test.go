@@ -289,7 +289,7 @@ func scripted(t *testing.T, replies map[string]string) Options {
 				}
 				switch verb {
 				case "EHLO":
-					fmt.Fprintf(srv, "250-fake\r\n250-8BITMIME\r\n250 SIZE 100000\r\n")
+					fmt.Fprintf(srv, "250-fake\r\n250-8BITMIME\r\n250-STARTTLS\r\n250 SIZE 100000\r\n")
 				case "QUIT":
 					fmt.Fprintf(srv, "221 2.0.0 Bye\r\n")
 					return
@@ -716,6 +716,25 @@ func TestClientCertificate(t *testing.T) {
 		}
 		if srv.AuthAttempts() != 1 {
 			t.Fatalf("%d AUTH attempts, want 1 (only with the certificate)", srv.AuthAttempts())
+		}
+	}
+}
+
+func TestRefusalBeforeAnyMessageNeverPermanent(t *testing.T) {
+	for _, tc := range []struct{ reply, stage string }{
+		{"554 5.7.1 Client host [127.0.0.1] blocked using zen.spamhaus.org", StageConnect},
+		{"", StageTLS}, // STARTTLS refused with 454
+	} {
+		replies := map[string]string{"STARTTLS": "454 4.7.0 TLS not available due to local problem"}
+		opts := scripted(t, replies)
+		if tc.reply != "" {
+			// Refuse at EHLO (go-smtp falls back to HELO on 500/502 only).
+			replies["EHLO"] = tc.reply
+		}
+		_, err := Dial(context.Background(), config.Upstream{Host: "127.0.0.1", Port: 587, TLS: "starttls", CAFile: ""}, opts)
+		e := asError(t, err)
+		if e.Class != Temporary || e.Stage != tc.stage {
+			t.Fatalf("%q: got %v class %v stage %s", tc.reply, e, e.Class, e.Stage)
 		}
 	}
 }
