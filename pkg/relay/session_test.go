@@ -733,7 +733,7 @@ func TestRefusalBeforeAnyMessageNeverPermanent(t *testing.T) {
 		}
 		_, err := Dial(context.Background(), config.Upstream{Host: "127.0.0.1", Port: 587, TLS: "starttls", CAFile: ""}, opts)
 		e := asError(t, err)
-		if e.Class != Temporary || e.Stage != tc.stage {
+		if e.Class != Temporary || e.Stage != tc.stage || (tc.reply == "" && e.Code != 454) || (tc.reply != "" && e.Code != 554) {
 			t.Fatalf("%q: got %v class %v stage %s", tc.reply, e, e.Class, e.Stage)
 		}
 	}
