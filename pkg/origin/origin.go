@@ -276,25 +276,55 @@ func (p Process) Kind() string {
 	return ""
 }
 
+// optionsWithValue are, per interpreter, the options whose value is the
+// next argument (and so not the script).
+var optionsWithValue = map[string]string{
+	"php":    "cdzt", // -f is the script itself
+	"python": "mcWX",
+	"perl":   "eEIMxl",
+}
+
 // Script returns the script a PHP, Python or Perl interpreter was started
-// with (its first non-option argument), made absolute with its working
-// directory when known; "" for other callers.
+// with (its first argument that is not an option or an option's value),
+// made absolute with its working directory when known; "" for other
+// callers, and when the program came from -r/-c/-e instead of a file.
 func (p Process) Script() string {
-	switch p.Kind() {
-	case "php", "python", "perl":
-	default:
+	kind := p.Kind()
+	withValue, ok := optionsWithValue[kind]
+	if !ok {
 		return ""
 	}
-	for _, a := range p.Cmdline[min(1, len(p.Cmdline)):] {
-		if a == "" || strings.HasPrefix(a, "-") {
-			continue
+	args := p.Cmdline[min(1, len(p.Cmdline)):]
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "--":
+			if i+1 < len(args) {
+				return p.abs(args[i+1])
+			}
+			return ""
+		case kind == "php" && (a == "-f" || a == "--file"):
+			if i+1 < len(args) {
+				return p.abs(args[i+1])
+			}
+			return ""
+		case kind == "php" && a == "-r", kind == "python" && a == "-c", kind == "perl" && a == "-e":
+			return "" // inline code
+		case len(a) == 2 && a[0] == '-' && strings.IndexByte(withValue, a[1]) >= 0:
+			i++ // skip the value
+		case a == "" || strings.HasPrefix(a, "-"):
+		default:
+			return p.abs(a)
 		}
-		if !filepath.IsAbs(a) && p.Cwd != "" {
-			a = filepath.Join(p.Cwd, a)
-		}
-		return clean(a)
 	}
 	return ""
+}
+
+func (p Process) abs(path string) string {
+	if !filepath.IsAbs(path) && p.Cwd != "" {
+		path = filepath.Join(p.Cwd, path)
+	}
+	return clean(path)
 }
 
 // Cgroup returns the systemd unit or scope named in a /proc/PID/cgroup
