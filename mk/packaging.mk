@@ -107,6 +107,7 @@ deb: build pkg-files
 	(cd $$d && find . -path ./DEBIAN -prune -o -type f -printf '%P\n' | LC_ALL=C sort | xargs md5sum) >$$d/DEBIAN/md5sums; \
 	chmod 0644 $$d/DEBIAN/control $$d/DEBIAN/conffiles $$d/DEBIAN/md5sums; \
 	find $$d -type d -exec chmod 0755 {} +; \
+	find $$d -exec touch -h -d @$(MAN_EPOCH) {} +; \
 	SOURCE_DATE_EPOCH=$(MAN_EPOCH) dpkg-deb --root-owner-group -Zxz --build $$d $(DEB) >/dev/null
 	@echo "deb: $(DEB)"
 
