@@ -627,7 +627,7 @@ func (w *walker) bodyEOL() {
 	switch w.kind {
 	case kindQPEncode:
 		if w.qpWS != 0 {
-			w.qpPut(qpEscape(w.qpWS))
+			w.qpPut(w.qpWS, true)
 			w.qpWS = 0
 		}
 	case kindQPFix:
@@ -667,39 +667,43 @@ func (w *walker) guardBytes(b []byte) {
 
 const hexDigits = "0123456789ABCDEF"
 
-func qpEscape(c byte) string {
-	return string([]byte{'=', hexDigits[c>>4], hexDigits[c&15]})
-}
-
 // qpByte encodes one byte as quoted-printable (RFC 2045 6.7); input line
 // ends become hard line breaks (CRLF).
 func (w *walker) qpByte(c byte) {
 	if w.qpWS != 0 {
 		ws := w.qpWS
 		w.qpWS = 0
-		w.qpPut(string(ws)) // followed by something: may stay literal
+		w.qpPut(ws, false) // followed by something: may stay literal
 	}
 	switch {
 	case c == ' ' || c == '\t':
 		w.qpWS = c
 	case c >= 33 && c <= 126 && c != '=':
-		w.qpPut(string(c))
+		w.qpPut(c, false)
 	default:
-		w.qpPut(qpEscape(c))
+		w.qpPut(c, true)
 	}
 }
 
-func (w *walker) qpPut(s string) {
-	if w.col+len(s) > qpLine-1 {
-		w.emitString("=")
-		w.crlf()
+// qpPut writes c, literally or as =XX, with a soft line break first if
+// the line would grow past 76 octets.
+func (w *walker) qpPut(c byte, escape bool) {
+	n := 1
+	if escape {
+		n = 3
 	}
-	w.emitString(s)
-	w.col += len(s)
+	if w.col+n > qpLine-1 {
+		w.out = append(w.out, "=\r\n"...)
+		w.col = 0
+	}
+	if escape {
+		w.out = append(w.out, '=', hexDigits[c>>4], hexDigits[c&15])
+	} else {
+		w.out = append(w.out, c)
+	}
+	w.col += n
 }
 
-// qpFixByte passes a quoted-printable part's byte, escaping what must not
-// be raw (CR, NUL, 8-bit) and adding soft line breaks to long lines.
 func (w *walker) qpFixByte(c byte) {
 	if w.col >= maxLine-10 && w.escLeft == 0 {
 		w.emitString("=")
@@ -712,7 +716,7 @@ func (w *walker) qpFixByte(c byte) {
 		w.escLeft--
 	}
 	if c == '\r' || c == 0 || c >= 0x80 {
-		w.emitString(qpEscape(c))
+		w.out = append(w.out, '=', hexDigits[c>>4], hexDigits[c&15])
 		w.col += 3
 		return
 	}
