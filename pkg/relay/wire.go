@@ -22,6 +22,7 @@ import (
 	"errors"
 	"io"
 	"mime"
+	"regexp"
 	"strings"
 )
 
@@ -430,6 +431,9 @@ func (w *walker) endHeader(blank bool) {
 	switch {
 	case strings.HasPrefix(ctype, "multipart/") && boundary != "" && len(w.stack) < maxDepth:
 		defer func() { w.stack = append(w.stack, boundary) }()
+	case strings.HasPrefix(ctype, "multipart/"):
+		// Without a usable boundary (or nested too deep): passed as it
+		// is, through the guard, never re-encoded as a whole.
 	case (ctype == "message/rfc822" || ctype == "message/global") && identity && w.depth < maxDepth:
 		nested = true
 	case identity:
@@ -506,13 +510,21 @@ func splitFields(lines [][]byte) []field {
 	return fs
 }
 
+var boundaryParam = regexp.MustCompile(`(?i);\s*boundary\s*=\s*(?:"([^"]+)"|([^\s;"]+))`)
+
+// parseContentType returns the media type and the boundary, salvaging
+// both from a value mime.ParseMediaType refuses (as mail readers do).
 func parseContentType(v string) (ctype, boundary string) {
 	mt, params, err := mime.ParseMediaType(v)
-	if err != nil {
-		mt, _, _ = strings.Cut(v, ";")
-		mt = strings.ToLower(strings.TrimSpace(mt))
+	if err == nil {
+		return mt, params["boundary"]
 	}
-	return mt, params["boundary"]
+	mt, _, _ = strings.Cut(v, ";")
+	mt = strings.ToLower(strings.TrimSpace(mt))
+	if m := boundaryParam.FindStringSubmatch(v); m != nil {
+		boundary = m[1] + m[2]
+	}
+	return mt, boundary
 }
 
 // headerLine writes one physical header line: CR and NUL blanked, and

@@ -358,3 +358,28 @@ func TestWireMemoryIsBounded(t *testing.T) {
 		t.Fatalf("allocated %d bytes for a %d-byte message", alloc, n)
 	}
 }
+
+func TestWireSalvagedBoundary(t *testing.T) {
+	long := strings.Repeat("y", 1500)
+	// Duplicate parameters make mime.ParseMediaType fail; the boundary is
+	// still found, and only the long part is re-encoded.
+	in := "Content-Type: multipart/mixed; charset=a; charset=b; boundary=\"=_b 1\"\n\n--=_b 1\nContent-Type: text/plain\n\n" + long + "\n--=_b 1--\n"
+	out, err := wire(t, []byte(in), WireMode{EightBit: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkWireSafe(t, []byte(in), out)
+	if !bytes.Contains(out, []byte("\r\n--=_b 1\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n")) {
+		t.Fatalf("part not re-encoded on its own:\n%s", out)
+	}
+	// A multipart without a boundary is never re-encoded as a whole.
+	in = "Content-Type: multipart/mixed\n\n" + long + "\n"
+	out, err = wire(t, []byte(in), WireMode{EightBit: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkWireSafe(t, []byte(in), out)
+	if bytes.Contains(out, []byte("quoted-printable")) {
+		t.Fatalf("multipart re-encoded:\n%s", out)
+	}
+}
