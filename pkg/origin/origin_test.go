@@ -1,0 +1,143 @@
+package origin
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/mailshim/mailshim/pkg/spool"
+)
+
+func TestCgroup(t *testing.T) {
+	tests := []struct{ file, want string }{
+		{"0::/system.slice/php8.2-fpm.service\n", "php8.2-fpm.service"},
+		{"0::/system.slice/cron.service\n", "cron.service"},
+		{"0::/user.slice/user-1001.slice/session-3.scope\n", "session-3.scope"},
+		{"0::/user.slice/user-1001.slice/user@1001.service/app.slice/app-foo.scope\n", "app-foo.scope"},
+		{"12:pids:/\n1:name=systemd:/system.slice/apache2.service\n0::/\n", "apache2.service"},
+		{"1:name=systemd:/system.slice/a.service\n0::/system.slice/b.service\n", "b.service"},
+		{"0::/\n", ""},
+		{"garbage", ""},
+	}
+	for _, tt := range tests {
+		p := filepath.Join(t.TempDir(), "cgroup")
+		os.WriteFile(p, []byte(tt.file), 0o644)
+		if got := Cgroup(p); got != tt.want {
+			t.Errorf("Cgroup(%q) = %q, want %q", tt.file, got, tt.want)
+		}
+	}
+}
+
+func TestApplyPHPHeader(t *testing.T) {
+	o := spool.Origin{UID: 1001}
+	ApplyPHPHeader(&o, "1001:contact.php")
+	if o.Script != "contact.php" || o.ScriptSource != SourcePHPHeader || o.PHPUIDMismatch {
+		t.Errorf("%+v", o)
+	}
+	// A forged uid is recorded, never believed.
+	o = spool.Origin{UID: 1001}
+	ApplyPHPHeader(&o, "0:rootowned.php")
+	if o.Script != "" || !o.PHPUIDMismatch || o.PHPHeader != "0:rootowned.php" {
+		t.Errorf("%+v", o)
+	}
+	// SCRIPT_FILENAME wins over the header.
+	o = spool.Origin{UID: 1001, Script: "/srv/a.php", ScriptSource: SourceScriptFilename}
+	ApplyPHPHeader(&o, "1001:b.php")
+	if o.Script != "/srv/a.php" {
+		t.Errorf("%+v", o)
+	}
+	o = spool.Origin{UID: 1001}
+	ApplyPHPHeader(&o, "garbage")
+	if !o.PHPUIDMismatch || o.Script != "" {
+		t.Errorf("%+v", o)
+	}
+}
+
+func TestProcessKindAndScript(t *testing.T) {
+	tests := []struct {
+		comm, cmdline, cwd, kind, script string
+	}{
+		{"cron", "/usr/sbin/CRON -f", "", "cron", ""},
+		{"php-fpm8.2", "php-fpm: pool www", "", "php-fpm", ""},
+		{"php", "php symfony.php default", "/home/u/site", "php", "/home/u/site/symfony.php"},
+		{"php8.2", "/usr/bin/php8.2 -d memory_limit=1G -f /srv/x.php", "", "php", "/srv/x.php"},
+		{"php", "php -r mail(1);", "", "php", ""},
+		{"python3", "/usr/bin/python3 -u /srv/f2b.py", "", "python", "/srv/f2b.py"},
+		{"python3", "python3 -m smtpd", "", "python", ""},
+		{"perl", "/usr/bin/perl /usr/lib/git-core/git-send-email --to=x", "", "perl", "/usr/lib/git-core/git-send-email"},
+		{"git-send-email", "git-send-email", "", "git", ""},
+		{"s-nail", "s-nail -s x a@b", "", "mailx", ""},
+		{"bsd-mailx-extra", "bsd-mailx-extracted -s x", "", "mailx", ""},
+		{"sudo", "sudo ls", "", "sudo", ""},
+		{"bash", "-bash", "", "", ""},
+	}
+	for _, tt := range tests {
+		p := Process{Comm: tt.comm, Cmdline: strings.Fields(tt.cmdline), Cwd: tt.cwd}
+		if k := p.Kind(); k != tt.kind {
+			t.Errorf("%q: kind %q, want %q", tt.cmdline, k, tt.kind)
+		}
+		if s := p.Script(); s != tt.script {
+			t.Errorf("%q: script %q, want %q", tt.cmdline, s, tt.script)
+		}
+	}
+}
+
+func TestShellWrapper(t *testing.T) {
+	for _, tt := range []struct {
+		comm, cmdline string
+		want          bool
+	}{
+		{"sh", "sh -c /usr/sbin/sendmail -t -i", true},
+		{"dash", "/bin/sh -c x", true},
+		{"bash", "-bash -c x", true},
+		{"bash", "bash -ec x", true},
+		{"bash", "bash script.sh", false},
+		{"php", "php -c x", false},
+	} {
+		p := Process{Comm: tt.comm, Cmdline: strings.Fields(tt.cmdline)}
+		if got := isShellWrapper(p); got != tt.want {
+			t.Errorf("%q: %v", tt.cmdline, got)
+		}
+	}
+}
+
+func TestCmdlineString(t *testing.T) {
+	p := Process{Cmdline: []string{"php", "-f", "a b.php", "it's", ""}}
+	if got := p.CmdlineString(); got != `php -f 'a b.php' 'it'\''s' ''` {
+		t.Errorf("%q", got)
+	}
+}
+
+// FindParent walks up through "sh -c" to the real caller, here this test
+// process, started through a real shell.
+func TestFindParentThroughShell(t *testing.T) {
+	exe, _ := os.Executable()
+	if os.Getenv("ORIGIN_HELPER") == "1" {
+		p := FindParent(os.Getppid())
+		os.Stdout.WriteString(p.Exe + "\n" + p.Comm + "\n")
+		os.Exit(0)
+	}
+	_ = exe
+	cmd := exec.Command("/bin/sh", "-c", `"$0" -test.run=TestFindParentThroughShell; exit $?`, os.Args[0])
+	cmd.Env = append(os.Environ(), "ORIGIN_HELPER=1")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	lines := strings.Split(string(out), "\n")
+	self, _ := filepath.EvalSymlinks(os.Args[0])
+	if lines[0] != self {
+		t.Errorf("parent exe %q, want this test binary %q (sh -c skipped)", lines[0], self)
+	}
+}
+
+func TestUserName(t *testing.T) {
+	if n := UserName(0); n != "root" {
+		t.Errorf("uid 0: %q", n)
+	}
+	if n := UserName(987654321); n != "" {
+		t.Errorf("unknown uid: %q", n)
+	}
+}
