@@ -833,3 +833,60 @@ func short(s string) string {
 	}
 	return s
 }
+
+// patternReader yields n bytes of printable lines without holding them.
+type patternReader struct{ n int64 }
+
+func (p *patternReader) Read(b []byte) (int, error) {
+	if p.n <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(b)) > p.n {
+		b = b[:p.n]
+	}
+	for i := range b {
+		if (p.n-int64(i))%77 == 0 {
+			b[i] = '\n'
+		} else {
+			b[i] = 'a' + byte((p.n-int64(i))%26)
+		}
+	}
+	p.n -= int64(len(b))
+	return len(b), nil
+}
+
+// A 100 MB message is streamed to the spool: sendmail's peak RSS stays
+// under 20 MB (issue 2, item 9).
+func TestLargeMessageMemory(t *testing.T) {
+	needBinary(t)
+	if testing.Short() {
+		t.Skip("SKIPPED in -short: writes 100 MB")
+	}
+	s := newSpool(t, false, "max_message_size = \"200MB\"\n")
+	const size = 100 << 20
+	cmd := exec.Command(binPath, "-i", "a@example.org")
+	cmd.Env = []string{"MAILSHIM_CONFIG=" + s.conf}
+	cmd.Stdin = io.MultiReader(strings.NewReader("Subject: big\n\n"), &patternReader{n: size})
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%v: %s", err, stderr.String())
+	}
+	rss := cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss // KB
+	if rss > 20<<10 {
+		t.Errorf("peak RSS %d KB, want < 20 MB", rss)
+	}
+	md := filepath.Join(s.root, spool.DirMaildrop)
+	ents, _ := os.ReadDir(md)
+	if len(ents) != 1 {
+		t.Fatalf("%d files", len(ents))
+	}
+	f, _ := os.Open(filepath.Join(md, ents[0].Name()))
+	defer f.Close()
+	fi, _ := f.Stat()
+	m, err := spool.Decode(f, fi.Size())
+	if err != nil || m.Size < size {
+		t.Fatalf("size %d, %v", m.Size, err)
+	}
+	t.Logf("peak RSS %d KB for a %d MB message", rss, size>>20)
+}

@@ -320,3 +320,19 @@ func TestStaticBinary(t *testing.T) {
 		}
 	}
 }
+
+// The caller's umask does not change the spool file's mode (the contract
+// with relayd, which reads through the group).
+func TestSetgidUmask(t *testing.T) {
+	needRoot(t)
+	for _, mask := range []string{"777", "000"} {
+		s := newSpool(t, true, "")
+		r := runSendmail(t, invocation{nobody: true, shell: `umask ` + mask + `; "$SENDMAIL" -t -i; echo "rc=$?"`, stdin: strings.NewReader(phpMail)})
+		if r.stdout != "rc=0\n" {
+			t.Fatalf("umask %s: %+v", mask, r)
+		}
+		if m := s.one(t); m.mode.Perm() != spool.ModeDropFile.Perm() {
+			t.Errorf("umask %s: mode %v", mask, m.mode)
+		}
+	}
+}

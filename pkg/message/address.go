@@ -81,6 +81,15 @@ func ParseAddress(s string) (string, error) {
 	if err == nil {
 		return check(a.Address)
 	}
+	// A display name net/mail refuses (raw 8-bit from a script writing
+	// Latin-1, "a@b <a@b>"): the angle-addr alone decides.
+	if i, j := strings.LastIndexByte(s, '<'), strings.LastIndexByte(s, '>'); i >= 0 && j > i && strings.TrimSpace(s[j+1:]) == "" {
+		if inner := s[i+1 : j]; !strings.ContainsAny(inner, "<>") && inner != s {
+			if a, err2 := ParseAddress(inner); err2 == nil {
+				return a, nil
+			}
+		}
+	}
 	if strings.Contains(s, "@") {
 		return "", simplify(err)
 	}
