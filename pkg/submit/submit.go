@@ -48,6 +48,9 @@ const (
 	MaxChunk = 1 << 20
 	// maxHeader bounds the spool header a client may send.
 	maxHeader = 16 << 20
+	// drainLimit bounds what the server reads and discards after refusing
+	// a message, so that the client gets to read the answer.
+	drainLimit = 64 << 20
 	// IdleTimeout is how long the server waits for the next bytes.
 	IdleTimeout = 5 * time.Minute
 )
@@ -88,19 +91,40 @@ func Send(ctx context.Context, sockPath string, m *spool.Meta, body io.Reader) (
 	cw := &chunkWriter{w: w}
 	if _, err := io.CopyBuffer(cw, body, make([]byte, 64<<10)); err != nil {
 		if cw.err != nil {
-			return "", fmt.Errorf("submit: write: %w", cw.err)
+			return answerAfterWriteError(conn, cw.err)
 		}
 		return "", &readError{err}
 	}
 	w.WriteString("0\n")
 	if err := w.Flush(); err != nil {
-		return "", fmt.Errorf("submit: write: %w", err)
+		return answerAfterWriteError(conn, err)
 	}
 	conn.CloseWrite()
 	line, err := bufio.NewReaderSize(conn, 1024).ReadString('\n')
 	if err != nil {
 		return "", fmt.Errorf("submit: no answer from the server: %w", err)
 	}
+	return parseAnswer(line)
+}
+
+// answerAfterWriteError reads the server's answer after a failed write: a
+// server that refused the message early (too large) has answered and
+// stopped reading, and its answer says why.
+func answerAfterWriteError(conn *net.UnixConn, werr error) (string, error) {
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	line, err := bufio.NewReaderSize(conn, 1024).ReadString('\n')
+	if err != nil {
+		return "", fmt.Errorf("submit: write: %w", werr)
+	}
+	id, err := parseAnswer(line)
+	if err == nil {
+		// An "ok" before the end of the message cannot be.
+		return "", fmt.Errorf("submit: server answered %q before the end of the message", truncate(line, 100))
+	}
+	return id, err
+}
+
+func parseAnswer(line string) (string, error) {
 	line = strings.TrimSuffix(line, "\n")
 	if id, ok := strings.CutPrefix(line, "ok "); ok && spool.ValidID(id) {
 		return id, nil
@@ -135,16 +159,20 @@ type chunkWriter struct {
 }
 
 func (c *chunkWriter) Write(p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
+	written := 0
+	for len(p) > 0 {
+		q := p[:min(len(p), 64<<10)] // well under MaxChunk
+		c.w.WriteString(strconv.Itoa(len(q)))
+		c.w.WriteByte('\n')
+		n, err := c.w.Write(q)
+		written += n
+		if err != nil {
+			c.err = err
+			return written, err
+		}
+		p = p[n:]
 	}
-	c.w.WriteString(strconv.Itoa(len(p)))
-	c.w.WriteByte('\n')
-	n, err := c.w.Write(p)
-	if err != nil {
-		c.err = err
-	}
-	return n, err
+	return written, nil
 }
 
 // Store stores one message: it reads body to its end (an error from body
@@ -208,6 +236,14 @@ func Serve(conn *net.UnixConn, store func(m *spool.Meta, body io.Reader) (id str
 		err = errors.New("store returned before the end of the message")
 	}
 	if err != nil {
+		// Let a client still sending read the answer: stop reading only
+		// after it, draining a bounded amount so that closing does not
+		// reset the connection under the answer.
+		defer func() {
+			conn.CloseWrite()
+			conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+			io.Copy(io.Discard, io.LimitReader(conn, drainLimit))
+		}()
 		var e *Error
 		switch {
 		case errors.As(err, &e):

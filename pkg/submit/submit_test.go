@@ -115,15 +115,19 @@ func TestSendServe(t *testing.T) {
 
 func TestSendTooLarge(t *testing.T) {
 	s := newServer(t, 100)
-	m := &spool.Meta{ID: spool.NewID(time.Now()), Env: spool.Envelope{Recipients: []string{"b@x.org"}}}
-	_, err := Send(context.Background(), s.sock, m, strings.NewReader(strings.Repeat("x", 1000)))
-	var e *Error
-	if !errors.As(err, &e) || e.Code != sysexits.DataErr {
-		t.Fatalf("got %v, want EX_DATAERR", err)
-	}
-	<-s.errs
-	if f := s.files(t); len(f) != 0 {
-		t.Errorf("left %v", f)
+	// Small (fits the socket buffers) and large (the server stops reading
+	// long before the client stops writing): both get the server's answer.
+	for _, n := range []int{1000, 100 << 20} {
+		m := &spool.Meta{ID: spool.NewID(time.Now()), Env: spool.Envelope{Recipients: []string{"b@x.org"}}}
+		_, err := Send(context.Background(), s.sock, m, strings.NewReader(strings.Repeat("x", n)))
+		var e *Error
+		if !errors.As(err, &e) || e.Code != sysexits.DataErr {
+			t.Fatalf("%d bytes: got %v, want EX_DATAERR", n, err)
+		}
+		<-s.errs
+		if f := s.files(t); len(f) != 0 {
+			t.Errorf("left %v", f)
+		}
 	}
 }
 
