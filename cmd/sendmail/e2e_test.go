@@ -755,7 +755,7 @@ func TestSubmitSocket(t *testing.T) {
 		return runSendmail(t, inv)
 	}
 	r := runIt()
-	checkFailure(t, r, 69, "submission socket")
+	checkFailure(t, r, 74, "submission socket")
 
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
 	if err != nil {

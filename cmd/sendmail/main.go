@@ -462,7 +462,7 @@ func store(cfg *config.Config, env *spool.Envelope, org *spool.Origin, h *messag
 	case submit.IsReadError(serr):
 		return "", classify(errors.Unwrap(serr), in, cfg.MaxMessageSize)
 	}
-	return "", errorf(sysexits.Unavailable, "cannot submit the message: the maildrop %s is not writable (%v) and relayd's submission socket %s is unavailable (%v)",
+	return "", errorf(sysexits.IOErr, "cannot submit the message: the maildrop %s is not writable (%v) and relayd's submission socket %s is unavailable (%v)",
 		cfg.Spool+"/"+spool.DirMaildrop, errors.Unwrap(err), cfg.SubmitSocket, serr).
 		withHint("install sendmail setgid mailshim-drop, or start relayd")
 }

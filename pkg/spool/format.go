@@ -24,6 +24,15 @@ package spool
 // is not a known version, whose header is not terminated, or whose length is
 // not exactly header + size; Body verifies the CRC-32C at its end.
 //
+// Trust: "uid", "gid" and "user" are the caller's real IDs as sendmail got
+// them from the kernel (relayd still takes the UID from the file's owner,
+// or from SO_PEERCRED for socket submissions). Everything about where the
+// message came from beyond that — "script", "script-source",
+// "php-header", "php-uid-mismatch", "parent-pid", "parent-exe",
+// "parent-cmdline", "parent-cwd", "cgroup", "caller", "ignored" — is
+// advisory: what the caller's environment and /proc claim. Logs and
+// headers must present it as such and never base a decision on it.
+//
 // Unknown keys are kept in Meta.Extra (so a newer minor writer does not make
 // an older relayd quarantine mail); an unknown version is refused.
 
