@@ -3,11 +3,11 @@
 // smarthost over verified TLS with SASL AUTH. It runs unprivileged, in the
 // foreground, logging one key=value line per event to stderr.
 //
-//	relayd [run] [--config F]          run the daemon
+//	relayd [run] [--config F] [--stop-timeout D]   run the daemon
 //	relayd check-config [--config F]   validate config and spool; exit 0 or 78
 //	relayd queue list|show ID|hold ID...|release ID...|delete ID...|flush
 //
-// Signals: SIGTERM and SIGINT finish (or, after a bounded wait, abort) the
+// Signals: SIGTERM and SIGINT finish (or, after --stop-timeout, abort) the
 // sessions in flight and exit 0; SIGHUP reloads the configuration (a bad one
 // is refused with a log line and the old one kept).
 package main
@@ -15,6 +15,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -23,7 +24,7 @@ import (
 )
 
 func usage() {
-	fmt.Fprint(os.Stderr, `usage: relayd [run] [--config FILE]
+	fmt.Fprint(os.Stderr, `usage: relayd [run] [--config FILE] [--stop-timeout 20s]
        relayd check-config [--config FILE]
        relayd queue list | show ID | hold ID... | release ID... | delete ID... | flush
 `)
@@ -33,6 +34,7 @@ func main() {
 	fs := pflag.NewFlagSet("relayd", pflag.ContinueOnError)
 	fs.Usage = usage
 	cfgPath := fs.StringP("config", "c", "", "configuration file (default "+config.DefaultPath+", or $MAILSHIM_CONFIG)")
+	stopTimeout := fs.Duration("stop-timeout", 20*time.Second, "on SIGTERM, how long sessions in flight may finish before they are aborted")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if err == pflag.ErrHelp {
 			os.Exit(0)
@@ -55,7 +57,7 @@ func main() {
 			usage()
 			os.Exit(sysexits.Usage)
 		}
-		os.Exit(run(path))
+		os.Exit(run(path, *stopTimeout))
 	case "check-config":
 		os.Exit(checkConfig(path))
 	case "queue":

@@ -78,6 +78,7 @@ type siteOpts struct {
 	retry       string // TOML array
 	extra       string // appended
 	hostname    string
+	args        []string // extra relayd arguments
 }
 
 func newSite(t *testing.T, up *smtptest.Server, o siteOpts) *site {
@@ -159,7 +160,7 @@ func (s *site) start() *daemon {
 		s.t.Fatal(err)
 	}
 	defer lf.Close()
-	cmd := exec.Command(relaydBin, "--config", s.cfgPath)
+	cmd := exec.Command(relaydBin, append([]string{"--config", s.cfgPath}, s.opts.args...)...)
 	cmd.Stderr = lf
 	cmd.Stdout = lf
 	if err := cmd.Start(); err != nil {

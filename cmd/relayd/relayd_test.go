@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -312,4 +313,42 @@ func TestQueueCommands(t *testing.T) {
 	if code == 0 || !strings.Contains(stderr, "no such message") {
 		t.Fatalf("show of a deleted message: %d %q", code, stderr)
 	}
+}
+
+// SIGTERM with a session stuck in DATA: relayd waits --stop-timeout, aborts
+// the session, exits 0, and the message stays queued (deferred, its
+// attempt recorded) for the next start, which delivers it.
+func TestStopAbortsStalledSession(t *testing.T) {
+	var stalled atomic.Bool
+	inData := make(chan struct{}, 1)
+	up := newUpstream(t, smtptest.Options{Hook: func(ctx context.Context, stage, arg string) error {
+		if stage == smtptest.StageData && stalled.CompareAndSwap(false, true) {
+			inData <- struct{}{}
+			<-ctx.Done()
+		}
+		return nil
+	}})
+	s := newSite(t, up, siteOpts{args: []string{"--stop-timeout", "1s"}})
+	ids := s.drop("stalled", 1)
+	d := s.start()
+	select {
+	case <-inData:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the message never reached DATA\n%s", s.log())
+	}
+	if code := d.term(t); code != 0 {
+		t.Fatalf("exit %d\n%s", code, s.log())
+	}
+	if !strings.Contains(s.log(), "aborting them") {
+		t.Errorf("no abort line:\n%s", s.log())
+	}
+	left := strings.Join(s.leftovers(), " ")
+	if !strings.Contains(left, "queue/deferred/"+ids[0]) || !strings.Contains(left, "queue/msg/"+ids[0]) {
+		t.Fatalf("after the abort the spool holds %s", left)
+	}
+	s.start()
+	if _, err := up.WaitFor(1, 30*time.Second); err != nil {
+		t.Fatalf("%v\n%s", err, s.log())
+	}
+	waitFor(t, "an empty spool", 20*time.Second, func() bool { return len(s.leftovers()) == 0 })
 }

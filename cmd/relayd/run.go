@@ -25,10 +25,6 @@ import (
 	"github.com/mailshim/mailshim/pkg/sysexits"
 )
 
-// drainTimeout bounds how long SIGTERM waits for sessions in flight before
-// aborting them.
-const drainTimeout = 20 * time.Second
-
 // fatal prints one line and returns the exit code.
 func fatal(code int, format string, args ...any) int {
 	fmt.Fprintf(os.Stderr, "relayd: "+format+"\n", args...)
@@ -66,7 +62,9 @@ func relayOptions(cfg *config.Config, host string) relay.Options {
 	return opts
 }
 
-func run(path string) int {
+// run runs the daemon until SIGTERM or SIGINT; drainTimeout bounds how
+// long the sessions in flight may finish before they are aborted.
+func run(path string, drainTimeout time.Duration) int {
 	cfg, ok := loadConfig(path)
 	if !ok {
 		return sysexits.Config
