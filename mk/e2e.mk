@@ -30,7 +30,7 @@ e2e:
 
 e2e-dev:
 	@if [ "$$(id -u)" != 0 ]; then echo "e2e: skipped, needs root"; exit 0; fi; \
-	MAILSHIM_E2E_DEB= $(E2E_GOTEST)
+	MAILSHIM_E2E_DEB=none $(E2E_GOTEST)
 
 upstream-start:
 	bash test/e2e/postfix/upstream.sh start $(E2E_UPSTREAM)

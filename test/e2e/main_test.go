@@ -10,12 +10,32 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
+	"path/filepath"
 	"testing"
 )
 
 func TestMain(m *testing.M) {
+	if os.Geteuid() == 0 {
+		cleanStale()
+	}
 	code := m.Run()
 	stopShared()
 	os.Exit(code)
+}
+
+// cleanStale stops what an earlier run of this suite left behind when it
+// was killed before its clean-up (a go test timeout): its relayd and its
+// Postfix instances.
+func cleanStale() {
+	killStaleRelayd()
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "mailshim-e2e-upstream-*"))
+	for _, d := range dirs {
+		if err := upstreamScript("stop", d); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			continue
+		}
+		os.RemoveAll(d)
+	}
 }

@@ -70,9 +70,9 @@ func (r *Relayd) writeConfig(t testing.TB, c RelaydConfig) {
 	must(t, os.MkdirAll("/etc/mailshim", 0o755), "/etc/mailshim")
 	must(t, os.WriteFile(r.CAFile, ca, 0o644), "write %s", r.CAFile)
 	// Readable by relayd's user only, never by group mailshim-drop.
-	must(t, os.WriteFile(r.Secret, []byte(c.Password+"\n"), 0o640), "write %s", r.Secret)
-	run(t, "chown", "root:mailshim", r.Secret)
-	must(t, os.Chmod(r.Secret, 0o640), "chmod")
+	must(t, os.WriteFile(r.Secret, []byte(c.Password+"\n"), 0o600), "write %s", r.Secret)
+	run(t, "chown", "mailshim:mailshim", r.Secret)
+	must(t, os.Chmod(r.Secret, 0o600), "chmod")
 
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Written by mailshim's e2e suite (test/e2e).\n")
@@ -110,8 +110,12 @@ func (r *Relayd) Start(t testing.TB, c RelaydConfig) {
 	if out, err := runErr("/usr/sbin/relayd", "check-config", "--config", r.Config); err != nil {
 		t.Fatalf("relayd check-config: %v\n%s", err, out)
 	}
-	// systemd's RuntimeDirectory=mailshim, RuntimeDirectoryMode=0755.
+	killStaleRelayd()
+	// systemd's RuntimeDirectory=mailshim, RuntimeDirectoryMode=0755; a
+	// socket left by an earlier relayd must not pass for this one's.
 	run(t, "install", "-d", "-o", "mailshim", "-g", "mailshim", "-m", "0755", "/run/mailshim")
+	os.Remove(submitSock)
+	os.Remove(controlSock)
 	logf, err := os.OpenFile(r.LogPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	must(t, err, "relayd log")
 	defer logf.Close()
@@ -125,6 +129,7 @@ func (r *Relayd) Start(t testing.TB, c RelaydConfig) {
 	err = cmd.Start()
 	syscall.Umask(0o022)
 	must(t, err, "start relayd")
+	os.WriteFile(relaydPidFile, []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o644)
 	r.cmd = cmd
 	r.done = make(chan struct{})
 	go func(done chan struct{}) { cmd.Wait(); close(done) }(r.done)
@@ -170,6 +175,32 @@ func (r *Relayd) Stop(t testing.TB) {
 		t.Errorf("relayd did not exit within 60s of SIGTERM")
 	}
 	r.cmd = nil
+	os.Remove(relaydPidFile)
+}
+
+// relaydPidFile records the relayd this suite started (setpriv execs it,
+// so the pid is relayd's), for killStaleRelayd.
+const relaydPidFile = "/run/mailshim-e2e-relayd.pid"
+
+// killStaleRelayd ends the relayd an earlier, killed run of the suite
+// started, if it still runs: by its recorded pid, after checking that the
+// process is /usr/sbin/relayd.
+func killStaleRelayd() {
+	b, err := os.ReadFile(relaydPidFile)
+	if err != nil {
+		return
+	}
+	os.Remove(relaydPidFile)
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 1 {
+		return
+	}
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil || !bytes.HasPrefix(cmdline, []byte("/usr/sbin/relayd\x00")) {
+		return
+	}
+	syscall.Kill(pid, syscall.SIGTERM)
+	waitFor(30*time.Second, func() bool { return syscall.Kill(pid, 0) != nil })
 }
 
 // Restart stops relayd and starts it with c.
