@@ -756,6 +756,9 @@ func TestSubmitSocket(t *testing.T) {
 	}
 	r := runIt()
 	checkFailure(t, r, 74, "submission socket")
+	if !strings.Contains(r.stderr, "permission denied") || !strings.Contains(r.stderr, sock) || strings.Contains(r.stderr, "<nil>") {
+		t.Errorf("does not say why each path failed: %q", r.stderr)
+	}
 
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
 	if err != nil {

@@ -446,7 +446,8 @@ func store(cfg *config.Config, env *spool.Envelope, org *spool.Origin, h *messag
 	if errors.As(err, &e) {
 		return "", e
 	}
-	if !errors.Is(err, errNoMaildrop) {
+	var nm *noMaildrop
+	if !errors.As(err, &nm) {
 		return "", classify(err, in, cfg.MaxMessageSize)
 	}
 	// Not setgid and the maildrop is not ours to write: relayd's socket.
@@ -463,7 +464,7 @@ func store(cfg *config.Config, env *spool.Envelope, org *spool.Origin, h *messag
 		return "", classify(errors.Unwrap(serr), in, cfg.MaxMessageSize)
 	}
 	return "", errorf(sysexits.IOErr, "cannot submit the message: the maildrop %s is not writable (%v) and relayd's submission socket %s is unavailable (%v)",
-		cfg.Spool+"/"+spool.DirMaildrop, errors.Unwrap(err), cfg.SubmitSocket, serr).
+		cfg.Spool+"/"+spool.DirMaildrop, nm.err, cfg.SubmitSocket, serr).
 		withHint("install sendmail setgid mailshim-drop, or start relayd")
 }
 
@@ -481,15 +482,20 @@ func fromAddress(cfg *config.Config, sender string, org *spool.Origin) string {
 	return user + "@" + cfg.Hostname
 }
 
-var errNoMaildrop = errors.New("maildrop not writable")
+// noMaildrop is the maildrop being unusable to a sendmail that is not
+// setgid: the caller falls back to the submission socket.
+type noMaildrop struct{ err error }
+
+func (e *noMaildrop) Error() string { return "maildrop not writable: " + e.err.Error() }
+func (e *noMaildrop) Unwrap() error { return e.err }
 
 // writeMaildrop writes the message into maildrop/. When the process is not
-// setgid and the maildrop is not writable it returns an error wrapping
-// errNoMaildrop (the caller falls back to the socket).
+// setgid and the maildrop is not writable it returns a *noMaildrop (the
+// caller falls back to the socket).
 func writeMaildrop(cfg *config.Config, m *spool.Meta, hdr string, body io.Reader) (string, error) {
 	fallback := func(err error) error {
 		if !config.Privileged() && (errors.Is(err, fs.ErrPermission) || errors.Is(err, unix.EROFS)) {
-			return fmt.Errorf("%w: %w", errNoMaildrop, err)
+			return &noMaildrop{err}
 		}
 		return err
 	}
