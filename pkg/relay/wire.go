@@ -716,22 +716,37 @@ func (w *walker) qpPut(c byte, escape bool) {
 	w.col += n
 }
 
+// qpFixByte passes a quoted-printable part's byte, escaping what must not
+// be raw (CR, NUL; 8-bit bytes for a 7-bit upstream) and adding a soft
+// line break where a line would pass 998 octets. It never breaks inside an
+// =XX escape; a raw byte that must be escaped ends a (broken) escape.
 func (w *walker) qpFixByte(c byte) {
-	if w.col >= maxLine-10 && w.escLeft == 0 {
-		w.emitString("=")
-		w.crlf()
+	esc := c == '\r' || c == 0 || (c >= 0x80 && !w.mode.EightBit)
+	n := 1
+	if esc {
+		n = 3
+		w.escLeft = 0
+	}
+	if w.escLeft == 0 {
+		need := n
+		if c == '=' {
+			need = 3 // the whole escape stays on this line
+		}
+		if w.col+need > maxLine-1 {
+			w.out = append(w.out, '=')
+			w.crlf()
+		}
 	}
 	switch {
-	case c == '=':
+	case c == '=' && !esc:
 		w.escLeft = 2
 	case w.escLeft > 0:
 		w.escLeft--
 	}
-	if c == '\r' || c == 0 || c >= 0x80 {
+	if esc {
 		w.out = append(w.out, '=', hexDigits[c>>4], hexDigits[c&15])
-		w.col += 3
-		return
+	} else {
+		w.out = append(w.out, c)
 	}
-	w.out = append(w.out, c)
-	w.col++
+	w.col += n
 }

@@ -254,6 +254,20 @@ func TestWireStreamsLargeMessage(t *testing.T) {
 	}
 }
 
+// transparent reports input the transformer must not change: no CR, no
+// NUL, lines of at most 900 octets.
+func transparent(in []byte) bool {
+	if bytes.IndexByte(in, '\r') >= 0 || bytes.IndexByte(in, 0) >= 0 {
+		return false
+	}
+	for _, l := range bytes.Split(in, []byte("\n")) {
+		if len(l) > 900 {
+			return false
+		}
+	}
+	return true
+}
+
 func FuzzWireSafe(f *testing.F) {
 	f.Add([]byte("Subject: x\n\nbody\n.\n"), true)
 	f.Add([]byte("Content-Type: multipart/mixed; boundary=b\n\n--b\nContent-Transfer-Encoding: base64\n\nQUJD\n--b\n\n\xff\x00\r\n--b--\n"), false)
@@ -268,6 +282,16 @@ func FuzzWireSafe(f *testing.F) {
 			t.Fatal(err)
 		}
 		checkWireSafe(t, in, out)
+		// What is already safe passes unchanged, but for CRLF line ends.
+		if eightBit && transparent(in) {
+			want := bytes.ReplaceAll(in, []byte("\n"), []byte("\r\n"))
+			if len(in) > 0 && in[len(in)-1] != '\n' {
+				want = append(want, "\r\n"...)
+			}
+			if !bytes.Equal(out, want) {
+				t.Fatalf("safe input changed:\n%q\n->\n%q", in, out)
+			}
+		}
 		if !eightBit {
 			for _, c := range out {
 				if c >= 0x80 {
