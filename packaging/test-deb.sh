@@ -154,6 +154,8 @@ check "remove with apt-get" apt_get remove -y mailshim
 check "remove: programs gone" sh -c '! test -e /usr/sbin/sendmail && ! test -e /usr/sbin/relayd && ! test -L /usr/bin/mailq'
 check "remove: queued mail kept" mail_kept
 check "remove: edited configuration kept" grep -q '^# an admin edit' /etc/mailshim/mailshim.conf
+check "remove: the statoverride of the removed sendmail is gone (another MTA's must not inherit it)" \
+	sh -c '! dpkg-statoverride --list /usr/sbin/sendmail'
 
 echo "== purge"
 check "purge with apt-get" apt_get purge -y mailshim
