@@ -708,6 +708,18 @@ func TestSMTPMode(t *testing.T) {
 	}
 }
 
+// The client goes away in the middle of DATA: nothing is stored, the exit
+// status says so.
+func TestSMTPModeTruncated(t *testing.T) {
+	needBinary(t)
+	s := newSpool(t, false, "")
+	r := runSendmail(t, invocation{args: []string{"-bs"}, conf: s.conf, stdin: strings.NewReader("HELO c\r\nMAIL FROM:<>\r\nRCPT TO:<a@example.org>\r\nDATA\r\nSubject: x\r\n\r\nhalf")})
+	if r.code != 74 || !strings.Contains(r.stderr, "ended in the middle of the message") {
+		t.Errorf("exit %d stderr %q", r.code, r.stderr)
+	}
+	s.none(t)
+}
+
 func TestQueryModes(t *testing.T) {
 	needBinary(t)
 	s := newSpool(t, false, "[aliases]\nroot = \"ops@example.org\"\n")
