@@ -22,8 +22,11 @@
 // certificate is verified against the system roots or ca_file (TLS 1.2 or
 // later; an optional client certificate). After the handshake we say EHLO
 // with Options.Hostname (go-smtp's own pre-TLS EHLO says "localhost"), check
-// that the TLS handshake has completed, and only then AUTH (PLAIN or LOGIN,
-// in the order of config.Upstream.Auth, among those the server offers).
+// that the TLS handshake has completed, and only then AUTH (PLAIN, LOGIN or
+// OAUTHBEARER, in the order of config.Upstream.Auth, among those the server
+// offers). Every step has a timeout (Options): connect, each command (the
+// greeting and the pre-TLS exchange included), each write of message data,
+// and the final reply; cancelling ctx closes the connection.
 //
 // Send runs one transaction: MAIL FROM (SIZE, BODY=8BITMIME, SMTPUTF8, DSN
 // RET/ENVID when offered), one RCPT TO per recipient (NOTIFY when offered),
@@ -61,8 +64,21 @@
 // Every failure is an *Error with a Class (mox's smtpclient.Error style):
 // 5xx is Permanent; 4xx, network, TLS and timeouts are Temporary; an unknown
 // error is Temporary; an authentication failure is AuthFailure, temporary
-// but loud (a rotated password must not bounce the whole queue). Explain
-// puts the known upstream refusals in plain words with the fix.
+// but loud (a rotated password must not bounce the whole queue). Replies
+// that mean our AUTH or TLS settings are wrong ("Relay access denied", 530
+// authentication required, "Must issue a STARTTLS command first") are
+// AuthFailure too, and a refusal before any message (greeting, EHLO,
+// STARTTLS) is never Permanent. Explain puts the known upstream refusals in
+// plain words with the fix; Error.Cause and Error.Fix carry them, and
+// Error.Reply the upstream's own words, for the log line and the DSN.
+//
+// # Protocol trace
+//
+// Options.Trace gets one line per protocol line ("smtp upstream=H:P C: ..."
+// / "S: ..."), the clear-text part before STARTTLS included. SASL is
+// redacted (the AUTH command keeps only its mechanism; every client line of
+// the exchange becomes "[redacted]") and message data is summarised, never
+// copied.
 package relay
 
 import (
