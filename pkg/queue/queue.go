@@ -73,8 +73,18 @@ type Session interface {
 }
 
 // Dialer opens a session for mail from sender (the null sender is "").
-// The error should be a *relay.Error (anything else counts as Temporary).
+// The error should be a *relay.Error, or a *DialError naming the upstream
+// (anything else counts as Temporary).
 type Dialer func(ctx context.Context, sender string) (Session, error)
+
+// DialError is a failure to open a session with the upstream tried last.
+type DialError struct {
+	Upstream string // host:port
+	Err      *relay.Error
+}
+
+func (e *DialError) Error() string { return e.Upstream + ": " + e.Err.Error() }
+func (e *DialError) Unwrap() error { return e.Err }
 
 // Settings are the parts of the configuration the queue uses; they can be
 // replaced at run time (SIGHUP).
@@ -323,7 +333,7 @@ type worker struct {
 	// dialErr remembers a failed dial per route for the rest of the pass,
 	// so a dead upstream costs one connect timeout per worker, not one per
 	// message.
-	dialErr map[string]*relay.Error
+	dialErr map[string]*DialError
 }
 
 func (w *worker) close() {
@@ -333,7 +343,7 @@ func (w *worker) close() {
 	}
 }
 
-func (w *worker) session(ctx context.Context, sender string) (Session, *relay.Error) {
+func (w *worker) session(ctx context.Context, sender string) (Session, *DialError) {
 	key := ""
 	if w.set.RouteKey != nil {
 		key = w.set.RouteKey(sender)
@@ -346,27 +356,48 @@ func (w *worker) session(ctx context.Context, sender string) (Session, *relay.Er
 	}
 	w.close()
 	if w.set.Dial == nil {
-		return nil, &relay.Error{Class: relay.Temporary, Stage: relay.StageConnect, Cause: "no upstream is configured", Fix: "add an [[upstream]] section to the configuration"}
+		return nil, &DialError{Err: &relay.Error{Class: relay.Temporary, Stage: relay.StageConnect, Cause: "no upstream is configured", Fix: "add an [[upstream]] section to the configuration"}}
 	}
 	s, err := w.set.Dial(ctx, sender)
 	if err != nil {
-		re := asRelayError(err)
+		de := asDialError(err)
 		if w.dialErr == nil {
-			w.dialErr = map[string]*relay.Error{}
+			w.dialErr = map[string]*DialError{}
 		}
-		w.dialErr[key] = re
-		return nil, re
+		w.dialErr[key] = de
+		if de.Err.Class == relay.AuthFailure {
+			// Loud, once per failed login (not once per message): a
+			// rotated password must be noticed, and never bounces mail.
+			kv := []any{"upstream", de.Upstream, "reply", errReply(de.Err)}
+			kv = appendNonEmpty(kv, "cause", de.Err.Cause, "fix", de.Err.Fix)
+			w.q.log.Event("auth-failed", kv...)
+		}
+		return nil, de
 	}
 	w.sess, w.key = s, key
 	return s, nil
 }
 
-func asRelayError(err error) *relay.Error {
+func asDialError(err error) *DialError {
+	var de *DialError
+	if errors.As(err, &de) && de.Err != nil {
+		return de
+	}
 	var re *relay.Error
 	if errors.As(err, &re) {
-		return re
+		return &DialError{Err: re}
 	}
-	return &relay.Error{Class: relay.Temporary, Stage: relay.StageConnect, Err: err}
+	return &DialError{Err: &relay.Error{Class: relay.Temporary, Stage: relay.StageConnect, Err: err}}
+}
+
+// appendNonEmpty appends the key/value pairs whose value is not empty.
+func appendNonEmpty(kv []any, pairs ...string) []any {
+	for i := 0; i+1 < len(pairs); i += 2 {
+		if pairs[i+1] != "" {
+			kv = append(kv, pairs[i], pairs[i+1])
+		}
+	}
+	return kv
 }
 
 // errReply is the reply text (or error) of a failure, for logs and state.
@@ -454,9 +485,10 @@ func (w *worker) deliver(ctx context.Context, id string) {
 	upstream := ""
 	sess, derr := w.session(ctx, from)
 	if derr != nil {
-		res = &relay.Result{Err: derr}
+		upstream = derr.Upstream
+		res = &relay.Result{Err: derr.Err, Upstream: derr.Upstream}
 		for _, r := range rcpts {
-			res.Rcpts = append(res.Rcpts, relay.RcptResult{Rcpt: r, Err: derr})
+			res.Rcpts = append(res.Rcpts, relay.RcptResult{Rcpt: r, Err: derr.Err})
 		}
 	} else {
 		upstream = sess.Upstream()
@@ -475,11 +507,12 @@ func (w *worker) deliver(ctx context.Context, id string) {
 		upstream = res.Upstream
 	}
 	d.Upstream = upstream
-	w.outcome(id, m, d, rcpts, res, upstream)
+	w.outcome(id, m, d, rcpts, res, upstream, derr == nil)
 }
 
 // outcome applies one Send's result.
-func (w *worker) outcome(id string, m *spool.Meta, d *spool.Delivery, rcpts []string, res *relay.Result, upstream string) {
+// sent says the result came from Send (a dial failure was logged already).
+func (w *worker) outcome(id string, m *spool.Meta, d *spool.Delivery, rcpts []string, res *relay.Result, upstream string, sent bool) {
 	q := w.q
 	now := q.now()
 	byRcpt := map[string]*relay.Error{}
@@ -515,7 +548,7 @@ func (w *worker) outcome(id string, m *spool.Meta, d *spool.Delivery, rcpts []st
 				status = "failed"
 			}
 			newFailed = append(newFailed, spool.RcptFailure{Rcpt: r, Reply: reply, Cause: explain(e)})
-			q.log.Event("delivery", "id", id, "to", r, "upstream", upstream, "status", status, "reply", reply, "stage", e.Stage, "cause", e.Cause, "fix", e.Fix)
+			q.log.Event("delivery", appendNonEmpty([]any{"id", id, "to", r, "upstream", upstream, "status", status, "reply", reply}, "stage", e.Stage, "cause", e.Cause, "fix", e.Fix)...)
 		case e.Class == relay.AuthFailure:
 			authFailed = true
 			temp = append(temp, r)
@@ -532,11 +565,11 @@ func (w *worker) outcome(id string, m *spool.Meta, d *spool.Delivery, rcpts []st
 		default:
 			temp = append(temp, r)
 			lastTemp = e
-			q.log.Event("delivery", "id", id, "to", r, "upstream", upstream, "status", "deferred", "reply", reply, "stage", e.Stage, "cause", e.Cause)
+			q.log.Event("delivery", appendNonEmpty([]any{"id", id, "to", r, "upstream", upstream, "status", "deferred", "reply", reply}, "stage", e.Stage, "cause", e.Cause, "fix", e.Fix)...)
 		}
 	}
-	if authFailed {
-		q.log.Event("auth-failed", "id", id, "upstream", upstream, "reply", errReply(lastTemp), "cause", lastTemp.Cause, "fix", lastTemp.Fix)
+	if authFailed && sent {
+		w.q.log.Event("auth-failed", appendNonEmpty([]any{"id", id, "upstream", upstream, "reply", errReply(lastTemp)}, "cause", lastTemp.Cause, "fix", lastTemp.Fix)...)
 	}
 	d.Failed = append(d.Failed, newFailed...)
 	if len(newFailed) > 0 && !null {

@@ -437,8 +437,8 @@ func TestBounceIsNeverBounced(t *testing.T) {
 
 func TestAuthFailureIsLoudAndNeverBounces(t *testing.T) {
 	e := newEnv(t, Settings{Lifetime: 10 * time.Minute})
-	e.up.dialErr = &relay.Error{Class: relay.AuthFailure, Stage: relay.StageAuth, Code: 535, Enhanced: "5.7.8", Text: "Error: authentication failed",
-		Cause: "the upstream refused the user name or password", Fix: "check username and password_file"}
+	e.up.dialErr = &DialError{Upstream: "smtp.example.com:587", Err: &relay.Error{Class: relay.AuthFailure, Stage: relay.StageAuth, Code: 535, Enhanced: "5.7.8", Text: "Error: authentication failed",
+		Cause: "the upstream refused the user name or password", Fix: "check username and password_file"}}
 	id := e.enqueue(t, 1001, "sender@example.org", "x@example.net")
 	for _, at := range []time.Duration{0, time.Minute, 6 * time.Minute, 11 * time.Minute, 16 * time.Minute} {
 		e.clk.Set(t0.Add(at))
@@ -447,7 +447,7 @@ func TestAuthFailureIsLoudAndNeverBounces(t *testing.T) {
 	if st := e.state(t, id); st != spool.Deferred {
 		t.Fatalf("state %q", st)
 	}
-	if n := strings.Count(e.log.String(), "event=auth-failed id="+id+" upstream=\"\" reply=\"535 5.7.8 Error: authentication failed\" cause=\"the upstream refused the user name or password\" fix=\"check username and password_file\""); n != 5 {
+	if n := strings.Count(e.log.String(), "event=auth-failed upstream=smtp.example.com:587 reply=\"535 5.7.8 Error: authentication failed\" cause=\"the upstream refused the user name or password\" fix=\"check username and password_file\"\n"); n != 5 {
 		t.Errorf("%d auth-failed lines, want 5:\n%s", n, e.log)
 	}
 	if strings.Contains(e.log.String(), "bounced") {
@@ -458,6 +458,11 @@ func TestAuthFailureIsLoudAndNeverBounces(t *testing.T) {
 func TestDeadUpstreamDialsOncePerWorker(t *testing.T) {
 	e := newEnv(t, Settings{Concurrency: 2})
 	e.up.dialErr = &relay.Error{Class: relay.Temporary, Stage: relay.StageConnect, Err: errors.New("connection refused")}
+	defer func() {
+		if !strings.Contains(e.log.String(), "status=deferred reply=\"connection refused\" stage=connect\n") {
+			t.Errorf("log:\n%s", e.log)
+		}
+	}()
 	for i := 0; i < 10; i++ {
 		e.enqueue(t, 1001, "a@example.org", "b@example.org")
 	}

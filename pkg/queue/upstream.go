@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"errors"
+	"net"
 	"strconv"
 	"strings"
 
@@ -21,21 +22,22 @@ func RelayDialer(ups []config.Upstream, opts relay.Options) Dialer {
 				Cause: "no upstream may carry mail from this sender", Fix: "add an [[upstream]] without sender_domains, or one for this sender's domain"}
 		}
 		var last error
+		var lastUp string
 		for _, up := range cands {
 			s, err := relay.Dial(ctx, up, opts)
 			if err == nil {
 				return s, nil
 			}
-			last = err
+			last, lastUp = err, net.JoinHostPort(up.Host, strconv.Itoa(up.Port))
 			if ctx.Err() != nil {
 				break
 			}
 		}
 		var re *relay.Error
-		if errors.As(last, &re) {
-			return nil, re
+		if !errors.As(last, &re) {
+			re = &relay.Error{Class: relay.Temporary, Stage: relay.StageConnect, Err: last}
 		}
-		return nil, &relay.Error{Class: relay.Temporary, Stage: relay.StageConnect, Err: last}
+		return nil, &DialError{Upstream: lastUp, Err: re}
 	}
 }
 
