@@ -156,6 +156,16 @@ func TestSetgidClosedFDs(t *testing.T) {
 		t.Fatalf("stdout %q stderr %q", r.stdout, r.stderr)
 	}
 	s.none(t)
+	// stdin closed, recipients on the command line: an empty message.
+	r = runSendmail(t, invocation{nobody: true, shell: `"$SENDMAIL" -i a@example.org <&-; echo "rc=$?"`})
+	if r.stdout != "rc=0\n" {
+		t.Fatalf("stdout %q stderr %q", r.stdout, r.stderr)
+	}
+	if m := s.one(t); m.body != "From: nobody@test.example\n" {
+		t.Errorf("stored %q", m.body)
+	} else {
+		os.Remove(m.path)
+	}
 	// stderr closed and a failure after the spool file was opened.
 	r = runSendmail(t, invocation{nobody: true, shell: `"$SENDMAIL" -i a@example.org 2>&-; echo "rc=$?"`, stdin: strings.NewReader("Subject: x\n\n" + strings.Repeat("y", 5000))})
 	if r.stdout != "rc=65\n" {

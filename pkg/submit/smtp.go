@@ -128,10 +128,14 @@ func (s *SMTP) Serve(r io.Reader, w io.Writer) (stored, failed int, err error) {
 				rerr = reply("452 4.5.3 Too many recipients")
 				break
 			}
-			addr, code := rcptTo(rest)
+			addr, notify, code := rcptTo(rest)
 			if code != "" {
 				rerr = reply(code)
 				break
+			}
+			if env.Notify == "" {
+				// The spool keeps one NOTIFY per message: the first given.
+				env.Notify = notify
 			}
 			if !message.IsASCII(addr) {
 				env.SMTPUTF8 = true
@@ -293,24 +297,43 @@ func (s *SMTP) mailFrom(rest string) (*spool.Envelope, string) {
 	return env, ""
 }
 
-func rcptTo(rest string) (string, string) {
-	addr, params, ok := path(rest, "TO:")
-	if !ok || addr == "" {
-		return "", "501 5.5.4 Syntax: RCPT TO:<address>"
+func rcptTo(rest string) (addr, notify, code string) {
+	a, params, ok := path(rest, "TO:")
+	if !ok || a == "" {
+		return "", "", "501 5.5.4 Syntax: RCPT TO:<address>"
 	}
-	a, err := message.ParseAddress(addr)
+	addr, err := message.ParseAddress(a)
 	if err != nil {
-		return "", "553 5.1.3 Bad recipient address syntax"
+		return "", "", "553 5.1.3 Bad recipient address syntax"
 	}
 	for _, p := range params {
-		k, _, _ := strings.Cut(p, "=")
+		k, v, _ := strings.Cut(p, "=")
 		switch strings.ToUpper(k) {
-		case "NOTIFY", "ORCPT":
-			// Per-recipient DSN options: the spool keeps one NOTIFY for the
-			// whole message (from -N); these are accepted and ignored.
+		case "NOTIFY":
+			v = strings.ToUpper(v)
+			if !validNotify(v) {
+				return "", "", "501 5.5.4 Bad NOTIFY parameter"
+			}
+			notify = v
+		case "ORCPT":
+			// Accepted and ignored: the spool has no per-recipient ORCPT.
 		default:
-			return "", fmt.Sprintf("555 5.5.4 Unsupported parameter %.40q", k)
+			return "", "", fmt.Sprintf("555 5.5.4 Unsupported parameter %.40q", k)
 		}
 	}
-	return a, ""
+	return addr, notify, ""
+}
+
+// validNotify reports whether v is an RFC 3461 NOTIFY value: NEVER, or a
+// list of SUCCESS, FAILURE and DELAY.
+func validNotify(v string) bool {
+	if v == "NEVER" {
+		return true
+	}
+	for _, p := range strings.Split(v, ",") {
+		if p != "SUCCESS" && p != "FAILURE" && p != "DELAY" {
+			return false
+		}
+	}
+	return true
 }

@@ -74,7 +74,7 @@ func TestSMTPSessionRules(t *testing.T) {
 		t.Errorf("EHLO reply %q", out)
 	}
 	if len(got) != 2 || got[0].env.Sender != "<>" || got[0].env.BodyType != "8BITMIME" || !got[0].env.SMTPUTF8 ||
-		got[0].env.Ret != "HDRS" || got[0].env.EnvID != "e1" || got[0].data != "m1\n" || got[1].data != "m2\n" {
+		got[0].env.Ret != "HDRS" || got[0].env.EnvID != "e1" || got[0].env.Notify != "NEVER" || got[0].data != "m1\n" || got[1].data != "m2\n" {
 		t.Errorf("stored %+v", got)
 	}
 }
