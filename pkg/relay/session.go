@@ -153,7 +153,9 @@ func dial(ctx context.Context, up config.Upstream, opts Options) (*Session, erro
 	s.raw = &clampConn{Conn: nc, limit: command}
 	if opts.Trace != nil {
 		s.tr = newTracer(opts.Trace, addr)
-		s.raw.tr = s.tr
+		if mode != "tls" {
+			s.raw.tr = s.tr // clear text until STARTTLS (or throughout, for "none")
+		}
 	}
 	// Cancelling ctx aborts the dial (the handshake and commands block on
 	// the connection, not on ctx).
@@ -168,7 +170,6 @@ func dial(ctx context.Context, up config.Upstream, opts Options) (*Session, erro
 			return s, classify(StageTLS, err)
 		}
 		s.raw.SetDeadline(time.Time{})
-		s.raw.tr = nil // encrypted from here on: go-smtp's DebugWriter traces
 		s.c = smtp.NewClient(tc)
 	case "starttls":
 		// go-smtp reads the greeting, says EHLO localhost and STARTTLS;

@@ -579,6 +579,25 @@ func TestCandidates(t *testing.T) {
 	}
 }
 
+func TestTraceImplicitTLSIsClearText(t *testing.T) {
+	srv := authServer(t, smtptest.Options{ImplicitTLS: true})
+	var trace bytes.Buffer
+	opts := testOpts()
+	opts.Trace = &syncBuffer{b: &trace}
+	if res := Deliver(context.Background(), []config.Upstream{srv.Upstream()}, opts, testMsg(simple, "a@example.net")); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	lines := strings.Split(strings.TrimSpace(trace.String()), "\n")
+	if !strings.Contains(lines[0], "S: 220 ") {
+		t.Fatalf("trace starts with %q (TLS handshake bytes traced?)", lines[0])
+	}
+	for _, l := range lines {
+		if strings.Contains(l, "?") {
+			t.Fatalf("binary in the trace: %q", l)
+		}
+	}
+}
+
 func TestTraceRedactsPassword(t *testing.T) {
 	srv := authServer(t, smtptest.Options{})
 	for _, mech := range []string{"PLAIN", "LOGIN"} {
