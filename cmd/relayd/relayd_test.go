@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -351,4 +352,60 @@ func TestStopAbortsStalledSession(t *testing.T) {
 		t.Fatalf("%v\n%s", err, s.log())
 	}
 	waitFor(t, "an empty spool", 20*time.Second, func() bool { return len(s.leftovers()) == 0 })
+}
+
+// The control socket identifies its peer by SO_PEERCRED: a user who is not
+// root sees only its own messages in mailq and may not use the admin verbs.
+func TestControlPeerCredentials(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run clients as nobody (CI runs as root)")
+	}
+	up := newUpstream(t, smtptest.Options{Hook: func(ctx context.Context, stage, arg string) error {
+		if stage == smtptest.StageRcpt {
+			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try again later"}
+		}
+		return nil
+	}})
+	s := newSite(t, up, siteOpts{retry: `["1h"]`})
+	rootID := s.drop("root's", 1)[0]
+	s.start()
+	nobody := &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	run := func(name string, stdin string, args ...string) (string, string, int) {
+		cmd := exec.Command(name, args...)
+		cmd.Env = []string{"PATH=/usr/bin:/bin", "MAILSHIM_CONFIG=" + s.cfgPath}
+		cmd.SysProcAttr = nobody
+		cmd.Dir = "/"
+		cmd.Stdin = strings.NewReader(stdin)
+		var out, errb strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		err := cmd.Run()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return out.String(), errb.String(), code
+	}
+	if _, stderr, code := run(sendmailBin, "Subject: nobody's\n\nhi\n", "-i", "x@example.net"); code != 0 {
+		t.Fatalf("sendmail as nobody: %d %s", code, stderr)
+	}
+	waitFor(t, "both messages deferred", 30*time.Second, func() bool { return strings.Count(s.log(), "event=deferred ") >= 2 })
+	out, stderr, code := run(relaydBin, "", "queue", "mailq")
+	if code != 0 || strings.Contains(out, rootID) || !strings.Contains(out, "in 1 Request.") {
+		t.Errorf("mailq as nobody: exit %d\n%s%s", code, out, stderr)
+	}
+	for _, verb := range [][]string{{"list"}, {"show", rootID}, {"hold", rootID}, {"delete", rootID}} {
+		_, stderr, code := run(relaydBin, "", append([]string{"queue"}, verb...)...)
+		if code != 77 || !strings.Contains(stderr, "only root and the mailshim user") {
+			t.Errorf("queue %s as nobody: exit %d %q", verb[0], code, stderr)
+		}
+	}
+	if st := strings.Join(s.leftovers(), " "); !strings.Contains(st, "queue/deferred/"+rootID) {
+		t.Errorf("root's message moved: %s", st)
+	}
+	out, _, _ = runCmd(t, []string{"MAILSHIM_CONFIG=" + s.cfgPath}, relaydBin, "queue", "mailq")
+	if !strings.Contains(out, rootID) || !strings.Contains(out, "in 2 Requests.") {
+		t.Errorf("mailq as root:\n%s", out)
+	}
 }
