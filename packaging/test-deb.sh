@@ -136,12 +136,52 @@ else
 	echo "note: newaliases did not exit 0 (stand-in or unfinished binary?)"
 fi
 
+echo "== runtime: relayd as relayd.service runs it"
+# User mailshim with its groups (SupplementaryGroups=mailshim-drop), UMask
+# 0077, the installed paths; systemd itself is not running here. The
+# upstream is a closed loopback port: the message is picked up and deferred.
+cat >/etc/mailshim/mailshim.conf <<'EOF_CONF'
+hostname = "test-deb.example"
+[[upstream]]
+host = "127.0.0.1"
+port = 9
+tls = "none"
+EOF_CONF
+as_mailshim() { setpriv --reuid=mailshim --regid=mailshim --init-groups "$@"; }
+# waitfor CMD... polls CMD until it succeeds, for at most 20 s.
+waitfor() {
+	local i
+	for i in $(seq 1 200); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
+	echo "timed out waiting for: $*"
+	return 1
+}
+check "runtime: relayd check-config as mailshim accepts the installed spool" as_mailshim /usr/sbin/relayd check-config
+(umask 077 && exec setpriv --reuid=mailshim --regid=mailshim --init-groups /usr/sbin/relayd) >"$tmp/relayd.log" 2>&1 &
+relayd_pid=$!
+check "runtime: relayd makes /run/mailshim/submit.sock and control.sock, mode 0666" sh -c \
+	'for i in $(seq 1 200); do [ -S /run/mailshim/submit.sock ] && [ -S /run/mailshim/control.sock ] && break; sleep 0.1; done
+	 [ "$(stat -c %a /run/mailshim/submit.sock) $(stat -c %a /run/mailshim/control.sock)" = "666 666" ]'
+printf 'To: alice@example.org\nSubject: runtime\n\nhello\n' |
+	setpriv --reuid=65534 --regid=65534 --clear-groups /usr/sbin/sendmail -t -i
+maildrop_empty() { [ -z "$(ls -A /var/spool/mailshim/maildrop)" ]; }
+picked_up() { grep -q 'event=pickup .*uid=65534 ' "$tmp/relayd.log"; }
+check "runtime: relayd picks nobody's message up from the maildrop (through group mailshim-drop)" \
+	sh -c "$(declare -f waitfor maildrop_empty picked_up); tmp=$tmp; waitfor maildrop_empty && waitfor picked_up"
+check "runtime: mailq run by nobody lists it" sh -c \
+	'setpriv --reuid=65534 --regid=65534 --clear-groups /usr/bin/mailq | grep -q alice@example.org'
+kill -TERM "$relayd_pid"
+if wait "$relayd_pid"; then ok "runtime: relayd exits 0 on SIGTERM"; else fail "runtime: relayd exit status $? on SIGTERM"; fi
+sed 's/^/    relayd: /' "$tmp/relayd.log" | cut -c1-160
+queued=$(find /var/spool/mailshim/queue/msg -type f | head -n1)
+check "runtime: the message is queued in relayd's queue/" test -n "$queued"
+
 echo "== upgrade with queued mail and an admin's own statoverride"
 plant_mail
 dpkg-statoverride --remove /usr/sbin/sendmail >/dev/null
 dpkg-statoverride --update --add root mailshim-drop 2750 /usr/sbin/sendmail
 check "upgrade with apt-get" apt_get install -y --no-install-recommends "$tmp/upgrade.deb"
 check "upgrade: queued mail kept, byte for byte, with its owner and mode" mail_kept
+check "upgrade: the message relayd queued is still there" test -f "$queued"
 check "upgrade: the admin's statoverride (2750) kept" is "$(override)" "root mailshim-drop 2750 /usr/sbin/sendmail"
 check "upgrade: /usr/sbin/sendmail has the admin's mode" is "$(stat -c '%U:%G %a' /usr/sbin/sendmail)" "root:mailshim-drop 2750"
 dpkg-statoverride --remove /usr/sbin/sendmail >/dev/null
