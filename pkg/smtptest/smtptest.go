@@ -8,6 +8,29 @@
 // It is imported only by tests (and the demo): New(t, opts) starts a server
 // on 127.0.0.1:0 and closes it at the end of the test; Start(opts) does the
 // same without a *testing.T.
+//
+//	srv := smtptest.New(t, smtptest.Options{Username: "u", Password: "p"})
+//	up := srv.Upstream()            // host, port, tls, ca_file, credentials
+//	... deliver ...
+//	msgs, err := srv.WaitFor(1, 10*time.Second)
+//
+// Refusals, drops and stalls come from Options.Hook:
+//
+//	Hook: func(ctx context.Context, stage, arg string) error {
+//		switch {
+//		case stage == smtptest.StageRcpt && arg == "bad@example.net":
+//			return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1},
+//				Message: "<bad@example.net>: Recipient address rejected: User unknown"}
+//		case stage == smtptest.StageData:
+//			return smtptest.ErrDrop // hang up mid-DATA
+//		case stage == smtptest.StageMail:
+//			<-ctx.Done() // stall until the server closes
+//		}
+//		return nil
+//	}
+//
+// DropAll closes every open connection (an upstream restarting). For
+// benchmarks, NoStore keeps a count instead of the messages.
 package smtptest
 
 import (
