@@ -757,3 +757,16 @@ func TestRefusalBeforeAnyMessageNeverPermanent(t *testing.T) {
 		}
 	}
 }
+
+func TestConnectTimeout(t *testing.T) {
+	opts := testOpts()
+	opts.ConnectTimeout = 100 * time.Millisecond
+	opts.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		<-ctx.Done() // a black hole
+		return nil, &net.OpError{Op: "dial", Net: network, Err: ctx.Err()}
+	}
+	_, err := Dial(context.Background(), config.Upstream{Host: "smtp.example.com", CAFile: ""}, opts)
+	if e := asError(t, err); e.Class != Temporary || e.Stage != StageConnect || !strings.Contains(e.Cause, "did not answer in time") {
+		t.Fatalf("got %v (class %v, stage %s)", e, e.Class, e.Stage)
+	}
+}
