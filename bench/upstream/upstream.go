@@ -68,6 +68,9 @@ type Options struct {
 	// DataErr, when set, is called after a message was read whole; a
 	// non-nil error refuses it (and it is not counted as delivered).
 	DataErr func(seq int) error
+	// ResetInData closes the connection after reading the first bytes of
+	// every message (a reset mid-DATA).
+	ResetInData bool
 	// Dir receives the CA file; default a new temporary directory.
 	Dir string
 }
@@ -97,6 +100,8 @@ type Server struct {
 	sessions  atomic.Int64
 	authFails atomic.Int64
 	plainAuth atomic.Int64 // AUTH attempts on a connection without TLS
+	rcptSeen  atomic.Int64 // RCPT commands seen
+	resets    atomic.Int64 // connections reset in DATA
 
 	mu   sync.Mutex
 	seqs map[int]int
@@ -171,6 +176,12 @@ func (s *Server) AuthFailures() int64 { return s.authFails.Load() }
 
 // ClearAuth counts AUTH attempts made on a connection without TLS.
 func (s *Server) ClearAuth() int64 { return s.plainAuth.Load() }
+
+// RcptSeen counts RCPT commands, accepted or not.
+func (s *Server) RcptSeen() int64 { return s.rcptSeen.Load() }
+
+// Resets counts connections closed in DATA (Options.ResetInData).
+func (s *Server) Resets() int64 { return s.resets.Load() }
 
 // Seqs returns how many times each sequence number arrived.
 func (s *Server) Seqs() map[int]int {
@@ -261,6 +272,7 @@ func (x *session) Mail(from string, _ *smtp.MailOptions) error {
 }
 
 func (x *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+	x.s.rcptSeen.Add(1)
 	if x.s.opt.RcptErr != nil {
 		if err := x.s.opt.RcptErr(to); err != nil {
 			return err
@@ -271,6 +283,12 @@ func (x *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 }
 
 func (x *session) Data(r io.Reader) error {
+	if x.s.opt.ResetInData {
+		io.ReadFull(r, make([]byte, 1024))
+		x.s.resets.Add(1)
+		x.c.Conn().Close()
+		return errors.New("upstream: connection reset in DATA")
+	}
 	sc := seqScanner{}
 	var buf *bytes.Buffer
 	var w io.Writer = &sc
