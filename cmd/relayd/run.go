@@ -97,8 +97,7 @@ func run(path string, drainTimeout time.Duration) int {
 		return fatal(sysexits.OSErr, "%v", err)
 	}
 	defer pk.Close()
-	pk.ScanInterval = cfg.Queue.ScanInterval
-	pk.TempGrace = cfg.Queue.TempGrace
+	pk.SetIntervals(cfg.Queue.ScanInterval, cfg.Queue.TempGrace)
 
 	actions, err := sq.Recover(pk.HasDrop)
 	for _, a := range actions {
@@ -197,8 +196,7 @@ func reload(path string, old *config.Config, pk *pickup.Pickup, qu *queue.Queue,
 		log.Event("config-warning", "error", e.Error())
 	}
 	pk.SetRewriter(rw)
-	pk.ScanInterval = cfg.Queue.ScanInterval
-	pk.TempGrace = cfg.Queue.TempGrace
+	pk.SetIntervals(cfg.Queue.ScanInterval, cfg.Queue.TempGrace)
 	qu.SetSettings(queue.SettingsFrom(cfg, relayOptions(cfg, rw.Hostname)))
 	var restart []string
 	if cfg.Spool != old.Spool {

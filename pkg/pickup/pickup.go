@@ -54,13 +54,12 @@ type Pickup struct {
 	Now func() time.Time
 	// Enqueued is called after each message is queued (the queue's Kick).
 	Enqueued func(id string)
-	// ScanInterval and TempGrace come from [queue].
-	ScanInterval time.Duration
-	TempGrace    time.Duration
 
-	rw       atomic.Pointer[Rewriter]
-	maildrop *os.File
-	mu       sync.Mutex // one pass over maildrop/ at a time
+	rw        atomic.Pointer[Rewriter]
+	scanEvery atomic.Int64 // [queue] scan_interval
+	grace     atomic.Int64 // [queue] temp_grace
+	maildrop  *os.File
+	mu        sync.Mutex // one pass over maildrop/ at a time
 }
 
 // New returns a Pickup for the spool whose queue is q.
@@ -69,9 +68,21 @@ func New(q *spool.Queue, rw *Rewriter, log *maillog.Logger) (*Pickup, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Pickup{Queue: q, Log: log, maildrop: md, ScanInterval: time.Minute, TempGrace: time.Hour}
+	p := &Pickup{Queue: q, Log: log, maildrop: md}
 	p.rw.Store(rw)
+	p.SetIntervals(time.Minute, time.Hour)
 	return p, nil
+}
+
+// SetIntervals sets how often maildrop/ is scanned beside inotify (taken
+// into account at the next scan) and how old an abandoned temporary file
+// must be before it is removed. Safe to call while Run runs.
+func (p *Pickup) SetIntervals(scan, tempGrace time.Duration) {
+	if scan <= 0 {
+		scan = time.Minute
+	}
+	p.scanEvery.Store(int64(scan))
+	p.grace.Store(int64(tempGrace))
 }
 
 // SetRewriter replaces the rewriting rules (config reload).
@@ -94,7 +105,7 @@ func (p *Pickup) HasDrop(id string) bool {
 }
 
 // Run picks up everything in maildrop/, then follows inotify events and
-// scans every ScanInterval, until ctx is done.
+// scans every scan interval, until ctx is done.
 func (p *Pickup) Run(ctx context.Context) error {
 	wake := make(chan struct{}, 1)
 	poke := func() {
@@ -109,20 +120,17 @@ func (p *Pickup) Run(ctx context.Context) error {
 	} else {
 		defer ino.Close()
 	}
-	interval := p.ScanInterval
-	if interval <= 0 {
-		interval = time.Minute
-	}
-	t := time.NewTicker(interval)
-	defer t.Stop()
 	for {
 		p.scan(ctx)
+		t := time.NewTimer(time.Duration(p.scanEvery.Load()))
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return nil
 		case <-wake:
 		case <-t.C:
 		}
+		t.Stop()
 	}
 }
 
@@ -201,7 +209,7 @@ func (p *Pickup) file(name string) bool {
 			return false
 		}
 		age := p.now().Sub(time.Unix(st.Mtim.Unix()))
-		if age >= p.TempGrace {
+		if age >= time.Duration(p.grace.Load()) {
 			if err := unix.Unlinkat(dfd, name, 0); err == nil {
 				p.Log.Event("temp-removed", "file", name, "uid", st.Uid, "age", age.Round(time.Second).String())
 			}
