@@ -32,6 +32,10 @@ const trickyBody = "Hello from mailshim's e2e suite.\n.leading dot\n.\nUTF-8: gr
 
 func tricky(tok string) string { return strings.ReplaceAll(trickyBody, "TOKEN", tok) }
 
+// phpEOL is the line end PHP's mail() writes after the message (its
+// MAIL_NEWLINE): part of what the caller sent, so part of the body.
+const phpEOL = "\n"
+
 // phpString quotes s as a PHP double-quoted string.
 func phpString(s string) string {
 	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`, "$", `\$`, "\n", `\n`, "\r", `\r`)
@@ -55,7 +59,7 @@ exit($ok ? 0 : 1);
 			t.Fatalf("php: %s", out)
 		}
 		checkDelivered(t, s, tok, Want{User: s.Alice, Script: p, Sender: "alice@example.com",
-			Recipients: []string{"x@example.org", "hidden@example.net"}, Body: tricky(tok)})
+			Recipients: []string{"x@example.org", "hidden@example.net"}, Body: tricky(tok) + phpEOL})
 	})
 
 	t.Run("php-cli-mail-f", func(t *testing.T) {
@@ -67,7 +71,7 @@ exit($ok ? 0 : 1);
 `)
 		runAs(t, s.Bob, nil, nil, "php", p)
 		checkDelivered(t, s, tok, Want{User: s.Bob, Script: p, Sender: "bob-bounces@example.com",
-			Body: "Body with -f " + tok + "\n"})
+			Body: "Body with -f " + tok + "\n" + phpEOL})
 	})
 
 	t.Run("php-cli-mail-add-x-header", func(t *testing.T) {
@@ -98,7 +102,7 @@ echo $ok ? "sent ok\n" : "mail() failed\n";
 		if !strings.Contains(out, "sent ok") {
 			t.Fatalf("php-cgi's page: %s", out)
 		}
-		checkDelivered(t, s, tok, Want{User: s.Bob, Script: p, Body: "from php-cgi " + tok + "\n"})
+		checkDelivered(t, s, tok, Want{User: s.Bob, Script: p, Body: "from php-cgi " + tok + "\n" + phpEOL})
 	})
 
 	t.Run("php-fpm-prepend", func(t *testing.T) { testPHPFPM(t, s) })
@@ -164,7 +168,8 @@ echo "sent ok\n";
 			"--smtp-server=/usr/sbin/sendmail", "--to=x@example.org", "--cc=dev@example.org",
 			"--bcc=hidden@example.net", "out")
 		t.Logf("git send-email: %s", lastLines(out, 3))
-		checkDelivered(t, s, tok, Want{User: s.Bob, Sender: "bob@example.com",
+		// No --envelope-sender: git passes no -f, the sender is the default.
+		checkDelivered(t, s, tok, Want{User: s.Bob, Sender: "e2e-bob@" + hostname,
 			Recipients: []string{"x@example.org", "dev@example.org", "hidden@example.net"},
 			BodyHas:    []string{"+hello " + tok}})
 	})

@@ -3,6 +3,8 @@
 package e2e
 
 import (
+	"io"
+	"mime/quotedprintable"
 	"os/user"
 	"regexp"
 	"strconv"
@@ -125,8 +127,15 @@ func checkDelivered(t *testing.T, s *System, tok string, want Want) *Checked {
 	if want.Body != "" && string(m.Body) != want.Body {
 		t.Errorf("body changed:\n got %q\nwant %q", m.Body, want.Body)
 	}
+	text := string(m.Body)
+	if strings.EqualFold(h.Get("Content-Transfer-Encoding"), "quoted-printable") {
+		// Symfony Mailer encodes its text parts so: compare decoded text.
+		if b, err := io.ReadAll(quotedprintable.NewReader(strings.NewReader(text))); err == nil {
+			text = string(b)
+		}
+	}
 	for _, b := range want.BodyHas {
-		if !strings.Contains(string(m.Body), b) {
+		if !strings.Contains(text, b) {
 			t.Errorf("body lacks %q:\n%s", b, m.Body)
 		}
 	}

@@ -102,5 +102,5 @@ php_admin_value[sendmail_path] = "/usr/sbin/sendmail -t -i"
 		log, _ := os.ReadFile(filepath.Join(dir, "fpm.log"))
 		t.Fatalf("php-fpm request: %v\nstdout: %s\nstderr: %s\nfpm log: %s", err, out, errOut, log)
 	}
-	checkDelivered(t, s, tok, Want{User: s.Bob, Script: p, Body: "from php-fpm " + tok + "\n"})
+	checkDelivered(t, s, tok, Want{User: s.Bob, Script: p, Body: "from php-fpm " + tok + "\n" + phpEOL})
 }
