@@ -107,7 +107,9 @@ type Queue struct {
 
 	mu       sync.Mutex
 	set      Settings
+	gen      int                  // bumped by SetSettings
 	deferred map[string]time.Time // next attempt of each deferred message
+	inflight map[string]bool      // handed to a worker, not finished
 	runMu    sync.Mutex           // one RunOnce at a time
 	kick     chan struct{}
 	stop     chan struct{} // closed by Stop: no new deliveries
@@ -120,7 +122,7 @@ func New(sp *spool.Queue, log *maillog.Logger, now func() time.Time, set Setting
 	if now == nil {
 		now = time.Now
 	}
-	return &Queue{sp: sp, log: log, now: now, set: set, kick: make(chan struct{}, 1), stop: make(chan struct{})}
+	return &Queue{sp: sp, log: log, now: now, set: set, inflight: map[string]bool{}, kick: make(chan struct{}, 1), stop: make(chan struct{})}
 }
 
 // SetSettings replaces the settings (config reload); running deliveries
@@ -128,6 +130,7 @@ func New(sp *spool.Queue, log *maillog.Logger, now func() time.Time, set Setting
 func (q *Queue) SetSettings(s Settings) {
 	q.mu.Lock()
 	q.set = s
+	q.gen++
 	q.mu.Unlock()
 }
 
@@ -193,44 +196,129 @@ func (q *Queue) Flush() int {
 	return n
 }
 
-// Run runs passes until ctx is done: at start, on Kick, and when the next
-// deferred message is due. sendCtx bounds the deliveries in flight (cancel
-// it to abort them); Run returns when ctx is done and the last pass ended.
+// Run delivers until ctx is done: Concurrency workers (fixed for the
+// life of Run) take messages as they become due — at start, on Kick, and
+// when the next deferred message's time comes — so a session stuck on one
+// message never holds up the others. sendCtx bounds the deliveries in
+// flight (cancel it to abort them). After ctx is done (or Stop) no message
+// is started; Run returns when the workers have finished theirs.
 func (q *Queue) Run(ctx, sendCtx context.Context) error {
 	if q.deferred == nil {
 		if err := q.Load(); err != nil {
 			return err
 		}
 	}
+	n := max(q.settings().Concurrency, 1)
+	work := make(chan string)
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			q.workLoop(sendCtx, work)
+		}()
+	}
+	defer func() {
+		close(work)
+		wg.Wait()
+	}()
 	for {
-		next := q.RunOnce(sendCtx)
-		if ctx.Err() != nil {
-			return nil
+		ids, next := q.due()
+		for _, id := range ids {
+			if !q.begin(id) {
+				continue
+			}
+			select {
+			case work <- id:
+			case <-ctx.Done():
+				q.end(id)
+				return nil
+			case <-q.stop:
+				q.end(id)
+				return nil
+			}
 		}
 		var timer <-chan time.Time
 		var t *time.Timer
 		if !next.IsZero() {
-			d := max(next.Sub(q.now()), 0)
-			t = time.NewTimer(d)
+			t = time.NewTimer(max(next.Sub(q.now()), 0))
 			timer = t.C
 		}
 		select {
 		case <-ctx.Done():
+		case <-q.stop:
 		case <-q.kick:
 		case <-timer:
 		}
 		if t != nil {
 			t.Stop()
 		}
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || q.stopped() {
 			return nil
 		}
 	}
 }
 
-// due returns the messages to try now: incoming/ in arrival order, then
-// the deferred ones whose time has come; and the earliest attempt time of
-// any deferred message (zero if none).
+// idleHangup is how long a worker keeps its session open without work.
+const idleHangup = 2 * time.Second
+
+// workLoop is one of Run's workers. It keeps its session while messages
+// keep coming, and hangs up (forgetting failed dials) when idle.
+func (q *Queue) workLoop(ctx context.Context, work <-chan string) {
+	w := &worker{q: q}
+	defer w.close()
+	for {
+		var id string
+		var ok bool
+		idle := time.NewTimer(idleHangup)
+		select {
+		case id, ok = <-work:
+		case <-idle.C:
+			w.close()
+			w.dialErr = nil
+			id, ok = <-work
+		}
+		idle.Stop()
+		if !ok {
+			return
+		}
+		if gen := q.generation(); w.set.Dial == nil || gen != w.gen {
+			w.close()
+			w.dialErr = nil
+			w.set, w.gen = q.settings(), gen
+		}
+		w.deliver(ctx, id)
+		q.end(id)
+	}
+}
+
+// begin marks id as being delivered; false if it already is.
+func (q *Queue) begin(id string) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.inflight[id] {
+		return false
+	}
+	q.inflight[id] = true
+	return true
+}
+
+func (q *Queue) end(id string) {
+	q.mu.Lock()
+	delete(q.inflight, id)
+	q.mu.Unlock()
+}
+
+func (q *Queue) generation() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.gen
+}
+
+// due returns the messages to try now that are not being delivered:
+// incoming/ in arrival order, then the deferred ones whose time has come;
+// and the earliest attempt time of the other deferred messages (zero if
+// none; now if one became due meanwhile).
 func (q *Queue) due() ([]string, time.Time) {
 	ids, err := q.sp.List(spool.Incoming)
 	if err != nil {
@@ -239,13 +327,20 @@ func (q *Queue) due() ([]string, time.Time) {
 	now := q.now()
 	var next time.Time
 	q.mu.Lock()
+	in := ids[:0]
+	for _, id := range ids {
+		if !q.inflight[id] {
+			in = append(in, id)
+		}
+	}
 	var ds []string
 	for id, t := range q.deferred {
+		if q.inflight[id] {
+			continue
+		}
 		if !t.After(now) {
 			ds = append(ds, id)
 		}
-		// Messages that became due while the last pass ran count too:
-		// then the next pass starts at once.
 		if next.IsZero() || t.Before(next) {
 			next = t
 			if next.IsZero() {
@@ -255,11 +350,12 @@ func (q *Queue) due() ([]string, time.Time) {
 	}
 	q.mu.Unlock()
 	sort.Strings(ds)
-	return append(ids, ds...), next
+	return append(in, ds...), next
 }
 
-// RunOnce delivers every message that is due now and returns when all are
-// done, with the time of the next deferred attempt (zero if none).
+// RunOnce delivers every message that is due now with fresh workers and
+// returns when all are done, with the time of the next deferred attempt
+// (zero if none). Tests drive the queue with it and an injected clock.
 func (q *Queue) RunOnce(ctx context.Context) time.Time {
 	q.runMu.Lock()
 	defer q.runMu.Unlock()
@@ -271,11 +367,7 @@ func (q *Queue) RunOnce(ctx context.Context) time.Time {
 	ids, _ := q.due()
 	if len(ids) > 0 && !q.stopped() {
 		set := q.settings()
-		n := set.Concurrency
-		if n <= 0 {
-			n = 1
-		}
-		n = min(n, len(ids))
+		n := min(max(set.Concurrency, 1), len(ids))
 		ch := make(chan string)
 		var wg sync.WaitGroup
 		for i := 0; i < n; i++ {
@@ -286,19 +378,22 @@ func (q *Queue) RunOnce(ctx context.Context) time.Time {
 				defer w.close()
 				for id := range ch {
 					w.deliver(ctx, id)
+					q.end(id)
 				}
 			}()
 		}
 	feed:
 		for _, id := range ids {
-			if q.stopped() || ctx.Err() != nil {
-				break
+			if !q.begin(id) {
+				continue
 			}
 			select {
 			case ch <- id:
 			case <-q.stop:
+				q.end(id)
 				break feed
 			case <-ctx.Done():
+				q.end(id)
 				break feed
 			}
 		}
@@ -328,6 +423,7 @@ func retryAfter(retry []time.Duration, attempts int) time.Duration {
 type worker struct {
 	q    *Queue
 	set  Settings
+	gen  int
 	sess Session
 	key  string
 	// dialErr remembers a failed dial per route for the rest of the pass,
