@@ -409,3 +409,29 @@ func TestControlPeerCredentials(t *testing.T) {
 		t.Errorf("mailq as root:\n%s", out)
 	}
 }
+
+// A session stuck in DATA holds up only its own message: the other
+// workers keep delivering new mail.
+func TestStalledSessionDoesNotBlockOthers(t *testing.T) {
+	var stalled atomic.Bool
+	inData := make(chan struct{}, 1)
+	up := newUpstream(t, smtptest.Options{Hook: func(ctx context.Context, stage, arg string) error {
+		if stage == smtptest.StageData && stalled.CompareAndSwap(false, true) {
+			inData <- struct{}{}
+			<-ctx.Done()
+		}
+		return nil
+	}})
+	s := newSite(t, up, siteOpts{concurrency: 2, args: []string{"--stop-timeout", "1s"}})
+	s.drop("stuck", 1)
+	s.start()
+	select {
+	case <-inData:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the first message never reached DATA\n%s", s.log())
+	}
+	s.drop("flowing", 5)
+	if _, err := up.WaitFor(5, 30*time.Second); err != nil {
+		t.Fatalf("new mail held up behind a stalled session: %v\n%s", err, s.log())
+	}
+}
