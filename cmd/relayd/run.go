@@ -232,10 +232,24 @@ func listen(path string) (*net.UnixListener, error) {
 	return control.Listen(path, 0o666)
 }
 
+// submitGrace is how long submissions in progress may go on after
+// SIGTERM; then their connections are closed (the client is told nothing
+// was stored, and sendmail exits non-zero).
+const submitGrace = 5 * time.Second
+
 func serveSubmit(ctx context.Context, ln *net.UnixListener, store func(*spool.Meta, io.Reader) (string, error), log *maillog.Logger) {
+	var mu sync.Mutex
+	conns := map[*net.UnixConn]bool{}
 	go func() {
 		<-ctx.Done()
 		ln.Close()
+		time.AfterFunc(submitGrace, func() {
+			mu.Lock()
+			defer mu.Unlock()
+			for c := range conns {
+				c.Close()
+			}
+		})
 	}()
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -248,10 +262,18 @@ func serveSubmit(ctx context.Context, ln *net.UnixListener, store func(*spool.Me
 			log.Event("error", "reason", "submission socket accept", "error", err.Error())
 			continue
 		}
+		mu.Lock()
+		conns[c] = true
+		mu.Unlock()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer c.Close()
+			defer func() {
+				mu.Lock()
+				delete(conns, c)
+				mu.Unlock()
+				c.Close()
+			}()
 			if err := submit.Serve(c, store); err != nil {
 				log.Event("submit-error", "error", err.Error())
 			}

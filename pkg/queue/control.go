@@ -108,6 +108,16 @@ func (q *Queue) change(verb, id string, uid int) error {
 	case control.VerbHold:
 		err = q.sp.Hold(id)
 	case control.VerbRelease:
+		if st, lerr := q.sp.Locate(id); lerr == nil && st == spool.Failed {
+			// A released failed message is retried to the recipients that
+			// had failed.
+			if d, rerr := q.sp.ReadState(spool.Failed, id); rerr == nil {
+				d.Failed, d.Reason = nil, ""
+				if werr := q.sp.WriteState(spool.Failed, id, d); werr != nil {
+					return werr
+				}
+			}
+		}
 		err = q.sp.Release(id)
 	case control.VerbDelete:
 		_, err = q.sp.Delete(id)

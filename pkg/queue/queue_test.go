@@ -433,6 +433,19 @@ func TestBounceIsNeverBounced(t *testing.T) {
 			t.Errorf("%s holds %v", s, ids)
 		}
 	}
+	// Released by the admin once the address is fixed upstream, it is
+	// retried to its failed recipient, and delivered.
+	e.up.respond = nil
+	if err := e.q.Handle(control.Peer{Admin: true}, control.VerbRelease, []string{dsnID}, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	e.run()
+	if st := e.state(t, dsnID); st != "" {
+		t.Fatalf("released bounce in %q", st)
+	}
+	if msgs := e.up.sent(); len(msgs) != 1 || msgs[0].From != "" || msgs[0].To[0] != "gone@example.org" {
+		t.Fatalf("sent %+v", msgs)
+	}
 }
 
 func TestAuthFailureIsLoudAndNeverBounces(t *testing.T) {
