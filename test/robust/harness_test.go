@@ -161,6 +161,19 @@ func (e *env) waitFor(what string, limit time.Duration, cond func() bool) {
 	}
 }
 
+// poll is waitFor without the failure: it reports whether cond came true
+// within limit.
+func (e *env) poll(limit time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return true
+}
+
 // relaydAlive fails the test if relayd has exited.
 func (e *env) relaydAlive() {
 	e.t.Helper()
