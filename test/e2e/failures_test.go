@@ -51,16 +51,16 @@ func TestFailures(t *testing.T) {
 		sendAs(t, s.Bob, "From: "+from+"\nTo: x@example.org\nSubject: "+tok+"\n\nwrong password "+tok+"\n", "-f", from, "x@example.org")
 		id := pickedUp(t, s, from)
 		// Deferred (a SASL failure is temporary but loud), with the cause.
-		e := s.Relayd.WaitEvent(t, 60*time.Second, "authentication failure for "+id, func(e Event) bool {
-			return e.Get("id") == id && strings.Contains(e.Line, "535")
+		e := s.Relayd.WaitEvent(t, 60*time.Second, "deferral after 535 for "+id, func(e Event) bool {
+			return e.Get("id") == id && strings.Contains(e.Line, "535") && strings.Contains(e.Line, "deferred")
 		})
 		t.Logf("log: %s", e.Line)
-		if !explained(e) {
-			t.Errorf("the authentication failure is not explained (cause/fix): %s", e.Line)
-		}
-		if strings.Contains(e.Line, s.Upstream.Password) {
-			t.Fatalf("password in the log: %s", e.Line)
-		}
+		// Loud: some line for this message explains the cause and the fix.
+		// (auth-failed is the session's event: it names no message.)
+		e = s.Relayd.WaitEvent(t, 10*time.Second, "an explained (cause=, fix=) 535 line", func(e Event) bool {
+			return (e.Get("id") == id || e.Get("event") == "auth-failed") && strings.Contains(e.Line, "535") && explained(e)
+		})
+		t.Logf("log: %s", e.Line)
 		// Retried, not bounced: put the password right and it goes out.
 		s.Relayd.Restart(t, s.Relayd.DefaultConfig())
 		checkDelivered(t, s, tok, Want{User: s.Bob, Sender: from, Body: "wrong password " + tok + "\n"})
@@ -82,18 +82,18 @@ func TestFailures(t *testing.T) {
 		from := tok + "@example.com"
 		sendAs(t, s.Bob, "Subject: "+tok+"\n\nno auth "+tok+"\n", "-f", from, "x@example.org")
 		id := pickedUp(t, s, from)
-		e := s.Relayd.WaitEvent(t, 60*time.Second, "Relay access denied for "+id, func(e Event) bool {
-			return e.Get("id") == id && strings.Contains(e.Line, "Relay access denied")
+		e := s.Relayd.WaitEvent(t, 60*time.Second, "an explained (cause=, fix=) Relay access denied line for "+id, func(e Event) bool {
+			return e.Get("id") == id && strings.Contains(e.Line, "Relay access denied") && explained(e)
 		})
 		t.Logf("log: %s", e.Line)
-		if !explained(e) {
-			t.Errorf("Relay access denied is not explained (cause/fix): %s", e.Line)
-		}
-		low := strings.ToLower(e.Line)
+		low := strings.ToLower(e.Get("cause") + " " + e.Get("fix"))
 		if !strings.Contains(low, "username") && !strings.Contains(low, "authenticat") {
 			t.Errorf("the explanation should point at the missing authentication: %s", e.Line)
 		}
+		// Relayd keeps it (a configuration problem, not the recipient's):
+		// with authentication back it goes out.
 		s.Relayd.Restart(t, s.Relayd.DefaultConfig())
+		checkDelivered(t, s, tok, Want{User: s.Bob, Sender: from, Body: "no auth " + tok + "\n"})
 	})
 
 	t.Run("upstream-down", func(t *testing.T) {

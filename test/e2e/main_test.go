@@ -22,6 +22,9 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	stopShared()
+	if os.Geteuid() == 0 {
+		restoreServices()
+	}
 	os.Exit(code)
 }
 

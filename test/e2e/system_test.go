@@ -103,12 +103,24 @@ func aptInstall(t testing.TB, pkgs ...string) {
 // noServices keeps maintainer scripts from starting daemons (php-fpm,
 // cron, relayd): the suite starts what it needs itself.
 func noServices(t testing.TB) {
-	const p = "/usr/sbin/policy-rc.d"
-	if _, err := os.Stat(p); err == nil {
+	if _, err := os.Stat(policyRC); err == nil {
 		return
 	}
-	if err := os.WriteFile(p, []byte("#!/bin/sh\n# written by mailshim's e2e suite\nexit 101\n"), 0o755); err != nil {
+	if err := os.WriteFile(policyRC, []byte(policyRCBody), 0o755); err != nil {
 		t.Fatal(err)
+	}
+}
+
+const (
+	policyRC     = "/usr/sbin/policy-rc.d"
+	policyRCBody = "#!/bin/sh\n# written by mailshim's e2e suite\nexit 101\n"
+)
+
+// restoreServices removes the policy-rc.d that noServices wrote (and only
+// that one).
+func restoreServices() {
+	if b, err := os.ReadFile(policyRC); err == nil && string(b) == policyRCBody {
+		os.Remove(policyRC)
 	}
 }
 
@@ -191,7 +203,11 @@ func (s *System) installMailshim(t *testing.T) {
 		noServices(t)
 		abs, _ := filepath.Abs(deb)
 		t.Logf("installing %s", abs)
-		out, err := runErr("apt-get", "install", "-y", "-q", "--no-install-recommends", "--allow-downgrades", abs)
+		// --reinstall: a machine that ran the suite before has this
+		// version; confold: the suite edited the conffile (as an admin
+		// does) and keeps its version without a prompt.
+		out, err := runErr("apt-get", "install", "-y", "-q", "--no-install-recommends", "--allow-downgrades", "--reinstall",
+			"-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold", abs)
 		if err != nil {
 			t.Fatalf("apt-get install %s: %v\n%s", abs, err, out)
 		}
