@@ -10,10 +10,13 @@
 #                        packaging/debian/lintian-overrides
 #   make systemd-verify  systemd-analyze verify and security --offline on the unit
 #   make packaging-test  man-check lintian systemd-verify (run by `make test`)
-#   make deb-test        root only: in a Debian 12 chroot (debootstrap, cached
-#                        in /var/tmp/mailshim-deb-chroot): install, check every path, upgrade
-#                        with queued mail, remove, purge, reinstall, adduser
-#                        path; run by `make test` when root
+#   make deb-test        root only, run by `make test` when root:
+#                        in a Debian 12 chroot (debootstrap, cached in
+#                        /var/tmp/mailshim-deb-chroot): install, every path,
+#                        relayd picking up nobody's mail, upgrade with queued
+#                        mail, remove, purge, reinstall, the adduser path;
+#                        then in a container booted with systemd as PID 1
+#                        (systemd-nspawn): relayd.service for real
 #   make deb-test-host   the same on THIS system (refuses if mailshim is
 #                        installed; leaves it purged)
 #
@@ -178,6 +181,7 @@ packaging-test: man-check lintian systemd-verify
 
 deb-test: deb
 	packaging/test-deb-chroot.sh $(DEB)
+	packaging/test-deb-systemd.sh $(DEB)
 
 deb-test-host: deb
 	packaging/test-deb.sh $(DEB)

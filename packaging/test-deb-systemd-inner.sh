@@ -1,0 +1,121 @@
+#!/bin/bash
+# packaging/test-deb-systemd-inner.sh — runs INSIDE a booted systemd
+# container (see test-deb-systemd.sh), as a oneshot service after
+# multi-user.target: installs the .deb with systemd as PID 1 and checks
+# relayd.service for real — the postinst's start, the sandbox, the sockets,
+# pickup, reload, the security score, sendmail confined by
+# NoNewPrivileges= falling back to the submission socket, upgrade restart
+# and remove. Writes ok:/FAIL: lines to /test-result.txt, then powers off.
+set -u
+exec >/test-result.txt 2>&1
+deb=$(ls /src/*.deb | head -n1)
+fails=0
+
+ok() { echo "ok: $*"; }
+fail() { fails=$((fails + 1)); echo "FAIL: $*"; }
+check() {
+	local what=$1
+	shift
+	if out=$("$@" 2>&1); then ok "$what"; else fail "$what"; printf '%s\n' "$out" | sed 's/^/    /' | head -20; fi
+}
+# waitfor CMD... polls CMD until it succeeds, for at most 30 s.
+waitfor() {
+	local i
+	for i in $(seq 1 300); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
+	echo "timed out waiting for: $*"
+	return 1
+}
+as_nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
+
+echo "systemd $(systemctl --version | head -n1 | cut -d' ' -f2), PID 1: $(cat /proc/1/comm)"
+
+# A fresh install: postinst enables relayd and tries to start it; without
+# an [[upstream]] it refuses (78) and is not restarted in a loop.
+apt-get install -y --no-install-recommends "$deb" >/tmp/apt.log 2>&1 || { cat /tmp/apt.log; fail "install"; }
+check "install: relayd.service is enabled" systemctl is-enabled relayd.service
+check "install: postinst said how to configure relayd" grep -q 'relayd cannot start yet' /tmp/apt.log
+check "install: unconfigured relayd stopped with 78 and was not restarted" sh -c \
+	'[ "$(systemctl show -P ExecMainStatus relayd)" = 78 ] && ! systemctl is-active -q relayd'
+
+cat >/etc/mailshim/mailshim.conf <<'EOF'
+hostname = "test-deb.example"
+[[upstream]]
+host = "127.0.0.1"
+port = 9
+tls = "none"
+EOF
+systemctl reset-failed relayd
+systemctl start relayd
+check "start: relayd.service is active" waitfor systemctl is-active -q relayd
+runs_as() {
+	local pid uid gid groups
+	pid=$(systemctl show -P MainPID relayd)
+	uid=$(awk '/^Uid:/ { print $2 }' "/proc/$pid/status")
+	gid=$(awk '/^Gid:/ { print $2 }' "/proc/$pid/status")
+	groups=" $(awk '/^Groups:/ { $1 = ""; print }' "/proc/$pid/status") "
+	echo "pid=$pid uid=$uid gid=$gid groups=[$groups]"
+	[ "$uid" = "$(id -u mailshim)" ] && [ "$gid" = "$(id -g mailshim)" ] &&
+		case $groups in *" $(getent group mailshim-drop | cut -d: -f3) "*) true ;; *) false ;; esac
+}
+check "start: /run/mailshim is mailshim 0755 (RuntimeDirectory=)" \
+	test "$(stat -c '%U %a' /run/mailshim)" = "mailshim 755"
+check "start: the sockets are there, mode 0666" waitfor sh -c \
+	'[ "$(stat -c %a /run/mailshim/submit.sock) $(stat -c %a /run/mailshim/control.sock)" = "666 666" ]'
+# (Type=simple: "active" comes right after the fork, before systemd has
+# switched the child's IDs; the sockets say relayd itself is running.)
+check "start: runs as mailshim:mailshim with group mailshim-drop" runs_as
+
+printf 'To: alice@example.org\nSubject: systemd\n\nhello from nobody\n' | as_nobody /usr/sbin/sendmail -t -i
+check "pickup: nobody's message is picked up under the sandbox" waitfor sh -c \
+	'journalctl -u relayd -o cat | grep -q "event=pickup .*uid=65534 .*via=maildrop"'
+check "pickup: mailq run by nobody lists it" sh -c \
+	'setpriv --reuid=65534 --regid=65534 --clear-groups /usr/bin/mailq | grep -q alice@example.org'
+
+# Confined like a hardened service: no setgid, so the submission socket.
+printf 'To: bob@example.org\nSubject: nnp\n\nconfined\n' >/tmp/nnp.eml
+cat >/etc/systemd/system/nnp-sendmail.service <<'EOF'
+[Service]
+Type=oneshot
+User=nobody
+NoNewPrivileges=yes
+StandardInput=file:/tmp/nnp.eml
+ExecStart=/usr/sbin/sendmail -t -i
+EOF
+systemctl daemon-reload
+check "confined: sendmail in a NoNewPrivileges=yes service stores through submit.sock (exit 0)" \
+	systemctl start nnp-sendmail.service
+check "confined: relayd took it from the socket as uid 65534" waitfor sh -c \
+	'journalctl -u relayd -o cat | grep -q "event=pickup .*uid=65534 .*via=socket"'
+
+pid=$(systemctl show -P MainPID relayd)
+systemctl reload relayd
+check "reload: relayd logs the reload" waitfor sh -c 'journalctl -u relayd -o cat | grep -q "event=reload"'
+check "reload: relayd still active with the same PID" sh -c \
+	"systemctl is-active -q relayd && [ \"\$(systemctl show -P MainPID relayd)\" = $pid ]"
+
+systemd-analyze security --no-pager relayd.service >/tmp/security.txt 2>&1
+echo "security: $(grep 'Overall exposure' /tmp/security.txt)"
+
+# An upgrade restarts relayd and keeps the queue.
+mkdir -p /tmp/up
+dpkg-deb -R "$deb" /tmp/up
+sed -i 's/^Version: \(.*\)$/Version: \1+systemdtest/' /tmp/up/DEBIAN/control
+dpkg-deb --root-owner-group -b /tmp/up /tmp/upgrade.deb >/dev/null
+before=$(find /var/spool/mailshim/queue/msg -type f | sort)
+pid=$(systemctl show -P MainPID relayd)
+apt-get install -y --no-install-recommends /tmp/upgrade.deb >/tmp/apt-up.log 2>&1 || { cat /tmp/apt-up.log; fail "upgrade"; }
+check "upgrade: relayd restarted (new PID) and active" sh -c \
+	"systemctl is-active -q relayd && [ \"\$(systemctl show -P MainPID relayd)\" != $pid ]"
+check "upgrade: the queued messages are all still there" \
+	test "$(find /var/spool/mailshim/queue/msg -type f | sort)" = "$before"
+
+apt-get remove -y mailshim >/tmp/apt-rm.log 2>&1 || { cat /tmp/apt-rm.log; fail "remove"; }
+check "remove: relayd stopped, spool kept" sh -c '! systemctl is-active -q relayd && [ -n "$(ls /var/spool/mailshim/queue/msg)" ]'
+apt-get purge -y mailshim >/tmp/apt-purge.log 2>&1 || { cat /tmp/apt-purge.log; fail "purge"; }
+check "purge: spool, configuration, unit enablement gone" sh -c \
+	'[ ! -e /var/spool/mailshim ] && [ ! -e /etc/mailshim ] && [ ! -e /etc/systemd/system/multi-user.target.wants/relayd.service ]'
+
+echo "relayd journal:"
+journalctl -u relayd -o cat --no-pager | cut -c1-200 | sed 's/^/    /' | tail -25
+echo "result: $fails failed"
+systemctl poweroff
