@@ -34,8 +34,16 @@ if [ ! -x "$root/usr/bin/systemd-sysusers" ]; then
 	rm -rf "$root"
 	mkdir -p "$(dirname "$root")"
 	echo "test-deb-chroot: debootstrap bookworm into $root"
-	debootstrap --variant=minbase --include=systemd,adduser bookworm "$root" "$mirror" >"$root.log" 2>&1 ||
-		{ tail -20 "$root.log"; exit 1; }
+	for try in 1 2 3; do
+		if debootstrap --variant=minbase --include=systemd,adduser,procps bookworm "$root" "$mirror" >"$root.log" 2>&1; then
+			break
+		fi
+		echo "test-deb-chroot: debootstrap failed (attempt $try):"
+		tail -5 "$root.log"
+		rm -rf "$root"
+		[ "$try" = 3 ] && exit 1
+		sleep 10
+	done
 fi
 
 cp /etc/resolv.conf "$root/etc/resolv.conf"
