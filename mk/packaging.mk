@@ -3,6 +3,8 @@
 #
 #   make deb             dist/mailshim_<version>_<arch>.deb (dpkg-deb, no debhelper)
 #   make install         DESTDIR=, PREFIX=/usr: for systems without the .deb
+#   make rpm             dist/*.rpm with rpmbuild from `git archive HEAD`
+#                        (not in CI; RPMBUILD_FLAGS for extra --define's)
 #   make install-accounts  the users and groups (systemd-sysusers or useradd)
 #   make man             roff from man/*.scd into man/ (committed)
 #   make man-check       fails when the committed roff is stale or groff warns
@@ -49,7 +51,7 @@ MAN_SCD     := $(wildcard man/*.scd)
 MAN_ROFF    := $(MAN_SCD:.scd=)
 MAN_EPOCH   := $(shell date -d "$$(sed -n 's/^ -- .*>  //p' packaging/debian/changelog | head -n1)" +%s)
 
-.PHONY: deb install install-accounts man man-check lintian systemd-verify packaging-test deb-test deb-test-host pkg-files
+.PHONY: rpm deb install install-accounts man man-check lintian systemd-verify packaging-test deb-test deb-test-host pkg-files
 
 TEST_TARGETS += packaging-test
 ifeq ($(shell id -u),0)
@@ -118,6 +120,16 @@ lintian: deb
 	@command -v lintian >/dev/null || { echo "lintian: not installed (apt-get install lintian; make deps)"; exit 1; }
 	lintian --fail-on error,warning --display-info --pedantic $(DEB)
 	@echo "lintian: $(DEB) clean (overrides: packaging/debian/lintian-overrides)"
+
+# --- RPM (packaging/rpm/mailshim.spec, same layout) ------------------------
+
+RPMBUILD_FLAGS ?=
+rpm:
+	@command -v rpmbuild >/dev/null || { echo "rpm: rpmbuild is not installed"; exit 1; }
+	@set -e; top=$(CURDIR)/$(PKG_BUILD)/rpm; rm -rf $$top; mkdir -p $$top/SOURCES $(DEB_DIR); \
+	git archive --prefix=mailshim-$(VERSION)/ -o $$top/SOURCES/mailshim-$(VERSION).tar.gz HEAD; \
+	rpmbuild -bb --define "_topdir $$top" --define "mailshim_version $(VERSION)" $(RPMBUILD_FLAGS) packaging/rpm/mailshim.spec; \
+	cp $$top/RPMS/*/mailshim-$(VERSION)-*.rpm $(DEB_DIR)/; ls $(DEB_DIR)/mailshim-$(VERSION)-*.rpm
 
 # --- make install --------------------------------------------------------
 
