@@ -137,7 +137,7 @@ func queueCmd(path string, args []string) int {
 		case errors.Is(err, control.ErrDenied):
 			return sysexits.NoPerm
 		}
-		return sysexits.Software
+		return 1 // refused by relayd (no such message, being delivered, ...)
 	}
 	return sysexits.OK
 }

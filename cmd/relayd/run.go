@@ -208,6 +208,9 @@ func reload(path string, old *config.Config, pk *pickup.Pickup, qu *queue.Queue,
 	if cfg.SubmitSocket != old.SubmitSocket {
 		restart = append(restart, "submit_socket")
 	}
+	if cfg.Queue.Concurrency != old.Queue.Concurrency {
+		restart = append(restart, "queue.concurrency")
+	}
 	kv := []any{"status", "ok", "config", path, "upstreams", len(cfg.Upstreams)}
 	if len(restart) > 0 {
 		kv = append(kv, "needs_restart", strings.Join(restart, ","))
