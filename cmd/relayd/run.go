@@ -150,7 +150,7 @@ func run(path string, drainTimeout time.Duration) int {
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	for sig := range sigs {
 		if sig == syscall.SIGHUP {
-			reload(path, cfg, pk, qu, log)
+			cfg = reload(path, cfg, pk, qu, log)
 			continue
 		}
 		log.Event("stop", "signal", sig.String(), "drain", drainTimeout.String())
@@ -173,8 +173,9 @@ func run(path string, drainTimeout time.Duration) int {
 	return sysexits.OK
 }
 
-// reload applies a new configuration on SIGHUP, or keeps the old one.
-func reload(path string, old *config.Config, pk *pickup.Pickup, qu *queue.Queue, log *maillog.Logger) {
+// reload applies a new configuration on SIGHUP, or keeps the old one; it
+// returns the configuration in force.
+func reload(path string, old *config.Config, pk *pickup.Pickup, qu *queue.Queue, log *maillog.Logger) *config.Config {
 	cfg, err := config.Load(path)
 	if err == nil {
 		err = cfg.LoadSecrets()
@@ -189,7 +190,7 @@ func reload(path string, old *config.Config, pk *pickup.Pickup, qu *queue.Queue,
 			msg = strings.Join(s, "; ")
 		}
 		log.Event("reload", "status", "refused", "error", msg, "kept", old.Source)
-		return
+		return old
 	}
 	rw, aerrs := pickup.NewRewriter(cfg)
 	for _, e := range aerrs {
@@ -217,6 +218,7 @@ func reload(path string, old *config.Config, pk *pickup.Pickup, qu *queue.Queue,
 	}
 	log.Event("reload", kv...)
 	qu.Kick()
+	return cfg
 }
 
 // listen creates a world-connectable socket (peers are checked per
