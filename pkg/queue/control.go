@@ -58,9 +58,10 @@ func (q *Queue) Handle(p control.Peer, verb string, args []string, out io.Writer
 	case control.VerbMailq:
 		return q.mailq(p, out)
 	case control.VerbFlush:
+		// Silent, like Postfix's sendmail -q: sendmail's stdout may be a
+		// web page.
 		n := q.Flush()
 		q.log.Event("flush", "uid", p.UID, "deferred", n)
-		fmt.Fprintf(out, "flush: %d deferred message(s) scheduled now\n", n)
 		return nil
 	case control.VerbList:
 		return q.list(out)
