@@ -146,6 +146,9 @@ func BuildDSN(d DSN) ([]byte, error) {
 		if f.Cause != "" && f.Cause != f.Reply {
 			fmt.Fprintf(&t, "    What it means: %s\n", oneLine(f.Cause))
 		}
+		if f.Fix != "" {
+			fmt.Fprintf(&t, "    What to do: %s\n", oneLine(f.Fix))
+		}
 		t.WriteString("\n")
 	}
 	if _, err := io.WriteString(pw, t.String()); err != nil {

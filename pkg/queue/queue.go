@@ -58,6 +58,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mailshim/mailshim/pkg/config"
 	"github.com/mailshim/mailshim/pkg/maillog"
 	"github.com/mailshim/mailshim/pkg/relay"
 	"github.com/mailshim/mailshim/pkg/spool"
@@ -643,7 +644,7 @@ func (w *worker) outcome(id string, m *spool.Meta, d *spool.Delivery, rcpts []st
 			if null {
 				status = "failed"
 			}
-			newFailed = append(newFailed, spool.RcptFailure{Rcpt: r, Reply: reply, Cause: explain(e)})
+			newFailed = append(newFailed, spool.RcptFailure{Rcpt: r, Reply: reply, Cause: explain(e), Fix: e.Fix})
 			q.log.Event("delivery", appendNonEmpty([]any{"id", id, "to", r, "upstream", upstream, "status", status, "reply", reply}, "stage", e.Stage, "cause", e.Cause, "fix", e.Fix)...)
 		case e.Class == relay.AuthFailure:
 			authFailed = true
@@ -655,8 +656,8 @@ func (w *worker) outcome(id string, m *spool.Meta, d *spool.Delivery, rcpts []st
 			if null {
 				status = "failed"
 			}
-			cause := fmt.Sprintf("the message could not be delivered within %s; last error: %s", w.set.Lifetime, explain(e))
-			newFailed = append(newFailed, spool.RcptFailure{Rcpt: r, Reply: reply, Cause: cause})
+			cause := fmt.Sprintf("the message could not be delivered within %s (the queue lifetime); the last attempt failed: %s", config.FormatDuration(w.set.Lifetime), explain(e))
+			newFailed = append(newFailed, spool.RcptFailure{Rcpt: r, Reply: reply, Cause: cause, Fix: e.Fix})
 			q.log.Event("delivery", "id", id, "to", r, "upstream", upstream, "status", status, "reply", reply, "reason", "lifetime exceeded")
 		default:
 			temp = append(temp, r)

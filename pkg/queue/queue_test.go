@@ -303,7 +303,7 @@ func TestRetryScheduleLifetimeAndDSN(t *testing.T) {
 	if dsn.From != "" || len(dsn.To) != 1 || dsn.To[0] != "sender@example.org" {
 		t.Fatalf("DSN envelope: from %q to %q", dsn.From, dsn.To)
 	}
-	checkDSN(t, dsn.Body, id, "busy@example.net", "4.3.0", "could not be delivered within 20m0s")
+	checkDSN(t, dsn.Body, id, "busy@example.net", "4.3.0", "could not be delivered within 20m (the queue lifetime)")
 	if !strings.Contains(e.log.String(), "status=bounced reply=\"451 4.3.0 4.3.0 mailbox busy\" reason=\"lifetime exceeded\"") &&
 		!strings.Contains(e.log.String(), "reason=\"lifetime exceeded\"") {
 		t.Errorf("log:\n%s", e.log)
@@ -394,6 +394,9 @@ func TestPermanentMixedRecipients(t *testing.T) {
 		t.Fatalf("DSN not sent: %+v", msgs)
 	}
 	checkDSN(t, msgs[1].Body, id, "nouser@example.net", "5.1.1", "the recipient's address does not exist at the upstream")
+	if !strings.Contains(msgs[1].Body, "What to do: check the address") {
+		t.Errorf("DSN without the fix:\n%s", msgs[1].Body)
+	}
 	// The retry sends to busy@ only: ok@ is never sent twice.
 	e.clk.Set(t0.Add(time.Minute))
 	e.run()

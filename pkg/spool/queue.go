@@ -73,7 +73,8 @@ type Delivery struct {
 type RcptFailure struct {
 	Rcpt  string `json:"rcpt"`
 	Reply string `json:"reply"`
-	Cause string `json:"cause,omitempty"`
+	Cause string `json:"cause,omitempty"` // in plain words
+	Fix   string `json:"fix,omitempty"`   // what to change, when known
 }
 
 // Queue is an open queue/ directory.
