@@ -104,15 +104,16 @@ type DSN struct {
 // a multipart/report (RFC 3464) with a human explanation, a
 // message/delivery-status part and a text/rfc822-headers part.
 func BuildDSN(d DSN) ([]byte, error) {
+	// go-message writes the fields last set first: set them bottom-up.
 	var h message.Header
-	h.Set("From", fmt.Sprintf("Mail Delivery System <MAILER-DAEMON@%s>", d.Hostname))
-	h.Set("To", d.To)
-	h.Set("Subject", "Undelivered Mail Returned to Sender")
-	h.Set("Date", d.Date.Format(time.RFC1123Z))
-	h.Set("Message-ID", "<"+d.ID+"@"+d.Hostname+">")
-	h.Set("Auto-Submitted", "auto-replied")
-	h.Set("MIME-Version", "1.0")
 	h.SetContentType("multipart/report", map[string]string{"report-type": "delivery-status"})
+	h.Set("MIME-Version", "1.0")
+	h.Set("Auto-Submitted", "auto-replied")
+	h.Set("Message-ID", "<"+d.ID+"@"+d.Hostname+">")
+	h.Set("Date", d.Date.Format(time.RFC1123Z))
+	h.Set("Subject", "Undelivered Mail Returned to Sender")
+	h.Set("To", d.To)
+	h.Set("From", fmt.Sprintf("Mail Delivery System <MAILER-DAEMON@%s>", d.Hostname))
 	var buf bytes.Buffer
 	w, err := message.CreateWriter(&buf, h)
 	if err != nil {
@@ -121,8 +122,8 @@ func BuildDSN(d DSN) ([]byte, error) {
 
 	// 1. The explanation, in plain words.
 	var ph message.Header
-	ph.SetContentType("text/plain", map[string]string{"charset": "utf-8"})
 	ph.Set("Content-Description", "Notification")
+	ph.SetContentType("text/plain", map[string]string{"charset": "utf-8"})
 	pw, err := w.CreatePart(ph)
 	if err != nil {
 		return nil, err
@@ -198,8 +199,8 @@ func BuildDSN(d DSN) ([]byte, error) {
 
 	// 3. The original headers.
 	var oh message.Header
-	oh.SetContentType("text/rfc822-headers", nil)
 	oh.Set("Content-Description", "Undelivered Message Headers")
+	oh.SetContentType("text/rfc822-headers", nil)
 	ow, err := w.CreatePart(oh)
 	if err != nil {
 		return nil, err
