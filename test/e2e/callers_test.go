@@ -151,28 +151,8 @@ echo "sent ok\n";
 			BodyHas:    []string{"Symfony body", ".leading dot", tok}})
 	})
 
-	t.Run("git-send-email", func(t *testing.T) {
-		tok := token(t)
-		repo := filepath.Join(s.Bob.HomeDir, "repo-"+strconv.FormatInt(time.Now().UnixNano(), 36))
-		writeFileAs(t, s.Bob, filepath.Join(repo, "README"), []byte("hello "+tok+"\n"), 0o644)
-		git := func(args ...string) string {
-			return runAs(t, s.Bob, nil, nil, "git", append([]string{"-C", repo}, args...)...)
-		}
-		git("init", "-q")
-		git("config", "user.name", "Bob")
-		git("config", "user.email", "bob@example.com")
-		git("add", "README")
-		git("commit", "-q", "-m", "Add README "+tok)
-		git("format-patch", "-q", "-1", "-o", "out")
-		out := git("send-email", "--confirm=never", "--suppress-cc=all", "--no-validate",
-			"--smtp-server=/usr/sbin/sendmail", "--to=x@example.org", "--cc=dev@example.org",
-			"--bcc=hidden@example.net", "out")
-		t.Logf("git send-email: %s", lastLines(out, 3))
-		// No --envelope-sender: git passes no -f, the sender is the default.
-		checkDelivered(t, s, tok, Want{User: s.Bob, Sender: "e2e-bob@" + hostname,
-			Recipients: []string{"x@example.org", "dev@example.org", "hidden@example.net"},
-			BodyHas:    []string{"+hello " + tok}})
-	})
+	t.Run("git-send-email", func(t *testing.T) { testGitSendEmail(t, s, "") })
+	t.Run("git-send-email-envelope-sender", func(t *testing.T) { testGitSendEmail(t, s, "bob-git@example.com") })
 
 	t.Run("s-nail", func(t *testing.T) {
 		if !s.FromDeb {
@@ -239,3 +219,33 @@ func startCron(t *testing.T, s *System) string {
 }
 
 func lastLines(s string, n int) string { return tail(s, n) }
+
+// testGitSendEmail sends a patch with git send-email (which runs
+// `sendmail -i [-f envelope] recipients...`).
+func testGitSendEmail(t *testing.T, s *System, envelope string) {
+	tok := token(t)
+	repo := filepath.Join(s.Bob.HomeDir, "repo-"+strconv.FormatInt(time.Now().UnixNano(), 36))
+	writeFileAs(t, s.Bob, filepath.Join(repo, "README"), []byte("hello "+tok+"\n"), 0o644)
+	git := func(args ...string) string {
+		return runAs(t, s.Bob, nil, nil, "git", append([]string{"-C", repo}, args...)...)
+	}
+	git("init", "-q")
+	git("config", "user.name", "Bob")
+	git("config", "user.email", "bob@example.com")
+	git("add", "README")
+	git("commit", "-q", "-m", "Add README "+tok)
+	git("format-patch", "-q", "-1", "-o", "out")
+	args := []string{"send-email", "--confirm=never", "--suppress-cc=all", "--no-validate",
+		"--smtp-server=/usr/sbin/sendmail", "--to=x@example.org", "--cc=dev@example.org",
+		"--bcc=hidden@example.net"}
+	want := "e2e-bob@" + hostname // no -f: the default sender
+	if envelope != "" {
+		args = append(args, "--envelope-sender="+envelope)
+		want = envelope
+	}
+	out := git(append(args, "out")...)
+	t.Logf("git send-email: %s", lastLines(out, 3))
+	checkDelivered(t, s, tok, Want{User: s.Bob, Sender: want,
+		Recipients: []string{"x@example.org", "dev@example.org", "hidden@example.net"},
+		BodyHas:    []string{"+hello " + tok}})
+}

@@ -159,20 +159,17 @@ func setup(t *testing.T) *System {
 	t.Helper()
 	requireRoot(t)
 	sysOnce.Do(func() {
+		// On the first test that needs it (not a subtest: go test -run
+		// may select a subtest alone). A t.Fatal in here ends the Do.
+		sysErr = "the suite's setup failed in an earlier test (see its log)"
 		s := &System{}
-		ok := t.Run("setup", func(t *testing.T) {
-			aptInstall(t, callerPackages...)
-			s.installMailshim(t)
-			s.Alice = ensureUser(t, alice)
-			s.Bob = ensureUser(t, bob)
-			s.Upstream = sharedUpstream(t)
-			s.Relayd = newRelayd(t, s.Upstream)
-			s.Relayd.Start(t, s.Relayd.DefaultConfig())
-		})
-		if !ok {
-			sysErr = "setup failed (see the setup subtest above)"
-			return
-		}
+		aptInstall(t, callerPackages...)
+		s.installMailshim(t)
+		s.Alice = ensureUser(t, alice)
+		s.Bob = ensureUser(t, bob)
+		s.Upstream = sharedUpstream(t)
+		s.Relayd = newRelayd(t, s.Upstream)
+		s.Relayd.Start(t, s.Relayd.DefaultConfig())
 		sys = s
 	})
 	if sys == nil {
