@@ -27,6 +27,12 @@ if [ ! -x "$base/usr/bin/systemd-sysusers" ]; then
 	# test-deb-chroot.sh makes (and caches) the base chroot.
 	"$here/test-deb-chroot.sh" "$deb" >/dev/null
 fi
+# The container runs with its own network (nothing to reach outside, the
+# test's upstream is its own loopback): the package's dependencies must be
+# in the base already.
+mountpoint -q "$base/proc" || mount -t proc proc "$base/proc"
+chroot "$base" sh -c 'dpkg -s procps adduser >/dev/null 2>&1 ||
+	apt-get install -y -qq --no-install-recommends procps adduser >/dev/null'
 umount "$base/proc" 2>/dev/null || true
 
 rm -rf "$box"
@@ -49,7 +55,7 @@ EOF
 mkdir -p "$box/etc/systemd/system/multi-user.target.wants"
 ln -sf /etc/systemd/system/mailshim-package-test.service "$box/etc/systemd/system/multi-user.target.wants/"
 # The inner test's own failure keeps the container up: bound it.
-if ! timeout 600 systemd-nspawn --quiet --register=no --keep-unit --boot --directory="$box" >"$box.log" 2>&1; then
+if ! timeout 600 systemd-nspawn --quiet --register=no --keep-unit --private-network --boot --directory="$box" >"$box.log" 2>&1; then
 	echo "test-deb-systemd: the container did not finish cleanly; its console:"
 	tail -30 "$box.log"
 fi
