@@ -566,12 +566,18 @@ func (w *worker) deliver(ctx context.Context, id string) {
 	d.Last = now
 	d.Next = now.Add(retryAfter(w.set.Retry, d.Attempts))
 	if err := q.sp.WriteState(spool.Active, id, d); err != nil {
-		q.log.Event("error", "id", id, "reason", "cannot record the attempt; not sending", "error", err.Error())
-		q.sp.Requeue(id, true)
-		q.mu.Lock()
-		q.deferred[id] = d.Next
-		q.mu.Unlock()
-		return
+		if !spool.IsFull(err) {
+			q.log.Event("error", "id", id, "reason", "cannot record the attempt; not sending", "error", err.Error())
+			q.sp.Requeue(id, true)
+			q.mu.Lock()
+			q.deferred[id] = d.Next
+			q.mu.Unlock()
+			return
+		}
+		// A full spool must not stop the mail already in it: sending
+		// frees space. The attempt is only in memory, so a crash during
+		// this send retries the message at once, once.
+		q.log.Event("warning", "id", id, "reason", "spool full: sending without recording the attempt", "error", err.Error())
 	}
 
 	from := m.Env.Sender
