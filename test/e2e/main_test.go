@@ -21,6 +21,12 @@ func TestMain(m *testing.M) {
 		cleanStale()
 	}
 	code := m.Run()
+	if sys != nil && sys.Relayd != nil {
+		if err := sys.Relayd.stop(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+		}
+		fmt.Fprintf(os.Stderr, "e2e: relayd's log: %s\n", sys.Relayd.LogPath)
+	}
 	stopShared()
 	if os.Geteuid() == 0 {
 		restoreServices()
@@ -39,6 +45,10 @@ func cleanStale() {
 			fmt.Fprintln(os.Stderr, err)
 			continue
 		}
+		os.RemoveAll(d)
+	}
+	logs, _ := filepath.Glob(filepath.Join(os.TempDir(), "mailshim-e2e-relayd-*"))
+	for _, d := range logs {
 		os.RemoveAll(d)
 	}
 }

@@ -158,21 +158,29 @@ func (r *Relayd) Start(t testing.TB, c RelaydConfig) {
 // Stop sends SIGTERM and waits for relayd to exit.
 func (r *Relayd) Stop(t testing.TB) {
 	t.Helper()
+	if err := r.stop(); err != nil {
+		t.Error(err)
+	}
+}
+
+func (r *Relayd) stop() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.cmd == nil {
-		return
+		return nil
 	}
+	var err error
 	r.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-r.done:
 	case <-time.After(60 * time.Second):
 		r.cmd.Process.Kill()
 		<-r.done
-		t.Errorf("relayd did not exit within 60s of SIGTERM")
+		err = fmt.Errorf("relayd did not exit within 60s of SIGTERM")
 	}
 	r.cmd = nil
 	os.Remove(relaydPidFile)
+	return err
 }
 
 // relaydPidFile records the relayd this suite started (setpriv execs it,

@@ -32,7 +32,7 @@ SASL_REALM=e2e.test
 CACHE=${MAILSHIM_E2E_CACHE:-/var/cache/mailshim-e2e}
 # What the unpacked daemons link against (checked with ldd in setup), plus
 # Cyrus sasldb (saslpasswd2, the auxprop plugin) and openssl for the CA.
-PKGS=(libdb5.3 libicu72 libnsl2 libsasl2-2 libssl3 libsasl2-modules sasl2-bin netbase openssl)
+PKGS=(libdb5.3 libicu72 libnsl2 libsasl2-2 libssl3 libsasl2-modules libsasl2-modules-db sasl2-bin netbase openssl)
 
 die() { echo "upstream.sh: $*" >&2; exit 1; }
 log() { echo "upstream.sh: $*" >&2; }
