@@ -187,7 +187,7 @@ echo "sent ok\n";
 		}
 		// MAILTO unset: cron mails the crontab's owner, a local name that
 		// relayd's [aliases] turns into alice@example.com.
-		checkDelivered(t, s, cronTok, Want{User: s.Alice, Sender: "alice@example.com",
+		checkDelivered(t, s, cronTok, Want{User: s.Alice, Sender: "alice@example.com", Repeats: true,
 			Recipients: []string{"alice@example.com"}, BodyHas: []string{"cron output " + cronTok}})
 	})
 }
