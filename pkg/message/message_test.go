@@ -317,3 +317,33 @@ func FuzzHeader(f *testing.F) {
 		}
 	})
 }
+
+// FuzzReader checks the line-end normalisation against a naive model:
+// with -i, the output is the input with every CRLF made LF; without -i,
+// the same up to the first line that is a single ".".
+func FuzzReader(f *testing.F) {
+	for _, s := range []string{"a\r\nb\n", "x\r", "\r\r\n", ".\n", "a\n.\r\nb", "..\n", strings.Repeat("y", 70000) + "\r\n"} {
+		f.Add([]byte(s), true)
+		f.Add([]byte(s), false)
+	}
+	f.Fuzz(func(t *testing.T, in []byte, ignoreDots bool) {
+		want := string(in)
+		if !ignoreDots {
+			lines := strings.SplitAfter(want, "\n")
+			for i, l := range lines {
+				if l == ".\n" || l == ".\r\n" || l == "." && i == len(lines)-1 {
+					want = strings.Join(lines[:i], "")
+					break
+				}
+			}
+		}
+		want = strings.ReplaceAll(want, "\r\n", "\n")
+		got, err := io.ReadAll(NewReader(iotest.HalfReader(bytes.NewReader(in)), ignoreDots))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != want {
+			t.Fatalf("got %q, want %q", got, want)
+		}
+	})
+}

@@ -103,3 +103,29 @@ func TestSMTPEOFInData(t *testing.T) {
 		t.Errorf("stored %d failed %d err %v", stored, failed, err)
 	}
 }
+
+// FuzzSMTP runs arbitrary client input through the -bs session: it never
+// panics, never stores a message whose DATA did not end with ".", and
+// every message it stores had a sender and at least one recipient.
+func FuzzSMTP(f *testing.F) {
+	f.Add("HELO x\r\nMAIL FROM:<a@b.org>\r\nRCPT TO:<c@d.org>\r\nDATA\r\nx\r\n.\r\nQUIT\r\n")
+	f.Add("EHLO x\r\nMAIL FROM:<> SIZE=10 BODY=8BITMIME\r\nRCPT TO:<root> NOTIFY=NEVER\r\nDATA\r\n..\r\n.\r\n")
+	f.Add("DATA\r\nRSET\r\nMAIL FROM:<a@b>\r\nMAIL FROM:<a@b>\r\nRCPT TO:<>\r\n")
+	f.Add("MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nunterminated")
+	f.Fuzz(func(t *testing.T, in string) {
+		s := &SMTP{Hostname: "h", MaxSize: 1 << 20, MaxRecipients: 50, Deliver: func(env spool.Envelope, data io.Reader) (string, error) {
+			if _, err := io.ReadAll(data); err != nil {
+				return "", err
+			}
+			if env.Sender == "" || len(env.Recipients) == 0 || len(env.Recipients) > 50 {
+				t.Fatalf("stored with envelope %+v", env)
+			}
+			return "0006270A1B2C3D4E5F60", nil
+		}}
+		var out bytes.Buffer
+		s.Serve(strings.NewReader(in), &out)
+		if !strings.HasPrefix(out.String(), "220 ") {
+			t.Fatalf("no greeting: %q", out.String())
+		}
+	})
+}
