@@ -109,6 +109,10 @@ func needRoot(t *testing.T) {
 	if _, err := exec.LookPath("setpriv"); err != nil {
 		t.Skip("SKIPPED: setpriv (util-linux) not installed")
 	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(binDir, &st); err == nil && st.Flags&0x2 != 0 { // ST_NOSUID
+		t.Skipf("SKIPPED: %s is on a nosuid file system: the setgid bit would be ignored", binDir)
+	}
 }
 
 // testSpool is a spool root with PRODUCT.md's modes and a config file.

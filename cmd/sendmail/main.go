@@ -74,7 +74,16 @@ func main() {
 	if err := os.Chdir("/"); err != nil {
 		fail(sysexits.OSErr, "cannot chdir to /: %v", err)
 	}
-	os.Exit(run(os.Args, env))
+	exit(run(os.Args, env))
+}
+
+// exit ends the program. It takes the lock the signal handler keeps once
+// it has started, so that an interrupted run ends with the handler's
+// status and line, never with a second report of the failure the
+// handler's abort caused.
+func exit(code int) {
+	current.Lock()
+	os.Exit(code)
 }
 
 // fixFDs opens /dev/null on each of fds 0, 1 and 2 that is closed.
@@ -172,12 +181,14 @@ func (e *exitError) withHint(h string) *exitError { e.hint = h; return e }
 // failures before run's own.
 func fail(code int, format string, a ...any) {
 	report(errorf(code, format, a...))
-	os.Exit(code)
+	exit(code)
 }
 
 // report prints a failure on stderr (one line, plus a hint line) and logs
 // it with the caller's UID.
 func report(e *exitError) {
+	current.Lock() // see exit
+	defer current.Unlock()
 	msg := strings.Map(printable, e.msg)
 	fmt.Fprintf(os.Stderr, "sendmail: %s\n", msg)
 	if e.hint != "" {
