@@ -29,6 +29,6 @@ robust:
 	$(GO) test -count=1 -timeout 20m ./test/robust/
 
 stress:
-	MAILSHIM_STRESS=1 $(GO) test -count=1 -timeout 120m -v ./test/robust/
+	MAILSHIM_STRESS=1 MAILSHIM_ROBUST_REPORT=$(CURDIR)/docs/ROBUSTNESS.md $(GO) test -count=1 -timeout 120m -v ./test/robust/
 
 TEST_TARGETS += bench-smoke robust
