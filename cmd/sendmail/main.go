@@ -35,7 +35,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -132,13 +131,6 @@ func setCurrent(abort func()) {
 	current.Lock()
 	current.abort = abort
 	current.committed = false
-	current.Unlock()
-}
-
-func setCommitted() {
-	current.Lock()
-	current.committed = true
-	current.abort = nil
 	current.Unlock()
 }
 
@@ -422,136 +414,51 @@ func deliver(cfg *config.Config, a *args, envVars map[string]string) *exitError 
 	return e
 }
 
-// store completes the envelope and origin from the header, then writes the
-// message into the maildrop (or through the submission socket) and
-// returns nil only once it is durable.
+// store writes the message into the maildrop (or, not setgid, through
+// the submission socket; see submit.Local) and returns nil only once it is
+// durable.
 func store(cfg *config.Config, env *spool.Envelope, org *spool.Origin, h *message.Header, body io.Reader, in *errReader) (string, *exitError) {
-	if v := h.Get("X-PHP-Originating-Script"); v != "" {
-		origin.ApplyPHPHeader(org, v)
-	}
-	message.EnsureFrom(h, env.FullName, fromAddress(cfg, env.Sender, org))
-	if !message.IsASCII(env.Sender) {
-		env.SMTPUTF8 = true
-	}
-	for _, r := range env.Recipients {
-		if !message.IsASCII(r) {
-			env.SMTPUTF8 = true
-		}
-	}
-	now := time.Now()
-	org.Via = "maildrop"
-	m := &spool.Meta{Version: spool.Version, ID: spool.NewID(now), Time: now, Env: *env, Origin: *org}
-	bodyFollows := false
-	if p, ok := body.(interface{ Peek(int) ([]byte, error) }); ok {
-		_, err := p.Peek(1)
-		bodyFollows = err == nil
-	}
-	var hb strings.Builder
-	h.WriteTo(&hb, bodyFollows)
-	hdr := hb.String()
-	id, err := writeMaildrop(cfg, m, hdr, body)
+	l := &submit.Local{Spool: cfg.Spool, Hostname: cfg.Hostname, MaxSize: cfg.MaxMessageSize,
+		Socket: cfg.SubmitSocket, Fallback: !config.Privileged(), Guard: guard{}}
+	id, err := l.Store(env, org, h, body)
 	if err == nil {
 		return id, nil
 	}
-	var e *exitError
-	if errors.As(err, &e) {
-		return "", e
-	}
-	var nm *noMaildrop
-	if !errors.As(err, &nm) {
-		return "", classify(err, in, cfg.MaxMessageSize)
-	}
-	// Not setgid and the maildrop is not ours to write: relayd's socket.
-	m.Origin.Via = "socket"
-	id, serr := sendSocket(cfg, m, hdr, body)
-	if serr == nil {
-		return id, nil
-	}
-	var se *submit.Error
+	var (
+		sm *submit.SpoolMissingError
+		ue *submit.UnavailableError
+		se *submit.Error
+	)
 	switch {
-	case errors.As(serr, &se):
+	case errors.As(err, &sm):
+		return "", errorf(sysexits.CantCreat, "%v", sm).
+			withHint("start relayd once (it creates the spool), or check spool= in the configuration")
+	case errors.As(err, &ue):
+		return "", errorf(sysexits.IOErr, "cannot submit the message: %v", ue).
+			withHint("install sendmail setgid mailshim-drop, or start relayd")
+	case errors.As(err, &se):
 		return "", errorf(se.Code, "relayd refused the message: %s", se.Msg)
-	case submit.IsReadError(serr):
-		return "", classify(errors.Unwrap(serr), in, cfg.MaxMessageSize)
+	case submit.IsReadError(err):
+		return "", classify(errors.Unwrap(err), in, cfg.MaxMessageSize)
 	}
-	return "", errorf(sysexits.IOErr, "cannot submit the message: the maildrop %s is not writable (%v) and relayd's submission socket %s is unavailable (%v)",
-		cfg.Spool+"/"+spool.DirMaildrop, nm.err, cfg.SubmitSocket, serr).
-		withHint("install sendmail setgid mailshim-drop, or start relayd")
+	return "", classify(err, in, cfg.MaxMessageSize)
 }
 
-func fromAddress(cfg *config.Config, sender string, org *spool.Origin) string {
-	if sender != "" && sender != "<>" {
-		if strings.Contains(sender, "@") {
-			return sender
-		}
-		return sender + "@" + cfg.Hostname
-	}
-	user := org.User
-	if user == "" {
-		user = "uid" + strconv.Itoa(org.UID)
-	}
-	return user + "@" + cfg.Hostname
-}
+// guard is the signal handler's side of a store: it learns how to remove
+// the spool file being written, and the commit runs under its lock.
+type guard struct{}
 
-// noMaildrop is the maildrop being unusable to a sendmail that is not
-// setgid: the caller falls back to the submission socket.
-type noMaildrop struct{ err error }
+func (guard) Writing(abort func()) { setCurrent(abort) }
 
-func (e *noMaildrop) Error() string { return "maildrop not writable: " + e.err.Error() }
-func (e *noMaildrop) Unwrap() error { return e.err }
-
-// writeMaildrop writes the message into maildrop/. When the process is not
-// setgid and the maildrop is not writable it returns a *noMaildrop (the
-// caller falls back to the socket).
-func writeMaildrop(cfg *config.Config, m *spool.Meta, hdr string, body io.Reader) (string, error) {
-	fallback := func(err error) error {
-		if !config.Privileged() && (errors.Is(err, fs.ErrPermission) || errors.Is(err, unix.EROFS)) {
-			return &noMaildrop{err}
-		}
-		return err
-	}
-	dir, err := spool.OpenDir(cfg.Spool, spool.DirMaildrop)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return "", errorf(sysexits.CantCreat, "the spool directory %s does not exist", cfg.Spool+"/"+spool.DirMaildrop).
-				withHint("start relayd once (it creates the spool), or check spool= in the configuration")
-		}
-		return "", fallback(err)
-	}
-	defer dir.Close()
-	d, err := spool.NewDrop(dir, m, cfg.MaxMessageSize)
-	if err != nil {
-		return "", fallback(err)
-	}
-	setCurrent(d.Abort)
-	defer d.Abort() // no-op after a successful Commit
-	if _, err := io.WriteString(d, hdr); err != nil {
-		return "", err
-	}
-	if _, err := io.CopyBuffer(d, body, make([]byte, 64<<10)); err != nil {
-		return "", err
-	}
+func (guard) Commit(commit func() error) error {
 	current.Lock()
-	err = d.Commit()
+	defer current.Unlock()
+	err := commit()
 	if err == nil {
 		current.committed = true
 	}
 	current.abort = nil
-	current.Unlock()
-	if err != nil {
-		return "", err
-	}
-	return m.ID, nil
-}
-
-func sendSocket(cfg *config.Config, m *spool.Meta, hdr string, body io.Reader) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	id, err := submitSend(ctx, cfg.SubmitSocket, m, io.MultiReader(strings.NewReader(hdr), body))
-	if err == nil {
-		setCommitted()
-	}
-	return id, err
+	return err
 }
 
 // errReader remembers a read error of the caller's input, so that it is

@@ -8,11 +8,8 @@ import (
 
 	"github.com/mailshim/mailshim/pkg/config"
 	"github.com/mailshim/mailshim/pkg/message"
-	"github.com/mailshim/mailshim/pkg/submit"
 	"github.com/mailshim/mailshim/pkg/sysexits"
 )
-
-var submitSend = submit.Send
 
 func sizeString(n int64) string {
 	switch {
