@@ -121,6 +121,37 @@ func TestFailures(t *testing.T) {
 		}
 	})
 
+	t.Run("upstream-down-mailq-flush", func(t *testing.T) {
+		// Retries an hour apart: only the user's flush (sendmail -q)
+		// brings the message out once Postfix is back.
+		cfg := s.Relayd.DefaultConfig()
+		cfg.Retry = []string{"1h"}
+		s.Relayd.Restart(t, cfg)
+		defer s.Relayd.Restart(t, s.Relayd.DefaultConfig())
+		must(t, s.Upstream.Stop(), "stop postfix")
+		restarted := false
+		defer func() {
+			if !restarted {
+				s.Upstream.Start()
+			}
+		}()
+		tok := token(t)
+		from := tok + "@example.com"
+		sendAs(t, s.Alice, "Subject: "+tok+"\n\nflushed "+tok+"\n", "-f", from, "x@example.org")
+		id := pickedUp(t, s, from)
+		s.Relayd.WaitEvent(t, 60*time.Second, "deferral of "+id, func(e Event) bool {
+			return e.Get("id") == id && e.Get("event") == "deferred"
+		})
+		out := runAs(t, s.Alice, nil, nil, "mailq")
+		if !strings.Contains(out, id) {
+			t.Errorf("mailq (as %s) does not list the deferred %s:\n%s", alice, id, out)
+		}
+		must(t, s.Upstream.Start(), "start postfix")
+		restarted = true
+		runAs(t, s.Alice, nil, nil, "/usr/sbin/sendmail", "-q")
+		checkDelivered(t, s, tok, Want{User: s.Alice, Sender: from, Body: "flushed " + tok + "\n"})
+	})
+
 	t.Run("recipient-refused-dsn", func(t *testing.T) {
 		tok := token(t)
 		from := tok + "@example.com"
