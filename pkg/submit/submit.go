@@ -1,9 +1,18 @@
-// Package submit is the submission socket: the door into the spool for a
-// sendmail that is not running setgid (systemd NoNewPrivileges=, a
-// container's no-new-privileges, a package that lost the bit). relayd
-// listens on a world-connectable unix socket, identifies the caller by
-// SO_PEERCRED — the same kernel guarantee as the owner of a maildrop file —
-// and stores the message the same way.
+// Package submit is how sendmail hands a message over:
+//
+//   - Local.Store (local.go): sendmail's store pipeline — complete the
+//     header (a From: when missing), write the maildrop file, or fall back
+//     to the submission socket when not setgid.
+//   - Send and Serve (this file): the submission socket, the door into the
+//     spool for a sendmail that is not running setgid (systemd
+//     NoNewPrivileges=, a container's no-new-privileges, a package that
+//     lost the bit). relayd listens on a world-connectable unix socket,
+//     identifies the caller by SO_PEERCRED — the same kernel guarantee as
+//     the owner of a maildrop file — and stores the message the same way.
+//   - SMTP (smtp.go): the "sendmail -bs" dialogue, a minimal SMTP server
+//     on stdin/stdout.
+//
+// Its Go API is not stable.
 //
 // # Protocol
 //
