@@ -227,8 +227,30 @@ func (q *Queue) show(id string, out io.Writer) error {
 	if o.Script != "" {
 		kv("script", o.Script+" (advisory, from "+o.ScriptSource+")")
 	}
+	if o.PHPHeader != "" {
+		v := o.PHPHeader
+		if o.PHPUIDMismatch {
+			v += " (its uid is not the caller's: not believed)"
+		}
+		kv("php header", v)
+	}
 	if o.Caller != "" {
 		kv("caller", o.Caller)
+	}
+	if o.ParentPID != 0 {
+		kv("parent", fmt.Sprintf("pid %d %s", o.ParentPID, o.ParentExe))
+	}
+	if o.ParentCmdline != "" {
+		kv("parent cmd", o.ParentCmdline)
+	}
+	if o.ParentCwd != "" {
+		kv("parent cwd", o.ParentCwd)
+	}
+	if o.Cgroup != "" {
+		kv("cgroup", o.Cgroup)
+	}
+	if len(o.Ignored) > 0 {
+		kv("ignored opts", strings.Join(o.Ignored, " "))
 	}
 	kv("attempts", d.Attempts)
 	if !d.First.IsZero() {
