@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"time"
 
@@ -165,7 +166,7 @@ func (q *Queue) mailq(p control.Peer, out io.Writer) error {
 			sender = "MAILER-DAEMON"
 		}
 		total += e.Meta.Size
-		fmt.Fprintf(out, "%-20s%s %8d %20.20s  %s\n", e.ID, mark, e.Meta.Size, e.Meta.Time.Local().Format("Mon Jan _2 15:04:05"), sender)
+		fmt.Fprintf(out, "%-20s%s %8d %20.20s  %s\n", e.ID, mark, e.Meta.Size, e.Meta.Time.Local().Format("Mon Jan _2 15:04:05"), printable(sender))
 		switch {
 		case e.State == spool.Failed:
 			fmt.Fprintf(out, "%43s(%s)\n", "", oneLine(e.Del.Reason))
@@ -173,7 +174,7 @@ func (q *Queue) mailq(p control.Peer, out io.Writer) error {
 			fmt.Fprintf(out, "%43s(%s)\n", "", oneLine(e.Del.LastReply))
 		}
 		for _, r := range remaining(e.Meta.Env.Recipients, e.Del) {
-			fmt.Fprintf(out, "%43s%s\n", "", r)
+			fmt.Fprintf(out, "%43s%s\n", "", printable(r))
 		}
 		fmt.Fprintln(out)
 	}
@@ -212,7 +213,7 @@ func (q *Queue) show(id string, out io.Writer) error {
 		d = &spool.Delivery{}
 	}
 	o := m.Origin
-	kv := func(k string, v any) { fmt.Fprintf(out, "%-14s %v\n", k+":", v) }
+	kv := func(k string, v any) { fmt.Fprintf(out, "%-14s %s\n", k+":", printable(fmt.Sprint(v))) }
 	kv("id", id)
 	kv("state", st)
 	kv("arrival", m.Time.UTC().Format(time.RFC3339))
@@ -279,4 +280,16 @@ func (q *Queue) show(id string, out io.Writer) error {
 		kv("reason", d.Reason)
 	}
 	return nil
+}
+
+// printable quotes a value that holds control bytes, so that advisory data
+// a caller chose (a command line, a script path) cannot drive the admin's
+// terminal.
+func printable(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == 0x7f {
+			return strconv.QuoteToASCII(s)
+		}
+	}
+	return s
 }
