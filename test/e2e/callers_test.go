@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -45,6 +46,18 @@ func phpString(s string) string {
 func TestCallers(t *testing.T) {
 	s := setup(t)
 	cronTok := startCron(t, s)
+	var refused []string // tokens of messages that must never arrive
+	defer func() {
+		// By now later messages have arrived, so a refused one that had
+		// been queued would have too.
+		for _, m := range mustMessages(t, s) {
+			for _, tok := range refused {
+				if strings.Contains(string(m.Raw), tok) {
+					t.Errorf("a message sendmail refused was delivered:\n%s", m.Raw)
+				}
+			}
+		}
+	}()
 
 	t.Run("php-cli-mail", func(t *testing.T) {
 		tok := token(t)
@@ -86,6 +99,40 @@ exit($ok ? 0 : 1);
 		if x != s.Bob.Uid+":xheader.php" {
 			t.Errorf("X-PHP-Originating-Script: %q, want %q", x, s.Bob.Uid+":xheader.php")
 		}
+	})
+
+	t.Run("php-mail-f-injection", func(t *testing.T) {
+		// CVE-2016-10033's class: a "sender" that smuggles options into
+		// the 5th parameter. sendmail must refuse -X (a path) and store
+		// nothing; mail() reports failure.
+		tok := token(t)
+		pwn := filepath.Join(os.TempDir(), "mailshim-e2e-pwn-"+strconv.FormatInt(time.Now().UnixNano(), 36))
+		p := phpScript(t, s.Bob, "inject.php", tok, `<?php
+$ok = mail("x@example.org", "TOKEN", "<?php echo 'owned'; ?>", "From: bob@example.com",
+    "-fbob@example.com -X`+pwn+` -OQueueDirectory=/tmp");
+echo $ok ? "sent\n" : "refused\n";
+`)
+		out := runAs(t, s.Bob, nil, nil, "php", p)
+		if !strings.Contains(out, "refused") {
+			t.Errorf("mail() with -X in its 5th parameter succeeded: %s", out)
+		}
+		if fileExists(pwn) {
+			os.Remove(pwn)
+			t.Fatalf("sendmail wrote the -X file %s", pwn)
+		}
+		// The same arguments straight to sendmail: EX_USAGE, one line.
+		c := asUser(s.Bob, nil, "/usr/sbin/sendmail", "-t", "-i", "-fbob@example.com", "-X"+pwn)
+		c.Stdin = strings.NewReader("Subject: " + tok + "\n\nx\n")
+		b, err := c.CombinedOutput()
+		if code := exitCode(err); code != 64 {
+			t.Errorf("sendmail -X: exit %d, want 64 (EX_USAGE): %s", code, b)
+		}
+		if lines := strings.Count(strings.TrimSpace(string(b)), "\n") + 1; len(b) == 0 || lines > 2 {
+			t.Errorf("sendmail -X: want one line on stderr (and maybe a hint), got %q", b)
+		}
+		// Exit status 64 means nothing was stored (PRODUCT.md): the Maildir
+		// is checked for it at the end of TestCallers.
+		refused = append(refused, tok)
 	})
 
 	t.Run("php-cgi", func(t *testing.T) {
@@ -248,4 +295,16 @@ func testGitSendEmail(t *testing.T, s *System, envelope string) {
 	checkDelivered(t, s, tok, Want{User: s.Bob, Sender: want,
 		Recipients: []string{"x@example.org", "dev@example.org", "hidden@example.net"},
 		BodyHas:    []string{"+hello " + tok}})
+}
+
+// exitCode is a command's exit status (-1 if it did not exit normally).
+func exitCode(err error) int {
+	if err == nil {
+		return 0
+	}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode()
+	}
+	return -1
 }
