@@ -112,6 +112,7 @@ func run(path string, drainTimeout time.Duration) int {
 		return fatal(sysexits.OSErr, "loading the queue: %v", err)
 	}
 	pk.Enqueued = func(string) { qu.Kick() }
+	pk.Reject = qu.Reject
 
 	ctlLn, err := listen(cfg.ControlSocket)
 	if err != nil {

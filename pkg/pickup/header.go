@@ -6,17 +6,20 @@ import (
 	"errors"
 	"io"
 	"strings"
+
+	"github.com/mailshim/mailshim/pkg/message"
 )
 
-// Header limits: the header section is the only part of a message pickup
-// holds in memory.
-const (
-	maxHeaderBytes = 1 << 20
-	maxLineBytes   = 64 << 10
-)
+// The header section is scanned by message.ReadHeader, the same scanner
+// (the same limits, message.MaxField and message.MaxHeader, and the same
+// field-name rule, "Name : value" included) that sendmail used when it
+// accepted the message: whatever sendmail stored, pickup can read.
 
-// ErrHeaderTooLarge means the header section exceeds the limits above.
-var ErrHeaderTooLarge = errors.New("header section larger than 1 MiB, or a header line longer than 64 KiB")
+// ErrHeaderTooLarge means the header section exceeds the limits of
+// package message. sendmail refuses such messages, so one in the spool came
+// from a sendmail with other limits or from a client of the submission
+// socket; it is bounced, not quarantined.
+var ErrHeaderTooLarge = message.ErrHeaderTooLarge
 
 // field is one header field as it was stored, continuation lines included.
 type field struct {
@@ -28,10 +31,7 @@ func (f *field) is(name string) bool { return strings.EqualFold(f.name, name) }
 
 // value is the unfolded value without the line end.
 func (f *field) value() string {
-	v := f.raw[len(f.name)+1:]
-	v = bytes.TrimRight(v, "\r\n")
-	s := strings.NewReplacer("\r\n", "", "\n", "").Replace(string(v))
-	return strings.TrimLeft(s, " \t")
+	return message.Field{Name: f.name, Raw: f.raw}.Value()
 }
 
 // header is a parsed header section.
@@ -77,69 +77,34 @@ func (h *header) remove(name string) {
 	h.fields = out
 }
 
-// fieldName returns the name of a header line "Name: ...", or "".
-func fieldName(line []byte) string {
-	i := bytes.IndexByte(line, ':')
-	if i <= 0 {
-		return ""
-	}
-	for _, c := range line[:i] {
-		if c <= ' ' || c >= 0x7f {
-			return ""
-		}
-	}
-	return string(line[:i])
-}
-
-// readHeader reads the header section from br, bounded by the limits.
+// readHeader reads the header section from br with message.ReadHeader.
+// A leading mbox "From " line is dropped, as sendmail drops it.
 func readHeader(br *bufio.Reader) (*header, error) {
-	h := &header{}
-	total := 0
-	for {
-		line, err := br.ReadSlice('\n')
-		if errors.Is(err, bufio.ErrBufferFull) {
-			// A very long line: a header field this long is refused; a
-			// body line (no field name) simply starts the body.
-			if fieldName(line) != "" || (len(line) > 0 && (line[0] == ' ' || line[0] == '\t') && len(h.fields) > 0) {
-				return nil, ErrHeaderTooLarge
-			}
-			h.bodyStart = append([]byte(nil), line...)
-			return h, nil
-		}
-		if err != nil && err != io.EOF {
-			return nil, err
-		}
-		if len(line) == 0 && err == io.EOF {
-			return h, nil
-		}
-		total += len(line)
-		if total > maxHeaderBytes {
+	mh, err := message.ReadHeader(br, 0)
+	if err != nil {
+		if errors.Is(err, message.ErrHeaderTooLarge) {
 			return nil, ErrHeaderTooLarge
 		}
-		switch {
-		case string(line) == "\n" || string(line) == "\r\n":
-			h.sep = string(line)
-			return h, nil
-		case (line[0] == ' ' || line[0] == '\t') && len(h.fields) > 0:
-			f := &h.fields[len(h.fields)-1]
-			f.raw = append(f.raw, line...)
-		default:
-			name := fieldName(line)
-			if name == "" {
-				h.bodyStart = append([]byte(nil), line...)
-				return h, nil
-			}
-			h.fields = append(h.fields, field{name: name, raw: append([]byte(nil), line...)})
-		}
-		if err == io.EOF {
-			// The last field had no line end: give it one.
-			f := &h.fields[len(h.fields)-1]
-			if !bytes.HasSuffix(f.raw, []byte("\n")) {
-				f.raw = append(f.raw, '\n')
-			}
-			return h, nil
-		}
+		return nil, err
 	}
+	h := &header{fields: make([]field, 0, len(mh.Fields)+4)}
+	for _, f := range mh.Fields {
+		h.fields = append(h.fields, field{name: f.Name, raw: f.Raw})
+	}
+	switch {
+	case mh.Separator:
+		h.sep = "\n"
+	case string(mh.BodyStart) == "\r\n":
+		// A CRLF message (the submission socket takes what it is given).
+		h.sep = "\r\n"
+	default:
+		h.bodyStart = mh.BodyStart
+	}
+	if n := len(h.fields); n > 0 && !bytes.HasSuffix(h.fields[n-1].raw, []byte("\n")) {
+		// The last field had no line end (EOF): give it one.
+		h.fields[n-1].raw = append(h.fields[n-1].raw, '\n')
+	}
+	return h, nil
 }
 
 // write writes the header section with the blank line (LF) that ends it,

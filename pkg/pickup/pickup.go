@@ -10,6 +10,14 @@
 // Temporary files of killed writers (spool.TempPrefix) are removed after
 // [queue] temp_grace.
 //
+// A well-formed file whose message pickup will not queue — a header
+// section over the limits of package message (the same scanner and limits
+// sendmail used), no recipients — is not damaged but refused: sendmail told
+// its caller it was stored, so it is bounced to its sender with the reason
+// and the fix (Pickup.Reject, a DSN) and removed, with a loud
+// event=rejected line; only one from the null sender, with no one to tell,
+// is quarantined.
+//
 // A good message is rewritten on its way into the queue (Enqueue): the
 // recipients are qualified and aliases expanded, the sender resolved
 // through [senders] (envelope and a bare local From: alike), and
@@ -43,8 +51,14 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mailshim/mailshim/pkg/maillog"
+	"github.com/mailshim/mailshim/pkg/message"
 	"github.com/mailshim/mailshim/pkg/spool"
+	"github.com/mailshim/mailshim/pkg/submit"
+	"github.com/mailshim/mailshim/pkg/sysexits"
 )
+
+// readBuffer is the size of the buffer the message is streamed through.
+const readBuffer = 64 << 10
 
 // Pickup moves messages from maildrop/ into the queue.
 type Pickup struct {
@@ -54,6 +68,11 @@ type Pickup struct {
 	Now func() time.Time
 	// Enqueued is called after each message is queued (the queue's Kick).
 	Enqueued func(id string)
+	// Reject queues a bounce (DSN) to m.Env.Sender for a maildrop file
+	// pickup refuses (queue.Queue.Reject); headers is the message's header
+	// section. It returns the bounce's queue ID. When nil, such files are
+	// quarantined.
+	Reject func(m *spool.Meta, why *RejectError, headers []byte) (string, error)
 
 	rw        atomic.Pointer[Rewriter]
 	scanEvery atomic.Int64 // [queue] scan_interval
@@ -282,15 +301,109 @@ func (p *Pickup) file(name string) bool {
 		}
 	}
 	if _, err := p.Enqueue(m, m.Body(f)); err != nil {
-		if errors.Is(err, spool.ErrCorrupt) || errors.Is(err, ErrHeaderTooLarge) {
+		var re *RejectError
+		switch {
+		case errors.Is(err, spool.ErrCorrupt):
 			p.quarantine(name, err.Error(), "uid", owner)
-			return false
+		case errors.As(err, &re):
+			p.reject(name, f, m, re)
+		default:
+			p.Log.Event("error", "id", name, "reason", "cannot queue; will retry", "error", err.Error())
 		}
-		p.Log.Event("error", "id", name, "reason", "cannot queue", "error", err.Error())
 		return false
 	}
 	p.unlinkDrop(name)
 	return true
+}
+
+// reject handles a well-formed maildrop file whose message pickup will
+// not queue (re): it is bounced to its sender with the reason — sendmail
+// told the caller it was stored, so the sender must hear of it — and
+// removed. With no sender to tell (a bounce, "<>") or no bouncer, it is
+// quarantined; either way the log line is loud (event=rejected).
+func (p *Pickup) reject(name string, f *os.File, m *spool.Meta, re *RejectError) {
+	rw := p.rw.Load()
+	sender := rw.Sender(m.Env.Sender, &m.Origin)
+	kv := []any{"id", name, "uid", m.Origin.UID, "user", m.Origin.User, "from", sender, "nrcpt", len(m.Env.Recipients),
+		"cause", re.Cause, "fix", re.Fix}
+	if sender == "<>" || p.Reject == nil {
+		p.Log.Event("rejected", append(kv, "action", "quarantined (no sender to bounce to)")...)
+		p.quarantine(name, "rejected: "+re.Cause, "uid", m.Origin.UID)
+		return
+	}
+	bm := *m
+	bm.Env.Sender = sender
+	dsn, err := p.Reject(&bm, re, headerSection(f, m))
+	if err != nil {
+		p.Log.Event("error", append(kv, "reason", "cannot queue the bounce for a rejected message; will retry", "error", err.Error())...)
+		return
+	}
+	p.Log.Event("rejected", append(kv, "action", "bounced", "dsn", dsn)...)
+	p.unlinkDrop(name)
+}
+
+// headerSection returns the stored message's header section, at most
+// maxBounceHeaders bytes of it, for a bounce.
+func headerSection(f *os.File, m *spool.Meta) []byte {
+	br := bufio.NewReader(io.LimitReader(io.NewSectionReader(f, m.BodyOffset, m.Size), maxBounceHeaders))
+	var b []byte
+	for {
+		line, err := br.ReadBytes('\n')
+		if string(line) == "\n" || string(line) == "\r\n" {
+			break
+		}
+		b = append(b, line...)
+		if err != nil {
+			break
+		}
+	}
+	return b
+}
+
+// maxBounceHeaders bounds the original header section copied into a
+// bounce.
+const maxBounceHeaders = 64 << 10
+
+// RejectError is a message pickup will not queue for what it says, not
+// because its file is damaged: too large a header section, no recipients.
+// A maildrop file refused so is bounced to its sender (Pickup.Reject); a
+// submission over the socket is refused with Code.
+type RejectError struct {
+	Code   int    // sysexits code for a submitter that is still there
+	Status string // RFC 3463 status for the DSN
+	Cause  string // in plain words
+	Fix    string // what the sender can change
+	Err    error
+}
+
+func (e *RejectError) Error() string { return e.Cause }
+func (e *RejectError) Unwrap() error { return e.Err }
+
+// errHeaderRefused is the RejectError for a header section over the limits
+// of package message.
+func errHeaderRefused(err error) *RejectError {
+	return &RejectError{
+		Code: sysexits.DataErr, Status: "5.3.4", Err: err,
+		Cause: fmt.Sprintf("the message header is too large (a header field longer than %s with its continuation lines, or a header section over %s)",
+			sizeText(message.MaxField), sizeText(message.MaxHeader)),
+		Fix: "put long data in the body, not in a header field; send to fewer recipients per message (or list them on the command line instead of one long To:)",
+	}
+}
+
+func sizeText(n int) string {
+	switch {
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%d MiB", n>>20)
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return fmt.Sprintf("%d KiB", n>>10)
+	}
+	return fmt.Sprintf("%d bytes", n)
+}
+
+var errNoRecipients = &RejectError{
+	Code: sysexits.Usage, Status: "5.1.3", Err: errors.New("no recipients"),
+	Cause: "the message has no recipients (none given, or every alias expanded to nothing)",
+	Fix:   "give the recipients on the command line, or with -t in To:, Cc: or Bcc:; check [aliases] and /etc/aliases",
 }
 
 func (p *Pickup) unlinkDrop(name string) {
@@ -326,12 +439,15 @@ func (p *Pickup) Enqueue(m *spool.Meta, body io.Reader) (string, error) {
 		q.Extra = append(q.Extra, [2]string{"orig-rcpt", r})
 	}
 	if len(q.Env.Recipients) == 0 {
-		return "", fmt.Errorf("%w: no recipients", spool.ErrCorrupt)
+		return "", errNoRecipients
 	}
 
-	br := bufio.NewReaderSize(body, maxLineBytes)
+	br := bufio.NewReaderSize(body, readBuffer)
 	h, err := readHeader(br)
 	if err != nil {
+		if errors.Is(err, ErrHeaderTooLarge) {
+			return "", errHeaderRefused(err)
+		}
 		return "", err
 	}
 	if rw.TraceHeader != "" {
@@ -411,7 +527,12 @@ func (p *Pickup) Store(maxSize int64) func(m *spool.Meta, body io.Reader) (strin
 		if maxSize > 0 {
 			body = &limitReader{r: body, left: maxSize}
 		}
-		return p.Enqueue(&mm, body)
+		id, err := p.Enqueue(&mm, body)
+		if re := (*RejectError)(nil); errors.As(err, &re) {
+			// The submitter is there to be told: no bounce.
+			return "", &submit.Error{Code: re.Code, Msg: re.Cause}
+		}
+		return id, err
 	}
 }
 

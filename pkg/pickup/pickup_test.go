@@ -15,7 +15,10 @@ import (
 
 	"github.com/mailshim/mailshim/pkg/config"
 	"github.com/mailshim/mailshim/pkg/maillog"
+	"github.com/mailshim/mailshim/pkg/message"
 	"github.com/mailshim/mailshim/pkg/spool"
+	"github.com/mailshim/mailshim/pkg/submit"
+	"github.com/mailshim/mailshim/pkg/sysexits"
 )
 
 var testNow = time.Date(2026, 11, 23, 14, 40, 0, 0, time.UTC)
@@ -350,5 +353,125 @@ func TestStoreLimit(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(filepath.Join(e.q.Root, spool.DirMsg)); len(ents) != 1 {
 		t.Errorf("msg dir holds %d files, want 1 (the refused one must leave nothing)", len(ents))
+	}
+}
+
+// F1 of the security review: what sendmail stored (exit 0) is queued, not
+// quarantined — a long unfolded To: and the obsolete "Name : value"
+// syntax alike — and keeps its header where it was.
+func TestPickupAcceptsWhatSendmailAccepts(t *testing.T) {
+	e := newEnv(t, testConfig())
+	long := "To: " + strings.Repeat("user@example.org, ", 5000) + "last@example.org\n"
+	id1 := e.drop(t, spool.Meta{Env: spool.Envelope{Sender: "a@example.org", Recipients: []string{"x@example.org"}}}, long+"Subject: long\n\nb\n")
+	id2 := e.drop(t, spool.Meta{Env: spool.Envelope{Sender: "a@example.org", Recipients: []string{"x@example.org"}}},
+		"Subject: t\nX-A : 1\nFrom: ceo@example.org\n\nbody\n")
+	if n := e.p.Scan(); n != 2 {
+		t.Fatalf("queued %d, want 2; log:\n%s", n, e.log)
+	}
+	if _, body := e.queued(t, id1); !strings.Contains(body, "\n"+long+"Subject: long\n") {
+		t.Errorf("long To: not kept")
+	}
+	_, body := e.queued(t, id2)
+	head, rest, _ := strings.Cut(body, "\n\n")
+	if !strings.Contains(head, "\nX-A : 1\nFrom: ceo@example.org\n") || rest != "body\n" {
+		t.Errorf("header mangled:\n%s", body)
+	}
+}
+
+type rejected struct {
+	m       spool.Meta
+	why     *RejectError
+	headers string
+}
+
+// A maildrop file pickup will not queue for its content is bounced to its
+// sender with the reason, logged loudly, and removed; one from "<>" (no
+// one to tell) is quarantined, logged just as loudly.
+func TestPickupRejectBounces(t *testing.T) {
+	e := newEnv(t, testConfig())
+	_, name := me(t)
+	var got []rejected
+	e.p.Reject = func(m *spool.Meta, why *RejectError, headers []byte) (string, error) {
+		got = append(got, rejected{*m, why, string(headers)})
+		return "DSNID", nil
+	}
+	huge := "Subject: huge\nX-Big: " + strings.Repeat("a", message.MaxField+10) + "\n\nbody\n"
+	id := e.drop(t, spool.Meta{Env: spool.Envelope{Recipients: []string{"x@example.org"}}, Origin: spool.Origin{User: name}}, huge)
+	norcpt := e.drop(t, spool.Meta{Env: spool.Envelope{Sender: "a@example.org"}}, "Subject: nobody\n\nb\n")
+	null := e.drop(t, spool.Meta{Env: spool.Envelope{Sender: "<>", Recipients: []string{"x@example.org"}}}, huge)
+	if n := e.p.Scan(); n != 0 {
+		t.Fatalf("queued %d", n)
+	}
+	if names := maildropNames(t, e); len(names) != 0 {
+		t.Errorf("left in maildrop: %v", names)
+	}
+	if len(got) != 2 {
+		t.Fatalf("%d bounces, want 2; log:\n%s", len(got), e.log)
+	}
+	byID := map[string]rejected{}
+	for _, r := range got {
+		byID[r.m.ID] = r
+	}
+	r := byID[id]
+	if r.m.Env.Sender != name+"@web1.example.com" || r.why.Status != "5.3.4" || !strings.Contains(r.why.Cause, "header is too large") ||
+		r.why.Fix == "" || !strings.HasPrefix(r.headers, "Subject: huge\nX-Big: aaa") || len(r.headers) > maxBounceHeaders {
+		t.Errorf("bounce of the huge header: sender %q why %+v headers %.40q (%d bytes)", r.m.Env.Sender, r.why, r.headers, len(r.headers))
+	}
+	if r := byID[norcpt]; r.why == nil || r.m.Env.Sender != "a@example.org" || !strings.Contains(r.why.Cause, "no recipients") {
+		t.Errorf("bounce of no recipients: %+v", r)
+	}
+	log := e.log.String()
+	for _, want := range []string{
+		"event=rejected id=" + id + " ", "event=rejected id=" + norcpt + " ", "event=rejected id=" + null + " ",
+		"action=bounced dsn=DSNID", "action=\"quarantined (no sender to bounce to)\"", "event=quarantine file=" + null,
+	} {
+		if !strings.Contains(log, want) {
+			t.Errorf("log lacks %s:\n%s", want, log)
+		}
+	}
+	if c := strings.Count(log, "cause="); c < 3 {
+		t.Errorf("rejected lines without cause:\n%s", log)
+	}
+	if ids, _ := e.q.List(spool.Incoming); len(ids) != 0 {
+		t.Errorf("queued: %v", ids)
+	}
+}
+
+// A bounce that cannot be queued leaves the maildrop file for the next
+// scan: nothing is lost.
+func TestPickupRejectRetries(t *testing.T) {
+	e := newEnv(t, testConfig())
+	fail := true
+	e.p.Reject = func(m *spool.Meta, why *RejectError, headers []byte) (string, error) {
+		if fail {
+			return "", errors.New("disk full")
+		}
+		return "DSNID", nil
+	}
+	id := e.drop(t, spool.Meta{Env: spool.Envelope{Sender: "a@example.org"}}, "Subject: s\n\nb\n")
+	e.p.Scan()
+	if names := maildropNames(t, e); len(names) != 1 || names[0] != id {
+		t.Fatalf("maildrop: %v; log:\n%s", names, e.log)
+	}
+	fail = false
+	e.p.Scan()
+	if names := maildropNames(t, e); len(names) != 0 {
+		t.Fatalf("maildrop: %v; log:\n%s", names, e.log)
+	}
+}
+
+// Over the submission socket the submitter is told (a sysexits code), no
+// bounce.
+func TestStoreRejects(t *testing.T) {
+	e := newEnv(t, testConfig())
+	e.p.Reject = func(*spool.Meta, *RejectError, []byte) (string, error) {
+		t.Error("bounce for a socket submission")
+		return "", nil
+	}
+	m := &spool.Meta{Env: spool.Envelope{Sender: "a@example.org", Recipients: []string{"x@example.org"}}, Origin: spool.Origin{UID: os.Getuid(), Via: "socket"}}
+	_, err := e.p.Store(0)(m, strings.NewReader("X-Big: "+strings.Repeat("a", message.MaxField+10)+"\n\nb\n"))
+	var se *submit.Error
+	if !errors.As(err, &se) || se.Code != sysexits.DataErr || !strings.Contains(se.Msg, "too large") {
+		t.Errorf("err %v", err)
 	}
 }

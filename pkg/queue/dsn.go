@@ -16,6 +16,7 @@ import (
 
 	"github.com/emersion/go-message"
 
+	"github.com/mailshim/mailshim/pkg/pickup"
 	"github.com/mailshim/mailshim/pkg/spool"
 )
 
@@ -24,12 +25,32 @@ const maxDSNHeaders = 64 << 10
 
 // bounce queues a DSN for the failed recipients of m and returns its ID.
 func (q *Queue) bounce(m *spool.Meta, failed []spool.RcptFailure, upstream string, now time.Time) (string, error) {
-	host := q.settings().Hostname
-	id := spool.NewID(now)
 	orig, err := q.originalHeaders(m.ID)
 	if err != nil {
 		orig = []byte(fmt.Sprintf("X-Mailshim-Note: the original headers could not be read: %v\n", err))
 	}
+	return q.queueDSN(m, failed, upstream, now, orig)
+}
+
+// Reject queues a DSN to m.Env.Sender for a message that was refused
+// before it entered the queue (pickup.Pickup.Reject): every recipient
+// failed with why's cause, fix and status; headers is the message's header
+// section. It returns the DSN's queue ID.
+func (q *Queue) Reject(m *spool.Meta, why *pickup.RejectError, headers []byte) (string, error) {
+	rcpts := m.Env.Recipients
+	if len(rcpts) == 0 {
+		rcpts = []string{""}
+	}
+	var failed []spool.RcptFailure
+	for _, r := range rcpts {
+		failed = append(failed, spool.RcptFailure{Rcpt: r, Cause: why.Cause, Fix: why.Fix, Status: why.Status})
+	}
+	return q.queueDSN(m, failed, "", q.now(), headers)
+}
+
+func (q *Queue) queueDSN(m *spool.Meta, failed []spool.RcptFailure, upstream string, now time.Time, orig []byte) (string, error) {
+	host := q.settings().Hostname
+	id := spool.NewID(now)
 	body, err := BuildDSN(DSN{
 		ID: id, Hostname: host, To: m.Env.Sender, Date: now, Original: m, Failed: failed,
 		Upstream: upstream, OriginalHeaders: orig,
@@ -139,8 +160,15 @@ func BuildDSN(d DSN) ([]byte, error) {
 		}
 		t.WriteString("\n")
 	}
+	if d.Upstream == "" && refusedHere(d.Failed) {
+		t.Write([]byte("It was refused on this host before it was sent on; no copy was kept.\n\n"))
+	}
 	for _, f := range d.Failed {
-		fmt.Fprintf(&t, "<%s>:\n", f.Rcpt)
+		if f.Rcpt == "" {
+			t.WriteString("(no recipients):\n")
+		} else {
+			fmt.Fprintf(&t, "<%s>:\n", f.Rcpt)
+		}
 		if f.Reply != "" {
 			fmt.Fprintf(&t, "    The upstream said: %s\n", oneLine(f.Reply))
 		}
@@ -175,9 +203,17 @@ func BuildDSN(d DSN) ([]byte, error) {
 	}
 	for _, f := range d.Failed {
 		s.WriteString("\n")
-		fmt.Fprintf(&s, "Final-Recipient: rfc822; %s\n", f.Rcpt)
+		if f.Rcpt != "" {
+			fmt.Fprintf(&s, "Final-Recipient: rfc822; %s\n", f.Rcpt)
+		} else {
+			s.WriteString("Final-Recipient: rfc822; unknown\n")
+		}
 		s.WriteString("Action: failed\n")
-		fmt.Fprintf(&s, "Status: %s\n", statusCode(f.Reply))
+		status := f.Status
+		if status == "" {
+			status = statusCode(f.Reply)
+		}
+		fmt.Fprintf(&s, "Status: %s\n", status)
 		if d.Upstream != "" {
 			host := d.Upstream
 			if i := strings.LastIndexByte(host, ':'); i > 0 {
@@ -235,6 +271,17 @@ func statusCode(reply string) string {
 		}
 	}
 	return "4.4.7" // delivery time expired, or no reply
+}
+
+// refusedHere reports whether no failure carries an upstream reply: the
+// message was refused by mailshim itself.
+func refusedHere(fs []spool.RcptFailure) bool {
+	for _, f := range fs {
+		if f.Reply != "" {
+			return false
+		}
+	}
+	return len(fs) > 0
 }
 
 func oneLine(s string) string {

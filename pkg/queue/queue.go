@@ -290,6 +290,10 @@ func (q *Queue) workLoop(ctx context.Context, work <-chan string) {
 		}
 		w.deliver(ctx, id)
 		q.end(id)
+		// The outcome may have set a new next-attempt time (a deferral)
+		// that Run's timer, computed before, does not know: wake Run so
+		// it re-reads the schedule. Without this a deferred message
+		// waited for an unrelated kick (found by test/e2e upstream-down).
 	}
 }
 

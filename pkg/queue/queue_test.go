@@ -17,6 +17,7 @@ import (
 
 	"github.com/mailshim/mailshim/pkg/control"
 	"github.com/mailshim/mailshim/pkg/maillog"
+	"github.com/mailshim/mailshim/pkg/pickup"
 	"github.com/mailshim/mailshim/pkg/relay"
 	"github.com/mailshim/mailshim/pkg/spool"
 )
@@ -576,5 +577,38 @@ func TestCorruptQueuedMessageIsQuarantined(t *testing.T) {
 	}
 	if !strings.Contains(e.log.String(), "event=quarantine id="+id) {
 		t.Errorf("log:\n%s", e.log)
+	}
+}
+
+// A message pickup refused (F1 of the security review) is bounced with
+// the reason, the fix and the status, and no upstream is named.
+func TestRejectBounce(t *testing.T) {
+	e := newEnv(t, Settings{})
+	m := &spool.Meta{ID: "ORIGINALID0000000001", Time: t0, Env: spool.Envelope{Sender: "cron@example.org", Recipients: []string{"ops@example.net", "b@example.net"}}}
+	why := &pickup.RejectError{Status: "5.3.4", Cause: "the message header is too large (x)", Fix: "put long data in the body"}
+	dsnID, err := e.q.Reject(m, why, []byte("Subject: huge\nMessage-ID: <ORIGINALID0000000001@web1.example.com>\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := e.state(t, dsnID); st != spool.Incoming {
+		t.Fatalf("DSN in %q", st)
+	}
+	e.run()
+	msgs := e.up.sent()
+	if len(msgs) != 1 || msgs[0].From != "" || strings.Join(msgs[0].To, ",") != "cron@example.org" {
+		t.Fatalf("sent %+v", msgs)
+	}
+	body := msgs[0].Body
+	for _, want := range []string{"<ops@example.net>:", "<b@example.net>:", "What it means: the message header is too large (x)",
+		"What to do: put long data in the body", "refused on this host before it was sent on", "Status: 5.3.4", "Final-Recipient: rfc822; b@example.net",
+		"Message-ID: <ORIGINALID0000000001@web1.example.com>"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("DSN lacks %q:\n%s", want, body)
+		}
+	}
+	for _, bad := range []string{"Remote-MTA", "Diagnostic-Code", "The upstream said"} {
+		if strings.Contains(body, bad) {
+			t.Errorf("DSN has %q though no upstream was involved:\n%s", bad, body)
+		}
 	}
 }

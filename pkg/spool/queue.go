@@ -75,6 +75,9 @@ type RcptFailure struct {
 	Reply string `json:"reply"`
 	Cause string `json:"cause,omitempty"` // in plain words
 	Fix   string `json:"fix,omitempty"`   // what to change, when known
+	// Status is the RFC 3463 status for the DSN when there is no upstream
+	// reply to take it from (a message refused before sending).
+	Status string `json:"status,omitempty"`
 }
 
 // Queue is an open queue/ directory.
