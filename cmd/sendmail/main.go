@@ -481,9 +481,16 @@ func inputError(err error, in *errReader) *exitError {
 		return errorf(sysexits.IOErr, "cannot read the message from standard input: %v", in.err)
 	}
 	if errors.Is(err, message.ErrHeaderTooLarge) {
-		return errorf(sysexits.DataErr, "the message header is too large")
+		return headerTooLarge()
 	}
 	return errorf(sysexits.IOErr, "cannot read the message: %v", err)
+}
+
+// headerTooLarge is the refusal of a header over package message's limits,
+// which relayd's pickup shares.
+func headerTooLarge() *exitError {
+	return errorf(sysexits.DataErr, "%v", message.ErrHeaderTooLarge).
+		withHint("fold long header fields, or send to fewer recipients per message")
 }
 
 // classify turns a failure to write the spool file into an exit error.
@@ -500,7 +507,7 @@ func classify(err error, in *errReader, limit int64) *exitError {
 		return errorf(sysexits.CantCreat, "the spool is full: %v; message not sent", err).
 			withHint("free space on the spool's file system (or raise the file size limit)")
 	case errors.Is(err, message.ErrHeaderTooLarge):
-		return errorf(sysexits.DataErr, "the message header is too large")
+		return headerTooLarge()
 	}
 	return errorf(sysexits.CantCreat, "cannot write the spool file: %v; message not sent", err)
 }

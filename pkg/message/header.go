@@ -10,18 +10,24 @@ import (
 )
 
 // Limits on the header section, which is the only part of a message held
-// in memory.
+// in memory. They are the one definition shared by sendmail (which
+// refuses, exit 65, a message over them) and relayd's pickup (which reads
+// every stored message with ReadHeader and the same limits): whatever
+// sendmail stores, pickup can read.
 const (
-	// MaxField is the longest header field accepted (with its folded
-	// continuation lines): a To: of 10,000 addresses fits.
-	MaxField = 4 << 20
-	// MaxHeader is the default bound of the whole header section.
-	MaxHeader = 16 << 20
+	// MaxField is the longest header field accepted, its folded
+	// continuation lines and line ends included (so also the longest
+	// header line): a To: of 10,000 addresses fits, folded or on one line.
+	MaxField = 1 << 20
+	// MaxHeader is the bound of the whole header section: every field,
+	// the empty line that ends the section and the first line of the body
+	// when a line that is not a field ends it.
+	MaxHeader = 8 << 20
 )
 
 // ErrHeaderTooLarge is returned when a header field or the header section
 // is over its bound.
-var ErrHeaderTooLarge = errors.New("message: header section too large")
+var ErrHeaderTooLarge = errors.New("the message header is too large: a header field is over 1 MiB or the header section over 8 MiB")
 
 // Field is one header field as it came, folded lines and final LF
 // included.
@@ -109,11 +115,13 @@ func (h *Header) Add(name, value string) {
 	h.Fields = append(h.Fields, Field{Name: name, Raw: []byte(name + ": " + value + "\n")})
 }
 
-// fieldName returns the length of the field name at the start of line if
-// line starts a header field ("name:" with printable US-ASCII name, an
-// optional run of blanks before the colon, as RFC 5322's obsolete syntax
-// allows), or -1.
-func fieldName(line []byte) int {
+// ParseFieldName reports whether line starts a header field and returns
+// the length of its name: "Name:" where the name is one or more printable
+// US-ASCII characters other than ':', and blanks may come between the name
+// and the colon (RFC 5322 4.5.3's obsolete syntax, which Postfix accepts
+// too: "Subject : x" is a field named "Subject"). It returns -1 for a line
+// that is not a field. It is the rule sendmail and pickup both use.
+func ParseFieldName(line []byte) int {
 	i := 0
 	for i < len(line) && line[i] > ' ' && line[i] < 0x7f && line[i] != ':' {
 		i++
@@ -131,20 +139,24 @@ func fieldName(line []byte) int {
 	return -1
 }
 
+func fieldName(line []byte) int { return ParseFieldName(line) }
+
 // ReadHeader reads the header section of a normalised (LF) message from br,
 // keeping at most max bytes of it (0: MaxHeader), and leaves br at the
 // first byte of the body. A line that is not a header field ends the header
-// and becomes Header.BodyStart; a leading mbox "From " line is dropped into
-// Header.FromLine.
+// and becomes Header.BodyStart (a very long one only in part: its first
+// MaxField bytes or so, the rest stays in br); a leading mbox "From " line
+// is dropped into Header.FromLine. A field over MaxField, or a section over
+// max, is ErrHeaderTooLarge.
 func ReadHeader(br *bufio.Reader, max int) (*Header, error) {
-	if max <= 0 {
+	if max <= 0 || max > MaxHeader {
 		max = MaxHeader
 	}
 	h := &Header{}
 	total := 0
 	first := true
 	for {
-		line, err := readLine(br, MaxField)
+		line, long, err := readLine(br, MaxField)
 		if err != nil && err != io.EOF {
 			return nil, err
 		}
@@ -154,6 +166,17 @@ func ReadHeader(br *bufio.Reader, max int) (*Header, error) {
 		total += len(line)
 		if total > max {
 			return nil, ErrHeaderTooLarge
+		}
+		cont := (line[0] == ' ' || line[0] == '\t') && len(h.Fields) > 0
+		if long {
+			// Over MaxField: a field (or the continuation of one) is too
+			// large; any other line starts the body, and the rest of it
+			// stays in br.
+			if cont || ParseFieldName(line) >= 0 {
+				return nil, ErrHeaderTooLarge
+			}
+			h.BodyStart = line
+			return h, nil
 		}
 		if first {
 			first = false
@@ -166,14 +189,14 @@ func ReadHeader(br *bufio.Reader, max int) (*Header, error) {
 		case len(line) == 1 && line[0] == '\n':
 			h.Separator = true
 			return h, nil
-		case (line[0] == ' ' || line[0] == '\t') && len(h.Fields) > 0:
+		case cont:
 			f := &h.Fields[len(h.Fields)-1]
 			if len(f.Raw)+len(line) > MaxField {
 				return nil, ErrHeaderTooLarge
 			}
 			f.Raw = append(f.Raw, line...)
 		default:
-			n := fieldName(line)
+			n := ParseFieldName(line)
 			if n < 0 {
 				h.BodyStart = line
 				return h, nil
@@ -187,41 +210,69 @@ func ReadHeader(br *bufio.Reader, max int) (*Header, error) {
 }
 
 // readLine returns the next line with its LF (or the last bytes before
-// EOF, with io.EOF), refusing lines longer than max.
-func readLine(br *bufio.Reader, max int) ([]byte, error) {
-	var line []byte
+// EOF, with io.EOF). A line longer than max is returned in part, at least
+// max bytes of it, with long set; the rest stays in br.
+func readLine(br *bufio.Reader, max int) (line []byte, long bool, err error) {
 	for {
 		c, err := br.ReadSlice('\n')
-		if len(line)+len(c) > max {
-			return nil, ErrHeaderTooLarge
-		}
 		line = append(line, c...)
 		if err == bufio.ErrBufferFull {
+			if len(line) > max {
+				return line, true, nil
+			}
 			continue
 		}
-		return line, err
+		if len(line) > max {
+			return line, true, err
+		}
+		return line, false, err
 	}
 }
 
-// WriteTo writes the header section: the fields in order, then the empty
-// line that separates it from the body when the message had one or has a
-// body (BodyStart, or more bytes to come when bodyFollows), then
-// BodyStart. It adds no line end anywhere else, so a message that is only
-// a header without a final newline is stored as it came.
-func (h *Header) WriteTo(w io.Writer, bodyFollows bool) (int64, error) {
-	var b bytes.Buffer
+// Check reports whether h, as WriteTo would write it, is within the limits
+// ReadHeader reads: every field at most MaxField bytes and the section at
+// most MaxHeader. sendmail checks the header it is about to store (Bcc:
+// removed, From: added) so that pickup never finds it too large.
+func (h *Header) Check(bodyFollows bool) error {
+	for _, f := range h.Fields {
+		if len(f.Raw)+1 > MaxField {
+			return ErrHeaderTooLarge
+		}
+	}
+	if len(h.Bytes(bodyFollows)) > MaxHeader {
+		return ErrHeaderTooLarge
+	}
+	return nil
+}
+
+// Bytes returns the header section as WriteTo writes it: the fields in
+// order, then the empty line that separates it from the body when the
+// message had one or has a body (BodyStart, or more bytes to come when
+// bodyFollows), then BodyStart. It adds no line end anywhere else, so a
+// message that is only a header without a final newline is stored as it
+// came.
+func (h *Header) Bytes(bodyFollows bool) []byte {
+	n := len(h.BodyStart) + 1
+	for _, f := range h.Fields {
+		n += len(f.Raw) + 1
+	}
+	b := make([]byte, 0, n)
 	for i, f := range h.Fields {
-		b.Write(f.Raw)
+		b = append(b, f.Raw...)
 		last := i == len(h.Fields)-1
 		if !bytes.HasSuffix(f.Raw, []byte("\n")) && (!last || h.Separator || h.BodyStart != nil || bodyFollows) {
-			b.WriteByte('\n')
+			b = append(b, '\n')
 		}
 	}
 	if h.Separator || (len(h.Fields) > 0 && (h.BodyStart != nil || bodyFollows)) {
-		b.WriteByte('\n')
+		b = append(b, '\n')
 	}
-	b.Write(h.BodyStart)
-	n, err := w.Write(b.Bytes())
+	return append(b, h.BodyStart...)
+}
+
+// WriteTo writes h.Bytes(bodyFollows) to w.
+func (h *Header) WriteTo(w io.Writer, bodyFollows bool) (int64, error) {
+	n, err := w.Write(h.Bytes(bodyFollows))
 	if err != nil {
 		return int64(n), fmt.Errorf("write header: %w", err)
 	}

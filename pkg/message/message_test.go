@@ -201,6 +201,97 @@ func TestReadHeaderBounds(t *testing.T) {
 	}
 }
 
+// The limits shared with relayd's pickup (F1 of the security review):
+// what ReadHeader accepts and Check passes, ReadHeader reads again from
+// the stored bytes.
+func TestReadHeaderSharedLimits(t *testing.T) {
+	line := func(n int) string { // a To: of n addresses on one line
+		var b strings.Builder
+		b.WriteString("To: ")
+		for i := 0; i < n; i++ {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString("user" + strings.Repeat("x", i%7) + "@example.org")
+		}
+		return b.String() + "\n"
+	}
+	stored := func(t *testing.T, in string) (*Header, string) {
+		t.Helper()
+		br := bufio.NewReader(strings.NewReader(in))
+		h, err := ReadHeader(br, 0)
+		if err != nil {
+			return nil, err.Error()
+		}
+		rest, _ := io.ReadAll(br)
+		EnsureFrom(h, "A Name", "u@example.org")
+		if err := h.Check(len(rest) > 0); err != nil {
+			return nil, err.Error()
+		}
+		out := string(h.Bytes(len(rest) > 0)) + string(rest)
+		// What pickup does with the stored message.
+		h2, err := ReadHeader(bufio.NewReader(strings.NewReader(out)), 0)
+		if err != nil {
+			t.Fatalf("stored message not readable again: %v", err)
+		}
+		return h2, ""
+	}
+	for _, n := range []int{4000, 10000} {
+		h, e := stored(t, line(n)+"Subject: long unfolded To\n\nbody\n")
+		if e != "" {
+			t.Fatalf("%d recipients on one line: %s", n, e)
+		}
+		if rc, err := Recipients(h); err != nil || len(rc) != n {
+			t.Fatalf("%d recipients, %v", len(rc), err)
+		}
+	}
+	// One field over MaxField, on one line or folded; a section over
+	// MaxHeader made of fields that are each within bounds.
+	for name, in := range map[string]string{
+		"long line":              "X-A: " + strings.Repeat("a", MaxField) + "\n\nb\n",
+		"long folded":            "X-A: a\n" + strings.Repeat(" "+strings.Repeat("b", 1000)+"\n", MaxField/1000+1) + "\nb\n",
+		"long section":           strings.Repeat("X-A: "+strings.Repeat("c", MaxField-100)+"\n", MaxHeader/MaxField+1) + "\nb\n",
+		"long continuation line": "X-A: a\n " + strings.Repeat("d", MaxField+10) + "\n\n",
+	} {
+		if _, e := stored(t, in); !strings.Contains(e, "too large") {
+			t.Errorf("%s: accepted (%q)", name, e)
+		}
+	}
+	// The field at the limit passes (with room for a line end), and so
+	// does a section just under it.
+	if _, e := stored(t, "X-A: "+strings.Repeat("a", MaxField-7)+"\n\nb\n"); e != "" {
+		t.Errorf("field at the limit: %s", e)
+	}
+	// A very long line that is not a field starts the body: nothing is
+	// lost, nothing refused.
+	long := strings.Repeat("z", 3*MaxField) + "\nmore\n"
+	br := bufio.NewReader(strings.NewReader("Subject: x\n" + long))
+	h, err := ReadHeader(br, 0)
+	if err != nil || len(h.Fields) != 1 || h.BodyStart == nil {
+		t.Fatalf("long body line: %v %+v", err, h)
+	}
+	rest, _ := io.ReadAll(br)
+	if string(h.BodyStart)+string(rest) != long {
+		t.Fatalf("long body line not kept whole")
+	}
+}
+
+// "Name : value" is a field for both sides (F1's second mismatch).
+func TestParseFieldName(t *testing.T) {
+	for in, want := range map[string]int{
+		"Subject: x": 7, "X-A : 1": 3, "X-A\t: 1": 3, "X-A:": 3, ": x": -1, " X: y": -1,
+		"From x": -1, "a b: c": -1, "\xffX: y": -1, "X\x7f: y": -1, "body": -1, "": -1,
+	} {
+		if got := ParseFieldName([]byte(in)); got != want {
+			t.Errorf("ParseFieldName(%q) = %d, want %d", in, got, want)
+		}
+	}
+	h, rest := header(t, "Subject: t\nX-A : 1\nFrom: ceo@example.org\n\nbody\n")
+	if len(h.Fields) != 3 || h.Get("From") != "ceo@example.org" || h.Get("X-A") != "1" || rest != "body\n" {
+		t.Fatalf("fields %+v rest %q", h.Fields, rest)
+	}
+}
+
 func TestResentRecipients(t *testing.T) {
 	h, _ := header(t, "To: old@x.org\nResent-To: new@x.org\nResent-Bcc: hidden@x.org\n\n")
 	rc, err := Recipients(h)

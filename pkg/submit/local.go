@@ -1,6 +1,7 @@
 package submit
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -72,7 +73,8 @@ func (e *UnavailableError) Error() string {
 // returns the queue ID once the message is durable; on error nothing was
 // stored. Errors: *SpoolMissingError, *UnavailableError, *Error (relayd
 // refused it over the socket), errors of body (the caller's input; see
-// IsReadError for the socket path), spool.ErrTooLarge, and spool write
+// IsReadError for the socket path), message.ErrHeaderTooLarge (the
+// completed header is over message's limits), spool.ErrTooLarge, and spool write
 // errors (spool.IsFull tells a full disk).
 func (l *Local) Store(env *spool.Envelope, org *spool.Origin, h *message.Header, body io.Reader) (string, error) {
 	if v := h.Get("X-PHP-Originating-Script"); v != "" {
@@ -95,9 +97,11 @@ func (l *Local) Store(env *spool.Envelope, org *spool.Origin, h *message.Header,
 		_, err := p.Peek(1)
 		bodyFollows = err == nil
 	}
-	var hb strings.Builder
-	h.WriteTo(&hb, bodyFollows)
-	hdr := hb.String()
+	// What pickup could not read is refused here (exit 65), never stored.
+	if err := h.Check(bodyFollows); err != nil {
+		return "", err
+	}
+	hdr := h.Bytes(bodyFollows)
 
 	id, err := l.maildrop(m, hdr, body)
 	var nm *noMaildrop
@@ -108,7 +112,7 @@ func (l *Local) Store(env *spool.Envelope, org *spool.Origin, h *message.Header,
 	m.Origin.Via = "socket"
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	id, serr := Send(ctx, l.Socket, m, io.MultiReader(strings.NewReader(hdr), body))
+	id, serr := Send(ctx, l.Socket, m, io.MultiReader(bytes.NewReader(hdr), body))
 	if serr == nil {
 		if l.Guard != nil {
 			l.Guard.Commit(func() error { return nil })
@@ -142,7 +146,7 @@ type noMaildrop struct{ err error }
 func (e *noMaildrop) Error() string { return "maildrop not writable: " + e.err.Error() }
 func (e *noMaildrop) Unwrap() error { return e.err }
 
-func (l *Local) maildrop(m *spool.Meta, hdr string, body io.Reader) (string, error) {
+func (l *Local) maildrop(m *spool.Meta, hdr []byte, body io.Reader) (string, error) {
 	fallback := func(err error) error {
 		if l.Fallback && (errors.Is(err, fs.ErrPermission) || errors.Is(err, unix.EROFS)) {
 			return &noMaildrop{err}
@@ -165,7 +169,7 @@ func (l *Local) maildrop(m *spool.Meta, hdr string, body io.Reader) (string, err
 	if l.Guard != nil {
 		l.Guard.Writing(d.Abort)
 	}
-	if _, err := io.WriteString(d, hdr); err != nil {
+	if _, err := d.Write(hdr); err != nil {
 		return "", err
 	}
 	if _, err := io.CopyBuffer(d, body, make([]byte, 64<<10)); err != nil {
