@@ -294,6 +294,7 @@ func (q *Queue) workLoop(ctx context.Context, work <-chan string) {
 		// that Run's timer, computed before, does not know: wake Run so
 		// it re-reads the schedule. Without this a deferred message
 		// waited for an unrelated kick (found by test/e2e upstream-down).
+		q.Kick()
 	}
 }
 
