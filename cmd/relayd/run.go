@@ -133,12 +133,13 @@ func run(path string, drainTimeout time.Duration) int {
 		go func() { defer wg.Done(); f() }()
 	}
 	goRun(func() {
-		if err := control.Serve(ctx, ctlLn, qu.Handle); err != nil {
+		srv := &control.Server{Handler: qu.Handle, Log: log.Event}
+		if err := srv.Serve(ctx, ctlLn); err != nil {
 			log.Event("error", "reason", "control socket", "error", err.Error())
 		}
 	})
 	store := pk.Store(cfg.MaxMessageSize)
-	goRun(func() { serveSubmit(ctx, subLn, store, log) })
+	goRun(func() { serveSubmit(ctx, subLn, control.SubmitLimiter(), store, log) })
 	goRun(func() { pk.Run(ctx) })
 	queueDone := make(chan struct{})
 	go func() {
@@ -243,7 +244,12 @@ func listen(path string) (*net.UnixListener, error) {
 // was stored, and sendmail exits non-zero).
 const submitGrace = 5 * time.Second
 
-func serveSubmit(ctx context.Context, ln *net.UnixListener, store func(*spool.Meta, io.Reader) (string, error), log *maillog.Logger) {
+// serveSubmit serves the submission socket: every local user may connect,
+// so the connections served at once are capped (control.SubmitLimiter:
+// globally and per UID, taken from SO_PEERCRED before anything is read)
+// and accept errors such as EMFILE are ridden out with a backoff and a
+// rate-limited log line.
+func serveSubmit(ctx context.Context, ln *net.UnixListener, lim *control.Limiter, store func(*spool.Meta, io.Reader) (string, error), log *maillog.Logger) {
 	var mu sync.Mutex
 	conns := map[*net.UnixConn]bool{}
 	go func() {
@@ -257,16 +263,18 @@ func serveSubmit(ctx context.Context, ln *net.UnixListener, store func(*spool.Me
 			}
 		})
 	}()
+	acc := &control.Acceptor{Ln: ln, Log: func(err error, n int) {
+		log.Event("error", "reason", "submission socket accept failed; backing off", "error", err.Error(), "failures", n)
+	}}
+	busy := &control.RateLog{Log: func(n int, kv ...any) {
+		log.Event("warning", append([]any{"reason", "submission socket busy: peer refused", "refused", n}, kv...)...)
+	}}
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for {
-		c, err := ln.AcceptUnix()
+		c, err := acc.Accept(ctx)
 		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
-				return
-			}
-			log.Event("error", "reason", "submission socket accept", "error", err.Error())
-			continue
+			return
 		}
 		mu.Lock()
 		conns[c] = true
@@ -280,6 +288,18 @@ func serveSubmit(ctx context.Context, ln *net.UnixListener, store func(*spool.Me
 				mu.Unlock()
 				c.Close()
 			}()
+			p, err := control.PeerOf(c)
+			if err != nil {
+				log.Event("submit-error", "error", err.Error())
+				return
+			}
+			if err := lim.Acquire(ctx, p.UID); err != nil {
+				busy.Note("uid", p.UID, "pid", p.PID)
+				c.SetWriteDeadline(time.Now().Add(time.Second))
+				fmt.Fprintf(c, "error %d relayd is busy: %v\n", sysexits.TempFail, err)
+				return
+			}
+			defer lim.Release(p.UID)
 			if err := submit.Serve(c, store); err != nil {
 				log.Event("submit-error", "error", err.Error())
 			}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -87,36 +86,94 @@ func PeerOf(c *net.UnixConn) (Peer, error) {
 }
 
 // Serve accepts connections on ln until ctx is done or ln is closed, and
-// answers each with h. It returns nil after ctx is done.
+// answers each with h, within the limits of ControlLimiter. It returns nil
+// after ctx is done.
 func Serve(ctx context.Context, ln *net.UnixListener, h Handler) error {
+	return (&Server{Handler: h}).Serve(ctx, ln)
+}
+
+// Server is the control socket's server.
+type Server struct {
+	Handler Handler
+	// Limiter caps the requests served at once (ControlLimiter when nil).
+	Limiter *Limiter
+	// Log reports accept errors and refused peers (at most one line a
+	// minute of each), in maillog.Logger.Event's form. Nil: not logged.
+	Log func(event string, kv ...any)
+}
+
+// Serve accepts connections on ln until ctx is done or ln is closed. Accept
+// errors (EMFILE...) are ridden out with a backoff; a peer over the limits
+// is answered with an error. It returns nil after ctx is done, once every
+// connection has been answered.
+func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
+	lim := s.Limiter
+	if lim == nil {
+		lim = ControlLimiter()
+	}
 	go func() {
 		<-ctx.Done()
 		ln.Close()
 	}()
+	acc := &Acceptor{Ln: ln, Log: func(err error, n int) {
+		if s.Log != nil {
+			s.Log("error", "reason", "control socket accept failed; backing off", "error", err.Error(), "failures", n)
+		}
+	}}
+	busy := &RateLog{Log: func(n int, kv ...any) {
+		if s.Log != nil {
+			s.Log("warning", append([]any{"reason", "control socket busy: peer refused", "refused", n}, kv...)...)
+		}
+	}}
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for {
-		c, err := ln.AcceptUnix()
+		c, err := acc.Accept(ctx)
 		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			return fmt.Errorf("control: accept: %w", err)
+			return nil
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer c.Close()
-			serveConn(c, h)
+			serveConn(ctx, c, s.Handler, lim, busy)
 		}()
 	}
 }
 
-func serveConn(c *net.UnixConn, h Handler) {
+// RateLog reports a repeating event at most once a minute, with the number
+// of occurrences since the last report.
+type RateLog struct {
+	Log func(n int, kv ...any)
+	// Now is the clock (time.Now when nil).
+	Now func() time.Time
+
+	mu   sync.Mutex
+	n    int
+	last time.Time
+}
+
+// Note counts one occurrence and logs it (with kv) if a minute has passed
+// since the last line.
+func (r *RateLog) Note(kv ...any) {
+	now := time.Now
+	if r.Now != nil {
+		now = r.Now
+	}
+	r.mu.Lock()
+	r.n++
+	t := now()
+	if !r.last.IsZero() && t.Sub(r.last) < logEvery {
+		r.mu.Unlock()
+		return
+	}
+	n := r.n
+	r.n, r.last = 0, t
+	r.mu.Unlock()
+	r.Log(n, kv...)
+}
+
+func serveConn(ctx context.Context, c *net.UnixConn, h Handler, lim *Limiter, busy *RateLog) {
 	c.SetDeadline(time.Now().Add(Timeout))
 	var a answer
 	defer func() {
@@ -128,6 +185,12 @@ func serveConn(c *net.UnixConn, h Handler) {
 		a.Error = err.Error()
 		return
 	}
+	if err := lim.Acquire(ctx, p.UID); err != nil {
+		busy.Note("uid", p.UID, "pid", p.PID)
+		a.Error = "relayd is busy: " + err.Error()
+		return
+	}
+	defer lim.Release(p.UID)
 	var req request
 	if err := json.NewDecoder(io.LimitReader(c, 1<<20)).Decode(&req); err != nil {
 		a.Error = "bad request: " + err.Error()

@@ -1,0 +1,181 @@
+package control
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"time"
+)
+
+// ErrBusy is returned by Limiter.Acquire when the peer may not be served
+// now: too many connections in progress, for everyone or for its UID.
+var ErrBusy = errors.New("too many connections in progress; try again later")
+
+// Limiter caps the connections a socket serves at once, globally and per
+// peer UID, so that one local user cannot take every file descriptor or
+// all the memory of relayd. A peer over a cap waits for a free slot (up to
+// Wait), holding only its socket; the number of waiting peers is capped
+// too, and a peer beyond that is refused at once.
+type Limiter struct {
+	Global, PerUID               int           // served at once
+	MaxWaiting, MaxWaitingPerUID int           // waiting for a slot
+	Wait                         time.Duration // longest wait for a slot
+
+	mu      sync.Mutex
+	active  int
+	perUID  map[int]int
+	waiting int
+	waitUID map[int]int
+	freed   chan struct{} // closed (and replaced) by every Release
+}
+
+// SubmitLimiter returns the limits of the submission socket: 64 messages
+// at once, 8 per UID; up to 256 more waiting (32 per UID) for 30 s.
+func SubmitLimiter() *Limiter {
+	return &Limiter{Global: 64, PerUID: 8, MaxWaiting: 256, MaxWaitingPerUID: 32, Wait: 30 * time.Second}
+}
+
+// ControlLimiter returns the limits of the control socket: 16 requests at
+// once, 4 per UID; up to 64 more waiting (8 per UID) for 10 s.
+func ControlLimiter() *Limiter {
+	return &Limiter{Global: 16, PerUID: 4, MaxWaiting: 64, MaxWaitingPerUID: 8, Wait: 10 * time.Second}
+}
+
+func (l *Limiter) fits(uid int) bool {
+	return (l.Global <= 0 || l.active < l.Global) && (l.PerUID <= 0 || l.perUID[uid] < l.PerUID)
+}
+
+// Acquire takes a slot for a connection of uid, waiting for one when the
+// caps are reached. It returns nil when the slot is held (give it back
+// with Release), ErrBusy when none came free in time or too many peers are
+// waiting already, or ctx's error.
+func (l *Limiter) Acquire(ctx context.Context, uid int) error {
+	var deadline <-chan time.Time
+	l.mu.Lock()
+	for {
+		if l.fits(uid) {
+			if l.perUID == nil {
+				l.perUID = map[int]int{}
+			}
+			l.active++
+			l.perUID[uid]++
+			l.mu.Unlock()
+			return nil
+		}
+		if l.Wait <= 0 || l.waiting >= l.MaxWaiting || l.waitUID[uid] >= l.MaxWaitingPerUID {
+			l.mu.Unlock()
+			return ErrBusy
+		}
+		if deadline == nil {
+			t := time.NewTimer(l.Wait)
+			defer t.Stop()
+			deadline = t.C
+		}
+		if l.freed == nil {
+			l.freed = make(chan struct{})
+		}
+		if l.waitUID == nil {
+			l.waitUID = map[int]int{}
+		}
+		freed := l.freed
+		l.waiting++
+		l.waitUID[uid]++
+		l.mu.Unlock()
+		var err error
+		select {
+		case <-freed:
+		case <-deadline:
+			err = ErrBusy
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+		l.mu.Lock()
+		l.waiting--
+		if l.waitUID[uid]--; l.waitUID[uid] == 0 {
+			delete(l.waitUID, uid)
+		}
+		if err != nil {
+			l.mu.Unlock()
+			return err
+		}
+	}
+}
+
+// Release gives back a slot taken by Acquire for uid.
+func (l *Limiter) Release(uid int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.active--
+	if l.perUID[uid]--; l.perUID[uid] <= 0 {
+		delete(l.perUID, uid)
+	}
+	if l.freed != nil {
+		close(l.freed)
+		l.freed = nil
+	}
+}
+
+// InUse returns the number of slots held and of peers waiting.
+func (l *Limiter) InUse() (active, waiting int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.active, l.waiting
+}
+
+// Accept backoff (as net/http's Server does): 5 ms doubling up to 1 s.
+const (
+	backoffMin = 5 * time.Millisecond
+	backoffMax = time.Second
+	// logEvery is how often a repeating accept error is logged.
+	logEvery = time.Minute
+)
+
+// Acceptor accepts connections on a listener, riding out errors such as
+// EMFILE (no free file descriptor) without a hot loop or a flood of log
+// lines: after a failure it waits (5 ms doubling up to 1 s, reset by the
+// next success) and reports the error through Log at most once a minute,
+// with the number of failures since the last report.
+type Acceptor struct {
+	Ln  *net.UnixListener
+	Log func(err error, failures int)
+	// Now is the clock for the log rate (time.Now when nil).
+	Now func() time.Time
+
+	delay time.Duration
+	rate  *RateLog
+}
+
+// Accept returns the next connection. It returns an error only when the
+// listener is closed (net.ErrClosed) or ctx is done.
+func (a *Acceptor) Accept(ctx context.Context) (*net.UnixConn, error) {
+	for {
+		c, err := a.Ln.AcceptUnix()
+		if err == nil {
+			a.delay = 0
+			return c, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if errors.Is(err, net.ErrClosed) {
+			return nil, err
+		}
+		if a.rate == nil {
+			a.rate = &RateLog{Now: a.Now, Log: func(n int, kv ...any) {
+				if a.Log != nil {
+					a.Log(kv[0].(error), n)
+				}
+			}}
+		}
+		a.rate.Note(err)
+		a.delay = min(max(2*a.delay, backoffMin), backoffMax)
+		t := time.NewTimer(a.delay)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		}
+	}
+}

@@ -1,0 +1,194 @@
+package control
+
+import (
+	"context"
+	"errors"
+	"net"
+	"path/filepath"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestLimiterCaps(t *testing.T) {
+	l := &Limiter{Global: 3, PerUID: 2}
+	ctx := context.Background()
+	if l.Acquire(ctx, 1) != nil || l.Acquire(ctx, 1) != nil {
+		t.Fatal("uid 1 refused under its cap")
+	}
+	if err := l.Acquire(ctx, 1); !errors.Is(err, ErrBusy) {
+		t.Fatalf("third for uid 1: %v, want ErrBusy", err)
+	}
+	if l.Acquire(ctx, 2) != nil {
+		t.Fatal("uid 2 refused under the global cap")
+	}
+	if err := l.Acquire(ctx, 3); !errors.Is(err, ErrBusy) {
+		t.Fatalf("over the global cap: %v", err)
+	}
+	l.Release(1)
+	if l.Acquire(ctx, 3) != nil {
+		t.Fatal("a released slot was not reusable")
+	}
+	if a, w := l.InUse(); a != 3 || w != 0 {
+		t.Fatalf("in use %d, waiting %d", a, w)
+	}
+}
+
+// A peer over the cap waits for a slot; the number of waiters is capped;
+// a waiter gives up after Wait, or when its context ends.
+func TestLimiterWait(t *testing.T) {
+	l := &Limiter{Global: 1, PerUID: 1, MaxWaiting: 2, MaxWaitingPerUID: 1, Wait: time.Hour}
+	ctx := context.Background()
+	if err := l.Acquire(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan error, 1)
+	go func() { got <- l.Acquire(ctx, 1) }()
+	waitUntil(t, func() bool { _, w := l.InUse(); return w == 1 })
+	// uid 1 has its one waiter: a second is refused at once.
+	if err := l.Acquire(ctx, 1); !errors.Is(err, ErrBusy) {
+		t.Fatalf("second waiter of uid 1: %v", err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	other := make(chan error, 1)
+	go func() { other <- l.Acquire(cctx, 2) }()
+	waitUntil(t, func() bool { _, w := l.InUse(); return w == 2 })
+	if err := l.Acquire(ctx, 3); !errors.Is(err, ErrBusy) {
+		t.Fatalf("over MaxWaiting: %v", err)
+	}
+	cancel()
+	if err := <-other; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled waiter: %v", err)
+	}
+	l.Release(1)
+	if err := <-got; err != nil {
+		t.Fatalf("waiter after release: %v", err)
+	}
+	// A waiter whose wait ends gets ErrBusy.
+	l.Wait = time.Millisecond
+	if err := l.Acquire(ctx, 4); !errors.Is(err, ErrBusy) {
+		t.Fatalf("after the wait: %v", err)
+	}
+	if a, w := l.InUse(); a != 1 || w != 0 {
+		t.Fatalf("in use %d, waiting %d", a, w)
+	}
+}
+
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestRateLog(t *testing.T) {
+	now := time.Date(2026, 11, 23, 15, 0, 0, 0, time.UTC)
+	var lines []int
+	r := &RateLog{Now: func() time.Time { return now }, Log: func(n int, kv ...any) { lines = append(lines, n) }}
+	for i := 0; i < 1000; i++ {
+		r.Note()
+	}
+	now = now.Add(61 * time.Second)
+	r.Note()
+	if len(lines) != 2 || lines[0] != 1 || lines[1] != 1000 {
+		t.Fatalf("lines %v, want [1 1000]", lines)
+	}
+}
+
+// The accept loop rides out EMFILE: the process's descriptor limit is
+// lowered until accept fails, and the loop neither spins nor floods the
+// log, then serves again once descriptors are free.
+func TestAcceptorBacksOffOnEMFILE(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "s.sock")
+	ln, err := Listen(sock, 0o666)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var logged, failures atomic.Int64
+	acc := &Acceptor{Ln: ln, Log: func(err error, n int) {
+		if !errors.Is(err, syscall.EMFILE) {
+			t.Errorf("logged %v", err)
+		}
+		logged.Add(1)
+		failures.Add(int64(n))
+	}}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	accepted := make(chan *net.UnixConn)
+	go func() {
+		for {
+			c, err := acc.Accept(ctx)
+			if err != nil {
+				close(accepted)
+				return
+			}
+			accepted <- c
+		}
+	}()
+	// Fill the descriptor table up to a lowered limit.
+	var old syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &old); err != nil {
+		t.Fatal(err)
+	}
+	client, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	(<-accepted).Close()
+	var fill []int
+	for {
+		fd, err := syscall.Dup(0)
+		if err != nil {
+			break
+		}
+		fill = append(fill, fd)
+		if len(fill) > 100 {
+			break
+		}
+	}
+	// Lower the limit just above the descriptors in use.
+	maxFD := 0
+	for _, fd := range fill {
+		maxFD = max(maxFD, fd)
+	}
+	lim := syscall.Rlimit{Cur: uint64(maxFD + 1), Max: old.Max}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Skipf("setrlimit: %v", err)
+	}
+	restore := func() {
+		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old)
+		for _, fd := range fill {
+			syscall.Close(fd)
+		}
+		fill = nil
+	}
+	defer restore()
+	// The client side of a connection needs a descriptor too: free one.
+	syscall.Close(fill[len(fill)-1])
+	fill = fill[:len(fill)-1]
+	c2, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	defer c2.Close()
+	waitUntil(t, func() bool { return logged.Load() >= 1 })
+	restore()
+	c := <-accepted
+	if c == nil {
+		t.Fatal("no connection after descriptors were freed")
+	}
+	c.Close()
+	if n := logged.Load(); n != 1 {
+		t.Errorf("%d log lines for one episode, want 1", n)
+	}
+	if acc.delay != 0 {
+		t.Errorf("backoff not reset after a success: %v", acc.delay)
+	}
+}
