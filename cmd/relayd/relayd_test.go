@@ -1,9 +1,12 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/base64"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +17,7 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+	"golang.org/x/sys/unix"
 
 	"github.com/mailshim/mailshim/pkg/smtptest"
 	"github.com/mailshim/mailshim/pkg/spool"
@@ -433,5 +437,102 @@ func TestStalledSessionDoesNotBlockOthers(t *testing.T) {
 	s.drop("flowing", 5)
 	if _, err := up.WaitFor(5, 30*time.Second); err != nil {
 		t.Fatalf("new mail held up behind a stalled session: %v\n%s", err, s.log())
+	}
+}
+
+// dialSubmits opens n connections to the submission socket, each sending
+// only the greeting, and returns them with a channel of their answers.
+func dialSubmits(t *testing.T, sock string, n int) ([]net.Conn, chan string) {
+	t.Helper()
+	answers := make(chan string, n)
+	var conns []net.Conn
+	for i := 0; i < n; i++ {
+		c, err := net.Dial("unix", sock)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		t.Cleanup(func() { c.Close() })
+		io.WriteString(c, "MAILSHIM-SUBMIT 1\n")
+		conns = append(conns, c)
+		go func() {
+			line, _ := bufio.NewReader(c).ReadString('\n')
+			answers <- line
+		}()
+	}
+	return conns, answers
+}
+
+// Review F2: one local user cannot hold the submission socket. Beyond 8
+// submissions in progress and 32 waiting per UID, a connection is refused
+// at once with a temporary failure, logged once (not once per connection);
+// once the connections close, submissions work again.
+func TestSubmitSocketLimits(t *testing.T) {
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{})
+	s.start()
+	conns, answers := dialSubmits(t, s.submitSock(), 50)
+	busy := 0
+	waitFor(t, "10 connections refused as busy", 20*time.Second, func() bool {
+		for {
+			select {
+			case a := <-answers:
+				if !strings.HasPrefix(a, "error 75 relayd is busy: ") {
+					t.Fatalf("answer %q", a)
+				}
+				busy++
+				continue
+			default:
+			}
+			return busy >= 10
+		}
+	})
+	if n := strings.Count(s.log(), "submission socket busy"); n != 1 {
+		t.Errorf("%d busy log lines, want 1:\n%s", n, s.log())
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	m := &spool.Meta{Env: spool.Envelope{Sender: "app@example.org", Recipients: []string{"x@example.net"}}}
+	if _, err := submit.Send(context.Background(), s.submitSock(), m, strings.NewReader("Subject: after the flood\n\nhello\n")); err != nil {
+		t.Fatalf("submission after the connections closed: %v\n%s", err, s.log())
+	}
+	if _, err := up.WaitFor(1, 30*time.Second); err != nil {
+		t.Fatalf("%v\n%s", err, s.log())
+	}
+}
+
+// Review F2: out of file descriptors (EMFILE), relayd neither spins nor
+// floods its log, and recovers when descriptors are free again.
+func TestSubmitSocketEMFILE(t *testing.T) {
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{})
+	d := s.start()
+	pid := d.cmd.Process.Pid
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Skipf("cannot count relayd's descriptors: %v", err)
+	}
+	lim := unix.Rlimit{Cur: uint64(len(fds) + 8), Max: uint64(len(fds) + 8)}
+	var old unix.Rlimit
+	if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, &lim, &old); err != nil {
+		t.Skipf("prlimit: %v", err)
+	}
+	conns, _ := dialSubmits(t, s.submitSock(), 30)
+	waitFor(t, "an accept failure logged", 20*time.Second, func() bool {
+		return strings.Contains(s.log(), "submission socket accept failed")
+	})
+	for _, c := range conns {
+		c.Close()
+	}
+	m := &spool.Meta{Env: spool.Envelope{Sender: "app@example.org", Recipients: []string{"x@example.net"}}}
+	waitFor(t, "a submission accepted again", 30*time.Second, func() bool {
+		_, err := submit.Send(context.Background(), s.submitSock(), m, strings.NewReader("Subject: after EMFILE\n\nhello\n"))
+		return err == nil
+	})
+	if _, err := up.WaitFor(1, 30*time.Second); err != nil {
+		t.Fatalf("%v\n%s", err, s.log())
+	}
+	if n := strings.Count(s.log(), "accept failed"); n > 2 {
+		t.Errorf("%d accept failure lines, want at most one per socket:\n%.3000s", n, s.log())
 	}
 }
