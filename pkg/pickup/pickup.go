@@ -326,7 +326,7 @@ func (p *Pickup) reject(name string, f *os.File, m *spool.Meta, re *RejectError)
 	sender := rw.Sender(m.Env.Sender, &m.Origin)
 	kv := []any{"id", name, "uid", m.Origin.UID, "user", m.Origin.User, "from", sender, "nrcpt", len(m.Env.Recipients),
 		"cause", re.Cause, "fix", re.Fix}
-	if sender == "<>" || p.Reject == nil {
+	if _, err := message.ParseAddress(sender); err != nil || sender == "<>" || p.Reject == nil {
 		p.Log.Event("rejected", append(kv, "action", "quarantined (no sender to bounce to)")...)
 		p.quarantine(name, "rejected: "+re.Cause, "uid", m.Origin.UID)
 		return
@@ -400,6 +400,19 @@ func sizeText(n int) string {
 	return fmt.Sprintf("%d bytes", n)
 }
 
+// errEnvelope is the RejectError for an envelope message.ValidateEnvelope
+// refused.
+func errEnvelope(err error) *RejectError {
+	re := &RejectError{Code: sysexits.DataErr, Status: "5.1.3", Err: err,
+		Cause: "the envelope is not valid: " + err.Error(),
+		Fix:   "check the sender and recipient addresses given to sendmail (-f, -F, the arguments, or To:/Cc:/Bcc: with -t)"}
+	var ee *message.EnvelopeError
+	if errors.As(err, &ee) {
+		re.Code = ee.Code
+	}
+	return re
+}
+
 var errNoRecipients = &RejectError{
 	Code: sysexits.Usage, Status: "5.1.3", Err: errors.New("no recipients"),
 	Cause: "the message has no recipients (none given, or every alias expanded to nothing)",
@@ -429,7 +442,14 @@ func (p *Pickup) Enqueue(m *spool.Meta, body io.Reader) (string, error) {
 	if q.Time.IsZero() {
 		q.Time = p.now()
 	}
-	q.Extra = append([][2]string(nil), m.Extra...)
+	// The envelope gets the check sendmail and the submission socket make
+	// (a maildrop file need not come from sendmail): defence in depth.
+	if err := message.ValidateEnvelope(&q.Env); err != nil {
+		return "", errEnvelope(err)
+	}
+	// Unknown keys of the incoming file are nobody's to add: only pickup's
+	// own are kept in the queue.
+	q.Extra = nil
 	if q.Env.Sender != "" && q.Env.Sender != "<>" {
 		q.Extra = append(q.Extra, [2]string{"orig-sender", q.Env.Sender})
 	}

@@ -475,3 +475,35 @@ func TestStoreRejects(t *testing.T) {
 		t.Errorf("err %v", err)
 	}
 }
+
+// Review F3, defence in depth: a maildrop file need not come from
+// sendmail. Its envelope gets sendmail's check: a bad recipient is bounced
+// to a good sender; a file with a bad sender (no one to tell) is
+// quarantined; unknown keys never reach the queue.
+func TestPickupValidatesEnvelope(t *testing.T) {
+	e := newEnv(t, testConfig())
+	var got []*RejectError
+	e.p.Reject = func(m *spool.Meta, why *RejectError, headers []byte) (string, error) {
+		got = append(got, why)
+		return "DSNID", nil
+	}
+	badRcpt := e.drop(t, spool.Meta{Env: spool.Envelope{Sender: "a@example.org", Recipients: []string{"|/bin/sh -c id"}}}, "Subject: s\n\nb\n")
+	badSender := e.drop(t, spool.Meta{Env: spool.Envelope{Sender: "x@y.org\r\nRSET", Recipients: []string{"x@example.org"}}}, "Subject: s\n\nb\n")
+	extra := e.drop(t, spool.Meta{Env: spool.Envelope{Sender: "a@example.org", Recipients: []string{"x@example.org"}}, Extra: [][2]string{{"dsn-for", "X"}, {"orig-rcpt", "ceo@example.org"}}}, "Subject: s\n\nb\n")
+	if n := e.p.Scan(); n != 1 {
+		t.Fatalf("queued %d, want 1; log:\n%s", n, e.log)
+	}
+	if len(got) != 1 || got[0].Code != sysexits.NoUser || !strings.Contains(got[0].Cause, "envelope is not valid") {
+		t.Errorf("bounces %+v", got)
+	}
+	log := e.log.String()
+	if !strings.Contains(log, "event=rejected id="+badRcpt+" ") || !strings.Contains(log, "event=quarantine file="+badSender+" ") {
+		t.Errorf("log:\n%s", log)
+	}
+	m, _ := e.queued(t, extra)
+	for _, kv := range m.Extra {
+		if kv[0] == "dsn-for" || kv[1] == "ceo@example.org" {
+			t.Errorf("client key kept: %v", m.Extra)
+		}
+	}
+}
