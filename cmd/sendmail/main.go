@@ -425,11 +425,14 @@ func store(cfg *config.Config, env *spool.Envelope, org *spool.Origin, h *messag
 		return id, nil
 	}
 	var (
+		ee *message.EnvelopeError
 		sm *submit.SpoolMissingError
 		ue *submit.UnavailableError
 		se *submit.Error
 	)
 	switch {
+	case errors.As(err, &ee):
+		return "", errorf(ee.Code, "%s", ee.Msg)
 	case errors.As(err, &sm):
 		return "", errorf(sysexits.CantCreat, "%v", sm).
 			withHint("start relayd once (it creates the spool), or check spool= in the configuration")

@@ -135,10 +135,11 @@ func check(addr string) (string, error) {
 	if len(bare) > MaxAddress {
 		return "", fmt.Errorf("longer than %d octets", MaxAddress)
 	}
-	if bare[0] == '-' {
-		// Valid in RFC 5322, but a classic argument-injection vector for
-		// whatever reads it next: refuse.
-		return "", errors.New("an address may not start with '-'")
+	if local := addr[:at]; bare[0] == '-' || strings.ContainsAny(local[:1], "|/-") || strings.HasPrefix(strings.ToLower(local), ":include:") {
+		// Valid in RFC 5322 (quoted), but a program, a file or an option
+		// for whatever reads it next (local delivery, a program handed the
+		// address): refuse.
+		return "", errProgram
 	}
 	if strings.ContainsAny(addr, " \t") && !strings.HasPrefix(bare, "\"") {
 		return "", errors.New("white space in an address")

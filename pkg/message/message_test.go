@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+
+	"github.com/mailshim/mailshim/pkg/spool"
 )
 
 func readAll(t *testing.T, r io.Reader) string {
@@ -437,4 +439,41 @@ func FuzzReader(f *testing.F) {
 			t.Fatalf("got %q, want %q", got, want)
 		}
 	})
+}
+
+func TestValidateEnvelope(t *testing.T) {
+	// What sendmail stores passes again unchanged (the socket's server
+	// validates what sendmail's client sends).
+	for _, in := range []string{"a@example.org", `"a b"@example.org`, "root", "j\u00f6rg@example.org", "a+tag@[192.0.2.1]", "`id`@example.org", "Name <x@example.org>"} {
+		a, err := ParseAddress(in)
+		if err != nil {
+			t.Fatalf("%q: %v", in, err)
+		}
+		env := spool.Envelope{Sender: a, Recipients: []string{a}}
+		if err := ValidateEnvelope(&env); err != nil || env.Sender != a || env.Recipients[0] != a {
+			t.Errorf("%q: %v, %+v", a, err, env)
+		}
+	}
+	bad := map[string]spool.Envelope{
+		"quoted pipe":    {Recipients: []string{`"|cmd"@example.org`}},
+		"quoted path":    {Recipients: []string{`"/etc/passwd"@example.org`}},
+		"quoted option":  {Recipients: []string{`"-oQ/tmp"@example.org`}},
+		"quoted include": {Recipients: []string{`":include:/x"@example.org`}},
+		"sender nul":     {Sender: "a\x00@example.org", Recipients: []string{"b@example.org"}},
+		"ret":            {Ret: "ALL", Recipients: []string{"b@example.org"}},
+		"body":           {BodyType: "BINARYMIME", Recipients: []string{"b@example.org"}},
+		"long name":      {FullName: strings.Repeat("n", 257), Recipients: []string{"b@example.org"}},
+		"rcpt bytes": {Recipients: func() []string {
+			r := make([]string, 3000)
+			for i := range r {
+				r[i] = strings.Repeat("a", 400) + "@example.org"
+			}
+			return r
+		}()},
+	}
+	for name, env := range bad {
+		if err := ValidateEnvelope(&env); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
 }

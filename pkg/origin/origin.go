@@ -354,3 +354,49 @@ func Cgroup(path string) string {
 	}
 	return clean(best)
 }
+
+// MaxIgnored bounds the ignored options recorded for one message.
+const MaxIgnored = 32
+
+// Sanitize bounds and re-checks the advisory fields of o against o.UID,
+// for an origin record that a client of the submission socket wrote
+// (sendmail applies it to its own record too, so that both doors store
+// the same shapes): every string is cut to 1024 bytes, at most MaxIgnored
+// ignored options are kept, an unknown Mode or ScriptSource is dropped
+// (with the script it named), and PHP's X-PHP-Originating-Script value is
+// checked again against o.UID — a mismatch is recorded and its script not
+// believed, whatever the client claimed.
+func Sanitize(o *spool.Origin) {
+	for _, p := range []*string{&o.User, &o.Via, &o.Mode, &o.Script, &o.ScriptSource, &o.PHPHeader,
+		&o.ParentExe, &o.ParentCmdline, &o.ParentCwd, &o.Cgroup, &o.Caller} {
+		*p = clean(*p)
+	}
+	switch o.Mode {
+	case "", "bm", "t", "bs":
+	default:
+		o.Mode = ""
+	}
+	switch o.ScriptSource {
+	case SourceScriptFilename, SourceMailshimScript, SourcePHPHeader, SourceParentCmdline:
+	default:
+		o.Script, o.ScriptSource = "", ""
+	}
+	o.PHPUIDMismatch = false
+	if o.PHPHeader != "" {
+		uidStr, _, ok := strings.Cut(o.PHPHeader, ":")
+		uid, err := strconv.Atoi(strings.TrimSpace(uidStr))
+		o.PHPUIDMismatch = !ok || err != nil || uid != o.UID
+	}
+	if o.ScriptSource == SourcePHPHeader && (o.PHPHeader == "" || o.PHPUIDMismatch) {
+		o.Script, o.ScriptSource = "", ""
+	}
+	if o.ParentPID < 0 {
+		o.ParentPID = 0
+	}
+	if len(o.Ignored) > MaxIgnored {
+		o.Ignored = o.Ignored[:MaxIgnored]
+	}
+	for i := range o.Ignored {
+		o.Ignored[i] = clean(o.Ignored[i])
+	}
+}

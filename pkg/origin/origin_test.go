@@ -141,3 +141,29 @@ func TestUserName(t *testing.T) {
 		t.Errorf("unknown uid: %q", n)
 	}
 }
+
+// Sanitize: what a socket client claims is bounded and re-checked.
+func TestSanitize(t *testing.T) {
+	o := spool.Origin{UID: 1001, Mode: "x", Script: "/a.php", ScriptSource: "made-up",
+		PHPHeader: "1001:/b.php", Cgroup: strings.Repeat("c", 3000)}
+	for i := 0; i < 50; i++ {
+		o.Ignored = append(o.Ignored, "-k"+strings.Repeat("k", 2000))
+	}
+	Sanitize(&o)
+	if o.Mode != "" || o.Script != "" || o.ScriptSource != "" || o.PHPUIDMismatch || len(o.Cgroup) != 1024 ||
+		len(o.Ignored) != MaxIgnored || len(o.Ignored[0]) != 1024 {
+		t.Errorf("%+v", o)
+	}
+	// A PHP header of another UID claimed as the script's source.
+	o = spool.Origin{UID: 1001, Script: "/root/x.php", ScriptSource: SourcePHPHeader, PHPHeader: "0:/root/x.php"}
+	Sanitize(&o)
+	if !o.PHPUIDMismatch || o.Script != "" {
+		t.Errorf("%+v", o)
+	}
+	// The caller's own, believed.
+	o = spool.Origin{UID: 1001, Script: "/b.php", ScriptSource: SourcePHPHeader, PHPHeader: "1001:/b.php", Mode: "bs"}
+	Sanitize(&o)
+	if o.PHPUIDMismatch || o.Script != "/b.php" || o.Mode != "bs" {
+		t.Errorf("%+v", o)
+	}
+}

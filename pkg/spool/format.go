@@ -260,6 +260,24 @@ func Decode(r io.ReaderAt, fileSize int64) (*Meta, error) {
 		}
 		return s[:len(s)-1], nil
 	}
+	m, err := decodeFields(line)
+	if err != nil {
+		return nil, err
+	}
+	m.BodyOffset = off
+	switch {
+	case fileSize-off < m.Size:
+		return nil, fmt.Errorf("%w: %d of %d message bytes", ErrTruncated, fileSize-off, m.Size)
+	case fileSize-off > m.Size:
+		return nil, fmt.Errorf("%w: %d bytes after the message", ErrSize, fileSize-off-m.Size)
+	}
+	return m, nil
+}
+
+// decodeFields parses the header lines returned by line (without their
+// LF), through the empty line that ends them, and checks that the
+// required fields are there.
+func decodeFields(line func() (string, error)) (*Meta, error) {
 	first, err := line()
 	if err != nil {
 		return nil, err
@@ -393,14 +411,38 @@ func Decode(r io.ReaderAt, fileSize int64) (*Meta, error) {
 	case !haveSize || !haveCRC:
 		return nil, fmt.Errorf("%w: no size/crc32c", ErrCorrupt)
 	}
-	m.BodyOffset = off
-	switch {
-	case fileSize-off < m.Size:
-		return nil, fmt.Errorf("%w: %d of %d message bytes", ErrTruncated, fileSize-off, m.Size)
-	case fileSize-off > m.Size:
-		return nil, fmt.Errorf("%w: %d bytes after the message", ErrSize, fileSize-off-m.Size)
-	}
 	return m, nil
+}
+
+// DecodeHeader reads a file header (as EncodeHeader writes it) from br,
+// through its empty line and no further, refusing one longer than max
+// bytes. It is Decode for a stream (the submission socket), without the
+// size checks, which need the whole file; nothing but the decoded fields
+// is kept in memory.
+func DecodeHeader(br *bufio.Reader, max int) (*Meta, error) {
+	n := 0
+	line := func() (string, error) {
+		var b []byte
+		for {
+			c, err := br.ReadSlice('\n')
+			n += len(c)
+			if n > max {
+				return "", fmt.Errorf("%w: header longer than %d bytes", ErrCorrupt, max)
+			}
+			b = append(b, c...)
+			if err == bufio.ErrBufferFull {
+				continue
+			}
+			if err == io.EOF {
+				return "", ErrTruncated
+			}
+			if err != nil {
+				return "", err
+			}
+			return string(b[:len(b)-1]), nil
+		}
+	}
+	return decodeFields(line)
 }
 
 // Body returns a reader of m's message bytes in r. At the end of the bytes

@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"flag"
@@ -162,4 +163,33 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("re-encoding changed the header:\n%+v\n%+v", d, d2)
 		}
 	})
+}
+
+// DecodeHeader reads the same fields as Decode from a stream, stops at the
+// empty line, and refuses a header over its bound or cut short.
+func TestDecodeHeader(t *testing.T) {
+	m, body := goldenMeta()
+	file := encode(m, body)
+	want, err := Decode(bytes.NewReader(file), int64(len(file)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReaderSize(bytes.NewReader(file), 16)
+	got, err := DecodeHeader(br, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got.BodyOffset = want.BodyOffset
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got %+v\nwant %+v", got, want)
+	}
+	if rest, _ := io.ReadAll(br); string(rest) != body {
+		t.Errorf("left %q", rest)
+	}
+	if _, err := DecodeHeader(bufio.NewReader(bytes.NewReader(file)), int(want.BodyOffset)-1); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("over the bound: %v", err)
+	}
+	if _, err := DecodeHeader(bufio.NewReader(bytes.NewReader(file[:want.BodyOffset-1])), 1<<20); !errors.Is(err, ErrTruncated) {
+		t.Errorf("cut short: %v", err)
+	}
 }

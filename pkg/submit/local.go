@@ -71,7 +71,7 @@ func (e *UnavailableError) Error() string {
 // when the message has none (the full name, and the sender or
 // user@Hostname) — and stores the message: h, then body to its end. It
 // returns the queue ID once the message is durable; on error nothing was
-// stored. Errors: *SpoolMissingError, *UnavailableError, *Error (relayd
+// stored. Errors: *message.EnvelopeError (message.ValidateEnvelope), *SpoolMissingError, *UnavailableError, *Error (relayd
 // refused it over the socket), errors of body (the caller's input; see
 // IsReadError for the socket path), message.ErrHeaderTooLarge (the
 // completed header is over message's limits), spool.ErrTooLarge, and spool write
@@ -80,15 +80,13 @@ func (l *Local) Store(env *spool.Envelope, org *spool.Origin, h *message.Header,
 	if v := h.Get("X-PHP-Originating-Script"); v != "" {
 		origin.ApplyPHPHeader(org, v)
 	}
+	// The same checks as the submission socket's server (Server.Serve):
+	// one definition of a valid envelope and origin record for both doors.
+	origin.Sanitize(org)
+	if err := message.ValidateEnvelope(env); err != nil {
+		return "", err
+	}
 	message.EnsureFrom(h, env.FullName, l.fromAddress(env.Sender, org))
-	if !message.IsASCII(env.Sender) {
-		env.SMTPUTF8 = true
-	}
-	for _, r := range env.Recipients {
-		if !message.IsASCII(r) {
-			env.SMTPUTF8 = true
-		}
-	}
 	now := time.Now()
 	org.Via = "maildrop"
 	m := &spool.Meta{Version: spool.Version, ID: spool.NewID(now), Time: now, Env: *env, Origin: *org}

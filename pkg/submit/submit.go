@@ -31,11 +31,16 @@
 // The server trusts nothing of the header for identity: it overwrites
 // Origin.UID, GID and User with the peer's credentials and sets
 // Origin.Via = "socket"; it assigns a fresh queue ID and arrival time.
+// Nor does it trust the rest: the envelope goes through
+// message.ValidateEnvelope (as in sendmail) and the sender policy, unknown
+// keys are dropped, the advisory origin is bounded and re-checked
+// (origin.Sanitize). A client has HeaderTimeout for the greeting and the
+// header (at most MaxSpoolHeader bytes), then BodyTimeout for the body;
+// Limiter caps connections in all and per UID.
 package submit
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -45,6 +50,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mailshim/mailshim/pkg/message"
 	"github.com/mailshim/mailshim/pkg/origin"
 	"github.com/mailshim/mailshim/pkg/spool"
 	"github.com/mailshim/mailshim/pkg/sysexits"
@@ -55,13 +61,25 @@ const (
 	greeting = "MAILSHIM-SUBMIT 1\n"
 	// MaxChunk is the largest body chunk a server accepts.
 	MaxChunk = 1 << 20
-	// maxHeader bounds the spool header a client may send.
-	maxHeader = 16 << 20
+	// MaxSpoolHeader bounds the spool header a client may send: room for
+	// message.MaxRecipientBytes of recipients (escaped) and the origin
+	// record that origin.Sanitize keeps.
+	MaxSpoolHeader = 4 << 20
 	// drainLimit bounds what the server reads and discards after refusing
 	// a message, so that the client gets to read the answer.
 	drainLimit = 64 << 20
-	// IdleTimeout is how long the server waits for the next bytes.
-	IdleTimeout = 5 * time.Minute
+	// HeaderTimeout is how long a client has, from the accept, to send
+	// the greeting and the whole spool header.
+	HeaderTimeout = 30 * time.Second
+	// BodyTimeout is how long a client has to send the whole body after
+	// the header (sendmail's own client gives up after 10 minutes).
+	BodyTimeout = 10 * time.Minute
+	// IdleTimeout is how long the server waits for the next bytes of the
+	// body; each read renews it, never past BodyTimeout.
+	IdleTimeout = 2 * time.Minute
+	// readBuffer is the connection's read buffer, allocated once the peer
+	// has passed the limiter.
+	readBuffer = 4 << 10
 )
 
 // Error is a refusal with the sysexits code the client should exit with.
@@ -191,20 +209,58 @@ func (c *chunkWriter) Write(p []byte) (int, error) {
 // spool (spool.IsFull) to EX_CANTCREAT, anything else to EX_IOERR.
 type Store func(m *spool.Meta, body io.Reader) (id string, err error)
 
-// Serve handles one connection on the submission socket: it reads the
-// message, takes the peer's identity from the kernel (SO_PEERCRED),
-// overwriting whatever the client claimed, calls store, and answers. It
-// returns the error to log, if any (the client has been told).
+// SenderPolicy decides whether a user may use an envelope sender
+// (config.Config implements it with [policy] allowed_senders). An error
+// refuses the message with EX_NOPERM (77) and its text.
+type SenderPolicy interface {
+	CheckSender(user string, uid int, sender string) error
+}
+
+// Server serves the submission socket. The zero value with Store set
+// works; relayd sets Limiter and Policy too.
+type Server struct {
+	Store Store
+	// Limiter, if set, caps the connections served at once, in all and
+	// per peer UID; a connection over the cap is answered at once
+	// (EX_IOERR, "busy") and closed.
+	Limiter *Limiter
+	// Policy, if set, is asked about every envelope sender given.
+	Policy SenderPolicy
+	// Timeouts; zero means HeaderTimeout, BodyTimeout, IdleTimeout.
+	HeaderTimeout, BodyTimeout, IdleTimeout time.Duration
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
+}
+
+// Serve handles one connection with a Server that has only store: no
+// limiter, no sender policy.
 func Serve(conn *net.UnixConn, store func(m *spool.Meta, body io.Reader) (id string, err error)) error {
+	return (&Server{Store: store}).Serve(conn)
+}
+
+// Serve handles one connection on the submission socket: it takes the
+// peer's identity from the kernel (SO_PEERCRED), overwriting whatever the
+// client claimed, passes the limiter, reads the spool header (within
+// HeaderTimeout and MaxSpoolHeader), validates the envelope exactly as
+// sendmail does (message.ValidateEnvelope, then the sender policy), drops
+// unknown header keys and re-checks the advisory origin fields
+// (origin.Sanitize), calls Store with the body (within BodyTimeout, no
+// IdleTimeout without a byte), and answers. It returns the error to log,
+// if any (the client has been told).
+func (s *Server) Serve(conn *net.UnixConn) error {
 	defer conn.Close()
-	cred, err := peerCred(conn)
+	start := time.Now()
+	cred, err := PeerCred(conn)
 	if err != nil {
 		return fmt.Errorf("submit: SO_PEERCRED: %w", err)
 	}
-	dl := &deadlineReader{c: conn}
-	br := bufio.NewReaderSize(dl, 64<<10)
 	answer := func(code int, msg string) {
-		conn.SetWriteDeadline(time.Now().Add(IdleTimeout))
+		conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
 		if code == 0 {
 			fmt.Fprintf(conn, "ok %s\n", msg)
 			return
@@ -217,20 +273,43 @@ func Serve(conn *net.UnixConn, store func(m *spool.Meta, body io.Reader) (id str
 		}, msg)
 		fmt.Fprintf(conn, "error %d %s\n", code, truncate(msg, 400))
 	}
-	g, err := br.ReadString('\n')
-	if err != nil || g != greeting {
+	if s.Limiter != nil {
+		if !s.Limiter.Acquire(cred.Uid) {
+			answer(sysexits.IOErr, "relayd is busy: too many submissions in progress; try again later")
+			return fmt.Errorf("submit: uid=%d: refused: too many submissions in progress (limits %d in all, %d per user)",
+				cred.Uid, s.Limiter.Global, s.Limiter.PerUID)
+		}
+		defer s.Limiter.Release(cred.Uid)
+	}
+	// refuse answers and drains a bounded amount, so that a client still
+	// sending gets to read the answer instead of a reset.
+	refuse := func(code int, msg string) {
+		answer(code, msg)
+		conn.CloseWrite()
+		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		io.Copy(io.Discard, io.LimitReader(conn, drainLimit))
+	}
+	headerTimeout := orDefault(s.HeaderTimeout, HeaderTimeout)
+	bodyTimeout := orDefault(s.BodyTimeout, BodyTimeout)
+	idleTimeout := orDefault(s.IdleTimeout, IdleTimeout)
+	dl := &deadlineReader{c: conn, idle: idleTimeout, hard: start.Add(headerTimeout)}
+	br := bufio.NewReaderSize(dl, readBuffer)
+	g, err := br.ReadSlice('\n')
+	if err != nil || string(g) != greeting {
 		answer(sysexits.Protocol, "not a mailshim submission")
 		return fmt.Errorf("submit: uid=%d: bad greeting", cred.Uid)
 	}
-	hdr, err := readHeader(br)
+	m, err := spool.DecodeHeader(br, MaxSpoolHeader)
 	if err != nil {
-		answer(sysexits.DataErr, err.Error())
-		return fmt.Errorf("submit: uid=%d: %w", cred.Uid, err)
-	}
-	m, err := spool.Decode(bytes.NewReader(hdr), int64(len(hdr)))
-	if err != nil {
-		answer(sysexits.DataErr, "bad message header: "+err.Error())
-		return fmt.Errorf("submit: uid=%d: %w", cred.Uid, err)
+		msg := "bad message header: " + err.Error()
+		if isTimeout(err) {
+			// Out of time: answered, not drained.
+			msg = fmt.Sprintf("the header did not arrive within %v", headerTimeout)
+			answer(sysexits.DataErr, msg)
+			return fmt.Errorf("submit: uid=%d: %s", cred.Uid, msg)
+		}
+		refuse(sysexits.DataErr, msg)
+		return fmt.Errorf("submit: uid=%d: %s", cred.Uid, msg)
 	}
 	now := time.Now()
 	m.ID, m.Time = spool.NewID(now), now
@@ -238,33 +317,45 @@ func Serve(conn *net.UnixConn, store func(m *spool.Meta, body io.Reader) (id str
 	m.Origin.User = origin.UserName(int(cred.Uid))
 	m.Origin.Via = "socket"
 	m.Size, m.CRC, m.BodyOffset = 0, 0, 0
+	m.Extra = nil // unknown keys: nothing a client may add
+	origin.Sanitize(&m.Origin)
+	if err := message.ValidateEnvelope(&m.Env); err != nil {
+		var ee *message.EnvelopeError
+		code := sysexits.DataErr
+		if errors.As(err, &ee) {
+			code = ee.Code
+		}
+		refuse(code, err.Error())
+		return fmt.Errorf("submit: uid=%d: %w", cred.Uid, err)
+	}
+	if s.Policy != nil && m.Env.Sender != "" {
+		if err := s.Policy.CheckSender(m.Origin.User, m.Origin.UID, m.Env.Sender); err != nil {
+			refuse(sysexits.NoPerm, err.Error())
+			return fmt.Errorf("submit: uid=%d: %w", cred.Uid, err)
+		}
+	}
 
+	dl.hard = time.Now().Add(bodyTimeout)
 	body := &chunkReader{br: br}
-	id, err := store(m, body)
+	id, err := s.Store(m, body)
 	if err == nil && !body.done {
 		err = errors.New("store returned before the end of the message")
 	}
 	if err != nil {
-		// Let a client still sending read the answer: stop reading only
-		// after it, draining a bounded amount so that closing does not
-		// reset the connection under the answer.
-		defer func() {
-			conn.CloseWrite()
-			conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-			io.Copy(io.Discard, io.LimitReader(conn, drainLimit))
-		}()
 		var e *Error
 		switch {
 		case errors.As(err, &e):
-			answer(e.Code, e.Msg)
+			refuse(e.Code, e.Msg)
 		case errors.Is(err, spool.ErrTooLarge):
-			answer(sysexits.DataErr, "message too large")
+			refuse(sysexits.DataErr, "message too large")
 		case spool.IsFull(err):
-			answer(sysexits.CantCreat, "the spool is full")
+			refuse(sysexits.CantCreat, "the spool is full")
+		case body.err != nil && isTimeout(body.err):
+			answer(sysexits.IOErr, fmt.Sprintf("message incomplete: no data for %v, or the body took longer than %v", idleTimeout, bodyTimeout))
 		case body.err != nil:
-			answer(sysexits.IOErr, "message incomplete: "+body.err.Error())
+			refuse(sysexits.IOErr, "message incomplete: "+body.err.Error())
 		default:
-			answer(sysexits.IOErr, "could not store the message")
+			refuse(sysexits.IOErr, "could not store the message")
 		}
 		return fmt.Errorf("submit: uid=%d: %w", cred.Uid, err)
 	}
@@ -272,7 +363,14 @@ func Serve(conn *net.UnixConn, store func(m *spool.Meta, body io.Reader) (id str
 	return nil
 }
 
-func peerCred(conn *net.UnixConn) (*unix.Ucred, error) {
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// PeerCred returns the credentials of conn's peer (SO_PEERCRED): the
+// identity the kernel vouches for.
+func PeerCred(conn *net.UnixConn) (*unix.Ucred, error) {
 	rc, err := conn.SyscallConn()
 	if err != nil {
 		return nil, err
@@ -287,30 +385,22 @@ func peerCred(conn *net.UnixConn) (*unix.Ucred, error) {
 	return cred, cerr
 }
 
-// deadlineReader renews the read deadline before every read, so an idle
-// client is dropped while a slow but steady one is not.
-type deadlineReader struct{ c *net.UnixConn }
-
-func (d *deadlineReader) Read(p []byte) (int, error) {
-	d.c.SetReadDeadline(time.Now().Add(IdleTimeout))
-	return d.c.Read(p)
+// deadlineReader sets the read deadline before every read: idle from
+// now, but never past hard. A client trickling a byte at a time
+// cannot hold the connection past hard.
+type deadlineReader struct {
+	c    *net.UnixConn
+	idle time.Duration
+	hard time.Time
 }
 
-func readHeader(br *bufio.Reader) ([]byte, error) {
-	var hdr []byte
-	for {
-		line, err := br.ReadSlice('\n')
-		if err != nil && err != bufio.ErrBufferFull {
-			return nil, fmt.Errorf("header: %w", err)
-		}
-		hdr = append(hdr, line...)
-		if len(hdr) > maxHeader {
-			return nil, errors.New("header too large")
-		}
-		if err == nil && len(line) == 1 {
-			return hdr, nil
-		}
+func (d *deadlineReader) Read(p []byte) (int, error) {
+	dl := time.Now().Add(d.idle)
+	if d.hard.Before(dl) {
+		dl = d.hard
 	}
+	d.c.SetReadDeadline(dl)
+	return d.c.Read(p)
 }
 
 // chunkReader decodes the body chunks. It returns io.EOF only after the

@@ -80,7 +80,7 @@ func TestSendServe(t *testing.T) {
 	s := newServer(t, 1<<20)
 	m := &spool.Meta{ID: spool.NewID(time.Now()), Time: time.Now(),
 		Env:    spool.Envelope{Sender: "a@example.org", Recipients: []string{"b@example.org"}},
-		Origin: spool.Origin{UID: 0, GID: 0, User: "forged-root", Via: "maildrop", Script: "/x.php", Mode: "t"},
+		Origin: spool.Origin{UID: 0, GID: 0, User: "forged-root", Via: "maildrop", Script: "/x.php", ScriptSource: "SCRIPT_FILENAME", Mode: "t"},
 	}
 	body := strings.Repeat("line of body\n", 20000) // several chunks
 	id, err := Send(context.Background(), s.sock, m, strings.NewReader(body))

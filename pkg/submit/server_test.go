@@ -1,0 +1,306 @@
+package submit
+
+// Tests of the server side against a client that is not sendmail (the
+// socket is world-connectable): review findings F2 (deadlines, limits)
+// and F3 (the envelope validated as sendmail validates it).
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mailshim/mailshim/pkg/spool"
+)
+
+// rawServer serves srv (its Store set here, into a real spool.Drop) on a
+// socket in a temp dir.
+type rawServer struct {
+	*server
+	srv *Server
+}
+
+func newRawServer(t *testing.T, srv *Server) *rawServer {
+	t.Helper()
+	tmp := t.TempDir()
+	s := &server{sock: filepath.Join(tmp, "submit.sock"), dir: filepath.Join(tmp, "store"), errs: make(chan error, 64)}
+	os.Mkdir(s.dir, 0o700)
+	srv.Store = func(m *spool.Meta, body io.Reader) (string, error) {
+		dir, err := spool.OpenDir(filepath.Dir(s.dir), filepath.Base(s.dir))
+		if err != nil {
+			return "", err
+		}
+		defer dir.Close()
+		d, err := spool.NewDrop(dir, m, 1<<20)
+		if err != nil {
+			return "", err
+		}
+		if _, err := io.Copy(d, body); err != nil {
+			d.Abort()
+			return "", err
+		}
+		return m.ID, d.Commit()
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: s.sock, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.AcceptUnix()
+			if err != nil {
+				return
+			}
+			go func() { s.errs <- srv.Serve(c) }()
+		}
+	}()
+	return &rawServer{server: s, srv: srv}
+}
+
+// submitRaw sends greeting, the spool header of m (Extra included) and
+// body as one chunk, and returns the server's answer line.
+func submitRaw(t *testing.T, sock string, m *spool.Meta, body string) string {
+	t.Helper()
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	hdr, _ := spool.EncodeHeader(m)
+	w := bufio.NewWriter(c)
+	w.WriteString(greeting)
+	w.Write(hdr)
+	fmt.Fprintf(w, "%d\n%s0\n", len(body), body)
+	w.Flush()
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		t.Fatalf("no answer: %v", err)
+	}
+	return strings.TrimSuffix(line, "\n")
+}
+
+func meta(sender string, rcpts ...string) *spool.Meta {
+	return &spool.Meta{ID: spool.NewID(time.Now()), Time: time.Now(),
+		Env: spool.Envelope{Sender: sender, Recipients: rcpts}}
+}
+
+// F3: what sendmail refuses, the socket refuses, with the same code.
+func TestServeValidatesEnvelope(t *testing.T) {
+	s := newRawServer(t, &Server{})
+	many := make([]string, 20001)
+	for i := range many {
+		many[i] = "u" + strconv.Itoa(i) + "@example.org"
+	}
+	tests := []struct {
+		name string
+		m    *spool.Meta
+		code int
+	}{
+		{"sender with CRLF", meta("x@y.org\r\nRSET", "b@example.org"), 65},
+		{"sender unparseable", meta("a b c <", "b@example.org"), 65},
+		{"rcpt program", meta("", "|/bin/sh -c id"), 67},
+		{"rcpt quoted program", meta("", `"|/bin/sh -c id"@example.org`), 67},
+		{"rcpt file", meta("", "/etc/passwd"), 67},
+		{"rcpt include", meta("", ":include:/etc/shadow"), 67},
+		{"rcpt option", meta("", "-oQ/tmp@x"), 67},
+		{"rcpt empty", meta("", ""), 67},
+		{"rcpt with LF", meta("", "a@example.org\nRCPT TO:<b@example.org>"), 67},
+		{"no recipients", meta("a@example.org"), 64},
+		{"too many recipients", meta("", many...), 65},
+		{"bad notify", func() *spool.Meta { m := meta("", "b@example.org"); m.Env.Notify = "ALWAYS"; return m }(), 65},
+		{"bad envid", func() *spool.Meta { m := meta("", "b@example.org"); m.Env.EnvID = "a b"; return m }(), 65},
+		{"full name with LF", func() *spool.Meta { m := meta("", "b@example.org"); m.Env.FullName = "x\nBcc: y"; return m }(), 65},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := submitRaw(t, s.sock, tt.m, "Subject: x\n\nbody\n")
+			if want := "error " + strconv.Itoa(tt.code) + " "; !strings.HasPrefix(got, want) {
+				t.Fatalf("answer %q, want %q...", got, want)
+			}
+			if err := <-s.errs; err == nil {
+				t.Error("Serve returned no error to log")
+			}
+			if f := s.files(t); len(f) != 0 {
+				t.Fatalf("stored: %v", f)
+			}
+		})
+	}
+}
+
+// F3: unknown keys are dropped, and the advisory origin is re-checked
+// against the peer's UID.
+func TestServeSanitizesOrigin(t *testing.T) {
+	s := newRawServer(t, &Server{})
+	m := meta("a@example.org", "Root <root>", "b@example.org")
+	m.Extra = [][2]string{{"orig-rcpt", "ceo@example.org"}, {"dsn-for", "660F3603DDED115B5BF6"}}
+	other := os.Getuid() + 1
+	m.Origin = spool.Origin{Script: "/root/x.php", ScriptSource: "X-PHP-Originating-Script",
+		PHPHeader: strconv.Itoa(other) + ":/root/x.php", Mode: "weird", Caller: strings.Repeat("c", 5000)}
+	for i := 0; i < 100; i++ {
+		m.Origin.Ignored = append(m.Origin.Ignored, "-k")
+	}
+	ans := submitRaw(t, s.sock, m, "Subject: x\n\nbody\n")
+	id, ok := strings.CutPrefix(ans, "ok ")
+	if !ok {
+		t.Fatalf("answer %q", ans)
+	}
+	if err := <-s.errs; err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(filepath.Join(s.dir, id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st, _ := f.Stat()
+	got, err := spool.Decode(f, st.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := got.Origin
+	switch {
+	case len(got.Extra) != 0:
+		t.Errorf("extra keys stored: %q", got.Extra)
+	case !o.PHPUIDMismatch || o.Script != "" || o.ScriptSource != "":
+		t.Errorf("PHP header of another uid believed: %+v", o)
+	case o.Mode != "" || len(o.Caller) > 1024 || len(o.Ignored) > 32:
+		t.Errorf("origin not bounded: mode %q, caller %d bytes, %d ignored", o.Mode, len(o.Caller), len(o.Ignored))
+	case strings.Join(got.Env.Recipients, " ") != "root b@example.org":
+		t.Errorf("recipients not normalised: %q", got.Env.Recipients)
+	}
+}
+
+// F2: a client that sends the greeting and then nothing is answered and
+// dropped once HeaderTimeout is over; one that trickles the body byte by
+// byte is dropped at BodyTimeout however often it sends; nothing is
+// stored.
+func TestServeDeadlines(t *testing.T) {
+	s := newRawServer(t, &Server{HeaderTimeout: 200 * time.Millisecond, BodyTimeout: 300 * time.Millisecond, IdleTimeout: time.Minute})
+	c, err := net.Dial("unix", s.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	io.WriteString(c, greeting+"MAILSHIM-SPOOL 1\n")
+	line, _ := bufio.NewReader(c).ReadString('\n')
+	if !strings.HasPrefix(line, "error 65 the header did not arrive") {
+		t.Errorf("slow header: answer %q", line)
+	}
+	if err := <-s.errs; err == nil {
+		t.Error("slow header: no error")
+	}
+
+	c2, err := net.Dial("unix", s.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	c2.SetDeadline(time.Now().Add(30 * time.Second))
+	hdr, _ := spool.EncodeHeader(meta("", "b@example.org"))
+	io.WriteString(c2, greeting+string(hdr)+"1000000\n")
+	answered := make(chan string, 1)
+	go func() {
+		line, _ := bufio.NewReader(c2).ReadString('\n')
+		answered <- line
+	}()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	var ans string
+trickle:
+	for {
+		select {
+		case ans = <-answered:
+			break trickle
+		case <-tick.C:
+			if _, err := c2.Write([]byte("x")); err != nil {
+				ans = <-answered
+				break trickle
+			}
+		}
+	}
+	if !strings.HasPrefix(ans, "error 74 message incomplete") {
+		t.Errorf("trickled body: answer %q", ans)
+	}
+	if err := <-s.errs; err == nil {
+		t.Error("trickled body: no error")
+	}
+	if f := s.files(t); len(f) != 0 {
+		t.Fatalf("stored: %v", f)
+	}
+}
+
+// F2: over the per-user cap, a connection is answered "busy" at once and
+// the held one still completes; slots are given back.
+func TestServeLimiter(t *testing.T) {
+	lim := NewLimiter(10, 1)
+	s := newRawServer(t, &Server{Limiter: lim})
+	uid := uint32(os.Getuid())
+	held, err := net.Dial("unix", s.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	held.SetDeadline(time.Now().Add(30 * time.Second))
+	io.WriteString(held, greeting)
+	waitFor(t, "the first connection to take its slot", func() bool { _, n := lim.InUse(uid); return n == 1 })
+
+	ans := submitRaw(t, s.sock, meta("", "b@example.org"), "Subject: x\n\nbody\n")
+	if !strings.HasPrefix(ans, "error 74 relayd is busy") {
+		t.Fatalf("second connection: %q", ans)
+	}
+	if err := <-s.errs; err == nil || !strings.Contains(err.Error(), "too many submissions") {
+		t.Fatalf("log: %v", err)
+	}
+	hdr, _ := spool.EncodeHeader(meta("", "b@example.org"))
+	io.WriteString(held, string(hdr)+"5\nhello0\n")
+	line, _ := bufio.NewReader(held).ReadString('\n')
+	if !strings.HasPrefix(line, "ok ") {
+		t.Fatalf("held connection: %q", line)
+	}
+	if err := <-s.errs; err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the slot to be released", func() bool { all, _ := lim.InUse(uid); return all == 0 })
+	if ans := submitRaw(t, s.sock, meta("", "b@example.org"), "Subject: x\n\nbody\n"); !strings.HasPrefix(ans, "ok ") {
+		t.Fatalf("after release: %q", ans)
+	}
+}
+
+func TestLimiter(t *testing.T) {
+	l := NewLimiter(3, 2)
+	if !l.Acquire(1) || !l.Acquire(1) || l.Acquire(1) {
+		t.Fatal("per-user cap")
+	}
+	if !l.Acquire(2) || l.Acquire(3) {
+		t.Fatal("global cap")
+	}
+	l.Release(1)
+	if !l.Acquire(3) {
+		t.Fatal("release")
+	}
+	l.Release(7) // never acquired: no effect
+	if all, u := l.InUse(1); all != 3 || u != 1 {
+		t.Fatalf("in use %d, %d", all, u)
+	}
+}
+
+// waitFor polls cond until it holds or 10 seconds have passed.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
