@@ -486,6 +486,13 @@ func (p *Pickup) Enqueue(m *spool.Meta, body io.Reader) (string, error) {
 		}
 		h.fields = append(h.fields, newField("From", FromHeader(q.Env.FullName, from)))
 	}
+	// Bare local addresses in the address fields get our host name, as
+	// the envelope's do (aliases are not expanded here).
+	for i := range h.fields {
+		if isAddressField(h.fields[i].name) {
+			h.fields[i].raw = rw.QualifyField(h.fields[i].raw)
+		}
+	}
 	if !h.has("Date") {
 		h.fields = append(h.fields, newField("Date", q.Time.Format(time.RFC1123Z)))
 	}

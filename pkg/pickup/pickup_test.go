@@ -157,7 +157,7 @@ func TestPickupRewritesAndQueues(t *testing.T) {
 	want := "Received: from uid " + strconv.Itoa(uid) + " (" + name + ") by web1.example.com (mailshim) id " + id + "; " + date + "\n" +
 		"X-Mailshim-Origin: uid=" + strconv.Itoa(uid) + " user=" + name + " script=/home/u/site/contact.php\n" +
 		"From: " + name + "@web1.example.com (Cron Daemon)\n" +
-		"To: root\n" +
+		"To: root@web1.example.com\n" +
 		"Subject: hi\n" +
 		"Date: " + date + "\n" +
 		"Message-ID: <" + id + "@web1.example.com>\n" +
@@ -505,5 +505,24 @@ func TestPickupValidatesEnvelope(t *testing.T) {
 		if kv[0] == "dsn-for" || kv[1] == "ceo@example.org" {
 			t.Errorf("client key kept: %v", m.Extra)
 		}
+	}
+}
+
+// Bare local names in To:/Cc:/From: are qualified with the host name, as
+// in the envelope, but aliases are not expanded in the header.
+func TestPickupQualifiesHeaderAddresses(t *testing.T) {
+	e := newEnv(t, testConfig())
+	id := e.drop(t, spool.Meta{Env: spool.Envelope{Sender: "a@example.org", Recipients: []string{"root", "team"}}},
+		"From: Site <a@example.org>\nTo: root, Team <team>\nCc: bob@example.org,\n carol\nSubject: s\n\nTo: root in the body\n")
+	e.p.Scan()
+	m, body := e.queued(t, id)
+	for _, want := range []string{"\nTo: root@web1.example.com, Team <team@web1.example.com>\n", "\nCc: bob@example.org,\n carol@web1.example.com\n",
+		"\nFrom: Site <a@example.org>\n", "\n\nTo: root in the body\n"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("queued message lacks %q:\n%s", want, body)
+		}
+	}
+	if m.Env.Recipients[0] != "ops@example.com" {
+		t.Errorf("envelope %v: aliases must still be expanded there", m.Env.Recipients)
 	}
 }

@@ -1,6 +1,7 @@
 package pickup
 
 import (
+	"bytes"
 	"fmt"
 	"net/mail"
 	"strconv"
@@ -260,4 +261,120 @@ func headerSafe(s string) string {
 		}
 	}
 	return b.String()
+}
+
+// addressFields are the header fields whose bare local addresses are
+// qualified, as Postfix's append_at_myorigin does for local submissions.
+var addressFields = []string{"From", "To", "Cc", "Reply-To", "Sender", "Resent-From", "Resent-To", "Resent-Cc", "Resent-Sender"}
+
+// isAddressField reports whether name is one of addressFields.
+func isAddressField(name string) bool {
+	for _, n := range addressFields {
+		if strings.EqualFold(n, name) {
+			return true
+		}
+	}
+	return false
+}
+
+// QualifyField returns raw — a whole address header field, "Name: value"
+// with its folded lines and line end — with "@" and the host name
+// appended to every bare local address in it ("To: root, Ops <ops>"
+// becomes "To: root@host, Ops <ops@host>"). Nothing else changes: not
+// the display names, comments, groups or folding; aliases are not
+// expanded (they are for the envelope). An address the scanner cannot
+// place is left as it is.
+func (r *Rewriter) QualifyField(raw []byte) []byte {
+	colon := bytes.IndexByte(raw, ':')
+	if colon < 0 {
+		return raw
+	}
+	var at []int // insertion points
+	var (
+		depth                int  // comment nesting
+		quoted, inAngle      bool // in a quoted string, in <...>
+		angleStart, angleEnd = -1, -1
+		tokens               int
+		tokStart, tokEnd     = -1, -1
+	)
+	finish := func() {
+		switch {
+		case angleStart >= 0 && angleEnd >= 0:
+			a := bytes.TrimSpace(raw[angleStart:angleEnd])
+			if len(a) > 0 && bytes.IndexByte(a, '@') < 0 && localPartOK(string(a)) {
+				at = append(at, angleStart+bytes.Index(raw[angleStart:angleEnd], a)+len(a))
+			}
+		case angleStart < 0 && tokens == 1 && tokStart >= 0:
+			a := raw[tokStart:tokEnd]
+			if bytes.IndexByte(a, '@') < 0 && localPartOK(string(a)) {
+				at = append(at, tokEnd)
+			}
+		}
+		angleStart, angleEnd, tokens, tokStart, tokEnd = -1, -1, 0, -1, -1
+	}
+	for i := colon + 1; i < len(raw); i++ {
+		c := raw[i]
+		switch {
+		case quoted:
+			if c == '\\' {
+				i++
+			} else if c == '"' {
+				quoted = false
+			}
+		case depth > 0:
+			switch c {
+			case '\\':
+				i++
+			case '(':
+				depth++
+			case ')':
+				depth--
+			}
+		case inAngle:
+			if c == '>' {
+				inAngle, angleEnd = false, i
+			} else if c == '"' || c == '(' || c == '<' {
+				return raw // a route or quoted local part: leave it be
+			}
+		case c == '(':
+			depth++
+		case c == '"':
+			quoted = true
+			tokens++
+			tokStart, tokEnd = -1, -1
+		case c == '<':
+			if angleStart >= 0 {
+				return raw
+			}
+			inAngle, angleStart = true, i+1
+		case c == ',' || c == ';':
+			finish()
+		case c == ':':
+			// A group's display name ends: its mailboxes follow.
+			angleStart, angleEnd, tokens, tokStart, tokEnd = -1, -1, 0, -1, -1
+		case c == ' ' || c == '\t' || c == '\r' || c == '\n':
+		default:
+			if tokEnd != i {
+				tokens++
+				tokStart = i
+			}
+			tokEnd = i + 1
+		}
+	}
+	if quoted || depth > 0 || inAngle {
+		return raw
+	}
+	finish()
+	if len(at) == 0 {
+		return raw
+	}
+	suffix := "@" + r.Hostname
+	out := make([]byte, 0, len(raw)+len(at)*len(suffix))
+	prev := 0
+	for _, p := range at {
+		out = append(out, raw[prev:p]...)
+		out = append(out, suffix...)
+		prev = p
+	}
+	return append(out, raw[prev:]...)
 }

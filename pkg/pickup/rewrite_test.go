@@ -66,3 +66,31 @@ func TestOriginHeader(t *testing.T) {
 		t.Errorf("no fields: %q", got)
 	}
 }
+
+func TestQualifyField(t *testing.T) {
+	r := &Rewriter{Hostname: "web1.example.com"}
+	for in, want := range map[string]string{
+		"To: root\n":                             "To: root@web1.example.com\n",
+		"To: root, bob@example.org\n":            "To: root@web1.example.com, bob@example.org\n",
+		"Cc: Ops Team <ops>, alice (Alice)\n":    "Cc: Ops Team <ops@web1.example.com>, alice@web1.example.com (Alice)\n",
+		"To: root,\n  alice\n":                   "To: root@web1.example.com,\n  alice@web1.example.com\n",
+		"To : root\n":                            "To : root@web1.example.com\n",
+		"From: \"Cron Daemon\" <root>\n":         "From: \"Cron Daemon\" <root@web1.example.com>\n",
+		"To: friends: a, b@example.org;, c\n":    "To: friends: a@web1.example.com, b@example.org;, c@web1.example.com\n",
+		"To: undisclosed-recipients:;\n":         "To: undisclosed-recipients:;\n",
+		"To: bob@example.org\n":                  "To: bob@example.org\n",
+		"To: John Smith\n":                       "To: John Smith\n",
+		"To: \"a b\"@example.org\n":              "To: \"a b\"@example.org\n",
+		"To: \"unterminated\n":                   "To: \"unterminated\n",
+		"To: <root\n":                            "To: <root\n",
+		"To: \n":                                 "To: \n",
+		"To: first.last\r\n":                     "To: first.last@web1.example.com\r\n",
+		"To: =?utf-8?q?J=C3=BCrgen?= <jurgen>\n": "To: =?utf-8?q?J=C3=BCrgen?= <jurgen@web1.example.com>\n",
+		"To: \"root, x\" <root>\n":               "To: \"root, x\" <root@web1.example.com>\n",
+		"To: r\xc3\xb6ot\n":                      "To: r\xc3\xb6ot\n",
+	} {
+		if got := string(r.QualifyField([]byte(in))); got != want {
+			t.Errorf("%q: got %q, want %q", in, got, want)
+		}
+	}
+}
