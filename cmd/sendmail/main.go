@@ -382,6 +382,9 @@ func deliver(cfg *config.Config, a *args, envVars map[string]string) *exitError 
 		return e
 	}
 	org := origin.Collect(envVars)
+	if e := checkSender(cfg, &org, env.Sender); e != nil {
+		return e
+	}
 	org.Ignored = a.ignored
 	org.Mode = "bm"
 	if a.extract {
@@ -412,6 +415,17 @@ func deliver(cfg *config.Config, a *args, envVars map[string]string) *exitError 
 	}
 	_, e = store(cfg, &env, &org, h, br, in)
 	return e
+}
+
+// checkSender applies the sender policy ([policy] allowed_senders) to a
+// sender the caller gave: EX_NOPERM (77) when it is not allowed.
+func checkSender(cfg *config.Config, org *spool.Origin, sender string) *exitError {
+	err := cfg.CheckSender(org.User, org.UID, sender)
+	if err == nil {
+		return nil
+	}
+	return errorf(sysexits.NoPerm, "%v", err).
+		withHint("leave out -f, or ask the administrator: [policy] allowed_senders in " + cfg.Source)
 }
 
 // store writes the message into the maildrop (or, not setgid, through

@@ -7,10 +7,12 @@ package main
 import (
 	"bufio"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 
 	"github.com/mailshim/mailshim/pkg/message"
+	"github.com/mailshim/mailshim/pkg/origin"
 )
 
 // F1: every message sendmail stores is readable by pickup's scanner
@@ -57,5 +59,69 @@ func TestHeaderLimitsSharedWithPickup(t *testing.T) {
 			checkFailure(t, r, 65, "header is too large")
 			s.none(t)
 		})
+	}
+}
+
+const policyConf = "[policy.allowed_senders]\n\"*\" = [\"%u@example.com\", \"*@shop.example.com\"]\n"
+
+// Exit 77: the sender policy refuses -f/-r and MAIL FROM in -bs with one
+// line and a hint naming the key; allowed senders and no -f still work.
+func TestSenderPolicy(t *testing.T) {
+	needBinary(t)
+	user := origin.UserName(os.Getuid())
+	if user == "" {
+		t.Skip("SKIPPED: the test user has no name in /etc/passwd")
+	}
+	s := newSpool(t, false, policyConf)
+	for _, args := range [][]string{
+		{"-t", "-i", "-f", "ceo@example.com"},
+		{"-t", "-i", "-rceo@example.com"},
+		{"-t", "-i", "-f", "root@evil.example"},
+	} {
+		r := runSendmail(t, invocation{args: args, conf: s.conf, stdin: strings.NewReader(simple)})
+		checkFailure(t, r, 77, "is not allowed for user "+user)
+		if !strings.Contains(r.stderr, "hint: ") || !strings.Contains(r.stderr, "[policy] allowed_senders") {
+			t.Errorf("no hint naming the key: %q", r.stderr)
+		}
+		s.none(t)
+	}
+	for _, args := range [][]string{
+		{"-t", "-i", "-f", user + "@example.com"},
+		{"-t", "-i", "-f", "orders@shop.example.com"},
+		{"-t", "-i", "-f", user},
+		{"-t", "-i"},
+	} {
+		checkOK(t, runSendmail(t, invocation{args: args, conf: s.conf, stdin: strings.NewReader(simple)}))
+	}
+	if n := len(s.files(t)); n != 4 {
+		t.Fatalf("%d messages stored, want 4", n)
+	}
+
+	// -bs: refused at MAIL FROM (553 5.7.1), the session goes on, the
+	// exit status is 77.
+	s2 := newSpool(t, false, policyConf)
+	in := "EHLO client\r\nMAIL FROM:<ceo@example.com>\r\nRCPT TO:<b@example.org>\r\n" +
+		"MAIL FROM:<" + user + "@example.com>\r\nRCPT TO:<b@example.org>\r\nDATA\r\nSubject: x\r\n\r\nx\r\n.\r\nQUIT\r\n"
+	r := runSendmail(t, invocation{args: []string{"-bs"}, conf: s2.conf, stdin: strings.NewReader(in)})
+	if r.code != 77 || !strings.Contains(r.stdout, "553 5.7.1 sender address \"ceo@example.com\" is not allowed") ||
+		!strings.Contains(r.stdout, "250 2.0.0 Ok: queued as ") {
+		t.Fatalf("-bs: %+v", r)
+	}
+	if m := s2.one(t); m.meta.Env.Sender != user+"@example.com" {
+		t.Errorf("sender %q", m.meta.Env.Sender)
+	}
+}
+
+// The same as nobody through the setgid copy: the policy binds the UID
+// the kernel gives, not anything the caller says.
+func TestSetgidSenderPolicy(t *testing.T) {
+	needRoot(t)
+	s := newSpool(t, true, policyConf)
+	r := runSendmail(t, invocation{nobody: true, args: []string{"-t", "-i", "-f", "root@example.com"}, stdin: strings.NewReader(simple)})
+	checkFailure(t, r, 77, "is not allowed for user nobody (uid 65534)")
+	s.none(t)
+	checkOK(t, runSendmail(t, invocation{nobody: true, args: []string{"-t", "-i", "-f", "nobody@example.com"}, stdin: strings.NewReader(simple)}))
+	if m := s.one(t); m.st.Uid != uint32(nobodyUID) || m.meta.Env.Sender != "nobody@example.com" {
+		t.Errorf("uid %d sender %q", m.st.Uid, m.meta.Env.Sender)
 	}
 }

@@ -27,6 +27,14 @@ func smtpSession(cfg *config.Config, a *args, envVars map[string]string) (int, *
 	srv := &submit.SMTP{
 		Hostname: cfg.Hostname,
 		MaxSize:  cfg.MaxMessageSize,
+		CheckSender: func(sender string) error {
+			if e := checkSender(cfg, &org, sender); e != nil {
+				lastCode = e.code
+				report(e)
+				return e
+			}
+			return nil
+		},
 		Deliver: func(env spool.Envelope, data io.Reader) (string, error) {
 			o := org
 			br := bufio.NewReaderSize(data, 64<<10)

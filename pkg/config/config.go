@@ -43,6 +43,10 @@ type Config struct {
 	// cron's and root's mail.
 	Senders map[string]string
 
+	// Policy is what local users may do ([policy]): the envelope senders
+	// each may give. The zero value allows everything.
+	Policy Policy
+
 	// Source is the file this was loaded from ("" for defaults).
 	Source string
 

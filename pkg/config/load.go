@@ -322,6 +322,8 @@ func sectionOf(k string) string {
 		return "[trace]"
 	case "protocol":
 		return "[log]"
+	case "allowed_senders":
+		return "[policy]"
 	}
 	return ""
 }
@@ -417,6 +419,10 @@ func (l *loader) top(raw map[string]any) {
 		case "senders":
 			if m, ok := l.table(p, v); ok {
 				l.senders(p, m)
+			}
+		case "policy":
+			if m, ok := l.table(p, v); ok {
+				l.policy(p, m)
 			}
 		default:
 			l.unknown(nil, k)

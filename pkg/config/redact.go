@@ -88,6 +88,12 @@ func (c *Config) Redacted() string {
 	for _, k := range sortedMapKeys(c.Senders) {
 		w("%s = %s\n", key(k), quote(c.Senders[k]))
 	}
+	if len(c.Policy.AllowedSenders) > 0 {
+		w("\n[policy.allowed_senders]\n")
+		for _, k := range sortedMapKeys(c.Policy.AllowedSenders) {
+			w("%s = %s\n", key(k), quoteList(c.Policy.AllowedSenders[k]))
+		}
+	}
 	return b.String()
 }
 

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailshim/mailshim/pkg/config"
 	"github.com/mailshim/mailshim/pkg/spool"
 )
 
@@ -302,5 +303,33 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// Exit 77 over the socket: the sender policy (a real configuration's
+// [policy]) binds the peer's UID.
+func TestServeSenderPolicy(t *testing.T) {
+	cfg, err := config.Parse("p.conf", []byte("hostname = \"h.example\"\n[policy.allowed_senders]\n\"*\" = [\"*@allowed.example\"]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newRawServer(t, &Server{Policy: cfg})
+	ans := submitRaw(t, s.sock, meta("ceo@example.com", "b@example.org"), "Subject: x\n\nbody\n")
+	if !strings.HasPrefix(ans, "error 77 sender address \"ceo@example.com\" is not allowed") {
+		t.Fatalf("answer %q", ans)
+	}
+	if err := <-s.errs; err == nil {
+		t.Error("no error to log")
+	}
+	if f := s.files(t); len(f) != 0 {
+		t.Fatalf("stored: %v", f)
+	}
+	for _, sender := range []string{"x@allowed.example", ""} {
+		if ans := submitRaw(t, s.sock, meta(sender, "b@example.org"), "Subject: x\n\nbody\n"); !strings.HasPrefix(ans, "ok ") {
+			t.Fatalf("sender %q: %q", sender, ans)
+		}
+		if err := <-s.errs; err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -33,6 +33,10 @@ type SMTP struct {
 	// Reply returns the SMTP reply for a Deliver error (default: 451
 	// 4.3.0). It is called with data already drained.
 	Reply func(err error) string
+	// CheckSender, if set, is the sender policy: a MAIL FROM sender
+	// ("<>" for the null sender) it returns an error for is refused with
+	// 553 5.7.1 and the error's text, and counted as failed.
+	CheckSender func(sender string) error
 }
 
 // maxLine is the longest command line accepted (RFC 5321 says 512; some
@@ -40,7 +44,8 @@ type SMTP struct {
 const maxLine = 4096
 
 // Serve runs the dialogue until QUIT or the end of the input. It returns
-// the number of messages stored, the number refused at DATA, and an error
+// the number of messages stored, the number refused (at DATA, or at MAIL
+// by CheckSender), and an error
 // only for a failure to read or write the streams.
 func (s *SMTP) Serve(r io.Reader, w io.Writer) (stored, failed int, err error) {
 	br, ok := r.(*bufio.Reader)
@@ -116,6 +121,13 @@ func (s *SMTP) Serve(r io.Reader, w io.Writer) (stored, failed int, err error) {
 			if code != "" {
 				rerr = reply(code)
 				break
+			}
+			if s.CheckSender != nil {
+				if err := s.CheckSender(e.Sender); err != nil {
+					failed++
+					rerr = reply("553 5.7.1 " + oneLine(err.Error()))
+					break
+				}
 			}
 			env = e
 			rerr = reply("250 2.1.0 Ok")
@@ -336,4 +348,18 @@ func validNotify(v string) bool {
 		}
 	}
 	return true
+}
+
+// oneLine makes s fit in one reply line.
+func oneLine(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+	if len(s) > 400 {
+		s = s[:400]
+	}
+	return s
 }

@@ -1,0 +1,176 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// Policy is what local users may do: the [policy] section.
+type Policy struct {
+	// AllowedSenders maps a local user name, "uid:N" or "*" to the
+	// envelope senders that user may give (sendmail -f/-r, MAIL FROM in
+	// -bs, the submission socket). Patterns: an address
+	// ("noreply@example.com"), a bare local name ("root"), "*@example.com"
+	// (any address at that domain), "%u@example.com" or "%u" (the user's
+	// own name), "<>" (the null sender) and "*" (anything). The entry for
+	// the user name wins, then "uid:N", then "*"; a user no entry applies
+	// to is not restricted, and an empty list allows no sender at all.
+	// The user's own name, bare or @hostname (the default sender), is
+	// always allowed. Empty (the default): no policy, any sender. Only the
+	// envelope is checked, never the From: header.
+	AllowedSenders map[string][]string
+}
+
+// PolicyError is a sender the policy refuses (sendmail exits 77,
+// EX_NOPERM).
+type PolicyError struct {
+	User   string
+	UID    int
+	Sender string
+	Key    string // the allowed_senders entry that applied
+}
+
+func (e *PolicyError) Error() string {
+	who := "uid " + strconv.Itoa(e.UID)
+	if e.User != "" {
+		who = "user " + e.User + " (" + who + ")"
+	}
+	return fmt.Sprintf("sender address %q is not allowed for %s by [policy] allowed_senders %q", e.Sender, who, e.Key)
+}
+
+// CheckSender returns a *PolicyError when [policy] allowed_senders does
+// not let user (uid) give sender as the envelope sender, nil otherwise.
+// sender is in the bare form package message returns; "" (no sender
+// given: the system chooses it) and the user's own name, bare or at
+// Hostname, are always allowed.
+func (c *Config) CheckSender(user string, uid int, sender string) error {
+	p := c.Policy.AllowedSenders
+	if len(p) == 0 || sender == "" {
+		return nil
+	}
+	// The user's own name, bare or at this host, is the sender used
+	// without -f anyway.
+	if user != "" && (sender == user || strings.EqualFold(sender, user+"@"+c.Hostname)) {
+		return nil
+	}
+	var keys []string
+	if user != "" {
+		keys = append(keys, user)
+	}
+	keys = append(keys, "uid:"+strconv.Itoa(uid), "*")
+	for _, k := range keys {
+		patterns, ok := p[k]
+		if !ok {
+			continue
+		}
+		for _, pat := range patterns {
+			if senderMatches(pat, user, sender) {
+				return nil
+			}
+		}
+		return &PolicyError{User: user, UID: uid, Sender: sender, Key: k}
+	}
+	return nil
+}
+
+func senderMatches(pat, user, sender string) bool {
+	switch {
+	case pat == "*":
+		return true
+	case pat == "<>" || sender == "<>":
+		return pat == sender
+	case strings.HasPrefix(pat, "*@"):
+		at := strings.LastIndexByte(sender, '@')
+		return at >= 0 && strings.EqualFold(sender[at+1:], pat[2:])
+	case strings.HasPrefix(pat, "%u"):
+		if user == "" {
+			return false
+		}
+		pat = user + pat[2:]
+	}
+	return strings.EqualFold(pat, sender)
+}
+
+// checkSenderPattern validates one allowed_senders pattern.
+func checkSenderPattern(s string) error {
+	switch {
+	case s == "*", s == "<>", s == "%u":
+		return nil
+	case strings.HasPrefix(s, "*@") || strings.HasPrefix(s, "%u@"):
+		if d := s[strings.IndexByte(s, '@')+1:]; !validDomain(d) {
+			return fmt.Errorf("%q: bad domain %q", s, d)
+		}
+		return nil
+	case strings.ContainsAny(s, "*%"):
+		return fmt.Errorf("%q: \"*\" and \"%%u\" stand only for a whole local part (\"*@example.com\", \"%%u@example.com\") or alone", s)
+	case !strings.Contains(s, "@"):
+		if err := checkLocalPart(s); err != nil {
+			return fmt.Errorf("%q: %v", s, err)
+		}
+		return nil
+	}
+	return checkAddress(s)
+}
+
+func (l *loader) policy(p []string, m map[string]any) {
+	for _, k := range l.keys(p, m) {
+		kp := sub(p, k)
+		switch k {
+		case "allowed_senders":
+			t, ok := l.table(kp, m[k])
+			if !ok {
+				continue
+			}
+			l.allowedSenders(kp, t)
+		default:
+			l.unknown(p, k)
+		}
+	}
+}
+
+func (l *loader) allowedSenders(p []string, m map[string]any) {
+	out := make(map[string][]string, len(m))
+	for _, k := range l.keys(p, m) {
+		kp := sub(p, k)
+		if err := checkPolicyKey(k); err != nil {
+			l.errf(kp, "%v", err)
+			continue
+		}
+		list, ok := l.strList(kp, m[k])
+		if !ok {
+			continue
+		}
+		good := make([]string, 0, len(list))
+		for _, s := range list {
+			if err := checkSenderPattern(s); err != nil {
+				l.errf(kp, "%v", err)
+				continue
+			}
+			good = append(good, s)
+		}
+		if len(good) == len(list) {
+			out[k] = good
+		}
+	}
+	if len(out) > 0 {
+		l.c.Policy.AllowedSenders = out
+	}
+}
+
+func checkPolicyKey(k string) error {
+	switch {
+	case k == "*":
+		return nil
+	case strings.HasPrefix(k, "uid:"):
+		if n, err := strconv.ParseUint(k[4:], 10, 32); err != nil || strconv.FormatUint(n, 10) != k[4:] {
+			return fmt.Errorf("%q: want \"uid:\" and a number", k)
+		}
+		return nil
+	}
+	if err := checkUserName(k); err != nil {
+		return errors.New(strings.Replace(err.Error(), "is not a user name", "is not a user name, \"uid:N\" or \"*\"", 1))
+	}
+	return nil
+}
