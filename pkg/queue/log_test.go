@@ -52,7 +52,7 @@ ts=2026-11-23T14:41:00.000Z event=delivery id=DSN1 to=app@example.org upstream=f
 ts=2026-11-23T14:41:00.000Z event=removed id=DSN1 sent=1 bounced=0
 ts=2026-11-23T14:41:00.000Z event=delivery id=ID to=busy@example.net upstream=fake.example:587 status=deferred reply="451 4.3.0 try again later" stage=rcpt
 ts=2026-11-23T14:41:00.000Z event=deferred id=ID attempts=2 next=2026-11-23T14:42:00Z nrcpt=1 reason="451 4.3.0 try again later"
-ts=2026-11-23T14:42:00.000Z event=delivery id=ID to=busy@example.net upstream=fake.example:587 status=bounced reply="451 4.3.0 try again later" reason="lifetime exceeded"
+ts=2026-11-23T14:42:00.000Z event=delivery id=ID to=busy@example.net upstream=fake.example:587 status=bounced reply="451 4.3.0 try again later" reason="lifetime exceeded" stage=rcpt cause="the message could not be delivered within 1m30s (the queue lifetime); the last attempt failed: 451 4.3.0 try again later" fix="the upstream kept deferring this recipient or could not be reached: check its reply above and the upstream; raise [queue] lifetime if its outages last longer"
 ts=2026-11-23T14:42:00.000Z event=bounced id=ID dsn=DSN2 to=app@example.org nrcpt=1
 ts=2026-11-23T14:42:00.000Z event=removed id=ID sent=1 bounced=2
 ts=2026-11-23T14:42:00.000Z event=delivery id=DSN2 to=app@example.org upstream=fake.example:587 status=sent reply="250 2.0.0 Ok: queued as UP3" upstream_id=UP3

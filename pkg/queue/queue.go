@@ -661,15 +661,19 @@ func (w *worker) outcome(id string, m *spool.Meta, d *spool.Delivery, rcpts []st
 			authFailed = true
 			temp = append(temp, r)
 			lastTemp = e
-			q.log.Event("delivery", "id", id, "to", r, "upstream", upstream, "status", "deferred", "reply", reply, "stage", e.Stage)
+			q.log.Event("delivery", appendNonEmpty([]any{"id", id, "to", r, "upstream", upstream, "status", "deferred", "reply", reply}, "stage", e.Stage, "cause", e.Cause, "fix", e.Fix)...)
 		case expired:
 			status := "bounced"
 			if null {
 				status = "failed"
 			}
 			cause := fmt.Sprintf("the message could not be delivered within %s (the queue lifetime); the last attempt failed: %s", config.FormatDuration(w.set.Lifetime), explain(e))
-			newFailed = append(newFailed, spool.RcptFailure{Rcpt: r, Reply: reply, Cause: cause, Fix: e.Fix})
-			q.log.Event("delivery", "id", id, "to", r, "upstream", upstream, "status", status, "reply", reply, "reason", "lifetime exceeded")
+			fix := e.Fix
+			if fix == "" {
+				fix = fixExpired
+			}
+			newFailed = append(newFailed, spool.RcptFailure{Rcpt: r, Reply: reply, Cause: cause, Fix: fix})
+			q.log.Event("delivery", appendNonEmpty([]any{"id", id, "to", r, "upstream", upstream, "status", status, "reply", reply, "reason", "lifetime exceeded"}, "stage", e.Stage, "cause", cause, "fix", fix)...)
 		default:
 			temp = append(temp, r)
 			lastTemp = e
@@ -707,11 +711,19 @@ func (w *worker) outcome(id string, m *spool.Meta, d *spool.Delivery, rcpts []st
 		q.mu.Lock()
 		q.deferred[id] = d.Next
 		q.mu.Unlock()
-		q.log.Event("deferred", "id", id, "attempts", d.Attempts, "next", d.Next.UTC().Format(time.RFC3339), "nrcpt", len(temp), "reason", d.LastReply)
+		kv := []any{"id", id, "attempts", d.Attempts, "next", d.Next.UTC().Format(time.RFC3339), "nrcpt", len(temp), "reason", d.LastReply}
+		if lastTemp != nil {
+			kv = appendNonEmpty(kv, "cause", lastTemp.Cause, "fix", lastTemp.Fix)
+		}
+		q.log.Event("deferred", kv...)
 		return
 	}
 	w.finish(id, m, d)
 }
+
+// fixExpired is the fix of a message that outlived the queue lifetime
+// without a more precise one.
+const fixExpired = "the upstream kept deferring this recipient or could not be reached: check its reply above and the upstream; raise [queue] lifetime if its outages last longer"
 
 func rcptsOf(fs []spool.RcptFailure) []string {
 	var out []string

@@ -244,6 +244,13 @@ func has(t string, subs ...string) bool {
 	return false
 }
 
+// Causes that Session.refine makes precise for a session that did not
+// authenticate.
+const (
+	causeAuthRequired = "the upstream requires authentication"
+	causeRelayDenied  = "the upstream refuses to relay for us: we are not authenticated, or this sender is not allowed to relay"
+)
+
 // explanations, first match wins. t is the lower-cased reply text.
 var explanations = []explanation{
 	{
@@ -266,7 +273,7 @@ var explanations = []explanation{
 		match: func(code int, enh, t, stage string) bool {
 			return code == 530 || enh == "5.7.57" || has(t, "authentication required", "please authenticate", "must authenticate", "authentication is required", "not authenticated", "not logged in")
 		},
-		cause: "the upstream requires authentication",
+		cause: causeAuthRequired,
 		fix:   `set username and password_file for this upstream (and keep tls = "starttls" or "tls": relayd never authenticates in clear)`,
 		auth:  true,
 	},
@@ -274,7 +281,7 @@ var explanations = []explanation{
 		match: func(code int, enh, t, stage string) bool {
 			return has(t, "relay access denied", "relaying denied", "relay not permitted", "relaying not allowed", "not permitted to relay", "unable to relay", "relay denied")
 		},
-		cause: "the upstream refuses to relay for us: we are not authenticated, or this sender is not allowed to relay",
+		cause: causeRelayDenied,
 		fix:   `check username and password_file, that tls is not "none" (no AUTH without TLS), and the upstream's relay settings (Postfix: smtpd_relay_restrictions, permit_sasl_authenticated)`,
 		auth:  true,
 	},

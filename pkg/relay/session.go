@@ -412,6 +412,23 @@ func validAddr(a string) bool {
 	return true
 }
 
+// refine makes a refusal explained as "not authenticated" precise when
+// this session did not authenticate at all (no username for the upstream,
+// as with tls = "none"): the generic explanation cannot tell that apart
+// from a sender the account may not use.
+func (s *Session) refine(e *Error) *Error {
+	if e == nil || s.up.Username != "" || (e.Cause != causeRelayDenied && e.Cause != causeAuthRequired) {
+		return e
+	}
+	why := "no username is set for this upstream"
+	if mode, _ := upstreamMode(s.up); mode == "none" {
+		why = `tls = "none" and no username: relayd sent no credentials`
+	}
+	e.Cause = "the upstream refuses to relay for us because relayd did not authenticate (" + why + ")"
+	e.Fix = `set username and password_file for this upstream, with tls = "starttls" (port 587) or "tls" (port 465): relayd authenticates only over TLS`
+	return e
+}
+
 // Send delivers one message. It never returns a nil Result; see Result
 // for the meaning of its fields. ctx cancels it (the connection is then
 // closed and the session dead).
@@ -522,7 +539,7 @@ func (s *Session) Send(ctx context.Context, m *Message) *Result {
 			return netFail(StageMail, err)
 		}
 		s.dirty = true
-		return fail(classify(StageMail, err))
+		return fail(s.refine(classify(StageMail, err)))
 	}
 	s.dirty = true
 
@@ -546,7 +563,7 @@ func (s *Session) Send(ctx context.Context, m *Message) *Result {
 			if !errors.As(err, &se) {
 				return netFail(StageRcpt, err)
 			}
-			res.Rcpts[i].Err = classify(StageRcpt, err)
+			res.Rcpts[i].Err = s.refine(classify(StageRcpt, err))
 			lastRcptErr = res.Rcpts[i].Err
 			continue
 		}
@@ -564,7 +581,7 @@ func (s *Session) Send(ctx context.Context, m *Message) *Result {
 		if !errors.As(err, &se) {
 			return netFail(StageData, err)
 		}
-		return fail(classify(StageData, err))
+		return fail(s.refine(classify(StageData, err)))
 	}
 	r, err := openWire(m.Body, p, WireMode{EightBit: eightBit})
 	if err != nil {
@@ -590,7 +607,7 @@ func (s *Session) Send(ctx context.Context, m *Message) *Result {
 			return netFail(StageDataEnd, err)
 		}
 		s.dirty = false // the transaction is over either way
-		return fail(classify(StageDataEnd, err))
+		return fail(s.refine(classify(StageDataEnd, err)))
 	}
 	s.dirty = false
 	res.Reply = "250 " + resp.StatusText

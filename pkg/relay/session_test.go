@@ -204,6 +204,23 @@ func TestNotAuthenticatedRelayDenied(t *testing.T) {
 	if e == nil || e.Code != 554 || !strings.Contains(e.Cause, "refuses to relay") || !strings.Contains(e.Fix, "password_file") {
 		t.Fatalf("got %v", e)
 	}
+	if !strings.Contains(e.Cause, "relayd did not authenticate (no username is set for this upstream)") {
+		t.Errorf("cause not precise: %q", e.Cause)
+	}
+}
+
+// tls = "none" (loopback only) sends no credentials: an upstream that
+// wants them refuses to relay, and the explanation says why.
+func TestTLSNoneRelayDeniedExplained(t *testing.T) {
+	srv := smtptest.New(t, smtptest.Options{NoTLS: true, Username: testUser, Password: testPass})
+	up := srv.Upstream()
+	up.TLS, up.Username, up.Password = "none", "", ""
+	s := dialOK(t, up, testOpts())
+	res := s.Send(context.Background(), testMsg(simple, "a@example.net"))
+	e := res.Rcpts[0].Err
+	if e == nil || e.Class != AuthFailure || !strings.Contains(e.Cause, `tls = "none" and no username`) || !strings.Contains(e.Fix, `tls = "starttls"`) {
+		t.Fatalf("got %v (cause %q, fix %q)", e, e.Cause, e.Fix)
+	}
 }
 
 func stageHook(stage string, code int, enh smtp.EnhancedCode, text string) func(context.Context, string, string) error {

@@ -1,0 +1,112 @@
+package queue
+
+import (
+	"context"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/mailshim/mailshim/pkg/config"
+	"github.com/mailshim/mailshim/pkg/relay"
+	"github.com/mailshim/mailshim/pkg/smtptest"
+)
+
+// Every known upstream refusal, through real relay sessions to an
+// in-process upstream: the log line of the recipient carries cause= and
+// fix= in plain words, and a bounced one's DSN says the same.
+func TestRefusalsExplained(t *testing.T) {
+	const user, pass = "relay@example.com", "s3cret-Pa55word!"
+	refuse := func(stage string, code int, enh smtp.EnhancedCode, text string) func(context.Context, string, string) error {
+		return func(_ context.Context, st, arg string) error {
+			if st == stage && !(stage == smtptest.StageMail && arg == "") { // the bounce itself goes through
+				if stage == smtptest.StageRcpt && arg != "x@example.net" {
+					return nil
+				}
+				return &smtp.SMTPError{Code: code, EnhancedCode: enh, Message: text}
+			}
+			return nil
+		}
+	}
+	for _, tc := range []struct {
+		name   string
+		opts   smtptest.Options
+		up     func(*config.Upstream)
+		status string // in the delivery line
+		cause  string
+		fix    string
+	}{
+		{name: "relay denied, tls none", opts: smtptest.Options{NoTLS: true, Username: user, Password: pass},
+			up:     func(u *config.Upstream) { u.TLS, u.Username, u.Password = "none", "", "" },
+			status: "deferred", cause: `relayd did not authenticate (tls = \"none\" and no username`, fix: "set username and password_file"},
+		{name: "relay denied, no username", opts: smtptest.Options{Username: user, Password: pass},
+			up:     func(u *config.Upstream) { u.Username, u.Password = "", "" },
+			status: "deferred", cause: "relayd did not authenticate (no username is set", fix: "set username and password_file"},
+		{name: "wrong password", opts: smtptest.Options{Username: user, Password: pass},
+			up:     func(u *config.Upstream) { u.Password = "wrong" },
+			status: "deferred", cause: "refused our credentials", fix: "password_file"},
+		{name: "STARTTLS required", opts: smtptest.Options{NoTLS: true, Hook: refuse(smtptest.StageMail, 530, smtp.EnhancedCode{5, 7, 0}, "Must issue a STARTTLS command first")},
+			up:     func(u *config.Upstream) { u.TLS, u.Username, u.Password = "none", "", "" },
+			status: "deferred", cause: "requires TLS", fix: `tls = \"starttls\"`},
+		{name: "sender not owned", opts: smtptest.Options{Hook: refuse(smtptest.StageMail, 553, smtp.EnhancedCode{5, 7, 1}, "<sender@example.org>: Sender address rejected: not owned by user relay@example.com")},
+			status: "bounced", cause: "not owned by the authenticated user", fix: "[senders]"},
+		{name: "too large (SIZE)", opts: smtptest.Options{MaxSize: 20},
+			status: "bounced", cause: "message too large for the upstream", fix: "max_message_size"},
+		{name: "too large (552)", opts: smtptest.Options{Hook: refuse(smtptest.StageDataEnd, 552, smtp.EnhancedCode{5, 3, 4}, "Error: message file too big")},
+			status: "bounced", cause: "too large", fix: "max_message_size"},
+		{name: "unknown recipient", opts: smtptest.Options{Hook: refuse(smtptest.StageRcpt, 550, smtp.EnhancedCode{5, 1, 1}, "<x@example.net>: Recipient address rejected: User unknown in virtual mailbox table")},
+			status: "bounced", cause: "does not exist", fix: "check the recipient address"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := smtptest.New(t, tc.opts)
+			up := srv.Upstream()
+			if tc.up != nil {
+				tc.up(&up)
+			}
+			opts := relay.Options{Hostname: "web1.example.com", ConnectTimeout: 10 * time.Second, CommandTimeout: 10 * time.Second, DataTimeout: 10 * time.Second}
+			e := newEnv(t, Settings{Dial: RelayDialer([]config.Upstream{up}, opts)})
+			id := e.enqueue(t, 1001, "sender@example.org", "x@example.net")
+			e.run()
+			var line string
+			for _, l := range strings.Split(e.log.String(), "\n") {
+				if strings.Contains(l, "event=delivery id="+id+" to=x@example.net ") {
+					line = l
+				}
+			}
+			if !strings.Contains(line, "status="+tc.status+" ") || !strings.Contains(line, " cause=") || !strings.Contains(line, " fix=") ||
+				!strings.Contains(line, tc.cause) || !strings.Contains(line, tc.fix) {
+				t.Fatalf("delivery line %q\nwant status=%s, cause with %q, fix with %q; log:\n%s", line, tc.status, tc.cause, tc.fix, e.log)
+			}
+			if tc.status != "bounced" {
+				if st := e.state(t, id); st != "deferred" {
+					t.Errorf("state %q: a configuration problem must keep the mail queued", st)
+				}
+				return
+			}
+			// The DSN, as queued.
+			_, after, ok := strings.Cut(e.log.String(), "event=bounced id="+id+" dsn=")
+			if !ok {
+				t.Fatalf("not bounced:\n%s", e.log)
+			}
+			f, m, err := e.sp.OpenMessage(strings.Fields(after)[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			body, err := io.ReadAll(m.Body(f))
+			if err != nil {
+				t.Fatal(err)
+			}
+			dsn := strings.Join(strings.Fields(string(body)), " ")
+			for _, want := range []string{"What it means: ", unq(tc.cause), "What to do: ", unq(tc.fix)} {
+				if !strings.Contains(dsn, want) {
+					t.Errorf("DSN lacks %q:\n%s", want, body)
+				}
+			}
+		})
+	}
+}
+
+func unq(s string) string { return strings.ReplaceAll(s, `\"`, `"`) }
