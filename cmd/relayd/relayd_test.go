@@ -19,6 +19,7 @@ import (
 	"github.com/emersion/go-smtp"
 	"golang.org/x/sys/unix"
 
+	"github.com/mailshim/mailshim/pkg/message"
 	"github.com/mailshim/mailshim/pkg/smtptest"
 	"github.com/mailshim/mailshim/pkg/spool"
 	"github.com/mailshim/mailshim/pkg/submit"
@@ -534,5 +535,53 @@ func TestSubmitSocketEMFILE(t *testing.T) {
 	}
 	if n := strings.Count(s.log(), "accept failed"); n > 2 {
 		t.Errorf("%d accept failure lines, want at most one per socket:\n%.3000s", n, s.log())
+	}
+}
+
+// Review F1, end to end: a maildrop file relayd will not relay (a header
+// field over the shared limit: a sendmail with other limits, or a file not
+// written by sendmail) is bounced to its sender with the reason, through
+// the upstream, and leaves nothing behind; the next message goes through.
+func TestRejectedMaildropIsBounced(t *testing.T) {
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{})
+	if err := spool.Prepare(s.spool, spool.CurrentOwner()); err != nil {
+		t.Fatal(err)
+	}
+	md, err := spool.OpenDir(s.spool, spool.DirMaildrop)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer md.Close()
+	m := &spool.Meta{ID: spool.NewID(time.Now()), Time: time.Now(),
+		Env:    spool.Envelope{Sender: "app@example.org", Recipients: []string{"rcpt@example.net"}},
+		Origin: spool.Origin{UID: os.Getuid(), GID: os.Getgid(), Via: "maildrop"}}
+	d, err := spool.NewDrop(md, m, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(d, "Subject: huge header\nX-Data: %s\n\nbody\n", strings.Repeat("x", message.MaxField+1))
+	if err := d.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	s.drop("after", 1)
+	s.start()
+	msgs, err := up.WaitFor(2, 30*time.Second)
+	if err != nil {
+		t.Fatalf("%v\n%.4000s", err, s.log())
+	}
+	var dsn *smtptest.Message
+	for i := range msgs {
+		if msgs[i].From == "" {
+			dsn = &msgs[i]
+		}
+	}
+	if dsn == nil || len(dsn.To) != 1 || dsn.To[0] != "app@example.org" || !strings.Contains(string(dsn.Data), "the message header is too large") ||
+		!strings.Contains(string(dsn.Data), "Subject: huge header") {
+		t.Fatalf("no DSN to the sender with the reason among %d messages\n%.4000s", len(msgs), s.log())
+	}
+	waitFor(t, "an empty spool", 20*time.Second, func() bool { return len(s.leftovers()) == 0 })
+	if !strings.Contains(s.log(), "event=rejected id="+m.ID+" ") || !strings.Contains(s.log(), "action=bounced") {
+		t.Errorf("log:\n%.4000s", s.log())
 	}
 }
