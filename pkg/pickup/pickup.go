@@ -444,18 +444,21 @@ func (p *Pickup) Enqueue(m *spool.Meta, body io.Reader) (string, error) {
 	}
 	// The envelope gets the check sendmail and the submission socket make
 	// (a maildrop file need not come from sendmail): defence in depth.
+	// (It normalises in place: work on a copy of the recipients.)
+	q.Env.Recipients = append([]string(nil), m.Env.Recipients...)
 	if err := message.ValidateEnvelope(&q.Env); err != nil {
 		return "", errEnvelope(err)
 	}
+	orig := q.Env
 	// Unknown keys of the incoming file are nobody's to add: only pickup's
 	// own are kept in the queue.
 	q.Extra = nil
-	if q.Env.Sender != "" && q.Env.Sender != "<>" {
-		q.Extra = append(q.Extra, [2]string{"orig-sender", q.Env.Sender})
+	if orig.Sender != "" && orig.Sender != "<>" {
+		q.Extra = append(q.Extra, [2]string{"orig-sender", orig.Sender})
 	}
-	q.Env.Sender = rw.Sender(m.Env.Sender, &q.Origin)
-	q.Env.Recipients = rw.Recipients(m.Env.Recipients)
-	for _, r := range m.Env.Recipients {
+	q.Env.Sender = rw.Sender(orig.Sender, &q.Origin)
+	q.Env.Recipients = rw.Recipients(orig.Recipients)
+	for _, r := range orig.Recipients {
 		q.Extra = append(q.Extra, [2]string{"orig-rcpt", r})
 	}
 	if len(q.Env.Recipients) == 0 {

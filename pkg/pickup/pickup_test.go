@@ -500,6 +500,12 @@ func TestPickupValidatesEnvelope(t *testing.T) {
 	if !strings.Contains(log, "event=rejected id="+badRcpt+" ") || !strings.Contains(log, "event=quarantine file="+badSender+" ") {
 		t.Errorf("log:\n%s", log)
 	}
+	// The envelope goes into the queue in its normalised (bare) form.
+	angled := e.drop(t, spool.Meta{Env: spool.Envelope{Sender: "Me <a@example.org>", Recipients: []string{"<x@example.org>"}}}, "Subject: s\n\nb\n")
+	e.p.Scan()
+	if m, _ := e.queued(t, angled); m.Env.Sender != "a@example.org" || m.Env.Recipients[0] != "x@example.org" {
+		t.Errorf("envelope %+v", m.Env)
+	}
 	m, _ := e.queued(t, extra)
 	for _, kv := range m.Extra {
 		if kv[0] == "dsn-for" || kv[1] == "ceo@example.org" {
