@@ -2,6 +2,7 @@ package main
 
 import (
 	"path/filepath"
+	"strconv"
 	"strings"
 )
 
@@ -91,6 +92,15 @@ func parseArgs(argv0 string, argv []string) (*args, error) {
 			refused: true,
 		}
 	}
+	// refusePath names the whole word, so that the log points at what
+	// the caller added (-oi-X/tmp/x blames neither -oi nor -X alone).
+	refusePath := func(word string) error {
+		return &usageError{
+			msg:     "option " + strconv.Quote(word) + " is refused: it names a path",
+			hint:    "remove it from the command line (PHP: the 5th argument of mail())",
+			refused: true,
+		}
+	}
 words:
 	for ; i < len(argv); i++ {
 		w := argv[i]
@@ -143,7 +153,7 @@ words:
 					a.bodyType = v
 				case 'p':
 					if strings.Contains(v, "/") {
-						return nil, refuse("-p")
+						return nil, refusePath("-p" + v)
 					}
 				}
 				continue words
@@ -175,7 +185,7 @@ words:
 			case 'Q', 'M':
 				// -Q[reason] (quarantine), -Mxvalue (macro): ignored.
 				if strings.Contains(w[j:], "/") {
-					return nil, refuse("-" + string(c))
+					return nil, refusePath("-" + w[j:])
 				}
 				a.ignored = append(a.ignored, "-"+w[j:])
 				continue words
@@ -184,7 +194,7 @@ words:
 				if err != nil {
 					return nil, err
 				}
-				if err := a.shortOption(v, refuse); err != nil {
+				if err := a.shortOption(v, refuse, refusePath); err != nil {
 					return nil, err
 				}
 				continue words
@@ -194,8 +204,11 @@ words:
 					return nil, err
 				}
 				name, _, _ := strings.Cut(v, "=")
-				if pathOptions[strings.ToLower(strings.TrimSpace(name))] || strings.Contains(v, "/") {
+				if pathOptions[strings.ToLower(strings.TrimSpace(name))] {
 					return nil, refuse("-O " + strings.TrimSpace(name))
+				}
+				if strings.Contains(v, "/") {
+					return nil, refusePath("-O" + v)
 				}
 				a.ignored = append(a.ignored, "-O"+v)
 				continue words
@@ -206,7 +219,7 @@ words:
 				// lose a cron job's mail. An argument naming a path is
 				// refused, since we cannot know what it would do.
 				if strings.Contains(w[j:], "/") {
-					return nil, refuse("-" + string(c))
+					return nil, refusePath("-" + w[j:])
 				}
 				a.ignored = append(a.ignored, "-"+w[j:])
 				continue words
@@ -218,7 +231,7 @@ words:
 }
 
 // shortOption handles -o<letter><value> (old-style Sendmail options).
-func (a *args) shortOption(v string, refuse func(string) error) error {
+func (a *args) shortOption(v string, refuse, refusePath func(string) error) error {
 	if v == "" {
 		return &usageError{msg: "option -o needs a value"}
 	}
@@ -229,8 +242,11 @@ func (a *args) shortOption(v string, refuse func(string) error) error {
 	case "em", "ep", "eq", "ew", "ee", "di", "db", "dq", "m":
 		return nil
 	}
-	if pathOptions[strings.ToLower(v[:1])] || strings.Contains(v, "/") {
+	if pathOptions[strings.ToLower(v[:1])] {
 		return refuse("-o" + v[:1])
+	}
+	if strings.Contains(v, "/") {
+		return refusePath("-o" + v)
 	}
 	a.ignored = append(a.ignored, "-o"+v)
 	return nil

@@ -10,6 +10,9 @@
 //     else can open a file that would land on them (the classic attack:
 //     stderr closed, so that error text is written into the spool file).
 //     The Go runtime does the same in secure mode; we do not rely on it.
+//   - RLIMIT_NOFILE below minNOFILE is refused (exit 71, one line) before
+//     any file is opened: the runtime would die at its first os.Open.
+//     Syslog goes through raw system calls, never the network poller.
 //   - umask 077; spool files get their mode explicitly (spool.NewDrop).
 //   - The environment is read once for the trace variables
 //     (origin.TraceVars) and, only when not running setgid,
@@ -65,6 +68,7 @@ var configPath = config.DefaultPath
 
 func main() {
 	fixFDs()
+	checkNOFILE()
 	unix.Umask(0o077)
 	env := captureEnv()
 	time.Local = time.UTC
@@ -102,6 +106,24 @@ func fixFDs() {
 			unix.Close(nfd)
 		}
 	}
+}
+
+// minNOFILE is the least RLIMIT_NOFILE sendmail runs with. Below it, the
+// Go runtime's first os.Open cannot create its epoll instance and the
+// program dies with exit 2 and a runtime trace (review F4): refuse
+// cleanly instead, before any file is opened. (RLIMIT_AS too low for the
+// runtime's heap kills it before main runs: exit 2, nothing stored; that
+// cannot be caught from Go.)
+const minNOFILE = 16
+
+func checkNOFILE() {
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil || rl.Cur >= minNOFILE {
+		return
+	}
+	report(errorf(sysexits.OSErr, "the open file limit (RLIMIT_NOFILE) is %d, sendmail needs at least %d; message not sent", rl.Cur, minNOFILE).
+		withHint("raise the limit (ulimit -n) of the program that runs sendmail"))
+	exit(sysexits.OSErr)
 }
 
 // captureEnv returns the variables sendmail uses and clears the
@@ -248,6 +270,10 @@ func loadConfig(env map[string]string) (*config.Config, *exitError) {
 	}
 	cfg, err := config.Load(path)
 	if err != nil {
+		if errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE) {
+			return nil, errorf(sysexits.OSErr, "cannot read the configuration: %v; message not sent", err).
+				withHint("raise the open file limit (ulimit -n) of the program that runs sendmail")
+		}
 		if errors.Is(err, fs.ErrNotExist) && path == config.DefaultPath {
 			cfg = config.Default()
 		} else {

@@ -8,6 +8,8 @@ import (
 	"bufio"
 	"fmt"
 	"os"
+	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -124,4 +126,79 @@ func TestSetgidSenderPolicy(t *testing.T) {
 	if m := s.one(t); m.st.Uid != uint32(nobodyUID) || m.meta.Env.Sender != "nobody@example.com" {
 		t.Errorf("uid %d sender %q", m.st.Uid, m.meta.Env.Sender)
 	}
+}
+
+// F6: the refusal names the whole word that was refused, not an
+// innocent option it starts with.
+func TestRefusalNamesTheWord(t *testing.T) {
+	for argv, want := range map[string]string{
+		"-oi-X/tmp/x":          `option "-oi-X/tmp/x" is refused: it names a path`,
+		"-oQ/tmp":              `option -oQ is refused`,
+		"-Z/tmp/x":             `option "-Z/tmp/x" is refused: it names a path`,
+		"-OFoo=/tmp/x":         `option "-OFoo=/tmp/x" is refused: it names a path`,
+		"-O QueueDirectory=/x": `option -O QueueDirectory is refused`,
+		"-ptest/x":             `option "-ptest/x" is refused: it names a path`,
+		"-X/var/www/x.php":     `option -X is refused`,
+	} {
+		_, err := parseArgs("sendmail", strings.Fields(argv))
+		if err == nil || !strings.HasPrefix(err.Error(), want) {
+			t.Errorf("%s: %v, want %q", argv, err, want)
+		}
+	}
+	// End to end: one line, exit 64, nothing stored.
+	needBinary(t)
+	s := newSpool(t, false, "")
+	r := runSendmail(t, invocation{args: []string{"-oi-X/tmp/x", "-t"}, conf: s.conf, stdin: strings.NewReader(simple)})
+	checkFailure(t, r, 64, `option "-oi-X/tmp/x" is refused`)
+	s.none(t)
+}
+
+// F4: hostile resource limits end in an honest exit — 0 with the message
+// stored, or a non-zero status that is not 75 with nothing stored — and,
+// for a file limit too low to run, one line that says so.
+func TestHostileRlimits(t *testing.T) {
+	needBinary(t)
+	if _, err := exec.LookPath("prlimit"); err != nil {
+		t.Skip("SKIPPED: prlimit (util-linux) not installed")
+	}
+	setgid := []bool{false}
+	if os.Geteuid() == 0 && sgPath != "" {
+		setgid = append(setgid, true) // as nobody through the setgid copy
+	} else {
+		t.Log("setgid cases SKIPPED: need root and the setgid copy")
+	}
+	for _, sg := range setgid {
+		for _, lim := range []string{"--nofile=4", "--nofile=6", "--nofile=8", "--nofile=12", "--nofile=16", "--as=100000000", "--as=400000000"} {
+			t.Run(fmt.Sprintf("setgid=%v/%s", sg, lim), func(t *testing.T) { hostileRlimit(t, sg, lim) })
+		}
+	}
+}
+
+func hostileRlimit(t *testing.T, sg bool, lim string) {
+	t.Helper()
+	s := newSpool(t, sg, "")
+	inv := invocation{wrap: []string{"prlimit", lim}, args: []string{"-t", "-i"}, conf: s.conf, stdin: strings.NewReader(simple), nobody: sg}
+	if sg {
+		inv.conf = ""
+	}
+	r := runSendmail(t, inv)
+	switch {
+	case r.code == 0:
+		if len(s.files(t)) != 1 {
+			t.Fatalf("exit 0 but %d messages stored", len(s.files(t)))
+		}
+	case r.code == 75:
+		t.Fatalf("exit 75 (a caller may read it as queued): %q", r.stderr)
+	default:
+		s.none(t)
+	}
+	if n, _ := strconv.Atoi(strings.TrimPrefix(lim, "--nofile=")); n > 0 && n < minNOFILE {
+		checkFailure(t, r, 71, "the open file limit (RLIMIT_NOFILE) is")
+	}
+	t.Logf("%s: exit %d %q", lim, r.code, firstLine(r.stderr))
+}
+
+func firstLine(s string) string {
+	l, _, _ := strings.Cut(s, "\n")
+	return l
 }
