@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -477,7 +478,7 @@ func TestSubmitSocketLimits(t *testing.T) {
 		for {
 			select {
 			case a := <-answers:
-				if !strings.HasPrefix(a, "error 75 relayd is busy: ") {
+				if !strings.HasPrefix(a, "error 74 relayd is busy: ") {
 					t.Fatalf("answer %q", a)
 				}
 				busy++
@@ -583,5 +584,32 @@ func TestRejectedMaildropIsBounced(t *testing.T) {
 	waitFor(t, "an empty spool", 20*time.Second, func() bool { return len(s.leftovers()) == 0 })
 	if !strings.Contains(s.log(), "event=rejected id="+m.ID+" ") || !strings.Contains(s.log(), "action=bounced") {
 		t.Errorf("log:\n%.4000s", s.log())
+	}
+}
+
+// The submission socket applies [policy] allowed_senders (submit.Server
+// with the configuration in force): a sender the policy refuses is
+// answered 77 and nothing is stored.
+func TestSubmitSocketSenderPolicy(t *testing.T) {
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{})
+	s.writeConfig("\n[policy.allowed_senders]\n\"*\" = [\"*@example.org\"]\n")
+	s.start()
+	m := &spool.Meta{Env: spool.Envelope{Sender: "ceo@bank.example", Recipients: []string{"x@example.net"}}}
+	_, err := submit.Send(context.Background(), s.submitSock(), m, strings.NewReader("Subject: forged\n\nhello\n"))
+	var se *submit.Error
+	if !errors.As(err, &se) || se.Code != 77 || !strings.Contains(se.Msg, "not allowed") {
+		t.Fatalf("forged sender: %v", err)
+	}
+	m.Env.Sender = "app@example.org"
+	if _, err := submit.Send(context.Background(), s.submitSock(), m, strings.NewReader("Subject: allowed\n\nhello\n")); err != nil {
+		t.Fatalf("allowed sender: %v\n%s", err, s.log())
+	}
+	msgs, err := up.WaitFor(1, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs) != 1 || msgs[0].From != "app@example.org" {
+		t.Errorf("delivered %+v", msgs)
 	}
 }

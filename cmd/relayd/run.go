@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -138,8 +139,10 @@ func run(path string, drainTimeout time.Duration) int {
 			log.Event("error", "reason", "control socket", "error", err.Error())
 		}
 	})
-	store := pk.Store(cfg.MaxMessageSize)
-	goRun(func() { serveSubmit(ctx, subLn, control.SubmitLimiter(), store, log) })
+	policy := &livePolicy{}
+	policy.cfg.Store(cfg)
+	srv := &submit.Server{Store: pk.Store(cfg.MaxMessageSize), Policy: policy}
+	goRun(func() { serveSubmit(ctx, subLn, control.SubmitLimiter(), srv, log) })
 	goRun(func() { pk.Run(ctx) })
 	queueDone := make(chan struct{})
 	go func() {
@@ -153,6 +156,7 @@ func run(path string, drainTimeout time.Duration) int {
 	for sig := range sigs {
 		if sig == syscall.SIGHUP {
 			cfg = reload(path, cfg, pk, qu, log)
+			policy.cfg.Store(cfg)
 			continue
 		}
 		log.Event("stop", "signal", sig.String(), "drain", drainTimeout.String())
@@ -239,6 +243,14 @@ func listen(path string) (*net.UnixListener, error) {
 	return control.Listen(path, 0o666)
 }
 
+// livePolicy is the sender policy ([policy] allowed_senders) of the
+// configuration in force, followed across reloads.
+type livePolicy struct{ cfg atomic.Pointer[config.Config] }
+
+func (p *livePolicy) CheckSender(user string, uid int, sender string) error {
+	return p.cfg.Load().CheckSender(user, uid, sender)
+}
+
 // submitGrace is how long submissions in progress may go on after
 // SIGTERM; then their connections are closed (the client is told nothing
 // was stored, and sendmail exits non-zero).
@@ -249,7 +261,11 @@ const submitGrace = 5 * time.Second
 // globally and per UID, taken from SO_PEERCRED before anything is read)
 // and accept errors such as EMFILE are ridden out with a backoff and a
 // rate-limited log line.
-func serveSubmit(ctx context.Context, ln *net.UnixListener, lim *control.Limiter, store func(*spool.Meta, io.Reader) (string, error), log *maillog.Logger) {
+//
+// The limiter is control.Limiter rather than submit.Server's own: over the
+// cap a peer waits for a slot (bounded) instead of being refused at once,
+// so that a burst of a busy site's mail() calls is served, not lost.
+func serveSubmit(ctx context.Context, ln *net.UnixListener, lim *control.Limiter, srv *submit.Server, log *maillog.Logger) {
 	var mu sync.Mutex
 	conns := map[*net.UnixConn]bool{}
 	go func() {
@@ -296,11 +312,11 @@ func serveSubmit(ctx context.Context, ln *net.UnixListener, lim *control.Limiter
 			if err := lim.Acquire(ctx, p.UID); err != nil {
 				busy.Note("uid", p.UID, "pid", p.PID)
 				c.SetWriteDeadline(time.Now().Add(time.Second))
-				fmt.Fprintf(c, "error %d relayd is busy: %v\n", sysexits.TempFail, err)
+				fmt.Fprintf(c, "error %d relayd is busy: %v\n", sysexits.IOErr, err)
 				return
 			}
 			defer lim.Release(p.UID)
-			if err := submit.Serve(c, store); err != nil {
+			if err := srv.Serve(c); err != nil {
 				log.Event("submit-error", "error", err.Error())
 			}
 		}()
