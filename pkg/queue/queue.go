@@ -35,7 +35,12 @@
 // known cause and fix, message/delivery-status, the original headers)
 // queued as a new message from the null sender "<>" to the envelope
 // sender. A bounce is never bounced: a message from "<>" that fails is
-// logged and kept in failed/.
+// logged and kept in failed/. Reject queues the same kind of DSN for a
+// message pickup refused before it entered the queue (no upstream named).
+//
+// Every refusal's log line carries the upstream's reply and, when the
+// cause is known, cause= and fix= in plain words; the DSN's explanation
+// part says the same.
 //
 // # The durability promise
 //
