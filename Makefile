@@ -43,9 +43,10 @@ fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 # Unit and integration tests (including the fuzz targets' seed corpora and
-# the setgid tests, which run when root and say so when skipped).
+# the setgid tests, which run when root and say so when skipped). The
+# robustness suite has its own target (mk/bench.mk), so it runs once.
 unit: build
-	$(GO) test -count=1 ./...
+	$(GO) test -count=1 $$($(GO) list ./... | grep -v '/test/robust$$')
 
 # `make test` is what CI runs (.ci/run). Each fragment adds its part to
 # TEST_TARGETS (packaging checks, e2e when root).
