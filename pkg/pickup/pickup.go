@@ -245,6 +245,10 @@ func (p *Pickup) file(name string) bool {
 		case errors.Is(err, unix.ENOENT):
 		case errors.Is(err, unix.ELOOP):
 			p.quarantine(name, "symbolic link")
+		case errors.Is(err, unix.EACCES), errors.Is(err, unix.EPERM):
+			// sendmail always leaves its files readable to relayd: this
+			// one came from elsewhere, and would be retried for ever.
+			p.quarantine(name, "cannot be opened: "+err.Error())
 		default:
 			p.Log.Event("error", "file", name, "reason", "cannot open", "error", err.Error())
 		}

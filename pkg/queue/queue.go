@@ -58,6 +58,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -547,6 +548,17 @@ func (w *worker) deliver(ctx context.Context, id string) {
 	}
 	q.forget(id)
 	f, m, err := q.sp.OpenMessage(id)
+	if err != nil && !errors.Is(err, spool.ErrCorrupt) && !errors.Is(err, os.ErrNotExist) {
+		// Not the file's fault (EMFILE, EIO...): try again later.
+		next := q.now().Add(retryAfter(w.set.Retry, 1))
+		q.log.Event("error", "id", id, "reason", "cannot open the message; will retry", "error", err.Error(), "next", next.UTC().Format(time.RFC3339))
+		if rerr := q.sp.Requeue(id, true); rerr == nil {
+			q.mu.Lock()
+			q.deferred[id] = next
+			q.mu.Unlock()
+		}
+		return
+	}
 	if err != nil {
 		if qerr := q.sp.QuarantineMessage(id); qerr != nil {
 			q.log.Event("error", "id", id, "reason", "unreadable message, cannot quarantine", "error", err.Error(), "quarantine_error", qerr.Error())

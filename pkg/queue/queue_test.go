@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"sync"
 	"testing"
 	"time"
@@ -610,5 +611,45 @@ func TestRejectBounce(t *testing.T) {
 		if strings.Contains(body, bad) {
 			t.Errorf("DSN has %q though no upstream was involved:\n%s", bad, body)
 		}
+	}
+}
+
+// Durability review F4: a FIFO (or any non-regular file) in queue/msg or
+// as a state file neither blocks a worker nor the listing: the message is
+// quarantined, the state file replaced, and everything else goes on.
+func TestFIFOInQueueDoesNotBlock(t *testing.T) {
+	e := newEnv(t, Settings{})
+	fifoMsg := spool.NewID(t0)
+	if err := syscall.Mkfifo(filepath.Join(e.sp.Root, spool.DirMsg, fifoMsg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.sp.WriteState(spool.Incoming, fifoMsg, &spool.Delivery{}); err != nil {
+		t.Fatal(err)
+	}
+	good := e.enqueue(t, 1001, "a@example.org", "x@example.net")
+	fifoState := e.enqueue(t, 1001, "a@example.org", "y@example.net")
+	os.Remove(filepath.Join(e.sp.Root, spool.DirIncoming, fifoState))
+	if err := syscall.Mkfifo(filepath.Join(e.sp.Root, spool.DirIncoming, fifoState), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		e.q.Entries()
+		e.run()
+	}()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("blocked on a FIFO in the queue")
+	}
+	if st := e.state(t, fifoMsg); st != "" {
+		t.Errorf("FIFO message still in %q", st)
+	}
+	if _, err := os.Lstat(filepath.Join(e.sp.Root, spool.DirQuarantine, fifoMsg)); err != nil {
+		t.Errorf("FIFO message not quarantined: %v\n%s", err, e.log)
+	}
+	if n := len(e.up.sent()); n != 2 || e.state(t, good) != "" || e.state(t, fifoState) != "" {
+		t.Errorf("sent %d, want 2 (the good message and the one with a FIFO state file)\n%s", n, e.log)
 	}
 }

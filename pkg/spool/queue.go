@@ -121,22 +121,44 @@ func (q *Queue) OpenMessage(id string) (*os.File, *Meta, error) {
 	if !ValidID(id) {
 		return nil, nil, fmt.Errorf("spool: bad queue id %q", id)
 	}
-	fd, err := unix.Openat(q.fd("msg"), id, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	f, size, err := openRegular(q.fd("msg"), id, filepath.Join(q.Root, DirMsg, id), true)
 	if err != nil {
-		return nil, nil, &os.PathError{Op: "open", Path: filepath.Join(q.Root, DirMsg, id), Err: err}
-	}
-	f := os.NewFile(uintptr(fd), filepath.Join(q.Root, DirMsg, id))
-	fi, err := f.Stat()
-	if err != nil {
-		f.Close()
 		return nil, nil, err
 	}
-	m, err := Decode(f, fi.Size())
+	m, err := Decode(f, size)
 	if err != nil {
 		f.Close()
 		return nil, nil, fmt.Errorf("%s: %w", f.Name(), err)
 	}
 	return f, m, nil
+}
+
+// openRegular opens name in the directory dfd for reading without
+// following a link or blocking (a FIFO put there must not hang relayd),
+// and refuses anything but a regular file — with a single link when
+// oneLink — as ErrCorrupt. It returns the file and its size.
+func openRegular(dfd int, name, path string, oneLink bool) (*os.File, int64, error) {
+	fd, err := unix.Openat(dfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if errors.Is(err, unix.ELOOP) {
+			return nil, 0, fmt.Errorf("%s: %w: a symbolic link", path, ErrCorrupt)
+		}
+		return nil, 0, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return nil, 0, &os.PathError{Op: "fstat", Path: path, Err: err}
+	}
+	switch {
+	case st.Mode&unix.S_IFMT != unix.S_IFREG:
+		unix.Close(fd)
+		return nil, 0, fmt.Errorf("%s: %w: not a regular file", path, ErrCorrupt)
+	case oneLink && st.Nlink != 1:
+		unix.Close(fd)
+		return nil, 0, fmt.Errorf("%s: %w: %d links", path, ErrCorrupt, st.Nlink)
+	}
+	return os.NewFile(uintptr(fd), path), st.Size, nil
 }
 
 // HasMessage reports whether queue/msg/<id> exists.
@@ -191,14 +213,13 @@ func (q *Queue) List(state string) ([]string, error) {
 
 // ReadState reads the delivery record of id in state.
 func (q *Queue) ReadState(state, id string) (*Delivery, error) {
-	fd, err := unix.Openat(q.fd(state), id, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	f, _, err := openRegular(q.fd(state), id, filepath.Join(q.Root, DirQueue, state, id), false)
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) {
 			return nil, fmt.Errorf("%s in %s: %w", id, state, ErrNotFound)
 		}
-		return nil, &os.PathError{Op: "open", Path: filepath.Join(q.Root, DirQueue, state, id), Err: err}
+		return nil, err
 	}
-	f := os.NewFile(uintptr(fd), id)
 	defer f.Close()
 	b, err := io.ReadAll(io.LimitReader(f, 16<<20))
 	if err != nil {
@@ -438,6 +459,16 @@ func (q *Queue) Recover(hasDrop func(id string) bool) ([]string, error) {
 		}
 		q.RemoveMessage(id)
 		log = append(log, fmt.Sprintf("removed-orphan id=%s", id))
+	}
+	// Named temporary files of a Drop into queue/msg cut short (file
+	// systems without O_TMPFILE): relayd is their only writer.
+	if names, err := os.ReadDir(filepath.Join(q.Root, DirMsg)); err == nil {
+		for _, e := range names {
+			if strings.HasPrefix(e.Name(), TempPrefix) && unix.Unlinkat(q.fd("msg"), e.Name(), 0) == nil {
+				log = append(log, fmt.Sprintf("removed-temp file=%s", e.Name()))
+			}
+		}
+		q.dirs["msg"].Sync()
 	}
 	if tmp, err := os.ReadDir(filepath.Join(q.Root, DirTmp)); err == nil {
 		for _, e := range tmp {

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -188,5 +189,52 @@ func TestReadStateCorrupt(t *testing.T) {
 	os.WriteFile(filepath.Join(q.Root, DirDeferred, id), []byte("{not json"), 0o600)
 	if _, err := q.ReadState(Deferred, id); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("ReadState: %v, want ErrCorrupt", err)
+	}
+}
+
+// Durability review F7: a Drop into queue/msg cut short on a file system
+// without O_TMPFILE leaves msg/tmp.<id>; recovery sweeps it.
+func TestRecoverSweepsMsgTemp(t *testing.T) {
+	q := newTestQueue(t)
+	keep := putMessage(t, q, Incoming)
+	tmp := filepath.Join(q.Root, DirMsg, TempPrefix+NewID(time.Now()))
+	if err := os.WriteFile(tmp, []byte("partial"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	log, err := q.Recover(func(string) bool { return false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(tmp); !os.IsNotExist(err) {
+		t.Errorf("temp file kept: %v", err)
+	}
+	if !strings.Contains(strings.Join(log, "\n"), "removed-temp file="+filepath.Base(tmp)) {
+		t.Errorf("log %q", log)
+	}
+	mustState(t, q, keep, Incoming)
+}
+
+// Durability review F4: non-regular files in the queue are refused as
+// corrupt without blocking.
+func TestOpenRefusesNonRegular(t *testing.T) {
+	q := newTestQueue(t)
+	id := NewID(time.Now())
+	if err := syscall.Mkfifo(filepath.Join(q.Root, DirMsg, id), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := q.OpenMessage(id); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("FIFO message: %v", err)
+	}
+	if err := syscall.Mkfifo(filepath.Join(q.Root, DirQueue, Deferred, id), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q.ReadState(Deferred, id); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("FIFO state: %v", err)
+	}
+	linked := putMessage(t, q, Incoming)
+	if err := os.Link(filepath.Join(q.Root, DirMsg, linked), filepath.Join(t.TempDir(), "x")); err == nil {
+		if _, _, err := q.OpenMessage(linked); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("hard-linked message: %v", err)
+		}
 	}
 }
