@@ -93,6 +93,12 @@ func ParseAddress(s string) (string, error) {
 	if strings.Contains(s, "@") {
 		return "", simplify(err)
 	}
+	// A bare local name as check returns it: taken as it is, so that
+	// ParseAddress of its own result always gives it back (the
+	// submission socket validates again what sendmail sends).
+	if t := strings.Trim(s, " \t"); localName(t) {
+		return t, nil
+	}
 	// A bare local name: qualify it for the parser, then take it back.
 	q := s + placeholder
 	if i := strings.LastIndexByte(s, '>'); i >= 0 {
@@ -151,7 +157,7 @@ func check(addr string) (string, error) {
 // user or alias name, never a program ("|cmd"), a file ("/path") or an
 // include (":include:"), which some MTAs would act on.
 func localName(s string) bool {
-	if s == "" || len(s) > 64 {
+	if s == "" || len(s) > 64 || s[len(s)-1] == '.' || strings.Contains(s, "..") {
 		return false
 	}
 	for i := 0; i < len(s); i++ {

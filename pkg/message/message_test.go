@@ -398,12 +398,24 @@ func FuzzHeader(f *testing.F) {
 		if strings.ReplaceAll(out, "\n", "") != strings.ReplaceAll(orig, "\n", "") {
 			t.Fatalf("round trip changed bytes: %q -> %q", orig, out)
 		}
+		// What sendmail stores (Check passed), pickup's scanner reads.
+		if h.Check(len(rest) > 0) == nil {
+			if _, err := ReadHeader(bufio.NewReader(strings.NewReader(out)), 0); err != nil {
+				t.Fatalf("stored header not readable again: %v", err)
+			}
+		}
 		for _, fl := range h.Fields {
 			list, err := ParseList(fl.Value())
 			if err == nil {
 				for _, a := range list {
 					if HasControl(a) || a == "" || a[0] == '-' {
 						t.Fatalf("bad address accepted: %q", a)
+					}
+					// The socket's server accepts what sendmail sends,
+					// unchanged.
+					env := spool.Envelope{Sender: a, Recipients: []string{a}}
+					if err := ValidateEnvelope(&env); err != nil || env.Recipients[0] != a || env.Sender != a {
+						t.Fatalf("address %q: ValidateEnvelope %v, %+v", a, err, env)
 					}
 				}
 			}
