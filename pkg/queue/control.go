@@ -34,7 +34,7 @@ func (q *Queue) Entries() []Entry {
 				continue
 			}
 			f.Close()
-			d, err := q.sp.ReadState(s, id)
+			d, err := q.readState(s, id)
 			if err != nil {
 				d = &spool.Delivery{}
 			}
@@ -113,16 +113,18 @@ func (q *Queue) change(verb, id string, uid int) error {
 		if st, lerr := q.sp.Locate(id); lerr == nil && st == spool.Failed {
 			// A released failed message is retried to the recipients that
 			// had failed.
-			if d, rerr := q.sp.ReadState(spool.Failed, id); rerr == nil {
+			if d, rerr := q.readState(spool.Failed, id); rerr == nil {
 				d.Failed, d.Reason = nil, ""
-				if werr := q.sp.WriteState(spool.Failed, id, d); werr != nil {
+				if werr := q.writeState(spool.Failed, id, d); werr != nil {
 					return werr
 				}
 			}
 		}
 		err = q.sp.Release(id)
 	case control.VerbDelete:
-		_, err = q.sp.Delete(id)
+		if _, err = q.sp.Delete(id); err == nil {
+			q.dropUnsaved(id)
+		}
 	}
 	if err != nil {
 		if errors.Is(err, spool.ErrNotFound) {
@@ -208,7 +210,7 @@ func (q *Queue) show(id string, out io.Writer) error {
 		return err
 	}
 	f.Close()
-	d, err := q.sp.ReadState(st, id)
+	d, err := q.readState(st, id)
 	if err != nil {
 		d = &spool.Delivery{}
 	}

@@ -117,6 +117,11 @@ type Queue struct {
 	gen      int                  // bumped by SetSettings
 	deferred map[string]time.Time // next attempt of each deferred message
 	inflight map[string]bool      // handed to a worker, not finished
+	// unsaved holds the delivery records whose state file could not be
+	// written (a full spool). They win over the state files until a
+	// write succeeds, so a recipient the upstream accepted is never sent
+	// the message again because the spool was full.
+	unsaved map[string]*spool.Delivery
 	runMu    sync.Mutex           // one RunOnce at a time
 	kick     chan struct{}
 	stop     chan struct{} // closed by Stop: no new deliveries
@@ -129,7 +134,50 @@ func New(sp *spool.Queue, log *maillog.Logger, now func() time.Time, set Setting
 	if now == nil {
 		now = time.Now
 	}
-	return &Queue{sp: sp, log: log, now: now, set: set, inflight: map[string]bool{}, kick: make(chan struct{}, 1), stop: make(chan struct{})}
+	return &Queue{sp: sp, log: log, now: now, set: set, inflight: map[string]bool{}, unsaved: map[string]*spool.Delivery{}, kick: make(chan struct{}, 1), stop: make(chan struct{})}
+}
+
+// readState returns the delivery record of id (in state): the one kept in
+// memory when its last write failed, else the state file's.
+func (q *Queue) readState(state, id string) (*spool.Delivery, error) {
+	q.mu.Lock()
+	u := q.unsaved[id]
+	q.mu.Unlock()
+	if u != nil {
+		return cloneDelivery(u), nil
+	}
+	return q.sp.ReadState(state, id)
+}
+
+// writeState writes the delivery record of id in state. When the write
+// fails, the record is kept in memory (readState returns it) and written
+// at the next change, so what it says — recipients already sent above all
+// — is not forgotten while the process lives.
+func (q *Queue) writeState(state, id string, d *spool.Delivery) error {
+	err := q.sp.WriteState(state, id, d)
+	q.mu.Lock()
+	if err != nil {
+		q.unsaved[id] = cloneDelivery(d)
+	} else {
+		delete(q.unsaved, id)
+	}
+	q.mu.Unlock()
+	return err
+}
+
+// dropUnsaved forgets the in-memory record of a message that is gone.
+func (q *Queue) dropUnsaved(id string) {
+	q.mu.Lock()
+	delete(q.unsaved, id)
+	q.mu.Unlock()
+}
+
+func cloneDelivery(d *spool.Delivery) *spool.Delivery {
+	c := *d
+	c.Sent = append([]string(nil), d.Sent...)
+	c.Failed = append([]spool.RcptFailure(nil), d.Failed...)
+	c.Bounces = append([]string(nil), d.Bounces...)
+	return &c
 }
 
 // SetSettings replaces the settings (config reload); running deliveries
@@ -568,7 +616,7 @@ func (w *worker) deliver(ctx context.Context, id string) {
 		return
 	}
 	defer f.Close()
-	d, err := q.sp.ReadState(spool.Active, id)
+	d, err := q.readState(spool.Active, id)
 	if err != nil {
 		q.log.Event("error", "id", id, "reason", "unreadable state file; starting afresh", "error", err.Error())
 		d = &spool.Delivery{}
@@ -587,7 +635,7 @@ func (w *worker) deliver(ctx context.Context, id string) {
 	}
 	d.Last = now
 	d.Next = now.Add(retryAfter(w.set.Retry, d.Attempts))
-	if err := q.sp.WriteState(spool.Active, id, d); err != nil {
+	if err := q.writeState(spool.Active, id, d); err != nil {
 		if !spool.IsFull(err) {
 			q.log.Event("error", "id", id, "reason", "cannot record the attempt; not sending", "error", err.Error())
 			q.sp.Requeue(id, true)
@@ -718,8 +766,12 @@ func (w *worker) outcome(id string, m *spool.Meta, d *spool.Delivery, rcpts []st
 		if lastTemp != nil {
 			d.LastReply = errReply(lastTemp)
 		}
-		if err := q.sp.WriteState(spool.Active, id, d); err != nil {
-			q.log.Event("error", "id", id, "reason", "cannot update the state file", "error", err.Error())
+		// The next attempt counts from the end of this one: a session
+		// that took its full timeouts must not be retried at once. (The
+		// time written before dialing stays the guard against a crash.)
+		d.Next = now.Add(retryAfter(w.set.Retry, d.Attempts))
+		if err := q.writeState(spool.Active, id, d); err != nil {
+			q.log.Event("error", "id", id, "reason", "cannot update the state file; kept in memory", "error", err.Error())
 		}
 		if err := q.sp.Defer(id); err != nil {
 			q.log.Event("error", "id", id, "reason", "cannot defer", "error", err.Error())
@@ -762,8 +814,8 @@ func (w *worker) finish(id string, m *spool.Meta, d *spool.Delivery) {
 	q := w.q
 	if len(d.Failed) > 0 && m.Env.Sender == "<>" {
 		d.Reason = "a bounce that could not be delivered is never bounced; kept for inspection"
-		if err := q.sp.WriteState(spool.Active, id, d); err != nil {
-			q.log.Event("error", "id", id, "reason", "cannot update the state file", "error", err.Error())
+		if err := q.writeState(spool.Active, id, d); err != nil {
+			q.log.Event("error", "id", id, "reason", "cannot update the state file; kept in memory", "error", err.Error())
 		}
 		if err := q.sp.Fail(id); err != nil {
 			q.log.Event("error", "id", id, "reason", "cannot move to failed", "error", err.Error())
@@ -776,6 +828,7 @@ func (w *worker) finish(id string, m *spool.Meta, d *spool.Delivery) {
 		q.log.Event("error", "id", id, "reason", "cannot remove a finished message", "error", err.Error())
 		return
 	}
+	q.dropUnsaved(id)
 	q.log.Event("removed", "id", id, "sent", len(d.Sent), "bounced", len(d.Failed))
 }
 

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -121,7 +122,11 @@ type env struct {
 
 func newEnv(t *testing.T, set Settings) *env {
 	t.Helper()
-	root := filepath.Join(t.TempDir(), "spool")
+	return newEnvAt(t, filepath.Join(t.TempDir(), "spool"), set)
+}
+
+func newEnvAt(t *testing.T, root string, set Settings) *env {
+	t.Helper()
 	if err := spool.Prepare(root, spool.CurrentOwner()); err != nil {
 		t.Fatal(err)
 	}
@@ -651,5 +656,108 @@ func TestFIFOInQueueDoesNotBlock(t *testing.T) {
 	}
 	if n := len(e.up.sent()); n != 2 || e.state(t, good) != "" || e.state(t, fifoState) != "" {
 		t.Errorf("sent %d, want 2 (the good message and the one with a FIFO state file)\n%s", n, e.log)
+	}
+}
+
+// smallFS mounts a tmpfs of the given size on a temporary directory (root
+// only) and returns its path.
+func smallFS(t *testing.T, size string) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a small tmpfs needs root (CI runs as root)")
+	}
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+size); err != nil {
+		t.Skipf("cannot mount a tmpfs: %v", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+	return dir
+}
+
+// fill writes a file on the file system of dir until it is full, and
+// returns a function that removes it.
+func fill(t *testing.T, dir string) func() {
+	t.Helper()
+	p := filepath.Join(dir, "fill")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	for {
+		if _, err := f.Write(buf); err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatal(err)
+			}
+			break
+		}
+	}
+	f.Close()
+	return func() { os.Remove(p) }
+}
+
+// Durability review F1: with the spool full, a partly delivered message's
+// accepted recipients are remembered although the state file cannot be
+// written: each gets the message once, however many retries the full
+// spool lasts.
+func TestFullSpoolNeverResendsAcceptedRecipients(t *testing.T) {
+	dir := smallFS(t, "2m")
+	e := newEnvAt(t, filepath.Join(dir, "spool"), Settings{Retry: []time.Duration{time.Minute}, Lifetime: 24 * time.Hour})
+	var bOK atomic.Bool
+	e.up.respond = func(from, rcpt string) *relay.Error {
+		if rcpt == "b@example.org" && !bOK.Load() {
+			return temp("4.2.0 mailbox busy")
+		}
+		return nil
+	}
+	id := e.enqueue(t, 1001, "sender@example.org", "a@example.org", "b@example.org")
+	free := fill(t, dir)
+	for i := 0; i < 4; i++ {
+		e.clk.Set(t0.Add(time.Duration(i) * 2 * time.Minute))
+		e.run()
+		if st := e.state(t, id); st != spool.Deferred {
+			t.Fatalf("attempt %d: state %q\n%s", i+1, st, e.log)
+		}
+	}
+	if !strings.Contains(e.log.String(), "no space left on device") {
+		t.Fatalf("the spool never was full:\n%s", e.log)
+	}
+	free()
+	bOK.Store(true)
+	e.clk.Set(t0.Add(time.Hour))
+	e.run()
+	if st := e.state(t, id); st != "" {
+		t.Fatalf("state %q after the last attempt\n%s", st, e.log)
+	}
+	count := map[string]int{}
+	for _, m := range e.up.sent() {
+		for _, r := range m.To {
+			count[r]++
+		}
+	}
+	if count["a@example.org"] != 1 || count["b@example.org"] != 1 {
+		t.Errorf("copies per recipient %v, want one each\n%s", count, e.log)
+	}
+	if len(e.q.unsaved) != 0 {
+		t.Errorf("in-memory records left: %v", e.q.unsaved)
+	}
+}
+
+// Durability review F6: the next attempt is counted from the end of a
+// slow attempt, not from its start.
+func TestNextAttemptAfterSlowAttempt(t *testing.T) {
+	e := newEnv(t, Settings{Retry: []time.Duration{time.Minute}, Lifetime: 24 * time.Hour})
+	e.up.respond = func(from, rcpt string) *relay.Error {
+		e.clk.Set(t0.Add(10 * time.Minute)) // the upstream stalled for 10 minutes
+		return temp("4.4.2 timeout")
+	}
+	id := e.enqueue(t, 1001, "sender@example.org", "a@example.org")
+	next := e.run()
+	d, err := e.sp.ReadState(spool.Deferred, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := t0.Add(11 * time.Minute); !d.Next.Equal(want) || !next.Equal(want) {
+		t.Errorf("next attempt %v (state %v), want %v", next, d.Next, want)
 	}
 }
