@@ -121,8 +121,8 @@ type Queue struct {
 	// written (a full spool). They win over the state files until a
 	// write succeeds, so a recipient the upstream accepted is never sent
 	// the message again because the spool was full.
-	unsaved map[string]*spool.Delivery
-	runMu    sync.Mutex           // one RunOnce at a time
+	unsaved  map[string]*spool.Delivery
+	runMu    sync.Mutex // one RunOnce at a time
 	kick     chan struct{}
 	stop     chan struct{} // closed by Stop: no new deliveries
 	stopOnce sync.Once
