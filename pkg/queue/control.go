@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -21,19 +22,43 @@ type Entry struct {
 }
 
 // Entries lists every queued message (all states), oldest first.
-func (q *Queue) Entries() []Entry {
+func (q *Queue) Entries() []Entry { return q.entries(nil) }
+
+// entries lists the queued messages whose UID keep accepts (all when keep
+// is nil), oldest first. Only those are decoded in full and kept: a
+// message's UID, which never changes, is read once and remembered
+// (q.uids), so a user's mailq over a large queue costs a directory listing
+// and their own messages, not the whole queue each time.
+func (q *Queue) entries(keep func(uid int) bool) []Entry {
 	var out []Entry
+	seen := map[string]bool{}
 	for _, s := range spool.States {
 		ids, err := q.sp.List(s)
 		if err != nil {
 			continue
 		}
 		for _, id := range ids {
+			seen[id] = true
+			if keep != nil {
+				q.uidMu.Lock()
+				uid, ok := q.uids[id]
+				q.uidMu.Unlock()
+				if ok && !keep(uid) {
+					continue
+				}
+			}
 			f, m, err := q.sp.OpenMessage(id)
 			if err != nil {
 				continue
 			}
 			f.Close()
+			q.decodes.Add(1)
+			q.uidMu.Lock()
+			q.uids[id] = m.Origin.UID
+			q.uidMu.Unlock()
+			if keep != nil && !keep(m.Origin.UID) {
+				continue
+			}
 			d, err := q.readState(s, id)
 			if err != nil {
 				d = &spool.Delivery{}
@@ -41,16 +66,16 @@ func (q *Queue) Entries() []Entry {
 			out = append(out, Entry{ID: id, State: s, Meta: m, Del: d})
 		}
 	}
-	sortEntries(out)
-	return out
-}
-
-func sortEntries(es []Entry) {
-	for i := 1; i < len(es); i++ {
-		for j := i; j > 0 && es[j].ID < es[j-1].ID; j-- {
-			es[j], es[j-1] = es[j-1], es[j]
+	// Forget the messages that are gone.
+	q.uidMu.Lock()
+	for id := range q.uids {
+		if !seen[id] {
+			delete(q.uids, id)
 		}
 	}
+	q.uidMu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
 }
 
 // Handle answers a control request (see package control).
@@ -143,12 +168,11 @@ func (q *Queue) change(verb, id string, uid int) error {
 // mailq writes the queue in Postfix's mailq layout. A peer that is not an
 // admin sees only its own UID's messages.
 func (q *Queue) mailq(p control.Peer, out io.Writer) error {
-	var es []Entry
-	for _, e := range q.Entries() {
-		if p.Admin || e.Meta.Origin.UID == p.UID {
-			es = append(es, e)
-		}
+	var keep func(int) bool
+	if !p.Admin {
+		keep = func(uid int) bool { return uid == p.UID }
 	}
+	es := q.entries(keep)
 	if len(es) == 0 {
 		fmt.Fprintln(out, "Mail queue is empty")
 		return nil

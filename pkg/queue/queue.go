@@ -62,6 +62,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mailshim/mailshim/pkg/config"
@@ -121,8 +122,12 @@ type Queue struct {
 	// written (a full spool). They win over the state files until a
 	// write succeeds, so a recipient the upstream accepted is never sent
 	// the message again because the spool was full.
-	unsaved  map[string]*spool.Delivery
-	runMu    sync.Mutex // one RunOnce at a time
+	unsaved map[string]*spool.Delivery
+	runMu   sync.Mutex // one RunOnce at a time
+	// uids remembers each listed message's UID for mailq (see entries).
+	uidMu    sync.Mutex
+	uids     map[string]int
+	decodes  atomic.Int64 // messages decoded for listings (tests)
 	kick     chan struct{}
 	stop     chan struct{} // closed by Stop: no new deliveries
 	stopOnce sync.Once
@@ -134,7 +139,7 @@ func New(sp *spool.Queue, log *maillog.Logger, now func() time.Time, set Setting
 	if now == nil {
 		now = time.Now
 	}
-	return &Queue{sp: sp, log: log, now: now, set: set, inflight: map[string]bool{}, unsaved: map[string]*spool.Delivery{}, kick: make(chan struct{}, 1), stop: make(chan struct{})}
+	return &Queue{sp: sp, log: log, now: now, set: set, inflight: map[string]bool{}, unsaved: map[string]*spool.Delivery{}, uids: map[string]int{}, kick: make(chan struct{}, 1), stop: make(chan struct{})}
 }
 
 // readState returns the delivery record of id (in state): the one kept in

@@ -761,3 +761,55 @@ func TestNextAttemptAfterSlowAttempt(t *testing.T) {
 		t.Errorf("next attempt %v (state %v), want %v", next, d.Next, want)
 	}
 }
+
+// Durability review F3: a user's mailq over a large queue decodes other
+// users' messages once, not on every request, and lists in order across
+// states (no quadratic sort).
+func TestMailqDecodesOthersOnce(t *testing.T) {
+	e := newEnv(t, Settings{})
+	var mine []string
+	for i := 0; i < 200; i++ {
+		id := e.enqueue(t, 2000+i%7, "s@example.org", "x@example.net")
+		if i%50 == 0 {
+			e.sp.Claim(id)
+			e.sp.Requeue(id, true) // deferred: another state, older IDs
+		}
+		if i%100 == 0 {
+			mine = append(mine, e.enqueue(t, 1001, "me@example.org", "y@example.net"))
+		}
+	}
+	me := control.Peer{UID: 1001}
+	var out bytes.Buffer
+	if err := e.q.Handle(me, control.VerbMailq, nil, &out); err != nil {
+		t.Fatal(err)
+	}
+	first := e.q.decodes.Load()
+	for i := 0; i < 5; i++ {
+		out.Reset()
+		e.q.Handle(me, control.VerbMailq, nil, &out)
+	}
+	if again := e.q.decodes.Load() - first; again != int64(5*len(mine)) {
+		t.Errorf("5 more mailq decoded %d messages, want %d (only the user's own)", again, 5*len(mine))
+	}
+	if c := strings.Count(out.String(), "me@example.org"); c != len(mine) {
+		t.Errorf("mailq lists %d own messages, want %d:\n%s", c, len(mine), out.String())
+	}
+	es := e.q.Entries()
+	if len(es) != 202 {
+		t.Fatalf("%d entries", len(es))
+	}
+	for i := 1; i < len(es); i++ {
+		if es[i-1].ID > es[i].ID {
+			t.Fatalf("entries out of order at %d", i)
+		}
+	}
+	// A removed message is forgotten.
+	e.sp.Delete(mine[0])
+	e.q.Handle(me, control.VerbMailq, nil, &out)
+	e.q.uidMu.Lock()
+	_, kept := e.q.uids[mine[0]]
+	e.q.uidMu.Unlock()
+	if kept {
+		t.Error("a deleted message's UID is still remembered")
+	}
+}
