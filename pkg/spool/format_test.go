@@ -139,12 +139,22 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte("MAILSHIM-SPOOL 1\n\n"))
 	f.Add([]byte("MAILSHIM-SPOOL 9\nid x\n\n"))
 	f.Fuzz(func(t *testing.T, file []byte) {
+		// The stream decoder (the submission socket's) never panics and
+		// agrees with Decode on every file Decode accepts.
+		s, serr := DecodeHeader(bufio.NewReaderSize(bytes.NewReader(file), 16), len(file))
 		d, err := Decode(bytes.NewReader(file), int64(len(file)))
 		if err != nil {
 			if !errors.Is(err, ErrCorrupt) {
 				t.Fatalf("error not ErrCorrupt: %v", err)
 			}
 			return
+		}
+		if serr != nil {
+			t.Fatalf("DecodeHeader refuses what Decode accepts: %v", serr)
+		}
+		s.BodyOffset = d.BodyOffset
+		if !reflect.DeepEqual(s, d) {
+			t.Fatalf("DecodeHeader and Decode differ:\n%+v\n%+v", s, d)
 		}
 		if d.BodyOffset+d.Size != int64(len(file)) {
 			t.Fatalf("offset %d + size %d != %d", d.BodyOffset, d.Size, len(file))
