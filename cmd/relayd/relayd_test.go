@@ -20,6 +20,7 @@ import (
 	"github.com/emersion/go-smtp"
 	"golang.org/x/sys/unix"
 
+	"github.com/mailshim/mailshim/pkg/control"
 	"github.com/mailshim/mailshim/pkg/message"
 	"github.com/mailshim/mailshim/pkg/smtptest"
 	"github.com/mailshim/mailshim/pkg/spool"
@@ -523,9 +524,16 @@ func TestSubmitSocketEMFILE(t *testing.T) {
 	waitFor(t, "an accept failure logged", 20*time.Second, func() bool {
 		return strings.Contains(s.log(), "submission socket accept failed")
 	})
+	// A control request while no descriptor is free: its accept fails too.
+	ctlDone := make(chan error, 1)
+	go func() { ctlDone <- control.Request(s.controlSock(), control.VerbMailq, nil, io.Discard) }()
+	waitFor(t, "a control accept failure logged", 20*time.Second, func() bool {
+		return strings.Contains(s.log(), "control socket accept failed")
+	})
 	for _, c := range conns {
 		c.Close()
 	}
+	<-ctlDone
 	m := &spool.Meta{Env: spool.Envelope{Sender: "app@example.org", Recipients: []string{"x@example.net"}}}
 	waitFor(t, "a submission accepted again", 30*time.Second, func() bool {
 		_, err := submit.Send(context.Background(), s.submitSock(), m, strings.NewReader("Subject: after EMFILE\n\nhello\n"))
@@ -533,6 +541,10 @@ func TestSubmitSocketEMFILE(t *testing.T) {
 	})
 	if _, err := up.WaitFor(1, 30*time.Second); err != nil {
 		t.Fatalf("%v\n%s", err, s.log())
+	}
+	// The control socket rode it out too (it used to stop for good).
+	if err := control.Request(s.controlSock(), control.VerbMailq, nil, io.Discard); err != nil {
+		t.Errorf("control socket after EMFILE: %v", err)
 	}
 	if n := strings.Count(s.log(), "accept failed"); n > 2 {
 		t.Errorf("%d accept failure lines, want at most one per socket:\n%.3000s", n, s.log())
