@@ -21,12 +21,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/mailshim/mailshim/pkg/message"
 	"github.com/mailshim/mailshim/pkg/origin"
 	"github.com/mailshim/mailshim/pkg/spool"
 	"github.com/mailshim/mailshim/pkg/submit"
@@ -190,9 +192,26 @@ func (s *testSpool) files(t *testing.T) []msg {
 		if m.ID != e.Name() {
 			t.Errorf("file %s has id %s", e.Name(), m.ID)
 		}
+		storedReadable(t, e.Name(), m, b)
 		out = append(out, msg{path: p, meta: m, body: string(b), st: fi.Sys().(*syscall.Stat_t), mode: fi.Mode()})
 	}
 	return out
+}
+
+// storedReadable checks what every stored message must pass on relayd's
+// side (review F1, F3): pickup's header scanner (message.ReadHeader with
+// the shared limits) reads it, and the envelope passes the submission
+// socket's validation unchanged.
+func storedReadable(t *testing.T, name string, m *spool.Meta, body []byte) {
+	t.Helper()
+	if _, err := message.ReadHeader(bufio.NewReader(bytes.NewReader(body)), 0); err != nil {
+		t.Errorf("%s: pickup's scanner refuses the stored message: %v", name, err)
+	}
+	env := m.Env
+	env.Recipients = append([]string(nil), m.Env.Recipients...)
+	if err := message.ValidateEnvelope(&env); err != nil || !reflect.DeepEqual(env, m.Env) {
+		t.Errorf("%s: stored envelope does not validate unchanged: %v\n%+v\n%+v", name, err, env, m.Env)
+	}
 }
 
 func (s *testSpool) one(t *testing.T) msg {
