@@ -6,6 +6,8 @@ package submit
 
 import (
 	"bufio"
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -261,6 +263,14 @@ func TestServeLimiter(t *testing.T) {
 	if err := <-s.errs; err == nil || !strings.Contains(err.Error(), "too many submissions") {
 		t.Fatalf("log: %v", err)
 	}
+	// sendmail's own client, in the middle of a large body, still reads
+	// the answer.
+	_, err = Send(context.Background(), s.sock, meta("", "b@example.org"), strings.NewReader(strings.Repeat("x", 8<<20)))
+	var se *Error
+	if !errors.As(err, &se) || se.Code != 74 || !strings.Contains(se.Msg, "busy") {
+		t.Fatalf("Send while busy: %v", err)
+	}
+	<-s.errs
 	hdr, _ := spool.EncodeHeader(meta("", "b@example.org"))
 	io.WriteString(held, string(hdr)+"5\nhello0\n")
 	line, _ := bufio.NewReader(held).ReadString('\n')
