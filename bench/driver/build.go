@@ -41,6 +41,13 @@ func Build(root, dir string) (*Binaries, error) {
 	return build(root, dir, "")
 }
 
+// BuildWithSymbols is Build keeping the symbol tables, for perf(1).
+func BuildWithSymbols(root, dir string) (*Binaries, error) {
+	return build(root, dir, symbolsOnly)
+}
+
+const symbolsOnly = "\x00symbols"
+
 // BuildWithConfig is Build with sendmail's configuration path compiled in
 // (see Binaries.SendmailConf), so that a setgid copy reads a private file.
 func BuildWithConfig(root, dir, conf string) (*Binaries, error) {
@@ -48,10 +55,14 @@ func BuildWithConfig(root, dir, conf string) (*Binaries, error) {
 }
 
 func build(root, dir, conf string) (*Binaries, error) {
+	ld0 := "-s -w"
+	if conf == symbolsOnly {
+		conf, ld0 = "", ""
+	}
 	b := &Binaries{Dir: dir, Missing: map[string]string{}, SendmailConf: conf}
 	build := func(pkg, name string) (string, error) {
 		out := filepath.Join(dir, name)
-		ld := "-s -w"
+		ld := ld0
 		if conf != "" && name == "sendmail" {
 			ld += " -X main.configPath=" + conf
 		}

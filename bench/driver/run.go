@@ -18,6 +18,10 @@ type Options struct {
 	Runs    int    // runs per measurement (each run is a batch of samples)
 	WorkDir string // where spools live (on the file system to measure)
 	Log     io.Writer
+	// Symbols keeps the binaries' symbol tables (for perf record -p).
+	Symbols bool
+	// DrainN overrides the number of messages in each drain run.
+	DrainN int
 	// Only, when non-empty, limits the run to these groups: "sendmail",
 	// "drain", "load", "memory".
 	Only map[string]bool
@@ -72,7 +76,11 @@ func Run(o Options) (*Report, error) {
 	}
 	rep := &Report{Machine: Describe(work), Started: time.Now(), Smoke: o.Smoke, Runs: o.Runs}
 	o.logf("building into %s", work)
-	bins, err := Build(root, filepath.Join(work, "bin"))
+	build := Build
+	if o.Symbols {
+		build = BuildWithSymbols
+	}
+	bins, err := build(root, filepath.Join(work, "bin"))
 	if err != nil {
 		return nil, err
 	}
@@ -81,6 +89,9 @@ func Run(o Options) (*Report, error) {
 		rep.Notes = append(rep.Notes, fmt.Sprintf("%s did not build: %s", name, why))
 	}
 	sz := o.sizes()
+	if o.DrainN > 0 {
+		sz.drainN = o.DrainN
+	}
 	if o.want("sendmail") {
 		rows, notes, err := sendmailRows(o, sz, work, bins)
 		if err != nil {

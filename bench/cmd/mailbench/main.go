@@ -19,6 +19,8 @@ func main() {
 	runs := pflag.Int("runs", 3, "runs per measurement")
 	out := pflag.String("out", "", "write the table into this markdown file (between the BENCH-TABLE markers)")
 	work := pflag.String("workdir", "", "directory for the spools (default $TMPDIR)")
+	symbols := pflag.Bool("symbols", false, "keep symbol tables in the binaries (to attach perf record -p)")
+	drainN := pflag.Int("drain-n", 0, "messages per drain run (default 10000, 200 in smoke)")
 	only := pflag.StringSlice("only", nil, "limit to groups: sendmail, drain, load, memory")
 	pflag.Parse()
 
@@ -29,7 +31,7 @@ func main() {
 		}
 		os.Exit(code)
 	}
-	o := driver.Options{Smoke: *smoke, Runs: *runs, WorkDir: *work, Log: os.Stderr, Only: map[string]bool{}}
+	o := driver.Options{Smoke: *smoke, Runs: *runs, WorkDir: *work, Log: os.Stderr, Only: map[string]bool{}, Symbols: *symbols, DrainN: *drainN}
 	for _, g := range *only {
 		o.Only[g] = true
 	}
