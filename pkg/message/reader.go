@@ -3,6 +3,13 @@
 // -t recipients, Bcc removal, a From: for messages that have none, and
 // address validation.
 //
+// It also holds the rules sendmail and relayd share, so that what one side
+// accepts the other can read: the header limits (MaxField, MaxHeader) and
+// the field-name syntax (ParseFieldName) of ReadHeader, which pickup reads
+// stored messages with, and ValidateEnvelope, the one check of an
+// envelope for every door into the spool (sendmail, the submission
+// socket, -bs).
+//
 // Everything here streams: only the header section is buffered (bounded by
 // the caller); the body goes from the input to the spool in fixed-size
 // chunks, so a 100 MB message costs no more memory than a 2 KB one.
