@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,7 +15,6 @@ import (
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
-	"github.com/mailshim/mailshim/pkg/control"
 	"github.com/mailshim/mailshim/pkg/smtptest"
 )
 
@@ -288,9 +288,11 @@ func loadRow(o Options, sz sizes, work string, bins *Binaries, srv *smtptest.Ser
 }
 
 // memoryRows queues many messages behind an upstream that refuses
-// connections, lets relayd pick them all up, restarts it, and reports the
-// RSS and how long the restarted relayd takes to answer on its control
-// socket (its recovery scan).
+// connections, lets relayd pick them all up (retry in an hour, so that
+// they stay queued and idle), restarts it, and reports how long the
+// restarted relayd takes to log event=start (its recovery scan and queue
+// load come first) and its RSS with everything queued: right after start
+// and the peak over the next ten seconds.
 func memoryRows(o Options, sz sizes, work string, bins *Binaries) ([]Row, error) {
 	dir := filepath.Join(work, "memory")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -303,7 +305,7 @@ func memoryRows(o Options, sz sizes, work string, bins *Binaries) ([]Row, error)
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
 	ln.Close() // now refuses connections
-	conf := fmt.Sprintf("\n[[upstream]]\nhost = \"127.0.0.1\"\nport = %d\ntls = \"none\"\n", port)
+	conf := fmt.Sprintf("\n[[upstream]]\nhost = \"127.0.0.1\"\nport = %d\ntls = \"none\"\n[queue]\nretry = [\"1h\"]\n", port)
 	site, err := NewSite(dir, &Binaries{}, conf)
 	if err != nil {
 		return nil, err
@@ -316,49 +318,52 @@ func memoryRows(o Options, sz sizes, work string, bins *Binaries) ([]Row, error)
 	if err != nil {
 		return nil, err
 	}
-	if err := r.WaitFor("pickup of every maildrop file", 30*time.Minute, func() bool { return countFiles(site.Maildrop) == 0 }); err != nil {
+	t0 := time.Now()
+	if err := r.WaitFor("pickup of every maildrop file", 60*time.Minute, func() bool { return countFiles(site.Maildrop) == 0 }); err != nil {
 		r.Stop(30 * time.Second)
 		return nil, err
 	}
+	pickup := time.Since(t0)
 	_, pickupPeak, _ := r.RSS()
 	if _, err := r.Stop(time.Minute); err != nil {
 		return nil, err
 	}
 	o.logf("memory: restarting relayd with %d queued", sz.memN)
-	sock := filepath.Join(dir, "control.sock")
-	os.Remove(sock)
 	r, err = StartRelayd(bins.Relayd, site)
 	if err != nil {
 		return nil, err
 	}
 	defer r.Stop(time.Minute)
-	if err := r.WaitFor("the control socket", 10*time.Minute, func() bool {
-		return control.Request(sock, control.VerbList, nil, discard{}) == nil
+	if err := r.WaitFor("event=start in the log", 10*time.Minute, func() bool {
+		b, _ := os.ReadFile(r.LogPath)
+		return strings.Contains(string(b), "event=start")
 	}); err != nil {
 		return nil, err
 	}
 	scan := time.Since(r.Started)
-	cur, peak, err := r.RSS()
+	atStart, _, err := r.RSS()
 	if err != nil {
 		return nil, err
 	}
+	var peak int64
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		if _, p, err := r.RSS(); err == nil {
+			peak = max(peak, p)
+		}
+	}
 	rss := Row{Name: fmt.Sprintf("relayd RSS with %d queued (after restart)", sz.memN), RefFor: "—", Unit: "MB",
-		Subj: Summarise([]float64{float64(cur) / 1024}), Ratio: "—", Target: "≤ 100 MB",
-		Note: fmt.Sprintf("peak %.1f MB after restart, %.1f MB during first pickup", float64(peak)/1024, float64(pickupPeak)/1024)}
+		Subj: Summarise([]float64{float64(atStart) / 1024}), Ratio: "—", Target: "≤ 100 MB",
+		Note: fmt.Sprintf("peak (VmHWM) %.1f MB within 10 s of start; %.1f MB peak during the first pickup (%.0f msg/s)", float64(peak)/1024, float64(pickupPeak)/1024, float64(sz.memN)/pickup.Seconds())}
 	rss.Verdict = "met"
-	if mb := float64(max(cur, peak)) / 1024; mb > 100 {
+	if mb := float64(max(atStart, peak)) / 1024; mb > 100 {
 		rss.Verdict = fmt.Sprintf("MISSED: %.1f MB > 100 MB", mb)
 	}
 	sc := Row{Name: fmt.Sprintf("startup recovery scan of %d queued", sz.memN), RefFor: "—", Unit: "s",
 		Subj: Summarise([]float64{scan.Seconds()}), Ratio: "—", Target: "≤ 5 s",
-		Note: "exec until the control socket answers `list`"}
+		Note: "exec until relayd logs event=start (after spool recovery and queue load)"}
 	sc.Verdict = "met"
 	if scan > 5*time.Second {
 		sc.Verdict = fmt.Sprintf("MISSED: %.1f s > 5 s", scan.Seconds())
 	}
 	return []Row{rss, sc}, nil
 }
-
-type discard struct{}
-
-func (discard) Write(p []byte) (int, error) { return len(p), nil }

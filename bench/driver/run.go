@@ -20,6 +20,8 @@ type Options struct {
 	Log     io.Writer
 	// Symbols keeps the binaries' symbol tables (for perf record -p).
 	Symbols bool
+	// MemN overrides the number of messages queued for the memory rows.
+	MemN int
 	// DrainN overrides the number of messages in each drain run.
 	DrainN int
 	// Only, when non-empty, limits the run to these groups: "sendmail",
@@ -91,6 +93,9 @@ func Run(o Options) (*Report, error) {
 	sz := o.sizes()
 	if o.DrainN > 0 {
 		sz.drainN = o.DrainN
+	}
+	if o.MemN > 0 {
+		sz.memN = o.MemN
 	}
 	if o.want("sendmail") {
 		rows, notes, err := sendmailRows(o, sz, work, bins)

@@ -21,6 +21,7 @@ func main() {
 	work := pflag.String("workdir", "", "directory for the spools (default $TMPDIR)")
 	symbols := pflag.Bool("symbols", false, "keep symbol tables in the binaries (to attach perf record -p)")
 	drainN := pflag.Int("drain-n", 0, "messages per drain run (default 10000, 200 in smoke)")
+	memN := pflag.Int("mem-n", 0, "messages queued for the memory rows (default 100000, 1000 in smoke)")
 	only := pflag.StringSlice("only", nil, "limit to groups: sendmail, drain, load, memory")
 	pflag.Parse()
 
@@ -31,7 +32,7 @@ func main() {
 		}
 		os.Exit(code)
 	}
-	o := driver.Options{Smoke: *smoke, Runs: *runs, WorkDir: *work, Log: os.Stderr, Only: map[string]bool{}, Symbols: *symbols, DrainN: *drainN}
+	o := driver.Options{Smoke: *smoke, Runs: *runs, WorkDir: *work, Log: os.Stderr, Only: map[string]bool{}, Symbols: *symbols, DrainN: *drainN, MemN: *memN}
 	for _, g := range *only {
 		o.Only[g] = true
 	}
