@@ -34,8 +34,11 @@ echo "systemd $(systemctl --version | head -n1 | cut -d' ' -f2), PID 1: $(cat /p
 apt-get install -y --no-install-recommends "$deb" >/tmp/apt.log 2>&1 || { cat /tmp/apt.log; fail "install"; }
 check "install: relayd.service is enabled" systemctl is-enabled relayd.service
 check "install: postinst said how to configure relayd" grep -q 'relayd cannot start yet' /tmp/apt.log
-check "install: unconfigured relayd stopped with 78 and was not restarted" sh -c \
-	'[ "$(systemctl show -P ExecMainStatus relayd)" = 78 ] && ! systemctl is-active -q relayd'
+# (Type=simple: the start returns at the fork; wait for relayd's own exit.)
+check "install: unconfigured relayd exits 78" waitfor sh -c \
+	'[ "$(systemctl show -P ExecMainStatus relayd)" = 78 ] && systemctl is-failed -q relayd'
+check "install: and is not restarted (RestartPreventExitStatus=78)" \
+	test "$(systemctl show -P NRestarts relayd)" = 0
 
 cat >/etc/mailshim/mailshim.conf <<'EOF'
 hostname = "test-deb.example"
