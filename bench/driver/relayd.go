@@ -99,8 +99,11 @@ func StartRelayd(bin string, site *Site) (*Relayd, error) {
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "MAILSHIM_CONFIG=" + site.Config}
 	cmd.Stdout, cmd.Stderr = lf, lf
 	cmd.Dir = "/"
+	// Pdeathsig: a driver or test that dies (a test timeout's panic) takes
+	// its relayd with it instead of leaving it draining a temp spool.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if os.Geteuid() == 0 {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 0, Gid: DropGID, Groups: []uint32{DropGID}}}
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: 0, Gid: DropGID, Groups: []uint32{DropGID}}
 	}
 	r := &Relayd{Cmd: cmd, LogPath: logPath, done: make(chan struct{})}
 	r.Started = time.Now()
