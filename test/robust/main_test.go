@@ -82,26 +82,49 @@ func writeReport() error {
 	if path == "" || len(results) == 0 {
 		return nil
 	}
-	var b bytes.Buffer
-	b.WriteString(begin + "\n\n")
+	old, _ := os.ReadFile(path)
+	s := string(old)
+	i, j := strings.Index(s, begin), strings.Index(s, end)
+	// Rows of an earlier run are kept unless this run has the same case:
+	// a partial run (-run TestX) updates its rows only.
 	mode := "quick (make robust)"
 	if stress() {
 		mode = "stress (make stress)"
 	}
-	fmt.Fprintf(&b, "Run %s UTC, %s, as %s.\n\n", time.Now().UTC().Format("2006-01-02 15:04"), mode, map[bool]string{true: "root", false: "non-root (privileged cases skipped)"}[os.Geteuid() == 0])
-	b.WriteString("| case | tried | what held | result |\n| --- | --- | --- | --- |\n")
+	stamp := fmt.Sprintf("%s UTC, %s, as %s", time.Now().UTC().Format("2006-01-02 15:04"), mode,
+		map[bool]string{true: "root", false: "non-root (privileged cases skipped)"}[os.Geteuid() == 0])
+	esc := func(s string) string { return strings.ReplaceAll(s, "|", "\\|") }
+	rows := map[string]string{}
+	var order []string
+	if i >= 0 && j > i {
+		for _, l := range strings.Split(s[i:j], "\n") {
+			if !strings.HasPrefix(l, "| ") || strings.HasPrefix(l, "| case ") || strings.HasPrefix(l, "| --- ") {
+				continue
+			}
+			name := strings.TrimSpace(strings.SplitN(l[2:], " | ", 2)[0])
+			if _, ok := rows[name]; !ok {
+				order = append(order, name)
+			}
+			rows[name] = l
+		}
+	}
 	for _, r := range results {
 		res := "held"
 		if !r.OK {
 			res = "FAILED"
 		}
-		esc := func(s string) string { return strings.ReplaceAll(s, "|", "\\|") }
-		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", esc(r.Case), esc(r.Tried), esc(r.Held), res)
+		if _, ok := rows[r.Case]; !ok {
+			order = append(order, r.Case)
+		}
+		rows[r.Case] = fmt.Sprintf("| %s | %s | %s | %s (%s) |", esc(r.Case), esc(r.Tried), esc(r.Held), res, stamp)
+	}
+	var b bytes.Buffer
+	b.WriteString(begin + "\n\n")
+	b.WriteString("| case | tried | what held | result (run) |\n| --- | --- | --- | --- |\n")
+	for _, name := range order {
+		b.WriteString(rows[name] + "\n")
 	}
 	b.WriteString("\n" + end)
-	old, _ := os.ReadFile(path)
-	s := string(old)
-	i, j := strings.Index(s, begin), strings.Index(s, end)
 	if i < 0 || j < i {
 		s = "# Robustness\n\n" + b.String() + "\n"
 	} else {
