@@ -59,7 +59,7 @@ test: deps
 	@echo "make test: all passed ($(TEST_TARGETS))"
 
 clean:
-	rm -rf $(BIN) dist
+	rm -rf $(BIN) dist build
 
 help:
 	@sed -n '2,9p' Makefile

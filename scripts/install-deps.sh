@@ -13,6 +13,7 @@ pkgs=(
 	sasl2-bin libsasl2-modules               # the Postfix upstream's SASL
 	openssl ca-certificates util-linux procps iproute2
 	systemd                                  # systemd-analyze verify/security
+	debootstrap systemd-container            # deb-test: Debian chroot, booted container
 )
 
 if [ "$(id -u)" -ne 0 ]; then
