@@ -149,6 +149,19 @@ func fieldName(line []byte) int { return ParseFieldName(line) }
 // is dropped into Header.FromLine. A field over MaxField, or a section over
 // max, is ErrHeaderTooLarge.
 func ReadHeader(br *bufio.Reader, max int) (*Header, error) {
+	return readHeader(br, max, true)
+}
+
+// ReadStoredHeader is ReadHeader for a message as sendmail stored it
+// (relayd's pickup): sendmail has already dropped a leading mbox "From "
+// line, so one found here is the message's own first line and is not
+// dropped again (it starts the body, as any line that is not a field).
+// Both sides then see the same fields and the same body.
+func ReadStoredHeader(br *bufio.Reader, max int) (*Header, error) {
+	return readHeader(br, max, false)
+}
+
+func readHeader(br *bufio.Reader, max int, dropFromLine bool) (*Header, error) {
 	if max <= 0 || max > MaxHeader {
 		max = MaxHeader
 	}
@@ -180,7 +193,7 @@ func ReadHeader(br *bufio.Reader, max int) (*Header, error) {
 		}
 		if first {
 			first = false
-			if bytes.HasPrefix(line, []byte("From ")) {
+			if dropFromLine && bytes.HasPrefix(line, []byte("From ")) {
 				h.FromLine = string(bytes.TrimRight(line, "\n"))
 				continue
 			}
@@ -204,6 +217,13 @@ func ReadHeader(br *bufio.Reader, max int) (*Header, error) {
 			h.Fields = append(h.Fields, Field{Name: string(line[:n]), Raw: line})
 		}
 		if err == io.EOF {
+			// The input ended inside the header, without a line end: give
+			// the last field the LF it will have when stored, so that its
+			// value reads the same here and when read back from the spool
+			// (a field ending in a bare CR would otherwise gain a CRLF).
+			if n := len(h.Fields); n > 0 && !bytes.HasSuffix(h.Fields[n-1].Raw, []byte("\n")) {
+				h.Fields[n-1].Raw = append(h.Fields[n-1].Raw, '\n')
+			}
 			return h, nil
 		}
 	}

@@ -77,10 +77,12 @@ func (h *header) remove(name string) {
 	h.fields = out
 }
 
-// readHeader reads the header section from br with message.ReadHeader.
-// A leading mbox "From " line is dropped, as sendmail drops it.
+// readHeader reads the header section of a stored message from br with
+// message.ReadStoredHeader: the same rules as sendmail's scanner, except
+// that a leading "From " line is not dropped again (sendmail dropped the
+// mbox one already).
 func readHeader(br *bufio.Reader) (*header, error) {
-	mh, err := message.ReadHeader(br, 0)
+	mh, err := message.ReadStoredHeader(br, 0)
 	if err != nil {
 		if errors.Is(err, message.ErrHeaderTooLarge) {
 			return nil, ErrHeaderTooLarge
