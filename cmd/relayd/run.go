@@ -113,6 +113,7 @@ func run(path string, drainTimeout time.Duration) int {
 		return fatal(sysexits.OSErr, "loading the queue: %v", err)
 	}
 	pk.Enqueued = func(string) { qu.Kick() }
+	qu.Holds = pk.Holds
 	pk.Reject = qu.Reject
 
 	ctlLn, err := listen(cfg.ControlSocket)
@@ -147,12 +148,21 @@ func run(path string, drainTimeout time.Duration) int {
 	queueDone := make(chan struct{})
 	go func() {
 		defer close(queueDone)
+		// Pickup's first pass removes (or holds) the maildrop files a
+		// crash left beside their queued copies before any is delivered.
+		select {
+		case <-pk.Ready():
+		case <-ctx.Done():
+			return
+		}
 		qu.Run(ctx, sendCtx)
 	}()
-	log.Event("start", "pid", os.Getpid(), "spool", cfg.Spool, "config", path, "upstreams", len(cfg.Upstreams), "hostname", rw.Hostname)
-
+	// Signals are caught before event=start: whoever waits for it may
+	// send SIGHUP at once (the default action would kill relayd).
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	log.Event("start", "pid", os.Getpid(), "spool", cfg.Spool, "config", path, "upstreams", len(cfg.Upstreams), "hostname", rw.Hostname)
+
 	for sig := range sigs {
 		if sig == syscall.SIGHUP {
 			cfg = reload(path, cfg, pk, qu, log)

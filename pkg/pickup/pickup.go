@@ -23,8 +23,9 @@
 // through [senders] (envelope and a bare local From: alike), and
 // Received: (naming the UID), the origin header, and a missing Date:,
 // Message-ID: and From: added. It is written as queue/msg/<id> with the
-// same queue ID plus the state file queue/incoming/<id>, both fsync'd, and
-// only then is the maildrop file unlinked. After a crash between the two,
+// same queue ID plus the state file queue/incoming/<id>, both made durable
+// (a scan writes a batch of up to batchSize messages, then one Sync for
+// all of them: group commit), and only then is the maildrop file unlinked. After a crash between the two,
 // the next pickup finds the queued copy and only unlinks the maildrop file;
 // a message file without a state file (an enqueue cut short) is redone.
 // Messages are streamed: only the header section is held in memory.
@@ -79,7 +80,43 @@ type Pickup struct {
 	grace     atomic.Int64 // [queue] temp_grace
 	maildrop  *os.File
 	mu        sync.Mutex // one pass over maildrop/ at a time
+	// pending (under mu) is the current batch of a scan: maildrop files
+	// whose queued copy is written but not yet durable, and the IDs to
+	// announce. See flush.
+	pending   []string
+	announced []string
+	// held (under heldMu) is pending as a set, for the queue (Holds).
+	heldMu sync.Mutex
+	held   map[string]bool
+	ready  chan struct{} // closed after Run's first pass
+	once   sync.Once
 }
+
+// Holds reports whether pickup still has the maildrop file of a queued
+// message id (its batch is not committed yet): the queue must not deliver
+// it before the maildrop file is gone, or a crash would queue it again —
+// a duplicate per message of the batch instead of at most one per session.
+func (p *Pickup) Holds(id string) bool {
+	p.heldMu.Lock()
+	defer p.heldMu.Unlock()
+	return p.held[id]
+}
+
+// Ready is closed when Run's first pass over maildrop/ is over: a file
+// left there by a crash along with its queued copy (see Holds) is then
+// removed or held.
+func (p *Pickup) Ready() <-chan struct{} { return p.ready }
+
+func (p *Pickup) hold(name string) {
+	p.pending = append(p.pending, name)
+	p.heldMu.Lock()
+	p.held[name] = true
+	p.heldMu.Unlock()
+}
+
+// batchSize bounds the messages a scan queues before one Sync makes them
+// all durable and their maildrop files are removed.
+const batchSize = 256
 
 // New returns a Pickup for the spool whose queue is q.
 func New(q *spool.Queue, rw *Rewriter, log *maillog.Logger) (*Pickup, error) {
@@ -87,7 +124,7 @@ func New(q *spool.Queue, rw *Rewriter, log *maillog.Logger) (*Pickup, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Pickup{Queue: q, Log: log, maildrop: md}
+	p := &Pickup{Queue: q, Log: log, maildrop: md, held: map[string]bool{}, ready: make(chan struct{})}
 	p.rw.Store(rw)
 	p.SetIntervals(time.Minute, time.Hour)
 	return p, nil
@@ -141,6 +178,7 @@ func (p *Pickup) Run(ctx context.Context) error {
 	}
 	for {
 		p.scan(ctx)
+		p.once.Do(func() { close(p.ready) })
 		t := time.NewTimer(time.Duration(p.scanEvery.Load()))
 		select {
 		case <-ctx.Done():
@@ -200,13 +238,50 @@ func (p *Pickup) scan(ctx context.Context) int {
 			if p.file(name) {
 				n++
 			}
+			if len(p.pending) >= batchSize {
+				p.flush()
+			}
 		}
 		if err != nil || ctx.Err() != nil {
 			break
 		}
 	}
 	f.Close()
+	p.flush()
 	return n
+}
+
+// flush ends a batch (group commit): one Sync of the spool's file system
+// makes every message and state file the batch wrote durable, and only
+// then are the batch's maildrop files removed and the queue told. If the
+// Sync fails, the maildrop files stay: the next pass finds their queued
+// copies and removes them after a Sync that succeeded (pickup-duplicate).
+func (p *Pickup) flush() {
+	if len(p.pending) == 0 && len(p.announced) == 0 {
+		return
+	}
+	if err := p.Queue.Sync(); err != nil {
+		p.Log.Event("error", "reason", "cannot make the picked-up messages durable; will retry", "n", len(p.pending), "error", err.Error())
+		// Still held: the next pass finds them again.
+		p.pending = p.pending[:0]
+		p.announced = p.announced[:0]
+		return
+	}
+	for _, name := range p.pending {
+		p.unlinkDrop(name)
+	}
+	p.heldMu.Lock()
+	for _, name := range p.pending {
+		delete(p.held, name)
+	}
+	p.heldMu.Unlock()
+	p.pending = p.pending[:0]
+	for _, id := range p.announced {
+		if p.Enqueued != nil {
+			p.Enqueued(id)
+		}
+	}
+	p.announced = p.announced[:0]
 }
 
 // quarantine moves maildrop/<name> to queue/quarantine with a log line.
@@ -294,7 +369,9 @@ func (p *Pickup) file(name string) bool {
 	// A copy already queued (crash after enqueue, before the unlink).
 	if p.Queue.HasMessage(name) {
 		if st, err := p.Queue.Locate(name); err == nil {
-			p.unlinkDrop(name)
+			// Removed once the batch's Sync succeeds: the queued copy
+			// may be one a failed Sync left not durable.
+			p.hold(name)
 			p.Log.Event("pickup-duplicate", "id", name, "state", st, "reason", "already queued; maildrop copy removed")
 			return false
 		}
@@ -304,7 +381,8 @@ func (p *Pickup) file(name string) bool {
 			return false
 		}
 	}
-	if _, err := p.Enqueue(m, m.Body(f)); err != nil {
+	id, err := p.enqueue(m, m.Body(f), false)
+	if err != nil {
 		var re *RejectError
 		switch {
 		case errors.Is(err, spool.ErrCorrupt):
@@ -316,7 +394,8 @@ func (p *Pickup) file(name string) bool {
 		}
 		return false
 	}
-	p.unlinkDrop(name)
+	p.hold(name)
+	p.announced = append(p.announced, id)
 	return true
 }
 
@@ -423,12 +502,15 @@ var errNoRecipients = &RejectError{
 	Fix:   "give the recipients on the command line, or with -t in To:, Cc: or Bcc:; check [aliases] and /etc/aliases",
 }
 
+// unlinkDrop removes maildrop/<name> once its message is durable in the
+// queue (or bounced, or already queued). No fsync of maildrop/: a crash
+// that resurrects the file finds the queued copy (pickup-duplicate) or,
+// once delivered, queues it again — a duplicate, which at-least-once
+// allows, never a loss.
 func (p *Pickup) unlinkDrop(name string) {
 	if err := unix.Unlinkat(int(p.maildrop.Fd()), name, 0); err != nil && !errors.Is(err, unix.ENOENT) {
 		p.Log.Event("error", "id", name, "reason", "cannot remove the maildrop file", "error", err.Error())
-		return
 	}
-	p.maildrop.Sync()
 }
 
 // Enqueue rewrites the message described by m (identity already verified:
@@ -438,6 +520,13 @@ func (p *Pickup) unlinkDrop(name string) {
 // the store of the submission socket. It returns after logging the pickup
 // line.
 func (p *Pickup) Enqueue(m *spool.Meta, body io.Reader) (string, error) {
+	return p.enqueue(m, body, true)
+}
+
+// enqueue is Enqueue; with sync false the state file is written without
+// fsync and the message is durable only after the caller's Queue.Sync,
+// and Enqueued is left to the caller (a scan's batch, see flush).
+func (p *Pickup) enqueue(m *spool.Meta, body io.Reader, sync bool) (string, error) {
 	rw := p.rw.Load()
 	q := *m
 	if q.ID == "" {
@@ -513,9 +602,20 @@ func (p *Pickup) Enqueue(m *spool.Meta, body io.Reader) (string, error) {
 		}
 	}
 
-	d, err := spool.NewDrop(p.Queue.MsgDir(), &q, 0)
-	if err != nil {
-		return "", err
+	var d msgFile
+	if !sync {
+		// Part of a batch: no fsync here, the batch's Sync makes it
+		// durable (MsgWriter needs O_TMPFILE; else a Drop, fsync'd).
+		if mw, err := p.Queue.NewMessage(&q); err == nil {
+			d = mw
+		}
+	}
+	if d == nil {
+		dr, err := spool.NewDrop(p.Queue.MsgDir(), &q, 0)
+		if err != nil {
+			return "", err
+		}
+		d = dr
 	}
 	if err := h.write(d, pre); err != nil {
 		d.Abort()
@@ -529,7 +629,11 @@ func (p *Pickup) Enqueue(m *spool.Meta, body io.Reader) (string, error) {
 	if err := d.Commit(); err != nil {
 		return "", err
 	}
-	if err := p.Queue.WriteState(spool.Incoming, q.ID, &spool.Delivery{}); err != nil {
+	writeState := p.Queue.WriteState
+	if !sync {
+		writeState = p.Queue.WriteStateNoSync
+	}
+	if err := writeState(spool.Incoming, q.ID, &spool.Delivery{}); err != nil {
 		p.Queue.RemoveMessage(q.ID)
 		return "", err
 	}
@@ -543,10 +647,19 @@ func (p *Pickup) Enqueue(m *spool.Meta, body io.Reader) (string, error) {
 		kv = append(kv, "ignored", strings.Join(q.Origin.Ignored, " "))
 	}
 	p.Log.Event("pickup", kv...)
-	if p.Enqueued != nil {
+	if sync && p.Enqueued != nil {
 		p.Enqueued(q.ID)
 	}
 	return q.ID, nil
+}
+
+// msgFile is a message file being written: *spool.Drop (fsync'd) or
+// *spool.MsgWriter (durable at the batch's Sync).
+type msgFile interface {
+	io.Writer
+	Size() int64
+	Commit() error
+	Abort()
 }
 
 // Store is the submission socket's store (submit.Store): the message is

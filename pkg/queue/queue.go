@@ -6,16 +6,18 @@
 //
 // The states are directories of the spool (see package spool): incoming →
 // active → deferred | done | failed; held and quarantine on the side. Each
-// transition is one rename plus a directory fsync (spool.Queue.Claim,
-// Defer, Fail, Done, Hold, Release, QuarantineMessage). The message file is
+// transition is one rename (spool.Queue.Claim, Defer, Fail, Done, Hold,
+// Release, QuarantineMessage), fsync'd where durability needs it. The message file is
 // immutable; the delivery record (attempts, first/last/next attempt, last
 // reply, recipients sent and failed) is a small state file rewritten
 // atomically.
 //
 // # One attempt
 //
-// A worker claims a message (→ active) and records the attempt — attempts+1
-// and the next attempt time — in the state file BEFORE dialing, so a crash
+// A worker claims a batch of due messages (→ active) and records each
+// attempt — attempts+1 and the next attempt time — in its state file, then
+// makes all of them durable with ONE sync (group commit), BEFORE sending
+// any of them on its session, so a crash
 // mid-delivery is retried on its normal schedule, never in a hot loop
 // (startup recovery puts active/ back into deferred/ or incoming/). It
 // sends to the recipients not yet done, and handles each recipient's
@@ -125,11 +127,15 @@ type Queue struct {
 	unsaved map[string]*spool.Delivery
 	runMu   sync.Mutex // one RunOnce at a time
 	// uids remembers each listed message's UID for mailq (see entries).
-	uidMu    sync.Mutex
-	uids     map[string]int
-	decodes  atomic.Int64 // messages decoded for listings (tests)
-	kick     chan struct{}
-	stop     chan struct{} // closed by Stop: no new deliveries
+	uidMu   sync.Mutex
+	uids    map[string]int
+	decodes atomic.Int64 // messages decoded for listings (tests)
+	kick    chan struct{}
+	stop    chan struct{} // closed by Stop: no new deliveries
+	// Holds, when set (before Run), names incoming messages not to
+	// deliver yet: pickup's (pickup.Pickup.Holds) whose maildrop file is
+	// not removed yet.
+	Holds    func(id string) bool
 	stopOnce sync.Once
 }
 
@@ -159,7 +165,17 @@ func (q *Queue) readState(state, id string) (*spool.Delivery, error) {
 // at the next change, so what it says — recipients already sent above all
 // — is not forgotten while the process lives.
 func (q *Queue) writeState(state, id string, d *spool.Delivery) error {
-	err := q.sp.WriteState(state, id, d)
+	return q.recordState(true, state, id, d)
+}
+
+// recordState is writeState; with sync false the record is durable only
+// after the next q.sp.Sync (a batch's group commit).
+func (q *Queue) recordState(sync bool, state, id string, d *spool.Delivery) error {
+	write := q.sp.WriteState
+	if !sync {
+		write = q.sp.WriteStateNoSync
+	}
+	err := write(state, id, d)
 	q.mu.Lock()
 	if err != nil {
 		q.unsaved[id] = cloneDelivery(d)
@@ -269,7 +285,7 @@ func (q *Queue) Run(ctx, sendCtx context.Context) error {
 		}
 	}
 	n := max(q.settings().Concurrency, 1)
-	work := make(chan string)
+	work := make(chan []string)
 	var wg sync.WaitGroup
 	for i := 0; i < n; i++ {
 		wg.Add(1)
@@ -284,17 +300,25 @@ func (q *Queue) Run(ctx, sendCtx context.Context) error {
 	}()
 	for {
 		ids, next := q.due()
-		for _, id := range ids {
-			if !q.begin(id) {
-				continue
+		size := batchSize(len(ids), n)
+		for len(ids) > 0 {
+			var batch []string
+			for len(ids) > 0 && len(batch) < size {
+				if q.begin(ids[0]) {
+					batch = append(batch, ids[0])
+				}
+				ids = ids[1:]
+			}
+			if len(batch) == 0 {
+				break
 			}
 			select {
-			case work <- id:
+			case work <- batch:
 			case <-ctx.Done():
-				q.end(id)
+				q.endAll(batch)
 				return nil
 			case <-q.stop:
-				q.end(id)
+				q.endAll(batch)
 				return nil
 			}
 		}
@@ -324,19 +348,19 @@ const idleHangup = 2 * time.Second
 
 // workLoop is one of Run's workers. It keeps its session while messages
 // keep coming, and hangs up (forgetting failed dials) when idle.
-func (q *Queue) workLoop(ctx context.Context, work <-chan string) {
+func (q *Queue) workLoop(ctx context.Context, work <-chan []string) {
 	w := &worker{q: q}
 	defer w.close()
 	for {
-		var id string
+		var ids []string
 		var ok bool
 		idle := time.NewTimer(idleHangup)
 		select {
-		case id, ok = <-work:
+		case ids, ok = <-work:
 		case <-idle.C:
 			w.close()
 			w.dialErr = nil
-			id, ok = <-work
+			ids, ok = <-work
 		}
 		idle.Stop()
 		if !ok {
@@ -347,8 +371,7 @@ func (q *Queue) workLoop(ctx context.Context, work <-chan string) {
 			w.dialErr = nil
 			w.set, w.gen = q.settings(), gen
 		}
-		w.deliver(ctx, id)
-		q.end(id)
+		w.deliverBatch(ctx, ids, q.end)
 		// The outcome may have set a new next-attempt time (a deferral)
 		// that Run's timer, computed before, does not know: wake Run so
 		// it re-reads the schedule. Without this a deferred message
@@ -374,6 +397,19 @@ func (q *Queue) end(id string) {
 	q.mu.Unlock()
 }
 
+func (q *Queue) endAll(ids []string) {
+	for _, id := range ids {
+		q.end(id)
+	}
+}
+
+// batchSize is how many of n due messages a worker takes at once out of
+// workers: enough to share one Sync of attempt records (see
+// deliverBatch), few enough that every worker gets some.
+func batchSize(n, workers int) int {
+	return min(max((n+workers-1)/max(workers, 1), 1), maxBatch)
+}
+
 func (q *Queue) generation() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -394,7 +430,7 @@ func (q *Queue) due() ([]string, time.Time) {
 	q.mu.Lock()
 	in := ids[:0]
 	for _, id := range ids {
-		if !q.inflight[id] {
+		if !q.inflight[id] && (q.Holds == nil || !q.Holds(id)) {
 			in = append(in, id)
 		}
 	}
@@ -433,7 +469,7 @@ func (q *Queue) RunOnce(ctx context.Context) time.Time {
 	if len(ids) > 0 && !q.stopped() {
 		set := q.settings()
 		n := min(max(set.Concurrency, 1), len(ids))
-		ch := make(chan string)
+		ch := make(chan []string)
 		var wg sync.WaitGroup
 		for i := 0; i < n; i++ {
 			wg.Add(1)
@@ -441,24 +477,31 @@ func (q *Queue) RunOnce(ctx context.Context) time.Time {
 				defer wg.Done()
 				w := &worker{q: q, set: set}
 				defer w.close()
-				for id := range ch {
-					w.deliver(ctx, id)
-					q.end(id)
+				for batch := range ch {
+					w.deliverBatch(ctx, batch, q.end)
 				}
 			}()
 		}
+		size := batchSize(len(ids), n)
 	feed:
-		for _, id := range ids {
-			if !q.begin(id) {
-				continue
+		for len(ids) > 0 {
+			var batch []string
+			for len(ids) > 0 && len(batch) < size {
+				if q.begin(ids[0]) {
+					batch = append(batch, ids[0])
+				}
+				ids = ids[1:]
+			}
+			if len(batch) == 0 {
+				break
 			}
 			select {
-			case ch <- id:
+			case ch <- batch:
 			case <-q.stop:
-				q.end(id)
+				q.endAll(batch)
 				break feed
 			case <-ctx.Done():
-				q.end(id)
+				q.endAll(batch)
 				break feed
 			}
 		}
@@ -590,14 +633,114 @@ func remaining(all []string, d *spool.Delivery) []string {
 	return out
 }
 
+// attempt is a message claimed, with its attempt recorded, ready to send.
+type attempt struct {
+	id    string
+	f     *os.File
+	m     *spool.Meta
+	d     *spool.Delivery
+	prev  *spool.Delivery // the record before this attempt (see putBack)
+	rcpts []string
+}
+
+// maxBatch bounds the messages a worker claims and records at once.
+const maxBatch = 64
+
+// deliver delivers one message: its attempt record is fsync'd alone.
 func (w *worker) deliver(ctx context.Context, id string) {
+	if a := w.prepare(id, true); a != nil {
+		w.send(ctx, a)
+		a.f.Close()
+	}
+}
+
+// deliverBatch delivers ids on the worker's session with one group commit
+// of their attempt records: each is claimed and its attempt written
+// without fsync, then ONE Sync makes every record durable, and only then
+// is the first one sent — the attempt is still recorded durably before
+// it is sent, so a crash anywhere in the batch retries each of its
+// messages on the normal schedule, never in a hot loop. done is called
+// for each ID when its delivery is over. After Stop, the messages not yet
+// sent go back where they were with the record they had (putBack).
+func (w *worker) deliverBatch(ctx context.Context, ids []string, done func(id string)) {
+	if len(ids) == 1 {
+		w.deliver(ctx, ids[0])
+		done(ids[0])
+		return
+	}
+	q := w.q
+	var as []*attempt
+	for _, id := range ids {
+		if a := w.prepare(id, false); a != nil {
+			as = append(as, a)
+		} else {
+			done(id)
+		}
+	}
+	if len(as) == 0 {
+		return
+	}
+	if err := q.sp.Sync(); err != nil {
+		if !spool.IsFull(err) {
+			for _, a := range as {
+				q.log.Event("error", "id", a.id, "reason", "cannot record the attempt; not sending", "error", err.Error())
+				q.sp.Requeue(a.id, true)
+				q.mu.Lock()
+				q.deferred[a.id] = a.d.Next
+				q.mu.Unlock()
+				a.f.Close()
+				done(a.id)
+			}
+			return
+		}
+		q.log.Event("warning", "reason", "spool full: sending without recording the attempts", "n", len(as), "error", err.Error())
+	}
+	for i, a := range as {
+		if q.stopped() {
+			for _, b := range as[i:] {
+				w.putBack(b)
+				b.f.Close()
+				done(b.id)
+			}
+			return
+		}
+		w.send(ctx, a)
+		a.f.Close()
+		done(a.id)
+	}
+}
+
+// putBack returns a message whose attempt was recorded but not made (the
+// queue stopped first) to incoming/ or deferred/ with the record it had.
+func (w *worker) putBack(a *attempt) {
+	q := w.q
+	if err := q.writeState(spool.Active, a.id, a.prev); err != nil {
+		q.log.Event("error", "id", a.id, "reason", "cannot restore the state file", "error", err.Error())
+	}
+	attempted := a.prev.Attempts > 0
+	if err := q.sp.Requeue(a.id, attempted); err != nil {
+		q.log.Event("error", "id", a.id, "reason", "cannot requeue", "error", err.Error())
+		return
+	}
+	if attempted {
+		q.mu.Lock()
+		q.deferred[a.id] = a.prev.Next
+		q.mu.Unlock()
+	}
+}
+
+// prepare claims id, opens it and records the attempt (fsync'd when sync,
+// else left to the caller's q.sp.Sync). It returns nil when there is
+// nothing to send (the message is gone, finished, quarantined or put back
+// for later).
+func (w *worker) prepare(id string, sync bool) *attempt {
 	q := w.q
 	if _, err := q.sp.Claim(id); err != nil {
 		if !errors.Is(err, spool.ErrNotFound) {
 			q.log.Event("error", "id", id, "reason", "cannot claim", "error", err.Error())
 		}
 		q.forget(id)
-		return
+		return nil
 	}
 	q.forget(id)
 	f, m, err := q.sp.OpenMessage(id)
@@ -610,17 +753,16 @@ func (w *worker) deliver(ctx context.Context, id string) {
 			q.deferred[id] = next
 			q.mu.Unlock()
 		}
-		return
+		return nil
 	}
 	if err != nil {
 		if qerr := q.sp.QuarantineMessage(id); qerr != nil {
 			q.log.Event("error", "id", id, "reason", "unreadable message, cannot quarantine", "error", err.Error(), "quarantine_error", qerr.Error())
-			return
+			return nil
 		}
 		q.log.Event("quarantine", "id", id, "reason", err.Error(), "to", spool.DirQuarantine+"/"+id)
-		return
+		return nil
 	}
-	defer f.Close()
 	d, err := q.readState(spool.Active, id)
 	if err != nil {
 		q.log.Event("error", "id", id, "reason", "unreadable state file; starting afresh", "error", err.Error())
@@ -629,10 +771,12 @@ func (w *worker) deliver(ctx context.Context, id string) {
 	rcpts := remaining(m.Env.Recipients, d)
 	if len(rcpts) == 0 {
 		w.finish(id, m, d)
-		return
+		f.Close()
+		return nil
 	}
 
 	// Record the attempt before dialing.
+	prev := cloneDelivery(d)
 	now := q.now()
 	d.Attempts++
 	if d.First.IsZero() {
@@ -640,21 +784,27 @@ func (w *worker) deliver(ctx context.Context, id string) {
 	}
 	d.Last = now
 	d.Next = now.Add(retryAfter(w.set.Retry, d.Attempts))
-	if err := q.writeState(spool.Active, id, d); err != nil {
+	if err := q.recordState(sync, spool.Active, id, d); err != nil {
 		if !spool.IsFull(err) {
 			q.log.Event("error", "id", id, "reason", "cannot record the attempt; not sending", "error", err.Error())
 			q.sp.Requeue(id, true)
 			q.mu.Lock()
 			q.deferred[id] = d.Next
 			q.mu.Unlock()
-			return
+			f.Close()
+			return nil
 		}
 		// A full spool must not stop the mail already in it: sending
 		// frees space. The attempt is only in memory, so a crash during
 		// this send retries the message at once, once.
 		q.log.Event("warning", "id", id, "reason", "spool full: sending without recording the attempt", "error", err.Error())
 	}
+	return &attempt{id: id, f: f, m: m, d: d, prev: prev, rcpts: rcpts}
+}
 
+// send makes the attempt prepare recorded and applies its outcome.
+func (w *worker) send(ctx context.Context, a *attempt) {
+	id, f, m, d, rcpts := a.id, a.f, a.m, a.d, a.rcpts
 	from := m.Env.Sender
 	if from == "<>" {
 		from = ""

@@ -12,21 +12,28 @@ package spool
 // queue/msg/<id> is the immutable message (the maildrop format, with the
 // envelope relayd resolved). The state file queue/<state>/<id> holds the
 // mutable delivery record (Delivery, JSON), rewritten atomically (temp file
-// in queue/tmp, fsync, rename, directory fsync). Each transition is one
-// rename of the state file plus an fsync of the directories involved, so
-// after a crash every message is in exactly one state. Recover moves what
+// in queue/tmp, rename; fsync'd alone by WriteState, or by batch:
+// WriteStateNoSync then one Sync). Each transition is one rename of the
+// state file, so after a crash every message is in exactly one state (see
+// Recover for the one exception an unsynced Claim allows). Each
+// transition says why it is fsync'd or not: only what would lose or
+// resurrect-for-ever a message needs it; a duplicate is allowed. Recover moves what
 // was active back to incoming/deferred; the attempt was recorded before
 // dialing, so an interrupted delivery is retried on its normal schedule,
 // never in a hot loop.
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
+	"hash/crc32"
 	"io"
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -238,6 +245,18 @@ func (q *Queue) ReadState(state, id string) (*Delivery, error) {
 // WriteState atomically replaces (or creates) the state file of id in
 // state: temp file in queue/tmp, fsync, rename, fsync of the directory.
 func (q *Queue) WriteState(state, id string, d *Delivery) error {
+	return q.writeState(true, state, id, d)
+}
+
+// WriteStateNoSync is WriteState without the fsyncs: the file is replaced
+// atomically (a crash leaves the old record or the new one, never a mix)
+// but the new one is durable only after Sync. It lets a batch of records
+// share one Sync.
+func (q *Queue) WriteStateNoSync(state, id string, d *Delivery) error {
+	return q.writeState(false, state, id, d)
+}
+
+func (q *Queue) writeState(sync bool, state, id string, d *Delivery) error {
 	if !ValidID(id) {
 		return fmt.Errorf("spool: bad queue id %q", id)
 	}
@@ -253,7 +272,7 @@ func (q *Queue) WriteState(state, id string, d *Delivery) error {
 	}
 	f := os.NewFile(uintptr(tfd), tmp)
 	_, werr := f.Write(b)
-	if werr == nil {
+	if werr == nil && sync {
 		werr = f.Sync()
 	}
 	if cerr := f.Close(); werr == nil {
@@ -266,12 +285,20 @@ func (q *Queue) WriteState(state, id string, d *Delivery) error {
 		unix.Unlinkat(q.fd("tmp"), tmp, 0)
 		return fmt.Errorf("spool: writing state %s/%s: %w", state, id, werr)
 	}
+	if !sync {
+		return nil
+	}
 	return q.dirs[state].Sync()
 }
 
 // move renames the state file of id from one of the states in from to
 // state to, and fsyncs both directories. It never replaces a state file.
 func (q *Queue) move(id, to string, from ...string) (string, error) {
+	return q.rename(true, id, to, from...)
+}
+
+// rename is move; sync says whether to fsync both directories.
+func (q *Queue) rename(sync bool, id, to string, from ...string) (string, error) {
 	if !ValidID(id) {
 		return "", fmt.Errorf("%q: %w", id, ErrNotFound)
 	}
@@ -283,6 +310,9 @@ func (q *Queue) move(id, to string, from ...string) (string, error) {
 		if err != nil {
 			return "", fmt.Errorf("spool: %s/%s -> %s: %w", s, id, to, err)
 		}
+		if !sync {
+			return s, nil
+		}
 		if err := q.dirs[to].Sync(); err != nil {
 			return s, err
 		}
@@ -293,7 +323,20 @@ func (q *Queue) move(id, to string, from ...string) (string, error) {
 
 // Claim takes id for delivery: incoming or deferred → active. It returns
 // the state it came from; ErrNotFound if it was in neither.
-func (q *Queue) Claim(id string) (string, error) { return q.move(id, Active, Incoming, Deferred) }
+//
+// No fsync: the claim itself promises nothing. If a crash loses the
+// rename, the message is back in incoming/ or deferred/ with the record it
+// had, exactly what Recover makes of a claim that did persist (active/ goes
+// back to incoming/ or deferred/ by its record). What must be durable
+// before dialing is the attempt record written next into active/ (by
+// WriteState, or WriteStateNoSync followed by Sync); making it durable
+// commits the rename too, on the journaling file systems a spool lives on.
+// Should a crash ever leave the same ID in active/ and in incoming/ or
+// deferred/, Recover keeps the active/ record (the newer) and removes the
+// other.
+func (q *Queue) Claim(id string) (string, error) {
+	return q.rename(false, id, Active, Incoming, Deferred)
+}
 
 // Defer ends a delivery attempt with recipients left to try: active → deferred.
 func (q *Queue) Defer(id string) error { _, err := q.move(id, Deferred, Active); return err }
@@ -321,14 +364,33 @@ func (q *Queue) Requeue(id string, attempted bool) error {
 
 // Done ends a delivery that needs nothing more: the state file is removed
 // (that is the commit point), then the message.
+//
+// No fsync: the upstream has the message, so a crash that resurrects
+// either unlink can only cause a duplicate, which at-least-once allows: a
+// state file without its message is dropped by Recover, a message without
+// a state file (and no maildrop copy) is removed as an orphan, and both
+// together are delivered again. A process crash loses no unlink at all
+// (the kernel has them); only a power loss can, and the next Sync (the
+// next batch's attempt records, or the file system's own commit within
+// seconds) bounds how many.
 func (q *Queue) Done(id string) error {
 	if err := unix.Unlinkat(q.fd(Active), id, 0); err != nil {
 		return &os.PathError{Op: "unlink", Path: filepath.Join(q.Root, DirActive, id), Err: err}
 	}
-	if err := q.dirs[Active].Sync(); err != nil {
-		return err
+	if err := unix.Unlinkat(q.fd("msg"), id, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+		return &os.PathError{Op: "unlink", Path: filepath.Join(q.Root, DirMsg, id), Err: err}
 	}
-	return q.RemoveMessage(id)
+	return nil
+}
+
+// Sync makes every change made so far in the spool's file system durable
+// (syncfs(2) on queue/): the group commit of WriteStateNoSync, Claim and
+// Done.
+func (q *Queue) Sync() error {
+	if err := unix.Syncfs(q.fd("tmp")); err != nil {
+		return fmt.Errorf("spool: syncfs %s: %w", q.Root, err)
+	}
+	return nil
 }
 
 // Delete removes a message that is not being delivered (any state but
@@ -428,6 +490,15 @@ func (q *Queue) Recover(hasDrop func(id string) bool) ([]string, error) {
 	for _, id := range active {
 		d, err := q.ReadState(Active, id)
 		attempted := err != nil || d.Attempts > 0
+		// A Claim's rename is not fsync'd: should a crash have left an
+		// older copy of the record where it came from, the active one
+		// (the newer) wins.
+		for _, s := range []string{Incoming, Deferred} {
+			if unix.Unlinkat(q.fd(s), id, 0) == nil {
+				q.dirs[s].Sync()
+				log = append(log, fmt.Sprintf("removed-stale-state id=%s state=%s", id, s))
+			}
+		}
 		if err := q.Requeue(id, attempted); err != nil {
 			return log, err
 		}
@@ -476,4 +547,89 @@ func (q *Queue) Recover(hasDrop func(id string) bool) ([]string, error) {
 		}
 	}
 	return log, nil
+}
+
+// MsgWriter writes a message file into queue/msg like Drop, without the
+// fsyncs: pickup's group commit (a batch of messages and their state files,
+// then one Sync, then the maildrop files removed) makes it durable. Until
+// that Sync the maildrop file is the message's durable copy. It needs
+// O_TMPFILE (NewMessage fails otherwise: use NewDrop), so a relayd killed
+// while writing leaves no name behind.
+type MsgWriter struct {
+	q       *Queue
+	f       *os.File
+	w       *bufio.Writer
+	meta    Meta
+	sizeOff int64
+	crc     hash.Hash32
+	n       int64
+	done    bool
+}
+
+// NewMessage starts queue/msg/<m.ID> (see MsgWriter).
+func (q *Queue) NewMessage(m *Meta) (*MsgWriter, error) {
+	if !ValidID(m.ID) {
+		return nil, fmt.Errorf("spool: bad queue id %q", m.ID)
+	}
+	fd, err := unix.Openat(q.fd("msg"), ".", unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, uint32(ModeDropFile.Perm()))
+	if err != nil {
+		return nil, &os.PathError{Op: "open O_TMPFILE", Path: filepath.Join(q.Root, DirMsg), Err: err}
+	}
+	if _, err := os.Stat("/proc/self/fd/" + strconv.Itoa(fd)); err != nil {
+		unix.Close(fd)
+		return nil, err // no /proc to link it through
+	}
+	if err := unix.Fchmod(fd, uint32(ModeDropFile.Perm())); err != nil {
+		unix.Close(fd)
+		return nil, &os.PathError{Op: "chmod", Path: filepath.Join(q.Root, DirMsg), Err: err}
+	}
+	w := &MsgWriter{q: q, f: os.NewFile(uintptr(fd), filepath.Join(q.Root, DirMsg, m.ID)), meta: *m, crc: crc32.New(CRC)}
+	hdr, off := EncodeHeader(&w.meta)
+	w.sizeOff = off
+	w.w = bufio.NewWriterSize(w.f, 64<<10)
+	if _, err := w.w.Write(hdr); err != nil {
+		w.Abort()
+		return nil, err
+	}
+	return w, nil
+}
+
+// Write appends message bytes.
+func (w *MsgWriter) Write(p []byte) (int, error) {
+	n, err := w.w.Write(p)
+	w.crc.Write(p[:n])
+	w.n += int64(n)
+	return n, err
+}
+
+// Size is the number of message bytes written so far.
+func (w *MsgWriter) Size() int64 { return w.n }
+
+// Commit records the size and checksum and links the file in under its
+// queue ID, never replacing a name. No fsync (see MsgWriter).
+func (w *MsgWriter) Commit() error {
+	if w.done {
+		return errors.New("spool: message already committed or aborted")
+	}
+	defer w.Abort()
+	if err := w.w.Flush(); err != nil {
+		return err
+	}
+	if _, err := w.f.WriteAt(PatchSize(w.n, w.crc.Sum32()), w.sizeOff); err != nil {
+		return err
+	}
+	err := unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(int(w.f.Fd())), w.q.fd("msg"), w.meta.ID, unix.AT_SYMLINK_FOLLOW)
+	if err != nil {
+		return &os.PathError{Op: "link", Path: filepath.Join(w.q.Root, DirMsg, w.meta.ID), Err: err}
+	}
+	return nil
+}
+
+// Abort discards an uncommitted message (the file has no name); safe to
+// call more than once.
+func (w *MsgWriter) Abort() {
+	if !w.done {
+		w.done = true
+		w.f.Close()
+	}
 }
