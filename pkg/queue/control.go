@@ -22,15 +22,21 @@ type Entry struct {
 }
 
 // Entries lists every queued message (all states), oldest first.
-func (q *Queue) Entries() []Entry { return q.entries(nil) }
-
-// entries lists the queued messages whose UID keep accepts (all when keep
-// is nil), oldest first. Only those are decoded in full and kept: a
-// message's UID, which never changes, is read once and remembered
-// (q.uids), so a user's mailq over a large queue costs a directory listing
-// and their own messages, not the whole queue each time.
-func (q *Queue) entries(keep func(uid int) bool) []Entry {
+func (q *Queue) Entries() []Entry {
 	var out []Entry
+	q.eachEntry(nil, func(e Entry) { out = append(out, e) })
+	return out
+}
+
+// eachEntry calls fn for each queued message whose UID keep accepts (all
+// when keep is nil), oldest first, and returns how many. Only those are
+// decoded in full, one at a time (nothing but the IDs is held for the
+// whole queue): a message's UID, which never changes, is read once and
+// remembered (q.uids), so a user's mailq over a large queue costs a
+// directory listing and their own messages, not the whole queue each time.
+func (q *Queue) eachEntry(keep func(uid int) bool, fn func(Entry)) int {
+	type ref struct{ id, state string }
+	var refs []ref
 	seen := map[string]bool{}
 	for _, s := range spool.States {
 		ids, err := q.sp.List(s)
@@ -39,31 +45,7 @@ func (q *Queue) entries(keep func(uid int) bool) []Entry {
 		}
 		for _, id := range ids {
 			seen[id] = true
-			if keep != nil {
-				q.uidMu.Lock()
-				uid, ok := q.uids[id]
-				q.uidMu.Unlock()
-				if ok && !keep(uid) {
-					continue
-				}
-			}
-			f, m, err := q.sp.OpenMessage(id)
-			if err != nil {
-				continue
-			}
-			f.Close()
-			q.decodes.Add(1)
-			q.uidMu.Lock()
-			q.uids[id] = m.Origin.UID
-			q.uidMu.Unlock()
-			if keep != nil && !keep(m.Origin.UID) {
-				continue
-			}
-			d, err := q.readState(s, id)
-			if err != nil {
-				d = &spool.Delivery{}
-			}
-			out = append(out, Entry{ID: id, State: s, Meta: m, Del: d})
+			refs = append(refs, ref{id, s})
 		}
 	}
 	// Forget the messages that are gone.
@@ -74,8 +56,39 @@ func (q *Queue) entries(keep func(uid int) bool) []Entry {
 		}
 	}
 	q.uidMu.Unlock()
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	return out
+	seen = nil
+	sort.Slice(refs, func(i, j int) bool { return refs[i].id < refs[j].id })
+	n := 0
+	for _, r := range refs {
+		id, s := r.id, r.state
+		if keep != nil {
+			q.uidMu.Lock()
+			uid, ok := q.uids[id]
+			q.uidMu.Unlock()
+			if ok && !keep(uid) {
+				continue
+			}
+		}
+		f, m, err := q.sp.OpenMessage(id)
+		if err != nil {
+			continue
+		}
+		f.Close()
+		q.decodes.Add(1)
+		q.uidMu.Lock()
+		q.uids[id] = m.Origin.UID
+		q.uidMu.Unlock()
+		if keep != nil && !keep(m.Origin.UID) {
+			continue
+		}
+		d, err := q.readState(s, id)
+		if err != nil {
+			d = &spool.Delivery{}
+		}
+		n++
+		fn(Entry{ID: id, State: s, Meta: m, Del: d})
+	}
+	return n
 }
 
 // Handle answers a control request (see package control).
@@ -172,14 +185,12 @@ func (q *Queue) mailq(p control.Peer, out io.Writer) error {
 	if !p.Admin {
 		keep = func(uid int) bool { return uid == p.UID }
 	}
-	es := q.entries(keep)
-	if len(es) == 0 {
-		fmt.Fprintln(out, "Mail queue is empty")
-		return nil
-	}
-	fmt.Fprintf(out, "%-20s  %8s %-20s  %s\n", "-Queue ID-", "--Size--", "----Arrival Time----", "-Sender/Recipient-------")
 	var total int64
-	for _, e := range es {
+	n := q.eachEntry(keep, func(e Entry) {
+		if total == 0 {
+			fmt.Fprintf(out, "%-20s  %8s %-20s  %s\n", "-Queue ID-", "--Size--", "----Arrival Time----", "-Sender/Recipient-------")
+			total = -1 // header written (sizes are added below)
+		}
 		mark := " "
 		switch e.State {
 		case spool.Active:
@@ -190,6 +201,9 @@ func (q *Queue) mailq(p control.Peer, out io.Writer) error {
 		sender := e.Meta.Env.Sender
 		if sender == "<>" || sender == "" {
 			sender = "MAILER-DAEMON"
+		}
+		if total < 0 {
+			total = 0
 		}
 		total += e.Meta.Size
 		fmt.Fprintf(out, "%-20s%s %8d %20.20s  %s\n", e.ID, mark, e.Meta.Size, e.Meta.Time.Local().Format("Mon Jan _2 15:04:05"), printable(sender))
@@ -203,15 +217,18 @@ func (q *Queue) mailq(p control.Peer, out io.Writer) error {
 			fmt.Fprintf(out, "%43s%s\n", "", printable(r))
 		}
 		fmt.Fprintln(out)
+	})
+	if n == 0 {
+		fmt.Fprintln(out, "Mail queue is empty")
+		return nil
 	}
-	fmt.Fprintf(out, "-- %d Kbytes in %d Request%s.\n", (total+1023)/1024, len(es), plural(len(es), "", "s"))
+	fmt.Fprintf(out, "-- %d Kbytes in %d Request%s.\n", (total+1023)/1024, n, plural(n, "", "s"))
 	return nil
 }
 
 func (q *Queue) list(out io.Writer) error {
-	es := q.Entries()
 	fmt.Fprintf(out, "%-20s %-8s %9s %-20s %8s %-20s %s\n", "ID", "STATE", "SIZE", "ARRIVAL", "ATTEMPTS", "NEXT", "FROM -> RCPTS")
-	for _, e := range es {
+	n := q.eachEntry(nil, func(e Entry) {
 		next := "-"
 		if e.State == spool.Deferred && !e.Del.Next.IsZero() {
 			next = e.Del.Next.UTC().Format(time.RFC3339)
@@ -219,8 +236,8 @@ func (q *Queue) list(out io.Writer) error {
 		fmt.Fprintf(out, "%-20s %-8s %9d %-20s %8d %-20s %s -> %s\n", e.ID, e.State, e.Meta.Size,
 			e.Meta.Time.UTC().Format(time.RFC3339), e.Del.Attempts, next, e.Meta.Env.Sender,
 			strings.Join(remaining(e.Meta.Env.Recipients, e.Del), ","))
-	}
-	fmt.Fprintf(out, "%d message(s)\n", len(es))
+	})
+	fmt.Fprintf(out, "%d message(s)\n", n)
 	return nil
 }
 

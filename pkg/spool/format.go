@@ -244,7 +244,10 @@ func validKey(k string) bool {
 // whose length is not exactly header + size. It does not read the message
 // bytes; use Body for that.
 func Decode(r io.ReaderAt, fileSize int64) (*Meta, error) {
-	br := bufio.NewReaderSize(io.NewSectionReader(r, 0, min(fileSize, maxHeader)), 64<<10)
+	// A small buffer: ReadString copes with longer lines, and relayd
+	// decodes every queued message for a listing (a 64 KiB buffer per
+	// message was most of the allocation of mailq over a large queue).
+	br := bufio.NewReaderSize(io.NewSectionReader(r, 0, min(fileSize, maxHeader)), 4<<10)
 	var off int64
 	line := func() (string, error) {
 		s, err := br.ReadString('\n')
