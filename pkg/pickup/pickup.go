@@ -85,6 +85,7 @@ type Pickup struct {
 	// announce. See flush.
 	pending   []string
 	announced []string
+	users     map[int]string // user names looked up during one pass
 	// held (under heldMu) is pending as a set, for the queue (Holds).
 	heldMu sync.Mutex
 	held   map[string]bool
@@ -223,6 +224,7 @@ func (p *Pickup) Scan() int { return p.scan(context.Background()) }
 func (p *Pickup) scan(ctx context.Context) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.users = map[int]string{}
 	f, err := os.Open(filepath.Join(p.Queue.Root, spool.DirMaildrop))
 	if err != nil {
 		p.Log.Event("error", "reason", "cannot read maildrop", "error", err.Error())
@@ -359,8 +361,11 @@ func (p *Pickup) file(name string) bool {
 		m.Origin.UID = owner
 		m.Origin.User = ""
 	}
-	if u, err := user.LookupId(strconv.Itoa(owner)); err == nil {
+	if name, ok := p.users[owner]; ok {
+		m.Origin.User = name
+	} else if u, err := user.LookupId(strconv.Itoa(owner)); err == nil {
 		m.Origin.User = u.Username
+		p.users[owner] = u.Username
 	}
 	if m.Origin.Via == "" {
 		m.Origin.Via = "maildrop"
