@@ -148,12 +148,18 @@ func run(path string, drainTimeout time.Duration) int {
 	queueDone := make(chan struct{})
 	go func() {
 		defer close(queueDone)
-		// Pickup's first pass removes (or holds) the maildrop files a
-		// crash left beside their queued copies before any is delivered.
-		select {
-		case <-pk.Ready():
-		case <-ctx.Done():
-			return
+		// The maildrop files a crash left beside their queued copies go
+		// before any of those is delivered (pickup holds the rest of its
+		// batches itself: Pickup.Holds).
+		if n, err := pk.RemoveQueued(ctx); err != nil {
+			log.Event("error", "reason", "cannot remove maildrop files already queued; waiting for pickup's first pass", "error", err.Error())
+			select {
+			case <-pk.Ready():
+			case <-ctx.Done():
+				return
+			}
+		} else if n > 0 {
+			log.Event("recover", "action", fmt.Sprintf("removed-queued-maildrop n=%d", n))
 		}
 		qu.Run(ctx, sendCtx)
 	}()

@@ -103,15 +103,61 @@ func (p *Pickup) Holds(id string) bool {
 	return p.held[id]
 }
 
-// Ready is closed when Run's first pass over maildrop/ is over: a file
-// left there by a crash along with its queued copy (see Holds) is then
-// removed or held.
+// Ready is closed when Run's first pass over maildrop/ is over.
 func (p *Pickup) Ready() <-chan struct{} { return p.ready }
+
+// RemoveQueued removes the maildrop files a crash left beside their queued
+// copies (a batch whose Sync was done but not all its unlinks, or whose
+// unlinks were lost), after one Sync, and returns how many. Call it
+// before the queue starts delivering: otherwise such a message could be
+// delivered, then queued again from its maildrop file after another crash.
+func (p *Pickup) RemoveQueued(ctx context.Context) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	f, err := os.Open(filepath.Join(p.Queue.Root, spool.DirMaildrop))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	var queued []string
+	for ctx.Err() == nil {
+		names, err := f.Readdirnames(4096)
+		for _, name := range names {
+			if !spool.ValidID(name) || !p.Queue.HasMessage(name) {
+				continue
+			}
+			if _, err := p.Queue.Locate(name); err == nil {
+				queued = append(queued, name)
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
+	if len(queued) == 0 {
+		return 0, nil
+	}
+	if err := p.Queue.Sync(); err != nil {
+		return 0, err
+	}
+	for _, name := range queued {
+		p.unlinkDrop(name)
+	}
+	return len(queued), nil
+}
 
 func (p *Pickup) hold(name string) {
 	p.pending = append(p.pending, name)
+	p.setHeld(name, true)
+}
+
+func (p *Pickup) setHeld(name string, held bool) {
 	p.heldMu.Lock()
-	p.held[name] = true
+	if held {
+		p.held[name] = true
+	} else {
+		delete(p.held, name)
+	}
 	p.heldMu.Unlock()
 }
 
@@ -386,8 +432,12 @@ func (p *Pickup) file(name string) bool {
 			return false
 		}
 	}
+	// Held before its state file appears in incoming/, so the queue
+	// never sees it unheld while the maildrop file is there.
+	p.setHeld(name, true)
 	id, err := p.enqueue(m, m.Body(f), false)
 	if err != nil {
+		p.setHeld(name, false)
 		var re *RejectError
 		switch {
 		case errors.Is(err, spool.ErrCorrupt):
