@@ -684,11 +684,14 @@ func (p *Pickup) enqueue(m *spool.Meta, body io.Reader, sync bool) (string, erro
 	if err := d.Commit(); err != nil {
 		return "", err
 	}
-	writeState := p.Queue.WriteState
-	if !sync {
-		writeState = p.Queue.WriteStateNoSync
+	var werr error
+	if sync {
+		werr = p.Queue.WriteState(spool.Incoming, q.ID, &spool.Delivery{})
+	} else {
+		// An empty state file (see spool.Queue.CreateEmptyState).
+		werr = p.Queue.CreateEmptyState(spool.Incoming, q.ID)
 	}
-	if err := writeState(spool.Incoming, q.ID, &spool.Delivery{}); err != nil {
+	if err := werr; err != nil {
 		p.Queue.RemoveMessage(q.ID)
 		return "", err
 	}

@@ -256,6 +256,64 @@ func (q *Queue) WriteStateNoSync(state, id string, d *Delivery) error {
 	return q.writeState(false, state, id, d)
 }
 
+// CreateEmptyState creates the state file of a new message in state as an
+// empty file (an empty record: never attempted), without fsync. One
+// creation, no temporary file and no rename: an empty file has no content
+// a crash could tear. It never replaces a file. Durable after Sync.
+func (q *Queue) CreateEmptyState(state, id string) error {
+	if !ValidID(id) {
+		return fmt.Errorf("spool: bad queue id %q", id)
+	}
+	fd, err := unix.Openat(q.fd(state), id, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return &os.PathError{Op: "create", Path: filepath.Join(q.Root, DirQueue, state, id), Err: err}
+	}
+	return unix.Close(fd)
+}
+
+// WriteFirstStateNoSync is WriteStateNoSync for a record that replaces an
+// empty one (a message's first attempt): the record is written in place
+// into the empty state file, sparing a temporary file, a rename and the
+// allocation of a new inode. That is safe because the old record is
+// empty: a crash before the caller's Sync leaves the file empty (never
+// attempted) or, after a power loss in the middle of the write, torn — an
+// unreadable record, which every reader treats as attempted and starts
+// afresh, losing nothing that the empty record held. When the file is not
+// empty it falls back to WriteStateNoSync.
+func (q *Queue) WriteFirstStateNoSync(state, id string, d *Delivery) error {
+	if !ValidID(id) {
+		return fmt.Errorf("spool: bad queue id %q", id)
+	}
+	fd, err := unix.Openat(q.fd(state), id, unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return q.writeState(false, state, id, d)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size != 0 || st.Nlink != 1 {
+		unix.Close(fd)
+		return q.writeState(false, state, id, d)
+	}
+	b, err := json.Marshal(d)
+	if err != nil {
+		unix.Close(fd)
+		return err
+	}
+	b = append(b, '\n')
+	f := os.NewFile(uintptr(fd), filepath.Join(q.Root, DirQueue, state, id))
+	_, werr := f.WriteAt(b, 0)
+	if werr != nil {
+		// Leave an empty record rather than a partial one.
+		unix.Ftruncate(fd, 0)
+	}
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr != nil {
+		return fmt.Errorf("spool: writing state %s/%s: %w", state, id, werr)
+	}
+	return nil
+}
+
 func (q *Queue) writeState(sync bool, state, id string, d *Delivery) error {
 	if !ValidID(id) {
 		return fmt.Errorf("spool: bad queue id %q", id)
