@@ -238,3 +238,75 @@ func TestOpenRefusesNonRegular(t *testing.T) {
 		}
 	}
 }
+
+// A claim is not fsync'd: should a crash leave the record both where it
+// came from and in active/, Recover keeps the active one (the newer).
+func TestRecoverStaleCopyOfAClaim(t *testing.T) {
+	q := newTestQueue(t)
+	id := putMessage(t, q, Incoming)
+	if _, err := q.Claim(id); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.WriteState(Active, id, &Delivery{Attempts: 1}); err != nil {
+		t.Fatal(err)
+	}
+	// The stale copy a lost rename would leave.
+	if err := os.WriteFile(filepath.Join(q.Root, DirQueue, Incoming, id), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	log, err := q.Recover(func(string) bool { return false })
+	if err != nil {
+		t.Fatalf("Recover: %v (%v)", err, log)
+	}
+	mustState(t, q, id, Deferred)
+	if _, err := os.Stat(filepath.Join(q.Root, DirQueue, Incoming, id)); !os.IsNotExist(err) {
+		t.Errorf("stale incoming copy kept: %v", err)
+	}
+	d, err := q.ReadState(Deferred, id)
+	if err != nil || d.Attempts != 1 {
+		t.Errorf("record %+v, %v; want the active one (1 attempt)", d, err)
+	}
+}
+
+// Pickup's batched path: an empty incoming state file, a first attempt
+// written into it in place, both read back; a non-empty record is
+// replaced atomically instead.
+func TestEmptyStateAndFirstAttemptInPlace(t *testing.T) {
+	q := newTestQueue(t)
+	id := putMessage(t, q, "")
+	if err := q.CreateEmptyState(Incoming, id); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.CreateEmptyState(Incoming, id); err == nil {
+		t.Fatal("CreateEmptyState replaced an existing state file")
+	}
+	if d, err := q.ReadState(Incoming, id); err != nil || d.Attempts != 0 {
+		t.Fatalf("empty record: %+v, %v", d, err)
+	}
+	if _, err := q.Claim(id); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.WriteFirstStateNoSync(Active, id, &Delivery{Attempts: 1, LastReply: "first"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := q.ReadState(Active, id); err != nil || d.Attempts != 1 || d.LastReply != "first" {
+		t.Fatalf("first attempt: %+v, %v", d, err)
+	}
+	// Not empty any more: falls back to the atomic replacement.
+	if err := q.WriteFirstStateNoSync(Active, id, &Delivery{Attempts: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := q.ReadState(Active, id); err != nil || d.Attempts != 2 || d.LastReply != "" {
+		t.Fatalf("second write: %+v, %v", d, err)
+	}
+	if err := q.Done(id); err != nil {
+		t.Fatal(err)
+	}
+	mustState(t, q, id, "")
+	if q.HasMessage(id) {
+		t.Error("Done left the message")
+	}
+}
