@@ -35,6 +35,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -644,7 +645,8 @@ func (q *Queue) NewMessage(m *Meta) (*MsgWriter, error) {
 	w := &MsgWriter{q: q, f: os.NewFile(uintptr(fd), filepath.Join(q.Root, DirMsg, m.ID)), meta: *m, crc: crc32.New(CRC)}
 	hdr, off := EncodeHeader(&w.meta)
 	w.sizeOff = off
-	w.w = bufio.NewWriterSize(w.f, 64<<10)
+	w.w = writers.Get().(*bufio.Writer)
+	w.w.Reset(w.f)
 	if _, err := w.w.Write(hdr); err != nil {
 		w.Abort()
 		return nil, err
@@ -654,6 +656,9 @@ func (q *Queue) NewMessage(m *Meta) (*MsgWriter, error) {
 
 // Write appends message bytes.
 func (w *MsgWriter) Write(p []byte) (int, error) {
+	if w.done {
+		return 0, errors.New("spool: message already committed or aborted")
+	}
 	n, err := w.w.Write(p)
 	w.crc.Write(p[:n])
 	w.n += int64(n)
@@ -689,5 +694,13 @@ func (w *MsgWriter) Abort() {
 	if !w.done {
 		w.done = true
 		w.f.Close()
+		if w.w != nil {
+			w.w.Reset(nil)
+			writers.Put(w.w)
+			w.w = nil
+		}
 	}
 }
+
+// writers recycles MsgWriter's 64 KiB buffers.
+var writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 64<<10) }}
