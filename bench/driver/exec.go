@@ -6,6 +6,10 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -29,6 +33,12 @@ type Proc struct {
 	StdinData []byte
 	// Stdout, when set, receives the program's standard output.
 	Stdout io.Writer
+	// SampleRSS polls /proc/PID/status while the program runs and reports
+	// the last VmHWM seen after its exec. (wait4's ru_maxrss cannot be
+	// used: Linux carries the forking process's own high-water mark into
+	// the child's, so every child of the driver would report at least the
+	// driver's RSS.)
+	SampleRSS bool
 	// Stderr, when set, receives the program's standard error (also
 	// kept for the error text).
 	Stderr io.Writer
@@ -63,8 +73,24 @@ func (p Proc) Run() (Sample, error) {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: p.Cred}
 	}
 	t0 := time.Now()
-	err := cmd.Run()
+	if err := cmd.Start(); err != nil {
+		return Sample{}, fmt.Errorf("%s: %w", p.Path, err)
+	}
+	var hwm atomic.Int64
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	if p.SampleRSS {
+		go func() {
+			defer close(sampled)
+			sampleHWM(cmd.Process.Pid, filepath.Base(p.Path), &hwm, stop)
+		}()
+	} else {
+		close(sampled)
+	}
+	err := cmd.Wait()
 	wall := time.Since(t0)
+	close(stop)
+	<-sampled
 	if err != nil {
 		return Sample{}, fmt.Errorf("%s: %w: %s", p.Path, err, firstLine(stderr.String()))
 	}
@@ -75,5 +101,44 @@ func (p Proc) Run() (Sample, error) {
 		s.Sys = time.Duration(ru.Stime.Nano())
 		s.MaxRSSKB = ru.Maxrss
 	}
+	if p.SampleRSS {
+		s.MaxRSSKB = hwm.Load()
+	}
 	return s, nil
+}
+
+// sampleHWM reads VmHWM of pid until stop is closed, once the process
+// runs the program named comm (before its exec, /proc shows the driver's
+// memory, shared through vfork).
+func sampleHWM(pid int, comm string, hwm *atomic.Int64, stop <-chan struct{}) {
+	path := fmt.Sprintf("/proc/%d/status", pid)
+	if len(comm) > 15 {
+		comm = comm[:15]
+	}
+	buf := make([]byte, 4096)
+	for {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			return
+		}
+		n, _ := f.Read(buf)
+		f.Close()
+		st := string(buf[:n])
+		if strings.HasPrefix(st, "Name:\t"+comm+"\n") {
+			if i := strings.Index(st, "VmHWM:"); i >= 0 {
+				f := strings.Fields(st[i+len("VmHWM:"):])
+				if len(f) > 0 {
+					if v, err := strconv.ParseInt(f[0], 10, 64); err == nil && v > hwm.Load() {
+						hwm.Store(v)
+					}
+				}
+			}
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
 }
