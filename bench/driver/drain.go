@@ -222,6 +222,7 @@ func loadRow(o Options, sz sizes, work string, bins *Binaries, srv *smtptest.Ser
 		return Row{}, err
 	}
 	defer os.RemoveAll(dir)
+	defer site.Close()
 	if _, err := site.Probe(); err != nil {
 		return Row{}, err
 	}

@@ -122,6 +122,7 @@ func sendmailRows(o Options, sz sizes, work string, bins *Binaries) ([]Row, []st
 	if err != nil {
 		return nil, nil, err
 	}
+	defer site.Close()
 	const (
 		t2k   = "median ≤ 1.3×, p99 ≤ 2×"
 		tbig  = "median ≤ 1.3×"

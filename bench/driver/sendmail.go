@@ -34,6 +34,16 @@ type Site struct {
 	Env      []string            // callers' environment
 	Setgid   bool
 	Note     string // how sendmail runs, for the table
+	bound    bool   // etc/ is bind-mounted on /etc/mailshim
+}
+
+// Close undoes the bind mount, so that the site's directory can be
+// removed.
+func (s *Site) Close() {
+	if s.bound {
+		unix.Unmount(SystemConfDir, unix.MNT_DETACH)
+		s.bound = false
+	}
 }
 
 // NewSite prepares dir. When root it installs sendmail 2755 root:DropGID and
@@ -102,6 +112,8 @@ func NewSite(dir string, bins *Binaries, extraConf string) (*Site, error) {
 			}
 		} else if err := bindConfig(etc); err != nil {
 			return nil, err
+		} else {
+			s.bound = true
 		}
 		s.Setgid = true
 		s.Note = "as nobody, setgid"
