@@ -186,6 +186,11 @@ func dial(ctx context.Context, up config.Upstream, opts Options) (*Session, erro
 			if errors.As(err, &se) && se.Code != 454 && !strings.Contains(strings.ToUpper(se.Message), "TLS") {
 				return s, classify(StageConnect, err) // the greeting or EHLO
 			}
+			if !s.raw.wrote {
+				// Nothing sent yet: the greeting never came (or never
+				// ended: a slowloris server), not a TLS problem.
+				return s, classify(StageConnect, err)
+			}
 			return s, classify(StageTLS, err)
 		}
 		s.raw.tr = nil
@@ -675,6 +680,9 @@ type clampConn struct {
 	net.Conn
 	limit time.Duration
 	tr    *tracer // non-nil while the connection is clear text
+	// wrote is set once we have sent anything: before that, the only
+	// thing we can be waiting for is the server's greeting.
+	wrote bool
 }
 
 func (c *clampConn) SetDeadline(t time.Time) error {
@@ -696,6 +704,9 @@ func (c *clampConn) Read(b []byte) (int, error) {
 
 func (c *clampConn) Write(b []byte) (int, error) {
 	n, err := c.Conn.Write(b)
+	if n > 0 {
+		c.wrote = true
+	}
 	if c.tr != nil && n > 0 {
 		c.tr.Write(b[:n])
 	}
