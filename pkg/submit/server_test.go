@@ -6,8 +6,6 @@ package submit
 
 import (
 	"bufio"
-	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -238,81 +236,6 @@ trickle:
 	}
 	if f := s.files(t); len(f) != 0 {
 		t.Fatalf("stored: %v", f)
-	}
-}
-
-// F2: over the per-user cap, a connection is answered "busy" at once and
-// the held one still completes; slots are given back.
-func TestServeLimiter(t *testing.T) {
-	lim := NewLimiter(10, 1)
-	s := newRawServer(t, &Server{Limiter: lim})
-	uid := uint32(os.Getuid())
-	held, err := net.Dial("unix", s.sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer held.Close()
-	held.SetDeadline(time.Now().Add(30 * time.Second))
-	io.WriteString(held, greeting)
-	waitFor(t, "the first connection to take its slot", func() bool { _, n := lim.InUse(uid); return n == 1 })
-
-	ans := submitRaw(t, s.sock, meta("", "b@example.org"), "Subject: x\n\nbody\n")
-	if !strings.HasPrefix(ans, "error 74 relayd is busy") {
-		t.Fatalf("second connection: %q", ans)
-	}
-	if err := <-s.errs; err == nil || !strings.Contains(err.Error(), "too many submissions") {
-		t.Fatalf("log: %v", err)
-	}
-	// sendmail's own client, in the middle of a large body, still reads
-	// the answer.
-	_, err = Send(context.Background(), s.sock, meta("", "b@example.org"), strings.NewReader(strings.Repeat("x", 8<<20)))
-	var se *Error
-	if !errors.As(err, &se) || se.Code != 74 || !strings.Contains(se.Msg, "busy") {
-		t.Fatalf("Send while busy: %v", err)
-	}
-	<-s.errs
-	hdr, _ := spool.EncodeHeader(meta("", "b@example.org"))
-	io.WriteString(held, string(hdr)+"5\nhello0\n")
-	line, _ := bufio.NewReader(held).ReadString('\n')
-	if !strings.HasPrefix(line, "ok ") {
-		t.Fatalf("held connection: %q", line)
-	}
-	if err := <-s.errs; err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "the slot to be released", func() bool { all, _ := lim.InUse(uid); return all == 0 })
-	if ans := submitRaw(t, s.sock, meta("", "b@example.org"), "Subject: x\n\nbody\n"); !strings.HasPrefix(ans, "ok ") {
-		t.Fatalf("after release: %q", ans)
-	}
-}
-
-func TestLimiter(t *testing.T) {
-	l := NewLimiter(3, 2)
-	if !l.Acquire(1) || !l.Acquire(1) || l.Acquire(1) {
-		t.Fatal("per-user cap")
-	}
-	if !l.Acquire(2) || l.Acquire(3) {
-		t.Fatal("global cap")
-	}
-	l.Release(1)
-	if !l.Acquire(3) {
-		t.Fatal("release")
-	}
-	l.Release(7) // never acquired: no effect
-	if all, u := l.InUse(1); all != 3 || u != 1 {
-		t.Fatalf("in use %d, %d", all, u)
-	}
-}
-
-// waitFor polls cond until it holds or 10 seconds have passed.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 

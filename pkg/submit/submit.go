@@ -35,8 +35,10 @@
 // message.ValidateEnvelope (as in sendmail) and the sender policy, unknown
 // keys are dropped, the advisory origin is bounded and re-checked
 // (origin.Sanitize). A client has HeaderTimeout for the greeting and the
-// header (at most MaxSpoolHeader bytes), then BodyTimeout for the body;
-// Limiter caps connections in all and per UID.
+// header (at most MaxSpoolHeader bytes), then BodyTimeout for the body.
+// Capping the connections served at once (in all and per UID) is the
+// caller's job: relayd does it in its accept loop (control.SubmitLimiter),
+// before Serve is called.
 package submit
 
 import (
@@ -217,13 +219,9 @@ type SenderPolicy interface {
 }
 
 // Server serves the submission socket. The zero value with Store set
-// works; relayd sets Limiter and Policy too.
+// works; relayd sets Policy too.
 type Server struct {
 	Store Store
-	// Limiter, if set, caps the connections served at once, in all and
-	// per peer UID; a connection over the cap is answered at once
-	// (EX_IOERR, "busy") and closed.
-	Limiter *Limiter
 	// Policy, if set, is asked about every envelope sender given.
 	Policy SenderPolicy
 	// Timeouts; zero means HeaderTimeout, BodyTimeout, IdleTimeout.
@@ -272,14 +270,6 @@ func (s *Server) Serve(conn *net.UnixConn) error {
 			return r
 		}, msg)
 		fmt.Fprintf(conn, "error %d %s\n", code, truncate(msg, 400))
-	}
-	if s.Limiter != nil {
-		if !s.Limiter.Acquire(cred.Uid) {
-			answer(sysexits.IOErr, "relayd is busy: too many submissions in progress; try again later")
-			return fmt.Errorf("submit: uid=%d: refused: too many submissions in progress (limits %d in all, %d per user)",
-				cred.Uid, s.Limiter.Global, s.Limiter.PerUID)
-		}
-		defer s.Limiter.Release(cred.Uid)
 	}
 	// refuse answers and drains a bounded amount, so that a client still
 	// sending gets to read the answer instead of a reset.
