@@ -139,8 +139,6 @@ func ParseFieldName(line []byte) int {
 	return -1
 }
 
-func fieldName(line []byte) int { return ParseFieldName(line) }
-
 // ReadHeader reads the header section of a normalised (LF) message from br,
 // keeping at most max bytes of it (0: MaxHeader), and leaves br at the
 // first byte of the body. A line that is not a header field ends the header
