@@ -743,6 +743,22 @@ func TestSMTPModeTruncated(t *testing.T) {
 	s.none(t)
 }
 
+// A header over the limit in -bs: refused in the reply to DATA, and, as
+// every failure, one "sendmail: ..." line on stderr with the exit status.
+func TestSMTPModeHeaderTooLarge(t *testing.T) {
+	needBinary(t)
+	s := newSpool(t, false, "max_message_size = 4096\n")
+	in := "HELO c\r\nMAIL FROM:<>\r\nRCPT TO:<a@example.org>\r\nDATA\r\nSubject: " + strings.Repeat("y", 5000) + "\r\n\r\nx\r\n.\r\nQUIT\r\n"
+	r := runSendmail(t, invocation{args: []string{"-bs"}, conf: s.conf, stdin: strings.NewReader(in)})
+	if r.code != 65 || !strings.Contains(r.stdout, "552 5.3.4 ") || strings.Contains(r.stdout, "queued as") {
+		t.Fatalf("exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
+	}
+	if lines := strings.Split(strings.TrimSuffix(r.stderr, "\n"), "\n"); !strings.HasPrefix(lines[0], "sendmail: ") || !strings.Contains(lines[0], "too large") {
+		t.Errorf("stderr %q", r.stderr)
+	}
+	s.none(t)
+}
+
 func TestQueryModes(t *testing.T) {
 	needBinary(t)
 	s := newSpool(t, false, "[aliases]\nroot = \"ops@example.org\"\n")

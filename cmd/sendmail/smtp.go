@@ -42,6 +42,7 @@ func smtpSession(cfg *config.Config, a *args, envVars map[string]string) (int, *
 			if err != nil {
 				e := inputError(err, in)
 				lastCode = e.code
+				report(e)
 				return "", e
 			}
 			id, e := store(cfg, &env, &o, h, br, in)
