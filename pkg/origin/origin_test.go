@@ -23,7 +23,9 @@ func TestCgroup(t *testing.T) {
 	}
 	for _, tt := range tests {
 		p := filepath.Join(t.TempDir(), "cgroup")
-		os.WriteFile(p, []byte(tt.file), 0o644)
+		if err := os.WriteFile(p, []byte(tt.file), 0o644); err != nil {
+			t.Fatal(err)
+		}
 		if got := Cgroup(p); got != tt.want {
 			t.Errorf("Cgroup(%q) = %q, want %q", tt.file, got, tt.want)
 		}
