@@ -308,12 +308,7 @@ func (q *Queue) Run(ctx, sendCtx context.Context) error {
 		size := batchSize(len(ids), n)
 		for len(ids) > 0 {
 			var batch []string
-			for len(ids) > 0 && len(batch) < size {
-				if q.begin(ids[0]) {
-					batch = append(batch, ids[0])
-				}
-				ids = ids[1:]
-			}
+			batch, ids = q.takeBatch(ids, size)
 			if len(batch) == 0 {
 				break
 			}
@@ -415,6 +410,18 @@ func batchSize(n, workers int) int {
 	return min(max((n+workers-1)/max(workers, 1), 1), maxBatch)
 }
 
+// takeBatch marks up to size of ids as being delivered (skipping those
+// already in delivery) and returns them with the ids it has not looked at.
+func (q *Queue) takeBatch(ids []string, size int) (batch, rest []string) {
+	for len(ids) > 0 && len(batch) < size {
+		if q.begin(ids[0]) {
+			batch = append(batch, ids[0])
+		}
+		ids = ids[1:]
+	}
+	return batch, ids
+}
+
 func (q *Queue) generation() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -491,12 +498,7 @@ func (q *Queue) RunOnce(ctx context.Context) time.Time {
 	feed:
 		for len(ids) > 0 {
 			var batch []string
-			for len(ids) > 0 && len(batch) < size {
-				if q.begin(ids[0]) {
-					batch = append(batch, ids[0])
-				}
-				ids = ids[1:]
-			}
+			batch, ids = q.takeBatch(ids, size)
 			if len(batch) == 0 {
 				break
 			}
