@@ -323,10 +323,10 @@ func TestQueueCommands(t *testing.T) {
 	}
 }
 
-// SIGTERM with a session stuck in DATA: relayd waits --stop-timeout, aborts
-// the session, exits 0, and the message stays queued (deferred, its
-// attempt recorded) for the next start, which delivers it.
-func TestStopAbortsStalledSession(t *testing.T) {
+// stallFirstData starts an upstream whose first DATA command never gets an
+// answer (the hook blocks until its context ends); inData receives once
+// that session has reached DATA. Later sessions are served normally.
+func stallFirstData(t *testing.T) (*smtptest.Server, <-chan struct{}) {
 	var stalled atomic.Bool
 	inData := make(chan struct{}, 1)
 	up := newUpstream(t, smtptest.Options{Hook: func(ctx context.Context, stage, arg string) error {
@@ -336,6 +336,14 @@ func TestStopAbortsStalledSession(t *testing.T) {
 		}
 		return nil
 	}})
+	return up, inData
+}
+
+// SIGTERM with a session stuck in DATA: relayd waits --stop-timeout, aborts
+// the session, exits 0, and the message stays queued (deferred, its
+// attempt recorded) for the next start, which delivers it.
+func TestStopAbortsStalledSession(t *testing.T) {
+	up, inData := stallFirstData(t)
 	s := newSite(t, up, siteOpts{args: []string{"--stop-timeout", "1s"}})
 	ids := s.drop("stalled", 1)
 	d := s.start()
@@ -420,15 +428,7 @@ func TestControlPeerCredentials(t *testing.T) {
 // A session stuck in DATA holds up only its own message: the other
 // workers keep delivering new mail.
 func TestStalledSessionDoesNotBlockOthers(t *testing.T) {
-	var stalled atomic.Bool
-	inData := make(chan struct{}, 1)
-	up := newUpstream(t, smtptest.Options{Hook: func(ctx context.Context, stage, arg string) error {
-		if stage == smtptest.StageData && stalled.CompareAndSwap(false, true) {
-			inData <- struct{}{}
-			<-ctx.Done()
-		}
-		return nil
-	}})
+	up, inData := stallFirstData(t)
 	s := newSite(t, up, siteOpts{concurrency: 2, args: []string{"--stop-timeout", "1s"}})
 	s.drop("stuck", 1)
 	s.start()
