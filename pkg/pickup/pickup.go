@@ -89,7 +89,7 @@ type Pickup struct {
 	// announce. See flush.
 	pending   []string
 	announced []string
-	users     map[int]string // user names looked up during one pass
+	users     map[int]string // user names looked up during one pass ("": none)
 	// held (under heldMu) is pending as a set, for the queue (Holds).
 	heldMu sync.Mutex
 	held   map[string]bool
@@ -411,11 +411,17 @@ func (p *Pickup) file(name string) bool {
 		m.Origin.UID = owner
 		m.Origin.User = ""
 	}
-	if name, ok := p.users[owner]; ok {
-		m.Origin.User = name
-	} else if u, err := user.LookupId(strconv.Itoa(owner)); err == nil {
-		m.Origin.User = u.Username
-		p.users[owner] = u.Username
+	uname, ok := p.users[owner]
+	if !ok {
+		// Cached even when not found ("", kept for the pass): a UID with
+		// no passwd entry must not cost a lookup per message.
+		if u, err := user.LookupId(strconv.Itoa(owner)); err == nil {
+			uname = u.Username
+		}
+		p.users[owner] = uname
+	}
+	if uname != "" {
+		m.Origin.User = uname
 	}
 	if m.Origin.Via == "" {
 		m.Origin.Via = "maildrop"
