@@ -690,11 +690,7 @@ func (w *worker) deliverBatch(ctx context.Context, ids []string, done func(id st
 	if err := q.sp.Sync(); err != nil {
 		if !spool.IsFull(err) {
 			for _, a := range as {
-				q.log.Event("error", "id", a.id, "reason", "cannot record the attempt; not sending", "error", err.Error())
-				q.sp.Requeue(a.id, true)
-				q.mu.Lock()
-				q.deferred[a.id] = a.d.Next
-				q.mu.Unlock()
+				q.notSending(a.id, a.d.Next, err)
 				a.f.Close()
 				done(a.id)
 			}
@@ -793,11 +789,7 @@ func (w *worker) prepare(id string, sync bool) *attempt {
 	d.Next = now.Add(retryAfter(w.set.Retry, d.Attempts))
 	if err := q.recordState(sync, spool.Active, id, d); err != nil {
 		if !spool.IsFull(err) {
-			q.log.Event("error", "id", id, "reason", "cannot record the attempt; not sending", "error", err.Error())
-			q.sp.Requeue(id, true)
-			q.mu.Lock()
-			q.deferred[id] = d.Next
-			q.mu.Unlock()
+			q.notSending(id, d.Next, err)
 			f.Close()
 			return nil
 		}
@@ -807,6 +799,19 @@ func (w *worker) prepare(id string, sync bool) *attempt {
 		q.log.Event("warning", "id", id, "reason", "spool full: sending without recording the attempt", "error", err.Error())
 	}
 	return &attempt{id: id, f: f, m: m, d: d, prev: prev, rcpts: rcpts}
+}
+
+// notSending puts id, whose attempt could not be recorded (err), back in
+// deferred/ for next, unsent.
+func (q *Queue) notSending(id string, next time.Time, err error) {
+	q.log.Event("error", "id", id, "reason", "cannot record the attempt; not sending", "error", err.Error())
+	if rerr := q.sp.Requeue(id, true); rerr != nil {
+		q.log.Event("error", "id", id, "reason", "cannot requeue; stays in active/ until the next start", "error", rerr.Error())
+		return
+	}
+	q.mu.Lock()
+	q.deferred[id] = next
+	q.mu.Unlock()
 }
 
 // send makes the attempt prepare recorded and applies its outcome.
