@@ -67,16 +67,6 @@ func (h *header) get(name string) (*field, int) {
 	return first, n
 }
 
-func (h *header) remove(name string) {
-	out := h.fields[:0]
-	for _, f := range h.fields {
-		if !f.is(name) {
-			out = append(out, f)
-		}
-	}
-	h.fields = out
-}
-
 // readHeader reads the header section of a stored message from br with
 // message.ReadStoredHeader: the same rules as sendmail's scanner, except
 // that a leading "From " line is not dropped again (sendmail dropped the

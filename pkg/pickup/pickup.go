@@ -636,10 +636,9 @@ func (p *Pickup) enqueue(m *spool.Meta, body io.Reader, sync bool) (string, erro
 		}
 		return "", err
 	}
-	if rw.TraceHeader != "" {
-		// A caller cannot forge the trace: its own copies are dropped.
-		h.remove(rw.TraceHeader)
-	}
+	// A caller cannot forge the trace: its own copies of our trace
+	// fields are renamed (trace.go) before ours are added.
+	forged := rw.disarmTrace(h)
 	if f, n := h.get("From"); f != nil && n == 1 {
 		v := f.value()
 		if nv := rw.RewriteFrom(v, &q.Origin); nv != v {
@@ -720,6 +719,10 @@ func (p *Pickup) enqueue(m *spool.Meta, body io.Reader, sync bool) (string, erro
 		kv = append(kv, "ignored", strings.Join(q.Origin.Ignored, " "))
 	}
 	p.Log.Event("pickup", kv...)
+	if len(forged) > 0 {
+		p.Log.Event("forged-trace", "id", q.ID, "uid", q.Origin.UID, "user", q.Origin.User, "fields", strings.Join(forged, ","),
+			"action", "renamed "+ForgedPrefix+"*")
+	}
 	if sync && p.Enqueued != nil {
 		p.Enqueued(q.ID)
 	}

@@ -158,6 +158,7 @@ func TestPickupRewritesAndQueues(t *testing.T) {
 		"X-Mailshim-Origin: uid=" + strconv.Itoa(uid) + " user=" + name + " script=/home/u/site/contact.php\n" +
 		"From: " + name + "@web1.example.com (Cron Daemon)\n" +
 		"To: root@web1.example.com\n" +
+		"X-Mailshim-Forged-Origin: uid=0 forged\n" +
 		"Subject: hi\n" +
 		"Date: " + date + "\n" +
 		"Message-ID: <" + id + "@web1.example.com>\n" +
@@ -167,7 +168,9 @@ func TestPickupRewritesAndQueues(t *testing.T) {
 	}
 	wantLog := "ts=2026-11-23T14:40:00.000Z event=pickup id=" + id + " uid=" + strconv.Itoa(uid) + " user=" + name +
 		" script=/home/u/site/contact.php from=" + name + "@web1.example.com nrcpt=5 size=" + strconv.Itoa(len(want)) +
-		" via=maildrop caller=php ignored=-oem\n"
+		" via=maildrop caller=php ignored=-oem\n" +
+		"ts=2026-11-23T14:40:00.000Z event=forged-trace id=" + id + " uid=" + strconv.Itoa(uid) + " user=" + name +
+		" fields=X-Mailshim-Origin action=\"renamed X-Mailshim-Forged-*\"\n"
 	if e.log.String() != wantLog {
 		t.Errorf("log:\n%s\nwant:\n%s", e.log, wantLog)
 	}
