@@ -79,6 +79,7 @@ type siteOpts struct {
 	extra       string // appended
 	hostname    string
 	args        []string // extra relayd arguments
+	wrap        []string // command relayd is run under (e.g. setpriv ...)
 }
 
 func newSite(t *testing.T, up *smtptest.Server, o siteOpts) *site {
@@ -160,7 +161,8 @@ func (s *site) start() *daemon {
 		s.t.Fatal(err)
 	}
 	defer lf.Close()
-	cmd := exec.Command(relaydBin, append([]string{"--config", s.cfgPath}, s.opts.args...)...)
+	argv := append(append(append([]string(nil), s.opts.wrap...), relaydBin, "--config", s.cfgPath), s.opts.args...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stderr = lf
 	cmd.Stdout = lf
 	if err := cmd.Start(); err != nil {

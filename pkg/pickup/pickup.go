@@ -6,7 +6,9 @@
 // as the caller's UID (the kernel wrote it; the header's uid is only
 // compared, and a mismatch logged). Anything else — symbolic links, FIFOs,
 // directories, hard links, files that do not decode, bad names — is moved
-// to queue/quarantine/ with a log line, never deleted, never fatal.
+// to queue/quarantine/ with a log line, never deleted, never fatal. A file
+// relayd may not read is left where it is with a loud error line that
+// names its owner and the fix (Pickup.unreadableFile).
 // Temporary files of killed writers (spool.TempPrefix) are removed after
 // [queue] temp_grace.
 //
@@ -90,6 +92,10 @@ type Pickup struct {
 	pending   []string
 	announced []string
 	users     map[int]string // user names looked up during one pass ("": none)
+	// unreadable (under mu) holds the maildrop files found unreadable and
+	// already reported; seen collects those of the current pass, so that
+	// a file that went away is forgotten (see unreadableFile).
+	unreadable, seen map[string]bool
 	// held (under heldMu) is pending as a set, for the queue (Holds).
 	heldMu sync.Mutex
 	held   map[string]bool
@@ -280,6 +286,8 @@ func (p *Pickup) scan(ctx context.Context) int {
 		p.Log.Event("error", "reason", "cannot read maildrop", "error", err.Error())
 		return 0
 	}
+	p.seen = map[string]bool{}
+	defer func() { p.unreadable, p.seen = p.seen, nil }()
 	n := 0
 	for {
 		names, err := f.Readdirnames(512)
@@ -346,6 +354,43 @@ func (p *Pickup) quarantine(name, reason string, kv ...any) {
 	p.Log.Event("quarantine", append([]any{"file", name, "reason", reason, "to", filepath.Join(spool.DirQuarantine, to)}, kv...)...)
 }
 
+// unreadableFile reports a maildrop file relayd may not open — one loud
+// error line per file, naming its owner and the fix — and leaves it in
+// place: it is a message its sender was told was stored. sendmail gives
+// every file it writes the maildrop's group (spool.NewDrop), so this one
+// was written some other way (an older sendmail run by root without its
+// setgid bit, a copy by hand). Every scan tries it again, so the fix
+// (giving the file the maildrop's group) is all it takes.
+func (p *Pickup) unreadableFile(name string, err error) {
+	if p.seen != nil {
+		p.seen[name] = true
+	}
+	if p.unreadable[name] {
+		return
+	}
+	kv := []any{"file", name, "reason", "relayd cannot read this maildrop file: " + err.Error()}
+	var st, dst unix.Stat_t
+	dfd := int(p.maildrop.Fd())
+	path := filepath.Join(p.Queue.Root, spool.DirMaildrop, name)
+	group := "the maildrop's group"
+	if unix.Fstat(dfd, &dst) == nil {
+		group = strconv.Itoa(int(dst.Gid))
+		if g, err := user.LookupGroupId(group); err == nil {
+			group = g.Name
+		}
+	}
+	if unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
+		owner := strconv.Itoa(int(st.Uid))
+		if u, err := user.LookupId(owner); err == nil {
+			owner = u.Username
+		}
+		kv = append(kv, "uid", st.Uid, "user", owner, "gid", st.Gid, "mode", fmt.Sprintf("%04o", st.Mode&0o7777),
+			"cause", fmt.Sprintf("written by %s (uid %d) with group %d instead of the maildrop's group %s: a sendmail not installed setgid, run by root or with CAP_DAC_OVERRIDE, or a file copied in by hand", owner, st.Uid, st.Gid, group))
+	}
+	kv = append(kv, "fix", fmt.Sprintf("as root: chgrp %s %s && chmod g+r %s (relayd retries it at every scan); then reinstall sendmail setgid %s", group, path, path, group))
+	p.Log.Event("error", kv...)
+}
+
 // file handles one maildrop entry; it reports whether a message was queued.
 func (p *Pickup) file(name string) bool {
 	dfd := int(p.maildrop.Fd())
@@ -373,9 +418,7 @@ func (p *Pickup) file(name string) bool {
 		case errors.Is(err, unix.ELOOP):
 			p.quarantine(name, "symbolic link")
 		case errors.Is(err, unix.EACCES), errors.Is(err, unix.EPERM):
-			// sendmail always leaves its files readable to relayd: this
-			// one came from elsewhere, and would be retried for ever.
-			p.quarantine(name, "cannot be opened: "+err.Error())
+			p.unreadableFile(name, err)
 		default:
 			p.Log.Event("error", "file", name, "reason", "cannot open", "error", err.Error())
 		}

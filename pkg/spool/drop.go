@@ -113,6 +113,11 @@ func NewDrop(dir *os.File, m *Meta, max int64) (*Drop, error) {
 		d.removeTemp()
 		return nil, &os.PathError{Op: "chmod", Path: dir.Name(), Err: err}
 	}
+	if err := shareGroup(fd, dfd); err != nil {
+		unix.Close(fd)
+		d.removeTemp()
+		return nil, &os.PathError{Op: "chgrp", Path: dir.Name(), Err: err}
+	}
 	d.f = os.NewFile(uintptr(fd), filepath.Join(dir.Name(), m.ID))
 	hdr, off := EncodeHeader(&d.meta)
 	d.sizeOff = off
@@ -122,6 +127,30 @@ func NewDrop(dir *os.File, m *Meta, max int64) (*Drop, error) {
 		return nil, err
 	}
 	return d, nil
+}
+
+// shareGroup gives the new file fd the group of its directory dfd when it
+// has another one. relayd reads maildrop files through that group (mode
+// 0440): the setgid sendmail's files have it already (its effective group
+// is the maildrop's), but a caller that may create files in maildrop/
+// without it — root or any process with CAP_DAC_OVERRIDE running a
+// sendmail that is not setgid, a member of the group whose primary group
+// is another — would otherwise leave a file relayd cannot open, after
+// telling its caller the message was stored. Root (CAP_CHOWN) and members
+// of the group may make the change; anyone else gets EPERM, and
+// submit.Local then uses the submission socket instead.
+func shareGroup(fd, dfd int) error {
+	var fst, dst unix.Stat_t
+	if err := unix.Fstat(fd, &fst); err != nil {
+		return err
+	}
+	if err := unix.Fstat(dfd, &dst); err != nil {
+		return err
+	}
+	if fst.Gid == dst.Gid {
+		return nil
+	}
+	return unix.Fchown(fd, -1, int(dst.Gid))
 }
 
 // Write appends message bytes. Past the size limit it aborts the drop and
