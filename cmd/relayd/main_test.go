@@ -80,6 +80,12 @@ type siteOpts struct {
 	hostname    string
 	args        []string // extra relayd arguments
 	wrap        []string // command relayd is run under (e.g. setpriv ...)
+	// spoolSockets leaves control_socket and submit_socket out of the
+	// file: relayd puts them inside the spool.
+	spoolSockets bool
+	// env runs relayd with MAILSHIM_CONFIG in its environment instead of
+	// --config.
+	env bool
 }
 
 func newSite(t *testing.T, up *smtptest.Server, o siteOpts) *site {
@@ -107,11 +113,13 @@ func (s *site) writeConfig(appendix string) {
 		o.hostname = "web1.example.com"
 	}
 	u := s.up.Upstream()
+	sockets := fmt.Sprintf("control_socket = %q\nsubmit_socket = %q\n", s.controlSock(), s.submitSock())
+	if o.spoolSockets {
+		sockets = ""
+	}
 	cfg := fmt.Sprintf(`hostname = %q
 spool = %q
-control_socket = %q
-submit_socket = %q
-aliases_file = ""
+%saliases_file = ""
 
 [[upstream]]
 host = %q
@@ -132,15 +140,26 @@ protocol = %v
 [aliases]
 root = "ops@example.com"
 %s
-%s`, o.hostname, s.spool, filepath.Join(s.dir, "control.sock"), filepath.Join(s.dir, "submit.sock"),
+%s`, o.hostname, s.spool, sockets,
 		u.Host, u.Port, u.CAFile, u.Username, filepath.Join(s.dir, "secret"), o.retry, o.concurrency, o.protocol, o.extra, appendix)
 	if err := os.WriteFile(s.cfgPath, []byte(cfg), 0o644); err != nil {
 		s.t.Fatal(err)
 	}
 }
 
-func (s *site) controlSock() string { return filepath.Join(s.dir, "control.sock") }
-func (s *site) submitSock() string  { return filepath.Join(s.dir, "submit.sock") }
+func (s *site) controlSock() string {
+	if s.opts.spoolSockets {
+		return filepath.Join(s.spool, "control.sock")
+	}
+	return filepath.Join(s.dir, "control.sock")
+}
+
+func (s *site) submitSock() string {
+	if s.opts.spoolSockets {
+		return filepath.Join(s.spool, "submit.sock")
+	}
+	return filepath.Join(s.dir, "submit.sock")
+}
 
 func (s *site) log() string {
 	b, _ := os.ReadFile(s.logPath)
@@ -161,8 +180,15 @@ func (s *site) start() *daemon {
 		s.t.Fatal(err)
 	}
 	defer lf.Close()
-	argv := append(append(append([]string(nil), s.opts.wrap...), relaydBin, "--config", s.cfgPath), s.opts.args...)
+	argv := append(append([]string(nil), s.opts.wrap...), relaydBin)
+	if !s.opts.env {
+		argv = append(argv, "--config", s.cfgPath)
+	}
+	argv = append(argv, s.opts.args...)
 	cmd := exec.Command(argv[0], argv[1:]...)
+	if s.opts.env {
+		cmd.Env = append(os.Environ(), "MAILSHIM_CONFIG="+s.cfgPath)
+	}
 	cmd.Stderr = lf
 	cmd.Stdout = lf
 	if err := cmd.Start(); err != nil {

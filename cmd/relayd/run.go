@@ -118,12 +118,12 @@ func run(path string, drainTimeout time.Duration) int {
 
 	ctlLn, err := listen(cfg.ControlSocket)
 	if err != nil {
-		return fatal(sysexits.OSErr, "control socket: %v", err)
+		return fatal(sysexits.OSErr, "control socket: %v; set control_socket in %s to a path relayd may create", err, path)
 	}
 	subLn, err := listen(cfg.SubmitSocket)
 	if err != nil {
 		ctlLn.Close()
-		return fatal(sysexits.OSErr, "submission socket: %v", err)
+		return fatal(sysexits.OSErr, "submission socket: %v; set submit_socket in %s to a path relayd may create", err, path)
 	}
 
 	ctx, stop := context.WithCancel(context.Background())

@@ -138,6 +138,7 @@ func Parse(name string, data []byte) (*Config, error) {
 	if l.c.Hostname == "" {
 		l.c.Hostname = DefaultHostname()
 	}
+	l.c.placeSockets(func(k string) bool { _, ok := raw[k]; return ok })
 	return l.c, nil
 }
 

@@ -61,8 +61,7 @@ chmod 0711 "$TMP/spool"
 cat >"$TMP/mailshim.conf" <<CONF
 hostname = "web1.demo.invalid"
 spool = "$TMP/spool"
-control_socket = "$TMP/control.sock"
-submit_socket = "$TMP/submit.sock"
+# No control_socket/submit_socket: a private spool gets them inside it.
 
 [[upstream]]
 host = "$HOST"
@@ -85,7 +84,7 @@ bin/relayd check-config >/dev/null
 say "starting relayd on the private spool"
 bin/relayd 2>"$TMP/relayd.log" &
 RELAYD_PID=$!
-wait_for "relayd's control socket" 20 test -S "$TMP/control.sock"
+wait_for "relayd's control socket" 20 test -S "$TMP/spool/control.sock"
 
 say "sending a message with: sendmail -t -i"
 SCRIPT_FILENAME="$ROOT/test/demo/demo.sh" bin/sendmail -t -i <<MSG
