@@ -145,6 +145,26 @@ mailname_used() {
 check "install: the default sender is user@ /etc/mailname" mailname_used
 check "install: newaliases exits 0" /usr/bin/newaliases
 
+# relayd tls-init from postinst: the loopback listener's certificate, its
+# key readable by group mailshim only, its CA trusted system-wide, and
+# valid for the local names through the system store alone.
+check "install: /etc/mailshim/tls is root:mailshim 0750, local.key 0640" sh -c \
+	'[ "$(stat -c "%U:%G %a" /etc/mailshim/tls) $(stat -c "%U:%G %a" /etc/mailshim/tls/local.key)" = "root:mailshim 750 root:mailshim 640" ]'
+check "install: the local CA is in the system trust store" sh -c \
+	'cmp /usr/local/share/ca-certificates/mailshim-local-ca.crt /etc/mailshim/tls/ca.crt &&
+	 [ -L /etc/ssl/certs/mailshim-local-ca.pem ] &&
+	 grep -q "$(sed -n 2p /etc/mailshim/tls/ca.crt)" /etc/ssl/certs/ca-certificates.crt'
+tls_names_ok() {
+	local n
+	for n in "-verify_ip 127.0.0.1" "-verify_ip ::1" "-verify_hostname localhost" "-verify_hostname $(hostname)"; do
+		# shellcheck disable=SC2086
+		openssl verify -CAfile /etc/ssl/certs/ca-certificates.crt $n /etc/mailshim/tls/local.crt || return 1
+	done
+	! openssl verify -CAfile /etc/ssl/certs/ca-certificates.crt -verify_hostname www.example.com /etc/mailshim/tls/local.crt
+}
+check "install: the listener's certificate verifies for 127.0.0.1, ::1, localhost, $(hostname), not www.example.com" tls_names_ok
+check "install: relayd tls-init again has nothing to do" sh -c '/usr/sbin/relayd tls-init | grep -q "nothing to do"'
+
 echo "== runtime: relayd as relayd.service runs it"
 # User mailshim with its groups (SupplementaryGroups=mailshim-drop), UMask
 # 0077, the installed paths; systemd itself is not running here. The
@@ -210,6 +230,8 @@ echo "== purge"
 check "purge with apt-get" apt_get purge -y mailshim
 check "purge: spool gone" test ! -e /var/spool/mailshim
 check "purge: /etc/mailshim gone" test ! -e /etc/mailshim
+check "purge: the local CA is no longer trusted" sh -c \
+	'[ ! -e /usr/local/share/ca-certificates/mailshim-local-ca.crt ] && [ ! -e /etc/ssl/certs/mailshim-local-ca.pem ]'
 check "purge: statoverride gone" sh -c '! dpkg-statoverride --list /usr/sbin/sendmail'
 check "purge: accounts kept (Debian practice)" sh -c 'getent passwd mailshim && getent group mailshim-drop'
 

@@ -6,6 +6,7 @@
 //	relayd [run] [--config F] [--stop-timeout D]   run the daemon
 //	relayd check-config [--config F]   validate config and spool; exit 0 or 78
 //	relayd queue list|show ID|hold ID...|release ID...|delete ID...|flush
+//	relayd tls-init [--force]   make the loopback listener's certificate (root)
 //
 // Signals: SIGTERM and SIGINT finish (or, after --stop-timeout, abort) the
 // sessions in flight and exit 0; SIGHUP reloads the configuration (a bad one
@@ -27,10 +28,15 @@ func usage() {
 	fmt.Fprint(os.Stderr, `usage: relayd [run] [--config FILE] [--stop-timeout 20s]
        relayd check-config [--config FILE]
        relayd queue list | show ID | hold ID... | release ID... | delete ID... | flush
+       relayd tls-init [--force] [--name NAME]...
 `)
 }
 
 func main() {
+	// tls-init has flags of its own: it parses its arguments itself.
+	if len(os.Args) > 1 && os.Args[1] == "tls-init" {
+		os.Exit(tlsInit(os.Args[2:]))
+	}
 	fs := pflag.NewFlagSet("relayd", pflag.ContinueOnError)
 	fs.Usage = usage
 	cfgPath := fs.StringP("config", "c", "", "configuration file (default "+config.DefaultPath+", or $MAILSHIM_CONFIG)")

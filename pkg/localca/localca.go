@@ -333,3 +333,12 @@ func keyMatches(leaf *x509.Certificate, keyPEM []byte) error {
 	}
 	return nil
 }
+
+// ParseLeaf returns the first certificate in a PEM chain.
+func ParseLeaf(certPEM []byte) (*x509.Certificate, error) {
+	certs, err := parseCerts(certPEM)
+	if err != nil {
+		return nil, err
+	}
+	return certs[0], nil
+}
