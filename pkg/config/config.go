@@ -1,9 +1,34 @@
-// Package config is mailshim's configuration: one struct, defaults in code,
-// a strict TOML parse, validation, and a redacted view for check-config.
+// Package config is mailshim's configuration: typed structs, defaults in
+// code, a strict TOML parse, validation, and a redacted view for
+// check-config. Its Go API is not stable.
 //
 // sendmail (setgid) loads the same file but only uses the few keys it needs
 // (spool, hostname, max_message_size, submit_socket, aliases for -bi); it
 // never reads secrets: those are read by relayd alone, through LoadSecrets.
+//
+// # How to add a key
+//
+// The structs below are the schema: Load decodes the file into them (see
+// decode.go), so a key's name, type, default and documentation live here.
+//
+//  1. Add a field with a `toml:"key_name"` tag and a doc comment to the
+//     section's struct (Config for top-level keys). Supported types: string,
+//     bool, int, int64, []string (a single string is a one-element list),
+//     time.Duration and []time.Duration ("5m", "4h", "5d"), int64 with
+//     `conf:"size"` ("50MB"), a struct (a [section]), a []struct (an array of
+//     tables, with `each:"noun"` for its error message), and
+//     map[string]string or map[string][]string (a table of free keys).
+//  2. Set its default in defaults() (the zero value needs nothing).
+//  3. Check its value in the section's validate method (validate.go), with
+//     v.errf(path, ...) so that the error reads "file:line: key: message".
+//  4. Print it in Redacted (redact.go) so that check-config shows it.
+//  5. Document it in man/mailshim.conf.5.scd (a "*key_name* = _type_" line)
+//     and show it, commented out with its default, in packaging/mailshim.conf;
+//     TestSchemaDocumented fails until both are done.
+//
+// A new section is a struct type with its own validate method, a field of
+// Config with a `toml:"section"` tag, and a call to its validate method in
+// (*Config).validate.
 package config
 
 import (
@@ -18,88 +43,116 @@ const DefaultPath = "/etc/mailshim/mailshim.conf"
 type Config struct {
 	// Hostname names this machine in Received:, Message-ID: and default
 	// senders. Default: /etc/mailname, else the system host name.
-	Hostname string
+	Hostname string `toml:"hostname"`
 	// Spool is the spool root (maildrop/ and relayd's queue/ inside).
-	Spool string
+	Spool string `toml:"spool"`
 	// MaxMessageSize in bytes (config: "50MB", "512KB", or a number).
-	MaxMessageSize int64
+	MaxMessageSize int64 `toml:"max_message_size" conf:"size"`
 
-	ControlSocket string // default /run/mailshim/control.sock
-	SubmitSocket  string // default /run/mailshim/submit.sock
+	// ControlSocket is relayd's control socket (relayd queue, mailq,
+	// sendmail -q).
+	ControlSocket string `toml:"control_socket"`
+	// SubmitSocket is the submission socket sendmail falls back to when it
+	// is not setgid.
+	SubmitSocket string `toml:"submit_socket"`
 
-	Upstreams []Upstream
-	Queue     Queue
-	Trace     Trace
-	Log       Log
+	// AliasesFile is an aliases(5) file merged with [aliases] by relayd and
+	// by sendmail -bi; "" reads none.
+	AliasesFile string `toml:"aliases_file"`
+
+	// Upstreams are the smarthosts, tried in order ([[upstream]]).
+	Upstreams []Upstream `toml:"upstream" each:"smarthost"`
+	Queue     Queue      `toml:"queue"`
+	Trace     Trace      `toml:"trace"`
+	Log       Log        `toml:"log"`
 
 	// Aliases maps a local name to one or more addresses; merged with
 	// /etc/aliases (AliasesFile) by relayd and by sendmail -bi.
-	Aliases     map[string][]string
-	AliasesFile string // default /etc/aliases; "" disables
+	Aliases map[string][]string `toml:"aliases"`
 
 	// Senders maps a local user name, "uid:N" or "*" to the address used
 	// as envelope sender (and in a bare local From:) for mail that did not
 	// give one, so that an upstream refusing foreign senders accepts
 	// cron's and root's mail.
-	Senders map[string]string
+	Senders map[string]string `toml:"senders"`
 
 	// Policy is what local users may do ([policy]): the envelope senders
 	// each may give. The zero value allows everything.
-	Policy Policy
+	Policy Policy `toml:"policy"`
 
 	// Source is the file this was loaded from ("" for defaults).
-	Source string
+	Source string `toml:"-"`
 
 	loc     *locator            // key → line, for errors found after Load
 	aliases map[string][]string // Aliases merged with AliasesFile (LoadAliases)
 }
 
-// Upstream is one smarthost.
+// Upstream is one smarthost ([[upstream]]). After Load every field has its
+// resolved value (WithDefaults): users never default Port, TLS, ServerName
+// or Auth again.
 type Upstream struct {
-	Host         string
-	Port         int    // default 587 for starttls, 465 for tls, 25 for none
-	TLS          string // "starttls" (default), "tls", "none" (loopback only)
-	CAFile       string // default: system roots
-	ServerName   string // TLS name to verify; default Host
-	ClientCert   string // optional client certificate (PEM)
-	ClientKey    string
-	Username     string
-	PasswordFile string
-	Auth         []string // SASL mechanisms allowed, default PLAIN, LOGIN
+	// Host is the smarthost's name or IP address. Required.
+	Host string `toml:"host"`
+	// Port defaults to 587 for starttls, 465 for tls, 25 for none.
+	Port int `toml:"port"`
+	// TLS is "starttls" (default), "tls" (implicit) or "none" (loopback
+	// hosts only).
+	TLS string `toml:"tls"`
+	// CAFile holds the trusted CAs (PEM); default: the system roots.
+	CAFile string `toml:"ca_file"`
+	// ServerName is the name the certificate must carry; default Host.
+	ServerName string `toml:"server_name"`
+	// ClientCert and ClientKey are an optional client certificate (PEM).
+	ClientCert string `toml:"client_cert"`
+	ClientKey  string `toml:"client_key"`
+	// Username and PasswordFile are SASL credentials, both or neither.
+	Username     string `toml:"username"`
+	PasswordFile string `toml:"password_file"`
+	// Auth lists the SASL mechanisms allowed, in order; default PLAIN, LOGIN.
+	Auth []string `toml:"auth"`
 	// SenderDomains, when set, limits this upstream to senders in these
 	// domains (choice by sender domain); empty means any.
-	SenderDomains []string
+	SenderDomains []string `toml:"sender_domains"`
 
 	// Password is filled in by LoadSecrets (relayd only), never printed.
 	Password string `toml:"-"`
 }
 
-// Queue holds the retry schedule and limits.
+// Queue holds the retry schedule and limits ([queue]).
 type Queue struct {
-	Retry       []time.Duration // default 1m 5m 15m 1h 4h, then every last interval
-	Lifetime    time.Duration   // default 5 days
-	Concurrency int             // parallel upstream connections, default 4
+	// Retry is the schedule of retry intervals; after the last one, every
+	// last interval. Default 1m 5m 15m 1h 4h.
+	Retry []time.Duration `toml:"retry"`
+	// Lifetime is how long a message is retried before it bounces
+	// (default 5 days).
+	Lifetime time.Duration `toml:"lifetime"`
+	// Concurrency is the number of parallel upstream connections
+	// (default 4).
+	Concurrency int `toml:"concurrency"`
 	// ScanInterval is the periodic maildrop scan beside inotify (default 1m).
-	ScanInterval time.Duration
+	ScanInterval time.Duration `toml:"scan_interval"`
 	// TempGrace is how old a maildrop temp file must be before relayd
 	// removes it as abandoned (default 1h).
-	TempGrace time.Duration
+	TempGrace time.Duration `toml:"temp_grace"`
 	// Timeouts for the SMTP session.
-	ConnectTimeout time.Duration // default 30s
-	CommandTimeout time.Duration // default 5m
-	DataTimeout    time.Duration // default 10m
+	ConnectTimeout time.Duration `toml:"connect_timeout"` // default 30s
+	CommandTimeout time.Duration `toml:"command_timeout"` // default 5m
+	DataTimeout    time.Duration `toml:"data_timeout"`    // default 10m
 }
 
-// Trace configures the origin header.
+// Trace configures the origin header ([trace]).
 type Trace struct {
-	Header string   // default X-Mailshim-Origin
-	Fields []string // subset of uid, user, script; default all three; [] for no header
+	// Header is the header field's name (default X-Mailshim-Origin).
+	Header string `toml:"header"`
+	// Fields is a subset of uid, user, script; default all three; [] for
+	// no header.
+	Fields []string `toml:"fields"`
 }
 
-// Log configures relayd's logging.
+// Log configures relayd's logging ([log]).
 type Log struct {
 	// Protocol enables the SMTP protocol trace (redacted) on stderr.
-	Protocol bool
+	Protocol bool `toml:"protocol"`
 }
 
 // Default returns the configuration with every default filled in,
@@ -111,10 +164,11 @@ func Default() *Config {
 }
 
 // defaults is Default without the host name, which Load fills in only when
-// the file does not set it.
+// the file does not set it. Defaults of [[upstream]] elements, which depend
+// on other keys, are in (Upstream).WithDefaults.
 func defaults() *Config {
 	return &Config{
-		Spool:          "/var/spool/mailshim",
+		Spool:          DefaultSpool,
 		MaxMessageSize: 50 << 20,
 		ControlSocket:  "/run/mailshim/control.sock",
 		SubmitSocket:   "/run/mailshim/submit.sock",
@@ -131,6 +185,29 @@ func defaults() *Config {
 		},
 		Trace: Trace{Header: "X-Mailshim-Origin", Fields: []string{"uid", "user", "script"}},
 	}
+}
+
+// defaultPorts is the port of each TLS mode.
+var defaultPorts = map[string]int{"starttls": 587, "tls": 465, "none": 25}
+
+// WithDefaults returns u with every unset field resolved: TLS "starttls",
+// Port from the TLS mode, ServerName Host, Auth PLAIN and LOGIN. Load
+// applies it to every [[upstream]]; code that builds an Upstream by hand
+// (tests) calls it too.
+func (u Upstream) WithDefaults() Upstream {
+	if u.TLS == "" {
+		u.TLS = "starttls"
+	}
+	if u.Port == 0 {
+		u.Port = defaultPorts[u.TLS]
+	}
+	if u.ServerName == "" {
+		u.ServerName = u.Host
+	}
+	if len(u.Auth) == 0 {
+		u.Auth = []string{"PLAIN", "LOGIN"}
+	}
+	return u
 }
 
 // Path returns the configuration file to use: MAILSHIM_CONFIG when the

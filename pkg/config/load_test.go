@@ -188,6 +188,9 @@ func TestLoadErrors(t *testing.T) {
 		{"misplaced", "\nretry = [\"1m\"]\n", `2: retry: unknown key (it belongs in [queue])`},
 		{"unknown in queue", "[queue]\nlifetime = \"1d\"\nretries = 3\n", `3: queue.retries: unknown key`},
 		{"unknown section", "[relay]\nhost = \"x\"\n", `1: relay: unknown key`},
+		{"key case", "Spool = \"/x\"\n", `1: Spool: unknown key`},
+		{"key case in section", "[[upstream]]\nHost = \"h.example\"\n", `1: upstream: host is required`},
+		{"top-level key in section", "[queue]\nspool = \"/x\"\n", `2: queue.spool: unknown key (it belongs at the top of the file, before any [section])`},
 		{"hostname", "hostname = \"web 1\"\n", `1: hostname: "web 1" is not a host name`},
 		{"spool relative", "\nspool = \"var/spool\"\n", `2: spool: "var/spool" is not an absolute path`},
 		{"spool type", "spool = 5\n", `1: spool: must be a string, not an integer`},
@@ -284,6 +287,18 @@ func TestLoadErrorsAllReported(t *testing.T) {
 	}
 	if !reflect.DeepEqual(lines, []int{1, 3, 4}) {
 		t.Errorf("lines %v, want [1 3 4]; errors:\n%v", lines, err)
+	}
+}
+
+// A key whose value has the wrong type gets one error, not a second one
+// from the checks that would have looked at its value.
+func TestLoadOneErrorPerKey(t *testing.T) {
+	_, err := Parse("t.conf", []byte("[[upstream]]\nhost = 5\nport = \"x\"\n[queue]\nlifetime = 3\n"))
+	want := "t.conf:2: upstream.host: must be a string, not an integer\n" +
+		"t.conf:3: upstream.port: must be an integer, not a string\n" +
+		"t.conf:5: queue.lifetime: must be a duration string with a unit, e.g. \"3s\""
+	if err == nil || err.Error() != want {
+		t.Errorf("got\n%v\nwant\n%s", err, want)
 	}
 }
 

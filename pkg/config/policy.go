@@ -20,7 +20,7 @@ type Policy struct {
 	// The user's own name, bare or @hostname (the default sender), is
 	// always allowed. Empty (the default): no policy, any sender. Only the
 	// envelope is checked, never the From: header.
-	AllowedSenders map[string][]string
+	AllowedSenders map[string][]string `toml:"allowed_senders"`
 }
 
 // PolicyError is a sender the policy refuses (sendmail exits 77,
@@ -112,51 +112,6 @@ func checkSenderPattern(s string) error {
 		return nil
 	}
 	return checkAddress(s)
-}
-
-func (l *loader) policy(p []string, m map[string]any) {
-	for _, k := range l.keys(p, m) {
-		kp := sub(p, k)
-		switch k {
-		case "allowed_senders":
-			t, ok := l.table(kp, m[k])
-			if !ok {
-				continue
-			}
-			l.allowedSenders(kp, t)
-		default:
-			l.unknown(p, k)
-		}
-	}
-}
-
-func (l *loader) allowedSenders(p []string, m map[string]any) {
-	out := make(map[string][]string, len(m))
-	for _, k := range l.keys(p, m) {
-		kp := sub(p, k)
-		if err := checkPolicyKey(k); err != nil {
-			l.errf(kp, "%v", err)
-			continue
-		}
-		list, ok := l.strList(kp, m[k])
-		if !ok {
-			continue
-		}
-		good := make([]string, 0, len(list))
-		for _, s := range list {
-			if err := checkSenderPattern(s); err != nil {
-				l.errf(kp, "%v", err)
-				continue
-			}
-			good = append(good, s)
-		}
-		if len(good) == len(list) {
-			out[k] = good
-		}
-	}
-	if len(out) > 0 {
-		l.c.Policy.AllowedSenders = out
-	}
 }
 
 func checkPolicyKey(k string) error {

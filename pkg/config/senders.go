@@ -36,30 +36,36 @@ func (c *Config) SenderFor(user string, uid int) (string, bool) {
 }
 
 // UpstreamsFor returns, in configuration order, the upstreams that may
+// carry mail from sender (SelectUpstreams on c.Upstreams).
+func (c *Config) UpstreamsFor(sender string) []Upstream {
+	return SelectUpstreams(c.Upstreams, sender)
+}
+
+// SelectUpstreams returns, in their order, the upstreams of ups that may
 // carry mail from sender: those whose sender_domains contains the sender's
 // domain (case-insensitive; subdomains are not included) and those without
 // sender_domains. For the empty sender of a bounce, the upstreams without
 // sender_domains, or all of them when every upstream has some.
-func (c *Config) UpstreamsFor(sender string) []Upstream {
+func SelectUpstreams(ups []Upstream, sender string) []Upstream {
 	var out []Upstream
 	domain := ""
 	if at := strings.LastIndexByte(sender, '@'); at >= 0 {
-		domain = strings.ToLower(strings.TrimSuffix(sender[at+1:], "."))
+		domain = strings.TrimSuffix(sender[at+1:], ".")
 	}
-	for _, u := range c.Upstreams {
+	for _, u := range ups {
 		if len(u.SenderDomains) == 0 {
 			out = append(out, u)
 			continue
 		}
 		for _, d := range u.SenderDomains {
-			if domain != "" && d == domain {
+			if domain != "" && strings.EqualFold(d, domain) {
 				out = append(out, u)
 				break
 			}
 		}
 	}
 	if sender == "" && len(out) == 0 {
-		return append(out, c.Upstreams...)
+		return append(out, ups...)
 	}
 	return out
 }

@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -68,33 +69,97 @@ func TestShippedExample(t *testing.T) {
 		t.Errorf("SenderFor(bob) = %q", got)
 	}
 
-	// Every key the loader knows is documented in the example.
-	for _, k := range knownKeys {
-		if !strings.Contains(string(data), "#"+k+" = ") && !strings.Contains(string(data), " "+k+":") && !strings.Contains(string(data), " "+k+",") {
+	// Every key of the schema is shown in the example, commented out
+	// ("#key = ") or named in an explanation ("# key," "# key:"), or as
+	// a table header ("#[section.key]").
+	for _, k := range schemaKeys() {
+		name := k[strings.LastIndexByte(k, '.')+1:]
+		if !strings.Contains(string(data), "#"+name+" = ") && !strings.Contains(string(data), " "+name+":") &&
+			!strings.Contains(string(data), " "+name+",") && !strings.Contains(string(data), "#["+k+"]") {
 			t.Errorf("key %q is not documented in %s", k, shipped)
 		}
 	}
 }
 
-// knownKeys lists every key Load accepts (for the documentation tests).
-var knownKeys = []string{
-	"hostname", "spool", "max_message_size", "control_socket", "submit_socket", "aliases_file",
-	"host", "port", "tls", "ca_file", "server_name", "client_cert", "client_key", "username",
-	"password_file", "auth", "sender_domains",
-	"retry", "lifetime", "concurrency", "scan_interval", "temp_grace",
-	"connect_timeout", "command_timeout", "data_timeout",
-	"header", "fields", "protocol",
+// schemaKeys lists every key Load accepts, from the structs' toml tags:
+// "spool", "upstream.host", "queue.retry", "policy.allowed_senders"; a
+// section is listed too ("queue", "upstream", "aliases").
+func schemaKeys() []string {
+	var keys []string
+	var walk func(prefix string, t reflect.Type)
+	walk = func(prefix string, t reflect.Type) {
+		for _, f := range fieldsOf(t) {
+			ft := t.Field(f.index).Type
+			keys = append(keys, prefix+f.name)
+			if ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct {
+				ft = ft.Elem()
+			}
+			if ft.Kind() == reflect.Struct {
+				walk(prefix+f.name+".", ft)
+			}
+		}
+	}
+	walk("", configType)
+	return keys
 }
 
-// Every key the loader knows has its entry in mailshim.conf(5).
-func TestManPageDocumentsEveryKey(t *testing.T) {
+// manKey is a key's entry in mailshim.conf(5): "*key* = " at the start of
+// a line, or after ", " on such a line (*client_cert* = _path_, *client_key* = _path_).
+var manKey = regexp.MustCompile(`(?m)(?:^|, )\*([a-z_]+)\* = `)
+
+// Every key of the schema has its entry in mailshim.conf(5), every section
+// its heading, and every entry there is a key of the schema.
+func TestSchemaDocumented(t *testing.T) {
 	data, err := os.ReadFile("../../man/mailshim.conf.5.scd")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range append(knownKeys, "[[upstream]]", "[queue]", "[trace]", "[log]", "[aliases]", "[senders]") {
-		if !strings.Contains(string(data), "*"+k+"*") {
-			t.Errorf("mailshim.conf.5.scd does not document *%s*", k)
+	man := string(data)
+	documented := map[string]bool{}
+	for _, m := range manKey.FindAllStringSubmatch(man, -1) {
+		documented[m[1]] = true
+	}
+	inSchema := map[string]bool{}
+	for _, k := range schemaKeys() {
+		name := k[strings.LastIndexByte(k, '.')+1:]
+		inSchema[name] = true
+		ft := fieldType(k)
+		switch {
+		case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct:
+			if !strings.Contains(man, "*[["+k+"]]*") {
+				t.Errorf("mailshim.conf.5.scd does not document *[[%s]]*", k)
+			}
+		case isSection(ft) && !strings.Contains(k, "."):
+			if !strings.Contains(man, "*["+k+"]*") {
+				t.Errorf("mailshim.conf.5.scd does not document *[%s]*", k)
+			}
+		default:
+			if !documented[name] {
+				t.Errorf("mailshim.conf.5.scd has no entry \"*%s* = ...\" for key %s", name, k)
+			}
 		}
 	}
+	for k := range documented {
+		if !inSchema[k] {
+			t.Errorf("mailshim.conf.5.scd documents *%s*, which is not a key of the configuration", k)
+		}
+	}
+}
+
+// fieldType is the Go type of the field of dotted key k.
+func fieldType(k string) reflect.Type {
+	t := configType
+	var ft reflect.Type
+	for _, name := range strings.Split(k, ".") {
+		if t.Kind() == reflect.Slice {
+			t = t.Elem()
+		}
+		for _, f := range fieldsOf(t) {
+			if f.name == name {
+				ft = t.Field(f.index).Type
+			}
+		}
+		t = ft
+	}
+	return ft
 }

@@ -5,38 +5,15 @@ import (
 	"errors"
 	"net"
 	"strconv"
-	"strings"
 
 	"github.com/mailshim/mailshim/pkg/config"
 )
 
 // Candidates returns the upstreams that may carry mail from sender, in
-// their configured order: those without SenderDomains, and those whose
-// SenderDomains hold the sender's domain. The null sender "" (bounces) may
-// use every upstream if none is open to all. It is the same choice as
-// config.(*Config).UpstreamsFor, on a plain list.
+// their configured order: config.SelectUpstreams, the rule of
+// sender_domains.
 func Candidates(ups []config.Upstream, sender string) []config.Upstream {
-	domain := ""
-	if i := strings.LastIndexByte(sender, '@'); i >= 0 {
-		domain = strings.ToLower(strings.TrimSuffix(sender[i+1:], "."))
-	}
-	var out []config.Upstream
-	for _, up := range ups {
-		if len(up.SenderDomains) == 0 {
-			out = append(out, up)
-			continue
-		}
-		for _, d := range up.SenderDomains {
-			if domain != "" && strings.EqualFold(strings.TrimPrefix(d, "@"), domain) {
-				out = append(out, up)
-				break
-			}
-		}
-	}
-	if len(out) == 0 && sender == "" {
-		out = append(out, ups...)
-	}
-	return out
+	return config.SelectUpstreams(ups, sender)
 }
 
 // Deliver sends m through the first of ups that works: it dials each in
@@ -83,8 +60,7 @@ func failover(res *Result) bool {
 }
 
 func upstreamAddr(up config.Upstream) string {
-	_, port := upstreamMode(up)
-	return net.JoinHostPort(up.Host, strconv.Itoa(port))
+	return net.JoinHostPort(up.Host, strconv.Itoa(up.WithDefaults().Port))
 }
 
 func failed(m *Message, addr string, e *Error) *Result {

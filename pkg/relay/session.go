@@ -42,8 +42,12 @@ type Session struct {
 // Dial connects to up (its Password filled by config.LoadSecrets): TCP,
 // TLS (STARTTLS or implicit), EHLO with opts.Hostname, AUTH. A failure is
 // an *Error (returned as error) with Stage connect, tls, ehlo or auth.
+//
+// The defaults of up's unset fields (port, TLS mode, server name, SASL
+// mechanisms) are config's: config.Load resolves them, and Dial applies
+// the same config.Upstream.WithDefaults to an Upstream built by hand.
 func Dial(ctx context.Context, up config.Upstream, opts Options) (*Session, error) {
-	s, err := dial(ctx, up, opts)
+	s, err := dial(ctx, up.WithDefaults(), opts)
 	if err != nil {
 		var re *Error
 		if !errors.As(err, &re) {
@@ -67,25 +71,6 @@ func Dial(ctx context.Context, up config.Upstream, opts Options) (*Session, erro
 	return s, nil
 }
 
-func upstreamMode(up config.Upstream) (mode string, port int) {
-	mode = strings.ToLower(up.TLS)
-	if mode == "" {
-		mode = "starttls"
-	}
-	port = up.Port
-	if port == 0 {
-		switch mode {
-		case "tls":
-			port = 465
-		case "none":
-			port = 25
-		default:
-			port = 587
-		}
-	}
-	return mode, port
-}
-
 // isLoopback reports whether host names this machine: localhost or a
 // loopback address.
 func isLoopback(host string) bool {
@@ -101,7 +86,7 @@ func configError(stage, cause, fix string) *Error {
 }
 
 func dial(ctx context.Context, up config.Upstream, opts Options) (*Session, error) {
-	mode, port := upstreamMode(up)
+	mode, port := up.TLS, up.Port
 	connectT, command, data := opts.timeouts()
 	if up.Host == "" {
 		return nil, configError(StageConnect, "the upstream has no host", "set host in [[upstream]]")
@@ -233,9 +218,6 @@ func makeTLSConfig(up config.Upstream, opts Options) (*tls.Config, error) {
 		ServerName: up.ServerName,
 		MinVersion: tls.VersionTLS12,
 	}
-	if cfg.ServerName == "" {
-		cfg.ServerName = up.Host
-	}
 	switch {
 	case opts.RootCAs != nil:
 		cfg.RootCAs = opts.RootCAs
@@ -270,9 +252,6 @@ func (s *Session) auth() *Error {
 		return e
 	}
 	mechs := s.up.Auth
-	if len(mechs) == 0 {
-		mechs = []string{sasl.Plain, sasl.Login}
-	}
 	if ok, _ := s.c.Extension("AUTH"); !ok {
 		e := configError(StageAuth, "the upstream does not offer AUTH (after TLS), but credentials are configured",
 			"check the upstream's port and SASL settings, or remove username if it needs none")
@@ -292,8 +271,7 @@ func (s *Session) auth() *Error {
 		case sasl.Login:
 			client = sasl.NewLoginClient(s.up.Username, s.up.Password)
 		case sasl.OAuthBearer:
-			_, port := upstreamMode(s.up)
-			client = sasl.NewOAuthBearerClient(&sasl.OAuthBearerOptions{Username: s.up.Username, Token: s.up.Password, Host: s.up.Host, Port: port})
+			client = sasl.NewOAuthBearerClient(&sasl.OAuthBearerOptions{Username: s.up.Username, Token: s.up.Password, Host: s.up.Host, Port: s.up.Port})
 		default:
 			continue
 		}
@@ -426,7 +404,7 @@ func (s *Session) refine(e *Error) *Error {
 		return e
 	}
 	why := "no username is set for this upstream"
-	if mode, _ := upstreamMode(s.up); mode == "none" {
+	if s.up.TLS == "none" {
 		why = `tls = "none" and no username: relayd sent no credentials`
 	}
 	e.Cause = "the upstream refuses to relay for us because relayd did not authenticate (" + why + ")"

@@ -340,7 +340,7 @@ func (s *Server) Close() error {
 
 // Upstream returns a config.Upstream pointing at the server: host, port,
 // TLS mode, the CA file, and the credentials (Password filled in, as
-// LoadSecrets would).
+// LoadSecrets would), with config's defaults resolved as Load does.
 func (s *Server) Upstream() config.Upstream {
 	up := config.Upstream{
 		Host:     s.Host,
@@ -357,7 +357,7 @@ func (s *Server) Upstream() config.Upstream {
 		up.TLS = "none"
 		up.CAFile = ""
 	}
-	return up
+	return up.WithDefaults()
 }
 
 // Count returns the number of messages delivered so far.
