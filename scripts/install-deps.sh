@@ -12,6 +12,7 @@ pkgs=(
 	cron git git-email                       # cron, git send-email
 	sasl2-bin libsasl2-modules               # the Postfix upstream's SASL
 	openssl ca-certificates util-linux procps iproute2
+	nftables                                 # relayd doctor e2e: a DROP rule in a network namespace
 	systemd                                  # systemd-analyze verify/security
 	debootstrap systemd-container            # deb-test: Debian chroot, booted container
 )

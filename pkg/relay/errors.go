@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -13,6 +14,8 @@ import (
 	"syscall"
 
 	"github.com/emersion/go-smtp"
+
+	"github.com/mailshim/mailshim/pkg/config"
 )
 
 // Class says what the queue should do with a failure.
@@ -122,6 +125,12 @@ func (e *Error) Reply() string {
 	return s
 }
 
+// Classify turns anything returned by go-smtp, net, crypto/tls or
+// crypto/x509 at stage into an *Error with its cause and fix, the way a
+// Session does. An error it does not recognise is Temporary. relayd doctor
+// uses it so that it explains a failure in the same words as the log.
+func Classify(stage string, err error) *Error { return classify(stage, err) }
+
 // classify turns anything returned by go-smtp, net or crypto/tls at stage
 // into an *Error. An error it does not recognise is Temporary.
 func classify(stage string, err error) *Error {
@@ -149,16 +158,36 @@ func classify(stage string, err error) *Error {
 	switch {
 	case errors.Is(err, context.Canceled):
 		e.Cause = "the delivery was cancelled (relayd is stopping)"
+	case isDialTimeout(err):
+		e.Cause = "the upstream did not answer in time: the TCP connection timed out, nothing answered (a firewall dropping the packets, or a wrong host or port)"
+		e.Fix = "check host and port, and that no firewall between here and the upstream drops outgoing connections to that port (many hosting providers block 25 and 587: try 465 with tls = \"tls\")"
 	case errors.As(err, &ne) && ne.Timeout(), errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, context.DeadlineExceeded):
 		e.Cause = "the upstream did not answer in time (timeout at " + stage + ")"
 		e.Fix = "check that the upstream is reachable and not overloaded; the timeouts are queue.connect_timeout, command_timeout, data_timeout"
 	case errors.As(err, &hostErr):
 		e.Stage = StageTLS
 		e.Cause = "the upstream's TLS certificate is not valid for the name we connected to"
+		if hostErr.Certificate != nil {
+			e.Cause += " (" + hostErr.Host + "; it is for " + certNames(hostErr.Certificate) + ")"
+		}
 		e.Fix = "set host (or server_name) to a name the certificate covers"
+	case errors.As(err, &invalid) && (invalid.Reason == x509.Expired):
+		e.Stage = StageTLS
+		e.Cause = "the upstream's TLS certificate has expired or is not valid yet"
+		if c := invalid.Cert; c != nil {
+			e.Cause += fmt.Sprintf(" (valid %s to %s)", c.NotBefore.UTC().Format("2006-01-02"), c.NotAfter.UTC().Format("2006-01-02"))
+		}
+		e.Fix = "the upstream's administrator must renew the certificate (check this host's clock too); relayd does not send over an invalid certificate"
+	case errors.As(err, &unknownCA) && unknownCA.Cert != nil && selfSigned(unknownCA.Cert):
+		e.Stage = StageTLS
+		e.Cause = "the upstream's TLS certificate is self-signed (" + unknownCA.Cert.Subject.String() + ")"
+		e.Fix = "have the upstream use a certificate from a CA; for a private host you control, set ca_file to that certificate"
 	case errors.As(err, &unknownCA), errors.As(err, &invalid), errors.As(err, &certErr):
 		e.Stage = StageTLS
 		e.Cause = "the upstream's TLS certificate could not be verified"
+		if unknownCA.Cert != nil {
+			e.Cause += " (signed by an unknown authority: " + unknownCA.Cert.Issuer.String() + ")"
+		}
 		e.Fix = "if the upstream uses a private CA, set ca_file to its certificate; check the certificate has not expired"
 	case isRemoteAlert(err):
 		e.Stage = StageTLS
@@ -171,6 +200,9 @@ func classify(stage string, err error) *Error {
 	case errors.Is(err, syscall.ECONNREFUSED):
 		e.Cause = "the upstream refused the connection"
 		e.Fix = "check host and port, and that the upstream is running"
+	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
+		e.Cause = "the upstream is unreachable: no route to it (" + err.Error() + ")"
+		e.Fix = "check host, this machine's network and routes, and firewalls that reject the connection"
 	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE), errors.Is(err, net.ErrClosed), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		e.Cause = "the upstream closed the connection at " + stage
 	case isDNS(err):
@@ -185,6 +217,38 @@ func classify(stage string, err error) *Error {
 func isRemoteAlert(err error) bool {
 	var oe *net.OpError
 	return errors.As(err, &oe) && oe.Op == "remote error"
+}
+
+// isDialTimeout reports a TCP connect that timed out (nothing answered
+// the SYN), as opposed to a reply that did not come in time.
+func isDialTimeout(err error) bool {
+	var oe *net.OpError
+	if !errors.As(err, &oe) || oe.Op != "dial" {
+		return false
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, syscall.ETIMEDOUT)
+}
+
+// selfSigned reports a certificate that signed itself.
+func selfSigned(c *x509.Certificate) bool {
+	return bytes.Equal(c.RawIssuer, c.RawSubject) && c.CheckSignatureFrom(c) == nil
+}
+
+// certNames lists the names a certificate is valid for.
+func certNames(c *x509.Certificate) string {
+	var n []string
+	n = append(n, c.DNSNames...)
+	for _, ip := range c.IPAddresses {
+		n = append(n, ip.String())
+	}
+	if len(n) == 0 && c.Subject.CommonName != "" {
+		n = append(n, "CN="+c.Subject.CommonName)
+	}
+	if len(n) == 0 {
+		return "no name"
+	}
+	return strings.Join(n, ", ")
 }
 
 func isDNS(err error) bool {
@@ -251,8 +315,72 @@ const (
 	causeRelayDenied  = "the upstream refuses to relay for us: we are not authenticated, or this sender is not allowed to relay"
 )
 
-// explanations, first match wins. t is the lower-cased reply text.
+// Causes and fixes that relayd doctor also gives when it finds the same
+// problem before any reply (the words must be the same in both places).
+const (
+	CauseNoSTARTTLS = "STARTTLS stripped or not offered by the upstream; relayd does not send mail or credentials in clear"
+	FixNoSTARTTLS   = `check that the upstream offers STARTTLS on this port (587), or use tls = "tls" on port 465`
+	CauseNoAUTH     = "the upstream does not offer AUTH (after TLS), but credentials are configured"
+	FixNoAUTH       = "check the upstream's port and SASL settings, or remove username if it needs none"
+)
+
+// explanations, first match wins. t is the lower-cased reply text. The
+// provider-specific replies come first: their generic words (535, "not
+// verified") would otherwise match a less precise entry.
 var explanations = []explanation{
+	// Microsoft 365 / Exchange Online.
+	{
+		match: func(code int, enh, t, stage string) bool {
+			return has(t, "smtpclientauthentication is disabled", "smtp_auth_disabled")
+		},
+		cause: "Microsoft 365 has SMTP AUTH (authenticated client submission) turned off for this tenant or mailbox",
+		fix:   "turn on Authenticated SMTP for the mailbox (Microsoft 365 admin center: Users > Active users > Mail > Manage email apps) or the tenant (Set-TransportConfig -SmtpClientAuthenticationDisabled $false); mail stays queued meanwhile",
+		auth:  true,
+	},
+	{
+		match: func(code int, enh, t, stage string) bool {
+			return has(t, "basic authentication is disabled", "basic auth is disabled", "basic authentication has been disabled", "basicauthblocked") ||
+				(enh == "5.7.139" && has(t, "security defaults", "did not meet the criteria", "conditional access"))
+		},
+		cause: "Microsoft 365 refuses basic authentication (a user name and password) for SMTP: it is retiring it, or security defaults / conditional access block it",
+		fix:   "relay through a Microsoft 365 connector (port 25 to the tenant's MX, allowed by this host's IP) or another smarthost; a password in password_file no longer works for this account",
+		auth:  true,
+	},
+	// Gmail / Google Workspace.
+	{
+		match: func(code int, enh, t, stage string) bool {
+			return has(t, "application-specific password required", "invalidsecondfactor")
+		},
+		cause: "the Google account uses 2-step verification: its normal password is refused for SMTP, an app password is required",
+		fix:   "create an app password (Google Account > Security > 2-Step Verification > App passwords) and put it in password_file",
+		auth:  true,
+	},
+	// Amazon SES.
+	{
+		match: func(code int, enh, t, stage string) bool {
+			return has(t, "email address is not verified", "identities failed the check", "domain is not verified")
+		},
+		cause: "Amazon SES sends only from verified identities: this envelope sender (or, in the SES sandbox, the recipient) is not verified in the SMTP credentials' region",
+		fix:   "verify the sender's address or domain in the SES console for that region and map local users to it in [senders]; in the sandbox verify the recipients too, or request production access",
+	},
+	// Postfix with smtpd_sasl_auth_enable = no (or Exim without an
+	// authenticator) answering AUTH.
+	{
+		match: func(code int, enh, t, stage string) bool {
+			return stage == StageAuth && has(t, "authentication not enabled", "auth command used when not advertised", "auth not available")
+		},
+		cause: CauseNoAUTH,
+		fix:   FixNoAUTH,
+		auth:  true,
+	},
+	// Exim's sender verification (callout) failing.
+	{
+		match: func(code int, enh, t, stage string) bool {
+			return has(t, "sender verify failed", "sender verification failed", "verification failed for <")
+		},
+		cause: "the upstream could not verify our envelope sender (its domain has no MX or A record, or the address does not exist there)",
+		fix:   "send from an address in a real, resolvable domain: set hostname to a FQDN and map local users to real addresses in [senders]",
+	},
 	{
 		match: func(code int, enh, t, stage string) bool {
 			return has(t, "must issue a starttls", "starttls first", "encryption required", "tls required", "must use tls", "requires tls")
@@ -352,4 +480,28 @@ func explain(code int, enhanced, text string, stage string) (cause, fix string, 
 		}
 	}
 	return "", "", nil
+}
+
+// Refine makes a refusal explained as "not authenticated" or "relay
+// denied" precise when the session knows whether it authenticated: without
+// a username (as with tls = "none") relayd sent no credentials at all; after
+// a successful AUTH the credentials are right and the upstream's relay rules
+// are what refuses this login. Other errors are returned unchanged.
+func Refine(e *Error, up config.Upstream, authenticated bool) *Error {
+	if e == nil || (e.Cause != causeRelayDenied && e.Cause != causeAuthRequired) {
+		return e
+	}
+	switch {
+	case up.Username == "":
+		why := "no username is set for this upstream"
+		if mode, _ := upstreamMode(up); mode == "none" {
+			why = `tls = "none" and no username: relayd sent no credentials`
+		}
+		e.Cause = "the upstream refuses to relay for us because relayd did not authenticate (" + why + ")"
+		e.Fix = `set username and password_file for this upstream, with tls = "starttls" (port 587) or "tls" (port 465): relayd authenticates only over TLS`
+	case authenticated && e.Cause == causeRelayDenied:
+		e.Cause = "the upstream accepted our login but refuses to relay for it: its relay rules do not let this account send to other domains"
+		e.Fix = "on the upstream, allow authenticated clients to relay (Postfix: permit_sasl_authenticated before reject_unauth_destination in smtpd_relay_restrictions; relaying only from mynetworks excludes this host); or use the account the provider gives for SMTP submission"
+	}
+	return e
 }

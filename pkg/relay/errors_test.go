@@ -8,9 +8,12 @@ import (
 	"net"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/emersion/go-smtp"
+
+	"github.com/mailshim/mailshim/pkg/config"
 )
 
 // Real upstream replies (Postfix unless noted), the class we give them and
@@ -105,5 +108,90 @@ func TestClassifyLocalFailures(t *testing.T) {
 	e := classify(StageRcpt, &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "<a@b>: Recipient address rejected:\nUser unknown"})
 	if e.Reply() != "550 5.1.1 <a@b>: Recipient address rejected: User unknown" || !strings.Contains(e.Error(), "rcpt: 550 5.1.1") {
 		t.Errorf("reply %q error %q", e.Reply(), e.Error())
+	}
+}
+
+// Provider replies, word for word as the providers send them.
+func TestExplainProviders(t *testing.T) {
+	for _, tc := range []struct {
+		stage      string
+		code       int
+		enh, text  string
+		class      Class
+		cause, fix string
+	}{
+		// Microsoft 365.
+		{StageAuth, 535, "5.7.139", "Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant. Visit https://aka.ms/smtp_auth_disabled for more information. [SN4PR0501CA0054.namprd05.prod.outlook.com]", AuthFailure, "SMTP AUTH", "Authenticated SMTP"},
+		{StageAuth, 535, "5.7.139", "Authentication unsuccessful, SmtpClientAuthentication is disabled for the Mailbox. Visit https://aka.ms/smtp_auth_disabled for more information.", AuthFailure, "turned off", "SmtpClientAuthenticationDisabled"},
+		{StageAuth, 535, "5.7.139", "Authentication unsuccessful, basic authentication is disabled. [BN9PR03CA0123.namprd03.prod.outlook.com]", AuthFailure, "basic authentication", "connector"},
+		{StageAuth, 535, "5.7.139", "Authentication unsuccessful, the request did not meet the criteria to be authenticated successfully. Contact your administrator.", AuthFailure, "security defaults", "connector"},
+		{StageAuth, 535, "5.7.139", "Authentication unsuccessful, the user credentials were incorrect.", AuthFailure, "refused our credentials", "password_file"},
+		{StageMail, 530, "5.7.57", "Client not authenticated to send mail. Error: 535 5.7.139 Authentication unsuccessful", AuthFailure, "requires authentication", "password_file"},
+		// Gmail.
+		{StageAuth, 534, "5.7.9", "Application-specific password required. For more information, go to https://support.google.com/mail/?p=InvalidSecondFactor d2e1a72fcca58-7d5-gsmtp", AuthFailure, "app password", "App passwords"},
+		{StageMail, 530, "5.7.0", "Authentication Required. For more information, go to https://support.google.com/mail/?p=WantAuthError d2e1a72fcca58-7d5-gsmtp", AuthFailure, "requires authentication", "username and password_file"},
+		// Amazon SES.
+		{StageDataEnd, 554, "", "Message rejected: Email address is not verified. The following identities failed the check in region US-EAST-1: root@web1.example.com", Permanent, "verified identities", "SES console"},
+		{StageMail, 554, "", "Message rejected: Email address is not verified. The following identities failed the check in region EU-WEST-1: www-data@web1.example.com", Permanent, "not verified", "[senders]"},
+		// Postfix.
+		{StageRcpt, 554, "5.7.1", "<x@example.org>: Relay access denied", AuthFailure, "refuses to relay", "smtpd_relay_restrictions"},
+		{StageRcpt, 553, "5.7.1", "<owned@example.net>: Sender address rejected: not owned by user relay@e2e.test", Permanent, "not owned", "[senders]"},
+		{StageMail, 530, "5.7.0", "Must issue a STARTTLS command first", AuthFailure, "requires TLS", `tls = "starttls"`},
+		{StageAuth, 535, "5.7.8", "Error: authentication failed: authentication failure", AuthFailure, "refused our credentials", "password_file"},
+		{StageAuth, 503, "5.5.1", "Error: authentication not enabled", AuthFailure, "does not offer AUTH", "SASL settings"},
+		// Exim.
+		{StageRcpt, 550, "", "relay not permitted", AuthFailure, "refuses to relay", "password_file"},
+		{StageAuth, 535, "", "Incorrect authentication data", AuthFailure, "refused our credentials", "password_file"},
+		{StageRcpt, 550, "", "Verification failed for <www-data@web1> Unrouteable address Sender verify failed", Permanent, "could not verify our envelope sender", "[senders]"},
+		{StageAuth, 503, "", "AUTH command used when not advertised", AuthFailure, "does not offer AUTH", "SASL"},
+	} {
+		t.Run(fmt.Sprintf("%d %s %s", tc.code, tc.enh, tc.text), func(t *testing.T) {
+			e := replyError(tc.stage, tc.code, tc.enh, tc.text, nil)
+			if e.Class != tc.class {
+				t.Errorf("class %v, want %v", e.Class, tc.class)
+			}
+			if !strings.Contains(e.Cause, tc.cause) || !strings.Contains(e.Fix, tc.fix) {
+				t.Errorf("cause %q fix %q; want %q and %q", e.Cause, e.Fix, tc.cause, tc.fix)
+			}
+		})
+	}
+}
+
+func TestRefine(t *testing.T) {
+	relayDenied := func() *Error {
+		return replyError(StageRcpt, 554, "5.7.1", "<x@example.org>: Relay access denied", nil)
+	}
+	withLogin := config.Upstream{Host: "smtp.example.com", Username: "relay@example.com"}
+	if e := Refine(relayDenied(), config.Upstream{Host: "127.0.0.1", TLS: "none"}, false); !strings.Contains(e.Cause, `tls = "none" and no username`) {
+		t.Errorf("no login: %q", e.Cause)
+	}
+	if e := Refine(relayDenied(), withLogin, true); !strings.Contains(e.Cause, "accepted our login") || !strings.Contains(e.Fix, "permit_sasl_authenticated before reject_unauth_destination") {
+		t.Errorf("authenticated: %q / %q", e.Cause, e.Fix)
+	}
+	if e := Refine(relayDenied(), withLogin, false); e.Cause != causeRelayDenied {
+		t.Errorf("login configured, not known to have succeeded: %q", e.Cause)
+	}
+	other := replyError(StageRcpt, 550, "5.1.1", "User unknown", nil)
+	if e := Refine(other, config.Upstream{}, false); e.Cause != other.Cause {
+		t.Errorf("unrelated reply changed: %q", e.Cause)
+	}
+}
+
+func TestClassifyConnectAndCertificates(t *testing.T) {
+	dialTimeout := &net.OpError{Op: "dial", Net: "tcp", Err: os.ErrDeadlineExceeded}
+	readTimeout := &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}
+	for _, tc := range []struct {
+		err   error
+		cause string
+	}{
+		{dialTimeout, "connection timed out, nothing answered"},
+		{readTimeout, "did not answer in time (timeout at connect)"},
+		{&net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}, "refused the connection"},
+		{&net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.EHOSTUNREACH)}, "unreachable"},
+		{&net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ENETUNREACH)}, "no route"},
+	} {
+		if e := Classify(StageConnect, tc.err); !strings.Contains(e.Cause, tc.cause) {
+			t.Errorf("%v: cause %q, want %q", tc.err, e.Cause, tc.cause)
+		}
 	}
 }
