@@ -7,6 +7,7 @@
 //	relayd check-config [--config F]   validate config and spool; exit 0 or 78
 //	relayd queue list|show ID|hold ID...|release ID...|delete ID...|flush
 //	relayd tls-init [--force]   make the loopback listener's certificate (root)
+//	relayd doctor [--upstream N] [--sender A] [--rcpt A] [--send-to A] [--json]
 //
 // Signals: SIGTERM and SIGINT finish (or, after --stop-timeout, abort) the
 // sessions in flight and exit 0; SIGHUP reloads the configuration (a bad one
@@ -29,6 +30,7 @@ func usage() {
        relayd check-config [--config FILE]
        relayd queue list | show ID | hold ID... | release ID... | delete ID... | flush
        relayd tls-init [--force] [--name NAME]...
+       relayd doctor [--upstream N] [--sender ADDR] [--rcpt ADDR] [--send-to ADDR] [--json]
 `)
 }
 
@@ -36,6 +38,9 @@ func main() {
 	// tls-init has flags of its own: it parses its arguments itself.
 	if len(os.Args) > 1 && os.Args[1] == "tls-init" {
 		os.Exit(tlsInit(os.Args[2:]))
+	}
+	if code, ok := doctorMain(os.Args[1:]); ok {
+		os.Exit(code)
 	}
 	fs := pflag.NewFlagSet("relayd", pflag.ContinueOnError)
 	fs.Usage = usage
