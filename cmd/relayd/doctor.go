@@ -20,7 +20,7 @@ import (
 )
 
 const doctorUsage = `usage: relayd doctor [--config FILE] [--upstream N] [--sender ADDR]... [--rcpt ADDR]
-                     [--send-to ADDR] [--timeout 10s] [--json]
+                     [--send-to ADDR [--log-file FILE]] [--timeout 10s] [--json]
 `
 
 // doctorMain runs `relayd doctor` when it is the command in args (after
@@ -58,6 +58,8 @@ func doctorCmd(args []string) int {
 	sendTo := fs.String("send-to", "", "send one test message to this address through the queue and wait for its outcome")
 	timeout := fs.Duration("timeout", doctor.DefaultTimeout, "limit for each step (DNS, connect, handshake, each reply)")
 	asJSON := fs.Bool("json", false, "print the report as one JSON object")
+	sendmail := fs.String("sendmail", "/usr/sbin/sendmail", "the sendmail to check (another path after make install PREFIX=...)")
+	logFile := fs.String("log-file", "", "relayd's log, to find the upstream's queue id of the --send-to message (default: the journal)")
 	if err := fs.Parse(args); err != nil {
 		if err == pflag.ErrHelp {
 			return sysexits.OK
@@ -96,7 +98,7 @@ func doctorCmd(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	lo := doctor.LocalOptions{Config: cfg, Owner: checkOwner(cfg.Spool), Timeout: *timeout}
+	lo := doctor.LocalOptions{Config: cfg, Owner: checkOwner(cfg.Spool), Sendmail: *sendmail, Timeout: *timeout}
 	if path == config.DefaultPath {
 		if l, err := packaging.Layout(); err == nil {
 			lo.Layout = l
@@ -120,7 +122,14 @@ func doctorCmd(args []string) int {
 		rep.Add(doctor.Upstream(ctx, i+1, up, uo)...)
 	}
 	if *sendTo != "" {
-		rep.Sent = doctor.SendTest(ctx, doctor.SendOptions{Config: cfg, To: *sendTo, From: firstOr(from, ""), Wait: 2 * time.Minute})
+		so := doctor.SendOptions{Config: cfg, To: *sendTo, From: firstOr(from, ""), Wait: 2 * time.Minute}
+		if *logFile != "" {
+			so.Log = func(context.Context, string) string {
+				b, _ := os.ReadFile(*logFile)
+				return string(b)
+			}
+		}
+		rep.Sent = doctor.SendTest(ctx, so)
 	}
 	rep.Redact(secrets...)
 	if *asJSON {
