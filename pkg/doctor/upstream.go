@@ -119,22 +119,8 @@ func Upstream(ctx context.Context, index int, up config.Upstream, o UpstreamOpti
 }
 
 func mode(up config.Upstream) (string, int) {
-	m := strings.ToLower(up.TLS)
-	if m == "" {
-		m = "starttls"
-	}
-	port := up.Port
-	if port == 0 {
-		switch m {
-		case "tls":
-			port = 465
-		case "none":
-			port = 25
-		default:
-			port = 587
-		}
-	}
-	return m, port
+	up = up.WithDefaults()
+	return strings.ToLower(up.TLS), up.Port
 }
 
 // steps lists the checks of this run in order, for the skipped ones.
@@ -554,10 +540,7 @@ type certs struct {
 }
 
 func (p *probe) tlsConfig() (*tls.Config, *certs, error) {
-	cfg := &tls.Config{ServerName: p.up.ServerName, MinVersion: tls.VersionTLS12}
-	if cfg.ServerName == "" {
-		cfg.ServerName = p.up.Host
-	}
+	cfg := &tls.Config{ServerName: p.up.WithDefaults().ServerName, MinVersion: tls.VersionTLS12}
 	v := &certs{serverName: cfg.ServerName, roots: "the system roots"}
 	var roots *x509.CertPool
 	switch {
@@ -821,10 +804,7 @@ func (p *probe) auth() bool {
 		p.fail(CAuth, "AUTH not offered after TLS", &relay.Error{Stage: relay.StageAuth, Cause: relay.CauseNoAUTH, Fix: relay.FixNoAUTH})
 		return false
 	}
-	mechs := p.up.Auth
-	if len(mechs) == 0 {
-		mechs = []string{sasl.Plain, sasl.Login}
-	}
+	mechs := p.up.WithDefaults().Auth
 	var client sasl.Client
 	var mech string
 	for _, m := range mechs {

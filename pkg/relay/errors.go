@@ -494,7 +494,7 @@ func Refine(e *Error, up config.Upstream, authenticated bool) *Error {
 	switch {
 	case up.Username == "":
 		why := "no username is set for this upstream"
-		if mode, _ := upstreamMode(up); mode == "none" {
+		if up.WithDefaults().TLS == "none" {
 			why = `tls = "none" and no username: relayd sent no credentials`
 		}
 		e.Cause = "the upstream refuses to relay for us because relayd did not authenticate (" + why + ")"
