@@ -18,6 +18,7 @@ import (
 	"github.com/mailshim/mailshim/pkg/config"
 	"github.com/mailshim/mailshim/pkg/control"
 	"github.com/mailshim/mailshim/pkg/maillog"
+	"github.com/mailshim/mailshim/pkg/oauth"
 	"github.com/mailshim/mailshim/pkg/pickup"
 	"github.com/mailshim/mailshim/pkg/queue"
 	"github.com/mailshim/mailshim/pkg/relay"
@@ -54,12 +55,18 @@ func (l *lineWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func relayOptions(cfg *config.Config, host string) relay.Options {
+func relayOptions(cfg *config.Config, host string, log *maillog.Logger) relay.Options {
 	opts := relay.OptionsFrom(cfg)
 	opts.Hostname = host
 	if cfg.Log.Protocol {
 		opts.Trace = &lineWriter{w: os.Stderr}
 	}
+	// OAuth2 bearer tokens (XOAUTH2, OAUTHBEARER); a reload starts with
+	// fresh token sources.
+	oc := &oauth.Clients{Options: oauth.Options{Warn: func(msg string, err error) {
+		log.Event("warning", "reason", msg, "error", err.Error())
+	}}}
+	opts.SASL = oc.Client
 	return opts
 }
 
@@ -108,7 +115,7 @@ func run(path string, drainTimeout time.Duration) int {
 		return fatal(sysexits.OSErr, "recovering the queue: %v", err)
 	}
 
-	qu := queue.New(sq, log, nil, queue.SettingsFrom(cfg, relayOptions(cfg, rw.Hostname)))
+	qu := queue.New(sq, log, nil, queue.SettingsFrom(cfg, relayOptions(cfg, rw.Hostname, log)))
 	if err := qu.Load(); err != nil {
 		return fatal(sysexits.OSErr, "loading the queue: %v", err)
 	}
@@ -220,7 +227,7 @@ func reload(path string, old *config.Config, pk *pickup.Pickup, qu *queue.Queue,
 	}
 	pk.SetRewriter(rw)
 	pk.SetIntervals(cfg.Queue.ScanInterval, cfg.Queue.TempGrace)
-	qu.SetSettings(queue.SettingsFrom(cfg, relayOptions(cfg, rw.Hostname)))
+	qu.SetSettings(queue.SettingsFrom(cfg, relayOptions(cfg, rw.Hostname, log)))
 	var restart []string
 	if cfg.Spool != old.Spool {
 		restart = append(restart, "spool")

@@ -114,6 +114,26 @@ type Upstream struct {
 	// domains (choice by sender domain); empty means any.
 	SenderDomains []string `toml:"sender_domains"`
 
+	// OAuthFlow, when set, makes relayd get the XOAUTH2/OAUTHBEARER
+	// bearer token from OAuthTokenURL (pkg/oauth) instead of
+	// password_file: "refresh_token" (Gmail, Microsoft 365 delegated) or
+	// "client_credentials" (Microsoft 365 app-only).
+	OAuthFlow string `toml:"oauth_flow"`
+	// OAuthTokenURL is the provider's token endpoint (https).
+	OAuthTokenURL string `toml:"oauth_token_url"`
+	// OAuthClientID is the application's client ID.
+	OAuthClientID string `toml:"oauth_client_id"`
+	// OAuthClientSecretFile holds the client secret (required for
+	// client_credentials), a secret file like password_file.
+	OAuthClientSecretFile string `toml:"oauth_client_secret_file"`
+	// OAuthRefreshTokenFile holds the refresh token (refresh_token flow),
+	// a secret file like password_file; relayd replaces it when the
+	// provider rotates the token and it may.
+	OAuthRefreshTokenFile string `toml:"oauth_refresh_token_file"`
+	// OAuthScopes are the scopes asked for (the provider's default when
+	// empty).
+	OAuthScopes []string `toml:"oauth_scopes"`
+
 	// Password is filled in by LoadSecrets (relayd only), never printed.
 	Password string `toml:"-"`
 }
@@ -134,6 +154,9 @@ type Queue struct {
 	// TempGrace is how old a maildrop temp file must be before relayd
 	// removes it as abandoned (default 1h).
 	TempGrace time.Duration `toml:"temp_grace"`
+	// DelayNotice is how long a message may wait before its sender gets
+	// one "delayed" DSN (RFC 3464); 0 sends none. Default 4h.
+	DelayNotice time.Duration `toml:"delay_notice"`
 	// Timeouts for the SMTP session.
 	ConnectTimeout time.Duration `toml:"connect_timeout"` // default 30s
 	CommandTimeout time.Duration `toml:"command_timeout"` // default 5m
@@ -176,6 +199,7 @@ func defaults() *Config {
 		Queue: Queue{
 			Retry:          []time.Duration{time.Minute, 5 * time.Minute, 15 * time.Minute, time.Hour, 4 * time.Hour},
 			Lifetime:       5 * 24 * time.Hour,
+			DelayNotice:    4 * time.Hour,
 			Concurrency:    4,
 			ScanInterval:   time.Minute,
 			TempGrace:      time.Hour,
@@ -206,6 +230,9 @@ func (u Upstream) WithDefaults() Upstream {
 	}
 	if len(u.Auth) == 0 {
 		u.Auth = []string{"PLAIN", "LOGIN"}
+		if u.OAuthFlow != "" {
+			u.Auth = []string{"XOAUTH2", "OAUTHBEARER"}
+		}
 	}
 	return u
 }

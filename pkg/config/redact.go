@@ -50,6 +50,18 @@ func (c *Config) Redacted() string {
 		}
 		w("auth = %s\n", quoteList(u.Auth))
 		w("sender_domains = %s\n", quoteList(u.SenderDomains))
+		if u.OAuthFlow != "" {
+			w("oauth_flow = %s\n", quote(u.OAuthFlow))
+			w("oauth_token_url = %s\n", quote(u.OAuthTokenURL))
+			w("oauth_client_id = %s\n", quote(u.OAuthClientID))
+			if u.OAuthClientSecretFile != "" {
+				w("oauth_client_secret_file = %s\n", quote(u.OAuthClientSecretFile))
+			}
+			if u.OAuthRefreshTokenFile != "" {
+				w("oauth_refresh_token_file = %s\n", quote(u.OAuthRefreshTokenFile))
+			}
+			w("oauth_scopes = %s\n", quoteList(u.OAuthScopes))
+		}
 	}
 	q := c.Queue
 	w("\n[queue]\n")
@@ -64,6 +76,7 @@ func (c *Config) Redacted() string {
 		k string
 		d time.Duration
 	}{
+		{"delay_notice", q.DelayNotice},
 		{"scan_interval", q.ScanInterval}, {"temp_grace", q.TempGrace},
 		{"connect_timeout", q.ConnectTimeout}, {"command_timeout", q.CommandTimeout},
 		{"data_timeout", q.DataTimeout},

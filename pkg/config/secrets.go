@@ -42,6 +42,18 @@ func (c *Config) LoadSecrets() error {
 				errs = append(errs, c.errAt(at(f.key), "%v", err))
 			}
 		}
+		// The OAuth2 secrets follow password_file's rules; pkg/oauth
+		// reads them (and writes back a rotated refresh token).
+		for _, f := range []struct{ key, path string }{
+			{"oauth_client_secret_file", u.OAuthClientSecretFile}, {"oauth_refresh_token_file", u.OAuthRefreshTokenFile},
+		} {
+			if f.path == "" {
+				continue
+			}
+			if _, err := ReadSecret(f.path); err != nil {
+				errs = append(errs, c.errAt(at(f.key), "%v", err))
+			}
+		}
 		if u.PasswordFile == "" {
 			continue
 		}

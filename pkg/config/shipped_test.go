@@ -55,8 +55,12 @@ func TestShippedExample(t *testing.T) {
 		!reflect.DeepEqual(c.Queue, d.Queue) || !reflect.DeepEqual(c.Trace, d.Trace) || c.Log != d.Log {
 		t.Errorf("a commented default differs from Default():\n got  %+v\n want %+v", c, d)
 	}
-	if len(c.Upstreams) != 3 {
-		t.Fatalf("%d upstreams, want the 3 examples", len(c.Upstreams))
+	if len(c.Upstreams) != 5 {
+		t.Fatalf("%d upstreams, want the 5 examples", len(c.Upstreams))
+	}
+	if u := c.Upstreams; u[3].OAuthFlow != "refresh_token" || u[4].OAuthFlow != "client_credentials" ||
+		!reflect.DeepEqual(u[3].Auth, []string{"XOAUTH2", "OAUTHBEARER"}) {
+		t.Errorf("OAuth examples: %+v %+v", u[3], u[4])
 	}
 	u := c.Upstreams
 	if u[0].Port != 587 || u[0].TLS != "starttls" || u[1].Port != 465 || u[1].TLS != "tls" || u[2].TLS != "none" {

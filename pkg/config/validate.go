@@ -70,8 +70,12 @@ func (c *Config) validate(v validator) {
 	c.Policy.validate(v, []string{"policy"})
 }
 
-// Auth mechanisms mailshim can use: what go-sasl implements as a client.
-var authMechs = []string{"PLAIN", "LOGIN", "OAUTHBEARER"}
+// Auth mechanisms mailshim can use: go-sasl's clients and XOAUTH2
+// (pkg/oauth).
+var authMechs = []string{"PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER"}
+
+// bearerMechs are the mechanisms that present an OAuth2 token.
+var bearerMechs = []string{"XOAUTH2", "OAUTHBEARER"}
 
 func (u *Upstream) refuseKey(k string) string {
 	if k == "password" {
@@ -116,8 +120,6 @@ func (u *Upstream) validate(v validator, p []string) {
 				if !slices.Contains(mechs, mech) {
 					mechs = append(mechs, mech)
 				}
-			case mech == "XOAUTH2":
-				v.errf(at("auth"), "XOAUTH2 is not supported (go-sasl has no client for it); use OAUTHBEARER")
 			default:
 				v.errf(at("auth"), "%q is not a supported mechanism (%s)", mech, strings.Join(authMechs, ", "))
 			}
@@ -141,8 +143,9 @@ func (u *Upstream) validate(v validator, p []string) {
 	if u.TLS == "none" && u.Username != "" {
 		v.errf(at("username"), "credentials are never sent without TLS: remove username/password_file or use starttls or tls")
 	}
-	if u.Username != "" && u.PasswordFile == "" {
-		v.errf(at("username"), "username without password_file")
+	u.validateOAuth(v, p)
+	if u.Username != "" && u.PasswordFile == "" && u.OAuthFlow == "" {
+		v.errf(at("username"), "username without password_file (or oauth_flow)")
 	}
 	if u.PasswordFile != "" && u.Username == "" {
 		v.errf(at("password_file"), "password_file without username")
@@ -158,6 +161,65 @@ func (u *Upstream) validate(v validator, p []string) {
 		v.errf(at("tls"), "ca_file and client_cert need tls = \"starttls\" or \"tls\"")
 	}
 	*u = u.WithDefaults()
+}
+
+// validateOAuth checks the oauth_* keys of one [[upstream]] (at p).
+func (u *Upstream) validateOAuth(v validator, p []string) {
+	at := func(k string) []string { return sub(p, k) }
+	if u.OAuthFlow == "" {
+		for _, k := range []string{"oauth_token_url", "oauth_client_id", "oauth_client_secret_file", "oauth_refresh_token_file", "oauth_scopes"} {
+			if v.has(at(k)...) {
+				v.errf(at(k), "needs oauth_flow (\"refresh_token\" or \"client_credentials\")")
+			}
+		}
+		return
+	}
+	switch u.OAuthFlow {
+	case "refresh_token":
+		if u.OAuthRefreshTokenFile == "" {
+			v.errf(at("oauth_flow"), "oauth_flow = \"refresh_token\" needs oauth_refresh_token_file")
+		}
+	case "client_credentials":
+		if u.OAuthClientSecretFile == "" {
+			v.errf(at("oauth_flow"), "oauth_flow = \"client_credentials\" needs oauth_client_secret_file")
+		}
+		if v.has(at("oauth_refresh_token_file")...) {
+			v.errf(at("oauth_refresh_token_file"), "not used with oauth_flow = \"client_credentials\"")
+		}
+	default:
+		v.errf(at("oauth_flow"), "%q is not one of refresh_token, client_credentials", u.OAuthFlow)
+	}
+	if u.OAuthTokenURL == "" {
+		v.errf(at("oauth_flow"), "oauth_flow needs oauth_token_url")
+	} else if err := checkTokenURL(u.OAuthTokenURL); err != nil {
+		v.errf(at("oauth_token_url"), "%v", err)
+	}
+	if u.OAuthClientID == "" {
+		v.errf(at("oauth_flow"), "oauth_flow needs oauth_client_id")
+	} else if strings.ContainsAny(u.OAuthClientID, "\x00\r\n") {
+		v.errf(at("oauth_client_id"), "contains a control character")
+	}
+	v.path(at("oauth_client_secret_file"), u.OAuthClientSecretFile, true)
+	v.path(at("oauth_refresh_token_file"), u.OAuthRefreshTokenFile, true)
+	for _, sc := range u.OAuthScopes {
+		if sc == "" || strings.ContainsAny(sc, " \t\x00\r\n") {
+			v.errf(at("oauth_scopes"), "%q is not a scope (one per string, no spaces)", sc)
+		}
+	}
+	if u.Username == "" {
+		v.errf(at("oauth_flow"), "oauth_flow needs username (the mailbox the token is for)")
+	}
+	if u.PasswordFile != "" {
+		v.errf(at("password_file"), "password_file and oauth_flow exclude each other: the token comes from oauth_token_url")
+	}
+	if u.TLS == "none" {
+		v.errf(at("oauth_flow"), "tokens are never sent without TLS: use starttls or tls")
+	}
+	for _, m := range u.Auth {
+		if !slices.Contains(bearerMechs, m) {
+			v.errf(at("auth"), "with oauth_flow, auth may name only XOAUTH2 and OAUTHBEARER, not %s", m)
+		}
+	}
 }
 
 func (q *Queue) validate(v validator, p []string) {

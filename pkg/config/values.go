@@ -232,3 +232,28 @@ func checkUserName(s string) error {
 	}
 	return nil
 }
+
+// checkTokenURL validates an OAuth2 token endpoint: https, or http to a
+// loopback host (tests, a local token proxy). (No net/url here: sendmail
+// links this package and stays small.)
+func checkTokenURL(s string) error {
+	rest, https := strings.CutPrefix(s, "https://")
+	if !https {
+		var ok bool
+		if rest, ok = strings.CutPrefix(s, "http://"); !ok {
+			return fmt.Errorf("%q: the token endpoint must be an https:// URL", s)
+		}
+	}
+	host, _, _ := strings.Cut(rest, "/")
+	if host == "" || strings.ContainsAny(s, " \t\x00\r\n") {
+		return fmt.Errorf("%q is not a URL", s)
+	}
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if !https && !isLoopback(host) {
+		return fmt.Errorf("%q: the token endpoint must be https (http only for a loopback host)", s)
+	}
+	return nil
+}

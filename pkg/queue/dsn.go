@@ -1,7 +1,8 @@
 package queue
 
 // Delivery status notifications (RFC 3464) for permanent failures and
-// expired messages.
+// expired messages, and the one "delayed" notice for a message still
+// being retried after [queue] delay_notice.
 
 import (
 	"bufio"
@@ -16,7 +17,9 @@ import (
 
 	"github.com/emersion/go-message"
 
+	"github.com/mailshim/mailshim/pkg/config"
 	"github.com/mailshim/mailshim/pkg/pickup"
+	"github.com/mailshim/mailshim/pkg/relay"
 	"github.com/mailshim/mailshim/pkg/spool"
 )
 
@@ -49,12 +52,16 @@ func (q *Queue) Reject(m *spool.Meta, why *pickup.RejectError, headers []byte) (
 }
 
 func (q *Queue) queueDSN(m *spool.Meta, failed []spool.RcptFailure, upstream string, now time.Time, orig []byte) (string, error) {
-	host := q.settings().Hostname
+	return q.queueNotice(m, DSN{Date: now, Failed: failed, Upstream: upstream, OriginalHeaders: orig})
+}
+
+// queueNotice queues the DSN d about m (its ID, Hostname, To and Original
+// filled in here) from the null sender to m's sender.
+func (q *Queue) queueNotice(m *spool.Meta, n DSN) (string, error) {
+	now := n.Date
 	id := spool.NewID(now)
-	body, err := BuildDSN(DSN{
-		ID: id, Hostname: host, To: m.Env.Sender, Date: now, Original: m, Failed: failed,
-		Upstream: upstream, OriginalHeaders: orig,
-	})
+	n.ID, n.Hostname, n.To, n.Original = id, q.settings().Hostname, m.Env.Sender, m
+	body, err := BuildDSN(n)
 	if err != nil {
 		return "", err
 	}
@@ -119,6 +126,62 @@ type DSN struct {
 	Failed          []spool.RcptFailure
 	Upstream        string
 	OriginalHeaders []byte // the original message's header section
+	// Delayed makes it a delay notice (RFC 3464 Action: delayed): the
+	// recipients in Failed are still being retried, until RetryUntil.
+	Delayed    bool
+	RetryUntil time.Time
+}
+
+// noteDelay is called when a message is deferred (recipients rcpts still
+// to do, last the latest temporary error): once it has waited the
+// configured delay_notice since its arrival, its sender gets one "delayed"
+// DSN, recorded in d (DelayNotice, written with the deferral) so that it
+// is never sent twice, restarts included. Never for a bounce (null
+// sender) — a DSN is never answered with a DSN — nor when the sender
+// asked for no delay notices (RFC 3461 NOTIFY without DELAY).
+func (q *Queue) noteDelay(m *spool.Meta, d *spool.Delivery, rcpts []string, last *relay.Error, upstream string, now time.Time) {
+	set := q.settings()
+	if set.DelayNotice <= 0 || d.DelayNotice != "" || now.Sub(m.Time) < set.DelayNotice ||
+		m.Env.Sender == "<>" || m.Env.Sender == "" || !notifyDelay(m.Env.Notify) {
+		return
+	}
+	var delayed []spool.RcptFailure
+	for _, r := range rcpts {
+		f := spool.RcptFailure{Rcpt: r}
+		if last != nil {
+			f.Reply, f.Cause, f.Fix = errReply(last), explain(last), last.Fix
+		}
+		delayed = append(delayed, f)
+	}
+	orig, err := q.originalHeaders(m.ID)
+	if err != nil {
+		orig = []byte(fmt.Sprintf("X-Mailshim-Note: the original headers could not be read: %v\n", err))
+	}
+	until := time.Time{}
+	if set.Lifetime > 0 {
+		until = m.Time.Add(set.Lifetime)
+	}
+	id, err := q.queueNotice(m, DSN{Failed: delayed, Upstream: upstream, Date: now, OriginalHeaders: orig, Delayed: true, RetryUntil: until})
+	if err != nil {
+		q.log.Event("error", "id", m.ID, "reason", "cannot queue the delay notice; will try at the next deferral", "error", err.Error())
+		return
+	}
+	d.DelayNotice = id
+	q.log.Event("delay-notice", "id", m.ID, "dsn", id, "to", m.Env.Sender, "nrcpt", len(rcpts), "waited", config.FormatDuration(now.Sub(m.Time).Round(time.Second)))
+}
+
+// notifyDelay reports whether an RFC 3461 NOTIFY value allows a delay
+// notice: absent (the MTA's choice), or naming DELAY.
+func notifyDelay(notify string) bool {
+	if notify == "" {
+		return true
+	}
+	for _, p := range strings.Split(strings.ToUpper(notify), ",") {
+		if strings.TrimSpace(p) == "DELAY" {
+			return true
+		}
+	}
+	return false
 }
 
 // BuildDSN returns the DSN message (LF line ends, as stored in the spool):
@@ -132,7 +195,11 @@ func BuildDSN(d DSN) ([]byte, error) {
 	h.Set("Auto-Submitted", "auto-replied")
 	h.Set("Message-ID", "<"+d.ID+"@"+d.Hostname+">")
 	h.Set("Date", d.Date.Format(time.RFC1123Z))
-	h.Set("Subject", "Undelivered Mail Returned to Sender")
+	if d.Delayed {
+		h.Set("Subject", "Delayed Mail (still being retried)")
+	} else {
+		h.Set("Subject", "Undelivered Mail Returned to Sender")
+	}
 	h.Set("To", d.To)
 	h.Set("From", fmt.Sprintf("Mail Delivery System <MAILER-DAEMON@%s>", d.Hostname))
 	var buf bytes.Buffer
@@ -151,8 +218,19 @@ func BuildDSN(d DSN) ([]byte, error) {
 	}
 	var t strings.Builder
 	fmt.Fprintf(&t, "This is the mail system at host %s.\n\n", d.Hostname)
-	fmt.Fprintf(&t, "Your message could not be delivered to %s. It was not\n", plural(len(d.Failed), "one recipient", "some recipients"))
-	t.WriteString("retried further. The recipients and the reasons are below.\n\n")
+	if d.Delayed {
+		fmt.Fprintf(&t, "Your message has not yet been delivered to %s. It is still\n", plural(len(d.Failed), "one recipient", "some recipients"))
+		t.WriteString("in the queue and will be retried")
+		if !d.RetryUntil.IsZero() {
+			fmt.Fprintf(&t, " until %s", d.RetryUntil.Format(time.RFC1123Z))
+		}
+		t.WriteString(";\nyou do not need to send it again. This is the only such notice;\n")
+		t.WriteString("you will hear again only if it fails for good.\n")
+		t.WriteString("The recipients and the last reasons are below.\n\n")
+	} else {
+		fmt.Fprintf(&t, "Your message could not be delivered to %s. It was not\n", plural(len(d.Failed), "one recipient", "some recipients"))
+		t.WriteString("retried further. The recipients and the reasons are below.\n\n")
+	}
 	if d.Original != nil {
 		fmt.Fprintf(&t, "Queue ID:  %s\nArrived:   %s\n", d.Original.ID, d.Original.Time.Format(time.RFC1123Z))
 		if d.Upstream != "" {
@@ -208,10 +286,19 @@ func BuildDSN(d DSN) ([]byte, error) {
 		} else {
 			s.WriteString("Final-Recipient: rfc822; unknown\n")
 		}
-		s.WriteString("Action: failed\n")
 		status := f.Status
 		if status == "" {
 			status = statusCode(f.Reply)
+		}
+		if d.Delayed {
+			s.WriteString("Action: delayed\n")
+			if status == "4.4.7" || status[0] != '4' {
+				// No reply, or none that says more: a temporary failure
+				// (4.4.7 would say the delivery time expired).
+				status = "4.0.0"
+			}
+		} else {
+			s.WriteString("Action: failed\n")
 		}
 		fmt.Fprintf(&s, "Status: %s\n", status)
 		if d.Upstream != "" {
@@ -227,6 +314,9 @@ func BuildDSN(d DSN) ([]byte, error) {
 			fmt.Fprintf(&s, "Diagnostic-Code: X-mailshim; %s\n", oneLine(f.Reply))
 		}
 		fmt.Fprintf(&s, "Last-Attempt-Date: %s\n", d.Date.Format(time.RFC1123Z))
+		if d.Delayed && !d.RetryUntil.IsZero() {
+			fmt.Fprintf(&s, "Will-Retry-Until: %s\n", d.RetryUntil.Format(time.RFC1123Z))
+		}
 	}
 	if _, err := io.WriteString(sw, s.String()); err != nil {
 		return nil, err
@@ -235,7 +325,11 @@ func BuildDSN(d DSN) ([]byte, error) {
 
 	// 3. The original headers.
 	var oh message.Header
-	oh.Set("Content-Description", "Undelivered Message Headers")
+	if d.Delayed {
+		oh.Set("Content-Description", "Delayed Message Headers")
+	} else {
+		oh.Set("Content-Description", "Undelivered Message Headers")
+	}
 	oh.SetContentType("text/rfc822-headers", nil)
 	ow, err := w.CreatePart(oh)
 	if err != nil {

@@ -102,6 +102,9 @@ type Settings struct {
 	Retry       []time.Duration
 	Lifetime    time.Duration
 	Concurrency int
+	// DelayNotice is how long after arrival a message still deferred
+	// earns its sender one "delayed" DSN (noteDelay); 0 sends none.
+	DelayNotice time.Duration
 	Hostname    string
 	Dial        Dialer
 	// RouteKey groups senders that may share a session (those with the
@@ -937,6 +940,7 @@ func (w *worker) outcome(id string, m *spool.Meta, d *spool.Delivery, rcpts []st
 		// that took its full timeouts must not be retried at once. (The
 		// time written before dialing stays the guard against a crash.)
 		d.Next = now.Add(retryAfter(w.set.Retry, d.Attempts))
+		q.noteDelay(m, d, temp, lastTemp, upstream, now)
 		if err := q.writeState(spool.Active, id, d); err != nil {
 			q.log.Event("error", "id", id, "reason", "cannot update the state file; kept in memory", "error", err.Error())
 		}

@@ -67,6 +67,7 @@ func SettingsFrom(cfg *config.Config, opts relay.Options) Settings {
 	return Settings{
 		Retry:       cfg.Queue.Retry,
 		Lifetime:    cfg.Queue.Lifetime,
+		DelayNotice: cfg.Queue.DelayNotice,
 		Concurrency: cfg.Queue.Concurrency,
 		Hostname:    opts.Hostname,
 		Dial:        RelayDialer(cfg.Upstreams, opts),

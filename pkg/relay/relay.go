@@ -88,6 +88,8 @@ import (
 	"net"
 	"time"
 
+	"github.com/emersion/go-sasl"
+
 	"github.com/mailshim/mailshim/pkg/config"
 )
 
@@ -172,6 +174,11 @@ type Options struct {
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 	// RootCAs, when not nil, replaces the system roots and ca_file (tests).
 	RootCAs *x509.CertPool
+	// SASL, when set, is asked first for the client of each mechanism
+	// the upstream offers (pkg/oauth's XOAUTH2 and OAUTHBEARER with a
+	// fresh token); (nil, nil) leaves the mechanism to the built-in
+	// clients, an error fails AUTH as an AuthFailure.
+	SASL func(ctx context.Context, up config.Upstream, mech string) (sasl.Client, error)
 	// IdleProbe: a session idle for longer is checked with NOOP before
 	// the next message and, if the upstream has closed it meanwhile,
 	// dialed again (no message is lost to an idle timeout). 0 means 10s.

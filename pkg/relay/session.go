@@ -204,7 +204,7 @@ func dial(ctx context.Context, up config.Upstream, opts Options) (*Session, erro
 		}
 	}
 	if up.Username != "" {
-		if err := s.auth(); err != nil {
+		if err := s.auth(ctx); err != nil {
 			return s, err
 		}
 	}
@@ -243,7 +243,7 @@ func makeTLSConfig(up config.Upstream, opts Options) (*tls.Config, error) {
 }
 
 // auth runs SASL AUTH, only over a completed TLS handshake.
-func (s *Session) auth() *Error {
+func (s *Session) auth(ctx context.Context) *Error {
 	// Never in clear, whatever the config says (go-smtp and go-sasl
 	// would send the password on a clear connection if asked).
 	if st, ok := s.c.TLSConnectionState(); !ok || !st.HandshakeComplete {
@@ -265,6 +265,16 @@ func (s *Session) auth() *Error {
 		if !s.c.SupportsAuth(m) {
 			continue
 		}
+		if s.opts.SASL != nil {
+			c, err := s.opts.SASL(ctx, s.up, m)
+			if err != nil {
+				return authError(err)
+			}
+			if c != nil {
+				client, mech = c, m
+				break
+			}
+		}
 		switch m {
 		case sasl.Plain:
 			client = sasl.NewPlainClient("", s.up.Username, s.up.Password)
@@ -281,7 +291,7 @@ func (s *Session) auth() *Error {
 	if client == nil {
 		_, offered := s.c.Extension("AUTH")
 		e := configError(StageAuth, fmt.Sprintf("no common SASL mechanism (we allow %s, the upstream offers %s)", strings.Join(mechs, " "), offered),
-			"set auth in [[upstream]] to a mechanism the upstream offers (PLAIN, LOGIN or OAUTHBEARER)")
+			"set auth in [[upstream]] to a mechanism the upstream offers (PLAIN, LOGIN, XOAUTH2 or OAUTHBEARER)")
 		e.Class = AuthFailure
 		return e
 	}
@@ -300,6 +310,17 @@ func (s *Session) auth() *Error {
 		return e
 	}
 	return nil
+}
+
+// authError is a failure of Options.SASL (no token to present): an
+// AuthFailure, loud and never a bounce.
+func authError(err error) *Error {
+	var e *Error
+	if !errors.As(err, &e) {
+		e = &Error{Stage: StageAuth, Err: err, Cause: "cannot prepare the SASL credentials: " + err.Error()}
+	}
+	e.Class, e.Stage = AuthFailure, StageAuth
+	return e
 }
 
 func (s *Session) noop(ctx context.Context) error {

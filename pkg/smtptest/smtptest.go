@@ -51,6 +51,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -84,6 +85,11 @@ type Options struct {
 	// authenticated gets Postfix's "554 5.7.1 <rcpt>: Relay access
 	// denied" at RCPT.
 	Username, Password string
+	// BearerOK, when set with Username, also offers AUTH XOAUTH2 and
+	// OAUTHBEARER (first), accepting a bearer token when it returns
+	// true for the user and token; a refused token gets the providers'
+	// answer (an error challenge, then 535 5.7.8).
+	BearerOK func(user, token string) bool
 	// NoTLS: no STARTTLS offered (a plain-text server; AUTH is then never
 	// offered either).
 	NoTLS bool
@@ -123,6 +129,7 @@ type Message struct {
 	Remote   string
 	Helo     string
 	User     string // authenticated user, "" if none
+	Mech     string // the SASL mechanism it authenticated with
 	TLS      bool   // the session was over TLS
 	From     string
 	MailOpts smtp.MailOptions
@@ -437,6 +444,7 @@ type session struct {
 	helo   string
 	tls    bool
 	user   string
+	mech   string
 	msg    Message
 }
 
@@ -456,7 +464,45 @@ func (ss *session) AuthMechanisms() []string {
 	if ss.s.opts.Username == "" {
 		return nil
 	}
+	if ss.s.opts.BearerOK != nil {
+		return []string{xoauth2, sasl.OAuthBearer, sasl.Plain, sasl.Login}
+	}
 	return []string{sasl.Plain, sasl.Login}
+}
+
+const xoauth2 = "XOAUTH2"
+
+// bearerRefused is the final reply to a refused bearer token (Gmail's).
+var bearerRefused = &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "Username and Password not accepted"}
+
+// xoauth2Server is the server side of XOAUTH2: the initial response
+// "user=U^Aauth=Bearer T^A^A"; a refused token gets an error challenge
+// (base64 JSON), and after the client's empty answer, 535.
+type xoauth2Server struct {
+	verify func(user, token string) error
+	failed bool
+}
+
+func (x *xoauth2Server) Next(resp []byte) ([]byte, bool, error) {
+	if x.failed {
+		return nil, true, bearerRefused
+	}
+	if resp == nil {
+		return []byte{}, false, nil
+	}
+	var user, token string
+	for _, f := range strings.Split(string(resp), "\x01") {
+		if v, ok := strings.CutPrefix(f, "user="); ok {
+			user = v
+		} else if v, ok := strings.CutPrefix(f, "auth=Bearer "); ok {
+			token = v
+		}
+	}
+	if err := x.verify(user, token); err != nil {
+		x.failed = true
+		return []byte(`{"status":"401","schemes":"bearer","scope":"https://mail.google.com/"}`), false, nil
+	}
+	return nil, true, nil
 }
 
 func (ss *session) Auth(mech string) (sasl.Server, error) {
@@ -468,7 +514,7 @@ func (ss *session) Auth(mech string) (sasl.Server, error) {
 		if user != ss.s.opts.Username || pass != ss.s.opts.Password {
 			return &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "Error: authentication failed: authentication failure"}
 		}
-		ss.user = user
+		ss.user, ss.mech = user, mech
 		return nil
 	}
 	switch mech {
@@ -481,6 +527,29 @@ func (ss *session) Auth(mech string) (sasl.Server, error) {
 		}), nil
 	case sasl.Login:
 		return &loginServer{verify: verify}, nil
+	}
+	if ok := ss.s.opts.BearerOK; ok != nil {
+		bearer := func(user, token string) error {
+			if err := ss.check(StageAuth, user); err != nil {
+				return err
+			}
+			if !ok(user, token) {
+				return bearerRefused
+			}
+			ss.user, ss.mech = user, mech
+			return nil
+		}
+		switch mech {
+		case xoauth2:
+			return &xoauth2Server{verify: bearer}, nil
+		case sasl.OAuthBearer:
+			return sasl.NewOAuthBearerServer(func(o sasl.OAuthBearerOptions) *sasl.OAuthBearerError {
+				if bearer(o.Username, o.Token) != nil {
+					return &sasl.OAuthBearerError{Status: "invalid_token", Schemes: "bearer"}
+				}
+				return nil
+			}), nil
+		}
 	}
 	return nil, smtp.ErrAuthUnknownMechanism
 }
@@ -541,6 +610,7 @@ func (ss *session) Data(r io.Reader) error {
 	m.Remote = ss.remote
 	m.Helo = ss.helo
 	m.User = ss.user
+	m.Mech = ss.mech
 	m.TLS = ss.tls
 	m.Data = data
 	ss.s.record(m)

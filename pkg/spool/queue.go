@@ -73,6 +73,9 @@ type Delivery struct {
 	Failed []RcptFailure `json:"failed,omitempty"`
 	// Bounces lists the queue IDs of the DSNs sent for this message.
 	Bounces []string `json:"bounces,omitempty"`
+	// DelayNotice is the queue ID of the "delayed" DSN sent for this
+	// message: at most one per message, across restarts.
+	DelayNotice string `json:"delay_notice,omitempty"`
 	// Reason says why the message is in its state (held by whom, failed why).
 	Reason string `json:"reason,omitempty"`
 }

@@ -1,0 +1,253 @@
+// Package oauth gets OAuth2 access tokens for smarthosts that no longer
+// take passwords (Gmail, Microsoft 365) and the SASL clients that present
+// them: XOAUTH2 (Google's and Microsoft's) and OAUTHBEARER (RFC 7628).
+//
+// Two flows, with golang.org/x/oauth2:
+//
+//   - "refresh_token" (Gmail, Microsoft 365 delegated): a refresh token,
+//     obtained once by the administrator with the provider's consent
+//     screen, is exchanged for short-lived access tokens;
+//   - "client_credentials" (Microsoft 365 app-only): the application's
+//     client ID and secret alone get the token.
+//
+// The client secret and the refresh token live in files readable by
+// relayd's user only, read with the checks of config.ReadSecret (the
+// password_file rules). A Source caches its access token and fetches a new
+// one before the old expires (RefreshMargin), so a session never starts
+// with a token about to lapse. When the provider rotates the refresh token
+// the new one is used from then on and written back to its file (atomic
+// replace in the same directory) when relayd may; else it is kept in
+// memory and Warn says so.
+//
+// A failure to get a token is a *relay.Error of class AuthFailure: loud on
+// every attempt, and never a reason to bounce mail (the queue defers it).
+package oauth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/clientcredentials"
+
+	"github.com/mailshim/mailshim/pkg/config"
+	"github.com/mailshim/mailshim/pkg/relay"
+)
+
+// Flows.
+const (
+	FlowRefreshToken      = "refresh_token"
+	FlowClientCredentials = "client_credentials"
+)
+
+// Options configure one Source (the oauth_* keys of an [[upstream]]).
+type Options struct {
+	Flow             string   // FlowRefreshToken or FlowClientCredentials
+	TokenURL         string   // the provider's token endpoint
+	ClientID         string   // the application (client) ID
+	ClientSecretFile string   // optional for refresh_token (Gmail's installed apps have one too)
+	RefreshTokenFile string   // refresh_token flow only
+	Scopes           []string // e.g. https://outlook.office365.com/.default
+	// HTTPClient is used for the token endpoint (nil: one with a 30 s
+	// timeout).
+	HTTPClient *http.Client
+	// Now is the clock (nil: time.Now).
+	Now func() time.Time
+	// Warn receives a warning that is not a failure (a rotated refresh
+	// token that could not be saved); nil drops it.
+	Warn func(msg string, err error)
+}
+
+// Source hands out access tokens for one upstream account.
+type Source struct {
+	o            Options
+	clientSecret string
+
+	mu      sync.Mutex
+	refresh string        // the refresh token in use
+	tok     *oauth2.Token // cached access token, nil if none
+	got     time.Time     // when tok was fetched (Options.Now)
+	expiry  time.Time     // when it expires (Options.Now's time)
+}
+
+// New checks o and reads its secret files.
+func New(o Options) (*Source, error) {
+	if o.TokenURL == "" {
+		return nil, errors.New("oauth_token_url is not set")
+	}
+	if o.ClientID == "" {
+		return nil, errors.New("oauth_client_id is not set")
+	}
+	s := &Source{o: o}
+	if s.o.HTTPClient == nil {
+		s.o.HTTPClient = &http.Client{Timeout: 30 * time.Second}
+	}
+	if s.o.Now == nil {
+		s.o.Now = time.Now
+	}
+	var err error
+	if o.ClientSecretFile != "" {
+		if s.clientSecret, err = config.ReadSecret(o.ClientSecretFile); err != nil {
+			return nil, err
+		}
+	}
+	switch o.Flow {
+	case FlowRefreshToken:
+		if o.RefreshTokenFile == "" {
+			return nil, errors.New(`oauth_flow = "refresh_token" needs oauth_refresh_token_file`)
+		}
+		if s.refresh, err = config.ReadSecret(o.RefreshTokenFile); err != nil {
+			return nil, err
+		}
+	case FlowClientCredentials:
+		if s.clientSecret == "" {
+			return nil, errors.New(`oauth_flow = "client_credentials" needs oauth_client_secret_file`)
+		}
+	default:
+		return nil, fmt.Errorf("oauth_flow %q: must be %q or %q", o.Flow, FlowRefreshToken, FlowClientCredentials)
+	}
+	return s, nil
+}
+
+// RefreshMargin is how long before its expiry an access token is replaced:
+// five minutes, or half its lifetime when that is shorter.
+func RefreshMargin(lifetime time.Duration) time.Duration {
+	if m := lifetime / 2; m < 5*time.Minute {
+		return m
+	}
+	return 5 * time.Minute
+}
+
+// Token returns a valid access token, from the cache or from the token
+// endpoint. Its error is a *relay.Error of class AuthFailure.
+func (s *Source) Token(ctx context.Context) (string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.o.Now()
+	if s.tok != nil {
+		if s.expiry.Sub(now) > RefreshMargin(s.expiry.Sub(s.got)) {
+			return s.tok.AccessToken, nil
+		}
+	}
+	ctx = context.WithValue(ctx, oauth2.HTTPClient, s.o.HTTPClient)
+	var tok *oauth2.Token
+	var err error
+	switch s.o.Flow {
+	case FlowClientCredentials:
+		cc := clientcredentials.Config{ClientID: s.o.ClientID, ClientSecret: s.clientSecret, TokenURL: s.o.TokenURL, Scopes: s.o.Scopes,
+			AuthStyle: oauth2.AuthStyleInParams}
+		tok, err = cc.Token(ctx)
+	default:
+		// The refresh grant (RFC 6749 section 6) through clientcredentials,
+		// whose EndpointParams may replace grant_type: unlike
+		// oauth2.Config's refresh it sends the scopes, which Microsoft's
+		// v2.0 endpoint asks for. One request per call; the cache is ours.
+		cc := clientcredentials.Config{ClientID: s.o.ClientID, ClientSecret: s.clientSecret, TokenURL: s.o.TokenURL, Scopes: s.o.Scopes,
+			AuthStyle:      oauth2.AuthStyleInParams,
+			EndpointParams: url.Values{"grant_type": {"refresh_token"}, "refresh_token": {s.refresh}}}
+		tok, err = cc.Token(ctx)
+	}
+	if err != nil {
+		s.tok = nil
+		return "", s.failure(err)
+	}
+	if tok.AccessToken == "" {
+		s.tok = nil
+		return "", s.failure(errors.New("the token endpoint answered without an access_token"))
+	}
+	// x/oauth2 dates the expiry with the system clock. A token without
+	// expires_in is taken to live an hour (Google's and Microsoft's
+	// do), so that it is never kept for ever.
+	s.tok, s.got, s.expiry = tok, now, now.Add(time.Hour)
+	if !tok.Expiry.IsZero() {
+		s.expiry = now.Add(time.Until(tok.Expiry))
+	}
+	if s.o.Flow == FlowRefreshToken && tok.RefreshToken != "" && tok.RefreshToken != s.refresh {
+		s.refresh = tok.RefreshToken
+		if err := replaceSecret(s.o.RefreshTokenFile, tok.RefreshToken); err != nil && s.o.Warn != nil {
+			s.o.Warn("the token endpoint issued a new refresh token, which relayd uses from now on but could not save to "+
+				s.o.RefreshTokenFile+"; write it there before relayd restarts, or allow relayd's user to replace the file", err)
+		}
+	}
+	return tok.AccessToken, nil
+}
+
+// failure turns a token endpoint failure into an AuthFailure with the
+// cause and the fix in plain words.
+func (s *Source) failure(err error) *relay.Error {
+	e := &relay.Error{Class: relay.AuthFailure, Stage: relay.StageAuth, Err: err}
+	var re *oauth2.RetrieveError
+	switch {
+	case errors.As(err, &re) && re.ErrorCode == "invalid_grant":
+		e.Cause = "the OAuth2 token endpoint " + s.o.TokenURL + " refused the refresh token (invalid_grant" + desc(re) + "): it was revoked, expired, or issued for another client"
+		e.Fix = "get a new refresh token for client " + s.o.ClientID + " (the provider's consent flow) and write it to " + s.o.RefreshTokenFile + ", then reload relayd"
+		if s.o.Flow == FlowClientCredentials {
+			e.Cause = "the OAuth2 token endpoint " + s.o.TokenURL + " refused the grant (invalid_grant" + desc(re) + ")"
+			e.Fix = "check oauth_scopes and the application's permissions at the provider"
+		}
+	case errors.As(err, &re) && (re.ErrorCode == "invalid_client" || re.ErrorCode == "unauthorized_client"):
+		e.Cause = "the OAuth2 token endpoint " + s.o.TokenURL + " refused the client (" + re.ErrorCode + desc(re) + ")"
+		e.Fix = "check oauth_client_id and the secret in oauth_client_secret_file (client secrets expire at Microsoft)"
+	case errors.As(err, &re):
+		code := re.ErrorCode
+		if code == "" && re.Response != nil {
+			code = re.Response.Status
+		}
+		e.Cause = "the OAuth2 token endpoint " + s.o.TokenURL + " refused to issue an access token (" + code + desc(re) + ")"
+		e.Fix = "check oauth_token_url, oauth_client_id, oauth_scopes and the files of this upstream"
+	default:
+		e.Cause = "cannot get an OAuth2 access token from " + s.o.TokenURL + ": " + err.Error()
+		e.Fix = "check that relayd can reach the token endpoint (DNS, firewall, proxy) and oauth_token_url"
+	}
+	return e
+}
+
+func desc(re *oauth2.RetrieveError) string {
+	if re.ErrorDescription == "" {
+		return ""
+	}
+	d := strings.NewReplacer("\r", " ", "\n", " ").Replace(re.ErrorDescription)
+	if len(d) > 200 {
+		d = d[:200] + "..."
+	}
+	return ": " + d
+}
+
+// replaceSecret writes value to path atomically (a temporary file in the
+// same directory with path's mode, then rename), so that a crash never
+// leaves half a token. It fails, harmlessly, where relayd's user may not
+// write the directory.
+func replaceSecret(path, value string) error {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	if err = f.Chmod(fi.Mode().Perm() & 0o600); err == nil {
+		if _, err = f.WriteString(value + "\n"); err == nil {
+			err = f.Sync()
+		}
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+	}
+	return err
+}
