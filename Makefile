@@ -44,9 +44,10 @@ fmt-check:
 
 # Unit and integration tests (including the fuzz targets' seed corpora and
 # the setgid tests, which run when root and say so when skipped). The
-# robustness suite has its own target (mk/bench.mk), so it runs once.
+# robustness and attacker suites have their own targets (mk/bench.mk,
+# mk/attack.mk), so they run once.
 unit: build
-	$(GO) test -count=1 $$($(GO) list ./... | grep -v '/test/robust$$')
+	$(GO) test -count=1 $$($(GO) list ./... | grep -v -e '/test/robust$$' -e '/test/attack$$')
 
 # `make test` is what CI runs (.ci/run). Each fragment adds its part to
 # TEST_TARGETS (packaging checks, e2e when root).

@@ -526,6 +526,9 @@ func inputError(err error, in *errReader) *exitError {
 	if errors.Is(err, message.ErrHeaderTooLarge) {
 		return headerTooLarge()
 	}
+	if errors.Is(err, message.ErrBareDataEnd) {
+		return errorf(sysexits.DataErr, "%v", err)
+	}
 	return errorf(sysexits.IOErr, "cannot read the message: %v", err)
 }
 
@@ -543,6 +546,8 @@ func classify(err error, in *errReader, limit int64) *exitError {
 		return errorf(sysexits.IOErr, "cannot read the message from standard input: %v; message not sent", in.err)
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return errorf(sysexits.IOErr, "the input ended in the middle of the message; message not sent")
+	case errors.Is(err, message.ErrBareDataEnd):
+		return errorf(sysexits.DataErr, "%v", err)
 	case errors.Is(err, spool.ErrTooLarge):
 		return errorf(sysexits.DataErr, "message too large: the limit is %s", sizeString(limit)).
 			withHint("max_message_size in the configuration")

@@ -3,10 +3,15 @@
 // answer (the verb's text output, or an error).
 //
 // The peer is identified by SO_PEERCRED, never by anything it sends. The
-// verbs "mailq" and "flush" are open to every local user (mailq shows a user
-// who is neither root nor the daemon user only the messages of their own
-// UID); "list", "show", "hold", "release" and "delete" are for root and the
-// daemon user only.
+// verbs "mailq" and "flush" are open to every local user (for a user who is
+// neither root nor the daemon user, mailq shows and flush retries only the
+// messages of their own UID); "list", "show", "hold", "release" and
+// "delete" are for root and the daemon user only.
+//
+// Every local user may connect, so the server caps what one user can hold
+// (Limiter): a few requests at once per UID, a client that sends nothing is
+// dropped after RequestTimeout, every UID keeps a floor of slots however
+// many others flood, and root and the daemon user have slots of their own.
 //
 // The wire format is one JSON object each way:
 //
@@ -30,7 +35,7 @@ import (
 // Verbs understood by relayd.
 const (
 	VerbMailq   = "mailq"   // Postfix mailq layout; non-admins see their own UID only
-	VerbFlush   = "flush"   // retry every deferred message now
+	VerbFlush   = "flush"   // retry deferred messages now: all for admins, the peer's own for other users
 	VerbList    = "list"    // admin: one line per message with its state
 	VerbShow    = "show"    // admin: one message's envelope, origin and delivery state
 	VerbHold    = "hold"    // admin: move messages to held/
@@ -81,6 +86,12 @@ func Request(sockPath, verb string, args []string, out io.Writer) error {
 	}
 	b = append(b, '\n')
 	if _, err := c.Write(b); err != nil {
+		// A server that refused the connection (busy) has answered and
+		// closed: its answer says why.
+		var a answer
+		if json.NewDecoder(io.LimitReader(c, 64<<10)).Decode(&a) == nil && a.Error != "" {
+			return fmt.Errorf("%s: %s", verb, a.Error)
+		}
 		return fmt.Errorf("control: sending %s to %s: %w", verb, sockPath, err)
 	}
 	if uc, ok := c.(*net.UnixConn); ok {

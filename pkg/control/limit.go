@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os"
 	"sync"
 	"time"
 )
@@ -17,33 +18,73 @@ var ErrBusy = errors.New("too many connections in progress; try again later")
 // all the memory of relayd. A peer over a cap waits for a free slot (up to
 // Wait), holding only its socket; the number of waiting peers is capped
 // too, and a peer beyond that is refused at once.
+//
+// Caps that only count would let a few users who flood lock everybody
+// else out (eight UIDs at their per-UID cap fill a global cap of 64).
+// So:
+//   - Floor: a UID holding fewer than Floor slots is served even when
+//     Global slots are taken, up to Ceiling in all: every user keeps
+//     room however many others flood, and only as many UIDs as
+//     Ceiling/Floor could fill it.
+//   - Privileged peers (root and the daemon user) have Reserved slots
+//     that no other peer may take, and no per-UID cap: the administrator
+//     gets in during an incident.
 type Limiter struct {
 	Global, PerUID               int           // served at once
 	MaxWaiting, MaxWaitingPerUID int           // waiting for a slot
 	Wait                         time.Duration // longest wait for a slot
+	Floor                        int           // slots per UID served beyond Global
+	Ceiling                      int           // all slots but Reserved (0: Global)
+	Reserved                     int           // slots only Privileged peers may take
+	Privileged                   func(uid int) bool
 
-	mu      sync.Mutex
-	active  int
-	perUID  map[int]int
-	waiting int
-	waitUID map[int]int
-	freed   chan struct{} // closed (and replaced) by every Release
+	mu         sync.Mutex
+	active     int
+	privActive int
+	perUID     map[int]int
+	waiting    int
+	waitUID    map[int]int
+	freed      chan struct{} // closed (and replaced) by every Release
 }
 
+// admin reports whether uid is root or the user relayd runs as.
+func admin(uid int) bool { return uid == 0 || uid == os.Getuid() }
+
 // SubmitLimiter returns the limits of the submission socket: 64 messages
-// at once, 8 per UID; up to 256 more waiting (32 per UID) for 30 s.
+// at once, 8 per UID; up to 256 more waiting (32 per UID) for 30 s; 2
+// per UID beyond the 64 (up to 512), and 16 for root and the daemon user
+// alone.
 func SubmitLimiter() *Limiter {
-	return &Limiter{Global: 64, PerUID: 8, MaxWaiting: 256, MaxWaitingPerUID: 32, Wait: 30 * time.Second}
+	return &Limiter{Global: 64, PerUID: 8, MaxWaiting: 256, MaxWaitingPerUID: 32, Wait: 30 * time.Second,
+		Floor: 2, Ceiling: 512, Reserved: 16, Privileged: admin}
 }
 
 // ControlLimiter returns the limits of the control socket: 16 requests at
-// once, 4 per UID; up to 64 more waiting (8 per UID) for 10 s.
+// once, 4 per UID; up to 64 more waiting (8 per UID) for 10 s; 2 per UID
+// beyond the 16 (up to 256), and 8 for root and the daemon user alone.
 func ControlLimiter() *Limiter {
-	return &Limiter{Global: 16, PerUID: 4, MaxWaiting: 64, MaxWaitingPerUID: 8, Wait: 10 * time.Second}
+	return &Limiter{Global: 16, PerUID: 4, MaxWaiting: 64, MaxWaitingPerUID: 8, Wait: 10 * time.Second,
+		Floor: 2, Ceiling: 256, Reserved: 8, Privileged: admin}
 }
 
-func (l *Limiter) fits(uid int) bool {
-	return (l.Global <= 0 || l.active < l.Global) && (l.PerUID <= 0 || l.perUID[uid] < l.PerUID)
+func (l *Limiter) privileged(uid int) bool { return l.Privileged != nil && l.Privileged(uid) }
+
+func (l *Limiter) fits(uid int, priv bool) bool {
+	ceiling := max(l.Ceiling, l.Global)
+	if priv {
+		return l.privActive < l.Reserved || ceiling <= 0 || l.active-min(l.privActive, l.Reserved) < ceiling
+	}
+	mine := l.perUID[uid]
+	if l.PerUID > 0 && mine >= l.PerUID {
+		return false
+	}
+	// Slots held by privileged peers within their reserve do not count
+	// against the others' caps.
+	others := l.active - min(l.privActive, l.Reserved)
+	if l.Global <= 0 || others < l.Global {
+		return true
+	}
+	return mine < l.Floor && others < ceiling
 }
 
 // Acquire takes a slot for a connection of uid, waiting for one when the
@@ -52,18 +93,22 @@ func (l *Limiter) fits(uid int) bool {
 // waiting already, or ctx's error.
 func (l *Limiter) Acquire(ctx context.Context, uid int) error {
 	var deadline <-chan time.Time
+	priv := l.privileged(uid)
 	l.mu.Lock()
 	for {
-		if l.fits(uid) {
+		if l.fits(uid, priv) {
 			if l.perUID == nil {
 				l.perUID = map[int]int{}
 			}
 			l.active++
 			l.perUID[uid]++
+			if priv {
+				l.privActive++
+			}
 			l.mu.Unlock()
 			return nil
 		}
-		if l.Wait <= 0 || l.waiting >= l.MaxWaiting || l.waitUID[uid] >= l.MaxWaitingPerUID {
+		if l.Wait <= 0 || !priv && (l.waiting >= l.MaxWaiting || l.waitUID[uid] >= l.MaxWaitingPerUID) {
 			l.mu.Unlock()
 			return ErrBusy
 		}
@@ -107,6 +152,9 @@ func (l *Limiter) Release(uid int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.active--
+	if l.privileged(uid) {
+		l.privActive--
+	}
 	if l.perUID[uid]--; l.perUID[uid] <= 0 {
 		delete(l.perUID, uid)
 	}

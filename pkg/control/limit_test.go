@@ -192,3 +192,51 @@ func TestAcceptorBacksOffOnEMFILE(t *testing.T) {
 		t.Errorf("backoff not reset after a success: %v", acc.delay)
 	}
 }
+
+// Users who flood to their per-UID caps cannot refuse one who does not:
+// every UID keeps Floor slots beyond Global (up to Ceiling), and the
+// privileged peers have Reserved slots of their own.
+func TestLimiterFloorAndReserve(t *testing.T) {
+	l := &Limiter{Global: 4, PerUID: 2, Floor: 1, Ceiling: 6, Reserved: 2, Privileged: func(uid int) bool { return uid == 0 }}
+	ctx := context.Background()
+	for uid := 1; uid <= 2; uid++ {
+		for i := 0; i < 2; i++ {
+			if err := l.Acquire(ctx, uid); err != nil {
+				t.Fatalf("uid %d slot %d: %v", uid, i, err)
+			}
+		}
+	}
+	// Global is full: uid 3 and uid 4 still get their floor, uid 3 no
+	// more than that.
+	if err := l.Acquire(ctx, 3); err != nil {
+		t.Fatalf("uid 3 refused its floor: %v", err)
+	}
+	if err := l.Acquire(ctx, 3); !errors.Is(err, ErrBusy) {
+		t.Fatalf("uid 3 beyond its floor: %v, want ErrBusy", err)
+	}
+	if err := l.Acquire(ctx, 4); err != nil {
+		t.Fatalf("uid 4 refused its floor: %v", err)
+	}
+	// Ceiling reached: a fifth user is refused, root is not.
+	if err := l.Acquire(ctx, 5); !errors.Is(err, ErrBusy) {
+		t.Fatalf("over the ceiling: %v, want ErrBusy", err)
+	}
+	for i := 0; i < 2; i++ {
+		if err := l.Acquire(ctx, 0); err != nil {
+			t.Fatalf("root's reserved slot %d: %v", i, err)
+		}
+	}
+	if err := l.Acquire(ctx, 0); !errors.Is(err, ErrBusy) {
+		t.Fatalf("root beyond its reserve with the ceiling reached: %v, want ErrBusy", err)
+	}
+	// Root's reserved slots do not count against the others.
+	l.Release(4)
+	if err := l.Acquire(ctx, 5); err != nil {
+		t.Fatalf("uid 5 after a release: %v", err)
+	}
+	l.Release(0)
+	l.Release(0)
+	if a, _ := l.InUse(); a != 6 {
+		t.Fatalf("%d slots in use, want 6", a)
+	}
+}

@@ -14,6 +14,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// RequestTimeout is how long a client has, once it has a slot, to send its
+// whole request.
+const RequestTimeout = 5 * time.Second
+
+// maxRequest bounds a request (a verb and queue IDs).
+const maxRequest = 1 << 20
+
 // Peer is the process at the other end of a control connection, as the
 // kernel reports it (SO_PEERCRED).
 type Peer struct {
@@ -191,11 +198,16 @@ func serveConn(ctx context.Context, c *net.UnixConn, h Handler, lim *Limiter, bu
 		return
 	}
 	defer lim.Release(p.UID)
+	// The request is one short line sent at once: a client that sends
+	// nothing (or dribbles) is dropped after RequestTimeout, so that idle
+	// connections do not hold the slots.
+	c.SetReadDeadline(time.Now().Add(RequestTimeout))
 	var req request
-	if err := json.NewDecoder(io.LimitReader(c, 1<<20)).Decode(&req); err != nil {
+	if err := json.NewDecoder(io.LimitReader(c, maxRequest)).Decode(&req); err != nil {
 		a.Error = "bad request: " + err.Error()
 		return
 	}
+	c.SetReadDeadline(time.Time{})
 	if AdminOnly(req.Verb) && !p.Admin {
 		a.Denied = true
 		a.Error = fmt.Sprintf("only root and the mailshim user may use %q (you are uid %d)", req.Verb, p.UID)

@@ -83,7 +83,19 @@ func TestSMTPReader(t *testing.T) {
 		err                   error
 	}{
 		{"basic", "a\r\n..b\r\n.\r\nQUIT\r\n", "a\n.b\n", "QUIT\r\n", nil},
-		{"lf only", "a\n.\nNOOP\n", "a\n", "NOOP\n", nil},
+		{"lf lines", "a\nb\r\n.\r\nNOOP\n", "a\nb\n", "NOOP\n", nil},
+		{"bare cr kept", "a\rb\r\n.\r\n", "a\rb\n", "", nil},
+		{"dot stuffed after lf", "a\n..\r\n.\r\n", "a\n.\n", "", nil},
+		// SMTP smuggling: only CRLF.CRLF ends DATA; a bare CR or LF next
+		// to the dot refuses the message, and nothing after it is read
+		// as a command.
+		{"smuggle lf.lf", "a\n.\nMAIL FROM:<x>\r\n", "a\n", "MAIL FROM:<x>\r\n", ErrBareDataEnd},
+		{"smuggle crlf.lf", "a\r\n.\nMAIL FROM:<x>\r\n", "a\n", "MAIL FROM:<x>\r\n", ErrBareDataEnd},
+		{"smuggle lf.crlf", "a\n.\r\nMAIL FROM:<x>\r\n", "a\n", "MAIL FROM:<x>\r\n", ErrBareDataEnd},
+		{"smuggle cr.crlf", "a\r.\r\nMAIL FROM:<x>\r\n", "", "MAIL FROM:<x>\r\n", ErrBareDataEnd},
+		{"smuggle crlf.cr", "a\r\n.\rMAIL FROM:<x>\r\n", "a\n", "", ErrBareDataEnd},
+		{"smuggle cr.cr", "a\r.\rMAIL FROM:<x>\r\n", "", "", ErrBareDataEnd},
+		{"smuggle first line", ".\nMAIL FROM:<x>\r\n", "", "MAIL FROM:<x>\r\n", ErrBareDataEnd},
 		{"empty", ".\r\n", "", "", nil},
 		{"eof", "a\r\nb", "a\nb", "", io.ErrUnexpectedEOF},
 		{"dot space", ". \r\n.\r\n", " \n", "", nil},
@@ -488,4 +500,28 @@ func TestValidateEnvelope(t *testing.T) {
 			t.Errorf("%s: accepted", name)
 		}
 	}
+}
+
+// FuzzSMTPReader: DATA ends (io.EOF) only just after <CR><LF>.<CR><LF>
+// (or a first line ".\r\n"), never at a variant with a bare CR or LF.
+func FuzzSMTPReader(f *testing.F) {
+	for _, s := range []string{"a\r\n.\r\nb", "a\n.\nb", "a\r\n.\nb", "a\n.\r\nb", "a\r.\r\nb", ".\r\n", "..\r\n.\r\n", "a\rb\r\n.\r\n"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		br := bufio.NewReaderSize(bytes.NewReader(in), 16)
+		_, err := io.ReadAll(NewSMTPReader(br))
+		if err != nil {
+			return
+		}
+		rest, _ := io.ReadAll(br)
+		consumed := string(in[:len(in)-len(rest)])
+		if consumed != ".\r\n" && !strings.HasSuffix(consumed, "\r\n.\r\n") {
+			t.Fatalf("DATA ended after %q", consumed)
+		}
+		body := strings.TrimSuffix(consumed, ".\r\n")
+		if strings.Contains(body, "\n.\n") || strings.Contains(body, "\n.\r\n") || strings.HasPrefix(body, ".\n") {
+			t.Fatalf("a smuggling variant was accepted as data before the end: %q", consumed)
+		}
+	})
 }

@@ -17,8 +17,19 @@ package message
 
 import (
 	"bufio"
+	"errors"
 	"io"
 )
+
+// ErrBareDataEnd is the error of an SMTP DATA reader (NewSMTPReader) that
+// met a bare CR or LF next to a "." at the start of a line: "\n.\n",
+// "\r\n.\n", "\n.\r\n", "\r.\r\n" and kin. Some servers take these for the
+// end of DATA, so a client that sends them is trying to smuggle a second
+// message past the first one's end (SMTP smuggling, CVE-2023-51764's
+// class). Only <CR><LF>.<CR><LF> ends DATA (RFC 5321 4.1.1.4); the message
+// is refused, and the session must not read on (what follows is the
+// smuggled transaction).
+var ErrBareDataEnd = errors.New("bare CR or LF next to a \".\" in the message data (only <CR><LF>.<CR><LF> ends it); message refused")
 
 // Reader reads a message as a caller hands it to sendmail and returns it
 // as it is stored: CRLF line ends become LF (a bare CR stays a bare CR),
@@ -31,6 +42,8 @@ type Reader struct {
 	smtp      bool // SMTP DATA: dot-unstuffing, and EOF before "." is an error
 	bol       bool // at the beginning of a line
 	pendingCR bool // a chunk ended in '\r' and the next byte decides
+	bareLF    bool // SMTP: the last line ended in a bare LF
+	lastByte  byte // SMTP: the last byte of the previous chunk
 	out       []byte
 	off       int
 	done      bool
@@ -44,11 +57,14 @@ func NewReader(r io.Reader, ignoreDots bool) *Reader {
 }
 
 // NewSMTPReader returns a Reader of an SMTP DATA section (RFC 5321
-// 4.5.2): it ends at the line ".", a leading "." of any other line is
-// removed, line ends are normalised as for NewReader, and an input that
-// ends before the "." line is io.ErrUnexpectedEOF. br is used directly
-// (nothing past the "." line is consumed), so the SMTP session can go on
-// reading commands from it.
+// 4.5.2): it ends at the line "." (ended by CRLF, after a line ended by
+// CRLF), a leading "." of any other line is removed, line ends are
+// normalised as for NewReader, and an input that ends before the "." line
+// is io.ErrUnexpectedEOF. A bare CR or LF next to a "." at the start of a
+// line is ErrBareDataEnd (see there): every SMTP server of the product
+// reads DATA with this reader so that they all have the one rule. br is
+// used directly (nothing past the "." line is consumed), so the SMTP
+// session can go on reading commands from it.
 func NewSMTPReader(br *bufio.Reader) *Reader {
 	return &Reader{br: br, dots: true, smtp: true, bol: true, out: make([]byte, 0, 128<<10)}
 }
@@ -84,13 +100,29 @@ func (r *Reader) chunk(c []byte, err error) {
 		if len(c) > 0 && c[0] == '\n' {
 			r.out = append(r.out, '\n')
 			r.bol = true
+			r.bareLF = false
 			c = c[1:] // ReadSlice stops at the first LF: c is empty now
 		} else {
 			r.out = append(r.out, '\r')
 		}
 	}
 	complete := len(c) > 0 && c[len(c)-1] == '\n'
-	if r.bol && r.dots && (complete && (string(c) == ".\n" || string(c) == ".\r\n") || err == io.EOF && string(c) == ".") {
+	if r.smtp {
+		if r.smuggling(c, complete) {
+			r.done, r.err = true, ErrBareDataEnd
+			return
+		}
+		if r.bol && string(c) == ".\r\n" {
+			r.done, r.err = true, io.EOF
+			return
+		}
+		if complete {
+			r.bareLF = len(c) < 2 || c[len(c)-2] != '\r'
+		}
+		if len(c) > 0 {
+			r.lastByte = c[len(c)-1]
+		}
+	} else if r.bol && r.dots && (complete && (string(c) == ".\n" || string(c) == ".\r\n") || err == io.EOF && string(c) == ".") {
 		r.done, r.err = true, io.EOF
 		return
 	}
@@ -125,4 +157,40 @@ func (r *Reader) chunk(c []byte, err error) {
 		}
 		r.done, r.err = true, err
 	}
+}
+
+// smuggling reports whether chunk c of SMTP DATA (with whether it ends a
+// line) puts a bare CR or LF next to a "." that starts a line or follows a
+// bare CR: the end-of-data variants other servers may honour.
+func (r *Reader) smuggling(c []byte, complete bool) bool {
+	if r.bol && len(c) > 0 && c[0] == '.' {
+		// A line that starts with ".": its next byte may not be a bare CR
+		// or LF, and a "." line may not follow a bare LF.
+		switch rest := c[1:]; {
+		case len(rest) == 0:
+		case rest[0] == '\n':
+			return true
+		case rest[0] == '\r' && (len(rest) < 2 || rest[1] != '\n'):
+			return true
+		case string(rest) == "\r\n" && r.bareLF:
+			return true
+		}
+	}
+	// A bare CR next to a "." anywhere: "\r." and ".\r" (not ".\r\n").
+	prev := r.lastByte
+	if r.bol {
+		prev = 0
+	}
+	for i, b := range c {
+		if b == '\r' && (i+1 == len(c) && !complete || i+1 < len(c) && c[i+1] != '\n') {
+			// A bare CR (one at the end of a chunk cut by the buffer is
+			// judged with the next byte, which this check does not see;
+			// a line 64 KiB long is not a smuggling vector worth a state).
+			if i+1 < len(c) && c[i+1] == '.' || prev == '.' {
+				return true
+			}
+		}
+		prev = b
+	}
+	return false
 }

@@ -98,8 +98,15 @@ func (q *Queue) Handle(p control.Peer, verb string, args []string, out io.Writer
 		return q.mailq(p, out)
 	case control.VerbFlush:
 		// Silent, like Postfix's sendmail -q: sendmail's stdout may be a
-		// web page.
-		n := q.Flush()
+		// web page. Root and the daemon user flush the whole queue; any
+		// other user only their own mail, so that no user can make relayd
+		// retry (and hammer the upstream with) other users' messages.
+		var n int
+		if p.Admin {
+			n = q.Flush()
+		} else {
+			n = q.flushUID(p.UID)
+		}
 		q.log.Event("flush", "uid", p.UID, "deferred", n)
 		return nil
 	case control.VerbList:
@@ -130,6 +137,58 @@ func (q *Queue) Handle(p control.Peer, verb string, args []string, out io.Writer
 		return nil
 	}
 	return fmt.Errorf("unknown verb %q", verb)
+}
+
+// flushUID makes uid's deferred messages due now and kicks the queue; it
+// returns how many. A message's UID is read once from its file and then
+// remembered (q.uids), as for mailq; the queue lock is not held while
+// files are read.
+func (q *Queue) flushUID(uid int) int {
+	q.mu.Lock()
+	ids := make([]string, 0, len(q.deferred))
+	for id := range q.deferred {
+		ids = append(ids, id)
+	}
+	q.mu.Unlock()
+	var mine []string
+	for _, id := range ids {
+		if u, ok := q.uidOf(id); ok && u == uid {
+			mine = append(mine, id)
+		}
+	}
+	n := 0
+	q.mu.Lock()
+	for _, id := range mine {
+		if _, ok := q.deferred[id]; ok {
+			q.deferred[id] = time.Time{}
+			n++
+		}
+	}
+	q.mu.Unlock()
+	if n > 0 {
+		q.Kick()
+	}
+	return n
+}
+
+// uidOf returns the UID of message id, from q.uids or its file.
+func (q *Queue) uidOf(id string) (int, bool) {
+	q.uidMu.Lock()
+	uid, ok := q.uids[id]
+	q.uidMu.Unlock()
+	if ok {
+		return uid, true
+	}
+	f, m, err := q.sp.OpenMessage(id)
+	if err != nil {
+		return 0, false
+	}
+	f.Close()
+	q.decodes.Add(1)
+	q.uidMu.Lock()
+	q.uids[id] = m.Origin.UID
+	q.uidMu.Unlock()
+	return m.Origin.UID, true
 }
 
 func pastTense(verb string) string {

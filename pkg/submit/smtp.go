@@ -170,6 +170,13 @@ func (s *SMTP) Serve(r io.Reader, w io.Writer) (stored, failed int, err error) {
 			// Drain what Deliver did not read, to stay in step.
 			_, cerr := io.Copy(io.Discard, data)
 			reset()
+			if errors.Is(cerr, message.ErrBareDataEnd) {
+				// What follows the smuggled end is the attacker's second
+				// transaction: refuse the message and read no further
+				// (as Postfix does with a bare LF).
+				reply("521 5.5.2 " + s.Hostname + " Error: bare CR or LF next to a \".\" in the message data; message refused, closing")
+				return stored, failed + 1, flush()
+			}
 			if cerr != nil {
 				// The input ended inside DATA: nothing stored, nobody to
 				// tell.

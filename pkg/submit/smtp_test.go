@@ -89,6 +89,20 @@ func TestSMTPDeliverError(t *testing.T) {
 	}
 }
 
+// A bare LF or CR next to a "." in DATA refuses the message and ends the
+// session: the smuggled second transaction after it is never read as
+// commands, so nothing is stored.
+func TestSMTPSmuggling(t *testing.T) {
+	for _, end := range []string{"\n.\n", "\r\n.\n", "\n.\r\n", "\r.\r\n", "\r\n.\r"} {
+		in := "EHLO c\r\nMAIL FROM:<a@b.org>\r\nRCPT TO:<c@d.org>\r\nDATA\r\nSubject: x\r\n\r\nhello" + end +
+			"MAIL FROM:<ceo@bank.example>\r\nRCPT TO:<victim@e.org>\r\nDATA\r\nforged\r\n.\r\n\r\n.\r\nQUIT\r\n"
+		out, got := session(t, in, nil)
+		if len(got) != 0 || !strings.Contains(out, "\r\n521 5.5.2 ") || strings.Contains(out, "221 ") {
+			t.Errorf("%q: stored %d, dialogue:\n%s", end, len(got), out)
+		}
+	}
+}
+
 func TestSMTPEOFInData(t *testing.T) {
 	s := &SMTP{Hostname: "h", Deliver: func(_ spool.Envelope, data io.Reader) (string, error) {
 		_, err := io.ReadAll(data)

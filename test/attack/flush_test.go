@@ -1,0 +1,99 @@
+package attack
+
+// A local user's flush (sendmail -q, the users' door to the control
+// socket) against other users' deferred mail.
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/mailshim/mailshim/pkg/smtptest"
+)
+
+// rcptCounter is an upstream hook that defers every recipient (451) and
+// counts the RCPT attempts per address.
+type rcptCounter struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (c *rcptCounter) hook(ctx context.Context, stage, arg string) error {
+	if stage != smtptest.StageRcpt {
+		return nil
+	}
+	c.mu.Lock()
+	if c.n == nil {
+		c.n = map[string]int{}
+	}
+	c.n[strings.Trim(arg, "<>")]++
+	c.mu.Unlock()
+	return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try again later"}
+}
+
+func (c *rcptCounter) get(addr string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n[addr]
+}
+
+const longRetry = `
+[queue]
+retry = ["1h"]
+lifetime = "1d"
+scan_interval = "1s"
+`
+
+// A user's flush ("sendmail -q", the users' door) retries that user's
+// mail only; root's flush retries everybody's.
+func TestFlushOnlyOwnMail(t *testing.T) {
+	var rc rcptCounter
+	e := newEnv(t, smtptest.Options{Hook: rc.hook}, longRetry, "")
+	tried(t, "sendmail -q as nobody with root's and another user's deferred mail in the queue",
+		"only nobody's message was retried; root's flush retried all")
+	if r := e.sendmail(run{uid: 0, stdin: "Subject: root's\n\nhi\n"}, "-i", "root-rcpt@example.net"); r.code != 0 {
+		t.Fatalf("sendmail as root: %v", r)
+	}
+	if r := e.sendmail(run{uid: nobody, stdin: "Subject: nobody's\n\nhi\n"}, "-i", "nobody-rcpt@example.net"); r.code != 0 {
+		t.Fatalf("sendmail as nobody: %v", r)
+	}
+	if r := e.sendmail(run{uid: attacker(1), stdin: "Subject: another user's\n\nhi\n"}, "-i", "other-rcpt@example.net"); r.code != 0 {
+		t.Fatalf("sendmail as uid %d: %v", attacker(1), r)
+	}
+	e.waitFor("three first attempts", 30*time.Second, func() bool {
+		return rc.get("root-rcpt@example.net") == 1 && rc.get("nobody-rcpt@example.net") == 1 && rc.get("other-rcpt@example.net") == 1 &&
+			strings.Count(e.log(), "event=deferred ") >= 3
+	})
+	// nobody flushes, twice: through sendmail -q and through relayd's
+	// client (the same verb on the control socket).
+	if r := e.sendmail(run{uid: nobody}, "-q"); r.code != 0 {
+		t.Fatalf("sendmail -q as nobody: %v", r)
+	}
+	e.waitFor("nobody's message retried", 30*time.Second, func() bool { return rc.get("nobody-rcpt@example.net") >= 2 })
+	if r := e.relayd(run{uid: nobody}, "queue", "flush"); r.code != 0 {
+		t.Errorf("relayd queue flush as nobody: %v", r)
+	}
+	// Let any wrongly flushed message reach the upstream: the flush makes
+	// every message it releases due at once, in the same pass.
+	time.Sleep(2 * time.Second)
+	if n := rc.get("root-rcpt@example.net"); n != 1 {
+		t.Errorf("nobody's flush retried root's message: %d attempts, want 1", n)
+	}
+	if n := rc.get("other-rcpt@example.net"); n != 1 {
+		t.Errorf("nobody's flush retried uid %d's message: %d attempts, want 1", attacker(1), n)
+	}
+	if !strings.Contains(e.log(), "event=flush uid=65534 ") {
+		t.Errorf("no flush line for uid 65534:\n%s", e.log())
+	}
+	// root flushes everything.
+	if r := e.relayd(run{uid: 0}, "queue", "flush"); r.code != 0 {
+		t.Fatalf("relayd queue flush as root: %v", r)
+	}
+	e.waitFor("root's flush retried every message", 30*time.Second, func() bool {
+		return rc.get("root-rcpt@example.net") >= 2 && rc.get("other-rcpt@example.net") >= 2
+	})
+}

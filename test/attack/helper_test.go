@@ -1,0 +1,46 @@
+package attack
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+)
+
+// helperMain is this test binary run again, as an attacker's UID, to do
+// what the test process (root) cannot do under another UID. Modes:
+//
+//	hold SOCK N PREFIX   open N connections to the unix socket SOCK, write
+//	                     PREFIX on each, print "ready", and keep them open
+//	                     (sending nothing more) until stdin is closed.
+func helperMain(mode string, args []string) int {
+	switch mode {
+	case "hold":
+		if len(args) != 3 {
+			fmt.Fprintln(os.Stderr, "hold: SOCK N PREFIX")
+			return 2
+		}
+		n, _ := strconv.Atoi(args[1])
+		var conns []net.Conn
+		for i := 0; i < n; i++ {
+			c, err := net.Dial("unix", args[0])
+			if err != nil {
+				fmt.Printf("dial %d: %v\n", i, err)
+				return 1
+			}
+			if args[2] != "" {
+				c.Write([]byte(args[2]))
+			}
+			conns = append(conns, c)
+		}
+		fmt.Println("ready")
+		io.Copy(io.Discard, os.Stdin)
+		for _, c := range conns {
+			c.Close()
+		}
+		return 0
+	}
+	fmt.Fprintf(os.Stderr, "unknown helper mode %q\n", mode)
+	return 2
+}
