@@ -51,6 +51,20 @@ func (s *Site) Close() {
 // driver's private mount namespace (see EnterNamespace); otherwise it
 // points sendmail at the config with MAILSHIM_CONFIG and runs it as
 // ourselves, not setgid.
+// UnlimitedPolicy lifts relayd's per-account rate limits for the user the
+// callers run as (nobody): a site measures throughput and robustness, and
+// thousands of messages a minute from one account is exactly what the
+// default limits hold back. It goes at the end of a site's configuration.
+const UnlimitedPolicy = `
+[policy.nobody]
+messages_per_minute = 0
+messages_per_hour = 0
+messages_per_day = 0
+recipients_per_minute = 0
+recipients_per_hour = 0
+recipients_per_day = 0
+`
+
 func NewSite(dir string, bins *Binaries, extraConf string) (*Site, error) {
 	s := &Site{Dir: dir, Spool: filepath.Join(dir, "spool"), RefDir: filepath.Join(dir, "ref")}
 	s.Maildrop = filepath.Join(s.Spool, "maildrop")
@@ -68,8 +82,8 @@ func NewSite(dir string, bins *Binaries, extraConf string) (*Site, error) {
 		return nil, err
 	}
 	s.Config = filepath.Join(etc, "mailshim.conf")
-	conf := fmt.Sprintf("hostname = \"bench.example\"\nspool = %q\nmax_message_size = \"200MB\"\ncontrol_socket = %q\nsubmit_socket = %q\n%s",
-		s.Spool, filepath.Join(dir, "control.sock"), filepath.Join(dir, "submit.sock"), extraConf)
+	conf := fmt.Sprintf("hostname = \"bench.example\"\nspool = %q\nmax_message_size = \"200MB\"\ncontrol_socket = %q\nsubmit_socket = %q\n%s%s",
+		s.Spool, filepath.Join(dir, "control.sock"), filepath.Join(dir, "submit.sock"), extraConf, UnlimitedPolicy)
 	if err := os.WriteFile(s.Config, []byte(conf), 0o644); err != nil {
 		return nil, err
 	}

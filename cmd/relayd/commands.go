@@ -108,8 +108,19 @@ func queueCmd(path string, args []string) int {
 	}
 	verb, ids := args[0], args[1:]
 	switch verb {
-	case control.VerbList, control.VerbFlush:
+	case control.VerbFlush:
 		if len(ids) != 0 {
+			usage()
+			return sysexits.Usage
+		}
+	case control.VerbList:
+		// Options only: --held, --user U, --json (checked by relayd).
+		if len(ids) > 0 && !strings.HasPrefix(ids[0], "--") {
+			usage()
+			return sysexits.Usage
+		}
+	case control.VerbFreeze, control.VerbThaw:
+		if len(ids) == 0 {
 			usage()
 			return sysexits.Usage
 		}

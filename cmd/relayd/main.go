@@ -8,6 +8,9 @@
 //	relayd queue list|show ID|hold ID...|release ID...|delete ID...|flush
 //	relayd tls-init [--force]   make the loopback listener's certificate (root)
 //	relayd doctor [--upstream N] [--sender A] [--rcpt A] [--send-to A] [--json]
+//	relayd queue list [--held] [--user U] [--json]
+//	relayd queue freeze|thaw|hold|release --user U
+//	relayd queue delete --user U [--confirm N]
 //
 // Signals: SIGTERM and SIGINT finish (or, after --stop-timeout, abort) the
 // sessions in flight and exit 0; SIGHUP reloads the configuration (a bad one
@@ -17,6 +20,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -31,6 +35,9 @@ func usage() {
        relayd queue list | show ID | hold ID... | release ID... | delete ID... | flush
        relayd tls-init [--force] [--name NAME]...
        relayd doctor [--upstream N] [--sender ADDR] [--rcpt ADDR] [--send-to ADDR] [--json]
+       relayd queue list [--held] [--user U] [--json]
+       relayd queue freeze | thaw | hold | release --user U
+       relayd queue delete --user U [--confirm N]
 `)
 }
 
@@ -46,7 +53,8 @@ func main() {
 	fs.Usage = usage
 	cfgPath := fs.StringP("config", "c", "", "configuration file (default "+config.DefaultPath+", or $MAILSHIM_CONFIG)")
 	stopTimeout := fs.Duration("stop-timeout", 20*time.Second, "on SIGTERM, how long sessions in flight may finish before they are aborted")
-	if err := fs.Parse(os.Args[1:]); err != nil {
+	argv, sub := splitSubcommand(os.Args[1:])
+	if err := fs.Parse(argv); err != nil {
 		if err == pflag.ErrHelp {
 			os.Exit(0)
 		}
@@ -57,7 +65,7 @@ func main() {
 	if path == "" {
 		path = config.Path()
 	}
-	args := fs.Args()
+	args := append(fs.Args(), sub...)
 	cmd := "run"
 	if len(args) > 0 {
 		cmd, args = args[0], args[1:]
@@ -80,4 +88,37 @@ func main() {
 		usage()
 		os.Exit(sysexits.Usage)
 	}
+}
+
+// splitSubcommand keeps the options of a "queue" or "verify-origin"
+// command (--held, --user, --json, --confirm ...) away from relayd's own
+// flag parser, which would refuse them: it returns the arguments for
+// pflag (everything up to the command, the command itself, and any
+// --config/-c given after it) and the command's own arguments.
+func splitSubcommand(args []string) (flags, sub []string) {
+	for i := 0; i < len(args); i++ {
+		switch a := args[i]; {
+		case a == "--config" || a == "-c" || a == "--stop-timeout":
+			i++ // its value
+		case strings.HasPrefix(a, "-"):
+		case a == "queue" || a == "verify-origin" || a == "stats":
+			flags = append(flags, args[:i+1]...)
+			rest := args[i+1:]
+			for j := 0; j < len(rest); j++ {
+				switch r := rest[j]; {
+				case (r == "--config" || r == "-c") && j+1 < len(rest):
+					flags = append(flags, r, rest[j+1])
+					j++
+				case strings.HasPrefix(r, "--config="):
+					flags = append(flags, r)
+				default:
+					sub = append(sub, r)
+				}
+			}
+			return flags, sub
+		default:
+			return args, nil // another command: pflag parses it all
+		}
+	}
+	return args, nil
 }

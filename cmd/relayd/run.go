@@ -122,6 +122,10 @@ func run(path string, drainTimeout time.Duration) int {
 	pk.Enqueued = func(string) { qu.Kick() }
 	qu.Holds = pk.Holds
 	pk.Reject = qu.Reject
+	ab, err := newAbuse(cfg, rw.Hostname, pk, qu, log)
+	if err != nil {
+		return fatal(sysexits.OSErr, "policy state: %v", err)
+	}
 
 	ctlLn, err := listen(cfg.ControlSocket)
 	if err != nil {
@@ -142,7 +146,7 @@ func run(path string, drainTimeout time.Duration) int {
 		go func() { defer wg.Done(); f() }()
 	}
 	goRun(func() {
-		srv := &control.Server{Handler: qu.Handle, Log: log.Event}
+		srv := &control.Server{Handler: ab.handle, Log: log.Event}
 		if err := srv.Serve(ctx, ctlLn); err != nil {
 			log.Event("error", "reason", "control socket", "error", err.Error())
 		}
@@ -152,6 +156,7 @@ func run(path string, drainTimeout time.Duration) int {
 	srv := &submit.Server{Store: pk.Store(cfg.MaxMessageSize), Policy: policy}
 	goRun(func() { serveSubmit(ctx, subLn, control.SubmitLimiter(), srv, log) })
 	goRun(func() { pk.Run(ctx) })
+	goRun(func() { ab.run(ctx) })
 	queueDone := make(chan struct{})
 	go func() {
 		defer close(queueDone)
@@ -180,6 +185,7 @@ func run(path string, drainTimeout time.Duration) int {
 		if sig == syscall.SIGHUP {
 			cfg = reload(path, cfg, pk, qu, log)
 			policy.cfg.Store(cfg)
+			ab.configure(cfg, pickupHostname(cfg))
 			continue
 		}
 		log.Event("stop", "signal", sig.String(), "drain", drainTimeout.String())
@@ -198,6 +204,9 @@ func run(path string, drainTimeout time.Duration) int {
 	}
 	t.Stop()
 	wg.Wait()
+	if err := ab.gate.Engine.Save(true); err != nil {
+		log.Event("error", "reason", "cannot write the policy state file", "error", err.Error())
+	}
 	log.Event("stopped", "pid", os.Getpid())
 	return sysexits.OK
 }

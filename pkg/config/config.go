@@ -77,7 +77,7 @@ type Config struct {
 	Senders map[string]string `toml:"senders"`
 
 	// Policy is what local users may do ([policy]): the envelope senders
-	// each may give. The zero value allows everything.
+	// each may give, and the per-account limits relayd applies.
 	Policy Policy `toml:"policy"`
 
 	// Source is the file this was loaded from ("" for defaults).
@@ -207,7 +207,8 @@ func defaults() *Config {
 			CommandTimeout: 5 * time.Minute,
 			DataTimeout:    10 * time.Minute,
 		},
-		Trace: Trace{Header: "X-Mailshim-Origin", Fields: []string{"uid", "user", "script"}},
+		Trace:  Trace{Header: "X-Mailshim-Origin", Fields: []string{"uid", "user", "script"}},
+		Policy: Policy{NoticeTo: "root"},
 	}
 }
 

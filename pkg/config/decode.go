@@ -83,12 +83,22 @@ func (d *decoder) table(path []string, m map[string]any, rv reflect.Value) {
 	fields := fieldsOf(rv.Type())
 	for _, k := range d.keys(path, m) {
 		p := sub(path, k)
-		i := -1
+		i, rest := -1, -1
 		for j, f := range fields {
+			if f.tag.Get("conf") == "rest" {
+				rest = j
+				continue
+			}
 			if f.name == k {
 				i = j
 				break
 			}
+		}
+		if _, isTable := m[k].(map[string]any); i < 0 && rest >= 0 && isTable {
+			// A section whose other keys are its entries ([policy]'s
+			// account tables): k is one of them.
+			d.restEntry(p, k, m[k], rv.Field(fields[rest].index))
+			continue
 		}
 		if i < 0 {
 			if r, ok := rv.Addr().Interface().(keyRefuser); ok {
@@ -101,6 +111,20 @@ func (d *decoder) table(path []string, m map[string]any, rv reflect.Value) {
 			continue
 		}
 		d.value(p, m[k], rv.Field(fields[i].index), fields[i].tag)
+	}
+}
+
+// restEntry decodes raw, the key k of a section written at p, into the
+// map mv: the section's field tagged conf:"rest", which takes every key
+// the section's struct does not name.
+func (d *decoder) restEntry(p []string, k string, raw any, mv reflect.Value) {
+	if mv.IsNil() {
+		mv.Set(reflect.MakeMap(mv.Type()))
+	}
+	e := reflect.New(mv.Type().Elem()).Elem()
+	d.value(p, raw, e, "")
+	if d.seen[strings.Join(p, ".")] {
+		mv.SetMapIndex(reflect.ValueOf(k), e)
 	}
 }
 

@@ -21,6 +21,51 @@ type Policy struct {
 	// always allowed. Empty (the default): no policy, any sender. Only the
 	// envelope is checked, never the From: header.
 	AllowedSenders map[string][]string `toml:"allowed_senders"`
+
+	// NoticeTo is where relayd sends its notice when an account trips a
+	// limit (one message per episode); "" sends none (the log line stays).
+	// Default "root" (through [aliases] and /etc/aliases).
+	NoticeTo string `toml:"notice_to"`
+
+	// Accounts are the limit tables, by key: "*" (everyone's defaults), a
+	// user name, "uid:N" or "group:NAME" ([policy."*"], [policy.www-data],
+	// [policy."uid:33"], [policy."group:customers"]). Every key of
+	// [policy] that is not one of the fields above is such a table.
+	Accounts map[string]PolicyAccount `toml:"<account>" conf:"rest"`
+}
+
+// PolicyAccount is one table of [policy]: limits for the accounts its key
+// names. A key the table does not set falls through to the next table
+// that applies (user name, uid:N, group:NAME, "*") and then to relayd's
+// built-in default (package policy); Set tells which keys are written.
+// A limit of 0 means no limit.
+type PolicyAccount struct {
+	// AllowedSenders joins [policy.allowed_senders] for this key: the
+	// envelope senders it may give (not for "group:NAME" keys).
+	AllowedSenders []string `toml:"allowed_senders"`
+	// FromDomains lists the domains a From: header address may be in
+	// ("example.com", "*.example.com" for its subdomains, "*" any).
+	FromDomains []string `toml:"from_domains"`
+	// MaxRecipients bounds the recipients of one message.
+	MaxRecipients int `toml:"max_recipients"`
+	// MaxSize bounds one message ("10MB"); max_message_size applies too.
+	MaxSize int64 `toml:"max_size" conf:"size"`
+	// Rates: messages and recipients per minute, hour and day (leaky
+	// buckets: the burst is the whole allowance, then an even rate).
+	MessagesPerMinute   int `toml:"messages_per_minute"`
+	MessagesPerHour     int `toml:"messages_per_hour"`
+	MessagesPerDay      int `toml:"messages_per_day"`
+	RecipientsPerMinute int `toml:"recipients_per_minute"`
+	RecipientsPerHour   int `toml:"recipients_per_hour"`
+	RecipientsPerDay    int `toml:"recipients_per_day"`
+	// Action is what happens to a message over a rate: "defer" (queued,
+	// sent later at the allowed rate), "hold" (queued in held/ for the
+	// admin) or "refuse" (not queued; the caller is told, or the sender
+	// gets a bounce).
+	Action string `toml:"action"`
+
+	// Set holds the keys written in this table.
+	Set map[string]bool `toml:"-"`
 }
 
 // PolicyError is a sender the policy refuses (sendmail exits 77,

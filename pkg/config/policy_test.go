@@ -35,7 +35,7 @@ func TestPolicyParse(t *testing.T) {
 	if err != nil || !reflect.DeepEqual(again.Policy, c.Policy) {
 		t.Errorf("round trip: %v %+v", err, again)
 	}
-	if d, _ := Parse("empty", []byte("")); d.Policy.AllowedSenders != nil || strings.Contains(d.Redacted(), "[policy") {
+	if d, _ := Parse("empty", []byte("")); d.Policy.AllowedSenders != nil || d.Policy.Accounts != nil || strings.Contains(d.Redacted(), "[policy.") {
 		t.Errorf("no policy by default: %+v", d.Policy)
 	}
 }
@@ -136,4 +136,70 @@ func mustRead(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+func TestPolicyAccounts(t *testing.T) {
+	c, err := Parse("p.conf", []byte(`
+[policy]
+notice_to = "abuse@example.com"
+
+[policy."*"]
+messages_per_hour = 200
+action = "defer"
+
+[policy.www-data]
+from_domains = ["Shop.Example.com.", "*.example.org"]
+messages_per_minute = 0
+max_size = "2MB"
+allowed_senders = ["*@shop.example.com"]
+
+[policy."group:news"]
+recipients_per_day = 50000
+
+[policy."uid:1003"]
+action = "refuse"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := c.Policy
+	if p.NoticeTo != "abuse@example.com" || len(p.Accounts) != 4 {
+		t.Fatalf("%+v", p)
+	}
+	w := p.Accounts["www-data"]
+	if !w.Set["messages_per_minute"] || w.MessagesPerMinute != 0 || w.Set["messages_per_hour"] || w.MaxSize != 2<<20 ||
+		!reflect.DeepEqual(w.FromDomains, []string{"shop.example.com", "*.example.org"}) {
+		t.Errorf("www-data: %+v", w)
+	}
+	if !reflect.DeepEqual(p.AllowedSenders["www-data"], []string{"*@shop.example.com"}) {
+		t.Errorf("allowed_senders of the table not joined: %v", p.AllowedSenders)
+	}
+	if a := p.Accounts["*"]; a.MessagesPerHour != 200 || a.Action != "defer" || !a.Set["action"] || a.Set["max_size"] {
+		t.Errorf("*: %+v", a)
+	}
+	again, err := Parse("redacted", []byte(c.Redacted()))
+	if err != nil || !reflect.DeepEqual(again.Policy, c.Policy) {
+		t.Errorf("round trip: %v\n%+v\n%+v\n%s", err, again.Policy, c.Policy, c.Redacted())
+	}
+	if d := Default(); d.Policy.NoticeTo != "root" {
+		t.Errorf("default notice_to %q", d.Policy.NoticeTo)
+	}
+}
+
+func TestPolicyAccountErrors(t *testing.T) {
+	for _, tc := range []struct{ conf, want string }{
+		{"[policy.www-data]\naction = \"drop\"\n", `e.conf:2: policy.www-data.action: "drop": want "defer", "hold" or "refuse"`},
+		{"[policy.www-data]\nmessages_per_hour = -1\n", `e.conf:2: policy.www-data.messages_per_hour: -1 is out of range`},
+		{"[policy.www-data]\nper_hour = 1\n", `e.conf:2: policy.www-data.per_hour: unknown key`},
+		{"[policy.\"group:\"]\naction = \"hold\"\n", `policy.group:: "group:": want "group:" and a group name`},
+		{"[policy.\"group:web\"]\nallowed_senders = [\"*\"]\n", `policy.group:web.allowed_senders: allowed_senders applies to a user name`},
+		{"[policy.allowed_senders]\nbob = [\"*\"]\n[policy.bob]\nallowed_senders = [\"x@example.com\"]\n", `policy.bob.allowed_senders: "bob" already has [policy.allowed_senders]`},
+		{"[policy.bob]\nfrom_domains = [\"not a domain\"]\n", `policy.bob.from_domains: "not a domain": not a domain`},
+		{"[policy]\nnotice_to = \"a b\"\n", `policy.notice_to:`},
+	} {
+		_, err := Parse("e.conf", []byte(tc.conf))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: got %v, want %q", tc.conf, err, tc.want)
+		}
+	}
 }

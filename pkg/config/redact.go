@@ -101,6 +101,33 @@ func (c *Config) Redacted() string {
 	for _, k := range sortedMapKeys(c.Senders) {
 		w("%s = %s\n", key(k), quote(c.Senders[k]))
 	}
+	w("\n[policy]\n")
+	w("notice_to = %s\n", quote(c.Policy.NoticeTo))
+	for _, k := range sortedMapKeys(c.Policy.Accounts) {
+		a := c.Policy.Accounts[k]
+		w("\n[policy.%s]\n", key(k))
+		for _, f := range []struct {
+			name string
+			val  string
+		}{
+			{"from_domains", quoteList(a.FromDomains)},
+			{"max_recipients", fmt.Sprint(a.MaxRecipients)},
+			{"max_size", quote(FormatSize(a.MaxSize))},
+			{"messages_per_minute", fmt.Sprint(a.MessagesPerMinute)},
+			{"messages_per_hour", fmt.Sprint(a.MessagesPerHour)},
+			{"messages_per_day", fmt.Sprint(a.MessagesPerDay)},
+			{"recipients_per_minute", fmt.Sprint(a.RecipientsPerMinute)},
+			{"recipients_per_hour", fmt.Sprint(a.RecipientsPerHour)},
+			{"recipients_per_day", fmt.Sprint(a.RecipientsPerDay)},
+			{"action", quote(a.Action)},
+		} {
+			// Only what the table sets: the rest falls through to the
+			// next table, which an explicit value here would hide.
+			if a.Set[f.name] {
+				w("%s = %s\n", f.name, f.val)
+			}
+		}
+	}
 	if len(c.Policy.AllowedSenders) > 0 {
 		w("\n[policy.allowed_senders]\n")
 		for _, k := range sortedMapKeys(c.Policy.AllowedSenders) {

@@ -94,6 +94,12 @@ func schemaKeys() []string {
 	walk = func(prefix string, t reflect.Type) {
 		for _, f := range fieldsOf(t) {
 			ft := t.Field(f.index).Type
+			if ft.Kind() == reflect.Map && ft.Elem().Kind() == reflect.Struct {
+				// Tables under free keys ([policy.<account>]): their keys
+				// are the schema's, the free key is not.
+				walk(prefix+f.name+".", ft.Elem())
+				continue
+			}
 			keys = append(keys, prefix+f.name)
 			if ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct {
 				ft = ft.Elem()
@@ -155,7 +161,7 @@ func fieldType(k string) reflect.Type {
 	t := configType
 	var ft reflect.Type
 	for _, name := range strings.Split(k, ".") {
-		if t.Kind() == reflect.Slice {
+		if t.Kind() == reflect.Slice || t.Kind() == reflect.Map {
 			t = t.Elem()
 		}
 		for _, f := range fieldsOf(t) {

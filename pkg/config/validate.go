@@ -1,6 +1,9 @@
 package config
 
 import (
+	"errors"
+	"fmt"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -314,6 +317,7 @@ func (c *Config) validateSenders(v validator, p []string) {
 }
 
 func (pol *Policy) validate(v validator, p []string) {
+	pol.validateAccounts(v, p)
 	p = sub(p, "allowed_senders")
 	for _, k := range sortedByLine(v, p, pol.AllowedSenders) {
 		kp := sub(p, k)
@@ -340,4 +344,90 @@ func sortedByLine[V any](v validator, p []string, m map[string]V) []string {
 		keys = append(keys, k)
 	}
 	return v.sortKeys(p, keys)
+}
+
+// validateAccounts checks the limit tables of [policy], records which keys
+// each sets, and moves their allowed_senders into AllowedSenders.
+func (pol *Policy) validateAccounts(v validator, p []string) {
+	if v.has(sub(p, "notice_to")...) && pol.NoticeTo != "" {
+		if err := checkAddress(pol.NoticeTo); err != nil && checkLocalPart(pol.NoticeTo) != nil {
+			v.errf(sub(p, "notice_to"), "%v", err)
+		}
+	}
+	for _, k := range sortedByLine(v, p, pol.Accounts) {
+		kp := sub(p, k)
+		a := pol.Accounts[k]
+		if err := checkAccountKey(k); err != nil {
+			v.errf(kp, "%v", err)
+			continue
+		}
+		a.Set = map[string]bool{}
+		for _, f := range fieldsOf(reflect.TypeOf(a)) {
+			if v.has(sub(kp, f.name)...) {
+				a.Set[f.name] = true
+			}
+		}
+		for _, f := range []struct {
+			name string
+			n    int
+		}{
+			{"max_recipients", a.MaxRecipients},
+			{"messages_per_minute", a.MessagesPerMinute}, {"messages_per_hour", a.MessagesPerHour}, {"messages_per_day", a.MessagesPerDay},
+			{"recipients_per_minute", a.RecipientsPerMinute}, {"recipients_per_hour", a.RecipientsPerHour}, {"recipients_per_day", a.RecipientsPerDay},
+		} {
+			v.intRange(sub(kp, f.name), f.n, 0, 1<<30)
+		}
+		if a.Set["max_size"] && a.MaxSize < 0 {
+			v.errf(sub(kp, "max_size"), "must not be negative")
+		}
+		if a.Set["action"] {
+			switch a.Action {
+			case "defer", "hold", "refuse":
+			default:
+				v.errf(sub(kp, "action"), "%q: want \"defer\", \"hold\" or \"refuse\"", a.Action)
+			}
+		}
+		for i, d := range a.FromDomains {
+			d = strings.ToLower(strings.TrimSuffix(d, "."))
+			a.FromDomains[i] = d
+			if d != "*" && !validDomain(strings.TrimPrefix(d, "*.")) {
+				v.errf(sub(kp, "from_domains"), "%q: not a domain (\"example.com\", \"*.example.com\" or \"*\")", d)
+			}
+		}
+		if a.Set["allowed_senders"] {
+			switch {
+			case strings.HasPrefix(k, "group:"):
+				v.errf(sub(kp, "allowed_senders"), "allowed_senders applies to a user name, \"uid:N\" or \"*\", not to a group")
+			case pol.AllowedSenders[k] != nil:
+				v.errf(sub(kp, "allowed_senders"), "%q already has [policy.allowed_senders] %s: give its senders in one place", k, quote(k))
+			default:
+				if pol.AllowedSenders == nil {
+					pol.AllowedSenders = map[string][]string{}
+				}
+				pol.AllowedSenders[k] = append([]string{}, a.AllowedSenders...)
+			}
+			// One home for each list: AllowedSenders (and check-config
+			// prints it there).
+			a.AllowedSenders = nil
+			delete(a.Set, "allowed_senders")
+		}
+		pol.Accounts[k] = a
+	}
+	if len(pol.Accounts) == 0 {
+		pol.Accounts = nil
+	}
+}
+
+// checkAccountKey validates the key of a [policy] limit table.
+func checkAccountKey(k string) error {
+	if g, ok := strings.CutPrefix(k, "group:"); ok {
+		if err := checkUserName(g); err != nil {
+			return fmt.Errorf("%q: want \"group:\" and a group name", k)
+		}
+		return nil
+	}
+	if err := checkPolicyKey(k); err != nil {
+		return errors.New(strings.Replace(err.Error(), "\"uid:N\" or \"*\"", "\"uid:N\", \"group:NAME\" or \"*\" (a [policy] table)", 1))
+	}
+	return nil
 }

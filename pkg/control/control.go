@@ -41,6 +41,8 @@ const (
 	VerbHold    = "hold"    // admin: move messages to held/
 	VerbRelease = "release" // admin: move held messages back to the queue
 	VerbDelete  = "delete"  // admin: remove messages
+	VerbFreeze  = "freeze"  // admin: hold everything an account sends (--user U)
+	VerbThaw    = "thaw"    // admin: undo freeze (--user U)
 )
 
 // ErrUnavailable is returned (wrapped) by Request when the socket cannot be

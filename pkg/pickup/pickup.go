@@ -55,6 +55,7 @@ import (
 
 	"github.com/mailshim/mailshim/pkg/maillog"
 	"github.com/mailshim/mailshim/pkg/message"
+	"github.com/mailshim/mailshim/pkg/policy"
 	"github.com/mailshim/mailshim/pkg/spool"
 	"github.com/mailshim/mailshim/pkg/submit"
 	"github.com/mailshim/mailshim/pkg/sysexits"
@@ -80,6 +81,13 @@ type Pickup struct {
 	// section. It returns the bounce's queue ID. When nil, such files are
 	// quarantined.
 	Reject func(m *spool.Meta, why *RejectError, headers []byte) (string, error)
+	// Gate, when set (before Run), is the per-account policy: every
+	// message passes it once its envelope and header are final, and is
+	// queued, held, deferred or refused as it says (policy.go).
+	Gate *policy.Gate
+	// Deferred is told of a message the policy queued in deferred/ and
+	// when it may be sent (the queue's Schedule), once it is durable.
+	Deferred func(id string, at time.Time)
 
 	rw        atomic.Pointer[Rewriter]
 	scanEvery atomic.Int64 // [queue] scan_interval
@@ -91,7 +99,10 @@ type Pickup struct {
 	// announce. See flush.
 	pending   []string
 	announced []string
-	users     map[int]string // user names looked up during one pass ("": none)
+	// deferredAt (under mu) holds the batch's messages the policy
+	// deferred, and until when, to tell the queue at the flush.
+	deferredAt map[string]time.Time
+	users      map[int]string // user names looked up during one pass ("": none)
 	// unreadable (under mu) holds the maildrop files found unreadable and
 	// already reported; seen collects those of the current pass, so that
 	// a file that went away is forgotten (see unreadableFile).
@@ -320,6 +331,13 @@ func (p *Pickup) flush() {
 	if len(p.pending) == 0 && len(p.announced) == 0 {
 		return
 	}
+	if p.Gate != nil {
+		// The policy's counters join the batch: the Sync below makes
+		// them durable with the messages they counted.
+		if err := p.Gate.Engine.Save(false); err != nil {
+			p.Log.Event("error", "reason", "cannot write the policy state file", "error", err.Error())
+		}
+	}
 	if err := p.Queue.Sync(); err != nil {
 		p.Log.Event("error", "reason", "cannot make the picked-up messages durable; will retry", "n", len(p.pending), "error", err.Error())
 		// Still held: the next pass finds them again.
@@ -342,6 +360,12 @@ func (p *Pickup) flush() {
 		}
 	}
 	p.announced = p.announced[:0]
+	for id, at := range p.deferredAt {
+		if p.Deferred != nil {
+			p.Deferred(id, at)
+		}
+		delete(p.deferredAt, id)
+	}
 }
 
 // quarantine moves maildrop/<name> to queue/quarantine with a log line.
@@ -565,6 +589,9 @@ type RejectError struct {
 	Cause  string // in plain words
 	Fix    string // what the sender can change
 	Err    error
+	// Temporary is set for a refusal that a later try may pass (a rate
+	// limit): an SMTP server answers it 4xx rather than 5xx.
+	Temporary bool
 }
 
 func (e *RejectError) Error() string { return e.Cause }
@@ -738,13 +765,27 @@ func (p *Pickup) enqueue(m *spool.Meta, body io.Reader, sync bool) (string, erro
 		return "", err
 	}
 	size := d.Size()
+	state, deliv := spool.Incoming, (*spool.Delivery)(nil)
+	if p.Gate != nil {
+		var re *RejectError
+		state, deliv, re = p.admit(&q, h, size)
+		if re != nil {
+			d.Abort()
+			return "", re
+		}
+	}
 	if err := d.Commit(); err != nil {
 		return "", err
 	}
 	var werr error
-	if sync {
+	switch {
+	case deliv != nil && sync:
+		werr = p.Queue.WriteState(state, q.ID, deliv)
+	case deliv != nil:
+		werr = p.Queue.WriteStateNoSync(state, q.ID, deliv)
+	case sync:
 		werr = p.Queue.WriteState(spool.Incoming, q.ID, &spool.Delivery{})
-	} else {
+	default:
 		// An empty state file (see spool.Queue.CreateEmptyState).
 		werr = p.Queue.CreateEmptyState(spool.Incoming, q.ID)
 	}
@@ -765,6 +806,18 @@ func (p *Pickup) enqueue(m *spool.Meta, body io.Reader, sync bool) (string, erro
 	if len(forged) > 0 {
 		p.Log.Event("forged-trace", "id", q.ID, "uid", q.Origin.UID, "user", q.Origin.User, "fields", strings.Join(forged, ","),
 			"action", "renamed "+ForgedPrefix+"*")
+	}
+	if state == spool.Deferred && deliv != nil {
+		if sync {
+			if p.Deferred != nil {
+				p.Deferred(q.ID, deliv.Next)
+			}
+		} else {
+			if p.deferredAt == nil {
+				p.deferredAt = map[string]time.Time{}
+			}
+			p.deferredAt[q.ID] = deliv.Next
+		}
 	}
 	if sync && p.Enqueued != nil {
 		p.Enqueued(q.ID)

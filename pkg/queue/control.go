@@ -93,6 +93,9 @@ func (q *Queue) eachEntry(keep func(uid int) bool, fn func(Entry)) int {
 
 // Handle answers a control request (see package control).
 func (q *Queue) Handle(p control.Peer, verb string, args []string, out io.Writer) error {
+	if isAccountCommand(args) && verb != control.VerbMailq && verb != control.VerbFlush {
+		return q.handleAccount(p, verb, args, out)
+	}
 	switch verb {
 	case control.VerbMailq:
 		return q.mailq(p, out)
@@ -394,4 +397,16 @@ func printable(s string) string {
 		}
 	}
 	return s
+}
+
+// Schedule tells the queue that id, just queued in deferred/ by the
+// per-account policy (never attempted), is due at at. Before Load it does
+// nothing: Load reads the time from the state file.
+func (q *Queue) Schedule(id string, at time.Time) {
+	q.mu.Lock()
+	if q.deferred != nil {
+		q.deferred[id] = at
+	}
+	q.mu.Unlock()
+	q.Kick()
 }

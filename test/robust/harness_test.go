@@ -106,8 +106,8 @@ func (e *env) upstreamTOML(port int, tls, ca, user, pass string) string {
 // and queueConf (for both relayd and the compiled-in sendmail path).
 func (e *env) rewriteConfig() {
 	e.t.Helper()
-	conf := fmt.Sprintf("hostname = \"bench.example\"\nspool = %q\nmax_message_size = \"200MB\"\ncontrol_socket = %q\nsubmit_socket = %q\n%s%s",
-		e.site.Spool, filepath.Join(e.site.Dir, "control.sock"), filepath.Join(e.site.Dir, "submit.sock"), e.upConf, e.queueConf)
+	conf := fmt.Sprintf("hostname = \"bench.example\"\nspool = %q\nmax_message_size = \"200MB\"\ncontrol_socket = %q\nsubmit_socket = %q\n%s%s%s",
+		e.site.Spool, filepath.Join(e.site.Dir, "control.sock"), filepath.Join(e.site.Dir, "submit.sock"), e.upConf, e.queueConf, driver.UnlimitedPolicy)
 	for _, p := range []string{e.site.Config, bins.SendmailConf} {
 		if err := os.WriteFile(p, []byte(conf), 0o644); err != nil {
 			e.t.Fatal(err)

@@ -1,0 +1,153 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/mailshim/mailshim/pkg/config"
+	"github.com/mailshim/mailshim/pkg/control"
+	"github.com/mailshim/mailshim/pkg/maillog"
+	"github.com/mailshim/mailshim/pkg/pickup"
+	"github.com/mailshim/mailshim/pkg/policy"
+	"github.com/mailshim/mailshim/pkg/queue"
+	"github.com/mailshim/mailshim/pkg/spool"
+)
+
+// abuse is relayd's per-account policy: the gate pickup applies, the
+// freeze/thaw verbs of the control socket, and the admin notice.
+type abuse struct {
+	gate     *policy.Gate
+	qu       *queue.Queue
+	pk       *pickup.Pickup
+	log      *maillog.Logger
+	noticeTo atomic.Pointer[string]
+	hostname atomic.Pointer[string]
+}
+
+// newAbuse opens the policy state file in the spool's private queue
+// directory and builds the gate from cfg.
+func newAbuse(cfg *config.Config, hostname string, pk *pickup.Pickup, qu *queue.Queue, log *maillog.Logger) (*abuse, error) {
+	eng, err := policy.Open(filepath.Join(cfg.Spool, spool.DirQueue, policy.StateFile), nil)
+	if eng == nil {
+		return nil, err
+	}
+	if err != nil {
+		log.Event("warning", "reason", "policy state", "error", err.Error())
+	}
+	a := &abuse{gate: policy.NewGate(policyRules(cfg), eng), qu: qu, pk: pk, log: log}
+	a.gate.OnNotice = a.notice
+	a.configure(cfg, hostname)
+	pk.Gate = a.gate
+	pk.Deferred = qu.Schedule
+	return a, nil
+}
+
+// configure applies a (re)loaded configuration.
+func (a *abuse) configure(cfg *config.Config, hostname string) {
+	a.gate.SetPolicy(policyRules(cfg))
+	to := noticeTo(cfg)
+	a.noticeTo.Store(&to)
+	a.hostname.Store(&hostname)
+}
+
+// run saves the counters every second while they change, and once more,
+// fsync'd, when ctx is done.
+func (a *abuse) run(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			if err := a.gate.Engine.Save(true); err != nil {
+				a.log.Event("error", "reason", "cannot write the policy state file", "error", err.Error())
+			}
+			return
+		case <-t.C:
+			if err := a.gate.Engine.Save(false); err != nil {
+				a.log.Event("error", "reason", "cannot write the policy state file", "error", err.Error())
+			}
+		}
+	}
+}
+
+// handle answers freeze and thaw, and passes every other verb to the
+// queue.
+func (a *abuse) handle(p control.Peer, verb string, args []string, out io.Writer) error {
+	if verb != control.VerbFreeze && verb != control.VerbThaw {
+		return a.qu.Handle(p, verb, args, out)
+	}
+	o, err := queue.ParseOpts(args)
+	if err != nil {
+		return err
+	}
+	if o.UID < 0 {
+		return fmt.Errorf("usage: %s --user U", verb)
+	}
+	name := queue.AccountName(o.UID)
+	freeze := verb == control.VerbFreeze
+	changed := a.gate.Engine.SetFrozen(o.UID, name, freeze)
+	if err := a.gate.Engine.Save(true); err != nil {
+		return fmt.Errorf("cannot record the %s: %v", verb, err)
+	}
+	if freeze {
+		n := a.qu.HoldAccount(o.UID, p.UID)
+		a.log.Event("freeze", "account", name, "uid", o.UID, "by_uid", p.UID, "held", n)
+		was := ""
+		if !changed {
+			was = " (it already was)"
+		}
+		fmt.Fprintf(out, "%s: frozen%s: everything new it sends is held; %d waiting message(s) held\n", name, was, n)
+		return nil
+	}
+	a.log.Event("thaw", "account", name, "uid", o.UID, "by_uid", p.UID)
+	was := ""
+	if !changed {
+		was = " (it was not frozen)"
+	}
+	fmt.Fprintf(out, "%s: thawed%s; its held messages stay held: relayd queue release --user %s (or delete)\n", name, was, name)
+	return nil
+}
+
+// notice logs the first trip of an episode and sends the admin notice.
+func (a *abuse) notice(n *policy.Notice) {
+	to := *a.noticeTo.Load()
+	kv := append(n.LogKV(), "notice_to", to)
+	host := *a.hostname.Load()
+	if to == "" {
+		a.log.Event("limit-tripped", kv...)
+		return
+	}
+	body := fmt.Sprintf("From: mailshim <MAILER-DAEMON@%s>\nTo: %s\nSubject: %s\nAuto-Submitted: auto-generated\nContent-Type: text/plain; charset=utf-8\n\n%s",
+		host, to, n.Subject(), n.Text())
+	me := "mailshim"
+	if u, err := user.LookupId(strconv.Itoa(os.Getuid())); err == nil {
+		me = u.Username
+	}
+	m := &spool.Meta{
+		Env:    spool.Envelope{Sender: "<>", Recipients: []string{to}},
+		Origin: spool.Origin{UID: os.Getuid(), GID: os.Getgid(), User: me, Via: "notice"},
+	}
+	id, err := a.pk.Enqueue(m, strings.NewReader(body))
+	if err != nil {
+		a.log.Event("limit-tripped", append(kv, "notice", "not sent: "+err.Error())...)
+		return
+	}
+	a.log.Event("limit-tripped", append(kv, "notice", id)...)
+}
+
+// pickupHostname is the host name pickup uses for cfg (see
+// pickup.NewRewriter).
+func pickupHostname(cfg *config.Config) string {
+	if cfg.Hostname != "" {
+		return cfg.Hostname
+	}
+	return config.DefaultHostname()
+}

@@ -1,0 +1,132 @@
+package pickup
+
+import (
+	"net/mail"
+	"strings"
+	"time"
+
+	"github.com/mailshim/mailshim/pkg/policy"
+	"github.com/mailshim/mailshim/pkg/spool"
+	"github.com/mailshim/mailshim/pkg/sysexits"
+)
+
+// The per-account policy at pickup.
+//
+// Every door (the maildrop, the submission socket, the SMTP listener)
+// ends in enqueue, so every message passes the gate once, on the kernel's
+// UID, with its final envelope (aliases expanded) and header (From:
+// rewritten or added), after its body is written but before it is
+// committed. The gate's verdict picks the state file it is queued with:
+//
+//   - accept: incoming/, as usual;
+//   - hold (the account's action, or a frozen account): held/, with the
+//     reason in the state file, for relayd queue release/delete;
+//   - defer: deferred/ with the time the rate allows, which the queue is
+//     told (Pickup.Deferred) once the message is durable;
+//   - refuse: not queued. A caller still connected (the submission socket,
+//     SMTP) is answered at once: sendmail exits 77 with the line saying
+//     which limit. A maildrop file was already accepted by sendmail, so
+//     its refusal is a bounce to the envelope sender with the same line
+//     (Pickup.Reject) — never a silent loss.
+
+// admit passes q (its header h, size bytes) through the gate. It returns
+// the state to queue it in and the state file to write (nil: the usual
+// empty one in incoming/), or the refusal.
+func (p *Pickup) admit(q *spool.Meta, h *header, size int64) (string, *spool.Delivery, *RejectError) {
+	g := p.Gate
+	pm := &policy.Message{
+		ID:      q.ID,
+		Account: policy.Account{UID: q.Origin.UID, User: q.Origin.User},
+		Sender:  q.Env.Sender,
+		From:    fromAddrs(h),
+		Rcpts:   len(q.Env.Recipients),
+		Size:    size,
+		Script:  q.Origin.Script,
+		Subject: sampleField(h, "Subject"),
+		To:      sampleField(h, "To"),
+	}
+	l := g.Limits(pm)
+	d := g.Admit(pm, &l)
+	kv := []any{"id", q.ID, "uid", q.Origin.UID, "user", pm.Account.Name(), "action", string(d.Action)}
+	switch {
+	case d.Frozen:
+		kv = append(kv, "limit", "frozen")
+	case d.Violation != nil:
+		v := d.Violation
+		kv = append(kv, "limit", v.Limit, "max", v.Max, "got", v.Got, "source", v.Source)
+		if !v.Static {
+			kv = append(kv, "until", v.Until.UTC().Format(time.RFC3339))
+		}
+	}
+	if d.Action != policy.Accept {
+		p.Log.Event("policy", kv...)
+	}
+	switch d.Action {
+	case policy.Hold:
+		why := "frozen: relayd queue freeze --user " + pm.Account.Name() + " (relayd queue thaw to undo)"
+		if !d.Frozen {
+			why = d.Violation.Error()
+		}
+		return spool.Held, &spool.Delivery{Reason: "held by policy: " + why}, nil
+	case policy.Defer:
+		return spool.Deferred, &spool.Delivery{Next: d.At, Reason: "deferred by policy until " + d.At.UTC().Format(time.RFC3339) + ": " + d.Violation.Error()}, nil
+	case policy.Refuse:
+		return "", nil, errPolicy(d.Violation)
+	}
+	return spool.Incoming, nil, nil
+}
+
+// errPolicy is the RejectError of a message the policy refuses.
+func errPolicy(v *policy.Violation) *RejectError {
+	fix := "ask the administrator of this host: the limit is set in [policy] of mailshim.conf"
+	switch v.Limit {
+	case "from_domains":
+		fix = "send From: an address in a domain this account may use, or ask the administrator to add the domain to from_domains"
+	case "max_recipients":
+		fix = "send to fewer recipients per message (split the list), or ask the administrator to raise max_recipients"
+	case "max_size":
+		fix = "send a smaller message (link to large files instead of attaching them), or ask the administrator to raise max_size"
+	default:
+		fix = "send again after " + v.Until.UTC().Format(time.RFC3339) + ", more slowly; if this account really sends this much, ask the administrator to raise " + v.Limit
+	}
+	return &RejectError{
+		Code: sysexits.NoPerm, Status: "5.7.1", Cause: v.Error(), Fix: fix,
+		Err: v, Temporary: !v.Static,
+	}
+}
+
+// fromAddrs returns the addresses of the From: field (all of them, for a
+// list); a value that does not parse is returned whole, so that a domain
+// rule refuses it rather than letting it by.
+func fromAddrs(h *header) []string {
+	f, _ := h.get("From")
+	if f == nil {
+		return nil
+	}
+	v := f.value()
+	list, err := mail.ParseAddressList(v)
+	if err != nil {
+		if start, end, ok := addrSpan(v); ok {
+			return []string{v[start:end]}
+		}
+		return []string{strings.TrimSpace(v)}
+	}
+	out := make([]string, 0, len(list))
+	for _, a := range list {
+		out = append(out, a.Address)
+	}
+	return out
+}
+
+// sampleField returns a field's value, cut short, for the admin notice.
+func sampleField(h *header, name string) string {
+	f, _ := h.get(name)
+	if f == nil {
+		return ""
+	}
+	v := f.value()
+	if len(v) > 200 {
+		v = v[:200] + "..."
+	}
+	return v
+}

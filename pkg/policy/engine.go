@@ -1,0 +1,336 @@
+package policy
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+)
+
+// # Rates: a leaky bucket per account and limit
+//
+// Each rate is a leaky bucket, kept as the generic cell rate algorithm
+// (GCRA) keeps it: one time per account and rate, the bucket's
+// "theoretical arrival time" (TAT). A limit of L per window W drains at
+// one unit every T = W/L and holds W's worth: a message costing n units
+// (1, or its recipients for the recipients_per_* rates) fits when
+//
+//	max(TAT, now) + n·T − now ≤ W
+//
+// or the bucket is empty (TAT ≤ now: one message larger than the whole
+// allowance is let through, and the bucket then stays over until it has
+// drained), and then TAT becomes max(TAT, now) + n·T. So an account may send L at
+// once (the burst an idle site has earned), then one every T; after W of
+// silence the bucket is empty again. Unlike a fixed window, there is no
+// boundary at which a site can send 2·L in a moment; unlike a log of
+// timestamps, the state is one time per rate, which the state file keeps.
+//
+// A message that does not fit is, by the account's action:
+//
+//   - hold or refuse: not counted (the bucket is unchanged), so what the
+//     account sends within its rate still goes out at that rate;
+//   - defer: counted, and sent when it fits: at the largest
+//     TAT + n·T − W over the rates. Each further message gets the next
+//     slot, so a flood is spread out at exactly the allowed rate.
+
+// Decision is what Decide says about one message.
+type Decision struct {
+	Action Action // Accept, Defer, Hold or Refuse
+	// At is when a deferred message may be sent.
+	At time.Time
+	// Violation is the limit that tripped (nil for Accept and Frozen).
+	Violation *Violation
+	// Frozen is set when the account is frozen (relayd queue freeze):
+	// the message is held whatever the rates say.
+	Frozen bool
+	// Notice is set on the first trip of an episode: the admin is told
+	// once, not again until the account has been quiet for NoticeQuiet.
+	Notice bool
+}
+
+// NoticeQuiet is how long an account must go without tripping a limit
+// before a new trip counts as a new episode (and sends a new notice).
+const NoticeQuiet = time.Hour
+
+// account is the persistent state of one UID.
+type account struct {
+	Name     string               `json:"name,omitempty"`
+	TAT      map[string]time.Time `json:"tat,omitempty"` // by rate key
+	LastTrip time.Time            `json:"last_trip,omitzero"`
+	Trips    int64                `json:"trips,omitempty"` // trips in the current episode
+	Frozen   bool                 `json:"frozen,omitempty"`
+}
+
+type stateFile struct {
+	Version  int                 `json:"version"`
+	Accounts map[string]*account `json:"accounts"`
+}
+
+// Engine decides, counts and remembers. It is safe for concurrent use.
+type Engine struct {
+	saveMu sync.Mutex // one Save at a time (they share the temporary file)
+	mu     sync.Mutex
+	path   string
+	accts  map[string]*account
+	dirty  bool
+	now    func() time.Time
+}
+
+// StateFile is the name of the state file in relayd's private queue
+// directory.
+const StateFile = "policy.state"
+
+// Open loads the state file at path (missing: a fresh state). now is the
+// clock (time.Now when nil). A state file that cannot be parsed is
+// renamed aside (path + ".bad") and reported: the counters start afresh
+// rather than relayd refusing to start.
+func Open(path string, now func() time.Time) (*Engine, error) {
+	if now == nil {
+		now = time.Now
+	}
+	e := &Engine{path: path, accts: map[string]*account{}, now: now}
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return e, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var st stateFile
+	if err := json.Unmarshal(b, &st); err != nil || st.Version != 1 {
+		if err == nil {
+			err = fmt.Errorf("unknown version %d", st.Version)
+		}
+		os.Rename(path, path+".bad")
+		return e, fmt.Errorf("%s: unreadable (%v); moved to %s.bad, counters start afresh", path, err, path)
+	}
+	for k, a := range st.Accounts {
+		if a != nil {
+			e.accts[k] = a
+		}
+	}
+	return e, nil
+}
+
+func (e *Engine) get(a Account) *account {
+	k := a.Key()
+	ac := e.accts[k]
+	if ac == nil {
+		ac = &account{}
+		e.accts[k] = ac
+	}
+	ac.Name = a.Name()
+	return ac
+}
+
+// Decide counts a message of nrcpt recipients from a under limits l and
+// says what to do with it (see the rates above).
+func (e *Engine) Decide(a Account, l *Limits, nrcpt int) Decision {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	now := e.now()
+	ac := e.get(a)
+	if ac.Frozen {
+		return Decision{Action: Hold, Frozen: true}
+	}
+	var next [NumRates]time.Time
+	var worst *Violation
+	at := now
+	for r := Rate(0); r < NumRates; r++ {
+		lim := l.Rates[r]
+		if lim <= 0 {
+			continue
+		}
+		w := r.Window()
+		t := w / time.Duration(lim)
+		n := 1
+		if r.Recipients() {
+			n = max(nrcpt, 1)
+		}
+		tat := ac.TAT[r.String()]
+		empty := !tat.After(now)
+		if empty {
+			tat = now
+		}
+		next[r] = tat.Add(time.Duration(n) * t)
+		fits := next[r].Add(-w)
+		if fits.After(at) {
+			at = fits
+		}
+		// An empty bucket takes any one message: a message larger than
+		// the whole allowance (more recipients than a rate allows) is
+		// max_recipients' business, not the rate's. The bucket then
+		// stays over until it has drained.
+		if next[r].Sub(now) > w && !empty {
+			got := int64((next[r].Sub(now) + t - 1) / t)
+			v := &Violation{Limit: r.String(), Source: l.Source[r.String()], Action: l.Action, Max: int64(lim), Got: got, Until: fits}
+			if worst == nil || v.Until.After(worst.Until) {
+				worst = v
+			}
+		}
+	}
+	commit := func() {
+		if ac.TAT == nil {
+			ac.TAT = map[string]time.Time{}
+		}
+		for r := Rate(0); r < NumRates; r++ {
+			if !next[r].IsZero() {
+				ac.TAT[r.String()] = next[r]
+			}
+		}
+		e.dirty = true
+	}
+	if worst == nil {
+		commit()
+		return Decision{Action: Accept}
+	}
+	d := Decision{Action: l.Action, Violation: worst}
+	if l.Action == Defer {
+		commit()
+		d.At = at
+		worst.Until = at
+	}
+	if ac.LastTrip.IsZero() || now.Sub(ac.LastTrip) >= NoticeQuiet {
+		d.Notice = true
+		ac.Trips = 0
+	}
+	ac.LastTrip = now
+	ac.Trips++
+	e.dirty = true
+	return d
+}
+
+// Trips returns how many limits a has tripped in its current episode.
+func (e *Engine) Trips(a Account) int64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if ac := e.accts[a.Key()]; ac != nil {
+		return ac.Trips
+	}
+	return 0
+}
+
+// SetFrozen freezes (holds everything new from) or thaws the account
+// with UID uid, and reports whether that changed anything.
+func (e *Engine) SetFrozen(uid int, name string, frozen bool) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ac := e.get(Account{UID: uid, User: name})
+	if ac.Frozen == frozen {
+		return false
+	}
+	ac.Frozen = frozen
+	e.dirty = true
+	return true
+}
+
+// Frozen lists the frozen accounts' names, sorted.
+func (e *Engine) Frozen() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []string
+	for _, ac := range e.accts {
+		if ac.Frozen {
+			out = append(out, ac.Name)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// IsFrozen reports whether the account with UID uid is frozen.
+func (e *Engine) IsFrozen(uid int) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ac := e.accts[Account{UID: uid}.Key()]
+	return ac != nil && ac.Frozen
+}
+
+// Save writes the state file if anything changed since the last Save:
+// a temporary file beside it, then rename(2), so that a crash leaves the
+// old state or the new one, never half of one. With sync the file and
+// its directory are fsync'd; without, the caller's next syncfs (pickup's
+// group commit) makes it durable. Accounts with nothing left to remember
+// (empty buckets, no freeze, no recent trip) are dropped.
+func (e *Engine) Save(sync bool) error {
+	e.saveMu.Lock()
+	defer e.saveMu.Unlock()
+	e.mu.Lock()
+	if !e.dirty {
+		e.mu.Unlock()
+		return nil
+	}
+	now := e.now()
+	st := stateFile{Version: 1, Accounts: map[string]*account{}}
+	for k, ac := range e.accts {
+		live := ac.Frozen || now.Sub(ac.LastTrip) < NoticeQuiet
+		for _, t := range ac.TAT {
+			if t.After(now) {
+				live = true
+			}
+		}
+		if !live {
+			delete(e.accts, k)
+			continue
+		}
+		c := *ac
+		c.TAT = map[string]time.Time{}
+		for r, t := range ac.TAT {
+			c.TAT[r] = t
+		}
+		st.Accounts[k] = &c
+	}
+	e.dirty = false
+	e.mu.Unlock()
+	b, err := json.Marshal(&st)
+	if err != nil {
+		return err
+	}
+	if err := writeAtomic(e.path, b, sync); err != nil {
+		e.mu.Lock()
+		e.dirty = true
+		e.mu.Unlock()
+		return err
+	}
+	return nil
+}
+
+func writeAtomic(path string, b []byte, sync bool) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		// A temporary file a crash left behind: ours to replace.
+		os.Remove(tmp)
+		f, err = os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_EXCL, 0o600)
+	}
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if err == nil && sync {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if sync {
+		if d, err := os.Open(filepath.Dir(path)); err == nil {
+			err = d.Sync()
+			d.Close()
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,230 @@
+package policy
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func ip(n int) *int { return &n }
+
+func TestResolveKeyByKey(t *testing.T) {
+	hold, refuse := Hold, Refuse
+	p := &Policy{Rules: map[string]Rule{
+		"*":           {MaxRecipients: ip(20)},
+		"group:shops": {Rates: [NumRates]*int{MessagesPerHour: ip(1000)}, Action: &refuse},
+		"uid:33":      {Rates: [NumRates]*int{MessagesPerMinute: ip(5)}},
+		"www-data":    {FromDomains: []string{"shop.example"}, Action: &hold},
+	}}
+	l := p.Resolve(Account{UID: 33, User: "www-data", Groups: []string{"www-data", "shops"}})
+	if l.MaxRecipients != 20 || l.Source["max_recipients"] != "*" {
+		t.Errorf("max_recipients %d from %s", l.MaxRecipients, l.Source["max_recipients"])
+	}
+	if l.Rates[MessagesPerMinute] != 5 || l.Source["messages_per_minute"] != "uid:33" {
+		t.Errorf("messages_per_minute %d from %s", l.Rates[MessagesPerMinute], l.Source["messages_per_minute"])
+	}
+	if l.Rates[MessagesPerHour] != 1000 || l.Source["messages_per_hour"] != "group:shops" {
+		t.Errorf("messages_per_hour %d from %s", l.Rates[MessagesPerHour], l.Source["messages_per_hour"])
+	}
+	if l.Rates[MessagesPerDay] != Defaults().Rates[MessagesPerDay] || l.Source["messages_per_day"] != "default" {
+		t.Errorf("messages_per_day %d from %s", l.Rates[MessagesPerDay], l.Source["messages_per_day"])
+	}
+	if l.Action != Hold || l.Source["action"] != "www-data" || strings.Join(l.FromDomains, ",") != "shop.example" {
+		t.Errorf("action %s from %s, from_domains %v", l.Action, l.Source["action"], l.FromDomains)
+	}
+	// Another member of the group gets the group's action.
+	if l := p.Resolve(Account{UID: 1001, User: "shop2", Groups: []string{"shops"}}); l.Action != Refuse || l.Rates[MessagesPerMinute] != Defaults().Rates[MessagesPerMinute] {
+		t.Errorf("shop2: %+v", l)
+	}
+	// Root has no rates unless a table says so.
+	if l := p.Resolve(Account{UID: 0, User: "root"}); l.Rates[MessagesPerMinute] != 0 || l.MaxRecipients != 20 {
+		t.Errorf("root: %+v", l)
+	}
+	p.Rules["root"] = Rule{Rates: [NumRates]*int{MessagesPerMinute: ip(7)}}
+	if l := p.Resolve(Account{UID: 0, User: "root"}); l.Rates[MessagesPerMinute] != 7 || l.Rates[MessagesPerHour] != 1000 && l.Rates[MessagesPerHour] != 0 {
+		t.Errorf("root with a table: %+v", l)
+	}
+}
+
+func TestCheckStatic(t *testing.T) {
+	l := Defaults()
+	l.Source = map[string]string{"from_domains": "www-data", "max_recipients": "default", "max_size": "*"}
+	l.FromDomains = []string{"shop.example", "*.example.org"}
+	l.MaxSize = 1000
+	for _, tc := range []struct {
+		from  []string
+		nrcpt int
+		size  int64
+		want  string
+	}{
+		{[]string{"a@shop.example"}, 1, 10, ""},
+		{[]string{"a@SHOP.example", "b@news.example.org"}, 1000, -1, ""},
+		{[]string{"a@bank.example"}, 1, 10, `policy: the From: address "a@bank.example" is not in a domain this account may send from (from_domains ([policy.www-data]))`},
+		{[]string{"a@shop.example"}, 1001, 10, "policy: 1001 recipients, more than the 1000 allowed per message (max_recipients (built-in default))"},
+		{[]string{"a@shop.example"}, 1, 1001, `policy: the message is larger than the 1000 bytes allowed (max_size ([policy."*"]))`},
+	} {
+		v := l.CheckStatic(tc.from, tc.nrcpt, tc.size)
+		got := ""
+		if v != nil {
+			got = v.Error()
+			if !v.Static || v.Action != Refuse {
+				t.Errorf("%v: not a static refusal: %+v", tc.from, v)
+			}
+		}
+		if got != tc.want {
+			t.Errorf("%v %d %d: %q, want %q", tc.from, tc.nrcpt, tc.size, got, tc.want)
+		}
+	}
+}
+
+type clock struct{ t time.Time }
+
+func (c *clock) now() time.Time { return c.t }
+
+func limits(action Action, perMin int) *Limits {
+	l := Limits{Action: action, Source: map[string]string{}}
+	l.Rates[MessagesPerMinute] = perMin
+	return &l
+}
+
+func TestBucketBurstThenRate(t *testing.T) {
+	c := &clock{time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)}
+	e, err := Open(filepath.Join(t.TempDir(), StateFile), c.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := Account{UID: 33, User: "www-data"}
+	l := limits(Hold, 60)
+	for i := 0; i < 60; i++ {
+		if d := e.Decide(a, l, 1); d.Action != Accept {
+			t.Fatalf("message %d of the burst: %+v", i, d)
+		}
+	}
+	d := e.Decide(a, l, 1)
+	if d.Action != Hold || d.Violation == nil || d.Violation.Limit != "messages_per_minute" || !d.Notice {
+		t.Fatalf("61st: %+v", d)
+	}
+	if want := c.t.Add(time.Second); !d.Violation.Until.Equal(want) {
+		t.Errorf("until %v, want %v", d.Violation.Until, want)
+	}
+	if !strings.Contains(d.Violation.Error(), "rate limit messages_per_minute=60 reached (built-in default): messages over the last minute would be 61") {
+		t.Errorf("error: %s", d.Violation.Error())
+	}
+	// Held messages are not counted: a second later one more fits, and
+	// the notice is not repeated.
+	for i := 0; i < 100; i++ {
+		if d := e.Decide(a, l, 1); d.Action != Hold || d.Notice {
+			t.Fatalf("flood %d: %+v", i, d)
+		}
+	}
+	c.t = c.t.Add(time.Second)
+	if d := e.Decide(a, l, 1); d.Action != Accept {
+		t.Fatalf("a second later: %+v", d)
+	}
+	if d := e.Decide(a, l, 1); d.Action != Hold || d.Notice {
+		t.Fatalf("then: %+v", d)
+	}
+	// An hour of quiet ends the episode: the next trip is noticed again.
+	c.t = c.t.Add(NoticeQuiet + time.Minute)
+	for i := 0; i < 60; i++ {
+		e.Decide(a, l, 1)
+	}
+	if d := e.Decide(a, l, 1); d.Action != Hold || !d.Notice {
+		t.Fatalf("new episode: %+v", d)
+	}
+	// Another account is not affected.
+	if d := e.Decide(Account{UID: 1001}, l, 1); d.Action != Accept {
+		t.Fatalf("other account: %+v", d)
+	}
+}
+
+func TestBucketDeferSpreadsAtTheRate(t *testing.T) {
+	c := &clock{time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)}
+	e, _ := Open(filepath.Join(t.TempDir(), StateFile), c.now)
+	a := Account{UID: 33}
+	l := limits(Defer, 6) // one every 10 s after a burst of 6
+	for i := 0; i < 6; i++ {
+		if d := e.Decide(a, l, 1); d.Action != Accept {
+			t.Fatalf("%d: %+v", i, d)
+		}
+	}
+	for i := 1; i <= 5; i++ {
+		d := e.Decide(a, l, 1)
+		if d.Action != Defer || !d.At.Equal(c.t.Add(time.Duration(i)*10*time.Second)) {
+			t.Fatalf("deferred %d: %+v, want at +%ds", i, d, i*10)
+		}
+	}
+}
+
+func TestRecipientRates(t *testing.T) {
+	c := &clock{time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)}
+	e, _ := Open(filepath.Join(t.TempDir(), StateFile), c.now)
+	l := Limits{Action: Refuse, Source: map[string]string{"recipients_per_hour": "*"}}
+	l.Rates[RecipientsPerHour] = 100
+	a := Account{UID: 1000}
+	if d := e.Decide(a, &l, 60); d.Action != Accept {
+		t.Fatalf("%+v", d)
+	}
+	d := e.Decide(a, &l, 60)
+	if d.Action != Refuse || d.Violation.Limit != "recipients_per_hour" || d.Violation.Got != 120 {
+		t.Fatalf("%+v %+v", d, d.Violation)
+	}
+	if d := e.Decide(a, &l, 40); d.Action != Accept {
+		t.Fatalf("40 more: %+v", d)
+	}
+	// An idle account may send one message with more recipients than the
+	// whole allowance; then it waits until the bucket has drained.
+	b := Account{UID: 1001}
+	if d := e.Decide(b, &l, 250); d.Action != Accept {
+		t.Fatalf("250 from an empty bucket: %+v", d)
+	}
+	if d := e.Decide(b, &l, 1); d.Action != Refuse {
+		t.Fatalf("then 1 more: %+v", d)
+	}
+	c.t = c.t.Add(151 * time.Hour / 100)
+	if d := e.Decide(b, &l, 1); d.Action != Accept {
+		t.Fatalf("after 1.51 hours (1.5 to drain the excess): %+v", d)
+	}
+}
+
+// The counters, trips and freezes survive a restart (a new Engine over
+// the same state file), and a damaged state file is set aside.
+func TestStatePersists(t *testing.T) {
+	c := &clock{time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)}
+	path := filepath.Join(t.TempDir(), StateFile)
+	e, _ := Open(path, c.now)
+	a := Account{UID: 33, User: "www-data"}
+	l := limits(Hold, 10)
+	for i := 0; i < 10; i++ {
+		e.Decide(a, l, 1)
+	}
+	if d := e.Decide(a, l, 1); !d.Notice {
+		t.Fatal("no notice on the first trip")
+	}
+	e.SetFrozen(1001, "alice", true)
+	if err := e.Save(true); err != nil {
+		t.Fatal(err)
+	}
+	e2, err := Open(path, c.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := e2.Decide(a, l, 1); d.Action != Hold || d.Notice {
+		t.Fatalf("after a restart: %+v (the bucket must still be full and the episode known)", d)
+	}
+	if !e2.IsFrozen(1001) || strings.Join(e2.Frozen(), ",") != "alice" {
+		t.Errorf("freeze lost: %v", e2.Frozen())
+	}
+	if d := e2.Decide(Account{UID: 1001, User: "alice"}, l, 1); d.Action != Hold || !d.Frozen {
+		t.Errorf("frozen account: %+v", d)
+	}
+	os.WriteFile(path, []byte("{garbage"), 0o600)
+	if _, err := Open(path, c.now); err == nil || !strings.Contains(err.Error(), "afresh") {
+		t.Errorf("damaged state: %v", err)
+	}
+	if _, err := os.Stat(path + ".bad"); err != nil {
+		t.Error(err)
+	}
+}
