@@ -11,6 +11,16 @@
 // (so CR, LF, '"' and non-printable bytes can never break a line or forge
 // another event). The order of keys is the caller's order. The format of
 // each event is pinned by tests in the packages that emit them.
+//
+// Many values come from outside and are hostile at times: upstream reply
+// texts, addresses, script paths and command lines a caller claims,
+// options, header values. Value is what makes them safe: quoting escapes
+// every control character (C0, DEL, C1, U+2028/2029, bidi overrides) and
+// every invalid UTF-8 byte, so a line holds printable characters only; a
+// value over MaxValue bytes is cut (with the number of bytes left out), so
+// that one upstream cannot make a line of megabytes. A key that is not a
+// lower-case word is replaced by "badkey", so even a caller's mistake
+// cannot break the format.
 package maillog
 
 import (
@@ -20,6 +30,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 // Logger writes mail log lines to w. It is safe for concurrent use.
@@ -51,7 +62,7 @@ func (l *Logger) Event(event string, kv ...any) {
 	b.WriteString(Value(event))
 	for i := 0; i < len(kv); i += 2 {
 		b.WriteByte(' ')
-		b.WriteString(fmt.Sprint(kv[i]))
+		b.WriteString(key(fmt.Sprint(kv[i])))
 		b.WriteByte('=')
 		if i+1 < len(kv) {
 			b.WriteString(Value(fmt.Sprint(kv[i+1])))
@@ -63,11 +74,37 @@ func (l *Logger) Event(event string, kv ...any) {
 	l.mu.Unlock()
 }
 
+// MaxValue bounds the bytes of a value that are logged.
+const MaxValue = 4096
+
+// key returns k if it is a word of lower-case letters, digits, '_' and
+// '-', else "badkey".
+func key(k string) string {
+	if k == "" {
+		return "badkey"
+	}
+	for i := 0; i < len(k); i++ {
+		if c := k[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return "badkey"
+		}
+	}
+	return k
+}
+
 // Value formats one value: bare if every byte is a safe printable ASCII
-// character, else Go-quoted. The empty string is written as "".
+// character, else Go-quoted. The empty string is written as "". A value
+// longer than MaxValue bytes is cut there (at a character boundary) and
+// quoted, with "...[N more bytes]" inside the quotes.
 func Value(s string) string {
 	if s == "" {
 		return `""`
+	}
+	if len(s) > MaxValue {
+		cut := MaxValue
+		for cut > MaxValue-4 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		return strconv.Quote(s[:cut] + fmt.Sprintf("...[%d more bytes]", len(s)-cut))
 	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]

@@ -2,6 +2,9 @@ package maillog
 
 import (
 	"bytes"
+	"fmt"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -13,5 +16,40 @@ func TestEventFormat(t *testing.T) {
 	want := `ts=2026-11-23T14:40:00.123Z event=pickup id=0006270A1B2C3D4E5F60 uid=1001 script="/home/a b.php" from=<a@b> evil="x\ny=1"` + "\n"
 	if b.String() != want {
 		t.Errorf("got  %q\nwant %q", b.String(), want)
+	}
+}
+
+// Every value from outside is written so that it cannot break its line,
+// forge another event, or drive a terminal.
+func TestValueEscapes(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"plain", "plain"},
+		{"a b", `"a b"`},
+		{"x\r\nts=1 event=delivery id=FORGED", `"x\r\nts=1 event=delivery id=FORGED"`},
+		{"nul\x00del\x7fesc\x1b[2J", `"nul\x00del\x7fesc\x1b[2J"`},
+		{"bad\xff\xfeutf8", `"bad\xff\xfeutf8"`},
+		{"ls\u2028ps\u2029rlo\u202enel\u0085", `"ls\u2028ps\u2029rlo\u202enel\u0085"`},
+		{`q"b\e=`, `"q\"b\\e="`},
+		{"grüße", `"grüße"`},
+	} {
+		if got := Value(tc.in); got != tc.want {
+			t.Errorf("Value(%q) = %s, want %s", tc.in, got, tc.want)
+		}
+	}
+	long := strings.Repeat("é", MaxValue) // 2 bytes each
+	got := Value(long)
+	if len(got) > MaxValue+40 || !strings.HasSuffix(got, fmt.Sprintf(`...[%d more bytes]"`, 2*MaxValue-MaxValue)) {
+		t.Errorf("long value: %d bytes, ends %q", len(got), got[len(got)-30:])
+	}
+	if _, err := strconv.Unquote(got); err != nil {
+		t.Errorf("long value is not a valid quoted string: %v", err)
+	}
+}
+
+func TestBadKey(t *testing.T) {
+	var b bytes.Buffer
+	New(&b, func() time.Time { return time.Unix(0, 0) }).Event("x", "ok_key", 1, "bad key\nts=0", 2)
+	if want := "ts=1970-01-01T00:00:00.000Z event=x ok_key=1 badkey=2\n"; b.String() != want {
+		t.Errorf("got %q, want %q", b.String(), want)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"time"
 )
 
 // helperMain is this test binary run again, as an attacker's UID, to do
@@ -14,6 +15,9 @@ import (
 //	hold SOCK N PREFIX   open N connections to the unix socket SOCK, write
 //	                     PREFIX on each, print "ready", and keep them open
 //	                     (sending nothing more) until stdin is closed.
+//	raw SOCK FILE        connect to SOCK, send FILE's bytes, shut down the
+//	                     write side, and print what comes back (at most
+//	                     1 MiB).
 func helperMain(mode string, args []string) int {
 	switch mode {
 	case "hold":
@@ -39,6 +43,28 @@ func helperMain(mode string, args []string) int {
 		for _, c := range conns {
 			c.Close()
 		}
+		return 0
+	}
+	if mode == "raw" {
+		if len(args) != 2 {
+			fmt.Fprintln(os.Stderr, "raw: SOCK FILE")
+			return 2
+		}
+		data, err := os.ReadFile(args[1])
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		c, err := net.Dial("unix", args[0])
+		if err != nil {
+			fmt.Printf("dial: %v\n", err)
+			return 1
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(60 * time.Second))
+		c.Write(data)
+		c.(*net.UnixConn).CloseWrite()
+		io.Copy(os.Stdout, io.LimitReader(c, 1<<20))
 		return 0
 	}
 	fmt.Fprintf(os.Stderr, "unknown helper mode %q\n", mode)

@@ -181,10 +181,28 @@ func newEnv(t *testing.T, opt smtptest.Options, queue, extra string) *env {
 	}
 	up := smtptest.New(t, opt)
 	e := &env{t: t, dir: dir, up: up}
+	e.setup(e.upstreamTOML(up), queue, extra)
+	return e
+}
+
+// newEnvRaw is newEnv with a scripted plain-text upstream (see fakeUpstream).
+func newEnvRaw(t *testing.T, fu *fakeUpstream, queue, extra string) *env {
+	t.Helper()
+	needRoot(t)
+	e := &env{t: t, dir: openDir(t)}
+	fu.start(t)
+	e.setup(fmt.Sprintf("\n[[upstream]]\nhost = \"127.0.0.1\"\nport = %d\ntls = \"none\"\n", fu.port), queue, extra)
+	return e
+}
+
+// setup makes the site and starts relayd.
+func (e *env) setup(upstream, queue, extra string) {
+	t := e.t
+	t.Helper()
 	if queue == "" {
 		queue = quickQueue
 	}
-	site, err := driver.NewSite(filepath.Join(dir, "site"), bins, e.upstreamTOML(up)+queue+extra)
+	site, err := driver.NewSite(filepath.Join(e.dir, "site"), bins, upstream+queue+extra)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +216,6 @@ func newEnv(t *testing.T, opt smtptest.Options, queue, extra string) *env {
 		}
 	})
 	e.start()
-	return e
 }
 
 func (e *env) upstreamTOML(up *smtptest.Server) string {
@@ -466,4 +483,24 @@ func (e *env) drained(t *testing.T) {
 		r := e.relayd(run{uid: 0}, "queue", "list")
 		return strings.Contains(r.stdout, "\n0 message(s)")
 	})
+}
+
+// raw runs the helper as uid: it sends data to the unix socket sock, shuts
+// down its write side and returns what came back.
+func (e *env) raw(uid int, sock string, data []byte) string {
+	e.t.Helper()
+	f := filepath.Join(e.dir, fmt.Sprintf("raw-%d", time.Now().UnixNano()))
+	if err := os.WriteFile(f, data, 0o644); err != nil {
+		e.t.Fatal(err)
+	}
+	defer os.Remove(f)
+	cmd := exec.Command(helperBin, sock, f)
+	cmd.Env = []string{helperEnv + "=raw"}
+	cmd.Dir = "/"
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred(uid, -1), Pdeathsig: syscall.SIGKILL}
+	out, err := cmd.Output()
+	if err != nil {
+		e.t.Fatalf("raw helper as uid %d: %v: %s", uid, err, out)
+	}
+	return string(out)
 }
