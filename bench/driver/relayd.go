@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -52,7 +51,7 @@ func FillMaildrop(dir string, n int, size int64, seq0 int) error {
 			Origin: spool.Origin{UID: os.Getuid(), GID: os.Getgid(), User: "bench", Via: "maildrop", Mode: "t",
 				Script: "/bench/fill", ScriptSource: "parent-cmdline"},
 			Size: int64(len(body)),
-			CRC:  crc32.Checksum(body, spool.CRC),
+			CRC:  spool.Checksum(body),
 		}
 		hdr, _ := spool.EncodeHeader(m)
 		p := filepath.Join(dir, m.ID)

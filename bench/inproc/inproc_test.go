@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"os"
 	"strings"
@@ -73,7 +72,7 @@ func BenchmarkDecode(b *testing.B) {
 	}
 	m := &spool.Meta{ID: spool.NewID(time.Now()), Time: time.Now(), Env: spool.Envelope{Sender: "s@bench.example", Recipients: rcpts},
 		Origin: spool.Origin{UID: 33, GID: 33, User: "www-data", Script: "/var/www/site/contact.php", ScriptSource: "SCRIPT_FILENAME"},
-		Size:   int64(len(body)), CRC: crc32.Checksum(body, spool.CRC)}
+		Size:   int64(len(body)), CRC: spool.Checksum(body)}
 	hdr, _ := spool.EncodeHeader(m)
 	file := append(hdr, body...)
 	r := bytes.NewReader(file)

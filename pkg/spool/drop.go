@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"hash"
-	"hash/crc32"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -90,7 +89,7 @@ func NewDrop(dir *os.File, m *Meta, max int64) (*Drop, error) {
 	if !ValidID(m.ID) {
 		return nil, fmt.Errorf("spool: bad queue id %q", m.ID)
 	}
-	d := &Drop{dir: dir, meta: *m, crc: crc32.New(CRC), max: max}
+	d := &Drop{dir: dir, meta: *m, crc: NewCRC(), max: max}
 	dfd := int(dir.Fd())
 	fd, err := unix.Openat(dfd, ".", unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, uint32(ModeDropFile.Perm()))
 	if err == nil {

@@ -42,7 +42,6 @@ import (
 	"errors"
 	"fmt"
 	"hash"
-	"hash/crc32"
 	"io"
 	"strconv"
 	"strings"
@@ -58,9 +57,6 @@ const (
 	crcWidth  = 8
 	maxHeader = 16 << 20 // 10,000 recipients fit many times over
 )
-
-// CRC is the checksum table used for the message bytes (Castagnoli).
-var CRC = crc32.MakeTable(crc32.Castagnoli)
 
 // Envelope is what the message is sent with: the SMTP envelope and the
 // delivery options the caller asked for.
@@ -453,7 +449,7 @@ func DecodeHeader(br *bufio.Reader, max int) (*Meta, error) {
 // mismatch, so a reader that copies to the end never sends a corrupted
 // message silently.
 func (m *Meta) Body(r io.ReaderAt) io.Reader {
-	return &crcReader{r: io.NewSectionReader(r, m.BodyOffset, m.Size), h: crc32.New(CRC), want: m.CRC}
+	return &crcReader{r: io.NewSectionReader(r, m.BodyOffset, m.Size), h: NewCRC(), want: m.CRC}
 }
 
 type crcReader struct {

@@ -28,7 +28,6 @@ import (
 	"errors"
 	"fmt"
 	"hash"
-	"hash/crc32"
 	"io"
 	"os"
 	"path/filepath"
@@ -645,7 +644,7 @@ func (q *Queue) NewMessage(m *Meta) (*MsgWriter, error) {
 		unix.Close(fd)
 		return nil, &os.PathError{Op: "chmod", Path: filepath.Join(q.Root, DirMsg), Err: err}
 	}
-	w := &MsgWriter{q: q, f: os.NewFile(uintptr(fd), filepath.Join(q.Root, DirMsg, m.ID)), meta: *m, crc: crc32.New(CRC)}
+	w := &MsgWriter{q: q, f: os.NewFile(uintptr(fd), filepath.Join(q.Root, DirMsg, m.ID)), meta: *m, crc: NewCRC()}
 	hdr, off := EncodeHeader(&w.meta)
 	w.sizeOff = off
 	w.w = writers.Get().(*bufio.Writer)

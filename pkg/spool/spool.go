@@ -30,11 +30,10 @@
 package spool
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"os"
-	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Directory names under the spool root, and their modes.
@@ -72,10 +71,21 @@ var PrivateDirs = []string{DirQueue, DirMsg, DirIncoming, DirActive, DirDeferred
 // NewID returns a fresh queue ID: 13 upper-case hex digits of the time in
 // microseconds, then 7 random ones. IDs sort by arrival time, are safe as
 // file names, and are unique without coordination between processes.
+//
+// The random digits come from getrandom(2) directly: crypto/rand would
+// bring its package initialisers (and the FIPS module's) into sendmail,
+// which pays for them at every call.
 func NewID(now time.Time) string {
 	var r [4]byte
-	if _, err := rand.Read(r[:]); err != nil {
-		panic("spool: no randomness: " + err.Error())
+	for n := 0; n < len(r); {
+		m, err := unix.Getrandom(r[n:], 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			panic("spool: no randomness: " + err.Error())
+		}
+		n += m
 	}
 	us := uint64(now.UnixMicro())
 	const digits = "0123456789ABCDEF"
@@ -84,7 +94,11 @@ func NewID(now time.Time) string {
 		b[i] = digits[us&0xf]
 		us >>= 4
 	}
-	copy(b[13:], strings.ToUpper(hex.EncodeToString(r[:]))[:7])
+	rnd := uint32(r[0])<<24 | uint32(r[1])<<16 | uint32(r[2])<<8 | uint32(r[3])
+	for i := 19; i >= 13; i-- { // the first 7 of the 8 hex digits of rnd
+		b[i] = digits[rnd>>4&0xf]
+		rnd >>= 4
+	}
 	return string(b[:])
 }
 

@@ -3,7 +3,6 @@ package robust
 import (
 	"bytes"
 	"fmt"
-	"hash/crc32"
 	"os"
 	"path/filepath"
 	"strings"
@@ -24,7 +23,7 @@ func spoolFile(seq, uid int) ([]byte, string) {
 	m := &spool.Meta{ID: id, Time: time.Now(),
 		Env:    spool.Envelope{Sender: "sender@bench.example", Recipients: []string{"rcpt@bench.example"}},
 		Origin: spool.Origin{UID: uid, GID: uid, User: "claimed", Via: "maildrop", Mode: "t"},
-		Size:   int64(len(body)), CRC: crc32.Checksum(body, spool.CRC)}
+		Size:   int64(len(body)), CRC: spool.Checksum(body)}
 	hdr, _ := spool.EncodeHeader(m)
 	return append(hdr, body...), id
 }
