@@ -17,7 +17,7 @@
 //   - The environment is read once for the trace variables
 //     (origin.TraceVars) and, only when not running setgid,
 //     MAILSHIM_CONFIG; then it is cleared. TZ cannot name a file to read:
-//     package earlyenv removes TZ, ZONEINFO and GOROOT before any package
+//     package earlyenv empties TZ and removes ZONEINFO and GOROOT before any package
 //     init can load the local zone, and time.Local is UTC. GOTRACEBACK is forced to "none" by the runtime in
 //     secure mode (AT_SECURE); GODEBUG's output-producing settings are
 //     tested not to fire (e2e_test.go). Built static, CGO_ENABLED=0: no
@@ -417,7 +417,7 @@ func deliver(cfg *config.Config, a *args, envVars map[string]string) *exitError 
 		org.Mode = "t"
 	}
 	in := &errReader{r: os.Stdin}
-	br := bufio.NewReaderSize(message.NewReader(in, a.ignoreDots), 64<<10)
+	br := bufio.NewReaderSize(message.NewReader(in, a.ignoreDots), headerBuf)
 	h, err := message.ReadHeader(br, headerLimit(cfg))
 	if err != nil {
 		return inputError(err, in)

@@ -24,6 +24,7 @@ func smtpSession(cfg *config.Config, a *args, envVars map[string]string) (int, *
 	org.Ignored = a.ignored
 	in := &errReader{r: os.Stdin}
 	lastCode := 0
+	br := bufio.NewReaderSize(nil, headerBuf) // one for the session's messages
 	srv := &submit.SMTP{
 		Hostname: cfg.Hostname,
 		MaxSize:  cfg.MaxMessageSize,
@@ -37,7 +38,7 @@ func smtpSession(cfg *config.Config, a *args, envVars map[string]string) (int, *
 		},
 		Deliver: func(env spool.Envelope, data io.Reader) (string, error) {
 			o := org
-			br := bufio.NewReaderSize(data, 64<<10)
+			br.Reset(data)
 			h, err := message.ReadHeader(br, headerLimit(cfg))
 			if err != nil {
 				e := inputError(err, in)
@@ -78,6 +79,11 @@ func smtpSession(cfg *config.Config, a *args, envVars map[string]string) (int, *
 	}
 	return 0, nil
 }
+
+// headerBuf is the buffer ReadHeader reads the header section through
+// (longer lines are read in pieces). The body is not copied through it:
+// io.Copy hands message.Reader's own buffer to the spool file (WriteTo).
+const headerBuf = 8 << 10
 
 func headerLimit(cfg *config.Config) int {
 	maxHdr := message.MaxHeader

@@ -56,6 +56,14 @@ func TestReader(t *testing.T) {
 				if got != tt.want {
 					t.Errorf("slow=%v: got %q, want %q", slow, trunc(got), trunc(tt.want))
 				}
+				in = strings.NewReader(tt.in)
+				if slow {
+					in = iotest.OneByteReader(in)
+				}
+				var w strings.Builder
+				if _, err := NewReader(in, tt.ignoreDots).WriteTo(&w); err != nil || w.String() != tt.want {
+					t.Errorf("slow=%v: WriteTo: got %q, %v, want %q", slow, trunc(w.String()), err, trunc(tt.want))
+				}
 			}
 		})
 	}
@@ -74,6 +82,11 @@ func TestReaderError(t *testing.T) {
 	_, err := io.ReadAll(r)
 	if !errors.Is(err, boom) {
 		t.Fatalf("got %v, want boom", err)
+	}
+	var w bytes.Buffer
+	n, err := NewReader(io.MultiReader(strings.NewReader("abc"), iotest.ErrReader(boom)), true).WriteTo(&w)
+	if !errors.Is(err, boom) || n != 3 || w.String() != "abc" {
+		t.Fatalf("WriteTo: %d %q %v, want 3 \"abc\" boom", n, w.String(), err)
 	}
 }
 
@@ -113,6 +126,14 @@ func TestSMTPReader(t *testing.T) {
 			rest, _ := io.ReadAll(br)
 			if string(rest) != tt.after {
 				t.Errorf("left %q, want %q", rest, tt.after)
+			}
+			br = bufio.NewReaderSize(strings.NewReader(tt.in), 4096)
+			var w bytes.Buffer
+			if _, err := NewSMTPReader(br).WriteTo(&w); (!errors.Is(err, tt.err) && err != tt.err) || w.String() != tt.want {
+				t.Errorf("WriteTo: %q, %v; want %q, %v", w.String(), err, tt.want, tt.err)
+			}
+			if rest, _ := io.ReadAll(br); string(rest) != tt.after {
+				t.Errorf("WriteTo left %q, want %q", rest, tt.after)
 			}
 		})
 	}
@@ -461,6 +482,14 @@ func FuzzReader(f *testing.F) {
 		}
 		if string(got) != want {
 			t.Fatalf("got %q, want %q", got, want)
+		}
+		// WriteTo (io.Copy's path) gives the same bytes.
+		var w bytes.Buffer
+		if _, err := NewReader(iotest.HalfReader(bytes.NewReader(in)), ignoreDots).WriteTo(&w); err != nil {
+			t.Fatal(err)
+		}
+		if w.String() != want {
+			t.Fatalf("WriteTo: got %q, want %q", w.String(), want)
 		}
 	})
 }

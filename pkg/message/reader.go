@@ -17,6 +17,7 @@ package message
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"io"
 )
@@ -35,25 +36,47 @@ var ErrBareDataEnd = errors.New("bare CR or LF next to a \".\" in the message da
 // as it is stored: CRLF line ends become LF (a bare CR stays a bare CR),
 // and, unless ignoreDots was set, a line consisting of a single "." ends
 // the message (the line itself is not part of it, and nothing after it is
-// read).
+// returned).
+//
+// A Reader of NewReader reads its input into one buffer and normalises it
+// there, in place (the output is never longer than the input): the bytes
+// are copied once, from the input into the buffer, and WriteTo hands the
+// buffer straight to the writer, so io.Copy into a spool file copies
+// nothing more. The buffer starts small and grows to stdinBuf only when
+// the input fills it, so a 2 KB message does not cost 64 KB.
 type Reader struct {
+	dots bool
+	bol  bool // at the beginning of a line
+	done bool
+	err  error
+
+	// NewReader: buf[r:w] is normalised output not yet returned;
+	// buf[h:e] is input held back until more is read (a final CR, or "."
+	// or ".\r" at the start of a line: the next bytes decide).
+	src        io.Reader
+	buf        []byte
+	r, w, h, e int
+	full       bool // the last read filled buf: grow it
+
+	// NewSMTPReader: line by line from the session's reader.
 	br        *bufio.Reader
-	dots      bool
 	smtp      bool // SMTP DATA: dot-unstuffing, and EOF before "." is an error
-	bol       bool // at the beginning of a line
 	pendingCR bool // a chunk ended in '\r' and the next byte decides
 	bareLF    bool // SMTP: the last line ended in a bare LF
 	lastByte  byte // SMTP: the last byte of the previous chunk
 	out       []byte
 	off       int
-	done      bool
-	err       error
 }
+
+const (
+	stdinBufMin = 8 << 10  // the first read
+	stdinBuf    = 64 << 10 // at most (a pipe's capacity)
+)
 
 // NewReader returns a Reader of r. With ignoreDots false (sendmail without
 // -i/-oi), a line of a single "." ends the message.
 func NewReader(r io.Reader, ignoreDots bool) *Reader {
-	return &Reader{br: bufio.NewReaderSize(r, 64<<10), dots: !ignoreDots, bol: true, out: make([]byte, 0, 128<<10)}
+	return &Reader{src: r, dots: !ignoreDots, bol: true}
 }
 
 // NewSMTPReader returns a Reader of an SMTP DATA section (RFC 5321
@@ -66,21 +89,141 @@ func NewReader(r io.Reader, ignoreDots bool) *Reader {
 // used directly (nothing past the "." line is consumed), so the SMTP
 // session can go on reading commands from it.
 func NewSMTPReader(br *bufio.Reader) *Reader {
-	return &Reader{br: br, dots: true, smtp: true, bol: true, out: make([]byte, 0, 128<<10)}
+	return &Reader{br: br, dots: true, smtp: true, bol: true}
 }
 
 // Read implements io.Reader. It returns io.EOF at the end of the input or
 // after the "." line, and any other error of the underlying reader.
 func (r *Reader) Read(p []byte) (int, error) {
-	for r.off == len(r.out) {
+	if r.br != nil {
+		for r.off == len(r.out) {
+			if r.done {
+				return 0, r.err
+			}
+			r.fill()
+		}
+		n := copy(p, r.out[r.off:])
+		r.off += n
+		return n, nil
+	}
+	for r.r == r.w {
 		if r.done {
 			return 0, r.err
 		}
-		r.fill()
+		r.fillStream()
 	}
-	n := copy(p, r.out[r.off:])
-	r.off += n
+	n := copy(p, r.buf[r.r:r.w])
+	r.r += n
 	return n, nil
+}
+
+// WriteTo implements io.WriterTo: io.Copy from a Reader writes the
+// normalised bytes from the Reader's own buffer.
+func (r *Reader) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	for {
+		var chunk []byte
+		if r.br != nil {
+			for r.off == len(r.out) && !r.done {
+				r.fill()
+			}
+			chunk = r.out[r.off:]
+			r.off = len(r.out)
+		} else {
+			for r.r == r.w && !r.done {
+				r.fillStream()
+			}
+			chunk = r.buf[r.r:r.w]
+			r.r = r.w
+		}
+		if len(chunk) == 0 {
+			if r.err == io.EOF {
+				return total, nil
+			}
+			return total, r.err
+		}
+		n, err := w.Write(chunk)
+		total += int64(n)
+		if err != nil {
+			return total, err
+		}
+		if n < len(chunk) {
+			return total, io.ErrShortWrite
+		}
+	}
+}
+
+// fillStream reads once from src and normalises what it got.
+func (r *Reader) fillStream() {
+	// Keep the held-back bytes, at the start of the buffer.
+	held := copy(r.buf, r.buf[r.h:r.e])
+	r.r, r.w, r.h, r.e = 0, 0, 0, held
+	switch {
+	case r.buf == nil:
+		r.buf = make([]byte, stdinBufMin)
+	case held == 0 && r.full && len(r.buf) < stdinBuf:
+		r.buf = make([]byte, min(2*len(r.buf), stdinBuf))
+	}
+	n, err := r.src.Read(r.buf[r.e:])
+	r.full = r.e+n == len(r.buf)
+	r.e += n
+	r.normalise(err != nil)
+	if err != nil && !r.done {
+		r.done, r.err = true, err
+	}
+}
+
+// normalise turns the input buf[h:e] into output, in place, from w on.
+// At the end of the input (eof) nothing is held back.
+func (r *Reader) normalise(eof bool) {
+	b := r.buf
+	i, o, e := r.h, r.w, r.e
+	// Fast path: no CR, and no line that could be a lone ".".
+	if seg := b[i:e]; bytes.IndexByte(seg, '\r') < 0 && (!r.dots || !(r.bol && len(seg) > 0 && seg[0] == '.') && bytes.Index(seg, []byte("\n.")) < 0) {
+		o += copy(b[o:], seg)
+		if len(seg) > 0 {
+			r.bol = seg[len(seg)-1] == '\n'
+		}
+		r.w, r.h = o, e
+		return
+	}
+	for i < e {
+		if r.bol && r.dots && b[i] == '.' {
+			rest := b[i:e]
+			if string(rest) == "." && eof || bytes.HasPrefix(rest, []byte(".\n")) || bytes.HasPrefix(rest, []byte(".\r\n")) {
+				r.done, r.err = true, io.EOF
+				r.w, r.h, r.e = o, e, e
+				return
+			}
+			if !eof && (string(rest) == "." || string(rest) == ".\r") {
+				break // the next bytes decide
+			}
+		}
+		j := bytes.IndexByte(b[i:e], '\n')
+		if j < 0 { // the rest of the input is part of a line
+			end := e
+			if !eof && b[end-1] == '\r' {
+				end-- // a CR, perhaps of a CRLF: held back
+			}
+			o += copy(b[o:], b[i:end])
+			if end > i {
+				r.bol = false
+			}
+			i = end
+			break
+		}
+		line := b[i : i+j+1]
+		if j >= 1 && line[j-1] == '\r' {
+			o += copy(b[o:], line[:j-1])
+			b[o] = '\n'
+			o++
+		} else {
+			o += copy(b[o:], line)
+		}
+		r.bol = true
+		i += j + 1
+	}
+	r.w, r.h = o, i
 }
 
 func (r *Reader) fill() {
@@ -91,9 +234,9 @@ func (r *Reader) fill() {
 	}
 }
 
-// chunk processes one piece returned by ReadSlice: a complete line, a
-// piece of a long line (bufio.ErrBufferFull), or the last bytes before an
-// error.
+// chunk processes one piece of SMTP DATA returned by ReadSlice: a complete
+// line, a piece of a long line (bufio.ErrBufferFull), or the last bytes
+// before an error.
 func (r *Reader) chunk(c []byte, err error) {
 	if r.pendingCR {
 		r.pendingCR = false
@@ -122,9 +265,6 @@ func (r *Reader) chunk(c []byte, err error) {
 		if len(c) > 0 {
 			r.lastByte = c[len(c)-1]
 		}
-	} else if r.bol && r.dots && (complete && (string(c) == ".\n" || string(c) == ".\r\n") || err == io.EOF && string(c) == ".") {
-		r.done, r.err = true, io.EOF
-		return
 	}
 	if r.smtp && r.bol && len(c) > 0 && c[0] == '.' {
 		c = c[1:]

@@ -170,7 +170,9 @@ func (l *Local) maildrop(m *spool.Meta, hdr []byte, body io.Reader) (string, err
 	if _, err := d.Write(hdr); err != nil {
 		return "", err
 	}
-	if _, err := io.CopyBuffer(d, body, make([]byte, 64<<10)); err != nil {
+	// body is usually a bufio.Reader over a message.Reader: io.Copy then
+	// writes from the message.Reader's buffer (WriteTo), copying nothing.
+	if _, err := io.Copy(d, body); err != nil {
 		return "", err
 	}
 	if l.Guard != nil {
