@@ -1,9 +1,10 @@
-// Package earlyenv removes, before any package that reads them is
+// Package earlyenv neutralises, before any package that reads them is
 // initialised, the environment variables with which a caller could make
 // the Go standard library open files of their choice in the setgid
-// sendmail: TZ and ZONEINFO (time's local zone, loaded when a package's
-// init asks for it — BurntSushi/toml's does, reading TZ=/path/of/choice
-// before main runs) and GOROOT (time's fallback zoneinfo).
+// sendmail: TZ (set to "", UTC) and ZONEINFO (time's local zone, loaded
+// when a package's init asks for it — BurntSushi/toml's does, reading
+// TZ=/path/of/choice before main runs) and GOROOT (time's fallback
+// zoneinfo), which are removed.
 //
 // It works by import order alone. The Go spec initialises packages in
 // import-path order among those whose imports are initialised; this
@@ -21,10 +22,15 @@ package earlyenv
 import "syscall"
 
 // Removed lists the variables removed at initialisation.
-var Removed = []string{"TZ", "ZONEINFO", "GOROOT"}
+var Removed = []string{"ZONEINFO", "GOROOT"}
 
 func init() {
 	for _, k := range Removed {
 		syscall.Unsetenv(k)
 	}
+	// TZ set and empty is UTC for package time, which then opens no file
+	// at all (unset, it would read /etc/localtime when BurntSushi/toml's
+	// initialiser asks for the zone: a file read at every call for a zone
+	// main replaces with UTC anyway).
+	syscall.Setenv("TZ", "")
 }
