@@ -1,7 +1,10 @@
 package main
 
 import (
+	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -35,5 +38,78 @@ func TestDeps(t *testing.T) {
 	}
 	if len(deps) < 10 {
 		t.Fatalf("go list returned %q", out)
+	}
+}
+
+// Start-up budget: sendmail runs once per message, so what its package
+// initialisers do is paid by every caller. GODEBUG=inittrace=1 makes the
+// runtime print, for each package with initialisation work, its time and
+// the memory it allocated. The allocations are deterministic, so their
+// budget is tight (building hash/crc32's Castagnoli tables at start-up,
+// ~9 KB, or crypto/rand's initialisers would exceed it); the time varies
+// with the machine's load, so it is the least of several runs under a
+// generous bound.
+const (
+	initBytesBudget  = 20 << 10
+	initAllocsBudget = 200
+	initTimeBudget   = 2.0 // ms, the least of initRuns
+	initRuns         = 5
+)
+
+func TestInitBudget(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "sendmail")
+	build := exec.Command("go", "build", "-trimpath", "-o", bin, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	conf := filepath.Join(t.TempDir(), "mailshim.conf")
+	if err := os.WriteFile(conf, []byte("spool = \""+t.TempDir()+"\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	best := -1.0
+	for run := 0; run < initRuns; run++ {
+		cmd := exec.Command(bin, "-bp") // any mode: the trace is printed before main
+		cmd.Env = []string{"PATH=/usr/bin:/bin", "GODEBUG=inittrace=1", "MAILSHIM_CONFIG=" + conf}
+		out, _ := cmd.CombinedOutput()
+		var ms float64
+		var bytes, allocs, pkgs int
+		for _, line := range strings.Split(string(out), "\n") {
+			// init PKG @T ms, D ms clock, B bytes, A allocs
+			f := strings.Fields(line)
+			if len(f) != 11 || f[0] != "init" {
+				continue
+			}
+			pkgs++
+			if strings.HasPrefix(f[1], "crypto/") || f[1] == "math/big" {
+				t.Errorf("sendmail initialises %s", f[1])
+			}
+			d, err1 := strconv.ParseFloat(f[4], 64)
+			b, err2 := strconv.Atoi(f[7])
+			a, err3 := strconv.Atoi(f[9])
+			if err1 != nil || err2 != nil || err3 != nil {
+				t.Fatalf("cannot read the init trace line %q", line)
+			}
+			ms += d
+			bytes += b
+			allocs += a
+		}
+		if pkgs < 10 {
+			t.Fatalf("no init trace from %s:\n%s", bin, out)
+		}
+		if run == 0 {
+			t.Logf("%d packages initialised: %d bytes in %d allocations", pkgs, bytes, allocs)
+			if bytes > initBytesBudget || allocs > initAllocsBudget {
+				t.Errorf("package initialisers allocate %d bytes in %d allocations; budget %d bytes, %d allocations\n%s",
+					bytes, allocs, initBytesBudget, initAllocsBudget, out)
+			}
+		}
+		if best < 0 || ms < best {
+			best = ms
+		}
+	}
+	t.Logf("package initialisers: %.3f ms (least of %d runs)", best, initRuns)
+	if best > initTimeBudget {
+		t.Errorf("package initialisers take %.3f ms (least of %d runs), budget %.1f ms", best, initRuns, initTimeBudget)
 	}
 }
