@@ -16,6 +16,7 @@ import (
 	"github.com/mailshim/mailshim/packaging"
 	"github.com/mailshim/mailshim/pkg/config"
 	"github.com/mailshim/mailshim/pkg/doctor"
+	"github.com/mailshim/mailshim/pkg/oauth"
 	"github.com/mailshim/mailshim/pkg/sysexits"
 )
 
@@ -118,7 +119,7 @@ func doctorCmd(args []string) int {
 			continue
 		}
 		uo := doctor.UpstreamOptions{Hostname: cfg.Hostname, MaxMessageSize: cfg.MaxMessageSize,
-			Senders: sendersFor(up, from), Rcpt: *rcpt, Timeout: *timeout}
+			Senders: sendersFor(up, from), Rcpt: *rcpt, Timeout: *timeout, SASL: (&oauth.Clients{}).Client}
 		rep.Add(doctor.Upstream(ctx, i+1, up, uo)...)
 	}
 	if *sendTo != "" {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -122,6 +123,9 @@ oauth_client_secret_file = %q
 [queue]
 retry = ["1s"]
 scan_interval = "1s"
+
+[log]
+protocol = true
 `, s.spool, s.controlSock(), s.submitSock(), u.Host, u.Port, u.CAFile, oauthUser, te.URL+"/token",
 		filepath.Join(s.dir, "client.secret"), upstream)
 	if err := os.WriteFile(s.cfgPath, []byte(cfg), 0o644); err != nil {
@@ -178,7 +182,14 @@ func TestOAuthRefreshToken(t *testing.T) {
 	if fi, _ := os.Stat(filepath.Join(s.dir, "refresh.token")); fi.Mode().Perm() != 0o600 {
 		t.Errorf("refresh token file mode %v", fi.Mode())
 	}
-	if l := s.log(); strings.Contains(l, "access-") || strings.Contains(l, "refresh-") || strings.Contains(l, "client-secret-1") {
+	// Not even in the protocol trace ([log] protocol = true), in clear or
+	// in the XOAUTH2 initial response's base64.
+	l := s.log()
+	if !strings.Contains(l, "AUTH XOAUTH2 [redacted]") {
+		t.Errorf("no redacted AUTH in the trace:\n%s", l)
+	}
+	ir := base64.StdEncoding.EncodeToString([]byte("user=" + oauthUser + "\x01auth=Bearer access-1\x01\x01"))
+	if strings.Contains(l, "access-") || strings.Contains(l, "refresh-") || strings.Contains(l, "client-secret-1") || strings.Contains(l, ir) {
 		t.Errorf("a token or secret in the log:\n%s", l)
 	}
 	d.term(t)
@@ -199,6 +210,11 @@ func TestOAuthClientCredentials(t *testing.T) {
 	}
 	if te.requests[0]["grant_type"] != "client_credentials" {
 		t.Errorf("token request %v", te.requests[0])
+	}
+	// relayd doctor authenticates the same way.
+	out, _, _ := s.doctor("--upstream", "1")
+	if !strings.Contains(out, "AUTH OAUTHBEARER as "+oauthUser+" accepted (token from "+te.URL+"/token") {
+		t.Errorf("doctor:\n%s", out)
 	}
 	d.term(t)
 }

@@ -52,6 +52,9 @@ type UpstreamOptions struct {
 	RootCAs *x509.CertPool
 	// Now is the clock for certificate dates (time.Now if nil).
 	Now func() time.Time
+	// SASL is relayd's relay.Options.SASL (OAuth 2 bearer tokens), asked
+	// first for each mechanism, as relayd's sessions do.
+	SASL func(ctx context.Context, up config.Upstream, mech string) (sasl.Client, error)
 }
 
 // Check names of the upstream checks, in order.
@@ -812,6 +815,21 @@ func (p *probe) auth() bool {
 		if !p.c.SupportsAuth(m) {
 			continue
 		}
+		if p.o.SASL != nil {
+			c, err := p.o.SASL(p.ctx, p.up, m)
+			if err != nil {
+				e, ok := err.(*relay.Error)
+				if !ok {
+					e = &relay.Error{Stage: relay.StageAuth, Err: err, Cause: err.Error()}
+				}
+				p.fail(CAuth, "no OAuth 2 token", e)
+				return false
+			}
+			if c != nil {
+				client, mech = c, m
+				break
+			}
+		}
 		switch m {
 		case sasl.Plain:
 			client = sasl.NewPlainClient("", p.up.Username, p.up.Password)
@@ -828,7 +846,7 @@ func (p *probe) auth() bool {
 	if client == nil {
 		p.fail(CAuth, "offered: "+list, &relay.Error{Stage: relay.StageAuth,
 			Cause: fmt.Sprintf("no common SASL mechanism (we allow %s, the upstream offers %s)", strings.Join(mechs, " "), list),
-			Fix:   "set auth in [[upstream]] to a mechanism the upstream offers (PLAIN, LOGIN or OAUTHBEARER)"})
+			Fix:   "set auth in [[upstream]] to a mechanism the upstream offers (PLAIN, LOGIN, XOAUTH2 or OAUTHBEARER)"})
 		return false
 	}
 	if err := p.c.Auth(client); err != nil {
@@ -842,7 +860,11 @@ func (p *probe) auth() bool {
 		return false
 	}
 	p.authed = true
-	p.ok(CAuth, fmt.Sprintf("AUTH %s as %s accepted (password from %s, not shown)", mech, p.up.Username, p.up.PasswordFile))
+	from := "password from " + p.up.PasswordFile
+	if p.up.OAuthFlow != "" {
+		from = "token from " + p.up.OAuthTokenURL
+	}
+	p.ok(CAuth, fmt.Sprintf("AUTH %s as %s accepted (%s, not shown)", mech, p.up.Username, from))
 	return true
 }
 
