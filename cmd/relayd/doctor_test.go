@@ -303,3 +303,20 @@ func logKV(line, key string) string {
 	w, _, _ := strings.Cut(v, " ")
 	return w
 }
+
+// --send-to a recipient the upstream defers: doctor reports the deferral
+// and its reply after the first attempt, exit 1.
+func TestDoctorSendToDeferred(t *testing.T) {
+	up := newUpstream(t, smtptest.Options{Hook: func(ctx context.Context, stage, arg string) error {
+		if stage == smtptest.StageRcpt && arg == "later@example.net" {
+			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "mailbox busy, try again"}
+		}
+		return nil
+	}})
+	s := newSite(t, up, siteOpts{retry: `["1h"]`})
+	s.start()
+	out, _, code := s.doctor("--send-to", "later@example.net", "--log-file", s.logPath)
+	if code != 1 || !strings.Contains(out, "to later@example.net: deferred") || !strings.Contains(out, "451 4.3.0 mailbox busy") {
+		t.Fatalf("exit %d\n%s", code, out)
+	}
+}

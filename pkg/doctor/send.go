@@ -68,6 +68,12 @@ func SendTest(ctx context.Context, o SendOptions) *Sent {
 			s.Status = "failed"
 			break
 		}
+		if f["state"] == "deferred" && f["attempts"] != "" && f["attempts"] != "0" {
+			// The first attempt is over and did not deliver: that is the
+			// answer (the queue retries it later).
+			s.Status = "deferred"
+			return s
+		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			s.Status = "timeout (still " + f["state"] + ")"
 			return s
