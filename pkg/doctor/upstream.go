@@ -793,7 +793,11 @@ func (p *probe) tlsDone() bool {
 
 func (p *probe) auth() bool {
 	if p.up.Username == "" {
-		p.skip(CAuth, "no username configured for this upstream: relayd does not authenticate")
+		why := "no username configured for this upstream: relayd does not authenticate"
+		if ok, mechs := p.c.Extension("AUTH"); ok {
+			why += " (the upstream offers AUTH " + mechs + ": it may expect a login)"
+		}
+		p.skip(CAuth, why)
 		return true
 	}
 	// Never in clear, whatever the configuration says (settings refuses

@@ -263,7 +263,7 @@ func TestDoctor(t *testing.T) {
 			check: "✘ auth", saw: "AUTH not offered after TLS", cause: "does not offer AUTH", fix: "SASL settings"},
 		{name: "wrong-password", conf: func(c *doctorConf) { c.password = "not-the-password" },
 			check: "✘ auth", saw: "refused", cause: "refused our credentials", fix: "password_file"},
-		{name: "sender-login-maps", postfix: []string{"smtpd_sender_login_maps = inline:{ alice@example.com = somebody-else@e2e.test }", "smtpd_sender_restrictions = reject_sender_login_mismatch"},
+		{name: "sender-login-maps", postfix: []string{"smtpd_sender_login_maps = inline:{alice@example.com=somebody-else@e2e.test}", "smtpd_sender_restrictions = reject_sender_login_mismatch"},
 			check: "✘ mail", saw: "MAIL FROM:<alice@example.com>", cause: "not owned by the authenticated user", fix: "[senders]"},
 		{name: "tls-auth-only-with-tls-none", postfix: []string{"smtpd_tls_security_level = may", "smtpd_tls_auth_only = yes"},
 			conf:  func(c *doctorConf) { c.tls, c.login = "none", false },
@@ -366,7 +366,7 @@ func dropNamespace(t *testing.T, c *doctorConf) []string {
 	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
 	run(t, "ip", "-n", ns, "link", "set", "lo", "up")
 	if nft, err := exec.LookPath("nft"); err == nil {
-		rules := fmt.Sprintf("table inet doctor { chain out { type filter hook output priority 0; tcp dport %d drop; } }", c.port)
+		rules := fmt.Sprintf("table inet doctor { chain out { type filter hook output priority 0; tcp dport %d drop; }; }", c.port)
 		run(t, "ip", "netns", "exec", ns, nft, rules)
 		t.Logf("namespace %s: nft drops tcp dport %d", ns, c.port)
 		return []string{"ip", "netns", "exec", ns}
