@@ -310,14 +310,18 @@ func checkRelayd(ctx context.Context, o LocalOptions) Check {
 	return c
 }
 
-// checkSecrets: every password_file is a regular file owned by relayd's
+// checkSecrets: every secret file (password_file, the OAuth client secret
+// and refresh token files) is a regular file owned by relayd's
 // user, readable by it (its directories searchable) and by no one else.
 func checkSecrets(o LocalOptions) Check {
 	c := Check{Name: CSecrets}
 	var seen, probs, fixes []string
 	done := map[string]bool{}
+	var files []string
 	for _, up := range o.Config.Upstreams {
-		f := up.PasswordFile
+		files = append(files, up.PasswordFile, up.OAuthClientSecretFile, up.OAuthRefreshTokenFile)
+	}
+	for _, f := range files {
 		if f == "" || done[f] {
 			continue
 		}
@@ -358,7 +362,7 @@ func checkSecrets(o LocalOptions) Check {
 		return c
 	}
 	if len(seen) == 0 {
-		c.Status, c.Saw = Skipped, "no password_file configured"
+		c.Status, c.Saw = Skipped, "no secret file configured (password_file, oauth_client_secret_file, oauth_refresh_token_file)"
 		return c
 	}
 	c.Status, c.Saw = OK, "readable by relayd's user only: "+strings.Join(seen, ", ")
