@@ -179,7 +179,8 @@ systemd-verify: build
 	@command -v systemd-analyze >/dev/null || { echo "systemd-verify: systemd-analyze missing (apt-get install systemd)"; exit 1; }
 	@set -e; tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
 	sed "s|/usr/sbin/relayd|$(PKG_BIN)/relayd|g" packaging/systemd/relayd.service >$$tmp/relayd.service; \
-	rc=0; systemd-analyze verify --man=no $$tmp/relayd.service >$$tmp/verify 2>&1 || rc=$$?; \
+	cp packaging/systemd/relayd.socket $$tmp/relayd.socket; \
+	rc=0; systemd-analyze verify --man=no $$tmp/relayd.service $$tmp/relayd.socket >$$tmp/verify 2>&1 || rc=$$?; \
 	if [ $$rc != 0 ] || [ -s $$tmp/verify ]; then \
 	  cat $$tmp/verify; echo "systemd-verify: systemd-analyze verify complained (exit $$rc)"; exit 1; fi; \
 	systemd-analyze security --offline=true --no-pager $$tmp/relayd.service >$$tmp/security; \

@@ -137,6 +137,11 @@ func run(path string, drainTimeout time.Duration) int {
 		return fatal(sysexits.OSErr, "submission socket: %v; set submit_socket in %s to a path relayd may create", err, path)
 	}
 
+	// Signals are caught before the control socket answers and before
+	// event=start: whoever waits for either may send SIGHUP at once (the
+	// default action would kill relayd).
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	ctx, stop := context.WithCancel(context.Background())
 	sendCtx, abort := context.WithCancel(context.Background())
 	defer abort()
@@ -153,10 +158,20 @@ func run(path string, drainTimeout time.Duration) int {
 	})
 	policy := &livePolicy{}
 	policy.cfg.Store(cfg)
-	srv := &submit.Server{Store: pk.Store(cfg.MaxMessageSize), Policy: policy}
+	intake := submit.Intake{Store: pk.Store(cfg.MaxMessageSize), Policy: policy}
+	srv := &submit.Server{Intake: intake}
 	goRun(func() { serveSubmit(ctx, subLn, control.SubmitLimiter(), srv, log) })
 	goRun(func() { pk.Run(ctx) })
 	goRun(func() { ab.run(ctx) })
+	// The loopback SMTP listener (listen.go) shares the intake.
+	if stopListen := startListen(cfg, rw.Hostname, &intake, log); stopListen != nil {
+		goRun(func() {
+			<-ctx.Done()
+			sctx, cancel := context.WithTimeout(context.Background(), listenGrace)
+			defer cancel()
+			stopListen(sctx)
+		})
+	}
 	queueDone := make(chan struct{})
 	go func() {
 		defer close(queueDone)
@@ -175,10 +190,6 @@ func run(path string, drainTimeout time.Duration) int {
 		}
 		qu.Run(ctx, sendCtx)
 	}()
-	// Signals are caught before event=start: whoever waits for it may
-	// send SIGHUP at once (the default action would kill relayd).
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	log.Event("start", "pid", os.Getpid(), "spool", cfg.Spool, "config", path, "upstreams", len(cfg.Upstreams), "hostname", rw.Hostname)
 
 	for sig := range sigs {

@@ -14,6 +14,7 @@
 //  1. Add a field with a `toml:"key_name"` tag and a doc comment to the
 //     section's struct (Config for top-level keys). Supported types: string,
 //     bool, int, int64, []string (a single string is a one-element list),
+//     []int (likewise),
 //     time.Duration and []time.Duration ("5m", "4h", "5d"), int64 with
 //     `conf:"size"` ("50MB"), a struct (a [section]), a []struct (an array of
 //     tables, with `each:"noun"` for its error message), and
@@ -79,6 +80,9 @@ type Config struct {
 	// Policy is what local users may do ([policy]): the envelope senders
 	// each may give, and the per-account limits relayd applies.
 	Policy Policy `toml:"policy"`
+
+	// Listen is the loopback SMTP listener ([listen], listen.go).
+	Listen Listen `toml:"listen"`
 
 	// Source is the file this was loaded from ("" for defaults).
 	Source string `toml:"-"`
@@ -209,6 +213,7 @@ func defaults() *Config {
 		},
 		Trace:  Trace{Header: "X-Mailshim-Origin", Fields: []string{"uid", "user", "script"}},
 		Policy: Policy{NoticeTo: "root"},
+		Listen: defaultListen(),
 	}
 }
 

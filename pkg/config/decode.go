@@ -187,6 +187,13 @@ func (d *decoder) convert(p []string, raw any, rv reflect.Value, tag reflect.Str
 		if t.Elem().Kind() == reflect.Struct {
 			return d.tables(p, raw, rv, tag.Get("each"))
 		}
+		if t.Elem().Kind() == reflect.Int {
+			list, ok := d.intList(p, raw)
+			if ok {
+				rv.Set(reflect.ValueOf(list))
+			}
+			return ok
+		}
 		list, ok := d.strList(p, raw)
 		if !ok {
 			return false
@@ -249,6 +256,29 @@ func (d *decoder) tables(p []string, raw any, rv reflect.Value, each string) boo
 	}
 	rv.Set(out)
 	return true
+}
+
+// intList decodes an array of integers (a single integer is a
+// one-element list).
+func (d *decoder) intList(p []string, v any) ([]int, bool) {
+	if n, ok := v.(int64); ok {
+		return []int{int(n)}, true
+	}
+	arr, ok := v.([]any)
+	if !ok {
+		d.errf(p, "must be an array of integers, not %s", typeName(v))
+		return nil, false
+	}
+	out := make([]int, 0, len(arr))
+	for i, e := range arr {
+		n, ok := e.(int64)
+		if !ok {
+			d.errf(p, "element %d must be an integer, not %s", i+1, typeName(e))
+			return nil, false
+		}
+		out = append(out, int(n))
+	}
+	return out, true
 }
 
 func (d *decoder) strList(p []string, v any) ([]string, bool) {

@@ -139,6 +139,11 @@ func Parse(name string, data []byte) (*Config, error) {
 		c.Hostname = DefaultHostname()
 	}
 	c.placeSockets(func(k string) bool { _, ok := raw[k]; return ok })
+	c.Listen.place(c.Spool, func(k string) bool {
+		m, _ := raw["listen"].(map[string]any)
+		_, ok := m[k]
+		return ok
+	})
 	return c, nil
 }
 

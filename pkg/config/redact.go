@@ -101,6 +101,7 @@ func (c *Config) Redacted() string {
 	for _, k := range sortedMapKeys(c.Senders) {
 		w("%s = %s\n", key(k), quote(c.Senders[k]))
 	}
+	c.Listen.redact(w)
 	w("\n[policy]\n")
 	w("notice_to = %s\n", quote(c.Policy.NoticeTo))
 	for _, k := range sortedMapKeys(c.Policy.Accounts) {

@@ -52,7 +52,8 @@ func TestShippedExample(t *testing.T) {
 	d := Default()
 	if c.Spool != d.Spool || c.MaxMessageSize != d.MaxMessageSize || c.ControlSocket != d.ControlSocket ||
 		c.SubmitSocket != d.SubmitSocket || c.AliasesFile != d.AliasesFile ||
-		!reflect.DeepEqual(c.Queue, d.Queue) || !reflect.DeepEqual(c.Trace, d.Trace) || c.Log != d.Log {
+		!reflect.DeepEqual(c.Queue, d.Queue) || !reflect.DeepEqual(c.Trace, d.Trace) || c.Log != d.Log ||
+		!reflect.DeepEqual(c.Listen, d.Listen) {
 		t.Errorf("a commented default differs from Default():\n got  %+v\n want %+v", c, d)
 	}
 	if len(c.Upstreams) != 5 {

@@ -71,6 +71,7 @@ func (c *Config) validate(v validator) {
 	c.Aliases = validateAliases(v, []string{"aliases"}, c.Aliases)
 	c.validateSenders(v, []string{"senders"})
 	c.Policy.validate(v, []string{"policy"})
+	c.Listen.validate(v, []string{"listen"})
 }
 
 // Auth mechanisms mailshim can use: go-sasl's clients and XOAUTH2

@@ -368,7 +368,7 @@ const MaxIgnored = 32
 // believed, whatever the client claimed.
 func Sanitize(o *spool.Origin) {
 	for _, p := range []*string{&o.User, &o.Via, &o.Mode, &o.Script, &o.ScriptSource, &o.PHPHeader,
-		&o.ParentExe, &o.ParentCmdline, &o.ParentCwd, &o.Cgroup, &o.Caller} {
+		&o.ParentExe, &o.ParentCmdline, &o.ParentCwd, &o.Cgroup, &o.Caller, &o.Client, &o.Helo, &o.AuthUser} {
 		*p = clean(*p)
 	}
 	switch o.Mode {
@@ -399,4 +399,68 @@ func Sanitize(o *spool.Origin) {
 	for i := range o.Ignored {
 		o.Ignored[i] = clean(o.Ignored[i])
 	}
+}
+
+// ApplyProcess records in o the process pid as the client of a
+// connection (the SMTP listener: the process that holds the client's
+// socket): its PID, executable, command line, working directory, systemd
+// unit (Cgroup), kind (Caller) and, for an interpreter, the script it
+// runs. The fields are the ones sendmail fills with its parent process,
+// and as advisory. Reading another user's exe and cwd needs the ptrace
+// access check to pass (CAP_SYS_PTRACE); what cannot be read stays empty.
+// It returns the process's real GID (-1 when unknown).
+func ApplyProcess(o *spool.Origin, pid int) (gid int) {
+	p := readProcess(pid)
+	if p.Comm == "" && len(p.Cmdline) == 0 {
+		return -1
+	}
+	p.Exe, p.Cwd = readLinks(pid)
+	o.ParentPID = pid
+	o.ParentExe = p.Exe
+	o.ParentCmdline = p.CmdlineString()
+	o.ParentCwd = p.Cwd
+	o.Caller = p.Kind()
+	if o.Script == "" {
+		if s := p.Script(); s != "" {
+			o.Script, o.ScriptSource = s, SourceParentCmdline
+		}
+	}
+	o.Cgroup = Cgroup("/proc/" + strconv.Itoa(pid) + "/cgroup")
+	return realGID(pid)
+}
+
+// realGID returns the real GID of process pid from /proc/PID/status, or -1.
+func realGID(pid int) int {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return -1
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "Gid:\t"); ok {
+			if g, err := strconv.Atoi(strings.Fields(v + " x")[0]); err == nil {
+				return g
+			}
+		}
+	}
+	return -1
+}
+
+// PrimaryGID returns the primary group of uid in /etc/passwd, or -1.
+func PrimaryGID(uid int) int {
+	f, err := os.Open("/etc/passwd")
+	if err != nil {
+		return -1
+	}
+	defer f.Close()
+	want := strconv.Itoa(uid)
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.SplitN(sc.Text(), ":", 5)
+		if len(fields) == 5 && fields[2] == want && fields[0] != "" && !strings.HasPrefix(fields[0], "+") && !strings.HasPrefix(fields[0], "-") {
+			if g, err := strconv.Atoi(fields[3]); err == nil && g >= 0 {
+				return g
+			}
+		}
+	}
+	return -1
 }

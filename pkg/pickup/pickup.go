@@ -799,6 +799,21 @@ func (p *Pickup) enqueue(m *spool.Meta, body io.Reader, sync bool) (string, erro
 	if q.Origin.Caller != "" {
 		kv = append(kv, "caller", q.Origin.Caller)
 	}
+	if q.Origin.Via == "smtp" {
+		// The SMTP listener's client: its peer, its process (advisory:
+		// found through the socket's inode) and the AUTH name it claimed.
+		kv = append(kv, "client", q.Origin.Client)
+		if q.Origin.ParentPID > 0 {
+			proc := q.Origin.ParentExe
+			if proc == "" {
+				proc = q.Origin.ParentCmdline
+			}
+			kv = append(kv, "pid", q.Origin.ParentPID, "process", proc)
+		}
+		if q.Origin.AuthUser != "" {
+			kv = append(kv, "auth_claim", q.Origin.AuthUser)
+		}
+	}
 	if len(q.Origin.Ignored) > 0 {
 		kv = append(kv, "ignored", strings.Join(q.Origin.Ignored, " "))
 	}
@@ -849,7 +864,7 @@ func (p *Pickup) Store(maxSize int64) func(m *spool.Meta, body io.Reader) (strin
 		id, err := p.Enqueue(&mm, body)
 		if re := (*RejectError)(nil); errors.As(err, &re) {
 			// The submitter is there to be told: no bounce.
-			return "", &submit.Error{Code: re.Code, Msg: re.Cause}
+			return "", &submit.Error{Code: re.Code, Msg: re.Cause, Temporary: re.Temporary}
 		}
 		return id, err
 	}

@@ -29,8 +29,8 @@ package spool
 // or from SO_PEERCRED for socket submissions). Everything about where the
 // message came from beyond that — "script", "script-source",
 // "php-header", "php-uid-mismatch", "parent-pid", "parent-exe",
-// "parent-cmdline", "parent-cwd", "cgroup", "caller", "ignored" — is
-// advisory: what the caller's environment and /proc claim. Logs and
+// "parent-cmdline", "parent-cwd", "cgroup", "caller", "ignored",
+// "smtp-client", "smtp-helo", "smtp-auth-user" — is advisory: what the caller's environment and /proc claim. Logs and
 // headers must present it as such and never base a decision on it.
 //
 // Unknown keys are kept in Meta.Extra (so a newer minor writer does not make
@@ -86,7 +86,8 @@ type Origin struct {
 	User string // from the password database; "" if the UID has no entry
 
 	// Via is how the message reached the spool: "maildrop" (setgid
-	// sendmail) or "socket" (relayd's submission socket).
+	// sendmail), "socket" (relayd's submission socket) or "smtp" (relayd's
+	// loopback SMTP listener).
 	Via string
 	// Mode is sendmail's mode: "bm" (arguments), "t" (-t) or "bs" (SMTP).
 	Mode string
@@ -117,6 +118,16 @@ type Origin struct {
 	// Ignored lists the command-line options that were accepted and ignored
 	// as unknown (relayd logs them).
 	Ignored []string
+
+	// What the SMTP listener (Via "smtp") records besides the client's
+	// process (the Parent* fields, Cgroup and Caller describe the process
+	// that holds the client's socket): Client is the peer ("127.0.0.1:54321",
+	// "[::1]:54321" or "unix"), Helo the name the client gave in EHLO/HELO,
+	// AuthUser the user name it claimed in AUTH — a claim, recorded, never
+	// an identity (the UID is the kernel's).
+	Client   string
+	Helo     string
+	AuthUser string
 }
 
 // Meta is everything in a message file except the message bytes.
@@ -193,6 +204,9 @@ func EncodeHeader(m *Meta) (hdr []byte, sizeOff int64) {
 	kvOpt("parent-cwd", m.Origin.ParentCwd)
 	kvOpt("cgroup", m.Origin.Cgroup)
 	kvOpt("caller", m.Origin.Caller)
+	kvOpt("smtp-client", m.Origin.Client)
+	kvOpt("smtp-helo", m.Origin.Helo)
+	kvOpt("smtp-auth-user", m.Origin.AuthUser)
 	for _, o := range m.Origin.Ignored {
 		kv("ignored", o)
 	}
@@ -218,6 +232,7 @@ var known = map[string]bool{
 	"body": true, "smtputf8": true, "script": true, "script-source": true, "php-header": true,
 	"php-uid-mismatch": true, "parent-pid": true, "parent-exe": true, "parent-cmdline": true,
 	"parent-cwd": true, "cgroup": true, "caller": true, "ignored": true, "size": true, "crc32c": true,
+	"smtp-client": true, "smtp-helo": true, "smtp-auth-user": true,
 }
 
 func knownKey(k string) bool { return known[k] }
@@ -382,6 +397,12 @@ func decodeFields(line func() (string, error)) (*Meta, error) {
 			m.Origin.Cgroup = v
 		case "caller":
 			m.Origin.Caller = v
+		case "smtp-client":
+			m.Origin.Client = v
+		case "smtp-helo":
+			m.Origin.Helo = v
+		case "smtp-auth-user":
+			m.Origin.AuthUser = v
 		case "ignored":
 			m.Origin.Ignored = append(m.Origin.Ignored, v)
 		case "size":

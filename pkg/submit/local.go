@@ -7,12 +7,9 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/mailshim/mailshim/pkg/message"
-	"github.com/mailshim/mailshim/pkg/origin"
 	"github.com/mailshim/mailshim/pkg/spool"
 	"golang.org/x/sys/unix"
 )
@@ -77,29 +74,15 @@ func (e *UnavailableError) Error() string {
 // completed header is over message's limits), spool.ErrTooLarge, and spool write
 // errors (spool.IsFull tells a full disk).
 func (l *Local) Store(env *spool.Envelope, org *spool.Origin, h *message.Header, body io.Reader) (string, error) {
-	if v := h.Get("X-PHP-Originating-Script"); v != "" {
-		origin.ApplyPHPHeader(org, v)
-	}
-	// The same checks as the submission socket's server (Server.Serve):
-	// one definition of a valid envelope and origin record for both doors.
-	origin.Sanitize(org)
-	if err := message.ValidateEnvelope(env); err != nil {
+	// The same preparation as relayd's doors (see Prepare): one
+	// definition of a valid envelope, origin record and header.
+	hdr, err := Prepare(env, org, h, body, l.Hostname)
+	if err != nil {
 		return "", err
 	}
-	message.EnsureFrom(h, env.FullName, l.fromAddress(env.Sender, org))
 	now := time.Now()
 	org.Via = "maildrop"
 	m := &spool.Meta{Version: spool.Version, ID: spool.NewID(now), Time: now, Env: *env, Origin: *org}
-	bodyFollows := false
-	if p, ok := body.(interface{ Peek(int) ([]byte, error) }); ok {
-		_, err := p.Peek(1)
-		bodyFollows = err == nil
-	}
-	// What pickup could not read is refused here (exit 65), never stored.
-	if err := h.Check(bodyFollows); err != nil {
-		return "", err
-	}
-	hdr := h.Bytes(bodyFollows)
 
 	id, err := l.maildrop(m, hdr, body)
 	var nm *noMaildrop
@@ -122,20 +105,6 @@ func (l *Local) Store(env *spool.Envelope, org *spool.Origin, h *message.Header,
 		return "", serr
 	}
 	return "", &UnavailableError{Maildrop: l.Spool + "/" + spool.DirMaildrop, DropErr: nm.err, Socket: l.Socket, SockErr: serr}
-}
-
-func (l *Local) fromAddress(sender string, org *spool.Origin) string {
-	if sender != "" && sender != "<>" {
-		if strings.Contains(sender, "@") {
-			return sender
-		}
-		return sender + "@" + l.Hostname
-	}
-	user := org.User
-	if user == "" {
-		user = "uid" + strconv.Itoa(org.UID)
-	}
-	return user + "@" + l.Hostname
 }
 
 // noMaildrop is the maildrop being unusable when Fallback is allowed.

@@ -246,7 +246,7 @@ func TestServeSenderPolicy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := newRawServer(t, &Server{Policy: cfg})
+	s := newRawServer(t, &Server{Intake: Intake{Policy: cfg}})
 	ans := submitRaw(t, s.sock, meta("ceo@example.com", "b@example.org"), "Subject: x\n\nbody\n")
 	if !strings.HasPrefix(ans, "error 77 sender address \"ceo@example.com\" is not allowed") {
 		t.Fatalf("answer %q", ans)

@@ -52,7 +52,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/mailshim/mailshim/pkg/message"
 	"github.com/mailshim/mailshim/pkg/origin"
 	"github.com/mailshim/mailshim/pkg/spool"
 	"github.com/mailshim/mailshim/pkg/sysexits"
@@ -88,6 +87,10 @@ const (
 type Error struct {
 	Code int
 	Msg  string
+	// Temporary is a refusal that a later try may pass (a rate limit of
+	// the per-account policy): the SMTP listener answers it 4xx, not 5xx.
+	// The socket's protocol has no such distinction (sendmail exits Code).
+	Temporary bool
 }
 
 func (e *Error) Error() string { return e.Msg }
@@ -219,11 +222,11 @@ type SenderPolicy interface {
 }
 
 // Server serves the submission socket. The zero value with Store set
-// works; relayd sets Policy too.
+// works; relayd sets Policy too (both through the shared Intake).
 type Server struct {
-	Store Store
-	// Policy, if set, is asked about every envelope sender given.
-	Policy SenderPolicy
+	// Intake is the submission pipeline the socket shares with the SMTP
+	// listener: the envelope check, the sender policy and the store.
+	Intake
 	// Timeouts; zero means HeaderTimeout, BodyTimeout, IdleTimeout.
 	HeaderTimeout, BodyTimeout, IdleTimeout time.Duration
 }
@@ -238,7 +241,7 @@ func orDefault(d, def time.Duration) time.Duration {
 // Serve handles one connection with a Server that has only store: no
 // limiter, no sender policy.
 func Serve(conn *net.UnixConn, store func(m *spool.Meta, body io.Reader) (id string, err error)) error {
-	return (&Server{Store: store}).Serve(conn)
+	return (&Server{Intake: Intake{Store: store}}).Serve(conn)
 }
 
 // Serve handles one connection on the submission socket: it takes the
@@ -301,28 +304,15 @@ func (s *Server) Serve(conn *net.UnixConn) error {
 		refuse(sysexits.DataErr, msg)
 		return fmt.Errorf("submit: uid=%d: %s", cred.Uid, msg)
 	}
-	now := time.Now()
-	m.ID, m.Time = spool.NewID(now), now
 	m.Origin.UID, m.Origin.GID = int(cred.Uid), int(cred.Gid)
 	m.Origin.User = origin.UserName(int(cred.Uid))
 	m.Origin.Via = "socket"
-	m.Size, m.CRC, m.BodyOffset = 0, 0, 0
-	m.Extra = nil // unknown keys: nothing a client may add
-	origin.Sanitize(&m.Origin)
-	if err := message.ValidateEnvelope(&m.Env); err != nil {
-		var ee *message.EnvelopeError
-		code := sysexits.DataErr
-		if errors.As(err, &ee) {
-			code = ee.Code
-		}
-		refuse(code, err.Error())
+	// What only the SMTP listener records is no client's to claim here.
+	m.Origin.Client, m.Origin.Helo, m.Origin.AuthUser = "", "", ""
+	if err := s.Accept(m); err != nil {
+		e := Classify(err)
+		refuse(e.Code, e.Msg)
 		return fmt.Errorf("submit: uid=%d: %w", cred.Uid, err)
-	}
-	if s.Policy != nil && m.Env.Sender != "" {
-		if err := s.Policy.CheckSender(m.Origin.User, m.Origin.UID, m.Env.Sender); err != nil {
-			refuse(sysexits.NoPerm, err.Error())
-			return fmt.Errorf("submit: uid=%d: %w", cred.Uid, err)
-		}
 	}
 
 	dl.hard = time.Now().Add(bodyTimeout)
@@ -332,20 +322,15 @@ func (s *Server) Serve(conn *net.UnixConn) error {
 		err = errors.New("store returned before the end of the message")
 	}
 	if err != nil {
-		var e *Error
+		refused := errors.As(err, new(*Error)) || errors.Is(err, spool.ErrTooLarge) || spool.IsFull(err)
 		switch {
-		case errors.As(err, &e):
-			refuse(e.Code, e.Msg)
-		case errors.Is(err, spool.ErrTooLarge):
-			refuse(sysexits.DataErr, "message too large")
-		case spool.IsFull(err):
-			refuse(sysexits.CantCreat, "the spool is full")
-		case body.err != nil && isTimeout(body.err):
+		case !refused && body.err != nil && isTimeout(body.err):
 			answer(sysexits.IOErr, fmt.Sprintf("message incomplete: no data for %v, or the body took longer than %v", idleTimeout, bodyTimeout))
-		case body.err != nil:
+		case !refused && body.err != nil:
 			refuse(sysexits.IOErr, "message incomplete: "+body.err.Error())
 		default:
-			refuse(sysexits.IOErr, "could not store the message")
+			e := Classify(err)
+			refuse(e.Code, e.Msg)
 		}
 		return fmt.Errorf("submit: uid=%d: %w", cred.Uid, err)
 	}

@@ -1,0 +1,178 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/activation"
+
+	"github.com/mailshim/mailshim/pkg/config"
+	"github.com/mailshim/mailshim/pkg/control"
+	"github.com/mailshim/mailshim/pkg/maillog"
+	"github.com/mailshim/mailshim/pkg/smtpd"
+	"github.com/mailshim/mailshim/pkg/submit"
+)
+
+// listenGrace is how long SMTP sessions inside DATA may go on after
+// SIGTERM; then their connections are closed (their clients got no 250
+// for that message, so they still have it).
+const listenGrace = 10 * time.Second
+
+// listenSettings is the [listen] section as relayd uses it.
+type listenSettings struct {
+	Enabled          bool
+	Addresses        []string
+	Ports            []int
+	Socket           string // "" for none
+	CertFile         string
+	KeyFile          string
+	MaxConnections   int
+	MaxConnectionsID int // per UID
+	CommandTimeout   time.Duration
+	DataTimeout      time.Duration
+	IdleTimeout      time.Duration
+	SessionTimeout   time.Duration
+	MaxLineLength    int
+	MaxRecipients    int
+}
+
+// listenFrom returns the [listen] settings of cfg.
+func listenFrom(cfg *config.Config) listenSettings {
+	l := cfg.Listen
+	socket := l.Socket
+	return listenSettings{
+		Enabled: l.Enabled, Addresses: l.Addresses, Ports: l.Ports, Socket: socket,
+		CertFile: l.CertFile, KeyFile: l.KeyFile,
+		MaxConnections: l.MaxConnections, MaxConnectionsID: l.MaxConnectionsPerUID,
+		CommandTimeout: l.CommandTimeout, DataTimeout: l.DataTimeout, IdleTimeout: l.IdleTimeout,
+		SessionTimeout: l.SessionTimeout, MaxLineLength: l.MaxLineLength, MaxRecipients: l.MaxRecipients,
+	}
+}
+
+// startListen starts the loopback SMTP listener: the sockets systemd
+// passed (relayd.socket), plus every configured address, port and the
+// Unix socket that systemd did not pass, bound here. A socket that cannot
+// be bound (a port under 1024 without root or socket activation, a port in
+// use) is logged and skipped: the sendmail doors work on regardless. It
+// returns the function that stops the listener (nil when none runs).
+func startListen(cfg *config.Config, host string, intake *submit.Intake, log *maillog.Logger) func(context.Context) {
+	ls := listenFrom(cfg)
+	passed, _ := activation.Listeners()
+	var lns []net.Listener
+	covered := map[string]bool{}
+	for _, ln := range passed {
+		if ln == nil {
+			continue
+		}
+		if !ls.Enabled {
+			ln.Close()
+			continue
+		}
+		if err := checkPassed(ln); err != nil {
+			log.Event("error", "reason", "socket from systemd not used", "addr", ln.Addr().String(), "error", err.Error(),
+				"fix", "ListenStream= in relayd.socket: only loopback addresses and Unix sockets")
+			ln.Close()
+			continue
+		}
+		covered[ln.Addr().String()] = true
+		lns = append(lns, ln)
+		log.Event("listen", "addr", ln.Addr().String(), "from", "systemd")
+	}
+	if !ls.Enabled {
+		if len(passed) > 0 {
+			log.Event("listen", "status", "disabled", "reason", "[listen] enabled = false; the sockets systemd passed are closed",
+				"fix", "systemctl disable --now relayd.socket")
+		}
+		return nil
+	}
+	for _, a := range ls.Addresses {
+		for _, p := range ls.Ports {
+			addr := net.JoinHostPort(a, strconv.Itoa(p))
+			if covered[addr] {
+				continue
+			}
+			ln, err := net.Listen("tcp", addr)
+			if err != nil {
+				kv := []any{"status", "unavailable", "addr", addr, "error", err.Error()}
+				if errors.Is(err, fs.ErrPermission) {
+					kv = append(kv, "fix", "ports under 1024 come from systemd (relayd.socket) or root; or set [listen] ports")
+				}
+				log.Event("listen", kv...)
+				continue
+			}
+			lns = append(lns, ln)
+			log.Event("listen", "addr", ln.Addr().String(), "from", "bound")
+		}
+	}
+	if ls.Socket != "" && !covered[ls.Socket] {
+		ln, err := listen(ls.Socket)
+		if err != nil {
+			log.Event("listen", "status", "unavailable", "addr", ls.Socket, "error", err.Error())
+		} else {
+			lns = append(lns, ln)
+			log.Event("listen", "addr", ls.Socket, "from", "bound")
+		}
+	}
+	if len(lns) == 0 {
+		log.Event("listen", "status", "none", "reason", "no SMTP listener socket could be had; the sendmail doors work on")
+		return nil
+	}
+	tlsConf := listenTLS(ls, log)
+	lim := &control.Limiter{Global: ls.MaxConnections, PerUID: ls.MaxConnectionsID,
+		MaxWaiting: 4 * ls.MaxConnections, MaxWaitingPerUID: 4 * ls.MaxConnectionsID, Wait: 30 * time.Second}
+	srv := smtpd.New(smtpd.Options{
+		Hostname: host, MaxMessageSize: cfg.MaxMessageSize, MaxRecipients: ls.MaxRecipients,
+		MaxLineLength: ls.MaxLineLength, TLS: tlsConf,
+		CommandTimeout: ls.CommandTimeout, DataTimeout: ls.DataTimeout, IdleTimeout: ls.IdleTimeout, SessionTimeout: ls.SessionTimeout,
+		Limiter: lim, Intake: intake, Log: log.Event,
+	})
+	for _, ln := range lns {
+		go srv.Serve(ln)
+	}
+	return func(ctx context.Context) { srv.Shutdown(ctx) }
+}
+
+// checkPassed refuses a socket from systemd that would serve the network:
+// a TCP socket must be bound to a loopback address.
+func checkPassed(ln net.Listener) error {
+	switch a := ln.Addr().(type) {
+	case *net.TCPAddr:
+		ip, ok := netip.AddrFromSlice(a.IP)
+		if !ok || !ip.Unmap().IsLoopback() {
+			return fmt.Errorf("%s is not a loopback address", a.IP)
+		}
+	case *net.UnixAddr:
+	default:
+		return fmt.Errorf("not a stream socket (%s)", ln.Addr().Network())
+	}
+	return nil
+}
+
+// listenTLS loads the certificate for STARTTLS; nil (STARTTLS not
+// offered, logged once) when there is none or it does not load.
+func listenTLS(ls listenSettings, log *maillog.Logger) *tls.Config {
+	if ls.CertFile == "" || ls.KeyFile == "" {
+		log.Event("listen", "tls", "off", "reason", "no cert_file/key_file in [listen]: STARTTLS not offered")
+		return nil
+	}
+	cert, err := tls.LoadX509KeyPair(ls.CertFile, ls.KeyFile)
+	if err != nil {
+		kv := []any{"tls", "off", "error", err.Error()}
+		if errors.Is(err, fs.ErrNotExist) {
+			kv = append(kv, "reason", "no certificate: STARTTLS not offered", "fix", "create "+ls.CertFile+" and "+ls.KeyFile+" (the package does at install), or set [listen] cert_file and key_file")
+		} else {
+			kv = append(kv, "reason", "the certificate does not load: STARTTLS not offered")
+		}
+		log.Event("listen", kv...)
+		return nil
+	}
+	log.Event("listen", "tls", "on", "cert", ls.CertFile)
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+}

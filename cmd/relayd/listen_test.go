@@ -1,0 +1,535 @@
+package main
+
+// Tests of the loopback SMTP listener through the real relayd process and
+// real sockets: clients run as other users (setpriv, when the tests run
+// as root, as CI does), and what is recorded is checked in the messages
+// the upstream receives and in relayd's log.
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mailshim/mailshim/pkg/smtptest"
+)
+
+// listenConf is the [listen] section of the tests: ephemeral ports on
+// both loopback addresses, the socket inside the private spool.
+const listenConf = `
+[listen]
+enabled = true
+addresses = ["127.0.0.1", "::1"]
+ports = [0]
+cert_file = ""
+key_file = ""
+`
+
+var listenLine = regexp.MustCompile(`event=listen addr=(\S+) from=(\S+)`)
+
+// listenAddrs waits for relayd's "event=listen" lines and returns the
+// addresses served: "tcp4", "tcp6" and "unix".
+func (s *site) listenAddrs() map[string]string {
+	s.t.Helper()
+	out := map[string]string{}
+	waitFor(s.t, "the listener's sockets", 10*time.Second, func() bool {
+		for _, m := range listenLine.FindAllStringSubmatch(s.log(), -1) {
+			switch a := m[1]; {
+			case strings.HasPrefix(a, "127."):
+				out["tcp4"] = a
+			case strings.HasPrefix(a, "[::1]"):
+				out["tcp6"] = a
+			case strings.HasPrefix(a, "/"):
+				out["unix"] = a
+			}
+		}
+		return len(out) == 3
+	})
+	return out
+}
+
+// pyClient is a Python smtplib client: argv is door ("tcp"/"unix"),
+// address, then the AUTH user ("" for none), MAIL FROM, RCPT TO and
+// Subject. It prints the reply to DATA (the queue ID) on stdout.
+const pyClient = `
+import smtplib, socket, sys
+door, addr, auth, sender, rcpt, subject = sys.argv[1:7]
+class Unix(smtplib.SMTP):
+    def _get_socket(self, host, port, timeout):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(timeout)
+        s.connect(host)
+        return s
+if door == "unix":
+    c = Unix(timeout=30)
+    c.connect(addr)
+else:
+    host, port = addr.rsplit(":", 1)
+    c = smtplib.SMTP(host.strip("[]"), int(port), timeout=30)
+c.ehlo("client.example")
+if auth:
+    c.login(auth, "claimed-password-never-logged")
+msg = "From: %s\r\nTo: %s\r\nBcc: hidden@example.net\r\nSubject: %s\r\n\r\nhello from %s\r\n" % (sender, rcpt, subject, subject)
+c.mail(sender)
+c.rcpt(rcpt)
+code, resp = c.data(msg)
+print(code, resp.decode())
+c.quit()
+`
+
+// sendAs runs the Python client as uid (and its gid) and returns its
+// output.
+func sendAs(t *testing.T, uid int, door, addr, auth, sender, rcpt, subject string) string {
+	t.Helper()
+	args := []string{"--reuid=" + fmt.Sprint(uid), "--regid=" + fmt.Sprint(uid), "--clear-groups",
+		"/usr/bin/python3", "-c", pyClient, door, addr, auth, sender, rcpt, subject}
+	cmd := exec.Command("setpriv", args...)
+	cmd.Dir = "/"
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("client as uid %d over %s %s: %v\n%s", uid, door, addr, err, out)
+	}
+	return string(out)
+}
+
+// message returns the delivered message with Subject subject.
+func (s *site) message(subject string) string {
+	for _, m := range s.up.Messages() {
+		if strings.Contains(string(m.Data), "\r\nSubject: "+subject+"\r\n") || strings.HasPrefix(string(m.Data), "Subject: "+subject+"\r\n") {
+			return string(m.Data)
+		}
+	}
+	return ""
+}
+
+// Two unprivileged users send over 127.0.0.1, ::1 and the Unix socket,
+// each claiming to be someone else in AUTH and in MAIL FROM: every message
+// is recorded under the UID that owns the client's socket, with the
+// client's process, and delivered; Bcc: is removed; the password appears
+// nowhere.
+func TestListenRecordsKernelUID(t *testing.T) {
+	needRoot(t)
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{extra: listenConf})
+	d := s.start()
+	defer d.term(t)
+	addrs := s.listenAddrs()
+	type sent struct {
+		uid     int
+		user    string
+		subject string
+	}
+	var all []sent
+	for _, u := range []struct {
+		uid  int
+		user string
+	}{{65534, "nobody"}, {33, "www-data"}} {
+		for _, door := range []string{"tcp4", "tcp6", "unix"} {
+			subject := fmt.Sprintf("listen %s %d", door, u.uid)
+			kind := "tcp"
+			if door == "unix" {
+				kind = "unix"
+			}
+			// Claims: root in AUTH, another user's address in MAIL FROM.
+			out := sendAs(t, u.uid, kind, addrs[door], "root", "root@web1.example.com", "rcpt@example.net", subject)
+			if !strings.HasPrefix(out, "250 2.0.0 Ok: queued as ") {
+				t.Fatalf("%s as %d: %s", door, u.uid, out)
+			}
+			all = append(all, sent{u.uid, u.user, subject})
+		}
+	}
+	waitFor(t, "delivery of every message", 30*time.Second, func() bool { return len(up.Messages()) >= len(all) })
+	log := s.log()
+	for _, m := range all {
+		data := s.message(m.subject)
+		if data == "" {
+			t.Errorf("%q not delivered", m.subject)
+			continue
+		}
+		if want := fmt.Sprintf("Received: from uid %d (%s) by web1.example.com (mailshim)", m.uid, m.user); !strings.Contains(data, want) {
+			t.Errorf("%q: no %q in\n%s", m.subject, want, data)
+		}
+		if want := fmt.Sprintf("X-Mailshim-Origin: uid=%d user=%s", m.uid, m.user); !strings.Contains(data, want) {
+			t.Errorf("%q: no %q in\n%s", m.subject, want, data)
+		}
+		if strings.Contains(data, "hidden@example.net") {
+			t.Errorf("%q: Bcc: not removed:\n%s", m.subject, data)
+		}
+		// The pickup line: via=smtp, the UID, the client's process, the
+		// AUTH claim recorded as a claim.
+		re := regexp.MustCompile(fmt.Sprintf(`event=pickup id=\S+ uid=%d user=%s .*via=smtp caller=python client=\S+ pid=\d+ process=/usr/bin/python3\S* auth_claim=root`, m.uid, m.user))
+		found := false
+		for _, l := range strings.Split(log, "\n") {
+			if re.MatchString(l) {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("%q: no pickup line matching %v in\n%s", m.subject, re, log)
+		}
+	}
+	if strings.Contains(log, "claimed-password-never-logged") {
+		t.Error("the AUTH password is in the log")
+	}
+	for _, m := range up.Messages() {
+		if strings.Contains(string(m.Data), "claimed-password-never-logged") {
+			t.Error("the AUTH password is in a message")
+		}
+	}
+}
+
+// rawSession is a hand-driven SMTP client.
+type rawSession struct {
+	t  *testing.T
+	c  net.Conn
+	br *bufio.Reader
+}
+
+func dialRaw(t *testing.T, network, addr string) *rawSession {
+	t.Helper()
+	c, err := net.Dial(network, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	t.Cleanup(func() { c.Close() })
+	return &rawSession{t: t, c: c, br: bufio.NewReader(c)}
+}
+
+// reply reads one (possibly multi-line) reply and returns its last line.
+func (r *rawSession) reply() string {
+	r.t.Helper()
+	for {
+		l, err := r.br.ReadString('\n')
+		if err != nil {
+			return "EOF: " + err.Error()
+		}
+		l = strings.TrimRight(l, "\r\n")
+		if len(l) < 4 || l[3] != '-' {
+			return l
+		}
+	}
+}
+
+func (r *rawSession) send(s string) {
+	r.t.Helper()
+	if _, err := r.c.Write([]byte(s)); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// cmd sends one command line and returns the reply.
+func (r *rawSession) cmd(line string) string {
+	r.send(line + "\r\n")
+	return r.reply()
+}
+
+// End-of-data variants with a bare LF or CR next to the dot do not end
+// DATA: the would-be second message is part of the first, only CRLF.CRLF
+// ends it, and the upstream gets one message with that text dot-stuffed.
+func TestListenSmuggling(t *testing.T) {
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{extra: listenConf})
+	d := s.start()
+	defer d.term(t)
+	addrs := s.listenAddrs()
+	variants := map[string]string{
+		"lf-dot-lf":     "\n.\n",
+		"crlf-dot-lf":   "\r\n.\n",
+		"lf-dot-crlf":   "\n.\r\n",
+		"cr-dot-cr":     "\r.\r",
+		"cr-dot-crlf":   "\r.\r\n",
+		"crlf-dot-cr":   "\r\n.\r",
+		"crlf-dot-crcr": "\r\n.\r\r\n",
+	}
+	n := 0
+	for name, eod := range variants {
+		r := dialRaw(t, "tcp", addrs["tcp4"])
+		if g := r.reply(); !strings.HasPrefix(g, "220 ") {
+			t.Fatalf("greeting %q", g)
+		}
+		for _, c := range []string{"EHLO client.example", "MAIL FROM:<app@example.org>", "RCPT TO:<rcpt@example.net>", "DATA"} {
+			r.cmd(c)
+		}
+		smuggled := "MAIL FROM:<evil@example.org>\r\nRCPT TO:<victim@example.net>\r\nDATA\r\nSubject: smuggled " + name + "\r\n\r\nevil\r\n"
+		r.send("Subject: carrier " + name + "\r\n\r\nbody" + eod + smuggled + ".\r\n")
+		if rep := r.reply(); !strings.HasPrefix(rep, "250 ") {
+			t.Fatalf("%s: reply to the data %q", name, rep)
+		}
+		// Nothing more was taken as commands: the next reply answers NOOP.
+		if rep := r.cmd("NOOP"); !strings.HasPrefix(rep, "250 ") {
+			t.Fatalf("%s: NOOP answered %q", name, rep)
+		}
+		r.cmd("QUIT")
+		n++
+	}
+	waitFor(t, "delivery", 30*time.Second, func() bool { return len(up.Messages()) >= n })
+	time.Sleep(200 * time.Millisecond) // a stray extra message would show now
+	if got := len(up.Messages()); got != n {
+		t.Fatalf("%d messages delivered, want %d", got, n)
+	}
+	for name := range variants {
+		data := s.message("carrier " + name)
+		if data == "" {
+			t.Errorf("%s: carrier not delivered", name)
+			continue
+		}
+		if !strings.Contains(data, "Subject: smuggled "+name) {
+			t.Errorf("%s: the smuggled text is not inside the carrier:\n%q", name, data)
+		}
+		for _, m := range up.Messages() {
+			for _, r := range m.To {
+				if r == "victim@example.net" {
+					t.Errorf("%s: a smuggled recipient got mail", name)
+				}
+			}
+		}
+	}
+}
+
+// A sender the policy refuses gets 553 with the reason at MAIL FROM; the
+// UID's own address is accepted.
+func TestListenSenderPolicy(t *testing.T) {
+	needRoot(t)
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{extra: listenConf + "\n[policy.allowed_senders]\n\"*\" = [\"%u@shop.example\"]\n"})
+	d := s.start()
+	defer d.term(t)
+	addrs := s.listenAddrs()
+	cmd := exec.Command("setpriv", "--reuid=33", "--regid=33", "--clear-groups", "/usr/bin/python3", "-c", `
+import smtplib, sys
+c = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=30)
+c.ehlo("x")
+print(c.mail("ceo@example.com"))
+c.rset()
+print(c.mail("www-data@shop.example"))
+`, addrs["tcp4"][strings.LastIndexByte(addrs["tcp4"], ':')+1:])
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], "(553, b'5.7.1 sender address \"ceo@example.com\" is not allowed") ||
+		!strings.HasPrefix(lines[1], "(250,") {
+		t.Fatalf("replies:\n%s", out)
+	}
+	if !strings.Contains(s.log(), `event=smtp-error client=127.0.0.1:`) {
+		t.Errorf("no smtp-error line:\n%s", s.log())
+	}
+}
+
+// startActivated runs relayd the way systemd's socket activation does,
+// with ln passed as fd 3 (LISTEN_FDS=1, LISTEN_PID its own PID), under
+// the command wrap (which must exec, keeping the PID).
+func (s *site) startActivated(ln *net.TCPListener, wrap string) *daemon {
+	s.t.Helper()
+	f, err := ln.File()
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer f.Close()
+	lf, err := os.OpenFile(s.logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer lf.Close()
+	script := wrap + ` sh -c 'LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" --config "$1"' ` + relaydBin + " " + s.cfgPath
+	cmd := exec.Command("sh", "-c", "exec "+script)
+	cmd.ExtraFiles = []*os.File{f}
+	cmd.Stdout, cmd.Stderr = lf, lf
+	if err := cmd.Start(); err != nil {
+		s.t.Fatal(err)
+	}
+	d := &daemon{cmd: cmd, done: make(chan error, 1)}
+	go func() { d.done <- cmd.Wait() }()
+	s.t.Cleanup(func() { d.cmd.Process.Kill(); <-d.done; d.done <- nil })
+	waitFor(s.t, "relayd's listener", 20*time.Second, func() bool {
+		select {
+		case err := <-d.done:
+			d.done <- err
+			s.t.Fatalf("relayd exited at start: %v\n%s", err, s.log())
+		default:
+		}
+		return strings.Contains(s.log(), "from=systemd")
+	})
+	return d
+}
+
+// A client whose socket is not in relayd's network namespace (here:
+// relayd runs in a namespace of its own and serves a socket passed from
+// the host's, as socket activation would) cannot be identified: 421 and a
+// log line saying why, never a guess, never relayd's own UID.
+func TestListenOwnerUnknown421(t *testing.T) {
+	needRoot(t)
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{extra: "\n[listen]\nenabled = true\naddresses = [\"127.0.0.1\"]\nports = [0]\ncert_file = \"\"\nkey_file = \"\"\n"})
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	d := s.startActivated(ln, "unshare --net")
+	defer d.term(t)
+	r := dialRaw(t, "tcp", ln.Addr().String())
+	g := r.reply()
+	if !strings.HasPrefix(g, "421 4.7.0 ") || !strings.Contains(g, "cannot establish which local user is connecting") {
+		t.Fatalf("greeting %q, want 421", g)
+	}
+	waitFor(t, "the refusal's log line", 10*time.Second, func() bool {
+		return regexp.MustCompile(`event=smtp-refused client=127\.0\.0\.1:\d+ reason="the owner of the client's socket cannot be established: the client's socket is not in this network namespace's socket table`).MatchString(s.log())
+	})
+	if strings.Contains(s.log(), "event=pickup") {
+		t.Errorf("something was stored:\n%s", s.log())
+	}
+}
+
+// The same passed socket in relayd's own namespace serves: the activated
+// path works, and identifies the client.
+func TestListenSocketActivation(t *testing.T) {
+	needRoot(t)
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{extra: "\n[listen]\nenabled = true\nports = []\nsocket = \"\"\ncert_file = \"\"\nkey_file = \"\"\n"})
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	d := s.startActivated(ln, "")
+	defer d.term(t)
+	ln.Close() // relayd holds its own copy
+	out := sendAs(t, 65534, "tcp", ln.Addr().String(), "", "nobody@web1.example.com", "rcpt@example.net", "activated")
+	if !strings.HasPrefix(out, "250 2.0.0 Ok: queued as ") {
+		t.Fatal(out)
+	}
+	waitFor(t, "delivery", 30*time.Second, func() bool { return s.message("activated") != "" })
+	if !strings.Contains(s.message("activated"), "Received: from uid 65534 (nobody)") {
+		t.Errorf("not recorded as nobody:\n%s", s.message("activated"))
+	}
+}
+
+// holdConns runs, as uid, a client that opens n connections to addr and
+// holds them without saying anything; it reports what each got within a
+// few seconds: "220" (served), "421" (refused at once) or "wait" (waiting
+// for a slot). The connections are closed when the returned function is
+// called.
+func holdConns(t *testing.T, uid int, addr string, n int) ([]string, func()) {
+	t.Helper()
+	host, port, _ := net.SplitHostPort(addr)
+	cmd := exec.Command("setpriv", "--reuid="+fmt.Sprint(uid), "--regid="+fmt.Sprint(uid), "--clear-groups", "/usr/bin/python3", "-c", `
+import select, socket, sys, time
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+socks = [socket.create_connection((host, port)) for i in range(n)]
+got = {}
+end = time.time() + 4
+while time.time() < end and len(got) < n:
+    r, _, _ = select.select([s for s in socks if s not in got], [], [], 0.2)
+    for s in r:
+        got[s] = s.recv(100).decode()[:3] or "eof"
+print(" ".join(got.get(s, "wait") for s in socks), flush=True)
+sys.stdin.read()
+`, host, port, fmt.Sprint(n))
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("holding client: %v", err)
+	}
+	stop := func() { stdin.Close(); cmd.Wait() }
+	t.Cleanup(func() { cmd.Process.Kill(); stop() })
+	return strings.Fields(line), stop
+}
+
+// One user's connections (idle, holding their slots) do not stop another
+// user's mail: the per-UID cap serves max_connections_per_uid of them, lets
+// four times as many wait, refuses the rest with 421 at once, and a second
+// user sends meanwhile.
+func TestListenPerUIDCap(t *testing.T) {
+	needRoot(t)
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{extra: listenConf + "max_connections_per_uid = 2\nmax_connections = 50\n"})
+	d := s.start()
+	defer d.term(t)
+	addrs := s.listenAddrs()
+	got, stop := holdConns(t, 65534, addrs["tcp4"], 14)
+	count := map[string]int{}
+	for _, g := range got {
+		count[g]++
+	}
+	if count["220"] != 2 || count["wait"] != 8 || count["421"] != 4 {
+		t.Fatalf("the held connections got %v, want 2 served, 8 waiting, 4 refused", count)
+	}
+	out := sendAs(t, 33, "tcp", addrs["tcp4"], "", "www-data@web1.example.com", "rcpt@example.net", "other user")
+	if !strings.HasPrefix(out, "250 2.0.0 Ok: queued as ") {
+		t.Fatalf("the other user: %s", out)
+	}
+	if !regexp.MustCompile(`event=smtp-refused reason="busy: too many connections" refused=1 client=127\.0\.0\.1:\d+ uid=65534`).MatchString(s.log()) {
+		t.Errorf("no busy line:\n%s", s.log())
+	}
+	stop()
+	// Slots come back: the same user is served again.
+	out = sendAs(t, 65534, "tcp", addrs["tcp4"], "", "nobody@web1.example.com", "rcpt@example.net", "after")
+	if !strings.HasPrefix(out, "250 2.0.0 Ok: queued as ") {
+		t.Fatalf("after the held connections closed: %s", out)
+	}
+}
+
+// relayd stopped with sessions open loses nothing that got a 250: a
+// message answered 250 on a connection that stays open is delivered after
+// the restart; one cut off inside DATA got no 250 and is not stored.
+func TestListenRestartKeepsAccepted(t *testing.T) {
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{extra: listenConf})
+	d := s.start()
+	addrs := s.listenAddrs()
+	idle := dialRaw(t, "tcp", addrs["tcp4"])
+	idle.reply()
+	for _, c := range []string{"EHLO x", "MAIL FROM:<a@example.org>", "RCPT TO:<rcpt@example.net>", "DATA"} {
+		idle.cmd(c)
+	}
+	idle.send("Subject: accepted before restart\r\n\r\nbody\r\n.\r\n")
+	if rep := idle.reply(); !strings.HasPrefix(rep, "250 2.0.0 Ok: queued as ") {
+		t.Fatalf("reply %q", rep)
+	}
+	cut := dialRaw(t, "tcp", addrs["tcp6"])
+	cut.reply()
+	for _, c := range []string{"EHLO x", "MAIL FROM:<a@example.org>", "RCPT TO:<rcpt@example.net>", "DATA"} {
+		cut.cmd(c)
+	}
+	cut.send("Subject: cut off\r\n\r\npartial body\r\n")
+	if code := d.term(t); code != 0 {
+		t.Fatalf("relayd exited %d\n%s", code, s.log())
+	}
+	// Both connections are closed, the cut one without a 250.
+	if rep := cut.reply(); strings.HasPrefix(rep, "250") {
+		t.Fatalf("the cut session got %q", rep)
+	}
+	if rep := idle.cmd("NOOP"); strings.HasPrefix(rep, "250") {
+		t.Fatalf("the idle session is still served after stop: %q", rep)
+	}
+	s.start()
+	waitFor(t, "delivery after the restart", 30*time.Second, func() bool { return s.message("accepted before restart") != "" })
+	time.Sleep(200 * time.Millisecond)
+	if s.message("cut off") != "" {
+		t.Error("the message cut off inside DATA was delivered")
+	}
+	if n := s.subjects()["accepted before restart"]; n != 1 {
+		t.Errorf("delivered %d times", n)
+	}
+}

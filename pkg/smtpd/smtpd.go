@@ -1,0 +1,863 @@
+// Package smtpd is relayd's loopback SMTP listener: the door for
+// applications that speak SMTP to 127.0.0.1, [::1] or a Unix socket
+// (PHPMailer, ActionMailer, WordPress SMTP plugins, swaks, smtplib) and
+// that need no password, because the kernel says who is calling.
+//
+// # Identity
+//
+// Before the greeting, every connection is identified from the kernel,
+// never from anything the client says:
+//
+//   - TCP: the peer must be an address of this host; the connection's
+//     4-tuple is looked up in the kernel's socket table
+//     (NETLINK_SOCK_DIAG, package sockdiag), which gives the owner UID and
+//     inode of the client's own socket. Then /proc is scanned for the
+//     process that holds that inode, for the advisory origin record
+//     (executable, command line, working directory, systemd unit).
+//   - Unix socket: SO_PEERCRED (UID, GID and PID of the client).
+//
+// A connection whose owner cannot be established — the client's socket is
+// gone (a race) or lives in another network namespace, or the peer is not
+// an address of this host — gets "421" and is closed, with a log line that
+// says why; it is never guessed and never attributed to relayd's own user.
+// A connection made by relayd itself (an upstream pointing back at the
+// listener) is refused as a mail loop.
+//
+// # Credentials
+//
+// AUTH PLAIN and LOGIN are offered (also without TLS: the connection never
+// leaves the host) and every username and password is accepted: the
+// username is recorded as a claim (origin "smtp-auth-user"), the password
+// is neither checked, stored nor logged. A username never changes the
+// UID the message is recorded under, nor what the sender policy allows.
+// Applications configured with the credentials of a hosting provider's
+// SMTP service therefore keep working unchanged, and so do those with
+// none. STARTTLS is offered when a certificate is configured.
+//
+// # The message
+//
+// MAIL FROM goes through the sender policy (a refusal is 553 5.7.1 with
+// the reason); DATA is read with go-smtp's reader (only CRLF.CRLF ends
+// it: a bare LF or CR before or after the dot is data), line ends become
+// LF, Bcc: and Resent-Bcc: are removed, and the message goes through the
+// same pipeline as the submission socket (submit.Prepare, submit.Intake):
+// the same envelope checks, size limit, header completion, trace headers
+// and durable store. "250" is sent only after the message is fsync'd in
+// relayd's queue.
+//
+// Its Go API is not stable.
+package smtpd
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+
+	"github.com/mailshim/mailshim/pkg/control"
+	"github.com/mailshim/mailshim/pkg/message"
+	"github.com/mailshim/mailshim/pkg/origin"
+	"github.com/mailshim/mailshim/pkg/sockdiag"
+	"github.com/mailshim/mailshim/pkg/spool"
+	"github.com/mailshim/mailshim/pkg/submit"
+	"github.com/mailshim/mailshim/pkg/sysexits"
+)
+
+// Defaults of Options.
+const (
+	DefaultCommandTimeout = 5 * time.Minute  // RFC 5321 4.5.3.2.7
+	DefaultDataTimeout    = 10 * time.Minute // the whole DATA section
+	DefaultIdleTimeout    = 3 * time.Minute  // RFC 5321 4.5.3.2.5, between data blocks
+	DefaultSessionTimeout = time.Hour
+	DefaultMaxLineLength  = 64 << 10
+	// identifyTimeout bounds the identification of a connection.
+	identifyTimeout = 10 * time.Second
+	// scanLimit bounds the /proc scan for the client's process.
+	scanLimit = 2 * time.Second
+	// maxPending bounds the connections being identified at once: more
+	// are refused with 421 at once (a flood of connects costs no /proc
+	// scans).
+	maxPending = 128
+)
+
+// Options configure a Server.
+type Options struct {
+	// Hostname is used in the greeting and EHLO reply, and for a From:
+	// added to a message without one.
+	Hostname string
+	// MaxMessageSize is advertised (SIZE) and enforced on the data as
+	// sent (CRLF line ends); 0 for no limit.
+	MaxMessageSize int64
+	// MaxRecipients bounds RCPT TO per message (default
+	// message.MaxRecipients, as for sendmail).
+	MaxRecipients int
+	// MaxLineLength bounds every line, commands and data alike (default
+	// DefaultMaxLineLength); a longer line ends the connection with 500.
+	MaxLineLength int
+	// TLS, if set, makes STARTTLS available.
+	TLS *tls.Config
+	// Timeouts; zero means the defaults above. CommandTimeout is the
+	// wait for each command line (and each response write), DataTimeout
+	// for the whole DATA section, IdleTimeout between bytes of it, and
+	// SessionTimeout for the whole connection.
+	CommandTimeout, DataTimeout, IdleTimeout, SessionTimeout time.Duration
+	// Limiter caps the sessions served at once, globally and per UID
+	// (nil: no cap).
+	Limiter *control.Limiter
+	// Intake is the submission pipeline (shared with the submission
+	// socket).
+	Intake *submit.Intake
+	// Log receives events ("smtp-refused", "smtp-error", "warning").
+	Log func(event string, kv ...any)
+}
+
+func (o *Options) defaults() {
+	or := func(d *time.Duration, def time.Duration) {
+		if *d <= 0 {
+			*d = def
+		}
+	}
+	or(&o.CommandTimeout, DefaultCommandTimeout)
+	or(&o.DataTimeout, DefaultDataTimeout)
+	or(&o.IdleTimeout, DefaultIdleTimeout)
+	or(&o.SessionTimeout, DefaultSessionTimeout)
+	if o.MaxLineLength <= 0 {
+		o.MaxLineLength = DefaultMaxLineLength
+	}
+	if o.MaxRecipients <= 0 {
+		o.MaxRecipients = message.MaxRecipients
+	}
+	if o.Log == nil {
+		o.Log = func(string, ...any) {}
+	}
+	if o.Intake == nil {
+		o.Intake = &submit.Intake{}
+	}
+}
+
+// Server is the listener. Create it with New, call Serve for every
+// listening socket, and Shutdown at the end.
+type Server struct {
+	opts    Options
+	smtp    *smtp.Server
+	queue   *chanListener
+	ctx     context.Context
+	cancel  context.CancelFunc
+	pending atomic.Int32
+	busy    *control.RateLog
+	noProc  *control.RateLog // the client's process not found
+	selfPID int
+	selfUID int
+
+	mu    sync.Mutex
+	lns   map[net.Listener]bool
+	conns map[*conn]bool
+	wg    sync.WaitGroup
+	done  chan struct{} // closed when the go-smtp server has returned
+}
+
+// New returns a Server with opts.
+func New(opts Options) *Server {
+	opts.defaults()
+	s := &Server{opts: opts, selfPID: os.Getpid(), selfUID: os.Geteuid(),
+		lns: map[net.Listener]bool{}, conns: map[*conn]bool{}, done: make(chan struct{})}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.busy = &control.RateLog{Log: func(n int, kv ...any) {
+		s.opts.Log("smtp-refused", append([]any{"reason", "busy: too many connections", "refused", n}, kv...)...)
+	}}
+	s.noProc = &control.RateLog{Log: func(n int, kv ...any) {
+		s.opts.Log("warning", append([]any{"reason", "the client's process was not found; mail recorded under the socket owner's UID without it", "connections", n}, kv...)...)
+	}}
+	srv := smtp.NewServer(smtp.BackendFunc(s.newSession))
+	srv.Domain = opts.Hostname
+	srv.MaxMessageBytes = opts.MaxMessageSize
+	srv.MaxRecipients = opts.MaxRecipients
+	srv.MaxLineLength = opts.MaxLineLength
+	// The connection never leaves this host, and the credentials are a
+	// claim that is not checked: refusing AUTH without TLS would only
+	// break clients configured with credentials when no certificate is.
+	srv.AllowInsecureAuth = true
+	srv.TLSConfig = opts.TLS
+	srv.ReadTimeout = opts.CommandTimeout
+	srv.WriteTimeout = opts.CommandTimeout
+	srv.EnableSMTPUTF8 = true
+	srv.EnableDSN = true
+	srv.ErrorLog = errorLog{s}
+	s.smtp = srv
+	s.queue = &chanListener{ch: make(chan net.Conn), closed: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		s.smtp.Serve(s.queue)
+	}()
+	return s
+}
+
+// errorLog passes go-smtp's internal errors (a TLS handshake that failed,
+// a connection error) to the log.
+type errorLog struct{ s *Server }
+
+func (e errorLog) Printf(format string, v ...any) {
+	e.s.opts.Log("smtp-error", "error", strings.TrimSpace(fmt.Sprintf(format, v...)))
+}
+func (e errorLog) Println(v ...any) {
+	e.s.opts.Log("smtp-error", "error", strings.TrimSpace(fmt.Sprintln(v...)))
+}
+
+// chanListener hands identified connections to go-smtp's server.
+type chanListener struct {
+	ch     chan net.Conn
+	closed chan struct{}
+	once   sync.Once
+}
+
+func (l *chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *chanListener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return nil
+}
+
+func (l *chanListener) Addr() net.Addr { return &net.UnixAddr{Name: "smtpd", Net: "unix"} }
+
+// Serve accepts connections on ln until ln is closed or Shutdown is
+// called. Temporary accept errors (EMFILE) are ridden out with a backoff.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.ctx.Err() != nil {
+		s.mu.Unlock()
+		ln.Close()
+		return net.ErrClosed
+	}
+	s.lns[ln] = true
+	s.mu.Unlock()
+	var delay time.Duration
+	fails := &control.RateLog{Log: func(n int, kv ...any) {
+		s.opts.Log("error", append([]any{"reason", "SMTP listener accept failed; backing off", "failures", n}, kv...)...)
+	}}
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if s.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			fails.Note("error", err.Error())
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			select {
+			case <-time.After(delay):
+			case <-s.ctx.Done():
+				return nil
+			}
+			continue
+		}
+		delay = 0
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.admit(c)
+		}()
+	}
+}
+
+// refusal is a connection turned away before the greeting.
+type refusal struct {
+	reply  string // the SMTP reply
+	reason string // the log line's reason
+}
+
+func (r *refusal) Error() string { return r.reason }
+
+// admit identifies a new connection, takes a slot of the limiter for its
+// UID, and hands it to go-smtp; or answers 421 and closes it.
+func (s *Server) admit(raw net.Conn) {
+	client := clientString(raw)
+	refuse := func(r *refusal, kv ...any) {
+		raw.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		io.WriteString(raw, r.reply+"\r\n")
+		raw.Close()
+		s.opts.Log("smtp-refused", append([]any{"client", client, "reason", r.reason}, kv...)...)
+	}
+	if s.pending.Add(1) > maxPending {
+		s.pending.Add(-1)
+		s.busy.Note("client", client)
+		raw.SetWriteDeadline(time.Now().Add(time.Second))
+		io.WriteString(raw, "421 4.7.0 "+s.opts.Hostname+" too many connections; try again later\r\n")
+		raw.Close()
+		return
+	}
+	raw.SetDeadline(time.Now().Add(identifyTimeout))
+	id, err := s.identify(raw)
+	if err != nil {
+		s.pending.Add(-1)
+		var r *refusal
+		if !errors.As(err, &r) {
+			r = &refusal{reply: "421 4.7.0 " + s.opts.Hostname + " cannot establish which local user is connecting; connection refused", reason: err.Error()}
+		}
+		refuse(r)
+		return
+	}
+	if lim := s.opts.Limiter; lim != nil {
+		if err := lim.Acquire(s.ctx, id.UID); err != nil {
+			s.pending.Add(-1)
+			s.busy.Note("client", client, "uid", id.UID)
+			raw.SetWriteDeadline(time.Now().Add(time.Second))
+			io.WriteString(raw, "421 4.7.0 "+s.opts.Hostname+" too many connections; try again later\r\n")
+			raw.Close()
+			return
+		}
+	}
+	release := func() {
+		if s.opts.Limiter != nil {
+			s.opts.Limiter.Release(id.UID)
+		}
+	}
+	s.describe(raw, id)
+	s.pending.Add(-1)
+	if id.PID == s.selfPID {
+		release()
+		refuse(&refusal{reply: "421 4.3.5 " + s.opts.Hostname + " mail loop: relayd connected to its own listener",
+			reason: "mail loop: the connection comes from relayd itself (is an upstream set to this listener?)"}, "uid", id.UID)
+		return
+	}
+	c := &conn{Conn: raw, id: id, hard: time.Now().Add(s.opts.SessionTimeout), release: release, srv: s}
+	raw.SetDeadline(time.Time{})
+	c.SetDeadline(c.hard)
+	s.mu.Lock()
+	if s.ctx.Err() != nil {
+		s.mu.Unlock()
+		c.Close()
+		return
+	}
+	s.conns[c] = true
+	s.mu.Unlock()
+	select {
+	case s.queue.ch <- c:
+	case <-s.ctx.Done():
+		c.Close()
+	}
+}
+
+func clientString(c net.Conn) string {
+	switch a := c.RemoteAddr().(type) {
+	case *net.TCPAddr:
+		return a.AddrPort().String()
+	case *net.UnixAddr:
+		return "unix"
+	}
+	return c.RemoteAddr().String()
+}
+
+// Identity is who is on the other end of a connection.
+type Identity struct {
+	UID, GID int
+	User     string
+	PID      int    // the client's process, 0 when unknown
+	Client   string // the peer: "127.0.0.1:54321", "[::1]:54321", "unix"
+	inode    uint64 // TCP: the client's socket
+	// Origin holds the advisory fields of the client's process.
+	Origin spool.Origin
+	gidSet bool
+}
+
+// identify establishes the owner of raw's other end from the kernel.
+func (s *Server) identify(raw net.Conn) (*Identity, error) {
+	id := &Identity{Client: clientString(raw)}
+	switch a := raw.RemoteAddr().(type) {
+	case *net.TCPAddr:
+		peer := a.AddrPort()
+		la, ok := raw.LocalAddr().(*net.TCPAddr)
+		if !ok {
+			return nil, errors.New("no local address")
+		}
+		if !isLocalAddr(peer.Addr()) {
+			return nil, &refusal{reply: "421 4.7.0 " + s.opts.Hostname + " only local clients are served",
+				reason: "the peer " + peer.Addr().String() + " is not an address of this host"}
+		}
+		o, err := sockdiag.TCPOwner(peer, la.AddrPort())
+		if err != nil {
+			return nil, fmt.Errorf("the owner of the client's socket cannot be established: %w", err)
+		}
+		id.UID, id.inode = int(o.UID), o.Inode
+	case *net.UnixAddr:
+		uc, ok := raw.(*net.UnixConn)
+		if !ok {
+			return nil, errors.New("not a unix connection")
+		}
+		cred, err := submit.PeerCred(uc)
+		if err != nil {
+			return nil, fmt.Errorf("SO_PEERCRED: %w", err)
+		}
+		id.UID, id.GID, id.PID, id.gidSet = int(cred.Uid), int(cred.Gid), int(cred.Pid), true
+	default:
+		return nil, fmt.Errorf("unsupported connection type %T", raw)
+	}
+	id.User = origin.UserName(id.UID)
+	return id, nil
+}
+
+// describe finds the client's process (TCP: the holder of the socket's
+// inode) and records its advisory origin fields and GID.
+func (s *Server) describe(raw net.Conn, id *Identity) {
+	if id.inode != 0 {
+		h := sockdiag.FindHolder("", id.inode, uint32(id.UID), scanLimit)
+		id.PID = h.PID
+		if h.PID == 0 {
+			kv := []any{"client", id.Client, "uid", id.UID}
+			if h.Denied > 0 {
+				kv = append(kv, "unreadable", h.Denied, "fix", "reading other users' /proc/PID/fd needs CAP_SYS_PTRACE (the shipped relayd.service grants it)")
+			}
+			if h.Partial {
+				kv = append(kv, "partial", "time limit")
+			}
+			s.noProc.Note(kv...)
+		}
+	}
+	if id.PID > 0 && id.PID != s.selfPID {
+		if gid := origin.ApplyProcess(&id.Origin, id.PID); gid >= 0 && !id.gidSet {
+			id.GID, id.gidSet = gid, true
+		}
+	}
+	if !id.gidSet {
+		// No process to ask: the primary group of the user, else the
+		// kernel's overflow GID.
+		if g := origin.PrimaryGID(id.UID); g >= 0 {
+			id.GID = g
+		} else {
+			id.GID = 65534
+		}
+	}
+}
+
+// isLocalAddr reports whether a is an address of this host: loopback, or
+// an address of one of its interfaces.
+func isLocalAddr(a netip.Addr) bool {
+	a = a.Unmap()
+	if a.IsLoopback() {
+		return true
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	for _, ia := range addrs {
+		if n, ok := ia.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Unmap() == a {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Shutdown stops accepting, closes the sessions that are not inside a
+// DATA section at once, waits for the others until ctx is done, then
+// closes whatever is left. A session cut short got no "250" for the
+// message it was sending, so its client still has it.
+func (s *Server) Shutdown(ctx context.Context) {
+	s.mu.Lock()
+	s.cancel()
+	for ln := range s.lns {
+		ln.Close()
+	}
+	s.mu.Unlock()
+	s.queue.Close()
+	s.wg.Wait() // admit goroutines
+	// conns returns the sessions left, those inside DATA or not.
+	conns := func(all bool) []*conn {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		var l []*conn
+		for c := range s.conns {
+			if all || !c.inData.Load() {
+				l = append(l, c)
+			}
+		}
+		return l
+	}
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+wait:
+	for {
+		for _, c := range conns(false) {
+			c.Close()
+		}
+		if len(conns(true)) == 0 {
+			break
+		}
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			break wait
+		}
+	}
+	for _, c := range conns(true) {
+		c.Close()
+	}
+	s.smtp.Close()
+	<-s.done
+}
+
+// conn is an identified connection. Its deadlines never go past the
+// session's hard limit, and closing it gives back its limiter slot.
+type conn struct {
+	net.Conn
+	id      *Identity
+	hard    time.Time
+	release func()
+	srv     *Server
+	once    sync.Once
+	inData  atomic.Bool
+}
+
+func (c *conn) capped(t time.Time) time.Time {
+	if t.IsZero() || t.After(c.hard) {
+		return c.hard
+	}
+	return t
+}
+
+func (c *conn) SetDeadline(t time.Time) error      { return c.Conn.SetDeadline(c.capped(t)) }
+func (c *conn) SetReadDeadline(t time.Time) error  { return c.Conn.SetReadDeadline(c.capped(t)) }
+func (c *conn) SetWriteDeadline(t time.Time) error { return c.Conn.SetWriteDeadline(c.capped(t)) }
+
+func (c *conn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() {
+		c.release()
+		c.srv.mu.Lock()
+		delete(c.srv.conns, c)
+		c.srv.mu.Unlock()
+	})
+	return err
+}
+
+// newSession is go-smtp's Backend: called at EHLO/HELO (again after
+// STARTTLS).
+func (s *Server) newSession(sc *smtp.Conn) (smtp.Session, error) {
+	nc := sc.Conn()
+	if tc, ok := nc.(*tls.Conn); ok {
+		nc = tc.NetConn()
+	}
+	c, ok := nc.(*conn)
+	if !ok {
+		return nil, &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "internal error"}
+	}
+	return &session{srv: s, sc: sc, c: c}, nil
+}
+
+// session is one SMTP session (from EHLO to QUIT, or to STARTTLS).
+type session struct {
+	srv      *Server
+	sc       *smtp.Conn
+	c        *conn
+	env      *spool.Envelope
+	rcptSize int
+	authUser string
+}
+
+func (ss *session) Reset() { ss.env, ss.rcptSize = nil, 0 }
+
+func (ss *session) Logout() error { return nil }
+
+func smtpErr(code int, enh smtp.EnhancedCode, msg string) *smtp.SMTPError {
+	return &smtp.SMTPError{Code: code, EnhancedCode: enh, Message: oneLine(msg)}
+}
+
+// origin is the origin record of a message of this session.
+func (ss *session) origin() spool.Origin {
+	id := ss.c.id
+	o := id.Origin
+	o.UID, o.GID, o.User = id.UID, id.GID, id.User
+	o.Via = "smtp"
+	o.Client = id.Client
+	o.Helo = ss.sc.Hostname()
+	o.AuthUser = ss.authUser
+	o.Ignored = nil
+	return o
+}
+
+func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
+	env := &spool.Envelope{}
+	if from == "" {
+		env.Sender = "<>"
+	} else {
+		a, err := message.ParseAddress(from)
+		if err != nil {
+			return smtpErr(553, smtp.EnhancedCode{5, 1, 7}, "Bad sender address syntax")
+		}
+		env.Sender = a
+		if !message.IsASCII(a) {
+			env.SMTPUTF8 = true
+		}
+	}
+	if opts != nil {
+		switch opts.Body {
+		case smtp.Body7Bit:
+			env.BodyType = "7BIT"
+		case smtp.Body8BitMIME:
+			env.BodyType = "8BITMIME"
+		case "":
+		default:
+			return smtpErr(555, smtp.EnhancedCode{5, 5, 4}, "Unsupported BODY parameter")
+		}
+		if opts.UTF8 {
+			env.SMTPUTF8 = true
+		}
+		switch opts.Return {
+		case smtp.DSNReturnFull:
+			env.Ret = "FULL"
+		case smtp.DSNReturnHeaders:
+			env.Ret = "HDRS"
+		}
+		if opts.EnvelopeID != "" {
+			if !message.ValidEnvID(opts.EnvelopeID) {
+				return smtpErr(501, smtp.EnhancedCode{5, 5, 4}, "Bad ENVID parameter")
+			}
+			env.EnvID = opts.EnvelopeID
+		}
+	}
+	o := ss.origin()
+	if err := ss.srv.opts.Intake.CheckSender(&o, env.Sender); err != nil {
+		ss.srv.opts.Log("smtp-error", "client", ss.c.id.Client, "uid", o.UID, "user", o.User, "from", env.Sender, "error", err.Error())
+		return smtpErr(553, smtp.EnhancedCode{5, 7, 1}, err.Error())
+	}
+	ss.env, ss.rcptSize = env, 0
+	return nil
+}
+
+func (ss *session) Rcpt(to string, opts *smtp.RcptOptions) error {
+	if ss.env == nil {
+		return smtpErr(503, smtp.EnhancedCode{5, 5, 1}, "Need MAIL command")
+	}
+	addr, err := message.ParseAddress(to)
+	if err != nil {
+		return smtpErr(553, smtp.EnhancedCode{5, 1, 3}, "Bad recipient address syntax")
+	}
+	if ss.rcptSize+len(addr)+1 > message.MaxRecipientBytes {
+		return smtpErr(452, smtp.EnhancedCode{4, 5, 3}, "Too many recipients")
+	}
+	if opts != nil && len(opts.Notify) > 0 && ss.env.Notify == "" {
+		// The spool keeps one NOTIFY per message: the first given.
+		n := make([]string, len(opts.Notify))
+		for i, v := range opts.Notify {
+			n[i] = string(v)
+		}
+		ss.env.Notify = strings.Join(n, ",")
+	}
+	if !message.IsASCII(addr) {
+		ss.env.SMTPUTF8 = true
+	}
+	ss.env.Recipients = append(ss.env.Recipients, addr)
+	ss.rcptSize += len(addr) + 1
+	return nil
+}
+
+func (ss *session) AuthMechanisms() []string { return []string{sasl.Plain, sasl.Login} }
+
+// Auth accepts every username and password: the username is recorded as
+// a claim, the password is dropped unseen.
+func (ss *session) Auth(mech string) (sasl.Server, error) {
+	switch mech {
+	case sasl.Plain:
+		return sasl.NewPlainServer(func(identity, username, password string) error {
+			ss.authUser = claim(username)
+			return nil
+		}), nil
+	case sasl.Login:
+		return &loginServer{done: func(username string) { ss.authUser = claim(username) }}, nil
+	}
+	return nil, smtp.ErrAuthUnknownMechanism
+}
+
+// claim bounds a claimed username for the record.
+func claim(u string) string {
+	if len(u) > 256 {
+		u = u[:256]
+	}
+	return u
+}
+
+// loginServer is the server side of the LOGIN mechanism
+// (draft-murchison-sasl-login): "Username:", then "Password:".
+type loginServer struct {
+	step     int
+	username string
+	done     func(username string)
+}
+
+func (l *loginServer) Next(response []byte) ([]byte, bool, error) {
+	switch l.step {
+	case 0:
+		l.step++
+		if len(response) > 0 {
+			// An initial response is the username.
+			l.username = string(response)
+			l.step++
+			return []byte("Password:"), false, nil
+		}
+		return []byte("Username:"), false, nil
+	case 1:
+		l.username = string(response)
+		l.step++
+		return []byte("Password:"), false, nil
+	case 2:
+		l.step++
+		l.done(l.username)
+		return nil, true, nil
+	}
+	return nil, false, errors.New("unexpected response")
+}
+
+// dataReader sets the connection's read deadline before every read of the
+// DATA section: IdleTimeout from now, never past the section's hard limit.
+type dataReader struct {
+	r    io.Reader
+	c    net.Conn
+	idle time.Duration
+	hard time.Time
+	err  error
+}
+
+func (d *dataReader) Read(p []byte) (int, error) {
+	dl := time.Now().Add(d.idle)
+	if d.hard.Before(dl) {
+		dl = d.hard
+	}
+	d.c.SetReadDeadline(dl)
+	n, err := d.r.Read(p)
+	if err != nil && err != io.EOF {
+		d.err = err
+	}
+	return n, err
+}
+
+func (ss *session) Data(r io.Reader) error {
+	if ss.env == nil {
+		return smtpErr(503, smtp.EnhancedCode{5, 5, 1}, "Need MAIL command")
+	}
+	ss.c.inData.Store(true)
+	defer ss.c.inData.Store(false)
+	opts := &ss.srv.opts
+	dr := &dataReader{r: r, c: ss.sc.Conn(), idle: opts.IdleTimeout, hard: time.Now().Add(opts.DataTimeout)}
+	// CRLF becomes LF (the spool's line end); a bare CR or LF is kept as
+	// data. go-smtp's reader has already ended the section at CRLF.CRLF
+	// only and removed the dot-stuffing.
+	br := bufio.NewReaderSize(message.NewReader(dr, true), 64<<10)
+	env := *ss.env
+	env.Recipients = append([]string(nil), ss.env.Recipients...)
+	o := ss.origin()
+	fail := func(err error) error {
+		e := reply(err, dr.err)
+		ss.srv.opts.Log("smtp-error", "client", ss.c.id.Client, "uid", o.UID, "user", o.User, "from", env.Sender,
+			"nrcpt", len(env.Recipients), "reply", fmt.Sprintf("%d %s", e.Code, e.Message), "error", oneLine(err.Error()))
+		return e
+	}
+	limit := message.MaxHeader
+	if opts.MaxMessageSize > 0 && opts.MaxMessageSize < int64(limit) {
+		limit = int(opts.MaxMessageSize)
+	}
+	h, err := message.ReadHeader(br, limit)
+	if err != nil {
+		return fail(err)
+	}
+	// Recipients are the envelope's: a Bcc: left in the header would show
+	// them to everyone.
+	message.RemoveBcc(h)
+	hdr, err := submit.Prepare(&env, &o, h, br, opts.Hostname)
+	if err != nil {
+		return fail(err)
+	}
+	m := &spool.Meta{Version: spool.Version, Env: env, Origin: o}
+	id, err := opts.Intake.Submit(m, io.MultiReader(bytes.NewReader(hdr), br))
+	if err == nil && dr.err != nil {
+		// Cannot be: a store reads its body to the end. Never answer 250
+		// for a message whose end was not seen.
+		err = dr.err
+	}
+	if err != nil {
+		return fail(err)
+	}
+	// From here on the message is durable in relayd's queue. go-smtp
+	// answers a Data error that is an *SMTPError with its code: this is
+	// how the reply names the queue ID.
+	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + id}
+}
+
+// reply is the SMTP reply for a message that was not stored: err from
+// the pipeline, readErr the error reading the client's data, if any.
+// The texts are mailshim's own, about the client's own message.
+func reply(err, readErr error) *smtp.SMTPError {
+	if errors.Is(err, smtp.ErrDataTooLarge) || errors.Is(readErr, smtp.ErrDataTooLarge) {
+		return smtp.ErrDataTooLarge
+	}
+	if readErr != nil {
+		var ne net.Error
+		if errors.As(readErr, &ne) && ne.Timeout() {
+			return smtpErr(451, smtp.EnhancedCode{4, 4, 2}, "Timeout reading the message; not stored")
+		}
+		if errors.Is(readErr, smtp.ErrTooLongLine) {
+			return smtpErr(500, smtp.EnhancedCode{5, 5, 2}, "Line too long; message not stored")
+		}
+		return smtpErr(451, smtp.EnhancedCode{4, 3, 0}, "Error reading the message; not stored")
+	}
+	var ee *message.EnvelopeError
+	if errors.As(err, &ee) {
+		err = &submit.Error{Code: ee.Code, Msg: ee.Msg}
+	}
+	e := submit.Classify(err)
+	if e.Temporary {
+		return smtpErr(451, smtp.EnhancedCode{4, 7, 1}, e.Msg)
+	}
+	switch e.Code {
+	case sysexits.DataErr:
+		if errors.Is(err, spool.ErrTooLarge) {
+			return smtp.ErrDataTooLarge
+		}
+		if errors.Is(err, message.ErrHeaderTooLarge) {
+			return smtpErr(552, smtp.EnhancedCode{5, 3, 4}, e.Msg)
+		}
+		return smtpErr(554, smtp.EnhancedCode{5, 6, 0}, e.Msg)
+	case sysexits.NoUser:
+		return smtpErr(550, smtp.EnhancedCode{5, 1, 3}, e.Msg)
+	case sysexits.NoPerm:
+		return smtpErr(553, smtp.EnhancedCode{5, 7, 1}, e.Msg)
+	case sysexits.Usage:
+		return smtpErr(554, smtp.EnhancedCode{5, 5, 1}, e.Msg)
+	case sysexits.CantCreat:
+		return smtpErr(452, smtp.EnhancedCode{4, 3, 1}, "Insufficient system storage; message not stored")
+	}
+	return smtpErr(451, smtp.EnhancedCode{4, 3, 0}, "Error: message not stored; try again later")
+}
+
+// oneLine makes s fit in one reply line.
+func oneLine(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+	if len(s) > 400 {
+		s = s[:400]
+	}
+	return s
+}

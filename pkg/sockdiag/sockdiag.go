@@ -1,0 +1,231 @@
+// Package sockdiag tells who holds the other end of a local TCP
+// connection: the owner (UID) and inode of the client's socket from the
+// kernel's socket table (NETLINK_SOCK_DIAG, inet_diag: the same lookup as
+// "ss -e"), and the process whose file table holds that socket
+// (/proc/PID/fd, as "ss -p" finds it).
+//
+// The UID is the kernel's: the effective UID of the process that created
+// the client's socket (sock_i_uid). It cannot be forged by the client,
+// and it is found only when the client's socket is in the caller's
+// network namespace. The process is advisory: sockets are inherited and
+// passed between processes, and a process may have exited since.
+//
+// Its Go API is not stable.
+package sockdiag
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Netlink constants of linux/sock_diag.h and linux/inet_diag.h.
+const (
+	sockDiagByFamily = 20         // SOCK_DIAG_BY_FAMILY
+	noCookie         = 0xffffffff // INET_DIAG_NOCOOKIE
+	reqLen           = 56         // sizeof(struct inet_diag_req_v2)
+	msgLen           = 72         // sizeof(struct inet_diag_msg)
+)
+
+// ErrNotFound is a connection whose client socket is not in this network
+// namespace's socket table: it is gone (closed, reset), or it is in
+// another network namespace (a container reaching relayd's socket through
+// a forwarded or inherited descriptor).
+var ErrNotFound = errors.New("the client's socket is not in this network namespace's socket table (closed already, or in another network namespace)")
+
+// ErrOrphan is a client socket that no process holds any more (closed,
+// waiting for the connection to end): the kernel reports no owner for it.
+var ErrOrphan = errors.New("the client's socket has no owner any more (the client closed it)")
+
+// Owner is the client's socket as the kernel's socket table has it.
+type Owner struct {
+	UID   uint32 // the socket's owner
+	Inode uint64 // the socket's inode: "socket:[Inode]" in /proc/PID/fd
+}
+
+// TCPOwner looks up the TCP socket whose local end is client and whose
+// remote end is server — the client's side of a connection that relayd
+// accepted on server from client — and returns its owner. Both addresses
+// must be of the same family (IPv4-mapped IPv6 addresses are looked up as
+// IPv4, which also finds IPv6 sockets connected to a mapped address).
+func TCPOwner(client, server netip.AddrPort) (Owner, error) {
+	ca, sa := client.Addr().Unmap(), server.Addr().Unmap()
+	if ca.Is4() != sa.Is4() {
+		return Owner{}, fmt.Errorf("sockdiag: address families differ: %v, %v", client, server)
+	}
+	family := uint8(unix.AF_INET6)
+	if ca.Is4() {
+		family = unix.AF_INET
+	}
+	req := make([]byte, reqLen)
+	req[0] = family
+	req[1] = unix.IPPROTO_TCP
+	binary.LittleEndian.PutUint32(req[4:], 0xffffffff) // every TCP state
+	id := req[8:]
+	binary.BigEndian.PutUint16(id[0:], client.Port())
+	binary.BigEndian.PutUint16(id[2:], server.Port())
+	putAddr(id[4:20], ca)
+	putAddr(id[20:36], sa)
+	binary.LittleEndian.PutUint32(id[40:], noCookie)
+	binary.LittleEndian.PutUint32(id[44:], noCookie)
+
+	conn, err := netlink.Dial(unix.NETLINK_SOCK_DIAG, nil)
+	if err != nil {
+		return Owner{}, fmt.Errorf("sockdiag: %w", err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	msgs, err := conn.Execute(netlink.Message{
+		Header: netlink.Header{Type: sockDiagByFamily, Flags: netlink.Request},
+		Data:   req,
+	})
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return Owner{}, ErrNotFound
+		}
+		return Owner{}, fmt.Errorf("sockdiag: inet_diag lookup: %w", err)
+	}
+	for _, m := range msgs {
+		if len(m.Data) < msgLen {
+			continue
+		}
+		d := m.Data
+		mid := d[4:52]
+		// The kernel found the socket by this 4-tuple; check that the
+		// answer is that socket and not another one.
+		if binary.BigEndian.Uint16(mid[0:]) != client.Port() || binary.BigEndian.Uint16(mid[2:]) != server.Port() ||
+			getAddr(d[0], mid[4:20]) != ca || getAddr(d[0], mid[20:36]) != sa {
+			continue
+		}
+		uid := binary.LittleEndian.Uint32(d[64:])
+		inode := binary.LittleEndian.Uint32(d[68:])
+		if inode == 0 {
+			// An orphaned socket reports uid 0 and inode 0: no owner,
+			// certainly not root.
+			return Owner{}, ErrOrphan
+		}
+		return Owner{UID: uid, Inode: uint64(inode)}, nil
+	}
+	return Owner{}, ErrNotFound
+}
+
+func putAddr(b []byte, a netip.Addr) {
+	if a.Is4() {
+		v := a.As4()
+		copy(b, v[:])
+		return
+	}
+	v := a.As16()
+	copy(b, v[:])
+}
+
+func getAddr(family byte, b []byte) netip.Addr {
+	if family == unix.AF_INET {
+		return netip.AddrFrom4([4]byte(b[:4]))
+	}
+	return netip.AddrFrom16([16]byte(b[:16])).Unmap()
+}
+
+// Holder is the result of FindHolder.
+type Holder struct {
+	PID int // 0 when no process was found
+	// Denied is the number of processes whose descriptors could not be
+	// read (EACCES: another user's process, and no CAP_SYS_PTRACE).
+	Denied int
+	// Partial is set when the scan was cut short by its time limit.
+	Partial bool
+}
+
+// FindHolder scans /proc (procRoot, "/proc" when empty) for a process
+// whose file table holds the socket inode: the processes whose /proc
+// directory belongs to uid first (the socket's owner is normally the
+// holder), then the others, within limit (no limit when zero). Reading
+// another user's /proc/PID/fd needs CAP_SYS_PTRACE (the kernel's ptrace
+// access check); without it only processes of relayd's own user are
+// readable, and Denied counts the others.
+func FindHolder(procRoot string, inode uint64, uid uint32, limit time.Duration) Holder {
+	if procRoot == "" {
+		procRoot = "/proc"
+	}
+	var h Holder
+	var deadline time.Time
+	if limit > 0 {
+		deadline = time.Now().Add(limit)
+	}
+	d, err := os.Open(procRoot)
+	if err != nil {
+		return h
+	}
+	names, _ := d.Readdirnames(-1)
+	d.Close()
+	target := "socket:[" + strconv.FormatUint(inode, 10) + "]"
+	var others []int
+	var first []int
+	for _, n := range names {
+		pid, err := strconv.Atoi(n)
+		if err != nil || pid <= 0 {
+			continue
+		}
+		var st unix.Stat_t
+		if unix.Stat(procRoot+"/"+n, &st) == nil && st.Uid == uid {
+			first = append(first, pid)
+		} else {
+			others = append(others, pid)
+		}
+	}
+	for _, pid := range append(first, others...) {
+		if !deadline.IsZero() && time.Now().After(deadline) {
+			h.Partial = true
+			return h
+		}
+		switch holds(procRoot, pid, target) {
+		case 1:
+			h.PID = pid
+			return h
+		case -1:
+			h.Denied++
+		}
+	}
+	return h
+}
+
+// holds reports whether process pid has target open: 1 yes, 0 no, -1 its
+// descriptors are not readable.
+func holds(procRoot string, pid int, target string) int {
+	dir := procRoot + "/" + strconv.Itoa(pid) + "/fd"
+	f, err := os.Open(dir)
+	if err != nil {
+		if errors.Is(err, os.ErrPermission) {
+			return -1
+		}
+		return 0
+	}
+	defer f.Close()
+	buf := make([]byte, 64)
+	for {
+		names, err := f.Readdirnames(256)
+		for _, n := range names {
+			l, rerr := unix.Readlink(dir+"/"+n, buf)
+			if rerr != nil {
+				if errors.Is(rerr, unix.EACCES) {
+					return -1
+				}
+				continue
+			}
+			if s := string(buf[:l]); strings.HasPrefix(s, "socket:[") && s == target {
+				return 1
+			}
+		}
+		if err != nil {
+			return 0
+		}
+	}
+}

@@ -1,0 +1,104 @@
+package sockdiag
+
+import (
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// inodeOf returns the inode of c's socket, as /proc/self/fd shows it.
+func inodeOf(t *testing.T, c net.Conn) uint64 {
+	t.Helper()
+	f, err := c.(*net.TCPConn).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Ino
+}
+
+func TestTCPOwner(t *testing.T) {
+	for _, network := range []struct{ net, addr string }{{"tcp4", "127.0.0.1:0"}, {"tcp6", "[::1]:0"}} {
+		t.Run(network.net, func(t *testing.T) {
+			ln, err := net.Listen(network.net, network.addr)
+			if err != nil {
+				t.Skipf("no %s loopback: %v", network.net, err)
+			}
+			defer ln.Close()
+			client, err := net.Dial(network.net, ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer client.Close()
+			server, err := ln.Accept()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer server.Close()
+			peer := server.RemoteAddr().(*net.TCPAddr).AddrPort()
+			local := server.LocalAddr().(*net.TCPAddr).AddrPort()
+			o, err := TCPOwner(peer, local)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if int(o.UID) != os.Geteuid() {
+				t.Errorf("uid %d, want %d", o.UID, os.Geteuid())
+			}
+			// The client's socket, not the accepted one.
+			if want := inodeOf(t, client); o.Inode != want {
+				t.Errorf("inode %d, want the client's %d (server's is %d)", o.Inode, want, inodeOf(t, server))
+			}
+			h := FindHolder("", o.Inode, o.UID, 10*time.Second)
+			if h.PID != os.Getpid() {
+				t.Errorf("holder %+v, want pid %d", h, os.Getpid())
+			}
+		})
+	}
+}
+
+// A 4-tuple that no socket has is not found (never a zero owner).
+func TestTCPOwnerNotFound(t *testing.T) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	_, err = TCPOwner(netip.MustParseAddrPort("127.0.0.1:1"), netip.MustParseAddrPort("127.0.0.1:"+strconv.Itoa(port)))
+	if err != ErrNotFound {
+		t.Fatalf("err %v, want ErrNotFound", err)
+	}
+}
+
+// A client that closed its end (its socket orphaned, waiting for the
+// connection to end) has no owner: an error, never uid 0.
+func TestTCPOwnerClosed(t *testing.T) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp4", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer server.Close()
+	client.Close()
+	_, err = TCPOwner(server.RemoteAddr().(*net.TCPAddr).AddrPort(), server.LocalAddr().(*net.TCPAddr).AddrPort())
+	if err != ErrOrphan && err != ErrNotFound {
+		t.Fatalf("err %v, want ErrOrphan or ErrNotFound", err)
+	}
+}
