@@ -11,6 +11,7 @@
 //	relayd queue list [--held] [--user U] [--json]
 //	relayd queue freeze|thaw|hold|release --user U
 //	relayd queue delete --user U [--confirm N]
+//	relayd verify-origin < message   is its origin header genuine? exit 0 or 1
 //
 // Signals: SIGTERM and SIGINT finish (or, after --stop-timeout, abort) the
 // sessions in flight and exit 0; SIGHUP reloads the configuration (a bad one
@@ -38,6 +39,7 @@ func usage() {
        relayd queue list [--held] [--user U] [--json]
        relayd queue freeze | thaw | hold | release --user U
        relayd queue delete --user U [--confirm N]
+       relayd verify-origin [--config FILE] < message
 `)
 }
 
@@ -81,6 +83,8 @@ func main() {
 		os.Exit(checkConfig(path))
 	case "queue":
 		os.Exit(queueCmd(path, args))
+	case "verify-origin":
+		os.Exit(verifyOrigin(path, args, os.Stdin, os.Stdout))
 	case "help":
 		usage()
 	default:

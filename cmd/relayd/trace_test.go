@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
@@ -126,5 +127,90 @@ func TestForgedTraceNeverPassesAsOurs(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// With [trace] key_file the origin header is signed, and relayd
+// verify-origin tells the delivered message's genuine header (exit 0)
+// from an altered one or one copied into another message (exit 1). A
+// caller who copies a genuine signed header into its own message gets it
+// renamed, and its message carries its own genuine origin.
+func TestVerifyOrigin(t *testing.T) {
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{})
+	keyFile := filepath.Join(s.dir, "origin.key")
+	if err := os.WriteFile(keyFile, []byte("k3y-0f-at-least-16-bytes-for-hmac\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.writeConfig(fmt.Sprintf("\n[trace]\nkey_file = %q\n", keyFile))
+	s.start()
+	env := []string{"MAILSHIM_CONFIG=" + s.cfgPath}
+	verify := func(data string) (string, string, int) {
+		t.Helper()
+		f := filepath.Join(t.TempDir(), "msg")
+		os.WriteFile(f, []byte(data), 0o644)
+		in, _ := os.Open(f)
+		defer in.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, relaydBin, "verify-origin")
+		cmd.Env = append(os.Environ(), env...)
+		cmd.Stdin = in
+		var out, errb bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		err := cmd.Run()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+		return out.String(), errb.String(), code
+	}
+	m := &spool.Meta{Env: spool.Envelope{Recipients: []string{"alice@example.org"}}, Origin: spool.Origin{Script: "/srv/www/shop/contact.php", ScriptSource: "SCRIPT_FILENAME"}}
+	if _, err := submit.Send(context.Background(), s.submitSock(), m, strings.NewReader("Subject: first\n\nhello\n")); err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := up.WaitFor(1, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := string(msgs[0].Data)
+	out, stderr, code := verify(first)
+	uid := fmt.Sprint(os.Getuid())
+	if code != 0 || !regexp.MustCompile(`^genuine: X-Mailshim-Origin: uid=`+uid+` user=\S+ script=/srv/www/shop/contact.php id=[0-9A-F]{20}\n$`).MatchString(out) {
+		t.Fatalf("the delivered message: exit %d, %q %q", code, out, stderr)
+	}
+	origin := headerLines(first, "X-Mailshim-Origin")[0]
+	if !strings.Contains(origin, " mac=") {
+		t.Fatalf("not signed: %q", origin)
+	}
+	// Altered: another uid.
+	if out, _, code := verify(strings.Replace(first, "X-Mailshim-Origin: uid="+uid+" ", "X-Mailshim-Origin: uid=33 ", 1)); code != 1 || !strings.HasPrefix(out, "not genuine: the signature does not match") {
+		t.Errorf("altered: exit %d %q", code, out)
+	}
+	// Copied into another message by hand (not through mailshim).
+	other := "X-Mailshim-Origin:" + strings.TrimPrefix(origin, "X-Mailshim-Origin:") + "\r\nMessage-ID: <forged@example.net>\r\nSubject: spam\r\n\r\nbuy\r\n"
+	if out, _, code := verify(other); code != 1 || !strings.Contains(out, "not genuine") {
+		t.Errorf("copied: exit %d %q", code, out)
+	}
+	// Copied into a message sent through mailshim: renamed, and the new
+	// message's own header is the genuine one.
+	if _, err := submit.Send(context.Background(), s.submitSock(), m, strings.NewReader(origin+"\nSubject: second\n\nhello\n")); err != nil {
+		t.Fatal(err)
+	}
+	msgs, err = up.WaitFor(2, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second := string(msgs[1].Data)
+	if got := headerLines(second, "X-Mailshim-Forged-Origin"); len(got) != 1 {
+		t.Errorf("the copied header was not renamed: %q", got)
+	}
+	if out, _, code := verify(second); code != 0 || strings.Contains(out, headerLines(first, "X-Mailshim-Origin")[0][len("X-Mailshim-Origin: "):]) {
+		t.Errorf("second: exit %d %q", code, out)
+	}
+	// Without a key nothing can be verified: a configuration error.
+	s.writeConfig("")
+	if _, stderr, code := verify(first); code != 78 || !strings.Contains(stderr, "key_file is not set") {
+		t.Errorf("no key: exit %d %q", code, stderr)
 	}
 }

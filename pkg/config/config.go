@@ -174,6 +174,14 @@ type Trace struct {
 	// Fields is a subset of uid, user, script; default all three; [] for
 	// no header.
 	Fields []string `toml:"fields"`
+	// KeyFile, when set, is a secret (like password_file: readable by the
+	// daemon user only) with which relayd signs the origin header: it
+	// then ends in "id=<queue id> mac=<HMAC>", and relayd verify-origin
+	// tells a genuine one from a copy. "" (the default): no signature.
+	KeyFile string `toml:"key_file"`
+
+	// Key is KeyFile's content, read by LoadSecrets (relayd only).
+	Key string `toml:"-"`
 }
 
 // Log configures relayd's logging ([log]).

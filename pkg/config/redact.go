@@ -86,6 +86,7 @@ func (c *Config) Redacted() string {
 	w("\n[trace]\n")
 	w("header = %s\n", quote(c.Trace.Header))
 	w("fields = %s\n", quoteList(c.Trace.Fields))
+	w("key_file = %s\n", quote(c.Trace.KeyFile))
 	w("\n[log]\n")
 	w("protocol = %t\n", c.Log.Protocol)
 	w("\n[aliases]\n")

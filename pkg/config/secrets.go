@@ -64,6 +64,17 @@ func (c *Config) LoadSecrets() error {
 		}
 		u.Password = pw
 	}
+	if c.Trace.KeyFile != "" {
+		key, err := ReadSecret(c.Trace.KeyFile)
+		switch {
+		case err != nil:
+			errs = append(errs, c.errAt([]string{"trace", "key_file"}, "%v", err))
+		case len(key) < 16:
+			errs = append(errs, c.errAt([]string{"trace", "key_file"}, "%s: the key is %d bytes; use at least 16 (e.g. head -c 32 /dev/urandom | base64 > %s)", c.Trace.KeyFile, len(key), c.Trace.KeyFile))
+		default:
+			c.Trace.Key = key
+		}
+	}
 	return errors.Join(errs...)
 }
 

@@ -256,6 +256,7 @@ func (t *Trace) validate(v validator, p []string) {
 		}
 	}
 	t.Fields = fields
+	v.path(sub(p, "key_file"), t.KeyFile, true)
 }
 
 // validateAliases checks [aliases] and returns it with lower-case names.

@@ -737,6 +737,13 @@ func (p *Pickup) enqueue(m *spool.Meta, body io.Reader, sync bool) (string, erro
 	pre := []field{newField("Received", rw.Received(&q.Origin, q.ID, q.Time))}
 	if rw.TraceHeader != "" {
 		if v := rw.Origin(&q.Origin); v != "" {
+			if rw.TraceKey != nil {
+				msgid := ""
+				if f, _ := h.get("Message-ID"); f != nil {
+					msgid = f.value()
+				}
+				v = SignOrigin(rw.TraceKey, rw.TraceHeader, v+" id="+q.ID, msgid)
+			}
 			pre = append(pre, newField(rw.TraceHeader, v))
 		}
 	}

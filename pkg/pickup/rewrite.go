@@ -19,7 +19,9 @@ type Rewriter struct {
 	Hostname    string
 	TraceHeader string
 	TraceFields []string
-	cfg         *config.Config
+	// TraceKey signs the origin header when set ([trace] key_file).
+	TraceKey []byte
+	cfg      *config.Config
 }
 
 // NewRewriter builds a Rewriter from cfg and loads the aliases file into
@@ -31,7 +33,11 @@ func NewRewriter(cfg *config.Config) (*Rewriter, []error) {
 		host = config.DefaultHostname()
 	}
 	errs := cfg.LoadAliases()
-	return &Rewriter{Hostname: host, TraceHeader: cfg.Trace.Header, TraceFields: cfg.Trace.Fields, cfg: cfg}, errs
+	rw := &Rewriter{Hostname: host, TraceHeader: cfg.Trace.Header, TraceFields: cfg.Trace.Fields, cfg: cfg}
+	if cfg.Trace.Key != "" {
+		rw.TraceKey = []byte(cfg.Trace.Key)
+	}
+	return rw, errs
 }
 
 // local returns the local part of addr when addr is local to this host (no
