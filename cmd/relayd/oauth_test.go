@@ -176,11 +176,32 @@ func TestOAuthRefreshToken(t *testing.T) {
 	if te.requests[1]["refresh_token"] != "1//refresh-1" {
 		t.Errorf("the rotated refresh token was not used: %v", te.requests[1])
 	}
-	if b, _ := os.ReadFile(filepath.Join(s.dir, "refresh.token")); strings.TrimSpace(string(b)) != te.refresh {
-		t.Errorf("refresh token file %q, want the rotated %q", b, te.refresh)
+	// The rotated refresh token is kept in the spool (the configured file
+	// is the administrator's), mode 0600, and used after a restart.
+	state, _ := filepath.Glob(filepath.Join(s.spool, "oauth", "*.refresh-token"))
+	if len(state) != 1 {
+		t.Fatalf("state files %v", state)
 	}
-	if fi, _ := os.Stat(filepath.Join(s.dir, "refresh.token")); fi.Mode().Perm() != 0o600 {
-		t.Errorf("refresh token file mode %v", fi.Mode())
+	if b, _ := os.ReadFile(state[0]); !strings.HasSuffix(strings.TrimSpace(string(b)), " "+te.refresh) {
+		t.Errorf("state file %q, want the rotated %q", b, te.refresh)
+	}
+	if fi, _ := os.Stat(state[0]); fi.Mode().Perm() != 0o600 {
+		t.Errorf("state file mode %v", fi.Mode())
+	}
+	if b, _ := os.ReadFile(filepath.Join(s.dir, "refresh.token")); string(b) != "1//refresh-0\n" {
+		t.Errorf("the configured file was changed: %q", b)
+	}
+	d.term(t)
+	d = s.start()
+	s.drop("oauth-after-restart", 1)
+	if _, err := up.WaitFor(3, 30*time.Second); err != nil {
+		t.Fatalf("%v\n%s", err, s.log())
+	}
+	te.mu.Lock()
+	last := te.requests[len(te.requests)-1]
+	te.mu.Unlock()
+	if last["refresh_token"] != "1//refresh-2" {
+		t.Errorf("after the restart, refresh token %q sent, want the rotated 1//refresh-2", last["refresh_token"])
 	}
 	// Not even in the protocol trace ([log] protocol = true), in clear or
 	// in the XOAUTH2 initial response's base64.

@@ -63,7 +63,7 @@ func relayOptions(cfg *config.Config, host string, log *maillog.Logger) relay.Op
 	}
 	// OAuth2 bearer tokens (XOAUTH2, OAUTHBEARER); a reload starts with
 	// fresh token sources.
-	oc := &oauth.Clients{Options: oauth.Options{Warn: func(msg string, err error) {
+	oc := &oauth.Clients{StateDir: filepath.Join(cfg.Spool, "oauth"), Options: oauth.Options{Warn: func(msg string, err error) {
 		log.Event("warning", "reason", msg, "error", err.Error())
 	}}}
 	opts.SASL = oc.Client

@@ -15,9 +15,12 @@
 // password_file rules). A Source caches its access token and fetches a new
 // one before the old expires (RefreshMargin), so a session never starts
 // with a token about to lapse. When the provider rotates the refresh token
-// the new one is used from then on and written back to its file (atomic
-// replace in the same directory) when relayd may; else it is kept in
-// memory and Warn says so.
+// (Microsoft does on every use) the new one is used from then on and kept
+// in a state file of relayd's own (Options.StateFile, in the spool: the
+// configuration directory is read-only to relayd), together with a hash
+// of the configured token it replaced; at the next start the state file
+// wins while the configured file still holds that token, and an
+// administrator's new token in the configured file wins over it.
 //
 // A failure to get a token is a *relay.Error of class AuthFailure: loud on
 // every attempt, and never a reason to bounce mail (the queue defers it).
@@ -25,6 +28,8 @@ package oauth
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
@@ -50,12 +55,15 @@ const (
 
 // Options configure one Source (the oauth_* keys of an [[upstream]]).
 type Options struct {
-	Flow             string   // FlowRefreshToken or FlowClientCredentials
-	TokenURL         string   // the provider's token endpoint
-	ClientID         string   // the application (client) ID
-	ClientSecretFile string   // optional for refresh_token (Gmail's installed apps have one too)
-	RefreshTokenFile string   // refresh_token flow only
-	Scopes           []string // e.g. https://outlook.office365.com/.default
+	Flow             string // FlowRefreshToken or FlowClientCredentials
+	TokenURL         string // the provider's token endpoint
+	ClientID         string // the application (client) ID
+	ClientSecretFile string // optional for refresh_token (Gmail's installed apps have one too)
+	RefreshTokenFile string // refresh_token flow only
+	// StateFile keeps a rotated refresh token across restarts ("": in
+	// memory only).
+	StateFile string
+	Scopes    []string // e.g. https://outlook.office365.com/.default
 	// HTTPClient is used for the token endpoint (nil: one with a 30 s
 	// timeout).
 	HTTPClient *http.Client
@@ -73,6 +81,7 @@ type Source struct {
 
 	mu      sync.Mutex
 	refresh string        // the refresh token in use
+	origin  string        // hash of the configured refresh token
 	tok     *oauth2.Token // cached access token, nil if none
 	got     time.Time     // when tok was fetched (Options.Now)
 	expiry  time.Time     // when it expires (Options.Now's time)
@@ -106,6 +115,10 @@ func New(o Options) (*Source, error) {
 		}
 		if s.refresh, err = config.ReadSecret(o.RefreshTokenFile); err != nil {
 			return nil, err
+		}
+		s.origin = hash(s.refresh)
+		if rotated, ok := readState(o.StateFile, s.origin); ok {
+			s.refresh = rotated
 		}
 	case FlowClientCredentials:
 		if s.clientSecret == "" {
@@ -172,9 +185,11 @@ func (s *Source) Token(ctx context.Context) (string, error) {
 	}
 	if s.o.Flow == FlowRefreshToken && tok.RefreshToken != "" && tok.RefreshToken != s.refresh {
 		s.refresh = tok.RefreshToken
-		if err := replaceSecret(s.o.RefreshTokenFile, tok.RefreshToken); err != nil && s.o.Warn != nil {
-			s.o.Warn("the token endpoint issued a new refresh token, which relayd uses from now on but could not save to "+
-				s.o.RefreshTokenFile+"; write it there before relayd restarts, or allow relayd's user to replace the file", err)
+		if s.o.StateFile != "" {
+			if err := writeState(s.o.StateFile, s.origin, tok.RefreshToken); err != nil && s.o.Warn != nil {
+				s.o.Warn("the token endpoint issued a new refresh token, which relayd uses from now on but could not save to "+
+					s.o.StateFile+"; after a restart relayd uses "+s.o.RefreshTokenFile+" again", err)
+			}
 		}
 	}
 	return tok.AccessToken, nil
@@ -221,13 +236,35 @@ func desc(re *oauth2.RetrieveError) string {
 	return ": " + d
 }
 
-// replaceSecret writes value to path atomically (a temporary file in the
-// same directory with path's mode, then rename), so that a crash never
-// leaves half a token. It fails, harmlessly, where relayd's user may not
-// write the directory.
-func replaceSecret(path, value string) error {
-	fi, err := os.Lstat(path)
+func hash(s string) string {
+	h := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(h[:])
+}
+
+// readState returns the rotated refresh token kept in path for the
+// configured token whose hash is origin: the file holds "<origin>
+// <token>". A missing, foreign or unsafe file is ignored.
+func readState(path, origin string) (string, bool) {
+	if path == "" {
+		return "", false
+	}
+	v, err := config.ReadSecret(path)
 	if err != nil {
+		return "", false
+	}
+	o, tok, ok := strings.Cut(v, " ")
+	if !ok || o != origin || tok == "" {
+		return "", false
+	}
+	return tok, true
+}
+
+// writeState records token as the successor of the configured token whose
+// hash is origin: a temporary file (mode 0600) in the same directory,
+// fsync'd, then renamed over path, so that a crash never leaves half a
+// token.
+func writeState(path, origin, token string) error {
+	if err := os.Mkdir(filepath.Dir(path), 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return err
 	}
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
@@ -235,8 +272,8 @@ func replaceSecret(path, value string) error {
 		return err
 	}
 	tmp := f.Name()
-	if err = f.Chmod(fi.Mode().Perm() & 0o600); err == nil {
-		if _, err = f.WriteString(value + "\n"); err == nil {
+	if err = f.Chmod(0o600); err == nil {
+		if _, err = f.WriteString(origin + " " + token + "\n"); err == nil {
 			err = f.Sync()
 		}
 	}

@@ -106,3 +106,24 @@ func TestXOAuth2Client(t *testing.T) {
 		t.Errorf("%s %q %v", mech, ir, err)
 	}
 }
+
+// A rotated refresh token in the state file is used while the configured
+// file still holds the token it replaced; a new token written there by the
+// administrator wins.
+func TestStateFile(t *testing.T) {
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state", "x.refresh-token")
+	cfgFile := secretFile(t, "configured-1", 0o600)
+	o := Options{Flow: FlowRefreshToken, TokenURL: "https://t.example/token", ClientID: "c", RefreshTokenFile: cfgFile, StateFile: state}
+	if err := writeState(state, hash("configured-1"), "rotated-1"); err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(o)
+	if err != nil || s.refresh != "rotated-1" {
+		t.Fatalf("%v %q", err, s.refresh)
+	}
+	os.WriteFile(cfgFile, []byte("configured-2\n"), 0o600)
+	if s, err = New(o); err != nil || s.refresh != "configured-2" {
+		t.Fatalf("%v %q", err, s.refresh)
+	}
+}

@@ -2,6 +2,7 @@ package oauth
 
 import (
 	"context"
+	"path/filepath"
 	"strings"
 	"sync"
 
@@ -42,6 +43,9 @@ type Clients struct {
 	// Options is the template of every Source (HTTP client, clock, Warn);
 	// the oauth_* keys come from the upstream.
 	Options Options
+	// StateDir holds each account's rotated refresh token ("": none
+	// kept across restarts).
+	StateDir string
 
 	mu      sync.Mutex
 	sources map[string]*Source
@@ -67,6 +71,9 @@ func (cs *Clients) Source(up config.Upstream) (*Source, error) {
 	o := cs.Options
 	o.Flow, o.TokenURL, o.ClientID, o.Scopes = up.OAuthFlow, up.OAuthTokenURL, up.OAuthClientID, up.OAuthScopes
 	o.ClientSecretFile, o.RefreshTokenFile = up.OAuthClientSecretFile, up.OAuthRefreshTokenFile
+	if cs.StateDir != "" && up.OAuthFlow == FlowRefreshToken {
+		o.StateFile = filepath.Join(cs.StateDir, hash(k)[:32]+".refresh-token")
+	}
 	s, err := New(o)
 	if err != nil {
 		// Not kept: the next session reads the files again, so a fix
