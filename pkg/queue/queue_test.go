@@ -17,6 +17,7 @@ import (
 
 	"github.com/emersion/go-message"
 
+	"github.com/mailshim/mailshim/pkg/config"
 	"github.com/mailshim/mailshim/pkg/control"
 	"github.com/mailshim/mailshim/pkg/maillog"
 	"github.com/mailshim/mailshim/pkg/pickup"
@@ -51,9 +52,12 @@ type fakeUp struct {
 	// respond returns the error for rcpt (nil = accepted).
 	respond func(from, rcpt string) *relay.Error
 	onDial  func()
+	// dropNext: that many sessions find the connection closed at MAIL
+	// when they are reused (an upstream that restarted).
+	dropNext int
 }
 
-func (f *fakeUp) dial(ctx context.Context, sender string) (Session, error) {
+func (f *fakeUp) dial(ctx context.Context, up config.Upstream) (Session, error) {
 	f.mu.Lock()
 	f.dials++
 	err, hook := f.dialErr, f.onDial
@@ -73,12 +77,27 @@ func (f *fakeUp) sent() []sent {
 	return append([]sent(nil), f.msgs...)
 }
 
-type fakeSess struct{ up *fakeUp }
+type fakeSess struct {
+	up   *fakeUp
+	used int
+	dead bool
+}
 
-func (s *fakeSess) Alive() bool      { return true }
+func (s *fakeSess) Alive() bool      { return !s.dead }
 func (s *fakeSess) Upstream() string { return "fake.example:587" }
 func (s *fakeSess) Close() error     { return nil }
 func (s *fakeSess) Send(ctx context.Context, m *relay.Message) *relay.Result {
+	s.used++
+	s.up.mu.Lock()
+	drop := s.used > 1 && s.up.dropNext > 0
+	if drop {
+		s.up.dropNext--
+	}
+	s.up.mu.Unlock()
+	if drop {
+		s.dead = true
+		return failedResult(m, "fake.example:587", &relay.Error{Class: relay.Temporary, Stage: relay.StageMail, Err: io.EOF, Cause: "the upstream closed the connection at mail"})
+	}
 	r, err := m.Body()
 	if err != nil {
 		return &relay.Result{Err: &relay.Error{Class: relay.Temporary, Stage: relay.StageMessage, Err: err}}
@@ -112,6 +131,9 @@ func (s *fakeSess) Send(ctx context.Context, m *relay.Message) *relay.Result {
 	return res
 }
 
+// fakeUpstream is the configured upstream of newEnv's queue (fakeUp).
+var fakeUpstream = config.Upstream{Host: "fake.example", Port: 587}
+
 type env struct {
 	sp  *spool.Queue
 	q   *Queue
@@ -136,8 +158,8 @@ func newEnvAt(t *testing.T, root string, set Settings) *env {
 	}
 	t.Cleanup(sp.Close)
 	e := &env{sp: sp, up: &fakeUp{}, clk: &clock{now: t0}, log: &bytes.Buffer{}}
-	if set.Dial == nil {
-		set.Dial = e.up.dial
+	if set.Upstreams == nil {
+		set.Upstreams = NewUpstreams([]config.Upstream{fakeUpstream}, relay.Options{}, e.up.dial)
 	}
 	if set.Hostname == "" {
 		set.Hostname = "web1.example.com"
@@ -460,8 +482,8 @@ func TestBounceIsNeverBounced(t *testing.T) {
 
 func TestAuthFailureIsLoudAndNeverBounces(t *testing.T) {
 	e := newEnv(t, Settings{Lifetime: 10 * time.Minute})
-	e.up.dialErr = &DialError{Upstream: "smtp.example.com:587", Err: &relay.Error{Class: relay.AuthFailure, Stage: relay.StageAuth, Code: 535, Enhanced: "5.7.8", Text: "Error: authentication failed",
-		Cause: "the upstream refused the user name or password", Fix: "check username and password_file"}}
+	e.up.dialErr = &relay.Error{Class: relay.AuthFailure, Stage: relay.StageAuth, Code: 535, Enhanced: "5.7.8", Text: "Error: authentication failed",
+		Cause: "the upstream refused the user name or password", Fix: "check username and password_file"}
 	id := e.enqueue(t, 1001, "sender@example.org", "x@example.net")
 	for _, at := range []time.Duration{0, time.Minute, 6 * time.Minute, 11 * time.Minute, 16 * time.Minute} {
 		e.clk.Set(t0.Add(at))
@@ -470,7 +492,7 @@ func TestAuthFailureIsLoudAndNeverBounces(t *testing.T) {
 	if st := e.state(t, id); st != spool.Deferred {
 		t.Fatalf("state %q", st)
 	}
-	if n := strings.Count(e.log.String(), "event=auth-failed upstream=smtp.example.com:587 reply=\"535 5.7.8 Error: authentication failed\" cause=\"the upstream refused the user name or password\" fix=\"check username and password_file\"\n"); n != 5 {
+	if n := strings.Count(e.log.String(), "event=auth-failed upstream=fake.example:587 reply=\"535 5.7.8 Error: authentication failed\" cause=\"the upstream refused the user name or password\" fix=\"check username and password_file\"\n"); n != 5 {
 		t.Errorf("%d auth-failed lines, want 5:\n%s", n, e.log)
 	}
 	if strings.Contains(e.log.String(), "bounced") {

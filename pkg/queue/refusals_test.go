@@ -66,7 +66,7 @@ func TestRefusalsExplained(t *testing.T) {
 				tc.up(&up)
 			}
 			opts := relay.Options{Hostname: "web1.example.com", ConnectTimeout: 10 * time.Second, CommandTimeout: 10 * time.Second, DataTimeout: 10 * time.Second}
-			e := newEnv(t, Settings{Dial: RelayDialer([]config.Upstream{up}, opts)})
+			e := newEnv(t, Settings{Upstreams: NewUpstreams([]config.Upstream{up}, opts, nil)})
 			id := e.enqueue(t, 1001, "sender@example.org", "x@example.net")
 			e.run()
 			var line string

@@ -3,63 +3,246 @@ package queue
 import (
 	"context"
 	"errors"
-	"net"
-	"strconv"
 	"strings"
 
 	"github.com/mailshim/mailshim/pkg/config"
+	"github.com/mailshim/mailshim/pkg/maillog"
 	"github.com/mailshim/mailshim/pkg/relay"
+	"github.com/mailshim/mailshim/pkg/spool"
 )
 
-// RelayDialer returns the production Dialer: pkg/relay sessions to the
-// upstreams that may carry the sender's mail (relay.Candidates), tried in
-// order until one connects, negotiates TLS and authenticates.
-func RelayDialer(ups []config.Upstream, opts relay.Options) Dialer {
-	return func(ctx context.Context, sender string) (Session, error) {
-		cands := relay.Candidates(ups, sender)
-		if len(cands) == 0 {
-			return nil, &relay.Error{Class: relay.Temporary, Stage: relay.StageConnect,
-				Cause: "no upstream may carry mail from this sender", Fix: "add an [[upstream]] without sender_domains, or one for this sender's domain"}
-		}
-		var last error
-		var lastUp string
-		for _, up := range cands {
+// Session is an open, authenticated connection to one upstream
+// (*relay.Session in production).
+type Session interface {
+	Send(ctx context.Context, m *relay.Message) *relay.Result
+	Alive() bool
+	Upstream() string
+	Close() error
+}
+
+// DialFunc opens a session with one upstream. Its error should be a
+// *relay.Error (anything else counts as a temporary connect failure).
+type DialFunc func(ctx context.Context, up config.Upstream) (Session, error)
+
+// Upstreams is the upstream component: from the resolved configuration it
+// says which upstreams may carry a message and in which order (Route), and
+// a worker's link (see link) sends through them with failover and session
+// reuse. It is immutable; a reload builds a new one.
+type Upstreams struct {
+	list []config.Upstream
+	dial DialFunc
+	// single: every message has the same candidates (no upstream is
+	// limited to sender domains), so the route needs no message data.
+	single bool
+}
+
+// NewUpstreams returns the component for the upstreams list (in
+// configuration order, secrets loaded). dial opens one session; nil means
+// relay.Dial with opts.
+func NewUpstreams(list []config.Upstream, opts relay.Options, dial DialFunc) *Upstreams {
+	if dial == nil {
+		dial = func(ctx context.Context, up config.Upstream) (Session, error) {
 			s, err := relay.Dial(ctx, up, opts)
-			if err == nil {
-				return s, nil
+			if err != nil {
+				return nil, err
 			}
-			last, lastUp = err, net.JoinHostPort(up.Host, strconv.Itoa(up.Port))
-			if ctx.Err() != nil {
-				break
-			}
+			return s, nil
 		}
-		var re *relay.Error
-		if !errors.As(last, &re) {
-			re = &relay.Error{Class: relay.Temporary, Stage: relay.StageConnect, Err: last}
+	}
+	u := &Upstreams{list: append([]config.Upstream(nil), list...), dial: dial, single: true}
+	for _, up := range list {
+		if len(up.SenderDomains) > 0 {
+			u.single = false
 		}
-		return nil, &DialError{Upstream: lastUp, Err: re}
+	}
+	return u
+}
+
+// Route is the upstreams that may carry one message, in the order they
+// are tried. Messages with the same Key have the same candidates.
+type Route struct {
+	Key       string
+	Upstreams []config.Upstream
+}
+
+// Single reports whether every message has the same route.
+func (u *Upstreams) Single() bool { return u.single }
+
+// Route returns the candidates for a message from sender ("" or "<>" for
+// the null sender) queued by uid.
+func (u *Upstreams) Route(sender string, uid int) Route {
+	if sender == "<>" {
+		sender = ""
+	}
+	cands := u.list
+	if !u.single {
+		cands = relay.Candidates(u.list, sender)
+	}
+	var b strings.Builder
+	for _, up := range cands {
+		b.WriteString(sessionKey(up))
+		b.WriteByte(',')
+	}
+	return Route{Key: b.String(), Upstreams: cands}
+}
+
+// routeOf is Route for a queued message.
+func (u *Upstreams) routeOf(m *spool.Meta) Route { return u.Route(m.Env.Sender, m.Origin.UID) }
+
+// sessionKey identifies what a session is bound to: the upstream's address
+// and the account it logged in with. A session may carry any message
+// whose route holds that key.
+func sessionKey(up config.Upstream) string {
+	return relay.Addr(up) + "/" + up.Username + "/" + strings.Join(up.Auth, "+")
+}
+
+// healthReport is what a link learned about one upstream: err nil means a
+// session was opened or a transaction got an answer (it works), else the
+// upstream's own trouble (relay.Error.UpstreamTrouble).
+type healthReport struct {
+	addr string
+	err  *relay.Error
+}
+
+// link is one worker's way to the upstreams: it holds at most one session
+// and sends each message through the first candidate that works.
+type link struct {
+	ups  *Upstreams
+	log  *maillog.Logger
+	sess Session
+	key  string // sessionKey of sess
+	// down holds the upstreams that failed during the current job, with
+	// their failure: the job's other messages do not try them again.
+	down map[string]*relay.Error
+	// health collects the reports of the current job.
+	health []healthReport
+}
+
+func (l *link) close() {
+	if l.sess != nil {
+		l.sess.Close()
+		l.sess = nil
 	}
 }
 
-// RouteKey returns the function grouping senders by their upstream
-// candidates, so that one session carries every message it may carry.
-func RouteKey(ups []config.Upstream) func(string) string {
-	any := true
-	for _, u := range ups {
-		if len(u.SenderDomains) > 0 {
-			any = false
+func (l *link) report(addr string, err *relay.Error) {
+	l.health = append(l.health, healthReport{addr: addr, err: err})
+	if err != nil {
+		if l.down == nil {
+			l.down = map[string]*relay.Error{}
+		}
+		l.down[addr] = err
+	}
+}
+
+// open returns a session with up: the cached one when it is bound to up
+// and alive (reused true), else a new one.
+func (l *link) open(ctx context.Context, up config.Upstream) (s Session, reused bool, err *relay.Error) {
+	key := sessionKey(up)
+	if l.sess != nil && l.key == key && l.sess.Alive() {
+		return l.sess, true, nil
+	}
+	l.close()
+	s, derr := l.ups.dial(ctx, up)
+	if derr != nil {
+		re := asRelayError(derr)
+		if re.Class == relay.AuthFailure {
+			// Loud, once per failed login (not once per message): a
+			// rotated password must be noticed, and never bounces mail.
+			kv := []any{"upstream", relay.Addr(up), "reply", errReply(re)}
+			kv = appendNonEmpty(kv, "cause", re.Cause, "fix", re.Fix)
+			l.log.Event("auth-failed", kv...)
+		}
+		return nil, false, re
+	}
+	l.sess, l.key = s, key
+	return s, false, nil
+}
+
+// send delivers m through the first of cands that takes it, skipping
+// those in skip and those that failed earlier in this job:
+//
+//   - a cached session bound to the candidate is reused; if it turns out
+//     dead before the data (the upstream closed it: relay.DeadSession),
+//     the message is sent again at once on a fresh connection;
+//   - a failure that is the upstream's own trouble (relay.FailOver:
+//     connect, TLS, greeting, AUTH, 421, 4.3.x/4.4.x before the data) is
+//     reported and the next candidate tried;
+//   - anything else (delivered, or refused for the message or a
+//     recipient) is the result.
+//
+// upstreamFault is true when no candidate could be used: the failure is
+// the upstreams', not the message's.
+func (l *link) send(ctx context.Context, cands []config.Upstream, skip map[string]bool, m *relay.Message) (res *relay.Result, upstreamFault bool) {
+	for _, up := range cands {
+		addr := relay.Addr(up)
+		if skip[addr] || l.down[addr] != nil {
+			continue
+		}
+		s, reused, err := l.open(ctx, up)
+		if err == nil {
+			res = s.Send(ctx, m)
+			if reused && relay.DeadSession(res) && ctx.Err() == nil {
+				// The upstream closed the session while it was idle
+				// (a restart, an idle timeout): nothing of the message
+				// reached it, so try again at once on a new connection.
+				l.close()
+				if s, _, err = l.open(ctx, up); err == nil {
+					res = s.Send(ctx, m)
+				}
+			}
+		}
+		if err != nil {
+			res = failedResult(m, addr, err)
+		}
+		if res.Upstream == "" {
+			res.Upstream = addr
+		}
+		if err == nil && !relay.FailOver(res) {
+			l.report(addr, nil)
+			return res, false
+		}
+		l.report(addr, res.Err)
+		l.close()
+		if ctx.Err() != nil {
+			break
 		}
 	}
-	if any {
-		return nil
+	if res != nil {
+		return res, true
 	}
-	return func(sender string) string {
-		var b strings.Builder
-		for _, u := range relay.Candidates(ups, sender) {
-			b.WriteString(u.Host + ":" + strconv.Itoa(u.Port) + ",")
+	if len(cands) == 0 {
+		e := &relay.Error{Class: relay.Temporary, Stage: relay.StageConnect, Err: errors.New("no upstream"),
+			Cause: "no upstream may carry mail from this sender", Fix: "add an [[upstream]] without sender_domains, or one for this sender's domain"}
+		return failedResult(m, "", e), false
+	}
+	// Every candidate is down: this job found it (the last failure is
+	// the reason), or the circuit breaker says so.
+	for i := len(cands) - 1; i >= 0; i-- {
+		addr := relay.Addr(cands[i])
+		if e := l.down[addr]; e != nil {
+			return failedResult(m, addr, e), true
 		}
-		return b.String()
 	}
+	e := &relay.Error{Class: relay.Temporary, Stage: relay.StageConnect, Err: errors.New("every upstream is down"),
+		Cause: "every upstream for this message failed recently; waiting for one to come back"}
+	return failedResult(m, "", e), true
+}
+
+func failedResult(m *relay.Message, addr string, e *relay.Error) *relay.Result {
+	res := &relay.Result{Upstream: addr, Err: e, Rcpts: make([]relay.RcptResult, len(m.To))}
+	for i, to := range m.To {
+		res.Rcpts[i] = relay.RcptResult{Rcpt: to, Err: e}
+	}
+	return res
+}
+
+func asRelayError(err error) *relay.Error {
+	var re *relay.Error
+	if errors.As(err, &re) {
+		return re
+	}
+	return &relay.Error{Class: relay.Temporary, Stage: relay.StageConnect, Err: err}
 }
 
 // SettingsFrom builds the queue settings for cfg (secrets already loaded).
@@ -70,7 +253,6 @@ func SettingsFrom(cfg *config.Config, opts relay.Options) Settings {
 		DelayNotice: cfg.Queue.DelayNotice,
 		Concurrency: cfg.Queue.Concurrency,
 		Hostname:    opts.Hostname,
-		Dial:        RelayDialer(cfg.Upstreams, opts),
-		RouteKey:    RouteKey(cfg.Upstreams),
+		Upstreams:   NewUpstreams(cfg.Upstreams, opts, nil),
 	}
 }

@@ -10,8 +10,9 @@
 //	defer s.Close()
 //	res := s.Send(ctx, msg)                   // one message; repeat while s.Alive()
 //
-// or relay.Deliver(ctx, upstreams, opts, msg) for one message with failover
-// across the upstreams (chosen by sender domain with Candidates).
+// Choosing among several upstreams (order, failover, session reuse) is the
+// queue's upstream component (package queue); this package supplies the
+// rules it applies: Error.UpstreamTrouble, FailOver and DeadSession.
 //
 // # Session
 //

@@ -100,7 +100,7 @@ func TestSendSeveralOnOneSession(t *testing.T) {
 
 func TestImplicitTLS(t *testing.T) {
 	srv := authServer(t, smtptest.Options{ImplicitTLS: true})
-	res := Deliver(context.Background(), []config.Upstream{srv.Upstream()}, testOpts(), testMsg(simple, "a@example.net"))
+	res := deliver(context.Background(), srv.Upstream(), testOpts(), testMsg(simple, "a@example.net"))
 	if res.Err != nil {
 		t.Fatal(res.Err)
 	}
@@ -113,7 +113,7 @@ func TestNullSender(t *testing.T) {
 	srv := authServer(t, smtptest.Options{})
 	m := testMsg(simple, "a@example.net")
 	m.From = ""
-	if res := Deliver(context.Background(), []config.Upstream{srv.Upstream()}, testOpts(), m); res.Err != nil {
+	if res := deliver(context.Background(), srv.Upstream(), testOpts(), m); res.Err != nil {
 		t.Fatal(res.Err)
 	}
 	if got := srv.Messages(); len(got) != 1 || got[0].From != "" {
@@ -502,7 +502,7 @@ func TestLongLinesSurviveTheWire(t *testing.T) {
 	srv := authServer(t, smtptest.Options{})
 	long := strings.Repeat("0123456789", 500)
 	body := "From: sender@example.org\nSubject: long\n\nbefore\n" + long + "\nafter\n"
-	if res := Deliver(context.Background(), []config.Upstream{srv.Upstream()}, testOpts(), testMsg(body, "a@example.net")); res.Err != nil {
+	if res := deliver(context.Background(), srv.Upstream(), testOpts(), testMsg(body, "a@example.net")); res.Err != nil {
 		t.Fatal(res.Err)
 	}
 	m := srv.Messages()[0]
@@ -535,7 +535,7 @@ func TestDSNAndSMTPUTF8Parameters(t *testing.T) {
 	srv := authServer(t, smtptest.Options{DSN: true, SMTPUTF8: true})
 	m := testMsg(simple, "a@example.net", "b@example.net")
 	m.Notify, m.Ret, m.EnvID = "SUCCESS,FAILURE", "HDRS", "QID123"
-	if res := Deliver(context.Background(), []config.Upstream{srv.Upstream()}, testOpts(), m); res.Err != nil {
+	if res := deliver(context.Background(), srv.Upstream(), testOpts(), m); res.Err != nil {
 		t.Fatal(res.Err)
 	}
 	got := srv.Messages()[0]
@@ -546,7 +546,7 @@ func TestDSNAndSMTPUTF8Parameters(t *testing.T) {
 		t.Fatalf("rcpt options %+v", got.RcptOpts)
 	}
 	u := testMsg(simple, "j\xc3\xb6rg@example.net")
-	if res := Deliver(context.Background(), []config.Upstream{srv.Upstream()}, testOpts(), u); res.Err != nil {
+	if res := deliver(context.Background(), srv.Upstream(), testOpts(), u); res.Err != nil {
 		t.Fatal(res.Err)
 	}
 	if got := srv.Messages()[1]; !got.MailOpts.UTF8 {
@@ -554,33 +554,75 @@ func TestDSNAndSMTPUTF8Parameters(t *testing.T) {
 	}
 	// Without SMTPUTF8 at the upstream: refused with a reason.
 	plain := authServer(t, smtptest.Options{})
-	res := Deliver(context.Background(), []config.Upstream{plain.Upstream()}, testOpts(), u)
+	res := deliver(context.Background(), plain.Upstream(), testOpts(), u)
 	if res.Err == nil || res.Err.Class != Permanent || !strings.Contains(res.Err.Cause, "SMTPUTF8") {
 		t.Fatalf("got %v", res.Err)
 	}
 }
 
-func TestDeliverFailover(t *testing.T) {
-	// A closed port, then a server that lost STARTTLS, then a good one.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+// deliver sends m through one session with up (Dial, Send, Close).
+func deliver(ctx context.Context, up config.Upstream, opts Options, m *Message) *Result {
+	s, err := Dial(ctx, up, opts)
 	if err != nil {
-		t.Fatal(err)
+		e := err.(*Error)
+		res := &Result{Upstream: Addr(up), Err: e}
+		for _, to := range m.To {
+			res.Rcpts = append(res.Rcpts, RcptResult{Rcpt: to, Err: e})
+		}
+		return res
 	}
-	closedPort := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	stripped := smtptest.New(t, smtptest.Options{NoTLS: true})
-	good := authServer(t, smtptest.Options{})
-	ups := []config.Upstream{{Host: "127.0.0.1", Port: closedPort}, stripped.Upstream(), good.Upstream()}
-	ups[1].TLS = "starttls"
-	res := Deliver(context.Background(), ups, testOpts(), testMsg(simple, "a@example.net"))
-	if res.Err != nil || res.Upstream != good.Addr {
-		t.Fatalf("got %v via %s", res.Err, res.Upstream)
+	defer s.Close()
+	return s.Send(ctx, m)
+}
+
+// Which failures send the message to the next upstream (the queue's
+// upstream component applies it; cmd/relayd's tests run it end to end).
+func TestUpstreamTrouble(t *testing.T) {
+	for _, c := range []struct {
+		e    *Error
+		want bool
+	}{
+		{&Error{Class: Temporary, Stage: StageConnect, Err: errors.New("connection refused")}, true},
+		{&Error{Class: Temporary, Stage: StageTLS, Err: errors.New("x509")}, true},
+		{&Error{Class: Temporary, Stage: StageConnect, Code: 421, Enhanced: "4.3.2", Text: "Service shutting down"}, true},
+		{&Error{Class: AuthFailure, Stage: StageAuth, Code: 535, Enhanced: "5.7.8"}, true},
+		{&Error{Class: Temporary, Stage: StageMail, Code: 421, Text: "closing"}, true},
+		{&Error{Class: Temporary, Stage: StageMail, Code: 451, Enhanced: "4.3.0", Text: "local error in processing"}, true},
+		{&Error{Class: Temporary, Stage: StageRcpt, Code: 452, Enhanced: "4.3.1", Text: "Insufficient system storage"}, true},
+		{&Error{Class: Temporary, Stage: StageRcpt, Code: 451, Enhanced: "4.4.3", Text: "recipient domain lookup failed"}, false},
+		{&Error{Class: Temporary, Stage: StageRcpt, Code: 451, Enhanced: "4.3.0", Text: "Temporary lookup failure"}, false},
+		{&Error{Class: Temporary, Stage: StageMail, Code: 451, Enhanced: "4.4.1", Text: "no route"}, true},
+		{&Error{Class: Temporary, Stage: StageData, Code: 452, Enhanced: "4.3.1", Text: "Insufficient system storage"}, true},
+		{&Error{Class: Temporary, Stage: StageMail, Code: 451, Text: "try later"}, true},
+		{&Error{Class: Temporary, Stage: StageMail, Err: errors.New("EOF")}, true},
+		{&Error{Class: AuthFailure, Stage: StageRcpt, Code: 554, Enhanced: "5.7.1", Text: "Relay access denied"}, true},
+		{&Error{Class: Temporary, Stage: StageRcpt, Code: 450, Enhanced: "4.2.0", Text: "mailbox busy"}, false},
+		{&Error{Class: Temporary, Stage: StageRcpt, Code: 450, Enhanced: "4.7.1", Text: "greylisted"}, false},
+		{&Error{Class: Permanent, Stage: StageRcpt, Code: 550, Enhanced: "5.1.1", Text: "no such user"}, false},
+		{&Error{Class: Permanent, Stage: StageMail, Code: 553, Enhanced: "5.7.1", Text: "sender not owned"}, false},
+		{&Error{Class: Temporary, Stage: StageData, Err: errors.New("broken pipe")}, false},
+		{&Error{Class: Temporary, Stage: StageDataEnd, Code: 451, Enhanced: "4.3.0", Text: "queue file write error"}, false},
+		{&Error{Class: Temporary, Stage: StageDataEnd, Err: errors.New("EOF")}, false},
+		{&Error{Class: Temporary, Stage: StageMessage, Err: errors.New("read")}, false},
+	} {
+		if got := c.e.UpstreamTrouble(); got != c.want {
+			t.Errorf("%v: UpstreamTrouble %v, want %v", c.e, got, c.want)
+		}
 	}
-	// A permanent refusal does not fail over.
-	refusing := authServer(t, smtptest.Options{Hook: stageHook(smtptest.StageMail, 550, smtp.EnhancedCode{5, 7, 1}, "Sender address rejected: Access denied")})
-	res = Deliver(context.Background(), []config.Upstream{refusing.Upstream(), good.Upstream()}, testOpts(), testMsg(simple, "a@example.net"))
-	if res.Err == nil || res.Upstream != refusing.Addr || good.Count() != 1 {
-		t.Fatalf("permanent refusal failed over: %v via %s", res.Err, res.Upstream)
+	// FailOver needs every recipient to have failed that way.
+	mixed := &Result{Err: &Error{Class: Temporary, Stage: StageRcpt, Code: 452, Enhanced: "4.3.1"}, Rcpts: []RcptResult{
+		{Rcpt: "a", Err: &Error{Class: Permanent, Stage: StageRcpt, Code: 550, Enhanced: "5.1.1"}},
+		{Rcpt: "b", Err: &Error{Class: Temporary, Stage: StageRcpt, Code: 452, Enhanced: "4.3.1"}}}}
+	if FailOver(mixed) {
+		t.Error("a permanent recipient refusal failed over")
+	}
+	mixed.Rcpts[0].Err = mixed.Rcpts[1].Err
+	if !FailOver(mixed) {
+		t.Error("every recipient refused for the upstream's storage: no failover")
+	}
+	mixed.Rcpts[0].Err = nil
+	if FailOver(mixed) {
+		t.Error("failed over with a recipient accepted")
 	}
 }
 
@@ -605,7 +647,7 @@ func TestTraceImplicitTLSIsClearText(t *testing.T) {
 	var trace bytes.Buffer
 	opts := testOpts()
 	opts.Trace = &syncBuffer{b: &trace}
-	if res := Deliver(context.Background(), []config.Upstream{srv.Upstream()}, opts, testMsg(simple, "a@example.net")); res.Err != nil {
+	if res := deliver(context.Background(), srv.Upstream(), opts, testMsg(simple, "a@example.net")); res.Err != nil {
 		t.Fatal(res.Err)
 	}
 	lines := strings.Split(strings.TrimSpace(trace.String()), "\n")
@@ -627,13 +669,13 @@ func TestTraceRedactsPassword(t *testing.T) {
 		opts.Trace = &syncBuffer{b: &trace}
 		up := srv.Upstream()
 		up.Auth = []string{mech}
-		res := Deliver(context.Background(), []config.Upstream{up}, opts, testMsg(simple, "a@example.net"))
+		res := deliver(context.Background(), up, opts, testMsg(simple, "a@example.net"))
 		if res.Err != nil {
 			t.Fatal(res.Err)
 		}
 		// And a failed login, whose exchange is traced too.
 		up.Password = testPass + "-old"
-		Deliver(context.Background(), []config.Upstream{up}, opts, testMsg(simple, "a@example.net"))
+		deliver(context.Background(), up, opts, testMsg(simple, "a@example.net"))
 		tr := trace.String()
 		for _, secret := range []string{
 			testPass,
@@ -747,7 +789,7 @@ func TestClientCertificate(t *testing.T) {
 			t.Fatalf("without client certificate: %v (stage %s)", e, e.Stage)
 		}
 		up.ClientCert, up.ClientKey = srv.ClientCert, srv.ClientKey
-		if res := Deliver(context.Background(), []config.Upstream{up}, testOpts(), testMsg(simple, "a@example.net")); res.Err != nil {
+		if res := deliver(context.Background(), up, testOpts(), testMsg(simple, "a@example.net")); res.Err != nil {
 			t.Fatalf("with client certificate (implicit %v): %v", implicit, res.Err)
 		}
 		up.ClientKey = "/nonexistent/key.pem"

@@ -29,8 +29,10 @@
 //		return nil
 //	}
 //
-// DropAll closes every open connection (an upstream restarting). For
-// benchmarks, NoStore keeps a count instead of the messages.
+// DropAll closes every open connection (an upstream restarting). Stop
+// closes the listener too (connections are refused) until Restart listens
+// again on the same port. For benchmarks, NoStore keeps a count instead of
+// the messages.
 package smtptest
 
 import (
@@ -138,6 +140,8 @@ type Message struct {
 	// Data is the message exactly as received, CRLF line ends, with
 	// go-smtp's dot-unstuffing done.
 	Data []byte
+	// Time is when the server accepted the message (before its reply).
+	Time time.Time
 }
 
 // Server is a running test upstream.
@@ -170,17 +174,22 @@ type Server struct {
 	changed chan struct{} // closed and replaced when msgs or count change
 	closed  bool
 	track   *trackListener
+	wrap    func(net.Listener) net.Listener // TLS and filters over track
+	stopped bool
 }
 
 // DropAll closes every open client connection at once, without a reply
 // (an upstream restarting, or timing out idle sessions).
 func (s *Server) DropAll() {
-	s.track.mu.Lock()
+	s.mu.Lock()
+	track := s.track
+	s.mu.Unlock()
+	track.mu.Lock()
 	var conns []net.Conn
-	for c := range s.track.conns {
+	for c := range track.conns {
 		conns = append(conns, c)
 	}
-	s.track.mu.Unlock()
+	track.mu.Unlock()
 	for _, c := range conns {
 		c.Close()
 	}
@@ -306,26 +315,77 @@ func start(opts Options, dir string) (*Server, error) {
 	}
 	// Every connection is tracked (DropAll) under TLS; the 8BITMIME
 	// filter sits above TLS.
-	s.track = &trackListener{Listener: ln, conns: map[net.Conn]struct{}{}}
-	var l net.Listener = s.track
 	switch {
 	case opts.ImplicitTLS && opts.No8BITMIME:
 		// TLS below go-smtp, so that the capability filter sees clear
 		// text; go-smtp then cannot tell the session is encrypted, so
 		// allow AUTH explicitly (it is encrypted).
-		l = &filterListener{Listener: tls.NewListener(l, tlsConfig)}
+		s.wrap = func(l net.Listener) net.Listener { return &filterListener{Listener: tls.NewListener(l, tlsConfig)} }
 		srv.AllowInsecureAuth = true
 	case opts.ImplicitTLS:
-		l = tls.NewListener(l, tlsConfig)
+		s.wrap = func(l net.Listener) net.Listener { return tls.NewListener(l, tlsConfig) }
 	case opts.NoTLS && opts.No8BITMIME:
-		l = &filterListener{Listener: l}
+		s.wrap = func(l net.Listener) net.Listener { return &filterListener{Listener: l} }
 	case opts.NoTLS:
 	default:
 		srv.TLSConfig = tlsConfig
 	}
+	if s.wrap == nil {
+		s.wrap = func(l net.Listener) net.Listener { return l }
+	}
 	s.srv = srv
-	go srv.Serve(l)
+	s.serve(ln)
 	return s, nil
+}
+
+// serve accepts connections on ln (tracked for DropAll).
+func (s *Server) serve(ln net.Listener) {
+	track := &trackListener{Listener: ln, conns: map[net.Conn]struct{}{}}
+	s.mu.Lock()
+	s.ln, s.track = ln, track
+	s.mu.Unlock()
+	go s.srv.Serve(s.wrap(track))
+}
+
+// Stop makes the server unreachable, as a stopped upstream is: it stops
+// listening (new connections are refused) and closes every open
+// connection. Restart brings it back on the same port.
+func (s *Server) Stop() {
+	s.mu.Lock()
+	ln, stopped := s.ln, s.stopped
+	s.stopped = true
+	s.mu.Unlock()
+	if !stopped {
+		ln.Close()
+	}
+	s.DropAll()
+}
+
+// Restart listens again on the server's port after Stop (an upstream
+// started again). It retries briefly while the port is still in use.
+func (s *Server) Restart() error {
+	s.mu.Lock()
+	if !s.stopped {
+		s.mu.Unlock()
+		return nil
+	}
+	s.mu.Unlock()
+	var ln net.Listener
+	var err error
+	for i := 0; i < 50; i++ {
+		if ln, err = net.Listen("tcp", s.Addr); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.stopped = false
+	s.mu.Unlock()
+	s.serve(ln)
+	return nil
 }
 
 // Close stops the server, cancels blocked hooks and drops open sessions.
@@ -613,6 +673,7 @@ func (ss *session) Data(r io.Reader) error {
 	m.Mech = ss.mech
 	m.TLS = ss.tls
 	m.Data = data
+	m.Time = time.Now()
 	ss.s.record(m)
 	ss.msg = Message{}
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + id}

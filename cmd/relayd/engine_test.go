@@ -1,0 +1,221 @@
+package main
+
+// The delivery engine through the real relayd process: outages under
+// steady traffic, long outages with the default retry schedule, sessions
+// the upstream closed behind relayd's back.
+
+import (
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mailshim/mailshim/pkg/smtptest"
+	"github.com/mailshim/mailshim/pkg/spool"
+)
+
+// dropSubject writes one message with the given Subject into the maildrop,
+// as sendmail does, and returns the time it was committed (its arrival).
+func (s *site) dropSubject(subject string) time.Time {
+	s.t.Helper()
+	if err := spool.Prepare(s.spool, spool.CurrentOwner()); err != nil {
+		s.t.Fatal(err)
+	}
+	md, err := spool.OpenDir(s.spool, spool.DirMaildrop)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer md.Close()
+	m := &spool.Meta{ID: spool.NewID(time.Now()), Time: time.Now(),
+		Env:    spool.Envelope{Sender: "app@example.org", Recipients: []string{"rcpt@example.net"}},
+		Origin: spool.Origin{UID: os.Getuid(), GID: os.Getgid(), Via: "maildrop", Mode: "t"}}
+	d, err := spool.NewDrop(md, m, 0)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	fmt.Fprintf(d, "From: app@example.org\nTo: rcpt@example.net\nSubject: %s\n\nbody\n", subject)
+	if err := d.Commit(); err != nil {
+		s.t.Fatal(err)
+	}
+	return time.Now()
+}
+
+// deliveredAt returns when the upstream accepted each Subject (first copy).
+func deliveredAt(up *smtptest.Server) map[string]time.Time {
+	out := map[string]time.Time{}
+	for _, m := range up.Messages() {
+		for _, l := range strings.Split(string(m.Data), "\r\n") {
+			if v, ok := strings.CutPrefix(l, "Subject: "); ok {
+				if _, seen := out[v]; !seen {
+					out[v] = m.Time
+				}
+				break
+			}
+			if l == "" {
+				break
+			}
+		}
+	}
+	return out
+}
+
+// logTail is the end of relayd's log, for failure messages.
+func (s *site) logTail(n int) string {
+	l := s.log()
+	if len(l) > n {
+		l = l[len(l)-n:]
+	}
+	return l
+}
+
+// An upstream outage of 3 s under steady traffic (one message every 0.6 s,
+// concurrency 1, retry every second): every message that arrives after the
+// upstream is back is delivered within 2 s of its arrival while the
+// traffic goes on, and nothing is lost.
+func TestOutageUnderSteadyTraffic(t *testing.T) {
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{concurrency: 1, retry: `["1s"]`})
+	s.start()
+	const (
+		tick      = 600 * time.Millisecond
+		before    = 5  // ticks before the outage
+		outage    = 5  // ticks down (3 s)
+		after     = 20 // ticks of traffic after the upstream is back (12 s)
+		lagLimit  = 2 * time.Second
+		drainTime = 30 * time.Second
+	)
+	arrived := map[string]time.Time{}
+	var back time.Time
+	ticker := time.NewTicker(tick)
+	defer ticker.Stop()
+	for i := 0; i < before+outage+after; i++ {
+		switch i {
+		case before:
+			up.Stop()
+		case before + outage:
+			if err := up.Restart(); err != nil {
+				t.Fatal(err)
+			}
+			back = time.Now()
+		}
+		subj := fmt.Sprintf("steady %d", i)
+		arrived[subj] = s.dropSubject(subj)
+		<-ticker.C
+	}
+	var worst time.Duration
+	var late []string
+	check := func() bool {
+		got := deliveredAt(up)
+		worst, late = 0, nil
+		for subj, at := range arrived {
+			if at.Before(back) {
+				continue
+			}
+			d, ok := got[subj]
+			if !ok {
+				late = append(late, subj+" (not delivered)")
+				continue
+			}
+			lag := d.Sub(at)
+			worst = max(worst, lag)
+			if lag > lagLimit {
+				late = append(late, fmt.Sprintf("%s (after %v)", subj, lag.Round(time.Millisecond)))
+			}
+		}
+		sort.Strings(late)
+		return len(got) >= len(arrived)
+	}
+	waitFor(t, "every message delivered", drainTime, func() bool { check(); return len(deliveredAt(up)) >= len(arrived) && len(s.leftovers()) == 0 })
+	check()
+	if len(late) > 0 {
+		t.Fatalf("%d messages that arrived after the upstream was back were not delivered within %v: %v\nlog tail:\n%s", len(late), lagLimit, late, s.logTail(4000))
+	}
+	t.Logf("%d messages, worst delivery lag after the upstream came back: %v", len(arrived), worst.Round(time.Millisecond))
+}
+
+// outageLength is how long TestLongOutageDefaultSchedule keeps the upstream
+// down: 62 s (just over the default schedule's first interval, 1m), or
+// MAILSHIM_OUTAGE (a Go duration) to try other lengths.
+func outageLength(t *testing.T) time.Duration {
+	if v := os.Getenv("MAILSHIM_OUTAGE"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			t.Fatalf("MAILSHIM_OUTAGE: %v", err)
+		}
+		return d
+	}
+	return 62 * time.Second
+}
+
+// A long outage with the default retry schedule (1m, 5m, ...): messages
+// queued while the upstream is down are delivered within the circuit
+// breaker's backoff (capped at 30 s) of its return, not after the next
+// retry interval (5 minutes for the messages tried twice).
+func TestLongOutageDefaultSchedule(t *testing.T) {
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{concurrency: 2, retry: `["1m", "5m", "15m", "1h", "4h"]`})
+	s.start()
+	s.dropSubject("warm-up")
+	if _, err := up.WaitFor(1, 30*time.Second); err != nil {
+		t.Fatalf("%v\n%s", err, s.log())
+	}
+	down := outageLength(t)
+	up.Stop()
+	stopped := time.Now()
+	n := 0
+	for _, at := range []time.Duration{0, down / 3, 2 * down / 3} {
+		time.Sleep(time.Until(stopped.Add(at)))
+		for j := 0; j < 3; j++ {
+			s.dropSubject(fmt.Sprintf("outage %d", n))
+			n++
+		}
+	}
+	time.Sleep(time.Until(stopped.Add(down)))
+	if err := up.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	back := time.Now()
+	const backoffCap = 30 * time.Second
+	limit := backoffCap + 10*time.Second
+	if _, err := up.WaitFor(1+n, limit); err != nil {
+		t.Fatalf("after an outage of %v, not every message was delivered within %v of the upstream's return (the breaker's backoff is capped at %v): %v\nlog tail:\n%s",
+			down, limit, backoffCap, err, s.logTail(4000))
+	}
+	last := time.Time{}
+	for _, at := range deliveredAt(up) {
+		if at.After(last) {
+			last = at
+		}
+	}
+	waitFor(t, "an empty spool", 20*time.Second, func() bool { return len(s.leftovers()) == 0 })
+	t.Logf("outage %v: %d messages, all delivered %v after the upstream came back", down, n, last.Sub(back).Round(time.Millisecond))
+}
+
+// The upstream restarts and so closes the session relayd keeps open: the
+// next message goes out at once on a fresh connection, not deferred by a
+// retry interval ("EOF at mail").
+func TestClosedSessionIsRedialed(t *testing.T) {
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{concurrency: 1, retry: `["1h"]`})
+	s.start()
+	s.dropSubject("first")
+	if _, err := up.WaitFor(1, 30*time.Second); err != nil {
+		t.Fatalf("%v\n%s", err, s.log())
+	}
+	up.Stop()
+	if err := up.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	s.dropSubject("second")
+	if _, err := up.WaitFor(2, 10*time.Second); err != nil {
+		t.Fatalf("the message after the upstream's restart was not sent at once: %v\n%s", err, s.log())
+	}
+	if strings.Contains(s.log(), "event=deferred") {
+		t.Errorf("a message was deferred:\n%s", s.log())
+	}
+	if c := up.Connections(); c < 2 {
+		t.Errorf("%d connections, want a fresh one after the restart", c)
+	}
+}

@@ -1,0 +1,577 @@
+package queue
+
+// The scheduler: one goroutine (loop) owns the queue's state — the due
+// index (deferred, shared with the control verbs under q.mu), the
+// in-flight set, the per-upstream circuit breakers and the routes it has
+// learned. Workers get jobs (a batch of message IDs and the upstreams not
+// to use) over a channel and report each job's result over another; only
+// the loop applies results. Run and RunOnce are the same loop: Run until
+// stopped, waking on Kick, on the next due time and on breaker expiry;
+// RunOnce for the messages due when it starts, with the injected clock.
+//
+// # Circuit breaker
+//
+// Each upstream (host:port) has a breaker. A failure that is the
+// upstream's own trouble (connect, TLS, greeting, AUTH, 421, 4.3.x/4.4.x
+// before the data: relay.Error.UpstreamTrouble) opens it: no new session
+// is tried on that upstream for a backoff of a quarter of how long it has
+// been failing, at least MinBackoff and at most MaxBackoff (so a 3 s
+// outage is retried every second, a long one every 30 s — well under the
+// retry schedule). When the backoff expires, one job of one message probes
+// it (half-open); a success closes it at once and makes every message that
+// was waiting for it due.
+//
+// Messages whose every candidate upstream is open are not dispatched: they
+// are not charged an attempt and not deferred by the retry schedule. The
+// messages of a job whose upstreams all failed keep their attempt count
+// (the failure is the upstream's, not theirs) and wait for the breaker.
+
+import (
+	"context"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/mailshim/mailshim/pkg/relay"
+	"github.com/mailshim/mailshim/pkg/spool"
+)
+
+// The circuit breaker's backoff bounds.
+const (
+	MinBackoff = time.Second
+	MaxBackoff = 30 * time.Second
+)
+
+// backoff is how long an upstream failing since since is left alone
+// after a failure at now.
+func backoff(since, now time.Time) time.Duration {
+	return min(max(now.Sub(since)/4, MinBackoff), MaxBackoff)
+}
+
+// breaker is one upstream's health.
+type breaker struct {
+	since   time.Time // first failure of the current outage
+	until   time.Time // no new session before this
+	probing bool      // a job is trying it
+	fails   int
+	reason  string
+}
+
+// sched is the scheduler's state, owned by the loop.
+type sched struct {
+	inflight map[string]bool
+	health   map[string]*breaker // by upstream address; absent = closed
+	// routes caches the candidate addresses of messages whose route was
+	// needed (some breaker open, several routes).
+	routes map[string][]string
+	// waiting holds the deferred messages whose upstreams were all
+	// down: due again as soon as one comes back.
+	waiting map[string]bool
+}
+
+func newSched() *sched {
+	return &sched{inflight: map[string]bool{}, health: map[string]*breaker{}, routes: map[string][]string{}, waiting: map[string]bool{}}
+}
+
+// EventKind names an Observer event.
+type EventKind string
+
+// Observer events.
+const (
+	EventSent         EventKind = "sent"          // recipients accepted (Rcpts of them)
+	EventDeferred     EventKind = "deferred"      // a message stays queued for a later attempt
+	EventBounced      EventKind = "bounced"       // recipients failed for good; a DSN was queued
+	EventFailed       EventKind = "failed"        // an undeliverable bounce kept in failed/
+	EventRemoved      EventKind = "removed"       // a message left the queue
+	EventUpstreamDown EventKind = "upstream-down" // a breaker opened
+	EventUpstreamUp   EventKind = "upstream-up"   // a breaker closed
+)
+
+// Event is one thing the scheduler did or learned.
+type Event struct {
+	Kind     EventKind
+	ID       string // the message ("" for upstream events)
+	Upstream string // host:port
+	Rcpts    int    // recipients concerned
+	Err      *relay.Error
+}
+
+// Observer receives the scheduler's events (metrics). Calls come from the
+// scheduler goroutine, one at a time, in order; Observe must not block.
+type Observer interface {
+	Observe(Event)
+}
+
+// job is one batch for a worker.
+type job struct {
+	ids []string
+	// skip holds the upstreams not to use: their breaker is open, or
+	// another job is probing them.
+	skip map[string]bool
+	// probes are the upstreams this job may use although they failed
+	// lately (half-open).
+	probes []string
+	// hint is the breaker's backoff if this job's upstreams fail: the
+	// next attempt recorded for messages whose upstreams were all down.
+	hint time.Duration
+	set  Settings
+	gen  int
+}
+
+// msgResult is what became of one message of a job.
+type msgResult struct {
+	id       string
+	deferred bool      // in deferred/ (else in incoming/, or gone)
+	next     time.Time // when deferred: the next attempt
+	waiting  bool      // deferred because every upstream was down
+	gone     bool      // left the queue (done, failed, quarantined, deleted)
+	route    []string  // candidate addresses, when known
+}
+
+// jobResult is a worker's report on a job.
+type jobResult struct {
+	job    *job
+	msgs   []msgResult
+	health []healthReport
+	events []Event
+}
+
+// Run delivers until ctx is done: Concurrency workers (fixed for the
+// life of Run) take messages as they become due — at start, on Kick, when
+// the next deferred message's time comes and when an upstream's breaker
+// expires — so a session stuck on one message never holds up the others.
+// sendCtx bounds the deliveries in flight (cancel it to abort them). After
+// ctx is done (or Stop) no message is started; Run returns when the
+// workers have finished theirs.
+func (q *Queue) Run(ctx, sendCtx context.Context) error {
+	if q.deferred == nil {
+		if err := q.Load(); err != nil {
+			return err
+		}
+	}
+	q.loop(ctx, sendCtx, false)
+	return nil
+}
+
+// RunOnce delivers every message that is due now with fresh workers, on
+// the scheduler's own loop, and returns when all are done, with the time
+// of the next deferred attempt (zero if none). Tests drive the queue with
+// it and an injected clock.
+func (q *Queue) RunOnce(ctx context.Context) time.Time {
+	if q.deferred == nil {
+		if err := q.Load(); err != nil {
+			q.log.Event("error", "reason", "cannot load the deferred queue", "error", err.Error())
+		}
+	}
+	return q.loop(ctx, ctx, true)
+}
+
+// idleHangup is how long a Run worker keeps its session open without work.
+const idleHangup = 2 * time.Second
+
+// loop is the scheduler. once: dispatch only the messages due at the
+// start, return when they are done.
+func (q *Queue) loop(ctx, sendCtx context.Context, once bool) time.Time {
+	q.runMu.Lock()
+	defer q.runMu.Unlock()
+	set, gen := q.settingsGen()
+	n := max(set.Concurrency, 1)
+	jobs := make(chan *job)
+	results := make(chan *jobResult, n)
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			q.work(sendCtx, jobs, results, !once)
+		}()
+	}
+	busy, size := 0, 1
+	var pending []string
+	var wake time.Time
+	relist, listed, stopping := true, false, false
+	for {
+		if !stopping && (ctx.Err() != nil || q.stopped()) {
+			stopping = true
+		}
+		if q.resetHealth.Swap(false) {
+			// A flush: the operator says the upstreams are worth
+			// trying now.
+			clear(q.sched.health)
+		}
+		if !stopping {
+			if relist && len(pending) == 0 && !(once && listed) {
+				pending, wake = q.due()
+				size = batchSize(len(pending), n)
+				relist, listed = false, true
+			}
+			set, gen = q.settingsGen()
+			for busy < n && len(pending) > 0 {
+				var j *job
+				var w time.Time
+				j, pending, w = q.plan(pending, size, set, gen)
+				wake = earliest(wake, w)
+				if j == nil {
+					break
+				}
+				jobs <- j // a worker is free: busy < n
+				busy++
+			}
+		}
+		if busy == 0 && (stopping || (once && len(pending) == 0)) {
+			break
+		}
+		var timer *time.Timer
+		var tc <-chan time.Time
+		if !once && !stopping && len(pending) == 0 && !wake.IsZero() {
+			timer = time.NewTimer(max(wake.Sub(q.now()), 0))
+			tc = timer.C
+		}
+		var kick <-chan struct{}
+		var done, stop <-chan struct{}
+		if !once {
+			kick = q.kick
+		}
+		if !stopping {
+			done, stop = ctx.Done(), q.stop
+		}
+		select {
+		case r := <-results:
+			busy--
+			q.apply(r)
+			// The outcome may have set a new next-attempt time that the
+			// timer, computed before, does not know: look again.
+			relist = true
+		case <-kick:
+			relist = true
+		case <-tc:
+			relist = true
+		case <-done:
+			stopping = true
+		case <-stop:
+			stopping = true
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	return q.nextAttempt()
+}
+
+// nextAttempt is RunOnce's answer: the earliest time a deferred message
+// is due — for one already due but held by open breakers, when the first
+// of them expires; for one due and free to go, now.
+func (q *Queue) nextAttempt() time.Time {
+	ids, next := q.due()
+	now := q.now()
+	set, _ := q.settingsGen()
+	skip, _ := q.breakers(now)
+	for _, id := range ids {
+		q.mu.Lock()
+		_, deferred := q.deferred[id]
+		q.mu.Unlock()
+		if !deferred {
+			continue
+		}
+		if w, blocked := q.blocked(id, set, skip, now); blocked && !w.IsZero() {
+			next = earliest(next, w)
+		} else {
+			next = now
+		}
+	}
+	return next
+}
+
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
+		return b
+	}
+	return a
+}
+
+func (q *Queue) settingsGen() (Settings, int) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.set, q.gen
+}
+
+// batchSize is how many of n due messages a worker takes at once out of
+// workers: enough to share one Sync of attempt records (see
+// deliverBatch), few enough that every worker gets some.
+func batchSize(n, workers int) int {
+	return min(max((n+workers-1)/max(workers, 1), 1), maxBatch)
+}
+
+// due returns the messages to try now that are not being delivered:
+// incoming/ in arrival order, then the deferred ones whose time has come;
+// and the earliest attempt time of the other deferred messages (zero if
+// none).
+func (q *Queue) due() ([]string, time.Time) {
+	ids, err := q.sp.List(spool.Incoming)
+	if err != nil {
+		q.log.Event("error", "reason", "cannot list incoming", "error", err.Error())
+	}
+	now := q.now()
+	var next time.Time
+	inflight := q.sched.inflight
+	q.mu.Lock()
+	in := ids[:0]
+	for _, id := range ids {
+		if !inflight[id] && (q.Holds == nil || !q.Holds(id)) {
+			in = append(in, id)
+		}
+	}
+	var ds []string
+	for id, t := range q.deferred {
+		if inflight[id] {
+			continue
+		}
+		if !t.After(now) {
+			ds = append(ds, id)
+		} else {
+			next = earliest(next, t)
+		}
+	}
+	q.mu.Unlock()
+	sort.Strings(ds)
+	return append(in, ds...), next
+}
+
+// plan takes the next job from pending (due messages): up to size of
+// them that are not in flight and have an upstream whose breaker lets it
+// be tried. Messages whose upstreams are all open are dropped from
+// pending (they come back at the next listing); wake is the earliest
+// time one of their breakers expires. j is nil when nothing can go.
+func (q *Queue) plan(pending []string, size int, set Settings, gen int) (j *job, rest []string, wake time.Time) {
+	s := q.sched
+	now := q.now()
+	skip, probes := q.breakers(now)
+	if len(probes) > 0 {
+		// A half-open upstream is probed with one message.
+		size = 1
+	}
+	var batch []string
+	for len(pending) > 0 && len(batch) < size {
+		id := pending[0]
+		pending = pending[1:]
+		if s.inflight[id] {
+			continue
+		}
+		if skip != nil {
+			if w, blocked := q.blocked(id, set, skip, now); blocked {
+				wake = earliest(wake, w)
+				continue
+			}
+		}
+		batch = append(batch, id)
+	}
+	if len(batch) == 0 {
+		return nil, pending, wake
+	}
+	j = &job{ids: batch, skip: skip, set: set, gen: gen, hint: MinBackoff}
+	for _, addr := range probes {
+		if cands := q.candidates(batch[0], set); cands == nil || contains(cands, addr) {
+			b := s.health[addr]
+			b.probing = true
+			j.probes = append(j.probes, addr)
+			j.hint = max(j.hint, backoff(b.since, now))
+		}
+	}
+	q.mu.Lock()
+	for _, id := range batch {
+		s.inflight[id] = true
+		delete(q.deferred, id)
+	}
+	q.mu.Unlock()
+	return j, pending, wake
+}
+
+// breakers returns the upstreams not to use now (breaker open, or being
+// probed) and those to probe (half-open: the backoff is over).
+func (q *Queue) breakers(now time.Time) (skip map[string]bool, probes []string) {
+	for addr, b := range q.sched.health {
+		switch {
+		case b.probing || now.Before(b.until):
+			if skip == nil {
+				skip = map[string]bool{}
+			}
+			skip[addr] = true
+		default:
+			probes = append(probes, addr)
+		}
+	}
+	sort.Strings(probes)
+	return skip, probes
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// candidates returns the candidate upstream addresses of message id, or
+// nil when they are not known without reading the message (and its
+// reading failed).
+func (q *Queue) candidates(id string, set Settings) []string {
+	ups := set.Upstreams
+	if ups == nil {
+		return []string{}
+	}
+	if ups.Single() {
+		return addrsOf(ups.list)
+	}
+	if c, ok := q.sched.routes[id]; ok {
+		return c
+	}
+	f, m, err := q.sp.OpenMessage(id)
+	if err != nil {
+		return nil
+	}
+	f.Close()
+	c := addrsOf(ups.routeOf(m).Upstreams)
+	q.sched.routes[id] = c
+	return c
+}
+
+// blocked reports whether every candidate of id is in skip, and then the
+// earliest time one of their breakers expires (zero if all are probed).
+func (q *Queue) blocked(id string, set Settings, skip map[string]bool, now time.Time) (time.Time, bool) {
+	if skip == nil {
+		return time.Time{}, false
+	}
+	cands := q.candidates(id, set)
+	if len(cands) == 0 {
+		// Unknown or none: let a worker find out.
+		return time.Time{}, false
+	}
+	var wake time.Time
+	for _, a := range cands {
+		if !skip[a] {
+			return time.Time{}, false
+		}
+		if b := q.sched.health[a]; b != nil && !b.probing {
+			wake = earliest(wake, b.until)
+		}
+	}
+	return wake, true
+}
+
+// apply takes in a worker's report: health first (breakers), then each
+// message's new place in the due index, then the observer's events.
+func (q *Queue) apply(r *jobResult) {
+	s := q.sched
+	now := q.now()
+	var events []Event
+	for _, h := range r.health {
+		b := s.health[h.addr]
+		if h.err == nil {
+			if b != nil {
+				delete(s.health, h.addr)
+				q.log.Event("upstream-up", "upstream", h.addr, "down_for", now.Sub(b.since).Round(time.Millisecond).String(), "failures", b.fails)
+				events = append(events, Event{Kind: EventUpstreamUp, Upstream: h.addr})
+				// Everything that waited for an upstream is due now.
+				q.mu.Lock()
+				for id := range s.waiting {
+					if _, ok := q.deferred[id]; ok {
+						q.deferred[id] = time.Time{}
+					}
+				}
+				q.mu.Unlock()
+				clear(s.waiting)
+			}
+			continue
+		}
+		if b == nil {
+			b = &breaker{since: now}
+			s.health[h.addr] = b
+		}
+		first := b.fails == 0
+		b.fails++
+		b.probing = false
+		d := backoff(b.since, now)
+		b.until = now.Add(d)
+		b.reason = errReply(h.err)
+		if first {
+			kv := []any{"upstream", h.addr, "retry_in", d.String(), "reason", b.reason}
+			kv = appendNonEmpty(kv, "cause", h.err.Cause, "fix", h.err.Fix)
+			q.log.Event("upstream-down", kv...)
+			events = append(events, Event{Kind: EventUpstreamDown, Upstream: h.addr, Err: h.err})
+		}
+	}
+	for _, addr := range r.job.probes {
+		if b := s.health[addr]; b != nil {
+			b.probing = false
+		}
+	}
+	q.mu.Lock()
+	for _, id := range r.job.ids {
+		delete(s.inflight, id)
+	}
+	for _, m := range r.msgs {
+		if m.route != nil {
+			s.routes[m.id] = m.route
+		}
+		switch {
+		case m.gone:
+			delete(s.routes, m.id)
+			delete(s.waiting, m.id)
+			delete(q.deferred, m.id)
+		case m.deferred:
+			q.deferred[m.id] = m.next
+			if m.waiting {
+				s.waiting[m.id] = true
+			} else {
+				delete(s.waiting, m.id)
+			}
+		}
+	}
+	q.mu.Unlock()
+	if q.Observer != nil {
+		for _, ev := range append(events, r.events...) {
+			q.Observer.Observe(ev)
+		}
+	}
+}
+
+// work is one worker: it takes jobs until jobs is closed, keeping its
+// session between jobs; with hangup it closes the session after
+// idleHangup without work.
+func (q *Queue) work(ctx context.Context, jobs <-chan *job, results chan<- *jobResult, hangup bool) {
+	w := &worker{q: q}
+	defer w.link.close()
+	for {
+		var j *job
+		var ok bool
+		if hangup {
+			idle := time.NewTimer(idleHangup)
+			select {
+			case j, ok = <-jobs:
+			case <-idle.C:
+				w.link.close()
+				j, ok = <-jobs
+			}
+			idle.Stop()
+		} else {
+			j, ok = <-jobs
+		}
+		if !ok {
+			return
+		}
+		if w.link.ups != j.set.Upstreams || w.gen != j.gen {
+			w.link.close()
+			w.link = link{ups: j.set.Upstreams, log: q.log}
+		}
+		w.set, w.gen, w.job = j.set, j.gen, j
+		w.res = &jobResult{job: j}
+		w.link.down, w.link.health = nil, nil
+		w.deliverBatch(ctx, j.ids)
+		w.res.health = w.link.health
+		results <- w.res
+	}
+}

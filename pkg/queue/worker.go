@@ -1,0 +1,467 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/mailshim/mailshim/pkg/config"
+	"github.com/mailshim/mailshim/pkg/relay"
+	"github.com/mailshim/mailshim/pkg/spool"
+)
+
+// retryAfter is the wait after the given number of attempts.
+func retryAfter(retry []time.Duration, attempts int) time.Duration {
+	if len(retry) == 0 {
+		return time.Hour
+	}
+	i := attempts - 1
+	if i < 0 {
+		i = 0
+	}
+	if i >= len(retry) {
+		i = len(retry) - 1
+	}
+	return retry[i]
+}
+
+// worker is one delivery goroutine with its link (cached session).
+type worker struct {
+	q    *Queue
+	set  Settings
+	gen  int
+	link link
+	job  *job
+	res  *jobResult
+}
+
+// gone reports that id left the queue (or is not there).
+func (w *worker) gone(id string) { w.res.msgs = append(w.res.msgs, msgResult{id: id, gone: true}) }
+
+// deferredAt reports that id is in deferred/ until next.
+func (w *worker) deferredAt(id string, next time.Time, waiting bool) {
+	w.res.msgs = append(w.res.msgs, msgResult{id: id, deferred: true, next: next, waiting: waiting})
+}
+
+func (w *worker) event(ev Event) {
+	if w.q.Observer != nil {
+		w.res.events = append(w.res.events, ev)
+	}
+}
+
+// appendNonEmpty appends the key/value pairs whose value is not empty.
+func appendNonEmpty(kv []any, pairs ...string) []any {
+	for i := 0; i+1 < len(pairs); i += 2 {
+		if pairs[i+1] != "" {
+			kv = append(kv, pairs[i], pairs[i+1])
+		}
+	}
+	return kv
+}
+
+// errReply is the reply text (or error) of a failure, for logs and state.
+func errReply(e *relay.Error) string {
+	if r := e.Reply(); r != "" {
+		return r
+	}
+	if e.Err != nil {
+		return e.Err.Error()
+	}
+	return e.Error()
+}
+
+// remaining returns the recipients not yet sent or failed.
+func remaining(all []string, d *spool.Delivery) []string {
+	done := map[string]bool{}
+	for _, r := range d.Sent {
+		done[strings.ToLower(r)] = true
+	}
+	for _, f := range d.Failed {
+		done[strings.ToLower(f.Rcpt)] = true
+	}
+	var out []string
+	for _, r := range all {
+		if !done[strings.ToLower(r)] {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// attempt is a message claimed, with its attempt recorded, ready to send.
+type attempt struct {
+	id    string
+	f     *os.File
+	m     *spool.Meta
+	d     *spool.Delivery
+	prev  *spool.Delivery // the record before this attempt (see putBack)
+	rcpts []string
+	route Route
+}
+
+// maxBatch bounds the messages a worker claims and records at once.
+const maxBatch = 64
+
+// deliver delivers one message: its attempt record is fsync'd alone.
+func (w *worker) deliver(ctx context.Context, id string) {
+	if a := w.prepare(id, true); a != nil {
+		w.send(ctx, a)
+		a.f.Close()
+	}
+}
+
+// deliverBatch delivers ids on the worker's session with one group commit
+// of their attempt records: each is claimed and its attempt written
+// without fsync, then ONE Sync makes every record durable, and only then
+// is the first one sent — the attempt is still recorded durably before
+// it is sent, so a crash anywhere in the batch retries each of its
+// messages on the normal schedule, never in a hot loop. done is called
+// for each ID when its delivery is over. After Stop, the messages not yet
+// sent go back where they were with the record they had (putBack).
+func (w *worker) deliverBatch(ctx context.Context, ids []string) {
+	if len(ids) == 1 {
+		w.deliver(ctx, ids[0])
+		return
+	}
+	q := w.q
+	var as []*attempt
+	for _, id := range ids {
+		if a := w.prepare(id, false); a != nil {
+			as = append(as, a)
+		}
+	}
+	if len(as) == 0 {
+		return
+	}
+	if err := q.sp.Sync(); err != nil {
+		if !spool.IsFull(err) {
+			for _, a := range as {
+				w.notSending(a.id, a.d.Next, err)
+				a.f.Close()
+			}
+			return
+		}
+		q.log.Event("warning", "reason", "spool full: sending without recording the attempts", "n", len(as), "error", err.Error())
+	}
+	for i, a := range as {
+		if q.stopped() {
+			for _, b := range as[i:] {
+				w.putBack(b)
+				b.f.Close()
+			}
+			return
+		}
+		w.send(ctx, a)
+		a.f.Close()
+	}
+}
+
+// putBack returns a message whose attempt was recorded but not made (the
+// queue stopped first) to incoming/ or deferred/ with the record it had.
+func (w *worker) putBack(a *attempt) {
+	q := w.q
+	if err := q.writeState(spool.Active, a.id, a.prev); err != nil {
+		q.log.Event("error", "id", a.id, "reason", "cannot restore the state file", "error", err.Error())
+	}
+	attempted := a.prev.Attempts > 0
+	if err := q.sp.Requeue(a.id, attempted); err != nil {
+		q.log.Event("error", "id", a.id, "reason", "cannot requeue", "error", err.Error())
+		w.gone(a.id)
+		return
+	}
+	if attempted {
+		w.deferredAt(a.id, a.prev.Next, false)
+	}
+}
+
+// prepare claims id, opens it and records the attempt (fsync'd when sync,
+// else left to the caller's q.sp.Sync). It returns nil when there is
+// nothing to send (the message is gone, finished, quarantined or put back
+// for later).
+func (w *worker) prepare(id string, sync bool) *attempt {
+	q := w.q
+	if _, err := q.sp.Claim(id); err != nil {
+		if !errors.Is(err, spool.ErrNotFound) {
+			q.log.Event("error", "id", id, "reason", "cannot claim", "error", err.Error())
+		}
+		w.gone(id)
+		return nil
+	}
+	f, m, err := q.sp.OpenMessage(id)
+	if err != nil && !errors.Is(err, spool.ErrCorrupt) && !errors.Is(err, os.ErrNotExist) {
+		// Not the file's fault (EMFILE, EIO...): try again later.
+		next := q.now().Add(retryAfter(w.set.Retry, 1))
+		q.log.Event("error", "id", id, "reason", "cannot open the message; will retry", "error", err.Error(), "next", next.UTC().Format(time.RFC3339))
+		if rerr := q.sp.Requeue(id, true); rerr == nil {
+			w.deferredAt(id, next, false)
+		} else {
+			w.gone(id)
+		}
+		return nil
+	}
+	if err != nil {
+		w.gone(id)
+		if qerr := q.sp.QuarantineMessage(id); qerr != nil {
+			q.log.Event("error", "id", id, "reason", "unreadable message, cannot quarantine", "error", err.Error(), "quarantine_error", qerr.Error())
+			return nil
+		}
+		q.log.Event("quarantine", "id", id, "reason", err.Error(), "to", spool.DirQuarantine+"/"+id)
+		return nil
+	}
+	d, err := q.readState(spool.Active, id)
+	if err != nil {
+		q.log.Event("error", "id", id, "reason", "unreadable state file; starting afresh", "error", err.Error())
+		d = &spool.Delivery{}
+	}
+	route := w.set.Upstreams.routeOf(m)
+	if !w.set.Upstreams.Single() {
+		w.res.msgs = append(w.res.msgs, msgResult{id: id, route: addrsOf(route.Upstreams)})
+	}
+	rcpts := remaining(m.Env.Recipients, d)
+	if len(rcpts) == 0 {
+		w.finish(id, m, d)
+		f.Close()
+		return nil
+	}
+
+	// Record the attempt before dialing.
+	prev := cloneDelivery(d)
+	now := q.now()
+	d.Attempts++
+	if d.First.IsZero() {
+		d.First = now
+	}
+	d.Last = now
+	d.Next = now.Add(retryAfter(w.set.Retry, d.Attempts))
+	if err := q.recordState(sync, spool.Active, id, d); err != nil {
+		if !spool.IsFull(err) {
+			w.notSending(id, d.Next, err)
+			f.Close()
+			return nil
+		}
+		// A full spool must not stop the mail already in it: sending
+		// frees space. The attempt is only in memory, so a crash during
+		// this send retries the message at once, once.
+		q.log.Event("warning", "id", id, "reason", "spool full: sending without recording the attempt", "error", err.Error())
+	}
+	return &attempt{id: id, f: f, m: m, d: d, prev: prev, rcpts: rcpts, route: route}
+}
+
+// notSending puts id, whose attempt could not be recorded (err), back in
+// deferred/ for next, unsent.
+func (w *worker) notSending(id string, next time.Time, err error) {
+	q := w.q
+	q.log.Event("error", "id", id, "reason", "cannot record the attempt; not sending", "error", err.Error())
+	if rerr := q.sp.Requeue(id, true); rerr != nil {
+		q.log.Event("error", "id", id, "reason", "cannot requeue; stays in active/ until the next start", "error", rerr.Error())
+		w.gone(id)
+		return
+	}
+	w.deferredAt(id, next, false)
+}
+
+// send makes the attempt prepare recorded, through the link, and applies
+// its outcome.
+func (w *worker) send(ctx context.Context, a *attempt) {
+	from := a.m.Env.Sender
+	if from == "<>" {
+		from = ""
+	}
+	msg := &relay.Message{
+		ID: a.id, From: from, To: a.rcpts, Size: a.m.Size,
+		Body:     func() (io.Reader, error) { return a.m.Body(a.f), nil },
+		BodyType: a.m.Env.BodyType, SMTPUTF8: a.m.Env.SMTPUTF8,
+		Notify: a.m.Env.Notify, Ret: a.m.Env.Ret, EnvID: a.m.Env.EnvID,
+	}
+	res, fault := w.link.send(ctx, a.route.Upstreams, w.job.skip, msg)
+	a.d.Upstream = res.Upstream
+	w.outcome(a, res, fault)
+}
+
+// outcome applies one send's result. fault says every upstream failed
+// (the upstreams' trouble, not the message's): the attempt is not
+// charged and the next one waits for the circuit breaker, not the retry
+// schedule.
+func (w *worker) outcome(a *attempt, res *relay.Result, fault bool) {
+	q := w.q
+	id, m, d, rcpts, upstream := a.id, a.m, a.d, a.rcpts, res.Upstream
+	now := q.now()
+	byRcpt := map[string]*relay.Error{}
+	seen := map[string]bool{}
+	for _, rr := range res.Rcpts {
+		byRcpt[strings.ToLower(rr.Rcpt)] = rr.Err
+		seen[strings.ToLower(rr.Rcpt)] = true
+	}
+	var newFailed []spool.RcptFailure
+	var temp []string
+	var lastTemp *relay.Error
+	authFailed := false
+	sentN := 0
+	null := m.Env.Sender == "<>"
+	expired := now.Sub(m.Time) >= w.set.Lifetime && w.set.Lifetime > 0
+	for _, r := range rcpts {
+		e, ok := byRcpt[strings.ToLower(r)]
+		if !ok {
+			e = res.Err
+			if e == nil {
+				e = &relay.Error{Class: relay.Temporary, Stage: relay.StageData, Text: "no result for this recipient"}
+			}
+		}
+		if e == nil {
+			sentN++
+			d.Sent = append(d.Sent, r)
+			q.log.Event("delivery", "id", id, "to", r, "upstream", upstream, "status", "sent", "reply", res.Reply, "upstream_id", res.QueueID)
+			continue
+		}
+		reply := errReply(e)
+		switch {
+		case e.Class == relay.Permanent:
+			status := "bounced"
+			if null {
+				status = "failed"
+			}
+			newFailed = append(newFailed, spool.RcptFailure{Rcpt: r, Reply: reply, Cause: explain(e), Fix: e.Fix})
+			q.log.Event("delivery", appendNonEmpty([]any{"id", id, "to", r, "upstream", upstream, "status", status, "reply", reply}, "stage", e.Stage, "cause", e.Cause, "fix", e.Fix)...)
+		case e.Class == relay.AuthFailure:
+			authFailed = true
+			temp = append(temp, r)
+			lastTemp = e
+			q.log.Event("delivery", appendNonEmpty([]any{"id", id, "to", r, "upstream", upstream, "status", "deferred", "reply", reply}, "stage", e.Stage, "cause", e.Cause, "fix", e.Fix)...)
+		case expired:
+			status := "bounced"
+			if null {
+				status = "failed"
+			}
+			cause := fmt.Sprintf("the message could not be delivered within %s (the queue lifetime); the last attempt failed: %s", config.FormatDuration(w.set.Lifetime), explain(e))
+			fix := e.Fix
+			if fix == "" {
+				fix = fixExpired
+			}
+			newFailed = append(newFailed, spool.RcptFailure{Rcpt: r, Reply: reply, Cause: cause, Fix: fix})
+			q.log.Event("delivery", appendNonEmpty([]any{"id", id, "to", r, "upstream", upstream, "status", status, "reply", reply, "reason", "lifetime exceeded"}, "stage", e.Stage, "cause", cause, "fix", fix)...)
+		default:
+			temp = append(temp, r)
+			lastTemp = e
+			q.log.Event("delivery", appendNonEmpty([]any{"id", id, "to", r, "upstream", upstream, "status", "deferred", "reply", reply}, "stage", e.Stage, "cause", e.Cause, "fix", e.Fix)...)
+		}
+	}
+	// An AUTH failure was logged by the link when it happened.
+	if authFailed && lastTemp.Stage != relay.StageAuth {
+		w.q.log.Event("auth-failed", appendNonEmpty([]any{"id", id, "upstream", upstream, "reply", errReply(lastTemp)}, "cause", lastTemp.Cause, "fix", lastTemp.Fix)...)
+	}
+	if sentN > 0 {
+		w.event(Event{Kind: EventSent, ID: id, Upstream: upstream, Rcpts: sentN})
+	}
+	d.Failed = append(d.Failed, newFailed...)
+	if len(newFailed) > 0 && !null {
+		dsnID, err := q.bounce(m, newFailed, upstream, now)
+		if err != nil {
+			q.log.Event("error", "id", id, "reason", "cannot queue the bounce; will retry", "error", err.Error())
+			// Keep the failures out of the state so they are bounced on
+			// the next attempt.
+			d.Failed = d.Failed[:len(d.Failed)-len(newFailed)]
+			temp = append(temp, rcptsOf(newFailed)...)
+		} else {
+			d.Bounces = append(d.Bounces, dsnID)
+			q.log.Event("bounced", "id", id, "dsn", dsnID, "to", m.Env.Sender, "nrcpt", len(newFailed))
+			w.event(Event{Kind: EventBounced, ID: id, Upstream: upstream, Rcpts: len(newFailed)})
+		}
+	}
+	if len(temp) > 0 {
+		if lastTemp != nil {
+			d.LastReply = errReply(lastTemp)
+		}
+		// The next attempt counts from the end of this one: a session
+		// that took its full timeouts must not be retried at once. (The
+		// time written before dialing stays the guard against a crash.)
+		d.Next = now.Add(retryAfter(w.set.Retry, d.Attempts))
+		if fault {
+			// Not the message's failure: no attempt charged; it is due
+			// again when an upstream's breaker lets it go.
+			d.Attempts = a.prev.Attempts
+			d.Next = now.Add(w.job.hint)
+		}
+		q.noteDelay(m, d, temp, lastTemp, upstream, now)
+		if err := q.writeState(spool.Active, id, d); err != nil {
+			q.log.Event("error", "id", id, "reason", "cannot update the state file; kept in memory", "error", err.Error())
+		}
+		if err := q.sp.Defer(id); err != nil {
+			q.log.Event("error", "id", id, "reason", "cannot defer", "error", err.Error())
+			w.gone(id)
+			return
+		}
+		w.deferredAt(id, d.Next, fault)
+		w.event(Event{Kind: EventDeferred, ID: id, Upstream: upstream, Rcpts: len(temp), Err: lastTemp})
+		kv := []any{"id", id, "attempts", d.Attempts, "next", d.Next.UTC().Format(time.RFC3339), "nrcpt", len(temp), "reason", d.LastReply}
+		if lastTemp != nil {
+			kv = appendNonEmpty(kv, "cause", lastTemp.Cause, "fix", lastTemp.Fix)
+		}
+		q.log.Event("deferred", kv...)
+		return
+	}
+	w.finish(id, m, d)
+}
+
+// fixExpired is the fix of a message that outlived the queue lifetime
+// without a more precise one.
+const fixExpired = "the upstream kept deferring this recipient or could not be reached: check its reply above and the upstream; raise [queue] lifetime if its outages last longer"
+
+func rcptsOf(fs []spool.RcptFailure) []string {
+	var out []string
+	for _, f := range fs {
+		out = append(out, f.Rcpt)
+	}
+	return out
+}
+
+func explain(e *relay.Error) string {
+	if e.Cause != "" {
+		return e.Cause
+	}
+	return errReply(e)
+}
+
+// finish ends a message with no recipient left to try.
+func (w *worker) finish(id string, m *spool.Meta, d *spool.Delivery) {
+	q := w.q
+	w.gone(id)
+	if len(d.Failed) > 0 && m.Env.Sender == "<>" {
+		d.Reason = "a bounce that could not be delivered is never bounced; kept for inspection"
+		if err := q.writeState(spool.Active, id, d); err != nil {
+			q.log.Event("error", "id", id, "reason", "cannot update the state file; kept in memory", "error", err.Error())
+		}
+		if err := q.sp.Fail(id); err != nil {
+			q.log.Event("error", "id", id, "reason", "cannot move to failed", "error", err.Error())
+			return
+		}
+		q.log.Event("failed", "id", id, "from", "<>", "nrcpt", len(d.Failed), "reason", "undeliverable bounce kept in "+spool.DirFailed)
+		w.event(Event{Kind: EventFailed, ID: id, Rcpts: len(d.Failed)})
+		return
+	}
+	if err := q.sp.Done(id); err != nil {
+		q.log.Event("error", "id", id, "reason", "cannot remove a finished message", "error", err.Error())
+		return
+	}
+	q.dropUnsaved(id)
+	q.log.Event("removed", "id", id, "sent", len(d.Sent), "bounced", len(d.Failed))
+	w.event(Event{Kind: EventRemoved, ID: id, Rcpts: len(d.Sent) + len(d.Failed)})
+}
+
+// forget drops id from the deferred index.
+func (q *Queue) forget(id string) {
+	q.mu.Lock()
+	delete(q.deferred, id)
+	q.mu.Unlock()
+}
+
+func addrsOf(ups []config.Upstream) []string {
+	out := make([]string, len(ups))
+	for i, up := range ups {
+		out[i] = relay.Addr(up)
+	}
+	return out
+}

@@ -1,0 +1,102 @@
+package relay
+
+import (
+	"net"
+	"strconv"
+	"strings"
+
+	"github.com/mailshim/mailshim/pkg/config"
+)
+
+// Candidates returns the upstreams that may carry mail from sender, in
+// their configured order: config.SelectUpstreams, the rule of
+// sender_domains.
+func Candidates(ups []config.Upstream, sender string) []config.Upstream {
+	return config.SelectUpstreams(ups, sender)
+}
+
+// Addr returns an upstream's host:port, with the port its TLS mode implies
+// when none is set. Logs and the queue's per-upstream health use it.
+func Addr(up config.Upstream) string {
+	return net.JoinHostPort(up.Host, strconv.Itoa(up.WithDefaults().Port))
+}
+
+// UpstreamTrouble reports whether e is about the upstream itself — it
+// cannot take mail from us right now — rather than about the message or a
+// recipient, so that another upstream may do better:
+//
+//   - any failure to set up the session: connect, TLS, the greeting,
+//     EHLO, AUTH (an authentication failure too: another upstream has
+//     its own credentials);
+//   - 421 at any stage (the service is shutting down);
+//   - before the message data: the connection lost, or a refusal that
+//     means our AUTH/TLS settings are wrong for this upstream
+//     (AuthFailure: "Relay access denied", 530);
+//   - at MAIL or DATA (the command): a 4xx whose enhanced code is 4.3.x
+//     (mail system: full, not accepting, congested) or 4.4.x (network,
+//     routing), or a 451 without an enhanced code;
+//   - at RCPT: 452 4.3.1 (insufficient system storage). Other 4xx at
+//     RCPT are about that recipient (a lookup for its domain, greylisting)
+//     and would follow the message to any upstream.
+//
+// A 5xx about the sender, a recipient or the message, a 4xx about a
+// mailbox (4.2.x, 4.1.x) or policy (4.7.x greylisting), and anything after
+// the data was sent are not: failing over then would either not help or
+// risk a duplicate.
+func (e *Error) UpstreamTrouble() bool {
+	if e == nil || e.Class == Permanent {
+		return false
+	}
+	switch e.Stage {
+	case StageConnect, StageTLS, StageEHLO, StageAuth:
+		return true
+	case StageMail, StageRcpt, StageData:
+	default:
+		return e.Code == 421
+	}
+	switch {
+	case e.Code == 421, e.Class == AuthFailure:
+		return true
+	case e.Code == 0:
+		// The connection was lost before any data went out (a lost
+		// connection during the data is StageData without a code:
+		// the upstream never acknowledged the message, but the data
+		// command had started; keep it on this upstream's schedule).
+		return e.Stage != StageData
+	case e.Stage == StageRcpt:
+		return e.Enhanced == "4.3.1"
+	case e.Code >= 400 && e.Code < 500:
+		return strings.HasPrefix(e.Enhanced, "4.3.") || strings.HasPrefix(e.Enhanced, "4.4.") || (e.Code == 451 && e.Enhanced == "")
+	}
+	return false
+}
+
+// FailOver reports whether another upstream should be tried after res:
+// no recipient was accepted and every recipient failed with the upstream's
+// own trouble (UpstreamTrouble).
+func FailOver(res *Result) bool {
+	if res == nil || res.Err == nil || res.Accepted() > 0 {
+		return false
+	}
+	for _, rr := range res.Rcpts {
+		if !rr.Err.UpstreamTrouble() {
+			return false
+		}
+	}
+	return res.Err.UpstreamTrouble()
+}
+
+// DeadSession reports whether res is a reused session found dead before
+// the message data: the connection was lost (no reply) at RSET, EHLO,
+// MAIL or RCPT, so nothing of the message reached the upstream and it may
+// be sent again at once on a fresh connection.
+func DeadSession(res *Result) bool {
+	if res == nil || res.Err == nil || res.Accepted() > 0 || res.Err.Code != 0 || res.Err.Class != Temporary {
+		return false
+	}
+	switch res.Err.Stage {
+	case StageConnect, StageEHLO, StageMail, StageRcpt:
+		return true
+	}
+	return false
+}
