@@ -5,12 +5,16 @@ package main
 // the upstream closed behind relayd's back.
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/emersion/go-smtp"
 
 	"github.com/mailshim/mailshim/pkg/smtptest"
 	"github.com/mailshim/mailshim/pkg/spool"
@@ -218,4 +222,102 @@ func TestClosedSessionIsRedialed(t *testing.T) {
 	if c := up.Connections(); c < 2 {
 		t.Errorf("%d connections, want a fresh one after the restart", c)
 	}
+}
+
+// upstreamTOML is an [[upstream]] table for srv, with the site's secret.
+func (s *site) upstreamTOML(srv *smtptest.Server) string {
+	u := srv.Upstream()
+	return fmt.Sprintf("\n[[upstream]]\nhost = %q\nport = %d\ntls = \"starttls\"\nca_file = %q\nusername = %q\npassword_file = %q\n",
+		u.Host, u.Port, u.CAFile, u.Username, filepath.Join(s.dir, "secret"))
+}
+
+// Failover through relayd with three upstreams: the first refuses
+// connections, the second answers 421 to MAIL, the third takes the mail.
+// When the first comes back it is used again (it is first in the list);
+// a 5xx about the sender is the message's and is not failed over.
+func TestFailoverThreeUpstreams(t *testing.T) {
+	first := newUpstream(t, smtptest.Options{Hook: func(ctx context.Context, stage, arg string) error {
+		if stage == smtptest.StageMail && arg == "forbidden@example.org" {
+			return &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "Sender address rejected: not owned by user"}
+		}
+		return nil
+	}})
+	second := newUpstream(t, smtptest.Options{Hook: func(ctx context.Context, stage, arg string) error {
+		if stage == smtptest.StageMail {
+			return &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "Service shutting down, closing transmission channel"}
+		}
+		return nil
+	}})
+	third := newUpstream(t, smtptest.Options{})
+	first.Stop()
+	s := newSite(t, first, siteOpts{concurrency: 2, retry: `["1h"]`})
+	s.writeConfig(s.upstreamTOML(second) + s.upstreamTOML(third))
+	s.start()
+	s.drop("failover", 3)
+	if _, err := third.WaitFor(3, 30*time.Second); err != nil {
+		t.Fatalf("not delivered through the third upstream: %v\n%s", err, s.log())
+	}
+	log := s.log()
+	for _, want := range []string{"event=upstream-down upstream=" + first.Addr, "event=upstream-down upstream=" + second.Addr, "upstream=" + third.Addr + " status=sent"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("log lacks %q:\n%s", want, log)
+		}
+	}
+	if strings.Contains(log, "event=deferred") {
+		t.Errorf("a message was deferred although the third upstream took it:\n%s", log)
+	}
+	if second.Count() != 0 {
+		t.Errorf("the second upstream got %d messages", second.Count())
+	}
+
+	// The first upstream is back: after its breaker's backoff, new mail
+	// goes to it again.
+	if err := first.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "new mail through the first upstream again", 30*time.Second, func() bool {
+		s.dropSubject("failback")
+		time.Sleep(500 * time.Millisecond)
+		return first.Count() > 0
+	})
+	waitFor(t, "the upstream-up line", 10*time.Second, func() bool {
+		return strings.Contains(s.log(), "event=upstream-up upstream="+first.Addr)
+	})
+
+	// A permanent refusal of the sender: bounced, not failed over.
+	before := third.Count() + second.Count()
+	ids := s.dropFrom("forbidden@example.org", "refused sender")
+	waitFor(t, "the bounce", 30*time.Second, func() bool {
+		return strings.Contains(s.log(), "event=bounced id="+ids)
+	})
+	if n := third.Count() + second.Count(); n != before {
+		t.Errorf("a 5xx about the sender failed over (%d more messages elsewhere):\n%s", n-before, s.log())
+	}
+	waitFor(t, "an empty spool", 30*time.Second, func() bool { return len(s.leftovers()) == 0 })
+}
+
+// dropFrom writes one message from sender into the maildrop and returns
+// its queue ID.
+func (s *site) dropFrom(sender, subject string) string {
+	s.t.Helper()
+	if err := spool.Prepare(s.spool, spool.CurrentOwner()); err != nil {
+		s.t.Fatal(err)
+	}
+	md, err := spool.OpenDir(s.spool, spool.DirMaildrop)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer md.Close()
+	m := &spool.Meta{ID: spool.NewID(time.Now()), Time: time.Now(),
+		Env:    spool.Envelope{Sender: sender, Recipients: []string{"rcpt@example.net"}},
+		Origin: spool.Origin{UID: os.Getuid(), GID: os.Getgid(), Via: "maildrop", Mode: "t"}}
+	d, err := spool.NewDrop(md, m, 0)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	fmt.Fprintf(d, "From: %s\nTo: rcpt@example.net\nSubject: %s\n\nbody\n", sender, subject)
+	if err := d.Commit(); err != nil {
+		s.t.Fatal(err)
+	}
+	return m.ID
 }
