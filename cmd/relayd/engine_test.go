@@ -295,29 +295,3 @@ func TestFailoverThreeUpstreams(t *testing.T) {
 	}
 	waitFor(t, "an empty spool", 30*time.Second, func() bool { return len(s.leftovers()) == 0 })
 }
-
-// dropFrom writes one message from sender into the maildrop and returns
-// its queue ID.
-func (s *site) dropFrom(sender, subject string) string {
-	s.t.Helper()
-	if err := spool.Prepare(s.spool, spool.CurrentOwner()); err != nil {
-		s.t.Fatal(err)
-	}
-	md, err := spool.OpenDir(s.spool, spool.DirMaildrop)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	defer md.Close()
-	m := &spool.Meta{ID: spool.NewID(time.Now()), Time: time.Now(),
-		Env:    spool.Envelope{Sender: sender, Recipients: []string{"rcpt@example.net"}},
-		Origin: spool.Origin{UID: os.Getuid(), GID: os.Getgid(), Via: "maildrop", Mode: "t"}}
-	d, err := spool.NewDrop(md, m, 0)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	fmt.Fprintf(d, "From: %s\nTo: rcpt@example.net\nSubject: %s\n\nbody\n", sender, subject)
-	if err := d.Commit(); err != nil {
-		s.t.Fatal(err)
-	}
-	return m.ID
-}
