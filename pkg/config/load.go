@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+	"unicode/utf8"
 
 	"github.com/BurntSushi/toml"
 )
@@ -104,6 +105,7 @@ func Load(path string) (*Config, error) {
 
 // Parse is Load on bytes already read; name is used in error messages.
 func Parse(name string, data []byte) (*Config, error) {
+	data = blankComments(data)
 	var raw map[string]any
 	if _, err := toml.Decode(string(data), &raw); err != nil {
 		var pe toml.ParseError
@@ -145,6 +147,66 @@ func Parse(name string, data []byte) (*Config, error) {
 		return ok
 	})
 	return c, nil
+}
+
+// blankComments returns data with the text of its comment lines removed
+// (the line ends stay, so every line keeps its number). The shipped file
+// is mostly comments, and BurntSushi/toml's lexer takes ~0.35 ms for its
+// 15 KB, at every sendmail call; without them the parse takes ~20 µs.
+// Only what the TOML parser would accept as a comment is removed: a line
+// whose first non-blank character is "#" and that holds no control
+// character and only valid UTF-8; and nothing at all when the file has a
+// multi-line string, whose lines may start with "#".
+func blankComments(data []byte) []byte {
+	if bytes.Contains(data, []byte(`"""`)) || bytes.Contains(data, []byte("'''")) {
+		return data
+	}
+	var out []byte // allocated at the first comment removed
+	rest := data
+	for len(rest) > 0 {
+		line := rest
+		if i := bytes.IndexByte(rest, '\n'); i >= 0 {
+			line = rest[:i]
+		}
+		start := len(data) - len(rest)
+		rest = rest[len(line):]
+		lf := len(rest) > 0
+		if lf {
+			rest = rest[1:]
+		}
+		text := bytes.TrimLeft(line, " \t")
+		if lf {
+			text = bytes.TrimSuffix(text, []byte("\r")) // CRLF ends the line too
+		}
+		if len(text) == 0 || text[0] != '#' || !plainComment(text) {
+			if out != nil {
+				out = append(out, data[start:len(data)-len(rest)]...)
+			}
+			continue
+		}
+		if out == nil {
+			out = make([]byte, 0, len(data))
+			out = append(out, data[:start]...)
+		}
+		if lf {
+			out = append(out, '\n')
+		}
+	}
+	if out == nil {
+		return data
+	}
+	return out
+}
+
+// plainComment reports whether a comment holds only what TOML allows in
+// one: valid UTF-8 without control characters other than tab.
+func plainComment(c []byte) bool {
+	for _, b := range c {
+		if b < 0x20 && b != '\t' || b == 0x7f {
+			return false
+		}
+	}
+	return utf8.Valid(c)
 }
 
 // displayKey drops array indices: "upstream.\x001.host" → "upstream.host".

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"io/fs"
 	"os"
@@ -431,6 +432,17 @@ func BenchmarkLoad(b *testing.B) {
 	}
 }
 
+// BenchmarkLoadShipped is what sendmail pays at every call on a default
+// installation: the shipped file, all comments.
+func BenchmarkLoadShipped(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Load("../../packaging/mailshim.conf"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 var bareKey = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 
 func FuzzLoad(f *testing.F) {
@@ -442,6 +454,16 @@ func FuzzLoad(f *testing.F) {
 		f.Add([]byte(uncomment(string(data))))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
+		// Removing the comments changes nothing the TOML parser sees.
+		var full, blanked map[string]any
+		_, errFull := toml.Decode(string(data), &full)
+		_, errBlanked := toml.Decode(string(blankComments(data)), &blanked)
+		if (errFull == nil) != (errBlanked == nil) || errFull == nil && !reflect.DeepEqual(full, blanked) {
+			t.Fatalf("blankComments changed the document: %v / %v\n%q\n%q", errFull, errBlanked, data, blankComments(data))
+		}
+		if bytes.Count(data, []byte("\n")) != bytes.Count(blankComments(data), []byte("\n")) {
+			t.Fatalf("blankComments changed the number of lines:\n%q\n%q", data, blankComments(data))
+		}
 		c, err := Parse("fuzz.conf", data)
 		if err != nil {
 			var raw map[string]any
