@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -239,6 +240,24 @@ func TestDoctor(t *testing.T) {
 		t.Logf("\n%s", out)
 		if code != 0 || strings.Contains(out, "✘") || !strings.Contains(out, "all checks passed") || !strings.Contains(out, "✔ layout") {
 			t.Fatalf("exit %d\n%s", code, out)
+		}
+	})
+
+	// --send-to: one message through the queue, delivered by Postfix,
+	// with Postfix's queue id printed.
+	t.Run("send-to", func(t *testing.T) {
+		tok := token(t)
+		out, code := runDoctor(t, s.Upstream.Password, nil, "--send-to", tok+"@example.org", "--log-file", s.Relayd.LogPath)
+		t.Logf("\n%s", out)
+		if code != 0 {
+			t.Fatalf("exit %d", code)
+		}
+		d := s.Upstream.WaitMessages(t, 1, 60*time.Second, "doctor's test message", func(d *Delivered) bool {
+			return strings.Contains(strings.ToLower(d.Header.Get("Delivered-To")), strings.ToLower(tok))
+		})[0]
+		m := regexp.MustCompile(`delivered, upstream queue id ([0-9A-Za-z]+)`).FindStringSubmatch(out)
+		if m == nil || !strings.Contains(string(d.Raw), "id "+m[1]) {
+			t.Fatalf("no upstream queue id in the output, or not the delivered message's:\n%s", d.Raw)
 		}
 	})
 
