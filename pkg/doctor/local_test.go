@@ -1,0 +1,73 @@
+package doctor
+
+import (
+	"context"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mailshim/mailshim/pkg/config"
+	"github.com/mailshim/mailshim/pkg/spool"
+)
+
+func TestCheckHostname(t *testing.T) {
+	for h, ok := range map[string]bool{
+		"web1.example.com": true, "web1": false, "": false, "localhost.localdomain": false, "192.0.2.1": false, "host.local": false,
+	} {
+		if c := checkHostname(h); (c.Status == OK) != ok {
+			t.Errorf("%q: %s %s", h, c.Status, c.Saw)
+		}
+	}
+}
+
+func TestCheckSecrets(t *testing.T) {
+	dir := t.TempDir()
+	f := filepath.Join(dir, "secret")
+	os.WriteFile(f, []byte("pw\n"), 0o600)
+	cfg := &config.Config{Upstreams: []config.Upstream{{Host: "h", PasswordFile: f}}}
+	me := spool.CurrentOwner()
+	if c := checkSecrets(LocalOptions{Config: cfg, Owner: me}); c.Status != OK {
+		t.Fatalf("0600, ours: %+v", c)
+	}
+	os.Chmod(f, 0o640)
+	if c := checkSecrets(LocalOptions{Config: cfg, Owner: me}); c.Status != Fail || !strings.Contains(c.Fix, "chmod 600") {
+		t.Fatalf("0640: %+v", c)
+	}
+	os.Chmod(f, 0o600)
+	other := me
+	other.UID = me.UID + 1
+	if c := checkSecrets(LocalOptions{Config: cfg, Owner: other}); c.Status != Fail || !strings.Contains(c.Saw, "relayd cannot read it") {
+		t.Fatalf("another owner: %+v", c)
+	}
+}
+
+// A 421 greeting stops the checks at the greeting, with the reply.
+func TestGreeting421(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("421 4.3.2 mx.example.net Service not available, closing transmission channel\r\n"))
+			c.Close()
+		}
+	}()
+	up := config.Upstream{Host: "127.0.0.1", Port: ln.Addr().(*net.TCPAddr).Port}
+	cs := Upstream(context.Background(), 1, up, UpstreamOptions{Hostname: "web1.example.com", Timeout: 5 * time.Second})
+	f := firstFail(cs)
+	if f == nil || f.Name != CGreeting || !strings.HasPrefix(f.Reply, "421 4.3.2 mx.example.net Service not available") {
+		t.Fatalf("%+v", f)
+	}
+	if last := cs[len(cs)-1]; last.Status != Skipped || !strings.Contains(last.Saw, "after the failure at greeting") {
+		t.Fatalf("after the greeting: %+v", last)
+	}
+}
