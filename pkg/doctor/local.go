@@ -71,7 +71,7 @@ func Local(ctx context.Context, o LocalOptions) []Check {
 	running := checkRelayd(ctx, o)
 	out = append(out, checkSendmail(o, running.Status == OK))
 	out = append(out, checkSpool(o), running)
-	out = append(out, Check{Name: CListen, Status: Skipped, Saw: "no loopback SMTP listener in this configuration"})
+	out = append(out, checkListen(o))
 	out = append(out, checkSecrets(o))
 	out = append(out, checkHostname(cfg.Hostname))
 	return out

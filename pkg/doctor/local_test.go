@@ -5,11 +5,13 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/mailshim/mailshim/pkg/config"
+	"github.com/mailshim/mailshim/pkg/smtptest"
 	"github.com/mailshim/mailshim/pkg/spool"
 )
 
@@ -69,5 +71,29 @@ func TestGreeting421(t *testing.T) {
 	}
 	if last := cs[len(cs)-1]; last.Status != Skipped || !strings.Contains(last.Saw, "after the failure at greeting") {
 		t.Fatalf("after the greeting: %+v", last)
+	}
+}
+
+func TestCheckListen(t *testing.T) {
+	srv := smtptest.New(t, smtptest.Options{})
+	closed, _ := net.Listen("tcp", "127.0.0.1:0")
+	closedPort := closed.Addr().(*net.TCPAddr).Port
+	closed.Close()
+	cfg := &config.Config{}
+	cfg.Listen.Enabled = true
+	cfg.Listen.Addresses = []string{"127.0.0.1"}
+	// smtptest offers STARTTLS with a certificate from its own CA, which
+	// the system does not trust: a warning.
+	cfg.Listen.Ports = []int{srv.Port}
+	if c := checkListen(LocalOptions{Config: cfg, Timeout: 5 * time.Second}); c.Status != Warn || !strings.Contains(c.Fix, "relayd tls-init") {
+		t.Fatalf("untrusted certificate: %+v", c)
+	}
+	cfg.Listen.Ports = []int{srv.Port, closedPort}
+	if c := checkListen(LocalOptions{Config: cfg, Timeout: 5 * time.Second}); c.Status != Fail || !strings.Contains(c.Saw, strconv.Itoa(closedPort)) {
+		t.Fatalf("nothing listening: %+v", c)
+	}
+	cfg.Listen.Enabled = false
+	if c := checkListen(LocalOptions{Config: cfg}); c.Status != Skipped {
+		t.Fatalf("disabled: %+v", c)
 	}
 }
