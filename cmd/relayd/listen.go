@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"net"
 	"net/netip"
+	"reflect"
 	"strconv"
 	"time"
 
@@ -137,6 +138,12 @@ func startListen(cfg *config.Config, host string, intake *submit.Intake, log *ma
 		go srv.Serve(ln)
 	}
 	return func(ctx context.Context) { srv.Shutdown(ctx) }
+}
+
+// listenChanged reports whether [listen] differs between two
+// configurations: the listener takes a new one only at the next start.
+func listenChanged(a, b *config.Config) bool {
+	return !reflect.DeepEqual(a.Listen, b.Listen) || a.MaxMessageSize != b.MaxMessageSize
 }
 
 // checkPassed refuses a socket from systemd that would serve the network:

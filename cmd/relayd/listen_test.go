@@ -11,11 +11,13 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/mailshim/mailshim/pkg/localca"
 	"github.com/mailshim/mailshim/pkg/smtptest"
 )
 
@@ -531,5 +533,182 @@ func TestListenRestartKeepsAccepted(t *testing.T) {
 	}
 	if n := s.subjects()["accepted before restart"]; n != 1 {
 		t.Errorf("delivered %d times", n)
+	}
+}
+
+// STARTTLS with the local CA's certificate: a client that verifies the
+// certificate (Python's default context, given the CA) upgrades, then
+// authenticates with credentials that are a claim only; without a
+// certificate STARTTLS is not offered and plain clients work.
+func TestListenSTARTTLS(t *testing.T) {
+	up := newUpstream(t, smtptest.Options{})
+	b, err := localca.New(localca.DefaultNames("web1.example.com"), time.Now(), 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	crt, key, ca := filepath.Join(dir, "local.crt"), filepath.Join(dir, "local.key"), filepath.Join(dir, "ca.crt")
+	for p, data := range map[string][]byte{crt: b.CertPEM, key: b.KeyPEM, ca: b.CAPEM} {
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := newSite(t, up, siteOpts{extra: fmt.Sprintf("\n[listen]\nenabled = true\naddresses = [\"127.0.0.1\", \"::1\"]\nports = [0]\ncert_file = %q\nkey_file = %q\n", crt, key)})
+	d := s.start()
+	defer d.term(t)
+	addrs := s.listenAddrs()
+	if !strings.Contains(s.log(), "event=listen tls=on cert="+crt) {
+		t.Errorf("no tls=on line:\n%s", s.log())
+	}
+	for _, door := range []string{"tcp4", "tcp6"} {
+		host, port, _ := net.SplitHostPort(addrs[door])
+		out, err := exec.Command("/usr/bin/python3", "-c", `
+import smtplib, ssl, sys
+host, port, ca, subject = sys.argv[1:5]
+ctx = ssl.create_default_context(cafile=ca)
+c = smtplib.SMTP(host, int(port), timeout=30)
+c.ehlo("client.example")
+assert c.has_extn("starttls"), "no STARTTLS"
+c.starttls(context=ctx)
+c.ehlo("client.example")
+c.login("someone-else", "not-checked")
+c.sendmail("app@example.org", ["rcpt@example.net"], "Subject: %s\r\n\r\nover TLS\r\n" % subject)
+print(c.sock.version())
+c.quit()
+`, host, port, ca, "tls "+door).CombinedOutput()
+		if err != nil || !strings.HasPrefix(string(out), "TLSv1.") {
+			t.Fatalf("%s: %v\n%s", door, err, out)
+		}
+	}
+	waitFor(t, "delivery", 30*time.Second, func() bool { return s.message("tls tcp4") != "" && s.message("tls tcp6") != "" })
+	if !regexp.MustCompile(`event=pickup .*via=smtp .*auth_claim=someone-else`).MatchString(s.log()) {
+		t.Errorf("no pickup line with the claim:\n%s", s.log())
+	}
+
+	// The same listener without a certificate: no STARTTLS, AUTH still
+	// offered (the connection never leaves the host).
+	s2 := newSite(t, up, siteOpts{extra: listenConf})
+	d2 := s2.start()
+	defer d2.term(t)
+	r := dialRaw(t, "tcp", s2.listenAddrs()["tcp4"])
+	r.reply()
+	r.send("EHLO x\r\n")
+	var ext []string
+	for {
+		l, err := r.br.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		ext = append(ext, strings.TrimSpace(l))
+		if l[3] == ' ' {
+			break
+		}
+	}
+	all := strings.Join(ext, "\n")
+	if strings.Contains(all, "STARTTLS") || !strings.Contains(all, "AUTH PLAIN LOGIN") {
+		t.Errorf("EHLO without a certificate:\n%s", all)
+	}
+	if !strings.Contains(s2.log(), `event=listen tls=off reason="no cert_file/key_file in [listen]: STARTTLS not offered"`) {
+		t.Errorf("no tls=off line:\n%s", s2.log())
+	}
+}
+
+// Limits and timeouts: a pipelined transaction is answered in order; a
+// message over max_message_size gets 552 and is not stored; an over-long
+// line ends the session; a client silent inside DATA is cut off after
+// idle_timeout without a 250, and one silent between commands after
+// command_timeout; none of it stops another session.
+func TestListenLimitsAndTimeouts(t *testing.T) {
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{extra: `max_message_size = "2KB"` + "\n" + listenConf +
+		"max_line_length = 1000\ncommand_timeout = \"2s\"\nidle_timeout = \"1s\"\n"})
+	// max_message_size is a top-level key: move it before the first table.
+	cfg, _ := os.ReadFile(s.cfgPath)
+	c := strings.Replace(string(cfg), "max_message_size = \"2KB\"\n", "", 1)
+	c = strings.Replace(c, "aliases_file", "max_message_size = \"2KB\"\naliases_file", 1)
+	os.WriteFile(s.cfgPath, []byte(c), 0o644)
+	d := s.start()
+	defer d.term(t)
+	addrs := s.listenAddrs()
+
+	// PIPELINING: everything up to DATA in one write.
+	r := dialRaw(t, "tcp", addrs["tcp4"])
+	r.reply()
+	r.cmd("EHLO x")
+	r.send("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nRCPT TO:<c@example.net>\r\nDATA\r\n")
+	for i, want := range []string{"250 ", "250 ", "250 ", "354 "} {
+		if got := r.reply(); !strings.HasPrefix(got, want) {
+			t.Fatalf("pipelined reply %d: %q, want %q", i, got, want)
+		}
+	}
+	r.send("Subject: pipelined\r\n\r\nbody\r\n.\r\nQUIT\r\n")
+	if got := r.reply(); !strings.HasPrefix(got, "250 2.0.0 Ok: queued as ") {
+		t.Fatalf("after DATA: %q", got)
+	}
+
+	// Too large: 552, nothing stored, the session goes on.
+	r = dialRaw(t, "tcp", addrs["tcp4"])
+	r.reply()
+	for _, c := range []string{"EHLO x", "MAIL FROM:<a@example.org>", "RCPT TO:<b@example.net>", "DATA"} {
+		r.cmd(c)
+	}
+	r.send("Subject: too large\r\n\r\n" + strings.Repeat(strings.Repeat("x", 70)+"\r\n", 60) + ".\r\n")
+	if got := r.reply(); !strings.HasPrefix(got, "552 5.3.4 ") {
+		t.Fatalf("too large: %q", got)
+	}
+	if got := r.cmd("NOOP"); !strings.HasPrefix(got, "250 ") {
+		t.Fatalf("after 552: %q", got)
+	}
+
+	// An over-long line: 500 and the session ends, nothing stored.
+	r = dialRaw(t, "tcp", addrs["tcp4"])
+	r.reply()
+	for _, c := range []string{"EHLO x", "MAIL FROM:<a@example.org>", "RCPT TO:<b@example.net>", "DATA"} {
+		r.cmd(c)
+	}
+	r.send("Subject: long line\r\n\r\n" + strings.Repeat("y", 1500) + "\r\n.\r\n")
+	if got := r.reply(); !strings.HasPrefix(got, "500 ") {
+		t.Fatalf("long line: %q", got)
+	}
+
+	// Silent inside DATA: cut off after idle_timeout, no 250.
+	slow := dialRaw(t, "tcp", addrs["tcp6"])
+	slow.reply()
+	for _, c := range []string{"EHLO x", "MAIL FROM:<a@example.org>", "RCPT TO:<b@example.net>", "DATA"} {
+		slow.cmd(c)
+	}
+	slow.send("Subject: slow\r\n\r\nhalf a messa")
+	// Silent between commands: cut off after command_timeout.
+	idle := dialRaw(t, "unix", addrs["unix"])
+	idle.reply()
+	start := time.Now()
+	// Meanwhile another session is served at once.
+	out := dialRaw(t, "tcp", addrs["tcp4"])
+	out.reply()
+	for _, c := range []string{"EHLO x", "MAIL FROM:<a@example.org>", "RCPT TO:<b@example.net>", "DATA"} {
+		out.cmd(c)
+	}
+	out.send("Subject: meanwhile\r\n\r\nbody\r\n.\r\n")
+	if got := out.reply(); !strings.HasPrefix(got, "250 ") {
+		t.Fatalf("another session during the slow ones: %q", got)
+	}
+	if got := slow.reply(); !strings.HasPrefix(got, "451 4.4.2 ") {
+		t.Errorf("silent inside DATA: %q, want 451 4.4.2", got)
+	}
+	if got := idle.reply(); !strings.HasPrefix(got, "421 4.4.2 ") {
+		t.Errorf("silent between commands: %q, want 421 4.4.2", got)
+	}
+	if el := time.Since(start); el > 30*time.Second {
+		t.Errorf("the timeouts took %v", el)
+	}
+	waitFor(t, "delivery", 30*time.Second, func() bool { return s.message("meanwhile") != "" && s.message("pipelined") != "" })
+	time.Sleep(200 * time.Millisecond)
+	for _, subj := range []string{"too large", "long line", "slow"} {
+		if s.message(subj) != "" {
+			t.Errorf("%q was delivered", subj)
+		}
+	}
+	if n := len(up.Messages()); n != 2 {
+		t.Errorf("%d messages delivered, want 2", n)
 	}
 }

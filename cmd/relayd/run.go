@@ -261,6 +261,9 @@ func reload(path string, old *config.Config, pk *pickup.Pickup, qu *queue.Queue,
 	if cfg.Queue.Concurrency != old.Queue.Concurrency {
 		restart = append(restart, "queue.concurrency")
 	}
+	if listenChanged(cfg, old) {
+		restart = append(restart, "listen")
+	}
 	kv := []any{"status", "ok", "config", path, "upstreams", len(cfg.Upstreams)}
 	if len(restart) > 0 {
 		kv = append(kv, "needs_restart", strings.Join(restart, ","))

@@ -1,0 +1,90 @@
+package smtpd
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/mailshim/mailshim/pkg/message"
+	"github.com/mailshim/mailshim/pkg/spool"
+	"github.com/mailshim/mailshim/pkg/submit"
+	"github.com/mailshim/mailshim/pkg/sysexits"
+)
+
+// LOGIN: "Username:", "Password:", done; the username is the claim, with
+// or without an initial response.
+func TestLoginServer(t *testing.T) {
+	for _, ir := range []bool{false, true} {
+		var got string
+		l := &loginServer{done: func(u string) { got = u }}
+		var steps []string
+		resp := []byte(nil)
+		if ir {
+			resp = []byte("alice")
+		}
+		for i := 0; i < 4; i++ {
+			ch, done, err := l.Next(resp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if done {
+				break
+			}
+			steps = append(steps, string(ch))
+			switch string(ch) {
+			case "Username:":
+				resp = []byte("alice")
+			case "Password:":
+				resp = []byte("secret")
+			}
+		}
+		want := "Username: Password:"
+		if ir {
+			want = "Password:"
+		}
+		if strings.Join(steps, " ") != want || got != "alice" {
+			t.Errorf("initial response %v: steps %q, claim %q", ir, steps, got)
+		}
+	}
+}
+
+// Every refusal is an SMTP reply of mailshim's own words, with the code
+// that tells the client whether to try again; nothing of a Go error's
+// text that could name a path or another user's data.
+func TestReply(t *testing.T) {
+	for _, c := range []struct {
+		err     error
+		readErr error
+		want    string
+	}{
+		{spool.ErrTooLarge, nil, "552 5.3.4"},
+		{smtp.ErrDataTooLarge, nil, "552 5.3.4"},
+		{message.ErrHeaderTooLarge, nil, "552 5.3.4"},
+		{&submit.Error{Code: sysexits.NoPerm, Msg: "sender not allowed"}, nil, "553 5.7.1 sender not allowed"},
+		{&submit.Error{Code: sysexits.NoPerm, Msg: "over messages_per_minute", Temporary: true}, nil, "451 4.7.1 over messages_per_minute"},
+		{&message.EnvelopeError{Code: sysexits.NoUser, Msg: "bad recipient"}, nil, "550 5.1.3 bad recipient"},
+		{&os.PathError{Op: "open", Path: "/var/spool/mailshim/queue/msg/X", Err: errors.New("disk")}, nil, "451 4.3.0 Error: message not stored"},
+		{errors.New("x"), &net.OpError{Op: "read", Err: timeoutErr{}}, "451 4.4.2"},
+		{errors.New("x"), smtp.ErrTooLongLine, "500 5.5.2"},
+	} {
+		e := reply(c.err, c.readErr)
+		got := fmt.Sprintf("%d %d.%d.%d %s", e.Code, e.EnhancedCode[0], e.EnhancedCode[1], e.EnhancedCode[2], e.Message)
+		if !strings.HasPrefix(got, c.want) {
+			t.Errorf("reply(%v, %v) = %q, want %q...", c.err, c.readErr, got, c.want)
+		}
+		if strings.Contains(got, "/var/spool") {
+			t.Errorf("reply leaks a path: %q", got)
+		}
+	}
+}
+
+type timeoutErr struct{}
+
+func (timeoutErr) Error() string   { return "i/o timeout" }
+func (timeoutErr) Timeout() bool   { return true }
+func (timeoutErr) Temporary() bool { return true }
