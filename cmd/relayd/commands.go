@@ -86,8 +86,8 @@ func checkConfig(path string) int {
 	for _, e := range cfg.LoadAliases() {
 		fmt.Fprintf(os.Stderr, "relayd: warning: %v\n", e)
 	}
-	for _, w := range spoolWarnings(cfg.Spool, owner) {
-		fmt.Fprintf(os.Stderr, "relayd: warning: %s\n", w)
+	for _, n := range spool.Attention(cfg.Spool, owner) {
+		fmt.Fprintf(os.Stderr, "relayd: warning: %s\n", n)
 	}
 	fmt.Print(cfg.Redacted())
 	return sysexits.OK
@@ -156,49 +156,4 @@ func queueCmd(path string, args []string) int {
 		return 1 // refused by relayd (no such message, being delivered, ...)
 	}
 	return sysexits.OK
-}
-
-// spoolWarnings lists what in the spool needs the administrator: files in
-// queue/quarantine/ (kept as found, never sent) and maildrop files the
-// daemon user o cannot read (relayd logs them and retries them at every
-// scan). A directory this process may not list is skipped: run as root or
-// as the daemon user to see everything.
-func spoolWarnings(root string, o spool.Owner) []string {
-	var out []string
-	qdir := filepath.Join(root, spool.DirQuarantine)
-	if ents, err := os.ReadDir(qdir); err == nil && len(ents) > 0 {
-		out = append(out, fmt.Sprintf("%d quarantined file(s) in %s: damaged or hostile files relayd will never send; "+
-			"relayd's event=quarantine log line for each says why (journalctl -u relayd | grep event=quarantine); "+
-			"inspect them, then remove them", len(ents), qdir))
-	}
-	mdir := filepath.Join(root, spool.DirMaildrop)
-	ents, err := os.ReadDir(mdir)
-	if err != nil {
-		return out
-	}
-	var bad []string
-	for _, e := range ents {
-		if strings.HasPrefix(e.Name(), spool.TempPrefix) {
-			continue
-		}
-		var st syscall.Stat_t
-		if syscall.Lstat(filepath.Join(mdir, e.Name()), &st) != nil || st.Mode&syscall.S_IFMT != syscall.S_IFREG {
-			continue
-		}
-		readable := (int(st.Uid) == o.UID && st.Mode&0o400 != 0) ||
-			(int(st.Gid) == o.DropGID && st.Mode&0o040 != 0) || st.Mode&0o004 != 0
-		if !readable {
-			bad = append(bad, e.Name())
-		}
-	}
-	if len(bad) > 0 {
-		group := strconv.Itoa(o.DropGID)
-		if g, err := user.LookupGroupId(group); err == nil {
-			group = g.Name
-		}
-		out = append(out, fmt.Sprintf("%d file(s) in %s that relayd cannot read (%s): give them the maildrop's group "+
-			"(as root: chgrp %s %s/<file>; relayd picks them up at its next scan), and install sendmail setgid %s",
-			len(bad), mdir, strings.Join(bad, " "), group, mdir, group))
-	}
-	return out
 }

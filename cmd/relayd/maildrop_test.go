@@ -175,6 +175,17 @@ func TestUnreadableMaildropFile(t *testing.T) {
 		!strings.Contains(stderr, "warning: 1 file(s) in "+filepath.Join(s.spool, spool.DirMaildrop)+" that relayd cannot read ("+ids[0]+")") {
 		t.Errorf("check-config: exit %d\n%s", code, stderr)
 	}
+	// relayd doctor too (its spool check warns, with the fix).
+	out, _, _ := runCmd(t, nil, "setpriv", "--reuid="+id, "--regid="+id, "--clear-groups", "--", relaydBin, "doctor", "--config", s.cfgPath, "--timeout", "5s")
+	var spoolLine string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, "spool") && strings.Contains(l, "quarantined") {
+			spoolLine = l
+		}
+	}
+	if !strings.Contains(spoolLine, "1 quarantined file(s)") || !strings.Contains(spoolLine, "relayd cannot read ("+ids[0]+")") || !strings.Contains(out, "chgrp") {
+		t.Errorf("doctor:\n%s", out)
+	}
 	// The fix the line gives.
 	if err := os.Chown(p, 0, daemonUID); err != nil {
 		t.Fatal(err)

@@ -268,6 +268,15 @@ func checkSpool(o LocalOptions) Check {
 		return c
 	}
 	c.Status, c.Saw = OK, fmt.Sprintf("%s: owners and modes safe (maildrop/ %s)", root, octal(fi.Mode()))
+	if ns := spool.Attention(root, o.Owner); len(ns) > 0 {
+		var probs, fixes []string
+		for _, n := range ns {
+			probs, fixes = append(probs, n.Problem), append(fixes, n.Fix)
+		}
+		c.Status, c.Saw = Warn, c.Saw+"; "+strings.Join(probs, "; ")
+		c.Cause = "mail that relayd will not send until someone acts"
+		c.Fix = strings.Join(fixes, "; ")
+	}
 	return c
 }
 
