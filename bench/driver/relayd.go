@@ -44,6 +44,8 @@ func FillMaildrop(dir string, n int, size int64, seq0 int) error {
 	now := time.Now()
 	for i := 0; i < n; i++ {
 		body := message(size, seq0+i)
+		crc := spool.NewCRC()
+		crc.Write(body)
 		m := &spool.Meta{
 			ID:   spool.NewID(now.Add(time.Duration(i) * time.Microsecond)),
 			Time: now,
@@ -51,7 +53,7 @@ func FillMaildrop(dir string, n int, size int64, seq0 int) error {
 			Origin: spool.Origin{UID: os.Getuid(), GID: os.Getgid(), User: "bench", Via: "maildrop", Mode: "t",
 				Script: "/bench/fill", ScriptSource: "parent-cmdline"},
 			Size: int64(len(body)),
-			CRC:  spool.Checksum(body),
+			CRC:  crc.Sum32(),
 		}
 		hdr, _ := spool.EncodeHeader(m)
 		p := filepath.Join(dir, m.ID)

@@ -49,13 +49,6 @@ type crc32c struct {
 // crc32c field.
 func NewCRC() hash.Hash32 { return new(crc32c) }
 
-// Checksum returns the CRC-32C of p, as stored in a spool file.
-func Checksum(p []byte) uint32 {
-	var c crc32c
-	c.Write(p)
-	return c.crc
-}
-
 func (c *crc32c) Write(p []byte) (int, error) {
 	if c.n+int64(len(p)) <= crcSmall {
 		t := smallTable()

@@ -19,7 +19,7 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 // encode returns a whole message file for m and body, as Drop writes it.
 func encode(m *Meta, body string) []byte {
 	mm := *m
-	mm.Size, mm.CRC = int64(len(body)), Checksum([]byte(body))
+	mm.Size, mm.CRC = int64(len(body)), checksum([]byte(body))
 	hdr, _ := EncodeHeader(&mm)
 	return append(hdr, body...)
 }
@@ -59,7 +59,7 @@ func TestGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.Size, m.CRC, m.BodyOffset = int64(len(body)), Checksum([]byte(body)), d.BodyOffset
+	m.Size, m.CRC, m.BodyOffset = int64(len(body)), checksum([]byte(body)), d.BodyOffset
 	if !reflect.DeepEqual(d, m) {
 		t.Errorf("decoded\n%+v\nwant\n%+v", d, m)
 	}

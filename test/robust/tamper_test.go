@@ -20,10 +20,12 @@ import (
 func spoolFile(seq, uid int) ([]byte, string) {
 	body := msg(seq, 2<<10)
 	id := spool.NewID(time.Now())
+	crc := spool.NewCRC()
+	crc.Write(body)
 	m := &spool.Meta{ID: id, Time: time.Now(),
 		Env:    spool.Envelope{Sender: "sender@bench.example", Recipients: []string{"rcpt@bench.example"}},
 		Origin: spool.Origin{UID: uid, GID: uid, User: "claimed", Via: "maildrop", Mode: "t"},
-		Size:   int64(len(body)), CRC: spool.Checksum(body)}
+		Size:   int64(len(body)), CRC: crc.Sum32()}
 	hdr, _ := spool.EncodeHeader(m)
 	return append(hdr, body...), id
 }
