@@ -210,7 +210,7 @@ func (s *testSpool) files(t *testing.T) []msg {
 }
 
 // storedReadable checks what every stored message must pass on relayd's
-// side (review F1, F3): pickup's header scanner (message.ReadHeader with
+// side: pickup's header scanner (message.ReadHeader with
 // the shared limits) reads it, and the envelope passes the submission
 // socket's validation unchanged.
 func storedReadable(t *testing.T, name string, m *spool.Meta, body []byte) {
@@ -921,11 +921,11 @@ func (p *patternReader) Read(b []byte) (int, error) {
 }
 
 // A 100 MB message is streamed to the spool: sendmail's peak RSS stays
-// under 20 MB (issue 2, item 9). The peak is VmHWM of sendmail's own
-// memory map, read from /proc once the whole message has been written to
-// its stdin: the rusage of a child forked from this test process also
-// counts this process's memory (the child shares it until exec), which
-// under -race alone is over 60 MB.
+// under 20 MB (the bound docs/BENCHMARKS.md measures too). The peak is
+// VmHWM of sendmail's own memory map, read from /proc once the whole
+// message has been written to its stdin: the rusage of a child forked
+// from this test process also counts this process's memory (the child
+// shares it until exec), which under -race alone is over 60 MB.
 func TestLargeMessageMemory(t *testing.T) {
 	needBinary(t)
 	if testing.Short() {

@@ -110,8 +110,8 @@ func fixFDs() {
 
 // minNOFILE is the least RLIMIT_NOFILE sendmail runs with. Below it, the
 // Go runtime's first os.Open cannot create its epoll instance and the
-// program dies with exit 2 and a runtime trace (review F4): refuse
-// cleanly instead, before any file is opened. (RLIMIT_AS too low for the
+// program dies with exit 2 and a runtime trace: refuse cleanly instead,
+// before any file is opened. (RLIMIT_AS too low for the
 // runtime's heap kills it before main runs: exit 2, nothing stored; that
 // cannot be caught from Go.)
 const minNOFILE = 16

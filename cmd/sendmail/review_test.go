@@ -1,8 +1,8 @@
 package main
 
-// Tests for the findings of the security review of the setgid sendmail
-// (/work/review/sendmail-security.md): F1 header limits shared with
-// relayd's pickup, F6 the refusal naming the option, F4 hostile rlimits.
+// Tests of the setgid sendmail at its edges: header limits shared with
+// relayd's pickup, refusals that name the option refused, and hostile
+// resource limits.
 
 import (
 	"bufio"
@@ -17,7 +17,7 @@ import (
 	"github.com/mailshim/mailshim/pkg/origin"
 )
 
-// F1: every message sendmail stores is readable by pickup's scanner
+// Every message sendmail stores is readable by pickup's scanner
 // (message.ReadHeader with the default limits, which pickup calls), and
 // what that scanner would refuse is refused with 65 and nothing stored.
 func TestHeaderLimitsSharedWithPickup(t *testing.T) {
@@ -128,7 +128,7 @@ func TestSetgidSenderPolicy(t *testing.T) {
 	}
 }
 
-// F6: the refusal names the whole word that was refused, not an
+// A refusal names the whole word that was refused, not an
 // innocent option it starts with.
 func TestRefusalNamesTheWord(t *testing.T) {
 	for argv, want := range map[string]string{
@@ -153,7 +153,7 @@ func TestRefusalNamesTheWord(t *testing.T) {
 	s.none(t)
 }
 
-// F4: hostile resource limits end in an honest exit — 0 with the message
+// Hostile resource limits end in an honest exit — 0 with the message
 // stored, or a non-zero status that is not 75 with nothing stored — and,
 // for a file limit too low to run, one line that says so.
 func TestHostileRlimits(t *testing.T) {

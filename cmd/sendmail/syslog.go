@@ -27,7 +27,7 @@ func syslogf(format string, a ...any) {
 	// Raw system calls, not package net: a dial or a deadline starts the
 	// runtime's network poller, and when the caller's RLIMIT_NOFILE leaves
 	// no descriptor for its epoll instance, the runtime dies with exit 2
-	// instead of this line being dropped (review F4). MSG_DONTWAIT: a full
+	// instead of this line being dropped. MSG_DONTWAIT: a full
 	// log socket drops the line, never blocks.
 	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
