@@ -126,8 +126,7 @@ func startListen(cfg *config.Config, host string, intake *submit.Intake, log *ma
 		return nil
 	}
 	tlsConf := listenTLS(ls, log)
-	lim := &control.Limiter{Global: ls.MaxConnections, PerUID: ls.MaxConnectionsID,
-		MaxWaiting: 4 * ls.MaxConnections, MaxWaitingPerUID: 4 * ls.MaxConnectionsID, Wait: 30 * time.Second}
+	lim := control.ListenLimiter(ls.MaxConnections, ls.MaxConnectionsID)
 	srv := smtpd.New(smtpd.Options{
 		Hostname: host, MaxMessageSize: cfg.MaxMessageSize, MaxRecipients: ls.MaxRecipients,
 		MaxLineLength: ls.MaxLineLength, TLS: tlsConf,

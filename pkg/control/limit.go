@@ -67,6 +67,15 @@ func ControlLimiter() *Limiter {
 		Floor: 2, Ceiling: 256, Reserved: 8, Privileged: admin}
 }
 
+// ListenLimiter returns the limits of the loopback SMTP listener: global
+// sessions at once, perUID per UID, four times as many waiting up to 30 s;
+// 2 per UID beyond global (up to four times global, at least global+64),
+// and 16 for root and the daemon user alone.
+func ListenLimiter(global, perUID int) *Limiter {
+	return &Limiter{Global: global, PerUID: perUID, MaxWaiting: 4 * global, MaxWaitingPerUID: 4 * perUID, Wait: 30 * time.Second,
+		Floor: 2, Ceiling: max(4*global, global+64), Reserved: 16, Privileged: admin}
+}
+
 func (l *Limiter) privileged(uid int) bool { return l.Privileged != nil && l.Privileged(uid) }
 
 func (l *Limiter) fits(uid int, priv bool) bool {

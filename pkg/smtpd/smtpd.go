@@ -315,9 +315,13 @@ func (s *Server) admit(raw net.Conn) {
 		refuse(r)
 		return
 	}
+	// Identified: from here the limiter bounds this connection (per UID,
+	// its waiting included), so it no longer counts as pending — else a
+	// few users' waiting sessions would fill maxPending and turn every
+	// other user away before they are even identified.
+	s.pending.Add(-1)
 	if lim := s.opts.Limiter; lim != nil {
 		if err := lim.Acquire(s.ctx, id.UID); err != nil {
-			s.pending.Add(-1)
 			s.busy.Note("client", client, "uid", id.UID)
 			raw.SetWriteDeadline(time.Now().Add(time.Second))
 			io.WriteString(raw, "421 4.7.0 "+s.opts.Hostname+" too many connections; try again later\r\n")
@@ -331,7 +335,6 @@ func (s *Server) admit(raw net.Conn) {
 		}
 	}
 	s.describe(raw, id)
-	s.pending.Add(-1)
 	if id.PID == s.selfPID {
 		release()
 		refuse(&refusal{reply: "421 4.3.5 " + s.opts.Hostname + " mail loop: relayd connected to its own listener",

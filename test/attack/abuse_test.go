@@ -31,6 +31,7 @@ func TestControlSocketAbuse(t *testing.T) {
 	}
 
 	t.Run("impersonate-admin", func(t *testing.T) {
+		e.use(t)
 		tried(t, "nobody uses the admin verbs (list, show, hold, release, delete) on root's message, through relayd's client and as raw JSON claiming uid 0 and admin",
 			"each refused (exit 77, \"only root and the mailshim user\"); root's message untouched")
 		for _, verb := range [][]string{{"list"}, {"show", rootID}, {"hold", rootID}, {"release", rootID}, {"delete", rootID}} {
@@ -48,6 +49,7 @@ func TestControlSocketAbuse(t *testing.T) {
 		stillQueued(t)
 	})
 	t.Run("other-users-mail", func(t *testing.T) {
+		e.use(t)
 		tried(t, "nobody lists the queue (mailq, sendmail -bp) and flushes with root's message in it",
 			"nobody sees none of root's messages; root's message is not retried")
 		for _, r := range []result{e.sendmail(run{uid: nobody}, "-bp"), e.relayd(run{uid: nobody}, "queue", "mailq")} {
@@ -64,6 +66,7 @@ func TestControlSocketAbuse(t *testing.T) {
 		stillQueued(t)
 	})
 	t.Run("malformed-requests", func(t *testing.T) {
+		e.use(t)
 		tried(t, "malformed and oversized requests on control.sock: garbage, invalid UTF-8, 2 MB of nested arrays, a 3 MB verb, an unknown verb, 10,000 arguments, nothing at all",
 			"each answered with an error (or closed); relayd stays up and serves root afterwards")
 		for name, req := range map[string]string{
@@ -89,6 +92,7 @@ func TestControlSocketAbuse(t *testing.T) {
 		stillQueued(t)
 	})
 	t.Run("slow-clients", func(t *testing.T) {
+		e.use(t)
 		tried(t, "4 users x 4 connections each sending half a request and then nothing",
 			"relayd drops them within seconds (the request timeout) and serves root meanwhile")
 		base := countSockets(e.r.Cmd.Process.Pid)
@@ -115,6 +119,7 @@ func TestSubmitSocketAbuse(t *testing.T) {
 	chunk := func(s string) string { return fmt.Sprintf("%d\n%s", len(s), s) }
 
 	t.Run("claimed-identity", func(t *testing.T) {
+		e.use(t)
 		tried(t, "a submission (as nobody) whose header claims uid 0, user root, gid 0 and via=maildrop",
 			"stored and delivered as uid 65534 (nobody), via=socket")
 		m := meta("claimed@example.net")
@@ -132,6 +137,7 @@ func TestSubmitSocketAbuse(t *testing.T) {
 		}
 	})
 	t.Run("malformed", func(t *testing.T) {
+		e.use(t)
 		tried(t, "malformed submissions: a wrong greeting, a garbage header, a 5 MB header, negative, huge and non-numeric chunk lengths, a 2 MB chunk, a body cut before the final chunk",
 			"each refused with an error line (or closed) and nothing stored; relayd stays up; a good submission works afterwards")
 		before := e.up.Count()
@@ -166,6 +172,7 @@ func TestSubmitSocketAbuse(t *testing.T) {
 		}
 	})
 	t.Run("smuggling", func(t *testing.T) {
+		e.use(t)
 		tried(t, "every SMTP smuggling end-of-data variant in bodies sent through the submission socket and through plain sendmail (maildrop)",
 			"each stored as one message and relayed as one message to its own recipient; nothing reaches the smuggled recipient")
 		before := e.up.Count()

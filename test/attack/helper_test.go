@@ -6,13 +6,16 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 )
 
 // helperMain is this test binary run again, as an attacker's UID, to do
 // what the test process (root) cannot do under another UID. Modes:
 //
-//	hold SOCK N PREFIX   open N connections to the unix socket SOCK, write
+// SOCK is a unix socket's path, or "tcp:HOST:PORT".
+//
+//	hold SOCK N PREFIX   open N connections to SOCK, write
 //	                     PREFIX on each, print "ready", and keep them open
 //	                     (sending nothing more) until stdin is closed.
 //	raw SOCK FILE        connect to SOCK, send FILE's bytes, shut down the
@@ -28,7 +31,7 @@ func helperMain(mode string, args []string) int {
 		n, _ := strconv.Atoi(args[1])
 		var conns []net.Conn
 		for i := 0; i < n; i++ {
-			c, err := net.Dial("unix", args[0])
+			c, err := dial(args[0])
 			if err != nil {
 				fmt.Printf("dial %d: %v\n", i, err)
 				return 1
@@ -55,7 +58,7 @@ func helperMain(mode string, args []string) int {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
-		c, err := net.Dial("unix", args[0])
+		c, err := dial(args[0])
 		if err != nil {
 			fmt.Printf("dial: %v\n", err)
 			return 1
@@ -63,10 +66,19 @@ func helperMain(mode string, args []string) int {
 		defer c.Close()
 		c.SetDeadline(time.Now().Add(60 * time.Second))
 		c.Write(data)
-		c.(*net.UnixConn).CloseWrite()
+		if cw, ok := c.(interface{ CloseWrite() error }); ok {
+			cw.CloseWrite()
+		}
 		io.Copy(os.Stdout, io.LimitReader(c, 1<<20))
 		return 0
 	}
 	fmt.Fprintf(os.Stderr, "unknown helper mode %q\n", mode)
 	return 2
+}
+
+func dial(sock string) (net.Conn, error) {
+	if a, ok := strings.CutPrefix(sock, "tcp:"); ok {
+		return net.Dial("tcp", a)
+	}
+	return net.Dial("unix", sock)
 }

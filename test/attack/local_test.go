@@ -37,6 +37,7 @@ func TestSpoolAttacks(t *testing.T) {
 	e := newEnv(t, smtptest.Options{}, "", "")
 
 	t.Run("maildrop-direct", func(t *testing.T) {
+		e.use(t)
 		tried(t, "nobody lists, reads and writes the maildrop without sendmail (ls, cat, a file of its own, a symlink)",
 			"every attempt refused by the kernel (maildrop 1730 root:drop group)")
 		md := e.site.Maildrop
@@ -49,6 +50,7 @@ func TestSpoolAttacks(t *testing.T) {
 		}
 	})
 	t.Run("planted-claims", func(t *testing.T) {
+		e.use(t)
 		tried(t, "a well-formed maildrop file owned by nobody whose header claims uid 0 (as a process with the drop group could plant)",
 			"relayd takes the UID from the file's owner: logged uid-mismatch, picked up and delivered as uid 65534")
 		m := &spool.Meta{ID: spool.NewID(time.Now()), Time: time.Now(),
@@ -91,6 +93,7 @@ func TestSpoolAttacks(t *testing.T) {
 		}
 	})
 	t.Run("odd-files", func(t *testing.T) {
+		e.use(t)
 		tried(t, "a FIFO, a symlink to /etc/shadow, a directory and an empty file planted in the maildrop (by a holder of the drop group)",
 			"relayd neither blocks nor follows them, and keeps delivering other users' mail")
 		md := e.site.Maildrop
@@ -116,6 +119,7 @@ func TestSpoolAttacks(t *testing.T) {
 		}
 	})
 	t.Run("sigstop-mid-write", func(t *testing.T) {
+		e.use(t)
 		tried(t, "nobody stops (SIGSTOP) its own setgid sendmail in the middle of a message, lets others send, then continues it",
 			"nothing partial is delivered; others' mail flows meanwhile; the message is delivered once, whole, after SIGCONT")
 		skip := len(e.up.Messages())
@@ -190,6 +194,7 @@ func TestSetgidEnvironmentAndLimits(t *testing.T) {
 	os.WriteFile(filepath.Join(evil, "evil.conf"), []byte("spool = \""+evil+"\"\n"), 0o644)
 
 	t.Run("environment", func(t *testing.T) {
+		e.use(t)
 		tried(t, "the setgid sendmail run by nobody with LD_PRELOAD, LD_LIBRARY_PATH, GCONV_PATH, LOCPATH, NLSPATH, GODEBUG, GOTRACEBACK, TMPDIR, HOME, MAILSHIM_CONFIG and IFS of the attacker's choosing",
 			"exit 0, nothing on stdout, nothing on stderr but the runtime's own GODEBUG diagnostics, the message stored in the real spool and delivered; none of the attacker's paths used")
 		skip := len(e.up.Messages())
@@ -217,6 +222,7 @@ func TestSetgidEnvironmentAndLimits(t *testing.T) {
 		}
 	})
 	t.Run("limits", func(t *testing.T) {
+		e.use(t)
 		tried(t, "the setgid sendmail run by nobody under RLIMIT_NOFILE=3, a 20 MB RLIMIT_AS, RLIMIT_FSIZE=100, with stdout and stderr closed",
 			"each run exits 0 with the message delivered whole, or non-zero (never 75) with nothing delivered")
 		if _, err := exec.LookPath("prlimit"); err != nil {
@@ -260,6 +266,7 @@ func TestCredentials(t *testing.T) {
 		}
 	}
 	t.Run("check-config", func(t *testing.T) {
+		e.use(t)
 		tried(t, "relayd check-config run by nobody and by root; relayd queue show of a message as root",
 			"the password appears in neither (nobody cannot read the secret file; root's output redacts it)")
 		for _, uid := range []int{nobody, 0} {
@@ -268,6 +275,7 @@ func TestCredentials(t *testing.T) {
 		}
 	})
 	t.Run("proc", func(t *testing.T) {
+		e.use(t)
 		tried(t, "nobody reads relayd's /proc/PID/{environ,cmdline,maps,status,fd/*} and the secret file",
 			"the password is in none of what nobody can read")
 		pid := e.r.Cmd.Process.Pid
@@ -290,6 +298,7 @@ func TestCredentials(t *testing.T) {
 		}
 	})
 	t.Run("logs-and-bounces", func(t *testing.T) {
+		e.use(t)
 		tried(t, "nobody makes relayd log an upstream refusal and send a bounce (DSN) back",
 			"the password is in neither the log nor the bounce")
 		skip := len(e.up.Messages())

@@ -118,6 +118,7 @@ func TestLogInjection(t *testing.T) {
 	}
 
 	t.Run("upstream-reply", func(t *testing.T) {
+		e.use(t)
 		tried(t, "an upstream reply to RCPT with CR, LF, a forged event, ESC, NUL, DEL, invalid UTF-8 and U+2028; a DATA reply with ESC and invalid UTF-8",
 			"the reply is logged quoted and escaped in one line; no event forged")
 		if r := e.sendmail(run{uid: nobody, stdin: msg}, "-i", "hostile-reply@example.net", "plain@example.net"); r.code != 0 {
@@ -130,6 +131,7 @@ func TestLogInjection(t *testing.T) {
 		checkLog(t, e.log())
 	})
 	t.Run("script-path", func(t *testing.T) {
+		e.use(t)
 		tried(t, "SCRIPT_FILENAME with CR/LF, a forged event and header, ESC, invalid UTF-8 (sendmail as nobody)",
 			"logged quoted and escaped; no event forged; no header injected into the delivered message")
 		before := len(fu.messages())
@@ -152,6 +154,7 @@ func TestLogInjection(t *testing.T) {
 		}
 	})
 	t.Run("addresses", func(t *testing.T) {
+		e.use(t)
 		tried(t, "a sender and a recipient whose quoted local parts hold a forged event",
 			"refused by sendmail, or logged quoted; no event forged")
 		sender := `"a ts=2026-01-01T00:00:00.000Z event=FORGEDEVENT id=FORGED"@example.org`
@@ -164,6 +167,7 @@ func TestLogInjection(t *testing.T) {
 		checkLog(t, e.log())
 	})
 	t.Run("options", func(t *testing.T) {
+		e.use(t)
 		tried(t, "an unknown option (recorded and logged by relayd) holding CR/LF and a forged event",
 			"logged quoted and escaped; no event forged")
 		r := e.sendmail(run{uid: nobody, stdin: msg}, "-i", "-Y"+forged, "opts@example.net")
@@ -174,6 +178,7 @@ func TestLogInjection(t *testing.T) {
 		checkLog(t, e.log())
 	})
 	t.Run("socket-origin", func(t *testing.T) {
+		e.use(t)
 		tried(t, "a submission socket client (nobody) claiming a script, caller, parent command line and options with CR/LF, NUL and a forged event",
 			"logged quoted and escaped; no event forged; the UID is nobody's")
 		m := &spool.Meta{ID: spool.NewID(time.Now()), Time: time.Now(),

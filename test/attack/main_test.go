@@ -504,3 +504,28 @@ func (e *env) raw(uid int, sock string, data []byte) string {
 	}
 	return string(out)
 }
+
+// use makes t the test e reports to (a subtest) until t ends.
+func (e *env) use(t *testing.T) {
+	parent := e.t
+	e.t = t
+	t.Cleanup(func() { e.t = parent })
+}
+
+// settle waits until the number of sockets relayd holds has not changed
+// for a second (it has accepted, served or refused every connection made
+// so far).
+func (e *env) settle() {
+	e.t.Helper()
+	last, same := -2, 0
+	e.waitFor("relayd's sockets to settle", 60*time.Second, func() bool {
+		n := countSockets(e.r.Cmd.Process.Pid)
+		if n == last {
+			same++
+		} else {
+			last, same = n, 0
+		}
+		time.Sleep(100 * time.Millisecond)
+		return same >= 10
+	})
+}

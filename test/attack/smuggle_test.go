@@ -17,9 +17,9 @@ func TestBSSmuggling(t *testing.T) {
 	e := newEnv(t, smtptest.Options{}, "", "")
 	for _, c := range smtptest.SmugglingCases() {
 		t.Run(c.Name, func(t *testing.T) {
+			e.use(t)
 			tried(t, "a -bs DATA with "+fmt.Sprintf("%q", c.End)+" followed by a second transaction",
 				"no message reached the smuggled recipient; at most one message stored")
-			e.t = t
 			before := len(e.up.Messages())
 			r := e.sendmail(run{uid: nobody, stdin: smtptest.SmugglingDialogue(c, "webapp@example.org", "owner@example.org")}, "-bs")
 			if n := strings.Count(r.stdout, " Ok: queued as "); n > 1 {
