@@ -232,7 +232,9 @@ func isDialTimeout(err error) bool {
 
 // selfSigned reports a certificate that signed itself.
 func selfSigned(c *x509.Certificate) bool {
-	return bytes.Equal(c.RawIssuer, c.RawSubject) && c.CheckSignatureFrom(c) == nil
+	// CheckSignature, not CheckSignatureFrom: a self-signed server
+	// certificate often lacks the CA flag that the latter demands.
+	return bytes.Equal(c.RawIssuer, c.RawSubject) && c.CheckSignature(c.SignatureAlgorithm, c.RawTBSCertificate, c.Signature) == nil
 }
 
 // certNames lists the names a certificate is valid for.

@@ -2,14 +2,21 @@ package relay
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"os"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/emersion/go-smtp"
 
@@ -193,5 +200,27 @@ func TestClassifyConnectAndCertificates(t *testing.T) {
 		if e := Classify(StageConnect, tc.err); !strings.Contains(e.Cause, tc.cause) {
 			t.Errorf("%v: cause %q, want %q", tc.err, e.Cause, tc.cause)
 		}
+	}
+}
+
+func TestClassifySelfSignedWithoutCAFlag(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "mail.example.net"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), DNSNames: []string{"mail.example.net"}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := x509.ParseCertificate(der)
+	_, verr := c.Verify(x509.VerifyOptions{Roots: x509.NewCertPool()})
+	if e := Classify(StageTLS, verr); !strings.Contains(e.Cause, "self-signed") || !strings.Contains(e.Fix, "ca_file") {
+		t.Fatalf("%v: %q %q", verr, e.Cause, e.Fix)
+	}
+	expired := x509.CertificateInvalidError{Cert: c, Reason: x509.Expired}
+	if e := Classify(StageTLS, expired); !strings.Contains(e.Cause, "has expired") {
+		t.Fatalf("expired: %q", e.Cause)
 	}
 }

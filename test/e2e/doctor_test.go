@@ -304,7 +304,9 @@ func TestDoctor(t *testing.T) {
 		{name: "starttls-not-offered", postfix: []string{"smtpd_tls_security_level = none", "smtpd_tls_auth_only = no"},
 			check: "✘ starttls", saw: "STARTTLS not offered", cause: "STARTTLS stripped or not offered", fix: `tls = "tls"`},
 		{name: "certificate-expired", certs: func(t *testing.T) []string {
-			c, k := makeCert(t, p, dir, "expired", []string{"127.0.0.1", "localhost"}, time.Now().AddDate(-2, 0, 0), time.Now().AddDate(0, 0, -3), false)
+			// Expired a moment ago, valid while the test CA was: its chain
+			// verifies, only the dates are wrong.
+			c, k := makeCert(t, p, dir, "expired", []string{"127.0.0.1", "localhost"}, caNotBefore(t, p), time.Now().Add(-2*time.Second), false)
 			return []string{"smtpd_tls_cert_file = " + c, "smtpd_tls_key_file = " + k}
 		}, check: "✘ tls-expiry", saw: "valid from", cause: "has expired", fix: "renew"},
 		{name: "certificate-self-signed", certs: func(t *testing.T) []string {
@@ -368,6 +370,17 @@ func TestDoctor(t *testing.T) {
 		})
 	}
 	p.configure(t)
+}
+
+// caNotBefore is the start of the test CA's validity.
+func caNotBefore(t *testing.T, p *doctorPostfix) time.Time {
+	t.Helper()
+	b, err := os.ReadFile(p.CAFile)
+	must(t, err, "CA")
+	blk, _ := pem.Decode(b)
+	ca, err := x509.ParseCertificate(blk.Bytes)
+	must(t, err, "parse CA")
+	return ca.NotBefore
 }
 
 // freePort returns a TCP port on 127.0.0.1 that nothing listens on.
