@@ -267,7 +267,7 @@ func TestCredentials(t *testing.T) {
 	}
 	t.Run("check-config", func(t *testing.T) {
 		e.use(t)
-		tried(t, "relayd check-config run by nobody and by root; relayd queue show of a message as root",
+		tried(t, "relayd check-config run by nobody and by root",
 			"the password appears in neither (nobody cannot read the secret file; root's output redacts it)")
 		for _, uid := range []int{nobody, 0} {
 			r := e.relayd(run{uid: uid}, "check-config")
