@@ -26,6 +26,19 @@ waitfor() {
 	return 1
 }
 as_nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
+# smtp_queued PORT SUBJECT: nobody sends one message over bash's /dev/tcp
+# to the loopback listener (no client package needed), claiming root in
+# AUTH; succeeds when the reply to the data is "250 ... queued as".
+smtp_script='
+exec 3<>/dev/tcp/127.0.0.1/$1 || exit 1
+reply() { local l; while read -r -t 10 l <&3; do echo "$l"; case $l in ???-*) ;; *) return 0 ;; esac; done; return 1; }
+reply
+for c in "EHLO client.example" "AUTH PLAIN $(printf "\0root\0anything" | base64)" "MAIL FROM:<nobody@test-deb.example>" "RCPT TO:<carol@example.org>" DATA; do
+	printf "%s\r\n" "$c" >&3; reply
+done
+printf "Subject: %s\r\n\r\nover the loopback listener\r\n.\r\n" "$2" >&3; reply
+printf "QUIT\r\n" >&3; reply'
+smtp_queued() { as_nobody bash -c "$smtp_script" smtp "$@" | tee /dev/stderr | grep -q "^250 2.0.0 Ok: queued as "; }
 
 echo "systemd $(systemctl --version | head -n1 | cut -d' ' -f2), PID 1: $(cat /proc/1/comm)"
 
@@ -33,6 +46,8 @@ echo "systemd $(systemctl --version | head -n1 | cut -d' ' -f2), PID 1: $(cat /p
 # an [[upstream]] it refuses (78) and is not restarted in a loop.
 apt-get install -y --no-install-recommends "$deb" >/tmp/apt.log 2>&1 || { cat /tmp/apt.log; fail "install"; }
 check "install: relayd.service is enabled" systemctl is-enabled relayd.service
+check "install: relayd.socket is enabled and listening" sh -c \
+	'systemctl is-enabled -q relayd.socket && systemctl is-active -q relayd.socket'
 check "install: postinst said how to configure relayd" grep -q 'relayd cannot start yet' /tmp/apt.log
 # (Type=simple: the start returns at the fork; wait for relayd's own exit.)
 check "install: unconfigured relayd exits 78" waitfor sh -c \
@@ -90,6 +105,20 @@ check "confined: sendmail in a NoNewPrivileges=yes service stores through submit
 check "confined: relayd took it from the socket as uid 65534" waitfor sh -c \
 	'journalctl -u relayd -o cat | grep -q "event=pickup .*uid=65534 .*via=socket"'
 
+# The loopback SMTP listener: ports 25 and 587 from relayd.socket (relayd,
+# user mailshim, cannot bind them), the client's UID from the kernel and
+# its process through /proc under the sandbox (CAP_SYS_PTRACE, read-only).
+check "listen: relayd got ports 25 and 587 and smtp.sock from systemd" waitfor sh -c \
+	'j=$(journalctl -u relayd -o cat); for a in 127.0.0.1:25 "\[::1\]:25" 127.0.0.1:587 "\[::1\]:587" /run/mailshim/smtp.sock; do
+		echo "$j" | grep -q "event=listen addr=$a from=systemd" || exit 1; done'
+check "listen: every configured socket came from systemd (none bound by relayd, none unavailable)" sh -c \
+	'! journalctl -u relayd -o cat | grep -Eq "event=listen (addr=[^ ]* from=bound|status=)"'
+check "listen: STARTTLS with the certificate relayd tls-init made" sh -c \
+	'journalctl -u relayd -o cat | grep -q "event=listen tls=on cert=/etc/mailshim/tls/local.crt"'
+check "listen: nobody sends over 127.0.0.1:25, claiming root in AUTH" smtp_queued 25 loopback
+check "listen: recorded as uid 65534 via=smtp with the client's process" waitfor sh -c \
+	'journalctl -u relayd -o cat | grep -Eq "event=pickup .*uid=65534 user=nobody .*via=smtp .*client=127\.0\.0\.1:[0-9]+ pid=[0-9]+ process=[^ ]*bash auth_claim=root"'
+
 pid=$(systemctl show -P MainPID relayd)
 systemctl reload relayd
 check "reload: relayd logs the reload" waitfor sh -c 'journalctl -u relayd -o cat | grep -q "event=reload"'
@@ -111,9 +140,12 @@ check "upgrade: relayd restarted (new PID) and active" sh -c \
 	"systemctl is-active -q relayd && [ \"\$(systemctl show -P MainPID relayd)\" != $pid ]"
 check "upgrade: the queued messages are all still there" \
 	test "$(find /var/spool/mailshim/queue/msg -type f | sort)" = "$before"
+check "upgrade: the listener serves port 587 after the restart" smtp_queued 587 after-upgrade
+check "upgrade: /run/mailshim/smtp.sock outlived the restart" test -S /run/mailshim/smtp.sock
 
 apt-get remove -y mailshim >/tmp/apt-rm.log 2>&1 || { cat /tmp/apt-rm.log; fail "remove"; }
 check "remove: relayd stopped, spool kept" sh -c '! systemctl is-active -q relayd && [ -n "$(ls /var/spool/mailshim/queue/msg)" ]'
+check "remove: relayd.socket stopped, port 25 closed" bash -c '! systemctl is-active -q relayd.socket && ! (exec 3<>/dev/tcp/127.0.0.1/25) 2>/dev/null'
 apt-get purge -y mailshim >/tmp/apt-purge.log 2>&1 || { cat /tmp/apt-purge.log; fail "purge"; }
 check "purge: spool, configuration, unit enablement gone" sh -c \
 	'[ ! -e /var/spool/mailshim ] && [ ! -e /etc/mailshim ] && [ ! -e /etc/systemd/system/multi-user.target.wants/relayd.service ]'

@@ -712,3 +712,52 @@ func TestListenLimitsAndTimeouts(t *testing.T) {
 		t.Errorf("%d messages delivered, want 2", n)
 	}
 }
+
+// An upstream set to the listener itself is a mail loop: relayd's own
+// connection is refused with 421 (never taken as mail of relayd's user),
+// and the message stays queued, deferred.
+func TestListenRefusesItsOwnConnection(t *testing.T) {
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	cfg := fmt.Sprintf(`hostname = "web1.example.com"
+spool = %q
+control_socket = %q
+submit_socket = %q
+aliases_file = ""
+
+[[upstream]]
+host = "127.0.0.1"
+port = %d
+tls = "none"
+
+[queue]
+retry = ["1h"]
+
+[listen]
+enabled = true
+addresses = ["127.0.0.1"]
+ports = [%d]
+socket = ""
+cert_file = ""
+key_file = ""
+`, s.spool, s.controlSock(), s.submitSock(), port, port)
+	if err := os.WriteFile(s.cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := s.start()
+	defer d.term(t)
+	s.drop("loop", 1)
+	waitFor(t, "the refusal", 20*time.Second, func() bool {
+		return strings.Contains(s.log(), `event=smtp-refused client=127.0.0.1:`) && strings.Contains(s.log(), `reason="mail loop: the connection comes from relayd itself`)
+	})
+	waitFor(t, "the deferral", 20*time.Second, func() bool { return strings.Contains(s.log(), "event=deferred") })
+	if strings.Contains(s.log(), "via=smtp") {
+		t.Errorf("relayd's own connection was taken as mail:\n%s", s.log())
+	}
+}
