@@ -7,6 +7,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -16,6 +17,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/emersion/go-smtp"
 
 	"github.com/mailshim/mailshim/pkg/localca"
 	"github.com/mailshim/mailshim/pkg/smtptest"
@@ -759,5 +762,37 @@ key_file = ""
 	waitFor(t, "the deferral", 20*time.Second, func() bool { return strings.Contains(s.log(), "event=deferred") })
 	if strings.Contains(s.log(), "via=smtp") {
 		t.Errorf("relayd's own connection was taken as mail:\n%s", s.log())
+	}
+}
+
+// A message from the listener waiting in the queue: relayd queue list
+// has it, and queue show says how it came (via smtp, the client, the
+// client's process, the AUTH claim as a claim).
+func TestListenQueueShow(t *testing.T) {
+	needRoot(t)
+	up := newUpstream(t, smtptest.Options{Hook: func(ctx context.Context, stage, arg string) error {
+		if stage == smtptest.StageRcpt {
+			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try again later"}
+		}
+		return nil
+	}})
+	s := newSite(t, up, siteOpts{retry: `["1h"]`, extra: listenConf})
+	d := s.start()
+	defer d.term(t)
+	addrs := s.listenAddrs()
+	out := sendAs(t, 65534, "tcp", addrs["tcp4"], "shop@example.com", "nobody@web1.example.com", "rcpt@example.net", "queued")
+	id := strings.TrimSpace(out[strings.LastIndexByte(strings.TrimSpace(out), ' ')+1:])
+	waitFor(t, "the deferral", 30*time.Second, func() bool { return strings.Contains(s.log(), "event=deferred id="+id) })
+	env := []string{"MAILSHIM_CONFIG=" + s.cfgPath}
+	list, _, code := runCmd(t, env, relaydBin, "queue", "list")
+	if code != 0 || !strings.Contains(list, id) {
+		t.Fatalf("queue list: %d %q", code, list)
+	}
+	show, _, code := runCmd(t, env, relaydBin, "queue", "show", id)
+	for _, want := range []string{"uid:           65534", "via:           smtp", "client:        127.0.0.1:",
+		"helo:          client.example", "auth claim:    shop@example.com (a claim, not checked)", "process:       pid ", "/usr/bin/python3"} {
+		if code != 0 || !strings.Contains(show, want) {
+			t.Errorf("queue show has no %q:\n%s", want, show)
+		}
 	}
 }

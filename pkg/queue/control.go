@@ -343,14 +343,27 @@ func (q *Queue) show(id string, out io.Writer) error {
 	if o.Caller != "" {
 		kv("caller", o.Caller)
 	}
+	// For the SMTP listener the Parent fields describe the client's own
+	// process (the holder of its socket), not a parent.
+	proc := "parent"
+	if o.Via == "smtp" {
+		proc = "process"
+		kv("client", o.Client)
+		if o.Helo != "" {
+			kv("helo", o.Helo)
+		}
+		if o.AuthUser != "" {
+			kv("auth claim", o.AuthUser+" (a claim, not checked)")
+		}
+	}
 	if o.ParentPID != 0 {
-		kv("parent", fmt.Sprintf("pid %d %s", o.ParentPID, o.ParentExe))
+		kv(proc, fmt.Sprintf("pid %d %s", o.ParentPID, o.ParentExe))
 	}
 	if o.ParentCmdline != "" {
-		kv("parent cmd", o.ParentCmdline)
+		kv(proc+" cmd", o.ParentCmdline)
 	}
 	if o.ParentCwd != "" {
-		kv("parent cwd", o.ParentCwd)
+		kv(proc+" cwd", o.ParentCwd)
 	}
 	if o.Cgroup != "" {
 		kv("cgroup", o.Cgroup)
