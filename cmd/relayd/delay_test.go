@@ -11,6 +11,7 @@ import (
 
 	"github.com/mailshim/mailshim/pkg/smtptest"
 	"github.com/mailshim/mailshim/pkg/spool"
+	"github.com/mailshim/mailshim/pkg/waitfor"
 )
 
 // A message still deferred after [queue] delay_notice earns its sender one
@@ -40,7 +41,7 @@ func TestDelayNotice(t *testing.T) {
 		}
 		return
 	}
-	waitFor(t, "the delay notice", 30*time.Second, func() bool { n, _ := notices(); return n > 0 })
+	waitfor.True(t, "the delay notice", 30*time.Second, func() bool { n, _ := notices(); return n > 0 })
 	_, data := notices()
 	m := up.Messages()[0]
 	if m.To[0] != "app@example.org" {
@@ -59,13 +60,13 @@ func TestDelayNotice(t *testing.T) {
 	// More deferrals, then a restart, then more: still one notice.
 	deferrals := func() int { return strings.Count(s.log(), "event=deferred id="+ids[0]) }
 	n0 := deferrals()
-	waitFor(t, "two more deferrals", 30*time.Second, func() bool { return deferrals() >= n0+2 })
+	waitfor.True(t, "two more deferrals", 30*time.Second, func() bool { return deferrals() >= n0+2 })
 	if code := d.term(t); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
 	n1 := deferrals()
 	d = s.start()
-	waitFor(t, "two deferrals after the restart", 30*time.Second, func() bool { return deferrals() >= n1+2 })
+	waitfor.True(t, "two deferrals after the restart", 30*time.Second, func() bool { return deferrals() >= n1+2 })
 	if n, _ := notices(); n != 1 {
 		t.Errorf("%d delay notices, want 1\n%s", n, s.log())
 	}

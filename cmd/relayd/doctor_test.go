@@ -19,6 +19,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/mailshim/mailshim/pkg/smtptest"
+	"github.com/mailshim/mailshim/pkg/waitfor"
 )
 
 // doctorRun runs relayd doctor for site s and returns stdout, stderr and
@@ -178,7 +179,7 @@ func TestDoctorProviderReplies(t *testing.T) {
 			// relayd meets the same reply with a real message: its log
 			// line says the same cause and fix.
 			s.drop("provider", 1)
-			waitFor(t, "relayd's "+tc.logEvent+" line", 20*time.Second, func() bool {
+			waitfor.True(t, "relayd's "+tc.logEvent+" line", 20*time.Second, func() bool {
 				return strings.Contains(s.log(), "event="+tc.logEvent)
 			})
 			var logLine string

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/mailshim/mailshim/pkg/smtptest"
+	"github.com/mailshim/mailshim/pkg/waitfor"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files (then put the wildcards back by hand)")
@@ -120,7 +121,7 @@ func TestEndToEndSendmail(t *testing.T) {
 			if id == nil {
 				t.Fatalf("no queue id in Received:\n%s", data)
 			}
-			waitFor(t, "the removed line", 10*time.Second, func() bool { return strings.Contains(s.log(), "event=removed id="+id[1]) })
+			waitfor.True(t, "the removed line", 10*time.Second, func() bool { return strings.Contains(s.log(), "event=removed id="+id[1]) })
 			matchGolden(t, "e2e-"+tc.name+".log", logLines(s.log(), id[1], "pickup", "delivery", "removed"))
 		})
 	}

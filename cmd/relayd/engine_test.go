@@ -18,6 +18,7 @@ import (
 
 	"github.com/mailshim/mailshim/pkg/smtptest"
 	"github.com/mailshim/mailshim/pkg/spool"
+	"github.com/mailshim/mailshim/pkg/waitfor"
 )
 
 // dropSubject writes one message with the given Subject into the maildrop,
@@ -131,7 +132,7 @@ func TestOutageUnderSteadyTraffic(t *testing.T) {
 		sort.Strings(late)
 		return len(got) >= len(arrived)
 	}
-	waitFor(t, "every message delivered", drainTime, func() bool { check(); return len(deliveredAt(up)) >= len(arrived) && len(s.leftovers()) == 0 })
+	waitfor.True(t, "every message delivered", drainTime, func() bool { check(); return len(deliveredAt(up)) >= len(arrived) && len(s.leftovers()) == 0 })
 	check()
 	if len(late) > 0 {
 		t.Fatalf("%d messages that arrived after the upstream was back were not delivered within %v: %v\nlog tail:\n%s", len(late), lagLimit, late, s.logTail(4000))
@@ -193,7 +194,7 @@ func TestLongOutageDefaultSchedule(t *testing.T) {
 			last = at
 		}
 	}
-	waitFor(t, "an empty spool", 20*time.Second, func() bool { return len(s.leftovers()) == 0 })
+	waitfor.True(t, "an empty spool", 20*time.Second, func() bool { return len(s.leftovers()) == 0 })
 	t.Logf("outage %v: %d messages, all delivered %v after the upstream came back", down, n, last.Sub(back).Round(time.Millisecond))
 }
 
@@ -275,23 +276,23 @@ func TestFailoverThreeUpstreams(t *testing.T) {
 	if err := first.Restart(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "new mail through the first upstream again", 30*time.Second, func() bool {
+	waitfor.True(t, "new mail through the first upstream again", 30*time.Second, func() bool {
 		s.dropSubject("failback")
 		time.Sleep(500 * time.Millisecond)
 		return first.Count() > 0
 	})
-	waitFor(t, "the upstream-up line", 10*time.Second, func() bool {
+	waitfor.True(t, "the upstream-up line", 10*time.Second, func() bool {
 		return strings.Contains(s.log(), "event=upstream-up upstream="+first.Addr)
 	})
 
 	// A permanent refusal of the sender: bounced, not failed over.
 	before := third.Count() + second.Count()
 	ids := s.dropFrom("forbidden@example.org", "refused sender")
-	waitFor(t, "the bounce", 30*time.Second, func() bool {
+	waitfor.True(t, "the bounce", 30*time.Second, func() bool {
 		return strings.Contains(s.log(), "event=bounced id="+ids)
 	})
 	if n := third.Count() + second.Count(); n != before {
 		t.Errorf("a 5xx about the sender failed over (%d more messages elsewhere):\n%s", n-before, s.log())
 	}
-	waitFor(t, "an empty spool", 30*time.Second, func() bool { return len(s.leftovers()) == 0 })
+	waitfor.True(t, "an empty spool", 30*time.Second, func() bool { return len(s.leftovers()) == 0 })
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/mailshim/mailshim/pkg/localca"
 	"github.com/mailshim/mailshim/pkg/smtptest"
+	"github.com/mailshim/mailshim/pkg/waitfor"
 )
 
 // listenConf is the [listen] section of the tests: ephemeral ports on
@@ -42,7 +43,7 @@ var listenLine = regexp.MustCompile(`event=listen addr=(\S+) from=(\S+)`)
 func (s *site) listenAddrs() map[string]string {
 	s.t.Helper()
 	out := map[string]string{}
-	waitFor(s.t, "the listener's sockets", 10*time.Second, func() bool {
+	waitfor.True(s.t, "the listener's sockets", 10*time.Second, func() bool {
 		for _, m := range listenLine.FindAllStringSubmatch(s.log(), -1) {
 			switch a := m[1]; {
 			case strings.HasPrefix(a, "127."):
@@ -148,7 +149,7 @@ func TestListenRecordsKernelUID(t *testing.T) {
 			all = append(all, sent{u.uid, u.user, subject})
 		}
 	}
-	waitFor(t, "delivery of every message", 30*time.Second, func() bool { return len(up.Messages()) >= len(all) })
+	waitfor.True(t, "delivery of every message", 30*time.Second, func() bool { return len(up.Messages()) >= len(all) })
 	log := s.log()
 	for _, m := range all {
 		data := s.message(m.subject)
@@ -273,7 +274,7 @@ func TestListenSmuggling(t *testing.T) {
 		r.cmd("QUIT")
 		n++
 	}
-	waitFor(t, "delivery", 30*time.Second, func() bool { return len(up.Messages()) >= n })
+	waitfor.True(t, "delivery", 30*time.Second, func() bool { return len(up.Messages()) >= n })
 	time.Sleep(200 * time.Millisecond) // a stray extra message would show now
 	if got := len(up.Messages()); got != n {
 		t.Fatalf("%d messages delivered, want %d", got, n)
@@ -353,7 +354,7 @@ func (s *site) startActivated(ln *net.TCPListener, wrap string) *daemon {
 	d := &daemon{cmd: cmd, done: make(chan error, 1)}
 	go func() { d.done <- cmd.Wait() }()
 	s.t.Cleanup(func() { d.cmd.Process.Kill(); <-d.done; d.done <- nil })
-	waitFor(s.t, "relayd's listener", 20*time.Second, func() bool {
+	waitfor.True(s.t, "relayd's listener", 20*time.Second, func() bool {
 		select {
 		case err := <-d.done:
 			d.done <- err
@@ -385,7 +386,7 @@ func TestListenOwnerUnknown421(t *testing.T) {
 	if !strings.HasPrefix(g, "421 4.7.0 ") || !strings.Contains(g, "cannot establish which local user is connecting") {
 		t.Fatalf("greeting %q, want 421", g)
 	}
-	waitFor(t, "the refusal's log line", 10*time.Second, func() bool {
+	waitfor.True(t, "the refusal's log line", 10*time.Second, func() bool {
 		return regexp.MustCompile(`event=smtp-refused client=127\.0\.0\.1:\d+ reason="the owner of the client's socket cannot be established: the client's socket is not in this network namespace's socket table`).MatchString(s.log())
 	})
 	if strings.Contains(s.log(), "event=pickup") {
@@ -411,7 +412,7 @@ func TestListenSocketActivation(t *testing.T) {
 	if !strings.HasPrefix(out, "250 2.0.0 Ok: queued as ") {
 		t.Fatal(out)
 	}
-	waitFor(t, "delivery", 30*time.Second, func() bool { return s.message("activated") != "" })
+	waitfor.True(t, "delivery", 30*time.Second, func() bool { return s.message("activated") != "" })
 	if !strings.Contains(s.message("activated"), "Received: from uid 65534 (nobody)") {
 		t.Errorf("not recorded as nobody:\n%s", s.message("activated"))
 	}
@@ -529,7 +530,7 @@ func TestListenRestartKeepsAccepted(t *testing.T) {
 		t.Fatalf("the idle session is still served after stop: %q", rep)
 	}
 	s.start()
-	waitFor(t, "delivery after the restart", 30*time.Second, func() bool { return s.message("accepted before restart") != "" })
+	waitfor.True(t, "delivery after the restart", 30*time.Second, func() bool { return s.message("accepted before restart") != "" })
 	time.Sleep(200 * time.Millisecond)
 	if s.message("cut off") != "" {
 		t.Error("the message cut off inside DATA was delivered")
@@ -583,7 +584,7 @@ c.quit()
 			t.Fatalf("%s: %v\n%s", door, err, out)
 		}
 	}
-	waitFor(t, "delivery", 30*time.Second, func() bool { return s.message("tls tcp4") != "" && s.message("tls tcp6") != "" })
+	waitfor.True(t, "delivery", 30*time.Second, func() bool { return s.message("tls tcp4") != "" && s.message("tls tcp6") != "" })
 	if !regexp.MustCompile(`event=pickup .*via=smtp .*auth_claim=someone-else`).MatchString(s.log()) {
 		t.Errorf("no pickup line with the claim:\n%s", s.log())
 	}
@@ -704,7 +705,7 @@ func TestListenLimitsAndTimeouts(t *testing.T) {
 	if el := time.Since(start); el > 30*time.Second {
 		t.Errorf("the timeouts took %v", el)
 	}
-	waitFor(t, "delivery", 30*time.Second, func() bool { return s.message("meanwhile") != "" && s.message("pipelined") != "" })
+	waitfor.True(t, "delivery", 30*time.Second, func() bool { return s.message("meanwhile") != "" && s.message("pipelined") != "" })
 	time.Sleep(200 * time.Millisecond)
 	for _, subj := range []string{"too large", "long line", "slow"} {
 		if s.message(subj) != "" {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/mailshim/mailshim/pkg/smtptest"
 	"github.com/mailshim/mailshim/pkg/spool"
+	"github.com/mailshim/mailshim/pkg/waitfor"
 )
 
 // daemonUID is the unprivileged user relayd runs as in these tests (the
@@ -84,7 +85,7 @@ func TestRootSendmailWithoutSetgid(t *testing.T) {
 		if _, err := up.WaitFor(i+1, 30*time.Second); err != nil {
 			t.Fatalf("sendmail %v exited 0 but the message was not delivered: %v\nleft in the spool: %v\n%s", argv, err, s.leftovers(), s.log())
 		}
-		waitFor(t, "the pickup line", 10*time.Second, func() bool { return strings.Count(s.log(), "event=pickup ") == i+1 })
+		waitfor.True(t, "the pickup line", 10*time.Second, func() bool { return strings.Count(s.log(), "event=pickup ") == i+1 })
 		var last string
 		for _, l := range strings.Split(s.log(), "\n") {
 			if strings.Contains(l, " event=pickup ") {
@@ -95,7 +96,7 @@ func TestRootSendmailWithoutSetgid(t *testing.T) {
 			t.Errorf("%v: want uid=0 via=%s: %s", argv, tc.via, last)
 		}
 	}
-	waitFor(t, "an empty spool", 20*time.Second, func() bool { return len(s.leftovers()) == 0 })
+	waitfor.True(t, "an empty spool", 20*time.Second, func() bool { return len(s.leftovers()) == 0 })
 	if l := s.log(); strings.Contains(l, "event=quarantine") || strings.Contains(l, "event=error") {
 		t.Errorf("quarantine or error logged:\n%s", l)
 	}
@@ -144,7 +145,7 @@ func TestUnreadableMaildropFile(t *testing.T) {
 	if err := os.Rename(filepath.Join(tmp, m.ID), p); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the error line", 30*time.Second, func() bool { return strings.Contains(s.log(), "file="+ids[0]) })
+	waitfor.True(t, "the error line", 30*time.Second, func() bool { return strings.Contains(s.log(), "file="+ids[0]) })
 	l := s.log()
 	var line string
 	for _, ln := range strings.Split(l, "\n") {
@@ -168,7 +169,7 @@ func TestUnreadableMaildropFile(t *testing.T) {
 	os.WriteFile(filepath.Join(tmp, junk), []byte("not a spool file\n"), 0o440)
 	os.Chown(filepath.Join(tmp, junk), daemonUID, daemonUID)
 	os.Rename(filepath.Join(tmp, junk), filepath.Join(s.spool, spool.DirMaildrop, junk))
-	waitFor(t, "the quarantine", 30*time.Second, func() bool { return strings.Contains(s.log(), "event=quarantine file="+junk) })
+	waitfor.True(t, "the quarantine", 30*time.Second, func() bool { return strings.Contains(s.log(), "event=quarantine file="+junk) })
 	id := strconv.Itoa(daemonUID)
 	_, stderr, code := runCmd(t, nil, "setpriv", "--reuid="+id, "--regid="+id, "--clear-groups", "--", relaydBin, "check-config", "--config", s.cfgPath)
 	if code != 0 || !strings.Contains(stderr, "warning: 1 quarantined file(s) in "+filepath.Join(s.spool, spool.DirQuarantine)) ||

@@ -20,6 +20,7 @@ import (
 	"github.com/mailshim/mailshim/pkg/control"
 	"github.com/mailshim/mailshim/pkg/smtptest"
 	"github.com/mailshim/mailshim/pkg/spool"
+	"github.com/mailshim/mailshim/pkg/waitfor"
 )
 
 var relaydBin, sendmailBin string
@@ -45,18 +46,6 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
-}
-
-// waitFor polls cond until it holds or limit passes (chasquid's WaitFor).
-func waitFor(t *testing.T, what string, limit time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", limit, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 const testPassword = "s3cret-Pa55word-do-not-log"
@@ -197,7 +186,7 @@ func (s *site) start() *daemon {
 	d := &daemon{cmd: cmd, done: make(chan error, 1)}
 	go func() { d.done <- cmd.Wait() }()
 	s.t.Cleanup(func() { d.cmd.Process.Kill(); <-d.done; d.done <- nil })
-	waitFor(s.t, "relayd's control socket", 20*time.Second, func() bool {
+	waitfor.True(s.t, "relayd's control socket", 20*time.Second, func() bool {
 		select {
 		case err := <-d.done:
 			d.done <- err

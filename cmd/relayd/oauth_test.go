@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/mailshim/mailshim/pkg/smtptest"
+	"github.com/mailshim/mailshim/pkg/waitfor"
 )
 
 // tokenEndpoint is an in-process OAuth2 token endpoint (RFC 6749 section
@@ -164,7 +165,7 @@ func TestOAuthRefreshToken(t *testing.T) {
 	// upstream refuses an expired token). The upstream drops the cached
 	// session so that the next message authenticates again.
 	issued := time.Now()
-	waitFor(t, "the first token to expire", 10*time.Second, func() bool { return time.Since(issued) > 2*time.Second })
+	waitfor.True(t, "the first token to expire", 10*time.Second, func() bool { return time.Since(issued) > 2*time.Second })
 	up.DropAll()
 	s.drop("oauth-again", 1)
 	if _, err := up.WaitFor(2, 30*time.Second); err != nil {
@@ -252,7 +253,7 @@ func TestOAuthTokenFailure(t *testing.T) {
 	os.WriteFile(s.cfgPath, []byte(strings.Replace(string(b), `"REFRESH"`, fmt.Sprintf("%q", filepath.Join(s.dir, "refresh.token")), 1)), 0o644)
 	d := s.start()
 	ids := s.drop("revoked", 1)
-	waitFor(t, "two failed attempts", 30*time.Second, func() bool { return strings.Count(s.log(), "event=deferred id="+ids[0]) >= 2 })
+	waitfor.True(t, "two failed attempts", 30*time.Second, func() bool { return strings.Count(s.log(), "event=deferred id="+ids[0]) >= 2 })
 	l := s.log()
 	var line string
 	for _, ln := range strings.Split(l, "\n") {

@@ -20,6 +20,7 @@ import (
 	"github.com/mailshim/mailshim/pkg/smtptest"
 	"github.com/mailshim/mailshim/pkg/spool"
 	"github.com/mailshim/mailshim/pkg/submit"
+	"github.com/mailshim/mailshim/pkg/waitfor"
 )
 
 const nobodyUID = 65534
@@ -133,7 +134,7 @@ action = "hold"
 `)
 	s.dropAs(nobodyUID, "burst", 12)
 	s.start()
-	waitFor(t, "12 messages picked up", 30*time.Second, func() bool { return strings.Count(s.log(), "event=pickup ") >= 13 })
+	waitfor.True(t, "12 messages picked up", 30*time.Second, func() bool { return strings.Count(s.log(), "event=pickup ") >= 13 })
 	if _, err := up.WaitFor(6, 30*time.Second); err != nil {
 		t.Fatalf("%v\n%s", err, s.log())
 	}
@@ -184,7 +185,7 @@ action = "hold"
 			t.Errorf("burst %d delivered %d times", i, subj[fmt.Sprintf("burst %d", i)])
 		}
 	}
-	waitFor(t, "an empty queue", 20*time.Second, func() bool { return len(s.leftovers()) == 0 })
+	waitfor.True(t, "an empty queue", 20*time.Second, func() bool { return len(s.leftovers()) == 0 })
 }
 
 // With action "refuse", the submission socket refuses at once: sendmail
@@ -236,7 +237,7 @@ action = "refuse"
 	if !strings.Contains(s.log(), "event=rejected ") || !strings.Contains(s.log(), "event=limit-tripped ") {
 		t.Errorf("log:\n%s", s.log())
 	}
-	waitFor(t, "an empty queue", 20*time.Second, func() bool { return len(s.leftovers()) == 0 })
+	waitfor.True(t, "an empty queue", 20*time.Second, func() bool { return len(s.leftovers()) == 0 })
 }
 
 // Static limits refuse whatever the action, for root too: a From: domain
@@ -341,7 +342,7 @@ messages_per_hour = 5
 	d.kill()
 	s.dropAs(nobodyUID, "after", 4)
 	s.start()
-	waitFor(t, "8 messages picked up", 30*time.Second, func() bool { return strings.Count(s.log(), "event=pickup id=") >= 8 })
+	waitfor.True(t, "8 messages picked up", 30*time.Second, func() bool { return strings.Count(s.log(), "event=pickup id=") >= 8 })
 	if _, err := up.WaitFor(6, 30*time.Second); err != nil { // 5 + the notice
 		t.Fatalf("%v\n%s", err, s.log())
 	}
@@ -397,7 +398,7 @@ func TestFreezeThawDelete(t *testing.T) {
 	if out, stderr, code = runCmd(t, env, relaydBin, "queue", "delete", "--user", "nobody", "--confirm", "3"); code != 0 || out != "3 message(s) of nobody deleted\n" {
 		t.Fatalf("delete: %d %q %q", code, out, stderr)
 	}
-	waitFor(t, "an empty queue", 20*time.Second, func() bool { return len(s.leftovers()) == 0 })
+	waitfor.True(t, "an empty queue", 20*time.Second, func() bool { return len(s.leftovers()) == 0 })
 	if up.Count() != 1 {
 		t.Errorf("%d delivered, want only the one sent after thaw", up.Count())
 	}

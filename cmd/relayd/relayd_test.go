@@ -26,6 +26,7 @@ import (
 	"github.com/mailshim/mailshim/pkg/smtptest"
 	"github.com/mailshim/mailshim/pkg/spool"
 	"github.com/mailshim/mailshim/pkg/submit"
+	"github.com/mailshim/mailshim/pkg/waitfor"
 )
 
 func TestDeliverAndStop(t *testing.T) {
@@ -36,7 +37,7 @@ func TestDeliverAndStop(t *testing.T) {
 	if _, err := up.WaitFor(3, 30*time.Second); err != nil {
 		t.Fatalf("%v\n%s", err, s.log())
 	}
-	waitFor(t, "an empty spool", 20*time.Second, func() bool { return len(s.leftovers()) == 0 })
+	waitfor.True(t, "an empty spool", 20*time.Second, func() bool { return len(s.leftovers()) == 0 })
 	for _, m := range up.Messages() {
 		if !m.TLS || m.User != "relay@example.com" || m.Helo != "web1.example.com" {
 			t.Errorf("session: tls=%v user=%q helo=%q", m.TLS, m.User, m.Helo)
@@ -76,7 +77,7 @@ func restartCheck(t *testing.T, s *site, tag string, n, kills int) {
 			t.Logf("missing %d, leftovers %v\nlog tail:\n%s", missing, s.leftovers(), l)
 		}
 	}()
-	waitFor(t, fmt.Sprintf("%d messages delivered and an empty spool", n), 120*time.Second, func() bool {
+	waitfor.True(t, fmt.Sprintf("%d messages delivered and an empty spool", n), 120*time.Second, func() bool {
 		got := s.subjects()
 		for i := 0; i < n; i++ {
 			if got[fmt.Sprintf("%s %d", tag, i)] == 0 {
@@ -106,7 +107,7 @@ func TestRestartDuringPickup(t *testing.T) {
 	kills := 0
 	for _, at := range []int{20, 120, 220} {
 		d := s.start()
-		waitFor(t, fmt.Sprintf("%d pickups", at), 60*time.Second, func() bool {
+		waitfor.True(t, fmt.Sprintf("%d pickups", at), 60*time.Second, func() bool {
 			return strings.Count(s.log(), "event=pickup ") >= at
 		})
 		d.kill()
@@ -130,7 +131,7 @@ func TestRestartDuringDelivery(t *testing.T) {
 	kills := 0
 	for _, at := range []int{30, 130, 230} {
 		d := s.start()
-		waitFor(t, fmt.Sprintf("%d deliveries", at), 60*time.Second, func() bool { return up.Count() >= at })
+		waitfor.True(t, fmt.Sprintf("%d deliveries", at), 60*time.Second, func() bool { return up.Count() >= at })
 		d.kill()
 		kills++
 	}
@@ -151,7 +152,7 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	// A bad config is refused, the old one kept.
 	os.WriteFile(s.cfgPath, []byte("hostname = \"x\"\nno_such_key = 1\n"), 0o644)
 	d.cmd.Process.Signal(syscall.SIGHUP)
-	waitFor(t, "the refused reload", 10*time.Second, func() bool { return strings.Contains(s.log(), "event=reload status=refused") })
+	waitfor.True(t, "the refused reload", 10*time.Second, func() bool { return strings.Contains(s.log(), "event=reload status=refused") })
 	if !strings.Contains(s.log(), "no_such_key") {
 		t.Errorf("the refusal does not name the key:\n%s", s.log())
 	}
@@ -163,7 +164,7 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	s.opts.hostname = "web2.example.com"
 	s.writeConfig("")
 	d.cmd.Process.Signal(syscall.SIGHUP)
-	waitFor(t, "the reload", 10*time.Second, func() bool { return strings.Contains(s.log(), "event=reload status=ok") })
+	waitfor.True(t, "the reload", 10*time.Second, func() bool { return strings.Contains(s.log(), "event=reload status=ok") })
 	s.drop("after-good-reload", 1)
 	msgs, err := up.WaitFor(2, 30*time.Second)
 	if err != nil {
@@ -190,7 +191,7 @@ func TestPasswordNeverLogged(t *testing.T) {
 	os.WriteFile(filepath.Join(s.dir, "secret"), []byte("wrong-"+testPassword+"\n"), 0o600)
 	d = s.start()
 	s.drop("secret-wrong", 1)
-	waitFor(t, "the auth failure", 30*time.Second, func() bool { return strings.Contains(s.log(), "event=auth-failed") })
+	waitfor.True(t, "the auth failure", 30*time.Second, func() bool { return strings.Contains(s.log(), "event=auth-failed") })
 	d.term(t)
 	log := s.log()
 	if !strings.Contains(log, "trace: ") {
@@ -286,7 +287,7 @@ func TestQueueCommands(t *testing.T) {
 	ids := s.drop("queued", 1)
 	id := ids[0]
 	s.start()
-	waitFor(t, "the deferral", 30*time.Second, func() bool { return strings.Contains(s.log(), "event=deferred id="+id) })
+	waitfor.True(t, "the deferral", 30*time.Second, func() bool { return strings.Contains(s.log(), "event=deferred id="+id) })
 	env := []string{"MAILSHIM_CONFIG=" + s.cfgPath}
 	out, stderr, code := runCmd(t, env, relaydBin, "queue", "list")
 	if code != 0 || !strings.Contains(out, id+" deferred") {
@@ -304,7 +305,7 @@ func TestQueueCommands(t *testing.T) {
 	if _, _, code = runCmd(t, env, relaydBin, "queue", "release", id); code != 0 {
 		t.Fatalf("release: %d", code)
 	}
-	waitFor(t, "the second attempt", 30*time.Second, func() bool {
+	waitfor.True(t, "the second attempt", 30*time.Second, func() bool {
 		return strings.Count(s.log(), "event=deferred id="+id) >= 2
 	})
 	if _, _, code = runCmd(t, env, relaydBin, "queue", "flush"); code != 0 {
@@ -312,12 +313,12 @@ func TestQueueCommands(t *testing.T) {
 	}
 	if out, _, code = runCmd(t, env, relaydBin, "queue", "delete", id); code != 0 || out != id+": deleted\n" {
 		// It may be active for a moment after the flush.
-		waitFor(t, "the delete", 30*time.Second, func() bool {
+		waitfor.True(t, "the delete", 30*time.Second, func() bool {
 			out, _, code = runCmd(t, env, relaydBin, "queue", "delete", id)
 			return code == 0
 		})
 	}
-	waitFor(t, "an empty spool", 10*time.Second, func() bool { return len(s.leftovers()) == 0 })
+	waitfor.True(t, "an empty spool", 10*time.Second, func() bool { return len(s.leftovers()) == 0 })
 	_, stderr, code = runCmd(t, env, relaydBin, "queue", "show", id)
 	if code == 0 || !strings.Contains(stderr, "no such message") {
 		t.Fatalf("show of a deleted message: %d %q", code, stderr)
@@ -367,7 +368,7 @@ func TestStopAbortsStalledSession(t *testing.T) {
 	if _, err := up.WaitFor(1, 30*time.Second); err != nil {
 		t.Fatalf("%v\n%s", err, s.log())
 	}
-	waitFor(t, "an empty spool", 20*time.Second, func() bool { return len(s.leftovers()) == 0 })
+	waitfor.True(t, "an empty spool", 20*time.Second, func() bool { return len(s.leftovers()) == 0 })
 }
 
 // The control socket identifies its peer by SO_PEERCRED: a user who is not
@@ -406,7 +407,7 @@ func TestControlPeerCredentials(t *testing.T) {
 	if _, stderr, code := run(sendmailBin, "Subject: nobody's\n\nhi\n", "-i", "x@example.net"); code != 0 {
 		t.Fatalf("sendmail as nobody: %d %s", code, stderr)
 	}
-	waitFor(t, "both messages deferred", 30*time.Second, func() bool { return strings.Count(s.log(), "event=deferred ") >= 2 })
+	waitfor.True(t, "both messages deferred", 30*time.Second, func() bool { return strings.Count(s.log(), "event=deferred ") >= 2 })
 	out, stderr, code := run(relaydBin, "", "queue", "mailq")
 	if code != 0 || strings.Contains(out, rootID) || !strings.Contains(out, "in 1 Request.") {
 		t.Errorf("mailq as nobody: exit %d\n%s%s", code, out, stderr)
@@ -505,7 +506,7 @@ func TestSubmitSocketLimits(t *testing.T) {
 	s.start()
 	conns, answers := dialSubmits(t, s.submitSock(), 50)
 	busy := 0
-	waitFor(t, "10 connections refused as busy", 20*time.Second, func() bool {
+	waitfor.True(t, "10 connections refused as busy", 20*time.Second, func() bool {
 		for {
 			select {
 			case a := <-answers:
@@ -530,7 +531,7 @@ func TestSubmitSocketLimits(t *testing.T) {
 	// slots come back, so poll with a deadline.
 	m := &spool.Meta{Env: spool.Envelope{Sender: "app@example.org", Recipients: []string{"x@example.net"}}}
 	var lastErr error
-	waitFor(t, "a submission accepted after the connections closed", 30*time.Second, func() bool {
+	waitfor.True(t, "a submission accepted after the connections closed", 30*time.Second, func() bool {
 		_, lastErr = submit.Send(context.Background(), s.submitSock(), m, strings.NewReader("Subject: after the flood\n\nhello\n"))
 		if lastErr != nil && !strings.Contains(lastErr.Error(), "busy") {
 			t.Fatalf("submission after the connections closed: %v\n%s", lastErr, s.log())
@@ -559,13 +560,13 @@ func TestSubmitSocketEMFILE(t *testing.T) {
 		t.Skipf("prlimit: %v", err)
 	}
 	conns, _ := dialSubmits(t, s.submitSock(), 30)
-	waitFor(t, "an accept failure logged", 20*time.Second, func() bool {
+	waitfor.True(t, "an accept failure logged", 20*time.Second, func() bool {
 		return strings.Contains(s.log(), "submission socket accept failed")
 	})
 	// A control request while no descriptor is free: its accept fails too.
 	ctlDone := make(chan error, 1)
 	go func() { ctlDone <- control.Request(s.controlSock(), control.VerbMailq, nil, io.Discard) }()
-	waitFor(t, "a control accept failure logged", 20*time.Second, func() bool {
+	waitfor.True(t, "a control accept failure logged", 20*time.Second, func() bool {
 		return strings.Contains(s.log(), "control socket accept failed")
 	})
 	for _, c := range conns {
@@ -573,7 +574,7 @@ func TestSubmitSocketEMFILE(t *testing.T) {
 	}
 	<-ctlDone
 	m := &spool.Meta{Env: spool.Envelope{Sender: "app@example.org", Recipients: []string{"x@example.net"}}}
-	waitFor(t, "a submission accepted again", 30*time.Second, func() bool {
+	waitfor.True(t, "a submission accepted again", 30*time.Second, func() bool {
 		_, err := submit.Send(context.Background(), s.submitSock(), m, strings.NewReader("Subject: after EMFILE\n\nhello\n"))
 		return err == nil
 	})
@@ -631,7 +632,7 @@ func TestRejectedMaildropIsBounced(t *testing.T) {
 		!strings.Contains(string(dsn.Data), "Subject: huge header") {
 		t.Fatalf("no DSN to the sender with the reason among %d messages\n%.4000s", len(msgs), s.log())
 	}
-	waitFor(t, "an empty spool", 20*time.Second, func() bool { return len(s.leftovers()) == 0 })
+	waitfor.True(t, "an empty spool", 20*time.Second, func() bool { return len(s.leftovers()) == 0 })
 	if !strings.Contains(s.log(), "event=rejected id="+m.ID+" ") || !strings.Contains(s.log(), "action=bounced") {
 		t.Errorf("log:\n%.4000s", s.log())
 	}

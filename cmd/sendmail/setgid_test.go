@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/mailshim/mailshim/pkg/spool"
+	"github.com/mailshim/mailshim/pkg/waitfor"
 )
 
 const phpMail = "To: Rcpt One <rcpt1@example.org>, rcpt2@example.org\r\nSubject: hi\r\nFrom: Web App <webapp@example.org>\r\nBcc: hidden@example.org\r\n\r\nbody\n.leading dot\n"
@@ -233,7 +234,7 @@ func TestSetgidSignals(t *testing.T) {
 			stdin.Write([]byte("Subject: x\n\n" + strings.Repeat("partial body\n", 10000)))
 			// Wait until the spool file is open (an fd into maildrop/).
 			fdDir := "/proc/" + strconv.Itoa(cmd.Process.Pid) + "/fd"
-			waitFor(t, "the spool file to be open", 30*time.Second, func() bool {
+			waitfor.True(t, "the spool file to be open", 30*time.Second, func() bool {
 				ents, _ := os.ReadDir(fdDir)
 				for _, e := range ents {
 					if l, _ := os.Readlink(filepath.Join(fdDir, e.Name())); strings.HasPrefix(l, md+"/") {

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mailshim/mailshim/pkg/waitfor"
 )
 
 func TestLimiterCaps(t *testing.T) {
@@ -45,7 +47,7 @@ func TestLimiterWait(t *testing.T) {
 	}
 	got := make(chan error, 1)
 	go func() { got <- l.Acquire(ctx, 1) }()
-	waitUntil(t, func() bool { _, w := l.InUse(); return w == 1 })
+	waitfor.True(t, "the condition", 10*time.Second, func() bool { _, w := l.InUse(); return w == 1 })
 	// uid 1 has its one waiter: a second is refused at once.
 	if err := l.Acquire(ctx, 1); !errors.Is(err, ErrBusy) {
 		t.Fatalf("second waiter of uid 1: %v", err)
@@ -53,7 +55,7 @@ func TestLimiterWait(t *testing.T) {
 	cctx, cancel := context.WithCancel(ctx)
 	other := make(chan error, 1)
 	go func() { other <- l.Acquire(cctx, 2) }()
-	waitUntil(t, func() bool { _, w := l.InUse(); return w == 2 })
+	waitfor.True(t, "the condition", 10*time.Second, func() bool { _, w := l.InUse(); return w == 2 })
 	if err := l.Acquire(ctx, 3); !errors.Is(err, ErrBusy) {
 		t.Fatalf("over MaxWaiting: %v", err)
 	}
@@ -72,17 +74,6 @@ func TestLimiterWait(t *testing.T) {
 	}
 	if a, w := l.InUse(); a != 1 || w != 0 {
 		t.Fatalf("in use %d, waiting %d", a, w)
-	}
-}
-
-func waitUntil(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 10s")
-		}
-		time.Sleep(time.Millisecond)
 	}
 }
 
@@ -178,7 +169,7 @@ func TestAcceptorBacksOffOnEMFILE(t *testing.T) {
 		t.Fatalf("dial: %v", err)
 	}
 	defer c2.Close()
-	waitUntil(t, func() bool { return logged.Load() >= 1 })
+	waitfor.True(t, "the condition", 10*time.Second, func() bool { return logged.Load() >= 1 })
 	restore()
 	c := <-accepted
 	if c == nil {

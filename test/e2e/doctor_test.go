@@ -19,6 +19,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mailshim/mailshim/pkg/waitfor"
 )
 
 // relayd doctor against a real Postfix, misconfigured one way at a time
@@ -67,7 +69,7 @@ func (p *doctorPostfix) configure(t *testing.T, settings ...string) {
 	if out, err := c.CombinedOutput(); err != nil {
 		t.Fatalf("postfix reload: %v\n%s", err, out)
 	}
-	if !waitFor(30*time.Second, func() bool { return bannerHas(p.Addr(), gen) }) {
+	if !waitfor.Poll(30*time.Second, func() bool { return bannerHas(p.Addr(), gen) }) {
 		t.Fatalf("Postfix did not come back with the new settings within 30s\n%s", tail(p.Log(), 20))
 	}
 }

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mailshim/mailshim/pkg/waitfor"
 )
 
 // prependPath is where the package installs PHP-FPM's auto_prepend_file
@@ -75,7 +77,7 @@ php_admin_value[sendmail_path] = "/usr/sbin/sendmail -t -i"
 			<-done
 		}
 	})
-	if !waitFor(30*time.Second, func() bool {
+	if !waitfor.Poll(30*time.Second, func() bool {
 		conn, err := net.Dial("unix", sock)
 		if err == nil {
 			conn.Close()

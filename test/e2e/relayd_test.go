@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mailshim/mailshim/pkg/waitfor"
 )
 
 // Relayd is the installed /usr/sbin/relayd, run by the suite as user
@@ -133,7 +135,7 @@ func (r *Relayd) Start(t testing.TB, c RelaydConfig) {
 	r.done = make(chan struct{})
 	go func(done chan struct{}) { cmd.Wait(); close(done) }(r.done)
 
-	ready := waitFor(30*time.Second, func() bool {
+	ready := waitfor.Poll(30*time.Second, func() bool {
 		select {
 		case <-r.done:
 			return true
@@ -205,7 +207,7 @@ func killStaleRelayd() {
 		return
 	}
 	syscall.Kill(pid, syscall.SIGTERM)
-	waitFor(30*time.Second, func() bool { return syscall.Kill(pid, 0) != nil })
+	waitfor.Poll(30*time.Second, func() bool { return syscall.Kill(pid, 0) != nil })
 }
 
 // Restart stops relayd and starts it with c.
@@ -250,7 +252,7 @@ func (r *Relayd) Events() []Event {
 func (r *Relayd) WaitEvent(t testing.TB, limit time.Duration, what string, match func(Event) bool) Event {
 	t.Helper()
 	var got Event
-	ok := waitFor(limit, func() bool {
+	ok := waitfor.Poll(limit, func() bool {
 		for _, e := range r.Events() {
 			if match(e) {
 				got = e

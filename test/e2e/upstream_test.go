@@ -19,6 +19,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mailshim/mailshim/pkg/waitfor"
 )
 
 // Upstream is a running real Postfix started by postfix/upstream.sh: a
@@ -211,7 +213,7 @@ func (u *Upstream) Messages() ([]*Delivered, error) {
 func (u *Upstream) WaitMessages(t testing.TB, n int, limit time.Duration, what string, match func(*Delivered) bool) []*Delivered {
 	t.Helper()
 	var got []*Delivered
-	ok := waitFor(limit, func() bool {
+	ok := waitfor.Poll(limit, func() bool {
 		all, err := u.Messages()
 		if err != nil {
 			t.Fatalf("reading %s: %v", u.Maildir, err)
@@ -238,20 +240,6 @@ func (u *Upstream) WaitMessage(t testing.TB, token string, limit time.Duration) 
 	return u.WaitMessages(t, 1, limit, "message "+token, func(m *Delivered) bool {
 		return bytes.Contains(m.Raw, []byte(token))
 	})[0]
-}
-
-// waitFor polls cond every 50 ms until it holds or limit passes.
-func waitFor(limit time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(limit)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 func tail(s string, n int) string {

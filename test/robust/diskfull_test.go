@@ -19,6 +19,7 @@ import (
 	"github.com/mailshim/mailshim/bench/driver"
 	"github.com/mailshim/mailshim/bench/upstream"
 	"github.com/mailshim/mailshim/pkg/spool"
+	"github.com/mailshim/mailshim/pkg/waitfor"
 )
 
 // sendmailAs runs the site's sendmail -t -i with data and returns its exit
@@ -117,7 +118,7 @@ func TestDiskFull(t *testing.T) {
 	}
 	// Already queued mail is still delivered while the disk is full.
 	accept.Store(true)
-	whileFull := e.poll(30*time.Second, func() bool { m, _, _ := e.up.Check(before); return m == 0 })
+	whileFull := waitfor.Poll(30*time.Second, func() bool { m, _, _ := e.up.Check(before); return m == 0 })
 	if !whileFull {
 		m, _, _ := e.up.Check(before)
 		t.Errorf("%d of %d messages queued before the disk filled were not delivered while it was full; relayd log:\n%s", m, before, lastLines(e.log(), 3))

@@ -13,6 +13,7 @@ import (
 	"github.com/mailshim/mailshim/bench/driver"
 	"github.com/mailshim/mailshim/bench/upstream"
 	"github.com/mailshim/mailshim/pkg/spool"
+	"github.com/mailshim/mailshim/pkg/waitfor"
 )
 
 // env is one private installation: a spool, the config both programs
@@ -144,34 +145,15 @@ func (e *env) kill() {
 	e.waitFor("relayd to die", 30*time.Second, e.r.Exited)
 }
 
-// waitFor polls cond until it holds or limit passes (then fails the test
-// with relayd's log). limit is a safety net, never an assertion on speed.
+// waitFor is waitfor.True with relayd's log on failure.
 func (e *env) waitFor(what string, limit time.Duration, cond func() bool) {
 	e.t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tail := ""
-			if e.r != nil {
-				tail = e.r.Tail(20)
-			}
-			e.t.Fatalf("timed out after %v waiting for %s; relayd log:\n%s", limit, what, tail)
+	waitfor.True(e.t, what, limit, cond, func() string {
+		if e.r == nil {
+			return ""
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-// poll is waitFor without the failure: it reports whether cond came true
-// within limit.
-func (e *env) poll(limit time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return true
+		return "relayd log:\n" + e.r.Tail(20)
+	})
 }
 
 // relaydAlive fails the test if relayd has exited.
