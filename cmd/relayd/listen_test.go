@@ -757,10 +757,10 @@ key_file = ""
 	d := s.start()
 	defer d.term(t)
 	s.drop("loop", 1)
-	waitFor(t, "the refusal", 20*time.Second, func() bool {
+	waitfor.True(t, "the refusal", 20*time.Second, func() bool {
 		return strings.Contains(s.log(), `event=smtp-refused client=127.0.0.1:`) && strings.Contains(s.log(), `reason="mail loop: the connection comes from relayd itself`)
 	})
-	waitFor(t, "the deferral", 20*time.Second, func() bool { return strings.Contains(s.log(), "event=deferred") })
+	waitfor.True(t, "the deferral", 20*time.Second, func() bool { return strings.Contains(s.log(), "event=deferred") })
 	if strings.Contains(s.log(), "via=smtp") {
 		t.Errorf("relayd's own connection was taken as mail:\n%s", s.log())
 	}
@@ -783,7 +783,7 @@ func TestListenQueueShow(t *testing.T) {
 	addrs := s.listenAddrs()
 	out := sendAs(t, 65534, "tcp", addrs["tcp4"], "shop@example.com", "nobody@web1.example.com", "rcpt@example.net", "queued")
 	id := strings.TrimSpace(out[strings.LastIndexByte(strings.TrimSpace(out), ' ')+1:])
-	waitFor(t, "the deferral", 30*time.Second, func() bool { return strings.Contains(s.log(), "event=deferred id="+id) })
+	waitfor.True(t, "the deferral", 30*time.Second, func() bool { return strings.Contains(s.log(), "event=deferred id="+id) })
 	env := []string{"MAILSHIM_CONFIG=" + s.cfgPath}
 	list, _, code := runCmd(t, env, relaydBin, "queue", "list")
 	if code != 0 || !strings.Contains(list, id) {

@@ -48,6 +48,10 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// waitFor is waitfor.True under the name these tests used before it
+// was shared; new code calls waitfor.True.
+var waitFor = waitfor.True
+
 const testPassword = "s3cret-Pa55word-do-not-log"
 
 // site is a private spool, config and upstream for one test.

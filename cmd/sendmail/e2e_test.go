@@ -32,6 +32,7 @@ import (
 	"github.com/mailshim/mailshim/pkg/origin"
 	"github.com/mailshim/mailshim/pkg/spool"
 	"github.com/mailshim/mailshim/pkg/submit"
+	"github.com/mailshim/mailshim/pkg/waitfor"
 )
 
 var (
@@ -877,6 +878,10 @@ func TestSubmitSocket(t *testing.T) {
 		t.Errorf("meta %+v", m)
 	}
 }
+
+// waitFor is waitfor.True under the name these tests used before it
+// was shared; new code calls waitfor.True.
+var waitFor = waitfor.True
 
 var _ = bufio.NewReader
 
