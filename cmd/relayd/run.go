@@ -126,6 +126,13 @@ func run(path string, drainTimeout time.Duration) int {
 	if err != nil {
 		return fatal(sysexits.OSErr, "policy state: %v", err)
 	}
+	mt, metricsLn, err := newMetrics(cfg, sq, ab.gate.Policy().Named())
+	if err != nil {
+		return fatal(sysexits.OSErr, "metrics: %v", err)
+	}
+	if mt != nil {
+		log.SetObserver(mt.Observe)
+	}
 
 	ctlLn, err := listen(cfg.ControlSocket)
 	if err != nil {
@@ -163,6 +170,10 @@ func run(path string, drainTimeout time.Duration) int {
 	goRun(func() { serveSubmit(ctx, subLn, control.SubmitLimiter(), srv, log) })
 	goRun(func() { pk.Run(ctx) })
 	goRun(func() { ab.run(ctx) })
+	if mt != nil {
+		log.Event("metrics", "listen", metricsLn.Addr().String())
+		goRun(func() { serveMetrics(ctx, mt, metricsLn, log) })
+	}
 	// The loopback SMTP listener (listen.go) shares the intake.
 	if stopListen := startListen(cfg, rw.Hostname, &intake, log); stopListen != nil {
 		goRun(func() {
@@ -197,6 +208,9 @@ func run(path string, drainTimeout time.Duration) int {
 			cfg = reload(path, cfg, pk, qu, log)
 			policy.cfg.Store(cfg)
 			ab.configure(cfg, pickupHostname(cfg))
+			if mt != nil {
+				mt.SetNamed(ab.gate.Policy().Named())
+			}
 			continue
 		}
 		log.Event("stop", "signal", sig.String(), "drain", drainTimeout.String())

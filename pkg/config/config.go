@@ -66,6 +66,7 @@ type Config struct {
 	Queue     Queue      `toml:"queue"`
 	Trace     Trace      `toml:"trace"`
 	Log       Log        `toml:"log"`
+	Metrics   Metrics    `toml:"metrics"`
 
 	// Aliases maps a local name to one or more addresses; merged with
 	// /etc/aliases (AliasesFile) by relayd and by sendmail -bi.
@@ -184,6 +185,18 @@ type Trace struct {
 	Key string `toml:"-"`
 }
 
+// Metrics configures relayd's Prometheus endpoint ([metrics]).
+type Metrics struct {
+	// Listen is where relayd serves /metrics: a loopback address and port
+	// ("127.0.0.1:9154", "[::1]:9154", "localhost:9154") or the absolute
+	// path of a Unix socket. "" (the default): no endpoint.
+	Listen string `toml:"listen"`
+	// TopAccounts is how many accounts, besides those [policy] names, get
+	// an account label of their own (the busiest); the rest are "other".
+	// Default 20.
+	TopAccounts int `toml:"top_accounts"`
+}
+
 // Log configures relayd's logging ([log]).
 type Log struct {
 	// Protocol enables the SMTP protocol trace (redacted) on stderr.
@@ -219,9 +232,10 @@ func defaults() *Config {
 			CommandTimeout: 5 * time.Minute,
 			DataTimeout:    10 * time.Minute,
 		},
-		Trace:  Trace{Header: "X-Mailshim-Origin", Fields: []string{"uid", "user", "script"}},
-		Policy: Policy{NoticeTo: "root"},
-		Listen: defaultListen(),
+		Trace:   Trace{Header: "X-Mailshim-Origin", Fields: []string{"uid", "user", "script"}},
+		Policy:  Policy{NoticeTo: "root"},
+		Metrics: Metrics{TopAccounts: 20},
+		Listen:  defaultListen(),
 	}
 }
 

@@ -89,6 +89,9 @@ func (c *Config) Redacted() string {
 	w("key_file = %s\n", quote(c.Trace.KeyFile))
 	w("\n[log]\n")
 	w("protocol = %t\n", c.Log.Protocol)
+	w("\n[metrics]\n")
+	w("listen = %s\n", quote(c.Metrics.Listen))
+	w("top_accounts = %d\n", c.Metrics.TopAccounts)
 	w("\n[aliases]\n")
 	for _, k := range sortedMapKeys(c.Aliases) {
 		v := c.Aliases[k]

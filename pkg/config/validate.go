@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
 	"reflect"
 	"slices"
 	"strconv"
@@ -71,6 +72,7 @@ func (c *Config) validate(v validator) {
 	c.Aliases = validateAliases(v, []string{"aliases"}, c.Aliases)
 	c.validateSenders(v, []string{"senders"})
 	c.Policy.validate(v, []string{"policy"})
+	c.Metrics.validate(v, []string{"metrics"})
 	c.Listen.validate(v, []string{"listen"})
 }
 
@@ -432,4 +434,24 @@ func checkAccountKey(k string) error {
 		return errors.New(strings.Replace(err.Error(), "\"uid:N\" or \"*\"", "\"uid:N\", \"group:NAME\" or \"*\" (a [policy] table)", 1))
 	}
 	return nil
+}
+
+func (m *Metrics) validate(v validator, p []string) {
+	v.intRange(sub(p, "top_accounts"), m.TopAccounts, 1, 1000)
+	if m.Listen == "" || strings.HasPrefix(m.Listen, "/") {
+		v.path(sub(p, "listen"), m.Listen, true)
+		return
+	}
+	host, port, err := net.SplitHostPort(m.Listen)
+	if err != nil {
+		v.errf(sub(p, "listen"), "%q: want a loopback address and port (\"127.0.0.1:9154\") or a Unix socket's absolute path", m.Listen)
+		return
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		v.errf(sub(p, "listen"), "%q: bad port %q", m.Listen, port)
+		return
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		v.errf(sub(p, "listen"), "%q: the metrics name every account: serve them on a loopback address (127.0.0.1, ::1, localhost) or a Unix socket, and let a local agent or proxy carry them further", m.Listen)
+	}
 }

@@ -29,6 +29,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 )
@@ -38,6 +39,21 @@ type Logger struct {
 	mu  sync.Mutex
 	w   io.Writer
 	now func() time.Time
+	obs atomic.Pointer[Observer]
+}
+
+// Observer is called with every event after its line is written, with the
+// time written in it (relayd's metrics and stats count what the log
+// says). It must be quick and must not log.
+type Observer func(t time.Time, event string, kv []any)
+
+// SetObserver sets the function every event is passed to (nil: none).
+func (l *Logger) SetObserver(o Observer) {
+	if o == nil {
+		l.obs.Store(nil)
+		return
+	}
+	l.obs.Store(&o)
 }
 
 // New returns a Logger writing to w. now may be nil for time.Now.
@@ -56,8 +72,9 @@ func (l *Logger) Event(event string, kv ...any) {
 		return
 	}
 	var b strings.Builder
+	now := l.now()
 	b.WriteString("ts=")
-	b.WriteString(l.now().UTC().Format("2006-01-02T15:04:05.000Z"))
+	b.WriteString(now.UTC().Format("2006-01-02T15:04:05.000Z"))
 	b.WriteString(" event=")
 	b.WriteString(Value(event))
 	for i := 0; i < len(kv); i += 2 {
@@ -72,6 +89,9 @@ func (l *Logger) Event(event string, kv ...any) {
 	l.mu.Lock()
 	io.WriteString(l.w, b.String())
 	l.mu.Unlock()
+	if o := l.obs.Load(); o != nil {
+		(*o)(now, event, kv)
+	}
 }
 
 // MaxValue bounds the bytes of a value that are logged.

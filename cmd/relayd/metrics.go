@@ -1,0 +1,77 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mailshim/mailshim/pkg/config"
+	"github.com/mailshim/mailshim/pkg/control"
+	"github.com/mailshim/mailshim/pkg/maillog"
+	"github.com/mailshim/mailshim/pkg/metrics"
+	"github.com/mailshim/mailshim/pkg/spool"
+)
+
+// newMetrics builds the metrics for cfg (nil when [metrics] listen is
+// empty) and opens their listener. Queue depth is read from the spool at
+// each scrape; an account the metrics did not see picked up is read from
+// its queued message.
+func newMetrics(cfg *config.Config, sq *spool.Queue, named []string) (*metrics.Metrics, net.Listener, error) {
+	if cfg.Metrics.Listen == "" {
+		return nil, nil, nil
+	}
+	root := cfg.Spool
+	m := metrics.New(metrics.Options{
+		Named:       named,
+		TopAccounts: cfg.Metrics.TopAccounts,
+		QueueDepth: func() map[string]int {
+			out := map[string]int{}
+			for _, s := range spool.States {
+				out[s] = metrics.CountDir(filepath.Join(root, spool.DirQueue, s))
+			}
+			out["quarantine"] = metrics.CountDir(filepath.Join(root, spool.DirQuarantine))
+			return out
+		},
+		Account: func(id string) (string, bool) {
+			f, meta, err := sq.OpenMessage(id)
+			if err != nil {
+				return "", false
+			}
+			f.Close()
+			if meta.Origin.User != "" {
+				return meta.Origin.User, true
+			}
+			return "uid:" + strconv.Itoa(meta.Origin.UID), true
+		},
+	})
+	var ln net.Listener
+	var err error
+	if strings.HasPrefix(cfg.Metrics.Listen, "/") {
+		ln, err = control.Listen(cfg.Metrics.Listen, 0o660)
+	} else {
+		ln, err = net.Listen("tcp", cfg.Metrics.Listen)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	return m, ln, nil
+}
+
+// serveMetrics serves m on ln until ctx is done.
+func serveMetrics(ctx context.Context, m *metrics.Metrics, ln net.Listener, log *maillog.Logger) {
+	srv := &http.Server{Handler: m.Handler(), ReadHeaderTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	}()
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		log.Event("error", "reason", "metrics endpoint", "error", err.Error())
+	}
+}

@@ -1,0 +1,258 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/mailshim/mailshim/pkg/metrics"
+	"github.com/mailshim/mailshim/pkg/smtptest"
+	"github.com/mailshim/mailshim/pkg/spool"
+	"github.com/mailshim/mailshim/pkg/submit"
+)
+
+// scrape reads the metrics endpoint at a Unix socket path or a TCP
+// address and parses it with Prometheus' own text parser.
+func scrape(t *testing.T, listen string) map[string]*dto.MetricFamily {
+	t.Helper()
+	tr := &http.Transport{}
+	url := "http://" + listen + "/metrics"
+	if strings.HasPrefix(listen, "/") {
+		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", listen)
+		}
+		url = "http://relayd/metrics"
+	}
+	c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("scrape: %s", resp.Status)
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fams
+}
+
+// value returns the sum of the samples of family name whose labels
+// include want (a histogram's sample count for histograms).
+func value(fams map[string]*dto.MetricFamily, name string, want map[string]string) float64 {
+	f := fams[name]
+	if f == nil {
+		return -1
+	}
+	sum := 0.0
+next:
+	for _, m := range f.Metric {
+		got := map[string]string{}
+		for _, l := range m.Label {
+			got[l.GetName()] = l.GetValue()
+		}
+		for k, v := range want {
+			if got[k] != v {
+				continue next
+			}
+		}
+		switch {
+		case m.Counter != nil:
+			sum += m.Counter.GetValue()
+		case m.Gauge != nil:
+			sum += m.Gauge.GetValue()
+		case m.Histogram != nil:
+			sum += float64(m.Histogram.GetSampleCount())
+		}
+	}
+	return sum
+}
+
+// The endpoint, scraped with Prometheus' parser, serves every metric the
+// README names, with the values this test caused: pickups by account and
+// door, sent/deferred/bounced recipients, policy holds and the trip, the
+// held queue's depth, upstream errors by class and stage, latency and
+// lag observations, build info.
+func TestMetricsEndpoint(t *testing.T) {
+	needRoot(t)
+	up := newUpstream(t, smtptest.Options{Hook: func(ctx context.Context, stage, arg string) error {
+		switch {
+		case stage == smtptest.StageRcpt && arg == "bad@example.net":
+			return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"}
+		case stage == smtptest.StageRcpt && arg == "later@example.net":
+			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try later"}
+		}
+		return nil
+	}})
+	s := newSite(t, up, siteOpts{retry: `["1h"]`})
+	sock := filepath.Join(s.dir, "metrics.sock")
+	s.writeConfig(fmt.Sprintf(`
+[metrics]
+listen = %q
+[policy]
+notice_to = ""
+[policy.nobody]
+messages_per_hour = 3
+`, sock))
+	s.dropAs(nobodyUID, "metrics", 5)
+	s.start()
+	for _, rcpt := range []string{"ok@example.net", "bad@example.net", "later@example.net"} {
+		m := &spool.Meta{Env: spool.Envelope{Sender: "app@example.org", Recipients: []string{rcpt}}}
+		if _, err := submit.Send(context.Background(), s.submitSock(), m, strings.NewReader("Subject: "+rcpt+"\n\nx\n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// 3 of nobody's + ok@ + the bounce for bad@.
+	if _, err := up.WaitFor(5, 30*time.Second); err != nil {
+		t.Fatalf("%v\n%s", err, s.log())
+	}
+	waitFor(t, "the deferral", 20*time.Second, func() bool { return strings.Contains(s.log(), "event=deferred ") })
+	waitFor(t, "the bounce's delivery", 20*time.Second, func() bool { return strings.Count(s.log(), "status=sent") >= 5 })
+	fams := scrape(t, sock)
+
+	upstream := fmt.Sprintf("%s:%d", s.up.Upstream().Host, s.up.Upstream().Port)
+	for _, c := range []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{metrics.PickedUp, map[string]string{"account": "nobody", "via": "maildrop"}, 5},
+		{metrics.PickedUp, map[string]string{"account": "root", "via": "socket"}, 3},
+		{metrics.Deliveries, map[string]string{"account": "nobody", "status": "sent", "upstream": upstream}, 3},
+		{metrics.Deliveries, map[string]string{"account": "root", "status": "sent"}, 2}, // ok@ and the bounce (relayd runs as root here)
+		{metrics.Deliveries, map[string]string{"account": "root", "status": "bounced"}, 1},
+		{metrics.Deliveries, map[string]string{"account": "root", "status": "deferred"}, 1},
+		{metrics.Deliveries, map[string]string{"status": "sent"}, 5}, // with the bounce
+		{metrics.Held, map[string]string{"account": "nobody", "reason": "messages_per_hour"}, 2},
+		{metrics.PolicyActions, map[string]string{"account": "nobody", "action": "hold", "limit": "messages_per_hour"}, 2},
+		{metrics.PolicyTrips, map[string]string{"account": "nobody", "limit": "messages_per_hour"}, 1},
+		{metrics.QueueMessages, map[string]string{"state": "held"}, 2},
+		{metrics.QueueMessages, map[string]string{"state": "deferred"}, 1},
+		{metrics.QueueMessages, map[string]string{"state": "incoming"}, 0},
+		{metrics.UpstreamErrors, map[string]string{"upstream": upstream, "class": "permanent", "stage": "rcpt"}, 1},
+		{metrics.UpstreamErrors, map[string]string{"class": "temporary", "stage": "rcpt"}, 1},
+		{metrics.DeliveryLatency, map[string]string{"upstream": upstream}, 5},
+		{metrics.PickupLag, nil, 8},
+		{metrics.BuildInfo, nil, 1},
+	} {
+		if got := value(fams, c.name, c.labels); got != c.want {
+			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
+		}
+	}
+
+	// Every metric the README names is served, and nothing else.
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	named := map[string]bool{}
+	for _, n := range regexp.MustCompile("`(mailshim_[a-z_]+)`").FindAllStringSubmatch(string(readme), -1) {
+		named[n[1]] = true
+	}
+	for n := range named {
+		if fams[n] == nil {
+			t.Errorf("the README names %s, which the endpoint does not serve", n)
+		}
+	}
+	for _, n := range metrics.Names {
+		if !named[n] {
+			t.Errorf("%s is served but the README does not name it", n)
+		}
+	}
+}
+
+// The endpoint on a TCP loopback address (port 0: the bound address is
+// logged), and nothing is served without [metrics] listen.
+func TestMetricsTCP(t *testing.T) {
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{})
+	s.writeConfig("\n[metrics]\nlisten = \"127.0.0.1:0\"\n")
+	s.start()
+	m := regexp.MustCompile(`event=metrics listen=(127\.0\.0\.1:\d+)`).FindStringSubmatch(s.log())
+	if m == nil {
+		t.Fatalf("no metrics line:\n%s", s.log())
+	}
+	if fams := scrape(t, m[1]); value(fams, metrics.BuildInfo, nil) != 1 {
+		t.Errorf("build info: %v", fams[metrics.BuildInfo])
+	}
+}
+
+// The Grafana dashboard is valid JSON and every query in it names only
+// metrics the endpoint serves.
+func TestGrafanaDashboard(t *testing.T) {
+	b, err := os.ReadFile("../../packaging/grafana/mailshim-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d any
+	if err := json.Unmarshal(b, &d); err != nil {
+		t.Fatalf("not JSON: %v", err)
+	}
+	var exprs []string
+	var walk func(v any)
+	walk = func(v any) {
+		switch x := v.(type) {
+		case map[string]any:
+			for k, e := range x {
+				if s, ok := e.(string); ok && (k == "expr" || k == "query") {
+					exprs = append(exprs, s)
+				}
+				walk(e)
+			}
+		case []any:
+			for _, e := range x {
+				walk(e)
+			}
+		}
+	}
+	walk(d)
+	if len(exprs) < 10 {
+		t.Fatalf("only %d queries", len(exprs))
+	}
+	known := map[string]bool{}
+	for _, n := range metrics.Names {
+		known[n] = true
+	}
+	used := map[string]bool{}
+	for _, e := range exprs {
+		for _, n := range regexp.MustCompile(`mailshim_[a-z_]+`).FindAllString(e, -1) {
+			base := n
+			for _, suf := range []string{"_bucket", "_sum", "_count"} {
+				if b := strings.TrimSuffix(n, suf); b != n && known[b] {
+					base = b
+				}
+			}
+			if !known[base] {
+				t.Errorf("the dashboard queries %s, which is not a metric (%q)", n, e)
+			}
+			used[base] = true
+		}
+	}
+	var unused []string
+	for _, n := range metrics.Names {
+		if !used[n] {
+			unused = append(unused, n)
+		}
+	}
+	sort.Strings(unused)
+	if len(unused) > 0 {
+		t.Errorf("metrics the dashboard does not show: %v", unused)
+	}
+}

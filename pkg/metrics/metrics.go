@@ -1,0 +1,418 @@
+// Package metrics is relayd's Prometheus endpoint ([metrics], off by
+// default): what the mail log says, counted.
+//
+// The counters follow the mail log (maillog.Logger's observer), not the
+// code paths that write it: every number on the endpoint is the count of
+// some event= line, so a graph and a grep never disagree, and the queue
+// and pickup need no counting code of their own. Queue depth is read from
+// the spool at each scrape.
+//
+// The account label is bounded: the accounts the policy names, plus the
+// top_accounts busiest others (chosen at scrape time by what they have
+// sent, and kept once chosen, so that a series never moves); every other
+// account is "other".
+//
+// Its Go API is not stable.
+package metrics
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Names of the metrics (the README lists them; tests and the Grafana
+// dashboard use these).
+const (
+	QueueMessages    = "mailshim_queue_messages"
+	PickedUp         = "mailshim_picked_up_total"
+	Deliveries       = "mailshim_deliveries_total"
+	Held             = "mailshim_held_total"
+	PolicyActions    = "mailshim_policy_actions_total"
+	PolicyTrips      = "mailshim_policy_trips_total"
+	UpstreamErrors   = "mailshim_upstream_errors_total"
+	DeliveryLatency  = "mailshim_delivery_latency_seconds"
+	PickupLag        = "mailshim_pickup_lag_seconds"
+	BuildInfo        = "mailshim_build_info"
+	OtherAccount     = "other"
+	defaultTopAccts  = 20
+	maxTrackedAccts  = 10000
+	untrackedAccount = "\x00untracked"
+)
+
+// Names lists every metric name the endpoint serves.
+var Names = []string{QueueMessages, PickedUp, Deliveries, Held, PolicyActions, PolicyTrips, UpstreamErrors, DeliveryLatency, PickupLag, BuildInfo}
+
+// Options configure the metrics.
+type Options struct {
+	// Named are accounts that always have their own label (the policy's).
+	Named []string
+	// TopAccounts is how many other accounts get their own label (by
+	// volume); 0 means 20.
+	TopAccounts int
+	// QueueDepth returns the number of messages in each queue state, read
+	// at each scrape (nil: the metric is not served).
+	QueueDepth func() map[string]int
+	// Account returns the account (user name, else uid:N) of a queued
+	// message whose pickup this process did not see (queued before a
+	// restart); nil or false: "unknown".
+	Account func(id string) (string, bool)
+}
+
+// Metrics holds the counters. It is safe for concurrent use.
+type Metrics struct {
+	reg *prometheus.Registry
+	opt Options
+
+	mu       sync.Mutex
+	named    map[string]bool
+	chosen   map[string]bool  // accounts with their own label, besides named
+	volume   map[string]int64 // messages picked up per account (for top N)
+	ids      map[string]string
+	acctVecs []*acctVec
+
+	pickedUp, deliveries, held, policyActions, policyTrips *acctVec
+
+	upstreamErrors *prometheus.CounterVec
+	latency        *prometheus.HistogramVec
+	lag            prometheus.Histogram
+}
+
+// New returns the metrics with their registry.
+func New(opt Options) *Metrics {
+	if opt.TopAccounts <= 0 {
+		opt.TopAccounts = defaultTopAccts
+	}
+	m := &Metrics{reg: prometheus.NewRegistry(), opt: opt, chosen: map[string]bool{}, volume: map[string]int64{}, ids: map[string]string{}}
+	m.SetNamed(opt.Named)
+	m.pickedUp = m.newAcctVec(PickedUp, "Messages picked up into the queue (every door), by account and door (via).", "via")
+	m.deliveries = m.newAcctVec(Deliveries, "Delivery outcomes per recipient and attempt (the mail log's event=delivery), by status (sent, deferred, bounced, failed), upstream and account.", "status", "upstream")
+	m.held = m.newAcctVec(Held, "Messages put in the held queue, by account and reason (a policy limit, frozen, or admin).", "reason")
+	m.policyActions = m.newAcctVec(PolicyActions, "Messages the per-account policy did not simply accept, by account, action (hold, defer, refuse) and limit.", "action", "limit")
+	m.policyTrips = m.newAcctVec(PolicyTrips, "Episodes of an account tripping a limit (one admin notice each), by account and limit.", "limit")
+	m.upstreamErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Name: UpstreamErrors,
+		Help: "Recipients an upstream did not accept, by upstream, class (temporary, permanent, auth) and stage (connect, tls, ehlo, auth, mail, rcpt, data, ...)."},
+		[]string{"upstream", "class", "stage"})
+	m.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: DeliveryLatency,
+		Help:    "Time from a message's arrival (sendmail's clock) to its acceptance by the upstream, per recipient sent, by upstream.",
+		Buckets: []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600}},
+		[]string{"upstream"})
+	m.lag = prometheus.NewHistogram(prometheus.HistogramOpts{Name: PickupLag,
+		Help:    "Time from a message's arrival (sendmail's clock) to its pickup into the queue.",
+		Buckets: []float64{0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 60, 300}})
+	m.reg.MustRegister(m.upstreamErrors, m.latency, m.lag, &acctCollector{m}, buildInfo())
+	if opt.QueueDepth != nil {
+		m.reg.MustRegister(&depthCollector{desc: prometheus.NewDesc(QueueMessages,
+			"Messages in the queue, by state (incoming, active, deferred, held, failed, quarantine), read from the spool at each scrape.",
+			[]string{"state"}, nil), f: opt.QueueDepth})
+	}
+	return m
+}
+
+// SetNamed replaces the accounts that always have their own label (on
+// reload).
+func (m *Metrics) SetNamed(names []string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.named = map[string]bool{}
+	for _, n := range names {
+		m.named[n] = true
+	}
+}
+
+// Handler serves the metrics in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+// Registry is the registry the metrics are in (for tests).
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+func buildInfo() prometheus.Collector {
+	version, revision := "(devel)", "unknown"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if bi.Main.Version != "" {
+			version = bi.Main.Version
+		}
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				revision = s.Value
+			}
+		}
+	}
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: BuildInfo, Help: "Always 1; the labels say which relayd this is.",
+		ConstLabels: prometheus.Labels{"version": version, "revision": revision, "goversion": runtime.Version()}})
+	g.Set(1)
+	return g
+}
+
+// IDTime returns the arrival time a queue ID encodes (its first 13 hex
+// digits are microseconds since the epoch; see spool.NewID).
+func IDTime(id string) (time.Time, bool) {
+	if len(id) != 20 {
+		return time.Time{}, false
+	}
+	us, err := strconv.ParseUint(id[:13], 16, 64)
+	if err != nil {
+		return time.Time{}, false
+	}
+	return time.UnixMicro(int64(us)), true
+}
+
+// kv returns the value of key in a mail log event's pairs.
+func kv(pairs []any, key string) string {
+	for i := 0; i+1 < len(pairs); i += 2 {
+		if k, ok := pairs[i].(string); ok && k == key {
+			switch v := pairs[i+1].(type) {
+			case string:
+				return v
+			case int:
+				return strconv.Itoa(v)
+			default:
+				return strings.TrimSpace(fmtAny(v))
+			}
+		}
+	}
+	return ""
+}
+
+// accountOf is the account of an event that names uid and user.
+func accountOf(pairs []any) string {
+	if u := kv(pairs, "user"); u != "" {
+		return u
+	}
+	if uid := kv(pairs, "uid"); uid != "" {
+		return "uid:" + uid
+	}
+	return "unknown"
+}
+
+// accountOfID is the account of queued message id.
+func (m *Metrics) accountOfID(id string) string {
+	m.mu.Lock()
+	a, ok := m.ids[id]
+	m.mu.Unlock()
+	if ok {
+		return a
+	}
+	if m.opt.Account != nil {
+		if a, ok := m.opt.Account(id); ok {
+			m.mu.Lock()
+			m.ids[id] = a
+			m.mu.Unlock()
+			return a
+		}
+	}
+	return "unknown"
+}
+
+// Observe counts one mail log event (maillog.Logger.SetObserver).
+func (m *Metrics) Observe(t time.Time, event string, pairs []any) {
+	switch event {
+	case "pickup":
+		id, acct := kv(pairs, "id"), accountOf(pairs)
+		m.mu.Lock()
+		m.ids[id] = acct
+		if _, ok := m.volume[acct]; ok || len(m.volume) < maxTrackedAccts {
+			m.volume[acct]++
+		}
+		m.mu.Unlock()
+		m.pickedUp.add(acct, 1, kv(pairs, "via"))
+		if at, ok := IDTime(id); ok {
+			m.lag.Observe(max(t.Sub(at).Seconds(), 0))
+		}
+	case "delivery":
+		id, status, upstream := kv(pairs, "id"), kv(pairs, "status"), kv(pairs, "upstream")
+		acct := m.accountOfID(id)
+		m.deliveries.add(acct, 1, status, upstream)
+		switch status {
+		case "sent":
+			if at, ok := IDTime(id); ok {
+				m.latency.WithLabelValues(upstream).Observe(max(t.Sub(at).Seconds(), 0))
+			}
+		case "deferred", "bounced", "failed":
+			class := "temporary"
+			stage := kv(pairs, "stage")
+			switch {
+			case status != "deferred" && kv(pairs, "reason") != "lifetime exceeded":
+				class = "permanent"
+			case stage == "auth":
+				class = "auth"
+			}
+			if stage == "" {
+				stage = "unknown"
+			}
+			m.upstreamErrors.WithLabelValues(upstream, class, stage).Inc()
+		}
+	case "policy":
+		acct := accountOf(pairs)
+		action, limit := kv(pairs, "action"), kv(pairs, "limit")
+		m.policyActions.add(acct, 1, action, limit)
+		if action == "hold" {
+			m.held.add(acct, 1, limit)
+		}
+	case "limit-tripped":
+		m.policyTrips.add(kv(pairs, "account"), 1, kv(pairs, "limit"))
+	case "hold":
+		m.held.add(m.accountOfID(kv(pairs, "id")), 1, "admin")
+	case "removed", "delete":
+		m.mu.Lock()
+		delete(m.ids, kv(pairs, "id"))
+		m.mu.Unlock()
+	}
+}
+
+// label returns the account label for acct (under m.mu).
+func (m *Metrics) label(acct string) string {
+	if m.named[acct] || m.chosen[acct] {
+		return acct
+	}
+	return OtherAccount
+}
+
+// choose gives the busiest accounts without a label of their own one,
+// while fewer than TopAccounts have one (under m.mu).
+func (m *Metrics) choose() {
+	free := m.opt.TopAccounts - len(m.chosen)
+	if free <= 0 {
+		return
+	}
+	var cand []string
+	for a := range m.volume {
+		if !m.named[a] && !m.chosen[a] {
+			cand = append(cand, a)
+		}
+	}
+	sort.Slice(cand, func(i, j int) bool {
+		if m.volume[cand[i]] != m.volume[cand[j]] {
+			return m.volume[cand[i]] > m.volume[cand[j]]
+		}
+		return cand[i] < cand[j]
+	})
+	for _, a := range cand[:min(free, len(cand))] {
+		m.chosen[a] = true
+	}
+}
+
+// acctVec is a counter with an account label whose values are folded
+// into the bounded label set at each scrape.
+type acctVec struct {
+	desc   *prometheus.Desc
+	labels int
+	mu     sync.Mutex
+	// by account, then by the other labels' values joined with \x00.
+	data map[string]map[string]float64
+}
+
+func (m *Metrics) newAcctVec(name, help string, labels ...string) *acctVec {
+	v := &acctVec{desc: prometheus.NewDesc(name, help, append([]string{"account"}, labels...), nil), labels: len(labels), data: map[string]map[string]float64{}}
+	m.acctVecs = append(m.acctVecs, v)
+	return v
+}
+
+func (v *acctVec) add(acct string, n float64, lvs ...string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	d := v.data[acct]
+	if d == nil {
+		if len(v.data) >= maxTrackedAccts {
+			acct = untrackedAccount
+			d = v.data[acct]
+		}
+		if d == nil {
+			d = map[string]float64{}
+			v.data[acct] = d
+		}
+	}
+	d[strings.Join(lvs, "\x00")] += n
+}
+
+// acctCollector emits the acctVecs with bounded account labels.
+type acctCollector struct{ m *Metrics }
+
+func (c *acctCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, v := range c.m.acctVecs {
+		ch <- v.desc
+	}
+}
+
+func (c *acctCollector) Collect(ch chan<- prometheus.Metric) {
+	m := c.m
+	m.mu.Lock()
+	m.choose()
+	labelOf := map[string]string{}
+	for _, v := range m.acctVecs {
+		v.mu.Lock()
+		for a := range v.data {
+			if _, ok := labelOf[a]; !ok {
+				labelOf[a] = m.label(a)
+			}
+		}
+		v.mu.Unlock()
+	}
+	m.mu.Unlock()
+	for _, v := range m.acctVecs {
+		sums := map[string]float64{}
+		v.mu.Lock()
+		for a, d := range v.data {
+			l := labelOf[a]
+			if l == "" {
+				l = OtherAccount
+			}
+			for k, n := range d {
+				sums[l+"\x00"+k] += n
+			}
+		}
+		v.mu.Unlock()
+		for k, n := range sums {
+			lvs := strings.Split(k, "\x00")
+			if len(lvs) != v.labels+1 {
+				continue
+			}
+			ch <- prometheus.MustNewConstMetric(v.desc, prometheus.CounterValue, n, lvs...)
+		}
+	}
+}
+
+// depthCollector reads the queue depth at each scrape.
+type depthCollector struct {
+	desc *prometheus.Desc
+	f    func() map[string]int
+}
+
+func (c *depthCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *depthCollector) Collect(ch chan<- prometheus.Metric) {
+	for state, n := range c.f() {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), state)
+	}
+}
+
+// CountDir returns the number of entries in dir (0 when it cannot be read).
+func CountDir(dir string) int {
+	f, err := os.Open(dir)
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	n := 0
+	for {
+		names, err := f.Readdirnames(4096)
+		n += len(names)
+		if err != nil {
+			return n
+		}
+	}
+}
+
+func fmtAny(v any) string { return fmt.Sprint(v) }

@@ -1,0 +1,57 @@
+package metrics
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/mailshim/mailshim/pkg/spool"
+)
+
+// The account label is bounded: the named accounts, then the busiest
+// others up to TopAccounts, chosen at a scrape and kept; the rest are
+// "other", and no count is lost on the way.
+func TestAccountLabelsBounded(t *testing.T) {
+	m := New(Options{Named: []string{"www-data"}, TopAccounts: 2})
+	now := time.Now()
+	pick := func(acct string, n int) {
+		for i := 0; i < n; i++ {
+			m.Observe(now, "pickup", []any{"id", "0006270A1B2C3D4E5F60", "uid", 1000, "user", acct, "via", "maildrop"})
+		}
+	}
+	pick("www-data", 1)
+	pick("alice", 5)
+	pick("bob", 3)
+	pick("carol", 1)
+	want := `
+# HELP mailshim_picked_up_total Messages picked up into the queue (every door), by account and door (via).
+# TYPE mailshim_picked_up_total counter
+mailshim_picked_up_total{account="alice",via="maildrop"} 5
+mailshim_picked_up_total{account="bob",via="maildrop"} 3
+mailshim_picked_up_total{account="other",via="maildrop"} 1
+mailshim_picked_up_total{account="www-data",via="maildrop"} 1
+`
+	if err := testutil.GatherAndCompare(m.Registry(), strings.NewReader(want), PickedUp); err != nil {
+		t.Error(err)
+	}
+	// carol becomes the busiest: the labels chosen stay.
+	pick("carol", 10)
+	want = strings.Replace(want, `{account="other",via="maildrop"} 1`, `{account="other",via="maildrop"} 11`, 1)
+	if err := testutil.GatherAndCompare(m.Registry(), strings.NewReader(want), PickedUp); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestIDTime(t *testing.T) {
+	at := time.Date(2026, 11, 23, 14, 40, 0, 123456000, time.UTC)
+	id := spool.NewID(at)
+	got, ok := IDTime(id)
+	if !ok || !got.Equal(at) {
+		t.Errorf("IDTime(%s) = %v %v, want %v", id, got, ok, at)
+	}
+	if _, ok := IDTime("short"); ok {
+		t.Error("a bad ID has a time")
+	}
+}
