@@ -296,3 +296,96 @@ func TestFailoverThreeUpstreams(t *testing.T) {
 	}
 	waitfor.True(t, "an empty spool", 30*time.Second, func() bool { return len(s.leftovers()) == 0 })
 }
+
+// Routing through relayd: a UID's mail goes through its own smarthost
+// account (a routed_only upstream with its own credentials), mail from a
+// sender domain through that domain's upstream, everything else (bounces
+// included) through the main one. The UID is the maildrop file's owner,
+// so the per-user part needs root (to give a file to nobody).
+func TestRouting(t *testing.T) {
+	main := newUpstream(t, smtptest.Options{})
+	own := smtptest.New(t, smtptest.Options{Username: "nobody@example.com", Password: "nobody-" + testPassword})
+	shop := smtptest.New(t, smtptest.Options{Username: "web1@shop.example", Password: "shop-" + testPassword})
+	s := newSite(t, main, siteOpts{concurrency: 2, retry: `["1h"]`})
+	secret := func(name, pw string) string {
+		p := filepath.Join(s.dir, name)
+		if err := os.WriteFile(p, []byte(pw+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	named := func(name string, routedOnly bool, srv *smtptest.Server, secretFile string) string {
+		u := srv.Upstream()
+		return fmt.Sprintf("\n[[upstream]]\nname = %q\nrouted_only = %v\nhost = %q\nport = %d\ntls = \"starttls\"\nca_file = %q\nusername = %q\npassword_file = %q\n",
+			name, routedOnly, u.Host, u.Port, u.CAFile, u.Username, secretFile)
+	}
+	s.writeConfig(named("own", true, own, secret("own.secret", "nobody-"+testPassword)) +
+		named("shop", true, shop, secret("shop.secret", "shop-"+testPassword)) + `
+[[route]]
+users = ["nobody", "uid:65534"]
+upstream = ["own"]
+
+[[route]]
+sender_domains = ["shop.example"]
+upstream = ["shop"]
+`)
+	if err := spool.Prepare(s.spool, spool.CurrentOwner()); err != nil {
+		t.Fatal(err)
+	}
+	// Everything is in the maildrop (with its owner) before relayd starts.
+	plain := s.dropFrom("app@example.org", "default")
+	shopID := s.dropFrom("orders@shop.example", "shop's")
+	want := map[*smtptest.Server][]string{main: {"default"}, shop: {"shop's"}}
+	if os.Geteuid() == 0 {
+		// Two files of nobody's: its own account, whatever the sender.
+		for _, sender := range []string{"app@example.org", "orders@shop.example"} {
+			id := s.dropFrom(sender, "nobody's from "+sender)
+			if err := os.Chown(filepath.Join(s.spool, spool.DirMaildrop, id), 65534, 65534); err != nil {
+				t.Fatal(err)
+			}
+			want[own] = append(want[own], "nobody's from "+sender)
+		}
+	} else {
+		t.Log("not root: the per-user route is not tried (files cannot be given to nobody)")
+	}
+	s.start()
+	for srv, subjects := range want {
+		if _, err := srv.WaitFor(len(subjects), 30*time.Second); err != nil {
+			t.Fatalf("%v\n%s", err, s.log())
+		}
+		got := map[string]bool{}
+		for _, m := range srv.Messages() {
+			got[subjectOf(m)] = true
+			if m.User != srv.Upstream().Username {
+				t.Errorf("%s: logged in as %q", srv.Addr, m.User)
+			}
+		}
+		for _, subj := range subjects {
+			if !got[subj] {
+				t.Errorf("%q not delivered through %s (got %v)\n%s", subj, srv.Addr, got, s.log())
+			}
+		}
+	}
+	if main.Count() != 1 || shop.Count() != 1 {
+		t.Errorf("main got %d, shop %d: mail went through another route's upstream", main.Count(), shop.Count())
+	}
+	waitFor(t, "an empty spool", 20*time.Second, func() bool { return len(s.leftovers()) == 0 })
+	for id, srv := range map[string]*smtptest.Server{plain: main, shopID: shop} {
+		if !strings.Contains(s.log(), "event=delivery id="+id+" to=rcpt@example.net upstream="+srv.Addr+" status=sent") {
+			t.Errorf("no delivery line for %s through %s:\n%s", id, srv.Addr, s.log())
+		}
+	}
+}
+
+// subjectOf returns a delivered message's Subject.
+func subjectOf(m smtptest.Message) string {
+	for _, l := range strings.Split(string(m.Data), "\r\n") {
+		if v, ok := strings.CutPrefix(l, "Subject: "); ok {
+			return v
+		}
+		if l == "" {
+			break
+		}
+	}
+	return ""
+}

@@ -63,10 +63,15 @@ type Config struct {
 
 	// Upstreams are the smarthosts, tried in order ([[upstream]]).
 	Upstreams []Upstream `toml:"upstream" each:"smarthost"`
-	Queue     Queue      `toml:"queue"`
-	Trace     Trace      `toml:"trace"`
-	Log       Log        `toml:"log"`
-	Metrics   Metrics    `toml:"metrics"`
+	// Routes send the mail of some local users or sender domains through
+	// upstreams of their own ([[route]], route.go); the first that
+	// matches wins. Mail no route matches uses the upstreams that are not
+	// routed_only.
+	Routes  []Route `toml:"route" each:"route"`
+	Queue   Queue   `toml:"queue"`
+	Trace   Trace   `toml:"trace"`
+	Log     Log     `toml:"log"`
+	Metrics Metrics `toml:"metrics"`
 
 	// Aliases maps a local name to one or more addresses; merged with
 	// /etc/aliases (AliasesFile) by relayd and by sendmail -bi.
@@ -96,6 +101,13 @@ type Config struct {
 // resolved value (WithDefaults): users never default Port, TLS, ServerName
 // or Auth again.
 type Upstream struct {
+	// Name names the upstream for [[route]] upstream lists and the logs;
+	// unique. Default "" (unnamed).
+	Name string `toml:"name"`
+	// RoutedOnly keeps the upstream for the mail of the [[route]]s that
+	// name it (a user's own smarthost account): other mail never goes
+	// through it. Needs a name.
+	RoutedOnly bool `toml:"routed_only"`
 	// Host is the smarthost's name or IP address. Required.
 	Host string `toml:"host"`
 	// Port defaults to 587 for starttls, 465 for tls, 25 for none.

@@ -36,6 +36,12 @@ func (c *Config) Redacted() string {
 	}
 	for _, u := range c.Upstreams {
 		w("\n[[upstream]]\n")
+		if u.Name != "" {
+			w("name = %s\n", quote(u.Name))
+		}
+		if u.RoutedOnly {
+			w("routed_only = true\n")
+		}
 		w("host = %s\n", quote(u.Host))
 		w("port = %d\n", u.Port)
 		w("tls = %s\n", quote(u.TLS))
@@ -62,6 +68,12 @@ func (c *Config) Redacted() string {
 			}
 			w("oauth_scopes = %s\n", quoteList(u.OAuthScopes))
 		}
+	}
+	for _, r := range c.Routes {
+		w("\n[[route]]\n")
+		w("users = %s\n", quoteList(r.Users))
+		w("sender_domains = %s\n", quoteList(r.SenderDomains))
+		w("upstream = %s\n", quoteList(r.Upstream))
 	}
 	q := c.Queue
 	w("\n[queue]\n")

@@ -67,6 +67,7 @@ func (c *Config) validate(v validator) {
 	for i := range c.Upstreams {
 		c.Upstreams[i].validate(v, []string{"upstream", index(i)})
 	}
+	c.validateRoutes(v)
 	c.Queue.validate(v, []string{"queue"})
 	c.Trace.validate(v, []string{"trace"})
 	c.Aliases = validateAliases(v, []string{"aliases"}, c.Aliases)

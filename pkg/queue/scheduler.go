@@ -29,6 +29,7 @@ package queue
 import (
 	"context"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -424,7 +425,7 @@ func (q *Queue) candidates(id string, set Settings) []string {
 		return []string{}
 	}
 	if ups.Single() {
-		return addrsOf(ups.list)
+		return keysOf(ups.list)
 	}
 	if c, ok := q.sched.routes[id]; ok {
 		return c
@@ -434,7 +435,7 @@ func (q *Queue) candidates(id string, set Settings) []string {
 		return nil
 	}
 	f.Close()
-	c := addrsOf(ups.routeOf(m).Upstreams)
+	c := keysOf(ups.routeOf(m).Upstreams)
 	q.sched.routes[id] = c
 	return c
 }
@@ -469,11 +470,15 @@ func (q *Queue) apply(r *jobResult) {
 	now := q.now()
 	var events []Event
 	for _, h := range r.health {
-		b := s.health[h.addr]
+		b := s.health[h.key]
+		name := ""
+		if h.key != h.addr {
+			name = h.key
+		}
 		if h.err == nil {
 			if b != nil {
-				delete(s.health, h.addr)
-				q.log.Event("upstream-up", "upstream", h.addr, "down_for", now.Sub(b.since).Round(time.Millisecond).String(), "failures", b.fails)
+				delete(s.health, h.key)
+				q.log.Event("upstream-up", appendNonEmpty([]any{"upstream", h.addr}, "name", name, "down_for", now.Sub(b.since).Round(time.Millisecond).String(), "failures", strconv.Itoa(b.fails))...)
 				events = append(events, Event{Kind: EventUpstreamUp, Upstream: h.addr})
 				// Everything that waited for an upstream is due now.
 				q.mu.Lock()
@@ -489,7 +494,7 @@ func (q *Queue) apply(r *jobResult) {
 		}
 		if b == nil {
 			b = &breaker{since: now}
-			s.health[h.addr] = b
+			s.health[h.key] = b
 		}
 		first := b.fails == 0
 		b.fails++
@@ -498,7 +503,8 @@ func (q *Queue) apply(r *jobResult) {
 		b.until = now.Add(d)
 		b.reason = errReply(h.err)
 		if first {
-			kv := []any{"upstream", h.addr, "retry_in", d.String(), "reason", b.reason}
+			kv := appendNonEmpty([]any{"upstream", h.addr}, "name", name)
+			kv = append(kv, "retry_in", d.String(), "reason", b.reason)
 			kv = appendNonEmpty(kv, "cause", h.err.Cause, "fix", h.err.Fix)
 			q.log.Event("upstream-down", kv...)
 			events = append(events, Event{Kind: EventUpstreamDown, Upstream: h.addr, Err: h.err})

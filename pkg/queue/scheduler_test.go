@@ -246,3 +246,30 @@ func TestDeadReusedSessionIsRedialed(t *testing.T) {
 		t.Errorf("%d dials, %d sent", e.up.dials, len(e.up.sent()))
 	}
 }
+
+// Breakers are per upstream: one route's dead upstream does not hold the
+// mail of another route, and its own mail is held without being tried.
+func TestBreakerPerRoute(t *testing.T) {
+	h := newHosts("a.example", "b.example")
+	ups := []config.Upstream{
+		{Name: "a", Host: "a.example", Port: 587},
+		{Name: "b", RoutedOnly: true, Host: "b.example", Port: 587},
+	}
+	routes := []config.Route{{SenderDomains: []string{"b.example.org"}, Upstream: []string{"b"}}}
+	e := newEnv(t, Settings{Concurrency: 1, Upstreams: NewUpstreams(ups, relay.Options{}, h.dial).WithRoutes(routes)})
+	h.set("a.example", refused(), nil)
+	e.enqueue(t, 1001, "x@a.example.org", "r@example.net")
+	e.run()
+	if !strings.Contains(e.log.String(), "event=upstream-down upstream=a.example:587 name=a retry_in=1s") {
+		t.Fatalf("log:\n%s", e.log)
+	}
+	held := e.enqueue(t, 1001, "y@a.example.org", "r@example.net")
+	routed := e.enqueue(t, 1001, "z@b.example.org", "r@example.net")
+	e.run()
+	if len(h.ups["b.example"].sent()) != 1 || e.state(t, routed) != "" {
+		t.Errorf("route b's mail held by a's breaker:\n%s", e.log)
+	}
+	if e.state(t, held) != spool.Incoming || h.dialCount("a.example") != 1 {
+		t.Errorf("a's mail: %s, %d dials", e.state(t, held), h.dialCount("a.example"))
+	}
+}

@@ -3,7 +3,11 @@ package queue
 import (
 	"context"
 	"errors"
+	"os/user"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/mailshim/mailshim/pkg/config"
 	"github.com/mailshim/mailshim/pkg/maillog"
@@ -29,11 +33,16 @@ type DialFunc func(ctx context.Context, up config.Upstream) (Session, error)
 // a worker's link (see link) sends through them with failover and session
 // reuse. It is immutable; a reload builds a new one.
 type Upstreams struct {
-	list []config.Upstream
-	dial DialFunc
+	list   []config.Upstream
+	routes []config.Route
+	dial   DialFunc
 	// single: every message has the same candidates (no upstream is
-	// limited to sender domains), so the route needs no message data.
+	// limited to sender domains, no route), so the route needs no
+	// message data.
 	single bool
+
+	groupMu sync.Mutex
+	groups  map[int][]string // group names of each UID (routes by group)
 }
 
 // NewUpstreams returns the component for the upstreams list (in
@@ -51,11 +60,19 @@ func NewUpstreams(list []config.Upstream, opts relay.Options, dial DialFunc) *Up
 	}
 	u := &Upstreams{list: append([]config.Upstream(nil), list...), dial: dial, single: true}
 	for _, up := range list {
-		if len(up.SenderDomains) > 0 {
+		if len(up.SenderDomains) > 0 || up.RoutedOnly {
 			u.single = false
 		}
 	}
 	return u
+}
+
+// WithRoutes returns u choosing upstreams by the [[route]]s too
+// (config.SelectRoute): by the sender's domain and by the local user the
+// kernel named.
+func (u *Upstreams) WithRoutes(routes []config.Route) *Upstreams {
+	n := &Upstreams{list: u.list, routes: append([]config.Route(nil), routes...), dial: u.dial, single: u.single && len(routes) == 0}
+	return n
 }
 
 // Route is the upstreams that may carry one message, in the order they
@@ -69,14 +86,18 @@ type Route struct {
 func (u *Upstreams) Single() bool { return u.single }
 
 // Route returns the candidates for a message from sender ("" or "<>" for
-// the null sender) queued by uid.
-func (u *Upstreams) Route(sender string, uid int) Route {
+// the null sender) queued by uid (whose user name is user).
+func (u *Upstreams) Route(sender string, uid int, user string) Route {
 	if sender == "<>" {
 		sender = ""
 	}
 	cands := u.list
 	if !u.single {
-		cands = relay.Candidates(u.list, sender)
+		o := config.RouteOrigin{Sender: sender, UID: uid, User: user}
+		if config.HasGroupRoutes(u.routes) {
+			o.InGroup = func(g string) bool { return slices.Contains(u.groupsOf(uid, user), g) }
+		}
+		_, cands = config.SelectRoute(u.list, u.routes, o)
 	}
 	var b strings.Builder
 	for _, up := range cands {
@@ -87,7 +108,44 @@ func (u *Upstreams) Route(sender string, uid int) Route {
 }
 
 // routeOf is Route for a queued message.
-func (u *Upstreams) routeOf(m *spool.Meta) Route { return u.Route(m.Env.Sender, m.Origin.UID) }
+func (u *Upstreams) routeOf(m *spool.Meta) Route {
+	return u.Route(m.Env.Sender, m.Origin.UID, m.Origin.User)
+}
+
+// groupsOf returns the names of the groups uid is in (its primary group
+// and those that list it), looked up once per UID for the life of u (a
+// reload makes a new one).
+func (u *Upstreams) groupsOf(uid int, name string) []string {
+	u.groupMu.Lock()
+	defer u.groupMu.Unlock()
+	if g, ok := u.groups[uid]; ok {
+		return g
+	}
+	var names []string
+	if acct, err := user.LookupId(strconv.Itoa(uid)); err == nil {
+		if ids, err := acct.GroupIds(); err == nil {
+			for _, id := range ids {
+				if gr, err := user.LookupGroupId(id); err == nil {
+					names = append(names, gr.Name)
+				}
+			}
+		}
+	}
+	if u.groups == nil {
+		u.groups = map[int][]string{}
+	}
+	u.groups[uid] = names
+	return names
+}
+
+// upKey names an upstream for its circuit breaker: its name, else its
+// address. (Upstreams sharing an address without names share a breaker.)
+func upKey(up config.Upstream) string {
+	if up.Name != "" {
+		return up.Name
+	}
+	return relay.Addr(up)
+}
 
 // sessionKey identifies what a session is bound to: the upstream's address
 // and the account it logged in with. A session may carry any message
@@ -96,12 +154,12 @@ func sessionKey(up config.Upstream) string {
 	return relay.Addr(up) + "/" + up.Username + "/" + strings.Join(up.Auth, "+")
 }
 
-// healthReport is what a link learned about one upstream: err nil means a
-// session was opened or a transaction got an answer (it works), else the
-// upstream's own trouble (relay.Error.UpstreamTrouble).
+// healthReport is what a link learned about one upstream (key: upKey):
+// err nil means a session was opened or a transaction got an answer (it
+// works), else the upstream's own trouble (relay.Error.UpstreamTrouble).
 type healthReport struct {
-	addr string
-	err  *relay.Error
+	key, addr string
+	err       *relay.Error
 }
 
 // link is one worker's way to the upstreams: it holds at most one session
@@ -125,13 +183,14 @@ func (l *link) close() {
 	}
 }
 
-func (l *link) report(addr string, err *relay.Error) {
-	l.health = append(l.health, healthReport{addr: addr, err: err})
+func (l *link) report(up config.Upstream, err *relay.Error) {
+	key := upKey(up)
+	l.health = append(l.health, healthReport{key: key, addr: relay.Addr(up), err: err})
 	if err != nil {
 		if l.down == nil {
 			l.down = map[string]*relay.Error{}
 		}
-		l.down[addr] = err
+		l.down[key] = err
 	}
 }
 
@@ -175,8 +234,8 @@ func (l *link) open(ctx context.Context, up config.Upstream) (s Session, reused 
 // the upstreams', not the message's.
 func (l *link) send(ctx context.Context, cands []config.Upstream, skip map[string]bool, m *relay.Message) (res *relay.Result, upstreamFault bool) {
 	for _, up := range cands {
-		addr := relay.Addr(up)
-		if skip[addr] || l.down[addr] != nil {
+		addr, key := relay.Addr(up), upKey(up)
+		if skip[key] || l.down[key] != nil {
 			continue
 		}
 		s, reused, err := l.open(ctx, up)
@@ -199,10 +258,10 @@ func (l *link) send(ctx context.Context, cands []config.Upstream, skip map[strin
 			res.Upstream = addr
 		}
 		if err == nil && !relay.FailOver(res) {
-			l.report(addr, nil)
+			l.report(up, nil)
 			return res, false
 		}
-		l.report(addr, res.Err)
+		l.report(up, res.Err)
 		l.close()
 		if ctx.Err() != nil {
 			break
@@ -219,9 +278,8 @@ func (l *link) send(ctx context.Context, cands []config.Upstream, skip map[strin
 	// Every candidate is down: this job found it (the last failure is
 	// the reason), or the circuit breaker says so.
 	for i := len(cands) - 1; i >= 0; i-- {
-		addr := relay.Addr(cands[i])
-		if e := l.down[addr]; e != nil {
-			return failedResult(m, addr, e), true
+		if e := l.down[upKey(cands[i])]; e != nil {
+			return failedResult(m, relay.Addr(cands[i]), e), true
 		}
 	}
 	e := &relay.Error{Class: relay.Temporary, Stage: relay.StageConnect, Err: errors.New("every upstream is down"),
@@ -253,6 +311,6 @@ func SettingsFrom(cfg *config.Config, opts relay.Options) Settings {
 		DelayNotice: cfg.Queue.DelayNotice,
 		Concurrency: cfg.Queue.Concurrency,
 		Hostname:    opts.Hostname,
-		Upstreams:   NewUpstreams(cfg.Upstreams, opts, nil),
+		Upstreams:   NewUpstreams(cfg.Upstreams, opts, nil).WithRoutes(cfg.Routes),
 	}
 }

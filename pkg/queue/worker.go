@@ -219,7 +219,7 @@ func (w *worker) prepare(id string, sync bool) *attempt {
 	}
 	route := w.set.Upstreams.routeOf(m)
 	if !w.set.Upstreams.Single() {
-		w.res.msgs = append(w.res.msgs, msgResult{id: id, route: addrsOf(route.Upstreams)})
+		w.res.msgs = append(w.res.msgs, msgResult{id: id, route: keysOf(route.Upstreams)})
 	}
 	rcpts := remaining(m.Env.Recipients, d)
 	if len(rcpts) == 0 {
@@ -458,10 +458,11 @@ func (q *Queue) forget(id string) {
 	q.mu.Unlock()
 }
 
-func addrsOf(ups []config.Upstream) []string {
+// keysOf returns the circuit-breaker keys (upKey) of ups.
+func keysOf(ups []config.Upstream) []string {
 	out := make([]string, len(ups))
 	for i, up := range ups {
-		out[i] = relay.Addr(up)
+		out[i] = upKey(up)
 	}
 	return out
 }

@@ -626,22 +626,6 @@ func TestUpstreamTrouble(t *testing.T) {
 	}
 }
 
-func TestCandidates(t *testing.T) {
-	ups := []config.Upstream{{Host: "a", SenderDomains: []string{"example.org"}}, {Host: "b"}, {Host: "c", SenderDomains: []string{"example.com"}}}
-	hosts := func(us []config.Upstream) string {
-		var h []string
-		for _, u := range us {
-			h = append(h, u.Host)
-		}
-		return strings.Join(h, ",")
-	}
-	for sender, want := range map[string]string{"x@example.org": "a,b", "x@EXAMPLE.COM": "b,c", "x@other.net": "b", "": "b"} {
-		if got := hosts(Candidates(ups, sender)); got != want {
-			t.Errorf("%q: %s, want %s", sender, got, want)
-		}
-	}
-}
-
 func TestTraceImplicitTLSIsClearText(t *testing.T) {
 	srv := authServer(t, smtptest.Options{ImplicitTLS: true})
 	var trace bytes.Buffer

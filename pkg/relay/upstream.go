@@ -8,13 +8,6 @@ import (
 	"github.com/mailshim/mailshim/pkg/config"
 )
 
-// Candidates returns the upstreams that may carry mail from sender, in
-// their configured order: config.SelectUpstreams, the rule of
-// sender_domains.
-func Candidates(ups []config.Upstream, sender string) []config.Upstream {
-	return config.SelectUpstreams(ups, sender)
-}
-
 // Addr returns an upstream's host:port, with the port its TLS mode implies
 // when none is set. Logs and the queue's per-upstream health use it.
 func Addr(up config.Upstream) string {
