@@ -42,8 +42,10 @@ var ErrBareDataEnd = errors.New("bare CR or LF next to a \".\" in the message da
 // there, in place (the output is never longer than the input): the bytes
 // are copied once, from the input into the buffer, and WriteTo hands the
 // buffer straight to the writer, so io.Copy into a spool file copies
-// nothing more. The buffer starts small and grows to stdinBuf only when
-// the input fills it, so a 2 KB message does not cost 64 KB.
+// nothing more. The buffer is one allocation of stdinBuf: sendmail, its
+// user, runs for one message, and the pages of a fresh allocation that a
+// short message does not reach are never touched (growing it by steps
+// cost a large message more page faults than it saved a short one).
 type Reader struct {
 	dots bool
 	bol  bool // at the beginning of a line
@@ -56,7 +58,6 @@ type Reader struct {
 	src        io.Reader
 	buf        []byte
 	r, w, h, e int
-	full       bool // the last read filled buf: grow it
 
 	// NewSMTPReader: line by line from the session's reader.
 	br        *bufio.Reader
@@ -68,10 +69,8 @@ type Reader struct {
 	off       int
 }
 
-const (
-	stdinBufMin = 8 << 10  // the first read
-	stdinBuf    = 64 << 10 // at most (a pipe's capacity)
-)
+// stdinBuf is the size of a NewReader's buffer: a pipe's capacity.
+const stdinBuf = 64 << 10
 
 // NewReader returns a Reader of r. With ignoreDots false (sendmail without
 // -i/-oi), a line of a single "." ends the message.
@@ -158,14 +157,10 @@ func (r *Reader) fillStream() {
 	// Keep the held-back bytes, at the start of the buffer.
 	held := copy(r.buf, r.buf[r.h:r.e])
 	r.r, r.w, r.h, r.e = 0, 0, 0, held
-	switch {
-	case r.buf == nil:
-		r.buf = make([]byte, stdinBufMin)
-	case held == 0 && r.full && len(r.buf) < stdinBuf:
-		r.buf = make([]byte, min(2*len(r.buf), stdinBuf))
+	if r.buf == nil {
+		r.buf = make([]byte, stdinBuf)
 	}
 	n, err := r.src.Read(r.buf[r.e:])
-	r.full = r.e+n == len(r.buf)
 	r.e += n
 	r.normalise(err != nil)
 	if err != nil && !r.done {

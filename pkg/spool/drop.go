@@ -120,7 +120,7 @@ func NewDrop(dir *os.File, m *Meta, max int64) (*Drop, error) {
 	d.f = os.NewFile(uintptr(fd), filepath.Join(dir.Name(), m.ID))
 	hdr, off := EncodeHeader(&d.meta)
 	d.sizeOff = off
-	d.w = bufio.NewWriterSize(d.f, 64<<10)
+	d.w = bufio.NewWriterSize(d.f, 8<<10)
 	if _, err := d.w.Write(hdr); err != nil {
 		d.Abort()
 		return nil, err
