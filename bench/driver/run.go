@@ -1,7 +1,8 @@
 // Package driver is mailshim's benchmark driver: it builds the real
 // binaries, installs them into a private site (setgid when root), measures
-// each figure of issue 5's table against a reference measured in the same
-// run, and renders the table for the terminal and for docs/BENCHMARKS.md.
+// each figure of docs/BENCHMARKS.md's table against a reference measured
+// in the same run, and renders the table for the terminal and for
+// docs/BENCHMARKS.md.
 package driver
 
 import (

@@ -493,7 +493,7 @@ func dialSubmits(t *testing.T, sock string, n int) ([]net.Conn, chan string) {
 	return conns, answers
 }
 
-// Review F2: one local user cannot hold the submission socket. Beyond 8
+// One local user cannot hold the submission socket. Beyond 8
 // submissions in progress and 32 waiting per UID, a connection is refused
 // at once with a temporary failure, logged once (not once per connection);
 // once the connections close, submissions work again.
@@ -543,7 +543,7 @@ func TestSubmitSocketLimits(t *testing.T) {
 	}
 }
 
-// Review F2: out of file descriptors (EMFILE), relayd neither spins nor
+// Out of file descriptors (EMFILE), relayd neither spins nor
 // floods its log, and recovers when descriptors are free again.
 func TestSubmitSocketEMFILE(t *testing.T) {
 	up := newUpstream(t, smtptest.Options{})
@@ -590,7 +590,7 @@ func TestSubmitSocketEMFILE(t *testing.T) {
 	}
 }
 
-// Review F1, end to end: a maildrop file relayd will not relay (a header
+// End to end: a maildrop file relayd will not relay (a header
 // field over the shared limit: a sendmail with other limits, or a file not
 // written by sendmail) is bounced to its sender with the reason, through
 // the upstream, and leaves nothing behind; the next message goes through.

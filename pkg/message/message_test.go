@@ -236,7 +236,7 @@ func TestReadHeaderBounds(t *testing.T) {
 	}
 }
 
-// The limits shared with relayd's pickup (F1 of the security review):
+// The limits shared with relayd's pickup:
 // what ReadHeader accepts and Check passes, ReadHeader reads again from
 // the stored bytes.
 func TestReadHeaderSharedLimits(t *testing.T) {
@@ -311,7 +311,7 @@ func TestReadHeaderSharedLimits(t *testing.T) {
 	}
 }
 
-// "Name : value" is a field for both sides (F1's second mismatch).
+// "Name : value" is a field for both sides (sendmail and pickup).
 func TestParseFieldName(t *testing.T) {
 	for in, want := range map[string]int{
 		"Subject: x": 7, "X-A : 1": 3, "X-A\t: 1": 3, "X-A:": 3, ": x": -1, " X: y": -1,

@@ -359,7 +359,7 @@ func TestStoreLimit(t *testing.T) {
 	}
 }
 
-// F1 of the security review: what sendmail stored (exit 0) is queued, not
+// What sendmail stored (exit 0) is queued, not
 // quarantined — a long unfolded To: and the obsolete "Name : value"
 // syntax alike — and keeps its header where it was.
 func TestPickupAcceptsWhatSendmailAccepts(t *testing.T) {
@@ -479,7 +479,7 @@ func TestStoreRejects(t *testing.T) {
 	}
 }
 
-// Review F3, defence in depth: a maildrop file need not come from
+// Defence in depth: a maildrop file need not come from
 // sendmail. Its envelope gets sendmail's check: a bad recipient is bounced
 // to a good sender; a file with a bad sender (no one to tell) is
 // quarantined; unknown keys never reach the queue.

@@ -608,7 +608,7 @@ func TestCorruptQueuedMessageIsQuarantined(t *testing.T) {
 	}
 }
 
-// A message pickup refused (F1 of the security review) is bounced with
+// A message pickup refused is bounced with
 // the reason, the fix and the status, and no upstream is named.
 func TestRejectBounce(t *testing.T) {
 	e := newEnv(t, Settings{})
@@ -641,7 +641,7 @@ func TestRejectBounce(t *testing.T) {
 	}
 }
 
-// Durability review F4: a FIFO (or any non-regular file) in queue/msg or
+// A FIFO (or any non-regular file) in queue/msg or
 // as a state file neither blocks a worker nor the listing: the message is
 // quarantined, the state file replaced, and everything else goes on.
 func TestFIFOInQueueDoesNotBlock(t *testing.T) {
@@ -718,7 +718,7 @@ func fill(t *testing.T, dir string) func() {
 	return func() { os.Remove(p) }
 }
 
-// Durability review F1: with the spool full, a partly delivered message's
+// With the spool full, a partly delivered message's
 // accepted recipients are remembered although the state file cannot be
 // written: each gets the message once, however many retries the full
 // spool lasts.
@@ -765,7 +765,7 @@ func TestFullSpoolNeverResendsAcceptedRecipients(t *testing.T) {
 	}
 }
 
-// Durability review F6: the next attempt is counted from the end of a
+// The next attempt is counted from the end of a
 // slow attempt, not from its start.
 func TestNextAttemptAfterSlowAttempt(t *testing.T) {
 	e := newEnv(t, Settings{Retry: []time.Duration{time.Minute}, Lifetime: 24 * time.Hour})
@@ -784,7 +784,7 @@ func TestNextAttemptAfterSlowAttempt(t *testing.T) {
 	}
 }
 
-// Durability review F3: a user's mailq over a large queue decodes other
+// A user's mailq over a large queue decodes other
 // users' messages once, not on every request, and lists in order across
 // states (no quadratic sort).
 func TestMailqDecodesOthersOnce(t *testing.T) {

@@ -192,7 +192,7 @@ func TestReadStateCorrupt(t *testing.T) {
 	}
 }
 
-// Durability review F7: a Drop into queue/msg cut short on a file system
+// A Drop into queue/msg cut short on a file system
 // without O_TMPFILE leaves msg/tmp.<id>; recovery sweeps it.
 func TestRecoverSweepsMsgTemp(t *testing.T) {
 	q := newTestQueue(t)
@@ -214,7 +214,7 @@ func TestRecoverSweepsMsgTemp(t *testing.T) {
 	mustState(t, q, keep, Incoming)
 }
 
-// Durability review F4: non-regular files in the queue are refused as
+// Non-regular files in the queue are refused as
 // corrupt without blocking.
 func TestOpenRefusesNonRegular(t *testing.T) {
 	q := newTestQueue(t)

@@ -1,8 +1,8 @@
 package submit
 
 // Tests of the server side against a client that is not sendmail (the
-// socket is world-connectable): review findings F2 (deadlines, limits)
-// and F3 (the envelope validated as sendmail validates it).
+// socket is world-connectable): deadlines and limits, and the envelope
+// validated as sendmail validates it.
 
 import (
 	"bufio"
@@ -93,7 +93,7 @@ func meta(sender string, rcpts ...string) *spool.Meta {
 		Env: spool.Envelope{Sender: sender, Recipients: rcpts}}
 }
 
-// F3: what sendmail refuses, the socket refuses, with the same code.
+// What sendmail refuses, the socket refuses, with the same code.
 func TestServeValidatesEnvelope(t *testing.T) {
 	s := newRawServer(t, &Server{})
 	many := make([]string, 20001)
@@ -136,7 +136,7 @@ func TestServeValidatesEnvelope(t *testing.T) {
 	}
 }
 
-// F3: unknown keys are dropped, and the advisory origin is re-checked
+// Unknown keys are dropped, and the advisory origin is re-checked
 // against the peer's UID.
 func TestServeSanitizesOrigin(t *testing.T) {
 	s := newRawServer(t, &Server{})
@@ -179,7 +179,7 @@ func TestServeSanitizesOrigin(t *testing.T) {
 	}
 }
 
-// F2: a client that sends the greeting and then nothing is answered and
+// A client that sends the greeting and then nothing is answered and
 // dropped once HeaderTimeout is over; one that trickles the body byte by
 // byte is dropped at BodyTimeout however often it sends; nothing is
 // stored.

@@ -1,4 +1,4 @@
-// Package robust is mailshim's robustness suite (issue 5): the real
+// Package robust is mailshim's robustness suite: the real
 // sendmail and relayd binaries, built once, are crashed, starved of disk,
 // pointed at broken upstreams, fed a tampered spool and loaded, and every
 // case checks the two invariants — nothing accepted is lost, nothing is

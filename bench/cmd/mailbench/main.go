@@ -1,4 +1,4 @@
-// Command mailbench runs mailshim's benchmarks (issue 5's table) and writes
+// Command mailbench runs mailshim's benchmarks and writes their table into
 // docs/BENCHMARKS.md. `make bench` runs it in full, `make bench-smoke` runs
 // the seconds-long version that only checks the driver works.
 package main
