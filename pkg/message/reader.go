@@ -312,20 +312,28 @@ func (r *Reader) smuggling(c []byte, complete bool) bool {
 		}
 	}
 	// A bare CR next to a "." anywhere: "\r." and ".\r" (not ".\r\n").
-	prev := r.lastByte
-	if r.bol {
-		prev = 0
-	}
-	for i, b := range c {
-		if b == '\r' && (i+1 == len(c) && !complete || i+1 < len(c) && c[i+1] != '\n') {
-			// A bare CR (one at the end of a chunk cut by the buffer is
-			// judged with the next byte, which this check does not see;
-			// a line 64 KiB long is not a smuggling vector worth a state).
-			if i+1 < len(c) && c[i+1] == '.' || prev == '.' {
+	// A bare CR at the end of a chunk cut by the buffer is judged without
+	// the next byte, which this check does not see (a line 64 KiB long is
+	// not a smuggling vector worth a state).
+	for i := 0; ; {
+		j := bytes.IndexByte(c[i:], '\r')
+		if j < 0 {
+			break
+		}
+		j += i
+		if j+1 == len(c) && !complete || j+1 < len(c) && c[j+1] != '\n' {
+			before := r.lastByte
+			if r.bol {
+				before = 0
+			}
+			if j > 0 {
+				before = c[j-1]
+			}
+			if before == '.' || j+1 < len(c) && c[j+1] == '.' {
 				return true
 			}
 		}
-		prev = b
+		i = j + 1
 	}
 	return false
 }
