@@ -12,6 +12,7 @@
 //	relayd queue freeze|thaw|hold|release --user U
 //	relayd queue delete --user U [--confirm N]
 //	relayd verify-origin < message   is its origin header genuine? exit 0 or 1
+//	relayd stats [--json]   per account: the last hour and day
 //
 // Signals: SIGTERM and SIGINT finish (or, after --stop-timeout, abort) the
 // sessions in flight and exit 0; SIGHUP reloads the configuration (a bad one
@@ -40,6 +41,7 @@ func usage() {
        relayd queue freeze | thaw | hold | release --user U
        relayd queue delete --user U [--confirm N]
        relayd verify-origin [--config FILE] < message
+       relayd stats [--json]
 `)
 }
 
@@ -83,6 +85,8 @@ func main() {
 		os.Exit(checkConfig(path))
 	case "queue":
 		os.Exit(queueCmd(path, args))
+	case "stats":
+		os.Exit(statsCmd(path, args))
 	case "verify-origin":
 		os.Exit(verifyOrigin(path, args, os.Stdin, os.Stdout))
 	case "help":

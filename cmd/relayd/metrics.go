@@ -37,17 +37,7 @@ func newMetrics(cfg *config.Config, sq *spool.Queue, named []string) (*metrics.M
 			out["quarantine"] = metrics.CountDir(filepath.Join(root, spool.DirQuarantine))
 			return out
 		},
-		Account: func(id string) (string, bool) {
-			f, meta, err := sq.OpenMessage(id)
-			if err != nil {
-				return "", false
-			}
-			f.Close()
-			if meta.Origin.User != "" {
-				return meta.Origin.User, true
-			}
-			return "uid:" + strconv.Itoa(meta.Origin.UID), true
-		},
+		Account: queuedAccount(sq),
 	})
 	var ln net.Listener
 	var err error
@@ -74,4 +64,39 @@ func serveMetrics(ctx context.Context, m *metrics.Metrics, ln net.Listener, log 
 	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		log.Event("error", "reason", "metrics endpoint", "error", err.Error())
 	}
+}
+
+// queuedAccount returns the account (user name, else uid:N) of a queued
+// message, read from its message file: for the messages whose pickup this
+// relayd did not see (queued before a restart, bounces).
+func queuedAccount(sq *spool.Queue) func(id string) (string, bool) {
+	return func(id string) (string, bool) {
+		f, meta, err := sq.OpenMessage(id)
+		if err != nil {
+			return "", false
+		}
+		f.Close()
+		if meta.Origin.User != "" {
+			return meta.Origin.User, true
+		}
+		return "uid:" + strconv.Itoa(meta.Origin.UID), true
+	}
+}
+
+// statsFile is the name of the stats state file in relayd's queue
+// directory.
+const statsFile = "stats.state"
+
+// openStats loads relayd stats' state (a damaged file is logged and set
+// aside).
+func openStats(cfg *config.Config, sq *spool.Queue, log *maillog.Logger) (*metrics.Stats, error) {
+	st, err := metrics.OpenStats(filepath.Join(cfg.Spool, spool.DirQueue, statsFile), nil)
+	if st == nil {
+		return nil, err
+	}
+	if err != nil {
+		log.Event("warning", "reason", "stats state", "error", err.Error())
+	}
+	st.Account = queuedAccount(sq)
+	return st, nil
 }

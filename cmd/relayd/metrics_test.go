@@ -256,3 +256,68 @@ func TestGrafanaDashboard(t *testing.T) {
 		t.Errorf("metrics the dashboard does not show: %v", unused)
 	}
 }
+
+func (s *site) stats() map[string]metrics.AccountStats {
+	s.t.Helper()
+	out, stderr, code := runCmd(s.t, []string{"MAILSHIM_CONFIG=" + s.cfgPath}, relaydBin, "stats", "--json")
+	if code != 0 {
+		s.t.Fatalf("relayd stats: %d %s", code, stderr)
+	}
+	var l []metrics.AccountStats
+	if err := json.Unmarshal([]byte(out), &l); err != nil {
+		s.t.Fatalf("%v\n%s", err, out)
+	}
+	m := map[string]metrics.AccountStats{}
+	for _, a := range l {
+		m[a.Account] = a
+	}
+	return m
+}
+
+// relayd stats counts, per account, what the log says for the last hour
+// and day (picked up, sent, held, refused; top scripts), and keeps it
+// across a restart.
+func TestStats(t *testing.T) {
+	needRoot(t)
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{})
+	s.writeConfig(`
+[policy]
+notice_to = ""
+[policy.nobody]
+messages_per_hour = 3
+`)
+	s.dropAs(nobodyUID, "stats", 5)
+	d := s.start()
+	m := &spool.Meta{Env: spool.Envelope{Sender: "app@example.org", Recipients: []string{"a@example.net", "b@example.net"}},
+		Origin: spool.Origin{Script: "/srv/admin/cron.php", ScriptSource: "SCRIPT_FILENAME"}}
+	if _, err := submit.Send(context.Background(), s.submitSock(), m, strings.NewReader("Subject: root\n\nx\n")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := up.WaitFor(4, 30*time.Second); err != nil {
+		t.Fatalf("%v\n%s", err, s.log())
+	}
+	waitFor(t, "5 sent", 20*time.Second, func() bool { return strings.Count(s.log(), "status=sent") >= 5 })
+	check := func(when string) {
+		st := s.stats()
+		n, r := st["nobody"], st["root"]
+		want := metrics.Counts{PickedUp: 5, Sent: 3, Held: 2}
+		if n.Hour != want || n.Day != want || len(n.Scripts) != 1 || n.Scripts[0] != (metrics.Script{Path: "/srv/www/stats.php", Messages: 5}) {
+			t.Errorf("%s: nobody %+v", when, n)
+		}
+		want = metrics.Counts{PickedUp: 1, Sent: 2}
+		if r.Hour != want || r.Day != want || len(r.Scripts) != 1 || r.Scripts[0].Path != "/srv/admin/cron.php" {
+			t.Errorf("%s: root %+v", when, r)
+		}
+	}
+	check("running")
+	out, _, code := runCmd(t, []string{"MAILSHIM_CONFIG=" + s.cfgPath}, relaydBin, "stats")
+	if code != 0 || !strings.Contains(out, "/srv/www/stats.php (5)") || !strings.HasPrefix(out, "ACCOUNT") {
+		t.Errorf("relayd stats:\n%s", out)
+	}
+	if code := d.term(t); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	s.start()
+	check("after a restart")
+}

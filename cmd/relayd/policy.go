@@ -15,6 +15,7 @@ import (
 	"github.com/mailshim/mailshim/pkg/config"
 	"github.com/mailshim/mailshim/pkg/control"
 	"github.com/mailshim/mailshim/pkg/maillog"
+	"github.com/mailshim/mailshim/pkg/metrics"
 	"github.com/mailshim/mailshim/pkg/pickup"
 	"github.com/mailshim/mailshim/pkg/policy"
 	"github.com/mailshim/mailshim/pkg/queue"
@@ -30,6 +31,7 @@ type abuse struct {
 	log      *maillog.Logger
 	noticeTo atomic.Pointer[string]
 	hostname atomic.Pointer[string]
+	stats    *metrics.Stats // relayd stats (saved with the policy's state)
 }
 
 // newAbuse opens the policy state file in the spool's private queue
@@ -66,14 +68,23 @@ func (a *abuse) run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
-			if err := a.gate.Engine.Save(true); err != nil {
-				a.log.Event("error", "reason", "cannot write the policy state file", "error", err.Error())
-			}
+			a.save(true)
 			return
 		case <-t.C:
-			if err := a.gate.Engine.Save(false); err != nil {
-				a.log.Event("error", "reason", "cannot write the policy state file", "error", err.Error())
-			}
+			a.save(false)
+		}
+	}
+}
+
+// save writes the policy's and the stats' state files (see
+// policy.Engine.Save for sync).
+func (a *abuse) save(sync bool) {
+	if err := a.gate.Engine.Save(sync); err != nil {
+		a.log.Event("error", "reason", "cannot write the policy state file", "error", err.Error())
+	}
+	if a.stats != nil {
+		if err := a.stats.Save(); err != nil {
+			a.log.Event("error", "reason", "cannot write the stats state file", "error", err.Error())
 		}
 	}
 }
@@ -81,6 +92,16 @@ func (a *abuse) run(ctx context.Context) {
 // handle answers freeze and thaw, and passes every other verb to the
 // queue.
 func (a *abuse) handle(p control.Peer, verb string, args []string, out io.Writer) error {
+	if verb == control.VerbStats {
+		asJSON := false
+		for _, x := range args {
+			if x != "--json" {
+				return fmt.Errorf("unknown option %q (usage: stats [--json])", x)
+			}
+			asJSON = true
+		}
+		return a.stats.Write(out, asJSON)
+	}
 	if verb != control.VerbFreeze && verb != control.VerbThaw {
 		return a.qu.Handle(p, verb, args, out)
 	}

@@ -130,8 +130,18 @@ func run(path string, drainTimeout time.Duration) int {
 	if err != nil {
 		return fatal(sysexits.OSErr, "metrics: %v", err)
 	}
+	st, err := openStats(cfg, sq, log)
+	if err != nil {
+		return fatal(sysexits.OSErr, "stats state: %v", err)
+	}
+	ab.stats = st
 	if mt != nil {
-		log.SetObserver(mt.Observe)
+		log.SetObserver(func(t time.Time, event string, kv []any) {
+			mt.Observe(t, event, kv)
+			st.Observe(t, event, kv)
+		})
+	} else {
+		log.SetObserver(st.Observe)
 	}
 
 	ctlLn, err := listen(cfg.ControlSocket)
@@ -229,9 +239,7 @@ func run(path string, drainTimeout time.Duration) int {
 	}
 	t.Stop()
 	wg.Wait()
-	if err := ab.gate.Engine.Save(true); err != nil {
-		log.Event("error", "reason", "cannot write the policy state file", "error", err.Error())
-	}
+	ab.save(true)
 	log.Event("stopped", "pid", os.Getpid())
 	return sysexits.OK
 }

@@ -43,6 +43,7 @@ const (
 	VerbDelete  = "delete"  // admin: remove messages
 	VerbFreeze  = "freeze"  // admin: hold everything an account sends (--user U)
 	VerbThaw    = "thaw"    // admin: undo freeze (--user U)
+	VerbStats   = "stats"   // admin: per-account counts of the last hour and day
 )
 
 // ErrUnavailable is returned (wrapped) by Request when the socket cannot be

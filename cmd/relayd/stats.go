@@ -1,0 +1,37 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/mailshim/mailshim/pkg/config"
+	"github.com/mailshim/mailshim/pkg/control"
+	"github.com/mailshim/mailshim/pkg/sysexits"
+)
+
+// statsCmd prints relayd stats: per account, the last hour and day.
+func statsCmd(path string, args []string) int {
+	for _, a := range args {
+		if a != "--json" {
+			usage()
+			return sysexits.Usage
+		}
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		printConfigErr(err)
+		return sysexits.Config
+	}
+	if err := control.Request(cfg.ControlSocket, control.VerbStats, args, os.Stdout); err != nil {
+		fmt.Fprintf(os.Stderr, "relayd: stats: %v\n", err)
+		switch {
+		case errors.Is(err, control.ErrUnavailable):
+			return sysexits.Unavailable
+		case errors.Is(err, control.ErrDenied):
+			return sysexits.NoPerm
+		}
+		return 1
+	}
+	return sysexits.OK
+}
