@@ -5,8 +5,9 @@
 // The peer is identified by SO_PEERCRED, never by anything it sends. The
 // verbs "mailq" and "flush" are open to every local user (for a user who is
 // neither root nor the daemon user, mailq shows and flush retries only the
-// messages of their own UID); "list", "show", "hold", "release" and
-// "delete" are for root and the daemon user only.
+// messages of their own UID, and flush takes effect once a minute at most:
+// FlushEvery); "list", "show", "hold", "release" and "delete" are for root
+// and the daemon user only.
 //
 // Every local user may connect, so the server caps what one user can hold
 // (Limiter): a few requests at once per UID, a client that sends nothing is

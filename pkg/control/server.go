@@ -132,6 +132,7 @@ func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
 			s.Log("warning", append([]any{"reason", "control socket busy: peer refused", "refused", n}, kv...)...)
 		}
 	}}
+	gate := &flushGate{every: FlushEvery, log: s.Log}
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for {
@@ -143,7 +144,7 @@ func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
 		go func() {
 			defer wg.Done()
 			defer c.Close()
-			serveConn(ctx, c, s.Handler, lim, busy)
+			serveConn(ctx, c, s.Handler, lim, busy, gate)
 		}()
 	}
 }
@@ -180,7 +181,43 @@ func (r *RateLog) Note(kv ...any) {
 	r.Log(n, kv...)
 }
 
-func serveConn(ctx context.Context, c *net.UnixConn, h Handler, lim *Limiter, busy *RateLog) {
+// FlushEvery is how often a user who is neither root nor the daemon user
+// may flush (their own mail): a flush sooner than that after the last one
+// is answered as done but does nothing (the messages the last one made due
+// are being tried already), so that no user can make relayd retry their
+// mail in a loop and hammer the upstream, to everyone's cost.
+const FlushEvery = time.Minute
+
+// flushGate remembers each non-admin UID's last flush.
+type flushGate struct {
+	every time.Duration
+	log   func(event string, kv ...any)
+	mu    sync.Mutex
+	last  map[int]time.Time
+}
+
+// allow reports whether uid may flush now, and if so records it.
+func (g *flushGate) allow(uid int, now time.Time) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.last == nil {
+		g.last = map[int]time.Time{}
+	}
+	if t, ok := g.last[uid]; ok && now.Sub(t) < g.every {
+		return false
+	}
+	if len(g.last) >= 4096 {
+		for u, t := range g.last {
+			if now.Sub(t) >= g.every {
+				delete(g.last, u)
+			}
+		}
+	}
+	g.last[uid] = now
+	return true
+}
+
+func serveConn(ctx context.Context, c *net.UnixConn, h Handler, lim *Limiter, busy *RateLog, gate *flushGate) {
 	c.SetDeadline(time.Now().Add(Timeout))
 	var a answer
 	defer func() {
@@ -211,6 +248,12 @@ func serveConn(ctx context.Context, c *net.UnixConn, h Handler, lim *Limiter, bu
 	if AdminOnly(req.Verb) && !p.Admin {
 		a.Denied = true
 		a.Error = fmt.Sprintf("only root and the mailshim user may use %q (you are uid %d)", req.Verb, p.UID)
+		return
+	}
+	if req.Verb == VerbFlush && !p.Admin && !gate.allow(p.UID, time.Now()) {
+		if gate.log != nil {
+			gate.log("flush", "uid", p.UID, "deferred", 0, "throttled", "one flush a minute per user")
+		}
 		return
 	}
 	var out bytes.Buffer

@@ -97,3 +97,32 @@ func TestFlushOnlyOwnMail(t *testing.T) {
 		return rc.get("root-rcpt@example.net") >= 2 && rc.get("other-rcpt@example.net") >= 2
 	})
 }
+
+// A user who flushes in a loop cannot make relayd retry their mail in a
+// loop (and hammer the upstream): a flush takes effect once a minute.
+func TestFlushLoop(t *testing.T) {
+	var rc rcptCounter
+	e := newEnv(t, smtptest.Options{Hook: rc.hook}, longRetry, "")
+	tried(t, "nobody flushes 20 times in a row (sendmail -q) with a deferred message of its own",
+		"the message is retried once for the first flush only; the others are logged as throttled")
+	if r := e.sendmail(run{uid: nobody, stdin: "Subject: loop\n\nhi\n"}, "-i", "loop-rcpt@example.net"); r.code != 0 {
+		t.Fatalf("sendmail: %v", r)
+	}
+	e.waitFor("the first attempt", 30*time.Second, func() bool {
+		return rc.get("loop-rcpt@example.net") == 1 && strings.Contains(e.log(), "event=deferred ")
+	})
+	for i := 0; i < 20; i++ {
+		if r := e.sendmail(run{uid: nobody}, "-q"); r.code != 0 || r.stdout != "" || r.stderr != "" {
+			t.Fatalf("sendmail -q: %v", r)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	e.waitFor("the flushed retry", 30*time.Second, func() bool { return rc.get("loop-rcpt@example.net") >= 2 })
+	time.Sleep(2 * time.Second)
+	if n := rc.get("loop-rcpt@example.net"); n != 2 {
+		t.Errorf("20 flushes made %d attempts, want 2 (the first and one flush)", n)
+	}
+	if n := strings.Count(e.log(), "event=flush uid=65534 deferred=0 throttled="); n != 19 {
+		t.Errorf("%d throttled flush lines, want 19", n)
+	}
+}
