@@ -269,6 +269,24 @@ func TestDoctor(t *testing.T) {
 		}
 	})
 
+	// The system's own configuration without a login: Postfix says
+	// "Relay access denied" at RCPT, and doctor says why (the README shows
+	// this output).
+	t.Run("system-relay-denied", func(t *testing.T) {
+		cfg := s.Relayd.DefaultConfig()
+		cfg.Auth = false
+		cfg.Extra = fmt.Sprintf("\n[listen]\nports = [%d, %d]\n", freePort(t), freePort(t))
+		s.Relayd.Restart(t, cfg)
+		defer s.Relayd.Restart(t, s.Relayd.DefaultConfig())
+		out, code := runDoctor(t, s.Upstream.Password, nil)
+		t.Logf("\n$ relayd doctor\n%s$ echo $?\n%d", out, code)
+		line, cause, fix := firstFail(out)
+		if code != 1 || !strings.HasPrefix(line, "✘ rcpt") || !strings.Contains(out, "Relay access denied") ||
+			!strings.Contains(cause, "relayd did not authenticate") || !strings.Contains(fix, "set username and password_file") {
+			t.Fatalf("exit %d, first failure %q, cause %q, fix %q", code, line, cause, fix)
+		}
+	})
+
 	for _, tc := range []struct {
 		name    string
 		postfix []string                    // postconf -e settings
