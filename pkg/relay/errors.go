@@ -189,6 +189,10 @@ func classify(stage string, err error) *Error {
 			e.Cause += " (signed by an unknown authority: " + unknownCA.Cert.Issuer.String() + ")"
 		}
 		e.Fix = "if the upstream uses a private CA, set ca_file to its certificate; check the certificate has not expired"
+	case strings.Contains(err.Error(), "unsupported protocol version"), strings.Contains(err.Error(), "protocol version not supported"):
+		e.Stage = StageTLS
+		e.Cause = "the upstream offers only TLS 1.0 or 1.1; relayd requires TLS 1.2 or later"
+		e.Fix = "ask the upstream's administrator to enable TLS 1.2 or 1.3, or use another upstream: relayd does not send over older TLS"
 	case isRemoteAlert(err):
 		e.Stage = StageTLS
 		e.Cause = "the upstream aborted the TLS handshake (" + err.Error() + ")"

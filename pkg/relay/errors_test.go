@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
@@ -222,5 +223,36 @@ func TestClassifySelfSignedWithoutCAFlag(t *testing.T) {
 	expired := x509.CertificateInvalidError{Cert: c, Reason: x509.Expired}
 	if e := Classify(StageTLS, expired); !strings.Contains(e.Cause, "has expired") {
 		t.Fatalf("expired: %q", e.Cause)
+	}
+}
+
+// An upstream that speaks only TLS 1.0: the handshake fails, and the cause
+// names the version.
+func TestClassifyOldTLS(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "old"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	srvConf := &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}, MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS10}
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		tls.Server(c, srvConf).Handshake()
+		c.Close()
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	herr := tls.Client(c, &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}).Handshake()
+	if e := Classify(StageTLS, herr); !strings.Contains(e.Cause, "TLS 1.0 or 1.1") {
+		t.Fatalf("%v: %q", herr, e.Cause)
 	}
 }
