@@ -346,3 +346,55 @@ func TestBackscatter(t *testing.T) {
 		}
 	}
 }
+
+// A user crashes its own setgid sendmail to get a core dump of it.
+func TestCoreDump(t *testing.T) {
+	e := newEnv(t, smtptest.Options{}, "", "")
+	tried(t, "nobody runs the setgid sendmail from a directory of its own with RLIMIT_CORE unlimited and kills it with SIGABRT, SIGSEGV and SIGQUIT in the middle of a message",
+		"no core file appears anywhere nobody can read; nothing partial is delivered")
+	dir := filepath.Join(e.dir, "nobody-cwd")
+	os.Mkdir(dir, 0o755)
+	os.Chown(dir, nobody, nobody)
+	pattern, _ := os.ReadFile("/proc/sys/kernel/core_pattern")
+	dumpable, _ := os.ReadFile("/proc/sys/fs/suid_dumpable")
+	t.Logf("core_pattern %q, suid_dumpable %q", strings.TrimSpace(string(pattern)), strings.TrimSpace(string(dumpable)))
+	skip := len(e.up.Messages())
+	for _, sig := range []syscall.Signal{syscall.SIGABRT, syscall.SIGSEGV, syscall.SIGQUIT} {
+		cmd := exec.Command("/bin/sh", "-c", `ulimit -c unlimited; exec "$0" -i core@example.net`, e.site.Sendmail)
+		cmd.Dir = dir
+		cmd.Env = e.site.Env
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred(nobody, -1)}
+		in, _ := cmd.StdinPipe()
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(in, "Subject: core\n\nhalf a message\n")
+		time.Sleep(100 * time.Millisecond)
+		cmd.Process.Signal(sig)
+		// stdin stays open until sendmail is gone: an EOF would complete
+		// the message.
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			t.Logf("%v: %v", sig, err)
+		case <-time.After(30 * time.Second):
+			cmd.Process.Kill()
+			t.Errorf("%v: sendmail did not exit", sig)
+			<-done
+		}
+		in.Close()
+	}
+	for _, d := range []string{dir, "/", e.site.Maildrop} {
+		ents, _ := os.ReadDir(d)
+		for _, f := range ents {
+			if strings.HasPrefix(f.Name(), "core") {
+				t.Errorf("a core file: %s", filepath.Join(d, f.Name()))
+			}
+		}
+	}
+	e.drained(t)
+	if n := len(e.delivered(skip, "Subject: core\r\n")); n != 0 {
+		t.Errorf("%d partial messages delivered", n)
+	}
+}
