@@ -16,7 +16,7 @@ ATTACK_RUN ?=
 attack:
 	@out=$$(mktemp); \
 	$(GO) test -count=1 -timeout 20m $(if $(ATTACK_RUN),-run '$(ATTACK_RUN)') -v ./test/attack/ >$$out 2>&1; rc=$$?; \
-	if [ $$rc = 0 ]; then grep -E '(^|: )attack: |^(ok|PASS|FAIL|--- SKIP)' $$out; else cat $$out; fi; \
+	if [ $$rc = 0 ]; then grep -E '(^|: )attack: |SKIPPED|^(ok|PASS|FAIL)' $$out; else cat $$out; fi; \
 	rm -f $$out; exit $$rc
 
 TEST_TARGETS += attack

@@ -231,3 +231,12 @@ func TestLimiterFloorAndReserve(t *testing.T) {
 		t.Fatalf("%d slots in use, want 6", a)
 	}
 }
+
+// A non-admin UID may flush once per FlushEvery; others are not affected.
+func TestFlushGate(t *testing.T) {
+	g := &flushGate{every: time.Minute}
+	t0 := time.Unix(1000, 0)
+	if !g.allow(1, t0) || g.allow(1, t0.Add(59*time.Second)) || !g.allow(2, t0.Add(time.Second)) || !g.allow(1, t0.Add(61*time.Second)) {
+		t.Fatal("flush gate")
+	}
+}
