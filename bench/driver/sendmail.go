@@ -51,12 +51,14 @@ func (s *Site) Close() {
 // driver's private mount namespace (see EnterNamespace); otherwise it
 // points sendmail at the config with MAILSHIM_CONFIG and runs it as
 // ourselves, not setgid.
-// UnlimitedPolicy lifts relayd's per-account rate limits for the user the
+// UnlimitedPolicy lifts relayd's per-account limits for the user the
 // callers run as (nobody): a site measures throughput and robustness, and
-// thousands of messages a minute from one account is exactly what the
-// default limits hold back. It goes at the end of a site's configuration.
+// thousands of messages a minute from one account, or one message to
+// 10,000 recipients, is exactly what the default limits hold back. It goes
+// at the end of a site's configuration.
 const UnlimitedPolicy = `
 [policy.nobody]
+max_recipients = 0
 messages_per_minute = 0
 messages_per_hour = 0
 messages_per_day = 0
