@@ -159,6 +159,7 @@ type Server struct {
 	pending atomic.Int32
 	busy    *control.RateLog
 	noProc  *control.RateLog // the client's process not found
+	recent  recentHolders    // the processes that held each user's last sockets
 	selfPID int
 	selfUID int
 
@@ -421,8 +422,11 @@ func (s *Server) identify(raw net.Conn) (*Identity, error) {
 // inode) and records its advisory origin fields and GID.
 func (s *Server) describe(raw net.Conn, id *Identity) {
 	if id.inode != 0 {
-		h := sockdiag.FindHolder("", id.inode, uint32(id.UID), scanLimit)
+		h := sockdiag.FindHolder("", id.inode, uint32(id.UID), scanLimit, s.recent.get(id.UID)...)
 		id.PID = h.PID
+		if h.PID > 0 {
+			s.recent.put(id.UID, h.PID)
+		}
 		if h.PID == 0 {
 			kv := []any{"client", id.Client, "uid", id.UID}
 			if h.Denied > 0 {
@@ -448,6 +452,41 @@ func (s *Server) describe(raw net.Conn, id *Identity) {
 			id.GID = 65534
 		}
 	}
+}
+
+// recentHolders remembers, per UID, the last few processes that held a
+// client socket, so that a client that connects again (a PHP-FPM worker, a
+// long-running app) is found without scanning /proc. A hint is only an
+// order of search: the holder is always checked in /proc.
+type recentHolders struct {
+	mu  sync.Mutex
+	pid map[int][]int
+}
+
+const (
+	recentPerUID = 8
+	recentUIDs   = 4096
+)
+
+func (r *recentHolders) get(uid int) []int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]int(nil), r.pid[uid]...)
+}
+
+func (r *recentHolders) put(uid, pid int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.pid == nil || len(r.pid) >= recentUIDs {
+		r.pid = map[int][]int{}
+	}
+	l := []int{pid}
+	for _, p := range r.pid[uid] {
+		if p != pid && len(l) < recentPerUID {
+			l = append(l, p)
+		}
+	}
+	r.pid[uid] = l
 }
 
 // isLocalAddr reports whether a is an address of this host: loopback, or

@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -145,13 +146,16 @@ type Holder struct {
 }
 
 // FindHolder scans /proc (procRoot, "/proc" when empty) for a process
-// whose file table holds the socket inode: the processes whose /proc
-// directory belongs to uid first (the socket's owner is normally the
-// holder), then the others, within limit (no limit when zero). Reading
-// another user's /proc/PID/fd needs CAP_SYS_PTRACE (the kernel's ptrace
-// access check); without it only processes of relayd's own user are
-// readable, and Denied counts the others.
-func FindHolder(procRoot string, inode uint64, uid uint32, limit time.Duration) Holder {
+// whose file table holds the socket inode, within limit (no limit when
+// zero). It tries, in order: the processes in hint (those that held the
+// user's last sockets: a client that connects again is found at once),
+// the processes whose /proc directory belongs to uid (the socket's owner
+// is normally the holder), newest first (a client is usually young),
+// then all others, newest first. Reading another user's /proc/PID/fd
+// needs CAP_SYS_PTRACE (the kernel's ptrace access check); without it
+// only processes of relayd's own user are readable, and Denied counts the
+// others.
+func FindHolder(procRoot string, inode uint64, uid uint32, limit time.Duration, hint ...int) Holder {
 	if procRoot == "" {
 		procRoot = "/proc"
 	}
@@ -160,18 +164,27 @@ func FindHolder(procRoot string, inode uint64, uid uint32, limit time.Duration) 
 	if limit > 0 {
 		deadline = time.Now().Add(limit)
 	}
+	target := "socket:[" + strconv.FormatUint(inode, 10) + "]"
+	tried := map[int]bool{}
+	for _, pid := range hint {
+		if pid > 0 && !tried[pid] {
+			tried[pid] = true
+			if holds(procRoot, pid, target) == 1 {
+				h.PID = pid
+				return h
+			}
+		}
+	}
 	d, err := os.Open(procRoot)
 	if err != nil {
 		return h
 	}
 	names, _ := d.Readdirnames(-1)
 	d.Close()
-	target := "socket:[" + strconv.FormatUint(inode, 10) + "]"
-	var others []int
-	var first []int
+	var others, first []int
 	for _, n := range names {
 		pid, err := strconv.Atoi(n)
-		if err != nil || pid <= 0 {
+		if err != nil || pid <= 0 || tried[pid] {
 			continue
 		}
 		var st unix.Stat_t
@@ -181,6 +194,8 @@ func FindHolder(procRoot string, inode uint64, uid uint32, limit time.Duration) 
 			others = append(others, pid)
 		}
 	}
+	slices.SortFunc(first, func(a, b int) int { return b - a })
+	slices.SortFunc(others, func(a, b int) int { return b - a })
 	for _, pid := range append(first, others...) {
 		if !deadline.IsZero() && time.Now().After(deadline) {
 			h.Partial = true

@@ -102,3 +102,47 @@ func TestTCPOwnerClosed(t *testing.T) {
 		t.Fatalf("err %v, want ErrOrphan or ErrNotFound", err)
 	}
 }
+
+// BenchmarkIdentify is what the listener does per TCP connection before
+// the greeting: the inet_diag lookup, then the /proc scan for the holder.
+func BenchmarkIdentify(b *testing.B) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp4", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer client.Close()
+	server, err := ln.Accept()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer server.Close()
+	peer := server.RemoteAddr().(*net.TCPAddr).AddrPort()
+	local := server.LocalAddr().(*net.TCPAddr).AddrPort()
+	b.Run("inet_diag", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := TCPOwner(peer, local); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	o, _ := TCPOwner(peer, local)
+	b.Run("proc-scan", func(b *testing.B) {
+		for b.Loop() {
+			if h := FindHolder("", o.Inode, o.UID, 0); h.PID == 0 {
+				b.Fatal("not found")
+			}
+		}
+	})
+	b.Run("proc-hint", func(b *testing.B) {
+		for b.Loop() {
+			if h := FindHolder("", o.Inode, o.UID, 0, 1, os.Getpid()); h.PID == 0 {
+				b.Fatal("not found")
+			}
+		}
+	})
+}
