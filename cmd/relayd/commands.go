@@ -89,6 +89,9 @@ func checkConfig(path string) int {
 	for _, n := range spool.Attention(cfg.Spool, owner) {
 		fmt.Fprintf(os.Stderr, "relayd: warning: %s\n", n)
 	}
+	for _, w := range listenWarnings(cfg) {
+		fmt.Fprintf(os.Stderr, "relayd: warning: %s\n", w)
+	}
 	fmt.Print(cfg.Redacted())
 	return sysexits.OK
 }

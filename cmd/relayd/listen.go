@@ -139,6 +139,21 @@ func startListen(cfg *config.Config, host string, intake *submit.Intake, log *ma
 	return func(ctx context.Context) { srv.Shutdown(ctx) }
 }
 
+// listenWarnings is what check-config says about [listen] beyond the
+// syntax: a certificate that does not load (STARTTLS would not be
+// offered).
+func listenWarnings(cfg *config.Config) []string {
+	l := cfg.Listen
+	if !l.Enabled || l.CertFile == "" {
+		return nil
+	}
+	if _, err := tls.LoadX509KeyPair(l.CertFile, l.KeyFile); err != nil {
+		fix := "run relayd tls-init, or set [listen] cert_file and key_file"
+		return []string{fmt.Sprintf("[listen] cert_file/key_file: %v: STARTTLS will not be offered (%s)", err, fix)}
+	}
+	return nil
+}
+
 // listenChanged reports whether [listen] differs between two
 // configurations: the listener takes a new one only at the next start.
 func listenChanged(a, b *config.Config) bool {

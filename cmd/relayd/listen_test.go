@@ -797,3 +797,13 @@ func TestListenQueueShow(t *testing.T) {
 		}
 	}
 }
+
+// check-config warns when the listener's certificate does not load.
+func TestListenCheckConfigCertificate(t *testing.T) {
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{extra: "\n[listen]\nenabled = true\ncert_file = \"/nonexistent/local.crt\"\nkey_file = \"/nonexistent/local.key\"\n"})
+	_, stderr, code := runCmd(t, nil, relaydBin, "check-config", "--config", s.cfgPath)
+	if code != 0 || !strings.Contains(stderr, "relayd: warning: [listen] cert_file/key_file: open /nonexistent/local.crt: no such file or directory: STARTTLS will not be offered") {
+		t.Fatalf("check-config: exit %d, stderr %q", code, stderr)
+	}
+}
