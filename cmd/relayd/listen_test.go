@@ -807,3 +807,33 @@ func TestListenCheckConfigCertificate(t *testing.T) {
 		t.Fatalf("check-config: exit %d, stderr %q", code, stderr)
 	}
 }
+
+// CHUNKING (BDAT), which go-smtp offers: the chunks are the message as
+// they are (no dot-stuffing, no end-of-data line), stored the same way.
+func TestListenBDAT(t *testing.T) {
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{extra: listenConf})
+	d := s.start()
+	defer d.term(t)
+	r := dialRaw(t, "tcp", s.listenAddrs()["tcp4"])
+	r.reply()
+	for _, c := range []string{"EHLO x", "MAIL FROM:<a@example.org>", "RCPT TO:<b@example.net>"} {
+		r.cmd(c)
+	}
+	part1 := "Subject: chunked\r\n\r\n.leading dot stays\r\n"
+	part2 := "\r\n.\r\nnot an end\r\n"
+	r.send(fmt.Sprintf("BDAT %d\r\n%s", len(part1), part1))
+	if got := r.reply(); !strings.HasPrefix(got, "250 ") {
+		t.Fatalf("first chunk: %q", got)
+	}
+	r.send(fmt.Sprintf("BDAT %d LAST\r\n%s", len(part2), part2))
+	if got := r.reply(); !strings.HasPrefix(got, "250 2.0.0 Ok: queued as ") {
+		t.Fatalf("last chunk: %q", got)
+	}
+	waitFor(t, "delivery", 30*time.Second, func() bool { return s.message("chunked") != "" })
+	data := s.message("chunked")
+	// On the wire to the upstream, dot-stuffed: the lines are data.
+	if !strings.Contains(data, "\r\n.leading dot stays\r\n") || !strings.Contains(data, "\r\n.\r\nnot an end\r\n") {
+		t.Errorf("delivered:\n%q", data)
+	}
+}
