@@ -175,7 +175,7 @@ func (r *Reader) normalise(eof bool) {
 	i, o, e := r.h, r.w, r.e
 	// Fast path: no CR, and no line that could be a lone ".".
 	if seg := b[i:e]; bytes.IndexByte(seg, '\r') < 0 && (!r.dots || !(r.bol && len(seg) > 0 && seg[0] == '.') && bytes.Index(seg, []byte("\n.")) < 0) {
-		o += copy(b[o:], seg)
+		o += move(b, o, seg)
 		if len(seg) > 0 {
 			r.bol = seg[len(seg)-1] == '\n'
 		}
@@ -200,7 +200,7 @@ func (r *Reader) normalise(eof bool) {
 			if !eof && b[end-1] == '\r' {
 				end-- // a CR, perhaps of a CRLF: held back
 			}
-			o += copy(b[o:], b[i:end])
+			o += move(b, o, b[i:end])
 			if end > i {
 				r.bol = false
 			}
@@ -209,11 +209,11 @@ func (r *Reader) normalise(eof bool) {
 		}
 		line := b[i : i+j+1]
 		if j >= 1 && line[j-1] == '\r' {
-			o += copy(b[o:], line[:j-1])
+			o += move(b, o, line[:j-1])
 			b[o] = '\n'
 			o++
 		} else {
-			o += copy(b[o:], line)
+			o += move(b, o, line)
 		}
 		r.bol = true
 		i += j + 1
@@ -336,4 +336,14 @@ func (r *Reader) smuggling(c []byte, complete bool) bool {
 		i = j + 1
 	}
 	return false
+}
+
+// move copies src, a part of b, to b[o:] and returns its length. Until the
+// first CRLF the output is where the input is, and copy does not skip a
+// copy onto itself: it would read and write every byte once more.
+func move(b []byte, o int, src []byte) int {
+	if len(src) > 0 && &b[o] == &src[0] {
+		return len(src)
+	}
+	return copy(b[o:], src)
 }
