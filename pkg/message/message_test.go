@@ -456,6 +456,94 @@ func FuzzHeader(f *testing.F) {
 	})
 }
 
+// normaliseModel is the naive model of NewReader's output: with -i, the
+// input with every CRLF made LF; without -i, the same up to the first line
+// that is a single ".".
+func normaliseModel(in []byte, ignoreDots bool) string {
+	want := string(in)
+	if !ignoreDots {
+		lines := strings.SplitAfter(want, "\n")
+		for i, l := range lines {
+			if l == ".\n" || l == ".\r\n" || l == "." && i == len(lines)-1 {
+				want = strings.Join(lines[:i], "")
+				break
+			}
+		}
+	}
+	return strings.ReplaceAll(want, "\r\n", "\n")
+}
+
+// chunkReader returns its input in pieces of pseudo-random sizes.
+type chunkReader struct {
+	b []byte
+	n uint32
+}
+
+func (c *chunkReader) Read(p []byte) (int, error) {
+	if len(c.b) == 0 {
+		return 0, io.EOF
+	}
+	c.n = c.n*1664525 + 1013904223
+	k := min(len(p), len(c.b), int(c.n>>8)%(100<<10)+1)
+	copy(p, c.b[:k])
+	c.b = c.b[k:]
+	return k, nil
+}
+
+// crReader ends every piece it returns with a CR (so that the Reader
+// holds one back after every read, the one when its buffer grows too).
+type crReader struct{ b []byte }
+
+func (c *crReader) Read(p []byte) (int, error) {
+	if len(c.b) == 0 {
+		return 0, io.EOF
+	}
+	k := min(len(p), len(c.b))
+	if i := bytes.IndexByte(c.b[:k], '\r'); i >= 0 {
+		k = i + 1
+	}
+	copy(p, c.b[:k])
+	c.b = c.b[k:]
+	return k, nil
+}
+
+// Messages past the size at which the buffer grows: the bytes around the
+// switch and the gathered writes come out as the model says.
+func TestReaderLarge(t *testing.T) {
+	var in []byte
+	for i := 0; len(in) < 5<<20; i++ {
+		switch i % 7 {
+		case 0:
+			in = append(in, "line with crlf\r\n"...)
+		case 3:
+			in = append(in, ".. dotted\n"...)
+		case 5:
+			in = append(in, strings.Repeat("x", i%5000)+"\r"...)
+		default:
+			in = append(in, "plain line\n"...)
+		}
+	}
+	ended := append(append(append([]byte{}, in[:3<<20]...), ".\r\n"...), in[3<<20:]...)
+	for _, tc := range []struct {
+		in         []byte
+		ignoreDots bool
+	}{{in, true}, {in, false}, {ended, false}, {ended, true}} {
+		want := normaliseModel(tc.in, tc.ignoreDots)
+		got, err := io.ReadAll(NewReader(&chunkReader{b: tc.in}, tc.ignoreDots))
+		if err != nil || string(got) != want {
+			t.Errorf("Read: %d bytes, %v; want %d", len(got), err, len(want))
+		}
+		var w bytes.Buffer
+		if _, err := NewReader(&chunkReader{b: tc.in}, tc.ignoreDots).WriteTo(&w); err != nil || w.String() != want {
+			t.Errorf("WriteTo: %d bytes, %v; want %d", w.Len(), err, len(want))
+		}
+		w.Reset()
+		if _, err := NewReader(&crReader{b: tc.in}, tc.ignoreDots).WriteTo(&w); err != nil || w.String() != want {
+			t.Errorf("WriteTo, a CR at the end of every read: %d bytes, %v; want %d", w.Len(), err, len(want))
+		}
+	}
+}
+
 // FuzzReader checks the line-end normalisation against a naive model:
 // with -i, the output is the input with every CRLF made LF; without -i,
 // the same up to the first line that is a single ".".
@@ -465,17 +553,7 @@ func FuzzReader(f *testing.F) {
 		f.Add([]byte(s), false)
 	}
 	f.Fuzz(func(t *testing.T, in []byte, ignoreDots bool) {
-		want := string(in)
-		if !ignoreDots {
-			lines := strings.SplitAfter(want, "\n")
-			for i, l := range lines {
-				if l == ".\n" || l == ".\r\n" || l == "." && i == len(lines)-1 {
-					want = strings.Join(lines[:i], "")
-					break
-				}
-			}
-		}
-		want = strings.ReplaceAll(want, "\r\n", "\n")
+		want := normaliseModel(in, ignoreDots)
 		got, err := io.ReadAll(NewReader(iotest.HalfReader(bytes.NewReader(in)), ignoreDots))
 		if err != nil {
 			t.Fatal(err)

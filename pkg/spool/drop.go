@@ -68,6 +68,7 @@ type Drop struct {
 	tmpName string // "" when the file is an unnamed O_TMPFILE
 	meta    Meta
 	sizeOff int64
+	pos     int64 // bytes handed to the file so far (header included)
 	crc     hash.Hash32
 	n       int64
 	max     int64
@@ -121,6 +122,7 @@ func NewDrop(dir *os.File, m *Meta, max int64) (*Drop, error) {
 	hdr, off := EncodeHeader(&d.meta)
 	d.sizeOff = off
 	d.w = bufio.NewWriterSize(d.f, 8<<10)
+	d.pos = int64(len(hdr))
 	if _, err := d.w.Write(hdr); err != nil {
 		d.Abort()
 		return nil, err
@@ -163,13 +165,50 @@ func (d *Drop) Write(p []byte) (int, error) {
 		d.Abort()
 		return 0, d.err
 	}
-	n, err := d.w.Write(p)
+	n, err := d.write(p)
 	d.crc.Write(p[:n])
 	d.n += int64(n)
 	if err != nil {
 		d.err = err
 		d.Abort()
 	}
+	return n, err
+}
+
+// page is the unit in which ext4 (and the page cache) prefers writes.
+const page = 4096
+
+// write hands p to the file. Small writes are gathered in d.w. The bulk of
+// a large one goes straight from p to the file, starting and ending on a
+// page boundary of the file; d.w takes the bytes before the first boundary
+// and after the last. A write that starts or ends inside a page costs the
+// kernel more than whole pages: writing a 100 MB message in unaligned
+// 64 KB pieces took about a third more system time.
+func (d *Drop) write(p []byte) (int, error) {
+	if len(p) < 4*page {
+		n, err := d.w.Write(p)
+		d.pos += int64(n)
+		return n, err
+	}
+	head := int((page - d.pos%page) % page)
+	n, err := d.w.Write(p[:head])
+	d.pos += int64(n)
+	if err == nil {
+		err = d.w.Flush() // the file's offset is d.pos now, on a page boundary
+	}
+	if err != nil {
+		return n, err
+	}
+	bulk := (len(p) - head) / page * page
+	m, err := d.f.Write(p[head : head+bulk])
+	n += m
+	d.pos += int64(m)
+	if err != nil {
+		return n, err
+	}
+	m, err = d.w.Write(p[head+bulk:])
+	n += m
+	d.pos += int64(m)
 	return n, err
 }
 

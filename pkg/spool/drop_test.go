@@ -84,3 +84,58 @@ func TestDropTooLarge(t *testing.T) {
 		t.Errorf("left behind: %v", ents)
 	}
 }
+
+// Writes of every size, small ones gathered and large ones written from
+// page boundaries, store the bytes in order with their CRC.
+func TestDropWriteSizes(t *testing.T) {
+	root := t.TempDir()
+	if err := os.Mkdir(filepath.Join(root, DirMaildrop), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	dir, err := OpenDir(root, DirMaildrop)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dir.Close()
+	var body []byte
+	for i := 0; len(body) < 1<<20; i++ {
+		body = append(body, byte(i*7), byte(i>>3))
+	}
+	for _, pieces := range [][]int{
+		{1 << 20},
+		{1, 100, 5000, 4*page - 1, 4 * page, 4*page + 1, 70000, 3, 200000, 64 << 10, 1},
+		{page - 1, page, page + 1, 3 * page, 5*page + 7},
+	} {
+		m := &Meta{ID: NewID(time.Now()), Time: time.Now(), Env: Envelope{Recipients: []string{"b@example.org"}}}
+		d, err := NewDrop(dir, m, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want []byte
+		rest := body
+		for _, n := range pieces {
+			n = min(n, len(rest))
+			if k, err := d.Write(rest[:n]); k != n || err != nil {
+				t.Fatalf("Write(%d bytes) = %d, %v", n, k, err)
+			}
+			want, rest = append(want, rest[:n]...), rest[n:]
+		}
+		if err := d.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.Open(filepath.Join(root, DirMaildrop, m.ID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, _ := f.Stat()
+		got, err := Decode(f, st.Size())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b bytes.Buffer
+		if _, err := io.Copy(&b, got.Body(f)); err != nil || !bytes.Equal(b.Bytes(), want) {
+			t.Errorf("pieces %v: %d bytes back (%v), want %d", pieces, b.Len(), err, len(want))
+		}
+		f.Close()
+	}
+}
