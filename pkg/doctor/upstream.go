@@ -656,7 +656,7 @@ func (p *probe) handshake() bool {
 	}
 	switch {
 	case v.timeErr != nil:
-		p.add(failCheck(CTLSExpiry, fmt.Sprintf("valid from %s to %s; now is %s", day(leaf.NotBefore), day(leaf.NotAfter), day(p.o.Now())), relay.Classify(relay.StageTLS, v.timeErr)))
+		p.add(failCheck(CTLSExpiry, fmt.Sprintf("valid from %s to %s; now is %s", minute(leaf.NotBefore), minute(leaf.NotAfter), minute(p.o.Now())), relay.Classify(relay.StageTLS, v.timeErr)))
 		bad = true
 	case v.expiresSoon:
 		p.add(Check{Name: CTLSExpiry, Status: Warn, Saw: fmt.Sprintf("expires %s, in %d day(s)", day(leaf.NotAfter), v.daysLeft),
@@ -685,6 +685,8 @@ func (p *probe) handshake() bool {
 }
 
 func day(t time.Time) string { return t.UTC().Format("2006-01-02") }
+
+func minute(t time.Time) string { return t.UTC().Format("2006-01-02 15:04 UTC") }
 
 func names(c *x509.Certificate) string {
 	var n []string
