@@ -176,7 +176,7 @@ func run(path string, drainTimeout time.Duration) int {
 	policy := &livePolicy{}
 	policy.cfg.Store(cfg)
 	intake := submit.Intake{Store: pk.Store(cfg.MaxMessageSize), Policy: policy}
-	srv := &submit.Server{Intake: intake}
+	srv := &submit.Server{Intake: intake, Budget: submit.DefaultHeaderBudget()}
 	goRun(func() { serveSubmit(ctx, subLn, control.SubmitLimiter(), srv, log) })
 	goRun(func() { pk.Run(ctx) })
 	goRun(func() { ab.run(ctx) })

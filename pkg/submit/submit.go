@@ -48,6 +48,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -229,6 +230,9 @@ type Server struct {
 	Intake
 	// Timeouts; zero means HeaderTimeout, BodyTimeout, IdleTimeout.
 	HeaderTimeout, BodyTimeout, IdleTimeout time.Duration
+	// Budget bounds the memory of the headers of all connections at
+	// once (nil: only MaxSpoolHeader per connection).
+	Budget *HeaderBudget
 }
 
 func orDefault(d, def time.Duration) time.Duration {
@@ -286,13 +290,26 @@ func (s *Server) Serve(conn *net.UnixConn) error {
 	bodyTimeout := orDefault(s.BodyTimeout, BodyTimeout)
 	idleTimeout := orDefault(s.IdleTimeout, IdleTimeout)
 	dl := &deadlineReader{c: conn, idle: idleTimeout, hard: start.Add(headerTimeout)}
-	br := bufio.NewReaderSize(dl, readBuffer)
+	// The header is charged to the budget while it is read, and stays
+	// charged until the connection ends (the decoded header lives that
+	// long).
+	bud := &budgetReader{r: dl, b: s.Budget, uid: cred.Uid, on: true}
+	if cred.Uid == 0 || int(cred.Uid) == os.Getuid() {
+		bud.b = nil // root and the daemon user are never refused for others' load
+	}
+	defer bud.release()
+	br := bufio.NewReaderSize(bud, readBuffer)
 	g, err := br.ReadSlice('\n')
 	if err != nil || string(g) != greeting {
 		answer(sysexits.Protocol, "not a mailshim submission")
 		return fmt.Errorf("submit: uid=%d: bad greeting", cred.Uid)
 	}
 	m, err := spool.DecodeHeader(br, MaxSpoolHeader)
+	bud.on = false
+	if errors.Is(err, ErrHeaderBudget) {
+		refuse(sysexits.IOErr, "relayd is busy: "+err.Error())
+		return fmt.Errorf("submit: uid=%d: header refused: %w", cred.Uid, err)
+	}
 	if err != nil {
 		msg := "bad message header: " + err.Error()
 		if isTimeout(err) {

@@ -15,7 +15,8 @@ import (
 //
 // SOCK is a unix socket's path, or "tcp:HOST:PORT".
 //
-//	hold SOCK N PREFIX   open N connections to SOCK, write
+//	hold SOCK N PREFIX   open N connections to SOCK, write (PREFIX "@FILE":
+//	                     FILE's bytes)
 //	                     PREFIX on each, print "ready", and keep them open
 //	                     (sending nothing more) until stdin is closed.
 //	raw SOCK FILE        connect to SOCK, send FILE's bytes, shut down the
@@ -29,6 +30,15 @@ func helperMain(mode string, args []string) int {
 			return 2
 		}
 		n, _ := strconv.Atoi(args[1])
+		prefix := args[2]
+		if f, ok := strings.CutPrefix(prefix, "@"); ok {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				fmt.Println(err)
+				return 1
+			}
+			prefix = string(b)
+		}
 		var conns []net.Conn
 		for i := 0; i < n; i++ {
 			c, err := dial(args[0])
@@ -36,8 +46,8 @@ func helperMain(mode string, args []string) int {
 				fmt.Printf("dial %d: %v\n", i, err)
 				return 1
 			}
-			if args[2] != "" {
-				c.Write([]byte(args[2]))
+			if prefix != "" {
+				c.Write([]byte(prefix))
 			}
 			conns = append(conns, c)
 		}
