@@ -17,12 +17,11 @@
 // # States and transitions
 //
 // The states are directories of the spool (see package spool): incoming →
-// active → deferred | done | failed; held and quarantine on the side. Each
-// transition is one rename (spool.Queue.Claim, Defer, Fail, Done, Hold,
-// Release, QuarantineMessage), fsync'd where durability needs it. The message file is
-// immutable; the delivery record (attempts, first/last/next attempt, last
-// reply, recipients sent and failed) is a small state file rewritten
-// atomically.
+// active → deferred | done | failed; held and quarantine on the side.
+// docs/ARCHITECTURE.md ("The delivery engine") draws the state machine;
+// it is the one description of it. The message file is immutable; the
+// delivery record (attempts, first/last/next attempt, last reply,
+// recipients sent and failed) is a small state file rewritten atomically.
 //
 // # One attempt
 //

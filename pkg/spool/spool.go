@@ -21,7 +21,8 @@
 // leaves each message in exactly one state, or — at worst, between "copied
 // into queue/" and "removed from maildrop/" — in two places under the same
 // queue ID, which relayd's pickup recognises and resolves without sending
-// twice.
+// twice. The state machine as a whole, with the scheduler that drives it,
+// is drawn in docs/ARCHITECTURE.md ("The delivery engine").
 //
 // # Identity
 //
