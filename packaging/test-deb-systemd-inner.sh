@@ -49,7 +49,7 @@ check "install: relayd.service is enabled" systemctl is-enabled relayd.service
 check "install: relayd.socket is enabled and listening" sh -c \
 	'systemctl is-enabled -q relayd.socket && systemctl is-active -q relayd.socket'
 check "install: postinst said how to configure relayd" grep -q 'relayd cannot start yet' /tmp/apt.log
-# (Type=simple: the start returns at the fork; wait for relayd's own exit.)
+# (Type=notify: the start fails when relayd exits before READY=1.)
 check "install: unconfigured relayd exits 78" waitfor sh -c \
 	'[ "$(systemctl show -P ExecMainStatus relayd)" = 78 ] && systemctl is-failed -q relayd'
 check "install: and is not restarted (RestartPreventExitStatus=78)" \
@@ -65,6 +65,10 @@ EOF
 systemctl reset-failed relayd
 systemctl start relayd
 check "start: relayd.service is active" waitfor systemctl is-active -q relayd
+check "start: Type=notify, and relayd reported READY=1 with its status" sh -c \
+	'[ "$(systemctl show -P Type relayd)" = notify ] && systemctl show -P StatusText relayd | grep -q "^relaying from /var/spool/mailshim"'
+check "start: the watchdog is armed (WatchdogSec=) and relayd feeds it" sh -c \
+	'[ "$(systemctl show -P WatchdogUSec relayd)" = 1min ] && sleep 31 && systemctl is-active -q relayd && [ "$(systemctl show -P NRestarts relayd)" = 0 ]'
 runs_as() {
 	local pid uid gid groups
 	pid=$(systemctl show -P MainPID relayd)
@@ -79,8 +83,7 @@ check "start: /run/mailshim is mailshim 0755 (RuntimeDirectory=)" \
 	test "$(stat -c '%U %a' /run/mailshim)" = "mailshim 755"
 check "start: the sockets are there, mode 0666" waitfor sh -c \
 	'[ "$(stat -c %a /run/mailshim/submit.sock) $(stat -c %a /run/mailshim/control.sock)" = "666 666" ]'
-# (Type=simple: "active" comes right after the fork, before systemd has
-# switched the child's IDs; the sockets say relayd itself is running.)
+# (Type=notify: "active" comes after relayd's READY=1, so its IDs are set.)
 check "start: runs as mailshim:mailshim with group mailshim-drop" runs_as
 
 printf 'To: alice@example.org\nSubject: systemd\n\nhello from nobody\n' | as_nobody /usr/sbin/sendmail -t -i

@@ -212,6 +212,8 @@ func run(path string, drainTimeout time.Duration) int {
 		qu.Run(ctx, sendCtx)
 	}()
 	log.Event("start", "pid", os.Getpid(), "spool", cfg.Spool, "config", path, "upstreams", len(cfg.Upstreams), "hostname", rw.Hostname)
+	sdNotify(log, fmt.Sprintf("READY=1\nSTATUS=relaying from %s to %d upstream(s)", cfg.Spool, len(cfg.Upstreams)))
+	goRun(func() { watchdog(ctx, log) })
 
 	for sig := range sigs {
 		if sig == syscall.SIGHUP {
@@ -221,9 +223,11 @@ func run(path string, drainTimeout time.Duration) int {
 			if mt != nil {
 				mt.SetNamed(ab.gate.Policy().Named())
 			}
+			sdNotify(log, "STATUS=relaying; configuration (re)loaded at "+time.Now().UTC().Format(time.RFC3339)+" from "+path)
 			continue
 		}
 		log.Event("stop", "signal", sig.String(), "drain", drainTimeout.String())
+		sdNotify(log, "STOPPING=1\nSTATUS=stopping: finishing the sessions in flight")
 		break
 	}
 	signal.Stop(sigs)

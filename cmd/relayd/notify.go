@@ -1,0 +1,50 @@
+package main
+
+import (
+	"context"
+	"time"
+
+	sd "github.com/coreos/go-systemd/v22/daemon"
+
+	"github.com/mailshim/mailshim/pkg/maillog"
+)
+
+// systemd's service notification (sd_notify(3)), for Type=notify: READY=1
+// once relayd serves its sockets and has started picking up and
+// delivering, STATUS= lines, WATCHDOG=1 while it runs when the unit sets
+// WatchdogSec=, and STOPPING=1 on SIGTERM. Outside systemd (no
+// NOTIFY_SOCKET) every call does nothing.
+
+// sdNotify sends state to systemd, logging a failure (never fatal: the
+// unit's timeouts deal with a relayd systemd did not hear from).
+func sdNotify(log *maillog.Logger, state string) {
+	if _, err := sd.SdNotify(false, state); err != nil {
+		log.Event("warning", "reason", "sd_notify failed", "state", state, "error", err.Error())
+	}
+}
+
+// watchdog sends WATCHDOG=1 at half the unit's WatchdogSec= until ctx is
+// done; without a watchdog it returns at once. The pings come from their
+// own goroutine, so they say that the process runs and its scheduler is
+// not stuck; a relayd that stops (SIGSTOP, a deadlock of the runtime) is
+// killed and restarted by systemd after WatchdogSec.
+func watchdog(ctx context.Context, log *maillog.Logger) {
+	every, err := sd.SdWatchdogEnabled(false)
+	if err != nil {
+		log.Event("warning", "reason", "watchdog", "error", err.Error())
+		return
+	}
+	if every <= 0 {
+		return
+	}
+	t := time.NewTicker(every / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			sdNotify(log, sd.SdNotifyWatchdog)
+		}
+	}
+}
