@@ -432,3 +432,51 @@ action = "defer"
 		t.Errorf("%+v", l)
 	}
 }
+
+// mailq --json (sendmail -bp --json) lists the caller's own messages as
+// JSON, with their state and why they wait; root sees every message.
+func TestMailqJSON(t *testing.T) {
+	needRoot(t)
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{})
+	s.writeConfig("\n[policy]\nnotice_to = \"\"\n")
+	s.start()
+	env := []string{"MAILSHIM_CONFIG=" + s.cfgPath}
+	if _, _, code := runCmd(t, env, relaydBin, "queue", "freeze", "--user", "nobody"); code != 0 {
+		t.Fatal("freeze")
+	}
+	if code, stderr := s.sendmailAs(nobodyUID, "mine"); code != 0 {
+		t.Fatal(stderr)
+	}
+	if _, _, code := runCmd(t, env, relaydBin, "queue", "freeze", "--user", "daemon"); code != 0 {
+		t.Fatal("freeze")
+	}
+	if code, stderr := s.sendmailAs(1, "theirs"); code != 0 {
+		t.Fatal(stderr)
+	}
+	mailq := func(uid int) []queue.ListEntry {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, sendmailBin, "-bp", "--json")
+		cmd.Env = []string{"PATH=/usr/bin:/bin", "MAILSHIM_CONFIG=" + s.cfgPath}
+		cmd.Dir = "/"
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}}
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("mailq --json as %d: %v", uid, err)
+		}
+		var l []queue.ListEntry
+		if err := json.Unmarshal(out, &l); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		return l
+	}
+	l := mailq(nobodyUID)
+	if len(l) != 1 || l[0].UID != nobodyUID || l[0].State != spool.Held || !strings.Contains(l[0].Reason, "frozen") || l[0].Recipients[0] != "rcpt@example.net" {
+		t.Errorf("nobody's mailq --json: %+v", l)
+	}
+	if l := mailq(0); len(l) != 2 {
+		t.Errorf("root's mailq --json: %+v", l)
+	}
+}

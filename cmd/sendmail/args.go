@@ -32,6 +32,7 @@ type args struct {
 	verbose    bool
 	recipients []string // raw, validated later
 	ignored    []string // options accepted and ignored, for the origin record
+	json       bool     // mailq --json
 }
 
 // usageError is a command-line error (EX_USAGE). refused marks an option
@@ -107,6 +108,11 @@ words:
 		if w == "--" {
 			i++
 			break
+		}
+		if w == "--json" && a.mode == modeQueue {
+			// mailq --json (or sendmail -bp --json): the queue as JSON.
+			a.json = true
+			continue
 		}
 		if len(w) < 2 || w[0] != '-' {
 			break

@@ -12,8 +12,8 @@ import (
 // control sends verb ("mailq" or "flush") to relayd's control socket and
 // copies its answer to stdout. relayd identifies the caller by SO_PEERCRED
 // and shows a user only their own messages.
-func controlRequest(cfg *config.Config, verb string) *exitError {
-	err := control.Request(cfg.ControlSocket, verb, nil, os.Stdout)
+func controlRequest(cfg *config.Config, verb string, args ...string) *exitError {
+	err := control.Request(cfg.ControlSocket, verb, args, os.Stdout)
 	switch {
 	case err == nil:
 		return nil

@@ -246,7 +246,7 @@ func run(argv []string, env map[string]string) int {
 	case modeSMTP:
 		code, e = smtpSession(cfg, a, env)
 	case modeQueue:
-		e = queueList(cfg)
+		e = queueList(cfg, a.json)
 	case modeFlush:
 		e = flush(cfg)
 	case modeAliases:

@@ -23,8 +23,12 @@ func sizeString(n int64) string {
 	return strconv.FormatInt(n, 10) + " bytes"
 }
 
-// queueList is -bp / mailq: relayd's queue, as far as this user may see it.
-func queueList(cfg *config.Config) *exitError {
+// queueList is -bp / mailq: relayd's queue, as far as this user may see
+// it; asJSON asks for the JSON array (mailq --json).
+func queueList(cfg *config.Config, asJSON bool) *exitError {
+	if asJSON {
+		return controlRequest(cfg, "mailq", "--json")
+	}
 	return controlRequest(cfg, "mailq")
 }
 

@@ -274,3 +274,20 @@ func (q *Queue) listOpts(o Opts, out io.Writer) error {
 	fmt.Fprintf(out, "%d message(s)\n", n)
 	return nil
 }
+
+// mailqJSON is mailq --json: the messages the peer may see (its own UID's
+// unless it is an admin), as "relayd queue list --json" prints them.
+func (q *Queue) mailqJSON(p control.Peer, out io.Writer) error {
+	var keep func(int) bool
+	if !p.Admin {
+		keep = func(uid int) bool { return uid == p.UID }
+	}
+	list := []ListEntry{}
+	q.eachEntry(keep, func(e Entry) { list = append(list, entryJSON(e)) })
+	b, err := json.MarshalIndent(list, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = out.Write(append(b, '\n'))
+	return err
+}

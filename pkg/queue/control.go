@@ -98,6 +98,9 @@ func (q *Queue) Handle(p control.Peer, verb string, args []string, out io.Writer
 	}
 	switch verb {
 	case control.VerbMailq:
+		if len(args) == 1 && args[0] == "--json" {
+			return q.mailqJSON(p, out)
+		}
 		return q.mailq(p, out)
 	case control.VerbFlush:
 		// Silent, like Postfix's sendmail -q: sendmail's stdout may be a
