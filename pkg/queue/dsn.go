@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/emersion/go-message"
 
@@ -378,10 +379,32 @@ func refusedHere(fs []spool.RcptFailure) bool {
 	return len(fs) > 0
 }
 
+// oneLine makes an upstream's text (or a reason built from it) fit one
+// line of a bounce or of mailq's output, and safe to show: line breaks and
+// tabs become spaces; other control characters (C0, DEL, C1), Unicode
+// line separators and bidirectional controls become "?", so that a
+// hostile upstream can neither add lines to a bounce nor drive the
+// reader's terminal or reorder the text; invalid UTF-8 becomes U+FFFD (the
+// bounce's text part is declared UTF-8); over 900 bytes it is cut at a
+// character boundary.
 func oneLine(s string) string {
-	s = strings.NewReplacer("\r", " ", "\n", " ").Replace(s)
+	s = strings.Map(func(r rune) rune {
+		switch {
+		case r == '\r' || r == '\n' || r == '\t':
+			return ' '
+		case r < 0x20 || r == 0x7f || r >= 0x80 && r < 0xa0,
+			r == '\u2028' || r == '\u2029', r == '\u061c' || r == '\u200e' || r == '\u200f',
+			r >= '\u202a' && r <= '\u202e', r >= '\u2066' && r <= '\u2069':
+			return '?'
+		}
+		return r
+	}, strings.ToValidUTF8(s, "\uFFFD"))
 	if len(s) > 900 {
-		s = s[:900] + "..."
+		cut := 900
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut] + "..."
 	}
 	return s
 }

@@ -50,3 +50,41 @@ func TestHostileUpstreamReplies(t *testing.T) {
 		})
 	}
 }
+
+// A hostile upstream's refusal becomes a bounce: its text must not add
+// header lines or MIME parts to the bounce, nor forge a log line.
+func TestHostileReplyInBounce(t *testing.T) {
+	fu := &fakeUpstream{Rcpt: func(rcpt string) string {
+		if strings.HasPrefix(rcpt, "refused@") {
+			return "550-5.1.1 no such user\r\n550-Bcc: injected@attacker.example\r\n550-\r\n550---boundary--\r\n" +
+				"550 5.1.1 Content-Type: text/html\x1b[2J\xff\u202e\r\n"
+		}
+		return "250 2.1.5 Ok\r\n"
+	}}
+	e := newEnvRaw(t, fu, "", "")
+	tried(t, "an upstream refusal (550) whose multi-line text holds header lines, an empty line, a MIME boundary, ESC, invalid UTF-8 and a bidi override; relayd bounces it to the sender",
+		"the bounce's header and MIME structure are relayd's own; the refusal is text inside it; the log is well-formed")
+	if r := e.sendmail(run{uid: nobody, stdin: "Subject: to be refused\n\nx\n"}, "-i", "refused@example.net"); r.code != 0 {
+		t.Fatalf("sendmail: %v", r)
+	}
+	var dsn string
+	e.waitFor("the bounce", 30*time.Second, func() bool {
+		for _, m := range fu.messages() {
+			if strings.Contains(m, "multipart/report") {
+				dsn = m
+				return true
+			}
+		}
+		return false
+	})
+	hdr, _, _ := strings.Cut(dsn, "\r\n\r\n")
+	for _, l := range strings.Split(hdr, "\r\n") {
+		if strings.HasPrefix(strings.ToLower(l), "bcc:") || strings.HasPrefix(l, "Content-Type: text/html") {
+			t.Errorf("the refusal added a header line to the bounce: %q", l)
+		}
+	}
+	if strings.Contains(dsn, "\r\n--boundary--\r\n") || strings.Contains(dsn, "\r\nBcc: injected") || strings.Contains(dsn, "\x1b") {
+		t.Errorf("the refusal's text broke out of its line in the bounce:\n%q", dsn)
+	}
+	checkLog(t, e.log())
+}
