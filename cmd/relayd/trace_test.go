@@ -214,3 +214,65 @@ func TestVerifyOrigin(t *testing.T) {
 		t.Errorf("no key: exit %d %q", code, stderr)
 	}
 }
+
+// The SMTP listener is a door like the others: a client's forged trace
+// fields are renamed, and the per-account policy answers a rate limit
+// with 451 4.7.1 naming the limit (a static limit with 553 5.7.1).
+func TestListenForgedTraceAndPolicy(t *testing.T) {
+	needRoot(t)
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{extra: listenConf + `
+[policy]
+notice_to = ""
+[policy.www-data]
+messages_per_minute = 0
+messages_per_hour = 1
+from_domains = ["shop.example"]
+action = "refuse"
+`})
+	d := s.start()
+	defer d.term(t)
+	addr := s.listenAddrs()["tcp4"]
+	cmd := exec.Command("setpriv", "--reuid=33", "--regid=33", "--clear-groups", "/usr/bin/python3", "-c", `
+import smtplib, sys
+c = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=30)
+c.ehlo("x")
+forged = sys.argv[2].replace("\n", "\r\n")
+def send(frm, subject, extra=""):
+    try:
+        c.sendmail("www-data@shop.example", ["alice@example.org"], extra + "From: " + frm + "\r\nSubject: " + subject + "\r\n\r\nbody\r\n")
+        print("250")
+    except smtplib.SMTPDataError as e:
+        print(e.smtp_code, e.smtp_error.decode())
+send("www-data@shop.example", "forged over smtp", forged)
+send("ceo@bank.example", "wrong domain")
+send("www-data@shop.example", "over the rate")
+`, addr[strings.LastIndexByte(addr, ':')+1:], strings.SplitN(forgedMessage, "To:", 2)[0])
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(lines) != 3 || lines[0] != "250" ||
+		!strings.HasPrefix(lines[1], `553 5.7.1 policy: the From: address "ceo@bank.example" is not in a domain`) ||
+		!strings.HasPrefix(lines[2], "451 4.7.1 policy: rate limit messages_per_hour=1 reached ([policy.www-data])") {
+		t.Fatalf("replies:\n%s", out)
+	}
+	msgs, err := up.WaitFor(1, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := string(msgs[0].Data)
+	if got := headerLines(data, "X-Mailshim-Origin"); len(got) != 1 || !strings.HasPrefix(got[0], "X-Mailshim-Origin: uid=33 ") {
+		t.Errorf("origin: %q\n%s", got, data)
+	}
+	if got := headerLines(data, "X-Mailshim-Forged-Origin"); len(got) != 1 {
+		t.Errorf("forged origin not renamed: %q", got)
+	}
+	if got := headerLines(data, "X-Mailshim-Forged-Received"); len(got) != 1 {
+		t.Errorf("forged Received not renamed: %q", got)
+	}
+	if up.Count() != 1 {
+		t.Errorf("%d delivered, want only the first", up.Count())
+	}
+}
