@@ -41,6 +41,9 @@ type RelaydConfig struct {
 	Password string   // written to the secret file
 	Retry    []string // queue.retry
 	Extra    string   // appended TOML (top-level keys must come first: use tables)
+	// Before is TOML written before Postfix's [[upstream]] (other
+	// upstreams tried first).
+	Before string
 }
 
 const (
@@ -78,6 +81,7 @@ func (r *Relayd) writeConfig(t testing.TB, c RelaydConfig) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Written by mailshim's e2e suite (test/e2e).\n")
 	fmt.Fprintf(&b, "hostname = %q\n\n", hostname)
+	b.WriteString(c.Before)
 	fmt.Fprintf(&b, "[[upstream]]\nhost = \"127.0.0.1\"\nport = %d\ntls = \"starttls\"\nca_file = %q\n", r.up.Port, r.CAFile)
 	if c.Auth {
 		fmt.Fprintf(&b, "username = %q\npassword_file = %q\n", r.up.User, r.Secret)
