@@ -7,6 +7,7 @@ import (
 	"mime"
 	"net/mail"
 	"strings"
+	"unicode/utf8"
 )
 
 // MaxAddress is the longest address accepted, in octets.
@@ -24,10 +25,25 @@ var parser = mail.AddressParser{WordDecoder: &mime.WordDecoder{
 // another control character.
 var ErrControl = errors.New("contains a control character (CR, LF, NUL, ...)")
 
-// HasControl reports whether s contains a byte below 0x20 or DEL.
+// HasControl reports whether s contains a control character — a byte
+// below 0x20, DEL, or (UTF-8 encoded) a C1 control, a Unicode line or
+// paragraph separator, or a bidirectional control (U+061C, U+200E/200F,
+// U+202A-202E, U+2066-2069). None has a place in an address, a name or a
+// parameter, and each can break a line, drive a terminal, or make what an
+// administrator reads differ from what is stored.
 func HasControl(s string) bool {
 	for i := 0; i < len(s); i++ {
-		if s[i] < 0x20 || s[i] == 0x7f {
+		c := s[i]
+		if c < 0x20 || c == 0x7f {
+			return true
+		}
+		if c < 0x80 {
+			continue
+		}
+		r, _ := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r >= 0x80 && r < 0xa0, r == '\u2028' || r == '\u2029',
+			r == '\u061c' || r == '\u200e' || r == '\u200f', r >= '\u202a' && r <= '\u202e', r >= '\u2066' && r <= '\u2069':
 			return true
 		}
 	}

@@ -632,3 +632,21 @@ func FuzzSMTPReader(f *testing.F) {
 		}
 	})
 }
+
+// Control characters of every kind are refused in addresses, names and
+// parameters: C0, DEL, C1, line separators, bidi controls.
+func TestHasControl(t *testing.T) {
+	for _, s := range []string{"a\x00", "a\x1b[2J", "a\x7f", "a\u0085b", "a\u009bb", "a\u2028b", "a\u202eb", "a\u2066b", "a\u200fb", "a\u061cb"} {
+		if !HasControl(s) {
+			t.Errorf("HasControl(%q) = false", s)
+		}
+		if _, err := ParseAddress(`"` + s + `"@example.org`); err == nil {
+			t.Errorf("ParseAddress accepted a local part with %q", s)
+		}
+	}
+	for _, s := range []string{"plain", "grüße", "日本", "a\u00a0b", "\u05d0\u05d1"} {
+		if HasControl(s) {
+			t.Errorf("HasControl(%q) = true", s)
+		}
+	}
+}

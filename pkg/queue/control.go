@@ -8,8 +8,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/mailshim/mailshim/pkg/control"
+	"github.com/mailshim/mailshim/pkg/message"
 	"github.com/mailshim/mailshim/pkg/spool"
 )
 
@@ -299,8 +301,8 @@ func (q *Queue) list(out io.Writer) error {
 			next = e.Del.Next.UTC().Format(time.RFC3339)
 		}
 		fmt.Fprintf(out, "%-20s %-8s %9d %-20s %8d %-20s %s -> %s\n", e.ID, e.State, e.Meta.Size,
-			e.Meta.Time.UTC().Format(time.RFC3339), e.Del.Attempts, next, e.Meta.Env.Sender,
-			strings.Join(remaining(e.Meta.Env.Recipients, e.Del), ","))
+			e.Meta.Time.UTC().Format(time.RFC3339), e.Del.Attempts, next, printable(e.Meta.Env.Sender),
+			printable(strings.Join(remaining(e.Meta.Env.Recipients, e.Del), ",")))
 	})
 	fmt.Fprintf(out, "%d message(s)\n", n)
 	return nil
@@ -403,14 +405,13 @@ func (q *Queue) show(id string, out io.Writer) error {
 	return nil
 }
 
-// printable quotes a value that holds control bytes, so that advisory data
+// printable quotes a value that holds control characters (message.HasControl:
+// C0, DEL, C1, line separators, bidi controls) or invalid UTF-8, so that data
 // a caller chose (a command line, a script path) cannot drive the admin's
 // terminal.
 func printable(s string) string {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c == 0x7f {
-			return strconv.QuoteToASCII(s)
-		}
+	if message.HasControl(s) || !utf8.ValidString(s) {
+		return strconv.QuoteToASCII(s)
 	}
 	return s
 }

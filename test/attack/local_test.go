@@ -398,3 +398,38 @@ func TestCoreDump(t *testing.T) {
 		t.Errorf("%d partial messages delivered", n)
 	}
 }
+
+// What an administrator reads (relayd queue list and show) and what a user
+// reads (mailq) cannot carry a user's terminal escapes or bidi controls.
+func TestAdminTerminal(t *testing.T) {
+	var rc rcptCounter
+	e := newEnv(t, smtptest.Options{Hook: rc.hook}, longRetry, listenConf)
+	tried(t, "nobody uses addresses with U+202E and U+0085 (sendmail -f, a recipient, MAIL FROM on the listener) and a script path with ESC, C1 and bidi controls; root lists and shows the queue, nobody runs mailq",
+		"the addresses are refused; the outputs hold no raw control characters (the script path is shown quoted)")
+	for _, args := range [][]string{{"-i", "-f", "a\u202egro.elpmaxe@example.org", "x@example.net"}, {"-i", "b\u0085@example.net"}} {
+		if r := e.sendmail(run{uid: nobody, stdin: "Subject: bidi\n\nx\n"}, args...); r.code == 0 {
+			t.Errorf("sendmail %q accepted", args)
+		}
+	}
+	out := e.raw(nobody, e.listenAddr(), []byte("EHLO x\r\nMAIL FROM:<a\u202eb@example.org> SMTPUTF8\r\nRCPT TO:<c\u2066d@example.net>\r\nQUIT\r\n"))
+	if strings.Contains(out, "\r\n250 2.1.0") || strings.Contains(out, "\r\n250 2.0.0 Roger") {
+		t.Errorf("the listener accepted a sender with a bidi control:\n%s", out)
+	}
+	env := []string{"SCRIPT_FILENAME=/var/www/\x1b]0;pwned\x07\u009b31m\u202eevil.php"}
+	if r := e.sendmail(run{uid: nobody, stdin: "Subject: terminal\n\nx\n", env: env}, "-i", "term@example.net"); r.code != 0 {
+		t.Fatalf("sendmail: %v", r)
+	}
+	e.waitFor("the message deferred", 30*time.Second, func() bool { return len(e.idsOf(nobody)) == 1 && strings.Contains(e.log(), "event=deferred ") })
+	id := e.idsOf(nobody)[0]
+	for _, r := range []result{e.relayd(run{uid: 0}, "queue", "list"), e.relayd(run{uid: 0}, "queue", "show", id), e.sendmail(run{uid: nobody}, "-bp")} {
+		if r.code != 0 {
+			t.Errorf("%v", r)
+		}
+		for _, c := range r.stdout {
+			if c < 0x20 && c != '\n' || c == 0x7f || c >= 0x80 && c < 0xa0 || c >= '\u202a' && c <= '\u202e' || c >= '\u2066' && c <= '\u2069' {
+				t.Errorf("raw control character %U in:\n%q", c, r.stdout)
+				break
+			}
+		}
+	}
+}
