@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
-	"fmt"
 	"io"
 	"strings"
 )
@@ -83,16 +82,6 @@ func (h *Header) Has(name string) bool {
 	return false
 }
 
-// Values returns the values of every field named name, in order.
-func (h *Header) Values(name string) []string {
-	var vs []string
-	for _, f := range h.Fields {
-		if f.Is(name) {
-			vs = append(vs, f.Value())
-		}
-	}
-	return vs
-}
 
 // Del removes every field named name and reports how many it removed.
 func (h *Header) Del(name string) int {
@@ -286,13 +275,4 @@ func (h *Header) Bytes(bodyFollows bool) []byte {
 		b = append(b, '\n')
 	}
 	return append(b, h.BodyStart...)
-}
-
-// WriteTo writes h.Bytes(bodyFollows) to w.
-func (h *Header) WriteTo(w io.Writer, bodyFollows bool) (int64, error) {
-	n, err := w.Write(h.Bytes(bodyFollows))
-	if err != nil {
-		return int64(n), fmt.Errorf("write header: %w", err)
-	}
-	return int64(n), nil
 }

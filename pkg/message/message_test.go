@@ -152,7 +152,7 @@ func header(t *testing.T, in string) (*Header, string) {
 
 func write(h *Header, bodyFollows bool) string {
 	var b bytes.Buffer
-	h.WriteTo(&b, bodyFollows)
+	b.Write(h.Bytes(bodyFollows))
 	return b.String()
 }
 

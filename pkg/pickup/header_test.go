@@ -110,7 +110,7 @@ func TestSameHeaderAsSendmail(t *testing.T) {
 		}
 		accepted++
 		var stored bytes.Buffer
-		mh.WriteTo(&stored, true)
+		stored.Write(mh.Bytes(true))
 		stored.WriteString("BODY\n")
 		br := bufio.NewReaderSize(bytes.NewReader(stored.Bytes()), readBuffer)
 		h, err := readHeader(br)
