@@ -13,12 +13,13 @@
 //
 //  1. Add a field with a `toml:"key_name"` tag and a doc comment to the
 //     section's struct (Config for top-level keys). Supported types: string,
-//     bool, int, int64, []string (a single string is a one-element list),
-//     []int (likewise),
-//     time.Duration and []time.Duration ("5m", "4h", "5d"), int64 with
-//     `conf:"size"` ("50MB"), a struct (a [section]), a []struct (an array of
-//     tables, with `each:"noun"` for its error message), and
-//     map[string]string or map[string][]string (a table of free keys).
+//     bool, int, int64, []string and []int (a single value is a one-element
+//     list), time.Duration and []time.Duration ("5m", "4h", "5d"), int64
+//     with `conf:"size"` ("50MB"), a struct (a [section]), a []struct (an
+//     array of tables, with `each:"noun"` for its error message),
+//     map[string]string or map[string][]string (a table of free keys), and
+//     a map tagged `conf:"rest"`, which takes every key of its section that
+//     no other field names (the [policy.<account>] tables).
 //  2. Set its default in defaults() (the zero value needs nothing).
 //  3. Check its value in the section's validate method (validate.go), with
 //     v.errf(path, ...) so that the error reads "file:line: key: message".
