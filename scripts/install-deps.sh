@@ -10,6 +10,9 @@ pkgs=(
 	php-cli php-cgi php-fpm                  # real callers: PHP mail()
 	libphp-phpmailer php-symfony-mailer      # PHPMailer, Symfony Mailer
 	cron git git-email                       # cron, git send-email
+	ruby-actionmailer swaks python3          # loopback SMTP clients (e2e)
+	libio-socket-inet6-perl                  # swaks over ::1
+	wordpress mariadb-server php-mysql       # WordPress's wp_mail() (e2e)
 	sasl2-bin libsasl2-modules               # the Postfix upstream's SASL
 	openssl ca-certificates util-linux procps iproute2
 	nftables                                 # relayd doctor e2e: a DROP rule in a network namespace

@@ -28,6 +28,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "e2e: relayd's log: %s\n", sys.Relayd.LogPath)
 	}
 	stopShared()
+	stopLoopback()
 	if os.Geteuid() == 0 {
 		restoreServices()
 	}

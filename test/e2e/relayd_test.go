@@ -125,9 +125,24 @@ func (r *Relayd) Start(t testing.TB, c RelaydConfig) {
 	must(t, err, "relayd log")
 	defer logf.Close()
 	fmt.Fprintf(logf, "# e2e: starting relayd at %s\n", time.Now().UTC().Format(time.RFC3339Nano))
-	cmd := exec.Command("setpriv", "--reuid=mailshim", "--regid=mailshim", "--init-groups", "--",
-		"/usr/sbin/relayd", "--config", r.Config)
-	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"}
+	// relayd.socket's part: the loopback listener's TCP sockets, bound
+	// here as root and passed as systemd does (LISTEN_FDS, LISTEN_PID of
+	// the process that gets them: the shell's, which execs setpriv, which
+	// execs relayd).
+	fds, err := activationSockets()
+	must(t, err, "bind the listener's ports")
+	// The capabilities relayd.service's AmbientCapabilities= gives it
+	// (the listener reads other users' /proc/PID/fd to name the client's
+	// process).
+	args := []string{"setpriv", "--reuid=mailshim", "--regid=mailshim", "--init-groups"}
+	if caps := unitCaps(); caps != "" {
+		args = append(args, "--inh-caps="+caps, "--ambient-caps="+caps)
+	}
+	args = append(args, "--", "/usr/sbin/relayd", "--config", r.Config)
+	cmd := exec.Command("sh", append([]string{"-c", `export LISTEN_PID=$$; exec "$@"`, "sh"}, args...)...)
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8",
+		fmt.Sprintf("LISTEN_FDS=%d", len(fds)), "LISTEN_FDNAMES=" + activationNames(len(fds))}
+	cmd.ExtraFiles = fds
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Dir = "/"
 	syscall.Umask(0o077)
