@@ -103,6 +103,13 @@ func relaydRows(o Options, sz sizes, work string, bins *Binaries) ([]Row, []stri
 		}
 		rows = append(rows, row)
 	}
+	if o.want("loopback") {
+		row, err := loopbackRow(o, sz, work, bins, srv)
+		if err != nil {
+			return nil, nil, err
+		}
+		rows = append(rows, row)
+	}
 	if o.want("memory") {
 		r, err := memoryRows(o, sz, work, bins)
 		if err != nil {

@@ -26,7 +26,7 @@ type Options struct {
 	// DrainN overrides the number of messages in each drain run.
 	DrainN int
 	// Only, when non-empty, limits the run to these groups: "sendmail",
-	// "drain", "load", "memory".
+	// "drain", "load", "memory", "loopback".
 	Only map[string]bool
 }
 
@@ -38,15 +38,16 @@ type sizes struct {
 	loadFor              time.Duration
 	loadCallers          int
 	memN                 int // messages queued for the memory/scan row
+	loopbackN            int // messages per loopback listener run
 }
 
 func (o Options) sizes() sizes {
 	if o.Smoke {
 		return sizes{small: 5, large: 2, huge: 0, bsMessages: 10, bsRounds: 1, drainN: 200, drainConc: []int{1, 4},
-			loadFor: 2 * time.Second, loadCallers: 4, memN: 1000}
+			loadFor: 2 * time.Second, loadCallers: 4, memN: 1000, loopbackN: 80}
 	}
 	return sizes{small: 100, large: 10, huge: 2, bsMessages: 100, bsRounds: 10, drainN: 10000, drainConc: []int{1, 2, 4, 8},
-		loadFor: 60 * time.Second, loadCallers: 8, memN: 100000}
+		loadFor: 60 * time.Second, loadCallers: 8, memN: 100000, loopbackN: 4000}
 }
 
 func (o Options) want(group string) bool { return len(o.Only) == 0 || o.Only[group] }
@@ -106,7 +107,7 @@ func Run(o Options) (*Report, error) {
 		rep.Rows = append(rep.Rows, rows...)
 		rep.Notes = append(rep.Notes, notes...)
 	}
-	if o.want("drain") || o.want("load") || o.want("memory") {
+	if o.want("drain") || o.want("load") || o.want("memory") || o.want("loopback") {
 		rows, notes, err := relaydRows(o, sz, work, bins)
 		if err != nil {
 			return nil, err

@@ -22,7 +22,7 @@ func main() {
 	symbols := pflag.Bool("symbols", false, "keep symbol tables in the binaries (to attach perf record -p)")
 	drainN := pflag.Int("drain-n", 0, "messages per drain run (default 10000, 200 in smoke)")
 	memN := pflag.Int("mem-n", 0, "messages queued for the memory rows (default 100000, 1000 in smoke)")
-	only := pflag.StringSlice("only", nil, "limit to groups: sendmail, drain, load, memory")
+	only := pflag.StringSlice("only", nil, "limit to groups: sendmail, drain, load, memory, loopback")
 	pflag.Parse()
 
 	if done, code, err := driver.EnterNamespace(); done || err != nil {

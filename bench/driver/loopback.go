@@ -1,0 +1,240 @@
+package driver
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/mailshim/mailshim/pkg/smtptest"
+)
+
+// The loopback listener row: loopbackClients parallel clients, each
+// sending 2 KB messages the way a PHP script or a cron job does (connect,
+// EHLO, MAIL, RCPT, DATA, QUIT: one message per connection, no TLS, no
+// AUTH), first to a bare go-smtp server in this process that reads the
+// data and discards it (the reference), then to relayd's loopback
+// listener, which identifies every connection from the kernel (sock_diag,
+// /proc), runs the submission pipeline and fsyncs the message into its
+// queue before its 250. Every message relayd accepted must then reach the
+// upstream: nothing lost.
+const loopbackClients = 8
+
+func loopbackRow(o Options, sz sizes, work string, bins *Binaries, srv *smtptest.Server) (Row, error) {
+	n := sz.loopbackN
+	name := fmt.Sprintf("loopback SMTP listener, %d parallel clients, %d × 2 KB, one message per connection", loopbackClients, n)
+	ref := "bare go-smtp server (discards), same clients"
+	if bins.Relayd == "" {
+		return notMeasured(name, ref, "≥ 0.5× the reference, nothing lost", "cmd/relayd does not build yet"), nil
+	}
+	var refRates, rates []float64
+	var lostNote []string
+	for i := 0; i < o.Runs; i++ {
+		o.logf("loopback: reference run %d, %d messages", i+1, n)
+		r, err := bareServerRate(n)
+		if err != nil {
+			return Row{}, fmt.Errorf("loopback reference: %w", err)
+		}
+		refRates = append(refRates, r)
+		o.logf("loopback: relayd run %d, %d messages", i+1, n)
+		rate, note, err := loopbackOnce(o, filepath.Join(work, fmt.Sprintf("loopback-%d", i)), bins, srv, n)
+		if err != nil {
+			return Row{}, err
+		}
+		rates = append(rates, rate)
+		if note != "" {
+			lostNote = append(lostNote, note)
+		}
+	}
+	refS, s := Summarise(refRates), Summarise(rates)
+	ratio := s.Median / refS.Median
+	row := Row{Name: name, RefFor: ref, Unit: "msg/s", Subj: s, Ref: &refS, Ratio: fmt.Sprintf("%.2f×", ratio),
+		Target: "≥ 0.5× the reference, nothing lost"}
+	var runs []string
+	for i := range rates {
+		runs = append(runs, fmt.Sprintf("%.2f", rates[i]/refRates[i]))
+	}
+	row.Note = "run ratios: " + strings.Join(runs, " ")
+	switch {
+	case len(lostNote) > 0:
+		row.Verdict = "MISSED: " + strings.Join(lostNote, "; ")
+	case ratio >= 0.5:
+		row.Verdict = fmt.Sprintf("met (%.2f×, every accepted message delivered)", ratio)
+	default:
+		row.Verdict = fmt.Sprintf("MISSED: %.2f× < 0.5× (nothing lost)", ratio)
+	}
+	return row, nil
+}
+
+// bareServerRate serves go-smtp on a loopback port with a backend that
+// discards every message and returns the clients' messages/s against it.
+func bareServerRate(n int) (float64, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	s := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) { return discardSession{}, nil }))
+	s.Domain = "bare.bench.example"
+	s.ReadTimeout, s.WriteTimeout = time.Minute, time.Minute
+	go s.Serve(ln)
+	defer s.Close()
+	rate, accepted, err := sendParallel(ln.Addr().String(), n)
+	if err != nil {
+		return 0, err
+	}
+	if accepted != n {
+		return 0, fmt.Errorf("bare server accepted %d of %d", accepted, n)
+	}
+	return rate, nil
+}
+
+type discardSession struct{}
+
+func (discardSession) Mail(string, *smtp.MailOptions) error { return nil }
+func (discardSession) Rcpt(string, *smtp.RcptOptions) error { return nil }
+func (discardSession) Data(r io.Reader) error {
+	_, err := io.Copy(io.Discard, r)
+	return err
+}
+func (discardSession) Reset()        {}
+func (discardSession) Logout() error { return nil }
+
+// sendParallel sends n messages from loopbackClients goroutines, one
+// connection per message, and returns messages/s and how many got 250.
+func sendParallel(addr string, n int) (float64, int, error) {
+	var next, accepted atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	t0 := time.Now()
+	for g := 0; g < loopbackClients; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				if err := sendOne(addr, i); err != nil {
+					firstErr.CompareAndSwap(nil, err)
+					return
+				}
+				accepted.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(t0)
+	if err, _ := firstErr.Load().(error); err != nil {
+		return 0, int(accepted.Load()), err
+	}
+	return float64(n) / elapsed.Seconds(), int(accepted.Load()), nil
+}
+
+func sendOne(addr string, seq int) error {
+	conn, err := net.DialTimeout("tcp", addr, 30*time.Second)
+	if err != nil {
+		return err
+	}
+	conn.SetDeadline(time.Now().Add(time.Minute))
+	c := smtp.NewClient(conn)
+	defer c.Close()
+	if err := c.Hello("client.bench.example"); err != nil {
+		return err
+	}
+	if err := c.Mail("sender@bench.example", nil); err != nil {
+		return err
+	}
+	if err := c.Rcpt("rcpt@bench.example", nil); err != nil {
+		return err
+	}
+	w, err := c.Data()
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(message(2<<10, seq)); err != nil {
+		return err
+	}
+	if err := w.Close(); err != nil {
+		return err
+	}
+	return c.Quit()
+}
+
+// loopbackOnce starts relayd with its listener on a free loopback port
+// (and nothing else: no Unix socket, no STARTTLS), sends n messages to it
+// from the parallel clients, then waits until the upstream has every one.
+// It returns the submission rate and, when messages were lost, what.
+func loopbackOnce(o Options, dir string, bins *Binaries, srv *smtptest.Server, n int) (float64, string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return 0, "", err
+	}
+	defer os.RemoveAll(dir)
+	conf, err := upstreamTOML(dir, srv.Upstream())
+	if err != nil {
+		return 0, "", err
+	}
+	port, err := freePort()
+	if err != nil {
+		return 0, "", err
+	}
+	listen := fmt.Sprintf("\n[queue]\nconcurrency = 4\n\n[listen]\nenabled = true\naddresses = [\"127.0.0.1\"]\nports = [%d]\nsocket = \"\"\ncert_file = \"\"\nkey_file = \"\"\nmax_connections_per_uid = %d\n",
+		port, 2*loopbackClients)
+	site, err := NewSite(dir, &Binaries{}, conf+listen)
+	if err != nil {
+		return 0, "", err
+	}
+	base := srv.Count()
+	r, err := StartRelayd(bins.Relayd, site)
+	if err != nil {
+		return 0, "", err
+	}
+	defer r.Stop(30 * time.Second)
+	addr := net.JoinHostPort("127.0.0.1", fmt.Sprint(port))
+	if err := r.WaitFor("the listener on "+addr, time.Minute, func() bool {
+		// A bare connect and close: the greeting is not awaited.
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	}); err != nil {
+		return 0, "", err
+	}
+	rate, accepted, err := sendParallel(addr, n)
+	if err != nil {
+		return 0, "", fmt.Errorf("loopback clients (%d accepted): %w; relayd log:\n%s", accepted, err, r.Tail(10))
+	}
+	if err := r.WaitFor(fmt.Sprintf("%d deliveries", accepted), 10*time.Minute, func() bool { return srv.Count()-base >= accepted }); err != nil {
+		return 0, "", err
+	}
+	if got := srv.Count() - base; got != accepted {
+		return rate, fmt.Sprintf("%d accepted, upstream got %d", accepted, got), nil
+	}
+	if _, err := r.Stop(30 * time.Second); err != nil {
+		return 0, "", err
+	}
+	return rate, "", nil
+}
+
+// freePort returns a loopback TCP port that was free a moment ago.
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	a, ok := ln.Addr().(*net.TCPAddr)
+	if !ok {
+		return 0, errors.New("no TCP address")
+	}
+	return a.Port, nil
+}
