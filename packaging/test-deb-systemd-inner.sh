@@ -122,6 +122,57 @@ check "listen: nobody sends over 127.0.0.1:25, claiming root in AUTH" smtp_queue
 check "listen: recorded as uid 65534 via=smtp with the client's process" waitfor sh -c \
 	'journalctl -u relayd -o cat | grep -Eq "event=pickup .*uid=65534 user=nobody .*via=smtp .*client=127\.0\.0\.1:[0-9]+ pid=[0-9]+ process=[^ ]*bash auth_claim=root"'
 
+# Delivery through the loopback listener: swaks run by nobody submits to
+# relayd.socket's 127.0.0.1:587 with STARTTLS verified against the system
+# store (relayd tls-init's CA, trusted by postinst) and to [::1]:25 in
+# clear; relayd relays both to packaging/testsink over STARTTLS + AUTH.
+if [ -e /lib/systemd/system/relayd.socket ]; then
+	/src/testsink /tmp/sink >/tmp/sink.log 2>&1 &
+	sink=$!
+	waitfor test -s /tmp/sink/port
+	# relayd has a private /tmp (PrivateTmp=yes): its files go to /etc.
+	install -m 0644 /tmp/sink/upstream-ca.pem /etc/mailshim/sink-ca.pem
+	install -o mailshim -g mailshim -m 0600 /tmp/sink/password /etc/mailshim/sink.secret
+	cat >/etc/mailshim/mailshim.conf <<EOF_CONF
+hostname = "test-deb.example"
+[[upstream]]
+host = "127.0.0.1"
+port = $(cat /tmp/sink/port)
+tls = "starttls"
+ca_file = "/etc/mailshim/sink-ca.pem"
+username = "$(cat /tmp/sink/user)"
+password_file = "/etc/mailshim/sink.secret"
+EOF_CONF
+	systemctl restart relayd
+	waitfor systemctl is-active -q relayd
+	check "listen: swaks as nobody to 127.0.0.1:587, STARTTLS verified by the system store" \
+		as_nobody swaks --server 127.0.0.1 --port 587 --tls --tls-verify --from nobody@test-deb.example \
+		--to listener@example.org --header "Subject: listener-587" --body "through relayd.socket"
+	check "listen: swaks as nobody to [::1]:25 without TLS" \
+		as_nobody swaks --server ::1 --port 25 -6 --from nobody@test-deb.example \
+		--to listener@example.org --header "Subject: listener-25" --body "through relayd.socket"
+	check "listen: relayd picked both up as uid 65534 via=smtp" waitfor sh -c \
+		'[ "$(journalctl -u relayd -o cat | grep -c "event=pickup .*uid=65534 .*via=smtp")" -ge 2 ]'
+	check "listen: the upstream got both, relayd's Received: naming uid 65534" waitfor sh -c \
+		'grep -l "Subject: listener-587" /tmp/sink/msg-*.eml | xargs -r grep -q "from uid 65534" &&
+		 grep -l "Subject: listener-25" /tmp/sink/msg-*.eml | xargs -r grep -q "from uid 65534"'
+	kill "$sink" 2>/dev/null || true
+	# Back to the unreachable upstream, with a message queued behind it,
+	# for the upgrade and remove checks below.
+	cat >/etc/mailshim/mailshim.conf <<'EOF_CONF'
+hostname = "test-deb.example"
+[[upstream]]
+host = "127.0.0.1"
+port = 9
+tls = "none"
+EOF_CONF
+	systemctl restart relayd
+	printf 'To: carol@example.org\nSubject: queued\n\nqueued\n' | as_nobody /usr/sbin/sendmail -t -i
+	waitfor sh -c '[ -n "$(ls /var/spool/mailshim/queue/msg)" ]'
+else
+	fail "listen: the package has no relayd.socket"
+fi
+
 pid=$(systemctl show -P MainPID relayd)
 systemctl reload relayd
 check "reload: relayd logs the reload" waitfor sh -c 'journalctl -u relayd -o cat | grep -q "event=reload"'

@@ -31,8 +31,10 @@ fi
 # test's upstream is its own loopback): the package's dependencies must be
 # in the base already.
 mountpoint -q "$base/proc" || mount -t proc proc "$base/proc"
-chroot "$base" sh -c 'dpkg -s procps adduser >/dev/null 2>&1 ||
-	apt-get install -y -qq --no-install-recommends procps adduser >/dev/null'
+# swaks (with its TLS and IPv6 modules) is the loopback listener's client;
+# ca-certificates and openssl are the package's and tls-init's.
+chroot "$base" sh -c 'pkgs="procps adduser ca-certificates openssl swaks libnet-ssleay-perl libio-socket-ssl-perl libio-socket-inet6-perl"
+	dpkg -s $pkgs >/dev/null 2>&1 || apt-get install -y -qq --no-install-recommends $pkgs >/dev/null'
 umount "$base/proc" 2>/dev/null || true
 
 rm -rf "$box"
@@ -42,6 +44,9 @@ rm -rf "$box/src" "$box/test-result.txt"
 mkdir -p "$box/src"
 cp "$deb" "$box/src/"
 install -m 0755 "$here/test-deb-systemd-inner.sh" "$box/src/inner.sh"
+# The smarthost inside the container (it has no network): a static build
+# of packaging/testsink.
+(cd "$here/.." && CGO_ENABLED=0 go build -o "$box/src/testsink" ./packaging/testsink)
 cat >"$box/etc/systemd/system/mailshim-package-test.service" <<'EOF'
 [Unit]
 Description=mailshim package test (packaging/test-deb-systemd-inner.sh)
