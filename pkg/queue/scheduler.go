@@ -270,13 +270,22 @@ func (q *Queue) nextAttempt() time.Time {
 	set, _ := q.settingsGen()
 	skip, _ := q.breakers(now)
 	for _, id := range ids {
+		if skip == nil {
+			q.mu.Lock()
+			_, deferred := q.deferred[id]
+			q.mu.Unlock()
+			if deferred {
+				return now
+			}
+			continue
+		}
 		q.mu.Lock()
 		_, deferred := q.deferred[id]
 		q.mu.Unlock()
 		if !deferred {
 			continue
 		}
-		if w, blocked := q.blocked(id, set, skip, now); blocked && !w.IsZero() {
+		if w, blocked := q.blocked(q.candidates(id, set), skip); blocked && !w.IsZero() {
 			next = earliest(next, w)
 		} else {
 			next = now
@@ -344,41 +353,48 @@ func (q *Queue) due() ([]string, time.Time) {
 // them that are not in flight and have an upstream whose breaker lets it
 // be tried. Messages whose upstreams are all open are dropped from
 // pending (they come back at the next listing); wake is the earliest
-// time one of their breakers expires. j is nil when nothing can go.
+// time one of their breakers expires. A message whose first usable
+// upstream is half-open (its backoff over) goes alone, as that upstream's
+// probe. j is nil when nothing can go.
 func (q *Queue) plan(pending []string, size int, set Settings, gen int) (j *job, rest []string, wake time.Time) {
 	s := q.sched
 	now := q.now()
 	skip, probes := q.breakers(now)
-	if len(probes) > 0 {
-		// A half-open upstream is probed with one message.
-		size = 1
-	}
 	var batch []string
+	probe := ""
 	for len(pending) > 0 && len(batch) < size {
 		id := pending[0]
-		pending = pending[1:]
 		if s.inflight[id] {
+			pending = pending[1:]
 			continue
 		}
-		if skip != nil {
-			if w, blocked := q.blocked(id, set, skip, now); blocked {
-				wake = earliest(wake, w)
-				continue
+		var cands []string
+		if skip != nil || len(probes) > 0 {
+			cands = q.candidates(id, set)
+		}
+		if w, blocked := q.blocked(cands, skip); blocked {
+			wake = earliest(wake, w)
+			pending = pending[1:]
+			continue
+		}
+		if first := firstFree(cands, skip); first != "" && contains(probes, first) {
+			if len(batch) > 0 {
+				break // it goes alone, in the next job
 			}
+			probe, size = first, 1
 		}
 		batch = append(batch, id)
+		pending = pending[1:]
 	}
 	if len(batch) == 0 {
 		return nil, pending, wake
 	}
 	j = &job{ids: batch, skip: skip, set: set, gen: gen, hint: MinBackoff}
-	for _, addr := range probes {
-		if cands := q.candidates(batch[0], set); cands == nil || contains(cands, addr) {
-			b := s.health[addr]
-			b.probing = true
-			j.probes = append(j.probes, addr)
-			j.hint = max(j.hint, backoff(b.since, now))
-		}
+	if probe != "" {
+		b := s.health[probe]
+		b.probing = true
+		j.probes = []string{probe}
+		j.hint = max(j.hint, backoff(b.since, now))
 	}
 	q.mu.Lock()
 	for _, id := range batch {
@@ -387,6 +403,16 @@ func (q *Queue) plan(pending []string, size int, set Settings, gen int) (j *job,
 	}
 	q.mu.Unlock()
 	return j, pending, wake
+}
+
+// firstFree returns the first of cands not in skip ("" if none).
+func firstFree(cands []string, skip map[string]bool) string {
+	for _, c := range cands {
+		if !skip[c] {
+			return c
+		}
+	}
+	return ""
 }
 
 // breakers returns the upstreams not to use now (breaker open, or being
@@ -440,15 +466,12 @@ func (q *Queue) candidates(id string, set Settings) []string {
 	return c
 }
 
-// blocked reports whether every candidate of id is in skip, and then the
-// earliest time one of their breakers expires (zero if all are probed).
-func (q *Queue) blocked(id string, set Settings, skip map[string]bool, now time.Time) (time.Time, bool) {
-	if skip == nil {
-		return time.Time{}, false
-	}
-	cands := q.candidates(id, set)
-	if len(cands) == 0 {
-		// Unknown or none: let a worker find out.
+// blocked reports whether every one of cands (a message's candidate
+// upstreams) is in skip, and then the earliest time one of their breakers
+// expires (zero if all are being probed). Unknown candidates (nil) are
+// never blocked: a worker finds out.
+func (q *Queue) blocked(cands []string, skip map[string]bool) (time.Time, bool) {
+	if skip == nil || len(cands) == 0 {
 		return time.Time{}, false
 	}
 	var wake time.Time

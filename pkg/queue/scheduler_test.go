@@ -273,3 +273,30 @@ func TestBreakerPerRoute(t *testing.T) {
 		t.Errorf("a's mail: %s, %d dials", e.state(t, held), h.dialCount("a.example"))
 	}
 }
+
+// A backup upstream that is down is not probed while the first upstream
+// works: its breaker waits for a message that needs it.
+func TestDownBackupIsLeftAlone(t *testing.T) {
+	h := newHosts("a.example", "b.example")
+	ups := []config.Upstream{{Host: "a.example", Port: 587}, {Host: "b.example", Port: 587}}
+	e := newEnv(t, Settings{Concurrency: 1, Upstreams: NewUpstreams(ups, relay.Options{}, h.dial)})
+	h.set("a.example", refused(), nil)
+	h.set("b.example", refused(), nil)
+	first := e.enqueue(t, 1001, "x@example.org", "r@example.net")
+	e.run()
+	if e.state(t, first) != spool.Deferred || h.dialCount("a.example") != 1 || h.dialCount("b.example") != 1 {
+		t.Fatalf("both down: %s, dials a=%d b=%d", e.state(t, first), h.dialCount("a.example"), h.dialCount("b.example"))
+	}
+	h.set("a.example", nil, nil)
+	e.clk.Set(t0.Add(10 * time.Second))
+	for i := 0; i < 5; i++ {
+		e.enqueue(t, 1001, "x@example.org", "r@example.net")
+	}
+	e.run()
+	if got := len(h.ups["a.example"].sent()); got != 6 {
+		t.Errorf("a took %d messages, want 6:\n%s", got, e.log)
+	}
+	if n := h.dialCount("b.example"); n != 1 {
+		t.Errorf("the down backup was dialed %d times, want 1 (left alone while a works)", n)
+	}
+}
