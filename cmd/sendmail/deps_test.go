@@ -24,9 +24,11 @@ func TestDeps(t *testing.T) {
 		"github.com/emersion/go-smtp",
 		"github.com/emersion/go-sasl",
 		"log/syslog",
+		"log/slog", // relayd's mail log; sendmail has its own syslog writer
 		"plugin",
 		"github.com/mailshim/mailshim/pkg/relay",
 		"github.com/mailshim/mailshim/pkg/queue",
+		"github.com/mailshim/mailshim/pkg/maillog",
 	}
 	deps := strings.Fields(string(out))
 	for _, d := range deps {

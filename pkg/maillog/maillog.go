@@ -24,75 +24,84 @@
 package maillog
 
 import (
+	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"strconv"
-	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 	"unicode/utf8"
 )
 
-// Logger writes mail log lines to w. It is safe for concurrent use.
+// Logger writes mail log lines through a Handler. Its methods, one per
+// event (events.go), are the events relayd logs. It is safe for
+// concurrent use; a nil *Logger logs nothing.
 type Logger struct {
-	mu  sync.Mutex
-	w   io.Writer
+	h   *Handler
 	now func() time.Time
-	obs atomic.Pointer[Observer]
 }
 
 // Observer is called with every event after its line is written, with the
-// time written in it (relayd's metrics and stats count what the log
-// says). It must be quick and must not log.
+// time written in it and the event's keys and values in their order
+// (strings as string, integers as int, anything else as its text; relayd's
+// metrics and stats count what the log says). It must be quick and must
+// not log.
 type Observer func(t time.Time, event string, kv []any)
 
 // SetObserver sets the function every event is passed to (nil: none).
-func (l *Logger) SetObserver(o Observer) {
-	if o == nil {
-		l.obs.Store(nil)
-		return
-	}
-	l.obs.Store(&o)
-}
+func (l *Logger) SetObserver(o Observer) { l.h.SetObserver(o) }
 
 // New returns a Logger writing to w. now may be nil for time.Now.
 func New(w io.Writer, now func() time.Time) *Logger {
 	if now == nil {
 		now = time.Now
 	}
-	return &Logger{w: w, now: now}
+	return &Logger{h: NewHandler(w), now: now}
+}
+
+// Handler returns the slog.Handler the Logger writes through, for a
+// slog.Logger that writes the same lines.
+func (l *Logger) Handler() slog.Handler { return l.h }
+
+// emit writes one event at level lv with attrs in order.
+func (l *Logger) emit(lv slog.Level, event string, attrs ...slog.Attr) {
+	if l == nil {
+		return
+	}
+	r := slog.NewRecord(l.now(), lv, event, 0)
+	r.AddAttrs(attrs...)
+	l.h.Handle(context.Background(), r)
 }
 
 // Event writes one line: ts, event, then the key/value pairs in kv
 // (alternating key string, value of any type; a trailing odd key gets an
-// empty value).
+// empty value). It is the untyped form, for packages that report through
+// a func(event string, kv ...any) because they must not import this one
+// (pkg/control is linked into sendmail); code that can, calls the
+// event's own method.
 func (l *Logger) Event(event string, kv ...any) {
 	if l == nil {
 		return
 	}
-	var b strings.Builder
-	now := l.now()
-	b.WriteString("ts=")
-	b.WriteString(now.UTC().Format("2006-01-02T15:04:05.000Z"))
-	b.WriteString(" event=")
-	b.WriteString(Value(event))
+	attrs := make([]slog.Attr, 0, (len(kv)+1)/2)
 	for i := 0; i < len(kv); i += 2 {
-		b.WriteByte(' ')
-		b.WriteString(key(fmt.Sprint(kv[i])))
-		b.WriteByte('=')
+		a := slog.Attr{Key: fmt.Sprint(kv[i])}
 		if i+1 < len(kv) {
-			b.WriteString(Value(fmt.Sprint(kv[i+1])))
+			a.Value = slog.AnyValue(kv[i+1])
+		} else {
+			a.Value = slog.AnyValue(bare(""))
 		}
+		if a.Key == "" {
+			a.Key = "badkey"
+		}
+		attrs = append(attrs, a)
 	}
-	b.WriteByte('\n')
-	l.mu.Lock()
-	io.WriteString(l.w, b.String())
-	l.mu.Unlock()
-	if o := l.obs.Load(); o != nil {
-		(*o)(now, event, kv)
-	}
+	l.emit(slog.LevelInfo, event, attrs...)
 }
+
+// bare is a value written as it is, without quoting (only the empty
+// value of a trailing odd key).
+type bare string
 
 // MaxValue bounds the bytes of a value that are logged.
 const MaxValue = 4096

@@ -1,0 +1,122 @@
+package maillog
+
+import (
+	"bytes"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+)
+
+func testLogger() (*Logger, *bytes.Buffer) {
+	var b bytes.Buffer
+	return New(&b, func() time.Time { return time.Date(2026, 11, 23, 14, 40, 0, 123e6, time.UTC) }), &b
+}
+
+const ts = "ts=2026-11-23T14:40:00.123Z "
+
+// The typed events write the keys of their lines in their fixed order,
+// with the same escaping as every other value, and leave out optional
+// values that are empty.
+func TestTypedEvents(t *testing.T) {
+	next := time.Date(2026, 11, 23, 15, 0, 0, 0, time.FixedZone("x", 3600))
+	for _, tc := range []struct {
+		log  func(l *Logger)
+		want string
+	}{
+		{func(l *Logger) { l.Delivery("ID1", "<a@b>", "smtp.example:587", "250 2.0.0 Ok: queued as X", "X") },
+			`event=delivery id=ID1 to=<a@b> upstream=smtp.example:587 status=sent reply="250 2.0.0 Ok: queued as X" upstream_id=X`},
+		{func(l *Logger) { l.Delivery("ID1", "<a@b>", "u:25", "250 ok", "") },
+			`event=delivery id=ID1 to=<a@b> upstream=u:25 status=sent reply="250 ok" upstream_id=""`},
+		{func(l *Logger) {
+			l.DeliveryFailed("ID1", "<a@b>", "u:25", Bounced, "550 no\r\nts=0", "lifetime exceeded", Why{Stage: "rcpt", Fix: "x"})
+		},
+			`event=delivery id=ID1 to=<a@b> upstream=u:25 status=bounced reply="550 no\r\nts=0" reason="lifetime exceeded" stage=rcpt fix=x`},
+		{func(l *Logger) { l.MessageError("ID1", "cannot claim", errors.New("gone")) },
+			`event=error id=ID1 reason="cannot claim" error=gone`},
+		{func(l *Logger) { l.Error("cannot list incoming", nil, slog.Int("n", 3)) },
+			`event=error reason="cannot list incoming" n=3`},
+		{func(l *Logger) { l.Deferred("ID1", 2, next, 1, "421 busy", Why{Cause: "c"}) },
+			`event=deferred id=ID1 attempts=2 next=2026-11-23T14:00:00Z nrcpt=1 reason="421 busy" cause=c`},
+		{func(l *Logger) {
+			l.Pickup(Pickup{ID: "ID1", UID: 1001, User: "u", Script: "/a b.php", From: "<a@b>", Rcpts: 2, Size: 99, Via: "smtp",
+				Client: "127.0.0.1:4000", PID: 7, Process: "/usr/bin/php", Ignored: []string{"-oi", "-t"}})
+		},
+			`event=pickup id=ID1 uid=1001 user=u script="/a b.php" from=<a@b> nrcpt=2 size=99 via=smtp client=127.0.0.1:4000 pid=7 process=/usr/bin/php ignored="-oi -t"`},
+		{func(l *Logger) {
+			l.Policy(PolicyDecision{ID: "ID1", UID: 33, User: "www-data", Action: "hold", Limit: "messages_per_hour", Max: 100, Got: 101, Source: "default", Until: next})
+		},
+			`event=policy id=ID1 uid=33 user=www-data action=hold limit=messages_per_hour max=100 got=101 source=default until=2026-11-23T14:00:00Z`},
+		{func(l *Logger) { l.AuthFailed("", "u:587", "535 no", Why{Fix: "f"}) },
+			`event=auth-failed upstream=u:587 reply="535 no" fix=f`},
+		{func(l *Logger) { l.UpstreamUp("u:25", "", 1500*time.Millisecond, 2) },
+			`event=upstream-up upstream=u:25 down_for=1.5s failures=2`},
+		{func(l *Logger) { l.Reloaded("/etc/mailshim/mailshim.conf", 1, []string{"spool", "listen"}) },
+			`event=reload status=ok config=/etc/mailshim/mailshim.conf upstreams=1 needs_restart=spool,listen`},
+		{func(l *Logger) { l.Hold("ID1", 0) }, `event=hold id=ID1 by_uid=0`},
+	} {
+		l, b := testLogger()
+		tc.log(l)
+		if want := ts + tc.want + "\n"; b.String() != want {
+			t.Errorf("got  %q\nwant %q", b.String(), want)
+		}
+	}
+}
+
+// A slog.Logger on the Logger's Handler writes the same lines, so code
+// that speaks slog logs into the mail log unchanged.
+func TestSlogHandler(t *testing.T) {
+	l, b := testLogger()
+	sl := slog.New(l.Handler()).With("id", "ID1").WithGroup("tls")
+	sl.Info("listen", "on", true, "cert", "/etc/a b.pem", "bad key", 1)
+	got := b.String()
+	want := ` event=listen id=ID1 tls_on=true tls_cert="/etc/a b.pem" badkey=1` + "\n"
+	if !strings.HasPrefix(got, "ts=") || !strings.HasSuffix(got, want) {
+		t.Errorf("got %q, want ts=... %q", got, want)
+	}
+}
+
+// The Observer receives every event with the time of its line, and its
+// keys and values in order: strings and ints as they are, the rest as
+// the text the line holds.
+func TestObserver(t *testing.T) {
+	l, _ := testLogger()
+	var got []any
+	var gotEvent string
+	var gotTime time.Time
+	l.SetObserver(func(t time.Time, event string, kv []any) { gotTime, gotEvent, got = t, event, kv })
+	l.Pickup(Pickup{ID: "ID1", UID: 1001, User: "u", From: "<a@b>", Rcpts: 2, Size: 99, Via: "maildrop"})
+	want := []any{"id", "ID1", "uid", 1001, "user", "u", "script", "", "from", "<a@b>", "nrcpt", 2, "size", 99, "via", "maildrop"}
+	if gotEvent != "pickup" || !gotTime.Equal(time.Date(2026, 11, 23, 14, 40, 0, 123e6, time.UTC)) || len(got) != len(want) {
+		t.Fatalf("observed %s %v %v", gotTime, gotEvent, got)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("kv[%d] = %#v, want %#v", i, got[i], want[i])
+		}
+	}
+	l.SetObserver(nil)
+	l.Stopped(1)
+	if gotEvent != "pickup" {
+		t.Errorf("observer still called after SetObserver(nil)")
+	}
+}
+
+// A nil Logger logs nothing (code under test runs without one).
+func TestNilLogger(t *testing.T) {
+	var l *Logger
+	l.Delivery("a", "b", "c", "d", "e")
+	l.Event("x", "k", 1)
+}
+
+func BenchmarkDelivery(b *testing.B) {
+	l := New(discard{}, nil)
+	for b.Loop() {
+		l.Delivery("0006270A1B2C3D4E5F60", "<someone@example.org>", "smtp.example.org:587", "250 2.0.0 Ok: queued as 4XyZ", "4XyZ")
+	}
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }
