@@ -42,6 +42,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -240,7 +241,7 @@ func (p *Pickup) Run(ctx context.Context) error {
 	}
 	ino, err := p.watch(poke)
 	if err != nil {
-		p.Log.Event("warning", "reason", "inotify unavailable, scanning only", "error", err.Error())
+		p.Log.Warning("inotify unavailable, scanning only", err)
 	} else {
 		defer ino.Close()
 	}
@@ -294,7 +295,7 @@ func (p *Pickup) scan(ctx context.Context) int {
 	p.users = map[int]string{}
 	f, err := os.Open(filepath.Join(p.Queue.Root, spool.DirMaildrop))
 	if err != nil {
-		p.Log.Event("error", "reason", "cannot read maildrop", "error", err.Error())
+		p.Log.Error("cannot read maildrop", err)
 		return 0
 	}
 	p.seen = map[string]bool{}
@@ -335,11 +336,11 @@ func (p *Pickup) flush() {
 		// The policy's counters join the batch: the Sync below makes
 		// them durable with the messages they counted.
 		if err := p.Gate.Engine.Save(false); err != nil {
-			p.Log.Event("error", "reason", "cannot write the policy state file", "error", err.Error())
+			p.Log.Error("cannot write the policy state file", err)
 		}
 	}
 	if err := p.Queue.Sync(); err != nil {
-		p.Log.Event("error", "reason", "cannot make the picked-up messages durable; will retry", "n", len(p.pending), "error", err.Error())
+		p.Log.Error("cannot make the picked-up messages durable; will retry", err, slog.Int("n", len(p.pending)))
 		// Still held: the next pass finds them again.
 		p.pending = p.pending[:0]
 		p.announced = p.announced[:0]
@@ -369,13 +370,13 @@ func (p *Pickup) flush() {
 }
 
 // quarantine moves maildrop/<name> to queue/quarantine with a log line.
-func (p *Pickup) quarantine(name, reason string, kv ...any) {
+func (p *Pickup) quarantine(name, reason string, more ...slog.Attr) {
 	to, err := p.Queue.QuarantineFile(p.maildrop, name, name)
 	if err != nil {
-		p.Log.Event("error", append([]any{"file", name, "reason", "cannot quarantine: " + reason, "error", err.Error()}, kv...)...)
+		p.Log.FileError(name, "cannot quarantine: "+reason, err, more...)
 		return
 	}
-	p.Log.Event("quarantine", append([]any{"file", name, "reason", reason, "to", filepath.Join(spool.DirQuarantine, to)}, kv...)...)
+	p.Log.QuarantineFile(name, reason, filepath.Join(spool.DirQuarantine, to), more...)
 }
 
 // unreadableFile reports a maildrop file relayd may not open — one loud
@@ -392,7 +393,7 @@ func (p *Pickup) unreadableFile(name string, err error) {
 	if p.unreadable[name] {
 		return
 	}
-	kv := []any{"file", name, "reason", "relayd cannot read this maildrop file: " + err.Error()}
+	var more []slog.Attr
 	var st, dst unix.Stat_t
 	dfd := int(p.maildrop.Fd())
 	path := filepath.Join(p.Queue.Root, spool.DirMaildrop, name)
@@ -408,11 +409,11 @@ func (p *Pickup) unreadableFile(name string, err error) {
 		if u, err := user.LookupId(owner); err == nil {
 			owner = u.Username
 		}
-		kv = append(kv, "uid", st.Uid, "user", owner, "gid", st.Gid, "mode", fmt.Sprintf("%04o", st.Mode&0o7777),
-			"cause", fmt.Sprintf("written by %s (uid %d) with group %d instead of the maildrop's group %s: a sendmail not installed setgid, run by root or with CAP_DAC_OVERRIDE, or a file copied in by hand", owner, st.Uid, st.Gid, group))
+		more = append(more, slog.Int("uid", int(st.Uid)), slog.String("user", owner), slog.Int("gid", int(st.Gid)),
+			slog.String("mode", fmt.Sprintf("%04o", st.Mode&0o7777)), slog.String("cause", fmt.Sprintf("written by %s (uid %d) with group %d instead of the maildrop's group %s: a sendmail not installed setgid, run by root or with CAP_DAC_OVERRIDE, or a file copied in by hand", owner, st.Uid, st.Gid, group)))
 	}
-	kv = append(kv, "fix", fmt.Sprintf("as root: chgrp %s %s && chmod g+r %s (relayd retries it at every scan); then reinstall sendmail setgid %s", group, path, path, group))
-	p.Log.Event("error", kv...)
+	more = append(more, slog.String("fix", fmt.Sprintf("as root: chgrp %s %s && chmod g+r %s (relayd retries it at every scan); then reinstall sendmail setgid %s", group, path, path, group)))
+	p.Log.FileError(name, "relayd cannot read this maildrop file: "+err.Error(), nil, more...)
 }
 
 // file handles one maildrop entry; it reports whether a message was queued.
@@ -426,7 +427,7 @@ func (p *Pickup) file(name string) bool {
 		age := p.now().Sub(time.Unix(st.Mtim.Unix()))
 		if age >= time.Duration(p.grace.Load()) {
 			if err := unix.Unlinkat(dfd, name, 0); err == nil {
-				p.Log.Event("temp-removed", "file", name, "uid", st.Uid, "age", age.Round(time.Second).String())
+				p.Log.TempRemoved(name, int(st.Uid), age.Round(time.Second))
 			}
 		}
 		return false
@@ -444,7 +445,7 @@ func (p *Pickup) file(name string) bool {
 		case errors.Is(err, unix.EACCES), errors.Is(err, unix.EPERM):
 			p.unreadableFile(name, err)
 		default:
-			p.Log.Event("error", "file", name, "reason", "cannot open", "error", err.Error())
+			p.Log.FileError(name, "cannot open", err)
 		}
 		return false
 	}
@@ -452,29 +453,29 @@ func (p *Pickup) file(name string) bool {
 	defer f.Close()
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
-		p.Log.Event("error", "file", name, "reason", "fstat", "error", err.Error())
+		p.Log.FileError(name, "fstat", err)
 		return false
 	}
 	switch {
 	case st.Mode&unix.S_IFMT != unix.S_IFREG:
-		p.quarantine(name, "not a regular file", "uid", st.Uid)
+		p.quarantine(name, "not a regular file", slog.Int("uid", int(st.Uid)))
 		return false
 	case st.Nlink != 1:
-		p.quarantine(name, "hard link", "uid", st.Uid, "links", st.Nlink)
+		p.quarantine(name, "hard link", slog.Int("uid", int(st.Uid)), slog.Uint64("links", uint64(st.Nlink)))
 		return false
 	}
 	m, err := spool.Decode(f, st.Size)
 	if err != nil {
-		p.quarantine(name, err.Error(), "uid", st.Uid)
+		p.quarantine(name, err.Error(), slog.Int("uid", int(st.Uid)))
 		return false
 	}
 	if m.ID != name {
-		p.quarantine(name, "queue id in the file differs from its name", "uid", st.Uid, "file_id", m.ID)
+		p.quarantine(name, "queue id in the file differs from its name", slog.Int("uid", int(st.Uid)), slog.String("file_id", m.ID))
 		return false
 	}
 	owner := int(st.Uid)
 	if m.Origin.UID != owner {
-		p.Log.Event("uid-mismatch", "id", name, "file_uid", owner, "header_uid", m.Origin.UID, "used", owner)
+		p.Log.UIDMismatch(name, owner, m.Origin.UID)
 		m.Origin.UID = owner
 		m.Origin.User = ""
 	}
@@ -500,12 +501,12 @@ func (p *Pickup) file(name string) bool {
 			// Removed once the batch's Sync succeeds: the queued copy
 			// may be one a failed Sync left not durable.
 			p.hold(name)
-			p.Log.Event("pickup-duplicate", "id", name, "state", st, "reason", "already queued; maildrop copy removed")
+			p.Log.PickupDuplicate(name, st)
 			return false
 		}
 		// Message without state file: an enqueue cut short. Redo it.
 		if err := p.Queue.RemoveMessage(name); err != nil {
-			p.Log.Event("error", "id", name, "reason", "cannot remove a partial enqueue", "error", err.Error())
+			p.Log.MessageError(name, "cannot remove a partial enqueue", err)
 			return false
 		}
 	}
@@ -518,11 +519,11 @@ func (p *Pickup) file(name string) bool {
 		var re *RejectError
 		switch {
 		case errors.Is(err, spool.ErrCorrupt):
-			p.quarantine(name, err.Error(), "uid", owner)
+			p.quarantine(name, err.Error(), slog.Int("uid", owner))
 		case errors.As(err, &re):
 			p.reject(name, f, m, re)
 		default:
-			p.Log.Event("error", "id", name, "reason", "cannot queue; will retry", "error", err.Error())
+			p.Log.MessageError(name, "cannot queue; will retry", err)
 		}
 		return false
 	}
@@ -539,21 +540,21 @@ func (p *Pickup) file(name string) bool {
 func (p *Pickup) reject(name string, f *os.File, m *spool.Meta, re *RejectError) {
 	rw := p.rw.Load()
 	sender := rw.Sender(m.Env.Sender, &m.Origin)
-	kv := []any{"id", name, "uid", m.Origin.UID, "user", m.Origin.User, "from", sender, "nrcpt", len(m.Env.Recipients),
-		"cause", re.Cause, "fix", re.Fix}
+	rj := maillog.Rejection{ID: name, UID: m.Origin.UID, User: m.Origin.User, From: sender, Rcpts: len(m.Env.Recipients),
+		Cause: re.Cause, Fix: re.Fix}
 	if _, err := message.ParseAddress(sender); err != nil || sender == "<>" || p.Reject == nil {
-		p.Log.Event("rejected", append(kv, "action", "quarantined (no sender to bounce to)")...)
-		p.quarantine(name, "rejected: "+re.Cause, "uid", m.Origin.UID)
+		p.Log.Rejected(rj, "quarantined (no sender to bounce to)", "")
+		p.quarantine(name, "rejected: "+re.Cause, slog.Int("uid", m.Origin.UID))
 		return
 	}
 	bm := *m
 	bm.Env.Sender = sender
 	dsn, err := p.Reject(&bm, re, headerSection(f, m))
 	if err != nil {
-		p.Log.Event("error", append(kv, "reason", "cannot queue the bounce for a rejected message; will retry", "error", err.Error())...)
+		p.Log.RejectionError(rj, "cannot queue the bounce for a rejected message; will retry", err)
 		return
 	}
-	p.Log.Event("rejected", append(kv, "action", "bounced", "dsn", dsn)...)
+	p.Log.Rejected(rj, "bounced", dsn)
 	p.unlinkDrop(name)
 }
 
@@ -644,7 +645,7 @@ var errNoRecipients = &RejectError{
 // allows, never a loss.
 func (p *Pickup) unlinkDrop(name string) {
 	if err := unix.Unlinkat(int(p.maildrop.Fd()), name, 0); err != nil && !errors.Is(err, unix.ENOENT) {
-		p.Log.Event("error", "id", name, "reason", "cannot remove the maildrop file", "error", err.Error())
+		p.Log.MessageError(name, "cannot remove the maildrop file", err)
 	}
 }
 
@@ -801,33 +802,19 @@ func (p *Pickup) enqueue(m *spool.Meta, body io.Reader, sync bool) (string, erro
 		return "", err
 	}
 	// From here on the message is in relayd's queue.
-	kv := []any{"id", q.ID, "uid", q.Origin.UID, "user", q.Origin.User, "script", q.Origin.Script,
-		"from", q.Env.Sender, "nrcpt", len(q.Env.Recipients), "size", size, "via", q.Origin.Via}
-	if q.Origin.Caller != "" {
-		kv = append(kv, "caller", q.Origin.Caller)
+	// The SMTP listener's client (Via smtp): its peer, its process
+	// (advisory: found through the socket's inode) and the AUTH name it
+	// claimed.
+	proc := q.Origin.ParentExe
+	if proc == "" {
+		proc = q.Origin.ParentCmdline
 	}
-	if q.Origin.Via == "smtp" {
-		// The SMTP listener's client: its peer, its process (advisory:
-		// found through the socket's inode) and the AUTH name it claimed.
-		kv = append(kv, "client", q.Origin.Client)
-		if q.Origin.ParentPID > 0 {
-			proc := q.Origin.ParentExe
-			if proc == "" {
-				proc = q.Origin.ParentCmdline
-			}
-			kv = append(kv, "pid", q.Origin.ParentPID, "process", proc)
-		}
-		if q.Origin.AuthUser != "" {
-			kv = append(kv, "auth_claim", q.Origin.AuthUser)
-		}
-	}
-	if len(q.Origin.Ignored) > 0 {
-		kv = append(kv, "ignored", strings.Join(q.Origin.Ignored, " "))
-	}
-	p.Log.Event("pickup", kv...)
+	p.Log.Pickup(maillog.Pickup{ID: q.ID, UID: q.Origin.UID, User: q.Origin.User, Script: q.Origin.Script,
+		From: q.Env.Sender, Rcpts: len(q.Env.Recipients), Size: size, Via: q.Origin.Via, Caller: q.Origin.Caller,
+		Client: q.Origin.Client, PID: q.Origin.ParentPID, Process: proc, AuthClaim: q.Origin.AuthUser,
+		Ignored: q.Origin.Ignored})
 	if len(forged) > 0 {
-		p.Log.Event("forged-trace", "id", q.ID, "uid", q.Origin.UID, "user", q.Origin.User, "fields", strings.Join(forged, ","),
-			"action", "renamed "+ForgedPrefix+"*")
+		p.Log.ForgedTrace(q.ID, q.Origin.UID, q.Origin.User, forged, "renamed "+ForgedPrefix+"*")
 	}
 	if state == spool.Deferred && deliv != nil {
 		if sync {

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mailshim/mailshim/pkg/maillog"
 	"github.com/mailshim/mailshim/pkg/policy"
 	"github.com/mailshim/mailshim/pkg/spool"
 	"github.com/mailshim/mailshim/pkg/sysexits"
@@ -47,19 +48,19 @@ func (p *Pickup) admit(q *spool.Meta, h *header, size int64) (string, *spool.Del
 	}
 	l := g.Limits(pm)
 	d := g.Admit(pm, &l)
-	kv := []any{"id", q.ID, "uid", q.Origin.UID, "user", pm.Account.Name(), "action", string(d.Action)}
-	switch {
-	case d.Frozen:
-		kv = append(kv, "limit", "frozen")
-	case d.Violation != nil:
-		v := d.Violation
-		kv = append(kv, "limit", v.Limit, "max", v.Max, "got", v.Got, "source", v.Source)
-		if !v.Static {
-			kv = append(kv, "until", v.Until.UTC().Format(time.RFC3339))
-		}
-	}
 	if d.Action != policy.Accept {
-		p.Log.Event("policy", kv...)
+		pd := maillog.PolicyDecision{ID: q.ID, UID: q.Origin.UID, User: pm.Account.Name(), Action: string(d.Action)}
+		switch {
+		case d.Frozen:
+			pd.Limit = "frozen"
+		case d.Violation != nil:
+			v := d.Violation
+			pd.Limit, pd.Max, pd.Got, pd.Source = v.Limit, v.Max, v.Got, v.Source
+			if !v.Static {
+				pd.Until = v.Until
+			}
+		}
+		p.Log.Policy(pd)
 	}
 	switch d.Action {
 	case policy.Hold:
