@@ -115,7 +115,7 @@ func (q *Queue) Handle(p control.Peer, verb string, args []string, out io.Writer
 		} else {
 			n = q.flushUID(p.UID)
 		}
-		q.log.Event("flush", "uid", p.UID, "deferred", n)
+		q.log.Flush(p.UID, n)
 		return nil
 	case control.VerbList:
 		return q.list(out)
@@ -241,7 +241,14 @@ func (q *Queue) change(verb, id string, uid int) error {
 		return err
 	}
 	q.forget(id)
-	q.log.Event(verb, "id", id, "by_uid", uid)
+	switch verb {
+	case control.VerbHold:
+		q.log.Hold(id, uid)
+	case control.VerbRelease:
+		q.log.Release(id, uid)
+	case control.VerbDelete:
+		q.log.Delete(id, uid)
+	}
 	return nil
 }
 

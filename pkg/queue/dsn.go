@@ -164,11 +164,11 @@ func (q *Queue) noteDelay(m *spool.Meta, d *spool.Delivery, rcpts []string, last
 	}
 	id, err := q.queueNotice(m, DSN{Failed: delayed, Upstream: upstream, Date: now, OriginalHeaders: orig, Delayed: true, RetryUntil: until})
 	if err != nil {
-		q.log.Event("error", "id", m.ID, "reason", "cannot queue the delay notice; will try at the next deferral", "error", err.Error())
+		q.log.MessageError(m.ID, "cannot queue the delay notice; will try at the next deferral", err)
 		return
 	}
 	d.DelayNotice = id
-	q.log.Event("delay-notice", "id", m.ID, "dsn", id, "to", m.Env.Sender, "nrcpt", len(rcpts), "waited", config.FormatDuration(now.Sub(m.Time).Round(time.Second)))
+	q.log.DelayNotice(m.ID, id, m.Env.Sender, len(rcpts), config.FormatDuration(now.Sub(m.Time).Round(time.Second)))
 }
 
 // notifyDelay reports whether an RFC 3461 NOTIFY value allows a delay

@@ -249,7 +249,7 @@ func (q *Queue) Load() error {
 	for _, id := range ids {
 		d, err := q.sp.ReadState(spool.Deferred, id)
 		if err != nil {
-			q.log.Event("error", "id", id, "reason", "unreadable state file; retrying now", "error", err.Error())
+			q.log.MessageError(id, "unreadable state file; retrying now", err)
 			m[id] = time.Time{}
 			continue
 		}

@@ -208,9 +208,7 @@ func (l *link) open(ctx context.Context, up config.Upstream) (s Session, reused 
 		if re.Class == relay.AuthFailure {
 			// Loud, once per failed login (not once per message): a
 			// rotated password must be noticed, and never bounces mail.
-			kv := []any{"upstream", relay.Addr(up), "reply", errReply(re)}
-			kv = appendNonEmpty(kv, "cause", re.Cause, "fix", re.Fix)
-			l.log.Event("auth-failed", kv...)
+			l.log.AuthFailed("", relay.Addr(up), errReply(re), maillog.Why{Cause: re.Cause, Fix: re.Fix})
 		}
 		return nil, false, re
 	}
