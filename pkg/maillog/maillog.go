@@ -83,6 +83,12 @@ func (l *Logger) Event(event string, kv ...any) {
 	if l == nil {
 		return
 	}
+	l.emit(slog.LevelInfo, event, KV(kv...)...)
+}
+
+// KV converts alternating keys and values, as Event takes them, to
+// attributes (for the extra details a callback reporter passes on).
+func KV(kv ...any) []slog.Attr {
 	attrs := make([]slog.Attr, 0, (len(kv)+1)/2)
 	for i := 0; i < len(kv); i += 2 {
 		a := slog.Attr{Key: fmt.Sprint(kv[i])}
@@ -96,7 +102,7 @@ func (l *Logger) Event(event string, kv ...any) {
 		}
 		attrs = append(attrs, a)
 	}
-	l.emit(slog.LevelInfo, event, attrs...)
+	return attrs
 }
 
 // bare is a value written as it is, without quoting (only the empty
