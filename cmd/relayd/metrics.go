@@ -62,7 +62,7 @@ func serveMetrics(ctx context.Context, m *metrics.Metrics, ln net.Listener, log 
 		srv.Shutdown(sctx)
 	}()
 	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		log.Event("error", "reason", "metrics endpoint", "error", err.Error())
+		log.Error("metrics endpoint", err)
 	}
 }
 
@@ -95,7 +95,7 @@ func openStats(cfg *config.Config, sq *spool.Queue, log *maillog.Logger) (*metri
 		return nil, err
 	}
 	if err != nil {
-		log.Event("warning", "reason", "stats state", "error", err.Error())
+		log.Warning("stats state", err)
 	}
 	st.Account = queuedAccount(sq)
 	return st, nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/signal"
@@ -64,7 +65,7 @@ func relayOptions(cfg *config.Config, host string, log *maillog.Logger) relay.Op
 	// OAuth2 bearer tokens (XOAUTH2, OAUTHBEARER); a reload starts with
 	// fresh token sources.
 	oc := &oauth.Clients{StateDir: filepath.Join(cfg.Spool, "oauth"), Options: oauth.Options{Warn: func(msg string, err error) {
-		log.Event("warning", "reason", msg, "error", err.Error())
+		log.Warning(msg, err)
 	}}}
 	opts.SASL = oc.Client
 	return opts
@@ -98,7 +99,7 @@ func run(path string, drainTimeout time.Duration) int {
 
 	rw, aerrs := pickup.NewRewriter(cfg)
 	for _, e := range aerrs {
-		log.Event("config-warning", "error", e.Error())
+		log.ConfigWarning(e)
 	}
 	pk, err := pickup.New(sq, rw, log)
 	if err != nil {
@@ -109,7 +110,7 @@ func run(path string, drainTimeout time.Duration) int {
 
 	actions, err := sq.Recover(pk.HasDrop)
 	for _, a := range actions {
-		log.Event("recover", "action", a)
+		log.Recover(a)
 	}
 	if err != nil {
 		return fatal(sysexits.OSErr, "recovering the queue: %v", err)
@@ -170,7 +171,7 @@ func run(path string, drainTimeout time.Duration) int {
 	goRun(func() {
 		srv := &control.Server{Handler: ab.handle, Log: log.Event}
 		if err := srv.Serve(ctx, ctlLn); err != nil {
-			log.Event("error", "reason", "control socket", "error", err.Error())
+			log.Error("control socket", err)
 		}
 	})
 	policy := &livePolicy{}
@@ -181,7 +182,7 @@ func run(path string, drainTimeout time.Duration) int {
 	goRun(func() { pk.Run(ctx) })
 	goRun(func() { ab.run(ctx) })
 	if mt != nil {
-		log.Event("metrics", "listen", metricsLn.Addr().String())
+		log.MetricsListen(metricsLn.Addr().String())
 		goRun(func() { serveMetrics(ctx, mt, metricsLn, log) })
 	}
 	// The loopback SMTP listener (listen.go) shares the intake.
@@ -200,18 +201,18 @@ func run(path string, drainTimeout time.Duration) int {
 		// before any of those is delivered (pickup holds the rest of its
 		// batches itself: Pickup.Holds).
 		if n, err := pk.RemoveQueued(ctx); err != nil {
-			log.Event("error", "reason", "cannot remove maildrop files already queued; waiting for pickup's first pass", "error", err.Error())
+			log.Error("cannot remove maildrop files already queued; waiting for pickup's first pass", err)
 			select {
 			case <-pk.Ready():
 			case <-ctx.Done():
 				return
 			}
 		} else if n > 0 {
-			log.Event("recover", "action", fmt.Sprintf("removed-queued-maildrop n=%d", n))
+			log.Recover(fmt.Sprintf("removed-queued-maildrop n=%d", n))
 		}
 		qu.Run(ctx, sendCtx)
 	}()
-	log.Event("start", "pid", os.Getpid(), "spool", cfg.Spool, "config", path, "upstreams", len(cfg.Upstreams), "hostname", rw.Hostname)
+	log.Start(os.Getpid(), cfg.Spool, path, len(cfg.Upstreams), rw.Hostname)
 	sdNotify(log, fmt.Sprintf("READY=1\nSTATUS=relaying from %s to %d upstream(s)", cfg.Spool, len(cfg.Upstreams)))
 	goRun(func() { watchdog(ctx, log) })
 
@@ -226,7 +227,7 @@ func run(path string, drainTimeout time.Duration) int {
 			sdNotify(log, "STATUS=relaying; configuration (re)loaded at "+time.Now().UTC().Format(time.RFC3339)+" from "+path)
 			continue
 		}
-		log.Event("stop", "signal", sig.String(), "drain", drainTimeout.String())
+		log.Stop(sig.String(), drainTimeout)
 		sdNotify(log, "STOPPING=1\nSTATUS=stopping: finishing the sessions in flight")
 		break
 	}
@@ -237,14 +238,14 @@ func run(path string, drainTimeout time.Duration) int {
 	select {
 	case <-queueDone:
 	case <-t.C:
-		log.Event("stop", "reason", "sessions still in flight after the drain timeout; aborting them")
+		log.StopAbort("sessions still in flight after the drain timeout; aborting them")
 		abort()
 		<-queueDone
 	}
 	t.Stop()
 	wg.Wait()
 	ab.save(true)
-	log.Event("stopped", "pid", os.Getpid())
+	log.Stopped(os.Getpid())
 	return sysexits.OK
 }
 
@@ -264,12 +265,12 @@ func reload(path string, old *config.Config, pk *pickup.Pickup, qu *queue.Queue,
 			}
 			msg = strings.Join(s, "; ")
 		}
-		log.Event("reload", "status", "refused", "error", msg, "kept", old.Source)
+		log.ReloadRefused(msg, old.Source)
 		return old
 	}
 	rw, aerrs := pickup.NewRewriter(cfg)
 	for _, e := range aerrs {
-		log.Event("config-warning", "error", e.Error())
+		log.ConfigWarning(e)
 	}
 	pk.SetRewriter(rw)
 	pk.SetIntervals(cfg.Queue.ScanInterval, cfg.Queue.TempGrace)
@@ -290,11 +291,7 @@ func reload(path string, old *config.Config, pk *pickup.Pickup, qu *queue.Queue,
 	if listenChanged(cfg, old) {
 		restart = append(restart, "listen")
 	}
-	kv := []any{"status", "ok", "config", path, "upstreams", len(cfg.Upstreams)}
-	if len(restart) > 0 {
-		kv = append(kv, "needs_restart", strings.Join(restart, ","))
-	}
-	log.Event("reload", kv...)
+	log.Reloaded(path, len(cfg.Upstreams), restart)
 	qu.Kick()
 	return cfg
 }
@@ -352,10 +349,10 @@ func serveSubmit(ctx context.Context, ln *net.UnixListener, lim *control.Limiter
 		})
 	}()
 	acc := &control.Acceptor{Ln: ln, Log: func(err error, n int) {
-		log.Event("error", "reason", "submission socket accept failed; backing off", "error", err.Error(), "failures", n)
+		log.Error("submission socket accept failed; backing off", err, slog.Int("failures", n))
 	}}
 	busy := &control.RateLog{Log: func(n int, kv ...any) {
-		log.Event("warning", append([]any{"reason", "submission socket busy: peer refused", "refused", n}, kv...)...)
+		log.Warning("submission socket busy: peer refused", nil, append([]slog.Attr{slog.Int("refused", n)}, maillog.KV(kv...)...)...)
 	}}
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -378,7 +375,7 @@ func serveSubmit(ctx context.Context, ln *net.UnixListener, lim *control.Limiter
 			}()
 			p, err := control.PeerOf(c)
 			if err != nil {
-				log.Event("submit-error", "error", err.Error())
+				log.SubmitError(err)
 				return
 			}
 			if err := lim.Acquire(ctx, p.UID); err != nil {
@@ -389,7 +386,7 @@ func serveSubmit(ctx context.Context, ln *net.UnixListener, lim *control.Limiter
 			}
 			defer lim.Release(p.UID)
 			if err := srv.Serve(c); err != nil {
-				log.Event("submit-error", "error", err.Error())
+				log.SubmitError(err)
 			}
 		}()
 	}
