@@ -13,6 +13,7 @@ import (
 	"github.com/mailshim/mailshim/bench/driver"
 	"github.com/mailshim/mailshim/bench/upstream"
 	"github.com/mailshim/mailshim/pkg/spool"
+	"github.com/mailshim/mailshim/pkg/waitfor"
 )
 
 // spoolFile returns a valid maildrop file for message seq whose header
@@ -142,8 +143,19 @@ func TestSpoolTampering(t *testing.T) {
 			t.Errorf("a symlink was followed: the secret was delivered")
 		}
 	}
-	log := e.log()
 	bad := append(bad1, bad2...)
+	// relayd moves a file out of maildrop/ before it logs the move: give
+	// the last log lines the time to be written.
+	waitfor.Poll(10*time.Second, func() bool {
+		log := e.log()
+		for _, name := range bad {
+			if !strings.Contains(log, name) {
+				return false
+			}
+		}
+		return true
+	})
+	log := e.log()
 	unlogged := 0
 	for _, name := range bad {
 		if !strings.Contains(log, name) {
