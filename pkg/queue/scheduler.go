@@ -56,6 +56,7 @@ type breaker struct {
 	probing bool      // a job is trying it
 	fails   int
 	reason  string
+	last    *relay.Error // the last failure
 }
 
 // sched is the scheduler's state, owned by the loop.
@@ -68,10 +69,19 @@ type sched struct {
 	// waiting holds the deferred messages whose upstreams were all
 	// down: due again as soon as one comes back.
 	waiting map[string]bool
+	// swept holds the messages held by open breakers that were handed to
+	// a worker anyway, to be bounced at the end of their lifetime or to
+	// get their delay notice (see sweep).
+	swept map[string]*sweepState
+}
+
+type sweepState struct {
+	at     time.Time // last handed over for the lifetime
+	notice bool      // handed over for the delay notice
 }
 
 func newSched() *sched {
-	return &sched{inflight: map[string]bool{}, health: map[string]*breaker{}, routes: map[string][]string{}, waiting: map[string]bool{}}
+	return &sched{inflight: map[string]bool{}, health: map[string]*breaker{}, routes: map[string][]string{}, waiting: map[string]bool{}, swept: map[string]*sweepState{}}
 }
 
 // EventKind names an Observer event.
@@ -112,6 +122,9 @@ type job struct {
 	// probes are the upstreams this job may use although they failed
 	// lately (half-open).
 	probes []string
+	// down holds the last failure of each upstream in skip (for the
+	// messages handed over while all their upstreams are down).
+	down map[string]*relay.Error
 	// hint is the breaker's backoff if this job's upstreams fail: the
 	// next attempt recorded for messages whose upstreams were all down.
 	hint time.Duration
@@ -373,8 +386,15 @@ func (q *Queue) plan(pending []string, size int, set Settings, gen int) (j *job,
 			cands = q.candidates(id, set)
 		}
 		if w, blocked := q.blocked(cands, skip); blocked {
-			wake = earliest(wake, w)
 			pending = pending[1:]
+			if q.sweep(id, set, now, q.bounceable(cands)) {
+				// Its upstreams are down, but its lifetime is over or
+				// its delay notice is due: the worker settles that
+				// without dialing (relay.Error of the breaker).
+				batch = append(batch, id)
+				continue
+			}
+			wake = earliest(wake, w)
 			continue
 		}
 		if first := firstFree(cands, skip); first != "" && contains(probes, first) {
@@ -390,6 +410,14 @@ func (q *Queue) plan(pending []string, size int, set Settings, gen int) (j *job,
 		return nil, pending, wake
 	}
 	j = &job{ids: batch, skip: skip, set: set, gen: gen, hint: MinBackoff}
+	for k := range skip {
+		if b := s.health[k]; b != nil && b.last != nil {
+			if j.down == nil {
+				j.down = map[string]*relay.Error{}
+			}
+			j.down[k] = b.last
+		}
+	}
 	if probe != "" {
 		b := s.health[probe]
 		b.probing = true
@@ -403,6 +431,61 @@ func (q *Queue) plan(pending []string, size int, set Settings, gen int) (j *job,
 	}
 	q.mu.Unlock()
 	return j, pending, wake
+}
+
+// sweep reports whether id, held by open breakers, should be handed to a
+// worker all the same: its lifetime is over and it may be bounced (at most
+// every MaxBackoff, should the worker not find it expired) or its delay
+// notice is due (once). The message's arrival is the time its queue ID
+// encodes. Without this a message that no probe happens to take would
+// outlive its lifetime, and get no delay notice, for as long as the
+// upstream stays down.
+func (q *Queue) sweep(id string, set Settings, now time.Time, bounceable bool) bool {
+	at, ok := idTime(id)
+	if !ok {
+		return false
+	}
+	age := now.Sub(at)
+	st := q.sched.swept[id]
+	if st == nil {
+		st = &sweepState{}
+	}
+	switch {
+	case bounceable && set.Lifetime > 0 && age >= set.Lifetime && now.Sub(st.at) >= MaxBackoff:
+		st.at = now
+	case set.DelayNotice > 0 && age >= set.DelayNotice && !st.notice:
+		st.notice = true
+	default:
+		return false
+	}
+	q.sched.swept[id] = st
+	return true
+}
+
+// bounceable reports whether a message whose upstreams (cands) are all
+// held may be bounced at the end of its lifetime: not when every one of
+// them is held for an authentication failure, which never bounces mail
+// (a rotated password must not bounce the queue).
+func (q *Queue) bounceable(cands []string) bool {
+	for _, c := range cands {
+		if b := q.sched.health[c]; b == nil || b.last == nil || b.last.Class != relay.AuthFailure {
+			return true
+		}
+	}
+	return false
+}
+
+// idTime returns the arrival time a queue ID encodes (spool.NewID: 13
+// hex digits of Unix microseconds first).
+func idTime(id string) (time.Time, bool) {
+	if len(id) < 13 {
+		return time.Time{}, false
+	}
+	us, err := strconv.ParseUint(id[:13], 16, 64)
+	if err != nil {
+		return time.Time{}, false
+	}
+	return time.UnixMicro(int64(us)), true
 }
 
 // firstFree returns the first of cands not in skip ("" if none).
@@ -524,7 +607,7 @@ func (q *Queue) apply(r *jobResult) {
 		b.probing = false
 		d := backoff(b.since, now)
 		b.until = now.Add(d)
-		b.reason = errReply(h.err)
+		b.reason, b.last = errReply(h.err), h.err
 		if first {
 			kv := appendNonEmpty([]any{"upstream", h.addr}, "name", name)
 			kv = append(kv, "retry_in", d.String(), "reason", b.reason)
@@ -550,6 +633,7 @@ func (q *Queue) apply(r *jobResult) {
 		case m.gone:
 			delete(s.routes, m.id)
 			delete(s.waiting, m.id)
+			delete(s.swept, m.id)
 			delete(q.deferred, m.id)
 		case m.deferred:
 			q.deferred[m.id] = m.next
@@ -598,7 +682,7 @@ func (q *Queue) work(ctx context.Context, jobs <-chan *job, results chan<- *jobR
 		}
 		w.set, w.gen, w.job = j.set, j.gen, j
 		w.res = &jobResult{job: j}
-		w.link.down, w.link.health = nil, nil
+		w.link.down, w.link.health, w.link.jobDown = nil, nil, j.down
 		w.deliverBatch(ctx, j.ids)
 		w.res.health = w.link.health
 		results <- w.res

@@ -300,3 +300,57 @@ func TestDownBackupIsLeftAlone(t *testing.T) {
 		t.Errorf("the down backup was dialed %d times, want 1 (left alone while a works)", n)
 	}
 }
+
+// Messages held by an open breaker still get their delay notice and are
+// still bounced at the end of their lifetime, without a connection.
+func TestBreakerHeldMessagesAgeOut(t *testing.T) {
+	h := newHosts("a.example")
+	ups := []config.Upstream{{Host: "a.example", Port: 587}}
+	e := newEnv(t, Settings{Concurrency: 1, Lifetime: time.Hour, DelayNotice: 10 * time.Minute,
+		Upstreams: NewUpstreams(ups, relay.Options{}, h.dial)})
+	h.set("a.example", refused(), nil)
+	old := e.enqueue(t, 1001, "old@example.org", "r@example.net")
+	e.run()
+	// 11 minutes later a probe fails again; the old message, held by the
+	// breaker, gets its delay notice all the same.
+	e.clk.Set(t0.Add(11 * time.Minute))
+	e.enqueue(t, 1001, "probe@example.org", "r@example.net")
+	e.run()
+	if n := strings.Count(e.log.String(), "event=delay-notice id="+old+" "); n != 1 {
+		t.Fatalf("%d delay notices for the held message, want 1:\n%s", n, e.log)
+	}
+	dials := h.dialCount("a.example")
+	e.run() // the breaker still holds it: no second notice, no dial
+	if n := strings.Count(e.log.String(), "event=delay-notice id="+old+" "); n != 1 || h.dialCount("a.example") != dials {
+		t.Errorf("%d notices, %d dials (was %d)", n, h.dialCount("a.example"), dials)
+	}
+	// After its lifetime it is bounced, while the upstream is still down.
+	e.clk.Set(t0.Add(61 * time.Minute))
+	e.enqueue(t, 1001, "probe2@example.org", "r@example.net")
+	e.run()
+	if st := e.state(t, old); st != "" {
+		t.Errorf("the held message is %s after its lifetime:\n%s", st, e.log)
+	}
+	if !strings.Contains(e.log.String(), "event=delivery id="+old+" to=r@example.net upstream=a.example:587 status=bounced reply=\"dial tcp") &&
+		!strings.Contains(e.log.String(), "event=delivery id="+old+" to=r@example.net upstream=a.example:587 status=bounced") {
+		t.Errorf("no bounce line:\n%s", e.log)
+	}
+}
+
+// A breaker held for an authentication failure never bounces what it
+// holds: a rotated password must not bounce the queue.
+func TestBreakerAuthFailureNeverBounces(t *testing.T) {
+	h := newHosts("a.example")
+	ups := []config.Upstream{{Host: "a.example", Port: 587}}
+	e := newEnv(t, Settings{Concurrency: 1, Lifetime: time.Hour, Upstreams: NewUpstreams(ups, relay.Options{}, h.dial)})
+	h.set("a.example", &relay.Error{Class: relay.AuthFailure, Stage: relay.StageAuth, Code: 535, Enhanced: "5.7.8", Text: "authentication failed"}, nil)
+	held := e.enqueue(t, 1001, "x@example.org", "r@example.net")
+	e.run()
+	e.clk.Set(t0.Add(2 * time.Hour))
+	e.enqueue(t, 1001, "y@example.org", "r@example.net")
+	e.run()
+	e.run()
+	if st := e.state(t, held); st != spool.Deferred || strings.Contains(e.log.String(), "bounced") {
+		t.Errorf("held message %s; log:\n%s", st, e.log)
+	}
+}

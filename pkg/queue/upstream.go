@@ -174,6 +174,9 @@ type link struct {
 	down map[string]*relay.Error
 	// health collects the reports of the current job.
 	health []healthReport
+	// jobDown is the scheduler's last failure of each upstream its
+	// breaker holds (job.down).
+	jobDown map[string]*relay.Error
 }
 
 func (l *link) close() {
@@ -277,6 +280,11 @@ func (l *link) send(ctx context.Context, cands []config.Upstream, skip map[strin
 	// the reason), or the circuit breaker says so.
 	for i := len(cands) - 1; i >= 0; i-- {
 		if e := l.down[upKey(cands[i])]; e != nil {
+			return failedResult(m, relay.Addr(cands[i]), e), true
+		}
+	}
+	for i := len(cands) - 1; i >= 0; i-- {
+		if e := l.jobDown[upKey(cands[i])]; e != nil {
 			return failedResult(m, relay.Addr(cands[i]), e), true
 		}
 	}
