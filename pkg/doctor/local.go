@@ -137,8 +137,11 @@ func checkLayout(o LocalOptions) Check {
 		default:
 			continue // man pages
 		}
-		if strings.HasPrefix(e.Source, "?") || strings.Contains(e.Path, "/systemd/") || strings.Contains(e.Path, "sysusers.d") || strings.Contains(e.Path, "tmpfiles.d") {
-			continue // optional or not on the mail path (the unit may be absent without systemd)
+		if strings.HasPrefix(e.Source, "?") || strings.Contains(e.Path, "/share/") ||
+			strings.Contains(e.Path, "/systemd/") || strings.Contains(e.Path, "sysusers.d") || strings.Contains(e.Path, "tmpfiles.d") {
+			// Optional, or not on the mail's path: data under /usr/share,
+			// systemd's files (absent where systemd is not PID 1).
+			continue
 		}
 		n++
 		p := filepath.Join(o.Root, e.Path)

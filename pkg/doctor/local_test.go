@@ -4,12 +4,14 @@ import (
 	"context"
 	"net"
 	"os"
+	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/mailshim/mailshim/packaging"
 	"github.com/mailshim/mailshim/pkg/config"
 	"github.com/mailshim/mailshim/pkg/smtptest"
 	"github.com/mailshim/mailshim/pkg/spool"
@@ -95,5 +97,39 @@ func TestCheckListen(t *testing.T) {
 	cfg.Listen.Enabled = false
 	if c := checkListen(LocalOptions{Config: cfg}); c.Status != Skipped {
 		t.Fatalf("disabled: %+v", c)
+	}
+}
+
+func TestCheckLayout(t *testing.T) {
+	root := t.TempDir()
+	u, err := user.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := user.LookupGroupId(u.Gid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(filepath.Join(root, "usr/sbin"), 0o755)
+	os.WriteFile(filepath.Join(root, "usr/sbin/relayd"), nil, 0o755)
+	os.Chmod(filepath.Join(root, "usr/sbin/relayd"), 0o755)
+	os.Symlink("../sbin/relayd", filepath.Join(root, "usr/lib-link"))
+	entries := []packaging.Entry{
+		{Type: "f", Path: "/usr/sbin/relayd", Owner: u.Username, Group: g.Name, Mode: "0755"},
+		{Type: "l", Path: "/usr/lib-link", Owner: "-", Group: "-", Mode: "-", Source: "../sbin/relayd"},
+		{Type: "m", Path: "/usr/share/man/man8/relayd.8.gz", Owner: "root", Group: "root", Mode: "0644"},
+		{Type: "f", Path: "/usr/share/mailshim/dashboard.json", Owner: "root", Group: "root", Mode: "0644"},
+	}
+	o := LocalOptions{Config: &config.Config{}, Layout: entries, Root: root}
+	if c := checkLayout(o); c.Status != OK || !strings.Contains(c.Saw, "2 installed paths") {
+		t.Fatalf("as installed: %+v", c)
+	}
+	os.Chmod(filepath.Join(root, "usr/sbin/relayd"), 0o775)
+	if c := checkLayout(o); c.Status != Fail || !strings.Contains(c.Fix, "chmod 0755 /usr/sbin/relayd") {
+		t.Fatalf("group-writable binary: %+v", c)
+	}
+	o.Layout = nil
+	if c := checkLayout(o); c.Status != Skipped {
+		t.Fatalf("no layout: %+v", c)
 	}
 }
