@@ -161,7 +161,7 @@ func TestUnitMatchesLayout(t *testing.T) {
 		"RuntimeDirectoryMode":    run.mode,
 		"NoNewPrivileges":         "yes",
 		"ProtectSystem":           "strict",
-		"CapabilityBoundingSet":   "CAP_SYS_PTRACE",
+		"CapabilityBoundingSet":   "CAP_DAC_READ_SEARCH CAP_SYS_PTRACE",
 		"RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6 AF_NETLINK",
 		"UMask":                   "0077",
 	}

@@ -110,7 +110,8 @@ check "confined: relayd took it from the socket as uid 65534" waitfor sh -c \
 
 # The loopback SMTP listener: ports 25 and 587 from relayd.socket (relayd,
 # user mailshim, cannot bind them), the client's UID from the kernel and
-# its process through /proc under the sandbox (CAP_SYS_PTRACE, read-only).
+# its process through /proc under the sandbox (CAP_DAC_READ_SEARCH and
+# CAP_SYS_PTRACE on the scan's thread only, /proc read-only).
 check "listen: relayd got ports 25 and 587 and smtp.sock from systemd" waitfor sh -c \
 	'j=$(journalctl -u relayd -o cat); for a in 127.0.0.1:25 "\[::1\]:25" 127.0.0.1:587 "\[::1\]:587" /run/mailshim/smtp.sock; do
 		echo "$j" | grep -q "event=listen addr=$a from=systemd" || exit 1; done'

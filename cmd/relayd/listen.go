@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"net"
 	"net/netip"
+	"os"
 	"reflect"
 	"strconv"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"github.com/mailshim/mailshim/pkg/control"
 	"github.com/mailshim/mailshim/pkg/maillog"
 	"github.com/mailshim/mailshim/pkg/smtpd"
+	"github.com/mailshim/mailshim/pkg/sockdiag"
 	"github.com/mailshim/mailshim/pkg/submit"
 )
 
@@ -65,6 +67,12 @@ func listenFrom(cfg *config.Config) listenSettings {
 // returns the function that stops the listener (nil when none runs).
 func startListen(cfg *config.Config, host string, intake *submit.Intake, log *maillog.Logger) func(context.Context) {
 	ls := listenFrom(cfg)
+	// The capabilities of the listener's /proc scan are raised only on
+	// its own threads (sockdiag.WithScanCaps): out of everything else.
+	scan, err := sockdiag.LowerCaps()
+	if err != nil {
+		log.Event("warning", "reason", "cannot lower CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE out of relayd's effective set", "error", err.Error())
+	}
 	passed, _ := activation.Listeners()
 	var lns []net.Listener
 	covered := map[string]bool{}
@@ -124,6 +132,10 @@ func startListen(cfg *config.Config, host string, intake *submit.Intake, log *ma
 	if len(lns) == 0 {
 		log.Event("listen", "status", "none", "reason", "no SMTP listener socket could be had; the sendmail doors work on")
 		return nil
+	}
+	if !scan && os.Geteuid() != 0 {
+		log.Event("listen", "process_lookup", "own-user-only", "reason", "without CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE relayd finds the client's process only for its own user; other users' mail is recorded under the kernel's UID without it",
+			"fix", "the shipped relayd.service grants both (AmbientCapabilities=)")
 	}
 	tlsConf := listenTLS(ls, log)
 	lim := control.ListenLimiter(ls.MaxConnections, ls.MaxConnectionsID)

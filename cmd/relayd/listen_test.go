@@ -837,3 +837,77 @@ func TestListenBDAT(t *testing.T) {
 		t.Errorf("delivered:\n%q", data)
 	}
 }
+
+// relayd as the unit runs it: an unprivileged user with CAP_DAC_READ_SEARCH
+// and CAP_SYS_PTRACE as ambient capabilities. It finds another user's
+// client process, and no thread of relayd keeps the capabilities in force
+// (they are raised only on the scan's own threads, which end). Without
+// them, mail is still recorded under the kernel's UID, without the
+// process, and relayd says why.
+func TestListenScanCapabilities(t *testing.T) {
+	needRoot(t)
+	for _, withCaps := range []bool{true, false} {
+		t.Run(fmt.Sprintf("caps=%v", withCaps), func(t *testing.T) {
+			up := newUpstream(t, smtptest.Options{})
+			s := newSite(t, up, siteOpts{spoolSockets: true, extra: listenConf + "socket = \"\"\naddresses = [\"127.0.0.1\"]\n"})
+			// (addresses is in listenConf too: keep one)
+			cfg, _ := os.ReadFile(s.cfgPath)
+			c := strings.Replace(string(cfg), "addresses = [\"127.0.0.1\", \"::1\"]\n", "", 1)
+			os.WriteFile(s.cfgPath, []byte(c), 0o644)
+			if withCaps {
+				caps := "+dac_read_search,+sys_ptrace"
+				s.opts.wrap = []string{"--inh-caps=" + caps, "--ambient-caps=" + caps}
+			}
+			d := s.startAsDaemonWith(s.opts.wrap...)
+			defer d.term(t)
+			var addr string
+			waitFor(t, "the listener", 10*time.Second, func() bool {
+				m := regexp.MustCompile(`event=listen addr=(127\.0\.0\.1:\d+) from=bound`).FindStringSubmatch(s.log())
+				if m != nil {
+					addr = m[1]
+				}
+				return m != nil
+			})
+			out := sendAs(t, 65534, "tcp", addr, "", "nobody@web1.example.com", "rcpt@example.net", "caps")
+			if !strings.HasPrefix(out, "250 2.0.0 Ok: queued as ") {
+				t.Fatal(out)
+			}
+			waitFor(t, "the pickup line", 10*time.Second, func() bool { return strings.Contains(s.log(), "event=pickup") })
+			log := s.log()
+			withProc := regexp.MustCompile(`event=pickup .*uid=65534 user=nobody .*via=smtp caller=python client=127\.0\.0\.1:\d+ pid=\d+ process=/usr/bin/python3`).MatchString(log)
+			if withCaps {
+				if !withProc {
+					t.Errorf("the client's process was not found:\n%s", log)
+				}
+				// Every thread of relayd: no capability in force.
+				tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", d.cmd.Process.Pid))
+				if len(tasks) == 0 {
+					t.Fatal("no threads found")
+				}
+				for _, st := range tasks {
+					b, _ := os.ReadFile(st)
+					for _, l := range strings.Split(string(b), "\n") {
+						if v, ok := strings.CutPrefix(l, "CapEff:\t"); ok && v != "0000000000000000" {
+							t.Errorf("%s: CapEff %s", st, v)
+						}
+						if v, ok := strings.CutPrefix(l, "CapPrm:\t"); ok && v != "0000000000080004" {
+							t.Errorf("%s: CapPrm %s, want dac_read_search and sys_ptrace", st, v)
+						}
+						if v, ok := strings.CutPrefix(l, "CapAmb:\t"); ok && v != "0000000000000000" {
+							t.Errorf("%s: CapAmb %s", st, v)
+						}
+					}
+				}
+			} else {
+				if withProc || !regexp.MustCompile(`(?m)event=pickup .*uid=65534 user=nobody .*via=smtp client=127\.0\.0\.1:\d+$`).MatchString(log) {
+					t.Errorf("without capabilities: want the UID without a process:\n%s", log)
+				}
+				for _, want := range []string{"event=listen process_lookup=own-user-only", `event=warning reason="the client's process was not found`, "unreadable="} {
+					if !strings.Contains(log, want) {
+						t.Errorf("no %q in\n%s", want, log)
+					}
+				}
+			}
+		})
+	}
+}

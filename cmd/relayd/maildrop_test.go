@@ -26,7 +26,11 @@ const daemonUID = 1
 
 // startAsDaemon runs relayd as daemonUID (with setpriv, as a service
 // manager would) on a site whose directory it owns.
-func (s *site) startAsDaemon() *daemon {
+func (s *site) startAsDaemon() *daemon { return s.startAsDaemonWith() }
+
+// startAsDaemonWith is startAsDaemon with extra setpriv options (such as
+// capabilities).
+func (s *site) startAsDaemonWith(extra ...string) *daemon {
 	s.t.Helper()
 	if os.Geteuid() != 0 {
 		s.t.Skip("SKIPPED: running relayd as another user needs root (CI runs as root)")
@@ -44,7 +48,7 @@ func (s *site) startAsDaemon() *daemon {
 		}
 	}
 	id := strconv.Itoa(daemonUID)
-	s.opts.wrap = []string{"setpriv", "--reuid=" + id, "--regid=" + id, "--clear-groups", "--"}
+	s.opts.wrap = append(append([]string{"setpriv", "--reuid=" + id, "--regid=" + id, "--clear-groups"}, extra...), "--")
 	return s.start()
 }
 

@@ -407,7 +407,8 @@ func Sanitize(o *spool.Origin) {
 // unit (Cgroup), kind (Caller) and, for an interpreter, the script it
 // runs. The fields are the ones sendmail fills with its parent process,
 // and as advisory. Reading another user's exe and cwd needs the ptrace
-// access check to pass (CAP_SYS_PTRACE); what cannot be read stays empty.
+// access check to pass (CAP_SYS_PTRACE, see sockdiag.WithScanCaps); what
+// cannot be read stays empty.
 // It returns the process's real GID (-1 when unknown).
 func ApplyProcess(o *spool.Origin, pid int) (gid int) {
 	p := readProcess(pid)

@@ -421,27 +421,33 @@ func (s *Server) identify(raw net.Conn) (*Identity, error) {
 // describe finds the client's process (TCP: the holder of the socket's
 // inode) and records its advisory origin fields and GID.
 func (s *Server) describe(raw net.Conn, id *Identity) {
-	if id.inode != 0 {
-		h := sockdiag.FindHolder("", id.inode, uint32(id.UID), scanLimit, s.recent.get(id.UID)...)
-		id.PID = h.PID
-		if h.PID > 0 {
-			s.recent.put(id.UID, h.PID)
+	// Other users' /proc/PID/fd and links need capabilities that relayd
+	// raises only on the thread of this scan (sockdiag.WithScanCaps): it
+	// reads /proc and nothing else.
+	var h sockdiag.Holder
+	sockdiag.WithScanCaps(func() {
+		if id.inode != 0 {
+			h = sockdiag.FindHolder("", id.inode, uint32(id.UID), scanLimit, s.recent.get(id.UID)...)
+			id.PID = h.PID
 		}
-		if h.PID == 0 {
-			kv := []any{"client", id.Client, "uid", id.UID}
-			if h.Denied > 0 {
-				kv = append(kv, "unreadable", h.Denied, "fix", "reading other users' /proc/PID/fd needs CAP_SYS_PTRACE (the shipped relayd.service grants it)")
+		if id.PID > 0 && id.PID != s.selfPID {
+			if gid := origin.ApplyProcess(&id.Origin, id.PID); gid >= 0 && !id.gidSet {
+				id.GID, id.gidSet = gid, true
 			}
-			if h.Partial {
-				kv = append(kv, "partial", "time limit")
-			}
-			s.noProc.Note(kv...)
 		}
+	})
+	if id.inode != 0 && h.PID > 0 {
+		s.recent.put(id.UID, h.PID)
 	}
-	if id.PID > 0 && id.PID != s.selfPID {
-		if gid := origin.ApplyProcess(&id.Origin, id.PID); gid >= 0 && !id.gidSet {
-			id.GID, id.gidSet = gid, true
+	if id.inode != 0 && h.PID == 0 {
+		kv := []any{"client", id.Client, "uid", id.UID}
+		if h.Denied > 0 {
+			kv = append(kv, "unreadable", h.Denied, "fix", "reading other users' /proc/PID/fd needs CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE (the shipped relayd.service grants them)")
 		}
+		if h.Partial {
+			kv = append(kv, "partial", "time limit")
+		}
+		s.noProc.Note(kv...)
 	}
 	if !id.gidSet {
 		// No process to ask: the primary group of the user, else the

@@ -139,7 +139,8 @@ func getAddr(family byte, b []byte) netip.Addr {
 type Holder struct {
 	PID int // 0 when no process was found
 	// Denied is the number of processes whose descriptors could not be
-	// read (EACCES: another user's process, and no CAP_SYS_PTRACE).
+	// read (EACCES: another user's process, and not both of
+	// CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE).
 	Denied int
 	// Partial is set when the scan was cut short by its time limit.
 	Partial bool
@@ -152,7 +153,7 @@ type Holder struct {
 // the processes whose /proc directory belongs to uid (the socket's owner
 // is normally the holder), newest first (a client is usually young),
 // then all others, newest first. Reading another user's /proc/PID/fd
-// needs CAP_SYS_PTRACE (the kernel's ptrace access check); without it
+// needs CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE (see caps.go); without them
 // only processes of relayd's own user are readable, and Denied counts the
 // others.
 func FindHolder(procRoot string, inode uint64, uid uint32, limit time.Duration, hint ...int) Holder {
