@@ -82,7 +82,6 @@ func (h *Header) Has(name string) bool {
 	return false
 }
 
-
 // Del removes every field named name and reports how many it removed.
 func (h *Header) Del(name string) int {
 	n := 0
