@@ -201,6 +201,20 @@ func TestLogInjection(t *testing.T) {
 		}
 		checkLog(t, e.log())
 	})
+	t.Run("header-values", func(t *testing.T) {
+		e.use(t)
+		tried(t, "header values relayd reads from a message (X-PHP-Originating-Script, a forged X-Mailshim-Origin and Received) holding ESC, DEL, C1, bidi controls, invalid UTF-8 and a forged event",
+			"every log line well-formed (forged-trace names the fields, never their values); no event forged")
+		before := len(fu.messages())
+		hostile := "\x1b[2J\x7f\u009b31m\u202e\xff ts=2026-01-01T00:00:00.000Z event=FORGEDEVENT id=FORGED"
+		msg := "X-PHP-Originating-Script: 65534:evil" + hostile + ".php\nX-Mailshim-Origin: uid=0" + hostile +
+			"\nReceived: from uid 0 (root) by x (mailshim) id " + hostile + "\nSubject: header values\n\nx\n"
+		if r := e.sendmail(run{uid: nobody, stdin: msg}, "-i", "headers@example.net"); r.code != 0 {
+			t.Fatalf("sendmail: %v", r)
+		}
+		e.waitFor("the message upstream", 30*time.Second, func() bool { return len(fu.messages()) > before })
+		checkLog(t, e.log())
+	})
 	t.Run("listener-claims", func(t *testing.T) {
 		e.use(t)
 		tried(t, "a session on the SMTP listener (as nobody) with a HELO name holding ESC, DEL and bidi controls, and an AUTH PLAIN user name holding CR/LF and a forged event",
