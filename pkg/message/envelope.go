@@ -3,7 +3,6 @@ package message
 import (
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/mailshim/mailshim/pkg/spool"
 	"github.com/mailshim/mailshim/pkg/sysexits"
@@ -70,14 +69,10 @@ func ValidateEnvelope(env *spool.Envelope) error {
 	if !ValidNotify(env.Notify) {
 		return envErr(sysexits.DataErr, "invalid DSN NOTIFY %q", truncate(env.Notify, 40))
 	}
-	switch env.Ret {
-	case "", "FULL", "HDRS":
-	default:
+	if r, ok := ParseRet(env.Ret); env.Ret != "" && (!ok || r != env.Ret) {
 		return envErr(sysexits.DataErr, "invalid DSN RET %q", truncate(env.Ret, 40))
 	}
-	switch env.BodyType {
-	case "", "7BIT", "8BITMIME":
-	default:
+	if b, ok := ParseBody(env.BodyType); env.BodyType != "" && (!ok || b != env.BodyType) {
 		return envErr(sysexits.DataErr, "invalid body type %q", truncate(env.BodyType, 40))
 	}
 	if env.EnvID != "" && !ValidEnvID(env.EnvID) {
@@ -108,35 +103,6 @@ func ValidateEnvelope(env *spool.Envelope) error {
 		env.SMTPUTF8 = true
 	}
 	return nil
-}
-
-// ValidNotify reports whether v is "" or an RFC 3461 NOTIFY value in
-// upper case: NEVER, or a comma-separated list of SUCCESS, FAILURE and
-// DELAY.
-func ValidNotify(v string) bool {
-	if v == "" || v == "NEVER" {
-		return true
-	}
-	for _, p := range strings.Split(v, ",") {
-		if p != "SUCCESS" && p != "FAILURE" && p != "DELAY" {
-			return false
-		}
-	}
-	return true
-}
-
-// ValidEnvID reports whether v is acceptable as an RFC 3461 ENVID: 1 to
-// MaxEnvID printable US-ASCII characters, no space (xtext).
-func ValidEnvID(v string) bool {
-	if v == "" || len(v) > MaxEnvID {
-		return false
-	}
-	for i := 0; i < len(v); i++ {
-		if v[i] <= ' ' || v[i] >= 0x7f {
-			return false
-		}
-	}
-	return true
 }
 
 // errProgram is the refusal of a local part that names a program, a file,
