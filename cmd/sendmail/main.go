@@ -323,21 +323,15 @@ func envelope(a *args) (spool.Envelope, *exitError) {
 		if message.HasControl(a.fullName) {
 			return env, errorf(sysexits.Usage, "invalid full name given with -F: it contains a control character (CR, LF, NUL)")
 		}
-		if len(a.fullName) > 256 {
-			return env, errorf(sysexits.Usage, "full name given with -F is longer than 256 bytes")
+		if len(a.fullName) > message.MaxFullName {
+			return env, errorf(sysexits.Usage, "full name given with -F is longer than %d bytes", message.MaxFullName)
 		}
 		env.FullName = strings.TrimSpace(a.fullName)
 	}
-	env.Notify = dsnNotify(a.notify, &a.ignored)
-	env.Ret = oneOf(a.ret, "-R", &a.ignored, "FULL", "HDRS")
-	env.BodyType = oneOf(a.bodyType, "-B", &a.ignored, "7BIT", "8BITMIME")
-	if a.envID != "" {
-		if validXtext(a.envID) {
-			env.EnvID = a.envID
-		} else {
-			a.ignored = append(a.ignored, "-V"+a.envID)
-		}
-	}
+	env.Notify = dsnOption(a.notify, "-N", &a.ignored, message.ParseNotify)
+	env.Ret = dsnOption(a.ret, "-R", &a.ignored, message.ParseRet)
+	env.BodyType = dsnOption(a.bodyType, "-B", &a.ignored, message.ParseBody)
+	env.EnvID = dsnOption(a.envID, "-V", &a.ignored, envID)
 	for _, r := range a.recipients {
 		list, err := message.ParseList(r)
 		if err != nil {
@@ -356,49 +350,23 @@ func trunc(s string) string {
 	return s
 }
 
-func oneOf(v, opt string, ignored *[]string, allowed ...string) string {
+// dsnOption returns the stored form of a DSN option's value v as parse
+// gives it; a value parse refuses is ignored (recorded in ignored with
+// its option opt), as sendmail ignores what it does not know.
+func dsnOption(v, opt string, ignored *[]string, parse func(string) (string, bool)) string {
 	if v == "" {
 		return ""
 	}
-	for _, a := range allowed {
-		if strings.EqualFold(v, a) {
-			return a
-		}
+	if p, ok := parse(v); ok {
+		return p
 	}
 	*ignored = append(*ignored, opt+v)
 	return ""
 }
 
-func dsnNotify(v string, ignored *[]string) string {
-	if v == "" {
-		return ""
-	}
-	u := strings.ToUpper(strings.ReplaceAll(v, " ", ""))
-	if u == "NEVER" {
-		return u
-	}
-	for _, p := range strings.Split(u, ",") {
-		if p != "SUCCESS" && p != "FAILURE" && p != "DELAY" {
-			*ignored = append(*ignored, "-N"+v)
-			return ""
-		}
-	}
-	return u
-}
-
-// validXtext reports whether s is acceptable as an RFC 3461 ENVID: printable
-// ASCII without spaces or '=', at most 100 characters.
-func validXtext(s string) bool {
-	if len(s) > 100 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] <= ' ' || s[i] >= 0x7f || s[i] == '=' || s[i] == '+' {
-			return false
-		}
-	}
-	return true
-}
+// envID is parse for -V: the value is taken as it is (not xtext), as
+// sendmail takes it.
+func envID(v string) (string, bool) { return v, message.ValidEnvID(v) }
 
 // deliver is the default mode: a message on stdin, recipients from argv
 // and (-t) the header.
