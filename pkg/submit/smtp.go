@@ -287,26 +287,26 @@ func (s *SMTP) mailFrom(rest string) (*spool.Envelope, string) {
 				return nil, "552 5.3.4 Message size exceeds fixed limit"
 			}
 		case "BODY":
-			switch strings.ToUpper(v) {
-			case "7BIT", "8BITMIME":
-				env.BodyType = strings.ToUpper(v)
-			default:
+			b, ok := message.ParseBody(v)
+			if !ok {
 				return nil, "501 5.5.4 Bad BODY parameter"
 			}
+			env.BodyType = b
 		case "SMTPUTF8":
 			env.SMTPUTF8 = true
 		case "RET":
-			switch strings.ToUpper(v) {
-			case "FULL", "HDRS":
-				env.Ret = strings.ToUpper(v)
-			default:
+			r, ok := message.ParseRet(v)
+			if !ok {
 				return nil, "501 5.5.4 Bad RET parameter"
 			}
+			env.Ret = r
 		case "ENVID":
-			if v == "" || len(v) > 100 || message.HasControl(v) || strings.ContainsAny(v, " ") {
+			// xtext on the wire, stored decoded.
+			id, err := message.DecodeXtext(v)
+			if err != nil || !message.ValidEnvID(id) {
 				return nil, "501 5.5.4 Bad ENVID parameter"
 			}
-			env.EnvID = v
+			env.EnvID = id
 		case "AUTH":
 			// AUTH=<> and kin: accepted and ignored.
 		default:
@@ -329,11 +329,10 @@ func rcptTo(rest string) (addr, notify, code string) {
 		k, v, _ := strings.Cut(p, "=")
 		switch strings.ToUpper(k) {
 		case "NOTIFY":
-			v = strings.ToUpper(v)
-			if !validNotify(v) {
+			var ok bool
+			if notify, ok = message.ParseNotify(v); !ok {
 				return "", "", "501 5.5.4 Bad NOTIFY parameter"
 			}
-			notify = v
 		case "ORCPT":
 			// Accepted and ignored: the spool has no per-recipient ORCPT.
 		default:
@@ -341,20 +340,6 @@ func rcptTo(rest string) (addr, notify, code string) {
 		}
 	}
 	return addr, notify, ""
-}
-
-// validNotify reports whether v is an RFC 3461 NOTIFY value: NEVER, or a
-// list of SUCCESS, FAILURE and DELAY.
-func validNotify(v string) bool {
-	if v == "NEVER" {
-		return true
-	}
-	for _, p := range strings.Split(v, ",") {
-		if p != "SUCCESS" && p != "FAILURE" && p != "DELAY" {
-			return false
-		}
-	}
-	return true
 }
 
 // oneLine makes s fit in one reply line.

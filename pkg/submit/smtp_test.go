@@ -143,3 +143,18 @@ func FuzzSMTP(f *testing.F) {
 		}
 	})
 }
+
+// The DSN parameters are stored in the one form every door stores them
+// in (package message): ENVID decoded from its xtext (the SMTP client
+// encodes it again when relaying), RET and NOTIFY in upper case.
+func TestSMTPDSNParameters(t *testing.T) {
+	in := "EHLO c\r\nMAIL FROM:<a@b.org> RET=full ENVID=order+2B42+3Dx\r\nRCPT TO:<c@d.org> NOTIFY=success,Delay\r\n" +
+		"DATA\r\nm1\r\n.\r\nMAIL FROM:<a@b.org> ENVID=bad+2\r\nMAIL FROM:<a@b.org> ENVID=a=b\r\nQUIT\r\n"
+	out, got := session(t, in, nil)
+	if len(got) != 1 || got[0].env.EnvID != "order+42=x" || got[0].env.Ret != "FULL" || got[0].env.Notify != "SUCCESS,DELAY" {
+		t.Errorf("stored %+v", got)
+	}
+	if n := strings.Count(out, "501 5.5.4 Bad ENVID parameter"); n != 2 {
+		t.Errorf("malformed xtext refused %d times, want 2:\n%s", n, out)
+	}
+}
