@@ -18,6 +18,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/mailshim/mailshim/pkg/config"
+	"github.com/mailshim/mailshim/pkg/message"
 )
 
 // Session is one connection to one upstream, authenticated and ready for
@@ -533,7 +534,7 @@ func (s *Session) Send(ctx context.Context, m *Message) *Result {
 		case "FULL", "HDRS":
 			mo.Return = smtp.DSNReturn(r)
 		}
-		if m.EnvID != "" && isPrintable(m.EnvID) {
+		if message.ValidEnvID(m.EnvID) {
 			mo.EnvelopeID = m.EnvID
 		}
 	}
@@ -550,7 +551,7 @@ func (s *Session) Send(ctx context.Context, m *Message) *Result {
 	// RCPT TO, one by one.
 	var ro *smtp.RcptOptions
 	if dsn && m.Notify != "" {
-		if n := parseNotify(m.Notify); n != nil {
+		if n := notifyOf(m.Notify); n != nil {
 			ro = &smtp.RcptOptions{Notify: n}
 		}
 	}
@@ -619,32 +620,12 @@ func (s *Session) Send(ctx context.Context, m *Message) *Result {
 	return res
 }
 
-func isPrintable(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] < 0x21 || s[i] > 0x7e {
-			return false
-		}
-	}
-	return true
-}
-
-// parseNotify turns "SUCCESS,FAILURE" or "NEVER" into go-smtp's form; nil
-// when invalid (then no NOTIFY is sent).
-func parseNotify(s string) []smtp.DSNNotify {
+// notifyOf turns a stored NOTIFY value into go-smtp's form; nil when
+// there is none or it is invalid (then no NOTIFY is sent).
+func notifyOf(notify string) []smtp.DSNNotify {
 	var out []smtp.DSNNotify
-	never := false
-	for _, v := range strings.Split(strings.ToUpper(s), ",") {
-		switch v = strings.TrimSpace(v); v {
-		case "NEVER":
-			never = true
-		case "SUCCESS", "FAILURE", "DELAY":
-		default:
-			return nil
-		}
-		out = append(out, smtp.DSNNotify(v))
-	}
-	if never && len(out) > 1 {
-		return nil
+	for _, k := range message.NotifyKeywords(notify) {
+		out = append(out, smtp.DSNNotify(k))
 	}
 	return out
 }
