@@ -19,6 +19,7 @@ import (
 	"github.com/emersion/go-message"
 
 	"github.com/mailshim/mailshim/pkg/config"
+	mailmsg "github.com/mailshim/mailshim/pkg/message"
 	"github.com/mailshim/mailshim/pkg/pickup"
 	"github.com/mailshim/mailshim/pkg/relay"
 	"github.com/mailshim/mailshim/pkg/spool"
@@ -143,7 +144,7 @@ type DSN struct {
 func (q *Queue) noteDelay(m *spool.Meta, d *spool.Delivery, rcpts []string, last *relay.Error, upstream string, now time.Time) {
 	set := q.settings()
 	if set.DelayNotice <= 0 || d.DelayNotice != "" || now.Sub(m.Time) < set.DelayNotice ||
-		m.Env.Sender == "<>" || m.Env.Sender == "" || !notifyDelay(m.Env.Notify) {
+		m.Env.Sender == "<>" || m.Env.Sender == "" || !mailmsg.NotifyAllows(m.Env.Notify, mailmsg.NotifyDelay) {
 		return
 	}
 	var delayed []spool.RcptFailure
@@ -169,20 +170,6 @@ func (q *Queue) noteDelay(m *spool.Meta, d *spool.Delivery, rcpts []string, last
 	}
 	d.DelayNotice = id
 	q.log.DelayNotice(m.ID, id, m.Env.Sender, len(rcpts), config.FormatDuration(now.Sub(m.Time).Round(time.Second)))
-}
-
-// notifyDelay reports whether an RFC 3461 NOTIFY value allows a delay
-// notice: absent (the MTA's choice), or naming DELAY.
-func notifyDelay(notify string) bool {
-	if notify == "" {
-		return true
-	}
-	for _, p := range strings.Split(strings.ToUpper(notify), ",") {
-		if strings.TrimSpace(p) == "DELAY" {
-			return true
-		}
-	}
-	return false
 }
 
 // BuildDSN returns the DSN message (LF line ends, as stored in the spool):
