@@ -76,3 +76,11 @@ func TestDecodeXtext(t *testing.T) {
 		}
 	}
 }
+
+// The header limits are named in the configuration's size form, the one
+// every message about a size uses (config.FormatSize).
+func TestHeaderTooLargeText(t *testing.T) {
+	if got := ErrHeaderTooLarge.Error(); !strings.Contains(got, "over 1MB") || !strings.Contains(got, "over 8MB") {
+		t.Errorf("ErrHeaderTooLarge = %q", got)
+	}
+}

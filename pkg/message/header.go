@@ -3,9 +3,10 @@ package message
 import (
 	"bufio"
 	"bytes"
-	"errors"
 	"io"
 	"strings"
+
+	"github.com/mailshim/mailshim/pkg/config"
 )
 
 // Limits on the header section, which is the only part of a message held
@@ -26,7 +27,16 @@ const (
 
 // ErrHeaderTooLarge is returned when a header field or the header section
 // is over its bound.
-var ErrHeaderTooLarge = errors.New("the message header is too large: a header field is over 1 MiB or the header section over 8 MiB")
+var ErrHeaderTooLarge error = headerTooLarge{}
+
+// headerTooLarge is ErrHeaderTooLarge: its text, with the limits in the
+// configuration's size form, is built only when it is needed.
+type headerTooLarge struct{}
+
+func (headerTooLarge) Error() string {
+	return "the message header is too large: a header field is over " + config.FormatSize(MaxField) +
+		" or the header section over " + config.FormatSize(MaxHeader)
+}
 
 // Field is one header field as it came, folded lines and final LF
 // included.

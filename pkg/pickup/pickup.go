@@ -54,6 +54,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/mailshim/mailshim/pkg/config"
 	"github.com/mailshim/mailshim/pkg/maillog"
 	"github.com/mailshim/mailshim/pkg/message"
 	"github.com/mailshim/mailshim/pkg/policy"
@@ -604,19 +605,9 @@ func errHeaderRefused(err error) *RejectError {
 	return &RejectError{
 		Code: sysexits.DataErr, Status: "5.3.4", Err: err,
 		Cause: fmt.Sprintf("the message header is too large (a header field longer than %s with its continuation lines, or a header section over %s)",
-			sizeText(message.MaxField), sizeText(message.MaxHeader)),
+			config.FormatSize(message.MaxField), config.FormatSize(message.MaxHeader)),
 		Fix: "put long data in the body, not in a header field; send to fewer recipients per message (or list them on the command line instead of one long To:)",
 	}
-}
-
-func sizeText(n int) string {
-	switch {
-	case n >= 1<<20 && n%(1<<20) == 0:
-		return fmt.Sprintf("%d MiB", n>>20)
-	case n >= 1<<10 && n%(1<<10) == 0:
-		return fmt.Sprintf("%d KiB", n>>10)
-	}
-	return fmt.Sprintf("%d bytes", n)
 }
 
 // errEnvelope is the RejectError for an envelope message.ValidateEnvelope
