@@ -517,7 +517,7 @@ func classify(err error, in *errReader, limit int64) *exitError {
 	case errors.Is(err, message.ErrBareDataEnd):
 		return errorf(sysexits.DataErr, "%v", err)
 	case errors.Is(err, spool.ErrTooLarge):
-		return errorf(sysexits.DataErr, "message too large: the limit is %s", sizeString(limit)).
+		return errorf(sysexits.DataErr, "message too large: the limit is %s", config.FormatSize(limit)).
 			withHint("max_message_size in the configuration")
 	case spool.IsFull(err):
 		return errorf(sysexits.CantCreat, "the spool is full: %v; message not sent", err).

@@ -3,25 +3,12 @@ package main
 import (
 	"fmt"
 	"os"
-	"strconv"
 	"strings"
 
 	"github.com/mailshim/mailshim/pkg/config"
 	"github.com/mailshim/mailshim/pkg/message"
 	"github.com/mailshim/mailshim/pkg/sysexits"
 )
-
-func sizeString(n int64) string {
-	switch {
-	case n <= 0:
-		return "unlimited"
-	case n%(1<<20) == 0:
-		return strconv.FormatInt(n>>20, 10) + " MB"
-	case n%(1<<10) == 0:
-		return strconv.FormatInt(n>>10, 10) + " KB"
-	}
-	return strconv.FormatInt(n, 10) + " bytes"
-}
 
 // queueList is -bp / mailq: relayd's queue, as far as this user may see
 // it; asJSON asks for the JSON array (mailq --json).
