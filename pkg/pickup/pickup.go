@@ -711,7 +711,7 @@ func (p *Pickup) enqueue(m *spool.Meta, body io.Reader, sync bool) (string, erro
 		if from == "<>" {
 			from = "MAILER-DAEMON@" + rw.Hostname
 		}
-		h.fields = append(h.fields, newField("From", FromHeader(q.Env.FullName, from)))
+		h.fields = append(h.fields, newField("From", message.FormatFrom(q.Env.FullName, from)))
 	}
 	// Bare local addresses in the address fields get our host name, as
 	// the envelope's do (aliases are not expanded here).

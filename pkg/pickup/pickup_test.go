@@ -191,12 +191,13 @@ func TestPickupSenderMap(t *testing.T) {
 	if !strings.Contains(body, "\nFrom: Site <other@example.com>\n") {
 		t.Errorf("From not rewritten:\n%s", body)
 	}
-	// An explicit foreign sender and From are kept; a missing From is added.
+	// An explicit foreign sender and From are kept; a missing From is
+	// added, written as sendmail writes it (message.FormatFrom).
 	id2 := e.drop(t, spool.Meta{Env: spool.Envelope{Sender: "me@example.org", FullName: "Me Myself", Recipients: []string{"x@example.org"}}, Origin: spool.Origin{User: name}},
 		"Subject: s\n\nb\n")
 	e.p.Scan()
 	m2, body2 := e.queued(t, id2)
-	if m2.Env.Sender != "me@example.org" || !strings.Contains(body2, "\nFrom: \"Me Myself\" <me@example.org>\n") {
+	if m2.Env.Sender != "me@example.org" || !strings.Contains(body2, "\nFrom: Me Myself <me@example.org>\n") {
 		t.Errorf("sender %q, body:\n%s", m2.Env.Sender, body2)
 	}
 }

@@ -3,7 +3,6 @@ package pickup
 import (
 	"bytes"
 	"fmt"
-	"net/mail"
 	"strconv"
 	"strings"
 	"time"
@@ -196,14 +195,6 @@ func localPartOK(s string) bool {
 		}
 	}
 	return true
-}
-
-// FromHeader builds a From: value for a message without one.
-func FromHeader(fullName, addr string) string {
-	if fullName == "" {
-		return addr
-	}
-	return (&mail.Address{Name: fullName, Address: addr}).String()
 }
 
 // Received returns the Received: value naming the UID.
