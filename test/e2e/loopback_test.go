@@ -403,3 +403,42 @@ enabled = true
 cert_file = "/etc/mailshim/tls/local.crt"
 key_file = "/etc/mailshim/tls/local.key"
 `
+
+// TestLoopbackAdminCertificate: the admin's own certificate by [listen]
+// cert_file/key_file instead of tls-init's: the listener presents it, and
+// a client that trusts only the admin's CA verifies it.
+func TestLoopbackAdminCertificate(t *testing.T) {
+	s := loopbackSetup(t)
+	dir := "/etc/mailshim/admin-tls"
+	must(t, os.MkdirAll(dir, 0o750), "mkdir")
+	defer os.RemoveAll(dir)
+	ossl := func(args ...string) { run(t, "openssl", args...) }
+	ca, caKey := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "ca.key")
+	cert, key := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	ossl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
+		"-subj", "/CN=admin test CA", "-keyout", caKey, "-out", ca)
+	ossl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+		"-subj", "/CN=admin-cert.e2e.test", "-keyout", key, "-out", filepath.Join(dir, "req.pem"))
+	ext := filepath.Join(dir, "ext.cnf")
+	must(t, os.WriteFile(ext, []byte("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"), 0o644), "ext")
+	ossl("x509", "-req", "-in", filepath.Join(dir, "req.pem"), "-CA", ca, "-CAkey", caKey, "-CAcreateserial",
+		"-days", "2", "-extfile", ext, "-out", cert)
+	run(t, "chown", "-R", "root:mailshim", dir)
+	must(t, os.Chmod(key, 0o640), "chmod key")
+	must(t, os.Chmod(ca, 0o644), "chmod ca")
+	// The users must read the CA to verify against it.
+	must(t, os.Chmod(dir, 0o755), "chmod dir")
+
+	c := s.Relayd.LoopbackConfig()
+	c.Extra = fmt.Sprintf("\n[listen]\nenabled = true\ncert_file = %q\nkey_file = %q\n", cert, key)
+	s.Relayd.Restart(t, c)
+	defer s.Relayd.Restart(t, s.Relayd.LoopbackConfig())
+	tok := token(t)
+	out := runAs(t, s.Alice, nil, nil, "swaks", "--server", "127.0.0.1", "--port", "587", "--tls", "--tls-verify",
+		"--tls-ca-path", ca, "--from", "alice@example.com", "--to", "x@example.org",
+		"--header", "Subject: "+tok, "--body", "admin certificate "+tok+"\n")
+	if !strings.Contains(out, "CN=admin-cert.e2e.test") {
+		t.Errorf("the listener did not present the admin's certificate:\n%s", out)
+	}
+	checkDelivered(t, s, tok, Want{User: s.Alice, Via: "smtp", BodyHas: []string{tok}})
+}
