@@ -196,7 +196,7 @@ func clientScript(t *testing.T, u *user.User, name, src string) string {
 
 func loopbackClients() []client {
 	return []client{
-		{name: "phpmailer-article", via: "smtp", process: []string{"php"}, send: func(t *testing.T, u *user.User, tok string) string {
+		{name: "phpmailer-article", via: "smtp", process: []string{"phpmailer-article.php"}, send: func(t *testing.T, u *user.User, tok string) string {
 			p := clientScript(t, u, "phpmailer-article.php", phpMailerScript(tok, phpMailerArticle))
 			out := runAs(t, u, nil, nil, "php", p)
 			if !strings.Contains(out, "CLIENT -> SERVER: STARTTLS") || !strings.Contains(out, "AUTH") {
@@ -204,21 +204,24 @@ func loopbackClients() []client {
 			}
 			return out
 		}},
-		{name: "phpmailer-none", via: "smtp", process: []string{"php"}, send: func(t *testing.T, u *user.User, tok string) string {
+		{name: "phpmailer-none", via: "smtp", process: []string{"phpmailer-none.php"}, send: func(t *testing.T, u *user.User, tok string) string {
 			// Only isSMTP() and Host: port 25, no AUTH; PHPMailer still
 			// does STARTTLS when offered (SMTPAutoTLS) and verifies.
 			p := clientScript(t, u, "phpmailer-none.php", phpMailerScript(tok, ""))
 			return runAs(t, u, nil, nil, "php", p)
 		}},
-		{name: "actionmailer-article", via: "smtp", process: []string{"ruby"}, send: func(t *testing.T, u *user.User, tok string) string {
+		// For Ruby relayd names the interpreter (process=/usr/bin/ruby3.1):
+		// its script argument is not taken for script= (PHP's and Python's
+		// are).
+		{name: "actionmailer-article", via: "smtp", process: []string{"/usr/bin/ruby"}, send: func(t *testing.T, u *user.User, tok string) string {
 			p := clientScript(t, u, "actionmailer-article.rb", actionMailerScript(actionMailerArticle))
 			return runAs(t, u, nil, nil, "ruby", p, tok)
 		}},
-		{name: "actionmailer-none", via: "smtp", process: []string{"ruby"}, send: func(t *testing.T, u *user.User, tok string) string {
+		{name: "actionmailer-none", via: "smtp", process: []string{"/usr/bin/ruby"}, send: func(t *testing.T, u *user.User, tok string) string {
 			p := clientScript(t, u, "actionmailer-none.rb", actionMailerScript(`address: '127.0.0.1', port: 25`))
 			return runAs(t, u, nil, nil, "ruby", p, tok)
 		}},
-		{name: "wordpress-smtp-hook", via: "smtp", process: []string{"php"}, send: func(t *testing.T, u *user.User, tok string) string {
+		{name: "wordpress-smtp-hook", via: "smtp", process: []string{"wordpress-smtp.php"}, send: func(t *testing.T, u *user.User, tok string) string {
 			p := clientScript(t, u, "wordpress-smtp.php", wordpressScript(tok, true))
 			return runAs(t, u, nil, nil, "php", p)
 		}},
@@ -226,28 +229,28 @@ func loopbackClients() []client {
 			p := clientScript(t, u, "wordpress-default.php", wordpressScript(tok, false))
 			return runAs(t, u, nil, nil, "php", p)
 		}},
-		{name: "swaks-587-tls-auth", via: "smtp", process: []string{"swaks", "perl"}, send: func(t *testing.T, u *user.User, tok string) string {
+		{name: "swaks-587-tls-auth", via: "smtp", process: []string{"/usr/bin/swaks"}, send: func(t *testing.T, u *user.User, tok string) string {
 			// --tls-verify: the system store must vouch for 127.0.0.1.
 			return runAs(t, u, nil, nil, "swaks", "--server", "127.0.0.1", "--port", "587", "--tls", "--tls-verify",
 				"--auth", "PLAIN", "--auth-user", articleUser, "--auth-password", articlePassword,
 				"--from", "swaks@example.com", "--to", "x@example.org",
 				"--header", "Subject: "+tok, "--body", "swaks over SMTP\n"+tok+"\n")
 		}},
-		{name: "swaks-ipv6-25", via: "smtp", process: []string{"swaks", "perl"}, send: func(t *testing.T, u *user.User, tok string) string {
+		{name: "swaks-ipv6-25", via: "smtp", process: []string{"/usr/bin/swaks"}, send: func(t *testing.T, u *user.User, tok string) string {
 			return runAs(t, u, nil, nil, "swaks", "--server", "::1", "--port", "25", "-6",
 				"--from", "swaks@example.com", "--to", "x@example.org",
 				"--header", "Subject: "+tok, "--body", "swaks over SMTP\n"+tok+"\n")
 		}},
-		{name: "swaks-unix-socket", via: "smtp", process: []string{"swaks", "perl"}, send: func(t *testing.T, u *user.User, tok string) string {
+		{name: "swaks-unix-socket", via: "smtp", process: []string{"/usr/bin/swaks"}, send: func(t *testing.T, u *user.User, tok string) string {
 			return runAs(t, u, nil, nil, "swaks", "--socket", smtpSock,
 				"--from", "swaks@example.com", "--to", "x@example.org",
 				"--header", "Subject: "+tok, "--body", "swaks over SMTP\n"+tok+"\n")
 		}},
-		{name: "python-smtplib-587-tls-auth", via: "smtp", process: []string{"python3"}, send: func(t *testing.T, u *user.User, tok string) string {
+		{name: "python-smtplib-587-tls-auth", via: "smtp", process: []string{"smtplib-tls.py"}, send: func(t *testing.T, u *user.User, tok string) string {
 			p := clientScript(t, u, "smtplib-tls.py", pythonScript("127.0.0.1", 587, true))
 			return runAs(t, u, nil, nil, "python3", p, tok)
 		}},
-		{name: "python-smtplib-25", via: "smtp", process: []string{"python3"}, send: func(t *testing.T, u *user.User, tok string) string {
+		{name: "python-smtplib-25", via: "smtp", process: []string{"smtplib-plain.py"}, send: func(t *testing.T, u *user.User, tok string) string {
 			p := clientScript(t, u, "smtplib-plain.py", pythonScript("127.0.0.1", 25, false))
 			return runAs(t, u, nil, nil, "python3", p, tok)
 		}},
