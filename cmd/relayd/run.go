@@ -288,6 +288,9 @@ func reload(path string, old *config.Config, pk *pickup.Pickup, qu *queue.Queue,
 	if cfg.Queue.Concurrency != old.Queue.Concurrency {
 		restart = append(restart, "queue.concurrency")
 	}
+	if cfg.Metrics != old.Metrics {
+		restart = append(restart, "metrics")
+	}
 	if listenChanged(cfg, old) {
 		restart = append(restart, "listen")
 	}
