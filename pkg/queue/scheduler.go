@@ -67,8 +67,17 @@ type sched struct {
 	// needed (some breaker open, several routes).
 	routes map[string][]string
 	// waiting holds the deferred messages whose upstreams were all
-	// down: due again as soon as one comes back.
-	waiting map[string]bool
+	// down: due again as soon as one comes back, but not before the time
+	// given (see strikes).
+	waiting map[string]time.Time
+	// strikes counts, per message, the times its upstreams all failed on
+	// it: it then waits 1 s, 2 s, 4 s ... up to MaxBackoff before it may
+	// go again, even when an upstream comes back. So the next probe of a
+	// failing upstream is another message, and a message that keeps
+	// tripping a working upstream (a refusal that is really about it)
+	// can neither keep its breaker open for everyone else nor be retried
+	// every second.
+	strikes map[string]int
 	// swept holds the messages held by open breakers that were handed to
 	// a worker anyway, to be bounced at the end of their lifetime or to
 	// get their delay notice (see sweep).
@@ -81,7 +90,7 @@ type sweepState struct {
 }
 
 func newSched() *sched {
-	return &sched{inflight: map[string]bool{}, health: map[string]*breaker{}, routes: map[string][]string{}, waiting: map[string]bool{}, swept: map[string]*sweepState{}}
+	return &sched{inflight: map[string]bool{}, health: map[string]*breaker{}, routes: map[string][]string{}, waiting: map[string]time.Time{}, strikes: map[string]int{}, swept: map[string]*sweepState{}}
 }
 
 // EventKind names an Observer event.
@@ -123,8 +132,9 @@ type job struct {
 	// lately (half-open).
 	probes []string
 	// down holds the last failure of each upstream in skip (for the
-	// messages handed over while all their upstreams are down).
-	down map[string]*relay.Error
+	// messages handed over while all their upstreams are down: swept).
+	down  map[string]*relay.Error
+	swept map[string]bool
 	// hint is the breaker's backoff if this job's upstreams fail: the
 	// next attempt recorded for messages whose upstreams were all down.
 	hint time.Duration
@@ -307,6 +317,13 @@ func (q *Queue) nextAttempt() time.Time {
 	return next
 }
 
+func latest(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
 func earliest(a, b time.Time) time.Time {
 	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
 		return b
@@ -374,6 +391,7 @@ func (q *Queue) plan(pending []string, size int, set Settings, gen int) (j *job,
 	now := q.now()
 	skip, probes := q.breakers(now)
 	var batch []string
+	var swept map[string]bool
 	probe := ""
 	for len(pending) > 0 && len(batch) < size {
 		id := pending[0]
@@ -392,6 +410,10 @@ func (q *Queue) plan(pending []string, size int, set Settings, gen int) (j *job,
 				// its delay notice is due: the worker settles that
 				// without dialing (relay.Error of the breaker).
 				batch = append(batch, id)
+				if swept == nil {
+					swept = map[string]bool{}
+				}
+				swept[id] = true
 				continue
 			}
 			wake = earliest(wake, w)
@@ -409,7 +431,7 @@ func (q *Queue) plan(pending []string, size int, set Settings, gen int) (j *job,
 	if len(batch) == 0 {
 		return nil, pending, wake
 	}
-	j = &job{ids: batch, skip: skip, set: set, gen: gen, hint: MinBackoff}
+	j = &job{ids: batch, skip: skip, swept: swept, set: set, gen: gen, hint: MinBackoff}
 	for k := range skip {
 		if b := s.health[k]; b != nil && b.last != nil {
 			if j.down == nil {
@@ -586,11 +608,12 @@ func (q *Queue) apply(r *jobResult) {
 				delete(s.health, h.key)
 				q.log.Event("upstream-up", appendNonEmpty([]any{"upstream", h.addr}, "name", name, "down_for", now.Sub(b.since).Round(time.Millisecond).String(), "failures", strconv.Itoa(b.fails))...)
 				events = append(events, Event{Kind: EventUpstreamUp, Upstream: h.addr})
-				// Everything that waited for an upstream is due now.
+				// Everything that waited for an upstream is due now
+				// (or when its strikes allow).
 				q.mu.Lock()
-				for id := range s.waiting {
+				for id, notBefore := range s.waiting {
 					if _, ok := q.deferred[id]; ok {
-						q.deferred[id] = time.Time{}
+						q.deferred[id] = notBefore
 					}
 				}
 				q.mu.Unlock()
@@ -633,15 +656,23 @@ func (q *Queue) apply(r *jobResult) {
 		case m.gone:
 			delete(s.routes, m.id)
 			delete(s.waiting, m.id)
+			delete(s.strikes, m.id)
 			delete(s.swept, m.id)
 			delete(q.deferred, m.id)
-		case m.deferred:
-			q.deferred[m.id] = m.next
-			if m.waiting {
-				s.waiting[m.id] = true
-			} else {
-				delete(s.waiting, m.id)
+		case m.deferred && m.waiting:
+			var notBefore time.Time
+			if !r.job.swept[m.id] {
+				s.strikes[m.id]++
 			}
+			if k := s.strikes[m.id]; k > 0 {
+				notBefore = now.Add(min(MinBackoff<<min(k-1, 6), MaxBackoff))
+			}
+			s.waiting[m.id] = notBefore
+			q.deferred[m.id] = latest(m.next, notBefore)
+		case m.deferred:
+			delete(s.waiting, m.id)
+			delete(s.strikes, m.id)
+			q.deferred[m.id] = m.next
 		}
 	}
 	q.mu.Unlock()

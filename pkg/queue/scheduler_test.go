@@ -354,3 +354,41 @@ func TestBreakerAuthFailureNeverBounces(t *testing.T) {
 		t.Errorf("held message %s; log:\n%s", st, e.log)
 	}
 }
+
+// A message whose refusal looks like the upstream's trouble but is its
+// own (a 421 for this sender only) cannot starve the others: it is not
+// the probe every time, the others get through, and it backs off.
+func TestMisleadingRefusalDoesNotStarveOthers(t *testing.T) {
+	e := newEnv(t, Settings{Concurrency: 1, Retry: []time.Duration{time.Hour}, Lifetime: 24 * time.Hour})
+	e.up.respond = func(from, rcpt string) *relay.Error {
+		if from == "bad@example.org" {
+			return &relay.Error{Class: relay.Temporary, Stage: relay.StageMail, Code: 421, Enhanced: "4.3.2", Text: "too busy for you"}
+		}
+		return nil
+	}
+	bad := e.enqueue(t, 1001, "bad@example.org", "r@example.net")
+	var good []string
+	for i := 0; i < 3; i++ {
+		good = append(good, e.enqueue(t, 1001, "good@example.org", "r@example.net"))
+	}
+	for _, at := range []time.Duration{0, time.Second, 2 * time.Second, 3 * time.Second} {
+		e.clk.Set(t0.Add(at))
+		e.run()
+	}
+	for _, id := range good {
+		if st := e.state(t, id); st != "" {
+			t.Errorf("good message %s still %s:\n%s", id, st, e.log)
+		}
+	}
+	if st := e.state(t, bad); st != spool.Deferred {
+		t.Errorf("bad message %s", st)
+	}
+	// It backs off: over a minute it is tried a handful of times, not 60.
+	for s := 4; s <= 60; s++ {
+		e.clk.Set(t0.Add(time.Duration(s) * time.Second))
+		e.run()
+	}
+	if n := strings.Count(e.log.String(), "event=delivery id="+bad+" "); n > 10 {
+		t.Errorf("the bad message was tried %d times in a minute", n)
+	}
+}
