@@ -893,7 +893,7 @@ func (p *probe) transactions() {
 	for _, s := range p.senders() {
 		err := p.c.Mail(s, nil)
 		if err != nil {
-			e := relay.Refine(relay.Classify(relay.StageMail, err), p.up, p.authed)
+			e := relay.Refine(relay.Classify(relay.StageMail, err), p.up)
 			p.add(failCheck(CMail, "MAIL FROM:<"+s+"> refused", e))
 			if !p.reset() {
 				return
@@ -903,12 +903,20 @@ func (p *probe) transactions() {
 		err = p.c.Rcpt(p.o.Rcpt, nil)
 		switch {
 		case err != nil && senderRefusal(err):
-			e := relay.Refine(relay.Classify(relay.StageMail, err), p.up, p.authed)
+			e := relay.Refine(relay.Classify(relay.StageMail, err), p.up)
 			p.add(failCheck(CMail, "MAIL FROM:<"+s+"> accepted, but the sender refused at RCPT TO:<"+p.o.Rcpt+">", e))
 		case err != nil:
 			p.ok(CMail, "MAIL FROM:<"+s+"> accepted")
 			if rcpt == nil {
-				c := failCheck(CRcpt, "RCPT TO:<"+p.o.Rcpt+"> (from <"+s+">) refused", relay.Refine(relay.Classify(relay.StageRcpt, err), p.up, p.authed))
+				saw := "RCPT TO:<" + p.o.Rcpt + "> (from <" + s + ">) refused"
+				e := relay.Refine(relay.Classify(relay.StageRcpt, err), p.up)
+				if p.authed && strings.Contains(strings.ToLower(e.Text), "relay") {
+					// Only doctor knows the login was accepted on this
+					// very connection: the credentials are right, the
+					// upstream's relay rules refuse this login.
+					saw += " after a successful AUTH as " + p.up.Username + ": the credentials are right, the upstream's relay rules refuse this login"
+				}
+				c := failCheck(CRcpt, saw, e)
 				rcpt = &c
 			}
 		default:

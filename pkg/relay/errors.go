@@ -416,7 +416,7 @@ var explanations = []explanation{
 			return has(t, "relay access denied", "relaying denied", "relay not permitted", "relaying not allowed", "not permitted to relay", "unable to relay", "relay denied")
 		},
 		cause: causeRelayDenied,
-		fix:   `check username and password_file, that tls is not "none" (no AUTH without TLS), and the upstream's relay settings (Postfix: smtpd_relay_restrictions, permit_sasl_authenticated)`,
+		fix:   `check username and password_file, that tls is not "none" (no AUTH without TLS), and the upstream's relay settings (Postfix: smtpd_relay_restrictions must have permit_sasl_authenticated before reject_unauth_destination; permit_mynetworks alone does not cover this host)`,
 		auth:  true,
 	},
 	{
@@ -489,25 +489,19 @@ func explain(code int, enhanced, text string, stage string) (cause, fix string, 
 }
 
 // Refine makes a refusal explained as "not authenticated" or "relay
-// denied" precise when the session knows whether it authenticated: without
-// a username (as with tls = "none") relayd sent no credentials at all; after
-// a successful AUTH the credentials are right and the upstream's relay rules
-// are what refuses this login. Other errors are returned unchanged.
-func Refine(e *Error, up config.Upstream, authenticated bool) *Error {
-	if e == nil || (e.Cause != causeRelayDenied && e.Cause != causeAuthRequired) {
+// denied" precise for an upstream relayd does not log in to (no username,
+// as with tls = "none"): relayd then sent no credentials at all. Other
+// errors are returned unchanged. A Session does the same (Session.refine),
+// so that relayd doctor and the log say the same words.
+func Refine(e *Error, up config.Upstream) *Error {
+	if e == nil || up.Username != "" || (e.Cause != causeRelayDenied && e.Cause != causeAuthRequired) {
 		return e
 	}
-	switch {
-	case up.Username == "":
-		why := "no username is set for this upstream"
-		if up.WithDefaults().TLS == "none" {
-			why = `tls = "none" and no username: relayd sent no credentials`
-		}
-		e.Cause = "the upstream refuses to relay for us because relayd did not authenticate (" + why + ")"
-		e.Fix = `set username and password_file for this upstream, with tls = "starttls" (port 587) or "tls" (port 465): relayd authenticates only over TLS`
-	case authenticated && e.Cause == causeRelayDenied:
-		e.Cause = "the upstream accepted our login but refuses to relay for it: its relay rules do not let this account send to other domains"
-		e.Fix = "on the upstream, allow authenticated clients to relay (Postfix: permit_sasl_authenticated before reject_unauth_destination in smtpd_relay_restrictions; relaying only from mynetworks excludes this host); or use the account the provider gives for SMTP submission"
+	why := "no username is set for this upstream"
+	if up.WithDefaults().TLS == "none" {
+		why = `tls = "none" and no username: relayd sent no credentials`
 	}
+	e.Cause = "the upstream refuses to relay for us because relayd did not authenticate (" + why + ")"
+	e.Fix = `set username and password_file for this upstream, with tls = "starttls" (port 587) or "tls" (port 465): relayd authenticates only over TLS`
 	return e
 }

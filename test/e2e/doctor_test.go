@@ -318,9 +318,9 @@ func TestDoctor(t *testing.T) {
 			conf: func(c *doctorConf) { c.tls = "none" },
 			exit: 78, saw: "credentials are never sent without TLS"},
 		{name: "relay-only-from-mynetworks", postfix: []string{"mynetworks = 192.0.2.0/24", "smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination"},
-			check: "✘ rcpt", saw: "refused", cause: "accepted our login but refuses to relay", fix: "permit_sasl_authenticated before reject_unauth_destination"},
+			check: "✘ rcpt", saw: "after a successful AUTH as relay@e2e.test", cause: "refuses to relay for us", fix: "permit_mynetworks alone does not cover this host"},
 		{name: "reject-unauth-destination-first", postfix: []string{"smtpd_relay_restrictions = reject_unauth_destination, permit_sasl_authenticated"},
-			check: "✘ rcpt", saw: "refused", cause: "accepted our login but refuses to relay", fix: "smtpd_relay_restrictions"},
+			check: "✘ rcpt", saw: "after a successful AUTH as relay@e2e.test", cause: "refuses to relay for us", fix: "permit_sasl_authenticated before reject_unauth_destination"},
 		{name: "starttls-not-offered", postfix: []string{"smtpd_tls_security_level = none", "smtpd_tls_auth_only = no"},
 			check: "✘ starttls", saw: "STARTTLS not offered", cause: "STARTTLS stripped or not offered", fix: `tls = "tls"`},
 		{name: "certificate-expired", certs: func(t *testing.T) []string {
