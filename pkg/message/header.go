@@ -72,6 +72,29 @@ type Header struct {
 	BodyStart []byte
 }
 
+// NewField returns the field "name: value" with its LF. value must already
+// be a valid, unfolded or properly folded field body without a final line
+// end.
+func NewField(name, value string) Field {
+	return Field{Name: name, Raw: []byte(name + ": " + value + "\n")}
+}
+
+// Lookup returns the first field named name (nil: none) and how many
+// fields have that name.
+func (h *Header) Lookup(name string) (*Field, int) {
+	var first *Field
+	n := 0
+	for i := range h.Fields {
+		if h.Fields[i].Is(name) {
+			if first == nil {
+				first = &h.Fields[i]
+			}
+			n++
+		}
+	}
+	return first, n
+}
+
 // Get returns the value of the first field named name, or "".
 func (h *Header) Get(name string) string {
 	for _, f := range h.Fields {
@@ -110,7 +133,7 @@ func (h *Header) Del(name string) int {
 // Add appends a field. value must already be a valid, unfolded or properly
 // folded field body without a final line end.
 func (h *Header) Add(name, value string) {
-	h.Fields = append(h.Fields, Field{Name: name, Raw: []byte(name + ": " + value + "\n")})
+	h.Fields = append(h.Fields, NewField(name, value))
 }
 
 // ParseFieldName reports whether line starts a header field and returns
