@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"errors"
 	"io"
-	"strings"
 
 	"github.com/mailshim/mailshim/pkg/message"
 )
@@ -21,50 +20,14 @@ import (
 // socket; it is bounced, not quarantined.
 var ErrHeaderTooLarge = message.ErrHeaderTooLarge
 
-// field is one header field as it was stored, continuation lines included.
-type field struct {
-	name string // as written
-	raw  []byte // "Name: value\n" with any folded lines
-}
-
-func (f *field) is(name string) bool { return strings.EqualFold(f.name, name) }
-
-// value is the unfolded value without the line end.
-func (f *field) value() string {
-	return message.Field{Name: f.name, Raw: f.raw}.Value()
-}
-
-// header is a parsed header section.
+// header is a stored message's header section (package message's model)
+// and how it ended.
 type header struct {
-	fields []field
+	message.Header
 	// sep is the blank line that ended the section ("\n" or "\r\n"), or ""
 	// when the section ended otherwise (EOF, or a line that is not a field,
-	// kept in bodyStart).
-	sep       string
-	bodyStart []byte
-}
-
-func (h *header) has(name string) bool {
-	for i := range h.fields {
-		if h.fields[i].is(name) {
-			return true
-		}
-	}
-	return false
-}
-
-func (h *header) get(name string) (*field, int) {
-	n := 0
-	var first *field
-	for i := range h.fields {
-		if h.fields[i].is(name) {
-			if first == nil {
-				first = &h.fields[i]
-			}
-			n++
-		}
-	}
-	return first, n
+	// kept in BodyStart).
+	sep string
 }
 
 // readHeader reads the header section of a stored message from br with
@@ -79,45 +42,37 @@ func readHeader(br *bufio.Reader) (*header, error) {
 		}
 		return nil, err
 	}
-	h := &header{fields: make([]field, 0, len(mh.Fields)+4)}
-	for _, f := range mh.Fields {
-		h.fields = append(h.fields, field{name: f.Name, raw: f.Raw})
-	}
+	h := &header{Header: *mh}
 	switch {
 	case mh.Separator:
 		h.sep = "\n"
 	case string(mh.BodyStart) == "\r\n":
 		// A CRLF message (the submission socket takes what it is given).
 		h.sep = "\r\n"
-	default:
-		h.bodyStart = mh.BodyStart
+		h.BodyStart = nil
 	}
-	if n := len(h.fields); n > 0 && !bytes.HasSuffix(h.fields[n-1].raw, []byte("\n")) {
+	if n := len(h.Fields); n > 0 && !bytes.HasSuffix(h.Fields[n-1].Raw, []byte("\n")) {
 		// The last field had no line end (EOF): give it one.
-		h.fields[n-1].raw = append(h.fields[n-1].raw, '\n')
+		h.Fields[n-1].Raw = append(h.Fields[n-1].Raw, '\n')
 	}
 	return h, nil
 }
 
-// write writes the header section with the blank line (LF) that ends it,
-// then bodyStart.
-func (h *header) write(w io.Writer, pre []field) error {
+// write writes the fields pre, then the header section with the blank
+// line (LF) that ends it, then BodyStart.
+func (h *header) write(w io.Writer, pre []message.Field) error {
 	bw := bufio.NewWriter(w)
 	for _, f := range pre {
-		bw.Write(f.raw)
+		bw.Write(f.Raw)
 	}
-	for _, f := range h.fields {
-		bw.Write(f.raw)
+	for _, f := range h.Fields {
+		bw.Write(f.Raw)
 	}
 	if h.sep != "" {
 		bw.WriteString(h.sep)
 	} else {
 		bw.WriteString("\n")
 	}
-	bw.Write(h.bodyStart)
+	bw.Write(h.BodyStart)
 	return bw.Flush()
-}
-
-func newField(name, value string) field {
-	return field{name: name, raw: []byte(name + ": " + value + "\n")}
 }

@@ -44,8 +44,8 @@ func TestReadHeader(t *testing.T) {
 		}
 	}
 	_, h := roundTrip(t, "Subject: a\n folded\n\n")
-	if f, n := h.get("subject"); n != 1 || f.value() != "a folded" {
-		t.Errorf("value %q", f.value())
+	if f, n := h.Lookup("subject"); n != 1 || f.Value() != "a folded" {
+		t.Errorf("value %q", f.Value())
 	}
 	// A long unfolded field (a To: of thousands of addresses) is read:
 	// sendmail accepts it, so pickup must.
@@ -54,9 +54,9 @@ func TestReadHeader(t *testing.T) {
 		t.Errorf("long field not kept (%d bytes)", len(got))
 	}
 	// The obsolete "Name : value" syntax is a header field, as in sendmail.
-	if got, h := roundTrip(t, "Subject: t\nX-A : 1\nFrom: ceo@example.org\n\nbody\n"); got != "Subject: t\nX-A : 1\nFrom: ceo@example.org\n\nbody\n" || len(h.fields) != 3 {
+	if got, h := roundTrip(t, "Subject: t\nX-A : 1\nFrom: ceo@example.org\n\nbody\n"); got != "Subject: t\nX-A : 1\nFrom: ceo@example.org\n\nbody\n" || len(h.Fields) != 3 {
 		t.Errorf("obsolete syntax: %q", got)
-	} else if f, _ := h.get("x-a"); f == nil || f.value() != "1" {
+	} else if f, _ := h.Lookup("x-a"); f == nil || f.Value() != "1" {
 		t.Errorf("X-A value: %+v", f)
 	}
 	// A header field over the shared limit is refused, not truncated.
@@ -118,17 +118,17 @@ func TestSameHeaderAsSendmail(t *testing.T) {
 			t.Errorf("%.60q: sendmail accepts it, pickup refuses it: %v", in, err)
 			continue
 		}
-		if len(h.fields) != len(mh.Fields) {
-			t.Errorf("%.60q: pickup sees %d fields, sendmail %d", in, len(h.fields), len(mh.Fields))
+		if len(h.Fields) != len(mh.Fields) {
+			t.Errorf("%.60q: pickup sees %d fields, sendmail %d", in, len(h.Fields), len(mh.Fields))
 			continue
 		}
-		for i := range h.fields {
-			if h.fields[i].name != mh.Fields[i].Name || h.fields[i].value() != mh.Fields[i].Value() {
-				t.Errorf("%.60q: field %d: %q vs %q", in, i, h.fields[i].name, mh.Fields[i].Name)
+		for i := range h.Fields {
+			if h.Fields[i].Name != mh.Fields[i].Name || h.Fields[i].Value() != mh.Fields[i].Value() {
+				t.Errorf("%.60q: field %d: %q vs %q", in, i, h.Fields[i].Name, mh.Fields[i].Name)
 			}
 		}
 		rest, _ := io.ReadAll(br)
-		if got := string(h.bodyStart) + string(rest); !strings.HasSuffix(got, "BODY\n") {
+		if got := string(h.BodyStart) + string(rest); !strings.HasSuffix(got, "BODY\n") {
 			t.Errorf("%.60q: body %q", in, got)
 		}
 	}
@@ -151,10 +151,10 @@ func FuzzReadHeader(f *testing.F) {
 		}
 		rest, _ := io.ReadAll(br)
 		var b bytes.Buffer
-		h.write(&b, []field{newField("Received", "x")})
+		h.write(&b, []message.Field{message.NewField("Received", "x")})
 		b.Write(rest)
 		out := b.String()
-		if !strings.HasPrefix(out, "Received: x\n") || !strings.HasSuffix(out, string(h.bodyStart)+string(rest)) {
+		if !strings.HasPrefix(out, "Received: x\n") || !strings.HasSuffix(out, string(h.BodyStart)+string(rest)) {
 			t.Fatalf("in %q out %q", in, out)
 		}
 		if !strings.Contains(out, "\n\n") && !strings.Contains(out, "\n\r\n") {

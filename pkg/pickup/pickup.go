@@ -701,42 +701,42 @@ func (p *Pickup) enqueue(m *spool.Meta, body io.Reader, sync bool) (string, erro
 	// A caller cannot forge the trace: its own copies of our trace
 	// fields are renamed (trace.go) before ours are added.
 	forged := rw.disarmTrace(h)
-	if f, n := h.get("From"); f != nil && n == 1 {
-		v := f.value()
+	if f, n := h.Lookup("From"); f != nil && n == 1 {
+		v := f.Value()
 		if nv := rw.RewriteFrom(v, &q.Origin); nv != v {
-			*f = newField(f.name, nv)
+			*f = message.NewField(f.Name, nv)
 		}
 	} else if f == nil {
 		from := q.Env.Sender
 		if from == "<>" {
 			from = "MAILER-DAEMON@" + rw.Hostname
 		}
-		h.fields = append(h.fields, newField("From", message.FormatFrom(q.Env.FullName, from)))
+		h.Fields = append(h.Fields, message.NewField("From", message.FormatFrom(q.Env.FullName, from)))
 	}
 	// Bare local addresses in the address fields get our host name, as
 	// the envelope's do (aliases are not expanded here).
-	for i := range h.fields {
-		if isAddressField(h.fields[i].name) {
-			h.fields[i].raw = rw.QualifyField(h.fields[i].raw)
+	for i := range h.Fields {
+		if isAddressField(h.Fields[i].Name) {
+			h.Fields[i].Raw = rw.QualifyField(h.Fields[i].Raw)
 		}
 	}
-	if !h.has("Date") {
-		h.fields = append(h.fields, newField("Date", q.Time.Format(time.RFC1123Z)))
+	if !h.Has("Date") {
+		h.Fields = append(h.Fields, message.NewField("Date", q.Time.Format(time.RFC1123Z)))
 	}
-	if !h.has("Message-ID") {
-		h.fields = append(h.fields, newField("Message-ID", "<"+q.ID+"@"+rw.Hostname+">"))
+	if !h.Has("Message-ID") {
+		h.Fields = append(h.Fields, message.NewField("Message-ID", "<"+q.ID+"@"+rw.Hostname+">"))
 	}
-	pre := []field{newField("Received", rw.Received(&q.Origin, q.ID, q.Time))}
+	pre := []message.Field{message.NewField("Received", rw.Received(&q.Origin, q.ID, q.Time))}
 	if rw.TraceHeader != "" {
 		if v := rw.Origin(&q.Origin); v != "" {
 			if rw.TraceKey != nil {
 				msgid := ""
-				if f, _ := h.get("Message-ID"); f != nil {
-					msgid = f.value()
+				if f, _ := h.Lookup("Message-ID"); f != nil {
+					msgid = f.Value()
 				}
 				v = SignOrigin(rw.TraceKey, rw.TraceHeader, v+" id="+q.ID, msgid)
 			}
-			pre = append(pre, newField(rw.TraceHeader, v))
+			pre = append(pre, message.NewField(rw.TraceHeader, v))
 		}
 	}
 

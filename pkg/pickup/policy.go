@@ -100,11 +100,11 @@ func errPolicy(v *policy.Violation) *RejectError {
 // list); a value that does not parse is returned whole, so that a domain
 // rule refuses it rather than letting it by.
 func fromAddrs(h *header) []string {
-	f, _ := h.get("From")
+	f, _ := h.Lookup("From")
 	if f == nil {
 		return nil
 	}
-	v := f.value()
+	v := f.Value()
 	list, err := mail.ParseAddressList(v)
 	if err != nil {
 		if start, end, ok := addrSpan(v); ok {
@@ -121,11 +121,11 @@ func fromAddrs(h *header) []string {
 
 // sampleField returns a field's value, cut short, for the admin notice.
 func sampleField(h *header, name string) string {
-	f, _ := h.get(name)
+	f, _ := h.Lookup(name)
 	if f == nil {
 		return ""
 	}
-	v := f.value()
+	v := f.Value()
 	if len(v) > 200 {
 		v = v[:200] + "..."
 	}

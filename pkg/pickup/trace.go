@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/mailshim/mailshim/pkg/message"
 )
 
 // Trace headers a caller cannot forge.
@@ -46,11 +48,11 @@ const DefaultOriginHeader = "X-Mailshim-Origin"
 // forgedName returns the name a field of the caller's header section is
 // renamed to because it could be taken for a trace field relayd adds, or
 // "" when it could not.
-func (r *Rewriter) forgedName(f *field) string {
+func (r *Rewriter) forgedName(f *message.Field) string {
 	switch {
-	case f.is(DefaultOriginHeader), r.TraceHeader != "" && f.is(r.TraceHeader):
+	case f.Is(DefaultOriginHeader), r.TraceHeader != "" && f.Is(r.TraceHeader):
 		return ForgedPrefix + "Origin"
-	case f.is("Received") && strings.Contains(strings.ToLower(f.value()), "mailshim"):
+	case f.Is("Received") && strings.Contains(strings.ToLower(f.Value()), "mailshim"):
 		return ForgedPrefix + "Received"
 	}
 	return ""
@@ -61,17 +63,17 @@ func (r *Rewriter) forgedName(f *field) string {
 // order, for the log.
 func (r *Rewriter) disarmTrace(h *header) []string {
 	var names []string
-	for i := range h.fields {
-		f := &h.fields[i]
+	for i := range h.Fields {
+		f := &h.Fields[i]
 		newName := r.forgedName(f)
 		if newName == "" {
 			continue
 		}
-		names = append(names, f.name)
-		raw := make([]byte, 0, len(newName)+len(f.raw)-len(f.name))
+		names = append(names, f.Name)
+		raw := make([]byte, 0, len(newName)+len(f.Raw)-len(f.Name))
 		raw = append(raw, newName...)
-		raw = append(raw, f.raw[len(f.name):]...)
-		*f = field{name: newName, raw: raw}
+		raw = append(raw, f.Raw[len(f.Name):]...)
+		*f = message.Field{Name: newName, Raw: raw}
 	}
 	return names
 }
@@ -122,10 +124,10 @@ func VerifyOrigin(key []byte, name string, r io.Reader) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("reading the message: %w", err)
 	}
-	var origins []*field
-	for i := range h.fields {
-		if h.fields[i].is(name) {
-			origins = append(origins, &h.fields[i])
+	var origins []*message.Field
+	for i := range h.Fields {
+		if h.Fields[i].Is(name) {
+			origins = append(origins, &h.Fields[i])
 		}
 	}
 	switch len(origins) {
@@ -135,7 +137,7 @@ func VerifyOrigin(key []byte, name string, r io.Reader) (string, error) {
 	default:
 		return "", fmt.Errorf("%w: the message has %d %s headers; relayd adds exactly one", ErrNotGenuine, len(origins), name)
 	}
-	v := strings.TrimSpace(unfold(origins[0].raw[len(origins[0].name):]))
+	v := strings.TrimSpace(unfold(origins[0].Raw[len(origins[0].Name):]))
 	v = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
 	i := strings.LastIndex(v, macPrefix)
 	if i < 0 {
@@ -143,11 +145,11 @@ func VerifyOrigin(key []byte, name string, r io.Reader) (string, error) {
 	}
 	value, mac := v[:i], v[i+len(macPrefix):]
 	msgid := ""
-	if f, n := h.get("Message-ID"); f != nil {
+	if f, n := h.Lookup("Message-ID"); f != nil {
 		if n > 1 {
 			return "", fmt.Errorf("%w: the message has %d Message-ID headers", ErrNotGenuine, n)
 		}
-		msgid = f.value()
+		msgid = f.Value()
 	}
 	want := originMAC(key, name, value, msgid)
 	if !hmac.Equal([]byte(mac), []byte(want)) {
