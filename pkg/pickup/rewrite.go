@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/mailshim/mailshim/pkg/config"
+	"github.com/mailshim/mailshim/pkg/message"
 	"github.com/mailshim/mailshim/pkg/spool"
 )
 
@@ -134,54 +135,14 @@ func (r *Rewriter) RewriteFrom(value string, o *spool.Origin) string {
 	return value[:start] + r.senderFor(name, o) + value[end:]
 }
 
-// addrSpan finds the address in a one-mailbox header value: the content of
-// <...>, or the only token outside comments. It gives up (false) on groups
-// and lists.
+// addrSpan finds the address in a one-mailbox header value (the scanner
+// of package message); it gives up (false) on groups and lists.
 func addrSpan(v string) (int, int, bool) {
-	depth, quoted := 0, false
-	var tokStart, tokEnd = -1, -1
-	tokens := 0
-	for i := 0; i < len(v); i++ {
-		c := v[i]
-		switch {
-		case quoted:
-			if c == '\\' {
-				i++
-			} else if c == '"' {
-				quoted = false
-			}
-		case c == '(':
-			depth++
-		case c == ')' && depth > 0:
-			depth--
-		case depth > 0:
-			if c == '\\' {
-				i++
-			}
-		case c == '"':
-			quoted = true
-			tokens++
-		case c == '<':
-			j := strings.IndexByte(v[i:], '>')
-			if j < 0 {
-				return 0, 0, false
-			}
-			return i + 1, i + j, true
-		case c == ',' || c == ';' || c == ':':
-			return 0, 0, false
-		case c == ' ' || c == '\t' || c == '\r' || c == '\n':
-		default:
-			if tokStart < 0 || tokEnd != i {
-				tokens++
-				tokStart = i
-			}
-			tokEnd = i + 1
-		}
-	}
-	if tokens != 1 || tokStart < 0 {
+	spans, list, ok := message.AddressSpans([]byte(v))
+	if !ok || list || len(spans) != 1 {
 		return 0, 0, false
 	}
-	return tokStart, tokEnd, true
+	return spans[0].Start, spans[0].End, true
 }
 
 func localPartOK(s string) bool {
@@ -286,82 +247,16 @@ func (r *Rewriter) QualifyField(raw []byte) []byte {
 	if colon < 0 {
 		return raw
 	}
-	var at []int // insertion points
-	var (
-		depth                int  // comment nesting
-		quoted, inAngle      bool // in a quoted string, in <...>
-		angleStart, angleEnd = -1, -1
-		tokens               int
-		tokStart, tokEnd     = -1, -1
-	)
-	finish := func() {
-		switch {
-		case angleStart >= 0 && angleEnd >= 0:
-			a := bytes.TrimSpace(raw[angleStart:angleEnd])
-			if len(a) > 0 && bytes.IndexByte(a, '@') < 0 && localPartOK(string(a)) {
-				at = append(at, angleStart+bytes.Index(raw[angleStart:angleEnd], a)+len(a))
-			}
-		case angleStart < 0 && tokens == 1 && tokStart >= 0:
-			a := raw[tokStart:tokEnd]
-			if bytes.IndexByte(a, '@') < 0 && localPartOK(string(a)) {
-				at = append(at, tokEnd)
-			}
-		}
-		angleStart, angleEnd, tokens, tokStart, tokEnd = -1, -1, 0, -1, -1
-	}
-	for i := colon + 1; i < len(raw); i++ {
-		c := raw[i]
-		switch {
-		case quoted:
-			if c == '\\' {
-				i++
-			} else if c == '"' {
-				quoted = false
-			}
-		case depth > 0:
-			switch c {
-			case '\\':
-				i++
-			case '(':
-				depth++
-			case ')':
-				depth--
-			}
-		case inAngle:
-			if c == '>' {
-				inAngle, angleEnd = false, i
-			} else if c == '"' || c == '(' || c == '<' {
-				return raw // a route or quoted local part: leave it be
-			}
-		case c == '(':
-			depth++
-		case c == '"':
-			quoted = true
-			tokens++
-			tokStart, tokEnd = -1, -1
-		case c == '<':
-			if angleStart >= 0 {
-				return raw
-			}
-			inAngle, angleStart = true, i+1
-		case c == ',' || c == ';':
-			finish()
-		case c == ':':
-			// A group's display name ends: its mailboxes follow.
-			angleStart, angleEnd, tokens, tokStart, tokEnd = -1, -1, 0, -1, -1
-		case c == ' ' || c == '\t' || c == '\r' || c == '\n':
-		default:
-			if tokEnd != i {
-				tokens++
-				tokStart = i
-			}
-			tokEnd = i + 1
-		}
-	}
-	if quoted || depth > 0 || inAngle {
+	spans, _, ok := message.AddressSpans(raw[colon+1:])
+	if !ok {
 		return raw
 	}
-	finish()
+	var at []int // insertion points
+	for _, sp := range spans {
+		if a := raw[colon+1+sp.Start : colon+1+sp.End]; bytes.IndexByte(a, '@') < 0 && localPartOK(string(a)) {
+			at = append(at, colon+1+sp.End)
+		}
+	}
 	if len(at) == 0 {
 		return raw
 	}
