@@ -12,6 +12,7 @@ package origin
 import (
 	"bufio"
 	"bytes"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -102,7 +103,7 @@ func clean(s string) string {
 
 // UserName returns the name of uid in /etc/passwd, or "".
 func UserName(uid int) string {
-	f, err := os.Open("/etc/passwd")
+	f, err := open("/etc/passwd")
 	if err != nil {
 		return ""
 	}
@@ -166,7 +167,7 @@ func isShellWrapper(p Process) bool {
 func readProcess(pid int) Process {
 	p := Process{PID: pid}
 	dir := "/proc/" + strconv.Itoa(pid) + "/"
-	if b, err := os.ReadFile(dir + "status"); err == nil {
+	if b, err := readFile(dir + "status"); err == nil {
 		for _, l := range strings.Split(string(b), "\n") {
 			k, v, _ := strings.Cut(l, ":\t")
 			switch k {
@@ -179,7 +180,7 @@ func readProcess(pid int) Process {
 			}
 		}
 	}
-	if b, err := os.ReadFile(dir + "cmdline"); err == nil {
+	if b, err := readFile(dir + "cmdline"); err == nil {
 		b = bytes.TrimRight(b, "\x00")
 		if len(b) > 0 {
 			for _, a := range bytes.Split(b, []byte{0}) {
@@ -332,7 +333,7 @@ func (p Process) abs(path string) string {
 // that ends in ".service" or ".scope", e.g. "php8.2-fpm.service"; "" when
 // none does.
 func Cgroup(path string) string {
-	b, err := os.ReadFile(path)
+	b, err := readFile(path)
 	if err != nil {
 		return ""
 	}
@@ -432,7 +433,7 @@ func ApplyProcess(o *spool.Origin, pid int) (gid int) {
 
 // realGID returns the real GID of process pid from /proc/PID/status, or -1.
 func realGID(pid int) int {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	b, err := readFile("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {
 		return -1
 	}
@@ -448,7 +449,7 @@ func realGID(pid int) int {
 
 // PrimaryGID returns the primary group of uid in /etc/passwd, or -1.
 func PrimaryGID(uid int) int {
-	f, err := os.Open("/etc/passwd")
+	f, err := open("/etc/passwd")
 	if err != nil {
 		return -1
 	}
@@ -464,4 +465,25 @@ func PrimaryGID(uid int) int {
 		}
 	}
 	return -1
+}
+
+// open is os.Open without the network poller: os.Open tries to add every
+// file to it (five more system calls for each, and the poller's set-up),
+// and sendmail reads these small files at every call.
+func open(path string) (*os.File, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	return os.NewFile(uintptr(fd), path), nil
+}
+
+// readFile is os.ReadFile through open.
+func readFile(path string) ([]byte, error) {
+	f, err := open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(f)
 }
