@@ -28,37 +28,6 @@ import (
 // for that message, so they still have it).
 const listenGrace = 10 * time.Second
 
-// listenSettings is the [listen] section as relayd uses it.
-type listenSettings struct {
-	Enabled          bool
-	Addresses        []string
-	Ports            []int
-	Socket           string // "" for none
-	CertFile         string
-	KeyFile          string
-	MaxConnections   int
-	MaxConnectionsID int // per UID
-	CommandTimeout   time.Duration
-	DataTimeout      time.Duration
-	IdleTimeout      time.Duration
-	SessionTimeout   time.Duration
-	MaxLineLength    int
-	MaxRecipients    int
-}
-
-// listenFrom returns the [listen] settings of cfg.
-func listenFrom(cfg *config.Config) listenSettings {
-	l := cfg.Listen
-	socket := l.Socket
-	return listenSettings{
-		Enabled: l.Enabled, Addresses: l.Addresses, Ports: l.Ports, Socket: socket,
-		CertFile: l.CertFile, KeyFile: l.KeyFile,
-		MaxConnections: l.MaxConnections, MaxConnectionsID: l.MaxConnectionsPerUID,
-		CommandTimeout: l.CommandTimeout, DataTimeout: l.DataTimeout, IdleTimeout: l.IdleTimeout,
-		SessionTimeout: l.SessionTimeout, MaxLineLength: l.MaxLineLength, MaxRecipients: l.MaxRecipients,
-	}
-}
-
 // startListen starts the loopback SMTP listener: the sockets systemd
 // passed (relayd.socket), plus every configured address, port and the
 // Unix socket that systemd did not pass, bound here. A socket that cannot
@@ -66,7 +35,7 @@ func listenFrom(cfg *config.Config) listenSettings {
 // use) is logged and skipped: the sendmail doors work on regardless. It
 // returns the function that stops the listener (nil when none runs).
 func startListen(cfg *config.Config, host string, intake *submit.Intake, log *maillog.Logger) func(context.Context) {
-	ls := listenFrom(cfg)
+	ls := cfg.Listen
 	// The capabilities of the listener's /proc scan are raised only on
 	// its own threads (sockdiag.WithScanCaps): out of everything else.
 	scan, err := sockdiag.LowerCaps()
@@ -138,7 +107,7 @@ func startListen(cfg *config.Config, host string, intake *submit.Intake, log *ma
 			"fix", "the shipped relayd.service grants both (AmbientCapabilities=)")
 	}
 	tlsConf := listenTLS(ls, log)
-	lim := control.ListenLimiter(ls.MaxConnections, ls.MaxConnectionsID)
+	lim := control.ListenLimiter(ls.MaxConnections, ls.MaxConnectionsPerUID)
 	srv := smtpd.New(smtpd.Options{
 		Hostname: host, MaxMessageSize: cfg.MaxMessageSize, MaxRecipients: ls.MaxRecipients,
 		MaxLineLength: ls.MaxLineLength, TLS: tlsConf,
@@ -190,7 +159,7 @@ func checkPassed(ln net.Listener) error {
 
 // listenTLS loads the certificate for STARTTLS; nil (STARTTLS not
 // offered, logged once) when there is none or it does not load.
-func listenTLS(ls listenSettings, log *maillog.Logger) *tls.Config {
+func listenTLS(ls config.Listen, log *maillog.Logger) *tls.Config {
 	if ls.CertFile == "" || ls.KeyFile == "" {
 		log.Event("listen", "tls", "off", "reason", "no cert_file/key_file in [listen]: STARTTLS not offered")
 		return nil
