@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"github.com/mailshim/mailshim/pkg/control"
 	"github.com/mailshim/mailshim/pkg/maillog"
 	"github.com/mailshim/mailshim/pkg/metrics"
+	"github.com/mailshim/mailshim/pkg/policy"
 	"github.com/mailshim/mailshim/pkg/spool"
 )
 
@@ -99,4 +101,20 @@ func openStats(cfg *config.Config, sq *spool.Queue, log *maillog.Logger) (*metri
 	}
 	st.Account = queuedAccount(sq)
 	return st, nil
+}
+
+// namedAccounts are the accounts the policy names, as the metrics label
+// them: a "uid:N" table's UID by its user name when it has one (the label
+// of an account is its user name, else uid:N).
+func namedAccounts(p *policy.Policy) []string {
+	var out []string
+	for _, k := range p.Named() {
+		if n, ok := strings.CutPrefix(k, "uid:"); ok {
+			if u, err := user.LookupId(n); err == nil {
+				k = u.Username
+			}
+		}
+		out = append(out, k)
+	}
+	return out
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/mailshim/mailshim/pkg/metrics"
+	"github.com/mailshim/mailshim/pkg/policy"
 	"github.com/mailshim/mailshim/pkg/smtptest"
 	"github.com/mailshim/mailshim/pkg/spool"
 	"github.com/mailshim/mailshim/pkg/submit"
@@ -320,4 +321,14 @@ messages_per_hour = 3
 	}
 	s.start()
 	check("after a restart")
+}
+
+// The policy's accounts keep their own metrics label under the name the
+// metrics use: a "uid:N" table's UID by its user name.
+func TestNamedAccounts(t *testing.T) {
+	got := namedAccounts(&policy.Policy{Rules: map[string]policy.Rule{"*": {}, "group:web": {}, "alice": {}, "uid:0": {}, "uid:4294967": {}}})
+	sort.Strings(got)
+	if strings.Join(got, ",") != "alice,root,uid:4294967" {
+		t.Errorf("named accounts %q", got)
+	}
 }

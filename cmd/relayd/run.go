@@ -127,7 +127,7 @@ func run(path string, drainTimeout time.Duration) int {
 	if err != nil {
 		return fatal(sysexits.OSErr, "policy state: %v", err)
 	}
-	mt, metricsLn, err := newMetrics(cfg, sq, ab.gate.Policy().Named())
+	mt, metricsLn, err := newMetrics(cfg, sq, namedAccounts(ab.gate.Policy()))
 	if err != nil {
 		return fatal(sysexits.OSErr, "metrics: %v", err)
 	}
@@ -222,7 +222,7 @@ func run(path string, drainTimeout time.Duration) int {
 			policy.cfg.Store(cfg)
 			ab.configure(cfg, pickupHostname(cfg))
 			if mt != nil {
-				mt.SetNamed(ab.gate.Policy().Named())
+				mt.SetNamed(namedAccounts(ab.gate.Policy()))
 			}
 			sdNotify(log, "STATUS=relaying; configuration (re)loaded at "+time.Now().UTC().Format(time.RFC3339)+" from "+path)
 			continue
