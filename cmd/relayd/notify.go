@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"log/slog"
 	"time"
 
 	sd "github.com/coreos/go-systemd/v22/daemon"
@@ -19,7 +20,7 @@ import (
 // unit's timeouts deal with a relayd systemd did not hear from).
 func sdNotify(log *maillog.Logger, state string) {
 	if _, err := sd.SdNotify(false, state); err != nil {
-		log.Event("warning", "reason", "sd_notify failed", "state", state, "error", err.Error())
+		log.Warning("sd_notify failed", err, slog.String("state", state))
 	}
 }
 
@@ -31,7 +32,7 @@ func sdNotify(log *maillog.Logger, state string) {
 func watchdog(ctx context.Context, log *maillog.Logger) {
 	every, err := sd.SdWatchdogEnabled(false)
 	if err != nil {
-		log.Event("warning", "reason", "watchdog", "error", err.Error())
+		log.Warning("watchdog", err)
 		return
 	}
 	if every <= 0 {
