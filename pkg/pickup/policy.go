@@ -1,11 +1,11 @@
 package pickup
 
 import (
-	"net/mail"
 	"strings"
 	"time"
 
 	"github.com/mailshim/mailshim/pkg/maillog"
+	"github.com/mailshim/mailshim/pkg/message"
 	"github.com/mailshim/mailshim/pkg/policy"
 	"github.com/mailshim/mailshim/pkg/spool"
 	"github.com/mailshim/mailshim/pkg/sysexits"
@@ -105,18 +105,14 @@ func fromAddrs(h *header) []string {
 		return nil
 	}
 	v := f.Value()
-	list, err := mail.ParseAddressList(v)
-	if err != nil {
+	list, err := message.ParseList(v)
+	if err != nil || len(list) == 0 {
 		if start, end, ok := addrSpan(v); ok {
 			return []string{v[start:end]}
 		}
 		return []string{strings.TrimSpace(v)}
 	}
-	out := make([]string, 0, len(list))
-	for _, a := range list {
-		out = append(out, a.Address)
-	}
-	return out
+	return list
 }
 
 // sampleField returns a field's value, cut short, for the admin notice.
