@@ -65,9 +65,7 @@ func TestDropRoundTrip(t *testing.T) {
 }
 
 func TestDropTooLarge(t *testing.T) {
-	root := t.TempDir()
-	os.Mkdir(filepath.Join(root, DirMaildrop), 0o700)
-	dir, _ := OpenDir(root, DirMaildrop)
+	md, dir := newMaildrop(t)
 	m := &Meta{ID: NewID(time.Now()), Time: time.Now()}
 	d, err := NewDrop(dir, m, 10)
 	if err != nil {
@@ -79,7 +77,7 @@ func TestDropTooLarge(t *testing.T) {
 	if err := d.Commit(); err == nil {
 		t.Fatal("committed")
 	}
-	ents, _ := os.ReadDir(filepath.Join(root, DirMaildrop))
+	ents, _ := os.ReadDir(md)
 	if len(ents) != 0 {
 		t.Errorf("left behind: %v", ents)
 	}
@@ -88,15 +86,7 @@ func TestDropTooLarge(t *testing.T) {
 // Writes of every size, small ones gathered and large ones written from
 // page boundaries, store the bytes in order with their CRC.
 func TestDropWriteSizes(t *testing.T) {
-	root := t.TempDir()
-	if err := os.Mkdir(filepath.Join(root, DirMaildrop), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	dir, err := OpenDir(root, DirMaildrop)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dir.Close()
+	md, dir := newMaildrop(t)
 	var body []byte
 	for i := 0; len(body) < 1<<20; i++ {
 		body = append(body, byte(i*7), byte(i>>3))
@@ -123,7 +113,7 @@ func TestDropWriteSizes(t *testing.T) {
 		if err := d.Commit(); err != nil {
 			t.Fatal(err)
 		}
-		f, err := os.Open(filepath.Join(root, DirMaildrop, m.ID))
+		f, err := os.Open(filepath.Join(md, m.ID))
 		if err != nil {
 			t.Fatal(err)
 		}
