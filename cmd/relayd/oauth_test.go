@@ -285,3 +285,31 @@ func TestOAuthTokenFailure(t *testing.T) {
 	}
 	d.term(t)
 }
+
+// An access token the provider revoked before its expiry (a password
+// change, an admin's "sign out everywhere") is refused by the upstream:
+// the next login fetches a new token instead of presenting the refused
+// one again until its announced expiry, an hour later.
+func TestOAuthRevokedTokenReplaced(t *testing.T) {
+	te := newTokenEndpoint(t, time.Hour)
+	s, up := oauthSite(t, te, "auth = [\"XOAUTH2\"]\noauth_flow = \"client_credentials\"\noauth_scopes = [\"https://outlook.office365.com/.default\"]")
+	d := s.start()
+	s.drop("before-revocation", 1)
+	if _, err := up.WaitFor(1, 30*time.Second); err != nil {
+		t.Fatalf("%v\n%s", err, s.log())
+	}
+	// The provider revokes every token it issued; the upstream closes
+	// the session, so the next message logs in again.
+	te.mu.Lock()
+	clear(te.issued)
+	te.mu.Unlock()
+	up.DropAll()
+	s.drop("after-revocation", 1)
+	if _, err := up.WaitFor(2, 20*time.Second); err != nil {
+		t.Fatalf("not delivered after the token was revoked (%d token requests): %v\n%s", te.count(), err, s.logTail(3000))
+	}
+	if n := te.count(); n != 2 {
+		t.Errorf("%d token requests, want 2 (the first token, one after its refusal)", n)
+	}
+	d.term(t)
+}

@@ -14,7 +14,9 @@
 // relayd's user only, read with the checks of config.ReadSecret (the
 // password_file rules). A Source caches its access token and fetches a new
 // one before the old expires (RefreshMargin), so a session never starts
-// with a token about to lapse. When the provider rotates the refresh token
+// with a token about to lapse, and forgets it when an upstream refuses it
+// (revoked before its expiry), so the next login asks for a new one. When
+// the provider rotates the refresh token
 // (Microsoft does on every use) the new one is used from then on and kept
 // in a state file of relayd's own (Options.StateFile, in the spool: the
 // configuration directory is read-only to relayd), together with a hash
@@ -193,6 +195,16 @@ func (s *Source) Token(ctx context.Context) (string, error) {
 		}
 	}
 	return tok.AccessToken, nil
+}
+
+// Forget drops the cached access token if it is token (one the upstream
+// refused), so that the next Token asks the token endpoint.
+func (s *Source) Forget(token string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.tok != nil && s.tok.AccessToken == token {
+		s.tok = nil
+	}
 }
 
 // failure turns a token endpoint failure into an AuthFailure with the

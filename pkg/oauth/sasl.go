@@ -110,8 +110,27 @@ func (cs *Clients) Client(ctx context.Context, up config.Upstream, mech string) 
 	} else if mech == sasl.OAuthBearer {
 		return nil, nil
 	}
+	var c sasl.Client
 	if mech == XOAuth2 {
-		return NewXOAuth2Client(up.Username, token), nil
+		c = NewXOAuth2Client(up.Username, token)
+	} else {
+		c = sasl.NewOAuthBearerClient(&sasl.OAuthBearerOptions{Username: up.Username, Token: token, Host: up.Host, Port: up.Port})
 	}
-	return sasl.NewOAuthBearerClient(&sasl.OAuthBearerOptions{Username: up.Username, Token: token, Host: up.Host, Port: up.Port}), nil
+	if src != nil {
+		return &sourcedClient{Client: c, src: src, token: token}, nil
+	}
+	return c, nil
 }
+
+// sourcedClient is a bearer token client whose token came from a Source:
+// when the upstream refuses the token (relay.Refusable), the Source
+// forgets it, so that the next login presents a new one. A token revoked
+// before its expiry (a password change, a revoked consent) would
+// otherwise be presented again until then, and the mail would wait.
+type sourcedClient struct {
+	sasl.Client
+	src   *Source
+	token string
+}
+
+func (c *sourcedClient) Refused() { c.src.Forget(c.token) }

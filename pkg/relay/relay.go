@@ -158,6 +158,14 @@ func (r *Result) Accepted() int {
 	return n
 }
 
+// Refusable is a SASL client (from Options.SASL) that wants to know when
+// the upstream refused the credentials it presented: a bearer token's
+// source then forgets the token, so that the next login fetches a new one
+// instead of presenting the refused one until its announced expiry.
+type Refusable interface {
+	Refused()
+}
+
 // Options are the local settings of a session.
 type Options struct {
 	// Hostname is the name we give in EHLO (config.Config.Hostname).
@@ -178,7 +186,8 @@ type Options struct {
 	// SASL, when set, is asked first for the client of each mechanism
 	// the upstream offers (pkg/oauth's XOAUTH2 and OAUTHBEARER with a
 	// fresh token); (nil, nil) leaves the mechanism to the built-in
-	// clients, an error fails AUTH as an AuthFailure.
+	// clients, an error fails AUTH as an AuthFailure. A client that is
+	// a Refusable is told when the upstream refuses its credentials.
 	SASL func(ctx context.Context, up config.Upstream, mech string) (sasl.Client, error)
 	// IdleProbe: a session idle for longer is checked with NOOP before
 	// the next message and, if the upstream has closed it meanwhile,

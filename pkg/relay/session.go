@@ -302,6 +302,9 @@ func (s *Session) auth(ctx context.Context) *Error {
 		switch {
 		case errors.As(err, &se):
 			e.Class = AuthFailure
+			if r, ok := client.(Refusable); ok {
+				r.Refused()
+			}
 		case e.Cause == "":
 			// Not a network failure: the SASL exchange itself failed.
 			e.Class = AuthFailure
