@@ -2,6 +2,8 @@ package queue
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"os/user"
 	"slices"
@@ -147,11 +149,23 @@ func upKey(up config.Upstream) string {
 	return relay.Addr(up)
 }
 
-// sessionKey identifies what a session is bound to: the upstream's address
-// and the account it logged in with. A session may carry any message
-// whose route holds that key.
+// sessionKey identifies what a session is bound to: the upstream's address,
+// how it was reached (TLS mode, trust, server name) and the identity it
+// presented — user name, mechanisms, the secret itself (providers such as
+// SendGrid give every account the same user name and tell them apart by
+// the password), the client certificate and the OAuth2 account. A session
+// may carry any message whose route holds that key, and only those: mail
+// must never go out under another route's account. The secret enters as a
+// hash, as the key is compared and kept but never shown.
 func sessionKey(up config.Upstream) string {
-	return relay.Addr(up) + "/" + up.Username + "/" + strings.Join(up.Auth, "+")
+	h := sha256.New()
+	for _, v := range []string{up.TLS, up.CAFile, up.ServerName, up.ClientCert, up.ClientKey, up.Password,
+		up.OAuthFlow, up.OAuthTokenURL, up.OAuthClientID, up.OAuthClientSecretFile, up.OAuthRefreshTokenFile,
+		strings.Join(up.OAuthScopes, " ")} {
+		h.Write([]byte(v))
+		h.Write([]byte{0})
+	}
+	return relay.Addr(up) + "/" + up.Username + "/" + strings.Join(up.Auth, "+") + "/" + hex.EncodeToString(h.Sum(nil)[:12])
 }
 
 // healthReport is what a link learned about one upstream (key: upKey):

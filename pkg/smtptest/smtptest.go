@@ -128,11 +128,14 @@ type Message struct {
 	QueueID string
 	// Remote is the client's address: messages sent over one connection
 	// share it.
-	Remote   string
-	Helo     string
-	User     string // authenticated user, "" if none
-	Mech     string // the SASL mechanism it authenticated with
-	TLS      bool   // the session was over TLS
+	Remote string
+	Helo   string
+	User   string // authenticated user, "" if none
+	Mech   string // the SASL mechanism it authenticated with
+	// Secret is the password or bearer token it authenticated with
+	// (which of several accounts' credentials a session carried).
+	Secret   string
+	TLS      bool // the session was over TLS
 	From     string
 	MailOpts smtp.MailOptions
 	To       []string
@@ -505,6 +508,7 @@ type session struct {
 	tls    bool
 	user   string
 	mech   string
+	secret string
 	msg    Message
 }
 
@@ -574,7 +578,7 @@ func (ss *session) Auth(mech string) (sasl.Server, error) {
 		if user != ss.s.opts.Username || pass != ss.s.opts.Password {
 			return &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "Error: authentication failed: authentication failure"}
 		}
-		ss.user, ss.mech = user, mech
+		ss.user, ss.mech, ss.secret = user, mech, pass
 		return nil
 	}
 	switch mech {
@@ -596,7 +600,7 @@ func (ss *session) Auth(mech string) (sasl.Server, error) {
 			if !ok(user, token) {
 				return bearerRefused
 			}
-			ss.user, ss.mech = user, mech
+			ss.user, ss.mech, ss.secret = user, mech, token
 			return nil
 		}
 		switch mech {
@@ -671,6 +675,7 @@ func (ss *session) Data(r io.Reader) error {
 	m.Helo = ss.helo
 	m.User = ss.user
 	m.Mech = ss.mech
+	m.Secret = ss.secret
 	m.TLS = ss.tls
 	m.Data = data
 	m.Time = time.Now()

@@ -1,0 +1,78 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/mailshim/mailshim/pkg/smtptest"
+	"github.com/mailshim/mailshim/pkg/spool"
+)
+
+// Two accounts at one smarthost with the same user name and different
+// secrets (SendGrid's user name is "apikey" for every account; the key is
+// the password): a [[route]] sends a domain's mail through its own
+// account, everything else through the company's. A worker's session
+// logged in with one account must never carry the other's mail: each
+// message is sent with the secret of the upstream its route chose.
+func TestSessionNotSharedAcrossAccounts(t *testing.T) {
+	const companyKey, shopKey = "SG.company-key", "SG.shop-key"
+	up := smtptest.New(t, smtptest.Options{Username: "apikey", Password: "unused",
+		BearerOK: func(user, token string) bool { return user == "apikey" && (token == companyKey || token == shopKey) }})
+	s := newSite(t, up, siteOpts{concurrency: 1})
+	secret := func(name, pw string) string {
+		p := filepath.Join(s.dir, name)
+		if err := os.WriteFile(p, []byte(pw+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	u := up.Upstream()
+	account := func(name string, routedOnly bool, secretFile string) string {
+		return fmt.Sprintf("\n[[upstream]]\nname = %q\nrouted_only = %v\nhost = %q\nport = %d\ntls = \"starttls\"\nca_file = %q\nusername = \"apikey\"\npassword_file = %q\nauth = [\"XOAUTH2\"]\n",
+			name, routedOnly, u.Host, u.Port, u.CAFile, secretFile)
+	}
+	cfg := fmt.Sprintf("hostname = \"web1.example.com\"\nspool = %q\ncontrol_socket = %q\nsubmit_socket = %q\naliases_file = \"\"\n",
+		s.spool, s.controlSock(), s.submitSock()) +
+		account("company", false, secret("company.key", companyKey)) +
+		account("shop", true, secret("shop.key", shopKey)) + `
+[[route]]
+sender_domains = ["shop.example"]
+upstream = ["shop"]
+
+[queue]
+retry = ["1s"]
+concurrency = 1
+scan_interval = "1s"
+`
+	if err := os.WriteFile(s.cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := spool.Prepare(s.spool, spool.CurrentOwner()); err != nil {
+		t.Fatal(err)
+	}
+	// Queued before relayd starts, so that one worker takes them in one
+	// batch, alternating.
+	want := map[string]string{}
+	for i := 0; i < 3; i++ {
+		want[s.dropFrom("app@example.org", fmt.Sprintf("company %d", i))] = companyKey
+		want[s.dropFrom("orders@shop.example", fmt.Sprintf("shop %d", i))] = shopKey
+	}
+	d := s.start()
+	msgs, err := up.WaitFor(len(want), 30*time.Second)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, s.log())
+	}
+	for _, m := range msgs {
+		key := companyKey
+		if m.From == "orders@shop.example" {
+			key = shopKey
+		}
+		if m.Secret != key {
+			t.Errorf("%q from %s sent with the key %q, want %q (another account's session)", subjectOf(m), m.From, m.Secret, key)
+		}
+	}
+	d.term(t)
+}
