@@ -137,9 +137,9 @@ func run(path string, drainTimeout time.Duration) int {
 	}
 	ab.stats = st
 	if mt != nil {
-		log.SetObserver(func(t time.Time, event string, kv []any) {
-			mt.Observe(t, event, kv)
-			st.Observe(t, event, kv)
+		log.SetObserver(func(e *maillog.Entry) {
+			mt.Observe(e)
+			st.Observe(e)
 		})
 	} else {
 		log.SetObserver(st.Observe)

@@ -78,27 +78,42 @@ func TestSlogHandler(t *testing.T) {
 }
 
 // The Observer receives every event with the time of its line, and its
-// keys and values in order: strings and ints as they are, the rest as
-// the text the line holds.
+// attributes in order with the keys and values the line holds.
 func TestObserver(t *testing.T) {
 	l, _ := testLogger()
-	var got []any
-	var gotEvent string
-	var gotTime time.Time
-	l.SetObserver(func(t time.Time, event string, kv []any) { gotTime, gotEvent, got = t, event, kv })
+	var got *Entry
+	l.SetObserver(func(e *Entry) { got = e })
 	l.Pickup(Pickup{ID: "ID1", UID: 1001, User: "u", From: "<a@b>", Rcpts: 2, Size: 99, Via: "maildrop"})
-	want := []any{"id", "ID1", "uid", 1001, "user", "u", "script", "", "from", "<a@b>", "nrcpt", 2, "size", 99, "via", "maildrop"}
-	if gotEvent != "pickup" || !gotTime.Equal(time.Date(2026, 11, 23, 14, 40, 0, 123e6, time.UTC)) || len(got) != len(want) {
-		t.Fatalf("observed %s %v %v", gotTime, gotEvent, got)
+	if got == nil || got.Event != "pickup" || !got.Time.Equal(time.Date(2026, 11, 23, 14, 40, 0, 123e6, time.UTC)) {
+		t.Fatalf("observed %+v", got)
 	}
-	for i := range want {
-		if got[i] != want[i] {
-			t.Errorf("kv[%d] = %#v, want %#v", i, got[i], want[i])
+	var keys []string
+	for _, a := range got.Attrs {
+		keys = append(keys, a.Key)
+	}
+	if k := strings.Join(keys, " "); k != "id uid user script from nrcpt size via" {
+		t.Errorf("keys %q", k)
+	}
+	for k, want := range map[string]string{"id": "ID1", "uid": "1001", "size": "99", "script": "", "via": "maildrop", "nope": ""} {
+		if v := got.Str(k); v != want {
+			t.Errorf("Str(%s) = %q, want %q", k, v, want)
 		}
+	}
+	if got.Attrs[1].Value.Int64() != 1001 {
+		t.Errorf("uid is not an integer: %v", got.Attrs[1].Value)
+	}
+	l.Event("x", "k", "v\n", "bad key", 1, "odd")
+	if got.Str("k") != "v\n" || got.Str("badkey") != "1" || got.Str("odd") != "" || len(got.Attrs) != 3 {
+		t.Errorf("untyped event observed as %+v", got.Attrs)
+	}
+	sl := slog.New(l.Handler()).With("id", "ID2").WithGroup("tls")
+	sl.Info("listen", "on", true)
+	if got.Str("id") != "ID2" || got.Str("tls_on") != "true" {
+		t.Errorf("slog event observed as %+v", got.Attrs)
 	}
 	l.SetObserver(nil)
 	l.Stopped(1)
-	if gotEvent != "pickup" {
+	if got.Event != "listen" {
 		t.Errorf("observer still called after SetObserver(nil)")
 	}
 }

@@ -15,13 +15,13 @@ import (
 // record's time as ts (UTC, milliseconds), its message as event, then its
 // attributes in order, each key checked by key and each value written by
 // Value. The level is not written: the event name says what happened.
-// After a line is written, the Observer (if any) is called with it.
+// After a line is written, the Observer (if any) is called with its Entry.
 //
 // Groups are flattened: a group's name and '_' prefix the keys inside it.
 type Handler struct {
 	s      *handlerState
-	pre    []byte // attributes added by WithAttrs, already formatted
-	prekv  []any  // the same attributes for the Observer
+	pre    []byte      // attributes added by WithAttrs, already formatted
+	preat  []slog.Attr // the same attributes for the Observer
 	prefix string // group prefix for later keys
 }
 
@@ -58,13 +58,13 @@ func (h *Handler) Handle(_ context.Context, r slog.Record) error {
 	b = append(b, Value(r.Message)...)
 	b = append(b, h.pre...)
 	obs := h.s.obs.Load()
-	var kv []any
+	var as []slog.Attr
 	if obs != nil {
-		kv = make([]any, 0, len(h.prekv)+2*r.NumAttrs())
-		kv = append(kv, h.prekv...)
+		as = make([]slog.Attr, 0, len(h.preat)+r.NumAttrs())
+		as = append(as, h.preat...)
 	}
 	r.Attrs(func(a slog.Attr) bool {
-		b, kv = appendAttr(b, kv, obs != nil, h.prefix, a)
+		b, as = appendAttr(b, as, obs != nil, h.prefix, a)
 		return true
 	})
 	b = append(b, '\n')
@@ -72,14 +72,14 @@ func (h *Handler) Handle(_ context.Context, r slog.Record) error {
 	_, err := h.s.w.Write(b)
 	h.s.mu.Unlock()
 	if obs != nil {
-		(*obs)(r.Time, r.Message, kv)
+		(*obs)(&Entry{Time: r.Time, Event: r.Message, Attrs: as})
 	}
 	return err
 }
 
-// appendAttr formats a as " key=value" onto b and, when observed, its key
-// and plain value onto kv.
-func appendAttr(b []byte, kv []any, observed bool, prefix string, a slog.Attr) ([]byte, []any) {
+// appendAttr formats a as " key=value" onto b and, when observed, appends
+// it (with the key as written) to as.
+func appendAttr(b []byte, as []slog.Attr, observed bool, prefix string, a slog.Attr) ([]byte, []slog.Attr) {
 	v := a.Value.Resolve()
 	if v.Kind() == slog.KindGroup {
 		p := prefix
@@ -87,12 +87,12 @@ func appendAttr(b []byte, kv []any, observed bool, prefix string, a slog.Attr) (
 			p += a.Key + "_"
 		}
 		for _, g := range v.Group() {
-			b, kv = appendAttr(b, kv, observed, p, g)
+			b, as = appendAttr(b, as, observed, p, g)
 		}
-		return b, kv
+		return b, as
 	}
 	if a.Key == "" && v.Kind() == slog.KindAny && v.Any() == nil {
-		return b, kv // slog's rule: an empty Attr is ignored
+		return b, as // slog's rule: an empty Attr is ignored
 	}
 	k := key(prefix + a.Key)
 	b = append(b, ' ')
@@ -102,16 +102,16 @@ func appendAttr(b []byte, kv []any, observed bool, prefix string, a slog.Attr) (
 		if bv, ok := v.Any().(bare); ok {
 			b = append(b, bv...)
 			if observed {
-				kv = append(kv, k, string(bv))
+				as = append(as, slog.String(k, string(bv)))
 			}
-			return b, kv
+			return b, as
 		}
 	}
 	b = append(b, Value(valueString(v))...)
 	if observed {
-		kv = append(kv, k, plain(v))
+		as = append(as, slog.Attr{Key: k, Value: v})
 	}
-	return b, kv
+	return b, as
 }
 
 // valueString is v as text, as fmt.Sprint writes it.
@@ -130,25 +130,13 @@ func valueString(v slog.Value) string {
 	return v.String()
 }
 
-// plain is v's Go value for the Observer: strings as string, integers as
-// int, everything else as its text.
-func plain(v slog.Value) any {
-	switch v.Kind() {
-	case slog.KindString:
-		return v.String()
-	case slog.KindInt64:
-		return int(v.Int64())
-	}
-	return valueString(v)
-}
-
 // WithAttrs returns a Handler that writes attrs after event on every line.
 func (h *Handler) WithAttrs(attrs []slog.Attr) slog.Handler {
 	n := *h
 	n.pre = append([]byte(nil), h.pre...)
-	n.prekv = append([]any(nil), h.prekv...)
+	n.preat = append([]slog.Attr(nil), h.preat...)
 	for _, a := range attrs {
-		n.pre, n.prekv = appendAttr(n.pre, n.prekv, true, h.prefix, a)
+		n.pre, n.preat = appendAttr(n.pre, n.preat, true, h.prefix, a)
 	}
 	return &n
 }
@@ -162,4 +150,29 @@ func (h *Handler) WithGroup(name string) slog.Handler {
 	n := *h
 	n.prefix = h.prefix + strings.ToLower(name) + "_"
 	return &n
+}
+
+// Entry is an event as the Observer receives it: the time written in its
+// line, its name, and its attributes in order, with their keys as the
+// line writes them (groups flattened, bad keys replaced).
+type Entry struct {
+	Time  time.Time
+	Event string
+	Attrs []slog.Attr
+}
+
+// Str returns the value of the first attribute named key as the line
+// writes it, before quoting ("" when there is none).
+func (e *Entry) Str(key string) string {
+	for _, a := range e.Attrs {
+		if a.Key == key {
+			if a.Value.Kind() == slog.KindAny {
+				if bv, ok := a.Value.Any().(bare); ok {
+					return string(bv)
+				}
+			}
+			return valueString(a.Value)
+		}
+	}
+	return ""
 }

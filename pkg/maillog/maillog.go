@@ -41,12 +41,10 @@ type Logger struct {
 	now func() time.Time
 }
 
-// Observer is called with every event after its line is written, with the
-// time written in it and the event's keys and values in their order
-// (strings as string, integers as int, anything else as its text; relayd's
-// metrics and stats count what the log says). It must be quick and must
-// not log.
-type Observer func(t time.Time, event string, kv []any)
+// Observer is called with every event after its line is written
+// (relayd's metrics and stats count what the log says). It must be quick,
+// must not log and must not keep e.
+type Observer func(e *Entry)
 
 // SetObserver sets the function every event is passed to (nil: none).
 func (l *Logger) SetObserver(o Observer) { l.h.SetObserver(o) }

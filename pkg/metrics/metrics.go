@@ -16,7 +16,6 @@
 package metrics
 
 import (
-	"fmt"
 	"net/http"
 	"os"
 	"runtime"
@@ -29,6 +28,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/mailshim/mailshim/pkg/maillog"
 )
 
 // Names of the metrics (the README lists them; tests and the Grafana
@@ -169,29 +170,12 @@ func IDTime(id string) (time.Time, bool) {
 	return time.UnixMicro(int64(us)), true
 }
 
-// kv returns the value of key in a mail log event's pairs.
-func kv(pairs []any, key string) string {
-	for i := 0; i+1 < len(pairs); i += 2 {
-		if k, ok := pairs[i].(string); ok && k == key {
-			switch v := pairs[i+1].(type) {
-			case string:
-				return v
-			case int:
-				return strconv.Itoa(v)
-			default:
-				return strings.TrimSpace(fmtAny(v))
-			}
-		}
-	}
-	return ""
-}
-
 // accountOf is the account of an event that names uid and user.
-func accountOf(pairs []any) string {
-	if u := kv(pairs, "user"); u != "" {
+func accountOf(e *maillog.Entry) string {
+	if u := e.Str("user"); u != "" {
 		return u
 	}
-	if uid := kv(pairs, "uid"); uid != "" {
+	if uid := e.Str("uid"); uid != "" {
 		return "uid:" + uid
 	}
 	return "unknown"
@@ -217,22 +201,23 @@ func (m *Metrics) accountOfID(id string) string {
 }
 
 // Observe counts one mail log event (maillog.Logger.SetObserver).
-func (m *Metrics) Observe(t time.Time, event string, pairs []any) {
-	switch event {
+func (m *Metrics) Observe(e *maillog.Entry) {
+	t := e.Time
+	switch e.Event {
 	case "pickup":
-		id, acct := kv(pairs, "id"), accountOf(pairs)
+		id, acct := e.Str("id"), accountOf(e)
 		m.mu.Lock()
 		m.ids[id] = acct
 		if _, ok := m.volume[acct]; ok || len(m.volume) < maxTrackedAccts {
 			m.volume[acct]++
 		}
 		m.mu.Unlock()
-		m.pickedUp.add(acct, 1, kv(pairs, "via"))
+		m.pickedUp.add(acct, 1, e.Str("via"))
 		if at, ok := IDTime(id); ok {
 			m.lag.Observe(max(t.Sub(at).Seconds(), 0))
 		}
 	case "delivery":
-		id, status, upstream := kv(pairs, "id"), kv(pairs, "status"), kv(pairs, "upstream")
+		id, status, upstream := e.Str("id"), e.Str("status"), e.Str("upstream")
 		acct := m.accountOfID(id)
 		m.deliveries.add(acct, 1, status, upstream)
 		switch status {
@@ -242,9 +227,9 @@ func (m *Metrics) Observe(t time.Time, event string, pairs []any) {
 			}
 		case "deferred", "bounced", "failed":
 			class := "temporary"
-			stage := kv(pairs, "stage")
+			stage := e.Str("stage")
 			switch {
-			case status != "deferred" && kv(pairs, "reason") != "lifetime exceeded":
+			case status != "deferred" && e.Str("reason") != "lifetime exceeded":
 				class = "permanent"
 			case stage == "auth":
 				class = "auth"
@@ -255,19 +240,19 @@ func (m *Metrics) Observe(t time.Time, event string, pairs []any) {
 			m.upstreamErrors.WithLabelValues(upstream, class, stage).Inc()
 		}
 	case "policy":
-		acct := accountOf(pairs)
-		action, limit := kv(pairs, "action"), kv(pairs, "limit")
+		acct := accountOf(e)
+		action, limit := e.Str("action"), e.Str("limit")
 		m.policyActions.add(acct, 1, action, limit)
 		if action == "hold" {
 			m.held.add(acct, 1, limit)
 		}
 	case "limit-tripped":
-		m.policyTrips.add(kv(pairs, "account"), 1, kv(pairs, "limit"))
+		m.policyTrips.add(e.Str("account"), 1, e.Str("limit"))
 	case "hold":
-		m.held.add(m.accountOfID(kv(pairs, "id")), 1, "admin")
+		m.held.add(m.accountOfID(e.Str("id")), 1, "admin")
 	case "removed", "delete":
 		m.mu.Lock()
-		delete(m.ids, kv(pairs, "id"))
+		delete(m.ids, e.Str("id"))
 		m.mu.Unlock()
 	}
 }
@@ -414,5 +399,3 @@ func CountDir(dir string) int {
 		}
 	}
 }
-
-func fmtAny(v any) string { return fmt.Sprint(v) }

@@ -1,12 +1,14 @@
 package metrics
 
 import (
+	"io"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/mailshim/mailshim/pkg/maillog"
 	"github.com/mailshim/mailshim/pkg/spool"
 )
 
@@ -15,10 +17,11 @@ import (
 // "other", and no count is lost on the way.
 func TestAccountLabelsBounded(t *testing.T) {
 	m := New(Options{Named: []string{"www-data"}, TopAccounts: 2})
-	now := time.Now()
+	log := maillog.New(io.Discard, nil)
+	log.SetObserver(m.Observe)
 	pick := func(acct string, n int) {
 		for i := 0; i < n; i++ {
-			m.Observe(now, "pickup", []any{"id", "0006270A1B2C3D4E5F60", "uid", 1000, "user", acct, "via", "maildrop"})
+			log.Pickup(maillog.Pickup{ID: "0006270A1B2C3D4E5F60", UID: 1000, User: acct, Via: "maildrop"})
 		}
 	}
 	pick("www-data", 1)

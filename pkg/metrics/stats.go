@@ -12,6 +12,8 @@ import (
 	"sync"
 	"text/tabwriter"
 	"time"
+
+	"github.com/mailshim/mailshim/pkg/maillog"
 )
 
 // Stats is what "relayd stats" shows: per account, over the last hour and
@@ -115,18 +117,19 @@ func (s *Stats) at(acct string, t time.Time) (*bucket, *bucket) {
 }
 
 // Observe counts one mail log event (maillog.Logger.SetObserver).
-func (s *Stats) Observe(t time.Time, event string, pairs []any) {
+func (s *Stats) Observe(e *maillog.Entry) {
+	t := e.Time
 	var acct, script string
 	var c Counts
-	switch event {
+	switch e.Event {
 	case "pickup":
-		acct, script = accountOf(pairs), kv(pairs, "script")
+		acct, script = accountOf(e), e.Str("script")
 		c.PickedUp = 1
 		s.mu.Lock()
-		s.ids[kv(pairs, "id")] = acct
+		s.ids[e.Str("id")] = acct
 		s.mu.Unlock()
 	case "delivery":
-		switch kv(pairs, "status") {
+		switch e.Str("status") {
 		case "sent":
 			c.Sent = 1
 		case "bounced", "failed":
@@ -134,10 +137,10 @@ func (s *Stats) Observe(t time.Time, event string, pairs []any) {
 		default:
 			return
 		}
-		acct = s.accountOfID(kv(pairs, "id"))
+		acct = s.accountOfID(e.Str("id"))
 	case "policy":
-		acct = accountOf(pairs)
-		switch kv(pairs, "action") {
+		acct = accountOf(e)
+		switch e.Str("action") {
 		case "hold":
 			c.Held = 1
 		case "defer":
@@ -146,11 +149,11 @@ func (s *Stats) Observe(t time.Time, event string, pairs []any) {
 			c.Refused = 1
 		}
 	case "hold":
-		acct = s.accountOfID(kv(pairs, "id"))
+		acct = s.accountOfID(e.Str("id"))
 		c.Held = 1
 	case "removed", "delete":
 		s.mu.Lock()
-		delete(s.ids, kv(pairs, "id"))
+		delete(s.ids, e.Str("id"))
 		s.mu.Unlock()
 		return
 	default:
