@@ -32,6 +32,9 @@ type abuse struct {
 	noticeTo atomic.Pointer[string]
 	hostname atomic.Pointer[string]
 	stats    *metrics.Stats // relayd stats (saved with the policy's state)
+	// policyFailing and statsFailing are set while a state file cannot
+	// be written (used by run's goroutine only).
+	policyFailing, statsFailing bool
 }
 
 // newAbuse opens the policy state file in the spool's private queue
@@ -77,16 +80,30 @@ func (a *abuse) run(ctx context.Context) {
 }
 
 // save writes the policy's and the stats' state files (see
-// policy.Engine.Save for sync).
+// policy.Engine.Save for sync). A file that cannot be written (a full
+// disk) is retried at every save, and logged once when that begins and
+// once when it is written again, not at every retry.
 func (a *abuse) save(sync bool) {
-	if err := a.gate.Engine.Save(sync); err != nil {
-		a.log.Event("error", "reason", "cannot write the policy state file", "error", err.Error())
-	}
+	err := a.gate.Engine.Save(sync)
+	a.policyFailing = a.saveLogged("policy", a.policyFailing, err, policy.RepeatedSaveError(err))
 	if a.stats != nil {
-		if err := a.stats.Save(); err != nil {
-			a.log.Event("error", "reason", "cannot write the stats state file", "error", err.Error())
-		}
+		err := a.stats.Save()
+		a.statsFailing = a.saveLogged("stats", a.statsFailing, err, a.statsFailing)
 	}
+}
+
+// saveLogged logs a state file's failed save unless it repeats a failure
+// already reported (failing, or repeat), and its first good save after
+// failures; it returns whether the file is failing now.
+func (a *abuse) saveLogged(what string, failing bool, err error, repeat bool) bool {
+	switch {
+	case err != nil && !failing && !repeat:
+		a.log.Event("error", "reason", "cannot write the "+what+" state file", "error", err.Error(),
+			"hint", "relayd retries every second and logs again when it is written")
+	case err == nil && failing:
+		a.log.Event("recovered", "reason", what+" state file written again")
+	}
+	return err != nil
 }
 
 // handle answers freeze and thaw, and passes every other verb to the
@@ -116,6 +133,11 @@ func (a *abuse) handle(p control.Peer, verb string, args []string, out io.Writer
 	freeze := verb == control.VerbFreeze
 	changed := a.gate.Engine.SetFrozen(o.UID, name, freeze)
 	if err := a.gate.Engine.Save(true); err != nil {
+		// The run loop's next save retries it (and logs its end).
+		if !policy.RepeatedSaveError(err) {
+			a.log.Event("error", "reason", "cannot write the policy state file", "error", err.Error(),
+				"hint", "relayd retries every second and logs again when it is written")
+		}
 		return fmt.Errorf("cannot record the %s: %v", verb, err)
 	}
 	if freeze {

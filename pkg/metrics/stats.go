@@ -341,8 +341,16 @@ func (s *Stats) Save() error {
 		return err
 	}
 	tmp := s.path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return err
+	err = os.WriteFile(tmp, b, 0o600)
+	if err == nil {
+		err = os.Rename(tmp, s.path)
 	}
-	return os.Rename(tmp, s.path)
+	if err != nil {
+		// Written by the next Save (a full disk: when space returns).
+		os.Remove(tmp)
+		s.mu.Lock()
+		s.dirty = true
+		s.mu.Unlock()
+	}
+	return err
 }

@@ -336,7 +336,9 @@ func (p *Pickup) flush() {
 	if p.Gate != nil {
 		// The policy's counters join the batch: the Sync below makes
 		// them durable with the messages they counted.
-		if err := p.Gate.Engine.Save(false); err != nil {
+		// A failure that repeats the last one (a full disk) was
+		// logged when it began; relayd's next save retries it.
+		if err := p.Gate.Engine.Save(false); err != nil && !policy.RepeatedSaveError(err) {
 			p.Log.Error("cannot write the policy state file", err)
 		}
 	}

@@ -74,11 +74,13 @@ type stateFile struct {
 // Engine decides, counts and remembers. It is safe for concurrent use.
 type Engine struct {
 	saveMu sync.Mutex // one Save at a time (they share the temporary file)
-	mu     sync.Mutex
-	path   string
-	accts  map[string]*account
-	dirty  bool
-	now    func() time.Time
+	// saveFailing is set while saves fail (under saveMu): see SaveError.
+	saveFailing bool
+	mu          sync.Mutex
+	path        string
+	accts       map[string]*account
+	dirty       bool
+	now         func() time.Time
 }
 
 // StateFile is the name of the state file in relayd's private queue
@@ -251,12 +253,32 @@ func (e *Engine) IsFrozen(uid int) bool {
 	return ac != nil && ac.Frozen
 }
 
+// SaveError is the error of a Save that failed. A full disk fails every
+// save until space returns; Repeat is set when the Save before this one
+// failed too, so that callers report the first failure of such an
+// episode, not every retry.
+type SaveError struct {
+	Err    error
+	Repeat bool
+}
+
+func (e *SaveError) Error() string { return e.Err.Error() }
+func (e *SaveError) Unwrap() error { return e.Err }
+
+// RepeatedSaveError reports whether err is a SaveError that repeats the
+// failure of the Save before it.
+func RepeatedSaveError(err error) bool {
+	var se *SaveError
+	return errors.As(err, &se) && se.Repeat
+}
+
 // Save writes the state file if anything changed since the last Save:
 // a temporary file beside it, then rename(2), so that a crash leaves the
 // old state or the new one, never half of one. With sync the file and
 // its directory are fsync'd; without, the caller's next syncfs (pickup's
 // group commit) makes it durable. Accounts with nothing left to remember
-// (empty buckets, no freeze, no recent trip) are dropped.
+// (empty buckets, no freeze, no recent trip) are dropped. A failed Save
+// leaves the state for the next one to write; its error is a *SaveError.
 func (e *Engine) Save(sync bool) error {
 	e.saveMu.Lock()
 	defer e.saveMu.Unlock()
@@ -295,8 +317,11 @@ func (e *Engine) Save(sync bool) error {
 		e.mu.Lock()
 		e.dirty = true
 		e.mu.Unlock()
-		return err
+		se := &SaveError{Err: err, Repeat: e.saveFailing}
+		e.saveFailing = true
+		return se
 	}
+	e.saveFailing = false
 	return nil
 }
 
