@@ -134,6 +134,9 @@ func tlsInit(args []string) int {
 	if *trust != "" {
 		fmt.Printf("relayd: tls-init: its CA, limited to these names, is trusted through %s\n", *trust)
 	}
+	// A running relayd keeps presenting the old certificate, whose CA is
+	// no longer trusted: clients that verify refuse it until the restart.
+	fmt.Printf("relayd: tls-init: a running relayd presents it after a restart: systemctl restart relayd\n")
 	return 0
 }
 

@@ -43,7 +43,8 @@ func TestTLSInit(t *testing.T) {
 	}
 
 	out := tlsInit()
-	if !strings.Contains(out, "new certificate") || !strings.Contains(out, "web1.example.com") {
+	if !strings.Contains(out, "new certificate") || !strings.Contains(out, "web1.example.com") ||
+		!strings.Contains(out, "systemctl restart relayd") {
 		t.Errorf("first run: %s", out)
 	}
 	for name, mode := range map[string]os.FileMode{"local.key": 0o640, "local.crt": 0o644, "ca.crt": 0o644} {
