@@ -738,7 +738,7 @@ func (p *Pickup) enqueue(m *spool.Meta, body io.Reader, sync bool) (string, erro
 				}
 				v = SignOrigin(rw.TraceKey, rw.TraceHeader, v+" id="+q.ID, msgid)
 			}
-			pre = append(pre, message.NewField(rw.TraceHeader, v))
+			pre = append(pre, originField(rw.TraceHeader, v))
 		}
 	}
 

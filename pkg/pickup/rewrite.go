@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/mailshim/mailshim/pkg/config"
 	"github.com/mailshim/mailshim/pkg/message"
@@ -194,19 +195,49 @@ func (r *Rewriter) Origin(o *spool.Origin) string {
 	return strings.Join(parts, " ")
 }
 
+// maxTraceValue bounds a value in the origin header as written: the
+// quoted form of a path in a legacy encoding is four times its length.
+const maxTraceValue = 300
+
 // traceValue writes a value bare when it is plain printable ASCII without
-// spaces or quotes, else Go-quoted in ASCII; long values are cut so that
-// the header line stays short.
+// spaces or quotes, else Go-quoted in ASCII; a value longer than
+// maxTraceValue as written is cut (and ends in "...") so that the header
+// stays short and has no word that a line limit would have to break.
 func traceValue(s string) string {
-	if len(s) > 300 {
-		s = s[:300] + "..."
-	}
+	plain := true
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c <= ' ' || c >= 0x7f || c == '"' || c == '\\' || c == ';' {
-			return strconv.QuoteToASCII(s)
+			plain = false
+			break
 		}
 	}
-	return s
+	if plain {
+		if len(s) > maxTraceValue {
+			return s[:maxTraceValue] + "..."
+		}
+		return s
+	}
+	q := strconv.QuoteToASCII(s)
+	if len(q) <= maxTraceValue {
+		return q
+	}
+	// Quoted rune by rune (an invalid byte is one "rune" of its own, as
+	// QuoteToASCII writes it) until the limit.
+	var b strings.Builder
+	b.WriteByte('"')
+	for i := 0; i < len(s); {
+		_, n := utf8.DecodeRuneInString(s[i:])
+		e := strconv.QuoteToASCII(s[i : i+n])
+		e = e[1 : len(e)-1]
+		if b.Len()+len(e) > maxTraceValue-len(`..."`) {
+			b.WriteString("...")
+			break
+		}
+		b.WriteString(e)
+		i += n
+	}
+	b.WriteByte('"')
+	return b.String()
 }
 
 func headerSafe(s string) string {

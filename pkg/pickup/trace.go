@@ -87,6 +87,15 @@ func (r *Rewriter) disarmTrace(h *header) []string {
 // base64url. The queue ID and the Message-ID bind it to one message: a
 // genuine header copied into another message no longer verifies.
 // VerifyOrigin checks one.
+//
+// The value and the Message-ID are signed as DKIM's "relaxed" header
+// canonicalization sees them (RFC 6376 3.4.2): unfolded, every run of
+// spaces and tabs one space, none at either end. MTAs on the way re-fold
+// long header lines, some with a tab where the space was; that must not
+// make a genuine header look forged. Folding only ever happens at white
+// space because relayd writes the header folded at its spaces and with no
+// word near the 998-octet line limit (originField), so nothing on the way
+// has to break a line inside a word.
 
 // macPrefix separates the signature from the signed value.
 const macPrefix = " mac="
@@ -99,10 +108,55 @@ func originMAC(key []byte, name, value, msgid string) string {
 	m.Write([]byte("mailshim-origin-v1\x00"))
 	m.Write([]byte(strings.ToLower(name)))
 	m.Write([]byte{0})
-	m.Write([]byte(value))
+	m.Write([]byte(relaxed(value)))
 	m.Write([]byte{0})
-	m.Write([]byte(strings.TrimSpace(msgid)))
+	m.Write([]byte(relaxed(msgid)))
 	return base64.RawURLEncoding.EncodeToString(m.Sum(nil)[:macLen])
+}
+
+// relaxed is s unfolded, with every run of white space (space, tab, line
+// breaks) one space and none at either end.
+func relaxed(s string) string {
+	var b strings.Builder
+	b.Grow(len(s))
+	space := false
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case ' ', '\t', '\r', '\n':
+			space = b.Len() > 0
+		default:
+			if space {
+				b.WriteByte(' ')
+				space = false
+			}
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
+
+// foldWidth is where originField folds the origin header's lines.
+const foldWidth = 78
+
+// originField returns the origin header field name: value, folded before
+// a space wherever a line would pass foldWidth (RFC 5322 2.2.3). The
+// value's words are short (traceValue), so no line comes near 998 octets.
+func originField(name, value string) message.Field {
+	var b strings.Builder
+	b.WriteString(name)
+	b.WriteString(":")
+	col := b.Len()
+	for _, w := range strings.Split(value, " ") {
+		if col+1+len(w) > foldWidth && col > len(name)+1 {
+			b.WriteString("\n")
+			col = 0
+		}
+		b.WriteString(" ")
+		b.WriteString(w)
+		col += 1 + len(w)
+	}
+	b.WriteString("\n")
+	return message.Field{Name: name, Raw: []byte(b.String())}
 }
 
 // SignOrigin returns value with its signature appended.
@@ -138,7 +192,7 @@ func VerifyOrigin(key []byte, name string, r io.Reader) (string, error) {
 		return "", fmt.Errorf("%w: the message has %d %s headers; relayd adds exactly one", ErrNotGenuine, len(origins), name)
 	}
 	v := strings.TrimSpace(unfold(origins[0].Raw[len(origins[0].Name):]))
-	v = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+	v = relaxed(strings.TrimPrefix(strings.TrimSpace(v), ":"))
 	i := strings.LastIndex(v, macPrefix)
 	if i < 0 {
 		return "", fmt.Errorf("%w: the %s header is not signed (no mac=)", ErrNotGenuine, name)
