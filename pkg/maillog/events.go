@@ -128,9 +128,46 @@ func (l *Logger) MetricsListen(addr string) {
 	l.emit(slog.LevelInfo, "metrics", str("listen", addr))
 }
 
-// Listen logs event=listen: what became of an SMTP listener socket.
-func (l *Logger) Listen(attrs ...slog.Attr) {
-	l.emit(slog.LevelInfo, "listen", attrs...)
+// Listening logs event=listen: the SMTP listener serves addr, a socket
+// from systemd or one it bound (from).
+func (l *Logger) Listening(addr, from string) {
+	l.emit(slog.LevelInfo, "listen", str("addr", addr), str("from", from))
+}
+
+// ListenUnavailable logs event=listen status=unavailable: addr could not
+// be bound (err); fix is optional.
+func (l *Logger) ListenUnavailable(addr string, err error, fix string) {
+	as := []slog.Attr{str("status", "unavailable"), str("addr", addr), str("error", errText(err))}
+	l.emit(slog.LevelWarn, "listen", opt(as, "fix", fix)...)
+}
+
+// ListenStatus logs event=listen with the listener's status (disabled,
+// none) and why; fix is optional.
+func (l *Logger) ListenStatus(status, reason, fix string) {
+	l.emit(slog.LevelWarn, "listen", opt([]slog.Attr{str("status", status), str("reason", reason)}, "fix", fix)...)
+}
+
+// ListenProcessLookup logs event=listen process_lookup=mode: how far the
+// listener can find its clients' processes, and why; fix is optional.
+func (l *Logger) ListenProcessLookup(mode, reason, fix string) {
+	l.emit(slog.LevelWarn, "listen", opt([]slog.Attr{str("process_lookup", mode), str("reason", reason)}, "fix", fix)...)
+}
+
+// ListenTLSOn logs event=listen tls=on: STARTTLS is offered with cert.
+func (l *Logger) ListenTLSOn(cert string) {
+	l.emit(slog.LevelInfo, "listen", str("tls", "on"), str("cert", cert))
+}
+
+// ListenTLSOff logs event=listen tls=off: STARTTLS is not offered, with
+// the certificate's load error (nil: none configured), the reason and the
+// fix (optional).
+func (l *Logger) ListenTLSOff(err error, reason, fix string) {
+	as := []slog.Attr{str("tls", "off")}
+	if err != nil {
+		as = append(as, str("error", err.Error()))
+	}
+	as = append(as, str("reason", reason))
+	l.emit(slog.LevelWarn, "listen", opt(as, "fix", fix)...)
 }
 
 // Pickup is what event=pickup says of a message pickup queued.
@@ -266,9 +303,12 @@ func (l *Logger) Policy(d PolicyDecision) {
 }
 
 // LimitTripped logs event=limit-tripped: an account's first trip of an
-// episode, with the admin notice's fate last.
-func (l *Logger) LimitTripped(attrs ...slog.Attr) {
-	l.emit(slog.LevelWarn, "limit-tripped", attrs...)
+// episode (the policy's notice as attributes), the admin the notice goes
+// to (noticeTo, "" for none) and what became of it (notice: its queue ID,
+// or why it was not sent; "" when there is no admin to tell).
+func (l *Logger) LimitTripped(trip []slog.Attr, noticeTo, notice string) {
+	as := append(append([]slog.Attr(nil), trip...), str("notice_to", noticeTo))
+	l.emit(slog.LevelWarn, "limit-tripped", opt(as, "notice", notice)...)
 }
 
 // Freeze logs event=freeze: byUID froze account (uid); held messages.

@@ -55,6 +55,15 @@ func TestTypedEvents(t *testing.T) {
 		{func(l *Logger) { l.Reloaded("/etc/mailshim/mailshim.conf", 1, []string{"spool", "listen"}) },
 			`event=reload status=ok config=/etc/mailshim/mailshim.conf upstreams=1 needs_restart=spool,listen`},
 		{func(l *Logger) { l.Hold("ID1", 0) }, `event=hold id=ID1 by_uid=0`},
+		{func(l *Logger) { l.ListenTLSOff(nil, "no cert_file/key_file in [listen]: STARTTLS not offered", "") },
+			`event=listen tls=off reason="no cert_file/key_file in [listen]: STARTTLS not offered"`},
+		{func(l *Logger) { l.ListenUnavailable("127.0.0.1:25", errors.New("denied"), "use systemd") },
+			`event=listen status=unavailable addr=127.0.0.1:25 error=denied fix="use systemd"`},
+		{func(l *Logger) {
+			l.LimitTripped(KV("account", "www-data", "uid", 33), "root@example.org", "not sent: x")
+		},
+			`event=limit-tripped account=www-data uid=33 notice_to=root@example.org notice="not sent: x"`},
+		{func(l *Logger) { l.LimitTripped(KV("account", "a"), "", "") }, `event=limit-tripped account=a notice_to=""`},
 	} {
 		l, b := testLogger()
 		tc.log(l)

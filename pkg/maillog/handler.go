@@ -22,7 +22,7 @@ type Handler struct {
 	s      *handlerState
 	pre    []byte      // attributes added by WithAttrs, already formatted
 	preat  []slog.Attr // the same attributes for the Observer
-	prefix string // group prefix for later keys
+	prefix string      // group prefix for later keys
 }
 
 // handlerState is what all handlers derived from one share.
