@@ -424,3 +424,29 @@ func (l *Logger) UpstreamDown(addr, name string, retryIn time.Duration, reason s
 	as = append(as, str("retry_in", retryIn.String()), str("reason", reason))
 	l.emit(slog.LevelWarn, "upstream-down", opt(as, "cause", why.Cause, "fix", why.Fix)...)
 }
+
+// SMTPRefused logs event=smtp-refused: the SMTP listener refused client's
+// connection, for reason.
+func (l *Logger) SMTPRefused(client, reason string, more ...slog.Attr) {
+	l.emit(slog.LevelWarn, "smtp-refused", append([]slog.Attr{str("client", client), str("reason", reason)}, more...)...)
+}
+
+// SMTPRefusedN logs event=smtp-refused for refused connections refused
+// for one reason since the last such line.
+func (l *Logger) SMTPRefusedN(reason string, refused int, more ...slog.Attr) {
+	l.emit(slog.LevelWarn, "smtp-refused", append([]slog.Attr{str("reason", reason), num("refused", refused)}, more...)...)
+}
+
+// SMTPError logs event=smtp-error: an error of the SMTP listener's server
+// outside a session (a TLS handshake that failed, ...).
+func (l *Logger) SMTPError(err string) {
+	l.emit(slog.LevelWarn, "smtp-error", str("error", err))
+}
+
+// SMTPSessionError logs event=smtp-error: client's session (uid, user,
+// envelope sender from) was refused err; more comes before the error.
+func (l *Logger) SMTPSessionError(client string, uid int, user, from, err string, more ...slog.Attr) {
+	as := []slog.Attr{str("client", client), num("uid", uid), str("user", user), str("from", from)}
+	as = append(as, more...)
+	l.emit(slog.LevelWarn, "smtp-error", append(as, str("error", err))...)
+}

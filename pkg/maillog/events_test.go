@@ -64,6 +64,14 @@ func TestTypedEvents(t *testing.T) {
 		},
 			`event=limit-tripped account=www-data uid=33 notice_to=root@example.org notice="not sent: x"`},
 		{func(l *Logger) { l.LimitTripped(KV("account", "a"), "", "") }, `event=limit-tripped account=a notice_to=""`},
+		{func(l *Logger) {
+			l.SMTPRefusedN("busy: too many connections", 1, KV("client", "127.0.0.1:5", "uid", 65534)...)
+		},
+			`event=smtp-refused reason="busy: too many connections" refused=1 client=127.0.0.1:5 uid=65534`},
+		{func(l *Logger) {
+			l.SMTPSessionError("127.0.0.1:5", 33, "www-data", "<a@b>", "451 x", slog.Int("nrcpt", 2))
+		},
+			`event=smtp-error client=127.0.0.1:5 uid=33 user=www-data from=<a@b> nrcpt=2 error="451 x"`},
 	} {
 		l, b := testLogger()
 		tc.log(l)
