@@ -125,7 +125,7 @@ func (s *SMTP) Serve(r io.Reader, w io.Writer) (stored, failed int, err error) {
 			if s.CheckSender != nil {
 				if err := s.CheckSender(e.Sender); err != nil {
 					failed++
-					rerr = reply("553 5.7.1 " + oneLine(err.Error()))
+					rerr = reply("553 5.7.1 " + ReplyLine(err.Error()))
 					break
 				}
 			}
@@ -342,8 +342,10 @@ func rcptTo(rest string) (addr, notify, code string) {
 	return addr, notify, ""
 }
 
-// oneLine makes s fit in one reply line.
-func oneLine(s string) string {
+// ReplyLine makes s fit in one SMTP reply line (control characters become
+// spaces, at most 400 bytes): the rule of both SMTP servers, -bs and the
+// loopback listener.
+func ReplyLine(s string) string {
 	s = strings.Map(func(r rune) rune {
 		if r < 0x20 || r == 0x7f {
 			return ' '
