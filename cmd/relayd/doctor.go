@@ -7,6 +7,7 @@ import (
 	"os/signal"
 	"os/user"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -109,9 +110,20 @@ func doctorCmd(args []string) int {
 	rep.Add(doctor.Local(ctx, lo)...)
 
 	from := *senders
+	var cands []senderOrigin
 	if len(from) == 0 {
-		from = configuredSenders(cfg)
+		cands = configuredOrigins(cfg)
+		for _, c := range cands {
+			from = append(from, c.Sender)
+		}
+	} else {
+		// Given senders: whoever sends them (a route by user does
+		// not apply).
+		for _, s := range from {
+			cands = append(cands, senderOrigin{RouteOrigin: config.RouteOrigin{Sender: s, UID: -1}})
+		}
 	}
+	perUpstream := routedSenders(cfg, cands)
 	var secrets []string
 	for i, up := range cfg.Upstreams {
 		secrets = append(secrets, up.Password)
@@ -119,7 +131,7 @@ func doctorCmd(args []string) int {
 			continue
 		}
 		uo := doctor.UpstreamOptions{Hostname: cfg.Hostname, MaxMessageSize: cfg.MaxMessageSize,
-			Senders: sendersFor(up, from), Rcpt: *rcpt, Timeout: *timeout, SASL: (&oauth.Clients{}).Client}
+			Senders: perUpstream[i], Rcpt: *rcpt, Timeout: *timeout, SASL: (&oauth.Clients{}).Client}
 		rep.Add(doctor.Upstream(ctx, i+1, up, uo)...)
 	}
 	if *sendTo != "" {
@@ -168,10 +180,17 @@ func mayRunDoctor(cfg *config.Config) bool {
 	return err == nil && int(fi.Sys().(*syscall.Stat_t).Uid) == os.Geteuid()
 }
 
-// configuredSenders are the distinct senders of the [senders] map ("@d"
-// entries as root@d), else the sender root's mail gets.
-func configuredSenders(cfg *config.Config) []string {
-	var out []string
+// senderOrigin is an envelope sender doctor tries and whose mail it is,
+// for routing.
+type senderOrigin struct {
+	config.RouteOrigin
+}
+
+// configuredOrigins are the distinct senders of the [senders] map, each
+// with the local user whose mail gets it ("@d" entries as that user at d,
+// root for "*"), else the sender root's mail gets.
+func configuredOrigins(cfg *config.Config) []senderOrigin {
+	var out []senderOrigin
 	seen := map[string]bool{}
 	keys := make([]string, 0, len(cfg.Senders))
 	for k := range cfg.Senders {
@@ -179,13 +198,32 @@ func configuredSenders(cfg *config.Config) []string {
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
+		name, uid := "root", 0
+		switch {
+		case strings.HasPrefix(k, "uid:"):
+			name, uid = "", -1
+			if n, err := strconv.Atoi(k[4:]); err == nil {
+				uid = n
+				if u, err := user.LookupId(k[4:]); err == nil {
+					name = u.Username
+				}
+			}
+		case k != "*":
+			name, uid = k, -1
+			if u, err := user.Lookup(k); err == nil {
+				uid, _ = strconv.Atoi(u.Uid)
+			}
+		}
 		v := cfg.Senders[k]
 		if strings.HasPrefix(v, "@") {
-			v = "root" + v
+			if name == "" {
+				continue
+			}
+			v = name + v
 		}
 		if !seen[v] {
 			seen[v] = true
-			out = append(out, v)
+			out = append(out, senderOrigin{config.RouteOrigin{Sender: v, User: name, UID: uid}})
 		}
 	}
 	if len(out) == 0 {
@@ -193,28 +231,103 @@ func configuredSenders(cfg *config.Config) []string {
 		if !ok {
 			s = "root@" + cfg.Hostname
 		}
-		out = append(out, s)
+		out = append(out, senderOrigin{config.RouteOrigin{Sender: s, User: "root", UID: 0}})
 	}
 	return out
 }
 
-// sendersFor keeps the senders this upstream may carry (sender_domains).
-func sendersFor(up config.Upstream, from []string) []string {
-	if len(up.SenderDomains) == 0 {
-		return from
+// routedSenders returns, for each upstream (by index), the senders doctor
+// tries on it: those of cands whose mail goes through it, as relayd routes
+// it ([[route]], routed_only, sender_domains). A route's upstream with
+// none of them gets one for the route: a sender of its users ([senders],
+// else user@hostname), or postmaster@ its first sender domain; any other
+// upstream with none gets postmaster@ its first sender domain, or all of
+// cands' senders.
+func routedSenders(cfg *config.Config, cands []senderOrigin) [][]string {
+	out := make([][]string, len(cfg.Upstreams))
+	add := func(i int, s string) {
+		for _, x := range out[i] {
+			if x == s {
+				return
+			}
+		}
+		out[i] = append(out[i], s)
 	}
-	var out []string
-	for _, s := range from {
-		_, d, _ := strings.Cut(s, "@")
-		for _, sd := range up.SenderDomains {
-			if strings.EqualFold(d, sd) {
-				out = append(out, s)
-				break
+	index := func(name string) int {
+		for i, u := range cfg.Upstreams {
+			if name != "" && u.Name == name {
+				return i
+			}
+		}
+		return -1
+	}
+	for _, c := range cands {
+		ri, ups := config.SelectRoute(cfg.Upstreams, cfg.Routes, c.RouteOrigin)
+		if ri >= 0 {
+			for _, name := range cfg.Routes[ri].Upstream {
+				if i := index(name); i >= 0 {
+					add(i, c.Sender)
+				}
+			}
+			continue
+		}
+		for _, u := range ups {
+			for i := range cfg.Upstreams {
+				if !cfg.Upstreams[i].RoutedOnly && sameUpstream(cfg.Upstreams[i], u) {
+					add(i, c.Sender)
+				}
 			}
 		}
 	}
-	if len(out) == 0 {
-		return []string{"postmaster@" + up.SenderDomains[0]}
+	for _, r := range cfg.Routes {
+		for _, name := range r.Upstream {
+			i := index(name)
+			if i < 0 || len(out[i]) > 0 {
+				continue
+			}
+			switch {
+			case len(r.SenderDomains) > 0:
+				add(i, "postmaster@"+r.SenderDomains[0])
+			default:
+				for _, u := range r.Users {
+					if strings.HasPrefix(u, "group:") {
+						continue
+					}
+					name, uid := u, -1
+					if n, ok := strings.CutPrefix(u, "uid:"); ok {
+						name = ""
+						uid, _ = strconv.Atoi(n)
+						if pw, err := user.LookupId(n); err == nil {
+							name = pw.Username
+						}
+					}
+					s, ok := cfg.SenderFor(name, uid)
+					if !ok && name != "" {
+						s, ok = name+"@"+cfg.Hostname, true
+					}
+					if ok {
+						add(i, s)
+					}
+				}
+			}
+		}
+	}
+	for i, up := range cfg.Upstreams {
+		if len(out[i]) > 0 {
+			continue
+		}
+		if len(up.SenderDomains) > 0 {
+			add(i, "postmaster@"+up.SenderDomains[0])
+			continue
+		}
+		for _, c := range cands {
+			add(i, c.Sender)
+		}
 	}
 	return out
+}
+
+// sameUpstream reports whether a and b are the same [[upstream]] entry.
+func sameUpstream(a, b config.Upstream) bool {
+	return a.Name == b.Name && a.Host == b.Host && a.Port == b.Port && a.Username == b.Username && a.PasswordFile == b.PasswordFile
 }

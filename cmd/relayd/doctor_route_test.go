@@ -1,0 +1,86 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/mailshim/mailshim/pkg/smtptest"
+)
+
+// ownsSenders is a Hook that refuses, as Postfix's
+// smtpd_sender_login_maps does, every sender not in domain.
+func ownsSenders(domain string) func(ctx context.Context, stage, arg string) error {
+	return func(ctx context.Context, stage, arg string) error {
+		if stage == smtptest.StageMail && !strings.HasSuffix(arg, "@"+domain) {
+			return &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "<" + arg + ">: Sender address rejected: not owned by user"}
+		}
+		return nil
+	}
+}
+
+// doctor with [[route]]s: each upstream is checked with its own
+// credentials and with the senders whose mail goes through it. A
+// routed_only upstream that only a sender domain's route uses is asked
+// MAIL FROM an address of that domain, and one that a user's route uses
+// is asked with that user's sender ([senders]), not with root's sender,
+// which no mail through them carries and which they rightly refuse.
+func TestDoctorRoutedUpstreams(t *testing.T) {
+	main := newUpstream(t, smtptest.Options{Hook: ownsSenders("web1.example.com")})
+	shop := smtptest.New(t, smtptest.Options{Username: "web1@shop.example", Password: "shop-" + testPassword, Hook: ownsSenders("shop.example")})
+	own := smtptest.New(t, smtptest.Options{Username: "nobody@own.example", Password: "own-" + testPassword, Hook: ownsSenders("own.example")})
+	s := newSite(t, main, siteOpts{})
+	secret := func(name, pw string) string {
+		p := filepath.Join(s.dir, name)
+		if err := os.WriteFile(p, []byte(pw+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	named := func(name string, srv *smtptest.Server, secretFile string) string {
+		u := srv.Upstream()
+		return fmt.Sprintf("\n[[upstream]]\nname = %q\nrouted_only = true\nhost = %q\nport = %d\ntls = \"starttls\"\nca_file = %q\nusername = %q\npassword_file = %q\n",
+			name, u.Host, u.Port, u.CAFile, u.Username, secretFile)
+	}
+	s.writeConfig(named("shop", shop, secret("shop.secret", "shop-"+testPassword)) +
+		named("own", own, secret("own.secret", "own-"+testPassword)) + `
+[[route]]
+sender_domains = ["shop.example"]
+upstream = ["shop"]
+
+[[route]]
+users = ["nobody"]
+upstream = ["own"]
+
+[senders]
+nobody = "nobody@own.example"
+root = "root@web1.example.com"
+`)
+	s.start()
+	out, errOut, code := s.doctor()
+	for _, want := range []string{
+		"MAIL FROM:<root@web1.example.com> accepted",
+		"MAIL FROM:<postmaster@shop.example> accepted",
+		"MAIL FROM:<nobody@own.example> accepted",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("no %q in the report", want)
+		}
+	}
+	for _, srv := range []*smtptest.Server{shop, own} {
+		for _, who := range []string{"root@web1.example.com", "nobody@own.example", "postmaster@shop.example"} {
+			if strings.Contains(out, "MAIL FROM:<"+who+"> refused") {
+				t.Errorf("%s was asked MAIL FROM:<%s>, mail no route sends through it", srv.Addr, who)
+			}
+		}
+	}
+	if code != 0 {
+		line, cause, fix := firstFailure(out)
+		t.Errorf("exit %d; first failure %q (cause %q, fix %q)\n%s\n%s", code, line, cause, fix, out, errOut)
+	}
+}
