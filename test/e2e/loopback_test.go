@@ -262,8 +262,7 @@ func loopbackClients() []client {
 
 func TestLoopbackClients(t *testing.T) {
 	s := loopbackSetup(t)
-	wp := startWordPress(t)
-	_ = wp
+	startWordPress(t) // for the wordpress-* clients
 	for _, c := range loopbackClients() {
 		for _, u := range []*user.User{s.Alice, s.Bob} {
 			t.Run(c.name+"/"+u.Username, func(t *testing.T) {
@@ -382,7 +381,7 @@ var (
 	wpErr   error
 )
 
-func startWordPress(t *testing.T) string {
+func startWordPress(t *testing.T) {
 	t.Helper()
 	wpOnce.Do(func() {
 		wpState = filepath.Join(os.TempDir(), "mailshim-e2e-wordpress")
@@ -396,7 +395,6 @@ func startWordPress(t *testing.T) string {
 	if wpErr != nil {
 		t.Fatal(wpErr)
 	}
-	return wpState
 }
 
 // stopLoopback ends what the loopback tests started for the whole run (the
