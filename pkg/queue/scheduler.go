@@ -82,6 +82,11 @@ type sched struct {
 	// a worker anyway, to be bounced at the end of their lifetime or to
 	// get their delay notice (see sweep).
 	swept map[string]*sweepState
+	// ups is the upstream component the breakers and routes are about,
+	// and defs what each of its upstreams is (upDefs): a reload that
+	// changes an upstream forgets what its old definition earned.
+	ups  *Upstreams
+	defs map[string]string
 }
 
 type sweepState struct {
@@ -223,13 +228,14 @@ func (q *Queue) loop(ctx, sendCtx context.Context, once bool) time.Time {
 			// trying now.
 			clear(q.sched.health)
 		}
+		set, gen = q.settingsGen()
+		q.adopt(set.Upstreams)
 		if !stopping {
 			if relist && len(pending) == 0 && !(once && listed) {
 				pending, wake = q.due()
 				size = batchSize(len(pending), n)
 				relist, listed = false, true
 			}
-			set, gen = q.settingsGen()
 			for busy < n && len(pending) > 0 {
 				var j *job
 				var w time.Time
@@ -591,13 +597,75 @@ func (q *Queue) blocked(cands []string, skip map[string]bool) (time.Time, bool) 
 	return wake, true
 }
 
+// upDefs returns what each upstream of u is, by breaker key (upKey): its
+// address, TLS settings and credentials (sessionKey).
+func upDefs(u *Upstreams) map[string]string {
+	defs := map[string]string{}
+	if u != nil {
+		for _, up := range u.list {
+			defs[upKey(up)] += sessionKey(up) + ","
+		}
+	}
+	return defs
+}
+
+// adopt makes u (the configuration in force, replaced by a reload) the one
+// the scheduler's state is about. A breaker belongs to an upstream as it
+// was configured: when a reload changes an upstream (its address, its
+// credentials — a rotated password fixed) or removes it, its breaker is
+// forgotten and the messages waiting for the upstreams are due at once,
+// without their strikes, instead of waiting up to MaxBackoff for what the
+// old definition earned; the routes learned under the old [[route]]s are
+// forgotten too.
+func (q *Queue) adopt(u *Upstreams) {
+	s := q.sched
+	if u == s.ups {
+		return
+	}
+	first, oldDefs := s.ups == nil, s.defs
+	defs := upDefs(u)
+	s.ups, s.defs = u, defs
+	clear(s.routes)
+	if first {
+		return
+	}
+	changed := false
+	for key := range s.health {
+		if d, ok := defs[key]; !ok || d != oldDefs[key] {
+			delete(s.health, key)
+			changed = true
+		}
+	}
+	if !changed {
+		return
+	}
+	q.mu.Lock()
+	for id := range s.waiting {
+		if _, ok := q.deferred[id]; ok {
+			q.deferred[id] = time.Time{}
+		}
+		delete(s.strikes, id)
+	}
+	q.mu.Unlock()
+	clear(s.waiting)
+}
+
 // apply takes in a worker's report: health first (breakers), then each
 // message's new place in the due index, then the observer's events.
 func (q *Queue) apply(r *jobResult) {
 	s := q.sched
 	now := q.now()
 	var events []Event
+	var jobDefs map[string]string
+	if u := r.job.set.Upstreams; u != s.ups && s.ups != nil {
+		jobDefs = upDefs(u)
+	}
 	for _, h := range r.health {
+		if jobDefs != nil && jobDefs[h.key] != s.defs[h.key] {
+			// Learned with a definition a reload has replaced since:
+			// not about the upstream as configured now.
+			continue
+		}
 		b := s.health[h.key]
 		name := ""
 		if h.key != h.addr {
