@@ -158,6 +158,7 @@ type Server struct {
 	cancel  context.CancelFunc
 	pending atomic.Int32
 	busy    *control.RateLog
+	unknown *control.RateLog // connections refused because their owner is unknown
 	noProc  *control.RateLog // the client's process not found
 	recent  recentHolders    // the processes that held each user's last sockets
 	selfPID int
@@ -178,6 +179,14 @@ func New(opts Options) *Server {
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.busy = &control.RateLog{Log: func(n int, kv ...any) {
 		s.opts.Log("smtp-refused", append([]any{"reason", "busy: too many connections", "refused", n}, kv...)...)
+	}}
+	// A client can open and reset connections faster than relayd looks
+	// them up: each is refused, but only the first in a minute is logged
+	// (with its reason), the others counted, so that no local user can
+	// flood the log (and push other users' lines out of a rate-limited
+	// journal).
+	s.unknown = &control.RateLog{Log: func(n int, kv ...any) {
+		s.opts.Log("smtp-refused", append(kv, "refused", n)...)
 	}}
 	s.noProc = &control.RateLog{Log: func(n int, kv ...any) {
 		s.opts.Log("warning", append([]any{"reason", "the client's process was not found; mail recorded under the socket owner's UID without it", "connections", n}, kv...)...)
@@ -291,10 +300,13 @@ func (r *refusal) Error() string { return r.reason }
 // UID, and hands it to go-smtp; or answers 421 and closes it.
 func (s *Server) admit(raw net.Conn) {
 	client := clientString(raw)
-	refuse := func(r *refusal, kv ...any) {
+	reply := func(r *refusal) {
 		raw.SetWriteDeadline(time.Now().Add(5 * time.Second))
 		io.WriteString(raw, r.reply+"\r\n")
 		raw.Close()
+	}
+	refuse := func(r *refusal, kv ...any) {
+		reply(r)
 		s.opts.Log("smtp-refused", append([]any{"client", client, "reason", r.reason}, kv...)...)
 	}
 	if s.pending.Add(1) > maxPending {
@@ -313,7 +325,8 @@ func (s *Server) admit(raw net.Conn) {
 		if !errors.As(err, &r) {
 			r = &refusal{reply: "421 4.7.0 " + s.opts.Hostname + " cannot establish which local user is connecting; connection refused", reason: err.Error()}
 		}
-		refuse(r)
+		reply(r)
+		s.unknown.Note("client", client, "reason", r.reason)
 		return
 	}
 	// Identified: from here the limiter bounds this connection (per UID,
