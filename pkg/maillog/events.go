@@ -450,3 +450,21 @@ func (l *Logger) SMTPSessionError(client string, uid int, user, from, err string
 	as = append(as, more...)
 	l.emit(slog.LevelWarn, "smtp-error", append(as, str("error", err))...)
 }
+
+// ControlAcceptFailed logs event=error: the control socket's accept
+// failed failures times since the last line; it backs off.
+func (l *Logger) ControlAcceptFailed(err error, failures int) {
+	l.Error("control socket accept failed; backing off", err, num("failures", failures))
+}
+
+// ControlBusy logs event=warning: refused control socket peers since the
+// last line, then the last one's key/value pairs.
+func (l *Logger) ControlBusy(refused int, peer ...any) {
+	l.Warning("control socket busy: peer refused", nil, append([]slog.Attr{num("refused", refused)}, KV(peer...)...)...)
+}
+
+// FlushThrottled logs event=flush: uid's flush came too soon after its
+// last and did nothing.
+func (l *Logger) FlushThrottled(uid int) {
+	l.emit(slog.LevelInfo, "flush", num("uid", uid), num("deferred", 0), str("throttled", "one flush a minute per user"))
+}
