@@ -169,7 +169,7 @@ func run(path string, drainTimeout time.Duration) int {
 		go func() { defer wg.Done(); f() }()
 	}
 	goRun(func() {
-		srv := &control.Server{Handler: ab.handle, Log: log.Event}
+		srv := &control.Server{Handler: ab.handle, Log: log}
 		if err := srv.Serve(ctx, ctlLn); err != nil {
 			log.Error("control socket", err)
 		}

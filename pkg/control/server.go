@@ -104,9 +104,24 @@ type Server struct {
 	Handler Handler
 	// Limiter caps the requests served at once (ControlLimiter when nil).
 	Limiter *Limiter
-	// Log reports accept errors and refused peers (at most one line a
-	// minute of each), in maillog.Logger.Event's form. Nil: not logged.
-	Log func(event string, kv ...any)
+	// Log reports accept errors, refused peers (at most one line a minute
+	// of each) and throttled flushes. Nil: not logged.
+	Log Reporter
+}
+
+// Reporter is what the control socket logs: relayd's *maillog.Logger has
+// these methods (this package is linked into sendmail, which must not link
+// the mail log, so it names only the methods).
+type Reporter interface {
+	// ControlAcceptFailed: accept(2) failed (EMFILE...) failures times
+	// since the last report; the socket backs off.
+	ControlAcceptFailed(err error, failures int)
+	// ControlBusy: refused peers over the limits since the last report,
+	// with the last one's key/value pairs (uid, pid).
+	ControlBusy(refused int, peer ...any)
+	// FlushThrottled: uid's flush came within FlushEvery of its last and
+	// did nothing.
+	FlushThrottled(uid int)
 }
 
 // Serve accepts connections on ln until ctx is done or ln is closed. Accept
@@ -124,12 +139,12 @@ func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
 	}()
 	acc := &Acceptor{Ln: ln, Log: func(err error, n int) {
 		if s.Log != nil {
-			s.Log("error", "reason", "control socket accept failed; backing off", "error", err.Error(), "failures", n)
+			s.Log.ControlAcceptFailed(err, n)
 		}
 	}}
 	busy := &RateLog{Log: func(n int, kv ...any) {
 		if s.Log != nil {
-			s.Log("warning", append([]any{"reason", "control socket busy: peer refused", "refused", n}, kv...)...)
+			s.Log.ControlBusy(n, kv...)
 		}
 	}}
 	gate := &flushGate{every: FlushEvery, log: s.Log}
@@ -191,7 +206,7 @@ const FlushEvery = time.Minute
 // flushGate remembers each non-admin UID's last flush.
 type flushGate struct {
 	every time.Duration
-	log   func(event string, kv ...any)
+	log   Reporter
 	mu    sync.Mutex
 	last  map[int]time.Time
 }
@@ -252,7 +267,7 @@ func serveConn(ctx context.Context, c *net.UnixConn, h Handler, lim *Limiter, bu
 	}
 	if req.Verb == VerbFlush && !p.Admin && !gate.allow(p.UID, time.Now()) {
 		if gate.log != nil {
-			gate.log("flush", "uid", p.UID, "deferred", 0, "throttled", "one flush a minute per user")
+			gate.log.FlushThrottled(p.UID)
 		}
 		return
 	}
