@@ -67,7 +67,10 @@ type account struct {
 }
 
 type stateFile struct {
-	Version  int                 `json:"version"`
+	Version int `json:"version"`
+	// Saved is the clock's time when the file was written (a file
+	// without it: its modification time).
+	Saved    time.Time           `json:"saved,omitzero"`
 	Accounts map[string]*account `json:"accounts"`
 }
 
@@ -103,6 +106,7 @@ func Open(path string, now func() time.Time) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
+
 	var st stateFile
 	if err := json.Unmarshal(b, &st); err != nil || st.Version != 1 {
 		if err == nil {
@@ -116,8 +120,34 @@ func Open(path string, now func() time.Time) (*Engine, error) {
 			e.accts[k] = a
 		}
 	}
+	saved := st.Saved
+	if fi, err := os.Stat(path); err == nil && saved.IsZero() {
+		saved = fi.ModTime()
+	}
+	// The times are the wall clock's. A file written after now was
+	// written while the clock was ahead (a bad RTC at boot, then NTP):
+	// its times are taken back by as much, as if they had been counted
+	// at the corrected time; else every account that sent then would be
+	// over its limits until the clock caught up. A clock that jumped
+	// forward only empties buckets early, as time would.
+	if ahead := saved.Sub(now()); ahead > clockSlack {
+		for _, a := range e.accts {
+			for r, t := range a.TAT {
+				a.TAT[r] = t.Add(-ahead)
+			}
+			if !a.LastTrip.IsZero() {
+				a.LastTrip = a.LastTrip.Add(-ahead)
+			}
+		}
+		e.dirty = true
+		return e, fmt.Errorf("%s was written %s ahead of the clock (the clock was set back since): its counters are taken back by as much", path, ahead.Round(time.Second))
+	}
 	return e, nil
 }
+
+// clockSlack is how far ahead of the clock the state file's time may be
+// before Open takes it for a clock that was set back.
+const clockSlack = time.Minute
 
 func (e *Engine) get(a Account) *account {
 	k := a.Key()
@@ -288,7 +318,7 @@ func (e *Engine) Save(sync bool) error {
 		return nil
 	}
 	now := e.now()
-	st := stateFile{Version: 1, Accounts: map[string]*account{}}
+	st := stateFile{Version: 1, Saved: now, Accounts: map[string]*account{}}
 	for k, ac := range e.accts {
 		live := ac.Frozen || now.Sub(ac.LastTrip) < NoticeQuiet
 		for _, t := range ac.TAT {
