@@ -14,7 +14,13 @@
 //     inode of the client's own socket. Then /proc is scanned for the
 //     process that holds that inode, for the advisory origin record
 //     (executable, command line, working directory, systemd unit).
-//   - Unix socket: SO_PEERCRED (UID, GID and PID of the client).
+//   - Unix socket: SO_PEERCRED (UID and GID of the client); the process
+//     is the holder of the client's socket (its inode from unix_diag),
+//     looked for first at SO_PEERCRED's PID.
+//
+// What is read from /proc/PID is kept only if the process still holds
+// the client's socket afterwards: a PID may go to another process between
+// the search and the reading.
 //
 // A connection whose owner cannot be established — the client's socket is
 // gone (a race) or lives in another network namespace, or the peer is not
@@ -389,7 +395,8 @@ type Identity struct {
 	User     string
 	PID      int    // the client's process, 0 when unknown
 	Client   string // the peer: "127.0.0.1:54321", "[::1]:54321", "unix"
-	inode    uint64 // TCP: the client's socket
+	inode    uint64 // the client's socket
+	peerPID  int    // Unix socket: SO_PEERCRED's PID, a hint for the holder
 	// Origin holds the advisory fields of the client's process.
 	Origin spool.Origin
 	gidSet bool
@@ -423,7 +430,17 @@ func (s *Server) identify(raw net.Conn) (*Identity, error) {
 		if err != nil {
 			return nil, fmt.Errorf("SO_PEERCRED: %w", err)
 		}
-		id.UID, id.GID, id.PID, id.gidSet = int(cred.Uid), int(cred.Gid), int(cred.Pid), true
+		// The kernel's UID and GID are the connecting process's. Its PID
+		// is only where the search for the socket's holder starts (the
+		// process may have handed the socket on and exited, and its PID
+		// gone to another user's process): describe records a process
+		// only while it holds the client's socket, found by its inode.
+		id.UID, id.GID, id.gidSet, id.peerPID = int(cred.Uid), int(cred.Gid), true, int(cred.Pid)
+		if ino, err := sockdiag.UnixPeer(uc); err == nil {
+			id.inode = ino
+		} else {
+			s.opts.Log("warning", "client", id.Client, "uid", id.UID, "reason", "the client's socket was not found (unix_diag); mail recorded under the kernel's UID without the client's process", "error", err.Error())
+		}
 	default:
 		return nil, fmt.Errorf("unsupported connection type %T", raw)
 	}
@@ -439,12 +456,27 @@ func (s *Server) describe(raw net.Conn, id *Identity) {
 	// reads /proc and nothing else.
 	var h sockdiag.Holder
 	sockdiag.WithScanCaps(func() {
-		if id.inode != 0 {
-			h = sockdiag.FindHolder("", id.inode, uint32(id.UID), scanLimit, s.recent.get(id.UID)...)
-			id.PID = h.PID
+		if id.inode == 0 {
+			return
 		}
+		var hint []int
+		if id.peerPID > 0 {
+			hint = append(hint, id.peerPID)
+		}
+		h = sockdiag.FindHolder("", id.inode, uint32(id.UID), scanLimit, append(hint, s.recent.get(id.UID)...)...)
+		id.PID = h.PID
 		if id.PID > 0 && id.PID != s.selfPID {
-			if gid := origin.ApplyProcess(&id.Origin, id.PID); gid >= 0 && !id.gidSet {
+			var o spool.Origin
+			gid := origin.ApplyProcess(&o, id.PID)
+			// Read from /proc/PID: if the holder exited meanwhile and its
+			// PID went to another process, that is what was read. It
+			// counts only if the process still holds the socket.
+			if !sockdiag.Holds("", id.PID, id.inode) {
+				id.PID, h.PID = 0, 0
+				return
+			}
+			id.Origin = o
+			if gid >= 0 && !id.gidSet {
 				id.GID, id.gidSet = gid, true
 			}
 		}

@@ -22,6 +22,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/mdlayher/netlink"
@@ -244,4 +245,88 @@ func holds(procRoot string, pid int, target string) int {
 			return 0
 		}
 	}
+}
+
+// Holds reports whether process pid has the socket inode open now. A
+// caller that read /proc/PID after FindHolder found pid asks again
+// afterwards: if the process exited meanwhile and its PID went to another
+// process, what was read is that other process's.
+func Holds(procRoot string, pid int, inode uint64) bool {
+	if procRoot == "" {
+		procRoot = "/proc"
+	}
+	return pid > 0 && holds(procRoot, pid, "socket:["+strconv.FormatUint(inode, 10)+"]") == 1
+}
+
+// Netlink constants of linux/unix_diag.h.
+const (
+	unixDiagShowPeer = 0x4 // UDIAG_SHOW_PEER
+	unixDiagPeer     = 2   // UNIX_DIAG_PEER
+	unixReqLen       = 24  // sizeof(struct unix_diag_req)
+	unixMsgLen       = 16  // sizeof(struct unix_diag_msg)
+)
+
+// UnixPeer returns the inode of the socket at the other end of c, a
+// connected Unix stream socket of this process (the unix_diag lookup of
+// "ss -x"): the client's socket, for FindHolder. SO_PEERCRED's PID is the
+// process that connected, which may since have handed the socket on and
+// exited, and its PID may belong to another process by now; the inode
+// names the connection itself.
+func UnixPeer(c interface {
+	SyscallConn() (syscall.RawConn, error)
+}) (uint64, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0, fmt.Errorf("sockdiag: %w", err)
+	}
+	var st unix.Stat_t
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = unix.Fstat(int(fd), &st) }); err != nil {
+		return 0, fmt.Errorf("sockdiag: %w", err)
+	}
+	if serr != nil {
+		return 0, fmt.Errorf("sockdiag: fstat: %w", serr)
+	}
+	req := make([]byte, unixReqLen)
+	req[0] = unix.AF_UNIX
+	binary.LittleEndian.PutUint32(req[4:], 0xffffffff) // every state
+	binary.LittleEndian.PutUint32(req[8:], uint32(st.Ino))
+	binary.LittleEndian.PutUint32(req[12:], unixDiagShowPeer)
+	binary.LittleEndian.PutUint32(req[16:], noCookie)
+	binary.LittleEndian.PutUint32(req[20:], noCookie)
+	conn, err := netlink.Dial(unix.NETLINK_SOCK_DIAG, nil)
+	if err != nil {
+		return 0, fmt.Errorf("sockdiag: %w", err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	msgs, err := conn.Execute(netlink.Message{
+		Header: netlink.Header{Type: sockDiagByFamily, Flags: netlink.Request},
+		Data:   req,
+	})
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return 0, ErrNotFound
+		}
+		return 0, fmt.Errorf("sockdiag: unix_diag lookup: %w", err)
+	}
+	for _, m := range msgs {
+		d := m.Data
+		if len(d) < unixMsgLen || d[0] != unix.AF_UNIX || uint64(binary.LittleEndian.Uint32(d[4:])) != st.Ino {
+			continue
+		}
+		ad, err := netlink.NewAttributeDecoder(d[unixMsgLen:])
+		if err != nil {
+			return 0, fmt.Errorf("sockdiag: unix_diag answer: %w", err)
+		}
+		for ad.Next() {
+			if ad.Type() == unixDiagPeer {
+				if peer := ad.Uint32(); peer != 0 {
+					return uint64(peer), nil
+				}
+			}
+		}
+		return 0, ErrOrphan
+	}
+	return 0, ErrNotFound
 }

@@ -146,3 +146,41 @@ func BenchmarkIdentify(b *testing.B) {
 		}
 	})
 }
+
+// UnixPeer names the client's socket of an accepted Unix connection, the
+// one this process holds (Holds), and no other.
+func TestUnixPeer(t *testing.T) {
+	ln, err := net.Listen("unix", t.TempDir()+"/s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("unix", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	f, err := c.(*net.UnixConn).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	unix.Fstat(int(f.Fd()), &st)
+	f.Close()
+	got, err := UnixPeer(sc.(*net.UnixConn))
+	if err != nil || got != st.Ino {
+		t.Fatalf("UnixPeer = %d, %v; want %d", got, err, st.Ino)
+	}
+	if !Holds("", os.Getpid(), got) {
+		t.Error("Holds: this process holds the client's socket, not found")
+	}
+	c.Close()
+	if Holds("", os.Getpid(), got) {
+		t.Error("Holds: the closed socket is still held")
+	}
+}
