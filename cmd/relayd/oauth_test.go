@@ -313,3 +313,30 @@ func TestOAuthRevokedTokenReplaced(t *testing.T) {
 	}
 	d.term(t)
 }
+
+// The token endpoint fails while the access token in hand is about to be
+// replaced (inside RefreshMargin) but still valid: the refresh fails, the
+// old token is used until it expires, and the mail goes.
+func TestOAuthEndpointDownTokenStillValid(t *testing.T) {
+	te := newTokenEndpoint(t, 24*time.Second) // replaced 12 s before it expires
+	s, up := oauthSite(t, te, "auth = [\"XOAUTH2\"]\noauth_flow = \"client_credentials\"\noauth_scopes = [\"https://outlook.office365.com/.default\"]")
+	d := s.start()
+	s.drop("before", 1)
+	if _, err := up.WaitFor(1, 30*time.Second); err != nil {
+		t.Fatalf("%v\n%s", err, s.log())
+	}
+	issued := time.Now()
+	waitfor.True(t, "the token's refresh margin", 20*time.Second, func() bool { return time.Since(issued) > 13*time.Second })
+	te.mu.Lock()
+	te.fail = "temporarily_unavailable"
+	te.mu.Unlock()
+	up.DropAll()
+	s.drop("endpoint-down", 1)
+	if _, err := up.WaitFor(2, 6*time.Second); err != nil {
+		t.Fatalf("not delivered with the token still valid while the endpoint fails: %v\n%s", err, s.logTail(3000))
+	}
+	if !strings.Contains(s.log(), "temporarily_unavailable") {
+		t.Errorf("the failed refresh is not logged:\n%s", s.logTail(3000))
+	}
+	d.term(t)
+}

@@ -14,7 +14,8 @@
 // relayd's user only, read with the checks of config.ReadSecret (the
 // password_file rules). A Source caches its access token and fetches a new
 // one before the old expires (RefreshMargin), so a session never starts
-// with a token about to lapse, and forgets it when an upstream refuses it
+// with a token about to lapse (keeping the old one while it is valid when
+// that refresh fails), and forgets it when an upstream refuses it
 // (revoked before its expiry), so the next login asks for a new one. When
 // the provider rotates the refresh token
 // (Microsoft does on every use) the new one is used from then on and kept
@@ -170,13 +171,22 @@ func (s *Source) Token(ctx context.Context) (string, error) {
 			EndpointParams: url.Values{"grant_type": {"refresh_token"}, "refresh_token": {s.refresh}}}
 		tok, err = cc.Token(ctx)
 	}
+	if err == nil && tok.AccessToken == "" {
+		err = errors.New("the token endpoint answered without an access_token")
+	}
 	if err != nil {
+		if s.tok != nil && now.Before(s.expiry) {
+			// An early refresh failed, but the token in hand is still
+			// valid: use it until it expires (an outage of the token
+			// endpoint must not stop the mail while it lasts), and say
+			// so; the next session tries the endpoint again.
+			if s.o.Warn != nil {
+				s.o.Warn("cannot renew the OAuth2 access token at "+s.o.TokenURL+"; relayd uses the current one until it expires at "+s.expiry.UTC().Format(time.RFC3339), err)
+			}
+			return s.tok.AccessToken, nil
+		}
 		s.tok = nil
 		return "", s.failure(err)
-	}
-	if tok.AccessToken == "" {
-		s.tok = nil
-		return "", s.failure(errors.New("the token endpoint answered without an access_token"))
 	}
 	// x/oauth2 dates the expiry with the system clock. A token without
 	// expires_in is taken to live an hour (Google's and Microsoft's
