@@ -178,7 +178,7 @@ func (a *abuse) notice(n *policy.Notice) {
 		Env:    spool.Envelope{Sender: "<>", Recipients: []string{to}},
 		Origin: spool.Origin{UID: os.Getuid(), GID: os.Getgid(), User: me, Via: "notice"},
 	}
-	id, err := a.pk.Enqueue(m, strings.NewReader(body))
+	id, err := a.pk.EnqueueOwn(m, strings.NewReader(body))
 	if err != nil {
 		a.log.Event("limit-tripped", append(kv, "notice", "not sent: "+err.Error())...)
 		return

@@ -516,7 +516,7 @@ func (p *Pickup) file(name string) bool {
 	// Held before its state file appears in incoming/, so the queue
 	// never sees it unheld while the maildrop file is there.
 	p.setHeld(name, true)
-	id, err := p.enqueue(m, m.Body(f), false)
+	id, err := p.enqueue(m, m.Body(f), false, true)
 	if err != nil {
 		p.setHeld(name, false)
 		var re *RejectError
@@ -649,13 +649,23 @@ func (p *Pickup) unlinkDrop(name string) {
 // the store of the submission socket. It returns after logging the pickup
 // line.
 func (p *Pickup) Enqueue(m *spool.Meta, body io.Reader) (string, error) {
-	return p.enqueue(m, body, true)
+	return p.enqueue(m, body, true, true)
+}
+
+// EnqueueOwn is Enqueue for relayd's own mail (the admin notice): it does
+// not pass the per-account policy, which limits what the local accounts
+// send. relayd's own user falls under the "*" table like every UID, and a
+// notice held or refused there would keep the admin from hearing of an
+// account that tripped a limit just when several do.
+func (p *Pickup) EnqueueOwn(m *spool.Meta, body io.Reader) (string, error) {
+	return p.enqueue(m, body, true, false)
 }
 
 // enqueue is Enqueue; with sync false the state file is written without
 // fsync and the message is durable only after the caller's Queue.Sync,
-// and Enqueued is left to the caller (a scan's batch, see flush).
-func (p *Pickup) enqueue(m *spool.Meta, body io.Reader, sync bool) (string, error) {
+// and Enqueued is left to the caller (a scan's batch, see flush). With
+// gated false the message does not pass the Gate (EnqueueOwn).
+func (p *Pickup) enqueue(m *spool.Meta, body io.Reader, sync, gated bool) (string, error) {
 	rw := p.rw.Load()
 	q := *m
 	if q.ID == "" {
@@ -767,7 +777,7 @@ func (p *Pickup) enqueue(m *spool.Meta, body io.Reader, sync bool) (string, erro
 	}
 	size := d.Size()
 	state, deliv := spool.Incoming, (*spool.Delivery)(nil)
-	if p.Gate != nil {
+	if p.Gate != nil && gated {
 		var re *RejectError
 		state, deliv, re = p.admit(&q, h, size)
 		if re != nil {
