@@ -84,3 +84,30 @@ root = "root@web1.example.com"
 		t.Errorf("exit %d; first failure %q (cause %q, fix %q)\n%s\n%s", code, line, cause, fix, out, errOut)
 	}
 }
+
+// [trace] key_file is a secret like password_file: doctor checks that
+// relayd's user owns it and no one else can read it. A key that root
+// created for itself (relayd's user cannot read it, and relayd does not
+// start) is a failed secrets check that names the file.
+func TestDoctorChecksTraceKey(t *testing.T) {
+	needRoot(t)
+	up := newUpstream(t, smtptest.Options{MaxSize: 100 << 20, SMTPUTF8: true})
+	s := newSite(t, up, siteOpts{})
+	keyFile := filepath.Join(s.dir, "origin.key")
+	if err := os.WriteFile(keyFile, []byte("k3y-0f-at-least-16-bytes-for-hmac\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.writeConfig(fmt.Sprintf("\n[trace]\nkey_file = %q\n", keyFile))
+	s.start()
+	if out, _, code := s.doctor(); code != 0 || !strings.Contains(out, keyFile) {
+		t.Errorf("a key owned by relayd's user: exit %d, or the secrets check does not name it:\n%s", code, out)
+	}
+	if err := os.Chown(keyFile, nobodyUID, -1); err != nil {
+		t.Fatal(err)
+	}
+	out, _, code := s.doctor()
+	line, _, fix := firstFailure(out)
+	if code != 1 || !strings.Contains(line, "secrets") || !strings.Contains(line, keyFile) || !strings.Contains(fix, "chown") {
+		t.Errorf("a key relayd's user does not own: exit %d, first failure %q (fix %q)\n%s", code, line, fix, out)
+	}
+}

@@ -323,8 +323,9 @@ func checkRelayd(ctx context.Context, o LocalOptions) Check {
 }
 
 // checkSecrets: every secret file (password_file, the OAuth client secret
-// and refresh token files) is a regular file owned by relayd's
-// user, readable by it (its directories searchable) and by no one else.
+// and refresh token files, [trace] key_file) is a regular file owned by
+// relayd's user, readable by it (its directories searchable) and by no one
+// else.
 func checkSecrets(o LocalOptions) Check {
 	c := Check{Name: CSecrets}
 	var seen, probs, fixes []string
@@ -333,6 +334,7 @@ func checkSecrets(o LocalOptions) Check {
 	for _, up := range o.Config.Upstreams {
 		files = append(files, up.PasswordFile, up.OAuthClientSecretFile, up.OAuthRefreshTokenFile)
 	}
+	files = append(files, o.Config.Trace.KeyFile)
 	for _, f := range files {
 		if f == "" || done[f] {
 			continue
@@ -374,7 +376,7 @@ func checkSecrets(o LocalOptions) Check {
 		return c
 	}
 	if len(seen) == 0 {
-		c.Status, c.Saw = Skipped, "no secret file configured (password_file, oauth_client_secret_file, oauth_refresh_token_file)"
+		c.Status, c.Saw = Skipped, "no secret file configured (password_file, oauth_client_secret_file, oauth_refresh_token_file, [trace] key_file)"
 		return c
 	}
 	c.Status, c.Saw = OK, "readable by relayd's user only: "+strings.Join(seen, ", ")
