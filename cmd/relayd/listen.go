@@ -19,7 +19,6 @@ import (
 	"github.com/mailshim/mailshim/pkg/control"
 	"github.com/mailshim/mailshim/pkg/maillog"
 	"github.com/mailshim/mailshim/pkg/smtpd"
-	"github.com/mailshim/mailshim/pkg/sockdiag"
 	"github.com/mailshim/mailshim/pkg/submit"
 )
 
@@ -34,14 +33,10 @@ const listenGrace = 10 * time.Second
 // be bound (a port under 1024 without root or socket activation, a port in
 // use) is logged and skipped: the sendmail doors work on regardless. It
 // returns the function that stops the listener (nil when none runs).
-func startListen(cfg *config.Config, host string, intake *submit.Intake, log *maillog.Logger) func(context.Context) {
+// scan says whether the /proc scan's capabilities are permitted (run
+// took them out of force at start: sockdiag.LowerCaps).
+func startListen(cfg *config.Config, host string, intake *submit.Intake, log *maillog.Logger, scan bool) func(context.Context) {
 	ls := cfg.Listen
-	// The capabilities of the listener's /proc scan are raised only on
-	// its own threads (sockdiag.WithScanCaps): out of everything else.
-	scan, err := sockdiag.LowerCaps()
-	if err != nil {
-		log.Event("warning", "reason", "cannot lower CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE out of relayd's effective set", "error", err.Error())
-	}
 	passed, _ := activation.Listeners()
 	var lns []net.Listener
 	covered := map[string]bool{}

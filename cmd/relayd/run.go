@@ -23,6 +23,7 @@ import (
 	"github.com/mailshim/mailshim/pkg/pickup"
 	"github.com/mailshim/mailshim/pkg/queue"
 	"github.com/mailshim/mailshim/pkg/relay"
+	"github.com/mailshim/mailshim/pkg/sockdiag"
 	"github.com/mailshim/mailshim/pkg/spool"
 	"github.com/mailshim/mailshim/pkg/submit"
 	"github.com/mailshim/mailshim/pkg/sysexits"
@@ -74,11 +75,20 @@ func relayOptions(cfg *config.Config, host string, log *maillog.Logger) relay.Op
 // run runs the daemon until SIGTERM or SIGINT; drainTimeout bounds how
 // long the sessions in flight may finish before they are aborted.
 func run(path string, drainTimeout time.Duration) int {
+	// The capabilities of the SMTP listener's /proc scan (relayd.service
+	// grants them) go out of force before anything else runs: relayd's
+	// own files (configuration, secrets, spool) are read with the daemon
+	// user's rights only, at start as at a reload, and the scan raises
+	// them on its own threads (sockdiag.WithScanCaps).
+	scanCaps, capsErr := sockdiag.LowerCaps()
 	cfg, ok := loadConfig(path)
 	if !ok {
 		return sysexits.Config
 	}
 	log := maillog.New(os.Stderr, nil)
+	if capsErr != nil {
+		log.Event("warning", "reason", "cannot lower CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE out of relayd's effective set", "error", capsErr.Error())
+	}
 	owner := spool.CurrentOwner()
 	if err := spool.Prepare(cfg.Spool, owner); err != nil {
 		for _, e := range unjoin(err) {
@@ -186,7 +196,7 @@ func run(path string, drainTimeout time.Duration) int {
 		goRun(func() { serveMetrics(ctx, mt, metricsLn, log) })
 	}
 	// The loopback SMTP listener (listen.go) shares the intake.
-	if stopListen := startListen(cfg, rw.Hostname, &intake, log); stopListen != nil {
+	if stopListen := startListen(cfg, rw.Hostname, &intake, log, scanCaps); stopListen != nil {
 		goRun(func() {
 			<-ctx.Done()
 			sctx, cancel := context.WithTimeout(context.Background(), listenGrace)
