@@ -70,7 +70,7 @@ func (p *Pickup) admit(q *spool.Meta, h *header, size int64) (string, *spool.Del
 		}
 		return spool.Held, &spool.Delivery{Reason: "held by policy: " + why}, nil
 	case policy.Defer:
-		return spool.Deferred, &spool.Delivery{Next: d.At, Reason: "deferred by policy until " + d.At.UTC().Format(time.RFC3339) + ": " + d.Violation.Error()}, nil
+		return spool.Deferred, &spool.Delivery{Next: d.At, Reason: policy.DeferredReason + " until " + d.At.UTC().Format(time.RFC3339) + ": " + d.Violation.Error()}, nil
 	case policy.Refuse:
 		return "", nil, errPolicy(d.Violation)
 	}

@@ -53,6 +53,11 @@ type Decision struct {
 	Notice bool
 }
 
+// DeferredReason starts the reason (spool.Delivery.Reason) of a message
+// queued in deferred/ by the policy, until its time: the queue tells such
+// a message from one an upstream deferred by it (and no attempt yet).
+const DeferredReason = "deferred by policy"
+
 // NoticeQuiet is how long an account must go without tripping a limit
 // before a new trip counts as a new episode (and sends a new notice).
 const NoticeQuiet = time.Hour

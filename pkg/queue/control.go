@@ -12,6 +12,7 @@ import (
 
 	"github.com/mailshim/mailshim/pkg/control"
 	"github.com/mailshim/mailshim/pkg/message"
+	"github.com/mailshim/mailshim/pkg/policy"
 	"github.com/mailshim/mailshim/pkg/spool"
 )
 
@@ -164,6 +165,16 @@ func (q *Queue) flushUID(uid int) int {
 			mine = append(mine, id)
 		}
 	}
+	// Not the messages the per-account policy deferred (action
+	// "defer"): they wait for the time the account's rate allows, and
+	// a user's flush must not let a flood out at once.
+	kept := mine[:0]
+	for _, id := range mine {
+		if !q.pacedByPolicy(id) {
+			kept = append(kept, id)
+		}
+	}
+	mine = kept
 	n := 0
 	q.mu.Lock()
 	for _, id := range mine {
@@ -177,6 +188,13 @@ func (q *Queue) flushUID(uid int) int {
 		q.Kick()
 	}
 	return n
+}
+
+// pacedByPolicy reports whether deferred message id waits for the time
+// the per-account policy gave it (not yet attempted).
+func (q *Queue) pacedByPolicy(id string) bool {
+	d, err := q.sp.ReadState(spool.Deferred, id)
+	return err == nil && d.Attempts == 0 && strings.HasPrefix(d.Reason, policy.DeferredReason)
 }
 
 // uidOf returns the UID of message id, from q.uids or its file.
