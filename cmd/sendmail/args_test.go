@@ -120,3 +120,28 @@ func FuzzParseArgs(f *testing.F) {
 		}
 	})
 }
+
+// The DSN options are read by package message's rules, the ones every
+// door uses: NOTIFY in any case with blanks, -V taken as it is ('+' and
+// '=' included; the SMTP client encodes it as xtext), a value the rules
+// refuse ignored and recorded.
+func TestEnvelopeDSNOptions(t *testing.T) {
+	a, err := parseArgs("sendmail", []string{"-N", "success, Delay", "-R", "hdrs", "-V", "order+42=x", "-B", "8bitmime", "root"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, e := envelope(a)
+	if e != nil {
+		t.Fatal(e)
+	}
+	if env.Notify != "SUCCESS,DELAY" || env.Ret != "HDRS" || env.EnvID != "order+42=x" || env.BodyType != "8BITMIME" || len(a.ignored) != 0 {
+		t.Errorf("envelope %+v, ignored %q", env, a.ignored)
+	}
+	a, err = parseArgs("sendmail", []string{"-N", "never,success", "-V", "a b", "root"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if env, e = envelope(a); e != nil || env.Notify != "" || env.EnvID != "" || strings.Join(a.ignored, " ") != "-Nnever,success -Va b" {
+		t.Errorf("envelope %+v, ignored %q, %v", env, a.ignored, e)
+	}
+}
