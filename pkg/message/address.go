@@ -169,6 +169,11 @@ func check(addr string) (string, error) {
 	return bare, nil
 }
 
+// IsLocalName reports whether s is a bare local name every part of the
+// product takes: an unqualified recipient, a name pickup qualifies in a
+// header field.
+func IsLocalName(s string) bool { return localName(s) }
+
 // localName reports whether s is acceptable as an unqualified recipient: a
 // user or alias name, never a program ("|cmd"), a file ("/path") or an
 // include (":include:"), which some MTAs would act on.
