@@ -146,17 +146,12 @@ func addrSpan(v string) (int, int, bool) {
 	return spans[0].Start, spans[0].End, true
 }
 
+// localPartOK reports whether a bare name in a header field is one
+// pickup qualifies or rewrites: a local name by the rule every door uses
+// for recipients (message.IsLocalName), in ASCII (a raw 8-bit address in a
+// header is left as its writer put it).
 func localPartOK(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte(".-_+=!#$&'*/?^`{|}~", c) >= 0) {
-			return false
-		}
-	}
-	return true
+	return message.IsASCII(s) && message.IsLocalName(s)
 }
 
 // Received returns the Received: value naming the UID.

@@ -94,3 +94,20 @@ func TestQualifyField(t *testing.T) {
 		}
 	}
 }
+
+// A bare name in a header field is qualified when it is a local name by
+// the rule the envelope's recipients follow (message.IsLocalName), and
+// only then: not a program, a file or an option.
+func TestQualifyFieldLocalNameRule(t *testing.T) {
+	r := &Rewriter{Hostname: "web1.example.com"}
+	for in, want := range map[string]string{
+		"To: web-admin\n": "To: web-admin@web1.example.com\n",
+		"To: |cmd\n":      "To: |cmd\n",
+		"To: /tmp/x\n":    "To: /tmp/x\n",
+		"To: -oQ/tmp\n":   "To: -oQ/tmp\n",
+	} {
+		if got := string(r.QualifyField([]byte(in))); got != want {
+			t.Errorf("%q: got %q, want %q", in, got, want)
+		}
+	}
+}
