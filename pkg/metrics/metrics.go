@@ -10,7 +10,11 @@
 // The account label is bounded: the accounts the policy names, plus the
 // top_accounts busiest others (chosen at scrape time by what they have
 // sent, and kept once chosen, so that a series never moves); every other
-// account is "other".
+// account is "other". Counters only grow: an account that gets a label of
+// its own after its counts were served under "other" (the policy names it
+// on a reload) leaves what it had there, and its own series counts from
+// then on; an account that had its own label keeps it (a reload that
+// drops its [policy] table does not move its counts into "other").
 //
 // Its Go API is not stable.
 package metrics
@@ -78,6 +82,8 @@ type Metrics struct {
 	mu       sync.Mutex
 	named    map[string]bool
 	chosen   map[string]bool  // accounts with their own label, besides named
+	labelled map[string]bool  // accounts ever served under their own label
+	inOther  map[string]bool  // accounts ever served under "other"
 	volume   map[string]int64 // messages picked up per account (for top N)
 	ids      map[string]string
 	acctVecs []*acctVec
@@ -94,7 +100,8 @@ func New(opt Options) *Metrics {
 	if opt.TopAccounts <= 0 {
 		opt.TopAccounts = defaultTopAccts
 	}
-	m := &Metrics{reg: prometheus.NewRegistry(), opt: opt, chosen: map[string]bool{}, volume: map[string]int64{}, ids: map[string]string{}}
+	m := &Metrics{reg: prometheus.NewRegistry(), opt: opt, chosen: map[string]bool{}, labelled: map[string]bool{}, inOther: map[string]bool{},
+		volume: map[string]int64{}, ids: map[string]string{}}
 	m.SetNamed(opt.Named)
 	m.pickedUp = m.newAcctVec(PickedUp, "Messages picked up into the queue (every door), by account and door (via).", "via")
 	m.deliveries = m.newAcctVec(Deliveries, "Delivery outcomes per recipient and attempt (the mail log's event=delivery), by status (sent, deferred, bounced, failed), upstream and account.", "status", "upstream")
@@ -259,7 +266,7 @@ func (m *Metrics) Observe(e *maillog.Entry) {
 
 // label returns the account label for acct (under m.mu).
 func (m *Metrics) label(acct string) string {
-	if m.named[acct] || m.chosen[acct] {
+	if m.named[acct] || m.chosen[acct] || m.labelled[acct] {
 		return acct
 	}
 	return OtherAccount
@@ -297,10 +304,14 @@ type acctVec struct {
 	mu     sync.Mutex
 	// by account, then by the other labels' values joined with \x00.
 	data map[string]map[string]float64
+	// base is, by account and labels as data, what an account had when
+	// it moved from "other" to its own label: it stays in "other".
+	base map[string]map[string]float64
 }
 
 func (m *Metrics) newAcctVec(name, help string, labels ...string) *acctVec {
-	v := &acctVec{desc: prometheus.NewDesc(name, help, append([]string{"account"}, labels...), nil), labels: len(labels), data: map[string]map[string]float64{}}
+	v := &acctVec{desc: prometheus.NewDesc(name, help, append([]string{"account"}, labels...), nil), labels: len(labels),
+		data: map[string]map[string]float64{}, base: map[string]map[string]float64{}}
 	m.acctVecs = append(m.acctVecs, v)
 	return v
 }
@@ -345,6 +356,29 @@ func (c *acctCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		v.mu.Unlock()
 	}
+	for a, l := range labelOf {
+		switch {
+		case l == OtherAccount || a == untrackedAccount:
+			m.inOther[a] = true
+		case m.inOther[a]:
+			// Served under "other" until now: that stays there.
+			delete(m.inOther, a)
+			for _, v := range m.acctVecs {
+				v.mu.Lock()
+				if d := v.data[a]; d != nil {
+					b := map[string]float64{}
+					for k, n := range d {
+						b[k] = n
+					}
+					v.base[a] = b
+				}
+				v.mu.Unlock()
+			}
+			fallthrough
+		default:
+			m.labelled[a] = true
+		}
+	}
 	m.mu.Unlock()
 	for _, v := range m.acctVecs {
 		sums := map[string]float64{}
@@ -354,7 +388,12 @@ func (c *acctCollector) Collect(ch chan<- prometheus.Metric) {
 			if l == "" {
 				l = OtherAccount
 			}
+			b := v.base[a]
 			for k, n := range d {
+				if l != OtherAccount && b[k] > 0 {
+					sums[OtherAccount+"\x00"+k] += b[k]
+					n -= b[k]
+				}
 				sums[l+"\x00"+k] += n
 			}
 		}
