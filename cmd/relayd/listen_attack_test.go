@@ -78,3 +78,46 @@ func sendAs0(t *testing.T, addr, subject string) bool {
 	r.send("Subject: " + subject + "\r\n\r\nbody\r\n.\r\n")
 	return strings.HasPrefix(r.reply(), "250 2.0.0 Ok: queued as ")
 }
+
+// A client that connects, waits for the greeting and resets, in a loop
+// (every connection identified and served, then gone), cannot flood the
+// log either: go-smtp's error for each such connection is logged once,
+// then counted.
+func TestListenResetFloodLogBounded(t *testing.T) {
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{extra: listenConf})
+	d := s.start()
+	defer d.term(t)
+	addrs := s.listenAddrs()
+	host, port, _ := strings.Cut(addrs["tcp4"], ":")
+	out, err := exec.Command("/usr/bin/python3", "-c", `
+import socket, struct, sys, time
+n, end = 0, time.time() + 2
+while time.time() < end:
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+    s.recv(100)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+    n += 1
+print(n)
+`, host, port).CombinedOutput()
+	if err != nil {
+		t.Fatalf("flood: %v\n%s", err, out)
+	}
+	n, _ := strconv.Atoi(strings.TrimSpace(string(out)))
+	var errs int
+	waitfor.True(t, "relayd to catch up with the flood", 20*time.Second, func() bool {
+		r := sendAs0(t, addrs["tcp4"], "after flood")
+		errs = strings.Count(s.log(), "event=smtp-error")
+		return r
+	})
+	if n < 200 {
+		t.Skipf("SKIPPED: only %d connections in 2 s (a loaded machine)", n)
+	}
+	if errs > 20 {
+		t.Errorf("%d connections reset after the greeting, %d smtp-error lines in the log: one client floods it", n, errs)
+	}
+	if errs == 0 || !strings.Contains(s.log(), "connection reset by peer") {
+		t.Errorf("the first reset is not logged:\n%.3000s", s.log())
+	}
+}

@@ -157,18 +157,19 @@ func (o *Options) defaults() {
 // Server is the listener. Create it with New, call Serve for every
 // listening socket, and Shutdown at the end.
 type Server struct {
-	opts    Options
-	smtp    *smtp.Server
-	queue   *chanListener
-	ctx     context.Context
-	cancel  context.CancelFunc
-	pending atomic.Int32
-	busy    *control.RateLog
-	unknown *control.RateLog // connections refused because their owner is unknown
-	noProc  *control.RateLog // the client's process not found
-	recent  recentHolders    // the processes that held each user's last sockets
-	selfPID int
-	selfUID int
+	opts     Options
+	smtp     *smtp.Server
+	queue    *chanListener
+	ctx      context.Context
+	cancel   context.CancelFunc
+	pending  atomic.Int32
+	busy     *control.RateLog
+	unknown  *control.RateLog // connections refused because their owner is unknown
+	connErrs *control.RateLog // go-smtp's errors of single connections
+	noProc   *control.RateLog // the client's process not found
+	recent   recentHolders    // the processes that held each user's last sockets
+	selfPID  int
+	selfUID  int
 
 	mu    sync.Mutex
 	lns   map[net.Listener]bool
@@ -193,6 +194,9 @@ func New(opts Options) *Server {
 	// journal).
 	s.unknown = &control.RateLog{Log: func(n int, kv ...any) {
 		s.opts.Log("smtp-refused", append(kv, "refused", n)...)
+	}}
+	s.connErrs = &control.RateLog{Log: func(n int, kv ...any) {
+		s.opts.Log("smtp-error", append(kv, "errors", n)...)
 	}}
 	s.noProc = &control.RateLog{Log: func(n int, kv ...any) {
 		s.opts.Log("warning", append([]any{"reason", "the client's process was not found; mail recorded under the socket owner's UID without it", "connections", n}, kv...)...)
@@ -221,15 +225,24 @@ func New(opts Options) *Server {
 	return s
 }
 
-// errorLog passes go-smtp's internal errors (a TLS handshake that failed,
-// a connection error) to the log.
+// errorLog passes go-smtp's internal errors (a connection error, a
+// panic in a session) to the log. A connection's own error ("error
+// handling 127.0.0.1:port: ... connection reset by peer") is something
+// every client can cause, as often as it can connect: the first in a
+// minute is logged, the others counted (connErrs), so that no local user
+// can flood the log.
 type errorLog struct{ s *Server }
 
-func (e errorLog) Printf(format string, v ...any) {
-	e.s.opts.Log("smtp-error", "error", strings.TrimSpace(fmt.Sprintf(format, v...)))
-}
-func (e errorLog) Println(v ...any) {
-	e.s.opts.Log("smtp-error", "error", strings.TrimSpace(fmt.Sprintln(v...)))
+func (e errorLog) Printf(format string, v ...any) { e.log(fmt.Sprintf(format, v...)) }
+func (e errorLog) Println(v ...any)               { e.log(fmt.Sprintln(v...)) }
+
+func (e errorLog) log(msg string) {
+	msg = strings.TrimSpace(msg)
+	if strings.HasPrefix(msg, "error handling ") {
+		e.s.connErrs.Note("error", msg)
+		return
+	}
+	e.s.opts.Log("smtp-error", "error", msg)
 }
 
 // chanListener hands identified connections to go-smtp's server.
