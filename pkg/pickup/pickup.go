@@ -114,6 +114,8 @@ type Pickup struct {
 	held   map[string]bool
 	ready  chan struct{} // closed after Run's first pass
 	once   sync.Once
+	// committer groups the messages of Store (commit.go).
+	committer committer
 }
 
 // Holds reports whether pickup still has the maildrop file of a queued
@@ -516,7 +518,7 @@ func (p *Pickup) file(name string) bool {
 	// Held before its state file appears in incoming/, so the queue
 	// never sees it unheld while the maildrop file is there.
 	p.setHeld(name, true)
-	id, err := p.enqueue(m, m.Body(f), false, true)
+	id, err := p.enqueue(m, m.Body(f), inBatch, true)
 	if err != nil {
 		p.setHeld(name, false)
 		var re *RejectError
@@ -649,7 +651,7 @@ func (p *Pickup) unlinkDrop(name string) {
 // the store of the submission socket. It returns after logging the pickup
 // line.
 func (p *Pickup) Enqueue(m *spool.Meta, body io.Reader) (string, error) {
-	return p.enqueue(m, body, true, true)
+	return p.enqueue(m, body, synced, true)
 }
 
 // EnqueueOwn is Enqueue for relayd's own mail (the admin notice): it does
@@ -658,14 +660,36 @@ func (p *Pickup) Enqueue(m *spool.Meta, body io.Reader) (string, error) {
 // notice held or refused there would keep the admin from hearing of an
 // account that tripped a limit just when several do.
 func (p *Pickup) EnqueueOwn(m *spool.Meta, body io.Reader) (string, error) {
-	return p.enqueue(m, body, true, false)
+	return p.enqueue(m, body, synced, false)
 }
 
-// enqueue is Enqueue; with sync false the state file is written without
-// fsync and the message is durable only after the caller's Queue.Sync,
-// and Enqueued is left to the caller (a scan's batch, see flush). With
-// gated false the message does not pass the Gate (EnqueueOwn).
-func (p *Pickup) enqueue(m *spool.Meta, body io.Reader, sync, gated bool) (string, error) {
+// How enqueue makes a message durable.
+type enqueueMode int
+
+const (
+	// synced: the message and state files are fsync'd before enqueue
+	// returns, and the queue is told.
+	synced enqueueMode = iota
+	// inBatch: written without fsync; durable only after the scan's
+	// Queue.Sync (flush), which also tells the queue (under mu).
+	inBatch
+	// inGroup: written without fsync; the caller waits for the group
+	// commit (commit.go), which syncs and tells the queue.
+	inGroup
+)
+
+// enqueue is Enqueue, with the durability of mode. With gated false the
+// message does not pass the Gate (EnqueueOwn).
+func (p *Pickup) enqueue(m *spool.Meta, body io.Reader, mode enqueueMode, gated bool) (string, error) {
+	id, _, err := p.enqueueAt(m, body, mode, gated)
+	return id, err
+}
+
+// enqueueAt is enqueue; it also returns, in mode inGroup, when a message
+// the policy deferred may be sent (zero: not deferred), which the group
+// commit tells the queue.
+func (p *Pickup) enqueueAt(m *spool.Meta, body io.Reader, mode enqueueMode, gated bool) (string, time.Time, error) {
+	sync := mode == synced
 	rw := p.rw.Load()
 	q := *m
 	if q.ID == "" {
@@ -679,7 +703,7 @@ func (p *Pickup) enqueue(m *spool.Meta, body io.Reader, sync, gated bool) (strin
 	// (It normalises in place: work on a copy of the recipients.)
 	q.Env.Recipients = append([]string(nil), m.Env.Recipients...)
 	if err := message.ValidateEnvelope(&q.Env); err != nil {
-		return "", errEnvelope(err)
+		return "", time.Time{}, errEnvelope(err)
 	}
 	orig := q.Env
 	// Unknown keys of the incoming file are nobody's to add: only pickup's
@@ -694,7 +718,7 @@ func (p *Pickup) enqueue(m *spool.Meta, body io.Reader, sync, gated bool) (strin
 		q.Extra = append(q.Extra, [2]string{"orig-rcpt", r})
 	}
 	if len(q.Env.Recipients) == 0 {
-		return "", errNoRecipients
+		return "", time.Time{}, errNoRecipients
 	}
 
 	br := readers.Get().(*bufio.Reader)
@@ -706,9 +730,9 @@ func (p *Pickup) enqueue(m *spool.Meta, body io.Reader, sync, gated bool) (strin
 	h, err := readHeader(br)
 	if err != nil {
 		if errors.Is(err, ErrHeaderTooLarge) {
-			return "", errHeaderRefused(err)
+			return "", time.Time{}, errHeaderRefused(err)
 		}
-		return "", err
+		return "", time.Time{}, err
 	}
 	// A caller cannot forge the trace: its own copies of our trace
 	// fields are renamed (trace.go) before ours are added.
@@ -763,17 +787,17 @@ func (p *Pickup) enqueue(m *spool.Meta, body io.Reader, sync, gated bool) (strin
 	if d == nil {
 		dr, err := spool.NewDrop(p.Queue.MsgDir(), &q, 0)
 		if err != nil {
-			return "", err
+			return "", time.Time{}, err
 		}
 		d = dr
 	}
 	if err := h.write(d, pre); err != nil {
 		d.Abort()
-		return "", err
+		return "", time.Time{}, err
 	}
 	if _, err := io.Copy(d, br); err != nil {
 		d.Abort()
-		return "", err
+		return "", time.Time{}, err
 	}
 	size := d.Size()
 	state, deliv := spool.Incoming, (*spool.Delivery)(nil)
@@ -782,11 +806,11 @@ func (p *Pickup) enqueue(m *spool.Meta, body io.Reader, sync, gated bool) (strin
 		state, deliv, re = p.admit(&q, h, size)
 		if re != nil {
 			d.Abort()
-			return "", re
+			return "", time.Time{}, re
 		}
 	}
 	if err := d.Commit(); err != nil {
-		return "", err
+		return "", time.Time{}, err
 	}
 	var werr error
 	switch {
@@ -802,7 +826,7 @@ func (p *Pickup) enqueue(m *spool.Meta, body io.Reader, sync, gated bool) (strin
 	}
 	if err := werr; err != nil {
 		p.Queue.RemoveMessage(q.ID)
-		return "", err
+		return "", time.Time{}, err
 	}
 	// From here on the message is in relayd's queue.
 	// The SMTP listener's client (Via smtp): its peer, its process
@@ -819,8 +843,11 @@ func (p *Pickup) enqueue(m *spool.Meta, body io.Reader, sync, gated bool) (strin
 	if len(forged) > 0 {
 		p.Log.ForgedTrace(q.ID, q.Origin.UID, q.Origin.User, forged, "renamed "+ForgedPrefix+"*")
 	}
+	var at time.Time
 	if state == spool.Deferred && deliv != nil {
-		if sync {
+		if mode == inGroup {
+			at = deliv.Next
+		} else if sync {
 			if p.Deferred != nil {
 				p.Deferred(q.ID, deliv.Next)
 			}
@@ -834,7 +861,7 @@ func (p *Pickup) enqueue(m *spool.Meta, body io.Reader, sync, gated bool) (strin
 	if sync && p.Enqueued != nil {
 		p.Enqueued(q.ID)
 	}
-	return q.ID, nil
+	return q.ID, at, nil
 }
 
 // msgFile is a message file being written: *spool.Drop (fsync'd) or
@@ -846,10 +873,11 @@ type msgFile interface {
 	Abort()
 }
 
-// Store is the submission socket's store (submit.Store): the message is
-// queued exactly as a maildrop file would be after pickup, under a fresh
-// queue ID, limited to maxSize bytes (0: no limit). It returns only once
-// the message is durable.
+// Store is the store of the submission socket and the SMTP listener
+// (submit.Store): the message is queued exactly as a maildrop file would
+// be after pickup, under a fresh queue ID, limited to maxSize bytes (0: no
+// limit). It returns only once the message is durable: the stores of
+// concurrent sessions share one Sync (group commit, commit.go).
 func (p *Pickup) Store(maxSize int64) func(m *spool.Meta, body io.Reader) (string, error) {
 	return func(m *spool.Meta, body io.Reader) (string, error) {
 		mm := *m
@@ -858,12 +886,18 @@ func (p *Pickup) Store(maxSize int64) func(m *spool.Meta, body io.Reader) (strin
 		if maxSize > 0 {
 			body = &limitReader{r: body, left: maxSize}
 		}
-		id, err := p.Enqueue(&mm, body)
+		id, at, err := p.enqueueAt(&mm, body, inGroup, true)
+		if err == nil {
+			err = p.commit(id, at)
+		}
 		if re := (*RejectError)(nil); errors.As(err, &re) {
 			// The submitter is there to be told: no bounce.
 			return "", &submit.Error{Code: re.Code, Msg: re.Cause, Temporary: re.Temporary}
 		}
-		return id, err
+		if err != nil {
+			return "", err
+		}
+		return id, nil
 	}
 }
 

@@ -1,0 +1,108 @@
+package pickup
+
+import (
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// Group commit of the messages stored by relayd's own doors (Store: the
+// submission socket and the SMTP listener). Each session writes its
+// message and state files without fsync, then joins the open group and
+// waits; one goroutine makes a group durable with one Queue.Sync (syncfs
+// of the spool's file system) and wakes its members, which only then
+// answer their clients. Messages that reach the end of their data while a
+// Sync runs form the next group, so under load every Sync covers the
+// messages of all the sessions that were waiting, and a lone session
+// costs one Sync, not the fsyncs of its files and directories.
+//
+// A crash before the Sync returns leaves each message of the group whole
+// and queued or not there at all (a message file without its state file
+// is removed by spool.Recover, a state file without its message too); its
+// client got no reply and still has it.
+
+// groupMember is a message waiting for its group's Sync.
+type groupMember struct {
+	id string
+	at time.Time // deferred by the policy until at (zero: not deferred)
+}
+
+// group is the messages made durable by one Sync.
+type group struct {
+	members []groupMember
+	done    chan struct{} // closed once err is set
+	err     error
+}
+
+// committer forms the groups (the zero value is ready).
+type committer struct {
+	mu      sync.Mutex
+	open    *group // accepting members; its Sync has not started
+	running bool   // the goroutine that syncs the groups is running
+}
+
+// commit waits until the message id, written in mode inGroup, is durable
+// (nil), or its group's Sync failed: then the message is removed (its
+// client is told it was not stored) and the error returned. at is when a
+// message the policy deferred may be sent (zero: not deferred).
+func (p *Pickup) commit(id string, at time.Time) error {
+	c := &p.committer
+	c.mu.Lock()
+	if c.open == nil {
+		c.open = &group{done: make(chan struct{})}
+	}
+	g := c.open
+	g.members = append(g.members, groupMember{id: id, at: at})
+	if !c.running {
+		c.running = true
+		go p.syncGroups()
+	}
+	c.mu.Unlock()
+	<-g.done
+	return g.err
+}
+
+// syncGroups makes the open group durable, then the one that formed
+// meanwhile, until none is left; then it ends (a later commit starts it
+// again).
+func (p *Pickup) syncGroups() {
+	c := &p.committer
+	for {
+		c.mu.Lock()
+		g := c.open
+		c.open = nil
+		if g == nil {
+			c.running = false
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Unlock()
+		g.err = p.Queue.Sync()
+		if g.err != nil {
+			p.Log.Error("cannot make the received messages durable; the clients are told to retry", g.err, slog.Int("n", len(g.members)))
+			for _, m := range g.members {
+				p.unqueue(m.id)
+			}
+			close(g.done)
+			continue
+		}
+		close(g.done)
+		for _, m := range g.members {
+			if !m.at.IsZero() && p.Deferred != nil {
+				p.Deferred(m.id, m.at)
+			}
+			if p.Enqueued != nil {
+				p.Enqueued(m.id)
+			}
+		}
+	}
+}
+
+// unqueue removes a message whose store failed after its files were
+// written: its state file, wherever the policy put it, then the message.
+// The queue was not told of it yet.
+func (p *Pickup) unqueue(id string) {
+	if _, err := p.Queue.Delete(id); err != nil {
+		p.Queue.RemoveMessage(id)
+	}
+}
