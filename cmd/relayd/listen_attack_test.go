@@ -121,3 +121,40 @@ print(n)
 		t.Errorf("the first reset is not logged:\n%.3000s", s.log())
 	}
 }
+
+// The same on the Unix socket: a client that connects and closes in a loop
+// leaves relayd nothing to find the process by; that is logged once, then
+// counted.
+func TestListenUnixFloodLogBounded(t *testing.T) {
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{extra: listenConf})
+	d := s.start()
+	defer d.term(t)
+	addrs := s.listenAddrs()
+	out, err := exec.Command("/usr/bin/python3", "-c", `
+import socket, sys, time
+n, end = 0, time.time() + 2
+while time.time() < end:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(sys.argv[1])
+    s.close()
+    n += 1
+print(n)
+`, addrs["unix"]).CombinedOutput()
+	if err != nil {
+		t.Fatalf("flood: %v\n%s", err, out)
+	}
+	n, _ := strconv.Atoi(strings.TrimSpace(string(out)))
+	var lines int
+	waitfor.True(t, "relayd to catch up with the flood", 20*time.Second, func() bool {
+		r := sendAs0(t, addrs["tcp4"], "after flood")
+		lines = strings.Count(s.log(), "\n")
+		return r
+	})
+	if n < 200 {
+		t.Skipf("SKIPPED: only %d connections in 2 s (a loaded machine)", n)
+	}
+	if lines > 60 {
+		t.Errorf("%d connections closed at once, %d lines in the log: one client floods it\n%.3000s", n, lines, s.log())
+	}
+}

@@ -410,6 +410,7 @@ type Identity struct {
 	Client   string // the peer: "127.0.0.1:54321", "[::1]:54321", "unix"
 	inode    uint64 // the client's socket
 	peerPID  int    // Unix socket: SO_PEERCRED's PID, a hint for the holder
+	peerErr  error  // Unix socket: why the client's socket was not found
 	// Origin holds the advisory fields of the client's process.
 	Origin spool.Origin
 	gidSet bool
@@ -449,11 +450,9 @@ func (s *Server) identify(raw net.Conn) (*Identity, error) {
 		// gone to another user's process): describe records a process
 		// only while it holds the client's socket, found by its inode.
 		id.UID, id.GID, id.gidSet, id.peerPID = int(cred.Uid), int(cred.Gid), true, int(cred.Pid)
-		if ino, err := sockdiag.UnixPeer(uc); err == nil {
-			id.inode = ino
-		} else {
-			s.opts.Log("warning", "client", id.Client, "uid", id.UID, "reason", "the client's socket was not found (unix_diag); mail recorded under the kernel's UID without the client's process", "error", err.Error())
-		}
+		// (A client gone already leaves no socket to find: describe
+		// counts that with the other processes not found.)
+		id.inode, id.peerErr = sockdiag.UnixPeer(uc)
 	default:
 		return nil, fmt.Errorf("unsupported connection type %T", raw)
 	}
@@ -497,8 +496,11 @@ func (s *Server) describe(raw net.Conn, id *Identity) {
 	if id.inode != 0 && h.PID > 0 {
 		s.recent.put(id.UID, h.PID)
 	}
-	if id.inode != 0 && h.PID == 0 {
+	if id.inode != 0 && h.PID == 0 || id.peerErr != nil {
 		kv := []any{"client", id.Client, "uid", id.UID}
+		if id.peerErr != nil {
+			kv = append(kv, "error", id.peerErr.Error())
+		}
 		if h.Denied > 0 {
 			kv = append(kv, "unreadable", h.Denied, "fix", "reading other users' /proc/PID/fd needs CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE (the shipped relayd.service grants them)")
 		}
