@@ -52,6 +52,7 @@ func newAbuse(cfg *config.Config, hostname string, pk *pickup.Pickup, qu *queue.
 	a.configure(cfg, hostname)
 	pk.Gate = a.gate
 	pk.Deferred = qu.Schedule
+	qu.Frozen = eng.IsFrozen
 	return a, nil
 }
 

@@ -132,6 +132,16 @@ func (q *Queue) handleAccount(p control.Peer, verb string, args []string, out io
 		states := []string{spool.Held, spool.Incoming, spool.Deferred, spool.Failed}
 		ids := q.idsOfAccount(o.UID, states)
 		name := AccountName(o.UID)
+		kept := 0
+		if o.Confirm >= 0 && o.Confirm < len(ids) && q.Frozen != nil && q.Frozen(o.UID) {
+			// A frozen account's messages leave the queue only by an
+			// admin's hand, and new ones (held) come after them in ID
+			// order: the N oldest are the N the admin counted, and the
+			// script that still sends must not make the confirmation
+			// impossible.
+			kept = len(ids) - o.Confirm
+			ids = ids[:o.Confirm]
+		}
 		if o.Confirm != len(ids) {
 			if o.Confirm >= 0 {
 				return fmt.Errorf("%s has %d message(s) queued now, not %d: nothing deleted; confirm the new count with --confirm %d", name, len(ids), o.Confirm, len(ids))
@@ -148,6 +158,9 @@ func (q *Queue) handleAccount(p control.Peer, verb string, args []string, out io
 			n++
 		}
 		fmt.Fprintf(out, "%d message(s) of %s deleted\n", n, name)
+		if kept > 0 {
+			fmt.Fprintf(out, "%d newer message(s) of %s, held since you counted, are kept: run relayd queue delete --user %s again for them\n", kept, name, o.User)
+		}
 		if len(errs) > 0 {
 			return errors.New(strings.Join(errs, "; "))
 		}

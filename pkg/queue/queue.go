@@ -122,6 +122,10 @@ type Queue struct {
 	decodes atomic.Int64 // messages decoded for listings (tests)
 	kick    chan struct{}
 	stop    chan struct{} // closed by Stop: no new deliveries
+	// Frozen, when set, reports whether the account with a UID is frozen
+	// (relayd queue freeze): "delete --user --confirm N" then deletes
+	// the N oldest when newer ones arrived since they were counted.
+	Frozen func(uid int) bool
 	// Holds, when set (before Run), names incoming messages not to
 	// deliver yet: pickup's (pickup.Pickup.Holds) whose maildrop file is
 	// not removed yet.
