@@ -96,23 +96,32 @@ func errPolicy(v *policy.Violation) *RejectError {
 	}
 }
 
-// fromAddrs returns the addresses of the From: field (all of them, for a
-// list); a value that does not parse is returned whole, so that a domain
-// rule refuses it rather than letting it by.
+// fromAddrs returns the addresses of the From: fields (all of them, for a
+// list, and of every From: field: a message may carry more than one, and
+// a reader's program may show any); a value that does not parse is
+// returned whole, so that a domain rule refuses it rather than letting it
+// by.
 func fromAddrs(h *header) []string {
-	f, _ := h.Lookup("From")
-	if f == nil {
-		return nil
-	}
-	v := f.Value()
-	list, err := message.ParseList(v)
-	if err != nil || len(list) == 0 {
-		if start, end, ok := addrSpan(v); ok {
-			return []string{v[start:end]}
+	var out []string
+	for i := range h.Fields {
+		f := &h.Fields[i]
+		if !f.Is("From") {
+			continue
 		}
-		return []string{strings.TrimSpace(v)}
+		v := f.Value()
+		list, err := message.ParseList(v)
+		switch {
+		case err == nil && len(list) > 0:
+			out = append(out, list...)
+		default:
+			if start, end, ok := addrSpan(v); ok {
+				out = append(out, v[start:end])
+			} else {
+				out = append(out, strings.TrimSpace(v))
+			}
+		}
 	}
-	return list
+	return out
 }
 
 // sampleField returns a field's value, cut short, for the admin notice.
