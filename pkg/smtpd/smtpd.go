@@ -65,6 +65,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -476,6 +477,21 @@ func (s *Server) describe(raw net.Conn, id *Identity) {
 			hint = append(hint, id.peerPID)
 		}
 		h = sockdiag.FindHolder("", id.inode, uint32(id.UID), scanLimit, append(hint, s.recent.get(id.UID)...)...)
+		if h.PID == 0 && id.peerPID > 0 && id.peerPID != s.selfPID && procUID(id.peerPID) == id.UID {
+			// No holder found (without the capabilities another user's
+			// descriptors cannot be read): SO_PEERCRED's process is
+			// recorded if it is the client's user's, before and after the
+			// reading — a PID gone to another user's process is not.
+			var o spool.Origin
+			gid := origin.ApplyProcess(&o, id.peerPID)
+			if procUID(id.peerPID) == id.UID {
+				id.PID, h.PID, id.Origin = id.peerPID, id.peerPID, o
+				if gid >= 0 && !id.gidSet {
+					id.GID, id.gidSet = gid, true
+				}
+			}
+			return
+		}
 		id.PID = h.PID
 		if id.PID > 0 && id.PID != s.selfPID {
 			var o spool.Origin
@@ -518,6 +534,25 @@ func (s *Server) describe(raw net.Conn, id *Identity) {
 			id.GID = 65534
 		}
 	}
+}
+
+// procUID returns the real UID of process pid (/proc/PID/status, which
+// every user may read), or -1.
+func procUID(pid int) int {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return -1
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "Uid:"); ok {
+			if f := strings.Fields(v); len(f) > 0 {
+				if n, err := strconv.Atoi(f[0]); err == nil {
+					return n
+				}
+			}
+		}
+	}
+	return -1
 }
 
 // recentHolders remembers, per UID, the last few processes that held a
