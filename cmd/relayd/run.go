@@ -87,7 +87,7 @@ func run(path string, drainTimeout time.Duration) int {
 	}
 	log := maillog.New(os.Stderr, nil)
 	if capsErr != nil {
-		log.Event("warning", "reason", "cannot lower CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE out of relayd's effective set", "error", capsErr.Error())
+		log.Warning("cannot lower CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE out of relayd's effective set", capsErr)
 	}
 	owner := spool.CurrentOwner()
 	if err := spool.Prepare(cfg.Spool, owner); err != nil {
