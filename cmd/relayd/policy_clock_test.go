@@ -24,7 +24,7 @@ func TestPolicyStateFromAClockAhead(t *testing.T) {
 	up := newUpstream(t, smtptest.Options{})
 	s := newSite(t, up, siteOpts{})
 	s.writeConfig(`
-[policy."*"]
+[policy.root]
 messages_per_hour = 3
 action = "hold"
 `)

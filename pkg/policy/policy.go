@@ -144,7 +144,8 @@ func Defaults() Limits {
 // rootRule is the built-in rule for root (uid 0): no rate limits. Root
 // can change this configuration, so limiting it protects nothing, and a
 // limit that holds a system's alerts during an incident does harm. A
-// [policy.root] or [policy."uid:0"] table still applies.
+// [policy.root] or [policy."uid:0"] table (or a group's) still applies;
+// "*" does not.
 func rootRule() Rule {
 	var r Rule
 	zero := 0
@@ -246,15 +247,16 @@ func (p *Policy) Resolve(a Account) Limits {
 	var rules []Rule
 	var names []string
 	for _, k := range chain {
+		if a.UID == 0 && k == "*" {
+			// Below root's own tables, above "*" (which is every
+			// other account's) and the built-in defaults.
+			rules = append(rules, rootRule())
+			names = append(names, "default (root)")
+		}
 		if r, ok := p.Rules[k]; ok {
 			rules = append(rules, r)
 			names = append(names, k)
 		}
-	}
-	if a.UID == 0 {
-		// Below every table, above the built-in defaults.
-		rules = append(rules, rootRule())
-		names = append(names, "default (root)")
 	}
 	pick := func(key string, set func(r Rule) bool) {
 		for i, r := range rules {

@@ -38,8 +38,11 @@ func TestResolveKeyByKey(t *testing.T) {
 	if l := p.Resolve(Account{UID: 1001, User: "shop2", Groups: []string{"shops"}}); l.Action != Refuse || l.Rates[MessagesPerMinute] != Defaults().Rates[MessagesPerMinute] {
 		t.Errorf("shop2: %+v", l)
 	}
-	// Root has no rates unless a table says so.
-	if l := p.Resolve(Account{UID: 0, User: "root"}); l.Rates[MessagesPerMinute] != 0 || l.MaxRecipients != 20 {
+	// Root has no rates unless a table for it says so ("*" does not).
+	star := p.Rules["*"]
+	star.Rates[MessagesPerHour] = ip(3)
+	p.Rules["*"] = star
+	if l := p.Resolve(Account{UID: 0, User: "root"}); l.Rates[MessagesPerMinute] != 0 || l.Rates[MessagesPerHour] != 0 || l.MaxRecipients != 20 {
 		t.Errorf("root: %+v", l)
 	}
 	p.Rules["root"] = Rule{Rates: [NumRates]*int{MessagesPerMinute: ip(7)}}
