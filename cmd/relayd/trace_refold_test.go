@@ -130,6 +130,15 @@ func TestVerifyOriginRefolded(t *testing.T) {
 		if out, code := verify(breakLongLines(data)); code != 0 {
 			t.Errorf("message %d with long lines broken as Postfix does: exit %d %s", i, code, out)
 		}
+		// As a mail client saves it: LF line ends, and in an mbox file
+		// after the "From " separator line.
+		lf := strings.ReplaceAll(data, "\r\n", "\n")
+		if out, code := verify(lf); code != 0 {
+			t.Errorf("message %d with LF line ends: exit %d %s", i, code, out)
+		}
+		if out, code := verify("From MAILER-DAEMON Mon Dec  7 03:11:10 2026\n" + lf); code != 0 {
+			t.Errorf("message %d from an mbox file: exit %d %s", i, code, out)
+		}
 		refolded := refoldWithTabs(data, "X-Mailshim-Origin")
 		if refolded == data {
 			t.Fatalf("message %d: refolding changed nothing", i)

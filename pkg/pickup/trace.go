@@ -168,13 +168,22 @@ func SignOrigin(key []byte, name, value, msgid string) string {
 // ours (as opposed to a message it could not read).
 var ErrNotGenuine = errors.New("not genuine")
 
-// VerifyOrigin reads a message's header section from r and checks its
+// VerifyOrigin reads a message's header section from r (as delivered,
+// or as saved: LF line ends, an mbox "From " line first) and checks its
 // origin header (name) against key. It returns the header's signed value
 // (the trace without the signature) when there is exactly one such field
 // and its signature is right for this message's Message-ID; otherwise an
 // error wrapping ErrNotGenuine that says why, or a read error.
 func VerifyOrigin(key []byte, name string, r io.Reader) (string, error) {
-	h, err := readHeader(bufio.NewReader(r))
+	br := bufio.NewReader(r)
+	// A message saved in an mbox file starts with its "From " separator
+	// line, which is not a header field.
+	if b, _ := br.Peek(5); string(b) == "From " {
+		if _, err := br.ReadString('\n'); err != nil {
+			return "", fmt.Errorf("reading the message: %w", err)
+		}
+	}
+	h, err := readHeader(br)
 	if err != nil {
 		return "", fmt.Errorf("reading the message: %w", err)
 	}
