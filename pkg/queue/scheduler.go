@@ -17,7 +17,8 @@ package queue
 // is tried on that upstream for a backoff of a quarter of how long it has
 // been failing, at least MinBackoff and at most MaxBackoff (so a 3 s
 // outage is retried every second, a long one every 30 s — well under the
-// retry schedule). When the backoff expires, one job of one message probes
+// retry schedule); a login refused again (5xx to AUTH) after a minute at
+// first, at most every 10 minutes (backoffAfter). When the backoff expires, one job of one message probes
 // it (half-open); a success closes it at once and makes every message that
 // was waiting for it due.
 //
@@ -43,10 +44,31 @@ const (
 	MaxBackoff = 30 * time.Second
 )
 
+// The backoff bounds after the upstream refused relayd's login (a 5xx to
+// AUTH): the same credentials fail every time until the administrator
+// changes them (a reload that does so retries at once, as does a flush),
+// and providers lock an account out after a few failed logins.
+const (
+	MinAuthBackoff = time.Minute
+	MaxAuthBackoff = 10 * time.Minute
+)
+
 // backoff is how long an upstream failing since since is left alone
 // after a failure at now.
 func backoff(since, now time.Time) time.Duration {
 	return min(max(now.Sub(since)/4, MinBackoff), MaxBackoff)
+}
+
+// backoffAfter is backoff for the failure e, the fails-th of the
+// outage: longer (MinAuthBackoff to MaxAuthBackoff) when the upstream
+// refused the login again. The first refusal keeps the short backoff: an
+// OAuth2 access token the upstream refused is replaced by a new one for
+// the next login (oauth.Source.Forget), which deserves its chance at once.
+func backoffAfter(e *relay.Error, fails int, since, now time.Time) time.Duration {
+	if fails > 1 && e != nil && e.Class == relay.AuthFailure && e.Stage == relay.StageAuth && e.Code >= 500 && e.Code < 600 {
+		return min(max(now.Sub(since)/4, MinAuthBackoff), MaxAuthBackoff)
+	}
+	return backoff(since, now)
 }
 
 // breaker is one upstream's health.
@@ -696,7 +718,7 @@ func (q *Queue) apply(r *jobResult) {
 		first := b.fails == 0
 		b.fails++
 		b.probing = false
-		d := backoff(b.since, now)
+		d := backoffAfter(h.err, b.fails, b.since, now)
 		b.until = now.Add(d)
 		b.reason, b.last = errReply(h.err), h.err
 		if first {
