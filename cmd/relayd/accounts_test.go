@@ -4,11 +4,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/mailshim/mailshim/pkg/smtptest"
 	"github.com/mailshim/mailshim/pkg/spool"
+	"github.com/mailshim/mailshim/pkg/waitfor"
 )
 
 // Two accounts at one smarthost with the same user name and different
@@ -73,6 +75,53 @@ scan_interval = "1s"
 		if m.Secret != key {
 			t.Errorf("%q from %s sent with the key %q, want %q (another account's session)", subjectOf(m), m.From, m.Secret, key)
 		}
+	}
+	d.term(t)
+}
+
+// Two accounts at one smarthost, without names, chosen by sender domain:
+// the shop's key is refused. That is the shop account's trouble, not the
+// smarthost's: the company's mail keeps going, and nothing the shop's
+// refusals earn (a backoff of a minute and more) holds it.
+func TestRefusedAccountDoesNotHoldAnother(t *testing.T) {
+	const companyKey = "SG.company-key"
+	up := smtptest.New(t, smtptest.Options{Username: "apikey", Password: "unused",
+		BearerOK: func(user, token string) bool { return user == "apikey" && token == companyKey }})
+	s := newSite(t, up, siteOpts{concurrency: 1})
+	secret := func(name, pw string) string {
+		p := filepath.Join(s.dir, name)
+		if err := os.WriteFile(p, []byte(pw+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	u := up.Upstream()
+	account := func(domain, secretFile string) string {
+		return fmt.Sprintf("\n[[upstream]]\nsender_domains = [%q]\nhost = %q\nport = %d\ntls = \"starttls\"\nca_file = %q\nusername = \"apikey\"\npassword_file = %q\nauth = [\"XOAUTH2\"]\n",
+			domain, u.Host, u.Port, u.CAFile, secretFile)
+	}
+	cfg := fmt.Sprintf("hostname = \"web1.example.com\"\nspool = %q\ncontrol_socket = %q\nsubmit_socket = %q\naliases_file = \"\"\n",
+		s.spool, s.controlSock(), s.submitSock()) +
+		account("shop.example", secret("shop.key", "SG.revoked-key")) +
+		account("example.org", secret("company.key", companyKey)) + `
+[queue]
+retry = ["1s"]
+concurrency = 1
+scan_interval = "1s"
+`
+	if err := os.WriteFile(s.cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := s.start()
+	for i := 0; i < 3; i++ {
+		s.dropFrom("orders@shop.example", fmt.Sprintf("shop %d", i))
+	}
+	waitfor.True(t, "the shop's login refused twice", 20*time.Second, func() bool {
+		return strings.Count(s.log(), "event=auth-failed") >= 2
+	})
+	s.dropFrom("app@example.org", "company")
+	if _, err := up.WaitFor(1, 5*time.Second); err != nil {
+		t.Fatalf("the company's mail is held by the shop's refused login: %v\n%s", err, s.logTail(3000))
 	}
 	d.term(t)
 }

@@ -11,7 +11,8 @@ package queue
 //
 // # Circuit breaker
 //
-// Each upstream (host:port) has a breaker. A failure that is the
+// Each upstream (upKey: its name, else its address and account) has a
+// breaker. A failure that is the
 // upstream's own trouble (connect, TLS, greeting, AUTH, 421, 4.3.x/4.4.x
 // before the data: relay.Error.UpstreamTrouble) opens it: no new session
 // is tried on that upstream for a backoff of a quarter of how long it has
@@ -84,7 +85,7 @@ type breaker struct {
 // sched is the scheduler's state, owned by the loop.
 type sched struct {
 	inflight map[string]bool
-	health   map[string]*breaker // by upstream address; absent = closed
+	health   map[string]*breaker // by upKey; absent = closed
 	// routes caches the candidate addresses of messages whose route was
 	// needed (some breaker open, several routes).
 	routes map[string][]string
@@ -689,10 +690,7 @@ func (q *Queue) apply(r *jobResult) {
 			continue
 		}
 		b := s.health[h.key]
-		name := ""
-		if h.key != h.addr {
-			name = h.key
-		}
+		name := h.name
 		if h.err == nil {
 			if b != nil {
 				delete(s.health, h.key)

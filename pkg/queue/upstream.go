@@ -140,13 +140,17 @@ func (u *Upstreams) groupsOf(uid int, name string) []string {
 	return names
 }
 
-// upKey names an upstream for its circuit breaker: its name, else its
-// address. (Upstreams sharing an address without names share a breaker.)
+// upKey names an upstream for its circuit breaker: its name, else what
+// its sessions are bound to (sessionKey: the address and the account).
+// Two accounts at one address are two breakers: a refused login is the
+// account's trouble, and must not hold the other account's mail. (The
+// key holds a hash of the secret: it is never logged, the name and the
+// address are.)
 func upKey(up config.Upstream) string {
 	if up.Name != "" {
 		return up.Name
 	}
-	return relay.Addr(up)
+	return sessionKey(up)
 }
 
 // sessionKey identifies what a session is bound to: the upstream's address,
@@ -172,8 +176,8 @@ func sessionKey(up config.Upstream) string {
 // err nil means a session was opened or a transaction got an answer (it
 // works), else the upstream's own trouble (relay.Error.UpstreamTrouble).
 type healthReport struct {
-	key, addr string
-	err       *relay.Error
+	key, addr, name string
+	err             *relay.Error
 }
 
 // link is one worker's way to the upstreams: it holds at most one session
@@ -202,7 +206,7 @@ func (l *link) close() {
 
 func (l *link) report(up config.Upstream, err *relay.Error) {
 	key := upKey(up)
-	l.health = append(l.health, healthReport{key: key, addr: relay.Addr(up), err: err})
+	l.health = append(l.health, healthReport{key: key, addr: relay.Addr(up), name: up.Name, err: err})
 	if err != nil {
 		if l.down == nil {
 			l.down = map[string]*relay.Error{}
