@@ -561,7 +561,8 @@ func TestListenSTARTTLS(t *testing.T) {
 	d := s.start()
 	defer d.term(t)
 	addrs := s.listenAddrs()
-	if !strings.Contains(s.log(), "event=listen tls=on cert="+crt) {
+	// The TLS line follows the sockets' lines: wait for it too.
+	if !waitfor.Poll(10*time.Second, func() bool { return strings.Contains(s.log(), "event=listen tls=on cert="+crt) }) {
 		t.Errorf("no tls=on line:\n%s", s.log())
 	}
 	for _, door := range []string{"tcp4", "tcp6"} {
