@@ -169,6 +169,7 @@ type Server struct {
 	connErrs *control.RateLog // go-smtp's errors of single connections
 	noProc   *control.RateLog // the client's process not found
 	recent   recentHolders    // the processes that held each user's last sockets
+	budget   scanBudget       // each user's allowance of /proc scan time
 	selfPID  int
 	selfUID  int
 
@@ -476,7 +477,13 @@ func (s *Server) describe(raw net.Conn, id *Identity) {
 		if id.peerPID > 0 {
 			hint = append(hint, id.peerPID)
 		}
-		h = sockdiag.FindHolder("", id.inode, uint32(id.UID), scanLimit, append(hint, s.recent.get(id.UID)...)...)
+		// The scan's time comes out of the UID's budget (a client whose
+		// socket is hard to find costs relayd up to scanLimit of CPU
+		// per connection); past it only the hints are tried.
+		limit := s.budget.take(id.UID, time.Now())
+		start := time.Now()
+		h = sockdiag.FindHolder("", id.inode, uint32(id.UID), max(limit, time.Nanosecond), append(hint, s.recent.get(id.UID)...)...)
+		s.budget.refund(id.UID, limit-time.Since(start))
 		if h.PID == 0 && id.peerPID > 0 && id.peerPID != s.selfPID && procUID(id.peerPID) == id.UID {
 			// No holder found (without the capabilities another user's
 			// descriptors cannot be read): SO_PEERCRED's process is
@@ -553,6 +560,72 @@ func procUID(pid int) int {
 		}
 	}
 	return -1
+}
+
+// scanBudget is each UID's allowance of /proc scan time, a token bucket:
+// scanBurst at most, refilled at scanRefill per second. A scan takes its
+// time limit out of it before it starts (so that concurrent connections
+// share it) and gives back what it did not use. A client is normally
+// found at once (a hint, or among its own user's processes, newest
+// first); a user whose sockets are held where a scan runs to its limit
+// (the oldest of many processes with many descriptors each) spends the
+// budget, and then gets only the hints tried: its mail is recorded under
+// its UID without the process, and it cannot make relayd spend a core
+// per connection.
+type scanBudget struct {
+	mu sync.Mutex
+	m  map[int]*scanBucket
+}
+
+type scanBucket struct {
+	left time.Duration
+	at   time.Time
+}
+
+const (
+	scanBurst   = 4 * time.Second
+	scanRefill  = 200 * time.Millisecond // per second
+	scanBuckets = 4096
+)
+
+// take returns the time limit of a scan for uid (0: no time left) and
+// takes it out of uid's budget.
+func (b *scanBudget) take(uid int, now time.Time) time.Duration {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.m == nil {
+		b.m = map[int]*scanBucket{}
+	}
+	k := b.m[uid]
+	if k == nil {
+		if len(b.m) >= scanBuckets {
+			// Forget the users whose budget is full again.
+			for u, o := range b.m {
+				if o.left+time.Duration(now.Sub(o.at).Seconds()*float64(scanRefill)) >= scanBurst {
+					delete(b.m, u)
+				}
+			}
+		}
+		k = &scanBucket{left: scanBurst, at: now}
+		b.m[uid] = k
+	}
+	k.left = min(scanBurst, k.left+time.Duration(now.Sub(k.at).Seconds()*float64(scanRefill)))
+	k.at = now
+	d := min(scanLimit, max(k.left, 0))
+	k.left -= d
+	return d
+}
+
+// refund gives back the part d of a scan's limit it did not use.
+func (b *scanBudget) refund(uid int, d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if k := b.m[uid]; k != nil {
+		k.left = min(scanBurst, k.left+d)
+	}
 }
 
 // recentHolders remembers, per UID, the last few processes that held a

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/emersion/go-smtp"
 
@@ -88,3 +89,29 @@ type timeoutErr struct{}
 func (timeoutErr) Error() string   { return "i/o timeout" }
 func (timeoutErr) Timeout() bool   { return true }
 func (timeoutErr) Temporary() bool { return true }
+
+// A UID's scan budget: scanBurst shared by its scans, refilled at
+// scanRefill a second, unused time given back; other UIDs untouched.
+func TestScanBudget(t *testing.T) {
+	var b scanBudget
+	now := time.Unix(1000, 0)
+	if d := b.take(1, now); d != scanLimit {
+		t.Fatalf("first scan: %v", d)
+	}
+	if d := b.take(1, now); d != scanBurst-scanLimit {
+		t.Fatalf("second scan: %v", d)
+	}
+	if d := b.take(1, now); d != 0 {
+		t.Fatalf("budget spent: %v", d)
+	}
+	if d := b.take(2, now); d != scanLimit {
+		t.Fatalf("another UID: %v", d)
+	}
+	if d := b.take(1, now.Add(5*time.Second)); d != 5*scanRefill {
+		t.Fatalf("after 5 s: %v, want %v", d, 5*scanRefill)
+	}
+	b.refund(1, 300*time.Millisecond)
+	if d := b.take(1, now.Add(5*time.Second)); d != 300*time.Millisecond {
+		t.Fatalf("after a refund: %v", d)
+	}
+}
