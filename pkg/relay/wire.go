@@ -24,6 +24,8 @@ import (
 	"mime"
 	"regexp"
 	"strings"
+
+	"github.com/mailshim/mailshim/pkg/message"
 )
 
 // WireMode says what the upstream accepts.
@@ -488,8 +490,13 @@ func splitFields(lines [][]byte) []field {
 			fs[len(fs)-1].end = i + 1
 			continue
 		}
-		name, _, _ := bytes.Cut(l, []byte(":"))
-		fs = append(fs, field{name: strings.ToLower(string(bytes.TrimSpace(name))), first: i, end: i + 1})
+		// The field-name rule of package message ("Name :" included); a
+		// line that is not a field has no name.
+		name := ""
+		if n := message.ParseFieldName(l); n >= 0 {
+			name = strings.ToLower(string(l[:n]))
+		}
+		fs = append(fs, field{name: name, first: i, end: i + 1})
 	}
 	for i := range fs {
 		f := &fs[i]
