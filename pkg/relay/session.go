@@ -402,15 +402,6 @@ func parseQueueID(reply string) string {
 	return ""
 }
 
-func isASCII(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] >= 0x80 {
-			return false
-		}
-	}
-	return true
-}
-
 func validAddr(a string) bool {
 	for i := 0; i < len(a); i++ {
 		if c := a[i]; c < 0x20 || c == 0x7f || c == '<' || c == '>' {
@@ -506,9 +497,9 @@ func (s *Session) Send(ctx context.Context, m *Message) *Result {
 	eightBit, _ := s.c.Extension("8BITMIME")
 	utf8Ok, _ := s.c.Extension("SMTPUTF8")
 	dsn, _ := s.c.Extension("DSN")
-	needUTF8 := m.SMTPUTF8 || !isASCII(m.From)
+	needUTF8 := m.SMTPUTF8 || !message.IsASCII(m.From)
 	for _, to := range m.To {
-		needUTF8 = needUTF8 || !isASCII(to)
+		needUTF8 = needUTF8 || !message.IsASCII(to)
 	}
 	if needUTF8 && !utf8Ok {
 		return fail(&Error{Class: Permanent, Stage: StageMessage, Err: errors.New("SMTPUTF8 not offered"),
