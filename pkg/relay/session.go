@@ -402,13 +402,11 @@ func parseQueueID(reply string) string {
 	return ""
 }
 
+// validAddr reports whether a may be written into MAIL FROM or RCPT TO:
+// no control character (message.HasControl, the check every door made
+// before storing it) and no angle bracket.
 func validAddr(a string) bool {
-	for i := 0; i < len(a); i++ {
-		if c := a[i]; c < 0x20 || c == 0x7f || c == '<' || c == '>' {
-			return false
-		}
-	}
-	return true
+	return !message.HasControl(a) && !strings.ContainsAny(a, "<>")
 }
 
 // refine makes a refusal explained as "not authenticated" precise when
