@@ -291,8 +291,14 @@ func TestOAuthTokenFailure(t *testing.T) {
 // the next login fetches a new token instead of presenting the refused
 // one again until its announced expiry, an hour later.
 func TestOAuthRevokedTokenReplaced(t *testing.T) {
+	for _, mech := range []string{"XOAUTH2", "OAUTHBEARER"} {
+		t.Run(mech, func(t *testing.T) { testOAuthRevokedTokenReplaced(t, mech) })
+	}
+}
+
+func testOAuthRevokedTokenReplaced(t *testing.T, mech string) {
 	te := newTokenEndpoint(t, time.Hour)
-	s, up := oauthSite(t, te, "auth = [\"XOAUTH2\"]\noauth_flow = \"client_credentials\"\noauth_scopes = [\"https://outlook.office365.com/.default\"]")
+	s, up := oauthSite(t, te, "auth = [\""+mech+"\"]\noauth_flow = \"client_credentials\"\noauth_scopes = [\"https://outlook.office365.com/.default\"]")
 	d := s.start()
 	s.drop("before-revocation", 1)
 	if _, err := up.WaitFor(1, 30*time.Second); err != nil {
