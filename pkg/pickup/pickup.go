@@ -801,15 +801,21 @@ func (p *Pickup) enqueueAt(m *spool.Meta, body io.Reader, mode enqueueMode, gate
 	}
 	size := d.Size()
 	state, deliv := spool.Incoming, (*spool.Delivery)(nil)
+	// undo takes back what the gate counted when the message is not
+	// queued after all: it is tried again (a maildrop file stays, a
+	// caller is told), and the retries must not use up the account's
+	// allowance.
+	undo := func() {}
 	if p.Gate != nil && gated {
 		var re *RejectError
-		state, deliv, re = p.admit(&q, h, size)
+		state, deliv, undo, re = p.admit(&q, h, size)
 		if re != nil {
 			d.Abort()
 			return "", time.Time{}, re
 		}
 	}
 	if err := d.Commit(); err != nil {
+		undo()
 		return "", time.Time{}, err
 	}
 	var werr error
@@ -826,6 +832,7 @@ func (p *Pickup) enqueueAt(m *spool.Meta, body io.Reader, mode enqueueMode, gate
 	}
 	if err := werr; err != nil {
 		p.Queue.RemoveMessage(q.ID)
+		undo()
 		return "", time.Time{}, err
 	}
 	// From here on the message is in relayd's queue.

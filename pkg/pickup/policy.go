@@ -32,8 +32,9 @@ import (
 
 // admit passes q (its header h, size bytes) through the gate. It returns
 // the state to queue it in and the state file to write (nil: the usual
-// empty one in incoming/), or the refusal.
-func (p *Pickup) admit(q *spool.Meta, h *header, size int64) (string, *spool.Delivery, *RejectError) {
+// empty one in incoming/) and how to take back what the gate counted
+// should the message not be queued after all, or the refusal.
+func (p *Pickup) admit(q *spool.Meta, h *header, size int64) (string, *spool.Delivery, func(), *RejectError) {
 	g := p.Gate
 	pm := &policy.Message{
 		ID:      q.ID,
@@ -48,6 +49,7 @@ func (p *Pickup) admit(q *spool.Meta, h *header, size int64) (string, *spool.Del
 	}
 	l := g.Limits(pm)
 	d := g.Admit(pm, &l)
+	undo := func() { g.Undo(pm, &l, d) }
 	if d.Action != policy.Accept {
 		pd := maillog.PolicyDecision{ID: q.ID, UID: q.Origin.UID, User: pm.Account.Name(), Action: string(d.Action)}
 		switch {
@@ -68,13 +70,13 @@ func (p *Pickup) admit(q *spool.Meta, h *header, size int64) (string, *spool.Del
 		if !d.Frozen {
 			why = d.Violation.Error()
 		}
-		return spool.Held, &spool.Delivery{Reason: "held by policy: " + why}, nil
+		return spool.Held, &spool.Delivery{Reason: "held by policy: " + why}, undo, nil
 	case policy.Defer:
-		return spool.Deferred, &spool.Delivery{Next: d.At, Reason: policy.DeferredReason + " until " + d.At.UTC().Format(time.RFC3339) + ": " + d.Violation.Error()}, nil
+		return spool.Deferred, &spool.Delivery{Next: d.At, Reason: policy.DeferredReason + " until " + d.At.UTC().Format(time.RFC3339) + ": " + d.Violation.Error()}, undo, nil
 	case policy.Refuse:
-		return "", nil, errPolicy(d.Violation)
+		return "", nil, nil, errPolicy(d.Violation)
 	}
-	return spool.Incoming, nil, nil
+	return spool.Incoming, nil, undo, nil
 }
 
 // errPolicy is the RejectError of a message the policy refuses.

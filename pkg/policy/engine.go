@@ -242,6 +242,35 @@ func (e *Engine) Decide(a Account, l *Limits, nrcpt int) Decision {
 	return d
 }
 
+// Undo takes back what Decide counted for a message (d, its decision,
+// under limits l with nrcpt recipients) that was not queued after all:
+// one whose queue file could not be written is tried again, and each try
+// must not use up its account's allowance. Only Accept and Defer count.
+func (e *Engine) Undo(a Account, l *Limits, nrcpt int, d Decision) {
+	if d.Frozen || (d.Action != Accept && d.Action != Defer) {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ac := e.accts[a.Key()]
+	if ac == nil {
+		return
+	}
+	for r := Rate(0); r < NumRates; r++ {
+		lim := l.Rates[r]
+		tat, ok := ac.TAT[r.String()]
+		if lim <= 0 || !ok {
+			continue
+		}
+		n := 1
+		if r.Recipients() {
+			n = max(nrcpt, 1)
+		}
+		ac.TAT[r.String()] = tat.Add(-time.Duration(n) * (r.Window() / time.Duration(lim)))
+	}
+	e.dirty = true
+}
+
 // Trips returns how many limits a has tripped in its current episode.
 func (e *Engine) Trips(a Account) int64 {
 	e.mu.Lock()

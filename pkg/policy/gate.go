@@ -178,3 +178,12 @@ func (g *Gate) Admit(m *Message, l *Limits) Decision {
 	}
 	return d
 }
+
+// Undo takes back what Admit counted for m (its decision d under l), a
+// message that was not queued after all (see Engine.Undo).
+func (g *Gate) Undo(m *Message, l *Limits, d Decision) {
+	if d.Violation != nil && d.Violation.Static {
+		return
+	}
+	g.Engine.Undo(m.Account, l, m.Rcpts, d)
+}

@@ -1,0 +1,88 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mailshim/mailshim/pkg/smtptest"
+	"github.com/mailshim/mailshim/pkg/spool"
+	"github.com/mailshim/mailshim/pkg/waitfor"
+)
+
+// A maildrop file that pickup cannot queue (here: relayd may not write its
+// incoming/ directory; in life, a spool that is full) stays in the
+// maildrop and is tried again at every scan. Each failed try must not
+// count against its account's rates: once the trouble is over the
+// message, the account's only one, is delivered, not held for a rate
+// limit that only the retries reached.
+func TestPolicyFailedPickupNotCounted(t *testing.T) {
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{})
+	s.writeConfig(`
+[policy]
+notice_to = ""
+[policy."*"]
+messages_per_minute = 2
+action = "hold"
+`)
+	s.startAsDaemon()
+	incoming := filepath.Join(s.spool, spool.DirQueue, spool.Incoming)
+	fi, err := os.Stat(incoming)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(incoming, 0o500); err != nil {
+		t.Fatal(err)
+	}
+	restored := false
+	restore := func() {
+		if !restored {
+			os.Chmod(incoming, fi.Mode().Perm())
+			restored = true
+		}
+	}
+	t.Cleanup(restore)
+
+	// One message of the daemon user's, written aside and renamed into
+	// the maildrop with its owner already set.
+	stage := filepath.Join(s.dir, "stage")
+	if err := os.Mkdir(stage, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	sd, err := spool.OpenDir(s.dir, "stage")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sd.Close()
+	m := &spool.Meta{ID: spool.NewID(time.Now()), Time: time.Now(),
+		Env:    spool.Envelope{Sender: "app@example.org", Recipients: []string{"rcpt@example.net"}},
+		Origin: spool.Origin{UID: daemonUID, GID: daemonUID, Via: "maildrop", Mode: "t"}}
+	d, err := spool.NewDrop(sd, m, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(d, "From: app@example.org\nTo: rcpt@example.net\nSubject: only one\n\nbody\n")
+	if err := d.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(filepath.Join(stage, m.ID), daemonUID, daemonUID); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(stage, m.ID), filepath.Join(s.spool, spool.DirMaildrop, m.ID)); err != nil {
+		t.Fatal(err)
+	}
+	waitfor.True(t, "two failed tries", 30*time.Second, func() bool {
+		return strings.Count(s.log(), "cannot queue; will retry") >= 2
+	})
+	restore()
+	if _, err := up.WaitFor(1, 20*time.Second); err != nil {
+		t.Fatalf("the message was not delivered once it could be queued: %v\n%s", err, s.log())
+	}
+	if strings.Contains(s.log(), "event=policy ") {
+		t.Errorf("a policy decision on the account's only message:\n%s", s.log())
+	}
+}
