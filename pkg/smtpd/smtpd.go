@@ -473,17 +473,32 @@ func (s *Server) describe(raw net.Conn, id *Identity) {
 		if id.inode == 0 {
 			return
 		}
-		var hint []int
-		if id.peerPID > 0 {
-			hint = append(hint, id.peerPID)
+		// Where this user's last sockets were held first (one readlink
+		// each), then the scan, those processes first.
+		slots := s.recent.get(id.UID)
+		found := false
+		for _, sl := range slots {
+			if sockdiag.InSlot("", sl, id.inode) {
+				h.PID, h.FD, found = sl.PID, sl.FD, true
+				break
+			}
 		}
-		// The scan's time comes out of the UID's budget (a client whose
-		// socket is hard to find costs relayd up to scanLimit of CPU
-		// per connection); past it only the hints are tried.
-		limit := s.budget.take(id.UID, time.Now())
-		start := time.Now()
-		h = sockdiag.FindHolder("", id.inode, uint32(id.UID), max(limit, time.Nanosecond), append(hint, s.recent.get(id.UID)...)...)
-		s.budget.refund(id.UID, limit-time.Since(start))
+		if !found {
+			var hint []int
+			if id.peerPID > 0 {
+				hint = append(hint, id.peerPID)
+			}
+			for _, sl := range slots {
+				hint = append(hint, sl.PID)
+			}
+			// The scan's time comes out of the UID's budget (a client
+			// whose socket is hard to find costs relayd up to scanLimit
+			// of CPU per connection); past it only the hints are tried.
+			limit := s.budget.take(id.UID, time.Now())
+			start := time.Now()
+			h = sockdiag.FindHolder("", id.inode, uint32(id.UID), max(limit, time.Nanosecond), hint...)
+			s.budget.refund(id.UID, limit-time.Since(start))
+		}
 		if h.PID == 0 && id.peerPID > 0 && id.peerPID != s.selfPID && procUID(id.peerPID) == id.UID {
 			// No holder found (without the capabilities another user's
 			// descriptors cannot be read): SO_PEERCRED's process is
@@ -492,7 +507,8 @@ func (s *Server) describe(raw net.Conn, id *Identity) {
 			var o spool.Origin
 			gid := origin.ApplyProcess(&o, id.peerPID)
 			if procUID(id.peerPID) == id.UID {
-				id.PID, h.PID, id.Origin = id.peerPID, id.peerPID, o
+				// (Not a descriptor seen to hold the socket: no slot.)
+				id.PID, h.PID, h.FD, id.Origin = id.peerPID, id.peerPID, -1, o
 				if gid >= 0 && !id.gidSet {
 					id.GID, id.gidSet = gid, true
 				}
@@ -505,8 +521,9 @@ func (s *Server) describe(raw net.Conn, id *Identity) {
 			gid := origin.ApplyProcess(&o, id.PID)
 			// Read from /proc/PID: if the holder exited meanwhile and its
 			// PID went to another process, that is what was read. It
-			// counts only if the process still holds the socket.
-			if !sockdiag.Holds("", id.PID, id.inode) {
+			// counts only if the process still holds the socket (in the
+			// same descriptor, else in any).
+			if !sockdiag.InSlot("", sockdiag.Slot{PID: h.PID, FD: h.FD}, id.inode) && !sockdiag.Holds("", id.PID, id.inode) {
 				id.PID, h.PID = 0, 0
 				return
 			}
@@ -516,8 +533,8 @@ func (s *Server) describe(raw net.Conn, id *Identity) {
 			}
 		}
 	})
-	if id.inode != 0 && h.PID > 0 {
-		s.recent.put(id.UID, h.PID)
+	if id.inode != 0 && h.PID > 0 && h.FD >= 0 {
+		s.recent.put(id.UID, sockdiag.Slot{PID: h.PID, FD: h.FD})
 	}
 	if id.inode != 0 && h.PID == 0 || id.peerErr != nil {
 		kv := []any{"client", id.Client, "uid", id.UID}
@@ -628,39 +645,45 @@ func (b *scanBudget) refund(uid int, d time.Duration) {
 	}
 }
 
-// recentHolders remembers, per UID, the last few processes that held a
-// client socket, so that a client that connects again (a PHP-FPM worker, a
-// long-running app) is found without scanning /proc. A hint is only an
-// order of search: the holder is always checked in /proc.
+// recentHolders remembers, per UID, where the last few client sockets
+// were held (process and descriptor), so that a client that connects
+// again (a PHP-FPM worker, a long-running app) is found with a readlink or
+// two instead of a scan of /proc. A slot is only where to look first: the
+// socket is always checked there.
 type recentHolders struct {
-	mu  sync.Mutex
-	pid map[int][]int
+	mu   sync.Mutex
+	slot map[int][]sockdiag.Slot
 }
 
 const (
-	recentPerUID = 8
+	recentPerUID = 16
 	recentUIDs   = 4096
 )
 
-func (r *recentHolders) get(uid int) []int {
+func (r *recentHolders) get(uid int) []sockdiag.Slot {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return append([]int(nil), r.pid[uid]...)
+	return append([]sockdiag.Slot(nil), r.slot[uid]...)
 }
 
-func (r *recentHolders) put(uid, pid int) {
+func (r *recentHolders) put(uid int, sl sockdiag.Slot) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.pid == nil || len(r.pid) >= recentUIDs {
-		r.pid = map[int][]int{}
+	if r.slot == nil || len(r.slot) >= recentUIDs {
+		r.slot = map[int][]sockdiag.Slot{}
 	}
-	l := []int{pid}
-	for _, p := range r.pid[uid] {
-		if p != pid && len(l) < recentPerUID {
-			l = append(l, p)
+	l := r.slot[uid]
+	if len(l) > 0 && l[0] == sl {
+		return
+	}
+	nl := make([]sockdiag.Slot, 0, min(len(l)+1, recentPerUID))
+	nl = append(nl, sl)
+	for _, o := range l {
+		if o != sl && len(nl) < recentPerUID {
+			nl = append(nl, o)
 		}
 	}
-	r.pid[uid] = l
+	r.slot[uid] = nl
 }
 
 // isLocalAddr reports whether a is an address of this host: loopback, or

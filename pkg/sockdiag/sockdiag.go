@@ -145,6 +145,29 @@ type Holder struct {
 	Denied int
 	// Partial is set when the scan was cut short by its time limit.
 	Partial bool
+	// FD is the descriptor of PID that holds the socket (see Slot).
+	FD int
+}
+
+// Slot is a descriptor of a process: where a process held a client's
+// socket. A process that connects again (a PHP-FPM worker, a long-running
+// app) usually gets the same descriptor number for its next socket, so
+// the slots of the last few connections of a user find its next one with
+// one readlink each (InSlot), before any scan.
+type Slot struct{ PID, FD int }
+
+// InSlot reports whether /proc/PID/fd/FD of sl is the socket inode now:
+// one readlink, the same test as the scan's.
+func InSlot(procRoot string, sl Slot, inode uint64) bool {
+	if procRoot == "" {
+		procRoot = "/proc"
+	}
+	if sl.PID <= 0 || sl.FD < 0 {
+		return false
+	}
+	var buf [64]byte
+	l, err := unix.Readlink(procRoot+"/"+strconv.Itoa(sl.PID)+"/fd/"+strconv.Itoa(sl.FD), buf[:])
+	return err == nil && string(buf[:l]) == "socket:["+strconv.FormatUint(inode, 10)+"]"
 }
 
 // FindHolder scans /proc (procRoot, "/proc" when empty) for a process
@@ -171,8 +194,8 @@ func FindHolder(procRoot string, inode uint64, uid uint32, limit time.Duration, 
 	for _, pid := range hint {
 		if pid > 0 && !tried[pid] {
 			tried[pid] = true
-			if holds(procRoot, pid, target) == 1 {
-				h.PID = pid
+			if r, fd := holds(procRoot, pid, target); r == 1 {
+				h.PID, h.FD = pid, fd
 				return h
 			}
 		}
@@ -203,9 +226,9 @@ func FindHolder(procRoot string, inode uint64, uid uint32, limit time.Duration, 
 			h.Partial = true
 			return h
 		}
-		switch holds(procRoot, pid, target) {
+		switch r, fd := holds(procRoot, pid, target); r {
 		case 1:
-			h.PID = pid
+			h.PID, h.FD = pid, fd
 			return h
 		case -1:
 			h.Denied++
@@ -214,16 +237,16 @@ func FindHolder(procRoot string, inode uint64, uid uint32, limit time.Duration, 
 	return h
 }
 
-// holds reports whether process pid has target open: 1 yes, 0 no, -1 its
-// descriptors are not readable.
-func holds(procRoot string, pid int, target string) int {
+// holds reports whether process pid has target open: 1 yes (and the
+// descriptor), 0 no, -1 its descriptors are not readable.
+func holds(procRoot string, pid int, target string) (int, int) {
 	dir := procRoot + "/" + strconv.Itoa(pid) + "/fd"
 	f, err := os.Open(dir)
 	if err != nil {
 		if errors.Is(err, os.ErrPermission) {
-			return -1
+			return -1, 0
 		}
-		return 0
+		return 0, 0
 	}
 	defer f.Close()
 	buf := make([]byte, 64)
@@ -233,16 +256,17 @@ func holds(procRoot string, pid int, target string) int {
 			l, rerr := unix.Readlink(dir+"/"+n, buf)
 			if rerr != nil {
 				if errors.Is(rerr, unix.EACCES) {
-					return -1
+					return -1, 0
 				}
 				continue
 			}
 			if s := string(buf[:l]); strings.HasPrefix(s, "socket:[") && s == target {
-				return 1
+				fd, _ := strconv.Atoi(n)
+				return 1, fd
 			}
 		}
 		if err != nil {
-			return 0
+			return 0, 0
 		}
 	}
 }
@@ -255,7 +279,11 @@ func Holds(procRoot string, pid int, inode uint64) bool {
 	if procRoot == "" {
 		procRoot = "/proc"
 	}
-	return pid > 0 && holds(procRoot, pid, "socket:["+strconv.FormatUint(inode, 10)+"]") == 1
+	if pid <= 0 {
+		return false
+	}
+	r, _ := holds(procRoot, pid, "socket:["+strconv.FormatUint(inode, 10)+"]")
+	return r == 1
 }
 
 // Netlink constants of linux/unix_diag.h.

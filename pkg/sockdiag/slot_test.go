@@ -1,0 +1,84 @@
+package sockdiag
+
+import (
+	"net"
+	"os"
+	"testing"
+	"time"
+)
+
+// dialN opens n loopback connections and returns the client ends.
+func dialN(tb testing.TB, n int) []net.Conn {
+	tb.Helper()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { ln.Close() })
+	var cs []net.Conn
+	for i := 0; i < n; i++ {
+		c, err := net.Dial("tcp4", ln.Addr().String())
+		if err != nil {
+			tb.Fatal(err)
+		}
+		s, err := ln.Accept()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(func() { c.Close(); s.Close() })
+		cs = append(cs, c)
+	}
+	return cs
+}
+
+// FindHolder reports the descriptor that holds the socket; InSlot finds
+// it there with one readlink, and not once the socket is closed or in
+// another descriptor.
+func TestInSlot(t *testing.T) {
+	cs := dialN(t, 3)
+	in := inodeOf(t, cs[1])
+	h := FindHolder("", in, uint32(os.Geteuid()), 10*time.Second, os.Getpid())
+	if h.PID != os.Getpid() || h.FD <= 2 {
+		t.Fatalf("FindHolder: %+v", h)
+	}
+	if !InSlot("", Slot{PID: h.PID, FD: h.FD}, in) {
+		t.Errorf("not in the slot FindHolder reported (%d)", h.FD)
+	}
+	other := inodeOf(t, cs[2])
+	if InSlot("", Slot{PID: h.PID, FD: h.FD}, other) {
+		t.Error("another socket found in the slot")
+	}
+	if InSlot("", Slot{PID: h.PID, FD: 0}, in) || InSlot("", Slot{PID: 0, FD: h.FD}, in) {
+		t.Error("found in the wrong slot")
+	}
+	cs[1].Close()
+	if InSlot("", Slot{PID: h.PID, FD: h.FD}, in) {
+		t.Error("found after the socket was closed")
+	}
+}
+
+// A process with 40 sockets open that connects again: the walk over its
+// descriptors (FindHolder with the process as hint) against the slot.
+func BenchmarkFindHolderHint(b *testing.B) {
+	cs := dialN(b, 40)
+	in := inodeOf(&testing.T{}, cs[len(cs)-1])
+	pid := os.Getpid()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if h := FindHolder("", in, uint32(os.Geteuid()), 0, pid); h.PID != pid {
+			b.Fatal(h)
+		}
+	}
+}
+
+func BenchmarkInSlot(b *testing.B) {
+	cs := dialN(b, 40)
+	in := inodeOf(&testing.T{}, cs[len(cs)-1])
+	h := FindHolder("", in, uint32(os.Geteuid()), 0, os.Getpid())
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if !InSlot("", Slot{PID: h.PID, FD: h.FD}, in) {
+			b.Fatal("not found")
+		}
+	}
+}
