@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	sd "github.com/coreos/go-systemd/v22/daemon"
@@ -16,11 +17,22 @@ import (
 // WatchdogSec=, and STOPPING=1 on SIGTERM. Outside systemd (no
 // NOTIFY_SOCKET) every call does nothing.
 
+// notifyFailing is set while notifications fail, so that a socket that
+// does not answer is logged once, not at every watchdog ping.
+var notifyFailing atomic.Bool
+
 // sdNotify sends state to systemd, logging a failure (never fatal: the
-// unit's timeouts deal with a relayd systemd did not hear from).
+// unit's timeouts deal with a relayd systemd did not hear from) when it
+// begins, and the first notification that works again.
 func sdNotify(log *maillog.Logger, state string) {
 	if _, err := sd.SdNotify(false, state); err != nil {
-		log.Warning("sd_notify failed", err, slog.String("state", state))
+		if !notifyFailing.Swap(true) {
+			log.Warning("sd_notify failed", err, slog.String("state", state))
+		}
+		return
+	}
+	if notifyFailing.Swap(false) {
+		log.Event("recovered", "reason", "sd_notify works again")
 	}
 }
 

@@ -66,3 +66,21 @@ func TestSdNotify(t *testing.T) {
 		}
 	}
 }
+
+// A notification socket that does not answer (systemd gone, or a
+// NOTIFY_SOCKET inherited into a container where its path is missing)
+// is logged once, not at every watchdog ping.
+func TestSdNotifyFailureLoggedOnce(t *testing.T) {
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{})
+	t.Setenv("NOTIFY_SOCKET", filepath.Join(s.dir, "no-such-notify.sock"))
+	t.Setenv("WATCHDOG_USEC", "100000") // a ping every 50 ms
+	d := s.start()
+	waitFor(t, "the failure logged", 10*time.Second, func() bool { return strings.Contains(s.log(), "sd_notify failed") })
+	// 40 pings' worth.
+	time.Sleep(2 * time.Second)
+	d.term(t)
+	if n := strings.Count(s.log(), "sd_notify failed"); n > 2 {
+		t.Errorf("%d lines \"sd_notify failed\" in 2 s, want the first failure only (and STOPPING's):\n%s", n, s.logTail(400))
+	}
+}
