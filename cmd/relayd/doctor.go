@@ -79,18 +79,37 @@ func doctorCmd(args []string) int {
 	if path == "" {
 		path = config.Path()
 	}
+	// A configuration that does not load is exit 78 with its errors on
+	// stderr; with --json also one object (a failed "config" check) on
+	// stdout, for the scripts that read it.
+	configErr := func(err error) int {
+		printConfigErr(err)
+		if *asJSON {
+			var lines []string
+			if es := config.Errors(err); len(es) > 0 {
+				for _, e := range es {
+					lines = append(lines, e.Error())
+				}
+			} else {
+				lines = append(lines, err.Error())
+			}
+			rep := &doctor.Report{}
+			rep.Add(doctor.Check{Name: doctor.CConfig, Status: doctor.Fail, Saw: strings.Join(lines, "; "),
+				Cause: "the configuration does not load: relayd would not start", Fix: "correct what the error names (relayd check-config says the same)"})
+			rep.WriteJSON(os.Stdout)
+		}
+		return sysexits.Config
+	}
 	cfg, err := config.Load(path)
 	if err != nil {
-		printConfigErr(err)
-		return sysexits.Config
+		return configErr(err)
 	}
 	if !mayRunDoctor(cfg) {
 		fmt.Fprintf(os.Stderr, "relayd doctor: run it as root or as relayd's user (mailshim): it reads the upstream secrets and the spool\n")
 		return sysexits.NoPerm
 	}
 	if err := cfg.LoadSecrets(); err != nil {
-		printConfigErr(err)
-		return sysexits.Config
+		return configErr(err)
 	}
 	if *upN < 0 || *upN > len(cfg.Upstreams) {
 		fmt.Fprintf(os.Stderr, "relayd doctor: --upstream %d: the configuration has %d upstream(s)\n", *upN, len(cfg.Upstreams))

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -109,5 +110,28 @@ func TestDoctorChecksTraceKey(t *testing.T) {
 	line, _, fix := firstFailure(out)
 	if code != 1 || !strings.Contains(line, "secrets") || !strings.Contains(line, keyFile) || !strings.Contains(fix, "chown") {
 		t.Errorf("a key relayd's user does not own: exit %d, first failure %q (fix %q)\n%s", code, line, fix, out)
+	}
+}
+
+// doctor --json gives scripts and monitoring one JSON object also when
+// the configuration does not load: ok false and a failed "config" check
+// with the error, beside exit 78 and the error on stderr.
+func TestDoctorJSONConfigError(t *testing.T) {
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{})
+	s.writeConfig("\n[metrics]\nno_such_key = 1\n")
+	out, errOut, code := s.doctor("--json")
+	if code != 78 || !strings.Contains(errOut, "no_such_key") {
+		t.Errorf("exit %d, stderr %q; want 78 naming the key", code, errOut)
+	}
+	var rep struct {
+		OK     bool
+		Checks []struct{ Name, Status, Saw string }
+	}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("stdout is not one JSON object: %v\n%q", err, out)
+	}
+	if rep.OK || len(rep.Checks) != 1 || rep.Checks[0].Name != "config" || rep.Checks[0].Status != "fail" || !strings.Contains(rep.Checks[0].Saw, "no_such_key") {
+		t.Errorf("report %+v", rep)
 	}
 }
