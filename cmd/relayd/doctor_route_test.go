@@ -135,3 +135,34 @@ func TestDoctorJSONConfigError(t *testing.T) {
 		t.Errorf("report %+v", rep)
 	}
 }
+
+// Postfix's reject_unknown_sender_domain ("Sender address rejected: Domain
+// not found", 4.1.8) and reject_unverified_sender ("Sender address
+// rejected: undeliverable address") are about our sender's domain or
+// address, not about which login owns it: doctor (and relayd's log) say
+// so, instead of "not owned by the authenticated user".
+func TestDoctorSenderDomainNotFound(t *testing.T) {
+	for _, tc := range []struct {
+		code int
+		enh  smtp.EnhancedCode
+		text string
+		want string
+	}{
+		{450, smtp.EnhancedCode{4, 1, 8}, "<root@web1.example.com>: Sender address rejected: Domain not found", "domain"},
+		{450, smtp.EnhancedCode{4, 1, 7}, "<root@web1.example.com>: Sender address rejected: undeliverable address: host mx.example.com said: 550 5.1.1 User unknown", "could not verify"},
+	} {
+		up := newUpstream(t, smtptest.Options{Hook: func(ctx context.Context, stage, arg string) error {
+			if stage == smtptest.StageMail {
+				return &smtp.SMTPError{Code: tc.code, EnhancedCode: tc.enh, Message: tc.text}
+			}
+			return nil
+		}})
+		s := newSite(t, up, siteOpts{})
+		s.start()
+		out, _, code := s.doctor()
+		line, cause, fix := firstFailure(out)
+		if code != 1 || !strings.Contains(line, "MAIL FROM") || strings.Contains(cause, "not owned") || !strings.Contains(cause, tc.want) {
+			t.Errorf("%s: exit %d, first failure %q, cause %q, fix %q", tc.text, code, line, cause, fix)
+		}
+	}
+}

@@ -379,10 +379,21 @@ var explanations = []explanation{
 		fix:   FixNoAUTH,
 		auth:  true,
 	},
-	// Exim's sender verification (callout) failing.
+	// Postfix's reject_unknown_sender_domain: our sender's domain is not
+	// in the DNS (a host name like web1.localdomain).
 	{
 		match: func(code int, enh, t, stage string) bool {
-			return has(t, "sender verify failed", "sender verification failed", "verification failed for <")
+			return enh == "4.1.8" || enh == "5.1.8" || (has(t, "sender address rejected") && has(t, "domain not found"))
+		},
+		cause: "the upstream cannot find our envelope sender's domain in the DNS (an unqualified or private host name, such as web1.localdomain)",
+		fix:   "send from an address in a real, resolvable domain: set hostname to a FQDN with DNS records and map local users to real addresses in [senders]",
+	},
+	// Exim's sender verification (callout) failing, and Postfix's
+	// reject_unverified_sender.
+	{
+		match: func(code int, enh, t, stage string) bool {
+			return has(t, "sender verify failed", "sender verification failed", "verification failed for <") ||
+				(has(t, "sender address rejected") && has(t, "undeliverable address"))
 		},
 		cause: "the upstream could not verify our envelope sender (its domain has no MX or A record, or the address does not exist there)",
 		fix:   "send from an address in a real, resolvable domain: set hostname to a FQDN and map local users to real addresses in [senders]",
