@@ -647,9 +647,9 @@ func (p *Pickup) unlinkDrop(name string) {
 // Enqueue rewrites the message described by m (identity already verified:
 // m.Origin.UID is the kernel's) with its body in body, and writes it into
 // the queue under m.ID (a new ID when empty): queue/msg/<id> and the state
-// file queue/incoming/<id>, both durable when it returns nil. It is also
-// the store of the submission socket. It returns after logging the pickup
-// line.
+// file queue/incoming/<id>, both durable when it returns nil (fsync'd:
+// Store is the group-committed variant the doors use). It returns after
+// logging the pickup line.
 func (p *Pickup) Enqueue(m *spool.Meta, body io.Reader) (string, error) {
 	return p.enqueue(m, body, synced, true)
 }

@@ -48,8 +48,9 @@
 // LF, Bcc: and Resent-Bcc: are removed, and the message goes through the
 // same pipeline as the submission socket (submit.Prepare, submit.Intake):
 // the same envelope checks, size limit, header completion, trace headers
-// and durable store. "250" is sent only after the message is fsync'd in
-// relayd's queue.
+// and durable store. "250" is sent only after the message is durable in
+// relayd's queue (the store's group commit: one syncfs for the sessions
+// that reached the end of their data at about the same moment).
 //
 // Its Go API is not stable.
 package smtpd
