@@ -86,7 +86,8 @@ func (p *Pickup) syncGroups() {
 			close(g.done)
 			continue
 		}
-		close(g.done)
+		// The queue is told before the sessions answer, as Enqueue
+		// tells it before it returns.
 		for _, m := range g.members {
 			if !m.at.IsZero() && p.Deferred != nil {
 				p.Deferred(m.id, m.at)
@@ -95,6 +96,7 @@ func (p *Pickup) syncGroups() {
 				p.Enqueued(m.id)
 			}
 		}
+		close(g.done)
 	}
 }
 
