@@ -16,10 +16,14 @@ import (
 // messages of all the sessions that were waiting, and a lone session
 // costs one Sync, not the fsyncs of its files and directories.
 //
-// A crash before the Sync returns leaves each message of the group whole
-// and queued or not there at all (a message file without its state file
-// is removed by spool.Recover, a state file without its message too); its
-// client got no reply and still has it.
+// Until its Sync has returned, no member of a group has answered its
+// client: whatever a crash or a power loss leaves of the group's messages
+// is mail whose client still has it. relayd killed leaves them whole (the
+// page cache survives), possibly queued, then delivered: a duplicate at
+// worst. After a power loss spool.Recover removes a message file without
+// its state file and a state file without its message, and a message
+// file whose data did not reach the disk is found corrupt (its size and
+// checksum) when it is read.
 
 // groupMember is a message waiting for its group's Sync.
 type groupMember struct {
