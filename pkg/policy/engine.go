@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sort"
 	"sync"
 	"time"
 )
@@ -271,16 +270,6 @@ func (e *Engine) Undo(a Account, l *Limits, nrcpt int, d Decision) {
 	e.dirty = true
 }
 
-// Trips returns how many limits a has tripped in its current episode.
-func (e *Engine) Trips(a Account) int64 {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if ac := e.accts[a.Key()]; ac != nil {
-		return ac.Trips
-	}
-	return 0
-}
-
 // SetFrozen freezes (holds everything new from) or thaws the account
 // with UID uid, and reports whether that changed anything.
 func (e *Engine) SetFrozen(uid int, name string, frozen bool) bool {
@@ -293,20 +282,6 @@ func (e *Engine) SetFrozen(uid int, name string, frozen bool) bool {
 	ac.Frozen = frozen
 	e.dirty = true
 	return true
-}
-
-// Frozen lists the frozen accounts' names, sorted.
-func (e *Engine) Frozen() []string {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	var out []string
-	for _, ac := range e.accts {
-		if ac.Frozen {
-			out = append(out, ac.Name)
-		}
-	}
-	sort.Strings(out)
-	return out
 }
 
 // IsFrozen reports whether the account with UID uid is frozen.

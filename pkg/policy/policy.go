@@ -46,15 +46,6 @@ const (
 	Accept Action = "accept"
 )
 
-// ValidAction reports whether s names a configurable action.
-func ValidAction(s string) bool {
-	switch Action(s) {
-	case Defer, Hold, Refuse:
-		return true
-	}
-	return false
-}
-
 // Rate is one rate limit: messages or recipients per window.
 type Rate int
 
@@ -178,27 +169,6 @@ func (a Account) Key() string { return strconv.Itoa(a.UID) }
 // "group:NAME").
 type Policy struct {
 	Rules map[string]Rule
-}
-
-// CheckKey validates a table key.
-func CheckKey(k string) error {
-	switch {
-	case k == "*":
-		return nil
-	case strings.HasPrefix(k, "uid:"):
-		if n, err := strconv.ParseUint(k[4:], 10, 32); err != nil || strconv.FormatUint(n, 10) != k[4:] {
-			return fmt.Errorf("%q: want \"uid:\" and a number", k)
-		}
-		return nil
-	case strings.HasPrefix(k, "group:"):
-		if k[6:] == "" {
-			return fmt.Errorf("%q: want \"group:\" and a group name", k)
-		}
-		return nil
-	case k == "":
-		return fmt.Errorf("an empty key: want a user name, \"uid:N\", \"group:NAME\" or \"*\"")
-	}
-	return nil
 }
 
 // keys returns the tables that apply to a, most specific first.
