@@ -28,7 +28,7 @@ func TestRequestRoundTrip(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() {
-		done <- Serve(ctx, ln, func(p Peer, verb string, args []string, out io.Writer) error {
+		done <- (&Server{Handler: func(p Peer, verb string, args []string, out io.Writer) error {
 			if p.UID != os.Getuid() || !p.Admin {
 				return fmt.Errorf("peer %+v", p)
 			}
@@ -37,7 +37,7 @@ func TestRequestRoundTrip(t *testing.T) {
 			}
 			fmt.Fprintf(out, "%s %s\n", verb, strings.Join(args, ","))
 			return nil
-		})
+		}}).Serve(ctx, ln)
 	}()
 	var out bytes.Buffer
 	if err := Request(sock, VerbHold, []string{"A", "B C"}, &out); err != nil {

@@ -92,13 +92,6 @@ func PeerOf(c *net.UnixConn) (Peer, error) {
 	return Peer{PID: int(cred.Pid), UID: uid, GID: int(cred.Gid), Admin: uid == 0 || uid == os.Getuid()}, nil
 }
 
-// Serve accepts connections on ln until ctx is done or ln is closed, and
-// answers each with h, within the limits of ControlLimiter. It returns nil
-// after ctx is done.
-func Serve(ctx context.Context, ln *net.UnixListener, h Handler) error {
-	return (&Server{Handler: h}).Serve(ctx, ln)
-}
-
 // Server is the control socket's server.
 type Server struct {
 	Handler Handler
