@@ -242,12 +242,6 @@ func orDefault(d, def time.Duration) time.Duration {
 	return def
 }
 
-// Serve handles one connection with a Server that has only store: no
-// limiter, no sender policy.
-func Serve(conn *net.UnixConn, store func(m *spool.Meta, body io.Reader) (id string, err error)) error {
-	return (&Server{Intake: Intake{Store: store}}).Serve(conn)
-}
-
 // Serve handles one connection on the submission socket: it takes the
 // peer's identity from the kernel (SO_PEERCRED), overwriting whatever the
 // client claimed, passes the limiter, reads the spool header (within

@@ -41,7 +41,7 @@ func newServer(t *testing.T, max int64) *server {
 				return
 			}
 			go func() {
-				s.errs <- Serve(c, func(m *spool.Meta, body io.Reader) (string, error) {
+				s.errs <- (&Server{Intake: Intake{Store: func(m *spool.Meta, body io.Reader) (string, error) {
 					dir, err := spool.OpenDir(filepath.Dir(s.dir), filepath.Base(s.dir))
 					if err != nil {
 						return "", err
@@ -56,7 +56,7 @@ func newServer(t *testing.T, max int64) *server {
 						return "", err
 					}
 					return m.ID, d.Commit()
-				})
+				}}}).Serve(c)
 			}()
 		}
 	}()
