@@ -482,13 +482,6 @@ var explanations = []explanation{
 	},
 }
 
-// Explain returns, for an upstream reply at stage, the known cause in plain
-// words and what to change. Both are "" when the reply is not a known one.
-func Explain(code int, enhanced, text string, stage string) (cause, fix string) {
-	cause, fix, _ = explain(code, enhanced, text, stage)
-	return cause, fix
-}
-
 func explain(code int, enhanced, text string, stage string) (cause, fix string, x *explanation) {
 	t := strings.ToLower(text)
 	for i := range explanations {

@@ -83,9 +83,6 @@ func TestExplainRealReplies(t *testing.T) {
 			if !strings.Contains(e.Cause, tc.cause) || !strings.Contains(e.Fix, tc.fix) {
 				t.Errorf("cause %q fix %q; want %q and %q", e.Cause, e.Fix, tc.cause, tc.fix)
 			}
-			if c, f := Explain(tc.code, tc.enh, tc.text, tc.stage); c != e.Cause || f != e.Fix {
-				t.Errorf("Explain disagrees: %q %q", c, f)
-			}
 		})
 	}
 }

@@ -69,7 +69,7 @@
 // that mean our AUTH or TLS settings are wrong ("Relay access denied", 530
 // authentication required, "Must issue a STARTTLS command first") are
 // AuthFailure too, and a refusal before any message (greeting, EHLO,
-// STARTTLS) is never Permanent. Explain puts the known upstream refusals in
+// STARTTLS) is never Permanent. The known upstream refusals are put in
 // plain words with the fix; Error.Cause and Error.Fix carry them, and
 // Error.Reply the upstream's own words, for the log line and the DSN.
 //
