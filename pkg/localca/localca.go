@@ -258,27 +258,6 @@ func Check(certPEM, keyPEM, caPEM []byte, names Names, now time.Time, renewBefor
 	return nil
 }
 
-// Verify checks leafPEM's first certificate against the CA in caPEM for
-// name at time at, the way a TLS client with only that CA in its trust
-// store does.
-func Verify(leafPEM, caPEM []byte, name string, at time.Time) error {
-	certs, err := parseCerts(leafPEM)
-	if err != nil {
-		return err
-	}
-	cas, err := parseCerts(caPEM)
-	if err != nil {
-		return err
-	}
-	roots := x509.NewCertPool()
-	for _, c := range cas {
-		roots.AddCert(c)
-	}
-	_, err = certs[0].Verify(x509.VerifyOptions{DNSName: name, Roots: roots, CurrentTime: at,
-		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
-	return err
-}
-
 func parseCerts(p []byte) ([]*x509.Certificate, error) {
 	var out []*x509.Certificate
 	for {
