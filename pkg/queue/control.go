@@ -24,13 +24,6 @@ type Entry struct {
 	Del   *spool.Delivery
 }
 
-// Entries lists every queued message (all states), oldest first.
-func (q *Queue) Entries() []Entry {
-	var out []Entry
-	q.eachEntry(nil, func(e Entry) { out = append(out, e) })
-	return out
-}
-
 // eachEntry calls fn for each queued message whose UID keep accepts (all
 // when keep is nil), oldest first, and returns how many. Only those are
 // decoded in full, one at a time (nothing but the IDs is held for the

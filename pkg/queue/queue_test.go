@@ -662,7 +662,7 @@ func TestFIFOInQueueDoesNotBlock(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		e.q.Entries()
+		e.q.Handle(control.Peer{Admin: true}, control.VerbList, nil, io.Discard)
 		e.run()
 	}()
 	select {
@@ -816,13 +816,18 @@ func TestMailqDecodesOthersOnce(t *testing.T) {
 	if c := strings.Count(out.String(), "me@example.org"); c != len(mine) {
 		t.Errorf("mailq lists %d own messages, want %d:\n%s", c, len(mine), out.String())
 	}
-	es := e.q.Entries()
-	if len(es) != 202 {
-		t.Fatalf("%d entries", len(es))
+	out.Reset()
+	if err := e.q.Handle(control.Peer{Admin: true}, control.VerbList, nil, &out); err != nil {
+		t.Fatal(err)
 	}
+	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+	if len(lines) != 1+202+1 || lines[len(lines)-1] != "202 message(s)" {
+		t.Fatalf("list has %d lines, want a header, 202 entries and the count:\n%s", len(lines), out.String())
+	}
+	es := lines[1 : len(lines)-1]
 	for i := 1; i < len(es); i++ {
-		if es[i-1].ID > es[i].ID {
-			t.Fatalf("entries out of order at %d", i)
+		if strings.Fields(es[i-1])[0] > strings.Fields(es[i])[0] {
+			t.Fatalf("entries out of order at %d:\n%s\n%s", i, es[i-1], es[i])
 		}
 	}
 	// A removed message is forgotten.
