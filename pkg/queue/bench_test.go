@@ -15,7 +15,7 @@ import (
 )
 
 // BenchmarkDrain drains b.N queued 2 KB messages through the scheduler's
-// own loop (RunOnce), the production workers and upstream component, and
+// own loop (runOnce), the production workers and upstream component, and
 // real relay sessions to an in-process STARTTLS+AUTH upstream: the
 // in-process part of make bench's drain, for profiling
 // (go test -bench Drain -cpuprofile).
@@ -53,7 +53,7 @@ func BenchmarkDrain(b *testing.B) {
 				Upstreams: NewUpstreams([]config.Upstream{up.WithDefaults()}, opts, nil)})
 			b.SetBytes(int64(len(body)))
 			b.ResetTimer()
-			q.RunOnce(context.Background())
+			q.runOnce(context.Background())
 			b.StopTimer()
 			if got := srv.Count(); got != b.N {
 				b.Fatalf("%d delivered, want %d", got, b.N)

@@ -112,7 +112,7 @@ type Queue struct {
 	// write succeeds, so a recipient the upstream accepted is never sent
 	// the message again because the spool was full.
 	unsaved map[string]*spool.Delivery
-	runMu   sync.Mutex // one scheduler loop at a time (Run, RunOnce)
+	runMu   sync.Mutex // one scheduler loop at a time
 	// sched is the scheduler's own state (in-flight set, per-upstream
 	// health, routes); only the loop holding runMu touches it.
 	sched *sched
@@ -243,7 +243,7 @@ func (q *Queue) stopped() bool {
 }
 
 // Load reads the deferred states' next attempt times into memory. Call it
-// once after spool recovery, before Run or RunOnce.
+// once after spool recovery, before Run.
 func (q *Queue) Load() error {
 	ids, err := q.sp.List(spool.Deferred)
 	if err != nil {

@@ -218,7 +218,19 @@ func (e *env) state(t *testing.T, id string) string {
 	return st
 }
 
-func (e *env) run() time.Time { return e.q.RunOnce(context.Background()) }
+func (e *env) run() time.Time { return e.q.runOnce(context.Background()) }
+
+// runOnce delivers every message that is due now with fresh workers, on
+// the scheduler's loop (the one Run runs), and returns when all are done,
+// with the time of the next deferred attempt (zero if none).
+func (q *Queue) runOnce(ctx context.Context) time.Time {
+	if q.deferred == nil {
+		if err := q.Load(); err != nil {
+			q.log.Error("cannot load the deferred queue", err)
+		}
+	}
+	return q.loop(ctx, ctx, true)
+}
 
 func temp(text string) *relay.Error {
 	return &relay.Error{Class: relay.Temporary, Stage: relay.StageRcpt, Code: 451, Enhanced: "4.3.0", Text: text}

@@ -5,9 +5,10 @@ package queue
 // in-flight set, the per-upstream circuit breakers and the routes it has
 // learned. Workers get jobs (a batch of message IDs and the upstreams not
 // to use) over a channel and report each job's result over another; only
-// the loop applies results. Run and RunOnce are the same loop: Run until
-// stopped, waking on Kick, on the next due time and on breaker expiry;
-// RunOnce for the messages due when it starts, with the injected clock.
+// the loop applies results. Run runs it until stopped, waking on Kick, on
+// the next due time and on breaker expiry; with once set (the package's
+// tests) it dispatches only the messages due when it starts, with the
+// injected clock.
 //
 // # Circuit breaker
 //
@@ -205,19 +206,6 @@ func (q *Queue) Run(ctx, sendCtx context.Context) error {
 	return nil
 }
 
-// RunOnce delivers every message that is due now with fresh workers, on
-// the scheduler's own loop, and returns when all are done, with the time
-// of the next deferred attempt (zero if none). Tests drive the queue with
-// it and an injected clock.
-func (q *Queue) RunOnce(ctx context.Context) time.Time {
-	if q.deferred == nil {
-		if err := q.Load(); err != nil {
-			q.log.Event("error", "reason", "cannot load the deferred queue", "error", err.Error())
-		}
-	}
-	return q.loop(ctx, ctx, true)
-}
-
 // idleHangup is how long a Run worker keeps its session open without work.
 const idleHangup = 2 * time.Second
 
@@ -313,7 +301,7 @@ func (q *Queue) loop(ctx, sendCtx context.Context, once bool) time.Time {
 	return q.nextAttempt()
 }
 
-// nextAttempt is RunOnce's answer: the earliest time a deferred message
+// nextAttempt is the once loop's answer: the earliest time a deferred message
 // is due — for one already due but held by open breakers, when the first
 // of them expires; for one due and free to go, now.
 func (q *Queue) nextAttempt() time.Time {
