@@ -836,7 +836,7 @@ func TestSubmitSocket(t *testing.T) {
 			errs <- err
 			return
 		}
-		errs <- submit.Serve(c, func(m *spool.Meta, body io.Reader) (string, error) {
+		errs <- (&submit.Server{Intake: submit.Intake{Store: func(m *spool.Meta, body io.Reader) (string, error) {
 			dir, err := spool.OpenDir(filepath.Dir(store), filepath.Base(store))
 			if err != nil {
 				return "", err
@@ -851,7 +851,7 @@ func TestSubmitSocket(t *testing.T) {
 				return "", err
 			}
 			return m.ID, d.Commit()
-		})
+		}}}).Serve(c)
 	}()
 	checkOK(t, runIt())
 	if err := <-errs; err != nil {
