@@ -90,8 +90,8 @@ func (p *Pickup) syncGroups() {
 			close(g.done)
 			continue
 		}
-		// The queue is told before the sessions answer, as Enqueue
-		// tells it before it returns.
+		// The queue is told before the sessions answer, as a synced
+		// enqueue tells it before it returns.
 		for _, m := range g.members {
 			if !m.at.IsZero() && p.Deferred != nil {
 				p.Deferred(m.id, m.at)

@@ -20,7 +20,7 @@
 // event=rejected line; only one from the null sender, with no one to tell,
 // is quarantined.
 //
-// A good message is rewritten on its way into the queue (Enqueue): the
+// A good message is rewritten on its way into the queue (enqueue): the
 // recipients are qualified and aliases expanded, the sender resolved
 // through [senders] (envelope and a bare local From: alike), and
 // Received: (naming the UID), the origin header, and a missing Date:,
@@ -288,10 +288,8 @@ func (p *Pickup) watch(poke func()) (io.Closer, error) {
 	return f, nil
 }
 
-// Scan makes one pass over maildrop/ and returns how many messages it
+// scan makes one pass over maildrop/ and returns how many messages it
 // queued.
-func (p *Pickup) Scan() int { return p.scan(context.Background()) }
-
 func (p *Pickup) scan(ctx context.Context) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -644,21 +642,16 @@ func (p *Pickup) unlinkDrop(name string) {
 	}
 }
 
-// Enqueue rewrites the message described by m (identity already verified:
-// m.Origin.UID is the kernel's) with its body in body, and writes it into
-// the queue under m.ID (a new ID when empty): queue/msg/<id> and the state
-// file queue/incoming/<id>, both durable when it returns nil (fsync'd:
-// Store is the group-committed variant the doors use). It returns after
-// logging the pickup line.
-func (p *Pickup) Enqueue(m *spool.Meta, body io.Reader) (string, error) {
-	return p.enqueue(m, body, synced, true)
-}
-
-// EnqueueOwn is Enqueue for relayd's own mail (the admin notice): it does
-// not pass the per-account policy, which limits what the local accounts
-// send. relayd's own user falls under the "*" table like every UID, and a
-// notice held or refused there would keep the admin from hearing of an
-// account that tripped a limit just when several do.
+// EnqueueOwn rewrites the message described by m with its body in body,
+// and writes it into the queue under m.ID (a new ID when empty):
+// queue/msg/<id> and the state file queue/incoming/<id>, both durable when
+// it returns nil (fsync'd: Store is the group-committed variant the doors
+// use). It returns after logging the pickup line. It is for relayd's own
+// mail (the admin notice): it does not pass the per-account policy, which
+// limits what the local accounts send. relayd's own user falls under the
+// "*" table like every UID, and a notice held or refused there would keep
+// the admin from hearing of an account that tripped a limit just when
+// several do.
 func (p *Pickup) EnqueueOwn(m *spool.Meta, body io.Reader) (string, error) {
 	return p.enqueue(m, body, synced, false)
 }
@@ -678,7 +671,7 @@ const (
 	inGroup
 )
 
-// enqueue is Enqueue, with the durability of mode. With gated false the
+// enqueue queues m, with the durability of mode. With gated false the
 // message does not pass the Gate (EnqueueOwn).
 func (p *Pickup) enqueue(m *spool.Meta, body io.Reader, mode enqueueMode, gated bool) (string, error) {
 	id, _, err := p.enqueueAt(m, body, mode, gated)

@@ -2,6 +2,7 @@ package pickup
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"os"
@@ -133,7 +134,7 @@ func TestPickupRewritesAndQueues(t *testing.T) {
 		Env:    spool.Envelope{Recipients: []string{"root", "team", "carol@example.net"}},
 		Origin: spool.Origin{User: name, Script: "/home/u/site/contact.php", ScriptSource: "SCRIPT_FILENAME", Caller: "php", Ignored: []string{"-oem"}},
 	}, "From: "+name+" (Cron Daemon)\nTo: root\nX-Mailshim-Origin: uid=0 forged\nSubject: hi\n\nbody line\n")
-	if n := e.p.Scan(); n != 1 {
+	if n := e.p.scan(context.Background()); n != 1 {
 		t.Fatalf("Scan queued %d, log:\n%s", n, e.log)
 	}
 	if names := maildropNames(t, e); len(names) != 0 {
@@ -183,7 +184,7 @@ func TestPickupSenderMap(t *testing.T) {
 	e := newEnv(t, cfg)
 	id := e.drop(t, spool.Meta{Env: spool.Envelope{Recipients: []string{"x@example.org"}}, Origin: spool.Origin{User: name}},
 		"From: Site <nobody-else@web1.example.com>\nSubject: s\n\nb\n")
-	e.p.Scan()
+	e.p.scan(context.Background())
 	m, body := e.queued(t, id)
 	if m.Env.Sender != "webmaster@example.com" {
 		t.Errorf("sender %q", m.Env.Sender)
@@ -195,7 +196,7 @@ func TestPickupSenderMap(t *testing.T) {
 	// added, written as sendmail writes it (message.FormatFrom).
 	id2 := e.drop(t, spool.Meta{Env: spool.Envelope{Sender: "me@example.org", FullName: "Me Myself", Recipients: []string{"x@example.org"}}, Origin: spool.Origin{User: name}},
 		"Subject: s\n\nb\n")
-	e.p.Scan()
+	e.p.scan(context.Background())
 	m2, body2 := e.queued(t, id2)
 	if m2.Env.Sender != "me@example.org" || !strings.Contains(body2, "\nFrom: Me Myself <me@example.org>\n") {
 		t.Errorf("sender %q, body:\n%s", m2.Env.Sender, body2)
@@ -206,7 +207,7 @@ func TestPickupNoHeaderSeparator(t *testing.T) {
 	e := newEnv(t, testConfig())
 	id := e.drop(t, spool.Meta{Env: spool.Envelope{Sender: "a@example.org", Recipients: []string{"x@example.org"}}, Origin: spool.Origin{User: "u"}},
 		"just a body line without headers\nsecond\n")
-	e.p.Scan()
+	e.p.scan(context.Background())
 	_, body := e.queued(t, id)
 	if !strings.HasSuffix(body, "Message-ID: <"+id+"@web1.example.com>\n\njust a body line without headers\nsecond\n") {
 		t.Errorf("body:\n%s", body)
@@ -238,7 +239,7 @@ func TestPickupQuarantine(t *testing.T) {
 	other := e.drop(t, spool.Meta{Env: spool.Envelope{Recipients: []string{"x@example.org"}}}, "b\n")
 	os.Rename(filepath.Join(md, other), filepath.Join(md, mismatch))
 
-	if n := e.p.Scan(); n != 0 {
+	if n := e.p.scan(context.Background()); n != 0 {
 		t.Fatalf("queued %d; log:\n%s", n, e.log)
 	}
 	if names := maildropNames(t, e); len(names) != 0 {
@@ -271,7 +272,7 @@ func TestPickupTempFiles(t *testing.T) {
 	os.WriteFile(young, []byte("partial"), 0o440)
 	os.Chtimes(old, testNow.Add(-2*time.Hour), testNow.Add(-2*time.Hour))
 	os.Chtimes(young, testNow.Add(-time.Minute), testNow.Add(-time.Minute))
-	e.p.Scan()
+	e.p.scan(context.Background())
 	if _, err := os.Stat(old); !errors.Is(err, os.ErrNotExist) {
 		t.Error("stale temp file kept")
 	}
@@ -292,7 +293,7 @@ func TestPickupUIDMismatch(t *testing.T) {
 	if err := d.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	e.p.Scan()
+	e.p.scan(context.Background())
 	qm, _ := e.queued(t, m.ID)
 	if qm.Origin.UID != uid || qm.Origin.User == "forged" {
 		t.Errorf("origin %+v: the file owner must win", qm.Origin)
@@ -313,12 +314,12 @@ func TestPickupCrashBetween(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.p.Scan()
+	e.p.scan(context.Background())
 	_, first := e.queued(t, id)
 
 	// Crash after enqueue: the maildrop file is still there.
 	os.WriteFile(filepath.Join(md, id), saved, 0o440)
-	if n := e.p.Scan(); n != 0 {
+	if n := e.p.scan(context.Background()); n != 0 {
 		t.Fatalf("queued again")
 	}
 	if !strings.Contains(e.log.String(), "event=pickup-duplicate id="+id) || len(maildropNames(t, e)) != 0 {
@@ -328,7 +329,7 @@ func TestPickupCrashBetween(t *testing.T) {
 	// Crash between the message file and the state file.
 	os.Remove(filepath.Join(e.q.Root, spool.DirIncoming, id))
 	os.WriteFile(filepath.Join(md, id), saved, 0o440)
-	if n := e.p.Scan(); n != 1 {
+	if n := e.p.scan(context.Background()); n != 1 {
 		t.Fatalf("interrupted enqueue not redone:\n%s", e.log)
 	}
 	_, again := e.queued(t, id)
@@ -369,7 +370,7 @@ func TestPickupAcceptsWhatSendmailAccepts(t *testing.T) {
 	id1 := e.drop(t, spool.Meta{Env: spool.Envelope{Sender: "a@example.org", Recipients: []string{"x@example.org"}}}, long+"Subject: long\n\nb\n")
 	id2 := e.drop(t, spool.Meta{Env: spool.Envelope{Sender: "a@example.org", Recipients: []string{"x@example.org"}}},
 		"Subject: t\nX-A : 1\nFrom: ceo@example.org\n\nbody\n")
-	if n := e.p.Scan(); n != 2 {
+	if n := e.p.scan(context.Background()); n != 2 {
 		t.Fatalf("queued %d, want 2; log:\n%s", n, e.log)
 	}
 	if _, body := e.queued(t, id1); !strings.Contains(body, "\n"+long+"Subject: long\n") {
@@ -403,7 +404,7 @@ func TestPickupRejectBounces(t *testing.T) {
 	id := e.drop(t, spool.Meta{Env: spool.Envelope{Recipients: []string{"x@example.org"}}, Origin: spool.Origin{User: name}}, huge)
 	norcpt := e.drop(t, spool.Meta{Env: spool.Envelope{Sender: "a@example.org"}}, "Subject: nobody\n\nb\n")
 	null := e.drop(t, spool.Meta{Env: spool.Envelope{Sender: "<>", Recipients: []string{"x@example.org"}}}, huge)
-	if n := e.p.Scan(); n != 0 {
+	if n := e.p.scan(context.Background()); n != 0 {
 		t.Fatalf("queued %d", n)
 	}
 	if names := maildropNames(t, e); len(names) != 0 {
@@ -453,12 +454,12 @@ func TestPickupRejectRetries(t *testing.T) {
 		return "DSNID", nil
 	}
 	id := e.drop(t, spool.Meta{Env: spool.Envelope{Sender: "a@example.org"}}, "Subject: s\n\nb\n")
-	e.p.Scan()
+	e.p.scan(context.Background())
 	if names := maildropNames(t, e); len(names) != 1 || names[0] != id {
 		t.Fatalf("maildrop: %v; log:\n%s", names, e.log)
 	}
 	fail = false
-	e.p.Scan()
+	e.p.scan(context.Background())
 	if names := maildropNames(t, e); len(names) != 0 {
 		t.Fatalf("maildrop: %v; log:\n%s", names, e.log)
 	}
@@ -494,7 +495,7 @@ func TestPickupValidatesEnvelope(t *testing.T) {
 	badRcpt := e.drop(t, spool.Meta{Env: spool.Envelope{Sender: "a@example.org", Recipients: []string{"|/bin/sh -c id"}}}, "Subject: s\n\nb\n")
 	badSender := e.drop(t, spool.Meta{Env: spool.Envelope{Sender: "x@y.org\r\nRSET", Recipients: []string{"x@example.org"}}}, "Subject: s\n\nb\n")
 	extra := e.drop(t, spool.Meta{Env: spool.Envelope{Sender: "a@example.org", Recipients: []string{"x@example.org"}}, Extra: [][2]string{{"dsn-for", "X"}, {"orig-rcpt", "ceo@example.org"}}}, "Subject: s\n\nb\n")
-	if n := e.p.Scan(); n != 1 {
+	if n := e.p.scan(context.Background()); n != 1 {
 		t.Fatalf("queued %d, want 1; log:\n%s", n, e.log)
 	}
 	if len(got) != 1 || got[0].Code != sysexits.NoUser || !strings.Contains(got[0].Cause, "envelope is not valid") {
@@ -506,7 +507,7 @@ func TestPickupValidatesEnvelope(t *testing.T) {
 	}
 	// The envelope goes into the queue in its normalised (bare) form.
 	angled := e.drop(t, spool.Meta{Env: spool.Envelope{Sender: "Me <a@example.org>", Recipients: []string{"<x@example.org>"}}}, "Subject: s\n\nb\n")
-	e.p.Scan()
+	e.p.scan(context.Background())
 	if m, _ := e.queued(t, angled); m.Env.Sender != "a@example.org" || m.Env.Recipients[0] != "x@example.org" {
 		t.Errorf("envelope %+v", m.Env)
 	}
@@ -524,7 +525,7 @@ func TestPickupQualifiesHeaderAddresses(t *testing.T) {
 	e := newEnv(t, testConfig())
 	id := e.drop(t, spool.Meta{Env: spool.Envelope{Sender: "a@example.org", Recipients: []string{"root", "team"}}},
 		"From: Site <a@example.org>\nTo: root, Team <team>\nCc: bob@example.org,\n carol\nSubject: s\n\nTo: root in the body\n")
-	e.p.Scan()
+	e.p.scan(context.Background())
 	m, body := e.queued(t, id)
 	for _, want := range []string{"\nTo: root@web1.example.com, Team <team@web1.example.com>\n", "\nCc: bob@example.org,\n carol@web1.example.com\n",
 		"\nFrom: Site <a@example.org>\n", "\n\nTo: root in the body\n"} {
