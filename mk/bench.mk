@@ -20,10 +20,12 @@ bench: bench-inproc
 # In-process parts with Go's own harness (benchstat-compatible output).
 bench-inproc:
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./bench/inproc | tee bench/inproc.txt
+	$(GO) test -run '^$$' -bench WireSafety -benchmem -count 5 ./pkg/relay | tee -a bench/inproc.txt
 
 bench-smoke:
 	$(GO) run ./bench/cmd/mailbench --smoke --runs 1
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime 10x ./bench/inproc
+	$(GO) test -count=1 -run '^$$' -bench WireSafety -benchtime 10x ./pkg/relay
 
 robust:
 	$(GO) test -count=1 -timeout 20m ./test/robust/

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/mailshim/mailshim/pkg/message"
-	"github.com/mailshim/mailshim/pkg/relay"
 	"github.com/mailshim/mailshim/pkg/spool"
 )
 
@@ -115,36 +114,6 @@ func BenchmarkNormalise(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				if _, err := io.Copy(io.Discard, message.NewReader(bytes.NewReader(in), false)); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
-	}
-}
-
-// BenchmarkWire is relayd's wire-safety transformer (line ends, long
-// lines, 8-bit) on a message that needs no change and one that does.
-func BenchmarkWire(b *testing.B) {
-	clean := msg(64 << 10)
-	dirty := append(msg(64<<10), append(bytes.Repeat([]byte("é"), 1200), '\n')...)
-	for _, c := range []struct {
-		name string
-		in   []byte
-		mode relay.WireMode
-	}{{"clean", clean, relay.WireMode{EightBit: true}}, {"8bit-long-lines-to-7bit", dirty, relay.WireMode{}}} {
-		b.Run(c.name, func(b *testing.B) {
-			src := func() (io.Reader, error) { return bytes.NewReader(c.in), nil }
-			if _, err := relay.NewWireReader(src, c.mode); err != nil {
-				b.Skipf("relay.NewWireReader not usable yet: %v", err)
-			}
-			b.SetBytes(int64(len(c.in)))
-			b.ReportAllocs()
-			for b.Loop() {
-				r, err := relay.NewWireReader(src, c.mode)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if _, err := io.Copy(io.Discard, r); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -1,7 +1,9 @@
 package relay
 
 import (
+	"bytes"
 	"context"
+	"io"
 	"strings"
 	"testing"
 
@@ -35,5 +37,39 @@ func BenchmarkWire(b *testing.B) {
 		if _, err := wire(b, in, WireMode{EightBit: true}); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkWireSafety is the transformer on a 64 KB message that needs no
+// change and on one that does (8-bit text and long lines, for an upstream
+// without 8BITMIME): the "wire safety" rows of make bench-inproc.
+func BenchmarkWireSafety(b *testing.B) {
+	var m bytes.Buffer
+	m.WriteString("From: Bench <sender@bench.example>\nTo: rcpt@bench.example, Other <other@bench.example>\nCc: cc@bench.example\nBcc: hidden@bench.example\nSubject: benchmark\nMessage-ID: <1@bench.example>\nMIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\n\n")
+	line := strings.Repeat("0123456789abcdef", 5)[:75] + "\n"
+	for m.Len() < 64<<10 {
+		m.WriteString(line)
+	}
+	clean := m.Bytes()[:64<<10]
+	dirty := append(append([]byte(nil), clean...), append(bytes.Repeat([]byte("é"), 1200), '\n')...)
+	for _, c := range []struct {
+		name string
+		in   []byte
+		mode WireMode
+	}{{"clean", clean, WireMode{EightBit: true}}, {"8bit-long-lines-to-7bit", dirty, WireMode{}}} {
+		b.Run(c.name, func(b *testing.B) {
+			src := func() (io.Reader, error) { return bytes.NewReader(c.in), nil }
+			b.SetBytes(int64(len(c.in)))
+			b.ReportAllocs()
+			for b.Loop() {
+				r, err := newWireReader(src, c.mode)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.Copy(io.Discard, r); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

@@ -31,7 +31,7 @@
 //
 // Send runs one transaction: MAIL FROM (SIZE, BODY=8BITMIME, SMTPUTF8, DSN
 // RET/ENVID when offered), one RCPT TO per recipient (NOTIFY when offered),
-// DATA, the message through the wire transformer (NewWireReader), and the
+// DATA, the message through the wire transformer (wire.go), and the
 // final reply, whose "queued as ID" is returned as Result.QueueID. After a
 // failed transaction the session sends RSET, so it can be reused; after a
 // successful one the SMTP state is already reset (RFC 5321 4.1.1.4). After a
@@ -42,8 +42,8 @@
 // # Wire safety
 //
 // The stored message has LF line ends and may contain bare CR, NUL, 8-bit
-// bytes and lines longer than 998 octets. NewWireReader turns it into what
-// may go on the wire: every line end is CRLF; no bare CR, no bare LF, no NUL
+// bytes and lines longer than 998 octets. The wire transformer turns it into
+// what may go on the wire: every line end is CRLF; no bare CR, no bare LF, no NUL
 // (so nothing can form "\r\n.\r\n" except go-smtp's own end of data — the
 // SMTP-smuggling class); no line longer than 998 octets. A text or other
 // identity-encoded MIME leaf part that has long lines, bare CR or NUL — or

@@ -78,23 +78,6 @@ func scanMessage(r io.Reader) (*plan, error) {
 	}
 }
 
-// NewWireReader returns a reader of the message that body returns, as it
-// may go on the wire. body must return a fresh reader of the same bytes
-// each time: the message is read twice (a scan, then the rewrite). The
-// returned reader closes the underlying one (if it is an io.Closer) when
-// closed. It refuses (ErrStuck8bit) a message with 8-bit bytes that cannot
-// be converted when mode.EightBit is false.
-func NewWireReader(body func() (io.Reader, error), mode WireMode) (io.ReadCloser, error) {
-	p, err := scanBody(body)
-	if err != nil {
-		return nil, err
-	}
-	if !mode.EightBit && p.stuck8bit {
-		return nil, ErrStuck8bit
-	}
-	return openWire(body, p, mode)
-}
-
 // ErrStuck8bit is returned for a message with 8-bit bytes in a header (or
 // another place that cannot be re-encoded) for an upstream without 8BITMIME.
 var ErrStuck8bit = errors.New("the message has 8-bit bytes in a header (or another place that cannot be re-encoded) and the upstream does not offer 8BITMIME")

@@ -15,7 +15,7 @@ import (
 func wire(t testing.TB, in []byte, mode WireMode) ([]byte, error) {
 	t.Helper()
 	body := func() (io.Reader, error) { return bytes.NewReader(in), nil }
-	r, err := NewWireReader(body, mode)
+	r, err := newWireReader(body, mode)
 	if err != nil {
 		return nil, err
 	}
@@ -361,7 +361,7 @@ func TestWireMemoryIsBounded(t *testing.T) {
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
-	r, err := NewWireReader(body, WireMode{EightBit: false})
+	r, err := newWireReader(body, WireMode{EightBit: false})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -406,4 +406,22 @@ func TestWireSalvagedBoundary(t *testing.T) {
 	if bytes.Contains(out, []byte("quoted-printable")) {
 		t.Fatalf("multipart re-encoded:\n%s", out)
 	}
+}
+
+// newWireReader returns a reader of the message that body returns, as it
+// may go on the wire, as Session.Send makes it (scanBody before DATA,
+// openWire after). body must return a fresh reader of the same bytes
+// each time: the message is read twice (a scan, then the rewrite). The
+// returned reader closes the underlying one (if it is an io.Closer) when
+// closed. It refuses (ErrStuck8bit) a message with 8-bit bytes that cannot
+// be converted when mode.EightBit is false.
+func newWireReader(body func() (io.Reader, error), mode WireMode) (io.ReadCloser, error) {
+	p, err := scanBody(body)
+	if err != nil {
+		return nil, err
+	}
+	if !mode.EightBit && p.stuck8bit {
+		return nil, ErrStuck8bit
+	}
+	return openWire(body, p, mode)
 }
