@@ -175,15 +175,9 @@ func (r *Rewriter) Origin(o *spool.Origin) string {
 			if o.User != "" {
 				parts = append(parts, "user="+traceValue(o.User))
 			}
-		case "gid":
-			parts = append(parts, "gid="+strconv.Itoa(o.GID))
 		case "script":
 			if o.Script != "" {
 				parts = append(parts, "script="+traceValue(o.Script))
-			}
-		case "caller":
-			if o.Caller != "" {
-				parts = append(parts, "caller="+traceValue(o.Caller))
 			}
 		}
 	}
