@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/mailshim/mailshim/pkg/config"
+	"github.com/mailshim/mailshim/pkg/maillog"
 	"github.com/mailshim/mailshim/pkg/relay"
 	"github.com/mailshim/mailshim/pkg/spool"
 )
@@ -145,7 +147,7 @@ func (w *worker) deliverBatch(ctx context.Context, ids []string) {
 			}
 			return
 		}
-		q.log.Event("warning", "reason", "spool full: sending without recording the attempts", "n", len(as), "error", err.Error())
+		q.log.Warning("spool full: sending without recording the attempts", err, slog.Int("n", len(as)))
 	}
 	for i, a := range as {
 		if q.stopped() {
@@ -165,11 +167,11 @@ func (w *worker) deliverBatch(ctx context.Context, ids []string) {
 func (w *worker) putBack(a *attempt) {
 	q := w.q
 	if err := q.writeState(spool.Active, a.id, a.prev); err != nil {
-		q.log.Event("error", "id", a.id, "reason", "cannot restore the state file", "error", err.Error())
+		q.log.MessageError(a.id, "cannot restore the state file", err)
 	}
 	attempted := a.prev.Attempts > 0
 	if err := q.sp.Requeue(a.id, attempted); err != nil {
-		q.log.Event("error", "id", a.id, "reason", "cannot requeue", "error", err.Error())
+		q.log.MessageError(a.id, "cannot requeue", err)
 		w.gone(a.id)
 		return
 	}
@@ -186,7 +188,7 @@ func (w *worker) prepare(id string, sync bool) *attempt {
 	q := w.q
 	if _, err := q.sp.Claim(id); err != nil {
 		if !errors.Is(err, spool.ErrNotFound) {
-			q.log.Event("error", "id", id, "reason", "cannot claim", "error", err.Error())
+			q.log.MessageError(id, "cannot claim", err)
 		}
 		w.gone(id)
 		return nil
@@ -195,7 +197,7 @@ func (w *worker) prepare(id string, sync bool) *attempt {
 	if err != nil && !errors.Is(err, spool.ErrCorrupt) && !errors.Is(err, os.ErrNotExist) {
 		// Not the file's fault (EMFILE, EIO...): try again later.
 		next := q.now().Add(retryAfter(w.set.Retry, 1))
-		q.log.Event("error", "id", id, "reason", "cannot open the message; will retry", "error", err.Error(), "next", next.UTC().Format(time.RFC3339))
+		q.log.MessageError(id, "cannot open the message; will retry", err, slog.Time("next", next))
 		if rerr := q.sp.Requeue(id, true); rerr == nil {
 			w.deferredAt(id, next, false)
 		} else {
@@ -206,15 +208,15 @@ func (w *worker) prepare(id string, sync bool) *attempt {
 	if err != nil {
 		w.gone(id)
 		if qerr := q.sp.QuarantineMessage(id); qerr != nil {
-			q.log.Event("error", "id", id, "reason", "unreadable message, cannot quarantine", "error", err.Error(), "quarantine_error", qerr.Error())
+			q.log.MessageError(id, "unreadable message, cannot quarantine", err, slog.String("quarantine_error", qerr.Error()))
 			return nil
 		}
-		q.log.Event("quarantine", "id", id, "reason", err.Error(), "to", spool.DirQuarantine+"/"+id)
+		q.log.QuarantineMessage(id, err.Error(), spool.DirQuarantine+"/"+id)
 		return nil
 	}
 	d, err := q.readState(spool.Active, id)
 	if err != nil {
-		q.log.Event("error", "id", id, "reason", "unreadable state file; starting afresh", "error", err.Error())
+		q.log.MessageError(id, "unreadable state file; starting afresh", err)
 		d = &spool.Delivery{}
 	}
 	route := w.set.Upstreams.routeOf(m)
@@ -246,7 +248,7 @@ func (w *worker) prepare(id string, sync bool) *attempt {
 		// A full spool must not stop the mail already in it: sending
 		// frees space. The attempt is only in memory, so a crash during
 		// this send retries the message at once, once.
-		q.log.Event("warning", "id", id, "reason", "spool full: sending without recording the attempt", "error", err.Error())
+		q.log.MessageWarning(id, "spool full: sending without recording the attempt", err)
 	}
 	return &attempt{id: id, f: f, m: m, d: d, prev: prev, rcpts: rcpts, route: route}
 }
@@ -255,9 +257,9 @@ func (w *worker) prepare(id string, sync bool) *attempt {
 // deferred/ for next, unsent.
 func (w *worker) notSending(id string, next time.Time, err error) {
 	q := w.q
-	q.log.Event("error", "id", id, "reason", "cannot record the attempt; not sending", "error", err.Error())
+	q.log.MessageError(id, "cannot record the attempt; not sending", err)
 	if rerr := q.sp.Requeue(id, true); rerr != nil {
-		q.log.Event("error", "id", id, "reason", "cannot requeue; stays in active/ until the next start", "error", rerr.Error())
+		q.log.MessageError(id, "cannot requeue; stays in active/ until the next start", rerr)
 		w.gone(id)
 		return
 	}
@@ -314,27 +316,27 @@ func (w *worker) outcome(a *attempt, res *relay.Result, fault bool) {
 		if e == nil {
 			sentN++
 			d.Sent = append(d.Sent, r)
-			q.log.Event("delivery", "id", id, "to", r, "upstream", upstream, "status", "sent", "reply", res.Reply, "upstream_id", res.QueueID)
+			q.log.Delivery(id, r, upstream, res.Reply, res.QueueID)
 			continue
 		}
 		reply := errReply(e)
 		switch {
 		case e.Class == relay.Permanent:
-			status := "bounced"
+			status := maillog.Bounced
 			if null {
-				status = "failed"
+				status = maillog.Failed
 			}
 			newFailed = append(newFailed, spool.RcptFailure{Rcpt: r, Reply: reply, Cause: explain(e), Fix: e.Fix})
-			q.log.Event("delivery", appendNonEmpty([]any{"id", id, "to", r, "upstream", upstream, "status", status, "reply", reply}, "stage", e.Stage, "cause", e.Cause, "fix", e.Fix)...)
+			q.log.DeliveryFailed(id, r, upstream, status, reply, "", maillog.Why{Stage: string(e.Stage), Cause: e.Cause, Fix: e.Fix})
 		case e.Class == relay.AuthFailure:
 			authFailed = true
 			temp = append(temp, r)
 			lastTemp = e
-			q.log.Event("delivery", appendNonEmpty([]any{"id", id, "to", r, "upstream", upstream, "status", "deferred", "reply", reply}, "stage", e.Stage, "cause", e.Cause, "fix", e.Fix)...)
+			q.log.DeliveryFailed(id, r, upstream, maillog.Deferred, reply, "", maillog.Why{Stage: string(e.Stage), Cause: e.Cause, Fix: e.Fix})
 		case expired:
-			status := "bounced"
+			status := maillog.Bounced
 			if null {
-				status = "failed"
+				status = maillog.Failed
 			}
 			cause := fmt.Sprintf("the message could not be delivered within %s (the queue lifetime); the last attempt failed: %s", config.FormatDuration(w.set.Lifetime), explain(e))
 			fix := e.Fix
@@ -342,16 +344,16 @@ func (w *worker) outcome(a *attempt, res *relay.Result, fault bool) {
 				fix = fixExpired
 			}
 			newFailed = append(newFailed, spool.RcptFailure{Rcpt: r, Reply: reply, Cause: cause, Fix: fix})
-			q.log.Event("delivery", appendNonEmpty([]any{"id", id, "to", r, "upstream", upstream, "status", status, "reply", reply, "reason", "lifetime exceeded"}, "stage", e.Stage, "cause", cause, "fix", fix)...)
+			q.log.DeliveryFailed(id, r, upstream, status, reply, "lifetime exceeded", maillog.Why{Stage: string(e.Stage), Cause: cause, Fix: fix})
 		default:
 			temp = append(temp, r)
 			lastTemp = e
-			q.log.Event("delivery", appendNonEmpty([]any{"id", id, "to", r, "upstream", upstream, "status", "deferred", "reply", reply}, "stage", e.Stage, "cause", e.Cause, "fix", e.Fix)...)
+			q.log.DeliveryFailed(id, r, upstream, maillog.Deferred, reply, "", maillog.Why{Stage: string(e.Stage), Cause: e.Cause, Fix: e.Fix})
 		}
 	}
 	// An AUTH failure was logged by the link when it happened.
 	if authFailed && lastTemp.Stage != relay.StageAuth {
-		w.q.log.Event("auth-failed", appendNonEmpty([]any{"id", id, "upstream", upstream, "reply", errReply(lastTemp)}, "cause", lastTemp.Cause, "fix", lastTemp.Fix)...)
+		w.q.log.AuthFailed(id, upstream, errReply(lastTemp), maillog.Why{Cause: lastTemp.Cause, Fix: lastTemp.Fix})
 	}
 	if sentN > 0 {
 		w.event(Event{Kind: EventSent, ID: id, Upstream: upstream, Rcpts: sentN})
@@ -360,14 +362,14 @@ func (w *worker) outcome(a *attempt, res *relay.Result, fault bool) {
 	if len(newFailed) > 0 && !null {
 		dsnID, err := q.bounce(m, newFailed, upstream, now)
 		if err != nil {
-			q.log.Event("error", "id", id, "reason", "cannot queue the bounce; will retry", "error", err.Error())
+			q.log.MessageError(id, "cannot queue the bounce; will retry", err)
 			// Keep the failures out of the state so they are bounced on
 			// the next attempt.
 			d.Failed = d.Failed[:len(d.Failed)-len(newFailed)]
 			temp = append(temp, rcptsOf(newFailed)...)
 		} else {
 			d.Bounces = append(d.Bounces, dsnID)
-			q.log.Event("bounced", "id", id, "dsn", dsnID, "to", m.Env.Sender, "nrcpt", len(newFailed))
+			q.log.Bounced(id, dsnID, m.Env.Sender, len(newFailed))
 			w.event(Event{Kind: EventBounced, ID: id, Upstream: upstream, Rcpts: len(newFailed)})
 		}
 	}
@@ -387,20 +389,20 @@ func (w *worker) outcome(a *attempt, res *relay.Result, fault bool) {
 		}
 		q.noteDelay(m, d, temp, lastTemp, upstream, now)
 		if err := q.writeState(spool.Active, id, d); err != nil {
-			q.log.Event("error", "id", id, "reason", "cannot update the state file; kept in memory", "error", err.Error())
+			q.log.MessageError(id, "cannot update the state file; kept in memory", err)
 		}
 		if err := q.sp.Defer(id); err != nil {
-			q.log.Event("error", "id", id, "reason", "cannot defer", "error", err.Error())
+			q.log.MessageError(id, "cannot defer", err)
 			w.gone(id)
 			return
 		}
 		w.deferredAt(id, d.Next, fault)
 		w.event(Event{Kind: EventDeferred, ID: id, Upstream: upstream, Rcpts: len(temp), Err: lastTemp})
-		kv := []any{"id", id, "attempts", d.Attempts, "next", d.Next.UTC().Format(time.RFC3339), "nrcpt", len(temp), "reason", d.LastReply}
+		var why maillog.Why
 		if lastTemp != nil {
-			kv = appendNonEmpty(kv, "cause", lastTemp.Cause, "fix", lastTemp.Fix)
+			why = maillog.Why{Cause: lastTemp.Cause, Fix: lastTemp.Fix}
 		}
-		q.log.Event("deferred", kv...)
+		q.log.Deferred(id, d.Attempts, d.Next, len(temp), d.LastReply, why)
 		return
 	}
 	w.finish(id, m, d)
@@ -432,22 +434,22 @@ func (w *worker) finish(id string, m *spool.Meta, d *spool.Delivery) {
 	if len(d.Failed) > 0 && m.Env.Sender == "<>" {
 		d.Reason = "a bounce that could not be delivered is never bounced; kept for inspection"
 		if err := q.writeState(spool.Active, id, d); err != nil {
-			q.log.Event("error", "id", id, "reason", "cannot update the state file; kept in memory", "error", err.Error())
+			q.log.MessageError(id, "cannot update the state file; kept in memory", err)
 		}
 		if err := q.sp.Fail(id); err != nil {
-			q.log.Event("error", "id", id, "reason", "cannot move to failed", "error", err.Error())
+			q.log.MessageError(id, "cannot move to failed", err)
 			return
 		}
-		q.log.Event("failed", "id", id, "from", "<>", "nrcpt", len(d.Failed), "reason", "undeliverable bounce kept in "+spool.DirFailed)
+		q.log.Failed(id, "<>", len(d.Failed), "undeliverable bounce kept in "+spool.DirFailed)
 		w.event(Event{Kind: EventFailed, ID: id, Rcpts: len(d.Failed)})
 		return
 	}
 	if err := q.sp.Done(id); err != nil {
-		q.log.Event("error", "id", id, "reason", "cannot remove a finished message", "error", err.Error())
+		q.log.MessageError(id, "cannot remove a finished message", err)
 		return
 	}
 	q.dropUnsaved(id)
-	q.log.Event("removed", "id", id, "sent", len(d.Sent), "bounced", len(d.Failed))
+	q.log.Removed(id, len(d.Sent), len(d.Failed))
 	w.event(Event{Kind: EventRemoved, ID: id, Rcpts: len(d.Sent) + len(d.Failed)})
 }
 
