@@ -468,3 +468,9 @@ func (l *Logger) ControlBusy(refused int, peer ...any) {
 func (l *Logger) FlushThrottled(uid int) {
 	l.emit(slog.LevelInfo, "flush", num("uid", uid), num("deferred", 0), str("throttled", "one flush a minute per user"))
 }
+
+// Recovered logs event=recovered: what failed and was reported works
+// again (reason says what).
+func (l *Logger) Recovered(reason string) {
+	l.emit(slog.LevelInfo, "recovered", str("reason", reason))
+}
