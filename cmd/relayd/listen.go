@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -49,19 +50,19 @@ func startListen(cfg *config.Config, host string, intake *submit.Intake, log *ma
 			continue
 		}
 		if err := checkPassed(ln); err != nil {
-			log.Event("error", "reason", "socket from systemd not used", "addr", ln.Addr().String(), "error", err.Error(),
-				"fix", "ListenStream= in relayd.socket: only loopback addresses and Unix sockets")
+			log.Error("socket from systemd not used", err, slog.String("addr", ln.Addr().String()),
+				slog.String("fix", "ListenStream= in relayd.socket: only loopback addresses and Unix sockets"))
 			ln.Close()
 			continue
 		}
 		covered[ln.Addr().String()] = true
 		lns = append(lns, ln)
-		log.Event("listen", "addr", ln.Addr().String(), "from", "systemd")
+		log.Listening(ln.Addr().String(), "systemd")
 	}
 	if !ls.Enabled {
 		if len(passed) > 0 {
-			log.Event("listen", "status", "disabled", "reason", "[listen] enabled = false; the sockets systemd passed are closed",
-				"fix", "systemctl disable --now relayd.socket")
+			log.ListenStatus("disabled", "[listen] enabled = false; the sockets systemd passed are closed",
+				"systemctl disable --now relayd.socket")
 		}
 		return nil
 	}
@@ -73,33 +74,33 @@ func startListen(cfg *config.Config, host string, intake *submit.Intake, log *ma
 			}
 			ln, err := net.Listen("tcp", addr)
 			if err != nil {
-				kv := []any{"status", "unavailable", "addr", addr, "error", err.Error()}
+				fix := ""
 				if errors.Is(err, fs.ErrPermission) {
-					kv = append(kv, "fix", "ports under 1024 come from systemd (relayd.socket) or root; or set [listen] ports")
+					fix = "ports under 1024 come from systemd (relayd.socket) or root; or set [listen] ports"
 				}
-				log.Event("listen", kv...)
+				log.ListenUnavailable(addr, err, fix)
 				continue
 			}
 			lns = append(lns, ln)
-			log.Event("listen", "addr", ln.Addr().String(), "from", "bound")
+			log.Listening(ln.Addr().String(), "bound")
 		}
 	}
 	if ls.Socket != "" && !covered[ls.Socket] {
 		ln, err := listen(ls.Socket)
 		if err != nil {
-			log.Event("listen", "status", "unavailable", "addr", ls.Socket, "error", err.Error())
+			log.ListenUnavailable(ls.Socket, err, "")
 		} else {
 			lns = append(lns, ln)
-			log.Event("listen", "addr", ls.Socket, "from", "bound")
+			log.Listening(ls.Socket, "bound")
 		}
 	}
 	if len(lns) == 0 {
-		log.Event("listen", "status", "none", "reason", "no SMTP listener socket could be had; the sendmail doors work on")
+		log.ListenStatus("none", "no SMTP listener socket could be had; the sendmail doors work on", "")
 		return nil
 	}
 	if !scan && os.Geteuid() != 0 {
-		log.Event("listen", "process_lookup", "own-user-only", "reason", "without CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE relayd finds the client's process only for its own user; other users' mail is recorded under the kernel's UID without it",
-			"fix", "the shipped relayd.service grants both (AmbientCapabilities=)")
+		log.ListenProcessLookup("own-user-only", "without CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE relayd finds the client's process only for its own user; other users' mail is recorded under the kernel's UID without it",
+			"the shipped relayd.service grants both (AmbientCapabilities=)")
 	}
 	tlsConf := listenTLS(ls, log)
 	lim := control.ListenLimiter(ls.MaxConnections, ls.MaxConnectionsPerUID)
@@ -156,20 +157,18 @@ func checkPassed(ln net.Listener) error {
 // offered, logged once) when there is none or it does not load.
 func listenTLS(ls config.Listen, log *maillog.Logger) *tls.Config {
 	if ls.CertFile == "" || ls.KeyFile == "" {
-		log.Event("listen", "tls", "off", "reason", "no cert_file/key_file in [listen]: STARTTLS not offered")
+		log.ListenTLSOff(nil, "no cert_file/key_file in [listen]: STARTTLS not offered", "")
 		return nil
 	}
 	cert, err := tls.LoadX509KeyPair(ls.CertFile, ls.KeyFile)
 	if err != nil {
-		kv := []any{"tls", "off", "error", err.Error()}
 		if errors.Is(err, fs.ErrNotExist) {
-			kv = append(kv, "reason", "no certificate: STARTTLS not offered", "fix", "create "+ls.CertFile+" and "+ls.KeyFile+" (the package does at install), or set [listen] cert_file and key_file")
+			log.ListenTLSOff(err, "no certificate: STARTTLS not offered", "create "+ls.CertFile+" and "+ls.KeyFile+" (the package does at install), or set [listen] cert_file and key_file")
 		} else {
-			kv = append(kv, "reason", "the certificate does not load: STARTTLS not offered")
+			log.ListenTLSOff(err, "the certificate does not load: STARTTLS not offered", "")
 		}
-		log.Event("listen", kv...)
 		return nil
 	}
-	log.Event("listen", "tls", "on", "cert", ls.CertFile)
+	log.ListenTLSOn(ls.CertFile)
 	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 }
