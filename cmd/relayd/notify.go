@@ -32,7 +32,7 @@ func sdNotify(log *maillog.Logger, state string) {
 		return
 	}
 	if notifyFailing.Swap(false) {
-		log.Event("recovered", "reason", "sd_notify works again")
+		log.Recovered("sd_notify works again")
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -45,7 +46,7 @@ func newAbuse(cfg *config.Config, hostname string, pk *pickup.Pickup, qu *queue.
 		return nil, err
 	}
 	if err != nil {
-		log.Event("warning", "reason", "policy state", "error", err.Error())
+		log.Warning("policy state", err)
 	}
 	a := &abuse{gate: policy.NewGate(policyRules(cfg), eng), qu: qu, pk: pk, log: log}
 	a.gate.OnNotice = a.notice
@@ -99,10 +100,10 @@ func (a *abuse) save(sync bool) {
 func (a *abuse) saveLogged(what string, failing bool, err error, repeat bool) bool {
 	switch {
 	case err != nil && !failing && !repeat:
-		a.log.Event("error", "reason", "cannot write the "+what+" state file", "error", err.Error(),
-			"hint", "relayd retries every second and logs again when it is written")
+		a.log.Error("cannot write the "+what+" state file", err,
+			slog.String("hint", "relayd retries every second and logs again when it is written"))
 	case err == nil && failing:
-		a.log.Event("recovered", "reason", what+" state file written again")
+		a.log.Recovered(what + " state file written again")
 	}
 	return err != nil
 }
@@ -136,14 +137,14 @@ func (a *abuse) handle(p control.Peer, verb string, args []string, out io.Writer
 	if err := a.gate.Engine.Save(true); err != nil {
 		// The run loop's next save retries it (and logs its end).
 		if !policy.RepeatedSaveError(err) {
-			a.log.Event("error", "reason", "cannot write the policy state file", "error", err.Error(),
-				"hint", "relayd retries every second and logs again when it is written")
+			a.log.Error("cannot write the policy state file", err,
+				slog.String("hint", "relayd retries every second and logs again when it is written"))
 		}
 		return fmt.Errorf("cannot record the %s: %v", verb, err)
 	}
 	if freeze {
 		n := a.qu.HoldAccount(o.UID, p.UID)
-		a.log.Event("freeze", "account", name, "uid", o.UID, "by_uid", p.UID, "held", n)
+		a.log.Freeze(name, o.UID, p.UID, n)
 		was := ""
 		if !changed {
 			was = " (it already was)"
@@ -151,7 +152,7 @@ func (a *abuse) handle(p control.Peer, verb string, args []string, out io.Writer
 		fmt.Fprintf(out, "%s: frozen%s: everything new it sends is held; %d waiting message(s) held\n", name, was, n)
 		return nil
 	}
-	a.log.Event("thaw", "account", name, "uid", o.UID, "by_uid", p.UID)
+	a.log.Thaw(name, o.UID, p.UID)
 	was := ""
 	if !changed {
 		was = " (it was not frozen)"
@@ -163,10 +164,10 @@ func (a *abuse) handle(p control.Peer, verb string, args []string, out io.Writer
 // notice logs the first trip of an episode and sends the admin notice.
 func (a *abuse) notice(n *policy.Notice) {
 	to := *a.noticeTo.Load()
-	kv := append(n.LogKV(), "notice_to", to)
+	trip := maillog.KV(n.LogKV()...)
 	host := *a.hostname.Load()
 	if to == "" {
-		a.log.Event("limit-tripped", kv...)
+		a.log.LimitTripped(trip, to, "")
 		return
 	}
 	body := fmt.Sprintf("From: mailshim <MAILER-DAEMON@%s>\nTo: %s\nSubject: %s\nAuto-Submitted: auto-generated\nContent-Type: text/plain; charset=utf-8\n\n%s",
@@ -181,10 +182,10 @@ func (a *abuse) notice(n *policy.Notice) {
 	}
 	id, err := a.pk.EnqueueOwn(m, strings.NewReader(body))
 	if err != nil {
-		a.log.Event("limit-tripped", append(kv, "notice", "not sent: "+err.Error())...)
+		a.log.LimitTripped(trip, to, "not sent: "+err.Error())
 		return
 	}
-	a.log.Event("limit-tripped", append(kv, "notice", id)...)
+	a.log.LimitTripped(trip, to, id)
 }
 
 // pickupHostname is the host name pickup uses for cfg (see
