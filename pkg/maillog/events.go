@@ -474,3 +474,16 @@ func (l *Logger) FlushThrottled(uid int) {
 func (l *Logger) Recovered(reason string) {
 	l.emit(slog.LevelInfo, "recovered", str("reason", reason))
 }
+
+// SMTPRefusedRepeat logs event=smtp-refused for connections refused for
+// one cause since the last such line: the last one's details (client,
+// reason), then how many were refused.
+func (l *Logger) SMTPRefusedRepeat(last []slog.Attr, refused int) {
+	l.emit(slog.LevelWarn, "smtp-refused", append(append([]slog.Attr(nil), last...), num("refused", refused))...)
+}
+
+// SMTPConnErrors logs event=smtp-error for connections that ended in an
+// error since the last such line: the last one's details, then how many.
+func (l *Logger) SMTPConnErrors(last []slog.Attr, errors int) {
+	l.emit(slog.LevelWarn, "smtp-error", append(append([]slog.Attr(nil), last...), num("errors", errors))...)
+}
