@@ -108,7 +108,7 @@ func startListen(cfg *config.Config, host string, intake *submit.Intake, log *ma
 		Hostname: host, MaxMessageSize: cfg.MaxMessageSize, MaxRecipients: ls.MaxRecipients,
 		MaxLineLength: ls.MaxLineLength, TLS: tlsConf,
 		CommandTimeout: ls.CommandTimeout, DataTimeout: ls.DataTimeout, IdleTimeout: ls.IdleTimeout, SessionTimeout: ls.SessionTimeout,
-		Limiter: lim, Intake: intake, Log: log.Event,
+		Limiter: lim, Intake: intake, Log: log,
 	})
 	for _, ln := range lns {
 		go srv.Serve(ln)

@@ -63,6 +63,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -76,6 +77,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/mailshim/mailshim/pkg/control"
+	"github.com/mailshim/mailshim/pkg/maillog"
 	"github.com/mailshim/mailshim/pkg/message"
 	"github.com/mailshim/mailshim/pkg/origin"
 	"github.com/mailshim/mailshim/pkg/sockdiag"
@@ -128,8 +130,8 @@ type Options struct {
 	// Intake is the submission pipeline (shared with the submission
 	// socket).
 	Intake *submit.Intake
-	// Log receives events ("smtp-refused", "smtp-error", "warning").
-	Log func(event string, kv ...any)
+	// Log is the mail log (nil: nothing is logged).
+	Log *maillog.Logger
 }
 
 func (o *Options) defaults() {
@@ -147,9 +149,6 @@ func (o *Options) defaults() {
 	}
 	if o.MaxRecipients <= 0 {
 		o.MaxRecipients = message.MaxRecipients
-	}
-	if o.Log == nil {
-		o.Log = func(string, ...any) {}
 	}
 	if o.Intake == nil {
 		o.Intake = &submit.Intake{}
@@ -188,7 +187,7 @@ func New(opts Options) *Server {
 		lns: map[net.Listener]bool{}, conns: map[*conn]bool{}, done: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.busy = &control.RateLog{Log: func(n int, kv ...any) {
-		s.opts.Log("smtp-refused", append([]any{"reason", "busy: too many connections", "refused", n}, kv...)...)
+		s.opts.Log.SMTPRefusedN("busy: too many connections", n, maillog.KV(kv...)...)
 	}}
 	// A client can open and reset connections faster than relayd looks
 	// them up: each is refused, but only the first in a minute is logged
@@ -196,13 +195,13 @@ func New(opts Options) *Server {
 	// flood the log (and push other users' lines out of a rate-limited
 	// journal).
 	s.unknown = &control.RateLog{Log: func(n int, kv ...any) {
-		s.opts.Log("smtp-refused", append(kv, "refused", n)...)
+		s.opts.Log.SMTPRefusedRepeat(maillog.KV(kv...), n)
 	}}
 	s.connErrs = &control.RateLog{Log: func(n int, kv ...any) {
-		s.opts.Log("smtp-error", append(kv, "errors", n)...)
+		s.opts.Log.SMTPConnErrors(maillog.KV(kv...), n)
 	}}
 	s.noProc = &control.RateLog{Log: func(n int, kv ...any) {
-		s.opts.Log("warning", append([]any{"reason", "the client's process was not found; mail recorded under the socket owner's UID without it", "connections", n}, kv...)...)
+		s.opts.Log.Warning("the client's process was not found; mail recorded under the socket owner's UID without it", nil, append([]slog.Attr{slog.Int("connections", n)}, maillog.KV(kv...)...)...)
 	}}
 	srv := smtp.NewServer(smtp.BackendFunc(s.newSession))
 	srv.Domain = opts.Hostname
@@ -245,7 +244,7 @@ func (e errorLog) log(msg string) {
 		e.s.connErrs.Note("error", msg)
 		return
 	}
-	e.s.opts.Log("smtp-error", "error", msg)
+	e.s.opts.Log.SMTPError(msg)
 }
 
 // chanListener hands identified connections to go-smtp's server.
@@ -284,7 +283,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	s.mu.Unlock()
 	var delay time.Duration
 	fails := &control.RateLog{Log: func(n int, kv ...any) {
-		s.opts.Log("error", append([]any{"reason", "SMTP listener accept failed; backing off", "failures", n}, kv...)...)
+		s.opts.Log.Error("SMTP listener accept failed; backing off", nil, append([]slog.Attr{slog.Int("failures", n)}, maillog.KV(kv...)...)...)
 	}}
 	for {
 		c, err := ln.Accept()
@@ -329,7 +328,7 @@ func (s *Server) admit(raw net.Conn) {
 	}
 	refuse := func(r *refusal, kv ...any) {
 		reply(r)
-		s.opts.Log("smtp-refused", append([]any{"client", client, "reason", r.reason}, kv...)...)
+		s.opts.Log.SMTPRefused(client, r.reason, maillog.KV(kv...)...)
 	}
 	if s.pending.Add(1) > maxPending {
 		s.pending.Add(-1)
@@ -819,7 +818,7 @@ func (ss *session) Reset() { ss.env, ss.rcptSize = nil, 0 }
 func (ss *session) Logout() error { return nil }
 
 func smtpErr(code int, enh smtp.EnhancedCode, msg string) *smtp.SMTPError {
-	return &smtp.SMTPError{Code: code, EnhancedCode: enh, Message: oneLine(msg)}
+	return &smtp.SMTPError{Code: code, EnhancedCode: enh, Message: submit.ReplyLine(msg)}
 }
 
 // origin is the origin record of a message of this session.
@@ -877,7 +876,7 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 	}
 	o := ss.origin()
 	if err := ss.srv.opts.Intake.CheckSender(&o, env.Sender); err != nil {
-		ss.srv.opts.Log("smtp-error", "client", ss.c.id.Client, "uid", o.UID, "user", o.User, "from", env.Sender, "error", err.Error())
+		ss.srv.opts.Log.SMTPSessionError(ss.c.id.Client, o.UID, o.User, env.Sender, err.Error())
 		return smtpErr(553, smtp.EnhancedCode{5, 7, 1}, err.Error())
 	}
 	ss.env, ss.rcptSize = env, 0
@@ -901,7 +900,8 @@ func (ss *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 		for i, v := range opts.Notify {
 			n[i] = string(v)
 		}
-		ss.env.Notify = strings.Join(n, ",")
+		// go-smtp checked the keywords; the stored form is package message's.
+		ss.env.Notify, _ = message.ParseNotify(strings.Join(n, ","))
 	}
 	if !message.IsASCII(addr) {
 		ss.env.SMTPUTF8 = true
@@ -1007,8 +1007,8 @@ func (ss *session) Data(r io.Reader) error {
 	o := ss.origin()
 	fail := func(err error) error {
 		e := reply(err, dr.err)
-		ss.srv.opts.Log("smtp-error", "client", ss.c.id.Client, "uid", o.UID, "user", o.User, "from", env.Sender,
-			"nrcpt", len(env.Recipients), "reply", fmt.Sprintf("%d %s", e.Code, e.Message), "error", oneLine(err.Error()))
+		ss.srv.opts.Log.SMTPSessionError(ss.c.id.Client, o.UID, o.User, env.Sender, submit.ReplyLine(err.Error()),
+			slog.Int("nrcpt", len(env.Recipients)), slog.String("reply", fmt.Sprintf("%d %s", e.Code, e.Message)))
 		return e
 	}
 	limit := message.MaxHeader
@@ -1086,18 +1086,4 @@ func reply(err, readErr error) *smtp.SMTPError {
 		return smtpErr(452, smtp.EnhancedCode{4, 3, 1}, "Insufficient system storage; message not stored")
 	}
 	return smtpErr(451, smtp.EnhancedCode{4, 3, 0}, "Error: message not stored; try again later")
-}
-
-// oneLine makes s fit in one reply line.
-func oneLine(s string) string {
-	s = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, s)
-	if len(s) > 400 {
-		s = s[:400]
-	}
-	return s
 }
