@@ -36,6 +36,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mailshim/mailshim/pkg/maillog"
 	"github.com/mailshim/mailshim/pkg/relay"
 	"github.com/mailshim/mailshim/pkg/spool"
 )
@@ -368,7 +369,7 @@ func batchSize(n, workers int) int {
 func (q *Queue) due() ([]string, time.Time) {
 	ids, err := q.sp.List(spool.Incoming)
 	if err != nil {
-		q.log.Event("error", "reason", "cannot list incoming", "error", err.Error())
+		q.log.Error("cannot list incoming", err)
 	}
 	now := q.now()
 	var next time.Time
@@ -682,7 +683,7 @@ func (q *Queue) apply(r *jobResult) {
 		if h.err == nil {
 			if b != nil {
 				delete(s.health, h.key)
-				q.log.Event("upstream-up", appendNonEmpty([]any{"upstream", h.addr}, "name", name, "down_for", now.Sub(b.since).Round(time.Millisecond).String(), "failures", strconv.Itoa(b.fails))...)
+				q.log.UpstreamUp(h.addr, name, now.Sub(b.since).Round(time.Millisecond), b.fails)
 				events = append(events, Event{Kind: EventUpstreamUp, Upstream: h.addr})
 				// Everything that waited for an upstream is due now
 				// (or when its strikes allow).
@@ -708,10 +709,7 @@ func (q *Queue) apply(r *jobResult) {
 		b.until = now.Add(d)
 		b.reason, b.last = errReply(h.err), h.err
 		if first {
-			kv := appendNonEmpty([]any{"upstream", h.addr}, "name", name)
-			kv = append(kv, "retry_in", d.String(), "reason", b.reason)
-			kv = appendNonEmpty(kv, "cause", h.err.Cause, "fix", h.err.Fix)
-			q.log.Event("upstream-down", kv...)
+			q.log.UpstreamDown(h.addr, name, d, b.reason, maillog.Why{Cause: h.err.Cause, Fix: h.err.Fix})
 			events = append(events, Event{Kind: EventUpstreamDown, Upstream: h.addr, Err: h.err})
 		}
 	}

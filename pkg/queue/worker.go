@@ -55,16 +55,6 @@ func (w *worker) event(ev Event) {
 	}
 }
 
-// appendNonEmpty appends the key/value pairs whose value is not empty.
-func appendNonEmpty(kv []any, pairs ...string) []any {
-	for i := 0; i+1 < len(pairs); i += 2 {
-		if pairs[i+1] != "" {
-			kv = append(kv, pairs[i], pairs[i+1])
-		}
-	}
-	return kv
-}
-
 // errReply is the reply text (or error) of a failure, for logs and state.
 func errReply(e *relay.Error) string {
 	if r := e.Reply(); r != "" {
