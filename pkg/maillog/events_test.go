@@ -119,7 +119,7 @@ func TestObserver(t *testing.T) {
 	if got.Attrs[1].Value.Int64() != 1001 {
 		t.Errorf("uid is not an integer: %v", got.Attrs[1].Value)
 	}
-	l.Event("x", "k", "v\n", "bad key", 1, "odd")
+	l.event("x", "k", "v\n", "bad key", 1, "odd")
 	if got.Str("k") != "v\n" || got.Str("badkey") != "1" || got.Str("odd") != "" || len(got.Attrs) != 3 {
 		t.Errorf("untyped event observed as %+v", got.Attrs)
 	}
@@ -139,7 +139,7 @@ func TestObserver(t *testing.T) {
 func TestNilLogger(t *testing.T) {
 	var l *Logger
 	l.Delivery("a", "b", "c", "d", "e")
-	l.Event("x", "k", 1)
+	l.event("x", "k", 1)
 }
 
 func BenchmarkDelivery(b *testing.B) {

@@ -12,7 +12,7 @@ import (
 func TestEventFormat(t *testing.T) {
 	var b bytes.Buffer
 	l := New(&b, func() time.Time { return time.Date(2026, 11, 23, 14, 40, 0, 123e6, time.UTC) })
-	l.Event("pickup", "id", "0006270A1B2C3D4E5F60", "uid", 1001, "script", "/home/a b.php", "from", "<a@b>", "evil", "x\ny=1")
+	l.event("pickup", "id", "0006270A1B2C3D4E5F60", "uid", 1001, "script", "/home/a b.php", "from", "<a@b>", "evil", "x\ny=1")
 	want := `ts=2026-11-23T14:40:00.123Z event=pickup id=0006270A1B2C3D4E5F60 uid=1001 script="/home/a b.php" from=<a@b> evil="x\ny=1"` + "\n"
 	if b.String() != want {
 		t.Errorf("got  %q\nwant %q", b.String(), want)
@@ -48,7 +48,7 @@ func TestValueEscapes(t *testing.T) {
 
 func TestBadKey(t *testing.T) {
 	var b bytes.Buffer
-	New(&b, func() time.Time { return time.Unix(0, 0) }).Event("x", "ok_key", 1, "bad key\nts=0", 2)
+	New(&b, func() time.Time { return time.Unix(0, 0) }).event("x", "ok_key", 1, "bad key\nts=0", 2)
 	if want := "ts=1970-01-01T00:00:00.000Z event=x ok_key=1 badkey=2\n"; b.String() != want {
 		t.Errorf("got %q, want %q", b.String(), want)
 	}
