@@ -71,18 +71,8 @@ func (l *Logger) emit(lv slog.Level, event string, attrs ...slog.Attr) {
 	l.h.Handle(context.Background(), r)
 }
 
-// event writes one line: ts, event, then the key/value pairs in kv
-// (alternating key string, value of any type; a trailing odd key gets an
-// empty value). It is the untyped primitive under the tests of the line
-// format; relayd logs through the typed methods (events.go).
-func (l *Logger) event(event string, kv ...any) {
-	if l == nil {
-		return
-	}
-	l.emit(slog.LevelInfo, event, KV(kv...)...)
-}
-
-// KV converts alternating keys and values, as event takes them, to
+// KV converts alternating keys and values (key string, value of any
+// type; a trailing odd key gets an empty value) to
 // attributes (for the extra details a callback reporter passes on).
 func KV(kv ...any) []slog.Attr {
 	attrs := make([]slog.Attr, 0, (len(kv)+1)/2)

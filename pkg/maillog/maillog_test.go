@@ -3,11 +3,18 @@ package maillog
 import (
 	"bytes"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 )
+
+// event writes one line of any event with the pairs in kv, as the typed
+// methods do with theirs (emit), for the tests of the line format.
+func (l *Logger) event(event string, kv ...any) {
+	l.emit(slog.LevelInfo, event, KV(kv...)...)
+}
 
 func TestEventFormat(t *testing.T) {
 	var b bytes.Buffer
