@@ -71,9 +71,9 @@ func (l *Logger) emit(lv slog.Level, event string, attrs ...slog.Attr) {
 	l.h.Handle(context.Background(), r)
 }
 
-// KV converts alternating keys and values (key string, value of any
-// type; a trailing odd key gets an empty value) to
-// attributes (for the extra details a callback reporter passes on).
+// KV converts alternating keys and values (key string, value of any type;
+// a trailing odd key gets an empty value) to attributes, for the details
+// a rate-limited reporter (control.RateLog) passes on.
 func KV(kv ...any) []slog.Attr {
 	attrs := make([]slog.Attr, 0, (len(kv)+1)/2)
 	for i := 0; i < len(kv); i += 2 {
