@@ -866,12 +866,7 @@ func (p *probe) auth() bool {
 		return false
 	}
 	if err := p.c.Auth(client); err != nil {
-		e := relay.Classify(relay.StageAuth, err)
-		var se *smtp.SMTPError
-		if !errors.As(err, &se) && e.Cause == "" {
-			e.Cause = "the SASL " + mech + " exchange with the upstream failed"
-			e.Fix = "check username and password_file, and the mechanism (auth in [[upstream]])"
-		}
+		e := relay.ClassifyAuth(mech, err)
 		p.fail(CAuth, fmt.Sprintf("AUTH %s as %s refused", mech, p.up.Username), e)
 		return false
 	}

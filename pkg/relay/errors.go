@@ -13,6 +13,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
 	"github.com/mailshim/mailshim/pkg/config"
@@ -130,6 +131,34 @@ func (e *Error) Reply() string {
 // Session does. An error it does not recognise is Temporary. relayd doctor
 // uses it so that it explains a failure in the same words as the log.
 func Classify(stage string, err error) *Error { return classify(stage, err) }
+
+// ClassifyAuth explains a failed AUTH exchange with mechanism mech: a reply
+// of the upstream's, an OAUTHBEARER error challenge, or a failure of the
+// SASL exchange itself is an AuthFailure (loud, never a bounce); a network
+// failure keeps its own class. relayd's sessions and relayd doctor both use
+// it, so that both say the same.
+func ClassifyAuth(mech string, err error) *Error {
+	e := classify(StageAuth, err)
+	var se *smtp.SMTPError
+	var be *sasl.OAuthBearerError
+	switch {
+	case errors.As(err, &se):
+		e.Class = AuthFailure
+	case errors.As(err, &be):
+		// OAUTHBEARER: the upstream refused the token with an error
+		// challenge (RFC 7628 section 3.2.2), which go-sasl's client
+		// returns as its own error, not as a reply.
+		e.Class = AuthFailure
+		e.Cause = "the upstream refused the OAuth2 access token (" + be.Status + ")"
+		e.Fix = "check the oauth_* keys of this upstream and that the account may use SMTP AUTH"
+	case e.Cause == "":
+		// Not a network failure: the SASL exchange itself failed.
+		e.Class = AuthFailure
+		e.Cause = "the SASL " + mech + " exchange with the upstream failed"
+		e.Fix = "check username and password_file, and the mechanism (auth in [[upstream]])"
+	}
+	return e
+}
 
 // classify turns anything returned by go-smtp, net or crypto/tls at stage
 // into an *Error. An error it does not recognise is Temporary.

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
 	"github.com/mailshim/mailshim/pkg/config"
@@ -248,5 +249,30 @@ func TestClassifyOldTLS(t *testing.T) {
 	herr := tls.Client(c, &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}).Handshake()
 	if e := Classify(StageTLS, herr); !strings.Contains(e.Cause, "TLS 1.0 or 1.1") {
 		t.Fatalf("%v: %q", herr, e.Cause)
+	}
+}
+
+// A refused OAUTHBEARER token, a refusing reply and a broken exchange are
+// each an AuthFailure with relayd's words, the ones doctor prints too.
+func TestClassifyAuth(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		err   error
+		cause string
+	}{
+		{"oauthbearer", &sasl.OAuthBearerError{Status: "invalid_token"}, "the upstream refused the OAuth2 access token (invalid_token)"},
+		{"exchange", errors.New("sasl: unexpected server challenge"), "the SASL OAUTHBEARER exchange with the upstream failed"},
+		{"reply", &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "Authentication failed"}, ""},
+	} {
+		e := ClassifyAuth("OAUTHBEARER", c.err)
+		if e.Class != AuthFailure {
+			t.Errorf("%s: class %v, want AuthFailure", c.name, e.Class)
+		}
+		if c.cause != "" && e.Cause != c.cause {
+			t.Errorf("%s: cause %q, want %q", c.name, e.Cause, c.cause)
+		}
+		if e.Fix == "" {
+			t.Errorf("%s: no fix", c.name)
+		}
 	}
 }

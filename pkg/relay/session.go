@@ -297,24 +297,7 @@ func (s *Session) auth(ctx context.Context) *Error {
 		return e
 	}
 	if err := s.c.Auth(client); err != nil {
-		e := classify(StageAuth, err)
-		var se *smtp.SMTPError
-		var be *sasl.OAuthBearerError
-		switch {
-		case errors.As(err, &se):
-			e.Class = AuthFailure
-		case errors.As(err, &be):
-			// OAUTHBEARER: the upstream refused the token with an error
-			// challenge (RFC 7628 section 3.2.2).
-			e.Class = AuthFailure
-			e.Cause = "the upstream refused the OAuth2 access token (" + be.Status + ")"
-			e.Fix = "check the oauth_* keys of this upstream and that the account may use SMTP AUTH"
-		case e.Cause == "":
-			// Not a network failure: the SASL exchange itself failed.
-			e.Class = AuthFailure
-			e.Cause = "the SASL " + mech + " exchange with the upstream failed"
-			e.Fix = "check username and password_file, and the mechanism (auth in [[upstream]])"
-		}
+		e := ClassifyAuth(mech, err)
 		if e.Class == AuthFailure {
 			// The upstream answered and refused the credentials.
 			if r, ok := client.(Refusable); ok {
