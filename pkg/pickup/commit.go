@@ -27,8 +27,9 @@ import (
 
 // groupMember is a message waiting for its group's Sync.
 type groupMember struct {
-	id string
-	at time.Time // deferred by the policy until at (zero: not deferred)
+	id   string
+	at   time.Time // deferred by the policy until at (zero: not deferred)
+	undo func()    // takes back what the gate counted for it
 }
 
 // group is the messages made durable by one Sync.
@@ -47,16 +48,18 @@ type committer struct {
 
 // commit waits until the message id, written in mode inGroup, is durable
 // (nil), or its group's Sync failed: then the message is removed (its
-// client is told it was not stored) and the error returned. at is when a
-// message the policy deferred may be sent (zero: not deferred).
-func (p *Pickup) commit(id string, at time.Time) error {
+// client is told it was not stored), what the gate counted for it taken
+// back (undo: the client's retry must not use up the account's
+// allowance), and the error returned. at is when a message the policy
+// deferred may be sent (zero: not deferred).
+func (p *Pickup) commit(id string, at time.Time, undo func()) error {
 	c := &p.committer
 	c.mu.Lock()
 	if c.open == nil {
 		c.open = &group{done: make(chan struct{})}
 	}
 	g := c.open
-	g.members = append(g.members, groupMember{id: id, at: at})
+	g.members = append(g.members, groupMember{id: id, at: at, undo: undo})
 	if !c.running {
 		c.running = true
 		go p.syncGroups()
@@ -86,6 +89,7 @@ func (p *Pickup) syncGroups() {
 			p.Log.Error("cannot make the received messages durable; the clients are told to retry", g.err, slog.Int("n", len(g.members)))
 			for _, m := range g.members {
 				p.unqueue(m.id)
+				m.undo()
 			}
 			close(g.done)
 			continue

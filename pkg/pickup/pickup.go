@@ -674,14 +674,16 @@ const (
 // enqueue queues m, with the durability of mode. With gated false the
 // message does not pass the Gate (EnqueueOwn).
 func (p *Pickup) enqueue(m *spool.Meta, body io.Reader, mode enqueueMode, gated bool) (string, error) {
-	id, _, err := p.enqueueAt(m, body, mode, gated)
+	id, _, _, err := p.enqueueAt(m, body, mode, gated)
 	return id, err
 }
 
 // enqueueAt is enqueue; it also returns, in mode inGroup, when a message
 // the policy deferred may be sent (zero: not deferred), which the group
-// commit tells the queue.
-func (p *Pickup) enqueueAt(m *spool.Meta, body io.Reader, mode enqueueMode, gated bool) (string, time.Time, error) {
+// commit tells the queue, and undo, which takes back what the gate
+// counted for the message (the group commit calls it when its Sync fails
+// and the message is removed).
+func (p *Pickup) enqueueAt(m *spool.Meta, body io.Reader, mode enqueueMode, gated bool) (string, time.Time, func(), error) {
 	sync := mode == synced
 	rw := p.rw.Load()
 	q := *m
@@ -696,7 +698,7 @@ func (p *Pickup) enqueueAt(m *spool.Meta, body io.Reader, mode enqueueMode, gate
 	// (It normalises in place: work on a copy of the recipients.)
 	q.Env.Recipients = append([]string(nil), m.Env.Recipients...)
 	if err := message.ValidateEnvelope(&q.Env); err != nil {
-		return "", time.Time{}, errEnvelope(err)
+		return "", time.Time{}, nil, errEnvelope(err)
 	}
 	orig := q.Env
 	// Unknown keys of the incoming file are nobody's to add: only pickup's
@@ -711,7 +713,7 @@ func (p *Pickup) enqueueAt(m *spool.Meta, body io.Reader, mode enqueueMode, gate
 		q.Extra = append(q.Extra, [2]string{"orig-rcpt", r})
 	}
 	if len(q.Env.Recipients) == 0 {
-		return "", time.Time{}, errNoRecipients
+		return "", time.Time{}, nil, errNoRecipients
 	}
 
 	br := readers.Get().(*bufio.Reader)
@@ -723,9 +725,9 @@ func (p *Pickup) enqueueAt(m *spool.Meta, body io.Reader, mode enqueueMode, gate
 	h, err := readHeader(br)
 	if err != nil {
 		if errors.Is(err, ErrHeaderTooLarge) {
-			return "", time.Time{}, errHeaderRefused(err)
+			return "", time.Time{}, nil, errHeaderRefused(err)
 		}
-		return "", time.Time{}, err
+		return "", time.Time{}, nil, err
 	}
 	// A caller cannot forge the trace: its own copies of our trace
 	// fields are renamed (trace.go) before ours are added.
@@ -780,17 +782,17 @@ func (p *Pickup) enqueueAt(m *spool.Meta, body io.Reader, mode enqueueMode, gate
 	if d == nil {
 		dr, err := spool.NewDrop(p.Queue.MsgDir(), &q, 0)
 		if err != nil {
-			return "", time.Time{}, err
+			return "", time.Time{}, nil, err
 		}
 		d = dr
 	}
 	if err := h.write(d, pre); err != nil {
 		d.Abort()
-		return "", time.Time{}, err
+		return "", time.Time{}, nil, err
 	}
 	if _, err := io.Copy(d, br); err != nil {
 		d.Abort()
-		return "", time.Time{}, err
+		return "", time.Time{}, nil, err
 	}
 	size := d.Size()
 	state, deliv := spool.Incoming, (*spool.Delivery)(nil)
@@ -804,12 +806,12 @@ func (p *Pickup) enqueueAt(m *spool.Meta, body io.Reader, mode enqueueMode, gate
 		state, deliv, undo, re = p.admit(&q, h, size)
 		if re != nil {
 			d.Abort()
-			return "", time.Time{}, re
+			return "", time.Time{}, nil, re
 		}
 	}
 	if err := d.Commit(); err != nil {
 		undo()
-		return "", time.Time{}, err
+		return "", time.Time{}, nil, err
 	}
 	var werr error
 	switch {
@@ -826,7 +828,7 @@ func (p *Pickup) enqueueAt(m *spool.Meta, body io.Reader, mode enqueueMode, gate
 	if err := werr; err != nil {
 		p.Queue.RemoveMessage(q.ID)
 		undo()
-		return "", time.Time{}, err
+		return "", time.Time{}, nil, err
 	}
 	// From here on the message is in relayd's queue.
 	// The SMTP listener's client (Via smtp): its peer, its process
@@ -861,7 +863,7 @@ func (p *Pickup) enqueueAt(m *spool.Meta, body io.Reader, mode enqueueMode, gate
 	if sync && p.Enqueued != nil {
 		p.Enqueued(q.ID)
 	}
-	return q.ID, at, nil
+	return q.ID, at, undo, nil
 }
 
 // msgFile is a message file being written: *spool.Drop (fsync'd) or
@@ -886,9 +888,9 @@ func (p *Pickup) Store(maxSize int64) func(m *spool.Meta, body io.Reader) (strin
 		if maxSize > 0 {
 			body = &limitReader{r: body, left: maxSize}
 		}
-		id, at, err := p.enqueueAt(&mm, body, inGroup, true)
+		id, at, undo, err := p.enqueueAt(&mm, body, inGroup, true)
 		if err == nil {
-			err = p.commit(id, at)
+			err = p.commit(id, at, undo)
 		}
 		if re := (*RejectError)(nil); errors.As(err, &re) {
 			// The submitter is there to be told: no bounce.
