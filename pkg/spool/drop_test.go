@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -127,5 +128,40 @@ func TestDropWriteSizes(t *testing.T) {
 			t.Errorf("pieces %v: %d bytes back (%v), want %d", pieces, b.Len(), err, len(want))
 		}
 		f.Close()
+	}
+}
+
+// A drop made by a process whose group is not the maildrop's (root
+// running a sendmail that is not setgid) gets the directory's group, the
+// one relayd reads maildrop files through.
+func TestDropTakesDirectoryGroup(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give the directory another group")
+	}
+	md, dir := newMaildrop(t)
+	const gid = 12345 // not this process's group
+	if os.Getegid() == gid {
+		t.Skip("the test's group is the process's")
+	}
+	if err := os.Chown(md, 0, gid); err != nil {
+		t.Fatal(err)
+	}
+	m := &Meta{ID: NewID(time.Now()), Time: time.Now(), Env: Envelope{Recipients: []string{"b@example.org"}}}
+	d, err := NewDrop(dir, m, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Write([]byte("Subject: x\n\nbody\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(filepath.Join(md, m.ID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := fi.Sys().(*syscall.Stat_t).Gid; g != gid {
+		t.Errorf("stored file's group %d, want the directory's %d", g, gid)
 	}
 }
