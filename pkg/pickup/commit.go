@@ -1,7 +1,6 @@
 package pickup
 
 import (
-	"log/slog"
 	"sync"
 	"time"
 )
@@ -86,10 +85,12 @@ func (p *Pickup) syncGroups() {
 		c.mu.Unlock()
 		g.err = p.Queue.Sync()
 		if g.err != nil {
-			p.Log.Error("cannot make the received messages durable; the clients are told to retry", g.err, slog.Int("n", len(g.members)))
+			// One line per message, naming it: each had its pickup
+			// line, and its log must not end there as if it were queued.
 			for _, m := range g.members {
 				p.unqueue(m.id)
 				m.undo()
+				p.Log.MessageError(m.id, "cannot make the received message durable; removed, its client is told to retry", g.err)
 			}
 			close(g.done)
 			continue
