@@ -124,6 +124,7 @@ type Process struct {
 	PID     int
 	PPID    int
 	UID     int
+	GID     int // real GID; -1 when /proc/PID/status gave none
 	Comm    string
 	Cmdline []string
 	Exe     string // "" when unreadable
@@ -165,7 +166,7 @@ func isShellWrapper(p Process) bool {
 }
 
 func readProcess(pid int) Process {
-	p := Process{PID: pid}
+	p := Process{PID: pid, GID: -1}
 	dir := "/proc/" + strconv.Itoa(pid) + "/"
 	if b, err := readFile(dir + "status"); err == nil {
 		for _, l := range strings.Split(string(b), "\n") {
@@ -177,6 +178,10 @@ func readProcess(pid int) Process {
 				p.PPID, _ = strconv.Atoi(v)
 			case "Uid":
 				p.UID, _ = strconv.Atoi(strings.Fields(v + " x")[0])
+			case "Gid":
+				if g, err := strconv.Atoi(strings.Fields(v + " x")[0]); err == nil {
+					p.GID = g
+				}
 			}
 		}
 	}
@@ -428,23 +433,7 @@ func ApplyProcess(o *spool.Origin, pid int) (gid int) {
 		}
 	}
 	o.Cgroup = Cgroup("/proc/" + strconv.Itoa(pid) + "/cgroup")
-	return realGID(pid)
-}
-
-// realGID returns the real GID of process pid from /proc/PID/status, or -1.
-func realGID(pid int) int {
-	b, err := readFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return -1
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "Gid:\t"); ok {
-			if g, err := strconv.Atoi(strings.Fields(v + " x")[0]); err == nil {
-				return g
-			}
-		}
-	}
-	return -1
+	return p.GID
 }
 
 // PrimaryGID returns the primary group of uid in /etc/passwd, or -1.

@@ -169,3 +169,15 @@ func TestSanitize(t *testing.T) {
 		t.Errorf("%+v", o)
 	}
 }
+
+// ApplyProcess returns the process's real GID from the one read of
+// /proc/PID/status it records the process with.
+func TestApplyProcessGID(t *testing.T) {
+	var o spool.Origin
+	if g := ApplyProcess(&o, os.Getpid()); g != os.Getgid() || o.ParentPID != os.Getpid() {
+		t.Errorf("ApplyProcess(self) = %d, ParentPID %d; want %d, %d", g, o.ParentPID, os.Getgid(), os.Getpid())
+	}
+	if g := ApplyProcess(&o, 1<<30); g != -1 {
+		t.Errorf("ApplyProcess(no such process) = %d, want -1", g)
+	}
+}
