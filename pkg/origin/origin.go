@@ -103,20 +103,28 @@ func clean(s string) string {
 
 // UserName returns the name of uid in /etc/passwd, or "".
 func UserName(uid int) string {
+	name := ""
+	passwdEntry(uid, 4, func(f []string) bool { name = f[0]; return true })
+	return name
+}
+
+// passwdEntry calls use with the first n colon-separated fields of each
+// line of /etc/passwd that is uid's entry (a named, non-NIS line with at
+// least n fields), until use returns true.
+func passwdEntry(uid, n int, use func(fields []string) bool) {
 	f, err := open("/etc/passwd")
 	if err != nil {
-		return ""
+		return
 	}
 	defer f.Close()
 	want := strconv.Itoa(uid)
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		fields := strings.SplitN(sc.Text(), ":", 4)
-		if len(fields) == 4 && fields[2] == want && fields[0] != "" && !strings.HasPrefix(fields[0], "+") && !strings.HasPrefix(fields[0], "-") {
-			return fields[0]
+		fields := strings.SplitN(sc.Text(), ":", n)
+		if len(fields) == n && fields[2] == want && fields[0] != "" && !strings.HasPrefix(fields[0], "+") && !strings.HasPrefix(fields[0], "-") && use(fields) {
+			return
 		}
 	}
-	return ""
 }
 
 // Process is an ancestor of sendmail as /proc describes it.
@@ -438,22 +446,16 @@ func ApplyProcess(o *spool.Origin, pid int) (gid int) {
 
 // PrimaryGID returns the primary group of uid in /etc/passwd, or -1.
 func PrimaryGID(uid int) int {
-	f, err := open("/etc/passwd")
-	if err != nil {
-		return -1
-	}
-	defer f.Close()
-	want := strconv.Itoa(uid)
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.SplitN(sc.Text(), ":", 5)
-		if len(fields) == 5 && fields[2] == want && fields[0] != "" && !strings.HasPrefix(fields[0], "+") && !strings.HasPrefix(fields[0], "-") {
-			if g, err := strconv.Atoi(fields[3]); err == nil && g >= 0 {
-				return g
-			}
+	gid := -1
+	passwdEntry(uid, 5, func(f []string) bool {
+		g, err := strconv.Atoi(f[3])
+		if err != nil || g < 0 {
+			return false
 		}
-	}
-	return -1
+		gid = g
+		return true
+	})
+	return gid
 }
 
 // open is os.Open without the network poller: os.Open tries to add every

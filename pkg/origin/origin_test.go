@@ -181,3 +181,13 @@ func TestApplyProcessGID(t *testing.T) {
 		t.Errorf("ApplyProcess(no such process) = %d, want -1", g)
 	}
 }
+
+// PrimaryGID reads uid's entry of /etc/passwd by UserName's rule.
+func TestPrimaryGID(t *testing.T) {
+	if g := PrimaryGID(0); g != 0 {
+		t.Errorf("PrimaryGID(0) = %d, want 0", g)
+	}
+	if g := PrimaryGID(987654321); g != -1 {
+		t.Errorf("PrimaryGID of a uid with no entry = %d, want -1", g)
+	}
+}
