@@ -171,7 +171,6 @@ type Server struct {
 	recent   recentHolders    // the processes that held each user's last sockets
 	budget   scanBudget       // each user's allowance of /proc scan time
 	selfPID  int
-	selfUID  int
 
 	mu    sync.Mutex
 	lns   map[net.Listener]bool
@@ -183,7 +182,7 @@ type Server struct {
 // New returns a Server with opts.
 func New(opts Options) *Server {
 	opts.defaults()
-	s := &Server{opts: opts, selfPID: os.Getpid(), selfUID: os.Geteuid(),
+	s := &Server{opts: opts, selfPID: os.Getpid(),
 		lns: map[net.Listener]bool{}, conns: map[*conn]bool{}, done: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.busy = &control.RateLog{Log: func(n int, kv ...any) {
