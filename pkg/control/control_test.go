@@ -3,13 +3,18 @@ package control
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/mailshim/mailshim/pkg/waitfor"
 )
 
 func TestRequestRoundTrip(t *testing.T) {
@@ -71,5 +76,51 @@ func TestAdminOnly(t *testing.T) {
 		if AdminOnly(verb) != want {
 			t.Errorf("AdminOnly(%q) = %v", verb, !want)
 		}
+	}
+}
+
+// A client that connects and sends nothing is answered "bad request" and
+// dropped after RequestTimeout (not Timeout), and its slot goes to the
+// next client, which was waiting for it.
+func TestIdleClientDropped(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "control.sock")
+	ln, err := Listen(sock, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	srv := &Server{
+		Handler: func(p Peer, verb string, args []string, out io.Writer) error {
+			fmt.Fprintln(out, verb)
+			return nil
+		},
+		Limiter: &Limiter{Global: 1, PerUID: 1, MaxWaiting: 1, MaxWaitingPerUID: 1, Wait: Timeout},
+	}
+	go func() { done <- srv.Serve(ctx, ln) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	idle, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	waitfor.True(t, "the idle client to hold the one slot", 10*time.Second, func() bool { a, _ := srv.Limiter.InUse(); return a == 1 })
+	start := time.Now()
+	var out bytes.Buffer
+	if err := Request(sock, VerbMailq, nil, &out); err != nil || out.String() != "mailq\n" {
+		t.Fatalf("request behind an idle client: %v, output %q", err, out.String())
+	}
+	if d := time.Since(start); d > RequestTimeout+5*time.Second {
+		t.Errorf("served after %v: the idle client held the slot longer than RequestTimeout (%v)", d, RequestTimeout)
+	}
+	idle.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var a answer
+	if err := json.NewDecoder(idle).Decode(&a); err != nil || !strings.HasPrefix(a.Error, "bad request: ") {
+		t.Errorf("the idle client's answer: %+v, %v; want a bad request", a, err)
 	}
 }
