@@ -21,7 +21,6 @@ import (
 	"os"
 	"slices"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -260,7 +259,8 @@ func holds(procRoot string, pid int, target string) (int, int) {
 				}
 				continue
 			}
-			if s := string(buf[:l]); strings.HasPrefix(s, "socket:[") && s == target {
+			// (Compared in place: no string made for each descriptor.)
+			if string(buf[:l]) == target {
 				fd, _ := strconv.Atoi(n)
 				return 1, fd
 			}
