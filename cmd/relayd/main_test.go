@@ -232,6 +232,13 @@ func (d *daemon) term(t *testing.T) int {
 // Subject "<tag> <i>".
 func (s *site) drop(tag string, n int) []string {
 	s.t.Helper()
+	return s.dropOrigin(spool.Origin{UID: os.Getuid(), GID: os.Getgid(), Via: "maildrop", Mode: "t"}, tag, n)
+}
+
+// dropOrigin writes n maildrop files with origin o, each with Subject
+// "<tag> <i>", and returns their IDs.
+func (s *site) dropOrigin(o spool.Origin, tag string, n int) []string {
+	s.t.Helper()
 	if err := spool.Prepare(s.spool, spool.CurrentOwner()); err != nil {
 		s.t.Fatal(err)
 	}
@@ -244,7 +251,7 @@ func (s *site) drop(tag string, n int) []string {
 	for i := 0; i < n; i++ {
 		m := &spool.Meta{ID: spool.NewID(time.Now()), Time: time.Now(),
 			Env:    spool.Envelope{Sender: "app@example.org", Recipients: []string{"rcpt@example.net"}},
-			Origin: spool.Origin{UID: os.Getuid(), GID: os.Getgid(), Via: "maildrop", Mode: "t"}}
+			Origin: o}
 		d, err := spool.NewDrop(md, m, 0)
 		if err != nil {
 			s.t.Fatal(err)

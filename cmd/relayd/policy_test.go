@@ -36,33 +36,13 @@ func needRoot(t *testing.T) {
 // user would (the owner is what relayd believes), with Subject "<tag> <i>".
 func (s *site) dropAs(uid int, tag string, n int) []string {
 	s.t.Helper()
-	if err := spool.Prepare(s.spool, spool.CurrentOwner()); err != nil {
-		s.t.Fatal(err)
-	}
-	md, err := spool.OpenDir(s.spool, spool.DirMaildrop)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	defer md.Close()
-	var ids []string
-	for i := 0; i < n; i++ {
-		m := &spool.Meta{ID: spool.NewID(time.Now()), Time: time.Now(),
-			Env:    spool.Envelope{Sender: "app@example.org", Recipients: []string{"rcpt@example.net"}},
-			Origin: spool.Origin{UID: uid, GID: uid, Via: "maildrop", Mode: "t", Script: "/srv/www/" + tag + ".php"}}
-		d, err := spool.NewDrop(md, m, 0)
-		if err != nil {
-			s.t.Fatal(err)
-		}
-		fmt.Fprintf(d, "From: app@example.org\nTo: rcpt@example.net\nSubject: %s %d\n\nbody %d\n", tag, i, i)
-		if err := d.Commit(); err != nil {
-			s.t.Fatal(err)
-		}
+	ids := s.dropOrigin(spool.Origin{UID: uid, GID: uid, Via: "maildrop", Mode: "t", Script: "/srv/www/" + tag + ".php"}, tag, n)
+	for _, id := range ids {
 		// The owner is set after the link: call this while relayd is
 		// not running, or it may pick the file up as ours first.
-		if err := os.Chown(filepath.Join(s.spool, spool.DirMaildrop, m.ID), uid, -1); err != nil {
+		if err := os.Chown(filepath.Join(s.spool, spool.DirMaildrop, id), uid, -1); err != nil {
 			s.t.Fatal(err)
 		}
-		ids = append(ids, m.ID)
 	}
 	return ids
 }
