@@ -58,10 +58,9 @@ type Gate struct {
 	rules  atomic.Pointer[Policy]
 	mu     sync.Mutex
 	recent map[int][]Sample
-	groups map[int]groupsEntry
-	// limits caches each UID's resolved limits (read-only once made)
-	// for groupsTTL, so that a flood costs no resolution per message;
-	// SetPolicy empties it.
+	// limits caches each UID's resolved limits and groups (read-only
+	// once made) for limitsTTL, so that a flood costs no resolution or
+	// group lookup per message; SetPolicy empties it.
 	limits map[int]limitsEntry
 }
 
@@ -72,17 +71,12 @@ type limitsEntry struct {
 	at     time.Time
 }
 
-type groupsEntry struct {
-	names []string
-	at    time.Time
-}
-
-// groupsTTL is how long an account's group list is cached.
-const groupsTTL = time.Minute
+// limitsTTL is how long an account's limits and group list are cached.
+const limitsTTL = time.Minute
 
 // NewGate returns a gate applying p with e's counters.
 func NewGate(p *Policy, e *Engine) *Gate {
-	g := &Gate{Engine: e, recent: map[int][]Sample{}, groups: map[int]groupsEntry{}, limits: map[int]limitsEntry{}}
+	g := &Gate{Engine: e, recent: map[int][]Sample{}, limits: map[int]limitsEntry{}}
 	g.SetPolicy(p)
 	return g
 }
@@ -101,31 +95,27 @@ func (g *Gate) SetPolicy(p *Policy) {
 // Policy returns the rule tables in force.
 func (g *Gate) Policy() *Policy { return g.rules.Load() }
 
-// fillGroups sets a.Groups when a group table could apply.
-func (g *Gate) fillGroups(p *Policy, a *Account) {
+// fillGroups sets a.Groups when a group table could apply (Limits
+// caches the result).
+func fillGroups(p *Policy, a *Account) {
 	if a.User == "" || !p.HasGroupRules() {
 		return
 	}
-	now := g.Engine.now()
-	g.mu.Lock()
-	e, ok := g.groups[a.UID]
-	g.mu.Unlock()
-	if !ok || now.Sub(e.at) > groupsTTL {
-		e = groupsEntry{at: now}
-		if u, err := user.LookupId(strconv.Itoa(a.UID)); err == nil {
-			if ids, err := u.GroupIds(); err == nil {
-				for _, id := range ids {
-					if gr, err := user.LookupGroupId(id); err == nil {
-						e.names = append(e.names, gr.Name)
-					}
-				}
-			}
-		}
-		g.mu.Lock()
-		g.groups[a.UID] = e
-		g.mu.Unlock()
+	u, err := user.LookupId(strconv.Itoa(a.UID))
+	if err != nil {
+		return
 	}
-	a.Groups = e.names
+	ids, err := u.GroupIds()
+	if err != nil {
+		return
+	}
+	var names []string
+	for _, id := range ids {
+		if gr, err := user.LookupGroupId(id); err == nil {
+			names = append(names, gr.Name)
+		}
+	}
+	a.Groups = names
 }
 
 // Limits resolves the limits of m's account (filling in its groups). The
@@ -137,11 +127,11 @@ func (g *Gate) Limits(m *Message) Limits {
 	e, ok := g.limits[uid]
 	p := g.rules.Load()
 	g.mu.Unlock()
-	if ok && e.user == m.Account.User && now.Sub(e.at) < groupsTTL {
+	if ok && e.user == m.Account.User && now.Sub(e.at) < limitsTTL {
 		m.Account.Groups = e.groups
 		return e.l
 	}
-	g.fillGroups(p, &m.Account)
+	fillGroups(p, &m.Account)
 	l := p.Resolve(m.Account)
 	g.mu.Lock()
 	if g.rules.Load() == p {
