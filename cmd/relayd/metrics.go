@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"os/user"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -78,10 +77,7 @@ func queuedAccount(sq *spool.Queue) func(id string) (string, bool) {
 			return "", false
 		}
 		f.Close()
-		if meta.Origin.User != "" {
-			return meta.Origin.User, true
-		}
-		return "uid:" + strconv.Itoa(meta.Origin.UID), true
+		return policy.Account{UID: meta.Origin.UID, User: meta.Origin.User}.Name(), true
 	}
 }
 
