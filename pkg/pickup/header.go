@@ -3,7 +3,6 @@ package pickup
 import (
 	"bufio"
 	"bytes"
-	"errors"
 	"io"
 
 	"github.com/mailshim/mailshim/pkg/message"
@@ -37,10 +36,7 @@ type header struct {
 func readHeader(br *bufio.Reader) (*header, error) {
 	mh, err := message.ReadStoredHeader(br, 0)
 	if err != nil {
-		if errors.Is(err, message.ErrHeaderTooLarge) {
-			return nil, ErrHeaderTooLarge
-		}
-		return nil, err
+		return nil, err // ErrHeaderTooLarge is package message's error
 	}
 	h := &header{Header: *mh}
 	switch {
