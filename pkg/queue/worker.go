@@ -282,11 +282,9 @@ func (w *worker) outcome(a *attempt, res *relay.Result, fault bool) {
 	q := w.q
 	id, m, d, rcpts, upstream := a.id, a.m, a.d, a.rcpts, res.Upstream
 	now := q.now()
-	byRcpt := map[string]*relay.Error{}
-	seen := map[string]bool{}
+	byRcpt := make(map[string]*relay.Error, len(res.Rcpts))
 	for _, rr := range res.Rcpts {
 		byRcpt[strings.ToLower(rr.Rcpt)] = rr.Err
-		seen[strings.ToLower(rr.Rcpt)] = true
 	}
 	var newFailed []spool.RcptFailure
 	var temp []string
