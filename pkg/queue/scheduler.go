@@ -311,20 +311,14 @@ func (q *Queue) nextAttempt() time.Time {
 	set, _ := q.settingsGen()
 	skip, _ := q.breakers(now)
 	for _, id := range ids {
-		if skip == nil {
-			q.mu.Lock()
-			_, deferred := q.deferred[id]
-			q.mu.Unlock()
-			if deferred {
-				return now
-			}
-			continue
-		}
 		q.mu.Lock()
 		_, deferred := q.deferred[id]
 		q.mu.Unlock()
 		if !deferred {
 			continue
+		}
+		if skip == nil {
+			return now
 		}
 		if w, blocked := q.blocked(q.candidates(id, set), skip); blocked && !w.IsZero() {
 			next = earliest(next, w)
