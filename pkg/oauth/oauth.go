@@ -154,23 +154,16 @@ func (s *Source) Token(ctx context.Context) (string, error) {
 		}
 	}
 	ctx = context.WithValue(ctx, oauth2.HTTPClient, s.o.HTTPClient)
-	var tok *oauth2.Token
-	var err error
-	switch s.o.Flow {
-	case FlowClientCredentials:
-		cc := clientcredentials.Config{ClientID: s.o.ClientID, ClientSecret: s.clientSecret, TokenURL: s.o.TokenURL, Scopes: s.o.Scopes,
-			AuthStyle: oauth2.AuthStyleInParams}
-		tok, err = cc.Token(ctx)
-	default:
+	cc := clientcredentials.Config{ClientID: s.o.ClientID, ClientSecret: s.clientSecret, TokenURL: s.o.TokenURL, Scopes: s.o.Scopes,
+		AuthStyle: oauth2.AuthStyleInParams}
+	if s.o.Flow == FlowRefreshToken {
 		// The refresh grant (RFC 6749 section 6) through clientcredentials,
 		// whose EndpointParams may replace grant_type: unlike
 		// oauth2.Config's refresh it sends the scopes, which Microsoft's
 		// v2.0 endpoint asks for. One request per call; the cache is ours.
-		cc := clientcredentials.Config{ClientID: s.o.ClientID, ClientSecret: s.clientSecret, TokenURL: s.o.TokenURL, Scopes: s.o.Scopes,
-			AuthStyle:      oauth2.AuthStyleInParams,
-			EndpointParams: url.Values{"grant_type": {"refresh_token"}, "refresh_token": {s.refresh}}}
-		tok, err = cc.Token(ctx)
+		cc.EndpointParams = url.Values{"grant_type": {"refresh_token"}, "refresh_token": {s.refresh}}
 	}
+	tok, err := cc.Token(ctx)
 	if err == nil && tok.AccessToken == "" {
 		err = errors.New("the token endpoint answered without an access_token")
 	}
