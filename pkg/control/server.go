@@ -252,7 +252,6 @@ func serveConn(ctx context.Context, c *net.UnixConn, h Handler, lim *Limiter, bu
 		a.Error = "bad request: " + err.Error()
 		return
 	}
-	c.SetReadDeadline(time.Time{})
 	if AdminOnly(req.Verb) && !p.Admin {
 		a.Denied = true
 		a.Error = fmt.Sprintf("only root and the mailshim user may use %q (you are uid %d)", req.Verb, p.UID)
