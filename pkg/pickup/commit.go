@@ -83,6 +83,7 @@ func (p *Pickup) syncGroups() {
 			return
 		}
 		c.mu.Unlock()
+		p.savePolicy()
 		g.err = p.Queue.Sync()
 		if g.err != nil {
 			// One line per message, naming it: each had its pickup

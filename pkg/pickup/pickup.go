@@ -333,15 +333,7 @@ func (p *Pickup) flush() {
 	if len(p.pending) == 0 && len(p.announced) == 0 {
 		return
 	}
-	if p.Gate != nil {
-		// The policy's counters join the batch: the Sync below makes
-		// them durable with the messages they counted.
-		// A failure that repeats the last one (a full disk) was
-		// logged when it began; relayd's next save retries it.
-		if err := p.Gate.Engine.Save(false); err != nil && !policy.RepeatedSaveError(err) {
-			p.Log.Error("cannot write the policy state file", err)
-		}
-	}
+	p.savePolicy()
 	if err := p.Queue.Sync(); err != nil {
 		p.Log.Error("cannot make the picked-up messages durable; will retry", err, slog.Int("n", len(p.pending)))
 		// Still held: the next pass finds them again.

@@ -138,3 +138,18 @@ func sampleField(h *header, name string) string {
 	}
 	return v
 }
+
+// savePolicy writes the gate's counters without fsync, just before a
+// Queue.Sync (a pickup batch, Store's group commit) that makes them
+// durable with the messages they counted: relayd killed or powered off
+// after that Sync does not give the accounts their allowance back. A
+// failure that repeats the last one (a full disk) was logged when it
+// began; relayd's periodic save retries it.
+func (p *Pickup) savePolicy() {
+	if p.Gate == nil {
+		return
+	}
+	if err := p.Gate.Engine.Save(false); err != nil && !policy.RepeatedSaveError(err) {
+		p.Log.Error("cannot write the policy state file", err)
+	}
+}

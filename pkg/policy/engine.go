@@ -314,8 +314,10 @@ func RepeatedSaveError(err error) bool {
 // Save writes the state file if anything changed since the last Save:
 // a temporary file beside it, then rename(2), so that a crash leaves the
 // old state or the new one, never half of one. With sync the file and
-// its directory are fsync'd; without, the caller's next syncfs (pickup's
-// group commit) makes it durable. Accounts with nothing left to remember
+// its directory are fsync'd; without, the caller's next Queue.Sync makes
+// it durable (pickup saves just before the Sync of each maildrop batch
+// and of each group of Pickup.Store, so the counters are durable with
+// the messages they counted). Accounts with nothing left to remember
 // (empty buckets, no freeze, no recent trip) are dropped. A failed Save
 // leaves the state for the next one to write; its error is a *SaveError.
 func (e *Engine) Save(sync bool) error {
