@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net"
 	"net/textproto"
-	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -542,31 +541,22 @@ type certs struct {
 	daysLeft          int
 }
 
+// tlsConfig is relayd's TLS configuration for the upstream
+// (relay.TLSConfig), with the verification done here, step by step.
 func (p *probe) tlsConfig() (*tls.Config, *certs, error) {
-	cfg := &tls.Config{ServerName: p.up.WithDefaults().ServerName, MinVersion: tls.VersionTLS12}
+	up := p.up.WithDefaults()
+	cfg, err := relay.TLSConfig(up, relay.Options{RootCAs: p.o.RootCAs})
+	if err != nil {
+		return nil, nil, err
+	}
 	v := &certs{serverName: cfg.ServerName, roots: "the system roots"}
-	var roots *x509.CertPool
 	switch {
 	case p.o.RootCAs != nil:
-		roots, v.roots = p.o.RootCAs, "the test roots"
-	case p.up.CAFile != "":
-		pem, err := os.ReadFile(p.up.CAFile)
-		if err != nil {
-			return nil, nil, err
-		}
-		roots = x509.NewCertPool()
-		if !roots.AppendCertsFromPEM(pem) {
-			return nil, nil, fmt.Errorf("ca_file %s holds no PEM certificate", p.up.CAFile)
-		}
-		v.roots = "ca_file " + p.up.CAFile
+		v.roots = "the test roots"
+	case up.CAFile != "":
+		v.roots = "ca_file " + up.CAFile
 	}
-	if p.up.ClientCert != "" || p.up.ClientKey != "" {
-		cert, err := tls.LoadX509KeyPair(p.up.ClientCert, p.up.ClientKey)
-		if err != nil {
-			return nil, nil, err
-		}
-		cfg.Certificates = []tls.Certificate{cert}
-	}
+	roots := cfg.RootCAs // nil: the system roots, as for crypto/tls
 	// crypto/tls would verify too, but stop at the first problem; doctor
 	// verifies the chain, the name and the dates separately, to say which
 	// is wrong. A failure still aborts the handshake.
@@ -621,7 +611,9 @@ func (p *probe) handshake() bool {
 	cfg, v, err := p.tlsConfig()
 	if err != nil {
 		// settings (relay.Dial) reads the same files: not reached.
-		p.fail(CTLS, err.Error(), &relay.Error{Stage: relay.StageTLS, Cause: err.Error(), Fix: "check ca_file, client_cert and client_key"})
+		var re *relay.Error
+		errors.As(err, &re)
+		p.fail(CTLS, err.Error(), re)
 		return false
 	}
 	p.tc = tls.Client(p.raw, cfg)

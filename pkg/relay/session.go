@@ -119,7 +119,7 @@ func dial(ctx context.Context, up config.Upstream, opts Options) (*Session, erro
 	var tlsConfig *tls.Config
 	if mode != "none" {
 		var err error
-		if tlsConfig, err = makeTLSConfig(up, opts); err != nil {
+		if tlsConfig, err = TLSConfig(up, opts); err != nil {
 			return nil, err
 		}
 	}
@@ -214,7 +214,13 @@ func dial(ctx context.Context, up config.Upstream, opts Options) (*Session, erro
 	return s, nil
 }
 
-func makeTLSConfig(up config.Upstream, opts Options) (*tls.Config, error) {
+// TLSConfig is the TLS configuration of a session with up (its
+// defaults applied): verified against opts.RootCAs, else up's ca_file,
+// else the system roots, for up's server_name, TLS 1.2 or later, with
+// up's client certificate if it has one. relayd doctor starts from it,
+// so that it tests what relayd will do. Its error is an *Error naming
+// the file at fault.
+func TLSConfig(up config.Upstream, opts Options) (*tls.Config, error) {
 	cfg := &tls.Config{
 		ServerName: up.ServerName,
 		MinVersion: tls.VersionTLS12,
