@@ -205,9 +205,13 @@ type senderOrigin struct {
 	config.RouteOrigin
 }
 
-// configuredOrigins are the distinct senders of the [senders] map, each
-// with the local user whose mail gets it ("@d" entries as that user at d,
-// root for "*"), else the sender root's mail gets.
+// configuredOrigins are the distinct senders the [senders] map gives,
+// each with a local user whose mail gets it: for each entry the user it
+// names ("uid:N" as that UID's user), for "*" a user without an entry of
+// its own (root, else nobody, else one without a name), the sender being
+// config.SenderFor's, the rule pickup applies. An entry that another one
+// overrides for its user is no one's sender and is not tried. Without
+// any, the sender root's mail gets.
 func configuredOrigins(cfg *config.Config) []senderOrigin {
 	var out []senderOrigin
 	seen := map[string]bool{}
@@ -217,30 +221,28 @@ func configuredOrigins(cfg *config.Config) []senderOrigin {
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		name, uid := "root", 0
+		var name string
+		var uid int
 		switch {
+		case k == "*":
+			name, uid = starUser(cfg)
 		case strings.HasPrefix(k, "uid:"):
-			name, uid = "", -1
-			if n, err := strconv.Atoi(k[4:]); err == nil {
-				uid = n
-				if u, err := user.LookupId(k[4:]); err == nil {
-					name = u.Username
-				}
+			n, err := strconv.Atoi(k[4:])
+			if err != nil {
+				continue
 			}
-		case k != "*":
+			name, uid = "", n
+			if u, err := user.LookupId(k[4:]); err == nil {
+				name = u.Username
+			}
+		default:
 			name, uid = k, -1
 			if u, err := user.Lookup(k); err == nil {
 				uid, _ = strconv.Atoi(u.Uid)
 			}
 		}
-		v := cfg.Senders[k]
-		if strings.HasPrefix(v, "@") {
-			if name == "" {
-				continue
-			}
-			v = name + v
-		}
-		if !seen[v] {
+		v, ok := cfg.SenderFor(name, uid)
+		if ok && !seen[v] {
 			seen[v] = true
 			out = append(out, senderOrigin{config.RouteOrigin{Sender: v, User: name, UID: uid}})
 		}
@@ -253,6 +255,25 @@ func configuredOrigins(cfg *config.Config) []senderOrigin {
 		out = append(out, senderOrigin{config.RouteOrigin{Sender: s, User: "root", UID: 0}})
 	}
 	return out
+}
+
+// starUser is a local user whose mail the "*" entry of [senders] applies
+// to: root or nobody, the first without an entry of its own, else a UID
+// without a user name.
+func starUser(cfg *config.Config) (string, int) {
+	for _, name := range []string{"root", "nobody"} {
+		u, err := user.Lookup(name)
+		if err != nil {
+			continue
+		}
+		_, byName := cfg.Senders[name]
+		_, byUID := cfg.Senders["uid:"+u.Uid]
+		if !byName && !byUID {
+			uid, _ := strconv.Atoi(u.Uid)
+			return name, uid
+		}
+	}
+	return "", -1
 }
 
 // routedSenders returns, for each upstream (by index), the senders doctor
