@@ -25,15 +25,14 @@ import (
 	"runtime"
 	"runtime/debug"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/mailshim/mailshim/pkg/maillog"
+	"github.com/mailshim/mailshim/pkg/spool"
 )
 
 // Names of the metrics (the README lists them; tests and the Grafana
@@ -164,19 +163,6 @@ func buildInfo() prometheus.Collector {
 	return g
 }
 
-// IDTime returns the arrival time a queue ID encodes (its first 13 hex
-// digits are microseconds since the epoch; see spool.NewID).
-func IDTime(id string) (time.Time, bool) {
-	if len(id) != 20 {
-		return time.Time{}, false
-	}
-	us, err := strconv.ParseUint(id[:13], 16, 64)
-	if err != nil {
-		return time.Time{}, false
-	}
-	return time.UnixMicro(int64(us)), true
-}
-
 // accountOf is the account of an event that names uid and user.
 func accountOf(e *maillog.Entry) string {
 	if u := e.Str("user"); u != "" {
@@ -220,7 +206,7 @@ func (m *Metrics) Observe(e *maillog.Entry) {
 		}
 		m.mu.Unlock()
 		m.pickedUp.add(acct, 1, e.Str("via"))
-		if at, ok := IDTime(id); ok {
+		if at, ok := spool.IDTime(id); ok {
 			m.lag.Observe(max(t.Sub(at).Seconds(), 0))
 		}
 	case "delivery":
@@ -229,7 +215,7 @@ func (m *Metrics) Observe(e *maillog.Entry) {
 		m.deliveries.add(acct, 1, status, upstream)
 		switch status {
 		case "sent":
-			if at, ok := IDTime(id); ok {
+			if at, ok := spool.IDTime(id); ok {
 				m.latency.WithLabelValues(upstream).Observe(max(t.Sub(at).Seconds(), 0))
 			}
 		case "deferred", "bounced", "failed":

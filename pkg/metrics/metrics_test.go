@@ -4,12 +4,10 @@ import (
 	"io"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/mailshim/mailshim/pkg/maillog"
-	"github.com/mailshim/mailshim/pkg/spool"
 )
 
 // The account label is bounded: the named accounts, then the busiest
@@ -44,17 +42,5 @@ mailshim_picked_up_total{account="www-data",via="maildrop"} 1
 	want = strings.Replace(want, `{account="other",via="maildrop"} 1`, `{account="other",via="maildrop"} 11`, 1)
 	if err := testutil.GatherAndCompare(m.Registry(), strings.NewReader(want), PickedUp); err != nil {
 		t.Error(err)
-	}
-}
-
-func TestIDTime(t *testing.T) {
-	at := time.Date(2026, 11, 23, 14, 40, 0, 123456000, time.UTC)
-	id := spool.NewID(at)
-	got, ok := IDTime(id)
-	if !ok || !got.Equal(at) {
-		t.Errorf("IDTime(%s) = %v %v, want %v", id, got, ok, at)
-	}
-	if _, ok := IDTime("short"); ok {
-		t.Error("a bad ID has a time")
 	}
 }

@@ -32,7 +32,6 @@ package queue
 import (
 	"context"
 	"sort"
-	"strconv"
 	"sync"
 	"time"
 
@@ -475,7 +474,7 @@ func (q *Queue) plan(pending []string, size int, set Settings, gen int) (j *job,
 // outlive its lifetime, and get no delay notice, for as long as the
 // upstream stays down.
 func (q *Queue) sweep(id string, set Settings, now time.Time, bounceable bool) bool {
-	at, ok := idTime(id)
+	at, ok := spool.IDTime(id)
 	if !ok {
 		return false
 	}
@@ -507,19 +506,6 @@ func (q *Queue) bounceable(cands []string) bool {
 		}
 	}
 	return false
-}
-
-// idTime returns the arrival time a queue ID encodes (spool.NewID: 13
-// hex digits of Unix microseconds first).
-func idTime(id string) (time.Time, bool) {
-	if len(id) < 13 {
-		return time.Time{}, false
-	}
-	us, err := strconv.ParseUint(id[:13], 16, 64)
-	if err != nil {
-		return time.Time{}, false
-	}
-	return time.UnixMicro(int64(us)), true
 }
 
 // firstFree returns the first of cands not in skip ("" if none).

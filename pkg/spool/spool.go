@@ -103,6 +103,24 @@ func NewID(now time.Time) string {
 	return string(b[:])
 }
 
+// IDTime returns the arrival time queue ID id encodes (NewID's time,
+// to the microsecond); ok is false when id is not a queue ID.
+func IDTime(id string) (t time.Time, ok bool) {
+	if !ValidID(id) {
+		return time.Time{}, false
+	}
+	var us int64
+	for i := 0; i < 13; i++ {
+		c := id[i]
+		d := c - '0'
+		if c >= 'A' {
+			d = c - 'A' + 10
+		}
+		us = us<<4 | int64(d)
+	}
+	return time.UnixMicro(us), true
+}
+
 // ValidID reports whether s has the shape of a queue ID (and so is safe to
 // use as a file name).
 func ValidID(s string) bool {
