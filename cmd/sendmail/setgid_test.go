@@ -59,8 +59,10 @@ func TestSetgidNobody(t *testing.T) {
 	}
 }
 
-// The parent's /proc/PID/exe and cwd are read (fs gid switched to the real
-// gid on a throw-away thread) although the effective gid differs.
+// The parent's /proc/PID/exe and cwd are read (the fs gid of the locked
+// thread switched to the real gid and back) although the effective gid
+// differs, and the spool file is written afterwards: the fs gid was
+// restored (with the real gid the maildrop, 1730, refuses the file).
 func TestSetgidParentProcess(t *testing.T) {
 	needRoot(t)
 	s := newSpool(t, true, "")

@@ -208,13 +208,19 @@ func readProcess(pid int) Process {
 //
 // A setgid process cannot read them: the kernel's ptrace access check
 // compares the caller's fs gid with the target's gids, and sendmail's fs
-// gid is mailshim-drop. We chose to switch only the fs gid, and only on
-// one dedicated OS thread: that thread sets its fsgid to the real gid
-// (setfsgid(2) is per thread, and allowed for the real gid), reads the two
-// links, and the goroutine exits still locked to it, so the Go runtime
-// destroys the thread instead of reusing it. No other thread ever runs
-// with changed credentials, the effective and saved gids are never
-// touched, and the spool write that follows needs no switch back.
+// gid is mailshim-drop. Only the fs gid is switched, to the real gid
+// (setfsgid(2) is per thread, and allowed for the real gid), only on the
+// calling goroutine's thread, and only while the goroutine is locked to
+// it: no other goroutine runs on a locked thread, and the thread is
+// unlocked only once its fs gid is back to the effective gid, checked.
+// The effective and saved gids are never touched. The switch lowers what
+// the thread may open to the caller's own rights, so a failure in it can
+// make a read (or the later spool write) fail, never grant more: should
+// the fs gid not read back as the effective gid, the goroutine stays
+// locked to its thread for good, so that nothing else ever runs there,
+// and the spool write that follows fails for want of the group.
+// (An earlier version did the read on a throwaway thread, which cost a
+// thread creation and destruction at every call.)
 func readLinks(pid int) (exe, cwd string) {
 	read := func() {
 		dir := "/proc/" + strconv.Itoa(pid) + "/"
@@ -222,20 +228,22 @@ func readLinks(pid int) (exe, cwd string) {
 		cwd, _ = os.Readlink(dir + "cwd")
 		exe, cwd = clean(exe), clean(cwd)
 	}
-	if unix.Getegid() == unix.Getgid() {
+	rgid, egid := unix.Getgid(), unix.Getegid()
+	if egid == rgid {
 		read()
 		return
 	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		runtime.LockOSThread() // never unlocked: the thread dies with us
-		if err := unix.Setfsgid(unix.Getgid()); err != nil {
-			return
-		}
+	runtime.LockOSThread()
+	// setfsgid(2) returns the previous fs gid and never fails; asked for
+	// an invalid gid (-1) it changes nothing, so it reads the fs gid.
+	unix.Setfsgid(rgid)
+	if fs, _ := unix.SetfsgidRetGid(-1); fs == rgid {
 		read()
-	}()
-	<-done
+	}
+	unix.Setfsgid(egid)
+	if fs, _ := unix.SetfsgidRetGid(-1); fs == egid {
+		runtime.UnlockOSThread()
+	}
 	return
 }
 
