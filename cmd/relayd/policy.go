@@ -89,7 +89,7 @@ func (a *abuse) save(sync bool) {
 	err := a.gate.Engine.Save(sync)
 	a.policyFailing = a.saveLogged("policy", a.policyFailing, err, policy.RepeatedSaveError(err))
 	if a.stats != nil {
-		err := a.stats.Save()
+		err := a.stats.Save(sync)
 		a.statsFailing = a.saveLogged("stats", a.statsFailing, err, a.statsFailing)
 	}
 }

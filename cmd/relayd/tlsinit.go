@@ -16,6 +16,7 @@ import (
 
 	"github.com/mailshim/mailshim/pkg/config"
 	"github.com/mailshim/mailshim/pkg/localca"
+	"github.com/mailshim/mailshim/pkg/statefile"
 	"github.com/mailshim/mailshim/pkg/sysexits"
 )
 
@@ -227,39 +228,15 @@ func mkdirGroup(dir string, gid int) error {
 	return os.Chmod(dir, 0o750)
 }
 
-// writeAtomic writes data to path through a temporary file in the same
-// directory: fsync, mode, group, rename, fsync of the directory.
+// writeAtomic writes data to path (statefile.Write: fsync, rename, fsync
+// of the directory) with mode and, if gid >= 0, that group, creating the
+// directory if need be.
 func writeAtomic(path string, data []byte, mode fs.FileMode, gid int) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if err := f.Chmod(mode); err == nil && gid >= 0 {
-		err = f.Chown(0, gid)
-	}
-	if err == nil {
-		_, err = f.Write(data)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
+	if err := statefile.Write(path, data, statefile.Options{Perm: mode, SetGroup: gid >= 0, Group: gid}); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		d.Sync()
-		d.Close()
 	}
 	return nil
 }

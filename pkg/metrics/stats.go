@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/mailshim/mailshim/pkg/maillog"
+	"github.com/mailshim/mailshim/pkg/statefile"
 )
 
 // Stats is what "relayd stats" shows: per account, over the last hour and
@@ -306,9 +307,10 @@ func printable(v string) string {
 	return v
 }
 
-// Save writes the state file if anything changed: a temporary file, then
-// rename(2). Buckets older than a day are dropped first.
-func (s *Stats) Save() error {
+// Save writes the state file if anything changed (statefile.Write;
+// with sync fsync'd, its directory too). Buckets older than a day are
+// dropped first.
+func (s *Stats) Save(sync bool) error {
 	s.mu.Lock()
 	if !s.dirty {
 		s.mu.Unlock()
@@ -340,17 +342,12 @@ func (s *Stats) Save() error {
 	if err != nil {
 		return err
 	}
-	tmp := s.path + ".tmp"
-	err = os.WriteFile(tmp, b, 0o600)
-	if err == nil {
-		err = os.Rename(tmp, s.path)
-	}
-	if err != nil {
+	if err := statefile.Write(s.path, b, statefile.Options{Perm: 0o600, NoSync: !sync}); err != nil {
 		// Written by the next Save (a full disk: when space returns).
-		os.Remove(tmp)
 		s.mu.Lock()
 		s.dirty = true
 		s.mu.Unlock()
+		return err
 	}
-	return err
+	return nil
 }

@@ -6,9 +6,10 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/mailshim/mailshim/pkg/statefile"
 )
 
 // # Rates: a leaky bucket per account and limit
@@ -354,7 +355,7 @@ func (e *Engine) Save(sync bool) error {
 	if err != nil {
 		return err
 	}
-	if err := writeAtomic(e.path, b, sync); err != nil {
+	if err := statefile.Write(e.path, b, statefile.Options{Perm: 0o600, NoSync: !sync}); err != nil {
 		e.mu.Lock()
 		e.dirty = true
 		e.mu.Unlock()
@@ -363,40 +364,5 @@ func (e *Engine) Save(sync bool) error {
 		return se
 	}
 	e.saveFailing = false
-	return nil
-}
-
-func writeAtomic(path string, b []byte, sync bool) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_EXCL, 0o600)
-	if errors.Is(err, fs.ErrExist) {
-		// A temporary file a crash left behind: ours to replace.
-		os.Remove(tmp)
-		f, err = os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_EXCL, 0o600)
-	}
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(b)
-	if err == nil && sync {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if sync {
-		if d, err := os.Open(filepath.Dir(path)); err == nil {
-			err = d.Sync()
-			d.Close()
-			return err
-		}
-	}
 	return nil
 }
