@@ -17,6 +17,7 @@ pkgs=(
 	openssl ca-certificates util-linux procps iproute2
 	nftables                                 # relayd doctor e2e: a DROP rule in a network namespace
 	systemd                                  # systemd-analyze verify/security
+	strace                                   # fsync order of state files (pkg/oauth)
 	debootstrap systemd-container            # deb-test: Debian chroot, booted container
 )
 

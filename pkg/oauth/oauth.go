@@ -48,6 +48,7 @@ import (
 
 	"github.com/mailshim/mailshim/pkg/config"
 	"github.com/mailshim/mailshim/pkg/relay"
+	"github.com/mailshim/mailshim/pkg/statefile"
 )
 
 // Flows.
@@ -275,31 +276,12 @@ func readState(path, origin string) (string, bool) {
 }
 
 // writeState records token as the successor of the configured token whose
-// hash is origin: a temporary file (mode 0600) in the same directory,
-// fsync'd, then renamed over path, so that a crash never leaves half a
-// token.
+// hash is origin (statefile.Write, mode 0600: fsync'd, renamed over path,
+// the directory fsync'd), so that a crash never leaves half a token nor
+// loses one the provider has already replaced.
 func writeState(path, origin, token string) error {
 	if err := os.Mkdir(filepath.Dir(path), 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return err
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	if err = f.Chmod(0o600); err == nil {
-		if _, err = f.WriteString(origin + " " + token + "\n"); err == nil {
-			err = f.Sync()
-		}
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-	}
-	return err
+	return statefile.Write(path, []byte(origin+" "+token+"\n"), statefile.Options{Perm: 0o600})
 }
