@@ -23,7 +23,7 @@ import (
 	"github.com/mailshim/mailshim/pkg/policy"
 	"github.com/mailshim/mailshim/pkg/smtptest"
 	"github.com/mailshim/mailshim/pkg/spool"
-	"github.com/mailshim/mailshim/pkg/submit"
+	"github.com/mailshim/mailshim/pkg/submitsock"
 )
 
 // scrape reads the metrics endpoint at a Unix socket path or a TCP
@@ -116,7 +116,7 @@ messages_per_hour = 3
 	s.start()
 	for _, rcpt := range []string{"ok@example.net", "bad@example.net", "later@example.net"} {
 		m := &spool.Meta{Env: spool.Envelope{Sender: "app@example.org", Recipients: []string{rcpt}}}
-		if _, err := submit.Send(context.Background(), s.submitSock(), m, strings.NewReader("Subject: "+rcpt+"\n\nx\n")); err != nil {
+		if _, err := submitsock.Send(context.Background(), s.submitSock(), m, strings.NewReader("Subject: "+rcpt+"\n\nx\n")); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -292,7 +292,7 @@ messages_per_hour = 3
 	d := s.start()
 	m := &spool.Meta{Env: spool.Envelope{Sender: "app@example.org", Recipients: []string{"a@example.net", "b@example.net"}},
 		Origin: spool.Origin{Script: "/srv/admin/cron.php", ScriptSource: "SCRIPT_FILENAME"}}
-	if _, err := submit.Send(context.Background(), s.submitSock(), m, strings.NewReader("Subject: root\n\nx\n")); err != nil {
+	if _, err := submitsock.Send(context.Background(), s.submitSock(), m, strings.NewReader("Subject: root\n\nx\n")); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := up.WaitFor(4, 30*time.Second); err != nil {

@@ -9,6 +9,7 @@ import (
 	"github.com/mailshim/mailshim/pkg/smtptest"
 	"github.com/mailshim/mailshim/pkg/spool"
 	"github.com/mailshim/mailshim/pkg/submit"
+	"github.com/mailshim/mailshim/pkg/submitsock"
 )
 
 // from_domains looks at every From: field of a message, not the first
@@ -24,7 +25,7 @@ from_domains = ["example.org"]
 	s.start()
 	m := &spool.Meta{Env: spool.Envelope{Recipients: []string{"a@example.net"}}}
 	body := "From: shop@example.org\nFrom: security@bank.example\nSubject: verify your account\n\nx\n"
-	_, err := submit.Send(context.Background(), s.submitSock(), m, strings.NewReader(body))
+	_, err := submitsock.Send(context.Background(), s.submitSock(), m, strings.NewReader(body))
 	var se *submit.Error
 	if !errors.As(err, &se) || se.Code != 77 || !strings.Contains(se.Msg, `"security@bank.example"`) {
 		t.Errorf("two From: fields, the second outside from_domains: %v, want 77 naming it", err)

@@ -20,6 +20,7 @@ import (
 	"github.com/mailshim/mailshim/pkg/smtptest"
 	"github.com/mailshim/mailshim/pkg/spool"
 	"github.com/mailshim/mailshim/pkg/submit"
+	"github.com/mailshim/mailshim/pkg/submitsock"
 	"github.com/mailshim/mailshim/pkg/waitfor"
 )
 
@@ -243,14 +244,14 @@ action = "hold"
 		{[]string{"a@example.net"}, "From: a@example.org\n\n" + strings.Repeat("x", 2000) + "\n", "larger than the 1024 bytes allowed (max_size"},
 	} {
 		m := &spool.Meta{Env: spool.Envelope{Recipients: tc.rcpts}}
-		_, err := submit.Send(context.Background(), s.submitSock(), m, strings.NewReader(tc.body))
+		_, err := submitsock.Send(context.Background(), s.submitSock(), m, strings.NewReader(tc.body))
 		var se *submit.Error
 		if !errors.As(err, &se) || se.Code != 77 || !strings.Contains(se.Msg, tc.want) {
 			t.Errorf("%v: %v, want 77 %q", tc.rcpts, err, tc.want)
 		}
 	}
 	m := &spool.Meta{Env: spool.Envelope{Recipients: []string{"a@example.net"}}}
-	if _, err := submit.Send(context.Background(), s.submitSock(), m, strings.NewReader("From: a@example.org\n\nfine\n")); err != nil {
+	if _, err := submitsock.Send(context.Background(), s.submitSock(), m, strings.NewReader("From: a@example.org\n\nfine\n")); err != nil {
 		t.Fatal(err)
 	}
 	if msgs, err := up.WaitFor(1, 30*time.Second); err != nil || len(msgs) != 1 {

@@ -26,6 +26,7 @@ import (
 	"github.com/mailshim/mailshim/pkg/smtptest"
 	"github.com/mailshim/mailshim/pkg/spool"
 	"github.com/mailshim/mailshim/pkg/submit"
+	"github.com/mailshim/mailshim/pkg/submitsock"
 	"github.com/mailshim/mailshim/pkg/waitfor"
 )
 
@@ -212,7 +213,7 @@ func TestSubmitSocket(t *testing.T) {
 	s := newSite(t, up, siteOpts{})
 	s.start()
 	m := &spool.Meta{Env: spool.Envelope{Sender: "", Recipients: []string{"root"}}, Origin: spool.Origin{UID: 4242, Script: "/srv/app/send.php"}}
-	id, err := submit.Send(context.Background(), s.submitSock(), m, strings.NewReader("Subject: via socket\n\nhello\n"))
+	id, err := submitsock.Send(context.Background(), s.submitSock(), m, strings.NewReader("Subject: via socket\n\nhello\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -532,7 +533,7 @@ func TestSubmitSocketLimits(t *testing.T) {
 	m := &spool.Meta{Env: spool.Envelope{Sender: "app@example.org", Recipients: []string{"x@example.net"}}}
 	var lastErr error
 	waitfor.True(t, "a submission accepted after the connections closed", 30*time.Second, func() bool {
-		_, lastErr = submit.Send(context.Background(), s.submitSock(), m, strings.NewReader("Subject: after the flood\n\nhello\n"))
+		_, lastErr = submitsock.Send(context.Background(), s.submitSock(), m, strings.NewReader("Subject: after the flood\n\nhello\n"))
 		if lastErr != nil && !strings.Contains(lastErr.Error(), "busy") {
 			t.Fatalf("submission after the connections closed: %v\n%s", lastErr, s.log())
 		}
@@ -575,7 +576,7 @@ func TestSubmitSocketEMFILE(t *testing.T) {
 	<-ctlDone
 	m := &spool.Meta{Env: spool.Envelope{Sender: "app@example.org", Recipients: []string{"x@example.net"}}}
 	waitfor.True(t, "a submission accepted again", 30*time.Second, func() bool {
-		_, err := submit.Send(context.Background(), s.submitSock(), m, strings.NewReader("Subject: after EMFILE\n\nhello\n"))
+		_, err := submitsock.Send(context.Background(), s.submitSock(), m, strings.NewReader("Subject: after EMFILE\n\nhello\n"))
 		return err == nil
 	})
 	if _, err := up.WaitFor(1, 30*time.Second); err != nil {
@@ -638,7 +639,7 @@ func TestRejectedMaildropIsBounced(t *testing.T) {
 	}
 }
 
-// The submission socket applies [policy] allowed_senders (submit.Server
+// The submission socket applies [policy] allowed_senders (submitsock.Server
 // with the configuration in force): a sender the policy refuses is
 // answered 77 and nothing is stored.
 func TestSubmitSocketSenderPolicy(t *testing.T) {
@@ -647,13 +648,13 @@ func TestSubmitSocketSenderPolicy(t *testing.T) {
 	s.writeConfig("\n[policy.allowed_senders]\n\"*\" = [\"*@example.org\"]\n")
 	s.start()
 	m := &spool.Meta{Env: spool.Envelope{Sender: "ceo@bank.example", Recipients: []string{"x@example.net"}}}
-	_, err := submit.Send(context.Background(), s.submitSock(), m, strings.NewReader("Subject: forged\n\nhello\n"))
+	_, err := submitsock.Send(context.Background(), s.submitSock(), m, strings.NewReader("Subject: forged\n\nhello\n"))
 	var se *submit.Error
 	if !errors.As(err, &se) || se.Code != 77 || !strings.Contains(se.Msg, "not allowed") {
 		t.Fatalf("forged sender: %v", err)
 	}
 	m.Env.Sender = "app@example.org"
-	if _, err := submit.Send(context.Background(), s.submitSock(), m, strings.NewReader("Subject: allowed\n\nhello\n")); err != nil {
+	if _, err := submitsock.Send(context.Background(), s.submitSock(), m, strings.NewReader("Subject: allowed\n\nhello\n")); err != nil {
 		t.Fatalf("allowed sender: %v\n%s", err, s.log())
 	}
 	msgs, err := up.WaitFor(1, 30*time.Second)

@@ -26,6 +26,7 @@ import (
 	"github.com/mailshim/mailshim/pkg/sockdiag"
 	"github.com/mailshim/mailshim/pkg/spool"
 	"github.com/mailshim/mailshim/pkg/submit"
+	"github.com/mailshim/mailshim/pkg/submitsock"
 	"github.com/mailshim/mailshim/pkg/sysexits"
 )
 
@@ -187,7 +188,7 @@ func run(path string, drainTimeout time.Duration) int {
 	policy := &livePolicy{}
 	policy.cfg.Store(cfg)
 	intake := submit.Intake{Store: pk.Store(cfg.MaxMessageSize), Policy: policy}
-	srv := &submit.Server{Intake: intake, Budget: submit.DefaultHeaderBudget()}
+	srv := &submitsock.Server{Intake: intake, Budget: submitsock.DefaultHeaderBudget()}
 	goRun(func() { serveSubmit(ctx, subLn, control.SubmitLimiter(), srv, log) })
 	goRun(func() { pk.Run(ctx) })
 	goRun(func() { ab.run(ctx) })
@@ -344,10 +345,10 @@ const submitGrace = 5 * time.Second
 // and accept errors such as EMFILE are ridden out with a backoff and a
 // rate-limited log line.
 //
-// The limiter is control.Limiter rather than submit.Server's own: over the
+// The limiter is control.Limiter rather than submitsock.Server's own: over the
 // cap a peer waits for a slot (bounded) instead of being refused at once,
 // so that a burst of a busy site's mail() calls is served, not lost.
-func serveSubmit(ctx context.Context, ln *net.UnixListener, lim *control.Limiter, srv *submit.Server, log *maillog.Logger) {
+func serveSubmit(ctx context.Context, ln *net.UnixListener, lim *control.Limiter, srv *submitsock.Server, log *maillog.Logger) {
 	var mu sync.Mutex
 	conns := map[*net.UnixConn]bool{}
 	go func() {

@@ -14,7 +14,7 @@ import (
 
 	"github.com/mailshim/mailshim/pkg/smtptest"
 	"github.com/mailshim/mailshim/pkg/spool"
-	"github.com/mailshim/mailshim/pkg/submit"
+	"github.com/mailshim/mailshim/pkg/submitsock"
 )
 
 // breakLongLines does what Postfix's smtp client does to a line longer
@@ -109,7 +109,7 @@ func TestVerifyOriginRefolded(t *testing.T) {
 	for _, sc := range []string{"/srv/www/shop/wp-content/plugins/contact-form-7/includes/mail.php", script} {
 		m := &spool.Meta{Env: spool.Envelope{Recipients: []string{"alice@example.org"}},
 			Origin: spool.Origin{Script: sc, ScriptSource: "SCRIPT_FILENAME"}}
-		if _, err := submit.Send(context.Background(), s.submitSock(), m, strings.NewReader("Subject: refold\n\nhello\n")); err != nil {
+		if _, err := submitsock.Send(context.Background(), s.submitSock(), m, strings.NewReader("Subject: refold\n\nhello\n")); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -15,7 +15,7 @@ import (
 
 	"github.com/mailshim/mailshim/pkg/smtptest"
 	"github.com/mailshim/mailshim/pkg/spool"
-	"github.com/mailshim/mailshim/pkg/submit"
+	"github.com/mailshim/mailshim/pkg/submitsock"
 )
 
 // forgedMessage carries a caller's own copies of the trace fields relayd
@@ -42,7 +42,7 @@ func headerLines(data, name string) []string {
 
 // A caller's own origin header or mailshim Received: line never reaches
 // the upstream as ours, whichever door the message came through: the
-// maildrop (sendmail), the submission socket (submit.Send), and sendmail
+// maildrop (sendmail), the submission socket (submitsock.Send), and sendmail
 // as an unprivileged user that falls back to the socket. The forged fields
 // arrive renamed X-Mailshim-Forged-*, the other MTA's Received: untouched,
 // and ours (one of each) name the real UID.
@@ -65,7 +65,7 @@ func TestForgedTraceNeverPassesAsOurs(t *testing.T) {
 				switch door {
 				case "socket":
 					m := &spool.Meta{Env: spool.Envelope{Recipients: []string{"alice@example.org"}}}
-					if _, err := submit.Send(context.Background(), s.submitSock(), m, strings.NewReader(forgedMessage)); err != nil {
+					if _, err := submitsock.Send(context.Background(), s.submitSock(), m, strings.NewReader(forgedMessage)); err != nil {
 						t.Fatal(err)
 					}
 				default:
@@ -166,7 +166,7 @@ func TestVerifyOrigin(t *testing.T) {
 		return out.String(), errb.String(), code
 	}
 	m := &spool.Meta{Env: spool.Envelope{Recipients: []string{"alice@example.org"}}, Origin: spool.Origin{Script: "/srv/www/shop/contact.php", ScriptSource: "SCRIPT_FILENAME"}}
-	if _, err := submit.Send(context.Background(), s.submitSock(), m, strings.NewReader("Subject: first\n\nhello\n")); err != nil {
+	if _, err := submitsock.Send(context.Background(), s.submitSock(), m, strings.NewReader("Subject: first\n\nhello\n")); err != nil {
 		t.Fatal(err)
 	}
 	msgs, err := up.WaitFor(1, 30*time.Second)
@@ -194,7 +194,7 @@ func TestVerifyOrigin(t *testing.T) {
 	}
 	// Copied into a message sent through mailshim: renamed, and the new
 	// message's own header is the genuine one.
-	if _, err := submit.Send(context.Background(), s.submitSock(), m, strings.NewReader(origin+"\nSubject: second\n\nhello\n")); err != nil {
+	if _, err := submitsock.Send(context.Background(), s.submitSock(), m, strings.NewReader(origin+"\nSubject: second\n\nhello\n")); err != nil {
 		t.Fatal(err)
 	}
 	msgs, err = up.WaitFor(2, 30*time.Second)

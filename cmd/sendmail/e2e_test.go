@@ -32,6 +32,7 @@ import (
 	"github.com/mailshim/mailshim/pkg/origin"
 	"github.com/mailshim/mailshim/pkg/spool"
 	"github.com/mailshim/mailshim/pkg/submit"
+	"github.com/mailshim/mailshim/pkg/submitsock"
 	"github.com/mailshim/mailshim/pkg/waitfor"
 )
 
@@ -791,7 +792,7 @@ func TestQueryModes(t *testing.T) {
 
 // TestSubmitSocket: not setgid and the maildrop not writable (as with
 // NoNewPrivileges=), sendmail hands the message to relayd's submission
-// socket; here a real submit.Serve stores it. Without the socket, it fails
+// socket; here a real submitsock.Serve stores it. Without the socket, it fails
 // saying which two paths it tried.
 func TestSubmitSocket(t *testing.T) {
 	needBinary(t)
@@ -836,7 +837,7 @@ func TestSubmitSocket(t *testing.T) {
 			errs <- err
 			return
 		}
-		errs <- (&submit.Server{Intake: submit.Intake{Store: func(m *spool.Meta, body io.Reader) (string, error) {
+		errs <- (&submitsock.Server{Intake: submit.Intake{Store: func(m *spool.Meta, body io.Reader) (string, error) {
 			dir, err := spool.OpenDir(filepath.Dir(store), filepath.Base(store))
 			if err != nil {
 				return "", err

@@ -52,10 +52,12 @@ import (
 
 	_ "github.com/mailshim/mailshim/cmd/sendmail/internal/earlyenv" // first: see its doc
 	"github.com/mailshim/mailshim/pkg/config"
+	"github.com/mailshim/mailshim/pkg/maildrop"
 	"github.com/mailshim/mailshim/pkg/message"
 	"github.com/mailshim/mailshim/pkg/origin"
 	"github.com/mailshim/mailshim/pkg/spool"
 	"github.com/mailshim/mailshim/pkg/submit"
+	"github.com/mailshim/mailshim/pkg/submitsock"
 	"github.com/mailshim/mailshim/pkg/sysexits"
 	"golang.org/x/sys/unix"
 )
@@ -423,10 +425,10 @@ func checkSender(cfg *config.Config, org *spool.Origin, sender string) *exitErro
 }
 
 // store writes the message into the maildrop (or, not setgid, through
-// the submission socket; see submit.Local) and returns nil only once it is
+// the submission socket; see maildrop.Local) and returns nil only once it is
 // durable.
 func store(cfg *config.Config, env *spool.Envelope, org *spool.Origin, h *message.Header, body io.Reader, in *errReader) (string, *exitError) {
-	l := &submit.Local{Spool: cfg.Spool, Hostname: cfg.Hostname, MaxSize: cfg.MaxMessageSize,
+	l := &maildrop.Local{Spool: cfg.Spool, Hostname: cfg.Hostname, MaxSize: cfg.MaxMessageSize,
 		Socket: cfg.SubmitSocket, Fallback: !config.Privileged(), Guard: guard{}}
 	id, err := l.Store(env, org, h, body)
 	if err == nil {
@@ -434,8 +436,8 @@ func store(cfg *config.Config, env *spool.Envelope, org *spool.Origin, h *messag
 	}
 	var (
 		ee *message.EnvelopeError
-		sm *submit.SpoolMissingError
-		ue *submit.UnavailableError
+		sm *maildrop.SpoolMissingError
+		ue *maildrop.UnavailableError
 		se *submit.Error
 	)
 	switch {
@@ -449,7 +451,7 @@ func store(cfg *config.Config, env *spool.Envelope, org *spool.Origin, h *messag
 			withHint("install sendmail setgid mailshim-drop, or start relayd")
 	case errors.As(err, &se):
 		return "", errorf(se.Code, "relayd refused the message: %s", se.Msg)
-	case submit.IsReadError(err):
+	case submitsock.IsReadError(err):
 		return "", classify(errors.Unwrap(err), in, cfg.MaxMessageSize)
 	}
 	return "", classify(err, in, cfg.MaxMessageSize)

@@ -9,8 +9,8 @@ import (
 	"github.com/mailshim/mailshim/pkg/config"
 	"github.com/mailshim/mailshim/pkg/message"
 	"github.com/mailshim/mailshim/pkg/origin"
+	"github.com/mailshim/mailshim/pkg/smtpbs"
 	"github.com/mailshim/mailshim/pkg/spool"
-	"github.com/mailshim/mailshim/pkg/submit"
 	"github.com/mailshim/mailshim/pkg/sysexits"
 )
 
@@ -25,7 +25,7 @@ func smtpSession(cfg *config.Config, a *args, envVars map[string]string) (int, *
 	in := &errReader{r: os.Stdin}
 	lastCode := 0
 	br := bufio.NewReaderSize(nil, headerBuf) // one for the session's messages
-	srv := &submit.SMTP{
+	srv := &smtpbs.Server{
 		Hostname: cfg.Hostname,
 		MaxSize:  cfg.MaxMessageSize,
 		CheckSender: func(sender string) error {

@@ -14,7 +14,7 @@ import (
 	"github.com/mailshim/mailshim/pkg/config"
 	"github.com/mailshim/mailshim/pkg/control"
 	"github.com/mailshim/mailshim/pkg/spool"
-	"github.com/mailshim/mailshim/pkg/submit"
+	"github.com/mailshim/mailshim/pkg/submitsock"
 )
 
 // SendOptions are the settings of the test message.
@@ -46,7 +46,7 @@ func SendTest(ctx context.Context, o SendOptions) *Sent {
 		fromHeader(o.From, host), o.To, host, now.Format(time.RFC1123Z), host)
 	m := &spool.Meta{ID: spool.NewID(now), Time: now, Env: spool.Envelope{Sender: o.From, Recipients: []string{o.To}}}
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	id, err := submit.Send(sctx, o.Config.SubmitSocket, m, strings.NewReader(body))
+	id, err := submitsock.Send(sctx, o.Config.SubmitSocket, m, strings.NewReader(body))
 	cancel()
 	if err != nil {
 		s.Status, s.Reply = "not-stored", "submission socket "+o.Config.SubmitSocket+": "+err.Error()

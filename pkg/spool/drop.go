@@ -139,7 +139,7 @@ func NewDrop(dir *os.File, m *Meta, max int64) (*Drop, error) {
 // is another — would otherwise leave a file relayd cannot open, after
 // telling its caller the message was stored. Root (CAP_CHOWN) and members
 // of the group may make the change; anyone else gets EPERM, and
-// submit.Local then uses the submission socket instead.
+// maildrop.Local then uses the submission socket instead.
 func shareGroup(fd, dfd int) error {
 	var fst, dst unix.Stat_t
 	if err := unix.Fstat(fd, &fst); err != nil {

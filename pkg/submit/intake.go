@@ -15,9 +15,9 @@ import (
 
 // This file is the one submission pipeline behind mailshim's three doors:
 //
-//   - the maildrop (setgid sendmail: Local.Store → Prepare → spool.Drop;
-//     relayd's pickup then queues the file),
-//   - the submission socket (Server.Serve → Intake),
+//   - the maildrop (setgid sendmail: maildrop.Local.Store → Prepare →
+//     spool.Drop; relayd's pickup then queues the file),
+//   - the submission socket (submitsock.Server.Serve → Intake),
 //   - the loopback SMTP listener (package smtpd → Prepare → Intake).
 //
 // Prepare is the header work every door does to a message in flight

@@ -1,4 +1,11 @@
-package submit
+// Package maildrop is sendmail's door into the spool: Local.Store runs the
+// submission pipeline's preparation (submit.Prepare) and writes the
+// maildrop file with the process's own identity (setgid), or — when
+// sendmail is not setgid and the maildrop is not writable — hands the
+// message to relayd's submission socket (submitsock.Send).
+//
+// Its Go API is not stable.
+package maildrop
 
 import (
 	"bytes"
@@ -11,6 +18,8 @@ import (
 
 	"github.com/mailshim/mailshim/pkg/message"
 	"github.com/mailshim/mailshim/pkg/spool"
+	"github.com/mailshim/mailshim/pkg/submit"
+	"github.com/mailshim/mailshim/pkg/submitsock"
 	"golang.org/x/sys/unix"
 )
 
@@ -68,15 +77,16 @@ func (e *UnavailableError) Error() string {
 // when the message has none (the full name, and the sender or
 // user@Hostname) — and stores the message: h, then body to its end. It
 // returns the queue ID once the message is durable; on error nothing was
-// stored. Errors: *message.EnvelopeError (message.ValidateEnvelope), *SpoolMissingError, *UnavailableError, *Error (relayd
-// refused it over the socket), errors of body (the caller's input; see
-// IsReadError for the socket path), message.ErrHeaderTooLarge (the
-// completed header is over message's limits), spool.ErrTooLarge, and spool write
-// errors (spool.IsFull tells a full disk).
+// stored. Errors: *message.EnvelopeError (message.ValidateEnvelope),
+// *SpoolMissingError, *UnavailableError, *submit.Error (relayd refused it
+// over the socket), errors of body (the caller's input; see
+// submitsock.IsReadError for the socket path), message.ErrHeaderTooLarge
+// (the completed header is over message's limits), spool.ErrTooLarge, and
+// spool write errors (spool.IsFull tells a full disk).
 func (l *Local) Store(env *spool.Envelope, org *spool.Origin, h *message.Header, body io.Reader) (string, error) {
-	// The same preparation as relayd's doors (see Prepare): one
+	// The same preparation as relayd's doors (see submit.Prepare): one
 	// definition of a valid envelope, origin record and header.
-	hdr, err := Prepare(env, org, h, body, l.Hostname)
+	hdr, err := submit.Prepare(env, org, h, body, l.Hostname)
 	if err != nil {
 		return "", err
 	}
@@ -93,15 +103,15 @@ func (l *Local) Store(env *spool.Envelope, org *spool.Origin, h *message.Header,
 	m.Origin.Via = "socket"
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	id, serr := Send(ctx, l.Socket, m, io.MultiReader(bytes.NewReader(hdr), body))
+	id, serr := submitsock.Send(ctx, l.Socket, m, io.MultiReader(bytes.NewReader(hdr), body))
 	if serr == nil {
 		if l.Guard != nil {
 			l.Guard.Commit(func() error { return nil })
 		}
 		return id, nil
 	}
-	var se *Error
-	if errors.As(serr, &se) || IsReadError(serr) {
+	var se *submit.Error
+	if errors.As(serr, &se) || submitsock.IsReadError(serr) {
 		return "", serr
 	}
 	return "", &UnavailableError{Maildrop: l.Spool + "/" + spool.DirMaildrop, DropErr: nm.err, Socket: l.Socket, SockErr: serr}

@@ -1,4 +1,11 @@
-package submit
+// Package smtpbs is the server of "sendmail -bs": an SMTP dialogue
+// (RFC 5321) on the caller's stdin and stdout, handing each message to the
+// caller's store (sendmail's: maildrop.Local). It is deliberately minimal,
+// written on the standard library and package message alone, so that the
+// setgid binary links no SMTP library, TLS or network server.
+//
+// Its Go API is not stable.
+package smtpbs
 
 import (
 	"bufio"
@@ -10,13 +17,14 @@ import (
 
 	"github.com/mailshim/mailshim/pkg/message"
 	"github.com/mailshim/mailshim/pkg/spool"
+	"github.com/mailshim/mailshim/pkg/submit"
 )
 
-// SMTP is the server side of "sendmail -bs": an SMTP dialogue (RFC 5321)
+// Server is the server side of "sendmail -bs": an SMTP dialogue (RFC 5321)
 // on the caller's stdin and stdout, as Symfony Mailer and Laravel use by
 // default. It is deliberately minimal — line-based commands, DATA with
 // dot-unstuffing — so that the setgid binary needs no SMTP library.
-type SMTP struct {
+type Server struct {
 	// Hostname is used in the greeting and the HELO/EHLO reply.
 	Hostname string
 	// MaxSize is advertised in EHLO (SIZE) and checked against MAIL
@@ -47,7 +55,7 @@ const maxLine = 4096
 // the number of messages stored, the number refused (at DATA, or at MAIL
 // by CheckSender), and an error
 // only for a failure to read or write the streams.
-func (s *SMTP) Serve(r io.Reader, w io.Writer) (stored, failed int, err error) {
+func (s *Server) Serve(r io.Reader, w io.Writer) (stored, failed int, err error) {
 	br, ok := r.(*bufio.Reader)
 	if !ok || br.Size() < maxLine {
 		br = bufio.NewReaderSize(r, 64<<10)
@@ -125,7 +133,7 @@ func (s *SMTP) Serve(r io.Reader, w io.Writer) (stored, failed int, err error) {
 			if s.CheckSender != nil {
 				if err := s.CheckSender(e.Sender); err != nil {
 					failed++
-					rerr = reply("553 5.7.1 " + ReplyLine(err.Error()))
+					rerr = reply("553 5.7.1 " + submit.ReplyLine(err.Error()))
 					break
 				}
 			}
@@ -257,7 +265,7 @@ func path(rest, prefix string) (addr string, params []string, ok bool) {
 	return addr, strings.Fields(rest), true
 }
 
-func (s *SMTP) mailFrom(rest string) (*spool.Envelope, string) {
+func (s *Server) mailFrom(rest string) (*spool.Envelope, string) {
 	addr, params, ok := path(rest, "FROM:")
 	if !ok {
 		return nil, "501 5.5.4 Syntax: MAIL FROM:<address>"
@@ -340,20 +348,4 @@ func rcptTo(rest string) (addr, notify, code string) {
 		}
 	}
 	return addr, notify, ""
-}
-
-// ReplyLine makes s fit in one SMTP reply line (control characters become
-// spaces, at most 400 bytes): the rule of both SMTP servers, -bs and the
-// loopback listener.
-func ReplyLine(s string) string {
-	s = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, s)
-	if len(s) > 400 {
-		s = s[:400]
-	}
-	return s
 }

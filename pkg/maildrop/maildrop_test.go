@@ -1,9 +1,10 @@
-package submit
+package maildrop
 
 import (
 	"bufio"
 	"errors"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,8 @@ import (
 
 	"github.com/mailshim/mailshim/pkg/message"
 	"github.com/mailshim/mailshim/pkg/spool"
+	"github.com/mailshim/mailshim/pkg/submit"
+	"github.com/mailshim/mailshim/pkg/submitsock"
 )
 
 type recordingGuard struct {
@@ -63,6 +66,27 @@ func TestLocalStore(t *testing.T) {
 	}
 }
 
+// serveSubmit serves the submission socket at sock (submitsock.Server)
+// with store.
+func serveSubmit(t *testing.T, sock string, store submit.Store) {
+	t.Helper()
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	srv := &submitsock.Server{Intake: submit.Intake{Store: store}}
+	go func() {
+		for {
+			c, err := ln.AcceptUnix()
+			if err != nil {
+				return
+			}
+			go srv.Serve(c)
+		}
+	}()
+}
+
 func TestLocalSpoolMissing(t *testing.T) {
 	l := &Local{Spool: filepath.Join(t.TempDir(), "nope"), Hostname: "h"}
 	h := &message.Header{}
@@ -81,13 +105,23 @@ func TestLocalFallback(t *testing.T) {
 	}
 	root := t.TempDir()
 	os.Mkdir(filepath.Join(root, spool.DirMaildrop), 0o500)
-	s := newServer(t, 1<<20)
-	l := &Local{Spool: root, Hostname: "h", Socket: s.sock, Fallback: true}
+	sock := filepath.Join(t.TempDir(), "submit.sock")
+	stored := make(chan string, 1)
+	serveSubmit(t, sock, func(m *spool.Meta, body io.Reader) (string, error) {
+		b, err := io.ReadAll(body)
+		stored <- string(b)
+		return m.ID, err
+	})
+	l := &Local{Spool: root, Hostname: "h", Socket: sock, Fallback: true}
 	id, err := l.Store(&spool.Envelope{Recipients: []string{"a@b"}}, &spool.Origin{}, &message.Header{}, strings.NewReader("x"))
 	if err != nil || id == "" {
 		t.Fatalf("%q %v", id, err)
 	}
-	<-s.errs
+	// The header Prepare completed (a From:), then the body, as relayd
+	// stores it.
+	if b := <-stored; b != "From: uid0@h\nx" {
+		t.Errorf("stored %q", b)
+	}
 	l.Socket = filepath.Join(root, "none.sock")
 	_, err = l.Store(&spool.Envelope{Recipients: []string{"a@b"}}, &spool.Origin{}, &message.Header{}, strings.NewReader("x"))
 	var ue *UnavailableError

@@ -1,16 +1,11 @@
-// Package submit is how sendmail hands a message over:
-//
-//   - Local.Store (local.go): sendmail's store pipeline — complete the
-//     header (a From: when missing), write the maildrop file, or fall back
-//     to the submission socket when not setgid.
-//   - Send and Serve (this file): the submission socket, the door into the
-//     spool for a sendmail that is not running setgid (systemd
-//     NoNewPrivileges=, a container's no-new-privileges, a package that
-//     lost the bit). relayd listens on a world-connectable unix socket,
-//     identifies the caller by SO_PEERCRED — the same kernel guarantee as
-//     the owner of a maildrop file — and stores the message the same way.
-//   - SMTP (smtp.go): the "sendmail -bs" dialogue, a minimal SMTP server
-//     on stdin/stdout.
+// Package submitsock is the submission socket, both sides: the door into
+// the spool for a sendmail that is not running setgid (systemd
+// NoNewPrivileges=, a container's no-new-privileges, a package that lost
+// the bit). relayd listens on a world-connectable unix socket, identifies
+// the caller by SO_PEERCRED — the same kernel guarantee as the owner of a
+// maildrop file — and stores the message through the submission pipeline
+// (submit.Intake). Send is the client, Server the server; HeaderBudget
+// bounds the memory of the headers of all connections.
 //
 // Its Go API is not stable.
 //
@@ -39,7 +34,7 @@
 // Capping the connections served at once (in all and per UID) is the
 // caller's job: relayd does it in its accept loop (control.SubmitLimiter),
 // before Serve is called.
-package submit
+package submitsock
 
 import (
 	"bufio"
@@ -55,6 +50,7 @@ import (
 
 	"github.com/mailshim/mailshim/pkg/origin"
 	"github.com/mailshim/mailshim/pkg/spool"
+	"github.com/mailshim/mailshim/pkg/submit"
 	"github.com/mailshim/mailshim/pkg/sysexits"
 	"golang.org/x/sys/unix"
 )
@@ -84,23 +80,12 @@ const (
 	readBuffer = 4 << 10
 )
 
-// Error is a refusal with the sysexits code the client should exit with.
-type Error struct {
-	Code int
-	Msg  string
-	// Temporary is a refusal that a later try may pass (a rate limit of
-	// the per-account policy): the SMTP listener answers it 4xx, not 5xx.
-	// The socket's protocol has no such distinction (sendmail exits Code).
-	Temporary bool
-}
-
-func (e *Error) Error() string { return e.Msg }
-
 // Send submits one message over the unix socket at sockPath: m's envelope
 // and advisory origin fields, then body (the message bytes as they are to
 // be stored), streamed. It returns the queue ID once the server has stored
-// the message durably. A refusal is an *Error carrying the sysexits code;
-// any other error means the socket could not be used (nothing was stored).
+// the message durably. A refusal is a *submit.Error carrying the sysexits
+// code; any other error means the socket could not be used (nothing was
+// stored).
 func Send(ctx context.Context, sockPath string, m *spool.Meta, body io.Reader) (string, error) {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "unix", sockPath)
@@ -168,7 +153,7 @@ func parseAnswer(line string) (string, error) {
 		if err != nil || code < 64 || code > 78 || code == sysexits.TempFail {
 			code = sysexits.IOErr
 		}
-		return "", &Error{Code: code, Msg: msg}
+		return "", &submit.Error{Code: code, Msg: msg}
 	}
 	return "", fmt.Errorf("submit: bad answer from the server: %q", truncate(line, 100))
 }
@@ -208,26 +193,12 @@ func (c *chunkWriter) Write(p []byte) (int, error) {
 	return written, nil
 }
 
-// Store stores one message: it reads body to its end (an error from body
-// means the message is incomplete and must not be stored), makes it
-// durable, and returns its queue ID. Returning an *Error chooses the code
-// the client exits with; spool.ErrTooLarge maps to EX_DATAERR, a full
-// spool (spool.IsFull) to EX_CANTCREAT, anything else to EX_IOERR.
-type Store func(m *spool.Meta, body io.Reader) (id string, err error)
-
-// SenderPolicy decides whether a user may use an envelope sender
-// (config.Config implements it with [policy] allowed_senders). An error
-// refuses the message with EX_NOPERM (77) and its text.
-type SenderPolicy interface {
-	CheckSender(user string, uid int, sender string) error
-}
-
 // Server serves the submission socket. The zero value with Store set
 // works; relayd sets Policy too (both through the shared Intake).
 type Server struct {
 	// Intake is the submission pipeline the socket shares with the SMTP
 	// listener: the envelope check, the sender policy and the store.
-	Intake
+	submit.Intake
 	// Timeouts; zero means HeaderTimeout, BodyTimeout, IdleTimeout.
 	HeaderTimeout, BodyTimeout, IdleTimeout time.Duration
 	// Budget bounds the memory of the headers of all connections at
@@ -321,7 +292,7 @@ func (s *Server) Serve(conn *net.UnixConn) error {
 	// What only the SMTP listener records is no client's to claim here.
 	m.Origin.Client, m.Origin.Helo, m.Origin.AuthUser = "", "", ""
 	if err := s.Accept(m); err != nil {
-		e := Classify(err)
+		e := submit.Classify(err)
 		refuse(e.Code, e.Msg)
 		return fmt.Errorf("submit: uid=%d: %w", cred.Uid, err)
 	}
@@ -333,14 +304,14 @@ func (s *Server) Serve(conn *net.UnixConn) error {
 		err = errors.New("store returned before the end of the message")
 	}
 	if err != nil {
-		refused := errors.As(err, new(*Error)) || errors.Is(err, spool.ErrTooLarge) || spool.IsFull(err)
+		refused := errors.As(err, new(*submit.Error)) || errors.Is(err, spool.ErrTooLarge) || spool.IsFull(err)
 		switch {
 		case !refused && body.err != nil && isTimeout(body.err):
 			answer(sysexits.IOErr, fmt.Sprintf("message incomplete: no data for %v, or the body took longer than %v", idleTimeout, bodyTimeout))
 		case !refused && body.err != nil:
 			refuse(sysexits.IOErr, "message incomplete: "+body.err.Error())
 		default:
-			e := Classify(err)
+			e := submit.Classify(err)
 			refuse(e.Code, e.Msg)
 		}
 		return fmt.Errorf("submit: uid=%d: %w", cred.Uid, err)

@@ -1,4 +1,4 @@
-package submit
+package submitsock
 
 import (
 	"bufio"
@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/mailshim/mailshim/pkg/spool"
+	"github.com/mailshim/mailshim/pkg/submit"
 	"github.com/mailshim/mailshim/pkg/sysexits"
 )
 
@@ -41,7 +42,7 @@ func newServer(t *testing.T, max int64) *server {
 				return
 			}
 			go func() {
-				s.errs <- (&Server{Intake: Intake{Store: func(m *spool.Meta, body io.Reader) (string, error) {
+				s.errs <- (&Server{Intake: submit.Intake{Store: func(m *spool.Meta, body io.Reader) (string, error) {
 					dir, err := spool.OpenDir(filepath.Dir(s.dir), filepath.Base(s.dir))
 					if err != nil {
 						return "", err
@@ -120,7 +121,7 @@ func TestSendTooLarge(t *testing.T) {
 	for _, n := range []int{1000, 100 << 20} {
 		m := &spool.Meta{ID: spool.NewID(time.Now()), Env: spool.Envelope{Recipients: []string{"b@x.org"}}}
 		_, err := Send(context.Background(), s.sock, m, strings.NewReader(strings.Repeat("x", n)))
-		var e *Error
+		var e *submit.Error
 		if !errors.As(err, &e) || e.Code != sysexits.DataErr {
 			t.Fatalf("%d bytes: got %v, want EX_DATAERR", n, err)
 		}
@@ -180,7 +181,7 @@ func TestServeGarbage(t *testing.T) {
 
 func TestSendNoServer(t *testing.T) {
 	_, err := Send(context.Background(), filepath.Join(t.TempDir(), "none.sock"), &spool.Meta{}, strings.NewReader("x"))
-	var e *Error
+	var e *submit.Error
 	if err == nil || errors.As(err, &e) {
 		t.Fatalf("got %v", err)
 	}

@@ -1,4 +1,4 @@
-package submit
+package smtpbs
 
 import (
 	"bytes"
@@ -18,7 +18,7 @@ type stored struct {
 func session(t *testing.T, in string, deliver func(spool.Envelope, io.Reader) (string, error)) (string, []stored) {
 	t.Helper()
 	var got []stored
-	s := &SMTP{Hostname: "host.example", MaxSize: 1000, Deliver: func(env spool.Envelope, data io.Reader) (string, error) {
+	s := &Server{Hostname: "host.example", MaxSize: 1000, Deliver: func(env spool.Envelope, data io.Reader) (string, error) {
 		if deliver != nil {
 			return deliver(env, data)
 		}
@@ -104,7 +104,7 @@ func TestSMTPSmuggling(t *testing.T) {
 }
 
 func TestSMTPEOFInData(t *testing.T) {
-	s := &SMTP{Hostname: "h", Deliver: func(_ spool.Envelope, data io.Reader) (string, error) {
+	s := &Server{Hostname: "h", Deliver: func(_ spool.Envelope, data io.Reader) (string, error) {
 		_, err := io.ReadAll(data)
 		if !errors.Is(err, io.ErrUnexpectedEOF) {
 			t.Errorf("data error %v", err)
@@ -127,7 +127,7 @@ func FuzzSMTP(f *testing.F) {
 	f.Add("DATA\r\nRSET\r\nMAIL FROM:<a@b>\r\nMAIL FROM:<a@b>\r\nRCPT TO:<>\r\n")
 	f.Add("MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nunterminated")
 	f.Fuzz(func(t *testing.T, in string) {
-		s := &SMTP{Hostname: "h", MaxSize: 1 << 20, MaxRecipients: 50, Deliver: func(env spool.Envelope, data io.Reader) (string, error) {
+		s := &Server{Hostname: "h", MaxSize: 1 << 20, MaxRecipients: 50, Deliver: func(env spool.Envelope, data io.Reader) (string, error) {
 			if _, err := io.ReadAll(data); err != nil {
 				return "", err
 			}

@@ -1,4 +1,4 @@
-package submit
+package submitsock
 
 // Tests of the server side against a client that is not sendmail (the
 // socket is world-connectable): deadlines and limits, and the envelope
@@ -18,6 +18,7 @@ import (
 
 	"github.com/mailshim/mailshim/pkg/config"
 	"github.com/mailshim/mailshim/pkg/spool"
+	"github.com/mailshim/mailshim/pkg/submit"
 )
 
 // rawServer serves srv (its Store set here, into a real spool.Drop) on a
@@ -246,7 +247,7 @@ func TestServeSenderPolicy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := newRawServer(t, &Server{Intake: Intake{Policy: cfg}})
+	s := newRawServer(t, &Server{Intake: submit.Intake{Policy: cfg}})
 	ans := submitRaw(t, s.sock, meta("ceo@example.com", "b@example.org"), "Subject: x\n\nbody\n")
 	if !strings.HasPrefix(ans, "error 77 sender address \"ceo@example.com\" is not allowed") {
 		t.Fatalf("answer %q", ans)

@@ -1,0 +1,59 @@
+// Package submit is the one submission pipeline behind mailshim's doors
+// into the spool: the maildrop (package maildrop, sendmail's own door),
+// the submission socket (package submitsock) and the loopback SMTP
+// listener (package smtpd). Every door prepares a message the same way
+// (Prepare); the doors that reach relayd directly share its checks and
+// its durable store (Intake); a refusal is an *Error carrying the sysexits
+// code the client is told, its text fitted to one line by ReplyLine.
+//
+// Its Go API is not stable.
+package submit
+
+import (
+	"io"
+	"strings"
+
+	"github.com/mailshim/mailshim/pkg/spool"
+)
+
+// Error is a refusal with the sysexits code the client should exit with.
+type Error struct {
+	Code int
+	Msg  string
+	// Temporary is a refusal that a later try may pass (a rate limit of
+	// the per-account policy): the SMTP listener answers it 4xx, not 5xx.
+	// The socket's protocol has no such distinction (sendmail exits Code).
+	Temporary bool
+}
+
+func (e *Error) Error() string { return e.Msg }
+
+// Store stores one message: it reads body to its end (an error from body
+// means the message is incomplete and must not be stored), makes it
+// durable, and returns its queue ID. Returning an *Error chooses the code
+// the client exits with; spool.ErrTooLarge maps to EX_DATAERR, a full
+// spool (spool.IsFull) to EX_CANTCREAT, anything else to EX_IOERR.
+type Store func(m *spool.Meta, body io.Reader) (id string, err error)
+
+// SenderPolicy decides whether a user may use an envelope sender
+// (config.Config implements it with [policy] allowed_senders). An error
+// refuses the message with EX_NOPERM (77) and its text.
+type SenderPolicy interface {
+	CheckSender(user string, uid int, sender string) error
+}
+
+// ReplyLine makes s fit in one SMTP reply line (control characters become
+// spaces, at most 400 bytes): the rule of both SMTP servers, -bs and the
+// loopback listener.
+func ReplyLine(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+	if len(s) > 400 {
+		s = s[:400]
+	}
+	return s
+}
