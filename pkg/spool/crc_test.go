@@ -3,6 +3,7 @@ package spool
 import (
 	"hash/crc32"
 	"math/rand/v2"
+	"strconv"
 	"testing"
 )
 
@@ -12,12 +13,13 @@ func checksum(p []byte) uint32 {
 	return h.Sum32()
 }
 
-// The small table and hash/crc32 agree, whatever the sizes and the split
-// of the writes around crcSmall.
+// NewCRC and hash/crc32's CRC-32C agree, whatever the sizes (around the
+// three-stream blocks of the amd64 code too) and the split of the writes.
 func TestCRC(t *testing.T) {
 	tab := crc32.MakeTable(crc32.Castagnoli)
 	r := rand.New(rand.NewPCG(1, 2))
-	for _, size := range []int{0, 1, 7, 100, crcSmall - 1, crcSmall, crcSmall + 1, 3*crcSmall + 5, 1 << 20} {
+	const block = 3 * 8 << 10
+	for _, size := range []int{0, 1, 7, 8, 9, 100, 2048, block - 1, block, block + 1, 2*block + 13, 3*block - 8, 1 << 20, 1<<20 + 5} {
 		data := make([]byte, size)
 		for i := range data {
 			data[i] = byte(r.Uint32())
@@ -26,7 +28,10 @@ func TestCRC(t *testing.T) {
 		if got := checksum(data); got != want {
 			t.Errorf("CRC of %d bytes = %08x, want %08x", size, got, want)
 		}
-		for _, chunk := range []int{1, 1000, crcSmall - 3, 64 << 10} {
+		if got := updateTable(crcTable(), 0, data); got != want {
+			t.Errorf("table CRC of %d bytes = %08x, want %08x", size, got, want)
+		}
+		for _, chunk := range []int{1, 1000, block - 3, block + 5, 64 << 10} {
 			h := NewCRC()
 			for p := data; len(p) > 0; {
 				n := min(chunk, len(p))
@@ -40,5 +45,30 @@ func TestCRC(t *testing.T) {
 				t.Errorf("Sum = %x", b)
 			}
 		}
+	}
+}
+
+// Multiplying a CRC register by x^(8n) is the same as running n zero
+// bytes through it: the rule the three streams are joined by.
+func TestMultmodp(t *testing.T) {
+	tab := crcTable()
+	for _, reg := range []uint32{1, 0xdeadbeef, 0xffffffff} {
+		zeros := make([]byte, 8<<10) // x^(2^16): 2^16 zero bits
+		want := ^updateTable(tab, ^reg, zeros)
+		if got := multmodp(xpow2n(16), reg); got != want {
+			t.Errorf("register %08x times x^(2^16) = %08x, over 8 KB of zeros %08x", reg, got, want)
+		}
+	}
+}
+
+func BenchmarkCRC(b *testing.B) {
+	for _, size := range []int{2 << 10, 64 << 10} {
+		data := make([]byte, size)
+		b.Run(strconv.Itoa(size>>10)+"KB", func(b *testing.B) {
+			b.SetBytes(int64(size))
+			for b.Loop() {
+				checksum(data)
+			}
+		})
 	}
 }
