@@ -133,14 +133,15 @@ func (a *abuse) handle(p control.Peer, verb string, args []string, out io.Writer
 	}
 	name := queue.AccountName(o.UID)
 	freeze := verb == control.VerbFreeze
-	changed := a.gate.Engine.SetFrozen(o.UID, name, freeze)
-	if err := a.gate.Engine.Save(true); err != nil {
-		// The run loop's next save retries it (and logs its end).
+	changed, err := a.gate.Engine.SetFrozen(o.UID, name, freeze)
+	if err != nil {
+		// Nothing changed; the run loop's next save retries the rest of
+		// the state (and logs its end).
 		if !policy.RepeatedSaveError(err) {
 			a.log.Error("cannot write the policy state file", err,
 				slog.String("hint", "relayd retries every second and logs again when it is written"))
 		}
-		return fmt.Errorf("cannot record the %s: %v", verb, err)
+		return fmt.Errorf("cannot record the %s, so it is not applied: %v", verb, err)
 	}
 	if freeze {
 		n := a.qu.HoldAccount(o.UID, p.UID)

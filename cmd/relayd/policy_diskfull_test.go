@@ -60,8 +60,9 @@ func TestPolicyStateDiskFullLoggedOnce(t *testing.T) {
 	s.start()
 	filler := fillDisk(t, s.spool)
 
-	// The admin freezes an account while the disk is full: the freeze
-	// holds in memory, and the answer says it could not be recorded.
+	// The admin freezes an account while the disk is full: the answer
+	// says the freeze could not be recorded, and it is not applied
+	// either (all or nothing): not in memory, not in a later save.
 	_, stderr, code := runCmd(t, []string{"MAILSHIM_CONFIG=" + s.cfgPath}, relaydBin, "queue", "freeze", "--user", "nobody")
 	if code == 0 || !strings.Contains(stderr, "cannot record the freeze") {
 		t.Errorf("freeze on a full disk: exit %d, stderr %q; want a failure that says the freeze was not recorded", code, stderr)
@@ -78,14 +79,19 @@ func TestPolicyStateDiskFullLoggedOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	state := filepath.Join(s.spool, spool.DirQueue, policy.StateFile)
-	waitfor.True(t, "the state file written once space returned", 10*time.Second, func() bool {
-		b, _ := os.ReadFile(state)
-		return strings.Contains(string(b), `"frozen":true`)
-	})
 	waitfor.True(t, "a log line saying the state file is written again", 10*time.Second, func() bool {
 		return strings.Contains(s.log(), "policy state file written again")
 	})
 	if n := strings.Count(s.log(), failed); n != 1 {
 		t.Errorf("%d log lines %q, want 1:\n%s", n, failed, s.logTail(20))
+	}
+	if b, err := os.ReadFile(state); err != nil || strings.Contains(string(b), `"frozen":true`) {
+		t.Errorf("the state file written once space returned: %v, holds the freeze that failed:\n%s", err, b)
+	}
+	if code, stderr := s.sendmailAs(nobodyUID, "after the failed freeze"); code != 0 {
+		t.Fatalf("sendmail as nobody: exit %d: %s", code, stderr)
+	}
+	if _, err := up.WaitFor(1, 30*time.Second); err != nil {
+		t.Errorf("nobody's message after the failed freeze not delivered (held as frozen?): %v\n%s", err, s.logTail(20))
 	}
 }

@@ -272,17 +272,35 @@ func (e *Engine) Undo(a Account, l *Limits, nrcpt int, d Decision) {
 }
 
 // SetFrozen freezes (holds everything new from) or thaws the account
-// with UID uid, and reports whether that changed anything.
-func (e *Engine) SetFrozen(uid int, name string, frozen bool) bool {
+// with UID uid, and reports whether that changed anything. All or
+// nothing: the change is written to the state file (fsync'd, with the
+// rest of the state) before it takes effect, and a failed write (its
+// error is a *SaveError) changes nothing, in memory or in a later Save.
+func (e *Engine) SetFrozen(uid int, name string, frozen bool) (bool, error) {
+	e.saveMu.Lock()
+	defer e.saveMu.Unlock()
+	a := Account{UID: uid, User: name}
+	k := a.Key()
 	e.mu.Lock()
-	defer e.mu.Unlock()
-	ac := e.get(Account{UID: uid, User: name})
-	if ac.Frozen == frozen {
-		return false
+	if ac := e.accts[k]; (ac != nil && ac.Frozen) == frozen {
+		e.mu.Unlock()
+		return false, nil
 	}
-	ac.Frozen = frozen
-	e.dirty = true
-	return true
+	st := e.snapshot()
+	c := st.Accounts[k]
+	if c == nil {
+		c = &account{}
+		st.Accounts[k] = c
+	}
+	c.Name, c.Frozen = a.Name(), frozen
+	e.mu.Unlock()
+	if err := e.write(&st, true); err != nil {
+		return false, err
+	}
+	e.mu.Lock()
+	e.get(a).Frozen = frozen
+	e.mu.Unlock()
+	return true, nil
 }
 
 // IsFrozen reports whether the account with UID uid is frozen.
@@ -329,6 +347,14 @@ func (e *Engine) Save(sync bool) error {
 		e.mu.Unlock()
 		return nil
 	}
+	st := e.snapshot()
+	e.mu.Unlock()
+	return e.write(&st, sync)
+}
+
+// snapshot returns a copy of the state to write, the accounts with
+// nothing left to remember dropped, and marks it clean (under e.mu).
+func (e *Engine) snapshot() stateFile {
 	now := e.now()
 	st := stateFile{Version: 1, Saved: now, Accounts: map[string]*account{}}
 	for k, ac := range e.accts {
@@ -350,8 +376,14 @@ func (e *Engine) Save(sync bool) error {
 		st.Accounts[k] = &c
 	}
 	e.dirty = false
-	e.mu.Unlock()
-	b, err := json.Marshal(&st)
+	return st
+}
+
+// write writes st to the state file (under saveMu); on failure the state
+// is marked dirty again, for the next Save, and the error is a
+// *SaveError.
+func (e *Engine) write(st *stateFile, sync bool) error {
+	b, err := json.Marshal(st)
 	if err != nil {
 		return err
 	}

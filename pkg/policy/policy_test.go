@@ -207,7 +207,9 @@ func TestStatePersists(t *testing.T) {
 	if d := e.Decide(a, l, 1); !d.Notice {
 		t.Fatal("no notice on the first trip")
 	}
-	e.SetFrozen(1001, "alice", true)
+	if changed, err := e.SetFrozen(1001, "alice", true); !changed || err != nil {
+		t.Fatalf("SetFrozen: %v %v", changed, err)
+	}
 	if err := e.Save(true); err != nil {
 		t.Fatal(err)
 	}
