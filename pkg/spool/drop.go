@@ -1,10 +1,10 @@
 package spool
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"hash"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -64,7 +64,7 @@ func isPathFD(f *os.File) bool {
 type Drop struct {
 	dir     *os.File
 	f       *os.File
-	w       *bufio.Writer
+	buf     []byte // bytes not yet written to f (capacity bufSize)
 	tmpName string // "" when the file is an unnamed O_TMPFILE
 	meta    Meta
 	sizeOff int64
@@ -121,9 +121,9 @@ func NewDrop(dir *os.File, m *Meta, max int64) (*Drop, error) {
 	d.f = os.NewFile(uintptr(fd), filepath.Join(dir.Name(), m.ID))
 	hdr, off := EncodeHeader(&d.meta)
 	d.sizeOff = off
-	d.w = bufio.NewWriterSize(d.f, 8<<10)
+	d.buf = make([]byte, 0, bufSize)
 	d.pos = int64(len(hdr))
-	if _, err := d.w.Write(hdr); err != nil {
+	if _, err := d.buffer(hdr); err != nil {
 		d.Abort()
 		return nil, err
 	}
@@ -178,38 +178,92 @@ func (d *Drop) Write(p []byte) (int, error) {
 // page is the unit in which ext4 (and the page cache) prefers writes.
 const page = 4096
 
-// write hands p to the file. Small writes are gathered in d.w. The bulk of
-// a large one goes straight from p to the file, starting and ending on a
-// page boundary of the file; d.w takes the bytes before the first boundary
-// and after the last. A write that starts or ends inside a page costs the
-// kernel more than whole pages: writing a 100 MB message in unaligned
-// 64 KB pieces took about a third more system time.
+// bufSize is the capacity of a Drop's write buffer.
+const bufSize = 8 << 10
+
+// write hands p to the file. Small writes are gathered in d.buf. A large
+// one is written with what d.buf holds by one writev(2), up to the last
+// page boundary of the file it reaches; the rest (less than a page) goes
+// into d.buf. A write that starts or ends inside a page costs the kernel
+// more than whole pages (writing a 100 MB message in unaligned 64 KB
+// pieces took about a third more system time), and one system call
+// instead of two per piece (the buffer up to the boundary, then the bulk)
+// saves a 1 MB message 16 of them.
 func (d *Drop) write(p []byte) (int, error) {
 	if len(p) < 4*page {
-		n, err := d.w.Write(p)
+		n, err := d.buffer(p)
 		d.pos += int64(n)
 		return n, err
 	}
 	head := int((page - d.pos%page) % page)
-	n, err := d.w.Write(p[:head])
-	d.pos += int64(n)
-	if err == nil {
-		err = d.w.Flush() // the file's offset is d.pos now, on a page boundary
-	}
+	bulk := head + (len(p)-head)/page*page
+	n, err := d.writev(d.buf, p[:bulk])
+	n -= len(d.buf)
+	d.buf = d.buf[:0]
 	if err != nil {
+		n = max(n, 0)
+		d.pos += int64(n)
 		return n, err
 	}
-	bulk := (len(p) - head) / page * page
-	m, err := d.f.Write(p[head : head+bulk])
-	n += m
+	d.pos += int64(bulk)
+	m, err := d.buffer(p[bulk:])
 	d.pos += int64(m)
-	if err != nil {
-		return n, err
+	return bulk + m, err
+}
+
+// buffer appends p to d.buf, writing it out each time it is full.
+func (d *Drop) buffer(p []byte) (int, error) {
+	n := 0
+	for len(p) > 0 {
+		if len(d.buf) == cap(d.buf) {
+			if err := d.flush(); err != nil {
+				return n, err
+			}
+		}
+		k := copy(d.buf[len(d.buf):cap(d.buf)], p)
+		d.buf = d.buf[:len(d.buf)+k]
+		p = p[k:]
+		n += k
 	}
-	m, err = d.w.Write(p[head+bulk:])
-	n += m
-	d.pos += int64(m)
-	return n, err
+	return n, nil
+}
+
+// flush writes out d.buf.
+func (d *Drop) flush() error {
+	_, err := d.writev(d.buf, nil)
+	d.buf = d.buf[:0]
+	return err
+}
+
+// writev writes a, then b, to the file at its offset, all of them, and
+// returns how many bytes of the two it wrote.
+func (d *Drop) writev(a, b []byte) (int, error) {
+	fd := int(d.f.Fd())
+	iov := make([][]byte, 0, 2)
+	total := 0
+	for len(a)+len(b) > 0 {
+		iov = iov[:0]
+		if len(a) > 0 {
+			iov = append(iov, a)
+		}
+		if len(b) > 0 {
+			iov = append(iov, b)
+		}
+		n, err := unix.Writev(fd, iov)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return total, &os.PathError{Op: "write", Path: d.f.Name(), Err: err}
+		}
+		if n <= 0 {
+			return total, &os.PathError{Op: "write", Path: d.f.Name(), Err: io.ErrShortWrite}
+		}
+		total += n
+		k := min(n, len(a))
+		a, b = a[k:], b[n-k:]
+	}
+	return total, nil
 }
 
 // Size is the number of message bytes written so far.
@@ -235,7 +289,7 @@ func (d *Drop) Commit() error {
 		d.Abort()
 		return err
 	}
-	if err := d.w.Flush(); err != nil {
+	if err := d.flush(); err != nil {
 		return fail(err)
 	}
 	if _, err := d.f.WriteAt(PatchSize(d.n, d.crc.Sum32()), d.sizeOff); err != nil {
