@@ -155,6 +155,8 @@ func queueCmd(path string, args []string) int {
 			return sysexits.Unavailable
 		case errors.Is(err, control.ErrDenied):
 			return sysexits.NoPerm
+		case errors.Is(err, control.ErrThrottled):
+			return sysexits.TempFail
 		}
 		return 1 // refused by relayd (no such message, being delivered, ...)
 	}

@@ -55,6 +55,10 @@ var ErrUnavailable = errors.New("relayd is not running or its control socket is 
 // peer.
 var ErrDenied = errors.New("permission denied")
 
+// ErrThrottled is returned (wrapped) when relayd did not act on a flush
+// because the user's last one was less than FlushEvery ago.
+var ErrThrottled = errors.New("throttled")
+
 // Timeout bounds a whole request.
 const Timeout = 60 * time.Second
 
@@ -70,12 +74,15 @@ type answer struct {
 	Output string `json:"output,omitempty"`
 	Error  string `json:"error,omitempty"`
 	Denied bool   `json:"denied,omitempty"`
+	// Throttled: a flush not done (FlushEvery); Error says so.
+	Throttled bool `json:"throttled,omitempty"`
 }
 
 // Request sends verb with args to the relayd listening on sockPath and
 // copies the answer's output to out. An error from relayd is returned as an
-// error (wrapping ErrDenied when the peer may not use the verb); a socket
-// that cannot be reached is reported wrapping ErrUnavailable.
+// error (wrapping ErrDenied when the peer may not use the verb,
+// ErrThrottled for a flush not done); a socket that cannot be reached is
+// reported wrapping ErrUnavailable.
 func Request(sockPath, verb string, args []string, out io.Writer) error {
 	d := net.Dialer{Timeout: 10 * time.Second}
 	c, err := d.Dial("unix", sockPath)
@@ -113,6 +120,8 @@ func Request(sockPath, verb string, args []string, out io.Writer) error {
 	switch {
 	case a.Denied:
 		return fmt.Errorf("%s: %w: %s", verb, ErrDenied, a.Error)
+	case a.Throttled:
+		return fmt.Errorf("%s: %w: %s", verb, ErrThrottled, a.Error)
 	case a.Error != "":
 		return fmt.Errorf("%s: %s", verb, a.Error)
 	}

@@ -191,9 +191,9 @@ func (r *RateLog) Note(kv ...any) {
 
 // FlushEvery is how often a user who is neither root nor the daemon user
 // may flush (their own mail): a flush sooner than that after the last one
-// is answered as done but does nothing (the messages the last one made due
-// are being tried already), so that no user can make relayd retry their
-// mail in a loop and hammer the upstream, to everyone's cost.
+// does nothing and is answered so (ErrThrottled; the messages the last
+// one made due are being tried already), so that no user can make relayd
+// retry their mail in a loop and hammer the upstream, to everyone's cost.
 const FlushEvery = time.Minute
 
 // flushGate remembers each non-admin UID's last flush.
@@ -261,6 +261,9 @@ func serveConn(ctx context.Context, c *net.UnixConn, h Handler, lim *Limiter, bu
 		if gate.log != nil {
 			gate.log.FlushThrottled(p.UID)
 		}
+		a.Throttled = true
+		// FlushEvery is a minute.
+		a.Error = "not done: a user may flush once a minute, and your last flush was less than a minute ago; what it made due is being tried, the rest of your deferred mail at its scheduled time"
 		return
 	}
 	var out bytes.Buffer

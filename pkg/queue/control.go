@@ -99,17 +99,26 @@ func (q *Queue) Handle(p control.Peer, verb string, args []string, out io.Writer
 		}
 		return q.mailq(p, out)
 	case control.VerbFlush:
-		// Silent, like Postfix's sendmail -q: sendmail's stdout may be a
-		// web page. Root and the daemon user flush the whole queue; any
-		// other user only their own mail, so that no user can make relayd
+		// Root and the daemon user flush the whole queue; any other
+		// user only their own mail, so that no user can make relayd
 		// retry (and hammer the upstream with) other users' messages.
-		var n int
+		// The answer says what happens (relayd queue flush prints it;
+		// sendmail -q does not: its stdout may be a web page).
+		var n, paced int
 		if p.Admin {
 			n = q.Flush()
 		} else {
-			n = q.flushUID(p.UID)
+			n, paced = q.flushUID(p.UID)
 		}
 		q.log.Flush(p.UID, n)
+		if n > 0 {
+			fmt.Fprintf(out, "%d deferred message(s) made due: relayd tries them now\n", n)
+		} else {
+			fmt.Fprintln(out, "no deferred message to retry")
+		}
+		if paced > 0 {
+			fmt.Fprintf(out, "%d message(s) deferred by the per-account policy keep their time: they go out at the rate the account is allowed, not now\n", paced)
+		}
 		return nil
 	case control.VerbList:
 		return q.list(out)
@@ -142,10 +151,10 @@ func (q *Queue) Handle(p control.Peer, verb string, args []string, out io.Writer
 }
 
 // flushUID makes uid's deferred messages due now and kicks the queue; it
-// returns how many. A message's UID is read once from its file and then
+// returns how many, and how many it left to the policy's pace. A message's UID is read once from its file and then
 // remembered (q.uids), as for mailq; the queue lock is not held while
 // files are read.
-func (q *Queue) flushUID(uid int) int {
+func (q *Queue) flushUID(uid int) (int, int) {
 	q.mu.Lock()
 	ids := make([]string, 0, len(q.deferred))
 	for id := range q.deferred {
@@ -167,6 +176,7 @@ func (q *Queue) flushUID(uid int) int {
 			kept = append(kept, id)
 		}
 	}
+	paced := len(mine) - len(kept)
 	mine = kept
 	n := 0
 	q.mu.Lock()
@@ -180,7 +190,7 @@ func (q *Queue) flushUID(uid int) int {
 	if n > 0 {
 		q.Kick()
 	}
-	return n
+	return n, paced
 }
 
 // pacedByPolicy reports whether deferred message id waits for the time

@@ -69,13 +69,14 @@ func TestFlushOnlyOwnMail(t *testing.T) {
 			strings.Count(e.log(), "event=deferred ") >= 3
 	})
 	// nobody flushes, twice: through sendmail -q and through relayd's
-	// client (the same verb on the control socket).
+	// client (the same verb on the control socket). The second comes
+	// within the minute: it does nothing and says so (exit 75).
 	if r := e.sendmail(run{uid: nobody}, "-q"); r.code != 0 {
 		t.Fatalf("sendmail -q as nobody: %v", r)
 	}
 	e.waitFor("nobody's message retried", 30*time.Second, func() bool { return rc.get("nobody-rcpt@example.net") >= 2 })
-	if r := e.relayd(run{uid: nobody}, "queue", "flush"); r.code != 0 {
-		t.Errorf("relayd queue flush as nobody: %v", r)
+	if r := e.relayd(run{uid: nobody}, "queue", "flush"); r.code != 75 || !strings.Contains(r.stderr, "not done") {
+		t.Errorf("relayd queue flush as nobody within the minute: %v", r)
 	}
 	// Let any wrongly flushed message reach the upstream: the flush makes
 	// every message it releases due at once, in the same pass.
