@@ -31,7 +31,9 @@
 //   - SIGXFSZ and SIGPIPE are ignored (RLIMIT_FSIZE becomes EFBIG, exit
 //     73); SIGTERM, SIGINT, SIGHUP and SIGQUIT abort the spool file (an
 //     O_TMPFILE: it never had a name) and exit 74 — or 0 if the message
-//     was already committed.
+//     was already committed. Their handler is set up concurrently with
+//     the start (see catchSignals); no spool file is created before it is
+//     in place.
 //   - The clock is ours (time.Now), never the caller's headers.
 //   - chdir("/"). Never exec.
 package main
@@ -75,7 +77,7 @@ func main() {
 	env := captureEnv()
 	time.Local = time.UTC
 	signal.Ignore(syscall.SIGXFSZ, syscall.SIGPIPE)
-	catchSignals()
+	go catchSignals()
 	if err := os.Chdir("/"); err != nil {
 		fail(sysexits.OSErr, "cannot chdir to /: %v", err)
 	}
@@ -158,23 +160,35 @@ func setCurrent(abort func()) {
 	current.Unlock()
 }
 
+// signalsCaught is closed once catchSignals's handler is in place. store
+// waits for it before any spool file exists.
+var signalsCaught = make(chan struct{})
+
+// catchSignals installs the handler of SIGTERM, SIGINT, SIGHUP and SIGQUIT
+// and then runs it. main starts it on its own goroutine: os/signal's
+// set-up costs two more threads of the runtime and a round trip with one
+// of them per signal (about 0.25 ms of CPU in all, measured), which then
+// overlaps with reading the configuration, /proc and the message header
+// instead of delaying them. A signal that arrives before the handler is
+// in place ends the process by its default action, as one during the Go
+// runtime's own start always could: nothing has been written then, since
+// store waits for signalsCaught before the spool file is created.
 func catchSignals() {
 	c := make(chan os.Signal, 1)
 	signal.Notify(c, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT)
-	go func() {
-		sig := <-c
-		current.Lock() // held until exit: no commit can start now
-		if current.committed {
-			os.Exit(0)
-		}
-		if current.abort != nil {
-			current.abort()
-		}
-		msg := "sendmail: interrupted by " + sig.String() + ", message not sent\n"
-		os.Stderr.WriteString(msg)
-		syslogf("status=%d error=%s", sysexits.IOErr, quote("interrupted by "+sig.String()))
-		os.Exit(sysexits.IOErr)
-	}()
+	close(signalsCaught)
+	sig := <-c
+	current.Lock() // held until exit: no commit can start now
+	if current.committed {
+		os.Exit(0)
+	}
+	if current.abort != nil {
+		current.abort()
+	}
+	msg := "sendmail: interrupted by " + sig.String() + ", message not sent\n"
+	os.Stderr.WriteString(msg)
+	syslogf("status=%d error=%s", sysexits.IOErr, quote("interrupted by "+sig.String()))
+	os.Exit(sysexits.IOErr)
 }
 
 // exitError is a failure with its exit code, its one line, and an
@@ -428,6 +442,7 @@ func checkSender(cfg *config.Config, org *spool.Origin, sender string) *exitErro
 // the submission socket; see maildrop.Local) and returns nil only once it is
 // durable.
 func store(cfg *config.Config, env *spool.Envelope, org *spool.Origin, h *message.Header, body io.Reader, in *errReader) (string, *exitError) {
+	<-signalsCaught // the handler must be able to remove the spool file
 	l := &maildrop.Local{Spool: cfg.Spool, Hostname: cfg.Hostname, MaxSize: cfg.MaxMessageSize,
 		Socket: cfg.SubmitSocket, Fallback: !config.Privileged(), Guard: guard{}}
 	id, err := l.Store(env, org, h, body)
