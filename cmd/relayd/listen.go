@@ -17,9 +17,9 @@ import (
 	"github.com/coreos/go-systemd/v22/activation"
 
 	"github.com/mailshim/mailshim/pkg/config"
-	"github.com/mailshim/mailshim/pkg/control"
 	"github.com/mailshim/mailshim/pkg/maillog"
 	"github.com/mailshim/mailshim/pkg/smtpd"
+	"github.com/mailshim/mailshim/pkg/sockserve"
 	"github.com/mailshim/mailshim/pkg/submit"
 )
 
@@ -103,7 +103,7 @@ func startListen(cfg *config.Config, host string, intake *submit.Intake, log *ma
 			"the shipped relayd.service grants both (AmbientCapabilities=)")
 	}
 	tlsConf := listenTLS(ls, log)
-	lim := control.ListenLimiter(ls.MaxConnections, ls.MaxConnectionsPerUID)
+	lim := sockserve.ListenLimiter(ls.MaxConnections, ls.MaxConnectionsPerUID)
 	srv := smtpd.New(smtpd.Options{
 		Hostname: host, MaxMessageSize: cfg.MaxMessageSize, MaxRecipients: ls.MaxRecipients,
 		MaxLineLength: ls.MaxLineLength, TLS: tlsConf,

@@ -11,10 +11,10 @@ import (
 	"time"
 
 	"github.com/mailshim/mailshim/pkg/config"
-	"github.com/mailshim/mailshim/pkg/control"
 	"github.com/mailshim/mailshim/pkg/maillog"
 	"github.com/mailshim/mailshim/pkg/metrics"
 	"github.com/mailshim/mailshim/pkg/policy"
+	"github.com/mailshim/mailshim/pkg/sockserve"
 	"github.com/mailshim/mailshim/pkg/spool"
 )
 
@@ -43,7 +43,7 @@ func newMetrics(cfg *config.Config, sq *spool.Queue, named []string) (*metrics.M
 	var ln net.Listener
 	var err error
 	if strings.HasPrefix(cfg.Metrics.Listen, "/") {
-		ln, err = control.Listen(cfg.Metrics.Listen, 0o660)
+		ln, err = sockserve.Listen(cfg.Metrics.Listen, 0o660)
 	} else {
 		ln, err = net.Listen("tcp", cfg.Metrics.Listen)
 	}

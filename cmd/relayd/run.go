@@ -24,6 +24,7 @@ import (
 	"github.com/mailshim/mailshim/pkg/queue"
 	"github.com/mailshim/mailshim/pkg/relay"
 	"github.com/mailshim/mailshim/pkg/sockdiag"
+	"github.com/mailshim/mailshim/pkg/sockserve"
 	"github.com/mailshim/mailshim/pkg/spool"
 	"github.com/mailshim/mailshim/pkg/submit"
 	"github.com/mailshim/mailshim/pkg/submitsock"
@@ -189,7 +190,7 @@ func run(path string, drainTimeout time.Duration) int {
 	policy.cfg.Store(cfg)
 	intake := submit.Intake{Store: pk.Store(cfg.MaxMessageSize), Policy: policy}
 	srv := &submitsock.Server{Intake: intake, Budget: submitsock.DefaultHeaderBudget()}
-	goRun(func() { serveSubmit(ctx, subLn, control.SubmitLimiter(), srv, log) })
+	goRun(func() { serveSubmit(ctx, subLn, sockserve.SubmitLimiter(), srv, log) })
 	goRun(func() { pk.Run(ctx) })
 	goRun(func() { ab.run(ctx) })
 	if mt != nil {
@@ -323,7 +324,7 @@ func listen(path string) (*net.UnixListener, error) {
 			}
 		}
 	}
-	return control.Listen(path, 0o666)
+	return sockserve.Listen(path, 0o666)
 }
 
 // livePolicy is the sender policy ([policy] allowed_senders) of the
@@ -340,15 +341,15 @@ func (p *livePolicy) CheckSender(user string, uid int, sender string) error {
 const submitGrace = 5 * time.Second
 
 // serveSubmit serves the submission socket: every local user may connect,
-// so the connections served at once are capped (control.SubmitLimiter:
+// so the connections served at once are capped (sockserve.SubmitLimiter:
 // globally and per UID, taken from SO_PEERCRED before anything is read)
 // and accept errors such as EMFILE are ridden out with a backoff and a
 // rate-limited log line.
 //
-// The limiter is control.Limiter rather than submitsock.Server's own: over the
+// The limiter is sockserve.Limiter rather than submitsock.Server's own: over the
 // cap a peer waits for a slot (bounded) instead of being refused at once,
 // so that a burst of a busy site's mail() calls is served, not lost.
-func serveSubmit(ctx context.Context, ln *net.UnixListener, lim *control.Limiter, srv *submitsock.Server, log *maillog.Logger) {
+func serveSubmit(ctx context.Context, ln *net.UnixListener, lim *sockserve.Limiter, srv *submitsock.Server, log *maillog.Logger) {
 	var mu sync.Mutex
 	conns := map[*net.UnixConn]bool{}
 	go func() {
@@ -362,10 +363,10 @@ func serveSubmit(ctx context.Context, ln *net.UnixListener, lim *control.Limiter
 			}
 		})
 	}()
-	acc := &control.Acceptor{Ln: ln, Log: func(err error, n int) {
+	acc := &sockserve.Acceptor{Ln: ln, Log: func(err error, n int) {
 		log.Error("submission socket accept failed; backing off", err, slog.Int("failures", n))
 	}}
-	busy := &control.RateLog{Log: func(n int, kv ...any) {
+	busy := &sockserve.RateLog{Log: func(n int, kv ...any) {
 		log.Warning("submission socket busy: peer refused", nil, append([]slog.Attr{slog.Int("refused", n)}, maillog.KV(kv...)...)...)
 	}}
 	var wg sync.WaitGroup

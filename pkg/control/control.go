@@ -10,7 +10,7 @@
 // and the daemon user only.
 //
 // Every local user may connect, so the server caps what one user can hold
-// (Limiter): a few requests at once per UID, a client that sends nothing is
+// (sockserve.Limiter): a few requests at once per UID, a client that sends nothing is
 // dropped after RequestTimeout, every UID keeps a floor of slots however
 // many others flood, and root and the daemon user have slots of their own.
 //
@@ -22,6 +22,8 @@
 // This file is the client; it is linked into the setgid sendmail, so it
 // imports nothing beyond the standard library's encoding and net packages
 // (no crypto/tls, net/http, os/exec).
+//
+// Its Go API is not stable.
 package control
 
 import (

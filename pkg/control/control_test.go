@@ -14,12 +14,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailshim/mailshim/pkg/sockserve"
 	"github.com/mailshim/mailshim/pkg/waitfor"
 )
 
 func TestRequestRoundTrip(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "control.sock")
-	ln, err := Listen(sock, 0o666)
+	ln, err := sockserve.Listen(sock, 0o666)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,14 +64,6 @@ func TestRequestRoundTrip(t *testing.T) {
 	}
 }
 
-func TestListenRefusesNonSocket(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "f")
-	os.WriteFile(p, nil, 0o600)
-	if _, err := Listen(p, 0o666); err == nil {
-		t.Fatal("Listen over a regular file succeeded")
-	}
-}
-
 func TestAdminOnly(t *testing.T) {
 	for verb, want := range map[string]bool{VerbMailq: false, VerbFlush: false, VerbList: true, VerbShow: true, VerbHold: true, VerbRelease: true, VerbDelete: true, "other": true} {
 		if AdminOnly(verb) != want {
@@ -84,7 +77,7 @@ func TestAdminOnly(t *testing.T) {
 // next client, which was waiting for it.
 func TestIdleClientDropped(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "control.sock")
-	ln, err := Listen(sock, 0o600)
+	ln, err := sockserve.Listen(sock, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +88,7 @@ func TestIdleClientDropped(t *testing.T) {
 			fmt.Fprintln(out, verb)
 			return nil
 		},
-		Limiter: &Limiter{Global: 1, PerUID: 1, MaxWaiting: 1, MaxWaitingPerUID: 1, Wait: Timeout},
+		Limiter: &sockserve.Limiter{Global: 1, PerUID: 1, MaxWaiting: 1, MaxWaitingPerUID: 1, Wait: Timeout},
 	}
 	go func() { done <- srv.Serve(ctx, ln) }()
 	defer func() {
@@ -122,5 +115,14 @@ func TestIdleClientDropped(t *testing.T) {
 	var a answer
 	if err := json.NewDecoder(idle).Decode(&a); err != nil || !strings.HasPrefix(a.Error, "bad request: ") {
 		t.Errorf("the idle client's answer: %+v, %v; want a bad request", a, err)
+	}
+}
+
+// A non-admin UID may flush once per FlushEvery; others are not affected.
+func TestFlushGate(t *testing.T) {
+	g := &flushGate{every: time.Minute}
+	t0 := time.Unix(1000, 0)
+	if !g.allow(1, t0) || g.allow(1, t0.Add(59*time.Second)) || !g.allow(2, t0.Add(time.Second)) || !g.allow(1, t0.Add(61*time.Second)) {
+		t.Fatal("flush gate")
 	}
 }

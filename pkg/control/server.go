@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mailshim/mailshim/pkg/sockserve"
 	"golang.org/x/sys/unix"
 )
 
@@ -43,35 +44,6 @@ func AdminOnly(verb string) bool {
 	return true
 }
 
-// Listen creates a Unix socket at path with the given mode (0666 for the
-// control and submission sockets: the peer is checked per connection). A
-// stale socket at path is replaced; any other kind of file there is an
-// error.
-func Listen(path string, mode os.FileMode) (*net.UnixListener, error) {
-	if fi, err := os.Lstat(path); err == nil {
-		if fi.Mode().Type() != os.ModeSocket {
-			return nil, fmt.Errorf("socket %s: exists and is not a socket", path)
-		}
-		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-			c.Close()
-			return nil, fmt.Errorf("socket %s: another process is listening on it", path)
-		}
-		if err := os.Remove(path); err != nil {
-			return nil, fmt.Errorf("socket %s: removing the stale socket: %w", path, err)
-		}
-	}
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	if err != nil {
-		return nil, fmt.Errorf("socket %s: %w", path, err)
-	}
-	ln.SetUnlinkOnClose(true)
-	if err := os.Chmod(path, mode); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("socket %s: %w", path, err)
-	}
-	return ln, nil
-}
-
 // PeerOf returns the credentials of c's peer.
 func PeerOf(c *net.UnixConn) (Peer, error) {
 	rc, err := c.SyscallConn()
@@ -95,8 +67,9 @@ func PeerOf(c *net.UnixConn) (Peer, error) {
 // Server is the control socket's server.
 type Server struct {
 	Handler Handler
-	// Limiter caps the requests served at once (ControlLimiter when nil).
-	Limiter *Limiter
+	// Limiter caps the requests served at once (sockserve.ControlLimiter
+	// when nil).
+	Limiter *sockserve.Limiter
 	// Log reports accept errors, refused peers (at most one line a minute
 	// of each) and throttled flushes. Nil: not logged.
 	Log Reporter
@@ -124,18 +97,18 @@ type Reporter interface {
 func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
 	lim := s.Limiter
 	if lim == nil {
-		lim = ControlLimiter()
+		lim = sockserve.ControlLimiter()
 	}
 	go func() {
 		<-ctx.Done()
 		ln.Close()
 	}()
-	acc := &Acceptor{Ln: ln, Log: func(err error, n int) {
+	acc := &sockserve.Acceptor{Ln: ln, Log: func(err error, n int) {
 		if s.Log != nil {
 			s.Log.ControlAcceptFailed(err, n)
 		}
 	}}
-	busy := &RateLog{Log: func(n int, kv ...any) {
+	busy := &sockserve.RateLog{Log: func(n int, kv ...any) {
 		if s.Log != nil {
 			s.Log.ControlBusy(n, kv...)
 		}
@@ -155,38 +128,6 @@ func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
 			serveConn(ctx, c, s.Handler, lim, busy, gate)
 		}()
 	}
-}
-
-// RateLog reports a repeating event at most once a minute, with the number
-// of occurrences since the last report.
-type RateLog struct {
-	Log func(n int, kv ...any)
-	// Now is the clock (time.Now when nil).
-	Now func() time.Time
-
-	mu   sync.Mutex
-	n    int
-	last time.Time
-}
-
-// Note counts one occurrence and logs it (with kv) if a minute has passed
-// since the last line.
-func (r *RateLog) Note(kv ...any) {
-	now := time.Now
-	if r.Now != nil {
-		now = r.Now
-	}
-	r.mu.Lock()
-	r.n++
-	t := now()
-	if !r.last.IsZero() && t.Sub(r.last) < logEvery {
-		r.mu.Unlock()
-		return
-	}
-	n := r.n
-	r.n, r.last = 0, t
-	r.mu.Unlock()
-	r.Log(n, kv...)
 }
 
 // FlushEvery is how often a user who is neither root nor the daemon user
@@ -225,7 +166,7 @@ func (g *flushGate) allow(uid int, now time.Time) bool {
 	return true
 }
 
-func serveConn(ctx context.Context, c *net.UnixConn, h Handler, lim *Limiter, busy *RateLog, gate *flushGate) {
+func serveConn(ctx context.Context, c *net.UnixConn, h Handler, lim *sockserve.Limiter, busy *sockserve.RateLog, gate *flushGate) {
 	c.SetDeadline(time.Now().Add(Timeout))
 	var a answer
 	defer func() {

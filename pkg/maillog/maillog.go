@@ -73,7 +73,7 @@ func (l *Logger) emit(lv slog.Level, event string, attrs ...slog.Attr) {
 
 // KV converts alternating keys and values (key string, value of any type;
 // a trailing odd key gets an empty value) to attributes, for the details
-// a rate-limited reporter (control.RateLog) passes on.
+// a rate-limited reporter (sockserve.RateLog) passes on.
 func KV(kv ...any) []slog.Attr {
 	attrs := make([]slog.Attr, 0, (len(kv)+1)/2)
 	for i := 0; i < len(kv); i += 2 {

@@ -76,11 +76,11 @@ import (
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
-	"github.com/mailshim/mailshim/pkg/control"
 	"github.com/mailshim/mailshim/pkg/maillog"
 	"github.com/mailshim/mailshim/pkg/message"
 	"github.com/mailshim/mailshim/pkg/origin"
 	"github.com/mailshim/mailshim/pkg/sockdiag"
+	"github.com/mailshim/mailshim/pkg/sockserve"
 	"github.com/mailshim/mailshim/pkg/spool"
 	"github.com/mailshim/mailshim/pkg/submit"
 	"github.com/mailshim/mailshim/pkg/submitsock"
@@ -127,7 +127,7 @@ type Options struct {
 	CommandTimeout, DataTimeout, IdleTimeout, SessionTimeout time.Duration
 	// Limiter caps the sessions served at once, globally and per UID
 	// (nil: no cap).
-	Limiter *control.Limiter
+	Limiter *sockserve.Limiter
 	// Intake is the submission pipeline (shared with the submission
 	// socket).
 	Intake *submit.Intake
@@ -165,12 +165,12 @@ type Server struct {
 	ctx      context.Context
 	cancel   context.CancelFunc
 	pending  atomic.Int32
-	busy     *control.RateLog
-	unknown  *control.RateLog // connections refused because their owner is unknown
-	connErrs *control.RateLog // go-smtp's errors of single connections
-	noProc   *control.RateLog // the client's process not found
-	recent   recentHolders    // the processes that held each user's last sockets
-	budget   scanBudget       // each user's allowance of /proc scan time
+	busy     *sockserve.RateLog
+	unknown  *sockserve.RateLog // connections refused because their owner is unknown
+	connErrs *sockserve.RateLog // go-smtp's errors of single connections
+	noProc   *sockserve.RateLog // the client's process not found
+	recent   recentHolders      // the processes that held each user's last sockets
+	budget   scanBudget         // each user's allowance of /proc scan time
 	selfPID  int
 
 	mu    sync.Mutex
@@ -186,7 +186,7 @@ func New(opts Options) *Server {
 	s := &Server{opts: opts, selfPID: os.Getpid(),
 		lns: map[net.Listener]bool{}, conns: map[*conn]bool{}, done: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.busy = &control.RateLog{Log: func(n int, kv ...any) {
+	s.busy = &sockserve.RateLog{Log: func(n int, kv ...any) {
 		s.opts.Log.SMTPRefusedN("busy: too many connections", n, maillog.KV(kv...)...)
 	}}
 	// A client can open and reset connections faster than relayd looks
@@ -194,13 +194,13 @@ func New(opts Options) *Server {
 	// (with its reason), the others counted, so that no local user can
 	// flood the log (and push other users' lines out of a rate-limited
 	// journal).
-	s.unknown = &control.RateLog{Log: func(n int, kv ...any) {
+	s.unknown = &sockserve.RateLog{Log: func(n int, kv ...any) {
 		s.opts.Log.SMTPRefusedRepeat(maillog.KV(kv...), n)
 	}}
-	s.connErrs = &control.RateLog{Log: func(n int, kv ...any) {
+	s.connErrs = &sockserve.RateLog{Log: func(n int, kv ...any) {
 		s.opts.Log.SMTPConnErrors(maillog.KV(kv...), n)
 	}}
-	s.noProc = &control.RateLog{Log: func(n int, kv ...any) {
+	s.noProc = &sockserve.RateLog{Log: func(n int, kv ...any) {
 		s.opts.Log.Warning("the client's process was not found; mail recorded under the socket owner's UID without it", nil, append([]slog.Attr{slog.Int("connections", n)}, maillog.KV(kv...)...)...)
 	}}
 	srv := smtp.NewServer(smtp.BackendFunc(s.newSession))
@@ -282,7 +282,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	s.lns[ln] = true
 	s.mu.Unlock()
 	var delay time.Duration
-	fails := &control.RateLog{Log: func(n int, kv ...any) {
+	fails := &sockserve.RateLog{Log: func(n int, kv ...any) {
 		s.opts.Log.Error("SMTP listener accept failed; backing off", nil, append([]slog.Attr{slog.Int("failures", n)}, maillog.KV(kv...)...)...)
 	}}
 	for {

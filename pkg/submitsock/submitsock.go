@@ -32,7 +32,7 @@
 // (origin.Sanitize). A client has HeaderTimeout for the greeting and the
 // header (at most MaxSpoolHeader bytes), then BodyTimeout for the body.
 // Capping the connections served at once (in all and per UID) is the
-// caller's job: relayd does it in its accept loop (control.SubmitLimiter),
+// caller's job: relayd does it in its accept loop (sockserve.SubmitLimiter),
 // before Serve is called.
 package submitsock
 

@@ -1,9 +1,10 @@
-package control
+package sockserve
 
 import (
 	"context"
 	"errors"
 	"net"
+	"os"
 	"path/filepath"
 	"sync/atomic"
 	"syscall"
@@ -232,11 +233,10 @@ func TestLimiterFloorAndReserve(t *testing.T) {
 	}
 }
 
-// A non-admin UID may flush once per FlushEvery; others are not affected.
-func TestFlushGate(t *testing.T) {
-	g := &flushGate{every: time.Minute}
-	t0 := time.Unix(1000, 0)
-	if !g.allow(1, t0) || g.allow(1, t0.Add(59*time.Second)) || !g.allow(2, t0.Add(time.Second)) || !g.allow(1, t0.Add(61*time.Second)) {
-		t.Fatal("flush gate")
+func TestListenRefusesNonSocket(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "f")
+	os.WriteFile(p, nil, 0o600)
+	if _, err := Listen(p, 0o666); err == nil {
+		t.Fatal("Listen over a regular file succeeded")
 	}
 }

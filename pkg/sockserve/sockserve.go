@@ -1,0 +1,70 @@
+package sockserve
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"time"
+)
+
+// Listen creates a Unix socket at path with the given mode (0666 for the
+// control and submission sockets: the peer is checked per connection). A
+// stale socket at path is replaced; any other kind of file there is an
+// error.
+func Listen(path string, mode os.FileMode) (*net.UnixListener, error) {
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode().Type() != os.ModeSocket {
+			return nil, fmt.Errorf("socket %s: exists and is not a socket", path)
+		}
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("socket %s: another process is listening on it", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("socket %s: removing the stale socket: %w", path, err)
+		}
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("socket %s: %w", path, err)
+	}
+	ln.SetUnlinkOnClose(true)
+	if err := os.Chmod(path, mode); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("socket %s: %w", path, err)
+	}
+	return ln, nil
+}
+
+// RateLog reports a repeating event at most once a minute, with the number
+// of occurrences since the last report.
+type RateLog struct {
+	Log func(n int, kv ...any)
+	// Now is the clock (time.Now when nil).
+	Now func() time.Time
+
+	mu   sync.Mutex
+	n    int
+	last time.Time
+}
+
+// Note counts one occurrence and logs it (with kv) if a minute has passed
+// since the last line.
+func (r *RateLog) Note(kv ...any) {
+	now := time.Now
+	if r.Now != nil {
+		now = r.Now
+	}
+	r.mu.Lock()
+	r.n++
+	t := now()
+	if !r.last.IsZero() && t.Sub(r.last) < logEvery {
+		r.mu.Unlock()
+		return
+	}
+	n := r.n
+	r.n, r.last = 0, t
+	r.mu.Unlock()
+	r.Log(n, kv...)
+}
