@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"syscall"
 	"testing"
@@ -282,19 +283,27 @@ func (s *site) subjects() map[string]int {
 	return out
 }
 
-// leftovers lists every file left in the spool's maildrop and queue.
+// leftovers lists what is left in the spool: every file in maildrop/,
+// queue/quarantine/ and queue/tmp/, and every queued message as
+// "<state> <id>" (from spool.Snapshot, whatever the queue's layout).
 func (s *site) leftovers() []string {
 	var out []string
-	for _, d := range append([]string{spool.DirMaildrop}, spool.PrivateDirs...) {
-		if d == spool.DirQueue {
-			continue
-		}
+	for _, d := range []string{spool.DirMaildrop, spool.DirQuarantine, spool.DirTmp} {
 		ents, _ := os.ReadDir(filepath.Join(s.spool, d))
 		for _, e := range ents {
 			out = append(out, d+"/"+e.Name())
 		}
 	}
-	return out
+	q, err := spool.Snapshot(s.spool)
+	if err != nil {
+		return append(out, "unreadable queue: "+err.Error())
+	}
+	var ids []string
+	for id, e := range q {
+		ids = append(ids, e.State+" "+id)
+	}
+	sort.Strings(ids)
+	return append(out, ids...)
 }
 
 func newUpstream(t *testing.T, o smtptest.Options) *smtptest.Server {

@@ -269,7 +269,7 @@ func TestOAuthTokenFailure(t *testing.T) {
 	if strings.Contains(l, "event=bounced") || strings.Contains(l, "status=bounced") || up.Count() != 0 {
 		t.Fatalf("bounced or sent:\n%s", l)
 	}
-	if got := s.leftovers(); len(got) != 2 { // queue/msg and its state file
+	if got := s.leftovers(); len(got) != 1 || !strings.HasSuffix(got[0], " "+ids[0]) { // still queued, alone
 		t.Errorf("spool: %v", got)
 	}
 	te.mu.Lock()

@@ -8,18 +8,20 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/mailshim/mailshim/pkg/smtptest"
 	"github.com/mailshim/mailshim/pkg/spool"
 	"github.com/mailshim/mailshim/pkg/waitfor"
 )
 
-// A maildrop file that pickup cannot queue (here: relayd may not write its
-// incoming/ directory; in life, a spool that is full) stays in the
-// maildrop and is tried again at every scan. Each failed try must not
-// count against its account's rates: once the trouble is over the
-// message, the account's only one, is delivered, not held for a rate
-// limit that only the retries reached.
+// A maildrop file that pickup cannot queue (here and in life: a spool
+// whose file system is full) stays in the maildrop and is tried again at
+// every scan. Each failed try must not count against its account's
+// rates: once the trouble is over the message, the account's only one, is
+// delivered, not held for a rate limit that only the retries reached.
 func TestPolicyFailedPickupNotCounted(t *testing.T) {
+	needRoot(t)
 	up := newUpstream(t, smtptest.Options{})
 	s := newSite(t, up, siteOpts{})
 	s.writeConfig(`
@@ -29,31 +31,27 @@ notice_to = ""
 messages_per_minute = 2
 action = "hold"
 `)
+	if err := os.Mkdir(s.spool, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	opts := fmt.Sprintf("size=2m,mode=0711,uid=%d,gid=%d", daemonUID, daemonUID)
+	if err := unix.Mount("tmpfs", s.spool, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
+		t.Skipf("cannot mount a tmpfs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(s.spool, unix.MNT_DETACH) })
 	s.startAsDaemon()
-	incoming := filepath.Join(s.spool, spool.DirQueue, spool.Incoming)
-	fi, err := os.Stat(incoming)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(incoming, 0o500); err != nil {
-		t.Fatal(err)
-	}
-	restored := false
-	restore := func() {
-		if !restored {
-			os.Chmod(incoming, fi.Mode().Perm())
-			restored = true
-		}
-	}
-	t.Cleanup(restore)
+	waitfor.True(t, "the spool prepared", 10*time.Second, func() bool {
+		_, err := os.Stat(filepath.Join(s.spool, spool.DirMaildrop))
+		return err == nil
+	})
 
-	// One message of the daemon user's, written aside and renamed into
-	// the maildrop with its owner already set.
-	stage := filepath.Join(s.dir, "stage")
+	// One message of the daemon user's, written aside on the spool's
+	// file system while it has room, with its owner already set.
+	stage := filepath.Join(s.spool, "stage")
 	if err := os.Mkdir(stage, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	sd, err := spool.OpenDir(s.dir, "stage")
+	sd, err := spool.OpenDir(s.spool, "stage")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,6 +70,16 @@ action = "hold"
 	if err := os.Chown(filepath.Join(stage, m.ID), daemonUID, daemonUID); err != nil {
 		t.Fatal(err)
 	}
+	// The file system full, then the message into the maildrop.
+	filler := fillDisk(t, s.spool)
+	restored := false
+	restore := func() {
+		if !restored {
+			os.Remove(filler)
+			restored = true
+		}
+	}
+	t.Cleanup(restore)
 	if err := os.Rename(filepath.Join(stage, m.ID), filepath.Join(s.spool, spool.DirMaildrop, m.ID)); err != nil {
 		t.Fatal(err)
 	}

@@ -361,9 +361,8 @@ func TestStopAbortsStalledSession(t *testing.T) {
 	if !strings.Contains(s.log(), "aborting them") {
 		t.Errorf("no abort line:\n%s", s.log())
 	}
-	left := strings.Join(s.leftovers(), " ")
-	if !strings.Contains(left, "queue/deferred/"+ids[0]) || !strings.Contains(left, "queue/msg/"+ids[0]) {
-		t.Fatalf("after the abort the spool holds %s", left)
+	if q, err := spool.Snapshot(s.spool); err != nil || q[ids[0]].State != spool.Deferred || q[ids[0]].Attempts() != 1 {
+		t.Fatalf("after the abort the queue holds %+v (%v), want %s deferred with its attempt recorded; spool: %v", q, err, ids[0], s.leftovers())
 	}
 	s.start()
 	if _, err := up.WaitFor(1, 30*time.Second); err != nil {
@@ -419,8 +418,8 @@ func TestControlPeerCredentials(t *testing.T) {
 			t.Errorf("queue %s as nobody: exit %d %q", verb[0], code, stderr)
 		}
 	}
-	if st := strings.Join(s.leftovers(), " "); !strings.Contains(st, "queue/deferred/"+rootID) {
-		t.Errorf("root's message moved: %s", st)
+	if q, err := spool.Snapshot(s.spool); err != nil || q[rootID].State != spool.Deferred {
+		t.Errorf("root's message moved: %+v (%v)", q[rootID], err)
 	}
 	out, _, _ = runCmd(t, []string{"MAILSHIM_CONFIG=" + s.cfgPath}, relaydBin, "queue", "mailq")
 	if !strings.Contains(out, rootID) || !strings.Contains(out, "in 2 Requests.") {
