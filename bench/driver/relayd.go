@@ -198,10 +198,15 @@ func (r *Relayd) RSS() (cur, peak int64, err error) {
 	return cur, peak, nil
 }
 
-// queued counts message files anywhere in the spool (maildrop/ and
-// queue/msg/).
+// queued counts the messages anywhere in the spool: files in maildrop/
+// and messages in relayd's queue (spool.Queued, whatever its layout). A
+// queue that cannot be read counts as one message: never as empty.
 func queued(site *Site) int {
-	return countFiles(site.Maildrop) + countFiles(filepath.Join(site.Spool, spool.DirMsg))
+	n, err := spool.Queued(site.Spool)
+	if err != nil {
+		n = 1
+	}
+	return countFiles(site.Maildrop) + n
 }
 
 func cpu(ru *syscall.Rusage) time.Duration {

@@ -205,7 +205,7 @@ func (s *Site) RelaxModes() error {
 	return os.Chmod(s.Maildrop, 0o770|os.ModeSticky)
 }
 
-// Queued counts message files in maildrop/ and queue/msg/.
+// Queued counts the messages in maildrop/ and in relayd's queue.
 func (s *Site) Queued() int { return queued(s) }
 
 // CountFiles counts the entries of dir that are not temporary files.

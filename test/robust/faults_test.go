@@ -17,6 +17,7 @@ import (
 
 	"github.com/mailshim/mailshim/bench/driver"
 	"github.com/mailshim/mailshim/bench/upstream"
+	"github.com/mailshim/mailshim/pkg/spool"
 )
 
 // rawServer is a scripted TCP peer for faults go-smtp's server cannot
@@ -213,7 +214,8 @@ func TestUpstreamFaults(t *testing.T) {
 			held := ""
 			if f.permanent {
 				e.waitFor("the refused messages to leave the queue", 60*time.Second, func() bool {
-					return driver.CountFiles(e.site.Spool+"/queue/deferred") == 0 && driver.CountFiles(e.site.Spool+"/queue/active") == 0 && driver.CountFiles(e.site.Maildrop) == 0
+					c, err := spool.Counts(e.site.Spool)
+					return err == nil && c[spool.Deferred] == 0 && c[spool.Active] == 0 && driver.CountFiles(e.site.Maildrop) == 0
 				})
 				if _, _, unknown := e.up.Check(n); unknown != 0 {
 					t.Errorf("%d unexpected deliveries", unknown)

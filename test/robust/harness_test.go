@@ -175,25 +175,15 @@ func (e *env) log() string {
 	return b.String()
 }
 
-// spoolEmpty reports whether no message is left anywhere in the spool
-// (maildrop/, queue/msg/ and every state directory), temp files included.
+// spoolEmpty reports whether no message is left anywhere in the spool:
+// no file in maildrop/ (temp files included) and nothing in relayd's queue
+// in any state (spool.Queued, whatever the queue's layout).
 func (e *env) spoolEmpty() bool {
-	return e.leftovers() == ""
-}
-
-func (e *env) leftovers() string {
-	var left []string
-	for _, d := range append([]string{spool.DirMaildrop, spool.DirMsg}, stateDirs()...) {
-		ents, _ := os.ReadDir(filepath.Join(e.site.Spool, d))
-		for _, x := range ents {
-			left = append(left, d+"/"+x.Name())
-		}
+	if ents, _ := os.ReadDir(e.site.Maildrop); len(ents) > 0 {
+		return false
 	}
-	return strings.Join(left, " ")
-}
-
-func stateDirs() []string {
-	return []string{spool.DirIncoming, spool.DirActive, spool.DirDeferred, spool.DirHeld}
+	n, err := spool.Queued(e.site.Spool)
+	return err == nil && n == 0
 }
 
 // cpuTime returns the user+sys CPU time relayd has used so far.
