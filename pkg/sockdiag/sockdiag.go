@@ -21,6 +21,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -78,16 +79,7 @@ func TCPOwner(client, server netip.AddrPort) (Owner, error) {
 	binary.LittleEndian.PutUint32(id[40:], noCookie)
 	binary.LittleEndian.PutUint32(id[44:], noCookie)
 
-	conn, err := netlink.Dial(unix.NETLINK_SOCK_DIAG, nil)
-	if err != nil {
-		return Owner{}, fmt.Errorf("sockdiag: %w", err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(5 * time.Second))
-	msgs, err := conn.Execute(netlink.Message{
-		Header: netlink.Header{Type: sockDiagByFamily, Flags: netlink.Request},
-		Data:   req,
-	})
+	msgs, err := diag.execute(req)
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) {
 			return Owner{}, ErrNotFound
@@ -116,6 +108,58 @@ func TCPOwner(client, server netip.AddrPort) (Owner, error) {
 		return Owner{UID: uid, Inode: uint64(inode)}, nil
 	}
 	return Owner{}, ErrNotFound
+}
+
+// diag is the process's NETLINK_SOCK_DIAG socket, shared by every lookup
+// (dialling one per lookup cost more than the lookup itself).
+var diag diagConn
+
+// diagConn is a netlink socket opened on first use and kept while it
+// answers. Lookups take turns on it: each is one request and its answer,
+// which the kernel gives at once. A socket whose exchange failed in any
+// other way than the kernel's "no such socket" (a timeout, a short read)
+// may still hold a late answer, which would be read as the next lookup's:
+// it is closed, and the next lookup opens a new one. (netlink also checks
+// that an answer's sequence number is its request's.)
+type diagConn struct {
+	mu   sync.Mutex
+	conn *netlink.Conn
+}
+
+func (d *diagConn) execute(req []byte) ([]netlink.Message, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	// A kept socket that fails is replaced and the lookup tried once more
+	// on the new one: a lookup fails only when a fresh socket fails too.
+	for kept := d.conn != nil; ; kept = false {
+		if d.conn == nil {
+			c, err := netlink.Dial(unix.NETLINK_SOCK_DIAG, nil)
+			if err != nil {
+				return nil, fmt.Errorf("sockdiag: %w", err)
+			}
+			d.conn = c
+		}
+		d.conn.SetDeadline(time.Now().Add(5 * time.Second))
+		msgs, err := d.conn.Execute(netlink.Message{
+			Header: netlink.Header{Type: sockDiagByFamily, Flags: netlink.Request},
+			Data:   req,
+		})
+		if err == nil || isKernelNoEnt(err) {
+			return msgs, err
+		}
+		d.conn.Close()
+		d.conn = nil
+		if !kept {
+			return nil, err
+		}
+	}
+}
+
+// isKernelNoEnt reports whether err is the kernel's own error answer
+// ENOENT (the socket looked up does not exist): a complete exchange.
+func isKernelNoEnt(err error) bool {
+	var oe *netlink.OpError
+	return errors.As(err, &oe) && errors.Is(oe.Err, unix.ENOENT) && oe.Op == "receive"
 }
 
 func putAddr(b []byte, a netip.Addr) {
@@ -322,16 +366,7 @@ func UnixPeer(c interface {
 	binary.LittleEndian.PutUint32(req[12:], unixDiagShowPeer)
 	binary.LittleEndian.PutUint32(req[16:], noCookie)
 	binary.LittleEndian.PutUint32(req[20:], noCookie)
-	conn, err := netlink.Dial(unix.NETLINK_SOCK_DIAG, nil)
-	if err != nil {
-		return 0, fmt.Errorf("sockdiag: %w", err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(5 * time.Second))
-	msgs, err := conn.Execute(netlink.Message{
-		Header: netlink.Header{Type: sockDiagByFamily, Flags: netlink.Request},
-		Data:   req,
-	})
+	msgs, err := diag.execute(req)
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) {
 			return 0, ErrNotFound

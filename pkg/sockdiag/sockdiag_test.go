@@ -1,10 +1,12 @@
 package sockdiag
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -182,5 +184,81 @@ func TestUnixPeer(t *testing.T) {
 	c.Close()
 	if Holds("", os.Getpid(), got) {
 		t.Error("Holds: the closed socket is still held")
+	}
+}
+
+// Lookups share one netlink socket: concurrent lookups each get their
+// own connection's answer, and a shared socket that broke is replaced
+// without failing the lookup.
+func TestTCPOwnerShared(t *testing.T) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	type pair struct {
+		peer, local netip.AddrPort
+		inode       uint64
+	}
+	var pairs []pair
+	for range 16 {
+		c, err := net.Dial("tcp4", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		s, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		pairs = append(pairs, pair{s.RemoteAddr().(*net.TCPAddr).AddrPort(), s.LocalAddr().(*net.TCPAddr).AddrPort(), inodeOf(t, c)})
+	}
+	errs := make(chan error, len(pairs)*20)
+	var wg sync.WaitGroup
+	for _, p := range pairs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 20 {
+				o, err := TCPOwner(p.peer, p.local)
+				if err == nil && o.Inode != p.inode {
+					err = fmt.Errorf("%v: inode %d, want %d", p.peer, o.Inode, p.inode)
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	// Break the shared socket behind the package's back: the next lookup
+	// still answers, on a new socket.
+	diag.mu.Lock()
+	if diag.conn == nil {
+		diag.mu.Unlock()
+		t.Fatal("no shared socket kept after the lookups")
+	}
+	old := diag.conn
+	old.Close()
+	diag.mu.Unlock()
+	if o, err := TCPOwner(pairs[0].peer, pairs[0].local); err != nil || o.Inode != pairs[0].inode {
+		t.Fatalf("after the shared socket broke: %+v, %v", o, err)
+	}
+	if diag.conn == old {
+		t.Error("the broken socket was kept")
+	}
+	// The kernel's "no such socket" keeps the shared socket.
+	cur := diag.conn
+	if _, err := TCPOwner(netip.MustParseAddrPort("127.0.0.1:1"), pairs[0].local); err != ErrNotFound {
+		t.Fatalf("err %v, want ErrNotFound", err)
+	}
+	if diag.conn != cur {
+		t.Error("a socket that answered ENOENT was replaced")
 	}
 }
