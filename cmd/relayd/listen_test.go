@@ -842,7 +842,8 @@ func TestListenBDAT(t *testing.T) {
 // relayd as the unit runs it: an unprivileged user with CAP_DAC_READ_SEARCH
 // and CAP_SYS_PTRACE as ambient capabilities. It finds another user's
 // client process, and no thread of relayd keeps the capabilities in force
-// (they are raised only on the scan's own threads, which end). Without
+// (they are raised only for a scan, on its locked thread, and lowered
+// after it). Without
 // them, mail is still recorded under the kernel's UID, without the
 // process, and relayd says why.
 func TestListenScanCapabilities(t *testing.T) {

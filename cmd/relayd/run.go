@@ -81,7 +81,8 @@ func run(path string, drainTimeout time.Duration) int {
 	// grants them) go out of force before anything else runs: relayd's
 	// own files (configuration, secrets, spool) are read with the daemon
 	// user's rights only, at start as at a reload, and the scan raises
-	// them on its own threads (sockdiag.WithScanCaps).
+	// them only for the scan, on the thread that runs it
+	// (sockdiag.WithScanCaps).
 	scanCaps, capsErr := sockdiag.LowerCaps()
 	cfg, ok := loadConfig(path)
 	if !ok {

@@ -466,8 +466,9 @@ func (s *Server) identify(raw net.Conn) (*Identity, error) {
 // inode) and records its advisory origin fields and GID.
 func (s *Server) describe(raw net.Conn, id *Identity) {
 	// Other users' /proc/PID/fd and links need capabilities that relayd
-	// raises only on the thread of this scan (sockdiag.WithScanCaps): it
-	// reads /proc and nothing else.
+	// raises only for this scan, on its locked thread
+	// (sockdiag.WithScanCaps), which meanwhile reads /proc and nothing
+	// else.
 	var h sockdiag.Holder
 	sockdiag.WithScanCaps(func() {
 		if id.inode == 0 {
