@@ -69,6 +69,39 @@ func TestReader(t *testing.T) {
 	}
 }
 
+// One Reader reset for message after message reads each as a new one
+// would (whatever state the last one ended in: a "." line, a held-back
+// CR, a grown buffer), and keeps its first-size buffer.
+func TestReaderReset(t *testing.T) {
+	ins := []struct {
+		in, want   string
+		ignoreDots bool
+	}{
+		{"a\r\n.\r\nb\r\n", "a\n", false},
+		{".\nrest\n", ".\nrest\n", true},
+		{"x\r", "x\r", true},
+		{"\r\nz", "\nz", true},
+		{strings.Repeat("line\r\n", 600<<10), strings.Repeat("line\n", 600<<10), true},
+		{"after large\r\n", "after large\n", false},
+		{"a\n.\nb\n", "a\n", false},
+	}
+	r := NewReader(nil, true)
+	var first []byte
+	for i, c := range ins {
+		r.Reset(strings.NewReader(c.in), c.ignoreDots)
+		got := readAll(t, r)
+		if got != c.want {
+			t.Errorf("message %d: got %q, want %q", i, trunc(got), trunc(c.want))
+		}
+		switch {
+		case i == 0:
+			first = r.buf
+		case len(c.in) < 1<<20 && i < 4 && (len(r.buf) == 0 || &r.buf[0] != &first[0]):
+			t.Errorf("message %d: the buffer was not kept", i)
+		}
+	}
+}
+
 func trunc(s string) string {
 	if len(s) > 100 {
 		return s[:50] + "..." + s[len(s)-50:]

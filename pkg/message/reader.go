@@ -89,6 +89,18 @@ func NewReader(r io.Reader, ignoreDots bool) *Reader {
 	return &Reader{src: r, dots: !ignoreDots, bol: true}
 }
 
+// Reset makes r a NewReader(src, ignoreDots) that keeps r's buffer when
+// it is the first size (a server reading one message after another
+// allocates it once, not per message); a buffer grown for a large message
+// is dropped.
+func (r *Reader) Reset(src io.Reader, ignoreDots bool) {
+	buf := r.buf
+	if len(buf) != stdinRead || r.br != nil {
+		buf = nil
+	}
+	*r = Reader{src: src, dots: !ignoreDots, bol: true, buf: buf}
+}
+
 // NewSMTPReader returns a Reader of an SMTP DATA section (RFC 5321
 // 4.5.2): it ends at the line "." (ended by CRLF, after a line ended by
 // CRLF), a leading "." of any other line is removed, line ends are

@@ -57,7 +57,6 @@ package smtpd
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -1002,7 +1001,11 @@ func (ss *session) Data(r io.Reader) error {
 	// CRLF becomes LF (the spool's line end); a bare CR or LF is kept as
 	// data. go-smtp's reader has already ended the section at CRLF.CRLF
 	// only and removed the dot-stuffing.
-	br := bufio.NewReaderSize(message.NewReader(dr, true), 64<<10)
+	rd := dataReaders.Get().(*dataReaderBufs)
+	defer rd.put()
+	rd.mr.Reset(dr, true)
+	rd.br.Reset(rd.mr)
+	br := rd.br
 	env := *ss.env
 	env.Recipients = append([]string(nil), ss.env.Recipients...)
 	o := ss.origin()
@@ -1028,7 +1031,7 @@ func (ss *session) Data(r io.Reader) error {
 		return fail(err)
 	}
 	m := &spool.Meta{Version: spool.Version, Env: env, Origin: o}
-	id, err := opts.Intake.Submit(m, io.MultiReader(bytes.NewReader(hdr), br))
+	id, err := opts.Intake.Submit(m, &headerBody{hdr: hdr, body: br})
 	if err == nil && dr.err != nil {
 		// Cannot be: a store reads its body to the end. Never answer 250
 		// for a message whose end was not seen.
@@ -1041,6 +1044,57 @@ func (ss *session) Data(r io.Reader) error {
 	// answers a Data error that is an *SMTPError with its code: this is
 	// how the reply names the queue ID.
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + id}
+}
+
+// dataReaderBufs are the buffers a session reads a message's data
+// through: the line-end normalisation's and the header reader's. They are
+// reused from message to message (dataReaders) instead of allocated
+// (128 KB) for each.
+type dataReaderBufs struct {
+	mr *message.Reader
+	br *bufio.Reader
+}
+
+var dataReaders = sync.Pool{New: func() any {
+	return &dataReaderBufs{mr: message.NewReader(nil, true), br: bufio.NewReaderSize(nil, 64<<10)}
+}}
+
+// put returns d to the pool, holding nothing of the session.
+func (d *dataReaderBufs) put() {
+	d.br.Reset(nil)
+	d.mr.Reset(nil, true)
+	dataReaders.Put(d)
+}
+
+// headerBody is the message as it is stored: the prepared header, then
+// the rest of the data. (io.MultiReader's WriteTo would allocate a 32 KB
+// buffer per message; the readers here write from their own.)
+type headerBody struct {
+	hdr  []byte
+	body *bufio.Reader
+}
+
+func (h *headerBody) Read(p []byte) (int, error) {
+	if len(h.hdr) > 0 {
+		n := copy(p, h.hdr)
+		h.hdr = h.hdr[n:]
+		return n, nil
+	}
+	return h.body.Read(p)
+}
+
+func (h *headerBody) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	if len(h.hdr) > 0 {
+		n, err := w.Write(h.hdr)
+		total += int64(n)
+		h.hdr = h.hdr[n:]
+		if err != nil {
+			return total, err
+		}
+	}
+	n, err := h.body.WriteTo(w)
+	return total + n, err
 }
 
 // reply is the SMTP reply for a message that was not stored: err from
