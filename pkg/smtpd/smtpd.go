@@ -757,6 +757,14 @@ wait:
 
 // conn is an identified connection. Its deadlines never go past the
 // session's hard limit, and closing it gives back its limiter slot.
+//
+// What the session writes is held until it next reads, or closes, and
+// then sent in one write: a server speaks only when it has read a
+// command, and waits for the next one after its reply, so nothing is
+// late, and a reply of many lines (EHLO's, written line by line by
+// go-smtp) costs one write(2) and one wake-up of the client instead of
+// one per line. (TLS records after STARTTLS are held the same way: the
+// handshake also reads after it writes.)
 type conn struct {
 	net.Conn
 	id      *Identity
@@ -765,6 +773,50 @@ type conn struct {
 	srv     *Server
 	once    sync.Once
 	inData  atomic.Bool
+
+	wmu  sync.Mutex
+	held []byte // written, not sent yet
+}
+
+// Bounds of what a conn holds back: more is sent at once; and the time a
+// Close gives held bytes to leave (a client that reads nothing must not
+// stall a shutdown).
+const (
+	maxHeld      = 16 << 10
+	closeFlushIn = 2 * time.Second
+)
+
+func (c *conn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if len(c.held)+len(p) <= maxHeld {
+		c.held = append(c.held, p...)
+		return len(p), nil
+	}
+	if err := c.sendHeld(); err != nil {
+		return 0, err
+	}
+	return c.Conn.Write(p)
+}
+
+// sendHeld writes what is held; c.wmu is held.
+func (c *conn) sendHeld() error {
+	if len(c.held) == 0 {
+		return nil
+	}
+	_, err := c.Conn.Write(c.held)
+	c.held = c.held[:0]
+	return err
+}
+
+func (c *conn) Read(p []byte) (int, error) {
+	c.wmu.Lock()
+	err := c.sendHeld()
+	c.wmu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	return c.Conn.Read(p)
 }
 
 func (c *conn) capped(t time.Time) time.Time {
@@ -779,6 +831,16 @@ func (c *conn) SetReadDeadline(t time.Time) error  { return c.Conn.SetReadDeadli
 func (c *conn) SetWriteDeadline(t time.Time) error { return c.Conn.SetWriteDeadline(c.capped(t)) }
 
 func (c *conn) Close() error {
+	// The last reply (QUIT's, a 421) leaves before the close. Another
+	// goroutine's Close (Shutdown) while the session is sending does not
+	// wait for it: the close ends that write.
+	if c.wmu.TryLock() {
+		if len(c.held) > 0 {
+			c.Conn.SetWriteDeadline(time.Now().Add(closeFlushIn))
+			c.sendHeld()
+		}
+		c.wmu.Unlock()
+	}
 	err := c.Conn.Close()
 	c.once.Do(func() {
 		c.release()
