@@ -74,6 +74,7 @@ import (
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
+	"golang.org/x/sys/unix"
 
 	"github.com/mailshim/mailshim/pkg/maillog"
 	"github.com/mailshim/mailshim/pkg/message"
@@ -169,6 +170,7 @@ type Server struct {
 	connErrs *sockserve.RateLog // go-smtp's errors of single connections
 	noProc   *sockserve.RateLog // the client's process not found
 	recent   recentHolders      // the processes that held each user's last sockets
+	users    userNames          // user names by UID
 	budget   scanBudget         // each user's allowance of /proc scan time
 	selfPID  int
 
@@ -457,8 +459,53 @@ func (s *Server) identify(raw net.Conn) (*Identity, error) {
 	default:
 		return nil, fmt.Errorf("unsupported connection type %T", raw)
 	}
-	id.User = origin.UserName(id.UID)
+	id.User = s.users.name(id.UID)
 	return id, nil
+}
+
+// userNames caches origin.UserName per UID while /etc/passwd is
+// unchanged (the same file, size, modification and change times: one
+// stat(2) per connection instead of reading and scanning the file).
+type userNames struct {
+	mu   sync.Mutex
+	file unix.Stat_t
+	m    map[int]string
+	// The file and its look-up (tests): /etc/passwd, origin.UserName.
+	path   string
+	lookup func(uid int) string
+}
+
+func (u *userNames) name(uid int) string {
+	path, lookup := u.path, u.lookup
+	if path == "" {
+		path, lookup = "/etc/passwd", origin.UserName
+	}
+	var st unix.Stat_t
+	if unix.Stat(path, &st) != nil {
+		return lookup(uid)
+	}
+	u.mu.Lock()
+	if u.m == nil || len(u.m) >= recentUIDs || !samePasswd(&st, &u.file) {
+		u.m, u.file = map[int]string{}, st
+	}
+	name, ok := u.m[uid]
+	u.mu.Unlock()
+	if ok {
+		return name
+	}
+	name = lookup(uid)
+	var after unix.Stat_t
+	u.mu.Lock()
+	// Kept only if the file did not change while it was read.
+	if unix.Stat(path, &after) == nil && samePasswd(&after, &st) && samePasswd(&st, &u.file) {
+		u.m[uid] = name
+	}
+	u.mu.Unlock()
+	return name
+}
+
+func samePasswd(a, b *unix.Stat_t) bool {
+	return a.Dev == b.Dev && a.Ino == b.Ino && a.Size == b.Size && a.Mtim == b.Mtim && a.Ctim == b.Ctim
 }
 
 // describe finds the client's process (TCP: the holder of the socket's

@@ -115,3 +115,36 @@ func TestScanBudget(t *testing.T) {
 		t.Fatalf("after a refund: %v", d)
 	}
 }
+
+// A user's name is read once while the passwd file is unchanged, and
+// again as soon as it changes (rewritten in place or replaced).
+func TestUserNames(t *testing.T) {
+	path := t.TempDir() + "/passwd"
+	os.WriteFile(path, []byte("alice\n"), 0o644)
+	reads := 0
+	u := &userNames{path: path, lookup: func(uid int) string {
+		reads++
+		b, _ := os.ReadFile(path)
+		return strings.TrimSpace(string(b))
+	}}
+	for range 3 {
+		if n := u.name(1000); n != "alice" {
+			t.Fatalf("name %q", n)
+		}
+	}
+	if reads != 1 {
+		t.Errorf("%d reads of an unchanged file, want 1", reads)
+	}
+	os.WriteFile(path, []byte("bob\n"), 0o644) // in place: size and times change
+	if n := u.name(1000); n != "bob" {
+		t.Errorf("after a rewrite: %q", n)
+	}
+	os.WriteFile(path+".new", []byte("carl\n"), 0o644)
+	os.Rename(path+".new", path) // replaced: another inode, same size
+	if n := u.name(1000); n != "carl" {
+		t.Errorf("after a replacement: %q", n)
+	}
+	if n := (&userNames{}).name(0); n != "root" {
+		t.Errorf("uid 0 from /etc/passwd: %q", n)
+	}
+}
