@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -35,7 +36,7 @@ func loopbackRow(o Options, sz sizes, work string, bins *Binaries, srv *smtptest
 	if bins.Relayd == "" {
 		return notMeasured(name, ref, "≥ 0.5× the reference, nothing lost", "cmd/relayd does not build yet"), nil
 	}
-	var refRates, rates []float64
+	var refRates, rates, cpuUser, cpuSys []float64
 	var lostNote []string
 	for i := 0; i < o.Runs; i++ {
 		o.logf("loopback: reference run %d, %d messages", i+1, n)
@@ -45,11 +46,15 @@ func loopbackRow(o Options, sz sizes, work string, bins *Binaries, srv *smtptest
 		}
 		refRates = append(refRates, r)
 		o.logf("loopback: relayd run %d, %d messages", i+1, n)
-		rate, note, err := loopbackOnce(o, filepath.Join(work, fmt.Sprintf("loopback-%d", i)), bins, srv, n)
+		rate, ru, note, err := loopbackOnce(o, filepath.Join(work, fmt.Sprintf("loopback-%d", i)), bins, srv, n)
 		if err != nil {
 			return Row{}, err
 		}
 		rates = append(rates, rate)
+		if ru != nil {
+			cpuUser = append(cpuUser, float64(time.Duration(ru.Utime.Nano()).Microseconds())/float64(n))
+			cpuSys = append(cpuSys, float64(time.Duration(ru.Stime.Nano()).Microseconds())/float64(n))
+		}
 		if note != "" {
 			lostNote = append(lostNote, note)
 		}
@@ -63,6 +68,13 @@ func loopbackRow(o Options, sz sizes, work string, bins *Binaries, srv *smtptest
 		runs = append(runs, fmt.Sprintf("%.2f", rates[i]/refRates[i]))
 	}
 	row.Note = "run ratios: " + strings.Join(runs, " ")
+	// The rate swings with the machine's load (the reference's too);
+	// relayd's CPU per message, its delivery to the upstream included,
+	// is the steadier figure of what relayd costs.
+	if len(cpuUser) > 0 {
+		u, sy := Summarise(cpuUser).Median, Summarise(cpuSys).Median
+		row.Note += fmt.Sprintf("; relayd CPU per message (wait4, delivery included): %.0f µs (user %.0f, sys %.0f)", u+sy, u, sy)
+	}
 	switch {
 	case len(lostNote) > 0:
 		row.Verdict = "MISSED: " + strings.Join(lostNote, "; ")
@@ -172,30 +184,32 @@ func sendOne(addr string, seq int) error {
 // loopbackOnce starts relayd with its listener on a free loopback port
 // (and nothing else: no Unix socket, no STARTTLS), sends n messages to it
 // from the parallel clients, then waits until the upstream has every one.
-// It returns the submission rate and, when messages were lost, what.
-func loopbackOnce(o Options, dir string, bins *Binaries, srv *smtptest.Server, n int) (float64, string, error) {
+// It returns the submission rate, relayd's resource usage (from start to
+// exit: every message accepted and delivered) and, when messages were
+// lost, what.
+func loopbackOnce(o Options, dir string, bins *Binaries, srv *smtptest.Server, n int) (float64, *syscall.Rusage, string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return 0, "", err
+		return 0, nil, "", err
 	}
 	defer os.RemoveAll(dir)
 	conf, err := upstreamTOML(dir, srv.Upstream())
 	if err != nil {
-		return 0, "", err
+		return 0, nil, "", err
 	}
 	port, err := freePort()
 	if err != nil {
-		return 0, "", err
+		return 0, nil, "", err
 	}
 	listen := fmt.Sprintf("\n[queue]\nconcurrency = 4\n\n[listen]\nenabled = true\naddresses = [\"127.0.0.1\"]\nports = [%d]\nsocket = \"\"\ncert_file = \"\"\nkey_file = \"\"\nmax_connections_per_uid = %d\n",
 		port, 2*loopbackClients)
 	site, err := NewSite(dir, &Binaries{}, conf+listen)
 	if err != nil {
-		return 0, "", err
+		return 0, nil, "", err
 	}
 	base := srv.Count()
 	r, err := StartRelayd(bins.Relayd, site)
 	if err != nil {
-		return 0, "", err
+		return 0, nil, "", err
 	}
 	defer r.Stop(30 * time.Second)
 	addr := net.JoinHostPort("127.0.0.1", fmt.Sprint(port))
@@ -207,22 +221,24 @@ func loopbackOnce(o Options, dir string, bins *Binaries, srv *smtptest.Server, n
 		}
 		return err == nil
 	}); err != nil {
-		return 0, "", err
+		return 0, nil, "", err
 	}
 	rate, accepted, err := sendParallel(addr, n)
 	if err != nil {
-		return 0, "", fmt.Errorf("loopback clients (%d accepted): %w; relayd log:\n%s", accepted, err, r.Tail(10))
+		return 0, nil, "", fmt.Errorf("loopback clients (%d accepted): %w; relayd log:\n%s", accepted, err, r.Tail(10))
 	}
 	if err := r.WaitFor(fmt.Sprintf("%d deliveries", accepted), 10*time.Minute, func() bool { return srv.Count()-base >= accepted }); err != nil {
-		return 0, "", err
+		return 0, nil, "", err
 	}
 	if got := srv.Count() - base; got != accepted {
-		return rate, fmt.Sprintf("%d accepted, upstream got %d", accepted, got), nil
+		ru, _ := r.Stop(30 * time.Second)
+		return rate, ru, fmt.Sprintf("%d accepted, upstream got %d", accepted, got), nil
 	}
-	if _, err := r.Stop(30 * time.Second); err != nil {
-		return 0, "", err
+	ru, err := r.Stop(30 * time.Second)
+	if err != nil {
+		return 0, nil, "", err
 	}
-	return rate, "", nil
+	return rate, ru, "", nil
 }
 
 // freePort returns a loopback TCP port that was free a moment ago.
