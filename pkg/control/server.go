@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/mailshim/mailshim/pkg/sockserve"
-	"golang.org/x/sys/unix"
 )
 
 // RequestTimeout is how long a client has, once it has a slot, to send its
@@ -46,19 +45,9 @@ func AdminOnly(verb string) bool {
 
 // PeerOf returns the credentials of c's peer.
 func PeerOf(c *net.UnixConn) (Peer, error) {
-	rc, err := c.SyscallConn()
+	cred, err := sockserve.PeerCred(c)
 	if err != nil {
-		return Peer{}, err
-	}
-	var cred *unix.Ucred
-	var cerr error
-	if err := rc.Control(func(fd uintptr) {
-		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil {
-		return Peer{}, err
-	}
-	if cerr != nil {
-		return Peer{}, fmt.Errorf("SO_PEERCRED: %w", cerr)
+		return Peer{}, fmt.Errorf("SO_PEERCRED: %w", err)
 	}
 	uid := int(cred.Uid)
 	return Peer{PID: int(cred.Pid), UID: uid, GID: int(cred.Gid), Admin: uid == 0 || uid == os.Getuid()}, nil

@@ -83,7 +83,6 @@ import (
 	"github.com/mailshim/mailshim/pkg/sockserve"
 	"github.com/mailshim/mailshim/pkg/spool"
 	"github.com/mailshim/mailshim/pkg/submit"
-	"github.com/mailshim/mailshim/pkg/submitsock"
 	"github.com/mailshim/mailshim/pkg/sysexits"
 )
 
@@ -443,7 +442,7 @@ func (s *Server) identify(raw net.Conn) (*Identity, error) {
 		if !ok {
 			return nil, errors.New("not a unix connection")
 		}
-		cred, err := submitsock.PeerCred(uc)
+		cred, err := sockserve.PeerCred(uc)
 		if err != nil {
 			return nil, fmt.Errorf("SO_PEERCRED: %w", err)
 		}

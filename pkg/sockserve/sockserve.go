@@ -6,6 +6,8 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Listen creates a Unix socket at path with the given mode (0666 for the
@@ -67,4 +69,21 @@ func (r *RateLog) Note(kv ...any) {
 	r.n, r.last = 0, t
 	r.mu.Unlock()
 	r.Log(n, kv...)
+}
+
+// PeerCred returns the credentials of conn's peer (SO_PEERCRED): the
+// identity the kernel vouches for.
+func PeerCred(conn *net.UnixConn) (*unix.Ucred, error) {
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := rc.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return nil, err
+	}
+	return cred, cerr
 }

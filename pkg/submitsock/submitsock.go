@@ -49,10 +49,10 @@ import (
 	"time"
 
 	"github.com/mailshim/mailshim/pkg/origin"
+	"github.com/mailshim/mailshim/pkg/sockserve"
 	"github.com/mailshim/mailshim/pkg/spool"
 	"github.com/mailshim/mailshim/pkg/submit"
 	"github.com/mailshim/mailshim/pkg/sysexits"
-	"golang.org/x/sys/unix"
 )
 
 const (
@@ -225,7 +225,7 @@ func orDefault(d, def time.Duration) time.Duration {
 func (s *Server) Serve(conn *net.UnixConn) error {
 	defer conn.Close()
 	start := time.Now()
-	cred, err := PeerCred(conn)
+	cred, err := sockserve.PeerCred(conn)
 	if err != nil {
 		return fmt.Errorf("submit: SO_PEERCRED: %w", err)
 	}
@@ -323,23 +323,6 @@ func (s *Server) Serve(conn *net.UnixConn) error {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
-}
-
-// PeerCred returns the credentials of conn's peer (SO_PEERCRED): the
-// identity the kernel vouches for.
-func PeerCred(conn *net.UnixConn) (*unix.Ucred, error) {
-	rc, err := conn.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	var cred *unix.Ucred
-	var cerr error
-	if err := rc.Control(func(fd uintptr) {
-		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil {
-		return nil, err
-	}
-	return cred, cerr
 }
 
 // deadlineReader sets the read deadline before every read: idle from
