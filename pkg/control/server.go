@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"sync"
 	"time"
 
@@ -50,7 +49,7 @@ func PeerOf(c *net.UnixConn) (Peer, error) {
 		return Peer{}, fmt.Errorf("SO_PEERCRED: %w", err)
 	}
 	uid := int(cred.Uid)
-	return Peer{PID: int(cred.Pid), UID: uid, GID: int(cred.Gid), Admin: uid == 0 || uid == os.Getuid()}, nil
+	return Peer{PID: int(cred.Pid), UID: uid, GID: int(cred.Gid), Admin: sockserve.Admin(uid)}, nil
 }
 
 // Server is the control socket's server.

@@ -58,8 +58,11 @@ type Limiter struct {
 	freed      chan struct{} // closed (and replaced) by every Release
 }
 
-// admin reports whether uid is root or the user relayd runs as.
-func admin(uid int) bool { return uid == 0 || uid == os.Getuid() }
+// Admin reports whether uid is root or the user relayd runs as: the peers
+// that every socket serves beyond the others' limits (Limiter's reserve,
+// the submission socket's header budget) and that may use every verb of
+// the control socket.
+func Admin(uid int) bool { return uid == 0 || uid == os.Getuid() }
 
 // SubmitLimiter returns the limits of the submission socket: 64 messages
 // at once, 8 per UID; up to 256 more waiting (32 per UID) for 30 s; 2
@@ -67,7 +70,7 @@ func admin(uid int) bool { return uid == 0 || uid == os.Getuid() }
 // alone.
 func SubmitLimiter() *Limiter {
 	return &Limiter{Global: 64, PerUID: 8, MaxWaiting: 256, MaxWaitingPerUID: 32, Wait: 30 * time.Second,
-		Floor: 2, Ceiling: 512, Reserved: 16, Privileged: admin}
+		Floor: 2, Ceiling: 512, Reserved: 16, Privileged: Admin}
 }
 
 // ControlLimiter returns the limits of the control socket: 16 requests at
@@ -75,7 +78,7 @@ func SubmitLimiter() *Limiter {
 // beyond the 16 (up to 256), and 8 for root and the daemon user alone.
 func ControlLimiter() *Limiter {
 	return &Limiter{Global: 16, PerUID: 4, MaxWaiting: 64, MaxWaitingPerUID: 8, Wait: 10 * time.Second,
-		Floor: 2, Ceiling: 256, Reserved: 8, Privileged: admin}
+		Floor: 2, Ceiling: 256, Reserved: 8, Privileged: Admin}
 }
 
 // ListenLimiter returns the limits of the loopback SMTP listener: global
@@ -84,7 +87,7 @@ func ControlLimiter() *Limiter {
 // and 16 for root and the daemon user alone.
 func ListenLimiter(global, perUID int) *Limiter {
 	return &Limiter{Global: global, PerUID: perUID, MaxWaiting: 4 * global, MaxWaitingPerUID: 4 * perUID, Wait: 30 * time.Second,
-		Floor: 2, Ceiling: max(4*global, global+64), Reserved: 16, Privileged: admin}
+		Floor: 2, Ceiling: max(4*global, global+64), Reserved: 16, Privileged: Admin}
 }
 
 func (l *Limiter) privileged(uid int) bool { return l.Privileged != nil && l.Privileged(uid) }

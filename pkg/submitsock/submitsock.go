@@ -43,7 +43,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -259,7 +258,7 @@ func (s *Server) Serve(conn *net.UnixConn) error {
 	// charged until the connection ends (the decoded header lives that
 	// long).
 	bud := &budgetReader{r: dl, b: s.Budget, uid: cred.Uid, on: true}
-	if cred.Uid == 0 || int(cred.Uid) == os.Getuid() {
+	if sockserve.Admin(int(cred.Uid)) {
 		bud.b = nil // root and the daemon user are never refused for others' load
 	}
 	defer bud.release()
