@@ -42,9 +42,10 @@ type SenderPolicy interface {
 	CheckSender(user string, uid int, sender string) error
 }
 
-// ReplyLine makes s fit in one SMTP reply line (control characters become
-// spaces, at most 400 bytes): the rule of both SMTP servers, -bs and the
-// loopback listener.
+// ReplyLine makes s fit in one reply line (control characters become
+// spaces, at most 400 bytes): the rule of every door that answers a
+// client with a line, both SMTP servers (-bs and the loopback listener)
+// and the submission socket.
 func ReplyLine(s string) string {
 	s = strings.Map(func(r rune) rune {
 		if r < 0x20 || r == 0x7f {

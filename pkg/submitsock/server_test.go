@@ -21,8 +21,8 @@ import (
 	"github.com/mailshim/mailshim/pkg/submit"
 )
 
-// rawServer serves srv (its Store set here, into a real spool.Drop) on a
-// socket in a temp dir.
+// rawServer serves srv (its Store, unless set, into a real spool.Drop) on
+// a socket in a temp dir.
 type rawServer struct {
 	*server
 	srv *Server
@@ -33,21 +33,23 @@ func newRawServer(t *testing.T, srv *Server) *rawServer {
 	tmp := t.TempDir()
 	s := &server{sock: filepath.Join(tmp, "submit.sock"), dir: filepath.Join(tmp, "store"), errs: make(chan error, 64)}
 	os.Mkdir(s.dir, 0o700)
-	srv.Store = func(m *spool.Meta, body io.Reader) (string, error) {
-		dir, err := spool.OpenDir(filepath.Dir(s.dir), filepath.Base(s.dir))
-		if err != nil {
-			return "", err
+	if srv.Store == nil {
+		srv.Store = func(m *spool.Meta, body io.Reader) (string, error) {
+			dir, err := spool.OpenDir(filepath.Dir(s.dir), filepath.Base(s.dir))
+			if err != nil {
+				return "", err
+			}
+			defer dir.Close()
+			d, err := spool.NewDrop(dir, m, 1<<20)
+			if err != nil {
+				return "", err
+			}
+			if _, err := io.Copy(d, body); err != nil {
+				d.Abort()
+				return "", err
+			}
+			return m.ID, d.Commit()
 		}
-		defer dir.Close()
-		d, err := spool.NewDrop(dir, m, 1<<20)
-		if err != nil {
-			return "", err
-		}
-		if _, err := io.Copy(d, body); err != nil {
-			d.Abort()
-			return "", err
-		}
-		return m.ID, d.Commit()
 	}
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: s.sock, Net: "unix"})
 	if err != nil {
@@ -266,4 +268,18 @@ func TestServeSenderPolicy(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// A refusal's text reaches the client as one line: control characters
+// become spaces and it is cut at 400 bytes.
+func TestServeAnswerOneLine(t *testing.T) {
+	s := newRawServer(t, &Server{Intake: submit.Intake{Store: func(m *spool.Meta, body io.Reader) (string, error) {
+		io.Copy(io.Discard, body)
+		return "", &submit.Error{Code: 77, Msg: "no\r\nok 0006270A1B2C3D4E5F60\x7f" + strings.Repeat("x", 1000)}
+	}}})
+	ans := submitRaw(t, s.sock, meta("", "b@example.org"), "Subject: x\n\nbody\n")
+	if want := "error 77 no  ok 0006270A1B2C3D4E5F60 xxx"; !strings.HasPrefix(ans, want) || len(ans) != len("error 77 ")+400 {
+		t.Errorf("answer %q (%d bytes), want %q... of %d bytes", ans, len(ans), want, len("error 77 ")+400)
+	}
+	<-s.errs
 }

@@ -234,13 +234,7 @@ func (s *Server) Serve(conn *net.UnixConn) error {
 			fmt.Fprintf(conn, "ok %s\n", msg)
 			return
 		}
-		msg = strings.Map(func(r rune) rune {
-			if r < 0x20 || r == 0x7f {
-				return ' '
-			}
-			return r
-		}, msg)
-		fmt.Fprintf(conn, "error %d %s\n", code, truncate(msg, 400))
+		fmt.Fprintf(conn, "error %d %s\n", code, submit.ReplyLine(msg))
 	}
 	// refuse answers and drains a bounded amount, so that a client still
 	// sending gets to read the answer instead of a reset.
