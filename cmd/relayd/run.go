@@ -373,10 +373,11 @@ func serveSubmit(ctx context.Context, ln *net.UnixListener, lim *sockserve.Limit
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for {
-		c, err := acc.Accept(ctx)
+		conn, err := acc.Accept(ctx)
 		if err != nil {
 			return
 		}
+		c := conn.(*net.UnixConn) // ln is a UnixListener
 		mu.Lock()
 		conns[c] = true
 		mu.Unlock()

@@ -105,10 +105,11 @@ func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for {
-		c, err := acc.Accept(ctx)
+		conn, err := acc.Accept(ctx)
 		if err != nil {
 			return nil
 		}
+		c := conn.(*net.UnixConn) // ln is a UnixListener
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

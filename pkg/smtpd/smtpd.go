@@ -281,26 +281,14 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	s.lns[ln] = true
 	s.mu.Unlock()
-	var delay time.Duration
-	fails := &sockserve.RateLog{Log: func(n int, kv ...any) {
-		s.opts.Log.Error("SMTP listener accept failed; backing off", nil, append([]slog.Attr{slog.Int("failures", n)}, maillog.KV(kv...)...)...)
+	acc := &sockserve.Acceptor{Ln: ln, Log: func(err error, n int) {
+		s.opts.Log.Error("SMTP listener accept failed; backing off", nil, slog.Int("failures", n), slog.String("error", err.Error()))
 	}}
 	for {
-		c, err := ln.Accept()
+		c, err := acc.Accept(s.ctx)
 		if err != nil {
-			if s.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			fails.Note("error", err.Error())
-			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			select {
-			case <-time.After(delay):
-			case <-s.ctx.Done():
-				return nil
-			}
-			continue
+			return nil
 		}
-		delay = 0
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()

@@ -208,7 +208,7 @@ const (
 // next success) and reports the error through Log at most once a minute,
 // with the number of failures since the last report.
 type Acceptor struct {
-	Ln  *net.UnixListener
+	Ln  net.Listener
 	Log func(err error, failures int)
 	// Now is the clock for the log rate (time.Now when nil).
 	Now func() time.Time
@@ -219,9 +219,9 @@ type Acceptor struct {
 
 // Accept returns the next connection. It returns an error only when the
 // listener is closed (net.ErrClosed) or ctx is done.
-func (a *Acceptor) Accept(ctx context.Context) (*net.UnixConn, error) {
+func (a *Acceptor) Accept(ctx context.Context) (net.Conn, error) {
 	for {
-		c, err := a.Ln.AcceptUnix()
+		c, err := a.Ln.Accept()
 		if err == nil {
 			a.delay = 0
 			return c, nil

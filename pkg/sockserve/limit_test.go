@@ -112,7 +112,7 @@ func TestAcceptorBacksOffOnEMFILE(t *testing.T) {
 	}}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	accepted := make(chan *net.UnixConn)
+	accepted := make(chan net.Conn)
 	go func() {
 		for {
 			c, err := acc.Accept(ctx)
