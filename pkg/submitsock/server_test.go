@@ -10,7 +10,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -20,53 +19,6 @@ import (
 	"github.com/mailshim/mailshim/pkg/spool"
 	"github.com/mailshim/mailshim/pkg/submit"
 )
-
-// rawServer serves srv (its Store, unless set, into a real spool.Drop) on
-// a socket in a temp dir.
-type rawServer struct {
-	*server
-	srv *Server
-}
-
-func newRawServer(t *testing.T, srv *Server) *rawServer {
-	t.Helper()
-	tmp := t.TempDir()
-	s := &server{sock: filepath.Join(tmp, "submit.sock"), dir: filepath.Join(tmp, "store"), errs: make(chan error, 64)}
-	os.Mkdir(s.dir, 0o700)
-	if srv.Store == nil {
-		srv.Store = func(m *spool.Meta, body io.Reader) (string, error) {
-			dir, err := spool.OpenDir(filepath.Dir(s.dir), filepath.Base(s.dir))
-			if err != nil {
-				return "", err
-			}
-			defer dir.Close()
-			d, err := spool.NewDrop(dir, m, 1<<20)
-			if err != nil {
-				return "", err
-			}
-			if _, err := io.Copy(d, body); err != nil {
-				d.Abort()
-				return "", err
-			}
-			return m.ID, d.Commit()
-		}
-	}
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: s.sock, Net: "unix"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.AcceptUnix()
-			if err != nil {
-				return
-			}
-			go func() { s.errs <- srv.Serve(c) }()
-		}
-	}()
-	return &rawServer{server: s, srv: srv}
-}
 
 // submitRaw sends greeting, the spool header of m (Extra included) and
 // body as one chunk, and returns the server's answer line.
@@ -98,7 +50,7 @@ func meta(sender string, rcpts ...string) *spool.Meta {
 
 // What sendmail refuses, the socket refuses, with the same code.
 func TestServeValidatesEnvelope(t *testing.T) {
-	s := newRawServer(t, &Server{})
+	s := newServer(t, &Server{}, 1<<20)
 	many := make([]string, 20001)
 	for i := range many {
 		many[i] = "u" + strconv.Itoa(i) + "@example.org"
@@ -129,12 +81,7 @@ func TestServeValidatesEnvelope(t *testing.T) {
 			if want := "error " + strconv.Itoa(tt.code) + " "; !strings.HasPrefix(got, want) {
 				t.Fatalf("answer %q, want %q...", got, want)
 			}
-			if err := <-s.errs; err == nil {
-				t.Error("Serve returned no error to log")
-			}
-			if f := s.files(t); len(f) != 0 {
-				t.Fatalf("stored: %v", f)
-			}
+			s.refused(t)
 		})
 	}
 }
@@ -142,7 +89,7 @@ func TestServeValidatesEnvelope(t *testing.T) {
 // Unknown keys are dropped, and the advisory origin is re-checked
 // against the peer's UID.
 func TestServeSanitizesOrigin(t *testing.T) {
-	s := newRawServer(t, &Server{})
+	s := newServer(t, &Server{}, 1<<20)
 	m := meta("a@example.org", "Root <root>", "b@example.org")
 	m.Extra = [][2]string{{"orig-rcpt", "ceo@example.org"}, {"dsn-for", "660F3603DDED115B5BF6"}}
 	other := os.Getuid() + 1
@@ -159,16 +106,7 @@ func TestServeSanitizesOrigin(t *testing.T) {
 	if err := <-s.errs; err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.Open(filepath.Join(s.dir, id))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	st, _ := f.Stat()
-	got, err := spool.Decode(f, st.Size())
-	if err != nil {
-		t.Fatal(err)
-	}
+	got, _ := s.stored(t, id)
 	o := got.Origin
 	switch {
 	case len(got.Extra) != 0:
@@ -187,7 +125,7 @@ func TestServeSanitizesOrigin(t *testing.T) {
 // byte is dropped at BodyTimeout however often it sends; nothing is
 // stored.
 func TestServeDeadlines(t *testing.T) {
-	s := newRawServer(t, &Server{HeaderTimeout: 200 * time.Millisecond, BodyTimeout: 300 * time.Millisecond, IdleTimeout: time.Minute})
+	s := newServer(t, &Server{HeaderTimeout: 200 * time.Millisecond, BodyTimeout: 300 * time.Millisecond, IdleTimeout: time.Minute}, 1<<20)
 	c, err := net.Dial("unix", s.sock)
 	if err != nil {
 		t.Fatal(err)
@@ -234,12 +172,7 @@ trickle:
 	if !strings.HasPrefix(ans, "error 74 message incomplete") {
 		t.Errorf("trickled body: answer %q", ans)
 	}
-	if err := <-s.errs; err == nil {
-		t.Error("trickled body: no error")
-	}
-	if f := s.files(t); len(f) != 0 {
-		t.Fatalf("stored: %v", f)
-	}
+	s.refused(t)
 }
 
 // Exit 77 over the socket: the sender policy (a real configuration's
@@ -249,17 +182,12 @@ func TestServeSenderPolicy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := newRawServer(t, &Server{Intake: submit.Intake{Policy: cfg}})
+	s := newServer(t, &Server{Intake: submit.Intake{Policy: cfg}}, 1<<20)
 	ans := submitRaw(t, s.sock, meta("ceo@example.com", "b@example.org"), "Subject: x\n\nbody\n")
 	if !strings.HasPrefix(ans, "error 77 sender address \"ceo@example.com\" is not allowed") {
 		t.Fatalf("answer %q", ans)
 	}
-	if err := <-s.errs; err == nil {
-		t.Error("no error to log")
-	}
-	if f := s.files(t); len(f) != 0 {
-		t.Fatalf("stored: %v", f)
-	}
+	s.refused(t)
 	for _, sender := range []string{"x@allowed.example", ""} {
 		if ans := submitRaw(t, s.sock, meta(sender, "b@example.org"), "Subject: x\n\nbody\n"); !strings.HasPrefix(ans, "ok ") {
 			t.Fatalf("sender %q: %q", sender, ans)
@@ -273,10 +201,10 @@ func TestServeSenderPolicy(t *testing.T) {
 // A refusal's text reaches the client as one line: control characters
 // become spaces and it is cut at 400 bytes.
 func TestServeAnswerOneLine(t *testing.T) {
-	s := newRawServer(t, &Server{Intake: submit.Intake{Store: func(m *spool.Meta, body io.Reader) (string, error) {
+	s := newServer(t, &Server{Intake: submit.Intake{Store: func(m *spool.Meta, body io.Reader) (string, error) {
 		io.Copy(io.Discard, body)
 		return "", &submit.Error{Code: 77, Msg: "no\r\nok 0006270A1B2C3D4E5F60\x7f" + strings.Repeat("x", 1000)}
-	}}})
+	}}}, 0)
 	ans := submitRaw(t, s.sock, meta("", "b@example.org"), "Subject: x\n\nbody\n")
 	if want := "error 77 no  ok 0006270A1B2C3D4E5F60 xxx"; !strings.HasPrefix(ans, want) || len(ans) != len("error 77 ")+400 {
 		t.Errorf("answer %q (%d bytes), want %q... of %d bytes", ans, len(ans), want, len("error 77 ")+400)

@@ -17,19 +17,39 @@ import (
 	"github.com/mailshim/mailshim/pkg/sysexits"
 )
 
-// server listens on a socket in a temp dir and stores into a real
-// spool.Drop in another, as relayd does.
+// server serves a Server on a socket in a temp dir; unless the Server has
+// a Store, it stores into a real spool.Drop in another, as relayd does.
 type server struct {
 	sock string
 	dir  string
-	errs chan error
+	errs chan error // what Serve returned, one per connection
 }
 
-func newServer(t *testing.T, max int64) *server {
+// newServer serves srv, whose Store, if unset, stores messages of at most
+// max bytes.
+func newServer(t *testing.T, srv *Server, max int64) *server {
 	t.Helper()
 	tmp := t.TempDir()
-	s := &server{sock: filepath.Join(tmp, "submit.sock"), dir: filepath.Join(tmp, "store"), errs: make(chan error, 16)}
+	s := &server{sock: filepath.Join(tmp, "submit.sock"), dir: filepath.Join(tmp, "store"), errs: make(chan error, 64)}
 	os.Mkdir(s.dir, 0o700)
+	if srv.Store == nil {
+		srv.Store = func(m *spool.Meta, body io.Reader) (string, error) {
+			dir, err := spool.OpenDir(filepath.Dir(s.dir), filepath.Base(s.dir))
+			if err != nil {
+				return "", err
+			}
+			defer dir.Close()
+			d, err := spool.NewDrop(dir, m, max)
+			if err != nil {
+				return "", err
+			}
+			if _, err := io.Copy(d, body); err != nil {
+				d.Abort()
+				return "", err
+			}
+			return m.ID, d.Commit()
+		}
+	}
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: s.sock, Net: "unix"})
 	if err != nil {
 		t.Fatal(err)
@@ -41,27 +61,39 @@ func newServer(t *testing.T, max int64) *server {
 			if err != nil {
 				return
 			}
-			go func() {
-				s.errs <- (&Server{Intake: submit.Intake{Store: func(m *spool.Meta, body io.Reader) (string, error) {
-					dir, err := spool.OpenDir(filepath.Dir(s.dir), filepath.Base(s.dir))
-					if err != nil {
-						return "", err
-					}
-					defer dir.Close()
-					d, err := spool.NewDrop(dir, m, max)
-					if err != nil {
-						return "", err
-					}
-					if _, err := io.Copy(d, body); err != nil {
-						d.Abort()
-						return "", err
-					}
-					return m.ID, d.Commit()
-				}}}).Serve(c)
-			}()
+			go func() { s.errs <- srv.Serve(c) }()
 		}
 	}()
 	return s
+}
+
+// refused checks that Serve returned an error to log for the last
+// connection and that nothing was stored.
+func (s *server) refused(t *testing.T) {
+	t.Helper()
+	if err := <-s.errs; err == nil {
+		t.Error("Serve returned no error to log")
+	}
+	if f := s.files(t); len(f) != 0 {
+		t.Fatalf("stored: %v", f)
+	}
+}
+
+// stored opens and decodes the stored file of queue ID id (closed at the
+// end of the test).
+func (s *server) stored(t *testing.T, id string) (*spool.Meta, *os.File) {
+	t.Helper()
+	f, err := os.Open(filepath.Join(s.dir, id))
+	if err != nil {
+		t.Fatalf("stored file: %v (have %v)", err, s.files(t))
+	}
+	t.Cleanup(func() { f.Close() })
+	st, _ := f.Stat()
+	m, err := spool.Decode(f, st.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, f
 }
 
 func (s *server) files(t *testing.T) []string {
@@ -78,7 +110,7 @@ func (s *server) files(t *testing.T) []string {
 }
 
 func TestSendServe(t *testing.T) {
-	s := newServer(t, 1<<20)
+	s := newServer(t, &Server{}, 1<<20)
 	m := &spool.Meta{ID: spool.NewID(time.Now()), Time: time.Now(),
 		Env:    spool.Envelope{Sender: "a@example.org", Recipients: []string{"b@example.org"}},
 		Origin: spool.Origin{UID: 0, GID: 0, User: "forged-root", Via: "maildrop", Script: "/x.php", ScriptSource: "SCRIPT_FILENAME", Mode: "t"},
@@ -91,16 +123,7 @@ func TestSendServe(t *testing.T) {
 	if err := <-s.errs; err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.Open(filepath.Join(s.dir, id))
-	if err != nil {
-		t.Fatalf("stored file: %v (have %v)", err, s.files(t))
-	}
-	defer f.Close()
-	st, _ := f.Stat()
-	got, err := spool.Decode(f, st.Size())
-	if err != nil {
-		t.Fatal(err)
-	}
+	got, f := s.stored(t, id)
 	// Identity from the kernel, not from the client.
 	if got.Origin.UID != os.Getuid() || got.Origin.GID != os.Getgid() || got.Origin.Via != "socket" || got.Origin.User == "forged-root" && os.Getuid() != 0 {
 		t.Errorf("origin %+v", got.Origin)
@@ -115,7 +138,7 @@ func TestSendServe(t *testing.T) {
 }
 
 func TestSendTooLarge(t *testing.T) {
-	s := newServer(t, 100)
+	s := newServer(t, &Server{}, 100)
 	// Small (fits the socket buffers) and large (the server stops reading
 	// long before the client stops writing): both get the server's answer.
 	for _, n := range []int{1000, 100 << 20} {
@@ -134,7 +157,7 @@ func TestSendTooLarge(t *testing.T) {
 
 // A client that disconnects before the final chunk stores nothing.
 func TestServeIncomplete(t *testing.T) {
-	s := newServer(t, 1<<20)
+	s := newServer(t, &Server{}, 1<<20)
 	c, err := net.Dial("unix", s.sock)
 	if err != nil {
 		t.Fatal(err)
@@ -150,16 +173,11 @@ func TestServeIncomplete(t *testing.T) {
 	if !strings.HasPrefix(line, "error 74 ") {
 		t.Errorf("answer %q", line)
 	}
-	if err := <-s.errs; err == nil {
-		t.Error("Serve reported success")
-	}
-	if f := s.files(t); len(f) != 0 {
-		t.Errorf("stored %v", f)
-	}
+	s.refused(t)
 }
 
 func TestServeGarbage(t *testing.T) {
-	s := newServer(t, 1<<20)
+	s := newServer(t, &Server{}, 1<<20)
 	for _, in := range []string{"HELO x\r\n", greeting + "not a header\n\n", greeting + "MAILSHIM-SPOOL 1\nid 0006270A1B2C3D4E5F60\n\n"} {
 		c, err := net.Dial("unix", s.sock)
 		if err != nil {
