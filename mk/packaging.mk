@@ -79,6 +79,12 @@ $(PKG_BUILD)/tmpfiles.conf: packaging/layout.txt packaging/layout.sh
 pkg-files: $(PKG_BUILD)/mailshim.conf $(PKG_BUILD)/tmpfiles.conf
 
 # --- the Debian package --------------------------------------------------
+#
+# Besides packaging/layout.txt's files: the copyright, the changelog, the
+# lintian overrides, and the link through which ca-certificates trusts the
+# local listener's CA (/usr/share/ca-certificates/mailshim/, the place for
+# a package's certificates; postinst lists it in /etc/ca-certificates.conf)
+# to the copy relayd tls-init writes, /etc/mailshim/local-ca.crt.
 
 deb: build pkg-files
 	@rm -rf $(PKG_BUILD)/deb && mkdir -p $(PKG_BUILD)/deb/DEBIAN $(DEB_DIR)
@@ -96,6 +102,8 @@ deb: build pkg-files
 	install -d -m 0755 $$d/usr/share/lintian/overrides; \
 	cp packaging/debian/lintian-overrides $$d/usr/share/lintian/overrides/mailshim; \
 	chmod 0644 $$d/usr/share/lintian/overrides/mailshim; \
+	install -d -m 0755 $$d/usr/share/ca-certificates/mailshim; \
+	ln -s /etc/mailshim/local-ca.crt $$d/usr/share/ca-certificates/mailshim/mailshim-local-ca.crt; \
 	$(PKG_DEB_ENV) $(PKG_LAYOUT) conffiles >$$d/DEBIAN/conffiles; \
 	for s in postinst prerm postrm; do \
 	  case $$s in postinst) gen=postinst ;; postrm) gen=postrm ;; *) gen= ;; esac; \

@@ -150,10 +150,29 @@ check "install: newaliases exits 0" /usr/bin/newaliases
 # valid for the local names through the system store alone.
 check "install: /etc/mailshim/tls is root:mailshim 0750, local.key 0640" sh -c \
 	'[ "$(stat -c "%U:%G %a" /etc/mailshim/tls) $(stat -c "%U:%G %a" /etc/mailshim/tls/local.key)" = "root:mailshim 750 root:mailshim 640" ]'
-check "install: the local CA is in the system trust store" sh -c \
-	'cmp /usr/local/share/ca-certificates/mailshim-local-ca.crt /etc/mailshim/tls/ca.crt &&
-	 [ -L /etc/ssl/certs/mailshim-local-ca.pem ] &&
-	 grep -q "$(sed -n 2p /etc/mailshim/tls/ca.crt)" /etc/ssl/certs/ca-certificates.crt'
+# The CA is trusted the way a package's CA is (Debian policy 9.1.2 leaves
+# /usr/local to the administrator): the package's link in
+# /usr/share/ca-certificates/mailshim/, listed in /etc/ca-certificates.conf,
+# to the copy tls-init wrote in /etc/mailshim (0644: verifiers run as
+# any user read it through /etc/ssl/certs).
+ca_trusted() {
+	cmp /etc/mailshim/local-ca.crt /etc/mailshim/tls/ca.crt &&
+		is "$(stat -c '%U:%G %a' /etc/mailshim/local-ca.crt)" "root:root 644" &&
+		grep -qx mailshim/mailshim-local-ca.crt /etc/ca-certificates.conf &&
+		is "$(readlink -f /etc/ssl/certs/mailshim-local-ca.pem)" /etc/mailshim/local-ca.crt &&
+		grep -q "$(sed -n 2p /etc/mailshim/tls/ca.crt)" /etc/ssl/certs/ca-certificates.crt
+}
+nothing_in_usr_local() { [ -z "$(find /usr/local -name '*mailshim*' | head -n1)" ]; }
+# ca_untrusted: $ca_line is a line of the CA's PEM, saved while it existed.
+ca_untrusted() {
+	! grep -qs mailshim /etc/ca-certificates.conf && [ ! -e /etc/ssl/certs/mailshim-local-ca.pem ] &&
+		! grep -q "$ca_line" /etc/ssl/certs/ca-certificates.crt
+}
+check "install: the local CA is in the system trust store, through /usr/share/ca-certificates and ca-certificates.conf" ca_trusted
+check "install: nothing of mailshim's under /usr/local" nothing_in_usr_local
+# nobody, through the hashed links of /etc/ssl/certs alone (no bundle).
+check "install: nobody verifies the listener's certificate through /etc/ssl/certs" sh -c \
+	'setpriv --reuid=65534 --regid=65534 --clear-groups openssl verify -no-CAfile -CApath /etc/ssl/certs -verify_ip 127.0.0.1 </etc/mailshim/tls/local.crt'
 tls_names_ok() {
 	local n
 	for n in "-verify_ip 127.0.0.1" "-verify_ip ::1" "-verify_hostname localhost" "-verify_hostname $(hostname)"; do
@@ -206,6 +225,11 @@ check "runtime: the message is queued in relayd's queue/" test -n "$queued"
 
 echo "== upgrade with queued mail and an admin's own statoverride"
 plant_mail
+# As an earlier version left it: the CA in /usr/local/share/ca-certificates,
+# trusted from there. The upgrade moves it to /etc/mailshim.
+mv /etc/mailshim/local-ca.crt /usr/local/share/ca-certificates/mailshim-local-ca.crt
+sed -i '\|^mailshim/mailshim-local-ca.crt$|d' /etc/ca-certificates.conf
+update-ca-certificates >/dev/null 2>&1
 dpkg-statoverride --remove /usr/sbin/sendmail >/dev/null
 dpkg-statoverride --update --add root mailshim-drop 2750 /usr/sbin/sendmail
 check "upgrade with apt-get" apt_get install -y --no-install-recommends "$tmp/upgrade.deb"
@@ -216,8 +240,11 @@ check "upgrade: /usr/sbin/sendmail has the admin's mode" is "$(stat -c '%U:%G %a
 dpkg-statoverride --remove /usr/sbin/sendmail >/dev/null
 dpkg-statoverride --update --add root mailshim-drop 2755 /usr/sbin/sendmail
 check "upgrade: spool modes still as layout.txt says" layout_ok
+ca_moved() { ca_trusted && nothing_in_usr_local; }
+check "upgrade: the CA an earlier version put in /usr/local is trusted from /etc/mailshim instead" ca_moved
 
 echo "== remove"
+ca_line=$(sed -n 2p /etc/mailshim/tls/ca.crt)
 echo '# an admin edit' >>/etc/mailshim/mailshim.conf
 check "remove with apt-get" apt_get remove -y mailshim
 check "remove: programs gone" sh -c '! test -e /usr/sbin/sendmail && ! test -e /usr/sbin/relayd && ! test -L /usr/bin/mailq'
@@ -225,13 +252,14 @@ check "remove: queued mail kept" mail_kept
 check "remove: edited configuration kept" grep -q '^# an admin edit' /etc/mailshim/mailshim.conf
 check "remove: the statoverride of the removed sendmail is gone (another MTA's must not inherit it)" \
 	sh -c '! dpkg-statoverride --list /usr/sbin/sendmail'
+check "remove: the local CA is no longer trusted" ca_untrusted
 
 echo "== purge"
 check "purge with apt-get" apt_get purge -y mailshim
 check "purge: spool gone" test ! -e /var/spool/mailshim
 check "purge: /etc/mailshim gone" test ! -e /etc/mailshim
-check "purge: the local CA is no longer trusted" sh -c \
-	'[ ! -e /usr/local/share/ca-certificates/mailshim-local-ca.crt ] && [ ! -e /etc/ssl/certs/mailshim-local-ca.pem ]'
+ca_gone() { ca_untrusted && nothing_in_usr_local; }
+check "purge: the local CA is no longer trusted, nothing left under /usr/local" ca_gone
 check "purge: statoverride gone" sh -c '! dpkg-statoverride --list /usr/sbin/sendmail'
 check "purge: accounts kept (Debian practice)" sh -c 'getent passwd mailshim && getent group mailshim-drop'
 

@@ -27,8 +27,15 @@ const (
 	TLSCertFile = TLSDir + "/local.crt" // the leaf, then the CA
 	TLSKeyFile  = TLSDir + "/local.key" // the leaf's key
 	TLSCAFile   = TLSDir + "/ca.crt"    // the CA, to tell ours from another
-	// TrustFile is where update-ca-certificates(8) picks the CA up.
-	TrustFile = "/usr/local/share/ca-certificates/mailshim-local-ca.crt"
+	// TrustFile is the CA's copy the system trust store reads (mode
+	// 0644, outside the 0750 directory, so that verifiers running as any
+	// user can read it). The packages link it into the store: the .deb
+	// from /usr/share/ca-certificates/mailshim/mailshim-local-ca.crt,
+	// listed in /etc/ca-certificates.conf (update-ca-certificates(8)),
+	// the RPM from /usr/share/pki/ca-trust-source/anchors/ (update-ca-trust(8)).
+	// /usr/local is the administrator's (Debian policy 9.1.2), never the
+	// package's.
+	TrustFile = "/etc/mailshim/local-ca.crt"
 )
 
 // tlsInit makes (or renews) the certificate the loopback SMTP listener
@@ -37,13 +44,13 @@ func tlsInit(args []string) int {
 	flags := pflag.NewFlagSet("relayd tls-init", pflag.ContinueOnError)
 	cfgPath := flags.StringP("config", "c", config.Path(), "configuration file (for hostname)")
 	dir := flags.String("dir", TLSDir, "directory for local.crt, local.key and ca.crt")
-	trust := flags.String("trust-file", TrustFile, `where the CA goes for update-ca-certificates ("" = not trusted system-wide)`)
+	trust := flags.String("trust-file", TrustFile, `the CA's copy the system trust store reads ("" = not trusted system-wide)`)
 	group := flags.String("group", "mailshim", "group that may read the key (relayd's)")
 	force := flags.Bool("force", false, "make a new CA and certificate even if the current ones are good")
 	renew := flags.Duration("renew-before", localca.RenewBefore, "renew when the certificate expires within this")
 	validity := flags.Duration("validity", localca.Validity, "validity of a new certificate")
 	extra := flags.StringSlice("name", nil, "another DNS name of this host (repeatable)")
-	noUpdate := flags.Bool("no-update-ca", false, "do not run update-ca-certificates")
+	noUpdate := flags.Bool("no-update-ca", false, "do not run update-ca-certificates (or update-ca-trust)")
 	if err := flags.Parse(args); err != nil {
 		if err == pflag.ErrHelp {
 			return 0
@@ -119,8 +126,8 @@ func tlsInit(args []string) int {
 		}
 	}
 	if *trust != "" && !*noUpdate {
-		if err := updateCACertificates(); err != nil {
-			fmt.Fprintf(os.Stderr, "relayd: tls-init: update-ca-certificates: %v\n", err)
+		if err := updateTrustStore(); err != nil {
+			fmt.Fprintf(os.Stderr, "relayd: tls-init: %v\n", err)
 			return sysexits.OSErr
 		}
 	}
@@ -133,7 +140,7 @@ func tlsInit(args []string) int {
 	fmt.Printf("relayd: tls-init: new certificate %s for %s, valid until %s (%s)\n",
 		certPath, list, b.Leaf.NotAfter.UTC().Format(time.RFC3339), reason)
 	if *trust != "" {
-		fmt.Printf("relayd: tls-init: its CA, limited to these names, is trusted through %s\n", *trust)
+		fmt.Printf("relayd: tls-init: its CA, limited to these names, is in %s for the system trust store\n", *trust)
 	}
 	// A running relayd keeps presenting the old certificate, whose CA is
 	// no longer trusted: clients that verify refuse it until the restart.
@@ -241,16 +248,19 @@ func writeAtomic(path string, data []byte, mode fs.FileMode, gid int) error {
 	return nil
 }
 
-// updateCACertificates rebuilds the system trust store
-// (/etc/ssl/certs/ca-certificates.crt and the hashed links).
-func updateCACertificates() error {
-	path, err := exec.LookPath("update-ca-certificates")
-	if err != nil {
-		return errors.New("not installed (package ca-certificates); the CA is not trusted yet")
+// updateTrustStore rebuilds the system trust store with the tool the
+// system has: Debian's update-ca-certificates (/etc/ssl/certs and
+// ca-certificates.crt), else Fedora's and RHEL's update-ca-trust.
+func updateTrustStore() error {
+	for _, tool := range []string{"update-ca-certificates", "update-ca-trust"} {
+		path, err := exec.LookPath(tool)
+		if err != nil {
+			continue
+		}
+		if out, err := exec.Command(path).CombinedOutput(); err != nil {
+			return fmt.Errorf("%s: %v: %s", tool, err, strings.TrimSpace(string(out)))
+		}
+		return nil
 	}
-	out, err := exec.Command(path).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("%v: %s", err, strings.TrimSpace(string(out)))
-	}
-	return nil
+	return errors.New("neither update-ca-certificates nor update-ca-trust is installed (package ca-certificates); the CA is not trusted yet")
 }

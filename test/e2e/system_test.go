@@ -265,6 +265,15 @@ func (s *System) installMailshim(t *testing.T) {
 	run(t, "install", "-d", "-o", "mailshim", "-g", "mailshim", "-m", "0711", "/var/spool/mailshim")
 	run(t, "install", "-d", "-o", "mailshim", "-g", "mailshim-drop", "-m", "1730", "/var/spool/mailshim/maildrop")
 	run(t, "install", "-d", "-o", "root", "-g", "root", "-m", "0755", "/etc/mailshim")
+	// As the .deb does (mk/packaging.mk, postinst): the link through which
+	// ca-certificates trusts the CA relayd tls-init writes, listed in
+	// /etc/ca-certificates.conf.
+	run(t, "install", "-d", "-m", "0755", "/usr/share/ca-certificates/mailshim")
+	os.Remove("/usr/share/ca-certificates/mailshim/mailshim-local-ca.crt")
+	if err := os.Symlink("/etc/mailshim/local-ca.crt", "/usr/share/ca-certificates/mailshim/mailshim-local-ca.crt"); err != nil {
+		t.Fatal(err)
+	}
+	run(t, "sh", "-c", `grep -qsxF mailshim/mailshim-local-ca.crt /etc/ca-certificates.conf || echo mailshim/mailshim-local-ca.crt >>/etc/ca-certificates.conf`)
 	if src := filepath.Join(repoRoot(), "packaging", "php", "mailshim-prepend.php"); fileExists(src) {
 		run(t, "install", "-D", "-m", "0644", src, "/usr/share/mailshim/php/mailshim-prepend.php")
 	}
