@@ -26,6 +26,12 @@ waitfor() {
 	return 1
 }
 as_nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
+# queue_ids lists the IDs of the messages relayd holds queued (asked
+# through its control socket, whatever the queue's layout on disk).
+queue_ids() { /usr/sbin/relayd queue list | awk '$1 ~ /^[0-9A-F]{20}$/ {print $1}' | sort; }
+has_queued() { [ -n "$(queue_ids)" ]; }
+# queue_files lists the files under relayd's queue/ but its temp files.
+queue_files() { find /var/spool/mailshim/queue -type f ! -path '*/tmp/*' | sort; }
 # smtp_queued PORT SUBJECT: nobody sends one message over bash's /dev/tcp
 # to the loopback listener (no client package needed), claiming root in
 # AUTH; succeeds when the reply to the data is "250 ... queued as".
@@ -169,7 +175,7 @@ tls = "none"
 EOF_CONF
 	systemctl restart relayd
 	printf 'To: carol@example.org\nSubject: queued\n\nqueued\n' | as_nobody /usr/sbin/sendmail -t -i
-	waitfor sh -c '[ -n "$(ls /var/spool/mailshim/queue/msg)" ]'
+	waitfor has_queued
 else
 	fail "listen: the package has no relayd.socket"
 fi
@@ -188,18 +194,25 @@ mkdir -p /tmp/up
 dpkg-deb -R "$deb" /tmp/up
 sed -i 's/^Version: \(.*\)$/Version: \1+systemdtest/' /tmp/up/DEBIAN/control
 dpkg-deb --root-owner-group -b /tmp/up /tmp/upgrade.deb >/dev/null
-before=$(find /var/spool/mailshim/queue/msg -type f | sort)
+before=$(queue_ids)
 pid=$(systemctl show -P MainPID relayd)
 apt-get install -y --no-install-recommends /tmp/upgrade.deb >/tmp/apt-up.log 2>&1 || { cat /tmp/apt-up.log; fail "upgrade"; }
 check "upgrade: relayd restarted (new PID) and active" sh -c \
 	"systemctl is-active -q relayd && [ \"\$(systemctl show -P MainPID relayd)\" != $pid ]"
-check "upgrade: the queued messages are all still there" \
-	test "$(find /var/spool/mailshim/queue/msg -type f | sort)" = "$before"
+same_queue() { [ -n "$before" ] && [ "$(queue_ids)" = "$before" ]; }
+check "upgrade: the queued messages are all still there" waitfor same_queue
 check "upgrade: the listener serves port 587 after the restart" smtp_queued 587 after-upgrade
 check "upgrade: /run/mailshim/smtp.sock outlived the restart" test -S /run/mailshim/smtp.sock
 
+# The queue still holds the message; remove must keep every file of it.
+has_queued || fail "remove: nothing queued before the remove"
+kept=$(queue_files)
 apt-get remove -y mailshim >/tmp/apt-rm.log 2>&1 || { cat /tmp/apt-rm.log; fail "remove"; }
-check "remove: relayd stopped, spool kept" sh -c '! systemctl is-active -q relayd && [ -n "$(ls /var/spool/mailshim/queue/msg)" ]'
+stopped_queue_kept() {
+	! systemctl is-active -q relayd && [ -n "$kept" ] || return 1
+	for f in $kept; do test -f "$f" || { echo "lost: $f"; return 1; }; done
+}
+check "remove: relayd stopped, spool kept" stopped_queue_kept
 check "remove: relayd.socket stopped, port 25 closed" bash -c '! systemctl is-active -q relayd.socket && ! (exec 3<>/dev/tcp/127.0.0.1/25) 2>/dev/null'
 apt-get purge -y mailshim >/tmp/apt-purge.log 2>&1 || { cat /tmp/apt-purge.log; fail "purge"; }
 check "purge: spool, configuration, unit enablement gone" sh -c \

@@ -217,11 +217,15 @@ check "runtime: relayd picks nobody's message up from the maildrop (through grou
 	sh -c "$(declare -f waitfor maildrop_empty picked_up); tmp=$tmp; waitfor maildrop_empty && waitfor picked_up"
 check "runtime: mailq run by nobody lists it" sh -c \
 	'setpriv --reuid=65534 --regid=65534 --clear-groups /usr/bin/mailq | grep -q alice@example.org'
+# The ID pickup logged, listed by relayd itself (whatever the queue's layout).
+queued=$(sed -n 's/.*event=pickup .*id=\([0-9A-F]\{20\}\) .*/\1/p' "$tmp/relayd.log" | head -n1)
+listed() { [ -n "$queued" ] && as_mailshim /usr/sbin/relayd queue list | grep -q "^$queued "; }
+check "runtime: the message is queued in relayd's queue/" listed
 kill -TERM "$relayd_pid"
 if wait "$relayd_pid"; then ok "runtime: relayd exits 0 on SIGTERM"; else fail "runtime: relayd exit status $? on SIGTERM"; fi
 sed 's/^/    relayd: /' "$tmp/relayd.log" | cut -c1-160
-queued=$(find /var/spool/mailshim/queue/msg -type f | head -n1)
-check "runtime: the message is queued in relayd's queue/" test -n "$queued"
+# Every file of relayd's queue/ (whatever its layout) with its checksum.
+queue_sums() { find /var/spool/mailshim/queue -type f ! -path '*/tmp/*' -print0 | sort -z | xargs -0 -r sha256sum; }
 
 echo "== upgrade with queued mail and an admin's own statoverride"
 plant_mail
@@ -232,9 +236,11 @@ sed -i '\|^mailshim/mailshim-local-ca.crt$|d' /etc/ca-certificates.conf
 update-ca-certificates >/dev/null 2>&1
 dpkg-statoverride --remove /usr/sbin/sendmail >/dev/null
 dpkg-statoverride --update --add root mailshim-drop 2750 /usr/sbin/sendmail
+sums=$(queue_sums)
 check "upgrade with apt-get" apt_get install -y --no-install-recommends "$tmp/upgrade.deb"
 check "upgrade: queued mail kept, byte for byte, with its owner and mode" mail_kept
-check "upgrade: the message relayd queued is still there" test -f "$queued"
+queue_kept() { [ -n "$queued" ] && [ "$(queue_sums)" = "$sums" ]; }
+check "upgrade: the queue relayd left is still there, byte for byte" queue_kept
 check "upgrade: the admin's statoverride (2750) kept" is "$(override)" "root mailshim-drop 2750 /usr/sbin/sendmail"
 check "upgrade: /usr/sbin/sendmail has the admin's mode" is "$(stat -c '%U:%G %a' /usr/sbin/sendmail)" "root:mailshim-drop 2750"
 dpkg-statoverride --remove /usr/sbin/sendmail >/dev/null
