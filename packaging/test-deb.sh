@@ -91,18 +91,19 @@ check_installed() { # label
 		test -L /etc/systemd/system/multi-user.target.wants/relayd.service
 }
 
-# A queued message, as sendmail and relayd would leave it: one file in the
-# maildrop owned by a caller (nobody), one in relayd's private queue.
+# Queued mail: one file in the maildrop owned by a caller (nobody), one in
+# relayd's private queue/ (a file of relayd's own; its layout there does
+# not matter to the package, which must leave queue/ alone).
 plant_mail() {
-	install -d -o mailshim -g mailshim -m 0700 /var/spool/mailshim/queue /var/spool/mailshim/queue/msg
-	printf 'queued in queue/\n' >/var/spool/mailshim/queue/msg/0006270A1B2C3D4E5F60
-	chown mailshim:mailshim /var/spool/mailshim/queue/msg/0006270A1B2C3D4E5F60
+	install -d -o mailshim -g mailshim -m 0700 /var/spool/mailshim/queue
+	printf 'queued in queue/\n' >/var/spool/mailshim/queue/planted-by-test-deb
+	chown mailshim:mailshim /var/spool/mailshim/queue/planted-by-test-deb
 	printf 'queued in maildrop/\n' >/var/spool/mailshim/maildrop/0006270A1B2C3D4E5F61
 	chown nobody:mailshim-drop /var/spool/mailshim/maildrop/0006270A1B2C3D4E5F61
 	chmod 0440 /var/spool/mailshim/maildrop/0006270A1B2C3D4E5F61
 }
 mail_kept() {
-	is "$(cat /var/spool/mailshim/queue/msg/0006270A1B2C3D4E5F60)" "queued in queue/" &&
+	is "$(cat /var/spool/mailshim/queue/planted-by-test-deb)" "queued in queue/" &&
 		is "$(cat /var/spool/mailshim/maildrop/0006270A1B2C3D4E5F61)" "queued in maildrop/" &&
 		is "$(stat -c '%U:%G %a' /var/spool/mailshim/maildrop/0006270A1B2C3D4E5F61)" "nobody:mailshim-drop 440"
 }
