@@ -28,7 +28,7 @@ waitfor() {
 as_nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
 # queue_ids lists the IDs of the messages relayd holds queued (asked
 # through its control socket, whatever the queue's layout on disk).
-queue_ids() { /usr/sbin/relayd queue list | awk '$1 ~ /^[0-9A-F]{20}$/ {print $1}' | sort; }
+queue_ids() { /usr/sbin/relayd queue list | cut -d' ' -f1 | grep -E '^[0-9A-F]{20}$' | sort; }
 has_queued() { [ -n "$(queue_ids)" ]; }
 # queue_files lists the files under relayd's queue/ but its temp files.
 queue_files() { find /var/spool/mailshim/queue -type f ! -path '*/tmp/*' | sort; }
