@@ -3,6 +3,7 @@ package spool
 import (
 	"hash/crc32"
 	"math/rand/v2"
+	"runtime"
 	"strconv"
 	"testing"
 )
@@ -70,5 +71,15 @@ func BenchmarkCRC(b *testing.B) {
 				checksum(data)
 			}
 		})
+	}
+}
+
+// The three streams' constant is x^(2^16).
+func TestShiftBlock(t *testing.T) {
+	if runtime.GOARCH != "amd64" {
+		t.Skip("amd64 only")
+	}
+	if got := xpow2n(16); got != 0x28461564 {
+		t.Errorf("x^(2^16) = %#08x, the amd64 code uses 0x28461564", got)
 	}
 }

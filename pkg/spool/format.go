@@ -147,19 +147,30 @@ type Meta struct {
 // Errors returned by Decode. They wrap ErrCorrupt, so callers that only
 // need to know "quarantine it" can test errors.Is(err, ErrCorrupt).
 var (
-	ErrCorrupt   = errors.New("spool: corrupt message file")
-	ErrVersion   = fmt.Errorf("%w: unknown format version", ErrCorrupt)
-	ErrTruncated = fmt.Errorf("%w: truncated", ErrCorrupt)
-	ErrSize      = fmt.Errorf("%w: size mismatch", ErrCorrupt)
-	ErrChecksum  = fmt.Errorf("%w: checksum mismatch", ErrCorrupt)
+	ErrCorrupt         = errors.New("spool: corrupt message file")
+	ErrVersion   error = corruptError("unknown format version")
+	ErrTruncated error = corruptError("truncated")
+	ErrSize      error = corruptError("size mismatch")
+	ErrChecksum  error = corruptError("checksum mismatch")
 )
+
+// corruptError is ErrCorrupt with what is wrong, as fmt.Errorf("%w: ...",
+// ErrCorrupt) would make it, without running fmt when the package is
+// initialised: sendmail, which imports this package, would pay for that
+// at every call, and its path to a stored message does not use fmt.
+type corruptError string
+
+func (e corruptError) Error() string { return ErrCorrupt.Error() + ": " + string(e) }
+func (e corruptError) Unwrap() error { return ErrCorrupt }
 
 // EncodeHeader returns the file header for m, with m.Size and m.CRC in the
 // trailing fixed-width fields, and the offset of the "size" line within it
 // (for PatchSize).
 func EncodeHeader(m *Meta) (hdr []byte, sizeOff int64) {
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "%s%d\n", magic, Version)
+	b.WriteString(magic)
+	b.WriteString(strconv.Itoa(Version))
+	b.WriteByte('\n')
 	kv := func(k, v string) {
 		b.WriteString(k)
 		b.WriteByte(' ')
@@ -216,14 +227,34 @@ func EncodeHeader(m *Meta) (hdr []byte, sizeOff int64) {
 		}
 	}
 	sizeOff = int64(b.Len())
-	fmt.Fprintf(&b, "size %0*d\ncrc32c %0*x\n\n", sizeWidth, m.Size, crcWidth, m.CRC)
+	b.Write(PatchSize(m.Size, m.CRC))
+	b.WriteByte('\n')
 	return b.Bytes(), sizeOff
 }
 
 // PatchSize returns the bytes to write at sizeOff (as returned by
-// EncodeHeader) to record the final size and checksum.
+// EncodeHeader) to record the final size and checksum: the lines
+// "size %0*d" and "crc32c %0*x" in their fixed widths, written without
+// fmt (see corruptError).
 func PatchSize(size int64, crc uint32) []byte {
-	return fmt.Appendf(nil, "size %0*d\ncrc32c %0*x\n", sizeWidth, size, crcWidth, crc)
+	if size < 0 { // never written; kept identical to fmt's rendering
+		return fmt.Appendf(nil, "size %0*d\ncrc32c %0*x\n", sizeWidth, size, crcWidth, crc)
+	}
+	b := make([]byte, 0, len("size \ncrc32c \n")+sizeWidth+crcWidth)
+	b = append(b, "size "...)
+	b = appendPadded(b, strconv.AppendInt(nil, size, 10), sizeWidth)
+	b = append(b, "\ncrc32c "...)
+	b = appendPadded(b, strconv.AppendUint(nil, uint64(crc), 16), crcWidth)
+	return append(b, '\n')
+}
+
+// appendPadded appends digits to b, after as many '0' as make it width
+// bytes long.
+func appendPadded(b, digits []byte, width int) []byte {
+	for i := len(digits); i < width; i++ {
+		b = append(b, '0')
+	}
+	return append(b, digits...)
 }
 
 var known = map[string]bool{

@@ -5,7 +5,9 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -200,5 +202,23 @@ func TestDecodeHeader(t *testing.T) {
 	}
 	if _, err := DecodeHeader(bufio.NewReader(bytes.NewReader(file[:want.BodyOffset-1])), 1<<20); !errors.Is(err, ErrTruncated) {
 		t.Errorf("cut short: %v", err)
+	}
+}
+
+// PatchSize writes what fmt's "size %0*d\ncrc32c %0*x\n" would.
+func TestPatchSizeFormat(t *testing.T) {
+	for _, c := range []struct {
+		size int64
+		crc  uint32
+	}{{0, 0}, {1, 1}, {2048, 0xdeadbeef}, {1 << 40, 0xffffffff}, {math.MaxInt64, 0x0000abcd}, {-5, 7}} {
+		want := fmt.Sprintf("size %0*d\ncrc32c %0*x\n", sizeWidth, c.size, crcWidth, c.crc)
+		if got := string(PatchSize(c.size, c.crc)); got != want {
+			t.Errorf("PatchSize(%d, %x) = %q, want %q", c.size, c.crc, got, want)
+		}
+	}
+	for _, err := range []error{ErrVersion, ErrTruncated, ErrSize, ErrChecksum} {
+		if !errors.Is(err, ErrCorrupt) || !strings.HasPrefix(err.Error(), "spool: corrupt message file: ") {
+			t.Errorf("%v does not wrap ErrCorrupt", err)
+		}
 	}
 }
