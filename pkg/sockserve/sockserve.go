@@ -1,3 +1,14 @@
+// Package sockserve has what relayd's servers on sockets open to every
+// local user share (the control socket, the submission socket, the SMTP
+// listener): creating a Unix socket (Listen), the peer's credentials as
+// the kernel gives them (PeerCred, SO_PEERCRED), the per-UID caps with their
+// floors and the reserve of root and the daemon user (Limiter, and the
+// limits of each socket), the accept loop that rides out EMFILE
+// (Acceptor), and a log line for a repeating event at most once a minute
+// (RateLog). It is linked into sendmail (through the control and
+// submission clients), so it imports the standard library and x/sys only.
+//
+// Its Go API is not stable.
 package sockserve
 
 import (
