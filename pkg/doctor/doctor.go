@@ -18,6 +18,8 @@
 // in the same words as relayd's log: they come from pkg/relay's
 // explanations (relay.Classify, relay.Refine), not from a table of doctor's
 // own. Every step has its own timeout.
+//
+// Its Go API is not stable.
 package doctor
 
 import (

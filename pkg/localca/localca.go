@@ -20,6 +20,8 @@
 // certificate the trust store accepts, even inside the constraints.
 // Renewal therefore makes a new CA and a new leaf together (Check tells
 // when that is due).
+//
+// Its Go API is not stable.
 package localca
 
 import (

@@ -21,6 +21,8 @@
 // that one upstream cannot make a line of megabytes. A key that is not a
 // lower-case word is replaced by "badkey", so even a caller's mistake
 // cannot break the format.
+//
+// Its Go API is not stable.
 package maillog
 
 import (

@@ -27,6 +27,8 @@
 //
 // A failure to get a token is a *relay.Error of class AuthFailure: loud on
 // every attempt, and never a reason to bounce mail (the queue defers it).
+//
+// Its Go API is not stable.
 package oauth
 
 import (

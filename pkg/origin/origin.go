@@ -7,6 +7,8 @@
 // Only UID, GID and User are trustworthy. Every other field of
 // spool.Origin is labelled advisory in the spool format and must never be
 // used for an access decision.
+//
+// Its Go API is not stable.
 package origin
 
 import (

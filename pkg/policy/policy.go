@@ -24,6 +24,8 @@
 // The counters live in memory and in a small state file in relayd's
 // private spool, rewritten atomically (State), so that a restart does not
 // hand a compromised site a fresh allowance.
+//
+// Its Go API is not stable.
 package policy
 
 import (

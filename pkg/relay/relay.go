@@ -80,6 +80,8 @@
 // redacted (the AUTH command keeps only its mechanism; every client line of
 // the exchange becomes "[redacted]") and message data is summarised, never
 // copied.
+//
+// Its Go API is not stable.
 package relay
 
 import (

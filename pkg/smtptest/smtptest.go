@@ -33,6 +33,8 @@
 // closes the listener too (connections are refused) until Restart listens
 // again on the same port. For benchmarks, NoStore keeps a count instead of
 // the messages.
+//
+// Its Go API is not stable.
 package smtptest
 
 import (

@@ -28,6 +28,8 @@
 //
 // The UID recorded in a file is advisory; relayd takes the caller's UID from
 // the maildrop file's owner (fstat), which only the kernel sets.
+//
+// Its Go API is not stable.
 package spool
 
 import (

@@ -7,6 +7,8 @@
 // directory fsync'd), so that a crash or a power loss leaves the old
 // content or the new one, never a mix and never nothing. The message
 // spool does not use it: its files are written once and never replaced.
+//
+// Its Go API is not stable.
 package statefile
 
 import (

@@ -4,6 +4,8 @@
 // mailshim's rule (PRODUCT.md): EX_TEMPFAIL (75) is never returned for a
 // message that was not stored, because callers disagree on what 75 means;
 // a message that could not be written exits EX_CANTCREAT or EX_IOERR.
+//
+// Its Go API is not stable.
 package sysexits
 
 // Exit codes, as in /usr/include/sysexits.h.
