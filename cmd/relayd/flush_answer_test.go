@@ -83,3 +83,28 @@ action = "defer"
 		t.Errorf("root's flush: %v\n%s", err, s.log())
 	}
 }
+
+// A user whose messages the policy held (action "hold", or a frozen
+// account) is told by relayd queue flush that they stay held: a flush
+// does not release them, only root does.
+func TestFlushAnswerNamesHeldMessages(t *testing.T) {
+	needRoot(t)
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{})
+	s.writeConfig(`
+[policy]
+notice_to = ""
+[policy."*"]
+messages_per_hour = 2
+action = "hold"
+`)
+	s.dropAs(nobodyUID, "burst", 5)
+	s.start()
+	waitfor.True(t, "3 messages held by the policy", 30*time.Second, func() bool {
+		return len(s.queueJSON("--held")) == 3
+	})
+	out, stderr, code := s.runAs(nobodyUID, relaydBin, "queue", "flush")
+	if code != 0 || !strings.Contains(out, "3 held message(s) stay held") {
+		t.Errorf("relayd queue flush as nobody: exit %d, stdout %q, stderr %q; want an answer saying the 3 held stay held", code, out, stderr)
+	}
+}

@@ -119,6 +119,11 @@ func (q *Queue) Handle(p control.Peer, verb string, args []string, out io.Writer
 		if paced > 0 {
 			fmt.Fprintf(out, "%d message(s) deferred by the per-account policy keep their time: they go out at the rate the account is allowed, not now\n", paced)
 		}
+		if !p.Admin {
+			if held := q.heldOf(p.UID); held > 0 {
+				fmt.Fprintf(out, "%d held message(s) stay held: a flush does not release them; root does (relayd queue release)\n", held)
+			}
+		}
 		return nil
 	case control.VerbList:
 		return q.list(out)
@@ -198,6 +203,21 @@ func (q *Queue) flushUID(uid int) (int, int) {
 func (q *Queue) pacedByPolicy(id string) bool {
 	d, err := q.sp.ReadState(spool.Deferred, id)
 	return err == nil && d.Attempts == 0 && strings.HasPrefix(d.Reason, policy.DeferredReason)
+}
+
+// heldOf returns how many held messages uid has.
+func (q *Queue) heldOf(uid int) int {
+	ids, err := q.sp.List(spool.Held)
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, id := range ids {
+		if u, ok := q.uidOf(id); ok && u == uid {
+			n++
+		}
+	}
+	return n
 }
 
 // uidOf returns the UID of message id, from q.uids or its file.
