@@ -142,9 +142,12 @@ func sampleField(h *header, name string) string {
 // savePolicy writes the gate's counters without fsync, just before a
 // Queue.Sync (a pickup batch, Store's group commit) that makes them
 // durable with the messages they counted: relayd killed or powered off
-// after that Sync does not give the accounts their allowance back. A
-// failure that repeats the last one (a full disk) was logged when it
-// began; relayd's periodic save retries it.
+// after that Sync does not give the accounts their allowance back. This
+// rests on Queue.Sync being syncfs(2) of the spool's file system, which
+// covers queue/policy.state too; a Sync of the queue's own files only
+// would keep the kill case but not the power loss. A failure that
+// repeats the last one (a full disk) was logged when it began; relayd's
+// periodic save retries it.
 func (p *Pickup) savePolicy() {
 	if p.Gate == nil {
 		return
