@@ -355,7 +355,6 @@ func serveSubmit(ctx context.Context, ln *net.UnixListener, lim *sockserve.Limit
 	conns := map[*net.UnixConn]bool{}
 	go func() {
 		<-ctx.Done()
-		ln.Close()
 		time.AfterFunc(submitGrace, func() {
 			mu.Lock()
 			defer mu.Unlock()
@@ -364,47 +363,36 @@ func serveSubmit(ctx context.Context, ln *net.UnixListener, lim *sockserve.Limit
 			}
 		})
 	}()
-	acc := &sockserve.Acceptor{Ln: ln, Log: func(err error, n int) {
-		log.Error("submission socket accept failed; backing off", err, slog.Int("failures", n))
-	}}
 	busy := &sockserve.RateLog{Log: func(n int, kv ...any) {
 		log.Warning("submission socket busy: peer refused", nil, append([]slog.Attr{slog.Int("refused", n)}, maillog.KV(kv...)...)...)
 	}}
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	for {
-		conn, err := acc.Accept(ctx)
-		if err != nil {
-			return
-		}
-		c := conn.(*net.UnixConn) // ln is a UnixListener
+	acceptFailed := func(err error, n int) {
+		log.Error("submission socket accept failed; backing off", err, slog.Int("failures", n))
+	}
+	sockserve.Serve(ctx, ln, acceptFailed, func(c *net.UnixConn) {
 		mu.Lock()
 		conns[c] = true
 		mu.Unlock()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() {
-				mu.Lock()
-				delete(conns, c)
-				mu.Unlock()
-				c.Close()
-			}()
-			p, err := control.PeerOf(c)
-			if err != nil {
-				log.SubmitError(err)
-				return
-			}
-			if err := lim.Acquire(ctx, p.UID); err != nil {
-				busy.Note("uid", p.UID, "pid", p.PID)
-				c.SetWriteDeadline(time.Now().Add(time.Second))
-				fmt.Fprintf(c, "error %d relayd is busy: %v\n", sysexits.IOErr, err)
-				return
-			}
-			defer lim.Release(p.UID)
-			if err := srv.Serve(c); err != nil {
-				log.SubmitError(err)
-			}
+		defer func() {
+			mu.Lock()
+			delete(conns, c)
+			mu.Unlock()
+			c.Close()
 		}()
-	}
+		p, err := control.PeerOf(c)
+		if err != nil {
+			log.SubmitError(err)
+			return
+		}
+		if err := lim.Acquire(ctx, p.UID); err != nil {
+			busy.Note("uid", p.UID, "pid", p.PID)
+			c.SetWriteDeadline(time.Now().Add(time.Second))
+			fmt.Fprintf(c, "error %d relayd is busy: %v\n", sysexits.IOErr, err)
+			return
+		}
+		defer lim.Release(p.UID)
+		if err := srv.Serve(c); err != nil {
+			log.SubmitError(err)
+		}
+	})
 }

@@ -87,36 +87,22 @@ func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
 	if lim == nil {
 		lim = sockserve.ControlLimiter()
 	}
-	go func() {
-		<-ctx.Done()
-		ln.Close()
-	}()
-	acc := &sockserve.Acceptor{Ln: ln, Log: func(err error, n int) {
-		if s.Log != nil {
-			s.Log.ControlAcceptFailed(err, n)
-		}
-	}}
 	busy := &sockserve.RateLog{Log: func(n int, kv ...any) {
 		if s.Log != nil {
 			s.Log.ControlBusy(n, kv...)
 		}
 	}}
 	gate := &flushGate{every: FlushEvery, log: s.Log}
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	for {
-		conn, err := acc.Accept(ctx)
-		if err != nil {
-			return nil
+	acceptFailed := func(err error, n int) {
+		if s.Log != nil {
+			s.Log.ControlAcceptFailed(err, n)
 		}
-		c := conn.(*net.UnixConn) // ln is a UnixListener
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer c.Close()
-			serveConn(ctx, c, s.Handler, lim, busy, gate)
-		}()
 	}
+	sockserve.Serve(ctx, ln, acceptFailed, func(c *net.UnixConn) {
+		defer c.Close()
+		serveConn(ctx, c, s.Handler, lim, busy, gate)
+	})
+	return nil
 }
 
 // FlushEvery is how often a user who is neither root nor the daemon user

@@ -239,3 +239,28 @@ func (a *Acceptor) Accept(ctx context.Context) (net.Conn, error) {
 		}
 	}
 }
+
+// Serve accepts connections on ln until ctx is done, when it closes ln,
+// and runs handle for each on a goroutine of its own; it returns once
+// every handle has returned. Accept errors (EMFILE...) are ridden out as
+// Acceptor does, and reported through acceptFailed.
+func Serve(ctx context.Context, ln *net.UnixListener, acceptFailed func(err error, failures int), handle func(c *net.UnixConn)) {
+	go func() {
+		<-ctx.Done()
+		ln.Close()
+	}()
+	acc := &Acceptor{Ln: ln, Log: acceptFailed}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		c, err := acc.Accept(ctx)
+		if err != nil {
+			return
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			handle(c.(*net.UnixConn)) // ln is a UnixListener
+		}()
+	}
+}

@@ -240,3 +240,55 @@ func TestListenRefusesNonSocket(t *testing.T) {
 		t.Fatal("Listen over a regular file succeeded")
 	}
 }
+
+// Serve hands each connection to handle; when ctx is done it closes the
+// listener, and it returns only once every handle has returned.
+func TestServe(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "s.sock")
+	ln, err := Listen(sock, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// Every connection is held until release (the probes of the wait for
+	// the close below may be accepted too).
+	handling, release := make(chan struct{}, 1), make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		Serve(ctx, ln, nil, func(c *net.UnixConn) {
+			defer c.Close()
+			select {
+			case handling <- struct{}{}:
+			default:
+			}
+			<-release
+		})
+		close(done)
+	}()
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	<-handling
+	cancel()
+	waitfor.True(t, "the listener closed", 10*time.Second, func() bool {
+		c, err := net.Dial("unix", sock)
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	})
+	select {
+	case <-done:
+		t.Fatal("Serve returned while a connection was being handled")
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(release)
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return after its handler did")
+	}
+}
