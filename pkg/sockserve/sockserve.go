@@ -3,9 +3,10 @@
 // listener): creating a Unix socket (Listen), the peer's credentials as
 // the kernel gives them (PeerCred, SO_PEERCRED), the per-UID caps with their
 // floors and the reserve of root and the daemon user (Limiter, and the
-// limits of each socket), the accept loop that rides out EMFILE
-// (Acceptor), and a log line for a repeating event at most once a minute
-// (RateLog). It is linked into sendmail (through the control and
+// limits of each socket; Admin, who is root or the daemon user), the
+// accept loop that rides out EMFILE (Acceptor) and the loop that hands
+// each connection to its handler (Serve), and a log line for a repeating
+// event at most once a minute (RateLog). It is linked into sendmail (through the control and
 // submission clients), so it imports the standard library and x/sys only.
 //
 // Its Go API is not stable.
