@@ -1,13 +1,18 @@
 // Package sockserve has what relayd's servers on sockets open to every
 // local user share (the control socket, the submission socket, the SMTP
-// listener): creating a Unix socket (Listen), the peer's credentials as
-// the kernel gives them (PeerCred, SO_PEERCRED), the per-UID caps with their
-// floors and the reserve of root and the daemon user (Limiter, and the
-// limits of each socket; Admin, who is root or the daemon user), the
-// accept loop that rides out EMFILE (Acceptor) and the loop that hands
-// each connection to its handler (Serve), and a log line for a repeating
-// event at most once a minute (RateLog). It is linked into sendmail (through the control and
-// submission clients), so it imports the standard library and x/sys only.
+// listener):
+//
+//   - Listen creates a Unix socket; PeerCred reads its peer's credentials
+//     as the kernel gives them (SO_PEERCRED);
+//   - Limiter caps what one UID holds, with a floor for every UID and a
+//     reserve for root and the daemon user (Admin); SubmitLimiter,
+//     ControlLimiter and ListenLimiter are each socket's limits;
+//   - Acceptor is the accept loop that rides out EMFILE, Serve the loop
+//     that hands each connection to its handler and waits for them all;
+//   - RateLog logs a repeating event at most once a minute.
+//
+// It is linked into sendmail (through the control and submission
+// clients), so it imports the standard library and x/sys only.
 //
 // Its Go API is not stable.
 package sockserve
