@@ -168,12 +168,11 @@ var signalsCaught = make(chan struct{})
 // and then runs it. main starts it on its own goroutine: os/signal's
 // set-up costs two more threads of the runtime and a round trip with one
 // of them per signal (about 0.25 ms of CPU in all, measured), which then
-// runs whenever main blocks (reading the configuration, /proc, the
-// message) instead of main waiting for it at the start. A signal that
-// arrives before the handler is in place ends the process by its default
-// action, as one during the Go runtime's own start always could: nothing
-// has been written then, since store waits for signalsCaught before the
-// spool file is created.
+// overlaps with reading the configuration, /proc and the message header
+// instead of delaying them. A signal that arrives before the handler is
+// in place ends the process by its default action, as one during the Go
+// runtime's own start always could: nothing has been written then, since
+// store waits for signalsCaught before the spool file is created.
 func catchSignals() {
 	c := make(chan os.Signal, 1)
 	signal.Notify(c, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT)

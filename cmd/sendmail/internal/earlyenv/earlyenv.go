@@ -17,28 +17,14 @@
 //
 // main still clears the whole environment later (it must first read the
 // trace variables); this package only handles what is read too early.
-//
-// Its init also sets GOMAXPROCS to 1, as early as a Go program can:
-// sendmail does one thing at a time, and with the default (one P per
-// CPU) the runtime wakes or creates a thread to look for work each time a
-// goroutine is started or readied while a P is idle — the packages'
-// initialisation, os/signal's set-up and the signal handler's goroutine
-// all do so. Measured on the installed setgid binary (2 KB and 1 MB
-// messages, interleaved runs): about 0.1 ms less CPU and 11-19 fewer
-// page faults per call. runtime does not import time, so this package
-// still sorts and initialises before time (see above).
 package earlyenv
 
-import (
-	"runtime"
-	"syscall"
-)
+import "syscall"
 
 // Removed lists the variables removed at initialisation.
 var Removed = []string{"ZONEINFO", "GOROOT"}
 
 func init() {
-	runtime.GOMAXPROCS(1)
 	for _, k := range Removed {
 		syscall.Unsetenv(k)
 	}
