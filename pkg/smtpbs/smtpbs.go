@@ -30,7 +30,9 @@ type Server struct {
 	// MaxSize is advertised in EHLO (SIZE) and checked against MAIL
 	// FROM's SIZE=; the storage enforces it on the bytes.
 	MaxSize int64
-	// MaxRecipients bounds RCPT TO per message (default 10,000).
+	// MaxRecipients bounds RCPT TO per message (default
+	// message.MaxRecipients, as for every door); the addresses together
+	// are bounded by message.MaxRecipientBytes.
 	MaxRecipients int
 	// Deliver stores one message: env is the envelope of the
 	// transaction, data the message with line ends normalised to LF and
@@ -63,7 +65,7 @@ func (s *Server) Serve(r io.Reader, w io.Writer) (stored, failed int, err error)
 	bw := bufio.NewWriter(w)
 	maxRcpt := s.MaxRecipients
 	if maxRcpt <= 0 {
-		maxRcpt = 10000
+		maxRcpt = message.MaxRecipients
 	}
 	reply := func(lines ...string) error {
 		for _, l := range lines {
@@ -82,7 +84,8 @@ func (s *Server) Serve(r io.Reader, w io.Writer) (stored, failed int, err error)
 		return 0, 0, err
 	}
 	var env *spool.Envelope
-	reset := func() { env = nil }
+	rcptBytes := 0 // of env's recipients, counted as message.ValidateEnvelope does
+	reset := func() { env, rcptBytes = nil, 0 }
 	for {
 		line, err := readCommand(br)
 		if errors.Is(err, errLineTooLong) {
@@ -153,6 +156,11 @@ func (s *Server) Serve(r io.Reader, w io.Writer) (stored, failed int, err error)
 				rerr = reply(code)
 				break
 			}
+			if rcptBytes+len(addr)+1 > message.MaxRecipientBytes {
+				rerr = reply("452 4.5.3 Too many recipients")
+				break
+			}
+			rcptBytes += len(addr) + 1
 			if env.Notify == "" {
 				// The spool keeps one NOTIFY per message: the first given.
 				env.Notify = notify

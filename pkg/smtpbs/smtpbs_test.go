@@ -3,10 +3,12 @@ package smtpbs
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
 
+	"github.com/mailshim/mailshim/pkg/message"
 	"github.com/mailshim/mailshim/pkg/spool"
 )
 
@@ -156,5 +158,42 @@ func TestSMTPDSNParameters(t *testing.T) {
 	}
 	if n := strings.Count(out, "501 5.5.4 Bad ENVID parameter"); n != 2 {
 		t.Errorf("malformed xtext refused %d times, want 2:\n%s", n, out)
+	}
+}
+
+// RCPT is bounded by the envelope limits every door shares
+// (message.MaxRecipients addresses, message.MaxRecipientBytes of them):
+// the recipients accepted are exactly what the stored envelope may hold,
+// and one more is answered 452 4.5.3.
+func TestSMTPRecipientLimits(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		addr func(i int) string
+		want int
+	}{
+		{"count", func(i int) string { return fmt.Sprintf("u%d@example.org", i) }, message.MaxRecipients},
+		{"bytes", func(i int) string { return fmt.Sprintf("%0120d@example.org", i) }, message.MaxRecipientBytes / len(fmt.Sprintf("%0120d@example.org", 0)+" ")},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var in strings.Builder
+			in.WriteString("EHLO c\r\nMAIL FROM:<a@b.org>\r\n")
+			for i := 0; i <= tt.want; i++ {
+				fmt.Fprintf(&in, "RCPT TO:<%s>\r\n", tt.addr(i))
+			}
+			in.WriteString("DATA\r\nSubject: x\r\n\r\nbody\r\n.\r\nQUIT\r\n")
+			out, got := session(t, in.String(), nil)
+			if n := strings.Count(out, "250 2.1.5 Ok\r\n"); n != tt.want {
+				t.Errorf("%d recipients accepted, want %d", n, tt.want)
+			}
+			if n := strings.Count(out, "452 4.5.3 Too many recipients\r\n"); n != 1 {
+				t.Errorf("%d RCPT answered 452 4.5.3, want 1", n)
+			}
+			if len(got) != 1 || len(got[0].env.Recipients) != tt.want {
+				t.Fatalf("stored %d messages (the first with the recipients accepted, %d wanted)", len(got), tt.want)
+			}
+			if err := message.ValidateEnvelope(&got[0].env); err != nil {
+				t.Errorf("the envelope accepted is not valid: %v", err)
+			}
+		})
 	}
 }
