@@ -119,14 +119,34 @@ func passwdEntry(uid, n int, use func(fields []string) bool) {
 		return
 	}
 	defer f.Close()
-	want := strconv.Itoa(uid)
+	want := []byte(strconv.Itoa(uid))
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
+		// Only uid's lines are split into strings.
+		if !bytes.Equal(thirdField(sc.Bytes()), want) {
+			continue
+		}
 		fields := strings.SplitN(sc.Text(), ":", n)
-		if len(fields) == n && fields[2] == want && fields[0] != "" && !strings.HasPrefix(fields[0], "+") && !strings.HasPrefix(fields[0], "-") && use(fields) {
+		if len(fields) == n && fields[2] == string(want) && fields[0] != "" && !strings.HasPrefix(fields[0], "+") && !strings.HasPrefix(fields[0], "-") && use(fields) {
 			return
 		}
 	}
+}
+
+// thirdField returns the third colon-separated field of line (nil when
+// it has fewer than three).
+func thirdField(line []byte) []byte {
+	for i := 0; i < 2; i++ {
+		j := bytes.IndexByte(line, ':')
+		if j < 0 {
+			return nil
+		}
+		line = line[j+1:]
+	}
+	if j := bytes.IndexByte(line, ':'); j >= 0 {
+		return line[:j]
+	}
+	return line
 }
 
 // Process is an ancestor of sendmail as /proc describes it.
@@ -468,23 +488,63 @@ func PrimaryGID(uid int) int {
 	return gid
 }
 
-// open is os.Open without the network poller: os.Open tries to add every
-// file to it (five more system calls for each, and the poller's set-up),
-// and sendmail reads these small files at every call.
-func open(path string) (*os.File, error) {
+// open opens path for reading. Not os.Open, which tries to add every file
+// to the network poller (five more system calls for each, and the
+// poller's set-up), nor os.NewFile, which asks for the descriptor's flags
+// and sets a finalizer: sendmail reads these small files once each, at
+// every call.
+func open(path string) (fileReader, error) {
 	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+		return -1, &os.PathError{Op: "open", Path: path, Err: err}
 	}
-	return os.NewFile(uintptr(fd), path), nil
+	return fileReader(fd), nil
 }
 
-// readFile is os.ReadFile through open.
+// fileReader is an open file descriptor read with read(2).
+type fileReader int
+
+func (f fileReader) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	for {
+		n, err := unix.Read(int(f), p)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return 0, err
+		case n == 0:
+			return 0, io.EOF
+		}
+		return n, nil
+	}
+}
+
+func (f fileReader) Close() error { return unix.Close(int(f)) }
+
+// readFile reads the whole file at path through open, into a buffer of
+// 4 KB to start with: /proc/PID/status and cgroup fit, and the kernel
+// generates them in one read.
 func readFile(path string) ([]byte, error) {
 	f, err := open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	return io.ReadAll(f)
+	b := make([]byte, 0, 4<<10)
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := f.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
 }

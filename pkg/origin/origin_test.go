@@ -191,3 +191,23 @@ func TestPrimaryGID(t *testing.T) {
 		t.Errorf("PrimaryGID of a uid with no entry = %d, want -1", g)
 	}
 }
+
+func TestThirdField(t *testing.T) {
+	for line, want := range map[string]string{
+		"root:x:0:0:root:/root:/bin/bash": "0",
+		"nobody:x:65534:65534::/:":        "65534",
+		"a:b:c":                           "c",
+		"a:b:":                            "",
+		"a:b":                             "<nil>",
+		"":                                "<nil>",
+	} {
+		got := thirdField([]byte(line))
+		s := string(got)
+		if got == nil {
+			s = "<nil>"
+		}
+		if s != want {
+			t.Errorf("thirdField(%q) = %q, want %q", line, s, want)
+		}
+	}
+}

@@ -289,11 +289,22 @@ func (d *Drop) Commit() error {
 		d.Abort()
 		return err
 	}
+	// The size and checksum go into the header: into the buffer when the
+	// header is still there (a short message, written by one writev
+	// then), else into the file.
+	patch := PatchSize(d.n, d.crc.Sum32())
+	inBuf := d.sizeOff - (d.pos - int64(len(d.buf)))
+	if inBuf >= 0 && inBuf+int64(len(patch)) <= int64(len(d.buf)) {
+		copy(d.buf[inBuf:], patch)
+		patch = nil
+	}
 	if err := d.flush(); err != nil {
 		return fail(err)
 	}
-	if _, err := d.f.WriteAt(PatchSize(d.n, d.crc.Sum32()), d.sizeOff); err != nil {
-		return fail(err)
+	if patch != nil {
+		if _, err := d.f.WriteAt(patch, d.sizeOff); err != nil {
+			return fail(err)
+		}
 	}
 	if err := d.f.Sync(); err != nil {
 		return fail(err)
