@@ -379,18 +379,19 @@ func serveSubmit(ctx context.Context, ln *net.UnixListener, lim *sockserve.Limit
 			mu.Unlock()
 			c.Close()
 		}()
-		p, err := control.PeerOf(c)
+		cred, err := sockserve.PeerCred(c)
 		if err != nil {
-			log.SubmitError(err)
+			log.SubmitError(fmt.Errorf("SO_PEERCRED: %w", err))
 			return
 		}
-		if err := lim.Acquire(ctx, p.UID); err != nil {
-			busy.Note("uid", p.UID, "pid", p.PID)
+		uid := int(cred.Uid)
+		if err := lim.Acquire(ctx, uid); err != nil {
+			busy.Note("uid", uid, "pid", int(cred.Pid))
 			c.SetWriteDeadline(time.Now().Add(time.Second))
 			fmt.Fprintf(c, "error %d relayd is busy: %v\n", sysexits.IOErr, err)
 			return
 		}
-		defer lim.Release(p.UID)
+		defer lim.Release(uid)
 		if err := srv.Serve(c); err != nil {
 			log.SubmitError(err)
 		}

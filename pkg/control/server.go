@@ -42,8 +42,8 @@ func AdminOnly(verb string) bool {
 	return true
 }
 
-// PeerOf returns the credentials of c's peer.
-func PeerOf(c *net.UnixConn) (Peer, error) {
+// peerOf returns the credentials of c's peer, as the control socket's Peer.
+func peerOf(c *net.UnixConn) (Peer, error) {
 	cred, err := sockserve.PeerCred(c)
 	if err != nil {
 		return Peer{}, fmt.Errorf("SO_PEERCRED: %w", err)
@@ -148,7 +148,7 @@ func serveConn(ctx context.Context, c *net.UnixConn, h Handler, lim *sockserve.L
 		b, _ := json.Marshal(a)
 		c.Write(append(b, '\n'))
 	}()
-	p, err := PeerOf(c)
+	p, err := peerOf(c)
 	if err != nil {
 		a.Error = err.Error()
 		return
