@@ -89,12 +89,3 @@ func multmodp(a, b uint32) uint32 {
 	}
 	return p
 }
-
-// xpow2n returns x^(2^n) modulo the polynomial (bit-reversed).
-func xpow2n(n int) uint32 {
-	p := uint32(1) << 30 // x^1
-	for ; n > 0; n-- {
-		p = multmodp(p, p)
-	}
-	return p
-}

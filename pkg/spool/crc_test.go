@@ -83,3 +83,13 @@ func TestShiftBlock(t *testing.T) {
 		t.Errorf("x^(2^16) = %#08x, the amd64 code uses 0x28461564", got)
 	}
 }
+
+// xpow2n returns x^(2^n) modulo the polynomial (bit-reversed), by
+// squaring x n times: how the amd64 code's constant was computed.
+func xpow2n(n int) uint32 {
+	p := uint32(1) << 30 // x^1
+	for ; n > 0; n-- {
+		p = multmodp(p, p)
+	}
+	return p
+}
