@@ -45,18 +45,18 @@ func TestCheckRefusesUnsafe(t *testing.T) {
 	}{
 		{"world-writable maildrop", func(r string) { os.Chmod(filepath.Join(r, DirMaildrop), 0o733|os.ModeSticky) }, "maildrop: mode 1733 gives other users access"},
 		{"readable queue", func(r string) { os.Chmod(filepath.Join(r, DirQueue), 0o755) }, "queue: mode 0755 gives others access"},
-		{"group-readable state dir", func(r string) { os.Chmod(filepath.Join(r, DirDeferred), 0o750) }, "deferred: mode 0750"},
+		{"group-readable segment dir", func(r string) { os.Chmod(filepath.Join(r, DirSeg), 0o750) }, "seg: mode 0750"},
 		{"maildrop without sticky bit", func(r string) { os.Chmod(filepath.Join(r, DirMaildrop), 0o730) }, "without the sticky bit"},
 		{"symlinked queue dir", func(r string) {
-			p := filepath.Join(r, DirActive)
+			p := filepath.Join(r, DirTmp)
 			os.Remove(p)
 			os.Symlink("/tmp", p)
-		}, "active: is a symbolic link"},
+		}, "tmp: is a symbolic link"},
 		{"file instead of dir", func(r string) {
-			p := filepath.Join(r, DirHeld)
+			p := filepath.Join(r, DirQuarantine)
 			os.Remove(p)
 			os.WriteFile(p, nil, 0o600)
-		}, "held: is not a directory"},
+		}, "quarantine: is not a directory"},
 		{"writable root", func(r string) { os.Chmod(r, 0o777) }, "lets others write"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -2,10 +2,12 @@ package spool
 
 import (
 	"errors"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
+	"sync"
 	"testing"
 	"time"
 )
@@ -17,6 +19,11 @@ func newTestQueue(t *testing.T) *Queue {
 	if err := Prepare(root, CurrentOwner()); err != nil {
 		t.Fatal(err)
 	}
+	return openTestQueue(t, root)
+}
+
+func openTestQueue(t *testing.T, root string) *Queue {
+	t.Helper()
 	q, err := OpenQueue(root)
 	if err != nil {
 		t.Fatal(err)
@@ -25,24 +32,44 @@ func newTestQueue(t *testing.T) *Queue {
 	return q
 }
 
-// putMessage writes a message file into queue/msg and its state in state.
-func putMessage(t *testing.T, q *Queue, state string) string {
+// reopen simulates a crash (the process dies, the kernel keeps what was
+// written): the queue is opened again beside the old one, which is never
+// closed properly, and recovered.
+func reopen(t *testing.T, q *Queue, hasDrop func(string) bool) (*Queue, []string) {
+	t.Helper()
+	n := openTestQueue(t, q.Root)
+	if hasDrop == nil {
+		hasDrop = func(string) bool { return false }
+	}
+	log, err := n.Recover(hasDrop)
+	if err != nil {
+		t.Fatalf("Recover: %v (%q)", err, log)
+	}
+	return n, log
+}
+
+func testMeta(id string) *Meta {
+	return &Meta{ID: id, Time: time.Now(), Origin: Origin{UID: 1234}, Env: Envelope{Sender: "a@example.org", Recipients: []string{"b@example.org"}}}
+}
+
+// putBody queues a message with body in state (with an empty record).
+func putBody(t *testing.T, q *Queue, state, body string) string {
 	t.Helper()
 	id := NewID(time.Now())
-	d, err := NewDrop(q.MsgDir(), &Meta{ID: id, Time: time.Now(), Env: Envelope{Sender: "a@example.org", Recipients: []string{"b@example.org"}}}, 0)
+	w, err := q.NewMessage(testMeta(id))
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.Write([]byte("Subject: x\n\nbody\n"))
-	if err := d.Commit(); err != nil {
+	io.WriteString(w, body)
+	if err := w.CommitState(state, nil); err != nil {
 		t.Fatal(err)
 	}
-	if state != "" {
-		if err := q.WriteState(state, id, &Delivery{}); err != nil {
-			t.Fatal(err)
-		}
-	}
 	return id
+}
+
+func putMessage(t *testing.T, q *Queue, state string) string {
+	t.Helper()
+	return putBody(t, q, state, "Subject: x\n\nbody\n")
 }
 
 func mustState(t *testing.T, q *Queue, id, want string) {
@@ -57,6 +84,34 @@ func mustState(t *testing.T, q *Queue, id, want string) {
 	if err != nil || got != want {
 		t.Fatalf("%s: in %q (%v), want %q", id, got, err, want)
 	}
+}
+
+// mustBody reads id back through OpenMessage and Meta.Body (CRC checked).
+func mustBody(t *testing.T, q *Queue, id, want string) {
+	t.Helper()
+	m, meta, err := q.OpenMessage(id)
+	if err != nil {
+		t.Fatalf("OpenMessage %s: %v", id, err)
+	}
+	defer m.Close()
+	b, err := io.ReadAll(meta.Body(m))
+	if err != nil || string(b) != want || meta.ID != id {
+		t.Fatalf("%s: body %q (%v), id %s; want %q", id, b, err, meta.ID, want)
+	}
+}
+
+// files lists the regular files under queue/ (relative paths).
+func files(t *testing.T, root string) []string {
+	t.Helper()
+	var out []string
+	filepath.Walk(filepath.Join(root, DirQueue), func(p string, fi os.FileInfo, err error) error {
+		if err == nil && fi.Mode().IsRegular() {
+			rel, _ := filepath.Rel(root, p)
+			out = append(out, rel)
+		}
+		return nil
+	})
+	return out
 }
 
 func TestTransitions(t *testing.T) {
@@ -77,6 +132,9 @@ func TestTransitions(t *testing.T) {
 		t.Fatalf("Delete of an active message: %v", err)
 	}
 	d := &Delivery{Attempts: 1, Next: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), Sent: []string{"b@example.org"}}
+	if err := q.WriteState(Deferred, id, d); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("WriteState in the wrong state: %v", err)
+	}
 	if err := q.WriteState(Active, id, d); err != nil {
 		t.Fatal(err)
 	}
@@ -87,6 +145,9 @@ func TestTransitions(t *testing.T) {
 	got, err := q.ReadState(Deferred, id)
 	if err != nil || got.Attempts != 1 || !got.Next.Equal(d.Next) || len(got.Sent) != 1 {
 		t.Fatalf("state after Defer: %+v %v", got, err)
+	}
+	if _, err := q.ReadState(Incoming, id); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("ReadState in the wrong state: %v", err)
 	}
 	if err := q.Hold(id); err != nil {
 		t.Fatal(err)
@@ -104,12 +165,16 @@ func TestTransitions(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustState(t, q, id, Failed)
+	if uid, ok := q.UID(id); !ok || uid != 1234 {
+		t.Fatalf("UID: %d %v", uid, ok)
+	}
+	mustBody(t, q, id, "Subject: x\n\nbody\n")
 	if st, err := q.Delete(id); err != nil || st != Failed {
 		t.Fatalf("Delete: %q %v", st, err)
 	}
 	mustState(t, q, id, "")
 	if q.HasMessage(id) {
-		t.Fatal("message file left after Delete")
+		t.Fatal("message left after Delete")
 	}
 
 	id2 := putMessage(t, q, Incoming)
@@ -119,36 +184,342 @@ func TestTransitions(t *testing.T) {
 	}
 	mustState(t, q, id2, "")
 	if q.HasMessage(id2) {
-		t.Fatal("message file left after Done")
+		t.Fatal("message left after Done")
 	}
-	if ids, _ := q.List("tmp"); len(ids) != 0 {
-		t.Fatalf("tmp not empty: %v", ids)
+	if err := q.Done(id2); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("second Done: %v", err)
 	}
 }
 
-func TestQuarantineMessage(t *testing.T) {
+// The store creates no file per message or per state: a hundred messages
+// through every state leave the journal and one segment.
+func TestNoFilePerMessage(t *testing.T) {
 	q := newTestQueue(t)
-	id := putMessage(t, q, Deferred)
-	if err := q.QuarantineMessage(id); err != nil {
+	for i := 0; i < 100; i++ {
+		id := putMessage(t, q, Incoming)
+		q.Claim(id)
+		q.WriteStateNoSync(Active, id, &Delivery{Attempts: 1})
+		if i%2 == 0 {
+			q.Defer(id)
+		} else {
+			q.Done(id)
+		}
+	}
+	if err := q.Sync(); err != nil {
 		t.Fatal(err)
 	}
-	mustState(t, q, id, "")
-	if _, err := os.Stat(filepath.Join(q.Root, DirQuarantine, id)); err != nil {
-		t.Fatalf("not in quarantine: %v", err)
+	got := files(t, q.Root)
+	want := []string{JournalFile, filepath.Join(DirSeg, segName(1))}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("files %q, want %q", got, want)
 	}
-	// A second file with the same label gets another name, never replaces.
-	os.WriteFile(filepath.Join(q.Root, DirMsg, id), []byte("x"), 0o600)
-	if name, err := q.QuarantineFile(q.MsgDir(), id, id); err != nil || name != id+".1" {
-		t.Fatalf("QuarantineFile: %q %v", name, err)
-	}
-	if name, err := q.QuarantineFile(q.MsgDir(), "missing", "../../etc/passwd"); err == nil {
-		t.Fatalf("quarantined a missing file as %q", name)
-	}
-	if s := sanitize("../../etc/passwd"); strings.Contains(s, "/") || strings.HasPrefix(s, ".") {
-		t.Fatalf("sanitize: %q", s)
+	if ids, _ := q.List(Deferred); len(ids) != 50 {
+		t.Fatalf("%d deferred", len(ids))
 	}
 }
 
+// List returns a state's IDs sorted, also after IDs left and came back
+// out of order (the sorted set with stale IDs, compacted).
+func TestListSorted(t *testing.T) {
+	q := newTestQueue(t)
+	var ids []string
+	for i := 0; i < 3000; i++ {
+		ids = append(ids, putMessage(t, q, Incoming))
+	}
+	for i, id := range ids {
+		if i%3 != 0 {
+			q.Claim(id)
+			q.Requeue(id, i%3 == 1)
+		}
+	}
+	// Back into incoming, newest first.
+	for i := len(ids) - 1; i >= 0; i-- {
+		if i%3 == 2 {
+			q.Claim(ids[i])
+			q.Requeue(ids[i], false)
+		}
+	}
+	in, _ := q.List(Incoming)
+	de, _ := q.List(Deferred)
+	if len(in) != 2000 || len(de) != 1000 {
+		t.Fatalf("incoming %d deferred %d", len(in), len(de))
+	}
+	for i := 1; i < len(in); i++ {
+		if in[i-1] >= in[i] {
+			t.Fatalf("incoming not sorted at %d", i)
+		}
+	}
+	if c := q.Counts(); c[Incoming] != 2000 || c[Deferred] != 1000 || c[Active] != 0 {
+		t.Fatalf("counts %v", c)
+	}
+}
+
+// Everything survives a crash: the queue opened again (the old one never
+// closed) has every message in its state with its record and body.
+func TestReplayAfterCrash(t *testing.T) {
+	q := newTestQueue(t)
+	a := putBody(t, q, Incoming, "first\n")
+	b := putBody(t, q, Incoming, "second\n")
+	c := putBody(t, q, Held, "third\n")
+	q.Claim(b)
+	q.WriteState(Active, b, &Delivery{Attempts: 3, LastReply: "451 later"})
+	q.Defer(b)
+	gone := putBody(t, q, Incoming, "gone\n")
+	q.Claim(gone)
+	q.Done(gone)
+	q.Sync()
+	n, _ := reopen(t, q, nil)
+	mustState(t, n, a, Incoming)
+	mustState(t, n, b, Deferred)
+	mustState(t, n, c, Held)
+	mustState(t, n, gone, "")
+	if d, err := n.ReadState(Deferred, b); err != nil || d.Attempts != 3 || d.LastReply != "451 later" {
+		t.Fatalf("record %+v %v", d, err)
+	}
+	mustBody(t, n, a, "first\n")
+	mustBody(t, n, b, "second\n")
+	mustBody(t, n, c, "third\n")
+	// New messages go to a new segment; the old one is sealed.
+	d := putBody(t, n, Incoming, "fourth\n")
+	n.mu.Lock()
+	seg := n.entries[d].seg
+	n.mu.Unlock()
+	if seg != 2 {
+		t.Fatalf("new message in segment %d, want 2", seg)
+	}
+}
+
+// A torn last line (a crash in the middle of an append) is cut off; the
+// lines before it stand, and appends go on after them.
+func TestTornTail(t *testing.T) {
+	q := newTestQueue(t)
+	a := putMessage(t, q, Incoming)
+	b := putMessage(t, q, Incoming)
+	q.Sync()
+	jp := filepath.Join(q.Root, JournalFile)
+	fi, _ := os.Stat(jp)
+	// b's claim, torn after 30 bytes.
+	line := setLine(b, stActive, nil)
+	f, _ := os.OpenFile(jp, os.O_WRONLY|os.O_APPEND, 0)
+	f.Write(line[:30])
+	f.Close()
+	// Snapshot (another process, relayd running) ignores the torn line.
+	if s, err := Snapshot(q.Root); err != nil || s[b].State != Incoming || len(s) != 2 {
+		t.Fatalf("snapshot %v %v", s, err)
+	}
+	n, log := reopen(t, q, nil)
+	if !strings.Contains(strings.Join(log, "\n"), "journal-torn-tail") {
+		t.Errorf("log %q", log)
+	}
+	mustState(t, n, a, Incoming)
+	mustState(t, n, b, Incoming)
+	if _, err := n.Claim(b); err != nil {
+		t.Fatal(err)
+	}
+	n.Sync()
+	n2, _ := reopen(t, n, nil)
+	mustState(t, n2, b, Incoming) // active, never attempted: back to incoming
+	if fi2, _ := os.Stat(jp); fi2.Size() < fi.Size()/2 {
+		t.Errorf("journal shrank from %d to %d", fi.Size(), fi2.Size())
+	}
+}
+
+// A damaged line in the middle (a block a power loss left as zeros, a bad
+// sector) costs that line, not the lines after it.
+func TestDamagedLineSkipped(t *testing.T) {
+	q := newTestQueue(t)
+	a := putMessage(t, q, Incoming)
+	b := putMessage(t, q, Incoming)
+	c := putMessage(t, q, Incoming)
+	q.Sync()
+	jp := filepath.Join(q.Root, JournalFile)
+	raw, _ := os.ReadFile(jp)
+	lines := strings.SplitAfter(string(raw), "\n")
+	// Damage b's add line: flip a byte, then zeros before c's.
+	l := []byte(lines[1])
+	l[20] ^= 1
+	lines[1] = string(l)
+	lines[2] = strings.Repeat("\x00", 100) + lines[2]
+	os.WriteFile(jp, []byte(strings.Join(lines, "")), 0o600)
+	n, log := reopen(t, q, nil)
+	if !strings.Contains(strings.Join(log, "\n"), "journal-line-skipped") {
+		t.Errorf("log %q", log)
+	}
+	mustState(t, n, a, Incoming)
+	mustState(t, n, b, "")
+	mustState(t, n, c, Incoming)
+	mustBody(t, n, c, "Subject: x\n\nbody\n")
+}
+
+// Concurrent writers never share an append point: each message reads back
+// whole, and each writer had a segment of its own.
+func TestConcurrentWriters(t *testing.T) {
+	q := newTestQueue(t)
+	const writers, each = 8, 40
+	var wg sync.WaitGroup
+	ids := make([][]string, writers)
+	start := make(chan struct{})
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			<-start
+			for i := 0; i < each; i++ {
+				id := NewID(time.Now())
+				mw, err := q.NewMessage(testMeta(id))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				body := strings.Repeat(fmt.Sprintf("writer %d message %d\n", w, i), 100+i*37)
+				for len(body) > 0 {
+					k := min(len(body), 1000)
+					mw.Write([]byte(body[:k]))
+					body = body[k:]
+				}
+				if i%5 == 4 {
+					mw.Abort()
+					continue
+				}
+				if err := mw.Commit(); err != nil {
+					t.Error(err)
+					return
+				}
+				if err := q.Sync(); err != nil {
+					t.Error(err)
+				}
+				ids[w] = append(ids[w], id)
+			}
+		}(w)
+	}
+	close(start)
+	wg.Wait()
+	n, _ := reopen(t, q, nil)
+	for w := range ids {
+		for _, id := range ids[w] {
+			m, meta, err := n.OpenMessage(id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.Copy(io.Discard, meta.Body(m)); err != nil {
+				t.Fatalf("%s: %v", id, err)
+			}
+			m.Close()
+		}
+	}
+	if c := n.Counts(); c[Incoming] != writers*each*4/5 {
+		t.Fatalf("counts %v", c)
+	}
+}
+
+// Abort cuts the segment back: aborted messages leave no bytes.
+func TestAbortTruncates(t *testing.T) {
+	q := newTestQueue(t)
+	a := putBody(t, q, Incoming, "kept\n")
+	w, err := q.NewMessage(testMeta(NewID(time.Now())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write([]byte(strings.Repeat("x", 200000)))
+	w.Abort()
+	w.Abort()
+	if err := w.Commit(); err == nil {
+		t.Fatal("Commit after Abort")
+	}
+	b := putBody(t, q, Incoming, "next\n")
+	q.Sync()
+	q.mu.Lock()
+	ea, eb := *q.entries[a], *q.entries[b]
+	q.mu.Unlock()
+	if ea.seg != eb.seg || eb.off != ea.off+ea.len {
+		t.Fatalf("b at %d/%d, a at %d/%d+%d", eb.seg, eb.off, ea.seg, ea.off, ea.len)
+	}
+	fi, _ := os.Stat(filepath.Join(q.Root, DirSeg, segName(ea.seg)))
+	if fi.Size() != eb.off+eb.len {
+		t.Fatalf("segment %d bytes, want %d", fi.Size(), eb.off+eb.len)
+	}
+	mustBody(t, q, b, "next\n")
+	// The same ID twice is refused.
+	if _, err := q.NewMessage(testMeta(a)); err == nil {
+		t.Fatal("NewMessage accepted a queued ID")
+	}
+}
+
+// A message committed in another state (the policy's hold) never shows
+// in incoming.
+func TestCommitState(t *testing.T) {
+	q := newTestQueue(t)
+	id := NewID(time.Now())
+	w, _ := q.NewMessage(testMeta(id))
+	w.Write([]byte("x\n"))
+	if err := w.CommitState(Deferred, &Delivery{Next: time.Unix(2e9, 0), Reason: "paced"}); err != nil {
+		t.Fatal(err)
+	}
+	mustState(t, q, id, Deferred)
+	if d, _ := q.ReadState(Deferred, id); d.Reason != "paced" {
+		t.Fatalf("record %+v", d)
+	}
+	n, _ := reopen(t, q, nil)
+	if d, _ := n.ReadState(Deferred, id); d == nil || d.Reason != "paced" {
+		t.Fatalf("record after crash %+v", d)
+	}
+}
+
+// A segment is unlinked only once a Sync covered the lines that emptied
+// it: before that, a power loss could bring back entries pointing into it.
+func TestSegmentRemovedAfterCoveringSync(t *testing.T) {
+	q := newTestQueue(t)
+	id := putMessage(t, q, Incoming)
+	q.Sync()
+	n, _ := reopen(t, q, nil) // segment 1 is sealed now
+	n.Claim(id)
+	if err := n.Done(id); err != nil {
+		t.Fatal(err)
+	}
+	seg := filepath.Join(n.Root, DirSeg, segName(1))
+	if _, err := os.Stat(seg); err != nil {
+		t.Fatalf("segment removed before a Sync covered the del: %v", err)
+	}
+	if err := n.Maintain(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(seg); !os.IsNotExist(err) {
+		t.Fatalf("empty sealed segment kept after Sync: %v", err)
+	}
+}
+
+// An open segment no writer holds that empties once it is over
+// segmentRetire is retired; below that it is reused.
+func TestOpenSegmentRetired(t *testing.T) {
+	q := newTestQueue(t)
+	big := strings.Repeat("y", segmentRetire)
+	id := putBody(t, q, Incoming, big)
+	q.Claim(id)
+	q.Done(id)
+	q.Maintain()
+	if _, err := os.Stat(filepath.Join(q.Root, DirSeg, segName(1))); !os.IsNotExist(err) {
+		t.Fatalf("emptied 1 MiB open segment kept: %v", err)
+	}
+	small := putMessage(t, q, Incoming)
+	q.Claim(small)
+	q.Done(small)
+	q.Maintain()
+	if _, err := os.Stat(filepath.Join(q.Root, DirSeg, segName(2))); err != nil {
+		t.Fatalf("small open segment removed: %v", err)
+	}
+	next := putMessage(t, q, Incoming)
+	q.mu.Lock()
+	seg := q.entries[next].seg
+	q.mu.Unlock()
+	if seg != 2 {
+		t.Fatalf("next message in segment %d, want the reused 2", seg)
+	}
+}
+
+// Recover: active goes back by its record, entries whose maildrop file is
+// still there are dropped (pickup queues them again), entries whose
+// segment is missing or short are dropped, segments without entries and
+// queue/tmp are swept.
 func TestRecover(t *testing.T) {
 	q := newTestQueue(t)
 	fresh := putMessage(t, q, Incoming)
@@ -156,157 +527,435 @@ func TestRecover(t *testing.T) {
 	tried := putMessage(t, q, Incoming)
 	q.Claim(tried)
 	q.WriteState(Active, tried, &Delivery{Attempts: 2})
-	orphan := putMessage(t, q, "") // enqueue cut short, maildrop copy gone
-	redo := putMessage(t, q, "")   // enqueue cut short, maildrop copy still there
-	stateOnly := NewID(time.Now()) // state file without its message
-	q.WriteState(Deferred, stateOnly, &Delivery{})
+	redo := putMessage(t, q, Incoming)
+	q.Sync()
+	// A segment of its own whose data is lost.
+	// (w2 takes the open segment, w gets a new one.)
+	w2, _ := q.NewMessage(testMeta(NewID(time.Now().Add(time.Second))))
+	w, _ := q.NewMessage(testMeta(NewID(time.Now())))
+	lostID := w.meta.ID
+	w2.Write([]byte("data\n"))
+	w2.Commit()
+	w.Write([]byte("lost\n"))
+	w.Commit()
+	q.Sync()
+	q.mu.Lock()
+	lostSeg := q.entries[lostID].seg
+	q.mu.Unlock()
+	os.Truncate(filepath.Join(q.Root, DirSeg, segName(lostSeg)), 10)
+	os.WriteFile(filepath.Join(q.Root, DirSeg, segName(99)), []byte("orphan"), 0o600)
 	os.WriteFile(filepath.Join(q.Root, DirTmp, "junk"), nil, 0o600)
 
-	log, err := q.Recover(func(id string) bool { return id == redo })
-	if err != nil {
-		t.Fatal(err)
-	}
-	mustState(t, q, fresh, Incoming)
-	mustState(t, q, tried, Deferred)
-	mustState(t, q, stateOnly, "")
-	if q.HasMessage(orphan) {
-		t.Error("orphan message kept")
-	}
-	if !q.HasMessage(redo) {
-		t.Error("message whose maildrop copy exists was removed")
-	}
-	if len(log) != 4 {
-		t.Errorf("log: %q", log)
+	n, log := reopen(t, q, func(id string) bool { return id == redo })
+	mustState(t, n, fresh, Incoming)
+	mustState(t, n, tried, Deferred)
+	mustState(t, n, redo, "")
+	mustState(t, n, lostID, "")
+	all := strings.Join(log, "\n")
+	for _, want := range []string{"requeued id=" + fresh + " attempted=false", "requeued id=" + tried + " attempted=true",
+		"removed-unacknowledged id=" + redo, "removed-state id=" + lostID, "removed-segment file=" + filepath.Join(q.Root, DirSeg, segName(99))} {
+		if !strings.Contains(all, want) {
+			t.Errorf("log lacks %q:\n%s", want, all)
+		}
 	}
 	if ents, _ := os.ReadDir(filepath.Join(q.Root, DirTmp)); len(ents) != 0 {
 		t.Errorf("tmp not swept: %v", ents)
 	}
-}
-
-func TestReadStateCorrupt(t *testing.T) {
-	q := newTestQueue(t)
-	id := putMessage(t, q, "")
-	os.WriteFile(filepath.Join(q.Root, DirDeferred, id), []byte("{not json"), 0o600)
-	if _, err := q.ReadState(Deferred, id); !errors.Is(err, ErrCorrupt) {
-		t.Fatalf("ReadState: %v, want ErrCorrupt", err)
+	if _, err := os.Stat(filepath.Join(q.Root, DirSeg, segName(99))); !os.IsNotExist(err) {
+		t.Error("orphan segment kept")
 	}
+	// The new segments continue after the highest seen.
+	id := putMessage(t, n, Incoming)
+	n.mu.Lock()
+	if seg := n.entries[id].seg; seg != 100 {
+		t.Errorf("new segment %d, want 100", seg)
+	}
+	n.mu.Unlock()
 }
 
-// A Drop into queue/msg cut short on a file system
-// without O_TMPFILE leaves msg/tmp.<id>; recovery sweeps it.
-func TestRecoverSweepsMsgTemp(t *testing.T) {
+// Recover compacts the journal: one line per message.
+func TestRecoverCompactsJournal(t *testing.T) {
 	q := newTestQueue(t)
 	keep := putMessage(t, q, Incoming)
-	tmp := filepath.Join(q.Root, DirMsg, TempPrefix+NewID(time.Now()))
-	if err := os.WriteFile(tmp, []byte("partial"), 0o600); err != nil {
-		t.Fatal(err)
+	for i := 0; i < 50; i++ {
+		id := putMessage(t, q, Incoming)
+		q.Claim(id)
+		q.WriteStateNoSync(Active, id, &Delivery{Attempts: 1})
+		q.Done(id)
 	}
-	log, err := q.Recover(func(string) bool { return false })
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(tmp); !os.IsNotExist(err) {
-		t.Errorf("temp file kept: %v", err)
-	}
-	if !strings.Contains(strings.Join(log, "\n"), "removed-temp file="+filepath.Base(tmp)) {
-		t.Errorf("log %q", log)
-	}
-	mustState(t, q, keep, Incoming)
-}
-
-// Non-regular files in the queue are refused as
-// corrupt without blocking.
-func TestOpenRefusesNonRegular(t *testing.T) {
-	q := newTestQueue(t)
-	id := NewID(time.Now())
-	if err := syscall.Mkfifo(filepath.Join(q.Root, DirMsg, id), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := q.OpenMessage(id); !errors.Is(err, ErrCorrupt) {
-		t.Errorf("FIFO message: %v", err)
-	}
-	if err := syscall.Mkfifo(filepath.Join(q.Root, DirQueue, Deferred, id), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := q.ReadState(Deferred, id); !errors.Is(err, ErrCorrupt) {
-		t.Errorf("FIFO state: %v", err)
-	}
-	linked := putMessage(t, q, Incoming)
-	if err := os.Link(filepath.Join(q.Root, DirMsg, linked), filepath.Join(t.TempDir(), "x")); err == nil {
-		if _, _, err := q.OpenMessage(linked); !errors.Is(err, ErrCorrupt) {
-			t.Errorf("hard-linked message: %v", err)
-		}
+	q.Sync()
+	reopen(t, q, nil)
+	raw, _ := os.ReadFile(filepath.Join(q.Root, JournalFile))
+	if n := strings.Count(string(raw), "\n"); n != 1 || !strings.Contains(string(raw), keep) {
+		t.Fatalf("journal after Recover: %d lines:\n%s", n, raw)
 	}
 }
 
-// A claim is not fsync'd: should a crash leave the record both where it
-// came from and in active/, Recover keeps the active one (the newer).
-func TestRecoverStaleCopyOfAClaim(t *testing.T) {
+// Maintain rewrites a journal grown past four times its live size.
+func TestMaintainCompactsJournal(t *testing.T) {
 	q := newTestQueue(t)
 	id := putMessage(t, q, Incoming)
-	if _, err := q.Claim(id); err != nil {
+	rec := &Delivery{Attempts: 1, LastReply: strings.Repeat("r", 4000)}
+	q.Claim(id)
+	for q.jsize <= 4<<20 {
+		q.WriteStateNoSync(Active, id, rec)
+	}
+	if err := q.Maintain(); err != nil {
 		t.Fatal(err)
 	}
-	if err := q.WriteState(Active, id, &Delivery{Attempts: 1}); err != nil {
-		t.Fatal(err)
+	fi, _ := os.Stat(filepath.Join(q.Root, JournalFile))
+	if fi.Size() > 8000 {
+		t.Fatalf("journal %d bytes after Maintain", fi.Size())
 	}
-	// The stale copy a lost rename would leave.
-	if err := os.WriteFile(filepath.Join(q.Root, DirQueue, Incoming, id), nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	log, err := q.Recover(func(string) bool { return false })
-	if err != nil {
-		t.Fatalf("Recover: %v (%v)", err, log)
-	}
-	mustState(t, q, id, Deferred)
-	if _, err := os.Stat(filepath.Join(q.Root, DirQueue, Incoming, id)); !os.IsNotExist(err) {
-		t.Errorf("stale incoming copy kept: %v", err)
-	}
-	d, err := q.ReadState(Deferred, id)
-	if err != nil || d.Attempts != 1 {
-		t.Errorf("record %+v, %v; want the active one (1 attempt)", d, err)
+	// Appends go on in the new journal.
+	q.Defer(id)
+	n, _ := reopen(t, q, nil)
+	if d, err := n.ReadState(Deferred, id); err != nil || d.Attempts != 1 {
+		t.Fatalf("after compaction: %+v %v", d, err)
 	}
 }
 
-// Pickup's batched path: an empty incoming state file, a first attempt
-// written into it in place, both read back; a non-empty record is
-// replaced atomically instead.
-func TestEmptyStateAndFirstAttemptInPlace(t *testing.T) {
+// Maintain copies the few live messages of an old, mostly dead segment
+// into a new one; the old one goes.
+func TestSegmentCompaction(t *testing.T) {
 	q := newTestQueue(t)
-	id := putMessage(t, q, "")
-	if err := q.CreateEmptyState(Incoming, id); err != nil {
+	now := time.Now()
+	q.Now = func() time.Time { return now }
+	var ids []string
+	for i := 0; i < 20; i++ {
+		ids = append(ids, putBody(t, q, Incoming, fmt.Sprintf("message %d\n%s", i, strings.Repeat("z", 5000))))
+	}
+	q.Sync()
+	n, _ := reopen(t, q, nil)
+	n.Now = func() time.Time { return now.Add(compactAge + time.Minute) }
+	for _, id := range ids[1:19] {
+		n.Claim(id)
+		n.Done(id)
+	}
+	n.Claim(ids[19]) // active: not moved
+	if err := n.Maintain(); err != nil {
 		t.Fatal(err)
 	}
-	if err := q.CreateEmptyState(Incoming, id); err == nil {
-		t.Fatal("CreateEmptyState replaced an existing state file")
+	n.mu.Lock()
+	s0, s19 := n.entries[ids[0]].seg, n.entries[ids[19]].seg
+	n.mu.Unlock()
+	if s0 == 1 || s19 != 1 {
+		t.Fatalf("segments after compaction: %d, %d", s0, s19)
 	}
-	if d, err := q.ReadState(Incoming, id); err != nil || d.Attempts != 0 {
-		t.Fatalf("empty record: %+v, %v", d, err)
+	mustBody(t, n, ids[0], "message 0\n"+strings.Repeat("z", 5000))
+	n.Requeue(ids[19], false)
+	n.Maintain()
+	n.mu.Lock()
+	s19 = n.entries[ids[19]].seg
+	n.mu.Unlock()
+	if s19 == 1 {
+		t.Fatal("the last message was not moved")
 	}
-	if _, err := q.Claim(id); err != nil {
+	n.Maintain()
+	if _, err := os.Stat(filepath.Join(n.Root, DirSeg, segName(1))); !os.IsNotExist(err) {
+		t.Fatalf("compacted segment kept: %v", err)
+	}
+	m, _ := reopen(t, n, nil)
+	mustBody(t, m, ids[0], "message 0\n"+strings.Repeat("z", 5000))
+	mustBody(t, m, ids[19], "message 19\n"+strings.Repeat("z", 5000))
+}
+
+// A reader keeps its segment readable even after the segment is removed.
+func TestReaderOutlivesSegment(t *testing.T) {
+	q := newTestQueue(t)
+	id := putBody(t, q, Incoming, "still here\n")
+	q.Sync()
+	n, _ := reopen(t, q, nil)
+	m, meta, err := n.OpenMessage(id)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := q.WriteFirstStateNoSync(Active, id, &Delivery{Attempts: 1, LastReply: "first"}); err != nil {
-		t.Fatal(err)
+	n.Claim(id)
+	n.Done(id)
+	n.Maintain()
+	if _, err := os.Stat(filepath.Join(n.Root, DirSeg, segName(1))); !os.IsNotExist(err) {
+		t.Fatal("segment kept")
 	}
+	b, err := io.ReadAll(meta.Body(m))
+	if err != nil || string(b) != "still here\n" {
+		t.Fatalf("%q %v", b, err)
+	}
+	m.Close()
+}
+
+// A failed Sync: its callers get the error, and the messages written into
+// a segment whose fdatasync failed since its last good Sync are dropped
+// (their writers were told they are not stored); the journal is rewritten
+// before a later Sync reports success.
+func TestSyncError(t *testing.T) {
+	q := newTestQueue(t)
+	good := putMessage(t, q, Incoming)
 	if err := q.Sync(); err != nil {
 		t.Fatal(err)
 	}
-	if d, err := q.ReadState(Active, id); err != nil || d.Attempts != 1 || d.LastReply != "first" {
-		t.Fatalf("first attempt: %+v, %v", d, err)
+	bad := putMessage(t, q, Incoming)
+	q.mu.Lock()
+	s := q.segs[q.entries[bad].seg]
+	q.mu.Unlock()
+	// fdatasync on a closed descriptor fails: a stand-in for EIO.
+	real := s.f
+	broken, _ := os.Open(os.DevNull)
+	broken.Close()
+	s.f = broken
+	if err := q.Sync(); err == nil {
+		t.Fatal("Sync succeeded")
 	}
-	// Not empty any more: falls back to the atomic replacement.
-	if err := q.WriteFirstStateNoSync(Active, id, &Delivery{Attempts: 2}); err != nil {
+	s.f = real
+	mustState(t, q, bad, "")
+	mustState(t, q, good, Incoming)
+	if !q.rewrite {
+		t.Fatal("journal rewrite not scheduled")
+	}
+	next := putMessage(t, q, Incoming)
+	if err := q.Sync(); err != nil {
 		t.Fatal(err)
 	}
-	if d, err := q.ReadState(Active, id); err != nil || d.Attempts != 2 || d.LastReply != "" {
-		t.Fatalf("second write: %+v, %v", d, err)
+	if q.rewrite {
+		t.Fatal("journal not rewritten")
 	}
-	if err := q.Done(id); err != nil {
-		t.Fatal(err)
+	q.mu.Lock()
+	if q.entries[next].seg == s.n {
+		t.Error("the failed segment took new messages")
+	}
+	q.mu.Unlock()
+	n, _ := reopen(t, q, nil)
+	mustState(t, n, bad, "")
+	mustState(t, n, good, Incoming)
+	mustState(t, n, next, Incoming)
+}
+
+// A caller whose appends a failed Sync covered gets that error even when
+// another Sync ran since.
+func TestSyncErrorReachesCoveredCallers(t *testing.T) {
+	q := newTestQueue(t)
+	q.mu.Lock()
+	q.seq += 5
+	q.failLo, q.failHi, q.failErr = 2, 7, errors.New("boom")
+	q.synced = 9
+	q.mu.Unlock()
+	if err := q.Sync(); err == nil || err.Error() != "boom" {
+		t.Fatalf("appends in a failed Sync's range: %v, want its error", err)
+	}
+	q.mu.Lock()
+	q.seq += 5
+	q.mu.Unlock()
+	if err := q.Sync(); err != nil {
+		t.Fatalf("appends after the failed range: %v", err)
+	}
+}
+
+func TestQuarantineMessage(t *testing.T) {
+	q := newTestQueue(t)
+	id := putBody(t, q, Deferred, "evidence\n")
+	name, err := q.QuarantineMessage(id)
+	if err != nil || name != id {
+		t.Fatal(name, err)
 	}
 	mustState(t, q, id, "")
-	if q.HasMessage(id) {
-		t.Error("Done left the message")
+	b, err := os.ReadFile(filepath.Join(q.Root, DirQuarantine, id))
+	if err != nil || !strings.HasSuffix(string(b), "\n\nevidence\n") || !strings.HasPrefix(string(b), magic) {
+		t.Fatalf("quarantine copy %q %v", b, err)
+	}
+	// A second file with the same label gets another name, never replaces.
+	md, _ := OpenDir(q.Root, DirMaildrop)
+	defer md.Close()
+	os.WriteFile(filepath.Join(q.Root, DirMaildrop, id), []byte("x"), 0o600)
+	if name, err := q.QuarantineFile(md, id, id); err != nil || name != id+".1" {
+		t.Fatalf("QuarantineFile: %q %v", name, err)
+	}
+	if name, err := q.QuarantineFile(md, "missing", "../../etc/passwd"); err == nil {
+		t.Fatalf("quarantined a missing file as %q", name)
+	}
+	if s := sanitize("../../etc/passwd"); strings.Contains(s, "/") || strings.HasPrefix(s, ".") {
+		t.Fatalf("sanitize: %q", s)
+	}
+}
+
+// A message whose bytes are damaged is ErrCorrupt when read (the worker
+// quarantines it); a message whose segment is gone too.
+func TestCorruptMessage(t *testing.T) {
+	q := newTestQueue(t)
+	id := putBody(t, q, Incoming, "payload\n")
+	other := putBody(t, q, Incoming, "other\n")
+	q.mu.Lock()
+	e := *q.entries[id]
+	q.mu.Unlock()
+	f, _ := os.OpenFile(filepath.Join(q.Root, DirSeg, segName(e.seg)), os.O_WRONLY, 0)
+	f.WriteAt([]byte("PAYLOAD"), e.off+e.len-8)
+	f.Close()
+	m, meta, err := q.OpenMessage(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(io.Discard, meta.Body(m)); !errors.Is(err, ErrChecksum) {
+		t.Fatalf("damaged body: %v", err)
+	}
+	m.Close()
+	f, _ = os.OpenFile(filepath.Join(q.Root, DirSeg, segName(e.seg)), os.O_WRONLY, 0)
+	f.WriteAt([]byte("GARBAGE"), e.off)
+	f.Close()
+	if _, _, err := q.OpenMessage(id); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("damaged header: %v", err)
+	}
+	mustBody(t, q, other, "other\n")
+	q.mu.Lock()
+	q.entries[other].seg = 77
+	q.mu.Unlock()
+	if _, _, err := q.OpenMessage(other); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("missing segment: %v", err)
+	}
+	if _, err := q.QuarantineMessage(other); err != nil {
+		t.Fatalf("quarantine of a message without segment: %v", err)
+	}
+}
+
+// A queue of the old layout (a file per message, a directory per state)
+// is imported at start with states, records and bodies; then the old
+// files are gone.
+func TestMigrateLegacy(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "spool")
+	if err := Prepare(root, CurrentOwner()); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range legacyDirs {
+		os.Mkdir(filepath.Join(root, DirQueue, d), 0o700)
+	}
+	md, _ := OpenDir(root, DirMsg)
+	put := func(body string) string {
+		id := NewID(time.Now())
+		d, err := NewDrop(md, testMeta(id), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(d, body)
+		if err := d.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	state := func(s, id, rec string) { os.WriteFile(filepath.Join(root, DirQueue, s, id), []byte(rec), 0o600) }
+	in := put("incoming\n")
+	state(Incoming, in, "")
+	de := put("deferred\n")
+	state(Deferred, de, `{"attempts":2,"last_reply":"451 try later"}`)
+	ac := put("active\n")
+	state(Active, ac, `{"attempts":1}`)
+	state(Incoming, ac, "") // a stale copy left by a lost claim rename
+	he := put("held\n")
+	state(Held, he, `{"attempts":0,"reason":"held by root"}`)
+	orphan := put("orphan\n") // no state: not imported
+	stateOnly := NewID(time.Now())
+	state(Failed, stateOnly, "")
+	bad := NewID(time.Now())
+	os.WriteFile(filepath.Join(root, DirMsg, bad), []byte("not a spool file"), 0o600)
+	state(Incoming, bad, "")
+	md.Close()
+
+	// Snapshot reads the old layout before relayd migrated it.
+	if s, err := Snapshot(root); err != nil || s[de].Attempts() != 2 || s[orphan].State != "" || s[in].UID != 1234 {
+		t.Fatalf("snapshot of the old layout: %v %v", s, err)
+	}
+	q := openTestQueue(t, root)
+	log, err := q.Recover(func(string) bool { return false })
+	if err != nil {
+		t.Fatalf("Recover: %v %q", err, log)
+	}
+	mustState(t, q, in, Incoming)
+	mustState(t, q, de, Deferred)
+	mustState(t, q, ac, Deferred)
+	mustState(t, q, he, Held)
+	mustState(t, q, orphan, "")
+	mustState(t, q, stateOnly, "")
+	mustState(t, q, bad, "")
+	if d, _ := q.ReadState(Deferred, de); d.LastReply != "451 try later" {
+		t.Errorf("record %+v", d)
+	}
+	if d, _ := q.ReadState(Held, he); d.Reason != "held by root" {
+		t.Errorf("record %+v", d)
+	}
+	mustBody(t, q, in, "incoming\n")
+	mustBody(t, q, de, "deferred\n")
+	mustBody(t, q, he, "held\n")
+	for _, d := range legacyDirs {
+		if _, err := os.Stat(filepath.Join(root, DirQueue, d)); !os.IsNotExist(err) {
+			t.Errorf("%s kept: %v", d, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(root, DirQuarantine, bad)); err != nil {
+		t.Errorf("undecodable message not quarantined: %v", err)
+	}
+	if !strings.Contains(strings.Join(log, "\n"), "migrated n=") {
+		t.Errorf("log %q", log)
+	}
+	if err := Check(root, CurrentOwner()); err != nil {
+		t.Errorf("Check after migration: %v", err)
+	}
+}
+
+// A migration cut short (the old files still there after the import was
+// made durable) imports nothing twice.
+func TestMigrateLegacyRerun(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "spool")
+	Prepare(root, CurrentOwner())
+	for _, d := range legacyDirs {
+		os.Mkdir(filepath.Join(root, DirQueue, d), 0o700)
+	}
+	md, _ := OpenDir(root, DirMsg)
+	id := NewID(time.Now())
+	d, _ := NewDrop(md, testMeta(id), 0)
+	io.WriteString(d, "once\n")
+	d.Commit()
+	md.Close()
+	os.WriteFile(filepath.Join(root, DirQueue, Incoming, id), nil, 0o600)
+	q := openTestQueue(t, root)
+	if _, err := q.migrateLegacy(); err != nil {
+		t.Fatal(err)
+	}
+	// As if the removal had not happened.
+	for _, d := range legacyDirs {
+		os.Mkdir(filepath.Join(root, DirQueue, d), 0o700)
+	}
+	os.WriteFile(filepath.Join(root, DirQueue, Incoming, id), nil, 0o600)
+	md, _ = OpenDir(root, DirMsg)
+	d, _ = NewDrop(md, testMeta(id), 0)
+	io.WriteString(d, "once\n")
+	d.Commit()
+	md.Close()
+	n, _ := reopen(t, q, nil)
+	if c := n.Counts(); c[Incoming] != 1 {
+		t.Fatalf("counts %v", c)
+	}
+	mustBody(t, n, id, "once\n")
+}
+
+// Snapshot sees what relayd did, from another process, while it runs.
+func TestSnapshot(t *testing.T) {
+	q := newTestQueue(t)
+	a := putMessage(t, q, Incoming)
+	b := putMessage(t, q, Incoming)
+	q.Claim(b)
+	q.WriteStateNoSync(Active, b, &Delivery{Attempts: 1})
+	c := putMessage(t, q, Held)
+	s, err := Snapshot(q.Root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s) != 3 || s[a].State != Incoming || s[a].Delivery != nil || s[b].State != Active || s[b].Attempts() != 1 || s[c].State != Held || s[c].UID != 1234 {
+		t.Fatalf("snapshot %+v", s)
+	}
+	cs, _ := Counts(q.Root)
+	if cs[Incoming] != 1 || cs[Active] != 1 || cs[Held] != 1 {
+		t.Fatalf("counts %v", cs)
+	}
+	if n, _ := Queued(q.Root); n != 3 {
+		t.Fatalf("queued %d", n)
+	}
+	if s, err := Snapshot(filepath.Join(t.TempDir(), "none")); err != nil || len(s) != 0 {
+		t.Fatalf("snapshot of nothing: %v %v", s, err)
 	}
 }

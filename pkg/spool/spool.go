@@ -6,23 +6,29 @@
 //	<spool>/                 0711 mailshim:mailshim
 //	  maildrop/              1730 mailshim:mailshim-drop  sendmail writes, relayd reads and removes
 //	  queue/                 0700 mailshim:mailshim      relayd only, from here on
-//	    msg/<id>             immutable message files (same format as maildrop files)
-//	    incoming|active|deferred|held|failed|quarantine/<id>
-//	                         one small state file per message; its directory IS its state
+//	    journal              the state journal: one line per change of a message's state or record
+//	    seg/<16 hex digits>  message segments: the messages, appended (same format as maildrop files)
+//	    quarantine/          corrupt or hostile files, kept as found, never deleted
 //	    tmp/                 relayd's temp files, swept at start
 //	  relayd.lock            flock'd by the one running relayd
 //
+// relayd creates no file per message in queue/: a message is a section of
+// a segment, its state one entry of the journal (queue.go, journal.go,
+// segment.go). A queue of the old layout (queue/msg/<id> and a directory
+// per state) is imported at start (Recover).
+//
 // # The durability promise
 //
-// A message file appears under its final name only when it is complete and
-// fsync'd, and the directory holding the name has been fsync'd too (see
-// Drop.Commit). sendmail exits 0 only after that. From there on, every
-// transition is a rename (plus a directory fsync), so a crash at any point
-// leaves each message in exactly one state, or — at worst, between "copied
-// into queue/" and "removed from maildrop/" — in two places under the same
-// queue ID, which relayd's pickup recognises and resolves without sending
-// twice. The state machine as a whole, with the scheduler that drives it,
-// is drawn in docs/ARCHITECTURE.md ("The delivery engine").
+// A maildrop file appears under its final name only when it is complete
+// and fsync'd, and the directory holding the name has been fsync'd too
+// (see Drop.Commit). sendmail exits 0 only after that. relayd removes the
+// maildrop file only after the queued copy is durable (Queue.Sync), and
+// at start drops a queued copy whose maildrop file is still there
+// (Recover): so a crash at any point leaves each message queued once, or
+// in maildrop/ only. From there on every transition is a journal line;
+// the ones that must survive a power loss are followed by a Sync. The
+// state machine as a whole, with the scheduler that drives it, is drawn
+// in docs/ARCHITECTURE.md ("The delivery engine").
 //
 // # Identity
 //
@@ -43,12 +49,6 @@ import (
 const (
 	DirMaildrop   = "maildrop"
 	DirQueue      = "queue"
-	DirMsg        = "queue/msg"
-	DirIncoming   = "queue/incoming"
-	DirActive     = "queue/active"
-	DirDeferred   = "queue/deferred"
-	DirHeld       = "queue/held"
-	DirFailed     = "queue/failed"
 	DirQuarantine = "queue/quarantine"
 	DirTmp        = "queue/tmp"
 	LockFile      = "relayd.lock"
@@ -69,7 +69,11 @@ const (
 )
 
 // PrivateDirs are relayd's directories, in the order they are created.
-var PrivateDirs = []string{DirQueue, DirMsg, DirIncoming, DirActive, DirDeferred, DirHeld, DirFailed, DirQuarantine, DirTmp}
+var PrivateDirs = []string{DirQueue, DirSeg, DirQuarantine, DirTmp}
+
+// DirMsg is the message directory of the old queue layout (a file per
+// message), imported at start by Recover.
+const DirMsg = "queue/msg"
 
 // NewID returns a fresh queue ID: 13 upper-case hex digits of the time in
 // microseconds, then 7 random ones. IDs sort by arrival time, are safe as

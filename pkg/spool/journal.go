@@ -1,0 +1,288 @@
+package spool
+
+// The state journal (queue/journal): one line per change of the queue,
+// appended, never rewritten in place.
+//
+//	<8 hex digits: CRC-32C of the JSON> <JSON>\n
+//
+// The JSON is one of
+//
+//	{"op":"add","id":ID,"st":STATE,"seg":N,"off":O,"len":L,"uid":U,"d":{Delivery}}
+//	{"op":"set","id":ID,"st":STATE,"d":{Delivery}}
+//	{"op":"loc","id":ID,"seg":N,"off":O,"len":L}
+//	{"op":"del","id":ID}
+//
+// ("d" is left out when the record is empty). Replaying the lines in order
+// gives the queue: the last line about an ID wins. A line whose CRC or JSON
+// is bad is skipped (a crash can tear the last line, and a power loss can
+// leave a block of zeros or stale bytes among the lines written since the
+// last fdatasync: those were never promised to anyone); replay goes on at
+// the next line, so one damaged block costs the changes it held, never the
+// queue after it. Before relayd appends, it truncates an unterminated tail.
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"strconv"
+)
+
+// JournalFile is the state journal, relative to the spool root.
+const JournalFile = DirQueue + "/journal"
+
+// journalNew is the temporary file a rewrite of the journal is written to.
+const journalNew = DirQueue + "/journal.new"
+
+// maxJournalLine bounds one line (a delivery record with many recipients).
+const maxJournalLine = 16 << 20
+
+// jrec is one journal line decoded.
+type jrec struct {
+	Op  string          `json:"op"`
+	ID  string          `json:"id"`
+	St  string          `json:"st"`
+	Seg uint64          `json:"seg"`
+	Off int64           `json:"off"`
+	Len int64           `json:"len"`
+	UID int             `json:"uid"`
+	D   json.RawMessage `json:"d"`
+}
+
+// stateIndex returns the index of s in States, or -1.
+func stateIndex(s string) int {
+	for i, x := range States {
+		if x == s {
+			return i
+		}
+	}
+	return -1
+}
+
+// emptyDelivery is the JSON of an empty record, which is stored as nil.
+var emptyDelivery, _ = json.Marshal(&Delivery{})
+
+// encodeDelivery returns the JSON of d, nil for an empty record.
+func encodeDelivery(d *Delivery) ([]byte, error) {
+	if d == nil {
+		return nil, nil
+	}
+	b, err := json.Marshal(d)
+	if err != nil || bytes.Equal(b, emptyDelivery) {
+		return nil, err
+	}
+	return b, nil
+}
+
+// decodeDelivery returns the record b holds (an empty one for nil).
+func decodeDelivery(b []byte) (*Delivery, error) {
+	d := new(Delivery)
+	if len(b) == 0 {
+		return d, nil
+	}
+	if err := json.Unmarshal(b, d); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// line frames the JSON in b (built after 9 reserved bytes) as a journal
+// line: the CRC in front, a newline behind.
+func frame(b []byte) []byte {
+	sum := crc32.Checksum(b[9:], castagnoli())
+	const hexd = "0123456789abcdef"
+	for i := 7; i >= 0; i-- {
+		b[i] = hexd[sum&0xf]
+		sum >>= 4
+	}
+	b[8] = ' '
+	return append(b, '\n')
+}
+
+func lineStart(op, id string) []byte {
+	b := make([]byte, 9, 160)
+	b = append(b, `{"op":"`...)
+	b = append(b, op...)
+	b = append(b, `","id":"`...)
+	b = append(b, id...)
+	b = append(b, '"')
+	return b
+}
+
+func addLine(id string, e *entry) []byte {
+	b := lineStart("add", id)
+	b = append(b, `,"st":"`...)
+	b = append(b, States[e.st]...)
+	b = append(b, `","seg":`...)
+	b = strconv.AppendUint(b, e.seg, 10)
+	b = append(b, `,"off":`...)
+	b = strconv.AppendInt(b, e.off, 10)
+	b = append(b, `,"len":`...)
+	b = strconv.AppendInt(b, e.len, 10)
+	b = append(b, `,"uid":`...)
+	b = strconv.AppendInt(b, int64(e.uid), 10)
+	if len(e.d) > 0 {
+		b = append(b, `,"d":`...)
+		b = append(b, e.d...)
+	}
+	return frame(append(b, '}'))
+}
+
+func setLine(id string, st uint8, d []byte) []byte {
+	b := lineStart("set", id)
+	b = append(b, `,"st":"`...)
+	b = append(b, States[st]...)
+	b = append(b, '"')
+	if len(d) > 0 {
+		b = append(b, `,"d":`...)
+		b = append(b, d...)
+	}
+	return frame(append(b, '}'))
+}
+
+func locLine(id string, seg uint64, off, n int64) []byte {
+	b := lineStart("loc", id)
+	b = append(b, `,"seg":`...)
+	b = strconv.AppendUint(b, seg, 10)
+	b = append(b, `,"off":`...)
+	b = strconv.AppendInt(b, off, 10)
+	b = append(b, `,"len":`...)
+	b = strconv.AppendInt(b, n, 10)
+	return frame(append(b, '}'))
+}
+
+func delLine(id string) []byte {
+	return frame(append(lineStart("del", id), '}'))
+}
+
+// parseLine checks and decodes one journal line (without its newline).
+func parseLine(l []byte) (*jrec, error) {
+	l = bytes.TrimLeft(l, "\x00")
+	if len(l) < 10 || l[8] != ' ' {
+		return nil, errors.New("malformed line")
+	}
+	want, err := strconv.ParseUint(string(l[:8]), 16, 32)
+	if err != nil {
+		return nil, errors.New("malformed checksum")
+	}
+	if crc32.Checksum(l[9:], castagnoli()) != uint32(want) {
+		return nil, errors.New("checksum mismatch")
+	}
+	r := new(jrec)
+	if err := json.Unmarshal(l[9:], r); err != nil {
+		return nil, err
+	}
+	if !ValidID(r.ID) {
+		return nil, fmt.Errorf("bad queue id %q", r.ID)
+	}
+	switch r.Op {
+	case "add", "set":
+		if stateIndex(r.St) < 0 {
+			return nil, fmt.Errorf("unknown state %q", r.St)
+		}
+	case "loc", "del":
+	default:
+		return nil, fmt.Errorf("unknown op %q", r.Op)
+	}
+	if len(r.D) > 0 && (bytes.Equal(r.D, []byte("null")) || bytes.Equal(r.D, emptyDelivery)) {
+		r.D = nil
+	}
+	return r, nil
+}
+
+// replayResult is what a replay found besides the entries.
+type replayResult struct {
+	good int64    // offset just after the last complete line
+	bad  []string // one description per line skipped
+	tail bool     // an unterminated last line (a torn append)
+}
+
+// replay reads the journal in r and applies every good line to es. It
+// stops at EOF; an unterminated last line is a torn append (tail).
+func replay(r io.Reader, es map[string]*entry) (replayResult, error) {
+	var res replayResult
+	br := bufio.NewReaderSize(r, 256<<10)
+	n := 0
+	for {
+		l, err := br.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			// A long line (a large delivery record): gather it.
+			long := append([]byte(nil), l...)
+			for errors.Is(err, bufio.ErrBufferFull) && len(long) <= maxJournalLine {
+				l, err = br.ReadSlice('\n')
+				long = append(long, l...)
+			}
+			l = long
+		}
+		if err == io.EOF {
+			if len(l) > 0 {
+				res.tail = true
+			}
+			return res, nil
+		}
+		n++
+		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+			return res, err
+		}
+		if err != nil {
+			// Over the limit: skip to the end of the line.
+			res.good += int64(len(l))
+			for errors.Is(err, bufio.ErrBufferFull) {
+				l, err = br.ReadSlice('\n')
+				res.good += int64(len(l))
+			}
+			if err != nil {
+				res.tail = true
+				return res, nil
+			}
+			res.bad = append(res.bad, fmt.Sprintf("line %d: longer than %d bytes", n, maxJournalLine))
+			continue
+		}
+		res.good += int64(len(l))
+		rec, perr := parseLine(l[:len(l)-1])
+		if perr != nil {
+			res.bad = append(res.bad, fmt.Sprintf("line %d: %v", n, perr))
+			continue
+		}
+		apply(es, rec)
+	}
+}
+
+// apply applies one decoded line to the entries.
+func apply(es map[string]*entry, r *jrec) {
+	switch r.Op {
+	case "add":
+		es[r.ID] = &entry{st: uint8(stateIndex(r.St)), seg: r.Seg, off: r.Off, len: r.Len, uid: int32(r.UID), d: bytes.Clone(r.D)}
+	case "set":
+		if e := es[r.ID]; e != nil {
+			e.st = uint8(stateIndex(r.St))
+			e.d = bytes.Clone(r.D)
+		}
+	case "loc":
+		if e := es[r.ID]; e != nil {
+			e.seg, e.off, e.len = r.Seg, r.Off, r.Len
+		}
+	case "del":
+		delete(es, r.ID)
+	}
+}
+
+// readJournal replays the journal of the spool at root read-only (a
+// missing journal is an empty queue).
+func readJournal(root string) (map[string]*entry, replayResult, error) {
+	es := map[string]*entry{}
+	f, err := os.Open(root + "/" + JournalFile)
+	if errors.Is(err, os.ErrNotExist) {
+		return es, replayResult{}, nil
+	}
+	if err != nil {
+		return nil, replayResult{}, err
+	}
+	defer f.Close()
+	res, err := replay(f, es)
+	return es, res, err
+}

@@ -1,0 +1,235 @@
+package spool
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Recover runs at start, before any delivery and before pickup. It
+// returns one line per action for the log:
+//
+//   - what replaying the journal found (a torn last line, skipped lines);
+//   - a queue of the old layout (a directory per state, a file per
+//     message: queue/msg/<id> and queue/<state>/<id>) is imported into
+//     the store, made durable, then removed (migrateLegacy);
+//   - a message whose maildrop file still exists (hasDrop) was never
+//     acknowledged to pickup, which removes the maildrop copy only after
+//     the Sync of its batch: it is dropped, and pickup queues it again
+//     from the maildrop copy;
+//   - a message whose segment is missing or too short is dropped
+//     ("message file missing");
+//   - active goes back to incoming (never attempted) or deferred;
+//   - segments holding no message are removed, queue/tmp is swept;
+//   - the journal is rewritten from memory (compacted) and made durable.
+func (q *Queue) Recover(hasDrop func(id string) bool) ([]string, error) {
+	log := q.replayed
+	q.replayed = nil
+	mlog, err := q.migrateLegacy()
+	log = append(log, mlog...)
+	if err != nil {
+		return log, err
+	}
+	q.mu.Lock()
+	for id, e := range q.entries {
+		s := q.segs[e.seg]
+		switch {
+		case hasDrop(id):
+			q.dropLocked(id, e)
+			log = append(log, fmt.Sprintf("removed-unacknowledged id=%s state=%s reason=\"its maildrop file is still there: pickup queues it again\"", id, States[e.st]))
+			continue
+		case s == nil || e.off+e.len > s.size:
+			q.dropLocked(id, e)
+			log = append(log, fmt.Sprintf("removed-state id=%s state=%s reason=\"message file missing\"", id, States[e.st]))
+			continue
+		}
+		if e.st == stActive {
+			attempted := true
+			if d, err := decodeDelivery(e.d); err == nil && d.Attempts == 0 {
+				attempted = false
+			}
+			to := stIncoming
+			if attempted {
+				to = stDeferred
+			}
+			q.setStateLocked(id, e, to, e.d)
+			log = append(log, fmt.Sprintf("requeued id=%s attempted=%v", id, attempted))
+		}
+	}
+	for _, s := range q.segs {
+		if s.live == 0 && !s.busy {
+			if err := q.unlinkLocked(s); err == nil {
+				log = append(log, fmt.Sprintf("removed-segment file=%s reason=\"no message left in it\"", s.f.Name()))
+			}
+		}
+	}
+	q.dying = q.dying[:0]
+	q.mu.Unlock()
+	if names, err := q.tmpdir.Readdirnames(-1); err == nil {
+		for _, n := range names {
+			unix.Unlinkat(int(q.tmpdir.Fd()), n, 0)
+		}
+		q.tmpdir.Seek(0, io.SeekStart)
+	}
+	q.syncMu.Lock()
+	err = q.syncLocked(true)
+	q.syncMu.Unlock()
+	return log, err
+}
+
+// legacyDirs are the directories of the old layout under queue/.
+var legacyDirs = []string{"msg", Incoming, Active, Deferred, Held, Failed}
+
+// migrateLegacy imports a queue of the old layout (queue/msg/<id>, the
+// message, and queue/<state>/<id>, its delivery record) into the store:
+// each message with a state is copied into a segment with its record,
+// the lot is made durable, and only then are the old files and
+// directories removed. A message without a state (an enqueue or a Done cut
+// short) is not imported: pickup queues it again from its maildrop file
+// if that is still there, as the old layout's recovery did. A message
+// file that does not decode is quarantined. An active record wins over an
+// older copy elsewhere (a Claim is not synced). Safe to rerun after a
+// crash: what the store has already is not imported again.
+func (q *Queue) migrateLegacy() ([]string, error) {
+	qroot := filepath.Join(q.Root, DirQueue)
+	found := false
+	for _, d := range legacyDirs {
+		if _, err := os.Lstat(filepath.Join(qroot, d)); err == nil {
+			found = true
+		}
+	}
+	if !found {
+		return nil, nil
+	}
+	var log []string
+	msgDir, err := OpenDir(q.Root, DirMsg)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	if msgDir != nil {
+		defer msgDir.Close()
+		n := 0
+		for _, st := range []uint8{stActive, stIncoming, stDeferred, stHeld, stFailed} {
+			ids, err := listIDs(filepath.Join(qroot, States[st]))
+			if err != nil {
+				return log, err
+			}
+			for _, id := range ids {
+				if q.HasMessage(id) {
+					continue
+				}
+				l, err := q.importLegacy(msgDir, id, st)
+				if l != "" {
+					log = append(log, l)
+				}
+				if err != nil {
+					return log, err
+				}
+				n++
+			}
+		}
+		if err := q.Sync(); err != nil {
+			return log, err
+		}
+		log = append(log, fmt.Sprintf("migrated n=%d from=\"%s/{msg,%s}\" to=\"%s + %s\"", n, qroot, strings.Join(States, ","), JournalFile, DirSeg))
+	}
+	for _, d := range legacyDirs {
+		if err := os.RemoveAll(filepath.Join(qroot, d)); err != nil {
+			return log, err
+		}
+	}
+	return log, q.qdir.Sync()
+}
+
+// importLegacy copies old-layout message id, in state st, into the store
+// (without Sync).
+func (q *Queue) importLegacy(msgDir *os.File, id string, st uint8) (string, error) {
+	statePath := filepath.Join(q.Root, DirQueue, States[st], id)
+	f, size, err := openRegular(int(msgDir.Fd()), id, filepath.Join(q.Root, DirMsg, id), true)
+	if errors.Is(err, unix.ENOENT) {
+		return fmt.Sprintf("removed-state id=%s state=%s reason=\"message file missing\"", id, States[st]), nil
+	}
+	if err == nil {
+		defer f.Close()
+	}
+	var m *Meta
+	if err == nil {
+		m, err = Decode(f, size)
+	}
+	if err != nil {
+		if !errors.Is(err, ErrCorrupt) {
+			return "", err
+		}
+		name, qerr := q.QuarantineFile(msgDir, id, id)
+		if qerr != nil {
+			return "", qerr
+		}
+		return fmt.Sprintf("quarantined id=%s file=%s reason=%q", id, filepath.Join(DirQuarantine, name), err.Error()), nil
+	}
+	var d []byte
+	if b, err := os.ReadFile(statePath); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		if rec, err := decodeDelivery([]byte(strings.TrimSpace(string(b)))); err == nil {
+			d, _ = encodeDelivery(rec)
+		} else {
+			// An unreadable record counts as attempted, as it did.
+			d, _ = encodeDelivery(&Delivery{Attempts: 1, Reason: "delivery record unreadable when the queue was migrated"})
+		}
+	}
+	s, err := q.acquire(false)
+	if err != nil {
+		return "", err
+	}
+	start := s.size
+	w := offWriter{f: s.f, off: start}
+	if n, err := io.Copy(&w, io.NewSectionReader(f, 0, size)); err != nil || n != size {
+		s.f.Truncate(start)
+		q.mu.Lock()
+		q.releaseLocked(s)
+		q.mu.Unlock()
+		if err == nil {
+			err = io.ErrShortWrite
+		}
+		return "", fmt.Errorf("spool: migrating %s: %w", id, err)
+	}
+	e := &entry{seg: s.n, off: start, len: size, d: d, uid: int32(m.Origin.UID), st: st}
+	if err := q.add(id, e, s, w.off); err != nil {
+		s.f.Truncate(start)
+		q.mu.Lock()
+		q.releaseLocked(s)
+		q.mu.Unlock()
+		return "", err
+	}
+	return "", nil
+}
+// openRegular opens name in the directory dfd for reading without
+// following a link or blocking (a FIFO put there must not hang relayd),
+// and refuses anything but a regular file — with a single link when
+// oneLink — as ErrCorrupt. It returns the file and its size.
+func openRegular(dfd int, name, path string, oneLink bool) (*os.File, int64, error) {
+	fd, err := unix.Openat(dfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if errors.Is(err, unix.ELOOP) {
+			return nil, 0, fmt.Errorf("%s: %w: a symbolic link", path, ErrCorrupt)
+		}
+		return nil, 0, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return nil, 0, &os.PathError{Op: "fstat", Path: path, Err: err}
+	}
+	switch {
+	case st.Mode&unix.S_IFMT != unix.S_IFREG:
+		unix.Close(fd)
+		return nil, 0, fmt.Errorf("%s: %w: not a regular file", path, ErrCorrupt)
+	case oneLink && st.Nlink != 1:
+		unix.Close(fd)
+		return nil, 0, fmt.Errorf("%s: %w: %d links", path, ErrCorrupt, st.Nlink)
+	}
+	return os.NewFile(uintptr(fd), path), st.Size, nil
+}

@@ -1,0 +1,679 @@
+package spool
+
+// Message segments (queue/seg/<16 hex digits>): append-only files, each a
+// concatenation of messages in the maildrop format (EncodeHeader, the
+// message, PatchSize), so Decode and Meta.Body read a message through a
+// section of its segment, and an administrator can read a segment with
+// less.
+//
+// Writers never share an append point: a writer takes an open segment no
+// other writer holds (or creates one: the only file creation of the
+// queue, once per segment), writes at its end with plain buffered
+// writes, and on Commit patches the size and checksum in, appends the
+// message's add line to the journal and gives the segment back. Abort
+// cuts the segment back to where the writer started. A segment of
+// segmentMax bytes is sealed (no more appends); so is every segment found
+// at start. A sealed segment none of whose messages is left is unlinked
+// once a Sync has made the journal lines that emptied it durable (before
+// that, a power loss could bring back entries pointing into it).
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// DirSeg holds the segments, relative to the spool root.
+const DirSeg = "queue/seg"
+
+const (
+	// segmentMax seals a segment once it holds this much.
+	segmentMax = 64 << 20
+	// segmentRetire seals an open segment that no writer holds and none
+	// of whose messages is left, once it holds this much: a queue that
+	// empties often does not keep 64 MiB of delivered mail on disk, and
+	// does not create a file per message either.
+	segmentRetire = 1 << 20
+	// compactAge and compactLive: a sealed segment older than compactAge
+	// whose live messages fill less than 1/compactLive of it has them
+	// copied to a new segment (Maintain), so that a few long-deferred
+	// messages do not keep whole segments of delivered mail.
+	compactAge  = 10 * time.Minute
+	compactLive = 4
+)
+
+// segment is one segment file.
+type segment struct {
+	n         uint64
+	f         *os.File // read-write; shared by the writer (pwrite) and readers (pread)
+	size      int64    // end of the data: where the next message goes
+	live      int      // messages in the queue stored here
+	liveBytes int64
+	created   time.Time
+	sealed    bool     // no more appends
+	busy      bool     // a writer holds it
+	dirty     bool     // written since the last Sync
+	dead      bool     // in q.dying
+	gone      bool     // unlinked; the file is closed when refs drops to 0
+	refs      int      // open Messages
+	deadSeq   uint64   // q.seq when it lost its last message
+	unsynced  []string // IDs added here since its last fdatasync
+}
+
+func segName(n uint64) string { return fmt.Sprintf("%016x", n) }
+
+// openSegments opens every segment file, sealed.
+func (q *Queue) openSegments() error {
+	names, err := q.segdir.Readdirnames(-1)
+	if err != nil {
+		return err
+	}
+	for _, name := range names {
+		n, err := strconv.ParseUint(name, 16, 64)
+		if err != nil || len(name) != 16 || n == 0 {
+			continue
+		}
+		path := filepath.Join(q.Root, DirSeg, name)
+		fd, err := unix.Openat(int(q.segdir.Fd()), name, unix.O_RDWR|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return &os.PathError{Op: "open", Path: path, Err: err}
+		}
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+			unix.Close(fd)
+			return fmt.Errorf("spool: %s: not a regular file", path)
+		}
+		q.segs[n] = &segment{n: n, f: os.NewFile(uintptr(fd), path), size: st.Size, sealed: true, created: time.Unix(st.Mtim.Unix())}
+		if n >= q.nextSeg {
+			q.nextSeg = n + 1
+		}
+	}
+	return nil
+}
+
+func (q *Queue) now() time.Time {
+	if q.Now != nil {
+		return q.Now()
+	}
+	return time.Now()
+}
+
+// acquire returns an open segment for one writer: an idle one, else a
+// new one (fresh forces a new one).
+func (q *Queue) acquire(fresh bool) (*segment, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.jf == nil {
+		return nil, errors.New("spool: the queue is closed")
+	}
+	for !fresh && len(q.idle) > 0 {
+		s := q.idle[len(q.idle)-1]
+		q.idle = q.idle[:len(q.idle)-1]
+		if !s.sealed && !s.gone {
+			s.busy = true
+			return s, nil
+		}
+	}
+	n := q.nextSeg
+	name := segName(n)
+	fd, err := unix.Openat(int(q.segdir.Fd()), name, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, &os.PathError{Op: "create", Path: filepath.Join(q.Root, DirSeg, name), Err: err}
+	}
+	q.nextSeg++
+	s := &segment{n: n, f: os.NewFile(uintptr(fd), filepath.Join(q.Root, DirSeg, name)), busy: true, created: q.now()}
+	q.segs[n] = s
+	q.segDirty = true
+	return s, nil
+}
+
+// releaseLocked gives a writer's segment back (q.mu held).
+func (q *Queue) releaseLocked(s *segment) {
+	s.busy = false
+	switch {
+	case s.sealed:
+	case s.size >= segmentMax, s.live == 0 && s.size >= segmentRetire:
+		s.sealed = true
+	default:
+		q.idle = append(q.idle, s)
+	}
+	q.checkDead(s)
+}
+
+// checkDead queues s for unlinking when it is sealed, idle and empty.
+func (q *Queue) checkDead(s *segment) {
+	if !s.sealed && s.live == 0 && !s.busy && s.size >= segmentRetire {
+		s.sealed = true // an idle open segment: see segmentRetire
+	}
+	if s.sealed && !s.busy && s.live == 0 && !s.dead {
+		s.dead = true
+		s.deadSeq = q.seq
+		q.dying = append(q.dying, s)
+	}
+}
+
+// unlinkLocked removes the segment file of s (q.mu held).
+func (q *Queue) unlinkLocked(s *segment) error {
+	if s.gone {
+		return nil
+	}
+	err := unix.Unlinkat(int(q.segdir.Fd()), segName(s.n), 0)
+	if err != nil && !errors.Is(err, unix.ENOENT) {
+		return &os.PathError{Op: "unlink", Path: s.f.Name(), Err: err}
+	}
+	s.gone = true
+	delete(q.segs, s.n)
+	if s.refs == 0 {
+		s.f.Close()
+	}
+	return nil
+}
+
+// offWriter writes to f at off and on (pwrite), so that writers of other
+// segments and readers share nothing.
+type offWriter struct {
+	f   *os.File
+	off int64
+}
+
+func (w *offWriter) Write(p []byte) (int, error) {
+	n, err := w.f.WriteAt(p, w.off)
+	w.off += int64(n)
+	return n, err
+}
+
+// MsgWriter streams one message to the end of a segment. Commit queues
+// it; until the next Sync it is not durable (pickup's batches and the
+// doors' group commit share one Sync).
+type MsgWriter struct {
+	q       *Queue
+	seg     *segment
+	start   int64
+	ow      offWriter
+	w       *bufio.Writer
+	meta    Meta
+	sizeOff int64
+	crc     hash.Hash32
+	n       int64
+	done    bool
+}
+
+// NewMessage starts writing the message m.ID (see MsgWriter).
+func (q *Queue) NewMessage(m *Meta) (*MsgWriter, error) {
+	if !ValidID(m.ID) {
+		return nil, fmt.Errorf("spool: bad queue id %q", m.ID)
+	}
+	if q.HasMessage(m.ID) {
+		return nil, fmt.Errorf("spool: %s is queued already", m.ID)
+	}
+	s, err := q.acquire(false)
+	if err != nil {
+		return nil, err
+	}
+	w := &MsgWriter{q: q, seg: s, start: s.size, ow: offWriter{f: s.f, off: s.size}, meta: *m, crc: NewCRC()}
+	hdr, off := EncodeHeader(&w.meta)
+	w.sizeOff = off
+	w.w = writers.Get().(*bufio.Writer)
+	w.w.Reset(&w.ow)
+	if _, err := w.w.Write(hdr); err != nil {
+		w.Abort()
+		return nil, err
+	}
+	return w, nil
+}
+
+// Write appends message bytes.
+func (w *MsgWriter) Write(p []byte) (int, error) {
+	if w.done {
+		return 0, errors.New("spool: message already committed or aborted")
+	}
+	n, err := w.w.Write(p)
+	w.crc.Write(p[:n])
+	w.n += int64(n)
+	return n, err
+}
+
+// Size is the number of message bytes written so far.
+func (w *MsgWriter) Size() int64 { return w.n }
+
+// Commit queues the message in incoming with an empty record (never
+// attempted). No Sync (see MsgWriter).
+func (w *MsgWriter) Commit() error { return w.CommitState(Incoming, nil) }
+
+// CommitState queues the message in state with the record d (nil:
+// empty): its size and checksum are patched in and its add line appended
+// to the journal, in one step, so the queue never sees it in another
+// state first. No Sync.
+func (w *MsgWriter) CommitState(state string, d *Delivery) error {
+	if w.done {
+		return errors.New("spool: message already committed or aborted")
+	}
+	st := stateIndex(state)
+	if st < 0 {
+		w.Abort()
+		return fmt.Errorf("spool: no state %q", state)
+	}
+	db, err := encodeDelivery(d)
+	if err == nil {
+		err = w.w.Flush()
+	}
+	if err == nil {
+		_, err = w.seg.f.WriteAt(PatchSize(w.n, w.crc.Sum32()), w.start+w.sizeOff)
+	}
+	if err != nil {
+		w.Abort()
+		return err
+	}
+	e := &entry{seg: w.seg.n, off: w.start, len: w.ow.off - w.start, d: db, uid: int32(w.meta.Origin.UID), st: uint8(st)}
+	if err := w.q.add(w.meta.ID, e, w.seg, w.ow.off); err != nil {
+		w.Abort()
+		return err
+	}
+	w.finish()
+	return nil
+}
+
+// add records e (written into s, whose data now ends at end) and gives s
+// back.
+func (q *Queue) add(id string, e *entry, s *segment, end int64) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.entries[id] != nil {
+		return fmt.Errorf("spool: %s is queued already", id)
+	}
+	if err := q.appendLocked(addLine(id, e)); err != nil {
+		return err
+	}
+	q.entries[id] = e
+	q.sets[e.st].add(id)
+	q.dbytes += int64(len(e.d))
+	s.size = end
+	s.live++
+	s.liveBytes += e.len
+	s.dirty = true
+	s.unsynced = append(s.unsynced, id)
+	q.releaseLocked(s)
+	return nil
+}
+
+func (w *MsgWriter) finish() {
+	w.done = true
+	if w.w != nil {
+		w.w.Reset(nil)
+		writers.Put(w.w)
+		w.w = nil
+	}
+}
+
+// Abort discards an uncommitted message: the segment is cut back to where
+// it started. Safe to call more than once.
+func (w *MsgWriter) Abort() {
+	if w.done {
+		return
+	}
+	w.finish()
+	// Should the truncation fail, the next writer overwrites the bytes
+	// (writes are at explicit offsets) and nothing refers to them.
+	w.seg.f.Truncate(w.start)
+	w.q.mu.Lock()
+	w.q.releaseLocked(w.seg)
+	w.q.mu.Unlock()
+}
+
+// writers recycles MsgWriter's 64 KiB buffers.
+var writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 64<<10) }}
+
+// Message is a queued message opened for reading: a section of its
+// segment (offsets are the message's own, as in a maildrop file).
+type Message struct {
+	*io.SectionReader
+	name string
+	q    *Queue
+	seg  *segment
+	once sync.Once
+}
+
+// Name names the message for error messages (its segment and offset).
+func (m *Message) Name() string { return m.name }
+
+// Close releases the message (its segment may go once no reader has it).
+func (m *Message) Close() error {
+	m.once.Do(func() {
+		m.q.mu.Lock()
+		m.seg.refs--
+		if m.seg.gone && m.seg.refs == 0 {
+			m.seg.f.Close()
+		}
+		m.q.mu.Unlock()
+	})
+	return nil
+}
+
+// openSection opens the bytes of queued message id. An entry whose
+// segment is missing is ErrCorrupt (and m is nil).
+func (q *Queue) openSection(id string) (*Message, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	e := q.entries[id]
+	if e == nil {
+		return nil, fmt.Errorf("%s: %w (%w)", id, ErrNotFound, os.ErrNotExist)
+	}
+	s := q.segs[e.seg]
+	if s == nil {
+		return nil, fmt.Errorf("%s: %w: its segment %s is missing", id, ErrCorrupt, filepath.Join(q.Root, DirSeg, segName(e.seg)))
+	}
+	s.refs++
+	return &Message{SectionReader: io.NewSectionReader(s.f, e.off, e.len), q: q, seg: s,
+		name: fmt.Sprintf("%s@%d", s.f.Name(), e.off)}, nil
+}
+
+// OpenMessage opens queued message id and decodes its header.
+func (q *Queue) OpenMessage(id string) (*Message, *Meta, error) {
+	m, err := q.openSection(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	meta, err := Decode(m, m.Size())
+	if err != nil {
+		m.Close()
+		return nil, nil, fmt.Errorf("%s (%s): %w", id, m.name, err)
+	}
+	return m, meta, nil
+}
+
+// Sync makes every append made before it durable: fdatasync of each
+// segment written since the last Sync, then of the journal. Concurrent
+// callers share one: a caller whose appends a Sync that started after
+// them covered returns with its result (group commit).
+//
+// A failed fdatasync is reported once per open file (Linux), so after a
+// failure the store trusts neither: a segment whose fdatasync failed is
+// sealed and the messages added to it since its last good Sync are
+// dropped (their callers get the error: pickup keeps the maildrop file,
+// a client is told to retry), and the journal is rewritten from memory
+// before any later Sync reports success. The callers whose appends the
+// failed Sync covered get its error.
+func (q *Queue) Sync() error {
+	q.mu.Lock()
+	target := q.seq
+	q.mu.Unlock()
+	q.syncMu.Lock()
+	defer q.syncMu.Unlock()
+	if q.failErr != nil && target > q.failLo && target <= q.failHi {
+		return q.failErr
+	}
+	if target <= q.synced {
+		return nil
+	}
+	return q.syncLocked(false)
+}
+
+// syncLocked is Sync (q.syncMu held); rewrite rewrites the journal from
+// memory instead of syncing it (compaction).
+func (q *Queue) syncLocked(rewrite bool) error {
+	q.mu.Lock()
+	if q.jf == nil {
+		q.mu.Unlock()
+		return errors.New("spool: the queue is closed")
+	}
+	start := q.seq
+	var segs []*segment
+	var ids [][]string
+	for _, s := range q.segs {
+		if s.dirty {
+			s.dirty = false
+			segs = append(segs, s)
+			ids = append(ids, s.unsynced)
+			s.unsynced = nil
+		}
+	}
+	dirDirty := q.segDirty
+	q.segDirty = false
+	rewrite = rewrite || q.rewrite
+	jf := q.jf
+	q.mu.Unlock()
+
+	var err error
+	var failed []int
+	for i, s := range segs {
+		if e := s.f.Sync(); e != nil {
+			failed = append(failed, i)
+			err = errors.Join(err, fmt.Errorf("spool: fdatasync %s: %w", s.f.Name(), e))
+		}
+	}
+	if dirDirty {
+		if e := q.segdir.Sync(); e != nil {
+			q.mu.Lock()
+			q.segDirty = true
+			q.mu.Unlock()
+			err = errors.Join(err, fmt.Errorf("spool: fsync %s: %w", q.segdir.Name(), e))
+		}
+	}
+	if len(failed) > 0 {
+		q.mu.Lock()
+		for _, i := range failed {
+			s := segs[i]
+			s.sealed = true
+			for _, id := range ids[i] {
+				if e := q.entries[id]; e != nil && e.seg == s.n {
+					q.dropLocked(id, e)
+				}
+			}
+			q.checkDead(s)
+		}
+		q.rewrite = true
+		q.mu.Unlock()
+	}
+	if err == nil {
+		if rewrite {
+			q.mu.Lock()
+			err = q.rewriteLocked()
+			q.mu.Unlock()
+		} else if e := unix.Fdatasync(int(jf.Fd())); e != nil {
+			q.mu.Lock()
+			q.rewrite = true
+			q.mu.Unlock()
+			err = fmt.Errorf("spool: fdatasync %s: %w", jf.Name(), e)
+		}
+	}
+	if err != nil {
+		q.failLo, q.failHi, q.failErr = q.synced, start, err
+		return err
+	}
+	q.synced = start
+	// The segments emptied by lines this Sync covered may go now.
+	q.mu.Lock()
+	keep := q.dying[:0]
+	for _, s := range q.dying {
+		switch {
+		case s.live > 0 || s.busy:
+			s.dead = false // cannot happen to a sealed segment; kept safe
+		case s.deadSeq > start || q.unlinkLocked(s) != nil:
+			keep = append(keep, s)
+		}
+	}
+	clear(q.dying[len(keep):])
+	q.dying = keep
+	q.mu.Unlock()
+	return nil
+}
+
+// rewriteLocked writes the journal afresh from memory (one add line per
+// message) into journal.new, fdatasyncs it and renames it over the
+// journal (q.mu held).
+func (q *Queue) rewriteLocked() error {
+	qfd := int(q.qdir.Fd())
+	path := filepath.Join(q.Root, journalNew)
+	fd, err := unix.Openat(qfd, "journal.new", unix.O_RDWR|unix.O_APPEND|unix.O_CREAT|unix.O_TRUNC|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return &os.PathError{Op: "create", Path: path, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), filepath.Join(q.Root, JournalFile))
+	bw := bufio.NewWriterSize(f, 1<<20)
+	var n int64
+	for id, e := range q.entries {
+		l := addLine(id, e)
+		n += int64(len(l))
+		if _, err = bw.Write(l); err != nil {
+			break
+		}
+	}
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err == nil {
+		err = unix.Fdatasync(fd)
+	}
+	if err == nil {
+		err = unix.Renameat(qfd, "journal.new", qfd, "journal")
+	}
+	if err == nil {
+		err = q.qdir.Sync()
+	}
+	if err != nil {
+		f.Close()
+		unix.Unlinkat(qfd, "journal.new", 0)
+		q.rewrite = true
+		return fmt.Errorf("spool: rewriting %s: %w", filepath.Join(q.Root, JournalFile), err)
+	}
+	q.jf.Close()
+	q.jf, q.jsize, q.jbroken, q.rewrite = f, n, false, false
+	return nil
+}
+
+// journalDue reports whether the journal has grown past four times what
+// its live entries need (and past 4 MiB).
+func (q *Queue) journalDue() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	live := int64(len(q.entries))*150 + q.dbytes
+	return q.jsize > max(4<<20, 4*live)
+}
+
+// Maintain is the queue's housekeeping, for relayd to call every few
+// seconds: it Syncs what is pending (Done's lines), which unlinks the
+// segments left empty; rewrites the journal when it is due; and copies
+// the few live messages of old, mostly dead segments into a new one.
+func (q *Queue) Maintain() error {
+	q.mu.Lock()
+	pending := q.seq
+	dying := len(q.dying) > 0
+	q.mu.Unlock()
+	due := q.journalDue()
+	q.syncMu.Lock()
+	var err error
+	if due || pending > q.synced || dying {
+		err = q.syncLocked(due)
+	}
+	q.syncMu.Unlock()
+	if cerr := q.compactSegments(); cerr != nil {
+		err = errors.Join(err, cerr)
+	}
+	return err
+}
+
+// compactSegments copies the live messages of every sealed segment older
+// than compactAge that they fill less than 1/compactLive of.
+func (q *Queue) compactSegments() error {
+	now := q.now()
+	q.mu.Lock()
+	var cands []*segment
+	for _, s := range q.segs {
+		if s.sealed && !s.gone && s.live > 0 && now.Sub(s.created) >= compactAge && s.liveBytes*compactLive < s.size {
+			cands = append(cands, s)
+		}
+	}
+	q.mu.Unlock()
+	var err error
+	for _, s := range cands {
+		err = errors.Join(err, q.compactSegment(s))
+	}
+	return err
+}
+
+// compactSegment copies the live messages of s that are not being
+// delivered into a new segment, fdatasyncs it, then points their entries
+// there (loc lines) and Syncs. s goes once its last message has moved or
+// gone.
+func (q *Queue) compactSegment(s *segment) error {
+	q.mu.Lock()
+	var ids []string
+	for id, e := range q.entries {
+		if e.seg == s.n && e.st != stActive {
+			ids = append(ids, id)
+		}
+	}
+	q.mu.Unlock()
+	if len(ids) == 0 {
+		return nil
+	}
+	dst, err := q.acquire(true)
+	if err != nil {
+		return err
+	}
+	type moved struct {
+		id       string
+		from, to int64
+		n        int64
+	}
+	var ms []moved
+	w := offWriter{f: dst.f}
+	for _, id := range ids {
+		q.mu.Lock()
+		e := q.entries[id]
+		if e == nil || e.seg != s.n || e.st == stActive {
+			q.mu.Unlock()
+			continue
+		}
+		off, n := e.off, e.len
+		q.mu.Unlock()
+		at := w.off
+		c, cerr := io.Copy(&w, io.NewSectionReader(s.f, off, n))
+		if cerr != nil || c != n {
+			w.off = at
+			continue
+		}
+		ms = append(ms, moved{id, off, at, n})
+	}
+	if err := dst.f.Sync(); err != nil || len(ms) == 0 {
+		q.mu.Lock()
+		dst.sealed = true
+		q.releaseLocked(dst)
+		q.mu.Unlock()
+		if err != nil {
+			return fmt.Errorf("spool: fdatasync %s: %w", dst.f.Name(), err)
+		}
+		return nil
+	}
+	q.mu.Lock()
+	for _, m := range ms {
+		e := q.entries[m.id]
+		if e == nil || e.seg != s.n || e.off != m.from {
+			continue
+		}
+		if err := q.appendLocked(locLine(m.id, dst.n, m.to, m.n)); err != nil {
+			break
+		}
+		s.live--
+		s.liveBytes -= m.n
+		dst.live++
+		dst.liveBytes += m.n
+		e.seg, e.off = dst.n, m.to
+	}
+	dst.size = w.off
+	dst.dirty = true
+	dst.sealed = true
+	q.releaseLocked(dst)
+	q.checkDead(s)
+	q.mu.Unlock()
+	return q.Sync()
+}
