@@ -19,8 +19,8 @@ import (
 )
 
 // newMetrics builds the metrics for cfg (nil when [metrics] listen is
-// empty) and opens their listener. Queue depth is read from the spool at
-// each scrape; an account the metrics did not see picked up is read from
+// empty) and opens their listener. Queue depth is read from the queue (in
+// memory) at each scrape; an account the metrics did not see picked up is read from
 // its queued message.
 func newMetrics(cfg *config.Config, sq *spool.Queue, named []string) (*metrics.Metrics, net.Listener, error) {
 	if cfg.Metrics.Listen == "" {
@@ -31,10 +31,7 @@ func newMetrics(cfg *config.Config, sq *spool.Queue, named []string) (*metrics.M
 		Named:       named,
 		TopAccounts: cfg.Metrics.TopAccounts,
 		QueueDepth: func() map[string]int {
-			out := map[string]int{}
-			for _, s := range spool.States {
-				out[s] = metrics.CountDir(filepath.Join(root, spool.DirQueue, s))
-			}
+			out := sq.Counts()
 			out["quarantine"] = metrics.CountDir(filepath.Join(root, spool.DirQuarantine))
 			return out
 		},
@@ -68,7 +65,7 @@ func serveMetrics(ctx context.Context, m *metrics.Metrics, ln net.Listener, log 
 }
 
 // queuedAccount returns the account (user name, else uid:N) of a queued
-// message, read from its message file: for the messages whose pickup this
+// message, read from its header: for the messages whose pickup this
 // relayd did not see (queued before a restart, bounces).
 func queuedAccount(sq *spool.Queue) func(id string) (string, bool) {
 	return func(id string) (string, bool) {

@@ -210,21 +210,11 @@ func run(path string, drainTimeout time.Duration) int {
 	queueDone := make(chan struct{})
 	go func() {
 		defer close(queueDone)
-		// The maildrop files a crash left beside their queued copies go
-		// before any of those is delivered (pickup holds the rest of its
-		// batches itself: Pickup.Holds).
-		if n, err := pk.RemoveQueued(ctx); err != nil {
-			log.Error("cannot remove maildrop files already queued; waiting for pickup's first pass", err)
-			select {
-			case <-pk.Ready():
-			case <-ctx.Done():
-				return
-			}
-		} else if n > 0 {
-			log.Recover(fmt.Sprintf("removed-queued-maildrop n=%d", n))
-		}
 		qu.Run(ctx, sendCtx)
 	}()
+	// The queue's housekeeping: the Done records made durable, emptied
+	// segments removed, the journal and old segments compacted.
+	goRun(func() { maintainQueue(ctx, sq, log) })
 	log.Start(os.Getpid(), cfg.Spool, path, len(cfg.Upstreams), rw.Hostname)
 	sdNotify(log, fmt.Sprintf("READY=1\nSTATUS=relaying from %s to %d upstream(s)", cfg.Spool, len(cfg.Upstreams)))
 	goRun(func() { watchdog(ctx, log) })
@@ -396,4 +386,32 @@ func serveSubmit(ctx context.Context, ln *net.UnixListener, lim *sockserve.Limit
 			log.SubmitError(err)
 		}
 	})
+}
+
+// maintainEvery is how often relayd runs the queue's housekeeping
+// (spool.Queue.Maintain): it bounds how many Done records a power loss
+// can take back (each a duplicate) and how long an emptied segment stays.
+const maintainEvery = 2 * time.Second
+
+// maintainQueue runs sq.Maintain every maintainEvery until ctx is done;
+// an error is logged when it begins and when it changes.
+func maintainQueue(ctx context.Context, sq *spool.Queue, log *maillog.Logger) {
+	t := time.NewTicker(maintainEvery)
+	defer t.Stop()
+	last := ""
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		err := sq.Maintain()
+		switch {
+		case err == nil:
+			last = ""
+		case err.Error() != last:
+			last = err.Error()
+			log.Error("queue housekeeping", err)
+		}
+	}
 }

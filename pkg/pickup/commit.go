@@ -6,23 +6,22 @@ import (
 )
 
 // Group commit of the messages stored by relayd's own doors (Store: the
-// submission socket and the SMTP listener). Each session writes its
-// message and state files without fsync, then joins the open group and
-// waits; one goroutine makes a group durable with one Queue.Sync (syncfs
-// of the spool's file system) and wakes its members, which only then
-// answer their clients. Messages that reach the end of their data while a
-// Sync runs form the next group, so under load every Sync covers the
-// messages of all the sessions that were waiting, and a lone session
-// costs one Sync, not the fsyncs of its files and directories.
+// submission socket and the SMTP listener). Each session streams its
+// message into the queue without fsync, then joins the open group and
+// waits; one goroutine makes a group durable with one Queue.Sync
+// (fdatasync of the segments written and of the journal) and wakes its
+// members, which only then answer their clients. Messages that reach the
+// end of their data while a Sync runs form the next group, so under load
+// every Sync covers the messages of all the sessions that were waiting,
+// and a lone session costs one Sync.
 //
 // Until its Sync has returned, no member of a group has answered its
 // client: whatever a crash or a power loss leaves of the group's messages
 // is mail whose client still has it. relayd killed leaves them whole (the
 // page cache survives), possibly queued, then delivered: a duplicate at
-// worst. After a power loss spool.Recover removes a message file without
-// its state file and a state file without its message, and a message
-// file whose data did not reach the disk is found corrupt (its size and
-// checksum) when it is read.
+// worst. After a power loss a message whose data did not reach the disk
+// is dropped at start (its segment too short) or found corrupt (its size
+// and checksum) when it is read.
 
 // groupMember is a message waiting for its group's Sync.
 type groupMember struct {
@@ -110,11 +109,10 @@ func (p *Pickup) syncGroups() {
 	}
 }
 
-// unqueue removes a message whose store failed after its files were
-// written: its state file, wherever the policy put it, then the message.
-// The queue was not told of it yet.
+// unqueue removes a message whose store failed after it was queued,
+// wherever the policy put it. The queue was not told of it yet. No Sync:
+// should a power loss bring it back, it is a duplicate of what the
+// client sends again, never a loss.
 func (p *Pickup) unqueue(id string) {
-	if _, err := p.Queue.Delete(id); err != nil {
-		p.Queue.RemoveMessage(id)
-	}
+	p.Queue.RemoveMessage(id)
 }

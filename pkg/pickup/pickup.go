@@ -24,13 +24,14 @@
 // recipients are qualified and aliases expanded, the sender resolved
 // through [senders] (envelope and a bare local From: alike), and
 // Received: (naming the UID), the origin header, and a missing Date:,
-// Message-ID: and From: added. It is written as queue/msg/<id> with the
-// same queue ID plus the state file queue/incoming/<id>, both made durable
-// (a scan writes a batch of up to batchSize messages, then one Sync for
-// all of them: group commit), and only then is the maildrop file unlinked. After a crash between the two,
-// the next pickup finds the queued copy and only unlinks the maildrop file;
-// a message file without a state file (an enqueue cut short) is redone.
-// Messages are streamed: only the header section is held in memory.
+// Message-ID: and From: added. It is streamed into the queue (a segment
+// of spool.Queue) under the same queue ID, in incoming, made durable (a
+// scan writes a batch of up to batchSize messages, then one Queue.Sync for
+// all of them: group commit), and only then is the maildrop file
+// unlinked. After a crash between the two, relayd's start
+// (spool.Queue.Recover) drops the queued copy, and pickup queues the
+// message again from the maildrop file. Messages are streamed: only the
+// header section is held in memory.
 //
 // Files appear through inotify (IN_CREATE, IN_MOVED_TO) and a periodic scan,
 // and everything already in maildrop/ is picked up at start.
@@ -130,46 +131,6 @@ func (p *Pickup) Holds(id string) bool {
 
 // Ready is closed when Run's first pass over maildrop/ is over.
 func (p *Pickup) Ready() <-chan struct{} { return p.ready }
-
-// RemoveQueued removes the maildrop files a crash left beside their queued
-// copies (a batch whose Sync was done but not all its unlinks, or whose
-// unlinks were lost), after one Sync, and returns how many. Call it
-// before the queue starts delivering: otherwise such a message could be
-// delivered, then queued again from its maildrop file after another crash.
-func (p *Pickup) RemoveQueued(ctx context.Context) (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	f, err := os.Open(filepath.Join(p.Queue.Root, spool.DirMaildrop))
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	var queued []string
-	for ctx.Err() == nil {
-		names, err := f.Readdirnames(4096)
-		for _, name := range names {
-			if !spool.ValidID(name) || !p.Queue.HasMessage(name) {
-				continue
-			}
-			if _, err := p.Queue.Locate(name); err == nil {
-				queued = append(queued, name)
-			}
-		}
-		if err != nil {
-			break
-		}
-	}
-	if len(queued) == 0 {
-		return 0, nil
-	}
-	if err := p.Queue.Sync(); err != nil {
-		return 0, err
-	}
-	for _, name := range queued {
-		p.unlinkDrop(name)
-	}
-	return len(queued), nil
-}
 
 func (p *Pickup) hold(name string) {
 	p.pending = append(p.pending, name)
@@ -324,8 +285,8 @@ func (p *Pickup) scan(ctx context.Context) int {
 	return n
 }
 
-// flush ends a batch (group commit): one Sync of the spool's file system
-// makes every message and state file the batch wrote durable, and only
+// flush ends a batch (group commit): one Sync of the queue makes every
+// message the batch wrote durable, and only
 // then are the batch's maildrop files removed and the queue told. If the
 // Sync fails, the maildrop files stay: the next pass finds their queued
 // copies and removes them after a Sync that succeeded (pickup-duplicate).
@@ -490,23 +451,18 @@ func (p *Pickup) file(name string) bool {
 		m.Origin.Via = "maildrop"
 	}
 
-	// A copy already queued (crash after enqueue, before the unlink).
-	if p.Queue.HasMessage(name) {
-		if st, err := p.Queue.Locate(name); err == nil {
-			// Removed once the batch's Sync succeeds: the queued copy
-			// may be one a failed Sync left not durable.
-			p.hold(name)
-			p.Log.PickupDuplicate(name, st)
-			return false
-		}
-		// Message without state file: an enqueue cut short. Redo it.
-		if err := p.Queue.RemoveMessage(name); err != nil {
-			p.Log.MessageError(name, "cannot remove a partial enqueue", err)
-			return false
-		}
+	// A copy already queued: a batch whose Sync failed (the maildrop
+	// file stayed). At start there is none: Recover drops every queued
+	// copy whose maildrop file is still there.
+	if st, err := p.Queue.Locate(name); err == nil {
+		// Removed once the batch's Sync succeeds: the queued copy
+		// may be one a failed Sync left not durable.
+		p.hold(name)
+		p.Log.PickupDuplicate(name, st)
+		return false
 	}
-	// Held before its state file appears in incoming/, so the queue
-	// never sees it unheld while the maildrop file is there.
+	// Held before it is queued, so the queue never sees it unheld
+	// while the maildrop file is there.
 	p.setHeld(name, true)
 	id, err := p.enqueue(m, m.Body(f), inBatch, true)
 	if err != nil {
@@ -635,10 +591,9 @@ func (p *Pickup) unlinkDrop(name string) {
 }
 
 // EnqueueOwn rewrites the message described by m with its body in body,
-// and writes it into the queue under m.ID (a new ID when empty):
-// queue/msg/<id> and the state file queue/incoming/<id>, both durable when
-// it returns nil (fsync'd: Store is the group-committed variant the doors
-// use). It returns after logging the pickup line. It is for relayd's own
+// and queues it under m.ID (a new ID when empty) in incoming, durable
+// when it returns nil (its own Sync: Store is the group-committed variant
+// the doors use). It returns after logging the pickup line. It is for relayd's own
 // mail (the admin notice): it does not pass the per-account policy, which
 // limits what the local accounts send. relayd's own user falls under the
 // "*" table like every UID, and a notice held or refused there would keep
@@ -652,7 +607,7 @@ func (p *Pickup) EnqueueOwn(m *spool.Meta, body io.Reader) (string, error) {
 type enqueueMode int
 
 const (
-	// synced: the message and state files are fsync'd before enqueue
+	// synced: the message is made durable (Queue.Sync) before enqueue
 	// returns, and the queue is told.
 	synced enqueueMode = iota
 	// inBatch: written without fsync; durable only after the scan's
@@ -763,20 +718,12 @@ func (p *Pickup) enqueueAt(m *spool.Meta, body io.Reader, mode enqueueMode, gate
 		}
 	}
 
-	var d msgFile
-	if !sync {
-		// Part of a batch: no fsync here, the batch's Sync makes it
-		// durable (MsgWriter needs O_TMPFILE; else a Drop, fsync'd).
-		if mw, err := p.Queue.NewMessage(&q); err == nil {
-			d = mw
-		}
-	}
-	if d == nil {
-		dr, err := spool.NewDrop(p.Queue.MsgDir(), &q, 0)
-		if err != nil {
-			return "", time.Time{}, nil, err
-		}
-		d = dr
+	// Streamed into a segment of the queue, without fsync: the batch's
+	// Sync (inBatch), the group commit's (inGroup) or the one below
+	// (synced) makes it durable.
+	d, err := p.Queue.NewMessage(&q)
+	if err != nil {
+		return "", time.Time{}, nil, err
 	}
 	if err := h.write(d, pre); err != nil {
 		d.Abort()
@@ -801,26 +748,18 @@ func (p *Pickup) enqueueAt(m *spool.Meta, body io.Reader, mode enqueueMode, gate
 			return "", time.Time{}, nil, re
 		}
 	}
-	if err := d.Commit(); err != nil {
+	// Queued in the state the policy gave it, in one step: the queue
+	// never sees a held or deferred message in incoming first.
+	if err := d.CommitState(state, deliv); err != nil {
 		undo()
 		return "", time.Time{}, nil, err
 	}
-	var werr error
-	switch {
-	case deliv != nil && sync:
-		werr = p.Queue.WriteState(state, q.ID, deliv)
-	case deliv != nil:
-		werr = p.Queue.WriteStateNoSync(state, q.ID, deliv)
-	case sync:
-		werr = p.Queue.WriteState(spool.Incoming, q.ID, &spool.Delivery{})
-	default:
-		// An empty state file (see spool.Queue.CreateEmptyState).
-		werr = p.Queue.CreateEmptyState(spool.Incoming, q.ID)
-	}
-	if err := werr; err != nil {
-		p.Queue.RemoveMessage(q.ID)
-		undo()
-		return "", time.Time{}, nil, err
+	if sync {
+		if err := p.Queue.Sync(); err != nil {
+			p.Queue.RemoveMessage(q.ID)
+			undo()
+			return "", time.Time{}, nil, err
+		}
 	}
 	// From here on the message is in relayd's queue.
 	// The SMTP listener's client (Via smtp): its peer, its process
@@ -856,15 +795,6 @@ func (p *Pickup) enqueueAt(m *spool.Meta, body io.Reader, mode enqueueMode, gate
 		p.Enqueued(q.ID)
 	}
 	return q.ID, at, undo, nil
-}
-
-// msgFile is a message file being written: *spool.Drop (fsync'd) or
-// *spool.MsgWriter (durable at the batch's Sync).
-type msgFile interface {
-	io.Writer
-	Size() int64
-	Commit() error
-	Abort()
 }
 
 // Store is the store of the submission socket and the SMTP listener

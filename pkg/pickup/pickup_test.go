@@ -303,9 +303,10 @@ func TestPickupUIDMismatch(t *testing.T) {
 	}
 }
 
-// A crash after the queue copy was made but before the maildrop file was
-// removed: the next pickup removes the maildrop file and queues nothing
-// twice. A crash before the state file was written: the enqueue is redone.
+// The queued copy is there but the maildrop file was not removed (a
+// batch whose Sync failed): the next pass removes the maildrop file and
+// queues nothing twice. A crash before the maildrop file was removed:
+// relayd's start drops the queued copy and pickup queues it again, once.
 func TestPickupCrashBetween(t *testing.T) {
 	e := newEnv(t, testConfig())
 	md := filepath.Join(e.q.Root, spool.DirMaildrop)
@@ -326,9 +327,15 @@ func TestPickupCrashBetween(t *testing.T) {
 		t.Fatalf("duplicate not resolved:\n%s", e.log)
 	}
 
-	// Crash between the message file and the state file.
-	os.Remove(filepath.Join(e.q.Root, spool.DirIncoming, id))
+	// Crash after enqueue, before the maildrop file was removed: at
+	// start the queued copy goes (the maildrop file is the authority).
 	os.WriteFile(filepath.Join(md, id), saved, 0o440)
+	if _, err := e.q.Recover(e.p.HasDrop); err != nil {
+		t.Fatal(err)
+	}
+	if e.q.HasMessage(id) {
+		t.Fatal("queued copy kept beside its maildrop file at start")
+	}
 	if n := e.p.scan(context.Background()); n != 1 {
 		t.Fatalf("interrupted enqueue not redone:\n%s", e.log)
 	}
@@ -356,8 +363,16 @@ func TestStoreLimit(t *testing.T) {
 	if qm.Origin.Via != "socket" || !strings.Contains(body, "Subject: ok\n") || !strings.HasPrefix(body, "Received: from uid ") {
 		t.Errorf("meta %+v body:\n%s", qm.Origin, body)
 	}
-	if ents, _ := os.ReadDir(filepath.Join(e.q.Root, spool.DirMsg)); len(ents) != 1 {
-		t.Errorf("msg dir holds %d files, want 1 (the refused one must leave nothing)", len(ents))
+	if ids, _ := e.q.List(spool.Incoming); len(ids) != 1 {
+		t.Errorf("queue holds %d messages, want 1 (the refused one must leave nothing)", len(ids))
+	}
+	// Nor any bytes in the segment.
+	p, off, n, err := e.q.Section(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(p); err != nil || fi.Size() != off+n {
+		t.Errorf("segment %v bytes, the message ends at %d", fi.Size(), off+n)
 	}
 }
 

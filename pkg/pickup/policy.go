@@ -17,12 +17,12 @@ import (
 // ends in enqueue, so every message passes the gate once, on the kernel's
 // UID, with its final envelope (aliases expanded) and header (From:
 // rewritten or added), after its body is written but before it is
-// committed. The gate's verdict picks the state file it is queued with:
+// committed. The gate's verdict picks the state it is queued in:
 //
-//   - accept: incoming/, as usual;
-//   - hold (the account's action, or a frozen account): held/, with the
-//     reason in the state file, for relayd queue release/delete;
-//   - defer: deferred/ with the time the rate allows, which the queue is
+//   - accept: incoming, as usual;
+//   - hold (the account's action, or a frozen account): held, with the
+//     reason in the delivery record, for relayd queue release/delete;
+//   - defer: deferred with the time the rate allows, which the queue is
 //     told (Pickup.Deferred) once the message is durable;
 //   - refuse: not queued. A caller still connected (the submission socket,
 //     SMTP) is answered at once: sendmail exits 77 with the line saying
@@ -31,8 +31,8 @@ import (
 //     (Pickup.Reject) — never a silent loss.
 
 // admit passes q (its header h, size bytes) through the gate. It returns
-// the state to queue it in and the state file to write (nil: the usual
-// empty one in incoming/) and how to take back what the gate counted
+// the state to queue it in and its delivery record (nil: the usual
+// empty one in incoming) and how to take back what the gate counted
 // should the message not be queued after all, or the refusal.
 func (p *Pickup) admit(q *spool.Meta, h *header, size int64) (string, *spool.Delivery, func(), *RejectError) {
 	g := p.Gate

@@ -37,7 +37,7 @@ func BenchmarkDrain(b *testing.B) {
 			body := "From: a@example.org\nTo: b@example.net\nSubject: bench\n\n" + strings.Repeat("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\n", 30)
 			for i := 0; i < b.N; i++ {
 				m := &spool.Meta{ID: spool.NewID(time.Now()), Time: time.Now(), Env: spool.Envelope{Sender: "a@example.org", Recipients: []string{"b@example.net"}}, Origin: spool.Origin{UID: 1001, User: "u"}}
-				d, err := spool.NewDrop(sp.MsgDir(), m, 0)
+				d, err := sp.NewMessage(m)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -45,9 +45,9 @@ func BenchmarkDrain(b *testing.B) {
 				if err := d.Commit(); err != nil {
 					b.Fatal(err)
 				}
-				if err := sp.WriteState(spool.Incoming, m.ID, &spool.Delivery{}); err != nil {
-					b.Fatal(err)
-				}
+			}
+			if err := sp.Sync(); err != nil {
+				b.Fatal(err)
 			}
 			q := New(sp, maillog.New(discard{}, nil), nil, Settings{Retry: []time.Duration{time.Minute}, Lifetime: time.Hour, Concurrency: c,
 				Upstreams: NewUpstreams([]config.Upstream{up.WithDefaults()}, opts, nil)})

@@ -76,7 +76,7 @@ func (q *Queue) queueNotice(m *spool.Meta, n DSN) (string, error) {
 		dm.Origin.User = u.Username
 	}
 	dm.Extra = [][2]string{{"dsn-for", m.ID}}
-	d, err := spool.NewDrop(q.sp.MsgDir(), dm, 0)
+	d, err := q.sp.NewMessage(dm)
 	if err != nil {
 		return "", err
 	}
@@ -87,7 +87,8 @@ func (q *Queue) queueNotice(m *spool.Meta, n DSN) (string, error) {
 	if err := d.Commit(); err != nil {
 		return "", err
 	}
-	if err := q.sp.WriteState(spool.Incoming, id, &spool.Delivery{}); err != nil {
+	// Durable before the message it is about changes state.
+	if err := q.sp.Sync(); err != nil {
 		q.sp.RemoveMessage(id)
 		return "", err
 	}

@@ -174,11 +174,6 @@ func (q *Queue) recordState(sync bool, state, id string, d *spool.Delivery) erro
 	write := q.sp.WriteState
 	if !sync {
 		write = q.sp.WriteStateNoSync
-		if state == spool.Active && d.Attempts == 1 && len(d.Sent) == 0 && len(d.Failed) == 0 && len(d.Bounces) == 0 {
-			// A first attempt: the record it replaces is empty
-			// (pickup's), written in place (see the spool function).
-			write = q.sp.WriteFirstStateNoSync
-		}
 	}
 	err := write(state, id, d)
 	q.mu.Lock()

@@ -87,7 +87,7 @@ func remaining(all []string, d *spool.Delivery) []string {
 // attempt is a message claimed, with its attempt recorded, ready to send.
 type attempt struct {
 	id    string
-	f     *os.File
+	f     *spool.Message
 	m     *spool.Meta
 	d     *spool.Delivery
 	prev  *spool.Delivery // the record before this attempt (see putBack)
@@ -197,11 +197,12 @@ func (w *worker) prepare(id string, sync bool) *attempt {
 	}
 	if err != nil {
 		w.gone(id)
-		if qerr := q.sp.QuarantineMessage(id); qerr != nil {
+		name, qerr := q.sp.QuarantineMessage(id)
+		if qerr != nil {
 			q.log.MessageError(id, "unreadable message, cannot quarantine", err, slog.String("quarantine_error", qerr.Error()))
 			return nil
 		}
-		q.log.QuarantineMessage(id, err.Error(), spool.DirQuarantine+"/"+id)
+		q.log.QuarantineMessage(id, err.Error(), spool.DirQuarantine+"/"+name)
 		return nil
 	}
 	d, err := q.readState(spool.Active, id)
@@ -428,7 +429,7 @@ func (w *worker) finish(id string, m *spool.Meta, d *spool.Delivery) {
 			q.log.MessageError(id, "cannot move to failed", err)
 			return
 		}
-		q.log.Failed(id, "<>", len(d.Failed), "undeliverable bounce kept in "+spool.DirFailed)
+		q.log.Failed(id, "<>", len(d.Failed), "undeliverable bounce kept in the failed state")
 		w.event(Event{Kind: EventFailed, ID: id, Rcpts: len(d.Failed)})
 		return
 	}

@@ -8,8 +8,9 @@ package spool
 // The JSON is one of
 //
 //	{"op":"add","id":ID,"st":STATE,"seg":N,"off":O,"len":L,"uid":U,"d":{Delivery}}
-//	{"op":"set","id":ID,"st":STATE,"d":{Delivery}}
-//	{"op":"loc","id":ID,"seg":N,"off":O,"len":L}
+//	{"op":"set","id":ID,"st":STATE,"d":{Delivery}}   a new record (the whole record)
+//	{"op":"mv","id":ID,"st":STATE}                    a transition, keeping the record
+//	{"op":"loc","id":ID,"seg":N,"off":O,"len":L}      moved by segment compaction
 //	{"op":"del","id":ID}
 //
 // ("d" is left out when the record is empty). Replaying the lines in order
@@ -144,6 +145,13 @@ func setLine(id string, st uint8, d []byte) []byte {
 	return frame(append(b, '}'))
 }
 
+func mvLine(id string, st uint8) []byte {
+	b := lineStart("mv", id)
+	b = append(b, `,"st":"`...)
+	b = append(b, States[st]...)
+	return frame(append(b, '"', '}'))
+}
+
 func locLine(id string, seg uint64, off, n int64) []byte {
 	b := lineStart("loc", id)
 	b = append(b, `,"seg":`...)
@@ -180,7 +188,7 @@ func parseLine(l []byte) (*jrec, error) {
 		return nil, fmt.Errorf("bad queue id %q", r.ID)
 	}
 	switch r.Op {
-	case "add", "set":
+	case "add", "set", "mv":
 		if stateIndex(r.St) < 0 {
 			return nil, fmt.Errorf("unknown state %q", r.St)
 		}
@@ -261,6 +269,10 @@ func apply(es map[string]*entry, r *jrec) {
 		if e := es[r.ID]; e != nil {
 			e.st = uint8(stateIndex(r.St))
 			e.d = bytes.Clone(r.D)
+		}
+	case "mv":
+		if e := es[r.ID]; e != nil {
+			e.st = uint8(stateIndex(r.St))
 		}
 	case "loc":
 		if e := es[r.ID]; e != nil {

@@ -164,6 +164,7 @@ type Queue struct {
 	dying    []*segment // without a live message: unlinked after a covering Sync
 	jf       *os.File   // the journal, opened for appending
 	jsize    int64
+	jalloc   int64  // the journal's space is allocated up to here (reserve)
 	jbroken  bool   // an append failed and could not be undone (see appendLocked)
 	seq      uint64 // appends made (journal lines and segment data)
 	segDirty bool   // a segment was created since the last Sync
@@ -242,7 +243,38 @@ func (q *Queue) openJournal() error {
 		}
 	}
 	q.jf, q.jsize = f, res.good
+	q.reserveLocked()
 	return nil
+}
+
+// The journal keeps journalReserve bytes allocated beyond its end
+// (fallocate, FALLOC_FL_KEEP_SIZE), renewed when less than journalSlack
+// is left. Of it, the last journalFloor bytes are for transitions and
+// removals only (mv and del lines, which carry no record): on a full
+// spool file system new messages and new delivery records are refused,
+// but thousands of transitions (a delivery's Defer or Done, an
+// operator's hold or delete) still go through, as the renames of a
+// directory-per-state queue did; a record that could not be written is
+// kept in memory by the queue meanwhile.
+const (
+	journalReserve = 1 << 20
+	journalSlack   = 512 << 10
+	journalFloor   = 128 << 10
+)
+
+// reserveLocked renews the journal's reserve (q.mu held). A file system
+// without fallocate has no reserve (jalloc < 0).
+func (q *Queue) reserveLocked() {
+	if q.jalloc < 0 {
+		return
+	}
+	err := unix.Fallocate(int(q.jf.Fd()), unix.FALLOC_FL_KEEP_SIZE, q.jsize, journalReserve)
+	switch {
+	case err == nil:
+		q.jalloc = q.jsize + journalReserve
+	case errors.Is(err, unix.EOPNOTSUPP), errors.Is(err, unix.ENOSYS):
+		q.jalloc = -1
+	}
 }
 
 // Close syncs what is pending and releases the files.
@@ -270,9 +302,17 @@ func (q *Queue) Close() {
 // one; when even that fails, the next line starts with a newline (replay
 // skips the garbage as one bad line) and the journal is rewritten at the
 // next Sync.
-func (q *Queue) appendLocked(line []byte) error {
+//
+// A line that is not critical (a new message or record: not a mv or del)
+// may not eat into the reserve's floor (see journalReserve).
+func (q *Queue) appendLocked(line []byte, critical bool) error {
 	if q.jf == nil {
 		return errors.New("spool: the queue is closed")
+	}
+	if !critical && q.jalloc >= 0 && q.jsize+int64(len(line))+journalFloor > q.jalloc {
+		if q.reserveLocked(); q.jsize+int64(len(line))+journalFloor > q.jalloc {
+			return fmt.Errorf("spool: appending to %s: %w (the rest is kept for transitions)", q.jf.Name(), unix.ENOSPC)
+		}
 	}
 	if q.jbroken {
 		line = append([]byte{'\n'}, line...)
@@ -289,6 +329,9 @@ func (q *Queue) appendLocked(line []byte) error {
 	q.jbroken = false
 	q.jsize += int64(n)
 	q.seq++
+	if q.jalloc >= 0 && q.jsize+journalSlack > q.jalloc {
+		q.reserveLocked()
+	}
 	return nil
 }
 
@@ -333,7 +376,7 @@ func (q *Queue) move(sync bool, id string, to uint8, from ...uint8) (string, err
 		return "", fmt.Errorf("%s (in %s): %w", id, stateNames(from), ErrNotFound)
 	}
 	prev := States[e.st]
-	if err := q.appendLocked(setLine(id, to, e.d)); err != nil {
+	if err := q.appendLocked(mvLine(id, to), true); err != nil {
 		q.mu.Unlock()
 		return "", err
 	}
@@ -442,7 +485,7 @@ func (q *Queue) writeState(sync bool, state, id string, d *Delivery) error {
 		q.mu.Unlock()
 		return fmt.Errorf("spool: writing the record of %s in %s: %w", id, state, ErrNotFound)
 	}
-	if err := q.appendLocked(setLine(id, e.st, b)); err != nil {
+	if err := q.appendLocked(setLine(id, e.st, b), false); err != nil {
 		q.mu.Unlock()
 		return err
 	}
@@ -518,7 +561,7 @@ func (q *Queue) Done(id string) error {
 	if e == nil || e.st != stActive {
 		return fmt.Errorf("%s (in %s): %w", id, Active, ErrNotFound)
 	}
-	if err := q.appendLocked(delLine(id)); err != nil {
+	if err := q.appendLocked(delLine(id), true); err != nil {
 		return err
 	}
 	q.dropLocked(id, e)
@@ -539,7 +582,7 @@ func (q *Queue) Delete(id string) (string, error) {
 		return Active, fmt.Errorf("%s is being delivered right now; try again in a moment", id)
 	}
 	st := States[e.st]
-	if err := q.appendLocked(delLine(id)); err != nil {
+	if err := q.appendLocked(delLine(id), true); err != nil {
 		q.mu.Unlock()
 		return "", err
 	}
@@ -557,7 +600,7 @@ func (q *Queue) RemoveMessage(id string) error {
 	if e == nil {
 		return nil
 	}
-	if err := q.appendLocked(delLine(id)); err != nil {
+	if err := q.appendLocked(delLine(id), true); err != nil {
 		return err
 	}
 	q.dropLocked(id, e)

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -957,5 +958,44 @@ func TestSnapshot(t *testing.T) {
 	}
 	if s, err := Snapshot(filepath.Join(t.TempDir(), "none")); err != nil || len(s) != 0 {
 		t.Fatalf("snapshot of nothing: %v %v", s, err)
+	}
+}
+
+// A FIFO (or anything but a regular file) where a segment should be
+// blocks nothing: it is ignored, its messages found missing, the others
+// read.
+func TestFIFOSegmentDoesNotBlock(t *testing.T) {
+	q := newTestQueue(t)
+	w1, _ := q.NewMessage(testMeta(NewID(time.Now())))
+	w2, _ := q.NewMessage(testMeta(NewID(time.Now().Add(time.Second))))
+	io.WriteString(w1, "one\n")
+	io.WriteString(w2, "two\n")
+	w1.Commit()
+	w2.Commit()
+	q.Sync()
+	p, _, _, err := q.Section(w2.meta.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(p)
+	if err := syscall.Mkfifo(p, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		n, log := reopen(t, q, nil)
+		mustBody(t, n, w1.meta.ID, "one\n")
+		mustState(t, n, w2.meta.ID, "")
+		if !strings.Contains(strings.Join(log, "\n"), "ignored-segment") {
+			t.Errorf("log %q", log)
+		}
+		// New segments are not named like the FIFO.
+		mustBody(t, n, putBody(t, n, Incoming, "three\n"), "three\n")
+	}()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("blocked on a FIFO in queue/seg")
 	}
 }

@@ -206,6 +206,7 @@ func (q *Queue) importLegacy(msgDir *os.File, id string, st uint8) (string, erro
 	}
 	return "", nil
 }
+
 // openRegular opens name in the directory dfd for reading without
 // following a link or blocking (a FIFO put there must not hang relayd),
 // and refuses anything but a regular file — with a single link when

@@ -82,6 +82,9 @@ func (q *Queue) openSegments() error {
 		if err != nil || len(name) != 16 || n == 0 {
 			continue
 		}
+		if n >= q.nextSeg {
+			q.nextSeg = n + 1
+		}
 		path := filepath.Join(q.Root, DirSeg, name)
 		fd, err := unix.Openat(int(q.segdir.Fd()), name, unix.O_RDWR|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 		if err != nil {
@@ -89,13 +92,13 @@ func (q *Queue) openSegments() error {
 		}
 		var st unix.Stat_t
 		if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+			// Not ours (relayd creates regular files only): left alone,
+			// and its messages are found missing.
 			unix.Close(fd)
-			return fmt.Errorf("spool: %s: not a regular file", path)
+			q.replayed = append(q.replayed, fmt.Sprintf("ignored-segment file=%s reason=\"not a regular file\"", path))
+			continue
 		}
 		q.segs[n] = &segment{n: n, f: os.NewFile(uintptr(fd), path), size: st.Size, sealed: true, created: time.Unix(st.Mtim.Unix())}
-		if n >= q.nextSeg {
-			q.nextSeg = n + 1
-		}
 	}
 	return nil
 }
@@ -126,10 +129,16 @@ func (q *Queue) acquire(fresh bool) (*segment, error) {
 	n := q.nextSeg
 	name := segName(n)
 	fd, err := unix.Openat(int(q.segdir.Fd()), name, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	for i := 0; errors.Is(err, unix.EEXIST) && i < 100; i++ {
+		// Someone else's file under that name: the next number.
+		n++
+		name = segName(n)
+		fd, err = unix.Openat(int(q.segdir.Fd()), name, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	}
 	if err != nil {
 		return nil, &os.PathError{Op: "create", Path: filepath.Join(q.Root, DirSeg, name), Err: err}
 	}
-	q.nextSeg++
+	q.nextSeg = n + 1
 	s := &segment{n: n, f: os.NewFile(uintptr(fd), filepath.Join(q.Root, DirSeg, name)), busy: true, created: q.now()}
 	q.segs[n] = s
 	q.segDirty = true
@@ -290,7 +299,7 @@ func (q *Queue) add(id string, e *entry, s *segment, end int64) error {
 	if q.entries[id] != nil {
 		return fmt.Errorf("spool: %s is queued already", id)
 	}
-	if err := q.appendLocked(addLine(id, e)); err != nil {
+	if err := q.appendLocked(addLine(id, e), false); err != nil {
 		return err
 	}
 	q.entries[id] = e
@@ -547,6 +556,10 @@ func (q *Queue) rewriteLocked() error {
 	}
 	q.jf.Close()
 	q.jf, q.jsize, q.jbroken, q.rewrite = f, n, false, false
+	if q.jalloc > 0 {
+		q.jalloc = 0 // the new file's reserve is to be made
+	}
+	q.reserveLocked()
 	return nil
 }
 
@@ -660,7 +673,7 @@ func (q *Queue) compactSegment(s *segment) error {
 		if e == nil || e.seg != s.n || e.off != m.from {
 			continue
 		}
-		if err := q.appendLocked(locLine(m.id, dst.n, m.to, m.n)); err != nil {
+		if err := q.appendLocked(locLine(m.id, dst.n, m.to, m.n), false); err != nil {
 			break
 		}
 		s.live--
@@ -676,4 +689,17 @@ func (q *Queue) compactSegment(s *segment) error {
 	q.checkDead(s)
 	q.mu.Unlock()
 	return q.Sync()
+}
+
+// Section tells where the bytes of queued message id are: its segment
+// file, the offset of its header there and its length (header included).
+// For administrators' tools and tests; relayd reads through OpenMessage.
+func (q *Queue) Section(id string) (path string, off, n int64, err error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	e := q.entries[id]
+	if e == nil {
+		return "", 0, 0, fmt.Errorf("%s: %w", id, ErrNotFound)
+	}
+	return filepath.Join(q.Root, DirSeg, segName(e.seg)), e.off, e.len, nil
 }
