@@ -27,7 +27,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"os"
 	"strconv"
@@ -94,7 +93,7 @@ func decodeDelivery(b []byte) (*Delivery, error) {
 // line frames the JSON in b (built after 9 reserved bytes) as a journal
 // line: the CRC in front, a newline behind.
 func frame(b []byte) []byte {
-	sum := crc32.Checksum(b[9:], castagnoli())
+	sum := updateCRC(0, b[9:])
 	const hexd = "0123456789abcdef"
 	for i := 7; i >= 0; i-- {
 		b[i] = hexd[sum&0xf]
@@ -177,7 +176,7 @@ func parseLine(l []byte) (*jrec, error) {
 	if err != nil {
 		return nil, errors.New("malformed checksum")
 	}
-	if crc32.Checksum(l[9:], castagnoli()) != uint32(want) {
+	if updateCRC(0, l[9:]) != uint32(want) {
 		return nil, errors.New("checksum mismatch")
 	}
 	r := new(jrec)
