@@ -935,7 +935,7 @@ func TestMigrateLegacyRerun(t *testing.T) {
 }
 
 // Snapshot sees what relayd did, from another process, while it runs.
-func TestSnapshot(t *testing.T) {
+func TestSnapshotOfJournal(t *testing.T) {
 	q := newTestQueue(t)
 	a := putMessage(t, q, Incoming)
 	b := putMessage(t, q, Incoming)

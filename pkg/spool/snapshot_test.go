@@ -22,9 +22,6 @@ func enqueue(t *testing.T, q *Queue, uid int) string {
 	if err := w.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	if err := q.CreateEmptyState(Incoming, id); err != nil {
-		t.Fatal(err)
-	}
 	return id
 }
 
@@ -67,7 +64,7 @@ func TestSnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 	quarantined := enqueue(t, q, 1007)
-	if err := q.QuarantineMessage(quarantined); err != nil {
+	if _, err := q.QuarantineMessage(quarantined); err != nil {
 		t.Fatal(err)
 	}
 	// A file in maildrop/ is not queued yet.
