@@ -999,3 +999,73 @@ func TestFIFOSegmentDoesNotBlock(t *testing.T) {
 		t.Fatal("blocked on a FIFO in queue/seg")
 	}
 }
+
+// On a full file system the journal's reserve takes transitions (and
+// removals) but refuses new messages and new records.
+func TestFullSpoolKeepsTransitions(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a small tmpfs needs root (CI runs as root)")
+	}
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=4m"); err != nil {
+		t.Skipf("cannot mount a tmpfs: %v", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+	root := filepath.Join(dir, "spool")
+	if err := Prepare(root, CurrentOwner()); err != nil {
+		t.Fatal(err)
+	}
+	q := openTestQueue(t, root)
+	var ids []string
+	for i := 0; i < 50; i++ {
+		ids = append(ids, putMessage(t, q, Incoming))
+	}
+	q.Sync()
+	f, _ := os.Create(filepath.Join(dir, "fill"))
+	for {
+		if _, err := f.Write(make([]byte, 4096)); err != nil {
+			break
+		}
+	}
+	f.Close()
+	w, err := q.NewMessage(testMeta(NewID(time.Now())))
+	if err == nil {
+		if _, err = w.Write(make([]byte, 1<<20)); err == nil {
+			err = w.Commit()
+		}
+		w.Abort()
+	}
+	if !IsFull(err) {
+		t.Fatalf("a new message on a full spool: %v", err)
+	}
+	// Records until the reserve's floor is reached.
+	rec := &Delivery{LastReply: strings.Repeat("r", 1000)}
+	n := 0
+	for ; q.WriteStateNoSync(Incoming, ids[0], rec) == nil; n++ {
+		if n > 10000 {
+			t.Fatal("records never refused")
+		}
+	}
+	if err := q.WriteStateNoSync(Incoming, ids[0], rec); !IsFull(err) {
+		t.Fatalf("record on a full spool: %v", err)
+	}
+	// Transitions and removals still go.
+	for i, id := range ids {
+		if _, err := q.Claim(id); err != nil {
+			t.Fatalf("claim %d on a full spool: %v", i, err)
+		}
+		if i%2 == 0 {
+			err := q.Done(id)
+			if err != nil {
+				t.Fatalf("done %d: %v", i, err)
+			}
+		} else if err := q.Requeue(id, true); err != nil {
+			t.Fatalf("requeue %d: %v", i, err)
+		}
+	}
+	os.Remove(filepath.Join(dir, "fill"))
+	n2, _ := reopen(t, q, nil)
+	if c := n2.Counts(); c[Deferred] != 25 || c[Incoming] != 0 {
+		t.Fatalf("counts %v", c)
+	}
+}

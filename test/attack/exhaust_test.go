@@ -1,7 +1,7 @@
 package attack
 
-// Spool exhaustion: one user fills the spool's inodes with mail that the
-// default [policy] holds, and another user's sendmail meets the full spool.
+// Spool exhaustion: one user fills the spool with mail that the default
+// [policy] holds, and another user's sendmail meets the full spool.
 
 import (
 	"fmt"
@@ -23,13 +23,14 @@ func TestSpoolExhaustion(t *testing.T) {
 	needRoot(t)
 	e := &env{t: t, dir: openDir(t)}
 	e.up = smtptest.New(t, smtptest.Options{Username: "relay@example.com", Password: upstreamPassword})
-	// The spool is a tmpfs of 1,000 inodes (mounted before relayd starts,
-	// as in test/robust's TestDiskFull).
+	// The spool is a tmpfs of 8 MB and 1,000 inodes (mounted before relayd
+	// starts, as in test/robust's TestDiskFull). relayd's queue takes no
+	// inode per message, so it is the space that runs out.
 	sp := filepath.Join(e.dir, "site", "spool")
 	if err := os.MkdirAll(sp, 0o711); err != nil {
 		t.Fatal(err)
 	}
-	if err := unix.Mount("tmpfs", sp, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "size=64m,nr_inodes=1000,mode=0711"); err != nil {
+	if err := unix.Mount("tmpfs", sp, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "size=8m,nr_inodes=1000,mode=0711"); err != nil {
 		t.Skipf("SKIPPED: cannot mount a tmpfs: %v", err)
 	}
 	t.Cleanup(func() { unix.Unmount(sp, unix.MNT_DETACH) })
@@ -40,20 +41,21 @@ func TestSpoolExhaustion(t *testing.T) {
 	os.Chown(md, 0, driver.DropGID)
 	os.Chmod(md, 0o730|os.ModeSticky)
 	e.setup(e.upstreamTOML(e.up), "", "")
-	tried(t, "user A floods the spool (a tmpfs of 1,000 inodes) with messages the default [policy] holds, until sendmail fails; then user B sends; then root deletes A's held mail",
+	tried(t, "user A floods the spool (a tmpfs of 8 MB) with 16 KB messages the default [policy] holds, until sendmail fails; then user B sends; then root deletes A's held mail",
 		"A's sendmail and B's fail with 73 and one line (never 75), nothing accepted is lost, relayd stays up; once root deletes A's held mail B sends again")
 	a, b := attacker(80), attacker(81)
 	stored := 0
+	filler := strings.Repeat(strings.Repeat("x", 63)+"\n", 256)
 	var last result
 	for i := 0; i < 2000; i++ {
-		last = e.sendmail(run{uid: a, stdin: fmt.Sprintf("Subject: exhaust %d\n\nx\n", i)}, "-i", "exhaust@example.net")
+		last = e.sendmail(run{uid: a, stdin: fmt.Sprintf("Subject: exhaust %d\n\n%s", i, filler)}, "-i", "exhaust@example.net")
 		if last.code != 0 {
 			break
 		}
 		stored++
 	}
 	if last.code == 0 {
-		t.Fatalf("2,000 messages stored without filling 1,000 inodes")
+		t.Fatalf("2,000 messages of 16 KB stored in 8 MB")
 	}
 	if last.code != 73 || strings.Count(last.stderr, "\n") > 2 {
 		t.Errorf("A's sendmail on the exhausted spool: %v", last)
