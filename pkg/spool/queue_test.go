@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -1067,5 +1068,13 @@ func TestFullSpoolKeepsTransitions(t *testing.T) {
 	n2, _ := reopen(t, q, nil)
 	if c := n2.Counts(); c[Deferred] != 25 || c[Incoming] != 0 {
 		t.Fatalf("counts %v", c)
+	}
+}
+
+// The constant JSON of an empty record is what encoding/json makes of it.
+func TestEmptyDeliveryJSON(t *testing.T) {
+	b, err := json.Marshal(&Delivery{})
+	if err != nil || string(b) != emptyDelivery {
+		t.Fatalf("json of an empty record %s (%v), the constant says %s", b, err, emptyDelivery)
 	}
 }

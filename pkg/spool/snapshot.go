@@ -129,7 +129,7 @@ func legacySnapshot(root string, out map[string]SnapshotEntry) error {
 			}
 			e := SnapshotEntry{State: s, UID: legacyUID(root, id)}
 			if b, err := os.ReadFile(filepath.Join(root, DirQueue, s, id)); err == nil {
-				if b = bytes.TrimSpace(b); len(b) > 0 && !bytes.Equal(b, emptyDelivery) {
+				if b = bytes.TrimSpace(b); len(b) > 0 && string(b) != emptyDelivery {
 					d := new(Delivery)
 					if json.Unmarshal(b, d) == nil {
 						e.Delivery = d
