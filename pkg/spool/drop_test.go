@@ -96,6 +96,9 @@ func TestDropWriteSizes(t *testing.T) {
 		{1 << 20},
 		{1, 100, 5000, 4*page - 1, 4 * page, 4*page + 1, 70000, 3, 200000, 64 << 10, 1},
 		{page - 1, page, page + 1, 3 * page, 5*page + 7},
+		// Short messages, whose header is still in the buffer at Commit
+		// (size and CRC patched there), and around the buffer's size.
+		{0}, {10}, {2000, 48}, {bufSize - 300}, {bufSize - 100, 99}, {bufSize + 10}, {bufSize, bufSize},
 	} {
 		m := &Meta{ID: NewID(time.Now()), Time: time.Now(), Env: Envelope{Recipients: []string{"b@example.org"}}}
 		d, err := NewDrop(dir, m, 0)
@@ -122,6 +125,9 @@ func TestDropWriteSizes(t *testing.T) {
 		got, err := Decode(f, st.Size())
 		if err != nil {
 			t.Fatal(err)
+		}
+		if got.Size != int64(len(want)) || got.CRC != checksum(want) {
+			t.Errorf("pieces %v: header says size %d crc %08x, want %d %08x", pieces, got.Size, got.CRC, len(want), checksum(want))
 		}
 		var b bytes.Buffer
 		if _, err := io.Copy(&b, got.Body(f)); err != nil || !bytes.Equal(b.Bytes(), want) {
