@@ -1,7 +1,6 @@
 package queue
 
 import (
-	"context"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,7 +14,7 @@ import (
 )
 
 // BenchmarkDrain drains b.N queued 2 KB messages through the scheduler's
-// own loop (runOnce), the production workers and upstream component, and
+// loop (Queue.Run), the production workers and upstream component, and
 // real relay sessions to an in-process STARTTLS+AUTH upstream: the
 // in-process part of make bench's drain, for profiling
 // (go test -bench Drain -cpuprofile).
@@ -53,8 +52,10 @@ func BenchmarkDrain(b *testing.B) {
 				Upstreams: NewUpstreams([]config.Upstream{up.WithDefaults()}, opts, nil)})
 			b.SetBytes(int64(len(body)))
 			b.ResetTimer()
-			q.runOnce(context.Background())
+			r := startRun(b, q)
+			r.pass(b)
 			b.StopTimer()
+			r.stop()
 			if got := srv.Count(); got != b.N {
 				b.Fatalf("%d delivered, want %d", got, b.N)
 			}

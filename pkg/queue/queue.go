@@ -121,7 +121,14 @@ type Queue struct {
 	uids    map[string]int
 	decodes atomic.Int64 // messages decoded for listings (tests)
 	kick    chan struct{}
+	kicks   atomic.Uint64 // Kick calls so far
 	stop    chan struct{} // closed by Stop: no new deliveries
+	// onIdle, when set (tests, before Run), is called by the scheduler
+	// each time it has nothing left to start or wait for: kicks is the
+	// Kick count its last look at the queue covers, next the time of the
+	// next deferred attempt (zero if none). Tests drive Run with the
+	// injected clock through it.
+	onIdle func(kicks uint64, next time.Time)
 	// Frozen, when set, reports whether the account with a UID is frozen
 	// (relayd queue freeze): "delete --user --confirm N" then deletes
 	// the N oldest when newer ones arrived since they were counted.
@@ -218,6 +225,7 @@ func (q *Queue) settings() Settings {
 
 // Kick asks Run for a pass now (new mail, flush). It never blocks.
 func (q *Queue) Kick() {
+	q.kicks.Add(1)
 	select {
 	case q.kick <- struct{}{}:
 	default:

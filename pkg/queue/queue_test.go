@@ -135,11 +135,13 @@ func (s *fakeSess) Send(ctx context.Context, m *relay.Message) *relay.Result {
 var fakeUpstream = config.Upstream{Host: "fake.example", Port: 587}
 
 type env struct {
+	t   *testing.T
 	sp  *spool.Queue
 	q   *Queue
 	up  *fakeUp
 	clk *clock
 	log *bytes.Buffer
+	r   *runner // Run, once e.run started it
 }
 
 func newEnv(t *testing.T, set Settings) *env {
@@ -157,7 +159,7 @@ func newEnvAt(t *testing.T, root string, set Settings) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(sp.Close)
-	e := &env{sp: sp, up: &fakeUp{}, clk: &clock{now: t0}, log: &bytes.Buffer{}}
+	e := &env{t: t, sp: sp, up: &fakeUp{}, clk: &clock{now: t0}, log: &bytes.Buffer{}}
 	if set.Upstreams == nil {
 		set.Upstreams = NewUpstreams([]config.Upstream{fakeUpstream}, relay.Options{}, e.up.dial)
 	}
@@ -218,18 +220,81 @@ func (e *env) state(t *testing.T, id string) string {
 	return st
 }
 
-func (e *env) run() time.Time { return e.q.runOnce(context.Background()) }
+// run drives the loop relayd runs, Queue.Run, with the injected clock:
+// the first call starts Run, every call kicks it (as pickup and flush do)
+// and returns once the loop has nothing left to start or wait for — every
+// message due at the clock's time handed out and its outcome applied —
+// with the time of the next deferred attempt (zero if none). Run stops at
+// the end of the test.
+func (e *env) run() time.Time {
+	e.t.Helper()
+	if e.r == nil {
+		e.r = startRun(e.t, e.q)
+	}
+	return e.r.pass(e.t)
+}
 
-// runOnce delivers every message that is due now with fresh workers, on
-// the scheduler's loop (the one Run runs), and returns when all are done,
-// with the time of the next deferred attempt (zero if none).
-func (q *Queue) runOnce(ctx context.Context) time.Time {
-	if q.deferred == nil {
-		if err := q.Load(); err != nil {
-			q.log.Error("cannot load the deferred queue", err)
+// runner is a Queue.Run in the background, observed through onIdle.
+type runner struct {
+	q      *Queue
+	mu     sync.Mutex
+	seen   uint64    // the Kick count the loop's last idle covers
+	next   time.Time // its next deferred attempt
+	idle   chan struct{}
+	cancel context.CancelFunc
+	done   chan error
+	once   sync.Once
+}
+
+// startRun starts q.Run until the end of the test.
+func startRun(tb testing.TB, q *Queue) *runner {
+	tb.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &runner{q: q, idle: make(chan struct{}, 1), cancel: cancel, done: make(chan error, 1)}
+	q.onIdle = func(kicks uint64, next time.Time) {
+		r.mu.Lock()
+		r.seen, r.next = kicks, next
+		r.mu.Unlock()
+		select {
+		case r.idle <- struct{}{}:
+		default:
 		}
 	}
-	return q.loop(ctx, ctx, true)
+	go func() { r.done <- q.Run(ctx, ctx) }()
+	tb.Cleanup(r.stop)
+	return r
+}
+
+// pass kicks the loop and waits until it is idle after that kick.
+func (r *runner) pass(tb testing.TB) time.Time {
+	tb.Helper()
+	r.q.Kick()
+	k := r.q.kicks.Load()
+	limit := time.After(60 * time.Second)
+	for {
+		r.mu.Lock()
+		seen, next := r.seen, r.next
+		r.mu.Unlock()
+		if seen >= k {
+			return next
+		}
+		select {
+		case <-r.idle:
+		case err := <-r.done:
+			r.once.Do(r.cancel) // stop has nothing left to wait for
+			tb.Fatalf("Run returned during a pass: %v", err)
+		case <-limit:
+			tb.Fatalf("the scheduler did not settle within 60 s")
+		}
+	}
+}
+
+// stop ends Run and waits for its deliveries.
+func (r *runner) stop() {
+	r.once.Do(func() {
+		r.cancel()
+		<-r.done
+	})
 }
 
 func temp(text string) *relay.Error {
@@ -423,22 +488,18 @@ func TestPermanentMixedRecipients(t *testing.T) {
 	if !strings.Contains(e.log.String(), "event=delivery id="+id+" to=nouser@example.net upstream=fake.example:587 status=bounced reply=\"550 5.1.1 5.1.1 <nouser@example.net>: Recipient address rejected: User unknown\" stage=rcpt cause=\"the recipient's address does not exist at the upstream\" fix=\"check the address\"") {
 		t.Errorf("bounced line:\n%s", e.log)
 	}
+	// The DSN, new mail in the queue, goes out in the same pass, with the
+	// cause in plain words; the deferred message is not due yet.
 	msgs := e.up.sent()
-	if len(msgs) != 1 {
-		t.Fatalf("sent %d", len(msgs))
-	}
-	// The DSN goes out on the next pass, with the cause in plain words.
-	e.up.respond = func(from, rcpt string) *relay.Error { return nil }
-	e.run() // the DSN (incoming); the deferred one is not due yet
-	msgs = e.up.sent()
-	if len(msgs) != 2 || msgs[1].From != "" {
-		t.Fatalf("DSN not sent: %+v", msgs)
+	if len(msgs) != 2 || msgs[0].From == "" || msgs[1].From != "" {
+		t.Fatalf("want the message, then its DSN: %+v", msgs)
 	}
 	checkDSN(t, msgs[1].Body, id, "nouser@example.net", "5.1.1", "the recipient's address does not exist at the upstream")
 	if !strings.Contains(msgs[1].Body, "What to do: check the address") {
 		t.Errorf("DSN without the fix:\n%s", msgs[1].Body)
 	}
 	// The retry sends to busy@ only: ok@ is never sent twice.
+	e.up.respond = func(from, rcpt string) *relay.Error { return nil }
 	e.clk.Set(t0.Add(time.Minute))
 	e.run()
 	msgs = e.up.sent()
@@ -573,8 +634,14 @@ func TestControlVerbs(t *testing.T) {
 			t.Errorf("show lacks %q:\n%s", want, out.String())
 		}
 	}
-	if err := e.q.Handle(admin, control.VerbRelease, []string{mine}, io.Discard); err != nil || e.state(t, mine) != spool.Incoming {
-		t.Fatalf("release: %v, state %q", err, e.state(t, mine))
+	if err := e.q.Handle(admin, control.VerbRelease, []string{mine}, io.Discard); err != nil {
+		t.Fatalf("release: %v", err)
+	}
+	// Released for delivery now: the running scheduler tries it at once
+	// (and the upstream defers it again).
+	e.run()
+	if st, d := e.state(t, mine), e.deliveryState(t, mine); st != spool.Deferred || d.Attempts != 2 {
+		t.Fatalf("after release: state %q, %d attempts; want deferred after a second attempt", st, d.Attempts)
 	}
 	if err := e.q.Handle(admin, control.VerbDelete, []string{mine, "0000000000000000000F"}, io.Discard); err == nil || !strings.Contains(err.Error(), "no such message") {
 		t.Fatalf("delete with a missing id: %v", err)

@@ -68,6 +68,8 @@ func TestRefusalsExplained(t *testing.T) {
 			opts := relay.Options{Hostname: "web1.example.com", ConnectTimeout: 10 * time.Second, CommandTimeout: 10 * time.Second, DataTimeout: 10 * time.Second}
 			e := newEnv(t, Settings{Upstreams: NewUpstreams([]config.Upstream{up}, opts, nil)})
 			id := e.enqueue(t, 1001, "sender@example.org", "x@example.net")
+			// The DSN stays queued, to be read below.
+			e.q.Holds = func(x string) bool { return x != id }
 			e.run()
 			var line string
 			for _, l := range strings.Split(e.log.String(), "\n") {

@@ -6,9 +6,9 @@ package queue
 // learned. Workers get jobs (a batch of message IDs and the upstreams not
 // to use) over a channel and report each job's result over another; only
 // the loop applies results. Run runs it until stopped, waking on Kick, on
-// the next due time and on breaker expiry; with once set (the package's
-// tests) it dispatches only the messages due when it starts, with the
-// injected clock.
+// the next due time and on breaker expiry, on the clock given to New (the
+// package's tests drive Run with a clock of their own, seeing each time it
+// falls idle through onIdle).
 //
 // # Circuit breaker
 //
@@ -202,16 +202,15 @@ func (q *Queue) Run(ctx, sendCtx context.Context) error {
 			return err
 		}
 	}
-	q.loop(ctx, sendCtx, false)
+	q.loop(ctx, sendCtx)
 	return nil
 }
 
 // idleHangup is how long a Run worker keeps its session open without work.
 const idleHangup = 2 * time.Second
 
-// loop is the scheduler. once: dispatch only the messages due at the
-// start, return when they are done.
-func (q *Queue) loop(ctx, sendCtx context.Context, once bool) time.Time {
+// loop is the scheduler.
+func (q *Queue) loop(ctx, sendCtx context.Context) {
 	q.runMu.Lock()
 	defer q.runMu.Unlock()
 	set, gen := q.settingsGen()
@@ -223,13 +222,14 @@ func (q *Queue) loop(ctx, sendCtx context.Context, once bool) time.Time {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			q.work(sendCtx, jobs, results, !once)
+			q.work(sendCtx, jobs, results)
 		}()
 	}
 	busy, size := 0, 1
 	var pending []string
 	var wake time.Time
-	relist, listed, stopping := true, false, false
+	relist, stopping := true, false
+	var seen uint64 // the Kick count the last listing covers
 	for {
 		if !stopping && (ctx.Err() != nil || q.stopped()) {
 			stopping = true
@@ -242,10 +242,11 @@ func (q *Queue) loop(ctx, sendCtx context.Context, once bool) time.Time {
 		set, gen = q.settingsGen()
 		q.adopt(set.Upstreams)
 		if !stopping {
-			if relist && len(pending) == 0 && !(once && listed) {
+			if relist && len(pending) == 0 {
+				seen = q.kicks.Load()
 				pending, wake = q.due()
 				size = batchSize(len(pending), n)
-				relist, listed = false, true
+				relist = false
 			}
 			for busy < n && len(pending) > 0 {
 				var j *job
@@ -259,20 +260,20 @@ func (q *Queue) loop(ctx, sendCtx context.Context, once bool) time.Time {
 				busy++
 			}
 		}
-		if busy == 0 && (stopping || (once && len(pending) == 0)) {
+		if busy == 0 && stopping {
 			break
+		}
+		if busy == 0 && len(pending) == 0 && q.onIdle != nil {
+			q.onIdle(seen, q.nextAttempt())
 		}
 		var timer *time.Timer
 		var tc <-chan time.Time
-		if !once && !stopping && len(pending) == 0 && !wake.IsZero() {
+		if !stopping && len(pending) == 0 && !wake.IsZero() {
 			timer = time.NewTimer(max(wake.Sub(q.now()), 0))
 			tc = timer.C
 		}
-		var kick <-chan struct{}
+		kick := q.kick
 		var done, stop <-chan struct{}
-		if !once {
-			kick = q.kick
-		}
 		if !stopping {
 			done, stop = ctx.Done(), q.stop
 		}
@@ -298,10 +299,9 @@ func (q *Queue) loop(ctx, sendCtx context.Context, once bool) time.Time {
 	}
 	close(jobs)
 	wg.Wait()
-	return q.nextAttempt()
 }
 
-// nextAttempt is the once loop's answer: the earliest time a deferred message
+// nextAttempt is what onIdle reports: the earliest time a deferred message
 // is due — for one already due but held by open breakers, when the first
 // of them expires; for one due and free to go, now.
 func (q *Queue) nextAttempt() time.Time {
@@ -738,26 +738,21 @@ func (q *Queue) apply(r *jobResult) {
 }
 
 // work is one worker: it takes jobs until jobs is closed, keeping its
-// session between jobs; with hangup it closes the session after
-// idleHangup without work.
-func (q *Queue) work(ctx context.Context, jobs <-chan *job, results chan<- *jobResult, hangup bool) {
+// session between jobs and closing it after idleHangup without work.
+func (q *Queue) work(ctx context.Context, jobs <-chan *job, results chan<- *jobResult) {
 	w := &worker{q: q}
 	defer w.link.close()
 	for {
 		var j *job
 		var ok bool
-		if hangup {
-			idle := time.NewTimer(idleHangup)
-			select {
-			case j, ok = <-jobs:
-			case <-idle.C:
-				w.link.close()
-				j, ok = <-jobs
-			}
-			idle.Stop()
-		} else {
+		idle := time.NewTimer(idleHangup)
+		select {
+		case j, ok = <-jobs:
+		case <-idle.C:
+			w.link.close()
 			j, ok = <-jobs
 		}
+		idle.Stop()
 		if !ok {
 			return
 		}

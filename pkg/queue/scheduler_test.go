@@ -106,7 +106,7 @@ func (o *events) kinds() string {
 }
 
 // The circuit breaker, driven with the injected clock through the
-// scheduler's loop (runOnce): a failed dial opens it; messages that arrive
+// scheduler's loop (Queue.Run): a failed dial opens it; messages that arrive
 // while it is open are neither tried nor charged an attempt nor deferred
 // by the retry schedule; when the backoff is over one message probes the
 // upstream; a success closes the breaker and everything goes at once.
