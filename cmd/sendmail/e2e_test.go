@@ -32,6 +32,7 @@ import (
 	"github.com/mailshim/mailshim/pkg/origin"
 	"github.com/mailshim/mailshim/pkg/spool"
 	"github.com/mailshim/mailshim/pkg/submit"
+	"github.com/mailshim/mailshim/pkg/submit/submittest"
 	"github.com/mailshim/mailshim/pkg/submitsock"
 	"github.com/mailshim/mailshim/pkg/waitfor"
 )
@@ -809,14 +810,7 @@ func TestSubmitSocket(t *testing.T) {
 	os.Mkdir(store, 0o700)
 
 	runIt := func() result {
-		inv := invocation{args: []string{"-t", "-i"}, stdin: strings.NewReader(simple)}
-		if os.Geteuid() == 0 {
-			inv.wrap = []string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "env", "MAILSHIM_CONFIG=" + s.conf}
-			inv.shell = `exec "$SENDMAIL" "$@"`
-		} else {
-			inv.conf = s.conf
-		}
-		return runSendmail(t, inv)
+		return runSendmail(t, unprivileged(invocation{args: []string{"-t", "-i"}, stdin: strings.NewReader(simple)}, s.conf))
 	}
 	r := runIt()
 	checkFailure(t, r, 74, "submission socket")
@@ -877,6 +871,76 @@ func TestSubmitSocket(t *testing.T) {
 	}
 	if m.Origin.UID != wantUID || m.Origin.Via != "socket" || m.Env.Recipients[0] != "a@example.org" {
 		t.Errorf("meta %+v", m)
+	}
+}
+
+// unprivileged is inv run by a caller that may write neither the maildrop
+// (its test sets maildrop/ 0500) nor anything else of the spool: as
+// nobody when the tests run as root (root writes any directory), else as
+// this user, with conf as its configuration.
+func unprivileged(inv invocation, conf string) invocation {
+	if os.Geteuid() == 0 {
+		inv.wrap = []string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "env", "MAILSHIM_CONFIG=" + conf}
+		inv.shell = `exec "$SENDMAIL" "$@"`
+	} else {
+		inv.conf = conf
+	}
+	return inv
+}
+
+// -bs answers each refusal of the pipeline with the reply of the table
+// every SMTP door shares (relayd's listener is held to it in pkg/smtpd),
+// here refusals of relayd's submission socket, which a sendmail that is
+// not setgid stores through; its exit status is the refusal's code.
+func TestSMTPModeRefusals(t *testing.T) {
+	needBinary(t)
+	if os.Geteuid() == 0 {
+		if _, err := exec.LookPath("setpriv"); err != nil {
+			t.Skip("SKIPPED: setpriv not installed")
+		}
+	}
+	s := newSpool(t, false, "")
+	os.Chmod(filepath.Join(s.root, spool.DirMaildrop), 0o500)
+	sock := filepath.Join(filepath.Dir(s.conf), "submit.sock")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	os.Chmod(sock, 0o777)
+	refusals := make(chan *submit.Error, 1)
+	srv := &submitsock.Server{Intake: submit.Intake{Store: func(m *spool.Meta, body io.Reader) (string, error) {
+		if _, err := io.Copy(io.Discard, body); err != nil {
+			return "", err
+		}
+		return "", <-refusals
+	}}}
+	go func() {
+		for {
+			c, err := ln.AcceptUnix()
+			if err != nil {
+				return
+			}
+			srv.Serve(c)
+		}
+	}()
+	in := "EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\nSubject: x\r\n\r\nbody\r\n.\r\nQUIT\r\n"
+	for _, rf := range submittest.Refusals {
+		if !rf.Socket {
+			continue
+		}
+		refusals <- rf.Err
+		r := runSendmail(t, unprivileged(invocation{args: []string{"-bs"}, stdin: strings.NewReader(in)}, s.conf))
+		lines := strings.Split(r.stdout, "\r\n")
+		if len(lines) < 3 || lines[len(lines)-2] != "221 2.0.0 Bye" {
+			t.Fatalf("%s: exit %d, stdout %q, stderr %q", rf.Name, r.code, r.stdout, r.stderr)
+		}
+		if got := lines[len(lines)-3]; !strings.HasPrefix(got, rf.Want+" ") || !strings.Contains(got, rf.Err.Msg) {
+			t.Errorf("%s: DATA answered %q, want %s ... %s", rf.Name, got, rf.Want, rf.Err.Msg)
+		}
+		if r.code != rf.Err.Code {
+			t.Errorf("%s: exit %d, want %d", rf.Name, r.code, rf.Err.Code)
+		}
 	}
 }
 

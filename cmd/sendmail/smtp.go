@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"errors"
 	"io"
 	"os"
 
@@ -11,6 +10,7 @@ import (
 	"github.com/mailshim/mailshim/pkg/origin"
 	"github.com/mailshim/mailshim/pkg/smtpbs"
 	"github.com/mailshim/mailshim/pkg/spool"
+	"github.com/mailshim/mailshim/pkg/submit"
 	"github.com/mailshim/mailshim/pkg/sysexits"
 )
 
@@ -32,7 +32,7 @@ func smtpSession(cfg *config.Config, a *args, envVars map[string]string) (int, *
 			if e := checkSender(cfg, &org, sender); e != nil {
 				lastCode = e.code
 				report(e)
-				return e
+				return refusal(e)
 			}
 			return nil
 		},
@@ -44,30 +44,15 @@ func smtpSession(cfg *config.Config, a *args, envVars map[string]string) (int, *
 				e := inputError(err, in)
 				lastCode = e.code
 				report(e)
-				return "", e
+				return "", refusal(e)
 			}
 			id, e := store(cfg, &env, &o, h, br, in)
 			if e != nil {
 				lastCode = e.code
 				report(e)
-				return "", e
+				return "", refusal(e)
 			}
 			return id, nil
-		},
-		Reply: func(err error) string {
-			var e *exitError
-			if errors.As(err, &e) {
-				switch e.code {
-				case sysexits.DataErr:
-					return "552 5.3.4 " + e.msg
-				case sysexits.CantCreat:
-					return "452 4.3.1 " + e.msg
-				case sysexits.NoUser:
-					return "550 5.1.3 " + e.msg
-				}
-				return "451 4.3.0 " + e.msg
-			}
-			return "451 4.3.0 Error: message not stored"
 		},
 	}
 	_, failed, err := srv.Serve(bufio.NewReaderSize(in, 64<<10), os.Stdout)
@@ -79,6 +64,11 @@ func smtpSession(cfg *config.Config, a *args, envVars map[string]string) (int, *
 	}
 	return 0, nil
 }
+
+// refusal is a failure as the SMTP server answers it: its exit code
+// and text, which submit.SMTPReply maps to the reply both SMTP servers
+// give.
+func refusal(e *exitError) error { return &submit.Error{Code: e.code, Msg: e.msg} }
 
 // headerBuf is the buffer ReadHeader reads the header section through
 // (longer lines are read in pieces). The body is not copied through it:

@@ -38,14 +38,14 @@ type Server struct {
 	// transaction, data the message with line ends normalised to LF and
 	// dots unstuffed. It must read data to its end (io.EOF) before
 	// storing; an error reading data means the message is incomplete. Its
-	// error, if any, is turned into a reply with Reply.
+	// error, if any, is a refusal of the pipeline (an *submit.Error, or
+	// what submit.Classify knows), answered with submit.SMTPReply once
+	// data is drained.
 	Deliver func(env spool.Envelope, data io.Reader) (id string, err error)
-	// Reply returns the SMTP reply for a Deliver error (default: 451
-	// 4.3.0). It is called with data already drained.
-	Reply func(err error) string
 	// CheckSender, if set, is the sender policy: a MAIL FROM sender
-	// ("<>" for the null sender) it returns an error for is refused with
-	// 553 5.7.1 and the error's text, and counted as failed.
+	// ("<>" for the null sender) it refuses (an *submit.Error with
+	// sysexits.NoPerm: 553 5.7.1 and the error's text, by
+	// submit.SMTPReply) is counted as failed.
 	CheckSender func(sender string) error
 }
 
@@ -83,9 +83,8 @@ func (s *Server) Serve(r io.Reader, w io.Writer) (stored, failed int, err error)
 	if err := reply("220 " + s.Hostname + " ESMTP mailshim"); err != nil {
 		return 0, 0, err
 	}
-	var env *spool.Envelope
-	rcptBytes := 0 // of env's recipients, counted as message.ValidateEnvelope does
-	reset := func() { env, rcptBytes = nil, 0 }
+	var tr *submit.Transaction
+	reset := func() { tr = nil }
 	for {
 		line, err := readCommand(br)
 		if errors.Is(err, errLineTooLong) {
@@ -124,31 +123,27 @@ func (s *Server) Serve(r io.Reader, w io.Writer) (stored, failed int, err error)
 			}
 			rerr = reply(ext...)
 		case "MAIL":
-			if env != nil {
+			if tr != nil {
 				rerr = reply("503 5.5.1 Nested MAIL command")
 				break
 			}
-			e, code := s.mailFrom(rest)
+			t, code := s.mailFrom(rest)
 			if code != "" {
 				rerr = reply(code)
 				break
 			}
 			if s.CheckSender != nil {
-				if err := s.CheckSender(e.Sender); err != nil {
+				if err := s.CheckSender(t.Env.Sender); err != nil {
 					failed++
-					rerr = reply("553 5.7.1 " + submit.ReplyLine(err.Error()))
+					rerr = reply(submit.SMTPReply(err).String())
 					break
 				}
 			}
-			env = e
+			tr = t
 			rerr = reply("250 2.1.0 Ok")
 		case "RCPT":
-			if env == nil {
+			if tr == nil {
 				rerr = reply("503 5.5.1 Need MAIL command")
-				break
-			}
-			if len(env.Recipients) >= maxRcpt {
-				rerr = reply("452 4.5.3 Too many recipients")
 				break
 			}
 			addr, notify, code := rcptTo(rest)
@@ -156,22 +151,13 @@ func (s *Server) Serve(r io.Reader, w io.Writer) (stored, failed int, err error)
 				rerr = reply(code)
 				break
 			}
-			if rcptBytes+len(addr)+1 > message.MaxRecipientBytes {
-				rerr = reply("452 4.5.3 Too many recipients")
+			if err := tr.Rcpt(addr, notify, maxRcpt); err != nil {
+				rerr = reply(submit.SMTPReply(err).String())
 				break
 			}
-			rcptBytes += len(addr) + 1
-			if env.Notify == "" {
-				// The spool keeps one NOTIFY per message: the first given.
-				env.Notify = notify
-			}
-			if !message.IsASCII(addr) {
-				env.SMTPUTF8 = true
-			}
-			env.Recipients = append(env.Recipients, addr)
 			rerr = reply("250 2.1.5 Ok")
 		case "DATA":
-			if env == nil || len(env.Recipients) == 0 {
+			if tr == nil || len(tr.Env.Recipients) == 0 {
 				rerr = reply("503 5.5.1 Need RCPT command")
 				break
 			}
@@ -182,7 +168,7 @@ func (s *Server) Serve(r io.Reader, w io.Writer) (stored, failed int, err error)
 				return stored, failed, err
 			}
 			data := message.NewSMTPReader(br)
-			id, derr := s.Deliver(*env, data)
+			id, derr := s.Deliver(tr.Env, data)
 			// Drain what Deliver did not read, to stay in step.
 			_, cerr := io.Copy(io.Discard, data)
 			reset()
@@ -200,11 +186,7 @@ func (s *Server) Serve(r io.Reader, w io.Writer) (stored, failed int, err error)
 			}
 			if derr != nil {
 				failed++
-				msg := "451 4.3.0 Error: message not stored"
-				if s.Reply != nil {
-					msg = s.Reply(derr)
-				}
-				rerr = reply(msg)
+				rerr = reply(submit.SMTPReply(derr).String())
 				break
 			}
 			stored++
@@ -273,24 +255,18 @@ func path(rest, prefix string) (addr string, params []string, ok bool) {
 	return addr, strings.Fields(rest), true
 }
 
-func (s *Server) mailFrom(rest string) (*spool.Envelope, string) {
+// mailFrom starts a transaction from MAIL FROM's arguments, or returns
+// the reply refusing them.
+func (s *Server) mailFrom(rest string) (*submit.Transaction, string) {
 	addr, params, ok := path(rest, "FROM:")
 	if !ok {
 		return nil, "501 5.5.4 Syntax: MAIL FROM:<address>"
 	}
-	env := &spool.Envelope{}
-	if addr == "" {
-		env.Sender = "<>"
-	} else {
-		a, err := message.ParseAddress(addr)
-		if err != nil {
-			return nil, "553 5.1.7 Bad sender address syntax"
-		}
-		env.Sender = a
-		if !message.IsASCII(a) {
-			env.SMTPUTF8 = true
-		}
+	t, err := submit.Mail(addr)
+	if err != nil {
+		return nil, submit.SMTPReply(err).String()
 	}
+	env := &t.Env
 	for _, p := range params {
 		k, v, _ := strings.Cut(p, "=")
 		switch strings.ToUpper(k) {
@@ -329,17 +305,15 @@ func (s *Server) mailFrom(rest string) (*spool.Envelope, string) {
 			return nil, fmt.Sprintf("555 5.5.4 Unsupported parameter %.40q", k)
 		}
 	}
-	return env, ""
+	return t, ""
 }
 
+// rcptTo parses RCPT TO's arguments: the forward path (as given, for
+// Transaction.Rcpt) and NOTIFY, or the reply refusing them.
 func rcptTo(rest string) (addr, notify, code string) {
-	a, params, ok := path(rest, "TO:")
-	if !ok || a == "" {
+	addr, params, ok := path(rest, "TO:")
+	if !ok || addr == "" {
 		return "", "", "501 5.5.4 Syntax: RCPT TO:<address>"
-	}
-	addr, err := message.ParseAddress(a)
-	if err != nil {
-		return "", "", "553 5.1.3 Bad recipient address syntax"
 	}
 	for _, p := range params {
 		k, v, _ := strings.Cut(p, "=")

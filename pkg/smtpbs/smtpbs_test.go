@@ -86,7 +86,7 @@ func TestSMTPDeliverError(t *testing.T) {
 	out, _ := session(t, in, func(spool.Envelope, io.Reader) (string, error) {
 		return "", errors.New("disk on fire") // returns without reading: the server drains
 	})
-	if !strings.Contains(out, "451 4.3.0 Error: message not stored\r\n221 ") {
+	if !strings.Contains(out, "451 4.3.0 could not store the message\r\n221 ") {
 		t.Errorf("dialogue %q", out)
 	}
 }

@@ -83,7 +83,6 @@ import (
 	"github.com/mailshim/mailshim/pkg/sockserve"
 	"github.com/mailshim/mailshim/pkg/spool"
 	"github.com/mailshim/mailshim/pkg/submit"
-	"github.com/mailshim/mailshim/pkg/sysexits"
 )
 
 // Defaults of Options.
@@ -904,17 +903,23 @@ type session struct {
 	srv      *Server
 	sc       *smtp.Conn
 	c        *conn
-	env      *spool.Envelope
-	rcptSize int
+	tr       *submit.Transaction
 	authUser string
 }
 
-func (ss *session) Reset() { ss.env, ss.rcptSize = nil, 0 }
+func (ss *session) Reset() { ss.tr = nil }
 
 func (ss *session) Logout() error { return nil }
 
 func smtpErr(code int, enh smtp.EnhancedCode, msg string) *smtp.SMTPError {
 	return &smtp.SMTPError{Code: code, EnhancedCode: enh, Message: submit.ReplyLine(msg)}
+}
+
+// smtpReply is the reply the submission pipeline chose (submit.SMTPReply:
+// the one mapping of both SMTP servers) as go-smtp sends it.
+func smtpReply(err error) *smtp.SMTPError {
+	r := submit.SMTPReply(err)
+	return &smtp.SMTPError{Code: r.Code, EnhancedCode: smtp.EnhancedCode(r.Status), Message: r.Text}
 }
 
 // origin is the origin record of a message of this session.
@@ -931,19 +936,11 @@ func (ss *session) origin() spool.Origin {
 }
 
 func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
-	env := &spool.Envelope{}
-	if from == "" {
-		env.Sender = "<>"
-	} else {
-		a, err := message.ParseAddress(from)
-		if err != nil {
-			return smtpErr(553, smtp.EnhancedCode{5, 1, 7}, "Bad sender address syntax")
-		}
-		env.Sender = a
-		if !message.IsASCII(a) {
-			env.SMTPUTF8 = true
-		}
+	tr, err := submit.Mail(from)
+	if err != nil {
+		return smtpReply(err)
 	}
+	env := &tr.Env
 	if opts != nil {
 		switch opts.Body {
 		case smtp.Body7Bit:
@@ -973,37 +970,28 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 	o := ss.origin()
 	if err := ss.srv.opts.Intake.CheckSender(&o, env.Sender); err != nil {
 		ss.srv.opts.Log.SMTPSessionError(ss.c.id.Client, o.UID, o.User, env.Sender, err.Error())
-		return smtpErr(553, smtp.EnhancedCode{5, 7, 1}, err.Error())
+		return smtpReply(err)
 	}
-	ss.env, ss.rcptSize = env, 0
+	ss.tr = tr
 	return nil
 }
 
 func (ss *session) Rcpt(to string, opts *smtp.RcptOptions) error {
-	if ss.env == nil {
+	if ss.tr == nil {
 		return smtpErr(503, smtp.EnhancedCode{5, 5, 1}, "Need MAIL command")
 	}
-	addr, err := message.ParseAddress(to)
-	if err != nil {
-		return smtpErr(553, smtp.EnhancedCode{5, 1, 3}, "Bad recipient address syntax")
-	}
-	if ss.rcptSize+len(addr)+1 > message.MaxRecipientBytes {
-		return smtpErr(452, smtp.EnhancedCode{4, 5, 3}, "Too many recipients")
-	}
-	if opts != nil && len(opts.Notify) > 0 && ss.env.Notify == "" {
-		// The spool keeps one NOTIFY per message: the first given.
+	notify := ""
+	if opts != nil && len(opts.Notify) > 0 {
 		n := make([]string, len(opts.Notify))
 		for i, v := range opts.Notify {
 			n[i] = string(v)
 		}
 		// go-smtp checked the keywords; the stored form is package message's.
-		ss.env.Notify, _ = message.ParseNotify(strings.Join(n, ","))
+		notify, _ = message.ParseNotify(strings.Join(n, ","))
 	}
-	if !message.IsASCII(addr) {
-		ss.env.SMTPUTF8 = true
+	if err := ss.tr.Rcpt(to, notify, ss.srv.opts.MaxRecipients); err != nil {
+		return smtpReply(err)
 	}
-	ss.env.Recipients = append(ss.env.Recipients, addr)
-	ss.rcptSize += len(addr) + 1
 	return nil
 }
 
@@ -1087,7 +1075,7 @@ func (d *dataReader) Read(p []byte) (int, error) {
 }
 
 func (ss *session) Data(r io.Reader) error {
-	if ss.env == nil {
+	if ss.tr == nil {
 		return smtpErr(503, smtp.EnhancedCode{5, 5, 1}, "Need MAIL command")
 	}
 	ss.c.inData.Store(true)
@@ -1102,8 +1090,8 @@ func (ss *session) Data(r io.Reader) error {
 	rd.mr.Reset(dr, true)
 	rd.br.Reset(rd.mr)
 	br := rd.br
-	env := *ss.env
-	env.Recipients = append([]string(nil), ss.env.Recipients...)
+	env := ss.tr.Env
+	env.Recipients = append([]string(nil), ss.tr.Env.Recipients...)
 	o := ss.origin()
 	fail := func(err error) error {
 		e := reply(err, dr.err)
@@ -1194,8 +1182,9 @@ func (h *headerBody) WriteTo(w io.Writer) (int64, error) {
 }
 
 // reply is the SMTP reply for a message that was not stored: err from
-// the pipeline, readErr the error reading the client's data, if any.
-// The texts are mailshim's own, about the client's own message.
+// the pipeline, readErr the error reading the client's data, if any. A
+// failure to read the data is this door's own; a refusal of the pipeline
+// is answered as every SMTP door answers it (submit.SMTPReply).
 func reply(err, readErr error) *smtp.SMTPError {
 	if errors.Is(err, smtp.ErrDataTooLarge) || errors.Is(readErr, smtp.ErrDataTooLarge) {
 		return smtp.ErrDataTooLarge
@@ -1210,31 +1199,5 @@ func reply(err, readErr error) *smtp.SMTPError {
 		}
 		return smtpErr(451, smtp.EnhancedCode{4, 3, 0}, "Error reading the message; not stored")
 	}
-	var ee *message.EnvelopeError
-	if errors.As(err, &ee) {
-		err = &submit.Error{Code: ee.Code, Msg: ee.Msg}
-	}
-	e := submit.Classify(err)
-	if e.Temporary {
-		return smtpErr(451, smtp.EnhancedCode{4, 7, 1}, e.Msg)
-	}
-	switch e.Code {
-	case sysexits.DataErr:
-		if errors.Is(err, spool.ErrTooLarge) {
-			return smtp.ErrDataTooLarge
-		}
-		if errors.Is(err, message.ErrHeaderTooLarge) {
-			return smtpErr(552, smtp.EnhancedCode{5, 3, 4}, e.Msg)
-		}
-		return smtpErr(554, smtp.EnhancedCode{5, 6, 0}, e.Msg)
-	case sysexits.NoUser:
-		return smtpErr(550, smtp.EnhancedCode{5, 1, 3}, e.Msg)
-	case sysexits.NoPerm:
-		return smtpErr(553, smtp.EnhancedCode{5, 7, 1}, e.Msg)
-	case sysexits.Usage:
-		return smtpErr(554, smtp.EnhancedCode{5, 5, 1}, e.Msg)
-	case sysexits.CantCreat:
-		return smtpErr(452, smtp.EnhancedCode{4, 3, 1}, "Insufficient system storage; message not stored")
-	}
-	return smtpErr(451, smtp.EnhancedCode{4, 3, 0}, "Error: message not stored; try again later")
+	return smtpReply(err)
 }

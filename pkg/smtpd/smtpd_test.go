@@ -68,8 +68,8 @@ func TestReply(t *testing.T) {
 		{message.ErrHeaderTooLarge, nil, "552 5.3.4"},
 		{&submit.Error{Code: sysexits.NoPerm, Msg: "sender not allowed"}, nil, "553 5.7.1 sender not allowed"},
 		{&submit.Error{Code: sysexits.NoPerm, Msg: "over messages_per_minute", Temporary: true}, nil, "451 4.7.1 over messages_per_minute"},
-		{&message.EnvelopeError{Code: sysexits.NoUser, Msg: "bad recipient"}, nil, "550 5.1.3 bad recipient"},
-		{&os.PathError{Op: "open", Path: "/var/spool/mailshim/queue/msg/X", Err: errors.New("disk")}, nil, "451 4.3.0 Error: message not stored"},
+		{&message.EnvelopeError{Code: sysexits.NoUser, Msg: "bad recipient"}, nil, "553 5.1.3 bad recipient"},
+		{&os.PathError{Op: "open", Path: "/var/spool/mailshim/queue/msg/X", Err: errors.New("disk")}, nil, "451 4.3.0 could not store the message"},
 		{errors.New("x"), &net.OpError{Op: "read", Err: timeoutErr{}}, "451 4.4.2"},
 		{errors.New("x"), smtp.ErrTooLongLine, "500 5.5.2"},
 	} {

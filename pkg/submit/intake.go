@@ -110,11 +110,7 @@ func (in *Intake) Accept(m *spool.Meta) error {
 	m.Extra = nil // unknown keys: nothing a client may add
 	origin.Sanitize(&m.Origin)
 	if err := message.ValidateEnvelope(&m.Env); err != nil {
-		var ee *message.EnvelopeError
-		if errors.As(err, &ee) {
-			return &Error{Code: ee.Code, Msg: ee.Msg}
-		}
-		return &Error{Code: sysexits.DataErr, Msg: err.Error()}
+		return Classify(err)
 	}
 	return in.CheckSender(&m.Origin, m.Env.Sender)
 }
@@ -131,15 +127,22 @@ func (in *Intake) Submit(m *spool.Meta, body io.Reader) (string, error) {
 	return in.Store(m, body)
 }
 
-// Classify turns an error of Store into the refusal a client is told: an
-// *Error as it is; spool.ErrTooLarge EX_DATAERR; a header over the limits
-// EX_DATAERR; a full spool (spool.IsFull) EX_CANTCREAT; anything else
-// EX_IOERR with a text that names no path or other user's data.
+// Classify turns an error of Prepare, Intake or Store into the refusal a
+// client is told: an *Error as it is; an envelope refused
+// (*message.EnvelopeError) with its code; spool.ErrTooLarge EX_DATAERR;
+// a header over the limits EX_DATAERR; a full spool (spool.IsFull)
+// EX_CANTCREAT; anything else EX_IOERR with a text that names no path or
+// other user's data.
 func Classify(err error) *Error {
-	var e *Error
+	var (
+		e  *Error
+		ee *message.EnvelopeError
+	)
 	switch {
 	case errors.As(err, &e):
 		return e
+	case errors.As(err, &ee):
+		return &Error{Code: ee.Code, Msg: ee.Msg}
 	case errors.Is(err, spool.ErrTooLarge):
 		return &Error{Code: sysexits.DataErr, Msg: "message too large"}
 	case errors.Is(err, message.ErrHeaderTooLarge):

@@ -4,7 +4,10 @@
 // listener (package smtpd). Every door prepares a message the same way
 // (Prepare); the doors that reach relayd directly share its checks and
 // its durable store (Intake); a refusal is an *Error carrying the sysexits
-// code the client is told, its text fitted to one line by ReplyLine.
+// code the client is told, its text fitted to one line by ReplyLine. The
+// two SMTP servers (sendmail -bs, relayd's listener) build the envelope
+// of a transaction the same way (Transaction) and answer a refusal with
+// the same reply (SMTPReply).
 //
 // Its Go API is not stable.
 package submit
