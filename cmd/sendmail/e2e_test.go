@@ -831,22 +831,7 @@ func TestSubmitSocket(t *testing.T) {
 			errs <- err
 			return
 		}
-		errs <- (&submitsock.Server{Intake: submit.Intake{Store: func(m *spool.Meta, body io.Reader) (string, error) {
-			dir, err := spool.OpenDir(filepath.Dir(store), filepath.Base(store))
-			if err != nil {
-				return "", err
-			}
-			defer dir.Close()
-			d, err := spool.NewDrop(dir, m, 1<<20)
-			if err != nil {
-				return "", err
-			}
-			if _, err := io.Copy(d, body); err != nil {
-				d.Abort()
-				return "", err
-			}
-			return m.ID, d.Commit()
-		}}}).Serve(c)
+		errs <- (&submitsock.Server{Intake: submit.Intake{Store: submittest.DropStore(store, 1<<20)}}).Serve(c)
 	}()
 	checkOK(t, runIt())
 	if err := <-errs; err != nil {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/mailshim/mailshim/pkg/spool"
 	"github.com/mailshim/mailshim/pkg/submit"
+	"github.com/mailshim/mailshim/pkg/submit/submittest"
 	"github.com/mailshim/mailshim/pkg/sysexits"
 )
 
@@ -33,22 +34,7 @@ func newServer(t *testing.T, srv *Server, max int64) *server {
 	s := &server{sock: filepath.Join(tmp, "submit.sock"), dir: filepath.Join(tmp, "store"), errs: make(chan error, 64)}
 	os.Mkdir(s.dir, 0o700)
 	if srv.Store == nil {
-		srv.Store = func(m *spool.Meta, body io.Reader) (string, error) {
-			dir, err := spool.OpenDir(filepath.Dir(s.dir), filepath.Base(s.dir))
-			if err != nil {
-				return "", err
-			}
-			defer dir.Close()
-			d, err := spool.NewDrop(dir, m, max)
-			if err != nil {
-				return "", err
-			}
-			if _, err := io.Copy(d, body); err != nil {
-				d.Abort()
-				return "", err
-			}
-			return m.ID, d.Commit()
-		}
+		srv.Store = submittest.DropStore(s.dir, max)
 	}
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: s.sock, Net: "unix"})
 	if err != nil {
