@@ -911,9 +911,6 @@ func TestSMTPModeRefusals(t *testing.T) {
 	}()
 	in := "EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\nSubject: x\r\n\r\nbody\r\n.\r\nQUIT\r\n"
 	for _, rf := range submittest.Refusals {
-		if !rf.Socket {
-			continue
-		}
 		refusals <- rf.Err
 		r := runSendmail(t, unprivileged(invocation{args: []string{"-bs"}, stdin: strings.NewReader(in)}, s.conf))
 		lines := strings.Split(r.stdout, "\r\n")

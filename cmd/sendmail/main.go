@@ -197,6 +197,9 @@ type exitError struct {
 	code int
 	msg  string
 	hint string
+	// temporary: relayd refused it for now (submit.Error.Temporary);
+	// -bs answers it 4xx.
+	temporary bool
 }
 
 func (e *exitError) Error() string { return e.msg }
@@ -465,7 +468,9 @@ func store(cfg *config.Config, env *spool.Envelope, org *spool.Origin, h *messag
 		return "", errorf(sysexits.IOErr, "cannot submit the message: %v", ue).
 			withHint("install sendmail setgid mailshim-drop, or start relayd")
 	case errors.As(err, &se):
-		return "", errorf(se.Code, "relayd refused the message: %s", se.Msg)
+		e := errorf(se.Code, "relayd refused the message: %s", se.Msg)
+		e.temporary = se.Temporary
+		return "", e
 	case submitsock.IsReadError(err):
 		return "", classify(errors.Unwrap(err), in, cfg.MaxMessageSize)
 	}

@@ -68,7 +68,9 @@ func smtpSession(cfg *config.Config, a *args, envVars map[string]string) (int, *
 // refusal is a failure as the SMTP server answers it: its exit code
 // and text, which submit.SMTPReply maps to the reply both SMTP servers
 // give.
-func refusal(e *exitError) error { return &submit.Error{Code: e.code, Msg: e.msg} }
+func refusal(e *exitError) error {
+	return &submit.Error{Code: e.code, Msg: e.msg, Temporary: e.temporary}
+}
 
 // headerBuf is the buffer ReadHeader reads the header section through
 // (longer lines are read in pieces). The body is not copied through it:

@@ -24,8 +24,9 @@ type Error struct {
 	Code int
 	Msg  string
 	// Temporary is a refusal that a later try may pass (a rate limit of
-	// the per-account policy): the SMTP listener answers it 4xx, not 5xx.
-	// The socket's protocol has no such distinction (sendmail exits Code).
+	// the per-account policy): the SMTP servers answer it 4xx, not 5xx
+	// (SMTPReply), the submission socket with "later" instead of "error";
+	// sendmail exits Code all the same.
 	Temporary bool
 }
 

@@ -6,6 +6,7 @@ package submitsock
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -210,4 +211,22 @@ func TestServeAnswerOneLine(t *testing.T) {
 		t.Errorf("answer %q (%d bytes), want %q... of %d bytes", ans, len(ans), want, len("error 77 ")+400)
 	}
 	<-s.errs
+}
+
+// A refusal a later try may pass (a rate of the account's policy) is
+// answered "later", and Send returns it Temporary, so that -bs answers it
+// 4xx as the listener does; any other refusal stays permanent.
+func TestServeTemporaryRefusal(t *testing.T) {
+	for _, temp := range []bool{true, false} {
+		s := newServer(t, &Server{Intake: submit.Intake{Store: func(m *spool.Meta, body io.Reader) (string, error) {
+			io.Copy(io.Discard, body)
+			return "", &submit.Error{Code: 77, Msg: "policy: rate limit reached", Temporary: temp}
+		}}}, 0)
+		_, err := Send(t.Context(), s.sock, meta("", "b@example.org"), strings.NewReader("Subject: x\n\nbody\n"))
+		var se *submit.Error
+		if !errors.As(err, &se) || se.Code != 77 || se.Temporary != temp || se.Msg != "policy: rate limit reached" {
+			t.Errorf("temporary %v: Send returned %#v", temp, err)
+		}
+		<-s.errs
+	}
 }

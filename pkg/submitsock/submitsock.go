@@ -20,8 +20,11 @@
 //
 // and reads one line: "ok <queue id>\n" once the server has made the
 // message durable (fsync'd, the same promise as spool.Drop.Commit), or
-// "error <sysexits code> <text>\n". A connection that ends before the
-// final "0" chunk is an aborted message and is never stored.
+// "error <sysexits code> <text>\n", or "later <sysexits code> <text>\n"
+// for a refusal a later try may pass (submit.Error.Temporary: a rate of
+// the account's policy), which an SMTP door answers 4xx. A connection
+// that ends before the final "0" chunk is an aborted message and is
+// never stored.
 //
 // The server trusts nothing of the header for identity: it overwrites
 // Origin.UID, GID and User with the peer's credentials and sets
@@ -146,13 +149,14 @@ func parseAnswer(line string) (string, error) {
 	if id, ok := strings.CutPrefix(line, "ok "); ok && spool.ValidID(id) {
 		return id, nil
 	}
-	if rest, ok := strings.CutPrefix(line, "error "); ok {
+	kind, rest, _ := strings.Cut(line, " ")
+	if kind == "error" || kind == "later" {
 		codeStr, msg, _ := strings.Cut(rest, " ")
 		code, err := strconv.Atoi(codeStr)
 		if err != nil || code < 64 || code > 78 || code == sysexits.TempFail {
 			code = sysexits.IOErr
 		}
-		return "", &submit.Error{Code: code, Msg: msg}
+		return "", &submit.Error{Code: code, Msg: msg, Temporary: kind == "later"}
 	}
 	return "", fmt.Errorf("submit: bad answer from the server: %q", truncate(line, 100))
 }
@@ -228,18 +232,23 @@ func (s *Server) Serve(conn *net.UnixConn) error {
 	if err != nil {
 		return fmt.Errorf("submit: SO_PEERCRED: %w", err)
 	}
-	answer := func(code int, msg string) {
+	answerAs := func(kind string, code int, msg string) {
 		conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
 		if code == 0 {
 			fmt.Fprintf(conn, "ok %s\n", msg)
 			return
 		}
-		fmt.Fprintf(conn, "error %d %s\n", code, submit.ReplyLine(msg))
+		fmt.Fprintf(conn, "%s %d %s\n", kind, code, submit.ReplyLine(msg))
 	}
-	// refuse answers and drains a bounded amount, so that a client still
-	// sending gets to read the answer instead of a reset.
-	refuse := func(code int, msg string) {
-		answer(code, msg)
+	answer := func(code int, msg string) { answerAs("error", code, msg) }
+	// refuse answers e and drains a bounded amount, so that a client
+	// still sending gets to read the answer instead of a reset.
+	refuse := func(e *submit.Error) {
+		kind := "error"
+		if e.Temporary {
+			kind = "later"
+		}
+		answerAs(kind, e.Code, e.Msg)
 		conn.CloseWrite()
 		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 		io.Copy(io.Discard, io.LimitReader(conn, drainLimit))
@@ -265,7 +274,7 @@ func (s *Server) Serve(conn *net.UnixConn) error {
 	m, err := spool.DecodeHeader(br, MaxSpoolHeader)
 	bud.on = false
 	if errors.Is(err, ErrHeaderBudget) {
-		refuse(sysexits.IOErr, "relayd is busy: "+err.Error())
+		refuse(&submit.Error{Code: sysexits.IOErr, Msg: "relayd is busy: " + err.Error()})
 		return fmt.Errorf("submit: uid=%d: header refused: %w", cred.Uid, err)
 	}
 	if err != nil {
@@ -276,7 +285,7 @@ func (s *Server) Serve(conn *net.UnixConn) error {
 			answer(sysexits.DataErr, msg)
 			return fmt.Errorf("submit: uid=%d: %s", cred.Uid, msg)
 		}
-		refuse(sysexits.DataErr, msg)
+		refuse(&submit.Error{Code: sysexits.DataErr, Msg: msg})
 		return fmt.Errorf("submit: uid=%d: %s", cred.Uid, msg)
 	}
 	m.Origin.UID, m.Origin.GID = int(cred.Uid), int(cred.Gid)
@@ -285,8 +294,7 @@ func (s *Server) Serve(conn *net.UnixConn) error {
 	// What only the SMTP listener records is no client's to claim here.
 	m.Origin.Client, m.Origin.Helo, m.Origin.AuthUser = "", "", ""
 	if err := s.Accept(m); err != nil {
-		e := submit.Classify(err)
-		refuse(e.Code, e.Msg)
+		refuse(submit.Classify(err))
 		return fmt.Errorf("submit: uid=%d: %w", cred.Uid, err)
 	}
 
@@ -302,10 +310,9 @@ func (s *Server) Serve(conn *net.UnixConn) error {
 		case !refused && body.err != nil && isTimeout(body.err):
 			answer(sysexits.IOErr, fmt.Sprintf("message incomplete: no data for %v, or the body took longer than %v", idleTimeout, bodyTimeout))
 		case !refused && body.err != nil:
-			refuse(sysexits.IOErr, "message incomplete: "+body.err.Error())
+			refuse(&submit.Error{Code: sysexits.IOErr, Msg: "message incomplete: " + body.err.Error()})
 		default:
-			e := submit.Classify(err)
-			refuse(e.Code, e.Msg)
+			refuse(submit.Classify(err))
 		}
 		return fmt.Errorf("submit: uid=%d: %w", cred.Uid, err)
 	}

@@ -23,23 +23,19 @@ type Refusal struct {
 	Name string
 	Err  *submit.Error
 	Want string
-	// Socket is set when the refusal reaches sendmail over the
-	// submission socket as it is (the socket's answer carries the code
-	// and text, not Temporary).
-	Socket bool
 }
 
 // Refusals is the table of submit.SMTPReply, one row a refusal class,
 // written out here so that a door's test does not compute its
 // expectation with the function it tests.
 var Refusals = []Refusal{
-	{"no recipients", &submit.Error{Code: sysexits.Usage, Msg: "no recipients"}, "554 5.5.1", true},
-	{"too large", &submit.Error{Code: sysexits.DataErr, Msg: "message too large"}, "552 5.3.4", true},
-	{"recipient", &submit.Error{Code: sysexits.NoUser, Msg: "invalid recipient address"}, "553 5.1.3", true},
-	{"policy", &submit.Error{Code: sysexits.NoPerm, Msg: "policy: the From: address is not allowed"}, "553 5.7.1", true},
-	{"rate", &submit.Error{Code: sysexits.NoPerm, Msg: "policy: rate limit reached", Temporary: true}, "451 4.7.1", false},
-	{"spool full", &submit.Error{Code: sysexits.CantCreat, Msg: "the spool is full"}, "452 4.3.1", true},
-	{"local trouble", &submit.Error{Code: sysexits.IOErr, Msg: "could not store the message"}, "451 4.3.0", true},
+	{"no recipients", &submit.Error{Code: sysexits.Usage, Msg: "no recipients"}, "554 5.5.1"},
+	{"too large", &submit.Error{Code: sysexits.DataErr, Msg: "message too large"}, "552 5.3.4"},
+	{"recipient", &submit.Error{Code: sysexits.NoUser, Msg: "invalid recipient address"}, "553 5.1.3"},
+	{"policy", &submit.Error{Code: sysexits.NoPerm, Msg: "policy: the From: address is not allowed"}, "553 5.7.1"},
+	{"rate", &submit.Error{Code: sysexits.NoPerm, Msg: "policy: rate limit reached", Temporary: true}, "451 4.7.1"},
+	{"spool full", &submit.Error{Code: sysexits.CantCreat, Msg: "the spool is full"}, "452 4.3.1"},
+	{"local trouble", &submit.Error{Code: sysexits.IOErr, Msg: "could not store the message"}, "451 4.3.0"},
 }
 
 // DropStore is a submit.Store that writes each message, at most max
