@@ -815,41 +815,16 @@ func (p *probe) auth() bool {
 		p.fail(CAuth, "AUTH not offered after TLS", &relay.Error{Stage: relay.StageAuth, Cause: relay.CauseNoAUTH, Fix: relay.FixNoAUTH})
 		return false
 	}
-	mechs := p.up.WithDefaults().Auth
-	var client sasl.Client
-	var mech string
-	for _, m := range mechs {
-		m = strings.ToUpper(m)
-		if !p.c.SupportsAuth(m) {
-			continue
+	up := p.up.WithDefaults()
+	mechs := up.Auth
+	client, mech, err := relay.SASLClient(p.ctx, p.c, up, p.o.SASL)
+	if err != nil {
+		e, ok := err.(*relay.Error)
+		if !ok {
+			e = &relay.Error{Stage: relay.StageAuth, Err: err, Cause: err.Error()}
 		}
-		if p.o.SASL != nil {
-			c, err := p.o.SASL(p.ctx, p.up, m)
-			if err != nil {
-				e, ok := err.(*relay.Error)
-				if !ok {
-					e = &relay.Error{Stage: relay.StageAuth, Err: err, Cause: err.Error()}
-				}
-				p.fail(CAuth, "no OAuth 2 token", e)
-				return false
-			}
-			if c != nil {
-				client, mech = c, m
-				break
-			}
-		}
-		switch m {
-		case sasl.Plain:
-			client = sasl.NewPlainClient("", p.up.Username, p.up.Password)
-		case sasl.Login:
-			client = sasl.NewLoginClient(p.up.Username, p.up.Password)
-		case sasl.OAuthBearer:
-			client = sasl.NewOAuthBearerClient(&sasl.OAuthBearerOptions{Username: p.up.Username, Token: p.up.Password, Host: p.up.Host, Port: p.port})
-		default:
-			continue
-		}
-		mech = m
-		break
+		p.fail(CAuth, "no OAuth 2 token", e)
+		return false
 	}
 	if client == nil {
 		p.fail(CAuth, "offered: "+list, &relay.Error{Stage: relay.StageAuth,

@@ -265,35 +265,9 @@ func (s *Session) auth(ctx context.Context) *Error {
 		e.Class = AuthFailure
 		return e
 	}
-	var client sasl.Client
-	var mech string
-	for _, m := range mechs {
-		m = strings.ToUpper(m)
-		if !s.c.SupportsAuth(m) {
-			continue
-		}
-		if s.opts.SASL != nil {
-			c, err := s.opts.SASL(ctx, s.up, m)
-			if err != nil {
-				return authError(err)
-			}
-			if c != nil {
-				client, mech = c, m
-				break
-			}
-		}
-		switch m {
-		case sasl.Plain:
-			client = sasl.NewPlainClient("", s.up.Username, s.up.Password)
-		case sasl.Login:
-			client = sasl.NewLoginClient(s.up.Username, s.up.Password)
-		case sasl.OAuthBearer:
-			client = sasl.NewOAuthBearerClient(&sasl.OAuthBearerOptions{Username: s.up.Username, Token: s.up.Password, Host: s.up.Host, Port: s.up.Port})
-		default:
-			continue
-		}
-		mech = m
-		break
+	client, mech, err := SASLClient(ctx, s.c, s.up, s.opts.SASL)
+	if err != nil {
+		return authError(err)
 	}
 	if client == nil {
 		_, offered := s.c.Extension("AUTH")
@@ -313,6 +287,40 @@ func (s *Session) auth(ctx context.Context) *Error {
 		return e
 	}
 	return nil
+}
+
+// SASLClient chooses how to log in to the upstream c is connected to:
+// the first mechanism of up.Auth (up with its defaults) that c offers,
+// with the client saslFn (Options.SASL, may be nil) gives for it (an
+// OAuth 2 token), else PLAIN, LOGIN or OAUTHBEARER with up's username and
+// password. It returns no client when none of up.Auth is offered, and
+// saslFn's error (no token to present). relayd's sessions and relayd
+// doctor choose alike.
+func SASLClient(ctx context.Context, c *smtp.Client, up config.Upstream, saslFn func(context.Context, config.Upstream, string) (sasl.Client, error)) (sasl.Client, string, error) {
+	for _, m := range up.Auth {
+		m = strings.ToUpper(m)
+		if !c.SupportsAuth(m) {
+			continue
+		}
+		if saslFn != nil {
+			cl, err := saslFn(ctx, up, m)
+			if err != nil {
+				return nil, "", err
+			}
+			if cl != nil {
+				return cl, m, nil
+			}
+		}
+		switch m {
+		case sasl.Plain:
+			return sasl.NewPlainClient("", up.Username, up.Password), m, nil
+		case sasl.Login:
+			return sasl.NewLoginClient(up.Username, up.Password), m, nil
+		case sasl.OAuthBearer:
+			return sasl.NewOAuthBearerClient(&sasl.OAuthBearerOptions{Username: up.Username, Token: up.Password, Host: up.Host, Port: up.Port}), m, nil
+		}
+	}
+	return nil, "", nil
 }
 
 // authError is a failure of Options.SASL (no token to present): an
