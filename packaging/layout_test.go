@@ -63,22 +63,6 @@ func find(t *testing.T, es []entry, path string) entry {
 	return entry{}
 }
 
-// octal renders a FileMode the way layout.txt writes modes (4 digits, with
-// the setuid/setgid/sticky digit).
-func octal(m os.FileMode) string {
-	v := uint32(m.Perm())
-	if m&os.ModeSetuid != 0 {
-		v |= 0o4000
-	}
-	if m&os.ModeSetgid != 0 {
-		v |= 0o2000
-	}
-	if m&os.ModeSticky != 0 {
-		v |= 0o1000
-	}
-	return fmt.Sprintf("%04o", v)
-}
-
 // TestLayoutMatchesCode: the spool modes of layout.txt are pkg/spool's, its
 // paths are pkg/config's defaults, and the groups are the ones the code uses.
 func TestLayoutMatchesCode(t *testing.T) {
@@ -86,12 +70,12 @@ func TestLayoutMatchesCode(t *testing.T) {
 	def := config.Default()
 
 	root := find(t, es, def.Spool)
-	if root.typ != "d" || root.mode != octal(spool.ModeRoot) || root.owner != "mailshim" || root.group != "mailshim" {
-		t.Errorf("spool root %+v, want d mailshim mailshim %s (spool.ModeRoot)", root, octal(spool.ModeRoot))
+	if root.typ != "d" || root.mode != spool.ModeString(spool.ModeRoot) || root.owner != "mailshim" || root.group != "mailshim" {
+		t.Errorf("spool root %+v, want d mailshim mailshim %s (spool.ModeRoot)", root, spool.ModeString(spool.ModeRoot))
 	}
 	md := find(t, es, filepath.Join(def.Spool, spool.DirMaildrop))
-	if md.typ != "d" || md.mode != octal(spool.ModeMaildrop) || md.owner != "mailshim" || md.group != spool.DropGroup {
-		t.Errorf("maildrop %+v, want d mailshim %s %s (spool.ModeMaildrop)", md, spool.DropGroup, octal(spool.ModeMaildrop))
+	if md.typ != "d" || md.mode != spool.ModeString(spool.ModeMaildrop) || md.owner != "mailshim" || md.group != spool.DropGroup {
+		t.Errorf("maildrop %+v, want d mailshim %s %s (spool.ModeMaildrop)", md, spool.DropGroup, spool.ModeString(spool.ModeMaildrop))
 	}
 	run := find(t, es, filepath.Dir(def.ControlSocket))
 	if run.typ != "r" || filepath.Dir(def.SubmitSocket) != run.path {

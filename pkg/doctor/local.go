@@ -106,20 +106,6 @@ func lookupGID(name string) (int, bool) {
 	return n, true
 }
 
-func octal(m os.FileMode) string {
-	v := uint32(m.Perm())
-	if m&os.ModeSetuid != 0 {
-		v |= 0o4000
-	}
-	if m&os.ModeSetgid != 0 {
-		v |= 0o2000
-	}
-	if m&os.ModeSticky != 0 {
-		v |= 0o1000
-	}
-	return fmt.Sprintf("%04o", v)
-}
-
 // checkLayout compares the installed paths that carry mail — the
 // binaries and links, the configuration, the spool and the runtime
 // directory — with packaging/layout.txt.
@@ -173,7 +159,7 @@ func checkLayout(o LocalOptions) Check {
 			fixes = append(fixes, "reinstall the mailshim package (it creates them)")
 			continue
 		}
-		mode := octal(fi.Mode())
+		mode := spool.ModeString(fi.Mode())
 		okMode := mode == e.Mode
 		if e.Type == "c" {
 			// An administrator may tighten the configuration's mode.
@@ -220,7 +206,7 @@ func checkSendmail(o LocalOptions, relaydUp bool) Check {
 	}
 	_, gid := statOwner(fi)
 	dropGID, _ := lookupGID(spool.DropGroup)
-	saw := fmt.Sprintf("%s is mailshim's sendmail, mode %s", o.Sendmail, octal(fi.Mode()))
+	saw := fmt.Sprintf("%s is mailshim's sendmail, mode %s", o.Sendmail, spool.ModeString(fi.Mode()))
 	if fi.Mode()&os.ModeSetgid != 0 && gid == dropGID {
 		c.Status, c.Saw = OK, saw+", setgid "+spool.DropGroup
 		return c
@@ -270,7 +256,7 @@ func checkSpool(o LocalOptions) Check {
 		c.Status, c.Saw = Warn, root+": no maildrop/ yet (relayd creates it at start)"
 		return c
 	}
-	c.Status, c.Saw = OK, fmt.Sprintf("%s: owners and modes safe (maildrop/ %s)", root, octal(fi.Mode()))
+	c.Status, c.Saw = OK, fmt.Sprintf("%s: owners and modes safe (maildrop/ %s)", root, spool.ModeString(fi.Mode()))
 	if ns := spool.Attention(root, o.Owner); len(ns) > 0 {
 		var probs, fixes []string
 		for _, n := range ns {

@@ -159,7 +159,7 @@ func checkDir(p string, fi os.FileInfo, d dirSpec, o Owner) error {
 	st := fi.Sys().(*syscall.Stat_t)
 	uid := int(st.Uid)
 	mode := fi.Mode()
-	want := fmt.Sprintf("chown %d %s && chmod %s %s", o.UID, p, modeString(d.mode), p)
+	want := fmt.Sprintf("chown %d %s && chmod %s %s", o.UID, p, ModeString(d.mode), p)
 	switch {
 	case d.rel == "":
 		// The root may be root-owned (packaging creates /var/spool/mailshim)
@@ -168,17 +168,17 @@ func checkDir(p string, fi os.FileInfo, d dirSpec, o Owner) error {
 			return &LayoutError{Path: p, Problem: fmt.Sprintf("owned by uid %d, not by relayd's uid %d or root", uid, o.UID), Fix: want}
 		}
 		if mode.Perm()&0o022 != 0 {
-			return &LayoutError{Path: p, Problem: fmt.Sprintf("mode %s lets others write to it", modeString(mode)), Fix: want}
+			return &LayoutError{Path: p, Problem: fmt.Sprintf("mode %s lets others write to it", ModeString(mode)), Fix: want}
 		}
 	case d.rel == DirMaildrop:
 		if uid != o.UID {
 			return &LayoutError{Path: p, Problem: fmt.Sprintf("owned by uid %d, not by relayd's uid %d", uid, o.UID), Fix: want}
 		}
 		if mode.Perm()&0o007 != 0 {
-			return &LayoutError{Path: p, Problem: fmt.Sprintf("mode %s gives other users access (mail could be read, forged or removed)", modeString(mode)), Fix: want}
+			return &LayoutError{Path: p, Problem: fmt.Sprintf("mode %s gives other users access (mail could be read, forged or removed)", ModeString(mode)), Fix: want}
 		}
 		if mode&os.ModeSticky == 0 && mode.Perm()&0o020 != 0 {
-			return &LayoutError{Path: p, Problem: fmt.Sprintf("mode %s is group-writable without the sticky bit (callers could remove each other's mail)", modeString(mode)), Fix: want}
+			return &LayoutError{Path: p, Problem: fmt.Sprintf("mode %s is group-writable without the sticky bit (callers could remove each other's mail)", ModeString(mode)), Fix: want}
 		}
 		if int(st.Gid) != o.DropGID && int(st.Gid) != o.GID {
 			return &LayoutError{Path: p, Problem: fmt.Sprintf("group %d is neither %s (%d) nor relayd's group (%d)", st.Gid, DropGroup, o.DropGID, o.GID), Fix: fmt.Sprintf("chgrp %d %s", o.DropGID, p)}
@@ -188,7 +188,7 @@ func checkDir(p string, fi os.FileInfo, d dirSpec, o Owner) error {
 			return &LayoutError{Path: p, Problem: fmt.Sprintf("owned by uid %d, not by relayd's uid %d", uid, o.UID), Fix: want}
 		}
 		if mode.Perm()&0o077 != 0 {
-			return &LayoutError{Path: p, Problem: fmt.Sprintf("mode %s gives others access to queued mail", modeString(mode)), Fix: want}
+			return &LayoutError{Path: p, Problem: fmt.Sprintf("mode %s gives others access to queued mail", ModeString(mode)), Fix: want}
 		}
 	}
 	return nil
@@ -211,13 +211,19 @@ func checkLockFile(p string, o Owner) error {
 	return nil
 }
 
-func modeString(m os.FileMode) string {
+// ModeString is a file mode as chmod(1) takes it, four octal digits with
+// the setuid, setgid and sticky bits: "1730", "2755". relayd's layout
+// checks and relayd doctor name modes so.
+func ModeString(m os.FileMode) string {
 	n := uint32(m.Perm())
-	if m&os.ModeSticky != 0 {
-		n |= 0o1000
+	if m&os.ModeSetuid != 0 {
+		n |= 0o4000
 	}
 	if m&os.ModeSetgid != 0 {
 		n |= 0o2000
+	}
+	if m&os.ModeSticky != 0 {
+		n |= 0o1000
 	}
 	return fmt.Sprintf("%04o", n)
 }
