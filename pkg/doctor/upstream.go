@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/textproto"
 	"sort"
@@ -376,6 +377,18 @@ func (p *probe) reply(conn net.Conn, r *textproto.Reader) (int, string, error) {
 	return code, msg, nil
 }
 
+// command sends one command on the connection before TLS and reads its
+// reply, each with the step timeout.
+func (p *probe) command(r *textproto.Reader, cmd string) (int, string, error) {
+	p.raw.SetDeadline(time.Now().Add(p.o.Timeout))
+	_, err := io.WriteString(p.raw, cmd+"\r\n")
+	p.raw.SetDeadline(time.Time{})
+	if err != nil {
+		return 0, "", err
+	}
+	return p.reply(p.raw, r)
+}
+
 // replyErr turns a reply into go-smtp's error type (enhanced code parsed),
 // which relay.Classify explains.
 func replyErr(code int, msg string) *smtp.SMTPError {
@@ -436,14 +449,7 @@ func (p *probe) greeting(conn net.Conn) (*textproto.Reader, bool) {
 // ehloClear says EHLO before TLS and returns the capabilities offered in
 // clear (relayd's own client uses them only to find STARTTLS).
 func (p *probe) ehloClear(r *textproto.Reader) (map[string]string, bool) {
-	p.raw.SetDeadline(time.Now().Add(p.o.Timeout))
-	_, err := fmt.Fprintf(p.raw, "EHLO %s\r\n", p.o.Hostname)
-	p.raw.SetDeadline(time.Time{})
-	var code int
-	var msg string
-	if err == nil {
-		code, msg, err = p.reply(p.raw, r)
-	}
+	code, msg, err := p.command(r, "EHLO "+p.o.Hostname)
 	if err != nil {
 		p.fail(CEHLO, "no answer to EHLO: "+err.Error(), relay.Classify(relay.StageEHLO, err))
 		return nil, false
@@ -499,14 +505,7 @@ func (p *probe) starttls(r *textproto.Reader, caps map[string]string) bool {
 		p.fail(CSTARTTLS, "STARTTLS not offered in the EHLO reply", &relay.Error{Stage: relay.StageTLS, Cause: relay.CauseNoSTARTTLS, Fix: relay.FixNoSTARTTLS})
 		return false
 	}
-	p.raw.SetDeadline(time.Now().Add(p.o.Timeout))
-	_, err := fmt.Fprintf(p.raw, "STARTTLS\r\n")
-	p.raw.SetDeadline(time.Time{})
-	var code int
-	var msg string
-	if err == nil {
-		code, msg, err = p.reply(p.raw, r)
-	}
+	code, msg, err := p.command(r, "STARTTLS")
 	if err != nil {
 		p.fail(CSTARTTLS, "no answer to STARTTLS: "+err.Error(), relay.Classify(relay.StageTLS, err))
 		return false
