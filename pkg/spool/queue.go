@@ -631,20 +631,15 @@ func (q *Queue) QuarantineMessage(id string) (string, error) {
 // writeQuarantine writes what m holds (nothing when nil: its segment is
 // gone) into a new file of queue/quarantine/ named after label, fsync'd.
 func (q *Queue) writeQuarantine(label string, m *Message) (string, error) {
-	base := sanitize(label)
 	qfd := int(q.quardir.Fd())
-	for i := 0; i < 100; i++ {
-		target := base
-		if i > 0 {
-			target = fmt.Sprintf("%s.%d", base, i)
-		}
+	return quarantineName(label, label, func(target string) (bool, error) {
 		fd, err := unix.Openat(qfd, target, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 		if errors.Is(err, unix.EEXIST) {
-			continue
+			return false, nil
 		}
 		path := filepath.Join(q.Root, DirQuarantine, target)
 		if err != nil {
-			return "", &os.PathError{Op: "create", Path: path, Err: err}
+			return true, &os.PathError{Op: "create", Path: path, Err: err}
 		}
 		f := os.NewFile(uintptr(fd), path)
 		if m != nil {
@@ -662,35 +657,55 @@ func (q *Queue) writeQuarantine(label string, m *Message) (string, error) {
 		}
 		if err != nil {
 			unix.Unlinkat(qfd, target, 0)
-			return "", fmt.Errorf("spool: quarantine %s: %w", label, err)
+			return true, fmt.Errorf("spool: quarantine %s: %w", label, err)
 		}
-		return target, nil
+		return true, nil
+	})
+}
+
+// quarantineName is how a file gets its name in queue/quarantine/, a
+// name derived from label that replaces nothing: place is called with
+// label (sanitised), then label.1, label.2 ... until it reports the name
+// free (true), at most 100 times; what is the name of the file, for the
+// error when every name is taken. It returns the name placed.
+func quarantineName(label, what string, place func(target string) (bool, error)) (string, error) {
+	base := sanitize(label)
+	for i := 0; i < 100; i++ {
+		target := base
+		if i > 0 {
+			target = fmt.Sprintf("%s.%d", base, i)
+		}
+		free, err := place(target)
+		if err != nil {
+			return "", err
+		}
+		if free {
+			return target, nil
+		}
 	}
-	return "", fmt.Errorf("spool: quarantine %s: too many files named %s", label, base)
+	return "", fmt.Errorf("spool: quarantine %s: too many files named %s", what, base)
 }
 
 // QuarantineFile moves the file name in dir (maildrop/) into
 // queue/quarantine/ under a name derived from label that replaces nothing,
 // and fsyncs both directories. It returns the new name.
 func (q *Queue) QuarantineFile(dir *os.File, name, label string) (string, error) {
-	base := sanitize(label)
 	qfd := int(q.quardir.Fd())
-	for i := 0; i < 100; i++ {
-		target := base
-		if i > 0 {
-			target = fmt.Sprintf("%s.%d", base, i)
-		}
+	target, err := quarantineName(label, name, func(target string) (bool, error) {
 		err := unix.Renameat2(int(dir.Fd()), name, qfd, target, unix.RENAME_NOREPLACE)
 		if errors.Is(err, unix.EEXIST) {
-			continue
+			return false, nil
 		}
 		if err != nil {
-			return "", fmt.Errorf("spool: quarantine %s: %w", filepath.Join(dir.Name(), name), err)
+			return true, fmt.Errorf("spool: quarantine %s: %w", filepath.Join(dir.Name(), name), err)
 		}
-		q.quardir.Sync()
-		return target, dir.Sync()
+		return true, nil
+	})
+	if err != nil {
+		return "", err
 	}
-	return "", fmt.Errorf("spool: quarantine %s: too many files named %s", name, base)
+	q.quardir.Sync()
+	return target, dir.Sync()
 }
 
 func sanitize(s string) string {
