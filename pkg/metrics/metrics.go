@@ -84,7 +84,7 @@ type Metrics struct {
 	labelled map[string]bool  // accounts ever served under their own label
 	inOther  map[string]bool  // accounts ever served under "other"
 	volume   map[string]int64 // messages picked up per account (for top N)
-	ids      map[string]string
+	ids      idAccounts
 	acctVecs []*acctVec
 
 	pickedUp, deliveries, held, policyActions, policyTrips *acctVec
@@ -100,7 +100,7 @@ func New(opt Options) *Metrics {
 		opt.TopAccounts = defaultTopAccts
 	}
 	m := &Metrics{reg: prometheus.NewRegistry(), opt: opt, chosen: map[string]bool{}, labelled: map[string]bool{}, inOther: map[string]bool{},
-		volume: map[string]int64{}, ids: map[string]string{}}
+		volume: map[string]int64{}}
 	m.SetNamed(opt.Named)
 	m.pickedUp = m.newAcctVec(PickedUp, "Messages picked up into the queue (every door), by account and door (via).", "via")
 	m.deliveries = m.newAcctVec(Deliveries, "Delivery outcomes per recipient and attempt (the mail log's event=delivery), by status (sent, deferred, bounced, failed), upstream and account.", "status", "upstream")
@@ -175,19 +175,43 @@ func accountOf(e *maillog.Entry) string {
 }
 
 // accountOfID is the account of queued message id.
-func (m *Metrics) accountOfID(id string) string {
-	m.mu.Lock()
-	a, ok := m.ids[id]
-	m.mu.Unlock()
-	if ok {
-		return a
+func (m *Metrics) accountOfID(id string) string { return m.ids.of(id, m.opt.Account) }
+
+// idAccounts is the account of each queued message, as the metrics and
+// the stats follow the mail log: learnt at its pickup, forgotten when it
+// leaves the queue; for a message queued before this process started,
+// asked of the queue once (lookup), else "unknown".
+type idAccounts struct {
+	mu  sync.Mutex
+	ids map[string]string
+}
+
+func (a *idAccounts) learn(id, acct string) {
+	a.mu.Lock()
+	if a.ids == nil {
+		a.ids = map[string]string{}
 	}
-	if m.opt.Account != nil {
-		if a, ok := m.opt.Account(id); ok {
-			m.mu.Lock()
-			m.ids[id] = a
-			m.mu.Unlock()
-			return a
+	a.ids[id] = acct
+	a.mu.Unlock()
+}
+
+func (a *idAccounts) forget(id string) {
+	a.mu.Lock()
+	delete(a.ids, id)
+	a.mu.Unlock()
+}
+
+func (a *idAccounts) of(id string, lookup func(id string) (string, bool)) string {
+	a.mu.Lock()
+	acct, ok := a.ids[id]
+	a.mu.Unlock()
+	if ok {
+		return acct
+	}
+	if lookup != nil {
+		if acct, ok := lookup(id); ok {
+			a.learn(id, acct)
+			return acct
 		}
 	}
 	return "unknown"
@@ -199,8 +223,8 @@ func (m *Metrics) Observe(e *maillog.Entry) {
 	switch e.Event {
 	case "pickup":
 		id, acct := e.Str("id"), accountOf(e)
+		m.ids.learn(id, acct)
 		m.mu.Lock()
-		m.ids[id] = acct
 		if _, ok := m.volume[acct]; ok || len(m.volume) < maxTrackedAccts {
 			m.volume[acct]++
 		}
@@ -244,9 +268,7 @@ func (m *Metrics) Observe(e *maillog.Entry) {
 	case "hold":
 		m.held.add(m.accountOfID(e.Str("id")), 1, "admin")
 	case "removed", "delete":
-		m.mu.Lock()
-		delete(m.ids, e.Str("id"))
-		m.mu.Unlock()
+		m.ids.forget(e.Str("id"))
 	}
 }
 

@@ -30,7 +30,7 @@ type Stats struct {
 	path    string
 	now     func() time.Time
 	accts   map[string]*acctStats
-	ids     map[string]string
+	ids     idAccounts
 	dirty   bool
 	Account func(id string) (string, bool)
 }
@@ -75,7 +75,7 @@ func OpenStats(path string, now func() time.Time) (*Stats, error) {
 	if now == nil {
 		now = time.Now
 	}
-	s := &Stats{path: path, now: now, accts: map[string]*acctStats{}, ids: map[string]string{}}
+	s := &Stats{path: path, now: now, accts: map[string]*acctStats{}}
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return s, nil
@@ -126,9 +126,7 @@ func (s *Stats) Observe(e *maillog.Entry) {
 	case "pickup":
 		acct, script = accountOf(e), e.Str("script")
 		c.PickedUp = 1
-		s.mu.Lock()
-		s.ids[e.Str("id")] = acct
-		s.mu.Unlock()
+		s.ids.learn(e.Str("id"), acct)
 	case "delivery":
 		switch e.Str("status") {
 		case "sent":
@@ -153,9 +151,7 @@ func (s *Stats) Observe(e *maillog.Entry) {
 		acct = s.accountOfID(e.Str("id"))
 		c.Held = 1
 	case "removed", "delete":
-		s.mu.Lock()
-		delete(s.ids, e.Str("id"))
-		s.mu.Unlock()
+		s.ids.forget(e.Str("id"))
 		return
 	default:
 		return
@@ -177,20 +173,7 @@ func (s *Stats) Observe(e *maillog.Entry) {
 	s.dirty = true
 }
 
-func (s *Stats) accountOfID(id string) string {
-	s.mu.Lock()
-	a, ok := s.ids[id]
-	s.mu.Unlock()
-	if ok {
-		return a
-	}
-	if s.Account != nil {
-		if a, ok := s.Account(id); ok {
-			return a
-		}
-	}
-	return "unknown"
-}
+func (s *Stats) accountOfID(id string) string { return s.ids.of(id, s.Account) }
 
 // AccountStats is one account's line of "relayd stats".
 type AccountStats struct {
