@@ -202,8 +202,6 @@ type exitError struct {
 	temporary bool
 }
 
-func (e *exitError) Error() string { return e.msg }
-
 func errorf(code int, format string, a ...any) *exitError {
 	return &exitError{code: code, msg: fmt.Sprintf(format, a...)}
 }
