@@ -87,6 +87,14 @@ func (q *Queue) openSegments() error {
 		}
 		path := filepath.Join(q.Root, DirSeg, name)
 		fd, err := unix.Openat(int(q.segdir.Fd()), name, unix.O_RDWR|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.EISDIR) || errors.Is(err, unix.ENXIO) {
+			// A symbolic link, a directory, a socket: not ours either
+			// (see below). Any other error may hide a segment of ours,
+			// whose messages must not be dropped as missing: it stops
+			// the start.
+			q.replayed = append(q.replayed, fmt.Sprintf("ignored-segment file=%s reason=%q", path, "not a regular file: "+err.Error()))
+			continue
+		}
 		if err != nil {
 			return &os.PathError{Op: "open", Path: path, Err: err}
 		}
