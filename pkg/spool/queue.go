@@ -176,6 +176,7 @@ type Queue struct {
 	failLo  uint64     // the appends (failLo, failHi] were in a failed Sync
 	failHi  uint64
 	failErr error
+	putOff  error // a journal compaction that failed (and was not needed for durability)
 
 	// Now is the clock of segment compaction (time.Now when nil).
 	Now func() time.Time

@@ -78,6 +78,12 @@ func (q *Queue) Recover(hasDrop func(id string) bool) ([]string, error) {
 	}
 	q.syncMu.Lock()
 	err = q.syncLocked(true)
+	if q.putOff != nil {
+		// What Recover changed in memory only (entries dropped,
+		// active requeued) it does again at the next start.
+		log = append(log, fmt.Sprintf("journal-compaction-put-off problem=%q", q.putOff.Error()))
+		q.putOff = nil
+	}
 	q.syncMu.Unlock()
 	return log, err
 }

@@ -455,8 +455,14 @@ func (q *Queue) syncLocked(rewrite bool) error {
 	}
 	dirDirty := q.segDirty
 	q.segDirty = false
+	// required: the journal file is not trusted (a failed fdatasync or
+	// append), so only a rewrite makes it durable. Otherwise a rewrite
+	// is compaction, and when it cannot be done (no space for
+	// journal.new) the journal as it is is synced instead: a full spool
+	// must still make appends durable and remove the segments its
+	// deliveries emptied, which is how its space comes back.
+	required := q.rewrite
 	rewrite = rewrite || q.rewrite
-	jf := q.jf
 	q.mu.Unlock()
 
 	var err error
@@ -491,15 +497,25 @@ func (q *Queue) syncLocked(rewrite bool) error {
 		q.mu.Unlock()
 	}
 	if err == nil {
+		q.mu.Lock()
+		synced := false
 		if rewrite {
-			q.mu.Lock()
 			err = q.rewriteLocked()
-			q.mu.Unlock()
-		} else if e := unix.Fdatasync(int(jf.Fd())); e != nil {
-			q.mu.Lock()
-			q.rewrite = true
-			q.mu.Unlock()
-			err = fmt.Errorf("spool: fdatasync %s: %w", jf.Name(), e)
+			synced = err == nil
+			if err != nil && !required && !q.rewrite {
+				q.putOff = err
+				err = nil
+			}
+		}
+		jf := q.jf
+		q.mu.Unlock()
+		if err == nil && !synced {
+			if e := unix.Fdatasync(int(jf.Fd())); e != nil {
+				q.mu.Lock()
+				q.rewrite = true
+				q.mu.Unlock()
+				err = fmt.Errorf("spool: fdatasync %s: %w", jf.Name(), e)
+			}
 		}
 	}
 	if err != nil {
@@ -553,17 +569,23 @@ func (q *Queue) rewriteLocked() error {
 	if err == nil {
 		err = unix.Renameat(qfd, "journal.new", qfd, "journal")
 	}
-	if err == nil {
-		err = q.qdir.Sync()
-	}
 	if err != nil {
+		// The journal is as it was (the caller decides whether it may
+		// still be trusted).
 		f.Close()
 		unix.Unlinkat(qfd, "journal.new", 0)
-		q.rewrite = true
 		return fmt.Errorf("spool: rewriting %s: %w", filepath.Join(q.Root, JournalFile), err)
 	}
+	// Renamed: the old file is no longer the journal, appends go to the
+	// new one whatever happens next.
 	q.jf.Close()
 	q.jf, q.jsize, q.jbroken, q.rewrite = f, n, false, false
+	if err := q.qdir.Sync(); err != nil {
+		// The rename may not be durable: a power loss could bring back
+		// the old journal without the appends made to the new one.
+		q.rewrite = true
+		return fmt.Errorf("spool: rewriting %s: fsync %s: %w", filepath.Join(q.Root, JournalFile), q.qdir.Name(), err)
+	}
 	if q.jalloc > 0 {
 		q.jalloc = 0 // the new file's reserve is to be made
 	}
@@ -594,6 +616,10 @@ func (q *Queue) Maintain() error {
 	var err error
 	if due || pending > q.synced || dying {
 		err = q.syncLocked(due)
+	}
+	if q.putOff != nil {
+		err = errors.Join(err, fmt.Errorf("journal compaction put off: %w", q.putOff))
+		q.putOff = nil
 	}
 	q.syncMu.Unlock()
 	if cerr := q.compactSegments(); cerr != nil {
