@@ -43,7 +43,9 @@ func (q *Queue) Recover(hasDrop func(id string) bool) ([]string, error) {
 			q.dropLocked(id, e)
 			log = append(log, fmt.Sprintf("removed-unacknowledged id=%s state=%s reason=\"its maildrop file is still there: pickup queues it again\"", id, States[e.st]))
 			continue
-		case s == nil || e.off+e.len > s.size:
+		case s == nil || e.off < 0 || e.len <= 0 || e.off > s.size-e.len:
+			// (Written so that no sum can overflow: the numbers come
+			// from a file.)
 			q.dropLocked(id, e)
 			log = append(log, fmt.Sprintf("removed-state id=%s state=%s reason=\"message file missing\"", id, States[e.st]))
 			continue
