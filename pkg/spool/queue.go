@@ -170,6 +170,7 @@ type Queue struct {
 	segDirty bool   // a segment was created since the last Sync
 	rewrite  bool   // the journal must be rewritten before Sync reports success
 	replayed []string
+	damaged  bool // replay skipped lines (see Recover)
 
 	syncMu  sync.Mutex // one Sync at a time; the fields below
 	synced  uint64     // every append before this one is durable
@@ -236,6 +237,7 @@ func (q *Queue) openJournal() error {
 	for _, b := range res.bad {
 		q.replayed = append(q.replayed, fmt.Sprintf("journal-line-skipped file=%s problem=%q", path, b))
 	}
+	q.damaged = len(res.bad) > 0
 	if res.tail {
 		q.replayed = append(q.replayed, fmt.Sprintf("journal-torn-tail file=%s offset=%d", path, res.good))
 		if err := f.Truncate(res.good); err != nil {

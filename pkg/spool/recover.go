@@ -25,8 +25,13 @@ import (
 //   - a message whose segment is missing or too short is dropped
 //     ("message file missing");
 //   - active goes back to incoming (never attempted) or deferred;
-//   - segments holding no message are removed, queue/tmp is swept;
-//   - the journal is rewritten from memory (compacted) and made durable.
+//   - segments holding no message are removed (after a replay that
+//     skipped damaged lines, one that no readable line names is moved to
+//     queue/quarantine/ instead: it may hold the only copy of messages
+//     the damaged lines queued), queue/tmp is swept;
+//   - the journal is rewritten from memory (compacted) and made durable;
+//     when the rewrite cannot be done (no space) the journal is synced as
+//     it is, and the next start redoes what was changed in memory only.
 func (q *Queue) Recover(hasDrop func(id string) bool) ([]string, error) {
 	log := q.replayed
 	q.replayed = nil
@@ -36,6 +41,10 @@ func (q *Queue) Recover(hasDrop func(id string) bool) ([]string, error) {
 		return log, err
 	}
 	q.mu.Lock()
+	named := map[uint64]bool{}
+	for _, e := range q.entries {
+		named[e.seg] = true
+	}
 	for id, e := range q.entries {
 		s := q.segs[e.seg]
 		switch {
@@ -64,6 +73,23 @@ func (q *Queue) Recover(hasDrop func(id string) bool) ([]string, error) {
 		}
 	}
 	for _, s := range q.segs {
+		if s.live == 0 && !s.busy && q.damaged && !named[s.n] {
+			// The journal had lines it could not read: this segment,
+			// which no line read names, may hold the only copy of
+			// messages the lost lines queued. Kept for the
+			// administrator, never removed.
+			name := segName(s.n)
+			to, err := q.QuarantineFile(q.segdir, name, "segment-"+name)
+			if err != nil {
+				log = append(log, fmt.Sprintf("kept-segment file=%s problem=%q", s.f.Name(), err.Error()))
+				continue
+			}
+			delete(q.segs, s.n)
+			s.gone = true
+			s.f.Close()
+			log = append(log, fmt.Sprintf("quarantined-segment file=%s to=%s reason=\"no readable journal line names it and the journal had damaged lines: it may hold messages those lines queued\"", s.f.Name(), filepath.Join(DirQuarantine, to)))
+			continue
+		}
 		if s.live == 0 && !s.busy {
 			if err := q.unlinkLocked(s); err == nil {
 				log = append(log, fmt.Sprintf("removed-segment file=%s reason=\"no message left in it\"", s.f.Name()))
