@@ -57,17 +57,7 @@ func Collect(env map[string]string) spool.Origin {
 	} else if v := clean(env["MAILSHIM_SCRIPT"]); v != "" {
 		o.Script, o.ScriptSource = v, SourceMailshimScript
 	}
-	p := FindParent(os.Getppid())
-	o.ParentPID = p.PID
-	o.ParentExe = p.Exe
-	o.ParentCmdline = p.CmdlineString()
-	o.ParentCwd = p.Cwd
-	o.Caller = p.Kind()
-	if o.Script == "" {
-		if s := p.Script(); s != "" {
-			o.Script, o.ScriptSource = s, SourceParentCmdline
-		}
-	}
+	FindParent(os.Getppid()).record(&o)
 	o.Cgroup = Cgroup("/proc/self/cgroup")
 	return o
 }
@@ -181,6 +171,23 @@ func FindParent(pid int) Process {
 		p.Exe, p.Cwd = readLinks(p.PID)
 	}
 	return p
+}
+
+// record puts p into o as the process that sent the message (sendmail's
+// caller, the SMTP listener's client): its PID, executable, command line,
+// working directory and kind, and the script it runs when no better
+// source named one.
+func (p Process) record(o *spool.Origin) {
+	o.ParentPID = p.PID
+	o.ParentExe = p.Exe
+	o.ParentCmdline = p.CmdlineString()
+	o.ParentCwd = p.Cwd
+	o.Caller = p.Kind()
+	if o.Script == "" {
+		if s := p.Script(); s != "" {
+			o.Script, o.ScriptSource = s, SourceParentCmdline
+		}
+	}
 }
 
 func isShellWrapper(p Process) bool {
@@ -460,16 +467,7 @@ func ApplyProcess(o *spool.Origin, pid int) (gid int) {
 		return -1
 	}
 	p.Exe, p.Cwd = readLinks(pid)
-	o.ParentPID = pid
-	o.ParentExe = p.Exe
-	o.ParentCmdline = p.CmdlineString()
-	o.ParentCwd = p.Cwd
-	o.Caller = p.Kind()
-	if o.Script == "" {
-		if s := p.Script(); s != "" {
-			o.Script, o.ScriptSource = s, SourceParentCmdline
-		}
-	}
+	p.record(o)
 	o.Cgroup = Cgroup("/proc/" + strconv.Itoa(pid) + "/cgroup")
 	return p.GID
 }
