@@ -796,16 +796,7 @@ func TestQueryModes(t *testing.T) {
 // socket; here a real submitsock.Serve stores it. Without the socket, it fails
 // saying which two paths it tried.
 func TestSubmitSocket(t *testing.T) {
-	needBinary(t)
-	if os.Geteuid() == 0 {
-		// root can write any maildrop: run the plain binary as nobody.
-		if _, err := exec.LookPath("setpriv"); err != nil {
-			t.Skip("SKIPPED: setpriv not installed")
-		}
-	}
-	s := newSpool(t, false, "")
-	os.Chmod(filepath.Join(s.root, spool.DirMaildrop), 0o500)
-	sock := filepath.Join(filepath.Dir(s.conf), "submit.sock")
+	s, sock := socketSpool(t)
 	store := filepath.Join(filepath.Dir(s.conf), "store")
 	os.Mkdir(store, 0o700)
 
@@ -859,6 +850,23 @@ func TestSubmitSocket(t *testing.T) {
 	}
 }
 
+// socketSpool is a spool whose maildrop/ the caller of unprivileged may
+// not write (as with NoNewPrivileges=), so that sendmail stores through
+// relayd's submission socket, at sock, which the test serves.
+func socketSpool(t *testing.T) (s *testSpool, sock string) {
+	t.Helper()
+	needBinary(t)
+	if os.Geteuid() == 0 {
+		// root can write any maildrop: the plain binary runs as nobody.
+		if _, err := exec.LookPath("setpriv"); err != nil {
+			t.Skip("SKIPPED: setpriv not installed")
+		}
+	}
+	s = newSpool(t, false, "")
+	os.Chmod(filepath.Join(s.root, spool.DirMaildrop), 0o500)
+	return s, filepath.Join(filepath.Dir(s.conf), "submit.sock")
+}
+
 // unprivileged is inv run by a caller that may write neither the maildrop
 // (its test sets maildrop/ 0500) nor anything else of the spool: as
 // nobody when the tests run as root (root writes any directory), else as
@@ -878,15 +886,7 @@ func unprivileged(inv invocation, conf string) invocation {
 // here refusals of relayd's submission socket, which a sendmail that is
 // not setgid stores through; its exit status is the refusal's code.
 func TestSMTPModeRefusals(t *testing.T) {
-	needBinary(t)
-	if os.Geteuid() == 0 {
-		if _, err := exec.LookPath("setpriv"); err != nil {
-			t.Skip("SKIPPED: setpriv not installed")
-		}
-	}
-	s := newSpool(t, false, "")
-	os.Chmod(filepath.Join(s.root, spool.DirMaildrop), 0o500)
-	sock := filepath.Join(filepath.Dir(s.conf), "submit.sock")
+	s, sock := socketSpool(t)
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
 	if err != nil {
 		t.Fatal(err)
