@@ -83,7 +83,13 @@ func (p *Pickup) syncGroups() {
 		}
 		c.mu.Unlock()
 		p.savePolicy()
-		g.err = p.Queue.Sync()
+		ids := make([]string, len(g.members))
+		for i, m := range g.members {
+			ids[i] = m.id
+		}
+		// A member that another caller's failed Sync dropped fails the
+		// group: its client must not be told it is stored.
+		g.err = p.Queue.SyncIDs(ids...)
 		if g.err != nil {
 			// One line per message, naming it: each had its pickup
 			// line, and its log must not end there as if it were queued.

@@ -295,7 +295,9 @@ func (p *Pickup) flush() {
 		return
 	}
 	p.savePolicy()
-	if err := p.Queue.Sync(); err != nil {
+	// SyncIDs: a message of the batch that another caller's failed Sync
+	// dropped fails the batch too, so that its maildrop file stays.
+	if err := p.Queue.SyncIDs(p.pending...); err != nil {
 		p.Log.Error("cannot make the picked-up messages durable; will retry", err, slog.Int("n", len(p.pending)))
 		// Still held: the next pass finds them again.
 		p.pending = p.pending[:0]
@@ -755,7 +757,7 @@ func (p *Pickup) enqueueAt(m *spool.Meta, body io.Reader, mode enqueueMode, gate
 		return "", time.Time{}, nil, err
 	}
 	if sync {
-		if err := p.Queue.Sync(); err != nil {
+		if err := p.Queue.SyncIDs(q.ID); err != nil {
 			p.Queue.RemoveMessage(q.ID)
 			undo()
 			return "", time.Time{}, nil, err

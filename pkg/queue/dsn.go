@@ -88,7 +88,7 @@ func (q *Queue) queueNotice(m *spool.Meta, n DSN) (string, error) {
 		return "", err
 	}
 	// Durable before the message it is about changes state.
-	if err := q.sp.Sync(); err != nil {
+	if err := q.sp.SyncIDs(id); err != nil {
 		q.sp.RemoveMessage(id)
 		return "", err
 	}

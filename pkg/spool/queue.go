@@ -170,7 +170,8 @@ type Queue struct {
 	segDirty bool   // a segment was created since the last Sync
 	rewrite  bool   // the journal must be rewritten before Sync reports success
 	replayed []string
-	damaged  bool // replay skipped lines (see Recover)
+	damaged  bool                // replay skipped lines (see Recover)
+	dropped  map[string]struct{} // messages a failed Sync dropped, until SyncIDs reports them
 
 	syncMu  sync.Mutex // one Sync at a time; the fields below
 	synced  uint64     // every append before this one is durable

@@ -26,6 +26,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -311,6 +312,7 @@ func (q *Queue) add(id string, e *entry, s *segment, end int64) error {
 		return err
 	}
 	q.entries[id] = e
+	delete(q.dropped, id)
 	q.sets[e.st].add(id)
 	q.dbytes += int64(len(e.d))
 	s.size = end
@@ -418,7 +420,8 @@ func (q *Queue) OpenMessage(id string) (*Message, *Meta, error) {
 // dropped (their callers get the error: pickup keeps the maildrop file,
 // a client is told to retry), and the journal is rewritten from memory
 // before any later Sync reports success. The callers whose appends the
-// failed Sync covered get its error.
+// failed Sync covered get its error; a writer whose message a failed Sync
+// (another caller's) dropped before its own Sync learns it from SyncIDs.
 func (q *Queue) Sync() error {
 	q.mu.Lock()
 	target := q.seq
@@ -432,6 +435,31 @@ func (q *Queue) Sync() error {
 		return nil
 	}
 	return q.syncLocked(false)
+}
+
+// SyncIDs is Sync for a caller that wrote the messages ids: it fails
+// too when any of them was dropped by an earlier Sync that failed (its
+// segment's fdatasync failed before the message was durable). Sync alone
+// cannot tell such a writer: the Sync that dropped the message may have
+// been another caller's, and a later one succeeds. Each dropped ID is
+// reported once (queued again under that ID, it is forgotten).
+func (q *Queue) SyncIDs(ids ...string) error {
+	if err := q.Sync(); err != nil {
+		return err
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var lost []string
+	for _, id := range ids {
+		if _, ok := q.dropped[id]; ok {
+			lost = append(lost, id)
+			delete(q.dropped, id)
+		}
+	}
+	if len(lost) > 0 {
+		return fmt.Errorf("spool: %s not stored: dropped when the fdatasync of its segment failed", strings.Join(lost, ", "))
+	}
+	return nil
 }
 
 // syncLocked is Sync (q.syncMu held); rewrite rewrites the journal from
@@ -489,6 +517,10 @@ func (q *Queue) syncLocked(rewrite bool) error {
 			for _, id := range ids[i] {
 				if e := q.entries[id]; e != nil && e.seg == s.n {
 					q.dropLocked(id, e)
+					if q.dropped == nil {
+						q.dropped = map[string]struct{}{}
+					}
+					q.dropped[id] = struct{}{}
 				}
 			}
 			q.checkDead(s)
