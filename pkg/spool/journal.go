@@ -30,6 +30,8 @@ import (
 	"io"
 	"os"
 	"strconv"
+
+	"golang.org/x/sys/unix"
 )
 
 // JournalFile is the state journal, relative to the spool root.
@@ -287,14 +289,19 @@ func apply(es map[string]*entry, r *jrec) {
 // missing journal is an empty queue).
 func readJournal(root string) (map[string]*entry, replayResult, error) {
 	es := map[string]*entry{}
-	f, err := os.Open(root + "/" + JournalFile)
-	if errors.Is(err, os.ErrNotExist) {
+	path := root + "/" + JournalFile
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ENOENT) {
 		return es, replayResult{}, nil
 	}
 	if err != nil {
-		return nil, replayResult{}, err
+		return nil, replayResult{}, &os.PathError{Op: "open", Path: path, Err: err}
 	}
+	f := os.NewFile(uintptr(fd), path)
 	defer f.Close()
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return nil, replayResult{}, fmt.Errorf("spool: %s is not a regular file", path)
+	}
 	res, err := replay(f, es)
 	return es, res, err
 }
