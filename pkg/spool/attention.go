@@ -19,13 +19,28 @@ type Notice struct {
 func (n Notice) String() string { return n.Problem + ": " + n.Fix }
 
 // Attention lists what in the spool at root needs the administrator, for
-// `relayd check-config` and `relayd doctor`: files in queue/quarantine/
-// (kept as found, never sent) and maildrop files the daemon user o cannot
-// read (relayd logs each and retries it at every scan). A directory this
-// process may not list is skipped: run as root or as the daemon user to
-// see everything.
+// `relayd check-config` and `relayd doctor`: queued messages relayd will
+// not send by itself (failed, or held by an operator or the policy),
+// files in queue/quarantine/ (kept as found, never sent) and maildrop
+// files the daemon user o cannot read (relayd logs each and retries it at
+// every scan). What this process may not read is skipped: run as root or
+// as the daemon user to see everything.
 func Attention(root string, o Owner) []Notice {
 	var out []Notice
+	if n, err := Counts(root); err == nil {
+		if n[Failed] > 0 {
+			out = append(out, Notice{
+				Problem: fmt.Sprintf("%d message(s) failed for good and kept in the queue (a bounce that could not be delivered, or a message moved there by hand)", n[Failed]),
+				Fix:     "relayd queue list shows each with its last reply; relayd queue release <id> tries it again, relayd queue delete <id> removes it",
+			})
+		}
+		if n[Held] > 0 {
+			out = append(out, Notice{
+				Problem: fmt.Sprintf("%d message(s) held: relayd sends them only when released", n[Held]),
+				Fix:     "relayd queue list --held shows why each is held; relayd queue release <id> (or --user <account>) sends them, relayd queue delete <id> removes them",
+			})
+		}
+	}
 	qdir := filepath.Join(root, DirQuarantine)
 	if ents, err := os.ReadDir(qdir); err == nil && len(ents) > 0 {
 		out = append(out, Notice{

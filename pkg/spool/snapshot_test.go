@@ -3,6 +3,7 @@ package spool
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -89,10 +90,10 @@ func TestSnapshot(t *testing.T) {
 			t.Errorf("%s: %+v (found %v), want state %s uid %d", id, e, ok, w.state, w.uid)
 		}
 	}
-	if e := s[fresh]; e.Delivery != nil || e.Attempts() != 0 {
+	if e := s[fresh]; e.Delivery != nil || e.Attempts != 0 {
 		t.Errorf("a never attempted message has a record: %+v", e.Delivery)
 	}
-	if d := s[deferred].Delivery; d == nil || d.Attempts != 1 || d.LastReply != rec.LastReply || len(d.Sent) != 1 || s[deferred].Attempts() != 1 {
+	if d := s[deferred].Delivery; d == nil || d.Attempts != 1 || d.LastReply != rec.LastReply || len(d.Sent) != 1 || s[deferred].Attempts != 1 {
 		t.Errorf("deferred record: %+v, want %+v", d, rec)
 	}
 	if d := s[failed].Delivery; d == nil || d.Reason != "bounce undeliverable" {
@@ -106,8 +107,8 @@ func TestSnapshot(t *testing.T) {
 	if len(c) != 5 || c[Incoming] != 1 || c[Deferred] != 1 || c[Held] != 1 || c[Active] != 1 || c[Failed] != 1 {
 		t.Errorf("counts: %v", c)
 	}
-	if n, err := Queued(q.Root); err != nil || n != 5 {
-		t.Errorf("Queued = %d, %v; want 5", n, err)
+	if s, err := Snapshot(q.Root); err != nil || len(s) != 5 {
+		t.Errorf("Snapshot has %d, %v; want 5", len(s), err)
 	}
 }
 
@@ -150,10 +151,45 @@ func TestSnapshotDuringTransitions(t *testing.T) {
 				t.Fatalf("snapshot %d: %s reported as %+v (found %v) while it moved between states", n, id, e, ok)
 			}
 		}
-		if c, err := Queued(q.Root); err != nil || c != len(ids) {
-			t.Fatalf("Queued = %d, %v; want %d", c, err, len(ids))
+		if s, err := Snapshot(q.Root); err != nil || len(s) != len(ids) {
+			t.Fatalf("Snapshot has %d, %v; want %d", len(s), err, len(ids))
 		}
 	}
 	close(stop)
 	wg.Wait()
+}
+
+// Attention names the queued messages relayd will not send by itself:
+// failed ones and held ones, each with what to do; nothing for a queue
+// whose messages are all on their way.
+func TestAttentionQueue(t *testing.T) {
+	q := newTestQueue(t)
+	enqueue(t, q, 1001)
+	owner := Owner{UID: os.Getuid(), DropGID: os.Getgid()}
+	for _, n := range Attention(q.Root, owner) {
+		if strings.Contains(n.Problem, "held") || strings.Contains(n.Problem, "failed") {
+			t.Errorf("a queue with nothing stuck: %v", n)
+		}
+	}
+	held := enqueue(t, q, 1002)
+	if err := q.Hold(held); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		id := enqueue(t, q, 1003)
+		q.Claim(id)
+		if err := q.Fail(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []string
+	for _, n := range Attention(q.Root, owner) {
+		got = append(got, n.String())
+	}
+	all := strings.Join(got, "\n")
+	for _, want := range []string{"2 message(s) failed", "relayd queue release <id>", "1 message(s) held", "relayd queue list --held"} {
+		if !strings.Contains(all, want) {
+			t.Errorf("Attention does not say %q:\n%s", want, all)
+		}
+	}
 }
