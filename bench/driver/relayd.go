@@ -199,10 +199,11 @@ func (r *Relayd) RSS() (cur, peak int64, err error) {
 }
 
 // queued counts the messages anywhere in the spool: files in maildrop/
-// and messages in relayd's queue (spool.Queued, whatever its layout). A
+// and messages in relayd's queue (spool.Snapshot, whatever its layout). A
 // queue that cannot be read counts as one message: never as empty.
 func queued(site *Site) int {
-	n, err := spool.Queued(site.Spool)
+	q, err := spool.Snapshot(site.Spool)
+	n := len(q)
 	if err != nil {
 		n = 1
 	}

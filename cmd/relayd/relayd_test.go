@@ -361,7 +361,7 @@ func TestStopAbortsStalledSession(t *testing.T) {
 	if !strings.Contains(s.log(), "aborting them") {
 		t.Errorf("no abort line:\n%s", s.log())
 	}
-	if q, err := spool.Snapshot(s.spool); err != nil || q[ids[0]].State != spool.Deferred || q[ids[0]].Attempts() != 1 {
+	if q, err := spool.Snapshot(s.spool); err != nil || q[ids[0]].State != spool.Deferred || q[ids[0]].Attempts != 1 {
 		t.Fatalf("after the abort the queue holds %+v (%v), want %s deferred with its attempt recorded; spool: %v", q, err, ids[0], s.leftovers())
 	}
 	s.start()

@@ -113,8 +113,6 @@ type Pickup struct {
 	// held (under heldMu) is pending as a set, for the queue (Holds).
 	heldMu sync.Mutex
 	held   map[string]bool
-	ready  chan struct{} // closed after Run's first pass
-	once   sync.Once
 	// committer groups the messages of Store (commit.go).
 	committer committer
 }
@@ -128,9 +126,6 @@ func (p *Pickup) Holds(id string) bool {
 	defer p.heldMu.Unlock()
 	return p.held[id]
 }
-
-// Ready is closed when Run's first pass over maildrop/ is over.
-func (p *Pickup) Ready() <-chan struct{} { return p.ready }
 
 func (p *Pickup) hold(name string) {
 	p.pending = append(p.pending, name)
@@ -157,7 +152,7 @@ func New(q *spool.Queue, rw *Rewriter, log *maillog.Logger) (*Pickup, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Pickup{Queue: q, Log: log, maildrop: md, held: map[string]bool{}, ready: make(chan struct{})}
+	p := &Pickup{Queue: q, Log: log, maildrop: md, held: map[string]bool{}}
 	p.rw.Store(rw)
 	p.SetIntervals(time.Minute, time.Hour)
 	return p, nil
@@ -211,7 +206,6 @@ func (p *Pickup) Run(ctx context.Context) error {
 	}
 	for {
 		p.scan(ctx)
-		p.once.Do(func() { close(p.ready) })
 		t := time.NewTimer(time.Duration(p.scanEvery.Load()))
 		select {
 		case <-ctx.Done():

@@ -29,14 +29,8 @@ type SnapshotEntry struct {
 	// Delivery is the delivery record; nil when it is empty (never
 	// attempted, nothing recorded).
 	Delivery *Delivery
-}
-
-// Attempts is the number of delivery attempts recorded (0 without a record).
-func (e SnapshotEntry) Attempts() int {
-	if e.Delivery == nil {
-		return 0
-	}
-	return e.Delivery.Attempts
+	// Attempts is Delivery.Attempts (0 without a record).
+	Attempts int
 }
 
 // Snapshot returns every message in the queue of the spool at root, by
@@ -55,7 +49,7 @@ func Snapshot(root string) (map[string]SnapshotEntry, error) {
 		se := SnapshotEntry{State: States[e.st], UID: int(e.uid)}
 		if len(e.d) > 0 {
 			if d, err := decodeDelivery(e.d); err == nil {
-				se.Delivery = d
+				se.Delivery, se.Attempts = d, d.Attempts
 			}
 		}
 		out[id] = se
@@ -78,12 +72,6 @@ func Counts(root string) (map[string]int, error) {
 		out[e.State]++
 	}
 	return out, nil
-}
-
-// Queued returns the number of messages in the queue (every state).
-func Queued(root string) (int, error) {
-	s, err := Snapshot(root)
-	return len(s), err
 }
 
 // listIDs returns the queue IDs named in dir, sorted; none when dir does
@@ -132,7 +120,7 @@ func legacySnapshot(root string, out map[string]SnapshotEntry) error {
 				if b = bytes.TrimSpace(b); len(b) > 0 && string(b) != emptyDelivery {
 					d := new(Delivery)
 					if json.Unmarshal(b, d) == nil {
-						e.Delivery = d
+						e.Delivery, e.Attempts = d, d.Attempts
 					}
 				}
 			}

@@ -177,13 +177,13 @@ func (e *env) log() string {
 
 // spoolEmpty reports whether no message is left anywhere in the spool:
 // no file in maildrop/ (temp files included) and nothing in relayd's queue
-// in any state (spool.Queued, whatever the queue's layout).
+// in any state (spool.Snapshot, whatever the queue's layout).
 func (e *env) spoolEmpty() bool {
 	if ents, _ := os.ReadDir(e.site.Maildrop); len(ents) > 0 {
 		return false
 	}
-	n, err := spool.Queued(e.site.Spool)
-	return err == nil && n == 0
+	q, err := spool.Snapshot(e.site.Spool)
+	return err == nil && len(q) == 0
 }
 
 // cpuTime returns the user+sys CPU time relayd has used so far.
