@@ -11,7 +11,9 @@ import (
 	"github.com/emersion/go-message"
 )
 
-// wire runs the transformer over in.
+// wire runs the transformer over in, both ways its output is taken: by
+// Read (small reads) and by WriteTo (what Session.Send's io.Copy uses);
+// the two must give the same bytes.
 func wire(t testing.TB, in []byte, mode WireMode) ([]byte, error) {
 	t.Helper()
 	body := func() (io.Reader, error) { return bytes.NewReader(in), nil }
@@ -19,8 +21,22 @@ func wire(t testing.TB, in []byte, mode WireMode) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	out, err := io.ReadAll(struct{ io.Reader }{r})
+	r.Close()
+	if err != nil {
+		return out, err
+	}
+	r, err = newWireReader(body, mode)
+	if err != nil {
+		t.Fatalf("second conversion: %v", err)
+	}
 	defer r.Close()
-	return io.ReadAll(r)
+	var buf bytes.Buffer
+	n, err := r.(io.WriterTo).WriteTo(&buf)
+	if err != nil || n != int64(buf.Len()) || !bytes.Equal(buf.Bytes(), out) {
+		t.Fatalf("WriteTo gave %d bytes (%v), %q; Read gave %q", n, err, buf.Bytes(), out)
+	}
+	return out, nil
 }
 
 // checkWireSafe fails unless out has only CRLF line ends, no line over 998
