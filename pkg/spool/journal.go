@@ -12,8 +12,14 @@ package spool
 //	{"op":"mv","id":ID,"st":STATE}                    a transition, keeping the record
 //	{"op":"loc","id":ID,"seg":N,"off":O,"len":L}      moved by segment compaction
 //	{"op":"del","id":ID}
+//	{"op":"pol","acct":KEY,"p":{...}}                the policy's state of one account
+//	{"op":"pol","acct":KEY}                           the account has nothing left to remember
 //
-// ("d" is left out when the record is empty). Replaying the lines in order
+// ("d" is left out when the record is empty). A "pol" line carries the
+// per-account policy counters (pkg/policy) in the policy's own JSON,
+// which the queue keeps opaque: one line per account changed, so a line
+// stays small however many accounts there are, and the counters are
+// made durable by the same Sync as the messages they counted. Replaying the lines in order
 // gives the queue: the last line about an ID wins. A line whose CRC or JSON
 // is bad is skipped (a crash can tear the last line, and a power loss can
 // leave a block of zeros or stale bytes among the lines written since the
@@ -53,6 +59,9 @@ type jrec struct {
 	Len int64           `json:"len"`
 	UID int             `json:"uid"`
 	D   json.RawMessage `json:"d"`
+	// Acct and P are a "pol" line's account key and state.
+	Acct string          `json:"acct"`
+	P    json.RawMessage `json:"p"`
 }
 
 // stateIndex returns the index of s in States, or -1.
@@ -169,6 +178,37 @@ func delLine(id string) []byte {
 	return frame(append(lineStart("del", id), '}'))
 }
 
+// polLine is the line of account key's policy state p (nil: forgotten).
+// The key is the policy's (an account's decimal UID), checked by
+// validAcct; p is JSON the caller produced (json.Marshal: no newline).
+func polLine(key string, p []byte) []byte {
+	b := make([]byte, 9, 32+len(key)+len(p))
+	b = append(b, `{"op":"pol","acct":"`...)
+	b = append(b, key...)
+	b = append(b, '"')
+	if len(p) > 0 {
+		b = append(b, `,"p":`...)
+		b = append(b, p...)
+	}
+	return frame(append(b, '}'))
+}
+
+// validAcct reports whether k may be a "pol" line's account key: 1 to 20
+// bytes of ASCII letters, digits, '-', '_', ':' or '.' (nothing to escape
+// in JSON).
+func validAcct(k string) bool {
+	if len(k) == 0 || len(k) > 20 {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '-' || c == '_' || c == ':' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
 // parseLine checks and decodes one journal line (without its newline).
 func parseLine(l []byte) (*jrec, error) {
 	l = bytes.TrimLeft(l, "\x00")
@@ -185,6 +225,15 @@ func parseLine(l []byte) (*jrec, error) {
 	r := new(jrec)
 	if err := json.Unmarshal(l[9:], r); err != nil {
 		return nil, err
+	}
+	if r.Op == "pol" {
+		if !validAcct(r.Acct) {
+			return nil, fmt.Errorf("bad policy account %q", r.Acct)
+		}
+		if string(r.P) == "null" {
+			r.P = nil
+		}
+		return r, nil
 	}
 	if !ValidID(r.ID) {
 		return nil, fmt.Errorf("bad queue id %q", r.ID)
@@ -211,9 +260,10 @@ type replayResult struct {
 	tail bool     // an unterminated last line (a torn append)
 }
 
-// replay reads the journal in r and applies every good line to es. It
-// stops at EOF; an unterminated last line is a torn append (tail).
-func replay(r io.Reader, es map[string]*entry) (replayResult, error) {
+// replay reads the journal in r and applies every good line to es (and
+// the "pol" lines to pol, when not nil). It stops at EOF; an
+// unterminated last line is a torn append (tail).
+func replay(r io.Reader, es map[string]*entry, pol map[string][]byte) (replayResult, error) {
 	var res replayResult
 	br := bufio.NewReaderSize(r, 256<<10)
 	n := 0
@@ -256,6 +306,16 @@ func replay(r io.Reader, es map[string]*entry) (replayResult, error) {
 		rec, perr := parseLine(l[:len(l)-1])
 		if perr != nil {
 			res.bad = append(res.bad, fmt.Sprintf("line %d: %v", n, perr))
+			continue
+		}
+		if rec.Op == "pol" {
+			switch {
+			case pol == nil:
+			case len(rec.P) == 0:
+				delete(pol, rec.Acct)
+			default:
+				pol[rec.Acct] = bytes.Clone(rec.P)
+			}
 			continue
 		}
 		apply(es, rec)
@@ -302,6 +362,6 @@ func readJournal(root string) (map[string]*entry, replayResult, error) {
 	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
 		return nil, replayResult{}, fmt.Errorf("spool: %s is not a regular file", path)
 	}
-	res, err := replay(f, es)
+	res, err := replay(f, es, nil)
 	return es, res, err
 }

@@ -157,7 +157,9 @@ type Queue struct {
 	mu       sync.Mutex // everything below, and appends to the journal
 	entries  map[string]*entry
 	sets     [5]stateSet
-	dbytes   int64 // the delivery records' JSON bytes (the journal's live size)
+	dbytes   int64             // the delivery records' JSON bytes (the journal's live size)
+	pol      map[string][]byte // the policy's state by account (see AppendPolicy)
+	pbytes   int64             // their JSON bytes
 	segs     map[uint64]*segment
 	idle     []*segment // open segments no writer holds
 	nextSeg  uint64
@@ -188,7 +190,7 @@ type Queue struct {
 // exist: see Prepare), replays the journal and opens the segments. Call
 // Recover next, before anything else.
 func OpenQueue(root string) (*Queue, error) {
-	q := &Queue{Root: root, entries: map[string]*entry{}, segs: map[uint64]*segment{}, nextSeg: 1}
+	q := &Queue{Root: root, entries: map[string]*entry{}, pol: map[string][]byte{}, segs: map[uint64]*segment{}, nextSeg: 1}
 	var err error
 	for _, d := range []struct {
 		f   **os.File
@@ -218,6 +220,9 @@ func OpenQueue(root string) (*Queue, error) {
 	for _, s := range q.sets {
 		sort.Strings(s.ids)
 	}
+	for _, p := range q.pol {
+		q.pbytes += int64(len(p))
+	}
 	return q, nil
 }
 
@@ -237,7 +242,7 @@ func (q *Queue) openJournal() error {
 		return fmt.Errorf("spool: %s is not a regular file (relayd creates it as one): move it away", path)
 	}
 	f := os.NewFile(uintptr(fd), path)
-	res, err := replay(f, q.entries)
+	res, err := replay(f, q.entries, q.pol)
 	if err != nil {
 		f.Close()
 		return fmt.Errorf("spool: reading %s: %w", path, err)

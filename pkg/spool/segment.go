@@ -573,7 +573,7 @@ func (q *Queue) syncLocked(rewrite bool) error {
 }
 
 // rewriteLocked writes the journal afresh from memory (one add line per
-// message) into journal.new, fdatasyncs it and renames it over the
+// message, one pol line per account the policy remembers) into journal.new, fdatasyncs it and renames it over the
 // journal (q.mu held).
 func (q *Queue) rewriteLocked() error {
 	qfd := int(q.qdir.Fd())
@@ -591,6 +591,15 @@ func (q *Queue) rewriteLocked() error {
 		if _, err = bw.Write(l); err != nil {
 			break
 		}
+	}
+	// The policy's state of each account, as its last line had it.
+	for k, p := range q.pol {
+		if err != nil {
+			break
+		}
+		l := polLine(k, p)
+		n += int64(len(l))
+		_, err = bw.Write(l)
 	}
 	if err == nil {
 		err = bw.Flush()
@@ -630,7 +639,7 @@ func (q *Queue) rewriteLocked() error {
 func (q *Queue) journalDue() bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	live := int64(len(q.entries))*150 + q.dbytes
+	live := int64(len(q.entries))*150 + q.dbytes + int64(len(q.pol))*40 + q.pbytes
 	return q.jsize > max(4<<20, 4*live)
 }
 
