@@ -38,10 +38,11 @@ type abuse struct {
 	policyFailing, statsFailing bool
 }
 
-// newAbuse opens the policy state file in the spool's private queue
-// directory and builds the gate from cfg.
-func newAbuse(cfg *config.Config, hostname string, pk *pickup.Pickup, qu *queue.Queue, log *maillog.Logger) (*abuse, error) {
-	eng, err := policy.Open(filepath.Join(cfg.Spool, spool.DirQueue, policy.StateFile), nil)
+// newAbuse loads the policy's state from the queue journal (sq; from
+// the former state file in the spool's private queue directory, once)
+// and builds the gate from cfg.
+func newAbuse(cfg *config.Config, hostname string, pk *pickup.Pickup, sq *spool.Queue, qu *queue.Queue, log *maillog.Logger) (*abuse, error) {
+	eng, err := policy.Open(sq, filepath.Join(cfg.Spool, spool.DirQueue, policy.StateFile), nil)
 	if eng == nil {
 		return nil, err
 	}
@@ -65,8 +66,10 @@ func (a *abuse) configure(cfg *config.Config, hostname string) {
 	a.hostname.Store(&hostname)
 }
 
-// run saves the counters every second while they change, and once more,
-// fsync'd, when ctx is done.
+// run records the counters every second while they change (in the
+// queue journal, made durable by the queue's next Sync; those of the
+// messages stored are recorded before their Sync by pickup), and once
+// more, synced, when ctx is done.
 func (a *abuse) run(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
@@ -81,29 +84,32 @@ func (a *abuse) run(ctx context.Context) {
 	}
 }
 
-// save writes the policy's and the stats' state files (see
-// policy.Engine.Save for sync). A file that cannot be written (a full
-// disk) is retried at every save, and logged once when that begins and
-// once when it is written again, not at every retry.
+// save records the policy's state in the queue journal and writes the
+// stats' state file (see policy.Engine.Save for sync). What cannot be
+// written (a full disk) is retried at every save, and logged once when
+// that begins and once when it is written again, not at every retry.
 func (a *abuse) save(sync bool) {
 	err := a.gate.Engine.Save(sync)
-	a.policyFailing = a.saveLogged("policy", a.policyFailing, err, policy.RepeatedSaveError(err))
+	a.policyFailing = a.saveLogged(policyState, a.policyFailing, err, policy.RepeatedSaveError(err))
 	if a.stats != nil {
 		err := a.stats.Save(sync)
-		a.statsFailing = a.saveLogged("stats", a.statsFailing, err, a.statsFailing)
+		a.statsFailing = a.saveLogged("stats state file", a.statsFailing, err, a.statsFailing)
 	}
 }
 
-// saveLogged logs a state file's failed save unless it repeats a failure
+// policyState names what the policy's saves write, in log lines.
+const policyState = "policy state (queue journal)"
+
+// saveLogged logs a failed save of what unless it repeats a failure
 // already reported (failing, or repeat), and its first good save after
-// failures; it returns whether the file is failing now.
+// failures; it returns whether the save is failing now.
 func (a *abuse) saveLogged(what string, failing bool, err error, repeat bool) bool {
 	switch {
 	case err != nil && !failing && !repeat:
-		a.log.Error("cannot write the "+what+" state file", err,
+		a.log.Error("cannot write the "+what, err,
 			slog.String("hint", "relayd retries every second and logs again when it is written"))
 	case err == nil && failing:
-		a.log.Recovered(what + " state file written again")
+		a.log.Recovered(what + " written again")
 	}
 	return err != nil
 }
@@ -138,7 +144,7 @@ func (a *abuse) handle(p control.Peer, verb string, args []string, out io.Writer
 		// Nothing changed; the run loop's next save retries the rest of
 		// the state (and logs its end).
 		if !policy.RepeatedSaveError(err) {
-			a.log.Error("cannot write the policy state file", err,
+			a.log.Error("cannot write the "+policyState, err,
 				slog.String("hint", "relayd retries every second and logs again when it is written"))
 		}
 		return fmt.Errorf("cannot record the %s, so it is not applied: %v", verb, err)

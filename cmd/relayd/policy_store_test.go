@@ -2,11 +2,17 @@ package main
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/mailshim/mailshim/pkg/policy"
 	"github.com/mailshim/mailshim/pkg/smtptest"
+	"github.com/mailshim/mailshim/pkg/spool"
 	"github.com/mailshim/mailshim/pkg/waitfor"
 )
 
@@ -61,5 +67,76 @@ action = "hold"
 	waitfor.True(t, "5 messages delivered", 30*time.Second, func() bool { return len(s.subjects()) >= 5 })
 	if got := s.subjects(); len(got) != 5 {
 		t.Errorf("%d distinct messages delivered, want 5: %v", len(got), got)
+	}
+}
+
+// The listener's counters are recorded in the queue journal, made
+// durable by the group commit's Sync: relayd SIGKILLed at once after the
+// last 250 (before any periodic save) keeps them, and creates no file
+// of its own for them: queue/ holds the same files before and after (the
+// stats' state file aside, written on its own schedule).
+func TestPolicyListenerCountsInJournal(t *testing.T) {
+	needRoot(t)
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{extra: listenConf + `
+[policy]
+notice_to = ""
+[policy.root]
+messages_per_hour = 3
+action = "hold"
+`})
+	send := func(tag string, n int) {
+		t.Helper()
+		r := dialRaw(t, "tcp", s.listenAddrs()["tcp4"])
+		if got := r.reply(); !strings.HasPrefix(got, "220") {
+			t.Fatalf("greeting %q\n%s", got, s.log())
+		}
+		r.cmd("EHLO client.example")
+		for i := 0; i < n; i++ {
+			for _, c := range []string{"MAIL FROM:<app@example.org>", "RCPT TO:<rcpt@example.net>", "DATA"} {
+				if got := r.cmd(c); !strings.HasPrefix(got, "250") && !strings.HasPrefix(got, "354") {
+					t.Fatalf("%s: %q\n%s", c, got, s.log())
+				}
+			}
+			r.send(fmt.Sprintf("Subject: %s %d\r\n\r\nbody\r\n.\r\n", tag, i))
+			if got := r.reply(); !strings.HasPrefix(got, "250") {
+				t.Fatalf("DATA of %s %d: %q\n%s", tag, i, got, s.log())
+			}
+		}
+		r.c.Close()
+	}
+	queueFiles := func() []string {
+		t.Helper()
+		des, err := os.ReadDir(filepath.Join(s.spool, spool.DirQueue))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, de := range des {
+			if !strings.Contains(de.Name(), "stats.state") {
+				names = append(names, de.Name())
+			}
+		}
+		return names
+	}
+	d := s.start()
+	before := queueFiles()
+	send("before", 2)
+	d.kill()
+	if after := queueFiles(); !slices.Equal(before, after) {
+		t.Errorf("files in queue/ before the messages %v, after them %v: the counters must go in the journal", before, after)
+	}
+	journal, err := os.ReadFile(filepath.Join(s.spool, spool.JournalFile))
+	if err != nil || !strings.Contains(string(journal), `"op":"pol","acct":"`+strconv.Itoa(os.Getuid())+`"`) {
+		t.Errorf("no policy line of the account in the journal (%v)", err)
+	}
+	s.start()
+	send("after", 3)
+	waitfor.True(t, "5 messages queued", 30*time.Second, func() bool { return strings.Count(s.log(), "event=pickup id=") >= 5 })
+	if held := s.queueJSON("--held"); len(held) != 2 {
+		t.Errorf("%d held after the restart, want 2 (the allowance was 3, 2 used before the kill)\n%s", len(held), s.log())
+	}
+	if _, err := os.Stat(filepath.Join(s.spool, spool.DirQueue, policy.StateFile)); !os.IsNotExist(err) {
+		t.Errorf("a policy state file was written: %v", err)
 	}
 }

@@ -136,7 +136,7 @@ func run(path string, drainTimeout time.Duration) int {
 	pk.Enqueued = func(string) { qu.Kick() }
 	qu.Holds = pk.Holds
 	pk.Reject = qu.Reject
-	ab, err := newAbuse(cfg, rw.Hostname, pk, qu, log)
+	ab, err := newAbuse(cfg, rw.Hostname, pk, sq, qu, log)
 	if err != nil {
 		return fatal(sysexits.OSErr, "policy state: %v", err)
 	}

@@ -139,13 +139,12 @@ func sampleField(h *header, name string) string {
 	return v
 }
 
-// savePolicy writes the gate's counters without fsync, just before a
+// savePolicy records the gate's counters changed since the last save in
+// the queue journal (one line per account, no Sync), just before a
 // Queue.Sync (a pickup batch, Store's group commit) that makes them
 // durable with the messages they counted: relayd killed or powered off
-// after that Sync does not give the accounts their allowance back. This
-// rests on Queue.Sync being syncfs(2) of the spool's file system, which
-// covers queue/policy.state too; a Sync of the queue's own files only
-// would keep the kill case but not the power loss. A failure that
+// after that Sync does not give the accounts their allowance back, and
+// the counters cost no file and no fsync of their own. A failure that
 // repeats the last one (a full disk) was logged when it began; relayd's
 // periodic save retries it.
 func (p *Pickup) savePolicy() {
@@ -153,6 +152,6 @@ func (p *Pickup) savePolicy() {
 		return
 	}
 	if err := p.Gate.Engine.Save(false); err != nil && !policy.RepeatedSaveError(err) {
-		p.Log.Error("cannot write the policy state file", err)
+		p.Log.Error("cannot write the policy state (queue journal)", err)
 	}
 }

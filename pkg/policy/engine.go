@@ -8,8 +8,6 @@ import (
 	"os"
 	"sync"
 	"time"
-
-	"github.com/mailshim/mailshim/pkg/statefile"
 )
 
 // # Rates: a leaky bucket per account and limit
@@ -69,8 +67,11 @@ type account struct {
 	LastTrip time.Time            `json:"last_trip,omitzero"`
 	Trips    int64                `json:"trips,omitempty"` // trips in the current episode
 	Frozen   bool                 `json:"frozen,omitempty"`
+	// Saved is the clock's time when the record was written (see Open).
+	Saved time.Time `json:"saved,omitzero"`
 }
 
+// stateFile is the former state file's content (read once, to migrate).
 type stateFile struct {
 	Version int `json:"version"`
 	// Saved is the clock's time when the file was written (a file
@@ -79,31 +80,93 @@ type stateFile struct {
 	Accounts map[string]*account `json:"accounts"`
 }
 
+// Store keeps the engine's state: relayd's queue journal
+// (spool.Queue), one record per account (its JSON), so that the
+// counters are made durable by the same Sync as the messages they
+// counted, with no file or fsync of their own.
+type Store interface {
+	// PolicyRecords returns the records kept, by account key.
+	PolicyRecords() map[string][]byte
+	// AppendPolicy records the accounts' new state (nil: forgotten)
+	// without making it durable; critical records may use the space a
+	// full disk keeps for an operator's actions.
+	AppendPolicy(recs map[string][]byte, critical bool) error
+	// Sync makes everything recorded durable.
+	Sync() error
+}
+
 // Engine decides, counts and remembers. It is safe for concurrent use.
 type Engine struct {
-	saveMu sync.Mutex // one Save at a time (they share the temporary file)
+	saveMu sync.Mutex // one Save or SetFrozen at a time
 	// saveFailing is set while saves fail (under saveMu): see SaveError.
 	saveFailing bool
 	mu          sync.Mutex
-	path        string
+	store       Store
 	accts       map[string]*account
-	dirty       bool
+	dirty       map[string]bool // accounts changed since their last record
+	stored      map[string]bool // accounts the store may have a record of
+	swept       time.Time       // the last look for accounts to forget
 	now         func() time.Time
 }
 
-// StateFile is the name of the state file in relayd's private queue
-// directory.
+// StateFile is the name of the state file relayd kept the counters in
+// (in its private queue directory) before they moved to the queue
+// journal: read once by Open, then removed.
 const StateFile = "policy.state"
 
-// Open loads the state file at path (missing: a fresh state). now is the
-// clock (time.Now when nil). A state file that cannot be parsed is
-// renamed aside (path + ".bad") and reported: the counters start afresh
-// rather than relayd refusing to start.
-func Open(path string, now func() time.Time) (*Engine, error) {
+// Open loads the state from st (nil: an engine that keeps nothing, for
+// tests of the decisions only). When st holds no record and the former
+// state file at legacy exists ("": none), the state is read from it,
+// recorded in st and made durable, then the file is removed. now is
+// the clock (time.Now when nil). An error with an engine is a warning
+// (a record or file that cannot be parsed: those counters start
+// afresh, a file is renamed aside to legacy + ".bad"); without one,
+// relayd cannot start.
+func Open(st Store, legacy string, now func() time.Time) (*Engine, error) {
 	if now == nil {
 		now = time.Now
 	}
-	e := &Engine{path: path, accts: map[string]*account{}, now: now}
+	e := &Engine{store: st, accts: map[string]*account{}, dirty: map[string]bool{}, stored: map[string]bool{}, now: now}
+	if st == nil {
+		return e, nil
+	}
+	recs := st.PolicyRecords()
+	if len(recs) == 0 && legacy != "" {
+		return e.migrate(legacy)
+	}
+	var bad []string
+	var saved time.Time
+	for k, b := range recs {
+		e.stored[k] = true
+		ac := new(account)
+		if err := json.Unmarshal(b, ac); err != nil {
+			bad = append(bad, k)
+			e.dirty[k] = true // forgotten at the next Save
+			continue
+		}
+		e.accts[k] = ac
+		if ac.Saved.After(saved) {
+			saved = ac.Saved
+		}
+	}
+	var errs []error
+	if len(bad) > 0 {
+		errs = append(errs, fmt.Errorf("the queue journal's policy records of account(s) %v are unreadable; their counters start afresh", bad))
+	}
+	if err := e.clockAhead(saved, "the policy's counters in the queue journal were"); err != nil {
+		errs = append(errs, err)
+	}
+	if legacy != "" {
+		// Left by a migration that stopped before it could remove it:
+		// the journal has its state, and newer.
+		os.Remove(legacy)
+	}
+	return e, errors.Join(errs...)
+}
+
+// migrate reads the former state file at path into e, records it in the
+// store, and removes the file once that is durable.
+func (e *Engine) migrate(path string) (*Engine, error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return e, nil
@@ -111,7 +174,6 @@ func Open(path string, now func() time.Time) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-
 	var st stateFile
 	if err := json.Unmarshal(b, &st); err != nil || st.Version != 1 {
 		if err == nil {
@@ -123,34 +185,50 @@ func Open(path string, now func() time.Time) (*Engine, error) {
 	for k, a := range st.Accounts {
 		if a != nil {
 			e.accts[k] = a
+			e.dirty[k] = true
 		}
 	}
 	saved := st.Saved
 	if fi, err := os.Stat(path); err == nil && saved.IsZero() {
 		saved = fi.ModTime()
 	}
-	// The times are the wall clock's. A file written after now was
-	// written while the clock was ahead (a bad RTC at boot, then NTP):
-	// its times are taken back by as much, as if they had been counted
-	// at the corrected time; else every account that sent then would be
-	// over its limits until the clock caught up. A clock that jumped
-	// forward only empties buckets early, as time would.
-	if ahead := saved.Sub(now()); ahead > clockSlack {
-		for _, a := range e.accts {
-			for r, t := range a.TAT {
-				a.TAT[r] = t.Add(-ahead)
-			}
-			if !a.LastTrip.IsZero() {
-				a.LastTrip = a.LastTrip.Add(-ahead)
-			}
-		}
-		e.dirty = true
-		return e, fmt.Errorf("%s was written %s ahead of the clock (the clock was set back since): its counters are taken back by as much", path, ahead.Round(time.Second))
+	ahead := e.clockAhead(saved, path+" was")
+	if err := e.Save(true); err != nil {
+		// The file stays, for the next start; the counters are in
+		// memory and the next Save records them.
+		return e, errors.Join(ahead, fmt.Errorf("moving the counters of %s into the queue journal: %w (the file is kept)", path, err))
 	}
-	return e, nil
+	if err := os.Remove(path); err != nil {
+		return e, errors.Join(ahead, err)
+	}
+	return e, ahead
 }
 
-// clockSlack is how far ahead of the clock the state file's time may be
+// clockAhead takes the counters back when saved, the time they were
+// written, is ahead of the clock. The times are the wall clock's. State
+// written after now was written while the clock was ahead (a bad RTC at
+// boot, then NTP): its times are taken back by as much, as if they had
+// been counted at the corrected time; else every account that sent then
+// would be over its limits until the clock caught up. A clock that
+// jumped forward only empties buckets early, as time would.
+func (e *Engine) clockAhead(saved time.Time, what string) error {
+	ahead := saved.Sub(e.now())
+	if ahead <= clockSlack {
+		return nil
+	}
+	for k, a := range e.accts {
+		for r, t := range a.TAT {
+			a.TAT[r] = t.Add(-ahead)
+		}
+		if !a.LastTrip.IsZero() {
+			a.LastTrip = a.LastTrip.Add(-ahead)
+		}
+		e.dirty[k] = true
+	}
+	return fmt.Errorf("%s written %s ahead of the clock (the clock was set back since): the counters are taken back by as much", what, ahead.Round(time.Second))
+}
+
+// clockSlack is how far ahead of the clock the state's time may be
 // before Open takes it for a clock that was set back.
 const clockSlack = time.Minute
 
@@ -218,9 +296,9 @@ func (e *Engine) Decide(a Account, l *Limits, nrcpt int) Decision {
 		for r := Rate(0); r < NumRates; r++ {
 			if !next[r].IsZero() {
 				ac.TAT[r.String()] = next[r]
+				e.dirty[a.Key()] = true
 			}
 		}
-		e.dirty = true
 	}
 	if worst == nil {
 		commit()
@@ -238,7 +316,7 @@ func (e *Engine) Decide(a Account, l *Limits, nrcpt int) Decision {
 	}
 	ac.LastTrip = now
 	ac.Trips++
-	e.dirty = true
+	e.dirty[a.Key()] = true
 	return d
 }
 
@@ -267,34 +345,40 @@ func (e *Engine) Undo(a Account, l *Limits, nrcpt int, d Decision) {
 			n = max(nrcpt, 1)
 		}
 		ac.TAT[r.String()] = tat.Add(-time.Duration(n) * (r.Window() / time.Duration(lim)))
+		e.dirty[a.Key()] = true
 	}
-	e.dirty = true
 }
 
 // SetFrozen freezes (holds everything new from) or thaws the account
 // with UID uid, and reports whether that changed anything. All or
-// nothing: the change is written to the state file (fsync'd, with the
-// rest of the state) before it takes effect, and a failed write (its
-// error is a *SaveError) changes nothing, in memory or in a later Save.
+// nothing: the change is recorded in the store and made durable (Sync)
+// before it takes effect, and a failed write (its error is a
+// *SaveError) changes nothing, in memory or in a later Save.
 func (e *Engine) SetFrozen(uid int, name string, frozen bool) (bool, error) {
 	e.saveMu.Lock()
 	defer e.saveMu.Unlock()
 	a := Account{UID: uid, User: name}
 	k := a.Key()
 	e.mu.Lock()
-	if ac := e.accts[k]; (ac != nil && ac.Frozen) == frozen {
+	ac := e.accts[k]
+	if (ac != nil && ac.Frozen) == frozen {
 		e.mu.Unlock()
 		return false, nil
 	}
-	st := e.snapshot()
-	c := st.Accounts[k]
-	if c == nil {
-		c = &account{}
-		st.Accounts[k] = c
+	var c account
+	if ac != nil {
+		c = copyAccount(ac)
 	}
-	c.Name, c.Frozen = a.Name(), frozen
+	c.Name, c.Frozen, c.Saved = a.Name(), frozen, e.now()
+	if e.store == nil {
+		e.get(a).Frozen = frozen
+		e.mu.Unlock()
+		return true, nil
+	}
+	e.stored[k] = true
 	e.mu.Unlock()
-	if err := e.write(&st, true); err != nil {
+	err := e.record(map[string][]byte{k: marshalAccount(&c)}, true, true)
+	if err != nil {
 		return false, err
 	}
 	e.mu.Lock()
@@ -330,66 +414,111 @@ func RepeatedSaveError(err error) bool {
 	return errors.As(err, &se) && se.Repeat
 }
 
-// Save writes the state file if anything changed since the last Save:
-// a temporary file beside it, then rename(2), so that a crash leaves the
-// old state or the new one, never half of one. With sync the file and
-// its directory are fsync'd; without, the caller's next Queue.Sync makes
-// it durable (pickup saves just before the Sync of each maildrop batch
-// and of each group of Pickup.Store, so the counters are durable with
-// the messages they counted). Accounts with nothing left to remember
-// (empty buckets, no freeze, no recent trip) are dropped. A failed Save
-// leaves the state for the next one to write; its error is a *SaveError.
+// Save records the accounts changed since the last Save in the store
+// (one record each) and, with sync, makes them durable; without, the
+// caller's next Sync of the store does (pickup saves just before the
+// Sync of each maildrop batch and of each group of Pickup.Store, so the
+// counters are durable with the messages they counted; relayd's
+// periodic save leaves it to the queue's housekeeping). Accounts with
+// nothing left to remember (empty buckets, no freeze, no recent trip)
+// are forgotten. A failed Save leaves the state for the next one to
+// write; its error is a *SaveError.
 func (e *Engine) Save(sync bool) error {
 	e.saveMu.Lock()
 	defer e.saveMu.Unlock()
-	e.mu.Lock()
-	if !e.dirty {
-		e.mu.Unlock()
+	if e.store == nil {
 		return nil
 	}
-	st := e.snapshot()
+	e.mu.Lock()
+	recs := e.changesLocked()
 	e.mu.Unlock()
-	return e.write(&st, sync)
+	return e.record(recs, false, sync)
 }
 
-// snapshot returns a copy of the state to write, the accounts with
-// nothing left to remember dropped, and marks it clean (under e.mu).
-func (e *Engine) snapshot() stateFile {
+// sweepEvery is how often Save looks through every account for those
+// with nothing left to remember (a changed account is looked at when it
+// is saved).
+const sweepEvery = time.Minute
+
+// changesLocked returns the records of the accounts changed since their
+// last record (nil for one forgotten) and marks them clean (under e.mu).
+func (e *Engine) changesLocked() map[string][]byte {
 	now := e.now()
-	st := stateFile{Version: 1, Saved: now, Accounts: map[string]*account{}}
-	for k, ac := range e.accts {
-		live := ac.Frozen || now.Sub(ac.LastTrip) < NoticeQuiet
-		for _, t := range ac.TAT {
-			if t.After(now) {
-				live = true
+	if now.Sub(e.swept) >= sweepEvery || now.Before(e.swept) {
+		e.swept = now
+		for k, ac := range e.accts {
+			if !live(ac, now) {
+				e.dirty[k] = true
 			}
 		}
-		if !live {
+	}
+	if len(e.dirty) == 0 {
+		return nil
+	}
+	recs := make(map[string][]byte, len(e.dirty))
+	for k := range e.dirty {
+		ac := e.accts[k]
+		if ac == nil || !live(ac, now) {
 			delete(e.accts, k)
+			if e.stored[k] {
+				recs[k] = nil
+			}
 			continue
 		}
-		c := *ac
-		c.TAT = map[string]time.Time{}
-		for r, t := range ac.TAT {
-			c.TAT[r] = t
-		}
-		st.Accounts[k] = &c
+		c := copyAccount(ac)
+		c.Saved = now
+		recs[k] = marshalAccount(&c)
+		e.stored[k] = true
 	}
-	e.dirty = false
-	return st
+	clear(e.dirty)
+	return recs
 }
 
-// write writes st to the state file (under saveMu); on failure the state
-// is marked dirty again, for the next Save, and the error is a
-// *SaveError.
-func (e *Engine) write(st *stateFile, sync bool) error {
-	b, err := json.Marshal(st)
-	if err != nil {
-		return err
+// live reports whether ac has anything left to remember at now.
+func live(ac *account, now time.Time) bool {
+	if ac.Frozen || now.Sub(ac.LastTrip) < NoticeQuiet {
+		return true
 	}
-	if err := statefile.Write(e.path, b, statefile.Options{Perm: 0o600, NoSync: !sync}); err != nil {
+	for _, t := range ac.TAT {
+		if t.After(now) {
+			return true
+		}
+	}
+	return false
+}
+
+func copyAccount(ac *account) account {
+	c := *ac
+	c.TAT = make(map[string]time.Time, len(ac.TAT))
+	for r, t := range ac.TAT {
+		c.TAT[r] = t
+	}
+	return c
+}
+
+// marshalAccount returns the record of c (json.Marshal of a struct of
+// strings, times and numbers: it cannot fail).
+func marshalAccount(c *account) []byte {
+	b, _ := json.Marshal(c)
+	return b
+}
+
+// record appends recs to the store and Syncs when sync is set (under
+// saveMu); on failure the accounts are marked changed again, for the
+// next Save, and the error is a *SaveError.
+func (e *Engine) record(recs map[string][]byte, critical, sync bool) error {
+	var err error
+	if len(recs) > 0 {
+		err = e.store.AppendPolicy(recs, critical)
+	}
+	if err == nil && sync {
+		err = e.store.Sync()
+	}
+	if err != nil {
 		e.mu.Lock()
-		e.dirty = true
+		for k := range recs {
+			e.dirty[k] = true
+		}
 		e.mu.Unlock()
 		se := &SaveError{Err: err, Repeat: e.saveFailing}
 		e.saveFailing = true

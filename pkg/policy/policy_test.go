@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mailshim/mailshim/pkg/spool"
 )
 
 func ip(n int) *int { return &n }
@@ -95,7 +97,7 @@ func limits(action Action, perMin int) *Limits {
 
 func TestBucketBurstThenRate(t *testing.T) {
 	c := &clock{time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)}
-	e, err := Open(filepath.Join(t.TempDir(), StateFile), c.now)
+	e, err := Open(nil, "", c.now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +148,7 @@ func TestBucketBurstThenRate(t *testing.T) {
 
 func TestBucketDeferSpreadsAtTheRate(t *testing.T) {
 	c := &clock{time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)}
-	e, _ := Open(filepath.Join(t.TempDir(), StateFile), c.now)
+	e, _ := Open(nil, "", c.now)
 	a := Account{UID: 33}
 	l := limits(Defer, 6) // one every 10 s after a burst of 6
 	for i := 0; i < 6; i++ {
@@ -164,7 +166,7 @@ func TestBucketDeferSpreadsAtTheRate(t *testing.T) {
 
 func TestRecipientRates(t *testing.T) {
 	c := &clock{time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)}
-	e, _ := Open(filepath.Join(t.TempDir(), StateFile), c.now)
+	e, _ := Open(nil, "", c.now)
 	l := Limits{Action: Refuse, Source: map[string]string{"recipients_per_hour": "*"}}
 	l.Rates[RecipientsPerHour] = 100
 	a := Account{UID: 1000}
@@ -193,12 +195,33 @@ func TestRecipientRates(t *testing.T) {
 	}
 }
 
+// openQueue opens the queue journal of the spool at root (prepared when
+// new) as the engine's store.
+func openQueue(t *testing.T, root string) *spool.Queue {
+	t.Helper()
+	if err := spool.Prepare(root, spool.CurrentOwner()); err != nil {
+		t.Fatal(err)
+	}
+	q, err := spool.OpenQueue(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(q.Close)
+	return q
+}
+
 // The counters, trips and freezes survive a restart (a new Engine over
-// the same state file), and a damaged state file is set aside.
+// the same queue journal), and an account with nothing left to remember
+// is forgotten in the journal too.
 func TestStatePersists(t *testing.T) {
 	c := &clock{time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)}
-	path := filepath.Join(t.TempDir(), StateFile)
-	e, _ := Open(path, c.now)
+	root := filepath.Join(t.TempDir(), "spool")
+	q := openQueue(t, root)
+	legacy := filepath.Join(root, spool.DirQueue, StateFile)
+	e, err := Open(q, legacy, c.now)
+	if err != nil {
+		t.Fatal(err)
+	}
 	a := Account{UID: 33, User: "www-data"}
 	l := limits(Hold, 10)
 	for i := 0; i < 10; i++ {
@@ -207,13 +230,24 @@ func TestStatePersists(t *testing.T) {
 	if d := e.Decide(a, l, 1); !d.Notice {
 		t.Fatal("no notice on the first trip")
 	}
+	e.Decide(Account{UID: 44}, limits(Hold, 60), 1)
 	if changed, err := e.SetFrozen(1001, "alice", true); !changed || err != nil {
 		t.Fatalf("SetFrozen: %v %v", changed, err)
 	}
-	if err := e.Save(true); err != nil {
+	if err := e.Save(false); err != nil {
 		t.Fatal(err)
 	}
-	e2, err := Open(path, c.now)
+	// No Sync: the queue's Close (as relayd's next Sync) makes them
+	// durable.
+	q.Close()
+	if _, err := os.Stat(legacy); !os.IsNotExist(err) {
+		t.Errorf("a state file was written: %v", err)
+	}
+	q2 := openQueue(t, root)
+	if got := q2.PolicyRecords(); len(got) != 3 {
+		t.Errorf("%d accounts recorded in the journal, want 3: %q", len(got), got)
+	}
+	e2, err := Open(q2, legacy, c.now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,11 +260,64 @@ func TestStatePersists(t *testing.T) {
 	if d := e2.Decide(Account{UID: 1001, User: "alice"}, l, 1); d.Action != Hold || !d.Frozen {
 		t.Errorf("frozen account: %+v", d)
 	}
-	os.WriteFile(path, []byte("{garbage"), 0o600)
-	if _, err := Open(path, c.now); err == nil || !strings.Contains(err.Error(), "afresh") {
+	// Two hours later 44's bucket is empty and 33's episode over: both
+	// are forgotten, alice's freeze kept.
+	c.t = c.t.Add(2 * time.Hour)
+	if err := e2.Save(true); err != nil {
+		t.Fatal(err)
+	}
+	if got := q2.PolicyRecords(); len(got) != 1 || got["1001"] == nil {
+		t.Errorf("accounts recorded after two quiet hours: %q, want alice's only", got)
+	}
+}
+
+// A queue without policy records and the former state file: the counters
+// are read from the file, recorded in the journal, and the file removed;
+// a damaged file is set aside and the counters start afresh.
+func TestStateFileMigrated(t *testing.T) {
+	c := &clock{time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)}
+	root := filepath.Join(t.TempDir(), "spool")
+	q := openQueue(t, root)
+	legacy := filepath.Join(root, spool.DirQueue, StateFile)
+	tat := c.t.Add(30 * time.Minute).Format(time.RFC3339)
+	old := `{"version":1,"saved":"` + c.t.Format(time.RFC3339) + `","accounts":{"33":{"name":"www-data","tat":{"messages_per_minute":"` + tat + `"}},"1001":{"name":"alice","frozen":true}}}`
+	if err := os.WriteFile(legacy, []byte(old), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e, err := Open(q, legacy, c.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !e.IsFrozen(1001) {
+		t.Error("the file's freeze not loaded")
+	}
+	if d := e.Decide(Account{UID: 33}, limits(Hold, 10), 1); d.Action != Hold {
+		t.Errorf("the file's counters not loaded: %+v", d)
+	}
+	if _, err := os.Stat(legacy); !os.IsNotExist(err) {
+		t.Errorf("the state file is still there after the migration: %v", err)
+	}
+	q.Close()
+	q2 := openQueue(t, root)
+	e2, err := Open(q2, legacy, c.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !e2.IsFrozen(1001) {
+		t.Error("the migrated freeze is not in the journal")
+	}
+	if d := e2.Decide(Account{UID: 33}, limits(Hold, 10), 1); d.Action != Hold {
+		t.Errorf("the migrated counters are not in the journal: %+v", d)
+	}
+
+	root2 := filepath.Join(t.TempDir(), "spool")
+	q3 := openQueue(t, root2)
+	bad := filepath.Join(root2, spool.DirQueue, StateFile)
+	os.WriteFile(bad, []byte("{garbage"), 0o600)
+	if _, err := Open(q3, bad, c.now); err == nil || !strings.Contains(err.Error(), "afresh") {
 		t.Errorf("damaged state: %v", err)
 	}
-	if _, err := os.Stat(path + ".bad"); err != nil {
+	if _, err := os.Stat(bad + ".bad"); err != nil {
 		t.Error(err)
 	}
 }
@@ -239,7 +326,7 @@ func TestStatePersists(t *testing.T) {
 // limits (cached per UID), the static checks, the six buckets and the
 // sample kept for the notice.
 func BenchmarkGateAdmit(b *testing.B) {
-	e, err := Open(filepath.Join(b.TempDir(), StateFile), nil)
+	e, err := Open(nil, "", nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -260,7 +347,7 @@ func BenchmarkGateAdmit(b *testing.B) {
 // 10 messages a second is held within seconds, after about 67.
 func TestDefaultsNormalVersusCompromised(t *testing.T) {
 	c := &clock{time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)}
-	e, _ := Open(filepath.Join(t.TempDir(), StateFile), c.now)
+	e, _ := Open(nil, "", c.now)
 	p := &Policy{}
 	shop := Account{UID: 1001, User: "shop"}
 	l := p.Resolve(shop)
@@ -325,4 +412,39 @@ func frozenNames(e *Engine) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// A store that cannot record (here a queue closed under the engine, as
+// one that fails its appends): a freeze is not applied, in memory or in
+// a later Save; Save's errors say when they repeat the last one; the
+// counters are kept for the Save that succeeds.
+func TestSaveFailure(t *testing.T) {
+	c := &clock{time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)}
+	root := filepath.Join(t.TempDir(), "spool")
+	q := openQueue(t, root)
+	e, err := Open(q, "", c.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := Account{UID: 33}
+	e.Decide(a, limits(Hold, 10), 1)
+	q.Close()
+	if changed, err := e.SetFrozen(1001, "alice", true); changed || err == nil || RepeatedSaveError(err) {
+		t.Errorf("SetFrozen on a closed store: %v %v, want a first failure", changed, err)
+	}
+	if e.IsFrozen(1001) {
+		t.Error("a freeze that could not be recorded is applied")
+	}
+	if err := e.Save(true); err == nil || !RepeatedSaveError(err) {
+		t.Errorf("second failing Save: %v, want a repeated failure", err)
+	}
+	q2 := openQueue(t, root)
+	e.store = q2 // the store works again
+	if err := e.Save(true); err != nil {
+		t.Fatal(err)
+	}
+	got := q2.PolicyRecords()
+	if got["33"] == nil || strings.Contains(string(got["1001"]), `"frozen":true`) {
+		t.Errorf("recorded after the failures: %q, want 33's counters and no freeze", got)
+	}
 }
