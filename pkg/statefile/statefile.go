@@ -1,5 +1,5 @@
 // Package statefile replaces small state files atomically: relayd's
-// policy counters and stats, the rotated OAuth 2 refresh tokens, and
+// stats, the rotated OAuth 2 refresh tokens, and
 // the local CA's files written by relayd tls-init.
 //
 // Write follows the commit protocol of the spool (a temporary file in
