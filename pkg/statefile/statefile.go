@@ -26,9 +26,9 @@ type Options struct {
 	// owner stays the writer).
 	Group    int
 	SetGroup bool
-	// NoSync leaves out both fsyncs: for a caller whose next syncfs(2)
-	// of the file system makes the file durable (relayd's pickup), or
-	// whose file may be lost to a power loss.
+	// NoSync leaves out both fsyncs: for a file that may be lost to a
+	// power loss (relayd's stats, written again every second; a crash of
+	// relayd alone loses nothing, the kernel has the write).
 	NoSync bool
 }
 
