@@ -1,5 +1,5 @@
 // Package queue is relayd's scheduler: it takes messages from the spool's
-// incoming/ and deferred/ states, delivers them through upstream sessions,
+// incoming and deferred states, delivers them through upstream sessions,
 // and moves each to its next state. docs/ARCHITECTURE.md ("The delivery
 // engine") draws the scheduler, the upstream component and the state
 // machine together.
@@ -16,25 +16,27 @@
 //
 // # States and transitions
 //
-// The states are directories of the spool (see package spool): incoming →
-// active → deferred | done | failed; held and quarantine on the side.
-// docs/ARCHITECTURE.md ("The delivery engine") draws the state machine;
-// it is the one description of it. The message file is immutable; the
-// delivery record (attempts, first/last/next attempt, last reply,
-// recipients sent and failed) is a small state file rewritten atomically.
+// The states are those of the spool's queue store (see package spool: a
+// state journal plus message segments, no file or directory per state):
+// incoming → active → deferred | done | failed; held and quarantine on the
+// side. docs/ARCHITECTURE.md ("The delivery engine") draws the state
+// machine; it is the one description of it. The queued message is
+// immutable; the delivery record (attempts, first/last/next attempt, last
+// reply, recipients sent and failed) is replaced whole by a journal line
+// (spool.Queue.WriteState).
 //
 // # One attempt
 //
 // A worker claims a batch of due messages (→ active) and records each
-// attempt — attempts+1 and the next attempt time — in its state file, then
-// makes all of them durable with ONE sync (group commit), BEFORE sending
-// any of them on its session, so a crash
+// attempt — attempts+1 and the next attempt time — in its delivery
+// record, then makes all of them durable with ONE spool.Queue.Sync (group
+// commit), BEFORE sending any of them on its session, so a crash
 // mid-delivery is retried on its normal schedule, never in a hot loop
-// (startup recovery puts active/ back into deferred/ or incoming/). It
-// sends to the recipients not yet done, and handles each recipient's
-// outcome:
+// (spool.Queue.Recover at start puts active back into deferred or
+// incoming). It sends to the recipients not yet done, and handles each
+// recipient's outcome:
 //
-//   - accepted: recorded in the state file, never sent again;
+//   - accepted: recorded in the delivery record, never sent again;
 //   - permanent refusal (5xx, or a message the upstream can never take):
 //     bounced at once;
 //   - temporary (4xx, network, TLS, timeouts, anything unknown): retried
@@ -52,7 +54,7 @@
 // known cause and fix, message/delivery-status, the original headers)
 // queued as a new message from the null sender "<>" to the envelope
 // sender. A bounce is never bounced: a message from "<>" that fails is
-// logged and kept in failed/. Reject queues the same kind of DSN for a
+// logged and kept in the failed state. Reject queues the same kind of DSN for a
 // message pickup refused before it entered the queue (no upstream named).
 //
 // Every refusal's log line carries the upstream's reply and, when the
@@ -68,6 +70,8 @@
 //
 // Time comes from an injected clock and scheduling from explicit Kick
 // calls, so tests drive retries and lifetimes without sleeping.
+//
+// Its Go API is not stable.
 package queue
 
 import (
