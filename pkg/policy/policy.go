@@ -14,16 +14,18 @@
 //   - messages_per_minute/_hour/_day, recipients_per_minute/_hour/_day:
 //     rates, each a leaky bucket (see Bucket);
 //   - action: what happens to a message over a rate: "defer" (queued,
-//     sent later at the allowed rate), "hold" (queued in held/ for the
+//     sent later at the allowed rate), "hold" (queued as held for the
 //     admin) or "refuse" (not queued; the caller is told, or the sender
 //     gets a bounce when the caller has gone).
 //
 // A message that breaks a static rule (sender domain, recipients, size) is
 // always refused: no later time makes it acceptable.
 //
-// The counters live in memory and in a small state file in relayd's
-// private spool, rewritten atomically (State), so that a restart does not
-// hand a compromised site a fresh allowance.
+// The counters live in memory and in relayd's queue journal (a Store: one
+// line per account changed, written with the messages they count and made
+// durable by the same Sync; see Engine), so that a restart does not hand a
+// compromised site a fresh allowance. The state file an older relayd kept
+// them in (StateFile) is read once and removed.
 //
 // Its Go API is not stable.
 package policy

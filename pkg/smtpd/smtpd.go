@@ -49,7 +49,8 @@
 // same pipeline as the submission socket (submit.Prepare, submit.Intake):
 // the same envelope checks, size limit, header completion, trace headers
 // and durable store. "250" is sent only after the message is durable in
-// relayd's queue (the store's group commit: one syncfs for the sessions
+// relayd's queue (the store's group commit: one spool.Queue.SyncIDs, the
+// fdatasync of the segments written and of the journal, for the sessions
 // that reached the end of their data at about the same moment).
 //
 // Its Go API is not stable.
