@@ -13,6 +13,8 @@
 // Everything here streams: only the header section is buffered (bounded by
 // the caller); the body goes from the input to the spool in fixed-size
 // chunks, so a 100 MB message costs no more memory than a 2 KB one.
+//
+// Its Go API is not stable.
 package message
 
 import (

@@ -35,6 +35,8 @@
 //
 // Files appear through inotify (IN_CREATE, IN_MOVED_TO) and a periodic scan,
 // and everything already in maildrop/ is picked up at start.
+//
+// Its Go API is not stable.
 package pickup
 
 import (
