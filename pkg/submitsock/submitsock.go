@@ -19,7 +19,8 @@
 //	0\n
 //
 // and reads one line: "ok <queue id>\n" once the server has made the
-// message durable (fsync'd, the same promise as spool.Drop.Commit), or
+// message durable (its segment and the queue journal fdatasync'd: the
+// same promise as spool.Drop.Commit), or
 // "error <sysexits code> <text>\n", or "later <sysexits code> <text>\n"
 // for a refusal a later try may pass (submit.Error.Temporary: a rate of
 // the account's policy), which an SMTP door answers 4xx. A connection
