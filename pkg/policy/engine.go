@@ -26,7 +26,7 @@ import (
 // once (the burst an idle site has earned), then one every T; after W of
 // silence the bucket is empty again. Unlike a fixed window, there is no
 // boundary at which a site can send 2·L in a moment; unlike a log of
-// timestamps, the state is one time per rate, which the state file keeps.
+// timestamps, the state is one time per rate, which the queue journal keeps.
 //
 // A message that does not fit is, by the account's action:
 //

@@ -166,7 +166,7 @@ func (a Account) Name() string {
 	return "uid:" + strconv.Itoa(a.UID)
 }
 
-// Key is the account's key in the state file: its UID.
+// Key is the account's key in the queue journal's pol lines: its UID.
 func (a Account) Key() string { return strconv.Itoa(a.UID) }
 
 // Policy is the set of rule tables, by key ("*", a user name, "uid:N",
