@@ -464,9 +464,9 @@ func printable(s string) string {
 	return s
 }
 
-// Schedule tells the queue that id, just queued in deferred/ by the
+// Schedule tells the queue that id, just queued in deferred by the
 // per-account policy (never attempted), is due at at. Before Load it does
-// nothing: Load reads the time from the state file.
+// nothing: Load reads the time from the message's delivery record.
 func (q *Queue) Schedule(id string, at time.Time) {
 	q.mu.Lock()
 	if q.deferred != nil {

@@ -108,11 +108,11 @@ type Queue struct {
 	set Settings
 	gen int // bumped by SetSettings
 	// deferred is the due index: the next attempt of each deferred
-	// message (incoming/ is listed from disk). Only the scheduler
+	// message (incoming is listed from the store). Only the scheduler
 	// changes it, besides Load and the control verbs (Flush, forget).
 	deferred map[string]time.Time
-	// unsaved holds the delivery records whose state file could not be
-	// written (a full spool). They win over the state files until a
+	// unsaved holds the delivery records that could not be written (a
+	// full spool). They win over the store's records until a
 	// write succeeds, so a recipient the upstream accepted is never sent
 	// the message again because the spool was full.
 	unsaved map[string]*spool.Delivery
@@ -160,7 +160,7 @@ func New(sp *spool.Queue, log *maillog.Logger, now func() time.Time, set Setting
 }
 
 // readState returns the delivery record of id (in state): the one kept in
-// memory when its last write failed, else the state file's.
+// memory when its last write failed, else the store's.
 func (q *Queue) readState(state, id string) (*spool.Delivery, error) {
 	q.mu.Lock()
 	u := q.unsaved[id]
