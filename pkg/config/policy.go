@@ -59,7 +59,7 @@ type PolicyAccount struct {
 	RecipientsPerHour   int `toml:"recipients_per_hour"`
 	RecipientsPerDay    int `toml:"recipients_per_day"`
 	// Action is what happens to a message over a rate: "defer" (queued,
-	// sent later at the allowed rate), "hold" (queued in held/ for the
+	// sent later at the allowed rate), "hold" (queued as held for the
 	// admin) or "refuse" (not queued; the caller is told, or the sender
 	// gets a bounce).
 	Action string `toml:"action"`

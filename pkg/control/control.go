@@ -41,7 +41,7 @@ const (
 	VerbFlush   = "flush"   // retry deferred messages now: all for admins, the peer's own for other users
 	VerbList    = "list"    // admin: one line per message with its state
 	VerbShow    = "show"    // admin: one message's envelope, origin and delivery state
-	VerbHold    = "hold"    // admin: move messages to held/
+	VerbHold    = "hold"    // admin: hold messages
 	VerbRelease = "release" // admin: move held messages back to the queue
 	VerbDelete  = "delete"  // admin: remove messages
 	VerbFreeze  = "freeze"  // admin: hold everything an account sends (--user U)

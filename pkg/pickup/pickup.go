@@ -90,7 +90,7 @@ type Pickup struct {
 	// message passes it once its envelope and header are final, and is
 	// queued, held, deferred or refused as it says (policy.go).
 	Gate *policy.Gate
-	// Deferred is told of a message the policy queued in deferred/ and
+	// Deferred is told of a message the policy queued as deferred and
 	// when it may be sent (the queue's Schedule), once it is durable.
 	Deferred func(id string, at time.Time)
 

@@ -52,7 +52,7 @@ type Decision struct {
 }
 
 // DeferredReason starts the reason (spool.Delivery.Reason) of a message
-// queued in deferred/ by the policy, until its time: the queue tells such
+// queued as deferred by the policy, until its time: the queue tells such
 // a message from one an upstream deferred by it (and no attempt yet).
 const DeferredReason = "deferred by policy"
 

@@ -202,8 +202,8 @@ func (q *Queue) eachOfAccount(uid int, states []string, fn func(id string) error
 	return n, nil
 }
 
-// HoldAccount moves every waiting message of uid (incoming/, deferred/)
-// to held/ and returns how many; byUID is who asked (for the log). A
+// HoldAccount moves every waiting message of uid (incoming, deferred)
+// to held and returns how many; byUID is who asked (for the log). A
 // message being delivered right now is not stopped.
 func (q *Queue) HoldAccount(uid, byUID int) int {
 	n, _ := q.eachOfAccount(uid, []string{spool.Incoming, spool.Deferred}, func(id string) error {

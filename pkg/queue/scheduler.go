@@ -130,7 +130,7 @@ const (
 	EventSent         EventKind = "sent"          // recipients accepted (Rcpts of them)
 	EventDeferred     EventKind = "deferred"      // a message stays queued for a later attempt
 	EventBounced      EventKind = "bounced"       // recipients failed for good; a DSN was queued
-	EventFailed       EventKind = "failed"        // an undeliverable bounce kept in failed/
+	EventFailed       EventKind = "failed"        // an undeliverable bounce kept in state failed
 	EventRemoved      EventKind = "removed"       // a message left the queue
 	EventUpstreamDown EventKind = "upstream-down" // a breaker opened
 	EventUpstreamUp   EventKind = "upstream-up"   // a breaker closed
@@ -174,7 +174,7 @@ type job struct {
 // msgResult is what became of one message of a job.
 type msgResult struct {
 	id       string
-	deferred bool      // in deferred/ (else in incoming/, or gone)
+	deferred bool      // deferred (else incoming, or gone)
 	next     time.Time // when deferred: the next attempt
 	waiting  bool      // deferred because every upstream was down
 	gone     bool      // left the queue (done, failed, quarantined, deleted)
@@ -356,7 +356,7 @@ func batchSize(n, workers int) int {
 }
 
 // due returns the messages to try now that are not being delivered:
-// incoming/ in arrival order, then the deferred ones whose time has come;
+// incoming in arrival order, then the deferred ones whose time has come;
 // and the earliest attempt time of the other deferred messages (zero if
 // none).
 func (q *Queue) due() ([]string, time.Time) {

@@ -44,7 +44,7 @@ type worker struct {
 // gone reports that id left the queue (or is not there).
 func (w *worker) gone(id string) { w.res.msgs = append(w.res.msgs, msgResult{id: id, gone: true}) }
 
-// deferredAt reports that id is in deferred/ until next.
+// deferredAt reports that id is deferred until next.
 func (w *worker) deferredAt(id string, next time.Time, waiting bool) {
 	w.res.msgs = append(w.res.msgs, msgResult{id: id, deferred: true, next: next, waiting: waiting})
 }
@@ -153,7 +153,7 @@ func (w *worker) deliverBatch(ctx context.Context, ids []string) {
 }
 
 // putBack returns a message whose attempt was recorded but not made (the
-// queue stopped first) to incoming/ or deferred/ with the record it had.
+// queue stopped first) to incoming or deferred with the record it had.
 func (w *worker) putBack(a *attempt) {
 	q := w.q
 	if err := q.writeState(spool.Active, a.id, a.prev); err != nil {
@@ -245,7 +245,7 @@ func (w *worker) prepare(id string, sync bool) *attempt {
 }
 
 // notSending puts id, whose attempt could not be recorded (err), back in
-// deferred/ for next, unsent.
+// deferred for next, unsent.
 func (w *worker) notSending(id string, next time.Time, err error) {
 	q := w.q
 	q.log.MessageError(id, "cannot record the attempt; not sending", err)
