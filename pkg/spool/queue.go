@@ -7,6 +7,9 @@ package spool
 //	                        ├─Defer─▶ deferred ─Claim─▶ active ...
 //	                        └─Fail──▶ failed   (kept: a failed bounce)
 //	incoming|deferred ─Hold─▶ held ─Release─▶ incoming
+//	failed ─Release─▶ incoming
+//	active ─Requeue─▶ incoming|deferred (a delivery put back, not made)
+//	any state but active ─Delete─▶ del
 //	anything unreadable ─Quarantine─▶ quarantine/<id> (a copy, kept, never deleted)
 //
 // Messages are appended to segment files (queue/seg/<16 hex digits>), each
