@@ -495,10 +495,11 @@ func (s *Session) Send(ctx context.Context, m *Message) *Result {
 	}
 
 	// Scan the message: what it needs and what the upstream takes.
-	p, err := scanBody(m.Body)
+	p, src, err := scanBody(m.Body)
 	if err != nil {
 		return fail(&Error{Class: Temporary, Stage: StageMessage, Err: err, Cause: "cannot read the queued message: " + err.Error()})
 	}
+	defer src.release()
 	eightBit, _ := s.c.Extension("8BITMIME")
 	utf8Ok, _ := s.c.Extension("SMTPUTF8")
 	dsn, _ := s.c.Extension("DSN")
@@ -587,7 +588,7 @@ func (s *Session) Send(ctx context.Context, m *Message) *Result {
 		}
 		return fail(s.refine(classify(StageData, err)))
 	}
-	r, err := openWire(m.Body, p, WireMode{EightBit: eightBit})
+	r, err := openWire(src, p, WireMode{EightBit: eightBit})
 	if err != nil {
 		// Mid-DATA there is no clean way back: drop the connection.
 		s.abort()

@@ -108,18 +108,77 @@ func (w *walker) release() {
 // another place that cannot be re-encoded) for an upstream without 8BITMIME.
 var ErrStuck8bit = errors.New("the message has 8-bit bytes in a header (or another place that cannot be re-encoded) and the upstream does not offer 8BITMIME")
 
-func scanBody(body func() (io.Reader, error)) (*plan, error) {
-	r, err := body()
-	if err != nil {
-		return nil, err
-	}
-	p, err := scanMessage(r)
-	closeReader(r)
-	return p, err
+// source is a message's bytes as the two passes read them. A message of
+// at most heldMax bytes is read from its store once, into a pooled
+// buffer, and both passes read that buffer (one read and one checksum
+// instead of two); a bigger one is streamed from its store by each pass.
+type source struct {
+	open func() (io.Reader, error)
+	held *[]byte // the whole message, when it fit
 }
 
-func openWire(body func() (io.Reader, error), p *plan, mode WireMode) (io.ReadCloser, error) {
+// heldMax bounds the message a source holds in memory.
+const heldMax = readBuf
+
+var heldPool = sync.Pool{New: func() any { b := make([]byte, heldMax); return &b }}
+
+func (s *source) reader() (io.Reader, error) {
+	if s.held != nil {
+		return bytes.NewReader(*s.held), nil
+	}
+	return s.open()
+}
+
+// release returns the held buffer to its pool; no reader of it may be in
+// use.
+func (s *source) release() {
+	if s.held != nil {
+		b := (*s.held)[:heldMax]
+		heldPool.Put(&b)
+		s.held = nil
+	}
+}
+
+// scanBody is the first pass over the message body returns; the source
+// it returns gives the second pass the same bytes (release it after).
+func scanBody(body func() (io.Reader, error)) (*plan, *source, error) {
 	r, err := body()
+	if err != nil {
+		return nil, nil, err
+	}
+	defer closeReader(r)
+	src := &source{open: body}
+	buf := heldPool.Get().(*[]byte)
+	n, err := io.ReadFull(r, (*buf)[:heldMax])
+	switch err {
+	case io.EOF, io.ErrUnexpectedEOF:
+		// The whole message (its checksum verified at the end by the
+		// store's reader) is in buf.
+		*buf = (*buf)[:n]
+		src.held = buf
+		p, err := scanMessage(bytes.NewReader(*buf))
+		if err != nil {
+			src.release()
+			return nil, nil, err
+		}
+		return p, src, nil
+	case nil:
+		// Too big to hold: scan what was read and the rest, stream it
+		// again for the second pass.
+		p, err := scanMessage(io.MultiReader(bytes.NewReader((*buf)[:n]), r))
+		heldPool.Put(buf)
+		if err != nil {
+			return nil, nil, err
+		}
+		return p, src, nil
+	default:
+		heldPool.Put(buf)
+		return nil, nil, err
+	}
+}
+
+func openWire(src *source, p *plan, mode WireMode) (io.ReadCloser, error) {
+	r, err := src.reader()
 	if err != nil {
 		return nil, err
 	}

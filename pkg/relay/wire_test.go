@@ -2,6 +2,7 @@ package relay
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"mime/quotedprintable"
 	"runtime"
@@ -432,12 +433,87 @@ func TestWireSalvagedBoundary(t *testing.T) {
 // closed. It refuses (ErrStuck8bit) a message with 8-bit bytes that cannot
 // be converted when mode.EightBit is false.
 func newWireReader(body func() (io.Reader, error), mode WireMode) (io.ReadCloser, error) {
-	p, err := scanBody(body)
+	p, src, err := scanBody(body)
 	if err != nil {
 		return nil, err
 	}
 	if !mode.EightBit && p.stuck8bit {
+		src.release()
 		return nil, ErrStuck8bit
 	}
-	return openWire(body, p, mode)
+	r, err := openWire(src, p, mode)
+	if err != nil {
+		src.release()
+		return nil, err
+	}
+	return releasing{r, src}, nil
+}
+
+// releasing closes the wire reader, then releases its source.
+type releasing struct {
+	io.ReadCloser
+	src *source
+}
+
+func (r releasing) Close() error {
+	err := r.ReadCloser.Close()
+	r.src.release()
+	return err
+}
+
+func (r releasing) WriteTo(w io.Writer) (int64, error) { return r.ReadCloser.(io.WriterTo).WriteTo(w) }
+
+// TestWireHeldBoundary converts plain messages around the size up to
+// which the message is read once and held (heldMax): each must come out
+// whole, with CRLF line ends, whichever way it was read.
+func TestWireHeldBoundary(t *testing.T) {
+	for _, n := range []int{heldMax - 1, heldMax, heldMax + 1, 3*heldMax + 7} {
+		head := "Subject: s\n\n"
+		var b strings.Builder
+		b.WriteString(head)
+		for b.Len() < n {
+			b.WriteString(strings.Repeat("0123456789", 7)[:min(70, n-b.Len()-1)] + "\n")
+		}
+		in := b.String()[:n]
+		out, err := wire(t, []byte(in), WireMode{})
+		if err != nil {
+			t.Fatalf("%d bytes: %v", n, err)
+		}
+		want := strings.ReplaceAll(in, "\n", "\r\n")
+		if !strings.HasSuffix(want, "\r\n") {
+			want += "\r\n"
+		}
+		if string(out) != want {
+			t.Fatalf("%d bytes: got %d bytes, want %d", n, len(out), len(want))
+		}
+	}
+}
+
+// errAtEnd returns its bytes, then err instead of io.EOF (as the spool's
+// reader does on a checksum mismatch).
+type errAtEnd struct {
+	r   *bytes.Reader
+	err error
+}
+
+func (e *errAtEnd) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err == io.EOF {
+		return n, e.err
+	}
+	return n, err
+}
+
+// TestWireSourceError: a read error at the end of a small (held) or big
+// (streamed) message fails the scan, so a corrupted message is never
+// sent.
+func TestWireSourceError(t *testing.T) {
+	bad := errors.New("checksum mismatch")
+	for _, n := range []int{100, 3 * heldMax} {
+		in := bytes.Repeat([]byte("x\n"), n/2)
+		body := func() (io.Reader, error) { return &errAtEnd{bytes.NewReader(in), bad}, nil }
+		if _, _, err := scanBody(body); !errors.Is(err, bad) {
+			t.Fatalf("%d bytes: scan error %v, want %v", n, err, bad)
+		}
+	}
 }
