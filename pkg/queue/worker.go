@@ -271,6 +271,21 @@ func (w *worker) send(ctx context.Context, a *attempt) {
 		Notify: a.m.Env.Notify, Ret: a.m.Env.Ret, EnvID: a.m.Env.EnvID,
 	}
 	res, fault := w.link.send(ctx, a.route.Upstreams, w.job.skip, msg)
+	if res.Err != nil && errors.Is(res.Err, spool.ErrCorrupt) {
+		// The stored message itself is damaged (its body does not match
+		// its checksum, found while it was being sent: the DATA was
+		// aborted, the upstream has nothing). Every retry would fail
+		// the same way: it is quarantined, as one whose header does not
+		// decode is in prepare.
+		w.gone(a.id)
+		name, qerr := w.q.sp.QuarantineMessage(a.id)
+		if qerr != nil {
+			w.q.log.MessageError(a.id, "unreadable message, cannot quarantine", res.Err, slog.String("quarantine_error", qerr.Error()))
+			return
+		}
+		w.q.log.QuarantineMessage(a.id, res.Err.Error(), spool.DirQuarantine+"/"+name)
+		return
+	}
 	a.d.Upstream = res.Upstream
 	w.outcome(a, res, fault)
 }
