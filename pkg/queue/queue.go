@@ -260,7 +260,7 @@ func (q *Queue) Load() error {
 	for _, id := range ids {
 		d, err := q.sp.ReadState(spool.Deferred, id)
 		if err != nil {
-			q.log.MessageError(id, "unreadable state file; retrying now", err)
+			q.log.MessageError(id, "unreadable delivery record; retrying now", err)
 			m[id] = time.Time{}
 			continue
 		}

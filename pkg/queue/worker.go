@@ -157,7 +157,7 @@ func (w *worker) deliverBatch(ctx context.Context, ids []string) {
 func (w *worker) putBack(a *attempt) {
 	q := w.q
 	if err := q.writeState(spool.Active, a.id, a.prev); err != nil {
-		q.log.MessageError(a.id, "cannot restore the state file", err)
+		q.log.MessageError(a.id, "cannot restore the delivery record", err)
 	}
 	attempted := a.prev.Attempts > 0
 	if err := q.sp.Requeue(a.id, attempted); err != nil {
@@ -207,7 +207,7 @@ func (w *worker) prepare(id string, sync bool) *attempt {
 	}
 	d, err := q.readState(spool.Active, id)
 	if err != nil {
-		q.log.MessageError(id, "unreadable state file; starting afresh", err)
+		q.log.MessageError(id, "unreadable delivery record; starting afresh", err)
 		d = &spool.Delivery{}
 	}
 	route := w.set.Upstreams.routeOf(m)
@@ -393,7 +393,7 @@ func (w *worker) outcome(a *attempt, res *relay.Result, fault bool) {
 		}
 		q.noteDelay(m, d, temp, lastTemp, upstream, now)
 		if err := q.writeState(spool.Active, id, d); err != nil {
-			q.log.MessageError(id, "cannot update the state file; kept in memory", err)
+			q.log.MessageError(id, "cannot write the delivery record; kept in memory", err)
 		}
 		if err := q.sp.Defer(id); err != nil {
 			q.log.MessageError(id, "cannot defer", err)
@@ -438,7 +438,7 @@ func (w *worker) finish(id string, m *spool.Meta, d *spool.Delivery) {
 	if len(d.Failed) > 0 && m.Env.Sender == "<>" {
 		d.Reason = "a bounce that could not be delivered is never bounced; kept for inspection"
 		if err := q.writeState(spool.Active, id, d); err != nil {
-			q.log.MessageError(id, "cannot update the state file; kept in memory", err)
+			q.log.MessageError(id, "cannot write the delivery record; kept in memory", err)
 		}
 		if err := q.sp.Fail(id); err != nil {
 			q.log.MessageError(id, "cannot move to failed", err)

@@ -30,7 +30,7 @@ func Attention(root string, o Owner) []Notice {
 	if n, err := Counts(root); err == nil {
 		if n[Failed] > 0 {
 			out = append(out, Notice{
-				Problem: fmt.Sprintf("%d message(s) failed for good and kept in the queue (a bounce that could not be delivered, or a message moved there by hand)", n[Failed]),
+				Problem: fmt.Sprintf("%d message(s) failed for good and kept in the queue (bounces and delay notices that could not be delivered to their sender)", n[Failed]),
 				Fix:     "relayd queue list shows each with its last reply; relayd queue release <id> tries it again, relayd queue delete <id> removes it",
 			})
 		}
