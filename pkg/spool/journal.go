@@ -256,6 +256,7 @@ func parseLine(l []byte) (*jrec, error) {
 // replayResult is what a replay found besides the entries.
 type replayResult struct {
 	good int64    // offset just after the last complete line
+	seg  uint64   // the highest segment number a good line names
 	bad  []string // one description per line skipped
 	tail bool     // an unterminated last line (a torn append)
 }
@@ -318,6 +319,7 @@ func replay(r io.Reader, es map[string]*entry, pol map[string][]byte) (replayRes
 			}
 			continue
 		}
+		res.seg = max(res.seg, rec.Seg)
 		apply(es, rec)
 	}
 }

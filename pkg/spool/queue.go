@@ -262,6 +262,12 @@ func (q *Queue) openJournal() error {
 		}
 	}
 	q.jf, q.jsize = f, res.good
+	// A segment removed while lines about it are still in the journal
+	// (until its next rewrite) must not come back under its number with
+	// other messages' bytes.
+	if res.seg >= q.nextSeg && res.seg < 1<<63 {
+		q.nextSeg = res.seg + 1
+	}
 	q.reserveLocked()
 	return nil
 }
