@@ -554,7 +554,7 @@ func (q *Queue) candidates(id string, set Settings) []string {
 		return []string{}
 	}
 	if ups.Single() {
-		return keysOf(ups.list)
+		return ups.one.keys
 	}
 	if c, ok := q.sched.routes[id]; ok {
 		return c
@@ -564,7 +564,7 @@ func (q *Queue) candidates(id string, set Settings) []string {
 		return nil
 	}
 	f.Close()
-	c := keysOf(ups.routeOf(m).Upstreams)
+	c := ups.routeOf(m).keys
 	q.sched.routes[id] = c
 	return c
 }

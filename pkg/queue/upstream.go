@@ -42,6 +42,9 @@ type Upstreams struct {
 	// limited to sender domains, no route), so the route needs no
 	// message data.
 	single bool
+	// one is the route of every message when single, computed once:
+	// its keys are hashes, too costly to compute per message.
+	one Route
 
 	groupMu sync.Mutex
 	groups  map[int][]string // group names of each UID (routes by group)
@@ -66,6 +69,7 @@ func NewUpstreams(list []config.Upstream, opts relay.Options, dial DialFunc) *Up
 			u.single = false
 		}
 	}
+	u.one = routeFor(u.list)
 	return u
 }
 
@@ -73,7 +77,7 @@ func NewUpstreams(list []config.Upstream, opts relay.Options, dial DialFunc) *Up
 // (config.SelectRoute): by the sender's domain and by the local user the
 // kernel named.
 func (u *Upstreams) WithRoutes(routes []config.Route) *Upstreams {
-	n := &Upstreams{list: u.list, routes: append([]config.Route(nil), routes...), dial: u.dial, single: u.single && len(routes) == 0}
+	n := &Upstreams{list: u.list, routes: append([]config.Route(nil), routes...), dial: u.dial, single: u.single && len(routes) == 0, one: u.one}
 	return n
 }
 
@@ -82,6 +86,25 @@ func (u *Upstreams) WithRoutes(routes []config.Route) *Upstreams {
 type Route struct {
 	Key       string
 	Upstreams []config.Upstream
+	// keys and sess are the upKey and sessionKey of each of Upstreams.
+	keys, sess []string
+}
+
+// routeFor returns the route through cands, its keys computed.
+func routeFor(cands []config.Upstream) Route {
+	r := Route{Upstreams: cands, keys: make([]string, len(cands)), sess: make([]string, len(cands))}
+	var b strings.Builder
+	for i, up := range cands {
+		r.sess[i] = sessionKey(up)
+		r.keys[i] = up.Name
+		if r.keys[i] == "" {
+			r.keys[i] = r.sess[i]
+		}
+		b.WriteString(r.sess[i])
+		b.WriteByte(',')
+	}
+	r.Key = b.String()
+	return r
 }
 
 // Single reports whether every message has the same route.
@@ -93,20 +116,15 @@ func (u *Upstreams) Route(sender string, uid int, user string) Route {
 	if sender == "<>" {
 		sender = ""
 	}
-	cands := u.list
-	if !u.single {
-		o := config.RouteOrigin{Sender: sender, UID: uid, User: user}
-		if config.HasGroupRoutes(u.routes) {
-			o.InGroup = func(g string) bool { return slices.Contains(u.groupsOf(uid, user), g) }
-		}
-		_, cands = config.SelectRoute(u.list, u.routes, o)
+	if u.single {
+		return u.one
 	}
-	var b strings.Builder
-	for _, up := range cands {
-		b.WriteString(sessionKey(up))
-		b.WriteByte(',')
+	o := config.RouteOrigin{Sender: sender, UID: uid, User: user}
+	if config.HasGroupRoutes(u.routes) {
+		o.InGroup = func(g string) bool { return slices.Contains(u.groupsOf(uid, user), g) }
 	}
-	return Route{Key: b.String(), Upstreams: cands}
+	_, cands := config.SelectRoute(u.list, u.routes, o)
+	return routeFor(cands)
 }
 
 // routeOf is Route for a queued message.
@@ -217,8 +235,7 @@ func (l *link) report(up config.Upstream, err *relay.Error) {
 
 // open returns a session with up: the cached one when it is bound to up
 // and alive (reused true), else a new one.
-func (l *link) open(ctx context.Context, up config.Upstream) (s Session, reused bool, err *relay.Error) {
-	key := sessionKey(up)
+func (l *link) open(ctx context.Context, up config.Upstream, key string) (s Session, reused bool, err *relay.Error) {
 	if l.sess != nil && l.key == key && l.sess.Alive() {
 		return l.sess, true, nil
 	}
@@ -251,13 +268,15 @@ func (l *link) open(ctx context.Context, up config.Upstream) (s Session, reused 
 //
 // upstreamFault is true when no candidate could be used: the failure is
 // the upstreams', not the message's.
-func (l *link) send(ctx context.Context, cands []config.Upstream, skip map[string]bool, m *relay.Message) (res *relay.Result, upstreamFault bool) {
-	for _, up := range cands {
-		addr, key := relay.Addr(up), upKey(up)
+func (l *link) send(ctx context.Context, route Route, skip map[string]bool, m *relay.Message) (res *relay.Result, upstreamFault bool) {
+	cands := route.Upstreams
+	for i, up := range cands {
+		key := route.keys[i]
 		if skip[key] || l.down[key] != nil {
 			continue
 		}
-		s, reused, err := l.open(ctx, up)
+		addr := relay.Addr(up)
+		s, reused, err := l.open(ctx, up, route.sess[i])
 		if err == nil {
 			res = s.Send(ctx, m)
 			if reused && relay.DeadSession(res) && ctx.Err() == nil {
@@ -265,7 +284,7 @@ func (l *link) send(ctx context.Context, cands []config.Upstream, skip map[strin
 				// (a restart, an idle timeout): nothing of the message
 				// reached it, so try again at once on a new connection.
 				l.close()
-				if s, _, err = l.open(ctx, up); err == nil {
+				if s, _, err = l.open(ctx, up, route.sess[i]); err == nil {
 					res = s.Send(ctx, m)
 				}
 			}

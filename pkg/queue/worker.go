@@ -212,7 +212,7 @@ func (w *worker) prepare(id string, sync bool) *attempt {
 	}
 	route := w.set.Upstreams.routeOf(m)
 	if !w.set.Upstreams.Single() {
-		w.res.msgs = append(w.res.msgs, msgResult{id: id, route: keysOf(route.Upstreams)})
+		w.res.msgs = append(w.res.msgs, msgResult{id: id, route: route.keys})
 	}
 	rcpts := remaining(m.Env.Recipients, d)
 	if len(rcpts) == 0 {
@@ -270,7 +270,7 @@ func (w *worker) send(ctx context.Context, a *attempt) {
 		BodyType: a.m.Env.BodyType, SMTPUTF8: a.m.Env.SMTPUTF8,
 		Notify: a.m.Env.Notify, Ret: a.m.Env.Ret, EnvID: a.m.Env.EnvID,
 	}
-	res, fault := w.link.send(ctx, a.route.Upstreams, w.job.skip, msg)
+	res, fault := w.link.send(ctx, a.route, w.job.skip, msg)
 	if res.Err != nil && errors.Is(res.Err, spool.ErrCorrupt) {
 		// The stored message itself is damaged (its body does not match
 		// its checksum, found while it was being sent: the DATA was
@@ -462,13 +462,4 @@ func (q *Queue) forget(id string) {
 	q.mu.Lock()
 	delete(q.deferred, id)
 	q.mu.Unlock()
-}
-
-// keysOf returns the circuit-breaker keys (upKey) of ups.
-func keysOf(ups []config.Upstream) []string {
-	out := make([]string, len(ups))
-	for i, up := range ups {
-		out[i] = upKey(up)
-	}
-	return out
 }
