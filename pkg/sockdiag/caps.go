@@ -12,9 +12,10 @@ import (
 // directory (mode 0500, owned by the process's user) needs
 // CAP_DAC_READ_SEARCH, and reading its links needs the kernel's ptrace
 // access check to pass, CAP_SYS_PTRACE. relayd keeps them out of its
-// effective set (LowerCaps) and raises them only on a dedicated thread for
-// the scan (WithScanCaps): no other code of relayd — TLS, the SMTP
-// dialogue, the upstream client — ever runs with them in force.
+// effective set (LowerCaps) and raises them only for the scan, on the
+// scanning goroutine's thread while it is locked to it (WithScanCaps): no
+// other code of relayd — TLS, the SMTP dialogue, the upstream client —
+// ever runs with them in force.
 const scanCapMask = uint32(1<<unix.CAP_DAC_READ_SEARCH | 1<<unix.CAP_SYS_PTRACE)
 
 func capget() (unix.CapUserData, error) {
@@ -75,16 +76,19 @@ func LowerCaps() (permitted bool, err error) {
 // panics (relayd stops; nothing it answered is lost) rather than return
 // on it.
 func WithScanCaps(f func()) {
+	// The sets are read on the thread they are then written to: the
+	// lowering restores that thread's own sets, not another thread's.
+	runtime.LockOSThread()
 	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
 	var all [2]unix.CapUserData
 	if err := unix.Capget(&hdr, &all[0]); err != nil || all[0].Permitted&scanCapMask == 0 {
+		runtime.UnlockOSThread()
 		f() // nothing to raise
 		return
 	}
 	lowered, raised := all, all
 	lowered[0].Effective &^= scanCapMask
 	raised[0].Effective |= all[0].Permitted & scanCapMask
-	runtime.LockOSThread()
 	if err := unix.Capset(&hdr, &raised[0]); err != nil {
 		runtime.UnlockOSThread()
 		f() // could not raise them: the scan sees what it can without
