@@ -261,7 +261,8 @@ func (q *Queue) change(verb, id string, uid int) error {
 			// had failed.
 			if d, rerr := q.readState(spool.Failed, id); rerr == nil {
 				d.Failed, d.Reason = nil, ""
-				if werr := q.writeState(spool.Failed, id, d); werr != nil {
+				// Release's Sync covers this record's line too.
+				if werr := q.recordState(false, spool.Failed, id, d); werr != nil {
 					return werr
 				}
 			}

@@ -156,7 +156,9 @@ func (w *worker) deliverBatch(ctx context.Context, ids []string) {
 // queue stopped first) to incoming or deferred with the record it had.
 func (w *worker) putBack(a *attempt) {
 	q := w.q
-	if err := q.writeState(spool.Active, a.id, a.prev); err != nil {
+	// Not synced alone: Requeue's Sync covers the record's line, which
+	// comes before its own.
+	if err := q.recordState(false, spool.Active, a.id, a.prev); err != nil {
 		q.log.MessageError(a.id, "cannot restore the delivery record", err)
 	}
 	attempted := a.prev.Attempts > 0
@@ -392,7 +394,12 @@ func (w *worker) outcome(a *attempt, res *relay.Result, fault bool) {
 			d.Next = now.Add(w.job.hint)
 		}
 		q.noteDelay(m, d, temp, lastTemp, upstream, now)
-		if err := q.writeState(spool.Active, id, d); err != nil {
+		// One fdatasync for the record and the transition: the record's
+		// line comes before Defer's, whose Sync makes both durable (a
+		// crash between them loses no line the kernel has; a power loss
+		// before the Sync leaves the message active with the attempt's
+		// record, which Recover puts back as deferred).
+		if err := q.recordState(false, spool.Active, id, d); err != nil {
 			q.log.MessageError(id, "cannot write the delivery record; kept in memory", err)
 		}
 		if err := q.sp.Defer(id); err != nil {
@@ -437,7 +444,8 @@ func (w *worker) finish(id string, m *spool.Meta, d *spool.Delivery) {
 	w.gone(id)
 	if len(d.Failed) > 0 && m.Env.Sender == "<>" {
 		d.Reason = "a bounce that could not be delivered is never bounced; kept for inspection"
-		if err := q.writeState(spool.Active, id, d); err != nil {
+		// Not synced alone: Fail's Sync covers the record's line too.
+		if err := q.recordState(false, spool.Active, id, d); err != nil {
 			q.log.MessageError(id, "cannot write the delivery record; kept in memory", err)
 		}
 		if err := q.sp.Fail(id); err != nil {
