@@ -290,16 +290,22 @@ func replay(r io.Reader, es map[string]*entry, pol map[string][]byte) (replayRes
 			return res, err
 		}
 		if err != nil {
-			// Over the limit: skip to the end of the line.
-			res.good += int64(len(l))
+			// Over the limit: skip to the end of the line. good moves
+			// past it only once its newline is found: an unterminated
+			// one is a torn tail, cut off from where it starts.
+			skipped := int64(len(l))
 			for errors.Is(err, bufio.ErrBufferFull) {
 				l, err = br.ReadSlice('\n')
-				res.good += int64(len(l))
+				skipped += int64(len(l))
 			}
-			if err != nil {
+			if err == io.EOF {
 				res.tail = true
 				return res, nil
 			}
+			if err != nil {
+				return res, err
+			}
+			res.good += skipped
 			res.bad = append(res.bad, fmt.Sprintf("line %d: longer than %d bytes", n, maxJournalLine))
 			continue
 		}
