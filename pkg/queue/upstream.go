@@ -222,8 +222,9 @@ func (l *link) close() {
 	}
 }
 
-func (l *link) report(up config.Upstream, err *relay.Error) {
-	key := upKey(up)
+// report records what a send learned about up, whose breaker key
+// (upKey, computed once per route: route.keys) is key.
+func (l *link) report(up config.Upstream, key string, err *relay.Error) {
 	l.health = append(l.health, healthReport{key: key, addr: relay.Addr(up), name: up.Name, err: err})
 	if err != nil {
 		if l.down == nil {
@@ -296,10 +297,10 @@ func (l *link) send(ctx context.Context, route Route, skip map[string]bool, m *r
 			res.Upstream = addr
 		}
 		if err == nil && !relay.FailOver(res) {
-			l.report(up, nil)
+			l.report(up, key, nil)
 			return res, false
 		}
-		l.report(up, res.Err)
+		l.report(up, key, res.Err)
 		l.close()
 		if ctx.Err() != nil {
 			break
@@ -316,12 +317,12 @@ func (l *link) send(ctx context.Context, route Route, skip map[string]bool, m *r
 	// Every candidate is down: this job found it (the last failure is
 	// the reason), or the circuit breaker says so.
 	for i := len(cands) - 1; i >= 0; i-- {
-		if e := l.down[upKey(cands[i])]; e != nil {
+		if e := l.down[route.keys[i]]; e != nil {
 			return failedResult(m, relay.Addr(cands[i]), e), true
 		}
 	}
 	for i := len(cands) - 1; i >= 0; i-- {
-		if e := l.jobDown[upKey(cands[i])]; e != nil {
+		if e := l.jobDown[route.keys[i]]; e != nil {
 			return failedResult(m, relay.Addr(cands[i]), e), true
 		}
 	}
