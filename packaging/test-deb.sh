@@ -252,6 +252,16 @@ check "upgrade: the CA an earlier version put in /usr/local is trusted from /etc
 
 echo "== remove"
 ca_line=$(sed -n 2p /etc/mailshim/tls/ca.crt)
+# The administrator distrusts the CA ("!" line, update-ca-certificates(8)):
+# remove keeps that decision for a reinstall, purge forgets it.
+sed -i 's|^mailshim/mailshim-local-ca.crt$|!&|' /etc/ca-certificates.conf
+update-ca-certificates --fresh >/dev/null 2>&1
+distrust_kept() {
+	grep -qx '!mailshim/mailshim-local-ca.crt' /etc/ca-certificates.conf &&
+		! grep -qx mailshim/mailshim-local-ca.crt /etc/ca-certificates.conf &&
+		[ ! -e /etc/ssl/certs/mailshim-local-ca.pem ] &&
+		! grep -q "$ca_line" /etc/ssl/certs/ca-certificates.crt
+}
 echo '# an admin edit' >>/etc/mailshim/mailshim.conf
 check "remove with apt-get" apt_get remove -y mailshim
 check "remove: programs gone" sh -c '! test -e /usr/sbin/sendmail && ! test -e /usr/sbin/relayd && ! test -L /usr/bin/mailq'
@@ -259,7 +269,7 @@ check "remove: queued mail kept" mail_kept
 check "remove: edited configuration kept" grep -q '^# an admin edit' /etc/mailshim/mailshim.conf
 check "remove: the statoverride of the removed sendmail is gone (another MTA's must not inherit it)" \
 	sh -c '! dpkg-statoverride --list /usr/sbin/sendmail'
-check "remove: the local CA is no longer trusted" ca_untrusted
+check "remove: the local CA is no longer trusted, the administrator's distrust line kept" distrust_kept
 
 echo "== purge"
 check "purge with apt-get" apt_get purge -y mailshim
