@@ -64,8 +64,9 @@ func isPathFD(f *os.File) bool {
 type Drop struct {
 	dir     *os.File
 	f       *os.File
-	buf     []byte // bytes not yet written to f (capacity bufSize)
-	tmpName string // "" when the file is an unnamed O_TMPFILE
+	raw     syscall.RawConn // f's descriptor, held while in use (see writev)
+	buf     []byte          // bytes not yet written to f (capacity bufSize)
+	tmpName string          // "" when the file is an unnamed O_TMPFILE
 	meta    Meta
 	sizeOff int64
 	pos     int64 // bytes handed to the file so far (header included)
@@ -119,6 +120,10 @@ func NewDrop(dir *os.File, m *Meta, max int64) (*Drop, error) {
 		return nil, &os.PathError{Op: "chgrp", Path: dir.Name(), Err: err}
 	}
 	d.f = os.NewFile(uintptr(fd), filepath.Join(dir.Name(), m.ID))
+	if d.raw, err = d.f.SyscallConn(); err != nil {
+		d.Abort()
+		return nil, err
+	}
 	hdr, off := EncodeHeader(&d.meta)
 	d.sizeOff = off
 	d.buf = make([]byte, 0, bufSize)
@@ -236,32 +241,47 @@ func (d *Drop) flush() error {
 }
 
 // writev writes a, then b, to the file at its offset, all of them, and
-// returns how many bytes of the two it wrote.
+// returns how many bytes of the two it wrote. The descriptor is used
+// through d.raw, which holds it for the duration: Abort may close d.f from
+// a signal handler's goroutine while a write is under way, and the number
+// of a descriptor already closed could be reused by the next open (the
+// handler's syslog socket) and receive the message bytes.
 func (d *Drop) writev(a, b []byte) (int, error) {
-	fd := int(d.f.Fd())
 	iov := make([][]byte, 0, 2)
 	total := 0
-	for len(a)+len(b) > 0 {
-		iov = iov[:0]
-		if len(a) > 0 {
-			iov = append(iov, a)
+	var werr error
+	err := d.raw.Write(func(fd uintptr) bool {
+		for len(a)+len(b) > 0 {
+			iov = iov[:0]
+			if len(a) > 0 {
+				iov = append(iov, a)
+			}
+			if len(b) > 0 {
+				iov = append(iov, b)
+			}
+			n, err := unix.Writev(int(fd), iov)
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil {
+				werr = err
+				return true
+			}
+			if n <= 0 {
+				werr = io.ErrShortWrite
+				return true
+			}
+			total += n
+			k := min(n, len(a))
+			a, b = a[k:], b[n-k:]
 		}
-		if len(b) > 0 {
-			iov = append(iov, b)
-		}
-		n, err := unix.Writev(fd, iov)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return total, &os.PathError{Op: "write", Path: d.f.Name(), Err: err}
-		}
-		if n <= 0 {
-			return total, &os.PathError{Op: "write", Path: d.f.Name(), Err: io.ErrShortWrite}
-		}
-		total += n
-		k := min(n, len(a))
-		a, b = a[k:], b[n-k:]
+		return true
+	})
+	if werr == nil {
+		werr = err // the file was closed (Abort)
+	}
+	if werr != nil {
+		return total, &os.PathError{Op: "write", Path: d.f.Name(), Err: werr}
 	}
 	return total, nil
 }
