@@ -87,8 +87,10 @@ const (
 // and advisory origin fields, then body (the message bytes as they are to
 // be stored), streamed. It returns the queue ID once the server has stored
 // the message durably. A refusal is a *submit.Error carrying the sysexits
-// code; any other error means the socket could not be used (nothing was
-// stored).
+// code. Any other error means the socket could not be used: nothing was
+// stored, except after the whole message was sent and no answer came back
+// (the server may have stored it before it went away; the error says "no
+// answer from the server").
 func Send(ctx context.Context, sockPath string, m *spool.Meta, body io.Reader) (string, error) {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "unix", sockPath)
