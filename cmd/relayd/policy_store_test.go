@@ -31,33 +31,13 @@ notice_to = ""
 messages_per_hour = 5
 action = "hold"
 `})
-	send := func(tag string, n int) {
-		t.Helper()
-		r := dialRaw(t, "tcp", s.listenAddrs()["tcp4"])
-		if got := r.reply(); !strings.HasPrefix(got, "220") {
-			t.Fatalf("greeting %q\n%s", got, s.log())
-		}
-		r.cmd("EHLO client.example")
-		for i := 0; i < n; i++ {
-			for _, c := range []string{"MAIL FROM:<app@example.org>", "RCPT TO:<rcpt@example.net>", "DATA"} {
-				if got := r.cmd(c); !strings.HasPrefix(got, "250") && !strings.HasPrefix(got, "354") {
-					t.Fatalf("%s: %q\n%s", c, got, s.log())
-				}
-			}
-			r.send(fmt.Sprintf("Subject: %s %d\r\n\r\nbody\r\n.\r\n", tag, i))
-			if got := r.reply(); !strings.HasPrefix(got, "250") {
-				t.Fatalf("DATA of %s %d: %q\n%s", tag, i, got, s.log())
-			}
-		}
-		r.c.Close()
-	}
 	d := s.start()
-	send("before", 4)
+	sendOnListener(t, s, "before", 4)
 	// At once after the last 250: relayd's periodic save (every second)
 	// has most likely not run since.
 	d.kill()
 	s.start()
-	send("after", 4)
+	sendOnListener(t, s, "after", 4)
 	waitfor.True(t, "8 messages queued", 30*time.Second, func() bool { return strings.Count(s.log(), "event=pickup id=") >= 8 })
 	if held := s.queueJSON("--held"); len(held) != 3 {
 		t.Errorf("%d held after the restart, want 3 (the allowance was 5, 4 used before the kill)\n%s", len(held), s.log())
@@ -85,26 +65,6 @@ notice_to = ""
 messages_per_hour = 3
 action = "hold"
 `})
-	send := func(tag string, n int) {
-		t.Helper()
-		r := dialRaw(t, "tcp", s.listenAddrs()["tcp4"])
-		if got := r.reply(); !strings.HasPrefix(got, "220") {
-			t.Fatalf("greeting %q\n%s", got, s.log())
-		}
-		r.cmd("EHLO client.example")
-		for i := 0; i < n; i++ {
-			for _, c := range []string{"MAIL FROM:<app@example.org>", "RCPT TO:<rcpt@example.net>", "DATA"} {
-				if got := r.cmd(c); !strings.HasPrefix(got, "250") && !strings.HasPrefix(got, "354") {
-					t.Fatalf("%s: %q\n%s", c, got, s.log())
-				}
-			}
-			r.send(fmt.Sprintf("Subject: %s %d\r\n\r\nbody\r\n.\r\n", tag, i))
-			if got := r.reply(); !strings.HasPrefix(got, "250") {
-				t.Fatalf("DATA of %s %d: %q\n%s", tag, i, got, s.log())
-			}
-		}
-		r.c.Close()
-	}
 	queueFiles := func() []string {
 		t.Helper()
 		des, err := os.ReadDir(filepath.Join(s.spool, spool.DirQueue))
@@ -121,7 +81,7 @@ action = "hold"
 	}
 	d := s.start()
 	before := queueFiles()
-	send("before", 2)
+	sendOnListener(t, s, "before", 2)
 	d.kill()
 	if after := queueFiles(); !slices.Equal(before, after) {
 		t.Errorf("files in queue/ before the messages %v, after them %v: the counters must go in the journal", before, after)
@@ -131,12 +91,42 @@ action = "hold"
 		t.Errorf("no policy line of the account in the journal (%v)", err)
 	}
 	s.start()
-	send("after", 3)
+	sendOnListener(t, s, "after", 3)
 	waitfor.True(t, "5 messages queued", 30*time.Second, func() bool { return strings.Count(s.log(), "event=pickup id=") >= 5 })
 	if held := s.queueJSON("--held"); len(held) != 2 {
 		t.Errorf("%d held after the restart, want 2 (the allowance was 3, 2 used before the kill)\n%s", len(held), s.log())
 	}
 	if _, err := os.Stat(filepath.Join(s.spool, spool.DirQueue, policy.StateFile)); !os.IsNotExist(err) {
 		t.Errorf("a policy state file was written: %v", err)
+	}
+}
+
+// sendOnListener sends n messages, with Subject "<tag> <i>", in one
+// session on s's TCP listener, and fails the test unless each command
+// gets its success reply (250, or 354 for DATA) and each message its 250.
+func sendOnListener(t *testing.T, s *site, tag string, n int) {
+	t.Helper()
+	r := dialRaw(t, "tcp", s.listenAddrs()["tcp4"])
+	defer r.c.Close()
+	if got := r.reply(); !strings.HasPrefix(got, "220") {
+		t.Fatalf("greeting %q\n%s", got, s.log())
+	}
+	if got := r.cmd("EHLO client.example"); !strings.HasPrefix(got, "250") {
+		t.Fatalf("EHLO: %q\n%s", got, s.log())
+	}
+	for i := 0; i < n; i++ {
+		for _, c := range []struct{ cmd, code string }{
+			{"MAIL FROM:<app@example.org>", "250"},
+			{"RCPT TO:<rcpt@example.net>", "250"},
+			{"DATA", "354"},
+		} {
+			if got := r.cmd(c.cmd); !strings.HasPrefix(got, c.code) {
+				t.Fatalf("%s: %q, want %s\n%s", c.cmd, got, c.code, s.log())
+			}
+		}
+		r.send(fmt.Sprintf("Subject: %s %d\r\n\r\nbody\r\n.\r\n", tag, i))
+		if got := r.reply(); !strings.HasPrefix(got, "250") {
+			t.Fatalf("DATA of %s %d: %q\n%s", tag, i, got, s.log())
+		}
 	}
 }
