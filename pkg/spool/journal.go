@@ -358,18 +358,40 @@ func apply(es map[string]*entry, r *jrec) {
 func readJournal(root string) (map[string]*entry, replayResult, error) {
 	es := map[string]*entry{}
 	path := root + "/" + JournalFile
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	f, err := openJournalAt(unix.AT_FDCWD, path, path, unix.O_RDONLY)
 	if errors.Is(err, unix.ENOENT) {
 		return es, replayResult{}, nil
 	}
 	if err != nil {
-		return nil, replayResult{}, &os.PathError{Op: "open", Path: path, Err: err}
+		return nil, replayResult{}, err
 	}
-	f := os.NewFile(uintptr(fd), path)
 	defer f.Close()
-	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
-		return nil, replayResult{}, fmt.Errorf("spool: %s is not a regular file", path)
-	}
 	res, err := replay(f, es, nil)
 	return es, res, err
+}
+
+// openJournalAt opens the journal, name in the directory dfd (path names
+// it for errors), with flags, and refuses anything but a regular file:
+// relayd creates it as one, so a symbolic link, a FIFO or a directory
+// there was put by someone else. O_NONBLOCK: opening a FIFO must not hang
+// relayd's start or Snapshot; it changes nothing for a regular file.
+func openJournalAt(dfd int, name, path string, flags int) (*os.File, error) {
+	notRegular := fmt.Errorf("spool: %s is not a regular file (relayd creates it as one): move it away", path)
+	fd, err := unix.Openat(dfd, name, flags|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0o600)
+	switch {
+	case errors.Is(err, unix.ELOOP), errors.Is(err, unix.EISDIR):
+		return nil, notRegular
+	case err != nil:
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return nil, &os.PathError{Op: "fstat", Path: path, Err: err}
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		unix.Close(fd)
+		return nil, notRegular
+	}
+	return os.NewFile(uintptr(fd), path), nil
 }

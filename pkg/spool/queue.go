@@ -233,18 +233,10 @@ func OpenQueue(root string) (*Queue, error) {
 // to its last complete line.
 func (q *Queue) openJournal() error {
 	path := filepath.Join(q.Root, JournalFile)
-	// O_NONBLOCK: a FIFO put there must not hang relayd's start (and
-	// is refused below); it changes nothing for a regular file.
-	fd, err := unix.Openat(int(q.qdir.Fd()), "journal", unix.O_RDWR|unix.O_APPEND|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0o600)
+	f, err := openJournalAt(int(q.qdir.Fd()), "journal", path, unix.O_RDWR|unix.O_APPEND|unix.O_CREAT)
 	if err != nil {
-		return &os.PathError{Op: "open", Path: path, Err: err}
+		return err
 	}
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
-		unix.Close(fd)
-		return fmt.Errorf("spool: %s is not a regular file (relayd creates it as one): move it away", path)
-	}
-	f := os.NewFile(uintptr(fd), path)
 	res, err := replay(f, q.entries, q.pol)
 	if err != nil {
 		f.Close()
