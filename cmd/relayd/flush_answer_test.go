@@ -35,12 +35,12 @@ func (s *site) runAs(uid int, bin string, args ...string) (string, string, int) 
 	return out.String(), errb.String(), code
 }
 
-// relayd queue flush says what it did: a user whose messages the
-// per-account policy deferred is told that they keep their time (the
-// flush sends none of them); a user's second flush within the minute is
-// refused with the reason (EX_TEMPFAIL), not answered as done. sendmail
-// -q, whose standard output may be a web page, stays silent either way.
-func TestFlushAnswerSaysWhatHappens(t *testing.T) {
+// deferredBurst starts relayd on a site whose policy defers what is over
+// 2 messages an hour, with 6 of nobody's messages in the maildrop, and
+// returns it and its upstream once 2 are delivered and 4 deferred by
+// the policy.
+func deferredBurst(t *testing.T) (*site, *smtptest.Server) {
+	t.Helper()
 	needRoot(t)
 	up := newUpstream(t, smtptest.Options{})
 	s := newSite(t, up, siteOpts{})
@@ -57,6 +57,16 @@ action = "defer"
 	if _, err := up.WaitFor(2, 30*time.Second); err != nil {
 		t.Fatalf("%v\n%s", err, s.log())
 	}
+	return s, up
+}
+
+// relayd queue flush says what it did: a user whose messages the
+// per-account policy deferred is told that they keep their time (the
+// flush sends none of them); a user's second flush within the minute is
+// refused with the reason (EX_TEMPFAIL), not answered as done. sendmail
+// -q, whose standard output may be a web page, stays silent either way.
+func TestFlushAnswerSaysWhatHappens(t *testing.T) {
+	s, up := deferredBurst(t)
 
 	out, stderr, code := s.runAs(nobodyUID, relaydBin, "queue", "flush")
 	if code != 0 || !strings.Contains(out, "no deferred message to retry") ||
