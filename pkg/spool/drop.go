@@ -65,8 +65,10 @@ type Drop struct {
 	dir     *os.File
 	f       *os.File
 	raw     syscall.RawConn // f's descriptor, held while in use (see writev)
-	buf     []byte          // bytes not yet written to f (capacity bufSize)
-	tmpName string          // "" when the file is an unnamed O_TMPFILE
+	vec     vecWrite        // writev's state
+	vecFn   func(fd uintptr) bool
+	buf     []byte // bytes not yet written to f (capacity bufSize)
+	tmpName string // "" when the file is an unnamed O_TMPFILE
 	meta    Meta
 	sizeOff int64
 	pos     int64 // bytes handed to the file so far (header included)
@@ -124,6 +126,8 @@ func NewDrop(dir *os.File, m *Meta, max int64) (*Drop, error) {
 		d.Abort()
 		return nil, err
 	}
+	d.vec.iov = make([][]byte, 0, 2)
+	d.vecFn = d.vec.run
 	hdr, off := EncodeHeader(&d.meta)
 	d.sizeOff = off
 	d.buf = make([]byte, 0, bufSize)
@@ -245,38 +249,15 @@ func (d *Drop) flush() error {
 // through d.raw, which holds it for the duration: Abort may close d.f from
 // a signal handler's goroutine while a write is under way, and the number
 // of a descriptor already closed could be reused by the next open (the
-// handler's syslog socket) and receive the message bytes.
+// handler's syslog socket) and receive the message bytes. The state of
+// the call is d.vec and its function d.vecFn, made once in NewDrop, so
+// that a write allocates nothing.
 func (d *Drop) writev(a, b []byte) (int, error) {
-	iov := make([][]byte, 0, 2)
-	total := 0
-	var werr error
-	err := d.raw.Write(func(fd uintptr) bool {
-		for len(a)+len(b) > 0 {
-			iov = iov[:0]
-			if len(a) > 0 {
-				iov = append(iov, a)
-			}
-			if len(b) > 0 {
-				iov = append(iov, b)
-			}
-			n, err := unix.Writev(int(fd), iov)
-			if err == unix.EINTR {
-				continue
-			}
-			if err != nil {
-				werr = err
-				return true
-			}
-			if n <= 0 {
-				werr = io.ErrShortWrite
-				return true
-			}
-			total += n
-			k := min(n, len(a))
-			a, b = a[k:], b[n-k:]
-		}
-		return true
-	})
+	v := &d.vec
+	v.a, v.b, v.total, v.err = a, b, 0, nil
+	err := d.raw.Write(d.vecFn)
+	total, werr := v.total, v.err
+	*v = vecWrite{iov: v.iov[:0]} // no reference to the caller's bytes kept
 	if werr == nil {
 		werr = err // the file was closed (Abort)
 	}
@@ -284,6 +265,45 @@ func (d *Drop) writev(a, b []byte) (int, error) {
 		return total, &os.PathError{Op: "write", Path: d.f.Name(), Err: werr}
 	}
 	return total, nil
+}
+
+// vecWrite is one writev call's state: the bytes left to write (a, then
+// b), how many were written, and the error that stopped it.
+type vecWrite struct {
+	a, b  []byte
+	total int
+	err   error
+	iov   [][]byte // capacity 2
+}
+
+// run writes v.a and v.b to fd; it is the function given to
+// RawConn.Write, which calls it with the descriptor held.
+func (v *vecWrite) run(fd uintptr) bool {
+	for len(v.a)+len(v.b) > 0 {
+		v.iov = v.iov[:0]
+		if len(v.a) > 0 {
+			v.iov = append(v.iov, v.a)
+		}
+		if len(v.b) > 0 {
+			v.iov = append(v.iov, v.b)
+		}
+		n, err := unix.Writev(int(fd), v.iov)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			v.err = err
+			return true
+		}
+		if n <= 0 {
+			v.err = io.ErrShortWrite
+			return true
+		}
+		v.total += n
+		k := min(n, len(v.a))
+		v.a, v.b = v.a[k:], v.b[n-k:]
+	}
+	return true
 }
 
 // Size is the number of message bytes written so far.
