@@ -79,8 +79,11 @@ func (q *Queue) openSegments() error {
 		return err
 	}
 	for _, name := range names {
+		// Only the name segName gives: a name that parses to the same
+		// number another way (upper-case digits) is not a segment, and
+		// taking it for one would read it in place of the real one.
 		n, err := strconv.ParseUint(name, 16, 64)
-		if err != nil || len(name) != 16 || n == 0 {
+		if err != nil || n == 0 || name != segName(n) {
 			continue
 		}
 		if n >= q.nextSeg {
