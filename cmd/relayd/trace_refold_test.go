@@ -1,18 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/mailshim/mailshim/pkg/smtptest"
 	"github.com/mailshim/mailshim/pkg/spool"
 	"github.com/mailshim/mailshim/pkg/submitsock"
 )
@@ -79,29 +73,11 @@ func refoldWithTabs(data, name string) string {
 // MTA re-folds (tabs for spaces) still verifies as genuine, while a
 // changed value still does not.
 func TestVerifyOriginRefolded(t *testing.T) {
-	up := newUpstream(t, smtptest.Options{})
-	s := newSite(t, up, siteOpts{})
-	keyFile := filepath.Join(s.dir, "origin.key")
-	if err := os.WriteFile(keyFile, []byte("k3y-0f-at-least-16-bytes-for-hmac\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	s.writeConfig(fmt.Sprintf("\n[trace]\nkey_file = %q\n", keyFile))
-	s.start()
+	s, up := signingSite(t)
 	verify := func(data string) (string, int) {
 		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, relaydBin, "verify-origin")
-		cmd.Env = append(os.Environ(), "MAILSHIM_CONFIG="+s.cfgPath)
-		cmd.Stdin = strings.NewReader(data)
-		var out, errb bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &errb
-		err := cmd.Run()
-		code := 0
-		if ee, ok := err.(*exec.ExitError); ok {
-			code = ee.ExitCode()
-		}
-		return out.String() + errb.String(), code
+		out, errs, code := runVerifyOrigin(t, s.cfgPath, strings.NewReader(data))
+		return out + errs, code
 	}
 	// A site whose directories are named in Windows-1251 ("сайт/...",
 	// "контакт.php"): every letter a byte that the header quotes as \xNN.

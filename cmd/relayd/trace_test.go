@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -130,12 +132,10 @@ func TestForgedTraceNeverPassesAsOurs(t *testing.T) {
 	}
 }
 
-// With [trace] key_file the origin header is signed, and relayd
-// verify-origin tells the delivered message's genuine header (exit 0)
-// from an altered one or one copied into another message (exit 1). A
-// caller who copies a genuine signed header into its own message gets it
-// renamed, and its message carries its own genuine origin.
-func TestVerifyOrigin(t *testing.T) {
+// signingSite starts relayd on a site whose [trace] key_file signs the
+// origin header, and returns the site and its upstream.
+func signingSite(t *testing.T) (*site, *smtptest.Server) {
+	t.Helper()
 	up := newUpstream(t, smtptest.Options{})
 	s := newSite(t, up, siteOpts{})
 	keyFile := filepath.Join(s.dir, "origin.key")
@@ -144,26 +144,51 @@ func TestVerifyOrigin(t *testing.T) {
 	}
 	s.writeConfig(fmt.Sprintf("\n[trace]\nkey_file = %q\n", keyFile))
 	s.start()
-	env := []string{"MAILSHIM_CONFIG=" + s.cfgPath}
+	return s, up
+}
+
+// runVerifyOrigin runs relayd verify-origin with cfg as its configuration
+// and stdin as its input, and returns its standard output, standard
+// error and exit code. A run that did not end in an exit (the binary did
+// not start, or the timeout killed it) fails the test rather than
+// passing as exit 0, "genuine".
+func runVerifyOrigin(t *testing.T, cfg string, stdin io.Reader) (string, string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, relaydBin, "verify-origin")
+	cmd.Env = append(os.Environ(), "MAILSHIM_CONFIG="+cfg)
+	cmd.Stdin = stdin
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || !ee.Exited() {
+			t.Fatalf("relayd verify-origin: %v (stderr %q)", err, errb.String())
+		}
+	}
+	return out.String(), errb.String(), cmd.ProcessState.ExitCode()
+}
+
+// With [trace] key_file the origin header is signed, and relayd
+// verify-origin tells the delivered message's genuine header (exit 0)
+// from an altered one or one copied into another message (exit 1). A
+// caller who copies a genuine signed header into its own message gets it
+// renamed, and its message carries its own genuine origin.
+func TestVerifyOrigin(t *testing.T) {
+	s, up := signingSite(t)
 	verify := func(data string) (string, string, int) {
 		t.Helper()
 		f := filepath.Join(t.TempDir(), "msg")
-		os.WriteFile(f, []byte(data), 0o644)
-		in, _ := os.Open(f)
-		defer in.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, relaydBin, "verify-origin")
-		cmd.Env = append(os.Environ(), env...)
-		cmd.Stdin = in
-		var out, errb bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &errb
-		err := cmd.Run()
-		code := 0
-		if ee, ok := err.(*exec.ExitError); ok {
-			code = ee.ExitCode()
+		if err := os.WriteFile(f, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
 		}
-		return out.String(), errb.String(), code
+		in, err := os.Open(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer in.Close()
+		return runVerifyOrigin(t, s.cfgPath, in)
 	}
 	m := &spool.Meta{Env: spool.Envelope{Recipients: []string{"alice@example.org"}}, Origin: spool.Origin{Script: "/srv/www/shop/contact.php", ScriptSource: "SCRIPT_FILENAME"}}
 	if _, err := submitsock.Send(context.Background(), s.submitSock(), m, strings.NewReader("Subject: first\n\nhello\n")); err != nil {
