@@ -676,8 +676,13 @@ func TestCorruptQueuedMessageIsQuarantined(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, _ := os.OpenFile(p, os.O_WRONLY, 0)
-	f.WriteAt([]byte("XYZ"), off)
+	f, err := os.OpenFile(p, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("XYZ"), off); err != nil {
+		t.Fatal(err)
+	}
 	f.Close()
 	e.run()
 	if st := e.state(t, id); st != "" {

@@ -903,31 +903,45 @@ func TestMigrateLegacy(t *testing.T) {
 // made durable) imports nothing twice.
 func TestMigrateLegacyRerun(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "spool")
-	Prepare(root, CurrentOwner())
-	for _, d := range legacyDirs {
-		os.Mkdir(filepath.Join(root, DirQueue, d), 0o700)
+	if err := Prepare(root, CurrentOwner()); err != nil {
+		t.Fatal(err)
 	}
-	md, _ := OpenDir(root, DirMsg)
 	id := NewID(time.Now())
-	d, _ := NewDrop(md, testMeta(id), 0)
-	io.WriteString(d, "once\n")
-	d.Commit()
-	md.Close()
-	os.WriteFile(filepath.Join(root, DirQueue, Incoming, id), nil, 0o600)
+	// legacy leaves what the old store had for id: its directories, the
+	// message in msg/ and its (empty) state file in incoming/.
+	legacy := func() {
+		t.Helper()
+		for _, d := range legacyDirs {
+			if err := os.Mkdir(filepath.Join(root, DirQueue, d), 0o700); err != nil && !os.IsExist(err) {
+				t.Fatal(err)
+			}
+		}
+		md, err := OpenDir(root, DirMsg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer md.Close()
+		d, err := NewDrop(md, testMeta(id), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.WriteString(d, "once\n"); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, DirQueue, Incoming, id), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	legacy()
 	q := openTestQueue(t, root)
 	if _, err := q.migrateLegacy(); err != nil {
 		t.Fatal(err)
 	}
 	// As if the removal had not happened.
-	for _, d := range legacyDirs {
-		os.Mkdir(filepath.Join(root, DirQueue, d), 0o700)
-	}
-	os.WriteFile(filepath.Join(root, DirQueue, Incoming, id), nil, 0o600)
-	md, _ = OpenDir(root, DirMsg)
-	d, _ = NewDrop(md, testMeta(id), 0)
-	io.WriteString(d, "once\n")
-	d.Commit()
-	md.Close()
+	legacy()
 	n, _ := reopen(t, q, nil)
 	if c := n.Counts(); c[Incoming] != 1 {
 		t.Fatalf("counts %v", c)
