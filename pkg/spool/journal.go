@@ -126,52 +126,50 @@ func lineStart(op, id string) []byte {
 }
 
 func addLine(id string, e *entry) []byte {
-	b := lineStart("add", id)
-	b = append(b, `,"st":"`...)
-	b = append(b, States[e.st]...)
-	b = append(b, `","seg":`...)
-	b = strconv.AppendUint(b, e.seg, 10)
-	b = append(b, `,"off":`...)
-	b = strconv.AppendInt(b, e.off, 10)
-	b = append(b, `,"len":`...)
-	b = strconv.AppendInt(b, e.len, 10)
+	b := appendState(lineStart("add", id), e.st)
+	b = appendLoc(b, e.seg, e.off, e.len)
 	b = append(b, `,"uid":`...)
 	b = strconv.AppendInt(b, int64(e.uid), 10)
-	if len(e.d) > 0 {
-		b = append(b, `,"d":`...)
-		b = append(b, e.d...)
-	}
-	return frame(append(b, '}'))
+	return frame(appendRecord(b, e.d))
 }
 
 func setLine(id string, st uint8, d []byte) []byte {
-	b := lineStart("set", id)
-	b = append(b, `,"st":"`...)
-	b = append(b, States[st]...)
-	b = append(b, '"')
-	if len(d) > 0 {
-		b = append(b, `,"d":`...)
-		b = append(b, d...)
-	}
-	return frame(append(b, '}'))
+	return frame(appendRecord(appendState(lineStart("set", id), st), d))
 }
 
 func mvLine(id string, st uint8) []byte {
-	b := lineStart("mv", id)
-	b = append(b, `,"st":"`...)
-	b = append(b, States[st]...)
-	return frame(append(b, '"', '}'))
+	return frame(append(appendState(lineStart("mv", id), st), '}'))
 }
 
 func locLine(id string, seg uint64, off, n int64) []byte {
-	b := lineStart("loc", id)
+	return frame(append(appendLoc(lineStart("loc", id), seg, off, n), '}'))
+}
+
+// appendState appends a line's "st" field.
+func appendState(b []byte, st uint8) []byte {
+	b = append(b, `,"st":"`...)
+	b = append(b, States[st]...)
+	return append(b, '"')
+}
+
+// appendLoc appends a line's "seg", "off" and "len" fields.
+func appendLoc(b []byte, seg uint64, off, n int64) []byte {
 	b = append(b, `,"seg":`...)
 	b = strconv.AppendUint(b, seg, 10)
 	b = append(b, `,"off":`...)
 	b = strconv.AppendInt(b, off, 10)
 	b = append(b, `,"len":`...)
-	b = strconv.AppendInt(b, n, 10)
-	return frame(append(b, '}'))
+	return strconv.AppendInt(b, n, 10)
+}
+
+// appendRecord appends the "d" field when the record d is not empty, and
+// closes the JSON object.
+func appendRecord(b, d []byte) []byte {
+	if len(d) > 0 {
+		b = append(b, `,"d":`...)
+		b = append(b, d...)
+	}
+	return append(b, '}')
 }
 
 func delLine(id string) []byte {
