@@ -116,6 +116,11 @@ func startListen(cfg *config.Config, host string, intake *submit.Intake, log *ma
 	return func(ctx context.Context) { srv.Shutdown(ctx) }
 }
 
+// listenCertFix is what to do about a listener certificate that does not
+// load (unreadable, damaged, or not the key's): check-config's warning
+// and relayd's log line at start say the same.
+const listenCertFix = "run relayd tls-init, or set [listen] cert_file and key_file"
+
 // listenWarnings is what check-config says about [listen] beyond the
 // syntax: a certificate that does not load (STARTTLS would not be
 // offered).
@@ -125,8 +130,7 @@ func listenWarnings(cfg *config.Config) []string {
 		return nil
 	}
 	if _, err := tls.LoadX509KeyPair(l.CertFile, l.KeyFile); err != nil {
-		fix := "run relayd tls-init, or set [listen] cert_file and key_file"
-		return []string{fmt.Sprintf("[listen] cert_file/key_file: %v: STARTTLS will not be offered (%s)", err, fix)}
+		return []string{fmt.Sprintf("[listen] cert_file/key_file: %v: STARTTLS will not be offered (%s)", err, listenCertFix)}
 	}
 	return nil
 }
@@ -165,7 +169,7 @@ func listenTLS(ls config.Listen, log *maillog.Logger) *tls.Config {
 		if errors.Is(err, fs.ErrNotExist) {
 			log.ListenTLSOff(err, "no certificate: STARTTLS not offered", "create "+ls.CertFile+" and "+ls.KeyFile+" (the package does at install), or set [listen] cert_file and key_file")
 		} else {
-			log.ListenTLSOff(err, "the certificate does not load: STARTTLS not offered", "")
+			log.ListenTLSOff(err, "the certificate does not load: STARTTLS not offered", listenCertFix)
 		}
 		return nil
 	}
