@@ -198,13 +198,7 @@ func (w *worker) prepare(id string, sync bool) *attempt {
 		return nil
 	}
 	if err != nil {
-		w.gone(id)
-		name, qerr := q.sp.QuarantineMessage(id)
-		if qerr != nil {
-			q.log.MessageError(id, "unreadable message, cannot quarantine", err, slog.String("quarantine_error", qerr.Error()))
-			return nil
-		}
-		q.log.QuarantineMessage(id, err.Error(), spool.DirQuarantine+"/"+name)
+		w.quarantine(id, err)
 		return nil
 	}
 	d, err := q.readState(spool.Active, id)
@@ -246,6 +240,19 @@ func (w *worker) prepare(id string, sync bool) *attempt {
 	return &attempt{id: id, f: f, m: m, d: d, prev: prev, rcpts: rcpts, route: route}
 }
 
+// quarantine takes id, found damaged (err), out of the queue into the
+// quarantine: every retry would fail the same way.
+func (w *worker) quarantine(id string, err error) {
+	q := w.q
+	w.gone(id)
+	name, qerr := q.sp.QuarantineMessage(id)
+	if qerr != nil {
+		q.log.MessageError(id, "unreadable message, cannot quarantine", err, slog.String("quarantine_error", qerr.Error()))
+		return
+	}
+	q.log.QuarantineMessage(id, err.Error(), spool.DirQuarantine+"/"+name)
+}
+
 // notSending puts id, whose attempt could not be recorded (err), back in
 // deferred for next, unsent.
 func (w *worker) notSending(id string, next time.Time, err error) {
@@ -279,13 +286,7 @@ func (w *worker) send(ctx context.Context, a *attempt) {
 		// aborted, the upstream has nothing). Every retry would fail
 		// the same way: it is quarantined, as one whose header does not
 		// decode is in prepare.
-		w.gone(a.id)
-		name, qerr := w.q.sp.QuarantineMessage(a.id)
-		if qerr != nil {
-			w.q.log.MessageError(a.id, "unreadable message, cannot quarantine", res.Err, slog.String("quarantine_error", qerr.Error()))
-			return
-		}
-		w.q.log.QuarantineMessage(a.id, res.Err.Error(), spool.DirQuarantine+"/"+name)
+		w.quarantine(a.id, res.Err)
 		return
 	}
 	a.d.Upstream = res.Upstream
