@@ -156,9 +156,9 @@ func (q *Queue) Handle(p control.Peer, verb string, args []string, out io.Writer
 }
 
 // flushUID makes uid's deferred messages due now and kicks the queue; it
-// returns how many, and how many it left to the policy's pace. A message's UID is read once from its file and then
-// remembered (q.uids), as for mailq; the queue lock is not held while
-// files are read.
+// returns how many, and how many it left to the policy's pace. A
+// message's UID is read once from its file and then remembered (q.uids),
+// as for mailq; the queue lock is not held while files are read.
 func (q *Queue) flushUID(uid int) (int, int) {
 	q.mu.Lock()
 	ids := make([]string, 0, len(q.deferred))
@@ -167,22 +167,20 @@ func (q *Queue) flushUID(uid int) (int, int) {
 	}
 	q.mu.Unlock()
 	var mine []string
+	paced := 0
 	for _, id := range ids {
-		if u, ok := q.uidOf(id); ok && u == uid {
-			mine = append(mine, id)
+		if u, ok := q.uidOf(id); !ok || u != uid {
+			continue
 		}
-	}
-	// Not the messages the per-account policy deferred (action
-	// "defer"): they wait for the time the account's rate allows, and
-	// a user's flush must not let a flood out at once.
-	kept := mine[:0]
-	for _, id := range mine {
-		if !q.pacedByPolicy(id) {
-			kept = append(kept, id)
+		// Not the messages the per-account policy deferred (action
+		// "defer"): they wait for the time the account's rate allows,
+		// and a user's flush must not let a flood out at once.
+		if q.pacedByPolicy(id) {
+			paced++
+			continue
 		}
+		mine = append(mine, id)
 	}
-	paced := len(mine) - len(kept)
-	mine = kept
 	n := 0
 	q.mu.Lock()
 	for _, id := range mine {
