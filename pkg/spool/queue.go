@@ -266,13 +266,14 @@ func (q *Queue) openJournal() error {
 
 // The journal keeps journalReserve bytes allocated beyond its end
 // (fallocate, FALLOC_FL_KEEP_SIZE), renewed when less than journalSlack
-// is left. Of it, the last journalFloor bytes are for transitions and
-// removals only (mv and del lines, which carry no record): on a full
-// spool file system new messages and new delivery records are refused,
-// but thousands of transitions (a delivery's Defer or Done, an
-// operator's hold or delete) still go through, as the renames of a
-// directory-per-state queue did; a record that could not be written is
-// kept in memory by the queue meanwhile.
+// is left. Of it, the last journalFloor bytes are for critical lines
+// only (mv and del lines, which carry no record, and the pol line of an
+// operator's freeze or thaw: AppendPolicy with critical set): on a full
+// spool file system new messages, new delivery records and the policy's
+// counters are refused, but thousands of transitions (a delivery's Defer
+// or Done, an operator's hold or delete) still go through, as the renames
+// of a directory-per-state queue did; a record that could not be written
+// is kept in memory by the delivery engine (pkg/queue) meanwhile.
 const (
 	journalReserve = 1 << 20
 	journalSlack   = 512 << 10
@@ -320,8 +321,8 @@ func (q *Queue) Close() {
 // skips the garbage as one bad line) and the journal is rewritten at the
 // next Sync.
 //
-// A line that is not critical (a new message or record: not a mv or del)
-// may not eat into the reserve's floor (see journalReserve).
+// A line that is not critical (a new message, a record, the policy's
+// counters) may not eat into the reserve's floor (see journalReserve).
 func (q *Queue) appendLocked(line []byte, critical bool) error {
 	if q.jf == nil {
 		return errors.New("spool: the queue is closed")
