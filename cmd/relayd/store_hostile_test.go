@@ -46,7 +46,10 @@ func TestStoreHostileFiles(t *testing.T) {
 	}
 
 	// A flipped byte in the body of "hostile 7", in its segment.
-	segs, _ := filepath.Glob(filepath.Join(s.spool, spool.DirSeg, "*"))
+	segs, err := filepath.Glob(filepath.Join(s.spool, spool.DirSeg, "*"))
+	if err != nil || len(segs) == 0 {
+		t.Fatalf("no segments (%v)", err)
+	}
 	flipped := false
 	for _, p := range segs {
 		b, err := os.ReadFile(p)
@@ -70,12 +73,22 @@ func TestStoreHostileFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fmt.Fprintf(jf, "deadbeef {\"op\":\"del\",\"id\":\"not an id\"}\n\x00\x00garbage without its end")
-	jf.Close()
+	if _, err := fmt.Fprintf(jf, "deadbeef {\"op\":\"del\",\"id\":\"not an id\"}\n\x00\x00garbage without its end"); err != nil {
+		t.Fatal(err)
+	}
+	if err := jf.Close(); err != nil {
+		t.Fatal(err)
+	}
 	// Stray files in queue/seg: a symbolic link, a directory, junk.
-	os.Symlink("/etc/passwd", filepath.Join(s.spool, spool.DirSeg, "00000000000fffff"))
-	os.Mkdir(filepath.Join(s.spool, spool.DirSeg, "00000000000ffffe"), 0o700)
-	os.WriteFile(filepath.Join(s.spool, spool.DirSeg, "00000000000ffffd"), []byte("junk\n"), 0o600)
+	if err := os.Symlink("/etc/passwd", filepath.Join(s.spool, spool.DirSeg, "00000000000fffff")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(s.spool, spool.DirSeg, "00000000000ffffe"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(s.spool, spool.DirSeg, "00000000000ffffd"), []byte("junk\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 
 	accept.Store(true)
 	t.Cleanup(func() {
@@ -104,7 +117,10 @@ func TestStoreHostileFiles(t *testing.T) {
 	if got["hostile 7"] != 0 || got["hostile 8"] != 1 {
 		t.Errorf("the damaged message was sent (hostile 7: %d, hostile 8: %d)", got["hostile 7"], got["hostile 8"])
 	}
-	ents, _ := os.ReadDir(filepath.Join(s.spool, spool.DirQuarantine))
+	ents, err := os.ReadDir(filepath.Join(s.spool, spool.DirQuarantine))
+	if err != nil {
+		t.Fatal(err)
+	}
 	var names []string
 	found := false
 	for _, e := range ents {
