@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mailshim/mailshim/pkg/smtptest"
 	"github.com/mailshim/mailshim/pkg/waitfor"
 )
 
@@ -17,15 +16,7 @@ import (
 // queue only by the admin's hand, so its N oldest are the ones counted),
 // instead of refusing for ever while the count keeps growing.
 func TestDeleteUserConfirmWhileFrozenAccountSends(t *testing.T) {
-	needRoot(t)
-	up := newUpstream(t, smtptest.Options{})
-	s := newSite(t, up, siteOpts{})
-	s.writeConfig("\n[policy]\nnotice_to = \"\"\n")
-	s.start()
-	env := []string{"MAILSHIM_CONFIG=" + s.cfgPath}
-	if _, stderr, code := runCmd(t, env, relaydBin, "queue", "freeze", "--user", "nobody"); code != 0 {
-		t.Fatalf("freeze: %d %s", code, stderr)
-	}
+	s, up, env := frozenNobody(t)
 	send := func(subject string) {
 		t.Helper()
 		if code, stderr := s.sendmailAs(nobodyUID, subject); code != 0 {

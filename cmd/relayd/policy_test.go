@@ -416,18 +416,27 @@ action = "defer"
 	}
 }
 
-// mailq --json (sendmail -bp --json) lists the caller's own messages as
-// JSON, with their state and why they wait; root sees every message.
-func TestMailqJSON(t *testing.T) {
+// frozenNobody starts relayd on a site with [policy] and no notices,
+// freezes nobody's account, and returns the site, its upstream and the
+// environment that points relayd's commands at the site.
+func frozenNobody(t *testing.T) (*site, *smtptest.Server, []string) {
+	t.Helper()
 	needRoot(t)
 	up := newUpstream(t, smtptest.Options{})
 	s := newSite(t, up, siteOpts{})
 	s.writeConfig("\n[policy]\nnotice_to = \"\"\n")
 	s.start()
 	env := []string{"MAILSHIM_CONFIG=" + s.cfgPath}
-	if _, _, code := runCmd(t, env, relaydBin, "queue", "freeze", "--user", "nobody"); code != 0 {
-		t.Fatal("freeze")
+	if _, stderr, code := runCmd(t, env, relaydBin, "queue", "freeze", "--user", "nobody"); code != 0 {
+		t.Fatalf("freeze: exit %d, stderr %q", code, stderr)
 	}
+	return s, up, env
+}
+
+// mailq --json (sendmail -bp --json) lists the caller's own messages as
+// JSON, with their state and why they wait; root sees every message.
+func TestMailqJSON(t *testing.T) {
+	s, _, env := frozenNobody(t)
 	if code, stderr := s.sendmailAs(nobodyUID, "mine"); code != 0 {
 		t.Fatal(stderr)
 	}
