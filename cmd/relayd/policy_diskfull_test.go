@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +17,24 @@ import (
 	"github.com/mailshim/mailshim/pkg/spool"
 	"github.com/mailshim/mailshim/pkg/waitfor"
 )
+
+// smallSpool mounts a 2 MB tmpfs with the given mode (and further mount
+// options opts, if any) as s's spool directory until the end of the
+// test, so that fillDisk fills the spool's file system and nothing else.
+func smallSpool(t *testing.T, s *site, mode os.FileMode, opts string) {
+	t.Helper()
+	if err := os.Mkdir(s.spool, mode); err != nil {
+		t.Fatal(err)
+	}
+	o := fmt.Sprintf("size=2m,mode=%04o", mode)
+	if opts != "" {
+		o += "," + opts
+	}
+	if err := unix.Mount("tmpfs", s.spool, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, o); err != nil {
+		t.Skipf("cannot mount a tmpfs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(s.spool, unix.MNT_DETACH) })
+}
 
 // fillDisk writes a file under dir until the file system is full and
 // returns its path.
@@ -52,13 +71,7 @@ func TestPolicyFreezeOnAFullDisk(t *testing.T) {
 	needRoot(t)
 	up := newUpstream(t, smtptest.Options{})
 	s := newSite(t, up, siteOpts{})
-	if err := os.Mkdir(s.spool, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Mount("tmpfs", s.spool, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "size=2m,mode=0755"); err != nil {
-		t.Skipf("cannot mount a tmpfs: %v", err)
-	}
-	t.Cleanup(func() { unix.Unmount(s.spool, unix.MNT_DETACH) })
+	smallSpool(t, s, 0o755, "")
 	d := s.start()
 	filler := fillDisk(t, s.spool)
 

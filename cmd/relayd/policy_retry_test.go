@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/mailshim/mailshim/pkg/smtptest"
 	"github.com/mailshim/mailshim/pkg/spool"
 	"github.com/mailshim/mailshim/pkg/waitfor"
@@ -31,14 +29,7 @@ notice_to = ""
 messages_per_minute = 2
 action = "hold"
 `)
-	if err := os.Mkdir(s.spool, 0o711); err != nil {
-		t.Fatal(err)
-	}
-	opts := fmt.Sprintf("size=2m,mode=0711,uid=%d,gid=%d", daemonUID, daemonUID)
-	if err := unix.Mount("tmpfs", s.spool, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
-		t.Skipf("cannot mount a tmpfs: %v", err)
-	}
-	t.Cleanup(func() { unix.Unmount(s.spool, unix.MNT_DETACH) })
+	smallSpool(t, s, 0o711, fmt.Sprintf("uid=%d,gid=%d", daemonUID, daemonUID))
 	s.startAsDaemon()
 	waitfor.True(t, "the spool prepared", 10*time.Second, func() bool {
 		_, err := os.Stat(filepath.Join(s.spool, spool.DirMaildrop))
