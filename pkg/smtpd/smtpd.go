@@ -527,7 +527,8 @@ func (s *Server) describe(raw net.Conn, id *Identity) {
 			}
 			// The scan's time comes out of the UID's budget (a client
 			// whose socket is hard to find costs relayd up to scanLimit
-			// of CPU per connection); past it only the hints are tried.
+			// of CPU per connection); past it only the first descriptors
+			// of the hinted processes are tried.
 			limit := s.budget.take(id.UID, time.Now())
 			start := time.Now()
 			h = sockdiag.FindHolder("", id.inode, uint32(id.UID), max(limit, time.Nanosecond), hint...)
@@ -620,7 +621,8 @@ func procUID(pid int) int {
 // found at once (a hint, or among its own user's processes, newest
 // first); a user whose sockets are held where a scan runs to its limit
 // (the oldest of many processes with many descriptors each) spends the
-// budget, and then gets only the hints tried: its mail is recorded under
+// budget, and then gets only the first batch of each hinted process's
+// descriptors tried (sockdiag.FindHolder): its mail is recorded under
 // its UID without the process, and it cannot make relayd spend a core
 // per connection.
 type scanBudget struct {

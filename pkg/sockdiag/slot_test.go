@@ -82,3 +82,26 @@ func BenchmarkInSlot(b *testing.B) {
 		}
 	}
 }
+
+// The time limit bounds the walk over a hinted process's descriptors too:
+// a client that fills its process with descriptors and holds the socket
+// past the first batch is not walked to the end once the limit is spent
+// (the hints are what is tried when a user's scan budget is gone).
+func TestFindHolderHintWithinLimit(t *testing.T) {
+	for i := 0; i < 600; i++ {
+		f, err := os.Open(os.DevNull)
+		if err != nil {
+			t.Skip("cannot open 600 descriptors:", err)
+		}
+		t.Cleanup(func() { f.Close() })
+	}
+	cs := dialN(t, 1)
+	in := inodeOf(t, cs[0])
+	pid := os.Getpid()
+	if h := FindHolder("", in, uint32(os.Geteuid()), time.Nanosecond, pid); h.PID != 0 || !h.Partial {
+		t.Errorf("limit spent: %+v, want not found and partial", h)
+	}
+	if h := FindHolder("", in, uint32(os.Geteuid()), 10*time.Second, pid); h.PID != pid {
+		t.Errorf("within the limit: %+v, want pid %d", h, pid)
+	}
+}

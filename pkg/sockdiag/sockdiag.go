@@ -237,9 +237,12 @@ func FindHolder(procRoot string, inode uint64, uid uint32, limit time.Duration, 
 	for _, pid := range hint {
 		if pid > 0 && !tried[pid] {
 			tried[pid] = true
-			if r, fd := holds(procRoot, pid, target); r == 1 {
+			switch r, fd := holds(procRoot, pid, target, deadline); r {
+			case 1:
 				h.PID, h.FD = pid, fd
 				return h
+			case cutShort:
+				h.Partial = true
 			}
 		}
 	}
@@ -269,20 +272,31 @@ func FindHolder(procRoot string, inode uint64, uid uint32, limit time.Duration, 
 			h.Partial = true
 			return h
 		}
-		switch r, fd := holds(procRoot, pid, target); r {
+		switch r, fd := holds(procRoot, pid, target, deadline); r {
 		case 1:
 			h.PID, h.FD = pid, fd
 			return h
 		case -1:
 			h.Denied++
+		case cutShort:
+			h.Partial = true
+			return h
 		}
 	}
 	return h
 }
 
+// cutShort is holds' answer when deadline passed before it read all of
+// the process's descriptors.
+const cutShort = -2
+
 // holds reports whether process pid has target open: 1 yes (and the
-// descriptor), 0 no, -1 its descriptors are not readable.
-func holds(procRoot string, pid int, target string) (int, int) {
+// descriptor), 0 no, -1 its descriptors are not readable, cutShort the
+// deadline (none when zero) passed before the end of its descriptors.
+// The first batch of descriptors is always read, the others only before
+// the deadline: a process the client fills with descriptors costs relayd
+// at most one batch past its time limit, hints included.
+func holds(procRoot string, pid int, target string, deadline time.Time) (int, int) {
 	dir := procRoot + "/" + strconv.Itoa(pid) + "/fd"
 	f, err := os.Open(dir)
 	if err != nil {
@@ -293,7 +307,10 @@ func holds(procRoot string, pid int, target string) (int, int) {
 	}
 	defer f.Close()
 	buf := make([]byte, 64)
-	for {
+	for batch := 0; ; batch++ {
+		if batch > 0 && !deadline.IsZero() && time.Now().After(deadline) {
+			return cutShort, 0
+		}
 		names, err := f.Readdirnames(256)
 		for _, n := range names {
 			l, rerr := unix.Readlink(dir+"/"+n, buf)
@@ -326,7 +343,7 @@ func Holds(procRoot string, pid int, inode uint64) bool {
 	if pid <= 0 {
 		return false
 	}
-	r, _ := holds(procRoot, pid, "socket:["+strconv.FormatUint(inode, 10)+"]")
+	r, _ := holds(procRoot, pid, "socket:["+strconv.FormatUint(inode, 10)+"]", time.Time{})
 	return r == 1
 }
 
