@@ -61,7 +61,7 @@ func TestInSlot(t *testing.T) {
 // descriptors (FindHolder with the process as hint) against the slot.
 func BenchmarkFindHolderHint(b *testing.B) {
 	cs := dialN(b, 40)
-	in := inodeOf(&testing.T{}, cs[len(cs)-1])
+	in := inodeOf(b, cs[len(cs)-1])
 	pid := os.Getpid()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -73,7 +73,7 @@ func BenchmarkFindHolderHint(b *testing.B) {
 
 func BenchmarkInSlot(b *testing.B) {
 	cs := dialN(b, 40)
-	in := inodeOf(&testing.T{}, cs[len(cs)-1])
+	in := inodeOf(b, cs[len(cs)-1])
 	h := FindHolder("", in, uint32(os.Geteuid()), 0, os.Getpid())
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {

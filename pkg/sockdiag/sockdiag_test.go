@@ -14,7 +14,7 @@ import (
 )
 
 // inodeOf returns the inode of c's socket, as /proc/self/fd shows it.
-func inodeOf(t *testing.T, c net.Conn) uint64 {
+func inodeOf(t testing.TB, c net.Conn) uint64 {
 	t.Helper()
 	f, err := c.(*net.TCPConn).File()
 	if err != nil {
