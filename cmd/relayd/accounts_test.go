@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -24,34 +23,13 @@ func TestSessionNotSharedAcrossAccounts(t *testing.T) {
 	up := smtptest.New(t, smtptest.Options{Username: "apikey", Password: "unused",
 		BearerOK: func(user, token string) bool { return user == "apikey" && (token == companyKey || token == shopKey) }})
 	s := newSite(t, up, siteOpts{concurrency: 1})
-	secret := func(name, pw string) string {
-		p := filepath.Join(s.dir, name)
-		if err := os.WriteFile(p, []byte(pw+"\n"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	u := up.Upstream()
-	account := func(name string, routedOnly bool, secretFile string) string {
-		return fmt.Sprintf("\n[[upstream]]\nname = %q\nrouted_only = %v\nhost = %q\nport = %d\ntls = \"starttls\"\nca_file = %q\nusername = \"apikey\"\npassword_file = %q\nauth = [\"XOAUTH2\"]\n",
-			name, routedOnly, u.Host, u.Port, u.CAFile, secretFile)
-	}
-	cfg := fmt.Sprintf("hostname = \"web1.example.com\"\nspool = %q\ncontrol_socket = %q\nsubmit_socket = %q\naliases_file = \"\"\n",
-		s.spool, s.controlSock(), s.submitSock()) +
-		account("company", false, secret("company.key", companyKey)) +
-		account("shop", true, secret("shop.key", shopKey)) + `
+	s.writeAccounts(
+		s.apikeyAccount(up, "name = \"company\"\nrouted_only = false", companyKey) +
+			s.apikeyAccount(up, "name = \"shop\"\nrouted_only = true", shopKey) + `
 [[route]]
 sender_domains = ["shop.example"]
 upstream = ["shop"]
-
-[queue]
-retry = ["1s"]
-concurrency = 1
-scan_interval = "1s"
-`
-	if err := os.WriteFile(s.cfgPath, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
+`)
 	if err := spool.Prepare(s.spool, spool.CurrentOwner()); err != nil {
 		t.Fatal(err)
 	}
@@ -88,30 +66,9 @@ func TestRefusedAccountDoesNotHoldAnother(t *testing.T) {
 	up := smtptest.New(t, smtptest.Options{Username: "apikey", Password: "unused",
 		BearerOK: func(user, token string) bool { return user == "apikey" && token == companyKey }})
 	s := newSite(t, up, siteOpts{concurrency: 1})
-	secret := func(name, pw string) string {
-		p := filepath.Join(s.dir, name)
-		if err := os.WriteFile(p, []byte(pw+"\n"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	u := up.Upstream()
-	account := func(domain, secretFile string) string {
-		return fmt.Sprintf("\n[[upstream]]\nsender_domains = [%q]\nhost = %q\nport = %d\ntls = \"starttls\"\nca_file = %q\nusername = \"apikey\"\npassword_file = %q\nauth = [\"XOAUTH2\"]\n",
-			domain, u.Host, u.Port, u.CAFile, secretFile)
-	}
-	cfg := fmt.Sprintf("hostname = \"web1.example.com\"\nspool = %q\ncontrol_socket = %q\nsubmit_socket = %q\naliases_file = \"\"\n",
-		s.spool, s.controlSock(), s.submitSock()) +
-		account("shop.example", secret("shop.key", "SG.revoked-key")) +
-		account("example.org", secret("company.key", companyKey)) + `
-[queue]
-retry = ["1s"]
-concurrency = 1
-scan_interval = "1s"
-`
-	if err := os.WriteFile(s.cfgPath, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	s.writeAccounts(
+		s.apikeyAccount(up, "sender_domains = [\"shop.example\"]", "SG.revoked-key") +
+			s.apikeyAccount(up, "sender_domains = [\"example.org\"]", companyKey))
 	d := s.start()
 	for i := 0; i < 3; i++ {
 		s.dropFrom("orders@shop.example", fmt.Sprintf("shop %d", i))
@@ -124,4 +81,40 @@ scan_interval = "1s"
 		t.Fatalf("the company's mail is held by the shop's refused login: %v\n%s", err, s.logTail(3000))
 	}
 	d.term(t)
+}
+
+// apikeyAccount is an [[upstream]] table, starting with the lines head,
+// for up's host with the user name "apikey" (SendGrid's, the same for
+// every account), XOAUTH2, and key as the secret, in a file of its own.
+func (s *site) apikeyAccount(up *smtptest.Server, head, key string) string {
+	s.t.Helper()
+	f, err := os.CreateTemp(s.dir, "account-*.key")
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if _, err := f.WriteString(key + "\n"); err != nil {
+		s.t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		s.t.Fatal(err)
+	}
+	u := up.Upstream()
+	return fmt.Sprintf("\n[[upstream]]\n%s\nhost = %q\nport = %d\ntls = \"starttls\"\nca_file = %q\nusername = \"apikey\"\npassword_file = %q\nauth = [\"XOAUTH2\"]\n",
+		head, u.Host, u.Port, u.CAFile, f.Name())
+}
+
+// writeAccounts writes s's configuration with tables as its upstreams
+// and routes, and a queue of one worker that retries every second.
+func (s *site) writeAccounts(tables string) {
+	s.t.Helper()
+	cfg := fmt.Sprintf("hostname = \"web1.example.com\"\nspool = %q\ncontrol_socket = %q\nsubmit_socket = %q\naliases_file = \"\"\n",
+		s.spool, s.controlSock(), s.submitSock()) + tables + `
+[queue]
+retry = ["1s"]
+concurrency = 1
+scan_interval = "1s"
+`
+	if err := os.WriteFile(s.cfgPath, []byte(cfg), 0o644); err != nil {
+		s.t.Fatal(err)
+	}
 }
