@@ -814,7 +814,9 @@ func TestSubmitSocket(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	os.Chmod(sock, 0o777)
+	if err := os.Chmod(sock, 0o777); err != nil {
+		t.Fatal(err)
+	}
 	errs := make(chan error, 1)
 	go func() {
 		c, err := ln.AcceptUnix()
@@ -863,7 +865,9 @@ func socketSpool(t *testing.T) (s *testSpool, sock string) {
 		}
 	}
 	s = newSpool(t, false, "")
-	os.Chmod(filepath.Join(s.root, spool.DirMaildrop), 0o500)
+	if err := os.Chmod(filepath.Join(s.root, spool.DirMaildrop), 0o500); err != nil {
+		t.Fatal(err)
+	}
 	return s, filepath.Join(filepath.Dir(s.conf), "submit.sock")
 }
 
@@ -892,7 +896,9 @@ func TestSMTPModeRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	os.Chmod(sock, 0o777)
+	if err := os.Chmod(sock, 0o777); err != nil {
+		t.Fatal(err)
+	}
 	refusals := make(chan *submit.Error, 1)
 	srv := &submitsock.Server{Intake: submit.Intake{Store: func(m *spool.Meta, body io.Reader) (string, error) {
 		if _, err := io.Copy(io.Discard, body); err != nil {
