@@ -97,6 +97,10 @@ const (
 	identifyTimeout = 10 * time.Second
 	// scanLimit bounds the /proc scan for the client's process.
 	scanLimit = 2 * time.Second
+	// recheckLimit bounds the check that the process found still holds
+	// the client's socket when it moved to another descriptor meanwhile
+	// (not found within it: the process is not recorded).
+	recheckLimit = 10 * time.Millisecond
 	// maxPending bounds the connections being identified at once: more
 	// are refused with 421 at once (a flood of connects costs no /proc
 	// scans).
@@ -557,8 +561,9 @@ func (s *Server) describe(raw net.Conn, id *Identity) {
 			// Read from /proc/PID: if the holder exited meanwhile and its
 			// PID went to another process, that is what was read. It
 			// counts only if the process still holds the socket (in the
-			// same descriptor, else in any).
-			if !sockdiag.InSlot("", sockdiag.Slot{PID: h.PID, FD: h.FD}, id.inode) && !sockdiag.Holds("", id.PID, id.inode) {
+			// same descriptor, else in any, looked for within
+			// recheckLimit: this walk is outside the user's scan budget).
+			if !sockdiag.InSlot("", sockdiag.Slot{PID: h.PID, FD: h.FD}, id.inode) && !sockdiag.Holds("", id.PID, id.inode, recheckLimit) {
 				id.PID, h.PID = 0, 0
 				return
 			}

@@ -105,3 +105,24 @@ func TestFindHolderHintWithinLimit(t *testing.T) {
 		t.Errorf("within the limit: %+v, want pid %d", h, pid)
 	}
 }
+
+// Holds stops at its limit too: a socket past the first batch of
+// descriptors is reported not held once the limit is spent, and held
+// without a limit.
+func TestHoldsWithinLimit(t *testing.T) {
+	for i := 0; i < 600; i++ {
+		f, err := os.Open(os.DevNull)
+		if err != nil {
+			t.Skip("cannot open 600 descriptors:", err)
+		}
+		t.Cleanup(func() { f.Close() })
+	}
+	cs := dialN(t, 1)
+	in := inodeOf(t, cs[0])
+	if Holds("", os.Getpid(), in, time.Nanosecond) {
+		t.Error("limit spent: reported held")
+	}
+	if !Holds("", os.Getpid(), in, 0) {
+		t.Error("no limit: not found")
+	}
+}

@@ -335,15 +335,23 @@ func holds(procRoot string, pid int, target string, deadline time.Time) (int, in
 // Holds reports whether process pid has the socket inode open now. A
 // caller that read /proc/PID after FindHolder found pid asks again
 // afterwards: if the process exited meanwhile and its PID went to another
-// process, what was read is that other process's.
-func Holds(procRoot string, pid int, inode uint64) bool {
+// process, what was read is that other process's. The walk over pid's
+// descriptors stops at limit (none when zero; the first batch of 256 is
+// always read), and a walk cut short reports false: a client that moves
+// its socket to a high descriptor between the search and this check does
+// not make relayd walk a descriptor table of any size.
+func Holds(procRoot string, pid int, inode uint64, limit time.Duration) bool {
 	if procRoot == "" {
 		procRoot = "/proc"
 	}
 	if pid <= 0 {
 		return false
 	}
-	r, _ := holds(procRoot, pid, "socket:["+strconv.FormatUint(inode, 10)+"]", time.Time{})
+	var deadline time.Time
+	if limit > 0 {
+		deadline = time.Now().Add(limit)
+	}
+	r, _ := holds(procRoot, pid, "socket:["+strconv.FormatUint(inode, 10)+"]", deadline)
 	return r == 1
 }
 

@@ -178,11 +178,11 @@ func TestUnixPeer(t *testing.T) {
 	if err != nil || got != st.Ino {
 		t.Fatalf("UnixPeer = %d, %v; want %d", got, err, st.Ino)
 	}
-	if !Holds("", os.Getpid(), got) {
+	if !Holds("", os.Getpid(), got, 0) {
 		t.Error("Holds: this process holds the client's socket, not found")
 	}
 	c.Close()
-	if Holds("", os.Getpid(), got) {
+	if Holds("", os.Getpid(), got, 0) {
 		t.Error("Holds: the closed socket is still held")
 	}
 }
