@@ -13,6 +13,7 @@ import (
 	"os/user"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -57,6 +58,16 @@ func (q *Queue) queueDSN(m *spool.Meta, failed []spool.RcptFailure, upstream str
 	return q.queueNotice(m, DSN{Date: now, Failed: failed, Upstream: upstream, OriginalHeaders: orig})
 }
 
+// selfName is the user name of relayd's own UID ("" when it has none),
+// which every notice it queues records: looked up once, not in the
+// password database at every bounce.
+var selfName = sync.OnceValue(func() string {
+	if u, err := user.LookupId(strconv.Itoa(os.Getuid())); err == nil {
+		return u.Username
+	}
+	return ""
+})
+
 // queueNotice queues the DSN d about m (its ID, Hostname, To and Original
 // filled in here) from the null sender to m's sender.
 func (q *Queue) queueNotice(m *spool.Meta, n DSN) (string, error) {
@@ -72,9 +83,7 @@ func (q *Queue) queueNotice(m *spool.Meta, n DSN) (string, error) {
 		Env:    spool.Envelope{Sender: "<>", Recipients: []string{m.Env.Sender}},
 		Origin: spool.Origin{UID: os.Getuid(), GID: os.Getgid(), Via: "dsn"},
 	}
-	if u, err := user.LookupId(strconv.Itoa(os.Getuid())); err == nil {
-		dm.Origin.User = u.Username
-	}
+	dm.Origin.User = selfName()
 	dm.Extra = [][2]string{{"dsn-for", m.ID}}
 	d, err := q.sp.NewMessage(dm)
 	if err != nil {
