@@ -347,7 +347,7 @@ const (
 	Sent     Status = "sent"
 	Deferred Status = "deferred"
 	Bounced  Status = "bounced"
-	Failed   Status = "failed" // a bounce that could not be delivered
+	Failed   Status = "failed" // failed for good, and no notice sent (a bounce, or NOTIFY without FAILURE)
 )
 
 // Why explains a failure: the SMTP stage, the cause and the fix.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/mailshim/mailshim/pkg/config"
 	"github.com/mailshim/mailshim/pkg/maillog"
+	mailmsg "github.com/mailshim/mailshim/pkg/message"
 	"github.com/mailshim/mailshim/pkg/relay"
 	"github.com/mailshim/mailshim/pkg/spool"
 )
@@ -311,6 +312,10 @@ func (w *worker) outcome(a *attempt, res *relay.Result, fault bool) {
 	authFailed := false
 	sentN := 0
 	null := m.Env.Sender == "<>"
+	// RFC 3461 5.2.2: no failure notice for a bounce (null sender), nor
+	// when the sender's NOTIFY (NEVER, or a list without FAILURE) asks
+	// for none; the failure is logged all the same.
+	noNotice := null || !mailmsg.NotifyAllows(m.Env.Notify, mailmsg.NotifyFailure)
 	expired := now.Sub(m.Time) >= w.set.Lifetime && w.set.Lifetime > 0
 	for _, r := range rcpts {
 		e, ok := byRcpt[strings.ToLower(r)]
@@ -330,7 +335,7 @@ func (w *worker) outcome(a *attempt, res *relay.Result, fault bool) {
 		switch {
 		case e.Class == relay.Permanent:
 			status := maillog.Bounced
-			if null {
+			if noNotice {
 				status = maillog.Failed
 			}
 			newFailed = append(newFailed, spool.RcptFailure{Rcpt: r, Reply: reply, Cause: explain(e), Fix: e.Fix})
@@ -342,7 +347,7 @@ func (w *worker) outcome(a *attempt, res *relay.Result, fault bool) {
 			q.log.DeliveryFailed(id, r, upstream, maillog.Deferred, reply, "", maillog.Why{Stage: string(e.Stage), Cause: e.Cause, Fix: e.Fix})
 		case expired:
 			status := maillog.Bounced
-			if null {
+			if noNotice {
 				status = maillog.Failed
 			}
 			cause := fmt.Sprintf("the message could not be delivered within %s (the queue lifetime); the last attempt failed: %s", config.FormatDuration(w.set.Lifetime), explain(e))
@@ -366,7 +371,7 @@ func (w *worker) outcome(a *attempt, res *relay.Result, fault bool) {
 		w.event(Event{Kind: EventSent, ID: id, Upstream: upstream, Rcpts: sentN})
 	}
 	d.Failed = append(d.Failed, newFailed...)
-	if len(newFailed) > 0 && !null {
+	if len(newFailed) > 0 && !noNotice {
 		dsnID, err := q.bounce(m, newFailed, upstream, now)
 		if err != nil {
 			q.log.MessageError(id, "cannot queue the bounce; will retry", err)

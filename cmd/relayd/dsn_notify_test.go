@@ -1,0 +1,121 @@
+package main
+
+import (
+	"context"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/mailshim/mailshim/pkg/smtptest"
+	"github.com/mailshim/mailshim/pkg/waitfor"
+)
+
+// RFC 3461 5.2.2: sendmail's -N (NOTIFY) decides which notices a sender
+// gets. With NEVER none; with a list only the kinds it names (FAILURE: the
+// bounce, DELAY: the delay notice); without -N both. Each message goes to
+// one recipient the upstream refuses for good and one it keeps deferring,
+// through the real sendmail binary and the real relayd.
+func TestNotifyDecidesNotices(t *testing.T) {
+	up := newUpstream(t, smtptest.Options{Hook: func(ctx context.Context, stage, arg string) error {
+		switch {
+		case stage == smtptest.StageRcpt && arg == "gone@example.net":
+			return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"}
+		case stage == smtptest.StageRcpt && arg == "busy@example.net":
+			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 2, 0}, Message: "mailbox busy, try later"}
+		}
+		return nil
+	}})
+	s := newSite(t, up, siteOpts{})
+	s.opts.retry = `["1s"]` + "\ndelay_notice = \"2s\""
+	s.writeConfig("")
+	s.start()
+	cases := []struct {
+		notify, sender string
+		failure, delay bool
+	}{
+		{"never", "never@example.org", false, false},
+		{"delay", "delay@example.org", false, true},
+		{"failure", "failure@example.org", true, false},
+		{"success,failure", "both@example.org", true, false},
+		{"", "none@example.org", true, true},
+	}
+	for _, tc := range cases {
+		args := []string{"-i", "-f", tc.sender}
+		if tc.notify != "" {
+			args = append(args, "-N", tc.notify)
+		}
+		args = append(args, "gone@example.net", "busy@example.net")
+		cmd := s.sendmailCmd(args...)
+		cmd.Stdin = strings.NewReader("Subject: notify " + tc.notify + "\n\nbody\n")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("sendmail -N %s: %v %s", tc.notify, err, out)
+		}
+	}
+	// notices counts the DSNs of kind action ("failed", "delayed") that
+	// reached the upstream for sender.
+	notices := func(sender, action string) int {
+		n := 0
+		for _, m := range up.Messages() {
+			if m.From == "" && len(m.To) == 1 && m.To[0] == sender && strings.Contains(string(m.Data), "Action: "+action) {
+				n++
+			}
+		}
+		return n
+	}
+	// Every notice wanted arrives; then, once each message has been
+	// deferred well past delay_notice, nothing unwanted has.
+	waitfor.True(t, "the notices asked for", 30*time.Second, func() bool {
+		for _, tc := range cases {
+			if tc.failure && notices(tc.sender, "failed") == 0 || tc.delay && notices(tc.sender, "delayed") == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	waitfor.True(t, "deferrals past delay_notice", 30*time.Second, func() bool {
+		return strings.Count(s.log(), "event=deferred ") >= 5*len(cases)
+	})
+	for _, tc := range cases {
+		if got, want := notices(tc.sender, "failed"), b2i(tc.failure); got != want {
+			t.Errorf("-N %q: %d failure notices, want %d", tc.notify, got, want)
+		}
+		if got, want := notices(tc.sender, "delayed"), b2i(tc.delay); got != want {
+			t.Errorf("-N %q: %d delay notices, want %d", tc.notify, got, want)
+		}
+	}
+	// A failure nobody is told of is still logged, as failed, not bounced.
+	status := map[string]int{}
+	for _, l := range strings.Split(s.log(), "\n") {
+		if strings.Contains(l, "event=delivery ") && strings.Contains(l, " to=gone@example.net ") {
+			for _, st := range []string{"failed", "bounced"} {
+				if strings.Contains(l, " status="+st+" ") {
+					status[st]++
+				}
+			}
+		}
+	}
+	if status["failed"] != 2 || status["bounced"] != 3 {
+		t.Errorf("gone@ logged failed %d times, bounced %d; want 2 and 3", status["failed"], status["bounced"])
+	}
+	if t.Failed() {
+		t.Logf("log:\n%.6000s", s.log())
+	}
+}
+
+// sendmailCmd is the real sendmail binary with the site's configuration,
+// run as the test's user.
+func (s *site) sendmailCmd(args ...string) *exec.Cmd {
+	cmd := exec.Command(sendmailBin, args...)
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "MAILSHIM_CONFIG=" + s.cfgPath}
+	return cmd
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
