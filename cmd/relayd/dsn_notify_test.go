@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -9,7 +11,9 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/mailshim/mailshim/pkg/message"
 	"github.com/mailshim/mailshim/pkg/smtptest"
+	"github.com/mailshim/mailshim/pkg/spool"
 	"github.com/mailshim/mailshim/pkg/waitfor"
 )
 
@@ -118,4 +122,48 @@ func b2i(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// A maildrop file relayd will not relay is bounced to its sender
+// (TestRejectedMaildropIsBounced), but not when the sender asked for no
+// failure notice (NOTIFY=NEVER): then it is quarantined, kept for the
+// administrator with a loud log line, and nothing goes to the sender.
+func TestRejectedMaildropNotifyNever(t *testing.T) {
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{})
+	if err := spool.Prepare(s.spool, spool.CurrentOwner()); err != nil {
+		t.Fatal(err)
+	}
+	md, err := spool.OpenDir(s.spool, spool.DirMaildrop)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer md.Close()
+	m := &spool.Meta{ID: spool.NewID(time.Now()), Time: time.Now(),
+		Env:    spool.Envelope{Sender: "app@example.org", Recipients: []string{"rcpt@example.net"}, Notify: "NEVER"},
+		Origin: spool.Origin{UID: os.Getuid(), GID: os.Getgid(), Via: "maildrop"}}
+	d, err := spool.NewDrop(md, m, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(d, "Subject: huge header\nX-Data: %s\n\nbody\n", strings.Repeat("x", message.MaxField+1))
+	if err := d.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	s.drop("after", 1)
+	s.start()
+	if _, err := up.WaitFor(1, 30*time.Second); err != nil {
+		t.Fatalf("%v\n%.4000s", err, s.log())
+	}
+	waitfor.True(t, "the rejection", 20*time.Second, func() bool { return strings.Contains(s.log(), "event=rejected id="+m.ID+" ") })
+	only := func() bool { l := s.leftovers(); return len(l) == 1 && strings.HasPrefix(l[0], spool.DirQuarantine+"/") }
+	waitfor.True(t, "the one quarantined file left", 20*time.Second, only)
+	for _, msg := range up.Messages() {
+		if msg.From == "" {
+			t.Errorf("a notice went to %v despite NOTIFY=NEVER", msg.To)
+		}
+	}
+	if t.Failed() {
+		t.Logf("log:\n%.4000s", s.log())
+	}
 }

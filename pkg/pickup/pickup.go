@@ -484,8 +484,9 @@ func (p *Pickup) file(name string) bool {
 // reject handles a well-formed maildrop file whose message pickup will
 // not queue (re): it is bounced to its sender with the reason — sendmail
 // told the caller it was stored, so the sender must hear of it — and
-// removed. With no sender to tell (a bounce, "<>") or no bouncer, it is
-// quarantined; either way the log line is loud (event=rejected).
+// removed. With no sender to tell (a bounce, "<>", or a NOTIFY without
+// FAILURE) or no bouncer, it is quarantined; either way the log line is
+// loud (event=rejected).
 func (p *Pickup) reject(name string, f *os.File, m *spool.Meta, re *RejectError) {
 	rw := p.rw.Load()
 	sender := rw.Sender(m.Env.Sender, &m.Origin)
@@ -493,6 +494,12 @@ func (p *Pickup) reject(name string, f *os.File, m *spool.Meta, re *RejectError)
 		Cause: re.Cause, Fix: re.Fix}
 	if _, err := message.ParseAddress(sender); err != nil || sender == "<>" || p.Reject == nil {
 		p.Log.Rejected(rj, "quarantined (no sender to bounce to)", "")
+		p.quarantine(name, "rejected: "+re.Cause, slog.Int("uid", m.Origin.UID))
+		return
+	}
+	if !message.NotifyAllows(m.Env.Notify, message.NotifyFailure) {
+		// RFC 3461 5.2.2: the sender asked for no failure notice.
+		p.Log.Rejected(rj, "quarantined (NOTIFY="+m.Env.Notify+": no failure notice wanted)", "")
 		p.quarantine(name, "rejected: "+re.Cause, slog.Int("uid", m.Origin.UID))
 		return
 	}
