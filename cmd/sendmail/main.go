@@ -31,7 +31,8 @@
 //   - SIGXFSZ and SIGPIPE are ignored (RLIMIT_FSIZE becomes EFBIG, exit
 //     73); SIGTERM, SIGINT, SIGHUP and SIGQUIT abort the spool file (an
 //     O_TMPFILE: it never had a name) and exit 74 — or 0 if the message
-//     was already committed. Their handler is set up concurrently with
+//     was already committed (in -bs, 74 all the same: the session was
+//     cut; what it stored stays). Their handler is set up concurrently with
 //     the start (see catchSignals); no spool file is created before it is
 //     in place.
 //   - The clock is ours (time.Now), never the caller's headers.
@@ -151,6 +152,17 @@ var current struct {
 	sync.Mutex
 	abort     func()
 	committed bool
+	// session: a -bs dialogue is under way. An interrupt cuts it short
+	// and exits 74 whatever it stored: the messages answered 250 stay
+	// queued, but the session did not complete.
+	session bool
+}
+
+// setSession marks the start and end of a -bs dialogue.
+func setSession(on bool) {
+	current.Lock()
+	current.session = on
+	current.Unlock()
 }
 
 func setCurrent(abort func()) {
@@ -179,15 +191,18 @@ func catchSignals() {
 	close(signalsCaught)
 	sig := <-c
 	current.Lock() // held until exit: no commit can start now
-	if current.committed {
+	if current.committed && !current.session {
 		os.Exit(0)
 	}
 	if current.abort != nil {
 		current.abort()
 	}
-	msg := "sendmail: interrupted by " + sig.String() + ", message not sent\n"
-	os.Stderr.WriteString(msg)
-	syslogf("status=%d error=%s", sysexits.IOErr, quote("interrupted by "+sig.String()))
+	msg := "interrupted by " + sig.String() + ", message not sent"
+	if current.session {
+		msg = "interrupted by " + sig.String() + ", SMTP session cut short: the messages answered 250 stay queued, any other was not sent"
+	}
+	os.Stderr.WriteString("sendmail: " + msg + "\n")
+	syslogf("status=%d error=%s", sysexits.IOErr, quote(msg))
 	os.Exit(sysexits.IOErr)
 }
 

@@ -55,7 +55,9 @@ func smtpSession(cfg *config.Config, a *args, envVars map[string]string) (int, *
 			return id, nil
 		},
 	}
+	setSession(true)
 	_, failed, err := srv.Serve(bufio.NewReaderSize(in, 64<<10), os.Stdout)
+	setSession(false)
 	if err != nil {
 		return 0, errorf(sysexits.IOErr, "SMTP session: %v", err)
 	}
