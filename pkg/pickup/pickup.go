@@ -303,6 +303,7 @@ func (p *Pickup) flush() {
 	for _, name := range p.pending {
 		p.unlinkDrop(name)
 	}
+	p.syncDrops()
 	p.heldMu.Lock()
 	for _, name := range p.pending {
 		delete(p.held, name)
@@ -585,13 +586,29 @@ var errNoRecipients = &RejectError{
 }
 
 // unlinkDrop removes maildrop/<name> once its message is durable in the
-// queue (or bounced, or already queued). No fsync of maildrop/: a crash
-// that resurrects the file finds the queued copy (pickup-duplicate) or,
-// once delivered, queues it again — a duplicate, which at-least-once
-// allows, never a loss.
+// queue (or bounced, or already queued). flush makes a batch's removals
+// durable (syncDrops) before its messages can be delivered.
 func (p *Pickup) unlinkDrop(name string) {
 	if err := unix.Unlinkat(int(p.maildrop.Fd()), name, 0); err != nil && !errors.Is(err, unix.ENOENT) {
 		p.Log.MessageError(name, "cannot remove the maildrop file", err)
+	}
+}
+
+// syncDrops makes the batch's maildrop removals durable: one fsync of
+// maildrop/ per batch, before flush lets the queue deliver the batch's
+// messages. Without it a power loss could bring back a maildrop file
+// whose message was already sent, and it would be sent again. A crash
+// before it finds each message both queued (not yet delivered) and in
+// maildrop/, which a scan settles (pickup-duplicate). If it fails the
+// messages are delivered all the same (they are durable in the queue;
+// holding them would hold mail on a directory error): the log says a
+// power loss may now bring duplicates.
+func (p *Pickup) syncDrops() {
+	if len(p.pending) == 0 {
+		return
+	}
+	if err := unix.Fsync(int(p.maildrop.Fd())); err != nil {
+		p.Log.Error("cannot make the removal of picked-up maildrop files durable; a power loss may deliver them twice", err, slog.Int("n", len(p.pending)))
 	}
 }
 
