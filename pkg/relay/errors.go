@@ -126,8 +126,9 @@ func (e *Error) Reply() string {
 	return s
 }
 
-// Classify turns anything returned by go-smtp, net, crypto/tls or
-// crypto/x509 at stage into an *Error with its cause and fix, the way a
+// Classify turns anything returned by a Session's SMTP client, go-smtp's
+// (relayd doctor's), net, crypto/tls or crypto/x509 at stage into an
+// *Error with its cause and fix, the way a
 // Session does. An error it does not recognise is Temporary. relayd doctor
 // uses it so that it explains a failure in the same words as the log.
 func Classify(stage string, err error) *Error { return classify(stage, err) }
@@ -139,10 +140,11 @@ func Classify(stage string, err error) *Error { return classify(stage, err) }
 // it, so that both say the same.
 func ClassifyAuth(mech string, err error) *Error {
 	e := classify(StageAuth, err)
+	var re *replyErr
 	var se *smtp.SMTPError
 	var be *sasl.OAuthBearerError
 	switch {
-	case errors.As(err, &se):
+	case errors.As(err, &re), errors.As(err, &se):
 		e.Class = AuthFailure
 	case errors.As(err, &be):
 		// OAUTHBEARER: the upstream refused the token with an error
@@ -160,7 +162,7 @@ func ClassifyAuth(mech string, err error) *Error {
 	return e
 }
 
-// classify turns anything returned by go-smtp, net or crypto/tls at stage
+// classify turns anything returned by the client, go-smtp, net or crypto/tls at stage
 // into an *Error. An error it does not recognise is Temporary.
 func classify(stage string, err error) *Error {
 	if err == nil {
@@ -170,7 +172,11 @@ func classify(stage string, err error) *Error {
 	if errors.As(err, &re) {
 		return re
 	}
-	var se *smtp.SMTPError
+	var rp *replyErr
+	if errors.As(err, &rp) {
+		return replyError(stage, rp.Code, rp.Enhanced, rp.Message, err)
+	}
+	var se *smtp.SMTPError // relayd doctor's go-smtp client
 	if errors.As(err, &se) {
 		return replyError(stage, se.Code, enhanced(se), se.Message, err)
 	}

@@ -22,8 +22,8 @@
 // is accepted only for a loopback upstream, and never with credentials. The
 // certificate is verified against the system roots or ca_file (TLS 1.2 or
 // later; an optional client certificate). After the handshake we say EHLO
-// with Options.Hostname (go-smtp's own pre-TLS EHLO says "localhost"), check
-// that the TLS handshake has completed, and only then AUTH (PLAIN, LOGIN or
+// (again, for STARTTLS) with Options.Hostname, check that the TLS handshake
+// has completed, and only then AUTH (PLAIN, LOGIN or
 // OAUTHBEARER, in the order of config.Upstream.Auth, among those the server
 // offers). Every step has a timeout (Options): connect, each command (the
 // greeting and the pre-TLS exchange included), each write of message data,
@@ -32,8 +32,16 @@
 // Send runs one transaction: MAIL FROM (SIZE, BODY=8BITMIME, SMTPUTF8, DSN
 // RET/ENVID when offered), one RCPT TO per recipient (NOTIFY when offered),
 // DATA, the message through the wire transformer (wire.go), and the
-// final reply, whose "queued as ID" is returned as Result.QueueID. After a
-// failed transaction the session sends RSET, so it can be reused; after a
+// final reply, whose "queued as ID" is returned as Result.QueueID. The SMTP
+// client is the package's own (client.go): when the upstream offers
+// PIPELINING (RFC 2920), MAIL, every RCPT and DATA go in one write (one TLS
+// record) and the replies are read in order; only after a 354 does the
+// message go, dot-stuffed, its end of data in the same write as its last
+// bytes: two round trips per message instead of four. A server without
+// PIPELINING gets one command at a time. BDAT (CHUNKING) is never used: a
+// server that refused MAIL could read a pipelined chunk as commands. After a
+// failed transaction the session sends RSET (in front of the next MAIL, in
+// the same write), so it can be reused; after a
 // successful one the SMTP state is already reset (RFC 5321 4.1.1.4). After a
 // network error or a timeout the session is dead (Alive reports false). A
 // session that sat idle (Options.IdleProbe) is checked with NOOP first and
@@ -44,7 +52,7 @@
 // The stored message has LF line ends and may contain bare CR, NUL, 8-bit
 // bytes and lines longer than 998 octets. The wire transformer turns it into
 // what may go on the wire: every line end is CRLF; no bare CR, no bare LF, no NUL
-// (so nothing can form "\r\n.\r\n" except go-smtp's own end of data — the
+// (so nothing can form "\r\n.\r\n" except the session's own end of data — the
 // SMTP-smuggling class); no line longer than 998 octets. A text or other
 // identity-encoded MIME leaf part that has long lines, bare CR or NUL — or
 // 8-bit bytes when the upstream does not offer 8BITMIME — is re-encoded
@@ -53,8 +61,8 @@
 // parts are repaired in place (soft line breaks, escapes, re-wrapping). Long
 // header lines are folded. The transformer streams: it reads the message
 // twice (a scan to decide which parts to re-encode, then the rewrite), and
-// buffers at most one entity header (bounded). Dot-stuffing is go-smtp's
-// DATA writer's job (net/textproto's DotWriter).
+// buffers at most one entity header (bounded). Dot-stuffing is the
+// session's (dotWriter in client.go), as the chunks go out.
 //
 // 8-bit to a 7-bit upstream: converted as above. What cannot be converted —
 // 8-bit bytes in a header, or an SMTPUTF8 message to an upstream without

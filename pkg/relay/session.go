@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/emersion/go-sasl"
-	"github.com/emersion/go-smtp"
 
 	"github.com/mailshim/mailshim/pkg/config"
 	"github.com/mailshim/mailshim/pkg/message"
@@ -28,8 +27,8 @@ type Session struct {
 	opts Options
 	up   config.Upstream
 
-	raw  *clampConn // the TCP connection, under TLS
-	c    *smtp.Client
+	raw  net.Conn // the TCP connection, under TLS
+	c    *smtpConn
 	tr   *tracer
 	dead bool
 	// A transaction failed: RSET before the next one.
@@ -135,14 +134,12 @@ func dial(ctx context.Context, up config.Upstream, opts Options) (*Session, erro
 	if err != nil {
 		return nil, classify(StageConnect, err)
 	}
-	s := &Session{addr: addr, opts: opts, up: up, command: command, data: data, hostname: hostname}
-	s.raw = &clampConn{Conn: nc, limit: command}
+	s := &Session{addr: addr, opts: opts, up: up, command: command, data: data, hostname: hostname, raw: nc}
 	if opts.Trace != nil {
 		s.tr = newTracer(opts.Trace, addr)
-		if mode != "tls" {
-			s.raw.tr = s.tr // clear text until STARTTLS (or throughout, for "none")
-		}
 	}
+	c := newSMTPConn(nc, s.tr, command)
+	s.c = c
 	// Cancelling ctx aborts the dial (the handshake and commands block on
 	// the connection, not on ctx).
 	stop := context.AfterFunc(ctx, func() { nc.Close() })
@@ -150,56 +147,62 @@ func dial(ctx context.Context, up config.Upstream, opts Options) (*Session, erro
 
 	switch mode {
 	case "tls":
-		tc := tls.Client(s.raw, tlsConfig)
-		s.raw.SetDeadline(time.Now().Add(command))
+		tc := tls.Client(nc, tlsConfig)
+		nc.SetDeadline(time.Now().Add(command))
 		if err := tc.HandshakeContext(ctx); err != nil {
 			return s, classify(StageTLS, err)
 		}
-		s.raw.SetDeadline(time.Time{})
-		s.c = smtp.NewClient(tc)
+		c.setTransport(tc)
+		if err := c.greeting(); err != nil {
+			return s, classify(StageEHLO, err)
+		}
 	case "starttls":
-		// go-smtp reads the greeting, says EHLO localhost and STARTTLS;
-		// the handshake itself happens at the next write (our EHLO).
-		c, err := smtp.NewClientStartTLS(s.raw, tlsConfig)
+		// The greeting, EHLO and STARTTLS in clear text. A refusal
+		// that is not about TLS is the greeting's or EHLO's (the
+		// connect stage); anything else after the greeting is TLS's.
+		if err := c.greeting(); err != nil {
+			return s, classify(StageConnect, err)
+		}
+		preTLS := func(err error) *Error {
+			var re *replyErr
+			if errors.As(err, &re) && re.Code != 454 && !strings.Contains(strings.ToUpper(re.Message), "TLS") {
+				return classify(StageConnect, err)
+			}
+			return classify(StageTLS, err)
+		}
+		if err := c.hello(hostname); err != nil {
+			return s, preTLS(err)
+		}
+		if !c.has("STARTTLS") {
+			return s, &Error{Class: Temporary, Stage: StageTLS, Err: errors.New("STARTTLS not offered"), Cause: CauseNoSTARTTLS, Fix: FixNoSTARTTLS}
+		}
+		tc, err := c.startTLS(nc, tlsConfig)
 		if err != nil {
-			if strings.Contains(err.Error(), "doesn't support STARTTLS") {
-				e := &Error{Class: Temporary, Stage: StageTLS, Err: err,
-					Cause: "STARTTLS stripped or not offered by the upstream; relayd does not send mail or credentials in clear",
-					Fix:   `check that the upstream offers STARTTLS on this port (587), or use tls = "tls" on port 465`}
-				return s, e
-			}
-			var se *smtp.SMTPError
-			if errors.As(err, &se) && se.Code != 454 && !strings.Contains(strings.ToUpper(se.Message), "TLS") {
-				return s, classify(StageConnect, err) // the greeting or EHLO
-			}
-			if !s.raw.wrote {
-				// Nothing sent yet: the greeting never came (or never
-				// ended: a slowloris server), not a TLS problem.
-				return s, classify(StageConnect, err)
-			}
+			return s, preTLS(err)
+		}
+		nc.SetDeadline(time.Now().Add(command))
+		if err := tc.HandshakeContext(ctx); err != nil {
 			return s, classify(StageTLS, err)
 		}
-		s.raw.tr = nil
-		s.c = c
+		c.setTransport(tc)
 	default:
-		s.c = smtp.NewClient(s.raw)
+		if err := c.greeting(); err != nil {
+			return s, classify(StageEHLO, err)
+		}
 	}
-	s.c.CommandTimeout = command
-	s.c.SubmissionTimeout = data
-	if s.tr != nil && mode != "none" {
-		s.c.DebugWriter = s.tr
-	}
-	// EHLO with our name, after TLS; for STARTTLS this runs the handshake.
-	if err := s.c.Hello(hostname); err != nil {
+	// EHLO (again, after STARTTLS) with our name.
+	if err := c.hello(hostname); err != nil {
 		stage := StageEHLO
-		var se *smtp.SMTPError
-		if mode == "starttls" && !errors.As(err, &se) {
+		var re *replyErr
+		if mode == "starttls" && !errors.As(err, &re) {
+			// TLS 1.3: a server's refusal of our certificate
+			// arrives after the handshake, at the first read.
 			stage = StageTLS
 		}
 		return s, classify(stage, err)
 	}
 	if mode != "none" {
-		if st, ok := s.c.TLSConnectionState(); !ok || !st.HandshakeComplete {
+		if st, ok := c.tlsState(); !ok || !st.HandshakeComplete {
 			return s, &Error{Class: Temporary, Stage: StageTLS, Err: errors.New("TLS handshake not complete"),
 				Cause: "the TLS handshake with the upstream did not complete"}
 		}
@@ -209,7 +212,6 @@ func dial(ctx context.Context, up config.Upstream, opts Options) (*Session, erro
 			return s, err
 		}
 	}
-	s.raw.limit = 0 // go-smtp's timeouts are ours now; data writes set their own
 	s.lastUsed = time.Now()
 	return s, nil
 }
@@ -251,15 +253,15 @@ func TLSConfig(up config.Upstream, opts Options) (*tls.Config, error) {
 
 // auth runs SASL AUTH, only over a completed TLS handshake.
 func (s *Session) auth(ctx context.Context) *Error {
-	// Never in clear, whatever the config says (go-smtp and go-sasl
-	// would send the password on a clear connection if asked).
-	if st, ok := s.c.TLSConnectionState(); !ok || !st.HandshakeComplete {
+	// Never in clear, whatever the config says (go-sasl's clients
+	// would give the password to a clear connection if asked).
+	if st, ok := s.c.tlsState(); !ok || !st.HandshakeComplete {
 		e := configError(StageAuth, "refusing to send credentials over a connection without TLS", `set tls = "starttls" or "tls"`)
 		e.Class = AuthFailure
 		return e
 	}
 	mechs := s.up.Auth
-	if ok, _ := s.c.Extension("AUTH"); !ok {
+	if !s.c.has("AUTH") {
 		e := configError(StageAuth, "the upstream does not offer AUTH (after TLS), but credentials are configured",
 			"check the upstream's port and SASL settings, or remove username if it needs none")
 		e.Class = AuthFailure
@@ -270,13 +272,13 @@ func (s *Session) auth(ctx context.Context) *Error {
 		return authError(err)
 	}
 	if client == nil {
-		_, offered := s.c.Extension("AUTH")
+		offered := s.c.ext["AUTH"]
 		e := configError(StageAuth, fmt.Sprintf("no common SASL mechanism (we allow %s, the upstream offers %s)", strings.Join(mechs, " "), offered),
 			"set auth in [[upstream]] to a mechanism the upstream offers (PLAIN, LOGIN, XOAUTH2 or OAUTHBEARER)")
 		e.Class = AuthFailure
 		return e
 	}
-	if err := s.c.Auth(client); err != nil {
+	if err := s.c.auth(client); err != nil {
 		e := ClassifyAuth(mech, err)
 		if e.Class == AuthFailure {
 			// The upstream answered and refused the credentials.
@@ -289,6 +291,13 @@ func (s *Session) auth(ctx context.Context) *Error {
 	return nil
 }
 
+// AuthOffer is what SASLClient needs to know of a connection: whether the
+// upstream offers a SASL mechanism (a Session's connection, or go-smtp's
+// client in relayd doctor).
+type AuthOffer interface {
+	SupportsAuth(mech string) bool
+}
+
 // SASLClient chooses how to log in to the upstream c is connected to:
 // the first mechanism of up.Auth (up with its defaults) that c offers,
 // with the client saslFn (Options.SASL, may be nil) gives for it (an
@@ -296,7 +305,7 @@ func (s *Session) auth(ctx context.Context) *Error {
 // password. It returns no client when none of up.Auth is offered, and
 // saslFn's error (no token to present). relayd's sessions and relayd
 // doctor choose alike.
-func SASLClient(ctx context.Context, c *smtp.Client, up config.Upstream, saslFn func(context.Context, config.Upstream, string) (sasl.Client, error)) (sasl.Client, string, error) {
+func SASLClient(ctx context.Context, c AuthOffer, up config.Upstream, saslFn func(context.Context, config.Upstream, string) (sasl.Client, error)) (sasl.Client, string, error) {
 	for _, m := range up.Auth {
 		m = strings.ToUpper(m)
 		if !c.SupportsAuth(m) {
@@ -337,7 +346,8 @@ func authError(err error) *Error {
 func (s *Session) noop(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() { s.raw.Close() })
 	defer stop()
-	return s.c.Noop()
+	_, err := s.c.do("NOOP", 2)
+	return err
 }
 
 // redial replaces a connection found closed with a new one to the same
@@ -364,15 +374,14 @@ func (s *Session) Extension(ext string) (bool, string) {
 	if s.dead {
 		return false, ""
 	}
-	return s.c.Extension(ext)
+	v, ok := s.c.ext[strings.ToUpper(ext)]
+	return ok, v
 }
 
 // abort closes the connection without QUIT.
 func (s *Session) abort() {
 	s.dead = true
-	if s.c != nil {
-		s.c.Close()
-	} else if s.raw != nil {
+	if s.raw != nil {
 		s.raw.Close()
 	}
 }
@@ -387,8 +396,8 @@ func (s *Session) Close() error {
 		return nil
 	}
 	s.dead = true
-	err := s.c.Quit()
-	s.c.Close()
+	_, err := s.c.do("QUIT", 2)
+	s.raw.Close()
 	return err
 }
 
@@ -482,27 +491,14 @@ func (s *Session) Send(ctx context.Context, m *Message) *Result {
 		return fail(classify(stage, err))
 	}
 
-	if s.dirty {
-		if err := s.c.Reset(); err != nil {
-			return netFail(StageMail, err)
-		}
-		s.dirty = false
-		// go-smtp says EHLO again after RSET; do it now, so that a
-		// failure is not mistaken below for missing extensions.
-		if err := s.c.Hello(s.hostname); err != nil {
-			return netFail(StageEHLO, err)
-		}
-	}
-
+	c := s.c
 	// Scan the message: what it needs and what the upstream takes.
 	p, src, err := scanBody(m.Body)
 	if err != nil {
 		return fail(&Error{Class: Temporary, Stage: StageMessage, Err: err, Cause: "cannot read the queued message: " + err.Error()})
 	}
 	defer src.release()
-	eightBit, _ := s.c.Extension("8BITMIME")
-	utf8Ok, _ := s.c.Extension("SMTPUTF8")
-	dsn, _ := s.c.Extension("DSN")
+	eightBit, utf8Ok, dsn := c.has("8BITMIME"), c.has("SMTPUTF8"), c.has("DSN")
 	needUTF8 := m.SMTPUTF8 || !message.IsASCII(m.From)
 	for _, to := range m.To {
 		needUTF8 = needUTF8 || !message.IsASCII(to)
@@ -518,7 +514,7 @@ func (s *Session) Send(ctx context.Context, m *Message) *Result {
 			Fix:   "encode non-ASCII header text (RFC 2047) in the sending program, or use an upstream that offers 8BITMIME"})
 	}
 	size := p.wireSize()
-	if limit, ok := s.c.MaxMessageSize(); ok && limit > 0 && size > int64(limit) {
+	if limit, ok := c.maxSize(); ok && size > limit {
 		return fail(&Error{Class: Permanent, Stage: StageMessage, Err: fmt.Errorf("size %d > %d", size, limit),
 			Cause: fmt.Sprintf("message too large for the upstream (%d bytes; it takes at most %d)", size, limit),
 			Fix:   "lower max_message_size to the upstream's limit, or send large files another way"})
@@ -526,76 +522,180 @@ func (s *Session) Send(ctx context.Context, m *Message) *Result {
 	if !validAddr(m.From) {
 		return fail(&Error{Class: Permanent, Stage: StageMail, Err: errors.New("invalid sender"), Cause: "the envelope sender contains control characters or angle brackets"})
 	}
-
-	// MAIL FROM. go-smtp adds BODY=8BITMIME when offered.
-	mo := &smtp.MailOptions{Size: size, UTF8: needUTF8}
-	if dsn {
-		switch r := strings.ToUpper(m.Ret); r {
-		case "FULL", "HDRS":
-			mo.Return = smtp.DSNReturn(r)
-		}
-		if message.ValidEnvID(m.EnvID) {
-			mo.EnvelopeID = m.EnvID
-		}
-	}
-	if err := s.c.Mail(m.From, mo); err != nil {
-		var se *smtp.SMTPError
-		if !errors.As(err, &se) {
-			return netFail(StageMail, err)
-		}
-		s.dirty = true
-		return fail(s.refine(classify(StageMail, err)))
-	}
-	s.dirty = true
-
-	// RCPT TO, one by one.
-	var ro *smtp.RcptOptions
-	if dsn && m.Notify != "" {
-		if n := notifyOf(m.Notify); n != nil {
-			ro = &smtp.RcptOptions{Notify: n}
-		}
-	}
-	accepted := 0
+	// The recipients that go out; the others are refused here.
 	var lastRcptErr *Error
+	rcpts := make([]int, 0, len(m.To))
 	for i, to := range m.To {
 		if !validAddr(to) || to == "" {
 			res.Rcpts[i].Err = &Error{Class: Permanent, Stage: StageRcpt, Err: errors.New("invalid recipient"), Cause: "the recipient address is empty or contains control characters or angle brackets"}
 			lastRcptErr = res.Rcpts[i].Err
 			continue
 		}
-		if err := s.c.Rcpt(to, ro); err != nil {
-			var se *smtp.SMTPError
-			if !errors.As(err, &se) {
-				return netFail(StageRcpt, err)
-			}
-			res.Rcpts[i].Err = s.refine(classify(StageRcpt, err))
-			lastRcptErr = res.Rcpts[i].Err
-			continue
-		}
-		accepted++
+		rcpts = append(rcpts, i)
 	}
-	if accepted == 0 {
+	if len(rcpts) == 0 {
 		res.Err = lastRcptErr
 		return res
 	}
 
-	// DATA.
-	w, err := s.c.Data()
-	if err != nil {
-		var se *smtp.SMTPError
-		if !errors.As(err, &se) {
-			return netFail(StageData, err)
-		}
-		return fail(s.refine(classify(StageData, err)))
+	// The commands: RSET after a failed transaction, MAIL FROM (BODY=8BITMIME
+	// whenever offered, SIZE, SMTPUTF8, DSN's RET and ENVID), one RCPT TO per
+	// recipient (DSN's NOTIFY), DATA.
+	var mail strings.Builder
+	mail.WriteString("MAIL FROM:<" + m.From + ">")
+	if eightBit {
+		mail.WriteString(" BODY=8BITMIME")
 	}
-	r, err := openWire(src, p, WireMode{EightBit: eightBit})
+	if c.has("SIZE") {
+		mail.WriteString(" SIZE=" + strconv.FormatInt(size, 10))
+	}
+	if needUTF8 {
+		mail.WriteString(" SMTPUTF8")
+	}
+	var notify string
+	if dsn {
+		switch r := strings.ToUpper(m.Ret); r {
+		case "FULL", "HDRS":
+			mail.WriteString(" RET=" + r)
+		}
+		if message.ValidEnvID(m.EnvID) {
+			mail.WriteString(" ENVID=" + xtext(m.EnvID))
+		}
+		if k := message.NotifyKeywords(m.Notify); len(k) > 0 {
+			notify = " NOTIFY=" + strings.Join(k, ",")
+		}
+	}
+	rcptCmd := func(i int) string { return "RCPT TO:<" + m.To[i] + ">" + notify }
+
+	// With PIPELINING they go in one write and the replies are read in
+	// order; without, one command, one reply. next returns the reply to
+	// line either way.
+	pipelining := c.has("PIPELINING")
+	c.rt = s.command
+	if pipelining {
+		if s.dirty {
+			c.cmd("RSET")
+		}
+		c.cmd(mail.String())
+		for _, i := range rcpts {
+			c.cmd(rcptCmd(i))
+		}
+		c.cmd("DATA")
+		if err := c.flush(); err != nil {
+			return netFail(StageMail, err)
+		}
+	}
+	next := func(line string) (reply, error) {
+		if !pipelining {
+			c.cmd(line)
+			if err := c.flush(); err != nil {
+				return reply{}, err
+			}
+		}
+		return c.readReply()
+	}
+	// refused: a reply that is not what the command wants. 421: the
+	// upstream closes the connection.
+	refused := func(stage string, r reply) *Error {
+		if r.code == 421 {
+			s.abort()
+		}
+		return s.refine(classify(stage, r.err()))
+	}
+	// drain reads the replies left of a pipelined group whose
+	// transaction failed (503 "bad sequence"; the session stays usable
+	// after RSET). An upstream that answers DATA with 354 all the same
+	// gets an empty message ended at once (RFC 2920 3.1), which it
+	// must refuse, having no recipient.
+	drain := func(n int) {
+		for ; n > 0 && !s.dead; n-- {
+			r, err := c.readReply()
+			if err == nil && r.code == 354 && n == 1 {
+				c.cmd(".")
+				if err = c.flush(); err == nil {
+					r, err = c.readReply()
+				}
+			}
+			if err != nil || r.code == 421 {
+				s.abort()
+			}
+		}
+	}
+
+	if s.dirty {
+		r, err := next("RSET")
+		if err == nil && r.code/100 != 2 {
+			err = r.err()
+		}
+		if err != nil {
+			return netFail(StageMail, err)
+		}
+		s.dirty = false
+	}
+	r, err := next(mail.String())
+	if err != nil {
+		return netFail(StageMail, err)
+	}
+	s.dirty = true
+	if r.code/100 != 2 {
+		e := refused(StageMail, r)
+		if pipelining {
+			drain(len(rcpts) + 1)
+		}
+		return fail(e)
+	}
+	accepted := 0
+	for _, i := range rcpts {
+		r, err := next(rcptCmd(i))
+		if err != nil {
+			return netFail(StageRcpt, err)
+		}
+		if r.code/100 == 2 {
+			accepted++
+			continue
+		}
+		res.Rcpts[i].Err = refused(StageRcpt, r)
+		lastRcptErr = res.Rcpts[i].Err
+		if s.dead {
+			return fail(lastRcptErr)
+		}
+	}
+	if accepted == 0 {
+		if pipelining {
+			drain(1)
+		}
+		res.Err = lastRcptErr
+		return res
+	}
+	r, err = next("DATA")
+	if err != nil {
+		return netFail(StageData, err)
+	}
+	if r.code != 354 {
+		return fail(refused(StageData, r))
+	}
+
+	// The message, dot-stuffed, and the end of data in the same write as
+	// its last bytes; each write within the data timeout, and so the
+	// final reply.
+	wr, err := openWire(src, p, WireMode{EightBit: eightBit})
 	if err != nil {
 		// Mid-DATA there is no clean way back: drop the connection.
 		s.abort()
 		return fail(&Error{Class: Temporary, Stage: StageMessage, Err: err, Cause: "cannot read the queued message: " + err.Error()})
 	}
-	_, err = io.Copy(&deadlineWriter{w: w, conn: s.raw, d: s.data}, r)
-	r.Close()
+	c.wt, c.rt = s.data, s.data
+	defer func() { c.wt, c.rt = s.command, s.command }()
+	dw := &dotWriter{w: c.bw, bol: true}
+	_, err = io.Copy(dw, wr)
+	wr.Close()
+	if err == nil {
+		dw.end()
+		err = c.flush()
+		if err != nil {
+			err = &writeError{err}
+		}
+	}
 	if err != nil {
 		var we *writeError
 		if errors.As(err, &we) {
@@ -604,91 +704,15 @@ func (s *Session) Send(ctx context.Context, m *Message) *Result {
 		s.abort()
 		return fail(&Error{Class: Temporary, Stage: StageMessage, Err: err, Cause: "cannot read the queued message: " + err.Error()})
 	}
-	s.raw.SetDeadline(time.Now().Add(s.data))
-	resp, err := w.CloseWithResponse()
+	r, err = c.readReply()
 	if err != nil {
-		var se *smtp.SMTPError
-		if !errors.As(err, &se) {
-			return netFail(StageDataEnd, err)
-		}
-		s.dirty = false // the transaction is over either way
-		return fail(s.refine(classify(StageDataEnd, err)))
+		return netFail(StageDataEnd, err)
 	}
-	s.dirty = false
-	res.Reply = "250 " + resp.StatusText
-	res.QueueID = parseQueueID(resp.StatusText)
+	s.dirty = false // the transaction is over either way
+	if r.code/100 != 2 {
+		return fail(refused(StageDataEnd, r))
+	}
+	res.Reply = strconv.Itoa(r.code) + " " + r.text
+	res.QueueID = parseQueueID(r.text)
 	return res
-}
-
-// notifyOf turns a stored NOTIFY value into go-smtp's form; nil when
-// there is none or it is invalid (then no NOTIFY is sent).
-func notifyOf(notify string) []smtp.DSNNotify {
-	var out []smtp.DSNNotify
-	for _, k := range message.NotifyKeywords(notify) {
-		out = append(out, smtp.DSNNotify(k))
-	}
-	return out
-}
-
-// deadlineWriter gives each write of message data its own deadline: go-smtp
-// sets none while the data is written.
-type deadlineWriter struct {
-	w    io.Writer
-	conn net.Conn
-	d    time.Duration
-}
-
-type writeError struct{ err error }
-
-func (e *writeError) Error() string { return e.err.Error() }
-func (e *writeError) Unwrap() error { return e.err }
-
-func (dw *deadlineWriter) Write(b []byte) (int, error) {
-	dw.conn.SetDeadline(time.Now().Add(dw.d))
-	n, err := dw.w.Write(b)
-	if err != nil {
-		return n, &writeError{err}
-	}
-	return n, nil
-}
-
-// clampConn is the TCP connection under go-smtp (and TLS). While dialing it
-// bounds every deadline go-smtp sets to our command timeout (go-smtp's own
-// 5-minute default applies until NewClientStartTLS returns), and it traces
-// the clear text before TLS.
-type clampConn struct {
-	net.Conn
-	limit time.Duration
-	tr    *tracer // non-nil while the connection is clear text
-	// wrote is set once we have sent anything: before that, the only
-	// thing we can be waiting for is the server's greeting.
-	wrote bool
-}
-
-func (c *clampConn) SetDeadline(t time.Time) error {
-	if c.limit > 0 && !t.IsZero() {
-		if max := time.Now().Add(c.limit); t.After(max) {
-			t = max
-		}
-	}
-	return c.Conn.SetDeadline(t)
-}
-
-func (c *clampConn) Read(b []byte) (int, error) {
-	n, err := c.Conn.Read(b)
-	if c.tr != nil && n > 0 {
-		c.tr.Write(b[:n])
-	}
-	return n, err
-}
-
-func (c *clampConn) Write(b []byte) (int, error) {
-	n, err := c.Conn.Write(b)
-	if n > 0 {
-		c.wrote = true
-	}
-	if c.tr != nil && n > 0 {
-		c.tr.Write(b[:n])
-	}
-	return n, err
 }

@@ -13,8 +13,9 @@ import (
 //	smtp upstream=host:port C: MAIL FROM:<a@example.org> BODY=8BITMIME
 //	smtp upstream=host:port S: 250 2.1.0 Ok
 //
-// go-smtp's DebugWriter sees both directions in one stream, so the
-// direction is inferred: a line starting with three digits and a space or
+// It sees both directions of the clear text in one stream (the session's
+// connection copies its reads and writes here), so the direction is
+// inferred: a line starting with three digits and a space or
 // dash is the server's. It redacts SASL: the AUTH command keeps only its
 // mechanism, and every client line until the final reply of the exchange
 // (the initial response, LOGIN's user name and password, PLAIN's response

@@ -106,6 +106,10 @@ type Options struct {
 	// offers it; hiding it works with NoTLS or ImplicitTLS only (New fails
 	// otherwise).
 	No8BITMIME bool
+	// NoPipelining hides the PIPELINING capability (a server that
+	// takes one command at a time); like No8BITMIME, with NoTLS or
+	// ImplicitTLS only.
+	NoPipelining bool
 	// SMTPUTF8 and DSN advertise those extensions.
 	SMTPUTF8, DSN bool
 	// Hook, when set, is called at each stage. It may return an
@@ -265,6 +269,16 @@ func start(opts Options, dir string) (*Server, error) {
 	if opts.No8BITMIME && !opts.NoTLS && !opts.ImplicitTLS {
 		return nil, errors.New("No8BITMIME needs NoTLS or ImplicitTLS (go-smtp always offers 8BITMIME after STARTTLS)")
 	}
+	if opts.NoPipelining && !opts.NoTLS && !opts.ImplicitTLS {
+		return nil, errors.New("NoPipelining needs NoTLS or ImplicitTLS (go-smtp always offers PIPELINING after STARTTLS)")
+	}
+	var hide []string
+	if opts.No8BITMIME {
+		hide = append(hide, "250-8BITMIME\r\n")
+	}
+	if opts.NoPipelining {
+		hide = append(hide, "250-PIPELINING\r\n")
+	}
 	if opts.Domain == "" {
 		opts.Domain = "smtptest.invalid"
 	}
@@ -321,16 +335,18 @@ func start(opts Options, dir string) (*Server, error) {
 	// Every connection is tracked (DropAll) under TLS; the 8BITMIME
 	// filter sits above TLS.
 	switch {
-	case opts.ImplicitTLS && opts.No8BITMIME:
+	case opts.ImplicitTLS && hide != nil:
 		// TLS below go-smtp, so that the capability filter sees clear
 		// text; go-smtp then cannot tell the session is encrypted, so
 		// allow AUTH explicitly (it is encrypted).
-		s.wrap = func(l net.Listener) net.Listener { return &filterListener{Listener: tls.NewListener(l, tlsConfig)} }
+		s.wrap = func(l net.Listener) net.Listener {
+			return &filterListener{Listener: tls.NewListener(l, tlsConfig), hide: hide}
+		}
 		srv.AllowInsecureAuth = true
 	case opts.ImplicitTLS:
 		s.wrap = func(l net.Listener) net.Listener { return tls.NewListener(l, tlsConfig) }
-	case opts.NoTLS && opts.No8BITMIME:
-		s.wrap = func(l net.Listener) net.Listener { return &filterListener{Listener: l} }
+	case opts.NoTLS && hide != nil:
+		s.wrap = func(l net.Listener) net.Listener { return &filterListener{Listener: l, hide: hide} }
 	case opts.NoTLS:
 	default:
 		srv.TLSConfig = tlsConfig
@@ -496,7 +512,7 @@ func (s *Server) NewSession(c *smtp.Conn) (smtp.Session, error) {
 		return nil, err
 	}
 	_, isTLS := c.TLSConnectionState()
-	if s.opts.ImplicitTLS && s.opts.No8BITMIME {
+	if s.opts.ImplicitTLS && (s.opts.No8BITMIME || s.opts.NoPipelining) {
 		isTLS = true
 	}
 	return &session{s: s, c: c, helo: c.Hostname(), tls: isTLS, remote: c.Conn().RemoteAddr().String()}, nil
@@ -714,23 +730,32 @@ func (l *loginServer) Next(resp []byte) (challenge []byte, done bool, err error)
 	return nil, true, sasl.ErrUnexpectedClientResponse
 }
 
-// filterListener hides the 8BITMIME capability: go-smtp writes each reply
-// line with one Write, so the line "250-8BITMIME" is simply not passed on.
-type filterListener struct{ net.Listener }
+// filterListener hides capabilities (8BITMIME, PIPELINING): go-smtp writes
+// each reply line with one Write, so the line "250-8BITMIME" is simply not
+// passed on.
+type filterListener struct {
+	net.Listener
+	hide []string
+}
 
 func (l *filterListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
 		return nil, err
 	}
-	return &filterConn{Conn: c}, nil
+	return &filterConn{Conn: c, hide: l.hide}, nil
 }
 
-type filterConn struct{ net.Conn }
+type filterConn struct {
+	net.Conn
+	hide []string
+}
 
 func (c *filterConn) Write(b []byte) (int, error) {
-	if string(b) == "250-8BITMIME\r\n" {
-		return len(b), nil
+	for _, h := range c.hide {
+		if string(b) == h {
+			return len(b), nil
+		}
 	}
 	return c.Conn.Write(b)
 }

@@ -1,0 +1,475 @@
+package relay
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/mailshim/mailshim/pkg/config"
+	"github.com/mailshim/mailshim/pkg/smtptest"
+)
+
+// countConn counts the writes on the TCP connection: each is one flush of
+// the session's buffered writer (under TLS, one record for a small group).
+type countConn struct {
+	net.Conn
+	writes *atomic.Int64
+}
+
+func (c countConn) Write(b []byte) (int, error) {
+	c.writes.Add(1)
+	return c.Conn.Write(b)
+}
+
+func countingOpts(writes *atomic.Int64) Options {
+	opts := testOpts()
+	opts.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var d net.Dialer
+		c, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return countConn{Conn: c, writes: writes}, nil
+	}
+	return opts
+}
+
+const wantData = "From: sender@example.org\r\nTo: rcpt@example.net\r\nSubject: test\r\n\r\nHello.\r\n.leading dot\r\n"
+
+// wireData is wantData as it goes over the wire, dot-stuffed.
+const wireData = "From: sender@example.org\r\nTo: rcpt@example.net\r\nSubject: test\r\n\r\nHello.\r\n..leading dot\r\n"
+
+// Against go-smtp's server, which offers PIPELINING: MAIL, every RCPT and
+// DATA leave in one write (the RSET of a failed transaction too), the
+// message and its end of data in a second.
+func TestPipelinedGroupIsOneWrite(t *testing.T) {
+	srv := authServer(t, smtptest.Options{DSN: true, Hook: func(ctx context.Context, stage, arg string) error {
+		if stage == smtptest.StageRcpt && strings.HasPrefix(arg, "unknown") {
+			return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "<" + arg + ">: Recipient address rejected: User unknown"}
+		}
+		return nil
+	}})
+	var writes atomic.Int64
+	s := dialOK(t, srv.Upstream(), countingOpts(&writes))
+	if ok, _ := s.Extension("pipelining"); !ok {
+		t.Fatal("PIPELINING not seen in EHLO")
+	}
+	for i, tc := range []struct {
+		to       []string
+		accepted int
+		writes   int64
+	}{
+		{[]string{"a@example.net", "unknown@example.net", "b@example.net"}, 2, 2},
+		{[]string{"unknown1@example.net", "unknown2@example.net"}, 0, 1}, // DATA refused: no message
+		{[]string{"c@example.net"}, 1, 2},                                // RSET in the group
+	} {
+		before := writes.Load()
+		m := testMsg(simple, tc.to...)
+		m.Notify = "FAILURE"
+		res := s.Send(context.Background(), m)
+		if res.Accepted() != tc.accepted || (tc.accepted > 0) != (res.Err == nil) {
+			t.Fatalf("send %d: accepted %d, err %v", i, res.Accepted(), res.Err)
+		}
+		if n := writes.Load() - before; n != tc.writes {
+			t.Fatalf("send %d: %d writes, want %d", i, n, tc.writes)
+		}
+		if !s.Alive() {
+			t.Fatalf("send %d: session dead", i)
+		}
+	}
+	msgs := srv.Messages()
+	if len(msgs) != 2 || strings.Join(msgs[0].To, ",") != "a@example.net,b@example.net" || strings.Join(msgs[1].To, ",") != "c@example.net" {
+		t.Fatalf("delivered %+v", msgs)
+	}
+	for _, m := range msgs {
+		if string(m.Data) != wantData || len(m.RcptOpts[0].Notify) != 1 || m.RcptOpts[0].Notify[0] != smtp.DSNNotifyFailure {
+			t.Fatalf("data %q, rcpt options %+v", m.Data, m.RcptOpts[0])
+		}
+	}
+}
+
+// MAIL refused with RCPT and DATA pipelined behind it: no message data is
+// sent, the server's refusals of RCPT and DATA (no MAIL) are read and
+// dropped, and the session carries the next message after RSET.
+func TestPipelinedMailRefused(t *testing.T) {
+	var dataStarts atomic.Int32
+	srv := authServer(t, smtptest.Options{Hook: func(ctx context.Context, stage, arg string) error {
+		switch {
+		case stage == smtptest.StageMail && strings.HasPrefix(arg, "refused"):
+			return &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "<" + arg + ">: Sender address rejected: not owned by user " + testUser}
+		case stage == smtptest.StageData:
+			dataStarts.Add(1)
+		}
+		return nil
+	}})
+	var writes atomic.Int64
+	s := dialOK(t, srv.Upstream(), countingOpts(&writes))
+	m := testMsg(simple, "a@example.net", "b@example.net")
+	m.From = "refused@example.org"
+	before := writes.Load()
+	res := s.Send(context.Background(), m)
+	if e := res.Err; e == nil || e.Stage != StageMail || e.Code != 553 || e.Class != Permanent || !strings.Contains(e.Cause, "envelope sender") {
+		t.Fatalf("got %v", res.Err)
+	}
+	for _, rr := range res.Rcpts {
+		if rr.Err != res.Err {
+			t.Fatalf("%s: %v, want the MAIL refusal", rr.Rcpt, rr.Err)
+		}
+	}
+	if n := writes.Load() - before; n != 1 || dataStarts.Load() != 0 || srv.Count() != 0 {
+		t.Fatalf("%d writes (want 1), %d data transfers, %d messages: data sent after a refused MAIL", n, dataStarts.Load(), srv.Count())
+	}
+	if !s.Alive() {
+		t.Fatal("session dead after a refused MAIL")
+	}
+	for i := 0; i < 2; i++ {
+		if res := s.Send(context.Background(), testMsg(simple, "c@example.net")); res.Err != nil {
+			t.Fatalf("next message %d: %v", i, res.Err)
+		}
+	}
+	if msgs := srv.Messages(); len(msgs) != 2 || msgs[0].From != "sender@example.org" || string(msgs[0].Data) != wantData {
+		t.Fatalf("delivered %+v", msgs)
+	}
+}
+
+// A server without PIPELINING gets one command at a time, and after a
+// refused MAIL no RCPT at all.
+func TestNoPipeliningOneAtATime(t *testing.T) {
+	var rcpts atomic.Int32
+	srv := smtptest.New(t, smtptest.Options{NoTLS: true, NoPipelining: true, Hook: func(ctx context.Context, stage, arg string) error {
+		switch {
+		case stage == smtptest.StageMail && strings.HasPrefix(arg, "refused"):
+			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Error: queue file write error"}
+		case stage == smtptest.StageRcpt:
+			rcpts.Add(1)
+			if strings.HasPrefix(arg, "unknown") {
+				return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "User unknown"}
+			}
+		}
+		return nil
+	}})
+	var writes atomic.Int64
+	s := dialOK(t, srv.Upstream(), countingOpts(&writes))
+	if ok, _ := s.Extension("PIPELINING"); ok {
+		t.Fatal("the server offers PIPELINING")
+	}
+	m := testMsg(simple, "a@example.net", "unknown@example.net")
+	before := writes.Load()
+	if res := s.Send(context.Background(), m); res.Err != nil || res.Accepted() != 1 || res.Rcpts[1].Err == nil || res.Rcpts[1].Err.Code != 550 {
+		t.Fatalf("got %v, accepted %d", res.Err, res.Accepted())
+	}
+	if n := writes.Load() - before; n != 5 { // MAIL, RCPT, RCPT, DATA, the message
+		t.Fatalf("%d writes, want 5", n)
+	}
+	m.From = "refused@example.org"
+	before, r := writes.Load(), rcpts.Load()
+	if res := s.Send(context.Background(), m); res.Err == nil || res.Err.Stage != StageMail || res.Err.Code != 451 || !res.Err.UpstreamTrouble() {
+		t.Fatalf("got %v", res.Err)
+	}
+	if n := writes.Load() - before; n != 1 || rcpts.Load() != r {
+		t.Fatalf("%d writes and %d RCPT after a refused MAIL", n, rcpts.Load()-r)
+	}
+	before = writes.Load()
+	if res := s.Send(context.Background(), testMsg(simple, "b@example.net")); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if n := writes.Load() - before; n != 5 { // RSET, MAIL, RCPT, DATA, the message
+		t.Fatalf("%d writes, want 5", n)
+	}
+	if msgs := srv.Messages(); len(msgs) != 2 || string(msgs[1].Data) != wantData {
+		t.Fatalf("delivered %+v", msgs)
+	}
+}
+
+// scriptServer is a scripted upstream on net.Pipe offering PIPELINING, for
+// replies go-smtp's server cannot give. reply answers each command line
+// (and "." for the end of data); "" means the usual answer, "CLOSE" hangs
+// up without a reply. A "|" in a reply splits it into separate writes, so
+// that the client reads it in pieces. A read on net.Pipe never spans two
+// writes, so writes holds what the client wrote, write by write.
+type scriptServer struct {
+	mu     sync.Mutex
+	writes []string
+	data   []string
+}
+
+func (ss *scriptServer) Writes() []string {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return append([]string(nil), ss.writes...)
+}
+
+func scriptedPipelining(t *testing.T, ehlo string, reply func(line string) string) (Options, *scriptServer) {
+	ss := &scriptServer{}
+	if ehlo == "" {
+		ehlo = "250-fake\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 100000\r\n"
+	}
+	opts := testOpts()
+	opts.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, srv := net.Pipe()
+		go func() {
+			defer srv.Close()
+			send := func(s string) bool {
+				for _, part := range strings.Split(s, "|") {
+					if _, err := srv.Write([]byte(part)); err != nil {
+						return false
+					}
+				}
+				return true
+			}
+			if !send("220 fake ESMTP\r\n") {
+				return
+			}
+			buf := make([]byte, 1<<16)
+			var pending string
+			var data *strings.Builder
+			for {
+				n, err := srv.Read(buf)
+				if err != nil {
+					return
+				}
+				ss.mu.Lock()
+				ss.writes = append(ss.writes, string(buf[:n]))
+				ss.mu.Unlock()
+				pending += string(buf[:n])
+				for {
+					line, rest, ok := strings.Cut(pending, "\r\n")
+					if !ok {
+						break
+					}
+					pending = rest
+					if data != nil && line != "." {
+						data.WriteString(line + "\r\n")
+						continue
+					}
+					rep := reply(line)
+					verb := strings.ToUpper(strings.Fields(line + " x")[0])
+					if rep == "" {
+						switch {
+						case data != nil:
+							rep = "250 2.0.0 Ok: queued as 4XyZ\r\n"
+						case verb == "EHLO":
+							rep = ehlo
+						case verb == "DATA":
+							rep = "354 End data with <CR><LF>.<CR><LF>\r\n"
+						case verb == "QUIT":
+							send("221 2.0.0 Bye\r\n")
+							return
+						default:
+							rep = "250 2.0.0 Ok\r\n"
+						}
+					}
+					if data != nil {
+						ss.mu.Lock()
+						ss.data = append(ss.data, data.String())
+						ss.mu.Unlock()
+						data = nil
+					}
+					if rep == "CLOSE" || !send(rep) {
+						return
+					}
+					switch {
+					case strings.HasPrefix(rep, "354"):
+						data = &strings.Builder{}
+					case strings.HasPrefix(rep, "421"):
+						return
+					}
+				}
+			}
+		}()
+		return c, nil
+	}
+	return opts, ss
+}
+
+var pipeUp = config.Upstream{Host: "127.0.0.1", Port: 25, TLS: "none"}
+
+// The DATA command refused: no message data, the session usable, RSET in
+// front of the next MAIL.
+func TestPipelinedDataRefused(t *testing.T) {
+	var datas atomic.Int32
+	opts, ss := scriptedPipelining(t, "", func(line string) string {
+		if line == "DATA" && datas.Add(1) == 1 {
+			return "451 4.3.0 Error: queue file write error\r\n"
+		}
+		return ""
+	})
+	s := dialOK(t, pipeUp, opts)
+	res := s.Send(context.Background(), testMsg(simple, "a@example.net"))
+	if e := res.Err; e == nil || e.Stage != StageData || e.Code != 451 || e.Class != Temporary || res.Rcpts[0].Err != e || !e.UpstreamTrouble() {
+		t.Fatalf("got %v", res.Err)
+	}
+	if !s.Alive() {
+		t.Fatal("session dead")
+	}
+	if res := s.Send(context.Background(), testMsg(simple, "a@example.net")); res.Err != nil || res.QueueID != "4XyZ" {
+		t.Fatalf("next message: %v (queue id %q)", res.Err, res.QueueID)
+	}
+	w := ss.Writes()
+	want := []string{
+		"EHLO relay.test\r\n",
+		"MAIL FROM:<sender@example.org> BODY=8BITMIME SIZE=87\r\nRCPT TO:<a@example.net>\r\nDATA\r\n",
+		"RSET\r\nMAIL FROM:<sender@example.org> BODY=8BITMIME SIZE=87\r\nRCPT TO:<a@example.net>\r\nDATA\r\n",
+		wireData + ".\r\n",
+	}
+	if strings.Join(w, "|") != strings.Join(want, "|") {
+		t.Fatalf("the client wrote\n%q\nwant\n%q", w, want)
+	}
+}
+
+// 421 in the middle of a group: the upstream is going away. The message
+// goes to the next upstream (FailOver) and the session is dead.
+func TestPipelined421MidGroup(t *testing.T) {
+	opts, _ := scriptedPipelining(t, "", func(line string) string {
+		if line == "RCPT TO:<b@example.net>" {
+			return "421 4.3.2 Service shutting down, closing transmission channel\r\n"
+		}
+		return ""
+	})
+	s := dialOK(t, pipeUp, opts)
+	res := s.Send(context.Background(), testMsg(simple, "a@example.net", "b@example.net", "c@example.net"))
+	if e := res.Err; e == nil || e.Code != 421 || e.Stage != StageRcpt || !FailOver(res) {
+		t.Fatalf("got %v (failover %v)", res.Err, FailOver(res))
+	}
+	if res.Accepted() != 0 || s.Alive() {
+		t.Fatalf("accepted %d, alive %v", res.Accepted(), s.Alive())
+	}
+}
+
+// The connection closed in the middle of a group, before DATA was
+// answered: nothing of the message went out, so a reused session is
+// dialed again at once (DeadSession).
+func TestPipelinedConnectionClosedMidGroup(t *testing.T) {
+	opts, ss := scriptedPipelining(t, "", func(line string) string {
+		if strings.HasPrefix(line, "RCPT") {
+			return "CLOSE"
+		}
+		return ""
+	})
+	s := dialOK(t, pipeUp, opts)
+	res := s.Send(context.Background(), testMsg(simple, "a@example.net", "b@example.net"))
+	if e := res.Err; e == nil || e.Code != 0 || e.Stage != StageRcpt || e.Class != Temporary || !DeadSession(res) {
+		t.Fatalf("got %v (dead session %v)", res.Err, DeadSession(res))
+	}
+	if s.Alive() {
+		t.Fatal("session alive")
+	}
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if len(ss.data) != 0 {
+		t.Fatal("message data sent")
+	}
+}
+
+// Multi-line replies that arrive in pieces (EHLO, a recipient's refusal,
+// the final reply), with enhanced codes on each line.
+func TestRepliesSplitAcrossReads(t *testing.T) {
+	ehlo := "250-fake.example\r\n250-PIPE|LINING\r\n250-8BIT|MIME\r|\n250-SIZE 100000\r\n250 DS|N\r\n"
+	opts, ss := scriptedPipelining(t, ehlo, func(line string) string {
+		switch {
+		case line == "RCPT TO:<b@example.net>":
+			return "550-5.1.1 <b@example.net>: Recipient address|\r\n550-5.1.1 rejected: User unknown in virtual|\r\n550 5.1.1 mailbox table\r\n"
+		case line == ".":
+			return "250-2.0.0 Ok|\r\n250 2.0.0 Ok: queued as 8Abc|Def\r\n"
+		}
+		return ""
+	})
+	s := dialOK(t, pipeUp, opts)
+	for _, ext := range []string{"PIPELINING", "8BITMIME", "DSN"} {
+		if ok, _ := s.Extension(ext); !ok {
+			t.Fatalf("%s not seen", ext)
+		}
+	}
+	if _, v := s.Extension("SIZE"); v != "100000" {
+		t.Fatalf("SIZE %q", v)
+	}
+	res := s.Send(context.Background(), testMsg(simple, "a@example.net", "b@example.net"))
+	if res.Err != nil || res.Accepted() != 1 || res.QueueID != "8AbcDef" {
+		t.Fatalf("got %v, accepted %d, queue id %q (reply %q)", res.Err, res.Accepted(), res.QueueID, res.Reply)
+	}
+	e := res.Rcpts[1].Err
+	if e == nil || e.Code != 550 || e.Enhanced != "5.1.1" || e.Text != "<b@example.net>: Recipient address rejected: User unknown in virtual mailbox table" || !strings.Contains(e.Cause, "does not exist") {
+		t.Fatalf("refusal %v: text %q", e, e.Text)
+	}
+	if w := ss.Writes(); len(w) != 3 || !strings.HasSuffix(w[1], "RCPT TO:<b@example.net>\r\nDATA\r\n") {
+		t.Fatalf("writes %q", w)
+	}
+}
+
+// A server that answers DATA with 354 although it accepted no recipient
+// gets an empty message ended at once, never the message.
+func TestPipelined354WithoutRecipients(t *testing.T) {
+	var ends atomic.Int32
+	opts, ss := scriptedPipelining(t, "", func(line string) string {
+		switch {
+		case strings.HasPrefix(line, "RCPT TO:<unknown"):
+			return "550 5.1.1 User unknown\r\n"
+		case line == "." && ends.Add(1) == 1:
+			return "554 5.5.1 Error: no valid recipients\r\n"
+		}
+		return ""
+	})
+	s := dialOK(t, pipeUp, opts)
+	res := s.Send(context.Background(), testMsg(simple, "unknown@example.net"))
+	if e := res.Err; e == nil || e.Stage != StageRcpt || e.Code != 550 || !s.Alive() {
+		t.Fatalf("got %v, alive %v", res.Err, s.Alive())
+	}
+	if res := s.Send(context.Background(), testMsg(simple, "a@example.net")); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if len(ss.data) != 2 || ss.data[0] != "" || ss.data[1] != wireData {
+		t.Fatalf("data %q", ss.data)
+	}
+}
+
+// Bytes sent after the 220 to STARTTLS and before the handshake would be
+// read as replies inside TLS (a man in the middle's injection): refused.
+func TestSTARTTLSInjectionRefused(t *testing.T) {
+	opts, _ := scriptedPipelining(t, "250-fake\r\n250-PIPELINING\r\n250 STARTTLS\r\n", func(line string) string {
+		if line == "STARTTLS" {
+			return "220 2.0.0 Ready to start TLS\r\n250-injected\r\n"
+		}
+		return ""
+	})
+	_, err := Dial(context.Background(), config.Upstream{Host: "127.0.0.1", Port: 587, TLS: "starttls"}, opts)
+	if e := asError(t, err); e.Stage != StageTLS || e.Class != Temporary || !strings.Contains(e.Error(), "after its 220") {
+		t.Fatalf("got %v", e)
+	}
+}
+
+// Dot-stuffing: every line that starts with "." gets another, whatever
+// the chunks, and a message that does not end its last line gets one.
+func TestDotWriter(t *testing.T) {
+	for _, tc := range []struct {
+		chunks []string
+		want   string
+	}{
+		{[]string{".a\r\nb\r\n..c\r\n"}, "..a\r\nb\r\n...c\r\n.\r\n"},
+		{[]string{"a\r\n", ".", "b\r\n.\r\n"}, "a\r\n..b\r\n..\r\n.\r\n"},
+		{[]string{"a\r", "\n.b"}, "a\r\n..b\r\n.\r\n"},
+		{nil, ".\r\n"},
+	} {
+		var out bytes.Buffer
+		bw := bufio.NewWriter(&out)
+		d := &dotWriter{w: bw, bol: true}
+		for _, c := range tc.chunks {
+			if _, err := d.Write([]byte(c)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		d.end()
+		bw.Flush()
+		if out.String() != tc.want {
+			t.Errorf("%q: %q, want %q", tc.chunks, out.String(), tc.want)
+		}
+	}
+}
