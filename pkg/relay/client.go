@@ -173,7 +173,7 @@ func (c *smtpConn) flush() error { return c.bw.Flush() }
 func (c *smtpConn) readReply() (reply, error) {
 	c.nc.SetReadDeadline(time.Now().Add(c.rt))
 	var r reply
-	var text strings.Builder
+	var text []byte
 	for n := 0; ; n++ {
 		line, err := c.br.ReadSlice('\n')
 		if err == bufio.ErrBufferFull {
@@ -182,18 +182,11 @@ func (c *smtpConn) readReply() (reply, error) {
 		if err != nil {
 			return r, err
 		}
-		line = line[:len(line)-1]
-		if len(line) > 0 && line[len(line)-1] == '\r' {
-			line = line[:len(line)-1]
-		}
-		if len(line) < 3 || (len(line) > 3 && line[3] != ' ' && line[3] != '-') {
-			return r, fmt.Errorf("malformed reply line %q", line)
-		}
-		code, err := strconv.Atoi(string(line[:3]))
-		if err != nil || code < 200 || code > 599 {
-			return r, fmt.Errorf("malformed reply line %q", line)
-		}
+		line = bytes.TrimSuffix(line[:len(line)-1], []byte("\r"))
+		code := replyCode(line)
 		switch {
+		case code == 0:
+			return r, fmt.Errorf("malformed reply line %q", line)
 		case n == 0:
 			r.code = code
 		case code != r.code:
@@ -201,17 +194,43 @@ func (c *smtpConn) readReply() (reply, error) {
 		case n >= maxReplyLines:
 			return r, fmt.Errorf("reply of more than %d lines", maxReplyLines)
 		}
-		if n > 0 {
-			text.WriteByte('\n')
-		}
+		last := len(line) == 3 || line[3] == ' '
 		if len(line) > 4 {
-			text.Write(line[4:])
+			line = line[4:]
+		} else {
+			line = nil
 		}
-		if len(line) == 3 || line[3] == ' ' {
-			r.text = text.String()
+		if n == 0 && last {
+			r.text = string(line)
+			return r, nil
+		}
+		if n > 0 {
+			text = append(text, '\n')
+		}
+		text = append(text, line...)
+		if last {
+			r.text = string(text)
 			return r, nil
 		}
 	}
+}
+
+// replyCode is the code of a reply line (200 to 599 followed by nothing,
+// a space or a dash), 0 if it is not one.
+func replyCode(l []byte) int {
+	if len(l) < 3 || (len(l) > 3 && l[3] != ' ' && l[3] != '-') {
+		return 0
+	}
+	for _, ch := range l[:3] {
+		if ch < '0' || ch > '9' {
+			return 0
+		}
+	}
+	code := int(l[0]-'0')*100 + int(l[1]-'0')*10 + int(l[2]-'0')
+	if code < 200 || code > 599 {
+		return 0
+	}
+	return code
 }
 
 // do sends one command and reads its reply, which must have the code
