@@ -404,6 +404,7 @@ type Identity struct {
 	Client   string // the peer: "127.0.0.1:54321", "[::1]:54321", "unix"
 	inode    uint64 // the client's socket
 	peerPID  int    // Unix socket: SO_PEERCRED's PID, a hint for the holder
+	fd       int    // PID's descriptor that held the socket, -1 when not seen
 	peerErr  error  // Unix socket: why the client's socket was not found
 	// Origin holds the advisory fields of the client's process.
 	Origin spool.Origin
@@ -573,8 +574,10 @@ func (s *Server) describe(raw net.Conn, id *Identity) {
 			}
 		}
 	})
+	id.fd = -1
 	if id.inode != 0 && h.PID > 0 && h.FD >= 0 {
-		s.recent.put(id.UID, sockdiag.Slot{PID: h.PID, FD: h.FD})
+		id.fd = h.FD
+		s.recent.put(id.UID, sockdiag.Slot{PID: h.PID, FD: h.FD}, true)
 	}
 	if id.inode != 0 && h.PID == 0 || id.peerErr != nil {
 		kv := []any{"client", id.Client, "uid", id.UID}
@@ -691,9 +694,22 @@ func (b *scanBudget) refund(uid int, d time.Duration) {
 // again (a PHP-FPM worker, a long-running app) is found with a readlink or
 // two instead of a scan of /proc. A slot is only where to look first: the
 // socket is always checked there.
+//
+// The slots whose connection has ended come first, the most recently
+// ended first, then those of connections still open: the kernel gives a
+// new socket the lowest free descriptor, which for a process that
+// connects again and again is one its last closed connection freed (a
+// client with several connections at once, such as 8 parallel workers of
+// one process, finds its next socket in the first slot or two instead of
+// in any of the 16).
 type recentHolders struct {
 	mu   sync.Mutex
-	slot map[int][]sockdiag.Slot
+	slot map[int][]recentSlot
+}
+
+type recentSlot struct {
+	sockdiag.Slot
+	open bool // its connection is still being served
 }
 
 const (
@@ -704,25 +720,51 @@ const (
 func (r *recentHolders) get(uid int) []sockdiag.Slot {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return append([]sockdiag.Slot(nil), r.slot[uid]...)
+	l := r.slot[uid]
+	out := make([]sockdiag.Slot, len(l))
+	for i, e := range l {
+		out[i] = e.Slot
+	}
+	return out
 }
 
-func (r *recentHolders) put(uid int, sl sockdiag.Slot) {
+// put records sl as uid's latest slot: one whose connection is open
+// (open) goes first among the open ones, one whose connection has just
+// ended first of all.
+func (r *recentHolders) put(uid int, sl sockdiag.Slot, open bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.slot == nil || len(r.slot) >= recentUIDs {
-		r.slot = map[int][]sockdiag.Slot{}
+	if _, ok := r.slot[uid]; r.slot == nil || !ok && len(r.slot) >= recentUIDs {
+		r.slot = map[int][]recentSlot{}
 	}
 	l := r.slot[uid]
-	if len(l) > 0 && l[0] == sl {
-		return
-	}
-	nl := make([]sockdiag.Slot, 0, min(len(l)+1, recentPerUID))
-	nl = append(nl, sl)
-	for _, o := range l {
-		if o != sl && len(nl) < recentPerUID {
-			nl = append(nl, o)
+	nl := make([]recentSlot, 0, min(len(l)+1, recentPerUID))
+	added := false
+	add := func() {
+		if !added {
+			nl = append(nl, recentSlot{Slot: sl, open: open})
+			added = true
 		}
+	}
+	if !open {
+		add()
+	}
+	for _, e := range l {
+		if e.Slot == sl {
+			continue
+		}
+		if open && e.open {
+			add()
+		}
+		if len(nl) < recentPerUID {
+			nl = append(nl, e)
+		}
+	}
+	if len(nl) < recentPerUID {
+		add()
+	} else if !added {
+		// Full of closed slots: the newest open one replaces the last.
+		nl[len(nl)-1] = recentSlot{Slot: sl, open: open}
 	}
 	r.slot[uid] = nl
 }
@@ -884,6 +926,12 @@ func (c *conn) Close() error {
 	}
 	err := c.Conn.Close()
 	c.once.Do(func() {
+		if id := c.id; id != nil && id.PID > 0 && id.fd >= 0 {
+			// The client's descriptor is about to be free (it closes
+			// its end after our last reply): where its next socket is
+			// likely to be.
+			c.srv.recent.put(id.UID, sockdiag.Slot{PID: id.PID, FD: id.fd}, false)
+		}
 		c.release()
 		c.srv.mu.Lock()
 		delete(c.srv.conns, c)
