@@ -20,6 +20,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/mailshim/mailshim/pkg/spool"
 	"golang.org/x/sys/unix"
@@ -205,32 +206,43 @@ func isShellWrapper(p Process) bool {
 func readProcess(pid int) Process {
 	p := Process{PID: pid, GID: -1}
 	dir := "/proc/" + strconv.Itoa(pid) + "/"
-	if b, err := readFile(dir + "status"); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			k, v, _ := strings.Cut(l, ":\t")
-			switch k {
+	withFile(dir+"status", func(b []byte) {
+		for len(b) > 0 {
+			var l []byte
+			l, b, _ = bytes.Cut(b, []byte{'\n'})
+			k, v, _ := bytes.Cut(l, []byte(":\t"))
+			switch string(k) {
 			case "Name":
-				p.Comm = v
+				p.Comm = string(v)
 			case "PPid":
-				p.PPID, _ = strconv.Atoi(v)
+				p.PPID, _ = strconv.Atoi(string(v))
 			case "Uid":
-				p.UID, _ = strconv.Atoi(strings.Fields(v + " x")[0])
+				p.UID, _ = strconv.Atoi(string(firstField(v)))
 			case "Gid":
-				if g, err := strconv.Atoi(strings.Fields(v + " x")[0]); err == nil {
+				if g, err := strconv.Atoi(string(firstField(v))); err == nil {
 					p.GID = g
 				}
 			}
 		}
-	}
-	if b, err := readFile(dir + "cmdline"); err == nil {
+	})
+	withFile(dir+"cmdline", func(b []byte) {
 		b = bytes.TrimRight(b, "\x00")
-		if len(b) > 0 {
-			for _, a := range bytes.Split(b, []byte{0}) {
-				p.Cmdline = append(p.Cmdline, string(a))
-			}
+		for len(b) > 0 {
+			var a []byte
+			a, b, _ = bytes.Cut(b, []byte{0})
+			p.Cmdline = append(p.Cmdline, string(a))
 		}
-	}
+	})
 	return p
+}
+
+// firstField is the first of the tab- or space-separated fields of v.
+func firstField(v []byte) []byte {
+	v = bytes.TrimLeft(v, " \t")
+	if i := bytes.IndexAny(v, " \t"); i >= 0 {
+		return v[:i]
+	}
+	return v
 }
 
 // readLinks reads /proc/PID/exe and cwd.
@@ -384,26 +396,32 @@ func (p Process) abs(path string) string {
 // that ends in ".service" or ".scope", e.g. "php8.2-fpm.service"; "" when
 // none does.
 func Cgroup(path string) string {
-	b, err := readFile(path)
-	if err != nil {
-		return ""
-	}
 	var best string
-	for _, l := range strings.Split(string(b), "\n") {
-		parts := strings.SplitN(l, ":", 3)
-		if len(parts) != 3 || !(parts[0] == "0" && parts[1] == "" || parts[1] == "name=systemd") {
-			continue
-		}
-		elems := strings.Split(parts[2], "/")
-		for i := len(elems) - 1; i >= 0; i-- {
-			if strings.HasSuffix(elems[i], ".service") || strings.HasSuffix(elems[i], ".scope") {
-				if parts[1] == "" || best == "" {
-					best = elems[i]
+	withFile(path, func(b []byte) {
+		for len(b) > 0 {
+			var l []byte
+			l, b, _ = bytes.Cut(b, []byte{'\n'})
+			id, rest, ok1 := bytes.Cut(l, []byte{':'})
+			ctl, cpath, ok2 := bytes.Cut(rest, []byte{':'})
+			if !ok1 || !ok2 || !(string(id) == "0" && len(ctl) == 0 || string(ctl) == "name=systemd") {
+				continue
+			}
+			for len(cpath) > 0 {
+				elem := cpath
+				if i := bytes.LastIndexByte(cpath, '/'); i >= 0 {
+					elem, cpath = cpath[i+1:], cpath[:i]
+				} else {
+					cpath = nil
 				}
-				break
+				if bytes.HasSuffix(elem, []byte(".service")) || bytes.HasSuffix(elem, []byte(".scope")) {
+					if len(ctl) == 0 || best == "" {
+						best = string(elem)
+					}
+					break
+				}
 			}
 		}
-	}
+	})
 	return clean(best)
 }
 
@@ -523,27 +541,40 @@ func (f fileReader) Read(p []byte) (int, error) {
 
 func (f fileReader) Close() error { return unix.Close(int(f)) }
 
-// readFile reads the whole file at path through open, into a buffer of
-// 4 KB to start with: /proc/PID/status and cgroup fit, and the kernel
-// generates them in one read.
-func readFile(path string) ([]byte, error) {
+// withFile calls use with the whole content of the file at path, read
+// through open into a buffer of 4 KB to start with (/proc/PID/status and
+// cgroup fit, and the kernel generates them in one read). The buffer is
+// reused once use returns (relayd's listener reads three such files per
+// connection): use must not keep b. A file that cannot be read is not
+// passed to use.
+func withFile(path string, use func(b []byte)) error {
 	f, err := open(path)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer f.Close()
-	b := make([]byte, 0, 4<<10)
+	bp := fileBufs.Get().(*[]byte)
+	defer fileBufs.Put(bp)
+	b := (*bp)[:0]
 	for {
 		if len(b) == cap(b) {
 			b = append(b, 0)[:len(b)]
+			*bp = b[:0]
 		}
 		n, err := f.Read(b[len(b):cap(b)])
 		b = b[:len(b)+n]
 		if err == io.EOF {
-			return b, nil
+			use(b)
+			return nil
 		}
 		if err != nil {
-			return nil, err
+			return err
 		}
 	}
 }
+
+// fileBufs are withFile's buffers.
+var fileBufs = sync.Pool{New: func() any {
+	b := make([]byte, 0, 4<<10)
+	return &b
+}}

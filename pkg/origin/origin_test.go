@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -208,6 +209,34 @@ func TestThirdField(t *testing.T) {
 		}
 		if s != want {
 			t.Errorf("thirdField(%q) = %q, want %q", line, s, want)
+		}
+	}
+}
+
+// readProcess reads this process as the kernel has it: its name, parent,
+// real UID and GID, and every argument, in order.
+func TestReadProcessSelf(t *testing.T) {
+	p := readProcess(os.Getpid())
+	if p.PPID != os.Getppid() || p.UID != os.Getuid() || p.GID != os.Getgid() {
+		t.Errorf("ppid %d uid %d gid %d, want %d %d %d", p.PPID, p.UID, p.GID, os.Getppid(), os.Getuid(), os.Getgid())
+	}
+	if want := filepath.Base(os.Args[0]); len(want) > 15 && p.Comm != want[:15] || len(want) <= 15 && p.Comm != want {
+		t.Errorf("name %q, want %q", p.Comm, want)
+	}
+	if !slices.Equal(p.Cmdline, os.Args) {
+		t.Errorf("command line %q, want %q", p.Cmdline, os.Args)
+	}
+}
+
+// BenchmarkApplyProcess is the listener's reading of a client's process
+// (status, cmdline, exe, cwd, cgroup), here this process.
+func BenchmarkApplyProcess(b *testing.B) {
+	b.ReportAllocs()
+	pid := os.Getpid()
+	for b.Loop() {
+		var o spool.Origin
+		if ApplyProcess(&o, pid) < 0 {
+			b.Fatal("not read")
 		}
 	}
 }
