@@ -112,6 +112,10 @@ type Pickup struct {
 	// already reported; seen collects those of the current pass, so that
 	// a file that went away is forgotten (see unreadableFile).
 	unreadable, seen map[string]bool
+	// quarFailed (under mu) holds the maildrop files whose quarantine
+	// failed, with when: tried again at the next periodic scan, not at
+	// once (the move undone wakes the inotify watch: no retry loop).
+	quarFailed map[string]time.Time
 	// held (under heldMu) is pending as a set, for the queue (Holds).
 	heldMu sync.Mutex
 	held   map[string]bool
@@ -329,6 +333,10 @@ func (p *Pickup) quarantine(name, reason string, more ...slog.Attr) {
 	to, err := p.Queue.QuarantineFile(p.maildrop, name, name)
 	if err != nil {
 		p.Log.FileError(name, "cannot quarantine: "+reason, err, more...)
+		if p.quarFailed == nil {
+			p.quarFailed = map[string]time.Time{}
+		}
+		p.quarFailed[name] = p.now()
 		return
 	}
 	p.Log.QuarantineFile(name, reason, filepath.Join(spool.DirQuarantine, to), more...)
@@ -386,6 +394,12 @@ func (p *Pickup) file(name string) bool {
 			}
 		}
 		return false
+	}
+	if t, ok := p.quarFailed[name]; ok {
+		if p.now().Sub(t) < time.Duration(p.scanEvery.Load()) {
+			return false
+		}
+		delete(p.quarFailed, name)
 	}
 	if !spool.ValidID(name) {
 		p.quarantine(name, "not a queue file name")

@@ -706,7 +706,11 @@ func quarantineName(label, what string, place func(target string) (bool, error))
 
 // QuarantineFile moves the file name in dir (maildrop/) into
 // queue/quarantine/ under a name derived from label that replaces nothing,
-// and fsyncs both directories. It returns the new name.
+// and fsyncs both directories, queue/quarantine/ first. It returns the new
+// name. If queue/quarantine/ cannot be fsync'd the move is undone (the
+// file put back as dir/name) and an error returned: dir's fsync would
+// otherwise make the file's removal durable while its new name might not
+// be, and a power loss could lose it.
 func (q *Queue) QuarantineFile(dir *os.File, name, label string) (string, error) {
 	qfd := int(q.quardir.Fd())
 	target, err := quarantineName(label, name, func(target string) (bool, error) {
@@ -722,7 +726,14 @@ func (q *Queue) QuarantineFile(dir *os.File, name, label string) (string, error)
 	if err != nil {
 		return "", err
 	}
-	q.quardir.Sync()
+	if err := q.quardir.Sync(); err != nil {
+		from := filepath.Join(dir.Name(), name)
+		if berr := unix.Renameat2(qfd, target, int(dir.Fd()), name, unix.RENAME_NOREPLACE); berr != nil {
+			return "", fmt.Errorf("spool: quarantine %s: %w; the file is %s, not durably (moving it back failed: %v)",
+				from, err, filepath.Join(q.quardir.Name(), target), berr)
+		}
+		return "", fmt.Errorf("spool: quarantine %s: %w; left in place", from, err)
+	}
 	return target, dir.Sync()
 }
 
