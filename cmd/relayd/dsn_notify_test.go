@@ -156,7 +156,10 @@ func TestRejectedMaildropNotifyNever(t *testing.T) {
 		t.Fatalf("%v\n%.4000s", err, s.log())
 	}
 	waitfor.True(t, "the rejection", 20*time.Second, func() bool { return strings.Contains(s.log(), "event=rejected id="+m.ID+" ") })
-	only := func() bool { l := s.leftovers(); return len(l) == 1 && strings.HasPrefix(l[0], spool.DirQuarantine+"/") }
+	only := func() bool {
+		l := s.leftovers()
+		return len(l) == 1 && strings.HasPrefix(l[0], spool.DirQuarantine+"/")
+	}
 	waitfor.True(t, "the one quarantined file left", 20*time.Second, only)
 	for _, msg := range up.Messages() {
 		if msg.From == "" {
