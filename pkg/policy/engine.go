@@ -52,8 +52,9 @@ type Decision struct {
 }
 
 // DeferredReason starts the reason (spool.Delivery.Reason) of a message
-// queued as deferred by the policy, until its time: the queue tells such
-// a message from one an upstream deferred by it (and no attempt yet).
+// queued as deferred by the policy, until its time: words for people
+// (mailq, queue show); the queue tells such a message by its record's
+// Paced flag, never by this text.
 const DeferredReason = "deferred by policy"
 
 // NoticeQuiet is how long an account must go without tripping a limit

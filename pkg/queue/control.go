@@ -12,7 +12,6 @@ import (
 
 	"github.com/mailshim/mailshim/pkg/control"
 	"github.com/mailshim/mailshim/pkg/message"
-	"github.com/mailshim/mailshim/pkg/policy"
 	"github.com/mailshim/mailshim/pkg/spool"
 )
 
@@ -197,10 +196,10 @@ func (q *Queue) flushUID(uid int) (int, int) {
 }
 
 // pacedByPolicy reports whether deferred message id waits for the time
-// the per-account policy gave it (not yet attempted).
+// the per-account policy gave it (spool.Delivery.Paced: not tried since).
 func (q *Queue) pacedByPolicy(id string) bool {
 	d, err := q.sp.ReadState(spool.Deferred, id)
-	return err == nil && d.Attempts == 0 && strings.HasPrefix(d.Reason, policy.DeferredReason)
+	return err == nil && d.Paced
 }
 
 // heldOf returns how many held messages uid has.

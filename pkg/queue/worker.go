@@ -222,6 +222,7 @@ func (w *worker) prepare(id string, sync bool) *attempt {
 	prev := cloneDelivery(d)
 	now := q.now()
 	d.Attempts++
+	d.Paced = false // tried: no longer waiting for the policy's time
 	if d.First.IsZero() {
 		d.First = now
 	}

@@ -87,6 +87,10 @@ type Delivery struct {
 	DelayNotice string `json:"delay_notice,omitempty"`
 	// Reason says why the message is in its state (held by whom, failed why).
 	Reason string `json:"reason,omitempty"`
+	// Paced: the per-account policy deferred it (action "defer") until
+	// Next, and it has not been tried since; a user's flush leaves it to
+	// that pace. Cleared by its first attempt.
+	Paced bool `json:"paced,omitempty"`
 }
 
 // RcptFailure is one permanently failed recipient.
