@@ -126,3 +126,44 @@ func TestFlushGate(t *testing.T) {
 		t.Fatal("flush gate")
 	}
 }
+
+// reports records FlushThrottled calls.
+type reports struct{ throttled [][2]int }
+
+func (r *reports) ControlAcceptFailed(error, int) {}
+func (r *reports) ControlBusy(int, ...any)        {}
+func (r *reports) FlushThrottled(uid, refused int) {
+	r.throttled = append(r.throttled, [2]int{uid, refused})
+}
+
+// The flush gate refuses a user's flush within FlushEvery of the last and
+// reports the refusals at most once a minute per user, each line with the
+// count since the last: the first at once, the rest a minute later.
+func TestFlushGateRateLimitsItsLog(t *testing.T) {
+	var r reports
+	g := &flushGate{every: FlushEvery, log: &r}
+	t0 := time.Date(2026, 12, 7, 8, 0, 0, 0, time.UTC)
+	if !g.allow(1000, t0) {
+		t.Fatal("the first flush refused")
+	}
+	for i := 1; i <= 20; i++ {
+		if g.allow(1000, t0.Add(time.Duration(i)*time.Second)) {
+			t.Fatalf("flush %d s after the first allowed", i)
+		}
+	}
+	if g.allow(2000, t0) != true || g.allow(2000, t0.Add(time.Second)) {
+		t.Fatal("uid 2000's flushes")
+	}
+	if fmt.Sprint(r.throttled) != "[[1000 1] [2000 1]]" {
+		t.Fatalf("reports %v, want one per user", r.throttled)
+	}
+	// A minute after the first line, the next refusal reports the 19
+	// counted since and itself.
+	g.allow(1000, t0.Add(61*time.Second)) // allowed: a minute has passed
+	if g.allow(1000, t0.Add(62*time.Second)) {
+		t.Fatal("a second flush within the minute allowed")
+	}
+	if fmt.Sprint(r.throttled) != "[[1000 1] [2000 1] [1000 20]]" {
+		t.Errorf("reports %v, want [1000 20] last", r.throttled)
+	}
+}

@@ -73,9 +73,10 @@ type Reporter interface {
 	// ControlBusy: refused peers over the limits since the last report,
 	// with the last one's key/value pairs (uid, pid).
 	ControlBusy(refused int, peer ...any)
-	// FlushThrottled: uid's flush came within FlushEvery of its last and
-	// did nothing.
-	FlushThrottled(uid int)
+	// FlushThrottled: uid's flushes that came within FlushEvery of its
+	// last and did nothing, refused of them since the last report (at
+	// most one a minute per UID).
+	FlushThrottled(uid, refused int)
 }
 
 // Serve accepts connections on ln until ctx is done or ln is closed. Accept
@@ -112,28 +113,45 @@ func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
 // retry their mail in a loop and hammer the upstream, to everyone's cost.
 const FlushEvery = time.Minute
 
-// flushGate remembers each non-admin UID's last flush.
+// flushGate remembers each non-admin UID's last flush, and its refused
+// flushes for the log.
 type flushGate struct {
 	every time.Duration
 	log   Reporter
 	mu    sync.Mutex
 	last  map[int]time.Time
+	// refusals of each UID, logged at most once a minute (a flush in a
+	// loop must not flood the log): when the last line was, and how many
+	// refusals since.
+	logged  map[int]time.Time
+	refused map[int]int
 }
 
-// allow reports whether uid may flush now, and if so records it.
+// allow reports whether uid may flush now, and if so records it. A
+// refusal is reported to the log (the first one of a UID at once, then
+// at most one line a minute with the count since the last).
 func (g *flushGate) allow(uid int, now time.Time) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.last == nil {
 		g.last = map[int]time.Time{}
+		g.logged = map[int]time.Time{}
+		g.refused = map[int]int{}
 	}
 	if t, ok := g.last[uid]; ok && now.Sub(t) < g.every {
+		g.refused[uid]++
+		if t, ok := g.logged[uid]; (!ok || now.Sub(t) >= time.Minute) && g.log != nil {
+			g.log.FlushThrottled(uid, g.refused[uid])
+			g.logged[uid], g.refused[uid] = now, 0
+		}
 		return false
 	}
 	if len(g.last) >= 4096 {
 		for u, t := range g.last {
-			if now.Sub(t) >= g.every {
+			if now.Sub(t) >= g.every && g.refused[u] == 0 {
 				delete(g.last, u)
+				delete(g.logged, u)
+				delete(g.refused, u)
 			}
 		}
 	}
@@ -174,9 +192,6 @@ func serveConn(ctx context.Context, c *net.UnixConn, h Handler, lim *sockserve.L
 		return
 	}
 	if req.Verb == VerbFlush && !p.Admin && !gate.allow(p.UID, time.Now()) {
-		if gate.log != nil {
-			gate.log.FlushThrottled(p.UID)
-		}
 		a.Throttled = true
 		// FlushEvery is a minute.
 		a.Error = "not done: a user may flush once a minute, and your last flush was less than a minute ago; what it made due is being tried, the rest of your deferred mail at its scheduled time"

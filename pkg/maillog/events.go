@@ -463,10 +463,11 @@ func (l *Logger) ControlBusy(refused int, peer ...any) {
 	l.Warning("control socket busy: peer refused", nil, append([]slog.Attr{num("refused", refused)}, KV(peer...)...)...)
 }
 
-// FlushThrottled logs event=flush: uid's flush came too soon after its
-// last and did nothing.
-func (l *Logger) FlushThrottled(uid int) {
-	l.emit(slog.LevelInfo, "flush", num("uid", uid), num("deferred", 0), str("throttled", "one flush a minute per user"))
+// FlushThrottled logs event=flush: uid's flushes came too soon after its
+// last and did nothing, refused of them since the last such line (the
+// control socket logs them at most once a minute per user).
+func (l *Logger) FlushThrottled(uid, refused int) {
+	l.emit(slog.LevelInfo, "flush", num("uid", uid), num("deferred", 0), str("throttled", "one flush a minute per user"), num("refused", refused))
 }
 
 // Recovered logs event=recovered: what failed and was reported works
