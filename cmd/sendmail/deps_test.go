@@ -1,6 +1,7 @@
 package main
 
 import (
+	"debug/elf"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -40,6 +41,44 @@ func TestDeps(t *testing.T) {
 	}
 	if len(deps) < 10 {
 		t.Fatalf("go list returned %q", out)
+	}
+}
+
+// sendmail links package net (net/mail parses addresses with it), but
+// not its dialer and resolver: the socket clients it uses (submitsock,
+// control) connect with package unixconn's system calls. The dialer
+// would bring a tenth of the binary with it (name resolution, DNS,
+// /etc/hosts and nsswitch.conf parsing), every page of which the kernel
+// maps and unmaps at every call.
+func TestNoDialer(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "sendmail")
+	build := exec.Command("go", "build", "-trimpath", "-o", bin, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	f, err := elf.Open(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	syms, err := f.Symbols()
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := 0
+	for _, s := range syms {
+		if strings.HasPrefix(s.Name, "net.") {
+			found++
+		}
+		for _, bad := range []string{"net.(*Dialer).", "net.(*Resolver).", "net.(*sysDialer).", "net.Dial", "net.Listen"} {
+			if strings.HasPrefix(s.Name, bad) {
+				t.Errorf("sendmail links %s", s.Name)
+			}
+		}
+	}
+	if found == 0 {
+		t.Fatalf("no symbol of package net in %s: the check sees nothing", bin)
 	}
 }
 

@@ -20,8 +20,9 @@
 //	<- {"output":"...","error":""}\n
 //
 // This file is the client; it is linked into the setgid sendmail, so it
-// imports nothing beyond the standard library's encoding and net packages
-// (no crypto/tls, net/http, os/exec).
+// imports nothing beyond the standard library's encoding/json and
+// package unixconn (no crypto/tls, net/http, os/exec, not even net's
+// dialer).
 //
 // Its Go API is not stable.
 package control
@@ -31,8 +32,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"time"
+
+	"github.com/mailshim/mailshim/pkg/unixconn"
 )
 
 // Verbs understood by relayd.
@@ -86,13 +88,16 @@ type answer struct {
 // ErrThrottled for a flush not done); a socket that cannot be reached is
 // reported wrapping ErrUnavailable.
 func Request(sockPath, verb string, args []string, out io.Writer) error {
-	d := net.Dialer{Timeout: 10 * time.Second}
-	c, err := d.Dial("unix", sockPath)
+	c, err := unixconn.Dial(sockPath, 10*time.Second)
 	if err != nil {
-		return fmt.Errorf("%w (%s: %v)", ErrUnavailable, sockPath, unwrapOp(err))
+		return fmt.Errorf("%w (%s: %v)", ErrUnavailable, sockPath, err)
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(Timeout))
+	if err := c.SetTimeout(Timeout); err != nil {
+		return err
+	}
+	t := time.AfterFunc(Timeout, c.Abort) // the whole request, not each call
+	defer t.Stop()
 	b, err := json.Marshal(request{Verb: verb, Args: args})
 	if err != nil {
 		return err
@@ -107,9 +112,7 @@ func Request(sockPath, verb string, args []string, out io.Writer) error {
 		}
 		return fmt.Errorf("control: sending %s to %s: %w", verb, sockPath, err)
 	}
-	if uc, ok := c.(*net.UnixConn); ok {
-		uc.CloseWrite()
-	}
+	c.CloseWrite()
 	var a answer
 	if err := json.NewDecoder(io.LimitReader(c, maxAnswer)).Decode(&a); err != nil {
 		return fmt.Errorf("control: reading the answer to %s from %s: %w", verb, sockPath, err)
@@ -128,12 +131,4 @@ func Request(sockPath, verb string, args []string, out io.Writer) error {
 		return fmt.Errorf("%s: %s", verb, a.Error)
 	}
 	return nil
-}
-
-func unwrapOp(err error) error {
-	var op *net.OpError
-	if errors.As(err, &op) && op.Err != nil {
-		return op.Err
-	}
-	return err
 }

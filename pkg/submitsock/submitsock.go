@@ -56,6 +56,7 @@ import (
 	"github.com/mailshim/mailshim/pkg/spool"
 	"github.com/mailshim/mailshim/pkg/submit"
 	"github.com/mailshim/mailshim/pkg/sysexits"
+	"github.com/mailshim/mailshim/pkg/unixconn"
 )
 
 const (
@@ -92,14 +93,12 @@ const (
 // (the server may have stored it before it went away; the error says "no
 // answer from the server").
 func Send(ctx context.Context, sockPath string, m *spool.Meta, body io.Reader) (string, error) {
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "unix", sockPath)
+	conn, err := unixconn.Dial(sockPath, dialTimeout(ctx))
 	if err != nil {
 		return "", err
 	}
-	conn := c.(*net.UnixConn)
 	defer conn.Close()
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	stop := context.AfterFunc(ctx, conn.Abort)
 	defer stop()
 
 	hm := *m
@@ -130,11 +129,21 @@ func Send(ctx context.Context, sockPath string, m *spool.Meta, body io.Reader) (
 	return parseAnswer(line)
 }
 
+// dialTimeout is how long Dial waits for a listener with a full backlog:
+// what is left of ctx, at most a minute.
+func dialTimeout(ctx context.Context) time.Duration {
+	d := time.Minute
+	if dl, ok := ctx.Deadline(); ok {
+		d = min(d, max(time.Until(dl), time.Millisecond))
+	}
+	return d
+}
+
 // answerAfterWriteError reads the server's answer after a failed write: a
 // server that refused the message early (too large) has answered and
 // stopped reading, and its answer says why.
-func answerAfterWriteError(conn *net.UnixConn, werr error) (string, error) {
-	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+func answerAfterWriteError(conn *unixconn.Conn, werr error) (string, error) {
+	conn.SetTimeout(5 * time.Second)
 	line, err := bufio.NewReaderSize(conn, 1024).ReadString('\n')
 	if err != nil {
 		return "", fmt.Errorf("submit: write: %w", werr)
