@@ -34,6 +34,10 @@ func policyRules(cfg *config.Config) *policy.Policy {
 			act := policy.Action(a.Action)
 			r.Action = &act
 		}
+		if a.Set["max_held"] {
+			n := a.MaxHeld
+			r.MaxHeld = &n
+		}
 		p.Rules[k] = r
 	}
 	return p

@@ -63,6 +63,11 @@ type PolicyAccount struct {
 	// admin) or "refuse" (not queued; the caller is told, or the sender
 	// gets a bounce).
 	Action string `toml:"action"`
+	// MaxHeld bounds the account's held messages (action "hold", a
+	// frozen account): one more to hold is refused instead (sendmail
+	// exits 73, SMTP 452 4.3.1; a maildrop file is bounced), so that one
+	// account cannot fill the spool's disk. 0: no limit.
+	MaxHeld int `toml:"max_held"`
 
 	// Set holds the keys written in this table.
 	Set map[string]bool `toml:"-"`

@@ -137,6 +137,7 @@ func (c *Config) Redacted() string {
 			{"recipients_per_hour", fmt.Sprint(a.RecipientsPerHour)},
 			{"recipients_per_day", fmt.Sprint(a.RecipientsPerDay)},
 			{"action", quote(a.Action)},
+			{"max_held", fmt.Sprint(a.MaxHeld)},
 		} {
 			// Only what the table sets: the rest falls through to the
 			// next table, which an explicit value here would hide.

@@ -1,6 +1,8 @@
 package pickup
 
 import (
+	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -50,9 +52,20 @@ func (p *Pickup) admit(q *spool.Meta, h *header, size int64) (string, *spool.Del
 	l := g.Limits(pm)
 	d := g.Admit(pm, &l)
 	undo := func() { g.Undo(pm, &l, d) }
+	// The held queue is capped per account (max_held): a message the
+	// verdict would hold beyond it is refused instead, so that one
+	// account cannot fill the spool's disk with held mail.
+	held := 0
+	full := d.Action == policy.Hold && l.MaxHeld > 0
+	if full {
+		held = p.Queue.CountOf(spool.Held, q.Origin.UID)
+		full = held >= l.MaxHeld
+	}
 	if d.Action != policy.Accept {
 		pd := maillog.PolicyDecision{ID: q.ID, UID: q.Origin.UID, User: pm.Account.Name(), Action: string(d.Action)}
 		switch {
+		case full:
+			pd.Action, pd.Limit, pd.Max, pd.Got, pd.Source = string(policy.Refuse), "max_held", int64(l.MaxHeld), int64(held), l.Source["max_held"]
 		case d.Frozen:
 			pd.Limit = "frozen"
 		case d.Violation != nil:
@@ -63,6 +76,10 @@ func (p *Pickup) admit(q *spool.Meta, h *header, size int64) (string, *spool.Del
 			}
 		}
 		p.Log.Policy(pd)
+	}
+	if full {
+		undo()
+		return "", nil, nil, errHeldFull(pm.Account.Name(), held, l.MaxHeld)
 	}
 	switch d.Action {
 	case policy.Hold:
@@ -95,6 +112,18 @@ func errPolicy(v *policy.Violation) *RejectError {
 	return &RejectError{
 		Code: sysexits.NoPerm, Status: "5.7.1", Cause: v.Error(), Fix: fix,
 		Err: v, Temporary: !v.Static,
+	}
+}
+
+// errHeldFull is the RejectError of a message the policy would hold for
+// an account that has max held messages already: EX_CANTCREAT, as for a
+// full spool (sendmail exits 73, SMTP 452 4.3.1).
+func errHeldFull(account string, held, max int) *RejectError {
+	return &RejectError{
+		Code: sysexits.CantCreat, Status: "5.3.1",
+		Cause: fmt.Sprintf("policy: account %s already has %d held messages, the most allowed (max_held); this one was to be held too and was not stored", account, held),
+		Fix:   "ask the administrator to release or delete the account's held mail (relayd queue list --held --user " + account + ") and to find why it sends so much",
+		Err:   errors.New("held queue full for this account"),
 	}
 }
 

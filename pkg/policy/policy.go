@@ -16,7 +16,9 @@
 //   - action: what happens to a message over a rate: "defer" (queued,
 //     sent later at the allowed rate), "hold" (queued as held for the
 //     admin) or "refuse" (not queued; the caller is told, or the sender
-//     gets a bounce when the caller has gone).
+//     gets a bounce when the caller has gone);
+//   - max_held: the account's held messages at most; one more to hold is
+//     refused instead (pickup counts them in the queue).
 //
 // A message that breaks a static rule (sender domain, recipients, size) is
 // always refused: no later time makes it acceptable.
@@ -104,6 +106,7 @@ type Rule struct {
 	MaxSize       *int64
 	Rates         [NumRates]*int
 	Action        *Action
+	MaxHeld       *int
 }
 
 // Limits are the resolved limits of one account. Each field says which
@@ -114,6 +117,7 @@ type Limits struct {
 	MaxSize       int64    // 0: no limit (max_message_size still applies)
 	Rates         [NumRates]int
 	Action        Action
+	MaxHeld       int // held messages at most (0: no limit); see Gate
 	// Source names the table each key came from ("*", "www-data",
 	// "uid:33", "group:web", "default"), by key.
 	Source map[string]string
@@ -126,6 +130,7 @@ func Defaults() Limits {
 	l := Limits{
 		MaxRecipients: 1000,
 		Action:        Hold,
+		MaxHeld:       1000,
 	}
 	l.Rates[MessagesPerMinute] = 60
 	l.Rates[MessagesPerHour] = 500
@@ -274,6 +279,13 @@ func (p *Policy) Resolve(a Account) Limits {
 	pick("action", func(r Rule) bool {
 		if r.Action != nil {
 			l.Action = *r.Action
+			return true
+		}
+		return false
+	})
+	pick("max_held", func(r Rule) bool {
+		if r.MaxHeld != nil {
+			l.MaxHeld = *r.MaxHeld
 			return true
 		}
 		return false

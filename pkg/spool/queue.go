@@ -455,6 +455,24 @@ func (q *Queue) List(state string) ([]string, error) {
 	return out, nil
 }
 
+// CountOf returns how many messages of uid (the caller's UID recorded
+// with them) are in state; it walks that state's messages.
+func (q *Queue) CountOf(state string, uid int) int {
+	st := stateIndex(state)
+	if st < 0 {
+		return 0
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	n := 0
+	for _, id := range q.sets[st].ids {
+		if e := q.entries[id]; e != nil && e.st == uint8(st) && int(e.uid) == uid {
+			n++
+		}
+	}
+	return n
+}
+
 // Counts returns the number of messages in each state.
 func (q *Queue) Counts() map[string]int {
 	q.mu.Lock()
