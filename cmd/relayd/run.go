@@ -84,6 +84,7 @@ func run(path string, drainTimeout time.Duration) int {
 	// them only for the scan, on the thread that runs it
 	// (sockdiag.WithScanCaps).
 	scanCaps, capsErr := sockdiag.LowerCaps()
+	keepHeapFloor(heapFloor)
 	cfg, ok := loadConfig(path)
 	if !ok {
 		return sysexits.Config
