@@ -19,16 +19,15 @@
 //	-> {"verb":"hold","args":["0006270A1B2C3D4E5F60"]}\n   (then the client shuts down its write side)
 //	<- {"output":"...","error":""}\n
 //
-// This file is the client; it is linked into the setgid sendmail, so it
-// imports nothing beyond the standard library's encoding/json and
-// package unixconn (no crypto/tls, net/http, os/exec, not even net's
-// dialer).
+// This file and wire.go are the client; they are linked into the setgid
+// sendmail, so they use neither encoding/json (wire.go reads and writes
+// the two objects) nor net's dialer (package unixconn), nor crypto/tls,
+// net/http or os/exec.
 //
 // Its Go API is not stable.
 package control
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -98,23 +97,18 @@ func Request(sockPath, verb string, args []string, out io.Writer) error {
 	}
 	t := time.AfterFunc(Timeout, c.Abort) // the whole request, not each call
 	defer t.Stop()
-	b, err := json.Marshal(request{Verb: verb, Args: args})
-	if err != nil {
-		return err
-	}
-	b = append(b, '\n')
+	b := append(encodeRequest(request{Verb: verb, Args: args}), '\n')
 	if _, err := c.Write(b); err != nil {
 		// A server that refused the connection (busy) has answered and
 		// closed: its answer says why.
-		var a answer
-		if json.NewDecoder(io.LimitReader(c, 64<<10)).Decode(&a) == nil && a.Error != "" {
+		if a, err := decodeAnswer(c, 64<<10); err == nil && a.Error != "" {
 			return fmt.Errorf("%s: %s", verb, a.Error)
 		}
 		return fmt.Errorf("control: sending %s to %s: %w", verb, sockPath, err)
 	}
 	c.CloseWrite()
-	var a answer
-	if err := json.NewDecoder(io.LimitReader(c, maxAnswer)).Decode(&a); err != nil {
+	a, err := decodeAnswer(c, maxAnswer)
+	if err != nil {
 		return fmt.Errorf("control: reading the answer to %s from %s: %w", verb, sockPath, err)
 	}
 	if a.Output != "" {
