@@ -473,3 +473,79 @@ func TestDotWriter(t *testing.T) {
 		}
 	}
 }
+
+// A reused session the upstream closed while it was idle fails at MAIL
+// without a reply, whether it failed a transaction before (RSET leads the
+// group) or not: nothing of the message went out, and the queue dials
+// again at once (DeadSession).
+func TestPipelinedDeadSessionBeforeData(t *testing.T) {
+	for _, dirty := range []bool{false, true} {
+		srv := authServer(t, smtptest.Options{Hook: func(ctx context.Context, stage, arg string) error {
+			if stage == smtptest.StageRcpt && arg == "unknown@example.net" {
+				return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "User unknown"}
+			}
+			return nil
+		}})
+		s := dialOK(t, srv.Upstream(), testOpts())
+		if dirty {
+			// A failed transaction: the next group starts with RSET.
+			if res := s.Send(context.Background(), testMsg(simple, "unknown@example.net")); res.Err == nil || !s.dirty {
+				t.Fatalf("refused recipient: %v, dirty %v", res.Err, s.dirty)
+			}
+		}
+		srv.DropAll()
+		res := s.Send(context.Background(), testMsg(simple, "a@example.net"))
+		if e := res.Err; e == nil || e.Stage != StageMail || e.Code != 0 || !DeadSession(res) || s.Alive() {
+			t.Fatalf("dirty %v: got %v (dead session %v, alive %v)", dirty, res.Err, DeadSession(res), s.Alive())
+		}
+		if srv.Count() != 0 {
+			t.Fatal("message delivered")
+		}
+	}
+}
+
+// What the client takes as a reply, and what it refuses.
+func TestReadReply(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		code int
+		text string // "" with code 0: an error
+	}{
+		{"250 2.0.0 Ok\r\n", 250, "2.0.0 Ok"},
+		{"250\r\n", 250, ""},
+		{"250-a\n250 b\n", 250, "a\nb"},
+		{"550-5.1.1 a\r\n550 5.1.1 b\r\n", 550, "5.1.1 a\n5.1.1 b"},
+		{"25O ok\r\n", 0, ""},
+		{"250ok\r\n", 0, ""},
+		{"199 x\r\n", 0, ""},
+		{"250-a\r\n251 b\r\n", 0, ""},
+		{"250 " + strings.Repeat("x", maxReplyLine) + "\r\n", 0, ""},
+		{strings.Repeat("250-x\r\n", maxReplyLines+1) + "250 x\r\n", 0, ""},
+		{"250-a\r\n", 0, ""}, // then EOF
+	} {
+		cc, srv := net.Pipe()
+		go func() {
+			srv.Write([]byte(tc.in))
+			srv.Close()
+		}()
+		c := newSMTPConn(cc, nil, testOpts().CommandTimeout)
+		r, err := c.readReply()
+		cc.Close()
+		if tc.code == 0 {
+			if err == nil {
+				t.Errorf("%q: no error (reply %d %q)", tc.in, r.code, r.text)
+			}
+			continue
+		}
+		if err != nil || r.code != tc.code || r.text != tc.text {
+			t.Errorf("%q: %d %q, %v; want %d %q", tc.in, r.code, r.text, err, tc.code, tc.text)
+		}
+	}
+	e := reply{550, "5.1.1 a\n5.1.1 b"}.err()
+	if e.Code != 550 || e.Enhanced != "5.1.1" || e.Message != "a\nb" {
+		t.Errorf("reply error %+v", e)
+	}
+	if e := (reply{421, "Service not available"}).err(); e.Enhanced != "" || e.Message != "Service not available" {
+		t.Errorf("reply error %+v", e)
+	}
+}
