@@ -543,7 +543,11 @@ func (f fileReader) Close() error { return unix.Close(int(f)) }
 
 // withFile calls use with the whole content of the file at path, read
 // through open into a buffer of 4 KB to start with (/proc/PID/status and
-// cgroup fit, and the kernel generates them in one read). The buffer is
+// cgroup fit, and the kernel generates them in one read). It is for the
+// /proc files of a process only: the kernel answers a read of status,
+// cgroup (seq_file) or cmdline with all it has up to the buffer's size,
+// so a read that leaves room in the buffer is the end, and the read that
+// would return 0 is not made (a system call less per file). The buffer is
 // reused once use returns (relayd's listener reads three such files per
 // connection): use must not keep b. A file that cannot be read is not
 // passed to use.
@@ -563,7 +567,7 @@ func withFile(path string, use func(b []byte)) error {
 		}
 		n, err := f.Read(b[len(b):cap(b)])
 		b = b[:len(b)+n]
-		if err == io.EOF {
+		if err == io.EOF || err == nil && n > 0 && len(b) < cap(b) {
 			use(b)
 			return nil
 		}
