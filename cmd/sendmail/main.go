@@ -29,12 +29,16 @@
 //   - The message size is capped (max_message_size), the header section
 //     too; the body is streamed, never held in memory.
 //   - SIGXFSZ and SIGPIPE are ignored (RLIMIT_FSIZE becomes EFBIG, exit
-//     73); SIGTERM, SIGINT, SIGHUP and SIGQUIT abort the spool file (an
-//     O_TMPFILE: it never had a name) and exit 74 — or 0 if the message
-//     was already committed (in -bs, 74 all the same: the session was
-//     cut; what it stored stays). Their handler is set up concurrently with
-//     the start (see catchSignals); no spool file is created before it is
-//     in place.
+//     73). SIGTERM, SIGINT, SIGHUP and SIGQUIT end sendmail by their
+//     default action until the message's commit, and are ignored from
+//     its start on (guard.Commit): killed before, nothing is stored (the
+//     spool file is an O_TMPFILE, which never had a name, and the kernel
+//     frees it); from the commit on, sendmail finishes and its exit
+//     status says whether the message was stored. No handler is needed
+//     for that, and os/signal's costs two runtime threads at every call.
+//     -bs, a dialogue that can last, has a handler (catchSignals): a
+//     signal aborts the message being written and exits 74 with one
+//     line; what the session stored stays queued.
 //   - The clock is ours (time.Now), never the caller's headers.
 //   - chdir("/"). Never exec.
 package main
@@ -52,6 +56,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 
 	_ "github.com/mailshim/mailshim/cmd/sendmail/internal/earlyenv" // first: see its doc
 	"github.com/mailshim/mailshim/pkg/config"
@@ -78,7 +83,6 @@ func main() {
 	env := captureEnv()
 	time.Local = time.UTC
 	signal.Ignore(syscall.SIGXFSZ, syscall.SIGPIPE)
-	go catchSignals()
 	if err := os.Chdir("/"); err != nil {
 		fail(sysexits.OSErr, "cannot chdir to /: %v", err)
 	}
@@ -172,22 +176,45 @@ func setCurrent(abort func()) {
 	current.Unlock()
 }
 
+// stopSignals are the signals that end sendmail (see the package
+// comment).
+var stopSignals = []os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT}
+
+// quitByDefault gives SIGQUIT its default action (the process ends, as
+// SIGTERM's does) instead of the Go runtime's, which prints "SIGQUIT:
+// quit" and exits 2. run calls it in every mode but -bs, whose handler
+// catches SIGQUIT. The runtime keeps no state that this contradicts: it
+// looks at a signal's disposition only when os/signal changes it, and
+// the later signal.Ignore in guard.Commit sets SIG_IGN whatever was
+// there. The zero struct is the kernel's sigaction with SIG_DFL, no
+// flags and an empty mask on every 64-bit architecture.
+func quitByDefault() { defaultAction(syscall.SIGQUIT) }
+
+// defaultAction sets sig's disposition to SIG_DFL.
+func defaultAction(sig syscall.Signal) {
+	var sa [4]uint64
+	unix.RawSyscall6(unix.SYS_RT_SIGACTION, uintptr(sig), uintptr(unsafe.Pointer(&sa)), 0, 8, 0, 0)
+}
+
+// handled is set, by the main goroutine, when catchSignals handles
+// stopSignals (-bs); otherwise they keep their default action until a
+// commit ignores them.
+var handled bool
+
 // signalsCaught is closed once catchSignals's handler is in place. store
-// waits for it before any spool file exists.
+// waits for it, when handled, before any spool file exists.
 var signalsCaught = make(chan struct{})
 
-// catchSignals installs the handler of SIGTERM, SIGINT, SIGHUP and SIGQUIT
-// and then runs it. main starts it on its own goroutine: os/signal's
+// catchSignals installs the handler of stopSignals and then runs it. -bs
+// starts it on its own goroutine (setting handled first): os/signal's
 // set-up costs two more threads of the runtime and a round trip with one
-// of them per signal (about 0.25 ms of CPU in all, measured), which then
-// overlaps with reading the configuration, /proc and the message header
-// instead of delaying them. A signal that arrives before the handler is
-// in place ends the process by its default action, as one during the Go
-// runtime's own start always could: nothing has been written then, since
-// store waits for signalsCaught before the spool file is created.
+// of them per signal, which then overlaps with the dialogue. A signal
+// that arrives before the handler is in place ends the process by its
+// default action: nothing has been written then, since store waits for
+// signalsCaught before the spool file is created.
 func catchSignals() {
 	c := make(chan os.Signal, 1)
-	signal.Notify(c, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT)
+	signal.Notify(c, stopSignals...)
 	close(signalsCaught)
 	sig := <-c
 	current.Lock() // held until exit: no commit can start now
@@ -265,6 +292,9 @@ func run(argv []string, env map[string]string) int {
 		}
 		report(errorf(sysexits.Usage, "%v", err))
 		return sysexits.Usage
+	}
+	if a.mode != modeSMTP {
+		quitByDefault()
 	}
 	cfg, e := loadConfig(env)
 	if e != nil {
@@ -458,7 +488,9 @@ func checkSender(cfg *config.Config, org *spool.Origin, sender string) *exitErro
 // the submission socket; see maildrop.Local) and returns nil only once it is
 // durable.
 func store(cfg *config.Config, env *spool.Envelope, org *spool.Origin, h *message.Header, body io.Reader, in *errReader) (string, *exitError) {
-	<-signalsCaught // the handler must be able to remove the spool file
+	if handled {
+		<-signalsCaught // the handler must be able to remove the spool file
+	}
 	l := &maildrop.Local{Spool: cfg.Spool, Hostname: cfg.Hostname, MaxSize: cfg.MaxMessageSize,
 		Socket: cfg.SubmitSocket, Fallback: !config.Privileged(), Guard: guard{}}
 	id, err := l.Store(env, org, h, body)
@@ -490,8 +522,9 @@ func store(cfg *config.Config, env *spool.Envelope, org *spool.Origin, h *messag
 	return "", classify(err, in, cfg.MaxMessageSize)
 }
 
-// guard is the signal handler's side of a store: it learns how to remove
-// the spool file being written, and the commit runs under its lock.
+// guard is the signals' side of a store: the handler (-bs) learns how to
+// remove the spool file being written, and the commit runs under its
+// lock; without a handler, the commit ignores stopSignals from its start.
 type guard struct{}
 
 func (guard) Writing(abort func()) { setCurrent(abort) }
@@ -499,6 +532,15 @@ func (guard) Writing(abort func()) { setCurrent(abort) }
 func (guard) Commit(commit func() error) error {
 	current.Lock()
 	defer current.Unlock()
+	if !handled {
+		// From here the message may become visible in the maildrop (and
+		// be delivered): a signal must not end sendmail now, since its
+		// caller would take the message for lost and send it again.
+		// Ignoring costs a sigaction(2) per signal; a signal already
+		// pending is discarded. sendmail exits soon after, with the
+		// commit's result.
+		signal.Ignore(stopSignals...)
+	}
 	err := commit()
 	if err == nil {
 		current.committed = true

@@ -214,14 +214,15 @@ func TestSetgidDiskFull(t *testing.T) {
 	s.one(t)
 }
 
-// Signals while the spool file is being written: SIGTERM, SIGINT and
-// SIGHUP exit 74 and leave nothing; SIGKILL leaves nothing either (the
-// file is an O_TMPFILE without a name until it is complete).
+// Signals while the spool file is being written: SIGTERM, SIGINT, SIGHUP
+// and SIGQUIT end sendmail by their default action, silently, as SIGKILL
+// does, and leave nothing (the file is an O_TMPFILE without a name until
+// it is complete). -bs catches them instead: TestSetgidSignalsSMTP.
 func TestSetgidSignals(t *testing.T) {
 	needRoot(t)
 	s := newSpool(t, true, "")
 	md := filepath.Join(s.root, spool.DirMaildrop)
-	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGKILL} {
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGKILL} {
 		t.Run(sig.String(), func(t *testing.T) {
 			cmd := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sgPath, "-i", "a@example.org")
 			stdin, err := cmd.StdinPipe()
@@ -235,29 +236,118 @@ func TestSetgidSignals(t *testing.T) {
 			}
 			stdin.Write([]byte("Subject: x\n\n" + strings.Repeat("partial body\n", 10000)))
 			// Wait until the spool file is open (an fd into maildrop/).
-			fdDir := "/proc/" + strconv.Itoa(cmd.Process.Pid) + "/fd"
-			waitfor.True(t, "the spool file to be open", 30*time.Second, func() bool {
-				ents, _ := os.ReadDir(fdDir)
-				for _, e := range ents {
-					if l, _ := os.Readlink(filepath.Join(fdDir, e.Name())); strings.HasPrefix(l, md+"/") {
-						return true
-					}
-				}
-				return false
-			})
+			waitSpoolFileOpen(t, cmd.Process.Pid, md)
 			cmd.Process.Signal(sig)
-			err = cmd.Wait()
+			cmd.Wait()
 			stdin.Close()
-			code := cmd.ProcessState.ExitCode()
-			if sig == syscall.SIGKILL {
-				if code != -1 {
-					t.Errorf("exit %d after SIGKILL", code)
-				}
-			} else if code != 74 || !strings.HasPrefix(stderr.String(), "sendmail: interrupted") {
-				t.Errorf("exit %d (%v), stderr %q; want 74", code, err, stderr.String())
+			ws, _ := cmd.ProcessState.Sys().(syscall.WaitStatus)
+			if !ws.Signaled() || ws.Signal() != sig || stderr.Len() != 0 {
+				t.Errorf("%v, stderr %q; want killed by %v, nothing said", cmd.ProcessState, stderr.String(), sig)
 			}
 			s.none(t)
 		})
+	}
+}
+
+// waitSpoolFileOpen waits until process pid has a file of directory md
+// open.
+func waitSpoolFileOpen(t *testing.T, pid int, md string) {
+	t.Helper()
+	fdDir := "/proc/" + strconv.Itoa(pid) + "/fd"
+	waitfor.True(t, "the spool file to be open", 30*time.Second, func() bool {
+		ents, _ := os.ReadDir(fdDir)
+		for _, e := range ents {
+			if l, _ := os.Readlink(filepath.Join(fdDir, e.Name())); strings.HasPrefix(l, md+"/") {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// In -bs, a signal while a message is being written aborts it and exits
+// 74 with one line; nothing of the message is left.
+func TestSetgidSignalsSMTP(t *testing.T) {
+	needRoot(t)
+	s := newSpool(t, true, "")
+	md := filepath.Join(s.root, spool.DirMaildrop)
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGQUIT} {
+		t.Run(sig.String(), func(t *testing.T) {
+			cmd := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sgPath, "-bs")
+			stdin, err := cmd.StdinPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var stderr strings.Builder
+			cmd.Stderr = &stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			stdin.Write([]byte("HELO x\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\nSubject: x\r\n\r\n" + strings.Repeat("partial body\r\n", 10000)))
+			waitSpoolFileOpen(t, cmd.Process.Pid, md)
+			cmd.Process.Signal(sig)
+			cmd.Wait()
+			stdin.Close()
+			if code := cmd.ProcessState.ExitCode(); code != 74 || !strings.HasPrefix(stderr.String(), "sendmail: interrupted") {
+				t.Errorf("exit %d, stderr %q; want 74", code, stderr.String())
+			}
+			s.none(t)
+		})
+	}
+}
+
+// From the start of the commit on, the signals that end sendmail are
+// ignored: once the message can be in the maildrop, sendmail must not die
+// with a status its caller reads as "not sent". guard.Commit, the commit
+// sendmail's store runs, is called in a child process (ignoring signals
+// here would be inherited by every program the tests start).
+func TestCommitIgnoresSignals(t *testing.T) {
+	if os.Getenv("SENDMAIL_TEST_COMMIT") == "1" {
+		sigIgn := func() string {
+			b, _ := os.ReadFile("/proc/self/status")
+			for _, l := range strings.Split(string(b), "\n") {
+				if v, ok := strings.CutPrefix(l, "SigIgn:"); ok {
+					return strings.TrimSpace(v)
+				}
+			}
+			return ""
+		}
+		// Whatever the tests' process ignores, its children inherit.
+		for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT} {
+			defaultAction(sig)
+		}
+		before, during := sigIgn(), ""
+		guard{}.Commit(func() error { during = sigIgn(); return nil })
+		os.Stdout.WriteString(before + " " + during)
+		os.Exit(0)
+	}
+	if handled {
+		t.Fatal("handled is set in the tests' process")
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(self, "-test.run=^TestCommitIgnoresSignals$")
+	cmd.Env = append(os.Environ(), "SENDMAIL_TEST_COMMIT=1")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	var masks [2]uint64
+	for i, f := range strings.Fields(string(out) + " x x")[:2] {
+		if masks[i], err = strconv.ParseUint(f, 16, 64); err != nil {
+			t.Fatalf("SigIgn %q: %v", out, err)
+		}
+	}
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT} {
+		bit := uint64(1) << (uint(sig) - 1)
+		if masks[0]&bit != 0 {
+			t.Errorf("%v is ignored before the commit (SigIgn %s)", sig, out)
+		}
+		if masks[1]&bit == 0 {
+			t.Errorf("%v is not ignored during the commit (SigIgn %s)", sig, out)
+		}
 	}
 }
 

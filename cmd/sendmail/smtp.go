@@ -19,6 +19,8 @@ import (
 // that could not be stored is reported in the reply to DATA, and the exit
 // status is that of the last failure (0 when every message was stored).
 func smtpSession(cfg *config.Config, a *args, envVars map[string]string) (int, *exitError) {
+	handled = true
+	go catchSignals()
 	org := origin.Collect(envVars)
 	org.Mode = "bs"
 	org.Ignored = a.ignored
