@@ -491,6 +491,20 @@ func ApplyProcess(o *spool.Origin, pid int) (gid int) {
 	return p.GID
 }
 
+// ApplyProcessOf is ApplyProcess for a process that counts only if it
+// is uid's (its real UID, from the same reading of /proc/PID/status):
+// ok is false, and o unchanged, when it is gone or another user's.
+func ApplyProcessOf(o *spool.Origin, pid, uid int) (gid int, ok bool) {
+	p := readProcess(pid)
+	if p.Comm == "" && len(p.Cmdline) == 0 || p.UID != uid {
+		return -1, false
+	}
+	p.Exe, p.Cwd = readLinks(pid)
+	p.record(o)
+	o.Cgroup = Cgroup("/proc/" + strconv.Itoa(pid) + "/cgroup")
+	return p.GID, true
+}
+
 // PrimaryGID returns the primary group of uid in /etc/passwd, or -1.
 func PrimaryGID(uid int) int {
 	gid := -1

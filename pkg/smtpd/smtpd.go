@@ -67,7 +67,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -539,14 +538,21 @@ func (s *Server) describe(raw net.Conn, id *Identity) {
 			h = sockdiag.FindHolder("", id.inode, uint32(id.UID), max(limit, time.Nanosecond), hint...)
 			s.budget.refund(id.UID, limit-time.Since(start))
 		}
-		if h.PID == 0 && id.peerPID > 0 && id.peerPID != s.selfPID && procUID(id.peerPID) == id.UID {
+		if h.PID == 0 && id.peerPID > 0 && id.peerPID != s.selfPID {
 			// No holder found (without the capabilities another user's
 			// descriptors cannot be read): SO_PEERCRED's process is
-			// recorded if it is the client's user's, before and after the
-			// reading — a PID gone to another user's process is not.
+			// recorded if it is the client's user's (one reading of its
+			// status) and still the process its pidfd, opened first,
+			// names once it has been read: a PID gone to another
+			// process meanwhile is not recorded.
+			pfd, err := unix.PidfdOpen(id.peerPID, 0)
+			if err != nil {
+				return
+			}
+			defer unix.Close(pfd)
 			var o spool.Origin
-			gid := origin.ApplyProcess(&o, id.peerPID)
-			if procUID(id.peerPID) == id.UID {
+			gid, ok := origin.ApplyProcessOf(&o, id.peerPID, id.UID)
+			if ok && !exited(pfd) {
 				// (Not a descriptor seen to hold the socket: no slot.)
 				id.PID, h.PID, h.FD, id.Origin = id.peerPID, id.peerPID, -1, o
 				if gid >= 0 && !id.gidSet {
@@ -603,23 +609,17 @@ func (s *Server) describe(raw net.Conn, id *Identity) {
 	}
 }
 
-// procUID returns the real UID of process pid (/proc/PID/status, which
-// every user may read), or -1.
-func procUID(pid int) int {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return -1
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "Uid:"); ok {
-			if f := strings.Fields(v); len(f) > 0 {
-				if n, err := strconv.Atoi(f[0]); err == nil {
-					return n
-				}
-			}
+// exited reports whether the process of pidfd has exited (its pidfd is
+// readable then); an error counts as exited.
+func exited(pidfd int) bool {
+	fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+	for {
+		n, err := unix.Poll(fds, 0)
+		if err == unix.EINTR {
+			continue
 		}
+		return err != nil || n > 0
 	}
-	return -1
 }
 
 // scanBudget is each UID's allowance of /proc scan time, a token bucket:

@@ -1,0 +1,124 @@
+package main
+
+import (
+	"bufio"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mailshim/mailshim/pkg/smtptest"
+)
+
+// On the listener's Unix socket, when relayd cannot find the process
+// holding the client's socket (here: relayd as its own user without the
+// capabilities to read another user's descriptors), it records
+// SO_PEERCRED's process if it is the client's user's. It reads that
+// process's /proc/PID/status once per connection (the check that the PID
+// was not reused meanwhile is the process's pidfd), not once before, once
+// while and once after reading the process. The real relayd, under
+// strace, and a client as nobody.
+func TestListenUnixFallbackReadsStatusOnce(t *testing.T) {
+	needRoot(t)
+	if _, err := exec.LookPath("strace"); err != nil {
+		t.Skip("SKIPPED: strace is not installed")
+	}
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{extra: listenConf})
+	// As startAsDaemon, under strace.
+	for d := filepath.Dir(up.Upstream().CAFile); d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
+		os.Chmod(d, 0o755)
+	}
+	for _, p := range []string{s.dir, filepath.Join(s.dir, "secret")} {
+		if err := os.Chown(p, daemonUID, daemonUID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	trace := filepath.Join(t.TempDir(), "strace.out")
+	id := strconv.Itoa(daemonUID)
+	s.opts.wrap = []string{"strace", "-f", "-qq", "-e", "trace=openat", "-o", trace,
+		"setpriv", "--reuid=" + id, "--regid=" + id, "--clear-groups", "--"}
+	d := s.start()
+	relayd := 0
+	if b, err := os.ReadFile("/proc/" + strconv.Itoa(d.cmd.Process.Pid) + "/task/" + strconv.Itoa(d.cmd.Process.Pid) + "/children"); err == nil {
+		relayd, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+	}
+	if relayd == 0 {
+		t.Fatal("cannot find relayd's PID under strace")
+	}
+	t.Cleanup(func() { syscall.Kill(relayd, syscall.SIGKILL) })
+	addrs := s.listenAddrs()
+
+	client := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c", `
+import os, socket, sys
+print(os.getpid(), flush=True)
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(sys.argv[1])
+f = s.makefile("rwb")
+def reply():
+    while True:
+        l = f.readline()
+        if l[3:4] != b"-":
+            return l.decode().strip()
+reply()
+for c in ["EHLO x", "MAIL FROM:<nobody@web1.example.com>", "RCPT TO:<rcpt@example.net>", "DATA"]:
+    f.write(c.encode() + b"\r\n"); f.flush(); reply()
+f.write(b"Subject: status once\r\n\r\nbody\r\n.\r\n"); f.flush()
+print(reply(), flush=True)
+`, addrs["unix"])
+	client.Dir = "/"
+	out, err := client.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	client.Stderr = os.Stderr
+	if err := client.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { client.Process.Kill(); client.Wait() }()
+	lines := bufio.NewReader(out)
+	l, _ := lines.ReadString('\n')
+	pid := strings.TrimSpace(l)
+	done := make(chan string, 1)
+	go func() { l, _ := lines.ReadString('\n'); done <- l }()
+	select {
+	case l := <-done:
+		if !strings.HasPrefix(l, "250 ") {
+			t.Fatalf("the message: %q\n%s", l, s.log())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no reply to the message within 30 s\n%s", s.log())
+	}
+	if !strings.Contains(s.log(), "pid="+pid+" ") {
+		t.Errorf("the client's process (pid %s) is not recorded:\n%s", pid, s.log())
+	}
+	syscall.Kill(relayd, syscall.SIGTERM)
+	select {
+	case err := <-d.done:
+		d.done <- err
+	case <-time.After(60 * time.Second):
+		t.Fatal("relayd did not stop within 60 s of SIGTERM")
+	}
+	b, err := os.ReadFile(trace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(b), `"/proc/`+pid+`/status"`); n != 1 {
+		t.Errorf("relayd opened /proc/%s/status %d times, want 1:\n%s", pid, n, grepLines(string(b), "/proc/"+pid+"/"))
+	}
+}
+
+// grepLines returns the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
