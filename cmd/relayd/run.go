@@ -372,7 +372,7 @@ func serveSubmit(ctx context.Context, ln *net.UnixListener, lim *sockserve.Limit
 		}()
 		cred, err := sockserve.PeerCred(c)
 		if err != nil {
-			log.SubmitError(fmt.Errorf("SO_PEERCRED: %w", err))
+			log.SubmitError(err)
 			return
 		}
 		uid := int(cred.Uid)

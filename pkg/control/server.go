@@ -46,7 +46,7 @@ func AdminOnly(verb string) bool {
 func peerOf(c *net.UnixConn) (Peer, error) {
 	cred, err := sockserve.PeerCred(c)
 	if err != nil {
-		return Peer{}, fmt.Errorf("SO_PEERCRED: %w", err)
+		return Peer{}, err
 	}
 	uid := int(cred.Uid)
 	return Peer{PID: int(cred.Pid), UID: uid, GID: int(cred.Gid), Admin: sockserve.Admin(uid)}, nil

@@ -436,7 +436,7 @@ func (s *Server) identify(raw net.Conn) (*Identity, error) {
 		}
 		cred, err := sockserve.PeerCred(uc)
 		if err != nil {
-			return nil, fmt.Errorf("SO_PEERCRED: %w", err)
+			return nil, err
 		}
 		// The kernel's UID and GID are the connecting process's. Its PID
 		// is only where the search for the socket's holder starts (the

@@ -89,18 +89,21 @@ func (r *RateLog) Note(kv ...any) {
 }
 
 // PeerCred returns the credentials of conn's peer (SO_PEERCRED): the
-// identity the kernel vouches for.
+// identity the kernel vouches for. Its error says "SO_PEERCRED: ...".
 func PeerCred(conn *net.UnixConn) (*unix.Ucred, error) {
 	rc, err := conn.SyscallConn()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("SO_PEERCRED: %w", err)
 	}
 	var cred *unix.Ucred
 	var cerr error
 	if err := rc.Control(func(fd uintptr) {
 		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
 	}); err != nil {
-		return nil, err
+		cerr = err
 	}
-	return cred, cerr
+	if cerr != nil {
+		return nil, fmt.Errorf("SO_PEERCRED: %w", cerr)
+	}
+	return cred, nil
 }

@@ -242,7 +242,7 @@ func (s *Server) Serve(conn *net.UnixConn) error {
 	start := time.Now()
 	cred, err := sockserve.PeerCred(conn)
 	if err != nil {
-		return fmt.Errorf("submit: SO_PEERCRED: %w", err)
+		return fmt.Errorf("submit: %w", err)
 	}
 	answerAs := func(kind string, code int, msg string) {
 		conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
