@@ -1,0 +1,59 @@
+package driver
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/mailshim/mailshim/pkg/smtptest"
+)
+
+// DrainAB drains n pre-queued messages with each relayd binary in turn,
+// rounds times (A B A B ...), at concurrency conc, against one in-process
+// upstream, and writes each run's rate and relayd's CPU (user+sys from
+// wait4) per message to out, then the medians. It is the before/after
+// measurement of a change to the drain path: the binaries alternate, so
+// both see the same machine.
+func DrainAB(out io.Writer, bins []string, conc, n, rounds int) error {
+	srv, err := smtptest.Start(smtptest.Options{Username: benchUser, Password: benchPass, NoStore: true, SMTPUTF8: true, DSN: true})
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	work, err := os.MkdirTemp("", "drainab-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	if err := os.Chmod(work, 0o755); err != nil {
+		return err
+	}
+	rates := make([][]float64, len(bins))
+	cpus := make([][]float64, len(bins))
+	for r := 0; r < rounds; r++ {
+		for i, bin := range bins {
+			dir := filepath.Join(work, fmt.Sprintf("d-%d-%d", r, i))
+			rate, cpuUS, _, err := drainOnce(Options{}, dir, &Binaries{Relayd: bin}, srv, conc, n)
+			if err != nil {
+				return fmt.Errorf("%s: %w", bin, err)
+			}
+			rates[i] = append(rates[i], rate)
+			cpus[i] = append(cpus[i], cpuUS)
+			fmt.Fprintf(out, "round %d %-40s %6.0f msg/s %6.1f µs/msg  load %s\n", r+1, bin, rate, cpuUS, loadAvg())
+		}
+	}
+	for i, bin := range bins {
+		s, c := Summarise(rates[i]), Summarise(cpus[i])
+		fmt.Fprintf(out, "median %-40s %6.0f msg/s (%.0f–%.0f) %6.1f µs/msg (%.1f–%.1f)\n", bin, s.Median, s.Min, s.Max, c.Median, c.Min, c.Max)
+	}
+	return nil
+}
+
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil || len(b) < 14 {
+		return "?"
+	}
+	return string(b[:14])
+}
