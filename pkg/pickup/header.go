@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"io"
+	"sync"
 
 	"github.com/mailshim/mailshim/pkg/message"
 )
@@ -56,8 +57,17 @@ func readHeader(br *bufio.Reader) (*header, error) {
 
 // write writes the fields pre, then the header section with the blank
 // line (LF) that ends it, then BodyStart.
+// headerWriters recycles the buffers the header section is written
+// through (a 4 KiB allocation per picked-up message otherwise).
+var headerWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<10) }}
+
 func (h *header) write(w io.Writer, pre []message.Field) error {
-	bw := bufio.NewWriter(w)
+	bw := headerWriters.Get().(*bufio.Writer)
+	bw.Reset(w)
+	defer func() {
+		bw.Reset(nil)
+		headerWriters.Put(bw)
+	}()
 	for _, f := range pre {
 		bw.Write(f.Raw)
 	}

@@ -418,21 +418,28 @@ func (p *Pickup) file(name string) bool {
 		}
 		return false
 	}
-	f := os.NewFile(uintptr(fd), filepath.Join(p.maildrop.Name(), name))
-	defer f.Close()
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
 		p.Log.FileError(name, "fstat", err)
 		return false
 	}
 	switch {
 	case st.Mode&unix.S_IFMT != unix.S_IFREG:
+		unix.Close(fd)
 		p.quarantine(name, "not a regular file", slog.Int("uid", int(st.Uid)))
 		return false
 	case st.Nlink != 1:
+		unix.Close(fd)
 		p.quarantine(name, "hard link", slog.Int("uid", int(st.Uid)), slog.Uint64("links", uint64(st.Nlink)))
 		return false
 	}
+	f, err := openDrop(fd, st.Size)
+	if err != nil {
+		p.Log.FileError(name, "cannot read", err)
+		return false
+	}
+	defer f.Close()
 	m, err := spool.Decode(f, st.Size)
 	if err != nil {
 		p.quarantine(name, err.Error(), slog.Int("uid", int(st.Uid)))
@@ -502,7 +509,7 @@ func (p *Pickup) file(name string) bool {
 // removed. With no sender to tell (a bounce, "<>", or a NOTIFY without
 // FAILURE) or no bouncer, it is quarantined; either way the log line is
 // loud (event=rejected).
-func (p *Pickup) reject(name string, f *os.File, m *spool.Meta, re *RejectError) {
+func (p *Pickup) reject(name string, f io.ReaderAt, m *spool.Meta, re *RejectError) {
 	rw := p.rw.Load()
 	sender := rw.Sender(m.Env.Sender, &m.Origin)
 	rj := maillog.Rejection{ID: name, UID: m.Origin.UID, User: m.Origin.User, From: sender, Rcpts: len(m.Env.Recipients),
@@ -531,7 +538,7 @@ func (p *Pickup) reject(name string, f *os.File, m *spool.Meta, re *RejectError)
 
 // headerSection returns the stored message's header section, at most
 // maxBounceHeaders bytes of it, for a bounce.
-func headerSection(f *os.File, m *spool.Meta) []byte {
+func headerSection(f io.ReaderAt, m *spool.Meta) []byte {
 	br := bufio.NewReader(io.LimitReader(io.NewSectionReader(f, m.BodyOffset, m.Size), maxBounceHeaders))
 	var b []byte
 	for {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/user"
@@ -40,7 +41,7 @@ func testConfig() *config.Config {
 	return cfg
 }
 
-func newEnv(t *testing.T, cfg *config.Config) *env {
+func newEnv(t testing.TB, cfg *config.Config) *env {
 	t.Helper()
 	root := filepath.Join(t.TempDir(), "spool")
 	if err := spool.Prepare(root, spool.CurrentOwner()); err != nil {
@@ -72,7 +73,7 @@ func newEnv(t *testing.T, cfg *config.Config) *env {
 }
 
 // drop writes a maildrop file as sendmail would and returns its ID.
-func (e *env) drop(t *testing.T, m spool.Meta, body string) string {
+func (e *env) drop(t testing.TB, m spool.Meta, body string) string {
 	t.Helper()
 	if m.ID == "" {
 		m.ID = spool.NewID(testNow)
@@ -550,5 +551,64 @@ func TestPickupQualifiesHeaderAddresses(t *testing.T) {
 	}
 	if m.Env.Recipients[0] != "ops@example.com" {
 		t.Errorf("envelope %v: aliases must still be expanded there", m.Env.Recipients)
+	}
+}
+
+// TestPickupFileSizes picks up maildrop files read whole (up to
+// smallDrop bytes) and streamed (bigger), around the boundary and far
+// beyond it: each message is queued with its body intact, and one whose
+// body was damaged after it was written is quarantined either way.
+func TestPickupFileSizes(t *testing.T) {
+	e := newEnv(t, testConfig())
+	md := filepath.Join(e.q.Root, spool.DirMaildrop)
+	env := spool.Envelope{Sender: "a@example.org", Recipients: []string{"x@example.org"}}
+	payloads := map[string]string{}
+	var damaged []string
+	for _, n := range []int{10, smallDrop - 600, smallDrop - 300, smallDrop, smallDrop + 1, 3 * smallDrop, 1 << 20} {
+		for _, bad := range []bool{false, true} {
+			payload := strings.Repeat(fmt.Sprintf("%07d line of the body\n", n), n/25+1)[:n] + "\n"
+			id := e.drop(t, spool.Meta{Env: env}, "Subject: size\n\n"+payload)
+			if !bad {
+				payloads[id] = payload
+				continue
+			}
+			p := filepath.Join(md, id)
+			b, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b[len(b)-2] ^= 0x20 // in the body: the checksum no longer matches
+			if err := os.Chmod(p, 0o640); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(p, b, 0o640); err != nil {
+				t.Fatal(err)
+			}
+			damaged = append(damaged, id)
+		}
+	}
+	if n := e.p.scan(context.Background()); n != len(payloads) {
+		t.Fatalf("queued %d of %d; log:\n%s", n, len(payloads), e.log)
+	}
+	for id, payload := range payloads {
+		_, body := e.queued(t, id)
+		if !strings.HasSuffix(body, "\n\n"+payload) || !strings.Contains(body, "Subject: size\n") {
+			t.Errorf("%s (%d bytes of body): queued body differs (%d bytes)", id, len(payload), len(body))
+		}
+	}
+	for _, id := range damaged {
+		if _, err := e.q.Locate(id); err == nil {
+			t.Errorf("%s: damaged message queued", id)
+		}
+		if !strings.Contains(e.log.String(), "event=quarantine file="+id+` reason="spool: corrupt message file: checksum mismatch"`) {
+			t.Errorf("%s: no log line for the damaged file:\n%s", id, e.log)
+		}
+	}
+	if names := maildropNames(t, e); len(names) != 0 {
+		t.Errorf("left in maildrop: %v", names)
+	}
+	qents, _ := os.ReadDir(filepath.Join(e.q.Root, spool.DirQuarantine))
+	if len(qents) != len(damaged) {
+		t.Errorf("quarantine holds %d files, want %d", len(qents), len(damaged))
 	}
 }
