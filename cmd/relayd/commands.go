@@ -33,11 +33,11 @@ func loadConfig(path string) (*config.Config, bool) {
 func printConfigErr(err error) {
 	if es := config.Errors(err); len(es) > 0 {
 		for _, e := range es {
-			fmt.Fprintf(os.Stderr, "relayd: %s\n", e)
+			fmt.Fprintf(stderr, "relayd: %s\n", e)
 		}
 		return
 	}
-	fmt.Fprintf(os.Stderr, "relayd: %v\n", err)
+	fmt.Fprintf(stderr, "relayd: %v\n", err)
 }
 
 // checkOwner is who the spool should belong to for check-config: the

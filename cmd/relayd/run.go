@@ -31,9 +31,14 @@ import (
 	"github.com/mailshim/mailshim/pkg/sysexits"
 )
 
+// stderr is where relayd's lines go: os.Stderr, or while the daemon
+// runs the mail log's buffer in front of it (run), so that every line —
+// mail log, protocol trace, a fatal error — keeps its order.
+var stderr io.Writer = os.Stderr
+
 // fatal prints one line and returns the exit code.
 func fatal(code int, format string, args ...any) int {
-	fmt.Fprintf(os.Stderr, "relayd: "+format+"\n", args...)
+	fmt.Fprintf(stderr, "relayd: "+format+"\n", args...)
 	return code
 }
 
@@ -63,7 +68,7 @@ func relayOptions(cfg *config.Config, host string, log *maillog.Logger) relay.Op
 	opts := relay.OptionsFrom(cfg)
 	opts.Hostname = host
 	if cfg.Log.Protocol {
-		opts.Trace = &lineWriter{w: os.Stderr}
+		opts.Trace = &lineWriter{w: stderr}
 	}
 	// OAuth2 bearer tokens (XOAUTH2, OAUTHBEARER); a reload starts with
 	// fresh token sources.
@@ -89,14 +94,23 @@ func run(path string, drainTimeout time.Duration) int {
 	if !ok {
 		return sysexits.Config
 	}
-	log := maillog.New(os.Stderr, nil)
+	// The log lines of a busy drain (several per message) are written
+	// out together, at most maillog.FlushDelay after the first; every
+	// return below flushes what is left.
+	out := maillog.NewBuffer(os.Stderr, maillog.FlushDelay)
+	stderr = out
+	defer func() {
+		out.Close()
+		stderr = os.Stderr
+	}()
+	log := maillog.New(out, nil)
 	if capsErr != nil {
 		log.Warning("cannot lower CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE out of relayd's effective set", capsErr)
 	}
 	owner := spool.CurrentOwner()
 	if err := spool.Prepare(cfg.Spool, owner); err != nil {
 		for _, e := range unjoin(err) {
-			fmt.Fprintf(os.Stderr, "relayd: %v\n", e)
+			fmt.Fprintf(stderr, "relayd: %v\n", e)
 		}
 		return sysexits.Config
 	}

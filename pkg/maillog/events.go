@@ -204,6 +204,12 @@ func (l *Logger) Pickup(p Pickup) {
 	if len(p.Ignored) > 0 {
 		as = append(as, str("ignored", strings.Join(p.Ignored, " ")))
 	}
+	if p.Via == "maildrop" {
+		// Nobody waits for this line: sendmail's caller was told
+		// already, when the file was written.
+		l.emitLazy(slog.LevelInfo, "pickup", as...)
+		return
+	}
 	l.emit(slog.LevelInfo, "pickup", as...)
 }
 
@@ -359,7 +365,7 @@ type Why struct {
 // with reply; upstreamID is the upstream's queue ID ("" when it gave none,
 // written all the same).
 func (l *Logger) Delivery(id, rcpt, upstream, reply, upstreamID string) {
-	l.emit(slog.LevelInfo, "delivery", str("id", id), str("to", rcpt), str("upstream", upstream),
+	l.emitLazy(slog.LevelInfo, "delivery", str("id", id), str("to", rcpt), str("upstream", upstream),
 		str("status", string(Sent)), str("reply", reply), str("upstream_id", upstreamID))
 }
 
@@ -407,7 +413,7 @@ func (l *Logger) Failed(id, from string, rcpts int, reason string) {
 // Removed logs event=removed: message id is done, with sent and bounced
 // recipients.
 func (l *Logger) Removed(id string, sent, bounced int) {
-	l.emit(slog.LevelInfo, "removed", str("id", id), num("sent", sent), num("bounced", bounced))
+	l.emitLazy(slog.LevelInfo, "removed", str("id", id), num("sent", sent), num("bounced", bounced))
 }
 
 // UpstreamUp logs event=upstream-up: upstream addr (name, optional)

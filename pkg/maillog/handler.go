@@ -49,8 +49,22 @@ func (h *Handler) SetObserver(o Observer) {
 // Enabled reports true: every event is logged.
 func (h *Handler) Enabled(context.Context, slog.Level) bool { return true }
 
-// Handle writes r as one line.
+// flusher is a writer that holds lines back (Buffer).
+type flusher interface{ Flush() error }
+
+// Handle writes r as one line, and writes out every line a Buffer held
+// back before it.
 func (h *Handler) Handle(_ context.Context, r slog.Record) error {
+	return h.handle(r, false)
+}
+
+// handle writes r as one line. Unless lazy, it then flushes the writer
+// (when it is a Buffer): a line that may wait is one of the events every
+// delivered message logs, which a busy drain writes by the thousand; every
+// other event — an error, a refusal, a message accepted from a client
+// that is told so — is written out at once, with whatever waited before
+// it, so that it is in the log when the outside world hears of it.
+func (h *Handler) handle(r slog.Record, lazy bool) error {
 	b := make([]byte, 0, 256)
 	b = append(b, "ts="...)
 	b = r.Time.UTC().AppendFormat(b, "2006-01-02T15:04:05.000Z")
@@ -70,6 +84,11 @@ func (h *Handler) Handle(_ context.Context, r slog.Record) error {
 	b = append(b, '\n')
 	h.s.mu.Lock()
 	_, err := h.s.w.Write(b)
+	if f, ok := h.s.w.(flusher); ok && !lazy {
+		if ferr := f.Flush(); err == nil {
+			err = ferr
+		}
+	}
 	h.s.mu.Unlock()
 	if obs != nil {
 		(*obs)(&Entry{Time: r.Time, Event: r.Message, Attrs: as})

@@ -26,7 +26,6 @@
 package maillog
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -63,14 +62,41 @@ func New(w io.Writer, now func() time.Time) *Logger {
 // slog.Logger that writes the same lines.
 func (l *Logger) Handler() slog.Handler { return l.h }
 
-// emit writes one event at level lv with attrs in order.
+// emit writes one event at level lv with attrs in order, at once.
 func (l *Logger) emit(lv slog.Level, event string, attrs ...slog.Attr) {
+	l.emitAs(false, lv, event, attrs...)
+}
+
+// emitLazy writes one of the events of every delivered message (pickup
+// from maildrop/, delivery, removal): when the Logger writes to a Buffer
+// it may wait there until the Buffer's delay, the next event written at
+// once or a WriteOut.
+func (l *Logger) emitLazy(lv slog.Level, event string, attrs ...slog.Attr) {
+	l.emitAs(true, lv, event, attrs...)
+}
+
+// WriteOut writes out the lines a Buffer holds back (nothing when the
+// Logger does not write to one). The drain calls it before a change the
+// outside world can see — a maildrop file removed, a message gone from
+// the queue — so that the lines about it are in the log by then.
+func (l *Logger) WriteOut() {
+	if l == nil {
+		return
+	}
+	l.h.s.mu.Lock()
+	defer l.h.s.mu.Unlock()
+	if f, ok := l.h.s.w.(flusher); ok {
+		f.Flush()
+	}
+}
+
+func (l *Logger) emitAs(lazy bool, lv slog.Level, event string, attrs ...slog.Attr) {
 	if l == nil {
 		return
 	}
 	r := slog.NewRecord(l.now(), lv, event, 0)
 	r.AddAttrs(attrs...)
-	l.h.Handle(context.Background(), r)
+	l.h.handle(r, lazy)
 }
 
 // KV converts alternating keys and values (key string, value of any type;

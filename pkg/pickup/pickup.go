@@ -304,6 +304,9 @@ func (p *Pickup) flush() {
 		p.announced = p.announced[:0]
 		return
 	}
+	// The batch's pickup lines are in the log before its maildrop files
+	// are gone (one write for the batch).
+	p.Log.WriteOut()
 	for _, name := range p.pending {
 		p.unlinkDrop(name)
 	}

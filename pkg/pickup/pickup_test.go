@@ -612,3 +612,30 @@ func TestPickupFileSizes(t *testing.T) {
 		t.Errorf("quarantine holds %d files, want %d", len(qents), len(damaged))
 	}
 }
+
+// TestPickupLinesBeforeUnlink: through relayd's buffered log (a
+// maillog.Buffer that would hold lines for an hour), the pickup lines of
+// a batch are written out before its maildrop files are removed.
+func TestPickupLinesBeforeUnlink(t *testing.T) {
+	e := newEnv(t, testConfig())
+	var out bytes.Buffer
+	buf := maillog.NewBuffer(&out, time.Hour)
+	t.Cleanup(func() { buf.Close() })
+	e.p.Log = maillog.New(buf, func() time.Time { return testNow })
+	env := spool.Envelope{Sender: "a@example.org", Recipients: []string{"x@example.org"}}
+	var ids []string
+	for i := 0; i < 3; i++ {
+		ids = append(ids, e.drop(t, spool.Meta{ID: spool.NewID(time.Now()), Env: env}, "Subject: s\n\nb\n"))
+	}
+	if n := e.p.scan(context.Background()); n != 3 {
+		t.Fatalf("queued %d", n)
+	}
+	if names := maildropNames(t, e); len(names) != 0 {
+		t.Fatalf("left in maildrop: %v", names)
+	}
+	for _, id := range ids {
+		if !strings.Contains(out.String(), "event=pickup id="+id+" ") {
+			t.Errorf("no pickup line for %s, whose maildrop file is gone:\n%s", id, out.String())
+		}
+	}
+}

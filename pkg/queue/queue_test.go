@@ -902,3 +902,30 @@ func TestMailqDecodesOthersOnce(t *testing.T) {
 		t.Error("a deleted message's UID is still remembered")
 	}
 }
+
+// TestDeliveryLinesBeforeRemoval: through relayd's buffered log (a
+// maillog.Buffer that would hold lines for an hour), every delivered
+// message's delivery line is written out before the message leaves the
+// queue, without waiting for the buffer's delay.
+func TestDeliveryLinesBeforeRemoval(t *testing.T) {
+	e := newEnv(t, Settings{Concurrency: 1})
+	buf := maillog.NewBuffer(&syncBuf{b: e.log}, time.Hour)
+	t.Cleanup(func() { buf.Close() })
+	e.q.log = maillog.New(buf, e.clk.Now)
+	var ids []string
+	for i := 0; i < 5; i++ {
+		ids = append(ids, e.enqueue(t, 1001, "a@example.org", "b@example.org"))
+	}
+	e.run()
+	if got := len(e.up.sent()); got != 5 {
+		t.Fatalf("upstream got %d messages, want 5", got)
+	}
+	for _, id := range ids {
+		if e.sp.HasMessage(id) {
+			t.Fatalf("%s still queued", id)
+		}
+		if !strings.Contains(e.log.String(), "event=delivery id="+id+" to=b@example.org upstream=fake.example:587 status=sent") {
+			t.Errorf("no delivery line for %s, which left the queue:\n%s", id, e.log)
+		}
+	}
+}

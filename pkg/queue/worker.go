@@ -463,6 +463,10 @@ func (w *worker) finish(id string, m *spool.Meta, d *spool.Delivery) {
 		w.event(Event{Kind: EventFailed, ID: id, Rcpts: len(d.Failed)})
 		return
 	}
+	// The message's delivery lines are in the log before it is gone from
+	// the queue; they go out in one write with the lines that waited
+	// (the previous message's removal, pickup's lines).
+	q.log.WriteOut()
 	if err := q.sp.Done(id); err != nil {
 		q.log.MessageError(id, "cannot remove a finished message", err)
 		return
