@@ -76,6 +76,12 @@ import (
 // Release builds never set it.
 var configPath = config.DefaultPath
 
+// init reads the exe and cwd links of sendmail's caller while the Go
+// runtime still runs the main goroutine locked to the main thread (see
+// origin.PrefetchParentLinks): it opens no descriptor, and only lowers
+// the thread's file access while it reads.
+func init() { origin.PrefetchParentLinks() }
+
 func main() {
 	fixFDs()
 	checkNOFILE()

@@ -245,7 +245,8 @@ func firstField(v []byte) []byte {
 	return v
 }
 
-// readLinks reads /proc/PID/exe and cwd.
+// readLinks reads /proc/PID/exe and cwd (or returns those
+// PrefetchParentLinks read, for that PID).
 //
 // A setgid process cannot read them: the kernel's ptrace access check
 // compares the caller's fs gid with the target's gids, and sendmail's fs
@@ -264,6 +265,26 @@ func firstField(v []byte) []byte {
 // thread that exits still locked, saves a thread creation and destruction
 // at every call.
 func readLinks(pid int) (exe, cwd string) {
+	if pid > 0 && pid == prefetched.pid {
+		return prefetched.exe, prefetched.cwd
+	}
+	if unix.Getgid() == unix.Getegid() {
+		exe, cwd, _ = links(pid)
+		return
+	}
+	runtime.LockOSThread()
+	exe, cwd, restored := links(pid)
+	if restored {
+		runtime.UnlockOSThread()
+	}
+	return
+}
+
+// links reads /proc/PID/exe and cwd with the fs gid of the calling thread
+// switched to the real gid when it differs from the effective one (see
+// readLinks), and reports whether the fs gid is the effective gid again.
+// The calling goroutine must be locked to its thread.
+func links(pid int) (exe, cwd string, restored bool) {
 	read := func() {
 		dir := "/proc/" + strconv.Itoa(pid) + "/"
 		exe, _ = os.Readlink(dir + "exe")
@@ -273,9 +294,8 @@ func readLinks(pid int) (exe, cwd string) {
 	rgid, egid := unix.Getgid(), unix.Getegid()
 	if egid == rgid {
 		read()
-		return
+		return exe, cwd, true
 	}
-	runtime.LockOSThread()
 	// setfsgid(2) returns the previous fs gid and never fails; asked for
 	// an invalid gid (-1) it changes nothing, so it reads the fs gid.
 	unix.Setfsgid(rgid)
@@ -283,10 +303,35 @@ func readLinks(pid int) (exe, cwd string) {
 		read()
 	}
 	unix.Setfsgid(egid)
-	if fs, _ := unix.SetfsgidRetGid(-1); fs == egid {
-		runtime.UnlockOSThread()
+	fs, _ := unix.SetfsgidRetGid(-1)
+	return exe, cwd, fs == egid
+}
+
+// prefetched are the links of this process's parent, read by
+// PrefetchParentLinks.
+var prefetched struct {
+	pid      int
+	exe, cwd string
+}
+
+// PrefetchParentLinks reads the exe and cwd links of this process's
+// parent now, for FindParent (sendmail's caller is its parent unless a
+// shell wrapper stands between them). It must be called from a package
+// initialiser: the Go runtime runs those on the main goroutine locked to
+// the main thread, so the fs gid switch needs no runtime.LockOSThread,
+// whose first call starts the runtime's template thread (a thread
+// created at every sendmail call and torn down at its exit: ~60 µs of
+// CPU and five page faults, measured). readlink(2) opens no descriptor,
+// so this is safe before main has checked fds 0-2. Should the fs gid
+// not read back as the effective gid, the goroutine is locked to the
+// thread for good, as readLinks leaves it.
+func PrefetchParentLinks() {
+	pid := os.Getppid()
+	exe, cwd, restored := links(pid)
+	if !restored {
+		runtime.LockOSThread()
 	}
-	return
+	prefetched.pid, prefetched.exe, prefetched.cwd = pid, exe, cwd
 }
 
 // CmdlineString returns the command line, arguments separated by spaces
