@@ -170,3 +170,32 @@ func TestRejectedMaildropNotifyNever(t *testing.T) {
 		t.Logf("log:\n%.4000s", s.log())
 	}
 }
+
+// The spool keeps one NOTIFY per message; an SMTP transaction gives one
+// per recipient. A failure notice is withheld only when no recipient
+// wants it: RCPT TO without NOTIFY (the MTA's choice: failures are
+// reported) beside one with NOTIFY=NEVER still gets the bounce. Through
+// the real sendmail -bs into the real relayd.
+func TestNotifyPerRecipientKeepsWantedBounce(t *testing.T) {
+	up := newUpstream(t, smtptest.Options{Hook: func(ctx context.Context, stage, arg string) error {
+		if stage == smtptest.StageRcpt && strings.HasSuffix(arg, "@example.net") {
+			return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"}
+		}
+		return nil
+	}})
+	s := newSite(t, up, siteOpts{})
+	s.start()
+	cmd := s.sendmailCmd("-bs")
+	cmd.Stdin = strings.NewReader("EHLO c\r\nMAIL FROM:<mixed@example.org>\r\nRCPT TO:<plain@example.net>\r\n" +
+		"RCPT TO:<never@example.net> NOTIFY=NEVER\r\nDATA\r\nSubject: mixed\r\n\r\nbody\r\n.\r\nQUIT\r\n")
+	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "250 2.0.0 Ok: queued as ") {
+		t.Fatalf("sendmail -bs: %v\n%s", err, out)
+	}
+	msgs, err := up.WaitFor(1, 30*time.Second)
+	if err != nil {
+		t.Fatalf("no bounce for the recipient that did not ask for NEVER: %v\n%s", err, s.log())
+	}
+	if m := msgs[0]; m.From != "" || len(m.To) != 1 || m.To[0] != "mixed@example.org" || !strings.Contains(string(m.Data), "Final-Recipient: rfc822; plain@example.net") {
+		t.Errorf("the bounce: from %q to %v\n%s", m.From, m.To, m.Data)
+	}
+}

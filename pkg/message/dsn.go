@@ -76,6 +76,29 @@ func NotifyAllows(notify, kind string) bool {
 	return false
 }
 
+// NotifyUnion is the one NOTIFY a message stores for recipients that
+// gave a and b (stored forms, "" for none): every kind of notice either
+// asks for, so that a notice is withheld only when no recipient wants it.
+// "" (the MTA's choice, which reports failures and delays) wins over any
+// list; NEVER adds nothing.
+func NotifyUnion(a, b string) string {
+	switch {
+	case a == "" || b == "":
+		return ""
+	case a == NotifyNever:
+		return b
+	case b == NotifyNever:
+		return a
+	}
+	var out []string
+	for _, k := range []string{NotifySuccess, NotifyFailure, NotifyDelay} {
+		if NotifyAllows(a, k) || NotifyAllows(b, k) {
+			out = append(out, k)
+		}
+	}
+	return strings.Join(out, ",")
+}
+
 // ParseRet returns the stored form of a RET value (FULL or HDRS, any
 // case); ok is false for anything else.
 func ParseRet(v string) (string, bool) {

@@ -84,3 +84,15 @@ func TestHeaderTooLargeText(t *testing.T) {
 		t.Errorf("ErrHeaderTooLarge = %q", got)
 	}
 }
+
+func TestNotifyUnion(t *testing.T) {
+	for _, tc := range []struct{ a, b, want string }{
+		{"", "NEVER", ""}, {"NEVER", "", ""}, {"NEVER", "NEVER", "NEVER"},
+		{"NEVER", "DELAY", "DELAY"}, {"FAILURE", "NEVER", "FAILURE"},
+		{"DELAY,SUCCESS", "FAILURE", "SUCCESS,FAILURE,DELAY"}, {"SUCCESS", "", ""},
+	} {
+		if got := NotifyUnion(tc.a, tc.b); got != tc.want {
+			t.Errorf("NotifyUnion(%q, %q) = %q, want %q", tc.a, tc.b, got, tc.want)
+		}
+	}
+}

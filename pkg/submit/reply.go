@@ -124,8 +124,10 @@ func Mail(path string) (*Transaction, error) {
 
 // Rcpt adds the forward path of RCPT TO with its NOTIFY (as
 // message.ParseNotify returns it, "" for none; the spool keeps one per
-// message, the first given) unless it would take the envelope past max
-// recipients (0: message.MaxRecipients) or message.MaxRecipientBytes.
+// message: the union of the recipients' (message.NotifyUnion), so that
+// relayd withholds a notice only when no recipient wants it) unless it
+// would take the envelope past max recipients (0: message.MaxRecipients)
+// or message.MaxRecipientBytes.
 // The refusals are ReplyBadRecipient and ReplyTooManyRecipients.
 func (t *Transaction) Rcpt(path, notify string, max int) error {
 	if max <= 0 || max > message.MaxRecipients {
@@ -142,8 +144,10 @@ func (t *Transaction) Rcpt(path, notify string, max int) error {
 		return ReplyTooManyRecipients
 	}
 	t.rcptBytes += len(a) + 1
-	if t.Env.Notify == "" {
+	if len(t.Env.Recipients) == 0 {
 		t.Env.Notify = notify
+	} else {
+		t.Env.Notify = message.NotifyUnion(t.Env.Notify, notify)
 	}
 	if !message.IsASCII(a) {
 		t.Env.SMTPUTF8 = true

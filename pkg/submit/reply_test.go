@@ -40,7 +40,7 @@ func TestSMTPReply(t *testing.T) {
 }
 
 // A transaction's envelope: the null sender, SMTPUTF8 from either
-// address, the first NOTIFY kept, and the recipient limits of the stored
+// address, the union of the recipients' NOTIFY, and the recipient limits of the stored
 // envelope (a lower count where the door sets one).
 func TestTransaction(t *testing.T) {
 	if _, err := submit.Mail("not an address"); err != submit.ReplyBadSender {
@@ -63,7 +63,7 @@ func TestTransaction(t *testing.T) {
 	if err := tr.Rcpt("c@example.org", "", 2); err != submit.ReplyTooManyRecipients {
 		t.Errorf("third of 2: %v", err)
 	}
-	if e := tr.Env; strings.Join(e.Recipients, " ") != "b@example.org ü@example.org" || e.Notify != "NEVER" || !e.SMTPUTF8 {
+	if e := tr.Env; strings.Join(e.Recipients, " ") != "b@example.org ü@example.org" || e.Notify != "SUCCESS" || !e.SMTPUTF8 {
 		t.Errorf("envelope %+v", e)
 	}
 	tr, _ = submit.Mail("a@example.org")
