@@ -613,7 +613,7 @@ var errNoRecipients = &RejectError{
 // queue (or bounced, or already queued). flush makes a batch's removals
 // durable (syncDrops) before its messages can be delivered.
 func (p *Pickup) unlinkDrop(name string) {
-	if err := unix.Unlinkat(int(p.maildrop.Fd()), name, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+	if err := unlinkDropRaw(int(p.maildrop.Fd()), name); err != nil && !errors.Is(err, unix.ENOENT) {
 		p.Log.MessageError(name, "cannot remove the maildrop file", err)
 	}
 }
