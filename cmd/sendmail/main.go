@@ -189,12 +189,18 @@ var stopSignals = []os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, s
 // quitByDefault gives SIGQUIT its default action (the process ends, as
 // SIGTERM's does) instead of the Go runtime's, which prints "SIGQUIT:
 // quit" and exits 2. run calls it in every mode but -bs, whose handler
-// catches SIGQUIT. The runtime keeps no state that this contradicts: it
+// catches SIGQUIT. That default action would dump core: the process is
+// made non-dumpable first (PR_SET_DUMPABLE 0, what the kernel already
+// makes a setgid process unless fs.suid_dumpable says otherwise), so
+// that no core file holds its memory whatever the system's setting. The runtime keeps no state that this contradicts: it
 // looks at a signal's disposition only when os/signal changes it, and
 // the later signal.Ignore in guard.Commit sets SIG_IGN whatever was
 // there. The zero struct is the kernel's sigaction with SIG_DFL, no
 // flags and an empty mask on every 64-bit architecture.
-func quitByDefault() { defaultAction(syscall.SIGQUIT) }
+func quitByDefault() {
+	unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
+	defaultAction(syscall.SIGQUIT)
+}
 
 // defaultAction sets sig's disposition to SIG_DFL.
 func defaultAction(sig syscall.Signal) {
