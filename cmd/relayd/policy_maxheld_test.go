@@ -65,3 +65,41 @@ max_held = 2
 		t.Errorf("%d held after the release and one more, want 1", n)
 	}
 }
+
+// A maildrop file (sendmail already told its caller it was stored) over
+// the account's max_held is bounced to its envelope sender with the
+// reason, never dropped silently and never held.
+func TestPolicyMaxHeldMaildropBounced(t *testing.T) {
+	needRoot(t)
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{})
+	s.writeConfig(`
+[policy]
+notice_to = ""
+[policy."*"]
+messages_per_hour = 1
+action = "hold"
+max_held = 2
+`)
+	s.dropAs(nobodyUID, "dropped", 5)
+	s.start()
+	bounces := func() (n int, data string) {
+		for _, m := range up.Messages() {
+			if m.From == "" && len(m.To) == 1 && m.To[0] == "app@example.org" {
+				n++
+				data = string(m.Data)
+			}
+		}
+		return
+	}
+	waitfor.True(t, "two bounces", 30*time.Second, func() bool { n, _ := bounces(); return n >= 2 })
+	if n, data := bounces(); n != 2 || !strings.Contains(data, "max_held") {
+		t.Errorf("%d bounces, want 2 naming max_held:\n%s", n, data)
+	}
+	if n := len(s.queueJSON("--held")); n != 2 {
+		t.Errorf("%d held, want 2", n)
+	}
+	if n := strings.Count(s.log(), "action=bounced"); n != 2 {
+		t.Errorf("%d rejected-and-bounced lines, want 2:\n%s", n, s.log())
+	}
+}
