@@ -19,6 +19,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -34,6 +35,8 @@ var ErrTimeout = errors.New("i/o timeout")
 type Conn struct {
 	fd      int
 	aborted atomic.Bool
+	mu      sync.Mutex // Abort against Close: no shutdown of a closed (reused) descriptor
+	closed  bool
 }
 
 // Dial connects to the socket at path, waiting at most timeout (> 0) for
@@ -146,10 +149,21 @@ func (c *Conn) CloseWrite() error {
 // Close, so that it cannot be reused under a call that is using it.
 func (c *Conn) Abort() {
 	c.aborted.Store(true)
-	unix.Shutdown(c.fd, unix.SHUT_RDWR)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.closed {
+		unix.Shutdown(c.fd, unix.SHUT_RDWR)
+	}
 }
 
-// Close closes the socket.
+// Close closes the socket. An Abort that comes after (a timer that fired
+// as the exchange ended) does nothing.
 func (c *Conn) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return os.ErrClosed
+	}
+	c.closed = true
 	return unix.Close(c.fd)
 }

@@ -190,3 +190,39 @@ func TestWriteToClosedPeer(t *testing.T) {
 		t.Errorf("Write error %#v is not a write SyscallError", werr)
 	}
 }
+
+// An Abort after Close (a timer that fired as the exchange ended) does
+// not shut down whatever socket has the descriptor number by then.
+func TestAbortAfterClose(t *testing.T) {
+	path, ln := listen(t)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	c, err := Dial(path, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd := c.fd
+	c.Close()
+	c2, err := Dial(path, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	if c2.fd != fd {
+		t.Skipf("descriptor %d not reused (%d)", fd, c2.fd)
+	}
+	c.Abort()
+	if _, err := c2.Write([]byte("x")); err != nil {
+		t.Errorf("the descriptor's new socket was shut down: %v", err)
+	}
+	if err := c.Close(); !errors.Is(err, os.ErrClosed) {
+		t.Errorf("second Close: %v", err)
+	}
+}
