@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"encoding/base64"
 	"net"
 	"strings"
 	"sync"
@@ -207,15 +209,35 @@ func (ss *scriptServer) Writes() []string {
 }
 
 func scriptedPipelining(t *testing.T, ehlo string, reply func(line string) string) (Options, *scriptServer) {
+	return scriptedServer(t, ehlo, reply, nil)
+}
+
+// scriptedTLS is scriptedPipelining with TLS from the first byte (tls =
+// "tls"), its CA in the returned Options' RootCAs.
+func scriptedTLS(t *testing.T, ehlo string, reply func(line string) string) (Options, *scriptServer) {
+	cfg, roots, err := smtptest.ServerTLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts, ss := scriptedServer(t, ehlo, reply, cfg)
+	opts.RootCAs = roots
+	return opts, ss
+}
+
+func scriptedServer(t *testing.T, ehlo string, reply func(line string) string, tlsCfg *tls.Config) (Options, *scriptServer) {
 	ss := &scriptServer{}
 	if ehlo == "" {
 		ehlo = "250-fake\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 100000\r\n"
 	}
 	opts := testOpts()
 	opts.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, srv := net.Pipe()
+		c, pipe := net.Pipe()
 		go func() {
-			defer srv.Close()
+			defer pipe.Close()
+			var srv net.Conn = pipe
+			if tlsCfg != nil {
+				srv = tls.Server(pipe, tlsCfg)
+			}
 			send := func(s string) bool {
 				for _, part := range strings.Split(s, "|") {
 					if _, err := srv.Write([]byte(part)); err != nil {
@@ -547,5 +569,53 @@ func TestReadReply(t *testing.T) {
 	}
 	if e := (reply{421, "Service not available"}).err(); e.Enhanced != "" || e.Message != "Service not available" {
 		t.Errorf("reply error %+v", e)
+	}
+}
+
+// The protocol trace redacts the SASL exchange by what the client is
+// doing, not by what the upstream's replies say: an upstream that sends
+// its next reply early, in the same read as the 334 that asks for the
+// password, must not get the password into the trace.
+func TestTraceSASLStateIsTheClients(t *testing.T) {
+	const user, pass = "relay-user", "s3cret-Pa55"
+	ehlo := "250-fake\r\n250-PIPELINING\r\n250 AUTH LOGIN PLAIN\r\n"
+	for _, final := range []string{"535 5.7.8 Error: authentication failed\r\n", "235 2.7.0 Authentication successful\r\n"} {
+		opts, _ := scriptedTLS(t, ehlo, func(line string) string {
+			if strings.HasPrefix(line, "AUTH LOGIN") {
+				return "334 UGFzc3dvcmQ6\r\n" + final
+			}
+			return ""
+		})
+		var trace bytes.Buffer
+		opts.Trace = &syncBuffer{b: &trace}
+		up := config.Upstream{Host: "127.0.0.1", Port: 465, TLS: "tls", Username: user, Password: pass, Auth: []string{"LOGIN"}}
+		s, err := Dial(context.Background(), up, opts)
+		if s != nil {
+			s.Close()
+		}
+		if strings.HasPrefix(final, "535") && (err == nil || asError(t, err).Class != AuthFailure) {
+			t.Fatalf("%s: dial: %v", final, err)
+		}
+		if tr := trace.String(); strings.Contains(tr, base64.StdEncoding.EncodeToString([]byte(pass))) || !strings.Contains(tr, "C: [redacted]") {
+			t.Fatalf("%s: the password in the trace, or no redaction:\n%s", final, tr)
+		}
+	}
+}
+
+// Likewise message data: a "." from the upstream right after its 354 does
+// not end the summary while the client sends the message.
+func TestTraceDataStateIsTheClients(t *testing.T) {
+	opts, _ := scriptedPipelining(t, "", func(line string) string {
+		if line == "DATA" {
+			return "354 End data with <CR><LF>.<CR><LF>\r\n.\r\n"
+		}
+		return ""
+	})
+	var trace bytes.Buffer
+	opts.Trace = &syncBuffer{b: &trace}
+	s := dialOK(t, pipeUp, opts)
+	s.Send(context.Background(), testMsg(simple, "a@example.net"))
+	if tr := trace.String(); strings.Contains(tr, "Hello.") || !strings.Contains(tr, "C: [message data: 6 lines]") {
+		t.Fatalf("message data in the trace, or no summary:\n%s", tr)
 	}
 }
