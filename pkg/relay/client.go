@@ -137,8 +137,8 @@ func (c *smtpConn) setTransport(nc net.Conn) {
 }
 
 // traceConn copies what goes over the connection, in clear text, to the
-// protocol trace (which infers the direction of each line, redacts SASL
-// and summarises message data).
+// protocol trace (which redacts SASL and summarises message data as the
+// client marks them: traceSASL, traceData).
 type traceConn struct {
 	net.Conn
 	tr *tracer
@@ -147,7 +147,7 @@ type traceConn struct {
 func (t *traceConn) Read(b []byte) (int, error) {
 	n, err := t.Conn.Read(b)
 	if n > 0 {
-		t.tr.Write(b[:n])
+		t.tr.write(fromServer, b[:n])
 	}
 	return n, err
 }
@@ -155,7 +155,7 @@ func (t *traceConn) Read(b []byte) (int, error) {
 func (t *traceConn) Write(b []byte) (int, error) {
 	n, err := t.Conn.Write(b)
 	if n > 0 {
-		t.tr.Write(b[:n])
+		t.tr.write(fromClient, b[:n])
 	}
 	return n, err
 }
@@ -333,6 +333,8 @@ func (c *smtpConn) auth(a sasl.Client) error {
 	if err != nil {
 		return err
 	}
+	c.traceSASL(true)
+	defer c.traceSASL(false)
 	line := "AUTH " + mech
 	if resp != nil {
 		line += " " + b64(resp)
@@ -358,6 +360,22 @@ func (c *smtpConn) auth(a sasl.Client) error {
 		default:
 			return r.err()
 		}
+	}
+}
+
+// traceSASL marks the start and the end of a SASL exchange for the
+// protocol trace, which redacts the client's lines in between.
+func (c *smtpConn) traceSASL(on bool) {
+	if c.tr != nil {
+		c.tr.sasl(on)
+	}
+}
+
+// traceData marks the start of message data (up to its end of data) for
+// the protocol trace, which summarises it.
+func (c *smtpConn) traceData() {
+	if c.tr != nil {
+		c.tr.startData()
 	}
 }
 

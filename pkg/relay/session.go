@@ -611,6 +611,7 @@ func (s *Session) Send(ctx context.Context, m *Message) *Result {
 		for ; n > 0 && !s.dead; n-- {
 			r, err := c.readReply()
 			if err == nil && r.code == 354 && n == 1 {
+				c.traceData()
 				c.cmd(".")
 				if err = c.flush(); err == nil {
 					r, err = c.readReply()
@@ -686,6 +687,7 @@ func (s *Session) Send(ctx context.Context, m *Message) *Result {
 	}
 	c.wt, c.rt = s.data, s.data
 	defer func() { c.wt, c.rt = s.command, s.command }()
+	c.traceData()
 	dw := &dotWriter{w: c.bw, bol: true}
 	_, err = io.Copy(dw, wr)
 	wr.Close()

@@ -11,22 +11,22 @@ import (
 // tracer writes the protocol trace, one line per protocol line:
 //
 //	smtp upstream=host:port C: MAIL FROM:<a@example.org> BODY=8BITMIME
-//	smtp upstream=host:port S: 250 2.1.0 Ok
+//	smtp upstream=host:port S: 250 2.0.0 Ok
 //
-// It sees both directions of the clear text in one stream (the session's
-// connection copies its reads and writes here), so the direction is
-// inferred: a line starting with three digits and a space or
-// dash is the server's. It redacts SASL: the AUTH command keeps only its
-// mechanism, and every client line until the final reply of the exchange
-// (the initial response, LOGIN's user name and password, PLAIN's response
-// after "334") becomes "[redacted]". Message data is summarised ("[message
-// data: N lines]"), never written.
+// The session's connection copies what it reads (the server's lines) and
+// what it writes (the client's) here, in clear text. What the client's
+// lines are is the client's to say, never inferred from the replies (which
+// the upstream controls, and which are read ahead of the client's next
+// write): while the client runs a SASL exchange (sasl), every line it
+// writes becomes "[redacted]", and the AUTH command keeps only its
+// mechanism; from the start of message data (data) to its end of data,
+// its lines are summarised ("[message data: N lines]"), never written.
 type tracer struct {
 	mu     sync.Mutex
 	w      io.Writer
 	prefix string
-	buf    []byte
-	auth   bool
+	buf    [2][]byte // the unfinished line, of the client and of the server
+	secret bool
 	data   bool
 	lines  int
 }
@@ -37,31 +37,54 @@ func newTracer(w io.Writer, addr string) *tracer {
 
 const maxTraceLine = 4096
 
-func (t *tracer) Write(b []byte) (int, error) {
+// Directions of the protocol lines, for buf.
+const (
+	fromClient = 0
+	fromServer = 1
+)
+
+// sasl marks the start and the end of a SASL exchange. The client's lines
+// are written out as they are sent, so that the end is marked after the
+// exchange's last write.
+func (t *tracer) sasl(on bool) {
+	t.mu.Lock()
+	t.secret = on
+	t.mu.Unlock()
+}
+
+// startData marks the start of message data: the client's lines up to
+// its end of data (a line "."; dot-stuffing leaves no other) are counted.
+func (t *tracer) startData() {
+	t.mu.Lock()
+	t.data, t.lines = true, 0
+	t.mu.Unlock()
+}
+
+// write takes bytes the client (dir fromClient) or the server sent.
+func (t *tracer) write(dir int, b []byte) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	n := len(b)
 	for len(b) > 0 {
+		buf := t.buf[dir]
 		i := bytes.IndexByte(b, '\n')
 		if i < 0 {
-			if len(t.buf) < maxTraceLine {
-				t.buf = append(t.buf, b[:min(len(b), maxTraceLine-len(t.buf))]...)
+			if len(buf) < maxTraceLine {
+				t.buf[dir] = append(buf, b[:min(len(b), maxTraceLine-len(buf))]...)
 			}
 			break
 		}
-		if len(t.buf) < maxTraceLine {
-			t.buf = append(t.buf, b[:min(i, maxTraceLine-len(t.buf))]...)
+		if len(buf) < maxTraceLine {
+			buf = append(buf, b[:min(i, maxTraceLine-len(buf))]...)
 		}
-		t.line(string(bytes.TrimSuffix(t.buf, []byte("\r"))))
-		t.buf = t.buf[:0]
+		l := string(bytes.TrimSuffix(buf, []byte("\r")))
+		t.buf[dir] = buf[:0]
+		if dir == fromServer {
+			t.out("S", l)
+		} else {
+			t.clientLine(l)
+		}
 		b = b[i+1:]
 	}
-	return n, nil
-}
-
-func isReplyLine(l string) bool {
-	return len(l) >= 3 && l[0] >= '2' && l[0] <= '5' && l[1] >= '0' && l[1] <= '9' && l[2] >= '0' && l[2] <= '9' &&
-		(len(l) == 3 || l[3] == ' ' || l[3] == '-')
 }
 
 func (t *tracer) out(dir, l string) {
@@ -73,7 +96,7 @@ func (t *tracer) out(dir, l string) {
 	}, l), "?"))
 }
 
-func (t *tracer) line(l string) {
+func (t *tracer) clientLine(l string) {
 	if t.data {
 		if l == "." {
 			t.out("C", fmt.Sprintf("[message data: %d lines]", t.lines))
@@ -82,25 +105,6 @@ func (t *tracer) line(l string) {
 			return
 		}
 		t.lines++
-		return
-	}
-	reply := isReplyLine(l)
-	if t.auth {
-		if reply {
-			t.out("S", l)
-			if !strings.HasPrefix(l, "334") {
-				t.auth = false
-			}
-			return
-		}
-		t.out("C", "[redacted]")
-		return
-	}
-	if reply {
-		t.out("S", l)
-		if strings.HasPrefix(l, "354") {
-			t.data = true
-		}
 		return
 	}
 	if f := strings.Fields(l); len(f) > 0 && strings.EqualFold(f[0], "AUTH") {
@@ -112,7 +116,10 @@ func (t *tracer) line(l string) {
 			s += " [redacted]"
 		}
 		t.out("C", s)
-		t.auth = true
+		return
+	}
+	if t.secret {
+		t.out("C", "[redacted]")
 		return
 	}
 	t.out("C", l)
