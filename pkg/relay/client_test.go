@@ -619,3 +619,42 @@ func TestTraceDataStateIsTheClients(t *testing.T) {
 		t.Fatalf("message data in the trace, or no summary:\n%s", tr)
 	}
 }
+
+// An upstream that answers every SASL response with another challenge
+// does not keep the client (and the password) in the exchange: after a
+// few rounds the client cancels it ("*") and fails AUTH, loud and never a
+// bounce.
+func TestAuthChallengesBounded(t *testing.T) {
+	var responses atomic.Int32
+	opts, ss := scriptedTLS(t, "250-fake\r\n250 AUTH LOGIN\r\n", func(line string) string {
+		switch {
+		case strings.HasPrefix(line, "AUTH LOGIN"):
+			return "334 UGFzc3dvcmQ6\r\n"
+		case line == "*":
+			return "501 5.7.0 Authentication aborted\r\n"
+		case !strings.Contains(line, " ") && line != "QUIT":
+			if responses.Add(1) >= 50 {
+				return "235 2.7.0 Authentication successful\r\n"
+			}
+			return "334 UGFzc3dvcmQ6\r\n"
+		}
+		return ""
+	})
+	up := config.Upstream{Host: "127.0.0.1", Port: 465, TLS: "tls", Username: "u", Password: "p", Auth: []string{"LOGIN"}}
+	s, err := Dial(context.Background(), up, opts)
+	if s != nil {
+		s.Close()
+	}
+	if err == nil {
+		t.Fatalf("authenticated after %d responses", responses.Load())
+	}
+	if e := asError(t, err); e.Stage != StageAuth || e.Class != AuthFailure {
+		t.Fatalf("got %v (class %v)", e, e.Class)
+	}
+	if n := responses.Load(); n > 10 {
+		t.Fatalf("%d responses to challenges", n)
+	}
+	if w := ss.Writes(); len(w) == 0 || w[len(w)-1] != "*\r\n" {
+		t.Fatalf("the exchange was not cancelled: %q", w)
+	}
+}
