@@ -325,6 +325,12 @@ func (c *smtpConn) startTLS(raw net.Conn, cfg *tls.Config) (*tls.Conn, error) {
 	return tls.Client(raw, cfg), nil
 }
 
+// maxSASLRounds bounds the challenges of one SASL exchange: the
+// mechanisms relayd uses need at most two (LOGIN, an OAuth error
+// challenge), and an upstream that goes on is cut short, not answered
+// with the password again and again.
+const maxSASLRounds = 8
+
 // auth runs the SASL exchange with a (RFC 4954). An error of the SASL
 // client itself (an OAUTHBEARER error challenge) is returned as it is,
 // after the exchange is cancelled with "*".
@@ -339,7 +345,7 @@ func (c *smtpConn) auth(a sasl.Client) error {
 	if resp != nil {
 		line += " " + b64(resp)
 	}
-	for {
+	for round := 0; ; round++ {
 		r, err := c.do(line, 0)
 		if err != nil {
 			return err
@@ -348,7 +354,12 @@ func (c *smtpConn) auth(a sasl.Client) error {
 		case 235:
 			return nil
 		case 334:
-			chal, err := base64.StdEncoding.DecodeString(r.text)
+			var chal []byte
+			if round >= maxSASLRounds {
+				err = fmt.Errorf("the upstream sent more than %d SASL challenges", maxSASLRounds)
+			} else {
+				chal, err = base64.StdEncoding.DecodeString(r.text)
+			}
 			if err == nil {
 				resp, err = a.Next(chal)
 			}
