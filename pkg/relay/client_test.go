@@ -658,3 +658,60 @@ func TestAuthChallengesBounded(t *testing.T) {
 		t.Fatalf("the exchange was not cancelled: %q", w)
 	}
 }
+
+// A refused RSET (in front of the next MAIL, after a failed transaction)
+// is about the session, never about the message: the message is not
+// bounced; the session is dropped like a lost one (nothing of the message
+// went out), so the queue dials again at once (DeadSession), and fails
+// over as for a lost connection if that fails too. 421 stays the upstream
+// going away (failover at once).
+func TestRefusedRSETNeverBounces(t *testing.T) {
+	for _, tc := range []struct {
+		rset     string
+		code     int
+		dead     bool
+		failover bool
+	}{
+		{"502 5.5.2 Error: command not recognized\r\n", 0, true, true},
+		{"503 5.5.1 Error: too many errors\r\n", 0, true, true},
+		{"451 4.3.0 Error: try again\r\n", 0, true, true},
+		{"421 4.7.0 Error: too many errors\r\n", 421, false, true},
+	} {
+		for _, noPipe := range []bool{false, true} {
+			ehlo := ""
+			if noPipe {
+				ehlo = "250-fake\r\n250 8BITMIME\r\n"
+			}
+			opts, ss := scriptedPipelining(t, ehlo, func(line string) string {
+				switch {
+				case line == "RSET":
+					return tc.rset
+				case strings.HasPrefix(line, "RCPT TO:<unknown"):
+					return "550 5.1.1 User unknown\r\n"
+				}
+				return ""
+			})
+			s := dialOK(t, pipeUp, opts)
+			if res := s.Send(context.Background(), testMsg(simple, "unknown@example.net")); res.Err == nil || res.Err.Code != 550 {
+				t.Fatalf("first message: %v", res.Err)
+			}
+			ss.mu.Lock()
+			datas := len(ss.data) // an empty message after a 354 without recipients
+			ss.mu.Unlock()
+			res := s.Send(context.Background(), testMsg(simple, "a@example.net"))
+			e := res.Err
+			if e == nil || e.Class != Temporary || e.Stage != StageMail || e.Code != tc.code || DeadSession(res) != tc.dead || FailOver(res) != tc.failover || s.Alive() {
+				t.Fatalf("RSET %q (no pipelining %v): got %v (class %v, dead session %v, failover %v, alive %v)",
+					tc.rset, noPipe, e, e.Class, DeadSession(res), FailOver(res), s.Alive())
+			}
+			if !strings.Contains(e.Error(), strings.TrimSpace(tc.rset)) {
+				t.Fatalf("the reply is not in %q", e.Error())
+			}
+			ss.mu.Lock()
+			if len(ss.data) != datas {
+				t.Fatalf("message data sent: %q", ss.data)
+			}
+			ss.mu.Unlock()
+		}
+	}
+}
