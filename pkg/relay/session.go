@@ -627,6 +627,15 @@ func (s *Session) Send(ctx context.Context, m *Message) *Result {
 		r, err := next("RSET")
 		if err == nil && r.code/100 != 2 {
 			err = r.err()
+			if r.code != 421 {
+				// A refusal of RSET says nothing of the message (none of
+				// it has gone out) and leaves the session in a state we
+				// cannot know: it is dropped like a lost connection, and
+				// the queue dials again at once (DeadSession). 421 is the
+				// upstream going away, as at any stage.
+				err = &Error{Class: Temporary, Stage: StageMail, Err: fmt.Errorf("RSET refused: %v", err),
+					Cause: "the upstream refused RSET after a failed transaction; the session cannot be reused"}
+			}
 		}
 		if err != nil {
 			return netFail(StageMail, err)
