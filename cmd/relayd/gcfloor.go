@@ -51,15 +51,23 @@ func keepHeapFloor(floor uint64) {
 	arm()
 }
 
+// runtimeHeapMinimum is the runtime's own least heap goal at GOGC=100.
+// The runtime scales it with the percentage (4 MB × percent/100: at
+// 1,500% the goal is 60 MB whatever the live heap), so a percentage over
+// floor×100/runtimeHeapMinimum would put the goal above the floor.
+const runtimeHeapMinimum = 4 << 20
+
 // floorPercent is the target percentage that makes the heap goal after
-// a collection that left live bytes at least floor: 100 (Go's default)
-// once live is half of floor or more, at most 10,000, and 100 when live
-// is not known.
+// a collection that left live bytes at least floor, and no more: 100
+// (Go's default) once live is half of floor or more, at most
+// floor×100/runtimeHeapMinimum (400 for 16 MB: the runtime's minimum goal
+// is then the floor itself, which a smaller live heap gets), and 100 when
+// live is not known.
 func floorPercent(live, floor uint64) int {
 	if live == 0 || 2*live >= floor {
 		return 100
 	}
-	return int(min(floor*100/live-100, 10000))
+	return int(min(floor*100/live-100, floor*100/runtimeHeapMinimum))
 }
 
 // gcSentinel is the object whose finalizer follows the collections (a
