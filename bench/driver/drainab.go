@@ -34,13 +34,13 @@ func DrainAB(out io.Writer, bins []string, conc, n, rounds int) error {
 	for r := 0; r < rounds; r++ {
 		for i, bin := range bins {
 			dir := filepath.Join(work, fmt.Sprintf("d-%d-%d", r, i))
-			rate, cpuUS, _, err := drainOnce(Options{}, dir, &Binaries{Relayd: bin}, srv, conc, n)
+			rate, cpuUS, rss, err := drainOnce(Options{}, dir, &Binaries{Relayd: bin}, srv, conc, n)
 			if err != nil {
 				return fmt.Errorf("%s: %w", bin, err)
 			}
 			rates[i] = append(rates[i], rate)
 			cpus[i] = append(cpus[i], cpuUS)
-			fmt.Fprintf(out, "round %d %-40s %6.0f msg/s %6.1f µs/msg  load %s\n", r+1, bin, rate, cpuUS, loadAvg())
+			fmt.Fprintf(out, "round %d %-40s %6.0f msg/s %6.1f µs/msg  peak RSS %5.1f MB  load %s\n", r+1, bin, rate, cpuUS, float64(rss)/1024, loadAvg())
 		}
 	}
 	for i, bin := range bins {
