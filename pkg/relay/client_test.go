@@ -6,11 +6,14 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/base64"
+	"fmt"
 	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/emersion/go-smtp"
 
@@ -713,5 +716,91 @@ func TestRefusedRSETNeverBounces(t *testing.T) {
 			}
 			ss.mu.Unlock()
 		}
+	}
+}
+
+// smallBuffers gives a socket 4 KB send and receive buffers (before
+// connect or listen, so that the TCP window is small too).
+func smallBuffers(network, address string, c syscall.RawConn) error {
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		if serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096); serr == nil {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_SNDBUF, 4096)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return serr
+}
+
+// A group never outgrows the TCP window (RFC 2920 section 3.1): a
+// message with thousands of recipients goes out in groups that each fit
+// the write buffer, their replies read before the next group. Written as
+// one group, it deadlocks against an upstream that answers each command
+// as it reads it (as Postfix does once its reply buffer is full): the
+// upstream blocks writing replies nobody reads, and stops reading the
+// commands the client is blocked writing. Small socket buffers on both
+// sides make the window small enough to show it with 3,000 recipients.
+func TestPipelinedGroupsFitTheWindow(t *testing.T) {
+	lc := net.ListenConfig{Control: smallBuffers}
+	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.Write([]byte("220 fake ESMTP\r\n"))
+		br := bufio.NewReader(c)
+		data := false
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			line = strings.TrimSuffix(line, "\r\n")
+			var rep string
+			switch {
+			case data && line == ".":
+				data, rep = false, "250 2.0.0 Ok: queued as 4XyZ"
+			case data:
+				continue
+			case strings.HasPrefix(line, "EHLO"):
+				rep = "250-fake\r\n250-PIPELINING\r\n250 8BITMIME"
+			case line == "DATA":
+				data, rep = true, "354 End data with <CR><LF>.<CR><LF>"
+			case strings.HasPrefix(line, "RCPT"):
+				rep = "250 2.1.5 Ok"
+			default:
+				rep = "250 2.0.0 Ok"
+			}
+			c.SetWriteDeadline(time.Now().Add(20 * time.Second))
+			if _, err := c.Write([]byte(rep + "\r\n")); err != nil {
+				return
+			}
+		}
+	}()
+	opts := testOpts()
+	opts.CommandTimeout = 5 * time.Second
+	d := net.Dialer{Control: smallBuffers}
+	opts.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return d.DialContext(ctx, "tcp", ln.Addr().String())
+	}
+	s := dialOK(t, pipeUp, opts)
+	var to []string
+	for i := 0; i < 3000; i++ {
+		to = append(to, fmt.Sprintf("%s%05d@example.net", strings.Repeat("r", 50), i))
+	}
+	res := s.Send(context.Background(), testMsg(simple, to...))
+	if res.Err != nil || res.Accepted() != len(to) || res.QueueID != "4XyZ" {
+		t.Fatalf("accepted %d of %d: %v", res.Accepted(), len(to), res.Err)
+	}
+	if !s.Alive() {
+		t.Fatal("session dead")
 	}
 }
