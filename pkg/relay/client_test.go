@@ -804,3 +804,35 @@ func TestPipelinedGroupsFitTheWindow(t *testing.T) {
 		t.Fatal("session dead")
 	}
 }
+
+// A MAIL refused at the head of a message whose commands take several
+// groups: the replies of the group sent are read, the other groups never
+// go, and the next message finds its replies in step.
+func TestPipelinedMailRefusedManyGroups(t *testing.T) {
+	var mails atomic.Int32
+	opts, ss := scriptedPipelining(t, "", func(line string) string {
+		switch {
+		case strings.HasPrefix(line, "MAIL") && mails.Add(1) == 1:
+			return "550 5.7.1 Sender rejected\r\n"
+		case mails.Load() == 1 && (strings.HasPrefix(line, "RCPT") || line == "DATA"):
+			return "503 5.5.1 Error: need MAIL command\r\n"
+		}
+		return ""
+	})
+	s := dialOK(t, pipeUp, opts)
+	var to []string
+	for i := 0; i < 1000; i++ {
+		to = append(to, fmt.Sprintf("rcpt%04d@example.net", i))
+	}
+	res := s.Send(context.Background(), testMsg(simple, to...))
+	if e := res.Err; e == nil || e.Code != 550 || e.Stage != StageMail || !s.Alive() {
+		t.Fatalf("got %v, alive %v", res.Err, s.Alive())
+	}
+	if res := s.Send(context.Background(), testMsg(simple, "a@example.net")); res.Err != nil || res.QueueID != "4XyZ" {
+		t.Fatalf("next message: %v", res.Err)
+	}
+	w := ss.Writes()
+	if len(w) != 4 || len(w[1]) > writeBuf || strings.Contains(w[1], "rcpt0999") || !strings.HasPrefix(w[2], "RSET\r\nMAIL FROM:") {
+		t.Fatalf("%d writes: %q...", len(w), w[:min(len(w), 3)])
+	}
+}

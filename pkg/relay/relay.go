@@ -35,7 +35,11 @@
 // final reply, whose "queued as ID" is returned as Result.QueueID. The SMTP
 // client is the package's own (client.go): when the upstream offers
 // PIPELINING (RFC 2920), MAIL, every RCPT and DATA go in one write (one TLS
-// record) and the replies are read in order; only after a 354 does the
+// record) and the replies are read in order (a message with hundreds of
+// recipients takes several groups, each within the 16 KB write buffer and
+// its replies read before the next goes, so that no group outgrows the TCP
+// window and deadlocks with an upstream that answers as it reads); only
+// after a 354 does the
 // message go, dot-stuffed, its end of data in the same write as its last
 // bytes: two round trips per message instead of four. A server without
 // PIPELINING gets one command at a time. BDAT (CHUNKING) is never used: a

@@ -567,31 +567,40 @@ func (s *Session) Send(ctx context.Context, m *Message) *Result {
 	}
 	rcptCmd := func(i int) string { return "RCPT TO:<" + m.To[i] + ">" + notify }
 
-	// With PIPELINING they go in one write and the replies are read in
-	// order; without, one command, one reply. next returns the reply to
-	// line either way.
+	// With PIPELINING they go in groups and the replies are read in
+	// order; without, one command, one reply. A group is as many commands
+	// as fit in the write buffer — all of them but for a message with
+	// hundreds of recipients — and the next group goes once every reply
+	// to this one has been read: RFC 2920 section 3.1 wants each group
+	// within the TCP window, or an upstream that answers each command as
+	// it reads it blocks writing replies we do not read while we block
+	// writing commands it does not read. next returns the reply to the
+	// next command in cmds, writing the next group first when needed.
 	pipelining := c.has("PIPELINING")
 	c.rt = s.command
-	if pipelining {
-		if s.dirty {
-			c.cmd("RSET")
-		}
-		c.cmd(mail.String())
-		for _, i := range rcpts {
-			c.cmd(rcptCmd(i))
-		}
-		c.cmd("DATA")
-		if err := c.flush(); err != nil {
-			return netFail(StageMail, err)
-		}
+	cmds := make([]string, 0, len(rcpts)+3)
+	if s.dirty {
+		cmds = append(cmds, "RSET")
 	}
-	next := func(line string) (reply, error) {
-		if !pipelining {
-			c.cmd(line)
+	cmds = append(cmds, mail.String())
+	for _, i := range rcpts {
+		cmds = append(cmds, rcptCmd(i))
+	}
+	cmds = append(cmds, "DATA")
+	sent, answered := 0, 0
+	next := func() (reply, error) {
+		if answered == sent {
+			c.cmd(cmds[sent])
+			sent++
+			for pipelining && sent < len(cmds) && c.bw.Buffered()+len(cmds[sent])+2 <= writeBuf {
+				c.cmd(cmds[sent])
+				sent++
+			}
 			if err := c.flush(); err != nil {
 				return reply{}, err
 			}
 		}
+		answered++
 		return c.readReply()
 	}
 	// refused: a reply that is not what the command wants. 421: the
@@ -602,15 +611,16 @@ func (s *Session) Send(ctx context.Context, m *Message) *Result {
 		}
 		return s.refine(classify(stage, r.err()))
 	}
-	// drain reads the replies left of a pipelined group whose
+	// drain reads the replies left of the group sent when the
 	// transaction failed (503 "bad sequence"; the session stays usable
-	// after RSET). An upstream that answers DATA with 354 all the same
-	// gets an empty message ended at once (RFC 2920 3.1), which it
-	// must refuse, having no recipient.
-	drain := func(n int) {
-		for ; n > 0 && !s.dead; n-- {
-			r, err := c.readReply()
-			if err == nil && r.code == 354 && n == 1 {
+	// after RSET); the commands not sent yet are not. An upstream that
+	// answers DATA with 354 all the same gets an empty message ended at
+	// once (RFC 2920 3.1), which it must refuse, having no recipient.
+	drain := func() {
+		for answered < sent && !s.dead {
+			data := cmds[answered] == "DATA"
+			r, err := next()
+			if err == nil && r.code == 354 && data {
 				c.traceData()
 				c.cmd(".")
 				if err = c.flush(); err == nil {
@@ -624,7 +634,7 @@ func (s *Session) Send(ctx context.Context, m *Message) *Result {
 	}
 
 	if s.dirty {
-		r, err := next("RSET")
+		r, err := next()
 		if err == nil && r.code/100 != 2 {
 			err = r.err()
 			if r.code != 421 {
@@ -642,21 +652,19 @@ func (s *Session) Send(ctx context.Context, m *Message) *Result {
 		}
 		s.dirty = false
 	}
-	r, err := next(mail.String())
+	r, err := next()
 	if err != nil {
 		return netFail(StageMail, err)
 	}
 	s.dirty = true
 	if r.code/100 != 2 {
 		e := refused(StageMail, r)
-		if pipelining {
-			drain(len(rcpts) + 1)
-		}
+		drain()
 		return fail(e)
 	}
 	accepted := 0
 	for _, i := range rcpts {
-		r, err := next(rcptCmd(i))
+		r, err := next()
 		if err != nil {
 			return netFail(StageRcpt, err)
 		}
@@ -671,13 +679,11 @@ func (s *Session) Send(ctx context.Context, m *Message) *Result {
 		}
 	}
 	if accepted == 0 {
-		if pipelining {
-			drain(1)
-		}
+		drain()
 		res.Err = lastRcptErr
 		return res
 	}
-	r, err = next("DATA")
+	r, err = next()
 	if err != nil {
 		return netFail(StageData, err)
 	}
