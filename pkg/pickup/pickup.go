@@ -439,7 +439,8 @@ func (p *Pickup) file(name string) bool {
 	}
 	f, err := openDrop(fd, st.Size)
 	if err != nil {
-		p.Log.FileError(name, "cannot read", err)
+		// As a file whose header cannot be read (Decode below).
+		p.quarantine(name, err.Error(), slog.Int("uid", int(st.Uid)))
 		return false
 	}
 	defer f.Close()
