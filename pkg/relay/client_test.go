@@ -836,3 +836,28 @@ func TestPipelinedMailRefusedManyGroups(t *testing.T) {
 		t.Fatalf("%d writes: %q...", len(w), w[:min(len(w), 3)])
 	}
 }
+
+// A 334 whose challenge is not base64: the exchange is cancelled with
+// "*" before anything else is sent (the password least of all), and AUTH
+// fails as an AuthFailure.
+func TestAuthBadChallengeCancelled(t *testing.T) {
+	const pass = "s3cret-Pa55"
+	opts, ss := scriptedTLS(t, "250-fake\r\n250 AUTH LOGIN\r\n", func(line string) string {
+		switch {
+		case strings.HasPrefix(line, "AUTH LOGIN"):
+			return "334 not base64!\r\n"
+		case line == "*":
+			return "501 5.7.0 Authentication aborted\r\n"
+		}
+		return ""
+	})
+	up := config.Upstream{Host: "127.0.0.1", Port: 465, TLS: "tls", Username: "u", Password: pass, Auth: []string{"LOGIN"}}
+	_, err := Dial(context.Background(), up, opts)
+	if e := asError(t, err); e.Stage != StageAuth || e.Class != AuthFailure {
+		t.Fatalf("got %v (class %v)", e, e.Class)
+	}
+	w := ss.Writes()
+	if len(w) != 3 || !strings.HasPrefix(w[1], "AUTH LOGIN ") || w[2] != "*\r\n" || strings.Contains(strings.Join(w, ""), base64.StdEncoding.EncodeToString([]byte(pass))) {
+		t.Fatalf("the client wrote %q", w)
+	}
+}
