@@ -14,8 +14,9 @@ import (
 // upstream, and writes each run's rate and relayd's CPU (user+sys from
 // wait4) per message to out, then the medians. It is the before/after
 // measurement of a change to the drain path: the binaries alternate, so
-// both see the same machine.
-func DrainAB(out io.Writer, bins []string, conc, n, rounds int) error {
+// both see the same machine. prefill is drainOnce's: the messages are in
+// relayd's queue before the timed run, or (false) in maildrop/.
+func DrainAB(out io.Writer, bins []string, conc, n, rounds int, prefill bool) error {
 	srv, err := smtptest.Start(smtptest.Options{Username: benchUser, Password: benchPass, NoStore: true, SMTPUTF8: true, DSN: true})
 	if err != nil {
 		return err
@@ -34,7 +35,7 @@ func DrainAB(out io.Writer, bins []string, conc, n, rounds int) error {
 	for r := 0; r < rounds; r++ {
 		for i, bin := range bins {
 			dir := filepath.Join(work, fmt.Sprintf("d-%d-%d", r, i))
-			rate, cpuUS, rss, err := drainOnce(Options{}, dir, &Binaries{Relayd: bin}, srv, conc, n)
+			rate, cpuUS, rss, err := drainOnce(Options{}, dir, &Binaries{Relayd: bin}, srv, conc, n, prefill)
 			if err != nil {
 				return fmt.Errorf("%s: %w", bin, err)
 			}

@@ -46,11 +46,18 @@ func (s *Site) Close() {
 	}
 }
 
-// NewSite prepares dir. When root it installs sendmail 2755 root:DropGID and
-// makes the config visible at /etc/mailshim by a bind mount inside the
-// driver's private mount namespace (see EnterNamespace); otherwise it
-// points sendmail at the config with MAILSHIM_CONFIG and runs it as
-// ourselves, not setgid.
+// conf is the site's configuration file with extraConf in it.
+func (s *Site) conf(extraConf string) string {
+	return fmt.Sprintf("hostname = \"bench.example\"\nspool = %q\nmax_message_size = \"200MB\"\ncontrol_socket = %q\nsubmit_socket = %q\n%s%s",
+		s.Spool, filepath.Join(s.Dir, "control.sock"), filepath.Join(s.Dir, "submit.sock"), extraConf, UnlimitedPolicy)
+}
+
+// Reconfigure rewrites the site's configuration file (for relayd, which
+// reads it at start) with extraConf in place of NewSite's.
+func (s *Site) Reconfigure(extraConf string) error {
+	return os.WriteFile(s.Config, []byte(s.conf(extraConf)), 0o644)
+}
+
 // UnlimitedPolicy lifts relayd's per-account limits for the user the
 // callers run as (nobody): a site measures throughput and robustness, and
 // thousands of messages a minute from one account, or one message to
@@ -67,6 +74,11 @@ recipients_per_hour = 0
 recipients_per_day = 0
 `
 
+// NewSite prepares dir. When root it installs sendmail 2755 root:DropGID and
+// makes the config visible at /etc/mailshim by a bind mount inside the
+// driver's private mount namespace (see EnterNamespace); otherwise it
+// points sendmail at the config with MAILSHIM_CONFIG and runs it as
+// ourselves, not setgid.
 func NewSite(dir string, bins *Binaries, extraConf string) (*Site, error) {
 	s := &Site{Dir: dir, Spool: filepath.Join(dir, "spool"), RefDir: filepath.Join(dir, "ref")}
 	s.Maildrop = filepath.Join(s.Spool, "maildrop")
@@ -84,8 +96,7 @@ func NewSite(dir string, bins *Binaries, extraConf string) (*Site, error) {
 		return nil, err
 	}
 	s.Config = filepath.Join(etc, "mailshim.conf")
-	conf := fmt.Sprintf("hostname = \"bench.example\"\nspool = %q\nmax_message_size = \"200MB\"\ncontrol_socket = %q\nsubmit_socket = %q\n%s%s",
-		s.Spool, filepath.Join(dir, "control.sock"), filepath.Join(dir, "submit.sock"), extraConf, UnlimitedPolicy)
+	conf := s.conf(extraConf)
 	if err := os.WriteFile(s.Config, []byte(conf), 0o644); err != nil {
 		return nil, err
 	}

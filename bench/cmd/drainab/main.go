@@ -21,12 +21,13 @@ func main() {
 	n := pflag.Int("n", 10000, "messages per drain")
 	conc := pflag.Int("conc", 1, "[queue] concurrency")
 	rounds := pflag.Int("rounds", 3, "runs of each binary")
+	maildrop := pflag.Bool("maildrop", false, "time pickup from maildrop/ and delivery together (from exec) instead of the drain of a pre-filled queue")
 	pflag.Parse()
 	if pflag.NArg() == 0 {
-		fmt.Fprintln(os.Stderr, "usage: drainab [--n N] [--conc C] [--rounds R] RELAYD...")
+		fmt.Fprintln(os.Stderr, "usage: drainab [--n N] [--conc C] [--rounds R] [--maildrop] RELAYD...")
 		os.Exit(2)
 	}
-	if err := driver.DrainAB(os.Stdout, pflag.Args(), *conc, *n, *rounds); err != nil {
+	if err := driver.DrainAB(os.Stdout, pflag.Args(), *conc, *n, *rounds, !*maildrop); err != nil {
 		fmt.Fprintln(os.Stderr, "drainab:", err)
 		os.Exit(1)
 	}
