@@ -30,6 +30,7 @@ import (
 
 	"github.com/mailshim/mailshim/pkg/message"
 	"github.com/mailshim/mailshim/pkg/origin"
+	"github.com/mailshim/mailshim/pkg/sockserve"
 	"github.com/mailshim/mailshim/pkg/spool"
 	"github.com/mailshim/mailshim/pkg/submit"
 	"github.com/mailshim/mailshim/pkg/submit/submittest"
@@ -1026,4 +1027,63 @@ func TestLargeMessageMemory(t *testing.T) {
 		t.Fatalf("size %d, %v", m.Size, err)
 	}
 	t.Logf("peak RSS %d KB for a %d MB message", rss, size>>20)
+}
+
+// Through the submission socket, the commit is relayd's: once sendmail
+// has sent the end of the message, relayd may store it, and a signal
+// must not end sendmail then (its caller would take the message for lost
+// and send it again). The server here sends SIGTERM to sendmail after
+// reading the whole message and before storing and answering it:
+// sendmail must wait for the answer and exit 0.
+func TestSubmitSocketSignalAtCommit(t *testing.T) {
+	s, sock := socketSpool(t)
+	store := filepath.Join(filepath.Dir(s.conf), "store")
+	os.Mkdir(store, 0o700)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if err := os.Chmod(sock, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	drop := submittest.DropStore(store, 1<<20)
+	errs := make(chan error, 1)
+	go func() {
+		c, err := ln.AcceptUnix()
+		if err != nil {
+			errs <- err
+			return
+		}
+		cred, err := sockserve.PeerCred(c)
+		if err != nil {
+			errs <- err
+			return
+		}
+		pid := int(cred.Pid)
+		errs <- (&submitsock.Server{Intake: submit.Intake{Store: func(m *spool.Meta, body io.Reader) (string, error) {
+			var buf bytes.Buffer
+			if _, err := io.Copy(&buf, body); err != nil {
+				return "", err
+			}
+			syscall.Kill(pid, syscall.SIGTERM)
+			// Give the signal time to end sendmail if it can: its
+			// process becomes a zombie.
+			deadline := time.Now().Add(2 * time.Second)
+			for time.Now().Before(deadline) {
+				b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+				if err != nil || strings.Contains(string(b), ") Z ") {
+					break
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			return drop(m, &buf)
+		}}}).Serve(c)
+	}()
+	r := runSendmail(t, unprivileged(invocation{args: []string{"-t", "-i"}, stdin: strings.NewReader(simple)}, s.conf))
+	<-errs
+	checkOK(t, r)
+	if ents, _ := os.ReadDir(store); len(ents) != 1 {
+		t.Fatalf("stored %d", len(ents))
+	}
 }

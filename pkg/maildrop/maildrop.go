@@ -103,11 +103,12 @@ func (l *Local) Store(env *spool.Envelope, org *spool.Origin, h *message.Header,
 	m.Origin.Via = "socket"
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	id, serr := submitsock.Send(ctx, l.Socket, m, io.MultiReader(bytes.NewReader(hdr), body))
+	var guard func(func() error) error
+	if l.Guard != nil {
+		guard = l.Guard.Commit // relayd commits once the message has ended
+	}
+	id, serr := submitsock.SendGuarded(ctx, l.Socket, m, io.MultiReader(bytes.NewReader(hdr), body), guard)
 	if serr == nil {
-		if l.Guard != nil {
-			l.Guard.Commit(func() error { return nil })
-		}
 		return id, nil
 	}
 	var se *submit.Error

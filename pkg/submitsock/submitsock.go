@@ -93,6 +93,15 @@ const (
 // (the server may have stored it before it went away; the error says "no
 // answer from the server").
 func Send(ctx context.Context, sockPath string, m *spool.Meta, body io.Reader) (string, error) {
+	return SendGuarded(ctx, sockPath, m, body, nil)
+}
+
+// SendGuarded is Send whose last step — sending the end of the message,
+// from which the server may store it, and reading its answer — runs
+// inside guard (when not nil), as a maildrop commit does: sendmail's
+// guard keeps a signal from ending it while the message may be stored
+// without its caller learning so. guard returns end's error.
+func SendGuarded(ctx context.Context, sockPath string, m *spool.Meta, body io.Reader, guard func(end func() error) error) (string, error) {
 	conn, err := unixconn.Dial(sockPath, dialTimeout(ctx))
 	if err != nil {
 		return "", err
@@ -117,16 +126,32 @@ func Send(ctx context.Context, sockPath string, m *spool.Meta, body io.Reader) (
 		}
 		return "", &readError{err}
 	}
-	w.WriteString("0\n")
-	if err := w.Flush(); err != nil {
-		return answerAfterWriteError(conn, err)
+	// Until the terminating chunk is sent (it is still in w), the server
+	// cannot store the message.
+	var id string
+	end := func() error {
+		w.WriteString("0\n")
+		if err := w.Flush(); err != nil {
+			id, err = answerAfterWriteError(conn, err)
+			return err
+		}
+		conn.CloseWrite()
+		line, err := bufio.NewReaderSize(conn, 1024).ReadString('\n')
+		if err != nil {
+			return fmt.Errorf("submit: no answer from the server: %w", err)
+		}
+		id, err = parseAnswer(line)
+		return err
 	}
-	conn.CloseWrite()
-	line, err := bufio.NewReaderSize(conn, 1024).ReadString('\n')
+	if guard == nil {
+		err = end()
+	} else {
+		err = guard(end)
+	}
 	if err != nil {
-		return "", fmt.Errorf("submit: no answer from the server: %w", err)
+		return "", err
 	}
-	return parseAnswer(line)
+	return id, nil
 }
 
 // dialTimeout is how long Dial waits for a listener with a full backlog:
