@@ -33,9 +33,12 @@
 //     default action until the message's commit, and are ignored from
 //     its start on (guard.Commit): killed before, nothing is stored (the
 //     spool file is an O_TMPFILE, which never had a name, and the kernel
-//     frees it); from the commit on, sendmail finishes and its exit
-//     status says whether the message was stored. No handler is needed
-//     for that, and os/signal's costs two runtime threads at every call.
+//     frees it; where O_TMPFILE is missing, a tmp. file that pickup
+//     sweeps; through the submission socket, the commit is the end of the
+//     message and relayd's answer); from the commit on, sendmail
+//     finishes and its exit status says whether the message was stored.
+//     No handler is needed for that, and os/signal's costs two runtime
+//     threads at every call.
 //     -bs, a dialogue that can last, has a handler (catchSignals): a
 //     signal aborts the message being written and exits 74 with one
 //     line; what the session stored stays queued.
