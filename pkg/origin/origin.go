@@ -144,7 +144,7 @@ func thirdField(line []byte) []byte {
 type Process struct {
 	PID     int
 	PPID    int
-	UID     int
+	UID     int // real UID; -1 when /proc/PID/status gave none
 	GID     int // real GID; -1 when /proc/PID/status gave none
 	Comm    string
 	Cmdline []string
@@ -204,27 +204,9 @@ func isShellWrapper(p Process) bool {
 }
 
 func readProcess(pid int) Process {
-	p := Process{PID: pid, GID: -1}
+	p := Process{PID: pid, UID: -1, GID: -1}
 	dir := "/proc/" + strconv.Itoa(pid) + "/"
-	withFile(dir+"status", func(b []byte) {
-		for len(b) > 0 {
-			var l []byte
-			l, b, _ = bytes.Cut(b, []byte{'\n'})
-			k, v, _ := bytes.Cut(l, []byte(":\t"))
-			switch string(k) {
-			case "Name":
-				p.Comm = string(v)
-			case "PPid":
-				p.PPID, _ = strconv.Atoi(string(v))
-			case "Uid":
-				p.UID, _ = strconv.Atoi(string(firstField(v)))
-			case "Gid":
-				if g, err := strconv.Atoi(string(firstField(v))); err == nil {
-					p.GID = g
-				}
-			}
-		}
-	})
+	withFile(dir+"status", func(b []byte) { p.parseStatus(b) })
 	withFile(dir+"cmdline", func(b []byte) {
 		b = bytes.TrimRight(b, "\x00")
 		for len(b) > 0 {
@@ -234,6 +216,30 @@ func readProcess(pid int) Process {
 		}
 	})
 	return p
+}
+
+// parseStatus records the name, parent, real UID and real GID that b, the
+// content of /proc/PID/status, gives.
+func (p *Process) parseStatus(b []byte) {
+	for len(b) > 0 {
+		var l []byte
+		l, b, _ = bytes.Cut(b, []byte{'\n'})
+		k, v, _ := bytes.Cut(l, []byte(":\t"))
+		switch string(k) {
+		case "Name":
+			p.Comm = string(v)
+		case "PPid":
+			p.PPID, _ = strconv.Atoi(string(v))
+		case "Uid":
+			if u, err := strconv.Atoi(string(firstField(v))); err == nil {
+				p.UID = u
+			}
+		case "Gid":
+			if g, err := strconv.Atoi(string(firstField(v))); err == nil {
+				p.GID = g
+			}
+		}
+	}
 }
 
 // firstField is the first of the tab- or space-separated fields of v.

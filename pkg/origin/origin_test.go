@@ -240,3 +240,34 @@ func BenchmarkApplyProcess(b *testing.B) {
 		}
 	}
 }
+
+// A UID is only what /proc/PID/status says: a process whose status gives
+// no real UID (unreadable, gone, no or a malformed Uid line) has UID -1,
+// never 0 (root).
+func TestStatusWithoutUID(t *testing.T) {
+	for name, status := range map[string]string{
+		"no Uid line": "Name:\tphp\nPPid:\t1\nGid:\t33\t33\t33\t33\n",
+		"empty Uid":   "Name:\tphp\nUid:\t\nGid:\t33\t33\t33\t33\n",
+		"bad Uid":     "Name:\tphp\nUid:\tx\t0\t0\t0\n",
+		"empty":       "",
+	} {
+		p := Process{UID: -1, GID: -1}
+		p.parseStatus([]byte(status))
+		if p.UID != -1 {
+			t.Errorf("%s: UID %d, want -1", name, p.UID)
+		}
+	}
+	p := Process{UID: -1, GID: -1}
+	p.parseStatus([]byte("Name:\tphp\nUid:\t1001\t0\t0\t0\nGid:\t33\t33\t33\t33\n"))
+	if p.UID != 1001 || p.GID != 33 || p.Comm != "php" {
+		t.Errorf("status read as %+v", p)
+	}
+	// A PID that no process has (above pid_max's largest value).
+	if p := readProcess(1 << 23); p.UID != -1 || p.GID != -1 {
+		t.Errorf("a process that does not exist: uid %d gid %d, want -1 -1", p.UID, p.GID)
+	}
+	var o spool.Origin
+	if _, ok := ApplyProcessOf(&o, 1<<23, 0); ok {
+		t.Error("a process that does not exist is taken as root's")
+	}
+}
