@@ -166,6 +166,16 @@ func TestRejectedMaildropNotifyNever(t *testing.T) {
 			t.Errorf("a notice went to %v despite NOTIFY=NEVER", msg.To)
 		}
 	}
+	// The administrator learns of it: the quarantine line says it was
+	// refused, and check-config counts it as a refused message, not only
+	// as a damaged or hostile file.
+	if !strings.Contains(s.log(), "event=quarantine file="+m.ID+` reason="rejected: `) {
+		t.Errorf("no event=quarantine line with the refusal for %s", m.ID)
+	}
+	_, stderr, code := runCmd(t, nil, relaydBin, "check-config", "--config", s.cfgPath)
+	if code != 0 || !strings.Contains(stderr, "warning: 1 quarantined file(s) in ") || !strings.Contains(stderr, "refused messages whose sender gets no bounce") {
+		t.Errorf("check-config: exit %d\n%s", code, stderr)
+	}
 	if t.Failed() {
 		t.Logf("log:\n%.4000s", s.log())
 	}

@@ -21,7 +21,8 @@ func (n Notice) String() string { return n.Problem + ": " + n.Fix }
 // Attention lists what in the spool at root needs the administrator, for
 // `relayd check-config` and `relayd doctor`: queued messages relayd will
 // not send by itself (failed, or held by an operator or the policy),
-// files in queue/quarantine/ (kept as found, never sent) and maildrop
+// files in queue/quarantine/ (kept as found, never sent: damaged files,
+// and refused maildrop messages with no one to tell) and maildrop
 // files the daemon user o cannot read (relayd logs each and retries it at
 // every scan). What this process may not read is skipped: run as root or
 // as the daemon user to see everything.
@@ -44,8 +45,8 @@ func Attention(root string, o Owner) []Notice {
 	qdir := filepath.Join(root, DirQuarantine)
 	if ents, err := os.ReadDir(qdir); err == nil && len(ents) > 0 {
 		out = append(out, Notice{
-			Problem: fmt.Sprintf("%d quarantined file(s) in %s: damaged or hostile files relayd will never send", len(ents), qdir),
-			Fix:     "relayd's event=quarantine log line for each says why (journalctl -u relayd | grep event=quarantine); inspect them, then remove them",
+			Problem: fmt.Sprintf("%d quarantined file(s) in %s: damaged or hostile files, or refused messages whose sender gets no bounce (empty, or NOTIFY without FAILURE), that relayd will never send", len(ents), qdir),
+			Fix:     "relayd's event=quarantine log line for each says why (journalctl -u relayd | grep event=quarantine; a refused message's reason starts with \"rejected:\"); inspect them, then remove them",
 		})
 	}
 	mdir := filepath.Join(root, DirMaildrop)
