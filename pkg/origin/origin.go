@@ -206,8 +206,12 @@ func isShellWrapper(p Process) bool {
 func readProcess(pid int) Process {
 	p := Process{PID: pid, UID: -1, GID: -1}
 	dir := "/proc/" + strconv.Itoa(pid) + "/"
-	withFile(dir+"status", func(b []byte) { p.parseStatus(b) })
-	withFile(dir+"cmdline", func(b []byte) {
+	withFile(dir+"status", 0, func(b []byte, _ bool) { p.parseStatus(b) })
+	withFile(dir+"cmdline", maxCmdline, func(b []byte, whole bool) {
+		if !whole {
+			// The argument the bound cut is left out.
+			b = b[:bytes.LastIndexByte(b, 0)+1]
+		}
 		b = bytes.TrimRight(b, "\x00")
 		for len(b) > 0 {
 			var a []byte
@@ -241,6 +245,13 @@ func (p *Process) parseStatus(b []byte) {
 		}
 	}
 }
+
+// maxCmdline bounds the part of /proc/PID/cmdline that is read: what is
+// taken from a command line (the program, the first argument that is not
+// an option, the whole cut to maxField) is at its start, and a caller's
+// command line can be megabytes, which relayd's listener would otherwise
+// read and split at every connection of that caller.
+const maxCmdline = 64 << 10
 
 // firstField is the first of the tab- or space-separated fields of v.
 func firstField(v []byte) []byte {
@@ -448,7 +459,7 @@ func (p Process) abs(path string) string {
 // none does.
 func Cgroup(path string) string {
 	var best string
-	withFile(path, func(b []byte) {
+	withFile(path, 0, func(b []byte, _ bool) {
 		for len(b) > 0 {
 			var l []byte
 			l, b, _ = bytes.Cut(b, []byte{'\n'})
@@ -606,17 +617,18 @@ func (f fileReader) Read(p []byte) (int, error) {
 
 func (f fileReader) Close() error { return unix.Close(int(f)) }
 
-// withFile calls use with the whole content of the file at path, read
-// through open into a buffer of 4 KB to start with (/proc/PID/status and
-// cgroup fit, and the kernel generates them in one read). It is for the
-// /proc files of a process only: the kernel answers a read of status,
-// cgroup (seq_file) or cmdline with all it has up to the buffer's size,
-// so a read that leaves room in the buffer is the end, and the read that
-// would return 0 is not made (a system call less per file). The buffer is
-// reused once use returns (relayd's listener reads three such files per
-// connection): use must not keep b. A file that cannot be read is not
-// passed to use.
-func withFile(path string, use func(b []byte)) error {
+// withFile calls use with the content of the file at path, read through
+// open into a buffer of 4 KB to start with (/proc/PID/status and cgroup
+// fit, and the kernel generates them in one read): the whole file
+// (whole), or its first limit bytes when it has more or may have (no
+// limit when 0). It is for the /proc files of a process only: the kernel
+// answers a read of status, cgroup (seq_file) or cmdline with all it has
+// up to the buffer's size, so a read that leaves room in the buffer is
+// the end, and the read that would return 0 is not made (a system call
+// less per file). The buffer is reused once use returns (relayd's
+// listener reads three such files per connection): use must not keep b.
+// A file that cannot be read is not passed to use.
+func withFile(path string, limit int, use func(b []byte, whole bool)) error {
 	f, err := open(path)
 	if err != nil {
 		return err
@@ -626,14 +638,22 @@ func withFile(path string, use func(b []byte)) error {
 	defer fileBufs.Put(bp)
 	b := (*bp)[:0]
 	for {
+		if limit > 0 && len(b) >= limit {
+			use(b, false)
+			return nil
+		}
 		if len(b) == cap(b) {
 			b = append(b, 0)[:len(b)]
 			*bp = b[:0]
 		}
-		n, err := f.Read(b[len(b):cap(b)])
+		end := cap(b)
+		if limit > 0 {
+			end = min(end, limit)
+		}
+		n, err := f.Read(b[len(b):end])
 		b = b[:len(b)+n]
-		if err == io.EOF || err == nil && n > 0 && len(b) < cap(b) {
-			use(b)
+		if err == io.EOF || err == nil && n > 0 && len(b) < end {
+			use(b, true)
 			return nil
 		}
 		if err != nil {

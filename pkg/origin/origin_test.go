@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mailshim/mailshim/pkg/spool"
 )
@@ -269,5 +270,47 @@ func TestStatusWithoutUID(t *testing.T) {
 	var o spool.Origin
 	if _, ok := ApplyProcessOf(&o, 1<<23, 0); ok {
 		t.Error("a process that does not exist is taken as root's")
+	}
+}
+
+// A caller's command line can be megabytes (a hostile client of the
+// listener, or sendmail's caller): only its first maxCmdline bytes are
+// read, and an argument the bound cuts is left out, never recorded in
+// part.
+func TestHugeCmdline(t *testing.T) {
+	args := []string{"-c", "read x", "sh"}
+	for i := 0; len(args) < 3000; i++ {
+		args = append(args, strings.Repeat(string(rune('a'+i%26)), 99+i%7))
+	}
+	cmd := exec.Command("/bin/sh", args...)
+	w, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { w.Close(); cmd.Wait() }()
+	want := append([]string{"/bin/sh"}, args...)
+	var p Process
+	for range 500 {
+		// Until the child has exec'd the shell.
+		if p = readProcess(cmd.Process.Pid); len(p.Cmdline) > 0 && p.Cmdline[0] == "/bin/sh" {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	n := 0
+	for _, a := range p.Cmdline {
+		n += len(a) + 1
+	}
+	if n > maxCmdline || len(p.Cmdline) < 4 {
+		t.Fatalf("%d arguments, %d bytes read; want at most %d bytes", len(p.Cmdline), n, maxCmdline)
+	}
+	if !slices.Equal(p.Cmdline, want[:len(p.Cmdline)]) {
+		t.Errorf("the arguments read are not the command line's first ones, each whole")
+	}
+	if p.Script() != "" || p.Kind() != "" || !isShellWrapper(p) {
+		t.Errorf("script %q kind %q shell wrapper %v (comm %q)", p.Script(), p.Kind(), isShellWrapper(p), p.Comm)
 	}
 }
