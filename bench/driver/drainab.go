@@ -9,13 +9,14 @@ import (
 	"github.com/mailshim/mailshim/pkg/smtptest"
 )
 
-// DrainAB drains n pre-queued messages with each relayd binary in turn,
-// rounds times (A B A B ...), at concurrency conc, against one in-process
-// upstream, and writes each run's rate and relayd's CPU (user+sys from
-// wait4) per message to out, then the medians. It is the before/after
+// DrainAB has each relayd binary in turn deliver n messages, rounds
+// times (A B A B ...), at concurrency conc, to one in-process upstream,
+// and writes each run's rate, relayd's CPU (user+sys from wait4) per
+// message and peak RSS to out, then the medians. It is the before/after
 // measurement of a change to the drain path: the binaries alternate, so
 // both see the same machine. prefill is drainOnce's: the messages are in
-// relayd's queue before the timed run, or (false) in maildrop/.
+// relayd's queue before the timed run (timed from event=start), or
+// (false) in maildrop/ (timed from exec, pickup included).
 func DrainAB(out io.Writer, bins []string, conc, n, rounds int, prefill bool) error {
 	srv, err := smtptest.Start(smtptest.Options{Username: benchUser, Password: benchPass, NoStore: true, SMTPUTF8: true, DSN: true})
 	if err != nil {
