@@ -16,6 +16,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/mailshim/mailshim/pkg/smtptest"
+	"github.com/mailshim/mailshim/pkg/spool"
 )
 
 const benchUser, benchPass = "bench", "bench-secret-4b1d"
@@ -201,9 +202,8 @@ func drainOnce(o Options, dir string, bins *Binaries, srv *smtptest.Server, conc
 
 // prefillQueue moves the n messages of site's maildrop/ into relayd's
 // queue: a relayd whose upstream refuses connections (a port just closed)
-// picks them up and tries them, and is stopped; then every message is
-// due (retried after 1 s, and the wait is longer) and site's
-// configuration is conf again.
+// picks them up and tries some, and is stopped; it returns once every
+// message is due, with site's configuration conf again.
 func prefillQueue(relayd string, site *Site, n int, conf string) error {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -227,7 +227,21 @@ func prefillQueue(relayd string, site *Site, n int, conf string) error {
 	if _, err := r.Stop(30 * time.Second); err != nil {
 		return err
 	}
-	time.Sleep(1500 * time.Millisecond) // every retry time passed
+	// A message tried is due again after the retry schedule's 1 s, or,
+	// tried while the upstream's breaker was open, after its backoff,
+	// which grows with the outage (up to 30 s): the timed relayd must
+	// find every message due, not wait for some.
+	q, err := spool.Snapshot(site.Spool)
+	if err != nil {
+		return err
+	}
+	due := time.Now()
+	for _, e := range q {
+		if e.Delivery != nil && e.Delivery.Next.After(due) {
+			due = e.Delivery.Next
+		}
+	}
+	time.Sleep(time.Until(due) + 100*time.Millisecond)
 	return site.Reconfigure(conf)
 }
 
