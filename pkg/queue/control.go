@@ -119,7 +119,7 @@ func (q *Queue) Handle(p control.Peer, verb string, args []string, out io.Writer
 			fmt.Fprintf(out, "%d message(s) deferred by the per-account policy keep their time: they go out at the rate the account is allowed, not now\n", paced)
 		}
 		if !p.Admin {
-			if held := q.heldOf(p.UID); held > 0 {
+			if held := q.sp.CountOf(spool.Held, p.UID); held > 0 {
 				fmt.Fprintf(out, "%d held message(s) stay held: a flush does not release them; root does (relayd queue release)\n", held)
 			}
 		}
@@ -200,21 +200,6 @@ func (q *Queue) flushUID(uid int) (int, int) {
 func (q *Queue) pacedByPolicy(id string) bool {
 	d, err := q.sp.ReadState(spool.Deferred, id)
 	return err == nil && d.Paced
-}
-
-// heldOf returns how many held messages uid has.
-func (q *Queue) heldOf(uid int) int {
-	ids, err := q.sp.List(spool.Held)
-	if err != nil {
-		return 0
-	}
-	n := 0
-	for _, id := range ids {
-		if u, ok := q.uidOf(id); ok && u == uid {
-			n++
-		}
-	}
-	return n
 }
 
 // uidOf returns the UID of message id, from q.uids or its file.
