@@ -205,13 +205,11 @@ func drainOnce(o Options, dir string, bins *Binaries, srv *smtptest.Server, conc
 // picks them up and tries some, and is stopped; it returns once every
 // message is due, with site's configuration conf again.
 func prefillQueue(relayd string, site *Site, n int, conf string) error {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	refusing, err := refusingUpstream("1s")
 	if err != nil {
 		return err
 	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close() // now refuses connections
-	if err := site.Reconfigure(fmt.Sprintf("\n[[upstream]]\nhost = \"127.0.0.1\"\nport = %d\ntls = \"none\"\n[queue]\nretry = [\"1s\"]\n", port)); err != nil {
+	if err := site.Reconfigure(refusing); err != nil {
 		return err
 	}
 	r, err := StartRelayd(relayd, site)
@@ -243,6 +241,19 @@ func prefillQueue(relayd string, site *Site, n int, conf string) error {
 	}
 	time.Sleep(time.Until(due) + 100*time.Millisecond)
 	return site.Reconfigure(conf)
+}
+
+// refusingUpstream is the configuration of a site whose only upstream
+// refuses connections (a loopback port just closed), retried every
+// retry.
+func refusingUpstream(retry string) (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	return fmt.Sprintf("\n[[upstream]]\nhost = \"127.0.0.1\"\nport = %d\ntls = \"none\"\n[queue]\nretry = [%q]\n", port, retry), nil
 }
 
 // startTime is the time of relayd's event=start line in the log at path.
@@ -454,13 +465,10 @@ func memoryRows(o Options, sz sizes, work string, bins *Binaries) ([]Row, error)
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	conf, err := refusingUpstream("1h")
 	if err != nil {
 		return nil, err
 	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close() // now refuses connections
-	conf := fmt.Sprintf("\n[[upstream]]\nhost = \"127.0.0.1\"\nport = %d\ntls = \"none\"\n[queue]\nretry = [\"1h\"]\n", port)
 	site, err := NewSite(dir, &Binaries{}, conf)
 	if err != nil {
 		return nil, err
