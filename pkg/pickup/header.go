@@ -55,12 +55,12 @@ func readHeader(br *bufio.Reader) (*header, error) {
 	return h, nil
 }
 
-// write writes the fields pre, then the header section with the blank
-// line (LF) that ends it, then BodyStart.
 // headerWriters recycles the buffers the header section is written
 // through (a 4 KiB allocation per picked-up message otherwise).
 var headerWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<10) }}
 
+// write writes the fields pre, then the header section with the blank
+// line (LF) that ends it, then BodyStart.
 func (h *header) write(w io.Writer, pre []message.Field) error {
 	bw := headerWriters.Get().(*bufio.Writer)
 	bw.Reset(w)
