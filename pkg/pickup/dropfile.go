@@ -108,9 +108,13 @@ func (f *dropFile) Close() error {
 // messages, runs alternated with the code before): relayd's CPU per
 // message 149 -> 135 µs at concurrency 1, 143 -> 128 µs at 4. The files were
 // opened and read moments before, so their inodes and the directory are
-// in memory; the price is that a removal stalled by the disk also holds
-// up a stop-the-world phase of the garbage collector until it returns,
-// when the queue's own writes to that disk are stalled too.
+// in memory. The price is paid when a removal waits for the disk (a
+// journal commit held up by a slow or stalled device): its thread keeps
+// the P meanwhile, so no other goroutine runs at all when GOMAXPROCS is
+// 1 (one CPU, or a cgroup quota of one); and a stop-the-world phase of
+// the garbage collector that begins meanwhile waits for the removal with
+// every goroutine stopped — the SMTP listener, the control socket,
+// metrics and the watchdog's pings, not only the writes to that disk.
 func unlinkDropRaw(dfd int, name string) error {
 	p, err := unix.BytePtrFromString(name)
 	if err != nil {
