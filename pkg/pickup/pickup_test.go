@@ -615,11 +615,24 @@ func TestPickupFileSizes(t *testing.T) {
 
 // TestPickupLinesBeforeUnlink: through relayd's buffered log (a
 // maillog.Buffer that would hold lines for an hour), the pickup lines of
-// a batch are written out before its maildrop files are removed.
+// a batch are written out before its maildrop files are removed: when
+// each line reaches the log, its maildrop file is still there.
 func TestPickupLinesBeforeUnlink(t *testing.T) {
 	e := newEnv(t, testConfig())
+	md := filepath.Join(e.q.Root, spool.DirMaildrop)
 	var out bytes.Buffer
-	buf := maillog.NewBuffer(&out, time.Hour)
+	var gone []string // pickup lines written after their file was removed
+	buf := maillog.NewBuffer(writerFunc(func(p []byte) (int, error) {
+		for _, l := range strings.Split(string(p), "\n") {
+			if _, rest, ok := strings.Cut(l, "event=pickup id="); ok {
+				id, _, _ := strings.Cut(rest, " ")
+				if _, err := os.Lstat(filepath.Join(md, id)); err != nil {
+					gone = append(gone, id)
+				}
+			}
+		}
+		return out.Write(p)
+	}), time.Hour)
 	t.Cleanup(func() { buf.Close() })
 	e.p.Log = maillog.New(buf, func() time.Time { return testNow })
 	env := spool.Envelope{Sender: "a@example.org", Recipients: []string{"x@example.org"}}
@@ -638,4 +651,12 @@ func TestPickupLinesBeforeUnlink(t *testing.T) {
 			t.Errorf("no pickup line for %s, whose maildrop file is gone:\n%s", id, out.String())
 		}
 	}
+	if len(gone) > 0 {
+		t.Errorf("pickup lines written after their maildrop files were removed: %v", gone)
+	}
 }
+
+// writerFunc is an io.Writer made of a function.
+type writerFunc func(p []byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
