@@ -906,10 +906,26 @@ func TestMailqDecodesOthersOnce(t *testing.T) {
 // TestDeliveryLinesBeforeRemoval: through relayd's buffered log (a
 // maillog.Buffer that would hold lines for an hour), every delivered
 // message's delivery line is written out before the message leaves the
-// queue, without waiting for the buffer's delay.
+// queue, without waiting for the buffer's delay: when each line reaches
+// the log, its message is still queued.
 func TestDeliveryLinesBeforeRemoval(t *testing.T) {
 	e := newEnv(t, Settings{Concurrency: 1})
-	buf := maillog.NewBuffer(&syncBuf{b: e.log}, time.Hour)
+	out := &syncBuf{b: e.log}
+	var mu sync.Mutex
+	var gone []string // delivery lines written after their message left
+	buf := maillog.NewBuffer(writerFunc(func(p []byte) (int, error) {
+		for _, l := range strings.Split(string(p), "\n") {
+			if _, rest, ok := strings.Cut(l, "event=delivery id="); ok {
+				id, _, _ := strings.Cut(rest, " ")
+				if !e.sp.HasMessage(id) {
+					mu.Lock()
+					gone = append(gone, id)
+					mu.Unlock()
+				}
+			}
+		}
+		return out.Write(p)
+	}), time.Hour)
 	t.Cleanup(func() { buf.Close() })
 	e.q.log = maillog.New(buf, e.clk.Now)
 	var ids []string
@@ -928,4 +944,14 @@ func TestDeliveryLinesBeforeRemoval(t *testing.T) {
 			t.Errorf("no delivery line for %s, which left the queue:\n%s", id, e.log)
 		}
 	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(gone) > 0 {
+		t.Errorf("delivery lines written after their messages left the queue: %v", gone)
+	}
 }
+
+// writerFunc is an io.Writer made of a function.
+type writerFunc func(p []byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
