@@ -1034,56 +1034,89 @@ func TestLargeMessageMemory(t *testing.T) {
 // must not end sendmail then (its caller would take the message for lost
 // and send it again). The server here sends SIGTERM to sendmail after
 // reading the whole message and before storing and answering it:
-// sendmail must wait for the answer and exit 0.
+// sendmail must wait for the answer and exit 0. In -bs the signal cuts
+// the session short (74), and its line says that the message being
+// stored was stored, though not answered.
 func TestSubmitSocketSignalAtCommit(t *testing.T) {
-	s, sock := socketSpool(t)
-	store := filepath.Join(filepath.Dir(s.conf), "store")
-	os.Mkdir(store, 0o700)
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	if err := os.Chmod(sock, 0o777); err != nil {
-		t.Fatal(err)
-	}
-	drop := submittest.DropStore(store, 1<<20)
-	errs := make(chan error, 1)
-	go func() {
-		c, err := ln.AcceptUnix()
-		if err != nil {
-			errs <- err
-			return
-		}
-		cred, err := sockserve.PeerCred(c)
-		if err != nil {
-			errs <- err
-			return
-		}
-		pid := int(cred.Pid)
-		errs <- (&submitsock.Server{Intake: submit.Intake{Store: func(m *spool.Meta, body io.Reader) (string, error) {
-			var buf bytes.Buffer
-			if _, err := io.Copy(&buf, body); err != nil {
-				return "", err
+	for _, tc := range []struct {
+		name string
+		args []string
+		in   string
+	}{
+		{"deliver", []string{"-t", "-i"}, simple},
+		// No QUIT: the session goes on after the message.
+		{"bs", []string{"-bs"}, "HELO x\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\nSubject: x\r\n\r\nbody\r\n.\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, sock := socketSpool(t)
+			store := filepath.Join(filepath.Dir(s.conf), "store")
+			os.Mkdir(store, 0o700)
+			ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+			if err != nil {
+				t.Fatal(err)
 			}
-			syscall.Kill(pid, syscall.SIGTERM)
-			// Give the signal time to end sendmail if it can: its
-			// process becomes a zombie.
-			deadline := time.Now().Add(2 * time.Second)
-			for time.Now().Before(deadline) {
-				b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-				if err != nil || strings.Contains(string(b), ") Z ") {
-					break
+			defer ln.Close()
+			if err := os.Chmod(sock, 0o777); err != nil {
+				t.Fatal(err)
+			}
+			drop := submittest.DropStore(store, 1<<20)
+			errs := make(chan error, 1)
+			go func() {
+				c, err := ln.AcceptUnix()
+				if err != nil {
+					errs <- err
+					return
 				}
-				time.Sleep(10 * time.Millisecond)
+				cred, err := sockserve.PeerCred(c)
+				if err != nil {
+					errs <- err
+					return
+				}
+				pid := int(cred.Pid)
+				errs <- (&submitsock.Server{Intake: submit.Intake{Store: func(m *spool.Meta, body io.Reader) (string, error) {
+					var buf bytes.Buffer
+					if _, err := io.Copy(&buf, body); err != nil {
+						return "", err
+					}
+					syscall.Kill(pid, syscall.SIGTERM)
+					// Give the signal time to end sendmail if it can:
+					// its process becomes a zombie.
+					deadline := time.Now().Add(2 * time.Second)
+					for time.Now().Before(deadline) {
+						b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+						if err != nil || strings.Contains(string(b), ") Z ") {
+							break
+						}
+						time.Sleep(10 * time.Millisecond)
+					}
+					return drop(m, &buf)
+				}}}).Serve(c)
+			}()
+			// -bs: the input stays open for 3 s after the message,
+			// longer than sendmail takes once it has the answer.
+			var in io.Reader = strings.NewReader(tc.in)
+			if tc.name == "bs" {
+				in = io.MultiReader(in, slowEOF(3*time.Second))
 			}
-			return drop(m, &buf)
-		}}}).Serve(c)
-	}()
-	r := runSendmail(t, unprivileged(invocation{args: []string{"-t", "-i"}, stdin: strings.NewReader(simple)}, s.conf))
-	<-errs
-	checkOK(t, r)
-	if ents, _ := os.ReadDir(store); len(ents) != 1 {
-		t.Fatalf("stored %d", len(ents))
+			r := runSendmail(t, unprivileged(invocation{args: tc.args, stdin: in}, s.conf))
+			<-errs
+			if tc.name == "deliver" {
+				checkOK(t, r)
+			} else if r.code != 74 || !strings.HasPrefix(r.stderr, "sendmail: interrupted by terminated") ||
+				!strings.Contains(r.stderr, "the message being stored when the signal came was stored") || strings.Count(r.stderr, "\n") != 1 {
+				t.Errorf("exit %d, stderr %q; want 74 and one line saying the message was stored", r.code, r.stderr)
+			}
+			if ents, _ := os.ReadDir(store); len(ents) != 1 {
+				t.Fatalf("stored %d", len(ents))
+			}
+		})
 	}
+}
+
+// slowEOF is a reader that gives io.EOF after d.
+type slowEOF time.Duration
+
+func (d slowEOF) Read([]byte) (int, error) {
+	time.Sleep(time.Duration(d))
+	return 0, io.EOF
 }

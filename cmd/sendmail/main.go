@@ -41,7 +41,8 @@
 //     threads at every call.
 //     -bs, a dialogue that can last, has a handler (catchSignals): a
 //     signal aborts the message being written and exits 74 with one
-//     line; what the session stored stays queued.
+//     line; what the session stored stays queued (a message whose
+//     commit had begun too, which the line then says).
 //   - The clock is ours (time.Now), never the caller's headers.
 //   - chdir("/"). Never exec.
 package main
@@ -57,6 +58,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -171,6 +173,12 @@ var current struct {
 	session bool
 }
 
+// stores counts the commits that succeeded. The handler compares it
+// before and after it takes current's lock, which a commit holds: a
+// message whose commit was under way when the signal came is stored,
+// answered or not.
+var stores atomic.Int64
+
 // setSession marks the start and end of a -bs dialogue.
 func setSession(on bool) {
 	current.Lock()
@@ -232,6 +240,7 @@ func catchSignals() {
 	signal.Notify(c, stopSignals...)
 	close(signalsCaught)
 	sig := <-c
+	before := stores.Load()
 	current.Lock() // held until exit: no commit can start now
 	if current.committed && !current.session {
 		os.Exit(0)
@@ -242,6 +251,9 @@ func catchSignals() {
 	msg := "interrupted by " + sig.String() + ", message not sent"
 	if current.session {
 		msg = "interrupted by " + sig.String() + ", SMTP session cut short: the messages answered 250 stay queued, any other was not sent"
+		if stores.Load() != before {
+			msg = "interrupted by " + sig.String() + ", SMTP session cut short: the message being stored when the signal came was stored (answered or not), as were those answered 250; any other was not sent"
+		}
 	}
 	os.Stderr.WriteString("sendmail: " + msg + "\n")
 	syslogf("status=%d error=%s", sysexits.IOErr, quote(msg))
@@ -558,6 +570,7 @@ func (guard) Commit(commit func() error) error {
 	}
 	err := commit()
 	if err == nil {
+		stores.Add(1)
 		current.committed = true
 	}
 	current.abort = nil
