@@ -111,25 +111,22 @@ func Load(path string) (*Config, error) {
 // Parse is Load on bytes already read; name is used in error messages.
 func Parse(name string, data []byte) (*Config, error) {
 	data = blankComments(data)
-	raw, ok := parseSimple(data)
-	if !ok {
-		raw = nil
-		if _, err := toml.Decode(string(data), &raw); err != nil {
-			var pe toml.ParseError
-			if errors.As(err, &pe) {
-				key := pe.LastKey
-				if key == "" {
-					key = "syntax"
-				}
-				line := pe.Position.Line
-				if line <= 0 { // toml v1.6 leaves it 0 for some errors at the end of input
-					start := min(max(pe.Position.Start, 0), len(data))
-					line = 1 + bytes.Count(data[:start], []byte("\n"))
-				}
-				return nil, &Error{File: name, Line: line, Key: key, Msg: pe.Message}
+	var raw map[string]any
+	if _, err := toml.Decode(string(data), &raw); err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			key := pe.LastKey
+			if key == "" {
+				key = "syntax"
 			}
-			return nil, &Error{File: name, Key: "syntax", Msg: err.Error()}
+			line := pe.Position.Line
+			if line <= 0 { // toml v1.6 leaves it 0 for some errors at the end of input
+				start := min(max(pe.Position.Start, 0), len(data))
+				line = 1 + bytes.Count(data[:start], []byte("\n"))
+			}
+			return nil, &Error{File: name, Line: line, Key: key, Msg: pe.Message}
 		}
+		return nil, &Error{File: name, Key: "syntax", Msg: err.Error()}
 	}
 	c := defaults()
 	c.Source = name

@@ -461,15 +461,6 @@ func FuzzLoad(f *testing.F) {
 		if (errFull == nil) != (errBlanked == nil) || errFull == nil && !reflect.DeepEqual(full, blanked) {
 			t.Fatalf("blankComments changed the document: %v / %v\n%q\n%q", errFull, errBlanked, data, blankComments(data))
 		}
-		// What parseSimple accepts it decodes as BurntSushi/toml does.
-		for _, doc := range [][]byte{data, blankComments(data)} {
-			if simple, ok := parseSimple(doc); ok {
-				var want map[string]any
-				if _, err := toml.Decode(string(doc), &want); err != nil || !reflect.DeepEqual(simple, want) {
-					t.Fatalf("parseSimple accepted what BurntSushi/toml decodes otherwise (%v):\n%q\n%#v\n%#v", err, doc, simple, want)
-				}
-			}
-		}
 		if bytes.Count(data, []byte("\n")) != bytes.Count(blankComments(data), []byte("\n")) {
 			t.Fatalf("blankComments changed the number of lines:\n%q\n%q", data, blankComments(data))
 		}
