@@ -263,6 +263,7 @@ func (p *Pickup) scan(ctx context.Context) int {
 	p.seen = map[string]bool{}
 	defer func() { p.unreadable, p.seen = p.seen, nil }()
 	n := 0
+	whole := false // every entry of maildrop/ was seen
 	for {
 		names, err := f.Readdirnames(512)
 		for _, name := range names {
@@ -277,11 +278,22 @@ func (p *Pickup) scan(ctx context.Context) int {
 			}
 		}
 		if err != nil || ctx.Err() != nil {
+			whole = err == io.EOF && ctx.Err() == nil
 			break
 		}
 	}
 	f.Close()
 	p.flush()
+	if whole {
+		// A file whose quarantine failed is tried again by the first
+		// pass after its wait (file); one still waiting after a whole
+		// pass was not seen: it has left maildrop/.
+		for name, t := range p.quarFailed {
+			if p.now().Sub(t) >= time.Duration(p.scanEvery.Load()) {
+				delete(p.quarFailed, name)
+			}
+		}
+	}
 	return n
 }
 

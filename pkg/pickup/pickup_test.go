@@ -660,3 +660,45 @@ func TestPickupLinesBeforeUnlink(t *testing.T) {
 type writerFunc func(p []byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// A maildrop file whose quarantine failed is tried again at the periodic
+// scan, not before; once it has left maildrop/ (removed by hand), pickup
+// forgets it instead of remembering its name for as long as it runs.
+func TestQuarantineFailureForgottenWhenGone(t *testing.T) {
+	e := newEnv(t, testConfig())
+	now := testNow
+	e.p.Now = func() time.Time { return now }
+	md := filepath.Join(e.q.Root, spool.DirMaildrop)
+	qd := filepath.Join(e.q.Root, spool.DirQuarantine)
+	// Every name the quarantine could give "junk" is taken: it fails.
+	for i := 0; i < 100; i++ {
+		n := "junk"
+		if i > 0 {
+			n = fmt.Sprintf("junk.%d", i)
+		}
+		if err := os.WriteFile(filepath.Join(qd, n), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(md, "junk"), []byte("not a spool file\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	e.p.scan(context.Background())
+	if !strings.Contains(e.log.String(), "cannot quarantine") || len(e.p.quarFailed) != 1 {
+		t.Fatalf("the quarantine did not fail as arranged (%d remembered):\n%s", len(e.p.quarFailed), e.log)
+	}
+	// Within the scan interval: not tried again.
+	lines := strings.Count(e.log.String(), "\n")
+	e.p.scan(context.Background())
+	if got := strings.Count(e.log.String(), "\n"); got != lines {
+		t.Errorf("tried again before the scan interval:\n%s", e.log)
+	}
+	if err := os.Remove(filepath.Join(md, "junk")); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(2 * time.Minute)
+	e.p.scan(context.Background())
+	if len(e.p.quarFailed) != 0 {
+		t.Errorf("a file gone from maildrop/ still remembered: %v", e.p.quarFailed)
+	}
+}
