@@ -35,7 +35,9 @@ func (r *recorder) all() (string, int) {
 
 func TestBufferCoalescesAndFlushesAfterDelay(t *testing.T) {
 	r := &recorder{}
-	b := NewBuffer(r, 50*time.Millisecond)
+	// A delay long beside the loop below, so that a loaded machine that
+	// stops the test for a while still sees the lines coalesced.
+	b := NewBuffer(r, 500*time.Millisecond)
 	defer b.Close()
 	var want strings.Builder
 	for i := 0; i < 100; i++ {
