@@ -4,7 +4,6 @@ import (
 	"errors"
 	"io"
 	"sync"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -94,40 +93,4 @@ func (f *dropFile) Close() error {
 	err := unix.Close(f.fd)
 	f.fd = -1
 	return err
-}
-
-// unlinkDropRaw removes the maildrop file name from the directory dfd
-// with a raw unlinkat(2): the calling goroutine keeps its P (processor)
-// for the call instead of announcing a blocking system call. Pickup
-// removes the files of a batch right after its Sync, one after the other;
-// each removal frees the file's blocks (tens of µs on ext4, more with
-// -o discard), long enough for the runtime's monitor to take the P away
-// and start another thread to run it, and for the goroutine to queue for
-// a P again when the call returns: at every removal, two thread wake-ups
-// and the monitor polling every 20 µs. Measured with drainab (10,000
-// messages, runs alternated with the code before): relayd's CPU per
-// message 149 -> 135 µs at concurrency 1, 143 -> 128 µs at 4. The files were
-// opened and read moments before, so their inodes and the directory are
-// in memory. The price is paid when a removal waits for the disk (a
-// journal commit held up by a slow or stalled device): its thread keeps
-// the P meanwhile, so no other goroutine runs at all when GOMAXPROCS is
-// 1 (one CPU, or a cgroup quota of one); and a stop-the-world phase of
-// the garbage collector that begins meanwhile waits for the removal with
-// every goroutine stopped — the SMTP listener, the control socket,
-// metrics and the watchdog's pings, not only the writes to that disk.
-func unlinkDropRaw(dfd int, name string) error {
-	p, err := unix.BytePtrFromString(name)
-	if err != nil {
-		return err
-	}
-	for {
-		_, _, e := unix.RawSyscall(unix.SYS_UNLINKAT, uintptr(dfd), uintptr(unsafe.Pointer(p)), 0)
-		switch e {
-		case 0:
-			return nil
-		case unix.EINTR:
-			continue
-		}
-		return e
-	}
 }

@@ -626,7 +626,11 @@ var errNoRecipients = &RejectError{
 // queue (or bounced, or already queued). flush makes a batch's removals
 // durable (syncDrops) before its messages can be delivered.
 func (p *Pickup) unlinkDrop(name string) {
-	if err := unlinkDropRaw(int(p.maildrop.Fd()), name); err != nil && !errors.Is(err, unix.ENOENT) {
+	// An ordinary (blocking) system call: the runtime hands this
+	// goroutine's P to other goroutines while the removal waits for the
+	// disk, so a stalled disk holds up pickup only, never the listener,
+	// the control socket or a garbage collection's stop-the-world.
+	if err := unix.Unlinkat(int(p.maildrop.Fd()), name, 0); err != nil && !errors.Is(err, unix.ENOENT) {
 		p.Log.MessageError(name, "cannot remove the maildrop file", err)
 	}
 }
