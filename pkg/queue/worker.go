@@ -102,7 +102,9 @@ const maxBatch = 64
 // deliver delivers one message: its attempt record is fsync'd alone.
 func (w *worker) deliver(ctx context.Context, id string) {
 	if a := w.prepare(id, true); a != nil {
-		w.send(ctx, a)
+		if res, fault, ok := w.send(ctx, a, nil); ok {
+			w.outcome(a, res, fault)
+		}
 		a.f.Close()
 	}
 }
@@ -140,16 +142,42 @@ func (w *worker) deliverBatch(ctx context.Context, ids []string) {
 		}
 		q.log.Warning("spool full: sending without recording the attempts", err, slog.Int("n", len(as)))
 	}
+	// The outcome of each message (its log lines, its record, its
+	// removal or deferral, a bounce) is applied once its final reply is
+	// in, while the next message's replies are awaited: settle, called
+	// by the session after it writes the next message's commands (and
+	// again after the body), or after that Send at the latest. So the
+	// final reply of one message is followed at once by the next one's
+	// commands, and the upstream works on them as relayd writes its log.
+	var held *attempt
+	var heldRes *relay.Result
+	var heldFault bool
+	settle := func() {
+		if held == nil {
+			return
+		}
+		a := held
+		held = nil
+		w.outcome(a, heldRes, heldFault)
+		a.f.Close()
+	}
+	defer settle()
 	for i, a := range as {
 		if q.stopped() {
+			settle()
 			for _, b := range as[i:] {
 				w.putBack(b)
 				b.f.Close()
 			}
 			return
 		}
-		w.send(ctx, a)
-		a.f.Close()
+		res, fault, ok := w.send(ctx, a, settle)
+		settle()
+		if !ok {
+			a.f.Close()
+			continue
+		}
+		held, heldRes, heldFault = a, res, fault
 	}
 }
 
@@ -268,9 +296,12 @@ func (w *worker) notSending(id string, next time.Time, err error) {
 	w.deferredAt(id, next, false)
 }
 
-// send makes the attempt prepare recorded, through the link, and applies
-// its outcome.
-func (w *worker) send(ctx context.Context, a *attempt) {
+// send makes the attempt prepare recorded, through the link, and returns
+// its result for outcome; ok is false when the message was found damaged
+// while it was being sent (it is quarantined: there is no outcome to
+// apply). waiting, when set, is called while the upstream's replies are
+// awaited (relay.Message.Waiting).
+func (w *worker) send(ctx context.Context, a *attempt, waiting func()) (res *relay.Result, fault, ok bool) {
 	from := a.m.Env.Sender
 	if from == "<>" {
 		from = ""
@@ -280,8 +311,9 @@ func (w *worker) send(ctx context.Context, a *attempt) {
 		Body:     func() (io.Reader, error) { return a.m.Body(a.f), nil },
 		BodyType: a.m.Env.BodyType, SMTPUTF8: a.m.Env.SMTPUTF8,
 		Notify: a.m.Env.Notify, Ret: a.m.Env.Ret, EnvID: a.m.Env.EnvID,
+		Waiting: waiting,
 	}
-	res, fault := w.link.send(ctx, a.route, w.job.skip, msg)
+	res, fault = w.link.send(ctx, a.route, w.job.skip, msg)
 	if res.Err != nil && errors.Is(res.Err, spool.ErrCorrupt) {
 		// The stored message itself is damaged (its body does not match
 		// its checksum, found while it was being sent: the DATA was
@@ -289,10 +321,10 @@ func (w *worker) send(ctx context.Context, a *attempt) {
 		// the same way: it is quarantined, as one whose header does not
 		// decode is in prepare.
 		w.quarantine(a.id, res.Err)
-		return
+		return nil, false, false
 	}
 	a.d.Upstream = res.Upstream
-	w.outcome(a, res, fault)
+	return res, fault, true
 }
 
 // outcome applies one send's result. fault says every upstream failed

@@ -133,6 +133,13 @@ type Message struct {
 	Notify string // "NEVER" or a comma list of SUCCESS, FAILURE, DELAY
 	Ret    string // "FULL" or "HDRS"
 	EnvID  string
+	// Waiting, when set, is called while Send waits for the upstream's
+	// replies, after each write of commands or of the message: work of
+	// the caller's that can overlap with the upstream's (the outcome of
+	// the message sent before, on the same session). It may be called
+	// several times, or not at all (a Send that fails before it writes);
+	// it must not use the Session.
+	Waiting func()
 }
 
 // RcptResult is the outcome for one recipient.

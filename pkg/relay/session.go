@@ -599,6 +599,9 @@ func (s *Session) Send(ctx context.Context, m *Message) *Result {
 			if err := c.flush(); err != nil {
 				return reply{}, err
 			}
+			if m.Waiting != nil {
+				m.Waiting()
+			}
 		}
 		answered++
 		return c.readReply()
@@ -720,6 +723,9 @@ func (s *Session) Send(ctx context.Context, m *Message) *Result {
 		}
 		s.abort()
 		return fail(&Error{Class: Temporary, Stage: StageMessage, Err: err, Cause: "cannot read the queued message: " + err.Error()})
+	}
+	if m.Waiting != nil {
+		m.Waiting()
 	}
 	r, err = c.readReply()
 	if err != nil {

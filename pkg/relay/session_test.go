@@ -817,3 +817,42 @@ func TestConnectTimeout(t *testing.T) {
 		t.Fatalf("got %v (class %v, stage %s)", e, e.Class, e.Stage)
 	}
 }
+
+// Waiting is called while the upstream's replies are awaited: after the
+// commands are written and again after the message, before its final
+// reply is read (the upstream here holds that reply until then).
+func TestSendCallsWaitingBeforeTheFinalReply(t *testing.T) {
+	var mu sync.Mutex
+	calls := 0
+	afterBody := make(chan struct{})
+	srv := authServer(t, smtptest.Options{Hook: func(ctx context.Context, stage, arg string) error {
+		if stage != smtptest.StageDataEnd {
+			return nil
+		}
+		select {
+		case <-afterBody:
+			return nil
+		case <-time.After(5 * time.Second):
+			return &smtp.SMTPError{Code: 451, Message: "Waiting was not called after the message"}
+		}
+	}})
+	s := dialOK(t, srv.Upstream(), testOpts())
+	m := testMsg(simple, "rcpt@example.net")
+	m.Waiting = func() {
+		mu.Lock()
+		defer mu.Unlock()
+		calls++
+		if calls == 2 {
+			close(afterBody)
+		}
+	}
+	res := s.Send(context.Background(), m)
+	if res.Err != nil || res.Accepted() != 1 {
+		t.Fatalf("send: %+v", res.Err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if calls != 2 {
+		t.Fatalf("Waiting called %d times, want 2 (after the commands, after the message)", calls)
+	}
+}
