@@ -94,6 +94,7 @@ type attempt struct {
 	prev  *spool.Delivery // the record before this attempt (see putBack)
 	rcpts []string
 	route Route
+	msg   *relay.Message // built by message
 }
 
 // maxBatch bounds the messages a worker claims and records at once.
@@ -149,6 +150,8 @@ func (w *worker) deliverBatch(ctx context.Context, ids []string) {
 	// again after the body), or after that Send at the latest. So the
 	// final reply of one message is followed at once by the next one's
 	// commands, and the upstream works on them as relayd writes its log.
+	// The message after the one being sent is read and scanned then too
+	// (relay.Message.Prepare).
 	var held *attempt
 	var heldRes *relay.Result
 	var heldFault bool
@@ -162,7 +165,19 @@ func (w *worker) deliverBatch(ctx context.Context, ids []string) {
 		a.f.Close()
 	}
 	defer settle()
+	var next *attempt
+	waiting := func() {
+		settle()
+		if next != nil {
+			w.message(next).Prepare()
+			next = nil
+		}
+	}
 	for i, a := range as {
+		next = nil
+		if i+1 < len(as) {
+			next = as[i+1]
+		}
 		if q.stopped() {
 			settle()
 			for _, b := range as[i:] {
@@ -171,7 +186,7 @@ func (w *worker) deliverBatch(ctx context.Context, ids []string) {
 			}
 			return
 		}
-		res, fault, ok := w.send(ctx, a, settle)
+		res, fault, ok := w.send(ctx, a, waiting)
 		settle()
 		if !ok {
 			a.f.Close()
@@ -302,17 +317,8 @@ func (w *worker) notSending(id string, next time.Time, err error) {
 // apply). waiting, when set, is called while the upstream's replies are
 // awaited (relay.Message.Waiting).
 func (w *worker) send(ctx context.Context, a *attempt, waiting func()) (res *relay.Result, fault, ok bool) {
-	from := a.m.Env.Sender
-	if from == "<>" {
-		from = ""
-	}
-	msg := &relay.Message{
-		ID: a.id, From: from, To: a.rcpts, Size: a.m.Size,
-		Body:     func() (io.Reader, error) { return a.m.Body(a.f), nil },
-		BodyType: a.m.Env.BodyType, SMTPUTF8: a.m.Env.SMTPUTF8,
-		Notify: a.m.Env.Notify, Ret: a.m.Env.Ret, EnvID: a.m.Env.EnvID,
-		Waiting: waiting,
-	}
+	msg := w.message(a)
+	msg.Waiting = waiting
 	res, fault = w.link.send(ctx, a.route, w.job.skip, msg)
 	if res.Err != nil && errors.Is(res.Err, spool.ErrCorrupt) {
 		// The stored message itself is damaged (its body does not match
@@ -325,6 +331,23 @@ func (w *worker) send(ctx context.Context, a *attempt, waiting func()) (res *rel
 	}
 	a.d.Upstream = res.Upstream
 	return res, fault, true
+}
+
+// message is the relay.Message of a (built once).
+func (w *worker) message(a *attempt) *relay.Message {
+	if a.msg == nil {
+		from := a.m.Env.Sender
+		if from == "<>" {
+			from = ""
+		}
+		a.msg = &relay.Message{
+			ID: a.id, From: from, To: a.rcpts, Size: a.m.Size,
+			Body:     func() (io.Reader, error) { return a.m.Body(a.f), nil },
+			BodyType: a.m.Env.BodyType, SMTPUTF8: a.m.Env.SMTPUTF8,
+			Notify: a.m.Env.Notify, Ret: a.m.Env.Ret, EnvID: a.m.Env.EnvID,
+		}
+	}
+	return a.msg
 }
 
 // outcome applies one send's result. fault says every upstream failed

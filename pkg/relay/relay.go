@@ -140,6 +140,28 @@ type Message struct {
 	// several times, or not at all (a Send that fails before it writes);
 	// it must not use the Session.
 	Waiting func()
+
+	// scanned holds what Prepare found, for the next Send.
+	scanned *scanned
+}
+
+type scanned struct {
+	p   *plan
+	src *source
+	err error
+}
+
+// Prepare reads and scans the message ahead of its Send (while another
+// message's replies are awaited, say), so that Send writes its commands
+// at once. The next Send uses what it found, once: a Send after that
+// (another upstream's) reads the message again. Without Prepare, Send
+// does it.
+func (m *Message) Prepare() {
+	if m.scanned != nil {
+		return
+	}
+	p, src, err := scanBody(m.Body)
+	m.scanned = &scanned{p: p, src: src, err: err}
 }
 
 // RcptResult is the outcome for one recipient.

@@ -493,7 +493,15 @@ func (s *Session) Send(ctx context.Context, m *Message) *Result {
 
 	c := s.c
 	// Scan the message: what it needs and what the upstream takes.
-	p, src, err := scanBody(m.Body)
+	var p *plan
+	var src *source
+	var err error
+	if sc := m.scanned; sc != nil {
+		m.scanned = nil
+		p, src, err = sc.p, sc.src, sc.err
+	} else {
+		p, src, err = scanBody(m.Body)
+	}
 	if err != nil {
 		return fail(&Error{Class: Temporary, Stage: StageMessage, Err: err, Cause: "cannot read the queued message: " + err.Error()})
 	}

@@ -856,3 +856,37 @@ func TestSendCallsWaitingBeforeTheFinalReply(t *testing.T) {
 		t.Fatalf("Waiting called %d times, want 2 (after the commands, after the message)", calls)
 	}
 }
+
+// A message read and scanned ahead (Prepare) is sent as it is stored;
+// a second Send of it (another upstream's, say) reads it again.
+func TestSendPreparedMessage(t *testing.T) {
+	srv := authServer(t, smtptest.Options{})
+	s := dialOK(t, srv.Upstream(), testOpts())
+	reads := 0
+	m := testMsg(simple, "rcpt@example.net")
+	body := m.Body
+	m.Body = func() (io.Reader, error) { reads++; return body() }
+	m.Prepare()
+	if reads != 1 {
+		t.Fatalf("Prepare read the message %d times, want 1", reads)
+	}
+	// Another message in between uses the held-buffer pool.
+	for i, mm := range []*Message{m, testMsg("Subject: other\n\nother body\n", "rcpt@example.net"), m} {
+		if res := s.Send(context.Background(), mm); res.Err != nil || res.Accepted() != 1 {
+			t.Fatalf("send %d: %+v", i, res.Err)
+		}
+	}
+	if reads != 2 {
+		t.Fatalf("the message was read %d times, want 2 (Prepare, then the second Send)", reads)
+	}
+	msgs, err := srv.WaitFor(3, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "From: sender@example.org\r\nTo: rcpt@example.net\r\nSubject: test\r\n\r\nHello.\r\n.leading dot\r\n"
+	for _, i := range []int{0, 2} {
+		if string(msgs[i].Data) != want {
+			t.Fatalf("message %d: data %q, want %q", i, msgs[i].Data, want)
+		}
+	}
+}
