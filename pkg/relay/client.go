@@ -15,9 +15,11 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-sasl"
@@ -447,6 +449,67 @@ func (d *dotWriter) Write(b []byte) (int, error) {
 		return 0, &writeError{err}
 	}
 	return n, nil
+}
+
+// writeData writes the message wr gives (the wire transformer's output),
+// dot-stuffed, and the end of data to w, and flushes w: an error writing
+// to w is a *writeError, one reading wr is returned as it is. wr is
+// closed.
+func writeData(w *bufio.Writer, wr io.ReadCloser) error {
+	dw := &dotWriter{w: w, bol: true}
+	_, err := io.Copy(dw, wr)
+	wr.Close()
+	if err != nil {
+		return err
+	}
+	dw.end()
+	if err := w.Flush(); err != nil {
+		return &writeError{err}
+	}
+	return nil
+}
+
+// rendered is a message ready for the wire, held in memory.
+type rendered struct {
+	b bytes.Buffer
+	w *bufio.Writer // into b
+}
+
+// renderedMax bounds the buffer a rendered keeps in its pool.
+const renderedMax = 64 << 10
+
+var renderedPool = sync.Pool{New: func() any {
+	r := &rendered{}
+	r.w = bufio.NewWriterSize(&r.b, 4<<10)
+	return r
+}}
+
+// render returns the message of src (scanned as p) as writeData would
+// write it, or nil when it is not held in memory or cannot be read (the
+// caller then streams it, and meets the error there).
+func render(src *source, p *plan, mode WireMode) *rendered {
+	if src.held == nil {
+		return nil
+	}
+	wr, err := openWire(src, p, mode)
+	if err != nil {
+		return nil
+	}
+	r := renderedPool.Get().(*rendered)
+	r.b.Reset()
+	r.w.Reset(&r.b)
+	if err := writeData(r.w, wr); err != nil {
+		r.release()
+		return nil
+	}
+	return r
+}
+
+// release returns r to its pool (nil: nothing).
+func (r *rendered) release() {
+	if r != nil && r.b.Cap() <= renderedMax {
+		renderedPool.Put(r)
+	}
 }
 
 // end writes the end of data: a line end if the data did not end with

@@ -595,6 +595,11 @@ func (s *Session) Send(ctx context.Context, m *Message) *Result {
 		cmds = append(cmds, rcptCmd(i))
 	}
 	cmds = append(cmds, "DATA")
+	// A message held in memory (source.held) is made ready for the wire
+	// (converted, dot-stuffed, ended) while the replies to the group that
+	// ends with DATA are awaited, and goes in one write after the 354.
+	var pre *rendered
+	defer func() { pre.release() }()
 	sent, answered := 0, 0
 	next := func() (reply, error) {
 		if answered == sent {
@@ -609,6 +614,9 @@ func (s *Session) Send(ctx context.Context, m *Message) *Result {
 			}
 			if m.Waiting != nil {
 				m.Waiting()
+			}
+			if pre == nil && cmds[sent-1] == "DATA" {
+				pre = render(src, p, WireMode{EightBit: eightBit})
 			}
 		}
 		answered++
@@ -705,24 +713,24 @@ func (s *Session) Send(ctx context.Context, m *Message) *Result {
 	// The message, dot-stuffed, and the end of data in the same write as
 	// its last bytes; each write within the data timeout, and so the
 	// final reply.
-	wr, err := openWire(src, p, WireMode{EightBit: eightBit})
-	if err != nil {
-		// Mid-DATA there is no clean way back: drop the connection.
-		s.abort()
-		return fail(&Error{Class: Temporary, Stage: StageMessage, Err: err, Cause: "cannot read the queued message: " + err.Error()})
-	}
 	c.wt, c.rt = s.data, s.data
 	defer func() { c.wt, c.rt = s.command, s.command }()
-	c.traceData()
-	dw := &dotWriter{w: c.bw, bol: true}
-	_, err = io.Copy(dw, wr)
-	wr.Close()
-	if err == nil {
-		dw.end()
-		err = c.flush()
-		if err != nil {
+	if pre != nil {
+		c.traceData()
+		c.bw.Write(pre.b.Bytes())
+		if err = c.flush(); err != nil {
 			err = &writeError{err}
 		}
+	} else {
+		var wr io.ReadCloser
+		wr, err = openWire(src, p, WireMode{EightBit: eightBit})
+		if err != nil {
+			// Mid-DATA there is no clean way back: drop the connection.
+			s.abort()
+			return fail(&Error{Class: Temporary, Stage: StageMessage, Err: err, Cause: "cannot read the queued message: " + err.Error()})
+		}
+		c.traceData()
+		err = writeData(c.bw, wr)
 	}
 	if err != nil {
 		var we *writeError

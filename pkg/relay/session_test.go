@@ -890,3 +890,26 @@ func TestSendPreparedMessage(t *testing.T) {
 		}
 	}
 }
+
+// A message too big to be held in memory is streamed after the 354; a
+// small one goes as made ready while the replies were awaited: both
+// arrive as stored, dot-stuffed lines and all, on one session.
+func TestSendHeldAndStreamedMessages(t *testing.T) {
+	srv := authServer(t, smtptest.Options{})
+	s := dialOK(t, srv.Upstream(), testOpts())
+	big := simple + strings.Repeat(".a line that starts with a dot\nand one that does not\n", heldMax/40)
+	for i, body := range []string{big, simple, big} {
+		if res := s.Send(context.Background(), testMsg(body, "rcpt@example.net")); res.Err != nil || res.Accepted() != 1 {
+			t.Fatalf("send %d: %+v", i, res.Err)
+		}
+	}
+	msgs, err := srv.WaitFor(3, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, body := range []string{big, simple, big} {
+		if want := strings.ReplaceAll(body, "\n", "\r\n"); string(msgs[i].Data) != want {
+			t.Fatalf("message %d: %d bytes arrived, want %d as stored", i, len(msgs[i].Data), len(want))
+		}
+	}
+}
