@@ -52,6 +52,8 @@ type fakeUp struct {
 	// respond returns the error for rcpt (nil = accepted).
 	respond func(from, rcpt string) *relay.Error
 	onDial  func()
+	// onSend, when set, sees each message the upstream is given.
+	onSend func(m *relay.Message)
 	// dropNext: that many sessions find the connection closed at MAIL
 	// when they are reused (an upstream that restarted).
 	dropNext int
@@ -98,11 +100,22 @@ func (s *fakeSess) Send(ctx context.Context, m *relay.Message) *relay.Result {
 		s.dead = true
 		return failedResult(m, "fake.example:587", &relay.Error{Class: relay.Temporary, Stage: relay.StageMail, Err: io.EOF, Cause: "the upstream closed the connection at mail"})
 	}
+	if s.up.onSend != nil {
+		s.up.onSend(m)
+	}
+	// The caller's work while the replies are awaited, as relay.Session
+	// calls it: after the commands, after the message.
+	if m.Waiting != nil {
+		m.Waiting()
+	}
 	r, err := m.Body()
 	if err != nil {
 		return &relay.Result{Err: &relay.Error{Class: relay.Temporary, Stage: relay.StageMessage, Err: err}}
 	}
 	b, err := io.ReadAll(r)
+	if m.Waiting != nil {
+		m.Waiting()
+	}
 	if err != nil {
 		return &relay.Result{Err: &relay.Error{Class: relay.Temporary, Stage: relay.StageMessage, Err: err}}
 	}
@@ -955,3 +968,93 @@ func TestDeliveryLinesBeforeRemoval(t *testing.T) {
 type writerFunc func(p []byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// A batch whose outcomes are applied while the next message's replies
+// are awaited (relay.Message.Waiting): every message has its attempt
+// recorded when it is sent, goes once, and is logged and removed.
+func TestBatchOutcomesWhileWaiting(t *testing.T) {
+	e := newEnv(t, Settings{Concurrency: 1})
+	var ids []string
+	for i := 0; i < 25; i++ {
+		ids = append(ids, e.enqueue(t, 1001, "a@example.org", "b@example.org"))
+	}
+	times := map[string]int{}
+	e.up.onSend = func(m *relay.Message) {
+		times[m.ID]++
+		d, err := e.sp.ReadState(spool.Active, m.ID)
+		if err != nil || d.Attempts != 1 {
+			t.Errorf("%s sent with record %+v (%v), want its attempt recorded", m.ID, d, err)
+		}
+	}
+	e.run()
+	if got := len(e.up.sent()); got != len(ids) {
+		t.Fatalf("upstream got %d messages, want %d", got, len(ids))
+	}
+	for _, id := range ids {
+		if times[id] != 1 {
+			t.Errorf("%s sent %d times", id, times[id])
+		}
+		if e.sp.HasMessage(id) {
+			t.Errorf("%s still queued", id)
+		}
+		if !strings.Contains(e.log.String(), "event=delivery id="+id+" to=b@example.org") || !strings.Contains(e.log.String(), "event=removed id="+id+" sent=1") {
+			t.Errorf("log lacks %s's delivery or removal:\n%s", id, e.log)
+		}
+	}
+}
+
+// Stop in the middle of a batch: what was sent is done (its outcome
+// applied, though the next message's replies were never awaited), the
+// rest goes back to incoming with no attempt charged, and the next run
+// sends each of them once.
+func TestStopInABatchPutsBackTheRest(t *testing.T) {
+	e := newEnv(t, Settings{Concurrency: 1})
+	var ids []string
+	for i := 0; i < 25; i++ {
+		ids = append(ids, e.enqueue(t, 1001, "a@example.org", "b@example.org"))
+	}
+	times := map[string]int{}
+	var mu sync.Mutex
+	e.up.onSend = func(m *relay.Message) {
+		mu.Lock()
+		defer mu.Unlock()
+		if times[m.ID]++; len(times) == 3 && times[m.ID] == 1 {
+			e.q.Stop()
+		}
+	}
+	done := make(chan error, 1)
+	go func() { done <- e.q.Run(context.Background(), context.Background()) }()
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("Run did not return after Stop")
+	}
+	if got := len(e.up.sent()); got != 3 {
+		t.Fatalf("upstream got %d messages before the stop, want 3", got)
+	}
+	if act, _ := e.sp.List(spool.Active); len(act) != 0 {
+		t.Fatalf("left active: %v", act)
+	}
+	in, _ := e.sp.List(spool.Incoming)
+	if len(in) != len(ids)-3 {
+		t.Fatalf("%d back in incoming, want %d", len(in), len(ids)-3)
+	}
+	for _, id := range in {
+		if d, err := e.sp.ReadState(spool.Incoming, id); err == nil && d.Attempts != 0 {
+			t.Errorf("%s put back with %d attempts charged", id, d.Attempts)
+		}
+	}
+	q := New(e.sp, maillog.New(&syncBuf{b: e.log}, e.clk.Now), e.clk.Now, e.q.settings())
+	if err := q.Load(); err != nil {
+		t.Fatal(err)
+	}
+	startRun(t, q).pass(t)
+	if got := len(e.up.sent()); got != len(ids) {
+		t.Fatalf("upstream got %d messages in all, want %d", got, len(ids))
+	}
+	for _, id := range ids {
+		if times[id] != 1 {
+			t.Errorf("%s sent %d times", id, times[id])
+		}
+	}
+}
