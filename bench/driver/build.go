@@ -14,6 +14,7 @@ type Binaries struct {
 	Sendmail string // "" when cmd/sendmail does not build (yet)
 	Relayd   string // "" when cmd/relayd does not build
 	Refwrite string
+	RefSMTP  string // the drain's reference client (bench/refsmtp)
 	// SendmailConf, when set, is the configuration path compiled into
 	// sendmail (-X main.configPath): NewSite writes its config there
 	// instead of bind-mounting /etc/mailshim (the robustness suite's way).
@@ -76,6 +77,9 @@ func build(root, dir, conf string) (*Binaries, error) {
 	}
 	var err error
 	if b.Refwrite, err = build("./bench/refwrite", "refwrite"); err != nil {
+		return nil, err
+	}
+	if b.RefSMTP, err = build("./bench/refsmtp", "refsmtp"); err != nil {
 		return nil, err
 	}
 	for _, p := range []struct {
