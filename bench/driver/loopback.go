@@ -1,11 +1,13 @@
 package driver
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -21,8 +23,8 @@ import (
 // The loopback listener row: loopbackClients parallel clients, each
 // sending 2 KB messages the way a PHP script or a cron job does (connect,
 // EHLO, MAIL, RCPT, DATA, QUIT: one message per connection, no TLS, no
-// AUTH), first to a bare go-smtp server in this process that reads the
-// data and discards it (the reference), then to relayd's loopback
+// AUTH), first to a bare go-smtp server, a process of its own as relayd
+// is, that reads the data and discards it (the reference), then to relayd's loopback
 // listener, which identifies every connection from the kernel (sock_diag,
 // /proc), runs the submission pipeline and fsyncs the message into its
 // queue before its 250. Every message relayd accepted must then reach the
@@ -40,7 +42,7 @@ func loopbackRow(o Options, sz sizes, work string, bins *Binaries, srv *smtptest
 	var lostNote []string
 	for i := 0; i < o.Runs; i++ {
 		o.logf("loopback: reference run %d, %d messages", i+1, n)
-		r, err := bareServerRate(n)
+		r, err := bareServerRate(bins.RefSMTP, n)
 		if err != nil {
 			return Row{}, fmt.Errorf("loopback reference: %w", err)
 		}
@@ -59,6 +61,12 @@ func loopbackRow(o Options, sz sizes, work string, bins *Binaries, srv *smtptest
 			lostNote = append(lostNote, note)
 		}
 	}
+	// The same server in the driver, the clients' own process, once, for
+	// the note: what the process boundary costs the reference.
+	inDriver, err := inDriverServerRate(n)
+	if err != nil {
+		return Row{}, fmt.Errorf("loopback reference in the driver: %w", err)
+	}
 	refS, s := Summarise(refRates), Summarise(rates)
 	ratio := s.Median / refS.Median
 	row := Row{Name: name, RefFor: ref, Unit: "msg/s", Subj: s, Ref: &refS, Ratio: fmt.Sprintf("%.2f×", ratio),
@@ -67,7 +75,7 @@ func loopbackRow(o Options, sz sizes, work string, bins *Binaries, srv *smtptest
 	for i := range rates {
 		runs = append(runs, fmt.Sprintf("%.2f", rates[i]/refRates[i]))
 	}
-	row.Note = "run ratios: " + strings.Join(runs, " ")
+	row.Note = "run ratios: " + strings.Join(runs, " ") + fmt.Sprintf("; the bare server inside the driver (the clients' process): %.0f/s", inDriver)
 	// The rate swings with the machine's load (the reference's too);
 	// relayd's CPU per message, its delivery to the upstream included,
 	// is the steadier figure of what relayd costs.
@@ -86,19 +94,47 @@ func loopbackRow(o Options, sz sizes, work string, bins *Binaries, srv *smtptest
 	return row, nil
 }
 
-// bareServerRate serves go-smtp on a loopback port with a backend that
-// discards every message and returns the clients' messages/s against it.
-func bareServerRate(n int) (float64, error) {
+// bareServerRate returns the clients' messages/s against a bare go-smtp
+// server that discards every message (ServeDiscard), run as a process of
+// its own (bin, bench/refsmtp serve) as relayd is one, so that the clients
+// reach both across the same process boundary.
+func bareServerRate(bin string, n int) (float64, error) {
+	cmd := exec.Command(bin, "serve")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return 0, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return 0, err
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return 0, err
+	}
+	defer cmd.Wait()
+	defer stdin.Close() // its end of input stops the server
+	addr, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		return 0, fmt.Errorf("%s serve: no address: %w", bin, err)
+	}
+	return countedRate(strings.TrimSpace(addr), n)
+}
+
+// inDriverServerRate is bareServerRate with the server in the driver, the
+// clients' own process, for the row's note.
+func inDriverServerRate(n int) (float64, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err
 	}
-	s := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) { return discardSession{}, nil }))
-	s.Domain = "bare.bench.example"
-	s.ReadTimeout, s.WriteTimeout = time.Minute, time.Minute
-	go s.Serve(ln)
-	defer s.Close()
-	rate, accepted, err := sendParallel(ln.Addr().String(), n)
+	go ServeDiscard(ln)
+	defer ln.Close()
+	return countedRate(ln.Addr().String(), n)
+}
+
+func countedRate(addr string, n int) (float64, error) {
+	rate, accepted, err := sendParallel(addr, n)
 	if err != nil {
 		return 0, err
 	}
@@ -106,6 +142,15 @@ func bareServerRate(n int) (float64, error) {
 		return 0, fmt.Errorf("bare server accepted %d of %d", accepted, n)
 	}
 	return rate, nil
+}
+
+// ServeDiscard serves go-smtp on ln with a backend that reads every
+// message and discards it: the loopback row's reference server.
+func ServeDiscard(ln net.Listener) error {
+	s := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) { return discardSession{}, nil }))
+	s.Domain = "bare.bench.example"
+	s.ReadTimeout, s.WriteTimeout = time.Minute, time.Minute
+	return s.Serve(ln)
 }
 
 type discardSession struct{}
