@@ -1058,3 +1058,29 @@ func TestStopInABatchPutsBackTheRest(t *testing.T) {
 		}
 	}
 }
+
+// The outcome of a message a batch holds while the next one is sent is
+// applied before the link dials again for that next one (its session
+// found dead, another upstream): a dial can take its whole timeout, and
+// a crash meanwhile would send the delivered message again.
+func TestBatchOutcomeBeforeRedial(t *testing.T) {
+	e := newEnv(t, Settings{Concurrency: 1})
+	e.up.dropNext = 1
+	e.enqueue(t, 1001, "a@example.org", "x@example.net")
+	e.enqueue(t, 1001, "a@example.org", "y@example.net")
+	var first string
+	e.up.onSend = func(m *relay.Message) {
+		if first == "" {
+			first = m.ID
+		}
+	}
+	e.up.onDial = func() {
+		if first != "" && e.sp.HasMessage(first) {
+			t.Errorf("redial with %s delivered but still queued:\n%s", first, e.log)
+		}
+	}
+	e.run()
+	if e.up.dials != 2 || len(e.up.sent()) != 2 {
+		t.Fatalf("%d dials, %d sent", e.up.dials, len(e.up.sent()))
+	}
+}

@@ -235,12 +235,18 @@ func (l *link) report(up config.Upstream, key string, err *relay.Error) {
 }
 
 // open returns a session with up: the cached one when it is bound to up
-// and alive (reused true), else a new one.
-func (l *link) open(ctx context.Context, up config.Upstream, key string) (s Session, reused bool, err *relay.Error) {
+// and alive (reused true), else a new one. waiting (relay.Message.Waiting),
+// when set, is called before a dial: the caller's work held for the
+// upstream's replies is not held for a dial, which can take its whole
+// timeout.
+func (l *link) open(ctx context.Context, up config.Upstream, key string, waiting func()) (s Session, reused bool, err *relay.Error) {
 	if l.sess != nil && l.key == key && l.sess.Alive() {
 		return l.sess, true, nil
 	}
 	l.close()
+	if waiting != nil {
+		waiting()
+	}
 	s, derr := l.ups.dial(ctx, up)
 	if derr != nil {
 		re := asRelayError(derr)
@@ -277,7 +283,7 @@ func (l *link) send(ctx context.Context, route Route, skip map[string]bool, m *r
 			continue
 		}
 		addr := relay.Addr(up)
-		s, reused, err := l.open(ctx, up, route.sess[i])
+		s, reused, err := l.open(ctx, up, route.sess[i], m.Waiting)
 		if err == nil {
 			res = s.Send(ctx, m)
 			if reused && relay.DeadSession(res) && ctx.Err() == nil {
@@ -285,7 +291,7 @@ func (l *link) send(ctx context.Context, route Route, skip map[string]bool, m *r
 				// (a restart, an idle timeout): nothing of the message
 				// reached it, so try again at once on a new connection.
 				l.close()
-				if s, _, err = l.open(ctx, up, route.sess[i]); err == nil {
+				if s, _, err = l.open(ctx, up, route.sess[i], m.Waiting); err == nil {
 					res = s.Send(ctx, m)
 				}
 			}

@@ -147,7 +147,8 @@ func (w *worker) deliverBatch(ctx context.Context, ids []string) {
 	// removal or deferral, a bounce) is applied once its final reply is
 	// in, while the next message's replies are awaited: settle, called
 	// by the session after it writes the next message's commands (and
-	// again after the body), or after that Send at the latest. So the
+	// again after the body), by the link before it dials for that
+	// message, or after that Send at the latest. So the
 	// final reply of one message is followed at once by the next one's
 	// commands, and the upstream works on them as relayd writes its log.
 	// The message after the one being sent is read and scanned then too
