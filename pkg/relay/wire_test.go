@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"io"
@@ -514,6 +515,57 @@ func TestWireSourceError(t *testing.T) {
 		body := func() (io.Reader, error) { return &errAtEnd{bytes.NewReader(in), bad}, nil }
 		if _, _, err := scanBody(body); !errors.Is(err, bad) {
 			t.Fatalf("%d bytes: scan error %v, want %v", n, err, bad)
+		}
+	}
+}
+
+// TestRenderMatchesStream: a message made ready for the wire in memory
+// (render) is, byte for byte, what writeData streams after the 354 from
+// the same message read again from its store.
+func TestRenderMatchesStream(t *testing.T) {
+	bodies := []string{
+		"",
+		"Subject: s\n\nno final line end",
+		"Subject: s\n\n.\n..\n.x\nend\n",
+		"Subject: s\r\n\r\nbare\rCR and bare\nLF\r\n.\r",
+		"Subject: caf\xc3\xa9\n\n8-bit caf\xc3\xa9 body\n.dot\n",
+		"Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\n\xe2\x82\xac \n.\n",
+		"Subject: s\n\n" + strings.Repeat(".0123456789\n", heldMax/12),
+	}
+	for _, n := range []int{heldMax - 1, heldMax} {
+		bodies = append(bodies, ("Subject: s\n\n" + strings.Repeat(".23456789\n", n/10+1))[:n])
+	}
+	for i, in := range bodies {
+		body := func() (io.Reader, error) { return strings.NewReader(in), nil }
+		for _, mode := range []WireMode{{EightBit: true}, {}} {
+			p, src, err := scanBody(body)
+			if err != nil {
+				t.Fatalf("body %d: %v", i, err)
+			}
+			var want bytes.Buffer
+			bw := bufio.NewWriterSize(&want, writeBuf)
+			wr, err := openWire(&source{open: body}, p, mode)
+			if err == nil {
+				err = writeData(bw, wr)
+			}
+			if err != nil {
+				t.Fatalf("body %d: stream: %v", i, err)
+			}
+			r := render(src, p, mode)
+			if src.held == nil {
+				if r != nil {
+					t.Fatalf("body %d (%d bytes): rendered though not held", i, len(in))
+				}
+				continue
+			}
+			if r == nil {
+				t.Fatalf("body %d (%d bytes): held but not rendered", i, len(in))
+			}
+			if got := r.b.String(); got != want.String() {
+				t.Fatalf("body %d, %+v: rendered %q\nstreamed %q", i, mode, got, want.String())
+			}
+			r.release()
+			src.release()
 		}
 	}
 }
