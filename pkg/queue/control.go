@@ -26,41 +26,27 @@ type Entry struct {
 // eachEntry calls fn for each queued message whose UID keep accepts (all
 // when keep is nil), oldest first, and returns how many. Only those are
 // decoded in full, one at a time (nothing but the IDs is held for the
-// whole queue): a message's UID, which never changes, is read once and
-// remembered (q.uids), so a user's mailq over a large queue costs a
-// directory listing and their own messages, not the whole queue each time.
+// whole queue): the UID is the one the queue's index records with each
+// message, so a user's mailq over a large queue costs a listing of the
+// index and their own messages, not the whole queue.
 func (q *Queue) eachEntry(keep func(uid int) bool, fn func(Entry)) int {
 	type ref struct{ id, state string }
 	var refs []ref
-	seen := map[string]bool{}
 	for _, s := range spool.States {
 		ids, err := q.sp.List(s)
 		if err != nil {
 			continue
 		}
 		for _, id := range ids {
-			seen[id] = true
 			refs = append(refs, ref{id, s})
 		}
 	}
-	// Forget the messages that are gone.
-	q.uidMu.Lock()
-	for id := range q.uids {
-		if !seen[id] {
-			delete(q.uids, id)
-		}
-	}
-	q.uidMu.Unlock()
-	seen = nil
 	sort.Slice(refs, func(i, j int) bool { return refs[i].id < refs[j].id })
 	n := 0
 	for _, r := range refs {
 		id, s := r.id, r.state
 		if keep != nil {
-			q.uidMu.Lock()
-			uid, ok := q.uids[id]
-			q.uidMu.Unlock()
-			if ok && !keep(uid) {
+			if uid, ok := q.sp.UID(id); !ok || !keep(uid) {
 				continue
 			}
 		}
@@ -70,12 +56,6 @@ func (q *Queue) eachEntry(keep func(uid int) bool, fn func(Entry)) int {
 		}
 		f.Close()
 		q.decodes.Add(1)
-		q.uidMu.Lock()
-		q.uids[id] = m.Origin.UID
-		q.uidMu.Unlock()
-		if keep != nil && !keep(m.Origin.UID) {
-			continue
-		}
 		d, err := q.readState(s, id)
 		if err != nil {
 			d = &spool.Delivery{}
@@ -156,8 +136,7 @@ func (q *Queue) Handle(p control.Peer, verb string, args []string, out io.Writer
 
 // flushUID makes uid's deferred messages due now and kicks the queue; it
 // returns how many, and how many it left to the policy's pace. A
-// message's UID is read once from its file and then remembered (q.uids),
-// as for mailq; the queue lock is not held while files are read.
+// message's UID is the one the queue's index records, as for mailq.
 func (q *Queue) flushUID(uid int) (int, int) {
 	q.mu.Lock()
 	ids := make([]string, 0, len(q.deferred))
@@ -168,7 +147,7 @@ func (q *Queue) flushUID(uid int) (int, int) {
 	var mine []string
 	paced := 0
 	for _, id := range ids {
-		if u, ok := q.uidOf(id); !ok || u != uid {
+		if u, ok := q.sp.UID(id); !ok || u != uid {
 			continue
 		}
 		// Not the messages the per-account policy deferred (action
@@ -200,26 +179,6 @@ func (q *Queue) flushUID(uid int) (int, int) {
 func (q *Queue) pacedByPolicy(id string) bool {
 	d, err := q.sp.ReadState(spool.Deferred, id)
 	return err == nil && d.Paced
-}
-
-// uidOf returns the UID of message id, from q.uids or its file.
-func (q *Queue) uidOf(id string) (int, bool) {
-	q.uidMu.Lock()
-	uid, ok := q.uids[id]
-	q.uidMu.Unlock()
-	if ok {
-		return uid, true
-	}
-	f, m, err := q.sp.OpenMessage(id)
-	if err != nil {
-		return 0, false
-	}
-	f.Close()
-	q.decodes.Add(1)
-	q.uidMu.Lock()
-	q.uids[id] = m.Origin.UID
-	q.uidMu.Unlock()
-	return m.Origin.UID, true
 }
 
 func pastTense(verb string) string {

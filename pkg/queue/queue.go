@@ -119,10 +119,7 @@ type Queue struct {
 	runMu   sync.Mutex // one scheduler loop at a time
 	// sched is the scheduler's own state (in-flight set, per-upstream
 	// health, routes); only the loop holding runMu touches it.
-	sched *sched
-	// uids remembers each listed message's UID for mailq (see entries).
-	uidMu   sync.Mutex
-	uids    map[string]int
+	sched   *sched
 	decodes atomic.Int64 // messages decoded for listings (tests)
 	kick    chan struct{}
 	kicks   atomic.Uint64 // Kick calls so far
@@ -156,7 +153,7 @@ func New(sp *spool.Queue, log *maillog.Logger, now func() time.Time, set Setting
 	if now == nil {
 		now = time.Now
 	}
-	return &Queue{sp: sp, log: log, now: now, set: set, sched: newSched(), unsaved: map[string]*spool.Delivery{}, uids: map[string]int{}, kick: make(chan struct{}, 1), stop: make(chan struct{})}
+	return &Queue{sp: sp, log: log, now: now, set: set, sched: newSched(), unsaved: map[string]*spool.Delivery{}, kick: make(chan struct{}, 1), stop: make(chan struct{})}
 }
 
 // readState returns the delivery record of id (in state): the one kept in

@@ -859,10 +859,10 @@ func TestNextAttemptAfterSlowAttempt(t *testing.T) {
 	}
 }
 
-// A user's mailq over a large queue decodes other
-// users' messages once, not on every request, and lists in order across
+// A user's mailq over a large queue decodes only the user's own messages
+// (the UID comes from the queue's index), and lists in order across
 // states (no quadratic sort).
-func TestMailqDecodesOthersOnce(t *testing.T) {
+func TestMailqDecodesOwnOnly(t *testing.T) {
 	e := newEnv(t, Settings{})
 	var mine []string
 	for i := 0; i < 200; i++ {
@@ -877,16 +877,14 @@ func TestMailqDecodesOthersOnce(t *testing.T) {
 	}
 	me := control.Peer{UID: 1001}
 	var out bytes.Buffer
-	if err := e.q.Handle(me, control.VerbMailq, nil, &out); err != nil {
-		t.Fatal(err)
-	}
-	first := e.q.decodes.Load()
 	for i := 0; i < 5; i++ {
 		out.Reset()
-		e.q.Handle(me, control.VerbMailq, nil, &out)
+		if err := e.q.Handle(me, control.VerbMailq, nil, &out); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if again := e.q.decodes.Load() - first; again != int64(5*len(mine)) {
-		t.Errorf("5 more mailq decoded %d messages, want %d (only the user's own)", again, 5*len(mine))
+	if n := e.q.decodes.Load(); n != int64(5*len(mine)) {
+		t.Errorf("5 mailq decoded %d messages, want %d (only the user's own)", n, 5*len(mine))
 	}
 	if c := strings.Count(out.String(), "me@example.org"); c != len(mine) {
 		t.Errorf("mailq lists %d own messages, want %d:\n%s", c, len(mine), out.String())
@@ -904,15 +902,6 @@ func TestMailqDecodesOthersOnce(t *testing.T) {
 		if strings.Fields(es[i-1])[0] > strings.Fields(es[i])[0] {
 			t.Fatalf("entries out of order at %d:\n%s\n%s", i, es[i-1], es[i])
 		}
-	}
-	// A removed message is forgotten.
-	e.sp.Delete(mine[0])
-	e.q.Handle(me, control.VerbMailq, nil, &out)
-	e.q.uidMu.Lock()
-	_, kept := e.q.uids[mine[0]]
-	e.q.uidMu.Unlock()
-	if kept {
-		t.Error("a deleted message's UID is still remembered")
 	}
 }
 
