@@ -5,9 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -24,33 +22,11 @@ import (
 // strace, and a client as nobody.
 func TestListenUnixFallbackReadsStatusOnce(t *testing.T) {
 	needRoot(t)
-	if _, err := exec.LookPath("strace"); err != nil {
-		t.Skip("SKIPPED: strace is not installed")
-	}
 	up := newUpstream(t, smtptest.Options{})
 	s := newSite(t, up, siteOpts{extra: listenConf})
-	// As startAsDaemon, under strace.
-	for d := filepath.Dir(up.Upstream().CAFile); d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
-		os.Chmod(d, 0o755)
-	}
-	for _, p := range []string{s.dir, filepath.Join(s.dir, "secret")} {
-		if err := os.Chown(p, daemonUID, daemonUID); err != nil {
-			t.Fatal(err)
-		}
-	}
 	trace := filepath.Join(t.TempDir(), "strace.out")
-	id := strconv.Itoa(daemonUID)
-	s.opts.wrap = []string{"strace", "-f", "-qq", "-e", "trace=openat", "-o", trace,
-		"setpriv", "--reuid=" + id, "--regid=" + id, "--clear-groups", "--"}
-	d := s.start()
-	relayd := 0
-	if b, err := os.ReadFile("/proc/" + strconv.Itoa(d.cmd.Process.Pid) + "/task/" + strconv.Itoa(d.cmd.Process.Pid) + "/children"); err == nil {
-		relayd, _ = strconv.Atoi(strings.TrimSpace(string(b)))
-	}
-	if relayd == 0 {
-		t.Fatal("cannot find relayd's PID under strace")
-	}
-	t.Cleanup(func() { syscall.Kill(relayd, syscall.SIGKILL) })
+	s.asDaemon()
+	d, relayd := s.startStraced("-f", "-qq", "-e", "trace=openat", "-o", trace)
 	addrs := s.listenAddrs()
 
 	client := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c", `
@@ -96,13 +72,7 @@ print(reply(), flush=True)
 	if !strings.Contains(s.log(), "pid="+pid+" ") {
 		t.Errorf("the client's process (pid %s) is not recorded:\n%s", pid, s.log())
 	}
-	syscall.Kill(relayd, syscall.SIGTERM)
-	select {
-	case err := <-d.done:
-		d.done <- err
-	case <-time.After(60 * time.Second):
-		t.Fatal("relayd did not stop within 60 s of SIGTERM")
-	}
+	d.stopStraced(t, relayd)
 	b, err := os.ReadFile(trace)
 	if err != nil {
 		t.Fatal(err)

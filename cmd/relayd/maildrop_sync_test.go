@@ -2,12 +2,10 @@ package main
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -24,9 +22,6 @@ import (
 // connects to the upstream, and there is one such fsync per batch, not
 // one per file.
 func TestMaildropUnlinkDurableBeforeDelivery(t *testing.T) {
-	if _, err := exec.LookPath("strace"); err != nil {
-		t.Skip("SKIPPED: strace is not installed")
-	}
 	up := newUpstream(t, smtptest.Options{})
 	s := newSite(t, up, siteOpts{})
 	if err := spool.Prepare(s.spool, spool.CurrentOwner()); err != nil {
@@ -35,18 +30,7 @@ func TestMaildropUnlinkDurableBeforeDelivery(t *testing.T) {
 	const n = 5
 	s.drop("durable", n)
 	trace := filepath.Join(s.dir, "strace.out")
-	s.opts.wrap = []string{"strace", "-f", "-qq", "-y", "-e", "trace=unlinkat,fsync,connect", "-o", trace}
-	d := s.start()
-	// relayd is strace's child: stopped by its PID (strace does not pass
-	// SIGTERM on), killed at the end of the test whatever happens.
-	relayd := 0
-	if b, err := os.ReadFile("/proc/" + strconv.Itoa(d.cmd.Process.Pid) + "/task/" + strconv.Itoa(d.cmd.Process.Pid) + "/children"); err == nil {
-		relayd, _ = strconv.Atoi(strings.TrimSpace(string(b)))
-	}
-	if relayd == 0 {
-		t.Fatal("cannot find relayd's PID under strace")
-	}
-	t.Cleanup(func() { syscall.Kill(relayd, syscall.SIGKILL) })
+	d, relayd := s.startStraced("-f", "-qq", "-y", "-e", "trace=unlinkat,fsync,connect", "-o", trace)
 	if _, err := up.WaitFor(n, 30*time.Second); err != nil {
 		t.Fatalf("%v\n%s", err, s.log())
 	}
@@ -54,15 +38,8 @@ func TestMaildropUnlinkDurableBeforeDelivery(t *testing.T) {
 		ents, _ := os.ReadDir(filepath.Join(s.spool, spool.DirMaildrop))
 		return len(ents) == 0
 	})
-	syscall.Kill(relayd, syscall.SIGTERM)
-	select {
-	case err := <-d.done:
-		d.done <- err
-		if err != nil {
-			t.Errorf("relayd under strace: %v", err)
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatal("relayd did not stop within 60s of SIGTERM")
+	if err := d.stopStraced(t, relayd); err != nil {
+		t.Errorf("relayd under strace: %v", err)
 	}
 	b, err := os.ReadFile(trace)
 	if err != nil {

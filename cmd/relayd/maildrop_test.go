@@ -32,6 +32,14 @@ func (s *site) startAsDaemon() *daemon { return s.startAsDaemonWith() }
 // capabilities).
 func (s *site) startAsDaemonWith(extra ...string) *daemon {
 	s.t.Helper()
+	s.asDaemon(extra...)
+	return s.start()
+}
+
+// asDaemon makes the site's directory daemonUID's and sets s.opts.wrap to
+// run relayd as daemonUID with setpriv (with extra setpriv options).
+func (s *site) asDaemon(extra ...string) {
+	s.t.Helper()
 	if os.Geteuid() != 0 {
 		s.t.Skip("SKIPPED: running relayd as another user needs root (CI runs as root)")
 	}
@@ -49,7 +57,6 @@ func (s *site) startAsDaemonWith(extra ...string) *daemon {
 	}
 	id := strconv.Itoa(daemonUID)
 	s.opts.wrap = append(append([]string{"setpriv", "--reuid=" + id, "--regid=" + id, "--clear-groups"}, extra...), "--")
-	return s.start()
 }
 
 // Root running a sendmail that is not setgid (a lost bit, NoNewPrivileges=

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -201,6 +202,45 @@ func (s *site) start() *daemon {
 		return control.Request(s.controlSock(), control.VerbMailq, nil, io.Discard) == nil
 	})
 	return d
+}
+
+// startStraced runs relayd under strace (the options given, then
+// s.opts.wrap) and returns it with relayd's own PID: strace does not pass
+// SIGTERM on, so relayd is stopped by that PID (stopStraced), and it is
+// killed at the end of the test whatever happens. The test is skipped
+// where strace is not installed.
+func (s *site) startStraced(strace ...string) (*daemon, int) {
+	s.t.Helper()
+	if _, err := exec.LookPath("strace"); err != nil {
+		s.t.Skip("SKIPPED: strace is not installed")
+	}
+	s.opts.wrap = append(append([]string{"strace"}, strace...), s.opts.wrap...)
+	d := s.start()
+	pid := strconv.Itoa(d.cmd.Process.Pid)
+	relayd := 0
+	if b, err := os.ReadFile("/proc/" + pid + "/task/" + pid + "/children"); err == nil {
+		relayd, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+	}
+	if relayd == 0 {
+		s.t.Fatal("cannot find relayd's PID under strace")
+	}
+	s.t.Cleanup(func() { syscall.Kill(relayd, syscall.SIGKILL) })
+	return d, relayd
+}
+
+// stopStraced sends SIGTERM to relayd (its PID under strace) and returns
+// how strace exited.
+func (d *daemon) stopStraced(t *testing.T, relayd int) error {
+	t.Helper()
+	syscall.Kill(relayd, syscall.SIGTERM)
+	select {
+	case err := <-d.done:
+		d.done <- err
+		return err
+	case <-time.After(60 * time.Second):
+		t.Fatal("relayd did not stop within 60 s of SIGTERM")
+	}
+	return nil
 }
 
 func (d *daemon) kill() {

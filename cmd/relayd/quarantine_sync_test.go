@@ -2,11 +2,8 @@ package main
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -22,26 +19,14 @@ import (
 // never reported quarantined. The real relayd, with strace failing every
 // fsync of queue/quarantine/ with EIO.
 func TestQuarantineSyncFailureKeepsOriginal(t *testing.T) {
-	if _, err := exec.LookPath("strace"); err != nil {
-		t.Skip("SKIPPED: strace is not installed")
-	}
 	up := newUpstream(t, smtptest.Options{})
 	s := newSite(t, up, siteOpts{})
 	if err := spool.Prepare(s.spool, spool.CurrentOwner()); err != nil {
 		t.Fatal(err)
 	}
 	quar := filepath.Join(s.spool, spool.DirQuarantine)
-	s.opts.wrap = []string{"strace", "-f", "-qq", "-o", filepath.Join(s.dir, "strace.out"), "-P", quar,
-		"-e", "trace=fsync", "-e", "inject=fsync:error=EIO"}
-	d := s.start()
-	relayd := 0
-	if b, err := os.ReadFile("/proc/" + strconv.Itoa(d.cmd.Process.Pid) + "/task/" + strconv.Itoa(d.cmd.Process.Pid) + "/children"); err == nil {
-		relayd, _ = strconv.Atoi(strings.TrimSpace(string(b)))
-	}
-	if relayd == 0 {
-		t.Fatal("cannot find relayd's PID under strace")
-	}
-	t.Cleanup(func() { syscall.Kill(relayd, syscall.SIGKILL) })
+	s.startStraced("-f", "-qq", "-o", filepath.Join(s.dir, "strace.out"), "-P", quar,
+		"-e", "trace=fsync", "-e", "inject=fsync:error=EIO")
 	// A file that is not a spool file, written beside the maildrop and
 	// moved in (as the maildrop test does).
 	junk := spool.NewID(time.Now())
