@@ -139,6 +139,27 @@ func (s *stateSet) add(id string) {
 	s.ids[i] = id
 }
 
+// stateUID keys the count of one caller's messages in one state.
+type stateUID struct {
+	uid int32
+	st  uint8
+}
+
+// enterLocked puts id (entry e) in its state's set and count (q.mu held).
+func (q *Queue) enterLocked(id string, e *entry) {
+	q.sets[e.st].add(id)
+	q.byUID[stateUID{e.uid, e.st}]++
+}
+
+// leaveLocked takes e out of its state's set and count (q.mu held).
+func (q *Queue) leaveLocked(e *entry) {
+	k := stateUID{e.uid, e.st}
+	if q.byUID[k]--; q.byUID[k] <= 0 {
+		delete(q.byUID, k)
+	}
+	q.setRemove(e.st)
+}
+
 func (q *Queue) setRemove(st uint8) {
 	s := &q.sets[st]
 	s.n--
@@ -164,6 +185,7 @@ type Queue struct {
 	mu       sync.Mutex // everything below, and appends to the journal
 	entries  map[string]*entry
 	sets     [5]stateSet
+	byUID    map[stateUID]int  // messages per caller's UID and state (CountOf)
 	dbytes   int64             // the delivery records' JSON bytes (the journal's live size)
 	pol      map[string][]byte // the policy's state by account (see AppendPolicy)
 	pbytes   int64             // their JSON bytes
@@ -197,7 +219,7 @@ type Queue struct {
 // exist: see Prepare), replays the journal and opens the segments. Call
 // Recover next, before anything else.
 func OpenQueue(root string) (*Queue, error) {
-	q := &Queue{Root: root, entries: map[string]*entry{}, pol: map[string][]byte{}, segs: map[uint64]*segment{}, nextSeg: 1}
+	q := &Queue{Root: root, entries: map[string]*entry{}, byUID: map[stateUID]int{}, pol: map[string][]byte{}, segs: map[uint64]*segment{}, nextSeg: 1}
 	var err error
 	for _, d := range []struct {
 		f   **os.File
@@ -217,7 +239,7 @@ func OpenQueue(root string) (*Queue, error) {
 		return nil, err
 	}
 	for id, e := range q.entries {
-		q.sets[e.st].add(id)
+		q.enterLocked(id, e)
 		q.dbytes += int64(len(e.d))
 		if s := q.segs[e.seg]; s != nil {
 			s.live++
@@ -360,7 +382,7 @@ func (q *Queue) appendLocked(line []byte, critical bool) error {
 // dropLocked forgets entry e of id (its del line is the caller's).
 func (q *Queue) dropLocked(id string, e *entry) {
 	delete(q.entries, id)
-	q.setRemove(e.st)
+	q.leaveLocked(e)
 	q.dbytes -= int64(len(e.d))
 	if s := q.segs[e.seg]; s != nil {
 		s.live--
@@ -374,9 +396,9 @@ func (q *Queue) setStateLocked(id string, e *entry, st uint8, d []byte) {
 	q.dbytes += int64(len(d) - len(e.d))
 	e.d = d
 	if e.st != st {
-		q.setRemove(e.st)
+		q.leaveLocked(e)
 		e.st = st
-		q.sets[st].add(id)
+		q.enterLocked(id, e)
 	}
 }
 
@@ -456,21 +478,17 @@ func (q *Queue) List(state string) ([]string, error) {
 }
 
 // CountOf returns how many messages of uid (the caller's UID recorded
-// with them) are in state; it walks that state's messages.
+// with them) are in state. The count is kept with the state sets, so
+// that pickup's max_held check per held message does not walk the held
+// queue.
 func (q *Queue) CountOf(state string, uid int) int {
 	st := stateIndex(state)
-	if st < 0 {
+	if st < 0 || int(int32(uid)) != uid {
 		return 0
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	n := 0
-	for _, id := range q.sets[st].ids {
-		if e := q.entries[id]; e != nil && e.st == uint8(st) && int(e.uid) == uid {
-			n++
-		}
-	}
-	return n
+	return q.byUID[stateUID{int32(uid), uint8(st)}]
 }
 
 // Counts returns the number of messages in each state.

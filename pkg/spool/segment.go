@@ -316,7 +316,7 @@ func (q *Queue) add(id string, e *entry, s *segment, end int64) error {
 	}
 	q.entries[id] = e
 	delete(q.dropped, id)
-	q.sets[e.st].add(id)
+	q.enterLocked(id, e)
 	q.dbytes += int64(len(e.d))
 	s.size = end
 	s.live++
