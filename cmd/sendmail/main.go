@@ -36,7 +36,9 @@
 //     frees it; where O_TMPFILE is missing, a tmp. file that pickup
 //     sweeps; through the submission socket, the commit is the end of the
 //     message and relayd's answer); from the commit on, sendmail
-//     finishes and its exit status says whether the message was stored.
+//     finishes and its exit status says whether the message was stored
+//     (through the socket, a relayd that goes away without an answer
+//     leaves that unknown: 74, with a line saying it may have been).
 //     No handler is needed for that, and os/signal's costs two runtime
 //     threads at every call.
 //     -bs, a dialogue that can last, has a handler (catchSignals): a
@@ -545,6 +547,9 @@ func store(cfg *config.Config, env *spool.Envelope, org *spool.Origin, h *messag
 		return "", e
 	case submitsock.IsReadError(err):
 		return "", classify(errors.Unwrap(err), in, cfg.MaxMessageSize)
+	case errors.Is(err, submitsock.ErrNoAnswer):
+		return "", errorf(sysexits.IOErr, "relayd did not answer after the end of the message: it may have been stored (%v)", err).
+			withHint("mailq shows whether it is queued; send it again only if it is not")
 	}
 	return "", classify(err, in, cfg.MaxMessageSize)
 }

@@ -80,7 +80,10 @@ func (e *UnavailableError) Error() string {
 // stored. Errors: *message.EnvelopeError (message.ValidateEnvelope),
 // *SpoolMissingError, *UnavailableError, *submit.Error (relayd refused it
 // over the socket), errors of body (the caller's input; see
-// submitsock.IsReadError for the socket path), message.ErrHeaderTooLarge
+// submitsock.IsReadError for the socket path), submitsock.ErrNoAnswer
+// (relayd went away after the whole message: it may have stored it, the
+// one case where an error does not mean that nothing was stored),
+// message.ErrHeaderTooLarge
 // (the completed header is over message's limits), spool.ErrTooLarge, and
 // spool write errors (spool.IsFull tells a full disk).
 func (l *Local) Store(env *spool.Envelope, org *spool.Origin, h *message.Header, body io.Reader) (string, error) {
@@ -112,7 +115,10 @@ func (l *Local) Store(env *spool.Envelope, org *spool.Origin, h *message.Header,
 		return id, nil
 	}
 	var se *submit.Error
-	if errors.As(serr, &se) || submitsock.IsReadError(serr) {
+	if errors.As(serr, &se) || submitsock.IsReadError(serr) || errors.Is(serr, submitsock.ErrNoAnswer) {
+		// The socket was usable: relayd refused the message, the input
+		// failed, or relayd went away after the whole message, which it
+		// may have stored.
 		return "", serr
 	}
 	return "", &UnavailableError{Maildrop: l.Spool + "/" + spool.DirMaildrop, DropErr: nm.err, Socket: l.Socket, SockErr: serr}

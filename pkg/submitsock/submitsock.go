@@ -90,8 +90,8 @@ const (
 // the message durably. A refusal is a *submit.Error carrying the sysexits
 // code. Any other error means the socket could not be used: nothing was
 // stored, except after the whole message was sent and no answer came back
-// (the server may have stored it before it went away; the error says "no
-// answer from the server").
+// (the server may have stored it before it went away; errors.Is(err,
+// ErrNoAnswer)).
 func Send(ctx context.Context, sockPath string, m *spool.Meta, body io.Reader) (string, error) {
 	return SendGuarded(ctx, sockPath, m, body, nil)
 }
@@ -138,7 +138,7 @@ func SendGuarded(ctx context.Context, sockPath string, m *spool.Meta, body io.Re
 		conn.CloseWrite()
 		line, err := bufio.NewReaderSize(conn, 1024).ReadString('\n')
 		if err != nil {
-			return fmt.Errorf("submit: no answer from the server: %w", err)
+			return fmt.Errorf("submit: %w: %w", ErrNoAnswer, err)
 		}
 		id, err = parseAnswer(line)
 		return err
@@ -153,6 +153,11 @@ func SendGuarded(ctx context.Context, sockPath string, m *spool.Meta, body io.Re
 	}
 	return id, nil
 }
+
+// ErrNoAnswer is the server's answer missing after the whole message was
+// sent (the server went away or the exchange timed out): the server may
+// have stored the message, and nobody can tell its sender whether it did.
+var ErrNoAnswer = errors.New("no answer from the server after the end of the message")
 
 // dialTimeout is how long Dial waits for a listener with a full backlog:
 // what is left of ctx, at most a minute.
