@@ -44,7 +44,8 @@
 //     -bs, a dialogue that can last, has a handler (catchSignals): a
 //     signal aborts the message being written and exits 74 with one
 //     line; what the session stored stays queued (a message whose
-//     commit had begun too, which the line then says).
+//     commit had begun too, which the line then says). Once the session
+//     has ended they are ignored: sendmail exits with its status.
 //   - The clock is ours (time.Now), never the caller's headers.
 //   - chdir("/"). Never exec.
 package main
@@ -167,12 +168,7 @@ func captureEnv() map[string]string {
 // current is the spool file being written, for the signal handler.
 var current struct {
 	sync.Mutex
-	abort     func()
-	committed bool
-	// session: a -bs dialogue is under way. An interrupt cuts it short
-	// and exits 74 whatever it stored: the messages answered 250 stay
-	// queued, but the session did not complete.
-	session bool
+	abort func()
 }
 
 // stores counts the commits that succeeded. The handler compares it
@@ -181,17 +177,9 @@ var current struct {
 // answered or not.
 var stores atomic.Int64
 
-// setSession marks the start and end of a -bs dialogue.
-func setSession(on bool) {
-	current.Lock()
-	current.session = on
-	current.Unlock()
-}
-
 func setCurrent(abort func()) {
 	current.Lock()
 	current.abort = abort
-	current.committed = false
 	current.Unlock()
 }
 
@@ -236,7 +224,10 @@ var signalsCaught = make(chan struct{})
 // of them per signal, which then overlaps with the dialogue. A signal
 // that arrives before the handler is in place ends the process by its
 // default action: nothing has been written then, since store waits for
-// signalsCaught before the spool file is created.
+// signalsCaught before the spool file is created. The handler runs only
+// during the session (smtpSession ignores stopSignals once it has
+// ended), so a signal always cuts one short: it exits 74 whatever the
+// session stored, since the session did not complete.
 func catchSignals() {
 	c := make(chan os.Signal, 1)
 	signal.Notify(c, stopSignals...)
@@ -244,18 +235,12 @@ func catchSignals() {
 	sig := <-c
 	before := stores.Load()
 	current.Lock() // held until exit: no commit can start now
-	if current.committed && !current.session {
-		os.Exit(0)
-	}
 	if current.abort != nil {
 		current.abort()
 	}
-	msg := "interrupted by " + sig.String() + ", message not sent"
-	if current.session {
-		msg = "interrupted by " + sig.String() + ", SMTP session cut short: the messages answered 250 stay queued, any other was not sent"
-		if stores.Load() != before {
-			msg = "interrupted by " + sig.String() + ", SMTP session cut short: the message being stored when the signal came was stored (answered or not), as were those answered 250; any other was not sent"
-		}
+	msg := "interrupted by " + sig.String() + ", SMTP session cut short: the messages answered 250 stay queued, any other was not sent"
+	if stores.Load() != before {
+		msg = "interrupted by " + sig.String() + ", SMTP session cut short: the message being stored when the signal came was stored (answered or not), as were those answered 250; any other was not sent"
 	}
 	os.Stderr.WriteString("sendmail: " + msg + "\n")
 	syslogf("status=%d error=%s", sysexits.IOErr, quote(msg))
@@ -576,7 +561,6 @@ func (guard) Commit(commit func() error) error {
 	err := commit()
 	if err == nil {
 		stores.Add(1)
-		current.committed = true
 	}
 	current.abort = nil
 	return err

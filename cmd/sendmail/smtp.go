@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"io"
 	"os"
+	"os/signal"
 
 	"github.com/mailshim/mailshim/pkg/config"
 	"github.com/mailshim/mailshim/pkg/message"
@@ -57,9 +58,11 @@ func smtpSession(cfg *config.Config, a *args, envVars map[string]string) (int, *
 			return id, nil
 		},
 	}
-	setSession(true)
 	_, failed, err := srv.Serve(bufio.NewReaderSize(in, 64<<10), os.Stdout)
-	setSession(false)
+	// The session is over and every message in it answered: a signal
+	// now has nothing to cut short, and sendmail exits with the
+	// session's status.
+	signal.Ignore(stopSignals...)
 	if err != nil {
 		return 0, errorf(sysexits.IOErr, "SMTP session: %v", err)
 	}
