@@ -77,6 +77,25 @@ func TestSetgidParentProcess(t *testing.T) {
 	}
 }
 
+// A caller behind a shell wrapper of its own user is read after
+// package initialisation (origin.PrefetchParentLinks read the wrapper's
+// links only): its exe and cwd are read on a thread locked for the
+// switch, and the fs gid is restored before the spool file is written.
+func TestSetgidWrappedParentProcess(t *testing.T) {
+	needRoot(t)
+	s := newSpool(t, true, "")
+	// The inner "sh -c" (cwd /) is sendmail's parent, a wrapper of the
+	// same user: the walk goes on to the outer one (cwd /tmp), whose
+	// parent is the test (root).
+	r := runSendmail(t, invocation{nobody: true, shell: `cd /tmp && /bin/sh -c 'cd / && "$SENDMAIL" -t -i; exit $?'; exit $?`, stdin: strings.NewReader(phpMail)})
+	checkOK(t, r)
+	o := s.one(t).meta.Origin
+	exe, _ := filepath.EvalSymlinks("/bin/sh")
+	if o.ParentExe != exe || o.ParentCwd != "/tmp" || !strings.HasPrefix(o.ParentCmdline, "/bin/sh -c 'cd /tmp ") {
+		t.Errorf("parent exe %q cwd %q cmdline %q; want exe %q cwd /tmp, the outer shell's", o.ParentExe, o.ParentCwd, o.ParentCmdline, exe)
+	}
+}
+
 func TestSetgidEnvironment(t *testing.T) {
 	needRoot(t)
 	s := newSpool(t, true, "")
