@@ -99,12 +99,7 @@ func TestFlushAnswerSaysWhatHappens(t *testing.T) {
 // does not release them, only root does.
 func TestFlushAnswerNamesHeldMessages(t *testing.T) {
 	needRoot(t)
-	up := newUpstream(t, smtptest.Options{})
-	s := newSite(t, up, siteOpts{})
-	s.writeConfig(`
-[policy]
-notice_to = ""
-[policy."*"]
+	_, s := newPolicySite(t, "*", `
 messages_per_hour = 2
 action = "hold"
 `)

@@ -280,12 +280,7 @@ func (s *site) stats() map[string]metrics.AccountStats {
 // across a restart.
 func TestStats(t *testing.T) {
 	needRoot(t)
-	up := newUpstream(t, smtptest.Options{})
-	s := newSite(t, up, siteOpts{})
-	s.writeConfig(`
-[policy]
-notice_to = ""
-[policy.nobody]
+	up, s := newPolicySite(t, "nobody", `
 messages_per_hour = 3
 `)
 	s.dropAs(nobodyUID, "stats", 5)

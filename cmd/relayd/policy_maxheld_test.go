@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mailshim/mailshim/pkg/smtptest"
 	"github.com/mailshim/mailshim/pkg/waitfor"
 )
 
@@ -17,12 +16,7 @@ import (
 // held mail. Released, the account can be held again.
 func TestPolicyMaxHeld(t *testing.T) {
 	needRoot(t)
-	up := newUpstream(t, smtptest.Options{})
-	s := newSite(t, up, siteOpts{})
-	s.writeConfig(`
-[policy]
-notice_to = ""
-[policy."*"]
+	up, s := newPolicySite(t, "*", `
 messages_per_hour = 1
 action = "hold"
 max_held = 2
@@ -71,12 +65,7 @@ max_held = 2
 // reason, never dropped silently and never held.
 func TestPolicyMaxHeldMaildropBounced(t *testing.T) {
 	needRoot(t)
-	up := newUpstream(t, smtptest.Options{})
-	s := newSite(t, up, siteOpts{})
-	s.writeConfig(`
-[policy]
-notice_to = ""
-[policy."*"]
+	up, s := newPolicySite(t, "*", `
 messages_per_hour = 1
 action = "hold"
 max_held = 2

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mailshim/mailshim/pkg/smtptest"
 	"github.com/mailshim/mailshim/pkg/spool"
 	"github.com/mailshim/mailshim/pkg/waitfor"
 )
@@ -20,12 +19,7 @@ import (
 // delivered, not held for a rate limit that only the retries reached.
 func TestPolicyFailedPickupNotCounted(t *testing.T) {
 	needRoot(t)
-	up := newUpstream(t, smtptest.Options{})
-	s := newSite(t, up, siteOpts{})
-	s.writeConfig(`
-[policy]
-notice_to = ""
-[policy."*"]
+	up, s := newPolicySite(t, "*", `
 messages_per_minute = 2
 action = "hold"
 `)

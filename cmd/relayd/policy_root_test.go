@@ -4,8 +4,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/mailshim/mailshim/pkg/smtptest"
 )
 
 // Root has no rate limits unless a table for root itself sets them:
@@ -13,12 +11,7 @@ import (
 // must not be held during the incident the limits are for.
 func TestPolicyStarDoesNotLimitRoot(t *testing.T) {
 	needRoot(t)
-	up := newUpstream(t, smtptest.Options{})
-	s := newSite(t, up, siteOpts{})
-	s.writeConfig(`
-[policy]
-notice_to = ""
-[policy."*"]
+	up, s := newPolicySite(t, "*", `
 messages_per_minute = 2
 action = "hold"
 `)

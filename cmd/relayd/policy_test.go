@@ -26,6 +26,16 @@ import (
 
 const nobodyUID = 65534
 
+// newPolicySite is a site whose [policy] sends no notices and whose
+// [policy."<account>"] table holds rules (TOML lines).
+func newPolicySite(t *testing.T, account, rules string) (*smtptest.Server, *site) {
+	t.Helper()
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{})
+	s.writeConfig(fmt.Sprintf("\n[policy]\nnotice_to = \"\"\n[policy.%q]%s", account, rules))
+	return up, s
+}
+
 func needRoot(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
@@ -175,12 +185,7 @@ action = "hold"
 // sendmail, is bounced to its sender with the same line.
 func TestPolicyRefuse(t *testing.T) {
 	needRoot(t)
-	up := newUpstream(t, smtptest.Options{})
-	s := newSite(t, up, siteOpts{})
-	s.writeConfig(`
-[policy]
-notice_to = ""
-[policy.nobody]
+	up, s := newPolicySite(t, "nobody", `
 messages_per_hour = 2
 action = "refuse"
 `)
@@ -268,12 +273,7 @@ action = "hold"
 // be deferred).
 func TestPolicyDefer(t *testing.T) {
 	needRoot(t)
-	up := newUpstream(t, smtptest.Options{})
-	s := newSite(t, up, siteOpts{})
-	s.writeConfig(`
-[policy]
-notice_to = ""
-[policy.nobody]
+	up, s := newPolicySite(t, "nobody", `
 messages_per_minute = 60
 action = "defer"
 `)
