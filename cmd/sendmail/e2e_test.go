@@ -854,38 +854,50 @@ func TestSubmitSocket(t *testing.T) {
 }
 
 // A relayd that goes away after the whole message reached it, without
-// an answer, may have stored the message: sendmail says so (74, one line
-// and a hint to look in the queue), not that the socket was unavailable
-// and that sendmail should be installed setgid or relayd started.
+// an answer or with one that is not valid (garbage, or a line without
+// end), may have stored the message: sendmail says so (74, one line and
+// a hint to look in the queue), not that the socket was unavailable and
+// that sendmail should be installed setgid or relayd started, and it
+// reads no more than a line's worth of a endless answer.
 func TestSubmitSocketNoAnswer(t *testing.T) {
-	s, sock := socketSpool(t)
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	if err := os.Chmod(sock, 0o777); err != nil {
-		t.Fatal(err)
-	}
-	got := make(chan string, 1)
-	go func() {
-		c, err := ln.AcceptUnix()
-		if err != nil {
-			got <- err.Error()
-			return
-		}
-		// The client shuts its write side down after the end chunk.
-		b, _ := io.ReadAll(c)
-		c.Close()
-		got <- string(b)
-	}()
-	r := runSendmail(t, unprivileged(invocation{args: []string{"-t", "-i"}, stdin: strings.NewReader(simple)}, s.conf))
-	if b := <-got; !strings.HasSuffix(b, "\n0\n") {
-		t.Fatalf("the server did not read the end of the message: %q", b)
-	}
-	checkFailure(t, r, 74, "may have been stored")
-	if strings.Contains(r.stderr, "unavailable") || strings.Contains(r.stderr, "setgid") || !strings.Contains(r.stderr, "mailq") {
-		t.Errorf("stderr %q", r.stderr)
+	for name, answer := range map[string]string{
+		"none":    "",
+		"garbage": "250 ok\n",
+		"endless": strings.Repeat("x", 1<<20),
+	} {
+		t.Run(name, func(t *testing.T) {
+			s, sock := socketSpool(t)
+			ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			if err := os.Chmod(sock, 0o777); err != nil {
+				t.Fatal(err)
+			}
+			got := make(chan string, 1)
+			go func() {
+				c, err := ln.AcceptUnix()
+				if err != nil {
+					got <- err.Error()
+					return
+				}
+				// The client shuts its write side down after the end chunk.
+				b, _ := io.ReadAll(c)
+				c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+				c.Write([]byte(answer))
+				c.Close()
+				got <- string(b)
+			}()
+			r := runSendmail(t, unprivileged(invocation{args: []string{"-t", "-i"}, stdin: strings.NewReader(simple)}, s.conf))
+			if b := <-got; !strings.HasSuffix(b, "\n0\n") {
+				t.Fatalf("the server did not read the end of the message: %q", b)
+			}
+			checkFailure(t, r, 74, "may have been stored")
+			if strings.Contains(r.stderr, "unavailable") || strings.Contains(r.stderr, "setgid") || !strings.Contains(r.stderr, "mailq") || len(r.stderr) > 2048 {
+				t.Errorf("stderr %q", r.stderr)
+			}
+		})
 	}
 }
 

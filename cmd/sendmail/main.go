@@ -533,7 +533,7 @@ func store(cfg *config.Config, env *spool.Envelope, org *spool.Origin, h *messag
 	case submitsock.IsReadError(err):
 		return "", classify(errors.Unwrap(err), in, cfg.MaxMessageSize)
 	case errors.Is(err, submitsock.ErrNoAnswer):
-		return "", errorf(sysexits.IOErr, "relayd did not answer after the end of the message: it may have been stored (%v)", err).
+		return "", errorf(sysexits.IOErr, "relayd gave no valid answer after the end of the message: it may have been stored (%v)", err).
 			withHint("mailq shows whether it is queued; send it again only if it is not")
 	}
 	return "", classify(err, in, cfg.MaxMessageSize)

@@ -136,11 +136,14 @@ func SendGuarded(ctx context.Context, sockPath string, m *spool.Meta, body io.Re
 			return err
 		}
 		conn.CloseWrite()
-		line, err := bufio.NewReaderSize(conn, 1024).ReadString('\n')
+		line, err := readAnswer(conn)
 		if err != nil {
 			return fmt.Errorf("submit: %w: %w", ErrNoAnswer, err)
 		}
 		id, err = parseAnswer(line)
+		if _, refused := err.(*submit.Error); err != nil && !refused {
+			return fmt.Errorf("submit: %w: %w", ErrNoAnswer, err)
+		}
 		return err
 	}
 	if guard == nil {
@@ -154,10 +157,25 @@ func SendGuarded(ctx context.Context, sockPath string, m *spool.Meta, body io.Re
 	return id, nil
 }
 
-// ErrNoAnswer is the server's answer missing after the whole message was
-// sent (the server went away or the exchange timed out): the server may
-// have stored the message, and nobody can tell its sender whether it did.
-var ErrNoAnswer = errors.New("no answer from the server after the end of the message")
+// ErrNoAnswer is the server's answer missing, or not valid, after the
+// whole message was sent (the server went away, the exchange timed out,
+// or the server answered something else than its protocol's line): the
+// server may have stored the message, and nobody can tell its sender
+// whether it did.
+var ErrNoAnswer = errors.New("no valid answer from the server after the end of the message")
+
+// maxAnswer bounds the server's answer line: a line longer than that is
+// not an answer, and is not read to its end.
+const maxAnswer = 1024
+
+// readAnswer reads the server's answer line, at most maxAnswer bytes.
+func readAnswer(conn io.Reader) (string, error) {
+	line, err := bufio.NewReaderSize(conn, maxAnswer).ReadSlice('\n')
+	if err == bufio.ErrBufferFull {
+		return "", fmt.Errorf("an answer longer than %d bytes", maxAnswer)
+	}
+	return string(line), err
+}
 
 // dialTimeout is how long Dial waits for a listener with a full backlog:
 // what is left of ctx, at most a minute.
@@ -174,7 +192,7 @@ func dialTimeout(ctx context.Context) time.Duration {
 // stopped reading, and its answer says why.
 func answerAfterWriteError(conn *unixconn.Conn, werr error) (string, error) {
 	conn.SetTimeout(5 * time.Second)
-	line, err := bufio.NewReaderSize(conn, 1024).ReadString('\n')
+	line, err := readAnswer(conn)
 	if err != nil {
 		return "", fmt.Errorf("submit: write: %w", werr)
 	}

@@ -190,3 +190,39 @@ func TestSendNoServer(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+// A server that answers the end of the message with a line that does not
+// end (or no line of its protocol) has given no valid answer: Send reads
+// at most maxAnswer bytes of it and says that the message may have been
+// stored (ErrNoAnswer), without waiting for the line's end.
+func TestSendEndlessAnswer(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "s.sock")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.AcceptUnix()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		io.Copy(io.Discard, c)
+		junk := []byte(strings.Repeat("x", 4096))
+		c.SetWriteDeadline(time.Now().Add(30 * time.Second))
+		for {
+			if _, err := c.Write(junk); err != nil {
+				return
+			}
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	m := &spool.Meta{Version: spool.Version, ID: spool.NewID(time.Now()), Time: time.Now(),
+		Env: spool.Envelope{Recipients: []string{"a@example.org"}}}
+	_, err = Send(ctx, sock, m, strings.NewReader("Subject: x\n\nbody\n"))
+	if !errors.Is(err, ErrNoAnswer) || !strings.Contains(err.Error(), "longer than") {
+		t.Fatalf("got %v; want ErrNoAnswer for an answer longer than %d bytes", err, maxAnswer)
+	}
+}
