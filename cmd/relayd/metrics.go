@@ -20,9 +20,9 @@ import (
 
 // newMetrics builds the metrics for cfg (nil when [metrics] listen is
 // empty) and opens their listener. Queue depth is read from the queue (in
-// memory) at each scrape; an account the metrics did not see picked up is read from
-// its queued message.
-func newMetrics(cfg *config.Config, sq *spool.Queue, named []string) (*metrics.Metrics, net.Listener, error) {
+// memory) at each scrape; the account of a message the metrics did not
+// see picked up is asked of the queue (account: queue.Queue.AccountOf).
+func newMetrics(cfg *config.Config, sq *spool.Queue, account func(id string) (string, bool), named []string) (*metrics.Metrics, net.Listener, error) {
 	if cfg.Metrics.Listen == "" {
 		return nil, nil, nil
 	}
@@ -35,7 +35,7 @@ func newMetrics(cfg *config.Config, sq *spool.Queue, named []string) (*metrics.M
 			out["quarantine"] = metrics.CountDir(filepath.Join(root, spool.DirQuarantine))
 			return out
 		},
-		Account: queuedAccount(sq),
+		Account: account,
 	})
 	var ln net.Listener
 	var err error
@@ -64,27 +64,14 @@ func serveMetrics(ctx context.Context, m *metrics.Metrics, ln net.Listener, log 
 	}
 }
 
-// queuedAccount returns the account (user name, else uid:N) of a queued
-// message, read from its header: for the messages whose pickup this
-// relayd did not see (queued before a restart, bounces).
-func queuedAccount(sq *spool.Queue) func(id string) (string, bool) {
-	return func(id string) (string, bool) {
-		f, meta, err := sq.OpenMessage(id)
-		if err != nil {
-			return "", false
-		}
-		f.Close()
-		return policy.Account{UID: meta.Origin.UID, User: meta.Origin.User}.Name(), true
-	}
-}
-
 // statsFile is the name of the stats state file in relayd's queue
 // directory.
 const statsFile = "stats.state"
 
 // openStats loads relayd stats' state (a damaged file is logged and set
-// aside).
-func openStats(cfg *config.Config, sq *spool.Queue, log *maillog.Logger) (*metrics.Stats, error) {
+// aside); account names the account of a message it did not see picked up
+// (queue.Queue.AccountOf).
+func openStats(cfg *config.Config, account func(id string) (string, bool), log *maillog.Logger) (*metrics.Stats, error) {
 	st, err := metrics.OpenStats(filepath.Join(cfg.Spool, spool.DirQueue, statsFile), nil)
 	if st == nil {
 		return nil, err
@@ -92,7 +79,7 @@ func openStats(cfg *config.Config, sq *spool.Queue, log *maillog.Logger) (*metri
 	if err != nil {
 		log.Warning("stats state", err)
 	}
-	st.Account = queuedAccount(sq)
+	st.Account = account
 	return st, nil
 }
 

@@ -155,11 +155,11 @@ func run(path string, drainTimeout time.Duration) int {
 	if err != nil {
 		return fatal(sysexits.OSErr, "policy state: %v", err)
 	}
-	mt, metricsLn, err := newMetrics(cfg, sq, namedAccounts(ab.gate.Policy()))
+	mt, metricsLn, err := newMetrics(cfg, sq, qu.AccountOf, namedAccounts(ab.gate.Policy()))
 	if err != nil {
 		return fatal(sysexits.OSErr, "metrics: %v", err)
 	}
-	st, err := openStats(cfg, sq, log)
+	st, err := openStats(cfg, qu.AccountOf, log)
 	if err != nil {
 		return fatal(sysexits.OSErr, "stats state: %v", err)
 	}

@@ -101,6 +101,29 @@ func AccountName(uid int) string {
 	return "uid:" + strconv.Itoa(uid)
 }
 
+// AccountOf returns the account (AccountName) of queued message id, false
+// when it is not queued: its UID from the queue's index, named once per
+// UID for the life of q. No message is read: the metrics and relayd stats
+// ask it for each message whose pickup they did not see (queued before a
+// restart, bounces).
+func (q *Queue) AccountOf(id string) (string, bool) {
+	uid, ok := q.sp.UID(id)
+	if !ok {
+		return "", false
+	}
+	q.nameMu.Lock()
+	defer q.nameMu.Unlock()
+	name, ok := q.names[uid]
+	if !ok {
+		name = AccountName(uid)
+		if q.names == nil {
+			q.names = map[int]string{}
+		}
+		q.names[uid] = name
+	}
+	return name, true
+}
+
 // isAccountCommand reports whether args are options (a command by
 // account) rather than queue IDs.
 func isAccountCommand(args []string) bool {

@@ -121,9 +121,12 @@ type Queue struct {
 	// health, routes); only the loop holding runMu touches it.
 	sched   *sched
 	decodes atomic.Int64 // messages decoded for listings (tests)
-	kick    chan struct{}
-	kicks   atomic.Uint64 // Kick calls so far
-	stop    chan struct{} // closed by Stop: no new deliveries
+	// names is the account name of each UID AccountOf was asked about.
+	nameMu sync.Mutex
+	names  map[int]string
+	kick   chan struct{}
+	kicks  atomic.Uint64 // Kick calls so far
+	stop   chan struct{} // closed by Stop: no new deliveries
 	// onIdle, when set (tests, before Run), is called by the scheduler
 	// each time it has nothing left to start or wait for: kicks is the
 	// Kick count its last look at the queue covers, next the time of the

@@ -1073,3 +1073,26 @@ func TestBatchOutcomeBeforeRedial(t *testing.T) {
 		t.Fatalf("%d dials, %d sent", e.up.dials, len(e.up.sent()))
 	}
 }
+
+// AccountOf names a queued message's account from the UID the queue's
+// index records (the user name of that UID, else uid:N), and nothing for
+// a message no longer queued.
+func TestAccountOf(t *testing.T) {
+	e := newEnv(t, Settings{})
+	mine := e.enqueue(t, os.Getuid(), "s@example.org", "x@example.net")
+	nobody := e.enqueue(t, 3999999, "s@example.org", "x@example.net")
+	for i := 0; i < 2; i++ { // the second time from the names kept
+		if got, ok := e.q.AccountOf(mine); !ok || got != AccountName(os.Getuid()) {
+			t.Errorf("AccountOf(own message) = %q, %v, want %q", got, ok, AccountName(os.Getuid()))
+		}
+		if got, ok := e.q.AccountOf(nobody); !ok || got != "uid:3999999" {
+			t.Errorf("AccountOf(UID without a user) = %q, %v, want uid:3999999", got, ok)
+		}
+	}
+	if _, err := e.sp.Delete(mine); err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := e.q.AccountOf(mine); ok {
+		t.Errorf("AccountOf(deleted message) = %q, true", got)
+	}
+}
