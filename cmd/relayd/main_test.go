@@ -323,6 +323,27 @@ func (s *site) subjects() map[string]int {
 	return out
 }
 
+// waitDrained waits until every subject of want has been delivered at
+// least once and nothing is left in the spool (leftovers), and returns
+// the deliveries by subject and how many of them repeated one.
+func (s *site) waitDrained(what string, timeout time.Duration, want map[string]bool) (got map[string]int, dups int) {
+	s.t.Helper()
+	waitfor.True(s.t, what, timeout, func() bool {
+		got := s.subjects()
+		for subj := range want {
+			if got[subj] == 0 {
+				return false
+			}
+		}
+		return len(s.leftovers()) == 0
+	})
+	got = s.subjects()
+	for _, c := range got {
+		dups += c - 1
+	}
+	return got, dups
+}
+
 // leftovers lists what is left in the spool: every file in maildrop/,
 // queue/quarantine/ and queue/tmp/, and every queued message as
 // "<state> <id>" (from spool.Snapshot, whatever the queue's layout).
