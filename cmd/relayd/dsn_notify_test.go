@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -11,7 +9,6 @@ import (
 
 	"github.com/emersion/go-smtp"
 
-	"github.com/mailshim/mailshim/pkg/message"
 	"github.com/mailshim/mailshim/pkg/smtptest"
 	"github.com/mailshim/mailshim/pkg/spool"
 	"github.com/mailshim/mailshim/pkg/waitfor"
@@ -131,31 +128,13 @@ func b2i(b bool) int {
 func TestRejectedMaildropNotifyNever(t *testing.T) {
 	up := newUpstream(t, smtptest.Options{})
 	s := newSite(t, up, siteOpts{})
-	if err := spool.Prepare(s.spool, spool.CurrentOwner()); err != nil {
-		t.Fatal(err)
-	}
-	md, err := spool.OpenDir(s.spool, spool.DirMaildrop)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer md.Close()
-	m := &spool.Meta{ID: spool.NewID(time.Now()), Time: time.Now(),
-		Env:    spool.Envelope{Sender: "app@example.org", Recipients: []string{"rcpt@example.net"}, Notify: "NEVER"},
-		Origin: spool.Origin{UID: os.Getuid(), GID: os.Getgid(), Via: "maildrop"}}
-	d, err := spool.NewDrop(md, m, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fmt.Fprintf(d, "Subject: huge header\nX-Data: %s\n\nbody\n", strings.Repeat("x", message.MaxField+1))
-	if err := d.Commit(); err != nil {
-		t.Fatal(err)
-	}
+	id := s.dropHugeHeader("NEVER")
 	s.drop("after", 1)
 	s.start()
 	if _, err := up.WaitFor(1, 30*time.Second); err != nil {
 		t.Fatalf("%v\n%.4000s", err, s.log())
 	}
-	waitfor.True(t, "the rejection", 20*time.Second, func() bool { return strings.Contains(s.log(), "event=rejected id="+m.ID+" ") })
+	waitfor.True(t, "the rejection", 20*time.Second, func() bool { return strings.Contains(s.log(), "event=rejected id="+id+" ") })
 	only := func() bool {
 		l := s.leftovers()
 		return len(l) == 1 && strings.HasPrefix(l[0], spool.DirQuarantine+"/")
@@ -169,8 +148,8 @@ func TestRejectedMaildropNotifyNever(t *testing.T) {
 	// The administrator learns of it: the quarantine line says it was
 	// refused, and check-config counts it as a refused message, not only
 	// as a damaged or hostile file.
-	if !strings.Contains(s.log(), "event=quarantine file="+m.ID+` reason="rejected: `) {
-		t.Errorf("no event=quarantine line with the refusal for %s", m.ID)
+	if !strings.Contains(s.log(), "event=quarantine file="+id+` reason="rejected: `) {
+		t.Errorf("no event=quarantine line with the refusal for %s", id)
 	}
 	_, stderr, code := runCmd(t, nil, relaydBin, "check-config", "--config", s.cfgPath)
 	if code != 0 || !strings.Contains(stderr, "warning: 1 quarantined file(s) in ") || !strings.Contains(stderr, "refused messages whose sender gets no bounce") {

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/mailshim/mailshim/pkg/control"
+	"github.com/mailshim/mailshim/pkg/message"
 	"github.com/mailshim/mailshim/pkg/smtptest"
 	"github.com/mailshim/mailshim/pkg/spool"
 	"github.com/mailshim/mailshim/pkg/waitfor"
@@ -304,6 +305,33 @@ func (s *site) dropOrigin(o spool.Origin, tag string, n int) []string {
 		ids = append(ids, m.ID)
 	}
 	return ids
+}
+
+// dropHugeHeader writes one maildrop file relayd will not relay (a
+// header field over message.MaxField), from app@example.org with NOTIFY
+// notify, and returns its ID.
+func (s *site) dropHugeHeader(notify string) string {
+	s.t.Helper()
+	if err := spool.Prepare(s.spool, spool.CurrentOwner()); err != nil {
+		s.t.Fatal(err)
+	}
+	md, err := spool.OpenDir(s.spool, spool.DirMaildrop)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer md.Close()
+	m := &spool.Meta{ID: spool.NewID(time.Now()), Time: time.Now(),
+		Env:    spool.Envelope{Sender: "app@example.org", Recipients: []string{"rcpt@example.net"}, Notify: notify},
+		Origin: spool.Origin{UID: os.Getuid(), GID: os.Getgid(), Via: "maildrop"}}
+	d, err := spool.NewDrop(md, m, 0)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	fmt.Fprintf(d, "Subject: huge header\nX-Data: %s\n\nbody\n", strings.Repeat("x", message.MaxField+1))
+	if err := d.Commit(); err != nil {
+		s.t.Fatal(err)
+	}
+	return m.ID
 }
 
 // subjects counts the delivered messages by Subject.

@@ -22,7 +22,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mailshim/mailshim/pkg/control"
-	"github.com/mailshim/mailshim/pkg/message"
 	"github.com/mailshim/mailshim/pkg/smtptest"
 	"github.com/mailshim/mailshim/pkg/spool"
 	"github.com/mailshim/mailshim/pkg/submit"
@@ -597,25 +596,7 @@ func TestSubmitSocketEMFILE(t *testing.T) {
 func TestRejectedMaildropIsBounced(t *testing.T) {
 	up := newUpstream(t, smtptest.Options{})
 	s := newSite(t, up, siteOpts{})
-	if err := spool.Prepare(s.spool, spool.CurrentOwner()); err != nil {
-		t.Fatal(err)
-	}
-	md, err := spool.OpenDir(s.spool, spool.DirMaildrop)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer md.Close()
-	m := &spool.Meta{ID: spool.NewID(time.Now()), Time: time.Now(),
-		Env:    spool.Envelope{Sender: "app@example.org", Recipients: []string{"rcpt@example.net"}},
-		Origin: spool.Origin{UID: os.Getuid(), GID: os.Getgid(), Via: "maildrop"}}
-	d, err := spool.NewDrop(md, m, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fmt.Fprintf(d, "Subject: huge header\nX-Data: %s\n\nbody\n", strings.Repeat("x", message.MaxField+1))
-	if err := d.Commit(); err != nil {
-		t.Fatal(err)
-	}
+	id := s.dropHugeHeader("")
 	s.drop("after", 1)
 	s.start()
 	msgs, err := up.WaitFor(2, 30*time.Second)
@@ -633,7 +614,7 @@ func TestRejectedMaildropIsBounced(t *testing.T) {
 		t.Fatalf("no DSN to the sender with the reason among %d messages\n%.4000s", len(msgs), s.log())
 	}
 	waitfor.True(t, "an empty spool", 20*time.Second, func() bool { return len(s.leftovers()) == 0 })
-	if !strings.Contains(s.log(), "event=rejected id="+m.ID+" ") || !strings.Contains(s.log(), "action=bounced") {
+	if !strings.Contains(s.log(), "event=rejected id="+id+" ") || !strings.Contains(s.log(), "action=bounced") {
 		t.Errorf("log:\n%.4000s", s.log())
 	}
 }
