@@ -220,7 +220,9 @@ type MsgWriter struct {
 	seg     *segment
 	start   int64
 	ow      offWriter
-	w       *bufio.Writer
+	buf     []byte // written, not yet in the segment (a pooled 64 KiB)
+	wrote   bool   // some of it is in the segment: the header is no longer in buf
+	writes  int    // writes to the segment (for tests)
 	meta    Meta
 	sizeOff int64
 	crc     hash.Hash32
@@ -243,9 +245,8 @@ func (q *Queue) NewMessage(m *Meta) (*MsgWriter, error) {
 	w := &MsgWriter{q: q, seg: s, start: s.size, ow: offWriter{f: s.f, off: s.size}, meta: *m, crc: NewCRC()}
 	hdr, off := EncodeHeader(&w.meta)
 	w.sizeOff = off
-	w.w = writers.Get().(*bufio.Writer)
-	w.w.Reset(&w.ow)
-	if _, err := w.w.Write(hdr); err != nil {
+	w.buf = (*writers.Get().(*[]byte))[:0]
+	if err := w.put(hdr); err != nil {
 		w.Abort()
 		return nil, err
 	}
@@ -257,10 +258,49 @@ func (w *MsgWriter) Write(p []byte) (int, error) {
 	if w.done {
 		return 0, errors.New("spool: message already committed or aborted")
 	}
-	n, err := w.w.Write(p)
-	w.crc.Write(p[:n])
-	w.n += int64(n)
-	return n, err
+	if err := w.put(p); err != nil {
+		return 0, err
+	}
+	w.crc.Write(p)
+	w.n += int64(len(p))
+	return len(p), nil
+}
+
+// put appends p to what the segment gets: into buf, which is written out
+// when full; what does not fit in an empty buf is written as it is.
+func (w *MsgWriter) put(p []byte) error {
+	for len(p) > 0 {
+		if len(w.buf) == 0 && len(p) >= cap(w.buf) {
+			return w.out(p)
+		}
+		n := copy(w.buf[len(w.buf):cap(w.buf)], p)
+		w.buf = w.buf[:len(w.buf)+n]
+		p = p[n:]
+		if len(w.buf) == cap(w.buf) {
+			if err := w.flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// flush writes buf out to the segment.
+func (w *MsgWriter) flush() error {
+	if len(w.buf) == 0 {
+		return nil
+	}
+	err := w.out(w.buf)
+	w.buf = w.buf[:0]
+	return err
+}
+
+// out writes p to the segment after what was written before.
+func (w *MsgWriter) out(p []byte) error {
+	w.wrote = true
+	w.writes++
+	_, err := w.ow.Write(p)
+	return err
 }
 
 // Size is the number of message bytes written so far.
@@ -285,10 +325,17 @@ func (w *MsgWriter) CommitState(state string, d *Delivery) error {
 	}
 	db, err := encodeDelivery(d)
 	if err == nil {
-		err = w.w.Flush()
-	}
-	if err == nil {
-		_, err = w.seg.f.WriteAt(PatchSize(w.n, w.crc.Sum32()), w.start+w.sizeOff)
+		patch := PatchSize(w.n, w.crc.Sum32())
+		if !w.wrote {
+			// The whole message is still in buf (most are: a message
+			// under 64 KiB): its size and checksum go in before its one
+			// write.
+			copy(w.buf[w.sizeOff:], patch)
+			err = w.flush()
+		} else if err = w.flush(); err == nil {
+			w.writes++
+			_, err = w.seg.f.WriteAt(patch, w.start+w.sizeOff)
+		}
 	}
 	if err != nil {
 		w.Abort()
@@ -329,10 +376,10 @@ func (q *Queue) add(id string, e *entry, s *segment, end int64) error {
 
 func (w *MsgWriter) finish() {
 	w.done = true
-	if w.w != nil {
-		w.w.Reset(nil)
-		writers.Put(w.w)
-		w.w = nil
+	if w.buf != nil {
+		b := w.buf[:0]
+		writers.Put(&b)
+		w.buf = nil
 	}
 }
 
@@ -352,7 +399,10 @@ func (w *MsgWriter) Abort() {
 }
 
 // writers recycles MsgWriter's 64 KiB buffers.
-var writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 64<<10) }}
+var writers = sync.Pool{New: func() any {
+	b := make([]byte, 0, 64<<10)
+	return &b
+}}
 
 // Message is a queued message opened for reading: a section of its
 // segment (offsets are the message's own, as in a maildrop file).
