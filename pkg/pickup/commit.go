@@ -15,6 +15,16 @@ import (
 // every Sync covers the messages of all the sessions that were waiting,
 // and a lone session costs one Sync.
 //
+// A Sync (two fdatasyncs, each an inode and a data block and a cache
+// flush) costs about as much CPU for one message as for ten, and sessions
+// in step reach the end of their data in bursts: the first of a burst
+// would get a Sync of its own, the others the next one. So before it
+// syncs a group, the goroutine waits for the members the group may
+// expect: the Store calls under way (their data is being read), and as
+// many members as the largest of the last recentGroups groups had; at
+// most siblingWait after the group's first member joined. A lone session
+// (no Store under way, recent groups of one) is synced at once.
+//
 // Until its Sync has returned, no member of a group has answered its
 // client: whatever a crash or a power loss leaves of the group's messages
 // is mail whose client still has it. relayd killed leaves them whole (the
@@ -35,13 +45,76 @@ type group struct {
 	members []groupMember
 	done    chan struct{} // closed once err is set
 	err     error
+	created time.Time // when its first member joined
 }
+
+// siblingWait bounds how long the Sync of a group waits for the members
+// it expects (see syncGroups).
+const siblingWait = time.Millisecond
+
+// recentGroups is how many of the last groups' sizes tell how many
+// members a group may expect.
+const recentGroups = 4
 
 // committer forms the groups (the zero value is ready).
 type committer struct {
 	mu      sync.Mutex
 	open    *group // accepting members; its Sync has not started
 	running bool   // the goroutine that syncs the groups is running
+	// storing counts the Store calls between their start and their
+	// commit (or their failure): members the open group is sure to get
+	// unless they fail.
+	storing int
+	// recent holds the sizes of the last groups (a ring, next at
+	// recentAt).
+	recent   [recentGroups]int
+	recentAt int
+	// want is what the open group waits for (waiting: syncGroups waits
+	// on joined until it has that many members).
+	want    int
+	waiting bool
+	joined  chan struct{} // buffered
+	timer   *time.Timer
+	groups  uint64 // groups synced (benchmarks, tests)
+	// maxWait, when not zero, replaces siblingWait, and sync, when not
+	// nil, Queue.SyncIDs (tests).
+	maxWait time.Duration
+	sync    func(ids ...string) error
+}
+
+// begin counts a Store that has started.
+func (c *committer) begin() {
+	c.mu.Lock()
+	c.storing++
+	c.mu.Unlock()
+}
+
+// end uncounts a Store that failed before its commit.
+func (c *committer) end() {
+	c.mu.Lock()
+	c.storing--
+	c.wake()
+	c.mu.Unlock()
+}
+
+// wake tells the waiting syncGroups (c.mu held) once the open group is
+// as large as the recent ones were and no Store is left that would join
+// it.
+func (c *committer) wake() {
+	if !c.waiting || c.storing > 0 || c.open == nil || len(c.open.members) < c.want {
+		return
+	}
+	c.waiting = false
+	select {
+	case c.joined <- struct{}{}:
+	default:
+	}
+}
+
+// expected is how many members a group may expect: as many as the
+// largest of the recent groups had.
+func (c *committer) expected() int {
+	return max(c.recent[0], c.recent[1], c.recent[2], c.recent[3])
 }
 
 // commit waits until the message id, written in mode inGroup, is durable
@@ -53,11 +126,13 @@ type committer struct {
 func (p *Pickup) commit(id string, at time.Time, undo func()) error {
 	c := &p.committer
 	c.mu.Lock()
+	c.storing--
 	if c.open == nil {
-		c.open = &group{done: make(chan struct{})}
+		c.open = &group{done: make(chan struct{}), created: time.Now()}
 	}
 	g := c.open
 	g.members = append(g.members, groupMember{id: id, at: at, undo: undo})
+	c.wake()
 	if !c.running {
 		c.running = true
 		go p.syncGroups()
@@ -74,6 +149,16 @@ func (p *Pickup) syncGroups() {
 	c := &p.committer
 	for {
 		c.mu.Lock()
+		if c.open != nil {
+			c.want = c.expected()
+			if c.storing > 0 || len(c.open.members) < c.want {
+				wait := siblingWait
+				if c.maxWait != 0 {
+					wait = c.maxWait
+				}
+				c.waitSiblings(c.open.created.Add(wait))
+			}
+		}
 		g := c.open
 		c.open = nil
 		if g == nil {
@@ -81,6 +166,9 @@ func (p *Pickup) syncGroups() {
 			c.mu.Unlock()
 			return
 		}
+		c.recent[c.recentAt] = len(g.members)
+		c.recentAt = (c.recentAt + 1) % recentGroups
+		c.groups++
 		c.mu.Unlock()
 		p.savePolicy()
 		ids := make([]string, len(g.members))
@@ -89,7 +177,11 @@ func (p *Pickup) syncGroups() {
 		}
 		// A member that another caller's failed Sync dropped fails the
 		// group: its client must not be told it is stored.
-		g.err = p.Queue.SyncIDs(ids...)
+		if c.sync != nil {
+			g.err = c.sync(ids...)
+		} else {
+			g.err = p.Queue.SyncIDs(ids...)
+		}
 		if g.err != nil {
 			// One line per message, naming it: each had its pickup
 			// line, and its log must not end there as if it were queued.
@@ -112,6 +204,38 @@ func (p *Pickup) syncGroups() {
 			}
 		}
 		close(g.done)
+	}
+}
+
+// waitSiblings waits (c.mu held, released meanwhile) until the open
+// group has the members it expects (wake), or siblingWait has passed: a
+// Sync costs about as much CPU for one message as for ten, so it waits
+// for the members that are about to join rather than leave them to a
+// Sync of their own.
+func (c *committer) waitSiblings(deadline time.Time) {
+	d := time.Until(deadline)
+	if d <= 0 {
+		return
+	}
+	if c.joined == nil {
+		c.joined = make(chan struct{}, 1)
+		c.timer = time.NewTimer(d)
+	} else {
+		c.timer.Reset(d)
+	}
+	c.waiting = true
+	c.mu.Unlock()
+	select {
+	case <-c.joined:
+	case <-c.timer.C:
+	}
+	c.timer.Stop()
+	c.mu.Lock()
+	c.waiting = false
+	// A signal sent after the timer fired is stale for the next wait.
+	select {
+	case <-c.joined:
+	default:
 	}
 }
 

@@ -1,11 +1,15 @@
 package pickup
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/mailshim/mailshim/pkg/spool"
 )
@@ -75,5 +79,201 @@ func TestStoreGroupCommitConcurrent(t *testing.T) {
 	}
 	if inc, _ := e.q.List(spool.Incoming); len(inc) != sessions*each {
 		t.Errorf("incoming holds %d, want %d", len(inc), sessions*each)
+	}
+}
+
+// storeMsg is a message for Store from the caller's UID.
+func storeMsg() *spool.Meta {
+	return &spool.Meta{Env: spool.Envelope{Sender: "a@example.org", Recipients: []string{"x@example.org"}},
+		Origin: spool.Origin{UID: os.Getuid(), Via: "smtp"}}
+}
+
+type storeResult struct {
+	id  string
+	err error
+}
+
+// waitFor polls cond under the committer's lock until it holds.
+func waitFor(t *testing.T, c *committer, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c.mu.Lock()
+		ok := cond()
+		c.mu.Unlock()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// recordSyncs makes the committer record each group's IDs before the
+// real Sync of the queue (err, when not nil, fails every Sync instead).
+func recordSyncs(e *env, err error) func() [][]string {
+	var mu sync.Mutex
+	var groups [][]string
+	e.p.committer.sync = func(ids ...string) error {
+		mu.Lock()
+		groups = append(groups, append([]string(nil), ids...))
+		mu.Unlock()
+		if err != nil {
+			return err
+		}
+		return e.q.SyncIDs(ids...)
+	}
+	return func() [][]string {
+		mu.Lock()
+		defer mu.Unlock()
+		return groups
+	}
+}
+
+// A session that commits while another is still storing its message
+// (reading its data) does not get a Sync of its own: the group waits for
+// the sibling to join, then one Sync covers both, and neither session has
+// its answer before that Sync.
+func TestStoreGroupWaitsForStoringSibling(t *testing.T) {
+	e := newEnv(t, testConfig())
+	c := &e.p.committer
+	c.maxWait = time.Hour // only the sibling's joining ends the wait
+	groups := recordSyncs(e, nil)
+	store := e.p.Store(0)
+
+	pr, pw := io.Pipe()
+	slow := make(chan storeResult, 1)
+	go func() {
+		id, err := store(storeMsg(), pr)
+		slow <- storeResult{id, err}
+	}()
+	waitFor(t, c, "the slow session is storing", func() bool { return c.storing == 1 })
+
+	fast := make(chan storeResult, 1)
+	go func() {
+		id, err := store(storeMsg(), strings.NewReader("Subject: fast\n\nbody\n"))
+		fast <- storeResult{id, err}
+	}()
+	waitFor(t, c, "the group commit waits for the slow session", func() bool { return c.waiting })
+	select {
+	case r := <-fast:
+		t.Fatalf("the fast session was answered (%v) before its group's Sync", r)
+	default:
+	}
+	if g := groups(); len(g) != 0 {
+		t.Fatalf("synced %v before the storing session joined", g)
+	}
+
+	fmt.Fprint(pw, "Subject: slow\n\nbody\n")
+	pw.Close()
+	rs, rf := <-slow, <-fast
+	if rs.err != nil || rf.err != nil {
+		t.Fatalf("slow: %v, fast: %v", rs.err, rf.err)
+	}
+	g := groups()
+	if len(g) != 1 || len(g[0]) != 2 || !slices.Contains(g[0], rs.id) || !slices.Contains(g[0], rf.id) {
+		t.Fatalf("Syncs %v, want one of both %s and %s", g, rf.id, rs.id)
+	}
+	for _, id := range []string{rs.id, rf.id} {
+		if !e.q.HasMessage(id) {
+			t.Errorf("%s answered stored but not queued", id)
+		}
+	}
+}
+
+// After groups of several messages, a group's Sync waits (boundedly) for
+// as many members: the second session to commit joins the first one's
+// group instead of syncing on its own.
+func TestStoreGroupWaitsForExpectedMembers(t *testing.T) {
+	e := newEnv(t, testConfig())
+	c := &e.p.committer
+	c.maxWait = time.Hour
+	c.recent[0] = 2 // the last groups had two members
+	groups := recordSyncs(e, nil)
+	store := e.p.Store(0)
+	res := make(chan storeResult, 2)
+	send := func(subj string) {
+		id, err := store(storeMsg(), strings.NewReader("Subject: "+subj+"\n\nbody\n"))
+		res <- storeResult{id, err}
+	}
+	go send("first")
+	waitFor(t, c, "the group commit waits for a second member", func() bool { return c.waiting })
+	go send("second")
+	a, b := <-res, <-res
+	if a.err != nil || b.err != nil {
+		t.Fatal(a.err, b.err)
+	}
+	if g := groups(); len(g) != 1 || len(g[0]) != 2 {
+		t.Fatalf("Syncs %v, want one of both messages", g)
+	}
+}
+
+// A lone session (no recent group had more than one member, no other
+// store under way) is synced at once: the wait for siblings is not a
+// delay every message pays.
+func TestStoreGroupLoneSessionDoesNotWait(t *testing.T) {
+	e := newEnv(t, testConfig())
+	c := &e.p.committer
+	c.maxWait = time.Hour
+	store := e.p.Store(0)
+	for i := 0; i < 3; i++ {
+		done := make(chan error, 1)
+		go func() {
+			_, err := store(storeMsg(), strings.NewReader("Subject: lone\n\nbody\n"))
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("a lone session waited for siblings that do not exist")
+		}
+	}
+}
+
+// A group's failed Sync fails every member, the one that joined it late
+// as much as the first: none is answered stored, none stays queued, and
+// each has its log line.
+func TestStoreGroupFailedSyncFailsEveryMember(t *testing.T) {
+	e := newEnv(t, testConfig())
+	c := &e.p.committer
+	c.maxWait = time.Hour
+	groups := recordSyncs(e, errors.New("fdatasync: input/output error"))
+	store := e.p.Store(0)
+
+	pr, pw := io.Pipe()
+	res := make(chan storeResult, 2)
+	go func() {
+		id, err := store(storeMsg(), pr)
+		res <- storeResult{id, err}
+	}()
+	waitFor(t, c, "the slow session is storing", func() bool { return c.storing == 1 })
+	go func() {
+		id, err := store(storeMsg(), strings.NewReader("Subject: fast\n\nbody\n"))
+		res <- storeResult{id, err}
+	}()
+	waitFor(t, c, "the group commit waits for the slow session", func() bool { return c.waiting })
+	fmt.Fprint(pw, "Subject: slow\n\nbody\n")
+	pw.Close()
+	for i := 0; i < 2; i++ {
+		if r := <-res; r.err == nil {
+			t.Errorf("%s answered stored after its group's Sync failed", r.id)
+		}
+	}
+	g := groups()
+	if len(g) != 1 || len(g[0]) != 2 {
+		t.Fatalf("Syncs %v, want one of both messages", g)
+	}
+	for _, id := range g[0] {
+		if e.q.HasMessage(id) {
+			t.Errorf("%s is still queued", id)
+		}
+		if !strings.Contains(e.log.String(), id) || strings.Count(e.log.String(), "cannot make the received message durable") != 2 {
+			t.Errorf("log does not name %s as not durable:\n%s", id, e.log.String())
+		}
 	}
 }

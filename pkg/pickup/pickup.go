@@ -873,9 +873,12 @@ func (p *Pickup) Store(maxSize int64) func(m *spool.Meta, body io.Reader) (strin
 		if maxSize > 0 {
 			body = &limitReader{r: body, left: maxSize}
 		}
+		p.committer.begin()
 		id, at, undo, err := p.enqueueAt(&mm, body, inGroup, true)
 		if err == nil {
 			err = p.commit(id, at, undo)
+		} else {
+			p.committer.end()
 		}
 		if re := (*RejectError)(nil); errors.As(err, &re) {
 			// The submitter is there to be told: no bounce.
