@@ -72,7 +72,7 @@ func startListen(cfg *config.Config, host string, intake *submit.Intake, log *ma
 			if covered[addr] {
 				continue
 			}
-			ln, err := net.Listen("tcp", addr)
+			ln, err := loopbackListen.Listen(context.Background(), "tcp", addr)
 			if err != nil {
 				fix := ""
 				if errors.Is(err, fs.ErrPermission) {
@@ -140,6 +140,17 @@ func listenWarnings(cfg *config.Config) []string {
 func listenChanged(a, b *config.Config) bool {
 	return !reflect.DeepEqual(a.Listen, b.Listen) || a.MaxMessageSize != b.MaxMessageSize
 }
+
+// loopbackListen binds the TCP sockets relayd binds itself. TCP
+// keep-alive is off (KeepAlive < 0): its probes only find peers that
+// vanished without a reset, which on the loopback cannot happen (the
+// kernel resets a dead process's connections, and every stage of a
+// session has its timeout), and Go's default (on, 15 s) costs four
+// setsockopt(2) calls at every accept (TCP_NODELAY remains). The sockets
+// systemd passes (net.FileListener) keep Go's default: turning it off
+// again on each accepted connection would cost one more call, not save
+// the four.
+var loopbackListen = net.ListenConfig{KeepAlive: -1}
 
 // checkPassed refuses a socket from systemd that would serve the network:
 // a TCP socket must be bound to a loopback address.
