@@ -285,12 +285,15 @@ func readLinks(pid int) (exe, cwd string) {
 	if pid > 0 && pid == prefetched.pid {
 		return prefetched.exe, prefetched.cwd
 	}
-	if unix.Getgid() == unix.Getegid() {
-		exe, cwd, _ = links(pid)
+	// (The gids are asked once here and handed on: relayd's listener
+	// reads a client's links at every connection.)
+	rgid, egid := unix.Getgid(), unix.Getegid()
+	if rgid == egid {
+		exe, cwd, _ = linksAs(pid, rgid, egid)
 		return
 	}
 	runtime.LockOSThread()
-	exe, cwd, restored := links(pid)
+	exe, cwd, restored := linksAs(pid, rgid, egid)
 	if restored {
 		runtime.UnlockOSThread()
 	}
@@ -302,13 +305,18 @@ func readLinks(pid int) (exe, cwd string) {
 // readLinks), and reports whether the fs gid is the effective gid again.
 // The calling goroutine must be locked to its thread.
 func links(pid int) (exe, cwd string, restored bool) {
+	return linksAs(pid, unix.Getgid(), unix.Getegid())
+}
+
+// linksAs is links for a process whose real and effective gids are rgid
+// and egid.
+func linksAs(pid, rgid, egid int) (exe, cwd string, restored bool) {
 	read := func() {
 		dir := "/proc/" + strconv.Itoa(pid) + "/"
 		exe, _ = os.Readlink(dir + "exe")
 		cwd, _ = os.Readlink(dir + "cwd")
 		exe, cwd = clean(exe), clean(cwd)
 	}
-	rgid, egid := unix.Getgid(), unix.Getegid()
 	if egid == rgid {
 		read()
 		return exe, cwd, true
