@@ -145,9 +145,10 @@ func TestBufferReportsWriteErrors(t *testing.T) {
 }
 
 // TestLoggerLazyEvents: through a Buffer, the events every delivered
-// message logs (pickup from maildrop/, delivery, removal) wait; any other
-// event is written out at once with everything that waited before it, in
-// order.
+// message logs (pickup, whatever the door, delivery, removal) wait until
+// WriteOut (the doors that answer a client call it before the answer);
+// any other event is written out at once with everything that waited
+// before it, in order.
 func TestLoggerLazyEvents(t *testing.T) {
 	r := &recorder{}
 	b := NewBuffer(r, time.Hour)
@@ -155,20 +156,22 @@ func TestLoggerLazyEvents(t *testing.T) {
 	l.Pickup(Pickup{ID: "A", Via: "maildrop"})
 	l.Delivery("A", "x@example.org", "up:25", "250 ok", "Q1")
 	l.Removed("A", 1, 0)
+	l.Pickup(Pickup{ID: "B", Via: "socket"})
+	l.Pickup(Pickup{ID: "C", Via: "smtp"})
 	if got, n := r.all(); n != 0 {
 		t.Fatalf("lazy events written at once: %q", got)
 	}
-	l.Pickup(Pickup{ID: "B", Via: "socket"})
+	l.WriteOut()
 	got, n := r.all()
 	if n != 1 {
-		t.Fatalf("%d writes, want the four lines in one", n)
+		t.Fatalf("%d writes, want the five lines in one", n)
 	}
 	var events []string
 	for _, line := range strings.Split(strings.TrimSuffix(got, "\n"), "\n") {
 		f := strings.Fields(line)
 		events = append(events, f[1]+" "+f[2])
 	}
-	if want := "event=pickup id=A|event=delivery id=A|event=removed id=A|event=pickup id=B"; strings.Join(events, "|") != want {
+	if want := "event=pickup id=A|event=delivery id=A|event=removed id=A|event=pickup id=B|event=pickup id=C"; strings.Join(events, "|") != want {
 		t.Fatalf("written %q, want %q", strings.Join(events, "|"), want)
 	}
 	l.Delivery("B", "x@example.org", "up:25", "250 ok", "Q2")

@@ -204,13 +204,13 @@ func (l *Logger) Pickup(p Pickup) {
 	if len(p.Ignored) > 0 {
 		as = append(as, str("ignored", strings.Join(p.Ignored, " ")))
 	}
-	if p.Via == "maildrop" {
-		// Nobody waits for this line: sendmail's caller was told
-		// already, when the file was written.
-		l.emitLazy(slog.LevelInfo, "pickup", as...)
-		return
-	}
-	l.emit(slog.LevelInfo, "pickup", as...)
+	// The line may wait (emitLazy): nobody waits for it from maildrop/
+	// (sendmail's caller was told when the file was written), and the
+	// doors whose client is told (the SMTP listener, the submission
+	// socket: pickup.Pickup.Store) write it out (WriteOut) before the
+	// answer, once for all the messages of a group commit instead of a
+	// write(2) for each.
+	l.emitLazy(slog.LevelInfo, "pickup", as...)
 }
 
 // ForgedTrace logs event=forged-trace: trace fields a caller wrote were

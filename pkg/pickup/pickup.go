@@ -877,6 +877,11 @@ func (p *Pickup) Store(maxSize int64) func(m *spool.Meta, body io.Reader) (strin
 		id, at, undo, err := p.enqueueAt(&mm, body, inGroup, true)
 		if err == nil {
 			err = p.commit(id, at, undo)
+			// The pickup line waited in the log's buffer (with those
+			// of the group's other messages: the first member to get
+			// here writes them all at once); it is in the log before
+			// the client is answered.
+			p.Log.WriteOut()
 		} else {
 			p.committer.end()
 		}
