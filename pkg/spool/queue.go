@@ -203,6 +203,10 @@ type Queue struct {
 	replayed []string
 	damaged  bool                // replay skipped lines (see Recover)
 	dropped  map[string]struct{} // messages a failed Sync dropped, until SyncIDs reports them
+	gone     []goneSpan          // ranges of messages removed, until a Sync covers them (holes.go)
+	blk      int64               // the unit of punching (holes.go)
+	noPunch  bool                // the file system cannot punch holes
+	punched  int64               // bytes punched out of segments
 
 	syncMu  sync.Mutex // one Sync at a time; the fields below
 	synced  uint64     // every append before this one is durable
@@ -229,6 +233,11 @@ func OpenQueue(root string) (*Queue, error) {
 			q.Close()
 			return nil, err
 		}
+	}
+	q.blk = punchBlock
+	var sfs unix.Statfs_t
+	if unix.Fstatfs(int(q.segdir.Fd()), &sfs) == nil && sfs.Bsize > punchBlock {
+		q.blk = int64(sfs.Bsize)
 	}
 	if err := q.openSegments(); err != nil {
 		q.Close()
@@ -286,7 +295,7 @@ func (q *Queue) openJournal() error {
 	if res.seg >= q.nextSeg && res.seg < 1<<63 {
 		q.nextSeg = res.seg + 1
 	}
-	q.reserveLocked()
+	q.reserveLocked(false)
 	return nil
 }
 
@@ -307,18 +316,38 @@ const (
 )
 
 // reserveLocked renews the journal's reserve (q.mu held). A file system
-// without fallocate has no reserve (jalloc < 0).
-func (q *Queue) reserveLocked() {
+// without fallocate has no reserve (jalloc < 0). When the whole reserve
+// cannot be had (a full file system) and stepDown is set, it takes what
+// there is in smaller steps, down to one block: after space has been
+// freed (punchDead), the journal takes it back first, so that the
+// transitions that free more keep finding room.
+func (q *Queue) reserveLocked(stepDown bool) {
 	if q.jalloc < 0 {
 		return
 	}
-	err := unix.Fallocate(int(q.jf.Fd()), unix.FALLOC_FL_KEEP_SIZE, q.jsize, journalReserve)
+	fd := int(q.jf.Fd())
+	err := unix.Fallocate(fd, unix.FALLOC_FL_KEEP_SIZE, q.jsize, journalReserve)
 	switch {
 	case err == nil:
 		q.jalloc = q.jsize + journalReserve
+		return
 	case errors.Is(err, unix.EOPNOTSUPP), errors.Is(err, unix.ENOSYS):
 		q.jalloc = -1
+		return
+	case !stepDown:
+		return
 	}
+	want := q.jsize + journalReserve
+	at := max(q.jalloc, q.jsize)
+	for step := int64(journalReserve / 2); step >= punchBlock && at < want; {
+		n := min(step, want-at)
+		if unix.Fallocate(fd, unix.FALLOC_FL_KEEP_SIZE, at, n) != nil {
+			step /= 2
+			continue
+		}
+		at += n
+	}
+	q.jalloc = max(q.jalloc, at)
 }
 
 // Close syncs what is pending and releases the files.
@@ -354,7 +383,7 @@ func (q *Queue) appendLocked(line []byte, critical bool) error {
 		return errors.New("spool: the queue is closed")
 	}
 	if !critical && q.jalloc >= 0 && q.jsize+int64(len(line))+journalFloor > q.jalloc {
-		if q.reserveLocked(); q.jsize+int64(len(line))+journalFloor > q.jalloc {
+		if q.reserveLocked(false); q.jsize+int64(len(line))+journalFloor > q.jalloc {
 			return fmt.Errorf("spool: appending to %s: %w (the rest is kept for transitions)", q.jf.Name(), unix.ENOSPC)
 		}
 	}
@@ -374,7 +403,7 @@ func (q *Queue) appendLocked(line []byte, critical bool) error {
 	q.jsize += int64(n)
 	q.seq++
 	if q.jalloc >= 0 && q.jsize+journalSlack > q.jalloc {
-		q.reserveLocked()
+		q.reserveLocked(false)
 	}
 	return nil
 }
@@ -388,6 +417,7 @@ func (q *Queue) dropLocked(id string, e *entry) {
 		s.live--
 		s.liveBytes -= e.len
 		q.checkDead(s)
+		q.noteGoneLocked(s, e.off, e.len)
 	}
 }
 

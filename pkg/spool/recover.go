@@ -97,6 +97,9 @@ func (q *Queue) Recover(hasDrop func(id string) bool) ([]string, error) {
 		}
 	}
 	q.dying = q.dying[:0]
+	// What no message occupies in the segments kept is punched once the
+	// journal below is durable.
+	q.seedDeadLocked()
 	q.mu.Unlock()
 	if names, err := q.tmpdir.Readdirnames(-1); err == nil {
 		for _, n := range names {
@@ -112,7 +115,11 @@ func (q *Queue) Recover(hasDrop func(id string) bool) ([]string, error) {
 		log = append(log, fmt.Sprintf("journal-compaction-put-off problem=%q", q.putOff.Error()))
 		q.putOff = nil
 	}
+	synced := q.synced
 	q.syncMu.Unlock()
+	if err == nil {
+		q.punchDead(synced)
+	}
 	return log, err
 }
 

@@ -16,6 +16,8 @@ package spool
 // at start. A sealed segment none of whose messages is left is unlinked
 // once a Sync has made the journal lines that emptied it durable (before
 // that, a power loss could bring back entries pointing into it).
+// Before that, the space of its messages that are gone is punched out of
+// it as they go (holes.go).
 
 import (
 	"bufio"
@@ -60,14 +62,16 @@ type segment struct {
 	live      int      // messages in the queue stored here
 	liveBytes int64
 	created   time.Time
-	sealed    bool     // no more appends
-	busy      bool     // a writer holds it
-	dirty     bool     // written since the last Sync
-	dead      bool     // in q.dying
-	gone      bool     // unlinked; the file is closed when refs drops to 0
-	refs      int      // open Messages
-	deadSeq   uint64   // q.seq when it lost its last message
-	unsynced  []string // IDs added here since its last fdatasync
+	sealed    bool          // no more appends
+	busy      bool          // a writer holds it
+	dirty     bool          // written since the last Sync
+	dead      bool          // in q.dying
+	gone      bool          // unlinked; the file is closed when refs drops to 0
+	refs      int           // open Messages
+	deadSeq   uint64        // q.seq when it lost its last message
+	unsynced  []string      // IDs added here since its last fdatasync
+	deadSpans []span        // ranges known dead and punched (holes.go), sorted, merged
+	readers   map[int64]int // open Messages by their offset: not punched under them
 }
 
 func segName(n uint64) string { return fmt.Sprintf("%016x", n) }
@@ -411,6 +415,7 @@ type Message struct {
 	name string
 	q    *Queue
 	seg  *segment
+	off  int64
 	once sync.Once
 }
 
@@ -422,6 +427,9 @@ func (m *Message) Close() error {
 	m.once.Do(func() {
 		m.q.mu.Lock()
 		m.seg.refs--
+		if m.seg.readers[m.off]--; m.seg.readers[m.off] <= 0 {
+			delete(m.seg.readers, m.off)
+		}
 		if m.seg.gone && m.seg.refs == 0 {
 			m.seg.f.Close()
 		}
@@ -444,7 +452,11 @@ func (q *Queue) openSection(id string) (*Message, error) {
 		return nil, fmt.Errorf("%s: %w: its segment %s is missing", id, ErrCorrupt, filepath.Join(q.Root, DirSeg, segName(e.seg)))
 	}
 	s.refs++
-	return &Message{SectionReader: io.NewSectionReader(s.f, e.off, e.len), q: q, seg: s,
+	if s.readers == nil {
+		s.readers = map[int64]int{}
+	}
+	s.readers[e.off]++
+	return &Message{SectionReader: io.NewSectionReader(s.f, e.off, e.len), q: q, seg: s, off: e.off,
 		name: fmt.Sprintf("%s@%d", s.f.Name(), e.off)}, nil
 }
 
@@ -622,6 +634,7 @@ func (q *Queue) syncLocked(rewrite bool) error {
 	clear(q.dying[len(keep):])
 	q.dying = keep
 	q.mu.Unlock()
+	q.punchIfShort(start)
 	return nil
 }
 
@@ -683,7 +696,7 @@ func (q *Queue) rewriteLocked() error {
 	if q.jalloc > 0 {
 		q.jalloc = 0 // the new file's reserve is to be made
 	}
-	q.reserveLocked()
+	q.reserveLocked(false)
 	return nil
 }
 
@@ -715,7 +728,9 @@ func (q *Queue) Maintain() error {
 		err = errors.Join(err, fmt.Errorf("journal compaction put off: %w", q.putOff))
 		q.putOff = nil
 	}
+	synced := q.synced
 	q.syncMu.Unlock()
+	q.punchDead(synced)
 	if cerr := q.compactSegments(); cerr != nil {
 		err = errors.Join(err, cerr)
 	}
@@ -809,6 +824,7 @@ func (q *Queue) compactSegment(s *segment) error {
 		dst.live++
 		dst.liveBytes += m.n
 		e.seg, e.off = dst.n, m.to
+		q.noteGoneLocked(s, m.from, m.n)
 	}
 	dst.size = w.off
 	dst.dirty = true
