@@ -214,6 +214,7 @@ type Queue struct {
 	failHi  uint64
 	failErr error
 	putOff  error // a journal compaction that failed (and was not needed for durability)
+	jsynced int64 // the journal's size at the last Sync that made it durable (see holdP)
 
 	// Now is the clock of segment compaction (time.Now when nil).
 	Now func() time.Time

@@ -27,9 +27,11 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -72,6 +74,11 @@ type segment struct {
 	unsynced  []string      // IDs added here since its last fdatasync
 	deadSpans []span        // ranges known dead and punched (holes.go), sorted, merged
 	readers   map[int64]int // open Messages by their offset: not punched under them
+	synced    int64         // size at its last fdatasync (see holdP)
+	// streaming: its writer has written part of a message that is not
+	// committed yet (a message larger than MsgWriter's buffer), so an
+	// fdatasync may have more to write than size-synced tells.
+	streaming atomic.Bool
 }
 
 func segName(n uint64) string { return fmt.Sprintf("%016x", n) }
@@ -275,12 +282,14 @@ func (w *MsgWriter) Write(p []byte) (int, error) {
 func (w *MsgWriter) put(p []byte) error {
 	for len(p) > 0 {
 		if len(w.buf) == 0 && len(p) >= cap(w.buf) {
+			w.seg.streaming.Store(true)
 			return w.out(p)
 		}
 		n := copy(w.buf[len(w.buf):cap(w.buf)], p)
 		w.buf = w.buf[:len(w.buf)+n]
 		p = p[n:]
 		if len(w.buf) == cap(w.buf) {
+			w.seg.streaming.Store(true)
 			if err := w.flush(); err != nil {
 				return err
 			}
@@ -380,6 +389,7 @@ func (q *Queue) add(id string, e *entry, s *segment, end int64) error {
 
 func (w *MsgWriter) finish() {
 	w.done = true
+	w.seg.streaming.Store(false)
 	if w.buf != nil {
 		b := w.buf[:0]
 		writers.Put(&b)
@@ -536,14 +546,19 @@ func (q *Queue) syncLocked(rewrite bool) error {
 		return errors.New("spool: the queue is closed")
 	}
 	start := q.seq
+	hold := holdP()
 	var segs []*segment
 	var ids [][]string
+	var sizes []int64
+	var small []bool
 	for _, s := range q.segs {
 		if s.dirty {
 			s.dirty = false
 			segs = append(segs, s)
 			ids = append(ids, s.unsynced)
 			s.unsynced = nil
+			sizes = append(sizes, s.size)
+			small = append(small, hold && s.smallSync())
 		}
 	}
 	dirDirty := q.segDirty
@@ -561,7 +576,13 @@ func (q *Queue) syncLocked(rewrite bool) error {
 	var err error
 	var failed []int
 	for i, s := range segs {
-		if e := s.f.Sync(); e != nil {
+		var e error
+		if small[i] {
+			e = fdatasyncHoldingP(s.f)
+		} else {
+			e = s.f.Sync()
+		}
+		if e != nil {
 			failed = append(failed, i)
 			err = errors.Join(err, fmt.Errorf("spool: fdatasync %s: %w", s.f.Name(), e))
 		}
@@ -604,10 +625,19 @@ func (q *Queue) syncLocked(rewrite bool) error {
 				err = nil
 			}
 		}
-		jf := q.jf
+		jf, jsize := q.jf, q.jsize
 		q.mu.Unlock()
 		if err == nil && !synced {
-			if e := unix.Fdatasync(int(jf.Fd())); e != nil {
+			var e error
+			if hold && jsize-q.jsynced >= 0 && jsize-q.jsynced <= smallSync {
+				e = fdatasyncHoldingP(jf)
+			} else {
+				e = unix.Fdatasync(int(jf.Fd()))
+			}
+			if e == nil {
+				q.jsynced = jsize
+			}
+			if e != nil {
 				q.mu.Lock()
 				q.rewrite = true
 				q.mu.Unlock()
@@ -622,6 +652,9 @@ func (q *Queue) syncLocked(rewrite bool) error {
 	q.synced = start
 	// The segments emptied by lines this Sync covered may go now.
 	q.mu.Lock()
+	for i, s := range segs {
+		s.synced = max(s.synced, sizes[i])
+	}
 	keep := q.dying[:0]
 	for _, s := range q.dying {
 		switch {
@@ -846,4 +879,55 @@ func (q *Queue) Section(id string) (path string, off, n int64, err error) {
 		return "", 0, 0, fmt.Errorf("%s: %w", id, ErrNotFound)
 	}
 	return filepath.Join(q.Root, DirSeg, segName(e.seg)), e.off, e.len, nil
+}
+
+// smallSync reports (q.mu held) whether an fdatasync of s has at most
+// smallSync bytes to write (see holdP).
+func (s *segment) smallSync() bool {
+	return !s.streaming.Load() && s.size-s.synced >= 0 && s.size-s.synced <= smallSync
+}
+
+// smallSync bounds what an fdatasync made by holdP's way may have to
+// write.
+const smallSync = 256 << 10
+
+// holdP reports whether Sync makes its fdatasyncs of little data (at most
+// smallSync written since the file's last one, no message being streamed
+// into it) as raw system calls, which keep the calling thread's P (Go's
+// scheduler context) for the duration. A system call made the usual way
+// gives it up: an fdatasync lasts 100 µs and more, so the runtime's
+// monitor (sysmon) takes the P away and wakes another thread to run it,
+// and at its return the thread finds no P, parks, and the syncing
+// goroutine waits to be scheduled again; and sysmon, which took a P back,
+// keeps polling every 20 µs. With a Sync every millisecond (the loopback
+// listener under load, two fdatasyncs each) those switches of thread
+// were much of relayd's time (finish_task_switch and runtime.sysmon
+// together a fifth of its samples). The cost: the P is kept
+// from the other goroutines while the disk writes (the other Ps run them;
+// not done with a single P), and a stop of the world (garbage collection)
+// waits for the fdatasync to return, which is why only small ones go this
+// way.
+func holdP() bool { return runtime.GOMAXPROCS(0) > 1 }
+
+// fdatasyncHoldingP is fdatasync(2) of f as a raw system call (see holdP).
+func fdatasyncHoldingP(f *os.File) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var errno unix.Errno
+	if err := rc.Control(func(fd uintptr) {
+		for {
+			_, _, errno = unix.RawSyscall(unix.SYS_FDATASYNC, fd, 0, 0)
+			if errno != unix.EINTR {
+				return
+			}
+		}
+	}); err != nil {
+		return err
+	}
+	if errno != 0 {
+		return errno
+	}
+	return nil
 }

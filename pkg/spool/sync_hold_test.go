@@ -1,0 +1,109 @@
+package spool
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// segOf returns the segment holding queued message id.
+func segOf(t *testing.T, q *Queue, id string) *segment {
+	t.Helper()
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	e := q.entries[id]
+	if e == nil {
+		t.Fatalf("%s is not queued", id)
+	}
+	return q.segs[e.seg]
+}
+
+func small(q *Queue, s *segment) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return s.smallSync()
+}
+
+// Sync makes a segment's fdatasync the raw way (holding the P) only when
+// it has little to write: what was committed since its last Sync is
+// small and no message is being streamed into it.
+func TestSyncHoldsPOnlyForSmallWrites(t *testing.T) {
+	q := newTestQueue(t)
+	a := putMessage(t, q, Incoming)
+	s := segOf(t, q, a)
+	if !small(q, s) {
+		t.Fatal("a segment with one small message unsynced: not a small fdatasync")
+	}
+	if err := q.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if s.synced != s.size {
+		t.Fatalf("synced %d after Sync, size %d", s.synced, s.size)
+	}
+
+	// A large message committed: the segment's next fdatasync is not
+	// small, until a Sync has written it.
+	big := putBody(t, q, Incoming, "Subject: big\n\n"+string(bytes.Repeat([]byte("0123456789abcde\n"), (smallSync+4096)/16)))
+	if segOf(t, q, big) != s {
+		t.Fatal("the second message went to another segment") // one writer at a time: the idle one is reused
+	}
+	if small(q, s) {
+		t.Fatalf("%d bytes unsynced: a small fdatasync", s.size-s.synced)
+	}
+	if err := q.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if !small(q, s) {
+		t.Fatal("nothing unsynced after Sync: not a small fdatasync")
+	}
+
+	// A message longer than the writer's buffer, being streamed: its
+	// bytes are in the segment file though not in its size yet.
+	w, err := q.NewMessage(testMeta(NewID(time.Now())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.seg != s {
+		t.Fatal("the writer got another segment")
+	}
+	w.Write([]byte("Subject: streamed\n\n"))
+	w.Write(bytes.Repeat([]byte("0123456789abcde\n"), (100<<10)/16))
+	if small(q, s) {
+		t.Fatal("a message is being streamed into the segment: a small fdatasync")
+	}
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if !small(q, s) {
+		t.Fatal("100 KiB committed since the last Sync, nothing streamed: not a small fdatasync")
+	}
+	if err := q.Sync(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The raw fdatasync reports its failures as the usual one does.
+func TestFdatasyncHoldingP(t *testing.T) {
+	f, err := os.Create(filepath.Join(t.TempDir(), "f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("data\n")
+	if err := fdatasyncHoldingP(f); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if err := fdatasyncHoldingP(f); err == nil {
+		t.Fatal("fdatasync of a closed file succeeded")
+	}
+	d, err := os.Open(os.DevNull) // a character device: EINVAL
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if err := fdatasyncHoldingP(d); err == nil {
+		t.Fatal("fdatasync of /dev/null succeeded")
+	}
+}
