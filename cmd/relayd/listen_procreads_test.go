@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -26,7 +27,7 @@ func TestListenUnixFallbackReadsStatusOnce(t *testing.T) {
 	s := newSite(t, up, siteOpts{extra: listenConf})
 	trace := filepath.Join(t.TempDir(), "strace.out")
 	s.asDaemon()
-	d, relayd := s.startStraced("-f", "-qq", "-e", "trace=openat", "-o", trace)
+	d, relayd := s.startStraced("-f", "-qq", "-e", "trace=openat,read,pread64,close", "-o", trace)
 	addrs := s.listenAddrs()
 
 	client := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c", `
@@ -77,9 +78,38 @@ print(reply(), flush=True)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := strings.Count(string(b), `"/proc/`+pid+`/status"`); n != 1 {
-		t.Errorf("relayd opened /proc/%s/status %d times, want 1:\n%s", pid, n, grepLines(string(b), "/proc/"+pid+"/"))
+	if n := statusReads(string(b), pid); n != 1 {
+		t.Errorf("relayd read /proc/%s/status %d times, want 1:\n%s", pid, n, b)
 	}
+}
+
+// statusReads counts the readings of /proc/PID/status in an strace
+// output: the reads of each descriptor opened by its path, and the
+// preads of each opened relative to a descriptor of /proc/PID (the files
+// relayd keeps open, origin.Procs), until it is closed.
+func statusReads(trace, pid string) int {
+	opened := regexp.MustCompile(`openat\(AT_FDCWD, "/proc/` + pid + `/status", .*\) = (\d+)$`)
+	dir := regexp.MustCompile(`openat\(AT_FDCWD, "/proc/` + pid + `", [^)]*O_PATH.*\) = (\d+)$`)
+	rel := regexp.MustCompile(`openat\((\d+), "status", .*\) = (\d+)$`)
+	io := regexp.MustCompile(`(?:read|pread64)\((\d+), `)
+	closed := regexp.MustCompile(`close\((\d+)\)`)
+	dirs, status := map[string]bool{}, map[string]bool{}
+	n := 0
+	for _, l := range strings.Split(trace, "\n") {
+		if m := opened.FindStringSubmatch(l); m != nil {
+			status[m[1]] = true
+		} else if m := dir.FindStringSubmatch(l); m != nil {
+			dirs[m[1]] = true
+		} else if m := rel.FindStringSubmatch(l); m != nil && dirs[m[1]] {
+			status[m[2]] = true
+		} else if m := io.FindStringSubmatch(l); m != nil && status[m[1]] {
+			n++
+		} else if m := closed.FindStringSubmatch(l); m != nil {
+			delete(dirs, m[1])
+			delete(status, m[1])
+		}
+	}
+	return n
 }
 
 // grepLines returns the lines of s that contain sub.

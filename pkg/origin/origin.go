@@ -207,19 +207,23 @@ func readProcess(pid int) Process {
 	p := Process{PID: pid, UID: -1, GID: -1}
 	dir := "/proc/" + strconv.Itoa(pid) + "/"
 	withFile(dir+"status", 0, func(b []byte, _ bool) { p.parseStatus(b) })
-	withFile(dir+"cmdline", maxCmdline, func(b []byte, whole bool) {
-		if !whole {
-			// The argument the bound cut is left out.
-			b = b[:bytes.LastIndexByte(b, 0)+1]
-		}
-		b = bytes.TrimRight(b, "\x00")
-		for len(b) > 0 {
-			var a []byte
-			a, b, _ = bytes.Cut(b, []byte{0})
-			p.Cmdline = append(p.Cmdline, string(a))
-		}
-	})
+	withFile(dir+"cmdline", maxCmdline, p.parseCmdline)
 	return p
+}
+
+// parseCmdline records the arguments of b, the content of
+// /proc/PID/cmdline (its first maxCmdline bytes unless whole).
+func (p *Process) parseCmdline(b []byte, whole bool) {
+	if !whole {
+		// The argument the bound cut is left out.
+		b = b[:bytes.LastIndexByte(b, 0)+1]
+	}
+	b = bytes.TrimRight(b, "\x00")
+	for len(b) > 0 {
+		var a []byte
+		a, b, _ = bytes.Cut(b, []byte{0})
+		p.Cmdline = append(p.Cmdline, string(a))
+	}
 }
 
 // parseStatus records the name, parent, real UID and real GID that b, the
@@ -466,32 +470,37 @@ func (p Process) abs(path string) string {
 // that ends in ".service" or ".scope", e.g. "php8.2-fpm.service"; "" when
 // none does.
 func Cgroup(path string) string {
+	var unit string
+	withFile(path, 0, func(b []byte, _ bool) { unit = cgroupUnit(b) })
+	return unit
+}
+
+// cgroupUnit is Cgroup of b, the content of a /proc/PID/cgroup file.
+func cgroupUnit(b []byte) string {
 	var best string
-	withFile(path, 0, func(b []byte, _ bool) {
-		for len(b) > 0 {
-			var l []byte
-			l, b, _ = bytes.Cut(b, []byte{'\n'})
-			id, rest, ok1 := bytes.Cut(l, []byte{':'})
-			ctl, cpath, ok2 := bytes.Cut(rest, []byte{':'})
-			if !ok1 || !ok2 || !(string(id) == "0" && len(ctl) == 0 || string(ctl) == "name=systemd") {
-				continue
+	for len(b) > 0 {
+		var l []byte
+		l, b, _ = bytes.Cut(b, []byte{'\n'})
+		id, rest, ok1 := bytes.Cut(l, []byte{':'})
+		ctl, cpath, ok2 := bytes.Cut(rest, []byte{':'})
+		if !ok1 || !ok2 || !(string(id) == "0" && len(ctl) == 0 || string(ctl) == "name=systemd") {
+			continue
+		}
+		for len(cpath) > 0 {
+			elem := cpath
+			if i := bytes.LastIndexByte(cpath, '/'); i >= 0 {
+				elem, cpath = cpath[i+1:], cpath[:i]
+			} else {
+				cpath = nil
 			}
-			for len(cpath) > 0 {
-				elem := cpath
-				if i := bytes.LastIndexByte(cpath, '/'); i >= 0 {
-					elem, cpath = cpath[i+1:], cpath[:i]
-				} else {
-					cpath = nil
+			if bytes.HasSuffix(elem, []byte(".service")) || bytes.HasSuffix(elem, []byte(".scope")) {
+				if len(ctl) == 0 || best == "" {
+					best = string(elem)
 				}
-				if bytes.HasSuffix(elem, []byte(".service")) || bytes.HasSuffix(elem, []byte(".scope")) {
-					if len(ctl) == 0 || best == "" {
-						best = string(elem)
-					}
-					break
-				}
+				break
 			}
 		}
-	})
+	}
 	return clean(best)
 }
 
@@ -642,6 +651,13 @@ func withFile(path string, limit int, use func(b []byte, whole bool)) error {
 		return err
 	}
 	defer f.Close()
+	return readWith(func(p []byte, _ int) (int, error) { return f.Read(p) }, limit, use)
+}
+
+// readWith is withFile's reading: read(p, off) reads the file's bytes
+// from off (a reader of its own, or pread(2) on a descriptor kept open)
+// into p.
+func readWith(read func(p []byte, off int) (int, error), limit int, use func(b []byte, whole bool)) error {
 	bp := fileBufs.Get().(*[]byte)
 	defer fileBufs.Put(bp)
 	b := (*bp)[:0]
@@ -658,7 +674,7 @@ func withFile(path string, limit int, use func(b []byte, whole bool)) error {
 		if limit > 0 {
 			end = min(end, limit)
 		}
-		n, err := f.Read(b[len(b):end])
+		n, err := read(b[len(b):end], len(b))
 		b = b[:len(b)+n]
 		if err == io.EOF || err == nil && n > 0 && len(b) < end {
 			use(b, true)

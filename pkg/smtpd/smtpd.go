@@ -104,6 +104,9 @@ const (
 	// are refused with 421 at once (a flood of connects costs no /proc
 	// scans).
 	maxPending = 128
+	// keptProcs bounds the client processes whose /proc files are kept
+	// open between connections (origin.Procs): 4 descriptors each.
+	keptProcs = 32
 )
 
 // Options configure a Server.
@@ -174,6 +177,7 @@ type Server struct {
 	recent   recentHolders      // the processes that held each user's last sockets
 	users    userNames          // user names by UID
 	budget   scanBudget         // each user's allowance of /proc scan time
+	procs    *origin.Procs      // the /proc files of the last clients' processes, kept open
 	selfPID  int
 
 	mu    sync.Mutex
@@ -186,7 +190,7 @@ type Server struct {
 // New returns a Server with opts.
 func New(opts Options) *Server {
 	opts.defaults()
-	s := &Server{opts: opts, selfPID: os.Getpid(),
+	s := &Server{opts: opts, selfPID: os.Getpid(), procs: origin.NewProcs(keptProcs),
 		lns: map[net.Listener]bool{}, conns: map[*conn]bool{}, done: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.busy = &sockserve.RateLog{Log: func(n int, kv ...any) {
@@ -551,7 +555,7 @@ func (s *Server) describe(raw net.Conn, id *Identity) {
 			}
 			defer unix.Close(pfd)
 			var o spool.Origin
-			gid, ok := origin.ApplyProcessOf(&o, id.peerPID, id.UID)
+			gid, ok := s.procs.ApplyProcessOf(&o, id.peerPID, id.UID)
 			if ok && !exited(pfd) {
 				// (Not a descriptor seen to hold the socket: no slot.)
 				id.PID, h.PID, h.FD, id.Origin = id.peerPID, id.peerPID, -1, o
@@ -564,7 +568,7 @@ func (s *Server) describe(raw net.Conn, id *Identity) {
 		id.PID = h.PID
 		if id.PID > 0 && id.PID != s.selfPID {
 			var o spool.Origin
-			gid := origin.ApplyProcess(&o, id.PID)
+			gid := s.procs.ApplyProcess(&o, id.PID)
 			// Read from /proc/PID: if the holder exited meanwhile and its
 			// PID went to another process, that is what was read. It
 			// counts only if the process still holds the socket (in the
@@ -836,6 +840,7 @@ wait:
 	}
 	s.smtp.Close()
 	<-s.done
+	s.procs.Close()
 }
 
 // conn is an identified connection. Its deadlines never go past the

@@ -1,0 +1,193 @@
+package origin
+
+import (
+	"io"
+	"os"
+	"os/exec"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mailshim/mailshim/pkg/spool"
+)
+
+// startShell starts "sh -c script" in dir and waits until the child runs
+// the shell (its command line is the shell's).
+func startShell(t *testing.T, dir, script string) (*exec.Cmd, io.WriteCloser) {
+	t.Helper()
+	cmd := exec.Command("/bin/sh", "-c", script, "procs-test")
+	cmd.Dir = dir
+	w, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close(); cmd.Process.Kill(); cmd.Wait() })
+	waitFor(t, "the shell", func() bool {
+		p := readProcess(cmd.Process.Pid)
+		return len(p.Cmdline) > 0 && p.Cmdline[0] == "/bin/sh"
+	})
+	return cmd, w
+}
+
+func waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	for range 500 {
+		if ok() {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("no %s within 5 s", what)
+}
+
+func kept(ps *Procs) int {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	return len(ps.m)
+}
+
+// Procs records what ApplyProcess records, through the files it keeps
+// open from the first reading on.
+func TestProcsSameAsApplyProcess(t *testing.T) {
+	cmd, _ := startShell(t, "/tmp", "read x")
+	pid := cmd.Process.Pid
+	ps := NewProcs(4)
+	defer ps.Close()
+	var want spool.Origin
+	wantGID := ApplyProcess(&want, pid)
+	if want.ParentExe == "" || want.ParentCwd != "/tmp" || want.ParentCmdline == "" {
+		t.Fatalf("ApplyProcess read %+v", want)
+	}
+	for i := range 2 {
+		var o spool.Origin
+		if gid := ps.ApplyProcess(&o, pid); gid != wantGID || !reflect.DeepEqual(o, want) {
+			t.Errorf("reading %d: gid %d, %+v; want %d, %+v", i+1, gid, o, wantGID, want)
+		}
+		if kept(ps) != 1 {
+			t.Errorf("reading %d: %d processes' files kept, want 1", i+1, kept(ps))
+		}
+	}
+	var o spool.Origin
+	if gid, ok := ps.ApplyProcessOf(&o, pid, os.Getuid()); !ok || gid != wantGID || !reflect.DeepEqual(o, want) {
+		t.Errorf("ApplyProcessOf(its uid) = %d, %v, %+v", gid, ok, o)
+	}
+	o = spool.Origin{}
+	if _, ok := ps.ApplyProcessOf(&o, pid, os.Getuid()+1); ok || !reflect.DeepEqual(o, spool.Origin{}) {
+		t.Errorf("ApplyProcessOf(another uid) = %v, %+v; want not recorded", ok, o)
+	}
+}
+
+// Every reading is of the process as it is then: after it changed its
+// directory and executed another program, the files kept open show the
+// new program, its command line and its directory.
+func TestProcsReadsAfresh(t *testing.T) {
+	cmd, w := startShell(t, "/", "read x; cd /tmp; exec sleep 60")
+	pid := cmd.Process.Pid
+	ps := NewProcs(4)
+	defer ps.Close()
+	var before spool.Origin
+	ps.ApplyProcess(&before, pid)
+	if before.ParentCwd != "/" || !strings.HasPrefix(before.ParentCmdline, "/bin/sh -c") {
+		t.Fatalf("first reading: %+v", before)
+	}
+	io.WriteString(w, "go\n")
+	waitFor(t, "the exec", func() bool {
+		p := readProcess(pid)
+		return len(p.Cmdline) > 0 && p.Cmdline[0] == "sleep"
+	})
+	var after spool.Origin
+	ps.ApplyProcess(&after, pid)
+	var want spool.Origin
+	ApplyProcess(&want, pid)
+	if !reflect.DeepEqual(after, want) || after.ParentCwd != "/tmp" || after.ParentCmdline != "sleep 60" || !strings.HasSuffix(after.ParentExe, "/sleep") {
+		t.Errorf("after the exec: %+v; want %+v", after, want)
+	}
+	if kept(ps) != 1 {
+		t.Errorf("%d processes' files kept, want 1 (the same process)", kept(ps))
+	}
+}
+
+// The files of a process that has exited read nothing, whatever process
+// its PID goes to: the process is not recorded from them, and they are
+// closed.
+func TestProcsExited(t *testing.T) {
+	cmd, _ := startShell(t, "/", "read x")
+	pid := cmd.Process.Pid
+	ps := NewProcs(4)
+	defer ps.Close()
+	var o spool.Origin
+	if ps.ApplyProcess(&o, pid) < 0 {
+		t.Fatal("not read")
+	}
+	ps.mu.Lock()
+	e := ps.m[pid]
+	ps.mu.Unlock()
+	cmd.Process.Kill()
+	cmd.Wait()
+	// The kept files themselves: gone with the process.
+	if _, _, err := e.read(); err == nil {
+		t.Fatal("the files of a reaped process still read")
+	}
+	o = spool.Origin{}
+	if gid := ps.ApplyProcess(&o, pid); gid != -1 || !reflect.DeepEqual(o, spool.Origin{}) {
+		t.Errorf("a reaped process: gid %d, %+v; want -1, nothing", gid, o)
+	}
+	if kept(ps) != 0 || !e.closed {
+		t.Errorf("its files are still kept (%d, closed %v)", kept(ps), e.closed)
+	}
+}
+
+// At most max processes' files are kept, the least recently read closed
+// first; Close closes them all.
+func TestProcsBound(t *testing.T) {
+	fds := func() int {
+		l, _ := os.ReadDir("/proc/self/fd")
+		return len(l)
+	}
+	before := fds()
+	ps := NewProcs(2)
+	var pids []int
+	for range 3 {
+		cmd, _ := startShell(t, "/", "read x")
+		pids = append(pids, cmd.Process.Pid)
+	}
+	base := fds()
+	var o spool.Origin
+	ps.ApplyProcess(&o, pids[0])
+	ps.ApplyProcess(&o, pids[1])
+	ps.ApplyProcess(&o, pids[0])
+	ps.ApplyProcess(&o, pids[2]) // closes pids[1]'s
+	ps.mu.Lock()
+	_, k0 := ps.m[pids[0]]
+	_, k1 := ps.m[pids[1]]
+	_, k2 := ps.m[pids[2]]
+	ps.mu.Unlock()
+	if !k0 || k1 || !k2 {
+		t.Errorf("kept %v %v %v, want the first and the last", k0, k1, k2)
+	}
+	if n := fds() - base; n != 8 {
+		t.Errorf("%d descriptors open for 2 processes, want 8", n)
+	}
+	ps.Close()
+	if n := fds(); n != base || base < before {
+		t.Errorf("%d descriptors open after Close, want %d", n, base)
+	}
+}
+
+// BenchmarkProcs is BenchmarkApplyProcess through the files kept open.
+func BenchmarkProcs(b *testing.B) {
+	b.ReportAllocs()
+	ps := NewProcs(4)
+	defer ps.Close()
+	pid := os.Getpid()
+	for b.Loop() {
+		var o spool.Origin
+		if ps.ApplyProcess(&o, pid) < 0 {
+			b.Fatal("not read")
+		}
+	}
+}
