@@ -38,6 +38,10 @@ func policyRules(cfg *config.Config) *policy.Policy {
 			n := a.MaxHeld
 			r.MaxHeld = &n
 		}
+		if a.Set["max_quarantined"] {
+			n := a.MaxQuarantined
+			r.MaxQuarantined = &n
+		}
 		p.Rules[k] = r
 	}
 	return p

@@ -68,6 +68,13 @@ type PolicyAccount struct {
 	// exits 73, SMTP 452 4.3.1; a maildrop file is bounced), so that one
 	// account cannot fill the spool's disk. 0: no limit.
 	MaxHeld int `toml:"max_held"`
+	// MaxQuarantined bounds the account's files in queue/quarantine/
+	// that a refused maildrop file whose sender gets no failure notice
+	// (the null sender, NOTIFY without FAILURE) may add to: such a
+	// file is quarantined up to it, and beyond it removed with an
+	// event=rejected line saying so, so that one account cannot fill
+	// the spool's disk through the quarantine. 0: no limit.
+	MaxQuarantined int `toml:"max_quarantined"`
 
 	// Set holds the keys written in this table.
 	Set map[string]bool `toml:"-"`

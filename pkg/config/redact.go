@@ -138,6 +138,7 @@ func (c *Config) Redacted() string {
 			{"recipients_per_day", fmt.Sprint(a.RecipientsPerDay)},
 			{"action", quote(a.Action)},
 			{"max_held", fmt.Sprint(a.MaxHeld)},
+			{"max_quarantined", fmt.Sprint(a.MaxQuarantined)},
 		} {
 			// Only what the table sets: the rest falls through to the
 			// next table, which an explicit value here would hide.

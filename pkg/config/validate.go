@@ -376,7 +376,7 @@ func (pol *Policy) validateAccounts(v validator, p []string) {
 			name string
 			n    int
 		}{
-			{"max_recipients", a.MaxRecipients}, {"max_held", a.MaxHeld},
+			{"max_recipients", a.MaxRecipients}, {"max_held", a.MaxHeld}, {"max_quarantined", a.MaxQuarantined},
 			{"messages_per_minute", a.MessagesPerMinute}, {"messages_per_hour", a.MessagesPerHour}, {"messages_per_day", a.MessagesPerDay},
 			{"recipients_per_minute", a.RecipientsPerMinute}, {"recipients_per_hour", a.RecipientsPerHour}, {"recipients_per_day", a.RecipientsPerDay},
 		} {

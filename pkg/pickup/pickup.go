@@ -17,8 +17,9 @@
 // sendmail used), no recipients — is not damaged but refused: sendmail told
 // its caller it was stored, so it is bounced to its sender with the reason
 // and the fix (Pickup.Reject, a DSN) and removed, with a loud
-// event=rejected line; only one from the null sender, with no one to tell,
-// is quarantined.
+// event=rejected line; one with no one to tell (the null sender, a NOTIFY
+// without FAILURE) is quarantined, up to the account's max_quarantined
+// files there, and beyond it removed with that line saying so.
 //
 // A good message is rewritten on its way into the queue (enqueue): the
 // recipients are qualified and aliases expanded, the sender resolved
@@ -116,6 +117,10 @@ type Pickup struct {
 	// failed, with when: tried again at the next periodic scan, not at
 	// once (the move undone wakes the inotify watch: no retry loop).
 	quarFailed map[string]time.Time
+	// quarCount (under mu) counts the files of queue/quarantine/ by
+	// owner, from a scan at quarScan (see quarantinedBy).
+	quarCount map[int]int
+	quarScan  time.Time
 	// held (under heldMu) is pending as a set, for the queue (Holds).
 	heldMu sync.Mutex
 	held   map[string]bool
@@ -343,8 +348,9 @@ func (p *Pickup) flush() {
 	}
 }
 
-// quarantine moves maildrop/<name> to queue/quarantine with a log line.
-func (p *Pickup) quarantine(name, reason string, more ...slog.Attr) {
+// quarantine moves maildrop/<name> to queue/quarantine with a log line,
+// and reports whether it did.
+func (p *Pickup) quarantine(name, reason string, more ...slog.Attr) bool {
 	to, err := p.Queue.QuarantineFile(p.maildrop, name, name)
 	if err != nil {
 		p.Log.FileError(name, "cannot quarantine: "+reason, err, more...)
@@ -352,9 +358,10 @@ func (p *Pickup) quarantine(name, reason string, more ...slog.Attr) {
 			p.quarFailed = map[string]time.Time{}
 		}
 		p.quarFailed[name] = p.now()
-		return
+		return false
 	}
 	p.Log.QuarantineFile(name, reason, filepath.Join(spool.DirQuarantine, to), more...)
+	return true
 }
 
 // unreadableFile reports a maildrop file relayd may not open — one loud
@@ -531,14 +538,12 @@ func (p *Pickup) reject(name string, f io.ReaderAt, m *spool.Meta, re *RejectErr
 	rj := maillog.Rejection{ID: name, UID: m.Origin.UID, User: m.Origin.User, From: sender, Rcpts: len(m.Env.Recipients),
 		Cause: re.Cause, Fix: re.Fix}
 	if _, err := message.ParseAddress(sender); err != nil || sender == "<>" || p.Reject == nil {
-		p.Log.Rejected(rj, "quarantined (no sender to bounce to)", "")
-		p.quarantine(name, "rejected: "+re.Cause, slog.Int("uid", m.Origin.UID))
+		p.unnoticed(name, m, rj, re, "no sender to bounce to")
 		return
 	}
 	if !message.NotifyAllows(m.Env.Notify, message.NotifyFailure) {
 		// RFC 3461 5.2.2: the sender asked for no failure notice.
-		p.Log.Rejected(rj, "quarantined (NOTIFY="+m.Env.Notify+": no failure notice wanted)", "")
-		p.quarantine(name, "rejected: "+re.Cause, slog.Int("uid", m.Origin.UID))
+		p.unnoticed(name, m, rj, re, "NOTIFY="+m.Env.Notify+": no failure notice wanted")
 		return
 	}
 	bm := *m
@@ -550,6 +555,49 @@ func (p *Pickup) reject(name string, f io.ReaderAt, m *spool.Meta, re *RejectErr
 	}
 	p.Log.Rejected(rj, "bounced", dsn)
 	p.unlinkDrop(name)
+}
+
+// unnoticed handles a refused maildrop file whose sender gets no notice
+// (why says why not): it is quarantined for the administrator while its
+// account has fewer than max_quarantined files in queue/quarantine/, and
+// beyond that removed, as Postfix discards what it cannot bounce, with
+// the event=rejected line (cause, fix, sender, UID) saying so: that line
+// is what is kept of it. So one account cannot fill the spool's disk
+// through the quarantine, while a few refusals stay there to look at.
+func (p *Pickup) unnoticed(name string, m *spool.Meta, rj maillog.Rejection, re *RejectError, why string) {
+	uid := m.Origin.UID
+	max := policy.Defaults().MaxQuarantined
+	if p.Gate != nil {
+		max = p.Gate.Limits(&policy.Message{ID: m.ID, Account: policy.Account{UID: uid, User: m.Origin.User}}).MaxQuarantined
+	}
+	if n := p.quarantinedBy(uid, max); max > 0 && n >= max {
+		p.Log.Rejected(rj, fmt.Sprintf("discarded (%s; the account has %d files in quarantine, the most allowed: max_quarantined)", why, n), "")
+		p.unlinkDrop(name)
+		return
+	}
+	p.Log.Rejected(rj, "quarantined ("+why+")", "")
+	if p.quarantine(name, "rejected: "+re.Cause, slog.Int("uid", uid)) {
+		p.quarCount[uid]++
+	}
+}
+
+// quarantinedBy returns how many files of queue/quarantine/ uid owns: a
+// count kept from a scan of the directory and what pickup added since,
+// scanned again when it reaches max (at most once a second), so that
+// files the administrator removed make room (p.mu held).
+func (p *Pickup) quarantinedBy(uid, max int) int {
+	if p.quarCount == nil || max > 0 && p.quarCount[uid] >= max && p.now().Sub(p.quarScan) >= time.Second {
+		c, err := p.Queue.QuarantineOwners()
+		if err != nil {
+			p.Log.Error("cannot count the files in quarantine", err)
+			if p.quarCount != nil {
+				return p.quarCount[uid]
+			}
+			c = map[int]int{}
+		}
+		p.quarCount, p.quarScan = c, p.now()
+	}
+	return p.quarCount[uid]
 }
 
 // headerSection returns the stored message's header section, at most

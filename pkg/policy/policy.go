@@ -19,6 +19,10 @@
 //     gets a bounce when the caller has gone);
 //   - max_held: the account's held messages at most; one more to hold is
 //     refused instead (pickup counts them in the queue).
+//   - max_quarantined: the account's files in queue/quarantine/ at most
+//     for refused maildrop files whose sender gets no failure notice;
+//     beyond it such a file is removed with a log line (pickup counts
+//     them by owner).
 //
 // A message that breaks a static rule (sender domain, recipients, size) is
 // always refused: no later time makes it acceptable.
@@ -101,12 +105,13 @@ func RateByName(name string) (Rate, bool) {
 // Rule is one table of the policy. A nil field is not set by this table:
 // the next table in the lookup order decides. A limit of 0 means no limit.
 type Rule struct {
-	FromDomains   []string
-	MaxRecipients *int
-	MaxSize       *int64
-	Rates         [NumRates]*int
-	Action        *Action
-	MaxHeld       *int
+	FromDomains    []string
+	MaxRecipients  *int
+	MaxSize        *int64
+	Rates          [NumRates]*int
+	Action         *Action
+	MaxHeld        *int
+	MaxQuarantined *int
 }
 
 // Limits are the resolved limits of one account. Each field says which
@@ -118,6 +123,9 @@ type Limits struct {
 	Rates         [NumRates]int
 	Action        Action
 	MaxHeld       int // held messages at most (0: no limit); see Gate
+	// MaxQuarantined: files in quarantine at most for refused maildrop
+	// files whose sender gets no notice (0: no limit); see pkg/pickup.
+	MaxQuarantined int
 	// Source names the table each key came from ("*", "www-data",
 	// "uid:33", "group:web", "default"), by key.
 	Source map[string]string
@@ -128,9 +136,10 @@ type Limits struct {
 // ("Stopping a compromised site") for why these numbers.
 func Defaults() Limits {
 	l := Limits{
-		MaxRecipients: 1000,
-		Action:        Hold,
-		MaxHeld:       1000,
+		MaxRecipients:  1000,
+		Action:         Hold,
+		MaxHeld:        1000,
+		MaxQuarantined: 100,
 	}
 	l.Rates[MessagesPerMinute] = 60
 	l.Rates[MessagesPerHour] = 500
@@ -286,6 +295,13 @@ func (p *Policy) Resolve(a Account) Limits {
 	pick("max_held", func(r Rule) bool {
 		if r.MaxHeld != nil {
 			l.MaxHeld = *r.MaxHeld
+			return true
+		}
+		return false
+	})
+	pick("max_quarantined", func(r Rule) bool {
+		if r.MaxQuarantined != nil {
+			l.MaxQuarantined = *r.MaxQuarantined
 			return true
 		}
 		return false

@@ -823,3 +823,27 @@ func sanitize(s string) string {
 	}
 	return b.String()
 }
+
+// QuarantineOwners counts the regular files of queue/quarantine/ by
+// owner: a quarantined maildrop file keeps its owner, the caller's UID
+// (pickup caps what refused mail may put there per account).
+func (q *Queue) QuarantineOwners() (map[int]int, error) {
+	fd, err := unix.Openat(int(q.quardir.Fd()), ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: q.quardir.Name(), Err: err}
+	}
+	d := os.NewFile(uintptr(fd), q.quardir.Name())
+	defer d.Close()
+	names, err := d.Readdirnames(-1)
+	if err != nil {
+		return nil, err
+	}
+	out := map[int]int{}
+	for _, n := range names {
+		var st unix.Stat_t
+		if unix.Fstatat(fd, n, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG {
+			out[int(st.Uid)]++
+		}
+	}
+	return out, nil
+}
