@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,9 @@ import (
 	"github.com/emersion/go-smtp"
 	"golang.org/x/sys/unix"
 
+	"github.com/mailshim/mailshim/pkg/config"
+	"github.com/mailshim/mailshim/pkg/maillog"
+	"github.com/mailshim/mailshim/pkg/pickup"
 	"github.com/mailshim/mailshim/pkg/spool"
 	"github.com/mailshim/mailshim/pkg/submit"
 )
@@ -46,6 +50,54 @@ func BenchmarkSession(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+	b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(b.N), "cpu-µs/op")
+}
+
+// BenchmarkSessionStore is BenchmarkSession from 8 clients at once, with
+// relayd's store (pickup.Pickup.Store into a private queue: rewriting,
+// trace headers, segment append, group commit with fdatasync): the
+// listener's part of the loopback benchmark's row but delivery, for
+// profiling (-cpuprofile; the clients run in this process too).
+func BenchmarkSessionStore(b *testing.B) {
+	root := filepath.Join(b.TempDir(), "spool")
+	if err := spool.Prepare(root, spool.CurrentOwner()); err != nil {
+		b.Fatal(err)
+	}
+	q, err := spool.OpenQueue(root)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer q.Close()
+	cfg := config.Default()
+	cfg.Hostname = "bench.example"
+	cfg.AliasesFile = ""
+	rw, errs := pickup.NewRewriter(cfg)
+	if len(errs) > 0 {
+		b.Fatal(errs)
+	}
+	p, err := pickup.New(q, rw, maillog.New(maillog.NewBuffer(io.Discard, maillog.FlushDelay), nil))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := New(Options{Hostname: "bench.example", Intake: &submit.Intake{Store: p.Store(0)}})
+	s.selfPID = -1
+	go s.Serve(ln)
+	defer s.Shutdown(b.Context())
+	msg := []byte("From: a@bench.example\r\nTo: r@bench.example\r\nSubject: bench\r\n\r\n" + strings.Repeat(strings.Repeat("x", 76)+"\r\n", 2048/78))
+	b.ReportAllocs()
+	b.SetParallelism(4) // 8 clients on 2 CPUs
+	cpu0 := cpuTime()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := sendOne(ln.Addr().String(), msg); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(b.N), "cpu-µs/op")
 }
 

@@ -1139,6 +1139,7 @@ func (ss *session) Data(r io.Reader) error {
 	if ss.tr == nil {
 		return smtpErr(503, smtp.EnhancedCode{5, 5, 1}, "Need MAIL command")
 	}
+	growStack()
 	ss.c.inData.Store(true)
 	defer ss.c.inData.Store(false)
 	opts := &ss.srv.opts
