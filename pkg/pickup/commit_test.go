@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/mailshim/mailshim/pkg/spool"
@@ -212,12 +213,25 @@ func TestStoreGroupWaitsForExpectedMembers(t *testing.T) {
 
 // A lone session (no recent group had more than one member, no other
 // store under way) is synced at once: the wait for siblings is not a
-// delay every message pays.
+// delay every message pays. Nor do Stores that ended without joining a
+// group (an error reading the data, a panic) leave anything to wait for.
 func TestStoreGroupLoneSessionDoesNotWait(t *testing.T) {
 	e := newEnv(t, testConfig())
 	c := &e.p.committer
 	c.maxWait = time.Hour
 	store := e.p.Store(0)
+	if _, err := store(storeMsg(), io.MultiReader(strings.NewReader("Subject: cut\n\nbo"), iotest.ErrReader(errors.New("connection reset")))); err == nil {
+		t.Fatal("a message whose data could not be read was stored")
+	}
+	func() {
+		defer func() { recover() }()
+		store(storeMsg(), panicReader{})
+	}()
+	c.mu.Lock()
+	if c.storing != 0 {
+		t.Errorf("%d Stores counted as under way after they ended", c.storing)
+	}
+	c.mu.Unlock()
 	for i := 0; i < 3; i++ {
 		done := make(chan error, 1)
 		go func() {
@@ -234,6 +248,10 @@ func TestStoreGroupLoneSessionDoesNotWait(t *testing.T) {
 		}
 	}
 }
+
+type panicReader struct{}
+
+func (panicReader) Read([]byte) (int, error) { panic("reading the data") }
 
 // A group's failed Sync fails every member, the one that joined it late
 // as much as the first: none is answered stored, none stays queued, and

@@ -921,17 +921,26 @@ func (p *Pickup) Store(maxSize int64) func(m *spool.Meta, body io.Reader) (strin
 		if maxSize > 0 {
 			body = &limitReader{r: body, left: maxSize}
 		}
+		// Counted among the Stores under way (which the group commit
+		// waits for) until it joins a group; uncounted however it ends
+		// before that (a refusal, an error, a panic the session's
+		// server recovers from), or every later group would wait for it.
 		p.committer.begin()
+		counted := true
+		defer func() {
+			if counted {
+				p.committer.end()
+			}
+		}()
 		id, at, undo, err := p.enqueueAt(&mm, body, inGroup, true)
 		if err == nil {
+			counted = false // commit uncounts it as it joins
 			err = p.commit(id, at, undo)
 			// The pickup line waited in the log's buffer (with those
 			// of the group's other messages: the first member to get
 			// here writes them all at once); it is in the log before
 			// the client is answered.
 			p.Log.WriteOut()
-		} else {
-			p.committer.end()
 		}
 		if re := (*RejectError)(nil); errors.As(err, &re) {
 			// The submitter is there to be told: no bounce.
