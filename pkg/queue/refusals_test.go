@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -112,3 +113,32 @@ func TestRefusalsExplained(t *testing.T) {
 }
 
 func unq(s string) string { return strings.ReplaceAll(s, `\"`, `"`) }
+
+// A reused session whose upstream answers the next transaction with 421
+// (it timed the idle session out, or is restarting, and said so before
+// closing) is dialed again at once: the message goes out in the same
+// pass, and the upstream's breaker stays closed.
+func TestIdle421RedialsAtOnce(t *testing.T) {
+	var mails atomic.Int32
+	srv := smtptest.New(t, smtptest.Options{Hook: func(ctx context.Context, stage, arg string) error {
+		if stage == smtptest.StageMail && mails.Add(1) == 2 {
+			return &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 4, 2}, Message: "Error: timeout exceeded"}
+		}
+		return nil
+	}})
+	opts := relay.Options{Hostname: "web1.example.com", ConnectTimeout: 10 * time.Second, CommandTimeout: 10 * time.Second, DataTimeout: 10 * time.Second}
+	e := newEnv(t, Settings{Concurrency: 1, Upstreams: NewUpstreams([]config.Upstream{srv.Upstream()}, opts, nil)})
+	ids := []string{e.enqueue(t, 1001, "sender@example.org", "x@example.net"), e.enqueue(t, 1001, "sender@example.org", "y@example.net")}
+	e.run()
+	if n := srv.Count(); n != 2 {
+		t.Fatalf("upstream got %d messages, want 2; log:\n%s", n, e.log)
+	}
+	for _, id := range ids {
+		if e.sp.HasMessage(id) {
+			t.Errorf("%s still queued", id)
+		}
+	}
+	if strings.Contains(e.log.String(), "event=upstream-down") {
+		t.Errorf("the upstream's breaker opened for an idle session's 421:\n%s", e.log)
+	}
+}

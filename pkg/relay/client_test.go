@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"sync"
@@ -859,5 +860,128 @@ func TestAuthBadChallengeCancelled(t *testing.T) {
 	w := ss.Writes()
 	if len(w) != 3 || !strings.HasPrefix(w[1], "AUTH LOGIN ") || w[2] != "*\r\n" || strings.Contains(strings.Join(w, ""), base64.StdEncoding.EncodeToString([]byte(pass))) {
 		t.Fatalf("the client wrote %q", w)
+	}
+}
+
+// The connection lost while the client waits for the reply to DATA
+// (before any of the message went out): as at MAIL or RCPT, a reused
+// session is dialed again at once (DeadSession), and the failure is the
+// upstream's, which another upstream may take (FailOver).
+func TestConnectionLostAwaiting354(t *testing.T) {
+	opts, ss := scriptedPipelining(t, "", func(line string) string {
+		if line == "DATA" {
+			return "CLOSE"
+		}
+		return ""
+	})
+	s := dialOK(t, pipeUp, opts)
+	res := s.Send(context.Background(), testMsg(simple, "a@example.net"))
+	if e := res.Err; e == nil || e.Code != 0 || e.Stage != StageData || e.Class != Temporary || !DeadSession(res) || !FailOver(res) {
+		t.Fatalf("got %v (dead session %v, failover %v)", res.Err, DeadSession(res), FailOver(res))
+	}
+	if s.Alive() {
+		t.Fatal("session alive")
+	}
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if len(ss.data) != 0 {
+		t.Fatal("message data sent")
+	}
+}
+
+// A connection lost while the message data goes out (after the 354) is
+// not a dead session: the upstream may have taken part of it, and the
+// message stays on this upstream's schedule.
+func TestConnectionLostDuringData(t *testing.T) {
+	opts := lineServer(t, func(verb string, w io.Writer) bool {
+		switch verb {
+		case "DATA":
+			fmt.Fprintf(w, "354 go ahead\r\n")
+			return false // and hang up
+		case "EHLO":
+			fmt.Fprintf(w, "250-fake\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
+		default:
+			fmt.Fprintf(w, "250 2.0.0 Ok\r\n")
+		}
+		return true
+	})
+	s := dialOK(t, pipeUp, opts)
+	res := s.Send(context.Background(), testMsg(simple, "a@example.net"))
+	if e := res.Err; e == nil || e.Code != 0 || e.Stage != StageData || e.Class != Temporary || DeadSession(res) || FailOver(res) {
+		t.Fatalf("got %v (dead session %v, failover %v)", res.Err, DeadSession(res), FailOver(res))
+	}
+}
+
+// lineServer is an upstream over net.Pipe that greets and then answers
+// each command line through answer (given the verb, upper case), until
+// answer returns false: it then closes the connection.
+func lineServer(t *testing.T, answer func(verb string, w io.Writer) bool) Options {
+	opts := testOpts()
+	opts.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, srv := net.Pipe()
+		go func() {
+			defer srv.Close()
+			r := bufio.NewReader(srv)
+			fmt.Fprintf(srv, "220 fake ESMTP\r\n")
+			for {
+				l, err := r.ReadString('\n')
+				if err != nil || !answer(strings.ToUpper(strings.Fields(l + " x")[0]), srv) {
+					return
+				}
+			}
+		}()
+		return c, nil
+	}
+	return opts
+}
+
+// A 421 that an upstream sent while the session was idle (an idle
+// timeout, a restart) is what the client reads first when it sends the
+// next transaction: it is the session's end, not an answer about the
+// message, so the queue dials again at once (DeadSession) instead of
+// failing over or opening the upstream's breaker.
+func TestIdle421IsADeadSession(t *testing.T) {
+	var mails atomic.Int32
+	opts, _ := scriptedPipelining(t, "", func(line string) string {
+		if strings.HasPrefix(line, "MAIL") && mails.Add(1) == 2 {
+			return "421 4.4.2 fake.example Error: timeout exceeded\r\n"
+		}
+		return ""
+	})
+	s := dialOK(t, pipeUp, opts)
+	if res := s.Send(context.Background(), testMsg(simple, "a@example.net")); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	res := s.Send(context.Background(), testMsg(simple, "a@example.net"))
+	if e := res.Err; e == nil || e.Code != 421 || e.Stage != StageMail || !DeadSession(res) {
+		t.Fatalf("got %v (dead session %v)", res.Err, DeadSession(res))
+	}
+	if s.Alive() {
+		t.Fatal("session alive after 421")
+	}
+}
+
+// Close says QUIT and waits for the reply only briefly, not the command
+// timeout: an upstream that never answers QUIT does not hold up a
+// worker that changes upstream, nor relayd's stop.
+func TestCloseDoesNotWaitForQUIT(t *testing.T) {
+	opts := lineServer(t, func(verb string, w io.Writer) bool {
+		switch verb {
+		case "EHLO":
+			fmt.Fprintf(w, "250-fake\r\n250 8BITMIME\r\n")
+		case "QUIT":
+			// No reply; the connection stays open until the client
+			// closes it.
+		default:
+			fmt.Fprintf(w, "250 2.0.0 Ok\r\n")
+		}
+		return true
+	})
+	opts.CommandTimeout = 60 * time.Second
+	s := dialOK(t, pipeUp, opts)
+	start := time.Now()
+	s.Close()
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("Close took %v", d)
 	}
 }

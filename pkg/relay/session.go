@@ -386,8 +386,14 @@ func (s *Session) abort() {
 	}
 }
 
-// Close says QUIT (bounded by the command timeout) and closes the
-// connection.
+// quitWait bounds how long Close waits to send QUIT and for its reply:
+// the session is over either way, and a worker that changes upstream,
+// or relayd stopping, must not wait the command timeout for an upstream
+// that does not answer.
+const quitWait = 2 * time.Second
+
+// Close says QUIT (within quitWait, or the command timeout if shorter)
+// and closes the connection.
 func (s *Session) Close() error {
 	if s.dead {
 		if s.raw != nil {
@@ -396,6 +402,7 @@ func (s *Session) Close() error {
 		return nil
 	}
 	s.dead = true
+	s.c.wt, s.c.rt = min(s.command, quitWait), min(s.command, quitWait)
 	_, err := s.c.do("QUIT", 2)
 	s.raw.Close()
 	return err
@@ -704,7 +711,8 @@ func (s *Session) Send(ctx context.Context, m *Message) *Result {
 	}
 	r, err = next()
 	if err != nil {
-		return netFail(StageData, err)
+		// Nothing of the message has gone out yet.
+		return netFail(StageData, &beforeData{err})
 	}
 	if r.code != 354 {
 		return fail(refused(StageData, r))

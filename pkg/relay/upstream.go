@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"errors"
 	"net"
 	"strconv"
 	"strings"
@@ -51,11 +52,12 @@ func (e *Error) UpstreamTrouble() bool {
 	case e.Code == 421, e.Class == AuthFailure:
 		return true
 	case e.Code == 0:
-		// The connection was lost before any data went out (a lost
-		// connection during the data is StageData without a code:
-		// the upstream never acknowledged the message, but the data
-		// command had started; keep it on this upstream's schedule).
-		return e.Stage != StageData
+		// The connection was lost before any data went out (awaiting
+		// the reply to DATA included). A connection lost during the
+		// data is StageData without a code too: the upstream never
+		// acknowledged the message, but some of it went out; keep it
+		// on this upstream's schedule.
+		return e.Stage != StageData || lostBeforeData(e)
 	case e.Stage == StageRcpt:
 		return e.Enhanced == "4.3.1"
 	case e.Code >= 400 && e.Code < 500:
@@ -81,15 +83,41 @@ func FailOver(res *Result) bool {
 
 // DeadSession reports whether res is a reused session found dead before
 // the message data: the connection was lost (no reply) at RSET, EHLO,
-// MAIL or RCPT, so nothing of the message reached the upstream and it may
-// be sent again at once on a fresh connection.
+// MAIL, RCPT or awaiting the reply to DATA, or the first reply the
+// client read was a 421 (an upstream that timed the idle session out, or
+// restarted, says so before it closes, and that reply is read as the
+// answer to the next RSET or MAIL). Nothing of the message reached the
+// upstream, and it may be sent again at once on a fresh connection.
 func DeadSession(res *Result) bool {
-	if res == nil || res.Err == nil || res.Accepted() > 0 || res.Err.Code != 0 || res.Err.Class != Temporary {
+	if res == nil || res.Err == nil || res.Accepted() > 0 || res.Err.Class != Temporary {
 		return false
 	}
-	switch res.Err.Stage {
+	e := res.Err
+	if e.Code == 421 {
+		return e.Stage == StageMail
+	}
+	if e.Code != 0 {
+		return false
+	}
+	switch e.Stage {
 	case StageConnect, StageEHLO, StageMail, StageRcpt:
 		return true
+	case StageData:
+		return lostBeforeData(e)
 	}
 	return false
+}
+
+// beforeData marks a connection lost at the data stage before any of the
+// message went out (awaiting the reply to DATA).
+type beforeData struct{ err error }
+
+func (b *beforeData) Error() string { return b.err.Error() }
+func (b *beforeData) Unwrap() error { return b.err }
+
+// lostBeforeData reports whether e is a connection lost at the data
+// stage before any of the message went out.
+func lostBeforeData(e *Error) bool {
+	var b *beforeData
+	return e.Stage == StageData && e.Code == 0 && errors.As(e.Err, &b)
 }
