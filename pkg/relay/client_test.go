@@ -667,8 +667,9 @@ func TestAuthChallengesBounded(t *testing.T) {
 // is about the session, never about the message: the message is not
 // bounced; the session is dropped like a lost one (nothing of the message
 // went out), so the queue dials again at once (DeadSession), and fails
-// over as for a lost connection if that fails too. 421 stays the upstream
-// going away (failover at once).
+// over as for a lost connection if that fails too. A 421 is the session's
+// end too: dialed again at once, then failover as for the upstream going
+// away.
 func TestRefusedRSETNeverBounces(t *testing.T) {
 	for _, tc := range []struct {
 		rset     string
@@ -679,7 +680,10 @@ func TestRefusedRSETNeverBounces(t *testing.T) {
 		{"502 5.5.2 Error: command not recognized\r\n", 0, true, true},
 		{"503 5.5.1 Error: too many errors\r\n", 0, true, true},
 		{"451 4.3.0 Error: try again\r\n", 0, true, true},
-		{"421 4.7.0 Error: too many errors\r\n", 421, false, true},
+		// A 421 ends the session: dialed again at once, as for a 421
+		// the upstream sent while the session was idle, which is read
+		// as the reply to RSET.
+		{"421 4.7.0 Error: too many errors\r\n", 421, true, true},
 	} {
 		for _, noPipe := range []bool{false, true} {
 			ehlo := ""
