@@ -509,14 +509,16 @@ func (p *Pickup) file(name string) bool {
 	p.setHeld(name, true)
 	id, err := p.enqueue(m, m.Body(f), inBatch, true)
 	if err != nil {
-		p.setHeld(name, false)
 		var re *RejectError
 		switch {
 		case errors.Is(err, spool.ErrCorrupt):
+			p.setHeld(name, false)
 			p.quarantine(name, err.Error(), slog.Int("uid", owner))
 		case errors.As(err, &re):
+			// Still held: its bounce may be queued under its name.
 			p.reject(name, f, m, re)
 		default:
+			p.setHeld(name, false)
 			p.Log.MessageError(name, "cannot queue; will retry", err)
 		}
 		return false
@@ -532,17 +534,26 @@ func (p *Pickup) file(name string) bool {
 // removed. With no sender to tell (a bounce, "<>", or a NOTIFY without
 // FAILURE) or no bouncer, it is quarantined; either way the log line is
 // loud (event=rejected).
+//
+// The bounce is queued under the file's queue ID (queue.Queue.Reject)
+// while name is held, and joins the batch: the queue does not deliver it
+// until the batch's flush has removed the file and made that durable, and
+// Recover drops it should the file still be there after a crash or a
+// power loss (pickup then refuses the file again and bounces it anew):
+// one bounce, never two.
 func (p *Pickup) reject(name string, f io.ReaderAt, m *spool.Meta, re *RejectError) {
 	rw := p.rw.Load()
 	sender := rw.Sender(m.Env.Sender, &m.Origin)
 	rj := maillog.Rejection{ID: name, UID: m.Origin.UID, User: m.Origin.User, From: sender, Rcpts: len(m.Env.Recipients),
 		Cause: re.Cause, Fix: re.Fix}
 	if _, err := message.ParseAddress(sender); err != nil || sender == "<>" || p.Reject == nil {
+		p.setHeld(name, false)
 		p.unnoticed(name, m, rj, re, "no sender to bounce to")
 		return
 	}
 	if !message.NotifyAllows(m.Env.Notify, message.NotifyFailure) {
 		// RFC 3461 5.2.2: the sender asked for no failure notice.
+		p.setHeld(name, false)
 		p.unnoticed(name, m, rj, re, "NOTIFY="+m.Env.Notify+": no failure notice wanted")
 		return
 	}
@@ -550,10 +561,17 @@ func (p *Pickup) reject(name string, f io.ReaderAt, m *spool.Meta, re *RejectErr
 	bm.Env.Sender = sender
 	dsn, err := p.Reject(&bm, re, headerSection(f, m))
 	if err != nil {
+		p.setHeld(name, false)
 		p.Log.RejectionError(rj, "cannot queue the bounce for a rejected message; will retry", err)
 		return
 	}
 	p.Log.Rejected(rj, "bounced", dsn)
+	if dsn == name {
+		p.hold(name) // removed, durably, by the batch's flush
+		p.announced = append(p.announced, dsn)
+		return
+	}
+	p.setHeld(name, false)
 	p.unlinkDrop(name)
 }
 

@@ -41,7 +41,11 @@ func (q *Queue) bounce(m *spool.Meta, failed []spool.RcptFailure, upstream strin
 // Reject queues a DSN to m.Env.Sender for a message that was refused
 // before it entered the queue (pickup.Pickup.Reject): every recipient
 // failed with why's cause, fix and status; headers is the message's header
-// section. It returns the DSN's queue ID.
+// section. It returns the DSN's queue ID, which is m.ID: the refused
+// maildrop file's, so that the bounce is pickup's to hold until the
+// file's removal is durable, and Recover drops it while the file is still
+// there (pickup refuses the file again and queues its bounce anew): a
+// power loss cannot make it two bounces.
 func (q *Queue) Reject(m *spool.Meta, why *pickup.RejectError, headers []byte) (string, error) {
 	rcpts := m.Env.Recipients
 	if len(rcpts) == 0 {
@@ -51,7 +55,7 @@ func (q *Queue) Reject(m *spool.Meta, why *pickup.RejectError, headers []byte) (
 	for _, r := range rcpts {
 		failed = append(failed, spool.RcptFailure{Rcpt: r, Cause: why.Cause, Fix: why.Fix, Status: why.Status})
 	}
-	return q.queueDSN(m, failed, "", q.now(), headers)
+	return q.queueNotice(m, DSN{ID: m.ID, Date: q.now(), Failed: failed, OriginalHeaders: headers})
 }
 
 func (q *Queue) queueDSN(m *spool.Meta, failed []spool.RcptFailure, upstream string, now time.Time, orig []byte) (string, error) {
@@ -68,11 +72,14 @@ var selfName = sync.OnceValue(func() string {
 	return ""
 })
 
-// queueNotice queues the DSN d about m (its ID, Hostname, To and Original
-// filled in here) from the null sender to m's sender.
+// queueNotice queues the DSN d about m (Hostname, To and Original filled
+// in here, and its ID when not given) from the null sender to m's sender.
 func (q *Queue) queueNotice(m *spool.Meta, n DSN) (string, error) {
 	now := n.Date
-	id := spool.NewID(now)
+	id := n.ID
+	if id == "" {
+		id = spool.NewID(now)
+	}
 	n.ID, n.Hostname, n.To, n.Original = id, q.settings().Hostname, m.Env.Sender, m
 	body, err := BuildDSN(n)
 	if err != nil {

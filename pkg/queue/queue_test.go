@@ -713,11 +713,15 @@ func TestCorruptQueuedMessageIsQuarantined(t *testing.T) {
 // the reason, the fix and the status, and no upstream is named.
 func TestRejectBounce(t *testing.T) {
 	e := newEnv(t, Settings{})
-	m := &spool.Meta{ID: "ORIGINALID0000000001", Time: t0, Env: spool.Envelope{Sender: "cron@example.org", Recipients: []string{"ops@example.net", "b@example.net"}}}
+	orig := spool.NewID(t0)
+	m := &spool.Meta{ID: orig, Time: t0, Env: spool.Envelope{Sender: "cron@example.org", Recipients: []string{"ops@example.net", "b@example.net"}}}
 	why := &pickup.RejectError{Status: "5.3.4", Cause: "the message header is too large (x)", Fix: "put long data in the body"}
-	dsnID, err := e.q.Reject(m, why, []byte("Subject: huge\nMessage-ID: <ORIGINALID0000000001@web1.example.com>\n"))
+	dsnID, err := e.q.Reject(m, why, []byte("Subject: huge\nMessage-ID: <"+orig+"@web1.example.com>\n"))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if dsnID != orig {
+		t.Errorf("the bounce is queued as %s, not under the refused file's queue ID %s (which Recover drops while the file is still in maildrop/)", dsnID, orig)
 	}
 	if st := e.state(t, dsnID); st != spool.Incoming {
 		t.Fatalf("DSN in %q", st)
@@ -730,7 +734,7 @@ func TestRejectBounce(t *testing.T) {
 	body := msgs[0].Body
 	for _, want := range []string{"<ops@example.net>:", "<b@example.net>:", "What it means: the message header is too large (x)",
 		"What to do: put long data in the body", "refused on this host before it was sent on", "Status: 5.3.4", "Final-Recipient: rfc822; b@example.net",
-		"Message-ID: <ORIGINALID0000000001@web1.example.com>"} {
+		"Message-ID: <" + orig + "@web1.example.com>"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("DSN lacks %q:\n%s", want, body)
 		}
