@@ -2,7 +2,9 @@ package queue
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -11,8 +13,10 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/mailshim/mailshim/pkg/config"
+	"github.com/mailshim/mailshim/pkg/maillog"
 	"github.com/mailshim/mailshim/pkg/relay"
 	"github.com/mailshim/mailshim/pkg/smtptest"
+	"github.com/mailshim/mailshim/pkg/spool"
 )
 
 // Every known upstream refusal, through real relay sessions to an
@@ -140,5 +144,92 @@ func TestIdle421RedialsAtOnce(t *testing.T) {
 	}
 	if strings.Contains(e.log.String(), "event=upstream-down") {
 		t.Errorf("the upstream's breaker opened for an idle session's 421:\n%s", e.log)
+	}
+}
+
+// A batch through real sessions, each message's commands going out
+// behind the end of data of the one before (relay.Message.Next): every
+// message arrives once, a refused one in the middle is refused alone,
+// and after a Stop in the middle of the batch the message whose commands
+// went ahead is not delivered (its session is dropped, its data never
+// sent) and goes back to incoming with the rest, to be sent once by the
+// next run.
+func TestBatchCommandsAheadOnRealSessions(t *testing.T) {
+	var e *env
+	var ends atomic.Int32
+	srv := smtptest.New(t, smtptest.Options{Hook: func(ctx context.Context, stage, arg string) error {
+		switch {
+		case stage == smtptest.StageRcpt && arg == "bad@example.net":
+			return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "User unknown"}
+		case stage == smtptest.StageDataEnd && ends.Add(1) == 6:
+			e.q.Stop()
+		}
+		return nil
+	}})
+	opts := relay.Options{Hostname: "web1.example.com", ConnectTimeout: 10 * time.Second, CommandTimeout: 10 * time.Second, DataTimeout: 10 * time.Second}
+	e = newEnv(t, Settings{Concurrency: 1, Upstreams: NewUpstreams([]config.Upstream{srv.Upstream()}, opts, nil)})
+	var ids []string
+	for i := 0; i < 12; i++ {
+		to := fmt.Sprintf("r%d@example.net", i)
+		if i == 2 {
+			to = "bad@example.net"
+		}
+		ids = append(ids, e.enqueue(t, 1001, "sender@example.org", to))
+	}
+	// The bounce of the refused one stays queued.
+	e.q.Holds = func(x string) bool { return !slices.Contains(ids, x) }
+	done := make(chan error, 1)
+	go func() { done <- e.q.Run(context.Background(), context.Background()) }()
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("Run did not return after Stop")
+	}
+	got := map[string]int{}
+	for _, m := range srv.Messages() {
+		got[m.To[0]]++
+	}
+	if len(got) != 6 {
+		t.Fatalf("before the stop the upstream got %v, want the first 6 but the refused one", got)
+	}
+	in, _ := e.sp.List(spool.Incoming)
+	back := slices.DeleteFunc(in, func(x string) bool { return !slices.Contains(ids, x) })
+	want := len(ids) - len(got)
+	if strings.Contains(e.log.String(), "event=bounced id="+ids[2]) {
+		want-- // the refused one came before the stop
+	}
+	if len(back) != want {
+		t.Fatalf("back in incoming: %v, want the %d not sent; delivered %v\n%s", back, want, got, e.log)
+	}
+	for _, id := range back {
+		if d, err := e.sp.ReadState(spool.Incoming, id); err == nil && d.Attempts != 0 {
+			t.Errorf("%s put back with %d attempts charged", id, d.Attempts)
+		}
+		if strings.Contains(e.log.String(), "event=delivery id="+id) {
+			t.Errorf("%s is back in incoming, and was delivered:\n%s", id, e.log)
+		}
+	}
+	q := New(e.sp, maillog.New(&syncBuf{b: e.log}, e.clk.Now), e.clk.Now, e.q.settings())
+	q.Holds = e.q.Holds
+	if err := q.Load(); err != nil {
+		t.Fatal(err)
+	}
+	startRun(t, q).pass(t)
+	got = map[string]int{}
+	for _, m := range srv.Messages() {
+		got[m.To[0]]++
+	}
+	for i := 0; i < 12; i++ {
+		to := fmt.Sprintf("r%d@example.net", i)
+		if want := 1; i == 2 {
+			if got["bad@example.net"] != 0 {
+				t.Errorf("the refused message was delivered")
+			}
+		} else if got[to] != want {
+			t.Errorf("%s delivered %d times", to, got[to])
+		}
+	}
+	if !strings.Contains(e.log.String(), "event=bounced id="+ids[2]) {
+		t.Errorf("the refused message is not bounced:\n%s", e.log)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -186,6 +187,12 @@ func (w *worker) deliverBatch(ctx context.Context, ids []string) {
 				b.f.Close()
 			}
 			return
+		}
+		// The next message's commands may follow this one's end of data
+		// on the session (relay.Message.Next) when it goes the same way.
+		w.message(a).Next = nil
+		if next != nil && slices.Equal(a.route.sess, next.route.sess) {
+			w.message(a).Next = w.message(next)
 		}
 		res, fault, ok := w.send(ctx, a, waiting)
 		settle()

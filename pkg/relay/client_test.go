@@ -989,3 +989,101 @@ func TestCloseDoesNotWaitForQUIT(t *testing.T) {
 		t.Fatalf("Close took %v", d)
 	}
 }
+
+// The next message's commands (Message.Next, read and scanned ahead) go
+// behind the end of data of the one before, in the same write: a batch
+// of messages on a session is one write and one round trip per message,
+// and each arrives as sent.
+func TestNextCommandsBehindEndOfData(t *testing.T) {
+	srv := authServer(t, smtptest.Options{})
+	var writes atomic.Int64
+	s := dialOK(t, srv.Upstream(), countingOpts(&writes))
+	ms := []*Message{testMsg(simple, "a@example.net"), testMsg(simple, "b@example.net", "c@example.net"), testMsg(simple, "d@example.net")}
+	for i := range ms[:len(ms)-1] {
+		ms[i].Next = ms[i+1]
+	}
+	before := writes.Load()
+	for i, m := range ms {
+		if i+1 < len(ms) {
+			// As the queue's worker does while the replies are awaited.
+			m.Waiting = ms[i+1].Prepare
+		}
+		if res := s.Send(context.Background(), m); res.Err != nil || res.Accepted() != len(m.To) {
+			t.Fatalf("send %d: %v", i, res.Err)
+		}
+	}
+	// The first message's commands, then one write per message: its
+	// data and the next one's commands.
+	if n := writes.Load() - before; n != 4 {
+		t.Errorf("%d writes for 3 messages, want 4", n)
+	}
+	msgs := srv.Messages()
+	if len(msgs) != 3 || strings.Join(msgs[1].To, ",") != "b@example.net,c@example.net" {
+		t.Fatalf("delivered %+v", msgs)
+	}
+	for _, m := range msgs {
+		if string(m.Data) != wantData {
+			t.Fatalf("data %q", m.Data)
+		}
+	}
+}
+
+// A message whose commands went ahead and that is not sent next (the
+// queue stopped, another message came first) leaves the session in a
+// state no Send can use: the session is dropped, found dead by that Send
+// (DeadSession: dialed again at once) or closed without QUIT, and the
+// upstream never gets the message, whose data never went out.
+func TestNextNotSentDropsTheSession(t *testing.T) {
+	for _, closeIt := range []bool{false, true} {
+		srv := authServer(t, smtptest.Options{})
+		s := dialOK(t, srv.Upstream(), testOpts())
+		first, ahead, other := testMsg(simple, "a@example.net"), testMsg(simple, "ahead@example.net"), testMsg(simple, "other@example.net")
+		first.Next = ahead
+		first.Waiting = ahead.Prepare
+		if res := s.Send(context.Background(), first); res.Err != nil {
+			t.Fatal(res.Err)
+		}
+		if s.ahead == nil {
+			t.Fatal("the next message's commands did not go ahead")
+		}
+		if closeIt {
+			s.Close()
+		} else if res := s.Send(context.Background(), other); res.Err == nil || !DeadSession(res) {
+			t.Fatalf("another message on the session: %v (dead session %v)", res.Err, DeadSession(res))
+		}
+		if s.Alive() {
+			t.Fatal("session alive")
+		}
+		time.Sleep(100 * time.Millisecond)
+		if msgs := srv.Messages(); len(msgs) != 1 || msgs[0].To[0] != "a@example.net" {
+			t.Fatalf("close %v: delivered %+v", closeIt, msgs)
+		}
+	}
+}
+
+// The message before fails at its end of data: the next one's commands,
+// already sent, open its own transaction, and it is delivered.
+func TestNextAfterARefusedMessage(t *testing.T) {
+	var ends atomic.Int64
+	srv := authServer(t, smtptest.Options{Hook: func(ctx context.Context, stage, arg string) error {
+		if stage == smtptest.StageDataEnd && ends.Add(1) == 1 {
+			return &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "Message rejected as spam"}
+		}
+		return nil
+	}})
+	s := dialOK(t, srv.Upstream(), testOpts())
+	first, next := testMsg(simple, "a@example.net"), testMsg(simple, "b@example.net")
+	first.Next, first.Waiting = next, next.Prepare
+	if res := s.Send(context.Background(), first); res.Err == nil || res.Err.Code != 554 || res.Err.Stage != StageDataEnd {
+		t.Fatalf("first: %v", res.Err)
+	}
+	if s.ahead == nil {
+		t.Fatal("the next message's commands did not go ahead")
+	}
+	if res := s.Send(context.Background(), next); res.Err != nil || res.Accepted() != 1 {
+		t.Fatalf("next: %v", res.Err)
+	}
+	if msgs := srv.Messages(); len(msgs) != 1 || msgs[0].To[0] != "b@example.net" {
+		t.Fatalf("delivered %+v", msgs)
+	}
+}

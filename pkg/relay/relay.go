@@ -140,6 +140,12 @@ type Message struct {
 	// several times, or not at all (a Send that fails before it writes);
 	// it must not use the Session.
 	Waiting func()
+	// Next, when set, is the message the caller sends next on the same
+	// session, read and scanned ahead (Prepare): Send may write its
+	// commands behind this message's end of data (RFC 2920), and the
+	// Send of Next then reads their replies. Next's attempt must be
+	// recorded before this Send, as for its own.
+	Next *Message
 
 	// scanned holds what Prepare found, for the next Send.
 	scanned *scanned

@@ -33,6 +33,10 @@ type Session struct {
 	dead bool
 	// A transaction failed: RSET before the next one.
 	dirty bool
+	// ahead is the next message's transaction, its commands already sent
+	// behind the end of data of the message before (Message.Next): its
+	// Send reads their replies.
+	ahead *txn
 
 	command, data time.Duration
 	lastUsed      time.Time
@@ -401,6 +405,14 @@ func (s *Session) Close() error {
 		}
 		return nil
 	}
+	if s.ahead != nil {
+		// The upstream may be reading message data (a 354 to the next
+		// message's DATA): QUIT would be taken as data. Hang up; the
+		// message was never ended, so the upstream has none of it.
+		s.releaseAhead()
+		s.abort()
+		return nil
+	}
 	s.dead = true
 	s.c.wt, s.c.rt = min(s.command, quitWait), min(s.command, quitWait)
 	_, err := s.c.do("QUIT", 2)
@@ -470,6 +482,17 @@ func (s *Session) Send(ctx context.Context, m *Message) *Result {
 		}
 		return res
 	}
+	// The commands of this message sent ahead (behind the previous
+	// message's end of data), or of another: the session is then in a
+	// state this Send cannot use, and is dropped (the message sent ahead
+	// never got its data: the upstream has none of it).
+	t := s.ahead
+	s.ahead = nil
+	if t != nil && (t.m != m || s.dead) {
+		t.src.release()
+		t = nil
+		s.abort()
+	}
 	if s.dead {
 		return fail(&Error{Class: Temporary, Stage: StageConnect, Err: errors.New("session closed"), Cause: "the connection to the upstream is closed"})
 	}
@@ -480,7 +503,7 @@ func (s *Session) Send(ctx context.Context, m *Message) *Result {
 	if probe <= 0 {
 		probe = 10 * time.Second
 	}
-	if time.Since(s.lastUsed) > probe {
+	if t == nil && time.Since(s.lastUsed) > probe {
 		// The upstream may have closed an idle connection (Postfix: 300s):
 		// find out now, and dial again, before the message is at stake.
 		if err := s.noop(ctx); err != nil {
@@ -499,88 +522,23 @@ func (s *Session) Send(ctx context.Context, m *Message) *Result {
 	}
 
 	c := s.c
-	// Scan the message: what it needs and what the upstream takes.
-	var p *plan
-	var src *source
-	var err error
-	if sc := m.scanned; sc != nil {
-		m.scanned = nil
-		p, src, err = sc.p, sc.src, sc.err
-	} else {
-		p, src, err = scanBody(m.Body)
-	}
-	if err != nil {
-		return fail(&Error{Class: Temporary, Stage: StageMessage, Err: err, Cause: "cannot read the queued message: " + err.Error()})
-	}
-	defer src.release()
-	eightBit, utf8Ok, dsn := c.has("8BITMIME"), c.has("SMTPUTF8"), c.has("DSN")
-	needUTF8 := m.SMTPUTF8 || !message.IsASCII(m.From)
-	for _, to := range m.To {
-		needUTF8 = needUTF8 || !message.IsASCII(to)
-	}
-	if needUTF8 && !utf8Ok {
-		return fail(&Error{Class: Permanent, Stage: StageMessage, Err: errors.New("SMTPUTF8 not offered"),
-			Cause: "the message needs SMTPUTF8 (non-ASCII addresses) and the upstream does not offer it",
-			Fix:   "use ASCII addresses, or an upstream that supports SMTPUTF8"})
-	}
-	if !eightBit && p.stuck8bit {
-		return fail(&Error{Class: Permanent, Stage: StageMessage, Err: ErrStuck8bit,
-			Cause: "the message has 8-bit bytes in a header (or another part that cannot be re-encoded) and the upstream does not offer 8BITMIME",
-			Fix:   "encode non-ASCII header text (RFC 2047) in the sending program, or use an upstream that offers 8BITMIME"})
-	}
-	size := p.wireSize()
-	if limit, ok := c.maxSize(); ok && size > limit {
-		return fail(&Error{Class: Permanent, Stage: StageMessage, Err: fmt.Errorf("size %d > %d", size, limit),
-			Cause: fmt.Sprintf("message too large for the upstream (%d bytes; it takes at most %d)", size, limit),
-			Fix:   "lower max_message_size to the upstream's limit, or send large files another way"})
-	}
-	if !validAddr(m.From) {
-		return fail(&Error{Class: Permanent, Stage: StageMail, Err: errors.New("invalid sender"), Cause: "the envelope sender contains control characters or angle brackets"})
-	}
-	// The recipients that go out; the others are refused here.
-	var lastRcptErr *Error
-	rcpts := make([]int, 0, len(m.To))
-	for i, to := range m.To {
-		if !validAddr(to) || to == "" {
-			res.Rcpts[i].Err = &Error{Class: Permanent, Stage: StageRcpt, Err: errors.New("invalid recipient"), Cause: "the recipient address is empty or contains control characters or angle brackets"}
-			lastRcptErr = res.Rcpts[i].Err
-			continue
+	ahead := t != nil
+	if t == nil {
+		var e *Error
+		if t, e = s.newTxn(m); e != nil {
+			return fail(e)
 		}
-		rcpts = append(rcpts, i)
 	}
+	p, src, eightBit := t.p, t.src, t.eightBit
+	defer src.release()
+	for i, e := range t.refused {
+		res.Rcpts[i].Err = e
+	}
+	lastRcptErr, rcpts := t.lastRcptErr, t.rcpts
 	if len(rcpts) == 0 {
 		res.Err = lastRcptErr
 		return res
 	}
-
-	// The commands: RSET after a failed transaction, MAIL FROM (BODY=8BITMIME
-	// whenever offered, SIZE, SMTPUTF8, DSN's RET and ENVID), one RCPT TO per
-	// recipient (DSN's NOTIFY), DATA.
-	var mail strings.Builder
-	mail.WriteString("MAIL FROM:<" + m.From + ">")
-	if eightBit {
-		mail.WriteString(" BODY=8BITMIME")
-	}
-	if c.has("SIZE") {
-		mail.WriteString(" SIZE=" + strconv.FormatInt(size, 10))
-	}
-	if needUTF8 {
-		mail.WriteString(" SMTPUTF8")
-	}
-	var notify string
-	if dsn {
-		switch r := strings.ToUpper(m.Ret); r {
-		case "FULL", "HDRS":
-			mail.WriteString(" RET=" + r)
-		}
-		if message.ValidEnvID(m.EnvID) {
-			mail.WriteString(" ENVID=" + xtext(m.EnvID))
-		}
-		if k := message.NotifyKeywords(m.Notify); len(k) > 0 {
-			notify = " NOTIFY=" + strings.Join(k, ",")
-		}
-	}
-	rcptCmd := func(i int) string { return "RCPT TO:<" + m.To[i] + ">" + notify }
 
 	// With PIPELINING they go in groups and the replies are read in
 	// order; without, one command, one reply. A group is as many commands
@@ -593,21 +551,25 @@ func (s *Session) Send(ctx context.Context, m *Message) *Result {
 	// next command in cmds, writing the next group first when needed.
 	pipelining := c.has("PIPELINING")
 	c.rt = s.command
-	cmds := make([]string, 0, len(rcpts)+3)
-	if s.dirty {
-		cmds = append(cmds, "RSET")
+	cmds := t.cmds
+	if s.dirty && !ahead {
+		cmds = append([]string{"RSET"}, cmds...)
 	}
-	cmds = append(cmds, mail.String())
-	for _, i := range rcpts {
-		cmds = append(cmds, rcptCmd(i))
-	}
-	cmds = append(cmds, "DATA")
 	// A message held in memory (source.held) is made ready for the wire
 	// (converted, dot-stuffed, ended) while the replies to the group that
 	// ends with DATA are awaited, and goes in one write after the 354.
 	var pre *rendered
 	defer func() { pre.release() }()
 	sent, answered := 0, 0
+	if ahead {
+		// The commands went out behind the previous message's end of
+		// data: their replies are awaited now.
+		sent = len(cmds)
+		if m.Waiting != nil {
+			m.Waiting()
+		}
+		pre = render(src, p, WireMode{EightBit: eightBit})
+	}
 	next := func() (reply, error) {
 		if answered == sent {
 			c.cmd(cmds[sent])
@@ -659,7 +621,7 @@ func (s *Session) Send(ctx context.Context, m *Message) *Result {
 		}
 	}
 
-	if s.dirty {
+	if s.dirty && !ahead {
 		r, err := next()
 		if err == nil && r.code/100 != 2 {
 			err = r.err()
@@ -723,11 +685,24 @@ func (s *Session) Send(ctx context.Context, m *Message) *Result {
 	// final reply.
 	c.wt, c.rt = s.data, s.data
 	defer func() { c.wt, c.rt = s.command, s.command }()
+	var nextT *txn
 	if pre != nil {
 		c.traceData()
 		c.bw.Write(pre.b.Bytes())
+		// The next message's commands go behind the end of data, in the
+		// same write (RFC 2920: the message is the first "command" of a
+		// group): one round trip per message on a busy session.
+		if nextT = s.nextTxn(m); nextT != nil {
+			for _, cmd := range nextT.cmds {
+				c.cmd(cmd)
+			}
+		}
 		if err = c.flush(); err != nil {
 			err = &writeError{err}
+			if nextT != nil {
+				nextT.src.release()
+				nextT = nil
+			}
 		}
 	} else {
 		var wr io.ReadCloser
@@ -751,6 +726,9 @@ func (s *Session) Send(ctx context.Context, m *Message) *Result {
 	if m.Waiting != nil {
 		m.Waiting()
 	}
+	// The next message's commands are out: its Send reads their replies
+	// (should this session die first, that Send finds it dead).
+	s.ahead = nextT
 	r, err = c.readReply()
 	if err != nil {
 		return netFail(StageDataEnd, err)
@@ -762,4 +740,159 @@ func (s *Session) Send(ctx context.Context, m *Message) *Result {
 	res.Reply = strconv.Itoa(r.code) + " " + r.text
 	res.QueueID = parseQueueID(r.text)
 	return res
+}
+
+// txn is one message's transaction as Send writes it: the message
+// scanned, the recipients that go out, and its commands (MAIL, one RCPT
+// per recipient, DATA; RSET is Send's to add).
+type txn struct {
+	m        *Message
+	p        *plan
+	src      *source
+	eightBit bool
+	// rcpts indexes the recipients of m.To that go out; refused holds,
+	// by index, those refused here (invalid addresses), lastRcptErr the
+	// last of them.
+	rcpts       []int
+	refused     map[int]*Error
+	lastRcptErr *Error
+	cmds        []string
+}
+
+// newTxn scans m (or takes what Prepare found) and checks it against what
+// the upstream offers. Its error is the message's failure: nothing is to
+// be sent. A txn without rcpts has every recipient refused here.
+func (s *Session) newTxn(m *Message) (*txn, *Error) {
+	c := s.c
+	// Scan the message: what it needs and what the upstream takes.
+	var p *plan
+	var src *source
+	var err error
+	if sc := m.scanned; sc != nil {
+		m.scanned = nil
+		p, src, err = sc.p, sc.src, sc.err
+	} else {
+		p, src, err = scanBody(m.Body)
+	}
+	if err != nil {
+		return nil, &Error{Class: Temporary, Stage: StageMessage, Err: err, Cause: "cannot read the queued message: " + err.Error()}
+	}
+	t := &txn{m: m, p: p, src: src}
+	fail := func(e *Error) (*txn, *Error) {
+		src.release()
+		return nil, e
+	}
+	eightBit, utf8Ok, dsn := c.has("8BITMIME"), c.has("SMTPUTF8"), c.has("DSN")
+	t.eightBit = eightBit
+	needUTF8 := m.SMTPUTF8 || !message.IsASCII(m.From)
+	for _, to := range m.To {
+		needUTF8 = needUTF8 || !message.IsASCII(to)
+	}
+	if needUTF8 && !utf8Ok {
+		return fail(&Error{Class: Permanent, Stage: StageMessage, Err: errors.New("SMTPUTF8 not offered"),
+			Cause: "the message needs SMTPUTF8 (non-ASCII addresses) and the upstream does not offer it",
+			Fix:   "use ASCII addresses, or an upstream that supports SMTPUTF8"})
+	}
+	if !eightBit && p.stuck8bit {
+		return fail(&Error{Class: Permanent, Stage: StageMessage, Err: ErrStuck8bit,
+			Cause: "the message has 8-bit bytes in a header (or another part that cannot be re-encoded) and the upstream does not offer 8BITMIME",
+			Fix:   "encode non-ASCII header text (RFC 2047) in the sending program, or use an upstream that offers 8BITMIME"})
+	}
+	size := p.wireSize()
+	if limit, ok := c.maxSize(); ok && size > limit {
+		return fail(&Error{Class: Permanent, Stage: StageMessage, Err: fmt.Errorf("size %d > %d", size, limit),
+			Cause: fmt.Sprintf("message too large for the upstream (%d bytes; it takes at most %d)", size, limit),
+			Fix:   "lower max_message_size to the upstream's limit, or send large files another way"})
+	}
+	if !validAddr(m.From) {
+		return fail(&Error{Class: Permanent, Stage: StageMail, Err: errors.New("invalid sender"), Cause: "the envelope sender contains control characters or angle brackets"})
+	}
+	// The recipients that go out; the others are refused here.
+	t.rcpts = make([]int, 0, len(m.To))
+	for i, to := range m.To {
+		if !validAddr(to) || to == "" {
+			if t.refused == nil {
+				t.refused = map[int]*Error{}
+			}
+			t.lastRcptErr = &Error{Class: Permanent, Stage: StageRcpt, Err: errors.New("invalid recipient"), Cause: "the recipient address is empty or contains control characters or angle brackets"}
+			t.refused[i] = t.lastRcptErr
+			continue
+		}
+		t.rcpts = append(t.rcpts, i)
+	}
+
+	// The commands: MAIL FROM (BODY=8BITMIME whenever offered, SIZE,
+	// SMTPUTF8, DSN's RET and ENVID), one RCPT TO per recipient (DSN's
+	// NOTIFY), DATA.
+	var mail strings.Builder
+	mail.WriteString("MAIL FROM:<" + m.From + ">")
+	if eightBit {
+		mail.WriteString(" BODY=8BITMIME")
+	}
+	if c.has("SIZE") {
+		mail.WriteString(" SIZE=" + strconv.FormatInt(size, 10))
+	}
+	if needUTF8 {
+		mail.WriteString(" SMTPUTF8")
+	}
+	var notify string
+	if dsn {
+		switch r := strings.ToUpper(m.Ret); r {
+		case "FULL", "HDRS":
+			mail.WriteString(" RET=" + r)
+		}
+		if message.ValidEnvID(m.EnvID) {
+			mail.WriteString(" ENVID=" + xtext(m.EnvID))
+		}
+		if k := message.NotifyKeywords(m.Notify); len(k) > 0 {
+			notify = " NOTIFY=" + strings.Join(k, ",")
+		}
+	}
+	t.cmds = make([]string, 0, len(t.rcpts)+2)
+	t.cmds = append(t.cmds, mail.String())
+	for _, i := range t.rcpts {
+		t.cmds = append(t.cmds, "RCPT TO:<"+m.To[i]+">"+notify)
+	}
+	t.cmds = append(t.cmds, "DATA")
+	return t, nil
+}
+
+// aheadMax bounds the commands of the next message sent behind an end of
+// data: they must fit in the write with it, well within the TCP window.
+const aheadMax = 4 << 10
+
+// nextTxn returns the transaction of the message to send after m on this
+// session (m.Next), to send its commands behind m's end of data: only to
+// an upstream that offers PIPELINING, for a message read and scanned
+// ahead (Message.Prepare) that has recipients to send to and commands
+// that fit in aheadMax. Otherwise nil, and m.Next is sent on its own.
+func (s *Session) nextTxn(m *Message) *txn {
+	n := m.Next
+	if n == nil || n == m || n.scanned == nil || n.scanned.err != nil || len(n.To) == 0 || !s.c.has("PIPELINING") {
+		return nil
+	}
+	sc := n.scanned
+	t, e := s.newTxn(n)
+	if e != nil {
+		// The message's own failure: its Send finds it again.
+		return nil
+	}
+	size := 0
+	for _, cmd := range t.cmds {
+		size += len(cmd) + 2
+	}
+	if len(t.rcpts) == 0 || size > aheadMax {
+		// Sent on its own; what Prepare found is kept for that.
+		n.scanned = sc
+		return nil
+	}
+	return t
+}
+
+// releaseAhead drops the transaction sent ahead, if any.
+func (s *Session) releaseAhead() {
+	if s.ahead != nil {
+		s.ahead.src.release()
+		s.ahead = nil
+	}
 }
