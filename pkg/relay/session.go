@@ -563,7 +563,14 @@ func (s *Session) Send(ctx context.Context, m *Message) *Result {
 	sent, answered := 0, 0
 	if ahead {
 		// The commands went out behind the previous message's end of
-		// data: their replies are awaited now.
+		// data: their replies are awaited now. (A Prepare since then
+		// read the message again, for nothing.)
+		if sc := m.scanned; sc != nil {
+			m.scanned = nil
+			if sc.src != nil {
+				sc.src.release()
+			}
+		}
 		sent = len(cmds)
 		if m.Waiting != nil {
 			m.Waiting()
