@@ -295,3 +295,34 @@ func TestStoreGroupFailedSyncFailsEveryMember(t *testing.T) {
 		}
 	}
 }
+
+// A Store whose data reader panics once the message is being written
+// into a segment (the session's server recovers from the panic) gives
+// the segment back: the next message is written into the same segment.
+// A writer nobody ended kept its segment busy for good: never written
+// again, never sealed, never removed once its messages were delivered.
+func TestStorePanicReleasesSegment(t *testing.T) {
+	e := newEnv(t, testConfig())
+	store := e.p.Store(0)
+	first, err := store(storeMsg(), strings.NewReader("Subject: first\n\nbody\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	func() {
+		defer func() { recover() }()
+		store(storeMsg(), io.MultiReader(strings.NewReader("Subject: cut\n\nthe body "), panicReader{}))
+		t.Fatal("the data reader did not panic")
+	}()
+	next, err := store(storeMsg(), strings.NewReader("Subject: next\n\nbody\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p1, _, _, err1 := e.q.Section(first)
+	p2, _, _, err2 := e.q.Section(next)
+	if err1 != nil || err2 != nil {
+		t.Fatal(err1, err2)
+	}
+	if p1 != p2 {
+		t.Errorf("the message after the panic went into %s, not %s: the panicked Store kept its segment", p2, p1)
+	}
+}

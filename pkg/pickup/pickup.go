@@ -854,6 +854,11 @@ func (p *Pickup) enqueueAt(m *spool.Meta, body io.Reader, mode enqueueMode, gate
 	if err != nil {
 		return "", time.Time{}, nil, err
 	}
+	// However this ends without a commit (a panic reading the data,
+	// which the session's server recovers from, as well as an error),
+	// the segment is cut back and given back: a writer left open would
+	// keep it busy for good. A no-op once committed or aborted.
+	defer d.Abort()
 	if err := h.write(d, pre); err != nil {
 		d.Abort()
 		return "", time.Time{}, nil, err
