@@ -23,7 +23,11 @@ import (
 // expect: the Store calls under way (their data is being read), and as
 // many members as the largest of the last recentGroups groups had; at
 // most siblingWait after the group's first member joined. A lone session
-// (no Store under way, recent groups of one) is synced at once.
+// (no Store under way, recent groups of one) is synced at once. A Store
+// still under way when a wait ends did not come in step (a client sending
+// a large message, or one that sends slowly or holds its DATA section
+// open): later groups do not wait for it, or one such client would make
+// every message wait the whole bound.
 //
 // Until its Sync has returned, no member of a group has answered its
 // client: whatever a crash or a power loss leaves of the group's messages
@@ -65,6 +69,11 @@ type committer struct {
 	// commit (or their failure): members the open group is sure to get
 	// unless they fail.
 	storing int
+	// fresh counts those of them that began in the current epoch: the
+	// ones the open group waits for. A wait that ends with some left
+	// starts a new epoch (the Stores of earlier ones are not waited for).
+	fresh int
+	epoch uint64
 	// recent holds the sizes of the last groups (a ring, next at
 	// recentAt).
 	recent   [recentGroups]int
@@ -82,26 +91,37 @@ type committer struct {
 	sync    func(ids ...string) error
 }
 
-// begin counts a Store that has started.
-func (c *committer) begin() {
+// begin counts a Store that has started; it returns its epoch, for end
+// or commit.
+func (c *committer) begin() uint64 {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.storing++
+	c.fresh++
+	return c.epoch
+}
+
+// end uncounts a Store of epoch that failed before its commit.
+func (c *committer) end(epoch uint64) {
+	c.mu.Lock()
+	c.uncount(epoch)
+	c.wake()
 	c.mu.Unlock()
 }
 
-// end uncounts a Store that failed before its commit.
-func (c *committer) end() {
-	c.mu.Lock()
+// uncount takes a Store of epoch off the ones under way (c.mu held).
+func (c *committer) uncount(epoch uint64) {
 	c.storing--
-	c.wake()
-	c.mu.Unlock()
+	if epoch == c.epoch {
+		c.fresh--
+	}
 }
 
 // wake tells the waiting syncGroups (c.mu held) once the open group is
 // as large as the recent ones were and no Store is left that would join
 // it.
 func (c *committer) wake() {
-	if !c.waiting || c.storing > 0 || c.open == nil || len(c.open.members) < c.want {
+	if !c.waiting || c.fresh > 0 || c.open == nil || len(c.open.members) < c.want {
 		return
 	}
 	c.waiting = false
@@ -122,11 +142,11 @@ func (c *committer) expected() int {
 // client is told it was not stored), what the gate counted for it taken
 // back (undo: the client's retry must not use up the account's
 // allowance), and the error returned. at is when a message the policy
-// deferred may be sent (zero: not deferred).
-func (p *Pickup) commit(id string, at time.Time, undo func()) error {
+// deferred may be sent (zero: not deferred); epoch is its Store's (begin).
+func (p *Pickup) commit(id string, at time.Time, undo func(), epoch uint64) error {
 	c := &p.committer
 	c.mu.Lock()
-	c.storing--
+	c.uncount(epoch)
 	if c.open == nil {
 		c.open = &group{done: make(chan struct{}), created: time.Now()}
 	}
@@ -151,12 +171,17 @@ func (p *Pickup) syncGroups() {
 		c.mu.Lock()
 		if c.open != nil {
 			c.want = c.expected()
-			if c.storing > 0 || len(c.open.members) < c.want {
+			if c.fresh > 0 || len(c.open.members) < c.want {
 				wait := siblingWait
 				if c.maxWait != 0 {
 					wait = c.maxWait
 				}
 				c.waitSiblings(c.open.created.Add(wait))
+				if c.fresh > 0 {
+					// Not in step: not waited for again.
+					c.epoch++
+					c.fresh = 0
+				}
 			}
 		}
 		g := c.open

@@ -326,3 +326,54 @@ func TestStorePanicReleasesSegment(t *testing.T) {
 		t.Errorf("the message after the panic went into %s, not %s: the panicked Store kept its segment", p2, p1)
 	}
 }
+
+// A Store under way that did not join within a group's wait (a client
+// that sends its data slowly, or holds the DATA section open) is waited
+// for once: later groups sync at once. Otherwise one idle connection in
+// DATA made every later message wait the whole bound before its Sync.
+func TestStoreGroupSlowSessionWaitedForOnce(t *testing.T) {
+	e := newEnv(t, testConfig())
+	c := &e.p.committer
+	c.maxWait = 50 * time.Millisecond
+	store := e.p.Store(0)
+
+	pr, pw := io.Pipe()
+	slow := make(chan storeResult, 1)
+	go func() {
+		id, err := store(storeMsg(), pr)
+		slow <- storeResult{id, err}
+	}()
+	waitFor(t, c, "the slow session is storing", func() bool { return c.storing == 1 })
+	// The first group waits for it, up to its bound.
+	if _, err := store(storeMsg(), strings.NewReader("Subject: first\n\nbody\n")); err != nil {
+		t.Fatal(err)
+	}
+	c.mu.Lock()
+	c.maxWait = time.Hour // a wait from here on would not end
+	c.mu.Unlock()
+	for i := 0; i < 3; i++ {
+		done := make(chan error, 1)
+		go func() {
+			_, err := store(storeMsg(), strings.NewReader("Subject: lone\n\nbody\n"))
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("message %d waited again for the slow session", i+2)
+		}
+	}
+	fmt.Fprint(pw, "Subject: slow\n\nbody\n")
+	pw.Close()
+	if r := <-slow; r.err != nil {
+		t.Fatal(r.err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.storing != 0 {
+		t.Errorf("%d Stores counted as under way after they ended", c.storing)
+	}
+}

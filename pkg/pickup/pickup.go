@@ -948,17 +948,17 @@ func (p *Pickup) Store(maxSize int64) func(m *spool.Meta, body io.Reader) (strin
 		// waits for) until it joins a group; uncounted however it ends
 		// before that (a refusal, an error, a panic the session's
 		// server recovers from), or every later group would wait for it.
-		p.committer.begin()
+		epoch := p.committer.begin()
 		counted := true
 		defer func() {
 			if counted {
-				p.committer.end()
+				p.committer.end(epoch)
 			}
 		}()
 		id, at, undo, err := p.enqueueAt(&mm, body, inGroup, true)
 		if err == nil {
 			counted = false // commit uncounts it as it joins
-			err = p.commit(id, at, undo)
+			err = p.commit(id, at, undo, epoch)
 			// The pickup line waited in the log's buffer (with those
 			// of the group's other messages: the first member to get
 			// here writes them all at once); it is in the log before
