@@ -1,5 +1,7 @@
 package smtpd
 
+import "sync/atomic"
+
 // growStack makes the calling goroutine's stack at least 32 KiB, at once.
 //
 // A session's goroutine (go-smtp's, one per connection) starts with a
@@ -17,7 +19,8 @@ func growStack() {
 	var buf [stackReserve]byte
 	// The array must be kept: what the compiler can prove unused it
 	// leaves out of the frame, and the frame is what makes the stack grow.
-	stackSink = buf[stackIndex%stackReserve]
+	// (An atomic store: every session's goroutine makes it, at once.)
+	stackSink.Store(uint32(buf[stackIndex%stackReserve]))
 }
 
 // stackReserve is the frame that makes a stack of 16 KiB or less grow to
@@ -25,6 +28,6 @@ func growStack() {
 const stackReserve = 20 << 10
 
 var (
-	stackSink  byte
+	stackSink  atomic.Uint32
 	stackIndex int // changed by nobody: only hides the index from the compiler
 )

@@ -1,9 +1,16 @@
 package smtpd
 
 import (
+	"io"
+	"net"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/mailshim/mailshim/pkg/spool"
+	"github.com/mailshim/mailshim/pkg/submit"
 )
 
 // growStack leaves the goroutine that called it on a stack of 32 KiB at
@@ -34,5 +41,48 @@ func TestGrowStack(t *testing.T) {
 	done.Wait()
 	if grown < n*32<<10 {
 		t.Errorf("%d goroutines after growStack hold %d KiB of stack, want 32 KiB each at least", n, grown>>10)
+	}
+}
+
+// Sessions reach DATA at once, each growing its stack: the server takes
+// every message (and, under the race detector, growStack is no data race
+// between the sessions' goroutines).
+func TestConcurrentSessionsData(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stored atomic.Int32
+	s := New(Options{Hostname: "test.example", Intake: &submit.Intake{Store: func(m *spool.Meta, body io.Reader) (string, error) {
+		if _, err := io.Copy(io.Discard, body); err != nil {
+			return "", err
+		}
+		stored.Add(1)
+		return spool.NewID(time.Now()), nil
+	}}})
+	s.selfPID = -1 // the clients are this process: not a mail loop here
+	go s.Serve(ln)
+	defer s.Shutdown(t.Context())
+	msg := []byte("From: a@test.example\r\nTo: r@test.example\r\nSubject: at once\r\n\r\nbody\r\n")
+	const clients, each = 8, 5
+	errs := make(chan error, clients)
+	for i := 0; i < clients; i++ {
+		go func() {
+			for j := 0; j < each; j++ {
+				if err := sendOne(ln.Addr().String(), msg); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for i := 0; i < clients; i++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := stored.Load(); n != clients*each {
+		t.Errorf("stored %d messages, want %d", n, clients*each)
 	}
 }
