@@ -22,7 +22,8 @@ package spool
 // under it. At start, the gaps between the live messages of each segment
 // are dead too once Recover has made the journal durable (not when replay
 // skipped damaged lines: a gap may then hold a message only a lost line
-// named).
+// named; nor, when the journal could not be rewritten, the range of a
+// message Recover dropped in memory only, which its line still names).
 
 import (
 	"errors"
@@ -188,17 +189,21 @@ func (q *Queue) punchDead(upTo uint64) {
 	q.mu.Unlock()
 }
 
-// seedDeadLocked marks the bytes of every segment that no queued message
-// occupies as gone with the last append, so that the next Sync punches
-// them (Recover, q.mu held, the journal about to be made durable). Not
-// after a replay that skipped damaged lines.
-func (q *Queue) seedDeadLocked() {
+// seedDeadLocked marks the bytes of every segment that neither a queued
+// message nor a range of kept occupies as gone with the last append
+// (Recover, q.mu held, the journal made durable): kept holds the messages
+// Recover dropped in memory only while the journal, not rewritten, still
+// names them. Not after a replay that skipped damaged lines.
+func (q *Queue) seedDeadLocked(kept []goneSpan) {
 	if q.damaged || q.noPunch {
 		return
 	}
 	by := map[uint64][]span{}
 	for _, e := range q.entries {
 		by[e.seg] = append(by[e.seg], span{e.off, e.off + e.len})
+	}
+	for _, g := range kept {
+		by[g.s.n] = append(by[g.s.n], g.span)
 	}
 	for n, xs := range by {
 		s := q.segs[n]

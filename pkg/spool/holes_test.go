@@ -272,3 +272,42 @@ func TestMarkDead(t *testing.T) {
 		t.Errorf("dead spans %v, want %v", s.deadSpans, want)
 	}
 }
+
+// When Recover cannot rewrite the journal (no space for journal.new on a
+// full disk), what it dropped in memory only — a message whose maildrop
+// file is still there — is still named by the journal as it is, and the
+// next start replays that line again: its bytes are not dead and stay,
+// while the real gaps around it are punched.
+func TestRecoverPutOffKeepsWhatTheJournalNames(t *testing.T) {
+	q := newTestQueue(t)
+	big := "Subject: x\n\n" + strings.Repeat(strings.Repeat("y", 99)+"\n", 200)
+	gone := putBody(t, q, Incoming, big)
+	x := putBody(t, q, Incoming, big)
+	z := putBody(t, q, Incoming, big)
+	if err := q.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q.Delete(gone); err != nil {
+		t.Fatal(err)
+	}
+	blockJournalRewrite(t, q.Root)
+	// relayd starts again with maildrop/<x> still there: Recover drops x
+	// in memory, and its rewrite of the journal is put off.
+	n, log := reopen(t, q, func(id string) bool { return id == x })
+	if !strings.Contains(strings.Join(log, "\n"), "journal-compaction-put-off") {
+		t.Fatalf("the rewrite was not put off: %q", log)
+	}
+	mustState(t, n, x, "")
+	if n.Punched() < 8192 {
+		t.Errorf("Recover punched %d bytes: the gap of the message deleted before the restart was left", n.Punched())
+	}
+	es, _, err := readJournal(q.Root)
+	if err != nil || es[x] == nil {
+		t.Fatalf("the journal as it is no longer names %s (%v)", x, err)
+	}
+	// The next start, the maildrop file gone, replays x's line: its
+	// bytes must be there.
+	n2, _ := reopen(t, n, nil)
+	mustBody(t, n2, x, big)
+	mustBody(t, n2, z, big)
+}

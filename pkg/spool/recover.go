@@ -41,6 +41,7 @@ func (q *Queue) Recover(hasDrop func(id string) bool) ([]string, error) {
 		return log, err
 	}
 	q.mu.Lock()
+	g0 := len(q.gone)
 	named := map[uint64]bool{}
 	for _, e := range q.entries {
 		named[e.seg] = true
@@ -72,6 +73,10 @@ func (q *Queue) Recover(hasDrop func(id string) bool) ([]string, error) {
 			log = append(log, fmt.Sprintf("requeued id=%s attempted=%v", id, attempted))
 		}
 	}
+	// The ranges of the messages dropped above: the journal names them
+	// until it is rewritten (see seedDeadLocked below).
+	dropped := append([]goneSpan(nil), q.gone[g0:]...)
+	q.gone = q.gone[:g0]
 	for _, s := range q.segs {
 		if s.live == 0 && !s.busy && q.damaged && !named[s.n] {
 			// The journal had lines it could not read: this segment,
@@ -97,9 +102,6 @@ func (q *Queue) Recover(hasDrop func(id string) bool) ([]string, error) {
 		}
 	}
 	q.dying = q.dying[:0]
-	// What no message occupies in the segments kept is punched once the
-	// journal below is durable.
-	q.seedDeadLocked()
 	q.mu.Unlock()
 	if names, err := q.tmpdir.Readdirnames(-1); err == nil {
 		for _, n := range names {
@@ -114,10 +116,19 @@ func (q *Queue) Recover(hasDrop func(id string) bool) ([]string, error) {
 		// active requeued) it does again at the next start.
 		log = append(log, fmt.Sprintf("journal-compaction-put-off problem=%q", q.putOff.Error()))
 		q.putOff = nil
+	} else {
+		// Rewritten: the journal no longer names them.
+		dropped = nil
 	}
 	synced := q.synced
 	q.syncMu.Unlock()
 	if err == nil {
+		// What no message occupies in the segments kept is punched now
+		// that the journal is durable; not what the journal as it is
+		// still names (dropped, when it could not be rewritten).
+		q.mu.Lock()
+		q.seedDeadLocked(dropped)
+		q.mu.Unlock()
 		q.punchDead(synced)
 	}
 	return log, err
