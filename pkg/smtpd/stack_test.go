@@ -39,8 +39,12 @@ func TestGrowStack(t *testing.T) {
 	grown := inuse() - before
 	close(release)
 	done.Wait()
-	if grown < n*32<<10 {
-		t.Errorf("%d goroutines after growStack hold %d KiB of stack, want 32 KiB each at least", n, grown>>10)
+	// Stacks double: each holds 32 KiB, or 16 KiB at most had the frame
+	// not made it grow that far. The margin between the two is for the
+	// stacks other goroutines (earlier tests') free meanwhile, which the
+	// difference of StackInuse counts too.
+	if grown < n*24<<10 {
+		t.Errorf("%d goroutines after growStack hold %d KiB of stack, want 32 KiB each", n, grown>>10)
 	}
 }
 
