@@ -298,7 +298,7 @@ func TestRecoverPutOffKeepsWhatTheJournalNames(t *testing.T) {
 		t.Fatalf("the rewrite was not put off: %q", log)
 	}
 	mustState(t, n, x, "")
-	if n.Punched() < 8192 {
+	if !n.noPunch && n.Punched() < 8192 {
 		t.Errorf("Recover punched %d bytes: the gap of the message deleted before the restart was left", n.Punched())
 	}
 	es, _, err := readJournal(q.Root)
