@@ -101,15 +101,17 @@ type attempt struct {
 // maxBatch bounds the messages a worker claims and records at once.
 const maxBatch = 64
 
-// deliver delivers one message: its attempt record is fsync'd alone.
-func (w *worker) deliver(ctx context.Context, id string) {
-	if a := w.prepare(id, true); a != nil {
-		if res, fault, ok := w.send(ctx, a, nil); ok {
-			w.outcome(a, res, fault)
-		}
-		a.f.Close()
-	}
-}
+// A job of at most shareMax messages (mail delivered as it comes in)
+// waits up to shareWait for another Sync of the store — the doors' group
+// commit, every millisecond or so while mail comes in — to make its
+// attempt records durable before it makes one of its own
+// (spool.Queue.SyncWithin): as durable before dialing, one fdatasync
+// fewer per job while mail comes in, at most shareWait later when none
+// comes. A bigger batch (a drain) syncs at once.
+const (
+	shareMax  = 4
+	shareWait = 2 * time.Millisecond
+)
 
 // deliverBatch delivers ids on the worker's session with one group commit
 // of their attempt records: each is claimed and its attempt written
@@ -120,10 +122,6 @@ func (w *worker) deliver(ctx context.Context, id string) {
 // for each ID when its delivery is over. After Stop, the messages not yet
 // sent go back where they were with the record they had (putBack).
 func (w *worker) deliverBatch(ctx context.Context, ids []string) {
-	if len(ids) == 1 {
-		w.deliver(ctx, ids[0])
-		return
-	}
 	q := w.q
 	var as []*attempt
 	for _, id := range ids {
@@ -134,7 +132,11 @@ func (w *worker) deliverBatch(ctx context.Context, ids []string) {
 	if len(as) == 0 {
 		return
 	}
-	if err := q.sp.Sync(); err != nil {
+	sync := q.sp.Sync
+	if len(as) <= shareMax {
+		sync = func() error { return q.sp.SyncWithin(shareWait) }
+	}
+	if err := sync(); err != nil {
 		if !spool.IsFull(err) {
 			for _, a := range as {
 				w.notSending(a.id, a.d.Next, err)

@@ -216,6 +216,10 @@ type Queue struct {
 	putOff  error // a journal compaction that failed (and was not needed for durability)
 	jsynced int64 // the journal's size at the last Sync that made it durable (see holdP)
 
+	// syncDone (q.syncMu) is closed and forgotten when a Sync ends, for
+	// SyncWithin.
+	syncDone chan struct{}
+
 	// Now is the clock of segment compaction (time.Now when nil).
 	Now func() time.Time
 }

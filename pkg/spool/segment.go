@@ -501,6 +501,11 @@ func (q *Queue) Sync() error {
 	q.mu.Lock()
 	target := q.seq
 	q.mu.Unlock()
+	return q.syncTo(target)
+}
+
+// syncTo is Sync for the appends before target.
+func (q *Queue) syncTo(target uint64) error {
 	q.syncMu.Lock()
 	defer q.syncMu.Unlock()
 	if q.failErr != nil && target > q.failLo && target <= q.failHi {
@@ -510,6 +515,45 @@ func (q *Queue) Sync() error {
 		return nil
 	}
 	return q.syncLocked(false)
+}
+
+// SyncWithin is Sync for a caller that may wait up to d for another
+// caller's Sync to cover its appends before it makes one of its own:
+// while mail comes in, the doors' group commit syncs every millisecond
+// or so, and the appends are as durable when it returns, at one
+// fdatasync fewer. It returns the covering Sync's result.
+func (q *Queue) SyncWithin(d time.Duration) error {
+	q.mu.Lock()
+	target := q.seq
+	q.mu.Unlock()
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for {
+		q.syncMu.Lock()
+		done := target <= q.synced || (q.failErr != nil && target > q.failLo && target <= q.failHi)
+		if q.syncDone == nil {
+			q.syncDone = make(chan struct{})
+		}
+		ch := q.syncDone
+		q.syncMu.Unlock()
+		if done {
+			break
+		}
+		select {
+		case <-ch:
+		case <-timer.C:
+			return q.syncTo(target)
+		}
+	}
+	return q.syncTo(target)
+}
+
+// syncEnded wakes the callers of SyncWithin (q.syncMu held).
+func (q *Queue) syncEnded() {
+	if q.syncDone != nil {
+		close(q.syncDone)
+		q.syncDone = nil
+	}
 }
 
 // SyncIDs is Sync for a caller that wrote the messages ids: it fails
@@ -540,6 +584,7 @@ func (q *Queue) SyncIDs(ids ...string) error {
 // syncLocked is Sync (q.syncMu held); rewrite rewrites the journal from
 // memory instead of syncing it (compaction).
 func (q *Queue) syncLocked(rewrite bool) error {
+	defer q.syncEnded()
 	q.mu.Lock()
 	if q.jf == nil {
 		q.mu.Unlock()

@@ -107,3 +107,64 @@ func TestFdatasyncHoldingP(t *testing.T) {
 		t.Fatal("fdatasync of /dev/null succeeded")
 	}
 }
+
+// SyncWithin waits for another caller's Sync to cover its appends, and
+// returns with it, long before its bound; when no other Sync comes, it
+// makes its own once the bound is over. Either way its appends are
+// durable when it returns.
+func TestSyncWithin(t *testing.T) {
+	q := newTestQueue(t)
+	id := putMessage(t, q, Incoming)
+	if err := q.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	appended := func() uint64 {
+		t.Helper()
+		if err := q.WriteStateNoSync(Incoming, id, &Delivery{Attempts: 1}); err != nil {
+			t.Fatal(err)
+		}
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		return q.seq
+	}
+	durable := func(target uint64) {
+		t.Helper()
+		q.syncMu.Lock()
+		defer q.syncMu.Unlock()
+		if q.synced < target {
+			t.Fatalf("returned with appends up to %d synced, want %d", q.synced, target)
+		}
+	}
+
+	target := appended()
+	done := make(chan error, 1)
+	go func() { done <- q.SyncWithin(time.Minute) }()
+	time.Sleep(50 * time.Millisecond)
+	select {
+	case err := <-done:
+		t.Fatalf("returned (%v) before any Sync covered its appends", err)
+	default:
+	}
+	if err := q.Sync(); err != nil { // another caller's: the doors' group commit
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("still waiting after another Sync covered its appends")
+	}
+	durable(target)
+
+	target = appended()
+	start := time.Now()
+	if err := q.SyncWithin(100 * time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d < 100*time.Millisecond {
+		t.Fatalf("returned after %v with no other Sync, before its bound", d)
+	}
+	durable(target)
+}
