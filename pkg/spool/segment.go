@@ -951,8 +951,27 @@ const smallSync = 256 << 10
 // from the other goroutines while the disk writes (the other Ps run them;
 // not done with a single P), and a stop of the world (garbage collection)
 // waits for the fdatasync to return, which is why only small ones go this
-// way.
-func holdP() bool { return runtime.GOMAXPROCS(0) > 1 }
+// way, and only while the disk answers them fast: one that took longer
+// than slowSync (a slow or busy disk: a disk's cache flush, the file
+// system's commit of other files' data) turns the raw way off for
+// slowSyncOff, so that the collector's pauses do not stretch to the
+// disk's latency. A disk that hangs in the middle of a raw fdatasync
+// still stops the whole process at the next collection until it
+// answers; mail stops then anyway (every Sync waits for the disk), but
+// the control socket, the metrics and the watchdog's pings stop too.
+func holdP() bool {
+	return runtime.GOMAXPROCS(0) > 1 && time.Now().UnixNano() >= rawSyncOffUntil.Load()
+}
+
+// slowSync is the longest a raw fdatasync may take before holdP turns the
+// raw way off for slowSyncOff (variables: tests set them).
+var (
+	slowSync    = 2 * time.Millisecond
+	slowSyncOff = 30 * time.Second
+)
+
+// rawSyncOffUntil is when holdP may use the raw way again (Unix ns).
+var rawSyncOffUntil atomic.Int64
 
 // fdatasyncHoldingP is fdatasync(2) of f as a raw system call (see holdP).
 func fdatasyncHoldingP(f *os.File) error {
@@ -961,6 +980,7 @@ func fdatasyncHoldingP(f *os.File) error {
 		return err
 	}
 	var errno unix.Errno
+	start := time.Now()
 	if err := rc.Control(func(fd uintptr) {
 		for {
 			_, _, errno = unix.RawSyscall(unix.SYS_FDATASYNC, fd, 0, 0)
@@ -970,6 +990,9 @@ func fdatasyncHoldingP(f *os.File) error {
 		}
 	}); err != nil {
 		return err
+	}
+	if now := time.Now(); now.Sub(start) > slowSync {
+		rawSyncOffUntil.Store(now.Add(slowSyncOff).UnixNano())
 	}
 	if errno != 0 {
 		return errno

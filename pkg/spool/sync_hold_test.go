@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -167,4 +168,43 @@ func TestSyncWithin(t *testing.T) {
 		t.Fatalf("returned after %v with no other Sync, before its bound", d)
 	}
 	durable(target)
+}
+
+// A raw fdatasync that took longer than slowSync turns the raw way off
+// for slowSyncOff: a slow disk must not stretch the collector's pauses.
+func TestSlowRawSyncTurnsRawOff(t *testing.T) {
+	if runtime.GOMAXPROCS(0) < 2 {
+		t.Skip("the raw way is used only with GOMAXPROCS > 1")
+	}
+	defer func(s, off time.Duration) { slowSync, slowSyncOff = s, off; rawSyncOffUntil.Store(0) }(slowSync, slowSyncOff)
+	slowSync = time.Hour // the other tests' fdatasyncs may have been slow
+	rawSyncOffUntil.Store(0)
+	f, err := os.Create(filepath.Join(t.TempDir(), "f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	f.WriteString("x")
+	if !holdP() {
+		t.Fatal("holdP false before any slow fdatasync")
+	}
+	if err := fdatasyncHoldingP(f); err != nil {
+		t.Fatal(err)
+	}
+	if !holdP() {
+		t.Fatal("a fast fdatasync turned the raw way off")
+	}
+	slowSync = -1 // every fdatasync is slow
+	if err := fdatasyncHoldingP(f); err != nil {
+		t.Fatal(err)
+	}
+	if holdP() {
+		t.Fatal("the raw way still on after a slow fdatasync")
+	}
+	slowSyncOff = 0
+	slowSync = time.Hour
+	rawSyncOffUntil.Store(time.Now().UnixNano())
+	if !holdP() {
+		t.Fatal("the raw way still off after slowSyncOff")
+	}
 }
