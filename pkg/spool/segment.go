@@ -622,7 +622,9 @@ func (q *Queue) syncLocked(rewrite bool) error {
 	var failed []int
 	for i, s := range segs {
 		var e error
-		if small[i] {
+		// holdP again: a slow raw fdatasync earlier in this Sync turned
+		// the raw way off for the rest of it too.
+		if small[i] && holdP() {
 			e = fdatasyncHoldingP(s.f)
 		} else {
 			e = s.f.Sync()
@@ -674,7 +676,7 @@ func (q *Queue) syncLocked(rewrite bool) error {
 		q.mu.Unlock()
 		if err == nil && !synced {
 			var e error
-			if hold && jsize-q.jsynced >= 0 && jsize-q.jsynced <= smallSync {
+			if hold && holdP() && jsize-q.jsynced >= 0 && jsize-q.jsynced <= smallSync {
 				e = fdatasyncHoldingP(jf)
 			} else {
 				e = unix.Fdatasync(int(jf.Fd()))
@@ -973,6 +975,9 @@ var (
 // rawSyncOffUntil is when holdP may use the raw way again (Unix ns).
 var rawSyncOffUntil atomic.Int64
 
+// rawSyncs counts the raw fdatasyncs made (tests).
+var rawSyncs atomic.Uint64
+
 // fdatasyncHoldingP is fdatasync(2) of f as a raw system call (see holdP).
 func fdatasyncHoldingP(f *os.File) error {
 	rc, err := f.SyscallConn()
@@ -980,6 +985,7 @@ func fdatasyncHoldingP(f *os.File) error {
 		return err
 	}
 	var errno unix.Errno
+	rawSyncs.Add(1)
 	start := time.Now()
 	if err := rc.Control(func(fd uintptr) {
 		for {

@@ -208,3 +208,42 @@ func TestSlowRawSyncTurnsRawOff(t *testing.T) {
 		t.Fatal("the raw way still off after slowSyncOff")
 	}
 }
+
+// Once a raw fdatasync was slow, the rest of the same Sync goes the usual
+// way too: the next segment's fdatasync and the journal's would stretch
+// a collection's pause to the disk's latency just the same.
+func TestSlowRawSyncTurnsRawOffWithinSync(t *testing.T) {
+	if runtime.GOMAXPROCS(0) < 2 {
+		t.Skip("the raw way is used only with GOMAXPROCS > 1")
+	}
+	defer func(s, off time.Duration) { slowSync, slowSyncOff = s, off; rawSyncOffUntil.Store(0) }(slowSync, slowSyncOff)
+	q := newTestQueue(t)
+	// Two messages written at once go into two segments: with the
+	// journal, three small fdatasyncs for one Sync.
+	var ws []*MsgWriter
+	for range 2 {
+		w, err := q.NewMessage(testMeta(NewID(time.Now())))
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Write([]byte("Subject: x\n\nbody\n"))
+		ws = append(ws, w)
+	}
+	if ws[0].seg == ws[1].seg {
+		t.Fatal("two writers share a segment")
+	}
+	for _, w := range ws {
+		if err := w.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	slowSync = -1 // every fdatasync is slow
+	rawSyncOffUntil.Store(0)
+	before := rawSyncs.Load()
+	if err := q.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if n := rawSyncs.Load() - before; n != 1 {
+		t.Fatalf("%d raw fdatasyncs in one Sync after the first was slow, want 1", n)
+	}
+}
