@@ -236,17 +236,18 @@ func (l *link) report(up config.Upstream, key string, err *relay.Error) {
 
 // open returns a session with up: the cached one when it is bound to up
 // and alive (reused true), else a new one. waiting (relay.Message.Waiting),
-// when set, is called before a dial: the caller's work held for the
-// upstream's replies is not held for a dial, which can take its whole
-// timeout.
+// when set, is called before the cached session is closed and before a
+// dial: the caller's work held for the upstream's replies (the outcome of
+// the message sent before) is held neither for a dial, which can take its
+// whole timeout, nor for the QUIT of the session left.
 func (l *link) open(ctx context.Context, up config.Upstream, key string, waiting func()) (s Session, reused bool, err *relay.Error) {
 	if l.sess != nil && l.key == key && l.sess.Alive() {
 		return l.sess, true, nil
 	}
-	l.close()
 	if waiting != nil {
 		waiting()
 	}
+	l.close()
 	s, derr := l.ups.dial(ctx, up)
 	if derr != nil {
 		re := asRelayError(derr)
@@ -307,6 +308,10 @@ func (l *link) send(ctx context.Context, route Route, skip map[string]bool, m *r
 			return res, false
 		}
 		l.report(up, key, res.Err)
+		if m.Waiting != nil {
+			// Not held for the QUIT of a session still alive.
+			m.Waiting()
+		}
 		l.close()
 		if ctx.Err() != nil {
 			break
