@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -157,7 +158,8 @@ func TestIdle421RedialsAtOnce(t *testing.T) {
 func TestBatchCommandsAheadOnRealSessions(t *testing.T) {
 	var e *env
 	var ends atomic.Int32
-	srv := smtptest.New(t, smtptest.Options{Hook: func(ctx context.Context, stage, arg string) error {
+	// Without TLS, so that what the client writes can be read.
+	srv := smtptest.New(t, smtptest.Options{NoTLS: true, Hook: func(ctx context.Context, stage, arg string) error {
 		switch {
 		case stage == smtptest.StageRcpt && arg == "bad@example.net":
 			return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "User unknown"}
@@ -167,6 +169,15 @@ func TestBatchCommandsAheadOnRealSessions(t *testing.T) {
 		return nil
 	}})
 	opts := relay.Options{Hostname: "web1.example.com", ConnectTimeout: 10 * time.Second, CommandTimeout: 10 * time.Second, DataTimeout: 10 * time.Second}
+	var ahead atomic.Int32 // writes of an end of data with the next message's MAIL behind it
+	opts.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var d net.Dialer
+		c, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return aheadConn{Conn: c, ahead: &ahead}, nil
+	}
 	e = newEnv(t, Settings{Concurrency: 1, Upstreams: NewUpstreams([]config.Upstream{srv.Upstream()}, opts, nil)})
 	var ids []string
 	for i := 0; i < 12; i++ {
@@ -191,6 +202,9 @@ func TestBatchCommandsAheadOnRealSessions(t *testing.T) {
 	}
 	if len(got) != 6 {
 		t.Fatalf("before the stop the upstream got %v, want the first 6 but the refused one", got)
+	}
+	if ahead.Load() == 0 {
+		t.Fatal("no message's commands went out behind the end of data of the one before")
 	}
 	in, _ := e.sp.List(spool.Incoming)
 	back := slices.DeleteFunc(in, func(x string) bool { return !slices.Contains(ids, x) })
@@ -232,4 +246,18 @@ func TestBatchCommandsAheadOnRealSessions(t *testing.T) {
 	if !strings.Contains(e.log.String(), "event=bounced id="+ids[2]) {
 		t.Errorf("the refused message is not bounced:\n%s", e.log)
 	}
+}
+
+// aheadConn counts the writes in which an end of data is followed by the
+// next message's MAIL command.
+type aheadConn struct {
+	net.Conn
+	ahead *atomic.Int32
+}
+
+func (c aheadConn) Write(b []byte) (int, error) {
+	if strings.Contains(string(b), "\r\n.\r\nMAIL FROM:") {
+		c.ahead.Add(1)
+	}
+	return c.Conn.Write(b)
 }
