@@ -38,6 +38,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -213,12 +214,18 @@ type Queue struct {
 	failLo  uint64     // the appends (failLo, failHi] were in a failed Sync
 	failHi  uint64
 	failErr error
+	// failEnd is syncEnds once the failed Sync ended: its error is for
+	// the callers that were waiting when it ended (syncEnds lower when
+	// they came), not for one that comes later to try again.
+	failEnd uint64
 	putOff  error // a journal compaction that failed (and was not needed for durability)
 	jsynced int64 // the journal's size at the last Sync that made it durable (see holdP)
 
 	// syncDone (q.syncMu) is closed and forgotten when a Sync ends, for
 	// SyncWithin.
 	syncDone chan struct{}
+	// syncEnds counts the Syncs ended (written under q.syncMu).
+	syncEnds atomic.Uint64
 
 	// Now is the clock of segment compaction (time.Now when nil).
 	Now func() time.Time

@@ -731,13 +731,14 @@ func TestSyncError(t *testing.T) {
 	mustState(t, n, next, Incoming)
 }
 
-// A caller whose appends a failed Sync covered gets that error even when
-// another Sync ran since.
+// A caller whose appends a failed Sync covered, and who was waiting when
+// it failed, gets that error even when another Sync ran since.
 func TestSyncErrorReachesCoveredCallers(t *testing.T) {
 	q := newTestQueue(t)
 	q.mu.Lock()
 	q.seq += 5
 	q.failLo, q.failHi, q.failErr = 2, 7, errors.New("boom")
+	q.failEnd = q.syncEnds.Load() + 1 // it ended after the caller came
 	q.synced = 9
 	q.mu.Unlock()
 	if err := q.Sync(); err == nil || err.Error() != "boom" {

@@ -495,20 +495,22 @@ func (q *Queue) OpenMessage(id string) (*Message, *Meta, error) {
 // dropped (their callers get the error: pickup keeps the maildrop file,
 // a client is told to retry), and the journal is rewritten from memory
 // before any later Sync reports success. The callers whose appends the
-// failed Sync covered get its error; a writer whose message a failed Sync
+// failed Sync covered, waiting for it, get its error (one that comes
+// after it, to try again, gets a Sync of its own); a writer whose message a failed Sync
 // (another caller's) dropped before its own Sync learns it from SyncIDs.
 func (q *Queue) Sync() error {
 	q.mu.Lock()
 	target := q.seq
 	q.mu.Unlock()
-	return q.syncTo(target)
+	return q.syncTo(target, q.syncEnds.Load())
 }
 
-// syncTo is Sync for the appends before target.
-func (q *Queue) syncTo(target uint64) error {
+// syncTo is Sync for the appends before target, by a caller that came
+// when seen Syncs had ended.
+func (q *Queue) syncTo(target, seen uint64) error {
 	q.syncMu.Lock()
 	defer q.syncMu.Unlock()
-	if q.failErr != nil && target > q.failLo && target <= q.failHi {
+	if q.failedFor(target, seen) {
 		return q.failErr
 	}
 	if target <= q.synced {
@@ -526,11 +528,12 @@ func (q *Queue) SyncWithin(d time.Duration) error {
 	q.mu.Lock()
 	target := q.seq
 	q.mu.Unlock()
+	seen := q.syncEnds.Load()
 	timer := time.NewTimer(d)
 	defer timer.Stop()
 	for {
 		q.syncMu.Lock()
-		done := target <= q.synced || (q.failErr != nil && target > q.failLo && target <= q.failHi)
+		done := target <= q.synced || q.failedFor(target, seen)
 		if q.syncDone == nil {
 			q.syncDone = make(chan struct{})
 		}
@@ -542,14 +545,27 @@ func (q *Queue) SyncWithin(d time.Duration) error {
 		select {
 		case <-ch:
 		case <-timer.C:
-			return q.syncTo(target)
+			return q.syncTo(target, seen)
 		}
 	}
-	return q.syncTo(target)
+	return q.syncTo(target, seen)
+}
+
+// failedFor reports (q.syncMu held) whether the last failed Sync covered
+// the appends before target of a caller that came when seen Syncs had
+// ended and was waiting when it failed. A caller that comes after the
+// failure, with nothing appended since (pickup's next pass trying a batch
+// again), gets a Sync of its own: the failure made the next Sync rewrite
+// the journal from memory, and the messages it dropped are SyncIDs'
+// to report (the old error would fail every retry until another line
+// was appended: an idle relayd would never queue the batch).
+func (q *Queue) failedFor(target, seen uint64) bool {
+	return q.failErr != nil && target > q.failLo && target <= q.failHi && q.failEnd > seen
 }
 
 // syncEnded wakes the callers of SyncWithin (q.syncMu held).
 func (q *Queue) syncEnded() {
+	q.syncEnds.Add(1)
 	if q.syncDone != nil {
 		close(q.syncDone)
 		q.syncDone = nil
@@ -694,6 +710,7 @@ func (q *Queue) syncLocked(rewrite bool) error {
 	}
 	if err != nil {
 		q.failLo, q.failHi, q.failErr = q.synced, start, err
+		q.failEnd = q.syncEnds.Load() + 1 // syncEnded counts this one
 		return err
 	}
 	q.synced = start

@@ -3,6 +3,7 @@ package spool
 import (
 	"os"
 	"testing"
+	"time"
 )
 
 // A writer commits its message; before it calls Sync, another caller's
@@ -44,5 +45,47 @@ func TestSyncReportsMessageDroppedBeforeIt(t *testing.T) {
 	}
 	if err := q.SyncIDs(a); err != nil {
 		t.Fatalf("queued again: %v", err)
+	}
+}
+
+// A Sync failed; the caller tries again with nothing appended since (the
+// next pass of pickup over the batch whose maildrop files stayed). It gets
+// a Sync of its own, which rewrites the journal from memory, not the
+// failure it was told already: the retry failed until someone else
+// appended a line, and an idle relayd never delivered the batch.
+func TestSyncAfterFailureTriesAgain(t *testing.T) {
+	q := newTestQueue(t)
+	a := putMessage(t, q, Incoming)
+	if err := q.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.WriteStateNoSync(Incoming, a, &Delivery{Attempts: 1}); err != nil {
+		t.Fatal(err)
+	}
+	q.mu.Lock()
+	real := q.jf
+	broken, _ := os.Open(os.DevNull)
+	broken.Close()
+	q.jf = broken // the journal's fdatasync fails: a stand-in for EIO
+	q.mu.Unlock()
+	if err := q.Sync(); err == nil {
+		t.Fatal("the Sync with a broken journal succeeded")
+	}
+	q.mu.Lock()
+	q.jf = real
+	q.mu.Unlock()
+	if err := q.Sync(); err != nil {
+		t.Fatalf("tried again, nothing appended since: %v", err)
+	}
+	if err := q.SyncWithin(time.Millisecond); err != nil {
+		t.Fatalf("SyncWithin, nothing appended since: %v", err)
+	}
+	// The record is in the journal as rewritten.
+	snap, err := Snapshot(q.Root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, ok := snap[a]; !ok || e.Delivery == nil || e.Delivery.Attempts != 1 {
+		t.Fatalf("after the retry the journal has %+v", snap[a])
 	}
 }
