@@ -33,7 +33,7 @@ func TestListenNoKeepAlive(t *testing.T) {
 	// closed (relayd's own connection to the upstream is not one).
 	accepted := map[string]bool{}
 	var opts []string
-	for _, l := range strings.Split(string(b), "\n") {
+	for _, l := range straceLines(string(b)) {
 		if m := acceptRet.FindStringSubmatch(l); m != nil {
 			accepted[m[1]] = true
 		} else if m := closeCall.FindStringSubmatch(l); m != nil {

@@ -95,7 +95,7 @@ func statusReads(trace, pid string) int {
 	closed := regexp.MustCompile(`close\((\d+)\)`)
 	dirs, status := map[string]bool{}, map[string]bool{}
 	n := 0
-	for _, l := range strings.Split(trace, "\n") {
+	for _, l := range straceLines(trace) {
 		if m := opened.FindStringSubmatch(l); m != nil {
 			status[m[1]] = true
 		} else if m := dir.FindStringSubmatch(l); m != nil {
@@ -112,6 +112,38 @@ func statusReads(trace, pid string) int {
 	return n
 }
 
+// straceLines returns the lines of an strace -f output with each system
+// call on one line: a call that another thread's call interrupted is
+// written as "PID call(args <unfinished ...>" and, later, "PID <... call
+// resumed>rest", which are joined here into "PID call(argsrest". Read
+// apart, the first has no result and the second no arguments (relayd's
+// threads split an openat or a close this way in most runs).
+func straceLines(trace string) []string {
+	pending := map[string]int{} // the index of each thread's unfinished call
+	var out []string
+	for _, l := range strings.Split(trace, "\n") {
+		tid, _, _ := strings.Cut(l, " ")
+		if head, ok := strings.CutSuffix(l, " <unfinished ...>"); ok {
+			pending[tid] = len(out)
+			out = append(out, head)
+			continue
+		}
+		if i, ok := pending[tid]; ok {
+			if _, rest, ok := strings.Cut(l, " resumed>"); ok && strings.Contains(l, " <... ") {
+				// The result, padded on the short line, is " = N" on
+				// a long one.
+				out[i] += resultPad.ReplaceAllString(rest, ") = ")
+				delete(pending, tid)
+				continue
+			}
+		}
+		out = append(out, l)
+	}
+	return out
+}
+
+var resultPad = regexp.MustCompile(`^\) += `)
+
 // grepLines returns the lines of s that contain sub.
 func grepLines(s, sub string) string {
 	var out []string
@@ -121,4 +153,25 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// Calls that strace wrote in two parts (another thread's call came in
+// between) are counted as whole ones: the status file opened in one
+// part and read, then closed in two parts before its descriptor went to
+// another file, is read once.
+func TestStatusReadsJoinsSplitCalls(t *testing.T) {
+	trace := `101 openat(AT_FDCWD, "/proc/42/status", O_RDONLY|O_CLOEXEC <unfinished ...>
+102 read(5,  <unfinished ...>
+101 <... openat resumed>)              = 9
+102 <... read resumed>"220 ok\r\n", 4096) = 8
+101 read(9, "Name:\tpython3\n"..., 4096) = 1200
+101 close(9 <unfinished ...>
+102 close(5)                           = 0
+101 <... close resumed>)               = 0
+101 openat(AT_FDCWD, "/tmp/spool/queue/seg/1", O_RDONLY|O_CLOEXEC) = 9
+101 read(9, "MAILSHIM-SPOOL 1\n"..., 4096) = 1300
+`
+	if n := statusReads(trace, "42"); n != 1 {
+		t.Errorf("statusReads counted %d readings, want 1", n)
+	}
 }
