@@ -499,8 +499,11 @@ func (p *Pickup) file(name string) bool {
 	// copy whose maildrop file is still there.
 	if st, err := p.Queue.Locate(name); err == nil {
 		// Removed once the batch's Sync succeeds: the queued copy
-		// may be one a failed Sync left not durable.
+		// may be one a failed Sync left not durable. The queue is
+		// told then, as of the batch's own messages: it was not when
+		// that Sync failed, and it lists incoming mail only when woken.
 		p.hold(name)
+		p.announced = append(p.announced, name)
 		p.Log.PickupDuplicate(name, st)
 		return false
 	}
