@@ -281,6 +281,15 @@ func (s *site) drop(tag string, n int) []string {
 // "<tag> <i>", and returns their IDs.
 func (s *site) dropOrigin(o spool.Origin, tag string, n int) []string {
 	s.t.Helper()
+	return s.dropEnv(o, spool.Envelope{Sender: "app@example.org", Recipients: []string{"rcpt@example.net"}}, n, func(i int) string {
+		return fmt.Sprintf("From: app@example.org\nTo: rcpt@example.net\nSubject: %s %d\n\nbody %d\n", tag, i, i)
+	})
+}
+
+// dropEnv writes n maildrop files with origin o and envelope env, the
+// i-th holding message(i), and returns their IDs.
+func (s *site) dropEnv(o spool.Origin, env spool.Envelope, n int, message func(i int) string) []string {
+	s.t.Helper()
 	if err := spool.Prepare(s.spool, spool.CurrentOwner()); err != nil {
 		s.t.Fatal(err)
 	}
@@ -291,14 +300,12 @@ func (s *site) dropOrigin(o spool.Origin, tag string, n int) []string {
 	defer md.Close()
 	var ids []string
 	for i := 0; i < n; i++ {
-		m := &spool.Meta{ID: spool.NewID(time.Now()), Time: time.Now(),
-			Env:    spool.Envelope{Sender: "app@example.org", Recipients: []string{"rcpt@example.net"}},
-			Origin: o}
+		m := &spool.Meta{ID: spool.NewID(time.Now()), Time: time.Now(), Env: env, Origin: o}
 		d, err := spool.NewDrop(md, m, 0)
 		if err != nil {
 			s.t.Fatal(err)
 		}
-		fmt.Fprintf(d, "From: app@example.org\nTo: rcpt@example.net\nSubject: %s %d\n\nbody %d\n", tag, i, i)
+		io.WriteString(d, message(i))
 		if err := d.Commit(); err != nil {
 			s.t.Fatal(err)
 		}

@@ -20,31 +20,14 @@ import (
 // link).
 func (s *site) dropRefused(uid int, sender, notify string, n int) []string {
 	s.t.Helper()
-	if err := spool.Prepare(s.spool, spool.CurrentOwner()); err != nil {
-		s.t.Fatal(err)
-	}
-	md, err := spool.OpenDir(s.spool, spool.DirMaildrop)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	defer md.Close()
-	var ids []string
-	for i := 0; i < n; i++ {
-		m := &spool.Meta{ID: spool.NewID(time.Now()), Time: time.Now(),
-			Env:    spool.Envelope{Sender: sender, Recipients: []string{"a@example.net", "b@example.net"}, Notify: notify},
-			Origin: spool.Origin{UID: uid, GID: uid, Via: "maildrop", Mode: "t"}}
-		d, err := spool.NewDrop(md, m, 0)
-		if err != nil {
+	ids := s.dropEnv(spool.Origin{UID: uid, GID: uid, Via: "maildrop", Mode: "t"},
+		spool.Envelope{Sender: sender, Recipients: []string{"a@example.net", "b@example.net"}, Notify: notify}, n, func(i int) string {
+			return fmt.Sprintf("From: app@example.org\nTo: a@example.net, b@example.net\nSubject: refused %d\n\nbody %d\n", i, i)
+		})
+	for _, id := range ids {
+		if err := os.Chown(filepath.Join(s.spool, spool.DirMaildrop, id), uid, -1); err != nil {
 			s.t.Fatal(err)
 		}
-		fmt.Fprintf(d, "From: app@example.org\nTo: a@example.net, b@example.net\nSubject: refused %d\n\nbody %d\n", i, i)
-		if err := d.Commit(); err != nil {
-			s.t.Fatal(err)
-		}
-		if err := os.Chown(filepath.Join(s.spool, spool.DirMaildrop, m.ID), uid, -1); err != nil {
-			s.t.Fatal(err)
-		}
-		ids = append(ids, m.ID)
 	}
 	return ids
 }
