@@ -233,19 +233,27 @@ func TestStoreGroupLoneSessionDoesNotWait(t *testing.T) {
 	}
 	c.mu.Unlock()
 	for i := 0; i < 3; i++ {
-		done := make(chan error, 1)
-		go func() {
-			_, err := store(storeMsg(), strings.NewReader("Subject: lone\n\nbody\n"))
-			done <- err
-		}()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Fatal(err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Fatal("a lone session waited for siblings that do not exist")
+		storeAtOnce(t, store, "a lone session waited for siblings that do not exist")
+	}
+}
+
+// storeAtOnce stores a message through store and fails the test with
+// stuck when the Store has not returned within 30 s (a group's wait that
+// does not end, its bound set to an hour).
+func storeAtOnce(t *testing.T, store func(*spool.Meta, io.Reader) (string, error), stuck string) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() {
+		_, err := store(storeMsg(), strings.NewReader("Subject: lone\n\nbody\n"))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
 		}
+	case <-time.After(30 * time.Second):
+		t.Fatal(stuck)
 	}
 }
 
@@ -352,19 +360,7 @@ func TestStoreGroupSlowSessionWaitedForOnce(t *testing.T) {
 	c.maxWait = time.Hour // a wait from here on would not end
 	c.mu.Unlock()
 	for i := 0; i < 3; i++ {
-		done := make(chan error, 1)
-		go func() {
-			_, err := store(storeMsg(), strings.NewReader("Subject: lone\n\nbody\n"))
-			done <- err
-		}()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Fatal(err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Fatalf("message %d waited again for the slow session", i+2)
-		}
+		storeAtOnce(t, store, fmt.Sprintf("message %d waited again for the slow session", i+2))
 	}
 	fmt.Fprint(pw, "Subject: slow\n\nbody\n")
 	pw.Close()

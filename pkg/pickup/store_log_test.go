@@ -3,14 +3,12 @@ package pickup
 import (
 	"bytes"
 	"fmt"
-	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/mailshim/mailshim/pkg/maillog"
-	"github.com/mailshim/mailshim/pkg/spool"
 )
 
 // lockedLog records what reaches the log's file and how many writes.
@@ -52,9 +50,7 @@ func TestStorePickupLineWrittenBeforeAnswer(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := 0; i < each; i++ {
-				m := &spool.Meta{Env: spool.Envelope{Sender: "a@example.org", Recipients: []string{"x@example.org"}},
-					Origin: spool.Origin{UID: os.Getuid(), Via: "smtp"}}
-				id, err := store(m, strings.NewReader(fmt.Sprintf("Subject: s%d m%d\n\nbody\n", s, i)))
+				id, err := store(storeMsg(), strings.NewReader(fmt.Sprintf("Subject: s%d m%d\n\nbody\n", s, i)))
 				if err != nil {
 					errs <- err
 					continue
