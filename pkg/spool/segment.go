@@ -65,6 +65,7 @@ type segment struct {
 	liveBytes int64
 	created   time.Time
 	sealed    bool          // no more appends
+	syncBad   bool          // an fdatasync of it failed: no more commits either (see Sync)
 	busy      bool          // a writer holds it
 	dirty     bool          // written since the last Sync
 	dead      bool          // in q.dying
@@ -371,6 +372,12 @@ func (q *Queue) add(id string, e *entry, s *segment, end int64) error {
 	if q.entries[id] != nil {
 		return fmt.Errorf("spool: %s is queued already", id)
 	}
+	if s.syncBad {
+		// Its bytes written before the failed fdatasync were part of
+		// that writeback, and the file's next fdatasync will not say
+		// whether they reached the disk.
+		return fmt.Errorf("spool: %s not stored: the fdatasync of its segment %s failed while it was written", id, s.f.Name())
+	}
 	if err := q.appendLocked(addLine(id, e), false); err != nil {
 		return err
 	}
@@ -493,7 +500,8 @@ func (q *Queue) OpenMessage(id string) (*Message, *Meta, error) {
 // failure the store trusts neither: a segment whose fdatasync failed is
 // sealed and the messages added to it since its last good Sync are
 // dropped (their callers get the error: pickup keeps the maildrop file,
-// a client is told to retry), and the journal is rewritten from memory
+// a client is told to retry), as is one still being written into it, at
+// its commit; and the journal is rewritten from memory
 // before any later Sync reports success. The callers whose appends the
 // failed Sync covered, waiting for it, get its error (one that comes
 // after it, to try again, gets a Sync of its own); a writer whose message a failed Sync
@@ -663,6 +671,11 @@ func (q *Queue) syncLocked(rewrite bool) error {
 		for _, i := range failed {
 			s := segs[i]
 			s.sealed = true
+			s.syncBad = true
+			// The messages added since the fdatasync's list was taken
+			// too: their bytes may have been in the failed writeback.
+			ids[i] = append(ids[i], s.unsynced...)
+			s.unsynced = nil
 			for _, id := range ids[i] {
 				if e := q.entries[id]; e != nil && e.seg == s.n {
 					q.dropLocked(id, e)

@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"bytes"
 	"os"
 	"testing"
 	"time"
@@ -87,5 +88,53 @@ func TestSyncAfterFailureTriesAgain(t *testing.T) {
 	}
 	if e, ok := snap[a]; !ok || e.Delivery == nil || e.Delivery.Attempts != 1 {
 		t.Fatalf("after the retry the journal has %+v", snap[a])
+	}
+}
+
+// A message being streamed into a segment when that segment's fdatasync
+// fails: the bytes it had written were part of the failed writeback, and
+// the file's next fdatasync reports nothing (Linux reports a writeback
+// error once per open file). Its commit must fail, or its writer's Sync
+// would succeed and the message be reported stored with bytes lost.
+func TestSyncFailureFailsMessageBeingWritten(t *testing.T) {
+	q := newTestQueue(t)
+	a := putMessage(t, q, Incoming)
+	id := NewID(time.Now())
+	w, err := q.NewMessage(testMeta(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := w.seg
+	if segOf(t, q, a) != s {
+		t.Fatal("the writer got another segment")
+	}
+	w.Write([]byte("Subject: streamed\n\n"))
+	w.Write(bytes.Repeat([]byte("0123456789abcde\n"), (100<<10)/16)) // past the buffer: in the file
+	real := s.f
+	broken, _ := os.Open(os.DevNull)
+	broken.Close()
+	s.f = broken // fdatasync fails: a stand-in for EIO
+	if err := q.SyncIDs(a); err == nil {
+		t.Fatal("the Sync with a broken segment succeeded")
+	}
+	s.f = real
+	w.Write([]byte("the end\n"))
+	err = w.Commit()
+	if err == nil {
+		err = q.SyncIDs(id)
+	}
+	if err == nil {
+		t.Fatal("the message being written when its segment's fdatasync failed was reported stored")
+	}
+	if q.HasMessage(id) {
+		t.Fatal("still queued")
+	}
+	// Written again, into another segment, it is stored.
+	id2 := putMessage(t, q, Incoming)
+	if err := q.SyncIDs(id2); err != nil {
+		t.Fatal(err)
+	}
+	if segOf(t, q, id2) == s {
+		t.Fatal("a new message went into the segment whose fdatasync failed")
 	}
 }
