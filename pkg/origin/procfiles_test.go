@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mailshim/mailshim/pkg/spool"
+	"github.com/mailshim/mailshim/pkg/waitfor"
 )
 
 // startShell starts "sh -c script" in dir and waits until the child runs
@@ -26,22 +27,11 @@ func startShell(t *testing.T, dir, script string) (*exec.Cmd, io.WriteCloser) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { w.Close(); cmd.Process.Kill(); cmd.Wait() })
-	waitFor(t, "the shell", func() bool {
+	waitfor.True(t, "the shell", 30*time.Second, func() bool {
 		p := readProcess(cmd.Process.Pid)
 		return len(p.Cmdline) > 0 && p.Cmdline[0] == "/bin/sh"
 	})
 	return cmd, w
-}
-
-func waitFor(t *testing.T, what string, ok func() bool) {
-	t.Helper()
-	for range 500 {
-		if ok() {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("no %s within 5 s", what)
 }
 
 func kept(ps *Procs) int {
@@ -95,7 +85,7 @@ func TestProcsReadsAfresh(t *testing.T) {
 		t.Fatalf("first reading: %+v", before)
 	}
 	io.WriteString(w, "go\n")
-	waitFor(t, "the exec", func() bool {
+	waitfor.True(t, "the exec", 30*time.Second, func() bool {
 		p := readProcess(pid)
 		return len(p.Cmdline) > 0 && p.Cmdline[0] == "sleep"
 	})
