@@ -992,7 +992,7 @@ const smallSync = 256 << 10
 // answers; mail stops then anyway (every Sync waits for the disk), but
 // the control socket, the metrics and the watchdog's pings stop too.
 func holdP() bool {
-	return runtime.GOMAXPROCS(0) > 1 && time.Now().UnixNano() >= rawSyncOffUntil.Load()
+	return runtime.GOMAXPROCS(0) > 1 && monoNow() >= rawSyncOffUntil.Load()
 }
 
 // slowSync is the longest a raw fdatasync may take before holdP turns the
@@ -1002,8 +1002,14 @@ var (
 	slowSyncOff = 30 * time.Second
 )
 
-// rawSyncOffUntil is when holdP may use the raw way again (Unix ns).
+// rawSyncOffUntil is when holdP may use the raw way again (monoNow).
 var rawSyncOffUntil atomic.Int64
+
+// monoBase and monoNow: a monotonic clock in ns (a step of the wall clock
+// must not keep the raw way off, or turn it on early).
+var monoBase = time.Now()
+
+func monoNow() int64 { return int64(time.Since(monoBase)) }
 
 // rawSyncs counts the raw fdatasyncs made (tests).
 var rawSyncs atomic.Uint64
@@ -1028,7 +1034,7 @@ func fdatasyncHoldingP(f *os.File) error {
 		return err
 	}
 	if now := time.Now(); now.Sub(start) > slowSync {
-		rawSyncOffUntil.Store(now.Add(slowSyncOff).UnixNano())
+		rawSyncOffUntil.Store(monoNow() + int64(slowSyncOff))
 	}
 	if errno != 0 {
 		return errno

@@ -203,7 +203,7 @@ func TestSlowRawSyncTurnsRawOff(t *testing.T) {
 	}
 	slowSyncOff = 0
 	slowSync = time.Hour
-	rawSyncOffUntil.Store(time.Now().UnixNano())
+	rawSyncOffUntil.Store(monoNow())
 	if !holdP() {
 		t.Fatal("the raw way still off after slowSyncOff")
 	}
