@@ -3,7 +3,6 @@ package robust
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -39,17 +38,7 @@ func TestDiskFullSmallMessages(t *testing.T) {
 	e.upConf = e.upstreamTOML(p.port, "starttls", e.up.CAFile, e.up.Username, e.up.Password)
 	e.queueConf = engineQueue
 	e.rewriteConfig()
-	sp := e.site.Spool
-	if err := unix.Mount("tmpfs", sp, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, fmt.Sprintf("size=%dm,mode=0711", fsSize)); err != nil {
-		t.Skipf("SKIP: cannot mount a tmpfs: %v", err)
-	}
-	t.Cleanup(func() { unix.Unmount(sp, unix.MNT_DETACH) })
-	md := filepath.Join(sp, spool.DirMaildrop)
-	if err := os.Mkdir(md, 0o730); err != nil {
-		t.Fatal(err)
-	}
-	os.Chown(md, 0, driver.DropGID)
-	os.Chmod(md, 0o730|os.ModeSticky)
+	sp := e.tmpfsSpool(fsSize)
 	e.probe()
 	p.down()
 	e.startRelayd()

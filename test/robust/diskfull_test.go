@@ -42,6 +42,25 @@ func (e *env) sendmail(data []byte, args ...string) (int, string) {
 	}
 }
 
+// tmpfsSpool mounts a tmpfs of size MiB on the site's spool (skipping
+// the test where that cannot be done), for as long as the test runs, with
+// the maildrop directory sendmail writes into, and returns the spool.
+func (e *env) tmpfsSpool(size int) string {
+	e.t.Helper()
+	sp := e.site.Spool
+	if err := unix.Mount("tmpfs", sp, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, fmt.Sprintf("size=%dm,mode=0711", size)); err != nil {
+		e.t.Skipf("SKIP: cannot mount a tmpfs: %v", err)
+	}
+	e.t.Cleanup(func() { unix.Unmount(sp, unix.MNT_DETACH) })
+	md := filepath.Join(sp, spool.DirMaildrop)
+	if err := os.Mkdir(md, 0o730); err != nil {
+		e.t.Fatal(err)
+	}
+	os.Chown(md, 0, driver.DropGID)
+	os.Chmod(md, 0o730|os.ModeSticky)
+	return sp
+}
+
 // TestDiskFull puts the spool on a 4 MB tmpfs (root only): with the disk
 // full, callers get exit 73 and one clear line, mail queued before is still
 // delivered, relayd keeps running, and everything works again once space
@@ -59,17 +78,7 @@ func TestDiskFull(t *testing.T) {
 		refused.Add(1)
 		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try again later"}
 	}})
-	sp := e.site.Spool
-	if err := unix.Mount("tmpfs", sp, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "size=4m,mode=0711"); err != nil {
-		t.Skipf("SKIP: cannot mount a tmpfs: %v", err)
-	}
-	t.Cleanup(func() { unix.Unmount(sp, unix.MNT_DETACH) })
-	md := filepath.Join(sp, spool.DirMaildrop)
-	if err := os.Mkdir(md, 0o730); err != nil {
-		t.Fatal(err)
-	}
-	os.Chown(md, 0, driver.DropGID)
-	os.Chmod(md, 0o730|os.ModeSticky)
+	sp := e.tmpfsSpool(4)
 	e.probe()
 	e.startRelayd()
 
