@@ -112,6 +112,21 @@ func waitFor(t *testing.T, c *committer, what string, cond func() bool) {
 	}
 }
 
+// startSlowStore starts a Store whose message data comes through the
+// returned pipe (a client still sending it) and waits until the
+// committer counts it as under way; its result arrives on the channel.
+func startSlowStore(t *testing.T, c *committer, store func(*spool.Meta, io.Reader) (string, error)) (*io.PipeWriter, <-chan storeResult) {
+	t.Helper()
+	pr, pw := io.Pipe()
+	res := make(chan storeResult, 1)
+	go func() {
+		id, err := store(storeMsg(), pr)
+		res <- storeResult{id, err}
+	}()
+	waitFor(t, c, "the slow session is storing", func() bool { return c.storing == 1 })
+	return pw, res
+}
+
 // recordSyncs makes the committer record each group's IDs before the
 // real Sync of the queue (err, when not nil, fails every Sync instead).
 func recordSyncs(e *env, err error) func() [][]string {
@@ -144,13 +159,7 @@ func TestStoreGroupWaitsForStoringSibling(t *testing.T) {
 	groups := recordSyncs(e, nil)
 	store := e.p.Store(0)
 
-	pr, pw := io.Pipe()
-	slow := make(chan storeResult, 1)
-	go func() {
-		id, err := store(storeMsg(), pr)
-		slow <- storeResult{id, err}
-	}()
-	waitFor(t, c, "the slow session is storing", func() bool { return c.storing == 1 })
+	pw, slow := startSlowStore(t, c, store)
 
 	fast := make(chan storeResult, 1)
 	go func() {
@@ -271,22 +280,17 @@ func TestStoreGroupFailedSyncFailsEveryMember(t *testing.T) {
 	groups := recordSyncs(e, errors.New("fdatasync: input/output error"))
 	store := e.p.Store(0)
 
-	pr, pw := io.Pipe()
-	res := make(chan storeResult, 2)
-	go func() {
-		id, err := store(storeMsg(), pr)
-		res <- storeResult{id, err}
-	}()
-	waitFor(t, c, "the slow session is storing", func() bool { return c.storing == 1 })
+	pw, slow := startSlowStore(t, c, store)
+	fast := make(chan storeResult, 1)
 	go func() {
 		id, err := store(storeMsg(), strings.NewReader("Subject: fast\n\nbody\n"))
-		res <- storeResult{id, err}
+		fast <- storeResult{id, err}
 	}()
 	waitFor(t, c, "the group commit waits for the slow session", func() bool { return c.waiting })
 	fmt.Fprint(pw, "Subject: slow\n\nbody\n")
 	pw.Close()
-	for i := 0; i < 2; i++ {
-		if r := <-res; r.err == nil {
+	for _, r := range []storeResult{<-slow, <-fast} {
+		if r.err == nil {
 			t.Errorf("%s answered stored after its group's Sync failed", r.id)
 		}
 	}
@@ -345,13 +349,7 @@ func TestStoreGroupSlowSessionWaitedForOnce(t *testing.T) {
 	c.maxWait = 50 * time.Millisecond
 	store := e.p.Store(0)
 
-	pr, pw := io.Pipe()
-	slow := make(chan storeResult, 1)
-	go func() {
-		id, err := store(storeMsg(), pr)
-		slow <- storeResult{id, err}
-	}()
-	waitFor(t, c, "the slow session is storing", func() bool { return c.storing == 1 })
+	pw, slow := startSlowStore(t, c, store)
 	// The first group waits for it, up to its bound.
 	if _, err := store(storeMsg(), strings.NewReader("Subject: first\n\nbody\n")); err != nil {
 		t.Fatal(err)
