@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -22,6 +23,11 @@ func TestGrowStack(t *testing.T) {
 		runtime.ReadMemStats(&m)
 		return m.StackInuse
 	}
+	// No collection while the stacks are counted: one shrinks the
+	// stacks of goroutines parked with little of theirs in use, these
+	// included, to half (an explicit runtime.GC here: 16 KiB each).
+	// Turning it off waits for a collection under way to end.
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
 	before := inuse()
 	release := make(chan struct{})
 	var started, done sync.WaitGroup
