@@ -703,6 +703,10 @@ func (q *Queue) syncLocked(rewrite bool) error {
 		}
 		jf, jsize := q.jf, q.jsize
 		q.mu.Unlock()
+		if synced {
+			// The new journal, fdatasynced whole by the rewrite.
+			q.jsynced = jsize
+		}
 		if err == nil && !synced {
 			var e error
 			if hold && holdP() && jsize-q.jsynced >= 0 && jsize-q.jsynced <= smallSync {

@@ -247,3 +247,45 @@ func TestSlowRawSyncTurnsRawOffWithinSync(t *testing.T) {
 		t.Fatalf("%d raw fdatasyncs in one Sync after the first was slow, want 1", n)
 	}
 }
+
+// A journal compaction leaves a smaller journal, made durable by its
+// rewrite: the next Sync's fdatasync of the journal has only the lines
+// appended since to write, and is made the raw way like the segment's.
+func TestRawJournalSyncAfterRewrite(t *testing.T) {
+	if runtime.GOMAXPROCS(0) < 2 {
+		t.Skip("the raw way is used only with GOMAXPROCS > 1")
+	}
+	defer func(s time.Duration) { slowSync = s; rawSyncOffUntil.Store(0) }(slowSync)
+	slowSync = time.Hour // the other tests' fdatasyncs may have been slow
+	q := newTestQueue(t)
+	var ids []string
+	for range 5 {
+		ids = append(ids, putMessage(t, q, Incoming))
+	}
+	if err := q.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		if err := q.RemoveMessage(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := q.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	q.syncMu.Lock()
+	err := q.syncLocked(true) // compaction: the journal rewritten
+	q.syncMu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	putMessage(t, q, Incoming)
+	rawSyncOffUntil.Store(0)
+	before := rawSyncs.Load()
+	if err := q.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if n := rawSyncs.Load() - before; n != 2 {
+		t.Fatalf("%d raw fdatasyncs for one small message after a rewrite, want 2 (its segment and the journal)", n)
+	}
+}
