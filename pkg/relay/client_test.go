@@ -916,29 +916,6 @@ func TestConnectionLostDuringData(t *testing.T) {
 	}
 }
 
-// lineServer is an upstream over net.Pipe that greets and then answers
-// each command line through answer (given the verb, upper case), until
-// answer returns false: it then closes the connection.
-func lineServer(t *testing.T, answer func(verb string, w io.Writer) bool) Options {
-	opts := testOpts()
-	opts.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, srv := net.Pipe()
-		go func() {
-			defer srv.Close()
-			r := bufio.NewReader(srv)
-			fmt.Fprintf(srv, "220 fake ESMTP\r\n")
-			for {
-				l, err := r.ReadString('\n')
-				if err != nil || !answer(strings.ToUpper(strings.Fields(l + " x")[0]), srv) {
-					return
-				}
-			}
-		}()
-		return c, nil
-	}
-	return opts
-}
-
 // A 421 that an upstream sent while the session was idle (an idle
 // timeout, a restart) is what the client reads first when it sends the
 // next transaction: it is the session's end, not an answer about the

@@ -284,9 +284,10 @@ func TestRefusalAtEachStage(t *testing.T) {
 	}
 }
 
-// A scripted server for replies go-smtp's server cannot give (a refusal of
-// the DATA command itself).
-func scripted(t *testing.T, replies map[string]string) Options {
+// lineServer is an upstream over net.Pipe that greets and then answers
+// each command line through answer (given the verb, upper case), until
+// answer returns false: it then closes the connection.
+func lineServer(t *testing.T, answer func(verb string, w io.Writer) bool) Options {
 	opts := testOpts()
 	opts.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, srv := net.Pipe()
@@ -296,28 +297,35 @@ func scripted(t *testing.T, replies map[string]string) Options {
 			fmt.Fprintf(srv, "220 fake ESMTP\r\n")
 			for {
 				l, err := r.ReadString('\n')
-				if err != nil {
+				if err != nil || !answer(strings.ToUpper(strings.Fields(l + " x")[0]), srv) {
 					return
-				}
-				verb := strings.ToUpper(strings.Fields(l + " x")[0])
-				if rep, ok := replies[verb]; ok {
-					fmt.Fprintf(srv, "%s\r\n", rep)
-					continue
-				}
-				switch verb {
-				case "EHLO":
-					fmt.Fprintf(srv, "250-fake\r\n250-8BITMIME\r\n250-STARTTLS\r\n250 SIZE 100000\r\n")
-				case "QUIT":
-					fmt.Fprintf(srv, "221 2.0.0 Bye\r\n")
-					return
-				default:
-					fmt.Fprintf(srv, "250 2.0.0 Ok\r\n")
 				}
 			}
 		}()
 		return c, nil
 	}
 	return opts
+}
+
+// A scripted server for replies go-smtp's server cannot give (a refusal of
+// the DATA command itself): replies answers by verb, the others as usual.
+func scripted(t *testing.T, replies map[string]string) Options {
+	return lineServer(t, func(verb string, w io.Writer) bool {
+		if rep, ok := replies[verb]; ok {
+			fmt.Fprintf(w, "%s\r\n", rep)
+			return true
+		}
+		switch verb {
+		case "EHLO":
+			fmt.Fprintf(w, "250-fake\r\n250-8BITMIME\r\n250-STARTTLS\r\n250 SIZE 100000\r\n")
+		case "QUIT":
+			fmt.Fprintf(w, "221 2.0.0 Bye\r\n")
+			return false
+		default:
+			fmt.Fprintf(w, "250 2.0.0 Ok\r\n")
+		}
+		return true
+	})
 }
 
 func TestRefusalOfDATACommand(t *testing.T) {
