@@ -36,7 +36,7 @@ func TestCountOfFollowsTransitions(t *testing.T) {
 		for _, uid := range []int{1000, 1001, 1002} {
 			for i, st := range States {
 				got := q.CountOf(st, uid)
-				if w := walked[stateUID{int32(uid), uint8(i)}]; got != w {
+				if w := walked[stateUID{uint32(uid), uint8(i)}]; got != w {
 					t.Errorf("%s: CountOf(%s, %d) = %d, the entries hold %d", step, st, uid, got, w)
 				}
 				if w := want[st][uid]; got != w {

@@ -129,7 +129,7 @@ func addLine(id string, e *entry) []byte {
 	b := appendState(lineStart("add", id), e.st)
 	b = appendLoc(b, e.seg, e.off, e.len)
 	b = append(b, `,"uid":`...)
-	b = strconv.AppendInt(b, int64(e.uid), 10)
+	b = strconv.AppendUint(b, uint64(e.uid), 10)
 	return frame(appendRecord(b, e.d))
 }
 
@@ -332,7 +332,7 @@ func replay(r io.Reader, es map[string]*entry, pol map[string][]byte) (replayRes
 func apply(es map[string]*entry, r *jrec) {
 	switch r.Op {
 	case "add":
-		es[r.ID] = &entry{st: uint8(stateIndex(r.St)), seg: r.Seg, off: r.Off, len: r.Len, uid: int32(r.UID), d: bytes.Clone(r.D)}
+		es[r.ID] = &entry{st: uint8(stateIndex(r.St)), seg: r.Seg, off: r.Off, len: r.Len, uid: uint32(r.UID), d: bytes.Clone(r.D)}
 	case "set":
 		if e := es[r.ID]; e != nil {
 			e.st = uint8(stateIndex(r.St))

@@ -33,6 +33,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -112,7 +113,7 @@ type entry struct {
 	off int64  // offset of the message (its header) in the segment
 	len int64  // length of the message with its header
 	d   []byte // JSON of the delivery record; nil when empty
-	uid int32  // the caller's UID (from the message's header)
+	uid uint32 // the caller's UID (from the message's header)
 	st  uint8  // index in States
 }
 
@@ -142,7 +143,7 @@ func (s *stateSet) add(id string) {
 
 // stateUID keys the count of one caller's messages in one state.
 type stateUID struct {
-	uid int32
+	uid uint32
 	st  uint8
 }
 
@@ -525,12 +526,12 @@ func (q *Queue) List(state string) ([]string, error) {
 // queue.
 func (q *Queue) CountOf(state string, uid int) int {
 	st := stateIndex(state)
-	if st < 0 || int(int32(uid)) != uid {
+	if st < 0 || uid < 0 || uint64(uid) > math.MaxUint32 {
 		return 0
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return q.byUID[stateUID{int32(uid), uint8(st)}]
+	return q.byUID[stateUID{uint32(uid), uint8(st)}]
 }
 
 // Counts returns the number of messages in each state.

@@ -248,7 +248,7 @@ func (q *Queue) importLegacy(msgDir *os.File, id string, st uint8) (string, erro
 		}
 		return "", fmt.Errorf("spool: migrating %s: %w", id, err)
 	}
-	e := &entry{seg: s.n, off: start, len: size, d: d, uid: int32(m.Origin.UID), st: st}
+	e := &entry{seg: s.n, off: start, len: size, d: d, uid: uint32(m.Origin.UID), st: st}
 	if err := q.add(id, e, s, w.off); err != nil {
 		s.f.Truncate(start)
 		q.mu.Lock()

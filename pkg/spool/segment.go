@@ -355,7 +355,7 @@ func (w *MsgWriter) CommitState(state string, d *Delivery) error {
 		w.Abort()
 		return err
 	}
-	e := &entry{seg: w.seg.n, off: w.start, len: w.ow.off - w.start, d: db, uid: int32(w.meta.Origin.UID), st: uint8(st)}
+	e := &entry{seg: w.seg.n, off: w.start, len: w.ow.off - w.start, d: db, uid: uint32(w.meta.Origin.UID), st: uint8(st)}
 	if err := w.q.add(w.meta.ID, e, w.seg, w.ow.off); err != nil {
 		w.Abort()
 		return err
