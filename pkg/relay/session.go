@@ -487,12 +487,12 @@ func (s *Session) Send(ctx context.Context, m *Message) *Result {
 	// state this Send cannot use, and is dropped (the message sent ahead
 	// never got its data: the upstream has none of it).
 	t := s.ahead
-	s.ahead = nil
 	if t != nil && (t.m != m || s.dead) {
-		t.src.release()
+		s.releaseAhead()
 		t = nil
 		s.abort()
 	}
+	s.ahead = nil
 	if s.dead {
 		return fail(&Error{Class: Temporary, Stage: StageConnect, Err: errors.New("session closed"), Cause: "the connection to the upstream is closed"})
 	}
