@@ -192,7 +192,6 @@ func (w *worker) deliverBatch(ctx context.Context, ids []string) {
 		}
 		// The next message's commands may follow this one's end of data
 		// on the session (relay.Message.Next) when it goes the same way.
-		w.message(a).Next = nil
 		if next != nil && slices.Equal(a.route.sess, next.route.sess) {
 			w.message(a).Next = w.message(next)
 		}
