@@ -654,7 +654,9 @@ func (q *Queue) Requeue(id string, attempted bool) error {
 // crash loses no line (the kernel has it); only a power loss can, and the
 // next Sync (the next batch's attempt records, or Maintain within
 // seconds) bounds how many. The message's bytes stay in their segment
-// until every message of the segment is gone and a Sync covers that.
+// until a Sync covers the del line: then the file system blocks only
+// gone messages filled are punched out (holes.go), and the segment is
+// unlinked once all its messages are gone.
 func (q *Queue) Done(id string) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
