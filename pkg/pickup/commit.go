@@ -1,6 +1,7 @@
 package pickup
 
 import (
+	"slices"
 	"sync"
 	"time"
 )
@@ -134,7 +135,7 @@ func (c *committer) wake() {
 // expected is how many members a group may expect: as many as the
 // largest of the recent groups had.
 func (c *committer) expected() int {
-	return max(c.recent[0], c.recent[1], c.recent[2], c.recent[3])
+	return slices.Max(c.recent[:])
 }
 
 // commit waits until the message id, written in mode inGroup, is durable
