@@ -60,9 +60,10 @@ func (h *Handler) Handle(_ context.Context, r slog.Record) error {
 
 // handle writes r as one line. Unless lazy, it then flushes the writer
 // (when it is a Buffer): a line that may wait is one of the events every
-// delivered message logs, which a busy drain writes by the thousand; every
-// other event — an error, a refusal, a message accepted from a client
-// that is told so — is written out at once, with whatever waited before
+// delivered or accepted message logs, which a busy drain or listener
+// writes by the thousand (a pickup line whose client is told is written
+// out by Logger.WriteOut before the answer); every other event — an
+// error, a refusal — is written out at once, with whatever waited before
 // it, so that it is in the log when the outside world hears of it.
 func (h *Handler) handle(r slog.Record, lazy bool) error {
 	b := make([]byte, 0, 256)
