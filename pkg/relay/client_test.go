@@ -630,13 +630,8 @@ func TestTraceDataStateIsTheClients(t *testing.T) {
 // bounce.
 func TestAuthChallengesBounded(t *testing.T) {
 	var responses atomic.Int32
-	opts, ss := scriptedTLS(t, "250-fake\r\n250 AUTH LOGIN\r\n", func(line string) string {
-		switch {
-		case strings.HasPrefix(line, "AUTH LOGIN"):
-			return "334 UGFzc3dvcmQ6\r\n"
-		case line == "*":
-			return "501 5.7.0 Authentication aborted\r\n"
-		case !strings.Contains(line, " ") && line != "QUIT":
+	w := dialLoginFails(t, "p", "334 UGFzc3dvcmQ6\r\n", func(line string) string {
+		if !strings.Contains(line, " ") && line != "QUIT" {
 			if responses.Add(1) >= 50 {
 				return "235 2.7.0 Authentication successful\r\n"
 			}
@@ -644,21 +639,10 @@ func TestAuthChallengesBounded(t *testing.T) {
 		}
 		return ""
 	})
-	up := config.Upstream{Host: "127.0.0.1", Port: 465, TLS: "tls", Username: "u", Password: "p", Auth: []string{"LOGIN"}}
-	s, err := Dial(context.Background(), up, opts)
-	if s != nil {
-		s.Close()
-	}
-	if err == nil {
-		t.Fatalf("authenticated after %d responses", responses.Load())
-	}
-	if e := asError(t, err); e.Stage != StageAuth || e.Class != AuthFailure {
-		t.Fatalf("got %v (class %v)", e, e.Class)
-	}
 	if n := responses.Load(); n > 10 {
 		t.Fatalf("%d responses to challenges", n)
 	}
-	if w := ss.Writes(); len(w) == 0 || w[len(w)-1] != "*\r\n" {
+	if len(w) == 0 || w[len(w)-1] != "*\r\n" {
 		t.Fatalf("the exchange was not cancelled: %q", w)
 	}
 }
@@ -847,24 +831,40 @@ func TestPipelinedMailRefusedManyGroups(t *testing.T) {
 // fails as an AuthFailure.
 func TestAuthBadChallengeCancelled(t *testing.T) {
 	const pass = "s3cret-Pa55"
-	opts, ss := scriptedTLS(t, "250-fake\r\n250 AUTH LOGIN\r\n", func(line string) string {
-		switch {
-		case strings.HasPrefix(line, "AUTH LOGIN"):
-			return "334 not base64!\r\n"
-		case line == "*":
-			return "501 5.7.0 Authentication aborted\r\n"
-		}
-		return ""
-	})
-	up := config.Upstream{Host: "127.0.0.1", Port: 465, TLS: "tls", Username: "u", Password: pass, Auth: []string{"LOGIN"}}
-	_, err := Dial(context.Background(), up, opts)
-	if e := asError(t, err); e.Stage != StageAuth || e.Class != AuthFailure {
-		t.Fatalf("got %v (class %v)", e, e.Class)
-	}
-	w := ss.Writes()
+	w := dialLoginFails(t, pass, "334 not base64!\r\n", func(string) string { return "" })
 	if len(w) != 3 || !strings.HasPrefix(w[1], "AUTH LOGIN ") || w[2] != "*\r\n" || strings.Contains(strings.Join(w, ""), base64.StdEncoding.EncodeToString([]byte(pass))) {
 		t.Fatalf("the client wrote %q", w)
 	}
+}
+
+// dialLoginFails logs in with LOGIN and password pass to a scriptedTLS
+// upstream that offers only AUTH LOGIN, answers it with challenge, "*"
+// with 501 and any other line through reply ("" for the usual answer).
+// The login must fail as an AuthFailure at StageAuth; it returns what the
+// client wrote.
+func dialLoginFails(t *testing.T, pass, challenge string, reply func(line string) string) []string {
+	t.Helper()
+	opts, ss := scriptedTLS(t, "250-fake\r\n250 AUTH LOGIN\r\n", func(line string) string {
+		switch {
+		case strings.HasPrefix(line, "AUTH LOGIN"):
+			return challenge
+		case line == "*":
+			return "501 5.7.0 Authentication aborted\r\n"
+		}
+		return reply(line)
+	})
+	up := config.Upstream{Host: "127.0.0.1", Port: 465, TLS: "tls", Username: "u", Password: pass, Auth: []string{"LOGIN"}}
+	s, err := Dial(context.Background(), up, opts)
+	if s != nil {
+		s.Close()
+	}
+	if err == nil {
+		t.Fatalf("authenticated; the client wrote %q", ss.Writes())
+	}
+	if e := asError(t, err); e.Stage != StageAuth || e.Class != AuthFailure {
+		t.Fatalf("got %v (class %v)", e, e.Class)
+	}
+	return ss.Writes()
 }
 
 // The connection lost while the client waits for the reply to DATA
