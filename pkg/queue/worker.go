@@ -125,7 +125,7 @@ func (w *worker) deliverBatch(ctx context.Context, ids []string) {
 	q := w.q
 	var as []*attempt
 	for _, id := range ids {
-		if a := w.prepare(id, false); a != nil {
+		if a := w.prepare(id); a != nil {
 			as = append(as, a)
 		}
 	}
@@ -225,11 +225,11 @@ func (w *worker) putBack(a *attempt) {
 	}
 }
 
-// prepare claims id, opens it and records the attempt (fsync'd when sync,
-// else left to the caller's q.sp.Sync). It returns nil when there is
+// prepare claims id, opens it and records the attempt (made durable by
+// the caller's Sync of the spool, for the whole batch). It returns nil when there is
 // nothing to send (the message is gone, finished, quarantined or put back
 // for later).
-func (w *worker) prepare(id string, sync bool) *attempt {
+func (w *worker) prepare(id string) *attempt {
 	q := w.q
 	if _, err := q.sp.Claim(id); err != nil {
 		if !errors.Is(err, spool.ErrNotFound) {
@@ -280,7 +280,7 @@ func (w *worker) prepare(id string, sync bool) *attempt {
 	}
 	d.Last = now
 	d.Next = now.Add(retryAfter(w.set.Retry, d.Attempts))
-	if err := q.recordState(sync, spool.Active, id, d); err != nil {
+	if err := q.recordState(false, spool.Active, id, d); err != nil {
 		if !spool.IsFull(err) {
 			w.notSending(id, d.Next, err)
 			f.Close()
