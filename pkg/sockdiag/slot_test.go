@@ -7,6 +7,28 @@ import (
 	"time"
 )
 
+// tcpPair opens one loopback connection and returns its client and
+// server ends, closed when the test ends.
+func tcpPair(tb testing.TB) (client, server net.Conn) {
+	tb.Helper()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ln.Close()
+	client, err = net.Dial("tcp4", ln.Addr().String())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { client.Close() })
+	server, err = ln.Accept()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { server.Close() })
+	return client, server
+}
+
 // dialN opens n loopback connections and returns the client ends.
 func dialN(tb testing.TB, n int) []net.Conn {
 	tb.Helper()

@@ -108,21 +108,7 @@ func TestTCPOwnerClosed(t *testing.T) {
 // BenchmarkIdentify is what the listener does per TCP connection before
 // the greeting: the inet_diag lookup, then the /proc scan for the holder.
 func BenchmarkIdentify(b *testing.B) {
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	client, err := net.Dial("tcp4", ln.Addr().String())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer client.Close()
-	server, err := ln.Accept()
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer server.Close()
+	_, server := tcpPair(b)
 	peer := server.RemoteAddr().(*net.TCPAddr).AddrPort()
 	local := server.LocalAddr().(*net.TCPAddr).AddrPort()
 	b.Run("inet_diag", func(b *testing.B) {

@@ -16,21 +16,7 @@ import (
 // kernel's answer (port 0) gives the owner. Sending to another process's
 // netlink port needs CAP_NET_ADMIN: the test runs as root only.
 func TestTCPOwnerSpoofedAnswer(t *testing.T) {
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	client, err := net.Dial("tcp4", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	server, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer server.Close()
+	client, server := tcpPair(t)
 	peer := server.RemoteAddr().(*net.TCPAddr).AddrPort()
 	local := server.LocalAddr().(*net.TCPAddr).AddrPort()
 	// The first lookup opens the shared socket.
