@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/mailshim/mailshim/pkg/smtptest"
-	"github.com/mailshim/mailshim/pkg/spool"
 	"github.com/mailshim/mailshim/pkg/waitfor"
 )
 
@@ -30,9 +29,7 @@ func TestSessionNotSharedAcrossAccounts(t *testing.T) {
 sender_domains = ["shop.example"]
 upstream = ["shop"]
 `)
-	if err := spool.Prepare(s.spool, spool.CurrentOwner()); err != nil {
-		t.Fatal(err)
-	}
+	s.prepareSpool()
 	// Queued before relayd starts, so that one worker takes them in one
 	// batch, alternating.
 	want := map[string]string{}

@@ -25,9 +25,7 @@ import (
 // as sendmail does, and returns the time it was committed (its arrival).
 func (s *site) dropSubject(subject string) time.Time {
 	s.t.Helper()
-	if err := spool.Prepare(s.spool, spool.CurrentOwner()); err != nil {
-		s.t.Fatal(err)
-	}
+	s.prepareSpool()
 	md, err := spool.OpenDir(s.spool, spool.DirMaildrop)
 	if err != nil {
 		s.t.Fatal(err)
@@ -329,9 +327,7 @@ upstream = ["own"]
 sender_domains = ["shop.example"]
 upstream = ["shop"]
 `)
-	if err := spool.Prepare(s.spool, spool.CurrentOwner()); err != nil {
-		t.Fatal(err)
-	}
+	s.prepareSpool()
 	// Everything is in the maildrop (with its owner) before relayd starts.
 	plain := s.dropFrom("app@example.org", "default")
 	shopID := s.dropFrom("orders@shop.example", "shop's")

@@ -24,9 +24,6 @@ import (
 func TestMaildropUnlinkDurableBeforeDelivery(t *testing.T) {
 	up := newUpstream(t, smtptest.Options{})
 	s := newSite(t, up, siteOpts{})
-	if err := spool.Prepare(s.spool, spool.CurrentOwner()); err != nil {
-		t.Fatal(err)
-	}
 	const n = 5
 	s.drop("durable", n)
 	trace := filepath.Join(s.dir, "strace.out")

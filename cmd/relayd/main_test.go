@@ -229,6 +229,15 @@ func (s *site) startStraced(strace ...string) (*daemon, int) {
 	return d, relayd
 }
 
+// startFailing runs relayd under strace with the system call sys on
+// path failing as inject says (e.g. "error=EIO:when=1"); strace's output
+// goes to strace.out in the site's directory.
+func (s *site) startFailing(path, sys, inject string) (*daemon, int) {
+	s.t.Helper()
+	return s.startStraced("-f", "-qq", "-o", filepath.Join(s.dir, "strace.out"), "-P", path,
+		"-e", "trace="+sys, "-e", "inject="+sys+":"+inject)
+}
+
 // stopStraced sends SIGTERM to relayd (its PID under strace) and returns
 // how strace exited.
 func (d *daemon) stopStraced(t *testing.T, relayd int) error {
@@ -270,6 +279,14 @@ func (d *daemon) term(t *testing.T) int {
 	return -1
 }
 
+// prepareSpool makes the spool's directories, owned by the test's user.
+func (s *site) prepareSpool() {
+	s.t.Helper()
+	if err := spool.Prepare(s.spool, spool.CurrentOwner()); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
 // drop writes n messages into the maildrop as sendmail would, each with
 // Subject "<tag> <i>".
 func (s *site) drop(tag string, n int) []string {
@@ -290,9 +307,7 @@ func (s *site) dropOrigin(o spool.Origin, tag string, n int) []string {
 // i-th holding message(i), and returns their IDs.
 func (s *site) dropEnv(o spool.Origin, env spool.Envelope, n int, message func(i int) string) []string {
 	s.t.Helper()
-	if err := spool.Prepare(s.spool, spool.CurrentOwner()); err != nil {
-		s.t.Fatal(err)
-	}
+	s.prepareSpool()
 	md, err := spool.OpenDir(s.spool, spool.DirMaildrop)
 	if err != nil {
 		s.t.Fatal(err)
@@ -319,9 +334,7 @@ func (s *site) dropEnv(o spool.Origin, env spool.Envelope, n int, message func(i
 // notify, and returns its ID.
 func (s *site) dropHugeHeader(notify string) string {
 	s.t.Helper()
-	if err := spool.Prepare(s.spool, spool.CurrentOwner()); err != nil {
-		s.t.Fatal(err)
-	}
+	s.prepareSpool()
 	md, err := spool.OpenDir(s.spool, spool.DirMaildrop)
 	if err != nil {
 		s.t.Fatal(err)

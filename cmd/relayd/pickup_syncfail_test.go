@@ -21,12 +21,9 @@ import (
 func TestPickupSyncFailureThenDelivered(t *testing.T) {
 	up := newUpstream(t, smtptest.Options{})
 	s := newSite(t, up, siteOpts{})
-	if err := spool.Prepare(s.spool, spool.CurrentOwner()); err != nil {
-		t.Fatal(err)
-	}
+	s.prepareSpool()
 	journal := filepath.Join(s.spool, spool.JournalFile)
-	s.startStraced("-f", "-qq", "-o", filepath.Join(s.dir, "strace.out"), "-P", journal,
-		"-e", "trace=fdatasync", "-e", "inject=fdatasync:error=EIO:when=1")
+	s.startFailing(journal, "fdatasync", "error=EIO:when=1")
 	t.Cleanup(func() {
 		if t.Failed() || testing.Verbose() {
 			t.Logf("log:\n%.4000s", s.log())

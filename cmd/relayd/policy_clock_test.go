@@ -28,9 +28,7 @@ func TestPolicyStateFromAClockAhead(t *testing.T) {
 messages_per_hour = 3
 action = "hold"
 `)
-	if err := spool.Prepare(s.spool, spool.CurrentOwner()); err != nil {
-		t.Fatal(err)
-	}
+	s.prepareSpool()
 	// One message counted at "then", a year ahead of now: the hourly
 	// bucket's time is then + 20 minutes (an hour / 3).
 	then := time.Now().Add(365 * 24 * time.Hour).UTC()

@@ -21,12 +21,9 @@ import (
 func TestQuarantineSyncFailureKeepsOriginal(t *testing.T) {
 	up := newUpstream(t, smtptest.Options{})
 	s := newSite(t, up, siteOpts{})
-	if err := spool.Prepare(s.spool, spool.CurrentOwner()); err != nil {
-		t.Fatal(err)
-	}
+	s.prepareSpool()
 	quar := filepath.Join(s.spool, spool.DirQuarantine)
-	s.startStraced("-f", "-qq", "-o", filepath.Join(s.dir, "strace.out"), "-P", quar,
-		"-e", "trace=fsync", "-e", "inject=fsync:error=EIO")
+	s.startFailing(quar, "fsync", "error=EIO")
 	// A file that is not a spool file, written beside the maildrop and
 	// moved in (as the maildrop test does).
 	junk := spool.NewID(time.Now())

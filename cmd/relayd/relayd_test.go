@@ -260,9 +260,7 @@ func TestCheckConfig(t *testing.T) {
 		t.Fatalf("bad config: exit %d, %q", code, stderr)
 	}
 	// An unsafe spool: 78, naming the path; relayd refuses to start.
-	if err := spool.Prepare(s.spool, spool.CurrentOwner()); err != nil {
-		t.Fatal(err)
-	}
+	s.prepareSpool()
 	md := filepath.Join(s.spool, spool.DirMaildrop)
 	os.Chmod(md, 0o777|os.ModeSticky)
 	_, stderr, code = runCmd(t, nil, relaydBin, "check-config", "--config", s.cfgPath)

@@ -26,9 +26,7 @@ import (
 // next attempt is due.
 func (s *site) legacyQueue(tag string, n int) {
 	s.t.Helper()
-	if err := spool.Prepare(s.spool, spool.CurrentOwner()); err != nil {
-		s.t.Fatal(err)
-	}
+	s.prepareSpool()
 	for _, d := range []string{"msg", spool.Incoming, spool.Active, spool.Deferred, spool.Held, spool.Failed} {
 		if err := os.MkdirAll(filepath.Join(s.spool, spool.DirQueue, d), 0o700); err != nil {
 			s.t.Fatal(err)

@@ -20,9 +20,7 @@ import (
 func TestUpgradeFromFilePerMessageQueue(t *testing.T) {
 	up := newUpstream(t, smtptest.Options{})
 	s := newSite(t, up, siteOpts{concurrency: 1})
-	if err := spool.Prepare(s.spool, spool.CurrentOwner()); err != nil {
-		t.Fatal(err)
-	}
+	s.prepareSpool()
 	q := filepath.Join(s.spool, spool.DirQueue)
 	for _, d := range []string{"msg", spool.Incoming, spool.Active, spool.Deferred, spool.Held, spool.Failed} {
 		if err := os.Mkdir(filepath.Join(q, d), 0o700); err != nil {
