@@ -44,7 +44,8 @@
 //     -bs, a dialogue that can last, has a handler (catchSignals): a
 //     signal aborts the message being written and exits 74 with one
 //     line; what the session stored stays queued (a message whose
-//     commit had begun too, which the line then says). Once the session
+//     commit had begun too, or may when relayd gave no answer to it,
+//     which the line then says). Once the session
 //     has ended they are ignored: sendmail exits with its status.
 //   - The clock is ours (time.Now), never the caller's headers.
 //   - chdir("/"). Never exec.
@@ -171,11 +172,12 @@ var current struct {
 	abort func()
 }
 
-// stores counts the commits that succeeded. The handler compares it
-// before and after it takes current's lock, which a commit holds: a
-// message whose commit was under way when the signal came is stored,
-// answered or not.
-var stores atomic.Int64
+// stores counts the commits that succeeded, and maybeStores those that
+// ended without relayd's answer (submitsock.ErrNoAnswer: relayd may have
+// stored the message). The handler compares them before and after it
+// takes current's lock, which a commit holds: a message whose commit was
+// under way when the signal came is stored, answered or not, or may be.
+var stores, maybeStores atomic.Int64
 
 func setCurrent(abort func()) {
 	current.Lock()
@@ -233,14 +235,17 @@ func catchSignals() {
 	signal.Notify(c, stopSignals...)
 	close(signalsCaught)
 	sig := <-c
-	before := stores.Load()
+	before, maybeBefore := stores.Load(), maybeStores.Load()
 	current.Lock() // held until exit: no commit can start now
 	if current.abort != nil {
 		current.abort()
 	}
 	msg := "interrupted by " + sig.String() + ", SMTP session cut short: the messages answered 250 stay queued, any other was not sent"
-	if stores.Load() != before {
+	switch {
+	case stores.Load() != before:
 		msg = "interrupted by " + sig.String() + ", SMTP session cut short: the message being stored when the signal came was stored (answered or not), as were those answered 250; any other was not sent"
+	case maybeStores.Load() != maybeBefore:
+		msg = "interrupted by " + sig.String() + ", SMTP session cut short: the message being stored when the signal came may have been stored (relayd gave no answer; mailq shows whether it is queued), those answered 250 were; any other was not sent"
 	}
 	os.Stderr.WriteString("sendmail: " + msg + "\n")
 	syslogf("status=%d error=%s", sysexits.IOErr, quote(msg))
@@ -559,8 +564,11 @@ func (guard) Commit(commit func() error) error {
 		signal.Ignore(stopSignals...)
 	}
 	err := commit()
-	if err == nil {
+	switch {
+	case err == nil:
 		stores.Add(1)
+	case errors.Is(err, submitsock.ErrNoAnswer):
+		maybeStores.Add(1)
 	}
 	current.abort = nil
 	return err
