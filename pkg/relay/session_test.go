@@ -891,10 +891,9 @@ func TestSendPreparedMessage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "From: sender@example.org\r\nTo: rcpt@example.net\r\nSubject: test\r\n\r\nHello.\r\n.leading dot\r\n"
 	for _, i := range []int{0, 2} {
-		if string(msgs[i].Data) != want {
-			t.Fatalf("message %d: data %q, want %q", i, msgs[i].Data, want)
+		if string(msgs[i].Data) != wantData {
+			t.Fatalf("message %d: data %q, want %q", i, msgs[i].Data, wantData)
 		}
 	}
 }
