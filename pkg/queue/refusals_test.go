@@ -71,7 +71,7 @@ func TestRefusalsExplained(t *testing.T) {
 			if tc.up != nil {
 				tc.up(&up)
 			}
-			opts := relay.Options{Hostname: "web1.example.com", ConnectTimeout: 10 * time.Second, CommandTimeout: 10 * time.Second, DataTimeout: 10 * time.Second}
+			opts := realOpts()
 			e := newEnv(t, Settings{Upstreams: NewUpstreams([]config.Upstream{up}, opts, nil)})
 			id := e.enqueue(t, 1001, "sender@example.org", "x@example.net")
 			// The DSN stays queued, to be read below.
@@ -117,6 +117,12 @@ func TestRefusalsExplained(t *testing.T) {
 	}
 }
 
+// realOpts are the relay.Options of the tests that send through real
+// relay sessions.
+func realOpts() relay.Options {
+	return relay.Options{Hostname: "web1.example.com", ConnectTimeout: 10 * time.Second, CommandTimeout: 10 * time.Second, DataTimeout: 10 * time.Second}
+}
+
 func unq(s string) string { return strings.ReplaceAll(s, `\"`, `"`) }
 
 // A reused session whose upstream answers the next transaction with 421
@@ -131,7 +137,7 @@ func TestIdle421RedialsAtOnce(t *testing.T) {
 		}
 		return nil
 	}})
-	opts := relay.Options{Hostname: "web1.example.com", ConnectTimeout: 10 * time.Second, CommandTimeout: 10 * time.Second, DataTimeout: 10 * time.Second}
+	opts := realOpts()
 	e := newEnv(t, Settings{Concurrency: 1, Upstreams: NewUpstreams([]config.Upstream{srv.Upstream()}, opts, nil)})
 	ids := []string{e.enqueue(t, 1001, "sender@example.org", "x@example.net"), e.enqueue(t, 1001, "sender@example.org", "y@example.net")}
 	e.run()
@@ -168,7 +174,7 @@ func TestBatchCommandsAheadOnRealSessions(t *testing.T) {
 		}
 		return nil
 	}})
-	opts := relay.Options{Hostname: "web1.example.com", ConnectTimeout: 10 * time.Second, CommandTimeout: 10 * time.Second, DataTimeout: 10 * time.Second}
+	opts := realOpts()
 	var ahead atomic.Int32 // writes of an end of data with the next message's MAIL behind it
 	opts.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		var d net.Dialer

@@ -8,10 +8,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/mailshim/mailshim/pkg/config"
-	"github.com/mailshim/mailshim/pkg/relay"
 )
 
 // lineUpstreams are scripted upstreams over net.Pipe, one per address
@@ -74,8 +72,8 @@ func (u *lineUpstreams) dial(ctx context.Context, network, addr string) (net.Con
 // with its record unwritten (a crash then would send it again).
 func TestOutcomeAppliedBeforeSessionChange(t *testing.T) {
 	u := &lineUpstreams{got: map[string]int{}}
-	opts := relay.Options{Hostname: "web1.example.com", ConnectTimeout: 10 * time.Second, CommandTimeout: 10 * time.Second,
-		DataTimeout: 10 * time.Second, DialContext: u.dial}
+	opts := realOpts()
+	opts.DialContext = u.dial
 	ups := []config.Upstream{
 		{Name: "one", Host: "127.0.0.1", Port: 2525, TLS: "none"},
 		{Name: "two", RoutedOnly: true, Host: "127.0.0.1", Port: 2526, TLS: "none"},
