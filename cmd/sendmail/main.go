@@ -195,11 +195,12 @@ var stopSignals = []os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, s
 // catches SIGQUIT. That default action would dump core: the process is
 // made non-dumpable first (PR_SET_DUMPABLE 0, what the kernel already
 // makes a setgid process unless fs.suid_dumpable says otherwise), so
-// that no core file holds its memory whatever the system's setting. The runtime keeps no state that this contradicts: it
-// looks at a signal's disposition only when os/signal changes it, and
-// the later signal.Ignore in guard.Commit sets SIG_IGN whatever was
-// there. The zero struct is the kernel's sigaction with SIG_DFL, no
-// flags and an empty mask on every 64-bit architecture.
+// that no core file holds its memory whatever the system's setting. The
+// runtime keeps no state that this contradicts: it looks at a signal's
+// disposition only when os/signal changes it, and the later
+// signal.Ignore in guard.Commit sets SIG_IGN whatever was there. The
+// zero struct is the kernel's sigaction with SIG_DFL, no flags and an
+// empty mask on every 64-bit architecture.
 func quitByDefault() {
 	unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
 	defaultAction(syscall.SIGQUIT)
