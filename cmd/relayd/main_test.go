@@ -15,9 +15,12 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/emersion/go-smtp"
 
 	"github.com/mailshim/mailshim/pkg/control"
 	"github.com/mailshim/mailshim/pkg/message"
@@ -419,6 +422,19 @@ func newUpstream(t *testing.T, o smtptest.Options) *smtptest.Server {
 	o.Username = "relay@example.com"
 	o.Password = testPassword
 	return smtptest.New(t, o)
+}
+
+// newDeferringUpstream is an upstream that answers every MAIL with 451
+// until accept is called.
+func newDeferringUpstream(t *testing.T) (up *smtptest.Server, accept func()) {
+	var ok atomic.Bool
+	up = newUpstream(t, smtptest.Options{Hook: func(ctx context.Context, stage, arg string) error {
+		if stage == smtptest.StageMail && !ok.Load() {
+			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try again later"}
+		}
+		return nil
+	}})
+	return up, func() { ok.Store(true) }
 }
 
 // connectable reports whether a unix socket accepts connections.

@@ -1,18 +1,13 @@
 package main
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/emersion/go-smtp"
-
-	"github.com/mailshim/mailshim/pkg/smtptest"
 	"github.com/mailshim/mailshim/pkg/spool"
 	"github.com/mailshim/mailshim/pkg/waitfor"
 )
@@ -25,13 +20,7 @@ import (
 // power loss is played by putting the file back after a SIGKILL, with the
 // bounce still queued (the upstream deferred it).
 func TestRejectedMaildropPowerLossBouncesOnce(t *testing.T) {
-	var accept atomic.Bool
-	up := newUpstream(t, smtptest.Options{Hook: func(ctx context.Context, stage, arg string) error {
-		if stage == smtptest.StageMail && !accept.Load() {
-			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try again later"}
-		}
-		return nil
-	}})
+	up, accept := newDeferringUpstream(t)
 	s := newSite(t, up, siteOpts{})
 	id := s.dropHugeHeader("")
 	path := filepath.Join(s.spool, spool.DirMaildrop, id)
@@ -59,7 +48,7 @@ func TestRejectedMaildropPowerLossBouncesOnce(t *testing.T) {
 	}
 	os.Chown(path, int(st.Uid), int(st.Gid))
 	os.Chmod(path, fi.Mode().Perm())
-	accept.Store(true)
+	accept()
 	s.start()
 	if _, stderr, code := runCmd(t, []string{"MAILSHIM_CONFIG=" + s.cfgPath}, relaydBin, "queue", "flush"); code != 0 {
 		t.Fatalf("flush: exit %d: %s", code, stderr)

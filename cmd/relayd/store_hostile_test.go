@@ -8,30 +8,19 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/emersion/go-smtp"
-
-	"github.com/mailshim/mailshim/pkg/smtptest"
 	"github.com/mailshim/mailshim/pkg/spool"
 	"github.com/mailshim/mailshim/pkg/waitfor"
 )
 
 func TestStoreHostileFiles(t *testing.T) {
-	var accept atomic.Bool
-	up := newUpstream(t, smtptest.Options{Hook: func(ctx context.Context, stage, arg string) error {
-		if stage == smtptest.StageMail && !accept.Load() {
-			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "not now"}
-		}
-		return nil
-	}})
+	up, accept := newDeferringUpstream(t)
 	s := newSite(t, up, siteOpts{retry: `["1s"]`})
 	const n = 40
 	s.drop("hostile", n)
@@ -90,7 +79,7 @@ func TestStoreHostileFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	accept.Store(true)
+	accept()
 	t.Cleanup(func() {
 		if t.Failed() {
 			var mine []string
