@@ -810,14 +810,7 @@ func TestSubmitSocket(t *testing.T) {
 		t.Errorf("does not say why each path failed: %q", r.stderr)
 	}
 
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	if err := os.Chmod(sock, 0o777); err != nil {
-		t.Fatal(err)
-	}
+	ln := listenSubmit(t, sock)
 	errs := make(chan error, 1)
 	go func() {
 		c, err := ln.AcceptUnix()
@@ -867,14 +860,7 @@ func TestSubmitSocketNoAnswer(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			s, sock := socketSpool(t)
-			ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ln.Close()
-			if err := os.Chmod(sock, 0o777); err != nil {
-				t.Fatal(err)
-			}
+			ln := listenSubmit(t, sock)
 			got := make(chan string, 1)
 			go func() {
 				c, err := ln.AcceptUnix()
@@ -920,6 +906,21 @@ func socketSpool(t *testing.T) (s *testSpool, sock string) {
 	return s, filepath.Join(filepath.Dir(s.conf), "submit.sock")
 }
 
+// listenSubmit listens on the submission socket sock, open to every
+// user, until the test ends.
+func listenSubmit(t *testing.T, sock string) *net.UnixListener {
+	t.Helper()
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	if err := os.Chmod(sock, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	return ln
+}
+
 // unprivileged is inv run by a caller that may write neither the maildrop
 // (its test sets maildrop/ 0500) nor anything else of the spool: as
 // nobody when the tests run as root (root writes any directory), else as
@@ -940,14 +941,7 @@ func unprivileged(inv invocation, conf string) invocation {
 // not setgid stores through; its exit status is the refusal's code.
 func TestSMTPModeRefusals(t *testing.T) {
 	s, sock := socketSpool(t)
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	if err := os.Chmod(sock, 0o777); err != nil {
-		t.Fatal(err)
-	}
+	ln := listenSubmit(t, sock)
 	refusals := make(chan *submit.Error, 1)
 	srv := &submitsock.Server{Intake: submit.Intake{Store: func(m *spool.Meta, body io.Reader) (string, error) {
 		if _, err := io.Copy(io.Discard, body); err != nil {
@@ -1103,14 +1097,7 @@ func TestSubmitSocketSignalAtCommit(t *testing.T) {
 			s, sock := socketSpool(t)
 			store := filepath.Join(filepath.Dir(s.conf), "store")
 			os.Mkdir(store, 0o700)
-			ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ln.Close()
-			if err := os.Chmod(sock, 0o777); err != nil {
-				t.Fatal(err)
-			}
+			ln := listenSubmit(t, sock)
 			drop := submittest.DropStore(store, 1<<20)
 			errs := make(chan error, 1)
 			go func() {
