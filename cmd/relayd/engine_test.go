@@ -25,23 +25,10 @@ import (
 // as sendmail does, and returns the time it was committed (its arrival).
 func (s *site) dropSubject(subject string) time.Time {
 	s.t.Helper()
-	s.prepareSpool()
-	md, err := spool.OpenDir(s.spool, spool.DirMaildrop)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	defer md.Close()
-	m := &spool.Meta{ID: spool.NewID(time.Now()), Time: time.Now(),
-		Env:    spool.Envelope{Sender: "app@example.org", Recipients: []string{"rcpt@example.net"}},
-		Origin: spool.Origin{UID: os.Getuid(), GID: os.Getgid(), Via: "maildrop", Mode: "t"}}
-	d, err := spool.NewDrop(md, m, 0)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	fmt.Fprintf(d, "From: app@example.org\nTo: rcpt@example.net\nSubject: %s\n\nbody\n", subject)
-	if err := d.Commit(); err != nil {
-		s.t.Fatal(err)
-	}
+	s.dropEnv(spool.Origin{UID: os.Getuid(), GID: os.Getgid(), Via: "maildrop", Mode: "t"},
+		spool.Envelope{Sender: "app@example.org", Recipients: []string{"rcpt@example.net"}}, 1, func(int) string {
+			return fmt.Sprintf("From: app@example.org\nTo: rcpt@example.net\nSubject: %s\n\nbody\n", subject)
+		})
 	return time.Now()
 }
 

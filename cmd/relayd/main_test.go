@@ -337,24 +337,10 @@ func (s *site) dropEnv(o spool.Origin, env spool.Envelope, n int, message func(i
 // notify, and returns its ID.
 func (s *site) dropHugeHeader(notify string) string {
 	s.t.Helper()
-	s.prepareSpool()
-	md, err := spool.OpenDir(s.spool, spool.DirMaildrop)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	defer md.Close()
-	m := &spool.Meta{ID: spool.NewID(time.Now()), Time: time.Now(),
-		Env:    spool.Envelope{Sender: "app@example.org", Recipients: []string{"rcpt@example.net"}, Notify: notify},
-		Origin: spool.Origin{UID: os.Getuid(), GID: os.Getgid(), Via: "maildrop"}}
-	d, err := spool.NewDrop(md, m, 0)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	fmt.Fprintf(d, "Subject: huge header\nX-Data: %s\n\nbody\n", strings.Repeat("x", message.MaxField+1))
-	if err := d.Commit(); err != nil {
-		s.t.Fatal(err)
-	}
-	return m.ID
+	return s.dropEnv(spool.Origin{UID: os.Getuid(), GID: os.Getgid(), Via: "maildrop"},
+		spool.Envelope{Sender: "app@example.org", Recipients: []string{"rcpt@example.net"}, Notify: notify}, 1, func(int) string {
+			return fmt.Sprintf("Subject: huge header\nX-Data: %s\n\nbody\n", strings.Repeat("x", message.MaxField+1))
+		})[0]
 }
 
 // subjects counts the delivered messages by Subject.
