@@ -118,13 +118,20 @@ func waitFor(t *testing.T, c *committer, what string, cond func() bool) {
 func startSlowStore(t *testing.T, c *committer, store func(*spool.Meta, io.Reader) (string, error)) (*io.PipeWriter, <-chan storeResult) {
 	t.Helper()
 	pr, pw := io.Pipe()
-	res := make(chan storeResult, 1)
-	go func() {
-		id, err := store(storeMsg(), pr)
-		res <- storeResult{id, err}
-	}()
+	res := goStore(store, pr)
 	waitFor(t, c, "the slow session is storing", func() bool { return c.storing == 1 })
 	return pw, res
+}
+
+// goStore stores a message with data body in a goroutine of its own and
+// returns where its answer comes.
+func goStore(store func(*spool.Meta, io.Reader) (string, error), body io.Reader) <-chan storeResult {
+	res := make(chan storeResult, 1)
+	go func() {
+		id, err := store(storeMsg(), body)
+		res <- storeResult{id, err}
+	}()
+	return res
 }
 
 // recordSyncs makes the committer record each group's IDs before the
@@ -161,11 +168,7 @@ func TestStoreGroupWaitsForStoringSibling(t *testing.T) {
 
 	pw, slow := startSlowStore(t, c, store)
 
-	fast := make(chan storeResult, 1)
-	go func() {
-		id, err := store(storeMsg(), strings.NewReader("Subject: fast\n\nbody\n"))
-		fast <- storeResult{id, err}
-	}()
+	fast := goStore(store, strings.NewReader("Subject: fast\n\nbody\n"))
 	waitFor(t, c, "the group commit waits for the slow session", func() bool { return c.waiting })
 	select {
 	case r := <-fast:
@@ -281,11 +284,7 @@ func TestStoreGroupFailedSyncFailsEveryMember(t *testing.T) {
 	store := e.p.Store(0)
 
 	pw, slow := startSlowStore(t, c, store)
-	fast := make(chan storeResult, 1)
-	go func() {
-		id, err := store(storeMsg(), strings.NewReader("Subject: fast\n\nbody\n"))
-		fast <- storeResult{id, err}
-	}()
+	fast := goStore(store, strings.NewReader("Subject: fast\n\nbody\n"))
 	waitFor(t, c, "the group commit waits for the slow session", func() bool { return c.waiting })
 	fmt.Fprint(pw, "Subject: slow\n\nbody\n")
 	pw.Close()
