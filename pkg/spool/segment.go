@@ -996,7 +996,11 @@ const smallSync = 256 << 10
 // answers; mail stops then anyway (every Sync waits for the disk), but
 // the control socket, the metrics and the watchdog's pings stop too.
 func holdP() bool {
-	return runtime.GOMAXPROCS(0) > 1 && monoNow() >= rawSyncOffUntil.Load()
+	if runtime.GOMAXPROCS(0) < 2 {
+		return false
+	}
+	off := rawSyncOffUntil.Load()
+	return off == nil || !time.Now().Before(*off)
 }
 
 // slowSync is the longest a raw fdatasync may take before holdP turns the
@@ -1006,14 +1010,10 @@ var (
 	slowSyncOff = 30 * time.Second
 )
 
-// rawSyncOffUntil is when holdP may use the raw way again (monoNow).
-var rawSyncOffUntil atomic.Int64
-
-// monoBase and monoNow: a monotonic clock in ns (a step of the wall clock
-// must not keep the raw way off, or turn it on early).
-var monoBase = time.Now()
-
-func monoNow() int64 { return int64(time.Since(monoBase)) }
+// rawSyncOffUntil is when holdP may use the raw way again (nil: now). A
+// time.Time from time.Now compares by its monotonic reading, so a step of
+// the wall clock neither keeps the raw way off nor turns it on early.
+var rawSyncOffUntil atomic.Pointer[time.Time]
 
 // rawSyncs counts the raw fdatasyncs made (tests).
 var rawSyncs atomic.Uint64
@@ -1038,7 +1038,8 @@ func fdatasyncHoldingP(f *os.File) error {
 		return err
 	}
 	if now := time.Now(); now.Sub(start) > slowSync {
-		rawSyncOffUntil.Store(monoNow() + int64(slowSyncOff))
+		until := now.Add(slowSyncOff)
+		rawSyncOffUntil.Store(&until)
 	}
 	if errno != 0 {
 		return errno

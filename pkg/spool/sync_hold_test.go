@@ -176,9 +176,9 @@ func TestSlowRawSyncTurnsRawOff(t *testing.T) {
 	if runtime.GOMAXPROCS(0) < 2 {
 		t.Skip("the raw way is used only with GOMAXPROCS > 1")
 	}
-	defer func(s, off time.Duration) { slowSync, slowSyncOff = s, off; rawSyncOffUntil.Store(0) }(slowSync, slowSyncOff)
+	defer func(s, off time.Duration) { slowSync, slowSyncOff = s, off; rawSyncOffUntil.Store(nil) }(slowSync, slowSyncOff)
 	slowSync = time.Hour // the other tests' fdatasyncs may have been slow
-	rawSyncOffUntil.Store(0)
+	rawSyncOffUntil.Store(nil)
 	f, err := os.Create(filepath.Join(t.TempDir(), "f"))
 	if err != nil {
 		t.Fatal(err)
@@ -203,7 +203,8 @@ func TestSlowRawSyncTurnsRawOff(t *testing.T) {
 	}
 	slowSyncOff = 0
 	slowSync = time.Hour
-	rawSyncOffUntil.Store(monoNow())
+	now := time.Now()
+	rawSyncOffUntil.Store(&now)
 	if !holdP() {
 		t.Fatal("the raw way still off after slowSyncOff")
 	}
@@ -216,7 +217,7 @@ func TestSlowRawSyncTurnsRawOffWithinSync(t *testing.T) {
 	if runtime.GOMAXPROCS(0) < 2 {
 		t.Skip("the raw way is used only with GOMAXPROCS > 1")
 	}
-	defer func(s, off time.Duration) { slowSync, slowSyncOff = s, off; rawSyncOffUntil.Store(0) }(slowSync, slowSyncOff)
+	defer func(s, off time.Duration) { slowSync, slowSyncOff = s, off; rawSyncOffUntil.Store(nil) }(slowSync, slowSyncOff)
 	q := newTestQueue(t)
 	// Two messages written at once go into two segments: with the
 	// journal, three small fdatasyncs for one Sync.
@@ -238,7 +239,7 @@ func TestSlowRawSyncTurnsRawOffWithinSync(t *testing.T) {
 		}
 	}
 	slowSync = -1 // every fdatasync is slow
-	rawSyncOffUntil.Store(0)
+	rawSyncOffUntil.Store(nil)
 	before := rawSyncs.Load()
 	if err := q.Sync(); err != nil {
 		t.Fatal(err)
@@ -255,7 +256,7 @@ func TestRawJournalSyncAfterRewrite(t *testing.T) {
 	if runtime.GOMAXPROCS(0) < 2 {
 		t.Skip("the raw way is used only with GOMAXPROCS > 1")
 	}
-	defer func(s time.Duration) { slowSync = s; rawSyncOffUntil.Store(0) }(slowSync)
+	defer func(s time.Duration) { slowSync = s; rawSyncOffUntil.Store(nil) }(slowSync)
 	slowSync = time.Hour // the other tests' fdatasyncs may have been slow
 	q := newTestQueue(t)
 	var ids []string
@@ -280,7 +281,7 @@ func TestRawJournalSyncAfterRewrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	putMessage(t, q, Incoming)
-	rawSyncOffUntil.Store(0)
+	rawSyncOffUntil.Store(nil)
 	before := rawSyncs.Load()
 	if err := q.Sync(); err != nil {
 		t.Fatal(err)
