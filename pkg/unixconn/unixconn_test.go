@@ -195,19 +195,18 @@ func TestWriteToClosedPeer(t *testing.T) {
 // not shut down whatever socket has the descriptor number by then.
 func TestAbortAfterClose(t *testing.T) {
 	path, ln := listen(t)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-		}
-	}()
 	c, err := Dial(path, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The server's end is accepted before c is closed, so that it cannot
+	// take the descriptor c frees: c2's socket does. c2 is never accepted;
+	// it writes to its peer's buffer all the same.
+	sc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
 	fd := c.fd
 	c.Close()
 	c2, err := Dial(path, time.Second)
