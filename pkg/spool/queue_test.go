@@ -701,9 +701,7 @@ func TestSyncError(t *testing.T) {
 	q.mu.Unlock()
 	// fdatasync on a closed descriptor fails: a stand-in for EIO.
 	real := s.f
-	broken, _ := os.Open(os.DevNull)
-	broken.Close()
-	s.f = broken
+	s.f = closedFile()
 	if err := q.Sync(); err == nil {
 		t.Fatal("Sync succeeded")
 	}

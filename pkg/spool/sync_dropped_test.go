@@ -7,6 +7,14 @@ import (
 	"time"
 )
 
+// closedFile is a file already closed: its fdatasync fails, a stand-in
+// for EIO.
+func closedFile() *os.File {
+	f, _ := os.Open(os.DevNull)
+	f.Close()
+	return f
+}
+
 // A writer commits its message; before it calls Sync, another caller's
 // Sync fails on the message's segment (a writeback error) and drops it;
 // more messages arrive and the writer's own Sync succeeds. The writer
@@ -20,9 +28,7 @@ func TestSyncReportsMessageDroppedBeforeIt(t *testing.T) {
 	s := q.segs[q.entries[a].seg]
 	q.mu.Unlock()
 	real := s.f
-	broken, _ := os.Open(os.DevNull)
-	broken.Close()
-	s.f = broken // fdatasync fails: a stand-in for EIO
+	s.f = closedFile()
 	if err := q.SyncIDs(a); err == nil {
 		t.Fatal("the other caller's Sync succeeded")
 	}
@@ -65,9 +71,7 @@ func TestSyncAfterFailureTriesAgain(t *testing.T) {
 	}
 	q.mu.Lock()
 	real := q.jf
-	broken, _ := os.Open(os.DevNull)
-	broken.Close()
-	q.jf = broken // the journal's fdatasync fails: a stand-in for EIO
+	q.jf = closedFile() // the journal's fdatasync fails
 	q.mu.Unlock()
 	if err := q.Sync(); err == nil {
 		t.Fatal("the Sync with a broken journal succeeded")
@@ -111,9 +115,7 @@ func TestSyncFailureFailsMessageBeingWritten(t *testing.T) {
 	w.Write([]byte("Subject: streamed\n\n"))
 	w.Write(bytes.Repeat([]byte("0123456789abcde\n"), (100<<10)/16)) // past the buffer: in the file
 	real := s.f
-	broken, _ := os.Open(os.DevNull)
-	broken.Close()
-	s.f = broken // fdatasync fails: a stand-in for EIO
+	s.f = closedFile()
 	if err := q.SyncIDs(a); err == nil {
 		t.Fatal("the Sync with a broken segment succeeded")
 	}
