@@ -98,7 +98,7 @@ func roundUp(n, blk int64) int64 { return (n + blk - 1) / blk * blk }
 // few seconds, off the path of the Sync's callers.
 func (q *Queue) punchIfShort(upTo uint64) {
 	q.mu.Lock()
-	short := q.jalloc >= 0 && q.jsize+journalSlack > q.jalloc
+	short := q.journalShortLocked()
 	q.mu.Unlock()
 	if short {
 		q.punchDead(upTo)
@@ -184,7 +184,7 @@ func (q *Queue) punchDead(upTo uint64) {
 	}
 	q.punched += freed
 	if freed > 0 {
-		q.reserveLocked(true)
+		q.reserveLocked()
 	}
 	q.mu.Unlock()
 }

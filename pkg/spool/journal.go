@@ -26,6 +26,13 @@ package spool
 // last fdatasync: those were never promised to anyone); replay goes on at
 // the next line, so one damaged block costs the changes it held, never the
 // queue after it. Before relayd appends, it truncates an unterminated tail.
+//
+// Beyond the last line the file holds zeros written ahead of it (its zero
+// tail, see journalReserve), which lines are written over. Zeros where a
+// line would start, with nothing after them, are the journal's end: not a
+// torn line, not a damaged one. A torn line followed by zeros is a torn
+// tail. (An older relayd takes a zero tail for a torn last line and cuts
+// it off: nothing is lost.)
 
 import (
 	"bufio"
@@ -267,6 +274,19 @@ func replay(r io.Reader, es map[string]*entry, pol map[string][]byte) (replayRes
 	br := bufio.NewReaderSize(r, 256<<10)
 	n := 0
 	for {
+		// Zeros where a line would start: the zero tail written ahead
+		// of the journal's end when nothing follows them (the end of
+		// the journal, not a torn line), else a block a power loss left
+		// unwritten among the lines (parseLine would trim them off the
+		// line that follows). good moves past them with that line only.
+		zeros, err := skipZeros(br)
+		if err == io.EOF {
+			return res, nil
+		}
+		if err != nil {
+			return res, err
+		}
+		res.good += zeros
 		l, err := br.ReadSlice('\n')
 		if errors.Is(err, bufio.ErrBufferFull) {
 			// A long line (a large delivery record): gather it.
@@ -278,9 +298,9 @@ func replay(r io.Reader, es map[string]*entry, pol map[string][]byte) (replayRes
 			l = long
 		}
 		if err == io.EOF {
-			if len(l) > 0 {
-				res.tail = true
-			}
+			// An unterminated line, with or without zeros after it.
+			res.good -= zeros
+			res.tail = true
 			return res, nil
 		}
 		n++
@@ -297,6 +317,7 @@ func replay(r io.Reader, es map[string]*entry, pol map[string][]byte) (replayRes
 				skipped += int64(len(l))
 			}
 			if err == io.EOF {
+				res.good -= zeros
 				res.tail = true
 				return res, nil
 			}
@@ -325,6 +346,28 @@ func replay(r io.Reader, es map[string]*entry, pol map[string][]byte) (replayRes
 		}
 		res.seg = max(res.seg, rec.Seg)
 		apply(es, rec)
+	}
+}
+
+// skipZeros reads past the zero bytes at br's position and returns how
+// many there were; io.EOF when the input ends with them.
+func skipZeros(br *bufio.Reader) (int64, error) {
+	var n int64
+	for {
+		b, err := br.Peek(1)
+		if err != nil {
+			return n, err
+		}
+		if b[0] != 0 {
+			return n, nil
+		}
+		b, _ = br.Peek(br.Buffered())
+		k := 0
+		for k < len(b) && b[k] == 0 {
+			k++
+		}
+		br.Discard(k)
+		n += int64(k)
 	}
 }
 

@@ -239,7 +239,7 @@ func (q *Queue) importLegacy(msgDir *os.File, id string, st uint8) (string, erro
 	start := s.size
 	w := offWriter{f: s.f, off: start}
 	if n, err := io.Copy(&w, io.NewSectionReader(f, 0, size)); err != nil || n != size {
-		s.f.Truncate(start)
+		q.cutBack(s, start, w.off)
 		q.mu.Lock()
 		q.releaseLocked(s)
 		q.mu.Unlock()
@@ -250,7 +250,7 @@ func (q *Queue) importLegacy(msgDir *os.File, id string, st uint8) (string, erro
 	}
 	e := &entry{seg: s.n, off: start, len: size, d: d, uid: uint32(m.Origin.UID), st: st}
 	if err := q.add(id, e, s, w.off); err != nil {
-		s.f.Truncate(start)
+		q.cutBack(s, start, w.off)
 		q.mu.Lock()
 		q.releaseLocked(s)
 		q.mu.Unlock()

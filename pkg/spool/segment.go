@@ -11,7 +11,8 @@ package spool
 // queue, once per segment), writes at its end with plain buffered
 // writes, and on Commit patches the size and checksum in, appends the
 // message's add line to the journal and gives the segment back. Abort
-// cuts the segment back to where the writer started. A segment of
+// gives the segment's bytes from where the writer started back (zeros
+// again within the segment's zero tail, see segZeroStep). A segment of
 // segmentMax bytes is sealed (no more appends); so is every segment found
 // at start. A sealed segment none of whose messages is left is unlinked
 // once a Sync has made the journal lines that emptied it durable (before
@@ -54,6 +55,22 @@ const (
 	// messages do not keep whole segments of delivered mail.
 	compactAge  = 10 * time.Minute
 	compactLive = 4
+	// segZeroStep and segZeroLow: the segment messages are appended to
+	// has segZeroStep bytes of zeros written beyond its end (its zero
+	// tail), renewed by the writer that takes it when less than
+	// segZeroLow is left. Messages are written over the zeros, into
+	// blocks that are allocated, initialised and inside the file's
+	// size, so that the fdatasync of a Sync writes those data blocks
+	// only, not the inode nor the file system's block bitmap: about
+	// half the CPU and 60% of the time of an fdatasync of a growing
+	// file on ext4. The next Sync's fdatasync makes each step of zeros
+	// durable once. A message longer than the tail grows the file past
+	// it, as without one; a full file system gets no zeros (see
+	// zeroAhead). The tail is cut off when the segment is sealed and at
+	// Close (not synced: zeros a crash leaves after the last message are
+	// dead space like any gap between messages, punched at Recover).
+	segZeroStep = 1 << 20
+	segZeroLow  = 256 << 10
 )
 
 // segment is one segment file.
@@ -61,6 +78,7 @@ type segment struct {
 	n         uint64
 	f         *os.File // read-write; shared by the writer (pwrite) and readers (pread)
 	size      int64    // end of the data: where the next message goes
+	alloc     int64    // end of its zero tail (the file's size); none when <= size
 	live      int      // messages in the queue stored here
 	liveBytes int64
 	created   time.Time
@@ -187,6 +205,9 @@ func (q *Queue) checkDead(s *segment) {
 	if !s.sealed && s.live == 0 && !s.busy && s.size >= segmentRetire {
 		s.sealed = true // an idle open segment: see segmentRetire
 	}
+	if s.sealed && !s.busy {
+		s.trimLocked()
+	}
 	if s.sealed && !s.busy && s.live == 0 && !s.dead {
 		s.dead = true
 		s.deadSeq = q.seq
@@ -254,6 +275,9 @@ func (q *Queue) NewMessage(m *Meta) (*MsgWriter, error) {
 	if err != nil {
 		return nil, err
 	}
+	if s.alloc-s.size < segZeroLow {
+		q.zeroAhead(s)
+	}
 	w := &MsgWriter{q: q, seg: s, start: s.size, ow: offWriter{f: s.f, off: s.size}, meta: *m, crc: NewCRC()}
 	hdr, off := EncodeHeader(&w.meta)
 	w.sizeOff = off
@@ -263,6 +287,62 @@ func (q *Queue) NewMessage(m *Meta) (*MsgWriter, error) {
 		return nil, err
 	}
 	return w, nil
+}
+
+// zeroAhead renews the zero tail of s, which the caller holds as its
+// writer (see segZeroStep), before any byte of a message goes there. Not
+// when the journal's reserve is short (a full file system: the journal
+// comes first); a tail that cannot be written whole is what there was
+// room for. Either way the message is written as without one.
+func (q *Queue) zeroAhead(s *segment) {
+	q.mu.Lock()
+	short := q.journalShortLocked()
+	q.mu.Unlock()
+	if short {
+		return
+	}
+	from := max(s.alloc, s.size)
+	n, _ := writeZeros(s.f, from, s.size+segZeroStep-from)
+	q.mu.Lock()
+	s.alloc = from + n
+	q.mu.Unlock()
+}
+
+// cutBack gives back the bytes [start, end) that the writer holding s
+// wrote for a message it gave up: zeros again within the zero tail, cut
+// off beyond it. Should that fail, the next writer overwrites them
+// (writes are at explicit offsets) and nothing refers to them.
+func (q *Queue) cutBack(s *segment, start, end int64) {
+	if alloc := s.alloc; alloc > start {
+		if end > alloc {
+			s.f.Truncate(alloc)
+		}
+		writeZeros(s.f, start, min(end, alloc)-start)
+		return
+	}
+	s.f.Truncate(start)
+}
+
+// trimLocked cuts the zero tail off s (q.mu held, no writer holds s):
+// once it is sealed, at Close, and for the journal's reserve on a full
+// file system.
+func (s *segment) trimLocked() {
+	if s.alloc > s.size && !s.gone && s.f.Truncate(s.size) == nil {
+		s.alloc = s.size
+	}
+}
+
+// trimIdleLocked cuts the zero tails off the open segments no writer
+// holds, and reports whether there were any (q.mu held).
+func (q *Queue) trimIdleLocked() bool {
+	found := false
+	for _, s := range q.idle {
+		if !s.busy && s.alloc > s.size && !s.gone {
+			s.trimLocked()
+			found = true
+		}
+	}
+	return found
 }
 
 // Write appends message bytes.
@@ -411,9 +491,7 @@ func (w *MsgWriter) Abort() {
 		return
 	}
 	w.finish()
-	// Should the truncation fail, the next writer overwrites the bytes
-	// (writes are at explicit offsets) and nothing refers to them.
-	w.seg.f.Truncate(w.start)
+	w.q.cutBack(w.seg, w.start, w.ow.off)
 	w.q.mu.Lock()
 	w.q.releaseLocked(w.seg)
 	w.q.mu.Unlock()
@@ -758,7 +836,7 @@ func (q *Queue) syncLocked(rewrite bool) error {
 func (q *Queue) rewriteLocked() error {
 	qfd := int(q.qdir.Fd())
 	path := filepath.Join(q.Root, journalNew)
-	fd, err := unix.Openat(qfd, "journal.new", unix.O_RDWR|unix.O_APPEND|unix.O_CREAT|unix.O_TRUNC|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	fd, err := unix.Openat(qfd, "journal.new", unix.O_RDWR|unix.O_CREAT|unix.O_TRUNC|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return &os.PathError{Op: "create", Path: path, Err: err}
 	}
@@ -784,7 +862,11 @@ func (q *Queue) rewriteLocked() error {
 	if err == nil {
 		err = bw.Flush()
 	}
+	// Its zero tail (see journalReserve), made durable with the lines:
+	// as much of it as there is room for.
+	var zeros int64
 	if err == nil {
+		zeros, _ = writeZeros(f, n, journalReserve)
 		err = unix.Fdatasync(fd)
 	}
 	if err == nil {
@@ -800,17 +882,14 @@ func (q *Queue) rewriteLocked() error {
 	// Renamed: the old file is no longer the journal, appends go to the
 	// new one whatever happens next.
 	q.jf.Close()
-	q.jf, q.jsize, q.jbroken, q.rewrite = f, n, false, false
+	q.jf, q.jsize, q.jalloc, q.jbroken, q.rewrite = f, n, n+zeros, false, false
 	if err := q.qdir.Sync(); err != nil {
 		// The rename may not be durable: a power loss could bring back
 		// the old journal without the appends made to the new one.
 		q.rewrite = true
 		return fmt.Errorf("spool: rewriting %s: fsync %s: %w", filepath.Join(q.Root, JournalFile), q.qdir.Name(), err)
 	}
-	if q.jalloc > 0 {
-		q.jalloc = 0 // the new file's reserve is to be made
-	}
-	q.reserveLocked(false)
+	q.reserveLocked()
 	return nil
 }
 
