@@ -363,6 +363,11 @@ func skipZeros(br *bufio.Reader) (int64, error) {
 		}
 		b, _ = br.Peek(br.Buffered())
 		k := 0
+		// A page at a time while it is all zeros (a whole zero tail is
+		// read by every Snapshot), then byte by byte.
+		for len(b)-k >= 4096 && bytes.Equal(b[k:k+4096], zeroBlock[:4096]) {
+			k += 4096
+		}
 		for k < len(b) && b[k] == 0 {
 			k++
 		}
