@@ -246,3 +246,47 @@ func TestAbortRestoresZeroTail(t *testing.T) {
 	mustBody(t, n2, a, "Subject: x\n\nbody\n")
 	mustBody(t, n2, b, "after\n")
 }
+
+// On a file system with less room than a zero tail, the segment gets what
+// there is (or nothing) and messages are stored all the same: none is
+// refused for want of a tail.
+func TestZeroTailOnFullFileSystem(t *testing.T) {
+	dir, root := smallSpool(t, "4m")
+	q := openTestQueue(t, root)
+	if _, err := q.Recover(func(string) bool { return false }); err != nil {
+		t.Fatal(err)
+	}
+	// Everything taken but 64 KiB: less than a segment's zero tail.
+	f, err := os.Create(filepath.Join(dir, "fill"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	chunk := make([]byte, 4096)
+	var n int64
+	for {
+		k, err := f.Write(chunk)
+		n += int64(k)
+		if err != nil {
+			break
+		}
+	}
+	if err := f.Truncate(n - 64<<10); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for i := 0; i < 10; i++ {
+		ids = append(ids, putBody(t, q, Incoming, "Subject: x\n\n"+strings.Repeat("m", 2000)))
+	}
+	if err := q.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	p, off, ln, _ := q.Section(ids[9])
+	if size, _ := fileSpace(t, p); size >= off+ln+segZeroStep-segZeroLow {
+		t.Errorf("the segment is %d bytes, more than the file system had room for", size)
+	}
+	n2, _ := reopen(t, q, nil)
+	for _, id := range ids {
+		mustBody(t, n2, id, "Subject: x\n\n"+strings.Repeat("m", 2000))
+	}
+}
