@@ -98,6 +98,7 @@ type Server struct {
 	delivered atomic.Int64 // messages accepted
 	rcpts     atomic.Int64 // recipients accepted
 	sessions  atomic.Int64
+	live      atomic.Int64 // sessions not logged out yet
 	authFails atomic.Int64
 	plainAuth atomic.Int64 // AUTH attempts on a connection without TLS
 	rcptSeen  atomic.Int64 // RCPT commands seen
@@ -171,6 +172,12 @@ func (s *Server) Recipients() int64 { return s.rcpts.Load() }
 // Sessions is the number of connections opened so far.
 func (s *Server) Sessions() int64 { return s.sessions.Load() }
 
+// Live is the number of sessions open now: go-smtp ends a session
+// (Logout) when its connection is closed, and at STARTTLS, after which
+// the next command opens a new one. Zero once every client connection is
+// gone and each message it sent has been counted.
+func (s *Server) Live() int64 { return s.live.Load() }
+
 // AuthFailures counts refused AUTH attempts.
 func (s *Server) AuthFailures() int64 { return s.authFails.Load() }
 
@@ -233,6 +240,7 @@ type backend struct{ s *Server }
 
 func (b backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	b.s.sessions.Add(1)
+	b.s.live.Add(1)
 	return &session{s: b.s, c: c}, nil
 }
 
@@ -316,8 +324,11 @@ func (x *session) Data(r io.Reader) error {
 	return nil
 }
 
-func (x *session) Reset()        { x.from, x.to = "", x.to[:0] }
-func (x *session) Logout() error { return nil }
+func (x *session) Reset() { x.from, x.to = "", x.to[:0] }
+func (x *session) Logout() error {
+	x.s.live.Add(-1)
+	return nil
+}
 
 // seqScanner finds "X-Bench-Seq: N" in the header part of a message as it
 // streams past, keeping only a small window.
