@@ -17,8 +17,10 @@ import (
 // (pickup-duplicate). The queue must then be told: the messages are no
 // longer pickup's to hold, and an idle queue lists incoming mail only when
 // woken. The real relayd, with strace failing the first fdatasync of the
-// journal with EIO.
+// journal with EIO (the fdatasyncs made one after the other: strace cannot
+// make one of a Sync's fdatasyncs submitted together fail alone).
 func TestPickupSyncFailureThenDelivered(t *testing.T) {
+	t.Setenv("MAILSHIM_SPOOL_AIO", "off")
 	up := newUpstream(t, smtptest.Options{})
 	s := newSite(t, up, siteOpts{})
 	s.prepareSpool()
@@ -41,5 +43,40 @@ func TestPickupSyncFailureThenDelivered(t *testing.T) {
 	})
 	if _, err := os.Stat(filepath.Join(s.spool, spool.DirMaildrop, ids[0])); !os.IsNotExist(err) {
 		t.Errorf("the maildrop file is still there: %v", err)
+	}
+}
+
+// A Sync's fdatasyncs, submitted together (asynchronous I/O), whose
+// results cannot be had (strace failing the first io_getevents with
+// EIO): every file of that Sync counts as failed, the batch keeps its
+// maildrop files, and the next pass queues the message again: delivered
+// once, nothing lost.
+func TestPickupAsyncSyncFailureThenDelivered(t *testing.T) {
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{})
+	s.prepareSpool()
+	s.startStraced("-f", "-qq", "-o", filepath.Join(s.dir, "strace.out"),
+		"-e", "trace=io_getevents", "-e", "inject=io_getevents:error=EIO:when=1")
+	t.Cleanup(func() {
+		if t.Failed() || testing.Verbose() {
+			t.Logf("log:\n%.4000s", s.log())
+		}
+	})
+	ids := s.drop("async sync failed", 1)
+	waitfor.True(t, "the failed Sync's line", 30*time.Second, func() bool {
+		return strings.Contains(s.log(), "cannot make the picked-up messages durable")
+	})
+	waitfor.True(t, "the message delivered", 30*time.Second, func() bool {
+		return s.subjects()["async sync failed 0"] == 1
+	})
+	if _, err := os.Stat(filepath.Join(s.spool, spool.DirMaildrop, ids[0])); !os.IsNotExist(err) {
+		t.Errorf("the maildrop file is still there: %v", err)
+	}
+	time.Sleep(time.Second)
+	if n := s.subjects()["async sync failed 0"]; n != 1 {
+		t.Errorf("delivered %d times", n)
+	}
+	if b, err := os.ReadFile(filepath.Join(s.dir, "strace.out")); err != nil || !strings.Contains(string(b), "io_getevents") {
+		t.Errorf("no io_getevents in strace's output (%v): %.2000s", err, b)
 	}
 }

@@ -109,7 +109,7 @@ func TestHostileJournalNumbers(t *testing.T) {
 			seg := q.entries[a].seg
 			q.mu.Unlock()
 			id := NewID(time.Now().Add(time.Hour))
-			appendJournal(t, q.Root, addLine(id, &entry{seg: seg, off: c.off, len: c.len, st: stIncoming}))
+			appendJournal(t, q.Root, addLine(id, &entry{seg: seg, off: c.off, len: c.len, st: stIncoming}, math.MaxInt64))
 			n, _ := reopen(t, q, nil)
 			mustBody(t, n, a, "kept\n")
 			if n.HasMessage(id) {

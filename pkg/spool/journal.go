@@ -7,15 +7,28 @@ package spool
 //
 // The JSON is one of
 //
-//	{"op":"add","id":ID,"st":STATE,"seg":N,"off":O,"len":L,"uid":U,"d":{Delivery}}
+//	{"op":"add","id":ID,"st":STATE,"seg":N,"off":O,"len":L,"dur":D,"uid":U,"d":{Delivery}}
 //	{"op":"set","id":ID,"st":STATE,"d":{Delivery}}   a new record (the whole record)
 //	{"op":"mv","id":ID,"st":STATE}                    a transition, keeping the record
-//	{"op":"loc","id":ID,"seg":N,"off":O,"len":L}      moved by segment compaction
+//	{"op":"loc","id":ID,"seg":N,"off":O,"len":L,"dur":D} moved by segment compaction
 //	{"op":"del","id":ID}
 //	{"op":"pol","acct":KEY,"p":{...}}                the policy's state of one account
 //	{"op":"pol","acct":KEY}                           the account has nothing left to remember
 //
-// ("d" is left out when the record is empty). A "pol" line carries the
+// ("d" is left out when the record is empty). "dur" is how much of the
+// segment was known durable (fdatasynced) when the line was written: Sync
+// makes the segments and the journal durable at the same time, so a power
+// loss may leave an add line durable and its message's bytes not (nothing
+// was acknowledged for it: its Sync had not returned). Recover checks the
+// messages lying beyond the largest "dur" the lines state for their
+// segment, and only those. A line without "dur" (a loc line of
+// compaction, which made the bytes durable before it; an add line whose
+// message was durable, as in a rewrite; any line of a relayd that synced
+// the segments before the journal) states that its own message is
+// durable. Once a Sync has made a segment's last messages durable, a loc
+// line naming a message's present place states so (stateDurableLocked:
+// at the next Maintain, and at Close), so that a queue at rest has
+// nothing left to check. Older relayds ignore the field. A "pol" line carries the
 // per-account policy counters (pkg/policy) in the policy's own JSON,
 // which the queue keeps opaque: one line per account changed, so a line
 // stays small however many accounts there are, and the counters are
@@ -41,6 +54,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"strconv"
 
@@ -64,6 +78,7 @@ type jrec struct {
 	Seg uint64          `json:"seg"`
 	Off int64           `json:"off"`
 	Len int64           `json:"len"`
+	Dur *int64          `json:"dur"` // nil: the message itself is durable
 	UID int             `json:"uid"`
 	D   json.RawMessage `json:"d"`
 	// Acct and P are a "pol" line's account key and state.
@@ -132,9 +147,15 @@ func lineStart(op, id string) []byte {
 	return b
 }
 
-func addLine(id string, e *entry) []byte {
+// addLine is the add line of e, whose segment was known durable up to
+// dur: the field is left out when that covers the message.
+func addLine(id string, e *entry, dur int64) []byte {
 	b := appendState(lineStart("add", id), e.st)
 	b = appendLoc(b, e.seg, e.off, e.len)
+	if !covers(dur, e.off, e.len) {
+		b = append(b, `,"dur":`...)
+		b = strconv.AppendInt(b, max(dur, 0), 10)
+	}
 	b = append(b, `,"uid":`...)
 	b = strconv.AppendUint(b, uint64(e.uid), 10)
 	return frame(appendRecord(b, e.d))
@@ -148,8 +169,17 @@ func mvLine(id string, st uint8) []byte {
 	return frame(append(appendState(lineStart("mv", id), st), '}'))
 }
 
-func locLine(id string, seg uint64, off, n int64) []byte {
-	return frame(append(appendLoc(lineStart("loc", id), seg, off, n), '}'))
+// locLine is the loc line of message id, at off in segment seg (n
+// bytes), whose segment is known durable up to dur: the field is left out
+// when that covers the message. A loc line naming the place a message is
+// at already changes nothing but states dur (see stateDurableLocked).
+func locLine(id string, seg uint64, off, n, dur int64) []byte {
+	b := appendLoc(lineStart("loc", id), seg, off, n)
+	if !covers(dur, off, n) {
+		b = append(b, `,"dur":`...)
+		b = strconv.AppendInt(b, max(dur, 0), 10)
+	}
+	return frame(append(b, '}'))
 }
 
 // appendState appends a line's "st" field.
@@ -264,6 +294,30 @@ type replayResult struct {
 	seg  uint64   // the highest segment number a good line names
 	bad  []string // one description per line skipped
 	tail bool     // an unterminated last line (a torn append)
+	// dur is, per segment, the largest size the good add and loc lines
+	// state durable (see "dur" above).
+	dur map[uint64]int64
+}
+
+// covers reports whether the first dur bytes of a segment hold the n
+// bytes at off.
+func covers(dur, off, n int64) bool {
+	return off >= 0 && n >= 0 && dur >= n && off <= dur-n
+}
+
+// durable returns how much of its segment r states durable: its "dur",
+// else the end of its message (without overflowing: the numbers come from
+// a file).
+func (r *jrec) durable() int64 {
+	switch {
+	case r.Dur != nil:
+		return *r.Dur
+	case r.Off < 0 || r.Len < 0:
+		return 0
+	case r.Off > math.MaxInt64-r.Len:
+		return math.MaxInt64
+	}
+	return r.Off + r.Len
 }
 
 // replay reads the journal in r and applies every good line to es (and
@@ -345,6 +399,12 @@ func replay(r io.Reader, es map[string]*entry, pol map[string][]byte) (replayRes
 			continue
 		}
 		res.seg = max(res.seg, rec.Seg)
+		if rec.Op == "add" || rec.Op == "loc" {
+			if res.dur == nil {
+				res.dur = map[uint64]int64{}
+			}
+			res.dur[rec.Seg] = max(res.dur[rec.Seg], rec.durable())
+		}
 		apply(es, rec)
 	}
 }

@@ -21,8 +21,10 @@ package spool
 // segment (64 MiB of mail), and removed when none of its messages is left.
 //
 // Durability: appends are plain writes. Sync makes every append made
-// before it durable (fdatasync of the segments written, then of the
-// journal), for all its concurrent callers at once (group commit). Each
+// before it durable (fdatasync of the segments written and of the
+// journal, at the same time: an add line durable whose message's bytes
+// are not was never acknowledged, and Recover drops it), for all its
+// concurrent callers at once (group commit). Each
 // transition says whether it Syncs and why: only what would lose or
 // resurrect-for-ever a message needs it; a duplicate is allowed. Recover
 // moves what was active back to incoming/deferred; the attempt was
@@ -204,6 +206,7 @@ type Queue struct {
 	rewrite  bool   // the journal must be rewritten before Sync reports success
 	replayed []string
 	damaged  bool                // replay skipped lines (see Recover)
+	durable  map[uint64]int64    // per segment, what replay found stated durable, until Recover
 	dropped  map[string]struct{} // messages a failed Sync dropped, until SyncIDs reports them
 	gone     []goneSpan          // ranges of messages removed, until a Sync covers them (holes.go)
 	blk      int64               // the unit of punching (holes.go)
@@ -221,6 +224,7 @@ type Queue struct {
 	failEnd uint64
 	putOff  error // a journal compaction that failed (and was not needed for durability)
 	jsynced int64 // the journal's size at the last Sync that made it durable (see holdP)
+	aio     aio   // the asynchronous I/O context of Sync's fdatasyncs (aio.go)
 
 	// syncDone (q.syncMu) is closed and forgotten when a Sync ends, for
 	// SyncWithin.
@@ -311,6 +315,7 @@ func (q *Queue) openJournal() error {
 		}
 	}
 	q.jf, q.jsize, q.jalloc = f, res.good, max(end, res.good)
+	q.durable = res.dur
 	// A segment removed while lines about it are still in the journal
 	// (until its next rewrite) must not come back under its number with
 	// other messages' bytes.
@@ -398,9 +403,19 @@ func writeZeros(f *os.File, off, n int64) (int64, error) {
 // are cut off (not synced: zeros left by a crash are harmless), so an
 // older relayd finds the files as it wrote them.
 func (q *Queue) Close() {
-	if q.jf != nil {
-		q.Sync()
+	if q.jf != nil && q.Sync() == nil {
+		// The last messages' bytes are durable: the journal says so,
+		// and the next start has none of them to check.
+		q.mu.Lock()
+		wrote := q.stateDurableLocked()
+		q.mu.Unlock()
+		if wrote {
+			q.Sync()
+		}
 	}
+	q.syncMu.Lock()
+	q.aio.close()
+	q.syncMu.Unlock()
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.jf != nil && !q.jbroken && q.jalloc > q.jsize && q.jf.Truncate(q.jsize) == nil {

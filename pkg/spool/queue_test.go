@@ -557,10 +557,16 @@ func TestRecover(t *testing.T) {
 	mustState(t, n, lostID, "")
 	all := strings.Join(log, "\n")
 	for _, want := range []string{"requeued id=" + fresh + " attempted=false", "requeued id=" + tried + " attempted=true",
-		"removed-unacknowledged id=" + redo, "removed-state id=" + lostID, "removed-segment file=" + filepath.Join(q.Root, DirSeg, segName(99))} {
+		"removed-unacknowledged id=" + redo, "removed-segment file=" + filepath.Join(q.Root, DirSeg, segName(99))} {
 		if !strings.Contains(all, want) {
 			t.Errorf("log lacks %q:\n%s", want, all)
 		}
+	}
+	// The lost message's add line was in its last Sync: no line states
+	// its bytes durable, so they may be lost to a power cut that Sync
+	// did not survive, not only to damage after it.
+	if !strings.Contains(all, "removed-state id="+lostID) && !strings.Contains(all, "removed-not-durable id="+lostID) {
+		t.Errorf("log lacks a removed line for %s:\n%s", lostID, all)
 	}
 	if ents, _ := os.ReadDir(filepath.Join(q.Root, DirTmp)); len(ents) != 0 {
 		t.Errorf("tmp not swept: %v", ents)

@@ -1,12 +1,15 @@
 package spool
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -42,12 +45,32 @@ func (q *Queue) Recover(hasDrop func(id string) bool) ([]string, error) {
 	}
 	q.mu.Lock()
 	g0 := len(q.gone)
+	for _, s := range q.segs {
+		// What the lines state durable is, from now on, what this
+		// relayd's add lines and rewrites state durable. A segment
+		// longer than that (messages whose Sync had not returned, a
+		// write cut short, or a crash of the process alone, which leaves
+		// its writes in the page cache) is fdatasynced by the Sync at
+		// the end, before the rewritten journal states it whole.
+		d := max(q.durable[s.n], 0)
+		s.stated = d
+		if d >= s.size {
+			s.synced = s.size
+		} else {
+			s.synced = d
+			s.dirty = true
+		}
+	}
 	named := map[uint64]bool{}
 	for _, e := range q.entries {
 		named[e.seg] = true
 	}
 	for id, e := range q.entries {
 		s := q.segs[e.seg]
+		// unsure: no line states its bytes durable (see "dur" in
+		// journal.go): the power may have gone while the Sync of its
+		// add line was making them so.
+		unsure := !covers(q.durable[e.seg], e.off, e.len)
 		switch {
 		case hasDrop(id):
 			q.dropLocked(id, e)
@@ -57,8 +80,20 @@ func (q *Queue) Recover(hasDrop func(id string) bool) ([]string, error) {
 			// (Written so that no sum can overflow: the numbers come
 			// from a file.)
 			q.dropLocked(id, e)
-			log = append(log, fmt.Sprintf("removed-state id=%s state=%s reason=\"message file missing\"", id, States[e.st]))
+			if unsure {
+				log = append(log, fmt.Sprintf("removed-not-durable id=%s state=%s reason=%q problem=\"message file missing or too short\"", id, States[e.st], notDurable))
+			} else {
+				log = append(log, fmt.Sprintf("removed-state id=%s state=%s reason=\"message file missing\"", id, States[e.st]))
+			}
 			continue
+		case unsure:
+			if err := readWhole(s, id, e); errors.Is(err, ErrCorrupt) {
+				q.dropLocked(id, e)
+				log = append(log, fmt.Sprintf("removed-not-durable id=%s state=%s reason=%q problem=%q", id, States[e.st], notDurable, err.Error()))
+				continue
+			}
+			// Whole (or unreadable for another cause, an I/O error:
+			// then kept, and reading it for delivery tells).
 		}
 		if e.st == stActive {
 			attempted := true
@@ -73,6 +108,7 @@ func (q *Queue) Recover(hasDrop func(id string) bool) ([]string, error) {
 			log = append(log, fmt.Sprintf("requeued id=%s attempted=%v", id, attempted))
 		}
 	}
+	q.durable = nil
 	// The ranges of the messages dropped above: the journal names them
 	// until it is rewritten (see seedDeadLocked below).
 	dropped := append([]goneSpan(nil), q.gone[g0:]...)
@@ -132,6 +168,71 @@ func (q *Queue) Recover(hasDrop func(id string) bool) ([]string, error) {
 		q.punchDead(synced)
 	}
 	return log, err
+}
+
+// notDurable is the reason Recover gives for a message dropped because
+// its bytes are not whole and no journal line states them durable.
+const notDurable = "its bytes are not whole and no journal line states them durable: the power went while the Sync of its journal line was making them so, and that Sync had not returned, so nothing was acknowledged (or the segment was damaged since)"
+
+// wholeReads counts the messages Recover read whole (tests).
+var wholeReads atomic.Uint64
+
+// readWhole reads the message that e says segment s holds at its place,
+// and reports whether its bytes are there whole, as written: a header
+// (the magic first line, through the blank line) naming id, whose "size"
+// and "crc32c" match the bytes after it, up to the end of e exactly. The
+// header's other fields are not checked: a message whose bytes are whole
+// but whose header Decode refuses is quarantined when it is read for
+// delivery, as it would have been without this check. An error that is
+// not ErrCorrupt (an I/O error) says nothing either way.
+func readWhole(s *segment, id string, e *entry) error {
+	wholeReads.Add(1)
+	br := bufio.NewReaderSize(io.NewSectionReader(s.f, e.off, min(e.len, maxHeader)), 4<<10)
+	var off int64
+	var gotID, size, crc string
+	for n := 0; ; n++ {
+		l, err := br.ReadString('\n')
+		off += int64(len(l))
+		if err == io.EOF {
+			return fmt.Errorf("%w: no end of header", ErrTruncated)
+		}
+		if err != nil {
+			return err
+		}
+		l = l[:len(l)-1]
+		if n == 0 {
+			if !strings.HasPrefix(l, magic) {
+				return fmt.Errorf("%w: not a mailshim spool file", ErrCorrupt)
+			}
+			continue
+		}
+		if l == "" {
+			break
+		}
+		k, v, _ := strings.Cut(l, " ")
+		switch k {
+		case "id":
+			gotID = v
+		case "size":
+			size = v
+		case "crc32c":
+			crc = v
+		}
+	}
+	if gotID != id {
+		return fmt.Errorf("%w: its header names %q", ErrCorrupt, gotID)
+	}
+	n, err := strconv.ParseInt(size, 10, 64)
+	if err != nil || n < 0 || n != e.len-off {
+		return fmt.Errorf("%w: size %q, %d bytes after the header", ErrSize, size, e.len-off)
+	}
+	want, err := strconv.ParseUint(crc, 16, 32)
+	if err != nil {
+		return fmt.Errorf("%w: crc32c %q", ErrCorrupt, crc)
+	}
+	m := Meta{BodyOffset: off, Size: n, CRC: uint32(want)}
+	_, err = io.Copy(io.Discard, m.Body(io.NewSectionReader(s.f, e.off, e.len)))
+	return err
 }
 
 // legacyDirs are the directories of the old layout under queue/.

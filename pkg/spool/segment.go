@@ -29,6 +29,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -94,6 +95,13 @@ type segment struct {
 	deadSpans []span        // ranges known dead and punched (holes.go), sorted, merged
 	readers   map[int64]int // open Messages by their offset: not punched under them
 	synced    int64         // size at its last fdatasync (see holdP)
+	// stated: the journal's lines state it durable this far ("dur" in
+	// journal.go); last is the place of the message added last, which
+	// a loc line names to state more (stateDurableLocked).
+	stated  int64
+	lastID  string
+	lastOff int64
+	lastLen int64
 	// streaming: its writer has written part of a message that is not
 	// committed yet (a message larger than MsgWriter's buffer), so an
 	// fdatasync may have more to write than size-synced tells.
@@ -458,9 +466,11 @@ func (q *Queue) add(id string, e *entry, s *segment, end int64) error {
 		// whether they reached the disk.
 		return fmt.Errorf("spool: %s not stored: the fdatasync of its segment %s failed while it was written", id, s.f.Name())
 	}
-	if err := q.appendLocked(addLine(id, e), false); err != nil {
+	if err := q.appendLocked(addLine(id, e, s.synced), false); err != nil {
 		return err
 	}
+	s.stated = max(s.stated, s.synced)
+	s.lastID, s.lastOff, s.lastLen = id, e.off, e.len
 	q.entries[id] = e
 	delete(q.dropped, id)
 	q.enterLocked(id, e)
@@ -570,7 +580,8 @@ func (q *Queue) OpenMessage(id string) (*Message, *Meta, error) {
 }
 
 // Sync makes every append made before it durable: fdatasync of each
-// segment written since the last Sync, then of the journal. Concurrent
+// segment written since the last Sync and, at the same time, of the
+// journal (see syncLocked for why that is safe). Concurrent
 // callers share one: a caller whose appends a Sync that started after
 // them covered returns with its result (group commit).
 //
@@ -685,6 +696,17 @@ func (q *Queue) SyncIDs(ids ...string) error {
 
 // syncLocked is Sync (q.syncMu held); rewrite rewrites the journal from
 // memory instead of syncing it (compaction).
+//
+// The fdatasync of the journal runs at the same time as those of the
+// segments (all submitted together: aio.go), not after them: a Sync then
+// lasts about one fdatasync instead of two. (Where asynchronous I/O is
+// refused, they are made one after the other, the journal's last, as
+// before.) So a power loss may leave an add
+// line durable whose message's bytes are not; its Sync had not returned,
+// so no one was told it is stored, and Recover drops it (add lines state
+// how much of their segment was durable: see addLine). A rewrite of the
+// journal still comes after the segments' fdatasyncs: it states what
+// they made durable.
 func (q *Queue) syncLocked(rewrite bool) error {
 	defer q.syncEnded()
 	q.mu.Lock()
@@ -718,11 +740,50 @@ func (q *Queue) syncLocked(rewrite bool) error {
 	// deliveries emptied, which is how its space comes back.
 	required := q.rewrite
 	rewrite = rewrite || q.rewrite
+	jf, jsize := q.jf, q.jsize
 	q.mu.Unlock()
 
 	var err error
 	var failed []int
+	// The journal's fdatasync, alongside the segments' when there are
+	// any (and no rewrite is to follow them): all of them at once
+	// through asynchronous I/O (aio.go).
+	var jerr error
+	jdone := false
+	if !rewrite && len(segs) > 0 {
+		files := make([]*os.File, 0, len(segs)+2)
+		files = append(files, jf)
+		raw := hold && q.smallJournal(jsize)
+		for i, s := range segs {
+			files = append(files, s.f)
+			raw = raw && small[i]
+		}
+		if dirDirty {
+			files = append(files, q.segdir)
+		}
+		if errs, ok := q.aio.fdatasync(files, raw && holdP()); ok {
+			jdone, jerr = true, errs[0]
+			for i, s := range segs {
+				if e := errs[i+1]; e != nil {
+					failed = append(failed, i)
+					err = errors.Join(err, fmt.Errorf("spool: fdatasync %s: %w", s.f.Name(), e))
+				}
+			}
+			if dirDirty {
+				if e := errs[len(errs)-1]; e != nil {
+					q.mu.Lock()
+					q.segDirty = true
+					q.mu.Unlock()
+					err = errors.Join(err, fmt.Errorf("spool: fsync %s: %w", q.segdir.Name(), e))
+				}
+				dirDirty = false
+			}
+		}
+	}
 	for i, s := range segs {
+		if jdone {
+			break
+		}
 		var e error
 		// holdP again: a slow raw fdatasync earlier in this Sync turned
 		// the raw way off for the rest of it too.
@@ -744,14 +805,25 @@ func (q *Queue) syncLocked(rewrite bool) error {
 			err = errors.Join(err, fmt.Errorf("spool: fsync %s: %w", q.segdir.Name(), e))
 		}
 	}
+	q.mu.Lock()
+	for i, s := range segs {
+		if !slices.Contains(failed, i) {
+			// Durable: the add lines appended from now on say so, and
+			// so does a rewrite.
+			s.synced = max(s.synced, sizes[i])
+		}
+	}
 	if len(failed) > 0 {
-		q.mu.Lock()
 		for _, i := range failed {
 			s := segs[i]
 			s.sealed = true
 			s.syncBad = true
 			// The messages added since the fdatasync's list was taken
 			// too: their bytes may have been in the failed writeback.
+			// The journal (synced meanwhile) may name them durably:
+			// their add lines state the segment durable only up to
+			// before them, so Recover checks their bytes should the
+			// power go before the journal is rewritten.
 			ids[i] = append(ids[i], s.unsynced...)
 			s.unsynced = nil
 			for _, id := range ids[i] {
@@ -766,9 +838,19 @@ func (q *Queue) syncLocked(rewrite bool) error {
 			q.checkDead(s)
 		}
 		q.rewrite = true
-		q.mu.Unlock()
 	}
-	if err == nil {
+	q.mu.Unlock()
+	if jdone {
+		if e := jerr; e != nil {
+			q.mu.Lock()
+			q.rewrite = true
+			q.mu.Unlock()
+			err = errors.Join(err, fmt.Errorf("spool: fdatasync %s: %w", jf.Name(), e))
+		} else if err == nil {
+			q.jsynced = jsize
+		}
+	}
+	if err == nil && !jdone {
 		q.mu.Lock()
 		synced := false
 		if rewrite {
@@ -787,7 +869,7 @@ func (q *Queue) syncLocked(rewrite bool) error {
 		}
 		if err == nil && !synced {
 			var e error
-			if hold && holdP() && jsize-q.jsynced >= 0 && jsize-q.jsynced <= smallSync {
+			if hold && holdP() && q.smallJournal(jsize) {
 				e = fdatasyncHoldingP(jf)
 			} else {
 				e = unix.Fdatasync(int(jf.Fd()))
@@ -811,9 +893,6 @@ func (q *Queue) syncLocked(rewrite bool) error {
 	q.synced = start
 	// The segments emptied by lines this Sync covered may go now.
 	q.mu.Lock()
-	for i, s := range segs {
-		s.synced = max(s.synced, sizes[i])
-	}
 	keep := q.dying[:0]
 	for _, s := range q.dying {
 		switch {
@@ -830,6 +909,12 @@ func (q *Queue) syncLocked(rewrite bool) error {
 	return nil
 }
 
+// smallJournal reports (q.syncMu held) whether an fdatasync of the
+// journal, jsize bytes long, has at most smallSync bytes to write.
+func (q *Queue) smallJournal(jsize int64) bool {
+	return jsize-q.jsynced >= 0 && jsize-q.jsynced <= smallSync
+}
+
 // rewriteLocked writes the journal afresh from memory (one add line per
 // message, one pol line per account the policy remembers) into journal.new, fdatasyncs it and renames it over the
 // journal (q.mu held).
@@ -844,7 +929,20 @@ func (q *Queue) rewriteLocked() error {
 	bw := bufio.NewWriterSize(f, 1<<20)
 	var n int64
 	for id, e := range q.entries {
-		l := addLine(id, e)
+		// What the segment's last fdatasync made durable: all of it
+		// but what was committed while this Sync's fdatasyncs ran
+		// (Recover checks those should the power go).
+		var dur int64
+		s := q.segs[e.seg]
+		if s != nil {
+			dur = s.synced
+			if covers(dur, e.off, e.len) {
+				s.stated = max(s.stated, e.off+e.len)
+			} else {
+				s.stated = max(s.stated, dur)
+			}
+		}
+		l := addLine(id, e, dur)
 		n += int64(len(l))
 		if _, err = bw.Write(l); err != nil {
 			break
@@ -923,11 +1021,40 @@ func (q *Queue) Maintain() error {
 	}
 	synced := q.synced
 	q.syncMu.Unlock()
+	q.mu.Lock()
+	q.stateDurableLocked()
+	q.mu.Unlock()
 	q.punchDead(synced)
 	if cerr := q.compactSegments(); cerr != nil {
 		err = errors.Join(err, cerr)
 	}
 	return err
+}
+
+// stateDurableLocked appends, for each segment a Sync has made durable
+// further than the journal's lines state (its last messages, whose add
+// lines were made durable by the same Sync as their bytes), a loc line
+// naming the place of the message added to it last, which states so (q.mu
+// held). No Sync of its own: the line goes with the next one, and until
+// then Recover checks those messages' bytes, as it would have. A relayd
+// that syncs the segments before the journal reads the line as a move
+// to where the message is, or about a message gone: nothing changes.
+func (q *Queue) stateDurableLocked() bool {
+	wrote := false
+	for _, s := range q.segs {
+		if s.synced <= s.stated || s.lastID == "" || s.gone {
+			continue
+		}
+		if e := q.entries[s.lastID]; e != nil && (e.seg != s.n || e.off != s.lastOff) {
+			continue // moved by compaction: the line would move it back
+		}
+		if q.appendLocked(locLine(s.lastID, s.n, s.lastOff, s.lastLen, s.synced), false) != nil {
+			return wrote
+		}
+		s.stated = s.synced
+		wrote = true
+	}
+	return wrote
 }
 
 // compactSegments copies the live messages of every sealed segment older
@@ -1009,9 +1136,10 @@ func (q *Queue) compactSegment(s *segment) error {
 		if e == nil || e.seg != s.n || e.off != m.from {
 			continue
 		}
-		if err := q.appendLocked(locLine(m.id, dst.n, m.to, m.n), false); err != nil {
+		if err := q.appendLocked(locLine(m.id, dst.n, m.to, m.n, w.off), false); err != nil {
 			break
 		}
+		dst.stated = max(dst.stated, m.to+m.n)
 		s.live--
 		s.liveBytes -= m.n
 		dst.live++
@@ -1020,6 +1148,7 @@ func (q *Queue) compactSegment(s *segment) error {
 		q.noteGoneLocked(s, m.from, m.n)
 	}
 	dst.size = w.off
+	dst.synced = max(dst.synced, w.off)
 	dst.dirty = true
 	dst.sealed = true
 	q.releaseLocked(dst)

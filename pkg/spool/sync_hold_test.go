@@ -219,6 +219,10 @@ func TestSlowRawSyncTurnsRawOffWithinSync(t *testing.T) {
 	}
 	defer func(s, off time.Duration) { slowSync, slowSyncOff = s, off; rawSyncOffUntil.Store(nil) }(slowSync, slowSyncOff)
 	q := newTestQueue(t)
+	// One after the other, as where asynchronous I/O is refused (with
+	// it, the three are waited for in one raw call: see
+	// TestSlowAsyncSyncTurnsRawOff).
+	q.aio.failed = true
 	// Two messages written at once go into two segments: with the
 	// journal, three small fdatasyncs for one Sync.
 	var ws []*MsgWriter
@@ -249,9 +253,45 @@ func TestSlowRawSyncTurnsRawOffWithinSync(t *testing.T) {
 	}
 }
 
+// The wait for a Sync's fdatasyncs submitted together (aio.go) is a raw
+// call when all of them are small, and one that took longer than
+// slowSync turns the raw way off.
+func TestSlowAsyncSyncTurnsRawOff(t *testing.T) {
+	if runtime.GOMAXPROCS(0) < 2 {
+		t.Skip("the raw way is used only with GOMAXPROCS > 1")
+	}
+	defer func(s, off time.Duration) { slowSync, slowSyncOff = s, off; rawSyncOffUntil.Store(nil) }(slowSync, slowSyncOff)
+	q := newTestQueue(t)
+	putMessage(t, q, Incoming)
+	slowSync = time.Hour
+	rawSyncOffUntil.Store(nil)
+	before, subs := rawSyncs.Load(), aioSubmits.Load()
+	if err := q.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if q.aio.failed {
+		t.Skip("no asynchronous I/O here (io_setup refused)")
+	}
+	if n, s := rawSyncs.Load()-before, aioSubmits.Load()-subs; n != 1 || s != 1 {
+		t.Fatalf("%d raw waits, %d io_submit calls for a Sync of one small message, want 1 and 1", n, s)
+	}
+	if !holdP() {
+		t.Fatal("a fast Sync turned the raw way off")
+	}
+	putMessage(t, q, Incoming)
+	slowSync = -1 // every fdatasync is slow
+	if err := q.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if holdP() {
+		t.Fatal("the raw way still on after a slow Sync")
+	}
+}
+
 // A journal compaction leaves a smaller journal, made durable by its
 // rewrite: the next Sync's fdatasync of the journal has only the lines
-// appended since to write, and is made the raw way like the segment's.
+// appended since to write, and is made the raw way (alone: a Sync with
+// segments to sync waits for all its fdatasyncs at once, see aio.go).
 func TestRawJournalSyncAfterRewrite(t *testing.T) {
 	if runtime.GOMAXPROCS(0) < 2 {
 		t.Skip("the raw way is used only with GOMAXPROCS > 1")
@@ -263,6 +303,7 @@ func TestRawJournalSyncAfterRewrite(t *testing.T) {
 	for range 5 {
 		ids = append(ids, putMessage(t, q, Incoming))
 	}
+	kept := putMessage(t, q, Incoming)
 	if err := q.Sync(); err != nil {
 		t.Fatal(err)
 	}
@@ -280,13 +321,12 @@ func TestRawJournalSyncAfterRewrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	putMessage(t, q, Incoming)
 	rawSyncOffUntil.Store(nil)
 	before := rawSyncs.Load()
-	if err := q.Sync(); err != nil {
+	if err := q.Hold(kept); err != nil { // a line and a Sync
 		t.Fatal(err)
 	}
-	if n := rawSyncs.Load() - before; n != 2 {
-		t.Fatalf("%d raw fdatasyncs for one small message after a rewrite, want 2 (its segment and the journal)", n)
+	if n := rawSyncs.Load() - before; n != 1 {
+		t.Fatalf("%d raw fdatasyncs for one line after a rewrite, want 1 (the journal's)", n)
 	}
 }
