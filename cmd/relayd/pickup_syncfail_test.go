@@ -80,3 +80,29 @@ func TestPickupAsyncSyncFailureThenDelivered(t *testing.T) {
 		t.Errorf("no io_getevents in strace's output (%v): %.2000s", err, b)
 	}
 }
+
+// The real relayd makes a pickup batch's Sync with the fdatasyncs of the
+// segment and of the journal submitted together (one io_submit naming
+// both), not one after the other.
+func TestSyncSubmitsFdatasyncsTogether(t *testing.T) {
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{})
+	s.prepareSpool()
+	trace := filepath.Join(s.dir, "strace.out")
+	s.startStraced("-f", "-qq", "-y", "-e", "trace=io_submit,fdatasync,fsync", "-o", trace)
+	s.drop("together", 1)
+	waitfor.True(t, "the message delivered", 30*time.Second, func() bool {
+		return s.subjects()["together 0"] == 1
+	})
+	b, err := os.ReadFile(trace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, "io_submit(") && strings.Contains(l, "IOCB_CMD_FDSYNC") &&
+			strings.Contains(l, filepath.Join(s.spool, spool.JournalFile)+">") && strings.Contains(l, filepath.Join(s.spool, spool.DirSeg)+"/") {
+			return
+		}
+	}
+	t.Fatalf("no io_submit carrying the fdatasyncs of the journal and a segment:\n%.4000s", b)
+}
