@@ -43,6 +43,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -386,12 +387,12 @@ func decodeFields(line func() (string, error)) (*Meta, error) {
 			}
 			m.Time, haveTime = t, true
 		case "uid":
-			if m.Origin.UID, err = atoi(); err != nil {
+			if m.Origin.UID, err = idAtoi(k, v); err != nil {
 				return nil, err
 			}
 			haveUID = true
 		case "gid":
-			if m.Origin.GID, err = atoi(); err != nil {
+			if m.Origin.GID, err = idAtoi(k, v); err != nil {
 				return nil, err
 			}
 			haveGID = true
@@ -528,6 +529,17 @@ func (c *crcReader) Read(p []byte) (int, error) {
 		return n, ErrChecksum
 	}
 	return n, err
+}
+
+// idAtoi parses a uid or gid field: a 32-bit unsigned ID as the kernel
+// gives it (user namespaces map ranges at 2^31 and above), but not
+// 2^32-1, which is (uid_t)-1: no ID.
+func idAtoi(k, v string) (int, error) {
+	n, err := strconv.ParseUint(v, 10, 32)
+	if err != nil || n == math.MaxUint32 {
+		return 0, fmt.Errorf("%w: bad %s %q", ErrCorrupt, k, v)
+	}
+	return int(n), nil
 }
 
 // Escape percent-escapes '%', control bytes and DEL so that v fits on one

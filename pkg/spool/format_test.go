@@ -222,3 +222,24 @@ func TestPatchSizeFormat(t *testing.T) {
 		}
 	}
 }
+
+// TestDecodeLargeIDs: UIDs and GIDs are 32-bit unsigned on Linux; a
+// message of a caller whose IDs are 2^31 or more (user namespaces' high
+// ranges) decodes with them, and 2^32-1 ((uid_t)-1, no ID) does not.
+func TestDecodeLargeIDs(t *testing.T) {
+	m, body := goldenMeta()
+	m.Origin.UID, m.Origin.GID = 1<<32-2, 1<<31
+	file := encode(m, body)
+	d, err := Decode(bytes.NewReader(file), int64(len(file)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Origin.UID != 1<<32-2 || d.Origin.GID != 1<<31 {
+		t.Fatalf("uid %d gid %d", d.Origin.UID, d.Origin.GID)
+	}
+	m.Origin.UID = 1<<32 - 1
+	file = encode(m, body)
+	if _, err := Decode(bytes.NewReader(file), int64(len(file))); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("uid 2^32-1: %v", err)
+	}
+}

@@ -34,6 +34,15 @@ func TestLargeUID(t *testing.T) {
 		if got, ok := q.UID(id); !ok || got != uid {
 			t.Errorf("%s: UID = %d, %v, want %d", when, got, ok, uid)
 		}
+		// What delivery reads: the message's own header.
+		f, got, err := q.OpenMessage(id)
+		if err != nil {
+			t.Fatalf("%s: OpenMessage: %v", when, err)
+		}
+		f.Close()
+		if got.Origin.UID != uid {
+			t.Errorf("%s: header uid %d, want %d", when, got.Origin.UID, uid)
+		}
 	}
 	check(q, "queued")
 	q.Close()
