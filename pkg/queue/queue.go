@@ -133,9 +133,6 @@ type Queue struct {
 	// next deferred attempt (zero if none). Tests drive Run with the
 	// injected clock through it.
 	onIdle func(kicks uint64, next time.Time)
-	// holdMax is how long a short list of due messages may wait for a
-	// busy worker (the constant holdMax; tests change it).
-	holdMax time.Duration
 	// Frozen, when set, reports whether the account with a UID is frozen
 	// (relayd queue freeze): "delete --user --confirm N" then deletes
 	// the N oldest when newer ones arrived since they were counted.
@@ -159,7 +156,7 @@ func New(sp *spool.Queue, log *maillog.Logger, now func() time.Time, set Setting
 	if now == nil {
 		now = time.Now
 	}
-	return &Queue{sp: sp, log: log, now: now, set: set, sched: newSched(), unsaved: map[string]*spool.Delivery{}, kick: make(chan struct{}, 1), stop: make(chan struct{}), holdMax: holdMax}
+	return &Queue{sp: sp, log: log, now: now, set: set, sched: newSched(), unsaved: map[string]*spool.Delivery{}, kick: make(chan struct{}, 1), stop: make(chan struct{})}
 }
 
 // readState returns the delivery record of id (in state): the one kept in

@@ -10,16 +10,6 @@ package queue
 // package's tests drive Run with a clock of their own, seeing each time it
 // falls idle through onIdle).
 //
-// # Job sizes
-//
-// A long list of due messages is spread over every worker (batchSize).
-// To a near upstream (sched.near: its messages took under nearMax each
-// lately) a short one goes to one worker whole (jobSize), and while a
-// worker is busy it waits for that worker up to holdMax: one session
-// pipelining several messages costs less per message than several
-// sessions one message each. A lone message with no worker busy, and any
-// list to a far upstream, go at once, spread as they come.
-//
 // # Circuit breaker
 //
 // Each upstream (upKey: its name, else its address and account) has a
@@ -116,10 +106,6 @@ type sched struct {
 	// a worker anyway, to be bounced at the end of their lifetime or to
 	// get their delay notice (see sweep).
 	swept map[string]*sweepState
-	// perMsg is how long a message took on a session lately (a moving
-	// average over the jobs reported, dials left out; zero until the
-	// first): how near the upstream is, for jobSize and the hold.
-	perMsg time.Duration
 	// ups is the upstream component the breakers and routes are about,
 	// and defs what each of its upstreams is (upDefs): a reload that
 	// changes an upstream forgets what its old definition earned.
@@ -201,11 +187,6 @@ type jobResult struct {
 	msgs   []msgResult
 	health []healthReport
 	events []Event
-	// sent messages had an answer from an upstream, in sendTime (the
-	// time from the first Send to the last outcome, dials and the
-	// Sync of the attempt records left out): see sched.perMsg.
-	sent     int
-	sendTime time.Duration
 }
 
 // Run delivers until ctx is done: Concurrency workers (fixed for the
@@ -247,12 +228,8 @@ func (q *Queue) loop(ctx, sendCtx context.Context) {
 	busy, size := 0, 1
 	var pending []string
 	var wake time.Time
-	// hold: a short list waits for a busy worker (see jobSize) until
-	// then, a real time.
-	var hold time.Time
 	relist, stopping := true, false
 	var seen uint64 // the Kick count the last listing covers
-	back := false   // a worker has just reported: it takes what is due
 	for {
 		if !stopping && (ctx.Err() != nil || q.stopped()) {
 			stopping = true
@@ -264,35 +241,14 @@ func (q *Queue) loop(ctx, sendCtx context.Context) {
 		}
 		set, gen = q.settingsGen()
 		q.adopt(set.Upstreams)
-		held := false
 		if !stopping {
-			// A short list is listed again (cheap) so that what came
-			// in since joins it; a long one is taken to its end first.
-			if relist && len(pending) <= shareMax {
+			if relist && len(pending) == 0 {
 				seen = q.kicks.Load()
 				pending, wake = q.due()
-				size = jobSize(len(pending), n, q.sched.near())
+				size = batchSize(len(pending), n)
 				relist = false
 			}
-			// While a worker is busy on a near upstream, a short list
-			// waits for it, at most holdMax after it was first held:
-			// the worker takes it whole when it comes back, and one
-			// session pipelining several messages costs less per
-			// message than several sessions one message each. The
-			// messages arriving behind it join it meanwhile. With no
-			// worker busy (a lone message), a worker just back, a long
-			// list (a backlog) or a far upstream, nothing waits.
-			if busy > 0 && busy < n && !back && len(pending) > 0 && len(pending) < shareMax && q.sched.near() {
-				now := time.Now()
-				if hold.IsZero() {
-					hold = now.Add(q.holdMax)
-				}
-				held = now.Before(hold)
-			}
-			if !held {
-				hold = time.Time{}
-			}
-			for !held && busy < n && len(pending) > 0 {
+			for busy < n && len(pending) > 0 {
 				var j *job
 				var w time.Time
 				j, pending, w = q.plan(pending, size, set, gen)
@@ -312,30 +268,18 @@ func (q *Queue) loop(ctx, sendCtx context.Context) {
 		}
 		var timer *time.Timer
 		var tc <-chan time.Time
-		switch {
-		case held:
-			timer = time.NewTimer(time.Until(hold))
-			tc = timer.C
-		case !stopping && len(pending) == 0 && !wake.IsZero():
+		if !stopping && len(pending) == 0 && !wake.IsZero() {
 			timer = time.NewTimer(max(wake.Sub(q.now()), 0))
 			tc = timer.C
 		}
 		kick := q.kick
-		if held {
-			// What comes in meanwhile is listed when the worker comes
-			// back or the hold ends (the Kick stays pending): no wake-up
-			// per arrival.
-			kick = nil
-		}
 		var done, stop <-chan struct{}
 		if !stopping {
 			done, stop = ctx.Done(), q.stop
 		}
-		back = false
 		select {
 		case r := <-results:
 			busy--
-			back = true
 			q.apply(r)
 			// The outcome may have set a new next-attempt time that the
 			// timer, computed before, does not know: look again.
@@ -409,47 +353,6 @@ func (q *Queue) settingsGen() (Settings, int) {
 // deliverBatch), few enough that every worker gets some.
 func batchSize(n, workers int) int {
 	return min(max((n+workers-1)/max(workers, 1), 1), maxBatch)
-}
-
-// nearMax is the time per message on a session (sched.perMsg) under which
-// an upstream counts as near: it answers so fast that parallel sessions
-// would save little time and cost more CPU (each message its own round
-// trips, wake-ups and Sync) than one session pipelining them. A LAN or
-// local smarthost is near; one across the Internet (tens of ms a round
-// trip, two round trips for a message alone) is not.
-const nearMax = 5 * time.Millisecond
-
-// holdMax bounds how long a short list of due messages waits for a busy
-// worker while the upstream is near (Queue.holdMax).
-const holdMax = 3 * time.Millisecond
-
-// near reports whether the upstreams answered fast lately (nearMax).
-func (s *sched) near() bool { return s.perMsg > 0 && s.perMsg < nearMax }
-
-// jobSize is the size of the jobs n due messages are cut into for
-// workers: spread over the workers (batchSize), but to a near upstream
-// never below shareMax messages a job, so that a short list goes to one
-// worker whole. A far upstream gets parallel sessions for a short list
-// too, and a long list (a backlog) is spread over every worker either way.
-func jobSize(n, workers int, near bool) int {
-	size := batchSize(n, workers)
-	if near {
-		size = max(size, min(n, shareMax))
-	}
-	return size
-}
-
-// learn takes in how long r's messages took on their sessions.
-func (s *sched) learn(r *jobResult) {
-	if r.sent == 0 {
-		return
-	}
-	d := r.sendTime / time.Duration(r.sent)
-	if s.perMsg == 0 {
-		s.perMsg = d
-		return
-	}
-	s.perMsg = (3*s.perMsg + d) / 4
 }
 
 // due returns the messages to try now that are not being delivered:
@@ -744,7 +647,6 @@ func (q *Queue) adopt(u *Upstreams) {
 func (q *Queue) apply(r *jobResult) {
 	s := q.sched
 	now := q.now()
-	s.learn(r)
 	var events []Event
 	var jobDefs map[string]string
 	if u := r.job.set.Upstreams; u != s.ups && s.ups != nil {
@@ -861,7 +763,6 @@ func (q *Queue) work(ctx context.Context, jobs <-chan *job, results chan<- *jobR
 		w.set, w.gen, w.job = j.set, j.gen, j
 		w.res = &jobResult{job: j}
 		w.link.down, w.link.health, w.link.jobDown = nil, nil, j.down
-		w.link.dialTime = 0
 		w.deliverBatch(ctx, j.ids)
 		w.res.health = w.link.health
 		results <- w.res

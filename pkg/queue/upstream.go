@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/mailshim/mailshim/pkg/config"
 	"github.com/mailshim/mailshim/pkg/maillog"
@@ -214,9 +213,6 @@ type link struct {
 	// jobDown is the scheduler's last failure of each upstream its
 	// breaker holds (job.down).
 	jobDown map[string]*relay.Error
-	// dialTime is the time spent closing and dialing sessions during the
-	// current job (left out of the job's sendTime).
-	dialTime time.Duration
 }
 
 func (l *link) close() {
@@ -251,8 +247,6 @@ func (l *link) open(ctx context.Context, up config.Upstream, key string, waiting
 	if waiting != nil {
 		waiting()
 	}
-	start := time.Now()
-	defer func() { l.dialTime += time.Since(start) }()
 	l.close()
 	s, derr := l.ups.dial(ctx, up)
 	if derr != nil {

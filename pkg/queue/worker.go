@@ -107,10 +107,9 @@ const maxBatch = 64
 // attempt records durable before it makes one of its own
 // (spool.Queue.SyncWithin): as durable before dialing, one fdatasync
 // fewer per job while mail comes in, at most shareWait later when none
-// comes. A bigger batch (a drain) syncs at once. shareMax is also the
-// least a job to a near upstream takes of a short list (jobSize).
+// comes. A bigger batch (a drain) syncs at once.
 const (
-	shareMax  = 16
+	shareMax  = 4
 	shareWait = 2 * time.Millisecond
 )
 
@@ -147,12 +146,6 @@ func (w *worker) deliverBatch(ctx context.Context, ids []string) {
 		}
 		q.log.Warning("spool full: sending without recording the attempts", err, slog.Int("n", len(as)))
 	}
-	// How long the messages take on their sessions, dials left out, for
-	// the scheduler (sched.perMsg): real time, not the queue's clock.
-	start, dials := time.Now(), w.link.dialTime
-	defer func() {
-		w.res.sendTime += time.Since(start) - (w.link.dialTime - dials)
-	}()
 	// The outcome of each message (its log lines, its record, its
 	// removal or deferral, a bounce) is applied once its final reply is
 	// in, while the next message's replies are awaited: settle, called
@@ -204,9 +197,6 @@ func (w *worker) deliverBatch(ctx context.Context, ids []string) {
 		}
 		res, fault, ok := w.send(ctx, a, waiting)
 		settle()
-		if ok && !fault {
-			w.res.sent++ // an upstream answered it
-		}
 		if !ok {
 			a.f.Close()
 			continue
