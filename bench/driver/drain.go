@@ -46,7 +46,7 @@ func relaydRows(o Options, sz sizes, work string, bins *Binaries) ([]Row, []stri
 			notMeasured(drainCPUName, "—", "printed", why))
 		return rows, notes, nil
 	}
-	srv, err := smtptest.Start(smtptest.Options{Username: benchUser, Password: benchPass, NoStore: true, SMTPUTF8: true, DSN: true})
+	srv, err := smtptest.Start(smtptest.Options{Username: benchUser, Password: benchPass, NoStore: true, SMTPUTF8: true, DSN: true, BatchReplies: true})
 	if err != nil {
 		return nil, nil, err
 	}

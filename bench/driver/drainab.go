@@ -18,7 +18,7 @@ import (
 // relayd's queue before the timed run (timed from event=start), or
 // (false) in maildrop/ (timed from exec, pickup included).
 func DrainAB(out io.Writer, bins []string, conc, n, rounds int, prefill bool) error {
-	srv, err := smtptest.Start(smtptest.Options{Username: benchUser, Password: benchPass, NoStore: true, SMTPUTF8: true, DSN: true})
+	srv, err := smtptest.Start(smtptest.Options{Username: benchUser, Password: benchPass, NoStore: true, SMTPUTF8: true, DSN: true, BatchReplies: true})
 	if err != nil {
 		return err
 	}

@@ -120,6 +120,11 @@ type Options struct {
 	// NoStore keeps only a count of delivered messages, not their bytes
 	// (benchmarks).
 	NoStore bool
+	// BatchReplies holds the server's replies until it next reads from
+	// the connection (or closes it), so that the replies to pipelined
+	// commands leave together, as RFC 2920 asks of a server (Postfix
+	// does this); go-smtp alone writes and flushes every reply on its own.
+	BatchReplies bool
 	// RequireClientCert: the TLS handshake demands a client certificate
 	// signed by the test CA (Server.ClientCert, Server.ClientKey).
 	RequireClientCert bool
@@ -209,6 +214,7 @@ type trackListener struct {
 	net.Listener
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
+	batch bool // Options.BatchReplies
 }
 
 func (l *trackListener) Accept() (net.Conn, error) {
@@ -220,7 +226,60 @@ func (l *trackListener) Accept() (net.Conn, error) {
 	l.mu.Lock()
 	l.conns[tc] = struct{}{}
 	l.mu.Unlock()
+	if l.batch {
+		return &batchConn{trackedConn: tc}, nil
+	}
 	return tc, nil
+}
+
+// batchConn holds what is written until the next Read or Close
+// (Options.BatchReplies). DropAll closes the trackedConn beneath: what is
+// held then is lost, as with a connection cut.
+type batchConn struct {
+	*trackedConn
+	mu   sync.Mutex
+	held []byte
+}
+
+func (c *batchConn) Write(b []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.held = append(c.held, b...)
+	if len(c.held) >= 64<<10 {
+		return len(b), c.flushLocked()
+	}
+	return len(b), nil
+}
+
+func (c *batchConn) flushLocked() error {
+	if len(c.held) == 0 {
+		return nil
+	}
+	_, err := c.trackedConn.Write(c.held)
+	c.held = c.held[:0]
+	return err
+}
+
+func (c *batchConn) Read(b []byte) (int, error) {
+	c.mu.Lock()
+	err := c.flushLocked()
+	c.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	return c.trackedConn.Read(b)
+}
+
+func (c *batchConn) Close() error {
+	c.mu.Lock()
+	// A TLS connection's Close sets the write deadline to now once its
+	// close_notify is written (held here): what is held gets its own.
+	if len(c.held) > 0 {
+		c.trackedConn.SetWriteDeadline(time.Now().Add(2 * time.Second))
+	}
+	c.flushLocked()
+	c.mu.Unlock()
+	return c.trackedConn.Close()
 }
 
 type trackedConn struct {
@@ -361,7 +420,7 @@ func start(opts Options, dir string) (*Server, error) {
 
 // serve accepts connections on ln (tracked for DropAll).
 func (s *Server) serve(ln net.Listener) {
-	track := &trackListener{Listener: ln, conns: map[net.Conn]struct{}{}}
+	track := &trackListener{Listener: ln, conns: map[net.Conn]struct{}{}, batch: s.opts.BatchReplies}
 	s.mu.Lock()
 	s.ln, s.track = ln, track
 	s.mu.Unlock()
