@@ -191,8 +191,9 @@ type Pickup struct {
 
 // Pickup logs event=pickup: a message entered the queue.
 func (l *Logger) Pickup(p Pickup) {
-	as := []slog.Attr{str("id", p.ID), num("uid", p.UID), str("user", p.User), str("script", p.Script),
-		str("from", p.From), num("nrcpt", p.Rcpts), slog.Int64("size", p.Size), str("via", p.Via)}
+	// Room for every attribute: no allocation to grow it.
+	as := append(make([]slog.Attr, 0, 16), str("id", p.ID), num("uid", p.UID), str("user", p.User), str("script", p.Script),
+		str("from", p.From), num("nrcpt", p.Rcpts), slog.Int64("size", p.Size), str("via", p.Via))
 	as = opt(as, "caller", p.Caller)
 	if p.Via == "smtp" {
 		as = append(as, str("client", p.Client))

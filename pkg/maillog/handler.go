@@ -55,33 +55,45 @@ type flusher interface{ Flush() error }
 // Handle writes r as one line, and writes out every line a Buffer held
 // back before it.
 func (h *Handler) Handle(_ context.Context, r slog.Record) error {
-	return h.handle(r, false)
+	return h.handle(r.Time, r.Message, &r, nil, false)
 }
 
-// handle writes r as one line. Unless lazy, it then flushes the writer
-// (when it is a Buffer): a line that may wait is one of the events every
-// delivered or accepted message logs, which a busy drain or listener
-// writes by the thousand (a pickup line whose client is told is written
-// out by Logger.WriteOut before the answer); every other event — an
-// error, a refusal — is written out at once, with whatever waited before
-// it, so that it is in the log when the outside world hears of it.
-func (h *Handler) handle(r slog.Record, lazy bool) error {
-	b := make([]byte, 0, 256)
-	b = append(b, "ts="...)
-	b = r.Time.UTC().AppendFormat(b, "2006-01-02T15:04:05.000Z")
+// line is what writing one line needs, reused from line to line (lines):
+// the line's bytes and the Observer's Entry. An Observer keeps neither.
+type line struct {
+	b []byte
+	e Entry
+}
+
+var lines = sync.Pool{New: func() any { return &line{b: make([]byte, 0, 512)} }}
+
+// handle writes one line: the time t, the event msg, then the attributes
+// of r (when attrs is nil) or attrs. Unless lazy, it then flushes the
+// writer (when it is a Buffer): a line that may wait is one of the events
+// every delivered or accepted message logs, which a busy drain or
+// listener writes by the thousand (a pickup line whose client is told is
+// written out by Logger.WriteOut before the answer); every other event —
+// an error, a refusal — is written out at once, with whatever waited
+// before it, so that it is in the log when the outside world hears of it.
+func (h *Handler) handle(t time.Time, msg string, r *slog.Record, attrs []slog.Attr, lazy bool) error {
+	ln := lines.Get().(*line)
+	b := append(ln.b[:0], "ts="...)
+	b = appendTime(b, t.UTC())
 	b = append(b, " event="...)
-	b = append(b, Value(r.Message)...)
+	b = append(b, Value(msg)...)
 	b = append(b, h.pre...)
 	obs := h.s.obs.Load()
-	var as []slog.Attr
-	if obs != nil {
-		as = make([]slog.Attr, 0, len(h.preat)+r.NumAttrs())
-		as = append(as, h.preat...)
+	as := append(ln.e.Attrs[:0], h.preat...)
+	if attrs != nil {
+		for _, a := range attrs {
+			b, as = appendAttr(b, as, obs != nil, h.prefix, a)
+		}
+	} else {
+		r.Attrs(func(a slog.Attr) bool {
+			b, as = appendAttr(b, as, obs != nil, h.prefix, a)
+			return true
+		})
 	}
-	r.Attrs(func(a slog.Attr) bool {
-		b, as = appendAttr(b, as, obs != nil, h.prefix, a)
-		return true
-	})
 	b = append(b, '\n')
 	h.s.mu.Lock()
 	_, err := h.s.w.Write(b)
@@ -92,9 +104,32 @@ func (h *Handler) handle(r slog.Record, lazy bool) error {
 	}
 	h.s.mu.Unlock()
 	if obs != nil {
-		(*obs)(&Entry{Time: r.Time, Event: r.Message, Attrs: as})
+		ln.e = Entry{Time: t, Event: msg, Attrs: as}
+		(*obs)(&ln.e)
+	}
+	// Back to the pool holding no value of this line; an unusually long
+	// line's buffer is left to the collector.
+	clear(as)
+	ln.e = Entry{Attrs: as[:0]}
+	if cap(b) <= 16<<10 {
+		ln.b = b[:0]
+		lines.Put(ln)
 	}
 	return err
+}
+
+// appendTime appends t (UTC) as "2006-01-02T15:04:05.000Z".
+func appendTime(b []byte, t time.Time) []byte {
+	y, mo, d := t.Date()
+	if y < 0 || y > 9999 {
+		return t.AppendFormat(b, "2006-01-02T15:04:05.000Z")
+	}
+	hh, mm, ss := t.Clock()
+	ms := t.Nanosecond() / 1e6
+	return append(b, byte('0'+y/1000), byte('0'+y/100%10), byte('0'+y/10%10), byte('0'+y%10), '-',
+		byte('0'+mo/10), byte('0'+mo%10), '-', byte('0'+d/10), byte('0'+d%10), 'T',
+		byte('0'+hh/10), byte('0'+hh%10), ':', byte('0'+mm/10), byte('0'+mm%10), ':',
+		byte('0'+ss/10), byte('0'+ss%10), '.', byte('0'+ms/100), byte('0'+ms/10%10), byte('0'+ms%10), 'Z')
 }
 
 // appendAttr formats a as " key=value" onto b and, when observed, appends
@@ -127,7 +162,15 @@ func appendAttr(b []byte, as []slog.Attr, observed bool, prefix string, a slog.A
 			return b, as
 		}
 	}
-	b = append(b, Value(valueString(v))...)
+	switch v.Kind() {
+	case slog.KindInt64:
+		// Digits and '-': what Value writes bare.
+		b = strconv.AppendInt(b, v.Int64(), 10)
+	case slog.KindUint64:
+		b = strconv.AppendUint(b, v.Uint64(), 10)
+	default:
+		b = append(b, Value(valueString(v))...)
+	}
 	if observed {
 		as = append(as, slog.Attr{Key: k, Value: v})
 	}

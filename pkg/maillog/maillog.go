@@ -44,7 +44,8 @@ type Logger struct {
 
 // Observer is called with every event after its line is written
 // (relayd's metrics and stats count what the log says). It must be quick,
-// must not log and must not keep e.
+// must not log and must not keep e or its Attrs (both are reused for the
+// next line); the strings inside are its to keep.
 type Observer func(e *Entry)
 
 // SetObserver sets the function every event is passed to (nil: none).
@@ -94,9 +95,10 @@ func (l *Logger) emitAs(lazy bool, lv slog.Level, event string, attrs ...slog.At
 	if l == nil {
 		return
 	}
-	r := slog.NewRecord(l.now(), lv, event, 0)
-	r.AddAttrs(attrs...)
-	l.h.handle(r, lazy)
+	if attrs == nil {
+		attrs = []slog.Attr{}
+	}
+	l.h.handle(l.now(), event, nil, attrs, lazy)
 }
 
 // KV converts alternating keys and values (key string, value of any type;

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"testing"
@@ -58,5 +59,21 @@ func TestBadKey(t *testing.T) {
 	New(&b, func() time.Time { return time.Unix(0, 0) }).event("x", "ok_key", 1, "bad key\nts=0", 2)
 	if want := "ts=1970-01-01T00:00:00.000Z event=x ok_key=1 badkey=2\n"; b.String() != want {
 		t.Errorf("got %q, want %q", b.String(), want)
+	}
+}
+
+// appendTime writes what AppendFormat writes with the line's layout.
+func TestAppendTime(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	times := []time.Time{{}, time.Unix(0, 0), time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC),
+		time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(2026, 11, 23, 14, 40, 0, 123e6, time.UTC), time.Date(2026, 1, 2, 3, 4, 5, 6e6+999, time.UTC)}
+	for range 100000 {
+		times = append(times, time.Unix(r.Int64N(1<<38)-1<<37, r.Int64N(1e9)).UTC())
+	}
+	for _, tm := range times {
+		if got, want := string(appendTime(nil, tm)), tm.Format("2006-01-02T15:04:05.000Z"); got != want {
+			t.Fatalf("appendTime(%v) = %q, want %q", tm, got, want)
+		}
 	}
 }
