@@ -399,9 +399,14 @@ func writeZeros(f *os.File, off, n int64) (int64, error) {
 	return done, nil
 }
 
-// Close syncs what is pending and releases the files. The zero tails
-// are cut off (not synced: zeros left by a crash are harmless), so an
-// older relayd finds the files as it wrote them.
+// Close syncs what is pending and releases the files. The segments'
+// zero tails are cut off (not synced: zeros left by a crash are
+// harmless). The journal's is kept: it is the journal's reserve (see
+// journalReserve), and a relayd stopped and started again on a full file
+// system (the administrator's first move) would find no room to write it
+// again, and could record no delivery, the transitions that free the
+// space. An older relayd takes it for a torn tail and cuts it off,
+// losing nothing.
 func (q *Queue) Close() {
 	if q.jf != nil && q.Sync() == nil {
 		// The last messages' bytes are durable: the journal says so,
@@ -418,9 +423,6 @@ func (q *Queue) Close() {
 	q.syncMu.Unlock()
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.jf != nil && !q.jbroken && q.jalloc > q.jsize && q.jf.Truncate(q.jsize) == nil {
-		q.jalloc = q.jsize
-	}
 	for _, s := range q.segs {
 		if !s.busy {
 			s.trimLocked()
