@@ -1120,15 +1120,25 @@ func (q *Queue) compactSegment(s *segment) error {
 		}
 		ms = append(ms, moved{id, off, at, n})
 	}
-	if err := dst.f.Sync(); err != nil || len(ms) == 0 {
+	// The copies and the new segment's name are made durable before any
+	// loc line points there: the Sync after the lines makes the journal
+	// durable at the same time as the segments and queue/seg (see
+	// syncLocked), and the messages moved were acknowledged long ago. A
+	// power loss between the two must find them where they were.
+	err = dst.f.Sync()
+	if err != nil {
+		err = fmt.Errorf("spool: fdatasync %s: %w", dst.f.Name(), err)
+	} else if len(ms) > 0 {
+		if e := q.segdir.Sync(); e != nil {
+			err = fmt.Errorf("spool: fsync %s: %w", q.segdir.Name(), e)
+		}
+	}
+	if err != nil || len(ms) == 0 {
 		q.mu.Lock()
 		dst.sealed = true
 		q.releaseLocked(dst)
 		q.mu.Unlock()
-		if err != nil {
-			return fmt.Errorf("spool: fdatasync %s: %w", dst.f.Name(), err)
-		}
-		return nil
+		return err
 	}
 	q.mu.Lock()
 	for _, m := range ms {
