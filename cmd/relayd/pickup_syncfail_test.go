@@ -106,3 +106,44 @@ func TestSyncSubmitsFdatasyncsTogether(t *testing.T) {
 	}
 	t.Fatalf("no io_submit carrying the fdatasyncs of the journal and a segment:\n%.4000s", b)
 }
+
+// The directory a Sync submits with the files (queue/seg, after a new
+// segment was created) gets a full fsync (IOCB_CMD_FSYNC), as
+// File.Sync gives it one by one: an fdatasync of a directory may leave
+// its new entry unwritten (ext4 commits a directory's fdatasync only for
+// a change of its size), and with it the segment the acknowledged
+// messages are in.
+func TestSyncSubmitsTheSegmentDirectorysFsync(t *testing.T) {
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{})
+	s.prepareSpool()
+	trace := filepath.Join(s.dir, "strace.out")
+	s.startStraced("-f", "-qq", "-y", "-e", "trace=io_submit", "-o", trace)
+	s.drop("dir synced", 1)
+	waitfor.True(t, "the message delivered", 30*time.Second, func() bool {
+		return s.subjects()["dir synced 0"] == 1
+	})
+	b, err := os.ReadFile(trace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(s.spool, spool.DirSeg) + ">"
+	found := false
+	for _, l := range strings.Split(string(b), "\n") {
+		if !strings.Contains(l, "io_submit(") {
+			continue
+		}
+		for _, cb := range strings.Split(l, "}") {
+			if !strings.Contains(cb, dir) {
+				continue
+			}
+			found = true
+			if !strings.Contains(cb, "aio_lio_opcode=IOCB_CMD_FSYNC,") {
+				t.Errorf("queue/seg submitted without a full fsync: %s", cb)
+			}
+		}
+	}
+	if !found {
+		t.Fatalf("no io_submit carrying queue/seg:\n%.4000s", b)
+	}
+}

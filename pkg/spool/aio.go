@@ -53,7 +53,12 @@ type ioEvent struct {
 	res2 int64
 }
 
-const iocbCmdFdsync = 3
+// The opcodes: IOCB_CMD_FDSYNC for the files, IOCB_CMD_FSYNC for a
+// directory (see fdatasync).
+const (
+	iocbCmdFsync  = 2
+	iocbCmdFdsync = 3
+)
 
 // aio is a Queue's asynchronous I/O context (q.syncMu).
 type aio struct {
@@ -106,19 +111,27 @@ func (a *aio) close() {
 // returns each one's result. raw: the wait is a raw system call, keeping
 // the P (see holdP); one that took longer than slowSync turns the raw way
 // off. ok is false when the context cannot be had (errs is then nil).
-func (a *aio) fdatasync(files []*os.File, raw bool) (errs []error, ok bool) {
+//
+// The last dirs files are directories: they get a full fsync
+// (IOCB_CMD_FSYNC), as File.Sync gives them when made one by one. An
+// fdatasync of a directory may leave a new entry unwritten: ext4 commits
+// for a directory's fdatasync only a change of its size, and a new name
+// in a block it has is not one.
+func (a *aio) fdatasync(files []*os.File, dirs int, raw bool) (errs []error, ok bool) {
 	if !a.setup() {
 		return nil, false
 	}
 	errs = make([]error, len(files))
 	for lo := 0; lo < len(files); lo += aioMax {
-		a.round(files[lo:min(lo+aioMax, len(files))], errs[lo:], raw)
+		hi := min(lo+aioMax, len(files))
+		a.round(files[lo:hi], max(0, hi-(len(files)-dirs)), errs[lo:], raw)
 	}
 	return errs, true
 }
 
-// round is fdatasync for at most aioMax files.
-func (a *aio) round(files []*os.File, errs []error, raw bool) {
+// round is fdatasync for at most aioMax files, the last dirs of them
+// directories.
+func (a *aio) round(files []*os.File, dirs int, errs []error, raw bool) {
 	n := len(files)
 	fds := make([]int, n)
 	for i, f := range files {
@@ -140,7 +153,11 @@ func (a *aio) round(files []*os.File, errs []error, raw bool) {
 		if fd < 0 {
 			continue
 		}
-		a.cbs[k] = iocb{data: uint64(i), opcode: iocbCmdFdsync, fildes: uint32(fd)}
+		op := uint16(iocbCmdFdsync)
+		if i >= n-dirs {
+			op = iocbCmdFsync
+		}
+		a.cbs[k] = iocb{data: uint64(i), opcode: op, fildes: uint32(fd)}
 		a.ptrs[k] = &a.cbs[k]
 		idx = append(idx, i)
 		k++
@@ -155,7 +172,11 @@ func (a *aio) round(files []*os.File, errs []error, raw bool) {
 		if e != 0 {
 			// Not submitted: those files the usual way, one by one.
 			for _, i := range idx[sub:] {
-				errs[i] = unix.Fdatasync(fds[i])
+				if i >= n-dirs {
+					errs[i] = unix.Fsync(fds[i])
+				} else {
+					errs[i] = unix.Fdatasync(fds[i])
+				}
 			}
 			k = sub
 			break

@@ -758,10 +758,12 @@ func (q *Queue) syncLocked(rewrite bool) error {
 			files = append(files, s.f)
 			raw = raw && small[i]
 		}
+		dirs := 0
 		if dirDirty {
 			files = append(files, q.segdir)
+			dirs = 1
 		}
-		if errs, ok := q.aio.fdatasync(files, raw && holdP()); ok {
+		if errs, ok := q.aio.fdatasync(files, dirs, raw && holdP()); ok {
 			jdone, jerr = true, errs[0]
 			for i, s := range segs {
 				if e := errs[i+1]; e != nil {
