@@ -184,17 +184,26 @@ func readHeader(br *bufio.Reader, max int, dropFromLine bool) (*Header, error) {
 	if max <= 0 || max > MaxHeader {
 		max = MaxHeader
 	}
-	h := &Header{}
+	h := &Header{Fields: make([]Field, 0, 4)}
+	// The lines of a usual header share one allocation: each is read to
+	// the end of arena when it fits there, and capped (a later append to
+	// a field copies it); a line that does not fit gets its own. The
+	// arena never grows, so a large header costs what it did.
+	arena := make([]byte, 0, headerArena)
 	total := 0
 	first := true
 	for {
-		line, long, err := readLine(br, MaxField)
+		line, long, err := readLine(br, MaxField, arena[len(arena):])
 		if err != nil && err != io.EOF {
 			return nil, err
 		}
 		if len(line) == 0 { // EOF
 			return h, nil
 		}
+		if len(arena)+len(line) <= cap(arena) {
+			arena = arena[:len(arena)+len(line)]
+		}
+		line = line[:len(line):len(line)]
 		total += len(line)
 		if total > max {
 			return nil, ErrHeaderTooLarge
@@ -233,7 +242,7 @@ func readHeader(br *bufio.Reader, max int, dropFromLine bool) (*Header, error) {
 				h.BodyStart = line
 				return h, nil
 			}
-			h.Fields = append(h.Fields, Field{Name: string(line[:n]), Raw: line})
+			h.Fields = append(h.Fields, Field{Name: fieldName(line[:n]), Raw: line})
 		}
 		if err == io.EOF {
 			// The input ended inside the header, without a line end: give
@@ -250,8 +259,9 @@ func readHeader(br *bufio.Reader, max int, dropFromLine bool) (*Header, error) {
 
 // readLine returns the next line with its LF (or the last bytes before
 // EOF, with io.EOF). A line longer than max is returned in part, at least
-// max bytes of it, with long set; the rest stays in br.
-func readLine(br *bufio.Reader, max int) (line []byte, long bool, err error) {
+// max bytes of it, with long set; the rest stays in br. The line is
+// appended to line (empty, with room for it or not).
+func readLine(br *bufio.Reader, max int, line []byte) (_ []byte, long bool, err error) {
 	for {
 		c, err := br.ReadSlice('\n')
 		line = append(line, c...)
@@ -272,6 +282,44 @@ func readLine(br *bufio.Reader, max int) (line []byte, long bool, err error) {
 // ReadHeader reads: every field at most MaxField bytes and the section at
 // most MaxHeader. sendmail checks the header it is about to store (Bcc:
 // removed, From: added) so that pickup never finds it too large.
+// headerArena is the room readHeader reads a header's lines into at
+// first: a script's usual header fits.
+const headerArena = 256
+
+// fieldName is name as a string: the constant for the names of nearly
+// every message (no allocation), else a copy.
+func fieldName(name []byte) string {
+	switch string(name) {
+	case "From":
+		return "From"
+	case "To":
+		return "To"
+	case "Cc":
+		return "Cc"
+	case "Subject":
+		return "Subject"
+	case "Date":
+		return "Date"
+	case "Message-ID":
+		return "Message-ID"
+	case "MIME-Version":
+		return "MIME-Version"
+	case "Content-Type":
+		return "Content-Type"
+	case "Content-Transfer-Encoding":
+		return "Content-Transfer-Encoding"
+	case "Reply-To":
+		return "Reply-To"
+	case "X-Mailer":
+		return "X-Mailer"
+	case "X-PHP-Originating-Script":
+		return "X-PHP-Originating-Script"
+	case "Received":
+		return "Received"
+	}
+	return string(name)
+}
+
 func (h *Header) Check(bodyFollows bool) error {
 	for _, f := range h.Fields {
 		if len(f.Raw)+1 > MaxField {
