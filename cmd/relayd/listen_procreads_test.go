@@ -17,17 +17,18 @@ import (
 // holding the client's socket (here: relayd as its own user without the
 // capabilities to read another user's descriptors), it records
 // SO_PEERCRED's process if it is the client's user's. It reads that
-// process's /proc/PID/status once per connection (the check that the PID
-// was not reused meanwhile is the process's pidfd), not once before, once
-// while and once after reading the process. The real relayd, under
-// strace, and a client as nobody.
+// process's IDs once per connection — its /proc/PID/status, or on a
+// kernel with PIDFD_GET_INFO that ioctl on its pidfd — (the check that
+// the PID was not reused meanwhile is the process's pidfd), not once
+// before, once while and once after reading the process. The real
+// relayd, under strace, and a client as nobody.
 func TestListenUnixFallbackReadsStatusOnce(t *testing.T) {
 	needRoot(t)
 	up := newUpstream(t, smtptest.Options{})
 	s := newSite(t, up, siteOpts{extra: listenConf})
 	trace := filepath.Join(t.TempDir(), "strace.out")
 	s.asDaemon()
-	d, relayd := s.startStraced("-f", "-qq", "-e", "trace=openat,read,pread64,close", "-o", trace)
+	d, relayd := s.startStraced("-f", "-qq", "-e", "trace=openat,read,pread64,close,pidfd_open,ioctl", "-o", trace)
 	addrs := s.listenAddrs()
 
 	client := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c", `
@@ -79,21 +80,24 @@ print(reply(), flush=True)
 		t.Fatal(err)
 	}
 	if n := statusReads(string(b), pid); n != 1 {
-		t.Errorf("relayd read /proc/%s/status %d times, want 1:\n%s", pid, n, b)
+		t.Errorf("relayd read the IDs of process %s (status, PIDFD_GET_INFO) %d times, want 1:\n%s", pid, n, b)
 	}
 }
 
-// statusReads counts the readings of /proc/PID/status in an strace
-// output: the reads of each descriptor opened by its path, and the
-// preads of each opened relative to a descriptor of /proc/PID (the files
-// relayd keeps open, origin.Procs), until it is closed.
+// statusReads counts the readings of process PID's IDs in an strace
+// output: the reads of each descriptor of /proc/PID/status opened by its
+// path, the preads of each opened relative to a descriptor of /proc/PID
+// (the files relayd keeps open, origin.Procs), and the PIDFD_GET_INFO
+// ioctls on its pidfds, until they are closed.
 func statusReads(trace, pid string) int {
 	opened := regexp.MustCompile(`openat\(AT_FDCWD, "/proc/` + pid + `/status", .*\) = (\d+)$`)
 	dir := regexp.MustCompile(`openat\(AT_FDCWD, "/proc/` + pid + `", [^)]*O_PATH.*\) = (\d+)$`)
 	rel := regexp.MustCompile(`openat\((\d+), "status", .*\) = (\d+)$`)
 	io := regexp.MustCompile(`(?:read|pread64)\((\d+), `)
+	pidfd := regexp.MustCompile(`pidfd_open\(` + pid + `, [^)]*\) += (\d+)$`)
+	info := regexp.MustCompile(`ioctl\((\d+), (?:PIDFD_GET_INFO|_IOC\(_IOC_READ\|_IOC_WRITE, 0xff, 0xb, )`)
 	closed := regexp.MustCompile(`close\((\d+)\)`)
-	dirs, status := map[string]bool{}, map[string]bool{}
+	dirs, status, pidfds := map[string]bool{}, map[string]bool{}, map[string]bool{}
 	n := 0
 	for _, l := range straceLines(trace) {
 		if m := opened.FindStringSubmatch(l); m != nil {
@@ -104,9 +108,14 @@ func statusReads(trace, pid string) int {
 			status[m[2]] = true
 		} else if m := io.FindStringSubmatch(l); m != nil && status[m[1]] {
 			n++
+		} else if m := pidfd.FindStringSubmatch(l); m != nil {
+			pidfds[m[1]] = true
+		} else if m := info.FindStringSubmatch(l); m != nil && pidfds[m[1]] {
+			n++
 		} else if m := closed.FindStringSubmatch(l); m != nil {
 			delete(dirs, m[1])
 			delete(status, m[1])
+			delete(pidfds, m[1])
 		}
 	}
 	return n

@@ -250,6 +250,18 @@ func (p *Process) parseStatus(b []byte) {
 	}
 }
 
+// parseComm records the name that b, the content of /proc/PID/comm,
+// gives, in the form of status's Name line (a backslash and a newline
+// escaped), so that both sources record the same name.
+func (p *Process) parseComm(b []byte) {
+	b = bytes.TrimSuffix(b, []byte{'\n'})
+	if bytes.IndexAny(b, "\\\n") < 0 {
+		p.Comm = string(b)
+		return
+	}
+	p.Comm = strings.NewReplacer(`\`, `\\`, "\n", `\n`).Replace(string(b))
+}
+
 // maxCmdline bounds the part of /proc/PID/cmdline that is read: what is
 // taken from a command line (the program, the first argument that is not
 // an option, the whole cut to maxField) is at its start, and a caller's

@@ -20,6 +20,13 @@ import (
 // every read, but their open and close, and cmdline's, are the larger
 // part).
 //
+// Where the kernel has PIDFD_GET_INFO (Linux 6.13), what status was read
+// for (the name, the parent, the real UID and GID) comes from a pidfd of
+// the process (its real IDs, as status gives them: in relayd's user
+// namespace) and from /proc/PID/comm instead: the kernel renders the whole
+// status file for every read (signal masks, capabilities, memory, CPU
+// lists), ~18 µs of CPU, against ~1 µs each for the ioctl and comm.
+//
 // Nothing read is kept: every call reads the process's files again, at
 // offset 0, and the kernel generates their content then, from the
 // process as it is at that moment (its status, command line, cgroup,
@@ -56,13 +63,16 @@ type procEntry struct {
 	rw     sync.RWMutex
 	closed bool
 	dir    int // /proc/PID (O_PATH): exe and cwd are read relative to it
+	// Either status, or (a kernel with PIDFD_GET_INFO) pidfd and comm.
 	status int
+	pidfd  int // the process's pidfd: its IDs and parent (PIDFD_GET_INFO)
+	comm   int // /proc/PID/comm: its name
 	cmd    int
 	cgroup int
 }
 
 // NewProcs returns a Procs that keeps the files of up to max processes
-// open (4 descriptors each). It is for a process whose real and effective
+// open (5 descriptors each, 4 on a kernel without PIDFD_GET_INFO). It is for a process whose real and effective
 // gids are equal and stay so (relayd); otherwise it reads every process
 // through its path (ApplyProcess).
 func NewProcs(max int) *Procs {
@@ -141,7 +151,16 @@ func (e *procEntry) read() (p Process, unit string, err error) {
 		return p, "", errGone
 	}
 	p = Process{PID: e.pid, UID: -1, GID: -1}
-	if err := readWith(preader(e.status), 0, func(b []byte, _ bool) { p.parseStatus(b) }); err != nil {
+	if e.pidfd >= 0 {
+		// The IDs first: once the process is reaped the ioctl fails
+		// (ESRCH), as every file of its own /proc/PID does.
+		if !pidfdIDs(e.pidfd, &p) {
+			return p, "", errGone
+		}
+		if err := readWith(preader(e.comm), 0, func(b []byte, _ bool) { p.parseComm(b) }); err != nil {
+			return p, "", errGone
+		}
+	} else if err := readWith(preader(e.status), 0, func(b []byte, _ bool) { p.parseStatus(b) }); err != nil {
 		return p, "", errGone
 	}
 	readWith(preader(e.cmd), maxCmdline, p.parseCmdline)
@@ -236,17 +255,39 @@ func (ps *Procs) drop(e *procEntry) {
 	e.close()
 }
 
-// openEntry opens the files of process pid under root.
+// openEntry opens the files of process pid under root: a pidfd and
+// comm where the kernel answers PIDFD_GET_INFO (and root is /proc: a
+// pidfd names a process of the kernel's, not of another directory),
+// status otherwise. The pidfd is opened before /proc/PID: when the ioctl
+// answers for it later (every read asks it first), the process was there
+// all along, and /proc/PID, opened meanwhile, is the same process (its
+// PID could not go to another one while it lived); once it is reaped the
+// ioctl fails (ESRCH).
 func openEntry(root string, pid int) *procEntry {
+	pidfd := -1
+	if root == "/proc" && pidfdInfoWorks() {
+		fd, err := unix.PidfdOpen(pid, 0)
+		if err != nil {
+			return nil
+		}
+		pidfd = fd
+	}
 	dir, err := unix.Open(root+"/"+strconv.Itoa(pid), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
+		if pidfd >= 0 {
+			unix.Close(pidfd)
+		}
 		return nil
 	}
-	e := &procEntry{pid: pid, dir: dir, status: -1, cmd: -1, cgroup: -1}
-	for _, f := range []struct {
+	e := &procEntry{pid: pid, dir: dir, status: -1, pidfd: pidfd, comm: -1, cmd: -1, cgroup: -1}
+	files := []struct {
 		name string
 		fd   *int
-	}{{"status", &e.status}, {"cmdline", &e.cmd}, {"cgroup", &e.cgroup}} {
+	}{{"comm", &e.comm}, {"cmdline", &e.cmd}, {"cgroup", &e.cgroup}}
+	if pidfd < 0 {
+		files[0].name, files[0].fd = "status", &e.status
+	}
+	for _, f := range files {
 		fd, err := unix.Openat(dir, f.name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			e.close()
@@ -257,6 +298,31 @@ func openEntry(root string, pid int) *procEntry {
 	return e
 }
 
+// pidfdInfoWorks reports whether the kernel answers PIDFD_GET_INFO (asked
+// once, for this process).
+var pidfdInfoWorks = sync.OnceValue(func() bool {
+	fd, err := unix.PidfdOpen(unix.Getpid(), 0)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(fd)
+	var p Process
+	return pidfdIDs(fd, &p)
+})
+
+// pidfdIDs records the real UID and GID and the parent of the process of
+// pidfd in p (PIDFD_GET_INFO, in this process's user namespace, as
+// /proc/PID/status gives them). It reports false when the kernel has no
+// such ioctl or the process has been reaped.
+func pidfdIDs(pidfd int, p *Process) bool {
+	info := unix.PidfdInfo{Mask: unix.PIDFD_INFO_PID | unix.PIDFD_INFO_CREDS}
+	if err := unix.IoctlPidfdInfo(pidfd, &info); err != nil || info.Mask&unix.PIDFD_INFO_CREDS == 0 {
+		return false
+	}
+	p.UID, p.GID, p.PPID = int(info.Ruid), int(info.Rgid), int(info.Ppid)
+	return true
+}
+
 // close closes e's files once no reader uses them.
 func (e *procEntry) close() {
 	e.rw.Lock()
@@ -265,7 +331,7 @@ func (e *procEntry) close() {
 		return
 	}
 	e.closed = true
-	for _, fd := range []int{e.dir, e.status, e.cmd, e.cgroup} {
+	for _, fd := range []int{e.dir, e.status, e.pidfd, e.comm, e.cmd, e.cgroup} {
 		if fd >= 0 {
 			unix.Close(fd)
 		}

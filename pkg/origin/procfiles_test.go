@@ -4,8 +4,10 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -159,12 +161,83 @@ func TestProcsBound(t *testing.T) {
 	if !k0 || k1 || !k2 {
 		t.Errorf("kept %v %v %v, want the first and the last", k0, k1, k2)
 	}
-	if n := fds() - base; n != 8 {
-		t.Errorf("%d descriptors open for 2 processes, want 8", n)
+	per := 4
+	if pidfdInfoWorks() {
+		per = 5
+	}
+	if n := fds() - base; n != 2*per {
+		t.Errorf("%d descriptors open for 2 processes, want %d", n, 2*per)
 	}
 	ps.Close()
 	if n := fds(); n != base || base < before {
 		t.Errorf("%d descriptors open after Close, want %d", n, base)
+	}
+}
+
+// Read through a pidfd and comm (a kernel with PIDFD_GET_INFO), a process
+// has the name, parent, real UID and real GID that its status gives, a
+// name with a backslash, a newline, a tab and a space included (as root,
+// another user's process too).
+func TestProcsPidfdAsStatus(t *testing.T) {
+	if !pidfdInfoWorks() {
+		t.Skip("the kernel has no PIDFD_GET_INFO: status is read")
+	}
+	// (A directory every user may search: the program runs as 65534 too.)
+	dir, err := os.MkdirTemp("", "procs-pidfd-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	prog := filepath.Join(dir, "a\\b\n\tc d")
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Skip(err)
+	}
+	data, err := os.ReadFile(sleep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(prog, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmds := []*exec.Cmd{exec.Command(prog, "60")}
+	if os.Getuid() == 0 {
+		// Another user's process (IDs 65534).
+		c := exec.Command(prog, "60")
+		c.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		cmds = append(cmds, c)
+	}
+	for _, cmd := range cmds {
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { cmd.Process.Kill(); cmd.Wait() }()
+		pid := cmd.Process.Pid
+		waitfor.True(t, "the program", 30*time.Second, func() bool {
+			p := readProcess(pid)
+			return len(p.Cmdline) > 0 && p.Cmdline[0] == prog
+		})
+		want := readProcess(pid)
+		if !strings.HasPrefix(want.Comm, `a\\b\n`) {
+			t.Fatalf("status's name %q", want.Comm)
+		}
+		ps := NewProcs(4)
+		defer ps.Close()
+		e := ps.entry(pid)
+		if e == nil || e.pidfd < 0 || e.status >= 0 {
+			t.Fatalf("kept files %+v: want a pidfd and no status", e)
+		}
+		p, _, err := e.read()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Comm != want.Comm || p.PPID != want.PPID || p.UID != want.UID || p.GID != want.GID || p.UID < 0 || p.GID < 0 {
+			t.Errorf("through the pidfd: %q ppid %d uid %d gid %d; status: %q ppid %d uid %d gid %d",
+				p.Comm, p.PPID, p.UID, p.GID, want.Comm, want.PPID, want.UID, want.GID)
+		}
 	}
 }
 
