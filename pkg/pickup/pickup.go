@@ -836,7 +836,7 @@ func (p *Pickup) enqueueAt(m *spool.Meta, body io.Reader, mode enqueueMode, gate
 	if !h.Has("Message-ID") {
 		h.Fields = append(h.Fields, message.NewField("Message-ID", "<"+q.ID+"@"+rw.Hostname+">"))
 	}
-	pre := []message.Field{message.NewField("Received", rw.Received(&q.Origin, q.ID, q.Time))}
+	pre := []message.Field{rw.receivedField(&q.Origin, q.ID, q.Time)}
 	if rw.TraceHeader != "" {
 		if v := rw.Origin(&q.Origin); v != "" {
 			if rw.TraceKey != nil {

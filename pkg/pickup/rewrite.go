@@ -2,7 +2,6 @@ package pickup
 
 import (
 	"bytes"
-	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -156,32 +155,63 @@ func localPartOK(s string) bool {
 
 // Received returns the Received: value naming the UID.
 func (r *Rewriter) Received(o *spool.Origin, id string, t time.Time) string {
+	return string(r.appendReceived(nil, o, id, t))
+}
+
+// receivedField is the Received: field of Received's value.
+func (r *Rewriter) receivedField(o *spool.Origin, id string, t time.Time) message.Field {
+	b := make([]byte, 0, 100+len(r.Hostname)+len(id))
+	b = append(b, "Received: "...)
+	b = r.appendReceived(b, o, id, t)
+	return message.Field{Name: "Received", Raw: append(b, '\n')}
+}
+
+// appendReceived appends the Received: value to b:
+// "from uid UID (USER) by HOST (mailshim) id ID; DATE".
+func (r *Rewriter) appendReceived(b []byte, o *spool.Origin, id string, t time.Time) []byte {
 	user := o.User
 	if user == "" {
 		user = "unknown"
 	}
-	return fmt.Sprintf("from uid %d (%s) by %s (mailshim) id %s; %s", o.UID, headerSafe(user), r.Hostname, id, t.Format(time.RFC1123Z))
+	b = append(b, "from uid "...)
+	b = strconv.AppendInt(b, int64(o.UID), 10)
+	b = append(b, " ("...)
+	b = appendHeaderSafe(b, user)
+	b = append(b, ") by "...)
+	b = append(b, r.Hostname...)
+	b = append(b, " (mailshim) id "...)
+	b = append(b, id...)
+	b = append(b, "; "...)
+	return t.AppendFormat(b, time.RFC1123Z)
 }
 
 // Origin returns the origin header's value ("" when no fields are
-// configured).
+// configured): its parts, separated by a space.
 func (r *Rewriter) Origin(o *spool.Origin) string {
-	var parts []string
+	b := make([]byte, 0, 128)
+	part := func(k, v string) {
+		if len(b) > 0 {
+			b = append(b, ' ')
+		}
+		b = append(b, k...)
+		b = append(b, '=')
+		b = append(b, v...)
+	}
 	for _, f := range r.TraceFields {
 		switch f {
 		case "uid":
-			parts = append(parts, "uid="+strconv.Itoa(o.UID))
+			part("uid", strconv.Itoa(o.UID))
 		case "user":
 			if o.User != "" {
-				parts = append(parts, "user="+traceValue(o.User))
+				part("user", traceValue(o.User))
 			}
 		case "script":
 			if o.Script != "" {
-				parts = append(parts, "script="+traceValue(o.Script))
+				part("script", traceValue(o.Script))
 			}
 		}
 	}
-	return strings.Join(parts, " ")
+	return string(b)
 }
 
 // maxTraceValue bounds a value in the origin header as written: the
@@ -229,16 +259,17 @@ func traceValue(s string) string {
 	return b.String()
 }
 
-func headerSafe(s string) string {
-	var b strings.Builder
+// appendHeaderSafe appends the first 100 bytes of s with every byte
+// that is not printable ASCII, or is '(', ')' or '\\', as '?'.
+func appendHeaderSafe(b []byte, s string) []byte {
 	for i := 0; i < len(s) && i < 100; i++ {
 		if c := s[i]; c > ' ' && c < 0x7f && c != '(' && c != ')' && c != '\\' {
-			b.WriteByte(c)
+			b = append(b, c)
 		} else {
-			b.WriteByte('?')
+			b = append(b, '?')
 		}
 	}
-	return b.String()
+	return b
 }
 
 // addressFields are the header fields whose bare local addresses are

@@ -142,21 +142,22 @@ const foldWidth = 78
 // a space wherever a line would pass foldWidth (RFC 5322 2.2.3). The
 // value's words are short (traceValue), so no line comes near 998 octets.
 func originField(name, value string) message.Field {
-	var b strings.Builder
-	b.WriteString(name)
-	b.WriteString(":")
-	col := b.Len()
-	for _, w := range strings.Split(value, " ") {
+	b := make([]byte, 0, len(name)+len(value)+8)
+	b = append(b, name...)
+	b = append(b, ':')
+	col := len(b)
+	for rest, more := value, true; more; {
+		var w string
+		w, rest, more = strings.Cut(rest, " ")
 		if col+1+len(w) > foldWidth && col > len(name)+1 {
-			b.WriteString("\n")
+			b = append(b, '\n')
 			col = 0
 		}
-		b.WriteString(" ")
-		b.WriteString(w)
+		b = append(b, ' ')
+		b = append(b, w...)
 		col += 1 + len(w)
 	}
-	b.WriteString("\n")
-	return message.Field{Name: name, Raw: []byte(b.String())}
+	return message.Field{Name: name, Raw: append(b, '\n')}
 }
 
 // SignOrigin returns value with its signature appended.
