@@ -760,8 +760,12 @@ func (q *Queue) syncLocked(rewrite bool) error {
 		}
 		dirs := 0
 		if dirDirty {
+			// Its fsync commits the file system's journal, other
+			// files' data with it: not little to write (see holdP),
+			// and made the usual way when made alone too.
 			files = append(files, q.segdir)
 			dirs = 1
+			raw = false
 		}
 		if errs, ok := q.aio.fdatasync(files, dirs, raw && holdP()); ok {
 			jdone, jerr = true, errs[0]

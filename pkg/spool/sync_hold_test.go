@@ -262,6 +262,12 @@ func TestSlowAsyncSyncTurnsRawOff(t *testing.T) {
 	}
 	defer func(s, off time.Duration) { slowSync, slowSyncOff = s, off; rawSyncOffUntil.Store(nil) }(slowSync, slowSyncOff)
 	q := newTestQueue(t)
+	// The segment and its name made durable first: a Sync that syncs
+	// queue/seg is never raw (TestAsyncSyncWithDirectoryNotRaw).
+	putMessage(t, q, Incoming)
+	if err := q.Sync(); err != nil {
+		t.Fatal(err)
+	}
 	putMessage(t, q, Incoming)
 	slowSync = time.Hour
 	rawSyncOffUntil.Store(nil)
@@ -328,5 +334,40 @@ func TestRawJournalSyncAfterRewrite(t *testing.T) {
 	}
 	if n := rawSyncs.Load() - before; n != 1 {
 		t.Fatalf("%d raw fdatasyncs for one line after a rewrite, want 1 (the journal's)", n)
+	}
+}
+
+// A Sync that also syncs queue/seg (a segment was created) waits for its
+// fdatasyncs the usual way, not the raw one: a directory's fsync commits
+// the file system's journal, with other files' data, and may take as
+// long as the disk is busy, which is what the raw way must never wait
+// for (a collection's pause would stretch to it). Without the directory
+// the wait is raw again.
+func TestAsyncSyncWithDirectoryNotRaw(t *testing.T) {
+	if runtime.GOMAXPROCS(0) < 2 {
+		t.Skip("the raw way is used only with GOMAXPROCS > 1")
+	}
+	defer func(s time.Duration) { slowSync = s; rawSyncOffUntil.Store(nil) }(slowSync)
+	slowSync = time.Hour // the other tests' fdatasyncs may have been slow
+	q := newTestQueue(t)
+	putMessage(t, q, Incoming) // a new segment: queue/seg to sync
+	rawSyncOffUntil.Store(nil)
+	before, subs := rawSyncs.Load(), aioSubmits.Load()
+	if err := q.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if q.aio.failed {
+		t.Skip("no asynchronous I/O here (io_setup refused)")
+	}
+	if n, s := rawSyncs.Load()-before, aioSubmits.Load()-subs; n != 0 || s != 1 {
+		t.Fatalf("%d raw waits, %d io_submit calls for a Sync with queue/seg, want 0 and 1", n, s)
+	}
+	putMessage(t, q, Incoming) // the same segment: no directory
+	before = rawSyncs.Load()
+	if err := q.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if n := rawSyncs.Load() - before; n != 1 {
+		t.Fatalf("%d raw waits for a Sync of one small message, want 1", n)
 	}
 }
