@@ -67,6 +67,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -699,10 +700,13 @@ func (b *scanBudget) refund(uid int, d time.Duration) {
 // two instead of a scan of /proc. A slot is only where to look first: the
 // socket is always checked there.
 //
-// The slots whose connection has ended come first, the most recently
-// ended first, then those of connections still open: the kernel gives a
-// new socket the lowest free descriptor, which for a process that
-// connects again and again is one its last closed connection freed (a
+// The slots whose connection has ended come first, then those of
+// connections still open: the kernel gives a new socket the lowest free
+// descriptor, which for a process that connects again and again is one
+// its last closed connections freed. The ended slots are given process by
+// process (the process of the most recently ended first), each process's
+// lowest descriptor first: of the descriptors a process's ended
+// connections freed, its next socket gets the lowest still free (a
 // client with several connections at once, such as 8 parallel workers of
 // one process, finds its next socket in the first slot or two instead of
 // in any of the 16).
@@ -725,9 +729,33 @@ func (r *recentHolders) get(uid int) []sockdiag.Slot {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	l := r.slot[uid]
-	out := make([]sockdiag.Slot, len(l))
-	for i, e := range l {
-		out[i] = e.Slot
+	out := make([]sockdiag.Slot, 0, len(l))
+	// The ended slots, by process in the order of each one's most
+	// recently ended slot, each process's by descriptor (insertion:
+	// there are at most recentPerUID).
+	for _, e := range l {
+		if e.open {
+			break // (the ended slots come first)
+		}
+		i := len(out)
+		for j := len(out) - 1; j >= 0; j-- {
+			if out[j].PID == e.PID && out[j].FD > e.FD {
+				i = j
+			}
+		}
+		if i == len(out) {
+			// After the process's other slots, if any.
+			for j := len(out) - 1; j >= 0; j-- {
+				if out[j].PID == e.PID {
+					i = j + 1
+					break
+				}
+			}
+		}
+		out = slices.Insert(out, i, e.Slot)
+	}
+	for _, e := range l[len(out):] {
+		out = append(out, e.Slot)
 	}
 	return out
 }
