@@ -225,13 +225,15 @@ func (w *worker) putBack(a *attempt) {
 	}
 }
 
-// prepare claims id, opens it and records the attempt (made durable by
-// the caller's Sync of the spool, for the whole batch). It returns nil when there is
-// nothing to send (the message is gone, finished, quarantined or put back
-// for later).
+// prepare claims id, opens it and records the attempt, in one journal
+// line (made durable by the caller's Sync of the spool, for the whole
+// batch). It returns nil when there is nothing to send (the message is
+// gone, finished, quarantined or put back for later).
 func (w *worker) prepare(id string) *attempt {
 	q := w.q
-	if _, err := q.sp.Claim(id); err != nil {
+	// Taken without a journal line: the attempt's record below, a "set"
+	// line in state active, records the claim with it (spool.Queue.Take).
+	if _, err := q.sp.Take(id); err != nil {
 		if !errors.Is(err, spool.ErrNotFound) {
 			q.log.MessageError(id, "cannot claim", err)
 		}

@@ -682,6 +682,31 @@ func (q *Queue) Claim(id string) (string, error) {
 	return q.move(false, id, stActive, stIncoming, stDeferred)
 }
 
+// Take is Claim without a journal line of its own, for a caller that
+// writes the attempt's record next: the message is active in memory (no
+// other worker, pickup or Delete takes it), and the caller's next line
+// about id — the record, WriteState or WriteStateNoSync in state active,
+// a "set" line, which carries the state with the record (a line every
+// relayd knows) — records the claim and the record at once: one append
+// per delivery instead of two. Until that line the journal has the
+// message where it was, with the record it had: what a crash that lost
+// Claim's line leaves, and what Recover makes of an active message all
+// the same (back to incoming or deferred by its record). A caller that
+// gives the message up before writing the record writes its own line as
+// usual (Requeue, Done, Fail, QuarantineMessage: each line names the
+// state it goes to, or removes the message).
+func (q *Queue) Take(id string) (string, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	e := q.entries[id]
+	if e == nil || (e.st != stIncoming && e.st != stDeferred) {
+		return "", fmt.Errorf("%s (in %s): %w", id, stateNames([]uint8{stIncoming, stDeferred}), ErrNotFound)
+	}
+	prev := States[e.st]
+	q.setStateLocked(id, e, stActive, e.d)
+	return prev, nil
+}
+
 // Defer ends a delivery attempt with recipients left to try: active →
 // deferred. Synced: the schedule survives a crash.
 func (q *Queue) Defer(id string) error {

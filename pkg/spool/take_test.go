@@ -1,0 +1,121 @@
+package spool
+
+import (
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Take moves a message to active in memory only; the record written
+// next (a "set" line in state active) records both, and that is what a
+// replay of the journal finds. Without that line the journal still has
+// the message where it was.
+func TestTakeOneLine(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "spool")
+	if err := Prepare(root, CurrentOwner()); err != nil {
+		t.Fatal(err)
+	}
+	q, err := OpenQueue(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	var ids []string
+	for i := 0; i < 2; i++ {
+		id := NewID(time.Now())
+		w, err := q.NewMessage(testMeta(id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Write([]byte("Subject: x\n\nbody\n"))
+		if err := w.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	if err := q.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		if st, err := q.Take(id); err != nil || st != Incoming {
+			t.Fatalf("Take(%s) = %q, %v; want incoming", id, st, err)
+		}
+	}
+	if _, err := q.Take(ids[0]); !errors.Is(err, ErrNotFound) {
+		t.Errorf("second Take: %v, want ErrNotFound", err)
+	}
+	if st, _ := q.Locate(ids[0]); st != Active {
+		t.Errorf("after Take: %s, want active", st)
+	}
+	seq := q.seq
+	if err := q.WriteStateNoSync(Active, ids[0], &Delivery{Attempts: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if n := q.seq - seq; n != 1 {
+		t.Errorf("take and record: %d journal lines, want 1", n)
+	}
+	snap, err := Snapshot(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := snap[ids[0]]; e.State != Active || e.Attempts != 1 {
+		t.Errorf("recorded message in the journal: %+v, want active with 1 attempt", e)
+	}
+	if e := snap[ids[1]]; e.State != Incoming {
+		t.Errorf("taken message without a record in the journal: %+v, want incoming", e)
+	}
+}
+
+// BenchmarkClaimRecord is what a delivery writes to the journal before
+// it sends: the claim and the attempt's record ("take": one line; "claim":
+// Claim's mv line, then the record's set line), for messages that are
+// then removed (Done) to keep the queue small.
+func BenchmarkClaimRecord(b *testing.B) {
+	for _, mode := range []string{"claim", "take"} {
+		b.Run(mode, func(b *testing.B) {
+			root := filepath.Join(b.TempDir(), "spool")
+			if err := Prepare(root, CurrentOwner()); err != nil {
+				b.Fatal(err)
+			}
+			q, err := OpenQueue(root)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer q.Close()
+			body := "Subject: bench\n\n" + strings.Repeat(strings.Repeat("b", 71)+"\n", 28)
+			d := &Delivery{Attempts: 1, First: time.Now(), Last: time.Now(), Next: time.Now().Add(time.Minute)}
+			b.ReportAllocs()
+			for b.Loop() {
+				b.StopTimer()
+				id := NewID(time.Now())
+				w, err := q.NewMessage(testMeta(id))
+				if err != nil {
+					b.Fatal(err)
+				}
+				w.Write([]byte(body))
+				if err := w.Commit(); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+				claim := q.Take
+				if mode == "claim" {
+					claim = q.Claim
+				}
+				if _, err := claim(id); err != nil {
+					b.Fatal(err)
+				}
+				if err := q.WriteStateNoSync(Active, id, d); err != nil {
+					b.Fatal(err)
+				}
+				if err := q.Done(id); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
