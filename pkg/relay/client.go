@@ -101,6 +101,24 @@ type smtpConn struct {
 	ext map[string]string
 	// wt bounds each write to the connection, rt each reply.
 	wt, rt time.Duration
+	// texts are the last one-line reply texts read, given again for the
+	// same bytes (text): a session reads the same few replies ("2.1.0
+	// Ok", "End data with...") for every message.
+	texts     [8]string
+	textsNext int
+}
+
+// text returns line as a string, one of c.texts when it is the same.
+func (c *smtpConn) text(line []byte) string {
+	for _, t := range c.texts {
+		if t == string(line) {
+			return t
+		}
+	}
+	t := string(line)
+	c.texts[c.textsNext] = t
+	c.textsNext = (c.textsNext + 1) % len(c.texts)
+	return t
 }
 
 // connIO is the smtpConn's connection as its reader and writer see it:
@@ -203,7 +221,7 @@ func (c *smtpConn) readReply() (reply, error) {
 			line = nil
 		}
 		if n == 0 && last {
-			r.text = string(line)
+			r.text = c.text(line)
 			return r, nil
 		}
 		if n > 0 {
@@ -301,7 +319,12 @@ func (c *smtpConn) SupportsAuth(mech string) bool {
 
 // maxSize is the server's SIZE limit; ok is false when it gives none.
 func (c *smtpConn) maxSize() (int64, bool) {
-	n, err := strconv.ParseInt(c.ext["SIZE"], 10, 64)
+	v := c.ext["SIZE"]
+	if v == "" {
+		// SIZE without a limit (or not offered): nothing to parse.
+		return 0, false
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
 	return n, err == nil && n > 0
 }
 

@@ -831,32 +831,35 @@ func (s *Session) newTxn(m *Message) (*txn, *Error) {
 	// The commands: MAIL FROM (BODY=8BITMIME whenever offered, SIZE,
 	// SMTPUTF8, DSN's RET and ENVID), one RCPT TO per recipient (DSN's
 	// NOTIFY), DATA.
-	var mail strings.Builder
-	mail.WriteString("MAIL FROM:<" + m.From + ">")
+	var buf [256]byte // on the stack: only the command's string is allocated
+	mail := append(buf[:0], "MAIL FROM:<"...)
+	mail = append(mail, m.From...)
+	mail = append(mail, '>')
 	if eightBit {
-		mail.WriteString(" BODY=8BITMIME")
+		mail = append(mail, " BODY=8BITMIME"...)
 	}
 	if c.has("SIZE") {
-		mail.WriteString(" SIZE=" + strconv.FormatInt(size, 10))
+		mail = append(mail, " SIZE="...)
+		mail = strconv.AppendInt(mail, size, 10)
 	}
 	if needUTF8 {
-		mail.WriteString(" SMTPUTF8")
+		mail = append(mail, " SMTPUTF8"...)
 	}
 	var notify string
 	if dsn {
 		switch r := strings.ToUpper(m.Ret); r {
 		case "FULL", "HDRS":
-			mail.WriteString(" RET=" + r)
+			mail = append(mail, " RET="+r...)
 		}
 		if message.ValidEnvID(m.EnvID) {
-			mail.WriteString(" ENVID=" + xtext(m.EnvID))
+			mail = append(mail, " ENVID="+xtext(m.EnvID)...)
 		}
 		if k := message.NotifyKeywords(m.Notify); len(k) > 0 {
 			notify = " NOTIFY=" + strings.Join(k, ",")
 		}
 	}
 	t.cmds = make([]string, 0, len(t.rcpts)+2)
-	t.cmds = append(t.cmds, mail.String())
+	t.cmds = append(t.cmds, string(mail))
 	for _, i := range t.rcpts {
 		t.cmds = append(t.cmds, "RCPT TO:<"+m.To[i]+">"+notify)
 	}

@@ -87,7 +87,19 @@ func scanMessage(r io.Reader) (*plan, error) {
 var (
 	readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBuf) }}
 	outPool    = sync.Pool{New: func() any { b := make([]byte, 0, 2*readBuf); return &b }}
+	hdrPool    = sync.Pool{New: func() any { return &hdrBufs{buf: make([]byte, 0, 1024)} }}
 )
+
+// hdrBufs are a walker's buffers for entity headers (walker.hdrBuf,
+// hdrLines, fields), pooled like the others.
+type hdrBufs struct {
+	buf    []byte
+	lines  [][]byte
+	fields []field
+}
+
+// hdrPoolMax bounds the header buffer a walker gives back to the pool.
+const hdrPoolMax = 64 << 10
 
 // release returns the walker's buffers to their pools; the walker is not
 // used after it.
@@ -102,6 +114,15 @@ func (w *walker) release() {
 		outPool.Put(&out)
 	}
 	w.out = nil
+	if w.hdr != nil {
+		if cap(w.hdrBuf) <= hdrPoolMax {
+			clear(w.hdrLines[:cap(w.hdrLines)])
+			clear(w.fields[:cap(w.fields)])
+			*w.hdr = hdrBufs{buf: w.hdrBuf[:0], lines: w.hdrLines[:0], fields: w.fields[:0]}
+			hdrPool.Put(w.hdr)
+		}
+		w.hdr, w.hdrBuf, w.hdrLines, w.fields = nil, nil, nil, nil
+	}
 }
 
 // ErrStuck8bit is returned for a message with 8-bit bytes in a header (or
@@ -285,6 +306,9 @@ type walker struct {
 	// MIME state.
 	inHeader  bool
 	hdrLines  [][]byte // current entity header, physical lines without EOL
+	hdrBuf    []byte   // the bytes hdrLines point into (one buffer, not one per line)
+	fields    []field  // splitFields' result, reused from header to header
+	hdr       *hdrBufs // where hdrBuf, hdrLines and fields came from (release)
 	hdrSize   int
 	hdrOpaque bool // header overflowed: its lines are written as they come
 	msgRoot   bool // the current entity is a message (top or message/rfc822)
@@ -303,8 +327,13 @@ type walker struct {
 func newWalker(r io.Reader, p *plan, mode WireMode) *walker {
 	br := readerPool.Get().(*bufio.Reader)
 	br.Reset(r)
+	hdr := hdrPool.Get().(*hdrBufs)
 	w := &walker{
 		br:       br,
+		hdr:      hdr,
+		hdrBuf:   hdr.buf,
+		hdrLines: hdr.lines,
+		fields:   hdr.fields,
 		plan:     p,
 		mode:     mode,
 		inHeader: true,
@@ -477,6 +506,7 @@ func (w *walker) boundary(b []byte) bool {
 func (w *walker) startHeader(msgRoot bool) {
 	w.inHeader = true
 	w.hdrLines = w.hdrLines[:0]
+	w.hdrBuf = w.hdrBuf[:0]
 	w.hdrSize = 0
 	w.hdrOpaque = false
 	w.msgRoot = msgRoot
@@ -502,15 +532,24 @@ func (w *walker) headerBytes(b []byte, cont bool) {
 			w.headerLine(l)
 		}
 		w.hdrLines = w.hdrLines[:0]
+		w.hdrBuf = w.hdrBuf[:0]
 		w.guardBytes(b)
 		return
 	}
+	// The lines are copied into one buffer, each the slice of it that
+	// holds it: the last line is always at its end, so a fragment that
+	// continues it extends it there. A buffer that grows leaves the
+	// lines before in the old array, unchanged, still theirs.
 	if cont && len(w.hdrLines) > 0 {
 		last := len(w.hdrLines) - 1
-		w.hdrLines[last] = append(w.hdrLines[last], b...)
+		start := len(w.hdrBuf) - len(w.hdrLines[last])
+		w.hdrBuf = append(w.hdrBuf, b...)
+		w.hdrLines[last] = w.hdrBuf[start:len(w.hdrBuf):len(w.hdrBuf)]
 		return
 	}
-	w.hdrLines = append(w.hdrLines, append([]byte(nil), b...))
+	start := len(w.hdrBuf)
+	w.hdrBuf = append(w.hdrBuf, b...)
+	w.hdrLines = append(w.hdrLines, w.hdrBuf[start:len(w.hdrBuf):len(w.hdrBuf)])
 }
 
 // endHeader ends the current entity's header (blank says whether a blank
@@ -528,7 +567,8 @@ func (w *walker) endHeader(blank bool) {
 	}
 	var ctype, boundary, cte string
 	var haveMIMEVersion bool
-	fields := splitFields(w.hdrLines)
+	fields := splitFields(w.fields[:0], w.hdrLines)
+	w.fields = fields
 	for _, f := range fields {
 		switch f.name {
 		case "content-type":
@@ -596,8 +636,13 @@ type field struct {
 	first, end int    // physical lines [first, end)
 }
 
-func splitFields(lines [][]byte) []field {
-	var fs []field
+// mimeFields are the header fields splitFields names: the only ones the
+// walker looks at.
+var mimeFields = [...]string{"content-type", "content-transfer-encoding", "mime-version"}
+
+// splitFields appends the fields of the header lines to fs. Only the
+// fields of mimeFields get a name (lower case) and a value.
+func splitFields(fs []field, lines [][]byte) []field {
 	for i, l := range lines {
 		if len(l) > 0 && (l[0] == ' ' || l[0] == '\t') && len(fs) > 0 {
 			fs[len(fs)-1].end = i + 1
@@ -607,7 +652,12 @@ func splitFields(lines [][]byte) []field {
 		// line that is not a field has no name.
 		name := ""
 		if n := message.ParseFieldName(l); n >= 0 {
-			name = strings.ToLower(string(l[:n]))
+			for _, m := range mimeFields {
+				if len(m) == n && strings.EqualFold(m, string(l[:n])) {
+					name = m
+					break
+				}
+			}
 		}
 		fs = append(fs, field{name: name, first: i, end: i + 1})
 	}
@@ -651,6 +701,19 @@ func parseContentType(v string) (ctype, boundary string) {
 // folded at white space (or, failing that, hard) to at most 998 octets.
 func (w *walker) headerLine(l []byte) {
 	if w.scan {
+		return
+	}
+	if len(l) <= maxLine {
+		// The common case, written in place: CR and NUL blanked in the
+		// output.
+		at := len(w.out)
+		w.out = append(w.out, l...)
+		for i, c := range w.out[at:] {
+			if c == '\r' || c == 0 {
+				w.out[at+i] = ' '
+			}
+		}
+		w.crlf()
 		return
 	}
 	line := make([]byte, len(l))

@@ -569,3 +569,40 @@ func TestRenderMatchesStream(t *testing.T) {
 		}
 	}
 }
+
+// Header lines are gathered in one buffer per walker, reused from header
+// to header and from message to message: a line longer than the read
+// buffer (taken in several fragments), a folded Content-Type whose name
+// is in mixed case, and CR and NUL in a header all come out as they
+// should, the same on a second run with the buffers reused.
+func TestWireHeaderBuffers(t *testing.T) {
+	long := strings.Repeat("z", readBuf+5000)
+	in := "X-Huge: " + long + "\nsubject: a\rb\x00c\nCoNtEnT-TyPe: multipart/mixed;\n\tboundary=\"BB\"\n\n" +
+		"--BB\ncontent-transfer-encoding: 8bit\nContent-Type: text/plain\n\n" + strings.Repeat("l", 1200) + "\n--BB--\n"
+	for run := 0; run < 2; run++ {
+		out, err := wire(t, []byte(in), WireMode{EightBit: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkWireSafe(t, []byte(in), out)
+		s := string(out)
+		if !strings.Contains(s, "subject: a b c\r\n") {
+			t.Errorf("CR and NUL in a header not blanked: %q", s[:200])
+		}
+		if strings.ReplaceAll(strings.ReplaceAll(s, "\r\n ", ""), "\r\n\t", "") == s || !strings.Contains(strings.ReplaceAll(s, "\r\n", ""), long[:900]) {
+			t.Errorf("long header not folded or not whole")
+		}
+		// The part's long line makes it quoted-printable: the boundary
+		// was found through the folded, mixed-case Content-Type.
+		if !strings.Contains(s, "Content-Transfer-Encoding: quoted-printable\r\n") || strings.Contains(s, "content-transfer-encoding: 8bit") {
+			t.Errorf("the part with a long line was not re-encoded:\n%s", s[len(s)-1500:])
+		}
+		e, err := message.Read(bytes.NewReader(out))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Join(strings.Fields(e.Header.Get("X-Huge")), ""); got != long {
+			t.Errorf("X-Huge changed: %d bytes, want %d", len(got), len(long))
+		}
+	}
+}
