@@ -219,10 +219,22 @@ func (p *Process) parseCmdline(b []byte, whole bool) {
 		b = b[:bytes.LastIndexByte(b, 0)+1]
 	}
 	b = bytes.TrimRight(b, "\x00")
-	for len(b) > 0 {
-		var a []byte
-		a, b, _ = bytes.Cut(b, []byte{0})
-		p.Cmdline = append(p.Cmdline, string(a))
+	if len(b) == 0 {
+		return
+	}
+	// One string for all the arguments, each a part of it, and the list
+	// made at its size: two allocations, not one per argument (relayd's
+	// listener reads a client's command line at every connection). What
+	// is kept of it past the reading (Script) is cloned.
+	all := string(b)
+	p.Cmdline = make([]string, 0, bytes.Count(b, []byte{0})+1)
+	for {
+		a, rest, more := strings.Cut(all, "\x00")
+		p.Cmdline = append(p.Cmdline, a)
+		if !more {
+			return
+		}
+		all = rest
 	}
 }
 
@@ -472,9 +484,11 @@ func (p Process) Script() string {
 
 func (p Process) abs(path string) string {
 	if !filepath.IsAbs(path) && p.Cwd != "" {
-		path = filepath.Join(p.Cwd, path)
+		return clean(filepath.Join(p.Cwd, path))
 	}
-	return clean(path)
+	// A copy: path is a part of the whole command line (parseCmdline),
+	// which would otherwise be kept with it.
+	return strings.Clone(clean(path))
 }
 
 // Cgroup returns the systemd unit or scope named in a /proc/PID/cgroup

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -134,4 +135,42 @@ func sendOne(addr string, msg []byte) error {
 		return fmt.Errorf("end of data: %w", err)
 	}
 	return c.Quit()
+}
+
+// BenchmarkDescribe is the listener's identification of one TCP
+// connection whose client (this process) connected before: the socket
+// table's lookup (identify), then describe: the slot of the user's last
+// socket (one readlink), the reading of the process (origin.Procs) and
+// the check that it still holds the socket.
+func BenchmarkDescribe(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	raw, err := ln.Accept()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer raw.Close()
+	s := New(Options{Hostname: "bench.example"})
+	defer s.Shutdown(b.Context())
+	// The client is this process: read as any other.
+	s.selfPID = -1
+	b.ReportAllocs()
+	for b.Loop() {
+		id, err := s.identify(raw)
+		if err != nil {
+			b.Fatal(err)
+		}
+		s.describe(raw, id)
+		if id.PID != os.Getpid() {
+			b.Fatalf("pid %d, want this process", id.PID)
+		}
+	}
 }

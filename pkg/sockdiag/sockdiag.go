@@ -24,6 +24,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
@@ -329,7 +330,10 @@ type Holder struct {
 type Slot struct{ PID, FD int }
 
 // InSlot reports whether /proc/PID/fd/FD of sl is the socket inode now:
-// one readlink, the same test as the scan's.
+// one readlink, the same test as the scan's. The path and the link's
+// expected text are built in buffers on the stack and the system call
+// made on them: no allocation (the listener makes a few of these per
+// connection).
 func InSlot(procRoot string, sl Slot, inode uint64) bool {
 	if procRoot == "" {
 		procRoot = "/proc"
@@ -337,9 +341,38 @@ func InSlot(procRoot string, sl Slot, inode uint64) bool {
 	if sl.PID <= 0 || sl.FD < 0 {
 		return false
 	}
+	var path [128]byte
+	p := append(path[:0], procRoot...)
+	p = append(p, '/')
+	p = strconv.AppendInt(p, int64(sl.PID), 10)
+	p = append(p, "/fd/"...)
+	p = strconv.AppendInt(p, int64(sl.FD), 10)
+	p = append(p, 0)
+	if len(p) > len(path) {
+		// (A long procRoot, in tests: the path is on the heap.)
+		var buf [64]byte
+		l, err := unix.Readlink(string(p[:len(p)-1]), buf[:])
+		return err == nil && isSocket(buf[:l], inode)
+	}
 	var buf [64]byte
-	l, err := unix.Readlink(procRoot+"/"+strconv.Itoa(sl.PID)+"/fd/"+strconv.Itoa(sl.FD), buf[:])
-	return err == nil && string(buf[:l]) == "socket:["+strconv.FormatUint(inode, 10)+"]"
+	cwd := unix.AT_FDCWD
+	for {
+		r, _, e := unix.Syscall6(unix.SYS_READLINKAT, uintptr(cwd), uintptr(unsafe.Pointer(&p[0])), uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)), 0, 0)
+		if e == unix.EINTR {
+			continue
+		}
+		return e == 0 && isSocket(buf[:r], inode)
+	}
+}
+
+// isSocket reports whether link, the target of a /proc/PID/fd link, is
+// "socket:[inode]".
+func isSocket(link []byte, inode uint64) bool {
+	var want [32]byte
+	w := append(want[:0], "socket:["...)
+	w = strconv.AppendUint(w, inode, 10)
+	w = append(w, ']')
+	return string(link) == string(w)
 }
 
 // FindHolder scans /proc (procRoot, "/proc" when empty) for a process
