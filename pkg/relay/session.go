@@ -425,6 +425,11 @@ var queuedAs = regexp.MustCompile(`(?i)\bqueued as ([A-Za-z0-9._@-]+)|\bid=([A-Z
 // parseQueueID finds the upstream's queue id in the final reply: Postfix
 // "queued as 4Xyz", Exim "id=1abc-...", Exchange "<...> [InternalId".
 func parseQueueID(reply string) string {
+	// Most replies name none of the three forms: found without the
+	// regular expression (and its allocations), once per message.
+	if !containsFold(reply, "queued as ") && !containsFold(reply, "id=") && !containsFold(reply, "> [internalid") {
+		return ""
+	}
 	m := queuedAs.FindStringSubmatch(reply)
 	if m == nil {
 		return ""
@@ -435,6 +440,17 @@ func parseQueueID(reply string) string {
 		}
 	}
 	return ""
+}
+
+// containsFold reports whether s contains sub (ASCII, lower case), case
+// ignored.
+func containsFold(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if strings.EqualFold(s[i:i+len(sub)], sub) {
+			return true
+		}
+	}
+	return false
 }
 
 // validAddr reports whether a may be written into MAIL FROM or RCPT TO:

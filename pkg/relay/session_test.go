@@ -743,6 +743,12 @@ func TestParseQueueID(t *testing.T) {
 		"OK id=1tEaBc-0001Xy-2Q":                  "1tEaBc-0001Xy-2Q",
 		"2.0.0 OK  1700000000 a1b2c3d4e5 - gsmtp": "",
 		"Queued as 0A1B2C3D.":                     "0A1B2C3D",
+		"2.6.0 <a1@b.example> [InternalId=123, Hostname=x] Queued mail for delivery": "a1@b.example",
+		"2.6.0 <a1@b.example> [internalID=1] ok":                                     "a1@b.example",
+		"OK ID=abc":                                                                  "abc",
+		"2.0.0 OK: queued":                                                           "",
+		"queued as":                                                                  "",
+		"":                                                                           "",
 	} {
 		if got := parseQueueID(reply); got != want {
 			t.Errorf("%q: %q, want %q", reply, got, want)

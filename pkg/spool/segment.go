@@ -517,7 +517,7 @@ var writers = sync.Pool{New: func() any {
 // segment (offsets are the message's own, as in a maildrop file).
 type Message struct {
 	*io.SectionReader
-	name string
+	file string // the segment's path (Name)
 	q    *Queue
 	seg  *segment
 	off  int64
@@ -525,7 +525,8 @@ type Message struct {
 }
 
 // Name names the message for error messages (its segment and offset).
-func (m *Message) Name() string { return m.name }
+// Made when asked: delivery opens every message, errors are rare.
+func (m *Message) Name() string { return m.file + "@" + strconv.FormatInt(m.off, 10) }
 
 // Close releases the message (its segment may go once no reader has it).
 func (m *Message) Close() error {
@@ -561,8 +562,7 @@ func (q *Queue) openSection(id string) (*Message, error) {
 		s.readers = map[int64]int{}
 	}
 	s.readers[e.off]++
-	return &Message{SectionReader: io.NewSectionReader(s.f, e.off, e.len), q: q, seg: s, off: e.off,
-		name: fmt.Sprintf("%s@%d", s.f.Name(), e.off)}, nil
+	return &Message{SectionReader: io.NewSectionReader(s.f, e.off, e.len), q: q, seg: s, off: e.off, file: s.f.Name()}, nil
 }
 
 // OpenMessage opens queued message id and decodes its header.
@@ -574,7 +574,7 @@ func (q *Queue) OpenMessage(id string) (*Message, *Meta, error) {
 	meta, err := Decode(m, m.Size())
 	if err != nil {
 		m.Close()
-		return nil, nil, fmt.Errorf("%s (%s): %w", id, m.name, err)
+		return nil, nil, fmt.Errorf("%s (%s): %w", id, m.Name(), err)
 	}
 	return m, meta, nil
 }
