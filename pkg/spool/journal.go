@@ -57,6 +57,7 @@ import (
 	"math"
 	"os"
 	"strconv"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -105,11 +106,69 @@ func encodeDelivery(d *Delivery) ([]byte, error) {
 	if d == nil {
 		return nil, nil
 	}
-	b, err := json.Marshal(d)
-	if err != nil || string(b) == emptyDelivery {
-		return nil, err
+	b, ok := appendDelivery(make([]byte, 0, 192), d)
+	if !ok {
+		var err error
+		if b, err = json.Marshal(d); err != nil {
+			return nil, err
+		}
+	}
+	if string(b) == emptyDelivery {
+		return nil, nil
 	}
 	return b, nil
+}
+
+// appendDelivery appends to b the JSON json.Marshal gives for d, without
+// reflection, for the records a delivery writes for every message (the
+// attempt's: counts, times, upstream, a reply): ok is false, and the
+// caller marshals d, when d lists recipients or bounces, or has a time
+// RFC 3339 cannot hold or a string json.Marshal would escape.
+func appendDelivery(b []byte, d *Delivery) ([]byte, bool) {
+	if len(d.Sent) > 0 || len(d.Failed) > 0 || len(d.Bounces) > 0 {
+		return b, false
+	}
+	b = append(b, `{"attempts":`...)
+	b = strconv.AppendInt(b, int64(d.Attempts), 10)
+	for _, f := range [...]struct {
+		key string
+		t   time.Time
+	}{{"first_attempt", d.First}, {"last_attempt", d.Last}, {"next_attempt", d.Next}} {
+		if f.t.IsZero() {
+			continue
+		}
+		// What time.Time.MarshalJSON refuses (and json.Marshal with it).
+		_, off := f.t.Zone()
+		if y := f.t.Year(); y < 0 || y > 9999 || off <= -24*3600 || off >= 24*3600 {
+			return b, false
+		}
+		b = append(b, `,"`...)
+		b = append(b, f.key...)
+		b = append(b, `":"`...)
+		b = f.t.AppendFormat(b, time.RFC3339Nano)
+		b = append(b, '"')
+	}
+	for _, f := range [...]struct{ key, v string }{
+		{"last_reply", d.LastReply}, {"upstream", d.Upstream}, {"delay_notice", d.DelayNotice}, {"reason", d.Reason},
+	} {
+		if f.v == "" {
+			continue
+		}
+		for i := 0; i < len(f.v); i++ {
+			if c := f.v[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+				return b, false
+			}
+		}
+		b = append(b, `,"`...)
+		b = append(b, f.key...)
+		b = append(b, `":"`...)
+		b = append(b, f.v...)
+		b = append(b, '"')
+	}
+	if d.Paced {
+		b = append(b, `,"paced":true`...)
+	}
+	return append(b, '}'), true
 }
 
 // decodeDelivery returns the record b holds (an empty one for nil).
