@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"net"
 	"os"
 	"os/exec"
@@ -54,6 +55,7 @@ func relaydRows(o Options, sz sizes, work string, bins *Binaries) ([]Row, []stri
 	up := srv.Upstream()
 
 	if o.want("drain") {
+		settle()
 		var cpuPerMsg []float64
 		for _, c := range sz.drainConc {
 			// The reference for concurrency c is the bare client over c
@@ -123,6 +125,7 @@ func relaydRows(o Options, sz sizes, work string, bins *Binaries) ([]Row, []stri
 			Subj: Summarise(cpuPerMsg), Ratio: "—", Target: "printed", Verdict: "info", Note: "over every pre-filled drain run, relayd's start and recovery included"})
 	}
 	if o.want("load") {
+		settle()
 		row, err := loadRow(o, sz, work, bins, srv)
 		if err != nil {
 			return nil, nil, err
@@ -130,6 +133,7 @@ func relaydRows(o Options, sz sizes, work string, bins *Binaries) ([]Row, []stri
 		rows = append(rows, row)
 	}
 	if o.want("loopback") {
+		settle()
 		row, err := loopbackRow(o, sz, work, bins, srv)
 		if err != nil {
 			return nil, nil, err
@@ -137,6 +141,7 @@ func relaydRows(o Options, sz sizes, work string, bins *Binaries) ([]Row, []stri
 		rows = append(rows, row)
 	}
 	if o.want("memory") {
+		settle()
 		r, err := memoryRows(o, sz, work, bins)
 		if err != nil {
 			return nil, nil, err
@@ -574,3 +579,11 @@ func refClient(bin, host string, port int, caFile string, n, conns int) (float64
 	}
 	return strconv.ParseFloat(strings.TrimSpace(string(out)), 64)
 }
+
+// settle writes back what earlier rows left dirty in the page cache
+// (sync(2)) before a row starts, so that their writeback, which the
+// kernel otherwise does over the next half minute, does not run during
+// this row's runs: it competes with relayd's fdatasyncs (and not with
+// the references, which write nothing) and would charge relayd for the
+// rows before.
+func settle() { unix.Sync() }
