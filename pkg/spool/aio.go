@@ -139,8 +139,9 @@ func (a *aio) round(files []*os.File, dirs int, errs []error, raw bool) {
 		rc, err := f.SyscallConn()
 		if err == nil {
 			// The descriptor is used after Control returns: the files
-			// are the queue's, closed only by Close, which syncs first
-			// under the same lock as this Sync (q.syncMu).
+			// are closed only under q.syncMu, which this Sync holds
+			// (Close's teardown, a rewrite replacing the journal, an
+			// emptied segment unlinked at the end of a Sync).
 			err = rc.Control(func(fd uintptr) { fds[i] = int(fd) })
 		}
 		if err != nil {

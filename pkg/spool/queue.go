@@ -418,9 +418,14 @@ func (q *Queue) Close() {
 			q.Sync()
 		}
 	}
+	// syncMu is held through the teardown: a Sync running meanwhile (a
+	// caller that did not wait for Close) uses the files' descriptors
+	// after taking them under q.mu, and would set up a new asynchronous
+	// I/O context after this one is destroyed. Once jf is nil, a Sync
+	// finds the queue closed.
 	q.syncMu.Lock()
+	defer q.syncMu.Unlock()
 	q.aio.close()
-	q.syncMu.Unlock()
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for _, s := range q.segs {
