@@ -338,7 +338,13 @@ func (q *Queue) openJournal() error {
 // lines are appended past them, growing the file, as without a tail.
 //
 // The zero tail is also the journal's reserve on a full file system:
-// written over, its blocks need no new space. Of it, the last
+// written over, its blocks need no new space. Not so on a copy-on-write
+// file system (btrfs, for files not marked NOCOW): a write over the zeros
+// takes new blocks, so there the zero tail is no reserve, and on a full
+// file system the lines it would have taken are refused (ENOSPC) until
+// space is freed; a spool whose queue/ and queue/seg/ are NOCOW (chattr +C
+// before relayd creates its files, which inherit it) is written in place.
+// Of it, the last
 // journalFloor bytes are for critical lines
 // only (mv and del lines, which carry no record, and the pol line of an
 // operator's freeze or thaw: AppendPolicy with critical set): on a full
