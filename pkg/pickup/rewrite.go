@@ -153,12 +153,8 @@ func localPartOK(s string) bool {
 	return message.IsASCII(s) && message.IsLocalName(s)
 }
 
-// Received returns the Received: value naming the UID.
-func (r *Rewriter) Received(o *spool.Origin, id string, t time.Time) string {
-	return string(r.appendReceived(nil, o, id, t))
-}
-
-// receivedField is the Received: field of Received's value.
+// receivedField is the Received: field naming the UID that pickup puts
+// first in every message.
 func (r *Rewriter) receivedField(o *spool.Origin, id string, t time.Time) message.Field {
 	b := make([]byte, 0, 100+len(r.Hostname)+len(id))
 	b = append(b, "Received: "...)
