@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -238,6 +239,49 @@ func TestProcsPidfdAsStatus(t *testing.T) {
 			t.Errorf("through the pidfd: %q ppid %d uid %d gid %d; status: %q ppid %d uid %d gid %d",
 				p.Comm, p.PPID, p.UID, p.GID, want.Comm, want.PPID, want.UID, want.GID)
 		}
+	}
+}
+
+// A zombie (exited, not yet reaped) reads through its kept files as its
+// status gives it: the pidfd's ioctl answers until the process is reaped,
+// with the name, parent and IDs status has; once reaped, nothing reads.
+func TestProcsZombie(t *testing.T) {
+	cmd := exec.Command("sh", "-c", "exit 0")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	reaped := false
+	defer func() {
+		if !reaped {
+			cmd.Wait()
+		}
+	}()
+	pid := cmd.Process.Pid
+	waitfor.True(t, "the zombie", 30*time.Second, func() bool {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		return err == nil && strings.Contains(string(b), ") Z ")
+	})
+	want := readProcess(pid)
+	if want.Comm == "" || want.UID != os.Getuid() || want.PPID != os.Getpid() {
+		t.Fatalf("status of the zombie: %+v", want)
+	}
+	ps := NewProcs(4)
+	defer ps.Close()
+	e := ps.entry(pid)
+	if e == nil {
+		t.Fatal("the zombie's files not opened")
+	}
+	p, _, err := e.read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Comm != want.Comm || p.PPID != want.PPID || p.UID != want.UID || p.GID != want.GID || len(p.Cmdline) != 0 {
+		t.Errorf("kept files (pidfd %v): %+v; status: %+v", e.pidfd >= 0, p, want)
+	}
+	cmd.Wait()
+	reaped = true
+	if _, _, err := e.read(); err == nil {
+		t.Error("the files of the reaped zombie still read")
 	}
 }
 
