@@ -73,9 +73,10 @@ type procEntry struct {
 }
 
 // NewProcs returns a Procs that keeps the files of up to max processes
-// open (5 descriptors each, 4 on a kernel without PIDFD_GET_INFO). It is for a process whose real and effective
-// gids are equal and stay so (relayd); otherwise it reads every process
-// through its path (ApplyProcess).
+// open (5 descriptors each, 4 on a kernel without PIDFD_GET_INFO). It
+// is for a process whose real and effective gids are equal and stay so
+// (relayd); otherwise it reads every process through its path
+// (ApplyProcess).
 func NewProcs(max int) *Procs {
 	return &Procs{m: map[int]*procEntry{}, max: max, byPath: unix.Getgid() != unix.Getegid(), root: "/proc"}
 }

@@ -106,7 +106,8 @@ const (
 	// scans).
 	maxPending = 128
 	// keptProcs bounds the client processes whose /proc files are kept
-	// open between connections (origin.Procs): 4 descriptors each.
+	// open between connections (origin.Procs): 5 descriptors each (4 on
+	// a kernel without PIDFD_GET_INFO).
 	keptProcs = 32
 )
 
