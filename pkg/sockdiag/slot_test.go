@@ -3,6 +3,8 @@ package sockdiag
 import (
 	"net"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -72,6 +74,21 @@ func TestInSlot(t *testing.T) {
 	}
 	if InSlot("", Slot{PID: h.PID, FD: 0}, in) || InSlot("", Slot{PID: 0, FD: h.FD}, in) {
 		t.Error("found in the wrong slot")
+	}
+	// A procRoot whose path does not fit InSlot's buffer on the stack
+	// (a link to /proc under a long directory name).
+	long := filepath.Join(t.TempDir(), strings.Repeat("d", 150))
+	if err := os.Mkdir(long, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/proc", filepath.Join(long, "proc")); err != nil {
+		t.Fatal(err)
+	}
+	if !InSlot(filepath.Join(long, "proc"), Slot{PID: h.PID, FD: h.FD}, in) {
+		t.Errorf("not in the slot through a long procRoot")
+	}
+	if InSlot(filepath.Join(long, "proc"), Slot{PID: h.PID, FD: h.FD}, other) {
+		t.Error("another socket found in the slot through a long procRoot")
 	}
 	cs[1].Close()
 	if InSlot("", Slot{PID: h.PID, FD: h.FD}, in) {

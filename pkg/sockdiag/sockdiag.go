@@ -347,13 +347,7 @@ func InSlot(procRoot string, sl Slot, inode uint64) bool {
 	p = strconv.AppendInt(p, int64(sl.PID), 10)
 	p = append(p, "/fd/"...)
 	p = strconv.AppendInt(p, int64(sl.FD), 10)
-	p = append(p, 0)
-	if len(p) > len(path) {
-		// (A long procRoot, in tests: the path is on the heap.)
-		var buf [64]byte
-		l, err := unix.Readlink(string(p[:len(p)-1]), buf[:])
-		return err == nil && isSocket(buf[:l], inode)
-	}
+	p = append(p, 0) // (past 128 bytes, a long procRoot in tests, on the heap)
 	var buf [64]byte
 	cwd := unix.AT_FDCWD
 	for {
