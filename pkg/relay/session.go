@@ -426,8 +426,11 @@ var queuedAs = regexp.MustCompile(`(?i)\bqueued as ([A-Za-z0-9._@-]+)|\bid=([A-Z
 // "queued as 4Xyz", Exim "id=1abc-...", Exchange "<...> [InternalId".
 func parseQueueID(reply string) string {
 	// Most replies name none of the three forms: found without the
-	// regular expression (and its allocations), once per message.
-	if !containsFold(reply, "queued as ") && !containsFold(reply, "id=") && !containsFold(reply, "> [internalid") {
+	// regular expression (and its allocations), once per message. The
+	// texts looked for have no k or s, whose case folding (?i) extends
+	// beyond ASCII (K to U+212A, s to U+017F): what they miss, the
+	// expression would not match either.
+	if !containsFold(reply, "queued a") && !containsFold(reply, "id=") && !containsFold(reply, "> [internalid") {
 		return ""
 	}
 	m := queuedAs.FindStringSubmatch(reply)

@@ -747,6 +747,7 @@ func TestParseQueueID(t *testing.T) {
 		"2.6.0 <a1@b.example> [internalID=1] ok":                                     "a1@b.example",
 		"OK ID=abc":                                                                  "abc",
 		"2.0.0 OK: queued":                                                           "",
+		"2.0.0 Ok: queued a\u017f 4Xyz":                                              "4Xyz", // (?i) folds s and U+017F
 		"queued as":                                                                  "",
 		"":                                                                           "",
 	} {
