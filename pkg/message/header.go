@@ -278,10 +278,6 @@ func readLine(br *bufio.Reader, max int, line []byte) (_ []byte, long bool, err 
 	}
 }
 
-// Check reports whether h, as WriteTo would write it, is within the limits
-// ReadHeader reads: every field at most MaxField bytes and the section at
-// most MaxHeader. sendmail checks the header it is about to store (Bcc:
-// removed, From: added) so that pickup never finds it too large.
 // headerArena is the room readHeader reads a header's lines into at
 // first: a script's usual header fits.
 const headerArena = 256
@@ -320,6 +316,10 @@ func fieldName(name []byte) string {
 	return string(name)
 }
 
+// Check reports whether h, as WriteTo would write it, is within the limits
+// ReadHeader reads: every field at most MaxField bytes and the section at
+// most MaxHeader. sendmail checks the header it is about to store (Bcc:
+// removed, From: added) so that pickup never finds it too large.
 func (h *Header) Check(bodyFollows bool) error {
 	for _, f := range h.Fields {
 		if len(f.Raw)+1 > MaxField {
