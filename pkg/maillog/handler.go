@@ -68,7 +68,7 @@ type line struct {
 var lines = sync.Pool{New: func() any { return &line{b: make([]byte, 0, 512)} }}
 
 // handle writes one line: the time t, the event msg, then the attributes
-// of r (when attrs is nil) or attrs. Unless lazy, it then flushes the
+// of r (when not nil), then attrs. Unless lazy, it then flushes the
 // writer (when it is a Buffer): a line that may wait is one of the events
 // every delivered or accepted message logs, which a busy drain or
 // listener writes by the thousand (a pickup line whose client is told is
@@ -84,15 +84,14 @@ func (h *Handler) handle(t time.Time, msg string, r *slog.Record, attrs []slog.A
 	b = append(b, h.pre...)
 	obs := h.s.obs.Load()
 	as := append(ln.e.Attrs[:0], h.preat...)
-	if attrs != nil {
-		for _, a := range attrs {
-			b, as = appendAttr(b, as, obs != nil, h.prefix, a)
-		}
-	} else {
+	if r != nil {
 		r.Attrs(func(a slog.Attr) bool {
 			b, as = appendAttr(b, as, obs != nil, h.prefix, a)
 			return true
 		})
+	}
+	for _, a := range attrs {
+		b, as = appendAttr(b, as, obs != nil, h.prefix, a)
 	}
 	b = append(b, '\n')
 	h.s.mu.Lock()

@@ -95,9 +95,6 @@ func (l *Logger) emitAs(lazy bool, lv slog.Level, event string, attrs ...slog.At
 	if l == nil {
 		return
 	}
-	if attrs == nil {
-		attrs = []slog.Attr{}
-	}
 	l.h.handle(l.now(), event, nil, attrs, lazy)
 }
 
