@@ -3,9 +3,12 @@ package maillog
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -167,5 +170,55 @@ func BenchmarkPickup(b *testing.B) {
 	for b.Loop() {
 		l.Pickup(p)
 		l.WriteOut()
+	}
+}
+
+// Lines written at once by many goroutines, through the pooled buffers
+// and Entry, stay apart: each line and each Entry the Observer sees hold
+// the attributes of their own event only, none of a longer line written
+// before with the same buffer.
+func TestLinesApart(t *testing.T) {
+	l, out := testLogger()
+	var bad atomic.Int32
+	l.SetObserver(func(e *Entry) {
+		want := 8 // a maildrop pickup: id uid user script from nrcpt size via
+		if e.Str("via") == "smtp" {
+			want = 12 // and caller client pid process
+		}
+		if e.Event != "pickup" || len(e.Attrs) != want || e.Str("user") != e.Str("id") || e.Str("script") != "/s/"+e.Str("id") {
+			bad.Add(1)
+		}
+	})
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 500 {
+				id := fmt.Sprintf("g%d-%d", g, i)
+				p := Pickup{ID: id, UID: i, User: id, Script: "/s/" + id, From: "<a@b>", Rcpts: 1, Size: 9, Via: "maildrop"}
+				if i%2 == 0 {
+					p.Via, p.Caller, p.Client, p.PID, p.Process = "smtp", "c", "127.0.0.1:1", 7, "/bin/p"
+				}
+				l.Pickup(p)
+			}
+		})
+	}
+	wg.Wait()
+	if n := bad.Load(); n > 0 {
+		t.Errorf("%d entries observed with attributes not of their own line", n)
+	}
+	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+	if len(lines) != 8*500 {
+		t.Fatalf("%d lines, want %d", len(lines), 8*500)
+	}
+	for _, ln := range lines {
+		f := strings.Fields(ln)
+		id := strings.TrimPrefix(f[2], "id=")
+		want := 10
+		if strings.Contains(ln, " via=smtp ") {
+			want = 14
+		}
+		if len(f) != want || f[4] != "user="+id || f[5] != "script=/s/"+id {
+			t.Fatalf("line %q: not its own event's attributes", ln)
+		}
 	}
 }
