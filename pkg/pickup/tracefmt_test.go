@@ -39,7 +39,9 @@ func TestTraceFieldsFormat(t *testing.T) {
 		}
 		return b.String() + "\n"
 	}
-	const alpha = "ab c()\\\"\t;\xffé/._-"
+	// The bytes at each edge of appendHeaderSafe's classes too:
+	// controls, CR, LF, NUL, space, "!", "~", DEL.
+	const alpha = "ab c()\\\"\t;\xffé/._-\r\n\x00\x1f!~\x7f"
 	r := rand.New(rand.NewPCG(5, 6))
 	word := func(n int) string {
 		b := make([]byte, r.IntN(n))
