@@ -16,7 +16,7 @@ import (
 )
 
 // newTestQueue prepares a private spool in a temp dir and opens its queue.
-func newTestQueue(t *testing.T) *Queue {
+func newTestQueue(t testing.TB) *Queue {
 	t.Helper()
 	root := filepath.Join(t.TempDir(), "spool")
 	if err := Prepare(root, CurrentOwner()); err != nil {
@@ -25,7 +25,7 @@ func newTestQueue(t *testing.T) *Queue {
 	return openTestQueue(t, root)
 }
 
-func openTestQueue(t *testing.T, root string) *Queue {
+func openTestQueue(t testing.TB, root string) *Queue {
 	t.Helper()
 	q, err := OpenQueue(root)
 	if err != nil {
@@ -56,7 +56,7 @@ func testMeta(id string) *Meta {
 }
 
 // putBody queues a message with body in state (with an empty record).
-func putBody(t *testing.T, q *Queue, state, body string) string {
+func putBody(t testing.TB, q *Queue, state, body string) string {
 	t.Helper()
 	id := NewID(time.Now())
 	w, err := q.NewMessage(testMeta(id))

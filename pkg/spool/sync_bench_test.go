@@ -1,7 +1,6 @@
 package spool
 
 import (
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -14,29 +13,11 @@ import (
 // CPU time (user+sys) per Sync. The spool is under the test's temp dir,
 // so the file system is that of $TMPDIR.
 func BenchmarkCommitSync(b *testing.B) {
-	root := filepath.Join(b.TempDir(), "spool")
-	if err := Prepare(root, CurrentOwner()); err != nil {
-		b.Fatal(err)
-	}
-	q, err := OpenQueue(root)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer q.Close()
+	q := newTestQueue(b)
 	if _, err := q.Recover(func(string) bool { return false }); err != nil {
 		b.Fatal(err)
 	}
 	body := "Subject: bench\n\n" + strings.Repeat(strings.Repeat("b", 71)+"\n", 28)
-	put := func() {
-		w, err := q.NewMessage(testMeta(NewID(time.Now())))
-		if err != nil {
-			b.Fatal(err)
-		}
-		w.Write([]byte(body))
-		if err := w.Commit(); err != nil {
-			b.Fatal(err)
-		}
-	}
 	cpu := func() time.Duration {
 		var ru syscall.Rusage
 		syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
@@ -46,7 +27,7 @@ func BenchmarkCommitSync(b *testing.B) {
 	c0 := cpu()
 	for i := 0; i < b.N; i++ {
 		for j := 0; j < 4; j++ {
-			put()
+			putBody(b, q, Incoming, body)
 		}
 		if err := q.Sync(); err != nil {
 			b.Fatal(err)

@@ -2,7 +2,6 @@ package spool
 
 import (
 	"errors"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,28 +12,8 @@ import (
 // replay of the journal finds. Without that line the journal still has
 // the message where it was.
 func TestTakeOneLine(t *testing.T) {
-	root := filepath.Join(t.TempDir(), "spool")
-	if err := Prepare(root, CurrentOwner()); err != nil {
-		t.Fatal(err)
-	}
-	q, err := OpenQueue(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer q.Close()
-	var ids []string
-	for i := 0; i < 2; i++ {
-		id := NewID(time.Now())
-		w, err := q.NewMessage(testMeta(id))
-		if err != nil {
-			t.Fatal(err)
-		}
-		w.Write([]byte("Subject: x\n\nbody\n"))
-		if err := w.Commit(); err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, id)
-	}
+	q := newTestQueue(t)
+	ids := []string{putMessage(t, q, Incoming), putMessage(t, q, Incoming)}
 	if err := q.Sync(); err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +38,7 @@ func TestTakeOneLine(t *testing.T) {
 	if n := q.seq - seq; n != 1 {
 		t.Errorf("take and record: %d journal lines, want 1", n)
 	}
-	snap, err := Snapshot(root)
+	snap, err := Snapshot(q.Root)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,29 +57,13 @@ func TestTakeOneLine(t *testing.T) {
 func BenchmarkClaimRecord(b *testing.B) {
 	for _, mode := range []string{"claim", "take"} {
 		b.Run(mode, func(b *testing.B) {
-			root := filepath.Join(b.TempDir(), "spool")
-			if err := Prepare(root, CurrentOwner()); err != nil {
-				b.Fatal(err)
-			}
-			q, err := OpenQueue(root)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer q.Close()
+			q := newTestQueue(b)
 			body := "Subject: bench\n\n" + strings.Repeat(strings.Repeat("b", 71)+"\n", 28)
 			d := &Delivery{Attempts: 1, First: time.Now(), Last: time.Now(), Next: time.Now().Add(time.Minute)}
 			b.ReportAllocs()
 			for b.Loop() {
 				b.StopTimer()
-				id := NewID(time.Now())
-				w, err := q.NewMessage(testMeta(id))
-				if err != nil {
-					b.Fatal(err)
-				}
-				w.Write([]byte(body))
-				if err := w.Commit(); err != nil {
-					b.Fatal(err)
-				}
+				id := putBody(b, q, Incoming, body)
 				b.StartTimer()
 				claim := q.Take
 				if mode == "claim" {
