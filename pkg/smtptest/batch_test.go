@@ -39,6 +39,10 @@ func (c *countConn) count() int {
 func TestBatchConn(t *testing.T) {
 	server, client := net.Pipe()
 	defer client.Close()
+	// A batchConn that never sends what it holds fails the test here
+	// instead of leaving both ends waiting for the other.
+	server.SetDeadline(time.Now().Add(10 * time.Second))
+	client.SetDeadline(time.Now().Add(10 * time.Second))
 	counted := &countConn{Conn: server}
 	l := &trackListener{conns: map[net.Conn]struct{}{}}
 	c := &batchConn{trackedConn: &trackedConn{Conn: counted, l: l}}
