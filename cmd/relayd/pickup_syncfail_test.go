@@ -85,19 +85,7 @@ func TestPickupAsyncSyncFailureThenDelivered(t *testing.T) {
 // segment and of the journal submitted together (one io_submit naming
 // both), not one after the other.
 func TestSyncSubmitsFdatasyncsTogether(t *testing.T) {
-	up := newUpstream(t, smtptest.Options{})
-	s := newSite(t, up, siteOpts{})
-	s.prepareSpool()
-	trace := filepath.Join(s.dir, "strace.out")
-	s.startStraced("-f", "-qq", "-y", "-e", "trace=io_submit,fdatasync,fsync", "-o", trace)
-	s.drop("together", 1)
-	waitfor.True(t, "the message delivered", 30*time.Second, func() bool {
-		return s.subjects()["together 0"] == 1
-	})
-	b, err := os.ReadFile(trace)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, b := deliverTraced(t, "together", "trace=io_submit,fdatasync,fsync")
 	for _, l := range strings.Split(string(b), "\n") {
 		if strings.Contains(l, "io_submit(") && strings.Contains(l, "IOCB_CMD_FDSYNC") &&
 			strings.Contains(l, filepath.Join(s.spool, spool.JournalFile)+">") && strings.Contains(l, filepath.Join(s.spool, spool.DirSeg)+"/") {
@@ -114,19 +102,7 @@ func TestSyncSubmitsFdatasyncsTogether(t *testing.T) {
 // a change of its size), and with it the segment the acknowledged
 // messages are in.
 func TestSyncSubmitsTheSegmentDirectorysFsync(t *testing.T) {
-	up := newUpstream(t, smtptest.Options{})
-	s := newSite(t, up, siteOpts{})
-	s.prepareSpool()
-	trace := filepath.Join(s.dir, "strace.out")
-	s.startStraced("-f", "-qq", "-y", "-e", "trace=io_submit", "-o", trace)
-	s.drop("dir synced", 1)
-	waitfor.True(t, "the message delivered", 30*time.Second, func() bool {
-		return s.subjects()["dir synced 0"] == 1
-	})
-	b, err := os.ReadFile(trace)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, b := deliverTraced(t, "dir synced", "trace=io_submit")
 	dir := filepath.Join(s.spool, spool.DirSeg) + ">"
 	found := false
 	for _, l := range strings.Split(string(b), "\n") {
@@ -146,4 +122,25 @@ func TestSyncSubmitsTheSegmentDirectorysFsync(t *testing.T) {
 	if !found {
 		t.Fatalf("no io_submit carrying queue/seg:\n%.4000s", b)
 	}
+}
+
+// deliverTraced runs the real relayd under strace (-y, the system calls
+// of trace), drops one message with subject and waits until it is
+// delivered; it returns the site and what strace wrote.
+func deliverTraced(t *testing.T, subject, trace string) (*site, []byte) {
+	t.Helper()
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{})
+	s.prepareSpool()
+	out := filepath.Join(s.dir, "strace.out")
+	s.startStraced("-f", "-qq", "-y", "-e", trace, "-o", out)
+	s.drop(subject, 1)
+	waitfor.True(t, "the message delivered", 30*time.Second, func() bool {
+		return s.subjects()[subject+" 0"] == 1
+	})
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, b
 }
