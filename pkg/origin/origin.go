@@ -144,8 +144,8 @@ func thirdField(line []byte) []byte {
 type Process struct {
 	PID     int
 	PPID    int
-	UID     int // real UID; -1 when /proc/PID/status gave none
-	GID     int // real GID; -1 when /proc/PID/status gave none
+	UID     int // real UID; -1 when neither the pidfd (Procs) nor /proc/PID/status gave it
+	GID     int // real GID; -1 when neither the pidfd (Procs) nor /proc/PID/status gave it
 	Comm    string
 	Cmdline []string
 	Exe     string // "" when unreadable
