@@ -222,10 +222,6 @@ func (a *aio) round(files []*os.File, dirs int, errs []error, raw bool) {
 		left -= int(r)
 	}
 	if raw {
-		rawSyncs.Add(1)
-		if now := time.Now(); now.Sub(start) > slowSync {
-			until := now.Add(slowSyncOff)
-			rawSyncOffUntil.Store(&until)
-		}
+		rawSyncDone(start)
 	}
 }

@@ -1242,6 +1242,17 @@ var rawSyncOffUntil atomic.Pointer[time.Time]
 // rawSyncs counts the raw fdatasyncs made (tests).
 var rawSyncs atomic.Uint64
 
+// rawSyncDone counts a raw wait for fdatasyncs begun at start (one file's
+// or a batch's through aio.go) and turns the raw way off for slowSyncOff
+// when it took longer than slowSync.
+func rawSyncDone(start time.Time) {
+	rawSyncs.Add(1)
+	if now := time.Now(); now.Sub(start) > slowSync {
+		until := now.Add(slowSyncOff)
+		rawSyncOffUntil.Store(&until)
+	}
+}
+
 // fdatasyncHoldingP is fdatasync(2) of f as a raw system call (see holdP).
 func fdatasyncHoldingP(f *os.File) error {
 	rc, err := f.SyscallConn()
@@ -1249,7 +1260,6 @@ func fdatasyncHoldingP(f *os.File) error {
 		return err
 	}
 	var errno unix.Errno
-	rawSyncs.Add(1)
 	start := time.Now()
 	if err := rc.Control(func(fd uintptr) {
 		for {
@@ -1261,10 +1271,7 @@ func fdatasyncHoldingP(f *os.File) error {
 	}); err != nil {
 		return err
 	}
-	if now := time.Now(); now.Sub(start) > slowSync {
-		until := now.Add(slowSyncOff)
-		rawSyncOffUntil.Store(&until)
-	}
+	rawSyncDone(start)
 	if errno != 0 {
 		return errno
 	}
