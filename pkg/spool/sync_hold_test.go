@@ -173,10 +173,7 @@ func TestSyncWithin(t *testing.T) {
 // A raw fdatasync that took longer than slowSync turns the raw way off
 // for slowSyncOff: a slow disk must not stretch the collector's pauses.
 func TestSlowRawSyncTurnsRawOff(t *testing.T) {
-	if runtime.GOMAXPROCS(0) < 2 {
-		t.Skip("the raw way is used only with GOMAXPROCS > 1")
-	}
-	defer func(s, off time.Duration) { slowSync, slowSyncOff = s, off; rawSyncOffUntil.Store(nil) }(slowSync, slowSyncOff)
+	rawWayTest(t)
 	slowSync = time.Hour // the other tests' fdatasyncs may have been slow
 	rawSyncOffUntil.Store(nil)
 	f, err := os.Create(filepath.Join(t.TempDir(), "f"))
@@ -214,10 +211,7 @@ func TestSlowRawSyncTurnsRawOff(t *testing.T) {
 // way too: the next segment's fdatasync and the journal's would stretch
 // a collection's pause to the disk's latency just the same.
 func TestSlowRawSyncTurnsRawOffWithinSync(t *testing.T) {
-	if runtime.GOMAXPROCS(0) < 2 {
-		t.Skip("the raw way is used only with GOMAXPROCS > 1")
-	}
-	defer func(s, off time.Duration) { slowSync, slowSyncOff = s, off; rawSyncOffUntil.Store(nil) }(slowSync, slowSyncOff)
+	rawWayTest(t)
 	q := newTestQueue(t)
 	// One after the other, as where asynchronous I/O is refused (with
 	// it, the three are waited for in one raw call: see
@@ -257,10 +251,7 @@ func TestSlowRawSyncTurnsRawOffWithinSync(t *testing.T) {
 // call when all of them are small, and one that took longer than
 // slowSync turns the raw way off.
 func TestSlowAsyncSyncTurnsRawOff(t *testing.T) {
-	if runtime.GOMAXPROCS(0) < 2 {
-		t.Skip("the raw way is used only with GOMAXPROCS > 1")
-	}
-	defer func(s, off time.Duration) { slowSync, slowSyncOff = s, off; rawSyncOffUntil.Store(nil) }(slowSync, slowSyncOff)
+	rawWayTest(t)
 	q := newTestQueue(t)
 	// The segment and its name made durable first: a Sync that syncs
 	// queue/seg is never raw (TestAsyncSyncWithDirectoryNotRaw).
@@ -299,10 +290,7 @@ func TestSlowAsyncSyncTurnsRawOff(t *testing.T) {
 // appended since to write, and is made the raw way (alone: a Sync with
 // segments to sync waits for all its fdatasyncs at once, see aio.go).
 func TestRawJournalSyncAfterRewrite(t *testing.T) {
-	if runtime.GOMAXPROCS(0) < 2 {
-		t.Skip("the raw way is used only with GOMAXPROCS > 1")
-	}
-	defer func(s time.Duration) { slowSync = s; rawSyncOffUntil.Store(nil) }(slowSync)
+	rawWayTest(t)
 	slowSync = time.Hour // the other tests' fdatasyncs may have been slow
 	q := newTestQueue(t)
 	var ids []string
@@ -344,10 +332,7 @@ func TestRawJournalSyncAfterRewrite(t *testing.T) {
 // for (a collection's pause would stretch to it). Without the directory
 // the wait is raw again.
 func TestAsyncSyncWithDirectoryNotRaw(t *testing.T) {
-	if runtime.GOMAXPROCS(0) < 2 {
-		t.Skip("the raw way is used only with GOMAXPROCS > 1")
-	}
-	defer func(s time.Duration) { slowSync = s; rawSyncOffUntil.Store(nil) }(slowSync)
+	rawWayTest(t)
 	slowSync = time.Hour // the other tests' fdatasyncs may have been slow
 	q := newTestQueue(t)
 	putMessage(t, q, Incoming) // a new segment: queue/seg to sync
@@ -370,4 +355,16 @@ func TestAsyncSyncWithDirectoryNotRaw(t *testing.T) {
 	if n := rawSyncs.Load() - before; n != 1 {
 		t.Fatalf("%d raw waits for a Sync of one small message, want 1", n)
 	}
+}
+
+// rawWayTest skips t where the raw way is never used (GOMAXPROCS 1) and
+// puts slowSync, slowSyncOff and the raw way's state back when t ends,
+// for a test that changes them.
+func rawWayTest(t *testing.T) {
+	t.Helper()
+	if runtime.GOMAXPROCS(0) < 2 {
+		t.Skip("the raw way is used only with GOMAXPROCS > 1")
+	}
+	s, off := slowSync, slowSyncOff
+	t.Cleanup(func() { slowSync, slowSyncOff = s, off; rawSyncOffUntil.Store(nil) })
 }
