@@ -373,25 +373,35 @@ func TestPipelined421MidGroup(t *testing.T) {
 // answered: nothing of the message went out, so a reused session is
 // dialed again at once (DeadSession).
 func TestPipelinedConnectionClosedMidGroup(t *testing.T) {
+	res := sendClosedAt(t, func(line string) bool { return strings.HasPrefix(line, "RCPT") }, "a@example.net", "b@example.net")
+	if e := res.Err; e == nil || e.Code != 0 || e.Stage != StageRcpt || e.Class != Temporary || !DeadSession(res) {
+		t.Fatalf("got %v (dead session %v)", res.Err, DeadSession(res))
+	}
+}
+
+// sendClosedAt sends a message to rcpts on a pipelining session whose
+// upstream closes the connection at the first line closeAt is true of,
+// and checks that the session is not alive after and that none of the
+// message's data went out. It returns the Send's result.
+func sendClosedAt(t *testing.T, closeAt func(line string) bool, rcpts ...string) *Result {
+	t.Helper()
 	opts, ss := scriptedPipelining(t, "", func(line string) string {
-		if strings.HasPrefix(line, "RCPT") {
+		if closeAt(line) {
 			return "CLOSE"
 		}
 		return ""
 	})
 	s := dialOK(t, pipeUp, opts)
-	res := s.Send(context.Background(), testMsg(simple, "a@example.net", "b@example.net"))
-	if e := res.Err; e == nil || e.Code != 0 || e.Stage != StageRcpt || e.Class != Temporary || !DeadSession(res) {
-		t.Fatalf("got %v (dead session %v)", res.Err, DeadSession(res))
-	}
+	res := s.Send(context.Background(), testMsg(simple, rcpts...))
 	if s.Alive() {
-		t.Fatal("session alive")
+		t.Fatalf("session alive (result %v)", res.Err)
 	}
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	if len(ss.data) != 0 {
-		t.Fatal("message data sent")
+		t.Fatalf("message data sent (result %v)", res.Err)
 	}
+	return res
 }
 
 // Multi-line replies that arrive in pieces (EHLO, a recipient's refusal,
@@ -872,24 +882,9 @@ func dialLoginFails(t *testing.T, pass, challenge string, reply func(line string
 // session is dialed again at once (DeadSession), and the failure is the
 // upstream's, which another upstream may take (FailOver).
 func TestConnectionLostAwaiting354(t *testing.T) {
-	opts, ss := scriptedPipelining(t, "", func(line string) string {
-		if line == "DATA" {
-			return "CLOSE"
-		}
-		return ""
-	})
-	s := dialOK(t, pipeUp, opts)
-	res := s.Send(context.Background(), testMsg(simple, "a@example.net"))
+	res := sendClosedAt(t, func(line string) bool { return line == "DATA" }, "a@example.net")
 	if e := res.Err; e == nil || e.Code != 0 || e.Stage != StageData || e.Class != Temporary || !DeadSession(res) || !FailOver(res) {
 		t.Fatalf("got %v (dead session %v, failover %v)", res.Err, DeadSession(res), FailOver(res))
-	}
-	if s.Alive() {
-		t.Fatal("session alive")
-	}
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	if len(ss.data) != 0 {
-		t.Fatal("message data sent")
 	}
 }
 
