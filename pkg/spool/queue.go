@@ -489,15 +489,22 @@ func (q *Queue) appendLocked(line []byte, critical bool) error {
 }
 
 // unwriteLocked gives the journal's bytes [from, to) of a failed append
-// back (q.mu held): zeros again within the zero tail, cut off beyond it.
+// back (q.mu held).
 func (q *Queue) unwriteLocked(from, to int64) error {
-	if to > q.jalloc {
-		if err := q.jf.Truncate(max(from, q.jalloc)); err != nil {
+	return unwrite(q.jf, q.jalloc, from, to)
+}
+
+// unwrite gives back the bytes [from, to) written into f, whose zero
+// tail ends at alloc (the journal's, or a segment's): zeros again within
+// the tail, cut off beyond it.
+func unwrite(f *os.File, alloc, from, to int64) error {
+	if to > alloc {
+		if err := f.Truncate(max(from, alloc)); err != nil {
 			return err
 		}
 	}
-	if z := min(to, q.jalloc) - from; z > 0 {
-		_, err := writeZeros(q.jf, from, z)
+	if z := min(to, alloc) - from; z > 0 {
+		_, err := writeZeros(f, from, z)
 		return err
 	}
 	return nil

@@ -321,14 +321,7 @@ func (q *Queue) zeroAhead(s *segment) {
 // off beyond it. Should that fail, the next writer overwrites them
 // (writes are at explicit offsets) and nothing refers to them.
 func (q *Queue) cutBack(s *segment, start, end int64) {
-	if alloc := s.alloc; alloc > start {
-		if end > alloc {
-			s.f.Truncate(alloc)
-		}
-		writeZeros(s.f, start, min(end, alloc)-start)
-		return
-	}
-	s.f.Truncate(start)
+	unwrite(s.f, s.alloc, start, end)
 }
 
 // trimLocked cuts the zero tail off s (q.mu held, no writer holds s):
