@@ -211,10 +211,7 @@ func lineStart(op, id string) []byte {
 func addLine(id string, e *entry, dur int64) []byte {
 	b := appendState(lineStart("add", id), e.st)
 	b = appendLoc(b, e.seg, e.off, e.len)
-	if !covers(dur, e.off, e.len) {
-		b = append(b, `,"dur":`...)
-		b = strconv.AppendInt(b, max(dur, 0), 10)
-	}
+	b = appendDur(b, dur, e.off, e.len)
 	b = append(b, `,"uid":`...)
 	b = strconv.AppendUint(b, uint64(e.uid), 10)
 	return frame(appendRecord(b, e.d))
@@ -234,11 +231,17 @@ func mvLine(id string, st uint8) []byte {
 // at already changes nothing but states dur (see stateDurableLocked).
 func locLine(id string, seg uint64, off, n, dur int64) []byte {
 	b := appendLoc(lineStart("loc", id), seg, off, n)
-	if !covers(dur, off, n) {
-		b = append(b, `,"dur":`...)
-		b = strconv.AppendInt(b, max(dur, 0), 10)
+	return frame(append(appendDur(b, dur, off, n), '}'))
+}
+
+// appendDur appends a line's "dur" field, dur, unless the first dur bytes
+// of the segment hold the line's message (n bytes at off).
+func appendDur(b []byte, dur, off, n int64) []byte {
+	if covers(dur, off, n) {
+		return b
 	}
-	return frame(append(b, '}'))
+	b = append(b, `,"dur":`...)
+	return strconv.AppendInt(b, max(dur, 0), 10)
 }
 
 // appendState appends a line's "st" field.
