@@ -203,7 +203,7 @@ func (q *Queue) change(verb, id string, uid int) error {
 			if d, rerr := q.readState(spool.Failed, id); rerr == nil {
 				d.Failed, d.Reason = nil, ""
 				// Release's Sync covers this record's line too.
-				if werr := q.recordState(false, spool.Failed, id, d); werr != nil {
+				if werr := q.recordState(spool.Failed, id, d); werr != nil {
 					return werr
 				}
 			}

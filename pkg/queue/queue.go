@@ -171,18 +171,14 @@ func (q *Queue) readState(state, id string) (*spool.Delivery, error) {
 	return q.sp.ReadState(state, id)
 }
 
-// recordState writes the delivery record of id in state, synced when
-// sync is set; else durable only after the next q.sp.Sync (a batch's
-// group commit, or the Sync of the transition that follows the record).
-// When the write fails, the record is kept in memory (readState returns
-// it) and written at the next change, so what it says — recipients
-// already sent above all — is not forgotten while the process lives.
-func (q *Queue) recordState(sync bool, state, id string, d *spool.Delivery) error {
-	write := q.sp.WriteState
-	if !sync {
-		write = q.sp.WriteStateNoSync
-	}
-	err := write(state, id, d)
+// recordState writes the delivery record of id in state, durable after
+// the next q.sp.Sync (a batch's group commit, or the Sync of the
+// transition that follows the record). When the write fails, the record
+// is kept in memory (readState returns it) and written at the next
+// change, so what it says — recipients already sent above all — is not
+// forgotten while the process lives.
+func (q *Queue) recordState(state, id string, d *spool.Delivery) error {
+	err := q.sp.WriteStateNoSync(state, id, d)
 	q.mu.Lock()
 	if err != nil {
 		q.unsaved[id] = cloneDelivery(d)

@@ -211,7 +211,7 @@ func (w *worker) putBack(a *attempt) {
 	q := w.q
 	// Not synced alone: Requeue's Sync covers the record's line, which
 	// comes before its own.
-	if err := q.recordState(false, spool.Active, a.id, a.prev); err != nil {
+	if err := q.recordState(spool.Active, a.id, a.prev); err != nil {
 		q.log.MessageError(a.id, "cannot restore the delivery record", err)
 	}
 	attempted := a.prev.Attempts > 0
@@ -282,7 +282,7 @@ func (w *worker) prepare(id string) *attempt {
 	}
 	d.Last = now
 	d.Next = now.Add(retryAfter(w.set.Retry, d.Attempts))
-	if err := q.recordState(false, spool.Active, id, d); err != nil {
+	if err := q.recordState(spool.Active, id, d); err != nil {
 		if !spool.IsFull(err) {
 			w.notSending(id, d.Next, err)
 			f.Close()
@@ -472,7 +472,7 @@ func (w *worker) outcome(a *attempt, res *relay.Result, fault bool) {
 		// crash between them loses no line the kernel has; a power loss
 		// before the Sync leaves the message active with the attempt's
 		// record, which Recover puts back as deferred).
-		if err := q.recordState(false, spool.Active, id, d); err != nil {
+		if err := q.recordState(spool.Active, id, d); err != nil {
 			q.log.MessageError(id, "cannot write the delivery record; kept in memory", err)
 		}
 		if err := q.sp.Defer(id); err != nil {
@@ -518,7 +518,7 @@ func (w *worker) finish(id string, m *spool.Meta, d *spool.Delivery) {
 	if len(d.Failed) > 0 && m.Env.Sender == "<>" {
 		d.Reason = "a bounce that could not be delivered is never bounced; kept for inspection"
 		// Not synced alone: Fail's Sync covers the record's line too.
-		if err := q.recordState(false, spool.Active, id, d); err != nil {
+		if err := q.recordState(spool.Active, id, d); err != nil {
 			q.log.MessageError(id, "cannot write the delivery record; kept in memory", err)
 		}
 		if err := q.sp.Fail(id); err != nil {
