@@ -247,6 +247,20 @@ func (e *env) run() time.Time {
 	return e.r.pass(e.t)
 }
 
+// runUntilStopped runs q until its Run returns, which a Stop from the
+// test's hooks makes it do; it fails t if Run has not returned after a
+// minute.
+func runUntilStopped(t *testing.T, q *Queue) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- q.Run(context.Background(), context.Background()) }()
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("Run did not return after Stop")
+	}
+}
+
 // runner is a Queue.Run in the background, observed through onIdle.
 type runner struct {
 	q      *Queue
@@ -1015,13 +1029,7 @@ func TestStopInABatchPutsBackTheRest(t *testing.T) {
 			e.q.Stop()
 		}
 	}
-	done := make(chan error, 1)
-	go func() { done <- e.q.Run(context.Background(), context.Background()) }()
-	select {
-	case <-done:
-	case <-time.After(60 * time.Second):
-		t.Fatal("Run did not return after Stop")
-	}
+	runUntilStopped(t, e.q)
 	if got := len(e.up.sent()); got != 3 {
 		t.Fatalf("upstream got %d messages before the stop, want 3", got)
 	}

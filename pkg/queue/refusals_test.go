@@ -195,13 +195,7 @@ func TestBatchCommandsAheadOnRealSessions(t *testing.T) {
 	}
 	// The bounce of the refused one stays queued.
 	e.q.Holds = func(x string) bool { return !slices.Contains(ids, x) }
-	done := make(chan error, 1)
-	go func() { done <- e.q.Run(context.Background(), context.Background()) }()
-	select {
-	case <-done:
-	case <-time.After(60 * time.Second):
-		t.Fatal("Run did not return after Stop")
-	}
+	runUntilStopped(t, e.q)
 	got := map[string]int{}
 	for _, m := range srv.Messages() {
 		got[m.To[0]]++
