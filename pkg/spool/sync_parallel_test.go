@@ -109,14 +109,7 @@ func TestRecoverKeepsDamagedDurableMessage(t *testing.T) {
 	damage(t, q, a, "zeros")
 	n, log := reopen(t, q, nil)
 	mustBody(t, n, b, "second\n")
-	mustState(t, n, a, Incoming)
-	if all := strings.Join(log, "\n"); strings.Contains(all, a) {
-		t.Errorf("Recover reported %s, whose bytes a line states durable:\n%s", a, all)
-	}
-	if m, _, err := n.OpenMessage(a); err == nil {
-		m.Close()
-		t.Fatal("damaged message opened without error")
-	}
+	mustKeepDamaged(t, n, log, a)
 }
 
 func readJournalText(t *testing.T, q *Queue) string {
@@ -272,14 +265,7 @@ func TestDurableStatedAfterSync(t *testing.T) {
 			}
 			damage(t, q, a, "zero-block")
 			n, log := reopen(t, q, nil)
-			mustState(t, n, a, Incoming)
-			if all := strings.Join(log, "\n"); strings.Contains(all, a) {
-				t.Errorf("Recover reported %s, whose bytes a line states durable:\n%s", a, all)
-			}
-			if m, _, err := n.OpenMessage(a); err == nil {
-				m.Close()
-				t.Fatal("damaged message opened without error")
-			}
+			mustKeepDamaged(t, n, log, a)
 		})
 	}
 }
@@ -310,5 +296,20 @@ func TestRecoverReadsOnlyWhatMayNotBeDurable(t *testing.T) {
 	openTestQueue(t, q.Root).Recover(func(string) bool { return false })
 	if r := wholeReads.Load() - before; r != 0 {
 		t.Fatalf("Recover after a clean stop read %d messages whole, want 0", r)
+	}
+}
+
+// mustKeepDamaged checks what Recover did with message a, whose bytes a
+// journal line states durable but which were damaged after: a stays
+// Incoming, Recover's log (log) does not report it, and opening it fails.
+func mustKeepDamaged(t *testing.T, n *Queue, log []string, a string) {
+	t.Helper()
+	mustState(t, n, a, Incoming)
+	if all := strings.Join(log, "\n"); strings.Contains(all, a) {
+		t.Errorf("Recover reported %s, whose bytes a line states durable:\n%s", a, all)
+	}
+	if m, _, err := n.OpenMessage(a); err == nil {
+		m.Close()
+		t.Fatal("damaged message opened without error")
 	}
 }
