@@ -708,11 +708,10 @@ func (q *Queue) syncLocked(rewrite bool) error {
 		return errors.New("spool: the queue is closed")
 	}
 	start := q.seq
-	hold := holdP()
 	var segs []*segment
 	var ids [][]string
 	var sizes []int64
-	var small []bool
+	var small []bool // little to write (smallSync); raw when holdP says so at the time
 	for _, s := range q.segs {
 		if s.dirty {
 			s.dirty = false
@@ -720,7 +719,7 @@ func (q *Queue) syncLocked(rewrite bool) error {
 			ids = append(ids, s.unsynced)
 			s.unsynced = nil
 			sizes = append(sizes, s.size)
-			small = append(small, hold && s.smallSync())
+			small = append(small, s.smallSync())
 		}
 	}
 	dirDirty := q.segDirty
@@ -746,7 +745,7 @@ func (q *Queue) syncLocked(rewrite bool) error {
 	if !rewrite && len(segs) > 0 {
 		files := make([]*os.File, 0, len(segs)+2)
 		files = append(files, jf)
-		raw := hold && q.smallJournal(jsize)
+		raw := q.smallJournal(jsize)
 		for i, s := range segs {
 			files = append(files, s.f)
 			raw = raw && small[i]
@@ -784,8 +783,8 @@ func (q *Queue) syncLocked(rewrite bool) error {
 			break
 		}
 		var e error
-		// holdP again: a slow raw fdatasync earlier in this Sync turned
-		// the raw way off for the rest of it too.
+		// holdP asked at each: a slow raw fdatasync earlier in this
+		// Sync turns the raw way off for the rest of it too.
 		if small[i] && holdP() {
 			e = fdatasyncHoldingP(s.f)
 		} else {
@@ -868,7 +867,7 @@ func (q *Queue) syncLocked(rewrite bool) error {
 		}
 		if err == nil && !synced {
 			var e error
-			if hold && holdP() && q.smallJournal(jsize) {
+			if holdP() && q.smallJournal(jsize) {
 				e = fdatasyncHoldingP(jf)
 			} else {
 				e = unix.Fdatasync(int(jf.Fd()))
