@@ -52,14 +52,7 @@ func TestDoneBeforeTheNextMessagesData(t *testing.T) {
 				return nil
 			}
 			srv = smtptest.New(t, tc.opts)
-			e := newEnvAt(t, root, Settings{Concurrency: 1, Upstreams: NewUpstreams([]config.Upstream{srv.Upstream()}, realOpts(), nil)})
-			for i := 0; i < n; i++ {
-				e.enqueue(t, 1001, "a@example.org", "b@example.net")
-			}
-			e.run()
-			if got := srv.Count(); got != n {
-				t.Fatalf("upstream took %d messages, want %d; log:\n%s", got, n, e.log)
-			}
+			deliverAll(t, root, srv, n)
 			mu.Lock()
 			defer mu.Unlock()
 			if len(bad) > 0 {
@@ -69,5 +62,20 @@ func TestDoneBeforeTheNextMessagesData(t *testing.T) {
 				t.Errorf("queue after the run: %d messages (%v)", len(snap), err)
 			}
 		})
+	}
+}
+
+// deliverAll queues n messages in a spool at root and runs the queue,
+// with concurrency 1, until they are delivered to srv; it fails t unless
+// srv took all n.
+func deliverAll(t *testing.T, root string, srv *smtptest.Server, n int) {
+	t.Helper()
+	e := newEnvAt(t, root, Settings{Concurrency: 1, Upstreams: NewUpstreams([]config.Upstream{srv.Upstream()}, realOpts(), nil)})
+	for i := 0; i < n; i++ {
+		e.enqueue(t, 1001, "a@example.org", "b@example.net")
+	}
+	e.run()
+	if got := srv.Count(); got != n {
+		t.Fatalf("upstream took %d messages, want %d; log:\n%s", got, n, e.log)
 	}
 }

@@ -9,7 +9,6 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/mailshim/mailshim/pkg/config"
 	"github.com/mailshim/mailshim/pkg/smtptest"
 	"github.com/mailshim/mailshim/pkg/spool"
 )
@@ -52,14 +51,7 @@ func TestDeliveryJournalLines(t *testing.T) {
 		return nil
 	}
 	srv := smtptest.New(t, opts)
-	e := newEnvAt(t, root, Settings{Concurrency: 1, Upstreams: NewUpstreams([]config.Upstream{srv.Upstream()}, realOpts(), nil)})
-	for i := 0; i < n; i++ {
-		e.enqueue(t, 1001, "a@example.org", "b@example.net")
-	}
-	e.run()
-	if got := srv.Count(); got != n {
-		t.Fatalf("upstream took %d messages, want %d; log:\n%s", got, n, e.log)
-	}
+	deliverAll(t, root, srv, n)
 	mu.Lock()
 	defer mu.Unlock()
 	if len(bad) > 0 {
