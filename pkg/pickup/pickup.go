@@ -857,17 +857,15 @@ func (p *Pickup) enqueueAt(m *spool.Meta, body io.Reader, mode enqueueMode, gate
 	if err != nil {
 		return "", time.Time{}, nil, err
 	}
-	// However this ends without a commit (a panic reading the data,
-	// which the session's server recovers from, as well as an error),
+	// However this ends without a commit (an error, a refusal, or a
+	// panic reading the data, which the session's server recovers from),
 	// the segment is cut back and given back: a writer left open would
 	// keep it busy for good. A no-op once committed or aborted.
 	defer d.Abort()
 	if err := h.write(d, pre); err != nil {
-		d.Abort()
 		return "", time.Time{}, nil, err
 	}
 	if _, err := io.Copy(d, br); err != nil {
-		d.Abort()
 		return "", time.Time{}, nil, err
 	}
 	size := d.Size()
@@ -881,7 +879,6 @@ func (p *Pickup) enqueueAt(m *spool.Meta, body io.Reader, mode enqueueMode, gate
 		var re *RejectError
 		state, deliv, undo, re = p.admit(&q, h, size)
 		if re != nil {
-			d.Abort()
 			return "", time.Time{}, nil, re
 		}
 	}
