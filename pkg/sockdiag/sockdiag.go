@@ -363,10 +363,15 @@ func InSlot(procRoot string, sl Slot, inode uint64) bool {
 // "socket:[inode]".
 func isSocket(link []byte, inode uint64) bool {
 	var want [32]byte
-	w := append(want[:0], "socket:["...)
-	w = strconv.AppendUint(w, inode, 10)
-	w = append(w, ']')
-	return string(link) == string(w)
+	return string(link) == string(appendSocketLink(want[:0], inode))
+}
+
+// appendSocketLink appends "socket:[inode]", the target of a /proc/PID/fd
+// link to the socket, to b.
+func appendSocketLink(b []byte, inode uint64) []byte {
+	b = append(b, "socket:["...)
+	b = strconv.AppendUint(b, inode, 10)
+	return append(b, ']')
 }
 
 // FindHolder scans /proc (procRoot, "/proc" when empty) for a process
@@ -388,7 +393,7 @@ func FindHolder(procRoot string, inode uint64, uid uint32, limit time.Duration, 
 	if limit > 0 {
 		deadline = time.Now().Add(limit)
 	}
-	target := "socket:[" + strconv.FormatUint(inode, 10) + "]"
+	target := string(appendSocketLink(nil, inode))
 	tried := map[int]bool{}
 	for _, pid := range hint {
 		if pid > 0 && !tried[pid] {
@@ -507,7 +512,7 @@ func Holds(procRoot string, pid int, inode uint64, limit time.Duration) bool {
 	if limit > 0 {
 		deadline = time.Now().Add(limit)
 	}
-	r, _ := holds(procRoot, pid, "socket:["+strconv.FormatUint(inode, 10)+"]", deadline)
+	r, _ := holds(procRoot, pid, string(appendSocketLink(nil, inode)), deadline)
 	return r == 1
 }
 
