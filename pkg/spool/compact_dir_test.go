@@ -1,12 +1,10 @@
 package spool
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -21,22 +19,7 @@ import (
 // does not): the messages must stay where they were, in memory and in
 // the journal.
 func TestCompactionSyncsTheNewSegmentsNameFirst(t *testing.T) {
-	q := newTestQueue(t)
-	now := time.Now()
-	q.Now = func() time.Time { return now }
-	var ids []string
-	for i := 0; i < 20; i++ {
-		ids = append(ids, putBody(t, q, Incoming, fmt.Sprintf("message %d\n%s", i, strings.Repeat("z", 5000))))
-	}
-	if err := q.Sync(); err != nil {
-		t.Fatal(err)
-	}
-	n, _ := reopen(t, q, nil)
-	n.Now = func() time.Time { return now.Add(compactAge + time.Minute) }
-	for _, id := range ids[1:19] {
-		n.Claim(id)
-		n.Done(id)
-	}
+	n, ids := mostlyDeadSegment(t)
 	if err := n.Sync(); err != nil {
 		t.Fatal(err)
 	}

@@ -625,9 +625,12 @@ func TestMaintainCompactsJournal(t *testing.T) {
 	}
 }
 
-// Maintain copies the few live messages of an old, mostly dead segment
-// into a new one; the old one goes.
-func TestSegmentCompaction(t *testing.T) {
+// mostlyDeadSegment is a queue, reopened and with its clock past
+// compactAge, whose segment 1 holds 20 messages of 5000 bytes written
+// and made durable, of which all but the first and the last (ids[0] and
+// ids[19]) are then claimed and done: a segment for Maintain to compact.
+func mostlyDeadSegment(t *testing.T) (*Queue, []string) {
+	t.Helper()
 	q := newTestQueue(t)
 	now := time.Now()
 	q.Now = func() time.Time { return now }
@@ -635,13 +638,22 @@ func TestSegmentCompaction(t *testing.T) {
 	for i := 0; i < 20; i++ {
 		ids = append(ids, putBody(t, q, Incoming, fmt.Sprintf("message %d\n%s", i, strings.Repeat("z", 5000))))
 	}
-	q.Sync()
+	if err := q.Sync(); err != nil {
+		t.Fatal(err)
+	}
 	n, _ := reopen(t, q, nil)
 	n.Now = func() time.Time { return now.Add(compactAge + time.Minute) }
 	for _, id := range ids[1:19] {
 		n.Claim(id)
 		n.Done(id)
 	}
+	return n, ids
+}
+
+// Maintain copies the few live messages of an old, mostly dead segment
+// into a new one; the old one goes.
+func TestSegmentCompaction(t *testing.T) {
+	n, ids := mostlyDeadSegment(t)
 	n.Claim(ids[19]) // active: not moved
 	if err := n.Maintain(); err != nil {
 		t.Fatal(err)
