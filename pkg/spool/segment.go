@@ -326,20 +326,21 @@ func (q *Queue) cutBack(s *segment, start, end int64) {
 
 // trimLocked cuts the zero tail off s (q.mu held, no writer holds s):
 // once it is sealed, at Close, and for the journal's reserve on a full
-// file system.
-func (s *segment) trimLocked() {
+// file system. It reports whether it cut one off.
+func (s *segment) trimLocked() bool {
 	if s.alloc > s.size && !s.gone && s.f.Truncate(s.size) == nil {
 		s.alloc = s.size
+		return true
 	}
+	return false
 }
 
 // trimIdleLocked cuts the zero tails off the open segments no writer
-// holds, and reports whether there were any (q.mu held).
+// holds, and reports whether it cut any off (q.mu held).
 func (q *Queue) trimIdleLocked() bool {
 	found := false
 	for _, s := range q.idle {
-		if !s.busy && s.alloc > s.size && !s.gone {
-			s.trimLocked()
+		if !s.busy && s.trimLocked() {
 			found = true
 		}
 	}
