@@ -262,14 +262,7 @@ func TestSlowAsyncSyncTurnsRawOff(t *testing.T) {
 	putMessage(t, q, Incoming)
 	slowSync = time.Hour
 	rawSyncOffUntil.Store(nil)
-	before, subs := rawSyncs.Load(), aioSubmits.Load()
-	if err := q.Sync(); err != nil {
-		t.Fatal(err)
-	}
-	if q.aio.failed {
-		t.Skip("no asynchronous I/O here (io_setup refused)")
-	}
-	if n, s := rawSyncs.Load()-before, aioSubmits.Load()-subs; n != 1 || s != 1 {
+	if n, s := asyncSync(t, q); n != 1 || s != 1 {
 		t.Fatalf("%d raw waits, %d io_submit calls for a Sync of one small message, want 1 and 1", n, s)
 	}
 	if !holdP() {
@@ -337,22 +330,11 @@ func TestAsyncSyncWithDirectoryNotRaw(t *testing.T) {
 	q := newTestQueue(t)
 	putMessage(t, q, Incoming) // a new segment: queue/seg to sync
 	rawSyncOffUntil.Store(nil)
-	before, subs := rawSyncs.Load(), aioSubmits.Load()
-	if err := q.Sync(); err != nil {
-		t.Fatal(err)
-	}
-	if q.aio.failed {
-		t.Skip("no asynchronous I/O here (io_setup refused)")
-	}
-	if n, s := rawSyncs.Load()-before, aioSubmits.Load()-subs; n != 0 || s != 1 {
+	if n, s := asyncSync(t, q); n != 0 || s != 1 {
 		t.Fatalf("%d raw waits, %d io_submit calls for a Sync with queue/seg, want 0 and 1", n, s)
 	}
 	putMessage(t, q, Incoming) // the same segment: no directory
-	before = rawSyncs.Load()
-	if err := q.Sync(); err != nil {
-		t.Fatal(err)
-	}
-	if n := rawSyncs.Load() - before; n != 1 {
+	if n, _ := asyncSync(t, q); n != 1 {
 		t.Fatalf("%d raw waits for a Sync of one small message, want 1", n)
 	}
 }
@@ -367,4 +349,18 @@ func rawWayTest(t *testing.T) {
 	}
 	s, off := slowSync, slowSyncOff
 	t.Cleanup(func() { slowSync, slowSyncOff = s, off; rawSyncOffUntil.Store(nil) })
+}
+
+// asyncSync makes q's Sync and returns how many raw waits and io_submit
+// calls it made; it skips t where asynchronous I/O is refused.
+func asyncSync(t *testing.T, q *Queue) (raws, submits uint64) {
+	t.Helper()
+	before, subs := rawSyncs.Load(), aioSubmits.Load()
+	if err := q.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if q.aio.failed {
+		t.Skip("no asynchronous I/O here (io_setup refused)")
+	}
+	return rawSyncs.Load() - before, aioSubmits.Load() - subs
 }
