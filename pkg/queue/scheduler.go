@@ -102,6 +102,13 @@ type sched struct {
 	// can neither keep its breaker open for everyone else nor be retried
 	// every second.
 	strikes map[string]int
+	// lost holds the messages whose last attempt lost its connection
+	// during the data (msgResult.lost). Such a message waits for its
+	// retry time, and also for an upstream to come back, as an upstream
+	// going down mid-transaction cuts it so; a second loss in a row
+	// leaves it to the retry schedule alone: a message that breaks the
+	// connection itself is not sent again at every recovery.
+	lost map[string]bool
 	// swept holds the messages held by open breakers that were handed to
 	// a worker anyway, to be bounced at the end of their lifetime or to
 	// get their delay notice (see sweep).
@@ -119,7 +126,7 @@ type sweepState struct {
 }
 
 func newSched() *sched {
-	return &sched{inflight: map[string]bool{}, health: map[string]*breaker{}, routes: map[string][]string{}, waiting: map[string]time.Time{}, strikes: map[string]int{}, swept: map[string]*sweepState{}}
+	return &sched{inflight: map[string]bool{}, health: map[string]*breaker{}, routes: map[string][]string{}, waiting: map[string]time.Time{}, strikes: map[string]int{}, lost: map[string]bool{}, swept: map[string]*sweepState{}}
 }
 
 // EventKind names an Observer event.
@@ -177,8 +184,12 @@ type msgResult struct {
 	deferred bool      // deferred (else incoming, or gone)
 	next     time.Time // when deferred: the next attempt
 	waiting  bool      // deferred because every upstream was down
-	gone     bool      // left the queue (done, failed, quarantined, deleted)
-	route    []string  // candidate addresses, when known
+	// lost: deferred by the retry schedule after its connection was
+	// lost during its data (relay.LostInData); also due when an
+	// upstream comes back, unless its previous attempt ended so too.
+	lost  bool
+	gone  bool     // left the queue (done, failed, quarantined, deleted)
+	route []string // candidate addresses, when known
 }
 
 // jobResult is a worker's report on a job.
@@ -711,9 +722,18 @@ func (q *Queue) apply(r *jobResult) {
 			delete(s.routes, m.id)
 			delete(s.waiting, m.id)
 			delete(s.strikes, m.id)
+			delete(s.lost, m.id)
 			delete(s.swept, m.id)
 			delete(q.deferred, m.id)
-		case m.deferred && m.waiting:
+		case m.deferred && m.lost && s.lost[m.id]:
+			// Lost in the data twice in a row: the retry schedule only.
+			delete(s.waiting, m.id)
+			delete(s.strikes, m.id)
+			q.deferred[m.id] = m.next
+		case m.deferred && (m.waiting || m.lost):
+			if m.lost {
+				s.lost[m.id] = true
+			}
 			var notBefore time.Time
 			if !r.job.swept[m.id] {
 				s.strikes[m.id]++
@@ -726,6 +746,7 @@ func (q *Queue) apply(r *jobResult) {
 		case m.deferred:
 			delete(s.waiting, m.id)
 			delete(s.strikes, m.id)
+			delete(s.lost, m.id)
 			q.deferred[m.id] = m.next
 		}
 	}

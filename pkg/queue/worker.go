@@ -480,7 +480,11 @@ func (w *worker) outcome(a *attempt, res *relay.Result, fault bool) {
 			w.gone(id)
 			return
 		}
-		w.deferredAt(id, d.Next, fault)
+		// A connection lost during the data: charged, on the retry
+		// schedule, but also due when an upstream comes back (the
+		// scheduler's lost), as an upstream going down cuts it so.
+		w.res.msgs = append(w.res.msgs, msgResult{id: id, deferred: true, next: d.Next, waiting: fault,
+			lost: !fault && relay.LostInData(res)})
 		w.event(Event{Kind: EventDeferred, ID: id, Upstream: upstream, Rcpts: len(temp), Err: lastTemp})
 		var why maillog.Why
 		if lastTemp != nil {

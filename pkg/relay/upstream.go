@@ -108,6 +108,23 @@ func DeadSession(res *Result) bool {
 	return false
 }
 
+// LostInData reports whether res is a connection lost during the message
+// data, or after it while awaiting the final reply: some of the message
+// went out, the upstream acknowledged none of it, and no recipient was
+// accepted. That is a temporary failure, charged to the message (its
+// data may be what breaks the connection), but also what an upstream
+// going down in the middle of a transaction looks like.
+func LostInData(res *Result) bool {
+	if res == nil || res.Err == nil || res.Accepted() > 0 {
+		return false
+	}
+	e := res.Err
+	if e.Class != Temporary || e.Code != 0 {
+		return false
+	}
+	return e.Stage == StageDataEnd || e.Stage == StageData && !lostBeforeData(e)
+}
+
 // beforeData marks a connection lost at the data stage before any of the
 // message went out (awaiting the reply to DATA).
 type beforeData struct{ err error }

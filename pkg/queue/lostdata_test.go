@@ -1,0 +1,134 @@
+package queue
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mailshim/mailshim/pkg/config"
+	"github.com/mailshim/mailshim/pkg/smtptest"
+	"github.com/mailshim/mailshim/pkg/spool"
+)
+
+// stoppingUpstream is a real go-smtp upstream that goes down (stops
+// listening and drops every session) in the middle of the next message
+// to victim@example.net while armed: during its data (stage
+// smtptest.StageData), or once all of it is read but before the reply
+// (smtptest.StageDataEnd). One session at a time.
+type stoppingUpstream struct {
+	*smtptest.Server
+	armed atomic.Bool
+	rcpt  atomic.Value // the last RCPT TO
+}
+
+func newStoppingUpstream(t *testing.T, stage string) *stoppingUpstream {
+	u := &stoppingUpstream{}
+	u.Server = smtptest.New(t, smtptest.Options{NoTLS: true, Hook: func(ctx context.Context, st, arg string) error {
+		if st == smtptest.StageRcpt {
+			u.rcpt.Store(arg)
+		}
+		if st == stage && u.rcpt.Load() == "victim@example.net" && u.armed.CompareAndSwap(true, false) {
+			u.Stop()
+			return smtptest.ErrDrop
+		}
+		return nil
+	}})
+	return u
+}
+
+// A message whose connection the upstream loses in the middle of its
+// data, because the upstream went down, goes out as soon as the
+// upstream is back, with the mail that waited for the upstream's
+// breaker — not one retry interval later. Through Queue.Run, the real
+// relay client and a real go-smtp upstream; the clock is the test's.
+func TestLostInDataGoesWhenTheUpstreamIsBack(t *testing.T) {
+	for _, stage := range []string{smtptest.StageData, smtptest.StageDataEnd} {
+		t.Run(stage, func(t *testing.T) {
+			srv := newStoppingUpstream(t, stage)
+			e := newEnv(t, Settings{Concurrency: 1, Retry: []time.Duration{time.Hour}, Lifetime: 24 * time.Hour,
+				Upstreams: NewUpstreams([]config.Upstream{srv.Upstream()}, realOpts(), nil)})
+			srv.armed.Store(true)
+			victim := e.enqueue(t, 1001, "a@example.org", "victim@example.net")
+			e.run()
+			if st := e.state(t, victim); st != spool.Deferred {
+				t.Fatalf("after the lost connection the message is %q, want deferred\n%s", st, e.log)
+			}
+			if d := e.deliveryState(t, victim); d.Attempts != 1 {
+				t.Errorf("attempts %d, want 1: some of the data went out", d.Attempts)
+			}
+
+			// The upstream is down: the next message finds it so, and its
+			// breaker opens.
+			e.clk.Set(t0.Add(2 * time.Second))
+			other := e.enqueue(t, 1001, "a@example.org", "other@example.net")
+			e.run()
+			if st := e.state(t, other); st != spool.Deferred {
+				t.Fatalf("with the upstream down the other message is %q, want deferred\n%s", st, e.log)
+			}
+
+			// Back: the breaker's probe closes it, and both go.
+			if err := srv.Restart(); err != nil {
+				t.Fatal(err)
+			}
+			e.clk.Set(t0.Add(10 * time.Second))
+			for i := 0; i < 3; i++ {
+				e.run()
+			}
+			if n := srv.Count(); n != 2 {
+				t.Fatalf("the upstream has %d messages 10 s in, want 2 (the one lost in its data too)\n%s", n, e.log)
+			}
+		})
+	}
+}
+
+// A message lost in its data twice in a row, each time with the upstream
+// going down, is left to the retry schedule the second time: one that
+// breaks the upstream itself is not sent again at every recovery.
+func TestLostInDataTwiceWaitsForTheSchedule(t *testing.T) {
+	srv := newStoppingUpstream(t, smtptest.StageData)
+	e := newEnv(t, Settings{Concurrency: 1, Retry: []time.Duration{time.Hour}, Lifetime: 24 * time.Hour,
+		Upstreams: NewUpstreams([]config.Upstream{srv.Upstream()}, realOpts(), nil)})
+	victim := e.enqueue(t, 1001, "a@example.org", "victim@example.net")
+	srv.armed.Store(true)
+	e.run() // the victim's data: the upstream goes down
+	// Another message finds it down, and its breaker opens.
+	e.clk.Set(t0.Add(2 * time.Second))
+	e.enqueue(t, 1001, "a@example.org", "other@example.net")
+	e.run()
+	// Back, and the victim goes again with the other: the upstream goes
+	// down in its data again.
+	if err := srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	srv.armed.Store(true)
+	e.clk.Set(t0.Add(10 * time.Second))
+	e.run()
+	e.run()
+	if d := e.deliveryState(t, victim); d.Attempts != 2 || srv.armed.Load() {
+		t.Fatalf("the victim was not sent again when the upstream came back: %d attempts\n%s", d.Attempts, e.log)
+	}
+	// Down again for others, and back: this time the victim waits for
+	// its retry time.
+	e.clk.Set(t0.Add(12 * time.Second))
+	e.enqueue(t, 1001, "a@example.org", "third@example.net")
+	e.run()
+	if err := srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	e.clk.Set(t0.Add(20 * time.Second))
+	for i := 0; i < 3; i++ {
+		e.run()
+	}
+	if d := e.deliveryState(t, victim); d.Attempts != 2 || e.state(t, victim) != spool.Deferred {
+		t.Fatalf("after its second loss the victim is %s with %d attempts, want deferred with 2\n%s", e.state(t, victim), d.Attempts, e.log)
+	}
+	if n := srv.Count(); n != 2 {
+		t.Fatalf("the upstream has %d messages, want the two others\n%s", n, e.log)
+	}
+	e.clk.Set(t0.Add(2 * time.Hour))
+	e.run()
+	if n := srv.Count(); n != 3 {
+		t.Fatalf("the upstream has %d messages after the retry time, want 3\n%s", n, e.log)
+	}
+}
