@@ -5,6 +5,7 @@ import (
 	"io"
 	"strconv"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
@@ -37,8 +38,9 @@ import (
 // (ESRCH), never another process's, even when its PID has gone to
 // another process. Such an entry is dropped and the process is read
 // through its path, as ApplyProcess does (it may be the new process at
-// that PID; the caller's check that the process it records holds the
-// client's socket after the reading is what decides, as before).
+// that PID: ApplyHolder tells its caller when what it read is certainly
+// of the process found at the PID, and otherwise the caller's check that
+// the process still holds the client's socket after the reading decides).
 //
 // At most max processes are kept (the least recently read is closed for
 // a new one); a Procs is safe for concurrent use (reads of one process's
@@ -54,11 +56,17 @@ type Procs struct {
 	// (readLinks), which ApplyProcess makes.
 	byPath bool
 	root   string // "/proc"; another directory in tests
+	// clock orders the opening of pidfds and the callers' marks (Mark,
+	// ApplyHolder): each takes the next value.
+	clock atomic.Uint64
 }
 
 type procEntry struct {
 	pid  int
 	used uint64 // Procs.tick at its last use, under Procs.mu
+	// opened is Procs.clock taken once pidfd was open (before the entry
+	// is shared).
+	opened uint64
 	// rw: readers hold it shared while they use the descriptors; closing
 	// them takes it exclusively.
 	rw     sync.RWMutex
@@ -84,7 +92,7 @@ func NewProcs(max int) *Procs {
 // ApplyProcess is the package's ApplyProcess, reading through the files
 // kept open when it can.
 func (ps *Procs) ApplyProcess(o *spool.Origin, pid int) (gid int) {
-	p, unit, ok := ps.read(pid)
+	p, unit, _, ok := ps.read(pid)
 	if !ok {
 		return ApplyProcess(o, pid)
 	}
@@ -96,10 +104,41 @@ func (ps *Procs) ApplyProcess(o *spool.Origin, pid int) (gid int) {
 	return p.GID
 }
 
+// Mark returns the present moment for ApplyHolder: a caller takes it
+// before it looks for a process in /proc (the readlink of /proc/PID/fd/N
+// that finds the client's socket there).
+func (ps *Procs) Mark() uint64 { return ps.clock.Add(1) }
+
+// ApplyHolder is ApplyProcess for pid, a process the caller found holding
+// a socket after it took mark (Mark). same reports whether what was read
+// is certainly of that process: its pidfd, kept since before mark, still
+// answered when the reading began (PIDFD_GET_INFO). A process is not
+// released from its PID until it is reaped, and a reaped process's pidfd
+// no longer answers: the process of the pidfd held pid from before mark
+// until the reading, so it is the one whose descriptors the caller read
+// after mark, and every file read names it (they were opened while it
+// held pid, and read nothing once it is reaped). Otherwise (no such pidfd
+// or kernel, kept files opened after mark, or read through the path),
+// same is false: pid may have gone to another process after the caller
+// found it, and only finding the socket in pid's descriptors again after
+// the reading tells that the process read held it.
+func (ps *Procs) ApplyHolder(o *spool.Origin, pid int, mark uint64) (gid int, same bool) {
+	p, unit, opened, ok := ps.read(pid)
+	if !ok {
+		return ApplyProcess(o, pid), false
+	}
+	if p.Comm == "" && len(p.Cmdline) == 0 {
+		return -1, false
+	}
+	p.record(o)
+	o.Cgroup = unit
+	return p.GID, opened != 0 && opened < mark
+}
+
 // ApplyProcessOf is the package's ApplyProcessOf, reading through the
 // files kept open when it can.
 func (ps *Procs) ApplyProcessOf(o *spool.Origin, pid, uid int) (gid int, ok bool) {
-	p, unit, read := ps.read(pid)
+	p, unit, _, read := ps.read(pid)
 	if !read {
 		return ApplyProcessOf(o, pid, uid)
 	}
@@ -127,23 +166,27 @@ var errGone = errors.New("origin: the process's files no longer read")
 
 // read reads process pid through its kept files (opening them first when
 // none are kept): its status and command line, its exe and cwd links
-// when it has either, and its systemd unit. ok is false when its files
+// when it has either, and its systemd unit. opened is the Procs clock
+// when the pidfd read was opened (0: none). ok is false when its files
 // could not be opened or no longer read (dropped then): the caller reads
 // it through its path.
-func (ps *Procs) read(pid int) (p Process, unit string, ok bool) {
+func (ps *Procs) read(pid int) (p Process, unit string, opened uint64, ok bool) {
 	if ps.byPath || pid <= 0 {
-		return p, "", false
+		return p, "", 0, false
 	}
 	e := ps.entry(pid)
 	if e == nil {
-		return p, "", false
+		return p, "", 0, false
 	}
 	p, unit, err := e.read()
 	if err != nil {
 		ps.drop(e)
-		return Process{}, "", false
+		return Process{}, "", 0, false
 	}
-	return p, unit, true
+	if e.pidfd >= 0 {
+		opened = e.opened
+	}
+	return p, unit, opened, true
 }
 
 func (e *procEntry) read() (p Process, unit string, err error) {
@@ -221,6 +264,7 @@ func (ps *Procs) entry(pid int) *procEntry {
 	if e == nil {
 		return nil
 	}
+	e.opened = ps.clock.Add(1)
 	var evict *procEntry
 	ps.mu.Lock()
 	if cur := ps.m[pid]; cur != nil {
@@ -301,8 +345,13 @@ func openEntry(root string, pid int) *procEntry {
 }
 
 // pidfdInfoWorks reports whether the kernel answers PIDFD_GET_INFO (asked
-// once, for this process).
+// once, for this process) and /proc is of this process's PID namespace
+// (/proc/self is its PID): a pidfd names the process that /proc/PID does.
 var pidfdInfoWorks = sync.OnceValue(func() bool {
+	var self [32]byte
+	if n, err := unix.Readlink("/proc/self", self[:]); err != nil || string(self[:n]) != strconv.Itoa(unix.Getpid()) {
+		return false
+	}
 	fd, err := unix.PidfdOpen(unix.Getpid(), 0)
 	if err != nil {
 		return false

@@ -298,3 +298,67 @@ func BenchmarkProcs(b *testing.B) {
 		}
 	}
 }
+
+// ApplyHolder says the process read is certainly the one at the PID
+// since the caller's mark only when its pidfd was kept from before the
+// mark and still answered: not for files opened after the mark, and not
+// for a PID whose process was reaped and went to another process (read
+// through its path then).
+func TestProcsApplyHolder(t *testing.T) {
+	cmd, _ := startShell(t, "/tmp", "read x")
+	pid := cmd.Process.Pid
+	ps := NewProcs(4)
+	defer ps.Close()
+	var o spool.Origin
+	if _, same := ps.ApplyHolder(&o, pid, ps.Mark()); same {
+		t.Error("same process for files opened after the mark")
+	}
+	if o.ParentCwd != "/tmp" {
+		t.Fatalf("read %+v", o)
+	}
+	o = spool.Origin{}
+	_, same := ps.ApplyHolder(&o, pid, ps.Mark())
+	if same != pidfdInfoWorks() || o.ParentCwd != "/tmp" {
+		t.Errorf("kept pidfd opened before the mark: same %v (PIDFD_GET_INFO %v), read %+v", same, pidfdInfoWorks(), o)
+	}
+
+	// The process is reaped and its PID goes to another process (in "/").
+	cmd.Process.Kill()
+	cmd.Wait()
+	reusePID(t, pid, "/", "sleep", "60")
+	waitfor.True(t, "the other process", 30*time.Second, func() bool {
+		p := readProcess(pid)
+		return len(p.Cmdline) > 0 && p.Cmdline[0] == "sleep"
+	})
+	o = spool.Origin{}
+	if _, same := ps.ApplyHolder(&o, pid, ps.Mark()); same {
+		t.Errorf("same process for a PID gone to another process (read %+v)", o)
+	}
+	if o.ParentCwd != "/" {
+		t.Errorf("read %+v, want the new process at the PID", o)
+	}
+}
+
+// reusePID starts name args in dir as process pid (free now), through
+// /proc/sys/kernel/ns_last_pid (root), or skips the test.
+func reusePID(t *testing.T, pid int, dir, name string, args ...string) *exec.Cmd {
+	t.Helper()
+	for try := 0; try < 50; try++ {
+		if err := os.WriteFile("/proc/sys/kernel/ns_last_pid", []byte(strconv.Itoa(pid-1)), 0); err != nil {
+			t.Skipf("SKIPPED: cannot set the next PID: %v", err)
+		}
+		c := exec.Command(name, args...)
+		c.Dir = dir
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		if c.Process.Pid == pid {
+			t.Cleanup(func() { c.Process.Kill(); c.Wait() })
+			return c
+		}
+		c.Process.Kill()
+		c.Wait()
+	}
+	t.Skipf("SKIPPED: PID %d could not be given to another process (a busy machine)", pid)
+	return nil
+}

@@ -18,9 +18,12 @@
 //     is the holder of the client's socket (its inode from unix_diag),
 //     looked for first at SO_PEERCRED's PID.
 //
-// What is read from /proc/PID is kept only if the process still holds
-// the client's socket afterwards: a PID may go to another process between
-// the search and the reading.
+// What is read from /proc/PID is kept only if it is of a process that
+// held the client's socket: a PID may go to another process between the
+// search and the reading. Either the process's pidfd, kept open since
+// before the search, still answers at the reading (the PID cannot have
+// changed hands meanwhile: origin.Procs.ApplyHolder), or the process
+// still holds the socket after the reading.
 //
 // A connection whose owner cannot be established — the client's socket is
 // gone (a race) or lives in another network namespace, or the peer is not
@@ -181,6 +184,9 @@ type Server struct {
 	budget   scanBudget         // each user's allowance of /proc scan time
 	procs    *origin.Procs      // the /proc files of the last clients' processes, kept open
 	selfPID  int
+	// afterFind (tests) runs between finding the client's process and
+	// reading it.
+	afterFind func(pid int)
 
 	mu    sync.Mutex
 	lns   map[net.Listener]bool
@@ -518,7 +524,9 @@ func (s *Server) describe(raw net.Conn, id *Identity) {
 			return
 		}
 		// Where this user's last sockets were held first (one readlink
-		// each), then the scan, those processes first.
+		// each), then the scan, those processes first. (The mark comes
+		// before any readlink that can find the socket: ApplyHolder.)
+		mark := s.procs.Mark()
 		slots := s.recent.get(id.UID)
 		found := false
 		for _, sl := range slots {
@@ -569,14 +577,20 @@ func (s *Server) describe(raw net.Conn, id *Identity) {
 		}
 		id.PID = h.PID
 		if id.PID > 0 && id.PID != s.selfPID {
+			if s.afterFind != nil {
+				s.afterFind(id.PID)
+			}
 			var o spool.Origin
-			gid := s.procs.ApplyProcess(&o, id.PID)
+			gid, same := s.procs.ApplyHolder(&o, id.PID, mark)
 			// Read from /proc/PID: if the holder exited meanwhile and its
 			// PID went to another process, that is what was read. It
-			// counts only if the process still holds the socket (in the
-			// same descriptor, else in any, looked for within
-			// recheckLimit: this walk is outside the user's scan budget).
-			if !sockdiag.InSlot("", sockdiag.Slot{PID: h.PID, FD: h.FD}, id.inode) && !sockdiag.Holds("", id.PID, id.inode, recheckLimit) {
+			// counts if it is certainly of the process found holding the
+			// socket (same: its pidfd, open since before the search,
+			// still answered), else only if the process still holds the
+			// socket (in the same descriptor, else in any, looked for
+			// within recheckLimit: this walk is outside the user's scan
+			// budget).
+			if !same && !sockdiag.InSlot("", sockdiag.Slot{PID: h.PID, FD: h.FD}, id.inode) && !sockdiag.Holds("", id.PID, id.inode, recheckLimit) {
 				id.PID, h.PID = 0, 0
 				return
 			}

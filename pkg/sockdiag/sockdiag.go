@@ -494,8 +494,9 @@ func holds(procRoot string, pid int, target string, deadline time.Time) (int, in
 }
 
 // Holds reports whether process pid has the socket inode open now. A
-// caller that read /proc/PID after FindHolder found pid asks again
-// afterwards: if the process exited meanwhile and its PID went to another
+// caller that read /proc/PID after FindHolder found pid, and holds no
+// pidfd of that process from before the search, asks again afterwards:
+// if the process exited meanwhile and its PID went to another
 // process, what was read is that other process's. The walk over pid's
 // descriptors stops at limit (none when zero; the first batch of 256 is
 // always read), and a walk cut short reports false: a client that moves
