@@ -240,7 +240,7 @@ func (w *worker) prepare(id string) *attempt {
 		w.gone(id)
 		return nil
 	}
-	f, m, err := q.sp.OpenMessage(id)
+	f, m, err := q.sp.OpenWhole(id)
 	if err != nil && !errors.Is(err, spool.ErrCorrupt) && !errors.Is(err, os.ErrNotExist) {
 		// Not the file's fault (EMFILE, EIO...): try again later.
 		next := q.now().Add(retryAfter(w.set.Retry, 1))

@@ -321,14 +321,47 @@ func Decode(r io.ReaderAt, fileSize int64) (*Meta, error) {
 	if err != nil {
 		return nil, err
 	}
+	return m, m.placeBody(off, fileSize)
+}
+
+// placeBody sets m's body offset, the length of the header, and checks
+// that the file (of fileSize bytes) holds exactly m.Size bytes after it.
+func (m *Meta) placeBody(off, fileSize int64) error {
 	m.BodyOffset = off
 	switch {
 	case fileSize-off < m.Size:
-		return nil, fmt.Errorf("%w: %d of %d message bytes", ErrTruncated, fileSize-off, m.Size)
+		return fmt.Errorf("%w: %d of %d message bytes", ErrTruncated, fileSize-off, m.Size)
 	case fileSize-off > m.Size:
-		return nil, fmt.Errorf("%w: %d bytes after the message", ErrSize, fileSize-off-m.Size)
+		return fmt.Errorf("%w: %d bytes after the message", ErrSize, fileSize-off-m.Size)
 	}
-	return m, nil
+	return nil
+}
+
+// decodeBytes is Decode of a whole file held in b (smaller than
+// maxHeader): the header's lines are substrings of one copy of the
+// header, not a string each.
+func decodeBytes(b []byte) (*Meta, error) {
+	h := b
+	if i := bytes.Index(b, []byte("\n\n")); i >= 0 {
+		h = b[:i+2]
+	}
+	hdr := string(h)
+	var off int64
+	line := func() (string, error) {
+		i := strings.IndexByte(hdr, '\n')
+		if i < 0 {
+			return "", ErrTruncated
+		}
+		l := hdr[:i]
+		hdr = hdr[i+1:]
+		off += int64(i + 1)
+		return l, nil
+	}
+	m, err := decodeFields(line)
+	if err != nil {
+		return nil, err
+	}
+	return m, m.placeBody(off, int64(len(b)))
 }
 
 // decodeFields parses the header lines returned by line (without their

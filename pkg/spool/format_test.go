@@ -144,6 +144,11 @@ func FuzzDecode(f *testing.F) {
 		// agrees with Decode on every file Decode accepts.
 		s, serr := DecodeHeader(bufio.NewReaderSize(bytes.NewReader(file), 16), len(file))
 		d, err := Decode(bytes.NewReader(file), int64(len(file)))
+		// The decoder of a file held in memory (OpenWhole's) agrees
+		// with Decode on every file, its errors included.
+		if w, werr := decodeBytes(file); fmt.Sprint(werr) != fmt.Sprint(err) || !reflect.DeepEqual(w, d) {
+			t.Fatalf("decodeBytes and Decode differ:\n%+v, %v\n%+v, %v", w, werr, d, err)
+		}
 		if err != nil {
 			if !errors.Is(err, ErrCorrupt) {
 				t.Fatalf("error not ErrCorrupt: %v", err)

@@ -22,6 +22,7 @@ package spool
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"hash"
@@ -508,7 +509,8 @@ var writers = sync.Pool{New: func() any {
 }}
 
 // Message is a queued message opened for reading: a section of its
-// segment (offsets are the message's own, as in a maildrop file).
+// segment, or a copy of it in memory (OpenWhole) (offsets are the
+// message's own, as in a maildrop file).
 type Message struct {
 	*io.SectionReader
 	file string // the segment's path (Name)
@@ -516,7 +518,13 @@ type Message struct {
 	seg  *segment
 	off  int64
 	once sync.Once
+	held *[]byte // the message's bytes, when OpenWhole read them (wholeBufs)
 }
+
+// closedReader is what a Message that OpenWhole held reads after Close.
+type closedReader struct{}
+
+func (closedReader) ReadAt([]byte, int64) (int, error) { return 0, os.ErrClosed }
 
 // Name names the message for error messages (its segment and offset).
 // Made when asked: delivery opens every message, errors are rare.
@@ -534,6 +542,13 @@ func (m *Message) Close() error {
 			m.seg.f.Close()
 		}
 		m.q.mu.Unlock()
+		if m.held != nil {
+			// Its buffer goes to another message: a read after Close
+			// fails as a read of a closed file does.
+			m.SectionReader = io.NewSectionReader(closedReader{}, 0, m.Size())
+			wholeBufs.Put(m.held)
+			m.held = nil
+		}
 	})
 	return nil
 }
@@ -561,11 +576,47 @@ func (q *Queue) openSection(id string) (*Message, error) {
 
 // OpenMessage opens queued message id and decodes its header.
 func (q *Queue) OpenMessage(id string) (*Message, *Meta, error) {
+	return q.openMessage(id, false)
+}
+
+// wholeMax bounds the message OpenWhole reads at once: a typical
+// message (a 2 KB notice, a cron report) and its header.
+const wholeMax = 16 << 10
+
+var wholeBufs = sync.Pool{New: func() any { b := make([]byte, wholeMax); return &b }}
+
+// OpenWhole is OpenMessage for a caller that reads the whole message
+// (delivery): a message of at most wholeMax bytes, header included, is
+// read from its segment in one read and then served from memory, so that
+// decoding its header and reading its body take one read of the segment
+// instead of two. A bigger one is opened as OpenMessage opens it.
+func (q *Queue) OpenWhole(id string) (*Message, *Meta, error) {
+	return q.openMessage(id, true)
+}
+
+func (q *Queue) openMessage(id string, whole bool) (*Message, *Meta, error) {
 	m, err := q.openSection(id)
 	if err != nil {
 		return nil, nil, err
 	}
-	meta, err := Decode(m, m.Size())
+	if n := m.Size(); whole && n <= wholeMax {
+		// A failed or short read leaves the message on its segment,
+		// where Decode meets the failure as OpenMessage does.
+		bp := wholeBufs.Get().(*[]byte)
+		b := (*bp)[:n]
+		if k, err := m.ReadAt(b, 0); err == nil && int64(k) == n {
+			m.SectionReader = io.NewSectionReader(bytes.NewReader(b), 0, n)
+			m.held = bp
+		} else {
+			wholeBufs.Put(bp)
+		}
+	}
+	var meta *Meta
+	if m.held != nil {
+		meta, err = decodeBytes((*m.held)[:m.Size()])
+	} else {
+		meta, err = Decode(m, m.Size())
+	}
 	if err != nil {
 		m.Close()
 		return nil, nil, fmt.Errorf("%s (%s): %w", id, m.Name(), err)
