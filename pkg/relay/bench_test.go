@@ -118,3 +118,25 @@ func BenchmarkWireSafety(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkScanRender is what a Send does to a 2 KB message held in
+// memory before it goes out: the scan (Message.Prepare) and the rendering
+// for the wire after the 354.
+func BenchmarkScanRender(b *testing.B) {
+	in := []byte("From: sender@example.org\nSubject: bench\n\n" + strings.Repeat("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\n", 32))
+	body := func() (io.Reader, error) { return bytes.NewReader(in), nil }
+	b.SetBytes(int64(len(in)))
+	b.ReportAllocs()
+	for b.Loop() {
+		p, src, err := scanBody(body)
+		if err != nil {
+			b.Fatal(err)
+		}
+		r := render(src, p, WireMode{EightBit: true})
+		if r == nil {
+			b.Fatal("not rendered")
+		}
+		r.release()
+		src.release()
+	}
+}

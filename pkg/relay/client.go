@@ -514,6 +514,9 @@ func render(src *source, p *plan, mode WireMode) *rendered {
 	if src.held == nil {
 		return nil
 	}
+	if p.clean {
+		return renderPlain(*src.held)
+	}
 	wr, err := openWire(src, p, mode)
 	if err != nil {
 		return nil
@@ -525,6 +528,31 @@ func render(src *source, p *plan, mode WireMode) *rendered {
 		r.release()
 		return nil
 	}
+	return r
+}
+
+// renderPlain is render of a plain message (plan.clean): its lines with
+// CRLF ends, dot-stuffed, and the end of data, as writeData writes what
+// the walker makes of it, without walking it.
+func renderPlain(msg []byte) *rendered {
+	r := renderedPool.Get().(*rendered)
+	r.b.Reset()
+	r.b.Grow(len(msg) + len(msg)/16 + 8)
+	for len(msg) > 0 {
+		line := msg
+		i := bytes.IndexByte(msg, '\n')
+		if i >= 0 {
+			line, msg = msg[:i], msg[i+1:]
+		} else {
+			msg = nil
+		}
+		if len(line) > 0 && line[0] == '.' {
+			r.b.WriteByte('.')
+		}
+		r.b.Write(line)
+		r.b.WriteString("\r\n")
+	}
+	r.b.WriteString(".\r\n")
 	return r
 }
 

@@ -66,7 +66,10 @@
 // header lines are folded. The transformer streams: it reads the message
 // twice (a scan to decide which parts to re-encode, then the rewrite), and
 // buffers at most one entity header (bounded). Dot-stuffing is the
-// session's (dotWriter in client.go), as the chunks go out.
+// session's (dotWriter in client.go), as the chunks go out. A message held
+// in memory that is plain (7-bit, no CR, no NUL, no line over 900 octets:
+// nothing the transformer would change) skips both passes: it goes out as
+// it is, with CRLF line ends, dot-stuffed (renderPlain).
 //
 // 8-bit to a 7-bit upstream: converted as above. What cannot be converted —
 // 8-bit bytes in a header, or an SMTPUTF8 message to an upstream without

@@ -19,6 +19,7 @@ package relay
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"io"
 	"mime"
@@ -61,6 +62,44 @@ type plan struct {
 	any8bit   bool
 	lines     int64
 	size      int64
+	// clean: the message, held in memory, has nothing the transformer
+	// changes (plain: 7-bit, no CR, no NUL, no line over cleanLine
+	// octets), so it goes out as it is but for CRLF line ends; scanBody
+	// found that without walking it, and render writes it so.
+	clean bool
+}
+
+// cleanLine bounds the lines of a plain message: well below the 998
+// octets of the wire, so that no part (a quoted-printable one, whose
+// repair breaks a line a few octets before 998) is changed either.
+const cleanLine = 900
+
+// plain reports whether b (a whole message) is 7-bit without CR and NUL,
+// with no line over cleanLine octets: what every walker pass leaves as it
+// is but for CRLF line ends, whatever its MIME structure.
+func plain(b []byte) bool {
+	if bytes.IndexByte(b, '\r') >= 0 || bytes.IndexByte(b, 0) >= 0 {
+		return false
+	}
+	var or uint64
+	i := 0
+	for ; i+8 <= len(b); i += 8 {
+		or |= binary.LittleEndian.Uint64(b[i:])
+	}
+	for ; i < len(b); i++ {
+		or |= uint64(b[i])
+	}
+	if or&0x8080808080808080 != 0 {
+		return false
+	}
+	for len(b) > cleanLine {
+		i := bytes.IndexByte(b[:cleanLine+1], '\n')
+		if i < 0 {
+			return false
+		}
+		b = b[i+1:]
+	}
+	return true
 }
 
 // wireSize estimates the size of the message on the wire (CRLF line ends).
@@ -177,6 +216,9 @@ func scanBody(body func() (io.Reader, error)) (*plan, *source, error) {
 		// store's reader) is in buf.
 		*buf = (*buf)[:n]
 		src.held = buf
+		if plain(*buf) {
+			return &plan{clean: true, size: int64(n), lines: int64(bytes.Count(*buf, []byte("\n")))}, src, nil
+		}
 		p, err := scanMessage(bytes.NewReader(*buf))
 		if err != nil {
 			src.release()

@@ -606,3 +606,56 @@ func TestWireHeaderBuffers(t *testing.T) {
 		}
 	}
 }
+
+// FuzzRenderPlain: a message scanBody finds plain (plan.clean, rendered
+// without the walker) goes on the wire exactly as the walker makes it,
+// with its full scan's plan, and with the same size and 8-bit verdict;
+// a message it does not find plain is scanned as before.
+func FuzzRenderPlain(f *testing.F) {
+	f.Add([]byte("Subject: s\n\n.\n..\n.x\nend\n"))
+	f.Add([]byte("Subject: s\n\nno final line end"))
+	f.Add([]byte(""))
+	f.Add([]byte("Content-Type: multipart/mixed; boundary=b\n\n--b\nContent-Transfer-Encoding: quoted-printable\n\n" + strings.Repeat("a", 880) + "=3D=\n--b--\n"))
+	f.Add([]byte("Subject: s\n\n" + strings.Repeat("x", cleanLine) + "\n" + strings.Repeat("y", cleanLine+1) + "\n"))
+	f.Add([]byte("Subject: caf\xc3\xa9\n\nx\n"))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		if len(in) > heldMax {
+			in = in[:heldMax]
+		}
+		body := func() (io.Reader, error) { return bytes.NewReader(in), nil }
+		p, src, err := scanBody(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer src.release()
+		full, err := scanMessage(bytes.NewReader(in))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.clean != plain(in) {
+			t.Fatalf("clean %v, plain %v", p.clean, plain(in))
+		}
+		if p.wireSize() != full.wireSize() || p.stuck8bit != full.stuck8bit {
+			t.Fatalf("plan %+v, full scan %+v", p, full)
+		}
+		for _, mode := range []WireMode{{EightBit: true}, {}} {
+			var want bytes.Buffer
+			bw := bufio.NewWriterSize(&want, writeBuf)
+			wr, err := openWire(&source{open: body}, full, mode)
+			if err == nil {
+				err = writeData(bw, wr)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := render(src, p, mode)
+			if r == nil {
+				t.Fatal("held message not rendered")
+			}
+			if got := r.b.String(); got != want.String() {
+				t.Fatalf("%+v, clean %v: rendered %q\nwalked %q", mode, p.clean, got, want.String())
+			}
+			r.release()
+		}
+	})
+}
