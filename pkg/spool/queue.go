@@ -164,10 +164,18 @@ func (q *Queue) leaveLocked(e *entry) {
 	q.setRemove(e.st)
 }
 
+// A state's set drops its stale IDs once it holds more than setCompact
+// of them and more than twice the IDs really in the state: List walks
+// them all, and the scheduler lists incoming after every job while mail
+// comes in a few messages at a time (a bound of 1024 had it walk hundreds
+// of stale IDs for 2 live ones). Dropping them walks the set once per
+// (at least) half its length in removals.
+const setCompact = 16
+
 func (q *Queue) setRemove(st uint8) {
 	s := &q.sets[st]
 	s.n--
-	if len(s.ids) > 1024 && len(s.ids) > 2*s.n {
+	if len(s.ids) > setCompact && len(s.ids) > 2*s.n {
 		out := s.ids[:0]
 		for _, id := range s.ids {
 			if e := q.entries[id]; e != nil && e.st == st {

@@ -82,3 +82,28 @@ func BenchmarkClaimRecord(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkListTaken is the scheduler's listing of incoming while mail is
+// delivered as it comes: a few messages incoming, each listed, then taken
+// (Take) as a new one comes in.
+func BenchmarkListTaken(b *testing.B) {
+	q := newTestQueue(b)
+	const live = 4
+	var ids []string
+	for range live {
+		ids = append(ids, putBody(b, q, Incoming, "Subject: x\n\nbody\n"))
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		got, err := q.List(Incoming)
+		if err != nil || len(got) != live {
+			b.Fatal(len(got), err)
+		}
+		if _, err := q.Take(ids[0]); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		ids = append(ids[1:], putBody(b, q, Incoming, "Subject: x\n\nbody\n"))
+		b.StartTimer()
+	}
+}
