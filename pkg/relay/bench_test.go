@@ -140,3 +140,14 @@ func BenchmarkScanRender(b *testing.B) {
 		src.release()
 	}
 }
+
+// BenchmarkParseQueueID is the queue ID found in a final reply, once per
+// message.
+func BenchmarkParseQueueID(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		if parseQueueID("2.0.0 Ok: queued as 4XyZ1k2Lm3") == "" {
+			b.Fatal("not found")
+		}
+	}
+}

@@ -433,13 +433,81 @@ func parseQueueID(reply string) string {
 	if !containsFold(reply, "queued a") && !containsFold(reply, "id=") && !containsFold(reply, "> [internalid") {
 		return ""
 	}
-	m := queuedAs.FindStringSubmatch(reply)
-	if m == nil {
+	if !message.IsASCII(reply) {
+		// (?i) folds beyond ASCII (s to U+017F, k to U+212A, in the
+		// words and in the classes): the expression decides.
+		m := queuedAs.FindStringSubmatch(reply)
+		if m == nil {
+			return ""
+		}
+		for _, g := range m[1:] {
+			if g != "" {
+				return strings.TrimRight(g, ".")
+			}
+		}
 		return ""
 	}
-	for _, g := range m[1:] {
-		if g != "" {
-			return strings.TrimRight(g, ".")
+	// ASCII (every reply seen in practice): the expression's leftmost
+	// match found by hand, without its allocations and its machine.
+	for i := 0; i < len(reply); i++ {
+		boundary := i == 0 || !isWordByte(reply[i-1])
+		switch {
+		case boundary && hasPrefixFold(reply[i:], "queued as "):
+			if id := idRun(reply[i+len("queued as "):]); id != "" {
+				return strings.TrimRight(id, ".")
+			}
+		case boundary && hasPrefixFold(reply[i:], "id="):
+			if id := idRun(reply[i+len("id="):]); id != "" {
+				return strings.TrimRight(id, ".")
+			}
+		case reply[i] == '<':
+			if addr := internalID(reply[i+1:]); addr != "" {
+				return strings.TrimRight(addr, ".")
+			}
+		}
+	}
+	return ""
+}
+
+// isWordByte is \b's notion of a word character (ASCII).
+func isWordByte(c byte) bool {
+	return c == '_' || '0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z'
+}
+
+// hasPrefixFold reports whether s starts with prefix (ASCII, lower case),
+// case ignored.
+func hasPrefixFold(s, prefix string) bool {
+	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
+}
+
+// idRun returns the longest prefix of s made of queue ID characters
+// ([A-Za-z0-9._@-]).
+func idRun(s string) string {
+	i := 0
+	for i < len(s) && (isWordByte(s[i]) || s[i] == '.' || s[i] == '@' || s[i] == '-') {
+		i++
+	}
+	return s[:i]
+}
+
+// internalID returns the address of Exchange's "<addr> [InternalId" at
+// the start of s (the "<" already taken), "" if s does not start so.
+func internalID(s string) string {
+	at := -1
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '@':
+			if at >= 0 || i == 0 {
+				return ""
+			}
+			at = i
+		case '>':
+			if at < 0 || i == at+1 || !hasPrefixFold(s[i:], "> [internalid") {
+				return ""
+			}
+			return s[:i]
+		case '<', ' ':
+			return ""
 		}
 	}
 	return ""

@@ -927,3 +927,26 @@ func TestSendHeldAndStreamedMessages(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseQueueID: parseQueueID finds what the expression finds (its
+// leftmost match's group, trailing dots trimmed), on every reply.
+func FuzzParseQueueID(f *testing.F) {
+	for _, s := range []string{"2.0.0 Ok: queued as 4XyZ1k2Lm3", "OK id=1tEaBc-0001Xy-2Q", "Queued as 0A1B2C3D.",
+		"2.6.0 <a1@b.example> [InternalId=123, Hostname=x] Queued mail", "x_id=1 queued as y", "<a@b@c> [InternalId", "<@b> [InternalId <a@b> [internalid"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, reply string) {
+		want := ""
+		if m := queuedAs.FindStringSubmatch(reply); m != nil {
+			for _, g := range m[1:] {
+				if g != "" {
+					want = strings.TrimRight(g, ".")
+					break
+				}
+			}
+		}
+		if got := parseQueueID(reply); got != want {
+			t.Fatalf("%q: %q, the expression finds %q", reply, got, want)
+		}
+	})
+}
