@@ -1,6 +1,7 @@
 package sockdiag
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -246,5 +247,36 @@ func TestTCPOwnerShared(t *testing.T) {
 	}
 	if diag.conn != cur {
 		t.Error("a socket that answered ENOENT was replaced")
+	}
+}
+
+// A lookup's answer is read at once, in the call that sends it; when none
+// is there the read waits through the poller under its deadline (here a
+// short one, nothing having been asked: it fails, it does not hang), and
+// the socket answers the next lookup at once all the same.
+func TestDiagAnswerWait(t *testing.T) {
+	_, server := tcpPair(t)
+	peer := server.RemoteAddr().(*net.TCPAddr).AddrPort()
+	local := server.LocalAddr().(*net.TCPAddr).AddrPort()
+	if _, err := TCPOwner(peer, local); err != nil {
+		t.Fatal(err)
+	}
+	diag.mu.Lock()
+	cur := diag.conn
+	cur.SetDeadline(time.Now().Add(50 * time.Millisecond))
+	start := time.Now()
+	_, _, err := diag.recvWaiting()
+	diag.mu.Unlock()
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("waiting for no answer: %v, want the deadline's error", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("the wait took %v", d)
+	}
+	if o, err := TCPOwner(peer, local); err != nil || o.Inode == 0 {
+		t.Fatalf("after a wait that timed out: %+v, %v", o, err)
+	}
+	if diag.conn != cur {
+		t.Error("the socket was replaced")
 	}
 }
