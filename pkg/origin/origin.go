@@ -503,6 +503,13 @@ func Cgroup(path string) string {
 
 // cgroupUnit is Cgroup of b, the content of a /proc/PID/cgroup file.
 func cgroupUnit(b []byte) string {
+	unit, _ := cgroupUnits(b)
+	return unit
+}
+
+// cgroupUnits is cgroupUnit of b, and the unit the unified hierarchy's
+// line names ("" when it names none).
+func cgroupUnits(b []byte) (unit, unified string) {
 	var best string
 	for len(b) > 0 {
 		var l []byte
@@ -523,11 +530,14 @@ func cgroupUnit(b []byte) string {
 				if len(ctl) == 0 || best == "" {
 					best = string(elem)
 				}
+				if len(ctl) == 0 {
+					unified = clean(string(elem))
+				}
 				break
 			}
 		}
 	}
-	return clean(best)
+	return clean(best), unified
 }
 
 // MaxIgnored bounds the ignored options recorded for one message.

@@ -362,3 +362,107 @@ func reusePID(t *testing.T, pid int, dir, name string, args ...string) *exec.Cmd
 	t.Skipf("SKIPPED: PID %d could not be given to another process (a busy machine)", pid)
 	return nil
 }
+
+// unifiedCgroups makes two cgroups of the unified hierarchy (cgroup v2),
+// named as systemd units, for a test (root; skipped otherwise), and
+// returns their directories.
+func unifiedCgroups(t testing.TB) (a, b string) {
+	t.Helper()
+	if os.Getuid() != 0 {
+		t.Skip("SKIPPED: making cgroups needs root")
+	}
+	if !pidfdInfoWorks() {
+		t.Skip("SKIPPED: no PIDFD_GET_INFO")
+	}
+	mi, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Skip("SKIPPED: no /proc/self/mountinfo")
+	}
+	var mnt string
+	for _, l := range strings.Split(string(mi), "\n") {
+		f := strings.Fields(l)
+		for i, x := range f {
+			if x == "-" && i+1 < len(f) && f[i+1] == "cgroup2" && f[3] == "/" {
+				mnt = f[4]
+			}
+		}
+	}
+	if mnt == "" {
+		t.Skip("SKIPPED: no cgroup2 mount of its root")
+	}
+	var dirs []string
+	for _, n := range []string{"a", "b"} {
+		d := filepath.Join(mnt, "mailshim-test-"+strconv.Itoa(os.Getpid())+"-"+n+".service")
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Skipf("SKIPPED: cannot make a cgroup: %v", err)
+		}
+		t.Cleanup(func() {
+			waitfor.True(t, "the test cgroup to empty", 30*time.Second, func() bool {
+				err := os.Remove(d)
+				return err == nil || os.IsNotExist(err)
+			})
+		})
+		dirs = append(dirs, d)
+	}
+	return dirs[0], dirs[1]
+}
+
+// moveTo puts process pid into the cgroup of directory dir.
+func moveTo(t testing.TB, pid int, dir string) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0); err != nil {
+		t.Skipf("SKIPPED: cannot move a process into a cgroup: %v", err)
+	}
+}
+
+// The unit of a unified-hierarchy cgroup is read from /proc/PID/cgroup
+// once and kept by cgroup ID: a process that moves to another cgroup gets
+// that cgroup's unit, and back the first's, each time what its cgroup
+// file says.
+func TestProcsUnitByCgroupID(t *testing.T) {
+	a, b := unifiedCgroups(t)
+	cmd, _ := startShell(t, "/tmp", "read x")
+	pid := cmd.Process.Pid
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	ps := NewProcs(4)
+	defer ps.Close()
+	for i, dir := range []string{a, b, a, b} {
+		moveTo(t, pid, dir)
+		want := Cgroup("/proc/" + strconv.Itoa(pid) + "/cgroup")
+		if want != filepath.Base(dir) {
+			t.Fatalf("the cgroup file names %q, want %q", want, filepath.Base(dir))
+		}
+		for range 2 {
+			var o spool.Origin
+			ps.ApplyProcess(&o, pid)
+			if o.Cgroup != want {
+				t.Errorf("move %d: unit %q, want %q", i, o.Cgroup, want)
+			}
+		}
+	}
+	if len(ps.units.m) != 2 {
+		t.Errorf("units kept: %v, want the two cgroups'", ps.units.m)
+	}
+}
+
+// BenchmarkProcsUnit is BenchmarkProcs for a process in a cgroup of the
+// unified hierarchy named as a systemd unit (a PHP-FPM pool under
+// php-fpm.service on a cgroup v2 system).
+func BenchmarkProcsUnit(b *testing.B) {
+	a, _ := unifiedCgroups(b)
+	cmd := exec.Command("sleep", "600")
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	moveTo(b, cmd.Process.Pid, a)
+	ps := NewProcs(4)
+	defer ps.Close()
+	b.ReportAllocs()
+	for b.Loop() {
+		var o spool.Origin
+		if ps.ApplyProcess(&o, cmd.Process.Pid) < 0 || o.Cgroup != filepath.Base(a) {
+			b.Fatalf("read %+v", o)
+		}
+	}
+}
