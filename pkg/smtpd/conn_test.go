@@ -2,8 +2,11 @@ package smtpd
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -42,7 +45,7 @@ func tcpPair(t *testing.T) (server, client net.Conn) {
 
 func newTestConn(raw net.Conn) *conn {
 	s := &Server{conns: map[*conn]bool{}}
-	return &conn{Conn: raw, hard: time.Now().Add(time.Minute), release: func() {}, srv: s}
+	return newConn(raw, nil, time.Now().Add(time.Minute), func() {}, s)
 }
 
 // A reply written line by line leaves in one write when the session next
@@ -121,4 +124,115 @@ func TestConnCloseDoesNotWaitForStuckWrite(t *testing.T) {
 		t.Fatal("Close waited for the stuck write")
 	}
 	<-stuck
+}
+
+// unixPair returns the two ends of a Unix stream connection.
+func unixPair(t *testing.T) (server, client net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("unix", filepath.Join(t.TempDir(), "s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err = net.Dial("unix", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err = ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close(); server.Close() })
+	return server, client
+}
+
+// A socket's conn reads and writes with raw system calls (readRaw,
+// writeRaw); what the session sees of them is what net.Conn's Read and
+// Write give: the bytes in order however the socket's buffers cut them,
+// io.EOF itself at the client's close, a timeout error at a deadline,
+// net.ErrClosed once closed.
+func TestConnRawSocket(t *testing.T) {
+	for _, kind := range []struct {
+		name string
+		pair func(*testing.T) (net.Conn, net.Conn)
+	}{{"tcp", tcpPair}, {"unix", unixPair}} {
+		t.Run(kind.name, func(t *testing.T) {
+			t.Run("dialogue", func(t *testing.T) {
+				raw, client := kind.pair(t)
+				c := newTestConn(raw)
+				if c.rc == nil {
+					t.Fatal("no raw access to a socket")
+				}
+				// Held replies larger than what the socket takes at
+				// once: the write waits for the client to read.
+				reply := bytes.Repeat([]byte("250-0123456789abcdefghijklmnopqrstuvwxyz\r\n"), maxHeld/42)
+				c.Write(reply)
+				got := make(chan []byte, 1)
+				go func() {
+					client.SetReadDeadline(time.Now().Add(10 * time.Second))
+					time.Sleep(50 * time.Millisecond)
+					b := make([]byte, len(reply))
+					io.ReadFull(client, b)
+					got <- b
+					client.Write([]byte("QUIT\r\n"))
+				}()
+				buf := make([]byte, 64)
+				c.SetReadDeadline(time.Now().Add(10 * time.Second))
+				n, err := c.Read(buf)
+				if err != nil || string(buf[:n]) != "QUIT\r\n" {
+					t.Fatalf("Read: %q, %v", buf[:n], err)
+				}
+				if b := <-got; !bytes.Equal(b, reply) {
+					t.Fatalf("the client got %d bytes, not the %d written", len(b), len(reply))
+				}
+				client.Close()
+				if n, err := c.Read(buf); n != 0 || err != io.EOF {
+					t.Fatalf("Read after the client's close: %d, %v; want io.EOF", n, err)
+				}
+			})
+			t.Run("deadline", func(t *testing.T) {
+				raw, _ := kind.pair(t)
+				c := newTestConn(raw)
+				c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+				_, err := c.Read(make([]byte, 64))
+				var ne net.Error
+				if !errors.As(err, &ne) || !ne.Timeout() || !errors.Is(err, os.ErrDeadlineExceeded) {
+					t.Fatalf("Read past the deadline: %v, want a timeout", err)
+				}
+				// The client reads nothing: once the socket's buffers are
+				// full, held bytes wait to leave until the write deadline.
+				c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+				var oe *net.OpError
+				for range 1000 {
+					c.Write(bytes.Repeat([]byte("x"), maxHeld))
+					c.SetReadDeadline(time.Now().Add(time.Millisecond))
+					if _, err := c.Read(make([]byte, 64)); errors.As(err, &oe) && oe.Op == "write" {
+						break
+					}
+				}
+				if oe == nil || oe.Op != "write" || !oe.Timeout() {
+					t.Fatalf("sending to a client that reads nothing: %v, want a write timeout", oe)
+				}
+			})
+			t.Run("closed", func(t *testing.T) {
+				raw, _ := kind.pair(t)
+				c := newTestConn(raw)
+				errc := make(chan error, 1)
+				go func() {
+					_, err := c.Read(make([]byte, 64))
+					errc <- err
+				}()
+				time.Sleep(50 * time.Millisecond)
+				c.Close()
+				select {
+				case err := <-errc:
+					if !errors.Is(err, net.ErrClosed) {
+						t.Fatalf("Read of a closed conn: %v, want net.ErrClosed", err)
+					}
+				case <-time.After(10 * time.Second):
+					t.Fatal("Read still waiting after Close")
+				}
+			})
+		})
+	}
 }

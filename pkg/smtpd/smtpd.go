@@ -74,6 +74,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/emersion/go-sasl"
@@ -379,7 +380,7 @@ func (s *Server) admit(raw net.Conn) {
 			reason: "mail loop: the connection comes from relayd itself (is an upstream set to this listener?)"}, "uid", id.UID)
 		return
 	}
-	c := &conn{Conn: raw, id: id, hard: time.Now().Add(s.opts.SessionTimeout), release: release, srv: s}
+	c := newConn(raw, id, time.Now().Add(s.opts.SessionTimeout), release, s)
 	raw.SetDeadline(time.Time{})
 	c.SetDeadline(c.hard)
 	s.mu.Lock()
@@ -907,6 +908,20 @@ type conn struct {
 
 	wmu  sync.Mutex
 	held []byte // written, not sent yet
+	// rc reads the socket and writes the held bytes to it (readRaw,
+	// writeRaw); nil when Conn is not a socket.
+	rc syscall.RawConn
+}
+
+// newConn wraps raw, identified as id.
+func newConn(raw net.Conn, id *Identity, hard time.Time, release func(), srv *Server) *conn {
+	c := &conn{Conn: raw, id: id, hard: hard, release: release, srv: srv}
+	if sc, ok := raw.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			c.rc = rc
+		}
+	}
+	return c
 }
 
 // Bounds of what a conn holds back: more is sent at once; and the time a
@@ -935,9 +950,63 @@ func (c *conn) sendHeld() error {
 	if len(c.held) == 0 {
 		return nil
 	}
-	_, err := c.Conn.Write(c.held)
+	var err error
+	if c.rc != nil {
+		err = c.writeRaw(c.held)
+	} else {
+		_, err = c.Conn.Write(c.held)
+	}
 	c.held = c.held[:0]
 	return err
+}
+
+// writeRaw writes p to the socket as Conn's Write does (waiting in the
+// poller while the socket's buffer is full, with the write deadline), but
+// with write(2) made as a raw system call. The socket is non-blocking, so
+// the call returns at once (EAGAIN when the buffer is full), and a raw
+// call spares the runtime's bookkeeping of a system call that may block:
+// the first such call after all of relayd's Ps were idle wakes the
+// runtime's monitor (sysmon), which then polls every 20 µs for a while,
+// and a call that lasts (a loopback write runs the client's side of TCP
+// and wakes it) may have its P handed to another thread that is woken for
+// it. Those thread wake-ups are much of relayd's context switches under
+// load.
+func (c *conn) writeRaw(p []byte) error {
+	var werr error
+	err := c.rc.Write(func(fd uintptr) bool {
+		for len(p) > 0 {
+			n, e := rawWrite(fd, p)
+			switch e {
+			case 0:
+				if n == 0 {
+					werr = io.ErrShortWrite
+					return true
+				}
+				p = p[n:]
+			case syscall.EINTR:
+			case syscall.EAGAIN:
+				return false
+			default:
+				werr = e
+				return true
+			}
+		}
+		return true
+	})
+	if err == nil && werr != nil {
+		err = werr
+		if e, ok := werr.(syscall.Errno); ok {
+			err = os.NewSyscallError("write", e)
+		}
+	}
+	if err != nil {
+		var oe *net.OpError
+		if errors.As(err, &oe) {
+			err = oe.Err
+		}
+		return &net.OpError{Op: "write", Net: c.LocalAddr().Network(), Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
+	}
+	return nil
 }
 
 func (c *conn) Read(p []byte) (int, error) {
@@ -947,7 +1016,53 @@ func (c *conn) Read(p []byte) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	if c.rc != nil {
+		return c.readRaw(p)
+	}
 	return c.Conn.Read(p)
+}
+
+// readRaw reads from the socket as Conn's Read does (waiting in the
+// poller while there is nothing to read, with the read deadline), with
+// read(2) made as a raw system call (see writeRaw).
+func (c *conn) readRaw(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	var (
+		n    int
+		rerr syscall.Errno
+	)
+	err := c.rc.Read(func(fd uintptr) bool {
+		for {
+			r, e := rawRead(fd, p)
+			switch e {
+			case 0:
+				n = r
+				return true
+			case syscall.EINTR:
+			case syscall.EAGAIN:
+				return false
+			default:
+				rerr = e
+				return true
+			}
+		}
+	})
+	if err == nil && rerr != 0 {
+		err = os.NewSyscallError("read", rerr)
+	}
+	if err != nil {
+		var oe *net.OpError
+		if errors.As(err, &oe) {
+			err = oe.Err
+		}
+		return 0, &net.OpError{Op: "read", Net: c.LocalAddr().Network(), Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
+	}
+	if n == 0 {
+		return 0, io.EOF
+	}
+	return n, nil
 }
 
 func (c *conn) capped(t time.Time) time.Time {
