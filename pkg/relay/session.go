@@ -138,6 +138,7 @@ func dial(ctx context.Context, up config.Upstream, opts Options) (*Session, erro
 	if err != nil {
 		return nil, classify(StageConnect, err)
 	}
+	nc = rawSocket(nc)
 	s := &Session{addr: addr, opts: opts, up: up, command: command, data: data, hostname: hostname, raw: nc}
 	if opts.Trace != nil {
 		s.tr = newTracer(opts.Trace, addr)
