@@ -18,6 +18,7 @@ import (
 
 	"github.com/mailshim/mailshim/pkg/config"
 	"github.com/mailshim/mailshim/pkg/message"
+	"github.com/mailshim/mailshim/pkg/rawconn"
 )
 
 // Session is one connection to one upstream, authenticated and ready for
@@ -138,7 +139,9 @@ func dial(ctx context.Context, up config.Upstream, opts Options) (*Session, erro
 	if err != nil {
 		return nil, classify(StageConnect, err)
 	}
-	nc = rawSocket(nc)
+	// The socket is read and written with raw system calls, which spare
+	// the runtime's thread wake-ups (see package rawconn).
+	nc = rawconn.Wrap(nc)
 	s := &Session{addr: addr, opts: opts, up: up, command: command, data: data, hostname: hostname, raw: nc}
 	if opts.Trace != nil {
 		s.tr = newTracer(opts.Trace, addr)

@@ -84,6 +84,7 @@ import (
 	"github.com/mailshim/mailshim/pkg/maillog"
 	"github.com/mailshim/mailshim/pkg/message"
 	"github.com/mailshim/mailshim/pkg/origin"
+	"github.com/mailshim/mailshim/pkg/rawconn"
 	"github.com/mailshim/mailshim/pkg/sockdiag"
 	"github.com/mailshim/mailshim/pkg/sockserve"
 	"github.com/mailshim/mailshim/pkg/spool"
@@ -960,53 +961,14 @@ func (c *conn) sendHeld() error {
 	return err
 }
 
-// writeRaw writes p to the socket as Conn's Write does (waiting in the
-// poller while the socket's buffer is full, with the write deadline), but
-// with write(2) made as a raw system call. The socket is non-blocking, so
-// the call returns at once (EAGAIN when the buffer is full), and a raw
-// call spares the runtime's bookkeeping of a system call that may block:
-// the first such call after all of relayd's Ps were idle wakes the
-// runtime's monitor (sysmon), which then polls every 20 µs for a while,
-// and a call that lasts (a loopback write runs the client's side of TCP
-// and wakes it) may have its P handed to another thread that is woken for
-// it. Those thread wake-ups are much of relayd's context switches under
-// load.
+// writeRaw writes p to the socket as Conn's Write does, with write(2)
+// made as a raw system call: a raw call neither wakes the runtime's
+// monitor (sysmon) nor has the calling thread's P handed to another
+// thread, and those thread wake-ups are much of relayd's context switches
+// under load (see package rawconn).
 func (c *conn) writeRaw(p []byte) error {
-	var werr error
-	err := c.rc.Write(func(fd uintptr) bool {
-		for len(p) > 0 {
-			n, e := rawWrite(fd, p)
-			switch e {
-			case 0:
-				if n == 0 {
-					werr = io.ErrShortWrite
-					return true
-				}
-				p = p[n:]
-			case syscall.EINTR:
-			case syscall.EAGAIN:
-				return false
-			default:
-				werr = e
-				return true
-			}
-		}
-		return true
-	})
-	if err == nil && werr != nil {
-		err = werr
-		if e, ok := werr.(syscall.Errno); ok {
-			err = os.NewSyscallError("write", e)
-		}
-	}
-	if err != nil {
-		var oe *net.OpError
-		if errors.As(err, &oe) {
-			err = oe.Err
-		}
-		return &net.OpError{Op: "write", Net: c.LocalAddr().Network(), Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
-	}
-	return nil
+	_, err := rawconn.Write(c.Conn, c.rc, p)
+	return err
 }
 
 func (c *conn) Read(p []byte) (int, error) {
@@ -1022,48 +984,9 @@ func (c *conn) Read(p []byte) (int, error) {
 	return c.Conn.Read(p)
 }
 
-// readRaw reads from the socket as Conn's Read does (waiting in the
-// poller while there is nothing to read, with the read deadline), with
-// read(2) made as a raw system call (see writeRaw).
-func (c *conn) readRaw(p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
-	var (
-		n    int
-		rerr syscall.Errno
-	)
-	err := c.rc.Read(func(fd uintptr) bool {
-		for {
-			r, e := rawRead(fd, p)
-			switch e {
-			case 0:
-				n = r
-				return true
-			case syscall.EINTR:
-			case syscall.EAGAIN:
-				return false
-			default:
-				rerr = e
-				return true
-			}
-		}
-	})
-	if err == nil && rerr != 0 {
-		err = os.NewSyscallError("read", rerr)
-	}
-	if err != nil {
-		var oe *net.OpError
-		if errors.As(err, &oe) {
-			err = oe.Err
-		}
-		return 0, &net.OpError{Op: "read", Net: c.LocalAddr().Network(), Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
-	}
-	if n == 0 {
-		return 0, io.EOF
-	}
-	return n, nil
-}
+// readRaw reads from the socket as Conn's Read does, with read(2) made as
+// a raw system call (see writeRaw).
+func (c *conn) readRaw(p []byte) (int, error) { return rawconn.Read(c.Conn, c.rc, p) }
 
 func (c *conn) capped(t time.Time) time.Time {
 	if t.IsZero() || t.After(c.hard) {

@@ -1,6 +1,6 @@
 //go:build !race
 
-package relay
+package rawconn
 
 import (
 	"syscall"
@@ -8,7 +8,7 @@ import (
 )
 
 // rawRead and rawWrite are read(2) and write(2) as raw system calls (see
-// rawConn).
+// the package's comment).
 func rawRead(fd uintptr, p []byte) (int, syscall.Errno) {
 	n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
 	return int(n), e
