@@ -132,3 +132,48 @@ func TestLostInDataTwiceWaitsForTheSchedule(t *testing.T) {
 		t.Fatalf("the upstream has %d messages after the retry time, want 3\n%s", n, e.log)
 	}
 }
+
+// A loss in the data, then an attempt that finds the upstream down, then
+// another loss in the data are not two losses in a row: after the second
+// the message is still due when the upstream comes back, not one retry
+// interval later.
+func TestLostInDataAfterAnOutageIsNotASecondLoss(t *testing.T) {
+	srv := newStoppingUpstream(t, smtptest.StageData)
+	e := newEnv(t, Settings{Concurrency: 1, Retry: []time.Duration{time.Hour}, Lifetime: 24 * time.Hour,
+		Upstreams: NewUpstreams([]config.Upstream{srv.Upstream()}, realOpts(), nil)})
+	victim := e.enqueue(t, 1001, "a@example.org", "victim@example.net")
+	srv.armed.Store(true)
+	e.run() // the victim's data: the upstream goes down
+	// Flushed while the upstream is down: the victim finds it so.
+	e.clk.Set(t0.Add(2 * time.Second))
+	e.q.Flush()
+	e.run()
+	if d := e.deliveryState(t, victim); d.Attempts != 1 || e.state(t, victim) != spool.Deferred {
+		t.Fatalf("with the upstream down the victim is %s with %d attempts, want deferred with 1\n%s", e.state(t, victim), d.Attempts, e.log)
+	}
+	// Back: the victim probes it and loses its data again.
+	if err := srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	srv.armed.Store(true)
+	e.clk.Set(t0.Add(10 * time.Second))
+	e.run()
+	e.run()
+	if d := e.deliveryState(t, victim); d.Attempts != 2 || srv.armed.Load() {
+		t.Fatalf("the victim was not sent again when the upstream came back: %d attempts\n%s", d.Attempts, e.log)
+	}
+	// Down for another message, and back: the victim goes with it.
+	e.clk.Set(t0.Add(12 * time.Second))
+	e.enqueue(t, 1001, "a@example.org", "other@example.net")
+	e.run()
+	if err := srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	e.clk.Set(t0.Add(30 * time.Second))
+	for i := 0; i < 3; i++ {
+		e.run()
+	}
+	if n := srv.Count(); n != 2 {
+		t.Fatalf("the upstream has %d messages 30 s in, want 2 (the victim too)\n%s", n, e.log)
+	}
+}

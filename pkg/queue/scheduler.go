@@ -731,8 +731,12 @@ func (q *Queue) apply(r *jobResult) {
 			delete(s.strikes, m.id)
 			q.deferred[m.id] = m.next
 		case m.deferred && (m.waiting || m.lost):
+			// Only losses in a row count: an attempt that found every
+			// upstream down ends the run.
 			if m.lost {
 				s.lost[m.id] = true
+			} else {
+				delete(s.lost, m.id)
 			}
 			var notBefore time.Time
 			if !r.job.swept[m.id] {
