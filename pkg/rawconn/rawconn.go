@@ -57,6 +57,12 @@ func (c *Conn) Write(p []byte) (int, error) { return Write(c.Conn, c.rc, p) }
 // least one, io.EOF once the peer closed its side.
 func Read(nc net.Conn, rc syscall.RawConn, p []byte) (int, error) {
 	if len(p) == 0 {
+		// Nothing to read, as package net's Read: no system call, but a
+		// closed connection's error (Control fails once it is closed)
+		// rather than a success.
+		if err := rc.Control(func(uintptr) {}); err != nil {
+			return 0, opError("read", nc, err)
+		}
 		return 0, nil
 	}
 	var (

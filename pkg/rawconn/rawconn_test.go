@@ -205,6 +205,13 @@ func TestClosed(t *testing.T) {
 		if _, err := c.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
 			t.Fatalf("Write after Close: %v, want net.ErrClosed", err)
 		}
+		// Into no buffer too: not a success that a caller could take
+		// for a connection still open.
+		n, err := c.Read(nil)
+		if n != 0 || !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("Read into nothing after Close: %d, %v, want net.ErrClosed", n, err)
+		}
+		checkOpError(t, err, "read", c)
 	})
 }
 
