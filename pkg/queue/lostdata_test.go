@@ -2,11 +2,13 @@ package queue
 
 import (
 	"context"
+	"io"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/mailshim/mailshim/pkg/config"
+	"github.com/mailshim/mailshim/pkg/control"
 	"github.com/mailshim/mailshim/pkg/smtptest"
 	"github.com/mailshim/mailshim/pkg/spool"
 )
@@ -175,5 +177,36 @@ func TestLostInDataAfterAnOutageIsNotASecondLoss(t *testing.T) {
 	}
 	if n := srv.Count(); n != 2 {
 		t.Fatalf("the upstream has %d messages 30 s in, want 2 (the victim too)\n%s", n, e.log)
+	}
+}
+
+// A message the scheduler keeps state about (lost in its data: waiting
+// for an upstream, with a strike) leaves none behind once root deletes
+// or holds it: that state would otherwise stay in memory for the life
+// of relayd.
+func TestLostInDataDeletedOrHeldLeavesNoState(t *testing.T) {
+	for _, verb := range []string{control.VerbDelete, control.VerbHold} {
+		t.Run(verb, func(t *testing.T) {
+			srv := newStoppingUpstream(t, smtptest.StageData)
+			e := newEnv(t, Settings{Concurrency: 1, Retry: []time.Duration{time.Hour}, Lifetime: 24 * time.Hour,
+				Upstreams: NewUpstreams([]config.Upstream{srv.Upstream()}, realOpts(), nil)})
+			victim := e.enqueue(t, 1001, "a@example.org", "victim@example.net")
+			srv.armed.Store(true)
+			e.run()
+			if e.state(t, victim) != spool.Deferred {
+				t.Fatalf("the victim is %s, want deferred\n%s", e.state(t, victim), e.log)
+			}
+			if err := e.q.Handle(control.Peer{UID: 0, Admin: true}, verb, []string{victim}, io.Discard); err != nil {
+				t.Fatal(err)
+			}
+			e.run()
+			e.r.stop() // the scheduler's maps are the loop's until Run returns
+			s := e.q.sched
+			_, waiting := s.waiting[victim]
+			_, strikes := s.strikes[victim]
+			if s.lost[victim] || waiting || strikes {
+				t.Errorf("after %s the scheduler still holds the message: lost %v, waiting %v, strikes %v", verb, s.lost[victim], waiting, strikes)
+			}
+		})
 	}
 }

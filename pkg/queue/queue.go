@@ -111,6 +111,10 @@ type Queue struct {
 	// message (incoming is listed from the store). Only the scheduler
 	// changes it, besides Load and the control verbs (Flush, forget).
 	deferred map[string]time.Time
+	// forgotten holds the IDs the control verbs took out of the queue's
+	// hands (forget), for the loop to drop its state of them
+	// (dropForgotten).
+	forgotten []string
 	// unsaved holds the delivery records that could not be written (a
 	// full spool). They win over the store's records until a
 	// write succeeds, so a recipient the upstream accepted is never sent

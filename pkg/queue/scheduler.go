@@ -125,6 +125,32 @@ type sweepState struct {
 	notice bool      // handed over for the delay notice
 }
 
+// forget drops what s keeps about message id (gone, deleted or held).
+func (s *sched) forget(id string) {
+	delete(s.routes, id)
+	delete(s.waiting, id)
+	delete(s.strikes, id)
+	delete(s.lost, id)
+	delete(s.swept, id)
+}
+
+// dropForgotten drops the scheduler's state of the messages the control
+// verbs deleted, held or released (forget) since the last call: such a
+// message may never come back through a worker's report, and its state
+// would stay for the life of relayd. One being delivered keeps it: its
+// worker's report settles it.
+func (q *Queue) dropForgotten() {
+	q.mu.Lock()
+	ids := q.forgotten
+	q.forgotten = nil
+	q.mu.Unlock()
+	for _, id := range ids {
+		if !q.sched.inflight[id] {
+			q.sched.forget(id)
+		}
+	}
+}
+
 func newSched() *sched {
 	return &sched{inflight: map[string]bool{}, health: map[string]*breaker{}, routes: map[string][]string{}, waiting: map[string]time.Time{}, strikes: map[string]int{}, lost: map[string]bool{}, swept: map[string]*sweepState{}}
 }
@@ -250,6 +276,7 @@ func (q *Queue) loop(ctx, sendCtx context.Context) {
 			// trying now.
 			clear(q.sched.health)
 		}
+		q.dropForgotten()
 		set, gen = q.settingsGen()
 		q.adopt(set.Upstreams)
 		if !stopping {
@@ -719,11 +746,7 @@ func (q *Queue) apply(r *jobResult) {
 		}
 		switch {
 		case m.gone:
-			delete(s.routes, m.id)
-			delete(s.waiting, m.id)
-			delete(s.strikes, m.id)
-			delete(s.lost, m.id)
-			delete(s.swept, m.id)
+			s.forget(m.id)
 			delete(q.deferred, m.id)
 		case m.deferred && m.lost && s.lost[m.id]:
 			// Lost in the data twice in a row: the retry schedule only.

@@ -546,9 +546,11 @@ func (w *worker) finish(id string, m *spool.Meta, d *spool.Delivery) {
 	w.event(Event{Kind: EventRemoved, ID: id, Rcpts: len(d.Sent) + len(d.Failed)})
 }
 
-// forget drops id from the deferred index.
+// forget drops id from the deferred index, and has the scheduler drop
+// what it keeps about id (dropForgotten).
 func (q *Queue) forget(id string) {
 	q.mu.Lock()
 	delete(q.deferred, id)
+	q.forgotten = append(q.forgotten, id)
 	q.mu.Unlock()
 }
