@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/mailshim/mailshim/pkg/rawconn"
 )
 
 // countConn counts the writes that reach the socket.
@@ -146,8 +148,8 @@ func unixPair(t *testing.T) (server, client net.Conn) {
 	return server, client
 }
 
-// A socket's conn reads and writes with raw system calls (readRaw,
-// writeRaw); what the session sees of them is what net.Conn's Read and
+// A socket's conn reads and writes with raw system calls (package
+// rawconn); what the session sees of them is what net.Conn's Read and
 // Write give: the bytes in order however the socket's buffers cut them,
 // io.EOF itself at the client's close, a timeout error at a deadline,
 // net.ErrClosed once closed.
@@ -160,7 +162,7 @@ func TestConnRawSocket(t *testing.T) {
 			t.Run("dialogue", func(t *testing.T) {
 				raw, client := kind.pair(t)
 				c := newTestConn(raw)
-				if c.rc == nil {
+				if _, ok := c.Conn.(*rawconn.Conn); !ok {
 					t.Fatal("no raw access to a socket")
 				}
 				// Held replies larger than what the socket takes at

@@ -74,7 +74,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/emersion/go-sasl"
@@ -909,20 +908,15 @@ type conn struct {
 
 	wmu  sync.Mutex
 	held []byte // written, not sent yet
-	// rc reads the socket and writes the held bytes to it (readRaw,
-	// writeRaw); nil when Conn is not a socket.
-	rc syscall.RawConn
 }
 
-// newConn wraps raw, identified as id.
+// newConn wraps raw, identified as id. A socket is read and written with
+// raw read(2)/write(2) (rawconn.Wrap): a raw call neither wakes the
+// runtime's monitor (sysmon) nor has the calling thread's P handed to
+// another thread, and those thread wake-ups are much of relayd's context
+// switches under load.
 func newConn(raw net.Conn, id *Identity, hard time.Time, release func(), srv *Server) *conn {
-	c := &conn{Conn: raw, id: id, hard: hard, release: release, srv: srv}
-	if sc, ok := raw.(syscall.Conn); ok {
-		if rc, err := sc.SyscallConn(); err == nil {
-			c.rc = rc
-		}
-	}
-	return c
+	return &conn{Conn: rawconn.Wrap(raw), id: id, hard: hard, release: release, srv: srv}
 }
 
 // Bounds of what a conn holds back: more is sent at once; and the time a
@@ -951,23 +945,8 @@ func (c *conn) sendHeld() error {
 	if len(c.held) == 0 {
 		return nil
 	}
-	var err error
-	if c.rc != nil {
-		err = c.writeRaw(c.held)
-	} else {
-		_, err = c.Conn.Write(c.held)
-	}
+	_, err := c.Conn.Write(c.held)
 	c.held = c.held[:0]
-	return err
-}
-
-// writeRaw writes p to the socket as Conn's Write does, with write(2)
-// made as a raw system call: a raw call neither wakes the runtime's
-// monitor (sysmon) nor has the calling thread's P handed to another
-// thread, and those thread wake-ups are much of relayd's context switches
-// under load (see package rawconn).
-func (c *conn) writeRaw(p []byte) error {
-	_, err := rawconn.Write(c.Conn, c.rc, p)
 	return err
 }
 
@@ -978,15 +957,8 @@ func (c *conn) Read(p []byte) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	if c.rc != nil {
-		return c.readRaw(p)
-	}
 	return c.Conn.Read(p)
 }
-
-// readRaw reads from the socket as Conn's Read does, with read(2) made as
-// a raw system call (see writeRaw).
-func (c *conn) readRaw(p []byte) (int, error) { return rawconn.Read(c.Conn, c.rc, p) }
 
 func (c *conn) capped(t time.Time) time.Time {
 	if t.IsZero() || t.After(c.hard) {
