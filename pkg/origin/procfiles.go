@@ -1,6 +1,7 @@
 package origin
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"strconv"
@@ -417,10 +418,9 @@ func openEntry(root string, pid int) *procEntry {
 
 // pidfdInfoWorks reports whether the kernel answers PIDFD_GET_INFO (asked
 // once, for this process) and /proc is of this process's PID namespace
-// (/proc/self is its PID): a pidfd names the process that /proc/PID does.
+// (procOfOwnPIDNamespace): a pidfd names the process that /proc/PID does.
 var pidfdInfoWorks = sync.OnceValue(func() bool {
-	var self [32]byte
-	if n, err := unix.Readlink("/proc/self", self[:]); err != nil || string(self[:n]) != strconv.Itoa(unix.Getpid()) {
+	if !procOfOwnPIDNamespace() {
 		return false
 	}
 	fd, err := unix.PidfdOpen(unix.Getpid(), 0)
@@ -432,6 +432,27 @@ var pidfdInfoWorks = sync.OnceValue(func() bool {
 	_, ok := pidfdIDs(fd, &p)
 	return ok
 })
+
+// procOfOwnPIDNamespace reports whether /proc is of this process's PID
+// namespace. /proc/self/status's NSpid line lists the process's PID in
+// each namespace from /proc's down to its own: one PID, getpid(2)'s, when
+// they are the same namespace. (/proc/self alone, the PID in /proc's
+// namespace, can be the same number as getpid(2)'s in another.)
+func procOfOwnPIDNamespace() bool {
+	own := false
+	withFile("/proc/self/status", 0, func(b []byte, _ bool) {
+		for len(b) > 0 {
+			var l []byte
+			l, b, _ = bytes.Cut(b, []byte{'\n'})
+			if v, ok := bytes.CutPrefix(l, []byte("NSpid:")); ok {
+				f := bytes.Fields(v)
+				own = len(f) == 1 && string(f[0]) == strconv.Itoa(unix.Getpid())
+				return
+			}
+		}
+	})
+	return own
+}
 
 // pidfdIDs records the real UID and GID and the parent of the process of
 // pidfd in p (PIDFD_GET_INFO, in this process's user namespace, as

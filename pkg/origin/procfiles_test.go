@@ -1,6 +1,7 @@
 package origin
 
 import (
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -465,4 +466,86 @@ func BenchmarkProcsUnit(b *testing.B) {
 			b.Fatalf("read %+v", o)
 		}
 	}
+}
+
+// A process in a PID namespace of its own that reads the /proc of
+// another (the host's: unshare --pid without a /proc of its own) does not
+// use pidfds for /proc/PID, even when its PID in both namespaces is the
+// same number (here arranged): pidfd_open(PID) would name the process
+// of its own namespace, and /proc/PID the other namespace's.
+func TestPidfdInfoProcOfAnotherPIDNamespace(t *testing.T) {
+	if os.Getenv("ORIGIN_PIDNS_HELPER") == "1" {
+		self, _ := os.Readlink("/proc/self")
+		fmt.Printf("pid %d proc %s works %v\n", os.Getpid(), self, pidfdInfoWorks())
+		return
+	}
+	if os.Getuid() != 0 {
+		t.Skip("SKIPPED: choosing PIDs needs root")
+	}
+	if _, err := exec.LookPath("unshare"); err != nil {
+		t.Skip("SKIPPED: no unshare")
+	}
+	if !pidfdInfoWorks() {
+		t.Skip("SKIPPED: no PIDFD_GET_INFO")
+	}
+	b, err := os.ReadFile("/proc/sys/kernel/pid_max")
+	if err != nil {
+		t.Skip("SKIPPED: no pid_max")
+	}
+	pidMax, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	for try := 0; try < 20; try++ {
+		b, err := os.ReadFile("/proc/sys/kernel/ns_last_pid")
+		if err != nil {
+			t.Skip("SKIPPED: no ns_last_pid")
+		}
+		last, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+		x := last + 500 + 37*try
+		if x >= pidMax {
+			x = 1000 + 37*try
+		}
+		if _, err := os.Stat("/proc/" + strconv.Itoa(x)); err == nil {
+			continue
+		}
+		// The namespace's first process (1) sets its next PID to x, waits
+		// for the word, and starts the helper: PID x there, and x in the
+		// host's namespace when nothing else took it meanwhile.
+		cmd := exec.Command("unshare", "--pid", "--fork", "/bin/sh", "-c",
+			`echo "$1" > /proc/sys/kernel/ns_last_pid && read go && { "$2" -test.run='^TestPidfdInfoProcOfAnotherPIDNamespace$' & wait; }`,
+			"sh", strconv.Itoa(x-1), os.Args[0])
+		cmd.Env = append(os.Environ(), "ORIGIN_PIDNS_HELPER=1")
+		in, err := cmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out strings.Builder
+		cmd.Stdout = &out
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Skipf("SKIPPED: unshare: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond) // the shell has set its next PID
+		if err := os.WriteFile("/proc/sys/kernel/ns_last_pid", []byte(strconv.Itoa(x-1)), 0); err != nil {
+			t.Skipf("SKIPPED: cannot set the next PID: %v", err)
+		}
+		io.WriteString(in, "go\n")
+		in.Close()
+		if err := cmd.Wait(); err != nil {
+			t.Skipf("SKIPPED: unshare --pid: %v (%s)", err, out.String())
+		}
+		var pid, works string
+		var proc string
+		for _, l := range strings.Split(out.String(), "\n") {
+			if f := strings.Fields(l); len(f) == 6 && f[0] == "pid" {
+				pid, proc, works = f[1], f[3], f[5]
+			}
+		}
+		if pid != strconv.Itoa(x) || proc != pid {
+			continue // another process took x in one of the namespaces
+		}
+		if works != "false" {
+			t.Fatalf("PID %d in its namespace and in /proc's: pidfds used for the other namespace's /proc (%q)", x, out.String())
+		}
+		return
+	}
+	t.Skip("SKIPPED: the same PID in both namespaces could not be arranged (a busy machine)")
 }
