@@ -196,10 +196,11 @@ func (ps *Procs) read(pid int) (p Process, unit string, opened uint64, ok bool) 
 	return p, unit, opened, true
 }
 
-func (e *procEntry) read() (p Process, unit string, err error) { return e.readUnits(nil) }
-
-// readUnits is read, taking the process's systemd unit from units (nil:
-// none) when its cgroup's is there.
+// readUnits reads the process through its kept files: its IDs (from the
+// pidfd, else its status) and name, its command line, its exe and cwd
+// links when it has either, and its systemd unit, taken from units (nil:
+// none) when its cgroup's is there. err is errGone once the files no
+// longer read.
 func (e *procEntry) readUnits(units *unitCache) (p Process, unit string, err error) {
 	e.rw.RLock()
 	defer e.rw.RUnlock()

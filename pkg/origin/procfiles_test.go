@@ -123,7 +123,7 @@ func TestProcsExited(t *testing.T) {
 	cmd.Process.Kill()
 	cmd.Wait()
 	// The kept files themselves: gone with the process.
-	if _, _, err := e.read(); err == nil {
+	if _, _, err := e.readUnits(nil); err == nil {
 		t.Fatal("the files of a reaped process still read")
 	}
 	o = spool.Origin{}
@@ -232,7 +232,7 @@ func TestProcsPidfdAsStatus(t *testing.T) {
 		if e == nil || e.pidfd < 0 || e.status >= 0 {
 			t.Fatalf("kept files %+v: want a pidfd and no status", e)
 		}
-		p, _, err := e.read()
+		p, _, err := e.readUnits(nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -272,7 +272,7 @@ func TestProcsZombie(t *testing.T) {
 	if e == nil {
 		t.Fatal("the zombie's files not opened")
 	}
-	p, _, err := e.read()
+	p, _, err := e.readUnits(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -281,7 +281,7 @@ func TestProcsZombie(t *testing.T) {
 	}
 	cmd.Wait()
 	reaped = true
-	if _, _, err := e.read(); err == nil {
+	if _, _, err := e.readUnits(nil); err == nil {
 		t.Error("the files of the reaped zombie still read")
 	}
 }
