@@ -39,6 +39,20 @@ func newStoppingUpstream(t *testing.T, stage string) *stoppingUpstream {
 	return u
 }
 
+// lostVictim starts a queue (one worker, an hour's retry) on a stopping
+// upstream that goes down at stage of victim@example.net's message, queues
+// that message and runs the queue once: the message is lost there.
+func lostVictim(t *testing.T, stage string) (*stoppingUpstream, *env, string) {
+	t.Helper()
+	srv := newStoppingUpstream(t, stage)
+	e := newEnv(t, Settings{Concurrency: 1, Retry: []time.Duration{time.Hour}, Lifetime: 24 * time.Hour,
+		Upstreams: NewUpstreams([]config.Upstream{srv.Upstream()}, realOpts(), nil)})
+	victim := e.enqueue(t, 1001, "a@example.org", "victim@example.net")
+	srv.armed.Store(true)
+	e.run()
+	return srv, e, victim
+}
+
 // A message whose connection the upstream loses in the middle of its
 // data, because the upstream went down, goes out as soon as the
 // upstream is back, with the mail that waited for the upstream's
@@ -47,12 +61,7 @@ func newStoppingUpstream(t *testing.T, stage string) *stoppingUpstream {
 func TestLostInDataGoesWhenTheUpstreamIsBack(t *testing.T) {
 	for _, stage := range []string{smtptest.StageData, smtptest.StageDataEnd} {
 		t.Run(stage, func(t *testing.T) {
-			srv := newStoppingUpstream(t, stage)
-			e := newEnv(t, Settings{Concurrency: 1, Retry: []time.Duration{time.Hour}, Lifetime: 24 * time.Hour,
-				Upstreams: NewUpstreams([]config.Upstream{srv.Upstream()}, realOpts(), nil)})
-			srv.armed.Store(true)
-			victim := e.enqueue(t, 1001, "a@example.org", "victim@example.net")
-			e.run()
+			srv, e, victim := lostVictim(t, stage)
 			if st := e.state(t, victim); st != spool.Deferred {
 				t.Fatalf("after the lost connection the message is %q, want deferred\n%s", st, e.log)
 			}
@@ -88,12 +97,7 @@ func TestLostInDataGoesWhenTheUpstreamIsBack(t *testing.T) {
 // going down, is left to the retry schedule the second time: one that
 // breaks the upstream itself is not sent again at every recovery.
 func TestLostInDataTwiceWaitsForTheSchedule(t *testing.T) {
-	srv := newStoppingUpstream(t, smtptest.StageData)
-	e := newEnv(t, Settings{Concurrency: 1, Retry: []time.Duration{time.Hour}, Lifetime: 24 * time.Hour,
-		Upstreams: NewUpstreams([]config.Upstream{srv.Upstream()}, realOpts(), nil)})
-	victim := e.enqueue(t, 1001, "a@example.org", "victim@example.net")
-	srv.armed.Store(true)
-	e.run() // the victim's data: the upstream goes down
+	srv, e, victim := lostVictim(t, smtptest.StageData) // the upstream went down in its data
 	// Another message finds it down, and its breaker opens.
 	e.clk.Set(t0.Add(2 * time.Second))
 	e.enqueue(t, 1001, "a@example.org", "other@example.net")
@@ -140,12 +144,7 @@ func TestLostInDataTwiceWaitsForTheSchedule(t *testing.T) {
 // the message is still due when the upstream comes back, not one retry
 // interval later.
 func TestLostInDataAfterAnOutageIsNotASecondLoss(t *testing.T) {
-	srv := newStoppingUpstream(t, smtptest.StageData)
-	e := newEnv(t, Settings{Concurrency: 1, Retry: []time.Duration{time.Hour}, Lifetime: 24 * time.Hour,
-		Upstreams: NewUpstreams([]config.Upstream{srv.Upstream()}, realOpts(), nil)})
-	victim := e.enqueue(t, 1001, "a@example.org", "victim@example.net")
-	srv.armed.Store(true)
-	e.run() // the victim's data: the upstream goes down
+	srv, e, victim := lostVictim(t, smtptest.StageData) // the upstream went down in its data
 	// Flushed while the upstream is down: the victim finds it so.
 	e.clk.Set(t0.Add(2 * time.Second))
 	e.q.Flush()
@@ -187,12 +186,7 @@ func TestLostInDataAfterAnOutageIsNotASecondLoss(t *testing.T) {
 func TestLostInDataDeletedOrHeldLeavesNoState(t *testing.T) {
 	for _, verb := range []string{control.VerbDelete, control.VerbHold} {
 		t.Run(verb, func(t *testing.T) {
-			srv := newStoppingUpstream(t, smtptest.StageData)
-			e := newEnv(t, Settings{Concurrency: 1, Retry: []time.Duration{time.Hour}, Lifetime: 24 * time.Hour,
-				Upstreams: NewUpstreams([]config.Upstream{srv.Upstream()}, realOpts(), nil)})
-			victim := e.enqueue(t, 1001, "a@example.org", "victim@example.net")
-			srv.armed.Store(true)
-			e.run()
+			_, e, victim := lostVictim(t, smtptest.StageData)
 			if e.state(t, victim) != spool.Deferred {
 				t.Fatalf("the victim is %s, want deferred\n%s", e.state(t, victim), e.log)
 			}
