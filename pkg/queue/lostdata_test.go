@@ -53,6 +53,36 @@ func lostVictim(t *testing.T, stage string) (*stoppingUpstream, *env, string) {
 	return srv, e, victim
 }
 
+// loseAgain brings the upstream back armed, 10 s in: the victim, due
+// when it is back, goes again and the upstream goes down in its data
+// again. It fails t unless that made the victim's second attempt.
+func (u *stoppingUpstream) loseAgain(t *testing.T, e *env, victim string) {
+	t.Helper()
+	if err := u.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	u.armed.Store(true)
+	e.clk.Set(t0.Add(10 * time.Second))
+	e.run()
+	e.run()
+	if d := e.deliveryState(t, victim); d.Attempts != 2 || u.armed.Load() {
+		t.Fatalf("the victim was not sent again when the upstream came back: %d attempts\n%s", d.Attempts, e.log)
+	}
+}
+
+// backAt brings the upstream back, unarmed, at t0+at and runs the queue
+// three times (the breaker's probe, then what was waiting for it).
+func (u *stoppingUpstream) backAt(t *testing.T, e *env, at time.Duration) {
+	t.Helper()
+	if err := u.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	e.clk.Set(t0.Add(at))
+	for i := 0; i < 3; i++ {
+		e.run()
+	}
+}
+
 // A message whose connection the upstream loses in the middle of its
 // data, because the upstream went down, goes out as soon as the
 // upstream is back, with the mail that waited for the upstream's
@@ -79,13 +109,7 @@ func TestLostInDataGoesWhenTheUpstreamIsBack(t *testing.T) {
 			}
 
 			// Back: the breaker's probe closes it, and both go.
-			if err := srv.Restart(); err != nil {
-				t.Fatal(err)
-			}
-			e.clk.Set(t0.Add(10 * time.Second))
-			for i := 0; i < 3; i++ {
-				e.run()
-			}
+			srv.backAt(t, e, 10*time.Second)
 			if n := srv.Count(); n != 2 {
 				t.Fatalf("the upstream has %d messages 10 s in, want 2 (the one lost in its data too)\n%s", n, e.log)
 			}
@@ -104,28 +128,13 @@ func TestLostInDataTwiceWaitsForTheSchedule(t *testing.T) {
 	e.run()
 	// Back, and the victim goes again with the other: the upstream goes
 	// down in its data again.
-	if err := srv.Restart(); err != nil {
-		t.Fatal(err)
-	}
-	srv.armed.Store(true)
-	e.clk.Set(t0.Add(10 * time.Second))
-	e.run()
-	e.run()
-	if d := e.deliveryState(t, victim); d.Attempts != 2 || srv.armed.Load() {
-		t.Fatalf("the victim was not sent again when the upstream came back: %d attempts\n%s", d.Attempts, e.log)
-	}
+	srv.loseAgain(t, e, victim)
 	// Down again for others, and back: this time the victim waits for
 	// its retry time.
 	e.clk.Set(t0.Add(12 * time.Second))
 	e.enqueue(t, 1001, "a@example.org", "third@example.net")
 	e.run()
-	if err := srv.Restart(); err != nil {
-		t.Fatal(err)
-	}
-	e.clk.Set(t0.Add(20 * time.Second))
-	for i := 0; i < 3; i++ {
-		e.run()
-	}
+	srv.backAt(t, e, 20*time.Second)
 	if d := e.deliveryState(t, victim); d.Attempts != 2 || e.state(t, victim) != spool.Deferred {
 		t.Fatalf("after its second loss the victim is %s with %d attempts, want deferred with 2\n%s", e.state(t, victim), d.Attempts, e.log)
 	}
@@ -153,27 +162,12 @@ func TestLostInDataAfterAnOutageIsNotASecondLoss(t *testing.T) {
 		t.Fatalf("with the upstream down the victim is %s with %d attempts, want deferred with 1\n%s", e.state(t, victim), d.Attempts, e.log)
 	}
 	// Back: the victim probes it and loses its data again.
-	if err := srv.Restart(); err != nil {
-		t.Fatal(err)
-	}
-	srv.armed.Store(true)
-	e.clk.Set(t0.Add(10 * time.Second))
-	e.run()
-	e.run()
-	if d := e.deliveryState(t, victim); d.Attempts != 2 || srv.armed.Load() {
-		t.Fatalf("the victim was not sent again when the upstream came back: %d attempts\n%s", d.Attempts, e.log)
-	}
+	srv.loseAgain(t, e, victim)
 	// Down for another message, and back: the victim goes with it.
 	e.clk.Set(t0.Add(12 * time.Second))
 	e.enqueue(t, 1001, "a@example.org", "other@example.net")
 	e.run()
-	if err := srv.Restart(); err != nil {
-		t.Fatal(err)
-	}
-	e.clk.Set(t0.Add(30 * time.Second))
-	for i := 0; i < 3; i++ {
-		e.run()
-	}
+	srv.backAt(t, e, 30*time.Second)
 	if n := srv.Count(); n != 2 {
 		t.Fatalf("the upstream has %d messages 30 s in, want 2 (the victim too)\n%s", n, e.log)
 	}
