@@ -96,30 +96,16 @@ func NewProcs(max int) *Procs {
 	return &Procs{m: map[int]*procEntry{}, max: max, byPath: unix.Getgid() != unix.Getegid(), root: "/proc"}
 }
 
-// ApplyProcess is the package's ApplyProcess, reading through the files
-// kept open when it can.
-func (ps *Procs) ApplyProcess(o *spool.Origin, pid int) (gid int) {
-	p, unit, _, ok := ps.read(pid)
-	if !ok {
-		return ApplyProcess(o, pid)
-	}
-	if p.Comm == "" && len(p.Cmdline) == 0 {
-		return -1
-	}
-	p.record(o)
-	o.Cgroup = unit
-	return p.GID
-}
-
 // Mark returns the present moment for ApplyHolder: a caller takes it
 // before it looks for a process in /proc (the readlink of /proc/PID/fd/N
 // that finds the client's socket there).
 func (ps *Procs) Mark() uint64 { return ps.clock.Add(1) }
 
-// ApplyHolder is ApplyProcess for pid, a process the caller found holding
-// a socket after it took mark (Mark). same reports whether what was read
-// is certainly of that process: its pidfd, kept since before mark, still
-// answered when the reading began (PIDFD_GET_INFO). A process is not
+// ApplyHolder is the package's ApplyProcess for pid, reading through the
+// files kept open when it can, for a process the caller found holding a
+// socket after it took mark (Mark; 0: none). same reports whether what
+// was read is certainly of that process: its pidfd, kept since before
+// mark, still answered when the reading began (PIDFD_GET_INFO). A process is not
 // released from its PID until it is reaped, and a reaped process's pidfd
 // no longer answers: the process of the pidfd held pid from before mark
 // until the reading, so it is the one whose descriptors the caller read

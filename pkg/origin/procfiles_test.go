@@ -38,6 +38,14 @@ func startShell(t *testing.T, dir, script string) (*exec.Cmd, io.WriteCloser) {
 	return cmd, w
 }
 
+// applyProcess is what relayd reads of process pid through ps
+// (ApplyHolder), with no mark: the package's ApplyProcess through the
+// files ps keeps.
+func applyProcess(ps *Procs, o *spool.Origin, pid int) (gid int) {
+	gid, _ = ps.ApplyHolder(o, pid, 0)
+	return gid
+}
+
 func kept(ps *Procs) int {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
@@ -58,7 +66,7 @@ func TestProcsSameAsApplyProcess(t *testing.T) {
 	}
 	for i := range 2 {
 		var o spool.Origin
-		if gid := ps.ApplyProcess(&o, pid); gid != wantGID || !reflect.DeepEqual(o, want) {
+		if gid := applyProcess(ps, &o, pid); gid != wantGID || !reflect.DeepEqual(o, want) {
 			t.Errorf("reading %d: gid %d, %+v; want %d, %+v", i+1, gid, o, wantGID, want)
 		}
 		if kept(ps) != 1 {
@@ -84,7 +92,7 @@ func TestProcsReadsAfresh(t *testing.T) {
 	ps := NewProcs(4)
 	defer ps.Close()
 	var before spool.Origin
-	ps.ApplyProcess(&before, pid)
+	applyProcess(ps, &before, pid)
 	if before.ParentCwd != "/" || !strings.HasPrefix(before.ParentCmdline, "/bin/sh -c") {
 		t.Fatalf("first reading: %+v", before)
 	}
@@ -94,7 +102,7 @@ func TestProcsReadsAfresh(t *testing.T) {
 		return len(p.Cmdline) > 0 && p.Cmdline[0] == "sleep"
 	})
 	var after spool.Origin
-	ps.ApplyProcess(&after, pid)
+	applyProcess(ps, &after, pid)
 	var want spool.Origin
 	ApplyProcess(&want, pid)
 	if !reflect.DeepEqual(after, want) || after.ParentCwd != "/tmp" || after.ParentCmdline != "sleep 60" || !strings.HasSuffix(after.ParentExe, "/sleep") {
@@ -114,7 +122,7 @@ func TestProcsExited(t *testing.T) {
 	ps := NewProcs(4)
 	defer ps.Close()
 	var o spool.Origin
-	if ps.ApplyProcess(&o, pid) < 0 {
+	if applyProcess(ps, &o, pid) < 0 {
 		t.Fatal("not read")
 	}
 	ps.mu.Lock()
@@ -127,7 +135,7 @@ func TestProcsExited(t *testing.T) {
 		t.Fatal("the files of a reaped process still read")
 	}
 	o = spool.Origin{}
-	if gid := ps.ApplyProcess(&o, pid); gid != -1 || !reflect.DeepEqual(o, spool.Origin{}) {
+	if gid := applyProcess(ps, &o, pid); gid != -1 || !reflect.DeepEqual(o, spool.Origin{}) {
 		t.Errorf("a reaped process: gid %d, %+v; want -1, nothing", gid, o)
 	}
 	if kept(ps) != 0 || !e.closed {
@@ -151,10 +159,10 @@ func TestProcsBound(t *testing.T) {
 	}
 	base := fds()
 	var o spool.Origin
-	ps.ApplyProcess(&o, pids[0])
-	ps.ApplyProcess(&o, pids[1])
-	ps.ApplyProcess(&o, pids[0])
-	ps.ApplyProcess(&o, pids[2]) // closes pids[1]'s
+	applyProcess(ps, &o, pids[0])
+	applyProcess(ps, &o, pids[1])
+	applyProcess(ps, &o, pids[0])
+	applyProcess(ps, &o, pids[2]) // closes pids[1]'s
 	ps.mu.Lock()
 	_, k0 := ps.m[pids[0]]
 	_, k1 := ps.m[pids[1]]
@@ -294,7 +302,7 @@ func BenchmarkProcs(b *testing.B) {
 	pid := os.Getpid()
 	for b.Loop() {
 		var o spool.Origin
-		if ps.ApplyProcess(&o, pid) < 0 {
+		if applyProcess(ps, &o, pid) < 0 {
 			b.Fatal("not read")
 		}
 	}
@@ -435,7 +443,7 @@ func TestProcsUnitByCgroupID(t *testing.T) {
 		}
 		for range 2 {
 			var o spool.Origin
-			ps.ApplyProcess(&o, pid)
+			applyProcess(ps, &o, pid)
 			if o.Cgroup != want {
 				t.Errorf("move %d: unit %q, want %q", i, o.Cgroup, want)
 			}
@@ -462,7 +470,7 @@ func BenchmarkProcsUnit(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		var o spool.Origin
-		if ps.ApplyProcess(&o, cmd.Process.Pid) < 0 || o.Cgroup != filepath.Base(a) {
+		if applyProcess(ps, &o, cmd.Process.Pid) < 0 || o.Cgroup != filepath.Base(a) {
 			b.Fatalf("read %+v", o)
 		}
 	}
