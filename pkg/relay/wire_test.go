@@ -618,9 +618,12 @@ func FuzzRenderPlain(f *testing.F) {
 	f.Add([]byte("Content-Type: multipart/mixed; boundary=b\n\n--b\nContent-Transfer-Encoding: quoted-printable\n\n" + strings.Repeat("a", 880) + "=3D=\n--b--\n"))
 	f.Add([]byte("Subject: s\n\n" + strings.Repeat("x", cleanLine) + "\n" + strings.Repeat("y", cleanLine+1) + "\n"))
 	f.Add([]byte("Subject: caf\xc3\xa9\n\nx\n"))
+	f.Add([]byte("Subject: s\n\n" + strings.Repeat("z\n", heldMax))) // cut to heldMax-1 bytes: the largest held
 	f.Fuzz(func(t *testing.T, in []byte) {
-		if len(in) > heldMax {
-			in = in[:heldMax]
+		// A message of heldMax bytes or more is not held (scanBody
+		// streams it): the largest held one has heldMax-1.
+		if len(in) >= heldMax {
+			in = in[:heldMax-1]
 		}
 		body := func() (io.Reader, error) { return bytes.NewReader(in), nil }
 		p, src, err := scanBody(body)
