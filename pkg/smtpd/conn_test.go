@@ -28,12 +28,25 @@ func (c *countConn) Write(p []byte) (int, error) {
 // tcpPair returns the two ends of a loopback TCP connection.
 func tcpPair(t *testing.T) (server, client net.Conn) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return pair(t, "tcp", "127.0.0.1:0")
+}
+
+// unixPair returns the two ends of a Unix stream connection.
+func unixPair(t *testing.T) (server, client net.Conn) {
+	t.Helper()
+	return pair(t, "unix", filepath.Join(t.TempDir(), "s"))
+}
+
+// pair returns the two ends of a connection to a listener on network and
+// address, closed at the test's end.
+func pair(t *testing.T, network, address string) (server, client net.Conn) {
+	t.Helper()
+	ln, err := net.Listen(network, address)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	client, err = net.Dial("tcp", ln.Addr().String())
+	client, err = net.Dial(network, ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,31 +141,12 @@ func TestConnCloseDoesNotWaitForStuckWrite(t *testing.T) {
 	<-stuck
 }
 
-// unixPair returns the two ends of a Unix stream connection.
-func unixPair(t *testing.T) (server, client net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("unix", filepath.Join(t.TempDir(), "s"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	client, err = net.Dial("unix", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	server, err = ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { client.Close(); server.Close() })
-	return server, client
-}
-
 // A socket's conn reads and writes with raw system calls (package
-// rawconn); what the session sees of them is what net.Conn's Read and
-// Write give: the bytes in order however the socket's buffers cut them,
-// io.EOF itself at the client's close, a timeout error at a deadline,
-// net.ErrClosed once closed.
+// rawconn); what the session sees of them through the conn's held
+// replies is what net.Conn's Read and Write give: the bytes in order
+// however the socket's buffers cut them, io.EOF itself at the client's
+// close, a timeout error at a deadline. (A Close ending a waiting Read is
+// the socket's own Close, which package rawconn's TestClosed checks.)
 func TestConnRawSocket(t *testing.T) {
 	for _, kind := range []struct {
 		name string
@@ -214,25 +208,6 @@ func TestConnRawSocket(t *testing.T) {
 				}
 				if oe == nil || oe.Op != "write" || !oe.Timeout() {
 					t.Fatalf("sending to a client that reads nothing: %v, want a write timeout", oe)
-				}
-			})
-			t.Run("closed", func(t *testing.T) {
-				raw, _ := kind.pair(t)
-				c := newTestConn(raw)
-				errc := make(chan error, 1)
-				go func() {
-					_, err := c.Read(make([]byte, 64))
-					errc <- err
-				}()
-				time.Sleep(50 * time.Millisecond)
-				c.Close()
-				select {
-				case err := <-errc:
-					if !errors.Is(err, net.ErrClosed) {
-						t.Fatalf("Read of a closed conn: %v, want net.ErrClosed", err)
-					}
-				case <-time.After(10 * time.Second):
-					t.Fatal("Read still waiting after Close")
 				}
 			})
 		})
