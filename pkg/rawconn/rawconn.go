@@ -142,5 +142,14 @@ func opError(op string, nc net.Conn, err error) error {
 	if errors.As(err, &oe) {
 		err = oe.Err
 	}
-	return &net.OpError{Op: op, Net: nc.LocalAddr().Network(), Source: nc.LocalAddr(), Addr: nc.RemoteAddr(), Err: err}
+	// An address is nil when package net could not learn it (a failed
+	// getsockname(2) or getpeername(2)): the network is then the other's.
+	la, ra := nc.LocalAddr(), nc.RemoteAddr()
+	network := ""
+	if la != nil {
+		network = la.Network()
+	} else if ra != nil {
+		network = ra.Network()
+	}
+	return &net.OpError{Op: op, Net: network, Source: la, Addr: ra, Err: err}
 }

@@ -251,3 +251,27 @@ func TestWrapNotASocket(t *testing.T) {
 		t.Fatalf("Wrap of a pipe gave a %T", c)
 	}
 }
+
+// noLocalAddr is a socket whose LocalAddr is nil, as package net gives it
+// when getsockname(2) failed at the connection's start.
+type noLocalAddr struct{ *net.TCPConn }
+
+func (noLocalAddr) LocalAddr() net.Addr { return nil }
+
+// An error on a connection without a local address is still the
+// connection's *net.OpError, named after the remote address's network.
+func TestErrorWithoutLocalAddr(t *testing.T) {
+	a, _ := tcpPair(t)
+	c := Wrap(noLocalAddr{a.(*net.TCPConn)})
+	if _, ok := c.(*Conn); !ok {
+		t.Fatalf("Wrap gave a %T", c)
+	}
+	c.Close()
+	for op, call := range map[string]func([]byte) (int, error){"read": c.Read, "write": c.Write} {
+		_, err := call(make([]byte, 1))
+		var oe *net.OpError
+		if !errors.As(err, &oe) || oe.Op != op || oe.Net != "tcp" || oe.Source != nil || !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("%s of a closed connection without a local address: %#v (%v)", op, err, err)
+		}
+	}
+}
