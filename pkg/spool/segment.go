@@ -513,7 +513,6 @@ var writers = sync.Pool{New: func() any {
 // message's own, as in a maildrop file).
 type Message struct {
 	*io.SectionReader
-	file string // the segment's path (Name)
 	q    *Queue
 	seg  *segment
 	off  int64
@@ -528,7 +527,7 @@ func (closedReader) ReadAt([]byte, int64) (int, error) { return 0, os.ErrClosed 
 
 // Name names the message for error messages (its segment and offset).
 // Made when asked: delivery opens every message, errors are rare.
-func (m *Message) Name() string { return m.file + "@" + strconv.FormatInt(m.off, 10) }
+func (m *Message) Name() string { return m.seg.f.Name() + "@" + strconv.FormatInt(m.off, 10) }
 
 // Close releases the message (its segment may go once no reader has it).
 func (m *Message) Close() error {
@@ -571,7 +570,7 @@ func (q *Queue) openSection(id string) (*Message, error) {
 		s.readers = map[int64]int{}
 	}
 	s.readers[e.off]++
-	return &Message{SectionReader: io.NewSectionReader(s.f, e.off, e.len), q: q, seg: s, off: e.off, file: s.f.Name()}, nil
+	return &Message{SectionReader: io.NewSectionReader(s.f, e.off, e.len), q: q, seg: s, off: e.off}, nil
 }
 
 // OpenMessage opens queued message id and decodes its header.
