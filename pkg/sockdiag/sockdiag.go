@@ -156,7 +156,6 @@ type diagConn struct {
 	// (made once: a closure made per lookup would be allocated, with what
 	// it captures).
 	out        []byte
-	sent       bool
 	n          int
 	serr, rerr error
 	sendRecv   func(fd uintptr)
@@ -232,9 +231,8 @@ func (d *diagConn) exchange(req []byte) ([]netlink.Message, error) {
 	// The request and, at once, its answer (normally there already).
 	if d.sendRecv == nil {
 		d.sendRecv = func(fd uintptr) {
-			d.n, d.sent = 0, false
+			d.n = 0
 			if d.serr = unix.Sendto(int(fd), d.out, 0, &d.to); d.serr == nil {
-				d.sent = true
 				d.n, d.rerr = d.recv(fd)
 			}
 		}
@@ -242,7 +240,8 @@ func (d *diagConn) exchange(req []byte) ([]netlink.Message, error) {
 	d.out = b
 	err := d.rc.Control(d.sendRecv)
 	n, serr, rerr := d.n, d.serr, d.rerr
-	if err == nil && !d.sent {
+	// (serr is this call's once Control ran sendRecv: err nil.)
+	if err == nil && serr != nil {
 		err = serr
 		if serr == unix.EAGAIN {
 			err = d.sendWaiting(b)
