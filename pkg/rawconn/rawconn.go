@@ -48,20 +48,16 @@ func Wrap(nc net.Conn) net.Conn {
 	return &Conn{Conn: nc, rc: rc}
 }
 
-func (c *Conn) Read(p []byte) (int, error) { return Read(c.Conn, c.rc, p) }
-
-func (c *Conn) Write(p []byte) (int, error) { return Write(c.Conn, c.rc, p) }
-
-// Read reads into p from the socket of rc, nc's, as nc's Read would: at
-// most len(p) bytes, waiting (with nc's read deadline) until there is at
-// least one, io.EOF once the peer closed its side.
-func Read(nc net.Conn, rc syscall.RawConn, p []byte) (int, error) {
+// Read reads into p as the socket's own Read would: at most len(p)
+// bytes, waiting (with the read deadline) until there is at least one,
+// io.EOF once the peer closed its side.
+func (c *Conn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		// Nothing to read, as package net's Read: no system call, but a
 		// closed connection's error (Control fails once it is closed)
 		// rather than a success.
-		if err := rc.Control(func(uintptr) {}); err != nil {
-			return 0, opError("read", nc, err)
+		if err := c.rc.Control(func(uintptr) {}); err != nil {
+			return 0, c.opError("read", err)
 		}
 		return 0, nil
 	}
@@ -69,7 +65,7 @@ func Read(nc net.Conn, rc syscall.RawConn, p []byte) (int, error) {
 		n    int
 		rerr syscall.Errno
 	)
-	err := rc.Read(func(fd uintptr) bool {
+	err := c.rc.Read(func(fd uintptr) bool {
 		for {
 			r, e := rawRead(fd, p)
 			switch e {
@@ -89,7 +85,7 @@ func Read(nc net.Conn, rc syscall.RawConn, p []byte) (int, error) {
 		err = os.NewSyscallError("read", rerr)
 	}
 	if err != nil {
-		return 0, opError("read", nc, err)
+		return 0, c.opError("read", err)
 	}
 	if n == 0 {
 		return 0, io.EOF
@@ -97,15 +93,15 @@ func Read(nc net.Conn, rc syscall.RawConn, p []byte) (int, error) {
 	return n, nil
 }
 
-// Write writes all of p to the socket of rc, nc's, as nc's Write would:
-// waiting (with nc's write deadline) while the socket's buffer is full;
-// with an error it returns how much was written before it.
-func Write(nc net.Conn, rc syscall.RawConn, p []byte) (int, error) {
+// Write writes all of p as the socket's own Write would: waiting (with
+// the write deadline) while the socket's buffer is full; with an error it
+// returns how much was written before it.
+func (c *Conn) Write(p []byte) (int, error) {
 	var (
 		n    int
 		werr error
 	)
-	err := rc.Write(func(fd uintptr) bool {
+	err := c.rc.Write(func(fd uintptr) bool {
 		for n < len(p) {
 			w, e := rawWrite(fd, p[n:])
 			switch e {
@@ -129,22 +125,22 @@ func Write(nc net.Conn, rc syscall.RawConn, p []byte) (int, error) {
 		err = werr
 	}
 	if err != nil {
-		return n, opError("write", nc, err)
+		return n, c.opError("write", err)
 	}
 	return n, nil
 }
 
 // opError wraps err, from a system call or from the RawConn (whose own
-// *net.OpError names the operation "raw-read" or "raw-write"), as nc's
-// Read or Write would.
-func opError(op string, nc net.Conn, err error) error {
+// *net.OpError names the operation "raw-read" or "raw-write"), as the
+// socket's Read or Write would.
+func (c *Conn) opError(op string, err error) error {
 	var oe *net.OpError
 	if errors.As(err, &oe) {
 		err = oe.Err
 	}
 	// An address is nil when package net could not learn it (a failed
 	// getsockname(2) or getpeername(2)): the network is then the other's.
-	la, ra := nc.LocalAddr(), nc.RemoteAddr()
+	la, ra := c.Conn.LocalAddr(), c.Conn.RemoteAddr()
 	network := ""
 	if la != nil {
 		network = la.Network()
