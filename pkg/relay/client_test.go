@@ -374,8 +374,8 @@ func TestPipelined421MidGroup(t *testing.T) {
 // dialed again at once (DeadSession).
 func TestPipelinedConnectionClosedMidGroup(t *testing.T) {
 	res := sendClosedAt(t, func(line string) bool { return strings.HasPrefix(line, "RCPT") }, "a@example.net", "b@example.net")
-	if e := res.Err; e == nil || e.Code != 0 || e.Stage != StageRcpt || e.Class != Temporary || !DeadSession(res) {
-		t.Fatalf("got %v (dead session %v)", res.Err, DeadSession(res))
+	if e := res.Err; e == nil || e.Code != 0 || e.Stage != StageRcpt || e.Class != Temporary || !DeadSession(res) || LostInData(res) {
+		t.Fatalf("got %v (dead session %v, lost in data %v)", res.Err, DeadSession(res), LostInData(res))
 	}
 }
 
@@ -883,14 +883,15 @@ func dialLoginFails(t *testing.T, pass, challenge string, reply func(line string
 // upstream's, which another upstream may take (FailOver).
 func TestConnectionLostAwaiting354(t *testing.T) {
 	res := sendClosedAt(t, func(line string) bool { return line == "DATA" }, "a@example.net")
-	if e := res.Err; e == nil || e.Code != 0 || e.Stage != StageData || e.Class != Temporary || !DeadSession(res) || !FailOver(res) {
-		t.Fatalf("got %v (dead session %v, failover %v)", res.Err, DeadSession(res), FailOver(res))
+	if e := res.Err; e == nil || e.Code != 0 || e.Stage != StageData || e.Class != Temporary || !DeadSession(res) || !FailOver(res) || LostInData(res) {
+		t.Fatalf("got %v (dead session %v, failover %v, lost in data %v)", res.Err, DeadSession(res), FailOver(res), LostInData(res))
 	}
 }
 
 // A connection lost while the message data goes out (after the 354) is
 // not a dead session: the upstream may have taken part of it, and the
-// message stays on this upstream's schedule.
+// message stays on this upstream's schedule. It is lost in its data
+// (LostInData), which a connection lost before the 354 is not.
 func TestConnectionLostDuringData(t *testing.T) {
 	opts := lineServer(t, func(verb string, w io.Writer) bool {
 		switch verb {
@@ -906,8 +907,8 @@ func TestConnectionLostDuringData(t *testing.T) {
 	})
 	s := dialOK(t, pipeUp, opts)
 	res := s.Send(context.Background(), testMsg(simple, "a@example.net"))
-	if e := res.Err; e == nil || e.Code != 0 || e.Stage != StageData || e.Class != Temporary || DeadSession(res) || FailOver(res) {
-		t.Fatalf("got %v (dead session %v, failover %v)", res.Err, DeadSession(res), FailOver(res))
+	if e := res.Err; e == nil || e.Code != 0 || e.Stage != StageData || e.Class != Temporary || DeadSession(res) || FailOver(res) || !LostInData(res) {
+		t.Fatalf("got %v (dead session %v, failover %v, lost in data %v)", res.Err, DeadSession(res), FailOver(res), LostInData(res))
 	}
 }
 
