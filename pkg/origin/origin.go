@@ -408,7 +408,7 @@ func (p Process) CmdlineString() string {
 }
 
 // Kind names the kind of caller: "cron", "php-fpm", "php", "git",
-// "mailx", "python", "perl", "sudo", or "".
+// "mailx", "python", "perl", "ruby", "sudo", or "".
 func (p Process) Kind() string {
 	names := []string{p.Comm, filepath.Base(p.Exe)}
 	if len(p.Cmdline) > 0 {
@@ -431,6 +431,8 @@ func (p Process) Kind() string {
 			return "python"
 		case n == "perl":
 			return "perl"
+		case n == "ruby" || strings.HasPrefix(n, "ruby") && isVersion(n[len("ruby"):]):
+			return "ruby"
 		case n == "sudo":
 			return "sudo"
 		}
@@ -444,12 +446,40 @@ var optionsWithValue = map[string]string{
 	"php":    "cdzt", // -f is the script itself
 	"python": "mcWX",
 	"perl":   "eEIMxl",
+	"ruby":   "CEIer", // -C also moves the directory the script is found from
 }
 
-// Script returns the script a PHP, Python or Perl interpreter was started
-// with (its first argument that is not an option or an option's value),
-// made absolute with its working directory when known; "" for other
-// callers, and when the program came from -r/-c/-e instead of a file.
+// inlineCode is, per interpreter, the options whose value is the program
+// itself ("-r code", or "-rcode"): no script then.
+var inlineCode = map[string][]string{"php": {"-r"}, "python": {"-c"}, "perl": {"-e", "-E"}, "ruby": {"-e"}}
+
+// isInline reports whether the argument a of an interpreter of kind
+// gives it its program (see inlineCode).
+func isInline(kind, a string) bool {
+	for _, o := range inlineCode[kind] {
+		if strings.HasPrefix(a, o) {
+			return true
+		}
+	}
+	return false
+}
+
+// isVersion reports whether s is empty or a version number ("3.1"), as
+// in an interpreter's name ("ruby3.1").
+func isVersion(s string) bool {
+	for _, c := range s {
+		if c != '.' && (c < '0' || c > '9') {
+			return false
+		}
+	}
+	return true
+}
+
+// Script returns the script a PHP, Python, Perl or Ruby interpreter was
+// started with (its first argument that is not an option or an option's
+// value), made absolute with its working directory when known (Ruby's
+// -C directory first); "" for other callers, and when the program came
+// from -r/-c/-e instead of a file.
 func (p Process) Script() string {
 	kind := p.Kind()
 	withValue, ok := optionsWithValue[kind]
@@ -470,8 +500,18 @@ func (p Process) Script() string {
 				return p.abs(args[i+1])
 			}
 			return ""
-		case kind == "php" && a == "-r", kind == "python" && a == "-c", kind == "perl" && a == "-e":
+		case isInline(kind, a):
 			return "" // inline code
+		case kind == "ruby" && strings.HasPrefix(a, "-C"):
+			// ruby -C dir script: the script is found from dir.
+			dir := a[2:]
+			if dir == "" && i+1 < len(args) {
+				i++
+				dir = args[i]
+			}
+			if dir != "" {
+				p.Cwd = p.abs(dir)
+			}
 		case len(a) == 2 && a[0] == '-' && strings.IndexByte(withValue, a[1]) >= 0:
 			i++ // skip the value
 		case a == "" || strings.HasPrefix(a, "-"):

@@ -210,14 +210,11 @@ func loopbackClients() []client {
 			p := clientScript(t, u, "phpmailer-none.php", phpMailerScript(tok, ""))
 			return runAs(t, u, nil, nil, "php", p)
 		}},
-		// For Ruby relayd names the interpreter (process=/usr/bin/ruby3.1):
-		// its script argument is not taken for script= (PHP's and Python's
-		// are).
-		{name: "actionmailer-article", via: "smtp", process: []string{"/usr/bin/ruby"}, send: func(t *testing.T, u *user.User, tok string) string {
+		{name: "actionmailer-article", via: "smtp", process: []string{"actionmailer-article.rb"}, send: func(t *testing.T, u *user.User, tok string) string {
 			p := clientScript(t, u, "actionmailer-article.rb", actionMailerScript(actionMailerArticle))
 			return runAs(t, u, nil, nil, "ruby", p, tok)
 		}},
-		{name: "actionmailer-none", via: "smtp", process: []string{"/usr/bin/ruby"}, send: func(t *testing.T, u *user.User, tok string) string {
+		{name: "actionmailer-none", via: "smtp", process: []string{"actionmailer-none.rb"}, send: func(t *testing.T, u *user.User, tok string) string {
 			p := clientScript(t, u, "actionmailer-none.rb", actionMailerScript(`address: '127.0.0.1', port: 25`))
 			return runAs(t, u, nil, nil, "ruby", p, tok)
 		}},
@@ -271,12 +268,8 @@ func TestLoopbackClients(t *testing.T) {
 				if !strings.Contains(out, "sent ok") && !strings.Contains(out, "250 ") {
 					t.Errorf("%s as %s: no success reported:\n%s", c.name, u.Username, out)
 				}
-				want := Want{User: u, Via: c.via, BodyHas: []string{tok}}
-				if !strings.HasPrefix(c.process[0], "/usr/bin/ruby") {
-					// The script is in the origin header too (Ruby's is
-					// not recognised: see the client list).
-					want.Script = c.process[0]
-				}
+				// The script is in the origin header too.
+				want := Want{User: u, Via: c.via, BodyHas: []string{tok}, Script: c.process[0]}
 				got := checkDelivered(t, s, tok, want)
 				// Its own subtest: the delivery above stands whatever
 				// this says.
