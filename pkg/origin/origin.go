@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -440,28 +441,25 @@ func (p Process) Kind() string {
 	return ""
 }
 
-// optionsWithValue are, per interpreter, the options whose value is the
-// next argument (and so not the script).
-var optionsWithValue = map[string]string{
-	"php":    "cdzt", // -f is the script itself
-	"python": "mcWX",
-	"perl":   "eEIMxl",
-	"ruby":   "CEIer", // -C also moves the directory the script is found from
+// interpreterOptions says, per interpreter, how the options before its
+// script are read. Single-letter options may be clustered ("perl -lne
+// code", "ruby -we code", "python3 -uc code"): each letter is read in
+// turn until one takes a value.
+type interpreterOptions struct {
+	value  string   // the value is the rest of the argument, or else the next one
+	inline string   // as value, and the value is the program itself: no script
+	script string   // as value, and the value is the script (php -f)
+	chdir  string   // as value, and the script is found from that directory (ruby -C)
+	rest   string   // an optional value, only the rest of the argument (perl -Mmod, -i.bak)
+	digits string   // optional digits follow, then more letters (perl -l, -0)
+	long   []string // long options whose value is the next argument
 }
 
-// inlineCode is, per interpreter, the options whose value is the program
-// itself ("-r code", or "-rcode"): no script then.
-var inlineCode = map[string][]string{"php": {"-r"}, "python": {"-c"}, "perl": {"-e", "-E"}, "ruby": {"-e"}}
-
-// isInline reports whether the argument a of an interpreter of kind
-// gives it its program (see inlineCode).
-func isInline(kind, a string) bool {
-	for _, o := range inlineCode[kind] {
-		if strings.HasPrefix(a, o) {
-			return true
-		}
-	}
-	return false
+var interpreters = map[string]interpreterOptions{
+	"php":    {value: "cdztSBE", inline: "rR", script: "fF", long: []string{"--php-ini", "--define", "--zend-extension", "--docroot"}},
+	"python": {value: "WX", inline: "cm", long: []string{"--check-hash-based-pycs"}}, // -m: the program is a module
+	"perl":   {value: "I", inline: "eE", rest: "CdDFiMmVx", digits: "l0"},
+	"ruby":   {value: "EIr", inline: "e", chdir: "CX", rest: "FiKTWx", digits: "0", long: []string{"--enable", "--disable", "--encoding", "--external-encoding", "--internal-encoding", "--dump", "--backtrace-limit"}},
 }
 
 // isVersion reports whether s is empty or a version number ("3.1"), as
@@ -479,10 +477,10 @@ func isVersion(s string) bool {
 // started with (its first argument that is not an option or an option's
 // value), made absolute with its working directory when known (Ruby's
 // -C directory first); "" for other callers, and when the program came
-// from -r/-c/-e instead of a file.
+// from -r/-R/-c/-m/-e/-E or standard input instead of a file.
 func (p Process) Script() string {
 	kind := p.Kind()
-	withValue, ok := optionsWithValue[kind]
+	opts, ok := interpreters[kind]
 	if !ok {
 		return ""
 	}
@@ -495,26 +493,60 @@ func (p Process) Script() string {
 				return p.abs(args[i+1])
 			}
 			return ""
-		case kind == "php" && (a == "-f" || a == "--file"):
+		case a == "-":
+			return "" // the program is read from standard input
+		case kind == "php" && a == "--file":
 			if i+1 < len(args) {
 				return p.abs(args[i+1])
 			}
 			return ""
-		case isInline(kind, a):
-			return "" // inline code
-		case kind == "ruby" && strings.HasPrefix(a, "-C"):
-			// ruby -C dir script: the script is found from dir.
-			dir := a[2:]
-			if dir == "" && i+1 < len(args) {
-				i++
-				dir = args[i]
+		case strings.HasPrefix(a, "--"):
+			if slices.Contains(opts.long, a) {
+				i++ // skip the value
 			}
-			if dir != "" {
-				p.Cwd = p.abs(dir)
+		case strings.HasPrefix(a, "-"):
+			// A cluster of letters, up to the first that takes a value.
+		letters:
+			for j := 1; j < len(a); j++ {
+				c := a[j]
+				switch {
+				case strings.IndexByte(opts.value+opts.inline+opts.script+opts.chdir, c) >= 0:
+					v := a[j+1:]
+					if kind == "php" {
+						v = strings.TrimPrefix(v, "=") // php -d=x=1
+					}
+					if v == "" && i+1 < len(args) {
+						i++
+						v = args[i]
+					}
+					switch {
+					case strings.IndexByte(opts.inline, c) >= 0:
+						return "" // inline code
+					case strings.IndexByte(opts.script, c) >= 0:
+						if v == "" {
+							return ""
+						}
+						return p.abs(v)
+					case strings.IndexByte(opts.chdir, c) >= 0 && v != "":
+						// ruby -C dir script: the script is found from dir.
+						p.Cwd = p.abs(v)
+					}
+					break letters
+				case strings.IndexByte(opts.rest, c) >= 0:
+					break letters
+				case strings.IndexByte(opts.digits, c) >= 0:
+					if c == '0' && j+1 < len(a) && (a[j+1] == 'x' || a[j+1] == 'X') {
+						j++ // perl -0xHHH
+						for j+1 < len(a) && strings.IndexByte("0123456789abcdefABCDEF", a[j+1]) >= 0 {
+							j++
+						}
+					}
+					for j+1 < len(a) && '0' <= a[j+1] && a[j+1] <= '7' {
+						j++
+					}
+				}
 			}
-		case len(a) == 2 && a[0] == '-' && strings.IndexByte(withValue, a[1]) >= 0:
-			i++ // skip the value
-		case a == "" || strings.HasPrefix(a, "-"):
+		case a == "":
 		default:
 			return p.abs(a)
 		}

@@ -83,6 +83,30 @@ func TestProcessKindAndScript(t *testing.T) {
 		{"rubocop", "rubocop x.rb", "", "", ""},
 		{"python3", "python3 -cprint(1) x.py", "", "python", ""},
 		{"php", "php -rmail(1); x.php", "", "php", ""},
+		// Clustered letters: the one taking a value may come last.
+		{"ruby", "ruby -we Mail.deliver x.rb", "", "ruby", ""},
+		{"perl", "perl -lne print x.pl", "", "perl", ""},
+		{"perl", "perl -0777ne print x.pl", "", "perl", ""},
+		{"python3", "python3 -uc print(1) x.py", "", "python", ""},
+		{"php", "php -nr mail(1); x.php", "", "php", ""},
+		{"ruby", "ruby -wrjson /srv/x.rb", "", "ruby", "/srv/x.rb"},
+		{"ruby", "ruby -wr json /srv/x.rb", "", "ruby", "/srv/x.rb"},
+		// ruby -X is -C; its long options may take the next argument.
+		{"ruby", "ruby -X /srv/app send.rb", "/home/u", "ruby", "/srv/app/send.rb"},
+		{"ruby", "ruby --disable gems /srv/x.rb", "", "ruby", "/srv/x.rb"},
+		// perl -l and -x take no separate value: the next argument is the script.
+		{"perl", "perl -l /srv/x.pl a@b", "", "perl", "/srv/x.pl"},
+		{"perl", "perl -x /srv/x.pl a@b", "", "perl", "/srv/x.pl"},
+		{"perl", "perl -Mstrict -i.bak /srv/x.pl", "", "perl", "/srv/x.pl"},
+		// php -R is inline code, -F the script, -S takes a value.
+		{"php", "php -R mail(1); x.php", "", "php", ""},
+		{"php", "php -F /srv/x.php", "", "php", "/srv/x.php"},
+		{"php", "php -S localhost:8000 router.php", "/srv", "php", "/srv/router.php"},
+		{"php", "php -dmemory_limit=1G /srv/x.php", "", "php", "/srv/x.php"},
+		// python -m: the program is a module, what follows is its arguments.
+		{"python3", "python3 -m mailer --to a@b", "", "python", ""},
+		// "-": the program is read from standard input.
+		{"perl", "perl - a@b", "", "perl", ""},
 		{"git-send-email", "git-send-email", "", "git", ""},
 		{"s-nail", "s-nail -s x a@b", "", "mailx", ""},
 		{"bsd-mailx-extra", "bsd-mailx-extracted -s x", "", "mailx", ""},
