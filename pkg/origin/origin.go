@@ -455,11 +455,29 @@ type interpreterOptions struct {
 	long   []string // long options whose value is the next argument
 }
 
-var interpreters = map[string]interpreterOptions{
-	"php":    {value: "cdztSBE", inline: "rR", script: "fF", long: []string{"--php-ini", "--define", "--zend-extension", "--docroot"}},
-	"python": {value: "WX", inline: "cm", long: []string{"--check-hash-based-pycs"}}, // -m: the program is a module
-	"perl":   {value: "I", inline: "eE", rest: "CdDFiMmVx", digits: "l0"},
-	"ruby":   {value: "EIr", inline: "e", chdir: "CX", rest: "FiKTWx", digits: "0", long: []string{"--enable", "--disable", "--encoding", "--external-encoding", "--internal-encoding", "--dump", "--backtrace-limit"}},
+// interpreters is a table, not a map: a package-level map is built when
+// the program starts, and sendmail (which links this package) keeps its
+// start-up allocations within a budget (TestInitBudget); a table of
+// constants is laid out by the linker.
+var interpreters = [...]struct {
+	kind string
+	opts interpreterOptions
+}{
+	{"php", interpreterOptions{value: "cdztSBE", inline: "rR", script: "fF", long: []string{"--php-ini", "--define", "--zend-extension", "--docroot"}}},
+	{"python", interpreterOptions{value: "WX", inline: "cm", long: []string{"--check-hash-based-pycs"}}}, // -m: the program is a module
+	{"perl", interpreterOptions{value: "I", inline: "eE", rest: "CdDFiMmVx", digits: "l0"}},
+	{"ruby", interpreterOptions{value: "EIr", inline: "e", chdir: "CX", rest: "FiKTWx", digits: "0", long: []string{"--enable", "--disable", "--encoding", "--external-encoding", "--internal-encoding", "--dump", "--backtrace-limit"}}},
+}
+
+// interpreter returns how the options of an interpreter of kind are read
+// (interpreters); ok is false for other kinds.
+func interpreter(kind string) (opts *interpreterOptions, ok bool) {
+	for i := range interpreters {
+		if interpreters[i].kind == kind {
+			return &interpreters[i].opts, true
+		}
+	}
+	return nil, false
 }
 
 // isVersion reports whether s is empty or a version number ("3.1"), as
@@ -480,7 +498,7 @@ func isVersion(s string) bool {
 // from -r/-R/-c/-m/-e/-E or standard input instead of a file.
 func (p Process) Script() string {
 	kind := p.Kind()
-	opts, ok := interpreters[kind]
+	opts, ok := interpreter(kind)
 	if !ok {
 		return ""
 	}
