@@ -530,10 +530,13 @@ func (p Process) Script() string {
 				switch {
 				case strings.IndexByte(opts.value+opts.inline+opts.script+opts.chdir, c) >= 0:
 					v := a[j+1:]
+					attached := v != ""
 					if kind == "php" {
-						v = strings.TrimPrefix(v, "=") // php -d=x=1
+						// php -d=x=1; "-d=" is an empty value, not
+						// the next argument (php_getopt).
+						v = strings.TrimPrefix(v, "=")
 					}
-					if v == "" && i+1 < len(args) {
+					if !attached && i+1 < len(args) {
 						i++
 						v = args[i]
 					}

@@ -103,6 +103,9 @@ func TestProcessKindAndScript(t *testing.T) {
 		{"php", "php -F /srv/x.php", "", "php", "/srv/x.php"},
 		{"php", "php -S localhost:8000 router.php", "/srv", "php", "/srv/router.php"},
 		{"php", "php -dmemory_limit=1G /srv/x.php", "", "php", "/srv/x.php"},
+		// php -d= is an empty value (php_getopt): the next argument is the script.
+		{"php", "php -d= /srv/x.php", "", "php", "/srv/x.php"},
+		{"php", "php -nd= /srv/x.php", "", "php", "/srv/x.php"},
 		// python -m: the program is a module, what follows is its arguments.
 		{"python3", "python3 -m mailer --to a@b", "", "python", ""},
 		// "-": the program is read from standard input.
