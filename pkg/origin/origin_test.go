@@ -353,3 +353,41 @@ func TestHugeCmdline(t *testing.T) {
 		t.Errorf("script %q kind %q shell wrapper %v (comm %q)", p.Script(), p.Kind(), isShellWrapper(p), p.Comm)
 	}
 }
+
+// FuzzScript: Script reads a command line its caller chose (relayd's
+// SMTP clients, sendmail's parent): whatever it holds, Script must not
+// panic, and what it returns is "" or bounded, and absolute when the
+// working directory is. cmdline is NUL-separated, as in /proc/PID/cmdline.
+func FuzzScript(f *testing.F) {
+	for _, row := range interpreters {
+		k := row.kind
+		o := row.opts
+		for _, letters := range []string{o.value, o.inline, o.script, o.chdir, o.rest, o.digits} {
+			for _, c := range letters {
+				f.Add(k, k+"\x00-"+string(c)+"\x00x\x00/srv/s", "/home/u")
+				f.Add(k, k+"\x00-w"+string(c)+"v\x00x", "")
+				f.Add(k, k+"\x00-"+string(c), "/home/u")
+			}
+		}
+		for _, l := range o.long {
+			f.Add(k, k+"\x00"+l+"\x00v\x00s", "/home/u")
+			f.Add(k, k+"\x00"+l, "")
+		}
+		f.Add(k, k+"\x00-0x\x00s", "/")
+		f.Add(k, k+"\x00-0777ne\x00c\x00s", "")
+		f.Add(k, k+"\x00--\x00", "/home/u")
+		f.Add(k, k+"\x00-\x00s", "")
+		f.Add(k, k+"\x00-d=\x00s", "")
+	}
+	f.Add("ruby3.1", "ruby3.1\x00-Capp\x00-X\x00..\x00s.rb", "/home/u")
+	f.Fuzz(func(t *testing.T, comm, cmdline, cwd string) {
+		p := Process{Comm: comm, Cmdline: strings.Split(cmdline, "\x00"), Cwd: cwd}
+		s := p.Script()
+		if len(s) > maxField {
+			t.Fatalf("script of %d bytes", len(s))
+		}
+		if s != "" && strings.HasPrefix(cwd, "/") && !strings.HasPrefix(s, "/") {
+			t.Fatalf("script %q not absolute (cwd %q)", s, cwd)
+		}
+	})
+}
