@@ -39,20 +39,24 @@ func loopbackRow(o Options, sz sizes, work string, bins *Binaries, srv *smtptest
 		return notMeasured(name, ref, "≥ 0.5× the reference, nothing lost", "cmd/relayd does not build yet"), nil
 	}
 	var refRates, rates, cpuUser, cpuSys []float64
+	// CPU per message of every process of each run (cpuShare).
+	var refClients, refServer, relClients []float64
 	var lostNote []string
 	for i := 0; i < o.Runs; i++ {
 		o.logf("loopback: reference run %d, %d messages", i+1, n)
-		r, err := bareServerRate(bins.RefSMTP, n)
+		r, clients, server, err := bareServerRate(bins.RefSMTP, n)
 		if err != nil {
 			return Row{}, fmt.Errorf("loopback reference: %w", err)
 		}
 		refRates = append(refRates, r)
+		refClients, refServer = append(refClients, clients), append(refServer, server)
 		o.logf("loopback: relayd run %d, %d messages", i+1, n)
-		rate, ru, note, err := loopbackOnce(o, filepath.Join(work, fmt.Sprintf("loopback-%d", i)), bins, srv, n)
+		rate, ru, driver, note, err := loopbackOnce(o, filepath.Join(work, fmt.Sprintf("loopback-%d", i)), bins, srv, n)
 		if err != nil {
 			return Row{}, err
 		}
 		rates = append(rates, rate)
+		relClients = append(relClients, driver)
 		if ru != nil {
 			cpuUser = append(cpuUser, float64(time.Duration(ru.Utime.Nano()).Microseconds())/float64(n))
 			cpuSys = append(cpuSys, float64(time.Duration(ru.Stime.Nano()).Microseconds())/float64(n))
@@ -82,6 +86,14 @@ func loopbackRow(o Options, sz sizes, work string, bins *Binaries, srv *smtptest
 	if len(cpuUser) > 0 {
 		u, sy := Summarise(cpuUser).Median, Summarise(cpuSys).Median
 		row.Note += fmt.Sprintf("; relayd CPU per message (wait4, delivery included): %.0f µs (user %.0f, sys %.0f)", u+sy, u, sy)
+		// The rate ratio follows the ratio of the two runs' CPU per
+		// message, every process counted (docs/BENCHMARKS.md, the
+		// eighth round): the figure least moved by the host's load.
+		rc, rs, dc := Summarise(refClients).Median, Summarise(refServer).Median, Summarise(relClients).Median
+		if rc > 0 && rs > 0 && dc > 0 {
+			row.Note += fmt.Sprintf("; CPU per message, every process: reference run %.0f µs (clients %.0f, bare server %.0f), relayd's run %.0f µs (clients and upstream %.0f, relayd %.0f), CPU ratio %.2f",
+				rc+rs, rc, rs, dc+u+sy, dc, u+sy, (rc+rs)/(dc+u+sy))
+		}
 	}
 	switch {
 	case len(lostNote) > 0:
@@ -97,28 +109,59 @@ func loopbackRow(o Options, sz sizes, work string, bins *Binaries, srv *smtptest
 // bareServerRate returns the clients' messages/s against a bare go-smtp
 // server that discards every message (ServeDiscard), run as a process of
 // its own (bin, bench/refsmtp serve) as relayd is one, so that the clients
-// reach both across the same process boundary.
-func bareServerRate(bin string, n int) (float64, error) {
+// reach both across the same process boundary; and the CPU per message,
+// in µs, of the clients (the driver, while they send) and of the server
+// (its whole life, wait4).
+func bareServerRate(bin string, n int) (rate, clients, server float64, err error) {
 	cmd := exec.Command(bin, "serve")
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
-		return 0, err
+		return 0, 0, 0, err
 	}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
-		return 0, err
+		return 0, 0, 0, err
 	}
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
-		return 0, err
+		return 0, 0, 0, err
 	}
-	defer cmd.Wait()
-	defer stdin.Close() // its end of input stops the server
+	waited := false
+	defer func() {
+		if !waited {
+			stdin.Close()
+			cmd.Wait()
+		}
+	}()
 	addr, err := bufio.NewReader(stdout).ReadString('\n')
 	if err != nil {
-		return 0, fmt.Errorf("%s serve: no address: %w", bin, err)
+		return 0, 0, 0, fmt.Errorf("%s serve: no address: %w", bin, err)
 	}
-	return countedRate(strings.TrimSpace(addr), n)
+	cpu0 := selfCPU()
+	rate, err = countedRate(strings.TrimSpace(addr), n)
+	clients = perMessage(selfCPU()-cpu0, n)
+	// Its end of input stops the server.
+	stdin.Close()
+	waited = true
+	cmd.Wait()
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		server = perMessage(time.Duration(ru.Utime.Nano()+ru.Stime.Nano()), n)
+	}
+	return rate, clients, server, err
+}
+
+// selfCPU is the driver's CPU time so far, user and system.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// perMessage is d over n messages, in µs.
+func perMessage(d time.Duration, n int) float64 {
+	return float64(d.Microseconds()) / float64(n)
 }
 
 // inDriverServerRate is bareServerRate with the server in the driver, the
@@ -230,31 +273,32 @@ func sendOne(addr string, seq int) error {
 // (and nothing else: no Unix socket, no STARTTLS), sends n messages to it
 // from the parallel clients, then waits until the upstream has every one.
 // It returns the submission rate, relayd's resource usage (from start to
-// exit: every message accepted and delivered) and, when messages were
-// lost, what.
-func loopbackOnce(o Options, dir string, bins *Binaries, srv *smtptest.Server, n int) (float64, *syscall.Rusage, string, error) {
+// exit: every message accepted and delivered), the driver's CPU per
+// message in µs (the clients and the upstream, from the first message
+// sent to the last delivered) and, when messages were lost, what.
+func loopbackOnce(o Options, dir string, bins *Binaries, srv *smtptest.Server, n int) (float64, *syscall.Rusage, float64, string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return 0, nil, "", err
+		return 0, nil, 0, "", err
 	}
 	defer os.RemoveAll(dir)
 	conf, err := upstreamTOML(dir, srv.Upstream())
 	if err != nil {
-		return 0, nil, "", err
+		return 0, nil, 0, "", err
 	}
 	port, err := freePort()
 	if err != nil {
-		return 0, nil, "", err
+		return 0, nil, 0, "", err
 	}
 	listen := fmt.Sprintf("\n[queue]\nconcurrency = 4\n\n[listen]\nenabled = true\naddresses = [\"127.0.0.1\"]\nports = [%d]\nsocket = \"\"\ncert_file = \"\"\nkey_file = \"\"\nmax_connections_per_uid = %d\n",
 		port, 2*loopbackClients)
 	site, err := NewSite(dir, &Binaries{}, conf+listen)
 	if err != nil {
-		return 0, nil, "", err
+		return 0, nil, 0, "", err
 	}
 	base := srv.Count()
 	r, err := StartRelayd(bins.Relayd, site)
 	if err != nil {
-		return 0, nil, "", err
+		return 0, nil, 0, "", err
 	}
 	defer r.Stop(30 * time.Second)
 	addr := net.JoinHostPort("127.0.0.1", fmt.Sprint(port))
@@ -266,24 +310,26 @@ func loopbackOnce(o Options, dir string, bins *Binaries, srv *smtptest.Server, n
 		}
 		return err == nil
 	}); err != nil {
-		return 0, nil, "", err
+		return 0, nil, 0, "", err
 	}
+	cpu0 := selfCPU()
 	rate, accepted, err := sendParallel(addr, n)
 	if err != nil {
-		return 0, nil, "", fmt.Errorf("loopback clients (%d accepted): %w; relayd log:\n%s", accepted, err, r.Tail(10))
+		return 0, nil, 0, "", fmt.Errorf("loopback clients (%d accepted): %w; relayd log:\n%s", accepted, err, r.Tail(10))
 	}
 	if err := r.WaitFor(fmt.Sprintf("%d deliveries", accepted), 10*time.Minute, func() bool { return srv.Count()-base >= accepted }); err != nil {
-		return 0, nil, "", err
+		return 0, nil, 0, "", err
 	}
+	driver := perMessage(selfCPU()-cpu0, n)
 	if got := srv.Count() - base; got != accepted {
 		ru, _ := r.Stop(30 * time.Second)
-		return rate, ru, fmt.Sprintf("%d accepted, upstream got %d", accepted, got), nil
+		return rate, ru, driver, fmt.Sprintf("%d accepted, upstream got %d", accepted, got), nil
 	}
 	ru, err := r.Stop(30 * time.Second)
 	if err != nil {
-		return 0, nil, "", err
+		return 0, nil, 0, "", err
 	}
-	return rate, ru, "", nil
+	return rate, ru, driver, "", nil
 }
 
 // freePort returns a loopback TCP port that was free a moment ago.
