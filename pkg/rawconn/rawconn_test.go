@@ -161,10 +161,14 @@ func TestDeadlines(t *testing.T) {
 		timeout("read", err)
 		_, err = c.Read(make([]byte, 64)) // the deadline has passed
 		timeout("read", err)
-		// The peer reads nothing: the buffers fill, the rest waits.
-		c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+		// The peer reads nothing: the buffers fill, the rest waits. (The
+		// 64 MiB are allocated before the deadline is set: zeroing them
+		// on a loaded machine took longer than the deadline once, and a
+		// Write begun past its deadline rightly writes nothing.)
 		const size = 64 << 20
-		n, err := c.Write(make([]byte, size))
+		big := make([]byte, size)
+		c.SetWriteDeadline(time.Now().Add(300 * time.Millisecond))
+		n, err := c.Write(big)
 		timeout("write", err)
 		if n <= 0 || n >= size {
 			t.Fatalf("Write stopped by its deadline wrote %d of %d bytes", n, size)
