@@ -143,9 +143,9 @@ func bareServerRate(bin string, n int) (rate, clients, server float64, err error
 	// Its end of input stops the server.
 	stdin.Close()
 	waited = true
-	cmd.Wait()
-	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		server = perMessage(time.Duration(ru.Utime.Nano()+ru.Stime.Nano()), n)
+	if cmd.Wait(); cmd.ProcessState != nil {
+		ru, _ := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+		server = perMessage(cpu(ru), n)
 	}
 	return rate, clients, server, err
 }
@@ -156,7 +156,7 @@ func selfCPU() time.Duration {
 	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
 		return 0
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return cpu(&ru)
 }
 
 // perMessage is d over n messages, in µs.
