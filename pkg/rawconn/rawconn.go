@@ -16,7 +16,7 @@
 // none of them.
 //
 // With the race detector the calls go through package syscall (see
-// sys_race.go).
+// sys.go).
 package rawconn
 
 import (
