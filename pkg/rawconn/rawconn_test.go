@@ -141,6 +141,11 @@ func checkOpError(t *testing.T, err error, op string, nc net.Conn) *net.OpError 
 		oe.Source.String() != nc.LocalAddr().String() || oe.Addr.String() != nc.RemoteAddr().String() {
 		t.Fatalf("%s: %#v (%v), want the connection's *net.OpError", op, err, err)
 	}
+	// One *net.OpError, as package net's: not the RawConn's own
+	// ("raw-read", "raw-write") inside it.
+	if inner := new(*net.OpError); errors.As(oe.Err, inner) {
+		t.Fatalf("%s: %v, a *net.OpError within the connection's", op, err)
+	}
 	return oe
 }
 
