@@ -18,7 +18,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -452,7 +451,7 @@ type interpreterOptions struct {
 	chdir  string   // as value, and the script is found from that directory (ruby -C)
 	rest   string   // an optional value, only the rest of the argument (perl -Mmod, -i.bak)
 	digits string   // optional digits follow, then more letters (perl -l, -0)
-	long   []string // long options whose value is the next argument
+	long   []string // long options whose value is the next argument; "--name=c" is option -c
 }
 
 // interpreters is a table, not a map: a package-level map is built when
@@ -463,10 +462,10 @@ var interpreters = [...]struct {
 	kind string
 	opts interpreterOptions
 }{
-	{"php", interpreterOptions{value: "cdztSBE", inline: "rR", script: "fF", long: []string{"--php-ini", "--define", "--zend-extension", "--docroot"}}},
+	{"php", interpreterOptions{value: "cdztSBE", inline: "rR", script: "fF", long: []string{"--php-ini=c", "--define=d", "--zend-extension=z", "--docroot=t", "--server=S", "--process-begin=B", "--process-end=E", "--run=r", "--process-code=R", "--file=f", "--process-file=F"}}},
 	{"python", interpreterOptions{value: "WX", inline: "cm", long: []string{"--check-hash-based-pycs"}}}, // -m: the program is a module
 	{"perl", interpreterOptions{value: "I", inline: "eE", rest: "CdDFiMmVx", digits: "l0"}},
-	{"ruby", interpreterOptions{value: "EIr", inline: "e", chdir: "CX", rest: "FiKTWx", digits: "0", long: []string{"--enable", "--disable", "--encoding", "--external-encoding", "--internal-encoding", "--dump", "--backtrace-limit"}}},
+	{"ruby", interpreterOptions{value: "EIr", inline: "e", chdir: "CX", rest: "FiKTWx", digits: "0", long: []string{"--enable", "--disable", "--encoding=E", "--external-encoding", "--internal-encoding", "--dump", "--backtrace-limit"}}},
 }
 
 // interpreter returns how the options of an interpreter of kind are read
@@ -478,6 +477,17 @@ func interpreter(kind string) (opts *interpreterOptions, ok bool) {
 		}
 	}
 	return nil, false
+}
+
+// longOption reports whether a is one of o's long options (o.long),
+// and the letter of the option it is ("" when none).
+func (o *interpreterOptions) longOption(a string) (short string, ok bool) {
+	for _, l := range o.long {
+		if name, c, _ := strings.Cut(l, "="); name == a {
+			return c, true
+		}
+	}
+	return "", false
 }
 
 // isVersion reports whether s is empty or a version number ("3.1"), as
@@ -513,15 +523,25 @@ func (p Process) Script() string {
 			return ""
 		case a == "-":
 			return "" // the program is read from standard input
-		case kind == "php" && a == "--file":
-			if i+1 < len(args) {
-				return p.abs(args[i+1])
-			}
-			return ""
 		case strings.HasPrefix(a, "--"):
-			if slices.Contains(opts.long, a) {
-				i++ // skip the value
+			name, v, attached := strings.Cut(a, "=")
+			short, ok := opts.longOption(name)
+			switch {
+			case !ok:
+				continue // an option without a value
+			case short == "":
+				if !attached {
+					i++ // skip the value
+				}
+				continue
+			case attached:
+				// Read as its letter with the value attached after
+				// "=" (only php's and ruby -E's: php's "-f=x" is "x").
+				a = "-" + short + "=" + v
+			default:
+				a = "-" + short // its value the next argument
 			}
+			fallthrough
 		case strings.HasPrefix(a, "-"):
 			// A cluster of letters, up to the first that takes a value.
 		letters:

@@ -105,6 +105,17 @@ func TestProcessKindAndScript(t *testing.T) {
 		{"php", "php -dmemory_limit=1G /srv/x.php", "", "php", "/srv/x.php"},
 		// php -d= is an empty value (php_getopt): the next argument is the script.
 		{"php", "php -d= /srv/x.php", "", "php", "/srv/x.php"},
+		// php's long options are its letters': --run is -r, --process-file -F, --server -S.
+		{"php", "php --run mail(1); x.php", "", "php", ""},
+		{"php", "php --process-code mail(1); x.php", "", "php", ""},
+		{"php", "php --process-file /srv/x.php", "", "php", "/srv/x.php"},
+		{"php", "php --server localhost:8000 router.php", "/srv", "php", "/srv/router.php"},
+		{"php", "php --file x.php", "/srv", "php", "/srv/x.php"},
+		{"ruby", "ruby --encoding utf-8 /srv/x.rb", "", "ruby", "/srv/x.rb"},
+		{"php", "php --run=mail(1); x.php", "", "php", ""},
+		{"php", "php --file=/srv/x.php a", "", "php", "/srv/x.php"},
+		{"php", "php --define=a=1 /srv/x.php", "", "php", "/srv/x.php"},
+		{"ruby", "ruby --encoding=utf-8 --disable=gems /srv/x.rb", "", "ruby", "/srv/x.rb"},
 		{"php", "php -nd= /srv/x.php", "", "php", "/srv/x.php"},
 		// python -m: the program is a module, what follows is its arguments.
 		{"python3", "python3 -m mailer --to a@b", "", "python", ""},
@@ -370,8 +381,11 @@ func FuzzScript(f *testing.F) {
 			}
 		}
 		for _, l := range o.long {
-			f.Add(k, k+"\x00"+l+"\x00v\x00s", "/home/u")
-			f.Add(k, k+"\x00"+l, "")
+			name, _, _ := strings.Cut(l, "=")
+			f.Add(k, k+"\x00"+name+"\x00v\x00s", "/home/u")
+			f.Add(k, k+"\x00"+name+"=v\x00s", "/home/u")
+			f.Add(k, k+"\x00"+name+"=", "")
+			f.Add(k, k+"\x00"+name, "")
 		}
 		f.Add(k, k+"\x00-0x\x00s", "/")
 		f.Add(k, k+"\x00-0777ne\x00c\x00s", "")
