@@ -620,9 +620,9 @@ func cgroupUnit(b []byte) string {
 	return unit
 }
 
-// cgroupUnits is cgroupUnit of b, and the unit the unified hierarchy's
-// line names ("" when it names none).
-func cgroupUnits(b []byte) (unit, unified string) {
+// cgroupUnits is cgroupUnit of b, and whether the unified hierarchy's
+// line named it (then it is the unit whatever the other lines say).
+func cgroupUnits(b []byte) (unit string, unified bool) {
 	var best string
 	for len(b) > 0 {
 		var l []byte
@@ -643,9 +643,7 @@ func cgroupUnits(b []byte) (unit, unified string) {
 				if len(ctl) == 0 || best == "" {
 					best = string(elem)
 				}
-				if len(ctl) == 0 {
-					unified = clean(string(elem))
-				}
+				unified = unified || len(ctl) == 0
 				break
 			}
 		}

@@ -219,12 +219,12 @@ func (e *procEntry) readUnits(units *unitCache) (p Process, unit string, err err
 	if u, ok := units.get(cgid); ok {
 		return p, u, nil
 	}
-	var unified string
+	var unified bool
 	readWith(preader(e.cgroup), 0, func(b []byte, _ bool) { unit, unified = cgroupUnits(b) })
 	// The unified line's unit, when it has one, is the unit whatever the
 	// other lines say: the unit of cgroup cgid if the process was in it
 	// when the file was read (asked again after).
-	if unified != "" && unified == unit {
+	if unified {
 		var q Process
 		if again, ok := pidfdIDs(e.pidfd, &q); ok && again == cgid {
 			units.put(cgid, unit)
