@@ -758,6 +758,25 @@ func TestSMTPModeTruncated(t *testing.T) {
 	s.none(t)
 }
 
+// The client goes away inside the header section of DATA: the same
+// line as in the body, which says that nothing was sent, not a bare
+// "unexpected EOF".
+func TestSMTPModeTruncatedHeader(t *testing.T) {
+	needBinary(t)
+	s := newSpool(t, false, "")
+	for _, in := range []string{
+		"HELO c\r\nMAIL FROM:<>\r\nRCPT TO:<a@example.org>\r\nDATA\r\nSubject: x\r\n",
+		"HELO c\r\nMAIL FROM:<>\r\nRCPT TO:<a@example.org>\r\nDATA\r\nSubj",
+		"HELO c\r\nMAIL FROM:<>\r\nRCPT TO:<a@example.org>\r\nDATA\r\n",
+	} {
+		r := runSendmail(t, invocation{args: []string{"-bs"}, conf: s.conf, stdin: strings.NewReader(in)})
+		if r.code != 74 || r.stderr != "sendmail: the input ended in the middle of the message; message not sent\n" {
+			t.Errorf("%q: exit %d stderr %q", in, r.code, r.stderr)
+		}
+	}
+	s.none(t)
+}
+
 // A header over the limit in -bs: refused in the reply to DATA, and, as
 // every failure, one "sendmail: ..." line on stderr with the exit status.
 func TestSMTPModeHeaderTooLarge(t *testing.T) {

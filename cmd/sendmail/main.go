@@ -600,6 +600,11 @@ func inputError(err error, in *errReader) *exitError {
 	if errors.Is(err, message.ErrBareDataEnd) {
 		return errorf(sysexits.DataErr, "%v", err)
 	}
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		// -bs: the input ended inside DATA's header section; the
+		// same line as when it ends in the body (classify).
+		return errorf(sysexits.IOErr, "the input ended in the middle of the message; message not sent")
+	}
 	return errorf(sysexits.IOErr, "cannot read the message: %v", err)
 }
 
