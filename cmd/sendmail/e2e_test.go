@@ -1188,3 +1188,66 @@ func (d slowEOF) Read([]byte) (int, error) {
 	time.Sleep(time.Duration(d))
 	return 0, io.EOF
 }
+
+// The -bs client goes away after the end of DATA, before reading the
+// reply (a PHP request killed by its time limit): the message is stored
+// and will be sent, so the error line must say so, not only that the
+// write failed; a client gone before DATA's end stored nothing, and the
+// line says that too.
+func TestSMTPModeClientGone(t *testing.T) {
+	needBinary(t)
+	for _, c := range []struct {
+		name, before, after string
+		stored              int
+		says                string
+	}{
+		{"after-data", "HELO c\r\nMAIL FROM:<>\r\nRCPT TO:<a@example.org>\r\nDATA\r\n", "Subject: x\r\n\r\nbody\r\n.\r\nQUIT\r\n", 1,
+			"the 1 message(s) stored in this session (answered or not) stay queued"},
+		{"before-data", "HELO c\r\nMAIL FROM:<>\r\nRCPT TO:<a@example.org>\r\n", "DATA\r\nSubject: x\r\n\r\nbody\r\n.\r\nQUIT\r\n", 0,
+			"no message of this session was stored"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s := newSpool(t, false, "")
+			cmd := exec.Command(binPath, "-bs")
+			cmd.Env = []string{"PATH=/usr/bin:/bin", "MAILSHIM_CONFIG=" + s.conf}
+			stdin, err := cmd.StdinPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			outR, outW, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var errb bytes.Buffer
+			cmd.Stdout, cmd.Stderr = outW, &errb
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			outW.Close()
+			io.WriteString(stdin, c.before)
+			// Read the replies to what was sent, then go away.
+			want := strings.Count(c.before, "\r\n") + 1
+			br := bufio.NewReader(outR)
+			for i := 0; i < want; i++ {
+				if _, err := br.ReadString('\n'); err != nil {
+					t.Fatalf("reply %d: %v", i, err)
+				}
+			}
+			outR.Close()
+			io.WriteString(stdin, c.after)
+			stdin.Close()
+			err = cmd.Wait()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != 74 {
+				t.Fatalf("exit %v, want 74; stderr %q", err, errb.String())
+			}
+			if got := len(s.files(t)); got != c.stored {
+				t.Fatalf("%d messages stored, want %d", got, c.stored)
+			}
+			lines := strings.Split(strings.TrimSuffix(errb.String(), "\n"), "\n")
+			if len(lines) != 1 || !strings.HasPrefix(lines[0], "sendmail: SMTP session: ") || !strings.Contains(lines[0], c.says) {
+				t.Errorf("stderr %q does not say %q", errb.String(), c.says)
+			}
+		})
+	}
+}

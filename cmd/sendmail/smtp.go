@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"os"
 	"os/signal"
@@ -64,12 +65,31 @@ func smtpSession(cfg *config.Config, a *args, envVars map[string]string) (int, *
 	// session's status.
 	signal.Ignore(stopSignals...)
 	if err != nil {
-		return 0, errorf(sysexits.IOErr, "SMTP session: %v", err)
+		return 0, sessionBroken(err)
 	}
 	if failed > 0 && lastCode != 0 {
 		return lastCode, nil
 	}
 	return 0, nil
+}
+
+// sessionBroken is the failure of the session's own streams: a client
+// that went away (its end of stdout closed) or whose input failed. The
+// messages the session stored stay queued, answered or not, and the line
+// says so, as the signal handler's does, so that nobody sends them again.
+func sessionBroken(err error) *exitError {
+	msg := fmt.Sprintf("SMTP session: %v", err)
+	n, maybe := stores.Load(), maybeStores.Load()
+	switch {
+	case n == 0 && maybe == 0:
+		msg += "; no message of this session was stored"
+	case n > 0:
+		msg += fmt.Sprintf("; the %d message(s) stored in this session (answered or not) stay queued, any other was not sent", n)
+	}
+	if maybe > 0 {
+		msg += fmt.Sprintf("; %d more may have been stored (relayd gave no answer; mailq shows whether it is queued)", maybe)
+	}
+	return errorf(sysexits.IOErr, "%s", msg)
 }
 
 // refusal is a failure as the SMTP server answers it: its exit code
