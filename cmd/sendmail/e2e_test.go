@@ -658,7 +658,7 @@ func TestRefusals(t *testing.T) {
 		{"semicolon", []string{"a@example.org;touch " + victim}, simple, 67, "invalid recipient"},
 		{"pipe", []string{"|touch " + victim}, simple, 67, "invalid recipient"},
 		{"file", []string{victim}, simple, 67, "invalid recipient"},
-		{"header rcpt invalid", []string{"-t"}, "To: <a@b@c>\n\nx\n", 67, "invalid address"},
+		{"header rcpt invalid", []string{"-t"}, "To: <a@b@c>\n\nx\n", 67, "invalid address \"<a@b@c>\" in the To: header: "},
 		{"no recipients", []string{"-i"}, simple, 64, "no recipients"},
 		{"no recipients -t", []string{"-t"}, "Subject: x\n\n", 64, "no recipient"},
 	}

@@ -4,7 +4,7 @@ import "fmt"
 
 // AddressError is an address that does not parse, with where it was found.
 type AddressError struct {
-	Where   string // "To:", "command line", "-f", "RCPT TO", ...
+	Where   string // "the To: header", "command line", "-f", "RCPT TO", ...
 	Address string
 	Err     error
 }
@@ -40,7 +40,7 @@ func Recipients(h *Header) ([]string, error) {
 			v := f.Value()
 			list, err := ParseList(v)
 			if err != nil {
-				return nil, &AddressError{Where: f.Name + ":", Address: v, Err: err}
+				return nil, &AddressError{Where: "the " + f.Name + ": header", Address: v, Err: err}
 			}
 			out = append(out, list...)
 		}
