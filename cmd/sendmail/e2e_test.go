@@ -654,6 +654,9 @@ func TestRefusals(t *testing.T) {
 		{"-f with NUL-ish", []string{"-f", "a@exa\x01mple.org", "-t"}, simple, 64, "sender"},
 		{"-f unparsable", []string{"-f", "a b c <", "-t"}, simple, 64, "sender"},
 		{"-F with CRLF", []string{"-F", "Name\r\nBcc: evil@example.org", "-t"}, simple, 64, "full name"},
+		// An invisible control is shown escaped: the line says which.
+		{"-F with bidi control", []string{"-F", "Invoice \u202egpj.exe", "-t"}, simple, 64, `invalid full name "Invoice \u202egpj.exe" given with -F: it contains a control character`},
+		{"-f with line separator", []string{"-f", "a\u2028b@example.org", "-t"}, simple, 64, `invalid sender address "a\u2028b@example.org" given with -f: it contains a control character`},
 		{"shell metacharacters", []string{"--", "$(touch " + victim + ")@example.org"}, simple, 67, "invalid recipient"},
 		{"semicolon", []string{"a@example.org;touch " + victim}, simple, 67, "invalid recipient"},
 		{"pipe", []string{"|touch " + victim}, simple, 67, "invalid recipient"},

@@ -390,7 +390,7 @@ func envelope(a *args) (spool.Envelope, *exitError) {
 		s := strings.TrimSpace(a.sender)
 		switch {
 		case message.HasControl(a.sender):
-			return env, errorf(sysexits.Usage, "invalid sender address given with -f: it contains a control character (CR, LF, NUL)")
+			return env, errorf(sysexits.Usage, "invalid sender address %s given with -f: %s", strconv.QuoteToASCII(trunc(a.sender)), controlWhy)
 		case s == "" || s == "<>":
 			env.Sender = "<>"
 		default:
@@ -403,7 +403,7 @@ func envelope(a *args) (spool.Envelope, *exitError) {
 	}
 	if a.fullSet {
 		if message.HasControl(a.fullName) {
-			return env, errorf(sysexits.Usage, "invalid full name given with -F: it contains a control character (CR, LF, NUL)")
+			return env, errorf(sysexits.Usage, "invalid full name %s given with -F: %s", strconv.QuoteToASCII(trunc(a.fullName)), controlWhy)
 		}
 		if len(a.fullName) > message.MaxFullName {
 			return env, errorf(sysexits.Usage, "full name given with -F is longer than %d bytes", message.MaxFullName)
@@ -424,6 +424,11 @@ func envelope(a *args) (spool.Envelope, *exitError) {
 	}
 	return env, nil
 }
+
+// controlWhy is why a -f or -F value with message.HasControl is refused;
+// the value is shown escaped (strconv.QuoteToASCII), so that an invisible
+// one (U+202E, U+2028) can be seen.
+const controlWhy = "it contains a control character (CR, LF, NUL, another C0 or C1 control, a Unicode line separator or bidirectional control)"
 
 func trunc(s string) string {
 	if len(s) > 80 {
