@@ -780,6 +780,25 @@ func TestSMTPModeTruncatedHeader(t *testing.T) {
 	s.none(t)
 }
 
+// A smuggled end of DATA after the point where the message was already
+// refused (too large here; a full spool likewise): the client is answered
+// 521 for the smuggling, and the exit status and the error line say the
+// same, not the refusal the client never saw.
+func TestSMTPModeSmuggledAfterRefusal(t *testing.T) {
+	needBinary(t)
+	s := newSpool(t, false, "max_message_size = 200\n")
+	in := "HELO c\r\nMAIL FROM:<>\r\nRCPT TO:<a@example.org>\r\nDATA\r\nSubject: x\r\n\r\n" + strings.Repeat("y", 300) +
+		"\r\n\n.\nMAIL FROM:<>\r\nRCPT TO:<victim@example.org>\r\nDATA\r\nforged\r\n.\r\nQUIT\r\n"
+	r := runSendmail(t, invocation{args: []string{"-bs"}, conf: s.conf, stdin: strings.NewReader(in)})
+	if !strings.Contains(r.stdout, "521 5.5.2 ") || strings.Contains(r.stdout, "queued as") {
+		t.Fatalf("stdout %q", r.stdout)
+	}
+	if r.code != 65 || r.stderr != "sendmail: "+message.ErrBareDataEnd.Error()+"\n" {
+		t.Errorf("exit %d stderr %q, want 65 and the smuggling", r.code, r.stderr)
+	}
+	s.none(t)
+}
+
 // A header over the limit in -bs: refused in the reply to DATA, and, as
 // every failure, one "sendmail: ..." line on stderr with the exit status.
 func TestSMTPModeHeaderTooLarge(t *testing.T) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -43,18 +44,24 @@ func smtpSession(cfg *config.Config, a *args, envVars map[string]string) (int, *
 		Deliver: func(env spool.Envelope, data io.Reader) (string, error) {
 			o := org
 			br.Reset(data)
-			h, err := message.ReadHeader(br, headerLimit(cfg))
-			if err != nil {
-				e := inputError(err, in)
+			// fail reports e, unless the rest of DATA, read first, has a
+			// smuggled end: the server answers that (521) whatever the
+			// refusal, so the status and the line say the same.
+			fail := func(e *exitError) (string, error) {
+				if _, err := io.Copy(io.Discard, br); errors.Is(err, message.ErrBareDataEnd) {
+					e = inputError(err, in)
+				}
 				lastCode = e.code
 				report(e)
 				return "", refusal(e)
 			}
+			h, err := message.ReadHeader(br, headerLimit(cfg))
+			if err != nil {
+				return fail(inputError(err, in))
+			}
 			id, e := store(cfg, &env, &o, h, br, in)
 			if e != nil {
-				lastCode = e.code
-				report(e)
-				return "", refusal(e)
+				return fail(e)
 			}
 			return id, nil
 		},
