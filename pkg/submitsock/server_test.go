@@ -230,3 +230,31 @@ func TestServeTemporaryRefusal(t *testing.T) {
 		<-s.errs
 	}
 }
+
+// A client that goes away (sendmail killed while its caller was still
+// writing the message: a PHP request over its time limit) is logged as
+// that, with nothing stored: not as a "bad greeting" (which reads as a
+// stranger probing the socket) nor as a bare "unexpected EOF".
+func TestServeClientGone(t *testing.T) {
+	s := newServer(t, &Server{}, 1<<20)
+	hdr, _ := spool.EncodeHeader(meta("", "b@example.org"))
+	for _, c := range []struct{ name, sent, says string }{
+		{"before the greeting", "", "went away before sending a message; nothing stored"},
+		{"in the greeting", greeting[:5], "bad greeting"},
+		{"in the body", greeting + string(hdr) + "100\nhalf", "went away in the middle of the message; nothing stored"},
+	} {
+		conn, err := net.Dial("unix", s.sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(conn, c.sent)
+		conn.Close()
+		err = <-s.errs
+		if err == nil || !strings.Contains(err.Error(), c.says) {
+			t.Errorf("%s: Serve returned %v, want it to say %q", c.name, err, c.says)
+		}
+	}
+	if f := s.files(t); len(f) != 0 {
+		t.Fatalf("stored: %v", f)
+	}
+}

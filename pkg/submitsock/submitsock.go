@@ -327,6 +327,11 @@ func (s *Server) Serve(conn *net.UnixConn) error {
 	defer bud.release()
 	br := bufio.NewReaderSize(bud, readBuffer)
 	g, err := br.ReadSlice('\n')
+	if err == io.EOF && len(g) == 0 {
+		// Nothing sent: a sendmail that connects first and was killed
+		// while its caller was still writing the message.
+		return fmt.Errorf("submit: uid=%d: the client went away before sending a message; nothing stored", cred.Uid)
+	}
 	if err != nil || string(g) != greeting {
 		answer(sysexits.Protocol, "not a mailshim submission")
 		return fmt.Errorf("submit: uid=%d: bad greeting", cred.Uid)
@@ -369,6 +374,10 @@ func (s *Server) Serve(conn *net.UnixConn) error {
 		switch {
 		case !refused && body.err != nil && isTimeout(body.err):
 			answer(sysexits.IOErr, fmt.Sprintf("message incomplete: no data for %v, or the body took longer than %v", idleTimeout, bodyTimeout))
+		case !refused && errors.Is(body.err, io.ErrUnexpectedEOF):
+			// Answered, for a client that only closed its side.
+			refuse(&submit.Error{Code: sysexits.IOErr, Msg: "message incomplete: " + body.err.Error()})
+			return fmt.Errorf("submit: uid=%d: the client went away in the middle of the message; nothing stored", cred.Uid)
 		case !refused && body.err != nil:
 			refuse(&submit.Error{Code: sysexits.IOErr, Msg: "message incomplete: " + body.err.Error()})
 		default:
