@@ -632,9 +632,14 @@ func classify(err error, in *errReader, limit int64) *exitError {
 	case errors.Is(err, spool.ErrTooLarge):
 		return errorf(sysexits.DataErr, "message too large: the limit is %s", config.FormatSize(limit)).
 			withHint("max_message_size in the configuration")
+	case errors.Is(err, syscall.EFBIG):
+		// The caller's RLIMIT_FSIZE, not the spool: "the spool is full"
+		// would send the administrator to df for nothing.
+		return errorf(sysexits.CantCreat, "the message is over this process's file size limit (RLIMIT_FSIZE, ulimit -f): %v; message not sent", err).
+			withHint("raise the file size limit of the program that runs sendmail")
 	case spool.IsFull(err):
 		return errorf(sysexits.CantCreat, "the spool is full: %v; message not sent", err).
-			withHint("free space on the spool's file system (or raise the file size limit)")
+			withHint("free space on the spool's file system")
 	case errors.Is(err, message.ErrHeaderTooLarge):
 		return headerTooLarge()
 	}

@@ -213,7 +213,10 @@ func TestSetgidRlimitFsize(t *testing.T) {
 	s := newSpool(t, true, "")
 	r := runSendmail(t, invocation{nobody: true, wrap: []string{"prlimit", "--fsize=2000:2000"}, shell: `exec "$SENDMAIL" "$@"`, args: []string{"-i", "a@example.org"},
 		stdin: strings.NewReader("Subject: x\n\n" + strings.Repeat("y\n", 5000))})
-	checkFailure(t, r, 73, "the spool is full")
+	checkFailure(t, r, 73, "the message is over this process's file size limit (RLIMIT_FSIZE, ulimit -f)")
+	if strings.Contains(r.stderr, "spool is full") {
+		t.Errorf("stderr %q blames the spool for the caller's own limit", r.stderr)
+	}
 	s.none(t)
 }
 
