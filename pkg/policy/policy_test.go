@@ -448,3 +448,23 @@ func TestSaveFailure(t *testing.T) {
 		t.Errorf("recorded after the failures: %q, want 33's counters and no freeze", got)
 	}
 }
+
+// The notice's table of the account's limits gives a value for every
+// limit it lists: max_held and max_quarantined included (they were
+// listed with an empty value).
+func TestNoticeLimitsHaveValues(t *testing.T) {
+	p := &Policy{Rules: map[string]Rule{}}
+	l := p.Resolve(Account{UID: 1000, User: "alice"})
+	n := &Notice{Account: Account{UID: 1000, User: "alice"}, Limits: l, Action: Hold, Time: time.Unix(0, 0)}
+	text := n.Text()
+	for k := range l.Source {
+		if v := l.value(k); v == "" {
+			t.Errorf("limit %s has no value in the notice", k)
+		}
+	}
+	for _, want := range []string{"max_held               1000 ", "max_quarantined        100 "} {
+		if !strings.Contains(text, want) {
+			t.Errorf("notice lacks %q:\n%s", want, text)
+		}
+	}
+}
