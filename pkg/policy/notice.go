@@ -96,6 +96,10 @@ func (l *Limits) value(k string) string {
 		return limitText(int64(l.MaxRecipients))
 	case "max_size":
 		return limitText(l.MaxSize)
+	case "max_held":
+		return limitText(int64(l.MaxHeld))
+	case "max_quarantined":
+		return limitText(int64(l.MaxQuarantined))
 	case "action":
 		return string(l.Action)
 	}
