@@ -839,6 +839,46 @@ func TestListenBDAT(t *testing.T) {
 	}
 }
 
+// A BDAT transfer the client abandons with RSET: nothing is stored, the
+// session goes on, and the smtp-error line does not claim a reply the
+// client never got (it got "250 Session reset", not a 451).
+func TestListenBDATReset(t *testing.T) {
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{extra: listenConf})
+	d := s.start()
+	defer d.term(t)
+	r := dialRaw(t, "tcp", s.listenAddrs()["tcp4"])
+	r.reply()
+	for _, c := range []string{"EHLO x", "MAIL FROM:<a@example.org>", "RCPT TO:<b@example.net>"} {
+		r.cmd(c)
+	}
+	part := "Subject: abandoned\r\n\r\nfirst chunk\r\n"
+	r.send(fmt.Sprintf("BDAT %d\r\n%s", len(part), part))
+	if got := r.reply(); !strings.HasPrefix(got, "250 ") {
+		t.Fatalf("first chunk: %q", got)
+	}
+	if got := r.cmd("RSET"); !strings.HasPrefix(got, "250 ") {
+		t.Fatalf("RSET: %q", got)
+	}
+	for _, c := range []string{"MAIL FROM:<a@example.org>", "RCPT TO:<b@example.net>", "DATA"} {
+		r.cmd(c)
+	}
+	r.send("Subject: after the reset\r\n\r\nbody\r\n.\r\n")
+	if got := r.reply(); !strings.HasPrefix(got, "250 2.0.0 Ok: queued as ") {
+		t.Fatalf("after the reset: %q", got)
+	}
+	waitFor(t, "delivery", 30*time.Second, func() bool { return s.message("after the reset") != "" })
+	waitFor(t, "the smtp-error line", 10*time.Second, func() bool { return strings.Contains(s.log(), "event=smtp-error") })
+	if s.message("abandoned") != "" {
+		t.Errorf("the abandoned message was delivered")
+	}
+	for _, l := range strings.Split(s.log(), "\n") {
+		if strings.Contains(l, "event=smtp-error") && strings.Contains(l, "reply=") {
+			t.Errorf("the log names a reply the client never got: %s", l)
+		}
+	}
+}
+
 // relayd as the unit runs it: an unprivileged user with CAP_DAC_READ_SEARCH
 // and CAP_SYS_PTRACE as ambient capabilities. It finds another user's
 // client process, and no thread of relayd keeps the capabilities in force
