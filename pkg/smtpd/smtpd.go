@@ -1210,6 +1210,15 @@ func (ss *session) Data(r io.Reader) error {
 	o := ss.origin()
 	fail := func(err error) error {
 		e := reply(err, dr.err)
+		if errors.Is(dr.err, smtp.ErrDataReset) {
+			// The client abandoned a BDAT transfer (RSET, a new MAIL or
+			// EHLO, or it closed the connection): go-smtp answers the
+			// command that ended it, never this reply.
+			ss.srv.opts.Log.SMTPSessionError(ss.c.id.Client, o.UID, o.User, env.Sender,
+				"the client abandoned the message before BDAT LAST (RSET or the connection closed); not stored",
+				slog.Int("nrcpt", len(env.Recipients)))
+			return e
+		}
 		ss.srv.opts.Log.SMTPSessionError(ss.c.id.Client, o.UID, o.User, env.Sender, submit.ReplyLine(err.Error()),
 			slog.Int("nrcpt", len(env.Recipients)), slog.String("reply", fmt.Sprintf("%d %s", e.Code, e.Message)))
 		return e
