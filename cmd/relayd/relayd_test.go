@@ -178,6 +178,50 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	}
 }
 
+// The reload line's needs_restart names what the running relayd still
+// does not use because only a restart would apply it: measured against
+// what relayd started with, not against the previous reload. An admin who
+// changes queue.concurrency and reloads twice (the second time for an
+// unrelated edit) must still be told a restart is pending, and one who
+// puts the old value back must not be told to restart for nothing.
+func TestReloadNeedsRestartAgainstStart(t *testing.T) {
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{concurrency: 4})
+	d := s.start()
+	reloads := 0
+	reload := func(concurrency int) string {
+		t.Helper()
+		s.opts.concurrency = concurrency
+		s.writeConfig("")
+		reloads++
+		d.cmd.Process.Signal(syscall.SIGHUP)
+		var line string
+		waitfor.True(t, "the reload", 10*time.Second, func() bool {
+			var n int
+			for _, l := range strings.Split(s.log(), "\n") {
+				if strings.Contains(l, "event=reload status=ok") {
+					n++
+					line = l
+				}
+			}
+			return n >= reloads
+		})
+		return line
+	}
+	if l := reload(2); !strings.Contains(l, "needs_restart=queue.concurrency") {
+		t.Errorf("concurrency 4 -> 2: %s", l)
+	}
+	if l := reload(2); !strings.Contains(l, "needs_restart=queue.concurrency") {
+		t.Errorf("a second reload forgets that relayd still runs with concurrency 4: %s", l)
+	}
+	if l := reload(4); strings.Contains(l, "needs_restart") {
+		t.Errorf("back to the concurrency relayd runs with, yet told to restart: %s", l)
+	}
+	if code := d.term(t); code != 0 {
+		t.Errorf("exit %d", code)
+	}
+}
+
 func TestPasswordNeverLogged(t *testing.T) {
 	up := newUpstream(t, smtptest.Options{})
 	s := newSite(t, up, siteOpts{protocol: true})
