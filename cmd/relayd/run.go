@@ -234,9 +234,10 @@ func run(path string, drainTimeout time.Duration) int {
 	sdNotify(log, fmt.Sprintf("READY=1\nSTATUS=relaying from %s to %d upstream(s)", cfg.Spool, len(cfg.Upstreams)))
 	goRun(func() { watchdog(ctx, log) })
 
+	boot := cfg // what the restart-only settings stay at until a restart
 	for sig := range sigs {
 		if sig == syscall.SIGHUP {
-			cfg = reload(path, cfg, pk, qu, log)
+			cfg = reload(path, cfg, boot, pk, qu, log)
 			policy.cfg.Store(cfg)
 			ab.configure(cfg, pickupHostname(cfg))
 			if mt != nil {
@@ -268,8 +269,11 @@ func run(path string, drainTimeout time.Duration) int {
 }
 
 // reload applies a new configuration on SIGHUP, or keeps the old one; it
-// returns the configuration in force.
-func reload(path string, old *config.Config, pk *pickup.Pickup, qu *queue.Queue, log *maillog.Logger) *config.Config {
+// returns the configuration in force. The reload line's needs_restart
+// compares the new one with boot, the configuration relayd started with:
+// the restart-only settings are still boot's, whatever the reloads in
+// between said.
+func reload(path string, old, boot *config.Config, pk *pickup.Pickup, qu *queue.Queue, log *maillog.Logger) *config.Config {
 	cfg, err := config.Load(path)
 	if err == nil {
 		err = cfg.LoadSecrets()
@@ -294,22 +298,22 @@ func reload(path string, old *config.Config, pk *pickup.Pickup, qu *queue.Queue,
 	pk.SetIntervals(cfg.Queue.ScanInterval, cfg.Queue.TempGrace)
 	qu.SetSettings(queue.SettingsFrom(cfg, relayOptions(cfg, rw.Hostname, log)))
 	var restart []string
-	if cfg.Spool != old.Spool {
+	if cfg.Spool != boot.Spool {
 		restart = append(restart, "spool")
 	}
-	if cfg.ControlSocket != old.ControlSocket {
+	if cfg.ControlSocket != boot.ControlSocket {
 		restart = append(restart, "control_socket")
 	}
-	if cfg.SubmitSocket != old.SubmitSocket {
+	if cfg.SubmitSocket != boot.SubmitSocket {
 		restart = append(restart, "submit_socket")
 	}
-	if cfg.Queue.Concurrency != old.Queue.Concurrency {
+	if cfg.Queue.Concurrency != boot.Queue.Concurrency {
 		restart = append(restart, "queue.concurrency")
 	}
-	if cfg.Metrics != old.Metrics {
+	if cfg.Metrics != boot.Metrics {
 		restart = append(restart, "metrics")
 	}
-	if listenChanged(cfg, old) {
+	if listenChanged(cfg, boot) {
 		restart = append(restart, "listen")
 	}
 	log.Reloaded(path, len(cfg.Upstreams), restart)
