@@ -10,8 +10,10 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -314,6 +316,38 @@ func TestCheckConfig(t *testing.T) {
 	_, stderr, code = runCmd(t, nil, relaydBin, "--config", s.cfgPath)
 	if code != 78 || !strings.Contains(stderr, md) {
 		t.Fatalf("relayd on an unsafe spool: exit %d, %q", code, stderr)
+	}
+}
+
+// check-config run as root for the mailshim user's spool (what the README
+// has the admin type: sudo relayd check-config) checks that relayd, as that
+// user, can read the secrets: a password file left root's, mode 0600 (echo
+// pw | sudo tee; sudo chmod 600), passed the check and then stopped relayd
+// at start or its reload with "permission denied".
+func TestCheckConfigSecretOwner(t *testing.T) {
+	needRoot(t)
+	u, err := user.Lookup("mailshim")
+	if err != nil {
+		t.Skip("SKIPPED: no mailshim user (make install-accounts)")
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{})
+	os.Mkdir(s.spool, 0o711)
+	if err := os.Chown(s.spool, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	secret := filepath.Join(s.dir, "secret") // root's, 0600
+	_, stderr, code := runCmd(t, nil, relaydBin, "check-config", "--config", s.cfgPath)
+	if code != 78 || !strings.Contains(stderr, "upstream.password_file: "+secret) || !strings.Contains(stderr, "chown mailshim "+secret) {
+		t.Errorf("a password file relayd's user cannot read: exit %d, stderr %q", code, stderr)
+	}
+	if err := os.Chown(secret, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, code := runCmd(t, nil, relaydBin, "check-config", "--config", s.cfgPath); code != 0 {
+		t.Errorf("the password file now mailshim's: exit %d, stderr %q", code, stderr)
 	}
 }
 
