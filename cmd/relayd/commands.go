@@ -72,6 +72,19 @@ func checkConfig(path string) int {
 		return sysexits.Config
 	}
 	owner := checkOwner(cfg.Spool)
+	bad := false
+	if fi, err := os.Stat(cfg.Spool); err == nil && owner.UID != os.Getuid() && int(fi.Sys().(*syscall.Stat_t).Uid) == owner.UID {
+		// Root checking for the daemon user's spool: the secrets must
+		// be that user's, or relayd cannot read them.
+		name := strconv.Itoa(owner.UID)
+		if u, err := user.LookupId(name); err == nil {
+			name = u.Username
+		}
+		if err := cfg.CheckSecretOwner(owner.UID, name); err != nil {
+			printConfigErr(err)
+			bad = true
+		}
+	}
 	if err := spool.Check(cfg.Spool, owner); err != nil {
 		var le *spool.LayoutError
 		for _, e := range unjoin(err) {
@@ -81,6 +94,9 @@ func checkConfig(path string) int {
 				fmt.Fprintf(os.Stderr, "relayd: %v\n", e)
 			}
 		}
+		return sysexits.Config
+	}
+	if bad {
 		return sysexits.Config
 	}
 	for _, e := range cfg.LoadAliases() {

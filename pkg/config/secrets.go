@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -150,4 +151,34 @@ func checkReadable(path string) error {
 		return fmt.Errorf("%s: not a regular file", path)
 	}
 	return nil
+}
+
+// CheckSecretOwner is for relayd check-config run by root on behalf of the
+// daemon user uid (name): every secret file (password_file, the OAuth
+// secret files, [trace] key_file) must belong to that user. ReadSecret
+// already refuses group and other access, so a secret that passed it and
+// belongs to someone else (root, after echo pw | sudo tee) is one relayd
+// cannot read: root's check would pass and relayd's start fail.
+func (c *Config) CheckSecretOwner(uid int, name string) error {
+	var errs []error
+	check := func(path []string, file string) {
+		if file == "" {
+			return
+		}
+		fi, err := os.Lstat(file)
+		if err != nil {
+			return // LoadSecrets has reported it
+		}
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != uid {
+			errs = append(errs, c.errAt(path, "%s: owned by uid %d, not by relayd's user %s (uid %d), who cannot read it; run chown %s %s", file, st.Uid, name, uid, name, file))
+		}
+	}
+	for i, u := range c.Upstreams {
+		at := func(key string) []string { return []string{"upstream", index(i), key} }
+		check(at("password_file"), u.PasswordFile)
+		check(at("oauth_client_secret_file"), u.OAuthClientSecretFile)
+		check(at("oauth_refresh_token_file"), u.OAuthRefreshTokenFile)
+	}
+	check([]string{"trace", "key_file"}, c.Trace.KeyFile)
+	return errors.Join(errs...)
 }
