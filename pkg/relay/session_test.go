@@ -833,6 +833,64 @@ func TestConnectTimeout(t *testing.T) {
 	}
 }
 
+// The TLS handshake is part of connecting (connect_timeout, as
+// mailshim.conf(5) says), not of a command: an upstream, or a middlebox,
+// that takes the connection and then never completes the handshake ties up
+// a delivery worker for connect_timeout (30 s by default), not for
+// command_timeout (5 minutes). Both ways in: implicit TLS, and STARTTLS
+// after the upstream's 220 to it.
+func TestTLSHandshakeUnderConnectTimeout(t *testing.T) {
+	for _, mode := range []string{"tls", "starttls"} {
+		t.Run(mode, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			go func() {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				defer c.Close()
+				if mode == "starttls" {
+					r := bufio.NewReader(c)
+					fmt.Fprintf(c, "220 stall.test ESMTP\r\n")
+					for {
+						l, err := r.ReadString('\n')
+						if err != nil {
+							return
+						}
+						switch strings.ToUpper(strings.Fields(l)[0]) {
+						case "EHLO":
+							fmt.Fprintf(c, "250-stall.test\r\n250 STARTTLS\r\n")
+						case "STARTTLS":
+							fmt.Fprintf(c, "220 2.0.0 Ready to start TLS\r\n")
+							io.Copy(io.Discard, r) // and never answer the ClientHello
+							return
+						}
+					}
+				}
+				io.Copy(io.Discard, c) // take the ClientHello, say nothing
+			}()
+			opts := testOpts()
+			opts.ConnectTimeout = 300 * time.Millisecond
+			opts.CommandTimeout = 20 * time.Second
+			port := ln.Addr().(*net.TCPAddr).Port
+			start := time.Now()
+			_, err = Dial(context.Background(), config.Upstream{Host: "127.0.0.1", Port: port, TLS: mode}, opts)
+			took := time.Since(start)
+			e := asError(t, err)
+			if e.Class != Temporary || e.Stage != StageTLS {
+				t.Errorf("got %v (class %v, stage %s)", e, e.Class, e.Stage)
+			}
+			if took > 5*time.Second {
+				t.Errorf("the stalled handshake took %v: command_timeout (%v), not connect_timeout (%v)", took.Round(time.Millisecond), opts.CommandTimeout, opts.ConnectTimeout)
+			}
+		})
+	}
+}
+
 // Waiting is called while the upstream's replies are awaited: after the
 // commands are written and again after the message, before its final
 // reply is read (the upstream here holds that reply until then).
