@@ -156,7 +156,8 @@ func dial(ctx context.Context, up config.Upstream, opts Options) (*Session, erro
 	switch mode {
 	case "tls":
 		tc := tls.Client(nc, tlsConfig)
-		nc.SetDeadline(time.Now().Add(command))
+		// The handshake is part of connecting (connect_timeout).
+		nc.SetDeadline(time.Now().Add(connectT))
 		if err := tc.HandshakeContext(ctx); err != nil {
 			return s, classify(StageTLS, err)
 		}
@@ -188,7 +189,7 @@ func dial(ctx context.Context, up config.Upstream, opts Options) (*Session, erro
 		if err != nil {
 			return s, preTLS(err)
 		}
-		nc.SetDeadline(time.Now().Add(command))
+		nc.SetDeadline(time.Now().Add(connectT))
 		if err := tc.HandshakeContext(ctx); err != nil {
 			return s, classify(StageTLS, err)
 		}
