@@ -891,6 +891,50 @@ func TestTLSHandshakeUnderConnectTimeout(t *testing.T) {
 	}
 }
 
+// tls = "starttls" towards a port that expects TLS from the first byte
+// (465) is the classic mix-up: the upstream waits for a ClientHello and
+// says nothing, then drops the connection or lets relayd's wait run out.
+// The log must say so and name the fix, as relayd doctor's greeting check
+// does, not only "closed the connection at connect" with no fix.
+func TestNoGreetingSuggestsImplicitTLS(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		serve func(net.Conn)
+	}{
+		{"closes", func(c net.Conn) { c.Read(make([]byte, 1)); c.Close() }},
+		{"silent", func(c net.Conn) { io.Copy(io.Discard, c); c.Close() }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			go func() {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				if tc.name == "closes" {
+					c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+				}
+				tc.serve(c)
+			}()
+			opts := testOpts()
+			opts.CommandTimeout = 500 * time.Millisecond
+			port := ln.Addr().(*net.TCPAddr).Port
+			_, err = Dial(context.Background(), config.Upstream{Host: "127.0.0.1", Port: port, TLS: "starttls"}, opts)
+			e := asError(t, err)
+			if e.Class != Temporary || e.Stage != StageConnect {
+				t.Errorf("got %v (class %v, stage %s)", e, e.Class, e.Stage)
+			}
+			if !strings.Contains(e.Cause, "no SMTP greeting") || !strings.Contains(e.Fix, `tls = "tls"`) {
+				t.Errorf("cause %q, fix %q: no word of a port that wants TLS at once", e.Cause, e.Fix)
+			}
+		})
+	}
+}
+
 // Waiting is called while the upstream's replies are awaited: after the
 // commands are written and again after the message, before its final
 // reply is read (the upstream here holds that reply until then).
