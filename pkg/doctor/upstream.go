@@ -423,7 +423,7 @@ func (p *probe) greeting(conn net.Conn) (*textproto.Reader, bool) {
 		if isTimeout(err) {
 			saw = fmt.Sprintf("connected, but no greeting within %v (not an SMTP server, or one that waits for TLS first: port 465 needs tls = \"tls\")", p.o.Timeout)
 		}
-		p.fail(CGreeting, saw, relay.Classify(relay.StageConnect, err))
+		p.fail(CGreeting, saw, relay.GreetingError(p.mode, err))
 		return nil, false
 	}
 	if code != 220 {

@@ -365,6 +365,30 @@ const (
 	FixNoAUTH       = "check the upstream's port and SASL settings, or remove username if it needs none"
 )
 
+// GreetingError explains a failure to read the upstream's greeting
+// (stage connect). With tls = "starttls", an upstream that says nothing
+// and then closes the connection or lets the wait run out is most often a
+// port that expects TLS from the first byte (465): it waits for our
+// ClientHello. relayd's log and relayd doctor say so in the same words.
+func GreetingError(mode string, err error) *Error {
+	e := classify(StageConnect, err)
+	if mode != "starttls" || e.Code != 0 || errors.Is(err, context.Canceled) {
+		return e
+	}
+	var ne net.Error
+	switch {
+	case errors.As(err, &ne) && ne.Timeout(), errors.Is(err, os.ErrDeadlineExceeded):
+		e.Cause = "the upstream did not answer in time: no SMTP greeting"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET):
+		e.Cause = "the upstream closed the connection at connect: no SMTP greeting"
+	default:
+		return e
+	}
+	e.Cause += `; a port that expects TLS from the first byte (465) waits for the client to start TLS`
+	e.Fix = `if this port expects TLS at once (465), set tls = "tls"; otherwise check host and port (an SMTP server there?) and that the upstream is not overloaded`
+	return e
+}
+
 // explanations, first match wins. t is the lower-cased reply text. The
 // provider-specific replies come first: their generic words (535, "not
 // verified") would otherwise match a less precise entry.

@@ -170,7 +170,7 @@ func dial(ctx context.Context, up config.Upstream, opts Options) (*Session, erro
 		// that is not about TLS is the greeting's or EHLO's (the
 		// connect stage); anything else after the greeting is TLS's.
 		if err := c.greeting(); err != nil {
-			return s, classify(StageConnect, err)
+			return s, GreetingError(mode, err)
 		}
 		preTLS := func(err error) *Error {
 			var re *replyErr
