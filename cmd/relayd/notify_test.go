@@ -2,8 +2,10 @@ package main
 
 import (
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -83,4 +85,57 @@ func TestSdNotifyFailureLoggedOnce(t *testing.T) {
 	if n := strings.Count(s.log(), "sd_notify failed"); n > 2 {
 		t.Errorf("%d lines \"sd_notify failed\" in 2 s, want the first failure only (and STOPPING's):\n%s", n, s.logTail(400))
 	}
+}
+
+// systemctl reload (ExecReload=kill -HUP) returns before relayd has read
+// the file, so what `systemctl status relayd` shows afterwards is the
+// administrator's answer: a refused reload must not show as loaded.
+func TestSdNotifyStatusAfterRefusedReload(t *testing.T) {
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{})
+	sock := filepath.Join(s.dir, "notify.sock")
+	ln, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	t.Setenv("NOTIFY_SOCKET", sock)
+	msgs := make(chan string, 100)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := ln.Read(buf)
+			if err != nil {
+				close(msgs)
+				return
+			}
+			msgs <- string(buf[:n])
+		}
+	}()
+	d := s.start()
+	status := func(what string) string {
+		t.Helper()
+		for {
+			select {
+			case m := <-msgs:
+				if strings.Contains(m, "STATUS=") && !strings.HasPrefix(m, "READY=1") {
+					return m
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatalf("no STATUS after the %s reload\n%s", what, s.log())
+			}
+		}
+	}
+	good, _ := os.ReadFile(s.cfgPath)
+	os.WriteFile(s.cfgPath, []byte("hostname = \"x\"\nno_such_key = 1\n"), 0o644)
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	if m := status("refused"); strings.Contains(m, "loaded") || !strings.Contains(m, "refused") {
+		t.Errorf("after a refused reload: %q", m)
+	}
+	os.WriteFile(s.cfgPath, good, 0o644)
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	if m := status("good"); !strings.Contains(m, "loaded") {
+		t.Errorf("after a good reload: %q", m)
+	}
+	d.term(t)
 }
