@@ -237,13 +237,21 @@ func run(path string, drainTimeout time.Duration) int {
 	boot := cfg // what the restart-only settings stay at until a restart
 	for sig := range sigs {
 		if sig == syscall.SIGHUP {
+			prev := cfg
 			cfg = reload(path, cfg, boot, pk, qu, log)
+			at := time.Now().UTC().Format(time.RFC3339)
+			if cfg == prev {
+				// Refused: systemctl reload has long returned, and
+				// systemctl status is where the admin looks.
+				sdNotify(log, "STATUS=relaying; reload at "+at+" refused, the previous configuration kept: "+path+" has errors (relayd check-config, or the reload line in the log)")
+				continue
+			}
 			policy.cfg.Store(cfg)
 			ab.configure(cfg, pickupHostname(cfg))
 			if mt != nil {
 				mt.SetNamed(namedAccounts(ab.gate.Policy()))
 			}
-			sdNotify(log, "STATUS=relaying; configuration (re)loaded at "+time.Now().UTC().Format(time.RFC3339)+" from "+path)
+			sdNotify(log, "STATUS=relaying; configuration (re)loaded at "+at+" from "+path)
 			continue
 		}
 		log.Stop(sig.String(), drainTimeout)
