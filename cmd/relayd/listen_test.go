@@ -879,6 +879,42 @@ func TestListenBDATReset(t *testing.T) {
 	}
 }
 
+// A second MAIL inside a transaction is a bad sequence (RFC 5321 4.1.4):
+// 503, as Postfix answers, and the transaction in progress stands — its
+// sender and the recipients already accepted are what DATA sends. (It
+// was answered 250 and replaced the transaction without its recipients,
+// while go-smtp kept them and took DATA: the client sent the whole
+// message for a 554 "no recipients".)
+func TestListenNestedMAIL(t *testing.T) {
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{extra: listenConf})
+	d := s.start()
+	defer d.term(t)
+	r := dialRaw(t, "tcp", s.listenAddrs()["tcp4"])
+	r.reply()
+	for _, c := range []string{"EHLO x", "MAIL FROM:<a@example.org>", "RCPT TO:<b@example.net>"} {
+		if got := r.cmd(c); !strings.HasPrefix(got, "250 ") {
+			t.Fatalf("%s: %q", c, got)
+		}
+	}
+	if got := r.cmd("MAIL FROM:<other@example.org>"); !strings.HasPrefix(got, "503 5.5.1 ") {
+		t.Errorf("nested MAIL: %q, want 503 5.5.1", got)
+	}
+	if got := r.cmd("DATA"); !strings.HasPrefix(got, "354 ") {
+		t.Fatalf("DATA: %q", got)
+	}
+	r.send("Subject: nested mail\r\n\r\nbody\r\n.\r\n")
+	if got := r.reply(); !strings.HasPrefix(got, "250 2.0.0 Ok: queued as ") {
+		t.Fatalf("after DATA: %q", got)
+	}
+	waitFor(t, "delivery", 30*time.Second, func() bool { return s.message("nested mail") != "" })
+	for _, m := range up.Messages() {
+		if strings.Contains(string(m.Data), "nested mail") && (m.From != "a@example.org" || strings.Join(m.To, ",") != "b@example.net") {
+			t.Errorf("delivered from %q to %q, want a@example.org to b@example.net", m.From, m.To)
+		}
+	}
+}
+
 // relayd as the unit runs it: an unprivileged user with CAP_DAC_READ_SEARCH
 // and CAP_SYS_PTRACE as ambient capabilities. It finds another user's
 // client process, and no thread of relayd keeps the capabilities in force
