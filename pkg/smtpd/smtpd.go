@@ -1050,6 +1050,12 @@ func (ss *session) origin() spool.Origin {
 }
 
 func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
+	if ss.tr != nil {
+		// RFC 5321 4.1.4: a transaction ends with DATA, RSET, EHLO or
+		// QUIT. go-smtp would keep the recipients it has counted (and
+		// take DATA) while a new transaction here had none.
+		return smtpErr(503, smtp.EnhancedCode{5, 5, 1}, "Error: nested MAIL command")
+	}
 	tr, err := submit.Mail(from)
 	if err != nil {
 		return smtpReply(err)
