@@ -1,12 +1,21 @@
 package config
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"flag"
+	"math/big"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -116,7 +125,8 @@ func TestLoadSecretsNotRegular(t *testing.T) {
 func TestLoadSecretsFiles(t *testing.T) {
 	dir := t.TempDir()
 	ca := filepath.Join(dir, "ca.pem")
-	os.WriteFile(ca, []byte("pem"), 0o644)
+	certPEM, _ := testCert(t)
+	os.WriteFile(ca, certPEM, 0o644)
 	conf := "\n[[upstream]]\nhost = \"a.example\"\nca_file = \"" + ca + "\"\n\n" +
 		"[[upstream]]\nhost = \"b.example\"\nca_file = \"" + dir + "/missing.pem\"\n" +
 		"client_cert = \"" + dir + "\"\nclient_key = \"" + ca + "\"\n"
@@ -127,6 +137,64 @@ func TestLoadSecretsFiles(t *testing.T) {
 	got := c.LoadSecrets()
 	errs := Errors(got)
 	if len(errs) != 2 || errs[0].Line != 8 || errs[0].Key != "upstream.ca_file" || errs[1].Line != 9 || errs[1].Key != "upstream.client_cert" {
+		t.Errorf("LoadSecrets:\n%v", got)
+	}
+}
+
+// testCert returns a self-signed certificate and its key, in PEM.
+func testCert(t *testing.T) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
+}
+
+// A ca_file that holds no certificate (the key, a DER file, the wrong
+// file) and a client_cert/client_key pair that does not load cannot work:
+// relayd refused them at every delivery while check-config, the start and
+// a reload took them (the log said "holds no PEM certificate" for each
+// message). They are configuration errors, like a ca_file that is missing.
+func TestLoadSecretsTLSFilesThatDoNotLoad(t *testing.T) {
+	dir := t.TempDir()
+	certPEM, keyPEM := testCert(t)
+	_, otherKey := testCert(t)
+	write := func(name string, b []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	cert, key, other, garbage := write("cert.pem", certPEM), write("key.pem", keyPEM), write("other.pem", otherKey), write("hostname", []byte("web1\n"))
+	if _, err := tls.LoadX509KeyPair(cert, key); err != nil {
+		t.Fatal(err)
+	}
+	conf := "\n[[upstream]]\nhost = \"a.example\"\nca_file = \"" + garbage + "\"\n\n" +
+		"[[upstream]]\nhost = \"b.example\"\nca_file = \"" + cert + "\"\n" +
+		"client_cert = \"" + cert + "\"\nclient_key = \"" + other + "\"\n\n" +
+		"[[upstream]]\nhost = \"c.example\"\nca_file = \"" + cert + "\"\n" +
+		"client_cert = \"" + cert + "\"\nclient_key = \"" + key + "\"\n"
+	c, err := Parse("t.conf", []byte(conf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := c.LoadSecrets()
+	errs := Errors(got)
+	if len(errs) != 2 || errs[0].Line != 4 || errs[0].Key != "upstream.ca_file" || !strings.Contains(errs[0].Msg, "no PEM certificate") ||
+		errs[1].Line != 9 || errs[1].Key != "upstream.client_cert" {
 		t.Errorf("LoadSecrets:\n%v", got)
 	}
 }
