@@ -1,6 +1,8 @@
 package config
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -33,6 +35,7 @@ func (c *Config) LoadSecrets() error {
 	for i := range c.Upstreams {
 		u := &c.Upstreams[i]
 		at := func(key string) []string { return []string{"upstream", index(i), key} }
+		readable := map[string]bool{}
 		for _, f := range []struct{ key, path string }{
 			{"ca_file", u.CAFile}, {"client_cert", u.ClientCert}, {"client_key", u.ClientKey},
 		} {
@@ -41,6 +44,22 @@ func (c *Config) LoadSecrets() error {
 			}
 			if err := checkReadable(f.path); err != nil {
 				errs = append(errs, c.errAt(at(f.key), "%v", err))
+				continue
+			}
+			readable[f.key] = true
+		}
+		// What relayd would refuse at every delivery (relay.TLSConfig)
+		// is refused here, where check-config and a reload see it.
+		if readable["ca_file"] {
+			if b, err := os.ReadFile(u.CAFile); err != nil {
+				errs = append(errs, c.errAt(at("ca_file"), "%v", err))
+			} else if !x509.NewCertPool().AppendCertsFromPEM(b) {
+				errs = append(errs, c.errAt(at("ca_file"), "%s holds no PEM certificate; point ca_file at the CA certificate (PEM)", u.CAFile))
+			}
+		}
+		if readable["client_cert"] && readable["client_key"] {
+			if _, err := tls.LoadX509KeyPair(u.ClientCert, u.ClientKey); err != nil {
+				errs = append(errs, c.errAt(at("client_cert"), "cannot load the client certificate with client_key: %v", err))
 			}
 		}
 		// The OAuth2 secrets follow password_file's rules; pkg/oauth
