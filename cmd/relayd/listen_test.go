@@ -989,3 +989,32 @@ func TestListenScanCapabilities(t *testing.T) {
 		})
 	}
 }
+
+// A listener port that another program holds (on port 25, usually the MTA
+// that mailshim replaces, still running) is logged and skipped, with the
+// fix: who holds it and what to change, as for a port under 1024.
+func TestListenPortInUseHasFix(t *testing.T) {
+	busy, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	port := busy.Addr().(*net.TCPAddr).Port
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{extra: fmt.Sprintf("\n[listen]\nenabled = true\naddresses = [\"127.0.0.1\"]\nports = [%d]\nsocket = \"\"\ncert_file = \"\"\nkey_file = \"\"\n", port)})
+	d := s.start()
+	defer d.term(t)
+	var line string
+	waitfor.True(t, "the unavailable listener's line", 10*time.Second, func() bool {
+		for _, l := range strings.Split(s.log(), "\n") {
+			if strings.Contains(l, "event=listen status=unavailable") {
+				line = l
+				return true
+			}
+		}
+		return false
+	})
+	if !strings.Contains(line, "address already in use") || !strings.Contains(line, "fix=") || !strings.Contains(line, "ss -ltnp") || !strings.Contains(line, "[listen] ports") {
+		t.Errorf("no fix for a port in use: %s", line)
+	}
+}
