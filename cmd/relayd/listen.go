@@ -12,6 +12,7 @@ import (
 	"os"
 	"reflect"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/activation"
@@ -75,8 +76,12 @@ func startListen(cfg *config.Config, host string, intake *submit.Intake, log *ma
 			ln, err := loopbackListen.Listen(context.Background(), "tcp", addr)
 			if err != nil {
 				fix := ""
-				if errors.Is(err, fs.ErrPermission) {
+				switch {
+				case errors.Is(err, fs.ErrPermission):
 					fix = "ports under 1024 come from systemd (relayd.socket) or root; or set [listen] ports"
+				case errors.Is(err, syscall.EADDRINUSE):
+					// Often the MTA mailshim replaces, still running.
+					fix = fmt.Sprintf("another program listens there (ss -ltnp 'sport = :%d' names it; on 25 often the MTA mailshim replaces): stop it, or set [listen] ports", p)
 				}
 				log.ListenUnavailable(addr, err, fix)
 				continue
