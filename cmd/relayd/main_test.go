@@ -450,3 +450,29 @@ func runCmd(t *testing.T, env []string, name string, args ...string) (string, st
 	}
 	return out.String(), errb.String(), code
 }
+
+// relayd(8): "Every non-zero status comes with one line on standard error
+// saying why." A wrong number of arguments got only the usage block: the
+// first line of stderr must say what was wrong, the usage may follow.
+func TestUsageErrorsSayWhy(t *testing.T) {
+	for _, args := range [][]string{
+		{"run", "extra"},
+		{"queue"},
+		{"queue", "flush", "extra"},
+		{"queue", "list", "extra"},
+		{"queue", "freeze"},
+		{"queue", "show"},
+		{"queue", "show", "A", "B"},
+		{"queue", "hold"},
+		{"queue", "release"},
+		{"queue", "delete"},
+		{"stats", "--bogus"},
+		{"verify-origin", "extra"},
+	} {
+		_, stderr, code := runCmd(t, nil, relaydBin, append([]string{"--config", "/nonexistent/mailshim.conf"}, args...)...)
+		first, _, _ := strings.Cut(stderr, "\n")
+		if code != 64 || !strings.HasPrefix(first, "relayd: ") || !strings.Contains(stderr, "usage: ") {
+			t.Errorf("relayd %s: exit %d, first line %q\n%s", strings.Join(args, " "), code, first, stderr)
+		}
+	}
+}
