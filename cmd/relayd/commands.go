@@ -122,36 +122,30 @@ func unjoin(err error) []error {
 // queueCmd sends a queue command to the running relayd.
 func queueCmd(path string, args []string) int {
 	if len(args) == 0 {
-		usage()
-		return sysexits.Usage
+		return usageError("queue: which command? list, show, hold, release, delete, flush, freeze or thaw")
 	}
 	verb, ids := args[0], args[1:]
 	switch verb {
 	case control.VerbFlush:
 		if len(ids) != 0 {
-			usage()
-			return sysexits.Usage
+			return usageError("queue flush takes no arguments, not %q", ids[0])
 		}
 	case control.VerbList:
 		// Options only: --held, --user U, --json (checked by relayd).
 		if len(ids) > 0 && !strings.HasPrefix(ids[0], "--") {
-			usage()
-			return sysexits.Usage
+			return usageError("queue list takes options only (--held, --user U, --json), not %q", ids[0])
 		}
 	case control.VerbFreeze, control.VerbThaw:
 		if len(ids) == 0 {
-			usage()
-			return sysexits.Usage
+			return usageError("queue %s needs --user ACCOUNT", verb)
 		}
 	case control.VerbShow:
 		if len(ids) != 1 {
-			usage()
-			return sysexits.Usage
+			return usageError("queue show takes one queue ID, not %d", len(ids))
 		}
 	case control.VerbHold, control.VerbRelease, control.VerbDelete:
 		if len(ids) == 0 {
-			usage()
-			return sysexits.Usage
+			return usageError("queue %s needs one or more queue IDs (or --user ACCOUNT)", verb)
 		}
 	case "mailq":
 	default:

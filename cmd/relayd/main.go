@@ -45,6 +45,15 @@ func usage() {
 `)
 }
 
+// usageError says on one line what was wrong with the command line
+// (relayd(8): every non-zero status comes with one), prints the usage and
+// returns EX_USAGE.
+func usageError(format string, args ...any) int {
+	fmt.Fprintf(os.Stderr, "relayd: "+format+"\n", args...)
+	usage()
+	return sysexits.Usage
+}
+
 func main() {
 	// tls-init has flags of its own: it parses its arguments itself.
 	if len(os.Args) > 1 && os.Args[1] == "tls-init" {
@@ -77,8 +86,7 @@ func main() {
 	switch cmd {
 	case "run":
 		if len(args) > 0 {
-			usage()
-			os.Exit(sysexits.Usage)
+			os.Exit(usageError("run takes no arguments, not %q", args[0]))
 		}
 		os.Exit(run(path, *stopTimeout))
 	case "check-config":

@@ -14,8 +14,7 @@ import (
 func statsCmd(path string, args []string) int {
 	for _, a := range args {
 		if a != "--json" {
-			usage()
-			return sysexits.Usage
+			return usageError("stats takes only --json, not %q", a)
 		}
 	}
 	cfg, err := config.Load(path)

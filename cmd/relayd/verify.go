@@ -21,8 +21,7 @@ const maxVerifyInput = 16 << 20
 // cannot be read.
 func verifyOrigin(path string, args []string, in io.Reader, out io.Writer) int {
 	if len(args) > 0 {
-		usage()
-		return sysexits.Usage
+		return usageError("verify-origin reads the message on standard input and takes no arguments, not %q", args[0])
 	}
 	cfg, err := config.Load(path)
 	if err != nil {
