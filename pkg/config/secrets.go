@@ -1,8 +1,6 @@
 package config
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +10,14 @@ import (
 
 	"golang.org/x/sys/unix"
 )
+
+// TLSFilesCheck, when set, checks that caFile ("" for none) holds a PEM
+// certificate and that the client pair (cert and key, "" for none) loads;
+// LoadSecrets reports its errors at ca_file's and client_cert's lines.
+// pkg/relay sets it (in its init): relayd links it, sendmail must not
+// (crypto/tls and crypto/x509 would enter the setgid binary and its
+// start-up: cmd/sendmail's TestDeps and TestInitBudget).
+var TLSFilesCheck func(caFile, cert, key string) (caErr, pairErr error)
 
 // ErrNoUpstream is returned by LoadSecrets when no [[upstream]] is
 // configured: sendmail does not need one, relayd does.
@@ -25,7 +31,8 @@ const maxSecret = 64 << 10
 // Password, refusing a file that is not a regular file (symbolic links are
 // not followed) or that the group or others may read (mode & 0o077), and
 // trims one trailing newline. It also checks that ca_file, client_cert and
-// client_key can be opened. It fails with ErrNoUpstream when there is no
+// client_key can be opened and, through TLSFilesCheck when it is set
+// (relayd), that they load. It fails with ErrNoUpstream when there is no
 // upstream. Errors have Load's "<file>:<line>: <key>: <what>" form.
 func (c *Config) LoadSecrets() error {
 	if len(c.Upstreams) == 0 {
@@ -50,16 +57,20 @@ func (c *Config) LoadSecrets() error {
 		}
 		// What relayd would refuse at every delivery (relay.TLSConfig)
 		// is refused here, where check-config and a reload see it.
-		if readable["ca_file"] {
-			if b, err := os.ReadFile(u.CAFile); err != nil {
-				errs = append(errs, c.errAt(at("ca_file"), "%v", err))
-			} else if !x509.NewCertPool().AppendCertsFromPEM(b) {
-				errs = append(errs, c.errAt(at("ca_file"), "%s holds no PEM certificate; point ca_file at the CA certificate (PEM)", u.CAFile))
+		if TLSFilesCheck != nil {
+			var ca, cert, key string
+			if readable["ca_file"] {
+				ca = u.CAFile
 			}
-		}
-		if readable["client_cert"] && readable["client_key"] {
-			if _, err := tls.LoadX509KeyPair(u.ClientCert, u.ClientKey); err != nil {
-				errs = append(errs, c.errAt(at("client_cert"), "cannot load the client certificate with client_key: %v", err))
+			if readable["client_cert"] && readable["client_key"] {
+				cert, key = u.ClientCert, u.ClientKey
+			}
+			caErr, pairErr := TLSFilesCheck(ca, cert, key)
+			if caErr != nil {
+				errs = append(errs, c.errAt(at("ca_file"), "%v", caErr))
+			}
+			if pairErr != nil {
+				errs = append(errs, c.errAt(at("client_cert"), "%v", pairErr))
 			}
 		}
 		// The OAuth2 secrets follow password_file's rules; pkg/oauth

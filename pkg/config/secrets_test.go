@@ -4,7 +4,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -160,43 +159,6 @@ func testCert(t *testing.T) (certPEM, keyPEM []byte) {
 		t.Fatal(err)
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
-}
-
-// A ca_file that holds no certificate (the key, a DER file, the wrong
-// file) and a client_cert/client_key pair that does not load cannot work:
-// relayd refused them at every delivery while check-config, the start and
-// a reload took them (the log said "holds no PEM certificate" for each
-// message). They are configuration errors, like a ca_file that is missing.
-func TestLoadSecretsTLSFilesThatDoNotLoad(t *testing.T) {
-	dir := t.TempDir()
-	certPEM, keyPEM := testCert(t)
-	_, otherKey := testCert(t)
-	write := func(name string, b []byte) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	cert, key, other, garbage := write("cert.pem", certPEM), write("key.pem", keyPEM), write("other.pem", otherKey), write("hostname", []byte("web1\n"))
-	if _, err := tls.LoadX509KeyPair(cert, key); err != nil {
-		t.Fatal(err)
-	}
-	conf := "\n[[upstream]]\nhost = \"a.example\"\nca_file = \"" + garbage + "\"\n\n" +
-		"[[upstream]]\nhost = \"b.example\"\nca_file = \"" + cert + "\"\n" +
-		"client_cert = \"" + cert + "\"\nclient_key = \"" + other + "\"\n\n" +
-		"[[upstream]]\nhost = \"c.example\"\nca_file = \"" + cert + "\"\n" +
-		"client_cert = \"" + cert + "\"\nclient_key = \"" + key + "\"\n"
-	c, err := Parse("t.conf", []byte(conf))
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := c.LoadSecrets()
-	errs := Errors(got)
-	if len(errs) != 2 || errs[0].Line != 4 || errs[0].Key != "upstream.ca_file" || !strings.Contains(errs[0].Msg, "no PEM certificate") ||
-		errs[1].Line != 9 || errs[1].Key != "upstream.client_cert" {
-		t.Errorf("LoadSecrets:\n%v", got)
-	}
 }
 
 func TestNoUpstream(t *testing.T) {

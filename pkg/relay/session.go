@@ -225,6 +225,26 @@ func dial(ctx context.Context, up config.Upstream, opts Options) (*Session, erro
 	return s, nil
 }
 
+func init() { config.TLSFilesCheck = checkTLSFiles }
+
+// checkTLSFiles is config.TLSFilesCheck: what TLSConfig would refuse at
+// every delivery, for check-config, relayd's start and a reload.
+func checkTLSFiles(caFile, cert, key string) (caErr, pairErr error) {
+	if caFile != "" {
+		if b, err := os.ReadFile(caFile); err != nil {
+			caErr = err
+		} else if !x509.NewCertPool().AppendCertsFromPEM(b) {
+			caErr = fmt.Errorf("%s holds no PEM certificate; point ca_file at the CA certificate (PEM)", caFile)
+		}
+	}
+	if cert != "" && key != "" {
+		if _, err := tls.LoadX509KeyPair(cert, key); err != nil {
+			pairErr = fmt.Errorf("cannot load the client certificate with client_key: %w", err)
+		}
+	}
+	return caErr, pairErr
+}
+
 // TLSConfig is the TLS configuration of a session with up (its
 // defaults applied): verified against opts.RootCAs, else up's ca_file,
 // else the system roots, for up's server_name, TLS 1.2 or later, with
