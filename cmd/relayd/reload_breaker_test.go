@@ -66,3 +66,31 @@ func TestRefusedLoginNotHammered(t *testing.T) {
 	}
 	d.term(t)
 }
+
+// relayd(8): after two refused logins relayd waits a minute or more "so
+// that the same password is not tried until the provider locks the
+// account out (reload with the new password, or flush, to try again at
+// once)". An admin's flush (to see whether the provider has unlocked the
+// account) must cost one login, not start the count afresh: it cost two,
+// the flush's and, a second later, a second one with the same password.
+func TestFlushRefusedLoginTriesOnce(t *testing.T) {
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{concurrency: 1})
+	if err := os.WriteFile(filepath.Join(s.dir, "secret"), []byte("the-old-password\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := s.start()
+	s.drop("locked-out", 5)
+	waitfor.True(t, "two refused logins", 20*time.Second, func() bool { return up.AuthAttempts() >= 2 })
+	time.Sleep(2 * time.Second) // the breaker's long backoff is in force
+	before := up.AuthAttempts()
+	if out, stderr, code := runCmd(t, nil, relaydBin, "queue", "flush", "--config", s.cfgPath); code != 0 {
+		t.Fatalf("flush: exit %d\n%s%s", code, out, stderr)
+	}
+	waitfor.True(t, "the flush's login", 10*time.Second, func() bool { return up.AuthAttempts() > before })
+	time.Sleep(8 * time.Second)
+	if n := up.AuthAttempts() - before; n != 1 {
+		t.Errorf("%d logins with the refused password in the 8 s after a flush, want 1\n%s", n, s.logTail(3000))
+	}
+	d.term(t)
+}
