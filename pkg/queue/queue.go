@@ -269,7 +269,9 @@ func (q *Queue) Load() error {
 }
 
 // Flush makes every deferred message due now, closes the upstreams'
-// circuit breakers, and kicks the queue.
+// circuit breakers (but one that refused our login again and again only
+// lets one try through: see the scheduler's resetHealth), and kicks the
+// queue.
 func (q *Queue) Flush() int {
 	q.mu.Lock()
 	n := len(q.deferred)

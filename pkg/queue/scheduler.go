@@ -67,10 +67,16 @@ func backoff(since, now time.Time) time.Duration {
 // OAuth2 access token the upstream refused is replaced by a new one for
 // the next login (oauth.Source.Forget), which deserves its chance at once.
 func backoffAfter(e *relay.Error, fails int, since, now time.Time) time.Duration {
-	if fails > 1 && e != nil && e.Class == relay.AuthFailure && e.Stage == relay.StageAuth && e.Code >= 500 && e.Code < 600 {
+	if fails > 1 && refusedLogin(e) {
 		return min(max(now.Sub(since)/4, MinAuthBackoff), MaxAuthBackoff)
 	}
 	return backoff(since, now)
+}
+
+// refusedLogin reports whether e is the upstream refusing our login (a
+// 5xx to AUTH).
+func refusedLogin(e *relay.Error) bool {
+	return e != nil && e.Class == relay.AuthFailure && e.Stage == relay.StageAuth && e.Code >= 500 && e.Code < 600
 }
 
 // breaker is one upstream's health.
@@ -273,8 +279,21 @@ func (q *Queue) loop(ctx, sendCtx context.Context) {
 		}
 		if q.resetHealth.Swap(false) {
 			// A flush: the operator says the upstreams are worth
-			// trying now.
-			clear(q.sched.health)
+			// trying now. An upstream that has refused our login
+			// again and again is tried once now (half-open) and keeps
+			// its count: a refusal goes back to the long backoff
+			// instead of earning a second try a second later with the
+			// same password (see backoffAfter).
+			now := q.now()
+			for k, b := range q.sched.health {
+				if b.fails > 1 && refusedLogin(b.last) {
+					if !b.probing {
+						b.until = now
+					}
+					continue
+				}
+				delete(q.sched.health, k)
+			}
 		}
 		q.dropForgotten()
 		set, gen = q.settingsGen()
