@@ -543,7 +543,8 @@ func TestListenRestartKeepsAccepted(t *testing.T) {
 // STARTTLS with the local CA's certificate: a client that verifies the
 // certificate (Python's default context, given the CA) upgrades, then
 // authenticates with credentials that are a claim only; without a
-// certificate STARTTLS is not offered and plain clients work.
+// certificate STARTTLS is not offered and plain clients work. A MAIL
+// before STARTTLS does not outlive it: the MAIL after it is not nested.
 func TestListenSTARTTLS(t *testing.T) {
 	up := newUpstream(t, smtptest.Options{})
 	b, err := localca.New(localca.DefaultNames("web1.example.com"), time.Now(), 24*time.Hour)
@@ -574,6 +575,7 @@ ctx = ssl.create_default_context(cafile=ca)
 c = smtplib.SMTP(host, int(port), timeout=30)
 c.ehlo("client.example")
 assert c.has_extn("starttls"), "no STARTTLS"
+assert c.mail("before-tls@example.org")[0] == 250
 c.starttls(context=ctx)
 c.ehlo("client.example")
 c.login("someone-else", "not-checked")
@@ -913,6 +915,33 @@ func TestListenNestedMAIL(t *testing.T) {
 			t.Errorf("delivered from %q to %q, want a@example.org to b@example.net", m.From, m.To)
 		}
 	}
+
+	// The 503 holds only inside a transaction: whatever ends one (a
+	// delivered DATA, RSET, a refused DATA) lets the next MAIL start
+	// another, and a refused MAIL leaves none open.
+	mail := func(after string) {
+		t.Helper()
+		if got := r.cmd("MAIL FROM:<a@example.org>"); !strings.HasPrefix(got, "250 ") {
+			t.Fatalf("MAIL after %s: %q", after, got)
+		}
+	}
+	mail("a delivered DATA")
+	if got := r.cmd("RSET"); !strings.HasPrefix(got, "250 ") {
+		t.Fatalf("RSET: %q", got)
+	}
+	mail("RSET")
+	r.cmd("RSET")
+	if got := r.cmd("MAIL FROM:<a@example.org> ENVID=" + strings.Repeat("x", 101)); !strings.HasPrefix(got, "501 ") {
+		t.Fatalf("MAIL with an ENVID over 100 bytes: %q, want 501", got)
+	}
+	mail("a refused MAIL")
+	r.cmd("RCPT TO:<b@example.net>")
+	r.cmd("DATA")
+	r.send("X-Big: " + strings.Repeat("y", 100) + strings.Repeat("\r\n "+strings.Repeat("y", 100), 11000) + "\r\n\r\nbody\r\n.\r\n")
+	if got := r.reply(); !strings.HasPrefix(got, "552 5.3.4 ") {
+		t.Fatalf("a header field over 1 MB: %q, want 552 5.3.4", got)
+	}
+	mail("a refused DATA")
 }
 
 // relayd as the unit runs it: an unprivileged user with CAP_DAC_READ_SEARCH
