@@ -667,6 +667,31 @@ func TestListenLimitsAndTimeouts(t *testing.T) {
 		t.Fatalf("after 552: %q", got)
 	}
 
+	// Too large in BDAT: go-smtp answers 552 to the chunk that goes over
+	// and ends the transfer. The smtp-error line must not say that the
+	// client abandoned the message: it was refused, and told so.
+	r = dialRaw(t, "tcp", addrs["tcp4"])
+	r.reply()
+	for _, c := range []string{"EHLO x", "MAIL FROM:<bdat-big@example.org>", "RCPT TO:<b@example.net>"} {
+		r.cmd(c)
+	}
+	chunk := "Subject: too large bdat\r\n\r\n" + strings.Repeat(strings.Repeat("x", 70)+"\r\n", 14)
+	r.send(fmt.Sprintf("BDAT %d\r\n%s", len(chunk), chunk))
+	if got := r.reply(); !strings.HasPrefix(got, "250 ") {
+		t.Fatalf("first BDAT chunk: %q", got)
+	}
+	last := strings.Repeat(strings.Repeat("y", 70)+"\r\n", 28)
+	r.send(fmt.Sprintf("BDAT %d LAST\r\n%s", len(last), last))
+	if got := r.reply(); !strings.HasPrefix(got, "552 5.3.4 ") {
+		t.Fatalf("BDAT over the size: %q", got)
+	}
+	waitFor(t, "the BDAT smtp-error line", 10*time.Second, func() bool { return strings.Contains(s.log(), "from=bdat-big@example.org") })
+	for _, l := range strings.Split(s.log(), "\n") {
+		if strings.Contains(l, "from=bdat-big@example.org") && (strings.Contains(l, "abandoned") || !strings.Contains(l, "max_message_size")) {
+			t.Errorf("the refusal is logged as: %s", l)
+		}
+	}
+
 	// An over-long line: 500 and the session ends, nothing stored.
 	r = dialRaw(t, "tcp", addrs["tcp4"])
 	r.reply()

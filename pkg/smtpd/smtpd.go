@@ -1217,11 +1217,13 @@ func (ss *session) Data(r io.Reader) error {
 	fail := func(err error) error {
 		e := reply(err, dr.err)
 		if errors.Is(dr.err, smtp.ErrDataReset) {
-			// The client abandoned a BDAT transfer (RSET, a new MAIL or
-			// EHLO, or it closed the connection): go-smtp answers the
-			// command that ended it, never this reply.
+			// go-smtp ended a BDAT transfer before BDAT LAST: RSET,
+			// EHLO or STARTTLS, the connection closed, or a chunk over
+			// max_message_size, which go-smtp answers 552 itself. It
+			// answers (or not) what ended it, never this reply, and
+			// does not say which it was.
 			ss.srv.opts.Log.SMTPSessionError(ss.c.id.Client, o.UID, o.User, env.Sender,
-				"the client abandoned the message before BDAT LAST (RSET or the connection closed); not stored",
+				"the BDAT transfer ended before BDAT LAST (RSET or EHLO, the connection closed, or a chunk over max_message_size, answered 552); not stored",
 				slog.Int("nrcpt", len(env.Recipients)))
 			return e
 		}
