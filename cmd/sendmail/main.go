@@ -595,22 +595,31 @@ func (e *errReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// inputError is a failure to read the message's header section:
+// readFailure's line, else the error as it came.
 func inputError(err error, in *errReader) *exitError {
-	if in.err != nil {
-		return errorf(sysexits.IOErr, "cannot read the message from standard input: %v", in.err)
-	}
-	if errors.Is(err, message.ErrHeaderTooLarge) {
-		return headerTooLarge()
-	}
-	if errors.Is(err, message.ErrBareDataEnd) {
-		return errorf(sysexits.DataErr, "%v", err)
-	}
-	if errors.Is(err, io.ErrUnexpectedEOF) {
-		// -bs: the input ended inside DATA's header section; the
-		// same line as when it ends in the body (classify).
-		return errorf(sysexits.IOErr, "the input ended in the middle of the message; message not sent")
+	if e := readFailure(err, in); e != nil {
+		return e
 	}
 	return errorf(sysexits.IOErr, "cannot read the message: %v", err)
+}
+
+// readFailure is the line for a failure to read the message, in its
+// header section or its body: standard input's error, an input that ends
+// inside DATA (-bs), a smuggled end of DATA, a header over the limits; nil
+// for any other error.
+func readFailure(err error, in *errReader) *exitError {
+	switch {
+	case in.err != nil:
+		return errorf(sysexits.IOErr, "cannot read the message from standard input: %v; message not sent", in.err)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return errorf(sysexits.IOErr, "the input ended in the middle of the message; message not sent")
+	case errors.Is(err, message.ErrBareDataEnd):
+		return errorf(sysexits.DataErr, "%v", err)
+	case errors.Is(err, message.ErrHeaderTooLarge):
+		return headerTooLarge()
+	}
+	return nil
 }
 
 // headerTooLarge is the refusal of a header over package message's limits,
@@ -622,13 +631,10 @@ func headerTooLarge() *exitError {
 
 // classify turns a failure to write the spool file into an exit error.
 func classify(err error, in *errReader, limit int64) *exitError {
+	if e := readFailure(err, in); e != nil {
+		return e
+	}
 	switch {
-	case in.err != nil:
-		return errorf(sysexits.IOErr, "cannot read the message from standard input: %v; message not sent", in.err)
-	case errors.Is(err, io.ErrUnexpectedEOF):
-		return errorf(sysexits.IOErr, "the input ended in the middle of the message; message not sent")
-	case errors.Is(err, message.ErrBareDataEnd):
-		return errorf(sysexits.DataErr, "%v", err)
 	case errors.Is(err, spool.ErrTooLarge):
 		return errorf(sysexits.DataErr, "message too large: the limit is %s", config.FormatSize(limit)).
 			withHint("max_message_size in the configuration")
@@ -640,8 +646,6 @@ func classify(err error, in *errReader, limit int64) *exitError {
 	case spool.IsFull(err):
 		return errorf(sysexits.CantCreat, "the spool is full: %v; message not sent", err).
 			withHint("free space on the spool's file system")
-	case errors.Is(err, message.ErrHeaderTooLarge):
-		return headerTooLarge()
 	}
 	return errorf(sysexits.CantCreat, "cannot write the spool file: %v; message not sent", err)
 }
