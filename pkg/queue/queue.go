@@ -149,8 +149,8 @@ type Queue struct {
 	// (metrics).
 	Observer Observer
 	stopOnce sync.Once
-	// resetHealth asks the scheduler to forget the upstreams' failures
-	// (Flush).
+	// resetHealth asks the scheduler to close the upstreams' breakers
+	// (Flush; see the scheduler's loop for a refused login's).
 	resetHealth atomic.Bool
 }
 

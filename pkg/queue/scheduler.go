@@ -48,8 +48,8 @@ const (
 
 // The backoff bounds after the upstream refused relayd's login (a 5xx to
 // AUTH): the same credentials fail every time until the administrator
-// changes them (a reload that does so retries at once, as does a flush),
-// and providers lock an account out after a few failed logins.
+// changes them (a reload that does so retries at once; a flush tries them
+// once), and providers lock an account out after a few failed logins.
 const (
 	MinAuthBackoff = time.Minute
 	MaxAuthBackoff = 10 * time.Minute
