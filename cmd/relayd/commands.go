@@ -64,6 +64,28 @@ func checkOwner(root string) spool.Owner {
 	return mo
 }
 
+// checkDaemonFiles is check-config's check, when root checks for the
+// daemon user's existing spool (owner, from checkOwner), that relayd as
+// that user can read the files root just read (config.CheckFilesFor).
+func checkDaemonFiles(cfg *config.Config, owner spool.Owner) error {
+	fi, err := os.Stat(cfg.Spool)
+	if err != nil || owner.UID == os.Getuid() || int(fi.Sys().(*syscall.Stat_t).Uid) != owner.UID {
+		return nil
+	}
+	name, gids := strconv.Itoa(owner.UID), []int{owner.GID, owner.DropGID} // the unit's Group= and SupplementaryGroups=
+	if u, err := user.LookupId(name); err == nil {
+		name = u.Username
+		if ids, err := u.GroupIds(); err == nil {
+			for _, id := range ids {
+				if n, err := strconv.Atoi(id); err == nil {
+					gids = append(gids, n)
+				}
+			}
+		}
+	}
+	return cfg.CheckFilesFor(owner.UID, gids, name)
+}
+
 // checkConfig validates the configuration, its secrets and the spool, and
 // prints the effective configuration with secrets redacted.
 func checkConfig(path string) int {
@@ -73,17 +95,9 @@ func checkConfig(path string) int {
 	}
 	owner := checkOwner(cfg.Spool)
 	bad := false
-	if fi, err := os.Stat(cfg.Spool); err == nil && owner.UID != os.Getuid() && int(fi.Sys().(*syscall.Stat_t).Uid) == owner.UID {
-		// Root checking for the daemon user's spool: the secrets must
-		// be that user's, or relayd cannot read them.
-		name := strconv.Itoa(owner.UID)
-		if u, err := user.LookupId(name); err == nil {
-			name = u.Username
-		}
-		if err := cfg.CheckSecretOwner(owner.UID, name); err != nil {
-			printConfigErr(err)
-			bad = true
-		}
+	if err := checkDaemonFiles(cfg, owner); err != nil {
+		printConfigErr(err)
+		bad = true
 	}
 	if err := spool.Check(cfg.Spool, owner); err != nil {
 		var le *spool.LayoutError

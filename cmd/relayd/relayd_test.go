@@ -351,6 +351,54 @@ func TestCheckConfigSecretOwner(t *testing.T) {
 	}
 }
 
+// The same for the TLS files relayd opens as its user: a ca_file or
+// client_key root can read and relayd cannot (a key left root's, mode 0600,
+// as openssl writes it) passed check-config as root and stopped relayd.
+func TestCheckConfigTLSFilesReadable(t *testing.T) {
+	needRoot(t)
+	u, err := user.Lookup("mailshim")
+	if err != nil {
+		t.Skip("SKIPPED: no mailshim user (make install-accounts)")
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{})
+	os.Mkdir(s.spool, 0o711)
+	if err := os.Chown(s.spool, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(filepath.Join(s.dir, "secret"), uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	ca := up.Upstream().CAFile
+	if err := os.Chmod(ca, 0o600); err != nil { // root's
+		t.Fatal(err)
+	}
+	_, stderr, code := runCmd(t, nil, relaydBin, "check-config", "--config", s.cfgPath)
+	if code != 78 || !strings.Contains(stderr, "upstream.ca_file: "+ca) || !strings.Contains(stderr, "cannot read") {
+		t.Errorf("a ca_file relayd's user cannot read: exit %d, stderr %q", code, stderr)
+	}
+	// setfacl -m u:mailshim:r: readable although the mode (0640, root's
+	// group) does not say so.
+	acl := []byte{2, 0, 0, 0} // POSIX_ACL_XATTR_VERSION, then tag, perm, id
+	for _, e := range []struct{ tag, perm, id uint32 }{{0x01, 6, 0xffffffff}, {0x02, 4, uint32(uid)}, {0x04, 0, 0xffffffff}, {0x10, 4, 0xffffffff}, {0x20, 0, 0xffffffff}} {
+		acl = append(acl, byte(e.tag), byte(e.tag>>8), byte(e.perm), byte(e.perm>>8), byte(e.id), byte(e.id>>8), byte(e.id>>16), byte(e.id>>24))
+	}
+	if err := unix.Setxattr(ca, "system.posix_acl_access", acl, 0); err != nil {
+		t.Logf("no ACL on %s (%v): that case not checked", ca, err)
+	} else if _, stderr, code := runCmd(t, nil, relaydBin, "check-config", "--config", s.cfgPath); code != 0 {
+		t.Errorf("a ca_file readable through an ACL: exit %d, stderr %q", code, stderr)
+	}
+	unix.Removexattr(ca, "system.posix_acl_access")
+	if err := os.Chmod(ca, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, code := runCmd(t, nil, relaydBin, "check-config", "--config", s.cfgPath); code != 0 {
+		t.Errorf("the ca_file now readable: exit %d, stderr %q", code, stderr)
+	}
+}
+
 func TestQueueCommands(t *testing.T) {
 	// An upstream that defers everything keeps the message queued.
 	up := newUpstream(t, smtptest.Options{Hook: func(ctx context.Context, stage, arg string) error {

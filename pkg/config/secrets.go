@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -183,15 +184,17 @@ func checkReadable(path string) error {
 	return nil
 }
 
-// CheckSecretOwner is for relayd check-config run by root on behalf of the
-// daemon user uid (name): every secret file (password_file, the OAuth
-// secret files, [trace] key_file) must belong to that user. ReadSecret
-// already refuses group and other access, so a secret that passed it and
-// belongs to someone else (root, after echo pw | sudo tee) is one relayd
-// cannot read: root's check would pass and relayd's start fail.
-func (c *Config) CheckSecretOwner(uid int, name string) error {
+// CheckFilesFor is for relayd check-config run by root on behalf of the
+// daemon user uid (name, in groups gids), who opens the files root checked:
+// every secret file (password_file, the OAuth secret files, [trace]
+// key_file) must belong to that user, and ca_file, client_cert and
+// client_key must be readable by it. ReadSecret already refuses group and
+// other access, so a secret that passed it and belongs to someone else
+// (root, after echo pw | sudo tee) is one relayd cannot read; so is a key
+// left root's, mode 0600: root's check would pass and relayd's start fail.
+func (c *Config) CheckFilesFor(uid int, gids []int, name string) error {
 	var errs []error
-	check := func(path []string, file string) {
+	secret := func(path []string, file string) {
 		if file == "" {
 			return
 		}
@@ -203,12 +206,44 @@ func (c *Config) CheckSecretOwner(uid int, name string) error {
 			errs = append(errs, c.errAt(path, "%s: owned by uid %d, not by relayd's user %s (uid %d), who cannot read it; run chown %s %s", file, st.Uid, name, uid, name, file))
 		}
 	}
+	readable := func(path []string, file, fix string) {
+		if file == "" {
+			return
+		}
+		fi, err := os.Stat(file) // followed, as LoadSecrets opens it
+		if err != nil {
+			return // LoadSecrets has reported it
+		}
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok {
+			return
+		}
+		if n, err := unix.Getxattr(file, "system.posix_acl_access", nil); err == nil && n > 0 {
+			return // an ACL (setfacl -m u:mailshim:r) the mode does not show
+		}
+		perm := fi.Mode().Perm()
+		var can bool
+		switch {
+		case int(st.Uid) == uid:
+			can = perm&0o400 != 0
+		case slices.Contains(gids, int(st.Gid)):
+			can = perm&0o040 != 0
+		default:
+			can = perm&0o004 != 0
+		}
+		if !can {
+			errs = append(errs, c.errAt(path, "%s: relayd's user %s (uid %d) cannot read it (owner uid %d, group %d, mode %04o); %s", file, name, uid, st.Uid, st.Gid, perm, fix))
+		}
+	}
 	for i, u := range c.Upstreams {
 		at := func(key string) []string { return []string{"upstream", index(i), key} }
-		check(at("password_file"), u.PasswordFile)
-		check(at("oauth_client_secret_file"), u.OAuthClientSecretFile)
-		check(at("oauth_refresh_token_file"), u.OAuthRefreshTokenFile)
+		readable(at("ca_file"), u.CAFile, "run chmod 644 "+u.CAFile)
+		readable(at("client_cert"), u.ClientCert, "run chmod 644 "+u.ClientCert)
+		readable(at("client_key"), u.ClientKey, "run chown "+name+" "+u.ClientKey)
+		secret(at("password_file"), u.PasswordFile)
+		secret(at("oauth_client_secret_file"), u.OAuthClientSecretFile)
+		secret(at("oauth_refresh_token_file"), u.OAuthRefreshTokenFile)
 	}
-	check([]string{"trace", "key_file"}, c.Trace.KeyFile)
+	secret([]string{"trace", "key_file"}, c.Trace.KeyFile)
 	return errors.Join(errs...)
 }
