@@ -163,9 +163,7 @@ func queueCmd(path string, args []string) int {
 		}
 	case "mailq":
 	default:
-		fmt.Fprintf(os.Stderr, "relayd: unknown queue command %q\n", verb)
-		usage()
-		return sysexits.Usage
+		return usageError("unknown queue command %q", verb)
 	}
 	cfg, err := config.Load(path)
 	if err != nil {

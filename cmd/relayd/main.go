@@ -100,9 +100,7 @@ func main() {
 	case "help":
 		usage()
 	default:
-		fmt.Fprintf(os.Stderr, "relayd: unknown command %q\n", cmd)
-		usage()
-		os.Exit(sysexits.Usage)
+		os.Exit(usageError("unknown command %q", cmd))
 	}
 }
 

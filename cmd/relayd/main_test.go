@@ -468,6 +468,8 @@ func TestUsageErrorsSayWhy(t *testing.T) {
 		{"queue", "delete"},
 		{"stats", "--bogus"},
 		{"verify-origin", "extra"},
+		{"bogus"},
+		{"queue", "bogus"},
 	} {
 		_, stderr, code := runCmd(t, nil, relaydBin, append([]string{"--config", "/nonexistent/mailshim.conf"}, args...)...)
 		first, _, _ := strings.Cut(stderr, "\n")
