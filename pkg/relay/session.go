@@ -227,20 +227,22 @@ func dial(ctx context.Context, up config.Upstream, opts Options) (*Session, erro
 
 func init() { config.TLSFilesCheck = checkTLSFiles }
 
-// checkTLSFiles is config.TLSFilesCheck: what TLSConfig would refuse at
-// every delivery, for check-config, relayd's start and a reload.
+// checkTLSFiles is config.TLSFilesCheck: what TLSConfig refuses at every
+// delivery (its words), for check-config, relayd's start and a reload.
 func checkTLSFiles(caFile, cert, key string) (caErr, pairErr error) {
-	if caFile != "" {
-		if b, err := os.ReadFile(caFile); err != nil {
-			caErr = err
-		} else if !x509.NewCertPool().AppendCertsFromPEM(b) {
-			caErr = fmt.Errorf("%s holds no PEM certificate; point ca_file at the CA certificate (PEM)", caFile)
+	check := func(up config.Upstream) error {
+		_, err := TLSConfig(up, Options{})
+		var e *Error
+		if errors.As(err, &e) {
+			return errors.New(e.Cause + "; " + e.Fix)
 		}
+		return err
+	}
+	if caFile != "" {
+		caErr = check(config.Upstream{CAFile: caFile})
 	}
 	if cert != "" && key != "" {
-		if _, err := tls.LoadX509KeyPair(cert, key); err != nil {
-			pairErr = fmt.Errorf("cannot load the client certificate with client_key: %w", err)
-		}
+		pairErr = check(config.Upstream{ClientCert: cert, ClientKey: key})
 	}
 	return caErr, pairErr
 }
