@@ -96,6 +96,27 @@ func TestSetgidWrappedParentProcess(t *testing.T) {
 	}
 }
 
+// A shell script that runs sendmail (a cron job: cron runs
+// "/bin/sh /path/job.sh" for a script with #!/bin/sh) is the script in
+// the origin record, as an interpreter's script is: an admin asking which
+// script sent a message finds it in the pickup line and the origin header.
+func TestSetgidShellScriptParent(t *testing.T) {
+	needRoot(t)
+	s := newSpool(t, true, "")
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755)
+	job := filepath.Join(dir, "nightly-report.sh")
+	if err := os.WriteFile(job, []byte("\"$SENDMAIL\" -t -i\nexit $?\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r := runSendmail(t, invocation{nobody: true, shell: `/bin/sh ` + job + `; exit $?`, stdin: strings.NewReader(phpMail)})
+	checkOK(t, r)
+	o := s.one(t).meta.Origin
+	if o.Script != job || o.ScriptSource != "parent-cmdline" {
+		t.Errorf("script %q from %q (parent cmdline %q); want %q from parent-cmdline", o.Script, o.ScriptSource, o.ParentCmdline, job)
+	}
+}
+
 func TestSetgidEnvironment(t *testing.T) {
 	needRoot(t)
 	s := newSpool(t, true, "")

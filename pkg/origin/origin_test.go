@@ -126,6 +126,14 @@ func TestProcessKindAndScript(t *testing.T) {
 		{"bsd-mailx-extra", "bsd-mailx-extracted -s x", "", "mailx", ""},
 		{"sudo", "sudo ls", "", "sudo", ""},
 		{"bash", "-bash", "", "", ""},
+		// A shell script (a cron job, a deploy hook) is the script; -c and
+		// -s bring the program from elsewhere; -o and -O take a value.
+		{"cronjob.sh", "/bin/sh ./cronjob.sh", "/srv", "", "/srv/cronjob.sh"},
+		{"bash", "bash -e -o pipefail +o posix /srv/job.sh a", "", "", "/srv/job.sh"},
+		{"bash", "bash --rcfile /etc/rc --norc /srv/job.sh", "", "", "/srv/job.sh"},
+		{"dash", "dash -ec 'sendmail x' job", "", "", ""},
+		{"sh", "sh -s a b", "", "", ""},
+		{"sh", "sh", "", "", ""},
 	}
 	for _, tt := range tests {
 		p := Process{Comm: tt.comm, Cmdline: strings.Fields(tt.cmdline), Cwd: tt.cwd}
