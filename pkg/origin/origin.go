@@ -501,20 +501,42 @@ func isVersion(s string) bool {
 	return true
 }
 
-// Script returns the script a PHP, Python, Perl or Ruby interpreter was
-// started with (its first argument that is not an option or an option's
-// value), made absolute with its working directory when known (Ruby's
-// -C directory first); "" for other callers, and when the program came
-// from -r/-R/-c/-m/-e/-E or standard input instead of a file.
+// shellOptions is how a shell's options before its script are read
+// (sh, dash, bash, ksh, zsh): -c brings the program, -s reads it from
+// standard input, -o and -O take a value, "+o" is an option too.
+var shellOptions = interpreterOptions{value: "oO", inline: "cs", long: []string{"--rcfile", "--init-file"}}
+
+// isShell reports whether p is a shell running a script or a command: the
+// program it was started as or its executable is one of shells (not
+// busybox itself, whose first argument is the applet).
+func (p Process) isShell() bool {
+	if len(p.Cmdline) > 0 && shells[strings.TrimPrefix(filepath.Base(p.Cmdline[0]), "-")] && filepath.Base(p.Cmdline[0]) != "busybox" {
+		return true
+	}
+	return p.Exe != "" && shells[filepath.Base(p.Exe)] && filepath.Base(p.Exe) != "busybox"
+}
+
+// Script returns the script a PHP, Python, Perl or Ruby interpreter or a
+// shell was started with (its first argument that is not an option or an
+// option's value), made absolute with its working directory when known
+// (Ruby's -C directory first); "" for other callers, and when the program
+// came from -r/-R/-c/-m/-e/-E/-s or standard input instead of a file.
 func (p Process) Script() string {
 	kind := p.Kind()
 	opts, ok := interpreter(kind)
+	shell := false
+	if !ok && kind == "" && p.isShell() {
+		opts, ok, shell = &shellOptions, true, true
+	}
 	if !ok {
 		return ""
 	}
 	args := p.Cmdline[min(1, len(p.Cmdline)):]
 	for i := 0; i < len(args); i++ {
 		a := args[i]
+		if shell && len(a) > 1 && a[0] == '+' {
+			a = "-" + a[1:] // set +o name, +e: an option as its "-" form
+		}
 		switch {
 		case a == "--":
 			if i+1 < len(args) {
