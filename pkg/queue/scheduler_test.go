@@ -392,3 +392,31 @@ func TestMisleadingRefusalDoesNotStarveOthers(t *testing.T) {
 		t.Errorf("the bad message was tried %d times in a minute", n)
 	}
 }
+
+// The next attempt a message records (queue show, mailq --json, the
+// deferred line's next=) while its upstream is down is when it is tried
+// again: the later of the breaker's backoff and the message's own wait
+// (1 s, 2 s, 4 s ... after each try that found every upstream down), not
+// the breaker's alone, which told the admin a time at which nothing
+// happened.
+func TestBreakerRecordedNextIsTheNextTry(t *testing.T) {
+	h := newHosts("a.example")
+	ups := []config.Upstream{{Host: "a.example", Port: 587}}
+	e := newEnv(t, Settings{Concurrency: 1, Retry: []time.Duration{time.Hour}, Lifetime: 24 * time.Hour,
+		Upstreams: NewUpstreams(ups, relay.Options{}, h.dial)})
+	h.set("a.example", refused(), nil)
+	id := e.enqueue(t, 1001, "a@example.org", "x@example.net")
+	e.run()
+	for i := 1; i <= 5; i++ {
+		d := e.deliveryState(t, id)
+		if !strings.Contains(e.log.String(), "next="+d.Next.UTC().Format(time.RFC3339)) {
+			t.Fatalf("try %d: recorded next %v is not the deferred line's:\n%s", i, d.Next, e.log)
+		}
+		dials := h.dialCount("a.example")
+		e.clk.Set(d.Next)
+		e.run()
+		if n := h.dialCount("a.example"); n != dials+1 {
+			t.Fatalf("try %d: recorded next attempt %v, but %d dials then, want 1\n%s", i, d.Next.Sub(t0), n-dials, e.log)
+		}
+	}
+}
