@@ -206,8 +206,12 @@ type job struct {
 	// hint is the breaker's backoff if this job's upstreams fail: the
 	// next attempt recorded for messages whose upstreams were all down.
 	hint time.Duration
-	set  Settings
-	gen  int
+	// strikes holds the strikes of the job's messages that have any
+	// (sched.strikes), so that the next attempt a worker records for a
+	// message whose upstreams were all down is the one apply gives it.
+	strikes map[string]int
+	set     Settings
+	gen     int
 }
 
 // msgResult is what became of one message of a job.
@@ -518,6 +522,12 @@ func (q *Queue) plan(pending []string, size int, set Settings, gen int) (j *job,
 	for _, id := range batch {
 		s.inflight[id] = true
 		delete(q.deferred, id)
+		if k := s.strikes[id]; k > 0 {
+			if j.strikes == nil {
+				j.strikes = map[string]int{}
+			}
+			j.strikes[id] = k
+		}
 	}
 	q.mu.Unlock()
 	return j, pending, wake
@@ -785,7 +795,7 @@ func (q *Queue) apply(r *jobResult) {
 				s.strikes[m.id]++
 			}
 			if k := s.strikes[m.id]; k > 0 {
-				notBefore = now.Add(min(MinBackoff<<min(k-1, 6), MaxBackoff))
+				notBefore = now.Add(strikeWait(k))
 			}
 			s.waiting[m.id] = notBefore
 			q.deferred[m.id] = latest(m.next, notBefore)
@@ -834,4 +844,26 @@ func (q *Queue) work(ctx context.Context, jobs <-chan *job, results chan<- *jobR
 		w.res.health = w.link.health
 		results <- w.res
 	}
+}
+
+// strikeWait is how long a message with k strikes (k > 0) waits before it
+// may go again: 1 s, 2 s, 4 s ... at most MaxBackoff.
+func strikeWait(k int) time.Duration {
+	return min(MinBackoff<<min(k-1, 6), MaxBackoff)
+}
+
+// waitingNext is the next attempt of message id of job j whose upstreams
+// were all down at now: the later of the breaker's backoff (hint) and the
+// message's own wait after this try (the strike apply adds, unless the
+// job swept it), as apply makes it due.
+func (j *job) waitingNext(id string, now time.Time) time.Time {
+	k := j.strikes[id]
+	if !j.swept[id] {
+		k++
+	}
+	wait := j.hint
+	if k > 0 {
+		wait = max(wait, strikeWait(k))
+	}
+	return now.Add(wait)
 }

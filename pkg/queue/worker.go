@@ -464,7 +464,7 @@ func (w *worker) outcome(a *attempt, res *relay.Result, fault bool) {
 			// Not the message's failure: no attempt charged; it is due
 			// again when an upstream's breaker lets it go.
 			d.Attempts = a.prev.Attempts
-			d.Next = now.Add(w.job.hint)
+			d.Next = w.job.waitingNext(id, now)
 		}
 		q.noteDelay(m, d, temp, lastTemp, upstream, now)
 		// One fdatasync for the record and the transition: the record's
