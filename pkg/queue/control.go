@@ -195,15 +195,29 @@ func (q *Queue) change(verb, id string, uid int) error {
 	var err error
 	switch verb {
 	case control.VerbHold:
+		// Why it waited (the policy's pace) is not why it is held now.
+		if st, lerr := q.sp.Locate(id); lerr == nil && (st == spool.Incoming || st == spool.Deferred) {
+			if d, rerr := q.readState(st, id); rerr == nil && d.Reason != "" {
+				d.Reason = ""
+				// Hold's Sync covers this record's line too.
+				if werr := q.recordState(st, id, d); werr != nil {
+					return werr
+				}
+			}
+		}
 		err = q.sp.Hold(id)
 	case control.VerbRelease:
-		if st, lerr := q.sp.Locate(id); lerr == nil && st == spool.Failed {
+		if st, lerr := q.sp.Locate(id); lerr == nil && (st == spool.Failed || st == spool.Held) {
 			// A released failed message is retried to the recipients that
-			// had failed.
-			if d, rerr := q.readState(spool.Failed, id); rerr == nil {
-				d.Failed, d.Reason = nil, ""
+			// had failed; a released message is no longer held (by the
+			// policy or anyone), whatever happens to it next.
+			if d, rerr := q.readState(st, id); rerr == nil && (st == spool.Failed || d.Reason != "") {
+				if st == spool.Failed {
+					d.Failed = nil
+				}
+				d.Reason = ""
 				// Release's Sync covers this record's line too.
-				if werr := q.recordState(spool.Failed, id, d); werr != nil {
+				if werr := q.recordState(st, id, d); werr != nil {
 					return werr
 				}
 			}
