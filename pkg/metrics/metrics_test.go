@@ -44,3 +44,22 @@ mailshim_picked_up_total{account="www-data",via="maildrop"} 1
 		t.Error(err)
 	}
 }
+
+// A message queued before relayd started (its account asked of the queue)
+// is counted under its account when a label is free, not under "other":
+// after a restart the backlog's deliveries went to "other" until the
+// account happened to send again, though top_accounts had room for it.
+func TestAccountOfMessageQueuedBeforeStart(t *testing.T) {
+	m := New(Options{TopAccounts: 20, Account: func(id string) (string, bool) { return "bob", true }})
+	log := maillog.New(io.Discard, nil)
+	log.SetObserver(m.Observe)
+	log.Delivery("0006270A1B2C3D4E5F60", "x@example.org", "smtp.example:587", "250 ok", "")
+	want := `
+# HELP mailshim_deliveries_total Delivery outcomes per recipient and attempt (the mail log's event=delivery), by status (sent, deferred, bounced, failed), upstream and account.
+# TYPE mailshim_deliveries_total counter
+mailshim_deliveries_total{account="bob",status="sent",upstream="smtp.example:587"} 1
+`
+	if err := testutil.GatherAndCompare(m.Registry(), strings.NewReader(want), Deliveries); err != nil {
+		t.Error(err)
+	}
+}
