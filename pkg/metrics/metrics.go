@@ -175,7 +175,26 @@ func accountOf(e *maillog.Entry) string {
 }
 
 // accountOfID is the account of queued message id.
-func (m *Metrics) accountOfID(id string) string { return m.ids.of(id, m.opt.Account) }
+func (m *Metrics) accountOfID(id string) string {
+	return m.ids.of(id, func(id string) (string, bool) {
+		if m.opt.Account == nil {
+			return "", false
+		}
+		acct, ok := m.opt.Account(id)
+		if ok {
+			// Queued before this process started: the account is a
+			// candidate for a label of its own (choose), as if it had
+			// been seen at pickup, so that a free label is not left
+			// unused while its backlog counts under "other".
+			m.mu.Lock()
+			if _, seen := m.volume[acct]; !seen && len(m.volume) < maxTrackedAccts {
+				m.volume[acct] = 0
+			}
+			m.mu.Unlock()
+		}
+		return acct, ok
+	})
+}
 
 // idAccounts is the account of each queued message, as the metrics and
 // the stats follow the mail log: learnt at its pickup, forgotten when it
