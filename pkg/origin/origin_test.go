@@ -134,6 +134,11 @@ func TestProcessKindAndScript(t *testing.T) {
 		{"dash", "dash -ec 'sendmail x' job", "", "", ""},
 		{"sh", "sh -s a b", "", "", ""},
 		{"sh", "sh", "", "", ""},
+		{"bash", "bash --login -O extglob +O nullglob -x -- /srv/job.sh", "", "", "/srv/job.sh"},
+		{"bash", "bash --init-file /etc/rc /srv/job.sh", "", "", "/srv/job.sh"},
+		{"sh", "sh -c 'sendmail x' /srv/job.sh", "", "", ""},
+		{"sh", "sh -", "", "", ""},
+		{"busybox", "busybox sh /srv/job.sh", "", "", ""},
 	}
 	for _, tt := range tests {
 		p := Process{Comm: tt.comm, Cmdline: strings.Fields(tt.cmdline), Cwd: tt.cwd}
@@ -402,6 +407,13 @@ func FuzzScript(f *testing.F) {
 		f.Add(k, k+"\x00-d=\x00s", "")
 	}
 	f.Add("ruby3.1", "ruby3.1\x00-Capp\x00-X\x00..\x00s.rb", "/home/u")
+	for _, c := range shellOptions.value + shellOptions.inline {
+		f.Add("bash", "bash\x00-"+string(c)+"\x00x\x00/srv/s", "/home/u")
+		f.Add("sh", "sh\x00+"+string(c)+"\x00x\x00s", "/home/u")
+	}
+	for _, l := range shellOptions.long {
+		f.Add("bash", "bash\x00"+l+"\x00v\x00s", "/home/u")
+	}
 	f.Fuzz(func(t *testing.T, comm, cmdline, cwd string) {
 		p := Process{Comm: comm, Cmdline: strings.Split(cmdline, "\x00"), Cwd: cwd}
 		s := p.Script()
