@@ -413,6 +413,12 @@ func TestBreakerRecordedNextIsTheNextTry(t *testing.T) {
 			t.Fatalf("try %d: recorded next %v is not the deferred line's:\n%s", i, d.Next, e.log)
 		}
 		dials := h.dialCount("a.example")
+		// Not before: a recorded next later than the try is as false.
+		e.clk.Set(d.Next.Add(-time.Millisecond))
+		e.run()
+		if n := h.dialCount("a.example"); n != dials {
+			t.Fatalf("try %d: recorded next attempt %v, but %d dials before it\n%s", i, d.Next.Sub(t0), n-dials, e.log)
+		}
 		e.clk.Set(d.Next)
 		e.run()
 		if n := h.dialCount("a.example"); n != dials+1 {
