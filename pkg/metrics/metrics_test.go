@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -61,5 +62,27 @@ mailshim_deliveries_total{account="bob",status="sent",upstream="smtp.example:587
 `
 	if err := testutil.GatherAndCompare(m.Registry(), strings.NewReader(want), Deliveries); err != nil {
 		t.Error(err)
+	}
+}
+
+// Accounts learnt from the queue are bounded as those seen at pickup are:
+// a backlog of more accounts than maxTrackedAccts after a restart grows
+// neither the volume table past it nor the account labels past
+// TopAccounts.
+func TestAccountsLearntFromQueueAreBounded(t *testing.T) {
+	m := New(Options{TopAccounts: 3, Account: func(id string) (string, bool) { return "u" + id, true }})
+	log := maillog.New(io.Discard, nil)
+	log.SetObserver(m.Observe)
+	for i := range maxTrackedAccts + 10 {
+		log.Delivery(fmt.Sprintf("0006270A1B2C%08X", i), "x@example.org", "smtp.example:587", "250 ok", "")
+	}
+	m.mu.Lock()
+	n := len(m.volume)
+	m.mu.Unlock()
+	if n > maxTrackedAccts {
+		t.Errorf("%d accounts in the volume table, want at most %d", n, maxTrackedAccts)
+	}
+	if got := testutil.CollectAndCount(m.Registry(), Deliveries); got > 3+1 {
+		t.Errorf("%d delivery series, want at most TopAccounts+1 (other)", got)
 	}
 }
