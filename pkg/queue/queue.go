@@ -75,6 +75,7 @@
 package queue
 
 import (
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -180,9 +181,15 @@ func (q *Queue) readState(state, id string) (*spool.Delivery, error) {
 // transition that follows the record). When the write fails, the record
 // is kept in memory (readState returns it) and written at the next
 // change, so what it says — recipients already sent above all — is not
-// forgotten while the process lives.
+// forgotten while the process lives; but not when the message is no
+// longer in state (spool.ErrNotFound): d is then a record it has left.
 func (q *Queue) recordState(state, id string, d *spool.Delivery) error {
 	err := q.sp.WriteStateNoSync(state, id, d)
+	if errors.Is(err, spool.ErrNotFound) {
+		// The message is no longer in state (taken by a worker, gone):
+		// d is not its record, and must not win over the one it has.
+		return err
+	}
 	q.mu.Lock()
 	if err != nil {
 		q.unsaved[id] = cloneDelivery(d)

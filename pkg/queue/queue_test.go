@@ -1108,3 +1108,35 @@ func TestAccountOf(t *testing.T) {
 		t.Errorf("AccountOf(deleted message) = %q, true", got)
 	}
 }
+
+// A record written for a state the message has left (queue hold clearing
+// the reason of a message a worker took meanwhile) is refused and not
+// kept in memory: the unsaved records win over the store's, so keeping it
+// would give the worker's next attempt a record without the recipients it
+// had sent to, which would be sent the message again.
+func TestRecordForALeftStateIsNotKept(t *testing.T) {
+	e := newEnv(t, Settings{Concurrency: 1, Retry: []time.Duration{time.Hour}, Lifetime: time.Hour})
+	id := e.enqueue(t, 1001, "a@example.org", "x@example.net", "y@example.net")
+	stale, err := e.q.readState(spool.Incoming, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.sp.Take(id); err != nil {
+		t.Fatal(err)
+	}
+	cur := cloneDelivery(stale)
+	cur.Sent = []string{"x@example.net"}
+	if err := e.q.recordState(spool.Active, id, cur); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.q.recordState(spool.Incoming, id, stale); !errors.Is(err, spool.ErrNotFound) {
+		t.Fatalf("record for incoming of an active message: %v, want ErrNotFound", err)
+	}
+	d, err := e.q.readState(spool.Active, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Sent) != 1 || d.Sent[0] != "x@example.net" {
+		t.Errorf("record read after a refused stale write: sent %q, want [x@example.net]", d.Sent)
+	}
+}
