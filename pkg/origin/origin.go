@@ -537,6 +537,9 @@ func (p Process) Script() string {
 		if shell && len(a) > 1 && a[0] == '+' {
 			a = "-" + a[1:] // set +o name, +e: an option as its "-" form
 		}
+		if shell && a == "-" {
+			a = "--" // sh - file: "-" ends a shell's options (#!/bin/sh -)
+		}
 		switch {
 		case a == "--":
 			if i+1 < len(args) {

@@ -138,6 +138,9 @@ func TestProcessKindAndScript(t *testing.T) {
 		{"bash", "bash --init-file /etc/rc /srv/job.sh", "", "", "/srv/job.sh"},
 		{"sh", "sh -c 'sendmail x' /srv/job.sh", "", "", ""},
 		{"sh", "sh -", "", "", ""},
+		// "#!/bin/sh -" (no option read from the file's name): the
+		// kernel runs "/bin/sh - /path/job.sh"; "-" ends the options.
+		{"sh", "/bin/sh - /srv/job.sh", "", "", "/srv/job.sh"},
 		{"busybox", "busybox sh /srv/job.sh", "", "", ""},
 	}
 	for _, tt := range tests {
