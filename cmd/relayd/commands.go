@@ -3,9 +3,11 @@ package main
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -122,6 +124,9 @@ func checkConfig(path string) int {
 	for _, w := range listenWarnings(cfg) {
 		fmt.Fprintf(os.Stderr, "relayd: warning: %s\n", w)
 	}
+	for _, w := range policyWarnings(cfg) {
+		fmt.Fprintf(os.Stderr, "relayd: warning: %s\n", w)
+	}
 	fmt.Print(cfg.Redacted())
 	return sysexits.OK
 }
@@ -183,4 +188,28 @@ func queueCmd(path string, args []string) int {
 		return 1 // refused by relayd (no such message, being delivered, ...)
 	}
 	return sysexits.OK
+}
+
+// policyWarnings names the [policy] tables whose user or group does not
+// exist on this system: a typo there leaves the account it was meant for
+// without its limits. Warnings, not errors: the account may be created
+// after the configuration. "*" and "uid:N" keys always apply.
+func policyWarnings(cfg *config.Config) []string {
+	var ws []string
+	for _, k := range slices.Sorted(maps.Keys(cfg.Policy.Accounts)) {
+		switch {
+		case k == "*" || strings.HasPrefix(k, "uid:"):
+		case strings.HasPrefix(k, "group:"):
+			var unknown user.UnknownGroupError
+			if _, err := user.LookupGroup(k[6:]); errors.As(err, &unknown) {
+				ws = append(ws, fmt.Sprintf("[policy.%q]: no group %q on this system: the table applies to nobody", k, k[6:]))
+			}
+		default:
+			var unknown user.UnknownUserError
+			if _, err := user.Lookup(k); errors.As(err, &unknown) {
+				ws = append(ws, fmt.Sprintf("[policy.%s]: no user %q on this system: the table applies to nobody (\"uid:N\" names an account without a name)", k, k))
+			}
+		}
+	}
+	return ws
 }
