@@ -130,6 +130,12 @@ type Options struct {
 	RequireClientCert bool
 	// Domain is the name in the greeting (default "smtptest.invalid").
 	Domain string
+	// ServerCert, when set, edits the template of the server's
+	// certificate (its dates, its names) before it is signed.
+	ServerCert func(*x509.Certificate)
+	// SelfSigned: the server's certificate is signed by its own key, not
+	// by the test CA (which CAFile still holds).
+	SelfSigned bool
 	// Debug receives go-smtp's server-side protocol trace.
 	Debug io.Writer
 }
@@ -341,7 +347,7 @@ func start(opts Options, dir string) (*Server, error) {
 	if opts.Domain == "" {
 		opts.Domain = "smtptest.invalid"
 	}
-	pki, err := makeCerts()
+	pki, err := makeCerts(opts.ServerCert, opts.SelfSigned)
 	if err != nil {
 		return nil, fmt.Errorf("certificates: %w", err)
 	}
@@ -827,7 +833,7 @@ type certs struct {
 	clientPEM, keyPEM []byte
 }
 
-func makeCerts() (*certs, error) {
+func makeCerts(edit func(*x509.Certificate), selfSigned bool) (*certs, error) {
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
@@ -836,7 +842,7 @@ func makeCerts() (*certs, error) {
 	caTmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(1),
 		Subject:               pkix.Name{CommonName: "smtptest CA"},
-		NotBefore:             now.Add(-time.Hour),
+		NotBefore:             now.Add(-30 * 24 * time.Hour), // older than any leaf a test makes
 		NotAfter:              now.Add(24 * time.Hour),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true,
@@ -863,11 +869,18 @@ func makeCerts() (*certs, error) {
 			KeyUsage:     x509.KeyUsageDigitalSignature,
 			ExtKeyUsage:  []x509.ExtKeyUsage{usage},
 		}
+		parent, signer := caCert, caKey
 		if server {
 			tmpl.DNSNames = []string{"localhost"}
 			tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
+			if edit != nil {
+				edit(tmpl)
+			}
+			if selfSigned {
+				parent, signer = tmpl, key
+			}
 		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, signer)
 		return der, key, err
 	}
 	c := &certs{caPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})}
@@ -893,7 +906,7 @@ func makeCerts() (*certs, error) {
 // localhost, 127.0.0.1 and ::1, and a pool holding the CA that signed it:
 // for a scripted upstream that says what go-smtp's server never would.
 func ServerTLS() (*tls.Config, *x509.CertPool, error) {
-	pki, err := makeCerts()
+	pki, err := makeCerts(nil, false)
 	if err != nil {
 		return nil, nil, err
 	}
