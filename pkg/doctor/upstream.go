@@ -537,7 +537,7 @@ type certs struct {
 	verifiedAt        time.Time
 	roots, serverName string
 	expiresSoon       bool
-	daysLeft          int
+	left              time.Duration // until the leaf's notAfter, when valid now
 }
 
 // tlsConfig is relayd's TLS configuration for the upstream
@@ -581,8 +581,8 @@ func (p *probe) tlsConfig() (*tls.Config, *certs, error) {
 				v.verifiedAt = v.leaf.NotBefore.Add(time.Second)
 			}
 		} else {
-			v.daysLeft = int(v.leaf.NotAfter.Sub(now).Hours() / 24)
-			v.expiresSoon = v.leaf.NotAfter.Sub(now) < 14*24*time.Hour
+			v.left = v.leaf.NotAfter.Sub(now)
+			v.expiresSoon = v.left < 14*24*time.Hour
 		}
 		_, v.chainErr = v.leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: v.verifiedAt})
 		if v.chainErr != nil && v.timeErr != nil {
@@ -647,14 +647,23 @@ func (p *probe) handshake() bool {
 	}
 	switch {
 	case v.timeErr != nil:
-		p.add(failCheck(CTLSExpiry, fmt.Sprintf("valid from %s to %s; now is %s", minute(leaf.NotBefore), minute(leaf.NotAfter), minute(p.o.Now())), relay.Classify(relay.StageTLS, v.timeErr)))
+		now := p.o.Now()
+		when := "expired " + span(now.Sub(leaf.NotAfter)) + " ago"
+		if now.Before(leaf.NotBefore) {
+			when = "not valid for another " + span(leaf.NotBefore.Sub(now))
+		}
+		p.add(failCheck(CTLSExpiry, fmt.Sprintf("%s: valid from %s to %s; now is %s", when, minute(leaf.NotBefore), minute(leaf.NotAfter), minute(now)), relay.Classify(relay.StageTLS, v.timeErr)))
 		bad = true
 	case v.expiresSoon:
-		p.add(Check{Name: CTLSExpiry, Status: Warn, Saw: fmt.Sprintf("expires %s, in %d day(s)", day(leaf.NotAfter), v.daysLeft),
+		at := day(leaf.NotAfter)
+		if v.left < 24*time.Hour {
+			at = minute(leaf.NotAfter)
+		}
+		p.add(Check{Name: CTLSExpiry, Status: Warn, Saw: fmt.Sprintf("expires %s, in %s", at, span(v.left)),
 			Cause: "the upstream's TLS certificate expires in less than 14 days; relayd stops sending when it has expired",
 			Fix:   "tell the upstream's administrator to renew it"})
 	default:
-		p.ok(CTLSExpiry, fmt.Sprintf("valid until %s (%d days)", day(leaf.NotAfter), v.daysLeft))
+		p.ok(CTLSExpiry, fmt.Sprintf("valid until %s (%s)", day(leaf.NotAfter), span(v.left)))
 	}
 	if bad {
 		p.skip(CTLS, "aborted by doctor: the certificate did not verify (relayd does the same)")
@@ -676,6 +685,27 @@ func (p *probe) handshake() bool {
 }
 
 func day(t time.Time) string { return t.UTC().Format("2006-01-02") }
+
+// span says how long d is in the unit that fits it: whole days from a
+// day up, else hours (to the nearest, 1 to 23), else minutes.
+func span(d time.Duration) string {
+	switch {
+	case d >= 24*time.Hour:
+		return plural(int(d/(24*time.Hour)), "day")
+	case d >= time.Hour:
+		return plural(min(int((d+30*time.Minute)/time.Hour), 23), "hour")
+	case d >= time.Minute:
+		return plural(int(d/time.Minute), "minute")
+	}
+	return "less than a minute"
+}
+
+func plural(n int, unit string) string {
+	if n == 1 {
+		return "1 " + unit
+	}
+	return strconv.Itoa(n) + " " + unit + "s"
+}
 
 func minute(t time.Time) string { return t.UTC().Format("2006-01-02 15:04 UTC") }
 
