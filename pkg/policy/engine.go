@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"sync"
 	"time"
@@ -27,6 +28,18 @@ import (
 // silence the bucket is empty again. Unlike a fixed window, there is no
 // boundary at which a site can send 2·L in a moment; unlike a log of
 // timestamps, the state is one time per rate, which the queue journal keeps.
+//
+// A TAT is reckoned in units of its limit's T: the account's backlog
+// (TAT − now) is (TAT − now)/T messages or recipients. The limit each
+// TAT was reckoned under is kept with it (account.Lim), so that when the
+// limit changes (a reload, or a restart with another configuration) the
+// backlog is rescaled to keep its count: TAT − now becomes
+// (TAT − now)·old/new. Raised from 3 to 6 a minute after 3 messages, an
+// account has 3 of its 6 used and may send 3 more at once; lowered, the
+// new limit applies at once to what was sent; and the "would be N" of a
+// violation is that count, with this message, against the limit in
+// force. (A TAT recorded without its limit, by an older relayd, is taken
+// as reckoned under the limit in force.)
 //
 // A message that does not fit is, by the account's action:
 //
@@ -63,11 +76,14 @@ const NoticeQuiet = time.Hour
 
 // account is the persistent state of one UID.
 type account struct {
-	Name     string               `json:"name,omitempty"`
-	TAT      map[string]time.Time `json:"tat,omitempty"` // by rate key
-	LastTrip time.Time            `json:"last_trip,omitzero"`
-	Trips    int64                `json:"trips,omitempty"` // trips in the current episode
-	Frozen   bool                 `json:"frozen,omitempty"`
+	Name string               `json:"name,omitempty"`
+	TAT  map[string]time.Time `json:"tat,omitempty"` // by rate key
+	// Lim is the limit each TAT is reckoned under, by rate key (see
+	// rescale).
+	Lim      map[string]int `json:"lim,omitempty"`
+	LastTrip time.Time      `json:"last_trip,omitzero"`
+	Trips    int64          `json:"trips,omitempty"` // trips in the current episode
+	Frozen   bool           `json:"frozen,omitempty"`
 	// Saved is the clock's time when the record was written (see Open).
 	Saved time.Time `json:"saved,omitzero"`
 }
@@ -268,7 +284,10 @@ func (e *Engine) Decide(a Account, l *Limits, nrcpt int) Decision {
 		if r.Recipients() {
 			n = max(nrcpt, 1)
 		}
-		tat := ac.TAT[r.String()]
+		tat, rescaled := ac.rescale(r, lim, now)
+		if rescaled {
+			e.dirty[a.Key()] = true
+		}
 		empty := !tat.After(now)
 		if empty {
 			tat = now
@@ -291,12 +310,9 @@ func (e *Engine) Decide(a Account, l *Limits, nrcpt int) Decision {
 		}
 	}
 	commit := func() {
-		if ac.TAT == nil {
-			ac.TAT = map[string]time.Time{}
-		}
 		for r := Rate(0); r < NumRates; r++ {
 			if !next[r].IsZero() {
-				ac.TAT[r.String()] = next[r]
+				ac.setTAT(r, next[r], l.Rates[r])
 				e.dirty[a.Key()] = true
 			}
 		}
@@ -345,9 +361,46 @@ func (e *Engine) Undo(a Account, l *Limits, nrcpt int, d Decision) {
 		if r.Recipients() {
 			n = max(nrcpt, 1)
 		}
+		// In the units the TAT is reckoned in now (a reload may have
+		// rescaled it since Decide).
+		if old := ac.Lim[r.String()]; old > 0 {
+			lim = old
+		}
 		ac.TAT[r.String()] = tat.Add(-time.Duration(n) * (r.Window() / time.Duration(lim)))
 		e.dirty[a.Key()] = true
 	}
+}
+
+// rescale returns the TAT of rate r reckoned under the limit lim at
+// now, and whether it had to be rescaled: the backlog recorded under
+// another limit keeps its count (see Rates above). The rescaled TAT is
+// kept, so that the backlog drains at the new limit's pace from now on
+// whether or not this message counts.
+func (ac *account) rescale(r Rate, lim int, now time.Time) (time.Time, bool) {
+	k := r.String()
+	tat := ac.TAT[k]
+	old := ac.Lim[k]
+	if old <= 0 || old == lim || !tat.After(now) {
+		return tat, false
+	}
+	// float64: a backlog of days times a large limit overflows an
+	// int64 of nanoseconds; a nanosecond's rounding does not matter.
+	backlog := time.Duration(float64(tat.Sub(now)) * float64(old) / float64(lim))
+	tat = now.Add(backlog)
+	ac.setTAT(r, tat, lim)
+	return tat, true
+}
+
+// setTAT records the TAT of rate r, reckoned under the limit lim.
+func (ac *account) setTAT(r Rate, tat time.Time, lim int) {
+	if ac.TAT == nil {
+		ac.TAT = map[string]time.Time{}
+	}
+	if ac.Lim == nil {
+		ac.Lim = map[string]int{}
+	}
+	ac.TAT[r.String()] = tat
+	ac.Lim[r.String()] = lim
 }
 
 // SetFrozen freezes (holds everything new from) or thaws the account
@@ -494,6 +547,7 @@ func copyAccount(ac *account) account {
 	for r, t := range ac.TAT {
 		c.TAT[r] = t
 	}
+	c.Lim = maps.Clone(ac.Lim)
 	return c
 }
 

@@ -468,3 +468,66 @@ func TestNoticeLimitsHaveValues(t *testing.T) {
 		}
 	}
 }
+
+// A changed limit keeps the count the bucket holds: 3 of 3 a minute
+// used, raised to 6, 3 more fit and the 7th is counted 7; lowered back
+// to 3, the next is counted 7 against 3 (and 3 a minute drains it at 20 s
+// a message). Undo takes back in the units the bucket is reckoned in
+// now, and the limit is recorded with the counter across a restart.
+func TestChangedLimitKeepsTheCount(t *testing.T) {
+	c := &clock{time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)}
+	root := filepath.Join(t.TempDir(), "spool")
+	q := openQueue(t, root)
+	e, err := Open(q, "", c.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := Account{UID: 33}
+	for i := 0; i < 3; i++ {
+		if d := e.Decide(a, limits(Hold, 3), 1); d.Action != Accept {
+			t.Fatalf("%d of 3: %+v", i, d)
+		}
+	}
+	for i := 3; i < 6; i++ {
+		if d := e.Decide(a, limits(Hold, 6), 1); d.Action != Accept {
+			t.Fatalf("%d of 6 after the raise: %+v %v", i, d, d.Violation)
+		}
+	}
+	if d := e.Decide(a, limits(Hold, 6), 1); d.Action != Hold || d.Violation.Got != 7 || d.Violation.Max != 6 {
+		t.Fatalf("7th of 6: %+v %+v", d, d.Violation)
+	}
+	d := e.Decide(a, limits(Hold, 3), 1)
+	if d.Action != Hold || d.Violation.Got != 7 || d.Violation.Max != 3 || !d.Violation.Until.Equal(c.t.Add(80*time.Second)) {
+		t.Fatalf("lowered to 3: %+v %+v (want got 7, within again in 80 s)", d, d.Violation)
+	}
+	// Undo of a message decided under 6 after the bucket moved to 3:
+	// one message is 20 s of it now, not 10.
+	l6 := limits(Hold, 6)
+	c.t = c.t.Add(80 * time.Second)
+	acc := e.Decide(a, limits(Hold, 3), 1) // now full: 3 of 3
+	if acc.Action != Accept {
+		t.Fatalf("after 80 s: %+v %v", acc, acc.Violation)
+	}
+	e.Undo(a, l6, 1, acc)
+	if d := e.Decide(a, limits(Hold, 3), 1); d.Action != Accept {
+		t.Fatalf("after the undo: %+v %v", d, d.Violation)
+	}
+	if err := e.Save(true); err != nil {
+		t.Fatal(err)
+	}
+	q.Close()
+	// Restarted with 6: the 3 counted under 3 are 3 of 6.
+	q2 := openQueue(t, root)
+	e2, err := Open(q2, "", c.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 3; i < 6; i++ {
+		if d := e2.Decide(a, limits(Hold, 6), 1); d.Action != Accept {
+			t.Fatalf("%d of 6 after a restart: %+v %v", i, d, d.Violation)
+		}
+	}
+	if d := e2.Decide(a, limits(Hold, 6), 1); d.Action != Hold || d.Violation.Got != 7 {
+		t.Fatalf("7th of 6 after a restart: %+v %+v", d, d.Violation)
+	}
+}
