@@ -19,6 +19,7 @@ import (
 
 	"github.com/mailshim/mailshim/pkg/config"
 	"github.com/mailshim/mailshim/pkg/maillog"
+	"github.com/mailshim/mailshim/pkg/policy"
 	"github.com/mailshim/mailshim/pkg/smtpd"
 	"github.com/mailshim/mailshim/pkg/sockserve"
 	"github.com/mailshim/mailshim/pkg/submit"
@@ -119,6 +120,15 @@ func startListen(cfg *config.Config, host string, intake *submit.Intake, log *ma
 		go srv.Serve(ln)
 	}
 	return func(ctx context.Context) { srv.Shutdown(ctx) }
+}
+
+// recipientLimit is each account's recipient limit ([policy]
+// max_recipients, as the gate resolves it: user, uid:N, group:NAME, "*";
+// a reload replaces it), which the listener applies at RCPT.
+type recipientLimit struct{ gate *policy.Gate }
+
+func (r recipientLimit) MaxRecipients(user string, uid int) int {
+	return r.gate.Limits(&policy.Message{Account: policy.Account{UID: uid, User: user}}).MaxRecipients
 }
 
 // listenCertFix is what to do about a listener certificate that does not

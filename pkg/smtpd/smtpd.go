@@ -46,7 +46,9 @@
 // # The message
 //
 // MAIL FROM goes through the sender policy (a refusal is 553 5.7.1 with
-// the reason); DATA is read with go-smtp's reader (only CRLF.CRLF ends
+// the reason); a RCPT TO over the caller's recipient limit
+// (Intake.MaxRecipients, or Options.MaxRecipients when lower) gets 452
+// 4.5.3, and the message goes to the recipients accepted before it; DATA is read with go-smtp's reader (only CRLF.CRLF ends
 // it: a bare LF or CR before or after the dot is data), line ends become
 // LF, Bcc: and Resent-Bcc: are removed, and the message goes through the
 // same pipeline as the submission socket (submit.Prepare, submit.Intake):
@@ -124,7 +126,8 @@ type Options struct {
 	// sent (CRLF line ends); 0 for no limit.
 	MaxMessageSize int64
 	// MaxRecipients bounds RCPT TO per message (default
-	// message.MaxRecipients, as for sendmail).
+	// message.MaxRecipients, as for sendmail); the caller's own limit
+	// (Intake.MaxRecipients) bounds it further.
 	MaxRecipients int
 	// MaxLineLength bounds every line, commands and data alike (default
 	// DefaultMaxLineLength); a longer line ends the connection with 500.
@@ -222,7 +225,15 @@ func New(opts Options) *Server {
 	srv := smtp.NewServer(smtp.BackendFunc(s.newSession))
 	srv.Domain = opts.Hostname
 	srv.MaxMessageBytes = opts.MaxMessageSize
-	srv.MaxRecipients = opts.MaxRecipients
+	// The recipient limit is each session's (Session.Rcpt): the
+	// caller's [policy] max_recipients or MaxRecipients, the lower.
+	// go-smtp's MaxRecipients would be one limit for every connection,
+	// and advertised as such in EHLO (LIMITS RCPTMAX, RFC 9422): a
+	// promise of more than most callers may give. So none is
+	// advertised, as Postfix advertises none, and a recipient over the
+	// caller's limit gets 452 4.5.3 (RFC 5321 4.5.3.1.8), after which
+	// clients send the rest in another transaction.
+	srv.MaxRecipients = 0
 	srv.MaxLineLength = opts.MaxLineLength
 	// The connection never leaves this host, and the credentials are a
 	// claim that is not checked: refusing AUTH without TLS would only
@@ -1018,6 +1029,7 @@ type session struct {
 	sc       *smtp.Conn
 	c        *conn
 	tr       *submit.Transaction
+	maxRcpt  int // the recipients tr may have (set at MAIL)
 	authUser string
 }
 
@@ -1093,6 +1105,12 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 		return smtpReply(err)
 	}
 	ss.tr = tr
+	// The caller's own limit, resolved once per transaction (a reload
+	// applies from the next).
+	ss.maxRcpt = ss.srv.opts.MaxRecipients
+	if n := ss.srv.opts.Intake.MaxRecipients(&o); n > 0 && n < ss.maxRcpt {
+		ss.maxRcpt = n
+	}
 	return nil
 }
 
@@ -1109,7 +1127,7 @@ func (ss *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 		// go-smtp checked the keywords; the stored form is package message's.
 		notify, _ = message.ParseNotify(strings.Join(n, ","))
 	}
-	if err := ss.tr.Rcpt(to, notify, ss.srv.opts.MaxRecipients); err != nil {
+	if err := ss.tr.Rcpt(to, notify, ss.maxRcpt); err != nil {
 		return smtpReply(err)
 	}
 	return nil

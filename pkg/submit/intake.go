@@ -81,6 +81,22 @@ type Intake struct {
 	Store Store
 	// Policy, if set, is asked about every envelope sender given.
 	Policy SenderPolicy
+	// Recipients, if set, tells each account's recipient limit, which
+	// the SMTP listener applies at RCPT (see MaxRecipients).
+	Recipients RecipientLimit
+}
+
+// MaxRecipients is the most recipients the account of o may give one
+// message ([policy] max_recipients; 0: no limit of its own), so that an
+// SMTP door refuses the recipient over it at RCPT (452 4.5.3; the client
+// sends the rest in another transaction, RFC 5321 4.5.3.1.8) instead of
+// the whole message after its data. The policy at pickup still counts
+// the recipients after aliases are expanded.
+func (in *Intake) MaxRecipients(o *spool.Origin) int {
+	if in.Recipients == nil {
+		return 0
+	}
+	return in.Recipients.MaxRecipients(o.User, o.UID)
 }
 
 // CheckSender applies the sender policy to a sender the client gave: an

@@ -46,6 +46,13 @@ type SenderPolicy interface {
 	CheckSender(user string, uid int, sender string) error
 }
 
+// RecipientLimit tells the most recipients an account may give one
+// message (relayd implements it with [policy] max_recipients); 0 for no
+// limit.
+type RecipientLimit interface {
+	MaxRecipients(user string, uid int) int
+}
+
 // ReplyLine makes s fit in one reply line (control characters become
 // spaces, at most 400 bytes): the rule of every door that answers a
 // client with a line, both SMTP servers (-bs and the loopback listener)
