@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mailshim/mailshim/pkg/smtptest"
+	"github.com/mailshim/mailshim/pkg/waitfor"
 )
 
 // checkLine returns the line of check name (after its mark) in doctor's
@@ -61,5 +62,40 @@ func TestDoctorCertificateHoursLeft(t *testing.T) {
 	line, cause, _ = checkLine(out, "tls-expiry")
 	if code != 1 || !strings.HasPrefix(line, "✘ tls-expiry") || !strings.Contains(line, "expired 3 hours ago") || !strings.Contains(cause, "expired") {
 		t.Errorf("expired 3 hours ago: exit %d, %q (cause %q)\n%s", code, line, cause, out)
+	}
+}
+
+// A self-signed certificate for another name: relayd's log line for the
+// failed delivery and relayd doctor name the same faults, in the same
+// words and the same order (the chain, then the name).
+func TestDoctorCertificateFaultsAsLogged(t *testing.T) {
+	up := newUpstream(t, smtptest.Options{SelfSigned: true, ServerCert: func(c *x509.Certificate) {
+		c.DNSNames, c.IPAddresses = []string{"smtp.other.example"}, nil
+	}})
+	s := newSite(t, up, siteOpts{})
+	s.start()
+	out, _, code := s.doctor()
+	chain, chainCause, chainFix := checkLine(out, "tls-chain")
+	name, nameCause, nameFix := checkLine(out, "tls-name")
+	if code != 1 || !strings.HasPrefix(chain, "✘") || !strings.HasPrefix(name, "✘") || chainCause == "" || nameCause == "" {
+		t.Fatalf("doctor: exit %d, %q, %q\n%s", code, chain, name, out)
+	}
+	s.drop("cert", 1)
+	var line string
+	waitfor.True(t, "relayd's log line of the failed delivery", 20*time.Second, func() bool {
+		for _, l := range strings.Split(s.log(), "\n") {
+			if strings.Contains(l, "status=deferred") && strings.Contains(l, "cause=") {
+				line = l
+				return true
+			}
+		}
+		return false
+	})
+	cause, fix := logKV(line, "cause"), logKV(line, "fix")
+	if want := chainCause + "; " + nameCause; cause != want {
+		t.Errorf("the log's cause is not doctor's, in doctor's order:\nlog:    %q\ndoctor: %q\n%s", cause, want, line)
+	}
+	if want := chainFix + "; " + nameFix; fix != want {
+		t.Errorf("the log's fix is not doctor's, in doctor's order:\nlog:    %q\ndoctor: %q", fix, want)
 	}
 }
