@@ -531,10 +531,7 @@ func (p *probe) starttls(r *textproto.Reader, caps map[string]string) bool {
 type certs struct {
 	got               bool
 	leaf              *x509.Certificate
-	chain             []*x509.Certificate
-	chainErr, nameErr error
-	timeErr           error
-	verifiedAt        time.Time
+	faults            map[string]relay.CertFault // by relay.CertChain, CertName, CertDates
 	roots, serverName string
 	expiresSoon       bool
 	left              time.Duration // until the leaf's notAfter, when valid now
@@ -548,7 +545,7 @@ func (p *probe) tlsConfig() (*tls.Config, *certs, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	v := &certs{serverName: cfg.ServerName, roots: "the system roots"}
+	v := &certs{serverName: cfg.ServerName, roots: "the system roots", faults: map[string]relay.CertFault{}}
 	switch {
 	case p.o.RootCAs != nil:
 		v.roots = "the test roots"
@@ -557,53 +554,36 @@ func (p *probe) tlsConfig() (*tls.Config, *certs, error) {
 	}
 	roots := cfg.RootCAs // nil: the system roots, as for crypto/tls
 	// crypto/tls would verify too, but stop at the first problem; doctor
-	// verifies the chain, the name and the dates separately, to say which
-	// is wrong. A failure still aborts the handshake.
+	// has the chain, the name and the dates judged separately
+	// (relay.CertFaults, which relayd's log uses too), to say which is
+	// wrong. A failure still aborts the handshake.
 	cfg.InsecureSkipVerify = true
 	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
 		if len(cs.PeerCertificates) == 0 {
 			return errors.New("the upstream sent no certificate")
 		}
 		v.got = true
-		v.leaf, v.chain = cs.PeerCertificates[0], cs.PeerCertificates
-		inter := x509.NewCertPool()
-		for _, c := range cs.PeerCertificates[1:] {
-			inter.AddCert(c)
-		}
+		v.leaf = cs.PeerCertificates[0]
 		now := p.o.Now()
-		v.verifiedAt = now
-		if now.After(v.leaf.NotAfter) || now.Before(v.leaf.NotBefore) {
-			v.timeErr = x509.CertificateInvalidError{Cert: v.leaf, Reason: x509.Expired,
-				Detail: fmt.Sprintf("current time %s is outside %s to %s", now.UTC().Format(time.RFC3339), v.leaf.NotBefore.UTC().Format(time.RFC3339), v.leaf.NotAfter.UTC().Format(time.RFC3339))}
-			// Judge the chain as of a moment the leaf was valid.
-			v.verifiedAt = v.leaf.NotAfter.Add(-time.Second)
-			if now.Before(v.leaf.NotBefore) {
-				v.verifiedAt = v.leaf.NotBefore.Add(time.Second)
-			}
-		} else {
+		faults := relay.CertFaults(cs.PeerCertificates, roots, v.serverName, now)
+		for _, f := range faults {
+			v.faults[f.Check] = f
+		}
+		if _, expired := v.faults[relay.CertDates]; !expired {
 			v.left = v.leaf.NotAfter.Sub(now)
 			v.expiresSoon = v.left < 14*24*time.Hour
 		}
-		_, v.chainErr = v.leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: v.verifiedAt})
-		if v.chainErr != nil && v.timeErr != nil {
-			// The moment chosen may be outside a CA's validity: the
-			// chain is good if it verifies at any moment of the leaf's.
-			for _, at := range []time.Time{v.leaf.NotBefore.Add(time.Second), v.leaf.NotBefore.Add(v.leaf.NotAfter.Sub(v.leaf.NotBefore) / 2)} {
-				if _, err := v.leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: at}); err == nil {
-					v.chainErr = nil
-					break
-				}
-			}
-		}
-		v.nameErr = v.leaf.VerifyHostname(v.serverName)
-		for _, err := range []error{v.chainErr, v.nameErr, v.timeErr} {
-			if err != nil {
-				return err
-			}
+		if len(faults) > 0 {
+			return faults[0].Err
 		}
 		return nil
 	}
 	return cfg, v, nil
+}
+
+// certCheck is the failed check name for fault f, in relayd's words.
+func certCheck(name, saw string, f relay.CertFault) Check {
+	return failCheck(name, saw, &relay.Error{Stage: relay.StageTLS, Err: f.Err, Cause: f.Cause, Fix: f.Fix})
 }
 
 func (p *probe) handshake() bool {
@@ -632,29 +612,25 @@ func (p *probe) handshake() bool {
 		return false
 	}
 	leaf := v.leaf
-	bad := false
-	if v.chainErr != nil {
-		p.add(failCheck(CTLSChain, fmt.Sprintf("%s, issued by %s: not verified against %s", leaf.Subject, leaf.Issuer, v.roots), relay.Classify(relay.StageTLS, v.chainErr)))
-		bad = true
+	bad := len(v.faults) > 0
+	if f, ok := v.faults[relay.CertChain]; ok {
+		p.add(certCheck(CTLSChain, fmt.Sprintf("%s, issued by %s: not verified against %s", leaf.Subject, leaf.Issuer, v.roots), f))
 	} else {
 		p.ok(CTLSChain, fmt.Sprintf("%s, issued by %s, verified against %s", leaf.Subject, leaf.Issuer, v.roots))
 	}
-	if v.nameErr != nil {
-		p.add(failCheck(CTLSName, fmt.Sprintf("we connect as %s; the certificate is for %s", v.serverName, names(leaf)), relay.Classify(relay.StageTLS, v.nameErr)))
-		bad = true
+	if f, ok := v.faults[relay.CertName]; ok {
+		p.add(certCheck(CTLSName, fmt.Sprintf("we connect as %s; the certificate is for %s", v.serverName, names(leaf)), f))
 	} else {
 		p.ok(CTLSName, fmt.Sprintf("%s is among %s", v.serverName, names(leaf)))
 	}
-	switch {
-	case v.timeErr != nil:
+	if f, ok := v.faults[relay.CertDates]; ok {
 		now := p.o.Now()
 		when := "expired " + span(now.Sub(leaf.NotAfter)) + " ago"
 		if now.Before(leaf.NotBefore) {
 			when = "not valid for another " + span(leaf.NotBefore.Sub(now))
 		}
-		p.add(failCheck(CTLSExpiry, fmt.Sprintf("%s: valid from %s to %s; now is %s", when, minute(leaf.NotBefore), minute(leaf.NotAfter), minute(now)), relay.Classify(relay.StageTLS, v.timeErr)))
-		bad = true
-	case v.expiresSoon:
+		p.add(certCheck(CTLSExpiry, fmt.Sprintf("%s: valid from %s to %s; now is %s", when, minute(leaf.NotBefore), minute(leaf.NotAfter), minute(now)), f))
+	} else if v.expiresSoon {
 		at := day(leaf.NotAfter)
 		if v.left < 24*time.Hour {
 			at = minute(leaf.NotAfter)
@@ -662,7 +638,7 @@ func (p *probe) handshake() bool {
 		p.add(Check{Name: CTLSExpiry, Status: Warn, Saw: fmt.Sprintf("expires %s, in %s", at, span(v.left)),
 			Cause: "the upstream's TLS certificate expires in less than 14 days; relayd stops sending when it has expired",
 			Fix:   "tell the upstream's administrator to renew it"})
-	default:
+	} else {
 		p.ok(CTLSExpiry, fmt.Sprintf("valid until %s (%s)", day(leaf.NotAfter), span(v.left)))
 	}
 	if bad {

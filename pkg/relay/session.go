@@ -159,7 +159,7 @@ func dial(ctx context.Context, up config.Upstream, opts Options) (*Session, erro
 		// The handshake is part of connecting (connect_timeout).
 		nc.SetDeadline(time.Now().Add(connectT))
 		if err := tc.HandshakeContext(ctx); err != nil {
-			return s, classify(StageTLS, err)
+			return s, certError(err, tlsConfig)
 		}
 		c.setTransport(tc)
 		if err := c.greeting(); err != nil {
@@ -191,7 +191,7 @@ func dial(ctx context.Context, up config.Upstream, opts Options) (*Session, erro
 		}
 		nc.SetDeadline(time.Now().Add(connectT))
 		if err := tc.HandshakeContext(ctx); err != nil {
-			return s, classify(StageTLS, err)
+			return s, certError(err, tlsConfig)
 		}
 		c.setTransport(tc)
 	default:
