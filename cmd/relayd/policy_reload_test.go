@@ -24,6 +24,12 @@ func (s *site) reloadWith(d *daemon, perHour int) {
 	before := strings.Count(s.log(), "event=reload status=ok")
 	s.setNobodyRate(perHour)
 	d.cmd.Process.Signal(syscall.SIGHUP)
+	waitForReload(s, before)
+}
+
+// waitForReload waits for a reload line after the before'th.
+func waitForReload(s *site, before int) {
+	s.t.Helper()
 	waitfor.True(s.t, "the reload", 10*time.Second, func() bool { return strings.Count(s.log(), "event=reload status=ok") > before })
 }
 

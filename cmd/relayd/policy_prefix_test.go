@@ -1,0 +1,99 @@
+package main
+
+import (
+	"context"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mailshim/mailshim/pkg/spool"
+)
+
+// mailqAs runs the real mailq (sendmail -bp) as uid and returns its
+// output.
+func (s *site) mailqAs(uid int, args ...string) string {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, sendmailBin, append([]string{"-bp"}, args...)...)
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "MAILSHIM_CONFIG=" + s.cfgPath}
+	cmd.Dir = "/"
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}}
+	out, err := cmd.Output()
+	if err != nil {
+		s.t.Fatalf("mailq as %d: %v", uid, err)
+	}
+	return string(out)
+}
+
+// The reason of a message the policy held or deferred says "policy"
+// once: "held by policy: rate limit ...", "deferred by policy until T:
+// rate limit ...", in relayd queue list (text and JSON), queue show,
+// mailq (the user's own and root's) and the log.
+func TestPolicyReasonSaysPolicyOnce(t *testing.T) {
+	needRoot(t)
+	_, s := newPolicySite(t, "nobody", "\nmessages_per_hour = 1\naction = \"hold\"\n")
+	d := s.start()
+	s.sendNobody("first")
+	s.sendNobody("held")
+	s.reloadPolicy(d, "\nmessages_per_hour = 1\naction = \"defer\"\n")
+	s.sendNobody("deferred")
+
+	var held, deferred string
+	for _, e := range s.queueJSON("--user", "nobody") {
+		switch e.State {
+		case spool.Held:
+			held = e.ID
+			if !strings.HasPrefix(e.Reason, "held by policy: rate limit messages_per_hour=1 reached") {
+				t.Errorf("queue list --json: held reason %q", e.Reason)
+			}
+		case spool.Deferred:
+			deferred = e.ID
+			if !strings.HasPrefix(e.Reason, "deferred by policy until ") || !strings.Contains(e.Reason, "Z: rate limit messages_per_hour=1 reached") {
+				t.Errorf("queue list --json: deferred reason %q", e.Reason)
+			}
+		}
+	}
+	if held == "" || deferred == "" {
+		t.Fatalf("want one held and one deferred message of nobody: %+v\n%s", s.queueJSON("--user", "nobody"), s.log())
+	}
+	env := []string{"MAILSHIM_CONFIG=" + s.cfgPath}
+	list, _, _ := runCmd(t, env, relaydBin, "queue", "list", "--user", "nobody")
+	showHeld, _, _ := runCmd(t, env, relaydBin, "queue", "show", held)
+	showDeferred, _, _ := runCmd(t, env, relaydBin, "queue", "show", deferred)
+	for what, text := range map[string]string{
+		"relayd queue list --user":     list,
+		"relayd queue show (held)":     showHeld,
+		"relayd queue show (deferred)": showDeferred,
+	} {
+		if strings.Count(text, "by policy") != strings.Count(text, "rate limit messages_per_hour=1") || !strings.Contains(text, "by policy") {
+			t.Errorf("%s does not give the policy's reason:\n%s", what, text)
+		}
+	}
+	// mailq shows the reason of failed messages only; the log names the
+	// limit in keys (event=policy): neither may say it twice.
+	for what, text := range map[string]string{
+		"relayd queue list --user":     list,
+		"relayd queue show (held)":     showHeld,
+		"relayd queue show (deferred)": showDeferred,
+		"mailq as nobody":              s.mailqAs(nobodyUID),
+		"mailq as root":                s.mailqAs(0),
+		"the log":                      s.log(),
+	} {
+		if strings.Contains(text, "policy: policy:") || strings.Contains(text, "Z: policy:") {
+			t.Errorf("%s says \"policy\" twice:\n%s", what, text)
+		}
+	}
+}
+
+// reloadPolicy sighups d after rewriting the configuration with
+// nobody's table holding rules, and waits for the reload's log line.
+func (s *site) reloadPolicy(d *daemon, rules string) {
+	s.t.Helper()
+	before := strings.Count(s.log(), "event=reload status=ok")
+	s.writeConfig("\n[policy]\nnotice_to = \"\"\n[policy.nobody]" + rules)
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	waitForReload(s, before)
+}
