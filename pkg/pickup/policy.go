@@ -85,11 +85,11 @@ func (p *Pickup) admit(q *spool.Meta, h *header, size int64) (string, *spool.Del
 	case policy.Hold:
 		why := "frozen: relayd queue freeze --user " + pm.Account.Name() + " (relayd queue thaw to undo)"
 		if !d.Frozen {
-			why = d.Violation.Error()
+			why = d.Violation.Text()
 		}
 		return spool.Held, &spool.Delivery{Reason: "held by policy: " + why}, undo, nil
 	case policy.Defer:
-		return spool.Deferred, &spool.Delivery{Next: d.At, Paced: true, Reason: policy.DeferredReason + " until " + d.At.UTC().Format(time.RFC3339) + ": " + d.Violation.Error()}, undo, nil
+		return spool.Deferred, &spool.Delivery{Next: d.At, Paced: true, Reason: policy.DeferredReason + " until " + d.At.UTC().Format(time.RFC3339) + ": " + d.Violation.Text()}, undo, nil
 	case policy.Refuse:
 		return "", nil, nil, errPolicy(d.Violation)
 	}

@@ -326,8 +326,13 @@ type Violation struct {
 }
 
 // Error says which limit, in one line: what sendmail prints and the bounce
-// tells.
-func (v *Violation) Error() string {
+// tells ("policy: " and Text).
+func (v *Violation) Error() string { return "policy: " + v.Text() }
+
+// Text is Error without its "policy: " prefix, for text that already
+// says the policy did it (a held or deferred message's reason: "held by
+// policy: rate limit ...").
+func (v *Violation) Text() string {
 	who := ""
 	if v.Source != "" && v.Source != "default" {
 		who = fmt.Sprintf(" ([policy.%s])", quoteKey(v.Source))
@@ -336,18 +341,18 @@ func (v *Violation) Error() string {
 	}
 	switch v.Limit {
 	case "from_domains":
-		return fmt.Sprintf("policy: the From: address %s is not in a domain this account may send from (from_domains%s)", v.Detail, who)
+		return fmt.Sprintf("the From: address %s is not in a domain this account may send from (from_domains%s)", v.Detail, who)
 	case "max_recipients":
-		return fmt.Sprintf("policy: %d recipients, more than the %d allowed per message (max_recipients%s)", v.Got, v.Max, who)
+		return fmt.Sprintf("%d recipients, more than the %d allowed per message (max_recipients%s)", v.Got, v.Max, who)
 	case "max_size":
-		return fmt.Sprintf("policy: the message is larger than the %d bytes allowed (max_size%s)", v.Max, who)
+		return fmt.Sprintf("the message is larger than the %d bytes allowed (max_size%s)", v.Max, who)
 	}
 	r, _ := RateByName(v.Limit)
 	unit := "messages"
 	if r.Recipients() {
 		unit = "recipients"
 	}
-	return fmt.Sprintf("policy: rate limit %s=%d reached%s: %s over the last %s would be %d; within the limit again at %s",
+	return fmt.Sprintf("rate limit %s=%d reached%s: %s over the last %s would be %d; within the limit again at %s",
 		v.Limit, v.Max, who, unit, windowText(r.Window()), v.Got, v.Until.UTC().Format(time.RFC3339))
 }
 
