@@ -30,6 +30,7 @@ func TestDeps(t *testing.T) {
 		"github.com/mailshim/mailshim/pkg/relay",
 		"github.com/mailshim/mailshim/pkg/queue",
 		"github.com/mailshim/mailshim/pkg/maillog",
+		"golang.org/x/net/idna", // relayd's IDN to A-label conversion (pkg/relay)
 	}
 	deps := strings.Fields(string(out))
 	for _, d := range deps {

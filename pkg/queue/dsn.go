@@ -313,7 +313,7 @@ func BuildDSN(d DSN) ([]byte, error) {
 			}
 			fmt.Fprintf(&s, "Remote-MTA: dns; %s\n", host)
 		}
-		if f.Reply != "" && f.Reply[0] >= '2' && f.Reply[0] <= '5' {
+		if isSMTPReply(f.Reply) {
 			fmt.Fprintf(&s, "Diagnostic-Code: smtp; %s\n", oneLine(f.Reply))
 		} else if f.Reply != "" {
 			fmt.Fprintf(&s, "Diagnostic-Code: X-mailshim; %s\n", oneLine(f.Reply))
@@ -352,6 +352,13 @@ func BuildDSN(d DSN) ([]byte, error) {
 
 // statusCode extracts the enhanced status code of a reply ("550 5.1.1
 // ..."), else derives one from the basic code.
+// isSMTPReply reports whether reply is an SMTP reply ("550 ..."), not a
+// failure of ours ("5.6.7 SMTPUTF8 is required ...", a network error).
+func isSMTPReply(reply string) bool {
+	return len(reply) >= 3 && reply[0] >= '2' && reply[0] <= '5' && reply[1] >= '0' && reply[1] <= '9' && reply[2] >= '0' && reply[2] <= '9' &&
+		(len(reply) == 3 || reply[3] == ' ' || reply[3] == '-')
+}
+
 func statusCode(reply string) string {
 	f := strings.Fields(reply)
 	if len(f) >= 2 && len(f[1]) >= 5 && (f[1][0] == '4' || f[1][0] == '5') && f[1][1] == '.' {

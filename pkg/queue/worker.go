@@ -63,6 +63,10 @@ func errReply(e *relay.Error) string {
 		return r
 	}
 	if e.Err != nil {
+		if e.Enhanced != "" {
+			// A failure of ours with its status (5.6.7: SMTPUTF8 needed).
+			return e.Enhanced + " " + e.Err.Error()
+		}
 		return e.Err.Error()
 	}
 	return e.Error()
@@ -405,7 +409,11 @@ func (w *worker) outcome(a *attempt, res *relay.Result, fault bool) {
 			if noNotice {
 				status = maillog.Failed
 			}
-			newFailed = append(newFailed, spool.RcptFailure{Rcpt: r, Reply: reply, Cause: explain(e), Fix: e.Fix})
+			f := spool.RcptFailure{Rcpt: r, Reply: reply, Cause: explain(e), Fix: e.Fix}
+			if e.Code == 0 {
+				f.Status = e.Enhanced // our own refusal's status, if it has one
+			}
+			newFailed = append(newFailed, f)
 			q.log.DeliveryFailed(id, r, upstream, status, reply, "", maillog.Why{Stage: string(e.Stage), Cause: e.Cause, Fix: e.Fix})
 		case e.Class == relay.AuthFailure:
 			authFailed = true

@@ -72,8 +72,13 @@
 // it is, with CRLF line ends, dot-stuffed (renderPlain).
 //
 // 8-bit to a 7-bit upstream: converted as above. What cannot be converted —
-// 8-bit bytes in a header, or an SMTPUTF8 message to an upstream without
-// SMTPUTF8 — is refused with a permanent error that says so.
+// 8-bit bytes in a header — is refused with a permanent error that says so.
+//
+// Non-ASCII addresses to an upstream without SMTPUTF8 (idn.go): an IDN
+// domain goes as its A-label (golang.org/x/net/idna, linked by relayd
+// only); a recipient with a non-ASCII local part is refused alone (5.6.7),
+// a sender with one refuses the message. Raw UTF-8 headers then go as
+// 8-bit data without SMTPUTF8, as before SMTPUTF8 existed.
 //
 // # Errors
 //

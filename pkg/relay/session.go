@@ -905,14 +905,24 @@ func (s *Session) newTxn(m *Message) (*txn, *Error) {
 	}
 	eightBit, utf8Ok, dsn := c.has("8BITMIME"), c.has("SMTPUTF8"), c.has("DSN")
 	t.eightBit = eightBit
-	needUTF8 := m.SMTPUTF8 || !message.IsASCII(m.From)
-	for _, to := range m.To {
-		needUTF8 = needUTF8 || !message.IsASCII(to)
-	}
-	if needUTF8 && !utf8Ok {
-		return fail(&Error{Class: Permanent, Stage: StageMessage, Err: errors.New("SMTPUTF8 not offered"),
-			Cause: "the message needs SMTPUTF8 (non-ASCII addresses) and the upstream does not offer it",
-			Fix:   "use ASCII addresses, or an upstream that supports SMTPUTF8"})
+	// With SMTPUTF8 offered, the addresses go as they are, and SMTPUTF8
+	// is asked for when the message needs it. Without, each address is
+	// made ASCII (idn.go): an IDN domain becomes its A-label, and an
+	// address with a non-ASCII local part fails alone (5.6.7); headers
+	// in raw UTF-8 go as 8-bit data, as they did before SMTPUTF8 (and as
+	// Postfix sends them with smtputf8_enable = no), not bounced.
+	from, to, copied := m.From, m.To, false
+	needUTF8 := false
+	if utf8Ok {
+		needUTF8 = m.SMTPUTF8 || !message.IsASCII(m.From)
+		for _, to := range m.To {
+			needUTF8 = needUTF8 || !message.IsASCII(to)
+		}
+	} else if validAddr(from) {
+		var e *Error
+		if from, e = asciiAddr(StageMail, from); e != nil {
+			return fail(e)
+		}
 	}
 	if !eightBit && p.stuck8bit {
 		return fail(&Error{Class: Permanent, Stage: StageMessage, Err: ErrStuck8bit,
@@ -930,14 +940,28 @@ func (s *Session) newTxn(m *Message) (*txn, *Error) {
 	}
 	// The recipients that go out; the others are refused here.
 	t.rcpts = make([]int, 0, len(m.To))
-	for i, to := range m.To {
-		if !validAddr(to) || to == "" {
-			if t.refused == nil {
-				t.refused = map[int]*Error{}
-			}
-			t.lastRcptErr = &Error{Class: Permanent, Stage: StageRcpt, Err: errors.New("invalid recipient"), Cause: "the recipient address is empty or contains control characters or angle brackets"}
-			t.refused[i] = t.lastRcptErr
+	refuse := func(i int, e *Error) {
+		if t.refused == nil {
+			t.refused = map[int]*Error{}
+		}
+		t.lastRcptErr = e
+		t.refused[i] = e
+	}
+	for i, rcpt := range m.To {
+		if !validAddr(rcpt) || rcpt == "" {
+			refuse(i, &Error{Class: Permanent, Stage: StageRcpt, Err: errors.New("invalid recipient"), Cause: "the recipient address is empty or contains control characters or angle brackets"})
 			continue
+		}
+		if !utf8Ok && !message.IsASCII(rcpt) {
+			a, e := asciiAddr(StageRcpt, rcpt)
+			if e != nil {
+				refuse(i, e)
+				continue
+			}
+			if !copied {
+				to, copied = append([]string(nil), m.To...), true
+			}
+			to[i] = a
 		}
 		t.rcpts = append(t.rcpts, i)
 	}
@@ -947,7 +971,7 @@ func (s *Session) newTxn(m *Message) (*txn, *Error) {
 	// NOTIFY), DATA.
 	var buf [256]byte // on the stack: only the command's string is allocated
 	mail := append(buf[:0], "MAIL FROM:<"...)
-	mail = append(mail, m.From...)
+	mail = append(mail, from...)
 	mail = append(mail, '>')
 	if eightBit {
 		mail = append(mail, " BODY=8BITMIME"...)
@@ -975,7 +999,7 @@ func (s *Session) newTxn(m *Message) (*txn, *Error) {
 	t.cmds = make([]string, 0, len(t.rcpts)+2)
 	t.cmds = append(t.cmds, string(mail))
 	for _, i := range t.rcpts {
-		t.cmds = append(t.cmds, "RCPT TO:<"+m.To[i]+">"+notify)
+		t.cmds = append(t.cmds, "RCPT TO:<"+to[i]+">"+notify)
 	}
 	t.cmds = append(t.cmds, "DATA")
 	return t, nil
