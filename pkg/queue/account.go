@@ -255,7 +255,7 @@ type ListEntry struct {
 
 func entryJSON(e Entry) ListEntry {
 	le := ListEntry{ID: e.ID, State: e.State, Size: e.Meta.Size, Arrival: e.Meta.Time.UTC(), UID: e.Meta.Origin.UID, User: e.Meta.Origin.User,
-		Script: e.Meta.Origin.Script, Via: e.Meta.Origin.Via, From: e.Meta.Env.Sender, Recipients: remaining(e.Meta.Env.Recipients, e.Del),
+		Script: e.Meta.Origin.Script, Via: e.Meta.Origin.Via, From: e.Meta.Env.Sender, Recipients: shownRcpts(e),
 		Attempts: e.Del.Attempts, LastReply: e.Del.LastReply, Reason: e.Del.Reason}
 	if le.Recipients == nil {
 		le.Recipients = []string{}
@@ -291,7 +291,7 @@ func (q *Queue) listOpts(o Opts, out io.Writer) error {
 			who = "uid:" + strconv.Itoa(e.Meta.Origin.UID)
 		}
 		fmt.Fprintf(out, "%-20s %-8s %9d %-20s %-12s %s -> %s\n", e.ID, e.State, e.Meta.Size, e.Meta.Time.UTC().Format(time.RFC3339), printable(who),
-			printable(e.Meta.Env.Sender), printable(strings.Join(remaining(e.Meta.Env.Recipients, e.Del), ",")))
+			printable(e.Meta.Env.Sender), printable(strings.Join(shownRcpts(e), ",")))
 		if e.Del.Reason != "" {
 			fmt.Fprintf(out, "%64s(%s)\n", "", oneLine(e.Del.Reason))
 		}

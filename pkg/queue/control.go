@@ -284,7 +284,7 @@ func (q *Queue) mailq(p control.Peer, out io.Writer) error {
 		case e.Del.LastReply != "":
 			fmt.Fprintf(out, "%43s(%s)\n", "", oneLine(e.Del.LastReply))
 		}
-		for _, r := range remaining(e.Meta.Env.Recipients, e.Del) {
+		for _, r := range shownRcpts(e) {
 			fmt.Fprintf(out, "%43s%s\n", "", printable(r))
 		}
 		fmt.Fprintln(out)
@@ -306,7 +306,7 @@ func (q *Queue) list(out io.Writer) error {
 		}
 		fmt.Fprintf(out, "%-20s %-8s %9d %-20s %8d %-20s %s -> %s\n", e.ID, e.State, e.Meta.Size,
 			e.Meta.Time.UTC().Format(time.RFC3339), e.Del.Attempts, next, printable(e.Meta.Env.Sender),
-			printable(strings.Join(remaining(e.Meta.Env.Recipients, e.Del), ",")))
+			printable(strings.Join(shownRcpts(e), ",")))
 	})
 	fmt.Fprintf(out, "%d message(s)\n", n)
 	return nil
@@ -407,6 +407,16 @@ func (q *Queue) show(id string, out io.Writer) error {
 		kv("reason", d.Reason)
 	}
 	return nil
+}
+
+// shownRcpts are the recipients a listing shows for e: those still to
+// deliver; for a failed message (a bounce that could not be delivered,
+// kept in failed) those that failed, which are why it is there.
+func shownRcpts(e Entry) []string {
+	if e.State == spool.Failed {
+		return remaining(e.Meta.Env.Recipients, &spool.Delivery{Sent: e.Del.Sent})
+	}
+	return remaining(e.Meta.Env.Recipients, e.Del)
 }
 
 // printable quotes a value that holds control characters (message.HasControl:
