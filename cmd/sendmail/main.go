@@ -636,7 +636,7 @@ func classify(err error, in *errReader, limit int64) *exitError {
 	}
 	switch {
 	case errors.Is(err, spool.ErrTooLarge):
-		return errorf(sysexits.DataErr, "message too large: the limit is %s", config.FormatSize(limit)).
+		return errorf(sysexits.DataErr, "%v", &submit.SizeError{Limit: limit}).
 			withHint("max_message_size in the configuration")
 	case errors.Is(err, syscall.EFBIG):
 		// The caller's RLIMIT_FSIZE, not the spool: "the spool is full"

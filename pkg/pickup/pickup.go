@@ -942,7 +942,7 @@ func (p *Pickup) Store(maxSize int64) func(m *spool.Meta, body io.Reader) (strin
 		mm.ID = spool.NewID(p.now())
 		mm.Time = p.now()
 		if maxSize > 0 {
-			body = &limitReader{r: body, left: maxSize}
+			body = &limitReader{r: body, left: maxSize, limit: maxSize}
 		}
 		// Counted among the Stores under way (which the group commit
 		// waits for) until it joins a group; uncounted however it ends
@@ -976,16 +976,19 @@ func (p *Pickup) Store(maxSize int64) func(m *spool.Meta, body io.Reader) (strin
 	}
 }
 
+// limitReader ends a message over limit bytes with a *submit.SizeError
+// (spool.ErrTooLarge, its text naming the limit).
 type limitReader struct {
-	r    io.Reader
-	left int64
+	r     io.Reader
+	left  int64
+	limit int64
 }
 
 func (l *limitReader) Read(b []byte) (int, error) {
 	n, err := l.r.Read(b)
 	l.left -= int64(n)
 	if l.left < 0 {
-		return 0, spool.ErrTooLarge
+		return 0, &submit.SizeError{Limit: l.limit}
 	}
 	return n, err
 }

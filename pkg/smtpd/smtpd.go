@@ -1233,7 +1233,7 @@ func (ss *session) Data(r io.Reader) error {
 	env.Recipients = append([]string(nil), ss.tr.Env.Recipients...)
 	o := ss.origin()
 	fail := func(err error) error {
-		e := reply(err, dr.err)
+		e := reply(err, dr.err, opts.MaxMessageSize)
 		if errors.Is(dr.err, smtp.ErrDataReset) {
 			// go-smtp ended a BDAT transfer before BDAT LAST: RSET,
 			// EHLO or STARTTLS, the connection closed, or a chunk over
@@ -1332,12 +1332,14 @@ func (h *headerBody) WriteTo(w io.Writer) (int64, error) {
 }
 
 // reply is the SMTP reply for a message that was not stored: err from
-// the pipeline, readErr the error reading the client's data, if any. A
-// failure to read the data is this door's own; a refusal of the pipeline
-// is answered as every SMTP door answers it (submit.SMTPReply).
-func reply(err, readErr error) *smtp.SMTPError {
+// the pipeline, readErr the error reading the client's data, if any,
+// maxSize the size limit. A failure to read the data is this door's own;
+// a refusal of the pipeline is answered as every SMTP door answers it
+// (submit.SMTPReply). Data over the limit as sent (go-smtp's reader) is
+// answered as over the limit as stored: 552 5.3.4 naming the limit.
+func reply(err, readErr error, maxSize int64) *smtp.SMTPError {
 	if errors.Is(err, smtp.ErrDataTooLarge) || errors.Is(readErr, smtp.ErrDataTooLarge) {
-		return smtp.ErrDataTooLarge
+		return smtpReply(&submit.SizeError{Limit: maxSize})
 	}
 	if readErr != nil {
 		var ne net.Error

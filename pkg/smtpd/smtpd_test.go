@@ -64,7 +64,8 @@ func TestReply(t *testing.T) {
 		want    string
 	}{
 		{spool.ErrTooLarge, nil, "552 5.3.4"},
-		{smtp.ErrDataTooLarge, nil, "552 5.3.4"},
+		{smtp.ErrDataTooLarge, nil, "552 5.3.4 message too large: the limit is 50MB"},
+		{&submit.SizeError{Limit: 50 << 20}, nil, "552 5.3.4 message too large: the limit is 50MB"},
 		{message.ErrHeaderTooLarge, nil, "552 5.3.4"},
 		{&submit.Error{Code: sysexits.NoPerm, Msg: "sender not allowed"}, nil, "553 5.7.1 sender not allowed"},
 		{&submit.Error{Code: sysexits.NoPerm, Msg: "over messages_per_minute", Temporary: true}, nil, "451 4.7.1 over messages_per_minute"},
@@ -73,7 +74,7 @@ func TestReply(t *testing.T) {
 		{errors.New("x"), &net.OpError{Op: "read", Err: timeoutErr{}}, "451 4.4.2"},
 		{errors.New("x"), smtp.ErrTooLongLine, "500 5.5.2"},
 	} {
-		e := reply(c.err, c.readErr)
+		e := reply(c.err, c.readErr, 50<<20)
 		got := fmt.Sprintf("%d %d.%d.%d %s", e.Code, e.EnhancedCode[0], e.EnhancedCode[1], e.EnhancedCode[2], e.Message)
 		if !strings.HasPrefix(got, c.want) {
 			t.Errorf("reply(%v, %v) = %q, want %q...", c.err, c.readErr, got, c.want)

@@ -145,7 +145,8 @@ func (in *Intake) Submit(m *spool.Meta, body io.Reader) (string, error) {
 
 // Classify turns an error of Prepare, Intake or Store into the refusal a
 // client is told: an *Error as it is; an envelope refused
-// (*message.EnvelopeError) with its code; spool.ErrTooLarge EX_DATAERR;
+// (*message.EnvelopeError) with its code; a *SizeError (its text names
+// the limit) or spool.ErrTooLarge EX_DATAERR;
 // a header over the limits EX_DATAERR; a full spool (spool.IsFull)
 // EX_CANTCREAT; anything else EX_IOERR with a text that names no path or
 // other user's data.
@@ -153,12 +154,15 @@ func Classify(err error) *Error {
 	var (
 		e  *Error
 		ee *message.EnvelopeError
+		se *SizeError
 	)
 	switch {
 	case errors.As(err, &e):
 		return e
 	case errors.As(err, &ee):
 		return &Error{Code: ee.Code, Msg: ee.Msg}
+	case errors.As(err, &se):
+		return &Error{Code: sysexits.DataErr, Msg: se.Error()}
 	case errors.Is(err, spool.ErrTooLarge):
 		return &Error{Code: sysexits.DataErr, Msg: "message too large"}
 	case errors.Is(err, message.ErrHeaderTooLarge):

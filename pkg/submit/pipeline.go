@@ -16,6 +16,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/mailshim/mailshim/pkg/config"
 	"github.com/mailshim/mailshim/pkg/spool"
 )
 
@@ -45,6 +46,26 @@ type Store func(m *spool.Meta, body io.Reader) (id string, err error)
 type SenderPolicy interface {
 	CheckSender(user string, uid int, sender string) error
 }
+
+// SizeError is a message over a size limit of Limit bytes
+// (max_message_size): errors.Is(err, spool.ErrTooLarge) holds for it,
+// and its text names the limit, the same from every door (sendmail's own
+// refusal, the submission socket's, both SMTP servers' 552 5.3.4), as
+// Postfix's names its message_size_limit.
+type SizeError struct{ Limit int64 }
+
+func (e *SizeError) Error() string {
+	if e.Limit <= 0 {
+		return "message too large"
+	}
+	n := config.FormatSize(e.Limit)
+	if n[len(n)-1] >= '0' && n[len(n)-1] <= '9' {
+		n += " bytes"
+	}
+	return "message too large: the limit is " + n
+}
+
+func (e *SizeError) Is(target error) bool { return target == spool.ErrTooLarge }
 
 // RecipientLimit tells the most recipients an account may give one
 // message (relayd implements it with [policy] max_recipients); 0 for no

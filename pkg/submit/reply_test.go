@@ -2,6 +2,7 @@ package submit_test
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -26,6 +27,8 @@ func TestSMTPReply(t *testing.T) {
 		want string
 	}{
 		{spool.ErrTooLarge, "552 5.3.4 message too large"},
+		{&submit.SizeError{Limit: 2 << 10}, "552 5.3.4 message too large: the limit is 2KB"},
+		{fmt.Errorf("store: %w", &submit.SizeError{Limit: 2500}), "552 5.3.4 message too large: the limit is 2500 bytes"},
 		{message.ErrHeaderTooLarge, "552 5.3.4 " + message.ErrHeaderTooLarge.Error()},
 		{&message.EnvelopeError{Code: sysexits.NoUser, Msg: "bad recipient"}, "553 5.1.3 bad recipient"},
 		{&message.EnvelopeError{Code: sysexits.Usage, Msg: "no recipients"}, "554 5.5.1 no recipients"},
