@@ -48,6 +48,8 @@ func (p *Pickup) admit(q *spool.Meta, h *header, size int64) (string, *spool.Del
 		Script:  q.Origin.Script,
 		Subject: sampleField(h, "Subject"),
 		To:      sampleField(h, "To"),
+		// The envelope's: the notice shows them.
+		RcptAddrs: q.Env.Recipients,
 	}
 	l := g.Limits(pm)
 	d := g.Admit(pm, &l)

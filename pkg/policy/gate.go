@@ -2,6 +2,7 @@ package policy
 
 import (
 	"os/user"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -20,6 +21,9 @@ type Message struct {
 	Script  string
 	Subject string
 	To      string
+	// RcptAddrs are the envelope recipients (for the notice: a message
+	// may have no To: header, or one that names none of them).
+	RcptAddrs []string
 }
 
 // Sample is one recent message of an account, for the admin notice.
@@ -28,9 +32,16 @@ type Sample struct {
 	ID      string
 	Script  string
 	Subject string
-	To      string
-	Action  Action
+	To      string // the To: header, "" when it has none
+	// Rcpts are its first envelope recipients (at most sampleRcpts), of
+	// NRcpts.
+	Rcpts  []string
+	NRcpts int
+	Action Action
 }
+
+// sampleRcpts is how many envelope recipients a Sample keeps.
+const sampleRcpts = 3
 
 // samplesKept is how many recent messages per account the gate keeps.
 const samplesKept = 10
@@ -153,7 +164,8 @@ func (g *Gate) Admit(m *Message, l *Limits) Decision {
 	}
 	now := g.Engine.now()
 	g.mu.Lock()
-	s := append(g.recent[m.Account.UID], Sample{Time: now, ID: m.ID, Script: m.Script, Subject: m.Subject, To: m.To, Action: d.Action})
+	s := append(g.recent[m.Account.UID], Sample{Time: now, ID: m.ID, Script: m.Script, Subject: m.Subject, To: m.To,
+		Rcpts: slices.Clone(m.RcptAddrs[:min(len(m.RcptAddrs), sampleRcpts)]), NRcpts: len(m.RcptAddrs), Action: d.Action})
 	if len(s) > samplesKept {
 		s = s[len(s)-samplesKept:]
 	}

@@ -54,8 +54,8 @@ func (n *Notice) Text() string {
 			script = "(none recorded)"
 		}
 		scripts[script]++
-		fmt.Fprintf(&b, "  %s %s %-7s script=%s\n      Subject: %s\n      To: %s\n", s.Time.UTC().Format(time.RFC3339), s.ID, s.Action,
-			strconv.QuoteToASCII(script), strconv.QuoteToASCII(s.Subject), strconv.QuoteToASCII(s.To))
+		fmt.Fprintf(&b, "  %s %s %-7s script=%s\n      Subject: %s\n      To: %s\n      Envelope recipients: %s\n", s.Time.UTC().Format(time.RFC3339), s.ID, s.Action,
+			strconv.QuoteToASCII(script), strconv.QuoteToASCII(s.Subject), s.toText(), s.rcptText())
 	}
 	b.WriteString("\nScripts among them:\n")
 	type sc struct {
@@ -133,7 +133,40 @@ func (n *Notice) LogKV() []any {
 			scripts = append(scripts, s.Script)
 		}
 		subjects = append(subjects, s.Subject)
-		tos = append(tos, s.To)
+		to := s.To
+		if to == "" {
+			to = "(no To: header) " + strings.Join(s.Rcpts, ",")
+		}
+		tos = append(tos, to)
 	}
 	return append(kv, "scripts", strings.Join(scripts, ","), "subjects", strings.Join(subjects, " | "), "to", strings.Join(tos, " | "))
+}
+
+// toText is the sample's To: header, quoted, or says it had none.
+func (s *Sample) toText() string {
+	if s.To == "" {
+		return "(no To: header)"
+	}
+	return strconv.QuoteToASCII(s.To)
+}
+
+// rcptText lists the sample's envelope recipients (each quoted when it
+// is not plain ASCII) and how many more there were.
+func (s *Sample) rcptText() string {
+	if s.NRcpts == 0 {
+		return "(none recorded)"
+	}
+	var l []string
+	for _, r := range s.Rcpts {
+		q := strconv.QuoteToASCII(r)
+		if q[1:len(q)-1] == r && !strings.ContainsAny(r, " ,") {
+			q = r
+		}
+		l = append(l, q)
+	}
+	t := strings.Join(l, ", ")
+	if more := s.NRcpts - len(s.Rcpts); more > 0 {
+		t += fmt.Sprintf(" and %d more", more)
+	}
+	return t
 }
