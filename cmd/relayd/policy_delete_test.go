@@ -56,3 +56,41 @@ func TestDeleteUserConfirmWhileFrozenAccountSends(t *testing.T) {
 		t.Errorf("%d messages delivered from a frozen account", up.Count())
 	}
 }
+
+// "delete --user U" without --confirm is a usage error (relayd(8),
+// EXIT STATUS): exit 64 and one line saying how many there are and the
+// --confirm to add, nothing deleted. So are an option relayd does not
+// know and a --confirm that is not a number; a count that does not match
+// (more than there are: a frozen account's N oldest go with fewer) is a
+// refusal (1).
+func TestDeleteUserWithoutConfirmIsUsage(t *testing.T) {
+	s, _, env := frozenNobody(t)
+	for _, subj := range []string{"spam 1", "spam 2", "spam 3"} {
+		s.sendNobody(subj)
+	}
+	_, stderr, code := runCmd(t, env, relaydBin, "queue", "delete", "--user", "nobody")
+	if code != 64 || strings.Count(stderr, "\n") != 1 || !strings.HasPrefix(stderr, "relayd: queue delete: nobody has 3 message(s) queued") ||
+		!strings.Contains(stderr, "--confirm 3") {
+		t.Errorf("delete --user without --confirm: exit %d, stderr %q; want 64 and one line \"relayd: queue delete: nobody has 3 message(s) queued ... --confirm 3\"", code, stderr)
+	}
+	if n := len(s.queueJSON("--user", "nobody")); n != 3 {
+		t.Fatalf("%d of nobody's messages left, want 3: nothing deleted", n)
+	}
+	for _, args := range [][]string{
+		{"queue", "delete", "--user", "nobody", "--confirm", "three"},
+		{"queue", "delete", "--user", "nobody", "--bogus"},
+		{"queue", "list", "--bogus"},
+		{"queue", "release", "--held"},
+	} {
+		_, stderr, code := runCmd(t, env, relaydBin, args...)
+		if code != 64 || strings.Count(stderr, "\n") != 1 {
+			t.Errorf("relayd %s: exit %d, stderr %q; want 64 and one line", strings.Join(args, " "), code, stderr)
+		}
+	}
+	if _, stderr, code = runCmd(t, env, relaydBin, "queue", "delete", "--user", "nobody", "--confirm", "4"); code != 1 || !strings.Contains(stderr, "not 4: nothing deleted") {
+		t.Errorf("delete with a wrong count: exit %d, %q; want 1", code, stderr)
+	}
+	if n := len(s.queueJSON("--user", "nobody")); n != 3 {
+		t.Fatalf("%d of nobody's messages left, want 3: nothing deleted", n)
+	}
+}

@@ -372,7 +372,7 @@ func TestFreezeThawDelete(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, stderr, code = runCmd(t, env, relaydBin, "queue", "delete", "--user", "nobody")
-	if code != 1 || !strings.Contains(stderr, "nobody has 3 message(s) queued") || !strings.Contains(stderr, "--confirm 3") {
+	if code != 64 || !strings.Contains(stderr, "nobody has 3 message(s) queued") || !strings.Contains(stderr, "--confirm 3") {
 		t.Fatalf("delete without confirmation: %d %q", code, stderr)
 	}
 	if _, stderr, code = runCmd(t, env, relaydBin, "queue", "delete", "--user", "nobody", "--confirm", "2"); code != 1 || !strings.Contains(stderr, "not 2: nothing deleted") {
