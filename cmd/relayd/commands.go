@@ -176,8 +176,11 @@ func queueCmd(path string, args []string) int {
 		return sysexits.Config
 	}
 	if err := control.Request(cfg.ControlSocket, verb, ids, os.Stdout); err != nil {
-		fmt.Fprintf(os.Stderr, "relayd: queue %s: %v\n", verb, err)
+		// Request's errors name the verb already.
+		fmt.Fprintf(os.Stderr, "relayd: queue %s: %s\n", verb, strings.TrimPrefix(err.Error(), verb+": "))
 		switch {
+		case errors.Is(err, control.ErrUsage):
+			return sysexits.Usage
 		case errors.Is(err, control.ErrUnavailable):
 			return sysexits.Unavailable
 		case errors.Is(err, control.ErrDenied):

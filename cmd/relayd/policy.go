@@ -121,7 +121,7 @@ func (a *abuse) handle(p control.Peer, verb string, args []string, out io.Writer
 		asJSON := false
 		for _, x := range args {
 			if x != "--json" {
-				return fmt.Errorf("unknown option %q (usage: stats [--json])", x)
+				return control.Usagef("unknown option %q (usage: stats [--json])", x)
 			}
 			asJSON = true
 		}
@@ -135,7 +135,7 @@ func (a *abuse) handle(p control.Peer, verb string, args []string, out io.Writer
 		return err
 	}
 	if o.UID < 0 {
-		return fmt.Errorf("usage: %s --user U", verb)
+		return control.Usagef("usage: %s --user U", verb)
 	}
 	name := queue.AccountName(o.UID)
 	freeze := verb == control.VerbFreeze

@@ -62,6 +62,29 @@ var ErrDenied = errors.New("permission denied")
 // because the user's last one was less than FlushEvery ago.
 var ErrThrottled = errors.New("throttled")
 
+// ErrUsage is returned (wrapped) when relayd refused the request as
+// used wrongly (a UsageError: an option it does not know, a command
+// missing what it needs); relayd's queue command exits 64 (EX_USAGE).
+var ErrUsage = errors.New("usage error")
+
+// UsageError is a Handler's error for a request used wrongly: the
+// client's Request returns it wrapping ErrUsage.
+type UsageError struct{ Msg string }
+
+func (e *UsageError) Error() string { return e.Msg }
+
+// Usagef returns a *UsageError saying what was wrong.
+func Usagef(format string, args ...any) error {
+	return &UsageError{Msg: fmt.Sprintf(format, args...)}
+}
+
+// remoteUsage is a UsageError as the client receives it: its text, and
+// errors.Is(err, ErrUsage).
+type remoteUsage string
+
+func (e remoteUsage) Error() string        { return string(e) }
+func (e remoteUsage) Is(target error) bool { return target == ErrUsage }
+
 // Timeout bounds a whole request.
 const Timeout = 60 * time.Second
 
@@ -79,12 +102,15 @@ type answer struct {
 	Denied bool   `json:"denied,omitempty"`
 	// Throttled: a flush not done (FlushEvery); Error says so.
 	Throttled bool `json:"throttled,omitempty"`
+	// Usage: the request was used wrongly (a UsageError); Error says how.
+	Usage bool `json:"usage,omitempty"`
 }
 
 // Request sends verb with args to the relayd listening on sockPath and
 // copies the answer's output to out. An error from relayd is returned as an
 // error (wrapping ErrDenied when the peer may not use the verb,
-// ErrThrottled for a flush not done); a socket that cannot be reached is
+// ErrThrottled for a flush not done, ErrUsage for a request used
+// wrongly); a socket that cannot be reached is
 // reported wrapping ErrUnavailable.
 func Request(sockPath, verb string, args []string, out io.Writer) error {
 	c, err := unixconn.Dial(sockPath, 10*time.Second)
@@ -121,6 +147,8 @@ func Request(sockPath, verb string, args []string, out io.Writer) error {
 		return fmt.Errorf("%s: %w: %s", verb, ErrDenied, a.Error)
 	case a.Throttled:
 		return fmt.Errorf("%s: %w: %s", verb, ErrThrottled, a.Error)
+	case a.Usage:
+		return fmt.Errorf("%s: %w", verb, remoteUsage(a.Error))
 	case a.Error != "":
 		return fmt.Errorf("%s: %s", verb, a.Error)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -200,6 +201,8 @@ func serveConn(ctx context.Context, c *net.UnixConn, h Handler, lim *sockserve.L
 	var out bytes.Buffer
 	if err := h(p, req.Verb, req.Args, &out); err != nil {
 		a.Error = err.Error()
+		var ue *UsageError
+		a.Usage = errors.As(err, &ue)
 	}
 	a.Output = out.String()
 }

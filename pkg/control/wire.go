@@ -125,6 +125,8 @@ func parseAnswer(data []byte) (answer, error) {
 			field = &a.Denied
 		case equalFold(key, "throttled"):
 			field = &a.Throttled
+		case equalFold(key, "usage"):
+			field = &a.Usage
 		}
 		if !d.value(field) {
 			return a, d.fail()

@@ -39,6 +39,7 @@ func TestWireAnswer(t *testing.T) {
 		{Output: strings.Repeat("0006270A1B2C3D4E5F60  2048 Mon Dec  7 07:00:00  a@b.c\n", 1000)},
 		{Error: "flush: throttled", Throttled: true},
 		{Error: "hold: permission denied", Denied: true},
+		{Error: "delete: nobody has 3 message(s) queued", Usage: true},
 		{Output: "\x00\x1f\"\\/<>&\u2028\U0001F600é\xff", Error: "\xed\xa0\x80"},
 	} {
 		b, _ := json.Marshal(a)
@@ -61,6 +62,7 @@ func TestWireAnswer(t *testing.T) {
 func FuzzWireAnswer(f *testing.F) {
 	for _, s := range []string{
 		`{"output":"x","error":"e","denied":true,"throttled":false}`,
+		`{"error":"e","usage":true}`,
 		`{"OUTPUT":"a","Output":"b","extra":{"a":[1,-2.5e+3,true,null,{"b":"c"}]},"error":null}`,
 		`{"output":"\ud83d\ude00\ud800\u0041\/\b\f\n\r\t\"\\"} trailing`,
 		"{\n \"denied\": true,\n \"output\": \"x\\u00e9\"\n}\n", "{\"a\":\n1e", `null`, ``, `[]`, `{"denied":"yes"}`, `{"output":"a\x01"}`, `{"a":01}`, `{,}`,

@@ -39,7 +39,7 @@ func ParseOpts(args []string) (Opts, error) {
 				return v, nil
 			}
 			if i+1 >= len(args) {
-				return "", fmt.Errorf("%s needs a value", a)
+				return "", control.Usagef("%s needs a value", a)
 			}
 			i++
 			return args[i], nil
@@ -62,11 +62,11 @@ func ParseOpts(args []string) (Opts, error) {
 			}
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 0 {
-				return o, fmt.Errorf("--confirm %q: want the number of messages", v)
+				return o, control.Usagef("--confirm %q: want the number of messages", v)
 			}
 			o.Confirm = n
 		default:
-			return o, fmt.Errorf("unknown option %q", a)
+			return o, control.Usagef("unknown option %q", a)
 		}
 	}
 	if o.User != "" {
@@ -137,7 +137,7 @@ func (q *Queue) handleAccount(p control.Peer, verb string, args []string, out io
 		return err
 	}
 	if verb != control.VerbList && o.UID < 0 {
-		return fmt.Errorf("usage: %s --user U", verb)
+		return control.Usagef("usage: %s --user U", verb)
 	}
 	switch verb {
 	case control.VerbList:
@@ -169,7 +169,8 @@ func (q *Queue) handleAccount(p control.Peer, verb string, args []string, out io
 			if o.Confirm >= 0 {
 				return fmt.Errorf("%s has %d message(s) queued now, not %d: nothing deleted; confirm the new count with --confirm %d", name, len(ids), o.Confirm, len(ids))
 			}
-			return fmt.Errorf("%s has %d message(s) queued (held, waiting or failed): nothing deleted; to delete them, run: relayd queue delete --user %s --confirm %d", name, len(ids), o.User, len(ids))
+			// A usage error (relayd(8)): the command wants --confirm.
+			return control.Usagef("%s has %d message(s) queued (held, waiting or failed): nothing deleted; add --confirm %d to delete them: relayd queue delete --user %s --confirm %d", name, len(ids), len(ids), o.User, len(ids))
 		}
 		n := 0
 		var errs []string
@@ -189,7 +190,7 @@ func (q *Queue) handleAccount(p control.Peer, verb string, args []string, out io
 		}
 		return nil
 	}
-	return fmt.Errorf("%s takes queue IDs, not options", verb)
+	return control.Usagef("%s takes queue IDs, not options", verb)
 }
 
 // idsOfAccount lists the IDs of uid's messages in states.
