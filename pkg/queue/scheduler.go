@@ -124,6 +124,13 @@ type sched struct {
 	// changes an upstream forgets what its old definition earned.
 	ups  *Upstreams
 	defs map[string]string
+	// fixed holds, by the key of the upstream that replaced it, the
+	// breaker of an upstream a reload changed while it was down (a wrong
+	// password or port put right): closed — it blocks nothing — but its
+	// outage is not over until the new definition works, and then
+	// upstream-up is logged as after any outage. A failure of the new
+	// definition drops it (the failure opens a breaker of its own).
+	fixed map[string]*breaker
 }
 
 type sweepState struct {
@@ -672,7 +679,8 @@ func upDefs(u *Upstreams) map[string]string {
 // the scheduler's state is about. A breaker belongs to an upstream as it
 // was configured: when a reload changes an upstream (its address, its
 // credentials — a rotated password fixed) or removes it, its breaker is
-// forgotten and the messages waiting for the upstreams are due at once,
+// forgotten (its outage is kept in fixed, closed, under the upstream that
+// replaced it, for the upstream-up line) and the messages waiting for the upstreams are due at once,
 // without their strikes, instead of waiting up to MaxBackoff for what the
 // old definition earned; the routes learned under the old [[route]]s are
 // forgotten too.
@@ -681,18 +689,29 @@ func (q *Queue) adopt(u *Upstreams) {
 	if u == s.ups {
 		return
 	}
-	first, oldDefs := s.ups == nil, s.defs
+	first, old, oldDefs := s.ups == nil, s.ups, s.defs
 	defs := upDefs(u)
 	s.ups, s.defs = u, defs
 	clear(s.routes)
 	if first {
 		return
 	}
+	for key := range s.fixed {
+		if d, ok := defs[key]; !ok || d != oldDefs[key] {
+			delete(s.fixed, key)
+		}
+	}
 	changed := false
-	for key := range s.health {
+	for key, b := range s.health {
 		if d, ok := defs[key]; !ok || d != oldDefs[key] {
 			delete(s.health, key)
 			changed = true
+			if nk := successor(old, u, key, oldDefs); nk != "" {
+				if s.fixed == nil {
+					s.fixed = map[string]*breaker{}
+				}
+				s.fixed[nk] = b
+			}
 		}
 	}
 	if !changed {
@@ -707,6 +726,32 @@ func (q *Queue) adopt(u *Upstreams) {
 	}
 	q.mu.Unlock()
 	clear(s.waiting)
+}
+
+// successor returns the key, in the configuration new, of the upstream
+// that replaced the one of key in old (a reload changed it): the same key
+// (a named upstream, its settings changed), else the upstream at the same
+// place in the list whose key is new (an unnamed one: its key is its
+// address and account, which the fix changed). "" when none did (it was
+// removed, or what is in its place was there before).
+func successor(old, new *Upstreams, key string, oldDefs map[string]string) string {
+	if old == nil || new == nil {
+		return ""
+	}
+	for _, up := range new.list {
+		if upKey(up) == key {
+			return key
+		}
+	}
+	for i, up := range old.list {
+		if upKey(up) != key || i >= len(new.list) {
+			continue
+		}
+		if nk := upKey(new.list[i]); oldDefs[nk] == "" {
+			return nk
+		}
+	}
+	return ""
 }
 
 // apply takes in a worker's report: health first (breakers), then each
@@ -727,6 +772,13 @@ func (q *Queue) apply(r *jobResult) {
 		}
 		b := s.health[h.key]
 		name := h.name
+		if f := s.fixed[h.key]; f != nil {
+			delete(s.fixed, h.key)
+			if h.err == nil && b == nil {
+				b = f
+				s.health[h.key] = b
+			}
+		}
 		if h.err == nil {
 			if b != nil {
 				delete(s.health, h.key)
