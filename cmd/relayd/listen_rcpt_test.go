@@ -60,6 +60,19 @@ func TestListenRecipientLimitPerUID(t *testing.T) {
 		t.Fatalf("after DATA: %q", got)
 	}
 	r.cmd("QUIT")
+	// The refusal is logged, once for the transaction (not once per
+	// recipient: a client may send thousands), with the limit.
+	waitfor.True(t, "the 452's log line", 10*time.Second, func() bool { return strings.Contains(s.log(), "event=smtp-error") })
+	var refusals []string
+	for _, l := range strings.Split(s.log(), "\n") {
+		if strings.Contains(l, "event=smtp-error") {
+			refusals = append(refusals, l)
+		}
+	}
+	if len(refusals) != 1 || !strings.Contains(refusals[0], " uid=0 ") || !strings.Contains(refusals[0], "limit of 2 recipients") ||
+		!strings.Contains(refusals[0], "from=root@web1.example.com") {
+		t.Errorf("log lines for the 452s: %q, want one smtp-error line for uid 0 naming the limit of 2 recipients", refusals)
+	}
 
 	// www-data (limit 3 from "*") with smtplib, which sends the refused
 	// recipients again in another transaction until none is left.
