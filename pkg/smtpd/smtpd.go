@@ -1025,12 +1025,15 @@ func (s *Server) newSession(sc *smtp.Conn) (smtp.Session, error) {
 
 // session is one SMTP session (from EHLO to QUIT, or to STARTTLS).
 type session struct {
-	srv      *Server
-	sc       *smtp.Conn
-	c        *conn
-	tr       *submit.Transaction
-	maxRcpt  int // the recipients tr may have (set at MAIL)
-	authUser string
+	srv     *Server
+	sc      *smtp.Conn
+	c       *conn
+	tr      *submit.Transaction
+	maxRcpt int // the recipients tr may have (set at MAIL)
+	// rcptLogged: a refused RCPT of this transaction was logged (one
+	// line per transaction: a client may send thousands).
+	rcptLogged bool
+	authUser   string
 }
 
 func (ss *session) Reset() { ss.tr = nil }
@@ -1105,6 +1108,7 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 		return smtpReply(err)
 	}
 	ss.tr = tr
+	ss.rcptLogged = false
 	// The caller's own limit, resolved once per transaction (a reload
 	// applies from the next).
 	ss.maxRcpt = ss.srv.opts.MaxRecipients
@@ -1128,6 +1132,19 @@ func (ss *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 		notify, _ = message.ParseNotify(strings.Join(n, ","))
 	}
 	if err := ss.tr.Rcpt(to, notify, ss.maxRcpt); err != nil {
+		if !ss.rcptLogged {
+			ss.rcptLogged = true
+			why := fmt.Sprintf("recipient refused: %s; later refusals of this transaction are not logged", submit.ReplyLine(err.Error()))
+			if errors.Is(err, submit.ReplyTooManyRecipients) {
+				limit := fmt.Sprintf("the limit of %d recipients per message", ss.maxRcpt)
+				if len(ss.tr.Env.Recipients) < ss.maxRcpt {
+					limit = fmt.Sprintf("the limit of %d bytes of recipient addresses per message", message.MaxRecipientBytes)
+				}
+				why = "recipient over " + limit + " refused (452 4.5.3), the message goes to those accepted; later refusals of this transaction are not logged"
+			}
+			o := ss.origin()
+			ss.srv.opts.Log.SMTPSessionError(ss.c.id.Client, o.UID, o.User, ss.tr.Env.Sender, why, slog.String("to", to))
+		}
 		return smtpReply(err)
 	}
 	return nil
