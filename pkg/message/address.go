@@ -299,6 +299,13 @@ func FormatFrom(name, addr string) string {
 	if IsASCII(name) && !strings.ContainsAny(name, "()<>[]:;@\\,.\"") && strings.TrimSpace(name) == name && !strings.Contains(name, "=?") {
 		return name + " <" + addr + ">"
 	}
+	if !utf8.ValidString(name) {
+		// Not UTF-8: a name from a script in a legacy locale or an old
+		// GECOS field, most likely ISO-8859-1, where every byte is a
+		// character. Labelled so, a reader shows the name that was
+		// meant; labelled UTF-8 it would show replacement characters.
+		return mime.QEncoding.Encode("iso-8859-1", name) + " <" + addr + ">"
+	}
 	a := mail.Address{Name: name, Address: "x@x"}
 	s := a.String() // `"Name" <x@x>` or `=?utf-8?q?...?= <x@x>`
 	return strings.TrimSuffix(s, "<x@x>") + "<" + addr + ">"
