@@ -181,7 +181,8 @@ func FindParent(pid int) Process {
 func (p Process) record(o *spool.Origin) {
 	o.ParentPID = p.PID
 	o.ParentExe = p.Exe
-	o.ParentCmdline = p.CmdlineString()
+	// The values of password options are not recorded (secrets.go).
+	o.ParentCmdline = Process{Cmdline: maskArgs(p.Cmdline, p.Exe)}.CmdlineString()
 	o.ParentCwd = p.Cwd
 	o.Caller = p.Kind()
 	if o.Script == "" {

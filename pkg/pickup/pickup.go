@@ -61,6 +61,7 @@ import (
 	"github.com/mailshim/mailshim/pkg/config"
 	"github.com/mailshim/mailshim/pkg/maillog"
 	"github.com/mailshim/mailshim/pkg/message"
+	"github.com/mailshim/mailshim/pkg/origin"
 	"github.com/mailshim/mailshim/pkg/policy"
 	"github.com/mailshim/mailshim/pkg/spool"
 	"github.com/mailshim/mailshim/pkg/submit"
@@ -772,6 +773,9 @@ func (p *Pickup) enqueueAt(m *spool.Meta, body io.Reader, mode enqueueMode, gate
 	if q.Time.IsZero() {
 		q.Time = p.now()
 	}
+	// No password of the caller's command line is queued (or logged),
+	// whatever wrote the record (a maildrop file of an older sendmail).
+	q.Origin.ParentCmdline = origin.MaskCmdline(q.Origin.ParentCmdline)
 	// The envelope gets the check sendmail and the submission socket make
 	// (a maildrop file need not come from sendmail): defence in depth.
 	// (It normalises in place: work on a copy of the recipients.)

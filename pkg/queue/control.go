@@ -12,6 +12,7 @@ import (
 
 	"github.com/mailshim/mailshim/pkg/control"
 	"github.com/mailshim/mailshim/pkg/message"
+	"github.com/mailshim/mailshim/pkg/origin"
 	"github.com/mailshim/mailshim/pkg/spool"
 )
 
@@ -369,7 +370,9 @@ func (q *Queue) show(id string, out io.Writer) error {
 		kv(proc, fmt.Sprintf("pid %d %s", o.ParentPID, o.ParentExe))
 	}
 	if o.ParentCmdline != "" {
-		kv(proc+" cmd", o.ParentCmdline)
+		// Masked when recorded; again here for a record queued by an
+		// older relayd.
+		kv(proc+" cmd", origin.MaskCmdline(o.ParentCmdline))
 	}
 	if o.ParentCwd != "" {
 		kv(proc+" cwd", o.ParentCwd)
