@@ -204,7 +204,7 @@ func run(path string, drainTimeout time.Duration) int {
 	})
 	policy := &livePolicy{}
 	policy.cfg.Store(cfg)
-	intake := submit.Intake{Store: pk.Store(cfg.MaxMessageSize), Policy: policy, Recipients: recipientLimit{ab.gate}}
+	intake := submit.Intake{Store: pk.Store(cfg.MaxMessageSize), Policy: policy, Recipients: recipientLimit{ab.gate}, Sender: pk.Sender}
 	srv := &submitsock.Server{Intake: intake, Budget: submitsock.DefaultHeaderBudget()}
 	goRun(func() { serveSubmit(ctx, subLn, sockserve.SubmitLimiter(), srv, log) })
 	goRun(func() { pk.Run(ctx) })

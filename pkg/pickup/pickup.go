@@ -184,6 +184,12 @@ func (p *Pickup) SetIntervals(scan, tempGrace time.Duration) {
 // SetRewriter replaces the rewriting rules (config reload).
 func (p *Pickup) SetRewriter(rw *Rewriter) { p.rw.Store(rw) }
 
+// Sender is the envelope sender a message of o given sender is queued
+// with, and so sent upstream: [senders] as configured now (Rewriter.Sender).
+func (p *Pickup) Sender(sender string, o *spool.Origin) string {
+	return p.rw.Load().Sender(sender, o)
+}
+
 // Close releases maildrop/.
 func (p *Pickup) Close() { p.maildrop.Close() }
 

@@ -1044,6 +1044,22 @@ func smtpErr(code int, enh smtp.EnhancedCode, msg string) *smtp.SMTPError {
 	return &smtp.SMTPError{Code: code, EnhancedCode: enh, Message: submit.ReplyLine(msg)}
 }
 
+// replyText is e as the client reads it: "500 5.5.2 Line too long; ...",
+// the enhanced status code included, for the log's reply=.
+func replyText(e *smtp.SMTPError) string {
+	c := e.EnhancedCode
+	if c == smtp.EnhancedCodeNotSet {
+		// go-smtp sends X.0.0 then (writeResponse).
+		if k := e.Code / 100; k == 2 || k == 4 || k == 5 {
+			c = smtp.EnhancedCode{k, 0, 0}
+		}
+	}
+	if c == smtp.NoEnhancedCode || c == smtp.EnhancedCodeNotSet {
+		return fmt.Sprintf("%d %s", e.Code, e.Message)
+	}
+	return fmt.Sprintf("%d %d.%d.%d %s", e.Code, c[0], c[1], c[2], e.Message)
+}
+
 // smtpReply is the reply the submission pipeline chose (submit.SMTPReply:
 // the one mapping of both SMTP servers) as go-smtp sends it.
 func smtpReply(err error) *smtp.SMTPError {
@@ -1104,7 +1120,7 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 	}
 	o := ss.origin()
 	if err := ss.srv.opts.Intake.CheckSender(&o, env.Sender); err != nil {
-		ss.srv.opts.Log.SMTPSessionError(ss.c.id.Client, o.UID, o.User, env.Sender, err.Error())
+		ss.srv.opts.Log.SMTPSessionError(ss.c.id.Client, o.UID, o.User, ss.srv.opts.Intake.SentSender(&o, env.Sender), err.Error())
 		return smtpReply(err)
 	}
 	ss.tr = tr
@@ -1143,7 +1159,7 @@ func (ss *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 				why = "recipient over " + limit + " refused (452 4.5.3), the message goes to those accepted; later refusals of this transaction are not logged"
 			}
 			o := ss.origin()
-			ss.srv.opts.Log.SMTPSessionError(ss.c.id.Client, o.UID, o.User, ss.tr.Env.Sender, why, slog.String("to", to))
+			ss.srv.opts.Log.SMTPSessionError(ss.c.id.Client, o.UID, o.User, ss.srv.opts.Intake.SentSender(&o, ss.tr.Env.Sender), why, slog.String("to", to))
 		}
 		return smtpReply(err)
 	}
@@ -1257,13 +1273,13 @@ func (ss *session) Data(r io.Reader) error {
 			// max_message_size, which go-smtp answers 552 itself. It
 			// answers (or not) what ended it, never this reply, and
 			// does not say which it was.
-			ss.srv.opts.Log.SMTPSessionError(ss.c.id.Client, o.UID, o.User, env.Sender,
+			ss.srv.opts.Log.SMTPSessionError(ss.c.id.Client, o.UID, o.User, opts.Intake.SentSender(&o, env.Sender),
 				"the BDAT transfer ended before BDAT LAST (RSET or EHLO, the connection closed, or a chunk over max_message_size, answered 552); not stored",
 				slog.Int("nrcpt", len(env.Recipients)))
 			return e
 		}
-		ss.srv.opts.Log.SMTPSessionError(ss.c.id.Client, o.UID, o.User, env.Sender, submit.ReplyLine(err.Error()),
-			slog.Int("nrcpt", len(env.Recipients)), slog.String("reply", fmt.Sprintf("%d %s", e.Code, e.Message)))
+		ss.srv.opts.Log.SMTPSessionError(ss.c.id.Client, o.UID, o.User, opts.Intake.SentSender(&o, env.Sender), submit.ReplyLine(err.Error()),
+			slog.Int("nrcpt", len(env.Recipients)), slog.String("reply", replyText(e)))
 		return e
 	}
 	limit := message.MaxHeader

@@ -84,6 +84,20 @@ type Intake struct {
 	// Recipients, if set, tells each account's recipient limit, which
 	// the SMTP listener applies at RCPT (see MaxRecipients).
 	Recipients RecipientLimit
+	// Sender, if set, is the envelope sender relayd sends upstream for
+	// the one a client gave ([senders]: pickup.Pickup.Sender), for the
+	// doors' log lines (see SentSender).
+	Sender func(sender string, o *spool.Origin) string
+}
+
+// SentSender is the envelope sender relayd sends upstream for sender, the
+// one a client of o gave: what the mail log names (the upstream's log
+// and a refusal at MAIL name it too), sender itself without Sender.
+func (in *Intake) SentSender(o *spool.Origin, sender string) string {
+	if in.Sender == nil {
+		return sender
+	}
+	return in.Sender(sender, o)
 }
 
 // MaxRecipients is the most recipients the account of o may give one
