@@ -107,6 +107,16 @@ func parseAddress(s string) (string, error) {
 	if err == nil {
 		return check(a.Address)
 	}
+	// RFC 5322 comments where net/mail does not take them (before the
+	// address, after a bare local name, inside a local part): the
+	// address is the same without them.
+	if strings.IndexByte(s, '(') >= 0 {
+		if t := stripComments(s); t != s && strings.Trim(t, " \t") != "" {
+			if a, err2 := parseAddress(t); err2 == nil {
+				return a, nil
+			}
+		}
+	}
 	// A display name net/mail refuses (raw 8-bit from a script writing
 	// Latin-1, "a@b <a@b>"): the angle-addr alone decides.
 	if i, j := strings.LastIndexByte(s, '<'), strings.LastIndexByte(s, '>'); i >= 0 && j > i && strings.TrimSpace(s[j+1:]) == "" {
@@ -237,6 +247,62 @@ func localName(s string) bool {
 		}
 	}
 	return true
+}
+
+// stripComments returns s without its RFC 5322 comments (nested, with
+// quoted-pairs) outside quoted strings and domain literals, or s itself
+// when a comment is not closed or is not set apart by white space (or
+// the start, the end, an angle bracket, a comma): "root (Admin)" and
+// "(Sales) sales@example.org" are the addresses without the comments,
+// but "$(id)@example.org" is not "$@example.org".
+func stripComments(s string) string {
+	var b strings.Builder
+	depth, start, quoted, square, esc := 0, 0, false, false, false
+	apart := func(c byte) bool { return c == ' ' || c == '\t' || c == ',' }
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case depth > 0:
+			switch {
+			case esc:
+				esc = false
+			case c == '\\':
+				esc = true
+			case c == '(':
+				depth++
+			case c == ')':
+				depth--
+				if depth == 0 {
+					if (start > 0 && !apart(s[start-1]) && s[start-1] != '>') ||
+						(i+1 < len(s) && !apart(s[i+1]) && s[i+1] != '<') {
+						return s
+					}
+					b.WriteByte(' ')
+				}
+			}
+			continue
+		case esc:
+			esc = false
+		case c == '\\':
+			esc = true
+		case quoted:
+			quoted = c != '"'
+		case c == '"':
+			quoted = true
+		case square:
+			square = c != ']'
+		case c == '[':
+			square = true
+		case c == '(':
+			depth, start = 1, i
+			continue
+		}
+		b.WriteByte(c)
+	}
+	if depth > 0 || quoted {
+		return s
+	}
+	return strings.Trim(b.String(), " \t")
 }
 
 // splitList splits an address list at commas outside quotes, angle
