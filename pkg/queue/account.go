@@ -80,15 +80,21 @@ func ParseOpts(args []string) (Opts, error) {
 }
 
 // LookupAccount returns the UID of an account given as a user name,
-// "uid:N" or a bare number.
+// "uid:N" or a bare number. A user that does not exist is a usage error
+// (control.UsageError: relayd queue exits 64); a lookup that failed
+// (the user database unreadable) is not.
 func LookupAccount(s string) (int, error) {
 	n := strings.TrimPrefix(s, "uid:")
 	if uid, err := strconv.Atoi(n); err == nil && uid >= 0 {
 		return uid, nil
 	}
 	u, err := user.Lookup(s)
-	if err != nil {
-		return -1, fmt.Errorf("no such user %q (give a user name, uid:N or a UID)", s)
+	var unknown user.UnknownUserError
+	switch {
+	case errors.As(err, &unknown):
+		return -1, control.Usagef("no such user %q (give a user name, uid:N or a UID)", s)
+	case err != nil:
+		return -1, fmt.Errorf("cannot look up user %q: %v", s, err)
 	}
 	return strconv.Atoi(u.Uid)
 }
