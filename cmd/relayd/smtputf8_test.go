@@ -62,6 +62,11 @@ func TestSMTPUTF8NotOfferedPerRecipient(t *testing.T) {
 	if !strings.Contains(bounce, "Status: 5.6.7") || !strings.Contains(bounce, "jörg@example.net") || !strings.Contains(bounce, "SMTPUTF8") {
 		t.Errorf("the bounce does not name jörg@example.net with Status 5.6.7 and SMTPUTF8:\n%s", bounce)
 	}
+	// RFC 6533 3: a non-ASCII address in a message/delivery-status part
+	// (which is ASCII) is of type utf-8, as utf-8-addr-xtext.
+	if !strings.Contains(bounce, "Final-Recipient: utf-8; j\\x{F6}rg@example.net\r\n") {
+		t.Errorf("the bounce does not give jörg@example.net as \"Final-Recipient: utf-8; j\\x{F6}rg@example.net\":\n%s", bounce)
+	}
 	for _, rcpt := range []string{"plain@example.net", "user@bücher.example"} {
 		if strings.Contains(bounce, "Final-Recipient: rfc822;"+rcpt) || strings.Contains(bounce, "Final-Recipient: utf-8;"+rcpt) {
 			t.Errorf("the bounce names %s, which was delivered:\n%s", rcpt, bounce)
