@@ -287,7 +287,7 @@ func BuildDSN(d DSN) ([]byte, error) {
 	for _, f := range d.Failed {
 		s.WriteString("\n")
 		if f.Rcpt != "" {
-			fmt.Fprintf(&s, "Final-Recipient: rfc822; %s\n", f.Rcpt)
+			fmt.Fprintf(&s, "Final-Recipient: %s\n", dsnAddress(f.Rcpt))
 		} else {
 			s.WriteString("Final-Recipient: rfc822; unknown\n")
 		}
@@ -425,4 +425,24 @@ func plural(n int, one, many string) string {
 		return one
 	}
 	return many
+}
+
+// dsnAddress is addr as a DSN's address field gives it: "rfc822; addr",
+// or for an address that is not ASCII "utf-8; " and its utf-8-addr-xtext
+// form (RFC 6533 3), where every character outside printable ASCII, and
+// "+", "=" and "\", is \x{HEX}: the delivery-status part stays ASCII.
+func dsnAddress(addr string) string {
+	if mailmsg.IsASCII(addr) {
+		return "rfc822; " + addr
+	}
+	var b strings.Builder
+	b.WriteString("utf-8; ")
+	for _, r := range addr {
+		if r > 0x20 && r < 0x7f && r != '+' && r != '=' && r != '\\' {
+			b.WriteRune(r)
+			continue
+		}
+		fmt.Fprintf(&b, "\\x{%02X}", r)
+	}
+	return b.String()
 }
