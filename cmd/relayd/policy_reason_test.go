@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -10,7 +11,9 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/mailshim/mailshim/pkg/queue"
 	"github.com/mailshim/mailshim/pkg/smtptest"
+	"github.com/mailshim/mailshim/pkg/spool"
 	"github.com/mailshim/mailshim/pkg/waitfor"
 )
 
@@ -116,5 +119,39 @@ action = "defer"
 	}
 	if r := s.reasonsOf(t)[paced]; r[0] != "held" || strings.Contains(r[1], "deferred by policy") {
 		t.Errorf("%s held by root: state and reason %q; want held, not \"deferred by policy until ...\"", paced, r)
+	}
+}
+
+// rfc3339 matches a time as the reasons give it.
+var rfc3339 = regexp.MustCompile(`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ`)
+
+// A message the policy deferred says when it goes once: "deferred by
+// policy until T: rate limit ... would be 2", not again at the end
+// ("within the limit again at T", which is the same time), in queue
+// list --json and queue show.
+func TestPolicyDeferredReasonGivesTimeOnce(t *testing.T) {
+	needRoot(t)
+	_, s := newPolicySite(t, "nobody", "\nmessages_per_hour = 1\naction = \"defer\"\n")
+	s.start()
+	s.sendNobody("first")
+	s.sendNobody("deferred")
+	var e *queue.ListEntry
+	for _, x := range s.queueJSON("--user", "nobody") {
+		if x.State == spool.Deferred {
+			e = &x
+		}
+	}
+	if e == nil {
+		t.Fatalf("no deferred message of nobody: %+v\n%s", s.queueJSON("--user", "nobody"), s.log())
+	}
+	want := "deferred by policy until " + e.Next.UTC().Format(time.RFC3339) + ": rate limit messages_per_hour=1 reached"
+	if !strings.HasPrefix(e.Reason, want) || len(rfc3339.FindAllString(e.Reason, -1)) != 1 {
+		t.Errorf("deferred reason %q; want it to start %q and give a time once", e.Reason, want)
+	}
+	show, _, _ := runCmd(t, []string{"MAILSHIM_CONFIG=" + s.cfgPath}, relaydBin, "queue", "show", e.ID)
+	for _, l := range strings.Split(show, "\n") {
+		if strings.HasPrefix(l, "reason:") && len(rfc3339.FindAllString(l, -1)) != 1 {
+			t.Errorf("queue show's reason gives %d times: %q", len(rfc3339.FindAllString(l, -1)), l)
+		}
 	}
 }
