@@ -91,7 +91,7 @@ func (p *Pickup) admit(q *spool.Meta, h *header, size int64) (string, *spool.Del
 		}
 		return spool.Held, &spool.Delivery{Reason: "held by policy: " + why}, undo, nil
 	case policy.Defer:
-		return spool.Deferred, &spool.Delivery{Next: d.At, Paced: true, Reason: policy.DeferredReason + " until " + d.At.UTC().Format(time.RFC3339) + ": " + d.Violation.Text()}, undo, nil
+		return spool.Deferred, &spool.Delivery{Next: d.At, Paced: true, Reason: d.Violation.Deferred(d.At)}, undo, nil
 	case policy.Refuse:
 		return "", nil, nil, errPolicy(d.Violation)
 	}

@@ -330,9 +330,20 @@ type Violation struct {
 func (v *Violation) Error() string { return "policy: " + v.Text() }
 
 // Text is Error without its "policy: " prefix, for text that already
-// says the policy did it (a held or deferred message's reason: "held by
-// policy: rate limit ...").
-func (v *Violation) Text() string {
+// says the policy did it (a held message's reason: "held by policy: rate
+// limit ..."; a deferred one's is Deferred).
+func (v *Violation) Text() string { return v.text(true) }
+
+// Deferred is the reason (spool.Delivery.Reason) of a message the policy
+// deferred for v until at: "deferred by policy until T: rate limit ...
+// would be N", the time once (Text's "within the limit again at" is that
+// same time).
+func (v *Violation) Deferred(at time.Time) string {
+	return DeferredReason + " until " + at.UTC().Format(time.RFC3339) + ": " + v.text(false)
+}
+
+// text is Text, with the time the rate allows again when until is set.
+func (v *Violation) text(until bool) string {
 	who := ""
 	if v.Source != "" && v.Source != "default" {
 		who = fmt.Sprintf(" ([policy.%s])", quoteKey(v.Source))
@@ -352,8 +363,12 @@ func (v *Violation) Text() string {
 	if r.Recipients() {
 		unit = "recipients"
 	}
-	return fmt.Sprintf("rate limit %s=%d reached%s: %s over the last %s would be %d; within the limit again at %s",
-		v.Limit, v.Max, who, unit, windowText(r.Window()), v.Got, v.Until.UTC().Format(time.RFC3339))
+	t := fmt.Sprintf("rate limit %s=%d reached%s: %s over the last %s would be %d",
+		v.Limit, v.Max, who, unit, windowText(r.Window()), v.Got)
+	if until {
+		t += "; within the limit again at " + v.Until.UTC().Format(time.RFC3339)
+	}
+	return t
 }
 
 func windowText(d time.Duration) string {
