@@ -27,7 +27,10 @@ package queue
 // Messages whose every candidate upstream is open are not dispatched: they
 // are not charged an attempt and not deferred by the retry schedule. The
 // messages of a job whose upstreams all failed keep their attempt count
-// (the failure is the upstream's, not theirs) and wait for the breaker.
+// (the failure is the upstream's, not theirs) and wait for the breaker —
+// except a message an upstream answered with a 4xx to its own MAIL, RCPT
+// or DATA (relay.RefusedMessage): it opens the breaker too, but the
+// message is charged and follows the retry schedule.
 
 import (
 	"context"

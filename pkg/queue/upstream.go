@@ -275,9 +275,12 @@ func (l *link) open(ctx context.Context, up config.Upstream, key string, waiting
 //     recipient) is the result.
 //
 // upstreamFault is true when no candidate could be used: the failure is
-// the upstreams', not the message's.
+// the upstreams', not the message's. It is false when a candidate
+// answered the message's own transaction with a 4xx (relay.RefusedMessage),
+// even one that fails over: that attempt was made, and is the message's.
 func (l *link) send(ctx context.Context, route Route, skip map[string]bool, m *relay.Message) (res *relay.Result, upstreamFault bool) {
 	cands := route.Upstreams
+	refused := false
 	for i, up := range cands {
 		key := route.keys[i]
 		if skip[key] || l.down[key] != nil {
@@ -308,6 +311,9 @@ func (l *link) send(ctx context.Context, route Route, skip map[string]bool, m *r
 			return res, false
 		}
 		l.report(up, key, res.Err)
+		if err == nil && relay.RefusedMessage(res) {
+			refused = true
+		}
 		if m.Waiting != nil {
 			// Not held for the QUIT of a session still alive.
 			m.Waiting()
@@ -318,7 +324,7 @@ func (l *link) send(ctx context.Context, route Route, skip map[string]bool, m *r
 		}
 	}
 	if res != nil {
-		return res, true
+		return res, !refused
 	}
 	if len(cands) == 0 {
 		e := &relay.Error{Class: relay.Temporary, Stage: relay.StageConnect, Err: errors.New("no upstream"),

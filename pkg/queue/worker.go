@@ -366,7 +366,8 @@ func (w *worker) message(a *attempt) *relay.Message {
 }
 
 // outcome applies one send's result. fault says every upstream failed
-// (the upstreams' trouble, not the message's): the attempt is not
+// without answering the message's own transaction (the upstreams'
+// trouble, not the message's: link.send): the attempt is not
 // charged and the next one waits for the circuit breaker, not the retry
 // schedule.
 func (w *worker) outcome(a *attempt, res *relay.Result, fault bool) {

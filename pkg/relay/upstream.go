@@ -81,6 +81,37 @@ func FailOver(res *Result) bool {
 	return res.Err.UpstreamTrouble()
 }
 
+// RefusedMessage reports whether res is the upstream answering this
+// message's own transaction with a temporary refusal: a 4xx other than
+// 421 to its MAIL, RCPT or DATA command (for the message or for every
+// recipient). The session worked and the upstream looked at the
+// message; even when the reply says the upstream as a whole is in
+// trouble (UpstreamTrouble: 4.3.x, "try again later"), the attempt was
+// made. The queue charges it to the message and follows the retry
+// schedule, so that a refusal that is really about one message (its
+// sender, its size, a rate limit) is not retried every few seconds.
+func RefusedMessage(res *Result) bool {
+	if res == nil || res.Err == nil {
+		return false
+	}
+	if refusedInTransaction(res.Err) {
+		return true
+	}
+	for _, rr := range res.Rcpts {
+		if refusedInTransaction(rr.Err) {
+			return true
+		}
+	}
+	return false
+}
+
+func refusedInTransaction(e *Error) bool {
+	if e == nil || e.Class != Temporary || e.Code < 400 || e.Code >= 500 || e.Code == 421 {
+		return false
+	}
+	return e.Stage == StageMail || e.Stage == StageRcpt || e.Stage == StageData
+}
+
 // DeadSession reports whether res is a reused session found dead before
 // the message data: the connection was lost (no reply) at RSET, EHLO,
 // MAIL, RCPT or awaiting the reply to DATA, or the first reply the
