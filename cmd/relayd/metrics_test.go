@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -325,5 +326,47 @@ func TestNamedAccounts(t *testing.T) {
 	sort.Strings(got)
 	if strings.Join(got, ",") != "alice,root,uid:4294967" {
 		t.Errorf("named accounts %q", got)
+	}
+}
+
+// The relayd that `make build` makes (the one in the .deb and the RPM)
+// says which release it is in mailshim_build_info: packaging/VERSION, not
+// Go's "(devel)" of a build outside a module proxy.
+func TestMetricsBuildInfoVersionOfMakeBuild(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds relayd through make")
+	}
+	if _, err := exec.LookPath("make"); err != nil {
+		t.Skip("no make")
+	}
+	want, err := os.ReadFile("../../packaging/VERSION")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := t.TempDir()
+	os.Chmod(bin, 0o755)
+	if out, err := exec.Command("make", "-C", "../..", "--no-print-directory", "BIN="+bin, bin+"/relayd").CombinedOutput(); err != nil {
+		t.Fatalf("make: %v\n%s", err, out)
+	}
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{})
+	s.writeConfig("\n[metrics]\nlisten = \"127.0.0.1:0\"\n")
+	lf, err := os.Create(s.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lf.Close()
+	cmd := exec.Command(filepath.Join(bin, "relayd"), "--config", s.cfgPath)
+	cmd.Stdout, cmd.Stderr = lf, lf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	re := regexp.MustCompile(`event=metrics listen=(127\.0\.0\.1:\d+)`)
+	waitFor(t, "the metrics line", 20*time.Second, func() bool { return re.MatchString(s.log()) })
+	fams := scrape(t, re.FindStringSubmatch(s.log())[1])
+	v := strings.TrimSpace(string(want))
+	if value(fams, metrics.BuildInfo, map[string]string{"version": v}) != 1 {
+		t.Errorf("mailshim_build_info of make's relayd has no version=%q: %v", v, fams[metrics.BuildInfo])
 	}
 }
