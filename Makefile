@@ -10,7 +10,8 @@
 GO       ?= go
 BIN      := bin
 VERSION  ?= $(shell cat packaging/VERSION 2>/dev/null || git describe --tags --always 2>/dev/null || echo 0.0.0)
-LDFLAGS  := -s -w
+# The release, for mailshim_build_info (pkg/metrics.Version).
+LDFLAGS  := -s -w -X github.com/mailshim/mailshim/pkg/metrics.Version=$(VERSION)
 GOBUILD  := CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)'
 
 .PHONY: all build test unit vet fmt-check deps bench stress clean help

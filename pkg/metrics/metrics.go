@@ -145,6 +145,11 @@ func (m *Metrics) Handler() http.Handler {
 // Registry is the registry the metrics are in (for tests).
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 
+// Version is the release, set by the Makefile (-ldflags -X, from
+// packaging/VERSION) for the binaries it builds, the packages' included;
+// empty in other builds, which report Go's module version instead.
+var Version string
+
 func buildInfo() prometheus.Collector {
 	version, revision := "(devel)", "unknown"
 	if bi, ok := debug.ReadBuildInfo(); ok {
@@ -156,6 +161,9 @@ func buildInfo() prometheus.Collector {
 				revision = s.Value
 			}
 		}
+	}
+	if Version != "" {
+		version = Version
 	}
 	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: BuildInfo, Help: "Always 1; the labels say which relayd this is.",
 		ConstLabels: prometheus.Labels{"version": version, "revision": revision, "goversion": runtime.Version()}})
