@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -73,6 +74,9 @@ func TestPolicyReloadRaisedRateRetimesDeferred(t *testing.T) {
 	if w := next.Sub(reloaded); w < 15*time.Minute || w > 21*time.Minute {
 		t.Errorf("the last deferred message is due %s after the reload (was %s); want 20 minutes, the new pace", w.Round(time.Second), before[2].Next.Sub(reloaded).Round(time.Second))
 	}
+	if want := "event=policy-retime account=nobody uid=65534 retimed=3 due=2 last=" + next.UTC().Format(time.RFC3339) + "\n"; !strings.Contains(s.log(), want) {
+		t.Errorf("no log line %q:\n%s", want, s.log())
+	}
 	if want := "deferred by policy until " + next.UTC().Format(time.RFC3339) + ": "; !strings.HasPrefix(left[0].Reason, want) {
 		t.Errorf("its reason %q; want it to start %q", left[0].Reason, want)
 	}
@@ -113,5 +117,31 @@ func TestPolicyRestartWithRaisedRateRetimesDeferred(t *testing.T) {
 	s.waitDelivered(3, "restarted with the rate raised to 100")
 	if got := s.subjects(); len(got) != 3 || got["m2"] != 1 || got["m3"] != 1 {
 		t.Errorf("delivered: %v; want m1..m3 once each", got)
+	}
+}
+
+// relayd killed (SIGKILL) at some point of the re-timing a reload does,
+// then started again: every message is delivered, once. (The delays
+// only place the kill at different points of the reload.)
+func TestPolicyRetimeKilled(t *testing.T) {
+	needRoot(t)
+	for _, delay := range []time.Duration{0, time.Millisecond, 3 * time.Millisecond, 10 * time.Millisecond} {
+		t.Run(delay.String(), func(t *testing.T) {
+			_, s := newPolicySite(t, "nobody", deferNobody(1))
+			d := s.start()
+			for i := 1; i <= 4; i++ {
+				s.sendNobody(fmt.Sprintf("m%d", i))
+			}
+			s.waitDelivered(1, "within the rate")
+			s.writeConfig("\n[policy]\nnotice_to = \"\"\n[policy.nobody]" + deferNobody(100))
+			d.cmd.Process.Signal(syscall.SIGHUP)
+			time.Sleep(delay)
+			d.kill()
+			s.start()
+			want := map[string]bool{"m1": true, "m2": true, "m3": true, "m4": true}
+			if got, dups := s.waitDrained("every message after the kill", 20*time.Second, want); dups != 0 || len(got) != 4 {
+				t.Errorf("delivered %v (%d twice); want m1..m4 once each\n%s", got, dups, s.log())
+			}
+		})
 	}
 }
