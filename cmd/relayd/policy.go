@@ -58,12 +58,75 @@ func newAbuse(cfg *config.Config, hostname string, pk *pickup.Pickup, sq *spool.
 	return a, nil
 }
 
-// configure applies a (re)loaded configuration.
+// configure applies a (re)loaded configuration (at start too): the
+// messages the policy deferred are re-timed first when it raises their
+// account's rate (retime).
 func (a *abuse) configure(cfg *config.Config, hostname string) {
-	a.gate.SetPolicy(policyRules(cfg))
+	p := policyRules(cfg)
+	a.retime(p)
+	a.gate.SetPolicy(p)
 	to := noticeTo(cfg)
 	a.noticeTo.Store(&to)
 	a.hostname.Store(&hostname)
+}
+
+// retime gives the messages the policy deferred (action "defer") that
+// still wait the times the rule tables p allow, for each account whose
+// rate p raises or removes (policy.Engine.Retime): oldest first, those
+// that fit now at once, the rest at the new pace. Their records and the
+// account's counters are made durable by one Sync before the queue
+// applies the new times (queue.Retime). Lowered rates re-time nothing.
+func (a *abuse) retime(p *policy.Policy) {
+	var rs []queue.Retiming
+	type acct struct {
+		name string
+		uid  int
+	}
+	of := map[string]acct{}
+	for uid, ms := range a.qu.PacedByAccount() {
+		ac := policy.Account{UID: uid, User: ms[0].User}
+		w := make([]policy.Waiting, len(ms))
+		for i, m := range ms {
+			w[i].Rcpts = m.Rcpts
+		}
+		for i, sl := range a.gate.Retime(p, ac, w) {
+			if sl.At.Before(ms[i].Next) {
+				rs = append(rs, queue.Retiming{ID: ms[i].ID, At: sl.At, Reason: sl.Reason()})
+				of[ms[i].ID] = acct{ac.Name(), uid}
+			}
+		}
+	}
+	if len(rs) == 0 {
+		return
+	}
+	applied, err := a.qu.Retime(rs, func() error { return a.gate.Engine.Save(true) })
+	if err != nil {
+		a.log.Error("cannot re-time the messages deferred by the policy; they keep their times", err)
+	}
+	type sum struct {
+		retimed, due int
+		last         time.Time
+	}
+	sums := map[acct]*sum{}
+	now := time.Now()
+	for _, r := range applied {
+		k := of[r.ID]
+		s := sums[k]
+		if s == nil {
+			s = &sum{}
+			sums[k] = s
+		}
+		s.retimed++
+		if !r.At.After(now) {
+			s.due++
+		}
+		if r.At.After(s.last) {
+			s.last = r.At
+		}
+	}
+	for k, s := range sums {
+		a.log.PolicyRetime(k.name, k.uid, s.retimed, s.due, s.last)
+	}
 }
 
 // run records the counters every second while they change (in the

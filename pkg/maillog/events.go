@@ -328,6 +328,18 @@ func (l *Logger) Thaw(account string, uid, byUID int) {
 	l.emit(slog.LevelInfo, "thaw", str("account", account), num("uid", uid), num("by_uid", byUID))
 }
 
+// PolicyRetime logs event=policy-retime: a reload or a restart raised a
+// rate of account (uid), and retimed of the messages the policy had
+// deferred got earlier times: due of them at once, the last at last
+// (left out when all are due).
+func (l *Logger) PolicyRetime(account string, uid, retimed, due int, last time.Time) {
+	as := []slog.Attr{str("account", account), num("uid", uid), num("retimed", retimed), num("due", due)}
+	if due < retimed {
+		as = append(as, slog.Time("last", last))
+	}
+	l.emit(slog.LevelInfo, "policy-retime", as...)
+}
+
 // Flush logs event=flush: uid made deferred messages due now.
 func (l *Logger) Flush(uid, deferred int) {
 	l.emit(slog.LevelInfo, "flush", num("uid", uid), num("deferred", deferred))

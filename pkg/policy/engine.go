@@ -582,3 +582,140 @@ func (e *Engine) record(recs map[string][]byte, critical, sync bool) error {
 	e.saveFailing = false
 	return nil
 }
+
+// # Re-timing what waits, when a rate is raised
+//
+// A message deferred (action defer) was counted when it came and given
+// the slot its bucket allowed then. When the limit is raised (or
+// removed) by a reload or a restart, the slots given under the old
+// limit are later than the new one allows: Retime gives the account's
+// waiting messages the slots they would have had under the new limit,
+// in their queue order (the oldest first). The bucket is rescaled (see
+// Rates), the waiting messages are taken out of it, and they are
+// counted again one by one as Decide would count them now: those that
+// fit go at once, the rest get the next slots at the new pace, and a
+// message that comes after them gets a slot after theirs. A limit that
+// was only lowered re-times nothing: what waits keeps its slot (it was
+// counted, and a reload does not make mail already given a time wait
+// longer), and the rescaled bucket holds the next messages back at once.
+
+// Waiting is a message that the policy deferred and that still waits,
+// for Retime.
+type Waiting struct {
+	Rcpts int // its recipients (for the recipients_per_* rates)
+}
+
+// Slot is when a waiting message may go after Retime.
+type Slot struct {
+	At time.Time
+	// Violation is the limit that holds it back until At (nil: it fits
+	// now).
+	Violation *Violation
+}
+
+// Reason is the reason (spool.Delivery.Reason) of a message re-timed to
+// s.
+func (s Slot) Reason() string {
+	if s.Violation != nil {
+		return s.Violation.Deferred(s.At)
+	}
+	return DeferredReason + " until " + s.At.UTC().Format(time.RFC3339) + ": within its account's rates since they were raised"
+}
+
+// Retime gives msgs, the messages of account a that the policy deferred
+// and that still wait, oldest first, their slots under the limits l
+// (see Re-timing above), and counts them so. It returns nil when no
+// rate of a that holds a backlog has been raised or removed since it
+// was counted: then nothing changes.
+func (e *Engine) Retime(a Account, l *Limits, msgs []Waiting) []Slot {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ac := e.accts[a.Key()]
+	if ac == nil || len(msgs) == 0 {
+		return nil
+	}
+	now := e.now()
+	raised := false
+	for r := Rate(0); r < NumRates; r++ {
+		k := r.String()
+		tat, ok := ac.TAT[k]
+		old, lim := ac.Lim[k], l.Rates[r]
+		if ok && old > 0 && tat.After(now) && (lim <= 0 || lim > old) {
+			raised = true
+		}
+	}
+	if !raised {
+		return nil
+	}
+	units := func(r Rate, m Waiting) int {
+		if r.Recipients() {
+			return max(m.Rcpts, 1)
+		}
+		return 1
+	}
+	// Each rate's bucket without the waiting messages.
+	var base [NumRates]time.Time
+	for r := Rate(0); r < NumRates; r++ {
+		lim := l.Rates[r]
+		if lim <= 0 {
+			continue
+		}
+		t := r.Window() / time.Duration(lim)
+		tat, _ := ac.rescale(r, lim, now)
+		n := 0
+		for _, m := range msgs {
+			n += units(r, m)
+		}
+		// In units of t, as float64: n·t may overflow a Duration.
+		if held := float64(tat.Sub(now)) / float64(t); float64(n) < held {
+			base[r] = tat.Add(-time.Duration(n) * t)
+		} else {
+			base[r] = now
+		}
+	}
+	// Counted again, oldest first, as Decide counts.
+	slots := make([]Slot, len(msgs))
+	for i, m := range msgs {
+		at := now
+		var worst *Violation
+		for r := Rate(0); r < NumRates; r++ {
+			lim := l.Rates[r]
+			if lim <= 0 {
+				continue
+			}
+			w := r.Window()
+			t := w / time.Duration(lim)
+			empty := !base[r].After(now)
+			next := base[r].Add(time.Duration(units(r, m)) * t)
+			base[r] = next
+			if next.Sub(now) <= w || empty {
+				continue
+			}
+			fits := next.Add(-w)
+			at = latest(at, fits)
+			got := int64((next.Sub(now) + t - 1) / t)
+			v := &Violation{Limit: r.String(), Source: l.Source[r.String()], Action: l.Action, Max: int64(lim), Got: got, Until: fits}
+			if worst == nil || v.Until.After(worst.Until) {
+				worst = v
+			}
+		}
+		if worst != nil {
+			worst.Until = at
+		}
+		slots[i] = Slot{At: at, Violation: worst}
+	}
+	for r := Rate(0); r < NumRates; r++ {
+		if lim := l.Rates[r]; lim > 0 {
+			ac.setTAT(r, base[r], lim)
+		}
+	}
+	e.dirty[a.Key()] = true
+	return slots
+}
+
+func latest(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}

@@ -189,3 +189,14 @@ func (g *Gate) Undo(m *Message, l *Limits, d Decision) {
 	}
 	g.Engine.Undo(m.Account, l, m.Rcpts, d)
 }
+
+// Retime re-times the waiting messages of account a (see
+// Engine.Retime) under the rule tables p, the ones about to be put in
+// force (SetPolicy after it: a message the gate admits meanwhile is
+// counted under the tables in force, and the bucket keeps its count
+// either way).
+func (g *Gate) Retime(p *Policy, a Account, msgs []Waiting) []Slot {
+	fillGroups(p, &a)
+	l := p.Resolve(a)
+	return g.Engine.Retime(a, &l, msgs)
+}

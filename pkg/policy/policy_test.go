@@ -531,3 +531,62 @@ func TestChangedLimitKeepsTheCount(t *testing.T) {
 		t.Fatalf("7th of 6 after a restart: %+v %+v", d, d.Violation)
 	}
 }
+
+// Raised, the waiting messages get the slots the new limit gives, oldest
+// first, and a new message comes after them; lowered or unchanged,
+// nothing is re-timed; removed, all go at once.
+func TestRetimeRaisedRate(t *testing.T) {
+	c := &clock{time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)}
+	e, _ := Open(nil, "", c.now)
+	a := Account{UID: 33}
+	l6 := limits(Defer, 6) // a minute: one every 10 s
+	for i := 0; i < 6; i++ {
+		e.Decide(a, l6, 1)
+	}
+	var w []Waiting
+	for i := 1; i <= 6; i++ {
+		if d := e.Decide(a, l6, 1); d.Action != Defer {
+			t.Fatalf("deferred %d: %+v", i, d)
+		}
+		w = append(w, Waiting{Rcpts: 1})
+	}
+	if s := e.Retime(a, l6, w); s != nil {
+		t.Fatalf("unchanged: %+v", s)
+	}
+	if s := e.Retime(a, limits(Defer, 3), w); s != nil {
+		t.Fatalf("lowered: %+v", s)
+	}
+	// 12 counted (6 sent, 6 waiting) of 6; raised to 10: 6 sent, the
+	// first 4 waiting fit, then one every 6 s.
+	l10 := limits(Defer, 10)
+	s := e.Retime(a, l10, w)
+	if len(s) != 6 {
+		t.Fatalf("raised: %+v", s)
+	}
+	for i, sl := range s {
+		want := c.t
+		if i >= 4 {
+			want = c.t.Add(time.Duration(i-3) * 6 * time.Second)
+		}
+		if !sl.At.Equal(want) || (i < 4) != (sl.Violation == nil) {
+			t.Errorf("waiting %d: at +%s (%v), want +%s", i, sl.At.Sub(c.t), sl.Violation, want.Sub(c.t))
+		}
+	}
+	if r := s[5].Reason(); !strings.HasPrefix(r, "deferred by policy until 2026-12-01T10:00:12Z: rate limit messages_per_minute=10 reached") || strings.Count(r, "2026") != 1 {
+		t.Errorf("reason: %s", r)
+	}
+	if d := e.Decide(a, l10, 1); d.Action != Defer || !d.At.Equal(c.t.Add(18*time.Second)) {
+		t.Errorf("a new message: %+v, want at +18s, after those waiting", d)
+	}
+	// Removed: everything fits.
+	none := limits(Defer, 0)
+	s = e.Retime(a, none, append(w[:2:2], Waiting{Rcpts: 1}))
+	if len(s) != 3 {
+		t.Fatalf("removed: %+v", s)
+	}
+	for i, sl := range s {
+		if !sl.At.Equal(c.t) || sl.Violation != nil {
+			t.Errorf("removed, waiting %d: %+v", i, sl)
+		}
+	}
+}
