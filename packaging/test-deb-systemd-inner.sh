@@ -53,6 +53,10 @@ check "install: relayd.service is enabled" systemctl is-enabled relayd.service
 check "install: relayd.socket is enabled and listening" sh -c \
 	'systemctl is-enabled -q relayd.socket && systemctl is-active -q relayd.socket'
 check "install: postinst said how to configure relayd" grep -q 'relayd cannot start yet' /tmp/apt.log
+# That start fails, as said just before: no bare "Could not execute
+# systemctl" from deb-systemd-invoke after it, which reads as broken.
+check "install: no systemctl error after the explanation" sh -c \
+	'! grep -n "Could not execute systemctl" /tmp/apt.log'
 # (Type=notify: the start fails when relayd exits before READY=1.)
 check "install: unconfigured relayd exits 78" waitfor sh -c \
 	'[ "$(systemctl show -P ExecMainStatus relayd)" = 78 ] && systemctl is-failed -q relayd'
