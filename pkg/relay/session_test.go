@@ -634,6 +634,38 @@ func TestUpstreamTrouble(t *testing.T) {
 	}
 }
 
+// RefusedMessage: the upstream answered the message's own MAIL, RCPT or
+// DATA with a 4xx other than 421; the queue charges that attempt even
+// when the reply is the upstream's trouble (failover, breaker).
+func TestRefusedMessage(t *testing.T) {
+	one := func(e *Error) *Result {
+		return &Result{Err: e, Rcpts: []RcptResult{{Rcpt: "r@example.net", Err: e}}}
+	}
+	for _, c := range []struct {
+		e    *Error
+		want bool
+	}{
+		{&Error{Class: Temporary, Stage: StageMail, Code: 451, Enhanced: "4.3.0", Text: "try again later"}, true},
+		{&Error{Class: Temporary, Stage: StageMail, Code: 451, Text: "try later"}, true},
+		{&Error{Class: Temporary, Stage: StageRcpt, Code: 452, Enhanced: "4.3.1", Text: "Insufficient system storage"}, true},
+		{&Error{Class: Temporary, Stage: StageData, Code: 452, Enhanced: "4.3.1", Text: "Insufficient system storage"}, true},
+		{&Error{Class: Temporary, Stage: StageMail, Code: 421, Enhanced: "4.3.2", Text: "closing"}, false},
+		{&Error{Class: Temporary, Stage: StageConnect, Code: 421, Text: "too many connections"}, false},
+		{&Error{Class: Temporary, Stage: StageConnect, Err: errors.New("connection refused")}, false},
+		{&Error{Class: AuthFailure, Stage: StageAuth, Code: 454, Enhanced: "4.7.0", Text: "temporary authentication failure"}, false},
+		{&Error{Class: AuthFailure, Stage: StageMail, Code: 530, Enhanced: "5.7.0", Text: "Must issue a STARTTLS command first"}, false},
+		{&Error{Class: Temporary, Stage: StageMail, Err: errors.New("EOF")}, false},
+		{&Error{Class: Permanent, Stage: StageMail, Code: 553, Enhanced: "5.7.1", Text: "sender not owned"}, false},
+	} {
+		if got := RefusedMessage(one(c.e)); got != c.want {
+			t.Errorf("%v: RefusedMessage %v, want %v", c.e, got, c.want)
+		}
+	}
+	if RefusedMessage(&Result{}) || RefusedMessage(nil) {
+		t.Error("RefusedMessage of a success")
+	}
+}
+
 func TestTraceImplicitTLSIsClearText(t *testing.T) {
 	srv := authServer(t, smtptest.Options{ImplicitTLS: true})
 	var trace bytes.Buffer
