@@ -769,3 +769,21 @@ func TestSubmitSocketSenderPolicy(t *testing.T) {
 		t.Errorf("delivered %+v", msgs)
 	}
 }
+
+// check-config run by a user who cannot read relayd's secrets (an
+// administrator who left out sudo) says to run it as root or as relayd's
+// user, rather than leaving a bare "permission denied" that invites
+// making the password file readable to others.
+func TestCheckConfigUnreadableSecretAsUser(t *testing.T) {
+	needRoot(t)
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{})
+	secret := filepath.Join(s.dir, "secret") // root's, 0600
+	_, stderr, code := runCmd(t, nil, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", relaydBin, "check-config", "--config", s.cfgPath)
+	if code != 78 || !strings.Contains(stderr, "upstream.password_file: open "+secret+": permission denied") {
+		t.Fatalf("check-config as nobody: exit %d, stderr %q", code, stderr)
+	}
+	if !strings.Contains(stderr, "sudo relayd check-config") {
+		t.Errorf("check-config as nobody does not say to run it as root: %q", stderr)
+	}
+}
