@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"maps"
 	"os"
 	"os/user"
@@ -40,6 +41,16 @@ func printConfigErr(err error) {
 		return
 	}
 	fmt.Fprintf(stderr, "relayd: %v\n", err)
+}
+
+// daemonUser reports whether uid is relayd's user for spool: the
+// mailshim user, or the owner of the spool (a private instance's).
+func daemonUser(uid int, spool string) bool {
+	if u, err := user.Lookup("mailshim"); err == nil && u.Uid == strconv.Itoa(uid) {
+		return true
+	}
+	var st syscall.Stat_t
+	return syscall.Stat(spool, &st) == nil && int(st.Uid) == uid
 }
 
 // checkOwner is who the spool should belong to for check-config: the
@@ -91,8 +102,17 @@ func checkDaemonFiles(cfg *config.Config, owner spool.Owner) error {
 // checkConfig validates the configuration, its secrets and the spool, and
 // prints the effective configuration with secrets redacted.
 func checkConfig(path string) int {
-	cfg, ok := loadConfig(path)
-	if !ok {
+	cfg, err := config.Load(path)
+	if err == nil {
+		err = cfg.LoadSecrets()
+	}
+	if err != nil {
+		printConfigErr(err)
+		if euid := os.Geteuid(); euid != 0 && cfg != nil && !daemonUser(euid, cfg.Spool) && errors.Is(err, fs.ErrPermission) {
+			// Secrets are readable by relayd's user only, as they should
+			// be: not a reason to loosen them.
+			fmt.Fprintf(stderr, "relayd: hint: uid %d may not read relayd's files, as it should be: run sudo relayd check-config (or as relayd's user); do not make them readable by others\n", euid)
+		}
 		return sysexits.Config
 	}
 	owner := checkOwner(cfg.Spool)

@@ -27,7 +27,11 @@ type Error struct {
 	Line int
 	Key  string
 	Msg  string
+	// Err is the cause, when Msg is an error's text (errors.Is sees it).
+	Err error
 }
+
+func (e *Error) Unwrap() error { return e.Err }
 
 func (e *Error) Error() string {
 	if e.Line > 0 {

@@ -118,7 +118,14 @@ func (c *Config) source() string {
 }
 
 func (c *Config) errAt(path []string, format string, args ...any) *Error {
-	return &Error{File: c.source(), Line: c.loc.line(path...), Key: displayKey(path), Msg: fmt.Sprintf(format, args...)}
+	e := &Error{File: c.source(), Line: c.loc.line(path...), Key: displayKey(path), Msg: fmt.Sprintf(format, args...)}
+	for _, a := range args {
+		if err, ok := a.(error); ok {
+			e.Err = err
+			break
+		}
+	}
+	return e
 }
 
 // ReadSecret reads a secret file: a regular file, not a symbolic link, not
