@@ -370,3 +370,16 @@ func TestMetricsBuildInfoVersionOfMakeBuild(t *testing.T) {
 		t.Errorf("mailshim_build_info of make's relayd has no version=%q: %v", v, fams[metrics.BuildInfo])
 	}
 }
+
+// relayd stats refused to a user names the verb once: "relayd: stats:
+// permission denied: ...", as relayd queue list does, not "stats: stats:".
+func TestStatsDeniedSaysStatsOnce(t *testing.T) {
+	needRoot(t)
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{})
+	s.start()
+	_, stderr, code := s.runAs(nobodyUID, relaydBin, "stats")
+	if code != 77 || !strings.HasPrefix(stderr, "relayd: stats: permission denied: ") {
+		t.Errorf("relayd stats as nobody: exit %d, stderr %q", code, stderr)
+	}
+}
