@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/mailshim/mailshim/pkg/config"
 	"github.com/mailshim/mailshim/pkg/control"
@@ -23,7 +24,13 @@ func statsCmd(path string, args []string) int {
 		return sysexits.Config
 	}
 	if err := control.Request(cfg.ControlSocket, control.VerbStats, args, os.Stdout); err != nil {
-		fmt.Fprintf(os.Stderr, "relayd: stats: %v\n", err)
+		// relayd's answers already start with the verb; a socket that
+		// cannot be reached does not.
+		if msg := err.Error(); strings.HasPrefix(msg, control.VerbStats+": ") {
+			fmt.Fprintf(os.Stderr, "relayd: %s\n", msg)
+		} else {
+			fmt.Fprintf(os.Stderr, "relayd: stats: %s\n", msg)
+		}
 		switch {
 		case errors.Is(err, control.ErrUnavailable):
 			return sysexits.Unavailable
