@@ -155,3 +155,57 @@ func TestPolicyDeferredReasonGivesTimeOnce(t *testing.T) {
 		}
 	}
 }
+
+// A message the policy deferred (action "defer") that is then tried and
+// deferred by the upstream waits for the retry schedule, not for the
+// policy: its reason no longer says "deferred by policy until T" (queue
+// list --json, queue show), T being a time that has passed.
+func TestTriedPacedMessageLosesDeferredReason(t *testing.T) {
+	needRoot(t)
+	var down atomic.Bool
+	up := newUpstream(t, smtptest.Options{Hook: func(ctx context.Context, stage, arg string) error {
+		if stage == smtptest.StageMail && down.Load() {
+			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try again later"}
+		}
+		return nil
+	}})
+	s := newSite(t, up, siteOpts{concurrency: 1})
+	s.writeConfig(`
+[policy]
+notice_to = ""
+[policy."*"]
+messages_per_hour = 1
+action = "defer"
+`)
+	ids := s.dropAs(nobodyUID, "paced", 2)
+	s.start()
+	waitfor.True(t, "one message deferred by the policy", 30*time.Second, func() bool {
+		return strings.Contains(s.log(), "event=policy ")
+	})
+	waitfor.True(t, "the first message removed", 30*time.Second, func() bool {
+		return strings.Contains(s.log(), "event=removed ")
+	})
+	var paced string
+	for _, id := range ids {
+		if strings.Contains(s.log(), "event=policy id="+id) {
+			paced = id
+		}
+	}
+	if r := s.reasonsOf(t)[paced]; r[0] != "deferred" || !strings.HasPrefix(r[1], "deferred by policy until ") {
+		t.Fatalf("%s before its attempt: %q; want deferred by policy", paced, r)
+	}
+	down.Store(true)
+	if out, stderr, code := runCmd(t, []string{"MAILSHIM_CONFIG=" + s.cfgPath}, relaydBin, "queue", "flush"); code != 0 {
+		t.Fatalf("queue flush: exit %d, %q %q", code, out, stderr)
+	}
+	if !waitfor.Poll(30*time.Second, func() bool { return strings.Contains(s.log(), "event=deferred id="+paced+" ") }) {
+		t.Fatalf("no failed attempt of %s within 30 s:\n%s", paced, s.log())
+	}
+	if r := s.reasonsOf(t)[paced]; r[0] != "deferred" || strings.Contains(r[1], "deferred by policy") {
+		t.Errorf("%s tried, then deferred by the upstream: state and reason %q; want deferred, not \"deferred by policy until ...\"", paced, r)
+	}
+	show, _, _ := runCmd(t, []string{"MAILSHIM_CONFIG=" + s.cfgPath}, relaydBin, "queue", "show", paced)
+	if strings.Contains(show, "deferred by policy") || !strings.Contains(show, "451 4.3.0") {
+		t.Errorf("queue show %s after the upstream deferred it:\n%s", paced, show)
+	}
+}
