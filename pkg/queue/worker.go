@@ -280,7 +280,10 @@ func (w *worker) prepare(id string) *attempt {
 	prev := cloneDelivery(d)
 	now := q.now()
 	d.Attempts++
-	d.Paced = false // tried: no longer waiting for the policy's time
+	if d.Paced {
+		// Tried: no longer waiting for the policy's time, nor saying so.
+		d.Paced, d.Reason = false, ""
+	}
 	if d.First.IsZero() {
 		d.First = now
 	}
