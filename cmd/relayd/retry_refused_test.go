@@ -26,15 +26,37 @@ import (
 // attempt and gives the next one an hour later; the other mail goes
 // through.
 func TestRefusedAtMailFollowsRetrySchedule(t *testing.T) {
+	refusedOnlyOnce(t, smtptest.StageMail, &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try again later"})
+}
+
+// The same for a 421 after the data, the way large providers refuse one
+// message they have read (a rate limit, a message they find suspicious):
+// the whole message went out, and sending it again every few seconds,
+// uncounted, is what such a limit punishes.
+func TestRefused421AfterDataFollowsRetrySchedule(t *testing.T) {
+	refusedOnlyOnce(t, smtptest.StageDataEnd, &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Our system has detected an unusual rate of mail; temporarily rate limited"})
+}
+
+// refusedOnlyOnce runs relayd (retry = ["1h"], one connection) against an
+// upstream that answers reply at stage to the transactions of
+// stuck@example.org only, and checks that the message is tried once in
+// about 10 s, its attempt counted and its next one an hour away, while
+// other mail is delivered.
+func refusedOnlyOnce(t *testing.T, stage string, reply *smtp.SMTPError) {
 	var refused atomic.Int32
-	up := newUpstream(t, smtptest.Options{Hook: func(ctx context.Context, stage, arg string) error {
-		if stage == smtptest.StageMail && arg == "stuck@example.org" {
+	var sender atomic.Value // the current transaction's (one connection)
+	sender.Store("")
+	up := newUpstream(t, smtptest.Options{Hook: func(ctx context.Context, st, arg string) error {
+		if st == smtptest.StageMail {
+			sender.Store(arg)
+		}
+		if st == stage && sender.Load() == "stuck@example.org" {
 			refused.Add(1)
-			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try again later"}
+			return reply
 		}
 		return nil
 	}})
-	s := newSite(t, up, siteOpts{retry: `["1h"]`})
+	s := newSite(t, up, siteOpts{retry: `["1h"]`, concurrency: 1})
 	o := spool.Origin{UID: os.Getuid(), GID: os.Getgid(), Via: "maildrop", Mode: "t"}
 	id := s.dropEnv(o, spool.Envelope{Sender: "stuck@example.org", Recipients: []string{"rcpt@example.net"}}, 1,
 		func(int) string { return "From: stuck@example.org\nSubject: stuck\n\nbody\n" })[0]
