@@ -46,8 +46,8 @@
 //     relay.Error.UpstreamTrouble on each candidate): the attempt is not
 //     charged, and the message waits for an upstream's circuit breaker
 //     (seconds), not the retry schedule — unless an upstream answered
-//     the message's own MAIL, RCPT or DATA with a 4xx (not 421:
-//     relay.RefusedMessage), which is an attempt, charged and retried
+//     the message's own MAIL, RCPT or DATA with a 4xx (not 421), or
+//     after its data (relay.RefusedMessage), which is an attempt, charged and retried
 //     on the schedule;
 //   - authentication failure: temporary but loud (event=auth-failed with
 //     the fix on every attempt) and never bounced, so a rotated password

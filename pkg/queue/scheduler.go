@@ -29,7 +29,7 @@ package queue
 // messages of a job whose upstreams all failed keep their attempt count
 // (the failure is the upstream's, not theirs) and wait for the breaker —
 // except a message an upstream answered with a 4xx to its own MAIL, RCPT
-// or DATA (relay.RefusedMessage): it opens the breaker too, but the
+// or DATA, or after its data (relay.RefusedMessage): it opens the breaker too, but the
 // message is charged and follows the retry schedule.
 
 import (

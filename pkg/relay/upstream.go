@@ -84,10 +84,12 @@ func FailOver(res *Result) bool {
 // RefusedMessage reports whether res is the upstream answering this
 // message's own transaction with a temporary refusal: a 4xx other than
 // 421 to its MAIL, RCPT or DATA command (for the message or for every
-// recipient). The session worked and the upstream looked at the
+// recipient), or any 4xx after its data, 421 included (the upstream
+// read the whole message; providers answer so a message they rate-limit
+// or distrust). The session worked and the upstream looked at the
 // message; even when the reply says the upstream as a whole is in
-// trouble (UpstreamTrouble: 4.3.x, "try again later"), the attempt was
-// made. The queue charges it to the message and follows the retry
+// trouble (UpstreamTrouble: 4.3.x, "try again later", 421), the attempt
+// was made. The queue charges it to the message and follows the retry
 // schedule, so that a refusal that is really about one message (its
 // sender, its size, a rate limit) is not retried every few seconds.
 func RefusedMessage(res *Result) bool {
@@ -106,10 +108,16 @@ func RefusedMessage(res *Result) bool {
 }
 
 func refusedInTransaction(e *Error) bool {
-	if e == nil || e.Class != Temporary || e.Code < 400 || e.Code >= 500 || e.Code == 421 {
+	if e == nil || e.Class != Temporary || e.Code < 400 || e.Code >= 500 {
 		return false
 	}
-	return e.Stage == StageMail || e.Stage == StageRcpt || e.Stage == StageData
+	switch e.Stage {
+	case StageDataEnd:
+		return true
+	case StageMail, StageRcpt, StageData:
+		return e.Code != 421
+	}
+	return false
 }
 
 // DeadSession reports whether res is a reused session found dead before
