@@ -219,6 +219,9 @@ stopped_queue_kept() {
 	done
 }
 check "remove: relayd stopped, spool kept" stopped_queue_kept
+# ... and says so: how many stay, and that a purge deletes them.
+check "remove: apt's output counts the queued messages and warns of purge" \
+	grep -E "mailshim: $(echo $kept | wc -w) message\(s\) still queued .*purging deletes them" /tmp/apt-rm.log
 check "remove: relayd.socket stopped, port 25 closed" bash -c '! systemctl is-active -q relayd.socket && ! (exec 3<>/dev/tcp/127.0.0.1/25) 2>/dev/null'
 apt-get purge -y mailshim >/tmp/apt-purge.log 2>&1 || { cat /tmp/apt-purge.log; fail "purge"; }
 check "purge: spool, configuration, unit enablement gone" sh -c \
