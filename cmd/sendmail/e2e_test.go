@@ -711,6 +711,21 @@ func TestCommentsInRecipientHeaders(t *testing.T) {
 	}
 }
 
+// A double quote in a comment is a character of the comment (RFC 5322
+// ctext), not the start of a quoted string: the comma after the comment
+// still separates two recipients, and neither is dropped.
+func TestQuoteInCommentKeepsRecipients(t *testing.T) {
+	needBinary(t)
+	s := newSpool(t, false, "")
+	in := "To: root, a@example.org (the 19\" rack), Ops <ops@example.org>\n" +
+		"Subject: quote in a comment\n\nbody\n"
+	checkOK(t, runSendmail(t, invocation{args: []string{"-t", "-i"}, conf: s.conf, stdin: strings.NewReader(in)}))
+	got := strings.Join(s.one(t).meta.Env.Recipients, " ")
+	if want := "root a@example.org ops@example.org"; got != want {
+		t.Errorf("recipients %q, want %q", got, want)
+	}
+}
+
 func TestTenThousandRecipients(t *testing.T) {
 	needBinary(t)
 	s := newSpool(t, false, "")

@@ -387,6 +387,8 @@ func TestParseList(t *testing.T) {
 		{"a@b.org, Grp: c@d.org, e@f.org;", "a@b.org c@d.org e@f.org"},
 		{`"a b"@x.org`, `"a b"@x.org`},
 		{"a@x.org (comment)", "a@x.org"},
+		{`root, a@x.org (5" disks), Ops <ops@x.org>`, "root a@x.org ops@x.org"},
+		{`root (the 19" rack), b@x.org`, "root b@x.org"},
 		{"", ""},
 		{"a@x.org,", "a@x.org"},
 		{"J\xf6rg <j@x.org>", "j@x.org"},
