@@ -321,13 +321,15 @@ func splitList(s string) []string {
 			esc = true
 		case quoted:
 			quoted = c != '"'
-		case c == '"':
-			quoted = true
 		case c == '(':
 			depth++
 		case c == ')' && depth > 0:
 			depth--
 		case depth > 0:
+			// A double quote in a comment is ctext (RFC 5322), not
+			// the start of a quoted string.
+		case c == '"':
+			quoted = true
 		case c == '<':
 			angle = true
 		case c == '>':
