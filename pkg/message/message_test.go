@@ -444,6 +444,12 @@ func FuzzHeader(f *testing.F) {
 	for _, s := range []string{
 		"To: a@b\n\nbody", "Subject: x", "", "From x\nTo: y\n", "To: a,\n b\nCc: c\n\n",
 		"x\n", "A: \xff\x00\n\n", "To: <a@b>, \"q\\\"\" <c@d>, g:;\n\n",
+		// RFC 5322 comments (stripComments): around, nested, quoted
+		// pairs, a double quote inside, next to an angle-addr.
+		"To: root (System Administrator), (Sales) sales@example.org\n\n",
+		"Cc: ops@example.org (the (nested) team), \"B\" <b@x.org> (acc), (x) <x@x.org>\n\n",
+		"To: root, a@x.org (5\" disks), Ops <ops@x.org>\nBcc: (\\)) -X@x.org, $(id)@x.org\n\n",
+		"To: (c) |cmd, (c) /tmp/x, \"a (b)\"@x.org, a@[1.2.3.4] (c)\n\n",
 	} {
 		f.Add([]byte(s))
 	}
