@@ -2,6 +2,7 @@ package doctor
 
 import (
 	"context"
+	"crypto/x509"
 	"debug/buildinfo"
 	"errors"
 	"fmt"
@@ -36,6 +37,9 @@ type LocalOptions struct {
 	Sendmail string
 	// Timeout bounds the control socket request (DefaultTimeout if 0).
 	Timeout time.Duration
+	// Roots verify the listener's certificate (nil: the system's, as
+	// PHP and Ruby use; tests).
+	Roots *x509.CertPool
 }
 
 // Local check names, in order.

@@ -94,6 +94,19 @@ func TestCheckListen(t *testing.T) {
 	if c := checkListen(LocalOptions{Config: cfg, Timeout: 5 * time.Second}); c.Status != Fail || !strings.Contains(c.Saw, strconv.Itoa(closedPort)) {
 		t.Fatalf("nothing listening: %+v", c)
 	}
+	// Trusted (its CA given as the roots), but for the loopback names
+	// only: an application configured with the host name as its SMTP
+	// host refuses it.
+	cfg.Listen.Ports = []int{srv.Port}
+	cfg.Hostname = "web1.example.com"
+	if c := checkListen(LocalOptions{Config: cfg, Timeout: 5 * time.Second, Roots: srv.CAPool}); c.Status != Warn ||
+		!strings.Contains(c.Saw, "web1.example.com") || !strings.Contains(c.Fix, "relayd tls-init") {
+		t.Fatalf("a certificate without the host name: %+v", c)
+	}
+	cfg.Hostname = "localhost"
+	if c := checkListen(LocalOptions{Config: cfg, Timeout: 5 * time.Second, Roots: srv.CAPool}); c.Status != OK {
+		t.Fatalf("a certificate for every name: %+v", c)
+	}
 	cfg.Listen.Enabled = false
 	if c := checkListen(LocalOptions{Config: cfg}); c.Status != Skipped {
 		t.Fatalf("disabled: %+v", c)
