@@ -3,10 +3,12 @@ package doctor
 import (
 	"bufio"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"net/textproto"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -25,9 +27,22 @@ func checkListen(o LocalOptions) Check {
 		return c
 	}
 	var seen, bad, fixes []string
-	var untrusted []string
+	var untrusted, missing []string
+	// The names applications use besides the address: localhost and the
+	// host name (relayd tls-init's certificate names both).
+	var names []string
+	for _, h := range []string{"localhost", strings.TrimSuffix(o.Config.Hostname, ".")} {
+		if h != "" && !slices.Contains(names, h) {
+			names = append(names, h)
+		}
+	}
 	probe := func(network, addr, name string) {
-		st, err := probeListener(network, addr, name, o.Timeout)
+		st, err := probeListener(network, addr, name, o.Timeout, o.Roots, names)
+		for _, m := range st.missing {
+			if !slices.Contains(missing, m) {
+				missing = append(missing, m)
+			}
+		}
 		switch {
 		case err != nil:
 			bad = append(bad, addr+": "+err.Error())
@@ -59,7 +74,12 @@ func checkListen(o LocalOptions) Check {
 	case len(untrusted) > 0:
 		c.Status, c.Saw = Warn, strings.Join(untrusted, "; ")
 		c.Cause = "the listener offers STARTTLS with a certificate the system does not trust: PHPMailer and Rails, which start TLS whenever it is offered, then refuse to send"
-		c.Fix = "run relayd tls-init as root (it makes the certificate and has the system trust it), then systemctl reload relayd"
+		c.Fix = "run relayd tls-init as root (it makes the certificate and has the system trust it), then systemctl restart relayd (a reload keeps the certificate it has)"
+	case len(missing) > 0:
+		c.Status = Warn
+		c.Saw = strings.Join(seen, ", ") + "; the certificate does not name " + strings.Join(missing, " or ")
+		c.Cause = "an application configured with " + strings.Join(missing, " or ") + " as its SMTP host verifies the certificate for that name and refuses to send"
+		c.Fix = "run relayd tls-init as root (it makes a certificate for 127.0.0.1, ::1, localhost and the hostname of mailshim.conf), then systemctl restart relayd; or give [listen] cert_file a certificate that names " + strings.Join(missing, " and ")
 	default:
 		c.Status, c.Saw = OK, strings.Join(seen, ", ")
 	}
@@ -69,11 +89,13 @@ func checkListen(o LocalOptions) Check {
 type listenState struct {
 	summary   string
 	untrusted string
+	missing   []string // names the (trusted) certificate does not name
 }
 
 // probeListener reads the greeting, says EHLO and, when STARTTLS is
-// offered over TCP, verifies the certificate for name; then QUIT.
-func probeListener(network, addr, name string, timeout time.Duration) (listenState, error) {
+// offered over TCP, verifies the certificate for name against roots (nil:
+// the system's) and says which of also it does not name; then QUIT.
+func probeListener(network, addr, name string, timeout time.Duration, roots *x509.CertPool, also []string) (listenState, error) {
 	var st listenState
 	conn, err := net.DialTimeout(network, addr, timeout)
 	if err != nil {
@@ -116,11 +138,18 @@ func probeListener(network, addr, name string, timeout time.Duration) (listenSta
 	}
 	// As PHP and Ruby do: the system roots, the name the application
 	// connected to.
-	tc := tls.Client(conn, &tls.Config{ServerName: name, MinVersion: tls.VersionTLS12})
+	tc := tls.Client(conn, &tls.Config{ServerName: name, RootCAs: roots, MinVersion: tls.VersionTLS12})
 	if err := tc.Handshake(); err != nil {
 		st.summary += ", STARTTLS"
 		st.untrusted = "certificate not trusted for " + name + ": " + err.Error()
 		return st, nil
+	}
+	if certs := tc.ConnectionState().PeerCertificates; len(certs) > 0 {
+		for _, h := range also {
+			if certs[0].VerifyHostname(h) != nil {
+				st.missing = append(st.missing, h)
+			}
+		}
 	}
 	fmt.Fprintf(tc, "QUIT\r\n")
 	st.summary += ", STARTTLS, certificate trusted for " + name
