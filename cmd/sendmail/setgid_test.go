@@ -77,6 +77,33 @@ func TestSetgidParentProcess(t *testing.T) {
 	}
 }
 
+// A cron job is "/bin/sh -c LINE" started by cron (root): the walk stops
+// at the shell, whose command line is recorded. A password in LINE
+// (mysqldump -pX, curl -u user:X, a URL's user:X) is not recorded: the
+// same options are masked in the words of a shell's -c command as in a
+// command line of their own.
+func TestSetgidShellCommandPasswordMasked(t *testing.T) {
+	needRoot(t)
+	s := newSpool(t, true, "")
+	line := `{ echo "Subject: backup"; echo; mysqldump -uroot -pMysq1-Secret shop 2>/dev/null; ` +
+		`curl -s -u alice:Cu7l-Secret https://bob:Ur1-Secret@example.net/ 2>/dev/null; } | "$SENDMAIL" -i ops@example.org; exit $?`
+	checkOK(t, runSendmail(t, invocation{nobody: true, shell: line}))
+	o := s.one(t).meta.Origin
+	if !strings.HasPrefix(o.ParentCmdline, "/bin/sh -c ") {
+		t.Fatalf("parent cmdline %q, want the shell's", o.ParentCmdline)
+	}
+	for _, secret := range []string{"Mysq1-Secret", "Cu7l-Secret", "Ur1-Secret"} {
+		if strings.Contains(o.ParentCmdline, secret) {
+			t.Errorf("parent cmdline %q holds the password %q", o.ParentCmdline, secret)
+		}
+	}
+	for _, want := range []string{"-p[redacted] shop", "-u alice:[redacted]", "https://bob:[redacted]@example.net/"} {
+		if !strings.Contains(o.ParentCmdline, want) {
+			t.Errorf("parent cmdline %q does not say %q", o.ParentCmdline, want)
+		}
+	}
+}
+
 // A caller behind a shell wrapper of its own user is read after
 // package initialisation (origin.PrefetchParentLinks read the wrapper's
 // links only): its exe and cwd are read on a thread locked for the
