@@ -157,9 +157,22 @@ func maskArgs(args []string, exe string) []string {
 		return secretOpt(progs[1], o)
 	}
 	positional := false // after "--": arguments, not options
+	// A shell's -c command ("/bin/sh -c LINE", a cron job): its words are
+	// masked as a command line of their own (maskShellCommand).
+	shell, shellCmd := Process{Cmdline: args, Exe: exe}.isShell(), false
 	for i := 1; i < len(args); i++ {
 		a := args[i]
 		set(i, maskURL(a))
+		if shell && !positional {
+			if shellCmd && !strings.HasPrefix(a, "-") && !strings.HasPrefix(a, "+") {
+				set(i, maskShellCommand(maskURL(a)))
+				shellCmd, shell = false, false // then $0, $1, ...
+				continue
+			}
+			if len(a) > 1 && a[0] == '-' && a[1] != '-' && strings.IndexByte(a, 'c') > 0 {
+				shellCmd = true
+			}
+		}
 		if a == "--" {
 			positional = true
 		}
@@ -216,6 +229,93 @@ func maskArgs(args []string, exe string) []string {
 		return args
 	}
 	return out
+}
+
+// maskShellCommand returns cmd, a shell's command ("mysqldump -pX shop |
+// gzip; curl -u alice:X ..."), with each of its simple commands masked as
+// maskArgs masks a command line: the words of one are split at blanks,
+// kept whole within quotes, and end at a shell operator (newline ; & | ( )
+// ` { }); the first that is not an assignment (NAME=VALUE) names the
+// program. Only the words that change are replaced; cmd itself is
+// returned when none does.
+func maskShellCommand(cmd string) string {
+	var b strings.Builder
+	copied := 0        // cmd[:copied] is in b
+	var words [][2]int // the current simple command's words (spans in cmd)
+	var args []string
+	command := func() {
+		if len(words) == 0 {
+			return
+		}
+		prog := ""
+		for _, w := range words {
+			if v := cmd[w[0]:w[1]]; !strings.Contains(v, "=") || strings.HasPrefix(v, "-") {
+				prog = v
+				break
+			}
+		}
+		args = append(args[:0], prog)
+		for _, w := range words {
+			args = append(args, cmd[w[0]:w[1]])
+		}
+		masked := maskArgs(args, "")
+		for j, w := range words {
+			if v, m := args[j+1], masked[j+1]; m != v {
+				b.WriteString(cmd[copied:w[0]])
+				b.WriteString(m)
+				if q := v[len(v)-1]; (q == '\'' || q == '"') && v[0] == q && m[0] == q && m[len(m)-1] != q {
+					b.WriteByte(q) // the closing quote of 'user:[redacted]'
+				}
+				copied = w[1]
+			}
+		}
+		words = words[:0]
+	}
+	start := -1 // the start of the current word, -1 between words
+	word := func(end int) {
+		if start >= 0 {
+			words = append(words, [2]int{start, end})
+			start = -1
+		}
+	}
+	var quote byte
+	for i := 0; i < len(cmd); i++ {
+		c := cmd[i]
+		switch {
+		case quote == '\'':
+			if c == '\'' {
+				quote = 0
+			}
+		case quote == '"':
+			if c == '\\' {
+				i++
+			} else if c == '"' {
+				quote = 0
+			}
+		case c == ' ' || c == '\t':
+			word(i)
+		case strings.IndexByte("\n;&|()`{}", c) >= 0:
+			word(i)
+			command()
+		default:
+			if start < 0 {
+				start = i
+			}
+			switch c {
+			case '\\':
+				i++
+			case '\'', '"':
+				quote = c
+			}
+		}
+	}
+	word(len(cmd))
+	command()
+	if copied == 0 {
+		return cmd
+	}
+	b.WriteString(cmd[copied:])
+	return b.String()
 }
 
 // maskValue masks v as how says.

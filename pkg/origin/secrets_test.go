@@ -51,3 +51,46 @@ func TestMaskCmdline(t *testing.T) {
 		t.Errorf("changed %q", s)
 	}
 }
+
+// A shell's -c command (a cron job's line) is masked word by word, each
+// simple command as a command line of its own; the rest is kept as it is.
+func TestMaskShellCommand(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string // the -c command, masked
+	}{
+		{[]string{"/bin/sh", "-c", "mysqldump -uroot -pS1 shop | gzip | sendmail -t"}, "mysqldump -uroot -p[redacted] shop | gzip | sendmail -t"},
+		{[]string{"bash", "-ec", "cd /srv && curl -s -u 'alice:S1' https://x/;sshpass -p \"S 2\" ssh h"}, "cd /srv && curl -s -u 'alice:[redacted]' https://x/;sshpass -p [redacted] ssh h"},
+		{[]string{"sh", "-c", "MYSQL_PWD=S1 mysql -e 'select 1' db\n{ swaks -ap S2; }"}, "MYSQL_PWD=[redacted] mysql -e 'select 1' db\n{ swaks -ap [redacted]; }"},
+		{[]string{"sh", "-c", "echo $(mysql -pS1 -e x) `redis-cli -a S2 get k` done"}, "echo $(mysql -p[redacted] -e x) `redis-cli -a [redacted] get k` done"},
+		{[]string{"sh", "-c", "php /srv/cron.php --to a@b; echo 'mysql -pS1' > /dev/null"}, "php /srv/cron.php --to a@b; echo 'mysql -pS1' > /dev/null"},
+		{[]string{"sh", "-c", "ends\\"}, "ends\\"},
+		{[]string{"sh", "-c", "unclosed 'mysql -pS1"}, "unclosed 'mysql -pS1"},
+	} {
+		got := MaskArgs(c.args)
+		if got[len(got)-1] != c.want {
+			t.Errorf("MaskArgs(%q)\n got %q\nwant %q", c.args, got[len(got)-1], c.want)
+		}
+	}
+	// Not a shell, or not its -c command: the words stay.
+	for _, args := range [][]string{{"php", "-r", "mysql -pS1"}, {"sh", "/srv/job.sh", "mysql -pS1"}} {
+		if got := MaskArgs(args); strings.Join(got, "\x00") != strings.Join(args, "\x00") {
+			t.Errorf("MaskArgs(%q) = %q", args, got)
+		}
+	}
+}
+
+// FuzzMaskArgs: hostile command lines (sendmail reads its parent's) do
+// not panic, and masking a masked command line changes nothing.
+func FuzzMaskArgs(f *testing.F) {
+	for _, s := range []string{"sh\x00-c\x00mysql -pS1 | x", "curl\x00-u\x00a:b", "x\x00a://b:c@d", "bash\x00-ec\x00'\\\"`(", "sh\x00-c\x00\\"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		args := strings.Split(s, "\x00")
+		once := MaskArgs(args)
+		if twice := MaskArgs(once); strings.Join(twice, "\x00") != strings.Join(once, "\x00") {
+			t.Fatalf("%q -> %q -> %q", args, once, twice)
+		}
+	})
+}
