@@ -108,3 +108,35 @@ func TestRetimePaced(t *testing.T) {
 		t.Errorf("a message tried since was re-timed: %+v", applied)
 	}
 }
+
+// A message flushed, or held (and so taken out of the due index), while
+// Retime waits for its sync keeps what happened to it: the flushed one
+// stays due now, the held one out of the due index.
+func TestRetimeLeavesWhatChangedDuringItsSync(t *testing.T) {
+	e := newEnv(t, Settings{})
+	flushed := e.enqueuePaced(t, 33, t0.Add(time.Hour), "a@example.net")
+	e.clk.Set(e.clk.Now().Add(time.Millisecond))
+	held := e.enqueuePaced(t, 33, t0.Add(2*time.Hour), "a@example.net")
+	rs := []Retiming{{ID: flushed, At: t0.Add(time.Minute), Reason: "x"}, {ID: held, At: t0.Add(2 * time.Minute), Reason: "x"}}
+	applied, err := e.q.Retime(rs, func() error {
+		e.q.Flush()
+		if err := e.sp.Hold(held); err != nil {
+			t.Fatal(err)
+		}
+		e.q.forget(held)
+		return e.sp.Sync()
+	})
+	if err != nil || len(applied) != 0 {
+		t.Errorf("Retime: %+v, %v; want nothing applied", applied, err)
+	}
+	e.q.mu.Lock()
+	at, ok := e.q.deferred[flushed]
+	_, hok := e.q.deferred[held]
+	e.q.mu.Unlock()
+	if !ok || !at.IsZero() {
+		t.Errorf("flushed during the sync: due at %v (in the index: %v); want now", at, ok)
+	}
+	if hok {
+		t.Errorf("held during the sync: back in the due index")
+	}
+}
