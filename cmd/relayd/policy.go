@@ -83,7 +83,12 @@ func (a *abuse) retime(p *policy.Policy) {
 		uid  int
 	}
 	of := map[string]acct{}
-	for uid, ms := range a.qu.PacedByAccount() {
+	// The queue is read only for the accounts whose rate p raises.
+	raised := a.gate.Raised(p)
+	if len(raised) == 0 {
+		return
+	}
+	for uid, ms := range a.qu.PacedByAccount(func(uid int) bool { return raised[uid] }) {
 		ac := policy.Account{UID: uid, User: ms[0].User}
 		w := make([]policy.Waiting, len(ms))
 		for i, m := range ms {

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"maps"
 	"os"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -635,16 +636,7 @@ func (e *Engine) Retime(a Account, l *Limits, msgs []Waiting) []Slot {
 		return nil
 	}
 	now := e.now()
-	raised := false
-	for r := Rate(0); r < NumRates; r++ {
-		k := r.String()
-		tat, ok := ac.TAT[k]
-		old, lim := ac.Lim[k], l.Rates[r]
-		if ok && old > 0 && tat.After(now) && (lim <= 0 || lim > old) {
-			raised = true
-		}
-	}
-	if !raised {
+	if !ac.raised(l, now) {
 		return nil
 	}
 	units := func(r Rate, m Waiting) int {
@@ -711,6 +703,42 @@ func (e *Engine) Retime(a Account, l *Limits, msgs []Waiting) []Slot {
 	}
 	e.dirty[a.Key()] = true
 	return slots
+}
+
+// raised reports whether l raises or removes a rate of ac that holds a
+// backlog at now (one Retime would re-time).
+func (ac *account) raised(l *Limits, now time.Time) bool {
+	for r := Rate(0); r < NumRates; r++ {
+		k := r.String()
+		tat, ok := ac.TAT[k]
+		old, lim := ac.Lim[k], l.Rates[r]
+		if ok && old > 0 && tat.After(now) && (lim <= 0 || lim > old) {
+			return true
+		}
+	}
+	return false
+}
+
+// backlogs returns a copy of each account whose counters hold a backlog
+// at now, reckoned under a known limit (those raised can check), by UID.
+func (e *Engine) backlogs() (map[int]account, time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	now := e.now()
+	out := map[int]account{}
+	for k, ac := range e.accts {
+		uid, err := strconv.Atoi(k)
+		if err != nil {
+			continue
+		}
+		for r, tat := range ac.TAT {
+			if ac.Lim[r] > 0 && tat.After(now) {
+				out[uid] = copyAccount(ac)
+				break
+			}
+		}
+	}
+	return out, now
 }
 
 func latest(a, b time.Time) time.Time {

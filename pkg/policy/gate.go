@@ -4,6 +4,7 @@ import (
 	"os/user"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -188,6 +189,28 @@ func (g *Gate) Undo(m *Message, l *Limits, d Decision) {
 		return
 	}
 	g.Engine.Undo(m.Account, l, m.Rcpts, d)
+}
+
+// Raised returns the UIDs of the accounts whose waiting messages Retime
+// would re-time under the rule tables p: those whose counters hold a
+// backlog under a rate that p raises or removes. It looks at the
+// engine's counters only, so that a reload that raises nothing reads
+// nothing of the queue.
+func (g *Gate) Raised(p *Policy) map[int]bool {
+	accts, now := g.Engine.backlogs()
+	out := map[int]bool{}
+	for uid, ac := range accts {
+		a := Account{UID: uid}
+		if !strings.HasPrefix(ac.Name, "uid:") {
+			a.User = ac.Name
+		}
+		fillGroups(p, &a)
+		l := p.Resolve(a)
+		if ac.raised(&l, now) {
+			out[uid] = true
+		}
+	}
+	return out
 }
 
 // Retime re-times the waiting messages of account a (see

@@ -26,8 +26,9 @@ type Paced struct {
 
 // PacedByAccount returns the messages the per-account policy deferred
 // that still wait, by UID, each account's oldest first (a queue ID sorts
-// by arrival).
-func (q *Queue) PacedByAccount() map[int][]Paced {
+// by arrival): of the UIDs keep reports (every UID when keep is nil),
+// whose messages alone are read.
+func (q *Queue) PacedByAccount(keep func(uid int) bool) map[int][]Paced {
 	q.mu.Lock()
 	waiting := make(map[string]time.Time, len(q.deferred))
 	for id, t := range q.deferred {
@@ -36,6 +37,11 @@ func (q *Queue) PacedByAccount() map[int][]Paced {
 	q.mu.Unlock()
 	out := map[int][]Paced{}
 	for id, t := range waiting {
+		if keep != nil {
+			if uid, ok := q.sp.UID(id); !ok || !keep(uid) {
+				continue
+			}
+		}
 		d, err := q.readState(spool.Deferred, id)
 		if err != nil || !d.Paced {
 			continue

@@ -43,7 +43,7 @@ func TestRetimePaced(t *testing.T) {
 		e.clk.Set(e.clk.Now().Add(time.Millisecond))
 	}
 	other := e.enqueuePaced(t, 34, t0.Add(time.Hour), "c@example.net")
-	p := e.q.PacedByAccount()
+	p := e.q.PacedByAccount(nil)
 	if len(p[33]) != 4 || len(p[34]) != 1 || p[34][0].ID != other {
 		t.Fatalf("paced: %+v", p)
 	}
