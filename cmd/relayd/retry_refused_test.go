@@ -94,3 +94,63 @@ func refusedOnlyOnce(t *testing.T, stage string, reply *smtp.SMTPError) {
 		t.Logf("log:\n%s", s.logTail(6000))
 	}
 }
+
+// One sender's message refused with a 4xx in its own transaction (a
+// sender rate-limited or greylisted at the smarthost, "451 4.3.0" to its
+// MAIL, "452 4.3.1" to its RCPT, "421 4.7.0" after its data) is that
+// message's trouble, not the upstream's: as in Postfix, where only a
+// connection-level failure throttles a site, the upstream's breaker does
+// not open (no event=upstream-down), and the other users' messages queued
+// with it, in the same delivery batch, go out in that pass, never logged
+// deferred for a refusal that was not theirs.
+func TestRefusedMessageDoesNotHoldTheUpstream(t *testing.T) {
+	for _, tc := range []struct {
+		name, stage string
+		reply       *smtp.SMTPError
+	}{
+		{"451 at MAIL", smtptest.StageMail, &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try again later"}},
+		{"452 4.3.1 at RCPT", smtptest.StageRcpt, &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 3, 1}, Message: "sender over its quota, try later"}},
+		{"421 after the data", smtptest.StageDataEnd, &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "temporarily rate limited"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var refused atomic.Int32
+			var sender atomic.Value // the current transaction's (one connection at a time)
+			sender.Store("")
+			up := newUpstream(t, smtptest.Options{Hook: func(ctx context.Context, st, arg string) error {
+				if st == smtptest.StageMail {
+					sender.Store(arg)
+				}
+				if st == tc.stage && sender.Load() == "stuck@example.org" {
+					refused.Add(1)
+					return tc.reply
+				}
+				return nil
+			}})
+			s := newSite(t, up, siteOpts{retry: `["1h"]`, concurrency: 1})
+			o := spool.Origin{UID: os.Getuid(), GID: os.Getgid(), Via: "maildrop", Mode: "t"}
+			// The refused message first, then the others: one batch.
+			s.dropEnv(o, spool.Envelope{Sender: "stuck@example.org", Recipients: []string{"stuck-rcpt@example.net"}}, 1,
+				func(int) string { return "From: stuck@example.org\nSubject: stuck\n\nbody\n" })
+			time.Sleep(2 * time.Millisecond)
+			s.drop("other", 4)
+			s.start()
+			waitfor.True(t, "the refusal and the other mail", 20*time.Second, func() bool {
+				got := s.subjects()
+				return refused.Load() >= 1 && got["other 0"] > 0 && got["other 1"] > 0 && got["other 2"] > 0 && got["other 3"] > 0
+			})
+			time.Sleep(500 * time.Millisecond) // the lines of the last outcome
+			log := s.log()
+			if strings.Contains(log, "event=upstream-down") {
+				t.Errorf("one message's %s opened the upstream's breaker (event=upstream-down)", tc.name)
+			}
+			for _, l := range strings.Split(log, "\n") {
+				if strings.Contains(l, "event=delivery") && strings.Contains(l, "to=rcpt@example.net") && !strings.Contains(l, "status=sent") {
+					t.Errorf("another user's message was not sent in the pass of the refusal:\n%s", l)
+				}
+			}
+			if t.Failed() {
+				t.Logf("log:\n%s", s.logTail(6000))
+			}
+		})
+	}
+}
