@@ -15,7 +15,8 @@ package queue
 // Each upstream (upKey: its name, else its address and account) has a
 // breaker. A failure that is the
 // upstream's own trouble (connect, TLS, greeting, AUTH, 421, 4.3.x/4.4.x
-// before the data: relay.Error.UpstreamTrouble) opens it: no new session
+// before the data: relay.Error.UpstreamTrouble), but not a reply to a
+// message's own MAIL, RCPT or DATA (relay.RefusedMessage), opens it: no new session
 // is tried on that upstream for a backoff of a quarter of how long it has
 // been failing, at least MinBackoff and at most MaxBackoff (so a 3 s
 // outage is retried every second, a long one every 30 s — well under the
@@ -29,8 +30,10 @@ package queue
 // messages of a job whose upstreams all failed keep their attempt count
 // (the failure is the upstream's, not theirs) and wait for the breaker —
 // except a message an upstream answered with a 4xx to its own MAIL, RCPT
-// or DATA, or after its data (relay.RefusedMessage): it opens the breaker too, but the
-// message is charged and follows the retry schedule.
+// or DATA, or after its data (relay.RefusedMessage): that is the
+// message's trouble, not the upstream's; it does not open the breaker
+// (the link reports the upstream working), and the message is charged
+// and follows the retry schedule.
 
 import (
 	"context"

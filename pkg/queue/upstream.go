@@ -277,7 +277,9 @@ func (l *link) open(ctx context.Context, up config.Upstream, key string, waiting
 // upstreamFault is true when no candidate could be used: the failure is
 // the upstreams', not the message's. It is false when a candidate
 // answered the message's own transaction with a 4xx (relay.RefusedMessage),
-// even one that fails over: that attempt was made, and is the message's.
+// even one that fails over: that attempt was made, and is the message's;
+// that candidate is reported working (its breaker does not open, and the
+// job's other messages are sent to it).
 func (l *link) send(ctx context.Context, route Route, skip map[string]bool, m *relay.Message) (res *relay.Result, upstreamFault bool) {
 	cands := route.Upstreams
 	refused := false
@@ -310,9 +312,17 @@ func (l *link) send(ctx context.Context, route Route, skip map[string]bool, m *r
 			l.report(up, key, nil)
 			return res, false
 		}
-		l.report(up, key, res.Err)
 		if err == nil && relay.RefusedMessage(res) {
+			// The upstream answered the message's own transaction: the
+			// refusal is the message's (a sender it rate-limits or
+			// greylists), and the upstream works. As in Postfix, where
+			// only a connection-level failure throttles a site, its
+			// breaker stays closed and the job's other messages still go
+			// to it; this message may still fail over.
 			refused = true
+			l.report(up, key, nil)
+		} else {
+			l.report(up, key, res.Err)
 		}
 		if m.Waiting != nil {
 			// Not held for the QUIT of a session still alive.
