@@ -385,8 +385,23 @@ func (l *Logger) Delivery(id, rcpt, upstream, reply, upstreamID string) {
 // DeliveryFailed logs event=delivery for a recipient not sent: status,
 // the reply, the reason (optional) and why.
 func (l *Logger) DeliveryFailed(id, rcpt, upstream string, status Status, reply, reason string, why Why) {
+	l.deliveryFailed(id, rcpt, upstream, status, reply, reason, why, false)
+}
+
+// DeliveryNotTried is DeliveryFailed for a recipient of a message that
+// was not sent at all (its upstreams failed on another message of the
+// batch, or are held by their breakers): the line ends with tried=no, so
+// that neither a reader nor the metrics take it for the upstream's answer.
+func (l *Logger) DeliveryNotTried(id, rcpt, upstream string, status Status, reply, reason string, why Why) {
+	l.deliveryFailed(id, rcpt, upstream, status, reply, reason, why, true)
+}
+
+func (l *Logger) deliveryFailed(id, rcpt, upstream string, status Status, reply, reason string, why Why, notTried bool) {
 	as := []slog.Attr{str("id", id), str("to", rcpt), str("upstream", upstream), str("status", string(status)), str("reply", reply)}
 	as = opt(as, "reason", reason, "stage", why.Stage, "cause", why.Cause, "fix", why.Fix)
+	if notTried {
+		as = append(as, str("tried", "no"))
+	}
 	l.emit(slog.LevelWarn, "delivery", as...)
 }
 

@@ -262,6 +262,16 @@ func (m *Metrics) Observe(e *maillog.Entry) {
 		}
 	case "delivery":
 		id, status, upstream := e.Str("id"), e.Str("status"), e.Str("upstream")
+		if e.Str("tried") == "no" {
+			// A recipient of a message that was not sent at all (its
+			// upstream failed on another message, or its breaker held
+			// it): no attempt and no upstream's answer. Only a final
+			// outcome (bounced at the end of the lifetime) counts.
+			if status != "deferred" {
+				m.deliveries.add(m.accountOfID(id), 1, status, upstream)
+			}
+			return
+		}
 		acct := m.accountOfID(id)
 		m.deliveries.add(acct, 1, status, upstream)
 		switch status {

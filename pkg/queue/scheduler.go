@@ -897,7 +897,7 @@ func (q *Queue) work(ctx context.Context, jobs <-chan *job, results chan<- *jobR
 		}
 		w.set, w.gen, w.job = j.set, j.gen, j
 		w.res = &jobResult{job: j}
-		w.link.down, w.link.health, w.link.jobDown = nil, nil, j.down
+		w.link.down, w.link.downBy, w.link.health, w.link.jobDown = nil, nil, nil, j.down
 		w.deliverBatch(ctx, j.ids)
 		w.res.health = w.link.health
 		results <- w.res

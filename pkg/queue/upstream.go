@@ -207,7 +207,9 @@ type link struct {
 	key  string // sessionKey of sess
 	// down holds the upstreams that failed during the current job, with
 	// their failure: the job's other messages do not try them again.
-	down map[string]*relay.Error
+	// downBy names the message whose send found each one failing.
+	down   map[string]*relay.Error
+	downBy map[string]string
 	// health collects the reports of the current job.
 	health []healthReport
 	// jobDown is the scheduler's last failure of each upstream its
@@ -275,12 +277,15 @@ func (l *link) open(ctx context.Context, up config.Upstream, key string, waiting
 //     recipient) is the result.
 //
 // upstreamFault is true when no candidate could be used: the failure is
-// the upstreams', not the message's. It is false when a candidate
+// the upstreams', not the message's. notTried, when not "", says why m
+// was not sent at all: every candidate had failed earlier in the job or
+// was held by its breaker (the result then carries that failure, which
+// was not an answer to m). It is false when a candidate
 // answered the message's own transaction with a 4xx (relay.RefusedMessage),
 // even one that fails over: that attempt was made, and is the message's;
 // that candidate is reported working (its breaker does not open, and the
 // job's other messages are sent to it).
-func (l *link) send(ctx context.Context, route Route, skip map[string]bool, m *relay.Message) (res *relay.Result, upstreamFault bool) {
+func (l *link) send(ctx context.Context, route Route, skip map[string]bool, m *relay.Message) (res *relay.Result, upstreamFault bool, notTried string) {
 	cands := route.Upstreams
 	refused := false
 	for i, up := range cands {
@@ -310,7 +315,7 @@ func (l *link) send(ctx context.Context, route Route, skip map[string]bool, m *r
 		}
 		if err == nil && !relay.FailOver(res) {
 			l.report(up, key, nil)
-			return res, false
+			return res, false, ""
 		}
 		if err == nil && relay.RefusedMessage(res) {
 			// The upstream answered the message's own transaction: the
@@ -323,6 +328,10 @@ func (l *link) send(ctx context.Context, route Route, skip map[string]bool, m *r
 			l.report(up, key, nil)
 		} else {
 			l.report(up, key, res.Err)
+			if l.downBy == nil {
+				l.downBy = map[string]string{}
+			}
+			l.downBy[key] = m.ID
 		}
 		if m.Waiting != nil {
 			// Not held for the QUIT of a session still alive.
@@ -334,28 +343,35 @@ func (l *link) send(ctx context.Context, route Route, skip map[string]bool, m *r
 		}
 	}
 	if res != nil {
-		return res, !refused
+		return res, !refused, ""
 	}
 	if len(cands) == 0 {
 		e := &relay.Error{Class: relay.Temporary, Stage: relay.StageConnect, Err: errors.New("no upstream"),
 			Cause: "no upstream may carry mail from this sender", Fix: "add an [[upstream]] without sender_domains, or one for this sender's domain"}
-		return failedResult(m, "", e), false
+		return failedResult(m, "", e), false, ""
 	}
 	// Every candidate is down: this job found it (the last failure is
-	// the reason), or the circuit breaker says so.
+	// the reason), or the circuit breaker says so. m was not sent.
 	for i := len(cands) - 1; i >= 0; i-- {
-		if e := l.down[route.keys[i]]; e != nil {
-			return failedResult(m, relay.Addr(cands[i]), e), true
+		key := route.keys[i]
+		if e := l.down[key]; e != nil {
+			addr := relay.Addr(cands[i])
+			why := "not tried: " + addr + " failed earlier in this delivery batch"
+			if id := l.downBy[key]; id != "" {
+				why += ", on message " + id
+			}
+			return failedResult(m, addr, e), true, why + " (" + errReply(e) + ")"
 		}
 	}
 	for i := len(cands) - 1; i >= 0; i-- {
 		if e := l.jobDown[route.keys[i]]; e != nil {
-			return failedResult(m, relay.Addr(cands[i]), e), true
+			addr := relay.Addr(cands[i])
+			return failedResult(m, addr, e), true, "not tried: " + addr + " is held by its circuit breaker (" + errReply(e) + ")"
 		}
 	}
 	e := &relay.Error{Class: relay.Temporary, Stage: relay.StageConnect, Err: errors.New("every upstream is down"),
 		Cause: "every upstream for this message failed recently; waiting for one to come back"}
-	return failedResult(m, "", e), true
+	return failedResult(m, "", e), true, "not tried: every upstream for this message failed recently"
 }
 
 func failedResult(m *relay.Message, addr string, e *relay.Error) *relay.Result {

@@ -163,13 +163,14 @@ func (w *worker) deliverBatch(ctx context.Context, ids []string) {
 	var held *attempt
 	var heldRes *relay.Result
 	var heldFault bool
+	var heldNotTried string
 	settle := func() {
 		if held == nil {
 			return
 		}
 		a := held
 		held = nil
-		w.outcome(a, heldRes, heldFault)
+		w.outcome(a, heldRes, heldFault, heldNotTried)
 		a.f.Close()
 	}
 	defer settle()
@@ -199,13 +200,13 @@ func (w *worker) deliverBatch(ctx context.Context, ids []string) {
 		if next != nil && slices.Equal(a.route.sess, next.route.sess) {
 			w.message(a).Next = w.message(next)
 		}
-		res, fault, ok := w.send(ctx, a, waiting)
+		res, fault, notTried, ok := w.send(ctx, a, waiting)
 		settle()
 		if !ok {
 			a.f.Close()
 			continue
 		}
-		held, heldRes, heldFault = a, res, fault
+		held, heldRes, heldFault, heldNotTried = a, res, fault, notTried
 	}
 }
 
@@ -330,14 +331,14 @@ func (w *worker) notSending(id string, next time.Time, err error) {
 }
 
 // send makes the attempt prepare recorded, through the link, and returns
-// its result for outcome; ok is false when the message was found damaged
+// its result for outcome (notTried: link.send's); ok is false when the message was found damaged
 // while it was being sent (it is quarantined: there is no outcome to
 // apply). waiting, when set, is called while the upstream's replies are
 // awaited (relay.Message.Waiting).
-func (w *worker) send(ctx context.Context, a *attempt, waiting func()) (res *relay.Result, fault, ok bool) {
+func (w *worker) send(ctx context.Context, a *attempt, waiting func()) (res *relay.Result, fault bool, notTried string, ok bool) {
 	msg := w.message(a)
 	msg.Waiting = waiting
-	res, fault = w.link.send(ctx, a.route, w.job.skip, msg)
+	res, fault, notTried = w.link.send(ctx, a.route, w.job.skip, msg)
 	if res.Err != nil && errors.Is(res.Err, spool.ErrCorrupt) {
 		// The stored message itself is damaged (its body does not match
 		// its checksum, found while it was being sent: the DATA was
@@ -345,10 +346,10 @@ func (w *worker) send(ctx context.Context, a *attempt, waiting func()) (res *rel
 		// the same way: it is quarantined, as one whose header does not
 		// decode is in prepare.
 		w.quarantine(a.id, res.Err)
-		return nil, false, false
+		return nil, false, "", false
 	}
 	a.d.Upstream = res.Upstream
-	return res, fault, true
+	return res, fault, notTried, true
 }
 
 // message is the relay.Message of a (built once).
@@ -372,8 +373,11 @@ func (w *worker) message(a *attempt) *relay.Message {
 // without answering the message's own transaction (the upstreams'
 // trouble, not the message's: link.send): the attempt is not
 // charged and the next one waits for the circuit breaker, not the retry
-// schedule.
-func (w *worker) outcome(a *attempt, res *relay.Result, fault bool) {
+// schedule. notTried, when not "", says why the message was not sent at
+// all (link.send): its lines say so (tried=no), and a deferral gives
+// that reason, not the failure of the upstream it carries, which was no
+// answer to this message.
+func (w *worker) outcome(a *attempt, res *relay.Result, fault bool, notTried string) {
 	q := w.q
 	id, m, d, rcpts, upstream := a.id, a.m, a.d, a.rcpts, res.Upstream
 	now := q.now()
@@ -392,6 +396,10 @@ func (w *worker) outcome(a *attempt, res *relay.Result, fault bool) {
 	// for none; the failure is logged all the same.
 	noNotice := null || !mailmsg.NotifyAllows(m.Env.Notify, mailmsg.NotifyFailure)
 	expired := now.Sub(m.Time) >= w.set.Lifetime && w.set.Lifetime > 0
+	failed := q.log.DeliveryFailed
+	if notTried != "" {
+		failed = q.log.DeliveryNotTried
+	}
 	for _, r := range rcpts {
 		e, ok := byRcpt[strings.ToLower(r)]
 		if !ok {
@@ -418,7 +426,14 @@ func (w *worker) outcome(a *attempt, res *relay.Result, fault bool) {
 				f.Status = e.Enhanced // our own refusal's status, if it has one
 			}
 			newFailed = append(newFailed, f)
-			q.log.DeliveryFailed(id, r, upstream, status, reply, "", maillog.Why{Stage: string(e.Stage), Cause: e.Cause, Fix: e.Fix})
+			failed(id, r, upstream, status, reply, "", maillog.Why{Stage: string(e.Stage), Cause: e.Cause, Fix: e.Fix})
+		case notTried != "" && (!expired || e.Class == relay.AuthFailure):
+			// Deferred without an attempt: the line says why, not what
+			// the upstream answered another message. (A refused login
+			// never bounces mail, expired or not.)
+			temp = append(temp, r)
+			lastTemp = e
+			failed(id, r, upstream, maillog.Deferred, "", notTried, maillog.Why{})
 		case e.Class == relay.AuthFailure:
 			authFailed = true
 			temp = append(temp, r)
@@ -435,7 +450,7 @@ func (w *worker) outcome(a *attempt, res *relay.Result, fault bool) {
 				fix = fixExpired
 			}
 			newFailed = append(newFailed, spool.RcptFailure{Rcpt: r, Reply: reply, Cause: cause, Fix: fix})
-			q.log.DeliveryFailed(id, r, upstream, status, reply, "lifetime exceeded", maillog.Why{Stage: string(e.Stage), Cause: cause, Fix: fix})
+			failed(id, r, upstream, status, reply, "lifetime exceeded", maillog.Why{Stage: string(e.Stage), Cause: cause, Fix: fix})
 		default:
 			temp = append(temp, r)
 			lastTemp = e
@@ -465,7 +480,9 @@ func (w *worker) outcome(a *attempt, res *relay.Result, fault bool) {
 		}
 	}
 	if len(temp) > 0 {
-		if lastTemp != nil {
+		if notTried != "" {
+			d.LastReply = notTried
+		} else if lastTemp != nil {
 			d.LastReply = errReply(lastTemp)
 		}
 		// The next attempt counts from the end of this one: a session
@@ -499,7 +516,7 @@ func (w *worker) outcome(a *attempt, res *relay.Result, fault bool) {
 			lost: !fault && relay.LostInData(res)})
 		w.event(Event{Kind: EventDeferred, ID: id, Upstream: upstream, Rcpts: len(temp), Err: lastTemp})
 		var why maillog.Why
-		if lastTemp != nil {
+		if lastTemp != nil && notTried == "" {
 			why = maillog.Why{Cause: lastTemp.Cause, Fix: lastTemp.Fix}
 		}
 		q.log.Deferred(id, d.Attempts, d.Next, len(temp), d.LastReply, why)
