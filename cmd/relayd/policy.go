@@ -83,6 +83,9 @@ func (a *abuse) retime(p *policy.Policy) {
 		uid  int
 	}
 	of := map[string]acct{}
+	// The accounts' counters, re-timed: committed once the messages'
+	// records are written, before the Sync (policy.Engine.Retime).
+	var commits []func()
 	// The queue is read only for the accounts whose rate p raises.
 	raised := a.gate.Raised(p)
 	if len(raised) == 0 {
@@ -94,7 +97,11 @@ func (a *abuse) retime(p *policy.Policy) {
 		for i, m := range ms {
 			w[i].Rcpts = m.Rcpts
 		}
-		for i, sl := range a.gate.Retime(p, ac, w) {
+		slots, commit := a.gate.Retime(p, ac, w)
+		if commit != nil {
+			commits = append(commits, commit)
+		}
+		for i, sl := range slots {
 			if sl.At.Before(ms[i].Next) {
 				rs = append(rs, queue.Retiming{ID: ms[i].ID, At: sl.At, Reason: sl.Reason()})
 				of[ms[i].ID] = acct{ac.Name(), uid}
@@ -104,7 +111,12 @@ func (a *abuse) retime(p *policy.Policy) {
 	if len(rs) == 0 {
 		return
 	}
-	applied, err := a.qu.Retime(rs, func() error { return a.gate.Engine.Save(true) })
+	applied, err := a.qu.Retime(rs, func() error {
+		for _, c := range commits {
+			c()
+		}
+		return a.gate.Engine.Save(true)
+	})
 	if err != nil {
 		a.log.Error("cannot re-time the messages deferred by the policy; they keep their times", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"maps"
+	"math"
 	"os"
 	"strconv"
 	"sync"
@@ -378,6 +379,15 @@ func (e *Engine) Undo(a Account, l *Limits, nrcpt int, d Decision) {
 // kept, so that the backlog drains at the new limit's pace from now on
 // whether or not this message counts.
 func (ac *account) rescale(r Rate, lim int, now time.Time) (time.Time, bool) {
+	tat, rescaled := ac.rescaled(r, lim, now)
+	if rescaled {
+		ac.setTAT(r, tat, lim)
+	}
+	return tat, rescaled
+}
+
+// rescaled is rescale without keeping the result.
+func (ac *account) rescaled(r Rate, lim int, now time.Time) (time.Time, bool) {
 	k := r.String()
 	tat := ac.TAT[k]
 	old := ac.Lim[k]
@@ -387,9 +397,7 @@ func (ac *account) rescale(r Rate, lim int, now time.Time) (time.Time, bool) {
 	// float64: a backlog of days times a large limit overflows an
 	// int64 of nanoseconds; a nanosecond's rounding does not matter.
 	backlog := time.Duration(float64(tat.Sub(now)) * float64(old) / float64(lim))
-	tat = now.Add(backlog)
-	ac.setTAT(r, tat, lim)
-	return tat, true
+	return now.Add(backlog), true
 }
 
 // setTAT records the TAT of rate r, reckoned under the limit lim.
@@ -625,25 +633,37 @@ func (s Slot) Reason() string {
 
 // Retime gives msgs, the messages of account a that the policy deferred
 // and that still wait, oldest first, their slots under the limits l
-// (see Re-timing above), and counts them so. It returns nil when no
-// rate of a that holds a backlog has been raised or removed since it
-// was counted: then nothing changes.
-func (e *Engine) Retime(a Account, l *Limits, msgs []Waiting) []Slot {
+// (see Re-timing above). It changes nothing itself: commit counts them
+// so (the bucket rescaled to l, holding them at the new pace), and is to
+// be called once their new records are written, so that the counters
+// that name the new limit never reach the queue journal ahead of them
+// (else a Sync between the two and a power loss would leave messages at
+// their old times under counters that say there is nothing to re-time).
+// It returns nil, nil when no rate of a that holds a backlog has been
+// raised or removed since it was counted.
+func (e *Engine) Retime(a Account, l *Limits, msgs []Waiting) (slots []Slot, commit func()) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	ac := e.accts[a.Key()]
 	if ac == nil || len(msgs) == 0 {
-		return nil
+		return nil, nil
 	}
 	now := e.now()
 	if !ac.raised(l, now) {
-		return nil
+		return nil, nil
 	}
 	units := func(r Rate, m Waiting) int {
 		if r.Recipients() {
 			return max(m.Rcpts, 1)
 		}
 		return 1
+	}
+	total := func(r Rate) int {
+		n := 0
+		for _, m := range msgs {
+			n += units(r, m)
+		}
+		return n
 	}
 	// Each rate's bucket without the waiting messages.
 	var base [NumRates]time.Time
@@ -653,11 +673,8 @@ func (e *Engine) Retime(a Account, l *Limits, msgs []Waiting) []Slot {
 			continue
 		}
 		t := r.Window() / time.Duration(lim)
-		tat, _ := ac.rescale(r, lim, now)
-		n := 0
-		for _, m := range msgs {
-			n += units(r, m)
-		}
+		tat, _ := ac.rescaled(r, lim, now)
+		n := total(r)
 		// In units of t, as float64: n·t may overflow a Duration.
 		if held := float64(tat.Sub(now)) / float64(t); float64(n) < held {
 			base[r] = tat.Add(-time.Duration(n) * t)
@@ -666,7 +683,7 @@ func (e *Engine) Retime(a Account, l *Limits, msgs []Waiting) []Slot {
 		}
 	}
 	// Counted again, oldest first, as Decide counts.
-	slots := make([]Slot, len(msgs))
+	slots = make([]Slot, len(msgs))
 	for i, m := range msgs {
 		at := now
 		var worst *Violation
@@ -696,13 +713,30 @@ func (e *Engine) Retime(a Account, l *Limits, msgs []Waiting) []Slot {
 		}
 		slots[i] = Slot{At: at, Violation: worst}
 	}
-	for r := Rate(0); r < NumRates; r++ {
-		if lim := l.Rates[r]; lim > 0 {
-			ac.setTAT(r, base[r], lim)
+	// The bucket after them is the rescaled one, or (when they are more
+	// than its backlog, some having waited past their time) now plus
+	// them: taken out and counted again, they end where they were.
+	// Committed later, it is reckoned then, with what Decide counted
+	// meanwhile (under the tables in force: rescaled too).
+	commit = func() {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		ac := e.get(a)
+		now := e.now()
+		for r := Rate(0); r < NumRates; r++ {
+			lim := l.Rates[r]
+			if lim <= 0 {
+				continue
+			}
+			t := r.Window() / time.Duration(lim)
+			tat, _ := ac.rescaled(r, lim, now)
+			// float64: n·t may overflow a Duration.
+			held := time.Duration(min(float64(total(r))*float64(t), float64(math.MaxInt64/2)))
+			ac.setTAT(r, latest(tat, now.Add(held)), lim)
 		}
+		e.dirty[a.Key()] = true
 	}
-	e.dirty[a.Key()] = true
-	return slots
+	return slots, commit
 }
 
 // raised reports whether l raises or removes a rate of ac that holds a

@@ -214,11 +214,11 @@ func (g *Gate) Raised(p *Policy) map[int]bool {
 }
 
 // Retime re-times the waiting messages of account a (see
-// Engine.Retime) under the rule tables p, the ones about to be put in
-// force (SetPolicy after it: a message the gate admits meanwhile is
-// counted under the tables in force, and the bucket keeps its count
-// either way).
-func (g *Gate) Retime(p *Policy, a Account, msgs []Waiting) []Slot {
+// Engine.Retime, and its commit) under the rule tables p, the ones about
+// to be put in force (SetPolicy after it: a message the gate admits
+// meanwhile is counted under the tables in force, and the bucket keeps
+// its count either way).
+func (g *Gate) Retime(p *Policy, a Account, msgs []Waiting) ([]Slot, func()) {
 	fillGroups(p, &a)
 	l := p.Resolve(a)
 	return g.Engine.Retime(a, &l, msgs)

@@ -550,17 +550,17 @@ func TestRetimeRaisedRate(t *testing.T) {
 		}
 		w = append(w, Waiting{Rcpts: 1})
 	}
-	if s := e.Retime(a, l6, w); s != nil {
+	if s, _ := e.Retime(a, l6, w); s != nil {
 		t.Fatalf("unchanged: %+v", s)
 	}
-	if s := e.Retime(a, limits(Defer, 3), w); s != nil {
+	if s, _ := e.Retime(a, limits(Defer, 3), w); s != nil {
 		t.Fatalf("lowered: %+v", s)
 	}
 	// 12 counted (6 sent, 6 waiting) of 6; raised to 10: 6 sent, the
 	// first 4 waiting fit, then one every 6 s.
 	l10 := limits(Defer, 10)
-	s := e.Retime(a, l10, w)
-	if len(s) != 6 {
+	s, commit := e.Retime(a, l10, w)
+	if len(s) != 6 || commit == nil {
 		t.Fatalf("raised: %+v", s)
 	}
 	for i, sl := range s {
@@ -575,12 +575,13 @@ func TestRetimeRaisedRate(t *testing.T) {
 	if r := s[5].Reason(); !strings.HasPrefix(r, "deferred by policy until 2026-12-01T10:00:12Z: rate limit messages_per_minute=10 reached") || strings.Count(r, "2026") != 1 {
 		t.Errorf("reason: %s", r)
 	}
+	commit()
 	if d := e.Decide(a, l10, 1); d.Action != Defer || !d.At.Equal(c.t.Add(18*time.Second)) {
 		t.Errorf("a new message: %+v, want at +18s, after those waiting", d)
 	}
 	// Removed: everything fits.
 	none := limits(Defer, 0)
-	s = e.Retime(a, none, append(w[:2:2], Waiting{Rcpts: 1}))
+	s, _ = e.Retime(a, none, append(w[:2:2], Waiting{Rcpts: 1}))
 	if len(s) != 3 {
 		t.Fatalf("removed: %+v", s)
 	}
