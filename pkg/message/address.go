@@ -372,9 +372,54 @@ func FormatFrom(name, addr string) string {
 		// GECOS field, most likely ISO-8859-1, where every byte is a
 		// character. Labelled so, a reader shows the name that was
 		// meant; labelled UTF-8 it would show replacement characters.
-		return mime.QEncoding.Encode("iso-8859-1", name) + " <" + addr + ">"
+		return latin1Phrase(name) + " <" + addr + ">"
 	}
 	a := mail.Address{Name: name, Address: "x@x"}
 	s := a.String() // `"Name" <x@x>` or `=?utf-8?q?...?= <x@x>`
 	return strings.TrimSuffix(s, "<x@x>") + "<" + addr + ">"
+}
+
+// latin1Phrase Q-encodes name, read as ISO-8859-1, as a display name:
+// encoded-words of at most 75 characters (RFC 2047 section 2), separated
+// by a space (not shown, section 6.2), each holding only letters,
+// digits and "!*+-/" as they are (section 5(3): what may stand in a
+// phrase), every other byte as =XX and a space as "_". (mime.QEncoding
+// leaves the specials , < > " ( ) @ : ; as they are, which end a phrase
+// and let a name put an address into From:, and splits no word in a
+// charset other than UTF-8.)
+func latin1Phrase(name string) string {
+	const open, shut = "=?iso-8859-1?q?", "?="
+	const room = 75 - len(open) - len(shut)
+	const hex = "0123456789ABCDEF"
+	var b strings.Builder
+	b.Grow(len(open) + 3*len(name) + len(name)/room*(len(open)+len(shut)+1) + len(shut))
+	n := room // characters in the current word: a new one first
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		plain := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == ' ' || strings.IndexByte("!*+-/", c) >= 0
+		w := 3
+		if plain {
+			w = 1
+		}
+		if n+w > room {
+			if i > 0 {
+				b.WriteString(shut + " ")
+			}
+			b.WriteString(open)
+			n = 0
+		}
+		switch {
+		case c == ' ':
+			b.WriteByte('_')
+		case plain:
+			b.WriteByte(c)
+		default:
+			b.WriteByte('=')
+			b.WriteByte(hex[c>>4])
+			b.WriteByte(hex[c&15])
+		}
+		n += w
+	}
+	b.WriteString(shut)
+	return b.String()
 }

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"net/mail"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -433,6 +434,40 @@ func TestFormatFrom(t *testing.T) {
 	for _, tt := range tests {
 		if got := FormatFrom(tt.name, tt.addr); got != tt.want {
 			t.Errorf("FormatFrom(%q) = %q, want %q", tt.name, got, tt.want)
+		}
+	}
+}
+
+// A full name that is not UTF-8 (read as ISO-8859-1) gives a From: value
+// that is one mailbox, the address given, whose name decodes to the
+// name, in encoded-words of at most 75 characters: whatever bytes it
+// holds (below 0x20 and DEL excepted: ValidateEnvelope refuses them).
+func TestFormatFromLatin1(t *testing.T) {
+	var names []string
+	for c := 0x20; c < 0x100; c++ {
+		if c != 0x7f {
+			names = append(names, string([]byte{0xe9, byte(c)}), strings.Repeat(string([]byte{byte(c), 0xff}), 128))
+		}
+	}
+	names = append(names, "\xe9 <evil@example.com>, x", "Dupont, Jos\xe9", "Caf\xe9 \"x\" (y) a@b:c;", "=?utf-8?q?x?= \xe9")
+	for _, name := range names {
+		v := FormatFrom(name, "u@example.org")
+		list, err := mail.ParseAddressList(v)
+		if err != nil || len(list) != 1 || list[0].Address != "u@example.org" {
+			t.Errorf("FormatFrom(%q) = %q: %v, %v", name, v, list, err)
+			continue
+		}
+		want := make([]rune, 0, len(name))
+		for i := 0; i < len(name); i++ {
+			want = append(want, rune(name[i]))
+		}
+		if list[0].Name != string(want) {
+			t.Errorf("FormatFrom(%q) = %q: name %q", name, v, list[0].Name)
+		}
+		for _, w := range strings.Fields(strings.TrimSuffix(v, "<u@example.org>")) {
+			if len(w) > 75 {
+				t.Errorf("FormatFrom(%q): encoded-word of %d characters", name, len(w))
+			}
 		}
 	}
 }
