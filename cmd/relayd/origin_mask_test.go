@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailshim/mailshim/pkg/spool"
 	"github.com/mailshim/mailshim/pkg/waitfor"
 )
 
@@ -96,5 +97,39 @@ func TestOriginCommandLinePasswordsMasked(t *testing.T) {
 	noSecret("queued")
 	if t.Failed() {
 		t.Logf("queue show:\n%s", shows)
+	}
+}
+
+// A maildrop file whose record holds a password on the command line (an
+// older sendmail's, or one that did not mask it) is queued without it:
+// pickup masks it, and neither the queue nor queue show nor the log
+// holds it.
+func TestOriginCommandLinePasswordsMaskedAtPickup(t *testing.T) {
+	up, _ := newDeferringUpstream(t) // the message stays queued
+	s := newSite(t, up, siteOpts{retry: `["1h"]`})
+	const secret = "Old-Sendmail-Secret"
+	ids := s.dropOrigin(spool.Origin{UID: os.Getuid(), GID: os.Getgid(), Via: "maildrop", Mode: "t",
+		ParentCmdline: "/usr/bin/swaks --to rcpt@example.net -ap " + secret}, "older sendmail", 1)
+	s.start()
+	env := []string{"MAILSHIM_CONFIG=" + s.cfgPath}
+	var show string
+	waitfor.True(t, "the message queued and tried", 30*time.Second, func() bool {
+		out, _, code := runCmd(t, env, relaydBin, "queue", "show", ids[0])
+		show = out
+		return code == 0 && strings.Contains(out, "deferred")
+	})
+	if strings.Contains(show, secret) || !strings.Contains(show, "-ap [redacted]") {
+		t.Errorf("queue show does not mask the password:\n%s", show)
+	}
+	filepath.WalkDir(s.spool, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if b, _ := os.ReadFile(p); bytes.Contains(b, []byte(secret)) {
+				t.Errorf("%s holds the password", p)
+			}
+		}
+		return nil
+	})
+	if strings.Contains(s.log(), secret) {
+		t.Errorf("the log holds the password")
 	}
 }
