@@ -149,3 +149,30 @@ func TestSMTPUTF8HeadersTo8BitUpstream(t *testing.T) {
 		t.Errorf("%d of 2 messages delivered:\n%s", n, s.log())
 	}
 }
+
+// relayd doctor, against an upstream without SMTPUTF8, says in the
+// capabilities check what relayd then does with every kind of non-ASCII
+// address, the sender's included (its message fails, 5.6.7), in one
+// item of its "; "-separated list (a "; " inside the item splits it).
+func TestDoctorSaysWhatHappensWithoutSMTPUTF8(t *testing.T) {
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{})
+	s.start()
+	out, _, _ := s.doctor()
+	line, _, _ := checkLine(out, "capabilities")
+	_, item, ok := strings.Cut(line, "no SMTPUTF8 (")
+	if !ok {
+		t.Fatalf("the capabilities check does not say the upstream lacks SMTPUTF8:\n%s", out)
+	}
+	if i := strings.Index(item, "; "); i >= 0 {
+		item = item[:i]
+	}
+	if strings.Count("("+item, "(") != strings.Count(item, ")") {
+		t.Errorf("the SMTPUTF8 item is split by the list's \"; \": %q\n%s", item, line)
+	}
+	for _, want := range []string{"A-label", "recipient", "sender", "5.6.7"} {
+		if !strings.Contains(item, want) {
+			t.Errorf("the SMTPUTF8 item does not say %q: %q", want, item)
+		}
+	}
+}
