@@ -774,7 +774,7 @@ func (p *probe) capabilities() bool {
 	}
 	for _, ext := range []struct{ name, without string }{
 		{"8BITMIME", "8-bit messages are converted to quoted-printable"},
-		{"SMTPUTF8", "a recipient with non-ASCII before the @ fails alone (5.6.7); IDN domains go as A-labels"},
+		{"SMTPUTF8", "IDN domains go as A-labels, and an address with non-ASCII before the @ fails with 5.6.7: a recipient alone, a sender its message"},
 		{"PIPELINING", ""},
 		{"DSN", ""},
 	} {
