@@ -38,6 +38,8 @@ func TestOriginCommandLinePasswordsMasked(t *testing.T) {
 		{"mysql", []string{"-uroot", "-pMysq1-Secret", "shop"}, "Mysq1-Secret", "-p[redacted] shop"},
 		{"sshpass", []string{"-p", "Sshp4ss-Secret", "ssh", "host"}, "Sshp4ss-Secret", "-p [redacted] ssh host"},
 		{"git", []string{"clone", "https://bob:G1t-Url-Secret@git.example.net/r.git"}, "G1t-Url-Secret", "https://bob:[redacted]@git.example.net/r.git"},
+		// env(1) setting libpq's variable for a backup job.
+		{"env", []string{"PGPASSWORD=Pg3nv-Secret", "pg_dump", "shop"}, "Pg3nv-Secret", "PGPASSWORD=[redacted] pg_dump shop"},
 	}
 	for _, c := range cases {
 		if err := os.Symlink("/bin/bash", filepath.Join(bin, c.prog)); err != nil && !os.IsExist(err) {
