@@ -96,7 +96,9 @@ func secretWord(w string) bool {
 	case "password", "passwd", "pass", "passphrase", "pwd", "pw", "secret", "token", "apikey", "passin", "passout":
 		return true
 	}
-	return strings.HasPrefix(w, "password") || strings.HasPrefix(w, "passwd")
+	// PGPASSWORD, DBPASSWORD, SMTPPASSWD: one word that ends in one.
+	return strings.HasPrefix(w, "password") || strings.HasPrefix(w, "passwd") ||
+		strings.HasSuffix(w, "password") || strings.HasSuffix(w, "passwd")
 }
 
 // secretName reports whether the name of a long option (without its
