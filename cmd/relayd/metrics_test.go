@@ -25,6 +25,7 @@ import (
 	"github.com/mailshim/mailshim/pkg/smtptest"
 	"github.com/mailshim/mailshim/pkg/spool"
 	"github.com/mailshim/mailshim/pkg/submitsock"
+	"github.com/mailshim/mailshim/pkg/waitfor"
 )
 
 // scrape reads the metrics endpoint at a Unix socket path or a TCP
@@ -187,10 +188,14 @@ func TestMetricsTCP(t *testing.T) {
 	s := newSite(t, up, siteOpts{})
 	s.writeConfig("\n[metrics]\nlisten = \"127.0.0.1:0\"\n")
 	s.start()
-	m := regexp.MustCompile(`event=metrics listen=(127\.0\.0\.1:\d+)`).FindStringSubmatch(s.log())
-	if m == nil {
-		t.Fatalf("no metrics line:\n%s", s.log())
-	}
+	// The control socket answers before the log's writer has flushed
+	// the metrics line (it writes in batches of a few ms): wait for it.
+	re := regexp.MustCompile(`event=metrics listen=(127\.0\.0\.1:\d+)`)
+	var m []string
+	waitfor.True(t, "the metrics line", 10*time.Second, func() bool {
+		m = re.FindStringSubmatch(s.log())
+		return m != nil
+	})
 	if fams := scrape(t, m[1]); value(fams, metrics.BuildInfo, nil) != 1 {
 		t.Errorf("build info: %v", fams[metrics.BuildInfo])
 	}
