@@ -26,17 +26,21 @@ func Addr(up config.Upstream) string {
 //   - before the message data: the connection lost, or a refusal that
 //     means our AUTH/TLS settings are wrong for this upstream
 //     (AuthFailure: "Relay access denied", 530);
-//   - at MAIL or DATA (the command): a 4xx whose enhanced code is 4.3.x
-//     (mail system: full, not accepting, congested) or 4.4.x (network,
-//     routing), or a 451 without an enhanced code;
+//   - at MAIL, at DATA (the command) or in reply to the data: a 4xx
+//     whose enhanced code is 4.3.x (mail system: full, not accepting,
+//     congested) or 4.4.x (network, routing), or a 451 without an
+//     enhanced code (a reply to the data that refuses it says the
+//     upstream did not take the message: another may);
 //   - at RCPT: 452 4.3.1 (insufficient system storage). Other 4xx at
 //     RCPT are about that recipient (a lookup for its domain, greylisting)
 //     and would follow the message to any upstream.
 //
 // A 5xx about the sender, a recipient or the message, a 4xx about a
-// mailbox (4.2.x, 4.1.x) or policy (4.7.x greylisting), and anything after
-// the data was sent are not: failing over then would either not help or
-// risk a duplicate.
+// mailbox (4.2.x, 4.1.x) or policy (4.7.x greylisting), and a connection
+// lost once the data was under way are not: failing over then would
+// either not help or risk a duplicate (the upstream may have taken the
+// message without our seeing its reply). Whether a message so refused is
+// charged an attempt is another question (RefusedMessage; pkg/queue).
 func (e *Error) UpstreamTrouble() bool {
 	if e == nil || e.Class == Permanent {
 		return false
