@@ -154,3 +154,36 @@ func TestRefusedMessageDoesNotHoldTheUpstream(t *testing.T) {
 		})
 	}
 }
+
+// A message the first upstream refused in its own transaction (451
+// 4.3.0 at MAIL) fails over; when the next upstream cannot be reached,
+// the message is deferred with the first upstream's refusal as its
+// reason (log, queue show): that reply is why it is charged and waits
+// for [queue] retry, not the second's connection error.
+func TestRefusedThenFailoverDownKeepsTheRefusal(t *testing.T) {
+	first := newUpstream(t, smtptest.Options{Hook: func(ctx context.Context, st, arg string) error {
+		if st == smtptest.StageMail {
+			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "sender over its hourly quota"}
+		}
+		return nil
+	}})
+	second := newUpstream(t, smtptest.Options{})
+	second.Stop()
+	s := newSite(t, first, siteOpts{retry: `["1h"]`, concurrency: 1})
+	s.writeConfig(s.upstreamTOML(second))
+	s.drop("quota", 1)
+	s.start()
+	var line string
+	waitfor.True(t, "the message deferred", 20*time.Second, func() bool {
+		for _, l := range strings.Split(s.log(), "\n") {
+			if strings.Contains(l, "event=delivery") && strings.Contains(l, "status=deferred") {
+				line = l
+				return true
+			}
+		}
+		return false
+	})
+	if !strings.Contains(line, "sender over its hourly quota") || !strings.Contains(line, "upstream="+first.Addr) {
+		t.Errorf("the deferral does not give the first upstream's refusal:\n%s\nlog:\n%s", line, s.logTail(4000))
+	}
+}
