@@ -287,7 +287,11 @@ func (l *link) open(ctx context.Context, up config.Upstream, key string, waiting
 // job's other messages are sent to it).
 func (l *link) send(ctx context.Context, route Route, skip map[string]bool, m *relay.Message) (res *relay.Result, upstreamFault bool, notTried string) {
 	cands := route.Upstreams
-	refused := false
+	// refusal: the last result in which an upstream answered the
+	// message's own transaction (RefusedMessage). It is the message's
+	// outcome when a later candidate could not be reached: that reply,
+	// not a connection error, is why the message waits for its retry.
+	var refusal *relay.Result
 	for i, up := range cands {
 		key := route.keys[i]
 		if skip[key] || l.down[key] != nil {
@@ -324,7 +328,7 @@ func (l *link) send(ctx context.Context, route Route, skip map[string]bool, m *r
 			// only a connection-level failure throttles a site, its
 			// breaker stays closed and the job's other messages still go
 			// to it; this message may still fail over.
-			refused = true
+			refusal = res
 			l.report(up, key, nil)
 		} else {
 			l.report(up, key, res.Err)
@@ -342,8 +346,14 @@ func (l *link) send(ctx context.Context, route Route, skip map[string]bool, m *r
 			break
 		}
 	}
+	if refusal != nil {
+		if !relay.RefusedMessage(res) {
+			res = refusal
+		}
+		return res, false, ""
+	}
 	if res != nil {
-		return res, !refused, ""
+		return res, true, ""
 	}
 	if len(cands) == 0 {
 		e := &relay.Error{Class: relay.Temporary, Stage: relay.StageConnect, Err: errors.New("no upstream"),
