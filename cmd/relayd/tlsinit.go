@@ -144,7 +144,7 @@ func tlsInit(args []string) int {
 	}
 	// A running relayd keeps presenting the old certificate, whose CA is
 	// no longer trusted: clients that verify refuse it until the restart.
-	fmt.Printf("relayd: tls-init: a running relayd presents it after a restart: systemctl restart relayd\n")
+	fmt.Printf("relayd: tls-init: relayd presents it from its next start (if relayd runs now: systemctl restart relayd)\n")
 	return 0
 }
 
