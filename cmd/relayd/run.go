@@ -64,6 +64,14 @@ func (l *lineWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// queueSettings is the queue's part of cfg, with rw's aliases for the
+// recipients of its bounces and notices.
+func queueSettings(cfg *config.Config, rw *pickup.Rewriter, log *maillog.Logger) queue.Settings {
+	set := queue.SettingsFrom(cfg, relayOptions(cfg, rw.Hostname, log))
+	set.Aliases = rw.Recipients
+	return set
+}
+
 func relayOptions(cfg *config.Config, host string, log *maillog.Logger) relay.Options {
 	opts := relay.OptionsFrom(cfg)
 	opts.Hostname = host
@@ -144,7 +152,7 @@ func run(path string, drainTimeout time.Duration) int {
 		return fatal(sysexits.OSErr, "recovering the queue: %v", err)
 	}
 
-	qu := queue.New(sq, log, nil, queue.SettingsFrom(cfg, relayOptions(cfg, rw.Hostname, log)))
+	qu := queue.New(sq, log, nil, queueSettings(cfg, rw, log))
 	if err := qu.Load(); err != nil {
 		return fatal(sysexits.OSErr, "loading the queue: %v", err)
 	}
@@ -304,7 +312,7 @@ func reload(path string, old, boot *config.Config, pk *pickup.Pickup, qu *queue.
 	}
 	pk.SetRewriter(rw)
 	pk.SetIntervals(cfg.Queue.ScanInterval, cfg.Queue.TempGrace)
-	qu.SetSettings(queue.SettingsFrom(cfg, relayOptions(cfg, rw.Hostname, log)))
+	qu.SetSettings(queueSettings(cfg, rw, log))
 	var restart []string
 	if cfg.Spool != boot.Spool {
 		restart = append(restart, "spool")

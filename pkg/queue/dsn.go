@@ -73,21 +73,29 @@ var selfName = sync.OnceValue(func() string {
 })
 
 // queueNotice queues the DSN d about m (Hostname, To and Original filled
-// in here, and its ID when not given) from the null sender to m's sender.
+// in here, and its ID when not given) from the null sender to m's sender,
+// through Settings.Aliases when that is a local name.
 func (q *Queue) queueNotice(m *spool.Meta, n DSN) (string, error) {
 	now := n.Date
 	id := n.ID
 	if id == "" {
 		id = spool.NewID(now)
 	}
-	n.ID, n.Hostname, n.To, n.Original = id, q.settings().Hostname, m.Env.Sender, m
+	set := q.settings()
+	n.ID, n.Hostname, n.To, n.Original = id, set.Hostname, m.Env.Sender, m
 	body, err := BuildDSN(n)
 	if err != nil {
 		return "", err
 	}
+	rcpts := []string{m.Env.Sender}
+	if set.Aliases != nil {
+		if r := set.Aliases(rcpts); len(r) > 0 {
+			rcpts = r
+		}
+	}
 	dm := &spool.Meta{
 		Version: spool.Version, ID: id, Time: now,
-		Env:    spool.Envelope{Sender: "<>", Recipients: []string{m.Env.Sender}},
+		Env:    spool.Envelope{Sender: "<>", Recipients: rcpts},
 		Origin: spool.Origin{UID: os.Getuid(), GID: os.Getgid(), Via: "dsn"},
 	}
 	dm.Origin.User = selfName()

@@ -97,6 +97,12 @@ type Settings struct {
 	// earns its sender one "delayed" DSN (noteDelay); 0 sends none.
 	DelayNotice time.Duration
 	Hostname    string
+	// Aliases expands the recipient of a notice (a bounce, a delay
+	// notice: the message's envelope sender) as pickup expands a
+	// message's (pickup.Rewriter.Recipients): root@hostname, the sender
+	// of cron's, sudo's and atd's mail, goes to the admin through
+	// [aliases], not to this send-only host. nil leaves it as it is.
+	Aliases func(rcpts []string) []string
 	// Upstreams chooses the upstreams of each message and opens the
 	// sessions (the upstream component).
 	Upstreams *Upstreams
