@@ -277,15 +277,16 @@ func (l *link) open(ctx context.Context, up config.Upstream, key string, waiting
 //     recipient) is the result.
 //
 // upstreamFault is true when no candidate could be used: the failure is
-// the upstreams', not the message's. notTried, when not "", says why m
-// was not sent at all: every candidate had failed earlier in the job or
-// was held by its breaker (the result then carries that failure, which
-// was not an answer to m). It is false when a candidate
+// the upstreams', not the message's. notTried, when its Why is not "",
+// says why m was not sent at all: every candidate had failed earlier in
+// the job or was held by its breaker (the result then carries that
+// failure's class, stage, status, cause and fix, but not the upstream's
+// reply, which was no answer to m: notTriedErr). It is false when a candidate
 // answered the message's own transaction with a 4xx (relay.RefusedMessage),
 // even one that fails over: that attempt was made, and is the message's;
 // that candidate is reported working (its breaker does not open, and the
 // job's other messages are sent to it).
-func (l *link) send(ctx context.Context, route Route, skip map[string]bool, m *relay.Message) (res *relay.Result, upstreamFault bool, notTried string) {
+func (l *link) send(ctx context.Context, route Route, skip map[string]bool, m *relay.Message) (res *relay.Result, upstreamFault bool, nt notTried) {
 	cands := route.Upstreams
 	// refusal: the last result in which an upstream answered the
 	// message's own transaction (RefusedMessage). It is the message's
@@ -319,7 +320,7 @@ func (l *link) send(ctx context.Context, route Route, skip map[string]bool, m *r
 		}
 		if err == nil && !relay.FailOver(res) {
 			l.report(up, key, nil)
-			return res, false, ""
+			return res, false, notTried{}
 		}
 		if err == nil && relay.RefusedMessage(res) {
 			// The upstream answered the message's own transaction: the
@@ -350,15 +351,15 @@ func (l *link) send(ctx context.Context, route Route, skip map[string]bool, m *r
 		if !relay.RefusedMessage(res) {
 			res = refusal
 		}
-		return res, false, ""
+		return res, false, notTried{}
 	}
 	if res != nil {
-		return res, true, ""
+		return res, true, notTried{}
 	}
 	if len(cands) == 0 {
 		e := &relay.Error{Class: relay.Temporary, Stage: relay.StageConnect, Err: errors.New("no upstream"),
 			Cause: "no upstream may carry mail from this sender", Fix: "add an [[upstream]] without sender_domains, or one for this sender's domain"}
-		return failedResult(m, "", e), false, ""
+		return failedResult(m, "", e), false, notTried{}
 	}
 	// Every candidate is down: this job found it (the last failure is
 	// the reason), or the circuit breaker says so. m was not sent.
@@ -367,21 +368,41 @@ func (l *link) send(ctx context.Context, route Route, skip map[string]bool, m *r
 		if e := l.down[key]; e != nil {
 			addr := relay.Addr(cands[i])
 			why := "not tried: " + addr + " failed earlier in this delivery batch"
+			log := why
 			if id := l.downBy[key]; id != "" {
-				why += ", on message " + id
+				log += ", on message " + id
 			}
-			return failedResult(m, addr, e), true, why + " (" + errReply(e) + ")"
+			return failedResult(m, addr, notTriedErr(e, why)), true, notTried{Why: why, Log: log + " (" + errReply(e) + ")"}
 		}
 	}
 	for i := len(cands) - 1; i >= 0; i-- {
 		if e := l.jobDown[route.keys[i]]; e != nil {
 			addr := relay.Addr(cands[i])
-			return failedResult(m, addr, e), true, "not tried: " + addr + " is held by its circuit breaker (" + errReply(e) + ")"
+			why := "not tried: " + addr + " is held by its circuit breaker"
+			return failedResult(m, addr, notTriedErr(e, why)), true, notTried{Why: why, Log: why + " (" + errReply(e) + ")"}
 		}
 	}
 	e := &relay.Error{Class: relay.Temporary, Stage: relay.StageConnect, Err: errors.New("every upstream is down"),
 		Cause: "every upstream for this message failed recently; waiting for one to come back"}
-	return failedResult(m, "", e), true, "not tried: every upstream for this message failed recently"
+	why := "not tried: every upstream for this message failed recently"
+	return failedResult(m, "", e), true, notTried{Why: why, Log: why}
+}
+
+// notTried says why a message was not sent at all (link.send). Why is
+// the message's own: its record (mailq, relayd queue show), its delay
+// notice and its bounce say it. Log is the mail log's reason
+// (tried=no), which adds the other message the upstream failed on and
+// the upstream's reply to it: those belong to that message's account,
+// which may be another user's, and only the administrator reads the log.
+type notTried struct{ Why, Log string }
+
+// notTriedErr is the failure of a message not sent because its upstream
+// failed on another message (e): e's class, stage, enhanced status,
+// cause and fix (about the upstream, not a message), with why as its
+// text instead of the upstream's reply, which was an answer to the other
+// message and may name its addresses.
+func notTriedErr(e *relay.Error, why string) *relay.Error {
+	return &relay.Error{Class: e.Class, Stage: e.Stage, Enhanced: e.Enhanced, Cause: e.Cause, Fix: e.Fix, Err: errors.New(why)}
 }
 
 func failedResult(m *relay.Message, addr string, e *relay.Error) *relay.Result {

@@ -163,7 +163,7 @@ func (w *worker) deliverBatch(ctx context.Context, ids []string) {
 	var held *attempt
 	var heldRes *relay.Result
 	var heldFault bool
-	var heldNotTried string
+	var heldNotTried notTried
 	settle := func() {
 		if held == nil {
 			return
@@ -331,14 +331,14 @@ func (w *worker) notSending(id string, next time.Time, err error) {
 }
 
 // send makes the attempt prepare recorded, through the link, and returns
-// its result for outcome (notTried: link.send's); ok is false when the message was found damaged
+// its result for outcome (nt: link.send's); ok is false when the message was found damaged
 // while it was being sent (it is quarantined: there is no outcome to
 // apply). waiting, when set, is called while the upstream's replies are
 // awaited (relay.Message.Waiting).
-func (w *worker) send(ctx context.Context, a *attempt, waiting func()) (res *relay.Result, fault bool, notTried string, ok bool) {
+func (w *worker) send(ctx context.Context, a *attempt, waiting func()) (res *relay.Result, fault bool, nt notTried, ok bool) {
 	msg := w.message(a)
 	msg.Waiting = waiting
-	res, fault, notTried = w.link.send(ctx, a.route, w.job.skip, msg)
+	res, fault, nt = w.link.send(ctx, a.route, w.job.skip, msg)
 	if res.Err != nil && errors.Is(res.Err, spool.ErrCorrupt) {
 		// The stored message itself is damaged (its body does not match
 		// its checksum, found while it was being sent: the DATA was
@@ -346,10 +346,10 @@ func (w *worker) send(ctx context.Context, a *attempt, waiting func()) (res *rel
 		// the same way: it is quarantined, as one whose header does not
 		// decode is in prepare.
 		w.quarantine(a.id, res.Err)
-		return nil, false, "", false
+		return nil, false, notTried{}, false
 	}
 	a.d.Upstream = res.Upstream
-	return res, fault, notTried, true
+	return res, fault, nt, true
 }
 
 // message is the relay.Message of a (built once).
@@ -373,11 +373,13 @@ func (w *worker) message(a *attempt) *relay.Message {
 // without answering the message's own transaction (the upstreams'
 // trouble, not the message's: link.send): the attempt is not
 // charged and the next one waits for the circuit breaker, not the retry
-// schedule. notTried, when not "", says why the message was not sent at
-// all (link.send): its lines say so (tried=no), and a deferral gives
-// that reason, not the failure of the upstream it carries, which was no
-// answer to this message.
-func (w *worker) outcome(a *attempt, res *relay.Result, fault bool, notTried string) {
+// schedule. nt, when its Why is not "", says why the message was not
+// sent at all (link.send): its lines say so (tried=no, with nt.Log), and
+// a deferral records nt.Why, not the failure of the upstream it
+// carries, which was no answer to this message (nor its reply, which
+// may name another account's addresses: only the log has it).
+func (w *worker) outcome(a *attempt, res *relay.Result, fault bool, nt notTried) {
+	notTried := nt.Why
 	q := w.q
 	id, m, d, rcpts, upstream := a.id, a.m, a.d, a.rcpts, res.Upstream
 	now := q.now()
@@ -433,7 +435,7 @@ func (w *worker) outcome(a *attempt, res *relay.Result, fault bool, notTried str
 			// never bounces mail, expired or not.)
 			temp = append(temp, r)
 			lastTemp = e
-			failed(id, r, upstream, maillog.Deferred, "", notTried, maillog.Why{})
+			failed(id, r, upstream, maillog.Deferred, "", nt.Log, maillog.Why{})
 		case e.Class == relay.AuthFailure:
 			authFailed = true
 			temp = append(temp, r)
