@@ -1,0 +1,54 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mailshim/mailshim/pkg/smtptest"
+)
+
+// fail2ban's jail.conf sends its mail actions to destemail = root@localhost
+// from sender = root@<fq-hostname> (the system's host name, here not the
+// configured hostname). Both are names of this host, as every MTA Debian
+// ships takes them (Postfix's mydestination, exim's local_domains
+// "@:localhost"): root@localhost must reach the admin through [aliases],
+// and root@<system host name> must be sent as this host's root, not as a
+// domain the upstream has never heard of (whose bounce nobody reads). The
+// input is fail2ban's own (testdata/daemons/README), the capture host's
+// name "vm" replaced by this one's.
+func TestFail2banDefaultsAreLocalNames(t *testing.T) {
+	host, err := os.Hostname()
+	if err != nil || host == "" || strings.EqualFold(host, "web1.example.com") {
+		t.Skipf("needs a system host name other than the configured one (%q, %v)", host, err)
+	}
+	in, err := os.ReadFile(filepath.Join("testdata", "daemons", "fail2ban-sendmail-whois-defaults.eml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := strings.ReplaceAll(string(in), "root@vm>", "root@"+host+">")
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{})
+	s.start()
+	cmd := s.sendmailCmd("-f", "root@"+host, "root@localhost")
+	cmd.Stdin = strings.NewReader(msg)
+	if out, err := cmd.CombinedOutput(); err != nil || len(out) > 0 {
+		t.Fatalf("sendmail: %v %q", err, out)
+	}
+	msgs, err := up.WaitFor(1, 20*time.Second)
+	if err != nil {
+		t.Fatalf("nothing reached the upstream: %v\n%s", err, s.log())
+	}
+	m := msgs[0]
+	if strings.Join(m.To, " ") != "ops@example.com" {
+		t.Errorf("sent to %q, want ops@example.com ([aliases] root for root@localhost)", m.To)
+	}
+	if m.From != "root@web1.example.com" {
+		t.Errorf("sent from %q, want root@web1.example.com (root@%s is this host's root)", m.From, host)
+	}
+	if !strings.Contains(string(m.Data), "From: Fail2Ban <root@web1.example.com>\r\n") {
+		t.Errorf("From: not this host's root:\n%s", m.Data)
+	}
+}
