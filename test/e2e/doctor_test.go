@@ -126,7 +126,7 @@ func writeDoctorConf(t *testing.T, dir string, p *doctorPostfix, c doctorConf) s
 // output holds the password.
 func runDoctor(t *testing.T, password string, prefix []string, args ...string) (string, int) {
 	t.Helper()
-	argv := append(append(append([]string{}, prefix...), "/usr/sbin/relayd", "doctor", "--timeout", "3s"), args...)
+	argv := append(append(append([]string{}, prefix...), "/usr/sbin/relayd", "doctor", "--timeout", "10s"), args...)
 	c := exec.Command(argv[0], argv[1:]...)
 	start := time.Now()
 	out, err := c.CombinedOutput()
@@ -345,7 +345,8 @@ func TestDoctor(t *testing.T) {
 		}, check: "✘ tls-name", saw: "the certificate is for mail.other.example", cause: "not valid for the name", fix: "server_name"},
 		{name: "nothing-listening", conf: func(c *doctorConf) { c.port = freePort(t) },
 			check: "✘ tcp", saw: "refused: nothing listens", cause: "refused the connection", fix: "check host and port"},
-		{name: "packets-dropped", prefix: dropNamespace,
+		// Its own, shorter timeout (the last --timeout counts).
+		{name: "packets-dropped", prefix: dropNamespace, args: []string{"--timeout", "3s"},
 			check: "✘ tcp", saw: "timed out after 3s", cause: "TCP connection timed out", fix: "firewall"},
 		{name: "unknown-host", conf: func(c *doctorConf) { c.host = "no-such-smarthost.invalid" },
 			check: "✘ dns", saw: "no-such-smarthost.invalid: no address", cause: "could not be resolved", fix: "check host"},
