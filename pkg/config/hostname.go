@@ -26,3 +26,20 @@ func defaultHostname(mailname string) string {
 	}
 	return "localhost"
 }
+
+// LocalDomain reports whether domain names this host in mail: hostname
+// (the configured one, else DefaultHostname), localhost,
+// localhost.localdomain or the system host name, as Postfix's
+// mydestination and exim's local_domains "@:localhost" have it (fail2ban's
+// jail.conf mails root@localhost from root@<its host name>). An address at
+// such a domain is a local name, as a bare one is.
+func LocalDomain(hostname, domain string) bool {
+	if domain == "" {
+		return false
+	}
+	if strings.EqualFold(domain, hostname) || strings.EqualFold(domain, "localhost") || strings.EqualFold(domain, "localhost.localdomain") {
+		return true
+	}
+	h, err := os.Hostname()
+	return err == nil && h != "" && strings.EqualFold(domain, h)
+}

@@ -100,16 +100,20 @@ func (e *PolicyError) Error() string {
 // CheckSender returns a *PolicyError when [policy] allowed_senders does
 // not let user (uid) give sender as the envelope sender, nil otherwise.
 // sender is in the bare form package message returns; "" (no sender
-// given: the system chooses it) and the user's own name, bare or at
-// Hostname, are always allowed.
+// given: the system chooses it) and the user's own name, bare or at one
+// of this host's names (LocalDomain), are always allowed.
 func (c *Config) CheckSender(user string, uid int, sender string) error {
 	p := c.Policy.AllowedSenders
 	if len(p) == 0 || sender == "" {
 		return nil
 	}
-	// The user's own name, bare or at this host, is the sender used
-	// without -f anyway.
-	if user != "" && (sender == user || strings.EqualFold(sender, user+"@"+c.Hostname)) {
+	// The user's own name, bare or at one of this host's names
+	// (LocalDomain), is the sender used without -f anyway.
+	if user != "" && sender == user {
+		return nil
+	}
+	if at := strings.LastIndexByte(sender, '@'); user != "" && at > 0 &&
+		strings.EqualFold(sender[:at], user) && LocalDomain(c.Hostname, sender[at+1:]) {
 		return nil
 	}
 	var keys []string

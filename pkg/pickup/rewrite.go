@@ -2,7 +2,6 @@ package pickup
 
 import (
 	"bytes"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -23,11 +22,6 @@ type Rewriter struct {
 	// TraceKey signs the origin header when set ([trace] key_file).
 	TraceKey []byte
 	cfg      *config.Config
-	// localHosts are the other domains that name this host: localhost
-	// and the system host name (fail2ban's jail.conf mails root@localhost
-	// from root@<its host name>). Their addresses are local names, as
-	// Hostname's are.
-	localHosts []string
 }
 
 // NewRewriter builds a Rewriter from cfg and loads the aliases file into
@@ -39,11 +33,7 @@ func NewRewriter(cfg *config.Config) (*Rewriter, []error) {
 		host = config.DefaultHostname()
 	}
 	errs := cfg.LoadAliases()
-	rw := &Rewriter{Hostname: host, TraceHeader: cfg.Trace.Header, TraceFields: cfg.Trace.Fields, cfg: cfg,
-		localHosts: []string{"localhost", "localhost.localdomain"}}
-	if h, err := os.Hostname(); err == nil && h != "" {
-		rw.localHosts = append(rw.localHosts, h)
-	}
+	rw := &Rewriter{Hostname: host, TraceHeader: cfg.Trace.Header, TraceFields: cfg.Trace.Fields, cfg: cfg}
 	if cfg.Trace.Key != "" {
 		rw.TraceKey = []byte(cfg.Trace.Key)
 	}
@@ -51,21 +41,15 @@ func NewRewriter(cfg *config.Config) (*Rewriter, []error) {
 }
 
 // local returns the local part of addr when addr is local to this host (no
-// domain, our host name, localhost or the system host name), and whether
+// domain, or one of this host's names: config.LocalDomain), and whether
 // it is.
 func (r *Rewriter) local(addr string) (string, bool) {
 	at := strings.LastIndexByte(addr, '@')
 	if at < 0 {
 		return addr, addr != ""
 	}
-	domain := addr[at+1:]
-	if strings.EqualFold(domain, r.Hostname) {
+	if config.LocalDomain(r.Hostname, addr[at+1:]) {
 		return addr[:at], true
-	}
-	for _, h := range r.localHosts {
-		if strings.EqualFold(domain, h) {
-			return addr[:at], true
-		}
 	}
 	return "", false
 }
