@@ -52,3 +52,27 @@ func TestFail2banDefaultsAreLocalNames(t *testing.T) {
 		t.Errorf("From: not this host's root:\n%s", m.Data)
 	}
 }
+
+// A system host name with a dot may be a domain that has real mailboxes
+// elsewhere (a one-server site whose host is named example.com, whose
+// mail is at a provider): mail to info@example.com must leave as it is,
+// not be taken for a local name and sent to info@<hostname>. relayd runs
+// in a UTS namespace whose host name is shop.example (root only).
+func TestDottedSystemHostNameIsNotALocalDomain(t *testing.T) {
+	needRoot(t)
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{wrap: []string{"unshare", "--uts", "sh", "-c", `hostname shop.example && exec "$@"`, "sh"}})
+	s.start()
+	cmd := s.sendmailCmd("-f", "app@web1.example.com", "info@shop.example")
+	cmd.Stdin = strings.NewReader("Subject: contact form\n\nhello\n")
+	if out, err := cmd.CombinedOutput(); err != nil || len(out) > 0 {
+		t.Fatalf("sendmail: %v %q", err, out)
+	}
+	msgs, err := up.WaitFor(1, 20*time.Second)
+	if err != nil {
+		t.Fatalf("nothing reached the upstream: %v\n%s", err, s.log())
+	}
+	if got := strings.Join(msgs[0].To, " "); got != "info@shop.example" {
+		t.Errorf("sent to %q, want info@shop.example (the system's dotted host name is not a local domain)", got)
+	}
+}
