@@ -28,7 +28,13 @@ func TestSenderPolicyOwnNameAtThisHost(t *testing.T) {
 	}
 	msg := strings.ReplaceAll(string(in), "root@vm>", user+"@"+host+">")
 	s := newSpool(t, false, policyConf)
-	for _, sender := range []string{user + "@" + host, user + "@localhost", strings.ToUpper(user) + "@LOCALHOST"} {
+	senders := []string{user + "@localhost", strings.ToUpper(user) + "@LOCALHOST"}
+	if !strings.Contains(host, ".") {
+		// A system host name with a dot is not this host's own in mail
+		// (config.LocalDomain): it may be a domain with real mailboxes.
+		senders = append(senders, user+"@"+host)
+	}
+	for _, sender := range senders {
 		r := runSendmail(t, invocation{args: []string{"-f", sender, "root@localhost"}, conf: s.conf, stdin: strings.NewReader(msg)})
 		if r.code != 0 || r.stderr != "" {
 			t.Errorf("-f %s: exit %d, stderr %q; want 0 (the user's own name at this host)", sender, r.code, r.stderr)

@@ -29,10 +29,14 @@ func defaultHostname(mailname string) string {
 
 // LocalDomain reports whether domain names this host in mail: hostname
 // (the configured one, else DefaultHostname), localhost,
-// localhost.localdomain or the system host name, as Postfix's
-// mydestination and exim's local_domains "@:localhost" have it (fail2ban's
-// jail.conf mails root@localhost from root@<its host name>). An address at
-// such a domain is a local name, as a bare one is.
+// localhost.localdomain or the system host name when it is short (no dot),
+// much as Postfix's mydestination and exim's local_domains "@:localhost"
+// have it (fail2ban's jail.conf mails root@localhost from root@<its host
+// name>). An address at such a domain is a local name, as a bare one is.
+// A system host name with a dot is not taken: it may be a domain with
+// real mailboxes elsewhere (a one-server site whose host is named after
+// the site), whose mail must leave as it is and whose addresses a local
+// user may not claim; a fully qualified name of this host is hostname.
 func LocalDomain(hostname, domain string) bool {
 	if domain == "" {
 		return false
@@ -41,5 +45,5 @@ func LocalDomain(hostname, domain string) bool {
 		return true
 	}
 	h, err := os.Hostname()
-	return err == nil && h != "" && strings.EqualFold(domain, h)
+	return err == nil && h != "" && !strings.Contains(h, ".") && strings.EqualFold(domain, h)
 }
