@@ -209,10 +209,16 @@ func classify(stage string, err error) *Error {
 	case errors.As(err, &invalid) && (invalid.Reason == x509.Expired):
 		e.Stage = StageTLS
 		e.Cause = "the upstream's TLS certificate has expired or is not valid yet"
+		e.Fix = "the upstream's administrator must renew the certificate (check this host's clock too); relayd does not send over an invalid certificate"
+		if c := invalid.Cert; c != nil && c.IsCA {
+			// An intermediate the upstream sends, or a root: not the
+			// upstream's own certificate, which may be fine.
+			e.Cause = "a CA certificate of the upstream's chain (" + c.Subject.String() + ") has expired or is not valid yet"
+			e.Fix = "the upstream's administrator must send a current intermediate certificate (or, for a root, this host's ca_file or trust store must hold a current one); check this host's clock too; relayd does not send over an invalid chain"
+		}
 		if c := invalid.Cert; c != nil {
 			e.Cause += fmt.Sprintf(" (valid %s to %s)", c.NotBefore.UTC().Format("2006-01-02"), c.NotAfter.UTC().Format("2006-01-02"))
 		}
-		e.Fix = "the upstream's administrator must renew the certificate (check this host's clock too); relayd does not send over an invalid certificate"
 	case errors.As(err, &unknownCA) && unknownCA.Cert != nil && selfSigned(unknownCA.Cert):
 		e.Stage = StageTLS
 		e.Cause = "the upstream's TLS certificate is self-signed (" + unknownCA.Cert.Subject.String() + ")"
