@@ -44,6 +44,12 @@ func LocalDomain(hostname, domain string) bool {
 	if strings.EqualFold(domain, hostname) || strings.EqualFold(domain, "localhost") || strings.EqualFold(domain, "localhost.localdomain") {
 		return true
 	}
+	// Only a short system host name counts, so a domain with a dot (every
+	// address that leaves this host) is decided without asking the
+	// system: pickup asks once per address.
+	if strings.Contains(domain, ".") {
+		return false
+	}
 	h, err := os.Hostname()
-	return err == nil && h != "" && !strings.Contains(h, ".") && strings.EqualFold(domain, h)
+	return err == nil && h != "" && strings.EqualFold(domain, h)
 }
