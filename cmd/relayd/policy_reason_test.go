@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"regexp"
 	"strings"
 	"sync/atomic"
@@ -21,16 +20,8 @@ import (
 // each message, by ID, with its state.
 func (s *site) reasonsOf(t *testing.T) map[string][2]string {
 	t.Helper()
-	out, stderr, code := runCmd(t, []string{"MAILSHIM_CONFIG=" + s.cfgPath}, relaydBin, "queue", "list", "--user", "nobody", "--json")
-	if code != 0 {
-		t.Fatalf("queue list --json: exit %d, %q", code, stderr)
-	}
-	var list []struct{ ID, State, Reason string }
-	if err := json.Unmarshal([]byte(out), &list); err != nil {
-		t.Fatalf("queue list --json: %v\n%s", err, out)
-	}
 	m := map[string][2]string{}
-	for _, e := range list {
+	for _, e := range s.queueJSON("--user", "nobody") {
 		m[e.ID] = [2]string{e.State, e.Reason}
 	}
 	return m
