@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -11,20 +10,23 @@ import (
 	"github.com/mailshim/mailshim/pkg/waitfor"
 )
 
+// holdNobody is nobody's table: messages_per_hour at perHour, action
+// hold (under [policy] without notices: writeConfig, reloadPolicy).
+func holdNobody(perHour int) string {
+	return fmt.Sprintf("\nmessages_per_hour = %d\naction = \"hold\"\n", perHour)
+}
+
 // setNobodyRate rewrites the site's configuration with nobody's
 // messages_per_hour at perHour (action hold, no notices).
 func (s *site) setNobodyRate(perHour int) {
-	s.writeConfig(fmt.Sprintf("\n[policy]\nnotice_to = \"\"\n[policy.nobody]\nmessages_per_hour = %d\naction = \"hold\"\n", perHour))
+	s.writeConfig("\n[policy]\nnotice_to = \"\"\n[policy.nobody]" + holdNobody(perHour))
 }
 
 // reloadWith sighups d after rewriting the configuration with nobody's
 // rate at perHour, and waits for the reload's log line.
 func (s *site) reloadWith(d *daemon, perHour int) {
 	s.t.Helper()
-	before := strings.Count(s.log(), "event=reload status=ok")
-	s.setNobodyRate(perHour)
-	d.cmd.Process.Signal(syscall.SIGHUP)
-	waitForReload(s, before)
+	s.reloadPolicy(d, holdNobody(perHour))
 }
 
 // waitForReload waits for a reload line after the before'th.
