@@ -106,3 +106,54 @@ func TestGeneratedFromEncodedWordsSafe(t *testing.T) {
 		}
 	}
 }
+
+// A UTF-8 full name is encoded as a Latin-1 one is: encoded-words that
+// hold no character that ends a phrase or that an atom may not hold
+// (RFC 2047 section 5(3)), so that the From: field is one mailbox, the
+// caller's, whose name decodes to the name. A backslash ("CORP\jörg", a
+// Windows account name) was left raw in a Q-encoded word: a From: field
+// no RFC 5322 parser takes, which a strict upstream refuses.
+func TestGeneratedFromUTF8NameIsOnePhrase(t *testing.T) {
+	up := newUpstream(t, smtptest.Options{})
+	s := newSite(t, up, siteOpts{})
+	s.start()
+	names := []string{
+		`CORP\jörg`,
+		`Jörg "x" (y) <evil@example.com>, z \ a@b:c;`,
+		strings.Repeat("ö", 40) + ` \ ` + strings.Repeat("€", 30),
+	}
+	for i, name := range names {
+		cmd := s.sendmailCmd("-i", "-F", name, "rcpt@example.net")
+		cmd.Stdin = strings.NewReader("Subject: full name " + strconv.Itoa(i) + "\n\nbody\n")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("sendmail -F: %v\n%s", err, out)
+		}
+	}
+	msgs, err := up.WaitFor(len(names), 30*time.Second)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, s.log())
+	}
+	for _, m := range msgs {
+		sub := regexp.MustCompile(`(?m)^Subject: full name (\d+)\r?$`).FindStringSubmatch(string(m.Data))
+		f := regexp.MustCompile(`(?m)^From: (.*?)\r?$`).FindStringSubmatch(string(m.Data))
+		if sub == nil || f == nil {
+			t.Errorf("no Subject: or From: in\n%s", m.Data)
+			continue
+		}
+		n, _ := strconv.Atoi(sub[1])
+		want := names[n]
+		list, err := mail.ParseAddressList(f[1])
+		if err != nil || len(list) != 1 || list[0].Address != m.From {
+			t.Errorf("-F %q: From: %s: %v (%v), want the one mailbox %s", want, f[1], list, err, m.From)
+			continue
+		}
+		if list[0].Name != want {
+			t.Errorf("-F %q: From: %s: name decodes to %q", want, f[1], list[0].Name)
+		}
+		for _, w := range strings.Fields(f[1]) {
+			if len(w) > 75 {
+				t.Errorf("-F %q: encoded-word of %d characters (at most 75): %s", want, len(w), w)
+			}
+		}
+	}
+}
