@@ -372,34 +372,46 @@ func FormatFrom(name, addr string) string {
 		// GECOS field, most likely ISO-8859-1, where every byte is a
 		// character. Labelled so, a reader shows the name that was
 		// meant; labelled UTF-8 it would show replacement characters.
-		return latin1Phrase(name) + " <" + addr + ">"
+		return phrase("iso-8859-1", name) + " <" + addr + ">"
+	}
+	if !IsASCII(name) {
+		return phrase("utf-8", name) + " <" + addr + ">"
 	}
 	a := mail.Address{Name: name, Address: "x@x"}
-	s := a.String() // `"Name" <x@x>` or `=?utf-8?q?...?= <x@x>`
+	s := a.String() // `"Name" <x@x>`: every character is ASCII
 	return strings.TrimSuffix(s, "<x@x>") + "<" + addr + ">"
 }
 
-// latin1Phrase Q-encodes name, read as ISO-8859-1, as a display name:
-// encoded-words of at most 75 characters (RFC 2047 section 2), separated
-// by a space (not shown, section 6.2), each holding only letters,
-// digits and "!*+-/" as they are (section 5(3): what may stand in a
-// phrase), every other byte as =XX and a space as "_". (mime.QEncoding
-// leaves the specials , < > " ( ) @ : ; as they are, which end a phrase
-// and let a name put an address into From:, and splits no word in a
-// charset other than UTF-8.)
-func latin1Phrase(name string) string {
-	const open, shut = "=?iso-8859-1?q?", "?="
-	const room = 75 - len(open) - len(shut)
+// phrase Q-encodes name, in charset "utf-8" or "iso-8859-1" (every byte a
+// character), as a display name: encoded-words of at most 75 characters
+// (RFC 2047 section 2) that split no character (section 5), separated by
+// a space (not shown, section 6.2), each holding only letters, digits and
+// "!*+-/" as they are (section 5(3): what may stand in a phrase), every
+// other byte as =XX and a space as "_". (mime.QEncoding, which
+// mail.Address uses unless the name holds one of a list of specials,
+// leaves a backslash and the specials , < > " ( ) @ : ; as they are,
+// which end a phrase and let a name put an address into From:, and
+// splits no word in a charset other than UTF-8.)
+func phrase(charset, name string) string {
+	open, shut := "=?"+charset+"?q?", "?="
+	room := 75 - len(open) - len(shut)
 	const hex = "0123456789ABCDEF"
+	plain := func(c byte) bool {
+		return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == ' ' || strings.IndexByte("!*+-/", c) >= 0
+	}
 	var b strings.Builder
 	b.Grow(len(open) + 3*len(name) + len(name)/room*(len(open)+len(shut)+1) + len(shut))
 	n := room // characters in the current word: a new one first
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		plain := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == ' ' || strings.IndexByte("!*+-/", c) >= 0
-		w := 3
-		if plain {
-			w = 1
+	for i := 0; i < len(name); {
+		size := 1
+		if charset == "utf-8" {
+			_, size = utf8.DecodeRuneInString(name[i:])
+		}
+		w := 0 // the character's width encoded
+		for _, c := range []byte(name[i : i+size]) {
+			if w += 3; plain(c) {
+				w -= 2
+			}
 		}
 		if n+w > room {
 			if i > 0 {
@@ -408,17 +420,20 @@ func latin1Phrase(name string) string {
 			b.WriteString(open)
 			n = 0
 		}
-		switch {
-		case c == ' ':
-			b.WriteByte('_')
-		case plain:
-			b.WriteByte(c)
-		default:
-			b.WriteByte('=')
-			b.WriteByte(hex[c>>4])
-			b.WriteByte(hex[c&15])
+		for _, c := range []byte(name[i : i+size]) {
+			switch {
+			case c == ' ':
+				b.WriteByte('_')
+			case plain(c):
+				b.WriteByte(c)
+			default:
+				b.WriteByte('=')
+				b.WriteByte(hex[c>>4])
+				b.WriteByte(hex[c&15])
+			}
 		}
 		n += w
+		i += size
 	}
 	b.WriteString(shut)
 	return b.String()

@@ -472,6 +472,31 @@ func TestFormatFromLatin1(t *testing.T) {
 	}
 }
 
+// A UTF-8 full name gives a From: value that is one mailbox, the address
+// given, whose name decodes to the name, in encoded-words of at most 75
+// characters, whatever ASCII characters it holds besides: a backslash
+// too, which mail.Address leaves raw in a Q-encoded word.
+func TestFormatFromUTF8(t *testing.T) {
+	var names []string
+	for c := 0x20; c < 0x7f; c++ {
+		names = append(names, "é"+string(rune(c)), strings.Repeat(string(rune(c))+"€", 64))
+	}
+	names = append(names, `CORP\jörg`, "é <evil@example.com>, x", "=?utf-8?q?x?= é")
+	for _, name := range names {
+		v := FormatFrom(name, "u@example.org")
+		list, err := mail.ParseAddressList(v)
+		if err != nil || len(list) != 1 || list[0].Address != "u@example.org" || list[0].Name != name {
+			t.Errorf("FormatFrom(%q) = %q: %v, %v", name, v, list, err)
+			continue
+		}
+		for _, w := range strings.Fields(strings.TrimSuffix(v, "<u@example.org>")) {
+			if len(w) > 75 {
+				t.Errorf("FormatFrom(%q): encoded-word of %d characters", name, len(w))
+			}
+		}
+	}
+}
+
 // FuzzHeader checks that header scanning never panics, that what it keeps
 // plus the rest of the input is the input (nothing lost, nothing added
 // besides the separator line), and that address parsing is total.
